@@ -1,0 +1,216 @@
+//! Decoding sensor payloads (DESIGN "Bus: subjects and payloads").
+//!
+//! A payload is a JSON object `{"ts": <ms since epoch or RFC 3339>, "value":
+//! <number>, "unit": "mg/dL", "sensor": <optional>}` or a JSON array of such
+//! objects. A missing `sensor` defaults to the subject without its first
+//! token (`sensors.cgm-1` -> `cgm-1`).
+
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::model::Reading;
+
+/// Payloads larger than this are refused before parsing.
+pub const MAX_PAYLOAD_BYTES: usize = 64 << 10;
+
+/// Why a payload was refused. Each reason names the offending field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PayloadError {
+    /// Over [`MAX_PAYLOAD_BYTES`].
+    #[error("payload of {0} bytes is over the {MAX_PAYLOAD_BYTES}-byte limit")]
+    TooLarge(usize),
+    /// Not JSON at all.
+    #[error("payload is not JSON: {0}")]
+    NotJson(String),
+    /// JSON, but neither an object nor an array of objects.
+    #[error("payload must be a JSON object or an array of objects")]
+    NotAnObject,
+    /// An empty array.
+    #[error("payload is an empty array")]
+    Empty,
+    /// No `value`.
+    #[error("reading {index}: missing `value`")]
+    MissingValue {
+        /// Position in the array (0 for an object).
+        index: usize,
+    },
+    /// `value` is not a finite number.
+    #[error("reading {index}: `value` must be a number, found {found}")]
+    BadValue {
+        /// Position in the array.
+        index: usize,
+        /// What was there instead.
+        found: String,
+    },
+    /// No `ts`.
+    #[error("reading {index}: missing `ts`")]
+    MissingTimestamp {
+        /// Position in the array.
+        index: usize,
+    },
+    /// `ts` neither integer milliseconds nor RFC 3339.
+    #[error("reading {index}: `ts` must be milliseconds since the epoch or an RFC 3339 time, found {found}")]
+    BadTimestamp {
+        /// Position in the array.
+        index: usize,
+        /// What was there instead.
+        found: String,
+    },
+    /// `sensor` or `unit` present but not a string, or no sensor at all.
+    #[error("reading {index}: {reason}")]
+    BadField {
+        /// Position in the array.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Decode a raw payload received on `subject`.
+pub fn decode(subject: &str, bytes: &[u8]) -> Result<Vec<Reading>, PayloadError> {
+    if bytes.len() > MAX_PAYLOAD_BYTES {
+        return Err(PayloadError::TooLarge(bytes.len()));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| PayloadError::NotJson(e.to_string()))?;
+    decode_value(subject, &value)
+}
+
+/// Decode a payload already parsed as JSON (as in recorded-message files).
+pub fn decode_value(subject: &str, payload: &Value) -> Result<Vec<Reading>, PayloadError> {
+    match payload {
+        Value::Object(_) => Ok(vec![decode_one(subject, 0, payload)?]),
+        Value::Array(items) if items.is_empty() => Err(PayloadError::Empty),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| decode_one(subject, index, item))
+            .collect(),
+        _ => Err(PayloadError::NotAnObject),
+    }
+}
+
+fn decode_one(subject: &str, index: usize, item: &Value) -> Result<Reading, PayloadError> {
+    let Value::Object(fields) = item else {
+        return Err(PayloadError::NotAnObject);
+    };
+    let value = match fields.get("value") {
+        None | Some(Value::Null) => return Err(PayloadError::MissingValue { index }),
+        Some(Value::Number(number)) => number.as_f64().filter(|v| v.is_finite()).ok_or_else(|| PayloadError::BadValue {
+            index,
+            found: number.to_string(),
+        })?,
+        Some(other) => {
+            return Err(PayloadError::BadValue {
+                index,
+                found: describe(other),
+            });
+        }
+    };
+    let timestamp_ms = match fields.get("ts") {
+        None | Some(Value::Null) => return Err(PayloadError::MissingTimestamp { index }),
+        Some(ts) => parse_timestamp(ts).ok_or_else(|| PayloadError::BadTimestamp {
+            index,
+            found: describe(ts),
+        })?,
+    };
+    let sensor = match fields.get("sensor") {
+        None | Some(Value::Null) => subject_tail(subject).ok_or_else(|| PayloadError::BadField {
+            index,
+            reason: format!("no `sensor` field and subject `{subject}` has no sensor token"),
+        })?,
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(other) => {
+            return Err(PayloadError::BadField {
+                index,
+                reason: format!("`sensor` must be a non-empty string, found {}", describe(other)),
+            });
+        }
+    };
+    let unit = match fields.get("unit") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(PayloadError::BadField {
+                index,
+                reason: format!("`unit` must be a string, found {}", describe(other)),
+            });
+        }
+    };
+    Ok(Reading {
+        sensor,
+        timestamp_ms,
+        value,
+        unit,
+    })
+}
+
+/// `ts` as integer milliseconds, or an RFC 3339 string.
+fn parse_timestamp(ts: &Value) -> Option<i64> {
+    match ts {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => {
+            let time = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+            i64::try_from(time.unix_timestamp_nanos() / 1_000_000).ok()
+        }
+        _ => None,
+    }
+}
+
+/// The subject without its first token: `sensors.ward3.bed7` -> `ward3.bed7`.
+fn subject_tail(subject: &str) -> Option<String> {
+    subject.split_once('.').map(|(_, tail)| tail.to_owned()).filter(|t| !t.is_empty())
+}
+
+/// A short description of a JSON value for error messages.
+fn describe(value: &Value) -> String {
+    let text = value.to_string();
+    if text.len() > 40 {
+        format!("{}...", text.chars().take(40).collect::<String>())
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_and_array_payloads() {
+        let one = decode("sensors.cgm-1", br#"{"ts":1434300000000,"value":49,"unit":"mg/dL"}"#).unwrap();
+        assert_eq!(one, vec![Reading { sensor: "cgm-1".into(), timestamp_ms: 1434300000000, value: 49.0, unit: "mg/dL".into() }]);
+        let many = decode(
+            "sensors.x",
+            br#"[{"ts":"2015-06-14T16:40:00Z","value":100.5,"sensor":"a"},{"ts":1,"value":2}]"#,
+        )
+        .unwrap();
+        assert_eq!(many[0].timestamp_ms, 1434300000000);
+        assert_eq!(many[0].sensor, "a");
+        assert_eq!(many[1].sensor, "x");
+        assert_eq!(many[1].unit, "");
+    }
+
+    #[test]
+    fn every_kind_of_bad_payload_has_its_reason() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"not json", "payload is not JSON"),
+            (b"42", "payload must be a JSON object"),
+            (b"[]", "payload is an empty array"),
+            (br#"{"ts":1}"#, "reading 0: missing `value`"),
+            (br#"{"ts":1,"value":"49"}"#, "reading 0: `value` must be a number, found \"49\""),
+            (br#"{"value":1}"#, "reading 0: missing `ts`"),
+            (br#"{"ts":"yesterday","value":1}"#, "reading 0: `ts` must be milliseconds"),
+            (br#"{"ts":1.5,"value":1}"#, "reading 0: `ts` must be milliseconds"),
+            (br#"[{"ts":1,"value":1},{"ts":1,"value":1,"sensor":7}]"#, "reading 1: `sensor` must be a non-empty string"),
+            (br#"{"ts":1,"value":1,"unit":5}"#, "reading 0: `unit` must be a string"),
+        ];
+        for (payload, expected) in cases {
+            let error = decode("sensors.cgm", payload).unwrap_err().to_string();
+            assert!(error.starts_with(expected), "{:?}: {error}", String::from_utf8_lossy(payload));
+        }
+        let big = vec![b' '; MAX_PAYLOAD_BYTES + 1];
+        assert_eq!(decode("sensors.cgm", &big), Err(PayloadError::TooLarge(MAX_PAYLOAD_BYTES + 1)));
+        assert!(matches!(decode("sensors", br#"{"ts":1,"value":1}"#), Err(PayloadError::BadField { .. })));
+    }
+}

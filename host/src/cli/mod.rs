@@ -1,0 +1,59 @@
+//! Command-line interface: one file per subcommand. Clap structs stay dumb;
+//! each command validates its arguments once, then runs.
+//!
+//! Exit codes (`exit.rs`): 0 success, 1 failure at run time (a plugin failed,
+//! output differs from the golden file), 2 bad usage or bad input (clap's own
+//! code for usage errors).
+
+mod exit;
+mod replay;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use exit::Failure;
+
+/// Edgewise: run signed WebAssembly sensor plugins on edge devices.
+#[derive(Debug, Parser)]
+#[command(name = "edgewise", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replay recorded sensor data through a plugin on a virtual clock.
+    Replay(replay::ReplayArgs),
+}
+
+/// Parse the command line, run the command, map the outcome to an exit code.
+pub fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay(args) => replay::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(),
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` selects them (default: warnings and errors).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,234 @@
+//! `edgewise replay`: run a plugin over recorded data on a virtual clock.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use clap::{Args, ValueEnum};
+use sha2::{Digest, Sha256};
+
+use edgewise_host::envelope::{Provenance, to_json_line};
+use edgewise_host::replay::{self, Format, ReplayReport, golden};
+use edgewise_host::runtime::{Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
+
+use super::Failure;
+
+/// Differences printed when output and golden file disagree.
+const MAX_DIFFS_SHOWN: usize = 5;
+/// Refuse a `--tick` that would need more ticks than this over the recording.
+const MAX_TICKS: i64 = 100_000_000;
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The plugin: a component built for wasm32-wasip2.
+    #[arg(long, value_name = "FILE.wasm")]
+    plugin: PathBuf,
+
+    /// The recording to replay.
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+
+    /// Recording format [default: jsonl for *.jsonl files, else iglu-csv].
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+
+    /// Plugin configuration, repeatable: `--config low=65 --config repeat=15m`.
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    config: Vec<(String, String)>,
+
+    /// Virtual time between two `on-tick` calls, e.g. `5m`, `30s`.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_tick)]
+    tick: i64,
+
+    /// Write the output (JSON lines) here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+
+    /// Compare the output with this golden file: exit 1 on a difference.
+    #[arg(long, value_name = "GOLDEN")]
+    expect: Option<PathBuf>,
+
+    /// With --expect: rewrite the golden file with this run's output.
+    #[arg(long, requires = "expect")]
+    update: bool,
+
+    /// Skip unparsable rows (counted and reported) instead of failing.
+    #[arg(long)]
+    skip_invalid: bool,
+
+    /// Plugin name in the output [default: the file name without extension, `_` as `-`].
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FormatArg {
+    /// iglu CSV: header `id,time,gl`.
+    IgluCsv,
+    /// JSON lines of recorded bus messages.
+    Jsonl,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.to_owned())),
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
+}
+
+fn parse_tick(text: &str) -> Result<i64, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| format!("`{text}`: {e}"))?;
+    match i64::try_from(duration.as_millis()) {
+        Ok(ms) if ms > 0 => Ok(ms),
+        _ => Err(format!("`{text}`: the tick must be at least 1ms")),
+    }
+}
+
+pub fn run(args: ReplayArgs) -> Result<(), Failure> {
+    let format = match args.format {
+        Some(FormatArg::IgluCsv) => Format::IgluCsv,
+        Some(FormatArg::Jsonl) => Format::Jsonl,
+        None if args.input.extension().is_some_and(|e| e == "jsonl") => Format::Jsonl,
+        None => Format::IgluCsv,
+    };
+    let recording = replay::load(&args.input, format, args.skip_invalid).map_err(Failure::usage)?;
+    if let (Some(first), Some(last)) = (recording.readings.first(), recording.readings.last()) {
+        let span = last.timestamp_ms.saturating_sub(first.timestamp_ms);
+        if span / args.tick > MAX_TICKS {
+            return Err(Failure::usage(anyhow!(
+                "--tick {}ms is too fine for a recording spanning {} days: it would need over {MAX_TICKS} ticks",
+                args.tick,
+                span / 86_400_000
+            )));
+        }
+    }
+
+    let bytes = std::fs::read(&args.plugin)
+        .with_context(|| format!("cannot read plugin {}", args.plugin.display()))
+        .map_err(Failure::usage)?;
+    let name = args.name.clone().unwrap_or_else(|| plugin_name(&args.plugin));
+    let provenance = Provenance {
+        device: "replay".to_owned(),
+        plugin: name.clone(),
+        version: "unsigned".to_owned(),
+        digest: format!("sha256:{:x}", Sha256::digest(&bytes)),
+    };
+    let runtime = Runtime::new(RuntimeOptions { deterministic: true }).map_err(Failure::runtime)?;
+    let compiled = runtime.compile(&name, &bytes).map_err(Failure::usage)?;
+    let mut instance = PluginInstance::new(&runtime, &compiled, Limits::default()).map_err(Failure::runtime)?;
+    if let Err(error) = instance.init(&args.config) {
+        return Err(match error.kind {
+            PluginErrorKind::Returned(_) => Failure::usage(anyhow!("{error}: its configuration was refused")),
+            _ => Failure::runtime(error),
+        });
+    }
+
+    let mut lines: Vec<String> = Vec::new();
+    let mut writer = open_output(args.out.as_deref(), args.expect.is_none()).map_err(Failure::usage)?;
+    let mut write_error: Option<std::io::Error> = None;
+    let mut seq = 0u64;
+    let result = replay::replay(&mut instance, &recording, args.tick, &mut |output| {
+        seq += 1;
+        let line = to_json_line(&provenance, seq, output);
+        if let (Some(out), None) = (writer.as_mut(), &write_error) {
+            if let Err(e) = writeln!(out, "{line}") {
+                write_error = Some(e);
+            }
+        }
+        if args.expect.is_some() {
+            lines.push(line);
+        }
+    });
+    if let Some(mut out) = writer {
+        if write_error.is_none() {
+            write_error = out.flush().err();
+        }
+    }
+    match write_error {
+        Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(Failure::usage(anyhow!(e).context("cannot write the output")));
+        }
+        _ => {}
+    }
+    let report = result.map_err(Failure::runtime)?;
+    print_report(&recording.stats, &report);
+
+    match (&args.expect, args.update) {
+        (Some(golden_path), true) => update_golden(golden_path, &lines),
+        (Some(golden_path), false) => check_golden(golden_path, &lines),
+        (None, _) => Ok(()),
+    }
+}
+
+/// The plugin name from its file: `glucose_monitor.wasm` -> `glucose-monitor`.
+fn plugin_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().replace('_', "-"))
+        .unwrap_or_else(|| "plugin".to_owned())
+}
+
+/// Where lines go: `--out`, else stdout unless a golden comparison was asked for.
+fn open_output(out: Option<&Path>, stdout_by_default: bool) -> anyhow::Result<Option<Box<dyn Write>>> {
+    Ok(match out {
+        Some(path) => {
+            let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            Some(Box::new(BufWriter::new(file)))
+        }
+        None if stdout_by_default => Some(Box::new(BufWriter::new(std::io::stdout().lock()))),
+        None => None,
+    })
+}
+
+fn print_report(stats: &replay::ReadStats, report: &ReplayReport) {
+    let skipped = stats.na + stats.duplicates + stats.invalid;
+    let seconds = report.elapsed.as_secs_f64();
+    let rate = if seconds > 0.0 { report.readings as f64 / seconds } else { 0.0 };
+    eprintln!("replay: {} rows read, {} readings replayed", stats.rows, report.readings);
+    eprintln!(
+        "  skipped: {skipped} (NA: {}, duplicate timestamp: {}, invalid row: {}); out of order (sorted): {}",
+        stats.na, stats.duplicates, stats.invalid, stats.out_of_order
+    );
+    eprintln!("  alerts: {}, summaries: {}, ticks: {}", report.alerts, report.summaries, report.ticks);
+    eprintln!("  {seconds:.3} s, {rate:.0} readings/s");
+}
+
+fn update_golden(path: &Path, lines: &[String]) -> Result<(), Failure> {
+    let mut text = lines.join("\n");
+    if !lines.is_empty() {
+        text.push('\n');
+    }
+    std::fs::write(path, text)
+        .with_context(|| format!("cannot write golden file {}", path.display()))
+        .map_err(Failure::usage)?;
+    eprintln!("updated {} ({} lines)", path.display(), lines.len());
+    Ok(())
+}
+
+fn check_golden(path: &Path, lines: &[String]) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read golden file {}", path.display()))
+        .map_err(Failure::usage)?;
+    let expected: Vec<&str> = text.lines().collect();
+    let actual: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let diffs = golden::compare(&expected, &actual, MAX_DIFFS_SHOWN);
+    if diffs.is_empty() {
+        eprintln!("output matches {} ({} lines)", path.display(), lines.len());
+        return Ok(());
+    }
+    eprintln!(
+        "output differs from {} (golden: {} lines, output: {} lines); first differences:",
+        path.display(),
+        expected.len(),
+        actual.len()
+    );
+    for diff in &diffs {
+        eprintln!("line {}:", diff.line);
+        eprintln!("  expected: {}", diff.expected.as_deref().unwrap_or("(end of file)"));
+        eprintln!("  actual:   {}", diff.actual.as_deref().unwrap_or("(end of output)"));
+    }
+    Err(Failure::runtime(anyhow!(
+        "output differs from golden file {} (rerun with --update to accept)",
+        path.display()
+    )))
+}

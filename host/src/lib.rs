@@ -1,0 +1,15 @@
+//! The Edgewise host: verifies, sandboxes and runs WebAssembly sensor plugins
+//! on an edge device, and replays recorded sensor data through them.
+//!
+//! Start with [`runtime`] (wasmtime, instances, limits), then [`replay`]
+//! (recordings, virtual clock, golden files). [`model`] holds the data types
+//! that flow between them, and [`envelope`] the JSON form of outputs.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod bus;
+pub mod envelope;
+pub mod model;
+pub mod replay;
+pub mod runtime;

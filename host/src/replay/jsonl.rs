@@ -1,0 +1,32 @@
+//! Reader for JSON lines of recorded bus messages.
+
+use serde_json::Value;
+
+use super::recording::{RecordingBuilder, RecordingError};
+use crate::bus::payload;
+
+/// Read every line into `builder`. Blank lines are ignored.
+pub(crate) fn read(text: &[u8], builder: &mut RecordingBuilder) -> Result<(), RecordingError> {
+    for (index, line) in text.split(|b| *b == b'\n').enumerate() {
+        let line_number = index as u64 + 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        builder.row();
+        match parse_line(line) {
+            Ok(readings) => readings.into_iter().for_each(|r| builder.reading(r)),
+            Err(reason) => builder.bad_row(line_number, reason)?,
+        }
+    }
+    Ok(())
+}
+
+fn parse_line(line: &[u8]) -> Result<Vec<crate::model::Reading>, String> {
+    let message: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
+    let subject = message
+        .get("subject")
+        .and_then(Value::as_str)
+        .ok_or("missing string field `subject`")?;
+    let payload = message.get("payload").ok_or("missing field `payload`")?;
+    payload::decode_value(subject, payload).map_err(|e| e.to_string())
+}

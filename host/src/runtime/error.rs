@@ -1,0 +1,139 @@
+//! What can go wrong when compiling, instantiating or calling a plugin.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::limits::LimitExceeded;
+
+/// The export being called when a plugin failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// Instantiation (linking the imports, running start functions).
+    Instantiate,
+    /// The `init` export.
+    Init,
+    /// The `on-readings` export.
+    OnReadings,
+    /// The `on-tick` export.
+    OnTick,
+}
+
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Call::Instantiate => "instantiate",
+            Call::Init => "init",
+            Call::OnReadings => "on-readings",
+            Call::OnTick => "on-tick",
+        })
+    }
+}
+
+/// A plugin failed a call. The instance is unusable afterwards unless the
+/// kind is [`PluginErrorKind::Returned`] (see [`PluginErrorKind::poisons`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("plugin `{plugin}` {kind} (in `{call}`)")]
+pub struct PluginError {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The export that failed.
+    pub call: Call,
+    /// What happened.
+    pub kind: PluginErrorKind,
+}
+
+/// Why a plugin call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PluginErrorKind {
+    /// The plugin returned `err(message)`: its own, orderly failure.
+    #[error("returned an error: {0}")]
+    Returned(String),
+    /// The plugin trapped (a panic, an out-of-bounds access, a stack overflow...).
+    #[error("trapped: {reason}{}", stderr_suffix(.stderr))]
+    Trapped {
+        /// The trap, e.g. `call stack exhausted`.
+        reason: String,
+        /// The last line the plugin wrote to stderr before trapping (e.g. its panic message).
+        stderr: String,
+    },
+    /// The call ran past its CPU deadline and was interrupted.
+    #[error("exceeded its CPU deadline of {0:?}")]
+    Deadline(Duration),
+    /// The plugin broke a resource limit.
+    #[error("{0}")]
+    Limit(LimitExceeded),
+    /// The component does not fit the `sensor-plugin` world or failed to start.
+    #[error("could not be instantiated: {0}")]
+    Instantiate(String),
+    /// The instance failed earlier and can no longer be called.
+    #[error("cannot be called: the instance failed earlier and must be restarted")]
+    Poisoned,
+}
+
+impl PluginErrorKind {
+    /// Whether the instance must be discarded after this failure (a Store is
+    /// never reused after a trap).
+    pub fn poisons(&self) -> bool {
+        !matches!(self, PluginErrorKind::Returned(_))
+    }
+
+    /// A short stable tag for counters and exit messages.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            PluginErrorKind::Returned(_) => "returned-error",
+            PluginErrorKind::Trapped { .. } => "trap",
+            PluginErrorKind::Deadline(_) => "deadline",
+            PluginErrorKind::Limit(LimitExceeded::Memory { .. }) => "memory-limit",
+            PluginErrorKind::Limit(LimitExceeded::Outputs(_)) => "output-limit",
+            PluginErrorKind::Limit(LimitExceeded::State(_)) => "state-limit",
+            PluginErrorKind::Instantiate(_) => "instantiate",
+            PluginErrorKind::Poisoned => "poisoned",
+        }
+    }
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(" (plugin stderr: {stderr})")
+    }
+}
+
+/// A component could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not WebAssembly.
+    #[error("`{plugin}` is not a WebAssembly file (no `\\0asm` header)")]
+    NotWasm {
+        /// Plugin name.
+        plugin: String,
+    },
+    /// A core module where a component is needed.
+    #[error("`{plugin}` is a core WebAssembly module, not a component: build it with `--target wasm32-wasip2`")]
+    CoreModule {
+        /// Plugin name.
+        plugin: String,
+    },
+    /// wasmtime refused to compile or link it.
+    #[error("`{plugin}` could not be compiled: {reason}")]
+    Compile {
+        /// Plugin name.
+        plugin: String,
+        /// wasmtime's explanation.
+        reason: String,
+    },
+    /// The component does not target the `edgewise:plugin/sensor-plugin` world.
+    #[error("`{plugin}` does not fit the edgewise:plugin/sensor-plugin world: {reason}")]
+    World {
+        /// Plugin name.
+        plugin: String,
+        /// What is missing or mismatched.
+        reason: String,
+    },
+}
+
+/// The runtime itself could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the WebAssembly runtime: {0}")]
+pub struct RuntimeError(pub String);

@@ -1,0 +1,172 @@
+//! One running plugin: a wasmtime `Store` with its instance, called through
+//! the `sensor-plugin` exports under limits and a per-call deadline.
+
+use wasmtime::Store;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{Deterministic, WasiCtx};
+
+use super::bindings::{SensorPlugin, types};
+use super::engine::{CompiledPlugin, EPOCH_TICK, Runtime};
+use super::error::{Call, PluginError, PluginErrorKind};
+use super::host_api::InstanceState;
+use super::limits::Limits;
+use crate::model::{Output, Reading};
+
+/// How much of a plugin's stderr is kept (enough for a panic message).
+const STDERR_CAPACITY: usize = 16 << 10;
+
+/// A live plugin instance. After a failure that poisons it (any trap or
+/// limit), every further call fails with [`PluginErrorKind::Poisoned`]: the
+/// caller builds a new instance, never reusing a trapped `Store`.
+pub struct PluginInstance {
+    store: Store<InstanceState>,
+    bindings: SensorPlugin,
+    poisoned: bool,
+    stderr_seen: usize,
+}
+
+impl PluginInstance {
+    /// Instantiate a compiled plugin with the given limits.
+    pub fn new(runtime: &Runtime, plugin: &CompiledPlugin, limits: Limits) -> Result<PluginInstance, PluginError> {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let wasi = build_wasi(runtime.deterministic(), stderr.clone());
+        let deadline_ticks = deadline_ticks(&limits);
+        let mut store = Store::new(runtime.engine(), InstanceState::new(&plugin.name, limits, wasi, stderr));
+        store.limiter(|state| state);
+        store.set_epoch_deadline(deadline_ticks);
+        let bindings = plugin.pre.instantiate(&mut store).map_err(|e| PluginError {
+            plugin: plugin.name.clone(),
+            call: Call::Instantiate,
+            kind: PluginErrorKind::Instantiate(format!("{e:#}")),
+        })?;
+        Ok(PluginInstance {
+            store,
+            bindings,
+            poisoned: false,
+            stderr_seen: 0,
+        })
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.store.data().plugin
+    }
+
+    /// Call `init` with the plugin's configuration.
+    pub fn init(&mut self, config: &[(String, String)]) -> Result<(), PluginError> {
+        self.call(Call::Init, |bindings, store| bindings.call_init(store, config))
+    }
+
+    /// Call `on-readings` with a batch.
+    pub fn on_readings(&mut self, readings: &[Reading]) -> Result<(), PluginError> {
+        let batch: Vec<types::Reading> = readings
+            .iter()
+            .map(|r| types::Reading {
+                sensor: r.sensor.clone(),
+                timestamp_ms: r.timestamp_ms,
+                value: r.value,
+                unit: r.unit.clone(),
+            })
+            .collect();
+        self.call(Call::OnReadings, |bindings, store| bindings.call_on_readings(store, &batch))
+    }
+
+    /// Call `on-tick` with the host clock's time.
+    pub fn on_tick(&mut self, now_ms: i64) -> Result<(), PluginError> {
+        self.call(Call::OnTick, |bindings, store| bindings.call_on_tick(store, now_ms))
+    }
+
+    /// Take the outputs produced since the last call to this method, in order.
+    /// Outputs emitted before a failure are kept.
+    pub fn take_outputs(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.store.data_mut().outputs)
+    }
+
+    /// Log lines dropped because a call exceeded its log budget.
+    pub fn logs_dropped(&self) -> u64 {
+        self.store.data().logs_dropped
+    }
+
+    fn call(
+        &mut self,
+        call: Call,
+        invoke: impl FnOnce(&SensorPlugin, &mut Store<InstanceState>) -> wasmtime::Result<Result<(), String>>,
+    ) -> Result<(), PluginError> {
+        let plugin = self.store.data().plugin.clone();
+        if self.poisoned {
+            return Err(PluginError {
+                plugin,
+                call,
+                kind: PluginErrorKind::Poisoned,
+            });
+        }
+        self.store.data_mut().begin_call();
+        let ticks = deadline_ticks(&self.store.data().limits);
+        self.store.set_epoch_deadline(ticks);
+        let kind = match invoke(&self.bindings, &mut self.store) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(message)) => PluginErrorKind::Returned(message),
+            Err(error) => {
+                self.poisoned = true;
+                self.classify(error)
+            }
+        };
+        Err(PluginError { plugin, call, kind })
+    }
+
+    /// Turn a wasmtime error from a call into the reason a person can act on.
+    fn classify(&mut self, error: wasmtime::Error) -> PluginErrorKind {
+        if let Some(limit) = self.store.data_mut().limit_hit.take() {
+            return PluginErrorKind::Limit(limit);
+        }
+        match error.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => PluginErrorKind::Deadline(self.store.data().limits.call_deadline),
+            Some(trap) => PluginErrorKind::Trapped {
+                reason: trap.to_string().trim_start_matches("wasm trap: ").to_owned(),
+                stderr: self.new_stderr_line(),
+            },
+            None => PluginErrorKind::Trapped {
+                reason: format!("{error}"),
+                stderr: self.new_stderr_line(),
+            },
+        }
+    }
+
+    /// What the guest wrote to stderr since the last failure, condensed to one
+    /// line: from a Rust panic, its location and message; else the last line.
+    fn new_stderr_line(&mut self) -> String {
+        let contents = self.store.data().stderr.contents();
+        let fresh = contents.get(self.stderr_seen..).unwrap_or_default();
+        self.stderr_seen = contents.len();
+        let text = String::from_utf8_lossy(fresh);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+            .collect();
+        let from = lines
+            .iter()
+            .rposition(|l| l.contains(" panicked at "))
+            .unwrap_or(lines.len().saturating_sub(1));
+        let line = lines.get(from..).unwrap_or_default().join(" ");
+        line.chars().take(500).collect()
+    }
+}
+
+fn deadline_ticks(limits: &Limits) -> u64 {
+    // +1: the current epoch period may be about to end.
+    (limits.call_deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+}
+
+/// WASI for a plugin: no files, no network, no environment, no arguments;
+/// stderr captured (for panic messages), stdout discarded.
+fn build_wasi(deterministic: bool, stderr: MemoryOutputPipe) -> WasiCtx {
+    let mut builder = WasiCtx::builder();
+    builder.stderr(stderr);
+    if deterministic {
+        builder.secure_random(Deterministic::new(vec![0x5a; 32]));
+        builder.insecure_random(Deterministic::new(vec![0xa5; 32]));
+        builder.insecure_random_seed(0);
+    }
+    builder.build()
+}

@@ -1,0 +1,133 @@
+//! Everything the plugin knows about one sensor, and how a reading or a tick
+//! moves it forward.
+
+use edgewise_sdk::{Outputs, Reading};
+
+use crate::alerts::{self, AlertRules};
+use crate::config::Settings;
+use crate::episodes::Episodes;
+use crate::interval::IntervalEstimate;
+use crate::recent::Recent;
+use crate::windows::Windows;
+
+/// Readings further than this from the epoch (2^53 ms, about 285,000 years)
+/// are dropped: within it every timestamp sum and difference fits in `i64`
+/// and converts exactly to `f64`.
+pub const MAX_ABS_TIMESTAMP_MS: i64 = 1 << 53;
+
+/// The state of one sensor: bounded memory (the trend buffer holds the
+/// readings of the last `max(trend_window, rate_window)`).
+#[derive(Debug, Clone)]
+pub struct SensorState {
+    /// Newest timestamp seen (valid or invalid): older ones are late, equal
+    /// ones duplicates.
+    newest_ms: Option<i64>,
+    /// Timestamp of the newest valid in-order reading.
+    last_valid_ms: Option<i64>,
+    /// Whether signal-loss was raised and not resolved yet.
+    signal_lost: bool,
+    interval: IntervalEstimate,
+    recent: Recent,
+    episodes: Episodes,
+    alerts: AlertRules,
+    windows: Windows,
+}
+
+impl SensorState {
+    /// A sensor never seen before.
+    pub fn new(settings: &Settings) -> SensorState {
+        SensorState {
+            newest_ms: None,
+            last_valid_ms: None,
+            signal_lost: false,
+            interval: IntervalEstimate::new(settings.default_interval_ms),
+            recent: Recent::new(settings),
+            episodes: Episodes::new(settings),
+            alerts: AlertRules::new(settings),
+            windows: Windows::new(),
+        }
+    }
+
+    /// Handle one reading of this sensor.
+    pub fn on_reading(&mut self, reading: &Reading, settings: &Settings, out: &mut Outputs) {
+        let ts = reading.timestamp_ms;
+        if !(-MAX_ABS_TIMESTAMP_MS..=MAX_ABS_TIMESTAMP_MS).contains(&ts) {
+            return;
+        }
+        let value = settings.is_valid(reading.value).then_some(reading.value);
+        match self.newest_ms {
+            Some(newest) if ts == newest => return,
+            Some(newest) if ts < newest => {
+                // Late: only the window metrics take it (if still pending).
+                self.windows.record(ts, value, settings);
+                return;
+            }
+            _ => self.newest_ms = Some(ts),
+        }
+        // Close first, so the interval noted at close does not depend on
+        // whether a reading or a tick closed the window.
+        self.windows.close_until(ts, self.interval.current_ms());
+        if value.is_some() {
+            self.on_valid(reading, settings, out);
+        }
+        self.windows.record(ts, value, settings);
+        self.emit(&reading.sensor, out);
+    }
+
+    /// A valid in-order reading: interval, episodes, alerts.
+    fn on_valid(&mut self, reading: &Reading, settings: &Settings, out: &mut Outputs) {
+        let (ts, v) = (reading.timestamp_ms, reading.value);
+        if let Some(last) = self.last_valid_ms {
+            let spacing = ts.saturating_sub(last);
+            if spacing > settings.episode_gap_ms {
+                self.episodes.reset();
+            }
+            self.interval.add(spacing);
+        }
+        self.last_valid_ms = Some(ts);
+
+        let started = self
+            .episodes
+            .update(ts, v, self.interval.current_ms(), settings.episode_duration_ms);
+        for (kind, start) in started.into_iter().enumerate() {
+            if let Some(start_ms) = start {
+                self.windows.count_episode(kind, start_ms);
+            }
+        }
+
+        if self.signal_lost {
+            self.signal_lost = false;
+            out.alert(alerts::signal_restored(reading));
+        }
+        self.recent.push(ts, v);
+        self.alerts.evaluate(reading, &self.recent, settings, out);
+    }
+
+    /// Handle a tick at `now_ms`: signal loss, the episode gap, window closing.
+    pub fn on_tick(&mut self, sensor: &str, now_ms: i64, settings: &Settings, out: &mut Outputs) {
+        if let Some(last) = self.last_valid_ms {
+            if !self.signal_lost && now_ms >= last.saturating_add(settings.signal_loss_ms) {
+                self.signal_lost = true;
+                out.alert(alerts::signal_loss(sensor, last, settings));
+            }
+            // The reading after the gap would do the same; doing it now
+            // releases windows held for a run the gap has broken.
+            if now_ms > last.saturating_add(settings.episode_gap_ms) {
+                self.episodes.reset();
+            }
+        }
+        self.windows.close_until(now_ms, self.interval.current_ms());
+        self.emit(sensor, out);
+    }
+
+    fn emit(&mut self, sensor: &str, out: &mut Outputs) {
+        let hold_from = self.episodes.undecided_since();
+        self.windows.emit(sensor, hold_from, self.interval.current_ms(), out);
+    }
+
+    /// Which episode kinds are open (for tests and diagnostics).
+    #[cfg(test)]
+    pub fn open_episodes(&self) -> [bool; crate::episodes::KINDS] {
+        self.episodes.open()
+    }
+}

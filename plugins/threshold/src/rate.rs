@@ -1,0 +1,84 @@
+//! Rate of change of one sensor: least-squares slope over a time window.
+
+use edgewise_sdk::trend::least_squares;
+use edgewise_sdk::window::TimeWindow;
+
+/// The valid in-order readings of the last `span_ms` (inclusive) and the
+/// slope through them.
+#[derive(Debug, Clone)]
+pub(crate) struct RateWindow {
+    span_ms: i64,
+    min_readings: usize,
+    window: TimeWindow,
+    /// Reused buffer: `least_squares` needs a cloneable iterator.
+    scratch: Vec<(i64, f64)>,
+}
+
+impl RateWindow {
+    /// A window of `span_ms` that judges a slope from `min_readings` readings on.
+    pub(crate) fn new(span_ms: i64, min_readings: usize) -> RateWindow {
+        RateWindow {
+            span_ms,
+            min_readings,
+            window: TimeWindow::new(span_ms),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Add an in-order valid reading and return the slope in units per
+    /// minute, or `None` when it cannot be judged: fewer than `min_readings`
+    /// readings in the window, no defined slope, or a non-finite one (values
+    /// so large that the sums overflow).
+    ///
+    /// A timestamp within `span_ms` of `i64::MIN` cannot anchor a window
+    /// without overflow: the window is emptied and the slope is not judged.
+    pub(crate) fn push(&mut self, timestamp_ms: i64, value: f64) -> Option<f64> {
+        if timestamp_ms.checked_sub(self.span_ms).is_none() {
+            self.window.clear();
+            return None;
+        }
+        self.window.push(timestamp_ms, value);
+        if self.window.len() < self.min_readings {
+            return None;
+        }
+        self.scratch.clear();
+        self.scratch.extend(self.window.iter());
+        least_squares(self.scratch.iter().copied())
+            .map(|trend| trend.per_minute)
+            .filter(|slope| slope.is_finite())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn needs_min_readings_within_the_inclusive_span() {
+        let mut rate = RateWindow::new(10 * MIN, 3);
+        assert_eq!(rate.push(0, 1.0), None);
+        assert_eq!(rate.push(5 * MIN, 2.0), None);
+        // The first reading is exactly `span` old: still in.
+        assert_eq!(rate.push(10 * MIN, 3.0), Some(0.2));
+        // Now the first two have left the window.
+        assert_eq!(rate.push(20 * MIN + 1, 3.0), None);
+    }
+
+    #[test]
+    fn refuses_timestamps_it_cannot_anchor() {
+        let mut rate = RateWindow::new(10 * MIN, 2);
+        assert_eq!(rate.push(i64::MIN, 1.0), None);
+        assert_eq!(rate.push(i64::MIN + 1, 1.0), None);
+        assert_eq!(rate.push(i64::MAX - MIN, 1.0), None);
+        assert_eq!(rate.push(i64::MAX, 2.0), Some(1.0));
+    }
+
+    #[test]
+    fn overflowing_sums_are_not_judged() {
+        let mut rate = RateWindow::new(10 * MIN, 2);
+        rate.push(0, -f64::MAX);
+        assert_eq!(rate.push(MIN, f64::MAX), None);
+    }
+}

@@ -1,0 +1,135 @@
+//! The plugin's configuration: read, defaulted and validated once at `init`.
+
+use edgewise_sdk::Config;
+use edgewise_sdk::time::MINUTE_MS;
+
+/// Default `low` limit (2.0: the bottom of the 2–8 °C cold chain).
+pub(crate) const DEFAULT_LOW: f64 = 2.0;
+/// Default `high` limit (8.0: the top of the 2–8 °C cold chain).
+pub(crate) const DEFAULT_HIGH: f64 = 8.0;
+/// Default `rate_limit`, in value units per minute.
+pub(crate) const DEFAULT_RATE_LIMIT: f64 = 0.5;
+/// Default `rate_window`: 10 minutes.
+pub(crate) const DEFAULT_RATE_WINDOW_MS: i64 = 10 * MINUTE_MS;
+/// Default `rate_min_readings`.
+pub(crate) const DEFAULT_RATE_MIN_READINGS: u64 = 3;
+/// Default `repeat`: 30 minutes.
+pub(crate) const DEFAULT_REPEAT_MS: i64 = 30 * MINUTE_MS;
+
+/// Validated settings of one plugin instance.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Settings {
+    /// A value strictly below this raises `below-low`.
+    pub(crate) low: f64,
+    /// A value strictly above this raises `above-high`.
+    pub(crate) high: f64,
+    /// An absolute slope at or above this (units per minute) raises `rate-of-change`.
+    pub(crate) rate_limit: f64,
+    /// How far back, from the newest reading, the slope looks (inclusive).
+    pub(crate) rate_window_ms: i64,
+    /// The fewest readings in the rate window for a slope to be judged (at least 2).
+    pub(crate) rate_min_readings: usize,
+    /// The shortest interval between two raises of a persisting condition.
+    pub(crate) repeat_ms: i64,
+    /// The expected unit; empty accepts any unit.
+    pub(crate) unit: String,
+}
+
+impl Settings {
+    /// Read every key, refuse unknown keys, then check the values make sense
+    /// together. Every error names the key(s) at fault.
+    ///
+    /// Unknown keys are refused before the cross-key checks, so that a typo
+    /// (`hihg = 12`) is reported as such rather than as a consequence of the
+    /// default it left in place.
+    pub(crate) fn from_config(mut config: Config) -> Result<Settings, String> {
+        let low = config.f64("low", DEFAULT_LOW)?;
+        let high = config.f64("high", DEFAULT_HIGH)?;
+        let rate_limit = config.f64("rate_limit", DEFAULT_RATE_LIMIT)?;
+        let rate_window_ms = config.duration_ms("rate_window", DEFAULT_RATE_WINDOW_MS)?;
+        let rate_min_readings = config.u64("rate_min_readings", DEFAULT_RATE_MIN_READINGS)?;
+        let repeat_ms = config.duration_ms("repeat", DEFAULT_REPEAT_MS)?;
+        let unit = config.string("unit", "");
+        config.finish()?;
+
+        if low >= high {
+            return Err(format!(
+                "config keys `low` and `high`: `low` ({low}) must be below `high` ({high})"
+            ));
+        }
+        if rate_limit <= 0.0 {
+            return Err(format!(
+                "config key `rate_limit`: `{rate_limit}` must be greater than 0"
+            ));
+        }
+        if rate_min_readings < 2 {
+            return Err(format!(
+                "config key `rate_min_readings`: `{rate_min_readings}` must be at least 2 \
+                 (a slope needs two readings)"
+            ));
+        }
+        Ok(Settings {
+            low,
+            high,
+            rate_limit,
+            rate_window_ms,
+            // Only reachable on 32-bit targets with an absurd value; saturating
+            // means "never enough readings", which is what such a value asks for.
+            rate_min_readings: usize::try_from(rate_min_readings).unwrap_or(usize::MAX),
+            repeat_ms,
+            unit,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let settings = Settings::from_config(Config::default()).unwrap();
+        assert_eq!(
+            settings,
+            Settings {
+                low: 2.0,
+                high: 8.0,
+                rate_limit: 0.5,
+                rate_window_ms: 600_000,
+                rate_min_readings: 3,
+                repeat_ms: 1_800_000,
+                unit: String::new(),
+            }
+        );
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let config = Config::from_pairs(&[
+            ("low", "-20"),
+            ("high", "-15.5"),
+            ("rate_limit", "0.25"),
+            ("rate_window", "15m"),
+            ("rate_min_readings", "5"),
+            ("repeat", "1h"),
+            ("unit", " degC "),
+        ]);
+        let settings = Settings::from_config(config).unwrap();
+        assert_eq!(settings.low, -20.0);
+        assert_eq!(settings.high, -15.5);
+        assert_eq!(settings.rate_limit, 0.25);
+        assert_eq!(settings.rate_window_ms, 900_000);
+        assert_eq!(settings.rate_min_readings, 5);
+        assert_eq!(settings.repeat_ms, 3_600_000);
+        assert_eq!(settings.unit, "degC");
+    }
+
+    #[test]
+    fn a_typo_is_reported_before_cross_key_checks() {
+        let config = Config::from_pairs(&[("low", "9"), ("hihg", "12")]);
+        assert_eq!(
+            Settings::from_config(config),
+            Err("unknown config key(s): hihg".to_string())
+        );
+    }
+}

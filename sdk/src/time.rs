@@ -1,0 +1,27 @@
+//! Calendar helpers for UTC windows, on milliseconds since the Unix epoch.
+
+/// One minute in milliseconds.
+pub const MINUTE_MS: i64 = 60_000;
+/// One hour in milliseconds.
+pub const HOUR_MS: i64 = 60 * MINUTE_MS;
+/// One day in milliseconds.
+pub const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// The start of the `period_ms`-long window holding `timestamp_ms`, with
+/// windows aligned to the epoch (so UTC hours and days for `HOUR_MS`, `DAY_MS`).
+/// Correct for timestamps before 1970 too.
+pub fn window_start(timestamp_ms: i64, period_ms: i64) -> i64 {
+    timestamp_ms - timestamp_ms.rem_euclid(period_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_align_to_utc_hours_and_days() {
+        assert_eq!(window_start(HOUR_MS + 5, HOUR_MS), HOUR_MS);
+        assert_eq!(window_start(DAY_MS - 1, DAY_MS), 0);
+        assert_eq!(window_start(-1, HOUR_MS), -HOUR_MS);
+    }
+}

@@ -1,0 +1,8 @@
+//! The integration tests: one binary, one module per area (as wasmtime's
+//! `tests/all`). They run the real `edgewise` binary on real plugin
+//! components and real recordings.
+
+mod replay_bad_input;
+mod replay_golden;
+mod replay_plugin_failures;
+mod runtime_api;

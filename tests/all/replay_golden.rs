@@ -1,0 +1,115 @@
+//! Golden replays: real recordings through real plugins, compared with
+//! committed output. Set `EDGEWISE_BLESS=1` to rewrite the golden files,
+//! then review the diff before committing.
+
+use std::fmt::Write as _;
+
+use edgewise_tests::{data_file, edgewise, golden_file, plugin_wasm};
+
+fn bless() -> bool {
+    std::env::var_os("EDGEWISE_BLESS").is_some()
+}
+
+/// Replay and compare with a golden file (or rewrite it when blessing).
+fn check_golden(plugin: &str, input: &std::path::Path, golden: &str, extra: &[&str]) {
+    let golden_path = golden_file(golden);
+    let mut args = vec![
+        "replay".to_owned(),
+        "--plugin".to_owned(),
+        plugin_wasm(plugin).display().to_string(),
+        "--input".to_owned(),
+        input.display().to_string(),
+        "--expect".to_owned(),
+        golden_path.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    if bless() {
+        args.push("--update".to_owned());
+    }
+    let run = edgewise(&args);
+    assert_eq!(run.code, Some(0), "replay against {golden} failed:\n{}", run.stderr);
+    if !bless() {
+        assert!(run.stderr.contains("output matches"), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn glucose_monitor_over_example_data_matches_golden() {
+    check_golden(
+        "glucose-monitor",
+        &data_file("cgm/ExampleData5Subjects.csv"),
+        "glucose-monitor.ExampleData5Subjects.jsonl",
+        &[],
+    );
+}
+
+#[test]
+fn replay_is_byte_identical_run_to_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outputs = Vec::new();
+    for run_index in 0..2 {
+        let out = dir.path().join(format!("run{run_index}.jsonl"));
+        let run = edgewise([
+            "replay".as_ref(),
+            "--plugin".as_ref(),
+            plugin_wasm("glucose-monitor").as_os_str(),
+            "--input".as_ref(),
+            data_file("cgm/ExampleData5Subjects.csv").as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        outputs.push(std::fs::read(&out).unwrap());
+    }
+    assert!(outputs[0].len() > 1000, "replay produced almost nothing");
+    assert!(outputs[0] == outputs[1], "two replays of the same recording differ");
+}
+
+#[test]
+fn hall2018_completes_and_reports_the_na_rows() {
+    let run = edgewise([
+        "replay".as_ref(),
+        "--plugin".as_ref(),
+        plugin_wasm("glucose-monitor").as_os_str(),
+        "--input".as_ref(),
+        data_file("cgm/Hall2018_processed.csv").as_os_str(),
+        "--out".as_ref(),
+        std::env::temp_dir().join("edgewise-hall2018.jsonl").as_os_str(),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("105426 rows read, 105417 readings replayed"), "{}", run.stderr);
+    assert!(run.stderr.contains("skipped: 9 (NA: 9, duplicate timestamp: 0, invalid row: 0)"), "{}", run.stderr);
+    assert!(run.stderr.contains("readings/s"), "{}", run.stderr);
+}
+
+/// A cold-chain recording made up by the test, deterministic: two vaccine
+/// fridges sampled every minute for six hours; fridge-a drifts above 8 °C
+/// when its door is left open, fridge-b freezes briefly below 2 °C.
+fn cold_chain_recording() -> String {
+    let start_ms: i64 = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000;
+    let mut text = String::new();
+    for minute in 0..360i64 {
+        let ts = start_ms + minute * 60_000;
+        let wobble = ((minute * 7919) % 13) as f64 / 20.0 - 0.3;
+        let fridge_a = match minute {
+            100..=130 => 5.0 + (minute - 100) as f64 * 0.2,
+            131..=150 => 11.0 - (minute - 130) as f64 * 0.3,
+            _ => 5.0 + wobble,
+        };
+        let fridge_b = match minute {
+            200..=215 => 1.5 - (minute - 200) as f64 * 0.05,
+            _ => 4.0 + wobble,
+        };
+        writeln!(text, r#"{{"subject":"sensors.fridge-a","payload":{{"ts":{ts},"value":{fridge_a:.2},"unit":"degC"}}}}"#).unwrap();
+        writeln!(text, r#"{{"subject":"sensors.fridge-b","payload":{{"ts":{ts},"value":{fridge_b:.2},"unit":"degC"}}}}"#).unwrap();
+    }
+    text
+}
+
+#[test]
+fn threshold_over_generated_cold_chain_data_matches_golden() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("cold-chain.jsonl");
+    std::fs::write(&input, cold_chain_recording()).unwrap();
+    check_golden("threshold", &input, "threshold.cold-chain.jsonl", &["--tick", "1m"]);
+}

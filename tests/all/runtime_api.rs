@@ -1,0 +1,95 @@
+//! The runtime library API with real components: failures become structured
+//! errors, a trapped instance is never called again, limits hold.
+
+use edgewise_host::model::{Output, Reading};
+use edgewise_host::runtime::{
+    Call, LimitExceeded, Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions,
+};
+use edgewise_tests::plugin_wasm;
+
+fn readings(count: usize) -> Vec<Reading> {
+    (0..count)
+        .map(|i| Reading {
+            sensor: "s".into(),
+            timestamp_ms: 1_000_000 + i as i64 * 300_000,
+            value: 100.0,
+            unit: "mg/dL".into(),
+        })
+        .collect()
+}
+
+fn faulty(runtime: &Runtime, limits: Limits, fail: &str, after: u32) -> PluginInstance {
+    let bytes = std::fs::read(plugin_wasm("faulty-plugin")).unwrap();
+    let compiled = runtime.compile("faulty", &bytes).unwrap();
+    let mut instance = PluginInstance::new(runtime, &compiled, limits).unwrap();
+    instance
+        .init(&[("fail".into(), fail.into()), ("after".into(), after.to_string())])
+        .unwrap();
+    instance
+}
+
+#[test]
+fn returned_err_keeps_the_instance_usable() {
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let mut instance = faulty(&runtime, Limits::default(), "err", 1);
+    instance.on_readings(&readings(1)).unwrap();
+    let error = instance.on_readings(&readings(1)).unwrap_err();
+    assert_eq!(error.call, Call::OnReadings);
+    assert!(matches!(error.kind, PluginErrorKind::Returned(ref m) if m == "failing on purpose at reading 1"));
+    assert!(!error.kind.poisons());
+    // Still callable: the next call fails the same orderly way, not as poisoned.
+    let again = instance.on_readings(&readings(1)).unwrap_err();
+    assert!(matches!(again.kind, PluginErrorKind::Returned(_)));
+    assert!(instance.on_tick(0).is_ok());
+}
+
+#[test]
+fn a_trapped_instance_is_never_called_again() {
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let mut instance = faulty(&runtime, Limits::default(), "panic", 0);
+    let error = instance.on_readings(&readings(1)).unwrap_err();
+    assert!(matches!(error.kind, PluginErrorKind::Trapped { .. }), "{error}");
+    assert!(error.kind.poisons());
+    let after = instance.on_tick(0).unwrap_err();
+    assert_eq!(after.kind, PluginErrorKind::Poisoned);
+    assert_eq!(after.call, Call::OnTick);
+}
+
+#[test]
+fn output_limit_per_call_is_enforced() {
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let limits = Limits {
+        max_outputs_per_call: 10,
+        ..Limits::default()
+    };
+    let mut instance = faulty(&runtime, limits, "err", 1000);
+    instance.on_readings(&readings(10)).unwrap();
+    assert_eq!(instance.take_outputs().len(), 10);
+    let error = instance.on_readings(&readings(11)).unwrap_err();
+    assert_eq!(error.kind, PluginErrorKind::Limit(LimitExceeded::Outputs(10)));
+    let kept = instance.take_outputs();
+    assert_eq!(kept.len(), 10, "outputs up to the limit are kept");
+    assert!(kept.iter().all(|o| matches!(o, Output::Alert(a) if a.code == "seen")));
+}
+
+#[test]
+fn deadline_is_per_call_and_configurable() {
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let limits = Limits {
+        call_deadline: std::time::Duration::from_millis(50),
+        ..Limits::default()
+    };
+    let mut instance = faulty(&runtime, limits, "loop", 0);
+    let error = instance.on_readings(&readings(1)).unwrap_err();
+    assert_eq!(error.kind, PluginErrorKind::Deadline(std::time::Duration::from_millis(50)));
+}
+
+#[test]
+fn a_component_of_another_world_is_refused() {
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    // A component with no imports and no exports: valid, but not a sensor plugin.
+    let empty_component = b"\0asm\x0d\0\x01\0";
+    let error = runtime.compile("empty", empty_component).err().unwrap();
+    let message = error.to_string();
+    assert!(message.starts_with("`empty` does not fit the edgewise:plugin/sensor-plugin world"), "{message}");
+}

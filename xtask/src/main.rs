@@ -1,0 +1,63 @@
+//! `cargo xtask`: the project's automation, in Rust rather than shell.
+//!
+//! - `cargo xtask test`: add the wasm32-wasip2 target if missing, build the
+//!   plugins and the host, check formatting and lints, run every test.
+//! - `cargo xtask demo`: build everything and replay a real CGM recording
+//!   through glucose-monitor, printing its alerts and daily summaries.
+//! - `cargo xtask build-plugins`: only build the plugin components.
+//!
+//! Everything uses the release profile, so wasmtime is compiled once.
+
+mod demo;
+mod plugins;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    match args.first().map(String::as_str) {
+        Some("test") => test(&root),
+        Some("demo") => demo::run(&root),
+        Some("build-plugins") => plugins::build(&root),
+        _ => {
+            eprintln!("usage: cargo xtask <test|demo|build-plugins>");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// `cargo xtask test`.
+fn test(root: &Path) -> anyhow::Result<()> {
+    plugins::build(root)?;
+    cargo(root, &["build", "--release", "-p", "edgewise-host"])?;
+    cargo(root, &["fmt", "--all", "--check"])?;
+    cargo(root, &["clippy", "--release", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(root, &["test", "--release", "--workspace"])?;
+    eprintln!("xtask: all tests passed");
+    Ok(())
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().map(Path::to_path_buf).unwrap_or(manifest_dir)
+}
+
+/// Run `cargo ARGS` in the workspace root; fail if it fails.
+pub(crate) fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("cannot run {cargo}"))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
