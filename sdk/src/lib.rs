@@ -126,7 +126,13 @@ macro_rules! export_plugin {
                 }
             }
 
-            $crate::guest::bindings::export!(EdgewiseGuest with_types_in $crate::guest::bindings);
+    $crate::guest::bindings::export!(EdgewiseGuest with_types_in $crate::guest::bindings);
         };
+
+        // Natively there is nothing to export; referring to `init` checks that
+        // the type implements `Plugin` and keeps it from looking unused.
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn($crate::Config) -> ::std::result::Result<$plugin, ::std::string::String> =
+            <$plugin as $crate::Plugin>::init;
     };
 }

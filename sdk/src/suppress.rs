@@ -50,7 +50,7 @@ impl Suppressor {
                 self.last_raised_ms = Some(now_ms);
                 Transition::Raise
             }
-            (Some(last), true) if now_ms - last >= self.repeat_ms => {
+            (Some(last), true) if now_ms.saturating_sub(last) >= self.repeat_ms => {
                 self.last_raised_ms = Some(now_ms);
                 Transition::Repeat
             }

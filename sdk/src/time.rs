@@ -9,9 +9,10 @@ pub const DAY_MS: i64 = 24 * HOUR_MS;
 
 /// The start of the `period_ms`-long window holding `timestamp_ms`, with
 /// windows aligned to the epoch (so UTC hours and days for `HOUR_MS`, `DAY_MS`).
-/// Correct for timestamps before 1970 too.
+/// Correct for timestamps before 1970 too; saturates at `i64::MIN` instead
+/// of overflowing, and treats a period below 1 ms as 1 ms.
 pub fn window_start(timestamp_ms: i64, period_ms: i64) -> i64 {
-    timestamp_ms - timestamp_ms.rem_euclid(period_ms)
+    timestamp_ms.saturating_sub(timestamp_ms.rem_euclid(period_ms.max(1)))
 }
 
 #[cfg(test)]
@@ -23,5 +24,7 @@ mod tests {
         assert_eq!(window_start(HOUR_MS + 5, HOUR_MS), HOUR_MS);
         assert_eq!(window_start(DAY_MS - 1, DAY_MS), 0);
         assert_eq!(window_start(-1, HOUR_MS), -HOUR_MS);
+        assert_eq!(window_start(i64::MIN + 1, HOUR_MS), i64::MIN);
+        assert_eq!(window_start(5, 0), 5);
     }
 }

@@ -27,7 +27,7 @@ impl TimeWindow {
     pub fn push(&mut self, timestamp_ms: i64, value: f64) {
         match self.points.back() {
             Some(&(newest, _)) if timestamp_ms < newest => {
-                if timestamp_ms < newest - self.span_ms {
+                if timestamp_ms < newest.saturating_sub(self.span_ms) {
                     return;
                 }
                 let at = self.points.partition_point(|&(t, _)| t <= timestamp_ms);
@@ -36,7 +36,7 @@ impl TimeWindow {
             _ => self.points.push_back((timestamp_ms, value)),
         }
         if let Some(&(newest, _)) = self.points.back() {
-            let oldest_kept = newest - self.span_ms;
+            let oldest_kept = newest.saturating_sub(self.span_ms);
             while self.points.front().is_some_and(|&(t, _)| t < oldest_kept) {
                 self.points.pop_front();
             }
@@ -44,7 +44,7 @@ impl TimeWindow {
     }
 
     /// The points, oldest first.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (i64, f64)> + ExactSizeIterator + '_ {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (i64, f64)> + ExactSizeIterator + Clone + '_ {
         self.points.iter().copied()
     }
 

@@ -2,6 +2,9 @@
 //! `tests/all`). They run the real `edgewise` binary on real plugin
 //! components and real recordings.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod replay_bad_input;
 mod replay_golden;
 mod replay_plugin_failures;

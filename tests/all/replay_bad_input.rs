@@ -52,7 +52,11 @@ fn replay_with(plugin: &Path, input: &Path, extra: &[&str]) -> Run {
 
 fn assert_fails(run: &Run, code: i32, message: &str) {
     assert_eq!(run.code, Some(code), "exit code; stderr:\n{}", run.stderr);
-    assert!(run.stderr.contains(message), "expected `{message}` in stderr:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains(message),
+        "expected `{message}` in stderr:\n{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -60,14 +64,22 @@ fn missing_recording() {
     let case = Case::new();
     let missing = case.path("nope.csv");
     let run = replay(&missing, &[]);
-    assert_fails(&run, 2, &format!("error: cannot read {}: No such file or directory", missing.display()));
+    assert_fails(
+        &run,
+        2,
+        &format!("error: cannot read {}: No such file or directory", missing.display()),
+    );
 }
 
 #[test]
 fn empty_recording_and_header_only() {
     let case = Case::new();
     let empty = case.file("empty.csv", "");
-    assert_fails(&replay(&empty, &[]), 2, &format!("error: {}: the recording is empty", empty.display()));
+    assert_fails(
+        &replay(&empty, &[]),
+        2,
+        &format!("error: {}: the recording is empty", empty.display()),
+    );
     let header_only = case.file("header.csv", HEADER);
     assert_fails(&replay(&header_only, &[]), 2, "the recording is empty");
 }
@@ -80,7 +92,10 @@ fn wrong_header() {
     assert_fails(
         &run,
         2,
-        &format!("{}:1: wrong header: expected `id,time,gl`, found `subject,when,glucose`", input.display()),
+        &format!(
+            "{}:1: wrong header: expected `id,time,gl`, found `subject,when,glucose`",
+            input.display()
+        ),
     );
     assert_eq!(run.stderr.lines().count(), 1, "one clear line: {}", run.stderr);
 }
@@ -89,10 +104,22 @@ fn wrong_header() {
 fn unparsable_rows_name_file_and_line() {
     let case = Case::new();
     let rows = [
-        ("\"a\",2015-01-01 00:00:00,100\n\"a\",yesterday,100\n", ":3: bad time `yesterday`"),
-        ("\"a\",2015-01-01 00:00:00,1o0\n", ":2: bad glucose value `1o0`: expected a number or NA"),
-        ("\"a\",2015-01-01 00:00:00\n", ":2: expected 3 fields (id,time,gl), found 2"),
-        ("\"a\",2015-01-01 00:00:00,100,7\n", ":2: expected 3 fields (id,time,gl), found 4"),
+        (
+            "\"a\",2015-01-01 00:00:00,100\n\"a\",yesterday,100\n",
+            ":3: bad time `yesterday`",
+        ),
+        (
+            "\"a\",2015-01-01 00:00:00,1o0\n",
+            ":2: bad glucose value `1o0`: expected a number or NA",
+        ),
+        (
+            "\"a\",2015-01-01 00:00:00\n",
+            ":2: expected 3 fields (id,time,gl), found 2",
+        ),
+        (
+            "\"a\",2015-01-01 00:00:00,100,7\n",
+            ":2: expected 3 fields (id,time,gl), found 4",
+        ),
         ("\"\",2015-01-01 00:00:00,100\n", ":2: empty `id`"),
         ("\"a\",2015-01-01 00:00:00,inf\n", ":2: bad glucose value `inf`"),
     ];
@@ -111,7 +138,11 @@ fn skip_invalid_counts_and_reports_bad_rows() {
     );
     let run = replay(&input, &["--skip-invalid"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(run.stderr.contains("4 rows read, 2 readings replayed"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("4 rows read, 2 readings replayed"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("invalid row: 2"), "{}", run.stderr);
 }
 
@@ -124,7 +155,12 @@ fn na_values_are_skipped_and_counted() {
     );
     let run = replay(&input, &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(run.stderr.contains("skipped: 2 (NA: 2, duplicate timestamp: 0, invalid row: 0)"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("skipped: 2 (NA: 2, duplicate timestamp: 0, invalid row: 0)"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("1 readings replayed"), "{}", run.stderr);
 }
 
@@ -135,21 +171,38 @@ fn duplicate_timestamps_keep_the_last_value() {
     // the kept (last) value can raise `above-high`.
     let input = case.file(
         "dup.csv",
-        &format!("{HEADER}\"a\",2015-01-01 00:00:00,100\n\"a\",2015-01-01 00:00:00,250\n\"b\",2015-01-01 00:00:00,100\n"),
+        &format!(
+            "{HEADER}\"a\",2015-01-01 00:00:00,100\n\"a\",2015-01-01 00:00:00,250\n\"b\",2015-01-01 00:00:00,100\n"
+        ),
     );
     let run = replay(&input, &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(run.stderr.contains("duplicate timestamp: 1"), "{}", run.stderr);
-    let alerts: Vec<&str> = run.stdout.lines().filter(|l| l.contains("\"type\":\"alert\"")).collect();
+    let alerts: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("\"type\":\"alert\""))
+        .collect();
     assert_eq!(alerts.len(), 1, "{}", run.stdout);
-    assert!(alerts[0].contains("\"code\":\"above-high\"") && alerts[0].contains("\"value\":250.0"), "{}", alerts[0]);
+    assert!(
+        alerts[0].contains("\"code\":\"above-high\"") && alerts[0].contains("\"value\":250.0"),
+        "{}",
+        alerts[0]
+    );
 }
 
 #[test]
 fn rows_out_of_order_are_sorted() {
     let case = Case::new();
     let rows: Vec<String> = (0..48)
-        .map(|i| format!("\"a\",2015-01-01 {:02}:{:02}:00,{}\n", i * 5 / 60, i * 5 % 60, 60 + i * 5))
+        .map(|i| {
+            format!(
+                "\"a\",2015-01-01 {:02}:{:02}:00,{}\n",
+                i * 5 / 60,
+                i * 5 % 60,
+                60 + i * 5
+            )
+        })
         .collect();
     let sorted = case.file("sorted.csv", &format!("{HEADER}{}", rows.concat()));
     let mut shuffled_rows = rows.clone();
@@ -164,8 +217,16 @@ fn rows_out_of_order_are_sorted() {
     assert_eq!(out_of_order.code, Some(0), "{}", out_of_order.stderr);
     assert!(!in_order.stdout.is_empty());
     assert_eq!(in_order.stdout, out_of_order.stdout);
-    assert!(out_of_order.stderr.contains("out of order (sorted): "), "{}", out_of_order.stderr);
-    assert!(!out_of_order.stderr.contains("out of order (sorted): 0"), "{}", out_of_order.stderr);
+    assert!(
+        out_of_order.stderr.contains("out of order (sorted): "),
+        "{}",
+        out_of_order.stderr
+    );
+    assert!(
+        !out_of_order.stderr.contains("out of order (sorted): 0"),
+        "{}",
+        out_of_order.stderr
+    );
 }
 
 #[test]
@@ -175,9 +236,20 @@ fn bad_jsonl_line_names_file_and_line() {
         "rec.jsonl",
         "{\"subject\":\"sensors.a\",\"payload\":{\"ts\":0,\"value\":1}}\n{\"subject\":\"sensors.a\",\"payload\":{\"ts\":1}}\n",
     );
-    assert_fails(&replay(&input, &[]), 2, &format!("{}:2: reading 0: missing `value`", input.display()));
-    let not_json = case.file("junk.jsonl", "{\"subject\":\"sensors.a\",\"payload\":{\"ts\":0,\"value\":1}}\nnot json\n");
-    assert_fails(&replay(&not_json, &[]), 2, &format!("{}:2: not JSON", not_json.display()));
+    assert_fails(
+        &replay(&input, &[]),
+        2,
+        &format!("{}:2: reading 0: missing `value`", input.display()),
+    );
+    let not_json = case.file(
+        "junk.jsonl",
+        "{\"subject\":\"sensors.a\",\"payload\":{\"ts\":0,\"value\":1}}\nnot json\n",
+    );
+    assert_fails(
+        &replay(&not_json, &[]),
+        2,
+        &format!("{}:2: not JSON", not_json.display()),
+    );
 }
 
 #[test]
@@ -185,10 +257,22 @@ fn bad_arguments() {
     let case = Case::new();
     let input = case.file("ok.csv", &format!("{HEADER}\"a\",2015-01-01 00:00:00,100\n"));
     assert_fails(&replay(&input, &["--tick", "0s"]), 2, "the tick must be at least 1ms");
-    assert_fails(&replay(&input, &["--tick", "soon"]), 2, "invalid value 'soon' for '--tick <DURATION>'");
-    assert_fails(&replay(&input, &["--config", "novalue"]), 2, "`novalue` is not KEY=VALUE");
+    assert_fails(
+        &replay(&input, &["--tick", "soon"]),
+        2,
+        "invalid value 'soon' for '--tick <DURATION>'",
+    );
+    assert_fails(
+        &replay(&input, &["--config", "novalue"]),
+        2,
+        "`novalue` is not KEY=VALUE",
+    );
     assert_fails(&replay(&input, &["--update"]), 2, "--expect <GOLDEN>");
-    assert_fails(&replay(&input, &["--format", "xml"]), 2, "invalid value 'xml' for '--format <FORMAT>'");
+    assert_fails(
+        &replay(&input, &["--format", "xml"]),
+        2,
+        "invalid value 'xml' for '--format <FORMAT>'",
+    );
 }
 
 #[test]
@@ -196,13 +280,21 @@ fn bad_plugin_files() {
     let case = Case::new();
     let input = case.file("ok.csv", &format!("{HEADER}\"a\",2015-01-01 00:00:00,100\n"));
     let missing = case.path("missing.wasm");
-    assert_fails(&replay_with(&missing, &input, &[]), 2, &format!("cannot read plugin {}", missing.display()));
+    assert_fails(
+        &replay_with(&missing, &input, &[]),
+        2,
+        &format!("cannot read plugin {}", missing.display()),
+    );
     let text = case.file("text.wasm", "hello");
     assert_fails(&replay_with(&text, &input, &[]), 2, "`text` is not a WebAssembly file");
     // The smallest valid core module: magic and version 1, no sections.
     let core = case.path("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
-    assert_fails(&replay_with(&core, &input, &[]), 2, "`core` is a core WebAssembly module, not a component");
+    assert_fails(
+        &replay_with(&core, &input, &[]),
+        2,
+        "`core` is a core WebAssembly module, not a component",
+    );
 }
 
 #[test]
@@ -210,7 +302,11 @@ fn plugin_refusing_its_configuration() {
     let case = Case::new();
     let input = case.file("ok.csv", &format!("{HEADER}\"a\",2015-01-01 00:00:00,100\n"));
     let run = replay(&input, &["--config", "hihg=300"]);
-    assert_fails(&run, 2, "plugin `threshold` returned an error: unknown config key(s): hihg (in `init`)");
+    assert_fails(
+        &run,
+        2,
+        "plugin `threshold` returned an error: unknown config key(s): hihg (in `init`)",
+    );
 }
 
 #[test]
@@ -218,11 +314,17 @@ fn golden_mismatch_shows_line_numbers_and_update_rewrites() {
     let case = Case::new();
     let input = case.file(
         "g.csv",
-        &format!("{HEADER}\"a\",2015-01-01 00:00:00,100\n\"a\",2015-01-01 00:05:00,200\n\"a\",2015-01-01 00:10:00,100\n"),
+        &format!(
+            "{HEADER}\"a\",2015-01-01 00:00:00,100\n\"a\",2015-01-01 00:05:00,200\n\"a\",2015-01-01 00:10:00,100\n"
+        ),
     );
     let golden = case.path("golden.jsonl");
     let golden_arg = golden.display().to_string();
-    assert_fails(&replay(&input, &["--expect", &golden_arg]), 2, "cannot read golden file");
+    assert_fails(
+        &replay(&input, &["--expect", &golden_arg]),
+        2,
+        "cannot read golden file",
+    );
 
     let update = replay(&input, &["--expect", &golden_arg, "--update"]);
     assert_eq!(update.code, Some(0), "{}", update.stderr);

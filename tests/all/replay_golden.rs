@@ -77,14 +77,24 @@ fn hall2018_completes_and_reports_the_na_rows() {
         std::env::temp_dir().join("edgewise-hall2018.jsonl").as_os_str(),
     ]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(run.stderr.contains("105426 rows read, 105417 readings replayed"), "{}", run.stderr);
-    assert!(run.stderr.contains("skipped: 9 (NA: 9, duplicate timestamp: 0, invalid row: 0)"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("105426 rows read, 105417 readings replayed"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("skipped: 9 (NA: 9, duplicate timestamp: 0, invalid row: 0)"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("readings/s"), "{}", run.stderr);
 }
 
 /// A cold-chain recording made up by the test, deterministic: two vaccine
 /// fridges sampled every minute for six hours; fridge-a drifts above 8 °C
-/// when its door is left open, fridge-b freezes briefly below 2 °C.
+/// for over half an hour when its door is left open (a repeat) and cools fast
+/// when it is shut (a rate alert); fridge-b freezes briefly below 2 °C.
 fn cold_chain_recording() -> String {
     let start_ms: i64 = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000;
     let mut text = String::new();
@@ -92,16 +102,24 @@ fn cold_chain_recording() -> String {
         let ts = start_ms + minute * 60_000;
         let wobble = ((minute * 7919) % 13) as f64 / 20.0 - 0.3;
         let fridge_a = match minute {
-            100..=130 => 5.0 + (minute - 100) as f64 * 0.2,
-            131..=150 => 11.0 - (minute - 130) as f64 * 0.3,
+            100..=150 => 5.0 + (minute - 100) as f64 * 0.2,
+            151..=160 => 15.0 - (minute - 150) as f64,
             _ => 5.0 + wobble,
         };
         let fridge_b = match minute {
             200..=215 => 1.5 - (minute - 200) as f64 * 0.05,
             _ => 4.0 + wobble,
         };
-        writeln!(text, r#"{{"subject":"sensors.fridge-a","payload":{{"ts":{ts},"value":{fridge_a:.2},"unit":"degC"}}}}"#).unwrap();
-        writeln!(text, r#"{{"subject":"sensors.fridge-b","payload":{{"ts":{ts},"value":{fridge_b:.2},"unit":"degC"}}}}"#).unwrap();
+        writeln!(
+            text,
+            r#"{{"subject":"sensors.fridge-a","payload":{{"ts":{ts},"value":{fridge_a:.2},"unit":"degC"}}}}"#
+        )
+        .unwrap();
+        writeln!(
+            text,
+            r#"{{"subject":"sensors.fridge-b","payload":{{"ts":{ts},"value":{fridge_b:.2},"unit":"degC"}}}}"#
+        )
+        .unwrap();
     }
     text
 }

@@ -28,7 +28,11 @@ fn replay_faulty(mode: &str, after: u32) -> (Run, String) {
 fn assert_plugin_failure(run: &Run, message: &str) {
     assert_eq!(run.code, Some(1), "stderr:\n{}", run.stderr);
     assert!(run.stderr.contains(message), "expected `{message}` in:\n{}", run.stderr);
-    assert!(!run.stderr.contains("panicked at host"), "the host panicked:\n{}", run.stderr);
+    assert!(
+        !run.stderr.contains("panicked at host"),
+        "the host panicked:\n{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -38,32 +42,52 @@ fn plugin_err_is_reported_with_the_plugin_name() {
         &run,
         "error: plugin `faulty-plugin` returned an error: failing on purpose at reading 3 (in `on-readings`)",
     );
-    assert_eq!(written.lines().count(), 3, "outputs before the failure are kept:\n{written}");
+    assert_eq!(
+        written.lines().count(),
+        3,
+        "outputs before the failure are kept:\n{written}"
+    );
 }
 
 #[test]
 fn plugin_panic_is_a_trap_with_its_message() {
     let (run, _) = replay_faulty("panic", 0);
-    assert_plugin_failure(&run, "error: plugin `faulty-plugin` trapped: wasm `unreachable` instruction executed");
-    assert!(run.stderr.contains("faulty plugin panicked on purpose at reading 0"), "{}", run.stderr);
+    assert_plugin_failure(
+        &run,
+        "error: plugin `faulty-plugin` trapped: wasm `unreachable` instruction executed",
+    );
+    assert!(
+        run.stderr.contains("faulty plugin panicked on purpose at reading 0"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn infinite_loop_is_stopped_by_the_deadline() {
     let (run, _) = replay_faulty("loop", 0);
-    assert_plugin_failure(&run, "error: plugin `faulty-plugin` exceeded its CPU deadline of 1s (in `on-readings`)");
+    assert_plugin_failure(
+        &run,
+        "error: plugin `faulty-plugin` exceeded its CPU deadline of 1s (in `on-readings`)",
+    );
 }
 
 #[test]
 fn memory_growth_hits_the_limit() {
     let (run, _) = replay_faulty("memory", 0);
-    assert_plugin_failure(&run, "error: plugin `faulty-plugin` exceeded its memory limit of 67108864 bytes");
+    assert_plugin_failure(
+        &run,
+        "error: plugin `faulty-plugin` exceeded its memory limit of 67108864 bytes",
+    );
 }
 
 #[test]
 fn unbounded_recursion_exhausts_the_stack() {
     let (run, _) = replay_faulty("recursion", 0);
-    assert_plugin_failure(&run, "error: plugin `faulty-plugin` trapped: call stack exhausted (in `on-readings`)");
+    assert_plugin_failure(
+        &run,
+        "error: plugin `faulty-plugin` trapped: call stack exhausted (in `on-readings`)",
+    );
 }
 
 #[test]
@@ -71,7 +95,8 @@ fn refusing_to_start_is_a_configuration_error() {
     let (run, _) = replay_faulty("init-err", 0);
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert!(
-        run.stderr.contains("plugin `faulty-plugin` returned an error: refusing to start: fail=init-err (in `init`)"),
+        run.stderr
+            .contains("plugin `faulty-plugin` returned an error: refusing to start: fail=init-err (in `init`)"),
         "{}",
         run.stderr
     );

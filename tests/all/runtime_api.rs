@@ -2,9 +2,7 @@
 //! errors, a trapped instance is never called again, limits hold.
 
 use edgewise_host::model::{Output, Reading};
-use edgewise_host::runtime::{
-    Call, LimitExceeded, Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions,
-};
+use edgewise_host::runtime::{Call, LimitExceeded, Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
 use edgewise_tests::plugin_wasm;
 
 fn readings(count: usize) -> Vec<Reading> {
@@ -81,7 +79,10 @@ fn deadline_is_per_call_and_configurable() {
     };
     let mut instance = faulty(&runtime, limits, "loop", 0);
     let error = instance.on_readings(&readings(1)).unwrap_err();
-    assert_eq!(error.kind, PluginErrorKind::Deadline(std::time::Duration::from_millis(50)));
+    assert_eq!(
+        error.kind,
+        PluginErrorKind::Deadline(std::time::Duration::from_millis(50))
+    );
 }
 
 #[test]
@@ -91,5 +92,8 @@ fn a_component_of_another_world_is_refused() {
     let empty_component = b"\0asm\x0d\0\x01\0";
     let error = runtime.compile("empty", empty_component).err().unwrap();
     let message = error.to_string();
-    assert!(message.starts_with("`empty` does not fit the edgewise:plugin/sensor-plugin world"), "{message}");
+    assert!(
+        message.starts_with("`empty` does not fit the edgewise:plugin/sensor-plugin world"),
+        "{message}"
+    );
 }

@@ -18,7 +18,10 @@ pub fn workspace_root() -> PathBuf {
 fn profile_dir() -> PathBuf {
     // target/<profile>/deps/<test-binary>
     let exe = std::env::current_exe().unwrap_or_default();
-    exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default()
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// Path of the `edgewise` binary; panics with the fix if it is not built.

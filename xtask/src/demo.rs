@@ -51,7 +51,10 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
 fn print_alerts(outputs: &[Value]) {
     let alerts: Vec<&Value> = outputs.iter().filter(|o| o["type"] == "alert").collect();
     println!("\nALERTS ({} in all)", alerts.len());
-    println!("{:<17} {:<10} {:<8} {:<22} {:>6}  message", "time (UTC)", "sensor", "severity", "code", "mg/dL");
+    println!(
+        "{:<17} {:<10} {:<8} {:<22} {:>6}  message",
+        "time (UTC)", "sensor", "severity", "code", "mg/dL"
+    );
     for alert in alerts.iter().take(MAX_ALERT_ROWS) {
         println!(
             "{:<17} {:<10} {:<8} {:<22} {:>6}  {}",
@@ -73,19 +76,40 @@ fn print_daily_summaries(outputs: &[Value]) {
         .iter()
         .filter(|o| {
             o["type"] == "summary"
-                && o["window_end"].as_i64().zip(o["window_start"].as_i64()).is_some_and(|(e, s)| e - s == 86_400_000)
+                && o["window_end"]
+                    .as_i64()
+                    .zip(o["window_start"].as_i64())
+                    .is_some_and(|(e, s)| e - s == 86_400_000)
         })
         .collect();
     println!("\nDAILY SUMMARIES ({})", daily.len());
     println!(
         "{:<10} {:<10} {:>4} {:>6} {:>5} {:>5} {:>5} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>5} {:>6}",
-        "day", "sensor", "n", "mean", "sd", "cv%", "gmi%", "TIR%", "<54%", "54-69%", "181-250", ">250%", "active%", "hypo", "hyper"
+        "day",
+        "sensor",
+        "n",
+        "mean",
+        "sd",
+        "cv%",
+        "gmi%",
+        "TIR%",
+        "<54%",
+        "54-69%",
+        "181-250",
+        ">250%",
+        "active%",
+        "hypo",
+        "hyper"
     );
     for summary in daily {
         let m = &summary["metrics"];
         let f = |name: &str, decimals: usize| m[name].as_f64().map_or("-".to_owned(), |v| format!("{v:.decimals$}"));
         let episodes = |a: &str, b: &str| {
-            format!("{}/{}", m[a].as_f64().unwrap_or(0.0) as i64, m[b].as_f64().unwrap_or(0.0) as i64)
+            format!(
+                "{}/{}",
+                m[a].as_f64().unwrap_or(0.0) as i64,
+                m[b].as_f64().unwrap_or(0.0) as i64
+            )
         };
         println!(
             "{:<10} {:<10} {:>4} {:>6} {:>5} {:>5} {:>5} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>5} {:>6}",
@@ -115,7 +139,8 @@ fn text(value: &Value) -> String {
 
 /// Milliseconds since the epoch as `YYYY-MM-DD HH:MM` (or `YYYY-MM-DD`).
 fn utc(ms: Option<i64>, date_only: bool) -> String {
-    let Some(time) = ms.and_then(|ms| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()) else {
+    let Some(time) = ms.and_then(|ms| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok())
+    else {
         return "-".to_owned();
     };
     let formatted = if date_only {

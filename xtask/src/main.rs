@@ -35,7 +35,18 @@ fn test(root: &Path) -> anyhow::Result<()> {
     plugins::build(root)?;
     cargo(root, &["build", "--release", "-p", "edgewise-host"])?;
     cargo(root, &["fmt", "--all", "--check"])?;
-    cargo(root, &["clippy", "--release", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(
+        root,
+        &[
+            "clippy",
+            "--release",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     cargo(root, &["test", "--release", "--workspace"])?;
     eprintln!("xtask: all tests passed");
     Ok(())

@@ -37,11 +37,17 @@ fn ensure_target() -> anyhow::Result<()> {
         .args(["target", "list", "--installed"])
         .output()
         .context("cannot run rustup (needed to add the wasm32-wasip2 target)")?;
-    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == TARGET) {
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == TARGET)
+    {
         return Ok(());
     }
     eprintln!("xtask: rustup target add {TARGET}");
-    let status = Command::new("rustup").args(["target", "add", TARGET]).status().context("cannot run rustup")?;
+    let status = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .context("cannot run rustup")?;
     if !status.success() {
         bail!("`rustup target add {TARGET}` failed ({status})");
     }

@@ -96,10 +96,15 @@ fn decode_one(subject: &str, index: usize, item: &Value) -> Result<Reading, Payl
     };
     let value = match fields.get("value") {
         None | Some(Value::Null) => return Err(PayloadError::MissingValue { index }),
-        Some(Value::Number(number)) => number.as_f64().filter(|v| v.is_finite()).ok_or_else(|| PayloadError::BadValue {
-            index,
-            found: number.to_string(),
-        })?,
+        Some(Value::Number(number)) => {
+            number
+                .as_f64()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| PayloadError::BadValue {
+                    index,
+                    found: number.to_string(),
+                })?
+        }
         Some(other) => {
             return Err(PayloadError::BadValue {
                 index,
@@ -159,7 +164,10 @@ fn parse_timestamp(ts: &Value) -> Option<i64> {
 
 /// The subject without its first token: `sensors.ward3.bed7` -> `ward3.bed7`.
 fn subject_tail(subject: &str) -> Option<String> {
-    subject.split_once('.').map(|(_, tail)| tail.to_owned()).filter(|t| !t.is_empty())
+    subject
+        .split_once('.')
+        .map(|(_, tail)| tail.to_owned())
+        .filter(|t| !t.is_empty())
 }
 
 /// A short description of a JSON value for error messages.
@@ -179,7 +187,15 @@ mod tests {
     #[test]
     fn object_and_array_payloads() {
         let one = decode("sensors.cgm-1", br#"{"ts":1434300000000,"value":49,"unit":"mg/dL"}"#).unwrap();
-        assert_eq!(one, vec![Reading { sensor: "cgm-1".into(), timestamp_ms: 1434300000000, value: 49.0, unit: "mg/dL".into() }]);
+        assert_eq!(
+            one,
+            vec![Reading {
+                sensor: "cgm-1".into(),
+                timestamp_ms: 1434300000000,
+                value: 49.0,
+                unit: "mg/dL".into()
+            }]
+        );
         let many = decode(
             "sensors.x",
             br#"[{"ts":"2015-06-14T16:40:00Z","value":100.5,"sensor":"a"},{"ts":1,"value":2}]"#,
@@ -198,19 +214,38 @@ mod tests {
             (b"42", "payload must be a JSON object"),
             (b"[]", "payload is an empty array"),
             (br#"{"ts":1}"#, "reading 0: missing `value`"),
-            (br#"{"ts":1,"value":"49"}"#, "reading 0: `value` must be a number, found \"49\""),
+            (
+                br#"{"ts":1,"value":"49"}"#,
+                "reading 0: `value` must be a number, found \"49\"",
+            ),
             (br#"{"value":1}"#, "reading 0: missing `ts`"),
-            (br#"{"ts":"yesterday","value":1}"#, "reading 0: `ts` must be milliseconds"),
+            (
+                br#"{"ts":"yesterday","value":1}"#,
+                "reading 0: `ts` must be milliseconds",
+            ),
             (br#"{"ts":1.5,"value":1}"#, "reading 0: `ts` must be milliseconds"),
-            (br#"[{"ts":1,"value":1},{"ts":1,"value":1,"sensor":7}]"#, "reading 1: `sensor` must be a non-empty string"),
+            (
+                br#"[{"ts":1,"value":1},{"ts":1,"value":1,"sensor":7}]"#,
+                "reading 1: `sensor` must be a non-empty string",
+            ),
             (br#"{"ts":1,"value":1,"unit":5}"#, "reading 0: `unit` must be a string"),
         ];
         for (payload, expected) in cases {
             let error = decode("sensors.cgm", payload).unwrap_err().to_string();
-            assert!(error.starts_with(expected), "{:?}: {error}", String::from_utf8_lossy(payload));
+            assert!(
+                error.starts_with(expected),
+                "{:?}: {error}",
+                String::from_utf8_lossy(payload)
+            );
         }
         let big = vec![b' '; MAX_PAYLOAD_BYTES + 1];
-        assert_eq!(decode("sensors.cgm", &big), Err(PayloadError::TooLarge(MAX_PAYLOAD_BYTES + 1)));
-        assert!(matches!(decode("sensors", br#"{"ts":1,"value":1}"#), Err(PayloadError::BadField { .. })));
+        assert_eq!(
+            decode("sensors.cgm", &big),
+            Err(PayloadError::TooLarge(MAX_PAYLOAD_BYTES + 1))
+        );
+        assert!(matches!(
+            decode("sensors", br#"{"ts":1,"value":1}"#),
+            Err(PayloadError::BadField { .. })
+        ));
     }
 }

@@ -131,19 +131,19 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
     let result = replay::replay(&mut instance, &recording, args.tick, &mut |output| {
         seq += 1;
         let line = to_json_line(&provenance, seq, output);
-        if let (Some(out), None) = (writer.as_mut(), &write_error) {
-            if let Err(e) = writeln!(out, "{line}") {
-                write_error = Some(e);
-            }
+        if let (Some(out), None) = (writer.as_mut(), &write_error)
+            && let Err(e) = writeln!(out, "{line}")
+        {
+            write_error = Some(e);
         }
         if args.expect.is_some() {
             lines.push(line);
         }
     });
-    if let Some(mut out) = writer {
-        if write_error.is_none() {
-            write_error = out.flush().err();
-        }
+    if let Some(mut out) = writer
+        && write_error.is_none()
+    {
+        write_error = out.flush().err();
     }
     match write_error {
         Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
@@ -183,13 +183,23 @@ fn open_output(out: Option<&Path>, stdout_by_default: bool) -> anyhow::Result<Op
 fn print_report(stats: &replay::ReadStats, report: &ReplayReport) {
     let skipped = stats.na + stats.duplicates + stats.invalid;
     let seconds = report.elapsed.as_secs_f64();
-    let rate = if seconds > 0.0 { report.readings as f64 / seconds } else { 0.0 };
-    eprintln!("replay: {} rows read, {} readings replayed", stats.rows, report.readings);
+    let rate = if seconds > 0.0 {
+        report.readings as f64 / seconds
+    } else {
+        0.0
+    };
+    eprintln!(
+        "replay: {} rows read, {} readings replayed",
+        stats.rows, report.readings
+    );
     eprintln!(
         "  skipped: {skipped} (NA: {}, duplicate timestamp: {}, invalid row: {}); out of order (sorted): {}",
         stats.na, stats.duplicates, stats.invalid, stats.out_of_order
     );
-    eprintln!("  alerts: {}, summaries: {}, ticks: {}", report.alerts, report.summaries, report.ticks);
+    eprintln!(
+        "  alerts: {}, summaries: {}, ticks: {}",
+        report.alerts, report.summaries, report.ticks
+    );
     eprintln!("  {seconds:.3} s, {rate:.0} readings/s");
 }
 

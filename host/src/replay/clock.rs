@@ -44,11 +44,20 @@ pub fn replay(
     };
     let tick_ms = tick_ms.max(1);
     // The first tick at or after the first reading.
-    let mut next_tick = first.timestamp_ms.div_euclid(tick_ms).saturating_add(1).saturating_mul(tick_ms);
+    let mut next_tick = first
+        .timestamp_ms
+        .div_euclid(tick_ms)
+        .saturating_add(1)
+        .saturating_mul(tick_ms);
     if first.timestamp_ms.rem_euclid(tick_ms) == 0 {
         next_tick = first.timestamp_ms;
     }
-    let end = last.timestamp_ms.div_euclid(DAY_MS).saturating_add(1).saturating_mul(DAY_MS).saturating_add(HOUR_MS);
+    let end = last
+        .timestamp_ms
+        .div_euclid(DAY_MS)
+        .saturating_add(1)
+        .saturating_mul(DAY_MS)
+        .saturating_add(HOUR_MS);
 
     let mut position = 0;
     while position < readings.len() {

@@ -60,7 +60,14 @@ mod tests {
     #[test]
     fn missing_and_extra_lines() {
         let diffs = compare(&["x", "y"], &["x"], 5);
-        assert_eq!(diffs, vec![LineDiff { line: 2, expected: Some("y".into()), actual: None }]);
+        assert_eq!(
+            diffs,
+            vec![LineDiff {
+                line: 2,
+                expected: Some("y".into()),
+                actual: None
+            }]
+        );
         let diffs = compare(&["x"], &["x", "z", "w"], 1);
         assert_eq!(diffs.len(), 1);
         assert_eq!(diffs[0].actual.as_deref(), Some("z"));

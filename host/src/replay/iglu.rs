@@ -10,7 +10,10 @@ const EXPECTED_HEADER: &str = "`id,time,gl`";
 
 /// Read every row into `builder`.
 pub(crate) fn read(text: &[u8], builder: &mut RecordingBuilder) -> Result<(), RecordingError> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(text);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(text);
     let header: Vec<String> = match reader.headers() {
         Ok(record) => record.iter().map(|f| f.trim().to_owned()).collect(),
         Err(e) => {

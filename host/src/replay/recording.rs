@@ -188,7 +188,8 @@ impl RecordingBuilder {
         }
         // Timestamp, then sensor first-appearance, then file order: the last
         // row of a duplicate group sorts last and is the one kept.
-        self.rows.sort_by_key(|(sensor, order, r)| (r.timestamp_ms, *sensor, *order));
+        self.rows
+            .sort_by_key(|(sensor, order, r)| (r.timestamp_ms, *sensor, *order));
         let mut readings: Vec<Reading> = Vec::with_capacity(self.rows.len());
         let mut previous: Option<(usize, i64)> = None;
         for (sensor, _, reading) in self.rows {

@@ -57,7 +57,8 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| RuntimeError(format!("linking WASI: {e}")))?;
         SensorPlugin::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |state| state)
             .map_err(|e| RuntimeError(format!("linking the host imports: {e}")))?;
-        let epoch_ticker = EpochTicker::start(engine.clone()).map_err(|e| RuntimeError(format!("starting the epoch thread: {e}")))?;
+        let epoch_ticker =
+            EpochTicker::start(engine.clone()).map_err(|e| RuntimeError(format!("starting the epoch thread: {e}")))?;
         Ok(Runtime {
             engine,
             linker,
@@ -116,12 +117,14 @@ impl EpochTicker {
     fn start(engine: Engine) -> std::io::Result<EpochTicker> {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = stop.clone();
-        let thread = std::thread::Builder::new().name("edgewise-epoch".into()).spawn(move || {
-            while !stop_flag.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
-            }
-        })?;
+        let thread = std::thread::Builder::new()
+            .name("edgewise-epoch".into())
+            .spawn(move || {
+                while !stop_flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?;
         Ok(EpochTicker { stop, thread })
     }
 

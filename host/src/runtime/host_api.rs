@@ -161,3 +161,99 @@ impl wasmtime::ResourceLimiter for InstanceState {
         Ok(desired <= 100_000)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The host imports called directly, without a guest.
+
+    use super::*;
+    use crate::runtime::bindings::edgewise::plugin::host::Host;
+
+    fn state(limits: Limits) -> InstanceState {
+        InstanceState::new("test", limits, WasiCtx::builder().build(), MemoryOutputPipe::new(64))
+    }
+
+    fn alert(code: &str) -> types::Alert {
+        types::Alert {
+            sensor: "s".into(),
+            timestamp_ms: 1,
+            severity: types::Severity::Critical,
+            code: code.into(),
+            message: "m".into(),
+            value: Some(49.0),
+        }
+    }
+
+    #[test]
+    fn outputs_are_collected_in_order() {
+        let mut host = state(Limits::default());
+        host.emit_alert(alert("urgent-low")).unwrap();
+        host.emit_summary(types::Summary {
+            sensor: "s".into(),
+            window_start_ms: 0,
+            window_end_ms: 10,
+            metrics: vec![types::Metric {
+                name: "n".into(),
+                value: 1.0,
+            }],
+        })
+        .unwrap();
+        assert!(
+            matches!(&host.outputs[0], Output::Alert(a) if a.code == "urgent-low" && a.severity == Severity::Critical)
+        );
+        assert!(matches!(&host.outputs[1], Output::Summary(s) if s.metrics == vec![("n".to_string(), 1.0)]));
+    }
+
+    #[test]
+    fn output_budget_is_per_call() {
+        let mut host = state(Limits {
+            max_outputs_per_call: 2,
+            ..Limits::default()
+        });
+        host.emit_alert(alert("a")).unwrap();
+        host.emit_alert(alert("b")).unwrap();
+        let error = host.emit_alert(alert("c")).unwrap_err();
+        assert_eq!(error.downcast_ref::<LimitExceeded>(), Some(&LimitExceeded::Outputs(2)));
+        assert_eq!(host.limit_hit, Some(LimitExceeded::Outputs(2)));
+        host.begin_call();
+        host.emit_alert(alert("d")).unwrap();
+        assert_eq!(host.outputs.len(), 3);
+    }
+
+    #[test]
+    fn state_is_bounded_and_overwrites_count_once() {
+        let mut host = state(Limits {
+            max_state_bytes: 10,
+            ..Limits::default()
+        });
+        host.state_set("k".into(), vec![0; 8]).unwrap();
+        host.state_set("k".into(), vec![1; 9]).unwrap();
+        assert_eq!(host.state_get("k".into()).unwrap(), Some(vec![1; 9]));
+        assert_eq!(host.state_get("missing".into()).unwrap(), None);
+        let error = host.state_set("other".into(), vec![0; 1]).unwrap_err();
+        assert_eq!(error.downcast_ref::<LimitExceeded>(), Some(&LimitExceeded::State(10)));
+    }
+
+    #[test]
+    fn log_budget_drops_and_counts() {
+        let mut host = state(Limits {
+            max_log_bytes_per_call: 10,
+            ..Limits::default()
+        });
+        host.log(types::LogLevel::Info, "12345".into()).unwrap();
+        host.log(types::LogLevel::Info, "123456".into()).unwrap();
+        assert_eq!(host.logs_dropped, 1);
+    }
+
+    #[test]
+    fn memory_growth_beyond_the_limit_is_refused() {
+        use wasmtime::ResourceLimiter;
+        let mut host = state(Limits {
+            max_memory_bytes: 1 << 20,
+            ..Limits::default()
+        });
+        assert!(host.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(host.memory_growing(0, (1 << 20) + 1, None).is_err());
+        assert!(matches!(host.limit_hit, Some(LimitExceeded::Memory { .. })));
+    }
+}

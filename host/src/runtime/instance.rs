@@ -68,7 +68,9 @@ impl PluginInstance {
                 unit: r.unit.clone(),
             })
             .collect();
-        self.call(Call::OnReadings, |bindings, store| bindings.call_on_readings(store, &batch))
+        self.call(Call::OnReadings, |bindings, store| {
+            bindings.call_on_readings(store, &batch)
+        })
     }
 
     /// Call `on-tick` with the host clock's time.

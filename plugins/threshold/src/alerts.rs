@@ -45,20 +45,16 @@ impl Conditions {
         }
     }
 
-    /// Judge a valid in-order reading and write the alerts it calls for, in
-    /// the fixed order `below-low`, `above-high`, `rate-of-change`.
+    /// Judge a valid in-order reading and write the alerts it calls for:
+    /// all clears first, then raises and repeats, each in the fixed order
+    /// `below-low`, `above-high`, `rate-of-change` (so a jump from below
+    /// `low` to above `high` reads `below-low-resolved`, `above-high`).
     ///
     /// `slope` is the rate of change in units per minute, `None` when it
     /// cannot be judged yet: the rate condition is then left as it was (an
     /// active rate alert is neither repeated nor resolved by a reading that
     /// says nothing about the rate).
-    pub(crate) fn judge(
-        &mut self,
-        reading: &Reading,
-        slope: Option<f64>,
-        settings: &Settings,
-        out: &mut Outputs,
-    ) {
+    pub(crate) fn judge(&mut self, reading: &Reading, slope: Option<f64>, settings: &Settings, out: &mut Outputs) {
         let now = suppressor_clock(reading.timestamp_ms);
         let value = reading.value;
         let unit = format::unit_suffix(if reading.unit.is_empty() {
@@ -66,32 +62,33 @@ impl Conditions {
         } else {
             &reading.unit
         });
+        let mut alerts = Vec::new();
 
         let low = settings.low;
         let transition = self.below_low.update(now, value < low);
-        emit(out, reading, transition, BELOW_LOW, BELOW_LOW_RESOLVED, || {
+        alerts.extend(alert(reading, transition, BELOW_LOW, BELOW_LOW_RESOLVED, || {
             if transition.raises() {
                 format!("Value {value}{unit} is below the low limit {low}{unit}.")
             } else {
                 format!("Value {value}{unit} is back at or above the low limit {low}{unit}.")
             }
-        });
+        }));
 
         let high = settings.high;
         let transition = self.above_high.update(now, value > high);
-        emit(out, reading, transition, ABOVE_HIGH, ABOVE_HIGH_RESOLVED, || {
+        alerts.extend(alert(reading, transition, ABOVE_HIGH, ABOVE_HIGH_RESOLVED, || {
             if transition.raises() {
                 format!("Value {value}{unit} is above the high limit {high}{unit}.")
             } else {
                 format!("Value {value}{unit} is back at or below the high limit {high}{unit}.")
             }
-        });
+        }));
 
         if let Some(slope) = slope {
             let limit = settings.rate_limit;
             let transition = self.rate.update(now, slope.abs() >= limit);
             let rate = format::rate(slope);
-            emit(out, reading, transition, RATE_OF_CHANGE, RATE_OF_CHANGE_RESOLVED, || {
+            let raised = alert(reading, transition, RATE_OF_CHANGE, RATE_OF_CHANGE_RESOLVED, || {
                 if transition.raises() {
                     format!(
                         "Value {value}{unit} is changing at {rate}{unit} per minute; \
@@ -104,26 +101,32 @@ impl Conditions {
                     )
                 }
             });
+            alerts.extend(raised);
+        }
+
+        // A stable sort: all clears (Info) first, the rest keep their order.
+        alerts.sort_by_key(|alert| alert.severity != Severity::Info);
+        for alert in alerts {
+            out.alert(alert);
         }
     }
 }
 
-/// Write the alert a transition calls for: the condition's code as a
-/// Warning on raise and repeat, the resolved code as Info on resolve.
-fn emit(
-    out: &mut Outputs,
+/// The alert a transition calls for: the condition's code as a Warning on
+/// raise and repeat, the resolved code as Info on resolve, none when quiet.
+fn alert(
     reading: &Reading,
     transition: Transition,
     code: &str,
     resolved_code: &str,
     message: impl FnOnce() -> String,
-) {
+) -> Option<Alert> {
     let (severity, code) = match transition {
         Transition::Raise | Transition::Repeat => (Severity::Warning, code),
         Transition::Resolve => (Severity::Info, resolved_code),
-        Transition::Quiet => return,
+        Transition::Quiet => return None,
     };
-    out.alert(Alert::new(reading, severity, code, &message()));
+    Some(Alert::new(reading, severity, code, &message()))
 }
 
 #[cfg(test)]

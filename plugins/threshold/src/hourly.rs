@@ -184,7 +184,8 @@ mod tests {
         assert_eq!(hour_of(i64::MIN + 1), (start, end));
         let (start, end) = hour_of(i64::MAX);
         assert_eq!(end, i64::MAX);
-        assert!(start <= i64::MAX && start > i64::MAX - HOUR_MS);
+        assert_eq!(start, window_start(i64::MAX, HOUR_MS));
+        assert!(start > i64::MAX - HOUR_MS);
     }
 
     #[test]

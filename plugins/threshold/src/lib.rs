@@ -29,8 +29,7 @@ use std::collections::BTreeMap;
 use edgewise_sdk::{Config, Outputs, Plugin, Reading};
 
 pub use alerts::{
-    ABOVE_HIGH, ABOVE_HIGH_RESOLVED, BELOW_LOW, BELOW_LOW_RESOLVED, RATE_OF_CHANGE,
-    RATE_OF_CHANGE_RESOLVED,
+    ABOVE_HIGH, ABOVE_HIGH_RESOLVED, BELOW_LOW, BELOW_LOW_RESOLVED, RATE_OF_CHANGE, RATE_OF_CHANGE_RESOLVED,
 };
 
 use sensor::SensorState;

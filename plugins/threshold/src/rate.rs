@@ -10,8 +10,6 @@ pub(crate) struct RateWindow {
     span_ms: i64,
     min_readings: usize,
     window: TimeWindow,
-    /// Reused buffer: `least_squares` needs a cloneable iterator.
-    scratch: Vec<(i64, f64)>,
 }
 
 impl RateWindow {
@@ -21,7 +19,6 @@ impl RateWindow {
             span_ms,
             min_readings,
             window: TimeWindow::new(span_ms),
-            scratch: Vec::new(),
         }
     }
 
@@ -41,9 +38,7 @@ impl RateWindow {
         if self.window.len() < self.min_readings {
             return None;
         }
-        self.scratch.clear();
-        self.scratch.extend(self.window.iter());
-        least_squares(self.scratch.iter().copied())
+        least_squares(self.window.iter())
             .map(|trend| trend.per_minute)
             .filter(|slope| slope.is_finite())
     }

@@ -10,7 +10,7 @@ use crate::settings::Settings;
 
 /// Where a reading falls relative to the newest one seen for its sensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Order {
+enum Arrival {
     /// Newer than every reading before it (or the first one).
     InOrder,
     /// Same timestamp as the newest: a duplicate, ignored.
@@ -49,12 +49,12 @@ impl SensorState {
     pub(crate) fn observe(&mut self, reading: &Reading, settings: &Settings, out: &mut Outputs) {
         let timestamp_ms = reading.timestamp_ms;
         let value = valid_value(reading, settings);
-        match self.order_of(timestamp_ms) {
-            Order::Duplicate => {}
-            Order::Late => {
+        match self.arrival_of(timestamp_ms) {
+            Arrival::Duplicate => {}
+            Arrival::Late => {
                 self.hours.record_late(timestamp_ms, value);
             }
-            Order::InOrder => {
+            Arrival::InOrder => {
                 self.newest_ms = Some(timestamp_ms);
                 let (_, closed) = self.hours.record_in_order(&reading.sensor, timestamp_ms, value);
                 if let Some(summary) = closed {
@@ -75,11 +75,11 @@ impl SensorState {
         }
     }
 
-    fn order_of(&self, timestamp_ms: i64) -> Order {
+    fn arrival_of(&self, timestamp_ms: i64) -> Arrival {
         match self.newest_ms {
-            Some(newest) if timestamp_ms == newest => Order::Duplicate,
-            Some(newest) if timestamp_ms < newest => Order::Late,
-            _ => Order::InOrder,
+            Some(newest) if timestamp_ms == newest => Arrival::Duplicate,
+            Some(newest) if timestamp_ms < newest => Arrival::Late,
+            _ => Arrival::InOrder,
         }
     }
 }
@@ -87,7 +87,6 @@ impl SensorState {
 /// The reading's value if it may be judged: finite, and in the configured
 /// unit (an empty reading unit is taken to be the configured one).
 fn valid_value(reading: &Reading, settings: &Settings) -> Option<f64> {
-    let unit_ok =
-        settings.unit.is_empty() || reading.unit.is_empty() || reading.unit == settings.unit;
+    let unit_ok = settings.unit.is_empty() || reading.unit.is_empty() || reading.unit == settings.unit;
     (unit_ok && reading.value.is_finite()).then_some(reading.value)
 }

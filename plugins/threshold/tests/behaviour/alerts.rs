@@ -36,7 +36,10 @@ fn below_low_raises_once_repeats_at_the_interval_and_resolves() {
     assert_eq!(resolved.severity, Severity::Info);
     assert_eq!(resolved.timestamp_ms, at(61));
     assert_eq!(resolved.value, Some(2.0));
-    assert_eq!(resolved.message, "Value 2 degC is back at or above the low limit 2 degC.");
+    assert_eq!(
+        resolved.message,
+        "Value 2 degC is back at or above the low limit 2 degC."
+    );
     assert!(step(&mut p, at(71), 2.5).is_empty());
 
     // A new excursion is raised at once, whatever the time since the last one.
@@ -49,7 +52,10 @@ fn above_high_raises_once_repeats_at_the_interval_and_resolves() {
     let out = feed(&mut p, &[probe(at(0), 8.5)]);
     assert_eq!(codes(&out), ["above-high"]);
     assert_eq!(out.alerts()[0].severity, Severity::Warning);
-    assert_eq!(out.alerts()[0].message, "Value 8.5 degC is above the high limit 8 degC.");
+    assert_eq!(
+        out.alerts()[0].message,
+        "Value 8.5 degC is above the high limit 8 degC."
+    );
 
     assert!(step(&mut p, at(10), 9.0).is_empty());
     assert!(step(&mut p, at(20), 9.0).is_empty());
@@ -88,7 +94,10 @@ fn messages_use_the_reading_unit_else_the_configured_one_else_none() {
 
     let mut p = plugin(&[("unit", "degC")]);
     let out = feed(&mut p, &[Reading::new("bare", at(0), 9.5, "")]);
-    assert_eq!(out.alerts()[0].message, "Value 9.5 degC is above the high limit 8 degC.");
+    assert_eq!(
+        out.alerts()[0].message,
+        "Value 9.5 degC is above the high limit 8 degC."
+    );
 }
 
 #[test]
@@ -98,7 +107,10 @@ fn overridden_limits_and_repeat_change_behaviour() {
     assert!(step(&mut p, at(0), -20.0).is_empty());
     let out = feed(&mut p, &[probe(at(10), -14.5)]);
     assert_eq!(codes(&out), ["above-high"]);
-    assert_eq!(out.alerts()[0].message, "Value -14.5 degC is above the high limit -15 degC.");
+    assert_eq!(
+        out.alerts()[0].message,
+        "Value -14.5 degC is above the high limit -15 degC."
+    );
     assert!(step(&mut p, at(15) - 1, -14.5).is_empty());
     assert_eq!(step(&mut p, at(15), -14.5), ["above-high"]);
     assert_eq!(step(&mut p, at(25), -26.0), ["above-high-resolved", "below-low"]);

@@ -18,7 +18,14 @@ fn non_finite_values_never_alert_and_are_counted() {
         &out.summaries()[0],
         "probe-1",
         T0,
-        &[("n", 2.0), ("mean", 6.0), ("min", 5.0), ("max", 7.0), ("sd", sd), ("invalid", 3.0)],
+        &[
+            ("n", 2.0),
+            ("mean", 6.0),
+            ("min", 5.0),
+            ("max", 7.0),
+            ("sd", sd),
+            ("invalid", 3.0),
+        ],
     );
 }
 
@@ -73,7 +80,14 @@ fn a_unit_mismatch_never_alerts_and_is_counted() {
         &out.summaries()[0],
         "probe-1",
         T0,
-        &[("n", 2.0), ("mean", 7.0), ("min", 5.0), ("max", 9.0), ("sd", 8.0f64.sqrt()), ("invalid", 2.0)],
+        &[
+            ("n", 2.0),
+            ("mean", 7.0),
+            ("min", 5.0),
+            ("max", 9.0),
+            ("sd", 8.0f64.sqrt()),
+            ("invalid", 2.0),
+        ],
     );
 }
 

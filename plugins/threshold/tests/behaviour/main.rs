@@ -2,6 +2,7 @@
 //! hand-made reading sequences with hand-computed expectations.
 
 mod alerts;
+mod cold_chain;
 mod config;
 mod invalid;
 mod ordering;
@@ -32,7 +33,7 @@ pub fn probe(timestamp_ms: i64, value: f64) -> Reading {
 
 /// A plugin configured with `pairs` over the defaults.
 pub fn plugin(pairs: &[(&str, &str)]) -> Threshold {
-    Threshold::init(Config::from_pairs(pairs)).unwrap()
+    Threshold::init(Config::from_pairs(pairs)).unwrap_or_else(|e| panic!("config {pairs:?}: {e}"))
 }
 
 /// The `init` error for `pairs`.
@@ -46,7 +47,9 @@ pub fn init_error(pairs: &[(&str, &str)]) -> String {
 /// Feed a batch of readings and return what the plugin produced.
 pub fn feed(plugin: &mut Threshold, readings: &[Reading]) -> Outputs {
     let mut out = Outputs::default();
-    plugin.on_readings(readings, &mut out).unwrap();
+    if let Err(e) = plugin.on_readings(readings, &mut out) {
+        panic!("on_readings failed: {e}");
+    }
     out
 }
 
@@ -58,7 +61,9 @@ pub fn step(plugin: &mut Threshold, timestamp_ms: i64, value: f64) -> Vec<String
 /// Tick the plugin at `now_ms` and return what it produced.
 pub fn tick(plugin: &mut Threshold, now_ms: i64) -> Outputs {
     let mut out = Outputs::default();
-    plugin.on_tick(now_ms, &mut out).unwrap();
+    if let Err(e) = plugin.on_tick(now_ms, &mut out) {
+        panic!("on_tick failed: {e}");
+    }
     out
 }
 

@@ -15,7 +15,14 @@ fn a_late_reading_never_alerts_but_counts_in_its_open_hour() {
         &out.summaries()[0],
         "probe-1",
         T0,
-        &[("n", 2.0), ("mean", 12.5), ("min", 5.0), ("max", 20.0), ("sd", sd), ("invalid", 0.0)],
+        &[
+            ("n", 2.0),
+            ("mean", 12.5),
+            ("min", 5.0),
+            ("max", 20.0),
+            ("sd", sd),
+            ("invalid", 0.0),
+        ],
     );
 }
 
@@ -58,7 +65,14 @@ fn a_duplicate_of_the_newest_is_ignored() {
         &out.summaries()[0],
         "probe-1",
         T0,
-        &[("n", 1.0), ("mean", 5.0), ("min", 5.0), ("max", 5.0), ("sd", 0.0), ("invalid", 0.0)],
+        &[
+            ("n", 1.0),
+            ("mean", 5.0),
+            ("min", 5.0),
+            ("max", 5.0),
+            ("sd", 0.0),
+            ("invalid", 0.0),
+        ],
     );
 }
 
@@ -75,7 +89,14 @@ fn a_late_duplicate_of_a_counted_reading_is_ignored() {
         &out.summaries()[0],
         "probe-1",
         T0,
-        &[("n", 3.0), ("mean", 5.0), ("min", 4.0), ("max", 6.0), ("sd", 1.0), ("invalid", 0.0)],
+        &[
+            ("n", 3.0),
+            ("mean", 5.0),
+            ("min", 4.0),
+            ("max", 6.0),
+            ("sd", 1.0),
+            ("invalid", 0.0),
+        ],
     );
 }
 

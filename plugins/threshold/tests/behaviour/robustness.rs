@@ -59,7 +59,15 @@ fn huge_finite_values() {
     // Level alerts as usual; the slope overflows and is not judged.
     assert_eq!(
         codes(&out),
-        ["above-high", "above-high-resolved", "below-low", "below-low-resolved", "above-high", "above-high-resolved"]
+        [
+            "above-high",
+            "above-high-resolved",
+            "below-low",
+            "below-low-resolved",
+            "above-high",
+            "above-high-resolved",
+            "below-low",
+        ]
     );
     let out = tick(&mut p, at(60));
     assert_eq!(out.summaries()[0].get("n"), Some(4.0));

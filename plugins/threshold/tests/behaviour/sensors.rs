@@ -20,11 +20,19 @@ fn alerts_and_suppression_are_per_sensor() {
     assert_eq!(out.alerts()[0].sensor, "b");
     // b recovering does not resolve a.
     let out = feed(&mut p, &[reading("b", 20, 5.0), reading("a", 20, 1.0)]);
-    let alerts: Vec<_> = out.alerts().iter().map(|a| (a.sensor.as_str(), a.code.as_str())).collect();
+    let alerts: Vec<_> = out
+        .alerts()
+        .iter()
+        .map(|a| (a.sensor.as_str(), a.code.as_str()))
+        .collect();
     assert_eq!(alerts, [("b", "below-low-resolved")]);
     // a repeats on its own schedule.
     let out = feed(&mut p, &[reading("a", 30, 1.0), reading("b", 30, 5.0)]);
-    let alerts: Vec<_> = out.alerts().iter().map(|a| (a.sensor.as_str(), a.code.as_str())).collect();
+    let alerts: Vec<_> = out
+        .alerts()
+        .iter()
+        .map(|a| (a.sensor.as_str(), a.code.as_str()))
+        .collect();
     assert_eq!(alerts, [("a", "below-low")]);
 }
 
@@ -56,7 +64,11 @@ fn summaries_are_per_sensor_and_ticks_go_in_sensor_order() {
     let mut p = plugin(&[]);
     feed(
         &mut p,
-        &[reading("zeta", 5, 4.0), reading("alpha", 6, 6.0), reading("zeta", 7, 5.0)],
+        &[
+            reading("zeta", 5, 4.0),
+            reading("alpha", 6, 6.0),
+            reading("zeta", 7, 5.0),
+        ],
     );
     // A later reading of alpha closes only alpha's hour.
     let out = feed(&mut p, &[reading("alpha", 70, 6.0)]);
@@ -72,7 +84,14 @@ fn summaries_are_per_sensor_and_ticks_go_in_sensor_order() {
         &out.summaries()[2],
         "zeta",
         T0,
-        &[("n", 2.0), ("mean", 4.5), ("min", 4.0), ("max", 5.0), ("sd", 0.5f64.sqrt()), ("invalid", 0.0)],
+        &[
+            ("n", 2.0),
+            ("mean", 4.5),
+            ("min", 4.0),
+            ("max", 5.0),
+            ("sd", 0.5f64.sqrt()),
+            ("invalid", 0.0),
+        ],
     );
     assert_eq!(out.summaries()[0].window_start_ms, at(60));
 }

@@ -46,7 +46,14 @@ fn a_tick_closes_the_hour_once() {
         &out.summaries()[0],
         "probe-1",
         T0,
-        &[("n", 1.0), ("mean", 4.0), ("min", 4.0), ("max", 4.0), ("sd", 0.0), ("invalid", 0.0)],
+        &[
+            ("n", 1.0),
+            ("mean", 4.0),
+            ("min", 4.0),
+            ("max", 4.0),
+            ("sd", 0.0),
+            ("invalid", 0.0),
+        ],
     );
     // Neither a later tick nor a later reading sends it again.
     assert!(tick(&mut p, at(90)).summaries().is_empty());
@@ -75,8 +82,8 @@ fn no_summary_for_hours_without_a_valid_reading() {
             probe(at(130), f64::NAN), // hour 2: two invalid and one valid
             probe(at(150), f64::INFINITY),
             Reading::new("probe-1", at(160), 5.0, "degF"), // any unit: none is set
-            probe(at(200), f64::NAN), // hour 3: invalid only
-            probe(at(250), f64::NAN), // hour 4: invalid only
+            probe(at(200), f64::NAN),                      // hour 3: invalid only
+            probe(at(250), f64::NAN),                      // hour 4: invalid only
         ],
     );
     let starts: Vec<i64> = out.summaries().iter().map(|s| s.window_start_ms).collect();
