@@ -5,6 +5,7 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod metrics_crosscheck;
 mod replay_bad_input;
 mod replay_golden;
 mod replay_plugin_failures;

@@ -134,7 +134,13 @@ impl AlertRules {
             URGENT_LOW,
             transition,
             || format!("Glucose {} mg/dL is below {} mg/dL", Mgdl(v), Mgdl(s.urgent_low)),
-            || format!("Glucose {} mg/dL is no longer below {} mg/dL", Mgdl(v), Mgdl(s.urgent_low)),
+            || {
+                format!(
+                    "Glucose {} mg/dL is no longer below {} mg/dL",
+                    Mgdl(v),
+                    Mgdl(s.urgent_low)
+                )
+            },
         );
 
         // `low` stays active below `low` even while urgent-low has taken over,

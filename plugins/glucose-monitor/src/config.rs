@@ -53,8 +53,10 @@ pub struct Settings {
     pub hyper_l1: f64,
     /// Level 2 hyperglycaemia above this (also the bottom of `tar_above_250`).
     pub hyper_l2: f64,
-    /// The sensor interval assumed before two valid readings give a spacing.
+    /// The sensor interval assumed until `interval_min_spacings` spacings are known.
     pub default_interval_ms: i64,
+    /// Spacings needed before their median replaces `default_interval`.
+    pub interval_min_spacings: u64,
 }
 
 impl Settings {
@@ -84,6 +86,7 @@ impl Settings {
             hyper_l1: c.f64("hyper_l1", 180.0)?,
             hyper_l2: c.f64("hyper_l2", 250.0)?,
             default_interval_ms: duration(c, "default_interval", 5)?,
+            interval_min_spacings: c.u64("interval_min_spacings", 12)?,
         };
         config.finish()?;
         Ok(settings)
@@ -108,7 +111,9 @@ fn duration(config: &mut Config, key: &str, default_minutes: i64) -> Result<i64,
 fn min_readings(config: &mut Config, key: &str, default: u64) -> Result<usize, String> {
     let count = config.u64(key, default)?;
     if count < 2 {
-        return Err(format!("config key `{key}`: `{count}` is too small, a trend needs at least 2 readings"));
+        return Err(format!(
+            "config key `{key}`: `{count}` is too small, a trend needs at least 2 readings"
+        ));
     }
     usize::try_from(count).map_err(|_| format!("config key `{key}`: `{count}` is too large"))
 }

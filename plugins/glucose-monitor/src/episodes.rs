@@ -118,7 +118,13 @@ impl Episodes {
 
     /// Feed one valid in-order reading. For each kind, `Some(start)` when an
     /// episode started whose first reading is at `start`.
-    pub fn update(&mut self, timestamp_ms: i64, value: f64, interval_ms: i64, duration_ms: i64) -> [Option<i64>; KINDS] {
+    pub fn update(
+        &mut self,
+        timestamp_ms: i64,
+        value: f64,
+        interval_ms: i64,
+        duration_ms: i64,
+    ) -> [Option<i64>; KINDS] {
         self.machines
             .each_mut()
             .map(|machine| machine.update(timestamp_ms, value, interval_ms, duration_ms))
@@ -144,9 +150,57 @@ impl Episodes {
     }
 
     /// Which kinds are in an episode right now.
+    #[cfg(test)]
     pub fn open(&self) -> [bool; KINDS] {
         self.machines
             .each_ref()
             .map(|machine| matches!(machine.phase, Phase::Open { .. }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use edgewise_sdk::Config;
+
+    const MIN: i64 = 60_000;
+
+    fn feed(episodes: &mut Episodes, minute: i64, value: f64) -> [Option<i64>; KINDS] {
+        episodes.update(minute * MIN, value, 5 * MIN, 15 * MIN)
+    }
+
+    #[test]
+    fn open_and_close_with_runs_of_fifteen_minutes() {
+        let settings = Settings::from_config(Config::default()).unwrap();
+        let mut e = Episodes::new(&settings);
+        assert_eq!(feed(&mut e, 0, 65.0), [None; KINDS]);
+        assert_eq!(e.undecided_since(), Some(0));
+        assert_eq!(feed(&mut e, 5, 50.0), [None; KINDS]);
+        // Level 1 starts at the first reading of its run; level 2's run began at 5.
+        assert_eq!(feed(&mut e, 10, 50.0), [Some(0), None, None, None]);
+        assert_eq!(e.undecided_since(), Some(5 * MIN));
+        assert_eq!(feed(&mut e, 15, 50.0), [None, Some(5 * MIN), None, None]);
+        assert_eq!(e.undecided_since(), None);
+        assert_eq!(e.open(), [true, true, false, false]);
+        // Two readings >= 70 then one below: both episodes go on.
+        feed(&mut e, 20, 80.0);
+        feed(&mut e, 25, 80.0);
+        feed(&mut e, 30, 60.0);
+        assert_eq!(e.open(), [true, false, false, false], "level 2 recovered over 15 min");
+        feed(&mut e, 35, 80.0);
+        feed(&mut e, 40, 80.0);
+        assert_eq!(e.open(), [true, false, false, false]);
+        feed(&mut e, 45, 80.0);
+        assert_eq!(e.open(), [false; KINDS]);
+        // A gap ends everything.
+        for minute in [50, 55, 60] {
+            feed(&mut e, minute, 300.0);
+        }
+        assert_eq!(e.open(), [false, false, true, true]);
+        feed(&mut e, 65, 300.0);
+        e.reset();
+        assert_eq!(e.open(), [false; KINDS]);
+        assert_eq!(e.undecided_since(), None);
     }
 }

@@ -10,6 +10,9 @@ const LONGEST_BUCKET_MINUTES: i64 = DAY_MS / MINUTE_MS;
 
 /// Median spacing between consecutive valid in-order readings over the whole
 /// history, rounded to whole minutes (as iglu's `dt0`), at least one minute.
+/// Until `min_spacings` spacings are known the configured default answers: the
+/// first spacings of a recording are often irregular (a sensor warming up,
+/// readings missed), and a median of three of them is not the sensor's interval.
 ///
 /// Memory is bounded: spacings are kept as a histogram of whole minutes.
 #[derive(Debug, Clone)]
@@ -17,16 +20,19 @@ pub struct IntervalEstimate {
     /// Spacing in whole minutes -> how many spacings had it.
     histogram: BTreeMap<i64, u64>,
     count: u64,
+    /// Spacings needed before the median is trusted.
+    min_spacings: u64,
     /// The current estimate in milliseconds.
     current_ms: i64,
 }
 
 impl IntervalEstimate {
-    /// An estimate that answers `default_ms` until the first spacing is known.
-    pub fn new(default_ms: i64) -> IntervalEstimate {
+    /// An estimate that answers `default_ms` until `min_spacings` spacings are known.
+    pub fn new(default_ms: i64, min_spacings: u64) -> IntervalEstimate {
         IntervalEstimate {
             histogram: BTreeMap::new(),
             count: 0,
+            min_spacings,
             current_ms: default_ms,
         }
     }
@@ -42,7 +48,9 @@ impl IntervalEstimate {
         let minutes = (spacing_ms.saturating_add(MINUTE_MS / 2) / MINUTE_MS).clamp(0, LONGEST_BUCKET_MINUTES);
         *self.histogram.entry(minutes).or_insert(0) += 1;
         self.count += 1;
-        self.current_ms = self.median_minutes().max(1) * MINUTE_MS;
+        if self.count >= self.min_spacings {
+            self.current_ms = self.median_minutes().max(1) * MINUTE_MS;
+        }
     }
 
     /// Median of the histogram, the mean of the two middle values rounded half
@@ -72,7 +80,7 @@ mod tests {
     use super::*;
 
     fn estimate(spacings_s: &[i64]) -> i64 {
-        let mut estimate = IntervalEstimate::new(5 * MINUTE_MS);
+        let mut estimate = IntervalEstimate::new(5 * MINUTE_MS, 1);
         for s in spacings_s {
             estimate.add(s * 1000);
         }
@@ -81,7 +89,17 @@ mod tests {
 
     #[test]
     fn default_before_any_spacing() {
-        assert_eq!(IntervalEstimate::new(7 * MINUTE_MS).current_ms(), 7 * MINUTE_MS);
+        assert_eq!(IntervalEstimate::new(7 * MINUTE_MS, 1).current_ms(), 7 * MINUTE_MS);
+    }
+
+    #[test]
+    fn default_until_enough_spacings() {
+        let mut estimate = IntervalEstimate::new(5 * MINUTE_MS, 3);
+        estimate.add(15 * MINUTE_MS);
+        estimate.add(10 * MINUTE_MS);
+        assert_eq!(estimate.current_ms(), 5 * MINUTE_MS);
+        estimate.add(15 * MINUTE_MS);
+        assert_eq!(estimate.current_ms(), 15 * MINUTE_MS);
     }
 
     #[test]
@@ -97,7 +115,7 @@ mod tests {
     #[test]
     fn at_least_one_minute_and_bounded() {
         assert_eq!(estimate(&[10, 10, 10]), 1);
-        let mut estimate = IntervalEstimate::new(MINUTE_MS);
+        let mut estimate = IntervalEstimate::new(MINUTE_MS, 1);
         for days in 1..5000 {
             estimate.add(days * DAY_MS);
         }

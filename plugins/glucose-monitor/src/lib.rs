@@ -37,13 +37,6 @@ pub struct GlucoseMonitor {
     sensors: BTreeMap<String, SensorState>,
 }
 
-impl GlucoseMonitor {
-    /// The settings in use.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-}
-
 impl Plugin for GlucoseMonitor {
     fn init(config: Config) -> Result<Self, String> {
         Ok(GlucoseMonitor {
@@ -54,6 +47,10 @@ impl Plugin for GlucoseMonitor {
 
     fn on_readings(&mut self, readings: &[Reading], out: &mut Outputs) -> Result<(), String> {
         for reading in readings {
+            // Checked before creating a sensor, so such readings leave no trace.
+            if !sensor::timestamp_in_range(reading.timestamp_ms) {
+                continue;
+            }
             let state = match self.sensors.get_mut(&reading.sensor) {
                 Some(state) => state,
                 None => self

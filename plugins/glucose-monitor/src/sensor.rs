@@ -15,6 +15,11 @@ use crate::windows::Windows;
 /// and converts exactly to `f64`.
 pub const MAX_ABS_TIMESTAMP_MS: i64 = 1 << 53;
 
+/// Whether a reading at `timestamp_ms` is taken at all (see [`MAX_ABS_TIMESTAMP_MS`]).
+pub fn timestamp_in_range(timestamp_ms: i64) -> bool {
+    (-MAX_ABS_TIMESTAMP_MS..=MAX_ABS_TIMESTAMP_MS).contains(&timestamp_ms)
+}
+
 /// The state of one sensor: bounded memory (the trend buffer holds the
 /// readings of the last `max(trend_window, rate_window)`).
 #[derive(Debug, Clone)]
@@ -40,7 +45,7 @@ impl SensorState {
             newest_ms: None,
             last_valid_ms: None,
             signal_lost: false,
-            interval: IntervalEstimate::new(settings.default_interval_ms),
+            interval: IntervalEstimate::new(settings.default_interval_ms, settings.interval_min_spacings),
             recent: Recent::new(settings),
             episodes: Episodes::new(settings),
             alerts: AlertRules::new(settings),
@@ -51,7 +56,7 @@ impl SensorState {
     /// Handle one reading of this sensor.
     pub fn on_reading(&mut self, reading: &Reading, settings: &Settings, out: &mut Outputs) {
         let ts = reading.timestamp_ms;
-        if !(-MAX_ABS_TIMESTAMP_MS..=MAX_ABS_TIMESTAMP_MS).contains(&ts) {
+        if !timestamp_in_range(ts) {
             return;
         }
         let value = settings.is_valid(reading.value).then_some(reading.value);
@@ -123,11 +128,5 @@ impl SensorState {
     fn emit(&mut self, sensor: &str, out: &mut Outputs) {
         let hold_from = self.episodes.undecided_since();
         self.windows.emit(sensor, hold_from, self.interval.current_ms(), out);
-    }
-
-    /// Which episode kinds are open (for tests and diagnostics).
-    #[cfg(test)]
-    pub fn open_episodes(&self) -> [bool; crate::episodes::KINDS] {
-        self.episodes.open()
     }
 }

@@ -97,7 +97,9 @@ impl WindowMetrics {
         for (name, count) in BAND_NAMES.iter().zip(self.bands) {
             summary = summary.metric(name, percent(count));
         }
-        summary = summary.metric("active_pct", active).metric("invalid", self.invalid as f64);
+        summary = summary
+            .metric("active_pct", active)
+            .metric("invalid", self.invalid as f64);
         for (name, count) in EPISODE_NAMES.iter().zip(self.episodes) {
             summary = summary.metric(name, count as f64);
         }

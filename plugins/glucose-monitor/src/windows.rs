@@ -94,7 +94,10 @@ impl Series {
             if let Some(window) = self.pending.pop_front() {
                 let interval_ms = window.closed_interval_ms.unwrap_or(context.interval_ms);
                 // Windows with invalid readings only are dropped here.
-                if let Some(summary) = window.metrics.summary(context.sensor, window.start_ms, end, interval_ms) {
+                if let Some(summary) = window
+                    .metrics
+                    .summary(context.sensor, window.start_ms, end, interval_ms)
+                {
                     out.summary(summary);
                 }
             }
