@@ -13,7 +13,7 @@ use crate::{cargo, plugins};
 
 /// The recording the demo replays (real data, see tests/data/cgm/README.md).
 const RECORDING: &str = "tests/data/cgm/ExampleData5Subjects.csv";
-/// Alert rows printed before the table is cut (the full output is on disk).
+/// Critical-alert rows printed before the list is cut (the full output is on disk).
 const MAX_ALERT_ROWS: usize = 40;
 
 pub fn run(root: &Path) -> anyhow::Result<()> {
@@ -48,26 +48,59 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Alert codes in the order the table shows them (their `-resolved` info alerts are not counted).
+const ALERT_CODES: &[&str] = &[
+    "urgent-low",
+    "low",
+    "urgent-low-soon",
+    "high",
+    "rising-fast",
+    "falling-fast",
+    "signal-loss",
+];
+
 fn print_alerts(outputs: &[Value]) {
     let alerts: Vec<&Value> = outputs.iter().filter(|o| o["type"] == "alert").collect();
-    println!("\nALERTS ({} in all)", alerts.len());
+    let mut sensors: Vec<String> = alerts.iter().map(|a| text(&a["sensor"])).collect();
+    sensors.sort();
+    sensors.dedup();
     println!(
-        "{:<17} {:<10} {:<8} {:<22} {:>6}  message",
-        "time (UTC)", "sensor", "severity", "code", "mg/dL"
+        "\nALERTS RAISED, by sensor ({} alerts in all, repeats and all-clears included)",
+        alerts.len()
     );
-    for alert in alerts.iter().take(MAX_ALERT_ROWS) {
+    print!("{:<10}", "sensor");
+    ALERT_CODES.iter().for_each(|code| print!(" {code:>15}"));
+    println!();
+    for sensor in &sensors {
+        print!("{sensor:<10}");
+        for code in ALERT_CODES {
+            let count = alerts
+                .iter()
+                .filter(|a| text(&a["sensor"]) == *sensor && a["code"] == *code)
+                .count();
+            print!(" {count:>15}");
+        }
+        println!();
+    }
+
+    let critical: Vec<&&Value> = alerts.iter().filter(|a| a["severity"] == "critical").collect();
+    println!("\nCRITICAL ALERTS ({})", critical.len());
+    println!(
+        "{:<17} {:<10} {:<16} {:>6}  message",
+        "time (UTC)", "sensor", "code", "mg/dL"
+    );
+    for alert in critical.iter().take(MAX_ALERT_ROWS) {
         println!(
-            "{:<17} {:<10} {:<8} {:<22} {:>6}  {}",
+            "{:<17} {:<10} {:<16} {:>6}  {}",
             utc(alert["ts"].as_i64(), false),
             text(&alert["sensor"]),
-            text(&alert["severity"]),
             text(&alert["code"]),
             alert["value"].as_f64().map_or("-".to_owned(), |v| format!("{v:.0}")),
             text(&alert["message"]),
         );
     }
-    if alerts.len() > MAX_ALERT_ROWS {
-        println!("... and {} more", alerts.len() - MAX_ALERT_ROWS);
+    if critical.len() > MAX_ALERT_ROWS {
+        println!("... and {} more", critical.len() - MAX_ALERT_ROWS);
     }
 }
 

@@ -171,7 +171,7 @@ impl AlertRules {
             transition,
             || {
                 format!(
-                    "Glucose {} mg/dL is predicted to fall to {:.0} mg/dL, below {} mg/dL, within {}",
+                    "Glucose {} mg/dL is predicted to fall to {:.1} mg/dL, below {} mg/dL, within {}",
                     Mgdl(v),
                     predicted.unwrap_or(f64::NAN),
                     Mgdl(s.urgent_low_soon),

@@ -129,7 +129,7 @@ fn urgent_low_soon_on_a_falling_trend() {
     assert_eq!(alert.value, Some(80.0));
     assert_eq!(
         alert.message,
-        "Glucose 80 mg/dL is predicted to fall to 40 mg/dL, below 55 mg/dL, within 20 min"
+        "Glucose 80 mg/dL is predicted to fall to 40.0 mg/dL, below 55 mg/dL, within 20 min"
     );
     // Flattening: at 20 the fit over 0..20 predicts 56 -> resolved.
     h.read(15, 80.0).read(20, 80.0);
