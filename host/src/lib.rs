@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod bus;
 pub mod envelope;
 pub mod model;

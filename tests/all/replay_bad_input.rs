@@ -338,7 +338,7 @@ fn golden_mismatch_shows_line_numbers_and_update_rewrites() {
     lines[1] = lines[1].replace("\"seq\":2", "\"seq\":99");
     std::fs::write(&golden, lines.join("\n") + "\n").unwrap();
     let run = replay(&input, &["--expect", &golden_arg]);
-    assert_fails(&run, 1, "line 2:\n  expected: ");
+    assert_fails(&run, 1, "line 2: field `seq`: expected 99, actual 2\n  expected: ");
     assert!(run.stderr.contains("\"seq\":99"), "{}", run.stderr);
     assert!(!run.stderr.contains("line 1:"), "{}", run.stderr);
 }

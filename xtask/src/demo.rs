@@ -1,7 +1,9 @@
-//! `cargo xtask demo`: replay a real CGM recording through glucose-monitor
-//! and print what a clinician would see: the alerts and the daily summaries.
+//! `cargo xtask demo`: sign the plugins with a fresh demo key, verify and
+//! inspect the bundles, replay a real CGM recording through the verified
+//! glucose-monitor bundle, and print what a clinician would see: the alerts
+//! and the daily summaries.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
@@ -20,31 +22,58 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     plugins::build(root)?;
     cargo(root, &["build", "--release", "-p", "edgewise-host"])?;
     let out_dir = root.join("target").join("demo");
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let out_file = out_dir.join("glucose-monitor.jsonl");
-    let plugin = plugins::component_path(root, "glucose-monitor");
     let edgewise = root.join("target").join("release").join("edgewise");
+    let bundles = sign_plugins(root, &edgewise, &out_dir)?;
+    let trust = out_dir.join("trust");
+    let glucose_bundle = bundles.join("glucose-monitor.wasm");
 
-    println!("\nReplaying {RECORDING} through glucose-monitor...\n");
-    let status = Command::new(&edgewise)
-        .arg("replay")
-        .arg("--plugin")
-        .arg(&plugin)
-        .arg("--input")
-        .arg(root.join(RECORDING))
-        .arg("--out")
-        .arg(&out_file)
-        .current_dir(root)
-        .status()
-        .with_context(|| format!("cannot run {}", edgewise.display()))?;
-    if !status.success() {
-        bail!("edgewise replay failed ({status})");
+    println!(
+        "\nVerifying the bundles as a device would (edgewise verify --trust {})...",
+        trust.display()
+    );
+    for plugin in PLUGINS {
+        let bundle = bundles.join(format!("{plugin}.wasm"));
+        run_edgewise(
+            &edgewise,
+            root,
+            &[
+                "verify".as_ref(),
+                "--trust".as_ref(),
+                trust.as_os_str(),
+                bundle.as_os_str(),
+            ],
+        )?;
     }
+    println!("\nWhat the glucose-monitor bundle holds (edgewise inspect, no trust needed):\n");
+    run_edgewise(&edgewise, root, &["inspect".as_ref(), glucose_bundle.as_os_str()])?;
+
+    let out_file = out_dir.join("glucose-monitor.jsonl");
+    println!("\nReplaying {RECORDING} through the verified glucose-monitor bundle...\n");
+    run_edgewise(
+        &edgewise,
+        root,
+        &[
+            "replay".as_ref(),
+            "--trust".as_ref(),
+            trust.as_os_str(),
+            "--plugin".as_ref(),
+            glucose_bundle.as_os_str(),
+            "--input".as_ref(),
+            root.join(RECORDING).as_os_str(),
+            "--out".as_ref(),
+            out_file.as_os_str(),
+        ],
+    )?;
     let text = std::fs::read_to_string(&out_file).with_context(|| format!("cannot read {}", out_file.display()))?;
     let outputs: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     print_alerts(&outputs);
     print_daily_summaries(&outputs);
     println!("\nFull output (JSON lines): {}", out_file.display());
+    println!(
+        "Signed bundles: {} (trust store: {})",
+        bundles.display(),
+        trust.display()
+    );
     Ok(())
 }
 
@@ -58,6 +87,68 @@ const ALERT_CODES: &[&str] = &[
     "falling-fast",
     "signal-loss",
 ];
+
+/// The plugins the demo signs (each has an `edgewise.toml` in its crate).
+const PLUGINS: &[&str] = &["glucose-monitor", "threshold"];
+
+/// Make a fresh demo key and trust store under `out_dir`, and sign every
+/// plugin with it, as an operator would. Returns the bundle directory.
+fn sign_plugins(root: &Path, edgewise: &Path, out_dir: &Path) -> anyhow::Result<PathBuf> {
+    let keys = out_dir.join("keys");
+    let trust = out_dir.join("trust");
+    let bundles = out_dir.join("bundles");
+    // A new key per demo run: keygen refuses to overwrite, so clear the old one.
+    for dir in [&keys, &trust, &bundles] {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let prefix = keys.join("demo");
+    println!("\nMaking a demo signing key (edgewise keygen)...");
+    run_edgewise(
+        edgewise,
+        root,
+        &["keygen".as_ref(), "--out".as_ref(), prefix.as_os_str()],
+    )?;
+    std::fs::copy(keys.join("demo.pub"), trust.join("demo.pub")).context("cannot fill the trust store")?;
+    println!("\nSigning the plugins (edgewise sign)...");
+    for plugin in PLUGINS {
+        let manifest = root.join("plugins").join(plugin).join("edgewise.toml");
+        let bundle = bundles.join(format!("{plugin}.wasm"));
+        run_edgewise(
+            edgewise,
+            root,
+            &[
+                "sign".as_ref(),
+                "--key".as_ref(),
+                keys.join("demo.key").as_os_str(),
+                "--manifest".as_ref(),
+                manifest.as_os_str(),
+                "--out".as_ref(),
+                bundle.as_os_str(),
+                plugins::component_path(root, plugin).as_os_str(),
+            ],
+        )?;
+    }
+    Ok(bundles)
+}
+
+/// Run `edgewise ARGS` with inherited output; fail if it fails.
+fn run_edgewise(edgewise: &Path, root: &Path, args: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
+    let status = Command::new(edgewise)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("cannot run {}", edgewise.display()))?;
+    if !status.success() {
+        bail!(
+            "`edgewise {}` failed ({status})",
+            args.first().map(|a| a.to_string_lossy()).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
 
 fn print_alerts(outputs: &[Value]) {
     let alerts: Vec<&Value> = outputs.iter().filter(|o| o["type"] == "alert").collect();

@@ -6,7 +6,11 @@
 //! code for usage errors).
 
 mod exit;
+mod inspect;
+mod keygen;
 mod replay;
+mod sign;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -26,6 +30,14 @@ struct Cli {
 enum Command {
     /// Replay recorded sensor data through a plugin on a virtual clock.
     Replay(replay::ReplayArgs),
+    /// Make an Ed25519 signing key pair.
+    Keygen(keygen::KeygenArgs),
+    /// Sign a component into a bundle.
+    Sign(sign::SignArgs),
+    /// Verify a bundle against a trust store.
+    Verify(verify::VerifyArgs),
+    /// Show what a bundle holds (no trust needed).
+    Inspect(inspect::InspectArgs),
 }
 
 /// Parse the command line, run the command, map the outcome to an exit code.
@@ -34,6 +46,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay(args) => replay::run(args),
+        Command::Keygen(args) => keygen::run(args),
+        Command::Sign(args) => sign::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Inspect(args) => inspect::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

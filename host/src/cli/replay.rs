@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use clap::{Args, ValueEnum};
-use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
 
+use edgewise_host::bundle::{self, Manifest, TrustStore, VerifyOptions};
 use edgewise_host::envelope::{Provenance, to_json_line};
 use edgewise_host::replay::{self, Format, ReplayReport, golden};
 use edgewise_host::runtime::{Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
@@ -57,9 +58,24 @@ pub struct ReplayArgs {
     #[arg(long)]
     skip_invalid: bool,
 
-    /// Plugin name in the output [default: the file name without extension, `_` as `-`].
+    /// For an unsigned component: its name in the output [default: the file
+    /// name without extension, `_` as `-`]. A bundle's name is its manifest's.
     #[arg(long)]
     name: Option<String>,
+
+    /// Verify the plugin (a signed bundle) against this trust store first,
+    /// and refuse it if verification fails.
+    #[arg(long, value_name = "DIR")]
+    trust: Option<PathBuf>,
+}
+
+/// The plugin to replay, with what its bundle (if any) says about it.
+struct PluginToRun {
+    bytes: Vec<u8>,
+    provenance: Provenance,
+    /// Manifest defaults first, then `--config` overrides.
+    config: Vec<(String, String)>,
+    limits: Limits,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -104,20 +120,14 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
         }
     }
 
-    let bytes = std::fs::read(&args.plugin)
-        .with_context(|| format!("cannot read plugin {}", args.plugin.display()))
-        .map_err(Failure::usage)?;
-    let name = args.name.clone().unwrap_or_else(|| plugin_name(&args.plugin));
-    let provenance = Provenance {
-        device: "replay".to_owned(),
-        plugin: name.clone(),
-        version: "unsigned".to_owned(),
-        digest: format!("sha256:{:x}", Sha256::digest(&bytes)),
-    };
+    let plugin = load_plugin(&args)?;
     let runtime = Runtime::new(RuntimeOptions { deterministic: true }).map_err(Failure::runtime)?;
-    let compiled = runtime.compile(&name, &bytes).map_err(Failure::usage)?;
-    let mut instance = PluginInstance::new(&runtime, &compiled, Limits::default()).map_err(Failure::runtime)?;
-    if let Err(error) = instance.init(&args.config) {
+    let provenance = plugin.provenance;
+    let compiled = runtime
+        .compile(&provenance.plugin, &plugin.bytes)
+        .map_err(Failure::usage)?;
+    let mut instance = PluginInstance::new(&runtime, &compiled, plugin.limits).map_err(Failure::runtime)?;
+    if let Err(error) = instance.init(&plugin.config) {
         return Err(match error.kind {
             PluginErrorKind::Returned(_) => Failure::usage(anyhow!("{error}: its configuration was refused")),
             _ => Failure::runtime(error),
@@ -159,6 +169,75 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
         (Some(golden_path), false) => check_golden(golden_path, &lines),
         (None, _) => Ok(()),
     }
+}
+
+/// Read the plugin; with `--trust`, verify it as a device would. A signed
+/// bundle's manifest gives the name, version, digest, default configuration
+/// and limits; an unsigned component is named after its file.
+fn load_plugin(args: &ReplayArgs) -> Result<PluginToRun, Failure> {
+    let bytes = std::fs::read(&args.plugin)
+        .with_context(|| format!("cannot read plugin {}", args.plugin.display()))
+        .map_err(Failure::usage)?;
+    let manifest = match &args.trust {
+        Some(trust_dir) => {
+            let trust = TrustStore::load(trust_dir).map_err(Failure::usage)?;
+            let options = VerifyOptions {
+                trust: &trust,
+                rollback: None,
+                now: OffsetDateTime::now_utc(),
+                max_bytes: bundle::DEFAULT_MAX_BUNDLE_BYTES,
+            };
+            let verified = bundle::verify(&bytes, &options)
+                .map_err(|e| Failure::runtime(anyhow!("{}: refused: {e}", args.plugin.display())))?;
+            Some(verified.manifest)
+        }
+        None => match bundle::format::split(&bytes) {
+            Ok(parts) => {
+                let manifest = Manifest::from_json(parts.manifest_json)
+                    .map_err(|e| Failure::usage(anyhow!("{}: {e}", args.plugin.display())))?;
+                eprintln!(
+                    "warning: {} is signed but not verified (pass --trust DIR to verify it)",
+                    args.plugin.display()
+                );
+                Some(manifest)
+            }
+            // Not a bundle: a plain component (or not wasm at all, which
+            // compiling reports precisely).
+            Err(_) => None,
+        },
+    };
+    let mut config: Vec<(String, String)> = Vec::new();
+    let mut limits = Limits::default();
+    let provenance = match manifest {
+        Some(manifest) => {
+            config.extend(manifest.config.clone());
+            if let Some(memory_mb) = manifest.limits.memory_mb {
+                limits.max_memory_bytes = memory_mb as usize * (1 << 20);
+            }
+            if let Some(deadline_ms) = manifest.limits.call_deadline_ms {
+                limits.call_deadline = std::time::Duration::from_millis(u64::from(deadline_ms));
+            }
+            Provenance {
+                device: "replay".to_owned(),
+                plugin: manifest.name,
+                version: manifest.version,
+                digest: format!("sha256:{}", manifest.code_sha256),
+            }
+        }
+        None => Provenance {
+            device: "replay".to_owned(),
+            plugin: args.name.clone().unwrap_or_else(|| plugin_name(&args.plugin)),
+            version: "unsigned".to_owned(),
+            digest: format!("sha256:{}", bundle::sha256_hex(&bytes)),
+        },
+    };
+    config.extend(args.config.iter().cloned());
+    Ok(PluginToRun {
+        bytes,
+        provenance,
+        config,
+        limits,
+    })
 }
 
 /// The plugin name from its file: `glucose_monitor.wasm` -> `glucose-monitor`.
@@ -233,7 +312,15 @@ fn check_golden(path: &Path, lines: &[String]) -> Result<(), Failure> {
         actual.len()
     );
     for diff in &diffs {
-        eprintln!("line {}:", diff.line);
+        match diff.first_field_difference() {
+            Some((field, expected, actual)) => {
+                eprintln!(
+                    "line {}: field `{field}`: expected {expected}, actual {actual}",
+                    diff.line
+                )
+            }
+            None => eprintln!("line {}:", diff.line),
+        }
         eprintln!("  expected: {}", diff.expected.as_deref().unwrap_or("(end of file)"));
         eprintln!("  actual:   {}", diff.actual.as_deref().unwrap_or("(end of output)"));
     }

@@ -1,0 +1,323 @@
+//! The bundle manifest (`edgewise.manifest`, JSON) and its source, the
+//! `edgewise.toml` each plugin crate keeps.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The manifest format this host writes and reads.
+pub const MANIFEST_FORMAT: u32 = 1;
+/// The WIT world (with version) that plugins target and this host runs.
+pub const WORLD: &str = "edgewise:plugin/sensor-plugin@0.1.0";
+
+/// What a signed bundle says about itself. Every field is covered by the signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Manifest format version: [`MANIFEST_FORMAT`].
+    pub format: u32,
+    /// Plugin name: lowercase letters, digits and `-`.
+    pub name: String,
+    /// Plugin version (semver); anti-rollback compares it.
+    pub version: String,
+    /// The WIT world the component targets, e.g. [`WORLD`].
+    pub world: String,
+    /// NATS subject filters the plugin reads.
+    pub subscriptions: Vec<String>,
+    /// Default configuration, overridable by the operator.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Resource limits the plugin asks for.
+    #[serde(default)]
+    pub limits: ManifestLimits,
+    /// When the bundle was signed (RFC 3339).
+    pub created: String,
+    /// After this time (RFC 3339) the bundle is refused; `None` for never.
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// SHA-256 of the component bytes without the Edgewise sections, lowercase hex.
+    pub code_sha256: String,
+}
+
+/// Limits a plugin asks for; the host applies them (operators may lower them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestLimits {
+    /// Largest linear memory, in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u32>,
+    /// CPU deadline of one call, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_deadline_ms: Option<u32>,
+}
+
+/// Why a manifest is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// Not valid JSON, or a field missing, unknown or of the wrong type.
+    #[error("invalid manifest: {0}")]
+    Invalid(String),
+    /// A field has a value the host does not accept.
+    #[error("invalid manifest field `{field}`: {reason}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Manifest {
+    /// Parse and validate manifest JSON.
+    pub fn from_json(json: &[u8]) -> Result<Manifest, ManifestError> {
+        let manifest: Manifest = serde_json::from_slice(json).map_err(|e| ManifestError::Invalid(e.to_string()))?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// The manifest as the JSON stored in a bundle.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising a struct of strings, numbers and maps cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The parsed semver version (valid after [`Manifest::from_json`]).
+    pub fn semver(&self) -> Result<semver::Version, ManifestError> {
+        semver::Version::parse(&self.version)
+            .map_err(|e| field("version", format!("`{}` is not semver: {e}", self.version)))
+    }
+
+    /// The expiry time, if any.
+    pub fn expires_at(&self) -> Result<Option<OffsetDateTime>, ManifestError> {
+        self.expires
+            .as_deref()
+            .map(|text| {
+                OffsetDateTime::parse(text, &Rfc3339)
+                    .map_err(|e| field("expires", format!("`{text}` is not an RFC 3339 time: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Check every field's value.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        if self.format != MANIFEST_FORMAT {
+            return Err(field(
+                "format",
+                format!(
+                    "{} is not supported (this host reads format {MANIFEST_FORMAT})",
+                    self.format
+                ),
+            ));
+        }
+        validate_name(&self.name)?;
+        self.semver()?;
+        if self.world.is_empty() {
+            return Err(field("world", "is empty".into()));
+        }
+        if self.subscriptions.is_empty() {
+            return Err(field("subscriptions", "lists no subject".into()));
+        }
+        for subject in &self.subscriptions {
+            validate_subject_filter(subject)
+                .map_err(|reason| field("subscriptions", format!("`{subject}`: {reason}")))?;
+        }
+        OffsetDateTime::parse(&self.created, &Rfc3339)
+            .map_err(|e| field("created", format!("`{}` is not an RFC 3339 time: {e}", self.created)))?;
+        self.expires_at()?;
+        if self.code_sha256.len() != 64
+            || !self
+                .code_sha256
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            return Err(field("code_sha256", "must be 64 lowercase hex digits".into()));
+        }
+        if self.limits.memory_mb == Some(0) || self.limits.call_deadline_ms == Some(0) {
+            return Err(field("limits", "limits must be greater than 0".into()));
+        }
+        Ok(())
+    }
+}
+
+fn field(field: &'static str, reason: String) -> ManifestError {
+    ManifestError::Field { field, reason }
+}
+
+/// Lowercase letters, digits and `-`, 1 to 64 characters, starting with a letter.
+fn validate_name(name: &str) -> Result<(), ManifestError> {
+    let ok = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(field(
+            "name",
+            format!("`{name}` must be 1-64 lowercase letters, digits or `-`, starting with a letter"),
+        ))
+    }
+}
+
+/// A NATS subject filter: dot-separated non-empty tokens, `*` a whole token,
+/// `>` only as the last token, no whitespace.
+pub fn validate_subject_filter(subject: &str) -> Result<(), String> {
+    if subject.is_empty() {
+        return Err("empty subject".into());
+    }
+    let tokens: Vec<&str> = subject.split('.').collect();
+    for (index, token) in tokens.iter().enumerate() {
+        if token.is_empty() {
+            return Err("empty token".into());
+        }
+        if token.chars().any(char::is_whitespace) {
+            return Err("whitespace in subject".into());
+        }
+        if token.contains('*') && *token != "*" {
+            return Err("`*` must be a whole token".into());
+        }
+        if token.contains('>') && (*token != ">" || index + 1 != tokens.len()) {
+            return Err("`>` must be the whole last token".into());
+        }
+    }
+    Ok(())
+}
+
+/// A plugin crate's `edgewise.toml`: what the author declares; `edgewise sign`
+/// adds `format`, `world`, `created` and `code_sha256`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestSource {
+    /// Plugin name.
+    pub name: String,
+    /// Plugin version (semver).
+    pub version: String,
+    /// NATS subject filters.
+    pub subscriptions: Vec<String>,
+    /// Default configuration; values may be TOML strings, numbers or booleans.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: ManifestLimits,
+    /// Optional expiry (RFC 3339).
+    #[serde(default)]
+    pub expires: Option<String>,
+}
+
+impl ManifestSource {
+    /// Parse `edgewise.toml` text.
+    pub fn from_toml(text: &str) -> Result<ManifestSource, ManifestError> {
+        toml::from_str(text).map_err(|e| ManifestError::Invalid(e.to_string()))
+    }
+
+    /// The manifest for a component with digest `code_sha256`, created at `created`.
+    pub fn into_manifest(self, code_sha256: String, created: OffsetDateTime) -> Result<Manifest, ManifestError> {
+        let mut config = BTreeMap::new();
+        for (key, value) in self.config {
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(field(
+                        "config",
+                        format!("`{key}` = {other}: values must be strings, numbers or booleans"),
+                    ));
+                }
+            };
+            config.insert(key, text);
+        }
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            name: self.name,
+            version: self.version,
+            world: WORLD.to_owned(),
+            subscriptions: self.subscriptions,
+            config,
+            limits: self.limits,
+            created: created.format(&Rfc3339).map_err(|e| field("created", e.to_string()))?,
+            expires: self.expires,
+            code_sha256,
+        };
+        manifest.validate()?;
+        Ok(manifest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> &'static str {
+        r#"
+name = "glucose-monitor"
+version = "0.1.0"
+subscriptions = ["sensors.cgm.>"]
+expires = "2030-01-01T00:00:00Z"
+[config]
+repeat = "30m"
+low = 70
+[limits]
+memory_mb = 64
+call_deadline_ms = 1000
+"#
+    }
+
+    #[test]
+    fn source_becomes_a_valid_manifest_that_round_trips() {
+        let manifest = ManifestSource::from_toml(source())
+            .unwrap()
+            .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH)
+            .unwrap();
+        assert_eq!(manifest.world, WORLD);
+        assert_eq!(manifest.config["low"], "70");
+        assert_eq!(manifest.created, "1970-01-01T00:00:00Z");
+        assert_eq!(Manifest::from_json(&manifest.to_json()).unwrap(), manifest);
+    }
+
+    #[test]
+    fn field_errors_name_the_field() {
+        let good = ManifestSource::from_toml(source())
+            .unwrap()
+            .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH)
+            .unwrap();
+        type Mutation = fn(&mut Manifest);
+        let cases: [(Mutation, &str); 10] = [
+            (|m| m.name = "Glucose".into(), "name"),
+            (|m| m.version = "1.0".into(), "version"),
+            (|m| m.subscriptions.clear(), "subscriptions"),
+            (|m| m.subscriptions = vec!["a.>.b".into()], "subscriptions"),
+            (|m| m.subscriptions = vec!["a..b".into()], "subscriptions"),
+            (|m| m.created = "yesterday".into(), "created"),
+            (|m| m.expires = Some("never".into()), "expires"),
+            (|m| m.code_sha256 = "AB".repeat(32), "code_sha256"),
+            (|m| m.format = 2, "format"),
+            (|m| m.limits.memory_mb = Some(0), "limits"),
+        ];
+        for (mutate, expected_field) in cases {
+            let mut manifest = good.clone();
+            mutate(&mut manifest);
+            match manifest.validate() {
+                Err(ManifestError::Field { field, .. }) => assert_eq!(field, expected_field),
+                other => panic!("expected an error on `{expected_field}`, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn missing_and_unknown_fields_are_invalid() {
+        let error = Manifest::from_json(br#"{"format":1,"name":"x"}"#).unwrap_err();
+        assert!(
+            matches!(error, ManifestError::Invalid(ref m) if m.contains("missing field")),
+            "{error}"
+        );
+        let error = ManifestSource::from_toml("name = \"x\"\nversion = \"1.0.0\"\nsubscriptions = []\nextra = 1\n")
+            .unwrap_err();
+        assert!(error.to_string().contains("unknown field `extra`"), "{error}");
+    }
+}

@@ -1,0 +1,28 @@
+//! Signed plugin bundles: the format, manifests, keys, the trust store,
+//! anti-rollback, signing, inspection and the one verification pipeline.
+//!
+//! Architecture invariant: nothing compiles or runs a bundle that [`verify`]
+//! has not accepted (replays of unsigned components for plugin authors are
+//! the one, explicit, exception). This module never touches wasmtime.
+
+mod digest;
+pub mod format;
+mod inspect;
+pub mod keys;
+pub mod manifest;
+pub mod rollback;
+mod sign;
+pub mod trust;
+mod verify;
+#[cfg(test)]
+mod verify_tests;
+
+pub use digest::sha256_hex;
+pub use format::FormatError;
+pub use inspect::{BundleInfo, inspect};
+pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
+pub use manifest::{Manifest, ManifestError, ManifestLimits, ManifestSource, WORLD};
+pub use rollback::{RollbackError, RollbackStore};
+pub use sign::{SignError, sign, sign_manifest, sign_raw};
+pub use trust::{TrustError, TrustStore};
+pub use verify::{DEFAULT_MAX_BUNDLE_BYTES, VerifiedBundle, VerifyError, VerifyOptions, verify};

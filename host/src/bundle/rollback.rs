@@ -1,0 +1,202 @@
+//! Anti-rollback: per plugin name, the highest version this device has ever
+//! accepted, with its code digest, persisted in the data directory. A lower
+//! version, or the same version with other code, is refused.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// File name of the record inside the data directory.
+pub const ROLLBACK_FILE: &str = "installed-versions.json";
+
+/// What the device has accepted for one plugin name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// Highest version accepted.
+    pub version: String,
+    /// Code digest of that version.
+    pub code_sha256: String,
+}
+
+/// The persisted anti-rollback record.
+#[derive(Debug, Clone)]
+pub struct RollbackStore {
+    path: PathBuf,
+    accepted: BTreeMap<String, Accepted>,
+}
+
+/// Why a bundle is refused, or the record could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    /// A lower version than one already accepted.
+    #[error("version {offered} of `{name}` is lower than version {accepted} already accepted (rollback refused)")]
+    Downgrade {
+        /// Plugin name.
+        name: String,
+        /// The version offered.
+        offered: String,
+        /// The highest version accepted so far.
+        accepted: String,
+    },
+    /// The accepted version again, with different code.
+    #[error(
+        "version {version} of `{name}` was accepted with code sha256:{accepted_digest}; this bundle has other code (sha256:{offered_digest})"
+    )]
+    SameVersionOtherCode {
+        /// Plugin name.
+        name: String,
+        /// The version.
+        version: String,
+        /// Digest accepted before.
+        accepted_digest: String,
+        /// Digest offered now.
+        offered_digest: String,
+    },
+    /// The record could not be read or written.
+    #[error("anti-rollback record {path}: {reason}")]
+    Storage {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl RollbackStore {
+    /// Open (or start) the record in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<RollbackStore, RollbackError> {
+        let path = data_dir.join(ROLLBACK_FILE);
+        let accepted = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| RollbackError::Storage {
+                path: path.clone(),
+                reason: format!("corrupt: {e}"),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => {
+                return Err(RollbackError::Storage {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        Ok(RollbackStore { path, accepted })
+    }
+
+    /// Refuse `version` of `name` with `code_sha256` if it would roll back.
+    pub fn check(&self, name: &str, version: &semver::Version, code_sha256: &str) -> Result<(), RollbackError> {
+        let Some(accepted) = self.accepted.get(name) else {
+            return Ok(());
+        };
+        let accepted_version = semver::Version::parse(&accepted.version).map_err(|e| RollbackError::Storage {
+            path: self.path.clone(),
+            reason: format!("corrupt version for `{name}`: {e}"),
+        })?;
+        // Precedence, as SemVer defines it: build metadata does not count, so
+        // `1.0.0+a` and `1.0.0+b` are the same version and must be the same code.
+        let order = version.cmp_precedence(&accepted_version);
+        if order == std::cmp::Ordering::Less {
+            return Err(RollbackError::Downgrade {
+                name: name.to_owned(),
+                offered: version.to_string(),
+                accepted: accepted.version.clone(),
+            });
+        }
+        if order == std::cmp::Ordering::Equal && accepted.code_sha256 != code_sha256 {
+            return Err(RollbackError::SameVersionOtherCode {
+                name: name.to_owned(),
+                version: version.to_string(),
+                accepted_digest: accepted.code_sha256.clone(),
+                offered_digest: code_sha256.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Record that `version` of `name` was accepted (if higher than the
+    /// record), durably: written to a temporary file, synced, renamed.
+    pub fn record(&mut self, name: &str, version: &semver::Version, code_sha256: &str) -> Result<(), RollbackError> {
+        self.check(name, version, code_sha256)?;
+        let newer = self
+            .accepted
+            .get(name)
+            .and_then(|a| semver::Version::parse(&a.version).ok())
+            .is_none_or(|accepted| version.cmp_precedence(&accepted) == std::cmp::Ordering::Greater);
+        if !newer {
+            return Ok(());
+        }
+        self.accepted.insert(
+            name.to_owned(),
+            Accepted {
+                version: version.to_string(),
+                code_sha256: code_sha256.to_owned(),
+            },
+        );
+        self.persist()
+    }
+
+    fn persist(&self) -> Result<(), RollbackError> {
+        let storage = |reason: String| RollbackError::Storage {
+            path: self.path.clone(),
+            reason,
+        };
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| storage(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&self.accepted).map_err(|e| storage(e.to_string()))?;
+        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| storage(e.to_string()))?;
+        file.write_all(&json).map_err(|e| storage(e.to_string()))?;
+        file.as_file().sync_all().map_err(|e| storage(e.to_string()))?;
+        file.persist(&self.path).map_err(|e| storage(e.to_string()))?;
+        // Make the rename itself durable.
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| storage(e.to_string()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(text: &str) -> semver::Version {
+        semver::Version::parse(text).unwrap()
+    }
+
+    #[test]
+    fn refuses_downgrade_and_same_version_other_code_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RollbackStore::open(dir.path()).unwrap();
+        store.check("p", &v("1.0.0"), "aa").unwrap();
+        store.record("p", &v("1.2.0"), "aa").unwrap();
+        let reopened = RollbackStore::open(dir.path()).unwrap();
+        assert!(matches!(
+            reopened.check("p", &v("1.1.9"), "aa"),
+            Err(RollbackError::Downgrade { .. })
+        ));
+        assert!(matches!(
+            reopened.check("p", &v("1.2.0"), "bb"),
+            Err(RollbackError::SameVersionOtherCode { .. })
+        ));
+        reopened.check("p", &v("1.2.0"), "aa").unwrap();
+        reopened.check("p", &v("1.3.0"), "bb").unwrap();
+        reopened.check("other", &v("0.0.1"), "cc").unwrap();
+        // Build metadata does not make another version.
+        assert!(matches!(
+            reopened.check("p", &v("1.2.0+build.7"), "bb"),
+            Err(RollbackError::SameVersionOtherCode { .. })
+        ));
+        reopened.check("p", &v("1.2.0+build.7"), "aa").unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_record_is_an_error_not_a_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(ROLLBACK_FILE), "{not json").unwrap();
+        assert!(matches!(
+            RollbackStore::open(dir.path()),
+            Err(RollbackError::Storage { .. })
+        ));
+    }
+}

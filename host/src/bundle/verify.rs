@@ -1,0 +1,142 @@
+//! The one verification pipeline every caller uses before a bundle's code is
+//! compiled. The order is fixed (DESIGN "Signed bundles"), each step has its
+//! own error, and nothing is compiled or run until all have passed.
+
+use time::OffsetDateTime;
+
+use super::digest::sha256_hex;
+use super::format::{self, FormatError};
+use super::keys::KeyId;
+use super::manifest::{Manifest, ManifestError, WORLD};
+use super::rollback::{RollbackError, RollbackStore};
+use super::trust::TrustStore;
+
+/// Bundles larger than this are refused before they are parsed.
+pub const DEFAULT_MAX_BUNDLE_BYTES: usize = 32 << 20;
+
+/// What verification checks against.
+pub struct VerifyOptions<'a> {
+    /// Trusted keys and revocations.
+    pub trust: &'a TrustStore,
+    /// The device's anti-rollback record; `None` skips that step (tools
+    /// that only inspect, such as `edgewise verify` without `--data-dir`).
+    pub rollback: Option<&'a RollbackStore>,
+    /// The current time, for expiry.
+    pub now: OffsetDateTime,
+    /// Size cap in bytes.
+    pub max_bytes: usize,
+}
+
+/// A bundle that passed every check.
+#[derive(Debug, Clone)]
+pub struct VerifiedBundle {
+    /// The signed manifest.
+    pub manifest: Manifest,
+    /// Who signed it.
+    pub key_id: KeyId,
+    /// Length of the component at the start of the file (without the Edgewise sections).
+    pub code_len: usize,
+    /// Size of the whole file.
+    pub size: usize,
+}
+
+/// Why a bundle was refused: the first check that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Over the size cap.
+    #[error("bundle is {size} bytes, over the {max}-byte limit")]
+    TooLarge {
+        /// The file size.
+        size: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// The file is not a well-formed bundle.
+    #[error("{0}")]
+    Format(#[from] FormatError),
+    /// Signed by a key the device does not trust.
+    #[error("signed by unknown key {0} (not in the trust store)")]
+    UnknownKey(KeyId),
+    /// Signed by a revoked key.
+    #[error("signed by revoked key {0}")]
+    RevokedKey(KeyId),
+    /// The signature does not match the bytes.
+    #[error("bad signature: the bundle was modified after signing, or not signed by key {0}")]
+    BadSignature(KeyId),
+    /// The code digest is revoked.
+    #[error("code sha256:{0} is revoked")]
+    RevokedDigest(String),
+    /// The manifest is invalid.
+    #[error("{0}")]
+    Manifest(#[from] ManifestError),
+    /// The manifest's digest does not match the code.
+    #[error("code_sha256 mismatch: the manifest says {manifest}, the code is {actual}")]
+    DigestMismatch {
+        /// What the manifest says.
+        manifest: String,
+        /// The digest of the code.
+        actual: String,
+    },
+    /// The bundle targets another WIT world.
+    #[error("world mismatch: the bundle targets `{found}`, this host runs `{WORLD}`")]
+    WorldMismatch {
+        /// The manifest's world.
+        found: String,
+    },
+    /// Anti-rollback refused it.
+    #[error("{0}")]
+    Rollback(#[from] RollbackError),
+    /// Past its expiry.
+    #[error("expired at {0}")]
+    Expired(String),
+}
+
+/// Verify `bytes` (a whole bundle file) in the fixed order: size cap, section
+/// layout, signature section last, key trusted and not revoked, signature
+/// valid, code digest not revoked, manifest valid, `code_sha256` matches,
+/// world compatible, not a rollback, not expired.
+pub fn verify(bytes: &[u8], options: &VerifyOptions<'_>) -> Result<VerifiedBundle, VerifyError> {
+    if bytes.len() > options.max_bytes {
+        return Err(VerifyError::TooLarge {
+            size: bytes.len(),
+            max: options.max_bytes,
+        });
+    }
+    let parts = format::split(bytes)?;
+    let key_id = KeyId(parts.signature.key_id);
+    let key = options.trust.key(&key_id).ok_or(VerifyError::UnknownKey(key_id))?;
+    if options.trust.is_key_revoked(&key_id) {
+        return Err(VerifyError::RevokedKey(key_id));
+    }
+    if !key.verifies(parts.signed, &parts.signature.signature) {
+        return Err(VerifyError::BadSignature(key_id));
+    }
+    let actual = sha256_hex(parts.code);
+    if options.trust.is_digest_revoked(&actual) {
+        return Err(VerifyError::RevokedDigest(actual));
+    }
+    let manifest = Manifest::from_json(parts.manifest_json)?;
+    if manifest.code_sha256 != actual {
+        return Err(VerifyError::DigestMismatch {
+            manifest: manifest.code_sha256,
+            actual,
+        });
+    }
+    if manifest.world != WORLD {
+        return Err(VerifyError::WorldMismatch { found: manifest.world });
+    }
+    if let Some(rollback) = options.rollback {
+        rollback.check(&manifest.name, &manifest.semver()?, &manifest.code_sha256)?;
+    }
+    if let Some(expires) = manifest.expires_at()?
+        && expires < options.now
+    {
+        return Err(VerifyError::Expired(manifest.expires.clone().unwrap_or_default()));
+    }
+    Ok(VerifiedBundle {
+        manifest,
+        key_id,
+        code_len: parts.code.len(),
+        size: bytes.len(),
+    })
+}

@@ -1,0 +1,73 @@
+//! `edgewise keygen`: make an Ed25519 signing key pair.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+
+use edgewise_host::bundle::SigningKey;
+
+use super::Failure;
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Write PREFIX.key (private, PKCS#8, mode 0600) and PREFIX.pub.
+    #[arg(long, value_name = "PREFIX")]
+    out: PathBuf,
+}
+
+pub fn run(args: KeygenArgs) -> Result<(), Failure> {
+    let private_path = with_suffix(&args.out, "key");
+    let public_path = with_suffix(&args.out, "pub");
+    for path in [&private_path, &public_path] {
+        if path.exists() {
+            return Err(Failure::usage(anyhow!(
+                "{} already exists: refusing to overwrite a key",
+                path.display()
+            )));
+        }
+    }
+    let (pkcs8, key) = SigningKey::generate().map_err(Failure::runtime)?;
+    // create_new: never replace a key, even if one appeared since the check above.
+    let mut private = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&private_path)
+        .with_context(|| format!("cannot create {}", private_path.display()))
+        .map_err(Failure::usage)?;
+    private
+        .write_all(&pkcs8)
+        .and_then(|()| private.sync_all())
+        .with_context(|| format!("cannot write {}", private_path.display()))
+        .map_err(Failure::runtime)?;
+    let public = key.public_key();
+    let mut public_file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&public_path)
+        .with_context(|| format!("cannot create {}", public_path.display()))
+        .map_err(Failure::usage)?;
+    public_file
+        .write_all(public.to_file_text().as_bytes())
+        .with_context(|| format!("cannot write {}", public_path.display()))
+        .map_err(Failure::runtime)?;
+    println!(
+        "wrote {} (private, mode 0600) and {}; key id {}",
+        private_path.display(),
+        public_path.display(),
+        public.id()
+    );
+    Ok(())
+}
+
+/// `PREFIX` + `.suffix` (appended, so `keys/release-2026` becomes `keys/release-2026.key`).
+fn with_suffix(prefix: &std::path::Path, suffix: &str) -> PathBuf {
+    let mut text = prefix.as_os_str().to_owned();
+    text.push(".");
+    text.push(suffix);
+    PathBuf::from(text)
+}

@@ -1,0 +1,95 @@
+//! `edgewise sign`: turn a component into a signed bundle.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use time::OffsetDateTime;
+
+use edgewise_host::bundle::{self, ManifestSource, SigningKey, format};
+use edgewise_host::runtime::{LoadError, Runtime, RuntimeOptions};
+
+use super::Failure;
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The private key (PKCS#8, from `edgewise keygen`).
+    #[arg(long, value_name = "PREFIX.key")]
+    key: PathBuf,
+    /// The plugin's manifest source.
+    #[arg(long, value_name = "edgewise.toml")]
+    manifest: PathBuf,
+    /// Where to write the bundle.
+    #[arg(long, value_name = "BUNDLE.wasm")]
+    out: PathBuf,
+    /// The component to sign (built for wasm32-wasip2).
+    #[arg(value_name = "COMPONENT.wasm")]
+    component: PathBuf,
+}
+
+pub fn run(args: SignArgs) -> Result<(), Failure> {
+    let read = |path: &PathBuf, what: &str| {
+        std::fs::read(path)
+            .with_context(|| format!("cannot read {what} {}", path.display()))
+            .map_err(Failure::usage)
+    };
+    let component = read(&args.component, "component")?;
+    let key_bytes = read(&args.key, "private key")?;
+    let source_text = String::from_utf8(read(&args.manifest, "manifest")?)
+        .map_err(|_| Failure::usage(anyhow!("{} is not UTF-8", args.manifest.display())))?;
+    let in_component = |e: &dyn std::fmt::Display| anyhow!("{}: {e}", args.component.display());
+
+    let key = SigningKey::from_pkcs8(&key_bytes).map_err(|e| Failure::usage(anyhow!("{}: {e}", args.key.display())))?;
+    let source = ManifestSource::from_toml(&source_text)
+        .map_err(|e| Failure::usage(anyhow!("{}: {e}", args.manifest.display())))?;
+
+    // Refuse what is not a plain component before asking wasmtime about it.
+    format::check_sections(&component).map_err(|e| Failure::usage(in_component(&e)))?;
+    if format::has_edgewise_sections(&component) {
+        return Err(Failure::usage(in_component(&bundle::SignError::AlreadySigned)));
+    }
+    // The component must implement the world the manifest will name.
+    let runtime = Runtime::new(RuntimeOptions::default()).map_err(Failure::runtime)?;
+    match runtime.compile(&source.name, &component) {
+        Ok(_) => {}
+        Err(LoadError::World { reason, .. }) => {
+            return Err(Failure::usage(anyhow!(
+                "{}: does not implement the {} world: {reason}",
+                args.component.display(),
+                bundle::WORLD
+            )));
+        }
+        Err(other) => return Err(Failure::usage(in_component(&other))),
+    }
+
+    let (bundle_bytes, manifest) = bundle::sign(&component, source, &key, OffsetDateTime::now_utc())
+        .map_err(|e| Failure::usage(anyhow!("{}: {e}", args.manifest.display())))?;
+    write_atomically(&args.out, &bundle_bytes).map_err(Failure::runtime)?;
+    println!(
+        "signed {} {} (code sha256:{}) with key {} -> {} ({} bytes)",
+        manifest.name,
+        manifest.version,
+        manifest.code_sha256,
+        key.public_key().id(),
+        args.out.display(),
+        bundle_bytes.len()
+    );
+    Ok(())
+}
+
+/// Write to a temporary file beside `path`, then rename: a reader never sees half a bundle.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    let mut file =
+        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! `edgewise verify`: check a bundle against a trust store, as a device would.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use time::OffsetDateTime;
+
+use edgewise_host::bundle::{self, RollbackStore, TrustStore, VerifyOptions};
+
+use super::Failure;
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The trust store: a directory of `*.pub` files and an optional `revoked` file.
+    #[arg(long, value_name = "DIR")]
+    trust: PathBuf,
+    /// Also check anti-rollback against this device data directory (read only).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The bundle to verify.
+    #[arg(value_name = "BUNDLE.wasm")]
+    bundle: PathBuf,
+}
+
+pub fn run(args: VerifyArgs) -> Result<(), Failure> {
+    let trust = TrustStore::load(&args.trust).map_err(Failure::usage)?;
+    let rollback = args
+        .data_dir
+        .as_deref()
+        .map(RollbackStore::open)
+        .transpose()
+        .map_err(Failure::usage)?;
+    let bytes = std::fs::read(&args.bundle)
+        .with_context(|| format!("cannot read {}", args.bundle.display()))
+        .map_err(Failure::usage)?;
+    let started = Instant::now();
+    let options = VerifyOptions {
+        trust: &trust,
+        rollback: rollback.as_ref(),
+        now: OffsetDateTime::now_utc(),
+        max_bytes: bundle::DEFAULT_MAX_BUNDLE_BYTES,
+    };
+    let verified = bundle::verify(&bytes, &options)
+        .map_err(|e| Failure::runtime(anyhow!("{}: refused: {e}", args.bundle.display())))?;
+    let elapsed = started.elapsed();
+    let manifest = &verified.manifest;
+    println!(
+        "{}: OK {} {} (code sha256:{}), signed by key {}, world {}, {} bytes, verified in {:.2} ms",
+        args.bundle.display(),
+        manifest.name,
+        manifest.version,
+        manifest.code_sha256,
+        verified.key_id,
+        manifest.world,
+        verified.size,
+        elapsed.as_secs_f64() * 1000.0
+    );
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! The signing tools as an operator uses them: `edgewise keygen`, `sign`,
+//! `verify`, `inspect`, and `replay --trust`, on real plugin components.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use edgewise_tests::{Run, data_file, edgewise, plugin_wasm, workspace_root};
+
+/// A temporary operator workspace: a key pair, a trust directory holding its
+/// public key, and helpers to sign and verify.
+struct Operator {
+    dir: tempfile::TempDir,
+}
+
+impl Operator {
+    fn new() -> Operator {
+        let operator = Operator {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let run = edgewise([
+            "keygen".as_ref(),
+            "--out".as_ref(),
+            operator.path("release").as_os_str(),
+        ]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        std::fs::create_dir(operator.trust()).unwrap();
+        std::fs::copy(operator.path("release.pub"), operator.trust().join("release.pub")).unwrap();
+        operator
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn trust(&self) -> PathBuf {
+        self.path("trust")
+    }
+
+    fn sign_with(&self, manifest: &Path, component: &Path, out: &str) -> Run {
+        edgewise([
+            "sign".as_ref(),
+            "--key".as_ref(),
+            self.path("release.key").as_os_str(),
+            "--manifest".as_ref(),
+            manifest.as_os_str(),
+            "--out".as_ref(),
+            self.path(out).as_os_str(),
+            component.as_os_str(),
+        ])
+    }
+
+    /// Sign glucose-monitor with its own `edgewise.toml`.
+    fn signed_glucose_monitor(&self) -> PathBuf {
+        let manifest = workspace_root().join("plugins/glucose-monitor/edgewise.toml");
+        let run = self.sign_with(&manifest, &plugin_wasm("glucose-monitor"), "glucose-monitor.wasm");
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        self.path("glucose-monitor.wasm")
+    }
+
+    fn verify(&self, bundle: &Path, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "verify".to_owned(),
+            "--trust".to_owned(),
+            self.trust().display().to_string(),
+            bundle.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        edgewise(args)
+    }
+}
+
+#[test]
+fn keygen_writes_a_private_key_only_the_owner_can_read_and_never_overwrites() {
+    let operator = Operator::new();
+    let mode = std::fs::metadata(operator.path("release.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let public = std::fs::read_to_string(operator.path("release.pub")).unwrap();
+    assert!(public.contains("edgewise-ed25519 "), "{public}");
+    let before = std::fs::read(operator.path("release.key")).unwrap();
+    let again = edgewise([
+        "keygen".as_ref(),
+        "--out".as_ref(),
+        operator.path("release").as_os_str(),
+    ]);
+    assert_eq!(again.code, Some(2));
+    assert!(
+        again.stderr.contains("already exists: refusing to overwrite a key"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(std::fs::read(operator.path("release.key")).unwrap(), before);
+}
+
+#[test]
+fn sign_then_verify_prints_a_one_line_summary() {
+    let operator = Operator::new();
+    let bundle = operator.signed_glucose_monitor();
+    let run = operator.verify(&bundle, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
+    let key_id = std::fs::read_to_string(operator.path("release.pub")).unwrap();
+    let key_id = key_id
+        .split("key id ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    for expected in [
+        "OK glucose-monitor 0.1.0",
+        &format!("signed by key {key_id}"),
+        "edgewise:plugin/sensor-plugin@0.1.0",
+    ] {
+        assert!(run.stdout.contains(expected), "`{expected}` in {}", run.stdout);
+    }
+}
+
+#[test]
+fn verify_refuses_with_the_precise_reason() {
+    let operator = Operator::new();
+    let bundle = operator.signed_glucose_monitor();
+
+    // A byte of the code changed.
+    let mut tampered = std::fs::read(&bundle).unwrap();
+    tampered[1000] ^= 0x01;
+    let tampered_path = operator.path("tampered.wasm");
+    std::fs::write(&tampered_path, &tampered).unwrap();
+    let run = operator.verify(&tampered_path, &[]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("refused: bad signature"), "{}", run.stderr);
+
+    // Another operator's trust store.
+    let stranger = Operator::new();
+    let run = stranger.verify(&bundle, &[]);
+    assert_eq!(run.code, Some(1));
+    assert!(run.stderr.contains("refused: signed by unknown key"), "{}", run.stderr);
+
+    // The plain component.
+    let run = operator.verify(&plugin_wasm("glucose-monitor"), &[]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr
+            .contains("refused: unsigned: no `edgewise.signature` section"),
+        "{}",
+        run.stderr
+    );
+
+    // A trust directory that does not exist is a usage error.
+    let run = edgewise(["verify", "--trust", "/nonexistent/trust", "x.wasm"]);
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("cannot read /nonexistent/trust"), "{}", run.stderr);
+}
+
+#[test]
+fn verify_with_a_data_dir_refuses_a_rollback() {
+    let operator = Operator::new();
+    let bundle = operator.signed_glucose_monitor();
+    let data_dir = operator.path("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    let data_arg = data_dir.display().to_string();
+    assert_eq!(operator.verify(&bundle, &["--data-dir", &data_arg]).code, Some(0));
+    std::fs::write(
+        data_dir.join("installed-versions.json"),
+        r#"{"glucose-monitor":{"version":"0.2.0","code_sha256":"00"}}"#,
+    )
+    .unwrap();
+    let run = operator.verify(&bundle, &["--data-dir", &data_arg]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("version 0.1.0 of `glucose-monitor` is lower than version 0.2.0 already accepted"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn expired_bundles_are_refused() {
+    let operator = Operator::new();
+    let manifest = operator.path("edgewise.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"glucose-monitor\"\nversion = \"0.1.0\"\nsubscriptions = [\"sensors.cgm.>\"]\nexpires = \"2020-01-01T00:00:00Z\"\n",
+    )
+    .unwrap();
+    let run = operator.sign_with(&manifest, &plugin_wasm("glucose-monitor"), "old.wasm");
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let run = operator.verify(&operator.path("old.wasm"), &[]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains("refused: expired at 2020-01-01T00:00:00Z"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn sign_refuses_what_is_not_a_plain_sensor_plugin_component() {
+    let operator = Operator::new();
+    let manifest = workspace_root().join("plugins/glucose-monitor/edgewise.toml");
+    let bundle = operator.signed_glucose_monitor();
+    let core = operator.path("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let other_world = operator.path("other.wasm");
+    std::fs::write(&other_world, b"\0asm\x0d\0\x01\0").unwrap();
+    let cases: [(&Path, &str); 4] = [
+        (&bundle, "already signed: the file has `edgewise.*` sections"),
+        (&core, "a core WebAssembly module, not a component"),
+        (
+            &other_world,
+            "does not implement the edgewise:plugin/sensor-plugin@0.1.0 world: no export `init` found",
+        ),
+        (&manifest, "not a WebAssembly file"),
+    ];
+    for (component, message) in cases {
+        let run = operator.sign_with(&manifest, component, "out.wasm");
+        assert_eq!(run.code, Some(2), "{}", run.stderr);
+        assert!(run.stderr.contains(message), "`{message}` in {}", run.stderr);
+    }
+    assert!(!operator.path("out.wasm").exists());
+
+    let bad_manifest = operator.path("bad.toml");
+    std::fs::write(
+        &bad_manifest,
+        "name = \"Glucose Monitor\"\nversion = \"0.1.0\"\nsubscriptions = [\"sensors.>\"]\n",
+    )
+    .unwrap();
+    let run = operator.sign_with(&bad_manifest, &plugin_wasm("glucose-monitor"), "out.wasm");
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("invalid manifest field `name`"), "{}", run.stderr);
+}
+
+#[test]
+fn inspect_needs_no_trust() {
+    let operator = Operator::new();
+    let bundle = operator.signed_glucose_monitor();
+    let run = edgewise(["inspect".as_ref(), bundle.as_os_str()]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    for expected in [
+        "name:          glucose-monitor",
+        "version:       0.1.0",
+        "subscriptions: sensors.cgm.>",
+        "signed:       by key ",
+        "code sha256:  ",
+        "  edgewise:plugin/host@0.1.0",
+        "exports:\n  init\n  on-readings\n  on-tick",
+    ] {
+        assert!(run.stdout.contains(expected), "`{expected}` in\n{}", run.stdout);
+    }
+    let plain = edgewise(["inspect".as_ref(), plugin_wasm("glucose-monitor").as_os_str()]);
+    assert_eq!(plain.code, Some(0), "{}", plain.stderr);
+    assert!(plain.stdout.contains("signed:       no (unsigned"), "{}", plain.stdout);
+}
+
+#[test]
+fn replay_with_trust_runs_verified_bundles_only() {
+    let operator = Operator::new();
+    let bundle = operator.signed_glucose_monitor();
+    let replay = |plugin: &Path, trust: bool| {
+        let mut args = vec![
+            "replay".to_owned(),
+            "--plugin".to_owned(),
+            plugin.display().to_string(),
+            "--input".to_owned(),
+            data_file("cgm/ExampleData5Subjects.csv").display().to_string(),
+        ];
+        if trust {
+            args.extend(["--trust".to_owned(), operator.trust().display().to_string()]);
+        }
+        edgewise(args)
+    };
+    let signed = replay(&bundle, true);
+    assert_eq!(signed.code, Some(0), "{}", signed.stderr);
+    let unsigned = replay(&plugin_wasm("glucose-monitor"), false);
+    // Same behaviour; the bundle's manifest gives the version.
+    assert_eq!(
+        signed
+            .stdout
+            .replace("\"version\":\"0.1.0\"", "\"version\":\"unsigned\""),
+        unsigned.stdout
+    );
+
+    let unverified = replay(&bundle, false);
+    assert_eq!(unverified.code, Some(0));
+    assert!(
+        unverified
+            .stderr
+            .contains("is signed but not verified (pass --trust DIR to verify it)")
+    );
+
+    let refused = replay(&plugin_wasm("glucose-monitor"), true);
+    assert_eq!(refused.code, Some(1));
+    assert!(refused.stderr.contains("refused: unsigned"), "{}", refused.stderr);
+    assert!(refused.stdout.is_empty());
+}
