@@ -149,10 +149,27 @@ fn verify_refuses_with_the_precise_reason() {
         run.stderr
     );
 
+    // Over the size cap: refused before the file is read (a sparse 33 MiB file).
+    let huge = operator.path("huge.wasm");
+    std::fs::File::create(&huge).unwrap().set_len(33 << 20).unwrap();
+    let run = operator.verify(&huge, &[]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr
+            .contains("refused: bundle is 34603008 bytes, over the 33554432-byte limit"),
+        "{}",
+        run.stderr
+    );
+
     // A trust directory that does not exist is a usage error.
     let run = edgewise(["verify", "--trust", "/nonexistent/trust", "x.wasm"]);
     assert_eq!(run.code, Some(2));
     assert!(run.stderr.contains("cannot read /nonexistent/trust"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("caused by"),
+        "the cause is not repeated: {}",
+        run.stderr
+    );
 }
 
 #[test]

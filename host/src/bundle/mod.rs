@@ -2,8 +2,9 @@
 //! anti-rollback, signing, inspection and the one verification pipeline.
 //!
 //! Architecture invariant: nothing compiles or runs a bundle that [`verify`]
-//! has not accepted (replays of unsigned components for plugin authors are
-//! the one, explicit, exception). This module never touches wasmtime.
+//! has not accepted. The one, explicit, exception is `edgewise replay`
+//! without `--trust`, for plugin authors' own builds (signed or not; a warning
+//! says a signed one was not verified). This module never touches wasmtime.
 
 mod digest;
 pub mod format;
@@ -25,4 +26,6 @@ pub use manifest::{Manifest, ManifestError, ManifestLimits, ManifestSource, WORL
 pub use rollback::{RollbackError, RollbackStore};
 pub use sign::{SignError, sign, sign_manifest, sign_raw};
 pub use trust::{TrustError, TrustStore};
-pub use verify::{DEFAULT_MAX_BUNDLE_BYTES, VerifiedBundle, VerifyError, VerifyOptions, verify};
+pub use verify::{
+    DEFAULT_MAX_BUNDLE_BYTES, ReadBundleError, VerifiedBundle, VerifyError, VerifyOptions, read_bundle_file, verify,
+};

@@ -14,6 +14,39 @@ use super::trust::TrustStore;
 /// Bundles larger than this are refused before they are parsed.
 pub const DEFAULT_MAX_BUNDLE_BYTES: usize = 32 << 20;
 
+/// Read a bundle file, refusing one over `max_bytes` before reading it (a
+/// device must not load an arbitrarily large file into memory to refuse it).
+pub fn read_bundle_file(path: &std::path::Path, max_bytes: usize) -> Result<Vec<u8>, ReadBundleError> {
+    let io = |source| ReadBundleError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    if size > max_bytes as u64 {
+        return Err(ReadBundleError::TooLarge(VerifyError::TooLarge {
+            size: usize::try_from(size).unwrap_or(usize::MAX),
+            max: max_bytes,
+        }));
+    }
+    std::fs::read(path).map_err(io)
+}
+
+/// Why a bundle file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadBundleError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is over the size cap.
+    #[error("{0}")]
+    TooLarge(VerifyError),
+}
+
 /// What verification checks against.
 pub struct VerifyOptions<'a> {
     /// Trusted keys and revocations.

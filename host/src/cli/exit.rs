@@ -34,9 +34,15 @@ impl Failure {
 
     /// Print `error: ...` with its causes on one line each, return the exit code.
     pub fn report(self) -> ExitCode {
-        eprintln!("error: {}", self.error);
+        let message = self.error.to_string();
+        eprintln!("error: {message}");
+        // Library errors often repeat their cause in their own message: print
+        // a cause only when it adds something.
         for cause in self.error.chain().skip(1) {
-            eprintln!("  caused by: {cause}");
+            let cause = cause.to_string();
+            if !message.contains(&cause) {
+                eprintln!("  caused by: {cause}");
+            }
         }
         ExitCode::from(self.code)
     }

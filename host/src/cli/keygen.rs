@@ -45,16 +45,17 @@ pub fn run(args: KeygenArgs) -> Result<(), Failure> {
         .with_context(|| format!("cannot write {}", private_path.display()))
         .map_err(Failure::runtime)?;
     let public = key.public_key();
-    let mut public_file = OpenOptions::new()
+    let written = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&public_path)
-        .with_context(|| format!("cannot create {}", public_path.display()))
-        .map_err(Failure::usage)?;
-    public_file
-        .write_all(public.to_file_text().as_bytes())
-        .with_context(|| format!("cannot write {}", public_path.display()))
-        .map_err(Failure::runtime)?;
+        .and_then(|mut file| file.write_all(public.to_file_text().as_bytes()))
+        .with_context(|| format!("cannot write {}", public_path.display()));
+    if let Err(error) = written {
+        // No private key without its public half: the pair is made whole or not at all.
+        let _ = std::fs::remove_file(&private_path);
+        return Err(Failure::usage(error));
+    }
     println!(
         "wrote {} (private, mode 0600) and {}; key id {}",
         private_path.display(),

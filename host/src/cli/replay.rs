@@ -175,9 +175,18 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
 /// bundle's manifest gives the name, version, digest, default configuration
 /// and limits; an unsigned component is named after its file.
 fn load_plugin(args: &ReplayArgs) -> Result<PluginToRun, Failure> {
-    let bytes = std::fs::read(&args.plugin)
-        .with_context(|| format!("cannot read plugin {}", args.plugin.display()))
-        .map_err(Failure::usage)?;
+    let bytes = match bundle::read_bundle_file(&args.plugin, bundle::DEFAULT_MAX_BUNDLE_BYTES) {
+        Ok(bytes) => bytes,
+        Err(bundle::ReadBundleError::TooLarge(e)) => {
+            return Err(Failure::usage(anyhow!("plugin {}: {e}", args.plugin.display())));
+        }
+        Err(bundle::ReadBundleError::Io { path, source }) => {
+            return Err(Failure::usage(anyhow!(
+                "cannot read plugin {}: {source}",
+                path.display()
+            )));
+        }
+    };
     let manifest = match &args.trust {
         Some(trust_dir) => {
             let trust = TrustStore::load(trust_dir).map_err(Failure::usage)?;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use clap::Args;
 use time::OffsetDateTime;
 
@@ -32,9 +32,13 @@ pub fn run(args: VerifyArgs) -> Result<(), Failure> {
         .map(RollbackStore::open)
         .transpose()
         .map_err(Failure::usage)?;
-    let bytes = std::fs::read(&args.bundle)
-        .with_context(|| format!("cannot read {}", args.bundle.display()))
-        .map_err(Failure::usage)?;
+    let bytes = match bundle::read_bundle_file(&args.bundle, bundle::DEFAULT_MAX_BUNDLE_BYTES) {
+        Ok(bytes) => bytes,
+        Err(bundle::ReadBundleError::TooLarge(e)) => {
+            return Err(Failure::runtime(anyhow!("{}: refused: {e}", args.bundle.display())));
+        }
+        Err(e) => return Err(Failure::usage(e)),
+    };
     let started = Instant::now();
     let options = VerifyOptions {
         trust: &trust,
