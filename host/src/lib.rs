@@ -12,5 +12,7 @@ pub mod bundle;
 pub mod bus;
 pub mod envelope;
 pub mod model;
+pub mod outbox;
 pub mod replay;
+pub mod run;
 pub mod runtime;

@@ -6,7 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bundle_cli;
+mod live_pipeline;
 mod metrics_crosscheck;
+mod nats_fixture;
 mod replay_bad_input;
 mod replay_golden;
 mod replay_plugin_failures;

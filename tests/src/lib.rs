@@ -5,6 +5,8 @@
 //! The binary and the components are built by `cargo xtask test` before the
 //! tests run (release profile, `wasm32-wasip2` for components).
 
+pub mod nats;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -9,8 +9,10 @@
 //! Everything uses the release profile, so wasmtime is compiled once.
 
 mod demo;
+mod nats;
 mod plugins;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -32,6 +34,7 @@ fn main() -> anyhow::Result<()> {
 
 /// `cargo xtask test`.
 fn test(root: &Path) -> anyhow::Result<()> {
+    let nats_server = nats::ensure_server(root)?;
     plugins::build(root)?;
     cargo(root, &["build", "--release", "-p", "edgewise-host"])?;
     cargo(root, &["fmt", "--all", "--check"])?;
@@ -47,7 +50,11 @@ fn test(root: &Path) -> anyhow::Result<()> {
             "warnings",
         ],
     )?;
-    cargo(root, &["test", "--release", "--workspace"])?;
+    cargo_with_env(
+        root,
+        &["test", "--release", "--workspace"],
+        &[("NATS_SERVER", nats_server.as_os_str())],
+    )?;
     eprintln!("xtask: all tests passed");
     Ok(())
 }
@@ -60,10 +67,16 @@ fn workspace_root() -> PathBuf {
 
 /// Run `cargo ARGS` in the workspace root; fail if it fails.
 pub(crate) fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+    cargo_with_env(root, args, &[])
+}
+
+/// [`cargo`] with extra environment variables.
+pub(crate) fn cargo_with_env(root: &Path, args: &[&str], env: &[(&str, &OsStr)]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("xtask: cargo {}", args.join(" "));
     let status = Command::new(&cargo)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(root)
         .status()
         .with_context(|| format!("cannot run {cargo}"))?;

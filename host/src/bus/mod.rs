@@ -1,4 +1,6 @@
-//! The NATS side of the host. For now: the sensor payload codec, shared by
-//! live ingest and by replays of recorded messages.
+//! The NATS side of the host: connecting with the configured authentication,
+//! and the sensor payload codec, shared by live ingest and by replays of
+//! recorded messages.
 
+pub mod connect;
 pub mod payload;

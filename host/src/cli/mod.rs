@@ -9,7 +9,9 @@ mod exit;
 mod inspect;
 mod keygen;
 mod replay;
+mod run;
 mod sign;
+mod status;
 mod verify;
 
 use std::process::ExitCode;
@@ -38,6 +40,10 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Show what a bundle holds (no trust needed).
     Inspect(inspect::InspectArgs),
+    /// Run the live pipeline of a device (until SIGINT or SIGTERM).
+    Run(run::RunArgs),
+    /// Ask a running host for its status.
+    Status(status::StatusArgs),
 }
 
 /// Parse the command line, run the command, map the outcome to an exit code.
@@ -50,6 +56,8 @@ pub fn main() -> ExitCode {
         Command::Sign(args) => sign::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Status(args) => status::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,39 @@
+//! Connecting to a NATS server with the authentication the configuration names.
+
+use std::time::Duration;
+
+use crate::run::config::NatsConfig;
+
+/// Connect to `config.url` with its credentials. With `retry_initial`, the
+/// client is returned at once and connects (and reconnects) in the
+/// background: the host keeps running while a server is unreachable.
+pub async fn connect(
+    config: &NatsConfig,
+    name: &str,
+    retry_initial: bool,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None);
+    if retry_initial {
+        options = options.retry_on_initial_connect();
+    }
+    if let (Some(user), Some(password)) = (&config.user, &config.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &config.token {
+        options = options.token(token.clone());
+    }
+    if let Some(path) = &config.credentials {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|e| async_nats::ConnectError::with_source(async_nats::ConnectErrorKind::Authentication, e))?;
+    }
+    if let Some(ca) = &config.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let urls: Vec<async_nats::ServerAddr> = config.url.split(',').filter_map(|u| u.trim().parse().ok()).collect();
+    options.connect(urls).await
+}

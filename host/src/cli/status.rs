@@ -1,0 +1,88 @@
+//! `edgewise status`: ask a running host what it is doing.
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+use clap::Args;
+
+use edgewise_host::run::{Status, Subjects};
+
+use super::Failure;
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The device's local NATS server.
+    #[arg(long, value_name = "URL", default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// The device id.
+    #[arg(long, value_name = "ID")]
+    device: String,
+    /// Print the raw JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: StatusArgs) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(anyhow!("cannot start the async runtime: {e}")))?;
+    let subject = Subjects::new(&args.device).status();
+    let reply = runtime.block_on(async {
+        let client = async_nats::connect(args.nats.as_str())
+            .await
+            .map_err(|e| Failure::usage(anyhow!("cannot connect to {}: {e}", args.nats)))?;
+        match tokio::time::timeout(Duration::from_secs(3), client.request(subject.clone(), "".into())).await {
+            Ok(Ok(message)) => Ok(message.payload),
+            Ok(Err(e)) => Err(Failure::runtime(anyhow!("no host answered on {subject}: {e}"))),
+            Err(_) => Err(Failure::runtime(anyhow!("no host answered on {subject} within 3 s"))),
+        }
+    })?;
+    let status: Status = serde_json::from_slice(&reply)
+        .map_err(|e| Failure::runtime(anyhow!("the host's answer is not a status: {e}")))?;
+    if args.json {
+        println!("{}", String::from_utf8_lossy(&reply));
+        return Ok(());
+    }
+    println!("device:     {} (up {:.0} s)", status.device, status.uptime_s);
+    println!(
+        "upstream:   {}",
+        if status.upstream_connected {
+            "connected"
+        } else {
+            "not connected"
+        }
+    );
+    println!(
+        "outbox:     {} alerts, {} summaries undelivered; oldest {}",
+        status.outbox.alerts,
+        status.outbox.summaries,
+        status
+            .outbox
+            .oldest_age_ms
+            .map_or("-".to_owned(), |ms| format!("{:.1} s old", ms as f64 / 1000.0))
+    );
+    println!(
+        "ingest:     {} messages, {} dead-lettered",
+        status.ingest.messages, status.ingest.deadlettered
+    );
+    println!(
+        "{:<20} {:<10} {:<18} {:<9} {:>10} {:>8} {:>10} {:>7} {:>8}",
+        "plugin", "version", "digest", "state", "readings", "alerts", "summaries", "errors", "restarts"
+    );
+    for plugin in &status.plugins {
+        println!(
+            "{:<20} {:<10} {:<18} {:<9} {:>10} {:>8} {:>10} {:>7} {:>8}",
+            plugin.name,
+            plugin.version,
+            plugin.digest.chars().take(18).collect::<String>(),
+            plugin.state,
+            plugin.readings_in,
+            plugin.alerts_out,
+            plugin.summaries_out,
+            plugin.errors,
+            plugin.restarts
+        );
+    }
+    Ok(())
+}

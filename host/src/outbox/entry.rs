@@ -1,0 +1,88 @@
+//! What goes into the outbox ([`NewEntry`]) and what comes out ([`Entry`]),
+//! and how many bytes an entry counts for.
+
+use ring::aead::{AES_256_GCM, NONCE_LEN};
+
+/// What an entry is; decides delivery order and who gets evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// An alert: delivered before every summary, never evicted to make room for one.
+    Alert,
+    /// A summary of a closed window: delivered after every alert, evicted first when
+    /// the outbox is full.
+    Summary,
+}
+
+impl Kind {
+    /// The value in the `kind` column.
+    pub(crate) fn to_sql(self) -> i64 {
+        match self {
+            Kind::Alert => 0,
+            Kind::Summary => 1,
+        }
+    }
+
+    /// The kind stored as `value`, if it is one.
+    pub(crate) fn from_sql(value: i64) -> Option<Kind> {
+        match value {
+            0 => Some(Kind::Alert),
+            1 => Some(Kind::Summary),
+            _ => None,
+        }
+    }
+}
+
+/// An output to store until upstream acknowledges it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    /// Alert or summary.
+    ///
+    /// A subject carries one kind (upstream subjects name it:
+    /// `edgewise.<device>.up.alerts.<plugin>`, `…up.summaries.<plugin>`), so
+    /// delivering all alerts before all summaries keeps each subject's order.
+    pub kind: Kind,
+    /// The upstream subject, e.g. `edgewise.edge-01.up.alerts.glucose-monitor`.
+    pub subject: String,
+    /// The `Nats-Msg-Id`, e.g. `edge-01/glucose-monitor/17`: JetStream stores a
+    /// resend with the same id once.
+    pub msg_id: String,
+    /// The message body (the JSON envelope). Encrypted at rest.
+    pub payload: Vec<u8>,
+    /// When the output was made (ms since the Unix epoch); `Outbox::expire` ages
+    /// entries by it.
+    pub created_ms: i64,
+}
+
+/// A stored entry, decrypted, as `Outbox::next_batch` hands it to the publisher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Row id: increases with every append and is never reused, so a late
+    /// `Outbox::delete` of an acknowledged id can never remove a newer entry.
+    pub id: u64,
+    /// Alert or summary.
+    pub kind: Kind,
+    /// The upstream subject.
+    pub subject: String,
+    /// The `Nats-Msg-Id`.
+    pub msg_id: String,
+    /// The message body, decrypted.
+    pub payload: Vec<u8>,
+    /// When the output was made (ms since the Unix epoch).
+    pub created_ms: i64,
+}
+
+/// Bytes an entry counts for against `OutboxLimits::max_bytes` and in
+/// `Depth::bytes`: its subject, message id, nonce and ciphertext (payload and
+/// tag). [`SIZE_SQL`] computes the same figure from a stored row.
+pub(crate) fn stored_size(subject: &str, msg_id: &str, payload_len: usize) -> u64 {
+    let bytes = subject
+        .len()
+        .saturating_add(msg_id.len())
+        .saturating_add(NONCE_LEN)
+        .saturating_add(payload_len)
+        .saturating_add(AES_256_GCM.tag_len());
+    u64::try_from(bytes).unwrap_or(u64::MAX)
+}
+
+/// SQL expression over an `entries` row giving [`stored_size`].
+pub(crate) const SIZE_SQL: &str = "(octet_length(subject) + octet_length(msg_id) + length(nonce) + length(ciphertext))";

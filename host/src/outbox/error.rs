@@ -1,0 +1,127 @@
+//! `OutboxError`: every way the outbox can fail, with the file and the
+//! operation that failed.
+
+use std::path::{Path, PathBuf};
+
+/// Why an outbox operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// SQLite refused an operation.
+    #[error("outbox {path}: cannot {operation}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What the outbox was doing.
+        operation: &'static str,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A file or directory operation failed.
+    #[error("outbox {path}: cannot {operation}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the outbox was doing.
+        operation: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The device key file exists but is not a key.
+    #[error("outbox key file {path}: {reason}")]
+    KeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The system random generator or the cipher failed.
+    #[error("outbox: cannot {operation}: the system cryptography failed")]
+    Crypto {
+        /// What the outbox was doing.
+        operation: &'static str,
+    },
+    /// Another connection (another process) holds the outbox.
+    #[error(
+        "outbox {path}: the database is locked by another process; one Edgewise process may use a data directory at a time"
+    )]
+    Locked {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The file was written by a newer (or unknown) version of Edgewise.
+    #[error(
+        "outbox {path}: schema version {found} is not one this build knows (it knows 1 to {supported}); \
+         refusing to open it: run a newer Edgewise, or move the file aside"
+    )]
+    UnknownSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The `user_version` found in the file.
+        found: i64,
+        /// The newest schema version this build knows.
+        supported: i64,
+    },
+    /// The file is an SQLite database, but not one the outbox can use.
+    #[error("outbox {path}: not a usable outbox: {reason}")]
+    NotAnOutbox {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The outbox was created under another device key.
+    #[error("outbox {path}: the device key is not the key this outbox was created with")]
+    WrongKey {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A row failed authenticated decryption: it was tampered with or corrupted.
+    #[error(
+        "outbox {path}: row {id} (msg id `{msg_id}`) failed to decrypt: its bytes were changed after it was written"
+    )]
+    Decrypt {
+        /// The database file.
+        path: PathBuf,
+        /// The row id.
+        id: u64,
+        /// The row's `Nats-Msg-Id`, as stored (itself unauthenticated if the row was tampered with).
+        msg_id: String,
+    },
+    /// A row holds a value the schema does not allow.
+    #[error("outbox {path}: row {id}: {reason}")]
+    CorruptRow {
+        /// The database file.
+        path: PathBuf,
+        /// The row id.
+        id: i64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An entry that could never fit, even in an empty outbox.
+    #[error(
+        "outbox {path}: entry `{msg_id}` takes {size} bytes, more than the whole outbox may hold ({max_bytes} bytes); nothing of this batch was stored"
+    )]
+    EntryTooLarge {
+        /// The database file.
+        path: PathBuf,
+        /// The entry's `Nats-Msg-Id`.
+        msg_id: String,
+        /// Bytes it would take.
+        size: u64,
+        /// The limit.
+        max_bytes: u64,
+    },
+}
+
+impl OutboxError {
+    /// A `map_err` adapter for SQLite errors of `operation` on the file at `path`.
+    pub(crate) fn sql(path: &Path, operation: &'static str) -> impl FnOnce(rusqlite::Error) -> OutboxError {
+        move |source| OutboxError::Sqlite {
+            path: path.to_owned(),
+            operation,
+            source,
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! How much the outbox may hold ([`OutboxLimits`]), how full it is
+//! ([`Depth`]), and what it had to let go ([`DropCounts`]).
+
+use super::entry::Kind;
+
+/// Bounds on what the outbox keeps while upstream is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxLimits {
+    /// Most bytes the entries may take (as [`Depth::bytes`] counts them),
+    /// enforced on every append. Default 256 MiB.
+    pub max_bytes: u64,
+    /// Age after which `Outbox::expire` removes an entry. Default 30 days.
+    pub max_age_ms: u64,
+}
+
+impl OutboxLimits {
+    /// Default size bound: 256 MiB.
+    pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+    /// Default age bound: 30 days.
+    pub const DEFAULT_MAX_AGE_MS: u64 = 30 * 24 * 60 * 60 * 1000;
+}
+
+impl Default for OutboxLimits {
+    fn default() -> Self {
+        OutboxLimits {
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+            max_age_ms: Self::DEFAULT_MAX_AGE_MS,
+        }
+    }
+}
+
+/// How much is waiting to go upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Depth {
+    /// Alerts waiting.
+    pub alerts: u64,
+    /// Summaries waiting.
+    pub summaries: u64,
+    /// Bytes they take (subject, message id, nonce and ciphertext of each).
+    pub bytes: u64,
+}
+
+/// Entries the outbox let go without an upstream acknowledgement, by reason.
+///
+/// All counts but `undecryptable` are kept in the outbox file, updated in the
+/// same transaction as the removal, so they survive restarts and are exact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCounts {
+    /// Oldest summaries evicted to make room for a newer entry.
+    pub summaries_for_space: u64,
+    /// New summaries not stored because only alerts were left to evict (alerts
+    /// are never evicted to make room for a summary).
+    pub summaries_refused: u64,
+    /// Oldest alerts evicted to make room for a newer alert, once no summary was
+    /// left to evict.
+    pub alerts_for_space: u64,
+    /// Alerts removed by `Outbox::expire` for age.
+    pub expired_alerts: u64,
+    /// Summaries removed by `Outbox::expire` for age.
+    pub expired_summaries: u64,
+    /// Rows `Outbox::next_batch` skipped since the outbox was opened because they
+    /// failed to decrypt. They stay in the file (a row leaves only on an
+    /// acknowledgement, eviction or expiry), are never delivered, and are
+    /// counted again after a restart.
+    pub undecryptable: u64,
+}
+
+/// A persisted reason for dropping entries: the `reason` column of the `drops` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DropReason {
+    SummariesForSpace,
+    SummariesRefused,
+    AlertsForSpace,
+    ExpiredAlerts,
+    ExpiredSummaries,
+}
+
+impl DropReason {
+    pub(crate) const ALL: [DropReason; 5] = [
+        DropReason::SummariesForSpace,
+        DropReason::SummariesRefused,
+        DropReason::AlertsForSpace,
+        DropReason::ExpiredAlerts,
+        DropReason::ExpiredSummaries,
+    ];
+
+    /// Its name in the `drops` table.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            DropReason::SummariesForSpace => "summaries_for_space",
+            DropReason::SummariesRefused => "summaries_refused",
+            DropReason::AlertsForSpace => "alerts_for_space",
+            DropReason::ExpiredAlerts => "expired_alerts",
+            DropReason::ExpiredSummaries => "expired_summaries",
+        }
+    }
+
+    /// The reason for evicting entries of `kind` to make room.
+    pub(crate) fn for_space(kind: Kind) -> DropReason {
+        match kind {
+            Kind::Alert => DropReason::AlertsForSpace,
+            Kind::Summary => DropReason::SummariesForSpace,
+        }
+    }
+
+    /// The reason for expiring entries of `kind`.
+    pub(crate) fn expired(kind: Kind) -> DropReason {
+        match kind {
+            Kind::Alert => DropReason::ExpiredAlerts,
+            Kind::Summary => DropReason::ExpiredSummaries,
+        }
+    }
+}
+
+impl DropCounts {
+    /// The count kept for `reason`.
+    pub(crate) fn get(&self, reason: DropReason) -> u64 {
+        match reason {
+            DropReason::SummariesForSpace => self.summaries_for_space,
+            DropReason::SummariesRefused => self.summaries_refused,
+            DropReason::AlertsForSpace => self.alerts_for_space,
+            DropReason::ExpiredAlerts => self.expired_alerts,
+            DropReason::ExpiredSummaries => self.expired_summaries,
+        }
+    }
+
+    /// The count kept for `reason`, to change.
+    fn get_mut(&mut self, reason: DropReason) -> &mut u64 {
+        match reason {
+            DropReason::SummariesForSpace => &mut self.summaries_for_space,
+            DropReason::SummariesRefused => &mut self.summaries_refused,
+            DropReason::AlertsForSpace => &mut self.alerts_for_space,
+            DropReason::ExpiredAlerts => &mut self.expired_alerts,
+            DropReason::ExpiredSummaries => &mut self.expired_summaries,
+        }
+    }
+
+    /// Count `n` more drops for `reason`.
+    pub(crate) fn add(&mut self, reason: DropReason, n: u64) {
+        let count = self.get_mut(reason);
+        *count = count.saturating_add(n);
+    }
+
+    /// Add every count of `other`.
+    pub(crate) fn add_all(&mut self, other: &DropCounts) {
+        for reason in DropReason::ALL {
+            self.add(reason, other.get(reason));
+        }
+        self.undecryptable = self.undecryptable.saturating_add(other.undecryptable);
+    }
+}

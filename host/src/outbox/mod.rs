@@ -1,0 +1,50 @@
+//! The outbox (DESIGN "Outbox (store-and-forward)"): outputs waiting to go
+//! upstream, kept on disk while the cloud is unreachable.
+//!
+//! **Invariant: a row leaves the outbox only after a JetStream ack (`delete`
+//! is called by the publisher after the PubAck).** The only other ways out are
+//! the bounded, counted ones: eviction by the size limit and expiry by age
+//! ([`DropCounts`]).
+//!
+//! - **Durable before emitted**: [`Outbox::append`] returns once the entry is
+//!   committed to an SQLite file in WAL mode with `synchronous=FULL`, i.e.
+//!   fsynced; it survives `kill -9` and power loss. Upstream deduplicates
+//!   resends by `Nats-Msg-Id`, so a crash between the PubAck and `delete`
+//!   costs a resend, never a duplicate.
+//! - **Delivery order**: [`Outbox::next_batch`] gives every alert (oldest
+//!   first) before any summary (oldest first). A subject carries one kind, so
+//!   each subject's order is kept across reconnects and restarts.
+//! - **Encrypted at rest**: payloads are sealed with AES-256-GCM under the
+//!   device key ([`OutboxKey`]), a fresh random nonce per row, and associated
+//!   data binding the ciphertext to its row (kind, subject, message id,
+//!   creation time). Subjects and message ids stay in clear: the publisher
+//!   routes by them. A row that fails to decrypt is reported and skipped,
+//!   never delivered; a wrong key is refused at open.
+//! - **Bounded**: [`OutboxLimits`] by size (enforced on append: summaries are
+//!   evicted first and alerts are never evicted for a summary) and by age
+//!   ([`Outbox::expire`]).
+//!
+//! The API is synchronous: callers run it on a dedicated thread or in
+//! `spawn_blocking`. Files: `key` (device key), `crypto` (sealing), `schema`
+//! (file settings, versions), `store` ([`Outbox`]), `evict` (the size rule),
+//! `tally` (in-memory counts), `entry`, `limits`, `error`.
+
+mod crypto;
+mod entry;
+mod error;
+mod evict;
+mod key;
+mod limits;
+mod schema;
+mod store;
+mod tally;
+
+#[cfg(test)]
+mod tests;
+
+pub use entry::{Entry, Kind, NewEntry};
+pub use error::OutboxError;
+pub use key::OutboxKey;
+pub use limits::{Depth, DropCounts, OutboxLimits};
+pub use schema::FILE_NAME;
+pub use store::Outbox;

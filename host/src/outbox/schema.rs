@@ -1,0 +1,163 @@
+//! The outbox file: connection settings (WAL, full sync, exclusive lock), the
+//! schema and its version, and the key check.
+
+use std::path::Path;
+
+use ring::aead::LessSafeKey;
+use ring::rand::SystemRandom;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+
+use super::crypto::{self, KEY_CHECK};
+use super::error::OutboxError;
+
+/// Name of the database file inside the data directory.
+pub const FILE_NAME: &str = "outbox.sqlite3";
+
+/// The schema this build writes, kept in SQLite's `user_version`. A file with a
+/// higher version is refused, never "upgraded" backwards.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// Schema version 1.
+///
+/// - `entries`: `AUTOINCREMENT` so ids follow append order and are never
+///   reused (a late delete of an acknowledged id cannot hit a newer row).
+///   `kind` 0 is an alert, 1 a summary.
+/// - `entries_by_kind` serves the delivery order (kind, id) and eviction;
+///   `entries_by_age` serves expiry and the oldest entry.
+/// - `drops`: the persisted drop counters, by reason.
+/// - `key_check`: a constant sealed under the device key, so that opening
+///   with another key fails at once instead of row by row.
+const SCHEMA_V1: &str = "
+CREATE TABLE entries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind INTEGER NOT NULL CHECK (kind IN (0, 1)),
+    subject TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    nonce BLOB NOT NULL,
+    ciphertext BLOB NOT NULL
+);
+CREATE INDEX entries_by_kind ON entries (kind, id);
+CREATE INDEX entries_by_age ON entries (created_ms);
+CREATE TABLE drops (
+    reason TEXT PRIMARY KEY,
+    count INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE key_check (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    nonce BLOB NOT NULL,
+    ciphertext BLOB NOT NULL
+);
+";
+
+/// Open the database file with the outbox's settings.
+///
+/// - `locking_mode=EXCLUSIVE`: this connection is the only one; a second
+///   process opening the same outbox gets "database is locked". That is what
+///   lets the outbox keep its counts in memory.
+/// - `journal_mode=WAL`, `synchronous=FULL`: a commit is on stable storage
+///   (the WAL is fsynced) when it returns, so it survives `kill -9` and power
+///   loss.
+pub(crate) fn connect(path: &Path) -> Result<Connection, OutboxError> {
+    let sql = |operation| OutboxError::sql(path, operation);
+    // Switching to WAL is the first access to the file: it waits up to 5 s
+    // (rusqlite's busy timeout, room for a previous process to exit) for the lock.
+    let locked_or_sql = |operation| {
+        move |source: rusqlite::Error| match source.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => OutboxError::Locked { path: path.to_owned() },
+            _ => OutboxError::sql(path, operation)(source),
+        }
+    };
+    let conn = Connection::open(path).map_err(sql("open the database"))?;
+    let locking: String = conn
+        .pragma_update_and_check(None, "locking_mode", "EXCLUSIVE", |row| row.get(0))
+        .map_err(locked_or_sql("set locking_mode=EXCLUSIVE"))?;
+    let journal: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(locked_or_sql("set journal_mode=WAL"))?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sql("set synchronous=FULL"))?;
+    let synchronous: i64 = conn
+        .pragma_query_value(None, "synchronous", |row| row.get(0))
+        .map_err(sql("read synchronous"))?;
+    // 2 is FULL.
+    if !locking.eq_ignore_ascii_case("exclusive") || !journal.eq_ignore_ascii_case("wal") || synchronous != 2 {
+        return Err(OutboxError::NotAnOutbox {
+            path: path.to_owned(),
+            reason: format!(
+                "SQLite kept locking_mode={locking}, journal_mode={journal}, synchronous={synchronous} \
+                 (the outbox needs exclusive, wal, 2)"
+            ),
+        });
+    }
+    Ok(conn)
+}
+
+/// Create the schema in a new file, or check the version and the key of an
+/// existing one.
+pub(crate) fn prepare(conn: &mut Connection, path: &Path, key: &LessSafeKey) -> Result<(), OutboxError> {
+    let sql = |operation| OutboxError::sql(path, operation);
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(sql("read the schema version"))?;
+    match version {
+        0 => create(conn, path, key),
+        SCHEMA_VERSION => check_key(conn, path, key),
+        found => Err(OutboxError::UnknownSchema {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        }),
+    }
+}
+
+/// Version 0 is a new, empty file: create everything, and set the version, in
+/// one transaction.
+fn create(conn: &mut Connection, path: &Path, key: &LessSafeKey) -> Result<(), OutboxError> {
+    let sql = |operation| OutboxError::sql(path, operation);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql("begin creating the schema"))?;
+    let tables: i64 = tx
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+        .map_err(sql("read the schema"))?;
+    if tables != 0 {
+        return Err(OutboxError::NotAnOutbox {
+            path: path.to_owned(),
+            reason: "the file has tables but no outbox schema version".to_owned(),
+        });
+    }
+    tx.execute_batch(SCHEMA_V1).map_err(sql("create the schema"))?;
+    let (nonce, ciphertext) =
+        crypto::seal(key, &SystemRandom::new(), KEY_CHECK, KEY_CHECK.to_vec()).map_err(|_| OutboxError::Crypto {
+            operation: "seal the key check",
+        })?;
+    tx.execute(
+        "INSERT INTO key_check (id, nonce, ciphertext) VALUES (1, ?1, ?2)",
+        params![&nonce[..], ciphertext],
+    )
+    .map_err(sql("write the key check"))?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(sql("set the schema version"))?;
+    tx.commit().map_err(sql("commit the schema"))
+}
+
+/// Refuse a key other than the one the outbox was created with.
+fn check_key(conn: &Connection, path: &Path, key: &LessSafeKey) -> Result<(), OutboxError> {
+    let record: Option<(Vec<u8>, Vec<u8>)> = conn
+        .query_row("SELECT nonce, ciphertext FROM key_check WHERE id = 1", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()
+        .map_err(OutboxError::sql(path, "read the key check"))?;
+    let Some((nonce, ciphertext)) = record else {
+        return Err(OutboxError::NotAnOutbox {
+            path: path.to_owned(),
+            reason: "the key check record is missing".to_owned(),
+        });
+    };
+    match crypto::open(key, &nonce, KEY_CHECK, ciphertext) {
+        Some(plaintext) if plaintext == KEY_CHECK => Ok(()),
+        _ => Err(OutboxError::WrongKey { path: path.to_owned() }),
+    }
+}

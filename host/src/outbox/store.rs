@@ -1,0 +1,467 @@
+//! [`Outbox`]: append, read in delivery order, delete after the acknowledgement,
+//! expire.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use ring::aead::LessSafeKey;
+use ring::rand::SystemRandom;
+use rusqlite::{Connection, Row, TransactionBehavior};
+
+use super::crypto;
+use super::entry::{Entry, Kind, NewEntry, SIZE_SQL, stored_size};
+use super::error::OutboxError;
+use super::evict::{self, Room};
+use super::key::OutboxKey;
+use super::limits::{Depth, DropCounts, DropReason, OutboxLimits};
+use super::schema::{self, FILE_NAME};
+use super::tally::Tally;
+
+/// The columns `read_entry` decodes, in its order.
+const ENTRY_COLUMNS: &str = "id, kind, subject, msg_id, created_ms, nonce, ciphertext";
+
+/// The store-and-forward queue of outputs waiting to go upstream.
+///
+/// Synchronous: run it on a dedicated thread or in `spawn_blocking`. One
+/// `Outbox` per data directory; the file is locked for the life of the value.
+pub struct Outbox {
+    conn: Connection,
+    path: PathBuf,
+    key: LessSafeKey,
+    rng: SystemRandom,
+    limits: OutboxLimits,
+    tally: Tally,
+    drops: DropCounts,
+    /// Rows that failed to decrypt since open: skipped by `next_batch`.
+    undecryptable: RefCell<BTreeSet<u64>>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("path", &self.path)
+            .field("limits", &self.limits)
+            .field("depth", &self.tally.depth())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbox {
+    /// Open (or create) the outbox `<data_dir>/outbox.sqlite3`.
+    ///
+    /// Creates `data_dir` if needed. Refuses a file with a newer schema
+    /// ([`OutboxError::UnknownSchema`]), a file created under another key
+    /// ([`OutboxError::WrongKey`]), and a file another process has open
+    /// ([`OutboxError::Locked`], after waiting 5 s for it to close).
+    pub fn open(data_dir: &Path, key: &OutboxKey, limits: OutboxLimits) -> Result<Outbox, OutboxError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| OutboxError::Io {
+            path: data_dir.to_owned(),
+            operation: "create the data directory",
+            source,
+        })?;
+        let path = data_dir.join(FILE_NAME);
+        let mut conn = schema::connect(&path)?;
+        schema::prepare(&mut conn, &path, key.aead())?;
+        // A new file's directory entry must be durable too.
+        std::fs::File::open(data_dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|source| OutboxError::Io {
+                path: data_dir.to_owned(),
+                operation: "sync the data directory",
+                source,
+            })?;
+        let tally = load_tally(&conn, &path)?;
+        let drops = load_drops(&conn, &path)?;
+        Ok(Outbox {
+            conn,
+            path,
+            key: key.aead().clone(),
+            rng: SystemRandom::new(),
+            limits,
+            tally,
+            drops,
+            undecryptable: RefCell::new(BTreeSet::new()),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> OutboxLimits {
+        self.limits
+    }
+
+    /// Store one entry. When this returns `Ok(Some(id))` the entry is committed
+    /// and fsynced: that is the durability promise, the moment an output counts
+    /// as emitted.
+    ///
+    /// `Ok(None)`: a summary that did not fit without evicting alerts, not
+    /// stored (counted in [`DropCounts::summaries_refused`]). Making room may
+    /// evict older entries (see [`OutboxLimits`] and [`DropCounts`]).
+    pub fn append(&mut self, entry: NewEntry) -> Result<Option<u64>, OutboxError> {
+        Ok(self.append_batch(vec![entry])?.into_iter().next().flatten())
+    }
+
+    /// Store entries in one transaction (one fsync): for each, in order, its id,
+    /// or `None` for a refused summary as in [`Outbox::append`]. Nothing is
+    /// stored if any entry could never fit ([`OutboxError::EntryTooLarge`]) or
+    /// anything fails.
+    pub fn append_batch(&mut self, entries: Vec<NewEntry>) -> Result<Vec<Option<u64>>, OutboxError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let max_bytes = self.limits.max_bytes;
+        if let Some((entry, size)) = entries
+            .iter()
+            .map(|e| (e, stored_size(&e.subject, &e.msg_id, e.payload.len())))
+            .find(|(_, size)| *size > max_bytes)
+        {
+            return Err(OutboxError::EntryTooLarge {
+                path: self.path.clone(),
+                msg_id: entry.msg_id.clone(),
+                size,
+                max_bytes,
+            });
+        }
+        let path = &self.path;
+        let sql = |operation| OutboxError::sql(path, operation);
+        let mut tally = self.tally;
+        let mut drops = DropCounts::default();
+        let mut ids = Vec::with_capacity(entries.len());
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("begin an append"))?;
+        for entry in entries {
+            let size = stored_size(&entry.subject, &entry.msg_id, entry.payload.len());
+            let room = evict::make_room(&tx, &mut tally, &mut drops, entry.kind, size, max_bytes)
+                .map_err(sql("evict entries to make room"))?;
+            if room == Room::Refused {
+                drops.add(DropReason::SummariesRefused, 1);
+                ids.push(None);
+                continue;
+            }
+            let aad = crypto::row_aad(entry.kind, &entry.subject, &entry.msg_id, entry.created_ms);
+            let (nonce, ciphertext) =
+                crypto::seal(&self.key, &self.rng, &aad, entry.payload).map_err(|_| OutboxError::Crypto {
+                    operation: "encrypt an outbox entry",
+                })?;
+            tx.prepare_cached(
+                "INSERT INTO entries (kind, subject, msg_id, created_ms, nonce, ciphertext) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut insert| {
+                insert.execute(rusqlite::params![
+                    entry.kind.to_sql(),
+                    entry.subject,
+                    entry.msg_id,
+                    entry.created_ms,
+                    &nonce[..],
+                    ciphertext,
+                ])
+            })
+            .map_err(sql("insert an entry"))?;
+            let id = u64::try_from(tx.last_insert_rowid()).map_err(|_| OutboxError::CorruptRow {
+                path: self.path.clone(),
+                id: tx.last_insert_rowid(),
+                reason: "SQLite assigned a negative id".to_owned(),
+            })?;
+            tally.add(entry.kind, 1, size);
+            ids.push(Some(id));
+        }
+        persist_drops(&tx, &drops).map_err(sql("count dropped entries"))?;
+        tx.commit().map_err(sql("commit an append"))?;
+        self.tally = tally;
+        self.drops.add_all(&drops);
+        Ok(ids)
+    }
+
+    /// Up to `max` of the oldest entries in delivery order: every alert (by id)
+    /// before any summary (by id). Each subject carries one kind, so each
+    /// subject's entries come in append order, across reopens too.
+    ///
+    /// A row that fails to decrypt (tampered with, corrupted) is never
+    /// delivered: it is logged as an [`OutboxError::Decrypt`] naming the row,
+    /// counted in [`DropCounts::undecryptable`], listed by
+    /// [`Outbox::undecryptable`], and skipped; the rows after it are still
+    /// delivered.
+    pub fn next_batch(&self, max: usize) -> Result<Vec<Entry>, OutboxError> {
+        let mut batch = Vec::new();
+        if max == 0 {
+            return Ok(batch);
+        }
+        let sql = |operation| OutboxError::sql(&self.path, operation);
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM entries ORDER BY kind, id"))
+            .map_err(sql("read entries"))?;
+        let mut rows = stmt.query([]).map_err(sql("read entries"))?;
+        while batch.len() < max {
+            let Some(row) = rows.next().map_err(sql("read entries"))? else {
+                break;
+            };
+            let id = row_id(row, &self.path)?;
+            if self.undecryptable.borrow().contains(&id) {
+                continue;
+            }
+            match self.read_entry(row, id)? {
+                Ok(entry) => batch.push(entry),
+                Err(error) => {
+                    tracing::error!("{error}; the row is skipped, never delivered");
+                    self.undecryptable.borrow_mut().insert(id);
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// The entry with row id `id`, if it is still in the outbox; an
+    /// [`OutboxError::Decrypt`] naming the row if it fails to decrypt.
+    pub fn get(&self, id: u64) -> Result<Option<Entry>, OutboxError> {
+        let Ok(sql_id) = i64::try_from(id) else {
+            return Ok(None);
+        };
+        let sql = |operation| OutboxError::sql(&self.path, operation);
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = ?1"))
+            .map_err(sql("read an entry"))?;
+        let mut rows = stmt.query([sql_id]).map_err(sql("read an entry"))?;
+        match rows.next().map_err(sql("read an entry"))? {
+            Some(row) => Ok(Some(self.read_entry(row, id)??)),
+            None => Ok(None),
+        }
+    }
+
+    /// Remove entries once upstream has acknowledged them (the publisher calls
+    /// this after the JetStream PubAck), in one transaction. Ids no longer in
+    /// the outbox are ignored, so a repeated acknowledgement is harmless.
+    pub fn delete(&mut self, ids: &[u64]) -> Result<(), OutboxError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let path = &self.path;
+        let sql = |operation| OutboxError::sql(path, operation);
+        let mut tally = self.tally;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("begin a delete"))?;
+        {
+            let mut delete = tx
+                .prepare_cached(&format!("DELETE FROM entries WHERE id = ?1 RETURNING kind, {SIZE_SQL}"))
+                .map_err(sql("delete entries"))?;
+            for &id in ids {
+                let Ok(id) = i64::try_from(id) else { continue };
+                let mut rows = delete.query([id]).map_err(sql("delete entries"))?;
+                while let Some(row) = rows.next().map_err(sql("delete entries"))? {
+                    let (kind, size) = kind_and_size(row, path, id)?;
+                    tally.remove(kind, 1, size);
+                }
+            }
+        }
+        tx.commit().map_err(sql("commit a delete"))?;
+        self.tally = tally;
+        Ok(())
+    }
+
+    /// Remove entries older than `OutboxLimits::max_age_ms` at `now_ms` (ms
+    /// since the Unix epoch), counted in [`DropCounts::expired_alerts`] and
+    /// [`DropCounts::expired_summaries`]; returns how many were removed. An entry
+    /// exactly `max_age_ms` old stays. Call it periodically.
+    pub fn expire(&mut self, now_ms: i64) -> Result<u64, OutboxError> {
+        let max_age = i64::try_from(self.limits.max_age_ms).unwrap_or(i64::MAX);
+        let cutoff = now_ms.saturating_sub(max_age);
+        let path = &self.path;
+        let sql = |operation| OutboxError::sql(path, operation);
+        let mut tally = self.tally;
+        let mut drops = DropCounts::default();
+        let mut removed = 0u64;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("begin an expiry"))?;
+        {
+            let mut expire = tx
+                .prepare_cached(&format!(
+                    "DELETE FROM entries WHERE created_ms < ?1 RETURNING id, kind, {SIZE_SQL}"
+                ))
+                .map_err(sql("expire entries"))?;
+            let mut rows = expire.query([cutoff]).map_err(sql("expire entries"))?;
+            while let Some(row) = rows.next().map_err(sql("expire entries"))? {
+                let id: i64 = row.get(0).map_err(sql("expire entries"))?;
+                let kind = Kind::from_sql(row.get(1).map_err(sql("expire entries"))?);
+                let size: i64 = row.get(2).map_err(sql("expire entries"))?;
+                let Some(kind) = kind else {
+                    return Err(corrupt(path, id, "kind is neither 0 (alert) nor 1 (summary)"));
+                };
+                tally.remove(kind, 1, u64::try_from(size).unwrap_or(0));
+                drops.add(DropReason::expired(kind), 1);
+                removed += 1;
+            }
+        }
+        persist_drops(&tx, &drops).map_err(sql("count expired entries"))?;
+        tx.commit().map_err(sql("commit an expiry"))?;
+        self.tally = tally;
+        self.drops.add_all(&drops);
+        Ok(removed)
+    }
+
+    /// How much is waiting: alerts, summaries, bytes.
+    pub fn depth(&self) -> Result<Depth, OutboxError> {
+        Ok(self.tally.depth())
+    }
+
+    /// Creation time of the oldest entry waiting, if any (ms since the Unix
+    /// epoch): how far behind upstream is.
+    pub fn oldest_created_ms(&self) -> Result<Option<i64>, OutboxError> {
+        self.conn
+            .query_row("SELECT min(created_ms) FROM entries", [], |row| row.get(0))
+            .map_err(OutboxError::sql(&self.path, "read the oldest entry"))
+    }
+
+    /// What the outbox let go without an acknowledgement, by reason.
+    pub fn dropped(&self) -> DropCounts {
+        let mut drops = self.drops;
+        drops.undecryptable = u64::try_from(self.undecryptable.borrow().len()).unwrap_or(u64::MAX);
+        drops
+    }
+
+    /// Ids of the rows that [`Outbox::next_batch`] found undecryptable and
+    /// skipped since open, ascending (including any deleted, evicted or expired
+    /// since: ids are never reused).
+    pub fn undecryptable(&self) -> Vec<u64> {
+        self.undecryptable.borrow().iter().copied().collect()
+    }
+
+    /// Decode and decrypt one row selected with [`ENTRY_COLUMNS`]. The outer
+    /// error is a failure to read the row; the inner one, a row that fails to
+    /// decrypt.
+    fn read_entry(&self, row: &Row<'_>, id: u64) -> Result<Result<Entry, OutboxError>, OutboxError> {
+        let sql = |operation| OutboxError::sql(&self.path, operation);
+        let raw_kind: i64 = row.get(1).map_err(sql("read an entry"))?;
+        let subject: String = row.get(2).map_err(sql("read an entry"))?;
+        let msg_id: String = row.get(3).map_err(sql("read an entry"))?;
+        let created_ms: i64 = row.get(4).map_err(sql("read an entry"))?;
+        let nonce: Vec<u8> = row.get(5).map_err(sql("read an entry"))?;
+        let ciphertext: Vec<u8> = row.get(6).map_err(sql("read an entry"))?;
+        let Some(kind) = Kind::from_sql(raw_kind) else {
+            return Ok(Err(OutboxError::Decrypt {
+                path: self.path.clone(),
+                id,
+                msg_id,
+            }));
+        };
+        let aad = crypto::row_aad(kind, &subject, &msg_id, created_ms);
+        Ok(match crypto::open(&self.key, &nonce, &aad, ciphertext) {
+            Some(payload) => Ok(Entry {
+                id,
+                kind,
+                subject,
+                msg_id,
+                payload,
+                created_ms,
+            }),
+            None => Err(OutboxError::Decrypt {
+                path: self.path.clone(),
+                id,
+                msg_id,
+            }),
+        })
+    }
+
+    /// Count the table again, bypassing the in-memory tally (for tests).
+    #[cfg(test)]
+    pub(crate) fn recount(&self) -> Result<Depth, OutboxError> {
+        load_tally(&self.conn, &self.path).map(|tally| tally.depth())
+    }
+}
+
+fn corrupt(path: &Path, id: i64, reason: &str) -> OutboxError {
+    OutboxError::CorruptRow {
+        path: path.to_owned(),
+        id,
+        reason: reason.to_owned(),
+    }
+}
+
+/// Column 0 as a row id.
+fn row_id(row: &Row<'_>, path: &Path) -> Result<u64, OutboxError> {
+    let id: i64 = row.get(0).map_err(OutboxError::sql(path, "read an entry"))?;
+    u64::try_from(id).map_err(|_| corrupt(path, id, "negative id"))
+}
+
+/// Columns 0 and 1 as a kind and a size.
+fn kind_and_size(row: &Row<'_>, path: &Path, id: i64) -> Result<(Kind, u64), OutboxError> {
+    let sql = |operation| OutboxError::sql(path, operation);
+    let kind = Kind::from_sql(row.get(0).map_err(sql("read an entry"))?)
+        .ok_or_else(|| corrupt(path, id, "kind is neither 0 (alert) nor 1 (summary)"))?;
+    let size: i64 = row.get(1).map_err(sql("read an entry"))?;
+    Ok((kind, u64::try_from(size).unwrap_or(0)))
+}
+
+/// Count entries and bytes per kind from the table.
+fn load_tally(conn: &Connection, path: &Path) -> Result<Tally, OutboxError> {
+    let sql = |operation| OutboxError::sql(path, operation);
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT kind, count(*), coalesce(sum({SIZE_SQL}), 0) FROM entries GROUP BY kind"
+        ))
+        .map_err(sql("count entries"))?;
+    let mut rows = stmt.query([]).map_err(sql("count entries"))?;
+    let mut tally = Tally::default();
+    while let Some(row) = rows.next().map_err(sql("count entries"))? {
+        let raw_kind: i64 = row.get(0).map_err(sql("count entries"))?;
+        let count: i64 = row.get(1).map_err(sql("count entries"))?;
+        let bytes: i64 = row.get(2).map_err(sql("count entries"))?;
+        let kind = Kind::from_sql(raw_kind).ok_or_else(|| OutboxError::NotAnOutbox {
+            path: path.to_owned(),
+            reason: format!("entries of unknown kind {raw_kind}"),
+        })?;
+        tally.add(
+            kind,
+            u64::try_from(count).unwrap_or(0),
+            u64::try_from(bytes).unwrap_or(0),
+        );
+    }
+    Ok(tally)
+}
+
+/// The persisted drop counters.
+fn load_drops(conn: &Connection, path: &Path) -> Result<DropCounts, OutboxError> {
+    let sql = |operation| OutboxError::sql(path, operation);
+    let mut stmt = conn
+        .prepare("SELECT reason, count FROM drops")
+        .map_err(sql("read the drop counters"))?;
+    let mut rows = stmt.query([]).map_err(sql("read the drop counters"))?;
+    let mut drops = DropCounts::default();
+    while let Some(row) = rows.next().map_err(sql("read the drop counters"))? {
+        let name: String = row.get(0).map_err(sql("read the drop counters"))?;
+        let count: i64 = row.get(1).map_err(sql("read the drop counters"))?;
+        // A reason this build does not know (from a newer build) is ignored.
+        if let Some(reason) = DropReason::ALL.into_iter().find(|r| r.name() == name) {
+            drops.add(reason, u64::try_from(count).unwrap_or(0));
+        }
+    }
+    Ok(drops)
+}
+
+/// Add `delta` to the persisted drop counters (inside the caller's transaction).
+fn persist_drops(conn: &Connection, delta: &DropCounts) -> Result<(), rusqlite::Error> {
+    for reason in DropReason::ALL {
+        let n = delta.get(reason);
+        if n == 0 {
+            continue;
+        }
+        conn.prepare_cached(
+            "INSERT INTO drops (reason, count) VALUES (?1, ?2) \
+             ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count",
+        )?
+        .execute(rusqlite::params![reason.name(), i64::try_from(n).unwrap_or(i64::MAX)])?;
+    }
+    Ok(())
+}

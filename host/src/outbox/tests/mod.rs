@@ -1,0 +1,67 @@
+//! Tests of the outbox on real SQLite files in temporary directories.
+
+mod crash;
+mod encryption;
+mod limits;
+mod model;
+mod round_trip;
+
+use std::path::Path;
+
+use super::{Entry, Kind, NewEntry, Outbox, OutboxKey, OutboxLimits};
+
+/// The test device key.
+fn key() -> OutboxKey {
+    OutboxKey::from_bytes(&[0x5a; 32]).unwrap()
+}
+
+fn open(dir: &Path) -> Outbox {
+    Outbox::open(dir, &key(), OutboxLimits::default()).unwrap()
+}
+
+fn open_with(dir: &Path, limits: OutboxLimits) -> Outbox {
+    Outbox::open(dir, &key(), limits).unwrap()
+}
+
+/// An entry as the host would make it for `plugin`'s output number `seq`.
+fn entry(kind: Kind, plugin: &str, seq: u64, payload: &[u8]) -> NewEntry {
+    let kind_name = match kind {
+        Kind::Alert => "alerts",
+        Kind::Summary => "summaries",
+    };
+    NewEntry {
+        kind,
+        subject: format!("edgewise.edge-01.up.{kind_name}.{plugin}"),
+        msg_id: format!("edge-01/{plugin}/{seq}"),
+        payload: payload.to_vec(),
+        created_ms: 1_700_000_000_000 + i64::try_from(seq).unwrap(),
+    }
+}
+
+fn alert(plugin: &str, seq: u64) -> NewEntry {
+    entry(Kind::Alert, plugin, seq, format!("alert {plugin} {seq}").as_bytes())
+}
+
+fn summary(plugin: &str, seq: u64) -> NewEntry {
+    entry(Kind::Summary, plugin, seq, format!("summary {plugin} {seq}").as_bytes())
+}
+
+fn append(outbox: &mut Outbox, entry: NewEntry) -> u64 {
+    outbox.append(entry).unwrap().unwrap()
+}
+
+/// Everything in delivery order.
+fn all(outbox: &Outbox) -> Vec<Entry> {
+    outbox.next_batch(usize::MAX).unwrap()
+}
+
+fn ids(entries: &[Entry]) -> Vec<u64> {
+    entries.iter().map(|e| e.id).collect()
+}
+
+#[test]
+fn the_outbox_can_move_to_its_own_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Outbox>();
+    assert_send::<OutboxKey>();
+}

@@ -1,0 +1,237 @@
+//! Model-based test (as Vector's disk buffer tests): random sequences of
+//! actions run against the real outbox and a tiny in-memory model; after every
+//! step the batches, depth and drop counts must agree.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::outbox::{Depth, DropCounts};
+
+const MAX_AGE_MS: u64 = 1_000;
+/// Milliseconds the clock advances per action.
+const TICK_MS: i64 = 100;
+
+#[derive(Debug, Clone)]
+enum Action {
+    /// Append an entry of `kind` to subject number `subject` with a payload of `len` bytes.
+    Append { kind: Kind, subject: u8, len: usize },
+    /// The same, several in one transaction.
+    AppendBatch(Vec<(Kind, u8, usize)>),
+    /// Read up to n entries in delivery order.
+    NextBatch(usize),
+    /// Acknowledge the entries of the last batch picked by the mask.
+    Delete(Vec<bool>),
+    /// Expire at the current time.
+    Expire,
+    /// Close and open again.
+    Reopen,
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![Just(Kind::Alert), Just(Kind::Summary)]
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        6 => (kind(), 0u8..3, 0usize..64).prop_map(|(kind, subject, len)| Action::Append { kind, subject, len }),
+        1 => prop::collection::vec((kind(), 0u8..3, 0usize..64), 1..4).prop_map(Action::AppendBatch),
+        3 => (0usize..8).prop_map(Action::NextBatch),
+        3 => prop::collection::vec(any::<bool>(), 0..8).prop_map(Action::Delete),
+        1 => Just(Action::Expire),
+        1 => Just(Action::Reopen),
+    ]
+}
+
+/// What the outbox should hold: entries with their ids, in append order.
+#[derive(Debug, Default)]
+struct Model {
+    entries: Vec<(Entry, u64)>,
+    drops: DropCounts,
+    max_bytes: u64,
+}
+
+impl Model {
+    fn bytes(&self, kind: Option<Kind>) -> u64 {
+        self.entries
+            .iter()
+            .filter(|(e, _)| kind.is_none_or(|k| e.kind == k))
+            .map(|(_, size)| size)
+            .sum()
+    }
+
+    /// Remove the oldest entry of `kind`; false if there is none.
+    fn evict_oldest(&mut self, kind: Kind) -> bool {
+        match self.entries.iter().position(|(e, _)| e.kind == kind) {
+            Some(i) => {
+                self.entries.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The size rule, stated plainly: returns whether the entry is stored.
+    fn append(&mut self, entry: Entry) -> bool {
+        let size = (entry.subject.len() + entry.msg_id.len() + 12 + entry.payload.len() + 16) as u64;
+        let fits = |m: &Model| m.bytes(None) + size <= m.max_bytes;
+        if entry.kind == Kind::Summary && self.bytes(None) - self.bytes(Some(Kind::Summary)) + size > self.max_bytes {
+            self.drops.summaries_refused += 1;
+            return false;
+        }
+        while !fits(self) && self.evict_oldest(Kind::Summary) {
+            self.drops.summaries_for_space += 1;
+        }
+        while !fits(self) && self.evict_oldest(Kind::Alert) {
+            self.drops.alerts_for_space += 1;
+        }
+        self.entries.push((entry, size));
+        true
+    }
+
+    fn next_batch(&self, max: usize) -> Vec<Entry> {
+        let mut order: Vec<&Entry> = self.entries.iter().map(|(e, _)| e).collect();
+        order.sort_by_key(|e| (e.kind, e.id));
+        order.into_iter().take(max).cloned().collect()
+    }
+
+    fn expire(&mut self, now_ms: i64) -> u64 {
+        let cutoff = now_ms - MAX_AGE_MS as i64;
+        let before = self.entries.len();
+        for (e, _) in self.entries.iter().filter(|(e, _)| e.created_ms < cutoff) {
+            match e.kind {
+                Kind::Alert => self.drops.expired_alerts += 1,
+                Kind::Summary => self.drops.expired_summaries += 1,
+            }
+        }
+        self.entries.retain(|(e, _)| e.created_ms >= cutoff);
+        (before - self.entries.len()) as u64
+    }
+
+    fn depth(&self) -> Depth {
+        Depth {
+            alerts: self.entries.iter().filter(|(e, _)| e.kind == Kind::Alert).count() as u64,
+            summaries: self.entries.iter().filter(|(e, _)| e.kind == Kind::Summary).count() as u64,
+            bytes: self.bytes(None),
+        }
+    }
+}
+
+fn new_entry(kind: Kind, subject: u8, len: usize, seq: u64, now_ms: i64) -> NewEntry {
+    let mut e = entry(kind, &format!("plugin-{subject}"), seq, &vec![(seq % 251) as u8; len]);
+    e.created_ms = now_ms;
+    e
+}
+
+fn stored(e: &NewEntry, id: u64) -> Entry {
+    Entry {
+        id,
+        kind: e.kind,
+        subject: e.subject.clone(),
+        msg_id: e.msg_id.clone(),
+        payload: e.payload.clone(),
+        created_ms: e.created_ms,
+    }
+}
+
+fn run(actions: Vec<Action>, max_bytes: u64) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = OutboxLimits {
+        max_bytes,
+        max_age_ms: MAX_AGE_MS,
+    };
+    let mut outbox = Some(open_with(dir.path(), limits));
+    let mut model = Model {
+        max_bytes,
+        ..Model::default()
+    };
+    let mut last_batch: Vec<u64> = Vec::new();
+    let mut last_id = 0u64;
+    let mut seq = 0u64;
+    let mut now_ms = 0i64;
+    for action in actions {
+        now_ms += TICK_MS;
+        let real = outbox.as_mut().unwrap();
+        match action {
+            Action::Append { kind, subject, len } => {
+                seq += 1;
+                let e = new_entry(kind, subject, len, seq, now_ms);
+                let got = real.append(e.clone()).unwrap();
+                let expect_stored = model.append(stored(&e, got.unwrap_or(0)));
+                prop_assert_eq!(got.is_some(), expect_stored);
+                if let Some(id) = got {
+                    prop_assert!(id > last_id, "ids increase: {} after {}", id, last_id);
+                    last_id = id;
+                }
+            }
+            Action::AppendBatch(specs) => {
+                let entries: Vec<NewEntry> = specs
+                    .into_iter()
+                    .map(|(kind, subject, len)| {
+                        seq += 1;
+                        new_entry(kind, subject, len, seq, now_ms)
+                    })
+                    .collect();
+                let got = real.append_batch(entries.clone()).unwrap();
+                prop_assert_eq!(got.len(), entries.len());
+                for (e, got) in entries.iter().zip(got) {
+                    prop_assert_eq!(got.is_some(), model.append(stored(e, got.unwrap_or(0))));
+                    if let Some(id) = got {
+                        prop_assert!(id > last_id);
+                        last_id = id;
+                    }
+                }
+            }
+            Action::NextBatch(n) => {
+                let batch = real.next_batch(n).unwrap();
+                prop_assert_eq!(&batch, &model.next_batch(n));
+                last_batch = ids(&batch);
+            }
+            Action::Delete(mask) => {
+                let picked: Vec<u64> = last_batch
+                    .iter()
+                    .zip(mask.iter().chain(std::iter::repeat(&false)))
+                    .filter(|(_, pick)| **pick)
+                    .map(|(id, _)| *id)
+                    .collect();
+                real.delete(&picked).unwrap();
+                model.entries.retain(|(e, _)| !picked.contains(&e.id));
+            }
+            Action::Expire => {
+                prop_assert_eq!(real.expire(now_ms).unwrap(), model.expire(now_ms));
+            }
+            Action::Reopen => {
+                drop(outbox.take());
+                outbox = Some(open_with(dir.path(), limits));
+            }
+        }
+        let real = outbox.as_ref().unwrap();
+        prop_assert_eq!(real.depth().unwrap(), model.depth());
+        prop_assert_eq!(real.recount().unwrap(), model.depth());
+        prop_assert_eq!(real.dropped(), model.drops);
+        prop_assert!(real.depth().unwrap().bytes <= max_bytes);
+        let oldest = model.entries.iter().map(|(e, _)| e.created_ms).min();
+        prop_assert_eq!(real.oldest_created_ms().unwrap(), oldest);
+    }
+    // Everything left is delivered in the model's order.
+    prop_assert_eq!(all(outbox.as_ref().unwrap()), model.next_batch(usize::MAX));
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        // Never write regression files into the source tree.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Half the cases with room for everything, half with a limit of a few
+    /// entries, so that eviction and refusal happen.
+    #[test]
+    fn the_outbox_agrees_with_a_model(
+        actions in prop::collection::vec(action(), 1..=30),
+        max_bytes in prop_oneof![Just(OutboxLimits::DEFAULT_MAX_BYTES), 400u64..1_200],
+    ) {
+        run(actions, max_bytes)?;
+    }
+}

@@ -1,0 +1,198 @@
+//! Append, read in delivery order, delete, reopen.
+
+use super::*;
+use crate::outbox::{Depth, FILE_NAME, OutboxError};
+
+#[test]
+fn round_trip_keeps_order_alerts_first_and_per_subject_order_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path());
+    // Interleaved kinds and subjects, as plugins would emit them.
+    let emitted = [
+        summary("glucose-monitor", 1),
+        alert("glucose-monitor", 2),
+        summary("threshold", 1),
+        alert("threshold", 2),
+        alert("glucose-monitor", 3),
+        summary("glucose-monitor", 4),
+        alert("threshold", 3),
+        summary("threshold", 4),
+    ];
+    let mut stored = Vec::new();
+    for e in emitted.iter().cloned() {
+        stored.push((append(&mut outbox, e.clone()), e));
+    }
+    assert!(stored.windows(2).all(|w| w[0].0 < w[1].0), "ids follow append order");
+
+    let check = |outbox: &Outbox, expect: &[&(u64, NewEntry)]| {
+        let got = all(outbox);
+        assert_eq!(got.len(), expect.len());
+        for (g, (id, e)) in got.iter().zip(expect) {
+            assert_eq!(g.id, *id);
+            assert_eq!((&g.kind, &g.subject, &g.msg_id), (&e.kind, &e.subject, &e.msg_id));
+            assert_eq!((&g.payload, g.created_ms), (&e.payload, e.created_ms));
+        }
+    };
+    let in_order = |stored: &[(u64, NewEntry)]| {
+        let mut v: Vec<&(u64, NewEntry)> = stored.iter().collect();
+        v.sort_by_key(|(id, e)| (e.kind, *id));
+        v.into_iter().cloned().collect::<Vec<_>>()
+    };
+    let expect = in_order(&stored);
+    check(&outbox, &expect.iter().collect::<Vec<_>>());
+    let kinds: Vec<Kind> = all(&outbox).iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [[Kind::Alert; 4], [Kind::Summary; 4]].concat());
+
+    // A batch of three, acknowledged: the rest keeps its order.
+    let batch = outbox.next_batch(3).unwrap();
+    assert_eq!(ids(&batch), ids(&all(&outbox))[..3]);
+    outbox.delete(&ids(&batch)).unwrap();
+    stored.retain(|(id, _)| !ids(&batch).contains(id));
+    let expect = in_order(&stored);
+    check(&outbox, &expect.iter().collect::<Vec<_>>());
+
+    // Reopen: the same entries, same order, and per-subject order holds.
+    drop(outbox);
+    let mut outbox = open(dir.path());
+    check(&outbox, &expect.iter().collect::<Vec<_>>());
+    for subject in [
+        "alerts.glucose-monitor",
+        "alerts.threshold",
+        "summaries.glucose-monitor",
+    ] {
+        let seqs: Vec<u64> = all(&outbox)
+            .iter()
+            .filter(|e| e.subject.ends_with(subject))
+            .map(|e| e.msg_id.rsplit('/').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{subject}: {seqs:?}");
+    }
+
+    // Ids are never reused, even once the newest entries are gone.
+    let last = stored.iter().map(|(id, _)| *id).max().unwrap();
+    outbox.delete(&ids(&all(&outbox))).unwrap();
+    assert_eq!(outbox.depth().unwrap(), Depth::default());
+    drop(outbox);
+    let mut outbox = open(dir.path());
+    assert!(append(&mut outbox, alert("threshold", 9)) > last);
+}
+
+#[test]
+fn next_batch_respects_max_and_delete_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path());
+    let a = append(&mut outbox, alert("p", 1));
+    let b = append(&mut outbox, alert("p", 2));
+    assert!(outbox.next_batch(0).unwrap().is_empty());
+    assert_eq!(ids(&outbox.next_batch(1).unwrap()), [a]);
+    // Reading does not consume.
+    assert_eq!(ids(&outbox.next_batch(1).unwrap()), [a]);
+    outbox.delete(&[a]).unwrap();
+    outbox.delete(&[a, 999, u64::MAX]).unwrap();
+    outbox.delete(&[]).unwrap();
+    assert_eq!(ids(&all(&outbox)), [b]);
+    assert_eq!(outbox.depth().unwrap().alerts, 1);
+    assert_eq!(outbox.get(a).unwrap(), None);
+    assert_eq!(outbox.get(b).unwrap().unwrap().payload, b"alert p 2");
+}
+
+#[test]
+fn append_batch_stores_all_in_order_in_one_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path());
+    let batch = vec![summary("p", 1), alert("p", 2), alert("p", 3)];
+    let got = outbox.append_batch(batch.clone()).unwrap();
+    let got: Vec<u64> = got.into_iter().map(Option::unwrap).collect();
+    assert!(got.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(ids(&all(&outbox)), [got[1], got[2], got[0]]);
+    assert!(outbox.append_batch(Vec::new()).unwrap().is_empty());
+
+    // One entry that can never fit: nothing of the batch is stored.
+    let mut small = open_with(
+        tempfile::tempdir().unwrap().path(),
+        OutboxLimits {
+            max_bytes: 200,
+            ..OutboxLimits::default()
+        },
+    );
+    let huge = entry(Kind::Alert, "p", 9, &[0; 500]);
+    let err = small.append_batch(vec![alert("p", 1), huge]).unwrap_err();
+    assert!(matches!(err, OutboxError::EntryTooLarge { ref msg_id, .. } if msg_id == "edge-01/p/9"));
+    assert_eq!(small.depth().unwrap(), Depth::default());
+}
+
+#[test]
+fn depth_and_oldest_follow_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path());
+    assert_eq!(outbox.depth().unwrap(), Depth::default());
+    assert_eq!(outbox.oldest_created_ms().unwrap(), None);
+    let a = append(&mut outbox, alert("p", 5));
+    append(&mut outbox, summary("p", 3));
+    let depth = outbox.depth().unwrap();
+    assert_eq!((depth.alerts, depth.summaries), (1, 1));
+    let expect_bytes: u64 = all(&outbox)
+        .iter()
+        .map(|e| (e.subject.len() + e.msg_id.len() + 12 + e.payload.len() + 16) as u64)
+        .sum();
+    assert_eq!(depth.bytes, expect_bytes);
+    assert_eq!(outbox.recount().unwrap(), depth);
+    assert_eq!(outbox.oldest_created_ms().unwrap(), Some(1_700_000_000_003));
+    outbox.delete(&[a]).unwrap();
+    drop(outbox);
+    let outbox = open(dir.path());
+    assert_eq!(outbox.depth().unwrap().alerts, 0);
+    assert_eq!(outbox.depth().unwrap(), outbox.recount().unwrap());
+}
+
+#[test]
+fn the_file_is_wal_with_full_sync_and_a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = open(dir.path());
+    assert_eq!(outbox.path(), dir.path().join(FILE_NAME));
+    drop(outbox);
+    let raw = rusqlite::Connection::open(dir.path().join(FILE_NAME)).unwrap();
+    let mode: String = raw.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+    raw.pragma_update(None, "user_version", 2).unwrap();
+    drop(raw);
+    let err = Outbox::open(dir.path(), &key(), OutboxLimits::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OutboxError::UnknownSchema {
+                found: 2,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("schema version 2"), "{err}");
+}
+
+#[test]
+fn a_foreign_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(FILE_NAME), b"not a database, not at all, no").unwrap();
+    assert!(Outbox::open(dir.path(), &key(), OutboxLimits::default()).is_err());
+
+    let dir = tempfile::tempdir().unwrap();
+    let raw = rusqlite::Connection::open(dir.path().join(FILE_NAME)).unwrap();
+    raw.execute_batch("CREATE TABLE other (x)").unwrap();
+    drop(raw);
+    let err = Outbox::open(dir.path(), &key(), OutboxLimits::default()).unwrap_err();
+    assert!(matches!(err, OutboxError::NotAnOutbox { .. }), "{err}");
+}
+
+#[test]
+fn a_second_opener_is_refused_while_the_outbox_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = open(dir.path());
+    // Waits out SQLite's 5 s busy timeout.
+    let err = Outbox::open(dir.path(), &key(), OutboxLimits::default()).unwrap_err();
+    assert!(matches!(err, OutboxError::Locked { .. }), "{err}");
+    append(&mut first, alert("p", 1));
+    drop(first);
+    assert_eq!(all(&open(dir.path())).len(), 1);
+}

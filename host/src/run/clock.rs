@@ -1,0 +1,74 @@
+//! The host clock: wall time, or a simulated clock that starts at a given
+//! instant and runs faster than real time (demos, soak tests).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::config::ClockConfig;
+
+/// Ticks report the clock as it was this long ago (real time), so that a
+/// reading published just before a tick, still in flight on the bus, reaches
+/// the plugin before the tick that covers it. Outputs do not depend on it:
+/// plugins take every timestamp from readings (DESIGN "Runtime").
+pub const TICK_LAG: Duration = Duration::from_millis(200);
+
+/// A clock: milliseconds since the epoch.
+#[derive(Debug, Clone)]
+pub struct Clock {
+    config: ClockConfig,
+    started: Instant,
+}
+
+impl Clock {
+    /// Start the clock now.
+    pub fn start(config: ClockConfig) -> Clock {
+        Clock {
+            config,
+            started: Instant::now(),
+        }
+    }
+
+    /// The time for a tick: the clock [`TICK_LAG`] ago.
+    pub fn tick_ms(&self) -> i64 {
+        self.at(Instant::now()
+            .checked_sub(TICK_LAG)
+            .unwrap_or(self.started)
+            .max(self.started))
+    }
+
+    fn at(&self, instant: Instant) -> i64 {
+        match &self.config {
+            ClockConfig::Wall => {
+                let ago = Instant::now().saturating_duration_since(instant);
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                i64::try_from(now.saturating_sub(ago).as_millis()).unwrap_or(i64::MAX)
+            }
+            ClockConfig::Simulated { start_ms, speed } => {
+                let elapsed = instant.saturating_duration_since(self.started).as_secs_f64() * 1000.0;
+                start_ms.saturating_add((elapsed * speed) as i64)
+            }
+        }
+    }
+
+    /// Real time between two ticks `tick` of clock time apart.
+    pub fn real_interval(&self, tick: Duration) -> Duration {
+        match &self.config {
+            ClockConfig::Wall => tick,
+            ClockConfig::Simulated { speed, .. } => tick.div_f64(*speed).max(Duration::from_millis(1)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulated_clock_starts_at_start_and_scales_intervals() {
+        let clock = Clock::start(ClockConfig::Simulated {
+            start_ms: 1_000_000,
+            speed: 60.0,
+        });
+        assert_eq!(clock.tick_ms(), 1_000_000, "a tick never reports time before the start");
+        assert_eq!(clock.real_interval(Duration::from_secs(60)), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,441 @@
+//! `edgewise run --config edgewise.toml`: the device configuration, parsed
+//! once and validated as a whole at start. Every problem is reported with its
+//! key, all at once; nothing starts on a bad configuration.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::bundle::manifest::validate_subject_filter;
+
+/// The validated configuration of one device.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Device id: the `<device>` token of every subject.
+    pub device: String,
+    /// Where the outbox, the anti-rollback record and the device key live.
+    pub data_dir: PathBuf,
+    /// The trust store every bundle is verified against.
+    pub trust_dir: PathBuf,
+    /// Interval of `on-tick` calls, in clock time.
+    pub tick: Duration,
+    /// Wall clock, or a simulated one for demos and soak tests.
+    pub clock: ClockConfig,
+    /// The local bus (sensors in, alerts out).
+    pub local: NatsConfig,
+    /// How readings are taken from the local bus.
+    pub source: Source,
+    /// The cloud (alerts and summaries through the outbox); `None`: keep everything in the outbox.
+    pub upstream: Option<UpstreamConfig>,
+    /// Queues and batches.
+    pub limits: RunLimits,
+    /// The plugins to run.
+    pub plugins: Vec<PluginConfig>,
+}
+
+/// Clock of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClockConfig {
+    /// The system clock.
+    Wall,
+    /// Starts at `start_ms` when the host starts and runs `speed` times faster than real time.
+    Simulated {
+        /// Virtual time at start, ms since the epoch.
+        start_ms: i64,
+        /// Virtual milliseconds per real millisecond.
+        speed: f64,
+    },
+}
+
+/// Connection settings for one NATS server (or cluster).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URL(s), comma-separated, e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// User name (with `password`).
+    pub user: Option<String>,
+    /// Password (with `user`).
+    pub password: Option<String>,
+    /// Authentication token.
+    pub token: Option<String>,
+    /// A `.creds` file (JWT + NKey seed).
+    pub credentials: Option<PathBuf>,
+    /// A PEM file of CA certificates to trust for TLS (also requires TLS).
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// Where readings come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Core NATS subscriptions: readings published while the host is down are lost.
+    Core,
+    /// A durable JetStream consumer per plugin on `stream`: readings published
+    /// while the host is down are processed after it starts.
+    JetStream {
+        /// The stream holding sensor readings.
+        stream: String,
+    },
+}
+
+/// The upstream (cloud) side.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Connection.
+    pub nats: NatsConfig,
+    /// The JetStream stream that stores `edgewise.<device>.up.>`.
+    pub stream: String,
+    /// Create the stream if it does not exist (demos, tests); otherwise the cloud owns it.
+    pub create_stream: bool,
+}
+
+/// Capacities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Readings queued per plugin before ingest waits (backpressure).
+    pub queue_capacity: usize,
+    /// Readings per `on-readings` call at most.
+    pub batch_max: usize,
+}
+
+/// One plugin to run.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    /// The signed bundle.
+    pub bundle: PathBuf,
+    /// Configuration overrides, over the manifest's defaults.
+    pub config: BTreeMap<String, String>,
+    /// Subscription overrides (replace the manifest's), if any.
+    pub subscriptions: Option<Vec<String>>,
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The key, as a dotted path (`plugins[0].bundle`).
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Why the configuration was refused: every problem found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration {path}:\n{}", .problems.iter().map(|p| format!("  {}: {}", p.key, p.reason)).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    /// The file.
+    pub path: String,
+    /// Every problem, in file order.
+    pub problems: Vec<ConfigProblem>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    device: String,
+    data_dir: PathBuf,
+    trust_dir: PathBuf,
+    #[serde(default = "default_tick")]
+    tick: String,
+    clock: Option<RawClock>,
+    local: NatsConfig,
+    #[serde(default)]
+    ingest: RawIngest,
+    upstream: Option<RawUpstream>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    plugins: Vec<RawPlugin>,
+}
+
+fn default_tick() -> String {
+    "5s".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClock {
+    start: String,
+    #[serde(default = "one")]
+    speed: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngest {
+    #[serde(default)]
+    source: Option<String>,
+    stream: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    #[serde(flatten)]
+    nats: NatsConfig,
+    #[serde(default = "default_upstream_stream")]
+    stream: String,
+    #[serde(default)]
+    create_stream: bool,
+}
+
+fn default_upstream_stream() -> String {
+    "EDGEWISE_UP".to_owned()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    queue_capacity: Option<i64>,
+    batch_max: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    bundle: PathBuf,
+    #[serde(default)]
+    config: BTreeMap<String, toml::Value>,
+    subscriptions: Option<Vec<String>>,
+}
+
+impl RunConfig {
+    /// Read and validate `path`. Relative paths in the file are relative to the file's directory.
+    pub fn load(path: &Path) -> Result<RunConfig, ConfigError> {
+        let fail = |key: &str, reason: String| ConfigError {
+            path: path.display().to_string(),
+            problems: vec![ConfigProblem {
+                key: key.to_owned(),
+                reason,
+            }],
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail("(file)", format!("cannot read: {e}")))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        RunConfig::parse(&text, base).map_err(|problems| ConfigError {
+            path: path.display().to_string(),
+            problems,
+        })
+    }
+
+    /// Parse and validate TOML text; relative paths are joined to `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<RunConfig, Vec<ConfigProblem>> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            vec![ConfigProblem {
+                key: toml_error_key(&e),
+                reason: e.to_string().trim().replace('\n', "\n    "),
+            }]
+        })?;
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, reason: String| {
+            problems.push(ConfigProblem {
+                key: key.to_owned(),
+                reason,
+            })
+        };
+        if raw.device.is_empty()
+            || !raw
+                .device
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            problem(
+                "device",
+                format!(
+                    "`{}` must be letters, digits, `-` or `_` (it is a subject token)",
+                    raw.device
+                ),
+            );
+        }
+        let tick = match humantime::parse_duration(&raw.tick) {
+            Ok(tick) if tick >= Duration::from_millis(10) => tick,
+            Ok(_) => {
+                problem("tick", format!("`{}` is below the 10ms minimum", raw.tick));
+                Duration::from_secs(5)
+            }
+            Err(e) => {
+                problem("tick", format!("`{}`: {e}", raw.tick));
+                Duration::from_secs(5)
+            }
+        };
+        let clock = match raw.clock {
+            None => ClockConfig::Wall,
+            Some(clock) => {
+                let start_ms = match OffsetDateTime::parse(&clock.start, &Rfc3339) {
+                    Ok(t) => i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
+                    Err(e) => {
+                        problem("clock.start", format!("`{}` is not an RFC 3339 time: {e}", clock.start));
+                        0
+                    }
+                };
+                if !(clock.speed.is_finite() && clock.speed > 0.0 && clock.speed <= 1_000_000.0) {
+                    problem(
+                        "clock.speed",
+                        format!("{} must be above 0 and at most 1000000", clock.speed),
+                    );
+                }
+                ClockConfig::Simulated {
+                    start_ms,
+                    speed: clock.speed,
+                }
+            }
+        };
+        check_nats("local", &raw.local, &mut problem);
+        let source = match (raw.ingest.source.as_deref(), raw.ingest.stream) {
+            (None | Some("core"), None) => Source::Core,
+            (None | Some("core"), Some(_)) => {
+                problem("ingest.stream", "only used with `source = \"jetstream\"`".into());
+                Source::Core
+            }
+            (Some("jetstream"), Some(stream)) if !stream.is_empty() => Source::JetStream { stream },
+            (Some("jetstream"), _) => {
+                problem(
+                    "ingest.stream",
+                    "`source = \"jetstream\"` needs the stream to consume".into(),
+                );
+                Source::Core
+            }
+            (Some(other), _) => {
+                problem("ingest.source", format!("`{other}` is not `core` or `jetstream`"));
+                Source::Core
+            }
+        };
+        if !base.join(&raw.trust_dir).is_dir() {
+            problem(
+                "trust_dir",
+                format!("{} is not a directory", base.join(&raw.trust_dir).display()),
+            );
+        }
+        let upstream = raw.upstream.map(|up| {
+            check_nats("upstream", &up.nats, &mut problem);
+            if up.stream.is_empty() {
+                problem("upstream.stream", "is empty".into());
+            }
+            UpstreamConfig {
+                nats: absolutize_nats(up.nats, base),
+                stream: up.stream,
+                create_stream: up.create_stream,
+            }
+        });
+        let mut positive = |key: &str, value: Option<i64>, default: usize, max: usize| match value {
+            None => default,
+            Some(v) if v >= 1 && (v as u64) <= max as u64 => v as usize,
+            Some(v) => {
+                problem(key, format!("{v} must be between 1 and {max}"));
+                default
+            }
+        };
+        let limits = RunLimits {
+            queue_capacity: positive("limits.queue_capacity", raw.limits.queue_capacity, 4096, 1 << 20),
+            batch_max: positive("limits.batch_max", raw.limits.batch_max, 256, 65_536),
+        };
+        if raw.plugins.is_empty() {
+            problem("plugins", "no plugin to run: add a [[plugins]] table".into());
+        }
+        let mut plugins = Vec::new();
+        for (index, plugin) in raw.plugins.into_iter().enumerate() {
+            let bundle = base.join(&plugin.bundle);
+            if !bundle.is_file() {
+                problem(
+                    &format!("plugins[{index}].bundle"),
+                    format!("{} does not exist", bundle.display()),
+                );
+            }
+            let mut config = BTreeMap::new();
+            for (key, value) in plugin.config {
+                let text = match value {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    other => {
+                        problem(
+                            &format!("plugins[{index}].config.{key}"),
+                            format!("{other} must be a string, number or boolean"),
+                        );
+                        continue;
+                    }
+                };
+                config.insert(key, text);
+            }
+            if let Some(subjects) = &plugin.subscriptions {
+                if subjects.is_empty() {
+                    problem(&format!("plugins[{index}].subscriptions"), "is empty".into());
+                }
+                for subject in subjects {
+                    if let Err(reason) = validate_subject_filter(subject) {
+                        problem(
+                            &format!("plugins[{index}].subscriptions"),
+                            format!("`{subject}`: {reason}"),
+                        );
+                    }
+                }
+            }
+            plugins.push(PluginConfig {
+                bundle,
+                config,
+                subscriptions: plugin.subscriptions,
+            });
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(RunConfig {
+            device: raw.device,
+            data_dir: base.join(raw.data_dir),
+            trust_dir: base.join(raw.trust_dir),
+            tick,
+            clock,
+            local: absolutize_nats(raw.local, base),
+            source,
+            upstream,
+            limits,
+            plugins,
+        })
+    }
+}
+
+fn check_nats(section: &str, nats: &NatsConfig, problem: &mut impl FnMut(&str, String)) {
+    if nats.url.trim().is_empty() {
+        problem(&format!("{section}.url"), "is empty".into());
+    }
+    for url in nats.url.split(',') {
+        let url = url.trim();
+        if !url.is_empty() && url.parse::<async_nats::ServerAddr>().is_err() {
+            problem(
+                &format!("{section}.url"),
+                format!("`{url}` is not a NATS server address"),
+            );
+        }
+    }
+    if nats.user.is_some() != nats.password.is_some() {
+        problem(&format!("{section}.user"), "`user` and `password` go together".into());
+    }
+    let methods = [nats.user.is_some(), nats.token.is_some(), nats.credentials.is_some()];
+    if methods.iter().filter(|m| **m).count() > 1 {
+        problem(section, "choose one of user/password, token, credentials".into());
+    }
+}
+
+fn absolutize_nats(mut nats: NatsConfig, base: &Path) -> NatsConfig {
+    nats.credentials = nats.credentials.map(|p| base.join(p));
+    nats.tls_ca = nats.tls_ca.map(|p| base.join(p));
+    nats
+}
+
+/// The dotted key a TOML error is about, when the parser knows it.
+fn toml_error_key(error: &toml::de::Error) -> String {
+    let message = error.message();
+    // Unknown and missing fields name the key in backticks.
+    message
+        .split('`')
+        .nth(1)
+        .map(str::to_owned)
+        .unwrap_or_else(|| "(syntax)".to_owned())
+}

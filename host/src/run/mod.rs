@@ -1,0 +1,291 @@
+//! `edgewise run`: the live pipeline of one device.
+//!
+//! ```text
+//! local bus ─▶ ingest (decode, dead-letter) ─▶ bounded queue ─▶ worker thread (plugin instance)
+//!                                                                  │ alerts: local bus at once
+//!                                                                  ▼ every output: outbox (durable)
+//!                                            upstream task ◀── outbox ──▶ JetStream (Nats-Msg-Id), delete on ack
+//! ```
+//!
+//! Start-up verifies every bundle with [`crate::bundle::verify`] (anti-rollback
+//! included) before compiling it; a bad configuration or bundle stops the
+//! start with the reason. Shutdown stops ingest, lets every worker finish its
+//! queue into the outbox, and gives the upstream a last chance to deliver.
+
+mod clock;
+pub mod config;
+mod ingest;
+mod sequence;
+pub mod status;
+mod subjects;
+mod upstream;
+mod worker;
+
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use tokio::sync::{Notify, watch};
+
+use crate::bundle::{self, RollbackStore, TrustStore, VerifyOptions};
+use crate::envelope::Provenance;
+use crate::outbox::{Outbox, OutboxKey, OutboxLimits};
+use crate::runtime::{Limits, PluginInstance, Runtime, RuntimeOptions};
+use clock::Clock;
+use config::RunConfig;
+use ingest::IngestStats;
+pub use status::Status;
+use status::StatusSources;
+pub use subjects::Subjects;
+use worker::{Work, Worker, WorkerContext};
+
+/// Why the host could not start (or stopped with an error).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A file or directory of the host.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The trust store.
+    #[error("{0}")]
+    Trust(#[from] bundle::TrustError),
+    /// A bundle refused or unusable.
+    #[error("plugin bundle {path}: {reason}")]
+    Bundle {
+        /// The bundle file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The runtime.
+    #[error("{0}")]
+    Runtime(String),
+    /// The outbox.
+    #[error("outbox: {0}")]
+    Outbox(String),
+    /// The local bus.
+    #[error("local NATS: {0}")]
+    Local(String),
+}
+
+/// A running plugin's identity.
+struct Started {
+    provenance: Provenance,
+    subscriptions: Vec<String>,
+    worker: Worker,
+}
+
+/// Run the device until `shutdown` completes; returns the final status.
+pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Result<Status, RunError> {
+    let started_at = Instant::now();
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::Io {
+        what: format!("cannot create the data directory {}", config.data_dir.display()),
+        source,
+    })?;
+    let subjects = Subjects::new(&config.device);
+    let trust = TrustStore::load(&config.trust_dir)?;
+    let mut rollback = RollbackStore::open(&config.data_dir).map_err(|e| RunError::Bundle {
+        path: config.data_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let runtime = Arc::new(Runtime::new(RuntimeOptions::default()).map_err(|e| RunError::Runtime(e.to_string()))?);
+    let outbox_key =
+        OutboxKey::load_or_create(&config.data_dir.join("outbox.key")).map_err(|e| RunError::Outbox(e.to_string()))?;
+    let outbox = Outbox::open(&config.data_dir, &outbox_key, OutboxLimits::default())
+        .map_err(|e| RunError::Outbox(e.to_string()))?;
+    let outbox = Arc::new(Mutex::new(outbox));
+    let outbox_written = Arc::new(Notify::new());
+
+    let local = crate::bus::connect::connect(&config.local, &format!("edgewise-{}", config.device), true)
+        .await
+        .map_err(|e| RunError::Local(e.to_string()))?;
+    let handle = tokio::runtime::Handle::current();
+
+    let mut plugins: Vec<Started> = Vec::new();
+    for plugin in &config.plugins {
+        let path = plugin.bundle.display().to_string();
+        let refuse = |reason: String| RunError::Bundle {
+            path: path.clone(),
+            reason,
+        };
+        let bytes = bundle::read_bundle_file(&plugin.bundle, bundle::DEFAULT_MAX_BUNDLE_BYTES)
+            .map_err(|e| refuse(e.to_string()))?;
+        let options = VerifyOptions {
+            trust: &trust,
+            rollback: Some(&rollback),
+            now: OffsetDateTime::now_utc(),
+            max_bytes: bundle::DEFAULT_MAX_BUNDLE_BYTES,
+        };
+        let verified = bundle::verify(&bytes, &options).map_err(|e| refuse(format!("refused: {e}")))?;
+        let manifest = verified.manifest;
+        if plugins.iter().any(|p| p.provenance.plugin == manifest.name) {
+            return Err(refuse(format!("a second plugin named `{}`", manifest.name)));
+        }
+        let version = manifest.semver().map_err(|e| refuse(e.to_string()))?;
+        rollback
+            .record(&manifest.name, &version, &manifest.code_sha256)
+            .map_err(|e| refuse(e.to_string()))?;
+        let code = bytes.get(..verified.code_len).unwrap_or_default();
+        let compiled = Arc::new(
+            runtime
+                .compile(&manifest.name, code)
+                .map_err(|e| refuse(e.to_string()))?,
+        );
+        let mut limits = Limits::default();
+        if let Some(memory_mb) = manifest.limits.memory_mb {
+            limits.max_memory_bytes = memory_mb as usize * (1 << 20);
+        }
+        if let Some(deadline_ms) = manifest.limits.call_deadline_ms {
+            limits.call_deadline = Duration::from_millis(u64::from(deadline_ms));
+        }
+        let mut plugin_config: Vec<(String, String)> = manifest.config.clone().into_iter().collect();
+        plugin_config.extend(plugin.config.clone());
+        let mut instance =
+            PluginInstance::new(&runtime, &compiled, limits.clone()).map_err(|e| refuse(e.to_string()))?;
+        instance.init(&plugin_config).map_err(|e| refuse(e.to_string()))?;
+        let provenance = Provenance {
+            device: config.device.clone(),
+            plugin: manifest.name.clone(),
+            version: manifest.version.clone(),
+            digest: format!("sha256:{}", manifest.code_sha256),
+        };
+        let context = WorkerContext {
+            runtime: runtime.clone(),
+            subjects: subjects.clone(),
+            local: local.clone(),
+            handle: handle.clone(),
+            outbox: outbox.clone(),
+            outbox_written: outbox_written.clone(),
+            data_dir: config.data_dir.clone(),
+        };
+        let worker = Worker::start(
+            context,
+            compiled,
+            instance,
+            provenance.clone(),
+            plugin_config,
+            limits,
+            config.limits.queue_capacity,
+        )
+        .map_err(|source| RunError::Io {
+            what: format!("cannot start the worker of `{}`", manifest.name),
+            source,
+        })?;
+        tracing::info!(plugin = %manifest.name, version = %manifest.version, key = %verified.key_id, "Plugin verified and started");
+        plugins.push(Started {
+            provenance,
+            subscriptions: plugin.subscriptions.clone().unwrap_or(manifest.subscriptions),
+            worker,
+        });
+    }
+
+    let (stop, stopped) = watch::channel(false);
+    let ingest_stats = Arc::new(IngestStats::default());
+    let mut ingest_tasks = Vec::new();
+    for plugin in &plugins {
+        ingest_tasks.push(tokio::spawn(ingest::run_ingest(
+            local.clone(),
+            subjects.clone(),
+            plugin.subscriptions.clone(),
+            plugin.worker.queue.clone(),
+            config.limits.batch_max,
+            ingest_stats.clone(),
+            stopped.clone(),
+        )));
+    }
+    let clock = Clock::start(config.clock.clone());
+    let ticker = tokio::spawn(run_ticker(
+        clock,
+        config.tick,
+        plugins.iter().map(|p| p.worker.queue.clone()).collect(),
+        stopped.clone(),
+    ));
+    let upstream_connected = Arc::new(AtomicBool::new(false));
+    let upstream = config.upstream.clone().map(|upstream_config| {
+        tokio::spawn(upstream::run_upstream(
+            upstream_config,
+            subjects.clone(),
+            outbox.clone(),
+            outbox_written.clone(),
+            upstream_connected.clone(),
+            stopped.clone(),
+        ))
+    });
+    let sources = Arc::new(StatusSources {
+        subjects: subjects.clone(),
+        started: started_at,
+        upstream_connected,
+        outbox: outbox.clone(),
+        ingest: ingest_stats,
+        plugins: plugins
+            .iter()
+            .map(|p| {
+                (
+                    p.provenance.plugin.clone(),
+                    p.provenance.version.clone(),
+                    p.provenance.digest.clone(),
+                    p.worker.stats.clone(),
+                )
+            })
+            .collect(),
+    });
+    let status_task = tokio::spawn(status::run_status(local.clone(), sources.clone(), stopped.clone()));
+    tracing::info!(device = %config.device, plugins = plugins.len(), "Edgewise is running");
+
+    shutdown.await;
+    tracing::info!("Shutting down: stopping ingest, draining plugins into the outbox");
+    let _ = stop.send(true);
+    for task in ingest_tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "Ingest ended with an error"),
+            Err(error) => tracing::error!(%error, "Ingest task failed"),
+        }
+    }
+    let _ = ticker.await;
+    // Every sender is gone once the workers' own handles drop: each worker
+    // finishes its queue, writing outputs to the outbox, then ends.
+    let workers: Vec<Worker> = plugins.into_iter().map(|p| p.worker).collect();
+    let _ = tokio::task::spawn_blocking(move || workers.into_iter().for_each(Worker::join)).await;
+    outbox_written.notify_one();
+    if let Some(upstream) = upstream
+        && tokio::time::timeout(Duration::from_secs(3), upstream).await.is_err()
+    {
+        tracing::warn!("Upstream delivery did not finish in time; undelivered outputs stay in the outbox");
+    }
+    let _ = status_task.await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), local.flush()).await;
+    let status = tokio::task::spawn_blocking(move || sources.status())
+        .await
+        .map_err(|e| RunError::Runtime(e.to_string()))?;
+    Ok(status)
+}
+
+/// Send `Tick(now)` to every plugin every `tick` of clock time, until `stop`.
+/// A plugin whose queue is full misses that tick (the next one covers it).
+async fn run_ticker(
+    clock: Clock,
+    tick: Duration,
+    queues: Vec<tokio::sync::mpsc::Sender<Work>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut interval = tokio::time::interval(clock.real_interval(tick));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = interval.tick() => {
+                let now = clock.tick_ms();
+                for queue in &queues {
+                    let _ = queue.try_send(Work::Tick(now));
+                }
+            }
+        }
+    }
+}

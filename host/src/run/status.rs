@@ -1,0 +1,163 @@
+//! The status of a running host, answered on `edgewise.<device>.status`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::ingest::IngestStats;
+use super::subjects::Subjects;
+use super::worker::{PluginStats, wall_ms};
+use crate::outbox::Outbox;
+
+/// What `edgewise status` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Device id.
+    pub device: String,
+    /// Seconds since start.
+    pub uptime_s: f64,
+    /// Whether the upstream connection is up.
+    pub upstream_connected: bool,
+    /// Outbox depth.
+    pub outbox: OutboxStatus,
+    /// Ingest counters.
+    pub ingest: IngestStatus,
+    /// Every plugin.
+    pub plugins: Vec<PluginStatus>,
+}
+
+/// Outbox depth and age.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxStatus {
+    /// Alerts waiting.
+    pub alerts: u64,
+    /// Summaries waiting.
+    pub summaries: u64,
+    /// Age of the oldest undelivered entry, ms.
+    pub oldest_age_ms: Option<i64>,
+}
+
+/// Ingest counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IngestStatus {
+    /// Messages received.
+    pub messages: u64,
+    /// Messages dead-lettered.
+    pub deadlettered: u64,
+}
+
+/// One plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginStatus {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Code digest.
+    pub digest: String,
+    /// `running` (or `degraded` after failures).
+    pub state: String,
+    /// Readings delivered.
+    pub readings_in: u64,
+    /// Alerts emitted.
+    pub alerts_out: u64,
+    /// Summaries emitted.
+    pub summaries_out: u64,
+    /// Failed calls.
+    pub errors: u64,
+    /// Instances rebuilt.
+    pub restarts: u64,
+}
+
+/// Everything the status is computed from.
+pub struct StatusSources {
+    /// Subjects.
+    pub subjects: Subjects,
+    /// Start time.
+    pub started: Instant,
+    /// Upstream connection state.
+    pub upstream_connected: Arc<AtomicBool>,
+    /// The outbox.
+    pub outbox: Arc<Mutex<Outbox>>,
+    /// Ingest counters.
+    pub ingest: Arc<IngestStats>,
+    /// Plugins: (name, version, digest, counters).
+    pub plugins: Vec<(String, String, String, Arc<PluginStats>)>,
+}
+
+impl StatusSources {
+    /// The current status.
+    pub fn status(&self) -> Status {
+        let (depth, oldest) = match self.outbox.lock() {
+            Ok(outbox) => (outbox.depth().ok(), outbox.oldest_created_ms().ok().flatten()),
+            Err(_) => (None, None),
+        };
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        Status {
+            device: self.subjects.device().to_owned(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            upstream_connected: self.upstream_connected.load(Ordering::Relaxed),
+            outbox: OutboxStatus {
+                alerts: depth.as_ref().map_or(0, |d| d.alerts),
+                summaries: depth.as_ref().map_or(0, |d| d.summaries),
+                oldest_age_ms: oldest.map(|created| wall_ms().saturating_sub(created).max(0)),
+            },
+            ingest: IngestStatus {
+                messages: load(&self.ingest.messages),
+                deadlettered: load(&self.ingest.deadlettered),
+            },
+            plugins: self
+                .plugins
+                .iter()
+                .map(|(name, version, digest, stats)| PluginStatus {
+                    name: name.clone(),
+                    version: version.clone(),
+                    digest: digest.clone(),
+                    state: if load(&stats.restarts) > 0 || load(&stats.errors) > 0 {
+                        "degraded"
+                    } else {
+                        "running"
+                    }
+                    .to_owned(),
+                    readings_in: load(&stats.readings_in),
+                    alerts_out: load(&stats.alerts_out),
+                    summaries_out: load(&stats.summaries_out),
+                    errors: load(&stats.errors),
+                    restarts: load(&stats.restarts),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Answer status requests until `stop`.
+pub async fn run_status(
+    client: async_nats::Client,
+    sources: Arc<StatusSources>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), async_nats::SubscribeError> {
+    let mut requests = client.subscribe(sources.subjects.status()).await?;
+    loop {
+        let request = tokio::select! {
+            _ = stop.changed() => break,
+            request = requests.next() => match request {
+                Some(request) => request,
+                None => break,
+            },
+        };
+        let Some(reply) = request.reply else { continue };
+        let sources = sources.clone();
+        let status = tokio::task::spawn_blocking(move || sources.status()).await;
+        if let Ok(status) = status {
+            let body = serde_json::to_vec(&status).unwrap_or_default();
+            if let Err(error) = client.publish(reply, body.into()).await {
+                tracing::warn!(%error, "Cannot answer a status request");
+            }
+        }
+    }
+    Ok(())
+}

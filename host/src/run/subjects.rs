@@ -1,0 +1,56 @@
+//! The subjects of one device (DESIGN "Bus: subjects and payloads").
+
+/// Subject names for one device.
+#[derive(Debug, Clone)]
+pub struct Subjects {
+    device: String,
+}
+
+impl Subjects {
+    /// Subjects of `device`.
+    pub fn new(device: &str) -> Subjects {
+        Subjects {
+            device: device.to_owned(),
+        }
+    }
+
+    /// The device id.
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// `edgewise.<device>.alerts.<plugin>`: alerts, published at once.
+    pub fn local_alerts(&self, plugin: &str) -> String {
+        format!("edgewise.{}.alerts.{plugin}", self.device)
+    }
+
+    /// `edgewise.<device>.up.alerts.<plugin>`: alerts upstream.
+    pub fn upstream_alerts(&self, plugin: &str) -> String {
+        format!("edgewise.{}.up.alerts.{plugin}", self.device)
+    }
+
+    /// `edgewise.<device>.up.summaries.<plugin>`: summaries upstream.
+    pub fn upstream_summaries(&self, plugin: &str) -> String {
+        format!("edgewise.{}.up.summaries.{plugin}", self.device)
+    }
+
+    /// `edgewise.<device>.up.>`: what the upstream stream stores.
+    pub fn upstream_filter(&self) -> String {
+        format!("edgewise.{}.up.>", self.device)
+    }
+
+    /// `edgewise.<device>.deadletter`: invalid input, with the reason.
+    pub fn deadletter(&self) -> String {
+        format!("edgewise.{}.deadletter", self.device)
+    }
+
+    /// `edgewise.<device>.status`: status requests.
+    pub fn status(&self) -> String {
+        format!("edgewise.{}.status", self.device)
+    }
+
+    /// `Nats-Msg-Id` of an output: `<device>/<plugin>/<seq>`.
+    pub fn msg_id(&self, plugin: &str, seq: u64) -> String {
+        format!("{}/{plugin}/{seq}", self.device)
+    }
+}

@@ -1,0 +1,425 @@
+//! `edgewise run` as a device runs it: the real binary, real nats-servers
+//! (a local bus and a cloud with JetStream), real signed bundles.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use edgewise_tests::nats::NatsServer;
+use edgewise_tests::{edgewise, edgewise_bin, plugin_wasm, workspace_root};
+
+const DEVICE: &str = "dev-1";
+/// Time allowed for something to arrive over the bus (generous for a loaded CI machine).
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A device: key, trust store, signed bundles, a config, and the running host.
+struct Device {
+    dir: tempfile::TempDir,
+    host: Option<Child>,
+}
+
+impl Device {
+    /// Sign glucose-monitor (and threshold, with `extra_plugins`), write the config.
+    fn new(local: &NatsServer, upstream: Option<&NatsServer>, extra_plugins: &str) -> Device {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let run = edgewise(["keygen".as_ref(), "--out".as_ref(), path("key").as_os_str()]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        std::fs::create_dir(path("trust")).unwrap();
+        std::fs::copy(path("key.pub"), path("trust/key.pub")).unwrap();
+        for plugin in ["glucose-monitor", "threshold"] {
+            let manifest = workspace_root().join("plugins").join(plugin).join("edgewise.toml");
+            let run = edgewise([
+                "sign".as_ref(),
+                "--key".as_ref(),
+                path("key.key").as_os_str(),
+                "--manifest".as_ref(),
+                manifest.as_os_str(),
+                "--out".as_ref(),
+                path(&format!("{plugin}.wasm")).as_os_str(),
+                plugin_wasm(plugin).as_os_str(),
+            ]);
+            assert_eq!(run.code, Some(0), "{}", run.stderr);
+        }
+        let upstream = upstream.map_or(String::new(), |cloud| {
+            format!(
+                "[upstream]\nurl = \"{}\"\nstream = \"EDGEWISE_UP\"\ncreate_stream = true\n",
+                cloud.url()
+            )
+        });
+        let config = format!(
+            "device = \"{DEVICE}\"\ndata_dir = \"data\"\ntrust_dir = \"trust\"\ntick = \"100ms\"\n\
+             [local]\nurl = \"{}\"\n{upstream}\n[[plugins]]\nbundle = \"glucose-monitor.wasm\"\n{extra_plugins}",
+            local.url()
+        );
+        std::fs::write(path("edgewise.toml"), config).unwrap();
+        Device { dir, host: None }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Start `edgewise run` and wait until it answers status requests.
+    async fn start(&mut self, local: &NatsServer) {
+        let child = Command::new(edgewise_bin())
+            .args(["run", "--config"])
+            .arg(self.path("edgewise.toml"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.host = Some(child);
+        let client = async_nats::connect(local.url()).await.unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let asked = client.request(format!("edgewise.{DEVICE}.status"), "".into());
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), asked).await {
+                return;
+            }
+            if let Some(status) = self.host.as_mut().and_then(|h| h.try_wait().unwrap()) {
+                let output = self.host.take().unwrap().wait_with_output().unwrap();
+                panic!(
+                    "edgewise run exited ({status}): {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "edgewise run did not answer status requests"
+            );
+        }
+    }
+
+    /// SIGTERM the host; return its exit code and stderr.
+    fn terminate(&mut self) -> (Option<i32>, String) {
+        let child = self.host.take().expect("the host is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = child.wait_with_output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        if let Some(mut host) = self.host.take() {
+            let _ = host.kill();
+            let _ = host.wait();
+        }
+    }
+}
+
+/// Now, in ms since the epoch: readings stamped now raise no signal-loss and
+/// close no window during a test that runs on the wall clock.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn reading(ts: i64, value: f64) -> bytes::Bytes {
+    format!(r#"{{"ts":{ts},"value":{value},"unit":"mg/dL"}}"#).into()
+}
+
+/// The next message of `subscriber` as JSON, or panic after [`WAIT`].
+async fn next_json(subscriber: &mut async_nats::Subscriber, what: &str) -> Value {
+    match tokio::time::timeout(WAIT, subscriber.next()).await {
+        Ok(Some(message)) => serde_json::from_slice(&message.payload).unwrap(),
+        _ => panic!("no {what} within {WAIT:?}"),
+    }
+}
+
+/// The alerts stored upstream, waiting until there are `at_least` messages.
+async fn upstream_alerts(cloud: &NatsServer, at_least: usize) -> Vec<(String, Value)> {
+    let mut messages = upstream_messages(cloud, at_least).await;
+    messages.retain(|(subject, _)| subject.contains(".up.alerts."));
+    messages
+}
+
+/// Messages stored in the upstream stream, waiting until there are `at_least`.
+async fn upstream_messages(cloud: &NatsServer, at_least: usize) -> Vec<(String, Value)> {
+    let client = async_nats::connect(cloud.url()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(mut stream) = jetstream.get_stream("EDGEWISE_UP").await {
+            let count = stream.info().await.unwrap().state.messages as usize;
+            if count >= at_least {
+                let mut messages = Vec::new();
+                for sequence in 1..=stream.info().await.unwrap().state.last_sequence {
+                    if let Ok(message) = stream.get_raw_message(sequence).await {
+                        messages.push((
+                            message.subject.to_string(),
+                            serde_json::from_slice(&message.payload).unwrap(),
+                        ));
+                    }
+                }
+                return messages;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fewer than {at_least} messages upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_low_glucose_reading_alerts_locally_and_upstream_once() {
+    let local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    let mut device = Device::new(&local, Some(&cloud), "");
+    device.start(&local).await;
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    client
+        .publish("sensors.cgm.patient-7", reading(now_ms(), 49.0))
+        .await
+        .unwrap();
+    let alert = next_json(&mut alerts, "local alert").await;
+    assert_eq!(alert["code"], "urgent-low");
+    // No `sensor` in the payload: the subject without its first token.
+    assert_eq!(alert["sensor"], "cgm.patient-7");
+    assert_eq!(alert["device"], DEVICE);
+    assert_eq!(alert["value"], 49.0);
+    let upstream = upstream_alerts(&cloud, 1).await;
+    assert_eq!(upstream.len(), 1, "{upstream:?}");
+    assert_eq!(upstream[0].0, format!("edgewise.{DEVICE}.up.alerts.glucose-monitor"));
+    assert_eq!(upstream[0].1, alert);
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_payloads_are_dead_lettered_while_valid_ones_flow() {
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, "");
+    device.start(&local).await;
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut dead = client.subscribe(format!("edgewise.{DEVICE}.deadletter")).await.unwrap();
+    let mut alerts = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let oversize = format!(r#"{{"ts":1,"value":1,"pad":"{}"}}"#, "x".repeat(70_000));
+    let bad: [(&str, String, &str); 6] = [
+        ("not JSON", "hello".into(), "payload is not JSON"),
+        ("no value", r#"{"ts":1434300000000}"#.into(), "missing `value`"),
+        (
+            "NaN",
+            r#"{"ts":1434300000000,"value":NaN}"#.into(),
+            "payload is not JSON",
+        ),
+        (
+            "string value",
+            r#"{"ts":1434300000000,"value":"49"}"#.into(),
+            "`value` must be a number",
+        ),
+        ("oversize", oversize, "over the 65536-byte limit"),
+        (
+            "bad ts",
+            r#"{"ts":"yesterday","value":49}"#.into(),
+            "`ts` must be milliseconds",
+        ),
+    ];
+    for (_, payload, _) in &bad {
+        client.publish("sensors.cgm.p1", payload.clone().into()).await.unwrap();
+    }
+    client.publish("sensors.cgm.p1", reading(now_ms(), 49.0)).await.unwrap();
+    for (case, _, reason) in &bad {
+        let letter = next_json(&mut dead, &format!("dead letter for {case}")).await;
+        assert_eq!(letter["subject"], "sensors.cgm.p1", "{case}");
+        assert!(letter["reason"].as_str().unwrap().contains(reason), "{case}: {letter}");
+    }
+    let alert = next_json(&mut alerts, "alert after the bad messages").await;
+    assert_eq!(alert["code"], "urgent-low");
+    let status = edgewise(["status", "--nats", &local.url(), "--device", DEVICE, "--json"]);
+    assert_eq!(status.code, Some(0), "{}", status.stderr);
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["ingest"]["deadlettered"], 6);
+    assert_eq!(status["ingest"]["messages"], 7);
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_plugins_with_overlapping_subscriptions_each_get_their_readings() {
+    let local = NatsServer::start();
+    let threshold = "[[plugins]]\nbundle = \"threshold.wasm\"\nsubscriptions = [\"sensors.>\"]\n\
+                     [plugins.config]\nlow = 70\nhigh = 180\n";
+    let mut device = Device::new(&local, None, threshold);
+    device.start(&local).await;
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut glucose = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
+        .await
+        .unwrap();
+    let mut generic = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.threshold"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    client.publish("sensors.cgm.p1", reading(now_ms(), 49.0)).await.unwrap();
+    assert_eq!(
+        next_json(&mut glucose, "glucose-monitor alert").await["code"],
+        "urgent-low"
+    );
+    assert_eq!(next_json(&mut generic, "threshold alert").await["code"], "below-low");
+    let status = edgewise(["status", "--nats", &local.url(), "--device", DEVICE]);
+    assert_eq!(status.code, Some(0), "{}", status.stderr);
+    for name in ["glucose-monitor", "threshold"] {
+        assert!(status.stdout.contains(name), "{}", status.stdout);
+    }
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_down_at_start_then_up_delivers_everything_once() {
+    let local = NatsServer::start();
+    let mut cloud = NatsServer::start_with_jetstream();
+    cloud.stop();
+    let mut device = Device::new(&local, Some(&cloud), "");
+    device.start(&local).await;
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    // Three sensors, each one urgent-low alert.
+    for sensor in ["a", "b", "c"] {
+        client
+            .publish(format!("sensors.cgm.{sensor}"), reading(now_ms(), 45.0))
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        next_json(&mut alerts, "local alert while upstream is down").await;
+    }
+    let status = edgewise(["status", "--nats", &local.url(), "--device", DEVICE, "--json"]);
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["upstream_connected"], false);
+    assert_eq!(status["outbox"]["alerts"], 3, "{status}");
+    cloud.start_again();
+    let upstream = upstream_alerts(&cloud, 3).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // time for any duplicate to show up
+    let upstream_again = upstream_alerts(&cloud, 3).await;
+    assert_eq!(upstream.len(), 3, "{upstream:?}");
+    assert_eq!(upstream_again.len(), 3, "delivered once");
+    let mut sensors: Vec<&str> = upstream.iter().map(|(_, m)| m["sensor"].as_str().unwrap()).collect();
+    sensors.sort();
+    assert_eq!(sensors, ["cgm.a", "cgm.b", "cgm.c"]);
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_exits_zero_and_loses_nothing() {
+    let local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    let mut device = Device::new(&local, Some(&cloud), "");
+    device.start(&local).await;
+    let client = async_nats::connect(local.url()).await.unwrap();
+    // Two hours of 5-minute readings for 5 sensors, swinging through every band:
+    // alerts and hourly summaries.
+    let start = 1_434_300_000_000i64 - 1_434_300_000_000 % 3_600_000;
+    for step in 0..24 {
+        for sensor in 0..5 {
+            let value = [45.0, 60.0, 120.0, 200.0, 300.0][(step / 3 + sensor) % 5];
+            client
+                .publish(
+                    format!("sensors.cgm.s{sensor}"),
+                    reading(start + step as i64 * 300_000, value),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    client.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    // The final line counts what was emitted and what stayed in the outbox.
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("edgewise stopped"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let count_before = |word: &str| -> usize {
+        let at = words
+            .iter()
+            .position(|w| w.trim_end_matches([',', ';']) == word)
+            .unwrap();
+        words[at - 1].parse().unwrap()
+    };
+    let emitted = count_before("alerts") + count_before("summaries");
+    let readings = count_before("readings");
+    assert_eq!(readings, 120, "every reading reached the plugin: {line}");
+    assert!(emitted > 0, "{line}");
+    let kept: usize = {
+        let tail = &line[line.find("outbox holds").unwrap() + "outbox holds".len()..];
+        let numbers: Vec<usize> = tail
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        numbers.iter().sum()
+    };
+    let upstream = upstream_messages(&cloud, emitted - kept).await;
+    assert_eq!(upstream.len() + kept, emitted, "delivered + kept = emitted: {line}");
+}
+
+#[test]
+fn config_errors_exit_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edgewise.toml");
+    let cases = [
+        (
+            "device = \"d\"\ndata_dir = \"x\"\ntrust_dir = \".\"\ntick = \"soon\"\n[local]\nurl = \"nats://127.0.0.1:4222\"\n[[plugins]]\nbundle = \"missing.wasm\"\n",
+            vec!["tick: `soon`", "plugins[0].bundle:"],
+        ),
+        (
+            "data_dir = \"x\"\ntrust_dir = \".\"\n[local]\nurl = \"nats://127.0.0.1:4222\"\n",
+            vec!["device: ", "missing field `device`"],
+        ),
+        (
+            "device = \"d e\"\ndata_dir = \"x\"\ntrust_dir = \"nope\"\n[local]\nurl = \"\"\n[[plugins]]\nbundle = \"x.wasm\"\nsubscriptions = [\"a..b\"]\n",
+            vec![
+                "device: `d e`",
+                "trust_dir: ",
+                "local.url: is empty",
+                "plugins[0].subscriptions: `a..b`",
+            ],
+        ),
+        (
+            "device = \"d\"\ndata_dir = \"x\"\ntrust_dir = \".\"\nfrobnicate = 1\n[local]\nurl = \"nats://127.0.0.1:4222\"\n",
+            vec!["frobnicate: "],
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&config, text).unwrap();
+        let run = edgewise(["run".as_ref(), "--config".as_ref(), config.as_os_str()]);
+        assert_eq!(run.code, Some(2), "{text}\n{}", run.stderr);
+        for key in expected {
+            assert!(run.stderr.contains(key), "`{key}` in\n{}", run.stderr);
+        }
+    }
+}
