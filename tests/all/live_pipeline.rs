@@ -24,6 +24,11 @@ struct Device {
 impl Device {
     /// Sign glucose-monitor (and threshold, with `extra_plugins`), write the config.
     fn new(local: &NatsServer, upstream: Option<&NatsServer>, extra_plugins: &str) -> Device {
+        Device::with_tick(local, upstream, "100ms", extra_plugins)
+    }
+
+    /// As [`Device::new`], with another tick interval.
+    fn with_tick(local: &NatsServer, upstream: Option<&NatsServer>, tick: &str, extra_plugins: &str) -> Device {
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name);
         let run = edgewise(["keygen".as_ref(), "--out".as_ref(), path("key").as_os_str()]);
@@ -51,7 +56,7 @@ impl Device {
             )
         });
         let config = format!(
-            "device = \"{DEVICE}\"\ndata_dir = \"data\"\ntrust_dir = \"trust\"\ntick = \"100ms\"\n\
+            "device = \"{DEVICE}\"\ndata_dir = \"data\"\ntrust_dir = \"trust\"\ntick = \"{tick}\"\n\
              [local]\nurl = \"{}\"\n{upstream}\n[[plugins]]\nbundle = \"glucose-monitor.wasm\"\n{extra_plugins}",
             local.url()
         );
@@ -422,4 +427,180 @@ fn config_errors_exit_2_naming_the_key() {
             assert!(run.stderr.contains(key), "`{key}` in\n{}", run.stderr);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jetstream_source_processes_readings_published_while_the_host_was_down() {
+    let local = NatsServer::start_with_jetstream();
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client.clone());
+    jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "SENSORS".into(),
+            subjects: vec!["sensors.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Published before the host exists.
+    jetstream
+        .publish("sensors.cgm.early", reading(now_ms(), 48.0))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let ingest = "[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n";
+    let mut device = Device::new(&local, None, ingest);
+    let mut alerts = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    device.start(&local).await;
+    let alert = next_json(&mut alerts, "alert for a reading published before start").await;
+    assert_eq!(
+        (alert["code"].as_str(), alert["sensor"].as_str()),
+        (Some("urgent-low"), Some("cgm.early"))
+    );
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+
+    // Down again: published now, processed at the next start, and the first
+    // reading (acknowledged) is not processed twice.
+    jetstream
+        .publish("sensors.cgm.late", reading(now_ms(), 47.0))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    device.start(&local).await;
+    let alert = next_json(&mut alerts, "alert for a reading published while down").await;
+    assert_eq!(alert["sensor"], "cgm.late");
+    let status = edgewise(["status", "--nats", &local.url(), "--device", DEVICE, "--json"]);
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["plugins"][0]["readings_in"], 1, "only the new reading: {status}");
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// Publishing a recording over NATS gives the same alerts and summaries as
+/// `edgewise replay` of that recording, ignoring `device`, `seq`, emission
+/// order, and what the end of the recording leaves open (windows not yet
+/// closed, outages after the last reading). This is what makes replay in CI
+/// meaningful.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_run_gives_the_same_outputs_as_a_replay() {
+    const SUBJECT: &str = "Subject 3";
+    const SPEED: f64 = 36_000.0; // six days of data in about 15 s
+    let csv = std::fs::read_to_string(edgewise_tests::data_file("cgm/ExampleData5Subjects.csv")).unwrap();
+    let readings = crate::metrics_crosscheck::read_recording(&csv).remove(SUBJECT).unwrap();
+    let (first_ts, last_ts) = (readings[0].0, readings[readings.len() - 1].0);
+
+    // The live run: a simulated clock starting just before the first reading.
+    let local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    let clock = format!(
+        "[clock]\nstart = \"{}\"\nspeed = {SPEED}\n",
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(first_ts - 60_000) * 1_000_000)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    );
+    let mut device = Device::with_tick(&local, Some(&cloud), "5m", &clock);
+    device.start(&local).await;
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let status = || async {
+        let reply = client
+            .request(format!("edgewise.{DEVICE}.status"), "".into())
+            .await
+            .unwrap();
+        serde_json::from_slice::<Value>(&reply.payload).unwrap()
+    };
+    // Publish each reading when the host's clock reaches its timestamp.
+    let anchor_real = tokio::time::Instant::now();
+    let anchor_clock = status().await["clock_ms"].as_i64().unwrap();
+    for (ts, value) in &readings {
+        let due = Duration::from_secs_f64(((ts - anchor_clock).max(0) as f64 / SPEED) / 1000.0);
+        tokio::time::sleep_until(anchor_real + due).await;
+        let payload = format!(r#"{{"ts":{ts},"value":{value},"unit":"mg/dL","sensor":"{SUBJECT}"}}"#);
+        client.publish("sensors.cgm.subject-3", payload.into()).await.unwrap();
+    }
+    // Let the clock run an hour past the last reading, then wait for the outbox to drain.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = status().await;
+        let settled = now["plugins"][0]["readings_in"] == readings.len()
+            && now["clock_ms"].as_i64().unwrap() > last_ts + 3_600_000
+            && now["outbox"]["alerts"] == 0
+            && now["outbox"]["summaries"] == 0;
+        if settled {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the live run did not settle: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let live: Vec<Value> = upstream_messages(&cloud, 1)
+        .await
+        .into_iter()
+        .map(|(_, message)| message)
+        .collect();
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+
+    // The replay of the same recording through the same bundle.
+    let recording = device.path("subject-3.csv");
+    let rows: String = csv
+        .lines()
+        .filter(|l| l.starts_with("\"id\"") || l.starts_with(&format!("\"{SUBJECT}\"")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&recording, rows).unwrap();
+    let replay = edgewise([
+        "replay".as_ref(),
+        "--plugin".as_ref(),
+        device.path("glucose-monitor.wasm").as_os_str(),
+        "--trust".as_ref(),
+        device.path("trust").as_os_str(),
+        "--input".as_ref(),
+        recording.as_os_str(),
+    ]);
+    assert_eq!(replay.code, Some(0), "{}", replay.stderr);
+    let replayed: Vec<Value> = replay
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+
+    // Compare as multisets, without device and seq, within what both runs closed.
+    let comparable = |outputs: &[Value]| -> Vec<String> {
+        let mut kept: Vec<String> = outputs
+            .iter()
+            .filter(|o| match o["type"].as_str() {
+                Some("alert") => o["ts"].as_i64().unwrap() <= last_ts,
+                _ => o["window_end"].as_i64().unwrap() <= last_ts - 3_600_000,
+            })
+            .map(|o| {
+                let mut o = o.as_object().unwrap().clone();
+                o.remove("device");
+                o.remove("seq");
+                serde_json::to_string(&o).unwrap()
+            })
+            .collect();
+        kept.sort();
+        kept
+    };
+    let (live, replayed) = (comparable(&live), comparable(&replayed));
+    assert!(replayed.len() > 100, "the recording makes outputs: {}", replayed.len());
+    let only_live: Vec<&String> = live.iter().filter(|l| !replayed.contains(l)).collect();
+    let only_replay: Vec<&String> = replayed.iter().filter(|r| !live.contains(r)).collect();
+    assert!(
+        only_live.is_empty() && only_replay.is_empty() && live.len() == replayed.len(),
+        "live {} vs replay {} outputs\nonly live: {only_live:#?}\nonly replay: {only_replay:#?}",
+        live.len(),
+        replayed.len()
+    );
 }

@@ -27,7 +27,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 }
 
 /// `"id",YYYY-MM-DD HH:MM:SS,gl` rows into per-sensor sorted (ts, value) lists; NA dropped.
-fn read_recording(text: &str) -> BTreeMap<String, Vec<(i64, f64)>> {
+pub(crate) fn read_recording(text: &str) -> BTreeMap<String, Vec<(i64, f64)>> {
     let mut sensors: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
     for line in text.lines().skip(1) {
         let fields: Vec<&str> = line.split(',').collect();

@@ -45,6 +45,11 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
         return Ok(());
     }
     println!("device:     {} (up {:.0} s)", status.device, status.uptime_s);
+    let clock = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(status.clock_ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| status.clock_ms.to_string());
+    println!("clock:      {clock}");
     println!(
         "upstream:   {}",
         if status.upstream_connected {

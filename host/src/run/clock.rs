@@ -27,6 +27,11 @@ impl Clock {
         }
     }
 
+    /// The current time in ms since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        self.at(Instant::now())
+    }
+
     /// The time for a tick: the clock [`TICK_LAG`] ago.
     pub fn tick_ms(&self) -> i64 {
         self.at(Instant::now()

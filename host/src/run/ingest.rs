@@ -66,8 +66,106 @@ pub async fn run_ingest(
                 }
             }
         }
-        if !readings.is_empty() && queue.send(Work::Readings(readings)).await.is_err() {
+        if !readings.is_empty() && queue.send(Work::Readings(readings, None)).await.is_err() {
             break; // The worker has stopped.
+        }
+    }
+    Ok(())
+}
+
+/// Consume `filters` from the JetStream `stream` through the durable consumer
+/// `consumer_name` until `stop`: readings published while the host was down
+/// are processed after it starts. A message is acknowledged only after the
+/// outputs of its batch are in the outbox (or it was dead-lettered); a crash
+/// before that means redelivery, never loss.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_ingest_jetstream(
+    client: async_nats::Client,
+    subjects: Subjects,
+    stream_name: String,
+    consumer_name: String,
+    filters: Vec<String>,
+    queue: mpsc::Sender<Work>,
+    batch_max: usize,
+    stats: Arc<IngestStats>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    let jetstream = async_nats::jetstream::new(client.clone());
+    // The local stream may appear after the host starts: wait for it.
+    let stream = loop {
+        match jetstream.get_stream(&stream_name).await {
+            Ok(stream) => break stream,
+            Err(error) => {
+                tracing::warn!(stream = %stream_name, %error, "Waiting for the sensor stream");
+                tokio::select! {
+                    _ = stop.changed() => return Ok(()),
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
+    let config = pull::Config {
+        durable_name: Some(consumer_name.clone()),
+        filter_subjects: filters,
+        ack_policy: AckPolicy::Explicit,
+        ..Default::default()
+    };
+    let consumer: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
+        .get_or_create_consumer(&consumer_name, config)
+        .await
+        .map_err(|e| format!("consumer {consumer_name} on {stream_name}: {e}"))?;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("consumer {consumer_name}: {e}"))?;
+    let mut chunks = messages.ready_chunks(batch_max);
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            chunk = chunks.next() => match chunk {
+                Some(chunk) => chunk,
+                None => break,
+            },
+        };
+        let mut readings = Vec::new();
+        let mut received = Vec::with_capacity(chunk.len());
+        for message in chunk {
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!(%error, "JetStream consumer error");
+                    continue;
+                }
+            };
+            stats.messages.fetch_add(1, Ordering::Relaxed);
+            match payload::decode(message.subject.as_str(), &message.payload) {
+                Ok(decoded) => readings.extend(decoded),
+                Err(error) => {
+                    stats.deadlettered.fetch_add(1, Ordering::Relaxed);
+                    deadletter(
+                        &client,
+                        &subjects,
+                        message.subject.as_str(),
+                        &message.payload,
+                        &error.to_string(),
+                    )
+                    .await;
+                }
+            }
+            received.push(message);
+        }
+        if !readings.is_empty() {
+            let (done, written) = tokio::sync::oneshot::channel();
+            if queue.send(Work::Readings(readings, Some(done))).await.is_err() || written.await.is_err() {
+                break; // The worker has stopped: leave the messages unacknowledged.
+            }
+        }
+        for message in received {
+            if let Err(error) = message.ack().await {
+                tracing::warn!(%error, "Cannot acknowledge a sensor message; it will be redelivered");
+            }
         }
     }
     Ok(())

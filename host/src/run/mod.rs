@@ -189,19 +189,35 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
     let ingest_stats = Arc::new(IngestStats::default());
     let mut ingest_tasks = Vec::new();
     for plugin in &plugins {
-        ingest_tasks.push(tokio::spawn(ingest::run_ingest(
+        let (local, subjects, filters, queue, stats, stopped) = (
             local.clone(),
             subjects.clone(),
             plugin.subscriptions.clone(),
             plugin.worker.queue.clone(),
-            config.limits.batch_max,
             ingest_stats.clone(),
             stopped.clone(),
-        )));
+        );
+        let batch_max = config.limits.batch_max;
+        ingest_tasks.push(match &config.source {
+            config::Source::Core => tokio::spawn(async move {
+                ingest::run_ingest(local, subjects, filters, queue, batch_max, stats, stopped)
+                    .await
+                    .map_err(|e| e.to_string())
+            }),
+            config::Source::JetStream { stream } => {
+                let (stream, consumer) = (
+                    stream.clone(),
+                    format!("edgewise-{}-{}", config.device, plugin.provenance.plugin),
+                );
+                tokio::spawn(ingest::run_ingest_jetstream(
+                    local, subjects, stream, consumer, filters, queue, batch_max, stats, stopped,
+                ))
+            }
+        });
     }
     let clock = Clock::start(config.clock.clone());
     let ticker = tokio::spawn(run_ticker(
-        clock,
+        clock.clone(),
         config.tick,
         plugins.iter().map(|p| p.worker.queue.clone()).collect(),
         stopped.clone(),
@@ -220,6 +236,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
     let sources = Arc::new(StatusSources {
         subjects: subjects.clone(),
         started: started_at,
+        clock,
         upstream_connected,
         outbox: outbox.clone(),
         ingest: ingest_stats,

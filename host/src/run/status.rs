@@ -20,6 +20,8 @@ pub struct Status {
     pub device: String,
     /// Seconds since start.
     pub uptime_s: f64,
+    /// The host clock (ms since the epoch; simulated when configured).
+    pub clock_ms: i64,
     /// Whether the upstream connection is up.
     pub upstream_connected: bool,
     /// Outbox depth.
@@ -79,6 +81,8 @@ pub struct StatusSources {
     pub subjects: Subjects,
     /// Start time.
     pub started: Instant,
+    /// The host clock.
+    pub clock: super::clock::Clock,
     /// Upstream connection state.
     pub upstream_connected: Arc<AtomicBool>,
     /// The outbox.
@@ -100,6 +104,7 @@ impl StatusSources {
         Status {
             device: self.subjects.device().to_owned(),
             uptime_s: self.started.elapsed().as_secs_f64(),
+            clock_ms: self.clock.now_ms(),
             upstream_connected: self.upstream_connected.load(Ordering::Relaxed),
             outbox: OutboxStatus {
                 alerts: depth.as_ref().map_or(0, |d| d.alerts),

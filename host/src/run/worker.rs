@@ -18,8 +18,10 @@ use crate::runtime::{CompiledPlugin, Limits, PluginError, PluginInstance, Runtim
 /// Work for a plugin.
 #[derive(Debug)]
 pub enum Work {
-    /// A batch of readings (one sensor's readings in arrival order).
-    Readings(Vec<Reading>),
+    /// A batch of readings (each sensor's readings in arrival order), and
+    /// optionally who to tell once its outputs are in the outbox (JetStream
+    /// ingest acknowledges the messages only then).
+    Readings(Vec<Reading>, Option<tokio::sync::oneshot::Sender<()>>),
     /// A clock tick.
     Tick(i64),
 }
@@ -125,19 +127,23 @@ impl WorkerState {
         while let Some(work) = receiver.blocking_recv() {
             let stats = self.stats.clone();
             let Some(instance) = self.instance_or_restart() else {
+                // No instance: the work is dropped (counted in `errors` by the failed restart).
                 continue;
             };
-            let result = match &work {
-                Work::Readings(readings) => {
+            let (result, done) = match work {
+                Work::Readings(readings, done) => {
                     stats.readings_in.fetch_add(readings.len() as u64, Ordering::Relaxed);
-                    instance.on_readings(readings)
+                    (instance.on_readings(&readings), done)
                 }
-                Work::Tick(now_ms) => instance.on_tick(*now_ms),
+                Work::Tick(now_ms) => (instance.on_tick(now_ms), None),
             };
             let outputs = instance.take_outputs();
             self.emit(outputs);
             if let Err(error) = result {
                 self.failed(error);
+            }
+            if let Some(done) = done {
+                let _ = done.send(());
             }
         }
     }

@@ -84,6 +84,13 @@ impl SensorState {
         let (ts, v) = (reading.timestamp_ms, reading.value);
         if let Some(last) = self.last_valid_ms {
             let spacing = ts.saturating_sub(last);
+            // A gap no tick saw (ticks are further apart than the gap, or
+            // the clock trails the data): report it now, so that whether an
+            // outage is reported never depends on when ticks happen.
+            if !self.signal_lost && spacing >= settings.signal_loss_ms {
+                self.signal_lost = true;
+                out.alert(alerts::signal_loss(&reading.sensor, last, settings));
+            }
             if spacing > settings.episode_gap_ms {
                 self.episodes.reset();
             }

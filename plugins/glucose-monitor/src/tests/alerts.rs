@@ -306,6 +306,28 @@ fn signal_loss_on_tick_once_then_resolved() {
 }
 
 #[test]
+fn a_gap_no_tick_saw_is_reported_by_the_reading_that_ends_it() {
+    // Ticks every hour (or none): the 25-minute gap is still reported, with
+    // the same stamp as on a tick, then resolved at once.
+    let mut h = Harness::new();
+    h.read(0, 100.0).read(25, 100.0).read(30, 100.0).read(49, 100.0);
+    assert_eq!(
+        h.events("signal-loss"),
+        ev(&[(20, "signal-loss"), (25, "signal-loss-resolved")]),
+        "a 19-minute gap is not an outage"
+    );
+    // Whether a tick saw the gap or not, the outputs are the same.
+    let mut ticked = Harness::new();
+    ticked
+        .read(0, 100.0)
+        .tick(21)
+        .read(25, 100.0)
+        .read(30, 100.0)
+        .read(49, 100.0);
+    assert_eq!(ticked.events("signal-loss"), h.events("signal-loss"));
+}
+
+#[test]
 fn signal_loss_ignores_invalid_and_late_readings() {
     let mut h = Harness::new();
     h.read(0, 100.0).read(10, f64::NAN).read(15, 30.0).tick(20);
