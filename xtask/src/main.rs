@@ -1,9 +1,12 @@
 //! `cargo xtask`: the project's automation, in Rust rather than shell.
 //!
-//! - `cargo xtask test`: add the wasm32-wasip2 target if missing, build the
-//!   plugins and the host, check formatting and lints, run every test.
-//! - `cargo xtask demo`: build everything and replay a real CGM recording
-//!   through glucose-monitor, printing its alerts and daily summaries.
+//! - `cargo xtask test`: add the wasm32-wasip2 target if missing, install
+//!   nats-server if missing, build the plugins and the host, check formatting
+//!   and lints, run every test.
+//! - `cargo xtask demo`: sign the plugins, start a local and a cloud
+//!   nats-server and `edgewise run` on a simulated clock, play a real CGM
+//!   recording, show alerts and summaries live through a cloud outage, and
+//!   count that nothing was lost.
 //! - `cargo xtask build-plugins`: only build the plugin components.
 //!
 //! Everything uses the release profile, so wasmtime is compiled once.
@@ -74,10 +77,19 @@ pub(crate) fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
 pub(crate) fn cargo_with_env(root: &Path, args: &[&str], env: &[(&str, &OsStr)]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("xtask: cargo {}", args.join(" "));
-    let status = Command::new(&cargo)
-        .args(args)
+    let mut command = Command::new(&cargo);
+    command.args(args).current_dir(root);
+    // `cargo xtask` is a `cargo run`: it sets the package variables of xtask,
+    // which build scripts (ring's) track. Passed down, they would make the
+    // inner and outer builds invalidate each other on every run.
+    for (name, _) in std::env::vars_os() {
+        let name_text = name.to_string_lossy();
+        if name_text.starts_with("CARGO_PKG_") || name_text.starts_with("CARGO_MANIFEST_") {
+            command.env_remove(&name);
+        }
+    }
+    let status = command
         .envs(env.iter().copied())
-        .current_dir(root)
         .status()
         .with_context(|| format!("cannot run {cargo}"))?;
     if !status.success() {

@@ -15,7 +15,10 @@ pub async fn connect(
     let mut options = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
-        .max_reconnects(None);
+        .max_reconnects(None)
+        // Retry a lost server every 250 ms at first, at most every 2 s: an
+        // outbox waits for the cloud, and should drain soon after it is back.
+        .reconnect_delay_callback(|attempts| Duration::from_millis((250 * attempts as u64).min(2_000)));
     if retry_initial {
         options = options.retry_on_initial_connect();
     }

@@ -39,14 +39,26 @@ pub async fn run_ingest(
         subscriptions.push(client.subscribe(filter.clone()).await?);
     }
     let mut messages = futures::stream::select_all(subscriptions).ready_chunks(batch_max);
+    let mut stopping = false;
     loop {
-        let chunk = tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            chunk = messages.next() => match chunk {
-                Some(chunk) => chunk,
-                None => break,
-            },
+        let chunk = if stopping {
+            // Stopping: take what has already arrived, without waiting for more.
+            match futures::FutureExt::now_or_never(messages.next()) {
+                Some(Some(chunk)) => chunk,
+                _ => break,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => {
+                    stopping = true;
+                    continue;
+                }
+                chunk = messages.next() => match chunk {
+                    Some(chunk) => chunk,
+                    None => break,
+                },
+            }
         };
         let mut readings = Vec::with_capacity(chunk.len());
         for message in chunk {
