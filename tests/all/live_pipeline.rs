@@ -70,6 +70,12 @@ impl Device {
 
     /// Start `edgewise run` and wait until it answers status requests.
     async fn start(&mut self, local: &NatsServer) {
+        let client = async_nats::connect(local.url()).await.unwrap();
+        self.start_with(&client).await;
+    }
+
+    /// As [`Device::start`], asking for the status through `client`.
+    async fn start_with(&mut self, client: &async_nats::Client) {
         let child = Command::new(edgewise_bin())
             .args(["run", "--config"])
             .arg(self.path("edgewise.toml"))
@@ -79,7 +85,6 @@ impl Device {
             .spawn()
             .unwrap();
         self.host = Some(child);
-        let client = async_nats::connect(local.url()).await.unwrap();
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let asked = client.request(format!("edgewise.{DEVICE}.status"), "".into());
@@ -603,4 +608,58 @@ async fn a_live_run_gives_the_same_outputs_as_a_replay() {
         live.len(),
         replayed.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_password_and_token_authentication() {
+    let local = NatsServer::start_with_args(false, &["--user", "edge", "--pass", "s3cret"]);
+    let cloud = NatsServer::start_with_args(true, &["--auth", "cl0ud-token"]);
+    let mut device = Device::new(&local, Some(&cloud), "");
+    // Same device, with the credentials each server wants.
+    let config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
+    let config = config
+        .replace(
+            &format!("url = \"{}\"\n", local.url()),
+            &format!("url = \"{}\"\nuser = \"edge\"\npassword = \"s3cret\"\n", local.url()),
+        )
+        .replace(
+            &format!("url = \"{}\"\n", cloud.url()),
+            &format!("url = \"{}\"\ntoken = \"cl0ud-token\"\n", cloud.url()),
+        );
+    std::fs::write(device.path("edgewise.toml"), config).unwrap();
+    let client = async_nats::ConnectOptions::with_user_and_password("edge".into(), "s3cret".into())
+        .connect(local.url())
+        .await
+        .unwrap();
+    let mut alerts = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    device.start_with(&client).await;
+    client.publish("sensors.cgm.p1", reading(now_ms(), 49.0)).await.unwrap();
+    assert_eq!(
+        next_json(&mut alerts, "alert through an authenticated bus").await["code"],
+        "urgent-low"
+    );
+    let cloud_client = async_nats::ConnectOptions::with_token("cl0ud-token".into())
+        .connect(cloud.url())
+        .await
+        .unwrap();
+    let jetstream = async_nats::jetstream::new(cloud_client);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(mut stream) = jetstream.get_stream("EDGEWISE_UP").await
+            && stream.info().await.unwrap().state.messages >= 1
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing upstream through token authentication"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
 }

@@ -50,6 +50,8 @@ pub struct NatsServer {
     port: u16,
     /// The JetStream store directory (`-sd`), if JetStream is on.
     store: Option<TempDir>,
+    /// Extra command-line arguments (e.g. authentication).
+    extra_args: Vec<String>,
 }
 
 impl NatsServer {
@@ -69,7 +71,23 @@ impl NatsServer {
         NatsServer::launch(Some(store))
     }
 
+    /// Start a server with extra arguments, e.g. `["--user", "u", "--pass", "p"]`,
+    /// with JetStream if `jetstream`. Blocks until it is ready.
+    pub fn start_with_args(jetstream: bool, args: &[&str]) -> NatsServer {
+        let store = jetstream.then(|| {
+            tempfile::Builder::new()
+                .prefix("nats-js-")
+                .tempdir()
+                .unwrap_or_else(|e| panic!("cannot create a JetStream store directory: {e}"))
+        });
+        NatsServer::launch_with(store, args.iter().map(|a| a.to_string()).collect())
+    }
+
     fn launch(store: Option<TempDir>) -> NatsServer {
+        NatsServer::launch_with(store, Vec::new())
+    }
+
+    fn launch_with(store: Option<TempDir>, extra_args: Vec<String>) -> NatsServer {
         let mut server = NatsServer {
             binary: server_binary(),
             child: None,
@@ -77,6 +95,7 @@ impl NatsServer {
             log: Arc::default(),
             port: 0,
             store,
+            extra_args,
         };
         // On panic `server` is dropped, which kills whatever was spawned.
         if let Err(failure) = server.spawn(None) {
@@ -179,6 +198,9 @@ impl NatsServer {
         command.args(["-a", "127.0.0.1", "-p", &port_arg]);
         if let Some(store) = &self.store {
             command.arg("-js").arg("-sd").arg(store.path());
+        }
+        if !self.extra_args.is_empty() {
+            command.args(&self.extra_args);
         }
         let mut child = command
             .stdin(Stdio::null())
