@@ -62,21 +62,7 @@ pub async fn run_ingest(
         };
         let mut readings = Vec::with_capacity(chunk.len());
         for message in chunk {
-            stats.messages.fetch_add(1, Ordering::Relaxed);
-            match payload::decode(message.subject.as_str(), &message.payload) {
-                Ok(decoded) => readings.extend(decoded),
-                Err(error) => {
-                    stats.deadlettered.fetch_add(1, Ordering::Relaxed);
-                    deadletter(
-                        &client,
-                        &subjects,
-                        message.subject.as_str(),
-                        &message.payload,
-                        &error.to_string(),
-                    )
-                    .await;
-                }
-            }
+            take_message(&client, &subjects, &stats, &message, &mut readings).await;
         }
         if !readings.is_empty() && queue.send(Work::Readings(readings, None)).await.is_err() {
             break; // The worker has stopped.
@@ -151,21 +137,7 @@ pub async fn run_ingest_jetstream(
                     continue;
                 }
             };
-            stats.messages.fetch_add(1, Ordering::Relaxed);
-            match payload::decode(message.subject.as_str(), &message.payload) {
-                Ok(decoded) => readings.extend(decoded),
-                Err(error) => {
-                    stats.deadlettered.fetch_add(1, Ordering::Relaxed);
-                    deadletter(
-                        &client,
-                        &subjects,
-                        message.subject.as_str(),
-                        &message.payload,
-                        &error.to_string(),
-                    )
-                    .await;
-                }
-            }
+            take_message(&client, &subjects, &stats, &message, &mut readings).await;
             received.push(message);
         }
         if !readings.is_empty() {
@@ -181,6 +153,31 @@ pub async fn run_ingest_jetstream(
         }
     }
     Ok(())
+}
+
+/// Decode one sensor message into `readings`, or dead-letter it with the reason.
+async fn take_message(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    stats: &IngestStats,
+    message: &async_nats::Message,
+    readings: &mut Vec<crate::model::Reading>,
+) {
+    stats.messages.fetch_add(1, Ordering::Relaxed);
+    match payload::decode(message.subject.as_str(), &message.payload) {
+        Ok(decoded) => readings.extend(decoded),
+        Err(error) => {
+            stats.deadlettered.fetch_add(1, Ordering::Relaxed);
+            deadletter(
+                client,
+                subjects,
+                message.subject.as_str(),
+                &message.payload,
+                &error.to_string(),
+            )
+            .await;
+        }
+    }
 }
 
 /// Publish a refused message with its reason on the dead-letter subject.
