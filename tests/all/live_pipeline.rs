@@ -403,8 +403,12 @@ fn config_errors_exit_2_naming_the_key() {
     let config = dir.path().join("edgewise.toml");
     let cases = [
         (
-            "device = \"d\"\ndata_dir = \"x\"\ntrust_dir = \".\"\ntick = \"soon\"\n[local]\nurl = \"nats://127.0.0.1:4222\"\n[[plugins]]\nbundle = \"missing.wasm\"\n",
-            vec!["tick: `soon`", "plugins[0].bundle:"],
+            "device = \"d\"\ndata_dir = \"x\"\ntrust_dir = \".\"\ntick = \"soon\"\n[local]\nurl = \"nats://127.0.0.1:4222\"\n[[plugins]]\nbundle = \"missing.wasm\"\n[plugins.config]\nlevels = [1, 2]\n",
+            vec![
+                "tick: `soon`",
+                "plugins[0].bundle:",
+                "plugins[0].config.levels: [1, 2] must be a string, number or boolean",
+            ],
         ),
         (
             "data_dir = \"x\"\ntrust_dir = \".\"\n[local]\nurl = \"nats://127.0.0.1:4222\"\n",

@@ -186,6 +186,19 @@ pub fn validate_subject_filter(subject: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A plugin configuration value written in TOML, as the string a plugin
+/// receives: strings as they are, numbers and booleans as written; `None`
+/// for arrays, tables and dates.
+pub fn config_value_text(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
 /// A plugin crate's `edgewise.toml`: what the author declares; `edgewise sign`
 /// adds `format`, `world`, `created` and `code_sha256`.
 #[derive(Debug, Clone, Deserialize)]
@@ -218,18 +231,12 @@ impl ManifestSource {
     pub fn into_manifest(self, code_sha256: String, created: OffsetDateTime) -> Result<Manifest, ManifestError> {
         let mut config = BTreeMap::new();
         for (key, value) in self.config {
-            let text = match value {
-                toml::Value::String(s) => s,
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                other => {
-                    return Err(field(
-                        "config",
-                        format!("`{key}` = {other}: values must be strings, numbers or booleans"),
-                    ));
-                }
-            };
+            let text = config_value_text(&value).ok_or_else(|| {
+                field(
+                    "config",
+                    format!("`{key}` = {value}: values must be strings, numbers or booleans"),
+                )
+            })?;
             config.insert(key, text);
         }
         let manifest = Manifest {

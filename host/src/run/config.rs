@@ -10,7 +10,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::bundle::manifest::validate_subject_filter;
+use crate::bundle::manifest::{config_value_text, validate_subject_filter};
 
 /// The validated configuration of one device.
 #[derive(Debug, Clone)]
@@ -349,18 +349,12 @@ impl RunConfig {
             }
             let mut config = BTreeMap::new();
             for (key, value) in plugin.config {
-                let text = match value {
-                    toml::Value::String(s) => s,
-                    toml::Value::Integer(i) => i.to_string(),
-                    toml::Value::Float(f) => f.to_string(),
-                    toml::Value::Boolean(b) => b.to_string(),
-                    other => {
-                        problem(
-                            &format!("plugins[{index}].config.{key}"),
-                            format!("{other} must be a string, number or boolean"),
-                        );
-                        continue;
-                    }
+                let Some(text) = config_value_text(&value) else {
+                    problem(
+                        &format!("plugins[{index}].config.{key}"),
+                        format!("{value} must be a string, number or boolean"),
+                    );
+                    continue;
                 };
                 config.insert(key, text);
             }
