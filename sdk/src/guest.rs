@@ -65,6 +65,10 @@ fn with_plugin<P: Plugin>(
 
 /// Forward what the plugin produced to the host, in order.
 fn flush(mut out: Outputs) {
+    // Most calls (ticks especially) produce nothing: skip the iterators.
+    if out.alerts().is_empty() && out.summaries().is_empty() && out.logs().is_empty() {
+        return;
+    }
     let (alerts, summaries, logs) = out.take();
     for (level, message) in logs {
         host::log(to_wit_level(level), &message);

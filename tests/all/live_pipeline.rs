@@ -11,32 +11,42 @@ use serde_json::Value;
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{edgewise, edgewise_bin, plugin_wasm, workspace_root};
 
-const DEVICE: &str = "dev-1";
+pub(crate) const DEVICE: &str = "dev-1";
 /// Time allowed for something to arrive over the bus (generous for a loaded CI machine).
-const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// A device: key, trust store, signed bundles, a config, and the running host.
-struct Device {
+pub(crate) struct Device {
     dir: tempfile::TempDir,
     host: Option<Child>,
 }
 
 impl Device {
     /// Sign glucose-monitor (and threshold, with `extra_plugins`), write the config.
-    fn new(local: &NatsServer, upstream: Option<&NatsServer>, extra_plugins: &str) -> Device {
+    pub(crate) fn new(local: &NatsServer, upstream: Option<&NatsServer>, extra_plugins: &str) -> Device {
         Device::with_tick(local, upstream, "100ms", extra_plugins)
     }
 
     /// As [`Device::new`], with another tick interval.
-    fn with_tick(local: &NatsServer, upstream: Option<&NatsServer>, tick: &str, extra_plugins: &str) -> Device {
+    pub(crate) fn with_tick(
+        local: &NatsServer,
+        upstream: Option<&NatsServer>,
+        tick: &str,
+        extra_plugins: &str,
+    ) -> Device {
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name);
         let run = edgewise(["keygen".as_ref(), "--out".as_ref(), path("key").as_os_str()]);
         assert_eq!(run.code, Some(0), "{}", run.stderr);
         std::fs::create_dir(path("trust")).unwrap();
         std::fs::copy(path("key.pub"), path("trust/key.pub")).unwrap();
-        for plugin in ["glucose-monitor", "threshold"] {
-            let manifest = workspace_root().join("plugins").join(plugin).join("edgewise.toml");
+        let plugins = [
+            ("glucose-monitor", workspace_root().join("plugins/glucose-monitor")),
+            ("threshold", workspace_root().join("plugins/threshold")),
+            ("faulty-plugin", workspace_root().join("tests/fixtures/faulty-plugin")),
+        ];
+        for (plugin, crate_dir) in plugins {
+            let manifest = crate_dir.join("edgewise.toml");
             let run = edgewise([
                 "sign".as_ref(),
                 "--key".as_ref(),
@@ -64,18 +74,18 @@ impl Device {
         Device { dir, host: None }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Start `edgewise run` and wait until it answers status requests.
-    async fn start(&mut self, local: &NatsServer) {
+    pub(crate) async fn start(&mut self, local: &NatsServer) {
         let client = async_nats::connect(local.url()).await.unwrap();
         self.start_with(&client).await;
     }
 
     /// As [`Device::start`], asking for the status through `client`.
-    async fn start_with(&mut self, client: &async_nats::Client) {
+    pub(crate) async fn start_with(&mut self, client: &async_nats::Client) {
         let child = Command::new(edgewise_bin())
             .args(["run", "--config"])
             .arg(self.path("edgewise.toml"))
@@ -106,7 +116,7 @@ impl Device {
     }
 
     /// SIGTERM the host; return its exit code and stderr.
-    fn terminate(&mut self) -> (Option<i32>, String) {
+    pub(crate) fn terminate(&mut self) -> (Option<i32>, String) {
         let child = self.host.take().expect("the host is running");
         let status = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -132,14 +142,14 @@ impl Drop for Device {
 
 /// Now, in ms since the epoch: readings stamped now raise no signal-loss and
 /// close no window during a test that runs on the wall clock.
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
 }
 
-fn reading(ts: i64, value: f64) -> bytes::Bytes {
+pub(crate) fn reading(ts: i64, value: f64) -> bytes::Bytes {
     format!(r#"{{"ts":{ts},"value":{value},"unit":"mg/dL"}}"#).into()
 }
 
@@ -152,7 +162,7 @@ async fn next_json(subscriber: &mut async_nats::Subscriber, what: &str) -> Value
 }
 
 /// The alerts stored upstream, waiting until there are `at_least` messages.
-async fn upstream_alerts(cloud: &NatsServer, at_least: usize) -> Vec<(String, Value)> {
+pub(crate) async fn upstream_alerts(cloud: &NatsServer, at_least: usize) -> Vec<(String, Value)> {
     let mut messages = upstream_messages(cloud, at_least).await;
     messages.retain(|(subject, _)| subject.contains(".up.alerts."));
     messages

@@ -38,7 +38,11 @@ fn returned_err_keeps_the_instance_usable() {
     // Still callable: the next call fails the same orderly way, not as poisoned.
     let again = instance.on_readings(&readings(1)).unwrap_err();
     assert!(matches!(again.kind, PluginErrorKind::Returned(_)));
-    assert!(instance.on_tick(0).is_ok());
+    let tick = instance.on_tick(0).unwrap_err();
+    assert!(
+        matches!(tick.kind, PluginErrorKind::Returned(ref m) if m.ends_with("(tick)")),
+        "{tick}"
+    );
 }
 
 #[test]
@@ -62,12 +66,12 @@ fn output_limit_per_call_is_enforced() {
     };
     let mut instance = faulty(&runtime, limits, "err", 1000);
     instance.on_readings(&readings(10)).unwrap();
-    assert_eq!(instance.take_outputs().len(), 10);
+    let within = instance.take_outputs();
+    assert_eq!(within.len(), 10, "outputs within the limit pass");
+    assert!(within.iter().all(|o| matches!(o, Output::Alert(a) if a.code == "seen")));
     let error = instance.on_readings(&readings(11)).unwrap_err();
     assert_eq!(error.kind, PluginErrorKind::Limit(LimitExceeded::Outputs(10)));
-    let kept = instance.take_outputs();
-    assert_eq!(kept.len(), 10, "outputs up to the limit are kept");
-    assert!(kept.iter().all(|o| matches!(o, Output::Alert(a) if a.code == "seen")));
+    assert!(instance.take_outputs().is_empty(), "a flood is discarded whole");
 }
 
 #[test]

@@ -7,10 +7,14 @@
 //!   nats-server and `edgewise run` on a simulated clock, play a real CGM
 //!   recording, show alerts and summaries live through a cloud outage, and
 //!   count that nothing was lost.
+//! - `cargo xtask bench`: run the benchmark suite (`bench/`, every figure
+//!   against a baseline measured in the same run), print the table and write
+//!   `BENCHMARKS.md`.
 //! - `cargo xtask build-plugins`: only build the plugin components.
 //!
 //! Everything uses the release profile, so wasmtime is compiled once.
 
+mod bench;
 mod demo;
 mod nats;
 mod plugins;
@@ -27,9 +31,10 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(&root),
         Some("demo") => demo::run(&root),
+        Some("bench") => bench::run(&root),
         Some("build-plugins") => plugins::build(&root),
         _ => {
-            eprintln!("usage: cargo xtask <test|demo|build-plugins>");
+            eprintln!("usage: cargo xtask <test|demo|bench|build-plugins>");
             std::process::exit(2);
         }
     }

@@ -2,10 +2,13 @@
 //! `edgewise.toml` each plugin crate keeps.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+use crate::runtime::Limits;
 
 /// The manifest format this host writes and reads.
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -41,7 +44,10 @@ pub struct Manifest {
     pub code_sha256: String,
 }
 
-/// Limits a plugin asks for; the host applies them (operators may lower them).
+/// Resource limits: what a plugin's manifest asks for, and what the operator
+/// sets over it in the device configuration (`[plugins.limits]`, same keys).
+/// A key left out keeps the value below it: operator over manifest over the
+/// host default ([`Limits::default`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestLimits {
@@ -51,6 +57,66 @@ pub struct ManifestLimits {
     /// CPU deadline of one call, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_deadline_ms: Option<u32>,
+    /// Alerts plus summaries one call may emit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs_per_call: Option<u32>,
+    /// Alerts plus summaries per second (live runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs_per_second: Option<u32>,
+    /// Largest single output, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_bytes: Option<u32>,
+    /// Log bytes per second; beyond it lines are dropped and counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_bytes_per_second: Option<u32>,
+    /// Largest total state (keys plus values), in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_bytes: Option<u32>,
+}
+
+impl ManifestLimits {
+    /// The first key set to 0, if any: every limit must be positive.
+    pub fn zero_key(&self) -> Option<&'static str> {
+        [
+            ("memory_mb", self.memory_mb),
+            ("call_deadline_ms", self.call_deadline_ms),
+            ("outputs_per_call", self.outputs_per_call),
+            ("outputs_per_second", self.outputs_per_second),
+            ("output_bytes", self.output_bytes),
+            ("log_bytes_per_second", self.log_bytes_per_second),
+            ("state_bytes", self.state_bytes),
+        ]
+        .into_iter()
+        .find(|(_, value)| *value == Some(0))
+        .map(|(key, _)| key)
+    }
+
+    /// `limits` with every key set here replacing its value.
+    pub fn apply(&self, mut limits: Limits) -> Limits {
+        let size = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+        if let Some(mb) = self.memory_mb {
+            limits.max_memory_bytes = size(mb).saturating_mul(1 << 20);
+        }
+        if let Some(ms) = self.call_deadline_ms {
+            limits.call_deadline = Duration::from_millis(u64::from(ms));
+        }
+        if let Some(n) = self.outputs_per_call {
+            limits.max_outputs_per_call = size(n);
+        }
+        if let Some(n) = self.outputs_per_second {
+            limits.max_outputs_per_second = Some(size(n));
+        }
+        if let Some(n) = self.output_bytes {
+            limits.max_output_bytes = size(n);
+        }
+        if let Some(n) = self.log_bytes_per_second {
+            limits.max_log_bytes_per_second = size(n);
+        }
+        if let Some(n) = self.state_bytes {
+            limits.max_state_bytes = size(n);
+        }
+        limits
+    }
 }
 
 /// Why a manifest is not acceptable.
@@ -134,8 +200,8 @@ impl Manifest {
         {
             return Err(field("code_sha256", "must be 64 lowercase hex digits".into()));
         }
-        if self.limits.memory_mb == Some(0) || self.limits.call_deadline_ms == Some(0) {
-            return Err(field("limits", "limits must be greater than 0".into()));
+        if let Some(key) = self.limits.zero_key() {
+            return Err(field("limits", format!("`{key}` must be greater than 0")));
         }
         Ok(())
     }
@@ -314,6 +380,30 @@ call_deadline_ms = 1000
                 other => panic!("expected an error on `{expected_field}`, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn operator_limits_override_manifest_limits_over_defaults() {
+        let manifest = ManifestLimits {
+            memory_mb: Some(32),
+            call_deadline_ms: Some(500),
+            ..ManifestLimits::default()
+        };
+        let operator = ManifestLimits {
+            call_deadline_ms: Some(100),
+            outputs_per_second: Some(7),
+            ..ManifestLimits::default()
+        };
+        let limits = operator.apply(manifest.apply(Limits::default()));
+        assert_eq!(limits.max_memory_bytes, 32 << 20);
+        assert_eq!(limits.call_deadline, Duration::from_millis(100));
+        assert_eq!(limits.max_outputs_per_second, Some(7));
+        assert_eq!(limits.max_state_bytes, Limits::default().max_state_bytes);
+        let zero = ManifestLimits {
+            state_bytes: Some(0),
+            ..ManifestLimits::default()
+        };
+        assert_eq!(zero.zero_key(), Some("state_bytes"));
     }
 
     #[test]

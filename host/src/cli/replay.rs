@@ -8,10 +8,10 @@ use anyhow::{Context, anyhow};
 use clap::{Args, ValueEnum};
 use time::OffsetDateTime;
 
-use edgewise_host::bundle::{self, Manifest, TrustStore, VerifyOptions};
+use edgewise_host::bundle::{self, Manifest, ManifestLimits, TrustStore, VerifyOptions};
 use edgewise_host::envelope::{Provenance, to_json_line};
 use edgewise_host::replay::{self, Format, ReplayReport, golden};
-use edgewise_host::runtime::{Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
+use edgewise_host::runtime::{FuelUsed, Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
 
 use super::Failure;
 
@@ -67,6 +67,16 @@ pub struct ReplayArgs {
     /// and refuse it if verification fails.
     #[arg(long, value_name = "DIR")]
     trust: Option<PathBuf>,
+
+    /// Override a resource limit of the plugin, repeatable, with the keys of a
+    /// manifest's `[limits]`: `--limit call_deadline_ms=100 --limit memory_mb=16`.
+    #[arg(long = "limit", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    limits: Vec<(String, String)>,
+
+    /// Count fuel (WebAssembly operators executed, a deterministic CPU
+    /// measure) and report it per reading on standard error.
+    #[arg(long)]
+    fuel: bool,
 }
 
 /// The plugin to replay, with what its bundle (if any) says about it.
@@ -121,7 +131,12 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
     }
 
     let plugin = load_plugin(&args)?;
-    let runtime = Runtime::new(RuntimeOptions { deterministic: true }).map_err(Failure::runtime)?;
+    let runtime = Runtime::new(RuntimeOptions {
+        deterministic: true,
+        fuel: args.fuel,
+        ..RuntimeOptions::default()
+    })
+    .map_err(Failure::runtime)?;
     let provenance = plugin.provenance;
     let compiled = runtime
         .compile(&provenance.plugin, &plugin.bytes)
@@ -160,6 +175,9 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
             return Err(Failure::usage(anyhow!(e).context("cannot write the output")));
         }
         _ => {}
+    }
+    if let Some(fuel) = instance.fuel_used() {
+        print_fuel(&fuel, recording.readings.len());
     }
     let report = result.map_err(Failure::runtime)?;
     print_report(&recording.stats, &report);
@@ -215,17 +233,18 @@ fn load_plugin(args: &ReplayArgs) -> Result<PluginToRun, Failure> {
             Err(_) => None,
         },
     };
-    let mut config: Vec<(String, String)> = Vec::new();
-    let mut limits = Limits::default();
+    // `--config` values replace the manifest's defaults, key by key.
+    let mut config: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    // Replay runs on virtual time as fast as the CPU goes: a real-time output
+    // rate means nothing here (the per-call limits still hold).
+    let mut limits = Limits {
+        max_outputs_per_second: None,
+        ..Limits::default()
+    };
     let provenance = match manifest {
         Some(manifest) => {
             config.extend(manifest.config.clone());
-            if let Some(memory_mb) = manifest.limits.memory_mb {
-                limits.max_memory_bytes = memory_mb as usize * (1 << 20);
-            }
-            if let Some(deadline_ms) = manifest.limits.call_deadline_ms {
-                limits.call_deadline = std::time::Duration::from_millis(u64::from(deadline_ms));
-            }
+            limits = manifest.limits.apply(limits);
             Provenance {
                 device: "replay".to_owned(),
                 plugin: manifest.name,
@@ -241,12 +260,37 @@ fn load_plugin(args: &ReplayArgs) -> Result<PluginToRun, Failure> {
         },
     };
     config.extend(args.config.iter().cloned());
+    let config: Vec<(String, String)> = config.into_iter().collect();
+    let limits = operator_limits(&args.limits)?.apply(limits);
     Ok(PluginToRun {
         bytes,
         provenance,
         config,
         limits,
     })
+}
+
+/// `--limit KEY=VALUE` options as limits over the manifest's.
+fn operator_limits(pairs: &[(String, String)]) -> Result<ManifestLimits, Failure> {
+    let text: String = pairs.iter().map(|(key, value)| format!("{key} = {value}\n")).collect();
+    let limits: ManifestLimits =
+        toml::from_str(&text).map_err(|e| Failure::usage(anyhow!("--limit: {}", e.message())))?;
+    if let Some(key) = limits.zero_key() {
+        return Err(Failure::usage(anyhow!("--limit {key}: must be greater than 0")));
+    }
+    Ok(limits)
+}
+
+/// Fuel per reading on standard error (`--fuel`).
+fn print_fuel(fuel: &FuelUsed, readings: usize) {
+    let per_reading = |fuel: u64| fuel as f64 / readings.max(1) as f64;
+    eprintln!(
+        "fuel: {:.0} per reading ({:.0} in on-readings, {:.0} in on-tick); init {}",
+        per_reading(fuel.on_readings + fuel.on_tick),
+        per_reading(fuel.on_readings),
+        per_reading(fuel.on_tick),
+        fuel.init
+    );
 }
 
 /// The plugin name from its file: `glucose_monitor.wasm` -> `glucose-monitor`.

@@ -72,12 +72,22 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
         status.ingest.messages, status.ingest.deadlettered
     );
     println!(
-        "{:<20} {:<10} {:<18} {:<9} {:>10} {:>8} {:>10} {:>7} {:>8}",
-        "plugin", "version", "digest", "state", "readings", "alerts", "summaries", "errors", "restarts"
+        "{:<20} {:<10} {:<18} {:<11} {:>10} {:>8} {:>10} {:>7} {:>8} {:>11} {:>8}",
+        "plugin",
+        "version",
+        "digest",
+        "state",
+        "readings",
+        "alerts",
+        "summaries",
+        "errors",
+        "restarts",
+        "quarantines",
+        "dropped"
     );
     for plugin in &status.plugins {
         println!(
-            "{:<20} {:<10} {:<18} {:<9} {:>10} {:>8} {:>10} {:>7} {:>8}",
+            "{:<20} {:<10} {:<18} {:<11} {:>10} {:>8} {:>10} {:>7} {:>8} {:>11} {:>8}",
             plugin.name,
             plugin.version,
             plugin.digest.chars().take(18).collect::<String>(),
@@ -86,7 +96,22 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
             plugin.alerts_out,
             plugin.summaries_out,
             plugin.errors,
-            plugin.restarts
+            plugin.restarts,
+            plugin.quarantines,
+            plugin.readings_dropped
+        );
+    }
+    for plugin in status.plugins.iter().filter(|p| p.last_error.is_some()) {
+        let failures: Vec<String> = plugin
+            .failures
+            .iter()
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect();
+        println!(
+            "{}: failures {}; last: {}",
+            plugin.name,
+            failures.join(", "),
+            plugin.last_error.as_deref().unwrap_or_default()
         );
     }
     Ok(())

@@ -10,6 +10,8 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::supervisor::SupervisorPolicy;
+use crate::bundle::ManifestLimits;
 use crate::bundle::manifest::{config_value_text, validate_subject_filter};
 
 /// The validated configuration of one device.
@@ -33,6 +35,8 @@ pub struct RunConfig {
     pub upstream: Option<UpstreamConfig>,
     /// Queues and batches.
     pub limits: RunLimits,
+    /// How failing plugins are restarted and quarantined.
+    pub supervisor: SupervisorPolicy,
     /// The plugins to run.
     pub plugins: Vec<PluginConfig>,
 }
@@ -111,6 +115,8 @@ pub struct PluginConfig {
     pub config: BTreeMap<String, String>,
     /// Subscription overrides (replace the manifest's), if any.
     pub subscriptions: Option<Vec<String>>,
+    /// Resource limits set by the operator, over the manifest's.
+    pub limits: ManifestLimits,
 }
 
 /// One thing wrong with the configuration.
@@ -148,7 +154,20 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
+    supervisor: RawSupervisor,
+    #[serde(default)]
     plugins: Vec<RawPlugin>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSupervisor {
+    backoff_initial: Option<String>,
+    backoff_max: Option<String>,
+    quarantine_after: Option<i64>,
+    quarantine_window: Option<String>,
+    quarantine_cooldown: Option<String>,
+    buffer_readings: Option<i64>,
 }
 
 fn default_tick() -> String {
@@ -204,6 +223,8 @@ struct RawPlugin {
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
     subscriptions: Option<Vec<String>>,
+    #[serde(default)]
+    limits: ManifestLimits,
 }
 
 impl RunConfig {
@@ -323,18 +344,17 @@ impl RunConfig {
                 create_stream: up.create_stream,
             }
         });
-        let mut positive = |key: &str, value: Option<i64>, default: usize, max: usize| match value {
-            None => default,
-            Some(v) if v >= 1 && (v as u64) <= max as u64 => v as usize,
-            Some(v) => {
-                problem(key, format!("{v} must be between 1 and {max}"));
-                default
-            }
-        };
         let limits = RunLimits {
-            queue_capacity: positive("limits.queue_capacity", raw.limits.queue_capacity, 4096, 1 << 20),
-            batch_max: positive("limits.batch_max", raw.limits.batch_max, 256, 65_536),
+            queue_capacity: positive(
+                &mut problem,
+                "limits.queue_capacity",
+                raw.limits.queue_capacity,
+                4096,
+                1 << 20,
+            ),
+            batch_max: positive(&mut problem, "limits.batch_max", raw.limits.batch_max, 256, 65_536),
         };
+        let supervisor = supervisor_policy(&raw.supervisor, &mut problem);
         if raw.plugins.is_empty() {
             problem("plugins", "no plugin to run: add a [[plugins]] table".into());
         }
@@ -371,10 +391,17 @@ impl RunConfig {
                     }
                 }
             }
+            if let Some(key) = plugin.limits.zero_key() {
+                problem(
+                    &format!("plugins[{index}].limits.{key}"),
+                    "must be greater than 0".into(),
+                );
+            }
             plugins.push(PluginConfig {
                 bundle,
                 config,
                 subscriptions: plugin.subscriptions,
+                limits: plugin.limits,
             });
         }
         if !problems.is_empty() {
@@ -390,8 +417,89 @@ impl RunConfig {
             source,
             upstream,
             limits,
+            supervisor,
             plugins,
         })
+    }
+}
+
+/// The `[supervisor]` table over [`SupervisorPolicy::default`].
+fn supervisor_policy(raw: &RawSupervisor, problem: &mut impl FnMut(&str, String)) -> SupervisorPolicy {
+    let defaults = SupervisorPolicy::default();
+    let policy = SupervisorPolicy {
+        backoff_initial: duration(
+            problem,
+            "backoff_initial",
+            &raw.backoff_initial,
+            defaults.backoff_initial,
+        ),
+        backoff_max: duration(problem, "backoff_max", &raw.backoff_max, defaults.backoff_max),
+        quarantine_window: duration(
+            problem,
+            "quarantine_window",
+            &raw.quarantine_window,
+            defaults.quarantine_window,
+        ),
+        quarantine_cooldown: duration(
+            problem,
+            "quarantine_cooldown",
+            &raw.quarantine_cooldown,
+            defaults.quarantine_cooldown,
+        ),
+        quarantine_after: positive(
+            problem,
+            "supervisor.quarantine_after",
+            raw.quarantine_after,
+            defaults.quarantine_after,
+            1000,
+        ),
+        buffer_readings: positive(
+            problem,
+            "supervisor.buffer_readings",
+            raw.buffer_readings,
+            defaults.buffer_readings,
+            1 << 24,
+        ),
+    };
+    if policy.backoff_max < policy.backoff_initial {
+        problem("supervisor.backoff_max", "must not be below `backoff_initial`".into());
+    }
+    policy
+}
+
+/// A count between 1 and `max`; `default` when absent or wrong (reported).
+fn positive(
+    problem: &mut impl FnMut(&str, String),
+    key: &str,
+    value: Option<i64>,
+    default: usize,
+    max: usize,
+) -> usize {
+    match value {
+        None => default,
+        Some(v) if v >= 1 && (v as u64) <= max as u64 => v as usize,
+        Some(v) => {
+            problem(key, format!("{v} must be between 1 and {max}"));
+            default
+        }
+    }
+}
+
+/// A duration of at least 1ms under `[supervisor]`; `default` when absent or wrong (reported).
+fn duration(problem: &mut impl FnMut(&str, String), key: &str, text: &Option<String>, default: Duration) -> Duration {
+    match text {
+        None => default,
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(d) if d >= Duration::from_millis(1) => d,
+            Ok(_) => {
+                problem(&format!("supervisor.{key}"), format!("`{text}` must be at least 1ms"));
+                default
+            }
+            Err(e) => {
+                problem(&format!("supervisor.{key}"), format!("`{text}`: {e}"));
+                default
+            }
+        },
     }
 }
 

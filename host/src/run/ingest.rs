@@ -142,8 +142,13 @@ pub async fn run_ingest_jetstream(
         }
         if !readings.is_empty() {
             let (done, written) = tokio::sync::oneshot::channel();
-            if queue.send(Work::Readings(readings, Some(done))).await.is_err() || written.await.is_err() {
+            if queue.send(Work::Readings(readings, Some(done))).await.is_err() {
                 break; // The worker has stopped: leave the messages unacknowledged.
+            }
+            if written.await.is_err() {
+                // Dropped by the worker (its plugin down, its hold buffer
+                // full): no ack, so the stream delivers them again.
+                continue;
             }
         }
         for message in received {

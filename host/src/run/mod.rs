@@ -18,6 +18,7 @@ mod ingest;
 mod sequence;
 pub mod status;
 mod subjects;
+pub mod supervisor;
 mod upstream;
 mod worker;
 
@@ -32,14 +33,14 @@ use tokio::sync::{Notify, watch};
 use crate::bundle::{self, RollbackStore, TrustStore, VerifyOptions};
 use crate::envelope::Provenance;
 use crate::outbox::{Outbox, OutboxKey, OutboxLimits};
-use crate::runtime::{Limits, PluginInstance, Runtime, RuntimeOptions};
+use crate::runtime::{Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
 use clock::Clock;
 use config::RunConfig;
 use ingest::IngestStats;
 pub use status::Status;
 use status::StatusSources;
 pub use subjects::Subjects;
-use worker::{Work, Worker, WorkerContext};
+use worker::{PluginSetup, Work, Worker, WorkerContext};
 
 /// Why the host could not start (or stopped with an error).
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +108,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         .map_err(|e| RunError::Local(e.to_string()))?;
     let handle = tokio::runtime::Handle::current();
 
-    let mut plugins: Vec<Started> = Vec::new();
+    let mut ready: Vec<(PluginSetup, Vec<String>)> = Vec::new();
     for plugin in &config.plugins {
         let path = plugin.bundle.display().to_string();
         let refuse = |reason: String| RunError::Bundle {
@@ -124,7 +125,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         };
         let verified = bundle::verify(&bytes, &options).map_err(|e| refuse(format!("refused: {e}")))?;
         let manifest = verified.manifest;
-        if plugins.iter().any(|p| p.provenance.plugin == manifest.name) {
+        if ready.iter().any(|(p, _)| p.provenance.plugin == manifest.name) {
             return Err(refuse(format!("a second plugin named `{}`", manifest.name)));
         }
         let version = manifest.semver().map_err(|e| refuse(e.to_string()))?;
@@ -132,29 +133,53 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
             .record(&manifest.name, &version, &manifest.code_sha256)
             .map_err(|e| refuse(e.to_string()))?;
         let code = bytes.get(..verified.code_len).unwrap_or_default();
-        let compiled = Arc::new(
-            runtime
-                .compile(&manifest.name, code)
-                .map_err(|e| refuse(e.to_string()))?,
-        );
-        let mut limits = Limits::default();
-        if let Some(memory_mb) = manifest.limits.memory_mb {
-            limits.max_memory_bytes = memory_mb as usize * (1 << 20);
+        // Compiled once per code digest and engine; later starts load the
+        // authenticated artifact (DESIGN "Runtime").
+        let (compiled, cache) = runtime
+            .compile_cached(&manifest.name, code, &config.data_dir.join("cache"))
+            .map_err(|e| refuse(e.to_string()))?;
+        tracing::debug!(plugin = %manifest.name, ?cache, "Plugin compiled");
+        let compiled = Arc::new(compiled);
+        let limits = plugin.limits.apply(manifest.limits.apply(Limits::default()));
+        // The operator's values replace the manifest's defaults, key by key.
+        let mut merged = manifest.config.clone();
+        merged.extend(plugin.config.clone());
+        let plugin_config: Vec<(String, String)> = merged.into_iter().collect();
+        // A plugin that refuses its configuration (`init` returns an error)
+        // stops the start: that is the operator's to fix. A plugin that traps,
+        // hangs or breaks a limit while starting does not stop the others: it
+        // starts under supervision, failed.
+        let instance = PluginInstance::new(&runtime, &compiled, limits.clone()).and_then(|mut instance| {
+            instance.init(&plugin_config)?;
+            Ok(instance)
+        });
+        if let Err(error) = &instance
+            && let PluginErrorKind::Returned(_) = error.kind
+        {
+            return Err(refuse(format!("{error}: its configuration was refused")));
         }
-        if let Some(deadline_ms) = manifest.limits.call_deadline_ms {
-            limits.call_deadline = Duration::from_millis(u64::from(deadline_ms));
-        }
-        let mut plugin_config: Vec<(String, String)> = manifest.config.clone().into_iter().collect();
-        plugin_config.extend(plugin.config.clone());
-        let mut instance =
-            PluginInstance::new(&runtime, &compiled, limits.clone()).map_err(|e| refuse(e.to_string()))?;
-        instance.init(&plugin_config).map_err(|e| refuse(e.to_string()))?;
         let provenance = Provenance {
             device: config.device.clone(),
             plugin: manifest.name.clone(),
             version: manifest.version.clone(),
             digest: format!("sha256:{}", manifest.code_sha256),
         };
+        tracing::info!(plugin = %manifest.name, version = %manifest.version, key = %verified.key_id, "Plugin verified");
+        let setup = PluginSetup {
+            compiled,
+            instance,
+            provenance,
+            config: plugin_config,
+            limits,
+        };
+        ready.push((setup, plugin.subscriptions.clone().unwrap_or(manifest.subscriptions)));
+    }
+
+    // The clock starts once every plugin is ready, so a simulated clock does
+    // not run ahead during compilation.
+    let clock = Clock::start(config.clock.clone());
+    let mut plugins: Vec<Started> = Vec::new();
+    for (setup, subscriptions) in ready {
         let context = WorkerContext {
             runtime: runtime.clone(),
             subjects: subjects.clone(),
@@ -163,24 +188,17 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
             outbox: outbox.clone(),
             outbox_written: outbox_written.clone(),
             data_dir: config.data_dir.clone(),
+            clock: clock.clone(),
+            policy: config.supervisor.clone(),
         };
-        let worker = Worker::start(
-            context,
-            compiled,
-            instance,
-            provenance.clone(),
-            plugin_config,
-            limits,
-            config.limits.queue_capacity,
-        )
-        .map_err(|source| RunError::Io {
-            what: format!("cannot start the worker of `{}`", manifest.name),
+        let provenance = setup.provenance.clone();
+        let worker = Worker::start(context, setup, config.limits.queue_capacity).map_err(|source| RunError::Io {
+            what: format!("cannot start the worker of `{}`", provenance.plugin),
             source,
         })?;
-        tracing::info!(plugin = %manifest.name, version = %manifest.version, key = %verified.key_id, "Plugin verified and started");
         plugins.push(Started {
             provenance,
-            subscriptions: plugin.subscriptions.clone().unwrap_or(manifest.subscriptions),
+            subscriptions,
             worker,
         });
     }
@@ -215,7 +233,6 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
             }
         });
     }
-    let clock = Clock::start(config.clock.clone());
     let ticker = tokio::spawn(run_ticker(
         clock.clone(),
         config.tick,

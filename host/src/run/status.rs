@@ -1,5 +1,6 @@
 //! The status of a running host, answered on `edgewise.<device>.status`.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -61,7 +62,7 @@ pub struct PluginStatus {
     pub version: String,
     /// Code digest.
     pub digest: String,
-    /// `running` (or `degraded` after failures).
+    /// `running`, `restarting` (backing off after a failure) or `quarantined`.
     pub state: String,
     /// Readings delivered.
     pub readings_in: u64,
@@ -73,6 +74,18 @@ pub struct PluginStatus {
     pub errors: u64,
     /// Instances rebuilt.
     pub restarts: u64,
+    /// Times put in quarantine.
+    pub quarantines: u64,
+    /// Failures by reason (`deadline`, `trap`, `memory-limit`, `returned-error`...).
+    pub failures: BTreeMap<String, u64>,
+    /// The last failure, as reported.
+    pub last_error: Option<String>,
+    /// Readings held while the plugin is down.
+    pub readings_held: u64,
+    /// Readings dropped (hold buffer full, or stopped while quarantined).
+    pub readings_dropped: u64,
+    /// Log lines dropped by the log budget.
+    pub logs_dropped: u64,
 }
 
 /// Everything the status is computed from.
@@ -118,21 +131,29 @@ impl StatusSources {
             plugins: self
                 .plugins
                 .iter()
-                .map(|(name, version, digest, stats)| PluginStatus {
-                    name: name.clone(),
-                    version: version.clone(),
-                    digest: digest.clone(),
-                    state: if load(&stats.restarts) > 0 || load(&stats.errors) > 0 {
-                        "degraded"
-                    } else {
-                        "running"
+                .map(|(name, version, digest, stats)| {
+                    let health = stats.health.lock().map(|h| h.clone()).unwrap_or_default();
+                    PluginStatus {
+                        name: name.clone(),
+                        version: version.clone(),
+                        digest: digest.clone(),
+                        state: health.state.to_owned(),
+                        readings_in: load(&stats.readings_in),
+                        alerts_out: load(&stats.alerts_out),
+                        summaries_out: load(&stats.summaries_out),
+                        errors: load(&stats.errors),
+                        restarts: load(&stats.restarts),
+                        quarantines: load(&stats.quarantines),
+                        failures: health
+                            .failures
+                            .iter()
+                            .map(|(reason, count)| ((*reason).to_owned(), *count))
+                            .collect(),
+                        last_error: health.last_error,
+                        readings_held: load(&stats.readings_held),
+                        readings_dropped: load(&stats.readings_dropped),
+                        logs_dropped: load(&stats.logs_dropped),
                     }
-                    .to_owned(),
-                    readings_in: load(&stats.readings_in),
-                    alerts_out: load(&stats.alerts_out),
-                    summaries_out: load(&stats.summaries_out),
-                    errors: load(&stats.errors),
-                    restarts: load(&stats.restarts),
                 })
                 .collect(),
         }

@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::{SensorPlugin, SensorPluginPre};
 use super::error::{LoadError, RuntimeError};
@@ -22,6 +22,8 @@ pub struct Runtime {
     linker: Linker<InstanceState>,
     epoch_ticker: Option<EpochTicker>,
     deterministic: bool,
+    fuel: bool,
+    allocator: Allocator,
 }
 
 /// Options for [`Runtime::new`].
@@ -31,7 +33,36 @@ pub struct RuntimeOptions {
     /// byte-identical even for a plugin that (wrongly) uses them or iterates a
     /// randomly-seeded `HashMap`.
     pub deterministic: bool,
+    /// Count fuel (executed WebAssembly operators): deterministic CPU
+    /// accounting for `replay --fuel`. Costs some speed, so off by default.
+    pub fuel: bool,
+    /// How instance memory is allocated.
+    pub allocator: Allocator,
 }
+
+/// How wasmtime allocates instances, their memories and tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Allocator {
+    /// mmap per instance when it is created (wasmtime's default).
+    #[default]
+    OnDemand,
+    /// Slots reserved up front for `instances` component instances whose
+    /// memories are at most `max_memory_bytes`. If the address space cannot
+    /// be reserved, [`Runtime::new`] falls back to [`Allocator::OnDemand`].
+    Pooling {
+        /// Component instances alive at once.
+        instances: u32,
+        /// Largest linear memory of any instance, in bytes.
+        max_memory_bytes: usize,
+    },
+}
+
+/// Core instances, memories and tables one plugin component may hold in a
+/// pool slot: a Rust `wasm32-wasip2` component has its module plus WASI
+/// adapter shims (measured: 4 core instances, 1 memory, 2 tables).
+const POOL_CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+const POOL_MEMORIES_PER_COMPONENT: u32 = 2;
+const POOL_TABLES_PER_COMPONENT: u32 = 4;
 
 /// A component compiled for this engine and pre-linked, ready to instantiate.
 pub struct CompiledPlugin {
@@ -49,10 +80,16 @@ impl CompiledPlugin {
 impl Runtime {
     /// Create the engine (Cranelift, epoch interruption on) and the linker.
     pub fn new(options: RuntimeOptions) -> Result<Runtime, RuntimeError> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| RuntimeError(format!("{e}")))?;
+        let (engine, allocator) = match options.allocator {
+            Allocator::OnDemand => (new_engine(&options, Allocator::OnDemand)?, Allocator::OnDemand),
+            pooling @ Allocator::Pooling { .. } => match new_engine(&options, pooling) {
+                Ok(engine) => (engine, pooling),
+                Err(error) => {
+                    tracing::warn!(%error, "Cannot reserve the instance pool; allocating on demand");
+                    (new_engine(&options, Allocator::OnDemand)?, Allocator::OnDemand)
+                }
+            },
+        };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| RuntimeError(format!("linking WASI: {e}")))?;
         SensorPlugin::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |state| state)
@@ -64,7 +101,14 @@ impl Runtime {
             linker,
             epoch_ticker: Some(epoch_ticker),
             deterministic: options.deterministic,
+            fuel: options.fuel,
+            allocator,
         })
+    }
+
+    /// The allocator in use (after any fallback from pooling).
+    pub fn allocator(&self) -> Allocator {
+        self.allocator
     }
 
     /// Compile a component and check that it fits the `sensor-plugin` world.
@@ -94,8 +138,18 @@ impl Runtime {
         &self.engine
     }
 
+    /// The linker with the host imports and WASI (for `cache`, which links
+    /// deserialized components).
+    pub(crate) fn linker(&self) -> &Linker<InstanceState> {
+        &self.linker
+    }
+
     pub(crate) fn deterministic(&self) -> bool {
         self.deterministic
+    }
+
+    pub(crate) fn fuel(&self) -> bool {
+        self.fuel
     }
 }
 
@@ -105,6 +159,28 @@ impl Drop for Runtime {
             ticker.stop();
         }
     }
+}
+
+/// The engine for `options` with `allocator`.
+fn new_engine(options: &RuntimeOptions, allocator: Allocator) -> Result<Engine, RuntimeError> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.consume_fuel(options.fuel);
+    if let Allocator::Pooling {
+        instances,
+        max_memory_bytes,
+    } = allocator
+    {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(POOL_CORE_INSTANCES_PER_COMPONENT))
+            .total_memories(instances.saturating_mul(POOL_MEMORIES_PER_COMPONENT))
+            .total_tables(instances.saturating_mul(POOL_TABLES_PER_COMPONENT))
+            .max_memory_size(max_memory_bytes);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&config).map_err(|e| RuntimeError(format!("{e:#}")))
 }
 
 /// A named thread that increments the engine's epoch every [`EPOCH_TICK`].

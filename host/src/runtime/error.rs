@@ -85,6 +85,8 @@ impl PluginErrorKind {
             PluginErrorKind::Deadline(_) => "deadline",
             PluginErrorKind::Limit(LimitExceeded::Memory { .. }) => "memory-limit",
             PluginErrorKind::Limit(LimitExceeded::Outputs(_)) => "output-limit",
+            PluginErrorKind::Limit(LimitExceeded::OutputRate(_)) => "output-rate",
+            PluginErrorKind::Limit(LimitExceeded::OutputSize { .. }) => "output-size",
             PluginErrorKind::Limit(LimitExceeded::State(_)) => "state-limit",
             PluginErrorKind::Instantiate(_) => "instantiate",
             PluginErrorKind::Poisoned => "poisoned",

@@ -3,13 +3,14 @@
 //! is a bounded in-memory map (made durable by a later layer).
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::edgewise::plugin::{host, types};
-use super::limits::{LimitExceeded, Limits};
+use super::limits::{LimitExceeded, Limits, PerSecond};
 use crate::model::{Alert, Output, Severity, Summary};
 
 /// Everything a plugin's `Store` holds besides the instance itself.
@@ -18,8 +19,9 @@ pub struct InstanceState {
     pub(crate) limits: Limits,
     pub(crate) outputs: Vec<Output>,
     pub(crate) outputs_this_call: usize,
-    pub(crate) log_bytes_this_call: usize,
-    /// Log lines dropped because a call exceeded its log budget.
+    outputs_per_second: PerSecond,
+    log_bytes_per_second: PerSecond,
+    /// Log lines dropped because the plugin exceeded its log budget.
     pub(crate) logs_dropped: u64,
     pub(crate) state: BTreeMap<String, Vec<u8>>,
     pub(crate) state_bytes: usize,
@@ -39,7 +41,8 @@ impl InstanceState {
             limits,
             outputs: Vec::new(),
             outputs_this_call: 0,
-            log_bytes_this_call: 0,
+            outputs_per_second: PerSecond::new(),
+            log_bytes_per_second: PerSecond::new(),
             logs_dropped: 0,
             state: BTreeMap::new(),
             state_bytes: 0,
@@ -53,18 +56,33 @@ impl InstanceState {
     /// Reset the per-call budgets before a call into the guest.
     pub(crate) fn begin_call(&mut self) {
         self.outputs_this_call = 0;
-        self.log_bytes_this_call = 0;
         self.limit_hit = None;
     }
 
-    fn count_output(&mut self) -> wasmtime::Result<()> {
+    /// Count one output of `size` bytes against the per-call, per-second
+    /// and size limits.
+    fn count_output(&mut self, size: usize) -> wasmtime::Result<()> {
         self.outputs_this_call += 1;
         if self.outputs_this_call > self.limits.max_outputs_per_call {
-            let exceeded = LimitExceeded::Outputs(self.limits.max_outputs_per_call);
-            self.limit_hit = Some(exceeded.clone());
-            return Err(wasmtime::Error::new(exceeded));
+            return self.breach(LimitExceeded::Outputs(self.limits.max_outputs_per_call));
+        }
+        if size > self.limits.max_output_bytes {
+            return self.breach(LimitExceeded::OutputSize {
+                limit: self.limits.max_output_bytes,
+                size,
+            });
+        }
+        if let Some(per_second) = self.limits.max_outputs_per_second
+            && self.outputs_per_second.add(1, Instant::now()) > per_second
+        {
+            return self.breach(LimitExceeded::OutputRate(per_second));
         }
         Ok(())
+    }
+
+    fn breach(&mut self, exceeded: LimitExceeded) -> wasmtime::Result<()> {
+        self.limit_hit = Some(exceeded.clone());
+        Err(wasmtime::Error::new(exceeded))
     }
 }
 
@@ -81,7 +99,7 @@ impl types::Host for InstanceState {}
 
 impl host::Host for InstanceState {
     fn emit_alert(&mut self, alert: types::Alert) -> wasmtime::Result<()> {
-        self.count_output()?;
+        self.count_output(alert.sensor.len() + alert.code.len() + alert.message.len() + 32)?;
         self.outputs.push(Output::Alert(Alert {
             sensor: alert.sensor,
             timestamp_ms: alert.timestamp_ms,
@@ -98,7 +116,8 @@ impl host::Host for InstanceState {
     }
 
     fn emit_summary(&mut self, summary: types::Summary) -> wasmtime::Result<()> {
-        self.count_output()?;
+        let metrics: usize = summary.metrics.iter().map(|m| m.name.len() + 8).sum();
+        self.count_output(summary.sensor.len() + metrics + 16)?;
         self.outputs.push(Output::Summary(Summary {
             sensor: summary.sensor,
             window_start_ms: summary.window_start_ms,
@@ -109,8 +128,7 @@ impl host::Host for InstanceState {
     }
 
     fn log(&mut self, level: types::LogLevel, message: String) -> wasmtime::Result<()> {
-        self.log_bytes_this_call = self.log_bytes_this_call.saturating_add(message.len());
-        if self.log_bytes_this_call > self.limits.max_log_bytes_per_call {
+        if self.log_bytes_per_second.add(message.len(), Instant::now()) > self.limits.max_log_bytes_per_second {
             self.logs_dropped += 1;
             return Ok(());
         }
@@ -133,9 +151,7 @@ impl host::Host for InstanceState {
         let old = self.state.get(&key).map_or(0, |v| key.len() + v.len());
         let new_total = self.state_bytes - old + key.len() + value.len();
         if new_total > self.limits.max_state_bytes {
-            let exceeded = LimitExceeded::State(self.limits.max_state_bytes);
-            self.limit_hit = Some(exceeded.clone());
-            return Err(wasmtime::Error::new(exceeded));
+            return self.breach(LimitExceeded::State(self.limits.max_state_bytes));
         }
         self.state_bytes = new_total;
         self.state.insert(key, value);
@@ -146,12 +162,10 @@ impl host::Host for InstanceState {
 impl wasmtime::ResourceLimiter for InstanceState {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.limits.max_memory_bytes {
-            let exceeded = LimitExceeded::Memory {
+            self.breach(LimitExceeded::Memory {
                 limit: self.limits.max_memory_bytes,
                 requested: desired,
-            };
-            self.limit_hit = Some(exceeded.clone());
-            return Err(wasmtime::Error::new(exceeded));
+            })?;
         }
         Ok(true)
     }
@@ -235,9 +249,35 @@ mod tests {
     }
 
     #[test]
+    fn outputs_over_the_size_or_rate_limit_are_refused() {
+        let mut host = state(Limits {
+            max_output_bytes: 100,
+            max_outputs_per_second: Some(2),
+            ..Limits::default()
+        });
+        let mut huge = alert("huge");
+        huge.message = "x".repeat(200);
+        let error = host.emit_alert(huge).unwrap_err();
+        assert!(matches!(
+            error.downcast_ref::<LimitExceeded>(),
+            Some(LimitExceeded::OutputSize { limit: 100, .. })
+        ));
+        host.begin_call();
+        host.emit_alert(alert("a")).unwrap();
+        host.begin_call();
+        host.emit_alert(alert("b")).unwrap();
+        host.begin_call();
+        let error = host.emit_alert(alert("c")).unwrap_err();
+        assert_eq!(
+            error.downcast_ref::<LimitExceeded>(),
+            Some(&LimitExceeded::OutputRate(2))
+        );
+    }
+
+    #[test]
     fn log_budget_drops_and_counts() {
         let mut host = state(Limits {
-            max_log_bytes_per_call: 10,
+            max_log_bytes_per_second: 10,
             ..Limits::default()
         });
         host.log(types::LogLevel::Info, "12345".into()).unwrap();

@@ -9,7 +9,7 @@ use super::bindings::{SensorPlugin, types};
 use super::engine::{CompiledPlugin, EPOCH_TICK, Runtime};
 use super::error::{Call, PluginError, PluginErrorKind};
 use super::host_api::InstanceState;
-use super::limits::Limits;
+use super::limits::{LimitExceeded, Limits};
 use crate::model::{Output, Reading};
 
 /// How much of a plugin's stderr is kept (enough for a panic message).
@@ -23,6 +23,23 @@ pub struct PluginInstance {
     bindings: SensorPlugin,
     poisoned: bool,
     stderr_seen: usize,
+    /// Fuel burnt per export, when the runtime counts fuel.
+    fuel: Option<FuelUsed>,
+    /// The last `on-readings` batch in WIT types, kept so that the next
+    /// batch reuses its string buffers instead of allocating per reading.
+    batch: Vec<types::Reading>,
+}
+
+/// Fuel (WebAssembly operators executed, wasmtime's deterministic CPU
+/// measure) burnt by one instance, per export.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuelUsed {
+    /// In `init`.
+    pub init: u64,
+    /// In `on-readings`.
+    pub on_readings: u64,
+    /// In `on-tick`.
+    pub on_tick: u64,
 }
 
 impl PluginInstance {
@@ -34,6 +51,16 @@ impl PluginInstance {
         let mut store = Store::new(runtime.engine(), InstanceState::new(&plugin.name, limits, wasi, stderr));
         store.limiter(|state| state);
         store.set_epoch_deadline(deadline_ticks);
+        let fuel = if runtime.fuel() {
+            store.set_fuel(u64::MAX).map_err(|e| PluginError {
+                plugin: plugin.name.clone(),
+                call: Call::Instantiate,
+                kind: PluginErrorKind::Instantiate(format!("setting fuel: {e}")),
+            })?;
+            Some(FuelUsed::default())
+        } else {
+            None
+        };
         let bindings = plugin.pre.instantiate(&mut store).map_err(|e| PluginError {
             plugin: plugin.name.clone(),
             call: Call::Instantiate,
@@ -44,7 +71,14 @@ impl PluginInstance {
             bindings,
             poisoned: false,
             stderr_seen: 0,
+            fuel,
+            batch: Vec::new(),
         })
+    }
+
+    /// Fuel burnt so far, per export; `None` unless the runtime counts fuel.
+    pub fn fuel_used(&self) -> Option<FuelUsed> {
+        self.fuel
     }
 
     /// The plugin's name.
@@ -59,18 +93,25 @@ impl PluginInstance {
 
     /// Call `on-readings` with a batch.
     pub fn on_readings(&mut self, readings: &[Reading]) -> Result<(), PluginError> {
-        let batch: Vec<types::Reading> = readings
-            .iter()
-            .map(|r| types::Reading {
-                sensor: r.sensor.clone(),
-                timestamp_ms: r.timestamp_ms,
-                value: r.value,
-                unit: r.unit.clone(),
-            })
-            .collect();
-        self.call(Call::OnReadings, |bindings, store| {
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.truncate(readings.len());
+        for (slot, reading) in batch.iter_mut().zip(readings) {
+            slot.sensor.clone_from(&reading.sensor);
+            slot.timestamp_ms = reading.timestamp_ms;
+            slot.value = reading.value;
+            slot.unit.clone_from(&reading.unit);
+        }
+        batch.extend(readings.iter().skip(batch.len()).map(|r| types::Reading {
+            sensor: r.sensor.clone(),
+            timestamp_ms: r.timestamp_ms,
+            value: r.value,
+            unit: r.unit.clone(),
+        }));
+        let result = self.call(Call::OnReadings, |bindings, store| {
             bindings.call_on_readings(store, &batch)
-        })
+        });
+        self.batch = batch;
+        result
     }
 
     /// Call `on-tick` with the host clock's time.
@@ -79,7 +120,8 @@ impl PluginInstance {
     }
 
     /// Take the outputs produced since the last call to this method, in order.
-    /// Outputs emitted before a failure are kept.
+    /// Outputs emitted before a failure are kept, except those of a call that
+    /// broke an output-count limit.
     pub fn take_outputs(&mut self) -> Vec<Output> {
         std::mem::take(&mut self.store.data_mut().outputs)
     }
@@ -94,18 +136,28 @@ impl PluginInstance {
         call: Call,
         invoke: impl FnOnce(&SensorPlugin, &mut Store<InstanceState>) -> wasmtime::Result<Result<(), String>>,
     ) -> Result<(), PluginError> {
-        let plugin = self.store.data().plugin.clone();
         if self.poisoned {
             return Err(PluginError {
-                plugin,
+                plugin: self.store.data().plugin.clone(),
                 call,
                 kind: PluginErrorKind::Poisoned,
             });
         }
         self.store.data_mut().begin_call();
+        let outputs_before = self.store.data().outputs.len();
         let ticks = deadline_ticks(&self.store.data().limits);
         self.store.set_epoch_deadline(ticks);
-        let kind = match invoke(&self.bindings, &mut self.store) {
+        let fuel_before = self.fuel.and_then(|_| self.store.get_fuel().ok());
+        let outcome = invoke(&self.bindings, &mut self.store);
+        if let (Some(fuel), Some(before), Ok(after)) = (self.fuel.as_mut(), fuel_before, self.store.get_fuel()) {
+            let burnt = before.saturating_sub(after);
+            match call {
+                Call::Instantiate | Call::Init => fuel.init += burnt,
+                Call::OnReadings => fuel.on_readings += burnt,
+                Call::OnTick => fuel.on_tick += burnt,
+            }
+        }
+        let kind = match outcome {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(message)) => PluginErrorKind::Returned(message),
             Err(error) => {
@@ -113,7 +165,16 @@ impl PluginInstance {
                 self.classify(error)
             }
         };
-        Err(PluginError { plugin, call, kind })
+        if let PluginErrorKind::Limit(LimitExceeded::Outputs(_) | LimitExceeded::OutputRate(_)) = kind {
+            // A flood is discarded whole: on an alert path, a thousand copies
+            // are worse than none. Other failures keep what came before them.
+            self.store.data_mut().outputs.truncate(outputs_before);
+        }
+        Err(PluginError {
+            plugin: self.store.data().plugin.clone(),
+            call,
+            kind,
+        })
     }
 
     /// Turn a wasmtime error from a call into the reason a person can act on.

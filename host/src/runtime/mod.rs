@@ -5,13 +5,15 @@
 //! generated from `wit/`. Everything else talks in [`crate::model`] types.
 
 mod bindings;
+mod cache;
 mod engine;
 mod error;
 mod host_api;
 mod instance;
 mod limits;
 
-pub use engine::{CompiledPlugin, Runtime, RuntimeOptions};
+pub use cache::{CACHE_KEY_FILE, CacheOutcome};
+pub use engine::{Allocator, CompiledPlugin, Runtime, RuntimeOptions};
 pub use error::{Call, LoadError, PluginError, PluginErrorKind, RuntimeError};
-pub use instance::PluginInstance;
+pub use instance::{FuelUsed, PluginInstance};
 pub use limits::{LimitExceeded, Limits};

@@ -137,6 +137,14 @@ impl Episodes {
         }
     }
 
+    /// Whether every machine is idle with no run: [`Episodes::reset`] would
+    /// change nothing.
+    pub fn is_reset(&self) -> bool {
+        self.machines
+            .iter()
+            .all(|machine| machine.phase == Phase::Idle { run: None })
+    }
+
     /// The earliest first reading of a candidate run that may still become an
     /// episode (the summary windows from there on must wait for it).
     pub fn undecided_since(&self) -> Option<i64> {

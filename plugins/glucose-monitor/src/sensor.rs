@@ -36,6 +36,9 @@ pub struct SensorState {
     episodes: Episodes,
     alerts: AlertRules,
     windows: Windows,
+    /// The earliest tick that would do more than move the window horizon
+    /// (see [`SensorState::tick_due_ms`]).
+    tick_due_ms: i64,
 }
 
 impl SensorState {
@@ -50,7 +53,37 @@ impl SensorState {
             episodes: Episodes::new(settings),
             alerts: AlertRules::new(settings),
             windows: Windows::new(),
+            tick_due_ms: i64::MAX,
         }
+    }
+
+    /// The earliest tick time at which [`SensorState::on_tick`] may emit or
+    /// change state beyond moving the window horizon (`i64::MAX`: none).
+    /// Cached: refreshed by [`SensorState::refresh_tick_due`].
+    pub fn tick_due_ms(&self) -> i64 {
+        self.tick_due_ms
+    }
+
+    /// Recompute [`SensorState::tick_due_ms`] after a reading or a tick.
+    /// It may be early (a visit then changes nothing) but never late.
+    pub fn refresh_tick_due(&mut self, settings: &Settings) -> i64 {
+        let mut due = self.windows.next_close_ms().unwrap_or(i64::MAX);
+        if let Some(last) = self.last_valid_ms {
+            if !self.signal_lost {
+                due = due.min(last.saturating_add(settings.signal_loss_ms));
+            }
+            if !self.episodes.is_reset() {
+                due = due.min(last.saturating_add(settings.episode_gap_ms).saturating_add(1));
+            }
+        }
+        self.tick_due_ms = due;
+        due
+    }
+
+    /// Do what the ticks skipped since this sensor's last visit did: before
+    /// [`SensorState::tick_due_ms`] a tick only moves the window horizon.
+    pub fn catch_up(&mut self, tick_horizon_ms: i64) {
+        self.windows.close_until(tick_horizon_ms, self.interval.current_ms());
     }
 
     /// Handle one reading of this sensor.

@@ -63,6 +63,14 @@ impl Series {
         }
     }
 
+    /// The end of the first pending window not closed at `horizon_ms`.
+    fn next_close(&self, horizon_ms: i64) -> Option<i64> {
+        self.pending
+            .iter()
+            .map(|window| self.end(window))
+            .find(|&end| end > horizon_ms)
+    }
+
     /// The metrics of the window holding `timestamp_ms`, if it still takes
     /// readings: pending, or not closed yet (then it is created).
     fn metrics(&mut self, timestamp_ms: i64, horizon_ms: i64) -> Option<&mut WindowMetrics> {
@@ -143,6 +151,18 @@ impl Windows {
             self.horizon_ms = now_ms;
             self.hourly.close(now_ms, interval_ms);
             self.daily.close(now_ms, interval_ms);
+        }
+    }
+
+    /// The earliest time at which a pending window closes (`None`: every
+    /// pending window is closed). Until then, moving the horizon closes nothing.
+    pub fn next_close_ms(&self) -> Option<i64> {
+        match (
+            self.hourly.next_close(self.horizon_ms),
+            self.daily.next_close(self.horizon_ms),
+        ) {
+            (Some(hour), Some(day)) => Some(hour.min(day)),
+            (hour, day) => hour.or(day),
         }
     }
 

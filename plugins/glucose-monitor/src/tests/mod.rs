@@ -6,6 +6,7 @@ mod episodes;
 mod reference;
 mod robustness;
 mod summaries;
+mod tick_skipping;
 
 use edgewise_sdk::time::{DAY_MS, HOUR_MS, MINUTE_MS};
 use edgewise_sdk::{Alert, Config, Outputs, Plugin, Reading, Summary};

@@ -1,0 +1,195 @@
+//! `edgewise run` as a device runs it: a configuration with signed bundles,
+//! the real binary on a private nats-server, its status and its memory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use edgewise_host::run::Status;
+use edgewise_procs::ChildGuard;
+use tokio::time::Instant;
+
+/// The device id of every host the harness starts.
+pub const DEVICE: &str = "bench";
+/// How long `edgewise run` may take to answer its first status request.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long it may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One `[[plugins]]` table.
+#[derive(Debug, Clone)]
+pub struct PluginEntry {
+    /// The signed bundle.
+    pub bundle: PathBuf,
+    /// `[plugins.limits] outputs_per_second`, when set.
+    pub outputs_per_second: Option<u32>,
+}
+
+impl PluginEntry {
+    /// glucose-monitor as the live measurements run it: the benchmark
+    /// traffic plays days of readings per second, so its benign outputs come
+    /// thousands of times faster than in life; the per-second output limit
+    /// (a guard against floods in real time) is raised out of the way.
+    pub fn glucose(bundle: &Path) -> PluginEntry {
+        PluginEntry {
+            bundle: bundle.to_owned(),
+            outputs_per_second: Some(GLUCOSE_OUTPUTS_PER_SECOND),
+        }
+    }
+
+    /// A plugin with its manifest's limits.
+    pub fn plain(bundle: &Path) -> PluginEntry {
+        PluginEntry {
+            bundle: bundle.to_owned(),
+            outputs_per_second: None,
+        }
+    }
+}
+
+/// glucose-monitor's `outputs_per_second` in the live measurements.
+pub const GLUCOSE_OUTPUTS_PER_SECOND: u32 = 10_000_000;
+
+/// A running `edgewise run`, killed when dropped.
+pub struct Device {
+    process: ChildGuard,
+    log: PathBuf,
+    client: async_nats::Client,
+}
+
+impl Device {
+    /// Write a configuration under `dir` (emptied first) for a host on
+    /// `local_url` with `plugins`, start `edgewise run` and wait until it
+    /// answers status requests. No `[upstream]`: outputs stay in the outbox.
+    pub async fn start(
+        edgewise: &Path,
+        dir: &Path,
+        trust: &Path,
+        local_url: &str,
+        plugins: &[PluginEntry],
+    ) -> anyhow::Result<Device> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut config = format!(
+            "# Written by edgewise-bench.\ndevice = \"{DEVICE}\"\ndata_dir = \"data\"\ntrust_dir = \"{}\"\n\n\
+             [local]\nurl = \"{local_url}\"\n",
+            trust.display()
+        );
+        for plugin in plugins {
+            config.push_str(&format!("\n[[plugins]]\nbundle = \"{}\"\n", plugin.bundle.display()));
+            if let Some(rate) = plugin.outputs_per_second {
+                config.push_str(&format!("[plugins.limits]\noutputs_per_second = {rate}\n"));
+            }
+        }
+        let config_path = dir.join("edgewise.toml");
+        std::fs::write(&config_path, config).with_context(|| format!("cannot write {}", config_path.display()))?;
+        let log = dir.join("edgewise.log");
+        let log_file = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let child = Command::new(edgewise)
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().context("cannot share the log file")?)
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("cannot run {}", edgewise.display()))?;
+        let client = async_nats::connect(local_url)
+            .await
+            .with_context(|| format!("cannot connect to {local_url}"))?;
+        let mut device = Device {
+            process: ChildGuard::new("edgewise run", child),
+            log,
+            client,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if device.status().await.is_ok() {
+                return Ok(device);
+            }
+            device.check_running()?;
+            if Instant::now() > deadline {
+                bail!("edgewise run did not answer status requests within {START_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Its status (`edgewise.<device>.status`).
+    pub async fn status(&self) -> anyhow::Result<Status> {
+        let asked = self
+            .client
+            .request(format!("edgewise.{DEVICE}.status"), bytes::Bytes::new());
+        let reply = tokio::time::timeout(Duration::from_secs(2), asked)
+            .await
+            .map_err(|_| anyhow!("edgewise run did not answer its status request within 2 s"))?
+            .context("the status request failed")?;
+        serde_json::from_slice(&reply.payload).context("the host's status is not the expected JSON")
+    }
+
+    /// Readings delivered to `plugin` so far.
+    pub async fn readings_in(&mut self, plugin: &str) -> anyhow::Result<u64> {
+        let status = match self.status().await {
+            Ok(status) => status,
+            Err(error) => {
+                self.check_running()?;
+                return Err(error);
+            }
+        };
+        status
+            .plugins
+            .iter()
+            .find(|p| p.name == plugin)
+            .map(|p| p.readings_in)
+            .ok_or_else(|| anyhow!("the host's status has no plugin {plugin}"))
+    }
+
+    /// Resident set size of the host process, in bytes.
+    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+        let pid = self.process.pid().context("edgewise run is not running")?;
+        rss_of(&format!("/proc/{pid}/status"))
+    }
+
+    /// Fail with the end of its log if it has exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.process.try_wait()? {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            bail!(
+                "edgewise run exited ({status}); the end of {}:\n{}",
+                self.log.display(),
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            );
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, and wait for a clean exit (killed after 30 s).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.process.terminate().await?;
+        match self.process.wait_timeout(STOP_TIMEOUT).await? {
+            Some(status) if status.success() => Ok(()),
+            Some(status) => bail!(
+                "edgewise run exited with {status} after SIGTERM; see {}",
+                self.log.display()
+            ),
+            None => bail!("edgewise run did not exit within {STOP_TIMEOUT:?} of SIGTERM"),
+        }
+    }
+}
+
+/// `VmRSS` of a `/proc/<pid>/status` file, in bytes.
+pub fn rss_of(status_file: &str) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(status_file).with_context(|| format!("cannot read {status_file}"))?;
+    let kib = text
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .with_context(|| format!("no VmRSS line in {status_file}"))?;
+    Ok(kib * 1024)
+}

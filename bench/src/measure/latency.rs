@@ -1,0 +1,120 @@
+//! Reading-to-local-alert latency of `edgewise run` against a bare NATS
+//! echo hop (a process that republishes each reading), at 1,000 and 10,000
+//! readings/s, with a publisher that sleeps until each reading is due.
+
+use std::time::Duration;
+
+use edgewise_procs::NatsServer;
+
+use crate::device::{Device, PluginEntry};
+use crate::echo::Echo;
+use crate::latency::{self, Answer, Latency, Plan};
+use crate::suite::{Ctx, Outcome};
+use crate::table::{Row, Target};
+
+/// DESIGN: p50 and p99 within 1.5x of the echo hop.
+const TARGET: f64 = 1.5;
+
+/// The rates and how long each is measured.
+pub const PLANS: [Plan; 2] = [
+    Plan {
+        rate: 1_000.0,
+        warmup: Duration::from_secs(1),
+        measure: Duration::from_secs(20),
+    },
+    Plan {
+        rate: 10_000.0,
+        warmup: Duration::from_secs(1),
+        measure: Duration::from_secs(5),
+    },
+];
+
+/// The measurement.
+pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
+    let results = ctx.rt.block_on(async {
+        let server = NatsServer::start("bench", &ctx.paths.nats_server, None).await?;
+        let url = server.url();
+        let mut results = Vec::new();
+        for plan in PLANS {
+            tracing::info!(rate = plan.rate, "latency: bare NATS echo hop");
+            let echo = Echo::start(&ctx.paths.bench, &url).await?;
+            let bare = latency::measure(&url, Answer::Echo, plan).await?;
+            drop(echo);
+            tracing::info!(rate = plan.rate, "latency: edgewise run");
+            let host = host_latency(ctx, &url, plan, false).await?;
+            results.push((plan, bare, host));
+        }
+        anyhow::Ok(results)
+    })?;
+    let mut rows = Vec::new();
+    let mut details = Vec::new();
+    for (plan, bare, host) in &results {
+        if plan.rate == 1_000.0 {
+            ctx.shared.alone_latency = Some(*host);
+        }
+        rows.extend(rows_for(plan.rate, bare, host, "bare NATS echo hop", "", true));
+        details.push(format!("{}/s echo: {}", plan.rate, bare.summary()));
+        details.push(format!("{}/s edgewise run: {}", plan.rate, host.summary()));
+    }
+    Ok(Outcome { rows, details })
+}
+
+/// Start `edgewise run` with glucose-monitor (and the looping plugin when
+/// `hostile`) on `url`, measure, stop it.
+pub async fn host_latency(ctx: &Ctx, url: &str, plan: Plan, hostile: bool) -> anyhow::Result<Latency> {
+    let mut plugins = vec![PluginEntry::glucose(&ctx.bundles.glucose)];
+    if hostile {
+        plugins.push(PluginEntry::plain(&ctx.bundles.faulty));
+    }
+    let name = if hostile { "latency-hostile" } else { "latency-device" };
+    let device = Device::start(
+        &ctx.paths.edgewise,
+        &ctx.paths.work.join(format!("{name}-{}", plan.rate)),
+        &ctx.bundles.trust,
+        url,
+        &plugins,
+    )
+    .await?;
+    let measured = latency::measure(url, Answer::Alert, plan).await?;
+    device.stop().await?;
+    Ok(measured)
+}
+
+/// The p50, p99 (and p99.9) rows of one comparison.
+pub fn rows_for(rate: f64, baseline: &Latency, figure: &Latency, label: &str, suffix: &str, targets: bool) -> Vec<Row> {
+    let rate = crate::table::number(rate);
+    let target = if targets {
+        Target::RatioAtMost(TARGET)
+    } else {
+        Target::None
+    };
+    let mut rows = vec![
+        Row::measured(
+            format!("reading-to-local-alert p50 at {rate}/s{suffix}"),
+            label,
+            Some(baseline.p50),
+            figure.p50,
+            "ms",
+            target,
+        ),
+        Row::measured(
+            format!("reading-to-local-alert p99 at {rate}/s{suffix}"),
+            label,
+            Some(baseline.p99),
+            figure.p99,
+            "ms",
+            target,
+        ),
+    ];
+    if targets {
+        rows.push(Row::measured(
+            format!("reading-to-local-alert p99.9 at {rate}/s{suffix}"),
+            label,
+            Some(baseline.p999),
+            figure.p999,
+            "ms",
+            Target::None,
+        ));
+    }
+    rows
+}

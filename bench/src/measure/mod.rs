@@ -1,0 +1,11 @@
+//! One module per measurement; each turns into rows of the table.
+
+pub mod glucose;
+pub mod ingest;
+pub mod isolation;
+pub mod latency;
+pub mod memory;
+pub mod outbox;
+pub mod pending;
+pub mod replay;
+pub mod startup;

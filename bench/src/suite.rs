@@ -1,0 +1,235 @@
+//! The suite: every measurement in order, what they share, and how their
+//! rows are gathered. Adding a row is adding a [`Measurement`] to [`SUITE`]
+//! (or a row to an existing one).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use edgewise_host::replay::{self, Format, Recording};
+
+use crate::latency::Latency;
+use crate::measure;
+use crate::setup::{Bundles, Paths};
+use crate::table::{Row, Target, Verdict};
+
+/// What one measurement produced.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Its rows of the table.
+    pub rows: Vec<Row>,
+    /// Lines for the method notes (sample counts, every step...).
+    pub details: Vec<String>,
+}
+
+/// One measurement of the suite.
+pub struct Measurement {
+    /// Short name, for `--only`.
+    pub id: &'static str,
+    /// Title in the method notes.
+    pub title: &'static str,
+    /// How it is measured, for the method notes.
+    pub method: &'static str,
+    /// Run it.
+    pub run: fn(&mut Ctx) -> anyhow::Result<Outcome>,
+}
+
+/// Figures one measurement makes and a later one reuses.
+#[derive(Debug, Clone, Default)]
+pub struct Shared {
+    /// glucose-monitor alone: highest sustained ingest, readings/s.
+    pub alone_ingest: Option<f64>,
+    /// glucose-monitor alone: latency at 1,000 readings/s.
+    pub alone_latency: Option<Latency>,
+}
+
+/// What every measurement may use.
+pub struct Ctx {
+    /// Binaries, components, data.
+    pub paths: Paths,
+    /// Signed bundles and their trust store.
+    pub bundles: Bundles,
+    /// The Hall2018 recording, loaded once.
+    pub hall2018: Recording,
+    /// The async runtime for the live measurements (two worker threads).
+    pub rt: tokio::runtime::Runtime,
+    /// Figures shared between measurements.
+    pub shared: Shared,
+}
+
+impl Ctx {
+    /// Find everything, sign the bundles, load the recording.
+    pub fn new(paths: Paths) -> anyhow::Result<Ctx> {
+        let bundles = paths.sign_bundles()?;
+        let hall2018 = replay::load(&paths.hall2018, Format::IgluCsv, false)
+            .with_context(|| format!("cannot load {}", paths.hall2018.display()))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        Ok(Ctx {
+            paths,
+            bundles,
+            hall2018,
+            rt,
+            shared: Shared::default(),
+        })
+    }
+}
+
+/// Every measurement, in the order of the table.
+pub const SUITE: &[Measurement] = &[
+    Measurement {
+        id: "glucose",
+        title: "glucose-monitor per reading: wasm vs native",
+        method: "The Hall2018 recording goes through glucose-monitor in batches of 1, 16 and 256 readings, \
+                 once as the wasm component in the host runtime (`PluginInstance::on_readings`, outputs taken \
+                 after each call) and once as the same crate linked natively (`Plugin::on_readings`, outputs \
+                 taken after each call), each run on a fresh instance (instantiation not timed), in one \
+                 process. Five runs per batch size, interleaved and alternating which side goes first; the \
+                 median time per reading of each side is reported. Both sides must emit the same number of \
+                 outputs.",
+        run: measure::glucose::run,
+    },
+    Measurement {
+        id: "replay",
+        title: "Replay throughput over Hall2018",
+        method: "`edgewise replay --plugin glucose_monitor.wasm --input Hall2018_processed.csv --out /dev/null` \
+                 as a user runs it; the figure is the readings/s it reports (replay loop and JSON output, \
+                 without loading and compiling), median of three runs. Baseline: the same readings through \
+                 the same clock rules (batches of at most 256 up to each 5-minute tick, ticks on to an hour \
+                 past the last day) with glucose-monitor linked natively and no JSON output.",
+        run: measure::replay::run,
+    },
+    Measurement {
+        id: "ingest",
+        title: "Live ingest",
+        method: "A private nats-server; real CGM traces (Hall2018, one subject per patient, \
+                 `sensors.cgm.<id>`, replayed over and over with timestamps moved to now and later). A \
+                 publisher paced in 1 ms steps (it sleeps between bursts) publishes at a rate for 2 s; the \
+                 step passes if every reading was delivered within 0.5 s of the last publish and the publisher \
+                 reached 95% of the rate; a rate fails after two failed steps (the machine is shared: one \
+                 stall elsewhere should not decide). The rate doubles from 4,000/s until a step fails, then three \
+                 bisections; the figure is the highest passing rate. Delivered means counted by a bare \
+                 async-nats subscriber on `sensors.>` (baseline) or `readings_in` of glucose-monitor in \
+                 `edgewise run`'s status (figure; default configuration but for the output-rate guard, see \
+                 the latency notes; no upstream: outputs stay in the outbox). Same publisher, same messages, \
+                 same run.",
+        run: measure::ingest::run,
+    },
+    Measurement {
+        id: "latency",
+        title: "Reading-to-local-alert latency",
+        method: "A publisher thread sleeps until each reading is due (1,000 or 10,000 readings/s) and notes \
+                 when it hands each to async-nats; a subscriber in the same process notes when the first \
+                 answer about each reading arrives. Traffic: 50 sensors in turn, each reading five minutes \
+                 after its sensor's previous one, 120 mg/dL except one reading in ten per sensor at 45 mg/dL, \
+                 which raises `urgent-low` (the next reading resolves it: another alert); only those alerting \
+                 readings are timed, on both sides. Figure: the `urgent-low` alert of `edgewise run` with \
+                 glucose-monitor (a fresh host per rate; its alerts go to the local bus and the durable \
+                 outbox). Baseline: a bare echo process (this program, `echo`) that republishes every \
+                 reading, one NATS hop like the host's. The first second of readings is warm-up; then 20 s \
+                 at 1,000/s and 5 s at 10,000/s. Nearest-rank percentiles. The glucose-monitor of every live \
+                 measurement runs with `[plugins.limits] outputs_per_second` raised to 10,000,000: the \
+                 traffic plays hours of readings per second, so its summaries come thousands of times faster \
+                 than in life and would trip that real-time flood guard (default 5,000/s); nothing else \
+                 differs from the default configuration.",
+        run: measure::latency::run,
+    },
+    Measurement {
+        id: "isolation",
+        title: "glucose-monitor alone vs beside a hostile plugin (issue #5)",
+        method: "As \"Live ingest\" and \"Reading-to-local-alert latency\" at 1,000/s, with a second plugin in \
+                 the same `edgewise run` (default configuration): `faulty-plugin` signed with `fail = \"loop\"` \
+                 and subscribed to the same `sensors.cgm.>`, so every batch it gets loops until its call \
+                 deadline. The baseline is glucose-monitor alone, measured earlier in the same run.",
+        run: measure::isolation::run,
+    },
+    Measurement {
+        id: "startup",
+        title: "Start-up",
+        method: "In-process with the host library, on the signed glucose-monitor bundle: read the file, verify \
+                 it against the trust store (`bundle::verify`), compile it (`Runtime::compile`, uncached), \
+                 instantiate and `init` it: median of three. Then once through `Runtime::compile_cached` to \
+                 fill the cache, and twenty starts that read, verify, load the compiled component from the \
+                 cache (must be a hit), instantiate and `init`: median. The anti-rollback record is not \
+                 consulted (one lookup in memory).",
+        run: measure::startup::run,
+    },
+    Measurement {
+        id: "memory",
+        title: "Memory",
+        method: "`VmRSS` of `edgewise run` with glucose-monitor, 2 s after it answers its first status \
+                 request, no traffic. Per instance: a child process of this program (`memory`) creates the \
+                 runtime (default options, as `edgewise run`), compiles glucose-monitor and adds initialised \
+                 instances, each fed 24 readings, up to 1, then 10, then 100, noting its `VmRSS` at each; \
+                 the growth from 1 instance, divided by the instances added.",
+        run: measure::memory::run,
+    },
+    Measurement {
+        id: "outbox",
+        title: "Outbox",
+        method: "`Outbox::append_batch` (encrypted, committed and fsynced before it returns) of an \
+                 alert envelope for 2 s, one entry per transaction and 64 per transaction, in \
+                 `target/bench`. Baseline: plain SQLite inserts of the same rows (no encryption, no \
+                 eviction bookkeeping) in WAL mode with `synchronous=FULL`, same batch sizes, same disk.",
+        run: measure::outbox::run,
+    },
+    Measurement {
+        id: "pending",
+        title: "Not measured yet",
+        method: "Rows kept for features that have not landed: hot swap (DESIGN: loses 0 readings) and the \
+                 outbox drain after an outage.",
+        run: measure::pending::run,
+    },
+];
+
+/// A measurement's rows and notes, and how long it took.
+pub struct Done {
+    /// Which measurement.
+    pub measurement: &'static Measurement,
+    /// What it produced (one error row if it failed).
+    pub outcome: Outcome,
+    /// Wall time.
+    pub took: Duration,
+}
+
+/// Run the measurements whose id is in `only` (all when empty), in order.
+/// A failed measurement becomes an error row; the others still run.
+pub fn run(ctx: &mut Ctx, only: &[String]) -> Vec<Done> {
+    let mut done = Vec::new();
+    for measurement in SUITE {
+        if !only.is_empty() && !only.iter().any(|id| id == measurement.id) {
+            continue;
+        }
+        tracing::info!(measurement = measurement.id, "measuring: {}", measurement.title);
+        let started = Instant::now();
+        let outcome = match (measurement.run)(ctx) {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::error!(measurement = measurement.id, "failed: {error:#}");
+                Outcome {
+                    rows: vec![Row::missing(
+                        measurement.title,
+                        "-",
+                        Target::None,
+                        Verdict::Error(format!("{error:#}").replace('\n', " ")),
+                    )],
+                    details: Vec::new(),
+                }
+            }
+        };
+        let took = started.elapsed();
+        tracing::info!(
+            measurement = measurement.id,
+            seconds = took.as_secs_f64().round(),
+            "done"
+        );
+        done.push(Done {
+            measurement,
+            outcome,
+            took,
+        });
+    }
+    done
+}

@@ -1,0 +1,291 @@
+//! Hostile plugins beside glucose-monitor in `edgewise run`, on real NATS: the
+//! host stays up, glucose-monitor's alerts still arrive, the failure is
+//! reported as a `plugin-degraded` alert (locally and upstream) with the right
+//! reason, the status counts it, and quarantine comes when it should.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::live_pipeline::{DEVICE, Device, WAIT, now_ms, reading, upstream_alerts};
+use edgewise_tests::nats::NatsServer;
+
+/// One hostile plugin and what the host must make of it.
+struct Case {
+    /// The faulty plugin's `fail` mode.
+    mode: &'static str,
+    /// Extra `[plugins.config]` and `[plugins.limits]` lines of the faulty plugin.
+    config: &'static str,
+    limits: &'static str,
+    /// Readings published to the hostile plugin.
+    readings: usize,
+    /// The failure reason expected in `plugin-degraded` and the status.
+    reason: &'static str,
+    /// Failures expected before the test looks at the status.
+    failures: usize,
+    /// Whether those failures must put the plugin in quarantine.
+    quarantined: bool,
+}
+
+/// Quarantine after 3 failures within a minute, for an hour (so the test sees it).
+const SUPERVISOR: &str = "[supervisor]\nbackoff_initial = \"50ms\"\nbackoff_max = \"200ms\"\n\
+    quarantine_after = 3\nquarantine_window = \"1m\"\nquarantine_cooldown = \"1h\"\nbuffer_readings = 50\n";
+
+async fn hostile_beside_glucose_monitor(case: Case) {
+    let local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    let plugins = format!(
+        "{SUPERVISOR}[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"{}\"\n{}\
+         [plugins.limits]\ncall_deadline_ms = 200\n{}",
+        case.mode, case.config, case.limits
+    );
+    let mut device = Device::with_tick(&local, Some(&cloud), "100ms", &plugins);
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
+    device.start_with(&client).await;
+
+    for _ in 0..case.readings {
+        client
+            .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
+
+    // Collect alerts until glucose-monitor's has come and the failures are reported.
+    let mut glucose_alerts = Vec::new();
+    let mut degraded: Vec<Value> = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while glucose_alerts.is_empty()
+        || degraded.len() < case.failures
+        || (case.quarantined && !degraded.iter().any(|a| message(a).contains("quarantined")))
+    {
+        let next = tokio::time::timeout_at(deadline, alerts.next()).await;
+        let Ok(Some(message)) = next else {
+            panic!(
+                "[{}] timed out: glucose alerts {glucose_alerts:?}, degraded {degraded:?}",
+                case.mode
+            );
+        };
+        let alert: Value = serde_json::from_slice(&message.payload).unwrap();
+        match (message.subject.as_str(), alert["code"].as_str()) {
+            (subject, Some("urgent-low")) if subject.ends_with(".glucose-monitor") => glucose_alerts.push(alert),
+            (subject, Some("plugin-degraded")) if subject.ends_with(".faulty-plugin") => degraded.push(alert),
+            _ => {}
+        }
+    }
+    for alert in &degraded {
+        assert_eq!(alert["severity"], "critical", "{alert}");
+        assert_eq!(alert["plugin"], "faulty-plugin", "{alert}");
+        assert!(
+            message(alert).starts_with(&format!("{}: plugin `faulty-plugin`", case.reason)),
+            "[{}] expected reason `{}`: {alert}",
+            case.mode,
+            case.reason
+        );
+    }
+
+    // The status counts it; glucose-monitor is untouched.
+    let reply = client
+        .request(format!("edgewise.{DEVICE}.status"), "".into())
+        .await
+        .unwrap();
+    let status: Value = serde_json::from_slice(&reply.payload).unwrap();
+    let plugin = |name: &str| {
+        status["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+    };
+    let (faulty, glucose) = (plugin("faulty-plugin"), plugin("glucose-monitor"));
+    assert!(
+        faulty["failures"][case.reason].as_u64().unwrap_or(0) >= case.failures as u64,
+        "[{}] {faulty}",
+        case.mode
+    );
+    assert_eq!(
+        faulty["state"] == "quarantined",
+        case.quarantined,
+        "[{}] {faulty}",
+        case.mode
+    );
+    assert_eq!(
+        faulty["quarantines"].as_u64().unwrap() >= 1,
+        case.quarantined,
+        "[{}] {faulty}",
+        case.mode
+    );
+    assert!(
+        faulty["last_error"].as_str().unwrap().contains("faulty-plugin"),
+        "{faulty}"
+    );
+    assert_eq!(glucose["state"], "running", "{glucose}");
+    assert_eq!(glucose["errors"], 0, "{glucose}");
+    assert_eq!(glucose["readings_in"], 1, "{glucose}");
+
+    // glucose-monitor still answers after the hostile plugin's failures.
+    client.publish("sensors.cgm.p2", reading(now_ms(), 45.0)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, alerts.next()).await else {
+            panic!("[{}] no alert for p2 from glucose-monitor", case.mode);
+        };
+        let alert: Value = serde_json::from_slice(&message.payload).unwrap();
+        if alert["sensor"] == "cgm.p2" && alert["code"] == "urgent-low" {
+            break;
+        }
+    }
+
+    // The degraded alerts also went upstream, through the outbox.
+    let upstream = upstream_alerts(&cloud, case.failures + 1).await;
+    assert!(
+        upstream
+            .iter()
+            .any(|(subject, alert)| subject.ends_with(".faulty-plugin") && alert["code"] == "plugin-degraded"),
+        "{upstream:?}"
+    );
+
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "[{}] the host must exit cleanly:\n{stderr}", case.mode);
+    assert!(!stderr.contains("panicked at host/"), "the host panicked:\n{stderr}");
+}
+
+fn message(alert: &Value) -> &str {
+    alert["message"].as_str().unwrap_or_default()
+}
+
+/// A failure on every reading: three readings, three failures, quarantine.
+fn every_call(mode: &'static str, reason: &'static str) -> Case {
+    Case {
+        mode,
+        config: "",
+        limits: "",
+        readings: 3,
+        reason,
+        failures: 3,
+        quarantined: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn infinite_loop_in_on_readings() {
+    hostile_beside_glucose_monitor(every_call("loop", "deadline")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn infinite_loop_in_init() {
+    // It never starts: the first start and every restart fail, no readings needed.
+    hostile_beside_glucose_monitor(Case {
+        readings: 0,
+        ..every_call("init-loop", "deadline")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_growth_until_the_limit() {
+    hostile_beside_glucose_monitor(Case {
+        limits: "memory_mb = 16\n",
+        ..every_call("memory", "memory-limit")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unbounded_recursion() {
+    hostile_beside_glucose_monitor(every_call("recursion", "trap")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn panic() {
+    hostile_beside_glucose_monitor(every_call("panic", "trap")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_million_alerts_in_one_call() {
+    hostile_beside_glucose_monitor(every_call("alerts", "output-limit")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_strings() {
+    hostile_beside_glucose_monitor(every_call("huge-string", "output-size")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_state_values() {
+    hostile_beside_glucose_monitor(every_call("huge-state", "state-limit")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn err_on_every_call() {
+    // Every tick fails too: quarantine comes without readings.
+    hostile_beside_glucose_monitor(Case {
+        readings: 0,
+        ..every_call("err", "returned-error")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn too_many_outputs_per_second() {
+    hostile_beside_glucose_monitor(Case {
+        config: "burst = 100\n",
+        limits: "outputs_per_second = 50\n",
+        ..every_call("chatty", "output-rate")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_that_sometimes_take_five_times_the_deadline() {
+    // Every third call spins 1 s against a 200 ms deadline: one failure in
+    // four readings, a restart, and no quarantine.
+    hostile_beside_glucose_monitor(Case {
+        mode: "slow",
+        config: "spin_ms = 1000\nevery = 3\n",
+        limits: "",
+        readings: 4,
+        reason: "deadline",
+        failures: 1,
+        quarantined: false,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_flood_is_dropped_not_fatal() {
+    let local = NatsServer::start();
+    let plugins = "[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"log-flood\"\n";
+    let mut device = Device::with_tick(&local, None, "100ms", plugins);
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.faulty-plugin"))
+        .await
+        .unwrap();
+    device.start_with(&client).await;
+    for _ in 0..3 {
+        client
+            .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
+            .await
+            .unwrap();
+        let message = tokio::time::timeout(WAIT, alerts.next()).await.unwrap().unwrap();
+        let alert: Value = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(alert["code"], "seen", "the plugin keeps working: {alert}");
+    }
+    let reply = client
+        .request(format!("edgewise.{DEVICE}.status"), "".into())
+        .await
+        .unwrap();
+    let status: Value = serde_json::from_slice(&reply.payload).unwrap();
+    let faulty = &status["plugins"][1];
+    assert_eq!(faulty["name"], "faulty-plugin");
+    assert_eq!(faulty["state"], "running", "{faulty}");
+    assert_eq!(faulty["errors"], 0, "{faulty}");
+    assert!(faulty["logs_dropped"].as_u64().unwrap() >= 2, "{faulty}");
+    assert_eq!(device.terminate().0, Some(0));
+}
