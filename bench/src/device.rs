@@ -24,6 +24,9 @@ pub struct PluginEntry {
     pub bundle: PathBuf,
     /// `[plugins.limits] outputs_per_second`, when set.
     pub outputs_per_second: Option<u32>,
+    /// A hostile plugin: the host is configured never to quarantine it, so
+    /// it keeps failing (and burning CPU) for the whole measurement.
+    pub hostile: bool,
 }
 
 impl PluginEntry {
@@ -35,14 +38,17 @@ impl PluginEntry {
         PluginEntry {
             bundle: bundle.to_owned(),
             outputs_per_second: Some(GLUCOSE_OUTPUTS_PER_SECOND),
+            hostile: false,
         }
     }
 
-    /// A plugin with its manifest's limits.
-    pub fn plain(bundle: &Path) -> PluginEntry {
+    /// A hostile plugin that the supervisor restarts (after at most 100 ms)
+    /// but never quarantines: the worst case for its neighbours.
+    pub fn hostile(bundle: &Path) -> PluginEntry {
         PluginEntry {
             bundle: bundle.to_owned(),
             outputs_per_second: None,
+            hostile: true,
         }
     }
 }
@@ -77,6 +83,9 @@ impl Device {
              [local]\nurl = \"{local_url}\"\n",
             trust.display()
         );
+        if plugins.iter().any(|p| p.hostile) {
+            config.push_str("\n[supervisor]\nquarantine_after = 1000\nbackoff_max = \"100ms\"\n");
+        }
         for plugin in plugins {
             config.push_str(&format!("\n[[plugins]]\nbundle = \"{}\"\n", plugin.bundle.display()));
             if let Some(rate) = plugin.outputs_per_second {

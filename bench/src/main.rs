@@ -10,6 +10,7 @@
 //! edgewise-bench [--out FILE] [--command TEXT] [--only ID,ID...]
 //! edgewise-bench echo --url URL                        (a child: the bare echo hop)
 //! edgewise-bench memory --plugin WASM                 (a child: RSS with 1, 10, 100 instances)
+//! edgewise-bench allocator --plugin WASM --kind K     (a child: on-demand or pooling allocator)
 //! ```
 //!
 //! Modules: `suite` (the list of measurements), `measure/*` (one per
@@ -50,6 +51,9 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("echo") => echo::serve(&value_of(&args, "--url")?),
         Some("memory") => measure::memory::hold_instances(Path::new(&value_of(&args, "--plugin")?)),
+        Some("allocator") => {
+            measure::allocator::measure_in_child(Path::new(&value_of(&args, "--plugin")?), &value_of(&args, "--kind")?)
+        }
         _ => run_suite(&args),
     }
 }

@@ -140,9 +140,11 @@ pub const SUITE: &[Measurement] = &[
         id: "isolation",
         title: "glucose-monitor alone vs beside a hostile plugin (issue #5)",
         method: "As \"Live ingest\" and \"Reading-to-local-alert latency\" at 1,000/s, with a second plugin in \
-                 the same `edgewise run` (default configuration): `faulty-plugin` signed with `fail = \"loop\"` \
-                 and subscribed to the same `sensors.cgm.>`, so every batch it gets loops until its call \
-                 deadline. The baseline is glucose-monitor alone, measured earlier in the same run.",
+                 the same `edgewise run`: `faulty-plugin` signed with `fail = \"loop\"` and subscribed to the \
+                 same `sensors.cgm.>`, so every batch it gets loops until its 1 s call deadline; the \
+                 `[supervisor]` is set never to quarantine it (`quarantine_after = 1000`, `backoff_max = \
+                 \"100ms\"`), so it burns about one of the two cores for the whole measurement: the worst \
+                 case (by default it is quarantined after 5 failures and costs nothing after that). The baseline is glucose-monitor alone, measured earlier in the same run.",
         run: measure::isolation::run,
     },
     Measurement {
@@ -165,6 +167,18 @@ pub const SUITE: &[Measurement] = &[
                  instances, each fed 24 readings, up to 1, then 10, then 100, noting its `VmRSS` at each; \
                  the growth from 1 instance, divided by the instances added.",
         run: measure::memory::run,
+    },
+    Measurement {
+        id: "allocator",
+        title: "Instance allocator: on-demand vs pooling (issue #5)",
+        method: "A child process of this program (`allocator`) per allocator creates the runtime \
+                 (`RuntimeOptions::allocator`: wasmtime's on-demand allocator, or the pooling allocator with \
+                 128 slots of at most 64 MiB, falling back to on-demand if the address space cannot be \
+                 reserved), compiles glucose-monitor, times instantiate + `init` of 100 instances held at \
+                 once, notes its `VmRSS` after the first and the hundredth, then times 300 restarts (drop one \
+                 instance, build and `init` another: what the supervisor does after a failure). Medians; \
+                 the baseline is the on-demand allocator.",
+        run: measure::allocator::run,
     },
     Measurement {
         id: "outbox",

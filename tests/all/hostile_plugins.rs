@@ -88,11 +88,7 @@ async fn hostile_beside_glucose_monitor(case: Case) {
     }
 
     // The status counts it; glucose-monitor is untouched.
-    let reply = client
-        .request(format!("edgewise.{DEVICE}.status"), "".into())
-        .await
-        .unwrap();
-    let status: Value = serde_json::from_slice(&reply.payload).unwrap();
+    let status = host_status(&client).await;
     let plugin = |name: &str| {
         status["plugins"]
             .as_array()
@@ -153,6 +149,21 @@ async fn hostile_beside_glucose_monitor(case: Case) {
     let (code, stderr) = device.terminate();
     assert_eq!(code, Some(0), "[{}] the host must exit cleanly:\n{stderr}", case.mode);
     assert!(!stderr.contains("panicked at host/"), "the host panicked:\n{stderr}");
+}
+
+/// The host's status, asked on the local bus.
+async fn host_status(client: &async_nats::Client) -> Value {
+    let reply = client
+        .request(format!("edgewise.{DEVICE}.status"), "".into())
+        .await
+        .unwrap();
+    serde_json::from_slice(&reply.payload).unwrap()
+}
+
+/// The next message of `alerts` as JSON, or panic after [`WAIT`].
+async fn next_alert(alerts: &mut async_nats::Subscriber) -> Value {
+    let message = tokio::time::timeout(WAIT, alerts.next()).await.unwrap().unwrap();
+    serde_json::from_slice(&message.payload).unwrap()
 }
 
 fn message(alert: &Value) -> &str {
@@ -277,15 +288,65 @@ async fn a_log_flood_is_dropped_not_fatal() {
         let alert: Value = serde_json::from_slice(&message.payload).unwrap();
         assert_eq!(alert["code"], "seen", "the plugin keeps working: {alert}");
     }
-    let reply = client
-        .request(format!("edgewise.{DEVICE}.status"), "".into())
-        .await
-        .unwrap();
-    let status: Value = serde_json::from_slice(&reply.payload).unwrap();
+    let status = host_status(&client).await;
     let faulty = &status["plugins"][1];
     assert_eq!(faulty["name"], "faulty-plugin");
     assert_eq!(faulty["state"], "running", "{faulty}");
     assert_eq!(faulty["errors"], 0, "{faulty}");
     assert!(faulty["logs_dropped"].as_u64().unwrap() >= 2, "{faulty}");
+    assert_eq!(device.terminate().0, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readings_wait_for_the_restart_in_a_bounded_buffer() {
+    // Every second call overruns the deadline; the restart waits 1 s; the
+    // buffer holds 2 readings.
+    let local = NatsServer::start();
+    let plugins = "[supervisor]\nbackoff_initial = \"1s\"\nbuffer_readings = 2\n\
+        [[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"slow\"\nevery = 2\nspin_ms = 1000\n\
+        [plugins.limits]\ncall_deadline_ms = 200\n";
+    let mut device = Device::with_tick(&local, None, "1h", plugins);
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.faulty-plugin"))
+        .await
+        .unwrap();
+    device.start_with(&client).await;
+    let t0 = now_ms();
+    client.publish("sensors.hostile.h1", reading(t0, 100.0)).await.unwrap();
+    assert_eq!(next_alert(&mut alerts).await["code"], "seen");
+    client
+        .publish("sensors.hostile.h1", reading(t0 + 1, 100.0))
+        .await
+        .unwrap();
+    let degraded = next_alert(&mut alerts).await;
+    assert_eq!(degraded["code"], "plugin-degraded", "{degraded}");
+    assert!(message(&degraded).starts_with("deadline: "), "{degraded}");
+    // While it is down: five readings, one message each; the oldest three are dropped.
+    for k in 2..7 {
+        client
+            .publish("sensors.hostile.h1", reading(t0 + k, 100.0))
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let status = host_status(&client).await;
+    let faulty = &status["plugins"][1];
+    assert_eq!(faulty["state"], "restarting", "{faulty}");
+    assert_eq!(faulty["readings_held"], 2, "{faulty}");
+    assert_eq!(faulty["readings_dropped"], 3, "{faulty}");
+    // After the restart the two held readings are delivered, oldest first:
+    // the first passes (a new instance's first call), the second overruns.
+    let seen = next_alert(&mut alerts).await;
+    assert_eq!(seen["code"], "seen", "{seen}");
+    assert_eq!(seen["ts"], t0 + 5, "the oldest held reading comes first: {seen}");
+    let again = next_alert(&mut alerts).await;
+    assert_eq!(again["code"], "plugin-degraded", "{again}");
+    let status = host_status(&client).await;
+    let faulty = &status["plugins"][1];
+    assert_eq!(faulty["restarts"], 1, "{faulty}");
+    assert_eq!(faulty["readings_in"], 4, "{faulty}");
+    assert_eq!(faulty["readings_held"], 0, "{faulty}");
     assert_eq!(device.terminate().0, Some(0));
 }

@@ -437,6 +437,22 @@ fn config_errors_exit_2_naming_the_key() {
             "device = \"d\"\ndata_dir = \"x\"\ntrust_dir = \".\"\nfrobnicate = 1\n[local]\nurl = \"nats://127.0.0.1:4222\"\n",
             vec!["frobnicate: "],
         ),
+        (
+            "device = \"d\"\ndata_dir = \"x\"\ntrust_dir = \".\"\n[local]\nurl = \"nats://127.0.0.1:4222\"\n\
+             [supervisor]\nbackoff_initial = \"2s\"\nbackoff_max = \"1s\"\nquarantine_after = 0\nquarantine_cooldown = \"later\"\n\
+             [[plugins]]\nbundle = \"x.wasm\"\n[plugins.limits]\nmemory_mb = 0\n",
+            vec![
+                "supervisor.backoff_max: must not be below `backoff_initial`",
+                "supervisor.quarantine_after: 0 must be between 1 and 1000",
+                "supervisor.quarantine_cooldown: `later`",
+                "plugins[0].limits.memory_mb: must be greater than 0",
+            ],
+        ),
+        (
+            "device = \"d\"\ndata_dir = \"x\"\ntrust_dir = \".\"\n[local]\nurl = \"nats://127.0.0.1:4222\"\n\
+             [[plugins]]\nbundle = \"x.wasm\"\n[plugins.limits]\nheap = 3\n",
+            vec!["unknown field `heap`"],
+        ),
     ];
     for (text, expected) in cases {
         std::fs::write(&config, text).unwrap();

@@ -24,7 +24,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             .await
             .with_context(|| format!("cannot connect to {url}"))?;
         let glucose = PluginEntry::glucose(&ctx.bundles.glucose);
-        let faulty = PluginEntry::plain(&ctx.bundles.faulty);
+        let faulty = PluginEntry::hostile(&ctx.bundles.faulty);
         let mut ladders = Vec::new();
         // Alone: measured by the ingest and latency rows of this run, else now.
         let alone_ingest = match ctx.shared.alone_ingest {

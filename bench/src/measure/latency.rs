@@ -64,7 +64,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
 pub async fn host_latency(ctx: &Ctx, url: &str, plan: Plan, hostile: bool) -> anyhow::Result<Latency> {
     let mut plugins = vec![PluginEntry::glucose(&ctx.bundles.glucose)];
     if hostile {
-        plugins.push(PluginEntry::plain(&ctx.bundles.faulty));
+        plugins.push(PluginEntry::hostile(&ctx.bundles.faulty));
     }
     let name = if hostile { "latency-hostile" } else { "latency-device" };
     let device = Device::start(

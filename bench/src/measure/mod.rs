@@ -1,5 +1,6 @@
 //! One module per measurement; each turns into rows of the table.
 
+pub mod allocator;
 pub mod glucose;
 pub mod ingest;
 pub mod isolation;

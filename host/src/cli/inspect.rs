@@ -47,6 +47,18 @@ pub fn run(args: InspectArgs) -> Result<(), Failure> {
             if let Some(deadline) = manifest.limits.call_deadline_ms {
                 println!("  limits:        call deadline {deadline} ms");
             }
+            let counts = [
+                (manifest.limits.outputs_per_call, "outputs per call"),
+                (manifest.limits.outputs_per_second, "outputs per second"),
+                (manifest.limits.output_bytes, "bytes per output"),
+                (manifest.limits.log_bytes_per_second, "log bytes per second"),
+                (manifest.limits.state_bytes, "state bytes"),
+            ];
+            for (value, what) in counts {
+                if let Some(value) = value {
+                    println!("  limits:        {value} {what}");
+                }
+            }
             println!("  created:       {}", manifest.created);
             println!("  expires:       {}", manifest.expires.as_deref().unwrap_or("never"));
             println!("  code_sha256:   {}", manifest.code_sha256);

@@ -113,6 +113,9 @@ pub enum OutboxError {
         /// The limit.
         max_bytes: u64,
     },
+    /// A thread panicked while it held the outbox: it is not used again.
+    #[error("the outbox lock is poisoned (a thread panicked while writing to it)")]
+    Poisoned,
 }
 
 impl OutboxError {

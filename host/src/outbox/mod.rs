@@ -25,9 +25,10 @@
 //!   ([`Outbox::expire`]).
 //!
 //! The API is synchronous: callers run it on a dedicated thread or in
-//! `spawn_blocking`. Files: `key` (device key), `crypto` (sealing), `schema`
+//! `spawn_blocking`; [`Writer`] is such a thread for appends, committing
+//! what several producers queued in one transaction (group commit). Files: `key` (device key), `crypto` (sealing), `schema`
 //! (file settings, versions), `store` ([`Outbox`]), `evict` (the size rule),
-//! `tally` (in-memory counts), `entry`, `limits`, `error`.
+//! `tally` (in-memory counts), `writer` (group commit), `entry`, `limits`, `error`.
 
 mod crypto;
 mod entry;
@@ -38,6 +39,7 @@ mod limits;
 mod schema;
 mod store;
 mod tally;
+mod writer;
 
 #[cfg(test)]
 mod tests;
@@ -48,3 +50,4 @@ pub use key::OutboxKey;
 pub use limits::{Depth, DropCounts, OutboxLimits};
 pub use schema::FILE_NAME;
 pub use store::Outbox;
+pub use writer::{Committed, Outcome, Writer, WriterHandle, WriterStopped};

@@ -114,70 +114,102 @@ impl Outbox {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let max_bytes = self.limits.max_bytes;
-        if let Some((entry, size)) = entries
-            .iter()
-            .map(|e| (e, stored_size(&e.subject, &e.msg_id, e.payload.len())))
-            .find(|(_, size)| *size > max_bytes)
-        {
-            return Err(OutboxError::EntryTooLarge {
-                path: self.path.clone(),
-                msg_id: entry.msg_id.clone(),
-                size,
-                max_bytes,
-            });
+        self.append_groups(vec![entries])?
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    /// Group commit: store several independent groups of entries in one
+    /// transaction (one fsync for all of them). Each group is all or nothing,
+    /// as [`Outbox::append_batch`], on its own: a group that fails (an entry
+    /// that could never fit, an insert refused) is rolled back alone and gets
+    /// its error; the others are stored. When this returns, every group with
+    /// an `Ok` is committed and fsynced.
+    ///
+    /// The outer error is a failure of the transaction itself (begin or
+    /// commit): then nothing of any group was stored.
+    #[allow(clippy::type_complexity)]
+    pub fn append_groups(
+        &mut self,
+        groups: Vec<Vec<NewEntry>>,
+    ) -> Result<Vec<Result<Vec<Option<u64>>, OutboxError>>, OutboxError> {
+        if groups.iter().all(Vec::is_empty) {
+            return Ok(groups.iter().map(|_| Ok(Vec::new())).collect());
         }
+        // Groups rarely fail: first all of them in one plain transaction; only
+        // if one fails, again with a savepoint per group (savepoints cost a
+        // sub-journal copy of every page they touch).
+        match self.store_groups(&groups, false)? {
+            Some(results) => Ok(results),
+            None => Ok(self.store_groups(&groups, true)?.unwrap_or_default()),
+        }
+    }
+
+    /// One transaction over `groups`. With `isolate`, each group in a
+    /// savepoint, a failed one undone alone; without, the first failure
+    /// rolls everything back and gives `None`.
+    #[allow(clippy::type_complexity)]
+    fn store_groups(
+        &mut self,
+        groups: &[Vec<NewEntry>],
+        isolate: bool,
+    ) -> Result<Option<Vec<Result<Vec<Option<u64>>, OutboxError>>>, OutboxError> {
         let path = &self.path;
         let sql = |operation| OutboxError::sql(path, operation);
+        let mut results: Vec<Result<Vec<Option<u64>>, OutboxError>> = Vec::with_capacity(groups.len());
         let mut tally = self.tally;
         let mut drops = DropCounts::default();
-        let mut ids = Vec::with_capacity(entries.len());
-        let tx = self
+        let mut tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("begin an append"))?;
-        for entry in entries {
-            let size = stored_size(&entry.subject, &entry.msg_id, entry.payload.len());
-            let room = evict::make_room(&tx, &mut tally, &mut drops, entry.kind, size, max_bytes)
-                .map_err(sql("evict entries to make room"))?;
-            if room == Room::Refused {
-                drops.add(DropReason::SummariesRefused, 1);
-                ids.push(None);
+        for entries in groups {
+            if entries.is_empty() {
+                results.push(Ok(Vec::new()));
                 continue;
             }
-            let aad = crypto::row_aad(entry.kind, &entry.subject, &entry.msg_id, entry.created_ms);
-            let (nonce, ciphertext) =
-                crypto::seal(&self.key, &self.rng, &aad, entry.payload).map_err(|_| OutboxError::Crypto {
-                    operation: "encrypt an outbox entry",
-                })?;
-            tx.prepare_cached(
-                "INSERT INTO entries (kind, subject, msg_id, created_ms, nonce, ciphertext) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut insert| {
-                insert.execute(rusqlite::params![
-                    entry.kind.to_sql(),
-                    entry.subject,
-                    entry.msg_id,
-                    entry.created_ms,
-                    &nonce[..],
-                    ciphertext,
-                ])
-            })
-            .map_err(sql("insert an entry"))?;
-            let id = u64::try_from(tx.last_insert_rowid()).map_err(|_| OutboxError::CorruptRow {
-                path: self.path.clone(),
-                id: tx.last_insert_rowid(),
-                reason: "SQLite assigned a negative id".to_owned(),
-            })?;
-            tally.add(entry.kind, 1, size);
-            ids.push(Some(id));
+            let mut group_tally = tally;
+            let mut group_drops = DropCounts::default();
+            let mut store = |conn: &Connection| {
+                too_large(path, self.limits.max_bytes, entries)?;
+                insert_entries(
+                    conn,
+                    path,
+                    &self.key,
+                    &self.rng,
+                    self.limits.max_bytes,
+                    &mut group_tally,
+                    &mut group_drops,
+                    entries,
+                )
+            };
+            let stored = if isolate {
+                let savepoint = tx.savepoint().map_err(sql("begin an append"))?;
+                let stored = store(&savepoint);
+                if stored.is_ok() {
+                    savepoint.commit().map_err(sql("commit an append"))?;
+                }
+                // Otherwise dropping the savepoint rolls the group back.
+                stored
+            } else {
+                match store(&tx) {
+                    Ok(ids) => Ok(ids),
+                    // Dropping the transaction rolls it back.
+                    Err(_) => return Ok(None),
+                }
+            };
+            if stored.is_ok() {
+                tally = group_tally;
+                drops.add_all(&group_drops);
+            }
+            results.push(stored);
         }
         persist_drops(&tx, &drops).map_err(sql("count dropped entries"))?;
         tx.commit().map_err(sql("commit an append"))?;
         self.tally = tally;
         self.drops.add_all(&drops);
-        Ok(ids)
+        Ok(Some(results))
     }
 
     /// Up to `max` of the oldest entries in delivery order: every alert (by id)
@@ -464,4 +496,76 @@ fn persist_drops(conn: &Connection, delta: &DropCounts) -> Result<(), rusqlite::
         .execute(rusqlite::params![reason.name(), i64::try_from(n).unwrap_or(i64::MAX)])?;
     }
     Ok(())
+}
+
+/// [`OutboxError::EntryTooLarge`] for the first of `entries` that could never
+/// fit in an outbox of `max_bytes`.
+fn too_large(path: &Path, max_bytes: u64, entries: &[NewEntry]) -> Result<(), OutboxError> {
+    match entries
+        .iter()
+        .map(|e| (e, stored_size(&e.subject, &e.msg_id, e.payload.len())))
+        .find(|(_, size)| *size > max_bytes)
+    {
+        Some((entry, size)) => Err(OutboxError::EntryTooLarge {
+            path: path.to_owned(),
+            msg_id: entry.msg_id.clone(),
+            size,
+            max_bytes,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Insert `entries` (sealed, making room first) inside the caller's
+/// transaction or savepoint; `tally` and `drops` follow. Each entry's id, or
+/// `None` for a refused summary.
+#[allow(clippy::too_many_arguments)]
+fn insert_entries(
+    conn: &Connection,
+    path: &Path,
+    key: &LessSafeKey,
+    rng: &SystemRandom,
+    max_bytes: u64,
+    tally: &mut Tally,
+    drops: &mut DropCounts,
+    entries: &[NewEntry],
+) -> Result<Vec<Option<u64>>, OutboxError> {
+    let sql = |operation| OutboxError::sql(path, operation);
+    let mut ids = Vec::with_capacity(entries.len());
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO entries (kind, subject, msg_id, created_ms, nonce, ciphertext) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(sql("insert an entry"))?;
+    for entry in entries {
+        let size = stored_size(&entry.subject, &entry.msg_id, entry.payload.len());
+        let room = evict::make_room(conn, tally, drops, entry.kind, size, max_bytes)
+            .map_err(sql("evict entries to make room"))?;
+        if room == Room::Refused {
+            drops.add(DropReason::SummariesRefused, 1);
+            ids.push(None);
+            continue;
+        }
+        let aad = crypto::row_aad(entry.kind, &entry.subject, &entry.msg_id, entry.created_ms);
+        let (nonce, ciphertext) =
+            crypto::seal(key, rng, &aad, entry.payload.clone()).map_err(|_| OutboxError::Crypto {
+                operation: "encrypt an outbox entry",
+            })?;
+        insert
+            .execute(rusqlite::params![
+                entry.kind.to_sql(),
+                &entry.subject,
+                &entry.msg_id,
+                entry.created_ms,
+                &nonce[..],
+                ciphertext,
+            ])
+            .map_err(sql("insert an entry"))?;
+        let rowid = conn.last_insert_rowid();
+        let id = u64::try_from(rowid).map_err(|_| corrupt(path, rowid, "SQLite assigned a negative id"))?;
+        tally.add(entry.kind, 1, size);
+        ids.push(Some(id));
+    }
+    Ok(ids)
 }

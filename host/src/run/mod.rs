@@ -32,7 +32,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::bundle::{self, RollbackStore, TrustStore, VerifyOptions};
 use crate::envelope::Provenance;
-use crate::outbox::{Outbox, OutboxKey, OutboxLimits};
+use crate::outbox::{Outbox, OutboxKey, OutboxLimits, Writer};
 use crate::runtime::{Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
 use clock::Clock;
 use config::RunConfig;
@@ -75,6 +75,10 @@ pub enum RunError {
     Local(String),
 }
 
+/// Appends (one per plugin call with outputs) waiting for the outbox writer
+/// before the workers wait for it.
+const WRITER_QUEUE: usize = 256;
+
 /// A running plugin's identity.
 struct Started {
     provenance: Provenance,
@@ -102,6 +106,15 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         .map_err(|e| RunError::Outbox(e.to_string()))?;
     let outbox = Arc::new(Mutex::new(outbox));
     let outbox_written = Arc::new(Notify::new());
+    // Every plugin's outputs go through one writer: one fsync for whatever
+    // has queued up (group commit).
+    let wake_upstream = outbox_written.clone();
+    let writer = Writer::start(outbox.clone(), WRITER_QUEUE, move || wake_upstream.notify_one()).map_err(|source| {
+        RunError::Io {
+            what: "cannot start the outbox writer".to_owned(),
+            source,
+        }
+    })?;
 
     let local = crate::bus::connect::connect(&config.local, &format!("edgewise-{}", config.device), true)
         .await
@@ -185,8 +198,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
             subjects: subjects.clone(),
             local: local.clone(),
             handle: handle.clone(),
-            outbox: outbox.clone(),
-            outbox_written: outbox_written.clone(),
+            writer: writer.handle(),
             data_dir: config.data_dir.clone(),
             clock: clock.clone(),
             policy: config.supervisor.clone(),
@@ -286,7 +298,12 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
     // Every sender is gone once the workers' own handles drop: each worker
     // finishes its queue, writing outputs to the outbox, then ends.
     let workers: Vec<Worker> = plugins.into_iter().map(|p| p.worker).collect();
-    let _ = tokio::task::spawn_blocking(move || workers.into_iter().for_each(Worker::join)).await;
+    // Then the writer commits what they handed it, and stops.
+    let _ = tokio::task::spawn_blocking(move || {
+        workers.into_iter().for_each(Worker::join);
+        writer.join();
+    })
+    .await;
     outbox_written.notify_one();
     if let Some(upstream) = upstream
         && tokio::time::timeout(Duration::from_secs(3), upstream).await.is_err()

@@ -1,16 +1,19 @@
 //! One plugin on its own thread: it owns the wasmtime instance, takes work
-//! from a bounded queue, publishes alerts on the local bus at once, and writes
-//! every output to the outbox before it counts as emitted. When the plugin
+//! from a bounded queue, publishes alerts on the local bus at once, and hands
+//! every output to the outbox writer (group commit); an output counts as
+//! emitted once the writer has made it durable. The worker does not wait for
+//! the disk before its next work: acknowledgements of JetStream input wait
+//! for the commit instead. When the plugin
 //! fails it supervises it: `plugin-degraded` alert, a new instance after a
 //! backoff, quarantine after repeated failures, readings held meanwhile.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use super::clock::Clock;
 use super::sequence::Sequence;
@@ -18,7 +21,7 @@ use super::subjects::Subjects;
 use super::supervisor::{Decision, Health, Supervisor, SupervisorPolicy};
 use crate::envelope::{Provenance, to_json_line};
 use crate::model::{Alert, Output, Reading, Severity};
-use crate::outbox::{Kind, NewEntry, Outbox};
+use crate::outbox::{Committed, Kind, NewEntry, WriterHandle};
 use crate::runtime::{CompiledPlugin, Limits, PluginError, PluginInstance, Runtime};
 
 /// The code of the alert the host raises when a plugin fails.
@@ -40,9 +43,10 @@ pub enum Work {
 pub struct PluginStats {
     /// Readings delivered to the plugin.
     pub readings_in: AtomicU64,
-    /// Alerts emitted (the host's `plugin-degraded` alerts included).
+    /// Alerts emitted, i.e. durable in the outbox (the host's
+    /// `plugin-degraded` alerts included).
     pub alerts_out: AtomicU64,
-    /// Summaries emitted.
+    /// Summaries emitted, i.e. durable in the outbox.
     pub summaries_out: AtomicU64,
     /// Failed calls and failed starts.
     pub errors: AtomicU64,
@@ -57,7 +61,8 @@ pub struct PluginStats {
     pub readings_dropped: AtomicU64,
     /// Log lines dropped by the log budget.
     pub logs_dropped: AtomicU64,
-    /// Outputs that could not be written to the outbox.
+    /// Outputs that could not be written to the outbox (not counted in
+    /// `alerts_out` or `summaries_out`).
     pub outbox_failures: AtomicU64,
     /// State, failures by reason, last failure.
     pub health: Mutex<HealthReport>,
@@ -84,10 +89,8 @@ pub struct WorkerContext {
     pub local: async_nats::Client,
     /// The async runtime, to publish from this thread.
     pub handle: tokio::runtime::Handle,
-    /// The outbox.
-    pub outbox: Arc<Mutex<Outbox>>,
-    /// Woken after each outbox write.
-    pub outbox_written: Arc<Notify>,
+    /// The outbox writer (group commit).
+    pub writer: WriterHandle,
     /// Where sequence numbers are kept.
     pub data_dir: std::path::PathBuf,
     /// The host clock: the time stamp of the host's own alerts.
@@ -117,6 +120,7 @@ pub struct Worker {
     pub queue: mpsc::Sender<Work>,
     /// Its counters.
     pub stats: Arc<PluginStats>,
+    stopping: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
 
@@ -127,11 +131,14 @@ impl Worker {
         let (queue, receiver) = mpsc::channel(queue_capacity);
         let stats = Arc::new(PluginStats::default());
         let supervisor = Supervisor::new(context.policy.clone());
+        let stopping = Arc::new(AtomicBool::new(false));
         let (instance, first_failure) = match setup.instance {
             Ok(instance) => (Some(instance), None),
             Err(error) => (None, Some(error)),
         };
+        let routes = Routes::new(&context.subjects, &setup.provenance.plugin);
         let mut state = WorkerState {
+            routes,
             context,
             plugin: setup.compiled,
             instance,
@@ -145,6 +152,7 @@ impl Worker {
             held_readings: 0,
             logs_dropped_before: 0,
             shown_state: "",
+            stopping: stopping.clone(),
         };
         state.set_state(Health::Running);
         let name = format!("plugin-{}", state.provenance.plugin);
@@ -155,12 +163,20 @@ impl Worker {
             }
             state.run(receiver)
         })?;
-        Ok(Worker { queue, stats, thread })
+        Ok(Worker {
+            queue,
+            stats,
+            stopping,
+            thread,
+        })
     }
 
     /// Wait for the worker to finish its queue (close the queue first by
     /// dropping every sender).
+    /// A plugin that is down (or fails while draining) gives up what is left,
+    /// counted as dropped, so that a hostile plugin cannot hold up the exit.
     pub fn join(self) {
+        self.stopping.store(true, Ordering::Relaxed);
         drop(self.queue);
         if self.thread.join().is_err() {
             tracing::error!("a plugin worker thread panicked");
@@ -174,7 +190,42 @@ enum Held {
     Tick(i64),
 }
 
+/// Where a plugin's outputs go, made once per worker.
+struct Routes {
+    /// Local bus subject of its alerts.
+    local_alerts: async_nats::Subject,
+    /// Upstream subject of its alerts.
+    upstream_alerts: String,
+    /// Upstream subject of its summaries.
+    upstream_summaries: String,
+    /// `<device>/<plugin>/`: a message id is this and the sequence number.
+    msg_id_prefix: String,
+}
+
+impl Routes {
+    fn new(subjects: &Subjects, plugin: &str) -> Routes {
+        let msg_id_prefix = subjects.msg_id(plugin, 0);
+        let msg_id_prefix = msg_id_prefix.strip_suffix('0').unwrap_or(&msg_id_prefix).to_owned();
+        Routes {
+            local_alerts: async_nats::Subject::from(subjects.local_alerts(plugin)),
+            upstream_alerts: subjects.upstream_alerts(plugin),
+            upstream_summaries: subjects.upstream_summaries(plugin),
+            msg_id_prefix,
+        }
+    }
+
+    /// The `Nats-Msg-Id` of output `seq` (as [`Subjects::msg_id`]).
+    fn msg_id(&self, seq: u64) -> String {
+        use std::fmt::Write;
+        let mut id = String::with_capacity(self.msg_id_prefix.len() + 20);
+        id.push_str(&self.msg_id_prefix);
+        let _ = write!(id, "{seq}");
+        id
+    }
+}
+
 struct WorkerState {
+    routes: Routes,
     context: WorkerContext,
     plugin: Arc<CompiledPlugin>,
     instance: Option<PluginInstance>,
@@ -191,6 +242,8 @@ struct WorkerState {
     logs_dropped_before: u64,
     /// The state last shown in the status.
     shown_state: &'static str,
+    /// Set when the host stops: a failure then ends the worker.
+    stopping: Arc<AtomicBool>,
 }
 
 impl WorkerState {
@@ -201,6 +254,12 @@ impl WorkerState {
             let health = self.supervisor.health(now);
             self.set_state(health);
             let pause = self.supervisor.wait(now);
+            if pause.is_some() && self.stopping.load(Ordering::Relaxed) {
+                // Stopping and the plugin is down (or just failed again): what
+                // is left would only feed more failures and hold up the exit.
+                self.abandon(&mut receiver);
+                break;
+            }
             if pause.is_none() && self.instance.is_none() && (open || !self.held.is_empty()) {
                 // The pause is over: start a new instance now, not when work
                 // comes, so the status tells the truth and quarantine comes
@@ -212,19 +271,8 @@ impl WorkerState {
                 self.run_next();
                 continue;
             }
-            if !open {
-                match (self.held.is_empty(), self.supervisor.health(Instant::now())) {
-                    (true, _) => break,
-                    (false, Health::Quarantined(_)) => {
-                        self.drop_held("the host stopped while the plugin was quarantined");
-                        break;
-                    }
-                    (false, _) => {
-                        // Backing off: wait out the pause, then deliver what is held.
-                        std::thread::sleep(pause.unwrap_or_default());
-                        continue;
-                    }
-                }
+            if !open && pause.is_none() {
+                break; // Closed, running and nothing held: done.
             }
             let received = match pause {
                 // Running and nothing held: wait for work (backpressure on ingest).
@@ -281,14 +329,25 @@ impl WorkerState {
             .store(self.held_readings as u64, Ordering::Relaxed);
     }
 
-    fn drop_held(&mut self, why: &str) {
-        let dropped = self.held_readings as u64;
+    /// Drop everything held and still queued, counted: the host is stopping
+    /// and the plugin is down. (JetStream ingest did not acknowledge them.)
+    fn abandon(&mut self, receiver: &mut mpsc::Receiver<Work>) {
+        let mut dropped = self.held_readings as u64;
         self.held.clear();
         self.held_readings = 0;
+        while let Ok(work) = receiver.try_recv() {
+            if let Work::Readings(readings, _) = work {
+                dropped += readings.len() as u64;
+            }
+        }
         self.stats.readings_held.store(0, Ordering::Relaxed);
         self.stats.readings_dropped.fetch_add(dropped, Ordering::Relaxed);
         if dropped > 0 {
-            tracing::error!(plugin = %self.provenance.plugin, dropped, "Readings dropped: {why}");
+            tracing::error!(
+                plugin = %self.provenance.plugin,
+                dropped,
+                "Readings dropped: the host is stopping and the plugin is down"
+            );
         }
     }
 
@@ -320,7 +379,20 @@ impl WorkerState {
             Err(error) => self.failed(error),
         }
         if let Some(done) = done {
+            self.after_commit(done);
+        }
+    }
+
+    /// Tell `done` once every output handed to the writer so far (those of
+    /// this work included) has been committed: the writer runs continuations
+    /// in order. If the writer has stopped, `done` is dropped unsent
+    /// (JetStream ingest then leaves the messages unacknowledged).
+    fn after_commit(&self, done: tokio::sync::oneshot::Sender<()>) {
+        let then: Committed = Box::new(move |_| {
             let _ = done.send(());
+        });
+        if self.context.writer.submit(Vec::new(), then).is_err() {
+            tracing::error!(plugin = %self.provenance.plugin, "The outbox writer has stopped");
         }
     }
 
@@ -391,13 +463,15 @@ impl WorkerState {
         }
     }
 
-    /// Alerts to the local bus at once; every output to the outbox, durably.
+    /// Alerts to the local bus at once; every output to the outbox writer,
+    /// which makes them durable and only then counts them as emitted.
     fn emit(&mut self, outputs: Vec<Output>) {
         if outputs.is_empty() {
             return;
         }
-        let plugin = self.provenance.plugin.clone();
+        let plugin = &self.provenance.plugin;
         let mut entries = Vec::with_capacity(outputs.len());
+        let (mut alerts, mut summaries) = (0u64, 0u64);
         for output in &outputs {
             let seq = match self.sequence.next() {
                 Ok(seq) => seq,
@@ -410,42 +484,47 @@ impl WorkerState {
             let line = to_json_line(&self.provenance, seq, output);
             let (kind, upstream_subject) = match output {
                 Output::Alert(_) => {
-                    self.stats.alerts_out.fetch_add(1, Ordering::Relaxed);
-                    let subject = self.context.subjects.local_alerts(&plugin);
+                    alerts += 1;
+                    let subject = self.routes.local_alerts.clone();
                     let publish = self.context.local.publish(subject, line.clone().into());
                     if let Err(error) = self.context.handle.block_on(publish) {
                         tracing::warn!(%plugin, %error, "Cannot publish an alert on the local bus");
                     }
-                    (Kind::Alert, self.context.subjects.upstream_alerts(&plugin))
+                    (Kind::Alert, self.routes.upstream_alerts.clone())
                 }
                 Output::Summary(_) => {
-                    self.stats.summaries_out.fetch_add(1, Ordering::Relaxed);
-                    (Kind::Summary, self.context.subjects.upstream_summaries(&plugin))
+                    summaries += 1;
+                    (Kind::Summary, self.routes.upstream_summaries.clone())
                 }
             };
             entries.push(NewEntry {
                 kind,
                 subject: upstream_subject,
-                msg_id: self.context.subjects.msg_id(&plugin, seq),
+                msg_id: self.routes.msg_id(seq),
                 payload: line.into_bytes(),
                 created_ms: wall_ms(),
             });
         }
-        let written = match self.context.outbox.lock() {
-            Ok(mut outbox) => outbox.append_batch(entries).map(|_| ()),
-            Err(_) => {
-                tracing::error!(%plugin, "The outbox lock is poisoned");
-                return;
+        if entries.is_empty() {
+            return;
+        }
+        let stats = self.stats.clone();
+        let who = plugin.clone();
+        let then: Committed = Box::new(move |outcome| match outcome {
+            Ok(_) => {
+                stats.alerts_out.fetch_add(alerts, Ordering::Relaxed);
+                stats.summaries_out.fetch_add(summaries, Ordering::Relaxed);
             }
-        };
-        match written {
-            Ok(()) => self.context.outbox_written.notify_one(),
             Err(error) => {
-                self.stats
-                    .outbox_failures
-                    .fetch_add(outputs.len() as u64, Ordering::Relaxed);
-                tracing::error!(%plugin, %error, "Cannot write outputs to the outbox");
+                stats.outbox_failures.fetch_add(alerts + summaries, Ordering::Relaxed);
+                tracing::error!(plugin = %who, %error, "Cannot write outputs to the outbox");
             }
+        });
+        if let Err(error) = self.context.writer.submit(entries, then) {
+            self.stats
+                .outbox_failures
+                .fetch_add(alerts + summaries, Ordering::Relaxed);
+            tracing::error!(%plugin, %error, "Cannot write outputs to the outbox");
         }
     }
 }
@@ -456,4 +535,24 @@ pub fn wall_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_name_what_subjects_name() {
+        let subjects = Subjects::new("edge-01");
+        let routes = Routes::new(&subjects, "glucose-monitor");
+        for seq in [0, 1, 10, 12_345, u64::MAX] {
+            assert_eq!(routes.msg_id(seq), subjects.msg_id("glucose-monitor", seq));
+        }
+        assert_eq!(routes.local_alerts.as_str(), subjects.local_alerts("glucose-monitor"));
+        assert_eq!(routes.upstream_alerts, subjects.upstream_alerts("glucose-monitor"));
+        assert_eq!(
+            routes.upstream_summaries,
+            subjects.upstream_summaries("glucose-monitor")
+        );
+    }
 }

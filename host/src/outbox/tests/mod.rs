@@ -5,6 +5,7 @@ mod encryption;
 mod limits;
 mod model;
 mod round_trip;
+mod writer;
 
 use std::path::Path;
 
