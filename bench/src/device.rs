@@ -157,6 +157,11 @@ impl Device {
             .ok_or_else(|| anyhow!("the host's status has no plugin {plugin}"))
     }
 
+    /// The process id of `edgewise run`, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// Resident set size of the host process, in bytes.
     pub fn rss_bytes(&self) -> anyhow::Result<u64> {
         let pid = self.process.pid().context("edgewise run is not running")?;

@@ -43,7 +43,8 @@ pub enum Sink<'a> {
 }
 
 impl Sink<'_> {
-    async fn delivered(&mut self) -> anyhow::Result<u64> {
+    /// Messages delivered so far.
+    pub async fn delivered(&mut self) -> anyhow::Result<u64> {
         match self {
             Sink::Counter(counter) => Ok(counter.load(Ordering::Relaxed)),
             Sink::Host(device, plugin) => device.readings_in(plugin).await,
@@ -71,6 +72,9 @@ pub struct Step {
 pub struct Ladder {
     /// Every step, in order.
     pub steps: Vec<Step>,
+    /// The number of the next message of the traffic (the ladder published
+    /// every one before it), for further steps that must stay in order.
+    pub next: u64,
 }
 
 impl Ladder {
@@ -81,6 +85,15 @@ impl Ladder {
             .filter(|s| s.passed)
             .map(|s| s.achieved)
             .max_by(f64::total_cmp)
+    }
+
+    /// The rate asked of the passing step with the highest achieved rate.
+    pub fn best_asked(&self) -> Option<f64> {
+        self.steps
+            .iter()
+            .filter(|s| s.passed)
+            .max_by(|a, b| a.achieved.total_cmp(&b.achieved))
+            .map(|s| s.target)
     }
 
     /// One line about the steps, for the method notes.
@@ -136,7 +149,20 @@ pub async fn climb(
             }
         }
     }
-    Ok(Ladder { steps })
+    Ok(Ladder { steps, next: cursor })
+}
+
+/// One step at `rate` outside a ladder, from message `cursor` on (moved
+/// past the messages it published). A failed step has settled when this
+/// returns.
+pub async fn once(
+    publisher: &async_nats::Client,
+    traffic: &dyn Traffic,
+    sink: &mut Sink<'_>,
+    cursor: &mut u64,
+    rate: f64,
+) -> anyhow::Result<Step> {
+    step(publisher, traffic, sink, cursor, rate).await
 }
 
 /// Up to [`ATTEMPTS`] steps at `rate`, until one passes; whether one did.

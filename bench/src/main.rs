@@ -17,10 +17,11 @@
 //! measurement), `table` (rows and verdicts), `report` (the file), `setup`
 //! (paths, signed bundles), `device` (`edgewise run`), `load` (the traffic),
 //! `ladder` (highest sustained rate), `latency` (paced publisher and answer
-//! timing), `echo` (the bare echo hop), `stats`.
+//! timing), `echo` (the bare echo hop), `cpu` (CPU time from `/proc`), `stats`.
 
 #![deny(missing_docs)]
 
+mod cpu;
 mod device;
 mod echo;
 mod ladder;

@@ -126,7 +126,18 @@ pub const SUITE: &[Measurement] = &[
                  async-nats subscriber on `sensors.>` (baseline) or `readings_in` of glucose-monitor in \
                  `edgewise run`'s status (figure; default configuration but for the output-rate guard, see \
                  the latency notes; no upstream: outputs stay in the outbox). Same publisher, same messages, \
-                 same run.",
+                 same run. CPU per reading: after both ladders, one more step at the rate asked of the edgewise \
+                 figure's step, first with `edgewise run` (its readings going on where its ladder stopped), then \
+                 with a fresh bare subscriber. Around each step (publish, then wait until every reading is \
+                 delivered or deliveries stop) the harness reads the CPU time of nats-server, of itself and of \
+                 `edgewise run` (user + system of all threads, exited ones included, from `/proc/<pid>/stat`; \
+                 per live thread, summed by thread name cut at 15 characters, from \
+                 `/proc/<pid>/task/*/schedstat`) and divides by the readings delivered. The harness hosts the \
+                 publisher and the bare subscriber on one async runtime, so they cannot be told apart: its cost \
+                 in the edgewise step is the publisher's (plus a few status requests), and the bare subscriber's \
+                 is its cost in the bare step minus that. The budget note divides the machine's cores (1,000,000 \
+                 µs of CPU per second each) by the sum of the per-reading costs, taking them as constant with \
+                 the rate.",
         run: measure::ingest::run,
     },
     Measurement {

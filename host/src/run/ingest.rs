@@ -38,7 +38,13 @@ pub async fn run_ingest(
     for filter in &filters {
         subscriptions.push(client.subscribe(filter.clone()).await?);
     }
-    let mut messages = futures::stream::select_all(subscriptions).ready_chunks(batch_max);
+    // One subscription (the usual case) is read directly: `select_all` costs a
+    // re-queue of its stream per message.
+    let merged = match <[_; 1]>::try_from(subscriptions) {
+        Ok([only]) => only.boxed(),
+        Err(several) => futures::stream::select_all(several).boxed(),
+    };
+    let mut messages = merged.ready_chunks(batch_max);
     let mut stopping = false;
     loop {
         let chunk = if stopping {
