@@ -407,6 +407,91 @@ async fn sigterm_exits_zero_and_loses_nothing() {
     assert_eq!(upstream.len() + kept, emitted, "delivered + kept = emitted: {line}");
 }
 
+/// `edgewise status --json` until `done` holds for it, or panic after `within`.
+async fn status_until(local: &NatsServer, within: Duration, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let run = edgewise(["status", "--nats", &local.url(), "--device", DEVICE, "--json"]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        let status: Value = serde_json::from_str(&run.stdout).unwrap();
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not {what} within {within:?}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `[outbox] max_age` is enforced by a running host: entries left by an earlier
+/// run expire at start, entries written while it runs expire about `max_age`
+/// later, and each is counted by reason in the status.
+#[tokio::test(flavor = "multi_thread")]
+async fn outbox_entries_older_than_max_age_expire_and_are_counted() {
+    let local = NatsServer::start();
+    // No upstream: every output stays in the outbox.
+    let mut device = Device::new(&local, None, "");
+    device.start(&local).await;
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    for sensor in ["a", "b", "c"] {
+        client
+            .publish(format!("sensors.cgm.{sensor}"), reading(now_ms(), 45.0))
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        next_json(&mut alerts, "local alert").await;
+    }
+    // The default age limit (30 days) keeps them.
+    let status = status_until(&local, WAIT, "3 alerts in the outbox", |s| s["outbox"]["alerts"] == 3).await;
+    assert_eq!(status["outbox"]["dropped"]["expired_alerts"], 0, "{status}");
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+
+    // Restart with the shortest age limit: the three are older than it.
+    let mut config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
+    config.push_str("\n[outbox]\nmax_age = \"1s\"\n");
+    std::fs::write(device.path("edgewise.toml"), config).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    device.start(&local).await;
+    let status = status_until(&local, Duration::from_secs(5), "expired at start", |s| {
+        s["outbox"]["dropped"]["expired_alerts"] == 3
+    })
+    .await;
+    assert_eq!(status["outbox"]["alerts"], 0, "{status}");
+    assert_eq!(status["outbox"]["dropped"]["expired_summaries"], 0, "{status}");
+
+    // An alert written now is delivered locally, stored, and expires about a
+    // second later (checked every half second), without a restart.
+    client.publish("sensors.cgm.d", reading(now_ms(), 45.0)).await.unwrap();
+    next_json(&mut alerts, "local alert after the restart").await;
+    let status = status_until(&local, Duration::from_secs(5), "expired while running", |s| {
+        s["outbox"]["dropped"]["expired_alerts"] == 4
+    })
+    .await;
+    assert_eq!(status["outbox"]["alerts"], 0, "{status}");
+    assert_eq!(
+        status["plugins"][0]["alerts_out"], 1,
+        "stored before it expired: {status}"
+    );
+    let human = edgewise(["status", "--nats", &local.url(), "--device", DEVICE]);
+    assert!(
+        human.stdout.contains("dropped:    4 alerts, 0 summaries expired;"),
+        "{}",
+        human.stdout
+    );
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("expired undelivered"), "the expiry is logged: {stderr}");
+}
+
 #[test]
 fn config_errors_exit_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -452,6 +537,27 @@ fn config_errors_exit_2_naming_the_key() {
             "device = \"d\"\ndata_dir = \"x\"\ntrust_dir = \".\"\n[local]\nurl = \"nats://127.0.0.1:4222\"\n\
              [[plugins]]\nbundle = \"x.wasm\"\n[plugins.limits]\nheap = 3\n",
             vec!["unknown field `heap`"],
+        ),
+        (
+            "device = \"d\"\ndata_dir = \"x\"\ntrust_dir = \".\"\n[local]\nurl = \"nats://127.0.0.1:4222\"\n\
+             [outbox]\nmax_mb = 0\nmax_age = \"a while\"\n[[plugins]]\nbundle = \"x.wasm\"\n",
+            vec![
+                "outbox.max_mb: 0 must be between 1 and 1048576",
+                "outbox.max_age: `a while`",
+            ],
+        ),
+        (
+            "device = \"d\"\ndata_dir = \"x\"\ntrust_dir = \".\"\n[local]\nurl = \"nats://127.0.0.1:4222\"\n\
+             [outbox]\nmax_mb = -1\nmax_age = \"10ms\"\n[[plugins]]\nbundle = \"x.wasm\"\n",
+            vec![
+                "outbox.max_mb: -1 must be between 1 and 1048576",
+                "outbox.max_age: `10ms` must be at least 1s",
+            ],
+        ),
+        (
+            "device = \"d\"\ndata_dir = \"x\"\ntrust_dir = \".\"\n[local]\nurl = \"nats://127.0.0.1:4222\"\n\
+             [outbox]\nmax_size = \"1G\"\n[[plugins]]\nbundle = \"x.wasm\"\n",
+            vec!["max_size: ", "unknown field `max_size`, expected `max_mb` or `max_age`"],
         ),
     ];
     for (text, expected) in cases {

@@ -67,6 +67,16 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
             .oldest_age_ms
             .map_or("-".to_owned(), |ms| format!("{:.1} s old", ms as f64 / 1000.0))
     );
+    let dropped = &status.outbox.dropped;
+    println!(
+        "dropped:    {} alerts, {} summaries expired; {} alerts, {} summaries evicted for space; {} summaries refused; {} undecryptable",
+        dropped.expired_alerts,
+        dropped.expired_summaries,
+        dropped.alerts_for_space,
+        dropped.summaries_for_space,
+        dropped.summaries_refused,
+        dropped.undecryptable
+    );
     println!(
         "ingest:     {} messages, {} dead-lettered",
         status.ingest.messages, status.ingest.deadlettered

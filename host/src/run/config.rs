@@ -13,6 +13,15 @@ use time::format_description::well_known::Rfc3339;
 use super::supervisor::SupervisorPolicy;
 use crate::bundle::ManifestLimits;
 use crate::bundle::manifest::{config_value_text, validate_subject_filter};
+use crate::outbox::OutboxLimits;
+
+/// Bytes in the MiB of `[outbox] max_mb`.
+const MIB: u64 = 1024 * 1024;
+/// Largest `[outbox] max_mb`: 1 TiB.
+const MAX_OUTBOX_MB: usize = 1 << 20;
+/// Smallest `[outbox] max_age`. Short ages are for tests and demos (an entry
+/// is then lost after an upstream outage that long); devices use hours or days.
+const MIN_OUTBOX_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// The validated configuration of one device.
 #[derive(Debug, Clone)]
@@ -37,6 +46,8 @@ pub struct RunConfig {
     pub limits: RunLimits,
     /// How failing plugins are restarted and quarantined.
     pub supervisor: SupervisorPolicy,
+    /// How much the outbox keeps, by size and age (`[outbox]`).
+    pub outbox: OutboxLimits,
     /// The plugins to run.
     pub plugins: Vec<PluginConfig>,
 }
@@ -156,6 +167,8 @@ struct RawConfig {
     #[serde(default)]
     supervisor: RawSupervisor,
     #[serde(default)]
+    outbox: RawOutbox,
+    #[serde(default)]
     plugins: Vec<RawPlugin>,
 }
 
@@ -168,6 +181,13 @@ struct RawSupervisor {
     quarantine_window: Option<String>,
     quarantine_cooldown: Option<String>,
     buffer_readings: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutbox {
+    max_mb: Option<i64>,
+    max_age: Option<String>,
 }
 
 fn default_tick() -> String {
@@ -355,6 +375,7 @@ impl RunConfig {
             batch_max: positive(&mut problem, "limits.batch_max", raw.limits.batch_max, 256, 65_536),
         };
         let supervisor = supervisor_policy(&raw.supervisor, &mut problem);
+        let outbox = outbox_limits(&raw.outbox, &mut problem);
         if raw.plugins.is_empty() {
             problem("plugins", "no plugin to run: add a [[plugins]] table".into());
         }
@@ -418,6 +439,7 @@ impl RunConfig {
             upstream,
             limits,
             supervisor,
+            outbox,
             plugins,
         })
     }
@@ -429,22 +451,31 @@ fn supervisor_policy(raw: &RawSupervisor, problem: &mut impl FnMut(&str, String)
     let policy = SupervisorPolicy {
         backoff_initial: duration(
             problem,
-            "backoff_initial",
+            "supervisor.backoff_initial",
             &raw.backoff_initial,
             defaults.backoff_initial,
+            MIN_SUPERVISOR_DURATION,
         ),
-        backoff_max: duration(problem, "backoff_max", &raw.backoff_max, defaults.backoff_max),
+        backoff_max: duration(
+            problem,
+            "supervisor.backoff_max",
+            &raw.backoff_max,
+            defaults.backoff_max,
+            MIN_SUPERVISOR_DURATION,
+        ),
         quarantine_window: duration(
             problem,
-            "quarantine_window",
+            "supervisor.quarantine_window",
             &raw.quarantine_window,
             defaults.quarantine_window,
+            MIN_SUPERVISOR_DURATION,
         ),
         quarantine_cooldown: duration(
             problem,
-            "quarantine_cooldown",
+            "supervisor.quarantine_cooldown",
             &raw.quarantine_cooldown,
             defaults.quarantine_cooldown,
+            MIN_SUPERVISOR_DURATION,
         ),
         quarantine_after: positive(
             problem,
@@ -467,6 +498,24 @@ fn supervisor_policy(raw: &RawSupervisor, problem: &mut impl FnMut(&str, String)
     policy
 }
 
+/// The `[outbox]` table over [`OutboxLimits::default`].
+fn outbox_limits(raw: &RawOutbox, problem: &mut impl FnMut(&str, String)) -> OutboxLimits {
+    let defaults = OutboxLimits::default();
+    let default_mb = usize::try_from(defaults.max_bytes / MIB).unwrap_or(MAX_OUTBOX_MB);
+    let max_mb = positive(problem, "outbox.max_mb", raw.max_mb, default_mb, MAX_OUTBOX_MB);
+    let max_age = duration(
+        problem,
+        "outbox.max_age",
+        &raw.max_age,
+        Duration::from_millis(defaults.max_age_ms),
+        MIN_OUTBOX_MAX_AGE,
+    );
+    OutboxLimits {
+        max_bytes: (max_mb as u64).saturating_mul(MIB),
+        max_age_ms: u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
 /// A count between 1 and `max`; `default` when absent or wrong (reported).
 fn positive(
     problem: &mut impl FnMut(&str, String),
@@ -485,18 +534,30 @@ fn positive(
     }
 }
 
-/// A duration of at least 1ms under `[supervisor]`; `default` when absent or wrong (reported).
-fn duration(problem: &mut impl FnMut(&str, String), key: &str, text: &Option<String>, default: Duration) -> Duration {
+/// Smallest duration under `[supervisor]`.
+const MIN_SUPERVISOR_DURATION: Duration = Duration::from_millis(1);
+
+/// A duration of at least `min` at the dotted `key`; `default` when absent or wrong (reported).
+fn duration(
+    problem: &mut impl FnMut(&str, String),
+    key: &str,
+    text: &Option<String>,
+    default: Duration,
+    min: Duration,
+) -> Duration {
     match text {
         None => default,
         Some(text) => match humantime::parse_duration(text) {
-            Ok(d) if d >= Duration::from_millis(1) => d,
+            Ok(d) if d >= min => d,
             Ok(_) => {
-                problem(&format!("supervisor.{key}"), format!("`{text}` must be at least 1ms"));
+                problem(
+                    key,
+                    format!("`{text}` must be at least {}", humantime::format_duration(min)),
+                );
                 default
             }
             Err(e) => {
-                problem(&format!("supervisor.{key}"), format!("`{text}`: {e}"));
+                problem(key, format!("`{text}`: {e}"));
                 default
             }
         },
@@ -540,4 +601,122 @@ fn toml_error_key(error: &toml::de::Error) -> String {
         .nth(1)
         .map(str::to_owned)
         .unwrap_or_else(|| "(syntax)".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A configuration that parses, with `extra` appended (tables after `[[plugins]]`).
+    fn parse_with(extra: &str) -> Result<RunConfig, Vec<ConfigProblem>> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("trust")).unwrap();
+        std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
+        let text = format!(
+            "device = \"d\"\ndata_dir = \"data\"\ntrust_dir = \"trust\"\n\
+             [local]\nurl = \"nats://127.0.0.1:4222\"\n[[plugins]]\nbundle = \"p.wasm\"\n{extra}"
+        );
+        RunConfig::parse(&text, dir.path())
+    }
+
+    fn problems(extra: &str) -> Vec<(String, String)> {
+        parse_with(extra)
+            .unwrap_err()
+            .into_iter()
+            .map(|p| (p.key, p.reason))
+            .collect()
+    }
+
+    #[test]
+    fn no_outbox_table_gives_the_default_limits() {
+        assert_eq!(parse_with("").unwrap().outbox, OutboxLimits::default());
+        assert_eq!(parse_with("[outbox]\n").unwrap().outbox, OutboxLimits::default());
+    }
+
+    #[test]
+    fn an_outbox_table_sets_the_size_and_age_limits() {
+        let config = parse_with("[outbox]\nmax_mb = 64\nmax_age = \"12h\"\n").unwrap();
+        assert_eq!(
+            config.outbox,
+            OutboxLimits {
+                max_bytes: 64 * 1024 * 1024,
+                max_age_ms: 12 * 3_600_000,
+            }
+        );
+        // Each key alone keeps the other's default; the bounds are accepted.
+        let config = parse_with("[outbox]\nmax_age = \"1s\"\n").unwrap();
+        assert_eq!(config.outbox.max_age_ms, 1000);
+        assert_eq!(config.outbox.max_bytes, OutboxLimits::DEFAULT_MAX_BYTES);
+        let config = parse_with("[outbox]\nmax_mb = 1048576\nmax_age = \"30d\"\n").unwrap();
+        assert_eq!(config.outbox.max_bytes, 1 << 40);
+        assert_eq!(config.outbox.max_age_ms, OutboxLimits::DEFAULT_MAX_AGE_MS);
+        let config = parse_with("[outbox]\nmax_mb = 1\n").unwrap();
+        assert_eq!(config.outbox.max_bytes, 1 << 20);
+        assert_eq!(config.outbox.max_age_ms, OutboxLimits::DEFAULT_MAX_AGE_MS);
+    }
+
+    #[test]
+    fn bad_outbox_values_are_reported_with_their_key() {
+        assert_eq!(
+            problems("[outbox]\nmax_mb = 0\nmax_age = \"999ms\"\n"),
+            [
+                ("outbox.max_mb".to_owned(), "0 must be between 1 and 1048576".to_owned()),
+                ("outbox.max_age".to_owned(), "`999ms` must be at least 1s".to_owned()),
+            ]
+        );
+        assert_eq!(
+            problems("[outbox]\nmax_mb = -5\nmax_age = \"soon\"\n"),
+            [
+                (
+                    "outbox.max_mb".to_owned(),
+                    "-5 must be between 1 and 1048576".to_owned()
+                ),
+                ("outbox.max_age".to_owned(), "`soon`: expected number at 0".to_owned()),
+            ]
+        );
+        assert_eq!(
+            problems("[outbox]\nmax_mb = 1048577\n"),
+            [(
+                "outbox.max_mb".to_owned(),
+                "1048577 must be between 1 and 1048576".to_owned()
+            )]
+        );
+        let unknown = problems("[outbox]\nmax_size = 5\n");
+        assert_eq!(unknown.len(), 1);
+        assert_eq!(unknown[0].0, "max_size");
+        assert!(
+            unknown[0]
+                .1
+                .contains("unknown field `max_size`, expected `max_mb` or `max_age`"),
+            "{unknown:?}"
+        );
+    }
+
+    #[test]
+    fn the_example_configuration_is_valid_but_for_its_device_paths() {
+        let text = include_str!("../../../edgewise.example.toml");
+        let keys: Vec<String> = RunConfig::parse(text, Path::new("/nonexistent"))
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
+        assert_eq!(keys, ["trust_dir", "plugins[0].bundle", "plugins[1].bundle"]);
+    }
+
+    #[test]
+    fn supervisor_duration_messages_are_unchanged() {
+        assert_eq!(
+            problems("[supervisor]\nbackoff_initial = \"0s\"\nquarantine_window = \"later\"\n"),
+            [
+                (
+                    "supervisor.backoff_initial".to_owned(),
+                    "`0s` must be at least 1ms".to_owned()
+                ),
+                (
+                    "supervisor.quarantine_window".to_owned(),
+                    "`later`: expected number at 0".to_owned()
+                ),
+            ]
+        );
+    }
 }

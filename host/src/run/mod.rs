@@ -14,6 +14,7 @@
 
 mod clock;
 pub mod config;
+mod expiry;
 mod ingest;
 mod sequence;
 pub mod status;
@@ -32,7 +33,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::bundle::{self, RollbackStore, TrustStore, VerifyOptions};
 use crate::envelope::Provenance;
-use crate::outbox::{Outbox, OutboxKey, OutboxLimits, Writer};
+use crate::outbox::{Outbox, OutboxKey, Writer};
 use crate::runtime::{Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
 use clock::Clock;
 use config::RunConfig;
@@ -102,8 +103,8 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
     let runtime = Arc::new(Runtime::new(RuntimeOptions::default()).map_err(|e| RunError::Runtime(e.to_string()))?);
     let outbox_key =
         OutboxKey::load_or_create(&config.data_dir.join("outbox.key")).map_err(|e| RunError::Outbox(e.to_string()))?;
-    let outbox = Outbox::open(&config.data_dir, &outbox_key, OutboxLimits::default())
-        .map_err(|e| RunError::Outbox(e.to_string()))?;
+    let outbox =
+        Outbox::open(&config.data_dir, &outbox_key, config.outbox).map_err(|e| RunError::Outbox(e.to_string()))?;
     let outbox = Arc::new(Mutex::new(outbox));
     let outbox_written = Arc::new(Notify::new());
     // Every plugin's outputs go through one writer: one fsync for whatever
@@ -251,6 +252,12 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         plugins.iter().map(|p| p.worker.queue.clone()).collect(),
         stopped.clone(),
     ));
+    // The age limit: checked at once (entries left from an earlier run), then periodically.
+    let expiry = tokio::spawn(expiry::run_expiry(
+        outbox.clone(),
+        expiry::expiry_interval(config.outbox.max_age_ms),
+        stopped.clone(),
+    ));
     let upstream_connected = Arc::new(AtomicBool::new(false));
     let upstream = config.upstream.clone().map(|upstream_config| {
         tokio::spawn(upstream::run_upstream(
@@ -295,6 +302,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         }
     }
     let _ = ticker.await;
+    let _ = expiry.await;
     // Every sender is gone once the workers' own handles drop: each worker
     // finishes its queue, writing outputs to the outbox, then ends.
     let workers: Vec<Worker> = plugins.into_iter().map(|p| p.worker).collect();

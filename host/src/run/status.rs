@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::ingest::IngestStats;
 use super::subjects::Subjects;
 use super::worker::{PluginStats, wall_ms};
-use crate::outbox::Outbox;
+use crate::outbox::{DropCounts, Outbox};
 
 /// What `edgewise status` prints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +42,42 @@ pub struct OutboxStatus {
     pub summaries: u64,
     /// Age of the oldest undelivered entry, ms.
     pub oldest_age_ms: Option<i64>,
+    /// Entries let go without an upstream acknowledgement, by reason (since
+    /// the outbox file was created; `undecryptable` since the host started).
+    #[serde(default)]
+    pub dropped: OutboxDrops,
+}
+
+/// Outbox drops by reason: the size limit, the age limit (`[outbox]`), and rows
+/// that failed to decrypt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutboxDrops {
+    /// Oldest summaries evicted to make room.
+    pub summaries_for_space: u64,
+    /// New summaries not stored (only alerts were left to evict).
+    pub summaries_refused: u64,
+    /// Oldest alerts evicted to make room for a newer alert.
+    pub alerts_for_space: u64,
+    /// Alerts removed for age (`[outbox] max_age`).
+    pub expired_alerts: u64,
+    /// Summaries removed for age (`[outbox] max_age`).
+    pub expired_summaries: u64,
+    /// Rows skipped because they failed to decrypt.
+    pub undecryptable: u64,
+}
+
+impl From<DropCounts> for OutboxDrops {
+    fn from(drops: DropCounts) -> OutboxDrops {
+        OutboxDrops {
+            summaries_for_space: drops.summaries_for_space,
+            summaries_refused: drops.summaries_refused,
+            alerts_for_space: drops.alerts_for_space,
+            expired_alerts: drops.expired_alerts,
+            expired_summaries: drops.expired_summaries,
+            undecryptable: drops.undecryptable,
+        }
+    }
 }
 
 /// Ingest counters.
@@ -109,9 +145,13 @@ pub struct StatusSources {
 impl StatusSources {
     /// The current status.
     pub fn status(&self) -> Status {
-        let (depth, oldest) = match self.outbox.lock() {
-            Ok(outbox) => (outbox.depth().ok(), outbox.oldest_created_ms().ok().flatten()),
-            Err(_) => (None, None),
+        let (depth, oldest, dropped) = match self.outbox.lock() {
+            Ok(outbox) => (
+                outbox.depth().ok(),
+                outbox.oldest_created_ms().ok().flatten(),
+                outbox.dropped().into(),
+            ),
+            Err(_) => (None, None, OutboxDrops::default()),
         };
         let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
         Status {
@@ -123,6 +163,7 @@ impl StatusSources {
                 alerts: depth.as_ref().map_or(0, |d| d.alerts),
                 summaries: depth.as_ref().map_or(0, |d| d.summaries),
                 oldest_age_ms: oldest.map(|created| wall_ms().saturating_sub(created).max(0)),
+                dropped,
             },
             ingest: IngestStatus {
                 messages: load(&self.ingest.messages),

@@ -174,6 +174,11 @@ fn new_engine(options: &RuntimeOptions, allocator: Allocator) -> Result<Engine, 
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     config.consume_fuel(options.fuel);
+    // For profiling: `perf` then names plugin functions (wasmtime writes
+    // /tmp/perf-<pid>.map). Costs nothing when unset.
+    if std::env::var_os("EDGEWISE_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if let Allocator::Pooling {
         instances,
         max_memory_bytes,

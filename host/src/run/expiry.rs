@@ -1,0 +1,71 @@
+//! The outbox's age limit (`[outbox] max_age`), enforced while the host runs:
+//! [`Outbox::expire`] at start, then periodically, on the one connection the
+//! writer, the upstream task and the status share (under their mutex).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::worker::wall_ms;
+use crate::outbox::Outbox;
+
+/// How often the outbox is checked for entries past `max_age` (after a first
+/// check at start). An entry outlives its limit by at most this much; a check
+/// is one indexed `DELETE` (on `created_ms`), nothing when nothing is due.
+/// Limits shorter than two intervals (tests, demos) are checked every
+/// `max_age / 2` instead, so they are kept to within half their age.
+pub const EXPIRE_EVERY: Duration = Duration::from_secs(60);
+
+/// The interval between checks for an age limit of `max_age_ms`.
+pub fn expiry_interval(max_age_ms: u64) -> Duration {
+    EXPIRE_EVERY
+        .min(Duration::from_millis(max_age_ms / 2))
+        .max(Duration::from_millis(1))
+}
+
+/// Remove entries older than the outbox's `max_age` at start and every
+/// [`expiry_interval`], until `stop`. Entries are stamped with the wall clock
+/// when they are written (`worker::wall_ms`, whatever the plugin clock), so
+/// their age is measured on the wall clock too. Removed entries are counted
+/// by reason in the outbox's drop counters (`expired_alerts`,
+/// `expired_summaries`), which the status shows.
+pub async fn run_expiry(outbox: Arc<Mutex<Outbox>>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = interval.tick() => {
+                let outbox = outbox.clone();
+                let expired = tokio::task::spawn_blocking(move || match outbox.lock() {
+                    Ok(mut outbox) => outbox.expire(wall_ms()).map_err(|e| e.to_string()),
+                    Err(_) => Err("the outbox lock is poisoned".to_owned()),
+                })
+                .await;
+                match expired {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(removed)) => {
+                        tracing::warn!(removed, "Outbox entries older than `[outbox] max_age` expired undelivered");
+                    }
+                    Ok(Err(error)) => tracing::error!(%error, "Cannot expire old outbox entries"),
+                    Err(error) => tracing::error!(%error, "The outbox expiry task failed"),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interval_is_a_minute_or_half_a_short_age() {
+        assert_eq!(expiry_interval(30 * 24 * 3_600_000), EXPIRE_EVERY);
+        assert_eq!(expiry_interval(120_000), EXPIRE_EVERY);
+        assert_eq!(expiry_interval(60_000), Duration::from_secs(30));
+        assert_eq!(expiry_interval(1000), Duration::from_millis(500));
+        assert_eq!(expiry_interval(0), Duration::from_millis(1));
+    }
+}
