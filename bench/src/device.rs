@@ -56,6 +56,9 @@ impl PluginEntry {
 /// glucose-monitor's `outputs_per_second` in the live measurements.
 pub const GLUCOSE_OUTPUTS_PER_SECOND: u32 = 10_000_000;
 
+/// The outbox size the bench gives `edgewise run` (`[outbox] max_mb`).
+pub const OUTBOX_MAX_MB: u64 = 8192;
+
 /// A running `edgewise run`, killed when dropped.
 pub struct Device {
     process: ChildGuard,
@@ -83,6 +86,9 @@ impl Device {
              [local]\nurl = \"{local_url}\"\n",
             trust.display()
         );
+        // Room for every output of the longest measurement: a full outbox
+        // evicts on every append, which is the offline regime, not this one.
+        config.push_str(&format!("\n[outbox]\nmax_mb = {OUTBOX_MAX_MB}\n"));
         if plugins.iter().any(|p| p.hostile) {
             config.push_str("\n[supervisor]\nquarantine_after = 1000\nbackoff_max = \"100ms\"\n");
         }

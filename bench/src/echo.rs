@@ -1,6 +1,7 @@
 //! The bare NATS echo hop: a process of its own (this program with `echo`)
 //! that republishes every sensor message on `echo.<subject>`, the baseline
-//! of `edgewise run`'s reading-to-alert hop.
+//! of `edgewise run`'s reading-to-alert hop; and the same hop through a
+//! worker thread, as `edgewise run` makes it (the threading's own cost).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -14,8 +15,30 @@ use futures::StreamExt;
 /// The line the echo process prints once it is subscribed.
 const READY: &str = "echo ready";
 
-/// `edgewise-bench echo --url URL`: echo until killed.
-pub fn serve(url: &str) -> anyhow::Result<()> {
+/// How the echo process hands a message from its subscription to its publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hop {
+    /// In the subscribing task, on one thread: the bare NATS hop.
+    Direct,
+    /// The way `edgewise run` does it, without a plugin or an outbox: a
+    /// multi-threaded runtime takes messages in chunks and queues them to a
+    /// thread of their own, which publishes each through the runtime.
+    WorkerThread,
+}
+
+/// Messages per chunk and queued chunks, as `edgewise run`'s defaults.
+const CHUNK: usize = 256;
+const QUEUE: usize = 1024;
+
+/// `edgewise-bench echo --url URL [--via-thread]`: echo until killed.
+pub fn serve(url: &str, hop: Hop) -> anyhow::Result<()> {
+    match hop {
+        Hop::Direct => serve_direct(url),
+        Hop::WorkerThread => serve_via_thread(url),
+    }
+}
+
+fn serve_direct(url: &str) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -37,16 +60,61 @@ pub fn serve(url: &str) -> anyhow::Result<()> {
     })
 }
 
+fn serve_via_thread(url: &str) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let client = runtime.block_on(async {
+        async_nats::connect(url)
+            .await
+            .with_context(|| format!("cannot connect to {url}"))
+    })?;
+    let (queue, mut chunks) = tokio::sync::mpsc::channel::<Vec<async_nats::Message>>(QUEUE);
+    let handle = runtime.handle().clone();
+    let publisher = client.clone();
+    let worker = std::thread::Builder::new()
+        .name("echo-worker".into())
+        .spawn(move || -> anyhow::Result<()> {
+            while let Some(chunk) = chunks.blocking_recv() {
+                for message in chunk {
+                    let echo = publisher.publish(format!("echo.{}", message.subject), message.payload);
+                    handle.block_on(echo).context("cannot publish the echo")?;
+                }
+            }
+            Ok(())
+        })
+        .context("cannot start the echo worker thread")?;
+    runtime.block_on(async {
+        let readings = client.subscribe("sensors.>").await.context("cannot subscribe")?;
+        client.flush().await.context("cannot flush")?;
+        println!("{READY}");
+        let mut readings = readings.ready_chunks(CHUNK);
+        while let Some(chunk) = readings.next().await {
+            if queue.send(chunk).await.is_err() {
+                break; // The worker stopped: its error is below.
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    drop(queue);
+    worker.join().map_err(|_| anyhow!("the echo worker thread panicked"))?
+}
+
 /// A running echo process, killed when dropped.
 pub struct Echo {
     _process: ChildGuard,
 }
 
 impl Echo {
-    /// Start `bench echo --url URL` and wait until it is subscribed.
-    pub async fn start(bench: &Path, url: &str) -> anyhow::Result<Echo> {
-        let mut child = Command::new(bench)
-            .args(["echo", "--url", url])
+    /// Start `bench echo --url URL` (with `hop`) and wait until it is subscribed.
+    pub async fn start(bench: &Path, url: &str, hop: Hop) -> anyhow::Result<Echo> {
+        let mut command = Command::new(bench);
+        command.args(["echo", "--url", url]);
+        if hop == Hop::WorkerThread {
+            command.arg("--via-thread");
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

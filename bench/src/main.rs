@@ -50,7 +50,14 @@ fn main() -> anyhow::Result<()> {
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("echo") => echo::serve(&value_of(&args, "--url")?),
+        Some("echo") => {
+            let hop = if args.iter().any(|a| a == "--via-thread") {
+                echo::Hop::WorkerThread
+            } else {
+                echo::Hop::Direct
+            };
+            echo::serve(&value_of(&args, "--url")?, hop)
+        }
         Some("memory") => measure::memory::hold_instances(Path::new(&value_of(&args, "--plugin")?)),
         Some("allocator") => {
             measure::allocator::measure_in_child(Path::new(&value_of(&args, "--plugin")?), &value_of(&args, "--kind")?)

@@ -125,7 +125,8 @@ pub const SUITE: &[Measurement] = &[
                  bisections; the figure is the highest passing rate. Delivered means counted by a bare \
                  async-nats subscriber on `sensors.>` (baseline) or `readings_in` of glucose-monitor in \
                  `edgewise run`'s status (figure; default configuration but for the output-rate guard, see \
-                 the latency notes; no upstream: outputs stay in the outbox). Same publisher, same messages, \
+                 the latency notes; no upstream: outputs stay in the outbox, sized by `[outbox] max_mb = 8192` so that it never fills \
+                 and evicts during the measurement, as the default 256 MiB would after about 20 s at these rates). Same publisher, same messages, \
                  same run. CPU per reading: after both ladders, one more step at the rate asked of the edgewise \
                  figure's step, first with `edgewise run` (its readings going on where its ladder stopped), then \
                  with a fresh bare subscriber. Around each step (publish, then wait until every reading is \
@@ -151,7 +152,12 @@ pub const SUITE: &[Measurement] = &[
                  readings are timed, on both sides. Figure: the `urgent-low` alert of `edgewise run` with \
                  glucose-monitor (a fresh host per rate; its alerts go to the local bus and the durable \
                  outbox). Baseline: a bare echo process (this program, `echo`) that republishes every \
-                 reading, one NATS hop like the host's. The first second of readings is warm-up; then 20 s \
+                 reading, one NATS hop like the host's. The \"threading floor\" rows time a second echo \
+                 process (`echo --via-thread`) that hops the way `edgewise run` does, with nothing else: a \
+                 multi-threaded async runtime takes the messages in chunks of up to 256 and queues them to a \
+                 thread of their own, which publishes each through the runtime; no plugin, no outbox. Its \
+                 ratio to the bare echo is what the host's threading (DESIGN: one thread per plugin, fed by \
+                 a bounded queue) costs before any plugin work. The first second of readings is warm-up; then 20 s \
                  at 1,000/s and 5 s at 10,000/s. Nearest-rank percentiles. The glucose-monitor of every live \
                  measurement runs with `[plugins.limits] outputs_per_second` raised to 10,000,000: the \
                  traffic plays hours of readings per second, so its summaries come thousands of times faster \

@@ -2,6 +2,10 @@
 
 mod cli;
 
+/// mimalloc instead of the system allocator: see BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::main()
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use edgewise_procs::NatsServer;
 
 use crate::device::{Device, PluginEntry};
-use crate::echo::Echo;
+use crate::echo::{Echo, Hop};
 use crate::latency::{self, Answer, Latency, Plan};
 use crate::suite::{Ctx, Outcome};
 use crate::table::{Row, Target};
@@ -37,23 +37,40 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         let mut results = Vec::new();
         for plan in PLANS {
             tracing::info!(rate = plan.rate, "latency: bare NATS echo hop");
-            let echo = Echo::start(&ctx.paths.bench, &url).await?;
+            let echo = Echo::start(&ctx.paths.bench, &url, Hop::Direct).await?;
             let bare = latency::measure(&url, Answer::Echo, plan).await?;
+            drop(echo);
+            tracing::info!(rate = plan.rate, "latency: echo through a worker thread");
+            let echo = Echo::start(&ctx.paths.bench, &url, Hop::WorkerThread).await?;
+            let threaded = latency::measure(&url, Answer::Echo, plan).await?;
             drop(echo);
             tracing::info!(rate = plan.rate, "latency: edgewise run");
             let host = host_latency(ctx, &url, plan, false).await?;
-            results.push((plan, bare, host));
+            results.push((plan, bare, threaded, host));
         }
         anyhow::Ok(results)
     })?;
     let mut rows = Vec::new();
     let mut details = Vec::new();
-    for (plan, bare, host) in &results {
+    for (plan, bare, threaded, host) in &results {
         if plan.rate == 1_000.0 {
             ctx.shared.alone_latency = Some(*host);
         }
         rows.extend(rows_for(plan.rate, bare, host, "bare NATS echo hop", "", true));
+        rows.extend(rows_for(
+            plan.rate,
+            bare,
+            threaded,
+            "bare NATS echo hop",
+            ", threading floor: echo through a worker thread as `edgewise run` hops",
+            false,
+        ));
         details.push(format!("{}/s echo: {}", plan.rate, bare.summary()));
+        details.push(format!(
+            "{}/s echo through a worker thread: {}",
+            plan.rate,
+            threaded.summary()
+        ));
         details.push(format!("{}/s edgewise run: {}", plan.rate, host.summary()));
     }
     Ok(Outcome { rows, details })

@@ -78,13 +78,25 @@ pub enum PayloadError {
 
 /// Decode a raw payload received on `subject`.
 pub fn decode(subject: &str, bytes: &[u8]) -> Result<Vec<Reading>, PayloadError> {
+    let mut readings = Vec::new();
+    decode_into(subject, bytes, &mut readings)?;
+    Ok(readings)
+}
+
+/// Decode a raw payload received on `subject`, appending its readings to
+/// `readings` (left as it was on an error): ingest decodes a whole batch of
+/// messages into one vector.
+pub fn decode_into(subject: &str, bytes: &[u8], readings: &mut Vec<Reading>) -> Result<(), PayloadError> {
     if bytes.len() > MAX_PAYLOAD_BYTES {
         return Err(PayloadError::TooLarge(bytes.len()));
     }
-    if let Some(readings) = decode_fast(subject, bytes) {
-        return Ok(readings);
+    let before = readings.len();
+    if decode_fast(subject, bytes, readings).is_some() {
+        return Ok(());
     }
-    decode_general(subject, bytes)
+    readings.truncate(before);
+    readings.extend(decode_general(subject, bytes)?);
+    Ok(())
 }
 
 /// The general path: parse into a JSON tree, then check each field.
@@ -104,35 +116,40 @@ struct FastReading<'a> {
     unit: Option<Cow<'a, str>>,
 }
 
-/// The fast path: `None` when the payload is anything but an object, or a
-/// non-empty array of objects, with integer `ts`, numeric `value`, and
-/// string or absent `sensor` (non-empty) and `unit`.
-fn decode_fast(subject: &str, bytes: &[u8]) -> Option<Vec<Reading>> {
+/// The fast path, appending to `readings`: `None` (with some readings
+/// perhaps appended, for the caller to remove) when the payload is anything
+/// but an object, or a non-empty array of objects, with integer `ts`,
+/// numeric `value`, and string or absent `sensor` (non-empty) and `unit`.
+fn decode_fast(subject: &str, bytes: &[u8], readings: &mut Vec<Reading>) -> Option<()> {
     let first = bytes.iter().find(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))?;
-    let items: Vec<FastReading> = match first {
-        b'{' => vec![serde_json::from_slice(bytes).ok()?],
-        b'[' => serde_json::from_slice(bytes).ok()?,
+    match first {
+        b'{' => readings.push(fast_reading(subject, serde_json::from_slice(bytes).ok()?)?),
+        b'[' => {
+            let items: Vec<FastReading> = serde_json::from_slice(bytes).ok()?;
+            if items.is_empty() {
+                return None;
+            }
+            for item in items {
+                readings.push(fast_reading(subject, item)?);
+            }
+        }
         _ => return None,
-    };
-    if items.is_empty() {
-        return None;
     }
-    items
-        .into_iter()
-        .map(|item| {
-            let sensor = match item.sensor {
-                None => subject_tail(subject)?,
-                Some(sensor) if sensor.is_empty() => return None,
-                Some(sensor) => sensor.into_owned(),
-            };
-            Some(Reading {
-                sensor,
-                timestamp_ms: item.ts,
-                value: Some(item.value).filter(|v| v.is_finite())?,
-                unit: item.unit.map(Cow::into_owned).unwrap_or_default(),
-            })
-        })
-        .collect()
+    Some(())
+}
+
+fn fast_reading(subject: &str, item: FastReading) -> Option<Reading> {
+    let sensor = match item.sensor {
+        None => subject_tail(subject)?,
+        Some(sensor) if sensor.is_empty() => return None,
+        Some(sensor) => sensor.into_owned(),
+    };
+    Some(Reading {
+        sensor,
+        timestamp_ms: item.ts,
+        value: Some(item.value).filter(|v| v.is_finite())?,
+        unit: item.unit.map(Cow::into_owned).unwrap_or_default(),
+    })
 }
 
 /// Decode a payload already parsed as JSON (as in recorded-message files).
@@ -390,18 +407,34 @@ mod tests {
 
         #[test]
         fn takes_the_common_payloads() {
+            let fast = |subject: &str, text: &[u8]| {
+                let mut readings = Vec::new();
+                decode_fast(subject, text, &mut readings).map(|()| readings)
+            };
             for text in [
                 r#"{"ts":1434300000000,"value":49,"unit":"mg/dL"}"#,
                 r#"[{"ts":1,"value":2.5,"sensor":"a"},{"value":3,"ts":2,"extra":[1]}]"#,
             ] {
-                let fast = decode_fast("sensors.cgm-1", text.as_bytes());
-                assert!(fast.is_some(), "{text}");
-                assert_eq!(fast.map(Ok), Some(decode_general("sensors.cgm-1", text.as_bytes())));
+                let readings = fast("sensors.cgm-1", text.as_bytes());
+                assert!(readings.is_some(), "{text}");
+                assert_eq!(readings.map(Ok), Some(decode_general("sensors.cgm-1", text.as_bytes())));
             }
             // RFC 3339 times and refused payloads take the general path.
-            assert!(decode_fast("sensors.x", br#"{"ts":"2015-06-14T16:40:00Z","value":1}"#).is_none());
-            assert!(decode_fast("sensors.x", br#"{"ts":1,"value":1,"sensor":""}"#).is_none());
-            assert!(decode_fast("sensors.x", b"[]").is_none());
+            assert!(fast("sensors.x", br#"{"ts":"2015-06-14T16:40:00Z","value":1}"#).is_none());
+            assert!(fast("sensors.x", br#"{"ts":1,"value":1,"sensor":""}"#).is_none());
+            assert!(fast("sensors.x", b"[]").is_none());
+        }
+
+        #[test]
+        fn decoding_into_a_batch_appends_or_leaves_it_as_it_was() {
+            let mut batch = decode("sensors.a", br#"{"ts":1,"value":1}"#).unwrap();
+            // The second reading fails the fast path after the first was taken.
+            let mixed = br#"[{"ts":2,"value":2},{"ts":"2015-06-14T16:40:00Z","value":3}]"#;
+            decode_into("sensors.a", mixed, &mut batch).unwrap();
+            assert_eq!(batch.iter().map(|r| r.value).collect::<Vec<_>>(), [1.0, 2.0, 3.0]);
+            let refused = br#"[{"ts":4,"value":4},{"ts":5,"value":"x"}]"#;
+            assert!(decode_into("sensors.a", refused, &mut batch).is_err());
+            assert_eq!(batch.len(), 3);
         }
     }
 }

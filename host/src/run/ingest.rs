@@ -175,8 +175,8 @@ async fn take_message(
     readings: &mut Vec<crate::model::Reading>,
 ) {
     stats.messages.fetch_add(1, Ordering::Relaxed);
-    match payload::decode(message.subject.as_str(), &message.payload) {
-        Ok(decoded) => readings.extend(decoded),
+    match payload::decode_into(message.subject.as_str(), &message.payload, readings) {
+        Ok(()) => {}
         Err(error) => {
             stats.deadlettered.fetch_add(1, Ordering::Relaxed);
             deadletter(
