@@ -33,6 +33,7 @@ mod setup;
 mod stats;
 mod suite;
 mod table;
+mod why;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

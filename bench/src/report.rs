@@ -63,6 +63,11 @@ pub fn render(done: &[Done], table_text: &str, command: &str, nats_version: &str
     let _ = writeln!(text, "- Build: release profile\n");
     let _ = writeln!(text, "## Results\n");
     text.push_str(table_text);
+    let rows: Vec<_> = done.iter().flat_map(|d| d.outcome.rows.iter().cloned()).collect();
+    let why = crate::why::section(&rows);
+    if !why.is_empty() {
+        let _ = write!(text, "\n{why}");
+    }
     let _ = writeln!(text, "\n## Method\n");
     for item in done {
         let _ = writeln!(text, "### {}\n", item.measurement.title);
