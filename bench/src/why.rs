@@ -65,10 +65,10 @@ const WHYS: &[Why] = &[
             format!(
                 "**Live ingest.** At these rates the two cores are full, and each process's CPU time per \
                  reading decides the rate (the \"CPU per reading\" rows and the CPU budget in the notes): \
-                 `edgewise run` spends {} µs per reading, {} times the bare subscriber, across the ingest \
+                 `edgewise run` spends {} µs per reading, {} the bare subscriber's CPU, across the ingest \
                  thread (async-nats, decoding), the plugin's thread (mostly the wasm plugin itself, see \
                  the per-reading rows) and the outbox writer (encryption, SQLite, one fsync per group). \
-                 The rate moves around the target from run to run on this shared machine.",
+                 The notes give the budget: what the 0.6x target would leave the host per reading.",
                 figure(rows, "CPU per reading at"),
                 ratio(rows, "CPU per reading at"),
             )
