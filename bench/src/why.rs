@@ -82,9 +82,10 @@ const WHYS: &[Why] = &[
                  queue, so a reading crosses from the async runtime to the plugin's thread and its alert \
                  back. That hop alone, with no plugin and no outbox (the \"threading floor\" rows: an echo \
                  that hops the same way), costs {} of the bare echo at p50 at 1,000/s and {} at \
-                 10,000/s. What the host adds beyond it is the plugin call and handing the outputs to the \
-                 outbox writer; p99 on two cores shared with nats-server and the publisher also depends \
-                 on when each thread gets a core, which this harness does not control.",
+                 10,000/s. What the host adds beyond it is the plugin call and the outbox: its writer thread \
+                 commits (SQLite, encryption, an fsync through the virtual disk) on the same two cores \
+                 as nats-server, the publisher and the alert path, and the tails follow when each thread \
+                 gets a core, which this harness does not control.",
                 ratio(rows, "reading-to-local-alert p50 at 1,000/s, threading floor"),
                 ratio(rows, "reading-to-local-alert p50 at 10,000/s, threading floor"),
             )

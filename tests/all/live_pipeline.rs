@@ -313,6 +313,44 @@ async fn two_plugins_with_overlapping_subscriptions_each_get_their_readings() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_with_several_subscriptions_gets_the_readings_of_each_and_no_others() {
+    let local = NatsServer::start();
+    let threshold = "[[plugins]]\nbundle = \"threshold.wasm\"\n\
+                     subscriptions = [\"sensors.ward.a\", \"sensors.ward.b\"]\n\
+                     [plugins.config]\nlow = 70\nhigh = 180\n";
+    let mut device = Device::new(&local, None, threshold);
+    device.start(&local).await;
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.threshold"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    // `c` is not subscribed: it must not reach the plugin, though it comes first.
+    for subject in ["sensors.ward.c", "sensors.ward.a", "sensors.ward.b"] {
+        client.publish(subject, reading(now_ms(), 50.0)).await.unwrap();
+    }
+    let mut sensors = Vec::new();
+    for _ in 0..2 {
+        let alert = next_json(&mut alerts, "threshold alert").await;
+        assert_eq!(alert["code"], "below-low", "{alert}");
+        sensors.push(alert["sensor"].as_str().unwrap_or_default().to_owned());
+    }
+    sensors.sort();
+    assert_eq!(sensors, ["ward.a", "ward.b"]);
+    let status = edgewise(["status", "--nats", &local.url(), "--device", DEVICE, "--json"]);
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    let threshold = status["plugins"]
+        .as_array()
+        .and_then(|plugins| plugins.iter().find(|p| p["name"] == "threshold"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(threshold["readings_in"], 2, "{status}");
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn upstream_down_at_start_then_up_delivers_everything_once() {
     let local = NatsServer::start();
     let mut cloud = NatsServer::start_with_jetstream();
