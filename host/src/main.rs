@@ -2,7 +2,8 @@
 
 mod cli;
 
-/// mimalloc instead of the system allocator: see BENCHMARKS.md.
+/// mimalloc instead of glibc's malloc: less CPU per reading on every host
+/// thread (measured in live ingest; see the workspace `Cargo.toml`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
