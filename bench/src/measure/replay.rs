@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use edgewise_host::replay::{self, Step};
 use edgewise_host::runtime::{CompiledPlugin, PluginInstance, Runtime, RuntimeOptions};
 use edgewise_sdk::{Config, Outputs, Plugin, Reading};
 use glucose_monitor::GlucoseMonitor;
@@ -24,10 +25,6 @@ const RUNS: usize = 3;
 const TARGET: f64 = 3_000_000.0;
 /// `edgewise replay`'s default tick.
 const TICK_MS: i64 = 5 * 60_000;
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 24 * HOUR_MS;
-/// `edgewise replay`'s batch limit.
-const MAX_BATCH: usize = 256;
 /// Empty `on-tick` calls timed per run.
 const EMPTY_TICKS: u32 = 1_000_000;
 
@@ -234,44 +231,25 @@ impl Calls for Native {
     }
 }
 
-/// The replay clock of `edgewise replay` (batches of at most 256 readings up
-/// to each tick, a tick every 5 min, on to an hour past the last reading's
-/// day), driving `calls` in order.
+/// `edgewise replay`'s clock (`replay::schedule`: the same code, so the
+/// baseline gets exactly the calls the CLI makes), driving `calls` in order.
 fn schedule(readings: &[Reading], calls: &mut impl Calls) -> anyhow::Result<Schedule> {
     let mut made = Schedule::default();
-    let (Some(first), Some(last)) = (readings.first(), readings.last()) else {
-        return Ok(made);
-    };
-    let mut next_tick = first.timestamp_ms.div_euclid(TICK_MS).saturating_add(1) * TICK_MS;
-    if first.timestamp_ms.rem_euclid(TICK_MS) == 0 {
-        next_tick = first.timestamp_ms;
-    }
-    let end = (last.timestamp_ms.div_euclid(DAY_MS) + 1) * DAY_MS + HOUR_MS;
-    let mut position = 0;
-    while position < readings.len() {
-        let batch_end = readings[position..]
-            .iter()
-            .take(MAX_BATCH)
-            .position(|r| r.timestamp_ms > next_tick)
-            .map_or((position + MAX_BATCH).min(readings.len()), |offset| position + offset);
-        if batch_end > position {
-            calls.batch(&readings[position..batch_end])?;
-            made.batches += 1;
-            position = batch_end;
-            continue;
-        }
-        calls.tick(next_tick)?;
-        made.ticks += 1;
-        next_tick += TICK_MS;
-    }
-    loop {
-        calls.tick(next_tick)?;
-        made.ticks += 1;
-        if next_tick >= end {
-            break;
-        }
-        next_tick += TICK_MS;
-    }
+    replay::schedule(
+        readings,
+        |r| r.timestamp_ms,
+        TICK_MS,
+        |step| match step {
+            Step::Readings(batch) => {
+                made.batches += 1;
+                calls.batch(batch)
+            }
+            Step::Tick(now_ms) => {
+                made.ticks += 1;
+                calls.tick(now_ms)
+            }
+        },
+    )?;
     Ok(made)
 }
 

@@ -13,5 +13,5 @@ mod iglu;
 mod jsonl;
 mod recording;
 
-pub use clock::{ReplayReport, replay};
+pub use clock::{ReplayReport, Step, replay, schedule};
 pub use recording::{Format, Location, ReadStats, Recording, RecordingError, load};
