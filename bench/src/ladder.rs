@@ -152,19 +152,6 @@ pub async fn climb(
     Ok(Ladder { steps, next: cursor })
 }
 
-/// One step at `rate` outside a ladder, from message `cursor` on (moved
-/// past the messages it published). A failed step has settled when this
-/// returns.
-pub async fn once(
-    publisher: &async_nats::Client,
-    traffic: &dyn Traffic,
-    sink: &mut Sink<'_>,
-    cursor: &mut u64,
-    rate: f64,
-) -> anyhow::Result<Step> {
-    step(publisher, traffic, sink, cursor, rate).await
-}
-
 /// Up to [`ATTEMPTS`] steps at `rate`, until one passes; whether one did.
 async fn attempt(
     publisher: &async_nats::Client,
@@ -184,8 +171,10 @@ async fn attempt(
     Ok(false)
 }
 
-/// Publish at `rate` for [`STEP`], then check every message was delivered.
-async fn step(
+/// Publish at `rate` for [`STEP`] from message `cursor` on (moved past the
+/// messages it published), then check every message was delivered; also one
+/// step outside a ladder. A failed step has settled when this returns.
+pub async fn step(
     publisher: &async_nats::Client,
     traffic: &dyn Traffic,
     sink: &mut Sink<'_>,

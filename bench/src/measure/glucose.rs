@@ -23,12 +23,9 @@ const REPETITIONS: usize = 5;
 /// DESIGN: wasm time per reading at most 1.3x native.
 const TARGET: f64 = 1.3;
 
-/// The measurement.
-pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
-    let config = glucose_config();
-    let floor_config = floor_config();
-    let host_readings = &ctx.hall2018.readings;
-    let native_readings: Vec<Reading> = host_readings
+/// `readings` as the SDK's type, for glucose-monitor linked natively.
+pub fn sdk_readings(readings: &[HostReading]) -> Vec<Reading> {
+    readings
         .iter()
         .map(|r| Reading {
             sensor: r.sensor.clone(),
@@ -36,7 +33,15 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             value: r.value,
             unit: r.unit.clone(),
         })
-        .collect();
+        .collect()
+}
+
+/// The measurement.
+pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
+    let config = glucose_config();
+    let floor_config = floor_config();
+    let host_readings = &ctx.hall2018.readings;
+    let native_readings = sdk_readings(host_readings);
     let runtime = Runtime::new(RuntimeOptions::default()).context("cannot create the wasm runtime")?;
     let compiled = compile(&runtime, "glucose-monitor", &ctx.paths.glucose_wasm)?;
     let floor = compile(&runtime, "faulty-plugin", &ctx.paths.faulty_wasm())?;

@@ -191,7 +191,7 @@ async fn cpu_step(
     let nats = Snapshot::take(nats_pid)?;
     let bench = Snapshot::take(bench_pid)?;
     let host = host_pid.map(Snapshot::take).transpose()?;
-    let step = ladder::once(publisher, traffic, sink, cursor, rate).await?;
+    let step = ladder::step(publisher, traffic, sink, cursor, rate).await?;
     let delivered = sink.delivered().await?.saturating_sub(counted);
     let host = match (host_pid, host) {
         (Some(pid), Some(before)) => Some(Snapshot::take(pid)?.since(&before)),

@@ -14,7 +14,7 @@ use edgewise_host::runtime::{CompiledPlugin, PluginInstance, Runtime, RuntimeOpt
 use edgewise_sdk::{Config, Outputs, Plugin, Reading};
 use glucose_monitor::GlucoseMonitor;
 
-use super::glucose::{floor_config, glucose_config, in_process_limits};
+use super::glucose::{floor_config, glucose_config, in_process_limits, sdk_readings};
 use crate::stats::median;
 use crate::suite::{Ctx, Outcome};
 use crate::table::{Row, Target, number};
@@ -30,17 +30,7 @@ const EMPTY_TICKS: u32 = 1_000_000;
 
 /// The measurement.
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
-    let readings: Vec<Reading> = ctx
-        .hall2018
-        .readings
-        .iter()
-        .map(|r| Reading {
-            sensor: r.sensor.clone(),
-            timestamp_ms: r.timestamp_ms,
-            value: r.value,
-            unit: r.unit.clone(),
-        })
-        .collect();
+    let readings = sdk_readings(&ctx.hall2018.readings);
     let schedule = schedule(&readings, &mut Count)?;
     let runtime = Runtime::new(RuntimeOptions::default()).context("cannot create the wasm runtime")?;
     let faulty_wasm = ctx.paths.faulty_wasm();
