@@ -13,6 +13,7 @@
 pub mod bundle;
 pub mod bus;
 pub mod envelope;
+pub mod files;
 pub mod model;
 pub mod outbox;
 pub mod replay;

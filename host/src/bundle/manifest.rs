@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::strict_de;
 use crate::runtime::Limits;
 
 /// The manifest format this host writes and reads.
@@ -29,11 +30,12 @@ pub struct Manifest {
     pub world: String,
     /// NATS subject filters the plugin reads.
     pub subscriptions: Vec<String>,
-    /// Default configuration, overridable by the operator.
-    #[serde(default)]
+    /// Default configuration, overridable by the operator (a key given
+    /// twice is refused).
+    #[serde(default, deserialize_with = "strict_de::unique_map")]
     pub config: BTreeMap<String, String>,
-    /// Resource limits the plugin asks for.
-    #[serde(default)]
+    /// Resource limits the plugin asks for (an object, never an array).
+    #[serde(default, deserialize_with = "strict_de::object")]
     pub limits: ManifestLimits,
     /// When the bundle was signed (RFC 3339).
     pub created: String,
@@ -136,9 +138,14 @@ pub enum ManifestError {
 }
 
 impl Manifest {
-    /// Parse and validate manifest JSON.
+    /// Parse and validate manifest JSON: one JSON object (serde's derive
+    /// would also take the fields as an array, in declaration order), no key
+    /// twice at any level.
     pub fn from_json(json: &[u8]) -> Result<Manifest, ManifestError> {
-        let manifest: Manifest = serde_json::from_slice(json).map_err(|e| ManifestError::Invalid(e.to_string()))?;
+        let invalid = |e: serde_json::Error| ManifestError::Invalid(e.to_string());
+        let mut deserializer = serde_json::Deserializer::from_slice(json);
+        let manifest: Manifest = strict_de::object(&mut deserializer).map_err(invalid)?;
+        deserializer.end().map_err(invalid)?;
         manifest.validate()?;
         Ok(manifest)
     }
@@ -265,6 +272,19 @@ pub fn config_value_text(value: &toml::Value) -> Option<String> {
     }
 }
 
+/// `text` (any RFC 3339 form the reference parser reads) in the canonical
+/// form docs/bundle-format.md asks writers for: UTC, `T`, `Z`, at most nine
+/// fraction digits (none when whole seconds). An offset is converted, not
+/// dropped: the instant is the same.
+fn canonical_time(text: &str) -> Result<String, ManifestError> {
+    let instant = OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|e| field("expires", format!("`{text}` is not an RFC 3339 time: {e}")))?;
+    instant
+        .to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .map_err(|e| field("expires", format!("`{text}` cannot be written as RFC 3339: {e}")))
+}
+
 /// A plugin crate's `edgewise.toml`: what the author declares; `edgewise sign`
 /// adds `format`, `world`, `created` and `code_sha256`.
 #[derive(Debug, Clone, Deserialize)]
@@ -277,10 +297,10 @@ pub struct ManifestSource {
     /// NATS subject filters.
     pub subscriptions: Vec<String>,
     /// Default configuration; values may be TOML strings, numbers or booleans.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict_de::unique_map")]
     pub config: BTreeMap<String, toml::Value>,
     /// Resource limits.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict_de::object")]
     pub limits: ManifestLimits,
     /// Optional expiry (RFC 3339).
     #[serde(default)]
@@ -314,7 +334,7 @@ impl ManifestSource {
             config,
             limits: self.limits,
             created: created.format(&Rfc3339).map_err(|e| field("created", e.to_string()))?,
-            expires: self.expires,
+            expires: self.expires.as_deref().map(canonical_time).transpose()?,
             code_sha256,
         };
         manifest.validate()?;
@@ -416,5 +436,95 @@ call_deadline_ms = 1000
         let error = ManifestSource::from_toml("name = \"x\"\nversion = \"1.0.0\"\nsubscriptions = []\nextra = 1\n")
             .unwrap_err();
         assert!(error.to_string().contains("unknown field `extra`"), "{error}");
+    }
+
+    /// serde's derive reads a struct from a JSON array too: the manifest,
+    /// and its `limits`, must be objects.
+    #[test]
+    fn a_manifest_or_its_limits_written_as_an_array_is_invalid() {
+        let manifest = ManifestSource::from_toml(source())
+            .unwrap()
+            .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH)
+            .unwrap();
+        let value = serde_json::to_value(&manifest).unwrap();
+        let fields = [
+            "format",
+            "name",
+            "version",
+            "world",
+            "subscriptions",
+            "config",
+            "limits",
+            "created",
+            "expires",
+            "code_sha256",
+        ];
+        let array = serde_json::Value::Array(fields.iter().map(|f| value[f].clone()).collect());
+        let error = Manifest::from_json(array.to_string().as_bytes()).unwrap_err();
+        assert!(error.to_string().contains("expected an object"), "{error}");
+        let mut limits_as_array = value.clone();
+        limits_as_array["limits"] = serde_json::json!([64, 1000]);
+        let error = Manifest::from_json(limits_as_array.to_string().as_bytes()).unwrap_err();
+        assert!(error.to_string().contains("expected an object"), "{error}");
+        // The object itself still parses, with trailing whitespace, not trailing data.
+        let mut text = value.to_string();
+        text.push('\n');
+        assert_eq!(Manifest::from_json(text.as_bytes()).unwrap(), manifest);
+        text.push_str("{}");
+        assert!(Manifest::from_json(text.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_key_given_twice_is_invalid_in_the_manifest_and_its_source() {
+        let manifest = ManifestSource::from_toml(source())
+            .unwrap()
+            .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH)
+            .unwrap();
+        let json = String::from_utf8(manifest.to_json()).unwrap();
+        // serde_json alone keeps the last value of `config.low`.
+        let twice = json.replace(r#""low":"70""#, r#""low":"70","low":"40""#);
+        assert_ne!(twice, json);
+        let error = Manifest::from_json(twice.as_bytes()).unwrap_err();
+        assert!(error.to_string().contains("duplicate key `low`"), "{error}");
+        // A top-level field twice: serde's derive refuses it already.
+        let twice = json.replace(r#""version":"0.1.0""#, r#""version":"0.1.0","version":"9.0.0""#);
+        let error = Manifest::from_json(twice.as_bytes()).unwrap_err();
+        assert!(error.to_string().contains("duplicate field `version`"), "{error}");
+        // TOML forbids a key twice; toml 0.9 refuses it (and a table twice).
+        let error = ManifestSource::from_toml(&source().replace("low = 70", "low = 70\nlow = 40")).unwrap_err();
+        assert!(error.to_string().contains("duplicate key"), "{error}");
+        let error = ManifestSource::from_toml(&format!("{}\n[config]\nother = 1\n", source())).unwrap_err();
+        assert!(
+            error.to_string().contains("duplicate key") || error.to_string().contains("redefin"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn sign_writes_expires_in_canonical_utc_form() {
+        let cases = [
+            ("2030-01-01T00:00:00Z", "2030-01-01T00:00:00Z"),
+            ("2030-01-01t00:00:00z", "2030-01-01T00:00:00Z"),
+            ("2030-01-01 00:00:00Z", "2030-01-01T00:00:00Z"),
+            ("2030-01-01T02:00:00+02:00", "2030-01-01T00:00:00Z"),
+            ("2029-12-31T23:30:00.500-00:30", "2030-01-01T00:00:00.5Z"),
+        ];
+        for (written, canonical) in cases {
+            let text = source().replace("2030-01-01T00:00:00Z", written);
+            let manifest = ManifestSource::from_toml(&text)
+                .unwrap()
+                .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH)
+                .unwrap();
+            assert_eq!(manifest.expires.as_deref(), Some(canonical), "{written}");
+        }
+        let text = source().replace("2030-01-01T00:00:00Z", "next year");
+        let error = ManifestSource::from_toml(&text)
+            .unwrap()
+            .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH)
+            .unwrap_err();
+        assert!(
+            matches!(error, ManifestError::Field { field: "expires", .. }),
+            "{error}"
+        );
     }
 }

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod manifest;
 pub mod rollback;
 mod sign;
+pub(crate) mod strict_de;
 pub mod trust;
 mod verify;
 #[cfg(test)]

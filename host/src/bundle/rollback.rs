@@ -66,13 +66,27 @@ pub enum RollbackError {
 
 impl RollbackStore {
     /// Open (or start) the record in `data_dir`.
+    ///
+    /// The whole record is judged here, before any bundle is: it must be one
+    /// JSON object of `{"version", "code_sha256"}` objects, no plugin named
+    /// twice, every version SemVer. Anything else is corrupt, never treated as
+    /// empty or skipped (a version that cannot be compared would let any
+    /// version of that plugin in).
     pub fn open(data_dir: &Path) -> Result<RollbackStore, RollbackError> {
         let path = data_dir.join(ROLLBACK_FILE);
+        let corrupt = |reason: String| RollbackError::Storage {
+            path: path.clone(),
+            reason: format!("corrupt: {reason}"),
+        };
         let accepted = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| RollbackError::Storage {
-                path: path.clone(),
-                reason: format!("corrupt: {e}"),
-            })?,
+            Ok(bytes) => {
+                let accepted = parse_record(&bytes).map_err(|e| corrupt(e.to_string()))?;
+                for (name, entry) in &accepted {
+                    semver::Version::parse(&entry.version)
+                        .map_err(|e| corrupt(format!("version `{}` of `{name}` is not SemVer: {e}", entry.version)))?;
+                }
+                accepted
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => {
                 return Err(RollbackError::Storage {
@@ -82,6 +96,11 @@ impl RollbackStore {
             }
         };
         Ok(RollbackStore { path, accepted })
+    }
+
+    /// The record's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Refuse `version` of `name` with `code_sha256` if it would roll back.
@@ -156,6 +175,19 @@ impl RollbackStore {
     }
 }
 
+/// The record's JSON: an object of objects, no key twice at either level.
+fn parse_record(bytes: &[u8]) -> Result<BTreeMap<String, Accepted>, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Entry(#[serde(deserialize_with = "super::strict_de::object")] Accepted);
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let entries: BTreeMap<String, Entry> = super::strict_de::unique_map(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(entries
+        .into_iter()
+        .map(|(name, Entry(accepted))| (name, accepted))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,5 +230,36 @@ mod tests {
             RollbackStore::open(dir.path()),
             Err(RollbackError::Storage { .. })
         ));
+    }
+
+    /// docs/operators.md: a record that is not valid JSON, or holds a version
+    /// that is not SemVer (for any plugin, not only the one being checked),
+    /// is an error when the record is opened.
+    #[test]
+    fn a_record_with_any_bad_version_or_shape_is_refused_at_open() {
+        let good = r#""ok": {"version": "1.0.0", "code_sha256": "aa"}"#;
+        for text in [
+            format!(r#"{{{good}, "other": {{"version": "1.0", "code_sha256": "bb"}}}}"#),
+            format!(r#"{{{good}, "other": {{"version": "v2", "code_sha256": "bb"}}}}"#),
+            format!(r#"{{{good}, "ok": {{"version": "0.0.1", "code_sha256": "aa"}}}}"#),
+            format!(r#"{{{good}, "other": ["1.0.0", "bb"]}}"#),
+            r#"[["ok", {"version": "1.0.0", "code_sha256": "aa"}]]"#.to_owned(),
+            format!("{{{good}}} trailing"),
+            String::new(),
+            "null".to_owned(),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(ROLLBACK_FILE), &text).unwrap();
+            match RollbackStore::open(dir.path()) {
+                Err(RollbackError::Storage { reason, .. }) => assert!(reason.starts_with("corrupt: "), "{reason}"),
+                other => panic!("{text}: expected a corrupt record, got {other:?}"),
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(ROLLBACK_FILE), format!("{{{good}}}")).unwrap();
+        RollbackStore::open(dir.path())
+            .unwrap()
+            .check("ok", &v("1.0.0"), "aa")
+            .unwrap();
     }
 }

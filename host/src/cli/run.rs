@@ -25,7 +25,11 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::runtime(anyhow!("cannot start the async runtime: {e}")))?;
     let status = runtime
         .block_on(run::run(config, shutdown_signal()))
-        .map_err(Failure::runtime)?;
+        .map_err(|error| match error {
+            // The operator's file to fix, like a bad configuration.
+            run::RunError::Rollback(_) => Failure::usage(error),
+            other => Failure::runtime(other),
+        })?;
     let readings: u64 = status.plugins.iter().map(|p| p.readings_in).sum();
     let alerts: u64 = status.plugins.iter().map(|p| p.alerts_out).sum();
     let summaries: u64 = status.plugins.iter().map(|p| p.summaries_out).sum();

@@ -26,6 +26,12 @@ pub struct VerifyArgs {
 
 pub fn run(args: VerifyArgs) -> Result<(), Failure> {
     let trust = TrustStore::load(&args.trust).map_err(Failure::usage)?;
+    // A mistyped data directory must not read as "this device accepted nothing yet".
+    if let Some(dir) = &args.data_dir
+        && !dir.is_dir()
+    {
+        return Err(Failure::usage(anyhow!("--data-dir {}: not a directory", dir.display())));
+    }
     let rollback = args
         .data_dir
         .as_deref()

@@ -57,6 +57,10 @@ pub enum RunError {
     /// The trust store.
     #[error("{0}")]
     Trust(#[from] bundle::TrustError),
+    /// The anti-rollback record is unreadable or corrupt: nothing is judged
+    /// against it (a usage error, exit 2: the operator restores the file).
+    #[error("{0}")]
+    Rollback(bundle::RollbackError),
     /// A bundle refused or unusable.
     #[error("plugin bundle {path}: {reason}")]
     Bundle {
@@ -96,10 +100,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
     })?;
     let subjects = Subjects::new(&config.device);
     let trust = TrustStore::load(&config.trust_dir)?;
-    let mut rollback = RollbackStore::open(&config.data_dir).map_err(|e| RunError::Bundle {
-        path: config.data_dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let mut rollback = RollbackStore::open(&config.data_dir).map_err(RunError::Rollback)?;
     let runtime = Arc::new(Runtime::new(RuntimeOptions::default()).map_err(|e| RunError::Runtime(e.to_string()))?);
     let outbox_key =
         OutboxKey::load_or_create(&config.data_dir.join("outbox.key")).map_err(|e| RunError::Outbox(e.to_string()))?;

@@ -1,0 +1,269 @@
+//! Issue #11, item 9: the trust store and the formats are strict. Each test
+//! runs the real `edgewise` binary on real signed bundles.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgewise_host::bundle::format::{self, SIGNATURE_SECTION, SignatureBlock};
+use edgewise_host::bundle::{KeyId, Manifest};
+use edgewise_tests::nats::NatsServer;
+use edgewise_tests::{Run, edgewise, edgewise_bin, plugin_wasm, workspace_root};
+
+use crate::live_pipeline::{Device, WAIT};
+
+/// A key pair, a trust directory with its public key, and glucose-monitor signed with it.
+struct Signer {
+    dir: tempfile::TempDir,
+}
+
+impl Signer {
+    fn new() -> Signer {
+        let signer = Signer {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let run = edgewise(["keygen".as_ref(), "--out".as_ref(), signer.path("release").as_os_str()]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        std::fs::create_dir(signer.path("trust")).unwrap();
+        std::fs::copy(signer.path("release.pub"), signer.path("trust/release.pub")).unwrap();
+        signer
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Sign glucose-monitor with `manifest_text` as its `edgewise.toml`.
+    fn sign(&self, manifest_text: &str, out: &str) -> Run {
+        let manifest = self.path(&format!("{out}.toml"));
+        std::fs::write(&manifest, manifest_text).unwrap();
+        edgewise([
+            "sign".as_ref(),
+            "--key".as_ref(),
+            self.path("release.key").as_os_str(),
+            "--manifest".as_ref(),
+            manifest.as_os_str(),
+            "--out".as_ref(),
+            self.path(out).as_os_str(),
+            plugin_wasm("glucose-monitor").as_os_str(),
+        ])
+    }
+
+    fn glucose_monitor(&self) -> PathBuf {
+        let text = std::fs::read_to_string(workspace_root().join("plugins/glucose-monitor/edgewise.toml")).unwrap();
+        let run = self.sign(&text, "glucose-monitor.wasm");
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        self.path("glucose-monitor.wasm")
+    }
+
+    fn verify(&self, trust: &Path, bundle: &Path, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "verify".to_owned(),
+            "--trust".to_owned(),
+            trust.display().to_string(),
+            bundle.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        edgewise(args)
+    }
+}
+
+/// `edgewise-ed25519 <hex>` for raw key bytes.
+fn public_key_file(raw: [u8; 32]) -> String {
+    format!("edgewise-ed25519 {}\n", hex(&raw))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The identity point of edwards25519 (`01 00..00`): a "public key" with no private key.
+fn identity() -> [u8; 32] {
+    let mut raw = [0u8; 32];
+    raw[0] = 1;
+    raw
+}
+
+/// `bundle` with its signature replaced by one that nobody made: key id of
+/// the identity key, R = identity, S = 0. For A = identity the Ed25519
+/// equation [S]B = R + [k]A holds for every message.
+fn signed_by_nobody(bundle: &[u8]) -> Vec<u8> {
+    let parts = format::split(bundle).unwrap();
+    let mut signature = [0u8; 64];
+    signature[0] = 1;
+    let block = SignatureBlock {
+        key_id: KeyId::of(&identity()).0,
+        signature,
+    };
+    let mut forged = parts.signed.to_vec();
+    forged.extend_from_slice(&format::custom_section(
+        SIGNATURE_SECTION,
+        &format::signature_payload(&block),
+    ));
+    forged
+}
+
+/// A trust store holding the identity key would accept a bundle signed by
+/// nobody; the store is refused at load, naming the file and the reason. So
+/// are the other small-order points and non-canonical encodings.
+#[test]
+fn a_small_order_or_non_canonical_key_in_the_trust_store_is_refused_at_load() {
+    let signer = Signer::new();
+    let bundle = std::fs::read(signer.glucose_monitor()).unwrap();
+    let forged = signer.path("forged.wasm");
+    std::fs::write(&forged, signed_by_nobody(&bundle)).unwrap();
+    // The device's real trust store refuses the forgery: unknown key.
+    let run = signer.verify(&signer.path("trust"), &forged, &[]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("signed by unknown key"), "{}", run.stderr);
+
+    let order_2 = {
+        // y = -1 = p - 1: the point (0, -1), of order 2.
+        let mut raw = [0xffu8; 32];
+        raw[0] = 0xec;
+        raw[31] = 0x7f;
+        raw
+    };
+    let identity_non_canonical = {
+        // y = p + 1 = 1 (mod p): the identity again, in a second encoding.
+        let mut raw = [0xffu8; 32];
+        raw[0] = 0xee;
+        raw[31] = 0x7f;
+        raw
+    };
+    let mut negative_zero_identity = identity();
+    negative_zero_identity[31] |= 0x80;
+    for (name, raw, reason) in [
+        ("identity.pub", identity(), "small order"),
+        ("order-2.pub", order_2, "small order"),
+        ("identity-again.pub", identity_non_canonical, "canonical"),
+        ("negative-zero.pub", negative_zero_identity, "canonical"),
+    ] {
+        let trust = signer.path(&format!("trust-{name}"));
+        std::fs::create_dir(&trust).unwrap();
+        std::fs::copy(signer.path("release.pub"), trust.join("release.pub")).unwrap();
+        std::fs::write(trust.join(name), public_key_file(raw)).unwrap();
+        let run = signer.verify(&trust, &forged, &[]);
+        assert_eq!(run.code, Some(2), "{name}: {}\n{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains(name), "the file is named: {}", run.stderr);
+        assert!(run.stderr.contains(reason), "`{reason}` in {}", run.stderr);
+        assert!(!run.stdout.contains("OK"), "{}", run.stdout);
+    }
+}
+
+#[test]
+fn verify_with_a_data_dir_that_does_not_exist_is_a_usage_error() {
+    let signer = Signer::new();
+    let bundle = signer.glucose_monitor();
+    let missing = signer.path("no-such-data-dir");
+    let run = signer.verify(
+        &signer.path("trust"),
+        &bundle,
+        &["--data-dir", &missing.display().to_string()],
+    );
+    assert_eq!(run.code, Some(2), "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("no-such-data-dir"), "{}", run.stderr);
+    assert!(!run.stdout.contains("OK"), "{}", run.stdout);
+}
+
+/// docs/operators.md: a record that is not valid JSON, or holds any version
+/// that is not SemVer, stops `verify --data-dir` and `run` with exit 2 before
+/// any bundle is judged, even when the bad entry is another plugin's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_anti_rollback_record_is_exit_2_for_verify_and_run() {
+    let signer = Signer::new();
+    let bundle = signer.glucose_monitor();
+    let data_dir = signer.path("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    let records = [
+        r#"{"threshold":{"version":"1.0","code_sha256":"00"}}"#,
+        r#"{"glucose-monitor":{"version":"0.0.1","code_sha256":"00"},"glucose-monitor":{"version":"0.0.1","code_sha256":"00"}}"#,
+        r#"[{"version":"0.0.1","code_sha256":"00"}]"#,
+        "{",
+    ];
+    for record in records {
+        std::fs::write(data_dir.join("installed-versions.json"), record).unwrap();
+        let run = signer.verify(
+            &signer.path("trust"),
+            &bundle,
+            &["--data-dir", &data_dir.display().to_string()],
+        );
+        assert_eq!(run.code, Some(2), "{record}: {}\n{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains("anti-rollback record") && run.stderr.contains("corrupt"),
+            "{}",
+            run.stderr
+        );
+    }
+
+    // The same for `edgewise run`: it stops before judging (or running) any bundle.
+    let local = NatsServer::start();
+    let device = Device::new(&local, None, "");
+    let device_data = device.path("data");
+    std::fs::create_dir_all(&device_data).unwrap();
+    std::fs::write(device_data.join("installed-versions.json"), records[0]).unwrap();
+    let (code, stderr) = run_until_exit(&device.path("edgewise.toml"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("not SemVer"), "{stderr}");
+    assert!(!stderr.contains("Plugin verified"), "{stderr}");
+}
+
+/// Run `edgewise run --config CONFIG`, expecting it to exit by itself: a host
+/// still running after [`WAIT`] is killed and the test fails.
+fn run_until_exit(config: &Path) -> (Option<i32>, String) {
+    let mut child = Command::new(edgewise_bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!("edgewise run kept running: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// TOML forbids a key twice and the device configuration is TOML (toml 0.9
+/// refuses it): a plugin's `config` with a key twice stops the start, exit 2.
+#[test]
+fn a_device_config_with_a_key_twice_is_refused() {
+    let local = NatsServer::start();
+    let device = Device::new(&local, None, "[plugins.config]\nlow = \"70\"\nlow = \"40\"\n");
+    let (code, stderr) = run_until_exit(&device.path("edgewise.toml"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("duplicate key"), "{stderr}");
+}
+
+/// `sign` writes `expires` in the canonical form docs/bundle-format.md asks
+/// writers for (UTC, `T`, `Z`), whatever RFC 3339 form the source used; the
+/// instant is kept.
+#[test]
+fn sign_writes_expires_in_canonical_rfc_3339() {
+    let signer = Signer::new();
+    let base = "name = \"glucose-monitor\"\nversion = \"0.1.0\"\nsubscriptions = [\"sensors.cgm.>\"]\n";
+    for (written, canonical) in [
+        ("2031-05-06 07:08:09z", "2031-05-06T07:08:09Z"),
+        ("2031-05-06T09:08:09.250+02:00", "2031-05-06T07:08:09.25Z"),
+        ("2031-05-06t07:08:09Z", "2031-05-06T07:08:09Z"),
+    ] {
+        let run = signer.sign(&format!("{base}expires = \"{written}\"\n"), "expiring.wasm");
+        assert_eq!(run.code, Some(0), "{written}: {}", run.stderr);
+        let bytes = std::fs::read(signer.path("expiring.wasm")).unwrap();
+        let manifest = Manifest::from_json(format::split(&bytes).unwrap().manifest_json).unwrap();
+        assert_eq!(manifest.expires.as_deref(), Some(canonical), "{written}");
+        let run = signer.verify(&signer.path("trust"), &signer.path("expiring.wasm"), &[]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+    }
+}
