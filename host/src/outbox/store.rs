@@ -55,12 +55,30 @@ impl Outbox {
     /// ([`OutboxError::WrongKey`]), and a file another process has open
     /// ([`OutboxError::Locked`], after waiting 5 s for it to close).
     pub fn open(data_dir: &Path, key: &OutboxKey, limits: OutboxLimits) -> Result<Outbox, OutboxError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| OutboxError::Io {
+        crate::files::private_dir(data_dir).map_err(|source| OutboxError::Io {
             path: data_dir.to_owned(),
             operation: "create the data directory",
             source,
         })?;
         let path = data_dir.join(FILE_NAME);
+        // SQLite creates the database with mode 0644 less the umask, and its
+        // -wal and -shm with the database's mode: an empty 0600 file made
+        // first (a valid empty database) keeps all three private.
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            let file = PathBuf::from(file);
+            let made = if suffix.is_empty() {
+                crate::files::private_file(&file)
+            } else {
+                crate::files::narrow(&file, crate::files::PRIVATE_FILE)
+            };
+            made.map_err(|source| OutboxError::Io {
+                path: file,
+                operation: "make the database private (mode 0600)",
+                source,
+            })?;
+        }
         let mut conn = schema::connect(&path)?;
         schema::prepare(&mut conn, &path, key.aead())?;
         // A new file's directory entry must be durable too.

@@ -259,10 +259,29 @@ impl RunConfig {
         };
         let text = std::fs::read_to_string(path).map_err(|e| fail("(file)", format!("cannot read: {e}")))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        RunConfig::parse(&text, base).map_err(|problems| ConfigError {
+        let config = RunConfig::parse(&text, base).map_err(|problems| ConfigError {
             path: path.display().to_string(),
             problems,
-        })
+        })?;
+        config.warn_about_exposed_secrets(path);
+        Ok(config)
+    }
+
+    /// Warn (log, naming the file and its mode) when this configuration file
+    /// holds a password or token, or names a credentials file, that other
+    /// users can read. The host does not change the operator's files.
+    fn warn_about_exposed_secrets(&self, path: &Path) {
+        let connections = std::iter::once(&self.local).chain(self.upstream.as_ref().map(|up| &up.nats));
+        let mut inline = false;
+        for nats in connections {
+            inline |= nats.password.is_some() || nats.token.is_some();
+            if let Some(credentials) = &nats.credentials {
+                crate::files::warn_if_exposed(credentials, "The NATS credentials file");
+            }
+        }
+        if inline {
+            crate::files::warn_if_exposed(path, "The configuration file (a password or token)");
+        }
     }
 
     /// Parse and validate TOML text; relative paths are joined to `base`.

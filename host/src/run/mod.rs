@@ -94,7 +94,8 @@ struct Started {
 /// Run the device until `shutdown` completes; returns the final status.
 pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Result<Status, RunError> {
     let started_at = Instant::now();
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::Io {
+    // 0700 (an existing, wider one is narrowed): every file in it is private.
+    crate::files::private_dir(&config.data_dir).map_err(|source| RunError::Io {
         what: format!("cannot create the data directory {}", config.data_dir.display()),
         source,
     })?;
