@@ -244,7 +244,7 @@ fn bench_outbox(c: &mut Criterion) {
                             NewEntry {
                                 kind: Kind::Alert,
                                 subject: "edgewise.edge-01.up.alerts.glucose-monitor".into(),
-                                msg_id: format!("edge-01/glucose-monitor/{seq}"),
+                                msg_id: format!("edge-01/0123456789abcdef0123456789abcdef/glucose-monitor/{seq}"),
                                 payload: payload.to_vec(),
                                 created_ms: T0_MS,
                             }

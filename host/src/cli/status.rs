@@ -111,6 +111,12 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
             plugin.readings_dropped
         );
     }
+    for plugin in status.plugins.iter().filter(|p| p.sequence_failures > 0) {
+        println!(
+            "{}: {} outputs got no sequence number (alerts published locally only, nothing stored for upstream)",
+            plugin.name, plugin.sequence_failures
+        );
+    }
     for plugin in status.plugins.iter().filter(|p| p.last_error.is_some()) {
         let failures: Vec<String> = plugin
             .failures

@@ -106,7 +106,17 @@ pub struct UpstreamConfig {
     pub stream: String,
     /// Create the stream if it does not exist (demos, tests); otherwise the cloud owns it.
     pub create_stream: bool,
+    /// The duplicate window of the stream the host creates
+    /// (`[upstream] duplicate_window`, default [`DEFAULT_DUPLICATE_WINDOW`]).
+    pub duplicate_window: Duration,
 }
+
+/// JetStream's own default duplicate window.
+pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Bounds of `[upstream] duplicate_window`: the server keeps every message id
+/// seen in the window in memory, and an entry retried after it is stored twice.
+const DUPLICATE_WINDOW_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(24 * 60 * 60);
 
 /// Capacities.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,6 +233,7 @@ struct RawUpstream {
     stream: String,
     #[serde(default)]
     create_stream: bool,
+    duplicate_window: Option<String>,
 }
 
 fn default_upstream_stream() -> String {
@@ -377,10 +388,28 @@ impl RunConfig {
             if up.stream.is_empty() {
                 problem("upstream.stream", "is empty".into());
             }
+            let duplicate_window = duration(
+                &mut problem,
+                "upstream.duplicate_window",
+                &up.duplicate_window,
+                DEFAULT_DUPLICATE_WINDOW,
+                *DUPLICATE_WINDOW_RANGE.start(),
+            );
+            if duplicate_window > *DUPLICATE_WINDOW_RANGE.end() {
+                problem(
+                    "upstream.duplicate_window",
+                    format!(
+                        "`{}` must be at most {}",
+                        up.duplicate_window.as_deref().unwrap_or_default(),
+                        humantime::format_duration(*DUPLICATE_WINDOW_RANGE.end())
+                    ),
+                );
+            }
             UpstreamConfig {
                 nats: absolutize_nats(up.nats, base),
                 stream: up.stream,
                 create_stream: up.create_stream,
+                duplicate_window,
             }
         });
         let limits = RunLimits {

@@ -1,7 +1,15 @@
 //! Sequence numbers of a plugin's outputs, never reused across restarts.
 //!
-//! `Nats-Msg-Id` is `<device>/<plugin>/<seq>`: upstream deduplication would
-//! silently drop a new output that reused a number. Numbers are handed out
+//! `Nats-Msg-Id` is `<device>/<incarnation>/<plugin>/<seq>`: upstream
+//! deduplication would silently drop a new output that reused an id. The
+//! incarnation is 128 random bits (hex) made whenever the sequence state is
+//! made anew: with a new data directory (a new or cloned device with the same
+//! id), or when the state file was deleted or lost. Numbers restart at 1 then,
+//! but under a name no earlier output had. The file holds both,
+//! `<incarnation> <high-water mark>`, written together (an old file with a
+//! number alone gets a new incarnation and keeps its number).
+//!
+//! Numbers are handed out
 //! from blocks reserved on disk (a "hi/lo" allocator): the high-water mark is
 //! written and synced before any number of its block is used, so a crash
 //! skips at most two blocks and never repeats a number.
@@ -14,6 +22,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
+use ring::rand::{SecureRandom, SystemRandom};
+
 /// Numbers reserved per disk write.
 const BLOCK: u64 = 1000;
 
@@ -21,6 +31,8 @@ const BLOCK: u64 = 1000;
 #[derive(Debug)]
 pub struct Sequence {
     path: PathBuf,
+    /// Names this sequence state: 32 lowercase hex digits.
+    incarnation: String,
     next: u64,
     /// The last number whose block is durable.
     reserved_until: u64,
@@ -30,25 +42,42 @@ pub struct Sequence {
 }
 
 impl Sequence {
-    /// Open the sequence of `plugin` under `data_dir` (numbers start at 1).
+    /// Open the sequence of `plugin` under `data_dir`; a new one (numbers
+    /// from 1) gets a new incarnation.
     pub fn open(data_dir: &Path, plugin: &str) -> std::io::Result<Sequence> {
         let path = data_dir.join(format!("seq-{plugin}"));
-        let high_water = match std::fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse::<u64>().map_err(|e| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
+        let (incarnation, high_water) = match std::fs::read_to_string(&path) {
+            Ok(text) => parse_state(&text).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: not `<incarnation> <high-water mark>` (32 hex digits, a number)",
+                        path.display()
+                    ),
+                )
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, 0),
             Err(e) => return Err(e),
+        };
+        let incarnation = match incarnation {
+            Some(incarnation) => incarnation,
+            None => new_incarnation()?,
         };
         let first = high_water.saturating_add(1);
         let reserved_until = high_water.saturating_add(BLOCK);
-        write_high_water(&path, reserved_until)?;
+        write_state(&path, &incarnation, reserved_until)?;
         Ok(Sequence {
             path,
+            incarnation,
             next: first,
             reserved_until,
             ahead: None,
         })
+    }
+
+    /// The incarnation of this sequence state (32 lowercase hex digits).
+    pub fn incarnation(&self) -> &str {
+        &self.incarnation
     }
 
     /// The next number.
@@ -81,16 +110,16 @@ impl Sequence {
 
     fn write_next_block(&self) -> std::io::Result<u64> {
         let high_water = self.next.saturating_add(BLOCK - 1);
-        write_high_water(&self.path, high_water)?;
+        write_state(&self.path, &self.incarnation, high_water)?;
         Ok(high_water)
     }
 
     fn reserve_ahead(&mut self) {
         let high_water = self.reserved_until.saturating_add(BLOCK);
-        let path = self.path.clone();
+        let (path, incarnation) = (self.path.clone(), self.incarnation.clone());
         let spawned = std::thread::Builder::new()
             .name("edgewise-seq".into())
-            .spawn(move || write_high_water(&path, high_water));
+            .spawn(move || write_state(&path, &incarnation, high_water));
         // If no thread can be started, the block is written in `next` when needed.
         if let Ok(thread) = spawned {
             self.ahead = Some((high_water, thread));
@@ -114,11 +143,42 @@ fn join(thread: JoinHandle<std::io::Result<()>>) -> std::io::Result<()> {
         .unwrap_or_else(|_| Err(std::io::Error::other("the sequence reservation thread panicked")))
 }
 
-/// Write `high_water` to `path` atomically and durably (file and directory synced).
-fn write_high_water(path: &Path, high_water: u64) -> std::io::Result<()> {
+/// Length of an incarnation in bytes (128 bits).
+const INCARNATION_BYTES: usize = 16;
+
+/// 128 random bits, lowercase hex.
+fn new_incarnation() -> std::io::Result<String> {
+    let mut bytes = [0u8; INCARNATION_BYTES];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| std::io::Error::other("the system random generator failed"))?;
+    Ok(hex::encode(bytes))
+}
+
+/// `<incarnation> <high-water>` (current) or `<high-water>` (before
+/// incarnations: `None`, a new one is made).
+fn parse_state(text: &str) -> Option<(Option<String>, u64)> {
+    let tokens: Vec<&str> = text.split_whitespace().collect();
+    match tokens.as_slice() {
+        [high_water] => Some((None, high_water.parse().ok()?)),
+        [incarnation, high_water]
+            if incarnation.len() == 2 * INCARNATION_BYTES
+                && incarnation
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
+            Some((Some((*incarnation).to_owned()), high_water.parse().ok()?))
+        }
+        _ => None,
+    }
+}
+
+/// Write the state to `path` atomically and durably (file and directory
+/// synced; the temporary file, hence the state file, is mode 0600).
+fn write_state(path: &Path, incarnation: &str, high_water: u64) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut file = tempfile::NamedTempFile::new_in(dir)?;
-    file.write_all(high_water.to_string().as_bytes())?;
+    file.write_all(format!("{incarnation} {high_water}\n").as_bytes())?;
     file.as_file().sync_all()?;
     file.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
@@ -129,11 +189,8 @@ mod tests {
     use super::*;
 
     fn high_water(dir: &Path, plugin: &str) -> u64 {
-        std::fs::read_to_string(dir.join(format!("seq-{plugin}")))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
+        let text = std::fs::read_to_string(dir.join(format!("seq-{plugin}"))).unwrap();
+        parse_state(&text).unwrap().1
     }
 
     #[test]
@@ -178,5 +235,66 @@ mod tests {
         std::fs::write(dir.path().join("seq-p"), "not a number").unwrap();
         let error = Sequence::open(dir.path(), "p").unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn a_new_sequence_state_gets_a_new_incarnation_and_a_kept_one_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Sequence::open(dir.path(), "p").unwrap();
+        let incarnation = first.incarnation().to_owned();
+        assert_eq!(incarnation.len(), 32);
+        assert!(
+            incarnation
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        drop(first);
+        assert_eq!(Sequence::open(dir.path(), "p").unwrap().incarnation(), incarnation);
+        // Another plugin, another data directory, a deleted file: new ones.
+        assert_ne!(Sequence::open(dir.path(), "q").unwrap().incarnation(), incarnation);
+        let clone = tempfile::tempdir().unwrap();
+        assert_ne!(Sequence::open(clone.path(), "p").unwrap().incarnation(), incarnation);
+        std::fs::remove_file(dir.path().join("seq-p")).unwrap();
+        let mut reset = Sequence::open(dir.path(), "p").unwrap();
+        assert_ne!(reset.incarnation(), incarnation);
+        assert_eq!(reset.next().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_state_from_before_incarnations_keeps_its_number_under_a_new_incarnation() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("seq-p"), "2000").unwrap();
+        let mut seq = Sequence::open(dir.path(), "p").unwrap();
+        assert_eq!(seq.next().unwrap(), 2001);
+        let text = std::fs::read_to_string(dir.path().join("seq-p")).unwrap();
+        assert!(text.starts_with(seq.incarnation()), "{text}");
+        for bad in ["ABCDEF0123456789abcdef0123456789 5", "abc 5", "x y z", ""] {
+            std::fs::write(dir.path().join("seq-p"), bad).unwrap();
+            assert_eq!(
+                Sequence::open(dir.path(), "p").unwrap_err().kind(),
+                std::io::ErrorKind::InvalidData,
+                "{bad:?}"
+            );
+        }
+    }
+
+    /// The state file replaced by a directory while in use: reservations
+    /// fail (as any write error would), numbers already reserved still come.
+    #[test]
+    fn a_reservation_that_cannot_be_written_is_an_error_not_a_reused_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seq = Sequence::open(dir.path(), "p").unwrap();
+        std::fs::remove_file(dir.path().join("seq-p")).unwrap();
+        std::fs::create_dir(dir.path().join("seq-p")).unwrap();
+        let numbers: Vec<u64> = (0..BLOCK).map(|_| seq.next().unwrap()).collect();
+        assert_eq!(numbers, (1..=BLOCK).collect::<Vec<u64>>());
+        assert!(seq.next().is_err());
+        assert!(seq.next().is_err());
+        std::fs::remove_dir(dir.path().join("seq-p")).unwrap();
+        assert_eq!(
+            seq.next().unwrap(),
+            BLOCK + 1,
+            "no number skipped or reused once it works again"
+        );
     }
 }

@@ -122,6 +122,10 @@ pub struct PluginStatus {
     pub readings_dropped: u64,
     /// Log lines dropped by the log budget.
     pub logs_dropped: u64,
+    /// Outputs that got no sequence number: published locally (alerts),
+    /// not stored for upstream, their input not acknowledged.
+    #[serde(default)]
+    pub sequence_failures: u64,
 }
 
 /// Everything the status is computed from.
@@ -194,6 +198,7 @@ impl StatusSources {
                         readings_held: load(&stats.readings_held),
                         readings_dropped: load(&stats.readings_dropped),
                         logs_dropped: load(&stats.logs_dropped),
+                        sequence_failures: load(&stats.sequence_failures),
                     }
                 })
                 .collect(),

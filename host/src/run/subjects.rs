@@ -49,8 +49,11 @@ impl Subjects {
         format!("edgewise.{}.status", self.device)
     }
 
-    /// `Nats-Msg-Id` of an output: `<device>/<plugin>/<seq>`.
-    pub fn msg_id(&self, plugin: &str, seq: u64) -> String {
-        format!("{}/{plugin}/{seq}", self.device)
+    /// `Nats-Msg-Id` of an output: `<device>/<incarnation>/<plugin>/<seq>`.
+    /// The incarnation (of the plugin's sequence state, see `sequence.rs`)
+    /// keeps a reset or cloned sequence from reusing an id upstream still
+    /// remembers, which would drop the new output as a duplicate.
+    pub fn msg_id(&self, incarnation: &str, plugin: &str, seq: u64) -> String {
+        format!("{}/{incarnation}/{plugin}/{seq}", self.device)
     }
 }

@@ -42,6 +42,9 @@ pub async fn run_upstream(
             let stream = async_nats::jetstream::stream::Config {
                 name: config.stream.clone(),
                 subjects: vec![subjects.upstream_filter()],
+                // Ids are remembered this long (server memory per id); an
+                // entry retried later is stored again (docs/operators.md).
+                duplicate_window: config.duplicate_window,
                 ..Default::default()
             };
             match jetstream.get_or_create_stream(stream).await {

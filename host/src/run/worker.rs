@@ -64,6 +64,10 @@ pub struct PluginStats {
     /// Outputs that could not be written to the outbox (not counted in
     /// `alerts_out` or `summaries_out`).
     pub outbox_failures: AtomicU64,
+    /// Outputs that got no sequence number (it could not be reserved on
+    /// disk): alerts among them were published locally (with `seq` 0), none
+    /// was stored for upstream, and their input was not acknowledged.
+    pub sequence_failures: AtomicU64,
     /// State, failures by reason, last failure.
     pub health: Mutex<HealthReport>,
 }
@@ -136,7 +140,7 @@ impl Worker {
             Ok(instance) => (Some(instance), None),
             Err(error) => (None, Some(error)),
         };
-        let routes = Routes::new(&context.subjects, &setup.provenance.plugin);
+        let routes = Routes::new(&context.subjects, sequence.incarnation(), &setup.provenance.plugin);
         let mut state = WorkerState {
             routes,
             context,
@@ -198,13 +202,13 @@ struct Routes {
     upstream_alerts: String,
     /// Upstream subject of its summaries.
     upstream_summaries: String,
-    /// `<device>/<plugin>/`: a message id is this and the sequence number.
+    /// `<device>/<incarnation>/<plugin>/`: a message id is this and the sequence number.
     msg_id_prefix: String,
 }
 
 impl Routes {
-    fn new(subjects: &Subjects, plugin: &str) -> Routes {
-        let msg_id_prefix = subjects.msg_id(plugin, 0);
+    fn new(subjects: &Subjects, incarnation: &str, plugin: &str) -> Routes {
+        let msg_id_prefix = subjects.msg_id(incarnation, plugin, 0);
         let msg_id_prefix = msg_id_prefix.strip_suffix('0').unwrap_or(&msg_id_prefix).to_owned();
         Routes {
             local_alerts: async_nats::Subject::from(subjects.local_alerts(plugin)),
@@ -373,13 +377,12 @@ impl WorkerState {
         self.stats
             .readings_held
             .store(self.held_readings as u64, Ordering::Relaxed);
-        self.emit(outputs);
+        // `done` (JetStream ingest's acknowledgement) goes with the outputs:
+        // told once they are committed, dropped if any is not.
+        self.emit(outputs, done);
         match result {
             Ok(()) => self.supervisor.succeeded(),
             Err(error) => self.failed(error),
-        }
-        if let Some(done) = done {
-            self.after_commit(done);
         }
     }
 
@@ -449,7 +452,7 @@ impl WorkerState {
             message: format!("{tag}: {error}; {action}"),
             value: None,
         };
-        self.emit(vec![Output::Alert(alert)]);
+        self.emit(vec![Output::Alert(alert)], None);
     }
 
     /// Show `health` in the status (the lock is taken only on a change).
@@ -465,31 +468,52 @@ impl WorkerState {
 
     /// Alerts to the local bus at once; every output to the outbox writer,
     /// which makes them durable and only then counts them as emitted.
-    fn emit(&mut self, outputs: Vec<Output>) {
+    ///
+    /// `done` is told once every output is committed (with nothing to
+    /// commit: once everything handed to the writer before is). It is
+    /// dropped, untold, if any output got no sequence number or could not be
+    /// written: JetStream ingest then leaves the input unacknowledged and the
+    /// stream delivers it again.
+    fn emit(&mut self, outputs: Vec<Output>, done: Option<tokio::sync::oneshot::Sender<()>>) {
         if outputs.is_empty() {
+            if let Some(done) = done {
+                self.after_commit(done);
+            }
             return;
         }
         let plugin = &self.provenance.plugin;
         let mut entries = Vec::with_capacity(outputs.len());
         let (mut alerts, mut summaries) = (0u64, 0u64);
+        let mut all_numbered = true;
         for output in &outputs {
             let seq = match self.sequence.next() {
-                Ok(seq) => seq,
+                Ok(seq) => Some(seq),
                 Err(error) => {
-                    self.stats.outbox_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(%plugin, %error, "Cannot reserve sequence numbers; output kept only locally");
-                    continue;
+                    all_numbered = false;
+                    self.stats.sequence_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        %plugin,
+                        %error,
+                        "Cannot reserve a sequence number: an alert is published locally only (seq 0), \
+                         nothing is stored for upstream, the input is not acknowledged"
+                    );
+                    None
                 }
             };
-            let line = to_json_line(&self.provenance, seq, output);
+            // 0 is never a sequence number (they start at 1): "not numbered".
+            let line = to_json_line(&self.provenance, seq.unwrap_or(0), output);
+            if let Output::Alert(_) = output {
+                // The local alert path does not depend on the disk.
+                let subject = self.routes.local_alerts.clone();
+                let publish = self.context.local.publish(subject, line.clone().into());
+                if let Err(error) = self.context.handle.block_on(publish) {
+                    tracing::warn!(%plugin, %error, "Cannot publish an alert on the local bus");
+                }
+            }
+            let Some(seq) = seq else { continue };
             let (kind, upstream_subject) = match output {
                 Output::Alert(_) => {
                     alerts += 1;
-                    let subject = self.routes.local_alerts.clone();
-                    let publish = self.context.local.publish(subject, line.clone().into());
-                    if let Err(error) = self.context.handle.block_on(publish) {
-                        tracing::warn!(%plugin, %error, "Cannot publish an alert on the local bus");
-                    }
                     (Kind::Alert, self.routes.upstream_alerts.clone())
                 }
                 Output::Summary(_) => {
@@ -506,14 +530,18 @@ impl WorkerState {
             });
         }
         if entries.is_empty() {
-            return;
+            return; // Nothing numbered: `done` is dropped.
         }
+        let done = done.filter(|_| all_numbered);
         let stats = self.stats.clone();
         let who = plugin.clone();
         let then: Committed = Box::new(move |outcome| match outcome {
             Ok(_) => {
                 stats.alerts_out.fetch_add(alerts, Ordering::Relaxed);
                 stats.summaries_out.fetch_add(summaries, Ordering::Relaxed);
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
             }
             Err(error) => {
                 stats.outbox_failures.fetch_add(alerts + summaries, Ordering::Relaxed);
@@ -544,10 +572,12 @@ mod tests {
     #[test]
     fn routes_name_what_subjects_name() {
         let subjects = Subjects::new("edge-01");
-        let routes = Routes::new(&subjects, "glucose-monitor");
+        let incarnation = "0123456789abcdef0123456789abcdef";
+        let routes = Routes::new(&subjects, incarnation, "glucose-monitor");
         for seq in [0, 1, 10, 12_345, u64::MAX] {
-            assert_eq!(routes.msg_id(seq), subjects.msg_id("glucose-monitor", seq));
+            assert_eq!(routes.msg_id(seq), subjects.msg_id(incarnation, "glucose-monitor", seq));
         }
+        assert_eq!(routes.msg_id(7), format!("edge-01/{incarnation}/glucose-monitor/7"));
         assert_eq!(routes.local_alerts.as_str(), subjects.local_alerts("glucose-monitor"));
         assert_eq!(routes.upstream_alerts, subjects.upstream_alerts("glucose-monitor"));
         assert_eq!(

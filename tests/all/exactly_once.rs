@@ -1,0 +1,404 @@
+//! Issue #11, item 7: upstream exactly-once without holes. `Nats-Msg-Id`
+//! names the incarnation of a plugin's sequence, so a reset sequence or a
+//! cloned device cannot have its alerts dropped as duplicates; the stream's
+//! duplicate window is configurable; what a retry after the window does; a
+//! JetStream input is acknowledged only once its outputs are committed with
+//! sequence numbers, and an output without one is still alerted locally and
+//! counted.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use edgewise_tests::edgewise;
+use edgewise_tests::nats::NatsServer;
+
+use crate::live_pipeline::{DEVICE, Device, WAIT, now_ms, reading};
+
+const UP: &str = "EDGEWISE_UP";
+
+/// One message stored upstream: its subject, `Nats-Msg-Id` and envelope.
+#[derive(Debug, Clone)]
+struct Stored {
+    subject: String,
+    msg_id: String,
+    envelope: Value,
+}
+
+/// Every message of the upstream stream.
+async fn stored_upstream(cloud: &NatsServer) -> Vec<Stored> {
+    let client = async_nats::connect(cloud.url()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    let Ok(mut stream) = jetstream.get_stream(UP).await else {
+        return Vec::new();
+    };
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let mut stored = Vec::new();
+    for sequence in 1..=last {
+        if let Ok(message) = stream.get_raw_message(sequence).await {
+            let msg_id = message
+                .headers
+                .get("Nats-Msg-Id")
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            stored.push(Stored {
+                subject: message.subject.to_string(),
+                msg_id,
+                envelope: serde_json::from_slice(&message.payload).unwrap(),
+            });
+        }
+    }
+    stored
+}
+
+/// `edgewise status --json` once.
+fn status(local: &NatsServer) -> Value {
+    let run = edgewise(["status", "--nats", &local.url(), "--device", DEVICE, "--json"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+/// The status once `done` holds for it; panics after [`WAIT`].
+async fn status_until(local: &NatsServer, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = status(local);
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not {what} within {WAIT:?}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A plugin's entry in the status.
+fn plugin<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {status}"))
+}
+
+/// One `urgent-low` per new sensor: publish a low reading for each of
+/// `sensors`, wait for their local alerts and for the outbox to be empty
+/// (every entry acknowledged by upstream, stored or dropped as a duplicate).
+async fn alert_and_drain(local: &NatsServer, sensors: &[&str]) {
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    for sensor in sensors {
+        client
+            .publish(format!("sensors.cgm.{sensor}"), reading(now_ms(), 45.0))
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    let mut seen = BTreeSet::new();
+    while seen.len() < sensors.len() {
+        let message = tokio::time::timeout(WAIT, alerts.next())
+            .await
+            .expect("local alerts")
+            .unwrap();
+        let alert: Value = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(alert["code"], "urgent-low", "{alert}");
+        seen.insert(alert["sensor"].as_str().unwrap().to_owned());
+    }
+    status_until(local, "an empty outbox", |s| {
+        s["upstream_connected"] == true && s["outbox"]["alerts"] == 0
+    })
+    .await;
+}
+
+/// The `<incarnation>` of `<device>/<incarnation>/<plugin>/<seq>`, checking the form.
+fn incarnation(stored: &Stored) -> String {
+    let parts: Vec<&str> = stored.msg_id.split('/').collect();
+    assert_eq!(parts.len(), 4, "{}", stored.msg_id);
+    assert_eq!(parts[0], DEVICE);
+    assert!(
+        parts[1].len() == 32
+            && parts[1]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        "128 random bits in lowercase hex: {}",
+        stored.msg_id
+    );
+    assert_eq!(parts[2], "glucose-monitor");
+    assert_eq!(parts[3], stored.envelope["seq"].to_string(), "{}", stored.msg_id);
+    parts[1].to_owned()
+}
+
+/// A device whose sequence state is reset (deleted), or a clone of it (a new
+/// data directory, the same device id), numbers its outputs from 1 again:
+/// with ids `<device>/<plugin>/<seq>` upstream dropped the new alerts as
+/// duplicates inside its window. With the incarnation in the id they are stored.
+async fn alerts_after_a_restart_are_stored(clone: bool) {
+    let local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    let mut device = Device::new(&local, Some(&cloud), "");
+    device.start(&local).await;
+    alert_and_drain(&local, &["a1", "a2", "a3"]).await;
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    let first = stored_upstream(&cloud).await;
+    assert_eq!(first.len(), 3, "{first:#?}");
+
+    if clone {
+        let config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
+        let config = config.replace("data_dir = \"data\"", "data_dir = \"clone-data\"");
+        std::fs::write(device.path("edgewise.toml"), config).unwrap();
+    } else {
+        let removed = std::fs::read_dir(device.path("data"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seq-"))
+            .inspect(|p| std::fs::remove_file(p).unwrap())
+            .count();
+        assert!(removed > 0, "no sequence state found to delete");
+    }
+    device.start(&local).await;
+    alert_and_drain(&local, &["b1", "b2", "b3"]).await;
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let stored = stored_upstream(&cloud).await;
+    let sensors: BTreeSet<&str> = stored.iter().filter_map(|s| s.envelope["sensor"].as_str()).collect();
+    assert_eq!(
+        sensors,
+        BTreeSet::from(["cgm.a1", "cgm.a2", "cgm.a3", "cgm.b1", "cgm.b2", "cgm.b3"]),
+        "every alert is stored upstream once: {stored:#?}"
+    );
+    assert_eq!(stored.len(), 6, "{stored:#?}");
+    let ids: BTreeSet<&str> = stored.iter().map(|s| s.msg_id.as_str()).collect();
+    assert_eq!(ids.len(), 6, "distinct ids: {stored:#?}");
+    let incarnations: Vec<String> = stored.iter().map(incarnation).collect();
+    assert_eq!(
+        incarnations[0], incarnations[2],
+        "one incarnation per run of the same state"
+    );
+    assert_ne!(
+        incarnations[0], incarnations[3],
+        "a new incarnation with the new sequence state"
+    );
+    assert!(stored.iter().all(|s| s.subject.ends_with(".up.alerts.glucose-monitor")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reset_sequence_state_never_reuses_message_ids() {
+    alerts_after_a_restart_are_stored(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clone_with_a_new_data_dir_never_reuses_message_ids() {
+    alerts_after_a_restart_are_stored(true).await;
+}
+
+/// `[upstream] duplicate_window` is the window of the stream the host creates.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_creates_the_upstream_stream_with_the_configured_duplicate_window() {
+    let local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    let mut device = Device::new(&local, Some(&cloud), "");
+    let config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
+    let config = config.replace(
+        "create_stream = true\n",
+        "create_stream = true\nduplicate_window = \"7m\"\n",
+    );
+    std::fs::write(device.path("edgewise.toml"), config).unwrap();
+    device.start(&local).await;
+    status_until(&local, "connected upstream", |s| s["upstream_connected"] == true).await;
+    let jetstream = async_nats::jetstream::new(async_nats::connect(cloud.url()).await.unwrap());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let window = loop {
+        if let Ok(mut stream) = jetstream.get_stream(UP).await {
+            break stream.info().await.unwrap().config.duplicate_window;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no upstream stream");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(window, Duration::from_secs(7 * 60));
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// What a retry after the window does. The cloud stream (made by the test)
+/// never acknowledges (`no_ack`) and forgets ids after 1 s: the host retries
+/// the entry, so it is stored again; every copy carries the same
+/// `Nats-Msg-Id` and envelope `seq` (what a consumer deduplicates on), and the
+/// entry stays in the outbox, never acknowledged.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unacknowledged_entry_retried_after_the_window_is_stored_again_with_the_same_id() {
+    let local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    let jetstream = async_nats::jetstream::new(async_nats::connect(cloud.url()).await.unwrap());
+    jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: UP.into(),
+            subjects: vec![format!("edgewise.{DEVICE}.up.>")],
+            no_ack: true,
+            duplicate_window: Duration::from_secs(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut device = Device::new(&local, Some(&cloud), "");
+    device.start(&local).await;
+    let client = async_nats::connect(local.url()).await.unwrap();
+    client
+        .publish("sensors.cgm.never-acked", reading(now_ms(), 45.0))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let copies = loop {
+        let stored = stored_upstream(&cloud).await;
+        if stored.len() >= 2 {
+            break stored;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the entry was not retried: {stored:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let first = &copies[0];
+    assert_eq!(first.envelope["sensor"], "cgm.never-acked");
+    for copy in &copies {
+        assert_eq!(copy.msg_id, first.msg_id, "{copies:#?}");
+        assert_eq!(copy.envelope["seq"], first.envelope["seq"], "{copies:#?}");
+        assert_eq!(copy.envelope, first.envelope);
+    }
+    let status = status(&local);
+    assert_eq!(
+        status["outbox"]["alerts"], 1,
+        "never acknowledged, still queued: {status}"
+    );
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// A sequence number cannot be reserved (the sequence file replaced by a
+/// directory while the host runs: root ignores permissions, not this): every
+/// alert is still published locally, the ones without a number are counted
+/// in the status, and the JetStream message that produced them is not
+/// acknowledged, so the stream delivers it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn outputs_without_a_sequence_number_alert_locally_are_counted_and_leave_their_input_unacknowledged() {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    let local = NatsServer::start_with_jetstream();
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client.clone());
+    let stream = jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "SENSORS".into(),
+            subjects: vec!["sensors.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // The host's durable consumer, made first with a short redelivery delay
+    // (the host takes the existing one).
+    let consumer_name = format!("edgewise-{DEVICE}-faulty-plugin");
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(consumer_name.clone()),
+            filter_subjects: vec!["sensors.hostile.>".into()],
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // 600 alerts per reading: the second reading crosses the first block of
+    // 1000 reserved numbers.
+    let extra = "[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"chatty\"\nburst = \"600\"\n\
+                 [ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n";
+    let mut device = Device::new(&local, None, extra);
+    let mut alerts = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.faulty-plugin"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    device.start(&local).await;
+    // The numbers of the first block are reserved; the next reservation fails.
+    let sequence_file = device.path("data/seq-faulty-plugin");
+    std::fs::remove_file(&sequence_file).unwrap();
+    std::fs::create_dir(&sequence_file).unwrap();
+
+    jetstream
+        .publish("sensors.hostile.a", reading(now_ms(), 1.0))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(next_alerts(&mut alerts, 600).await.len(), 600);
+    // The first message is acknowledged once its outputs are committed.
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer(&consumer_name).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while consumer.info().await.unwrap().ack_floor.stream_sequence < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first message was not acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    jetstream
+        .publish("sensors.hostile.b", reading(now_ms(), 1.0))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // All 600 alerts of the second reading are published locally, the 200
+    // beyond the reserved block included.
+    let seqs = next_alerts(&mut alerts, 600).await;
+    let unnumbered = seqs.iter().filter(|seq| **seq == 0).count();
+    assert_eq!(unnumbered, 200, "seq 0 marks an alert without a number: {seqs:?}");
+    let status = status_until(&local, "outputs without a sequence number counted", |s| {
+        plugin(s, "faulty-plugin")["sequence_failures"].as_u64() >= Some(200)
+    })
+    .await;
+    assert!(
+        plugin(&status, "faulty-plugin")["alerts_out"].as_u64() >= Some(1000),
+        "{status}"
+    );
+    // The second message is not acknowledged: the stream delivers it again.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let info = consumer.info().await.unwrap().clone();
+        if info.num_redelivered >= 1 || info.delivered.consumer_sequence > 2 {
+            assert_eq!(info.ack_floor.stream_sequence, 1, "{info:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second message was acknowledged (never redelivered): {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// The `seq` of the next `n` messages of `alerts`.
+async fn next_alerts(alerts: &mut async_nats::Subscriber, n: usize) -> Vec<Value> {
+    let mut seqs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let message = tokio::time::timeout(WAIT, alerts.next())
+            .await
+            .expect("local alerts")
+            .unwrap();
+        let alert: Value = serde_json::from_slice(&message.payload).unwrap();
+        seqs.push(alert["seq"].clone());
+    }
+    seqs
+}
