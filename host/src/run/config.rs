@@ -767,4 +767,43 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn the_upstream_duplicate_window_defaults_to_jetstreams_and_is_bounded() {
+        let window = |extra: &str| parse_with(extra).unwrap().upstream.unwrap().duplicate_window;
+        let up = "[upstream]\nurl = \"nats://127.0.0.1:4223\"\n";
+        assert_eq!(window(up), DEFAULT_DUPLICATE_WINDOW);
+        assert_eq!(DEFAULT_DUPLICATE_WINDOW, Duration::from_secs(120));
+        assert_eq!(
+            window(&format!("{up}duplicate_window = \"10m\"\n")),
+            Duration::from_secs(600)
+        );
+        for (text, reason) in [
+            ("500ms", "`500ms` must be at least 1s"),
+            ("2days", "`2days` must be at most 1day"),
+            ("soon", "`soon`: "),
+        ] {
+            let found = problems(&format!("{up}duplicate_window = \"{text}\"\n"));
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert_eq!(found[0].0, "upstream.duplicate_window");
+            assert!(found[0].1.starts_with(reason), "{found:?}");
+        }
+    }
+
+    /// TOML forbids a key twice; toml 0.9 refuses it, in a plugin's
+    /// `config` as anywhere: the last value never silently wins.
+    #[test]
+    fn a_key_twice_in_the_device_configuration_is_refused() {
+        for extra in [
+            "[plugins.config]\nlow = \"70\"\nlow = \"40\"\n",
+            "[plugins.config]\nlow = \"70\"\n[plugins.config]\nhigh = \"1\"\n",
+            "[local]\nurl = \"nats://127.0.0.1:4222\"\n",
+        ] {
+            let found = problems(extra);
+            assert!(
+                found.iter().any(|(_, reason)| reason.contains("duplicate key")),
+                "{extra}: {found:?}"
+            );
+        }
+    }
 }
