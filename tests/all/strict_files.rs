@@ -168,12 +168,16 @@ async fn the_data_directory_is_0700_and_every_file_in_it_0600() {
         .unwrap_or_else(|| panic!("no warning about the data directory: {stderr}"));
     assert!(dir_warning.contains(&data_dir.display().to_string()), "{dir_warning}");
 
-    // A private configuration file is not warned about.
+    // A private configuration file is not warned about; files a copy or an
+    // older version left readable are narrowed.
     std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for name in ["installed-versions.json", "outbox.key", "outbox.sqlite3"] {
+        std::fs::set_permissions(data_dir.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     let mut host = Host::start(&config_path);
     host.wait_ready(&client).await;
     let (code, stderr) = host.terminate();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!stderr.contains("holds secrets"), "{stderr}");
-    assert_private(&data_dir, &["outbox.sqlite3"]);
+    assert_private(&data_dir, &["outbox.sqlite3", "outbox.key", "installed-versions.json"]);
 }

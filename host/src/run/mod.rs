@@ -80,6 +80,9 @@ pub enum RunError {
     Local(String),
 }
 
+/// The outbox key's file in the data directory.
+const OUTBOX_KEY_FILE: &str = "outbox.key";
+
 /// Appends (one per plugin call with outputs) waiting for the outbox writer
 /// before the workers wait for it.
 const WRITER_QUEUE: usize = 256;
@@ -99,12 +102,22 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         what: format!("cannot create the data directory {}", config.data_dir.display()),
         source,
     })?;
+    // Files an older version (or a copy) left with a wider mode are narrowed
+    // too; the others are rewritten 0600 at start (sequences) or made so by
+    // their owners (outbox, cache).
+    for name in [bundle::rollback::ROLLBACK_FILE, OUTBOX_KEY_FILE] {
+        let path = config.data_dir.join(name);
+        crate::files::narrow(&path, crate::files::PRIVATE_FILE).map_err(|source| RunError::Io {
+            what: format!("cannot make {} private", path.display()),
+            source,
+        })?;
+    }
     let subjects = Subjects::new(&config.device);
     let trust = TrustStore::load(&config.trust_dir)?;
     let mut rollback = RollbackStore::open(&config.data_dir).map_err(RunError::Rollback)?;
     let runtime = Arc::new(Runtime::new(RuntimeOptions::default()).map_err(|e| RunError::Runtime(e.to_string()))?);
-    let outbox_key =
-        OutboxKey::load_or_create(&config.data_dir.join("outbox.key")).map_err(|e| RunError::Outbox(e.to_string()))?;
+    let outbox_key = OutboxKey::load_or_create(&config.data_dir.join(OUTBOX_KEY_FILE))
+        .map_err(|e| RunError::Outbox(e.to_string()))?;
     let outbox =
         Outbox::open(&config.data_dir, &outbox_key, config.outbox).map_err(|e| RunError::Outbox(e.to_string()))?;
     let outbox = Arc::new(Mutex::new(outbox));
