@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edgewise_host::bundle::format::{self, SIGNATURE_SECTION, SignatureBlock};
-use edgewise_host::bundle::{KeyId, Manifest};
+use edgewise_host::bundle::{KeyId, Manifest, ManifestSource, SigningKey, sha256_hex, sign_raw};
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{Run, edgewise, edgewise_bin, plugin_wasm, workspace_root};
 
@@ -265,5 +265,69 @@ fn sign_writes_expires_in_canonical_rfc_3339() {
         assert_eq!(manifest.expires.as_deref(), Some(canonical), "{written}");
         let run = signer.verify(&signer.path("trust"), &signer.path("expiring.wasm"), &[]);
         assert_eq!(run.code, Some(0), "{}", run.stderr);
+    }
+}
+
+/// A bundle whose manifest JSON is `manifest_json`, correctly signed by the signer's key.
+fn signed_with_manifest_json(signer: &Signer, manifest_json: &str, out: &str) -> PathBuf {
+    let key = SigningKey::from_pkcs8(&std::fs::read(signer.path("release.key")).unwrap()).unwrap();
+    let component = std::fs::read(plugin_wasm("glucose-monitor")).unwrap();
+    let bundle = sign_raw(&component, manifest_json.as_bytes(), &key);
+    std::fs::write(signer.path(out), bundle).unwrap();
+    signer.path(out)
+}
+
+/// The manifest must be one JSON object with no key twice: a correctly
+/// signed manifest written as an array, or with `limits` as an array, or with
+/// a `config` key twice (serde_json alone keeps the last value: the device
+/// would run with `low = 40` while a reviewer reads `70`), is refused.
+#[test]
+fn a_signed_manifest_that_is_an_array_or_has_a_key_twice_is_refused() {
+    let signer = Signer::new();
+    let component = std::fs::read(plugin_wasm("glucose-monitor")).unwrap();
+    let manifest = ManifestSource::from_toml(
+        "name = \"glucose-monitor\"\nversion = \"0.1.0\"\nsubscriptions = [\"sensors.cgm.>\"]\n\
+         [config]\nlow = \"70\"\n[limits]\nmemory_mb = 32\ncall_deadline_ms = 200\n",
+    )
+    .unwrap()
+    .into_manifest(sha256_hex(&component), time::OffsetDateTime::now_utc())
+    .unwrap();
+    let json = String::from_utf8(manifest.to_json()).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    // The control: the same manifest as an object verifies.
+    let good = signed_with_manifest_json(&signer, &json, "good.wasm");
+    let run = signer.verify(&signer.path("trust"), &good, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+
+    let fields = [
+        "format",
+        "name",
+        "version",
+        "world",
+        "subscriptions",
+        "config",
+        "limits",
+        "created",
+        "expires",
+        "code_sha256",
+    ];
+    let as_array = serde_json::Value::Array(fields.iter().map(|f| value[f].clone()).collect()).to_string();
+    let mut limits_as_array = value.clone();
+    limits_as_array["limits"] = serde_json::json!([32, 200]);
+    let config_twice = json.replace(r#""low":"70""#, r#""low":"70","low":"40""#);
+    assert_ne!(config_twice, json);
+    for (name, text, reason) in [
+        ("array.wasm", as_array, "expected an object"),
+        ("limits-array.wasm", limits_as_array.to_string(), "expected an object"),
+        ("config-twice.wasm", config_twice, "duplicate key `low`"),
+    ] {
+        let bundle = signed_with_manifest_json(&signer, &text, name);
+        let run = signer.verify(&signer.path("trust"), &bundle, &[]);
+        assert_eq!(run.code, Some(1), "{name}: {}\n{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains("refused: invalid manifest") && run.stderr.contains(reason),
+            "{name}: `{reason}` in {}",
+            run.stderr
+        );
     }
 }
