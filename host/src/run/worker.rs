@@ -377,22 +377,27 @@ impl WorkerState {
         self.stats
             .readings_held
             .store(self.held_readings as u64, Ordering::Relaxed);
-        // `done` (JetStream ingest's acknowledgement) goes with the outputs:
-        // told once they are committed, dropped if any is not.
-        self.emit(outputs, done);
+        let stored = self.emit(outputs);
         match result {
             Ok(()) => self.supervisor.succeeded(),
             Err(error) => self.failed(error),
         }
+        if let Some(done) = done {
+            self.after_commit(done, stored);
+        }
     }
 
     /// Tell `done` once every output handed to the writer so far (those of
-    /// this work included) has been committed: the writer runs continuations
-    /// in order. If the writer has stopped, `done` is dropped unsent
-    /// (JetStream ingest then leaves the messages unacknowledged).
-    fn after_commit(&self, done: tokio::sync::oneshot::Sender<()>) {
+    /// this work included) has been committed, if `stored` then says that
+    /// every output of this work was numbered and written: the writer runs
+    /// continuations in order. Otherwise, or if the writer has stopped, `done`
+    /// is dropped unsent: JetStream ingest leaves the messages unacknowledged
+    /// and the stream delivers them again.
+    fn after_commit(&self, done: tokio::sync::oneshot::Sender<()>, stored: Arc<AtomicBool>) {
         let then: Committed = Box::new(move |_| {
-            let _ = done.send(());
+            if stored.load(Ordering::Acquire) {
+                let _ = done.send(());
+            }
         });
         if self.context.writer.submit(Vec::new(), then).is_err() {
             tracing::error!(plugin = %self.provenance.plugin, "The outbox writer has stopped");
@@ -452,7 +457,7 @@ impl WorkerState {
             message: format!("{tag}: {error}; {action}"),
             value: None,
         };
-        self.emit(vec![Output::Alert(alert)], None);
+        self.emit(vec![Output::Alert(alert)]);
     }
 
     /// Show `health` in the status (the lock is taken only on a change).
@@ -469,34 +474,26 @@ impl WorkerState {
     /// Alerts to the local bus at once; every output to the outbox writer,
     /// which makes them durable and only then counts them as emitted.
     ///
-    /// `done` is told once every output is committed (with nothing to
-    /// commit: once everything handed to the writer before is). It is
-    /// dropped, untold, if any output got no sequence number or could not be
-    /// written: JetStream ingest then leaves the input unacknowledged and the
-    /// stream delivers it again.
-    fn emit(&mut self, outputs: Vec<Output>, done: Option<tokio::sync::oneshot::Sender<()>>) {
+    /// Returns whether every output was stored: false at once if one got no
+    /// sequence number (an alert is still published locally, with `seq` 0),
+    /// set false by the writer if the write fails. Read it in a continuation
+    /// submitted after this one ([`WorkerState::after_commit`]).
+    fn emit(&mut self, outputs: Vec<Output>) -> Arc<AtomicBool> {
+        let stored = Arc::new(AtomicBool::new(true));
         if outputs.is_empty() {
-            if let Some(done) = done {
-                self.after_commit(done);
-            }
-            return;
+            return stored;
         }
         let plugin = &self.provenance.plugin;
         let mut entries = Vec::with_capacity(outputs.len());
         let (mut alerts, mut summaries) = (0u64, 0u64);
-        let mut all_numbered = true;
+        let mut unnumbered = 0u64;
+        let mut last_error = None;
         for output in &outputs {
             let seq = match self.sequence.next() {
                 Ok(seq) => Some(seq),
                 Err(error) => {
-                    all_numbered = false;
-                    self.stats.sequence_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(
-                        %plugin,
-                        %error,
-                        "Cannot reserve a sequence number: an alert is published locally only (seq 0), \
-                         nothing is stored for upstream, the input is not acknowledged"
-                    );
+                    unnumbered += 1;
+                    last_error = Some(error);
                     None
                 }
             };
@@ -529,31 +526,43 @@ impl WorkerState {
                 created_ms: wall_ms(),
             });
         }
-        if entries.is_empty() {
-            return; // Nothing numbered: `done` is dropped.
+        if let Some(error) = last_error {
+            // One line per call, however many outputs it had.
+            stored.store(false, Ordering::Release);
+            self.stats.sequence_failures.fetch_add(unnumbered, Ordering::Relaxed);
+            tracing::error!(
+                %plugin,
+                %error,
+                unnumbered,
+                "Cannot reserve sequence numbers: alerts published locally only (seq 0), \
+                 nothing stored for upstream, the input not acknowledged"
+            );
         }
-        let done = done.filter(|_| all_numbered);
+        if entries.is_empty() {
+            return stored;
+        }
         let stats = self.stats.clone();
         let who = plugin.clone();
+        let written = stored.clone();
         let then: Committed = Box::new(move |outcome| match outcome {
             Ok(_) => {
                 stats.alerts_out.fetch_add(alerts, Ordering::Relaxed);
                 stats.summaries_out.fetch_add(summaries, Ordering::Relaxed);
-                if let Some(done) = done {
-                    let _ = done.send(());
-                }
             }
             Err(error) => {
+                written.store(false, Ordering::Release);
                 stats.outbox_failures.fetch_add(alerts + summaries, Ordering::Relaxed);
                 tracing::error!(plugin = %who, %error, "Cannot write outputs to the outbox");
             }
         });
         if let Err(error) = self.context.writer.submit(entries, then) {
+            stored.store(false, Ordering::Release);
             self.stats
                 .outbox_failures
                 .fetch_add(alerts + summaries, Ordering::Relaxed);
             tracing::error!(%plugin, %error, "Cannot write outputs to the outbox");
         }
+        stored
     }
 }
 
