@@ -409,6 +409,10 @@ impl RunConfig {
                             &format!("plugins[{index}].subscriptions"),
                             format!("`{subject}`: {reason}"),
                         );
+                    } else if let Some(reason) = super::overlap::refusal(&raw.device, subject) {
+                        // The host never consumes its own traffic (a plugin on
+                        // `>` would dead-letter the host's dead letters forever).
+                        problem(&format!("plugins[{index}].subscriptions"), reason);
                     }
                 }
             }
