@@ -40,8 +40,11 @@ pub struct StatusArgs {
     json: bool,
 }
 
-/// The connection and the device id from `--config` and the flags.
-fn target(args: &StatusArgs) -> Result<(NatsConfig, String), Failure> {
+/// The connection, the device id and the connection name from `--config`
+/// and the flags. With the device's own configuration the request inbox is
+/// the device's (`_INBOX.edgewise-<device>`), the only one its NATS
+/// permissions let it read.
+fn target(args: &StatusArgs) -> Result<(NatsConfig, String, String), Failure> {
     let (mut nats, device) = match &args.config {
         Some(path) => {
             let config = RunConfig::load(path).map_err(Failure::usage)?;
@@ -70,7 +73,12 @@ fn target(args: &StatusArgs) -> Result<(NatsConfig, String), Failure> {
         .clone()
         .or(device)
         .ok_or_else(|| Failure::usage(anyhow!("give the device with `--device ID` or `--config edgewise.toml`")))?;
-    Ok((nats, device))
+    let name = if args.config.is_some() {
+        format!("edgewise-{device}")
+    } else {
+        "edgewise-status".to_owned()
+    };
+    Ok((nats, device, name))
 }
 
 pub fn run(args: StatusArgs) -> Result<(), Failure> {
@@ -78,10 +86,10 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(anyhow!("cannot start the async runtime: {e}")))?;
-    let (nats, device) = target(&args)?;
+    let (nats, device, name) = target(&args)?;
     let subject = Subjects::new(&device).status();
     let reply = runtime.block_on(async {
-        let client = edgewise_host::bus::connect::connect(&nats, "edgewise-status", false)
+        let client = edgewise_host::bus::connect::connect(&nats, &name, false)
             .await
             .map_err(|e| Failure::usage(anyhow!("cannot connect to {}: {e}", nats.url)))?;
         match tokio::time::timeout(Duration::from_secs(3), client.request(subject.clone(), "".into())).await {
