@@ -132,6 +132,11 @@ impl Device {
 }
 
 impl Device {
+    /// The running host's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.host.as_ref().expect("the host is running").id()
+    }
+
     /// SIGTERM the host and wait for it at most `within`: its exit code and
     /// stderr, or `None` (the host is then killed) if it did not exit in time.
     pub(crate) fn terminate_within(&mut self, within: Duration) -> Option<(Option<i32>, String)> {

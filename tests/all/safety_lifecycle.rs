@@ -267,3 +267,148 @@ async fn sigterm_finishes_with_a_slow_plugin_and_a_long_queue() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("edgewise stopped"), "{stderr}");
 }
+
+/// A second SIGTERM during the shutdown exits at once, with exit 1 (the
+/// first one alone drains for the whole budget and exits 0). Today the
+/// second signal is ignored and the drain runs to the end of the queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_sigterm_during_shutdown_exits_at_once() {
+    let local = NatsServer::start();
+    let plugins = "[limits]\nbatch_max = 1\n[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n\
+        [plugins.config]\nfail = \"slow\"\nevery = 1\nspin_ms = 150\n[plugins.limits]\ncall_deadline_ms = 2000\n";
+    let mut device = Device::new(&local, None, plugins);
+    let client = async_nats::connect(local.url()).await.unwrap();
+    device.start_with(&client).await;
+    for _ in 0..500 {
+        client
+            .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    status_until(&client, "readings queued", |s| {
+        s["ingest"]["messages"].as_u64() >= Some(500) && plugin(s, "faulty-plugin")["readings_in"].as_u64() >= Some(1)
+    })
+    .await;
+    let kill = |pid: u32| {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let pid = device.pid();
+    kill(pid);
+    // The status responder stops first: once it no longer answers, the
+    // host is shutting down (draining the slow plugin's queue).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let asked = client.request(format!("edgewise.{DEVICE}.status"), "".into());
+        if !matches!(tokio::time::timeout(Duration::from_millis(300), asked).await, Ok(Ok(_))) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the host did not start shutting down");
+    }
+    let Some((code, stderr)) = device.terminate_within(Duration::from_secs(60)) else {
+        panic!("the host did not exit within 60 s of the second SIGTERM");
+    };
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("second signal"), "{stderr}");
+}
+
+/// Start `device` with its data directory in the state `spoil` leaves it in
+/// (after a first run made an outbox): the host must move the old files
+/// aside, say so (status, `outbox-reset` alert) and alert as before. Today
+/// it exits 1 at start (`outbox: ...`): no plugin runs.
+async fn outbox_reset_after(spoil: impl Fn(&Device), what: &str) {
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, "");
+    let client = async_nats::connect(local.url()).await.unwrap();
+    device.start_with(&client).await;
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(device.path("data/outbox.sqlite3").exists());
+    spoil(&device);
+    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
+    client.flush().await.unwrap();
+    device.start_with(&client).await;
+    let reset = next_alert(&mut alerts, "._host").await;
+    assert_eq!((reset["code"].as_str(), reset["severity"].as_str()), (Some("outbox-reset"), Some("critical")), "[{what}] {reset}");
+    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
+    assert_eq!(next_alert(&mut alerts, ".glucose-monitor").await["code"], "urgent-low", "[{what}]");
+    let status = host_status(&client).await;
+    assert!(status["outbox"]["reset"].as_str().is_some_and(|r| r.contains(".aside")), "[{what}] {status}");
+    let aside: Vec<String> = std::fs::read_dir(device.path("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".aside"))
+        .collect();
+    assert!(aside.iter().any(|n| n.starts_with("outbox.sqlite3.")), "[{what}] {aside:?}");
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "[{what}] {stderr}");
+    assert!(stderr.contains("Outbox reset"), "[{what}] logged: {stderr}");
+}
+
+/// The next alert on a subject ending with `from`, skipping others.
+async fn next_alert(alerts: &mut async_nats::Subscriber, from: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, alerts.next()).await else {
+            panic!("no alert from {from}");
+        };
+        if message.subject.ends_with(from) {
+            return serde_json::from_slice(&message.payload).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_outbox_key_moves_the_outbox_aside_and_alerting_goes_on() {
+    outbox_reset_after(
+        |device| std::fs::write(device.path("data/outbox.key"), [7u8; 32]).unwrap(),
+        "wrong key",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_outbox_key_moves_the_outbox_aside_and_alerting_goes_on() {
+    outbox_reset_after(
+        |device| std::fs::remove_file(device.path("data/outbox.key")).unwrap(),
+        "missing key",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outbox_that_is_not_sqlite_is_moved_aside_and_alerting_goes_on() {
+    outbox_reset_after(
+        |device| {
+            for suffix in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(device.path(&format!("data/outbox.sqlite3{suffix}")));
+            }
+            std::fs::write(device.path("data/outbox.sqlite3"), vec![0x42u8; 8192]).unwrap();
+        },
+        "not SQLite",
+    )
+    .await;
+}
+
+/// Two hosts on one data directory must not both run: the second is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outbox_locked_by_a_running_host_is_still_an_error() {
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, "");
+    let client = async_nats::connect(local.url()).await.unwrap();
+    device.start_with(&client).await;
+    let second = edgewise(["run".as_ref(), "--config".as_ref(), device.path("edgewise.toml").as_os_str()]);
+    assert_eq!(second.code, Some(1), "{}", second.stderr);
+    assert!(second.stderr.contains("locked"), "{}", second.stderr);
+    let aside = std::fs::read_dir(device.path("data"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".aside"))
+        .count();
+    assert_eq!(aside, 0, "nothing moved aside");
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}

@@ -69,7 +69,7 @@ mod tests {
             "sensors.>",
             "sensors.cgm.*",
             "edgewise.dev-2.alerts.>",
-            "*.dev-2.>",
+            "edgewise.dev-2.>",
             "edgewise",
             "edgewise.dev-1",
             "*",

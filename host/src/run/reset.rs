@@ -84,9 +84,9 @@ fn can_reset(error: &OutboxError) -> bool {
         | OutboxError::NotAnOutbox { .. }
         | OutboxError::Decrypt { .. }
         | OutboxError::CorruptRow { .. } => true,
-        // Not an SQLite file, or damaged. (Busy is `Locked`.) A disk that
-        // refuses a new file too fails again below, and the start fails.
-        OutboxError::Sqlite { .. } => true,
+        // Not an SQLite file, or damaged; never busy or locked (another
+        // host), nor an I/O error that a new file would meet again.
+        OutboxError::Sqlite { .. } => error.is_damaged_file(),
         _ => false,
     }
 }
