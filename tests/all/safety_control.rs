@@ -32,7 +32,10 @@ fn edgewise_within(args: &[&std::ffi::OsStr], within: Duration) -> (Option<i32>,
         std::thread::sleep(Duration::from_millis(50));
     }
     let output = child.wait_with_output().unwrap();
-    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// The host's status, asked through `client`.
@@ -57,8 +60,15 @@ async fn next_json(subscriber: &mut async_nats::Subscriber, what: &str) -> Value
 #[test]
 fn an_operator_subscription_overlapping_the_host_subjects_is_a_config_error() {
     let local = NatsServer::start();
-    for filter in [">", "edgewise.*.>", "*.*.alerts.*", "edgewise.dev-1.deadletter", "_INBOX.>"] {
-        let plugins = format!("[[plugins]]\nbundle = \"threshold.wasm\"\nsubscriptions = [\"sensors.>\", \"{filter}\"]\n");
+    for filter in [
+        ">",
+        "edgewise.*.>",
+        "*.*.alerts.*",
+        "edgewise.dev-1.deadletter",
+        "_INBOX.>",
+    ] {
+        let plugins =
+            format!("[[plugins]]\nbundle = \"threshold.wasm\"\nsubscriptions = [\"sensors.>\", \"{filter}\"]\n");
         let device = Device::new(&local, None, &plugins);
         let config = device.path("edgewise.toml");
         let (code, stderr) = edgewise_within(&["run".as_ref(), "--config".as_ref(), config.as_os_str()], WAIT);
@@ -74,7 +84,11 @@ fn an_operator_subscription_overlapping_the_host_subjects_is_a_config_error() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_manifest_subscribed_to_everything_is_refused_and_nothing_loops() {
     let local = NatsServer::start();
-    let mut device = Device::new(&local, None, "[[plugins]]\nbundle = \"everything.wasm\"\n[plugins.config]\nfail = \"none\"\n");
+    let mut device = Device::new(
+        &local,
+        None,
+        "[[plugins]]\nbundle = \"everything.wasm\"\n[plugins.config]\nfail = \"none\"\n",
+    );
     let source = workspace_root().join("tests/fixtures/faulty-plugin/edgewise.toml");
     let manifest = std::fs::read_to_string(source)
         .unwrap()
@@ -239,16 +253,26 @@ async fn the_pipeline_works_under_the_documented_permissions() {
         })
         .await
         .unwrap();
-    let mut device = Device::new(&local, Some(&cloud), "[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n");
+    let mut device = Device::new(
+        &local,
+        Some(&cloud),
+        "[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n",
+    );
     let config = std::fs::read_to_string(device.path("edgewise.toml"))
         .unwrap()
         .replace(
             &format!("url = \"{}\"\n", local.url()),
-            &format!("url = \"{}\"\nuser = \"device\"\npassword = \"dev-pass\"\n", local.url()),
+            &format!(
+                "url = \"{}\"\nuser = \"device\"\npassword = \"dev-pass\"\n",
+                local.url()
+            ),
         )
         .replace(
             &format!("url = \"{}\"\n", cloud.url()),
-            &format!("url = \"{}\"\nuser = \"device-up\"\npassword = \"up-pass\"\n", cloud.url()),
+            &format!(
+                "url = \"{}\"\nuser = \"device-up\"\npassword = \"up-pass\"\n",
+                cloud.url()
+            ),
         );
     std::fs::write(device.path("edgewise.toml"), config).unwrap();
     let mut alerts = tester
@@ -301,7 +325,15 @@ async fn the_pipeline_works_under_the_documented_permissions() {
     assert_eq!(status["ingest"]["deadlettered"], 1, "{status}");
     let url = local.url();
     let as_monitor = edgewise([
-        "status", "--nats", &url, "--device", DEVICE, "--user", "monitor", "--password", "mon-pass",
+        "status",
+        "--nats",
+        &url,
+        "--device",
+        DEVICE,
+        "--user",
+        "monitor",
+        "--password",
+        "mon-pass",
     ]);
     assert_eq!(as_monitor.code, Some(0), "{}", as_monitor.stderr);
     assert!(as_monitor.stdout.contains("glucose-monitor"), "{}", as_monitor.stdout);

@@ -89,7 +89,8 @@ fn sign_faulty(device: &Device, out: &str, edit: impl Fn(String) -> String) {
 async fn a_plugin_that_panics_in_init_is_degraded_and_the_others_run() {
     let local = NatsServer::start();
     let cloud = NatsServer::start_with_jetstream();
-    let plugins = format!("{SUPERVISOR}[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"init-panic\"\n");
+    let plugins =
+        format!("{SUPERVISOR}[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"init-panic\"\n");
     let mut device = Device::new(&local, Some(&cloud), &plugins);
     let client = async_nats::connect(local.url()).await.unwrap();
     let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
@@ -116,7 +117,8 @@ async fn a_plugin_that_panics_in_init_is_degraded_and_the_others_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_configuration_refused_by_init_is_degraded_not_a_device_stop() {
     let local = NatsServer::start();
-    let plugins = format!("{SUPERVISOR}[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"init-err\"\n");
+    let plugins =
+        format!("{SUPERVISOR}[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"init-err\"\n");
     let mut device = Device::new(&local, None, &plugins);
     let client = async_nats::connect(local.url()).await.unwrap();
     let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
@@ -148,12 +150,18 @@ async fn a_configuration_refused_by_init_is_degraded_not_a_device_stop() {
 async fn a_version_refused_in_init_is_not_recorded_so_the_older_one_still_starts() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "");
-    sign_faulty(&device, "faulty-0.2.0.wasm", |m| m.replace("version = \"0.1.0\"", "version = \"0.2.0\""));
+    sign_faulty(&device, "faulty-0.2.0.wasm", |m| {
+        m.replace("version = \"0.1.0\"", "version = \"0.2.0\"")
+    });
     let config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
     let with_faulty = |bundle: &str, fail: &str| {
         format!("{config}{SUPERVISOR}[[plugins]]\nbundle = \"{bundle}\"\n[plugins.config]\nfail = \"{fail}\"\n")
     };
-    std::fs::write(device.path("edgewise.toml"), with_faulty("faulty-0.2.0.wasm", "init-err")).unwrap();
+    std::fs::write(
+        device.path("edgewise.toml"),
+        with_faulty("faulty-0.2.0.wasm", "init-err"),
+    )
+    .unwrap();
     let client = async_nats::connect(local.url()).await.unwrap();
     device.start_with(&client).await;
     status_until(&client, "0.2.0 failed in init", |s| {
@@ -167,7 +175,10 @@ async fn a_version_refused_in_init_is_not_recorded_so_the_older_one_still_starts
 
     std::fs::write(device.path("edgewise.toml"), with_faulty("faulty-plugin.wasm", "none")).unwrap();
     device.start_with(&client).await;
-    let status = status_until(&client, "0.1.0 running", |s| plugin(s, "faulty-plugin")["state"] == "running").await;
+    let status = status_until(&client, "0.1.0 running", |s| {
+        plugin(s, "faulty-plugin")["state"] == "running"
+    })
+    .await;
     assert_eq!(plugin(&status, "faulty-plugin")["version"], "0.1.0", "{status}");
     assert_eq!(plugin(&status, "faulty-plugin")["errors"], 0, "{status}");
     let (code, stderr) = device.terminate();
@@ -230,7 +241,11 @@ fn every_bundle_refused_exits_1_with_the_reasons() {
         bytes[middle] ^= 0x01;
         std::fs::write(device.path(bundle), bytes).unwrap();
     }
-    let run = edgewise(["run".as_ref(), "--config".as_ref(), device.path("edgewise.toml").as_os_str()]);
+    let run = edgewise([
+        "run".as_ref(),
+        "--config".as_ref(),
+        device.path("edgewise.toml").as_os_str(),
+    ]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     for bundle in ["glucose-monitor.wasm", "threshold.wasm"] {
         assert!(run.stderr.contains(bundle), "{bundle} in {}", run.stderr);
@@ -307,7 +322,10 @@ async fn a_second_sigterm_during_shutdown_exits_at_once() {
         if !matches!(tokio::time::timeout(Duration::from_millis(300), asked).await, Ok(Ok(_))) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the host did not start shutting down");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the host did not start shutting down"
+        );
     }
     let Some((code, stderr)) = device.terminate_within(Duration::from_secs(60)) else {
         panic!("the host did not exit within 60 s of the second SIGTERM");
@@ -333,17 +351,31 @@ async fn outbox_reset_after(spoil: impl Fn(&Device), what: &str) {
     client.flush().await.unwrap();
     device.start_with(&client).await;
     let reset = next_alert(&mut alerts, "._host").await;
-    assert_eq!((reset["code"].as_str(), reset["severity"].as_str()), (Some("outbox-reset"), Some("critical")), "[{what}] {reset}");
+    assert_eq!(
+        (reset["code"].as_str(), reset["severity"].as_str()),
+        (Some("outbox-reset"), Some("critical")),
+        "[{what}] {reset}"
+    );
     client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
-    assert_eq!(next_alert(&mut alerts, ".glucose-monitor").await["code"], "urgent-low", "[{what}]");
+    assert_eq!(
+        next_alert(&mut alerts, ".glucose-monitor").await["code"],
+        "urgent-low",
+        "[{what}]"
+    );
     let status = host_status(&client).await;
-    assert!(status["outbox"]["reset"].as_str().is_some_and(|r| r.contains(".aside")), "[{what}] {status}");
+    assert!(
+        status["outbox"]["reset"].as_str().is_some_and(|r| r.contains(".aside")),
+        "[{what}] {status}"
+    );
     let aside: Vec<String> = std::fs::read_dir(device.path("data"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| name.ends_with(".aside"))
         .collect();
-    assert!(aside.iter().any(|n| n.starts_with("outbox.sqlite3.")), "[{what}] {aside:?}");
+    assert!(
+        aside.iter().any(|n| n.starts_with("outbox.sqlite3.")),
+        "[{what}] {aside:?}"
+    );
     let (code, stderr) = device.terminate();
     assert_eq!(code, Some(0), "[{what}] {stderr}");
     assert!(stderr.contains("Outbox reset"), "[{what}] logged: {stderr}");
@@ -401,7 +433,11 @@ async fn an_outbox_locked_by_a_running_host_is_still_an_error() {
     let mut device = Device::new(&local, None, "");
     let client = async_nats::connect(local.url()).await.unwrap();
     device.start_with(&client).await;
-    let second = edgewise(["run".as_ref(), "--config".as_ref(), device.path("edgewise.toml").as_os_str()]);
+    let second = edgewise([
+        "run".as_ref(),
+        "--config".as_ref(),
+        device.path("edgewise.toml").as_os_str(),
+    ]);
     assert_eq!(second.code, Some(1), "{}", second.stderr);
     assert!(second.stderr.contains("locked"), "{}", second.stderr);
     let aside = std::fs::read_dir(device.path("data"))
@@ -411,4 +447,21 @@ async fn an_outbox_locked_by_a_running_host_is_still_an_error() {
     assert_eq!(aside, 0, "nothing moved aside");
     let (code, stderr) = device.terminate();
     assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outbox_of_a_newer_schema_is_moved_aside_and_alerting_goes_on() {
+    outbox_reset_after(
+        |device| {
+            // The host closed the outbox cleanly: its WAL is checkpointed
+            // into the file. `user_version` is the big-endian u32 at byte 60
+            // of an SQLite file's header.
+            assert!(!device.path("data/outbox.sqlite3-wal").exists());
+            let mut bytes = std::fs::read(device.path("data/outbox.sqlite3")).unwrap();
+            bytes[60..64].copy_from_slice(&99u32.to_be_bytes());
+            std::fs::write(device.path("data/outbox.sqlite3"), bytes).unwrap();
+        },
+        "newer schema",
+    )
+    .await;
 }

@@ -68,11 +68,11 @@ fn target(args: &StatusArgs) -> Result<(NatsConfig, String, String), Failure> {
         nats.token.clone_from(&args.token);
         nats.credentials.clone_from(&args.creds);
     }
-    let device = args
-        .device
-        .clone()
-        .or(device)
-        .ok_or_else(|| Failure::usage(anyhow!("give the device with `--device ID` or `--config edgewise.toml`")))?;
+    let device = args.device.clone().or(device).ok_or_else(|| {
+        Failure::usage(anyhow!(
+            "give the device with `--device ID` or `--config edgewise.toml`"
+        ))
+    })?;
     let name = if args.config.is_some() {
         format!("edgewise-{device}")
     } else {

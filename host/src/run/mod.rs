@@ -175,12 +175,11 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
             policy: config.supervisor.clone(),
         };
         let provenance = prepared.setup.provenance.clone();
-        let worker = Worker::start(context, prepared.setup, config.limits.queue_capacity).map_err(|source| {
-            RunError::Io {
+        let worker =
+            Worker::start(context, prepared.setup, config.limits.queue_capacity).map_err(|source| RunError::Io {
                 what: format!("cannot start the worker of `{}`", provenance.plugin),
                 source,
-            }
-        })?;
+            })?;
         plugins.push(Started {
             provenance,
             subscriptions: prepared.subscriptions,
@@ -190,12 +189,13 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
     // Say loudly what could not start: log (above), status, and a critical
     // alert locally and upstream.
     {
-        let mut host_alerts = HostAlerts::new(&subjects, &config.data_dir, local.clone(), writer.handle()).map_err(
-            |source| RunError::Io {
-                what: "cannot open the host's alert sequence".to_owned(),
-                source,
-            },
-        )?;
+        let mut host_alerts =
+            HostAlerts::new(&subjects, &config.data_dir, local.clone(), writer.handle()).map_err(|source| {
+                RunError::Io {
+                    what: "cannot open the host's alert sequence".to_owned(),
+                    source,
+                }
+            })?;
         if let Some(reset) = &opened.reset {
             host_alerts
                 .critical(reset::RESET_CODE, reset.clone(), clock.now_ms())
@@ -227,7 +227,10 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
                     .map_err(|e| e.to_string())
             }),
             config::Source::JetStream { stream } => {
-                let (stream, consumer) = (stream.clone(), format!("edgewise-{}-{}", config.device, plugin.provenance.plugin));
+                let (stream, consumer) = (
+                    stream.clone(),
+                    format!("edgewise-{}-{}", config.device, plugin.provenance.plugin),
+                );
                 tokio::spawn(ingest::run_ingest_jetstream(
                     local, subjects, stream, consumer, filters, queue, batch_max, stats, stopped,
                 ))

@@ -8,7 +8,11 @@
 /// Replies (`_INBOX.>`) and the JetStream API (`$JS.>`) are never sensor
 /// readings either.
 pub fn host_filters(device: &str) -> [String; 3] {
-    [format!("edgewise.{device}.>"), "_INBOX.>".to_owned(), "$JS.>".to_owned()]
+    [
+        format!("edgewise.{device}.>"),
+        "_INBOX.>".to_owned(),
+        "$JS.>".to_owned(),
+    ]
 }
 
 /// Whether some subject matches both filters (`*` one token, `>` one or more
@@ -33,7 +37,9 @@ pub fn overlapping_host_filter(device: &str, filter: &str) -> Option<String> {
 /// Why `filter` is refused, if it is: the sentence an operator reads.
 pub fn refusal(device: &str, filter: &str) -> Option<String> {
     overlapping_host_filter(device, filter).map(|host| {
-        format!("`{filter}` overlaps the host's own subjects (`{host}`): the plugin would receive the host's own messages")
+        format!(
+            "`{filter}` overlaps the host's own subjects (`{host}`): the plugin would receive the host's own messages"
+        )
     })
 }
 

@@ -93,34 +93,39 @@ pub async fn stop(parts: Parts) {
     let writer = parts.writer;
     // A thread of its own, not `spawn_blocking`: one that never ends must
     // not hold the runtime's shutdown either.
-    let joiner = std::thread::Builder::new().name("edgewise-drain".into()).spawn(move || {
-        let mut pending = workers;
-        while !pending.is_empty() && Instant::now() < wait_until {
-            let (ended, running): (Vec<_>, Vec<_>) = pending.into_iter().partition(StoppingWorker::is_finished);
-            ended.into_iter().for_each(StoppingWorker::join);
-            pending = running;
-            if !pending.is_empty() {
-                std::thread::sleep(Duration::from_millis(10));
+    let joiner = std::thread::Builder::new()
+        .name("edgewise-drain".into())
+        .spawn(move || {
+            let mut pending = workers;
+            while !pending.is_empty() && Instant::now() < wait_until {
+                let (ended, running): (Vec<_>, Vec<_>) = pending.into_iter().partition(StoppingWorker::is_finished);
+                ended.into_iter().for_each(StoppingWorker::join);
+                pending = running;
+                if !pending.is_empty() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
             }
-        }
-        if !pending.is_empty() {
-            tracing::error!(
-                workers = pending.len(),
-                "Plugin workers did not finish within the shutdown budget; left behind"
-            );
-            // Dropping the handles detaches the threads. Their writer
-            // handles keep the writer open: it is left behind too.
-            drop(pending);
-            drop(writer);
-        } else {
-            // Then the writer commits what they handed it, and stops.
-            writer.join();
-        }
-        let _ = done.send(());
-    });
+            if !pending.is_empty() {
+                tracing::error!(
+                    workers = pending.len(),
+                    "Plugin workers did not finish within the shutdown budget; left behind"
+                );
+                // Dropping the handles detaches the threads. Their writer
+                // handles keep the writer open: it is left behind too.
+                drop(pending);
+                drop(writer);
+            } else {
+                // Then the writer commits what they handed it, and stops.
+                writer.join();
+            }
+            let _ = done.send(());
+        });
     match joiner {
         Ok(_) => {
-            if tokio::time::timeout_at((wait_until + GRACE).into(), finished).await.is_err() {
+            if tokio::time::timeout_at((wait_until + GRACE).into(), finished)
+                .await
+                .is_err()
+            {
                 tracing::error!("The outbox writer did not finish within the shutdown budget; left behind");
             }
         }
