@@ -308,9 +308,14 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         local,
     })
     .await;
-    let status = tokio::task::spawn_blocking(move || sources.status())
-        .await
-        .map_err(|e| RunError::Runtime(e.to_string()))?;
+    // Bounded too: the outbox lock may be held by a writer left behind.
+    let status = tokio::time::timeout(
+        shutdown::STATUS_BUDGET,
+        tokio::task::spawn_blocking(move || sources.status()),
+    )
+    .await
+    .map_err(|_| RunError::Outbox("no final status: the outbox did not answer within the shutdown budget".to_owned()))?
+    .map_err(|e| RunError::Runtime(e.to_string()))?;
     Ok(status)
 }
 

@@ -11,7 +11,9 @@
 //!    another [`GRACE`] for its last commit.
 //! 3. The upstream gets [`UPSTREAM_BUDGET`] to deliver; the rest stays in the
 //!    outbox for the next start.
-//! 4. The local bus is flushed within [`FLUSH_BUDGET`].
+//! 4. The status responder stops and the local bus is flushed, within
+//!    [`STATUS_BUDGET`] and [`FLUSH_BUDGET`]; the final status then gets
+//!    [`STATUS_BUDGET`] (`run`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,9 +35,11 @@ pub const GRACE: Duration = Duration::from_secs(2);
 pub const UPSTREAM_BUDGET: Duration = Duration::from_secs(3);
 /// For the local bus flush.
 pub const FLUSH_BUDGET: Duration = Duration::from_secs(2);
-/// The longest a shutdown takes, every budget spent (plus the status task
-/// and the final status, which take milliseconds).
-pub const BOUND: Duration = Duration::from_secs(15);
+/// For the status responder to stop, and then for the final status (it
+/// reads the outbox, which a writer left behind may hold).
+pub const STATUS_BUDGET: Duration = Duration::from_secs(1);
+/// The longest a shutdown takes, every budget spent.
+pub const BOUND: Duration = Duration::from_secs(17);
 
 /// What the running host is made of, to stop.
 pub struct Parts {
@@ -137,6 +141,8 @@ pub async fn stop(parts: Parts) {
     {
         tracing::warn!("Upstream delivery did not finish in time; undelivered outputs stay in the outbox");
     }
-    let _ = parts.status_task.await;
+    if tokio::time::timeout(STATUS_BUDGET, parts.status_task).await.is_err() {
+        tracing::warn!("The status responder did not stop in time");
+    }
     let _ = tokio::time::timeout(FLUSH_BUDGET, parts.local.flush()).await;
 }
