@@ -708,6 +708,22 @@ mod tests {
     }
 
     #[test]
+    fn subscription_overrides_on_the_host_subjects_are_refused_with_their_key() {
+        let found = problems("subscriptions = [\"sensors.>\", \">\", \"d.*\", \"edgewise.d.status\"]\n");
+        let keys: Vec<&str> = found.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["plugins[0].subscriptions", "plugins[0].subscriptions"],
+            "{found:?}"
+        );
+        assert!(
+            found[0].1.starts_with("`>` overlaps the host's own subjects"),
+            "{found:?}"
+        );
+        assert!(found[1].1.starts_with("`edgewise.d.status` overlaps"), "{found:?}");
+    }
+
+    #[test]
     fn supervisor_duration_messages_are_unchanged() {
         assert_eq!(
             problems("[supervisor]\nbackoff_initial = \"0s\"\nquarantine_window = \"later\"\n"),
