@@ -131,6 +131,38 @@ impl Device {
     }
 }
 
+impl Device {
+    /// The running host's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.host.as_ref().expect("the host is running").id()
+    }
+
+    /// SIGTERM the host and wait for it at most `within`: its exit code and
+    /// stderr, or `None` (the host is then killed) if it did not exit in time.
+    pub(crate) fn terminate_within(&mut self, within: Duration) -> Option<(Option<i32>, String)> {
+        let mut child = self.host.take().expect("the host is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + within;
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let output = child.wait_with_output().unwrap();
+        Some((
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ))
+    }
+}
+
 impl Drop for Device {
     fn drop(&mut self) {
         if let Some(mut host) = self.host.take() {

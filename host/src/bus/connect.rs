@@ -4,9 +4,20 @@ use std::time::Duration;
 
 use crate::run::config::NatsConfig;
 
+/// The request inboxes of a connection named `name`: `_INBOX.<name>`, so
+/// that a server's permissions can give each device only its own replies
+/// (`_INBOX.edgewise-<device>.>`), not every client's (`_INBOX.>`).
+pub fn inbox_prefix(name: &str) -> String {
+    format!("_INBOX.{name}")
+}
+
 /// Connect to `config.url` with its credentials. With `retry_initial`, the
 /// client is returned at once and connects (and reconnects) in the
 /// background: the host keeps running while a server is unreachable.
+///
+/// The connection does not receive what it publishes itself (`no_echo`):
+/// the host never consumes its own traffic. Its request inboxes are
+/// [`inbox_prefix`]`(name)`; `name` must be a valid subject token.
 pub async fn connect(
     config: &NatsConfig,
     name: &str,
@@ -14,6 +25,8 @@ pub async fn connect(
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
     let mut options = async_nats::ConnectOptions::new()
         .name(name)
+        .no_echo()
+        .custom_inbox_prefix(inbox_prefix(name))
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
         // Retry a lost server every 250 ms at first, at most every 2 s: an

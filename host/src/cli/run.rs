@@ -16,6 +16,9 @@ pub struct RunArgs {
     config: PathBuf,
 }
 
+/// Exit code when a second SIGINT/SIGTERM cuts the shutdown short.
+const EXIT_SECOND_SIGNAL: i32 = 1;
+
 pub fn run(args: RunArgs) -> Result<(), Failure> {
     let config = RunConfig::load(&args.config).map_err(Failure::usage)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -23,18 +26,28 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .thread_name("edgewise-io")
         .build()
         .map_err(|e| Failure::runtime(anyhow!("cannot start the async runtime: {e}")))?;
-    let status = runtime
-        .block_on(run::run(config, shutdown_signal()))
-        .map_err(|error| match error {
-            // The operator's file to fix, like a bad configuration.
-            run::RunError::Rollback(_) => Failure::usage(error),
-            other => Failure::runtime(other),
-        })?;
+    // Listening from the very start: a signal during start-up stops the host
+    // once it has started, a second one at once.
+    let first_signal = {
+        let _context = runtime.enter();
+        listen_for_signals().map_err(|e| Failure::runtime(anyhow!("cannot listen for SIGINT/SIGTERM: {e}")))?
+    };
+    let outcome = runtime.block_on(run::run(config, async move {
+        let _ = first_signal.await;
+    }));
+    // Whatever is still running (a stuck task) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    let status = outcome.map_err(|error| match error {
+        // The operator's file to fix, like a bad configuration.
+        run::RunError::Rollback(_) => Failure::usage(error),
+        other => Failure::runtime(other),
+    })?;
     let readings: u64 = status.plugins.iter().map(|p| p.readings_in).sum();
     let alerts: u64 = status.plugins.iter().map(|p| p.alerts_out).sum();
     let summaries: u64 = status.plugins.iter().map(|p| p.summaries_out).sum();
+    let dropped: u64 = status.plugins.iter().map(|p| p.readings_dropped).sum();
     eprintln!(
-        "edgewise stopped after {:.1} s: {} messages ({} dead-lettered), {readings} readings, {alerts} alerts, {summaries} summaries; outbox holds {} alerts and {} summaries for upstream",
+        "edgewise stopped after {:.1} s: {} messages ({} dead-lettered), {readings} readings ({dropped} dropped), {alerts} alerts, {summaries} summaries; outbox holds {} alerts and {} summaries for upstream",
         status.uptime_s,
         status.ingest.messages,
         status.ingest.deadlettered,
@@ -44,19 +57,26 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Completes on the first SIGINT or SIGTERM; a second one exits the process
+/// at once (exit 1), without waiting for the shutdown's budgets. Call within
+/// the runtime.
+fn listen_for_signals() -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(terminate) => terminate,
-        Err(error) => {
-            tracing::error!(%error, "Cannot listen for SIGTERM; only SIGINT stops the host");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let (first, first_signal) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+        let _ = first.send(());
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::error!("A second signal: exiting at once; what the plugins had not written to the outbox is lost");
+        std::process::exit(EXIT_SECOND_SIGNAL);
+    });
+    Ok(first_signal)
 }

@@ -1,25 +1,84 @@
 //! `edgewise status`: ask a running host what it is doing.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Args;
 
+use edgewise_host::run::config::{NatsConfig, RunConfig};
 use edgewise_host::run::{Status, Subjects};
 
 use super::Failure;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The device's local NATS server.
-    #[arg(long, value_name = "URL", default_value = "nats://127.0.0.1:4222")]
-    nats: String,
-    /// The device id.
+    /// The device configuration: its `device` and its `[local]` connection
+    /// (URL and credentials). The flags below override it.
+    #[arg(long, value_name = "edgewise.toml")]
+    config: Option<PathBuf>,
+    /// The device's local NATS server [default: nats://127.0.0.1:4222].
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// The device id (required without `--config`).
     #[arg(long, value_name = "ID")]
-    device: String,
+    device: Option<String>,
+    /// User name (with `--password`).
+    #[arg(long, requires = "password", conflicts_with_all = ["token", "creds"])]
+    user: Option<String>,
+    /// Password (with `--user`).
+    #[arg(long, requires = "user")]
+    password: Option<String>,
+    /// Authentication token.
+    #[arg(long, conflicts_with = "creds")]
+    token: Option<String>,
+    /// A `.creds` file (JWT + NKey seed).
+    #[arg(long, value_name = "FILE")]
+    creds: Option<PathBuf>,
     /// Print the raw JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// The connection, the device id and the connection name from `--config`
+/// and the flags. With the device's own configuration the request inbox is
+/// the device's (`_INBOX.edgewise-<device>`), the only one its NATS
+/// permissions let it read.
+fn target(args: &StatusArgs) -> Result<(NatsConfig, String, String), Failure> {
+    let (mut nats, device) = match &args.config {
+        Some(path) => {
+            let config = RunConfig::load(path).map_err(Failure::usage)?;
+            (config.local, Some(config.device))
+        }
+        None => (
+            NatsConfig {
+                url: "nats://127.0.0.1:4222".to_owned(),
+                ..NatsConfig::default()
+            },
+            None,
+        ),
+    };
+    if let Some(url) = &args.nats {
+        nats.url.clone_from(url);
+    }
+    if args.user.is_some() || args.token.is_some() || args.creds.is_some() {
+        // Flags replace the configuration's credentials as a whole.
+        nats.user.clone_from(&args.user);
+        nats.password.clone_from(&args.password);
+        nats.token.clone_from(&args.token);
+        nats.credentials.clone_from(&args.creds);
+    }
+    let device = args.device.clone().or(device).ok_or_else(|| {
+        Failure::usage(anyhow!(
+            "give the device with `--device ID` or `--config edgewise.toml`"
+        ))
+    })?;
+    let name = if args.config.is_some() {
+        format!("edgewise-{device}")
+    } else {
+        "edgewise-status".to_owned()
+    };
+    Ok((nats, device, name))
 }
 
 pub fn run(args: StatusArgs) -> Result<(), Failure> {
@@ -27,11 +86,12 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(anyhow!("cannot start the async runtime: {e}")))?;
-    let subject = Subjects::new(&args.device).status();
+    let (nats, device, name) = target(&args)?;
+    let subject = Subjects::new(&device).status();
     let reply = runtime.block_on(async {
-        let client = async_nats::connect(args.nats.as_str())
+        let client = edgewise_host::bus::connect::connect(&nats, &name, false)
             .await
-            .map_err(|e| Failure::usage(anyhow!("cannot connect to {}: {e}", args.nats)))?;
+            .map_err(|e| Failure::usage(anyhow!("cannot connect to {}: {e}", nats.url)))?;
         match tokio::time::timeout(Duration::from_secs(3), client.request(subject.clone(), "".into())).await {
             Ok(Ok(message)) => Ok(message.payload),
             Ok(Err(e)) => Err(Failure::runtime(anyhow!("no host answered on {subject}: {e}"))),
@@ -81,6 +141,15 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
         "ingest:     {} messages, {} dead-lettered",
         status.ingest.messages, status.ingest.deadlettered
     );
+    if let Some(reset) = &status.outbox.reset {
+        println!("OUTBOX RESET at start: {reset}");
+    }
+    if status.control.status_refused > 0 {
+        println!(
+            "control:    {} status requests refused (reply subject not an inbox)",
+            status.control.status_refused
+        );
+    }
     println!(
         "{:<20} {:<10} {:<18} {:<11} {:>10} {:>8} {:>10} {:>7} {:>8} {:>11} {:>8}",
         "plugin",

@@ -119,6 +119,18 @@ pub enum OutboxError {
 }
 
 impl OutboxError {
+    /// Whether the file itself is unusable (not an SQLite database, or
+    /// damaged), as opposed to busy, locked, or refused by the disk.
+    pub fn is_damaged_file(&self) -> bool {
+        match self {
+            OutboxError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+            ),
+            _ => false,
+        }
+    }
+
     /// A `map_err` adapter for SQLite errors of `operation` on the file at `path`.
     pub(crate) fn sql(path: &Path, operation: &'static str) -> impl FnOnce(rusqlite::Error) -> OutboxError {
         move |source| OutboxError::Sqlite {

@@ -457,6 +457,10 @@ impl RunConfig {
                             &format!("plugins[{index}].subscriptions"),
                             format!("`{subject}`: {reason}"),
                         );
+                    } else if let Some(reason) = super::overlap::refusal(&raw.device, subject) {
+                        // The host never consumes its own traffic (a plugin on
+                        // `>` would dead-letter the host's dead letters forever).
+                        problem(&format!("plugins[{index}].subscriptions"), reason);
                     }
                 }
             }
@@ -749,6 +753,22 @@ mod tests {
             .map(|p| p.key)
             .collect();
         assert_eq!(keys, ["trust_dir", "plugins[0].bundle", "plugins[1].bundle"]);
+    }
+
+    #[test]
+    fn subscription_overrides_on_the_host_subjects_are_refused_with_their_key() {
+        let found = problems("subscriptions = [\"sensors.>\", \">\", \"d.*\", \"edgewise.d.status\"]\n");
+        let keys: Vec<&str> = found.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["plugins[0].subscriptions", "plugins[0].subscriptions"],
+            "{found:?}"
+        );
+        assert!(
+            found[0].1.starts_with("`>` overlaps the host's own subjects"),
+            "{found:?}"
+        );
+        assert!(found[1].1.starts_with("`edgewise.d.status` overlaps"), "{found:?}");
     }
 
     #[test]

@@ -8,15 +8,26 @@
 //! ```
 //!
 //! Start-up verifies every bundle with [`crate::bundle::verify`] (anti-rollback
-//! included) before compiling it; a bad configuration or bundle stops the
-//! start with the reason. Shutdown stops ingest, lets every worker finish its
-//! queue into the outbox, and gives the upstream a last chance to deliver.
+//! included) before compiling it. A device starts whatever it can: a refused
+//! bundle is reported (log, status, a critical host alert) and the others
+//! run; only when nothing can run does the start fail. Each plugin's `init`
+//! runs on its own supervised worker thread. An unusable outbox is moved
+//! aside and a new one started ([`reset`]): local alerting never waits for it.
+//!
+//! Shutdown is bounded ([`shutdown`]): ingest stops, every worker drains its
+//! queue into the outbox within a budget, the upstream gets a last chance,
+//! the local bus is flushed; a thread that does not finish is left behind.
 
 mod clock;
 pub mod config;
 mod expiry;
+mod host_alerts;
 mod ingest;
+pub mod overlap;
+mod reset;
 mod sequence;
+pub mod shutdown;
+mod start;
 pub mod status;
 mod subjects;
 pub mod supervisor;
@@ -28,20 +39,19 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 
-use crate::bundle::{self, RollbackStore, TrustStore, VerifyOptions};
-use crate::envelope::Provenance;
-use crate::outbox::{Outbox, OutboxKey, Writer};
-use crate::runtime::{Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
+use crate::bundle::{self, RollbackStore, TrustStore};
+use crate::outbox::Writer;
+use crate::runtime::{Runtime, RuntimeOptions};
 use clock::Clock;
 use config::RunConfig;
+use host_alerts::HostAlerts;
 use ingest::IngestStats;
 pub use status::Status;
 use status::StatusSources;
 pub use subjects::Subjects;
-use worker::{PluginSetup, Work, Worker, WorkerContext};
+use worker::{PluginStats, Work, Worker, WorkerContext};
 
 /// Why the host could not start (or stopped with an error).
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +79,9 @@ pub enum RunError {
         /// Why.
         reason: String,
     },
+    /// No plugin can run: every bundle was refused.
+    #[error("no plugin can run:\n{}", .0.iter().map(|r| format!("  {}: {}", r.bundle, r.reason)).collect::<Vec<_>>().join("\n"))]
+    NothingToRun(Vec<start::Refused>),
     /// The runtime.
     #[error("{0}")]
     Runtime(String),
@@ -80,8 +93,6 @@ pub enum RunError {
     Local(String),
 }
 
-/// The outbox key's file in the data directory.
-const OUTBOX_KEY_FILE: &str = "outbox.key";
 
 /// Appends (one per plugin call with outputs) waiting for the outbox writer
 /// before the workers wait for it.
@@ -89,7 +100,7 @@ const WRITER_QUEUE: usize = 256;
 
 /// A running plugin's identity.
 struct Started {
-    provenance: Provenance,
+    provenance: crate::envelope::Provenance,
     subscriptions: Vec<String>,
     worker: Worker,
 }
@@ -105,7 +116,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
     // Files an older version (or a copy) left with a wider mode are narrowed
     // too; the others are rewritten 0600 at start (sequences) or made so by
     // their owners (outbox, cache).
-    for name in [bundle::rollback::ROLLBACK_FILE, OUTBOX_KEY_FILE] {
+    for name in [bundle::rollback::ROLLBACK_FILE, reset::KEY_FILE] {
         let path = config.data_dir.join(name);
         crate::files::narrow(&path, crate::files::PRIVATE_FILE).map_err(|source| RunError::Io {
             what: format!("cannot make {} private", path.display()),
@@ -114,13 +125,11 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
     }
     let subjects = Subjects::new(&config.device);
     let trust = TrustStore::load(&config.trust_dir)?;
-    let mut rollback = RollbackStore::open(&config.data_dir).map_err(RunError::Rollback)?;
+    let rollback = RollbackStore::open(&config.data_dir).map_err(RunError::Rollback)?;
+    let rollback = Arc::new(Mutex::new(rollback));
     let runtime = Arc::new(Runtime::new(RuntimeOptions::default()).map_err(|e| RunError::Runtime(e.to_string()))?);
-    let outbox_key = OutboxKey::load_or_create(&config.data_dir.join(OUTBOX_KEY_FILE))
-        .map_err(|e| RunError::Outbox(e.to_string()))?;
-    let outbox =
-        Outbox::open(&config.data_dir, &outbox_key, config.outbox).map_err(|e| RunError::Outbox(e.to_string()))?;
-    let outbox = Arc::new(Mutex::new(outbox));
+    let opened = reset::open_outbox(&config.data_dir, config.outbox)?;
+    let outbox = Arc::new(Mutex::new(opened.outbox));
     let outbox_written = Arc::new(Notify::new());
     // Every plugin's outputs go through one writer: one fsync for whatever
     // has queued up (group commit).
@@ -137,78 +146,37 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         .map_err(|e| RunError::Local(e.to_string()))?;
     let handle = tokio::runtime::Handle::current();
 
-    let mut ready: Vec<(PluginSetup, Vec<String>)> = Vec::new();
+    let start_context = start::StartContext {
+        device: &config.device,
+        data_dir: &config.data_dir,
+        trust: &trust,
+        rollback: &rollback,
+        runtime: &runtime,
+    };
+    let mut ready = Vec::new();
+    let mut refused = Vec::new();
     for plugin in &config.plugins {
-        let path = plugin.bundle.display().to_string();
-        let refuse = |reason: String| RunError::Bundle {
-            path: path.clone(),
-            reason,
-        };
-        let bytes = bundle::read_bundle_file(&plugin.bundle, bundle::DEFAULT_MAX_BUNDLE_BYTES)
-            .map_err(|e| refuse(e.to_string()))?;
-        let options = VerifyOptions {
-            trust: &trust,
-            rollback: Some(&rollback),
-            now: OffsetDateTime::now_utc(),
-            max_bytes: bundle::DEFAULT_MAX_BUNDLE_BYTES,
-        };
-        let verified = bundle::verify(&bytes, &options).map_err(|e| refuse(format!("refused: {e}")))?;
-        let manifest = verified.manifest;
-        if ready.iter().any(|(p, _)| p.provenance.plugin == manifest.name) {
-            return Err(refuse(format!("a second plugin named `{}`", manifest.name)));
+        let taken: Vec<String> = ready
+            .iter()
+            .map(|p: &start::Prepared| p.setup.provenance.plugin.clone())
+            .collect();
+        match start::prepare(&start_context, plugin, &taken) {
+            Ok(prepared) => ready.push(prepared),
+            Err(refusal) => {
+                tracing::error!(bundle = %refusal.bundle, reason = %refusal.reason, "Plugin refused; the others start");
+                refused.push(refusal);
+            }
         }
-        let version = manifest.semver().map_err(|e| refuse(e.to_string()))?;
-        rollback
-            .record(&manifest.name, &version, &manifest.code_sha256)
-            .map_err(|e| refuse(e.to_string()))?;
-        let code = bytes.get(..verified.code_len).unwrap_or_default();
-        // Compiled once per code digest and engine; later starts load the
-        // authenticated artifact (DESIGN "Runtime").
-        let (compiled, cache) = runtime
-            .compile_cached(&manifest.name, code, &config.data_dir.join("cache"))
-            .map_err(|e| refuse(e.to_string()))?;
-        tracing::debug!(plugin = %manifest.name, ?cache, "Plugin compiled");
-        let compiled = Arc::new(compiled);
-        let limits = plugin.limits.apply(manifest.limits.apply(Limits::default()));
-        // The operator's values replace the manifest's defaults, key by key.
-        let mut merged = manifest.config.clone();
-        merged.extend(plugin.config.clone());
-        let plugin_config: Vec<(String, String)> = merged.into_iter().collect();
-        // A plugin that refuses its configuration (`init` returns an error)
-        // stops the start: that is the operator's to fix. A plugin that traps,
-        // hangs or breaks a limit while starting does not stop the others: it
-        // starts under supervision, failed.
-        let instance = PluginInstance::new(&runtime, &compiled, limits.clone()).and_then(|mut instance| {
-            instance.init(&plugin_config)?;
-            Ok(instance)
-        });
-        if let Err(error) = &instance
-            && let PluginErrorKind::Returned(_) = error.kind
-        {
-            return Err(refuse(format!("{error}: its configuration was refused")));
-        }
-        let provenance = Provenance {
-            device: config.device.clone(),
-            plugin: manifest.name.clone(),
-            version: manifest.version.clone(),
-            digest: format!("sha256:{}", manifest.code_sha256),
-        };
-        tracing::info!(plugin = %manifest.name, version = %manifest.version, key = %verified.key_id, "Plugin verified");
-        let setup = PluginSetup {
-            compiled,
-            instance,
-            provenance,
-            config: plugin_config,
-            limits,
-        };
-        ready.push((setup, plugin.subscriptions.clone().unwrap_or(manifest.subscriptions)));
+    }
+    if ready.is_empty() {
+        return Err(RunError::NothingToRun(refused));
     }
 
     // The clock starts once every plugin is ready, so a simulated clock does
     // not run ahead during compilation.
     let clock = Clock::start(config.clock.clone());
     let mut plugins: Vec<Started> = Vec::new();
-    for (setup, subscriptions) in ready {
+    for prepared in ready {
         let context = WorkerContext {
             runtime: runtime.clone(),
             subjects: subjects.clone(),
@@ -219,16 +187,37 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
             clock: clock.clone(),
             policy: config.supervisor.clone(),
         };
-        let provenance = setup.provenance.clone();
-        let worker = Worker::start(context, setup, config.limits.queue_capacity).map_err(|source| RunError::Io {
-            what: format!("cannot start the worker of `{}`", provenance.plugin),
-            source,
-        })?;
+        let provenance = prepared.setup.provenance.clone();
+        let worker =
+            Worker::start(context, prepared.setup, config.limits.queue_capacity).map_err(|source| RunError::Io {
+                what: format!("cannot start the worker of `{}`", provenance.plugin),
+                source,
+            })?;
         plugins.push(Started {
             provenance,
-            subscriptions,
+            subscriptions: prepared.subscriptions,
             worker,
         });
+    }
+    // Say loudly what could not start: log (above), status, and a critical
+    // alert locally and upstream.
+    {
+        let mut host_alerts =
+            HostAlerts::new(&subjects, &config.data_dir, local.clone(), writer.handle()).map_err(|source| {
+                RunError::Io {
+                    what: "cannot open the host's alert sequence".to_owned(),
+                    source,
+                }
+            })?;
+        if let Some(reset) = &opened.reset {
+            host_alerts
+                .critical(reset::RESET_CODE, reset.clone(), clock.now_ms())
+                .await;
+        }
+        for refusal in &refused {
+            let message = format!("plugin bundle {} refused: {}", refusal.bundle, refusal.reason);
+            host_alerts.critical(worker::DEGRADED, message, clock.now_ms()).await;
+        }
     }
 
     let (stop, stopped) = watch::channel(false);
@@ -284,60 +273,62 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
             stopped.clone(),
         ))
     });
+    let mut plugin_sources: Vec<(String, String, String, Arc<PluginStats>)> = plugins
+        .iter()
+        .map(|p| {
+            (
+                p.provenance.plugin.clone(),
+                p.provenance.version.clone(),
+                p.provenance.digest.clone(),
+                p.worker.stats.clone(),
+            )
+        })
+        .collect();
+    plugin_sources.extend(refused.iter().map(|refusal| {
+        (
+            refusal.name.clone(),
+            refusal.version.clone(),
+            String::new(),
+            Arc::new(PluginStats::refused(&refusal.reason)),
+        )
+    }));
     let sources = Arc::new(StatusSources {
         subjects: subjects.clone(),
         started: started_at,
         clock,
         upstream_connected,
         outbox: outbox.clone(),
+        outbox_reset: opened.reset.clone(),
         ingest: ingest_stats,
-        plugins: plugins
-            .iter()
-            .map(|p| {
-                (
-                    p.provenance.plugin.clone(),
-                    p.provenance.version.clone(),
-                    p.provenance.digest.clone(),
-                    p.worker.stats.clone(),
-                )
-            })
-            .collect(),
+        control: Arc::default(),
+        plugins: plugin_sources,
     });
     let status_task = tokio::spawn(status::run_status(local.clone(), sources.clone(), stopped.clone()));
-    tracing::info!(device = %config.device, plugins = plugins.len(), "Edgewise is running");
+    tracing::info!(device = %config.device, plugins = plugins.len(), refused = refused.len(), "Edgewise is running");
 
     shutdown.await;
-    tracing::info!("Shutting down: stopping ingest, draining plugins into the outbox");
-    let _ = stop.send(true);
-    for task in ingest_tasks {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, "Ingest ended with an error"),
-            Err(error) => tracing::error!(%error, "Ingest task failed"),
-        }
-    }
-    let _ = ticker.await;
-    let _ = expiry.await;
-    // Every sender is gone once the workers' own handles drop: each worker
-    // finishes its queue, writing outputs to the outbox, then ends.
     let workers: Vec<Worker> = plugins.into_iter().map(|p| p.worker).collect();
-    // Then the writer commits what they handed it, and stops.
-    let _ = tokio::task::spawn_blocking(move || {
-        workers.into_iter().for_each(Worker::join);
-        writer.join();
+    shutdown::stop(shutdown::Parts {
+        stop,
+        ingest_tasks,
+        ticker,
+        expiry,
+        workers,
+        writer,
+        outbox_written,
+        upstream,
+        status_task,
+        local,
     })
     .await;
-    outbox_written.notify_one();
-    if let Some(upstream) = upstream
-        && tokio::time::timeout(Duration::from_secs(3), upstream).await.is_err()
-    {
-        tracing::warn!("Upstream delivery did not finish in time; undelivered outputs stay in the outbox");
-    }
-    let _ = status_task.await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), local.flush()).await;
-    let status = tokio::task::spawn_blocking(move || sources.status())
-        .await
-        .map_err(|e| RunError::Runtime(e.to_string()))?;
+    // Bounded too: the outbox lock may be held by a writer left behind.
+    let status = tokio::time::timeout(
+        shutdown::STATUS_BUDGET,
+        tokio::task::spawn_blocking(move || sources.status()),
+    )
+    .await
+    .map_err(|_| RunError::Outbox("no final status: the outbox did not answer within the shutdown budget".to_owned()))?
+    .map_err(|e| RunError::Runtime(e.to_string()))?;
     Ok(status)
 }
 

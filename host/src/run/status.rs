@@ -1,7 +1,7 @@
 //! The status of a running host, answered on `edgewise.<device>.status`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -29,9 +29,32 @@ pub struct Status {
     pub outbox: OutboxStatus,
     /// Ingest counters.
     pub ingest: IngestStatus,
-    /// Every plugin.
+    /// Every plugin (those refused at start included, state `refused`).
     pub plugins: Vec<PluginStatus>,
+    /// The control subjects.
+    #[serde(default)]
+    pub control: ControlStatus,
 }
+
+/// What the control subjects refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ControlStatus {
+    /// Status requests not answered: their reply subject is not an inbox.
+    pub status_refused: u64,
+}
+
+/// Counters of the control subjects.
+#[derive(Debug, Default)]
+pub struct ControlStats {
+    /// Status requests not answered (reply subject not an inbox).
+    pub status_refused: AtomicU64,
+}
+
+/// The prefix of the reply subjects a status is published to: request
+/// inboxes. Anything else (an alert subject, a sensor subject) would have the
+/// host publish its status there with its own rights.
+pub const INBOX_PREFIX: &str = "_INBOX.";
 
 /// Outbox depth and age.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +69,10 @@ pub struct OutboxStatus {
     /// the outbox file was created; `undecryptable` since the host started).
     #[serde(default)]
     pub dropped: OutboxDrops,
+    /// Set when the outbox was unusable at start and a new one was started:
+    /// what happened and where the old files are.
+    #[serde(default)]
+    pub reset: Option<String>,
 }
 
 /// Outbox drops by reason: the size limit, the age limit (`[outbox]`), and rows
@@ -98,7 +125,8 @@ pub struct PluginStatus {
     pub version: String,
     /// Code digest.
     pub digest: String,
-    /// `running`, `restarting` (backing off after a failure) or `quarantined`.
+    /// `running`, `restarting` (backing off after a failure), `quarantined`,
+    /// or `refused` (its bundle could not start; `last_error` says why).
     pub state: String,
     /// Readings delivered.
     pub readings_in: u64,
@@ -140,8 +168,12 @@ pub struct StatusSources {
     pub upstream_connected: Arc<AtomicBool>,
     /// The outbox.
     pub outbox: Arc<Mutex<Outbox>>,
+    /// Why the outbox was reset at start, if it was.
+    pub outbox_reset: Option<String>,
     /// Ingest counters.
     pub ingest: Arc<IngestStats>,
+    /// Control subject counters.
+    pub control: Arc<ControlStats>,
     /// Plugins: (name, version, digest, counters).
     pub plugins: Vec<(String, String, String, Arc<PluginStats>)>,
 }
@@ -168,6 +200,7 @@ impl StatusSources {
                 summaries: depth.as_ref().map_or(0, |d| d.summaries),
                 oldest_age_ms: oldest.map(|created| wall_ms().saturating_sub(created).max(0)),
                 dropped,
+                reset: self.outbox_reset.clone(),
             },
             ingest: IngestStatus {
                 messages: load(&self.ingest.messages),
@@ -202,6 +235,9 @@ impl StatusSources {
                     }
                 })
                 .collect(),
+            control: ControlStatus {
+                status_refused: load(&self.control.status_refused),
+            },
         }
     }
 }
@@ -222,6 +258,12 @@ pub async fn run_status(
             },
         };
         let Some(reply) = request.reply else { continue };
+        if !reply.as_str().starts_with(INBOX_PREFIX) {
+            sources.control.status_refused.fetch_add(1, Ordering::Relaxed);
+            let shown: String = reply.as_str().chars().take(200).collect();
+            tracing::warn!(reply = %shown, "Status request not answered: its reply subject is not an inbox (`{INBOX_PREFIX}`)");
+            continue;
+        }
         let sources = sources.clone();
         let status = tokio::task::spawn_blocking(move || sources.status()).await;
         if let Ok(status) = status {

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -72,6 +72,18 @@ pub struct PluginStats {
     pub health: Mutex<HealthReport>,
 }
 
+impl PluginStats {
+    /// The counters of a plugin refused at start: state `refused`, and why.
+    pub fn refused(reason: &str) -> PluginStats {
+        let stats = PluginStats::default();
+        if let Ok(mut health) = stats.health.lock() {
+            health.state = "refused";
+            health.last_error = Some(reason.to_owned());
+        }
+        stats
+    }
+}
+
 /// What the status shows of a plugin's health.
 #[derive(Debug, Clone, Default)]
 pub struct HealthReport {
@@ -103,19 +115,23 @@ pub struct WorkerContext {
     pub policy: SupervisorPolicy,
 }
 
-/// The plugin, its configuration and limits, and its first instance.
+/// Records the plugin's version for anti-rollback; run once, after its
+/// first `init` that succeeded.
+pub type Accept = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
+/// The plugin, its configuration and limits. Its first instance is built
+/// and initialised on the worker's own thread, under supervision.
 pub struct PluginSetup {
     /// The compiled component, to build new instances from.
     pub compiled: Arc<CompiledPlugin>,
-    /// The first instance, if it started (`init` succeeded); `None` starts
-    /// the worker with a failed start under supervision.
-    pub instance: Result<PluginInstance, PluginError>,
     /// Who the outputs are from.
     pub provenance: Provenance,
     /// Configuration for `init`.
     pub config: Vec<(String, String)>,
     /// Limits of every instance.
     pub limits: Limits,
+    /// Run after the first `init` that succeeds (anti-rollback record).
+    pub accept: Option<Accept>,
 }
 
 /// A running plugin worker.
@@ -125,6 +141,7 @@ pub struct Worker {
     /// Its counters.
     pub stats: Arc<PluginStats>,
     stopping: Arc<AtomicBool>,
+    drain_until: Arc<OnceLock<Instant>>,
     thread: JoinHandle<()>,
 }
 
@@ -136,16 +153,14 @@ impl Worker {
         let stats = Arc::new(PluginStats::default());
         let supervisor = Supervisor::new(context.policy.clone());
         let stopping = Arc::new(AtomicBool::new(false));
-        let (instance, first_failure) = match setup.instance {
-            Ok(instance) => (Some(instance), None),
-            Err(error) => (None, Some(error)),
-        };
+        let drain_until = Arc::new(OnceLock::new());
         let routes = Routes::new(&context.subjects, sequence.incarnation(), &setup.provenance.plugin);
         let mut state = WorkerState {
             routes,
             context,
             plugin: setup.compiled,
-            instance,
+            instance: None,
+            accept: setup.accept,
             provenance: setup.provenance,
             config: setup.config,
             limits: setup.limits,
@@ -157,31 +172,50 @@ impl Worker {
             logs_dropped_before: 0,
             shown_state: "",
             stopping: stopping.clone(),
+            drain_until: drain_until.clone(),
         };
         state.set_state(Health::Running);
         let name = format!("plugin-{}", state.provenance.plugin);
         let thread = std::thread::Builder::new().name(name).spawn(move || {
-            // On this thread: reporting the failure publishes, blocking.
-            if let Some(error) = first_failure {
-                state.failed(error);
-            }
+            // `init` runs here, not in the async start-up: a trap, panic,
+            // hang or `Err` is this plugin's failure, supervised like any
+            // other, and never blocks the runtime or the other plugins.
+            state.start_first();
             state.run(receiver)
         })?;
         Ok(Worker {
             queue,
             stats,
             stopping,
+            drain_until,
             thread,
         })
     }
 
-    /// Wait for the worker to finish its queue (close the queue first by
-    /// dropping every sender).
-    /// A plugin that is down (or fails while draining) gives up what is left,
-    /// counted as dropped, so that a hostile plugin cannot hold up the exit.
-    pub fn join(self) {
+    /// Tell the worker the host is stopping: it finishes its queue until
+    /// `drain_until`, then gives up what is left, counted as dropped.
+    /// Drops this handle's queue sender.
+    pub fn stop(self, drain_until: Instant) -> StoppingWorker {
+        let _ = self.drain_until.set(drain_until);
         self.stopping.store(true, Ordering::Relaxed);
         drop(self.queue);
+        StoppingWorker { thread: self.thread }
+    }
+}
+
+/// A worker told to stop ([`Worker::stop`]).
+pub struct StoppingWorker {
+    thread: JoinHandle<()>,
+}
+
+impl StoppingWorker {
+    /// Whether its thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Wait for its thread (call once [`StoppingWorker::is_finished`]).
+    pub fn join(self) {
         if self.thread.join().is_err() {
             tracing::error!("a plugin worker thread panicked");
         }
@@ -233,6 +267,8 @@ struct WorkerState {
     context: WorkerContext,
     plugin: Arc<CompiledPlugin>,
     instance: Option<PluginInstance>,
+    /// Records the version once an `init` has succeeded (taken then).
+    accept: Option<Accept>,
     provenance: Provenance,
     config: Vec<(String, String)>,
     limits: Limits,
@@ -248,6 +284,9 @@ struct WorkerState {
     shown_state: &'static str,
     /// Set when the host stops: a failure then ends the worker.
     stopping: Arc<AtomicBool>,
+    /// When the host stops, the end of the drain budget: what is left then
+    /// is dropped, counted.
+    drain_until: Arc<OnceLock<Instant>>,
 }
 
 impl WorkerState {
@@ -258,7 +297,14 @@ impl WorkerState {
             let health = self.supervisor.health(now);
             self.set_state(health);
             let pause = self.supervisor.wait(now);
-            if pause.is_some() && self.stopping.load(Ordering::Relaxed) {
+            let stopping = self.stopping.load(Ordering::Relaxed);
+            if stopping && self.drain_until.get().is_some_and(|until| now >= *until) {
+                // The drain budget is spent: the exit must not wait for a
+                // slow plugin (JetStream input stays unacknowledged).
+                self.abandon(&mut receiver);
+                break;
+            }
+            if pause.is_some() && stopping {
                 // Stopping and the plugin is down (or just failed again): what
                 // is left would only feed more failures and hold up the exit.
                 self.abandon(&mut receiver);
@@ -404,12 +450,19 @@ impl WorkerState {
         }
     }
 
+    /// Build and initialise the first instance; a failure is supervised
+    /// like any other.
+    fn start_first(&mut self) {
+        match self.new_instance() {
+            Ok(instance) => self.instance = Some(instance),
+            Err(error) => self.failed(error),
+        }
+    }
+
     /// Build and initialise a new instance; on failure, held work waits for
     /// the next attempt.
     fn restart(&mut self) {
-        let started = PluginInstance::new(&self.context.runtime, &self.plugin, self.limits.clone())
-            .and_then(|mut instance| instance.init(&self.config).map(|()| instance));
-        match started {
+        match self.new_instance() {
             Ok(instance) => {
                 self.stats.restarts.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(plugin = %self.provenance.plugin, "Plugin instance restarted");
@@ -417,6 +470,20 @@ impl WorkerState {
             }
             Err(error) => self.failed(error),
         }
+    }
+
+    /// A new instance whose `init` succeeded. The first success records the
+    /// version for anti-rollback: a version that never started is not
+    /// "accepted", so the working older one is not then refused as a rollback.
+    fn new_instance(&mut self) -> Result<PluginInstance, PluginError> {
+        let instance = PluginInstance::new(&self.context.runtime, &self.plugin, self.limits.clone())
+            .and_then(|mut instance| instance.init(&self.config).map(|()| instance))?;
+        if let Some(accept) = self.accept.take()
+            && let Err(error) = accept()
+        {
+            tracing::error!(plugin = %self.provenance.plugin, %error, "Cannot record the version as accepted");
+        }
+        Ok(instance)
     }
 
     /// A call or a start failed: discard a poisoned instance, pause or

@@ -1,0 +1,95 @@
+//! The host never consumes its own traffic: a plugin subscription that could
+//! receive a message the host publishes (its alerts, dead letters, status,
+//! telemetry, replies, JetStream API calls and acknowledgements) is refused
+//! at start. A plugin on `>` would otherwise receive the host's dead letter
+//! about the host's own alert, dead-letter that, and so on without end.
+
+/// The subject filters the host publishes to or answers on, for `device`.
+/// Replies (`_INBOX.>`) and the JetStream API (`$JS.>`) are never sensor
+/// readings either.
+pub fn host_filters(device: &str) -> [String; 3] {
+    [
+        format!("edgewise.{device}.>"),
+        "_INBOX.>".to_owned(),
+        "$JS.>".to_owned(),
+    ]
+}
+
+/// Whether some subject matches both filters (`*` one token, `>` one or more
+/// trailing tokens).
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let (mut a, mut b) = (a.split('.'), b.split('.'));
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(x), Some(y)) if x == y || x == "*" || y == "*" => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The first host filter that `filter` overlaps, if any.
+pub fn overlapping_host_filter(device: &str, filter: &str) -> Option<String> {
+    host_filters(device).into_iter().find(|host| overlaps(filter, host))
+}
+
+/// Why `filter` is refused, if it is: the sentence an operator reads.
+pub fn refusal(device: &str, filter: &str) -> Option<String> {
+    overlapping_host_filter(device, filter).map(|host| {
+        format!(
+            "`{filter}` overlaps the host's own subjects (`{host}`): the plugin would receive the host's own messages"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_that_could_receive_host_subjects_overlap() {
+        for filter in [
+            ">",
+            "edgewise.>",
+            "edgewise.*.>",
+            "edgewise.dev-1.>",
+            "*.*.alerts.*",
+            "*.dev-1.deadletter",
+            "edgewise.dev-1.status",
+            "edgewise.dev-1.telemetry",
+            "edgewise.dev-1.alerts.glucose-monitor",
+            "*.>",
+            "_INBOX.>",
+            "_INBOX.abc.*",
+            "$JS.ACK.>",
+            "$JS.API.CONSUMER.MSG.NEXT.*.*",
+        ] {
+            assert!(overlapping_host_filter("dev-1", filter).is_some(), "{filter}");
+        }
+    }
+
+    #[test]
+    fn sensor_filters_and_other_devices_do_not_overlap() {
+        for filter in [
+            "sensors.>",
+            "sensors.cgm.*",
+            "edgewise.dev-2.alerts.>",
+            "edgewise.dev-2.>",
+            "edgewise",
+            "edgewise.dev-1",
+            "*",
+        ] {
+            assert_eq!(overlapping_host_filter("dev-1", filter), None, "{filter}");
+        }
+    }
+
+    #[test]
+    fn overlap_is_symmetric_and_counts_tokens() {
+        assert!(overlaps("a.*.c", "a.b.>"));
+        assert!(overlaps("a.b.>", "a.*.c"));
+        assert!(!overlaps("a.b", "a.b.>"));
+        assert!(!overlaps("a.b.c", "a.b"));
+        assert!(overlaps("a.b", "a.*"));
+    }
+}

@@ -1,0 +1,106 @@
+//! Opening the outbox so that it never stops local alerting: a missing or
+//! wrong device key, or an outbox that cannot be used (not an SQLite file, a
+//! newer schema, corrupt), is moved aside under a dated name
+//! (`outbox.sqlite3.<time>.aside`, also `-wal`, `-shm` and the key), reported
+//! loudly, and a new outbox is started. An outbox locked by another running
+//! host is still an error: two hosts must not share a data directory.
+
+use std::path::Path;
+
+use time::OffsetDateTime;
+
+use super::RunError;
+use crate::outbox::{FILE_NAME, Outbox, OutboxError, OutboxKey, OutboxLimits};
+
+/// The code of the host alert raised when the outbox was reset.
+pub const RESET_CODE: &str = "outbox-reset";
+
+/// The device key's file name in the data directory.
+pub(crate) const KEY_FILE: &str = "outbox.key";
+
+/// An open outbox, and why it is new, if it was reset.
+pub struct Opened {
+    /// The outbox.
+    pub outbox: Outbox,
+    /// Set when the old one was moved aside: what happened, for the log, the
+    /// status and the `outbox-reset` alert.
+    pub reset: Option<String>,
+}
+
+/// Open the outbox of `data_dir`, moving an unusable one aside.
+pub fn open_outbox(data_dir: &Path, limits: OutboxLimits) -> Result<Opened, RunError> {
+    let key_path = data_dir.join(KEY_FILE);
+    let attempt = OutboxKey::load_or_create(&key_path).and_then(|key| Outbox::open(data_dir, &key, limits));
+    let error = match attempt {
+        Ok(outbox) => return Ok(Opened { outbox, reset: None }),
+        Err(error) if !can_reset(&error) => return Err(RunError::Outbox(error.to_string())),
+        Err(error) => error,
+    };
+    let mut stamp = stamp();
+    if data_dir.join(format!("{FILE_NAME}.{stamp}.aside")).exists() {
+        // A second reset within the same second: never overwrite the first.
+        stamp = format!("{stamp}-{}", std::process::id());
+    }
+    let mut moved = Vec::new();
+    for name in [
+        FILE_NAME.to_owned(),
+        format!("{FILE_NAME}-wal"),
+        format!("{FILE_NAME}-shm"),
+        KEY_FILE.to_owned(),
+    ] {
+        let from = data_dir.join(&name);
+        if !from.exists() {
+            continue;
+        }
+        let to = data_dir.join(format!("{name}.{stamp}.aside"));
+        std::fs::rename(&from, &to).map_err(|source| RunError::Io {
+            what: format!("cannot move the unusable outbox file {} aside", from.display()),
+            source,
+        })?;
+        moved.push(to.display().to_string());
+    }
+    let reason = format!(
+        "the outbox could not be used ({error}); moved aside as {} and a new outbox started: \
+         undelivered outputs of the old one are not sent",
+        moved.join(", ")
+    );
+    tracing::error!(%reason, "Outbox reset");
+    let key = OutboxKey::load_or_create(&key_path).map_err(|e| RunError::Outbox(e.to_string()))?;
+    let outbox = Outbox::open(data_dir, &key, limits).map_err(|e| RunError::Outbox(e.to_string()))?;
+    Ok(Opened {
+        outbox,
+        reset: Some(reason),
+    })
+}
+
+/// Whether a fresh outbox is the answer to `error`: the files are unusable,
+/// not busy (another host), and not a disk or system failure that a new file
+/// would meet again.
+fn can_reset(error: &OutboxError) -> bool {
+    match error {
+        OutboxError::KeyFile { .. }
+        | OutboxError::WrongKey { .. }
+        | OutboxError::UnknownSchema { .. }
+        | OutboxError::NotAnOutbox { .. }
+        | OutboxError::Decrypt { .. }
+        | OutboxError::CorruptRow { .. } => true,
+        // Not an SQLite file, or damaged; never busy or locked (another
+        // host), nor an I/O error that a new file would meet again.
+        OutboxError::Sqlite { .. } => error.is_damaged_file(),
+        _ => false,
+    }
+}
+
+/// `20261128T061455Z`-like UTC time: sorts, and is a valid file name everywhere.
+fn stamp() -> String {
+    let now = OffsetDateTime::now_utc();
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    )
+}

@@ -1,0 +1,467 @@
+//! Issue #11, items 2 and 6: no plugin can stop the host at start or at
+//! shutdown, and a device starts whatever it can. Real `edgewise run`, real
+//! nats-servers, real signed bundles.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::live_pipeline::{DEVICE, Device, WAIT, now_ms, reading};
+use edgewise_tests::nats::NatsServer;
+use edgewise_tests::{edgewise, plugin_wasm, workspace_root};
+
+/// Quarantine after 3 failures within a minute, for an hour.
+const SUPERVISOR: &str = "[supervisor]\nbackoff_initial = \"50ms\"\nbackoff_max = \"200ms\"\n\
+    quarantine_after = 3\nquarantine_window = \"1m\"\nquarantine_cooldown = \"1h\"\n";
+
+/// The host's status, asked on the local bus.
+async fn host_status(client: &async_nats::Client) -> Value {
+    let reply = tokio::time::timeout(WAIT, client.request(format!("edgewise.{DEVICE}.status"), "".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    serde_json::from_slice(&reply.payload).unwrap()
+}
+
+/// The status until `done` holds for it, or panic after [`WAIT`].
+async fn status_until(client: &async_nats::Client, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = host_status(client).await;
+        if done(&status) {
+            return status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not {what}: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The plugin `name` in a status.
+fn plugin<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["plugins"]
+        .as_array()
+        .and_then(|plugins| plugins.iter().find(|p| p["name"] == name))
+        .unwrap_or_else(|| panic!("no plugin {name} in {status}"))
+}
+
+/// Alerts until one from `glucose-monitor` and one `plugin-degraded` whose
+/// subject ends with `degraded_from` have come; returns the degraded one.
+async fn glucose_alert_and_degraded(alerts: &mut async_nats::Subscriber, degraded_from: &str) -> Value {
+    let (mut glucose, mut degraded) = (false, None);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !glucose || degraded.is_none() {
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, alerts.next()).await else {
+            panic!("glucose alert {glucose}, degraded {degraded:?}");
+        };
+        let alert: Value = serde_json::from_slice(&message.payload).unwrap();
+        match alert["code"].as_str() {
+            Some("urgent-low") if message.subject.ends_with(".glucose-monitor") => glucose = true,
+            Some("plugin-degraded") if message.subject.ends_with(degraded_from) => degraded = Some(alert),
+            _ => {}
+        }
+    }
+    degraded.unwrap_or_default()
+}
+
+/// Sign faulty-plugin with its manifest changed by `edit`, as `out` in the device directory.
+fn sign_faulty(device: &Device, out: &str, edit: impl Fn(String) -> String) {
+    let source = workspace_root().join("tests/fixtures/faulty-plugin/edgewise.toml");
+    let manifest = device.path(&format!("{out}.toml"));
+    std::fs::write(&manifest, edit(std::fs::read_to_string(source).unwrap())).unwrap();
+    let run = edgewise([
+        "sign".as_ref(),
+        "--key".as_ref(),
+        device.path("key.key").as_os_str(),
+        "--manifest".as_ref(),
+        manifest.as_os_str(),
+        "--out".as_ref(),
+        device.path(out).as_os_str(),
+        plugin_wasm("faulty-plugin").as_os_str(),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+}
+
+/// Today: exit 101 at start ("Cannot start a runtime from within a runtime"):
+/// `init` ran inside the async start-up and the panic message written to
+/// WASI stderr re-entered tokio.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_that_panics_in_init_is_degraded_and_the_others_run() {
+    let local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    let plugins =
+        format!("{SUPERVISOR}[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"init-panic\"\n");
+    let mut device = Device::new(&local, Some(&cloud), &plugins);
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
+    client.flush().await.unwrap();
+    device.start_with(&client).await;
+    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
+    let degraded = glucose_alert_and_degraded(&mut alerts, ".faulty-plugin").await;
+    assert_eq!(degraded["severity"], "critical", "{degraded}");
+    assert!(
+        degraded["message"].as_str().unwrap().contains("panicked in init"),
+        "{degraded}"
+    );
+    let status = status_until(&client, "faulty-plugin failed in init", |s| {
+        plugin(s, "faulty-plugin")["failures"]["trap"].as_u64() >= Some(1)
+    })
+    .await;
+    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// Today: exit 1 at start, "its configuration was refused": one plugin's
+/// `init` error stopped every plugin of the device.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configuration_refused_by_init_is_degraded_not_a_device_stop() {
+    let local = NatsServer::start();
+    let plugins =
+        format!("{SUPERVISOR}[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"init-err\"\n");
+    let mut device = Device::new(&local, None, &plugins);
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
+    client.flush().await.unwrap();
+    device.start_with(&client).await;
+    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
+    let degraded = glucose_alert_and_degraded(&mut alerts, ".faulty-plugin").await;
+    assert!(
+        degraded["message"].as_str().unwrap().contains("fail=init-err"),
+        "the plugin's reason: {degraded}"
+    );
+    // Supervised like any failure: backoff, then quarantine.
+    let status = status_until(&client, "faulty-plugin quarantined", |s| {
+        plugin(s, "faulty-plugin")["state"] == "quarantined"
+    })
+    .await;
+    assert!(
+        plugin(&status, "faulty-plugin")["failures"]["returned-error"].as_u64() >= Some(3),
+        "{status}"
+    );
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// Today: the first start records 0.2.0 before its `init` refuses, and the
+/// host exits 1; the second start then refuses the working 0.1.0 as a
+/// rollback: the device cannot start either.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_refused_in_init_is_not_recorded_so_the_older_one_still_starts() {
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, "");
+    sign_faulty(&device, "faulty-0.2.0.wasm", |m| {
+        m.replace("version = \"0.1.0\"", "version = \"0.2.0\"")
+    });
+    let config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
+    let with_faulty = |bundle: &str, fail: &str| {
+        format!("{config}{SUPERVISOR}[[plugins]]\nbundle = \"{bundle}\"\n[plugins.config]\nfail = \"{fail}\"\n")
+    };
+    std::fs::write(
+        device.path("edgewise.toml"),
+        with_faulty("faulty-0.2.0.wasm", "init-err"),
+    )
+    .unwrap();
+    let client = async_nats::connect(local.url()).await.unwrap();
+    device.start_with(&client).await;
+    status_until(&client, "0.2.0 failed in init", |s| {
+        plugin(s, "faulty-plugin")["failures"]["returned-error"].as_u64() >= Some(1)
+    })
+    .await;
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    let record = std::fs::read_to_string(device.path("data/installed-versions.json")).unwrap_or_default();
+    assert!(!record.contains("0.2.0"), "0.2.0 never ran: {record}");
+
+    std::fs::write(device.path("edgewise.toml"), with_faulty("faulty-plugin.wasm", "none")).unwrap();
+    device.start_with(&client).await;
+    let status = status_until(&client, "0.1.0 running", |s| {
+        plugin(s, "faulty-plugin")["state"] == "running"
+    })
+    .await;
+    assert_eq!(plugin(&status, "faulty-plugin")["version"], "0.1.0", "{status}");
+    assert_eq!(plugin(&status, "faulty-plugin")["errors"], 0, "{status}");
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    let record = std::fs::read_to_string(device.path("data/installed-versions.json")).unwrap();
+    assert!(record.contains("0.1.0"), "recorded once its init succeeded: {record}");
+}
+
+/// Today: exit 1 at start, "plugin bundle ...: refused: ...": one bad
+/// bundle stopped every plugin of the device.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_bundle_is_reported_and_the_others_run() {
+    let local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    let mut device = Device::new(&local, Some(&cloud), "[[plugins]]\nbundle = \"threshold.wasm\"\n");
+    // A flipped byte in the middle of the code: the signature no longer holds.
+    let mut bytes = std::fs::read(device.path("threshold.wasm")).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(device.path("threshold.wasm"), bytes).unwrap();
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
+    client.flush().await.unwrap();
+    device.start_with(&client).await;
+    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
+    let refused = glucose_alert_and_degraded(&mut alerts, "._host").await;
+    assert_eq!(refused["severity"], "critical", "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("threshold.wasm"),
+        "names the bundle: {refused}"
+    );
+    let status = host_status(&client).await;
+    let entry = plugin(&status, "threshold");
+    assert_eq!(entry["state"], "refused", "{status}");
+    assert!(
+        entry["last_error"].as_str().unwrap_or_default().contains("signature"),
+        "{status}"
+    );
+    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+    // Upstream too, through the outbox.
+    let upstream = crate::live_pipeline::upstream_alerts(&cloud, 2).await;
+    assert!(
+        upstream
+            .iter()
+            .any(|(subject, alert)| subject.ends_with(".up.alerts._host") && alert["code"] == "plugin-degraded"),
+        "{upstream:?}"
+    );
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// When nothing can run, the exit code says so, with every reason.
+#[test]
+fn every_bundle_refused_exits_1_with_the_reasons() {
+    let local = NatsServer::start();
+    let device = Device::new(&local, None, "[[plugins]]\nbundle = \"threshold.wasm\"\n");
+    for bundle in ["glucose-monitor.wasm", "threshold.wasm"] {
+        let mut bytes = std::fs::read(device.path(bundle)).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        std::fs::write(device.path(bundle), bytes).unwrap();
+    }
+    let run = edgewise([
+        "run".as_ref(),
+        "--config".as_ref(),
+        device.path("edgewise.toml").as_os_str(),
+    ]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    for bundle in ["glucose-monitor.wasm", "threshold.wasm"] {
+        assert!(run.stderr.contains(bundle), "{bundle} in {}", run.stderr);
+    }
+}
+
+/// A plugin slow on every call, with a long queue, does not hold the exit:
+/// the drain budget ends it, what is left is counted as dropped. Today the
+/// host drains the whole queue (about 2,000 calls of 150 ms: 5 minutes).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_with_a_slow_plugin_and_a_long_queue() {
+    const READINGS: usize = 2_000;
+    let local = NatsServer::start();
+    let plugins = "[limits]\nbatch_max = 1\n[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n\
+        [plugins.config]\nfail = \"slow\"\nevery = 1\nspin_ms = 150\n[plugins.limits]\ncall_deadline_ms = 2000\n";
+    let mut device = Device::new(&local, None, plugins);
+    let client = async_nats::connect(local.url()).await.unwrap();
+    device.start_with(&client).await;
+    for _ in 0..READINGS {
+        client
+            .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    status_until(&client, "every reading queued", |s| {
+        s["ingest"]["messages"].as_u64() >= Some(READINGS as u64)
+            && plugin(s, "faulty-plugin")["readings_in"].as_u64() >= Some(1)
+    })
+    .await;
+    let Some((code, stderr)) = device.terminate_within(Duration::from_secs(60)) else {
+        panic!("the host did not exit within 60 s of SIGTERM");
+    };
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("edgewise stopped"), "{stderr}");
+}
+
+/// A second SIGTERM during the shutdown exits at once, with exit 1 (the
+/// first one alone drains for the whole budget and exits 0). Today the
+/// second signal is ignored and the drain runs to the end of the queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_sigterm_during_shutdown_exits_at_once() {
+    let local = NatsServer::start();
+    let plugins = "[limits]\nbatch_max = 1\n[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n\
+        [plugins.config]\nfail = \"slow\"\nevery = 1\nspin_ms = 150\n[plugins.limits]\ncall_deadline_ms = 2000\n";
+    let mut device = Device::new(&local, None, plugins);
+    let client = async_nats::connect(local.url()).await.unwrap();
+    device.start_with(&client).await;
+    for _ in 0..500 {
+        client
+            .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    status_until(&client, "readings queued", |s| {
+        s["ingest"]["messages"].as_u64() >= Some(500) && plugin(s, "faulty-plugin")["readings_in"].as_u64() >= Some(1)
+    })
+    .await;
+    let kill = |pid: u32| {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let pid = device.pid();
+    kill(pid);
+    // The status responder stops first: once it no longer answers, the
+    // host is shutting down (draining the slow plugin's queue).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let asked = client.request(format!("edgewise.{DEVICE}.status"), "".into());
+        if !matches!(tokio::time::timeout(Duration::from_millis(300), asked).await, Ok(Ok(_))) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the host did not start shutting down"
+        );
+    }
+    let Some((code, stderr)) = device.terminate_within(Duration::from_secs(60)) else {
+        panic!("the host did not exit within 60 s of the second SIGTERM");
+    };
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("second signal"), "{stderr}");
+}
+
+/// Start `device` with its data directory in the state `spoil` leaves it in
+/// (after a first run made an outbox): the host must move the old files
+/// aside, say so (status, `outbox-reset` alert) and alert as before. Today
+/// it exits 1 at start (`outbox: ...`): no plugin runs.
+async fn outbox_reset_after(spoil: impl Fn(&Device), what: &str) {
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, "");
+    let client = async_nats::connect(local.url()).await.unwrap();
+    device.start_with(&client).await;
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(device.path("data/outbox.sqlite3").exists());
+    spoil(&device);
+    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
+    client.flush().await.unwrap();
+    device.start_with(&client).await;
+    let reset = next_alert(&mut alerts, "._host").await;
+    assert_eq!(
+        (reset["code"].as_str(), reset["severity"].as_str()),
+        (Some("outbox-reset"), Some("critical")),
+        "[{what}] {reset}"
+    );
+    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
+    assert_eq!(
+        next_alert(&mut alerts, ".glucose-monitor").await["code"],
+        "urgent-low",
+        "[{what}]"
+    );
+    let status = host_status(&client).await;
+    assert!(
+        status["outbox"]["reset"].as_str().is_some_and(|r| r.contains(".aside")),
+        "[{what}] {status}"
+    );
+    let aside: Vec<String> = std::fs::read_dir(device.path("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".aside"))
+        .collect();
+    assert!(
+        aside.iter().any(|n| n.starts_with("outbox.sqlite3.")),
+        "[{what}] {aside:?}"
+    );
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "[{what}] {stderr}");
+    assert!(stderr.contains("Outbox reset"), "[{what}] logged: {stderr}");
+}
+
+/// The next alert on a subject ending with `from`, skipping others.
+async fn next_alert(alerts: &mut async_nats::Subscriber, from: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, alerts.next()).await else {
+            panic!("no alert from {from}");
+        };
+        if message.subject.ends_with(from) {
+            return serde_json::from_slice(&message.payload).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_outbox_key_moves_the_outbox_aside_and_alerting_goes_on() {
+    outbox_reset_after(
+        |device| std::fs::write(device.path("data/outbox.key"), [7u8; 32]).unwrap(),
+        "wrong key",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_outbox_key_moves_the_outbox_aside_and_alerting_goes_on() {
+    outbox_reset_after(
+        |device| std::fs::remove_file(device.path("data/outbox.key")).unwrap(),
+        "missing key",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outbox_that_is_not_sqlite_is_moved_aside_and_alerting_goes_on() {
+    outbox_reset_after(
+        |device| {
+            for suffix in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(device.path(&format!("data/outbox.sqlite3{suffix}")));
+            }
+            std::fs::write(device.path("data/outbox.sqlite3"), vec![0x42u8; 8192]).unwrap();
+        },
+        "not SQLite",
+    )
+    .await;
+}
+
+/// Two hosts on one data directory must not both run: the second is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outbox_locked_by_a_running_host_is_still_an_error() {
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, "");
+    let client = async_nats::connect(local.url()).await.unwrap();
+    device.start_with(&client).await;
+    let second = edgewise([
+        "run".as_ref(),
+        "--config".as_ref(),
+        device.path("edgewise.toml").as_os_str(),
+    ]);
+    assert_eq!(second.code, Some(1), "{}", second.stderr);
+    assert!(second.stderr.contains("locked"), "{}", second.stderr);
+    let aside = std::fs::read_dir(device.path("data"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".aside"))
+        .count();
+    assert_eq!(aside, 0, "nothing moved aside");
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outbox_of_a_newer_schema_is_moved_aside_and_alerting_goes_on() {
+    outbox_reset_after(
+        |device| {
+            // The host closed the outbox cleanly: its WAL is checkpointed
+            // into the file. `user_version` is the big-endian u32 at byte 60
+            // of an SQLite file's header.
+            assert!(!device.path("data/outbox.sqlite3-wal").exists());
+            let mut bytes = std::fs::read(device.path("data/outbox.sqlite3")).unwrap();
+            bytes[60..64].copy_from_slice(&99u32.to_be_bytes());
+            std::fs::write(device.path("data/outbox.sqlite3"), bytes).unwrap();
+        },
+        "newer schema",
+    )
+    .await;
+}
