@@ -22,6 +22,9 @@ const MAX_OUTBOX_MB: usize = 1 << 20;
 /// Smallest `[outbox] max_age`. Short ages are for tests and demos (an entry
 /// is then lost after an upstream outage that long); devices use hours or days.
 const MIN_OUTBOX_MAX_AGE: Duration = Duration::from_secs(1);
+/// Smallest `[ingest] max_age`: a reading is always a little old when it
+/// arrives.
+const MIN_INGEST_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// The validated configuration of one device.
 #[derive(Debug, Clone)]
@@ -40,6 +43,8 @@ pub struct RunConfig {
     pub local: NatsConfig,
     /// How readings are taken from the local bus.
     pub source: Source,
+    /// Which readings are plausible enough to reach a plugin (`[ingest]`).
+    pub plausibility: Plausibility,
     /// The cloud (alerts and summaries through the outbox); `None`: keep everything in the outbox.
     pub upstream: Option<UpstreamConfig>,
     /// Queues and batches.
@@ -97,6 +102,40 @@ pub enum Source {
     },
 }
 
+/// How far a reading's timestamp may be from the host clock (`[ingest]
+/// max_future`, `max_age`); readings outside are dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plausibility {
+    /// A reading more than this ahead of the host clock is refused.
+    pub max_future: Duration,
+    /// A reading more than this behind the host clock is refused.
+    pub max_age: Duration,
+}
+
+impl Plausibility {
+    /// Default of `max_future`: sensor and host clocks a few minutes apart
+    /// (no NTP yet after a reboot, a CGM receiver's own clock) are normal; a
+    /// reading further ahead would make every real reading after it "late"
+    /// for a plugin, for that long.
+    pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(5 * 60);
+    /// Default of `max_age`: readings come late for good reasons: CGM
+    /// backfill (hours, up to a day), a JetStream source replaying what was
+    /// stored while the host was down (a long weekend, a week's outage).
+    /// Older than a week, a reading can no longer raise a useful alert, and its
+    /// summary windows closed long ago; it is then more likely a bridge
+    /// sending seconds for milliseconds or a clock reset to the epoch.
+    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+}
+
+impl Default for Plausibility {
+    fn default() -> Plausibility {
+        Plausibility {
+            max_future: Plausibility::DEFAULT_MAX_FUTURE,
+            max_age: Plausibility::DEFAULT_MAX_AGE,
+        }
+    }
+}
+
 /// The upstream (cloud) side.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
@@ -128,6 +167,10 @@ pub struct PluginConfig {
     pub subscriptions: Option<Vec<String>>,
     /// Resource limits set by the operator, over the manifest's.
     pub limits: ManifestLimits,
+    /// Subject filters whose messages may name their sensor in the payload
+    /// (trusted gateways that multiplex sensors); elsewhere the sensor is the
+    /// subject's, and a payload naming another is dead-lettered.
+    pub payload_sensors: Vec<String>,
 }
 
 /// One thing wrong with the configuration.
@@ -212,6 +255,8 @@ struct RawIngest {
     #[serde(default)]
     source: Option<String>,
     stream: Option<String>,
+    max_future: Option<String>,
+    max_age: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -245,6 +290,8 @@ struct RawPlugin {
     subscriptions: Option<Vec<String>>,
     #[serde(default)]
     limits: ManifestLimits,
+    #[serde(default)]
+    payload_sensors: Vec<String>,
 }
 
 impl RunConfig {
@@ -328,6 +375,22 @@ impl RunConfig {
             }
         };
         check_nats("local", &raw.local, &mut problem);
+        let plausibility = Plausibility {
+            max_future: duration(
+                &mut problem,
+                "ingest.max_future",
+                &raw.ingest.max_future,
+                Plausibility::DEFAULT_MAX_FUTURE,
+                Duration::ZERO,
+            ),
+            max_age: duration(
+                &mut problem,
+                "ingest.max_age",
+                &raw.ingest.max_age,
+                Plausibility::DEFAULT_MAX_AGE,
+                MIN_INGEST_MAX_AGE,
+            ),
+        };
         let source = match (raw.ingest.source.as_deref(), raw.ingest.stream) {
             (None | Some("core"), None) => Source::Core,
             (None | Some("core"), Some(_)) => {
@@ -412,6 +475,14 @@ impl RunConfig {
                     }
                 }
             }
+            for subject in &plugin.payload_sensors {
+                if let Err(reason) = validate_subject_filter(subject) {
+                    problem(
+                        &format!("plugins[{index}].payload_sensors"),
+                        format!("`{subject}`: {reason}"),
+                    );
+                }
+            }
             if let Some(key) = plugin.limits.zero_key() {
                 problem(
                     &format!("plugins[{index}].limits.{key}"),
@@ -423,6 +494,7 @@ impl RunConfig {
                 config,
                 subscriptions: plugin.subscriptions,
                 limits: plugin.limits,
+                payload_sensors: plugin.payload_sensors,
             });
         }
         if !problems.is_empty() {
@@ -436,6 +508,7 @@ impl RunConfig {
             clock,
             local: absolutize_nats(raw.local, base),
             source,
+            plausibility,
             upstream,
             limits,
             supervisor,

@@ -12,6 +12,7 @@
 //! start with the reason. Shutdown stops ingest, lets every worker finish its
 //! queue into the outbox, and gives the upstream a last chance to deliver.
 
+mod admission;
 mod clock;
 pub mod config;
 mod expiry;
@@ -35,9 +36,10 @@ use crate::bundle::{self, RollbackStore, TrustStore, VerifyOptions};
 use crate::envelope::Provenance;
 use crate::outbox::{Outbox, OutboxKey, Writer};
 use crate::runtime::{Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
+use admission::Admission;
 use clock::Clock;
 use config::RunConfig;
-use ingest::IngestStats;
+use ingest::{Ingest, IngestStats};
 pub use status::Status;
 use status::StatusSources;
 pub use subjects::Subjects;
@@ -84,6 +86,7 @@ const WRITER_QUEUE: usize = 256;
 struct Started {
     provenance: Provenance,
     subscriptions: Vec<String>,
+    admission: Admission,
     worker: Worker,
 }
 
@@ -122,7 +125,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         .map_err(|e| RunError::Local(e.to_string()))?;
     let handle = tokio::runtime::Handle::current();
 
-    let mut ready: Vec<(PluginSetup, Vec<String>)> = Vec::new();
+    let mut ready: Vec<(PluginSetup, Vec<String>, Admission)> = Vec::new();
     for plugin in &config.plugins {
         let path = plugin.bundle.display().to_string();
         let refuse = |reason: String| RunError::Bundle {
@@ -139,7 +142,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         };
         let verified = bundle::verify(&bytes, &options).map_err(|e| refuse(format!("refused: {e}")))?;
         let manifest = verified.manifest;
-        if ready.iter().any(|(p, _)| p.provenance.plugin == manifest.name) {
+        if ready.iter().any(|(p, _, _)| p.provenance.plugin == manifest.name) {
             return Err(refuse(format!("a second plugin named `{}`", manifest.name)));
         }
         let version = manifest.semver().map_err(|e| refuse(e.to_string()))?;
@@ -186,14 +189,27 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
             config: plugin_config,
             limits,
         };
-        ready.push((setup, plugin.subscriptions.clone().unwrap_or(manifest.subscriptions)));
+        let admission = Admission::new(
+            &manifest.name,
+            config.plausibility,
+            &config.clock,
+            plugin.payload_sensors.clone(),
+            plugin
+                .limits
+                .apply_max_sensors(manifest.limits.apply_max_sensors(bundle::manifest::DEFAULT_MAX_SENSORS)),
+        );
+        ready.push((
+            setup,
+            plugin.subscriptions.clone().unwrap_or(manifest.subscriptions),
+            admission,
+        ));
     }
 
     // The clock starts once every plugin is ready, so a simulated clock does
     // not run ahead during compilation.
     let clock = Clock::start(config.clock.clone());
     let mut plugins: Vec<Started> = Vec::new();
-    for (setup, subscriptions) in ready {
+    for (setup, subscriptions, admission) in ready {
         let context = WorkerContext {
             runtime: runtime.clone(),
             subjects: subjects.clone(),
@@ -212,6 +228,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         plugins.push(Started {
             provenance,
             subscriptions,
+            admission,
             worker,
         });
     }
@@ -220,18 +237,22 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
     let ingest_stats = Arc::new(IngestStats::default());
     let mut ingest_tasks = Vec::new();
     for plugin in &plugins {
-        let (local, subjects, filters, queue, stats, stopped) = (
+        let ingest = Ingest::new(
             local.clone(),
             subjects.clone(),
+            ingest_stats.clone(),
+            plugin.admission.clone(),
+            clock.clone(),
+        );
+        let (filters, queue, stopped) = (
             plugin.subscriptions.clone(),
             plugin.worker.queue.clone(),
-            ingest_stats.clone(),
             stopped.clone(),
         );
         let batch_max = config.limits.batch_max;
         ingest_tasks.push(match &config.source {
             config::Source::Core => tokio::spawn(async move {
-                ingest::run_ingest(local, subjects, filters, queue, batch_max, stats, stopped)
+                ingest::run_ingest(ingest, filters, queue, batch_max, stopped)
                     .await
                     .map_err(|e| e.to_string())
             }),
@@ -241,7 +262,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
                     format!("edgewise-{}-{}", config.device, plugin.provenance.plugin),
                 );
                 tokio::spawn(ingest::run_ingest_jetstream(
-                    local, subjects, stream, consumer, filters, queue, batch_max, stats, stopped,
+                    ingest, stream, consumer, filters, queue, batch_max, stopped,
                 ))
             }
         });
