@@ -57,6 +57,10 @@ pub struct Settings {
     pub default_interval_ms: i64,
     /// Spacings needed before their median replaces `default_interval`.
     pub interval_min_spacings: u64,
+    /// A reading further than this (or one tick step, if longer) ahead of the
+    /// latest tick is ignored: one outlier timestamp must not make every real
+    /// reading after it "late".
+    pub max_ahead_ms: i64,
 }
 
 impl Settings {
@@ -87,6 +91,7 @@ impl Settings {
             hyper_l2: c.f64("hyper_l2", 250.0)?,
             default_interval_ms: duration(c, "default_interval", 5)?,
             interval_min_spacings: c.u64("interval_min_spacings", 12)?,
+            max_ahead_ms: duration(c, "max_ahead", 60)?,
         };
         config.finish()?;
         Ok(settings)

@@ -60,6 +60,7 @@ fn every_documented_key_is_accepted() {
         ("hyper_l1", "180"),
         ("hyper_l2", "250"),
         ("default_interval", "5m"),
+        ("max_ahead", "1h"),
     ];
     let plugin = GlucoseMonitor::init(Config::from_pairs(&keys)).unwrap();
     let defaults = GlucoseMonitor::init(Config::default()).unwrap();
