@@ -686,7 +686,12 @@ async fn a_live_run_gives_the_same_outputs_as_a_replay() {
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap()
     );
-    let mut device = Device::with_tick(&local, Some(&cloud), "5m", &clock);
+    // The payloads name the sensor as the recording does (`Subject 3`, not a
+    // subject token): this subject is a trusted gateway. At this speed the
+    // host's ticks trail its clock by hours (200 ms real), so glucose-monitor
+    // must accept readings that far ahead of its latest tick.
+    let plugin = "payload_sensors = [\"sensors.cgm.subject-3\"]\n[plugins.config]\nmax_ahead = \"1d\"\n";
+    let mut device = Device::with_tick(&local, Some(&cloud), "5m", &format!("{plugin}{clock}"));
     device.start(&local).await;
     let client = async_nats::connect(local.url()).await.unwrap();
     let status = || async {

@@ -296,3 +296,53 @@ async fn readings_from_a_few_days_ago_are_taken_by_default() {
     let (code, stderr) = device.terminate();
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// glucose-monitor's manifest `max_sensors` fits its other limits: that many
+/// sensors with the longest ids, all silent from the same minute, give the
+/// heaviest tick there is (at midnight: an hour and a day closed and
+/// signal-loss raised for each) within its memory and outputs-per-call
+/// limits, replayed through the signed bundle as a device would run it.
+#[test]
+fn glucose_monitor_holds_its_max_sensors_within_its_limits() {
+    let manifest = std::fs::read_to_string(edgewise_tests::workspace_root().join("plugins/glucose-monitor/edgewise.toml"))
+        .unwrap();
+    let limits = edgewise_host::bundle::ManifestSource::from_toml(&manifest).unwrap().limits;
+    let max_sensors = limits.max_sensors.expect("glucose-monitor sets max_sensors") as usize;
+    let local = NatsServer::start();
+    let device = Device::new(&local, None, "");
+    // 22:00 to 23:40 UTC, every 5 minutes; signal-loss is due at midnight.
+    let midnight: i64 = 1_764_288_000_000 + DAY_MS;
+    let mut text = String::new();
+    for step in 0..=20 {
+        let ts = midnight - 2 * 60 * MINUTE_MS + step * 5 * MINUTE_MS;
+        for sensor in 0..max_sensors {
+            let id = format!("{sensor:0>256}");
+            let value = 100 + (sensor * 7 + step as usize * 13) % 150;
+            text.push_str(&format!(
+                "{{\"subject\":\"sensors.{id}\",\"payload\":{{\"ts\":{ts},\"value\":{value}}}}}\n"
+            ));
+        }
+    }
+    let recording = device.path("many-sensors.jsonl");
+    std::fs::write(&recording, text).unwrap();
+    let run = edgewise_tests::edgewise([
+        "replay".as_ref(),
+        "--plugin".as_ref(),
+        device.path("glucose-monitor.wasm").as_os_str(),
+        "--trust".as_ref(),
+        device.path("trust").as_os_str(),
+        "--input".as_ref(),
+        recording.as_os_str(),
+        "--out".as_ref(),
+        device.path("out.jsonl").as_os_str(),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let outputs = std::fs::read_to_string(device.path("out.jsonl")).unwrap();
+    let signal_losses = outputs.lines().filter(|l| l.contains("\"code\":\"signal-loss\"")).count();
+    assert_eq!(signal_losses, max_sensors, "every sensor went silent");
+    let days = outputs
+        .lines()
+        .filter(|l| l.contains(&format!("\"window_end\":{midnight}")) && l.contains("\"type\":\"summary\""))
+        .count();
+    assert_eq!(days, 2 * max_sensors, "an hour and a day closed for every sensor");
+}
