@@ -777,6 +777,45 @@ mod tests {
     }
 
     #[test]
+    fn ingest_margins_default_and_are_read_with_their_keys() {
+        let config = parse_with("").unwrap();
+        assert_eq!(config.plausibility, Plausibility::default());
+        assert_eq!(config.plausibility.max_future, Duration::from_secs(300));
+        assert_eq!(config.plausibility.max_age, Duration::from_secs(7 * 86_400));
+        let config = parse_with("[ingest]\nmax_future = \"0s\"\nmax_age = \"36h\"\n").unwrap();
+        assert_eq!(config.plausibility.max_future, Duration::ZERO);
+        assert_eq!(config.plausibility.max_age, Duration::from_secs(36 * 3600));
+        assert_eq!(
+            problems("[ingest]\nmax_future = \"soon\"\nmax_age = \"0s\"\n"),
+            [
+                ("ingest.max_future".to_owned(), "`soon`: expected number at 0".to_owned()),
+                ("ingest.max_age".to_owned(), "`0s` must be at least 1s".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn payload_sensors_are_subject_filters_of_one_plugin() {
+        let config = parse_with("payload_sensors = [\"sensors.gateway.>\", \"sensors.*.hub\"]\n").unwrap();
+        assert_eq!(config.plugins[0].payload_sensors, ["sensors.gateway.>", "sensors.*.hub"]);
+        assert!(parse_with("").unwrap().plugins[0].payload_sensors.is_empty());
+        assert_eq!(
+            problems("payload_sensors = [\"sensors..x\"]\n"),
+            [(
+                "plugins[0].payload_sensors".to_owned(),
+                "`sensors..x`: empty token".to_owned()
+            )]
+        );
+        assert_eq!(
+            problems("[plugins.limits]\nmax_sensors = 0\n"),
+            [(
+                "plugins[0].limits.max_sensors".to_owned(),
+                "must be greater than 0".to_owned()
+            )]
+        );
+    }
+
+    #[test]
     fn supervisor_duration_messages_are_unchanged() {
         assert_eq!(
             problems("[supervisor]\nbackoff_initial = \"0s\"\nquarantine_window = \"later\"\n"),
