@@ -84,7 +84,10 @@ async fn a_far_future_reading_does_not_silence_a_real_low() {
     // A bridge that sends microseconds instead of milliseconds, then the
     // real reading of the same patient, at the right time.
     let now = now_ms();
-    client.publish("sensors.cgm.p1", reading(now * 1000, 100.0)).await.unwrap();
+    client
+        .publish("sensors.cgm.p1", reading(now * 1000, 100.0))
+        .await
+        .unwrap();
     client.publish("sensors.cgm.p1", reading(now, 45.0)).await.unwrap();
     let alert = alert_for(&mut alerts, "cgm.p1", "urgent-low").await;
     assert_eq!(alert["value"], 45.0);
@@ -304,9 +307,12 @@ async fn readings_from_a_few_days_ago_are_taken_by_default() {
 /// limits, replayed through the signed bundle as a device would run it.
 #[test]
 fn glucose_monitor_holds_its_max_sensors_within_its_limits() {
-    let manifest = std::fs::read_to_string(edgewise_tests::workspace_root().join("plugins/glucose-monitor/edgewise.toml"))
-        .unwrap();
-    let limits = edgewise_host::bundle::ManifestSource::from_toml(&manifest).unwrap().limits;
+    let manifest =
+        std::fs::read_to_string(edgewise_tests::workspace_root().join("plugins/glucose-monitor/edgewise.toml"))
+            .unwrap();
+    let limits = edgewise_host::bundle::ManifestSource::from_toml(&manifest)
+        .unwrap()
+        .limits;
     let max_sensors = limits.max_sensors.expect("glucose-monitor sets max_sensors") as usize;
     let local = NatsServer::start();
     let device = Device::new(&local, None, "");
@@ -338,7 +344,10 @@ fn glucose_monitor_holds_its_max_sensors_within_its_limits() {
     ]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let outputs = std::fs::read_to_string(device.path("out.jsonl")).unwrap();
-    let signal_losses = outputs.lines().filter(|l| l.contains("\"code\":\"signal-loss\"")).count();
+    let signal_losses = outputs
+        .lines()
+        .filter(|l| l.contains("\"code\":\"signal-loss\""))
+        .count();
     assert_eq!(signal_losses, max_sensors, "every sensor went silent");
     let days = outputs
         .lines()

@@ -442,10 +442,22 @@ call_deadline_ms = 1000
             ..ManifestLimits::default()
         };
         let none = ManifestLimits::default();
-        assert_eq!(none.apply_max_sensors(none.apply_max_sensors(DEFAULT_MAX_SENSORS)), 10_000);
-        assert_eq!(none.apply_max_sensors(manifest.apply_max_sensors(DEFAULT_MAX_SENSORS)), 2_000);
-        assert_eq!(operator.apply_max_sensors(manifest.apply_max_sensors(DEFAULT_MAX_SENSORS)), 50);
-        assert_eq!(operator.apply_max_sensors(none.apply_max_sensors(DEFAULT_MAX_SENSORS)), 50);
+        assert_eq!(
+            none.apply_max_sensors(none.apply_max_sensors(DEFAULT_MAX_SENSORS)),
+            10_000
+        );
+        assert_eq!(
+            none.apply_max_sensors(manifest.apply_max_sensors(DEFAULT_MAX_SENSORS)),
+            2_000
+        );
+        assert_eq!(
+            operator.apply_max_sensors(manifest.apply_max_sensors(DEFAULT_MAX_SENSORS)),
+            50
+        );
+        assert_eq!(
+            operator.apply_max_sensors(none.apply_max_sensors(DEFAULT_MAX_SENSORS)),
+            50
+        );
     }
 
     #[test]

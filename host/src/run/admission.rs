@@ -266,8 +266,16 @@ mod tests {
         let refusal = admit
             .check("sensors.p1", false, 0, &reading("p1", NOW - 8 * 24 * 60 * MINUTE), NOW)
             .unwrap_err();
-        assert!(refusal.reason.contains("is 8days behind the host clock"), "{}", refusal.reason);
-        assert!(refusal.reason.ends_with("over `[ingest] max_age` (7days)"), "{}", refusal.reason);
+        assert!(
+            refusal.reason.contains("is 8days behind the host clock"),
+            "{}",
+            refusal.reason
+        );
+        assert!(
+            refusal.reason.ends_with("over `[ingest] max_age` (7days)"),
+            "{}",
+            refusal.reason
+        );
     }
 
     #[test]
@@ -284,7 +292,10 @@ mod tests {
         );
         // One real second is ten hours of this clock.
         let ahead = NOW + 5 * MINUTE + 10 * 60 * MINUTE;
-        assert_eq!(kind(admit.check("sensors.p1", false, 0, &reading("p1", ahead), NOW)), None);
+        assert_eq!(
+            kind(admit.check("sensors.p1", false, 0, &reading("p1", ahead), NOW)),
+            None
+        );
         assert_eq!(
             kind(admit.check("sensors.p1", false, 0, &reading("p1", ahead + 1), NOW)),
             Some("future")
@@ -301,9 +312,9 @@ mod tests {
             .unwrap_err();
         assert_eq!(refusal.kind, DeadLetterKind::SensorMismatch);
         assert!(
-            refusal
-                .reason
-                .starts_with("reading 1: the payload names sensor `cgm.p2` but subject `sensors.cgm.p1` is sensor `cgm.p1`"),
+            refusal.reason.starts_with(
+                "reading 1: the payload names sensor `cgm.p2` but subject `sensors.cgm.p1` is sensor `cgm.p1`"
+            ),
             "{}",
             refusal.reason
         );
@@ -315,7 +326,10 @@ mod tests {
             kind(admit.check("sensors.gateway.ward-3", true, 0, &reading("bed-7", NOW), NOW)),
             None
         );
-        assert_eq!(kind(admit.check("sensors", false, 0, &reading("x", NOW), NOW)), Some("sensor-mismatch"));
+        assert_eq!(
+            kind(admit.check("sensors", false, 0, &reading("x", NOW), NOW)),
+            Some("sensor-mismatch")
+        );
     }
 
     #[test]

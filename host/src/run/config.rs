@@ -788,7 +788,10 @@ mod tests {
         assert_eq!(
             problems("[ingest]\nmax_future = \"soon\"\nmax_age = \"0s\"\n"),
             [
-                ("ingest.max_future".to_owned(), "`soon`: expected number at 0".to_owned()),
+                (
+                    "ingest.max_future".to_owned(),
+                    "`soon`: expected number at 0".to_owned()
+                ),
                 ("ingest.max_age".to_owned(), "`0s` must be at least 1s".to_owned()),
             ]
         );
@@ -797,7 +800,10 @@ mod tests {
     #[test]
     fn payload_sensors_are_subject_filters_of_one_plugin() {
         let config = parse_with("payload_sensors = [\"sensors.gateway.>\", \"sensors.*.hub\"]\n").unwrap();
-        assert_eq!(config.plugins[0].payload_sensors, ["sensors.gateway.>", "sensors.*.hub"]);
+        assert_eq!(
+            config.plugins[0].payload_sensors,
+            ["sensors.gateway.>", "sensors.*.hub"]
+        );
         assert!(parse_with("").unwrap().plugins[0].payload_sensors.is_empty());
         assert_eq!(
             problems("payload_sensors = [\"sensors..x\"]\n"),

@@ -293,13 +293,7 @@ async fn take_message(ingest: &mut Ingest, message: &async_nats::Message, readin
 
 /// Publish a refused message (or refused `readings` of it) with its reason on
 /// the dead-letter subject, and count it.
-async fn deadletter(
-    ingest: &mut Ingest,
-    subject: &str,
-    payload: &[u8],
-    refusal: &Refusal,
-    readings: Option<&[usize]>,
-) {
+async fn deadletter(ingest: &mut Ingest, subject: &str, payload: &[u8], refusal: &Refusal, readings: Option<&[usize]>) {
     ingest.stats.deadlettered.fetch_add(1, Ordering::Relaxed);
     if let Some(counter) = ingest.stats.by_reason.get(refusal.kind.index()) {
         counter.fetch_add(1, Ordering::Relaxed);

@@ -22,7 +22,10 @@ fn a_reading_days_ahead_does_not_suppress_either_and_is_logged() {
     h.tick(0).read(0, 120.0);
     let mut plugin_out = Outputs::default();
     h.plugin
-        .on_readings(&[Reading::new(SENSOR, at(0) + 3 * DAY_MS, 120.0, "mg/dL")], &mut plugin_out)
+        .on_readings(
+            &[Reading::new(SENSOR, at(0) + 3 * DAY_MS, 120.0, "mg/dL")],
+            &mut plugin_out,
+        )
         .unwrap();
     let logs = plugin_out.logs();
     assert_eq!(logs.len(), 1, "{logs:?}");
