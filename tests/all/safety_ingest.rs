@@ -102,6 +102,13 @@ async fn a_far_future_reading_does_not_silence_a_real_low() {
     assert_eq!(deadletters(&status, "future"), 1, "{status}");
     assert_eq!(status["ingest"]["deadlettered"], 1, "{status}");
     assert_eq!(status["plugins"][0]["readings_in"], 1, "{status}");
+    let shown = edgewise_tests::edgewise(["status", "--nats", &local.url(), "--device", DEVICE]);
+    assert_eq!(shown.code, Some(0), "{}", shown.stderr);
+    assert!(
+        shown.stdout.contains("2 messages, 1 dead-lettered (future 1)"),
+        "{}",
+        shown.stdout
+    );
     let (code, stderr) = device.terminate();
     assert_eq!(code, Some(0), "{stderr}");
 }
