@@ -113,6 +113,34 @@ async fn a_far_future_reading_does_not_silence_a_real_low() {
     assert_eq!(code, Some(0), "{stderr}");
 }
 
+/// Defence in depth: with the host's margin opened wide (an operator's
+/// mistake), the far-future reading reaches glucose-monitor, which ignores it
+/// (too far ahead of its latest tick) and still raises the real urgent low.
+#[tokio::test(flavor = "multi_thread")]
+async fn glucose_monitor_ignores_a_far_future_reading_the_host_let_through() {
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, "[ingest]\nmax_future = \"36500d\"\n");
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
+        .await
+        .unwrap();
+    device.start_with(&client).await;
+    // A sensor whose clock is a month ahead.
+    let now = now_ms();
+    client
+        .publish("sensors.cgm.p1", reading(now + 30 * DAY_MS, 100.0))
+        .await
+        .unwrap();
+    client.publish("sensors.cgm.p1", reading(now, 45.0)).await.unwrap();
+    alert_for(&mut alerts, "cgm.p1", "urgent-low").await;
+    let status = status(&client).await;
+    assert_eq!(status["ingest"]["deadlettered"], 0, "the host let it through: {status}");
+    assert_eq!(status["plugins"][0]["readings_in"], 2, "{status}");
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn too_old_and_future_readings_are_dead_lettered_with_their_reasons() {
     let local = NatsServer::start();
