@@ -426,7 +426,8 @@ async fn upstream_down_at_start_then_up_delivers_everything_once() {
 async fn sigterm_exits_zero_and_loses_nothing() {
     let local = NatsServer::start();
     let cloud = NatsServer::start_with_jetstream();
-    let mut device = Device::new(&local, Some(&cloud), "");
+    // Readings of 2015, on the wall clock: past the default `[ingest] max_age`.
+    let mut device = Device::new(&local, Some(&cloud), "[ingest]\nmax_age = \"36500d\"\n");
     device.start(&local).await;
     let client = async_nats::connect(local.url()).await.unwrap();
     // Two hours of 5-minute readings for 5 sensors, swinging through every band:
@@ -718,7 +719,12 @@ async fn a_live_run_gives_the_same_outputs_as_a_replay() {
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap()
     );
-    let mut device = Device::with_tick(&local, Some(&cloud), "5m", &clock);
+    // The payloads name the sensor as the recording does (`Subject 3`, not a
+    // subject token): this subject is a trusted gateway. At this speed the
+    // host's ticks trail its clock by hours (200 ms real), so glucose-monitor
+    // must accept readings that far ahead of its latest tick.
+    let plugin = "payload_sensors = [\"sensors.cgm.subject-3\"]\n[plugins.config]\nmax_ahead = \"24h\"\n";
+    let mut device = Device::with_tick(&local, Some(&cloud), "5m", &format!("{plugin}{clock}"));
     device.start(&local).await;
     let client = async_nats::connect(local.url()).await.unwrap();
     let status = || async {

@@ -16,6 +16,7 @@ mod replay_golden;
 mod replay_plugin_failures;
 mod runtime_api;
 mod safety_control;
+mod safety_ingest;
 mod safety_lifecycle;
 mod strict_files;
 mod strict_formats;

@@ -74,7 +74,17 @@ pub struct ManifestLimits {
     /// Largest total state (keys plus values), in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_bytes: Option<u32>,
+    /// Distinct sensors the plugin is given at most; readings of further new
+    /// sensors are dead-lettered by ingest (the plugin never sees them, so it
+    /// cannot run out of memory for them). See [`DEFAULT_MAX_SENSORS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sensors: Option<u32>,
 }
+
+/// Distinct sensors per plugin when neither its manifest nor the operator
+/// says otherwise: a ward or a cold store, not a city. A plugin keeps state
+/// per sensor; its manifest should set what fits its memory limit.
+pub const DEFAULT_MAX_SENSORS: usize = 10_000;
 
 impl ManifestLimits {
     /// The first key set to 0, if any: every limit must be positive.
@@ -87,10 +97,20 @@ impl ManifestLimits {
             ("output_bytes", self.output_bytes),
             ("log_bytes_per_second", self.log_bytes_per_second),
             ("state_bytes", self.state_bytes),
+            ("max_sensors", self.max_sensors),
         ]
         .into_iter()
         .find(|(_, value)| *value == Some(0))
         .map(|(key, _)| key)
+    }
+
+    /// The sensor cap: `max_sensors` if set here, else `below` (the same
+    /// direction as [`ManifestLimits::apply`]: host default, then manifest,
+    /// then operator). Kept apart from [`Limits`] because ingest enforces it,
+    /// not the runtime.
+    pub fn apply_max_sensors(&self, below: usize) -> usize {
+        self.max_sensors
+            .map_or(below, |n| usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     /// `limits` with every key set here replacing its value.
@@ -424,6 +444,40 @@ call_deadline_ms = 1000
             ..ManifestLimits::default()
         };
         assert_eq!(zero.zero_key(), Some("state_bytes"));
+        let zero = ManifestLimits {
+            max_sensors: Some(0),
+            ..ManifestLimits::default()
+        };
+        assert_eq!(zero.zero_key(), Some("max_sensors"));
+    }
+
+    #[test]
+    fn the_sensor_cap_resolves_host_default_then_manifest_then_operator() {
+        let manifest = ManifestLimits {
+            max_sensors: Some(2_000),
+            ..ManifestLimits::default()
+        };
+        let operator = ManifestLimits {
+            max_sensors: Some(50),
+            ..ManifestLimits::default()
+        };
+        let none = ManifestLimits::default();
+        assert_eq!(
+            none.apply_max_sensors(none.apply_max_sensors(DEFAULT_MAX_SENSORS)),
+            10_000
+        );
+        assert_eq!(
+            none.apply_max_sensors(manifest.apply_max_sensors(DEFAULT_MAX_SENSORS)),
+            2_000
+        );
+        assert_eq!(
+            operator.apply_max_sensors(manifest.apply_max_sensors(DEFAULT_MAX_SENSORS)),
+            50
+        );
+        assert_eq!(
+            operator.apply_max_sensors(none.apply_max_sensors(DEFAULT_MAX_SENSORS)),
+            50
+        );
     }
 
     #[test]

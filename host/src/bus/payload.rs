@@ -23,6 +23,12 @@ use crate::model::Reading;
 /// Payloads larger than this are refused before parsing.
 pub const MAX_PAYLOAD_BYTES: usize = 64 << 10;
 
+/// Longest sensor id, from the payload or the subject. Ingest keeps the ids
+/// of every plugin's sensors (up to its `max_sensors`) and plugins keep state
+/// per id: without this, ids as long as a payload would make that memory
+/// 64 KiB times the sensor cap.
+pub const MAX_SENSOR_BYTES: usize = 256;
+
 /// Why a payload was refused. Each reason names the offending field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PayloadError {
@@ -144,6 +150,9 @@ fn fast_reading(subject: &str, item: FastReading) -> Option<Reading> {
         Some(sensor) if sensor.is_empty() => return None,
         Some(sensor) => sensor.into_owned(),
     };
+    if sensor.len() > MAX_SENSOR_BYTES {
+        return None;
+    }
     Some(Reading {
         sensor,
         timestamp_ms: item.ts,
@@ -208,6 +217,15 @@ fn decode_one(subject: &str, index: usize, item: &Value) -> Result<Reading, Payl
             });
         }
     };
+    if sensor.len() > MAX_SENSOR_BYTES {
+        return Err(PayloadError::BadField {
+            index,
+            reason: format!(
+                "the sensor id is {} bytes long, over the {MAX_SENSOR_BYTES}-byte limit",
+                sensor.len()
+            ),
+        });
+    }
     let unit = match fields.get("unit") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
@@ -240,10 +258,13 @@ fn parse_timestamp(ts: &Value) -> Option<i64> {
 
 /// The subject without its first token: `sensors.ward3.bed7` -> `ward3.bed7`.
 fn subject_tail(subject: &str) -> Option<String> {
-    subject
-        .split_once('.')
-        .map(|(_, tail)| tail.to_owned())
-        .filter(|t| !t.is_empty())
+    subject_sensor(subject).map(str::to_owned)
+}
+
+/// The sensor a subject names: the subject without its first token
+/// (`sensors.ward3.bed7` -> `ward3.bed7`); `None` for a single token.
+pub fn subject_sensor(subject: &str) -> Option<&str> {
+    subject.split_once('.').map(|(_, tail)| tail).filter(|t| !t.is_empty())
 }
 
 /// A short description of a JSON value for error messages.
@@ -323,6 +344,22 @@ mod tests {
             decode("sensors", br#"{"ts":1,"value":1}"#),
             Err(PayloadError::BadField { .. })
         ));
+    }
+
+    #[test]
+    fn sensor_ids_are_bounded_from_the_payload_and_from_the_subject() {
+        let longest = "s".repeat(MAX_SENSOR_BYTES);
+        let payload = format!(r#"{{"ts":1,"value":1,"sensor":"{longest}"}}"#);
+        assert_eq!(decode("sensors.a", payload.as_bytes()).unwrap()[0].sensor, longest);
+        let payload = format!(r#"{{"ts":1,"value":1,"sensor":"{longest}x"}}"#);
+        let error = decode("sensors.a", payload.as_bytes()).unwrap_err().to_string();
+        assert!(error.contains("257 bytes long, over the 256-byte limit"), "{error}");
+        let subject = format!("sensors.{longest}x");
+        let error = decode(&subject, br#"{"ts":1,"value":1}"#).unwrap_err().to_string();
+        assert!(error.contains("over the 256-byte limit"), "{error}");
+        assert_eq!(subject_sensor("sensors.cgm.p1"), Some("cgm.p1"));
+        assert_eq!(subject_sensor("sensors"), None);
+        assert_eq!(subject_sensor("sensors."), None);
     }
 
     mod fast_path {

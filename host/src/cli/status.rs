@@ -137,9 +137,21 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
         dropped.summaries_refused,
         dropped.undecryptable
     );
+    let reasons: Vec<String> = status
+        .ingest
+        .deadletters_by_reason
+        .iter()
+        .map(|(reason, count)| format!("{reason} {count}"))
+        .collect();
     println!(
-        "ingest:     {} messages, {} dead-lettered",
-        status.ingest.messages, status.ingest.deadlettered
+        "ingest:     {} messages, {} dead-lettered{}",
+        status.ingest.messages,
+        status.ingest.deadlettered,
+        if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", reasons.join(", "))
+        }
     );
     if let Some(reset) = &status.outbox.reset {
         println!("OUTBOX RESET at start: {reset}");

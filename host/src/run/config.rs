@@ -22,6 +22,9 @@ const MAX_OUTBOX_MB: usize = 1 << 20;
 /// Smallest `[outbox] max_age`. Short ages are for tests and demos (an entry
 /// is then lost after an upstream outage that long); devices use hours or days.
 const MIN_OUTBOX_MAX_AGE: Duration = Duration::from_secs(1);
+/// Smallest `[ingest] max_age`: a reading is always a little old when it
+/// arrives.
+const MIN_INGEST_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// The validated configuration of one device.
 #[derive(Debug, Clone)]
@@ -40,6 +43,8 @@ pub struct RunConfig {
     pub local: NatsConfig,
     /// How readings are taken from the local bus.
     pub source: Source,
+    /// Which readings are plausible enough to reach a plugin (`[ingest]`).
+    pub plausibility: Plausibility,
     /// The cloud (alerts and summaries through the outbox); `None`: keep everything in the outbox.
     pub upstream: Option<UpstreamConfig>,
     /// Queues and batches.
@@ -97,6 +102,40 @@ pub enum Source {
     },
 }
 
+/// How far a reading's timestamp may be from the host clock (`[ingest]
+/// max_future`, `max_age`); readings outside are dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plausibility {
+    /// A reading more than this ahead of the host clock is refused.
+    pub max_future: Duration,
+    /// A reading more than this behind the host clock is refused.
+    pub max_age: Duration,
+}
+
+impl Plausibility {
+    /// Default of `max_future`: sensor and host clocks a few minutes apart
+    /// (no NTP yet after a reboot, a CGM receiver's own clock) are normal; a
+    /// reading further ahead would make every real reading after it "late"
+    /// for a plugin, for that long.
+    pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(5 * 60);
+    /// Default of `max_age`: readings come late for good reasons: CGM
+    /// backfill (hours, up to a day), a JetStream source replaying what was
+    /// stored while the host was down (a long weekend, a week's outage).
+    /// Older than a week, a reading can no longer raise a useful alert, and its
+    /// summary windows closed long ago; it is then more likely a bridge
+    /// sending seconds for milliseconds or a clock reset to the epoch.
+    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+}
+
+impl Default for Plausibility {
+    fn default() -> Plausibility {
+        Plausibility {
+            max_future: Plausibility::DEFAULT_MAX_FUTURE,
+            max_age: Plausibility::DEFAULT_MAX_AGE,
+        }
+    }
+}
+
 /// The upstream (cloud) side.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
@@ -138,6 +177,10 @@ pub struct PluginConfig {
     pub subscriptions: Option<Vec<String>>,
     /// Resource limits set by the operator, over the manifest's.
     pub limits: ManifestLimits,
+    /// Subject filters whose messages may name their sensor in the payload
+    /// (trusted gateways that multiplex sensors); elsewhere the sensor is the
+    /// subject's, and a payload naming another is dead-lettered.
+    pub payload_sensors: Vec<String>,
 }
 
 /// One thing wrong with the configuration.
@@ -222,6 +265,8 @@ struct RawIngest {
     #[serde(default)]
     source: Option<String>,
     stream: Option<String>,
+    max_future: Option<String>,
+    max_age: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +301,8 @@ struct RawPlugin {
     subscriptions: Option<Vec<String>>,
     #[serde(default)]
     limits: ManifestLimits,
+    #[serde(default)]
+    payload_sensors: Vec<String>,
 }
 
 impl RunConfig {
@@ -358,6 +405,22 @@ impl RunConfig {
             }
         };
         check_nats("local", &raw.local, &mut problem);
+        let plausibility = Plausibility {
+            max_future: duration(
+                &mut problem,
+                "ingest.max_future",
+                &raw.ingest.max_future,
+                Plausibility::DEFAULT_MAX_FUTURE,
+                Duration::ZERO,
+            ),
+            max_age: duration(
+                &mut problem,
+                "ingest.max_age",
+                &raw.ingest.max_age,
+                Plausibility::DEFAULT_MAX_AGE,
+                MIN_INGEST_MAX_AGE,
+            ),
+        };
         let source = match (raw.ingest.source.as_deref(), raw.ingest.stream) {
             (None | Some("core"), None) => Source::Core,
             (None | Some("core"), Some(_)) => {
@@ -464,6 +527,14 @@ impl RunConfig {
                     }
                 }
             }
+            for subject in &plugin.payload_sensors {
+                if let Err(reason) = validate_subject_filter(subject) {
+                    problem(
+                        &format!("plugins[{index}].payload_sensors"),
+                        format!("`{subject}`: {reason}"),
+                    );
+                }
+            }
             if let Some(key) = plugin.limits.zero_key() {
                 problem(
                     &format!("plugins[{index}].limits.{key}"),
@@ -475,6 +546,7 @@ impl RunConfig {
                 config,
                 subscriptions: plugin.subscriptions,
                 limits: plugin.limits,
+                payload_sensors: plugin.payload_sensors,
             });
         }
         if !problems.is_empty() {
@@ -488,6 +560,7 @@ impl RunConfig {
             clock,
             local: absolutize_nats(raw.local, base),
             source,
+            plausibility,
             upstream,
             limits,
             supervisor,
@@ -769,6 +842,51 @@ mod tests {
             "{found:?}"
         );
         assert!(found[1].1.starts_with("`edgewise.d.status` overlaps"), "{found:?}");
+    }
+
+    #[test]
+    fn ingest_margins_default_and_are_read_with_their_keys() {
+        let config = parse_with("").unwrap();
+        assert_eq!(config.plausibility, Plausibility::default());
+        assert_eq!(config.plausibility.max_future, Duration::from_secs(300));
+        assert_eq!(config.plausibility.max_age, Duration::from_secs(7 * 86_400));
+        let config = parse_with("[ingest]\nmax_future = \"0s\"\nmax_age = \"36h\"\n").unwrap();
+        assert_eq!(config.plausibility.max_future, Duration::ZERO);
+        assert_eq!(config.plausibility.max_age, Duration::from_secs(36 * 3600));
+        assert_eq!(
+            problems("[ingest]\nmax_future = \"soon\"\nmax_age = \"0s\"\n"),
+            [
+                (
+                    "ingest.max_future".to_owned(),
+                    "`soon`: expected number at 0".to_owned()
+                ),
+                ("ingest.max_age".to_owned(), "`0s` must be at least 1s".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn payload_sensors_are_subject_filters_of_one_plugin() {
+        let config = parse_with("payload_sensors = [\"sensors.gateway.>\", \"sensors.*.hub\"]\n").unwrap();
+        assert_eq!(
+            config.plugins[0].payload_sensors,
+            ["sensors.gateway.>", "sensors.*.hub"]
+        );
+        assert!(parse_with("").unwrap().plugins[0].payload_sensors.is_empty());
+        assert_eq!(
+            problems("payload_sensors = [\"sensors..x\"]\n"),
+            [(
+                "plugins[0].payload_sensors".to_owned(),
+                "`sensors..x`: empty token".to_owned()
+            )]
+        );
+        assert_eq!(
+            problems("[plugins.limits]\nmax_sensors = 0\n"),
+            [(
+                "plugins[0].limits.max_sensors".to_owned(),
+                "must be greater than 0".to_owned()
+            )]
+        );
     }
 
     #[test]

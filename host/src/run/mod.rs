@@ -18,6 +18,7 @@
 //! queue into the outbox within a budget, the upstream gets a last chance,
 //! the local bus is flushed; a thread that does not finish is left behind.
 
+mod admission;
 mod clock;
 pub mod config;
 mod expiry;
@@ -44,10 +45,11 @@ use tokio::sync::{Notify, watch};
 use crate::bundle::{self, RollbackStore, TrustStore};
 use crate::outbox::Writer;
 use crate::runtime::{Runtime, RuntimeOptions};
+use admission::Admission;
 use clock::Clock;
 use config::RunConfig;
 use host_alerts::HostAlerts;
-use ingest::IngestStats;
+use ingest::{Ingest, IngestStats};
 pub use status::Status;
 use status::StatusSources;
 pub use subjects::Subjects;
@@ -102,6 +104,7 @@ const WRITER_QUEUE: usize = 256;
 struct Started {
     provenance: crate::envelope::Provenance,
     subscriptions: Vec<String>,
+    admission: Admission,
     worker: Worker,
 }
 
@@ -152,6 +155,8 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         trust: &trust,
         rollback: &rollback,
         runtime: &runtime,
+        plausibility: config.plausibility,
+        clock: &config.clock,
     };
     let mut ready = Vec::new();
     let mut refused = Vec::new();
@@ -196,6 +201,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         plugins.push(Started {
             provenance,
             subscriptions: prepared.subscriptions,
+            admission: prepared.admission,
             worker,
         });
     }
@@ -224,18 +230,22 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
     let ingest_stats = Arc::new(IngestStats::default());
     let mut ingest_tasks = Vec::new();
     for plugin in &plugins {
-        let (local, subjects, filters, queue, stats, stopped) = (
+        let ingest = Ingest::new(
             local.clone(),
             subjects.clone(),
+            ingest_stats.clone(),
+            plugin.admission.clone(),
+            clock.clone(),
+        );
+        let (filters, queue, stopped) = (
             plugin.subscriptions.clone(),
             plugin.worker.queue.clone(),
-            ingest_stats.clone(),
             stopped.clone(),
         );
         let batch_max = config.limits.batch_max;
         ingest_tasks.push(match &config.source {
             config::Source::Core => tokio::spawn(async move {
-                ingest::run_ingest(local, subjects, filters, queue, batch_max, stats, stopped)
+                ingest::run_ingest(ingest, filters, queue, batch_max, stopped)
                     .await
                     .map_err(|e| e.to_string())
             }),
@@ -245,7 +255,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
                     format!("edgewise-{}-{}", config.device, plugin.provenance.plugin),
                 );
                 tokio::spawn(ingest::run_ingest_jetstream(
-                    local, subjects, stream, consumer, filters, queue, batch_max, stats, stopped,
+                    ingest, stream, consumer, filters, queue, batch_max, stopped,
                 ))
             }
         });

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use time::OffsetDateTime;
 
-use super::config::PluginConfig;
+use super::admission::Admission;
+use super::config::{ClockConfig, Plausibility, PluginConfig};
 use super::overlap;
 use super::worker::PluginSetup;
 use crate::bundle::{self, RollbackStore, TrustStore, VerifyOptions};
@@ -36,6 +37,8 @@ pub struct Prepared {
     pub setup: PluginSetup,
     /// Its subscriptions (the operator's override, or the manifest's).
     pub subscriptions: Vec<String>,
+    /// What its ingest lets through (plausibility, sensor names, sensor cap).
+    pub admission: Admission,
 }
 
 /// What every plugin's start-up shares.
@@ -51,6 +54,10 @@ pub struct StartContext<'a> {
     pub rollback: &'a Arc<Mutex<RollbackStore>>,
     /// The runtime.
     pub runtime: &'a Runtime,
+    /// How far readings may stray from the host clock (`[ingest]`).
+    pub plausibility: Plausibility,
+    /// The host clock's configuration (a simulated clock widens the margins).
+    pub clock: &'a ClockConfig,
 }
 
 /// Verify, check and compile `plugin`; `taken` are the names already started.
@@ -109,6 +116,15 @@ pub fn prepare(context: &StartContext<'_>, plugin: &PluginConfig, taken: &[Strin
     let mut merged = manifest.config.clone();
     merged.extend(plugin.config.clone());
     tracing::info!(plugin = %name, version = %version, key = %verified.key_id, "Plugin verified");
+    let admission = Admission::new(
+        name,
+        context.plausibility,
+        context.clock,
+        plugin.payload_sensors.clone(),
+        plugin
+            .limits
+            .apply_max_sensors(manifest.limits.apply_max_sensors(bundle::manifest::DEFAULT_MAX_SENSORS)),
+    );
     let accept = {
         let (rollback, name, digest) = (context.rollback.clone(), name.to_owned(), manifest.code_sha256.clone());
         let version = manifest.semver().map_err(|e| refuse(&name, version, e.to_string()))?;
@@ -133,5 +149,6 @@ pub fn prepare(context: &StartContext<'_>, plugin: &PluginConfig, taken: &[Strin
             accept: Some(accept),
         },
         subscriptions,
+        admission,
     })
 }

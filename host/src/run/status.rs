@@ -9,6 +9,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::admission::DeadLetterKind;
 use super::ingest::IngestStats;
 use super::subjects::Subjects;
 use super::worker::{PluginStats, wall_ms};
@@ -112,8 +113,13 @@ impl From<DropCounts> for OutboxDrops {
 pub struct IngestStatus {
     /// Messages received.
     pub messages: u64,
-    /// Messages dead-lettered.
+    /// Dead letters published (one per refused message, or per reason for the
+    /// refused readings of a message).
     pub deadlettered: u64,
+    /// Dead letters by reason: `malformed`, `future`, `too-old`,
+    /// `sensor-mismatch`, `too-many-sensors` (only reasons seen).
+    #[serde(default)]
+    pub deadletters_by_reason: BTreeMap<String, u64>,
 }
 
 /// One plugin.
@@ -205,6 +211,12 @@ impl StatusSources {
             ingest: IngestStatus {
                 messages: load(&self.ingest.messages),
                 deadlettered: load(&self.ingest.deadlettered),
+                deadletters_by_reason: DeadLetterKind::ALL
+                    .iter()
+                    .zip(&self.ingest.by_reason)
+                    .map(|(kind, counter)| (kind.as_str().to_owned(), load(counter)))
+                    .filter(|(_, count)| *count > 0)
+                    .collect(),
             },
             plugins: self
                 .plugins

@@ -57,6 +57,10 @@ pub struct Settings {
     pub default_interval_ms: i64,
     /// Spacings needed before their median replaces `default_interval`.
     pub interval_min_spacings: u64,
+    /// A reading further than this (or one tick step, if longer) ahead of the
+    /// latest tick is ignored: one outlier timestamp must not make every real
+    /// reading after it "late".
+    pub max_ahead_ms: i64,
 }
 
 impl Settings {
@@ -87,6 +91,7 @@ impl Settings {
             hyper_l2: c.f64("hyper_l2", 250.0)?,
             default_interval_ms: duration(c, "default_interval", 5)?,
             interval_min_spacings: c.u64("interval_min_spacings", 12)?,
+            max_ahead_ms: max_ahead(c)?,
         };
         config.finish()?;
         Ok(settings)
@@ -103,6 +108,21 @@ fn duration(config: &mut Config, key: &str, default_minutes: i64) -> Result<i64,
     let ms = config.duration_ms(key, default_minutes * MINUTE_MS)?;
     if ms > MAX_DURATION_MS {
         return Err(format!("config key `{key}`: durations are limited to 366 days"));
+    }
+    Ok(ms)
+}
+
+/// `max_ahead`: positive, and (unlike the other durations) up to the whole
+/// timestamp range, so that a load test whose synthetic readings run years
+/// ahead of the clock can turn the rule off. It is only ever added with
+/// saturation.
+fn max_ahead(config: &mut Config) -> Result<i64, String> {
+    let ms = config.duration_ms("max_ahead", 60 * MINUTE_MS)?;
+    if ms <= 0 || ms > crate::sensor::MAX_ABS_TIMESTAMP_MS {
+        return Err(format!(
+            "config key `max_ahead`: must be above 0 and at most {} hours",
+            crate::sensor::MAX_ABS_TIMESTAMP_MS / (60 * MINUTE_MS)
+        ));
     }
     Ok(ms)
 }

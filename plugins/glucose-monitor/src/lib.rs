@@ -11,7 +11,7 @@
 //! machines, `interval` median sensor interval, `windows` window closing /
 //! holding / emitting, `summary` window metrics.
 
-use edgewise_sdk::{Config, Outputs, Plugin, Reading};
+use edgewise_sdk::{Config, LogLevel, Outputs, Plugin, Reading};
 
 mod alerts;
 mod config;
@@ -36,8 +36,12 @@ use sensor::SensorState;
 pub struct GlucoseMonitor {
     settings: Settings,
     sensors: Sensors,
-    /// The latest tick seen (`i64::MIN` before the first).
+    /// The latest tick seen (`i64::MIN` before the first): the plugin's notion of now.
     tick_horizon_ms: i64,
+    /// How far the latest tick moved the horizon (0 before the second tick).
+    tick_step_ms: i64,
+    /// Readings ignored for being too far ahead of the horizon.
+    ahead_ignored: u64,
     /// No sensor's tick is due before this (may be early, never late).
     next_due_ms: i64,
 }
@@ -48,6 +52,8 @@ impl Plugin for GlucoseMonitor {
             settings: Settings::from_config(config)?,
             sensors: Sensors::default(),
             tick_horizon_ms: i64::MIN,
+            tick_step_ms: 0,
+            ahead_ignored: 0,
             next_due_ms: i64::MAX,
         })
     }
@@ -56,6 +62,10 @@ impl Plugin for GlucoseMonitor {
         for reading in readings {
             // Checked before creating a sensor, so such readings leave no trace.
             if !sensor::timestamp_in_range(reading.timestamp_ms) {
+                continue;
+            }
+            if self.is_ahead(reading.timestamp_ms) {
+                self.ignore_ahead(reading, out);
                 continue;
             }
             let settings = &self.settings;
@@ -78,6 +88,9 @@ impl Plugin for GlucoseMonitor {
         // do: skip them in O(1), and visit only the sensors that are due.
         // A skipped sensor catches up on the horizon at its next visit.
         let horizon = self.tick_horizon_ms;
+        if horizon != i64::MIN && now_ms > horizon {
+            self.tick_step_ms = now_ms.saturating_sub(horizon);
+        }
         self.tick_horizon_ms = horizon.max(now_ms);
         if now_ms < self.next_due_ms {
             return Ok(());
@@ -94,6 +107,41 @@ impl Plugin for GlucoseMonitor {
         });
         self.next_due_ms = next_due;
         Ok(())
+    }
+}
+
+impl GlucoseMonitor {
+    /// Whether a reading at `timestamp_ms` is too far ahead of now (the latest
+    /// tick) to be believed: by more than `max_ahead`, or one tick step if
+    /// that is longer. Without the step, a replay with ticks further apart
+    /// than `max_ahead` would lose the readings between them, and replays
+    /// would depend on `--tick`; with it, a replay (whose readings are never
+    /// more than a step ahead of the latest tick) ignores nothing, and its
+    /// outputs are those of a plugin without this rule. Before the first tick
+    /// there is no now, and every reading is taken (the host refuses readings
+    /// ahead of its clock before they reach a plugin).
+    fn is_ahead(&self, timestamp_ms: i64) -> bool {
+        self.tick_horizon_ms != i64::MIN
+            && timestamp_ms
+                > self
+                    .tick_horizon_ms
+                    .saturating_add(self.settings.max_ahead_ms.max(self.tick_step_ms))
+    }
+
+    /// Drop an outlier reading, logging the 1st, 10th, 100th... (a stream of
+    /// them must not flood the log).
+    fn ignore_ahead(&mut self, reading: &Reading, out: &mut Outputs) {
+        self.ahead_ignored = self.ahead_ignored.saturating_add(1);
+        let count = self.ahead_ignored;
+        if count == 10u64.saturating_pow(count.ilog10()) {
+            out.log(
+                LogLevel::Warn,
+                format!(
+                    "ignored a reading of sensor `{}` at {} ms: over max_ahead ahead of the latest tick ({} ms);                      {count} such readings so far",
+                    reading.sensor, reading.timestamp_ms, self.tick_horizon_ms
+                ),
+            );
+        }
     }
 }
 

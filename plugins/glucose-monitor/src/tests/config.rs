@@ -29,6 +29,8 @@ fn bad_values_name_the_key() {
         ("rate_limit", "0"),
         ("default_interval", "367h0m"),
         ("episode_duration", "9000h"),
+        ("max_ahead", "0m"),
+        ("max_ahead", "3000000000h"),
     ] {
         let error = init_error(&[(key, value)]);
         assert!(error.contains(&format!("`{key}`")), "{key}={value}: {error}");
@@ -60,6 +62,7 @@ fn every_documented_key_is_accepted() {
         ("hyper_l1", "180"),
         ("hyper_l2", "250"),
         ("default_interval", "5m"),
+        ("max_ahead", "1h"),
     ];
     let plugin = GlucoseMonitor::init(Config::from_pairs(&keys)).unwrap();
     let defaults = GlucoseMonitor::init(Config::default()).unwrap();

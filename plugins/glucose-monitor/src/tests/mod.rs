@@ -3,6 +3,7 @@
 mod alerts;
 mod config;
 mod episodes;
+mod outliers;
 mod reference;
 mod robustness;
 mod summaries;
@@ -25,7 +26,7 @@ pub fn at(minute: i64) -> i64 {
 
 /// Feeds readings and ticks to a plugin and keeps every output.
 pub struct Harness {
-    plugin: GlucoseMonitor,
+    pub plugin: GlucoseMonitor,
     pub alerts: Vec<Alert>,
     pub summaries: Vec<Summary>,
 }

@@ -1,0 +1,392 @@
+//! Implausible readings never reach a plugin (issue #11, item 1), against the
+//! real `edgewise run` on a real nats-server: readings from the future or
+//! from too long ago, a payload naming another patient's sensor, and a flood
+//! of new sensor ids are dead-lettered with their reason and counted, and
+//! glucose-monitor keeps alerting.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::live_pipeline::{DEVICE, Device, WAIT, now_ms, reading};
+use edgewise_tests::nats::NatsServer;
+
+const MINUTE_MS: i64 = 60_000;
+const DAY_MS: i64 = 24 * 60 * MINUTE_MS;
+
+/// A reading whose payload names its sensor.
+fn named(sensor: &str, ts: i64, value: f64) -> bytes::Bytes {
+    format!(r#"{{"ts":{ts},"value":{value},"unit":"mg/dL","sensor":"{sensor}"}}"#).into()
+}
+
+/// The next message of `subscriber` as JSON, or panic after [`WAIT`].
+async fn next_json(subscriber: &mut async_nats::Subscriber, what: &str) -> Value {
+    match tokio::time::timeout(WAIT, subscriber.next()).await {
+        Ok(Some(message)) => serde_json::from_slice(&message.payload).unwrap(),
+        _ => panic!("no {what} within {WAIT:?}"),
+    }
+}
+
+/// The next alert `code` for `sensor`, skipping others, or panic after [`WAIT`].
+async fn alert_for(alerts: &mut async_nats::Subscriber, sensor: &str, code: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, alerts.next()).await else {
+            panic!("no `{code}` alert for sensor `{sensor}` within {WAIT:?}");
+        };
+        let alert: Value = serde_json::from_slice(&message.payload).unwrap();
+        if alert["sensor"] == sensor && alert["code"] == code {
+            return alert;
+        }
+    }
+}
+
+/// The host's status, as JSON.
+async fn status(client: &async_nats::Client) -> Value {
+    let reply = client
+        .request(format!("edgewise.{DEVICE}.status"), "".into())
+        .await
+        .unwrap();
+    serde_json::from_slice(&reply.payload).unwrap()
+}
+
+/// The status once `ready` holds of it, or panic after [`WAIT`].
+async fn status_when(client: &async_nats::Client, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = status(client).await;
+        if ready(&now) {
+            return now;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {now}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Dead letters counted for `reason` in a status.
+fn deadletters(status: &Value, reason: &str) -> u64 {
+    status["ingest"]["deadletters_by_reason"][reason].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_far_future_reading_does_not_silence_a_real_low() {
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, "");
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
+        .await
+        .unwrap();
+    let mut dead = client.subscribe(format!("edgewise.{DEVICE}.deadletter")).await.unwrap();
+    device.start_with(&client).await;
+
+    // A bridge that sends microseconds instead of milliseconds, then the
+    // real reading of the same patient, at the right time.
+    let now = now_ms();
+    client
+        .publish("sensors.cgm.p1", reading(now * 1000, 100.0))
+        .await
+        .unwrap();
+    client.publish("sensors.cgm.p1", reading(now, 45.0)).await.unwrap();
+    let alert = alert_for(&mut alerts, "cgm.p1", "urgent-low").await;
+    assert_eq!(alert["value"], 45.0);
+    let letter = next_json(&mut dead, "dead letter for the future reading").await;
+    assert_eq!(letter["subject"], "sensors.cgm.p1", "{letter}");
+    assert_eq!(letter["kind"], "future", "{letter}");
+    assert!(
+        letter["reason"].as_str().unwrap().contains("ahead of the host clock"),
+        "{letter}"
+    );
+    let status = status(&client).await;
+    assert_eq!(deadletters(&status, "future"), 1, "{status}");
+    assert_eq!(status["ingest"]["deadlettered"], 1, "{status}");
+    assert_eq!(status["plugins"][0]["readings_in"], 1, "{status}");
+    let shown = edgewise_tests::edgewise(["status", "--nats", &local.url(), "--device", DEVICE]);
+    assert_eq!(shown.code, Some(0), "{}", shown.stderr);
+    assert!(
+        shown.stdout.contains("2 messages, 1 dead-lettered (future 1)"),
+        "{}",
+        shown.stdout
+    );
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// Defence in depth: with the host's margin opened wide (an operator's
+/// mistake), the far-future reading reaches glucose-monitor, which ignores it
+/// (too far ahead of its latest tick) and still raises the real urgent low.
+#[tokio::test(flavor = "multi_thread")]
+async fn glucose_monitor_ignores_a_far_future_reading_the_host_let_through() {
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, "[ingest]\nmax_future = \"36500d\"\n");
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
+        .await
+        .unwrap();
+    device.start_with(&client).await;
+    // A sensor whose clock is a month ahead.
+    let now = now_ms();
+    client
+        .publish("sensors.cgm.p1", reading(now + 30 * DAY_MS, 100.0))
+        .await
+        .unwrap();
+    client.publish("sensors.cgm.p1", reading(now, 45.0)).await.unwrap();
+    alert_for(&mut alerts, "cgm.p1", "urgent-low").await;
+    let status = status(&client).await;
+    assert_eq!(status["ingest"]["deadlettered"], 0, "the host let it through: {status}");
+    assert_eq!(status["plugins"][0]["readings_in"], 2, "{status}");
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn too_old_and_future_readings_are_dead_lettered_with_their_reasons() {
+    let local = NatsServer::start();
+    // Tighter than the defaults, to show the keys are read.
+    let ingest = "[ingest]\nmax_future = \"1m\"\nmax_age = \"1h\"\n";
+    let mut device = Device::new(&local, None, ingest);
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
+        .await
+        .unwrap();
+    let mut dead = client.subscribe(format!("edgewise.{DEVICE}.deadletter")).await.unwrap();
+    device.start_with(&client).await;
+
+    let now = now_ms();
+    client
+        .publish("sensors.cgm.old", reading(now - 2 * 60 * MINUTE_MS, 45.0))
+        .await
+        .unwrap();
+    let letter = next_json(&mut dead, "dead letter for the old reading").await;
+    assert_eq!(letter["kind"], "too-old", "{letter}");
+    assert_eq!(letter["subject"], "sensors.cgm.old", "{letter}");
+    assert_eq!(letter["readings"], serde_json::json!([0]), "{letter}");
+    assert!(letter["reason"].as_str().unwrap().contains("max_age"), "{letter}");
+
+    client
+        .publish("sensors.cgm.ahead", reading(now + 10 * MINUTE_MS, 45.0))
+        .await
+        .unwrap();
+    let letter = next_json(&mut dead, "dead letter for the future reading").await;
+    assert_eq!(letter["kind"], "future", "{letter}");
+    assert!(letter["reason"].as_str().unwrap().contains("max_future"), "{letter}");
+
+    // Within the margins: taken. In one array, the old reading is refused and
+    // the current one still reaches the plugin.
+    client
+        .publish("sensors.cgm.skewed", reading(now_ms() + 20_000, 45.0))
+        .await
+        .unwrap();
+    alert_for(&mut alerts, "cgm.skewed", "urgent-low").await;
+    let batch = format!(
+        r#"[{{"ts":{},"value":100}},{{"ts":{},"value":45}}]"#,
+        now - 3 * 60 * MINUTE_MS,
+        now_ms()
+    );
+    client.publish("sensors.cgm.backfill", batch.into()).await.unwrap();
+    alert_for(&mut alerts, "cgm.backfill", "urgent-low").await;
+    let letter = next_json(&mut dead, "dead letter for the old reading of the array").await;
+    assert_eq!(letter["kind"], "too-old", "{letter}");
+    assert_eq!(letter["readings"], serde_json::json!([0]), "{letter}");
+
+    let status = status_when(&client, "the dead letters counted", |s| {
+        s["ingest"]["deadlettered"] == 3
+    })
+    .await;
+    assert_eq!(deadletters(&status, "too-old"), 2, "{status}");
+    assert_eq!(deadletters(&status, "future"), 1, "{status}");
+    assert_eq!(status["plugins"][0]["readings_in"], 2, "{status}");
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_payload_naming_another_sensor_is_dead_lettered_unless_its_subject_is_a_trusted_gateway() {
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, "payload_sensors = [\"sensors.cgm.gateway.>\"]\n");
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
+        .await
+        .unwrap();
+    let mut dead = client.subscribe(format!("edgewise.{DEVICE}.deadletter")).await.unwrap();
+    device.start_with(&client).await;
+
+    // Someone on p1's subject speaks for p2.
+    client
+        .publish("sensors.cgm.p1", named("cgm.p2", now_ms(), 45.0))
+        .await
+        .unwrap();
+    let letter = next_json(&mut dead, "dead letter for the foreign sensor").await;
+    assert_eq!(letter["kind"], "sensor-mismatch", "{letter}");
+    assert_eq!(letter["subject"], "sensors.cgm.p1", "{letter}");
+    assert!(letter["reason"].as_str().unwrap().contains("`cgm.p2`"), "{letter}");
+
+    // A payload that names its own subject's sensor is fine; a trusted
+    // gateway names the sensors it multiplexes.
+    client
+        .publish("sensors.cgm.p1", named("cgm.p1", now_ms(), 45.0))
+        .await
+        .unwrap();
+    alert_for(&mut alerts, "cgm.p1", "urgent-low").await;
+    client
+        .publish("sensors.cgm.gateway.ward-3", named("bed-7", now_ms(), 45.0))
+        .await
+        .unwrap();
+    alert_for(&mut alerts, "bed-7", "urgent-low").await;
+
+    let status = status_when(&client, "two readings in", |s| s["plugins"][0]["readings_in"] == 2).await;
+    assert_eq!(deadletters(&status, "sensor-mismatch"), 1, "{status}");
+    assert_eq!(status["ingest"]["deadlettered"], 1, "{status}");
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_new_sensor_ids_leaves_glucose_monitor_running_and_alerting() {
+    const FLOOD: usize = 20_000;
+    const ROUND: usize = 1_000;
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, "");
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
+        .await
+        .unwrap();
+    device.start_with(&client).await;
+
+    // A patient known before the flood.
+    client
+        .publish("sensors.cgm.known", reading(now_ms(), 120.0))
+        .await
+        .unwrap();
+    status_when(&client, "the known sensor's reading", |s| {
+        s["plugins"][0]["readings_in"] == 1
+    })
+    .await;
+    // 20,000 new sensor ids, in rounds the host takes before the next.
+    for round in 0..FLOOD / ROUND {
+        let now = now_ms();
+        for index in 0..ROUND {
+            let sensor = round * ROUND + index;
+            client
+                .publish(format!("sensors.cgm.flood-{sensor}"), reading(now, 120.0))
+                .await
+                .unwrap();
+        }
+        client.flush().await.unwrap();
+        let sent = 1 + (round + 1) * ROUND;
+        status_when(&client, "the flood taken in", |s| s["ingest"]["messages"] == sent).await;
+    }
+    client
+        .publish("sensors.cgm.known", reading(now_ms(), 45.0))
+        .await
+        .unwrap();
+    alert_for(&mut alerts, "cgm.known", "urgent-low").await;
+
+    let status = status(&client).await;
+    let glucose = &status["plugins"][0];
+    assert_eq!(glucose["name"], "glucose-monitor", "{status}");
+    assert_eq!(glucose["state"], "running", "{status}");
+    assert_eq!(glucose["errors"], 0, "{status}");
+    assert_eq!(glucose["restarts"], 0, "{status}");
+    let refused = deadletters(&status, "too-many-sensors");
+    assert!(refused > 0, "the cap refused nothing: {status}");
+    assert_eq!(
+        glucose["readings_in"].as_u64().unwrap() + refused,
+        FLOOD as u64 + 2,
+        "every reading either reached the plugin or was dead-lettered: {status}"
+    );
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// Readings that trail the host clock by a few days (a JetStream source
+/// replaying what was stored while the host was down, or CGM backfill) are
+/// within the default horizon.
+#[tokio::test(flavor = "multi_thread")]
+async fn readings_from_a_few_days_ago_are_taken_by_default() {
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, "");
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
+        .await
+        .unwrap();
+    device.start_with(&client).await;
+    client
+        .publish("sensors.cgm.back", reading(now_ms() - 6 * DAY_MS, 45.0))
+        .await
+        .unwrap();
+    alert_for(&mut alerts, "cgm.back", "urgent-low").await;
+    client
+        .publish("sensors.cgm.ancient", reading(now_ms() - 8 * DAY_MS, 45.0))
+        .await
+        .unwrap();
+    let status = status_when(&client, "the ancient reading refused", |s| {
+        deadletters(s, "too-old") == 1
+    })
+    .await;
+    assert_eq!(status["plugins"][0]["readings_in"], 1, "{status}");
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// glucose-monitor's manifest `max_sensors` fits its other limits: that many
+/// sensors with the longest ids, all silent from the same minute, give the
+/// heaviest tick there is (at midnight: an hour and a day closed and
+/// signal-loss raised for each) within its memory and outputs-per-call
+/// limits, replayed through the signed bundle as a device would run it.
+#[test]
+fn glucose_monitor_holds_its_max_sensors_within_its_limits() {
+    let manifest =
+        std::fs::read_to_string(edgewise_tests::workspace_root().join("plugins/glucose-monitor/edgewise.toml"))
+            .unwrap();
+    let limits = edgewise_host::bundle::ManifestSource::from_toml(&manifest)
+        .unwrap()
+        .limits;
+    let max_sensors = limits.max_sensors.expect("glucose-monitor sets max_sensors") as usize;
+    let local = NatsServer::start();
+    let device = Device::new(&local, None, "");
+    // 22:00 to 23:40 UTC, every 5 minutes; signal-loss is due at midnight.
+    let midnight: i64 = 1_764_288_000_000 + DAY_MS;
+    let mut text = String::new();
+    for step in 0..=20 {
+        let ts = midnight - 2 * 60 * MINUTE_MS + step * 5 * MINUTE_MS;
+        for sensor in 0..max_sensors {
+            let id = format!("{sensor:0>256}");
+            let value = 100 + (sensor * 7 + step as usize * 13) % 150;
+            text.push_str(&format!(
+                "{{\"subject\":\"sensors.{id}\",\"payload\":{{\"ts\":{ts},\"value\":{value}}}}}\n"
+            ));
+        }
+    }
+    let recording = device.path("many-sensors.jsonl");
+    std::fs::write(&recording, text).unwrap();
+    let run = edgewise_tests::edgewise([
+        "replay".as_ref(),
+        "--plugin".as_ref(),
+        device.path("glucose-monitor.wasm").as_os_str(),
+        "--trust".as_ref(),
+        device.path("trust").as_os_str(),
+        "--input".as_ref(),
+        recording.as_os_str(),
+        "--out".as_ref(),
+        device.path("out.jsonl").as_os_str(),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let outputs = std::fs::read_to_string(device.path("out.jsonl")).unwrap();
+    let signal_losses = outputs
+        .lines()
+        .filter(|l| l.contains("\"code\":\"signal-loss\""))
+        .count();
+    assert_eq!(signal_losses, max_sensors, "every sensor went silent");
+    let days = outputs
+        .lines()
+        .filter(|l| l.contains(&format!("\"window_end\":{midnight}")) && l.contains("\"type\":\"summary\""))
+        .count();
+    assert_eq!(days, 2 * max_sensors, "an hour and a day closed for every sensor");
+}
