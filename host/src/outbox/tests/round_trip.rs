@@ -168,7 +168,7 @@ fn the_file_is_wal_with_full_sync_and_a_newer_schema_is_refused() {
         ),
         "{err}"
     );
-    assert!(err.to_string().contains("schema version 2"), "{err}");
+    assert!(err.to_string().contains("schema version 3"), "{err}");
 }
 
 #[test]
