@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::ingest::IngestStats;
 use super::subjects::Subjects;
 use super::worker::{PluginStats, wall_ms};
-use crate::outbox::{DropCounts, Outbox};
+use crate::outbox::{DropCounts, Outbox, ParkedCounts};
 
 /// What `edgewise status` prints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +46,36 @@ pub struct OutboxStatus {
     /// the outbox file was created; `undecryptable` since the host started).
     #[serde(default)]
     pub dropped: OutboxDrops,
+    /// Entries upstream refused for good and the host moved aside, by reason
+    /// (since the outbox file was created), and how many are kept for
+    /// inspection.
+    #[serde(default)]
+    pub parked: OutboxParked,
+}
+
+/// Entries moved aside because upstream refused them for good (`outbox::park`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutboxParked {
+    /// Larger than the server's `max_payload` or the stream's largest message.
+    pub too_large: u64,
+    /// On a subject the device may not publish to.
+    pub permission_denied: u64,
+    /// Refused or unacknowledged while the entries behind them were acknowledged.
+    pub refused: u64,
+    /// Kept now in the outbox's side table, for an operator to inspect.
+    pub entries: u64,
+}
+
+impl From<ParkedCounts> for OutboxParked {
+    fn from(parked: ParkedCounts) -> OutboxParked {
+        OutboxParked {
+            too_large: parked.too_large,
+            permission_denied: parked.permission_denied,
+            refused: parked.refused,
+            entries: parked.entries,
+        }
+    }
 }
 
 /// Outbox drops by reason: the size limit, the age limit (`[outbox]`), and rows
@@ -65,6 +95,8 @@ pub struct OutboxDrops {
     pub expired_summaries: u64,
     /// Rows skipped because they failed to decrypt.
     pub undecryptable: u64,
+    /// Moved-aside entries removed from the side table to keep it within its bound.
+    pub parked_discarded: u64,
 }
 
 impl From<DropCounts> for OutboxDrops {
@@ -76,6 +108,7 @@ impl From<DropCounts> for OutboxDrops {
             expired_alerts: drops.expired_alerts,
             expired_summaries: drops.expired_summaries,
             undecryptable: drops.undecryptable,
+            parked_discarded: drops.parked_discarded,
         }
     }
 }
@@ -145,13 +178,14 @@ pub struct StatusSources {
 impl StatusSources {
     /// The current status.
     pub fn status(&self) -> Status {
-        let (depth, oldest, dropped) = match self.outbox.lock() {
+        let (depth, oldest, dropped, parked) = match self.outbox.lock() {
             Ok(outbox) => (
                 outbox.depth().ok(),
                 outbox.oldest_created_ms().ok().flatten(),
                 outbox.dropped().into(),
+                outbox.parked_counts().into(),
             ),
-            Err(_) => (None, None, OutboxDrops::default()),
+            Err(_) => (None, None, OutboxDrops::default(), OutboxParked::default()),
         };
         let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
         Status {
@@ -164,6 +198,7 @@ impl StatusSources {
                 summaries: depth.as_ref().map_or(0, |d| d.summaries),
                 oldest_age_ms: oldest.map(|created| wall_ms().saturating_sub(created).max(0)),
                 dropped,
+                parked,
             },
             ingest: IngestStatus {
                 messages: load(&self.ingest.messages),
@@ -190,7 +225,7 @@ impl StatusSources {
                             .iter()
                             .map(|(reason, count)| ((*reason).to_owned(), *count))
                             .collect(),
-                        last_error: health.last_error,
+                        last_error: health.last_error.as_deref().map(bounded_error),
                         readings_held: load(&stats.readings_held),
                         readings_dropped: load(&stats.readings_dropped),
                         logs_dropped: load(&stats.logs_dropped),
@@ -199,6 +234,23 @@ impl StatusSources {
                 .collect(),
         }
     }
+}
+
+/// Longest `last_error` in a status reply, in bytes. The error text comes
+/// from the plugin (an `Err` it returns): unbounded, it could make the reply
+/// larger than the bus's `max_payload`, and then no status is answered at all.
+pub const MAX_LAST_ERROR: usize = 1024;
+
+/// `error` cut to [`MAX_LAST_ERROR`] bytes on a character boundary, marked.
+fn bounded_error(error: &str) -> String {
+    if error.len() <= MAX_LAST_ERROR {
+        return error.to_owned();
+    }
+    let mut end = MAX_LAST_ERROR;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &error[..end], error.len())
 }
 
 /// Answer status requests until `stop`.
@@ -227,4 +279,18 @@ pub async fn run_status(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_last_error_is_cut_so_the_reply_fits_the_bus() {
+        let huge = "é".repeat(1 << 20);
+        let cut = bounded_error(&huge);
+        assert!(cut.len() < MAX_LAST_ERROR + 64, "{}", cut.len());
+        assert!(cut.ends_with(&format!("({} bytes in all)", huge.len())));
+        assert_eq!(bounded_error("short"), "short");
+    }
 }
