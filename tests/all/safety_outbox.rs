@@ -199,3 +199,104 @@ async fn a_plugin_flooding_a_small_outbox_cannot_evict_another_plugins_alerts() 
     let (code, stderr) = device.terminate();
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// Messages stored in the cloud's `EDGEWISE_UP` stream, as (subject, JSON), read
+/// as `user`, waiting until there are `at_least`.
+async fn stored_upstream(cloud: &NatsServer, user: &str, password: &str, at_least: usize) -> Vec<(String, Value)> {
+    let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .connect(cloud.url())
+        .await
+        .unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(mut stream) = jetstream.get_stream("EDGEWISE_UP").await {
+            let state = stream.info().await.unwrap().state.clone();
+            if state.messages as usize >= at_least {
+                let mut messages = Vec::new();
+                for sequence in 1..=state.last_sequence {
+                    if let Ok(message) = stream.get_raw_message(sequence).await {
+                        messages.push((
+                            message.subject.to_string(),
+                            serde_json::from_slice(&message.payload).unwrap(),
+                        ));
+                    }
+                }
+                return messages;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fewer than {at_least} messages upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_summary_on_a_subject_the_device_may_not_publish_to_is_moved_aside_and_alerts_go_on() {
+    let local = NatsServer::start();
+    // The cloud account lets the device publish anything but summaries.
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("cloud.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "accounts {{\n  CLOUD {{\n    jetstream: enabled\n    users: [\n\
+             {{ user: device, password: device-pw, permissions: {{ publish: {{ allow: [\">\"], \
+             deny: [\"edgewise.{DEVICE}.up.summaries.>\"] }}, subscribe: {{ allow: [\">\"] }} }} }}\n\
+             {{ user: reader, password: reader-pw }}\n    ]\n  }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let cloud = NatsServer::start_with_args(true, &["-c", conf.to_str().unwrap()]);
+    let mut device = Device::new(&local, Some(&cloud), "[[plugins]]\nbundle = \"threshold.wasm\"\n");
+    let config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
+    let config = config.replacen(
+        "[upstream]\n",
+        "[upstream]\nuser = \"device\"\npassword = \"device-pw\"\n",
+        1,
+    );
+    std::fs::write(device.path("edgewise.toml"), config).unwrap();
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
+    device.start_with(&client).await;
+    status_until(&client, "connected upstream", |s| s["upstream_connected"] == true).await;
+
+    // threshold closes the previous hour: one summary, which the cloud refuses.
+    let now = now_ms();
+    for ts in [now - 3_600_000, now] {
+        client
+            .publish("sensors.temperature.f1", reading(ts, 5.0))
+            .await
+            .unwrap();
+    }
+    let status = status_until(&client, "the summary moved aside", |s| {
+        s["outbox"]["parked"]["permission_denied"] == 1
+    })
+    .await;
+    assert_eq!(status["outbox"]["summaries"], 0, "{status}");
+    assert_eq!(plugin(&status, "threshold")["summaries_out"], 1, "{status}");
+    urgent_lows(&client, &mut alerts, &["p1"]).await;
+
+    let upstream = stored_upstream(&cloud, "reader", "reader-pw", 2).await;
+    assert!(
+        !upstream.iter().any(|(subject, _)| subject.contains(".up.summaries.")),
+        "{upstream:?}"
+    );
+    let report = upstream
+        .iter()
+        .find(|(_, alert)| alert["code"] == "upstream-refused")
+        .unwrap_or_else(|| panic!("no report upstream: {upstream:?}"));
+    assert_eq!(report.0, format!("edgewise.{DEVICE}.up.alerts.threshold"));
+    let text = report.1["message"].as_str().unwrap();
+    assert!(text.contains("permission-denied") && text.contains("summary"), "{text}");
+    let upstream = if glucose_sensors(&upstream).is_empty() {
+        stored_upstream(&cloud, "reader", "reader-pw", upstream.len() + 1).await
+    } else {
+        upstream
+    };
+    assert_eq!(glucose_sensors(&upstream), ["cgm.p1"], "{upstream:?}");
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
