@@ -34,7 +34,10 @@ async fn status_until(client: &async_nats::Client, what: &str, done: impl Fn(&Va
         if done(&status) {
             return status;
         }
-        assert!(tokio::time::Instant::now() < deadline, "not {what} within {WAIT:?}: {status}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not {what} within {WAIT:?}: {status}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -97,7 +100,8 @@ async fn an_alert_too_large_for_the_cloud_is_moved_aside_and_the_alerts_behind_i
     let conf_dir = tempfile::tempdir().unwrap();
     let cloud = small_payload_cloud(&conf_dir);
     // 20,000 bytes: within the host's output limit (64 KiB), over the cloud's 8 KiB.
-    let plugins = "[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"big-alert\"\nsize = \"20000\"\n";
+    let plugins =
+        "[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"big-alert\"\nsize = \"20000\"\n";
     let mut device = Device::new(&local, Some(&cloud), plugins);
     let client = async_nats::connect(local.url()).await.unwrap();
     let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
@@ -117,10 +121,17 @@ async fn an_alert_too_large_for_the_cloud_is_moved_aside_and_the_alerts_behind_i
         s["outbox"]["parked"]["too_large"] == 1 && s["outbox"]["alerts"] == 0
     })
     .await;
-    assert_eq!(status["outbox"]["parked"]["entries"], 1, "kept for inspection: {status}");
+    assert_eq!(
+        status["outbox"]["parked"]["entries"], 1,
+        "kept for inspection: {status}"
+    );
     assert_eq!(status["outbox"]["parked"]["permission_denied"], 0, "{status}");
     let upstream = upstream_alerts(&cloud, 4).await;
-    assert_eq!(glucose_sensors(&upstream), ["cgm.p1", "cgm.p2", "cgm.p3"], "{upstream:?}");
+    assert_eq!(
+        glucose_sensors(&upstream),
+        ["cgm.p1", "cgm.p2", "cgm.p3"],
+        "{upstream:?}"
+    );
     assert!(
         !upstream.iter().any(|(_, alert)| alert["code"] == "big"),
         "the refused alert itself never got through: {upstream:?}"
@@ -167,7 +178,10 @@ async fn a_plugin_flooding_a_small_outbox_cannot_evict_another_plugins_alerts() 
     const FLOOD: u64 = 200;
     for k in 0..FLOOD {
         client
-            .publish("sensors.hostile.h1", reading(now_ms() + i64::try_from(k).unwrap(), 100.0))
+            .publish(
+                "sensors.hostile.h1",
+                reading(now_ms() + i64::try_from(k).unwrap(), 100.0),
+            )
             .await
             .unwrap();
     }

@@ -126,8 +126,16 @@ impl Outbox {
     /// transaction, store `report` (the host's small alert about it, which
     /// takes room like any alert). Returns `false` (and stores nothing) if the
     /// entry is no longer in the outbox.
-    pub fn park(&mut self, id: u64, reason: Refusal, now_ms: i64, report: Option<NewEntry>) -> Result<bool, OutboxError> {
-        let Ok(sql_id) = i64::try_from(id) else { return Ok(false) };
+    pub fn park(
+        &mut self,
+        id: u64,
+        reason: Refusal,
+        now_ms: i64,
+        report: Option<NewEntry>,
+    ) -> Result<bool, OutboxError> {
+        let Ok(sql_id) = i64::try_from(id) else {
+            return Ok(false);
+        };
         let path = self.path.clone();
         let sql = |operation| OutboxError::sql(&path, operation);
         if let Some(report) = &report {
@@ -161,7 +169,8 @@ impl Outbox {
         let kind = Kind::from_sql(raw_kind)
             .ok_or_else(|| corrupt(&path, sql_id, "kind is neither 0 (alert) nor 1 (summary)"))?;
         tally.remove(&plugin, kind, 1, u64::try_from(size).unwrap_or(0));
-        let entries = bound_parked(&tx, sql_id, parked_max_bytes, &mut drops).map_err(sql("bound the parked entries"))?;
+        let entries =
+            bound_parked(&tx, sql_id, parked_max_bytes, &mut drops).map_err(sql("bound the parked entries"))?;
         if let Some(report) = report {
             insert_entries(
                 &tx,
@@ -218,7 +227,12 @@ impl Outbox {
 /// Remove the oldest parked entries (never `newest`) until the side table
 /// holds at most [`PARKED_MAX_ENTRIES`] and `max_bytes`; returns how many it
 /// holds.
-fn bound_parked(conn: &Connection, newest: i64, max_bytes: u64, drops: &mut DropCounts) -> Result<u64, rusqlite::Error> {
+fn bound_parked(
+    conn: &Connection,
+    newest: i64,
+    max_bytes: u64,
+    drops: &mut DropCounts,
+) -> Result<u64, rusqlite::Error> {
     let (mut entries, mut bytes): (i64, i64) = conn.query_row(
         &format!("SELECT count(*), coalesce(sum({SIZE_SQL}), 0) FROM parked"),
         [],

@@ -190,7 +190,8 @@ fn migrate(conn: &mut Connection, path: &Path, from: i64) -> Result<(), OutboxEr
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql("begin a schema migration"))?;
     if from < 2 {
-        tx.execute_batch(SCHEMA_V2).map_err(sql("migrate the schema to version 2"))?;
+        tx.execute_batch(SCHEMA_V2)
+            .map_err(sql("migrate the schema to version 2"))?;
         migrate_v2(&tx).map_err(sql("name the plugin of every entry"))?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)

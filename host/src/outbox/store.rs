@@ -290,7 +290,9 @@ impl Outbox {
             .map_err(sql("begin a delete"))?;
         {
             let mut delete = tx
-                .prepare_cached(&format!("DELETE FROM entries WHERE id = ?1 RETURNING kind, {SIZE_SQL}, plugin"))
+                .prepare_cached(&format!(
+                    "DELETE FROM entries WHERE id = ?1 RETURNING kind, {SIZE_SQL}, plugin"
+                ))
                 .map_err(sql("delete entries"))?;
             for &id in ids {
                 let Ok(id) = i64::try_from(id) else { continue };
@@ -556,8 +558,8 @@ pub(super) fn insert_entries(
             kind: entry.kind,
             size,
         };
-        let room = evict::make_room(conn, tally, drops, incoming, max_bytes)
-            .map_err(sql("evict entries to make room"))?;
+        let room =
+            evict::make_room(conn, tally, drops, incoming, max_bytes).map_err(sql("evict entries to make room"))?;
         if room == Room::Refused {
             drops.add(DropReason::SummariesRefused, 1);
             ids.push(None);

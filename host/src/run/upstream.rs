@@ -316,7 +316,10 @@ impl Upstream<'_> {
 
 /// The outcome of an acknowledgement.
 fn classify(
-    acked: Result<Result<async_nats::jetstream::publish::PublishAck, async_nats::jetstream::context::PublishError>, tokio::time::error::Elapsed>,
+    acked: Result<
+        Result<async_nats::jetstream::publish::PublishAck, async_nats::jetstream::context::PublishError>,
+        tokio::time::error::Elapsed,
+    >,
 ) -> Outcome {
     use async_nats::jetstream::context::PublishErrorKind;
     match acked {
@@ -371,12 +374,7 @@ fn strikes(batch: &[Entry], outcomes: &[Outcome]) -> Vec<Strike> {
 
 /// Delete the acknowledged entries; count the strikes, and move aside (with a
 /// report) each entry struck [`PARK_AFTER`] times.
-fn settle(
-    outbox: &mut Outbox,
-    acknowledged: &[u64],
-    strikes: Vec<Strike>,
-    subjects: &Subjects,
-) -> Result<(), String> {
+fn settle(outbox: &mut Outbox, acknowledged: &[u64], strikes: Vec<Strike>, subjects: &Subjects) -> Result<(), String> {
     outbox.delete(acknowledged).map_err(|e| e.to_string())?;
     for strike in strikes {
         let Strike { entry, reason, detail } = strike;
@@ -414,13 +412,7 @@ fn settle(
 /// naming its seq, kind, size and the reason; never its payload. `None` for an
 /// entry that is itself such an alert (its refusal is counted and logged, not
 /// reported again).
-fn report(
-    entry: &Entry,
-    reason: Refusal,
-    detail: &str,
-    attempts: u32,
-    subjects: &Subjects,
-) -> Option<NewEntry> {
+fn report(entry: &Entry, reason: Refusal, detail: &str, attempts: u32, subjects: &Subjects) -> Option<NewEntry> {
     if entry.msg_id.ends_with(REFUSED_SUFFIX) {
         return None;
     }
@@ -442,7 +434,10 @@ fn report(
         Kind::Alert => "alert",
         Kind::Summary => "summary",
     };
-    let seq_text = seq.map_or_else(|| format!("msg id {}", bounded(&entry.msg_id)), |seq| format!("seq {seq}"));
+    let seq_text = seq.map_or_else(
+        || format!("msg id {}", bounded(&entry.msg_id)),
+        |seq| format!("seq {seq}"),
+    );
     let alert = Alert {
         sensor: String::new(),
         timestamp_ms: wall_ms(),
@@ -493,7 +488,8 @@ mod tests {
             plugin: "p".into(),
             subject: "edgewise.d.up.alerts.p".into(),
             msg_id: format!("d/p/{id}"),
-            payload: br#"{"type":"alert","device":"d","plugin":"p","version":"1.2.3","digest":"sha256:ab","seq":7}"#.to_vec(),
+            payload: br#"{"type":"alert","device":"d","plugin":"p","version":"1.2.3","digest":"sha256:ab","seq":7}"#
+                .to_vec(),
             created_ms: 0,
         }
     }
@@ -508,7 +504,10 @@ mod tests {
             violated_subject("'Permissions Violation for Publish to \"a.b\"'"),
             Some("a.b")
         );
-        assert_eq!(violated_subject("Permissions Violation for Subscription to \"a\""), None);
+        assert_eq!(
+            violated_subject("Permissions Violation for Subscription to \"a\""),
+            None
+        );
         assert_eq!(violated_subject("Maximum Payload Violation"), None);
         assert_eq!(violated_subject(""), None);
     }

@@ -3,8 +3,8 @@
 mod crash;
 mod encryption;
 mod limits;
-mod model;
 mod migration;
+mod model;
 mod parking;
 mod round_trip;
 mod shares;

@@ -98,7 +98,11 @@ impl Model {
 
     /// Remove the oldest entry of `plugin` and `kind`, counted.
     fn evict_oldest(&mut self, plugin: &str, kind: Kind) {
-        if let Some(i) = self.entries.iter().position(|(e, _)| e.plugin == plugin && e.kind == kind) {
+        if let Some(i) = self
+            .entries
+            .iter()
+            .position(|(e, _)| e.plugin == plugin && e.kind == kind)
+        {
             self.entries.remove(i);
             match kind {
                 Kind::Alert => self.drops.alerts_for_space += 1,
@@ -113,7 +117,9 @@ impl Model {
         let fits = |m: &Model| m.bytes(None) + size <= m.max_bytes;
         let (entries_before, drops_before) = (self.entries.clone(), self.drops);
         while !fits(self) {
-            let Some(victim) = self.furthest_over(&entry.plugin, size, Kind::Summary) else { break };
+            let Some(victim) = self.furthest_over(&entry.plugin, size, Kind::Summary) else {
+                break;
+            };
             self.evict_oldest(&victim, Kind::Summary);
         }
         if !fits(self) && entry.kind == Kind::Summary {
@@ -123,7 +129,9 @@ impl Model {
             return false;
         }
         while !fits(self) {
-            let Some(victim) = self.furthest_over(&entry.plugin, size, Kind::Alert) else { break };
+            let Some(victim) = self.furthest_over(&entry.plugin, size, Kind::Alert) else {
+                break;
+            };
             self.evict_oldest(&victim, Kind::Alert);
         }
         while !fits(self) {
@@ -137,7 +145,10 @@ impl Model {
                 }
             }
             let Some((plugin, _)) = largest else { break };
-            let has_summary = self.entries.iter().any(|(e, _)| e.plugin == plugin && e.kind == Kind::Summary);
+            let has_summary = self
+                .entries
+                .iter()
+                .any(|(e, _)| e.plugin == plugin && e.kind == Kind::Summary);
             self.evict_oldest(&plugin, if has_summary { Kind::Summary } else { Kind::Alert });
         }
         self.entries.push((entry, size));

@@ -28,7 +28,11 @@ fn an_entry_refused_for_good_moves_aside_with_its_report_and_the_rest_stays_in_o
     for attempt in 1..=3 {
         assert_eq!(outbox.refused(head.id).unwrap(), attempt);
     }
-    assert!(outbox.park(head.id, Refusal::TooLarge, 1_234, Some(report(&head))).unwrap());
+    assert!(
+        outbox
+            .park(head.id, Refusal::TooLarge, 1_234, Some(report(&head)))
+            .unwrap()
+    );
     let msg_ids: Vec<String> = all(&outbox).into_iter().map(|e| e.msg_id).collect();
     assert_eq!(
         msg_ids,
@@ -52,7 +56,11 @@ fn an_entry_refused_for_good_moves_aside_with_its_report_and_the_rest_stays_in_o
     assert_eq!(outbox.depth().unwrap().alerts, 3);
 
     // Gone from the outbox: a second park or refusal of it does nothing.
-    assert!(!outbox.park(head.id, Refusal::TooLarge, 1_235, Some(report(&head))).unwrap());
+    assert!(
+        !outbox
+            .park(head.id, Refusal::TooLarge, 1_235, Some(report(&head)))
+            .unwrap()
+    );
     assert_eq!(outbox.refused(head.id).unwrap(), 0);
     assert_eq!(all(&outbox).len(), 3);
 
@@ -72,7 +80,11 @@ fn refusals_are_counted_in_the_file() {
     assert_eq!(outbox.refused(id).unwrap(), 1);
     drop(outbox);
     let mut outbox = open(dir.path());
-    assert_eq!(outbox.refused(id).unwrap(), 2, "a restart does not start the count again");
+    assert_eq!(
+        outbox.refused(id).unwrap(),
+        2,
+        "a restart does not start the count again"
+    );
     assert_eq!(outbox.refused(id + 1).unwrap(), 0);
 }
 

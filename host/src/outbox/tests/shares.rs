@@ -49,8 +49,14 @@ fn a_flooding_plugin_evicts_its_own_alerts_never_another_plugins() {
     let flood = of(&outbox, "flood");
     assert!(flood.len() >= 15, "{}", flood.len());
     assert_eq!(flood.last().unwrap(), "edge-01/flood/99");
-    let seqs: Vec<u64> = flood.iter().map(|id| id.rsplit('/').next().unwrap().parse().unwrap()).collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "newest kept, in order: {seqs:?}");
+    let seqs: Vec<u64> = flood
+        .iter()
+        .map(|id| id.rsplit('/').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "newest kept, in order: {seqs:?}"
+    );
     assert_eq!(outbox.dropped().alerts_for_space, 100 - flood.len() as u64);
     assert_eq!(outbox.dropped().summaries_for_space, 0);
 
