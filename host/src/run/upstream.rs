@@ -247,8 +247,8 @@ impl Upstream<'_> {
         complete && batch.len() < BATCH
     }
 
-    /// Publish every entry of `batch`, then await every acknowledgement: the
-    /// outcome of each, in order. A resend after a failure is harmless
+    /// Publish every entry of `batch`, then await every acknowledgement
+    /// (concurrently): the outcome of each, in order. A resend after a failure is harmless
     /// (deduplicated by Nats-Msg-Id).
     async fn send(&self, batch: &[Entry]) -> Vec<Outcome> {
         let mark = self.violations.mark();
@@ -278,14 +278,15 @@ impl Upstream<'_> {
                 }
             });
         }
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for (entry, sent) in batch.iter().zip(pending) {
-            outcomes.push(match sent {
+        // All acknowledgements at once: a round takes one timeout at most,
+        // however many entries go unacknowledged.
+        let waits = batch.iter().zip(pending).map(|(entry, sent)| async move {
+            match sent {
                 Ok(ack) => self.acknowledgement(ack, &entry.subject, mark).await,
                 Err(outcome) => outcome,
-            });
-        }
-        outcomes
+            }
+        });
+        futures::future::join_all(waits).await
     }
 
     /// Await one acknowledgement; give up early when the server reports a
