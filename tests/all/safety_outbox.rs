@@ -314,3 +314,45 @@ async fn a_summary_on_a_subject_the_device_may_not_publish_to_is_moved_aside_and
     let (code, stderr) = device.terminate();
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_stream_fails_every_round_and_moves_nothing_aside() {
+    let local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    let mut device = Device::new(&local, Some(&cloud), "");
+    // The host does not create the stream: every publish finds no stream.
+    let config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
+    std::fs::write(
+        device.path("edgewise.toml"),
+        config.replace("create_stream = true", "create_stream = false"),
+    )
+    .unwrap();
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
+    device.start_with(&client).await;
+    urgent_lows(&client, &mut alerts, &["a", "b"]).await;
+    // Many more failed rounds than the attempts that move an entry aside.
+    let status = status_until(&client, "ten failed delivery rounds", |s| {
+        s["outbox"]["rounds_failed"].as_u64().unwrap_or(0) >= 10
+    })
+    .await;
+    assert_eq!(status["outbox"]["alerts"], 2, "both still waiting: {status}");
+    for reason in ["too_large", "permission_denied", "refused", "entries"] {
+        assert_eq!(status["outbox"]["parked"][reason], 0, "{status}");
+    }
+    // The stream appears: both are delivered, in order.
+    let jetstream = async_nats::jetstream::new(async_nats::connect(cloud.url()).await.unwrap());
+    jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "EDGEWISE_UP".into(),
+            subjects: vec![format!("edgewise.{DEVICE}.up.>")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    status_until(&client, "the outbox delivered", |s| s["outbox"]["alerts"] == 0).await;
+    let upstream = upstream_alerts(&cloud, 2).await;
+    assert_eq!(glucose_sensors(&upstream), ["cgm.a", "cgm.b"], "{upstream:?}");
+    let (code, stderr) = device.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}

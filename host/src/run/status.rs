@@ -51,6 +51,10 @@ pub struct OutboxStatus {
     /// inspection.
     #[serde(default)]
     pub parked: OutboxParked,
+    /// Delivery rounds since start in which something was not acknowledged
+    /// (upstream down, stream missing, refusals): retried, never lost.
+    #[serde(default)]
+    pub rounds_failed: u64,
 }
 
 /// Entries moved aside because upstream refused them for good (`outbox::park`).
@@ -167,6 +171,8 @@ pub struct StatusSources {
     pub clock: super::clock::Clock,
     /// Upstream connection state.
     pub upstream_connected: Arc<AtomicBool>,
+    /// Delivery rounds in which something was not acknowledged.
+    pub upstream_rounds_failed: Arc<std::sync::atomic::AtomicU64>,
     /// The outbox.
     pub outbox: Arc<Mutex<Outbox>>,
     /// Ingest counters.
@@ -199,6 +205,7 @@ impl StatusSources {
                 oldest_age_ms: oldest.map(|created| wall_ms().saturating_sub(created).max(0)),
                 dropped,
                 parked,
+                rounds_failed: self.upstream_rounds_failed.load(Ordering::Relaxed),
             },
             ingest: IngestStatus {
                 messages: load(&self.ingest.messages),

@@ -55,6 +55,7 @@ pub async fn run_upstream(
     outbox: Arc<Mutex<Outbox>>,
     written: Arc<Notify>,
     connected: Arc<AtomicBool>,
+    rounds_failed: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
 ) {
     let violations = Arc::new(Violations::default());
@@ -96,7 +97,11 @@ pub async fn run_upstream(
         }
         let mut delivered_all = true;
         if is_connected && stream_ready {
-            delivered_all = upstream.deliver().await;
+            let round = upstream.deliver().await;
+            if round == Round::Failed {
+                rounds_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            delivered_all = round == Round::Empty;
         }
         if *stop.borrow() {
             break;
@@ -170,6 +175,17 @@ fn violated_subject(text: &str) -> Option<&str> {
     (!subject.is_empty()).then_some(subject)
 }
 
+/// What a delivery round left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// Everything acknowledged, nothing more waiting.
+    Empty,
+    /// Everything acknowledged, more waiting.
+    More,
+    /// Something was not acknowledged (or the outbox failed).
+    Failed,
+}
+
 /// What became of one entry in a round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
@@ -195,9 +211,8 @@ struct Upstream<'a> {
 
 impl Upstream<'_> {
     /// Send one batch in order; delete what was acknowledged; count refusals
-    /// and move aside what was refused too often. Returns whether the outbox
-    /// looked empty afterwards.
-    async fn deliver(&self) -> bool {
+    /// and move aside what was refused too often.
+    async fn deliver(&self) -> Round {
         let batch = {
             let outbox = self.outbox.clone();
             match tokio::task::spawn_blocking(move || {
@@ -209,11 +224,11 @@ impl Upstream<'_> {
             .await
             {
                 Ok(Ok(batch)) => batch,
-                _ => return false,
+                _ => return Round::Failed,
             }
         };
         if batch.is_empty() {
-            return true;
+            return Round::Empty;
         }
         let outcomes = self.send(&batch).await;
         let acknowledged: Vec<u64> = batch
@@ -236,15 +251,19 @@ impl Upstream<'_> {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
                     tracing::error!(%error, "Cannot update the outbox after a delivery round; acknowledged entries will be resent (and deduplicated)");
-                    return false;
+                    return Round::Failed;
                 }
                 Err(error) => {
                     tracing::error!(%error, "The outbox update after a delivery round failed");
-                    return false;
+                    return Round::Failed;
                 }
             }
         }
-        complete && batch.len() < BATCH
+        match (complete, batch.len() < BATCH) {
+            (false, _) => Round::Failed,
+            (true, true) => Round::Empty,
+            (true, false) => Round::More,
+        }
     }
 
     /// Publish every entry of `batch`, then await every acknowledgement
