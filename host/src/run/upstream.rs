@@ -533,6 +533,27 @@ mod tests {
     }
 
     #[test]
+    fn a_violation_counts_for_its_subject_after_the_mark_only() {
+        let violations = Violations::default();
+        let error = |subject: &str| {
+            async_nats::Event::ServerError(async_nats::ServerError::Other(format!(
+                "Permissions Violation for Publish to \"{subject}\""
+            )))
+        };
+        violations.observe(&error("a.b"));
+        let mark = violations.mark();
+        assert!(violations.since("a.b", 0) && !violations.since("a.b", mark));
+        violations.observe(&async_nats::Event::Disconnected);
+        violations.observe(&error("c.d"));
+        assert!(violations.since("c.d", mark) && !violations.since("a.b", mark));
+        // Bounded: a flood of distinct subjects keeps at most MAX_VIOLATIONS.
+        for n in 0..3 * MAX_VIOLATIONS {
+            violations.observe(&error(&format!("s.{n}")));
+        }
+        assert!(violations.seen.lock().unwrap().len() <= MAX_VIOLATIONS);
+    }
+
+    #[test]
     fn only_refusals_and_failures_with_an_acknowledged_entry_behind_count() {
         let batch: Vec<Entry> = (1..=5).map(entry).collect();
         let outcomes = [
