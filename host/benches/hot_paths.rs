@@ -243,6 +243,7 @@ fn bench_outbox(c: &mut Criterion) {
                             seq += 1;
                             NewEntry {
                                 kind: Kind::Alert,
+                                plugin: "glucose-monitor".into(),
                                 subject: "edgewise.edge-01.up.alerts.glucose-monitor".into(),
                                 msg_id: format!("edge-01/0123456789abcdef0123456789abcdef/glucose-monitor/{seq}"),
                                 payload: payload.to_vec(),

@@ -18,5 +18,6 @@ mod runtime_api;
 mod safety_control;
 mod safety_ingest;
 mod safety_lifecycle;
+mod safety_outbox;
 mod strict_files;
 mod strict_formats;

@@ -64,6 +64,7 @@ fn outbox_rate(dir: &Path, payload: &[u8], batch: usize) -> anyhow::Result<f64> 
         let entries = (0..batch)
             .map(|i| NewEntry {
                 kind: Kind::Alert,
+                plugin: "glucose-monitor".to_owned(),
                 subject: "edgewise.bench.up.alerts.glucose-monitor".to_owned(),
                 msg_id: format!("bench/glucose-monitor/{}", appended + i as u64),
                 payload: payload.to_vec(),

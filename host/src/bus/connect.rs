@@ -23,7 +23,24 @@ pub async fn connect(
     name: &str,
     retry_initial: bool,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
+    connect_observed(config, name, retry_initial, |_| {}).await
+}
+
+/// As [`connect`], with `on_event` called for every connection event (e.g. the
+/// server's `-ERR` for a publish the account may not make, which reaches the
+/// client only this way).
+pub async fn connect_observed(
+    config: &NatsConfig,
+    name: &str,
+    retry_initial: bool,
+    on_event: impl Fn(async_nats::Event) + Send + Sync + 'static,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let on_event = std::sync::Arc::new(on_event);
     let mut options = async_nats::ConnectOptions::new()
+        .event_callback(move |event| {
+            let on_event = on_event.clone();
+            async move { on_event(event) }
+        })
         .name(name)
         .no_echo()
         .custom_inbox_prefix(inbox_prefix(name))

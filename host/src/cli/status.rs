@@ -143,6 +143,11 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
         .iter()
         .map(|(reason, count)| format!("{reason} {count}"))
         .collect();
+    let parked = &status.outbox.parked;
+    println!(
+        "refused:    {} too large, {} permission denied, {} refused upstream: moved aside ({} kept, {} discarded)",
+        parked.too_large, parked.permission_denied, parked.refused, parked.entries, dropped.parked_discarded
+    );
     println!(
         "ingest:     {} messages, {} dead-lettered{}",
         status.ingest.messages,

@@ -41,6 +41,10 @@ pub struct NewEntry {
     /// `edgewise.<device>.up.alerts.<plugin>`, `…up.summaries.<plugin>`), so
     /// delivering all alerts before all summaries keeps each subject's order.
     pub kind: Kind,
+    /// The plugin whose output this is (the host's own alerts about a plugin
+    /// count as that plugin's): its share of the outbox is what the size rule
+    /// weighs (see `evict`).
+    pub plugin: String,
     /// The upstream subject, e.g. `edgewise.edge-01.up.alerts.glucose-monitor`.
     pub subject: String,
     /// The `Nats-Msg-Id`, e.g. `edge-01/glucose-monitor/17`: JetStream stores a
@@ -61,6 +65,8 @@ pub struct Entry {
     pub id: u64,
     /// Alert or summary.
     pub kind: Kind,
+    /// The plugin whose output this is.
+    pub plugin: String,
     /// The upstream subject.
     pub subject: String,
     /// The `Nats-Msg-Id`.

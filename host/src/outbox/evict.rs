@@ -1,17 +1,31 @@
 //! The size limit: what to evict, in which order, to make room for a new entry.
 //!
-//! 1. Oldest summaries first.
-//! 2. A new summary never evicts an alert: if evicting every summary would not
-//!    make room, the new summary is refused (and nothing is evicted for it).
-//! 3. A new alert that still does not fit once no summary is left evicts the
-//!    oldest alerts. The choice: the outbox is bounded, and when alerts alone
-//!    fill it, the newest alert describes the patient's current condition, while
-//!    the oldest is the most stale (and upstream has been unreachable for its
-//!    whole age). Refusing the new alert would keep stale news and lose current
-//!    news. Every eviction is counted by reason.
+//! Each plugin holding entries (and the plugin of the new entry) has an equal
+//! **share** of the outbox: `max_bytes / n`. A plugin is **over its share** when
+//! the bytes it holds (with the new entry, for its own plugin) exceed it. Only
+//! plugins over their share lose entries, so one plugin's flood can never evict
+//! another plugin's alerts while that plugin stays within its share.
 //!
-//! An entry larger than the whole limit is refused by the caller before any of
-//! this, so evicting cannot empty the outbox for nothing.
+//! 1. Summaries first: the oldest summary of the plugin furthest over its
+//!    share, one at a time (the furthest is chosen again after each eviction;
+//!    ties go to the plugin whose name sorts first).
+//! 2. A new summary never evicts an alert: if the summaries of plugins over
+//!    their share cannot make room, the new summary is refused and nothing is
+//!    evicted for it.
+//! 3. A new alert that still does not fit evicts the oldest alert of the plugin
+//!    furthest over its share, the same way. With one plugin that is its own
+//!    oldest alert. The choice: the outbox is bounded, and when alerts alone
+//!    fill it, the newest alert describes the patient's current condition,
+//!    while the oldest is the most stale (and upstream has been unreachable for
+//!    its whole age). Refusing the new alert would keep stale news and lose
+//!    current news.
+//! 4. Only when a new alert is larger than its plugin's whole share while that
+//!    plugin holds nothing (no plugin is over its share), the plugin holding
+//!    the most bytes pays: summaries first, then its oldest alerts.
+//!
+//! Every eviction is counted by reason. An entry larger than the whole limit
+//! is refused by the caller before any of this, so evicting cannot empty the
+//! outbox for nothing.
 
 use rusqlite::Connection;
 
@@ -28,60 +42,148 @@ pub(crate) enum Room {
     Refused,
 }
 
-/// Make room for an entry of `kind` taking `size` bytes under `max_bytes`,
-/// deleting rows in `conn` (inside the caller's transaction) and counting them
-/// in `tally` and `drops`.
+/// The new entry that needs room.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Incoming<'a> {
+    pub(crate) plugin: &'a str,
+    pub(crate) kind: Kind,
+    pub(crate) size: u64,
+}
+
+/// Make room for `incoming` under `max_bytes`, deleting rows in `conn` (inside
+/// the caller's transaction) and counting them in `tally` and `drops`.
 pub(crate) fn make_room(
     conn: &Connection,
     tally: &mut Tally,
     drops: &mut DropCounts,
-    kind: Kind,
-    size: u64,
+    incoming: Incoming<'_>,
     max_bytes: u64,
 ) -> Result<Room, rusqlite::Error> {
-    let excess = tally.bytes().saturating_add(size).saturating_sub(max_bytes);
-    if excess == 0 {
+    if excess(tally, incoming, max_bytes) == 0 {
         return Ok(Room::Made);
     }
-    if kind == Kind::Summary && tally.bytes_of(Kind::Summary) < excess {
+    if incoming.kind == Kind::Summary {
+        // A summary may be refused after some summaries were evicted for it:
+        // a savepoint undoes those.
+        let (tally_before, drops_before) = (tally.clone(), *drops);
+        conn.execute_batch("SAVEPOINT make_room")?;
+        let made = evict_while_over(conn, tally, drops, incoming, max_bytes, Kind::Summary)?;
+        if made {
+            conn.execute_batch("RELEASE make_room")?;
+            return Ok(Room::Made);
+        }
+        conn.execute_batch("ROLLBACK TO make_room; RELEASE make_room")?;
+        *tally = tally_before;
+        *drops = drops_before;
         return Ok(Room::Refused);
     }
-    let freed = evict_oldest(conn, tally, drops, Kind::Summary, excess)?;
-    if freed < excess && kind == Kind::Alert {
-        evict_oldest(conn, tally, drops, Kind::Alert, excess - freed)?;
+    for kind in [Kind::Summary, Kind::Alert] {
+        if evict_while_over(conn, tally, drops, incoming, max_bytes, kind)? {
+            return Ok(Room::Made);
+        }
+    }
+    // Rule 4: nobody is over their share, yet the new alert does not fit.
+    while excess(tally, incoming, max_bytes) > 0 {
+        let Some((plugin, kind)) = largest_holder(tally) else {
+            break;
+        };
+        evict_oldest(conn, tally, drops, &plugin, kind)?;
     }
     Ok(Room::Made)
 }
 
-/// Delete the oldest entries of `kind` until at least `needed` bytes are
-/// freed (or none is left); returns the bytes freed.
+/// Bytes over `max_bytes` once `incoming` is added.
+fn excess(tally: &Tally, incoming: Incoming<'_>, max_bytes: u64) -> u64 {
+    tally.bytes().saturating_add(incoming.size).saturating_sub(max_bytes)
+}
+
+/// Evict entries of `kind`, one at a time, from the plugin furthest over its
+/// share, until the new entry fits (`true`) or no plugin over its share holds
+/// an entry of `kind` (`false`).
+fn evict_while_over(
+    conn: &Connection,
+    tally: &mut Tally,
+    drops: &mut DropCounts,
+    incoming: Incoming<'_>,
+    max_bytes: u64,
+    kind: Kind,
+) -> Result<bool, rusqlite::Error> {
+    while excess(tally, incoming, max_bytes) > 0 {
+        let Some(victim) = furthest_over(tally, incoming, max_bytes, kind) else {
+            return Ok(false);
+        };
+        evict_oldest(conn, tally, drops, &victim, kind)?;
+    }
+    Ok(true)
+}
+
+/// The plugin furthest over its share among those holding an entry of `kind`.
+fn furthest_over(tally: &Tally, incoming: Incoming<'_>, max_bytes: u64, kind: Kind) -> Option<String> {
+    let plugins = tally.plugins();
+    let sharers = plugins.len() + usize::from(!plugins.contains_key(incoming.plugin));
+    let share = max_bytes / u64::try_from(sharers.max(1)).unwrap_or(u64::MAX);
+    let mut furthest: Option<(&String, u64)> = None;
+    for (plugin, counts) in plugins {
+        if counts.entries_of(kind) == 0 {
+            continue;
+        }
+        let mut held = counts.bytes();
+        if plugin == incoming.plugin {
+            held = held.saturating_add(incoming.size);
+        }
+        let over = held.saturating_sub(share);
+        if over > 0 && furthest.is_none_or(|(_, most)| over > most) {
+            furthest = Some((plugin, over));
+        }
+    }
+    furthest.map(|(plugin, _)| plugin.clone())
+}
+
+/// The plugin holding the most bytes (ties: the name that sorts first), and
+/// the kind it loses first.
+fn largest_holder(tally: &Tally) -> Option<(String, Kind)> {
+    let mut largest: Option<(&String, u64)> = None;
+    for (plugin, counts) in tally.plugins() {
+        if largest.is_none_or(|(_, most)| counts.bytes() > most) {
+            largest = Some((plugin, counts.bytes()));
+        }
+    }
+    let (plugin, _) = largest?;
+    let counts = tally.plugins().get(plugin)?;
+    let kind = if counts.entries_of(Kind::Summary) > 0 {
+        Kind::Summary
+    } else {
+        Kind::Alert
+    };
+    Some((plugin.clone(), kind))
+}
+
+/// Delete the oldest entry of `plugin` and `kind`, counted.
 fn evict_oldest(
     conn: &Connection,
     tally: &mut Tally,
     drops: &mut DropCounts,
+    plugin: &str,
     kind: Kind,
-    needed: u64,
-) -> Result<u64, rusqlite::Error> {
-    let mut freed = 0u64;
-    let mut count = 0u64;
-    let mut last_id = None;
-    {
-        let mut oldest = conn.prepare_cached(&format!(
-            "SELECT id, {SIZE_SQL} FROM entries WHERE kind = ?1 ORDER BY id"
-        ))?;
-        let mut rows = oldest.query([kind.to_sql()])?;
-        while freed < needed {
-            let Some(row) = rows.next()? else { break };
-            last_id = Some(row.get::<_, i64>(0)?);
-            freed = freed.saturating_add(u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0));
-            count += 1;
+) -> Result<(), rusqlite::Error> {
+    let mut oldest = conn.prepare_cached(&format!(
+        "DELETE FROM entries WHERE id = \
+         (SELECT id FROM entries WHERE plugin = ?1 AND kind = ?2 ORDER BY id LIMIT 1) \
+         RETURNING {SIZE_SQL}"
+    ))?;
+    let mut rows = oldest.query(rusqlite::params![plugin, kind.to_sql()])?;
+    match rows.next()? {
+        Some(row) => {
+            let size = u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0);
+            tally.remove(plugin, kind, 1, size);
+            drops.add(DropReason::for_space(kind), 1);
+        }
+        // The tally says there is one: it is out of step with the table.
+        // Forget the plugin's entries of this kind rather than loop forever.
+        None => {
+            let counts = tally.plugins().get(plugin).copied().unwrap_or_default();
+            tally.remove(plugin, kind, counts.entries_of(kind), counts.bytes_of(kind));
         }
     }
-    if let Some(last_id) = last_id {
-        conn.prepare_cached("DELETE FROM entries WHERE kind = ?1 AND id <= ?2")?
-            .execute([kind.to_sql(), last_id])?;
-        tally.remove(kind, count, freed);
-        drops.add(DropReason::for_space(kind), count);
-    }
-    Ok(freed)
+    Ok(())
 }

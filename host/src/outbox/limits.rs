@@ -58,6 +58,10 @@ pub struct DropCounts {
     pub expired_alerts: u64,
     /// Summaries removed by `Outbox::expire` for age.
     pub expired_summaries: u64,
+    /// Entries moved aside earlier (upstream refused them for good) and
+    /// removed from the side table to keep it within its bound, oldest first
+    /// (see `Outbox::park`).
+    pub parked_discarded: u64,
     /// Rows `Outbox::next_batch` skipped since the outbox was opened because they
     /// failed to decrypt. They stay in the file (a row leaves only on an
     /// acknowledgement, eviction or expiry), are never delivered, and are
@@ -73,15 +77,17 @@ pub(crate) enum DropReason {
     AlertsForSpace,
     ExpiredAlerts,
     ExpiredSummaries,
+    ParkedDiscarded,
 }
 
 impl DropReason {
-    pub(crate) const ALL: [DropReason; 5] = [
+    pub(crate) const ALL: [DropReason; 6] = [
         DropReason::SummariesForSpace,
         DropReason::SummariesRefused,
         DropReason::AlertsForSpace,
         DropReason::ExpiredAlerts,
         DropReason::ExpiredSummaries,
+        DropReason::ParkedDiscarded,
     ];
 
     /// Its name in the `drops` table.
@@ -92,6 +98,7 @@ impl DropReason {
             DropReason::AlertsForSpace => "alerts_for_space",
             DropReason::ExpiredAlerts => "expired_alerts",
             DropReason::ExpiredSummaries => "expired_summaries",
+            DropReason::ParkedDiscarded => "parked_discarded",
         }
     }
 
@@ -121,6 +128,7 @@ impl DropCounts {
             DropReason::AlertsForSpace => self.alerts_for_space,
             DropReason::ExpiredAlerts => self.expired_alerts,
             DropReason::ExpiredSummaries => self.expired_summaries,
+            DropReason::ParkedDiscarded => self.parked_discarded,
         }
     }
 
@@ -132,6 +140,7 @@ impl DropCounts {
             DropReason::AlertsForSpace => &mut self.alerts_for_space,
             DropReason::ExpiredAlerts => &mut self.expired_alerts,
             DropReason::ExpiredSummaries => &mut self.expired_summaries,
+            DropReason::ParkedDiscarded => &mut self.parked_discarded,
         }
     }
 

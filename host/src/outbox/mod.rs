@@ -4,7 +4,8 @@
 //! **Invariant: a row leaves the outbox only after a JetStream ack (`delete`
 //! is called by the publisher after the PubAck).** The only other ways out are
 //! the bounded, counted ones: eviction by the size limit and expiry by age
-//! ([`DropCounts`]).
+//! ([`DropCounts`]), and moving aside an entry upstream refused for good
+//! ([`Outbox::park`], [`ParkedCounts`]: kept, sealed, in a bounded side table).
 //!
 //! - **Durable before emitted**: [`Outbox::append`] returns once the entry is
 //!   committed to an SQLite file in WAL mode with `synchronous=FULL`, i.e.
@@ -20,14 +21,16 @@
 //!   creation time). Subjects and message ids stay in clear: the publisher
 //!   routes by them. A row that fails to decrypt is reported and skipped,
 //!   never delivered; a wrong key is refused at open.
-//! - **Bounded**: [`OutboxLimits`] by size (enforced on append: summaries are
-//!   evicted first and alerts are never evicted for a summary) and by age
+//! - **Bounded**: [`OutboxLimits`] by size (enforced on append: each plugin
+//!   has an equal share, only a plugin over its share loses entries, summaries
+//!   are evicted first and alerts are never evicted for a summary) and by age
 //!   ([`Outbox::expire`]).
 //!
 //! The API is synchronous: callers run it on a dedicated thread or in
 //! `spawn_blocking`; [`Writer`] is such a thread for appends, committing
 //! what several producers queued in one transaction (group commit). Files: `key` (device key), `crypto` (sealing), `schema`
-//! (file settings, versions), `store` ([`Outbox`]), `evict` (the size rule),
+//! (file settings, versions, migrations), `store` ([`Outbox`]), `evict` (the
+//! size rule), `park` (entries refused for good),
 //! `tally` (in-memory counts), `writer` (group commit), `entry`, `limits`, `error`.
 
 mod crypto;
@@ -36,6 +39,7 @@ mod error;
 mod evict;
 mod key;
 mod limits;
+mod park;
 mod schema;
 mod store;
 mod tally;
@@ -48,6 +52,7 @@ pub use entry::{Entry, Kind, NewEntry};
 pub use error::OutboxError;
 pub use key::OutboxKey;
 pub use limits::{Depth, DropCounts, OutboxLimits};
+pub use park::{PARK_AFTER, PARKED_MAX_ENTRIES, ParkedCounts, ParkedEntry, Refusal};
 pub use schema::FILE_NAME;
 pub use store::Outbox;
 pub use writer::{Committed, Outcome, Writer, WriterHandle, WriterStopped};

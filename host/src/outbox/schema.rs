@@ -14,10 +14,12 @@ use super::error::OutboxError;
 pub const FILE_NAME: &str = "outbox.sqlite3";
 
 /// The schema this build writes, kept in SQLite's `user_version`. A file with a
-/// higher version is refused, never "upgraded" backwards.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+/// higher version is refused, never "upgraded" backwards; a file with a lower
+/// one is migrated at open, in one transaction.
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
-/// Schema version 1.
+/// Schema version 1 (kept: a new file is made as version 1, then migrated, so
+/// that a file left by an older build takes the same path as a new one).
 ///
 /// - `entries`: `AUTOINCREMENT` so ids follow append order and are never
 ///   reused (a late delete of an acknowledged id cannot hit a newer row).
@@ -47,6 +49,37 @@ CREATE TABLE key_check (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     nonce BLOB NOT NULL,
     ciphertext BLOB NOT NULL
+);
+";
+
+/// From version 1 to 2.
+///
+/// - `entries.plugin`: whose output an entry is (the size rule gives each
+///   plugin a share of the outbox); filled for existing rows from the last
+///   token of the subject (`edgewise.<device>.up.<kind>.<plugin>`: a plugin
+///   name has no dots), by `migrate_v2`.
+/// - `entries.refusals`: attempts in which upstream refused the entry for good
+///   (see `Outbox::refused`); kept across restarts so that a crash loop cannot
+///   keep a refused entry at the head forever.
+/// - `entries_by_plugin` serves eviction by plugin.
+/// - `parked`: entries upstream refused for good, moved aside (still sealed,
+///   with the columns their associated data binds) for an operator to
+///   inspect; bounded (see `park`).
+const SCHEMA_V2: &str = "
+ALTER TABLE entries ADD COLUMN plugin TEXT NOT NULL DEFAULT '';
+ALTER TABLE entries ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX entries_by_plugin ON entries (plugin, kind, id);
+CREATE TABLE parked (
+    id INTEGER PRIMARY KEY,
+    kind INTEGER NOT NULL,
+    plugin TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    nonce BLOB NOT NULL,
+    ciphertext BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    parked_ms INTEGER NOT NULL
 );
 ";
 
@@ -101,7 +134,14 @@ pub(crate) fn prepare(conn: &mut Connection, path: &Path, key: &LessSafeKey) -> 
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(sql("read the schema version"))?;
     match version {
-        0 => create(conn, path, key),
+        0 => {
+            create(conn, path, key)?;
+            migrate(conn, path, 1)
+        }
+        1 => {
+            check_key(conn, path, key)?;
+            migrate(conn, path, 1)
+        }
         SCHEMA_VERSION => check_key(conn, path, key),
         found => Err(OutboxError::UnknownSchema {
             path: path.to_owned(),
@@ -137,9 +177,40 @@ fn create(conn: &mut Connection, path: &Path, key: &LessSafeKey) -> Result<(), O
         params![&nonce[..], ciphertext],
     )
     .map_err(sql("write the key check"))?;
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+    tx.pragma_update(None, "user_version", 1)
         .map_err(sql("set the schema version"))?;
     tx.commit().map_err(sql("commit the schema"))
+}
+
+/// Bring a file at version `from` to [`SCHEMA_VERSION`], in one transaction:
+/// a crash leaves it at `from`, to be migrated again.
+fn migrate(conn: &mut Connection, path: &Path, from: i64) -> Result<(), OutboxError> {
+    let sql = |operation| OutboxError::sql(path, operation);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql("begin a schema migration"))?;
+    if from < 2 {
+        tx.execute_batch(SCHEMA_V2)
+            .map_err(sql("migrate the schema to version 2"))?;
+        migrate_v2(&tx).map_err(sql("name the plugin of every entry"))?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(sql("set the schema version"))?;
+    tx.commit().map_err(sql("commit the schema migration"))
+}
+
+/// Name the plugin of every existing entry after its subject's last token.
+fn migrate_v2(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let rows: Vec<(i64, String)> = conn
+        .prepare("SELECT id, subject FROM entries")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut update = conn.prepare("UPDATE entries SET plugin = ?2 WHERE id = ?1")?;
+    for (id, subject) in rows {
+        let plugin = subject.rsplit('.').next().unwrap_or_default();
+        update.execute(params![id, plugin])?;
+    }
+    Ok(())
 }
 
 /// Refuse a key other than the one the outbox was created with.

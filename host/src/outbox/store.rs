@@ -12,27 +12,30 @@ use rusqlite::{Connection, Row, TransactionBehavior};
 use super::crypto;
 use super::entry::{Entry, Kind, NewEntry, SIZE_SQL, stored_size};
 use super::error::OutboxError;
-use super::evict::{self, Room};
+use super::evict::{self, Incoming, Room};
 use super::key::OutboxKey;
 use super::limits::{Depth, DropCounts, DropReason, OutboxLimits};
+use super::park::{self, ParkedCounts};
 use super::schema::{self, FILE_NAME};
 use super::tally::Tally;
 
 /// The columns `read_entry` decodes, in its order.
-const ENTRY_COLUMNS: &str = "id, kind, subject, msg_id, created_ms, nonce, ciphertext";
+pub(super) const ENTRY_COLUMNS: &str = "id, kind, subject, msg_id, created_ms, nonce, ciphertext, plugin";
 
 /// The store-and-forward queue of outputs waiting to go upstream.
 ///
 /// Synchronous: run it on a dedicated thread or in `spawn_blocking`. One
 /// `Outbox` per data directory; the file is locked for the life of the value.
 pub struct Outbox {
-    conn: Connection,
-    path: PathBuf,
-    key: LessSafeKey,
-    rng: SystemRandom,
-    limits: OutboxLimits,
-    tally: Tally,
-    drops: DropCounts,
+    pub(super) conn: Connection,
+    pub(super) path: PathBuf,
+    pub(super) key: LessSafeKey,
+    pub(super) rng: SystemRandom,
+    pub(super) limits: OutboxLimits,
+    pub(super) tally: Tally,
+    pub(super) drops: DropCounts,
+    /// Entries moved aside (see `park`).
+    pub(super) parked: ParkedCounts,
     /// Rows that failed to decrypt since open: skipped by `next_batch`.
     undecryptable: RefCell<BTreeSet<u64>>,
 }
@@ -91,6 +94,7 @@ impl Outbox {
             })?;
         let tally = load_tally(&conn, &path)?;
         let drops = load_drops(&conn, &path)?;
+        let parked = park::load_counts(&conn, &path)?;
         Ok(Outbox {
             conn,
             path,
@@ -99,6 +103,7 @@ impl Outbox {
             limits,
             tally,
             drops,
+            parked,
             undecryptable: RefCell::new(BTreeSet::new()),
         })
     }
@@ -176,7 +181,7 @@ impl Outbox {
         let path = &self.path;
         let sql = |operation| OutboxError::sql(path, operation);
         let mut results: Vec<Result<Vec<Option<u64>>, OutboxError>> = Vec::with_capacity(groups.len());
-        let mut tally = self.tally;
+        let mut tally = self.tally.clone();
         let mut drops = DropCounts::default();
         let mut tx = self
             .conn
@@ -187,7 +192,7 @@ impl Outbox {
                 results.push(Ok(Vec::new()));
                 continue;
             }
-            let mut group_tally = tally;
+            let mut group_tally = tally.clone();
             let mut group_drops = DropCounts::default();
             let mut store = |conn: &Connection| {
                 too_large(path, self.limits.max_bytes, entries)?;
@@ -296,21 +301,24 @@ impl Outbox {
         }
         let path = &self.path;
         let sql = |operation| OutboxError::sql(path, operation);
-        let mut tally = self.tally;
+        let mut tally = self.tally.clone();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("begin a delete"))?;
         {
             let mut delete = tx
-                .prepare_cached(&format!("DELETE FROM entries WHERE id = ?1 RETURNING kind, {SIZE_SQL}"))
+                .prepare_cached(&format!(
+                    "DELETE FROM entries WHERE id = ?1 RETURNING kind, {SIZE_SQL}, plugin"
+                ))
                 .map_err(sql("delete entries"))?;
             for &id in ids {
                 let Ok(id) = i64::try_from(id) else { continue };
                 let mut rows = delete.query([id]).map_err(sql("delete entries"))?;
                 while let Some(row) = rows.next().map_err(sql("delete entries"))? {
                     let (kind, size) = kind_and_size(row, path, id)?;
-                    tally.remove(kind, 1, size);
+                    let plugin: String = row.get(2).map_err(sql("delete entries"))?;
+                    tally.remove(&plugin, kind, 1, size);
                 }
             }
         }
@@ -328,7 +336,7 @@ impl Outbox {
         let cutoff = now_ms.saturating_sub(max_age);
         let path = &self.path;
         let sql = |operation| OutboxError::sql(path, operation);
-        let mut tally = self.tally;
+        let mut tally = self.tally.clone();
         let mut drops = DropCounts::default();
         let mut removed = 0u64;
         let tx = self
@@ -338,7 +346,7 @@ impl Outbox {
         {
             let mut expire = tx
                 .prepare_cached(&format!(
-                    "DELETE FROM entries WHERE created_ms < ?1 RETURNING id, kind, {SIZE_SQL}"
+                    "DELETE FROM entries WHERE created_ms < ?1 RETURNING id, kind, {SIZE_SQL}, plugin"
                 ))
                 .map_err(sql("expire entries"))?;
             let mut rows = expire.query([cutoff]).map_err(sql("expire entries"))?;
@@ -346,10 +354,11 @@ impl Outbox {
                 let id: i64 = row.get(0).map_err(sql("expire entries"))?;
                 let kind = Kind::from_sql(row.get(1).map_err(sql("expire entries"))?);
                 let size: i64 = row.get(2).map_err(sql("expire entries"))?;
+                let plugin: String = row.get(3).map_err(sql("expire entries"))?;
                 let Some(kind) = kind else {
                     return Err(corrupt(path, id, "kind is neither 0 (alert) nor 1 (summary)"));
                 };
-                tally.remove(kind, 1, u64::try_from(size).unwrap_or(0));
+                tally.remove(&plugin, kind, 1, u64::try_from(size).unwrap_or(0));
                 drops.add(DropReason::expired(kind), 1);
                 removed += 1;
             }
@@ -391,7 +400,7 @@ impl Outbox {
     /// Decode and decrypt one row selected with [`ENTRY_COLUMNS`]. The outer
     /// error is a failure to read the row; the inner one, a row that fails to
     /// decrypt.
-    fn read_entry(&self, row: &Row<'_>, id: u64) -> Result<Result<Entry, OutboxError>, OutboxError> {
+    pub(super) fn read_entry(&self, row: &Row<'_>, id: u64) -> Result<Result<Entry, OutboxError>, OutboxError> {
         let sql = |operation| OutboxError::sql(&self.path, operation);
         let raw_kind: i64 = row.get(1).map_err(sql("read an entry"))?;
         let subject: String = row.get(2).map_err(sql("read an entry"))?;
@@ -399,6 +408,7 @@ impl Outbox {
         let created_ms: i64 = row.get(4).map_err(sql("read an entry"))?;
         let nonce: Vec<u8> = row.get(5).map_err(sql("read an entry"))?;
         let ciphertext: Vec<u8> = row.get(6).map_err(sql("read an entry"))?;
+        let plugin: String = row.get(7).map_err(sql("read an entry"))?;
         let Some(kind) = Kind::from_sql(raw_kind) else {
             return Ok(Err(OutboxError::Decrypt {
                 path: self.path.clone(),
@@ -411,6 +421,7 @@ impl Outbox {
             Some(payload) => Ok(Entry {
                 id,
                 kind,
+                plugin,
                 subject,
                 msg_id,
                 payload,
@@ -431,7 +442,7 @@ impl Outbox {
     }
 }
 
-fn corrupt(path: &Path, id: i64, reason: &str) -> OutboxError {
+pub(super) fn corrupt(path: &Path, id: i64, reason: &str) -> OutboxError {
     OutboxError::CorruptRow {
         path: path.to_owned(),
         id,
@@ -459,7 +470,7 @@ fn load_tally(conn: &Connection, path: &Path) -> Result<Tally, OutboxError> {
     let sql = |operation| OutboxError::sql(path, operation);
     let mut stmt = conn
         .prepare(&format!(
-            "SELECT kind, count(*), coalesce(sum({SIZE_SQL}), 0) FROM entries GROUP BY kind"
+            "SELECT kind, count(*), coalesce(sum({SIZE_SQL}), 0), plugin FROM entries GROUP BY plugin, kind"
         ))
         .map_err(sql("count entries"))?;
     let mut rows = stmt.query([]).map_err(sql("count entries"))?;
@@ -468,11 +479,13 @@ fn load_tally(conn: &Connection, path: &Path) -> Result<Tally, OutboxError> {
         let raw_kind: i64 = row.get(0).map_err(sql("count entries"))?;
         let count: i64 = row.get(1).map_err(sql("count entries"))?;
         let bytes: i64 = row.get(2).map_err(sql("count entries"))?;
+        let plugin: String = row.get(3).map_err(sql("count entries"))?;
         let kind = Kind::from_sql(raw_kind).ok_or_else(|| OutboxError::NotAnOutbox {
             path: path.to_owned(),
             reason: format!("entries of unknown kind {raw_kind}"),
         })?;
         tally.add(
+            &plugin,
             kind,
             u64::try_from(count).unwrap_or(0),
             u64::try_from(bytes).unwrap_or(0),
@@ -501,7 +514,7 @@ fn load_drops(conn: &Connection, path: &Path) -> Result<DropCounts, OutboxError>
 }
 
 /// Add `delta` to the persisted drop counters (inside the caller's transaction).
-fn persist_drops(conn: &Connection, delta: &DropCounts) -> Result<(), rusqlite::Error> {
+pub(super) fn persist_drops(conn: &Connection, delta: &DropCounts) -> Result<(), rusqlite::Error> {
     for reason in DropReason::ALL {
         let n = delta.get(reason);
         if n == 0 {
@@ -518,7 +531,7 @@ fn persist_drops(conn: &Connection, delta: &DropCounts) -> Result<(), rusqlite::
 
 /// [`OutboxError::EntryTooLarge`] for the first of `entries` that could never
 /// fit in an outbox of `max_bytes`.
-fn too_large(path: &Path, max_bytes: u64, entries: &[NewEntry]) -> Result<(), OutboxError> {
+pub(super) fn too_large(path: &Path, max_bytes: u64, entries: &[NewEntry]) -> Result<(), OutboxError> {
     match entries
         .iter()
         .map(|e| (e, stored_size(&e.subject, &e.msg_id, e.payload.len())))
@@ -538,7 +551,7 @@ fn too_large(path: &Path, max_bytes: u64, entries: &[NewEntry]) -> Result<(), Ou
 /// transaction or savepoint; `tally` and `drops` follow. Each entry's id, or
 /// `None` for a refused summary.
 #[allow(clippy::too_many_arguments)]
-fn insert_entries(
+pub(super) fn insert_entries(
     conn: &Connection,
     path: &Path,
     key: &LessSafeKey,
@@ -552,14 +565,19 @@ fn insert_entries(
     let mut ids = Vec::with_capacity(entries.len());
     let mut insert = conn
         .prepare_cached(
-            "INSERT INTO entries (kind, subject, msg_id, created_ms, nonce, ciphertext) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO entries (kind, subject, msg_id, created_ms, nonce, ciphertext, plugin) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .map_err(sql("insert an entry"))?;
     for entry in entries {
         let size = stored_size(&entry.subject, &entry.msg_id, entry.payload.len());
-        let room = evict::make_room(conn, tally, drops, entry.kind, size, max_bytes)
-            .map_err(sql("evict entries to make room"))?;
+        let incoming = Incoming {
+            plugin: &entry.plugin,
+            kind: entry.kind,
+            size,
+        };
+        let room =
+            evict::make_room(conn, tally, drops, incoming, max_bytes).map_err(sql("evict entries to make room"))?;
         if room == Room::Refused {
             drops.add(DropReason::SummariesRefused, 1);
             ids.push(None);
@@ -578,11 +596,12 @@ fn insert_entries(
                 entry.created_ms,
                 &nonce[..],
                 ciphertext,
+                &entry.plugin,
             ])
             .map_err(sql("insert an entry"))?;
         let rowid = conn.last_insert_rowid();
         let id = u64::try_from(rowid).map_err(|_| corrupt(path, rowid, "SQLite assigned a negative id"))?;
-        tally.add(entry.kind, 1, size);
+        tally.add(&entry.plugin, entry.kind, 1, size);
         ids.push(Some(id));
     }
     Ok(ids)

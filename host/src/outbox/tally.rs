@@ -1,33 +1,40 @@
-//! The running count of what the outbox holds, kept in memory so that an
-//! append can enforce the size limit without scanning the table.
+//! The running count of what the outbox holds, in total and per plugin, kept
+//! in memory so that an append can enforce the size limit (and each plugin's
+//! share of it) without scanning the table.
+
+use std::collections::BTreeMap;
 
 use super::entry::Kind;
 use super::limits::Depth;
 
-/// Entries and bytes per kind. Loaded from the table when the outbox opens and
-/// updated only after a transaction commits, so it always matches the file
-/// (the outbox's connection holds the database exclusively).
+/// Entries and bytes per kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Tally {
+pub(crate) struct Counts {
     alerts: u64,
     summaries: u64,
     alert_bytes: u64,
     summary_bytes: u64,
 }
 
-impl Tally {
-    /// Count `entries` more entries of `kind` taking `bytes` bytes.
-    pub(crate) fn add(&mut self, kind: Kind, entries: u64, bytes: u64) {
+impl Counts {
+    fn add(&mut self, kind: Kind, entries: u64, bytes: u64) {
         let (count, size) = self.slots(kind);
         *count = count.saturating_add(entries);
         *size = size.saturating_add(bytes);
     }
 
-    /// Count `entries` fewer entries of `kind` taking `bytes` bytes.
-    pub(crate) fn remove(&mut self, kind: Kind, entries: u64, bytes: u64) {
+    fn remove(&mut self, kind: Kind, entries: u64, bytes: u64) {
         let (count, size) = self.slots(kind);
         *count = count.saturating_sub(entries);
         *size = size.saturating_sub(bytes);
+    }
+
+    /// Entries of `kind`.
+    pub(crate) fn entries_of(&self, kind: Kind) -> u64 {
+        match kind {
+            Kind::Alert => self.alerts,
+            Kind::Summary => self.summaries,
+        }
     }
 
     /// Bytes taken by entries of `kind`.
@@ -43,19 +50,69 @@ impl Tally {
         self.alert_bytes.saturating_add(self.summary_bytes)
     }
 
-    /// The public view.
-    pub(crate) fn depth(&self) -> Depth {
-        Depth {
-            alerts: self.alerts,
-            summaries: self.summaries,
-            bytes: self.bytes(),
-        }
+    fn is_empty(&self) -> bool {
+        self.alerts == 0 && self.summaries == 0
     }
 
     fn slots(&mut self, kind: Kind) -> (&mut u64, &mut u64) {
         match kind {
             Kind::Alert => (&mut self.alerts, &mut self.alert_bytes),
             Kind::Summary => (&mut self.summaries, &mut self.summary_bytes),
+        }
+    }
+}
+
+/// What the outbox holds, in total and per plugin. Loaded from the table when
+/// the outbox opens and updated only after a transaction commits, so it always
+/// matches the file (the outbox's connection holds the database exclusively).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    total: Counts,
+    /// Only plugins holding entries (a plugin whose last entry leaves is removed).
+    plugins: BTreeMap<String, Counts>,
+}
+
+impl Tally {
+    /// Count `entries` more entries of `plugin` and `kind` taking `bytes` bytes.
+    pub(crate) fn add(&mut self, plugin: &str, kind: Kind, entries: u64, bytes: u64) {
+        self.total.add(kind, entries, bytes);
+        match self.plugins.get_mut(plugin) {
+            Some(counts) => counts.add(kind, entries, bytes),
+            None => {
+                let mut counts = Counts::default();
+                counts.add(kind, entries, bytes);
+                self.plugins.insert(plugin.to_owned(), counts);
+            }
+        }
+    }
+
+    /// Count `entries` fewer entries of `plugin` and `kind` taking `bytes` bytes.
+    pub(crate) fn remove(&mut self, plugin: &str, kind: Kind, entries: u64, bytes: u64) {
+        self.total.remove(kind, entries, bytes);
+        if let Some(counts) = self.plugins.get_mut(plugin) {
+            counts.remove(kind, entries, bytes);
+            if counts.is_empty() {
+                self.plugins.remove(plugin);
+            }
+        }
+    }
+
+    /// Bytes taken by all entries.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.total.bytes()
+    }
+
+    /// What each plugin holding entries holds, by name.
+    pub(crate) fn plugins(&self) -> &BTreeMap<String, Counts> {
+        &self.plugins
+    }
+
+    /// The public view.
+    pub(crate) fn depth(&self) -> Depth {
+        Depth {
+            alerts: self.total.alerts,
+            summaries: self.total.summaries,
+            bytes: self.bytes(),
         }
     }
 }

@@ -75,6 +75,7 @@ impl HostAlerts {
         }
         let entry = NewEntry {
             kind: Kind::Alert,
+            plugin: HOST.to_owned(),
             subject: self.subjects.upstream_alerts(HOST),
             msg_id: self.subjects.msg_id(self.sequence.incarnation(), HOST, seq),
             payload: line.into_bytes(),

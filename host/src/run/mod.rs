@@ -273,6 +273,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         stopped.clone(),
     ));
     let upstream_connected = Arc::new(AtomicBool::new(false));
+    let upstream_rounds_failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let upstream = config.upstream.clone().map(|upstream_config| {
         tokio::spawn(upstream::run_upstream(
             upstream_config,
@@ -280,6 +281,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
             outbox.clone(),
             outbox_written.clone(),
             upstream_connected.clone(),
+            upstream_rounds_failed.clone(),
             stopped.clone(),
         ))
     });
@@ -307,6 +309,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         started: started_at,
         clock,
         upstream_connected,
+        upstream_rounds_failed,
         outbox: outbox.clone(),
         outbox_reset: opened.reset.clone(),
         ingest: ingest_stats,

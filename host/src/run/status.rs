@@ -13,7 +13,7 @@ use super::admission::DeadLetterKind;
 use super::ingest::IngestStats;
 use super::subjects::Subjects;
 use super::worker::{PluginStats, wall_ms};
-use crate::outbox::{DropCounts, Outbox};
+use crate::outbox::{DropCounts, Outbox, ParkedCounts};
 
 /// What `edgewise status` prints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +74,40 @@ pub struct OutboxStatus {
     /// what happened and where the old files are.
     #[serde(default)]
     pub reset: Option<String>,
+    /// Entries upstream refused for good and the host moved aside, by reason
+    /// (since the outbox file was created), and how many are kept for
+    /// inspection.
+    #[serde(default)]
+    pub parked: OutboxParked,
+    /// Delivery rounds since start in which something was not acknowledged
+    /// (upstream down, stream missing, refusals): retried, never lost.
+    #[serde(default)]
+    pub rounds_failed: u64,
+}
+
+/// Entries moved aside because upstream refused them for good (`outbox::park`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutboxParked {
+    /// Larger than the server's `max_payload` or the stream's largest message.
+    pub too_large: u64,
+    /// On a subject the device may not publish to.
+    pub permission_denied: u64,
+    /// Refused or unacknowledged while the entries behind them were acknowledged.
+    pub refused: u64,
+    /// Kept now in the outbox's side table, for an operator to inspect.
+    pub entries: u64,
+}
+
+impl From<ParkedCounts> for OutboxParked {
+    fn from(parked: ParkedCounts) -> OutboxParked {
+        OutboxParked {
+            too_large: parked.too_large,
+            permission_denied: parked.permission_denied,
+            refused: parked.refused,
+            entries: parked.entries,
+        }
+    }
 }
 
 /// Outbox drops by reason: the size limit, the age limit (`[outbox]`), and rows
@@ -93,6 +127,8 @@ pub struct OutboxDrops {
     pub expired_summaries: u64,
     /// Rows skipped because they failed to decrypt.
     pub undecryptable: u64,
+    /// Moved-aside entries removed from the side table to keep it within its bound.
+    pub parked_discarded: u64,
 }
 
 impl From<DropCounts> for OutboxDrops {
@@ -104,6 +140,7 @@ impl From<DropCounts> for OutboxDrops {
             expired_alerts: drops.expired_alerts,
             expired_summaries: drops.expired_summaries,
             undecryptable: drops.undecryptable,
+            parked_discarded: drops.parked_discarded,
         }
     }
 }
@@ -172,6 +209,8 @@ pub struct StatusSources {
     pub clock: super::clock::Clock,
     /// Upstream connection state.
     pub upstream_connected: Arc<AtomicBool>,
+    /// Delivery rounds in which something was not acknowledged.
+    pub upstream_rounds_failed: Arc<std::sync::atomic::AtomicU64>,
     /// The outbox.
     pub outbox: Arc<Mutex<Outbox>>,
     /// Why the outbox was reset at start, if it was.
@@ -187,13 +226,14 @@ pub struct StatusSources {
 impl StatusSources {
     /// The current status.
     pub fn status(&self) -> Status {
-        let (depth, oldest, dropped) = match self.outbox.lock() {
+        let (depth, oldest, dropped, parked) = match self.outbox.lock() {
             Ok(outbox) => (
                 outbox.depth().ok(),
                 outbox.oldest_created_ms().ok().flatten(),
                 outbox.dropped().into(),
+                outbox.parked_counts().into(),
             ),
-            Err(_) => (None, None, OutboxDrops::default()),
+            Err(_) => (None, None, OutboxDrops::default(), OutboxParked::default()),
         };
         let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
         Status {
@@ -207,6 +247,8 @@ impl StatusSources {
                 oldest_age_ms: oldest.map(|created| wall_ms().saturating_sub(created).max(0)),
                 dropped,
                 reset: self.outbox_reset.clone(),
+                parked,
+                rounds_failed: self.upstream_rounds_failed.load(Ordering::Relaxed),
             },
             ingest: IngestStatus {
                 messages: load(&self.ingest.messages),
@@ -239,7 +281,7 @@ impl StatusSources {
                             .iter()
                             .map(|(reason, count)| ((*reason).to_owned(), *count))
                             .collect(),
-                        last_error: health.last_error,
+                        last_error: health.last_error.as_deref().map(bounded_error),
                         readings_held: load(&stats.readings_held),
                         readings_dropped: load(&stats.readings_dropped),
                         logs_dropped: load(&stats.logs_dropped),
@@ -252,6 +294,23 @@ impl StatusSources {
             },
         }
     }
+}
+
+/// Longest `last_error` in a status reply, in bytes. The error text comes
+/// from the plugin (an `Err` it returns): unbounded, it could make the reply
+/// larger than the bus's `max_payload`, and then no status is answered at all.
+pub const MAX_LAST_ERROR: usize = 1024;
+
+/// `error` cut to [`MAX_LAST_ERROR`] bytes on a character boundary, marked.
+fn bounded_error(error: &str) -> String {
+    if error.len() <= MAX_LAST_ERROR {
+        return error.to_owned();
+    }
+    let mut end = MAX_LAST_ERROR;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &error[..end], error.len())
 }
 
 /// Answer status requests until `stop`.
@@ -286,4 +345,18 @@ pub async fn run_status(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_last_error_is_cut_so_the_reply_fits_the_bus() {
+        let huge = "é".repeat(1 << 20);
+        let cut = bounded_error(&huge);
+        assert!(cut.len() < MAX_LAST_ERROR + 64, "{}", cut.len());
+        assert!(cut.ends_with(&format!("({} bytes in all)", huge.len())));
+        assert_eq!(bounded_error("short"), "short");
+    }
 }

@@ -1,7 +1,27 @@
 //! Store-and-forward: outputs leave the outbox for the upstream JetStream
 //! stream, with `Nats-Msg-Id`, and are deleted only after the acknowledgement.
+//!
+//! **No entry can block the ones behind it.** Every entry of a round is
+//! published, and every acknowledgement awaited, whatever happened to the
+//! entries before it. An entry upstream refuses for good is moved aside (see
+//! `outbox::park`) after [`PARK_AFTER`] attempts in which:
+//! - the client refused it as larger than the server's `max_payload` (known
+//!   from the server's INFO), or the stream refused it as larger than its
+//!   largest message (`too-large`);
+//! - the server reported a permissions violation for its subject while its
+//!   acknowledgement was awaited (`permission-denied`: the server drops such a
+//!   publish and says so only in an `-ERR` on the connection);
+//! - it was refused or not acknowledged while an entry behind it in the same
+//!   round was acknowledged (`refused`: upstream was working, not for it).
+//!
+//! Nothing else counts: no connection, no stream, an acknowledgement that
+//! times out while nothing behind it is acknowledged. So an outage of any
+//! length moves nothing aside. A moved-aside entry is reported upstream as a
+//! small `upstream-refused` alert (plugin, seq, reason; never the payload),
+//! stored in the outbox in the same transaction.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,12 +29,24 @@ use tokio::sync::{Notify, watch};
 
 use super::config::UpstreamConfig;
 use super::subjects::Subjects;
-use crate::outbox::Outbox;
+use super::worker::wall_ms;
+use crate::envelope::{Provenance, to_json_line};
+use crate::model::{Alert, Output, Severity};
+use crate::outbox::{Entry, Kind, NewEntry, Outbox, PARK_AFTER, Refusal};
 
 /// Entries sent per round.
 const BATCH: usize = 128;
 /// How long to wait for an acknowledgement.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The code of the host's alert about an output upstream refused for good.
+pub const REFUSED: &str = "upstream-refused";
+/// Suffix of the `Nats-Msg-Id` of such an alert: the refused entry's id and
+/// this, unique as the refused entry's is, and the same if the host makes it
+/// again after a crash.
+const REFUSED_SUFFIX: &str = "/refused";
+/// Subjects with a permissions violation remembered at most (the server names
+/// one per refused publish; the device publishes to a few subjects per plugin).
+const MAX_VIOLATIONS: usize = 256;
 
 /// Deliver outbox entries upstream until `stop`, then make one last attempt.
 pub async fn run_upstream(
@@ -23,18 +55,32 @@ pub async fn run_upstream(
     outbox: Arc<Mutex<Outbox>>,
     written: Arc<Notify>,
     connected: Arc<AtomicBool>,
+    rounds_failed: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let client =
-        match crate::bus::connect::connect(&config.nats, &format!("edgewise-{}-up", subjects.device()), true).await {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::error!(%error, "Cannot set up the upstream connection; outputs stay in the outbox");
-                return;
-            }
-        };
+    let violations = Arc::new(Violations::default());
+    let observed = violations.clone();
+    let name = format!("edgewise-{}-up", subjects.device());
+    let client = match crate::bus::connect::connect_observed(&config.nats, &name, true, move |event| {
+        observed.observe(&event);
+    })
+    .await
+    {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "Cannot set up the upstream connection; outputs stay in the outbox");
+            return;
+        }
+    };
     let jetstream = async_nats::jetstream::new(client.clone());
     let mut stream_ready = !config.create_stream;
+    let upstream = Upstream {
+        jetstream: &jetstream,
+        client: &client,
+        outbox: &outbox,
+        subjects: &subjects,
+        violations: &violations,
+    };
     loop {
         let is_connected = client.connection_state() == async_nats::connection::State::Connected;
         connected.store(is_connected, Ordering::Relaxed);
@@ -54,7 +100,11 @@ pub async fn run_upstream(
         }
         let mut delivered_all = true;
         if is_connected && stream_ready {
-            delivered_all = deliver(&jetstream, &outbox).await;
+            let round = upstream.deliver().await;
+            if round == Round::Failed {
+                rounds_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            delivered_all = round == Round::Empty;
         }
         if *stop.borrow() {
             break;
@@ -74,69 +124,494 @@ pub async fn run_upstream(
     let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
 }
 
-/// Send one batch in order; delete what was acknowledged. Returns whether the
-/// outbox looked empty afterwards.
-async fn deliver(jetstream: &async_nats::jetstream::Context, outbox: &Arc<Mutex<Outbox>>) -> bool {
-    let batch = {
-        let outbox = outbox.clone();
-        match tokio::task::spawn_blocking(move || {
-            outbox.lock().map_err(|_| ()).and_then(|o| {
-                o.next_batch(BATCH)
-                    .map_err(|error| tracing::error!(%error, "Cannot read the outbox"))
+/// Permissions violations the server reported on the upstream connection.
+#[derive(Debug, Default)]
+struct Violations {
+    /// Subject → the number of the last violation reported for it.
+    seen: Mutex<HashMap<String, u64>>,
+    /// Violations reported so far.
+    count: AtomicU64,
+    /// Woken at each one.
+    notify: Notify,
+}
+
+impl Violations {
+    /// Remember a `Permissions Violation for Publish to "<subject>"` error.
+    fn observe(&self, event: &async_nats::Event) {
+        let async_nats::Event::ServerError(async_nats::ServerError::Other(text)) = event else {
+            return;
+        };
+        let Some(subject) = violated_subject(text) else { return };
+        let number = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Ok(mut seen) = self.seen.lock() {
+            if seen.len() >= MAX_VIOLATIONS && !seen.contains_key(subject) {
+                seen.clear();
+            }
+            seen.insert(subject.to_owned(), number);
+        }
+        tracing::warn!(subject, "Upstream refused a publish: permissions violation");
+        self.notify.notify_waiters();
+    }
+
+    /// The number of the last violation reported so far (a mark to compare with).
+    fn mark(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Whether a violation for `subject` was reported after `mark`.
+    fn since(&self, subject: &str, mark: u64) -> bool {
+        self.seen
+            .lock()
+            .is_ok_and(|seen| seen.get(subject).is_some_and(|number| *number > mark))
+    }
+}
+
+/// The subject of a server error `Permissions Violation for Publish to "<subject>"`.
+fn violated_subject(text: &str) -> Option<&str> {
+    const PREFIX: &str = "permissions violation for publish to ";
+    let text = text.trim().trim_matches('\'');
+    let head = text.get(..PREFIX.len())?;
+    if !head.eq_ignore_ascii_case(PREFIX) {
+        return None;
+    }
+    let subject = text.get(PREFIX.len()..)?.trim().trim_matches('"');
+    (!subject.is_empty()).then_some(subject)
+}
+
+/// What a delivery round left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// Everything acknowledged, nothing more waiting.
+    Empty,
+    /// Everything acknowledged, more waiting.
+    More,
+    /// Something was not acknowledged (or the outbox failed).
+    Failed,
+}
+
+/// What became of one entry in a round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    /// Stored upstream.
+    Acknowledged,
+    /// Refused for good, with a detail for the report.
+    Refused(Refusal, String),
+    /// Refused or not acknowledged: counts as [`Refusal::Refused`] only if an
+    /// entry behind it is acknowledged.
+    Failed(String),
+    /// Not sent, or lost with the connection: never counts.
+    NotSent,
+}
+
+/// The publisher's view of the world for one round.
+struct Upstream<'a> {
+    jetstream: &'a async_nats::jetstream::Context,
+    client: &'a async_nats::Client,
+    outbox: &'a Arc<Mutex<Outbox>>,
+    subjects: &'a Subjects,
+    violations: &'a Violations,
+}
+
+impl Upstream<'_> {
+    /// Send one batch in order; delete what was acknowledged; count refusals
+    /// and move aside what was refused too often.
+    async fn deliver(&self) -> Round {
+        let batch = {
+            let outbox = self.outbox.clone();
+            match tokio::task::spawn_blocking(move || {
+                outbox.lock().map_err(|_| ()).and_then(|o| {
+                    o.next_batch(BATCH)
+                        .map_err(|error| tracing::error!(%error, "Cannot read the outbox"))
+                })
             })
-        })
-        .await
-        {
-            Ok(Ok(batch)) => batch,
-            _ => return false,
-        }
-    };
-    if batch.is_empty() {
-        return true;
-    }
-    // Publish the whole batch, then wait for the acknowledgements in order:
-    // a resend after a failure is harmless (deduplicated by Nats-Msg-Id).
-    let mut pending = Vec::with_capacity(batch.len());
-    for entry in &batch {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, entry.msg_id.as_str());
-        match jetstream
-            .publish_with_headers(entry.subject.clone(), headers, entry.payload.clone().into())
             .await
-        {
-            Ok(ack) => pending.push((entry.id, ack)),
-            Err(error) => {
-                tracing::warn!(%error, "Upstream publish failed; will retry");
-                break;
+            {
+                Ok(Ok(batch)) => batch,
+                _ => return Round::Failed,
+            }
+        };
+        if batch.is_empty() {
+            return Round::Empty;
+        }
+        let outcomes = self.send(&batch).await;
+        let acknowledged: Vec<u64> = batch
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| **outcome == Outcome::Acknowledged)
+            .map(|(entry, _)| entry.id)
+            .collect();
+        let strikes = strikes(&batch, &outcomes);
+        let complete = acknowledged.len() == batch.len();
+        if !acknowledged.is_empty() || !strikes.is_empty() {
+            let outbox = self.outbox.clone();
+            let subjects = self.subjects.clone();
+            let done = tokio::task::spawn_blocking(move || match outbox.lock() {
+                Ok(mut outbox) => settle(&mut outbox, &acknowledged, strikes, &subjects),
+                Err(_) => Err("the outbox lock is poisoned".to_owned()),
+            })
+            .await;
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "Cannot update the outbox after a delivery round; acknowledged entries will be resent (and deduplicated)");
+                    return Round::Failed;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "The outbox update after a delivery round failed");
+                    return Round::Failed;
+                }
+            }
+        }
+        match (complete, batch.len() < BATCH) {
+            (false, _) => Round::Failed,
+            (true, true) => Round::Empty,
+            (true, false) => Round::More,
+        }
+    }
+
+    /// Publish every entry of `batch`, then await every acknowledgement
+    /// (concurrently): the outcome of each, in order. A resend after a failure is harmless
+    /// (deduplicated by Nats-Msg-Id).
+    async fn send(&self, batch: &[Entry]) -> Vec<Outcome> {
+        let mark = self.violations.mark();
+        let mut pending = Vec::with_capacity(batch.len());
+        let mut connection_failed = false;
+        for entry in batch {
+            if connection_failed {
+                pending.push(Err(Outcome::NotSent));
+                continue;
+            }
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, entry.msg_id.as_str());
+            let published = self
+                .jetstream
+                .publish_with_headers(entry.subject.clone(), headers, entry.payload.clone().into())
+                .await;
+            pending.push(match published {
+                Ok(ack) => Ok(ack),
+                Err(error) if error.kind() == async_nats::jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
+                    let detail = format!("the server's max_payload is {} bytes", self.client.max_payload());
+                    Err(Outcome::Refused(Refusal::TooLarge, detail))
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "Upstream publish failed; will retry");
+                    connection_failed = true;
+                    Err(Outcome::NotSent)
+                }
+            });
+        }
+        // All acknowledgements at once: a round takes one timeout at most,
+        // however many entries go unacknowledged.
+        let waits = batch.iter().zip(pending).map(|(entry, sent)| async move {
+            match sent {
+                Ok(ack) => self.acknowledgement(ack, &entry.subject, mark).await,
+                Err(outcome) => outcome,
+            }
+        });
+        futures::future::join_all(waits).await
+    }
+
+    /// Await one acknowledgement; give up early when the server reports a
+    /// permissions violation for the subject.
+    async fn acknowledgement(
+        &self,
+        ack: async_nats::jetstream::context::PublishAckFuture,
+        subject: &str,
+        mark: u64,
+    ) -> Outcome {
+        let ack = tokio::time::timeout(ACK_TIMEOUT, std::future::IntoFuture::into_future(ack));
+        tokio::pin!(ack);
+        loop {
+            let violation = self.violations.notify.notified();
+            if self.violations.since(subject, mark) {
+                return Outcome::Refused(
+                    Refusal::PermissionDenied,
+                    format!("the device may not publish to {subject}"),
+                );
+            }
+            tokio::select! {
+                acked = &mut ack => return classify(acked),
+                _ = violation => {}
             }
         }
     }
-    let mut acknowledged = Vec::with_capacity(pending.len());
-    for (id, ack) in pending {
-        match tokio::time::timeout(ACK_TIMEOUT, ack).await {
-            Ok(Ok(_)) => acknowledged.push(id),
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "Upstream did not acknowledge; will retry");
-                break;
-            }
-            Err(_) => {
-                tracing::warn!("Upstream acknowledgement timed out; will retry");
-                break;
+}
+
+/// The outcome of an acknowledgement.
+fn classify(
+    acked: Result<
+        Result<async_nats::jetstream::publish::PublishAck, async_nats::jetstream::context::PublishError>,
+        tokio::time::error::Elapsed,
+    >,
+) -> Outcome {
+    use async_nats::jetstream::context::PublishErrorKind;
+    match acked {
+        Ok(Ok(_)) => Outcome::Acknowledged,
+        Ok(Err(error)) if error.kind() == PublishErrorKind::BrokenPipe => Outcome::NotSent,
+        Ok(Err(error)) => {
+            let api = std::error::Error::source(&error)
+                .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>());
+            match api {
+                Some(api) if api.error_code() == async_nats::jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM => {
+                    Outcome::Refused(Refusal::TooLarge, "larger than the stream's largest message".to_owned())
+                }
+                _ => Outcome::Failed(bounded(&error.to_string())),
             }
         }
+        Err(_) => Outcome::Failed("not acknowledged in time".to_owned()),
     }
-    let complete = acknowledged.len() == batch.len();
-    if !acknowledged.is_empty() {
-        let outbox = outbox.clone();
-        let deleted = tokio::task::spawn_blocking(move || match outbox.lock() {
-            Ok(mut outbox) => outbox.delete(&acknowledged).map_err(|e| e.to_string()),
-            Err(_) => Err("the outbox lock is poisoned".to_owned()),
-        })
-        .await;
-        if !matches!(deleted, Ok(Ok(()))) {
-            tracing::error!("Cannot delete acknowledged outbox entries; they will be resent (and deduplicated)");
-            return false;
+}
+
+/// An attempt that counts against an entry: its id, reason and detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Strike {
+    entry: Entry,
+    reason: Refusal,
+    detail: String,
+}
+
+/// The attempts of a round that count against their entries: refusals for
+/// good, and failures with an acknowledged entry behind them.
+fn strikes(batch: &[Entry], outcomes: &[Outcome]) -> Vec<Strike> {
+    let mut acknowledged_behind = false;
+    let mut strikes = Vec::new();
+    for (entry, outcome) in batch.iter().zip(outcomes).rev() {
+        match outcome {
+            Outcome::Acknowledged => acknowledged_behind = true,
+            Outcome::Refused(reason, detail) => strikes.push(Strike {
+                entry: entry.clone(),
+                reason: *reason,
+                detail: detail.clone(),
+            }),
+            Outcome::Failed(detail) if acknowledged_behind => strikes.push(Strike {
+                entry: entry.clone(),
+                reason: Refusal::Refused,
+                detail: format!("{detail}, while the entries behind it were acknowledged"),
+            }),
+            Outcome::Failed(_) | Outcome::NotSent => {}
         }
     }
-    complete && batch.len() < BATCH
+    strikes.reverse();
+    strikes
+}
+
+/// Delete the acknowledged entries; count the strikes, and move aside (with a
+/// report) each entry struck [`PARK_AFTER`] times.
+fn settle(outbox: &mut Outbox, acknowledged: &[u64], strikes: Vec<Strike>, subjects: &Subjects) -> Result<(), String> {
+    outbox.delete(acknowledged).map_err(|e| e.to_string())?;
+    for strike in strikes {
+        let Strike { entry, reason, detail } = strike;
+        let attempts = outbox.refused(entry.id).map_err(|e| e.to_string())?;
+        tracing::warn!(
+            plugin = %entry.plugin,
+            msg_id = %entry.msg_id,
+            reason = reason.name(),
+            %detail,
+            attempts,
+            "Upstream refused an output"
+        );
+        if attempts < PARK_AFTER {
+            continue;
+        }
+        let report = report(&entry, reason, &detail, attempts, subjects);
+        let parked = outbox
+            .park(entry.id, reason, wall_ms(), report)
+            .map_err(|e| e.to_string())?;
+        if parked {
+            tracing::error!(
+                plugin = %entry.plugin,
+                msg_id = %entry.msg_id,
+                reason = reason.name(),
+                %detail,
+                "Upstream refused an output for good; moved aside in the outbox, the outputs behind it go on"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The host's `upstream-refused` alert about `entry`: on the plugin's alerts
+/// subject, with the plugin's provenance as the entry's envelope states it,
+/// naming its seq, kind, size and the reason; never its payload. `None` for an
+/// entry that is itself such an alert (its refusal is counted and logged, not
+/// reported again).
+fn report(entry: &Entry, reason: Refusal, detail: &str, attempts: u32, subjects: &Subjects) -> Option<NewEntry> {
+    if entry.msg_id.ends_with(REFUSED_SUFFIX) {
+        return None;
+    }
+    let envelope: serde_json::Value = serde_json::from_slice(&entry.payload).unwrap_or_default();
+    let text = |field: &str| {
+        envelope
+            .get(field)
+            .and_then(|v| v.as_str())
+            .map_or_else(|| "unknown".to_owned(), bounded)
+    };
+    let seq = envelope.get("seq").and_then(serde_json::Value::as_u64);
+    let provenance = Provenance {
+        device: subjects.device().to_owned(),
+        plugin: entry.plugin.clone(),
+        version: text("version"),
+        digest: text("digest"),
+    };
+    let kind = match entry.kind {
+        Kind::Alert => "alert",
+        Kind::Summary => "summary",
+    };
+    let seq_text = seq.map_or_else(
+        || format!("msg id {}", bounded(&entry.msg_id)),
+        |seq| format!("seq {seq}"),
+    );
+    let alert = Alert {
+        sensor: String::new(),
+        timestamp_ms: wall_ms(),
+        severity: Severity::Critical,
+        code: REFUSED.to_owned(),
+        message: format!(
+            "upstream refused output {seq_text} ({kind}, {} bytes) for good: {} ({}); \
+             moved aside in the outbox after {attempts} attempts",
+            entry.payload.len(),
+            reason.name(),
+            bounded(detail),
+        ),
+        value: None,
+    };
+    let line = to_json_line(&provenance, seq.unwrap_or(0), &Output::Alert(alert));
+    Some(NewEntry {
+        kind: Kind::Alert,
+        plugin: entry.plugin.clone(),
+        subject: subjects.upstream_alerts(&entry.plugin),
+        msg_id: format!("{}{REFUSED_SUFFIX}", entry.msg_id),
+        payload: line.into_bytes(),
+        created_ms: wall_ms(),
+    })
+}
+
+/// `text` cut to at most 200 bytes on a character boundary (server and
+/// envelope strings can be long; a report stays small).
+fn bounded(text: &str) -> String {
+    const MAX: usize = 200;
+    if text.len() <= MAX {
+        return text.to_owned();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: u64) -> Entry {
+        Entry {
+            id,
+            kind: Kind::Alert,
+            plugin: "p".into(),
+            subject: "edgewise.d.up.alerts.p".into(),
+            msg_id: format!("d/p/{id}"),
+            payload: br#"{"type":"alert","device":"d","plugin":"p","version":"1.2.3","digest":"sha256:ab","seq":7}"#
+                .to_vec(),
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_subject_of_a_permissions_violation_is_read_from_the_server_error() {
+        assert_eq!(
+            violated_subject("Permissions Violation for Publish to \"edgewise.d.up.summaries.p\""),
+            Some("edgewise.d.up.summaries.p")
+        );
+        assert_eq!(
+            violated_subject("'Permissions Violation for Publish to \"a.b\"'"),
+            Some("a.b")
+        );
+        assert_eq!(
+            violated_subject("Permissions Violation for Subscription to \"a\""),
+            None
+        );
+        assert_eq!(violated_subject("Maximum Payload Violation"), None);
+        assert_eq!(violated_subject(""), None);
+    }
+
+    #[test]
+    fn a_violation_counts_for_its_subject_after_the_mark_only() {
+        let violations = Violations::default();
+        let error = |subject: &str| {
+            async_nats::Event::ServerError(async_nats::ServerError::Other(format!(
+                "Permissions Violation for Publish to \"{subject}\""
+            )))
+        };
+        violations.observe(&error("a.b"));
+        let mark = violations.mark();
+        assert!(violations.since("a.b", 0) && !violations.since("a.b", mark));
+        violations.observe(&async_nats::Event::Disconnected);
+        violations.observe(&error("c.d"));
+        assert!(violations.since("c.d", mark) && !violations.since("a.b", mark));
+        // Bounded: a flood of distinct subjects keeps at most MAX_VIOLATIONS.
+        for n in 0..3 * MAX_VIOLATIONS {
+            violations.observe(&error(&format!("s.{n}")));
+        }
+        assert!(violations.seen.lock().unwrap().len() <= MAX_VIOLATIONS);
+    }
+
+    #[test]
+    fn only_refusals_and_failures_with_an_acknowledged_entry_behind_count() {
+        let batch: Vec<Entry> = (1..=5).map(entry).collect();
+        let outcomes = [
+            Outcome::Failed("timeout".into()),
+            Outcome::Refused(Refusal::TooLarge, "big".into()),
+            Outcome::Acknowledged,
+            Outcome::Failed("timeout".into()),
+            Outcome::NotSent,
+        ];
+        let got: Vec<(u64, Refusal)> = strikes(&batch, &outcomes)
+            .into_iter()
+            .map(|s| (s.entry.id, s.reason))
+            .collect();
+        assert_eq!(got, [(1, Refusal::Refused), (2, Refusal::TooLarge)]);
+        // An outage: nothing acknowledged, nothing counts.
+        let outage = [
+            Outcome::Failed("timeout".into()),
+            Outcome::Failed("no stream".into()),
+            Outcome::NotSent,
+            Outcome::NotSent,
+            Outcome::NotSent,
+        ];
+        assert!(strikes(&batch, &outage).is_empty());
+    }
+
+    #[test]
+    fn the_report_is_small_names_the_seq_and_reason_and_is_never_reported_again() {
+        let subjects = Subjects::new("d");
+        let mut refused = entry(1);
+        let big = "x".repeat(1 << 20);
+        refused.payload = format!(
+            r#"{{"type":"alert","device":"d","plugin":"p","version":"1.2.3","digest":"sha256:ab","seq":7,"message":"{big}"}}"#
+        )
+        .into_bytes();
+        let report = report(&refused, Refusal::TooLarge, "max 8192", 3, &subjects).unwrap();
+        assert_eq!(report.subject, "edgewise.d.up.alerts.p");
+        assert_eq!(report.msg_id, "d/p/1/refused");
+        assert_eq!(report.kind, Kind::Alert);
+        assert!(report.payload.len() < 1024, "{}", report.payload.len());
+        let json: serde_json::Value = serde_json::from_slice(&report.payload).unwrap();
+        assert_eq!(json["code"], REFUSED);
+        assert_eq!(json["severity"], "critical");
+        assert_eq!(json["version"], "1.2.3");
+        let message = json["message"].as_str().unwrap();
+        assert!(message.contains("seq 7") && message.contains("too-large"), "{message}");
+        let mut again = refused.clone();
+        again.msg_id = report.msg_id.clone();
+        assert!(super::report(&again, Refusal::PermissionDenied, "", 3, &subjects).is_none());
+    }
+
+    #[test]
+    fn bounded_cuts_on_a_character_boundary() {
+        assert_eq!(bounded("short"), "short");
+        let long = "é".repeat(300);
+        let cut = bounded(&long);
+        assert!(cut.len() <= 204 && cut.ends_with('…'));
+    }
 }

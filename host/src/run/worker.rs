@@ -587,6 +587,7 @@ impl WorkerState {
             };
             entries.push(NewEntry {
                 kind,
+                plugin: plugin.clone(),
                 subject: upstream_subject,
                 msg_id: self.routes.msg_id(seq),
                 payload: line.into_bytes(),

@@ -3,8 +3,11 @@
 mod crash;
 mod encryption;
 mod limits;
+mod migration;
 mod model;
+mod parking;
 mod round_trip;
+mod shares;
 mod writer;
 
 use std::path::Path;
@@ -32,6 +35,7 @@ fn entry(kind: Kind, plugin: &str, seq: u64, payload: &[u8]) -> NewEntry {
     };
     NewEntry {
         kind,
+        plugin: plugin.to_owned(),
         subject: format!("edgewise.edge-01.up.{kind_name}.{plugin}"),
         msg_id: format!("edge-01/{plugin}/{seq}"),
         payload: payload.to_vec(),

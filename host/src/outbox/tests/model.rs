@@ -59,30 +59,97 @@ impl Model {
             .sum()
     }
 
-    /// Remove the oldest entry of `kind`; false if there is none.
-    fn evict_oldest(&mut self, kind: Kind) -> bool {
-        match self.entries.iter().position(|(e, _)| e.kind == kind) {
-            Some(i) => {
-                self.entries.remove(i);
-                true
+    /// Bytes held by `plugin` (with `extra` added).
+    fn held(&self, plugin: &str) -> u64 {
+        self.entries
+            .iter()
+            .filter(|(e, _)| e.plugin == plugin)
+            .map(|(_, size)| size)
+            .sum()
+    }
+
+    /// The plugins holding entries, and `also`, by name.
+    fn sharers(&self, also: &str) -> std::collections::BTreeSet<String> {
+        let mut plugins: std::collections::BTreeSet<String> =
+            self.entries.iter().map(|(e, _)| e.plugin.clone()).collect();
+        plugins.insert(also.to_owned());
+        plugins
+    }
+
+    /// The plugin furthest over its share (with the new entry of `new_plugin`,
+    /// `size` bytes, counted) among those holding an entry of `kind`; ties go
+    /// to the first name.
+    fn furthest_over(&self, new_plugin: &str, size: u64, kind: Kind) -> Option<String> {
+        let sharers = self.sharers(new_plugin);
+        let share = self.max_bytes / sharers.len() as u64;
+        let mut best: Option<(String, u64)> = None;
+        for plugin in sharers {
+            if !self.entries.iter().any(|(e, _)| e.plugin == plugin && e.kind == kind) {
+                continue;
             }
-            None => false,
+            let held = self.held(&plugin) + if plugin == new_plugin { size } else { 0 };
+            let over = held.saturating_sub(share);
+            if over > 0 && best.as_ref().is_none_or(|(_, most)| over > *most) {
+                best = Some((plugin, over));
+            }
+        }
+        best.map(|(plugin, _)| plugin)
+    }
+
+    /// Remove the oldest entry of `plugin` and `kind`, counted.
+    fn evict_oldest(&mut self, plugin: &str, kind: Kind) {
+        if let Some(i) = self
+            .entries
+            .iter()
+            .position(|(e, _)| e.plugin == plugin && e.kind == kind)
+        {
+            self.entries.remove(i);
+            match kind {
+                Kind::Alert => self.drops.alerts_for_space += 1,
+                Kind::Summary => self.drops.summaries_for_space += 1,
+            }
         }
     }
 
-    /// The size rule, stated plainly: returns whether the entry is stored.
+    /// The size rule, stated plainly (see `evict`): returns whether the entry is stored.
     fn append(&mut self, entry: Entry) -> bool {
         let size = (entry.subject.len() + entry.msg_id.len() + 12 + entry.payload.len() + 16) as u64;
         let fits = |m: &Model| m.bytes(None) + size <= m.max_bytes;
-        if entry.kind == Kind::Summary && self.bytes(None) - self.bytes(Some(Kind::Summary)) + size > self.max_bytes {
+        let (entries_before, drops_before) = (self.entries.clone(), self.drops);
+        while !fits(self) {
+            let Some(victim) = self.furthest_over(&entry.plugin, size, Kind::Summary) else {
+                break;
+            };
+            self.evict_oldest(&victim, Kind::Summary);
+        }
+        if !fits(self) && entry.kind == Kind::Summary {
+            self.entries = entries_before;
+            self.drops = drops_before;
             self.drops.summaries_refused += 1;
             return false;
         }
-        while !fits(self) && self.evict_oldest(Kind::Summary) {
-            self.drops.summaries_for_space += 1;
+        while !fits(self) {
+            let Some(victim) = self.furthest_over(&entry.plugin, size, Kind::Alert) else {
+                break;
+            };
+            self.evict_oldest(&victim, Kind::Alert);
         }
-        while !fits(self) && self.evict_oldest(Kind::Alert) {
-            self.drops.alerts_for_space += 1;
+        while !fits(self) {
+            // Nobody over their share: the largest holder pays, summaries first.
+            let sharers = self.sharers(&entry.plugin);
+            let mut largest: Option<(String, u64)> = None;
+            for plugin in sharers {
+                let held = self.held(&plugin);
+                if held > 0 && largest.as_ref().is_none_or(|(_, most)| held > *most) {
+                    largest = Some((plugin, held));
+                }
+            }
+            let Some((plugin, _)) = largest else { break };
+            let has_summary = self
+                .entries
+                .iter()
+                .any(|(e, _)| e.plugin == plugin && e.kind == Kind::Summary);
+            self.evict_oldest(&plugin, if has_summary { Kind::Summary } else { Kind::Alert });
         }
         self.entries.push((entry, size));
         true
@@ -126,6 +193,7 @@ fn stored(e: &NewEntry, id: u64) -> Entry {
     Entry {
         id,
         kind: e.kind,
+        plugin: e.plugin.clone(),
         subject: e.subject.clone(),
         msg_id: e.msg_id.clone(),
         payload: e.payload.clone(),
