@@ -95,7 +95,6 @@ pub enum RunError {
     Local(String),
 }
 
-
 /// Appends (one per plugin call with outputs) waiting for the outbox writer
 /// before the workers wait for it.
 const WRITER_QUEUE: usize = 256;
