@@ -14,3 +14,4 @@ mod replay_bad_input;
 mod replay_golden;
 mod replay_plugin_failures;
 mod runtime_api;
+mod safety_runtime;

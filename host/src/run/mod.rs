@@ -25,7 +25,7 @@ mod worker;
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
@@ -34,7 +34,7 @@ use tokio::sync::{Notify, watch};
 use crate::bundle::{self, RollbackStore, TrustStore, VerifyOptions};
 use crate::envelope::Provenance;
 use crate::outbox::{Outbox, OutboxKey, Writer};
-use crate::runtime::{Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
+use crate::runtime::{PluginClock, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
 use clock::Clock;
 use config::RunConfig;
 use ingest::IngestStats;
@@ -122,6 +122,13 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         .map_err(|e| RunError::Local(e.to_string()))?;
     let handle = tokio::runtime::Handle::current();
 
+    // Plugins read the host clock through WASI. It starts once every plugin
+    // is ready (below); `init` meanwhile reads one started now.
+    let host_clock: Arc<OnceLock<Clock>> = Arc::default();
+    let plugin_clock = {
+        let (cell, before) = (host_clock.clone(), Clock::start(config.clock.clone()));
+        PluginClock::host(move || cell.get().unwrap_or(&before).now_ms())
+    };
     let mut ready: Vec<(PluginSetup, Vec<String>)> = Vec::new();
     for plugin in &config.plugins {
         let path = plugin.bundle.display().to_string();
@@ -154,7 +161,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
             .map_err(|e| refuse(e.to_string()))?;
         tracing::debug!(plugin = %manifest.name, ?cache, "Plugin compiled");
         let compiled = Arc::new(compiled);
-        let limits = plugin.limits.apply(manifest.limits.apply(Limits::default()));
+        let limits = config::plugin_limits(&config.host_limits, &manifest.name, &manifest.limits, &plugin.limits);
         // The operator's values replace the manifest's defaults, key by key.
         let mut merged = manifest.config.clone();
         merged.extend(plugin.config.clone());
@@ -163,10 +170,12 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         // stops the start: that is the operator's to fix. A plugin that traps,
         // hangs or breaks a limit while starting does not stop the others: it
         // starts under supervision, failed.
-        let instance = PluginInstance::new(&runtime, &compiled, limits.clone()).and_then(|mut instance| {
-            instance.init(&plugin_config)?;
-            Ok(instance)
-        });
+        let instance = PluginInstance::with_clock(&runtime, &compiled, limits.clone(), plugin_clock.clone()).and_then(
+            |mut instance| {
+                instance.init(&plugin_config)?;
+                Ok(instance)
+            },
+        );
         if let Err(error) = &instance
             && let PluginErrorKind::Returned(_) = error.kind
         {
@@ -192,6 +201,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
     // The clock starts once every plugin is ready, so a simulated clock does
     // not run ahead during compilation.
     let clock = Clock::start(config.clock.clone());
+    let _ = host_clock.set(clock.clone());
     let mut plugins: Vec<Started> = Vec::new();
     for (setup, subscriptions) in ready {
         let context = WorkerContext {

@@ -22,7 +22,7 @@ use super::supervisor::{Decision, Health, Supervisor, SupervisorPolicy};
 use crate::envelope::{Provenance, to_json_line};
 use crate::model::{Alert, Output, Reading, Severity};
 use crate::outbox::{Committed, Kind, NewEntry, WriterHandle};
-use crate::runtime::{CompiledPlugin, Limits, PluginError, PluginInstance, Runtime};
+use crate::runtime::{CompiledPlugin, Limits, PluginClock, PluginError, PluginInstance, Runtime};
 
 /// The code of the alert the host raises when a plugin fails.
 pub const DEGRADED: &str = "plugin-degraded";
@@ -399,7 +399,9 @@ impl WorkerState {
     /// Build and initialise a new instance; on failure, held work waits for
     /// the next attempt.
     fn restart(&mut self) {
-        let started = PluginInstance::new(&self.context.runtime, &self.plugin, self.limits.clone())
+        let clock = self.context.clock.clone();
+        let clock = PluginClock::host(move || clock.now_ms());
+        let started = PluginInstance::with_clock(&self.context.runtime, &self.plugin, self.limits.clone(), clock)
             .and_then(|mut instance| instance.init(&self.config).map(|()| instance));
         match started {
             Ok(instance) => {
