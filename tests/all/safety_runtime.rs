@@ -327,3 +327,71 @@ async fn an_operator_limit_beyond_the_host_ceiling_is_refused_at_start() {
         run.stderr
     );
 }
+
+/// `edgewise replay` of the clock-reading plugin over `cgm/ExampleData5Subjects.csv`.
+fn replay_read_clock() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let run = edgewise([
+        "replay".to_owned(),
+        "--plugin".to_owned(),
+        edgewise_tests::plugin_wasm("faulty-plugin").display().to_string(),
+        "--input".to_owned(),
+        edgewise_tests::data_file("cgm/ExampleData5Subjects.csv")
+            .display()
+            .to_string(),
+        "--config".to_owned(),
+        "fail=read-clock".to_owned(),
+        "--out".to_owned(),
+        out.display().to_string(),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    std::fs::read_to_string(&out).unwrap()
+}
+
+#[test]
+fn in_replay_a_plugin_reads_virtual_time_and_replays_stay_identical() {
+    let first = replay_read_clock();
+    assert_eq!(first, replay_read_clock(), "two replays differ");
+    let alerts: Vec<Value> = first.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(alerts.len() > 1000, "{} alerts", alerts.len());
+    for alert in &alerts {
+        let (clock, ts) = (alert["value"].as_f64().unwrap() as i64, alert["ts"].as_i64().unwrap());
+        // The virtual clock stands at the latest reading of the call's batch:
+        // at or after this reading, and never the real date.
+        assert!(
+            clock >= ts && clock - ts < 7 * 86_400_000,
+            "clock {clock} for a reading at {ts}"
+        );
+    }
+}
+
+#[test]
+fn a_plugin_that_panics_inside_a_tokio_runtime_traps_and_does_not_panic_the_host() {
+    use edgewise_host::model::Reading;
+    use edgewise_host::runtime::{Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
+    // The host's `run` calls `init` on a tokio thread: wasmtime-wasi's
+    // blocking stderr write (the panic message) used to call
+    // `Handle::block_on` there, which panics the host.
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let bytes = std::fs::read(edgewise_tests::plugin_wasm("faulty-plugin")).unwrap();
+    let compiled = runtime.compile("faulty", &bytes).unwrap();
+    let tokio = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let error = tokio.block_on(async {
+        let mut instance = PluginInstance::new(&runtime, &compiled, Limits::default()).unwrap();
+        instance.init(&[("fail".into(), "panic".into())]).unwrap();
+        let reading = Reading {
+            sensor: "s".into(),
+            timestamp_ms: 1,
+            value: 1.0,
+            unit: "mg/dL".into(),
+        };
+        instance.on_readings(&[reading]).unwrap_err()
+    });
+    match error.kind {
+        PluginErrorKind::Trapped { stderr, .. } => {
+            assert!(stderr.contains("faulty plugin panicked on purpose"), "{stderr}")
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+}
