@@ -395,3 +395,36 @@ fn a_plugin_that_panics_inside_a_tokio_runtime_traps_and_does_not_panic_the_host
         other => panic!("expected a trap, got {other:?}"),
     }
 }
+
+#[test]
+fn through_the_runtime_api_sleeping_is_a_blocking_call_and_a_pollable_flood_a_resource_limit() {
+    use edgewise_host::model::Reading;
+    use edgewise_host::runtime::{
+        LimitExceeded, Limits, MAX_WASI_RESOURCES, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions,
+    };
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let bytes = std::fs::read(edgewise_tests::plugin_wasm("faulty-plugin")).unwrap();
+    let compiled = runtime.compile("faulty", &bytes).unwrap();
+    let reading = Reading {
+        sensor: "s".into(),
+        timestamp_ms: 1,
+        value: 1.0,
+        unit: "mg/dL".into(),
+    };
+    let fail = |mode: &str| {
+        let mut instance = PluginInstance::new(&runtime, &compiled, Limits::default()).unwrap();
+        instance.init(&[("fail".into(), mode.into())]).unwrap();
+        let started = std::time::Instant::now();
+        let error = instance.on_readings(std::slice::from_ref(&reading)).unwrap_err();
+        (error.kind, started.elapsed())
+    };
+    let (kind, took) = fail("sleep");
+    assert_eq!(kind, PluginErrorKind::Blocking("wasi:io/poll.pollable.block".into()));
+    // It fails at once rather than after the 10 s sleep (or the 1 s deadline).
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let (kind, _) = fail("pollables");
+    assert_eq!(
+        kind,
+        PluginErrorKind::Limit(LimitExceeded::Resources(MAX_WASI_RESOURCES))
+    );
+}

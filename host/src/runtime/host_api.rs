@@ -414,6 +414,47 @@ mod tests {
         assert!(host.memory_growing(0, 1 << 20, None).unwrap());
     }
 
+    /// A core module with `count` memories of `pages` 64 KiB pages each,
+    /// encoded by hand (the binary format needs no `wat` crate).
+    fn module_with_memories(count: u8, pages: u8) -> Vec<u8> {
+        let mut bytes = vec![0, b'a', b's', b'm', 1, 0, 0, 0];
+        let mut section = vec![count];
+        for _ in 0..count {
+            section.extend([0x00, pages]); // limits: min only
+        }
+        bytes.push(5); // the memory section
+        bytes.push(u8::try_from(section.len()).unwrap());
+        bytes.extend(section);
+        bytes
+    }
+
+    fn instantiate(bytes: &[u8], limits: Limits) -> wasmtime::Result<()> {
+        let engine = wasmtime::Engine::default();
+        let module = wasmtime::Module::new(&engine, bytes)?;
+        let mut store = wasmtime::Store::new(&engine, state(limits));
+        store.limiter(|state| state);
+        wasmtime::Instance::new(&mut store, &module, &[]).map(|_| ())
+    }
+
+    #[test]
+    fn wasmtime_asks_the_limiter_for_every_memory_and_the_sum_is_judged() {
+        let limits = Limits {
+            max_memory_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        // One memory of 640 KiB fits in 1 MiB; two of them do not, although
+        // each alone would.
+        instantiate(&module_with_memories(1, 10), limits.clone()).unwrap();
+        let error = instantiate(&module_with_memories(2, 10), limits.clone()).unwrap_err();
+        assert!(
+            matches!(error.downcast_ref::<LimitExceeded>(), Some(LimitExceeded::Memory { requested, .. }) if *requested == 20 << 16),
+            "{error:?}"
+        );
+        // More memories than any plugin needs are refused, however small.
+        instantiate(&module_with_memories(MAX_MEMORIES as u8, 0), limits.clone()).unwrap();
+        assert!(instantiate(&module_with_memories(MAX_MEMORIES as u8 + 1, 0), limits).is_err());
+    }
+
     #[test]
     fn alert_fields_and_log_lines_are_bounded() {
         let mut host = state(Limits::default());
