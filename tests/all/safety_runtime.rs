@@ -25,20 +25,38 @@ fn faulty(mode: &str, config: &str) -> String {
     )
 }
 
-/// Alerts of the device until `done` says enough, or panic after [`WAIT`].
-async fn collect_until(
+/// Publish `readings` (subject, payload), then collect the device's alerts
+/// until `done` says enough, or panic after [`WAIT`]. The readings are
+/// published again whenever half a second passes without an alert: the
+/// host answers status requests before its ingest has surely subscribed.
+async fn publish_until(
+    client: &async_nats::Client,
+    readings: &[(&str, bytes::Bytes)],
     alerts: &mut async_nats::Subscriber,
     what: &str,
     mut done: impl FnMut(&[(String, Value)]) -> bool,
 ) -> Vec<(String, Value)> {
+    let publish = || async {
+        for (subject, payload) in readings {
+            client.publish(subject.to_string(), payload.clone()).await.unwrap();
+        }
+    };
+    publish().await;
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + WAIT;
     while !done(&seen) {
-        let Ok(Some(message)) = tokio::time::timeout_at(deadline, alerts.next()).await else {
-            panic!("timed out waiting for {what}; alerts so far: {seen:?}");
-        };
-        let alert: Value = serde_json::from_slice(&message.payload).unwrap();
-        seen.push((message.subject.to_string(), alert));
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; alerts so far: {seen:?}"
+        );
+        match tokio::time::timeout(Duration::from_millis(500), alerts.next()).await {
+            Ok(Some(message)) => {
+                let alert: Value = serde_json::from_slice(&message.payload).unwrap();
+                seen.push((message.subject.to_string(), alert));
+            }
+            Ok(None) => panic!("the alert subscription ended"),
+            Err(_) => publish().await,
+        }
     }
     seen
 }
@@ -105,28 +123,30 @@ async fn a_plugin_that_sleeps_is_stopped_and_sigterm_still_exits() {
     let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
     device.start_with(&client).await;
 
-    client
-        .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
-        .await
-        .unwrap();
-    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
-    let seen = collect_until(&mut alerts, "plugin-degraded and urgent-low", |seen| {
-        seen.iter().any(|(s, a)| is_degraded(s, a)) && seen.iter().any(|(s, a)| is_urgent_low(s, a))
-    })
+    let readings = [
+        ("sensors.hostile.h1", reading(now_ms(), 100.0)),
+        ("sensors.cgm.p1", reading(now_ms(), 45.0)),
+    ];
+    let seen = publish_until(
+        &client,
+        &readings,
+        &mut alerts,
+        "plugin-degraded and urgent-low",
+        |seen| seen.iter().any(|(s, a)| is_degraded(s, a)) && seen.iter().any(|(s, a)| is_urgent_low(s, a)),
+    )
     .await;
     let degraded = seen.iter().find(|(s, a)| is_degraded(s, a)).unwrap();
     let message = degraded.1["message"].as_str().unwrap();
     assert!(message.starts_with("blocking-call: "), "{message}");
     assert!(message.contains("would block"), "{message}");
 
-    // The plugin runs again after its restart, and fails the same way;
-    // glucose-monitor keeps alerting meanwhile.
-    client
-        .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
-        .await
-        .unwrap();
-    client.publish("sensors.cgm.p2", reading(now_ms(), 45.0)).await.unwrap();
-    collect_until(&mut alerts, "a second urgent-low", |seen| {
+    // The hostile plugin keeps failing that way (restarted, then
+    // quarantined); glucose-monitor keeps alerting meanwhile.
+    let readings = [
+        ("sensors.hostile.h1", reading(now_ms(), 100.0)),
+        ("sensors.cgm.p2", reading(now_ms(), 45.0)),
+    ];
+    publish_until(&client, &readings, &mut alerts, "a second urgent-low", |seen| {
         seen.iter()
             .any(|(_, a)| a["sensor"] == "cgm.p2" && a["code"] == "urgent-low")
     })
@@ -146,11 +166,8 @@ async fn a_huge_error_text_is_truncated_and_delivered_upstream() {
     let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
     device.start_with(&client).await;
 
-    client
-        .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
-        .await
-        .unwrap();
-    let seen = collect_until(&mut alerts, "plugin-degraded", |seen| {
+    let readings = [("sensors.hostile.h1", reading(now_ms(), 100.0))];
+    let seen = publish_until(&client, &readings, &mut alerts, "plugin-degraded", |seen| {
         seen.iter().any(|(s, a)| is_degraded(s, a))
     })
     .await;
@@ -170,8 +187,8 @@ async fn a_huge_error_text_is_truncated_and_delivered_upstream() {
 
     // The degraded alert does not block the outbox: it and a later
     // glucose-monitor alert both reach the cloud.
-    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
-    collect_until(&mut alerts, "urgent-low", |seen| {
+    let readings = [("sensors.cgm.p1", reading(now_ms(), 45.0))];
+    publish_until(&client, &readings, &mut alerts, "urgent-low", |seen| {
         seen.iter().any(|(s, a)| is_urgent_low(s, a))
     })
     .await;
@@ -211,11 +228,8 @@ async fn a_plugin_reads_the_simulated_clock_through_wasi() {
         .unwrap();
     device.start_with(&client).await;
 
-    client
-        .publish("sensors.hostile.h1", reading(START_MS, 100.0))
-        .await
-        .unwrap();
-    let seen = collect_until(&mut alerts, "the clock alert", |seen| {
+    let readings = [("sensors.hostile.h1", reading(START_MS, 100.0))];
+    let seen = publish_until(&client, &readings, &mut alerts, "the clock alert", |seen| {
         seen.iter().any(|(_, a)| a["code"] == "clock")
     })
     .await;
@@ -242,14 +256,17 @@ async fn a_flood_of_pollables_hits_the_resource_limit() {
     let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
     device.start_with(&client).await;
 
-    client
-        .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
-        .await
-        .unwrap();
-    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
-    let seen = collect_until(&mut alerts, "plugin-degraded and urgent-low", |seen| {
-        seen.iter().any(|(s, a)| is_degraded(s, a)) && seen.iter().any(|(s, a)| is_urgent_low(s, a))
-    })
+    let readings = [
+        ("sensors.hostile.h1", reading(now_ms(), 100.0)),
+        ("sensors.cgm.p1", reading(now_ms(), 45.0)),
+    ];
+    let seen = publish_until(
+        &client,
+        &readings,
+        &mut alerts,
+        "plugin-degraded and urgent-low",
+        |seen| seen.iter().any(|(s, a)| is_degraded(s, a)) && seen.iter().any(|(s, a)| is_urgent_low(s, a)),
+    )
     .await;
     let degraded = &seen.iter().find(|(s, a)| is_degraded(s, a)).unwrap().1;
     let message = degraded["message"].as_str().unwrap();
@@ -287,11 +304,8 @@ async fn host_ceilings_clamp_what_a_manifest_asks() {
     let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
     device.start_with(&client).await;
 
-    client
-        .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
-        .await
-        .unwrap();
-    let seen = collect_until(&mut alerts, "plugin-degraded", |seen| {
+    let readings = [("sensors.hostile.h1", reading(now_ms(), 100.0))];
+    let seen = publish_until(&client, &readings, &mut alerts, "plugin-degraded", |seen| {
         seen.iter().any(|(s, a)| is_degraded(s, a))
     })
     .await;
@@ -427,4 +441,36 @@ fn through_the_runtime_api_sleeping_is_a_blocking_call_and_a_pollable_flood_a_re
         kind,
         PluginErrorKind::Limit(LimitExceeded::Resources(MAX_WASI_RESOURCES))
     );
+}
+
+#[test]
+fn a_plugin_may_write_to_stderr_without_end_and_its_panic_is_still_reported() {
+    use edgewise_host::model::Reading;
+    use edgewise_host::runtime::{Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let bytes = std::fs::read(edgewise_tests::plugin_wasm("faulty-plugin")).unwrap();
+    let compiled = runtime.compile("faulty", &bytes).unwrap();
+    let mut instance = PluginInstance::new(&runtime, &compiled, Limits::default()).unwrap();
+    instance
+        .init(&[("fail".into(), "stderr-flood".into()), ("every".into(), "10".into())])
+        .unwrap();
+    let reading = Reading {
+        sensor: "s".into(),
+        timestamp_ms: 1,
+        value: 1.0,
+        unit: "mg/dL".into(),
+    };
+    // 9 calls of 32 KiB each: far beyond what the host keeps of stderr.
+    for call in 1..10 {
+        instance
+            .on_readings(std::slice::from_ref(&reading))
+            .unwrap_or_else(|e| panic!("call {call}: {e}"));
+    }
+    match instance.on_readings(std::slice::from_ref(&reading)).unwrap_err().kind {
+        PluginErrorKind::Trapped { stderr, .. } => {
+            assert!(stderr.contains("panicked after its stderr flood"), "{stderr}");
+            assert!(stderr.len() <= 1024, "{}", stderr.len());
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::edgewise::plugin::{host, types};
@@ -17,6 +16,7 @@ use super::limits::{
     LimitExceeded, Limits, MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, MAX_WASI_RESOURCES,
     PerSecond,
 };
+use super::stderr::StderrTail;
 use crate::model::{Alert, Output, Severity, Summary};
 
 /// Everything a plugin's `Store` holds besides the instance itself.
@@ -35,7 +35,7 @@ pub struct InstanceState {
     /// refused through the limiter, not through an import).
     pub(crate) limit_hit: Option<LimitExceeded>,
     /// What the guest wrote to stderr (panic messages), bounded.
-    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) stderr: StderrTail,
     /// Bytes of linear memory over all memories of the instance: the memory
     /// limit is for the component as a whole, not per memory.
     memory_bytes: usize,
@@ -55,7 +55,7 @@ impl InstanceState {
         plugin: &str,
         limits: Limits,
         wasi: WasiCtx,
-        stderr: MemoryOutputPipe,
+        stderr: StderrTail,
         monotonic: Arc<MonotonicClock>,
     ) -> Self {
         let mut table = ResourceTable::new();
@@ -271,7 +271,7 @@ mod tests {
             "test",
             limits,
             WasiCtx::builder().build(),
-            MemoryOutputPipe::new(64),
+            StderrTail::default(),
             monotonic,
         )
     }

@@ -3,7 +3,6 @@
 
 use wasmtime::Store;
 use wasmtime::component::ResourceTableError;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{Deterministic, WasiCtx};
 
 use super::bindings::{SensorPlugin, types};
@@ -13,11 +12,9 @@ use super::engine::{CompiledPlugin, EPOCH_TICK, Runtime};
 use super::error::{Call, PluginError, PluginErrorKind};
 use super::host_api::InstanceState;
 use super::limits::{LimitExceeded, Limits, MAX_WASI_RESOURCES};
+use super::stderr::StderrTail;
 use super::wasi::WouldBlock;
 use crate::model::{Output, Reading};
-
-/// How much of a plugin's stderr is kept (enough for a panic message).
-const STDERR_CAPACITY: usize = 16 << 10;
 
 /// A live plugin instance. After a failure that poisons it (any trap or
 /// limit), every further call fails with [`PluginErrorKind::Poisoned`]: the
@@ -26,7 +23,7 @@ pub struct PluginInstance {
     store: Store<InstanceState>,
     bindings: SensorPlugin,
     poisoned: bool,
-    stderr_seen: usize,
+    stderr_seen: u64,
     /// Fuel burnt per export, when the runtime counts fuel.
     fuel: Option<FuelUsed>,
     /// The last `on-readings` batch in WIT types, kept so that the next
@@ -70,7 +67,7 @@ impl PluginInstance {
         limits: Limits,
         clock: PluginClock,
     ) -> Result<PluginInstance, PluginError> {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let stderr = StderrTail::default();
         let (wall, monotonic) = clock.wasi();
         let mut builder = wasi_builder(runtime.deterministic(), stderr.clone());
         builder.wall_clock(wall);
@@ -94,7 +91,7 @@ impl PluginInstance {
         let bindings = plugin.pre.instantiate(&mut store).map_err(|e| PluginError {
             plugin: plugin.name.clone(),
             call: Call::Instantiate,
-            kind: PluginErrorKind::Instantiate(format!("{e:#}")),
+            kind: PluginErrorKind::Instantiate(bounded::truncate(format!("{e:#}"), MAX_ERROR_BYTES)),
         })?;
         Ok(PluginInstance {
             store,
@@ -242,10 +239,9 @@ impl PluginInstance {
     /// What the guest wrote to stderr since the last failure, condensed to one
     /// line: from a Rust panic, its location and message; else the last line.
     fn new_stderr_line(&mut self) -> String {
-        let contents = self.store.data().stderr.contents();
-        let fresh = contents.get(self.stderr_seen..).unwrap_or_default();
-        self.stderr_seen = contents.len();
-        let text = String::from_utf8_lossy(fresh);
+        let (fresh, written) = self.store.data().stderr.since(self.stderr_seen);
+        self.stderr_seen = written;
+        let text = String::from_utf8_lossy(&fresh);
         let lines: Vec<&str> = text
             .lines()
             .map(str::trim)
@@ -268,7 +264,7 @@ fn deadline_ticks(limits: &Limits) -> u64 {
 /// WASI for a plugin: no files, no network, no environment, no arguments,
 /// empty stdin; stderr captured (for panic messages), stdout discarded. The
 /// functions that could wait are replaced in the linker (`wasi.rs`).
-fn wasi_builder(deterministic: bool, stderr: MemoryOutputPipe) -> wasmtime_wasi::WasiCtxBuilder {
+fn wasi_builder(deterministic: bool, stderr: StderrTail) -> wasmtime_wasi::WasiCtxBuilder {
     let mut builder = WasiCtx::builder();
     builder.stderr(stderr);
     builder.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);

@@ -13,6 +13,7 @@ mod error;
 mod host_api;
 mod instance;
 mod limits;
+mod stderr;
 mod wasi;
 
 pub use cache::{CACHE_KEY_FILE, CacheOutcome};
