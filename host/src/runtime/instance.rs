@@ -11,7 +11,7 @@ use super::clock::{PluginClock, SharedMonotonic};
 use super::engine::{CompiledPlugin, EPOCH_TICK, Runtime};
 use super::error::{Call, PluginError, PluginErrorKind};
 use super::host_api::InstanceState;
-use super::limits::{LimitExceeded, Limits, MAX_WASI_RESOURCES};
+use super::limits::{LimitExceeded, Limits, MAX_RANDOM_BYTES, MAX_WASI_RESOURCES};
 use super::stderr::StderrTail;
 use super::wasi::WouldBlock;
 use crate::model::{Output, Reading};
@@ -268,6 +268,7 @@ fn wasi_builder(deterministic: bool, stderr: StderrTail) -> wasmtime_wasi::WasiC
     let mut builder = WasiCtx::builder();
     builder.stderr(stderr);
     builder.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    builder.max_random_size(MAX_RANDOM_BYTES);
     if deterministic {
         builder.secure_random(Deterministic::new(vec![0x5a; 32]));
         builder.insecure_random(Deterministic::new(vec![0xa5; 32]));

@@ -82,6 +82,10 @@ pub enum LimitExceeded {
 /// then); the bound keeps a plugin that creates them in a loop from growing
 /// host memory (wasmtime's default is a million).
 pub const MAX_WASI_RESOURCES: usize = 1024;
+/// Largest `get-random-bytes` / `get-insecure-random-bytes` request: the host
+/// allocates the buffer before the plugin's memory limit can refuse it, and
+/// wasmtime-wasi's default is 64 MiB per call.
+pub const MAX_RANDOM_BYTES: u64 = 64 << 10;
 /// Core instances, memories and tables one plugin's store may create: a Rust
 /// `wasm32-wasip2` component has 4 core instances, 1 memory and 2 tables;
 /// other toolchains a few more. wasmtime's defaults (10,000 each) would let
