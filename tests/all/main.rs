@@ -19,5 +19,6 @@ mod safety_control;
 mod safety_ingest;
 mod safety_lifecycle;
 mod safety_outbox;
+mod safety_runtime;
 mod strict_files;
 mod strict_formats;

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use edgewise_host::bundle::{self, Manifest, ManifestLimits, TrustStore, VerifyOptions};
 use edgewise_host::envelope::{Provenance, to_json_line};
 use edgewise_host::replay::{self, Format, ReplayReport, golden};
-use edgewise_host::runtime::{FuelUsed, Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
+use edgewise_host::runtime::{FuelUsed, Limits, PluginClock, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
 
 use super::Failure;
 
@@ -141,7 +141,12 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
     let compiled = runtime
         .compile(&provenance.plugin, &plugin.bytes)
         .map_err(Failure::usage)?;
-    let mut instance = PluginInstance::new(&runtime, &compiled, plugin.limits).map_err(Failure::runtime)?;
+    // The plugin reads virtual time through WASI: the recording's start
+    // during `init`, then the time of each call (byte-identical replays).
+    let start_ms = recording.readings.first().map_or(0, |r| r.timestamp_ms);
+    let clock = PluginClock::virtual_at(start_ms);
+    let mut instance =
+        PluginInstance::with_clock(&runtime, &compiled, plugin.limits, clock).map_err(Failure::runtime)?;
     if let Err(error) = instance.init(&plugin.config) {
         return Err(match error.kind {
             PluginErrorKind::Returned(_) => Failure::usage(anyhow!("{error}: its configuration was refused")),

@@ -14,6 +14,7 @@ use super::supervisor::SupervisorPolicy;
 use crate::bundle::ManifestLimits;
 use crate::bundle::manifest::{config_value_text, validate_subject_filter};
 use crate::outbox::OutboxLimits;
+use crate::runtime::Limits;
 
 /// Bytes in the MiB of `[outbox] max_mb`.
 const MIB: u64 = 1024 * 1024;
@@ -53,6 +54,9 @@ pub struct RunConfig {
     pub supervisor: SupervisorPolicy,
     /// How much the outbox keeps, by size and age (`[outbox]`).
     pub outbox: OutboxLimits,
+    /// The host ceilings (`[host_limits]`): no plugin gets more, whatever its
+    /// manifest asks.
+    pub host_limits: Limits,
     /// The plugins to run.
     pub plugins: Vec<PluginConfig>,
 }
@@ -221,6 +225,8 @@ struct RawConfig {
     supervisor: RawSupervisor,
     #[serde(default)]
     outbox: RawOutbox,
+    #[serde(default)]
+    host_limits: ManifestLimits,
     #[serde(default)]
     plugins: Vec<RawPlugin>,
 }
@@ -487,6 +493,10 @@ impl RunConfig {
         };
         let supervisor = supervisor_policy(&raw.supervisor, &mut problem);
         let outbox = outbox_limits(&raw.outbox, &mut problem);
+        if let Some(key) = raw.host_limits.zero_key() {
+            problem(&format!("host_limits.{key}"), "must be greater than 0".into());
+        }
+        let host_limits = raw.host_limits.apply(Limits::default_ceilings());
         if raw.plugins.is_empty() {
             problem("plugins", "no plugin to run: add a [[plugins]] table".into());
         }
@@ -541,6 +551,18 @@ impl RunConfig {
                     "must be greater than 0".into(),
                 );
             }
+            // The operator's own values above the operator's own ceilings: a
+            // contradiction in one file, refused rather than guessed at.
+            let (_, beyond) = plugin.limits.apply(host_limits.clone()).clamp_to(&host_limits);
+            for clamped in beyond {
+                problem(
+                    &format!("plugins[{index}].limits.{}", clamped.key),
+                    format!(
+                        "{} is above the host ceiling of {} (`host_limits.{}`)",
+                        clamped.asked, clamped.ceiling, clamped.key
+                    ),
+                );
+            }
             plugins.push(PluginConfig {
                 bundle,
                 config,
@@ -565,9 +587,30 @@ impl RunConfig {
             limits,
             supervisor,
             outbox,
+            host_limits,
             plugins,
         })
     }
+}
+
+/// The limits `plugin` runs with: the host default, then what its manifest
+/// asks, lowered to the host ceilings (each lowering logged: the plugin
+/// author cannot know every device, and the plugin still runs), then the
+/// operator's `[plugins.limits]` (within the ceilings: checked at load).
+pub fn plugin_limits(ceilings: &Limits, plugin: &str, manifest: &ManifestLimits, operator: &ManifestLimits) -> Limits {
+    let (within, clamped) = manifest.apply(Limits::default()).clamp_to(ceilings);
+    for c in clamped {
+        tracing::warn!(
+            plugin,
+            key = c.key,
+            asked = c.asked,
+            ceiling = c.ceiling,
+            "The plugin asks for more than the host allows: {} lowered to the ceiling (`host_limits.{}`)",
+            c.key,
+            c.key
+        );
+    }
+    operator.apply(within)
 }
 
 /// The `[supervisor]` table over [`SupervisorPolicy::default`].
@@ -750,6 +793,52 @@ mod tests {
             .into_iter()
             .map(|p| (p.key, p.reason))
             .collect()
+    }
+
+    #[test]
+    fn host_ceilings_default_to_a_small_device_and_bound_the_operator() {
+        assert_eq!(parse_with("").unwrap().host_limits, Limits::default_ceilings());
+        let config = parse_with("[host_limits]\nmemory_mb = 32\ncall_deadline_ms = 2000\n").unwrap();
+        assert_eq!(config.host_limits.max_memory_bytes, 32 << 20);
+        assert_eq!(config.host_limits.call_deadline, Duration::from_secs(2));
+        assert_eq!(
+            problems("[plugins.limits]\nmemory_mb = 64\n[host_limits]\nmemory_mb = 32\n"),
+            [(
+                "plugins[0].limits.memory_mb".to_owned(),
+                "64 is above the host ceiling of 32 (`host_limits.memory_mb`)".to_owned()
+            )]
+        );
+        assert_eq!(
+            problems("[host_limits]\nstate_bytes = 0\n"),
+            [(
+                "host_limits.state_bytes".to_owned(),
+                "must be greater than 0".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_manifest_beyond_the_ceilings_is_lowered_and_the_operator_applies_within() {
+        let ceilings = Limits {
+            max_memory_bytes: 32 << 20,
+            ..Limits::default_ceilings()
+        };
+        let manifest = ManifestLimits {
+            memory_mb: Some(1024),
+            call_deadline_ms: Some(60_000),
+            ..ManifestLimits::default()
+        };
+        let operator = ManifestLimits {
+            state_bytes: Some(1000),
+            ..ManifestLimits::default()
+        };
+        let limits = plugin_limits(&ceilings, "p", &manifest, &operator);
+        assert_eq!(limits.max_memory_bytes, 32 << 20);
+        assert_eq!(limits.call_deadline, ceilings.call_deadline);
+        assert_eq!(limits.max_state_bytes, 1000);
+        // The host default itself is lowered under a ceiling below it.
+        let limits = plugin_limits(&ceilings, "p", &ManifestLimits::default(), &ManifestLimits::default());
+        assert_eq!(limits.max_memory_bytes, 32 << 20);
     }
 
     #[test]

@@ -156,6 +156,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         runtime: &runtime,
         plausibility: config.plausibility,
         clock: &config.clock,
+        host_limits: &config.host_limits,
     };
     let mut ready = Vec::new();
     let mut refused = Vec::new();

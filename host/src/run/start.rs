@@ -58,6 +58,8 @@ pub struct StartContext<'a> {
     pub plausibility: Plausibility,
     /// The host clock's configuration (a simulated clock widens the margins).
     pub clock: &'a ClockConfig,
+    /// The host ceilings (`[host_limits]`).
+    pub host_limits: &'a Limits,
 }
 
 /// Verify, check and compile `plugin`; `taken` are the names already started.
@@ -111,7 +113,7 @@ pub fn prepare(context: &StartContext<'_>, plugin: &PluginConfig, taken: &[Strin
         .compile_cached(name, code, &context.data_dir.join("cache"))
         .map_err(|e| refuse(name, version, e.to_string()))?;
     tracing::debug!(plugin = %name, ?cache, "Plugin compiled");
-    let limits = plugin.limits.apply(manifest.limits.apply(Limits::default()));
+    let limits = super::config::plugin_limits(context.host_limits, name, &manifest.limits, &plugin.limits);
     // The operator's values replace the manifest's defaults, key by key.
     let mut merged = manifest.config.clone();
     merged.extend(plugin.config.clone());

@@ -22,7 +22,7 @@ use super::supervisor::{Decision, Health, Supervisor, SupervisorPolicy};
 use crate::envelope::{Provenance, to_json_line};
 use crate::model::{Alert, Output, Reading, Severity};
 use crate::outbox::{Committed, Kind, NewEntry, WriterHandle};
-use crate::runtime::{CompiledPlugin, Limits, PluginError, PluginInstance, Runtime};
+use crate::runtime::{CompiledPlugin, Limits, PluginClock, PluginError, PluginInstance, Runtime};
 
 /// The code of the alert the host raises when a plugin fails.
 pub const DEGRADED: &str = "plugin-degraded";
@@ -476,7 +476,10 @@ impl WorkerState {
     /// version for anti-rollback: a version that never started is not
     /// "accepted", so the working older one is not then refused as a rollback.
     fn new_instance(&mut self) -> Result<PluginInstance, PluginError> {
-        let instance = PluginInstance::new(&self.context.runtime, &self.plugin, self.limits.clone())
+        // The plugin reads the host clock (simulated when configured) through WASI.
+        let clock = self.context.clock.clone();
+        let clock = PluginClock::host(move || clock.now_ms());
+        let instance = PluginInstance::with_clock(&self.context.runtime, &self.plugin, self.limits.clone(), clock)
             .and_then(|mut instance| instance.init(&self.config).map(|()| instance))?;
         if let Some(accept) = self.accept.take()
             && let Err(error) = accept()

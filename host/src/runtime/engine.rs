@@ -98,7 +98,7 @@ impl Runtime {
             },
         };
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| RuntimeError(format!("linking WASI: {e}")))?;
+        super::wasi::add_to_linker(&mut linker).map_err(|e| RuntimeError(format!("linking WASI: {e}")))?;
         SensorPlugin::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |state| state)
             .map_err(|e| RuntimeError(format!("linking the host imports: {e}")))?;
         let epoch_ticker =

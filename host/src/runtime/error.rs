@@ -62,6 +62,11 @@ pub enum PluginErrorKind {
     /// The plugin broke a resource limit.
     #[error("{0}")]
     Limit(LimitExceeded),
+    /// The plugin called a WASI function that would have to wait (`sleep`,
+    /// `poll` or `block` on a pollable that is not ready, a blocking read):
+    /// plugins may not wait, since the deadline cannot interrupt a host call.
+    #[error("called `{0}`, which would block: plugins may not wait (sleep, poll, blocking I/O)")]
+    Blocking(String),
     /// The component does not fit the `sensor-plugin` world or failed to start.
     #[error("could not be instantiated: {0}")]
     Instantiate(String),
@@ -88,6 +93,8 @@ impl PluginErrorKind {
             PluginErrorKind::Limit(LimitExceeded::OutputRate(_)) => "output-rate",
             PluginErrorKind::Limit(LimitExceeded::OutputSize { .. }) => "output-size",
             PluginErrorKind::Limit(LimitExceeded::State(_)) => "state-limit",
+            PluginErrorKind::Limit(LimitExceeded::Resources(_)) => "resource-limit",
+            PluginErrorKind::Blocking(_) => "blocking-call",
             PluginErrorKind::Instantiate(_) => "instantiate",
             PluginErrorKind::Poisoned => "poisoned",
         }

@@ -3,14 +3,20 @@
 //! is a bounded in-memory map (made durable by a later layer).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::edgewise::plugin::{host, types};
-use super::limits::{LimitExceeded, Limits, PerSecond};
+use super::bounded::{self, MAX_CODE_BYTES, MAX_LOG_LINE_BYTES, MAX_MESSAGE_BYTES, MAX_SENSOR_BYTES};
+use super::clock::MonotonicClock;
+use super::limits::{
+    LimitExceeded, Limits, MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, MAX_WASI_RESOURCES,
+    PerSecond,
+};
+use super::stderr::StderrTail;
 use crate::model::{Alert, Output, Severity, Summary};
 
 /// Everything a plugin's `Store` holds besides the instance itself.
@@ -29,13 +35,31 @@ pub struct InstanceState {
     /// refused through the limiter, not through an import).
     pub(crate) limit_hit: Option<LimitExceeded>,
     /// What the guest wrote to stderr (panic messages), bounded.
-    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) stderr: StderrTail,
+    /// Bytes of linear memory over all memories of the instance: the memory
+    /// limit is for the component as a whole, not per memory.
+    memory_bytes: usize,
+    /// The growth last allowed, taken back if it then fails.
+    memory_pending: usize,
+    /// Table elements over all tables of the instance.
+    table_elements: usize,
+    table_pending: usize,
+    /// The instance's monotonic clock, shared with the WASI `subscribe-*`.
+    pub(crate) monotonic: Arc<MonotonicClock>,
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
 }
 
 impl InstanceState {
-    pub(crate) fn new(plugin: &str, limits: Limits, wasi: WasiCtx, stderr: MemoryOutputPipe) -> Self {
+    pub(crate) fn new(
+        plugin: &str,
+        limits: Limits,
+        wasi: WasiCtx,
+        stderr: StderrTail,
+        monotonic: Arc<MonotonicClock>,
+    ) -> Self {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_WASI_RESOURCES);
         InstanceState {
             plugin: plugin.to_owned(),
             limits,
@@ -48,8 +72,13 @@ impl InstanceState {
             state_bytes: 0,
             limit_hit: None,
             stderr,
+            memory_bytes: 0,
+            memory_pending: 0,
+            table_elements: 0,
+            table_pending: 0,
+            monotonic,
             wasi,
-            table: ResourceTable::new(),
+            table,
         }
     }
 
@@ -100,16 +129,18 @@ impl types::Host for InstanceState {}
 impl host::Host for InstanceState {
     fn emit_alert(&mut self, alert: types::Alert) -> wasmtime::Result<()> {
         self.count_output(alert.sensor.len() + alert.code.len() + alert.message.len() + 32)?;
+        // Within the output size, each field is bounded too: an id or a code
+        // of kilobytes is not one a person or a pager can use.
         self.outputs.push(Output::Alert(Alert {
-            sensor: alert.sensor,
+            sensor: bounded::truncate(alert.sensor, MAX_SENSOR_BYTES),
             timestamp_ms: alert.timestamp_ms,
             severity: match alert.severity {
                 types::Severity::Info => Severity::Info,
                 types::Severity::Warning => Severity::Warning,
                 types::Severity::Critical => Severity::Critical,
             },
-            code: alert.code,
-            message: alert.message,
+            code: bounded::truncate(alert.code, MAX_CODE_BYTES),
+            message: bounded::truncate(alert.message, MAX_MESSAGE_BYTES),
             value: alert.value,
         }));
         Ok(())
@@ -119,10 +150,14 @@ impl host::Host for InstanceState {
         let metrics: usize = summary.metrics.iter().map(|m| m.name.len() + 8).sum();
         self.count_output(summary.sensor.len() + metrics + 16)?;
         self.outputs.push(Output::Summary(Summary {
-            sensor: summary.sensor,
+            sensor: bounded::truncate(summary.sensor, MAX_SENSOR_BYTES),
             window_start_ms: summary.window_start_ms,
             window_end_ms: summary.window_end_ms,
-            metrics: summary.metrics.into_iter().map(|m| (m.name, m.value)).collect(),
+            metrics: summary
+                .metrics
+                .into_iter()
+                .map(|m| (bounded::truncate(m.name, MAX_CODE_BYTES), m.value))
+                .collect(),
         }));
         Ok(())
     }
@@ -132,6 +167,7 @@ impl host::Host for InstanceState {
             self.logs_dropped += 1;
             return Ok(());
         }
+        let message = bounded::truncate(message, MAX_LOG_LINE_BYTES);
         let plugin = self.plugin.as_str();
         match level {
             types::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
@@ -160,19 +196,65 @@ impl host::Host for InstanceState {
 }
 
 impl wasmtime::ResourceLimiter for InstanceState {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.limits.max_memory_bytes {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|maximum| desired > maximum) {
+            // Beyond the memory's own maximum: the growth fails anyway
+            // (`memory.grow` returns -1), and nothing is allocated.
+            return Ok(false);
+        }
+        // Called for every memory of the instance, at creation (from 0) and
+        // on each growth: the sum is what the component holds.
+        let growth = desired.saturating_sub(current);
+        let total = self.memory_bytes.saturating_add(growth);
+        if total > self.limits.max_memory_bytes {
             self.breach(LimitExceeded::Memory {
                 limit: self.limits.max_memory_bytes,
-                requested: desired,
+                requested: total,
             })?;
         }
+        self.memory_bytes = total;
+        self.memory_pending = growth;
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        // Tables hold function references; 100k entries is far beyond any real plugin.
-        Ok(desired <= 100_000)
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_bytes = self.memory_bytes.saturating_sub(self.memory_pending);
+        self.memory_pending = 0;
+        Ok(())
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|maximum| desired > maximum) {
+            return Ok(false);
+        }
+        // Tables hold function references; 100k entries over all tables is
+        // far beyond any real plugin.
+        let growth = desired.saturating_sub(current);
+        let total = self.table_elements.saturating_add(growth);
+        if total > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        self.table_elements = total;
+        self.table_pending = growth;
+        Ok(true)
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.table_elements = self.table_elements.saturating_sub(self.table_pending);
+        self.table_pending = 0;
+        Ok(())
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 
@@ -184,7 +266,14 @@ mod tests {
     use crate::runtime::bindings::edgewise::plugin::host::Host;
 
     fn state(limits: Limits) -> InstanceState {
-        InstanceState::new("test", limits, WasiCtx::builder().build(), MemoryOutputPipe::new(64))
+        let (_, monotonic) = crate::runtime::clock::PluginClock::system().wasi();
+        InstanceState::new(
+            "test",
+            limits,
+            WasiCtx::builder().build(),
+            StderrTail::default(),
+            monotonic,
+        )
     }
 
     fn alert(code: &str) -> types::Alert {
@@ -293,7 +382,95 @@ mod tests {
             ..Limits::default()
         });
         assert!(host.memory_growing(0, 1 << 20, None).unwrap());
-        assert!(host.memory_growing(0, (1 << 20) + 1, None).is_err());
+        assert!(host.memory_growing(1 << 20, (1 << 20) + 1, None).is_err());
         assert!(matches!(host.limit_hit, Some(LimitExceeded::Memory { .. })));
+    }
+
+    #[test]
+    fn the_memory_limit_covers_all_memories_together() {
+        use wasmtime::ResourceLimiter;
+        let mut host = state(Limits {
+            max_memory_bytes: 1 << 20,
+            ..Limits::default()
+        });
+        // Two memories created at 512 KiB each fit; growing either does not.
+        assert!(host.memory_growing(0, 512 << 10, None).unwrap());
+        assert!(host.memory_growing(0, 512 << 10, None).unwrap());
+        let error = host.memory_growing(512 << 10, 576 << 10, None).unwrap_err();
+        assert_eq!(
+            error.downcast_ref::<LimitExceeded>(),
+            Some(&LimitExceeded::Memory {
+                limit: 1 << 20,
+                requested: (1 << 20) + (64 << 10)
+            })
+        );
+        // A growth that fails after being allowed is not counted.
+        let mut host = state(Limits {
+            max_memory_bytes: 1 << 20,
+            ..Limits::default()
+        });
+        assert!(host.memory_growing(0, 1 << 20, None).unwrap());
+        host.memory_grow_failed(wasmtime::Error::msg("no memory")).unwrap();
+        assert!(host.memory_growing(0, 1 << 20, None).unwrap());
+    }
+
+    /// A core module with `count` memories of `pages` 64 KiB pages each,
+    /// encoded by hand (the binary format needs no `wat` crate).
+    fn module_with_memories(count: u8, pages: u8) -> Vec<u8> {
+        let mut bytes = vec![0, b'a', b's', b'm', 1, 0, 0, 0];
+        let mut section = vec![count];
+        for _ in 0..count {
+            section.extend([0x00, pages]); // limits: min only
+        }
+        bytes.push(5); // the memory section
+        bytes.push(u8::try_from(section.len()).unwrap());
+        bytes.extend(section);
+        bytes
+    }
+
+    fn instantiate(bytes: &[u8], limits: Limits) -> wasmtime::Result<()> {
+        let engine = wasmtime::Engine::default();
+        let module = wasmtime::Module::new(&engine, bytes)?;
+        let mut store = wasmtime::Store::new(&engine, state(limits));
+        store.limiter(|state| state);
+        wasmtime::Instance::new(&mut store, &module, &[]).map(|_| ())
+    }
+
+    #[test]
+    fn wasmtime_asks_the_limiter_for_every_memory_and_the_sum_is_judged() {
+        let limits = Limits {
+            max_memory_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        // One memory of 640 KiB fits in 1 MiB; two of them do not, although
+        // each alone would.
+        instantiate(&module_with_memories(1, 10), limits.clone()).unwrap();
+        let error = instantiate(&module_with_memories(2, 10), limits.clone()).unwrap_err();
+        assert!(
+            matches!(error.downcast_ref::<LimitExceeded>(), Some(LimitExceeded::Memory { requested, .. }) if *requested == 20 << 16),
+            "{error:?}"
+        );
+        // More memories than any plugin needs are refused, however small.
+        instantiate(&module_with_memories(MAX_MEMORIES as u8, 0), limits.clone()).unwrap();
+        assert!(instantiate(&module_with_memories(MAX_MEMORIES as u8 + 1, 0), limits).is_err());
+    }
+
+    #[test]
+    fn alert_fields_and_log_lines_are_bounded() {
+        let mut host = state(Limits::default());
+        let mut long = alert(&"c".repeat(1000));
+        long.sensor = "s".repeat(1000);
+        long.message = "m".repeat(10_000);
+        host.emit_alert(long).unwrap();
+        let Output::Alert(alert) = &host.outputs[0] else {
+            panic!("not an alert");
+        };
+        assert!(alert.sensor.len() <= MAX_SENSOR_BYTES && alert.sensor.contains("[truncated, 1000 bytes]"));
+        assert!(alert.code.len() <= MAX_CODE_BYTES && alert.code.contains("[truncated"));
+        assert!(alert.message.len() <= MAX_MESSAGE_BYTES && alert.message.contains("[truncated, 10000 bytes]"));
+        // A long log line is cut, not dropped (it fits the per-second budget).
+        host.log(types::LogLevel::Info, "l".repeat(MAX_LOG_LINE_BYTES * 2))
+            .unwrap();
+        assert_eq!(host.logs_dropped, 0);
     }
 }

@@ -2,18 +2,19 @@
 //! the `sensor-plugin` exports under limits and a per-call deadline.
 
 use wasmtime::Store;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime::component::ResourceTableError;
 use wasmtime_wasi::{Deterministic, WasiCtx};
 
 use super::bindings::{SensorPlugin, types};
+use super::bounded::{self, MAX_ERROR_BYTES, MAX_STDERR_LINE_BYTES};
+use super::clock::{PluginClock, SharedMonotonic};
 use super::engine::{CompiledPlugin, EPOCH_TICK, Runtime};
 use super::error::{Call, PluginError, PluginErrorKind};
 use super::host_api::InstanceState;
-use super::limits::{LimitExceeded, Limits};
+use super::limits::{LimitExceeded, Limits, MAX_RANDOM_BYTES, MAX_WASI_RESOURCES};
+use super::stderr::StderrTail;
+use super::wasi::WouldBlock;
 use crate::model::{Output, Reading};
-
-/// How much of a plugin's stderr is kept (enough for a panic message).
-const STDERR_CAPACITY: usize = 16 << 10;
 
 /// A live plugin instance. After a failure that poisons it (any trap or
 /// limit), every further call fails with [`PluginErrorKind::Poisoned`]: the
@@ -22,12 +23,14 @@ pub struct PluginInstance {
     store: Store<InstanceState>,
     bindings: SensorPlugin,
     poisoned: bool,
-    stderr_seen: usize,
+    stderr_seen: u64,
     /// Fuel burnt per export, when the runtime counts fuel.
     fuel: Option<FuelUsed>,
     /// The last `on-readings` batch in WIT types, kept so that the next
     /// batch reuses its string buffers instead of allocating per reading.
     batch: Vec<types::Reading>,
+    /// The clock the plugin reads through WASI.
+    clock: PluginClock,
 }
 
 /// Fuel (WebAssembly operators executed, wasmtime's deterministic CPU
@@ -43,12 +46,36 @@ pub struct FuelUsed {
 }
 
 impl PluginInstance {
-    /// Instantiate a compiled plugin with the given limits.
+    /// Instantiate a compiled plugin with the given limits. Through WASI it
+    /// reads the machine's clock, or, in a deterministic runtime (replay), a
+    /// virtual clock from 0 moved by the calls (see [`PluginInstance::with_clock`]).
     pub fn new(runtime: &Runtime, plugin: &CompiledPlugin, limits: Limits) -> Result<PluginInstance, PluginError> {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-        let wasi = build_wasi(runtime.deterministic(), stderr.clone());
+        let clock = if runtime.deterministic() {
+            PluginClock::virtual_at(0)
+        } else {
+            PluginClock::system()
+        };
+        PluginInstance::with_clock(runtime, plugin, limits, clock)
+    }
+
+    /// Instantiate a compiled plugin with the given limits; the plugin reads
+    /// `clock` through WASI (the host's clock: simulated when the host's is,
+    /// virtual in replay).
+    pub fn with_clock(
+        runtime: &Runtime,
+        plugin: &CompiledPlugin,
+        limits: Limits,
+        clock: PluginClock,
+    ) -> Result<PluginInstance, PluginError> {
+        let stderr = StderrTail::default();
+        let (wall, monotonic) = clock.wasi();
+        let mut builder = wasi_builder(runtime.deterministic(), stderr.clone());
+        builder.wall_clock(wall);
+        builder.monotonic_clock(SharedMonotonic(monotonic.clone()));
+        let wasi = builder.build();
         let deadline_ticks = deadline_ticks(&limits);
-        let mut store = Store::new(runtime.engine(), InstanceState::new(&plugin.name, limits, wasi, stderr));
+        let state = InstanceState::new(&plugin.name, limits, wasi, stderr, monotonic);
+        let mut store = Store::new(runtime.engine(), state);
         store.limiter(|state| state);
         store.set_epoch_deadline(deadline_ticks);
         let fuel = if runtime.fuel() {
@@ -64,7 +91,7 @@ impl PluginInstance {
         let bindings = plugin.pre.instantiate(&mut store).map_err(|e| PluginError {
             plugin: plugin.name.clone(),
             call: Call::Instantiate,
-            kind: PluginErrorKind::Instantiate(format!("{e:#}")),
+            kind: PluginErrorKind::Instantiate(bounded::truncate(format!("{e:#}"), MAX_ERROR_BYTES)),
         })?;
         Ok(PluginInstance {
             store,
@@ -73,6 +100,7 @@ impl PluginInstance {
             stderr_seen: 0,
             fuel,
             batch: Vec::new(),
+            clock,
         })
     }
 
@@ -107,6 +135,10 @@ impl PluginInstance {
             value: r.value,
             unit: r.unit.clone(),
         }));
+        // A virtual clock stands at the latest reading the plugin has been given.
+        if let Some(latest) = readings.iter().map(|r| r.timestamp_ms).max() {
+            self.clock.advance_to(latest);
+        }
         let result = self.call(Call::OnReadings, |bindings, store| {
             bindings.call_on_readings(store, &batch)
         });
@@ -116,6 +148,7 @@ impl PluginInstance {
 
     /// Call `on-tick` with the host clock's time.
     pub fn on_tick(&mut self, now_ms: i64) -> Result<(), PluginError> {
+        self.clock.advance_to(now_ms);
         self.call(Call::OnTick, |bindings, store| bindings.call_on_tick(store, now_ms))
     }
 
@@ -159,7 +192,8 @@ impl PluginInstance {
         }
         let kind = match outcome {
             Ok(Ok(())) => return Ok(()),
-            Ok(Err(message)) => PluginErrorKind::Returned(message),
+            // The plugin's own text goes into alerts and the status: bounded.
+            Ok(Err(message)) => PluginErrorKind::Returned(bounded::truncate(message, MAX_ERROR_BYTES)),
             Err(error) => {
                 self.poisoned = true;
                 self.classify(error)
@@ -182,6 +216,12 @@ impl PluginInstance {
         if let Some(limit) = self.store.data_mut().limit_hit.take() {
             return PluginErrorKind::Limit(limit);
         }
+        if let Some(WouldBlock(function)) = error.downcast_ref::<WouldBlock>() {
+            return PluginErrorKind::Blocking((*function).to_owned());
+        }
+        if let Some(ResourceTableError::Full) = error.downcast_ref::<ResourceTableError>() {
+            return PluginErrorKind::Limit(LimitExceeded::Resources(MAX_WASI_RESOURCES));
+        }
         match error.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => PluginErrorKind::Deadline(self.store.data().limits.call_deadline),
             Some(trap) => PluginErrorKind::Trapped {
@@ -189,7 +229,8 @@ impl PluginInstance {
                 stderr: self.new_stderr_line(),
             },
             None => PluginErrorKind::Trapped {
-                reason: format!("{error}"),
+                // A host function's error may quote the plugin: bounded.
+                reason: bounded::truncate(format!("{error}"), MAX_ERROR_BYTES),
                 stderr: self.new_stderr_line(),
             },
         }
@@ -198,10 +239,9 @@ impl PluginInstance {
     /// What the guest wrote to stderr since the last failure, condensed to one
     /// line: from a Rust panic, its location and message; else the last line.
     fn new_stderr_line(&mut self) -> String {
-        let contents = self.store.data().stderr.contents();
-        let fresh = contents.get(self.stderr_seen..).unwrap_or_default();
-        self.stderr_seen = contents.len();
-        let text = String::from_utf8_lossy(fresh);
+        let (fresh, written) = self.store.data().stderr.since(self.stderr_seen);
+        self.stderr_seen = written;
+        let text = String::from_utf8_lossy(&fresh);
         let lines: Vec<&str> = text
             .lines()
             .map(str::trim)
@@ -212,7 +252,7 @@ impl PluginInstance {
             .rposition(|l| l.contains(" panicked at "))
             .unwrap_or(lines.len().saturating_sub(1));
         let line = lines.get(from..).unwrap_or_default().join(" ");
-        line.chars().take(500).collect()
+        bounded::truncate(line, MAX_STDERR_LINE_BYTES)
     }
 }
 
@@ -221,15 +261,18 @@ fn deadline_ticks(limits: &Limits) -> u64 {
     (limits.call_deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
 }
 
-/// WASI for a plugin: no files, no network, no environment, no arguments;
-/// stderr captured (for panic messages), stdout discarded.
-fn build_wasi(deterministic: bool, stderr: MemoryOutputPipe) -> WasiCtx {
+/// WASI for a plugin: no files, no network, no environment, no arguments,
+/// empty stdin; stderr captured (for panic messages), stdout discarded. The
+/// functions that could wait are replaced in the linker (`wasi.rs`).
+fn wasi_builder(deterministic: bool, stderr: StderrTail) -> wasmtime_wasi::WasiCtxBuilder {
     let mut builder = WasiCtx::builder();
     builder.stderr(stderr);
+    builder.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    builder.max_random_size(MAX_RANDOM_BYTES);
     if deterministic {
         builder.secure_random(Deterministic::new(vec![0x5a; 32]));
         builder.insecure_random(Deterministic::new(vec![0xa5; 32]));
         builder.insecure_random_seed(0);
     }
-    builder.build()
+    builder
 }

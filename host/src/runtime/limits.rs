@@ -71,6 +71,130 @@ pub enum LimitExceeded {
     /// State beyond [`Limits::max_state_bytes`].
     #[error("exceeded its state limit of {0} bytes")]
     State(usize),
+    /// More live WASI resources (streams, pollables...) than
+    /// [`MAX_WASI_RESOURCES`].
+    #[error("exceeded its limit of {0} live WASI resources (streams, pollables)")]
+    Resources(usize),
+}
+
+/// Live WASI resources (streams, pollables, errors) one instance may hold at
+/// once. A plugin needs a handful (its stdio streams, a pollable now and
+/// then); the bound keeps a plugin that creates them in a loop from growing
+/// host memory (wasmtime's default is a million).
+pub const MAX_WASI_RESOURCES: usize = 1024;
+/// Largest `get-random-bytes` / `get-insecure-random-bytes` request: the host
+/// allocates the buffer before the plugin's memory limit can refuse it, and
+/// wasmtime-wasi's default is 64 MiB per call.
+pub const MAX_RANDOM_BYTES: u64 = 64 << 10;
+/// Core instances, memories and tables one plugin's store may create: a Rust
+/// `wasm32-wasip2` component has 4 core instances, 1 memory and 2 tables;
+/// other toolchains a few more. wasmtime's defaults (10,000 each) would let
+/// one component reserve address space for thousands of memories.
+pub const MAX_CORE_INSTANCES: usize = 64;
+/// See [`MAX_CORE_INSTANCES`].
+pub const MAX_MEMORIES: usize = 8;
+/// See [`MAX_CORE_INSTANCES`].
+pub const MAX_TABLES: usize = 32;
+/// Table elements (function references) over all tables of an instance.
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// One limit a plugin asked for (through its manifest) beyond the host's
+/// ceiling, and the value it gets instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clamped {
+    /// The manifest key (`memory_mb`, `call_deadline_ms`...).
+    pub key: &'static str,
+    /// What was asked, in the key's unit.
+    pub asked: u64,
+    /// The ceiling, in the key's unit.
+    pub ceiling: u64,
+}
+
+impl Limits {
+    /// These limits with every value above its ceiling in `ceilings` lowered
+    /// to it, and the list of what was lowered (in manifest keys and units).
+    pub fn clamp_to(&self, ceilings: &Limits) -> (Limits, Vec<Clamped>) {
+        let mut clamped = Vec::new();
+        let mut limit = |key: &'static str, unit: u64, value: u64, ceiling: u64| {
+            if value > ceiling {
+                clamped.push(Clamped {
+                    key,
+                    asked: value / unit,
+                    ceiling: ceiling / unit,
+                });
+                ceiling
+            } else {
+                value
+            }
+        };
+        let n = |v: usize| v as u64;
+        let back = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let out = Limits {
+            max_memory_bytes: back(limit(
+                "memory_mb",
+                1 << 20,
+                n(self.max_memory_bytes),
+                n(ceilings.max_memory_bytes),
+            )),
+            call_deadline: Duration::from_millis(limit(
+                "call_deadline_ms",
+                1,
+                ms(self.call_deadline),
+                ms(ceilings.call_deadline),
+            )),
+            max_outputs_per_call: back(limit(
+                "outputs_per_call",
+                1,
+                n(self.max_outputs_per_call),
+                n(ceilings.max_outputs_per_call),
+            )),
+            max_outputs_per_second: match (self.max_outputs_per_second, ceilings.max_outputs_per_second) {
+                (Some(value), Some(ceiling)) => Some(back(limit("outputs_per_second", 1, n(value), n(ceiling)))),
+                (None, ceiling) => ceiling,
+                (value, None) => value,
+            },
+            max_output_bytes: back(limit(
+                "output_bytes",
+                1,
+                n(self.max_output_bytes),
+                n(ceilings.max_output_bytes),
+            )),
+            max_log_bytes_per_second: back(limit(
+                "log_bytes_per_second",
+                1,
+                n(self.max_log_bytes_per_second),
+                n(ceilings.max_log_bytes_per_second),
+            )),
+            max_state_bytes: back(limit(
+                "state_bytes",
+                1,
+                n(self.max_state_bytes),
+                n(ceilings.max_state_bytes),
+            )),
+        };
+        (out, clamped)
+    }
+
+    /// The default host ceilings (`[host_limits]` of the device
+    /// configuration): what no manifest can exceed on a small device. Each is
+    /// at or above [`Limits::default`], so a plugin that asks for nothing is
+    /// never clamped.
+    pub fn default_ceilings() -> Limits {
+        Limits {
+            max_memory_bytes: 256 << 20,
+            // Shutdown waits for a running call: this bounds SIGTERM too.
+            call_deadline: Duration::from_secs(5),
+            max_outputs_per_call: 10_000,
+            max_outputs_per_second: Some(50_000),
+            // An output is escaped into a JSON envelope (up to 6 bytes per
+            // control character): 128 KiB stays below NATS's default 1 MiB
+            // max payload even then.
+            max_output_bytes: 128 << 10,
+            max_log_bytes_per_second: 1 << 20,
+            max_state_bytes: 16 << 20,
+        }
+    }
 }
 
 /// A counter over fixed one-second windows of real time.
@@ -102,6 +226,40 @@ impl PerSecond {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_above_a_ceiling_are_lowered_to_it_and_reported() {
+        let ceilings = Limits::default_ceilings();
+        // The defaults fit under the default ceilings: nothing is clamped.
+        assert_eq!(Limits::default().clamp_to(&ceilings), (Limits::default(), Vec::new()));
+        let greedy = Limits {
+            max_memory_bytes: 1 << 30,
+            call_deadline: Duration::from_secs(60),
+            max_outputs_per_second: None,
+            ..Limits::default()
+        };
+        let (limits, clamped) = greedy.clamp_to(&ceilings);
+        assert_eq!(limits.max_memory_bytes, 256 << 20);
+        assert_eq!(limits.call_deadline, Duration::from_secs(5));
+        // No rate limit asked (replay): the ceiling's rate applies.
+        assert_eq!(limits.max_outputs_per_second, Some(50_000));
+        assert_eq!(limits.max_state_bytes, Limits::default().max_state_bytes);
+        assert_eq!(
+            clamped,
+            [
+                Clamped {
+                    key: "memory_mb",
+                    asked: 1024,
+                    ceiling: 256
+                },
+                Clamped {
+                    key: "call_deadline_ms",
+                    asked: 60_000,
+                    ceiling: 5_000
+                },
+            ]
+        );
+    }
 
     #[test]
     fn per_second_counts_reset_each_second() {

@@ -5,15 +5,20 @@
 //! generated from `wit/`. Everything else talks in [`crate::model`] types.
 
 mod bindings;
+pub mod bounded;
 mod cache;
+mod clock;
 mod engine;
 mod error;
 mod host_api;
 mod instance;
 mod limits;
+mod stderr;
+mod wasi;
 
 pub use cache::{CACHE_KEY_FILE, CacheOutcome};
+pub use clock::PluginClock;
 pub use engine::{Allocator, CompiledPlugin, Runtime, RuntimeOptions};
 pub use error::{Call, LoadError, PluginError, PluginErrorKind, RuntimeError};
 pub use instance::{FuelUsed, PluginInstance};
-pub use limits::{LimitExceeded, Limits};
+pub use limits::{Clamped, LimitExceeded, Limits, MAX_WASI_RESOURCES};
