@@ -87,10 +87,12 @@ fn glucose_sensors(upstream: &[(String, Value)]) -> Vec<String> {
         .collect()
 }
 
-/// A cloud nats-server with JetStream whose `max_payload` is 8 KiB.
+/// A cloud nats-server with JetStream whose `max_payload` is 2 KiB: under the
+/// largest alert a plugin can make (its message is cut at 4 KiB), over a
+/// glucose-monitor alert.
 fn small_payload_cloud(dir: &tempfile::TempDir) -> NatsServer {
     let conf = dir.path().join("cloud.conf");
-    std::fs::write(&conf, "max_payload: 8KB\n").unwrap();
+    std::fs::write(&conf, "max_payload: 2KB\n").unwrap();
     NatsServer::start_with_args(true, &["-c", conf.to_str().unwrap()])
 }
 
@@ -99,9 +101,9 @@ async fn an_alert_too_large_for_the_cloud_is_moved_aside_and_the_alerts_behind_i
     let local = NatsServer::start();
     let conf_dir = tempfile::tempdir().unwrap();
     let cloud = small_payload_cloud(&conf_dir);
-    // 20,000 bytes: within the host's output limit (64 KiB), over the cloud's 8 KiB.
+    // 4,000 bytes: within the host's bounds (a message is cut at 4 KiB), over the cloud's 2 KiB.
     let plugins =
-        "[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"big-alert\"\nsize = \"20000\"\n";
+        "[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"big-alert\"\nsize = \"4000\"\n";
     let mut device = Device::new(&local, Some(&cloud), plugins);
     let client = async_nats::connect(local.url()).await.unwrap();
     let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
@@ -167,15 +169,16 @@ async fn a_plugin_flooding_a_small_outbox_cannot_evict_another_plugins_alerts() 
     // The cloud is down while the flood fills the outbox.
     let mut cloud = NatsServer::start_with_jetstream();
     cloud.stop();
-    // A 1 MiB outbox; the faulty plugin writes 200 alerts of 16 KiB (over 3 MiB).
+    // A 1 MiB outbox; the faulty plugin writes 600 alerts of 4 KiB (over 2 MiB; a
+    // message is cut at 4 KiB).
     let plugins = "[outbox]\nmax_mb = 1\n[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n\
-        [plugins.config]\nfail = \"big-alert\"\nsize = \"16384\"\n";
+        [plugins.config]\nfail = \"big-alert\"\nsize = \"4000\"\n";
     let mut device = Device::new(&local, Some(&cloud), plugins);
     let client = async_nats::connect(local.url()).await.unwrap();
     let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
     device.start_with(&client).await;
     urgent_lows(&client, &mut alerts, &["a", "b", "c"]).await;
-    const FLOOD: u64 = 200;
+    const FLOOD: u64 = 600;
     for k in 0..FLOOD {
         client
             .publish(
