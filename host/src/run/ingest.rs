@@ -110,20 +110,32 @@ impl LogBudget {
     }
 }
 
-/// Subscribe to `filters` and feed `queue` until `stop` turns true. Readings of
-/// one message are queued together; messages are taken in batches of up to
-/// `batch_max` and split per sensor so per-sensor order is kept.
+/// Subscribe to `filters` on the local bus. Done before the host answers its
+/// first status request (subscriptions reach the server in the order they are
+/// made on the connection), so a reading published after a status reply is
+/// never missed.
+pub async fn subscribe(
+    client: &async_nats::Client,
+    filters: &[String],
+) -> Result<Vec<async_nats::Subscriber>, async_nats::SubscribeError> {
+    let mut subscriptions = Vec::with_capacity(filters.len());
+    for filter in filters {
+        subscriptions.push(client.subscribe(filter.clone()).await?);
+    }
+    Ok(subscriptions)
+}
+
+/// Feed `queue` from `subscriptions` (see [`subscribe`]) until `stop` turns
+/// true. Readings of one message are queued together; messages are taken in
+/// batches of up to `batch_max` and split per sensor so per-sensor order is
+/// kept.
 pub async fn run_ingest(
     mut ingest: Ingest,
-    filters: Vec<String>,
+    subscriptions: Vec<async_nats::Subscriber>,
     queue: mpsc::Sender<Work>,
     batch_max: usize,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), async_nats::SubscribeError> {
-    let mut subscriptions = Vec::new();
-    for filter in &filters {
-        subscriptions.push(ingest.client.subscribe(filter.clone()).await?);
-    }
+) {
     // One subscription (the usual case) is read directly: `select_all` costs a
     // re-queue of its stream per message.
     let merged = match <[_; 1]>::try_from(subscriptions) {
@@ -160,7 +172,6 @@ pub async fn run_ingest(
             break; // The worker has stopped.
         }
     }
-    Ok(())
 }
 
 /// Consume `filters` from the JetStream `stream` through the durable consumer

@@ -244,11 +244,15 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         );
         let batch_max = config.limits.batch_max;
         ingest_tasks.push(match &config.source {
-            config::Source::Core => tokio::spawn(async move {
-                ingest::run_ingest(ingest, filters, queue, batch_max, stopped)
-                    .await
-                    .map_err(|e| e.to_string())
-            }),
+            config::Source::Core => {
+                let subscriptions = ingest::subscribe(&local, &filters).await.map_err(|e| {
+                    RunError::Local(format!("cannot subscribe for `{}`: {e}", plugin.provenance.plugin))
+                })?;
+                tokio::spawn(async move {
+                    ingest::run_ingest(ingest, subscriptions, queue, batch_max, stopped).await;
+                    Ok(())
+                })
+            }
             config::Source::JetStream { stream } => {
                 let (stream, consumer) = (
                     stream.clone(),
