@@ -344,3 +344,39 @@ async fn the_pipeline_works_under_the_documented_permissions() {
         "{stderr}"
     );
 }
+
+/// The host's local connection (`bus::connect`) does not receive what it
+/// publishes itself: a second line of defence behind the refused
+/// subscriptions. The host's connection publishes `probe.own` and then another
+/// client publishes `probe.other`; with echo, `probe.own` would arrive first.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hosts_connection_does_not_receive_what_it_publishes() {
+    let local = NatsServer::start();
+    let config = edgewise_host::run::config::NatsConfig {
+        url: local.url(),
+        ..Default::default()
+    };
+    let host = edgewise_host::bus::connect::connect(&config, "edgewise-probe", false)
+        .await
+        .unwrap();
+    let other = async_nats::connect(local.url()).await.unwrap();
+    let mut host_sees = host.subscribe("probe.>").await.unwrap();
+    let mut other_sees = other.subscribe("probe.>").await.unwrap();
+    host.flush().await.unwrap();
+    other.flush().await.unwrap();
+
+    host.publish("probe.own", "from the host".into()).await.unwrap();
+    host.flush().await.unwrap();
+    // The server has routed it: the other client got it.
+    let seen = tokio::time::timeout(WAIT, other_sees.next()).await.unwrap().unwrap();
+    assert_eq!(seen.subject.as_str(), "probe.own");
+    other.publish("probe.other", "from someone else".into()).await.unwrap();
+    other.flush().await.unwrap();
+
+    let first = tokio::time::timeout(WAIT, host_sees.next()).await.unwrap().unwrap();
+    assert_eq!(
+        first.subject.as_str(),
+        "probe.other",
+        "the host's connection received its own message"
+    );
+}
