@@ -45,12 +45,14 @@ async fn hostile_beside_glucose_monitor(case: Case) {
     let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
     device.start_with(&client).await;
 
-    for _ in 0..case.readings {
+    for taken in 1..=case.readings {
         client
             .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // One reading per call: the next is published only once the worker has
+        // this one (delivered, held or dropped), so ingest never batches two.
+        worker_has_taken(&client, taken as u64, case.mode).await;
     }
     client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
 
@@ -149,6 +151,28 @@ async fn hostile_beside_glucose_monitor(case: Case) {
     let (code, stderr) = device.terminate();
     assert_eq!(code, Some(0), "[{}] the host must exit cleanly:\n{stderr}", case.mode);
     assert!(!stderr.contains("panicked at host/"), "the host panicked:\n{stderr}");
+}
+
+/// Wait until the faulty plugin's worker has taken `count` readings.
+async fn worker_has_taken(client: &async_nats::Client, count: u64, mode: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = host_status(client).await;
+        let faulty = status["plugins"]
+            .as_array()
+            .and_then(|plugins| plugins.iter().find(|p| p["name"] == "faulty-plugin"))
+            .cloned()
+            .unwrap_or_default();
+        let field = |name: &str| faulty[name].as_u64().unwrap_or(0);
+        if field("readings_in") + field("readings_held") + field("readings_dropped") >= count {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "[{mode}] the worker did not take reading {count}: {faulty}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The host's status, asked on the local bus.
