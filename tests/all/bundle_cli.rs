@@ -2,72 +2,11 @@
 //! `verify`, `inspect`, and `replay --trust`, on real plugin components.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use edgewise_tests::{Run, data_file, edgewise, plugin_wasm, workspace_root};
+use edgewise_tests::{data_file, edgewise, plugin_wasm, workspace_root};
 
-/// A temporary operator workspace: a key pair, a trust directory holding its
-/// public key, and helpers to sign and verify.
-struct Operator {
-    dir: tempfile::TempDir,
-}
-
-impl Operator {
-    fn new() -> Operator {
-        let operator = Operator {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let run = edgewise([
-            "keygen".as_ref(),
-            "--out".as_ref(),
-            operator.path("release").as_os_str(),
-        ]);
-        assert_eq!(run.code, Some(0), "{}", run.stderr);
-        std::fs::create_dir(operator.trust()).unwrap();
-        std::fs::copy(operator.path("release.pub"), operator.trust().join("release.pub")).unwrap();
-        operator
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn trust(&self) -> PathBuf {
-        self.path("trust")
-    }
-
-    fn sign_with(&self, manifest: &Path, component: &Path, out: &str) -> Run {
-        edgewise([
-            "sign".as_ref(),
-            "--key".as_ref(),
-            self.path("release.key").as_os_str(),
-            "--manifest".as_ref(),
-            manifest.as_os_str(),
-            "--out".as_ref(),
-            self.path(out).as_os_str(),
-            component.as_os_str(),
-        ])
-    }
-
-    /// Sign glucose-monitor with its own `edgewise.toml`.
-    fn signed_glucose_monitor(&self) -> PathBuf {
-        let manifest = workspace_root().join("plugins/glucose-monitor/edgewise.toml");
-        let run = self.sign_with(&manifest, &plugin_wasm("glucose-monitor"), "glucose-monitor.wasm");
-        assert_eq!(run.code, Some(0), "{}", run.stderr);
-        self.path("glucose-monitor.wasm")
-    }
-
-    fn verify(&self, bundle: &Path, extra: &[&str]) -> Run {
-        let mut args = vec![
-            "verify".to_owned(),
-            "--trust".to_owned(),
-            self.trust().display().to_string(),
-            bundle.display().to_string(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        edgewise(args)
-    }
-}
+use crate::support::Operator;
 
 #[test]
 fn keygen_writes_a_private_key_only_the_owner_can_read_and_never_overwrites() {

@@ -9,15 +9,15 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::Value;
 
-use edgewise_tests::edgewise;
 use edgewise_tests::nats::NatsServer;
 
 use crate::live_pipeline::{DEVICE, Device, WAIT, now_ms, reading};
-
-const UP: &str = "EDGEWISE_UP";
+use crate::support::{
+    UP, cli_status, cli_status_until, collect_until, create_sensors_stream, next_json, plugin, stream_messages,
+    subscribe_alerts,
+};
 
 /// One message stored upstream: its subject, `Nats-Msg-Id` and envelope.
 #[derive(Debug, Clone)]
@@ -34,56 +34,19 @@ async fn stored_upstream(cloud: &NatsServer) -> Vec<Stored> {
     let Ok(mut stream) = jetstream.get_stream(UP).await else {
         return Vec::new();
     };
-    let last = stream.info().await.unwrap().state.last_sequence;
-    let mut stored = Vec::new();
-    for sequence in 1..=last {
-        if let Ok(message) = stream.get_raw_message(sequence).await {
-            let msg_id = message
+    stream_messages(&mut stream)
+        .await
+        .into_iter()
+        .map(|message| Stored {
+            subject: message.subject.to_string(),
+            msg_id: message
                 .headers
                 .get("Nats-Msg-Id")
                 .map(|v| v.as_str().to_owned())
-                .unwrap_or_default();
-            stored.push(Stored {
-                subject: message.subject.to_string(),
-                msg_id,
-                envelope: serde_json::from_slice(&message.payload).unwrap(),
-            });
-        }
-    }
-    stored
-}
-
-/// `edgewise status --json` once.
-fn status(local: &NatsServer) -> Value {
-    let run = edgewise(["status", "--nats", &local.url(), "--device", DEVICE, "--json"]);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    serde_json::from_str(&run.stdout).unwrap()
-}
-
-/// The status once `done` holds for it; panics after [`WAIT`].
-async fn status_until(local: &NatsServer, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let status = status(local);
-        if done(&status) {
-            return status;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not {what} within {WAIT:?}: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A plugin's entry in the status.
-fn plugin<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no {name} in {status}"))
+                .unwrap_or_default(),
+            envelope: serde_json::from_slice(&message.payload).unwrap(),
+        })
+        .collect()
 }
 
 /// One `urgent-low` per new sensor: publish a low reading for each of
@@ -91,10 +54,7 @@ fn plugin<'a>(status: &'a Value, name: &str) -> &'a Value {
 /// (every entry acknowledged by upstream, stored or dropped as a duplicate).
 async fn alert_and_drain(local: &NatsServer, sensors: &[&str]) {
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
     client.flush().await.unwrap();
     for sensor in sensors {
         client
@@ -103,17 +63,15 @@ async fn alert_and_drain(local: &NatsServer, sensors: &[&str]) {
             .unwrap();
     }
     client.flush().await.unwrap();
-    let mut seen = BTreeSet::new();
-    while seen.len() < sensors.len() {
-        let message = tokio::time::timeout(WAIT, alerts.next())
-            .await
-            .expect("local alerts")
-            .unwrap();
-        let alert: Value = serde_json::from_slice(&message.payload).unwrap();
+    let seen = collect_until(&mut alerts, "a local alert for each sensor", |seen| {
+        let alerted: BTreeSet<&str> = seen.iter().filter_map(|(_, alert)| alert["sensor"].as_str()).collect();
+        alerted.len() >= sensors.len()
+    })
+    .await;
+    for (_, alert) in &seen {
         assert_eq!(alert["code"], "urgent-low", "{alert}");
-        seen.insert(alert["sensor"].as_str().unwrap().to_owned());
     }
-    status_until(local, "an empty outbox", |s| {
+    cli_status_until(local, WAIT, "an empty outbox", |s| {
         s["upstream_connected"] == true && s["outbox"]["alerts"] == 0
     })
     .await;
@@ -147,8 +105,7 @@ async fn alerts_after_a_restart_are_stored(clone: bool) {
     let mut device = Device::new(&local, Some(&cloud), "");
     device.start(&local).await;
     alert_and_drain(&local, &["a1", "a2", "a3"]).await;
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
     let first = stored_upstream(&cloud).await;
     assert_eq!(first.len(), 3, "{first:#?}");
 
@@ -167,8 +124,7 @@ async fn alerts_after_a_restart_are_stored(clone: bool) {
     }
     device.start(&local).await;
     alert_and_drain(&local, &["b1", "b2", "b3"]).await;
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 
     let stored = stored_upstream(&cloud).await;
     let sensors: BTreeSet<&str> = stored.iter().filter_map(|s| s.envelope["sensor"].as_str()).collect();
@@ -215,7 +171,7 @@ async fn the_host_creates_the_upstream_stream_with_the_configured_duplicate_wind
     );
     std::fs::write(device.path("edgewise.toml"), config).unwrap();
     device.start(&local).await;
-    status_until(&local, "connected upstream", |s| s["upstream_connected"] == true).await;
+    cli_status_until(&local, WAIT, "connected upstream", |s| s["upstream_connected"] == true).await;
     let jetstream = async_nats::jetstream::new(async_nats::connect(cloud.url()).await.unwrap());
     let deadline = tokio::time::Instant::now() + WAIT;
     let window = loop {
@@ -226,8 +182,7 @@ async fn the_host_creates_the_upstream_stream_with_the_configured_duplicate_wind
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(window, Duration::from_secs(7 * 60));
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 /// What a retry after the window does. The cloud stream (made by the test)
@@ -277,13 +232,12 @@ async fn an_unacknowledged_entry_retried_after_the_window_is_stored_again_with_t
         assert_eq!(copy.envelope["seq"], first.envelope["seq"], "{copies:#?}");
         assert_eq!(copy.envelope, first.envelope);
     }
-    let status = status(&local);
+    let status = cli_status(&local);
     assert_eq!(
         status["outbox"]["alerts"], 1,
         "never acknowledged, still queued: {status}"
     );
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 /// A sequence number cannot be reserved (the sequence file replaced by a
@@ -297,14 +251,7 @@ async fn outputs_without_a_sequence_number_alert_locally_are_counted_and_leave_t
     let local = NatsServer::start_with_jetstream();
     let client = async_nats::connect(local.url()).await.unwrap();
     let jetstream = async_nats::jetstream::new(client.clone());
-    let stream = jetstream
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: "SENSORS".into(),
-            subjects: vec!["sensors.>".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let stream = create_sensors_stream(&jetstream).await;
     // The host's durable consumer, made first with a short redelivery delay
     // (the host takes the existing one).
     let consumer_name = format!("edgewise-{DEVICE}-faulty-plugin");
@@ -323,10 +270,7 @@ async fn outputs_without_a_sequence_number_alert_locally_are_counted_and_leave_t
     let extra = "[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"chatty\"\nburst = \"600\"\n\
                  [ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n";
     let mut device = Device::new(&local, None, extra);
-    let mut alerts = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.faulty-plugin"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&client, "faulty-plugin").await;
     client.flush().await.unwrap();
     device.start(&local).await;
     // The numbers of the first block are reserved; the next reservation fails.
@@ -363,7 +307,7 @@ async fn outputs_without_a_sequence_number_alert_locally_are_counted_and_leave_t
     let seqs = next_alerts(&mut alerts, 600).await;
     let unnumbered = seqs.iter().filter(|seq| **seq == 0).count();
     assert_eq!(unnumbered, 200, "seq 0 marks an alert without a number: {seqs:?}");
-    let status = status_until(&local, "outputs without a sequence number counted", |s| {
+    let status = cli_status_until(&local, WAIT, "outputs without a sequence number counted", |s| {
         plugin(s, "faulty-plugin")["sequence_failures"].as_u64() >= Some(200)
     })
     .await;
@@ -385,20 +329,14 @@ async fn outputs_without_a_sequence_number_alert_locally_are_counted_and_leave_t
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 /// The `seq` of the next `n` messages of `alerts`.
 async fn next_alerts(alerts: &mut async_nats::Subscriber, n: usize) -> Vec<Value> {
     let mut seqs = Vec::with_capacity(n);
     for _ in 0..n {
-        let message = tokio::time::timeout(WAIT, alerts.next())
-            .await
-            .expect("local alerts")
-            .unwrap();
-        let alert: Value = serde_json::from_slice(&message.payload).unwrap();
-        seqs.push(alert["seq"].clone());
+        seqs.push(next_json(alerts, "local alert").await["seq"].clone());
     }
     seqs
 }

@@ -5,10 +5,13 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::Value;
 
-use crate::live_pipeline::{DEVICE, Device, WAIT, now_ms, reading, upstream_alerts};
+use crate::live_pipeline::{Device, now_ms, reading};
+use crate::support::{
+    collect_until, find_plugin, host_status, next_json, next_where, plugin, status_until, subscribe_alerts,
+    upstream_alerts,
+};
 use edgewise_tests::nats::NatsServer;
 
 /// One hostile plugin and what the host must make of it.
@@ -42,7 +45,7 @@ async fn hostile_beside_glucose_monitor(case: Case) {
     );
     let mut device = Device::with_tick(&local, Some(&cloud), "100ms", &plugins);
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
+    let mut alerts = subscribe_alerts(&client, ">").await;
     device.start_with(&client).await;
 
     for taken in 1..=case.readings {
@@ -57,28 +60,25 @@ async fn hostile_beside_glucose_monitor(case: Case) {
     client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
 
     // Collect alerts until glucose-monitor's has come and the failures are reported.
-    let mut glucose_alerts = Vec::new();
-    let mut degraded: Vec<Value> = Vec::new();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while glucose_alerts.is_empty()
-        || degraded.len() < case.failures
-        || (case.quarantined && !degraded.iter().any(|a| message(a).contains("quarantined")))
-    {
-        let next = tokio::time::timeout_at(deadline, alerts.next()).await;
-        let Ok(Some(message)) = next else {
-            panic!(
-                "[{}] timed out: glucose alerts {glucose_alerts:?}, degraded {degraded:?}",
-                case.mode
-            );
-        };
-        let alert: Value = serde_json::from_slice(&message.payload).unwrap();
-        match (message.subject.as_str(), alert["code"].as_str()) {
-            (subject, Some("urgent-low")) if subject.ends_with(".glucose-monitor") => glucose_alerts.push(alert),
-            (subject, Some("plugin-degraded")) if subject.ends_with(".faulty-plugin") => degraded.push(alert),
-            _ => {}
-        }
-    }
-    for alert in &degraded {
+    let degraded = |seen: &[(String, Value)]| -> Vec<Value> {
+        seen.iter()
+            .filter(|(subject, alert)| subject.ends_with(".faulty-plugin") && alert["code"] == "plugin-degraded")
+            .map(|(_, alert)| alert.clone())
+            .collect()
+    };
+    let what = format!(
+        "[{}] glucose-monitor's alert and {} plugin-degraded (quarantined: {})",
+        case.mode, case.failures, case.quarantined
+    );
+    let seen = collect_until(&mut alerts, &what, |seen| {
+        let degraded = degraded(seen);
+        seen.iter()
+            .any(|(subject, alert)| subject.ends_with(".glucose-monitor") && alert["code"] == "urgent-low")
+            && degraded.len() >= case.failures
+            && (!case.quarantined || degraded.iter().any(|a| message(a).contains("quarantined")))
+    })
+    .await;
+    for alert in &degraded(&seen) {
         assert_eq!(alert["severity"], "critical", "{alert}");
         assert_eq!(alert["plugin"], "faulty-plugin", "{alert}");
         assert!(
@@ -91,16 +91,7 @@ async fn hostile_beside_glucose_monitor(case: Case) {
 
     // The status counts it; glucose-monitor is untouched.
     let status = host_status(&client).await;
-    let plugin = |name: &str| {
-        status["plugins"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {name} in {status}"))
-    };
-    let (faulty, glucose) = (plugin("faulty-plugin"), plugin("glucose-monitor"));
+    let (faulty, glucose) = (plugin(&status, "faulty-plugin"), plugin(&status, "glucose-monitor"));
     assert!(
         faulty["failures"][case.reason].as_u64().unwrap_or(0) >= case.failures as u64,
         "[{}] {faulty}",
@@ -128,16 +119,11 @@ async fn hostile_beside_glucose_monitor(case: Case) {
 
     // glucose-monitor still answers after the hostile plugin's failures.
     client.publish("sensors.cgm.p2", reading(now_ms(), 45.0)).await.unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let Ok(Some(message)) = tokio::time::timeout_at(deadline, alerts.next()).await else {
-            panic!("[{}] no alert for p2 from glucose-monitor", case.mode);
-        };
-        let alert: Value = serde_json::from_slice(&message.payload).unwrap();
-        if alert["sensor"] == "cgm.p2" && alert["code"] == "urgent-low" {
-            break;
-        }
-    }
+    let what = format!("[{}] alert for p2 from glucose-monitor", case.mode);
+    next_where(&mut alerts, &what, |_, alert| {
+        alert["sensor"] == "cgm.p2" && alert["code"] == "urgent-low"
+    })
+    .await;
 
     // The degraded alerts also went upstream, through the outbox.
     let upstream = upstream_alerts(&cloud, case.failures + 1).await;
@@ -155,39 +141,13 @@ async fn hostile_beside_glucose_monitor(case: Case) {
 
 /// Wait until the faulty plugin's worker has taken `count` readings.
 async fn worker_has_taken(client: &async_nats::Client, count: u64, mode: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let status = host_status(client).await;
-        let faulty = status["plugins"]
-            .as_array()
-            .and_then(|plugins| plugins.iter().find(|p| p["name"] == "faulty-plugin"))
-            .cloned()
-            .unwrap_or_default();
+    let what = format!("[{mode}] the worker to take reading {count}");
+    status_until(client, &what, |status| {
+        let faulty = find_plugin(status, "faulty-plugin").cloned().unwrap_or_default();
         let field = |name: &str| faulty[name].as_u64().unwrap_or(0);
-        if field("readings_in") + field("readings_held") + field("readings_dropped") >= count {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "[{mode}] the worker did not take reading {count}: {faulty}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// The host's status, asked on the local bus.
-async fn host_status(client: &async_nats::Client) -> Value {
-    let reply = client
-        .request(format!("edgewise.{DEVICE}.status"), "".into())
-        .await
-        .unwrap();
-    serde_json::from_slice(&reply.payload).unwrap()
-}
-
-/// The next message of `alerts` as JSON, or panic after [`WAIT`].
-async fn next_alert(alerts: &mut async_nats::Subscriber) -> Value {
-    let message = tokio::time::timeout(WAIT, alerts.next()).await.unwrap().unwrap();
-    serde_json::from_slice(&message.payload).unwrap()
+        field("readings_in") + field("readings_held") + field("readings_dropped") >= count
+    })
+    .await;
 }
 
 fn message(alert: &Value) -> &str {
@@ -298,18 +258,14 @@ async fn a_log_flood_is_dropped_not_fatal() {
     let plugins = "[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"log-flood\"\n";
     let mut device = Device::with_tick(&local, None, "100ms", plugins);
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.faulty-plugin"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&client, "faulty-plugin").await;
     device.start_with(&client).await;
     for _ in 0..3 {
         client
             .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
             .await
             .unwrap();
-        let message = tokio::time::timeout(WAIT, alerts.next()).await.unwrap().unwrap();
-        let alert: Value = serde_json::from_slice(&message.payload).unwrap();
+        let alert = next_json(&mut alerts, "alert").await;
         assert_eq!(alert["code"], "seen", "the plugin keeps working: {alert}");
     }
     let status = host_status(&client).await;
@@ -331,19 +287,16 @@ async fn readings_wait_for_the_restart_in_a_bounded_buffer() {
         [plugins.limits]\ncall_deadline_ms = 200\n";
     let mut device = Device::with_tick(&local, None, "1h", plugins);
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.faulty-plugin"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&client, "faulty-plugin").await;
     device.start_with(&client).await;
     let t0 = now_ms();
     client.publish("sensors.hostile.h1", reading(t0, 100.0)).await.unwrap();
-    assert_eq!(next_alert(&mut alerts).await["code"], "seen");
+    assert_eq!(next_json(&mut alerts, "alert").await["code"], "seen");
     client
         .publish("sensors.hostile.h1", reading(t0 + 1, 100.0))
         .await
         .unwrap();
-    let degraded = next_alert(&mut alerts).await;
+    let degraded = next_json(&mut alerts, "alert").await;
     assert_eq!(degraded["code"], "plugin-degraded", "{degraded}");
     assert!(message(&degraded).starts_with("deadline: "), "{degraded}");
     // While it is down: five readings, one message each; the oldest three are dropped.
@@ -362,10 +315,10 @@ async fn readings_wait_for_the_restart_in_a_bounded_buffer() {
     assert_eq!(faulty["readings_dropped"], 3, "{faulty}");
     // After the restart the two held readings are delivered, oldest first:
     // the first passes (a new instance's first call), the second overruns.
-    let seen = next_alert(&mut alerts).await;
+    let seen = next_json(&mut alerts, "alert").await;
     assert_eq!(seen["code"], "seen", "{seen}");
     assert_eq!(seen["ts"], t0 + 5, "the oldest held reading comes first: {seen}");
-    let again = next_alert(&mut alerts).await;
+    let again = next_json(&mut alerts, "alert").await;
     assert_eq!(again["code"], "plugin-degraded", "{again}");
     let status = host_status(&client).await;
     let faulty = &status["plugins"][1];

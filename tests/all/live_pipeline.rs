@@ -1,15 +1,19 @@
 //! `edgewise run` as a device runs it: the real binary, real nats-servers
 //! (a local bus and a cloud with JetStream), real signed bundles.
 
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::Value;
 
+use crate::support::{
+    cli_status, cli_status_until, create_sensors_stream, host_status, next_json, plugin, sign, status_until,
+    subscribe_alerts, upstream_alerts, upstream_messages, upstream_messages_via, wait_within,
+};
 use edgewise_tests::nats::NatsServer;
-use edgewise_tests::{edgewise, edgewise_bin, plugin_wasm, workspace_root};
+use edgewise_tests::{Run, edgewise, edgewise_bin, plugin_wasm, workspace_root};
 
 pub(crate) const DEVICE: &str = "dev-1";
 /// Time allowed for something to arrive over the bus (generous for a loaded CI machine).
@@ -47,16 +51,12 @@ impl Device {
         ];
         for (plugin, crate_dir) in plugins {
             let manifest = crate_dir.join("edgewise.toml");
-            let run = edgewise([
-                "sign".as_ref(),
-                "--key".as_ref(),
-                path("key.key").as_os_str(),
-                "--manifest".as_ref(),
-                manifest.as_os_str(),
-                "--out".as_ref(),
-                path(&format!("{plugin}.wasm")).as_os_str(),
-                plugin_wasm(plugin).as_os_str(),
-            ]);
+            let run = sign(
+                &path("key.key"),
+                &manifest,
+                &plugin_wasm(plugin),
+                &path(&format!("{plugin}.wasm")),
+            );
             assert_eq!(run.code, Some(0), "{}", run.stderr);
         }
         let upstream = upstream.map_or(String::new(), |cloud| {
@@ -78,6 +78,13 @@ impl Device {
         self.dir.path().join(name)
     }
 
+    /// Sign the component of `plugin` (crate name) with `manifest`, by the
+    /// device's key, as `out` in the device directory.
+    pub(crate) fn sign_bundle(&self, manifest: &Path, plugin: &str, out: &str) {
+        let run = sign(&self.path("key.key"), manifest, &plugin_wasm(plugin), &self.path(out));
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+    }
+
     /// Start `edgewise run` and wait until it answers status requests.
     pub(crate) async fn start(&mut self, local: &NatsServer) {
         let client = async_nats::connect(local.url()).await.unwrap();
@@ -86,9 +93,15 @@ impl Device {
 
     /// As [`Device::start`], asking for the status through `client`.
     pub(crate) async fn start_with(&mut self, client: &async_nats::Client) {
-        let child = Command::new(edgewise_bin())
-            .args(["run", "--config"])
-            .arg(self.path("edgewise.toml"))
+        let mut command = Command::new(edgewise_bin());
+        command.args(["run", "--config"]).arg(self.path("edgewise.toml"));
+        self.start_command(command, client).await;
+    }
+
+    /// As [`Device::start_with`], the host started by `command` (which runs
+    /// `edgewise run` on this device's configuration, or `exec`s it).
+    pub(crate) async fn start_command(&mut self, mut command: Command, client: &async_nats::Client) {
+        let child = command
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -118,16 +131,19 @@ impl Device {
     /// SIGTERM the host; return its exit code and stderr.
     pub(crate) fn terminate(&mut self) -> (Option<i32>, String) {
         let child = self.host.take().expect("the host is running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        sigterm(child.id());
         let output = child.wait_with_output().unwrap();
         (
             output.status.code(),
             String::from_utf8_lossy(&output.stderr).into_owned(),
         )
+    }
+
+    /// SIGTERM the host, check that it exits 0; its stderr.
+    pub(crate) fn terminate_cleanly(&mut self) -> String {
+        let (code, stderr) = self.terminate();
+        assert_eq!(code, Some(0), "{stderr}");
+        stderr
     }
 }
 
@@ -140,27 +156,33 @@ impl Device {
     /// SIGTERM the host and wait for it at most `within`: its exit code and
     /// stderr, or `None` (the host is then killed) if it did not exit in time.
     pub(crate) fn terminate_within(&mut self, within: Duration) -> Option<(Option<i32>, String)> {
-        let mut child = self.host.take().expect("the host is running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = std::time::Instant::now() + within;
-        while child.try_wait().unwrap().is_none() {
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let output = child.wait_with_output().unwrap();
-        Some((
-            output.status.code(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        ))
+        let child = self.host.take().expect("the host is running");
+        sigterm(child.id());
+        wait_within(child, within).ok()
     }
+
+    /// `edgewise replay` of `recording` through the device's signed
+    /// glucose-monitor, verified with its trust directory, then `extra`.
+    pub(crate) fn replay(&self, recording: &Path, extra: &[&OsStr]) -> Run {
+        let (plugin, trust) = (self.path("glucose-monitor.wasm"), self.path("trust"));
+        let mut args: Vec<&OsStr> = vec![
+            "replay".as_ref(),
+            "--plugin".as_ref(),
+            plugin.as_os_str(),
+            "--trust".as_ref(),
+            trust.as_os_str(),
+            "--input".as_ref(),
+            recording.as_os_str(),
+        ];
+        args.extend(extra);
+        edgewise(args)
+    }
+}
+
+/// Send SIGTERM to the process `pid`.
+pub(crate) fn sigterm(pid: u32) {
+    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(status.success());
 }
 
 impl Drop for Device {
@@ -185,50 +207,6 @@ pub(crate) fn reading(ts: i64, value: f64) -> bytes::Bytes {
     format!(r#"{{"ts":{ts},"value":{value},"unit":"mg/dL"}}"#).into()
 }
 
-/// The next message of `subscriber` as JSON, or panic after [`WAIT`].
-async fn next_json(subscriber: &mut async_nats::Subscriber, what: &str) -> Value {
-    match tokio::time::timeout(WAIT, subscriber.next()).await {
-        Ok(Some(message)) => serde_json::from_slice(&message.payload).unwrap(),
-        _ => panic!("no {what} within {WAIT:?}"),
-    }
-}
-
-/// The alerts stored upstream, waiting until there are `at_least` messages.
-pub(crate) async fn upstream_alerts(cloud: &NatsServer, at_least: usize) -> Vec<(String, Value)> {
-    let mut messages = upstream_messages(cloud, at_least).await;
-    messages.retain(|(subject, _)| subject.contains(".up.alerts."));
-    messages
-}
-
-/// Messages stored in the upstream stream, waiting until there are `at_least`.
-async fn upstream_messages(cloud: &NatsServer, at_least: usize) -> Vec<(String, Value)> {
-    let client = async_nats::connect(cloud.url()).await.unwrap();
-    let jetstream = async_nats::jetstream::new(client);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(mut stream) = jetstream.get_stream("EDGEWISE_UP").await {
-            let count = stream.info().await.unwrap().state.messages as usize;
-            if count >= at_least {
-                let mut messages = Vec::new();
-                for sequence in 1..=stream.info().await.unwrap().state.last_sequence {
-                    if let Ok(message) = stream.get_raw_message(sequence).await {
-                        messages.push((
-                            message.subject.to_string(),
-                            serde_json::from_slice(&message.payload).unwrap(),
-                        ));
-                    }
-                }
-                return messages;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "fewer than {at_least} messages upstream"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_low_glucose_reading_alerts_locally_and_upstream_once() {
     let local = NatsServer::start();
@@ -236,10 +214,7 @@ async fn a_low_glucose_reading_alerts_locally_and_upstream_once() {
     let mut device = Device::new(&local, Some(&cloud), "");
     device.start(&local).await;
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
     client.flush().await.unwrap();
     client
         .publish("sensors.cgm.patient-7", reading(now_ms(), 49.0))
@@ -255,8 +230,7 @@ async fn a_low_glucose_reading_alerts_locally_and_upstream_once() {
     assert_eq!(upstream.len(), 1, "{upstream:?}");
     assert_eq!(upstream[0].0, format!("edgewise.{DEVICE}.up.alerts.glucose-monitor"));
     assert_eq!(upstream[0].1, alert);
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -266,10 +240,7 @@ async fn invalid_payloads_are_dead_lettered_while_valid_ones_flow() {
     device.start(&local).await;
     let client = async_nats::connect(local.url()).await.unwrap();
     let mut dead = client.subscribe(format!("edgewise.{DEVICE}.deadletter")).await.unwrap();
-    let mut alerts = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
     client.flush().await.unwrap();
     let oversize = format!(r#"{{"ts":1,"value":1,"pad":"{}"}}"#, "x".repeat(70_000));
     let bad: [(&str, String, &str); 6] = [
@@ -303,13 +274,10 @@ async fn invalid_payloads_are_dead_lettered_while_valid_ones_flow() {
     }
     let alert = next_json(&mut alerts, "alert after the bad messages").await;
     assert_eq!(alert["code"], "urgent-low");
-    let status = edgewise(["status", "--nats", &local.url(), "--device", DEVICE, "--json"]);
-    assert_eq!(status.code, Some(0), "{}", status.stderr);
-    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    let status = cli_status(&local);
     assert_eq!(status["ingest"]["deadlettered"], 6);
     assert_eq!(status["ingest"]["messages"], 7);
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -320,14 +288,8 @@ async fn two_plugins_with_overlapping_subscriptions_each_get_their_readings() {
     let mut device = Device::new(&local, None, threshold);
     device.start(&local).await;
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut glucose = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
-        .await
-        .unwrap();
-    let mut generic = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.threshold"))
-        .await
-        .unwrap();
+    let mut glucose = subscribe_alerts(&client, "glucose-monitor").await;
+    let mut generic = subscribe_alerts(&client, "threshold").await;
     client.flush().await.unwrap();
     client.publish("sensors.cgm.p1", reading(now_ms(), 49.0)).await.unwrap();
     assert_eq!(
@@ -340,8 +302,7 @@ async fn two_plugins_with_overlapping_subscriptions_each_get_their_readings() {
     for name in ["glucose-monitor", "threshold"] {
         assert!(status.stdout.contains(name), "{}", status.stdout);
     }
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -353,10 +314,7 @@ async fn a_plugin_with_several_subscriptions_gets_the_readings_of_each_and_no_ot
     let mut device = Device::new(&local, None, threshold);
     device.start(&local).await;
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.threshold"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&client, "threshold").await;
     client.flush().await.unwrap();
     // `c` is not subscribed: it must not reach the plugin, though it comes first.
     for subject in ["sensors.ward.c", "sensors.ward.a", "sensors.ward.b"] {
@@ -370,16 +328,9 @@ async fn a_plugin_with_several_subscriptions_gets_the_readings_of_each_and_no_ot
     }
     sensors.sort();
     assert_eq!(sensors, ["ward.a", "ward.b"]);
-    let status = edgewise(["status", "--nats", &local.url(), "--device", DEVICE, "--json"]);
-    let status: Value = serde_json::from_str(&status.stdout).unwrap();
-    let threshold = status["plugins"]
-        .as_array()
-        .and_then(|plugins| plugins.iter().find(|p| p["name"] == "threshold"))
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(threshold["readings_in"], 2, "{status}");
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    let status = cli_status(&local);
+    assert_eq!(plugin(&status, "threshold")["readings_in"], 2, "{status}");
+    device.terminate_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -390,10 +341,7 @@ async fn upstream_down_at_start_then_up_delivers_everything_once() {
     let mut device = Device::new(&local, Some(&cloud), "");
     device.start(&local).await;
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
     client.flush().await.unwrap();
     // Three sensors, each one urgent-low alert.
     for sensor in ["a", "b", "c"] {
@@ -405,8 +353,7 @@ async fn upstream_down_at_start_then_up_delivers_everything_once() {
     for _ in 0..3 {
         next_json(&mut alerts, "local alert while upstream is down").await;
     }
-    let status = edgewise(["status", "--nats", &local.url(), "--device", DEVICE, "--json"]);
-    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    let status = cli_status(&local);
     assert_eq!(status["upstream_connected"], false);
     assert_eq!(status["outbox"]["alerts"], 3, "{status}");
     cloud.start_again();
@@ -418,8 +365,7 @@ async fn upstream_down_at_start_then_up_delivers_everything_once() {
     let mut sensors: Vec<&str> = upstream.iter().map(|(_, m)| m["sensor"].as_str().unwrap()).collect();
     sensors.sort();
     assert_eq!(sensors, ["cgm.a", "cgm.b", "cgm.c"]);
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -447,8 +393,7 @@ async fn sigterm_exits_zero_and_loses_nothing() {
     }
     client.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    let stderr = device.terminate_cleanly();
     // The final line counts what was emitted and what stayed in the outbox.
     let line = stderr
         .lines()
@@ -478,24 +423,6 @@ async fn sigterm_exits_zero_and_loses_nothing() {
     assert_eq!(upstream.len() + kept, emitted, "delivered + kept = emitted: {line}");
 }
 
-/// `edgewise status --json` until `done` holds for it, or panic after `within`.
-async fn status_until(local: &NatsServer, within: Duration, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let run = edgewise(["status", "--nats", &local.url(), "--device", DEVICE, "--json"]);
-        assert_eq!(run.code, Some(0), "{}", run.stderr);
-        let status: Value = serde_json::from_str(&run.stdout).unwrap();
-        if done(&status) {
-            return status;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not {what} within {within:?}: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// `[outbox] max_age` is enforced by a running host: entries left by an earlier
 /// run expire at start, entries written while it runs expire about `max_age`
 /// later, and each is counted by reason in the status.
@@ -506,10 +433,7 @@ async fn outbox_entries_older_than_max_age_expire_and_are_counted() {
     let mut device = Device::new(&local, None, "");
     device.start(&local).await;
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
     client.flush().await.unwrap();
     for sensor in ["a", "b", "c"] {
         client
@@ -521,10 +445,9 @@ async fn outbox_entries_older_than_max_age_expire_and_are_counted() {
         next_json(&mut alerts, "local alert").await;
     }
     // The default age limit (30 days) keeps them.
-    let status = status_until(&local, WAIT, "3 alerts in the outbox", |s| s["outbox"]["alerts"] == 3).await;
+    let status = cli_status_until(&local, WAIT, "3 alerts in the outbox", |s| s["outbox"]["alerts"] == 3).await;
     assert_eq!(status["outbox"]["dropped"]["expired_alerts"], 0, "{status}");
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 
     // Restart with the shortest age limit: the three are older than it.
     let mut config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
@@ -532,7 +455,7 @@ async fn outbox_entries_older_than_max_age_expire_and_are_counted() {
     std::fs::write(device.path("edgewise.toml"), config).unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     device.start(&local).await;
-    let status = status_until(&local, Duration::from_secs(5), "expired at start", |s| {
+    let status = cli_status_until(&local, Duration::from_secs(5), "expired at start", |s| {
         s["outbox"]["dropped"]["expired_alerts"] == 3
     })
     .await;
@@ -543,7 +466,7 @@ async fn outbox_entries_older_than_max_age_expire_and_are_counted() {
     // second later (checked every half second), without a restart.
     client.publish("sensors.cgm.d", reading(now_ms(), 45.0)).await.unwrap();
     next_json(&mut alerts, "local alert after the restart").await;
-    let status = status_until(&local, Duration::from_secs(5), "expired while running", |s| {
+    let status = cli_status_until(&local, Duration::from_secs(5), "expired while running", |s| {
         s["outbox"]["dropped"]["expired_alerts"] == 4
     })
     .await;
@@ -558,8 +481,7 @@ async fn outbox_entries_older_than_max_age_expire_and_are_counted() {
         "{}",
         human.stdout
     );
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    let stderr = device.terminate_cleanly();
     assert!(stderr.contains("expired undelivered"), "the expiry is logged: {stderr}");
 }
 
@@ -646,14 +568,7 @@ async fn jetstream_source_processes_readings_published_while_the_host_was_down()
     let local = NatsServer::start_with_jetstream();
     let client = async_nats::connect(local.url()).await.unwrap();
     let jetstream = async_nats::jetstream::new(client.clone());
-    jetstream
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: "SENSORS".into(),
-            subjects: vec!["sensors.>".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    create_sensors_stream(&jetstream).await;
     // Published before the host exists.
     jetstream
         .publish("sensors.cgm.early", reading(now_ms(), 48.0))
@@ -664,10 +579,7 @@ async fn jetstream_source_processes_readings_published_while_the_host_was_down()
 
     let ingest = "[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n";
     let mut device = Device::new(&local, None, ingest);
-    let mut alerts = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
     client.flush().await.unwrap();
     device.start(&local).await;
     let alert = next_json(&mut alerts, "alert for a reading published before start").await;
@@ -675,8 +587,7 @@ async fn jetstream_source_processes_readings_published_while_the_host_was_down()
         (alert["code"].as_str(), alert["sensor"].as_str()),
         (Some("urgent-low"), Some("cgm.early"))
     );
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 
     // Down again: published now, processed at the next start, and the first
     // reading (acknowledged) is not processed twice.
@@ -689,11 +600,9 @@ async fn jetstream_source_processes_readings_published_while_the_host_was_down()
     device.start(&local).await;
     let alert = next_json(&mut alerts, "alert for a reading published while down").await;
     assert_eq!(alert["sensor"], "cgm.late");
-    let status = edgewise(["status", "--nats", &local.url(), "--device", DEVICE, "--json"]);
-    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    let status = cli_status(&local);
     assert_eq!(status["plugins"][0]["readings_in"], 1, "only the new reading: {status}");
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 /// Publishing a recording over NATS gives the same alerts and summaries as
@@ -727,16 +636,9 @@ async fn a_live_run_gives_the_same_outputs_as_a_replay() {
     let mut device = Device::with_tick(&local, Some(&cloud), "5m", &format!("{plugin}{clock}"));
     device.start(&local).await;
     let client = async_nats::connect(local.url()).await.unwrap();
-    let status = || async {
-        let reply = client
-            .request(format!("edgewise.{DEVICE}.status"), "".into())
-            .await
-            .unwrap();
-        serde_json::from_slice::<Value>(&reply.payload).unwrap()
-    };
     // Publish each reading when the host's clock reaches its timestamp.
     let anchor_real = tokio::time::Instant::now();
-    let anchor_clock = status().await["clock_ms"].as_i64().unwrap();
+    let anchor_clock = host_status(&client).await["clock_ms"].as_i64().unwrap();
     for (ts, value) in &readings {
         let due = Duration::from_secs_f64(((ts - anchor_clock).max(0) as f64 / SPEED) / 1000.0);
         tokio::time::sleep_until(anchor_real + due).await;
@@ -744,29 +646,19 @@ async fn a_live_run_gives_the_same_outputs_as_a_replay() {
         client.publish("sensors.cgm.subject-3", payload.into()).await.unwrap();
     }
     // Let the clock run an hour past the last reading, then wait for the outbox to drain.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let now = status().await;
-        let settled = now["plugins"][0]["readings_in"] == readings.len()
+    status_until(&client, "the live run to settle", |now| {
+        now["plugins"][0]["readings_in"] == readings.len()
             && now["clock_ms"].as_i64().unwrap() > last_ts + 3_600_000
             && now["outbox"]["alerts"] == 0
-            && now["outbox"]["summaries"] == 0;
-        if settled {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the live run did not settle: {now}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            && now["outbox"]["summaries"] == 0
+    })
+    .await;
     let live: Vec<Value> = upstream_messages(&cloud, 1)
         .await
         .into_iter()
         .map(|(_, message)| message)
         .collect();
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 
     // The replay of the same recording through the same bundle.
     let recording = device.path("subject-3.csv");
@@ -776,15 +668,7 @@ async fn a_live_run_gives_the_same_outputs_as_a_replay() {
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(&recording, rows).unwrap();
-    let replay = edgewise([
-        "replay".as_ref(),
-        "--plugin".as_ref(),
-        device.path("glucose-monitor.wasm").as_os_str(),
-        "--trust".as_ref(),
-        device.path("trust").as_os_str(),
-        "--input".as_ref(),
-        recording.as_os_str(),
-    ]);
+    let replay = device.replay(&recording, &[]);
     assert_eq!(replay.code, Some(0), "{}", replay.stderr);
     let replayed: Vec<Value> = replay
         .stdout
@@ -843,10 +727,7 @@ async fn user_password_and_token_authentication() {
         .connect(local.url())
         .await
         .unwrap();
-    let mut alerts = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
     client.flush().await.unwrap();
     device.start_with(&client).await;
     client.publish("sensors.cgm.p1", reading(now_ms(), 49.0)).await.unwrap();
@@ -858,20 +739,7 @@ async fn user_password_and_token_authentication() {
         .connect(cloud.url())
         .await
         .unwrap();
-    let jetstream = async_nats::jetstream::new(cloud_client);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(mut stream) = jetstream.get_stream("EDGEWISE_UP").await
-            && stream.info().await.unwrap().state.messages >= 1
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nothing upstream through token authentication"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    // Stored upstream, read through token authentication.
+    upstream_messages_via(cloud_client, 1).await;
+    device.terminate_cleanly();
 }

@@ -22,3 +22,4 @@ mod safety_outbox;
 mod safety_runtime;
 mod strict_files;
 mod strict_formats;
+mod support;

@@ -3,57 +3,17 @@
 //! nats-servers (one configured with exactly the permissions that
 //! docs/operators.md gives a device).
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use futures::StreamExt;
 use serde_json::Value;
 
 use crate::live_pipeline::{DEVICE, Device, WAIT, now_ms, reading};
+use crate::support::{
+    create_sensors_stream, host_status, next_json, run_within, subscribe_alerts, upstream_messages_via,
+};
 use edgewise_tests::nats::NatsServer;
-use edgewise_tests::{edgewise, edgewise_bin, plugin_wasm, workspace_root};
-
-/// `edgewise ARGS`, killed after `within`: its exit code (`None` if it had to
-/// be killed) and stderr.
-fn edgewise_within(args: &[&std::ffi::OsStr], within: Duration) -> (Option<i32>, String) {
-    let mut child = Command::new(edgewise_bin())
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + within;
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            return (None, String::from_utf8_lossy(&output.stderr).into_owned());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-/// The host's status, asked through `client`.
-async fn host_status(client: &async_nats::Client) -> Value {
-    let reply = tokio::time::timeout(WAIT, client.request(format!("edgewise.{DEVICE}.status"), "".into()))
-        .await
-        .unwrap()
-        .unwrap();
-    serde_json::from_slice(&reply.payload).unwrap()
-}
-
-/// The next message of `subscriber` as JSON, or panic after [`WAIT`].
-async fn next_json(subscriber: &mut async_nats::Subscriber, what: &str) -> Value {
-    match tokio::time::timeout(WAIT, subscriber.next()).await {
-        Ok(Some(message)) => serde_json::from_slice(&message.payload).unwrap(),
-        _ => panic!("no {what} within {WAIT:?}"),
-    }
-}
+use edgewise_tests::{edgewise, edgewise_bin, workspace_root};
 
 /// Today the host starts with these: a plugin on `>` then receives the
 /// host's own alerts and dead letters, dead-letters them, receives those...
@@ -71,7 +31,11 @@ fn an_operator_subscription_overlapping_the_host_subjects_is_a_config_error() {
             format!("[[plugins]]\nbundle = \"threshold.wasm\"\nsubscriptions = [\"sensors.>\", \"{filter}\"]\n");
         let device = Device::new(&local, None, &plugins);
         let config = device.path("edgewise.toml");
-        let (code, stderr) = edgewise_within(&["run".as_ref(), "--config".as_ref(), config.as_os_str()], WAIT);
+        let (code, stderr) = run_within(
+            Command::new(edgewise_bin()).args(["run", "--config"]).arg(&config),
+            WAIT,
+        )
+        .unwrap_or_else(|stderr| (None, stderr));
         assert_eq!(code, Some(2), "`{filter}`: {stderr}");
         assert!(stderr.contains("plugins[1].subscriptions"), "`{filter}`: {stderr}");
         assert!(stderr.contains(filter), "`{filter}`: {stderr}");
@@ -95,23 +59,10 @@ async fn a_manifest_subscribed_to_everything_is_refused_and_nothing_loops() {
         .replace("subscriptions = [\"sensors.hostile.>\"]", "subscriptions = [\">\"]");
     assert!(manifest.contains("[\">\"]"));
     std::fs::write(device.path("everything.toml"), manifest).unwrap();
-    let run = edgewise([
-        "sign".as_ref(),
-        "--key".as_ref(),
-        device.path("key.key").as_os_str(),
-        "--manifest".as_ref(),
-        device.path("everything.toml").as_os_str(),
-        "--out".as_ref(),
-        device.path("everything.wasm").as_os_str(),
-        plugin_wasm("faulty-plugin").as_os_str(),
-    ]);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    device.sign_bundle(&device.path("everything.toml"), "faulty-plugin", "everything.wasm");
     let client = async_nats::connect(local.url()).await.unwrap();
     let mut dead = client.subscribe(format!("edgewise.{DEVICE}.deadletter")).await.unwrap();
-    let mut alerts = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
     client.flush().await.unwrap();
     device.start_with(&client).await;
     // One alert and one bad message: one dead letter is due, no more.
@@ -139,8 +90,7 @@ async fn a_manifest_subscribed_to_everything_is_refused_and_nothing_loops() {
         more += 1;
     }
     assert_eq!(more, 0, "dead letters nobody caused");
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 /// Today the host publishes its status to any reply subject with its own
@@ -168,8 +118,7 @@ async fn a_status_request_with_a_non_inbox_reply_subject_gets_no_answer() {
         futures::FutureExt::now_or_never(alerts.next()).is_none(),
         "the status was published as an alert"
     );
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    let stderr = device.terminate_cleanly();
     assert!(stderr.contains("not an inbox"), "logged: {stderr}");
 }
 
@@ -245,14 +194,7 @@ async fn the_pipeline_works_under_the_documented_permissions() {
         .await
         .unwrap();
     let jetstream = async_nats::jetstream::new(tester.clone());
-    jetstream
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: "SENSORS".into(),
-            subjects: vec!["sensors.>".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    create_sensors_stream(&jetstream).await;
     let mut device = Device::new(
         &local,
         Some(&cloud),
@@ -275,10 +217,7 @@ async fn the_pipeline_works_under_the_documented_permissions() {
             ),
         );
     std::fs::write(device.path("edgewise.toml"), config).unwrap();
-    let mut alerts = tester
-        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&tester, "glucose-monitor").await;
     let mut dead = tester.subscribe(format!("edgewise.{DEVICE}.deadletter")).await.unwrap();
     tester.flush().await.unwrap();
     device.start_with(&tester).await;
@@ -301,17 +240,7 @@ async fn the_pipeline_works_under_the_documented_permissions() {
         .connect(cloud.url())
         .await
         .unwrap();
-    let upstream = async_nats::jetstream::new(cloud_tester);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(mut stream) = upstream.get_stream("EDGEWISE_UP").await
-            && stream.info().await.unwrap().state.messages >= 1
-        {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "nothing stored upstream");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    upstream_messages_via(cloud_tester, 1).await;
     // `edgewise status` with the device's configuration, and as the monitor.
     let by_config = edgewise([
         "status".as_ref(),
@@ -337,8 +266,7 @@ async fn the_pipeline_works_under_the_documented_permissions() {
     ]);
     assert_eq!(as_monitor.code, Some(0), "{}", as_monitor.stderr);
     assert!(as_monitor.stdout.contains("glucose-monitor"), "{}", as_monitor.stdout);
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    let stderr = device.terminate_cleanly();
     assert!(
         !stderr.contains("Permissions Violation") && !stderr.contains("permissions violation"),
         "{stderr}"

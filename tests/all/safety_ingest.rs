@@ -4,12 +4,10 @@
 //! of new sensor ids are dead-lettered with their reason and counted, and
 //! glucose-monitor keeps alerting.
 
-use std::time::Duration;
-
-use futures::StreamExt;
 use serde_json::Value;
 
-use crate::live_pipeline::{DEVICE, Device, WAIT, now_ms, reading};
+use crate::live_pipeline::{DEVICE, Device, now_ms, reading};
+use crate::support::{host_status, next_json, next_where, status_until, subscribe_alerts};
 use edgewise_tests::nats::NatsServer;
 
 const MINUTE_MS: i64 = 60_000;
@@ -20,48 +18,13 @@ fn named(sensor: &str, ts: i64, value: f64) -> bytes::Bytes {
     format!(r#"{{"ts":{ts},"value":{value},"unit":"mg/dL","sensor":"{sensor}"}}"#).into()
 }
 
-/// The next message of `subscriber` as JSON, or panic after [`WAIT`].
-async fn next_json(subscriber: &mut async_nats::Subscriber, what: &str) -> Value {
-    match tokio::time::timeout(WAIT, subscriber.next()).await {
-        Ok(Some(message)) => serde_json::from_slice(&message.payload).unwrap(),
-        _ => panic!("no {what} within {WAIT:?}"),
-    }
-}
-
 /// The next alert `code` for `sensor`, skipping others, or panic after [`WAIT`].
 async fn alert_for(alerts: &mut async_nats::Subscriber, sensor: &str, code: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let Ok(Some(message)) = tokio::time::timeout_at(deadline, alerts.next()).await else {
-            panic!("no `{code}` alert for sensor `{sensor}` within {WAIT:?}");
-        };
-        let alert: Value = serde_json::from_slice(&message.payload).unwrap();
-        if alert["sensor"] == sensor && alert["code"] == code {
-            return alert;
-        }
-    }
-}
-
-/// The host's status, as JSON.
-async fn status(client: &async_nats::Client) -> Value {
-    let reply = client
-        .request(format!("edgewise.{DEVICE}.status"), "".into())
-        .await
-        .unwrap();
-    serde_json::from_slice(&reply.payload).unwrap()
-}
-
-/// The status once `ready` holds of it, or panic after [`WAIT`].
-async fn status_when(client: &async_nats::Client, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let now = status(client).await;
-        if ready(&now) {
-            return now;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: {now}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("`{code}` alert for sensor `{sensor}`");
+    next_where(alerts, &what, |_, alert| {
+        alert["sensor"] == sensor && alert["code"] == code
+    })
+    .await
 }
 
 /// Dead letters counted for `reason` in a status.
@@ -74,10 +37,7 @@ async fn a_far_future_reading_does_not_silence_a_real_low() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "");
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
     let mut dead = client.subscribe(format!("edgewise.{DEVICE}.deadletter")).await.unwrap();
     device.start_with(&client).await;
 
@@ -98,7 +58,7 @@ async fn a_far_future_reading_does_not_silence_a_real_low() {
         letter["reason"].as_str().unwrap().contains("ahead of the host clock"),
         "{letter}"
     );
-    let status = status(&client).await;
+    let status = host_status(&client).await;
     assert_eq!(deadletters(&status, "future"), 1, "{status}");
     assert_eq!(status["ingest"]["deadlettered"], 1, "{status}");
     assert_eq!(status["plugins"][0]["readings_in"], 1, "{status}");
@@ -109,8 +69,7 @@ async fn a_far_future_reading_does_not_silence_a_real_low() {
         "{}",
         shown.stdout
     );
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 /// Defence in depth: with the host's margin opened wide (an operator's
@@ -121,10 +80,7 @@ async fn glucose_monitor_ignores_a_far_future_reading_the_host_let_through() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "[ingest]\nmax_future = \"36500d\"\n");
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
     device.start_with(&client).await;
     // A sensor whose clock is a month ahead.
     let now = now_ms();
@@ -134,11 +90,10 @@ async fn glucose_monitor_ignores_a_far_future_reading_the_host_let_through() {
         .unwrap();
     client.publish("sensors.cgm.p1", reading(now, 45.0)).await.unwrap();
     alert_for(&mut alerts, "cgm.p1", "urgent-low").await;
-    let status = status(&client).await;
+    let status = host_status(&client).await;
     assert_eq!(status["ingest"]["deadlettered"], 0, "the host let it through: {status}");
     assert_eq!(status["plugins"][0]["readings_in"], 2, "{status}");
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -148,10 +103,7 @@ async fn too_old_and_future_readings_are_dead_lettered_with_their_reasons() {
     let ingest = "[ingest]\nmax_future = \"1m\"\nmax_age = \"1h\"\n";
     let mut device = Device::new(&local, None, ingest);
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
     let mut dead = client.subscribe(format!("edgewise.{DEVICE}.deadletter")).await.unwrap();
     device.start_with(&client).await;
 
@@ -192,15 +144,14 @@ async fn too_old_and_future_readings_are_dead_lettered_with_their_reasons() {
     assert_eq!(letter["kind"], "too-old", "{letter}");
     assert_eq!(letter["readings"], serde_json::json!([0]), "{letter}");
 
-    let status = status_when(&client, "the dead letters counted", |s| {
+    let status = status_until(&client, "the dead letters counted", |s| {
         s["ingest"]["deadlettered"] == 3
     })
     .await;
     assert_eq!(deadletters(&status, "too-old"), 2, "{status}");
     assert_eq!(deadletters(&status, "future"), 1, "{status}");
     assert_eq!(status["plugins"][0]["readings_in"], 2, "{status}");
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -208,10 +159,7 @@ async fn a_payload_naming_another_sensor_is_dead_lettered_unless_its_subject_is_
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "payload_sensors = [\"sensors.cgm.gateway.>\"]\n");
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
     let mut dead = client.subscribe(format!("edgewise.{DEVICE}.deadletter")).await.unwrap();
     device.start_with(&client).await;
 
@@ -238,11 +186,10 @@ async fn a_payload_naming_another_sensor_is_dead_lettered_unless_its_subject_is_
         .unwrap();
     alert_for(&mut alerts, "bed-7", "urgent-low").await;
 
-    let status = status_when(&client, "two readings in", |s| s["plugins"][0]["readings_in"] == 2).await;
+    let status = status_until(&client, "two readings in", |s| s["plugins"][0]["readings_in"] == 2).await;
     assert_eq!(deadletters(&status, "sensor-mismatch"), 1, "{status}");
     assert_eq!(status["ingest"]["deadlettered"], 1, "{status}");
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -252,10 +199,7 @@ async fn a_flood_of_new_sensor_ids_leaves_glucose_monitor_running_and_alerting()
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "");
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
     device.start_with(&client).await;
 
     // A patient known before the flood.
@@ -263,7 +207,7 @@ async fn a_flood_of_new_sensor_ids_leaves_glucose_monitor_running_and_alerting()
         .publish("sensors.cgm.known", reading(now_ms(), 120.0))
         .await
         .unwrap();
-    status_when(&client, "the known sensor's reading", |s| {
+    status_until(&client, "the known sensor's reading", |s| {
         s["plugins"][0]["readings_in"] == 1
     })
     .await;
@@ -279,7 +223,7 @@ async fn a_flood_of_new_sensor_ids_leaves_glucose_monitor_running_and_alerting()
         }
         client.flush().await.unwrap();
         let sent = 1 + (round + 1) * ROUND;
-        status_when(&client, "the flood taken in", |s| s["ingest"]["messages"] == sent).await;
+        status_until(&client, "the flood taken in", |s| s["ingest"]["messages"] == sent).await;
     }
     client
         .publish("sensors.cgm.known", reading(now_ms(), 45.0))
@@ -287,7 +231,7 @@ async fn a_flood_of_new_sensor_ids_leaves_glucose_monitor_running_and_alerting()
         .unwrap();
     alert_for(&mut alerts, "cgm.known", "urgent-low").await;
 
-    let status = status(&client).await;
+    let status = host_status(&client).await;
     let glucose = &status["plugins"][0];
     assert_eq!(glucose["name"], "glucose-monitor", "{status}");
     assert_eq!(glucose["state"], "running", "{status}");
@@ -300,8 +244,7 @@ async fn a_flood_of_new_sensor_ids_leaves_glucose_monitor_running_and_alerting()
         FLOOD as u64 + 2,
         "every reading either reached the plugin or was dead-lettered: {status}"
     );
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 /// Readings that trail the host clock by a few days (a JetStream source
@@ -312,10 +255,7 @@ async fn readings_from_a_few_days_ago_are_taken_by_default() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "");
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.glucose-monitor"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
     device.start_with(&client).await;
     client
         .publish("sensors.cgm.back", reading(now_ms() - 6 * DAY_MS, 45.0))
@@ -326,13 +266,12 @@ async fn readings_from_a_few_days_ago_are_taken_by_default() {
         .publish("sensors.cgm.ancient", reading(now_ms() - 8 * DAY_MS, 45.0))
         .await
         .unwrap();
-    let status = status_when(&client, "the ancient reading refused", |s| {
+    let status = status_until(&client, "the ancient reading refused", |s| {
         deadletters(s, "too-old") == 1
     })
     .await;
     assert_eq!(status["plugins"][0]["readings_in"], 1, "{status}");
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 /// glucose-monitor's manifest `max_sensors` fits its other limits: that many
@@ -366,17 +305,8 @@ fn glucose_monitor_holds_its_max_sensors_within_its_limits() {
     }
     let recording = device.path("many-sensors.jsonl");
     std::fs::write(&recording, text).unwrap();
-    let run = edgewise_tests::edgewise([
-        "replay".as_ref(),
-        "--plugin".as_ref(),
-        device.path("glucose-monitor.wasm").as_os_str(),
-        "--trust".as_ref(),
-        device.path("trust").as_os_str(),
-        "--input".as_ref(),
-        recording.as_os_str(),
-        "--out".as_ref(),
-        device.path("out.jsonl").as_os_str(),
-    ]);
+    let out = device.path("out.jsonl");
+    let run = device.replay(&recording, &["--out".as_ref(), out.as_os_str()]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let outputs = std::fs::read_to_string(device.path("out.jsonl")).unwrap();
     let signal_losses = outputs

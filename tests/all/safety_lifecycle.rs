@@ -4,64 +4,47 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::Value;
 
-use crate::live_pipeline::{DEVICE, Device, WAIT, now_ms, reading};
+use crate::live_pipeline::{DEVICE, Device, WAIT, now_ms, reading, sigterm};
+use crate::support::{collect_until, host_status, next_where, plugin, status_until, subscribe_alerts, upstream_alerts};
 use edgewise_tests::nats::NatsServer;
-use edgewise_tests::{edgewise, plugin_wasm, workspace_root};
+use edgewise_tests::{edgewise, workspace_root};
 
 /// Quarantine after 3 failures within a minute, for an hour.
 const SUPERVISOR: &str = "[supervisor]\nbackoff_initial = \"50ms\"\nbackoff_max = \"200ms\"\n\
     quarantine_after = 3\nquarantine_window = \"1m\"\nquarantine_cooldown = \"1h\"\n";
 
-/// The host's status, asked on the local bus.
-async fn host_status(client: &async_nats::Client) -> Value {
-    let reply = tokio::time::timeout(WAIT, client.request(format!("edgewise.{DEVICE}.status"), "".into()))
-        .await
-        .unwrap()
-        .unwrap();
-    serde_json::from_slice(&reply.payload).unwrap()
-}
-
-/// The status until `done` holds for it, or panic after [`WAIT`].
-async fn status_until(client: &async_nats::Client, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let status = host_status(client).await;
-        if done(&status) {
-            return status;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not {what}: {status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The plugin `name` in a status.
-fn plugin<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["plugins"]
-        .as_array()
-        .and_then(|plugins| plugins.iter().find(|p| p["name"] == name))
-        .unwrap_or_else(|| panic!("no plugin {name} in {status}"))
-}
-
 /// Alerts until one from `glucose-monitor` and one `plugin-degraded` whose
 /// subject ends with `degraded_from` have come; returns the degraded one.
 async fn glucose_alert_and_degraded(alerts: &mut async_nats::Subscriber, degraded_from: &str) -> Value {
-    let (mut glucose, mut degraded) = (false, None);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !glucose || degraded.is_none() {
-        let Ok(Some(message)) = tokio::time::timeout_at(deadline, alerts.next()).await else {
-            panic!("glucose alert {glucose}, degraded {degraded:?}");
-        };
-        let alert: Value = serde_json::from_slice(&message.payload).unwrap();
-        match alert["code"].as_str() {
-            Some("urgent-low") if message.subject.ends_with(".glucose-monitor") => glucose = true,
-            Some("plugin-degraded") if message.subject.ends_with(degraded_from) => degraded = Some(alert),
-            _ => {}
-        }
-    }
-    degraded.unwrap_or_default()
+    let is_degraded =
+        |(subject, alert): &(String, Value)| alert["code"] == "plugin-degraded" && subject.ends_with(degraded_from);
+    let what = format!("a glucose alert and a degraded alert from {degraded_from}");
+    let seen = collect_until(alerts, &what, |seen| {
+        seen.iter()
+            .any(|(subject, alert)| alert["code"] == "urgent-low" && subject.ends_with(".glucose-monitor"))
+            && seen.iter().any(is_degraded)
+    })
+    .await;
+    seen.into_iter().find(is_degraded).unwrap().1
+}
+
+/// Start `device`, then send glucose-monitor a low reading: the client, and
+/// the `plugin-degraded` alert on a subject ending with `degraded_from` (once
+/// glucose-monitor's alert has come too).
+async fn start_and_degraded(
+    device: &mut Device,
+    local: &NatsServer,
+    degraded_from: &str,
+) -> (async_nats::Client, Value) {
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = subscribe_alerts(&client, ">").await;
+    client.flush().await.unwrap();
+    device.start_with(&client).await;
+    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
+    let degraded = glucose_alert_and_degraded(&mut alerts, degraded_from).await;
+    (client, degraded)
 }
 
 /// Sign faulty-plugin with its manifest changed by `edit`, as `out` in the device directory.
@@ -69,17 +52,15 @@ fn sign_faulty(device: &Device, out: &str, edit: impl Fn(String) -> String) {
     let source = workspace_root().join("tests/fixtures/faulty-plugin/edgewise.toml");
     let manifest = device.path(&format!("{out}.toml"));
     std::fs::write(&manifest, edit(std::fs::read_to_string(source).unwrap())).unwrap();
-    let run = edgewise([
-        "sign".as_ref(),
-        "--key".as_ref(),
-        device.path("key.key").as_os_str(),
-        "--manifest".as_ref(),
-        manifest.as_os_str(),
-        "--out".as_ref(),
-        device.path(out).as_os_str(),
-        plugin_wasm("faulty-plugin").as_os_str(),
-    ]);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    device.sign_bundle(&manifest, "faulty-plugin", out);
+}
+
+/// Flip a byte in the middle of the bundle at `path` (in its code): its signature no longer holds.
+fn flip_a_byte(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(path, bytes).unwrap();
 }
 
 /// Today: exit 101 at start ("Cannot start a runtime from within a runtime"):
@@ -92,12 +73,7 @@ async fn a_plugin_that_panics_in_init_is_degraded_and_the_others_run() {
     let plugins =
         format!("{SUPERVISOR}[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"init-panic\"\n");
     let mut device = Device::new(&local, Some(&cloud), &plugins);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
-    client.flush().await.unwrap();
-    device.start_with(&client).await;
-    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
-    let degraded = glucose_alert_and_degraded(&mut alerts, ".faulty-plugin").await;
+    let (client, degraded) = start_and_degraded(&mut device, &local, ".faulty-plugin").await;
     assert_eq!(degraded["severity"], "critical", "{degraded}");
     assert!(
         degraded["message"].as_str().unwrap().contains("panicked in init"),
@@ -108,8 +84,7 @@ async fn a_plugin_that_panics_in_init_is_degraded_and_the_others_run() {
     })
     .await;
     assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 /// Today: exit 1 at start, "its configuration was refused": one plugin's
@@ -120,12 +95,7 @@ async fn a_configuration_refused_by_init_is_degraded_not_a_device_stop() {
     let plugins =
         format!("{SUPERVISOR}[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"init-err\"\n");
     let mut device = Device::new(&local, None, &plugins);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
-    client.flush().await.unwrap();
-    device.start_with(&client).await;
-    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
-    let degraded = glucose_alert_and_degraded(&mut alerts, ".faulty-plugin").await;
+    let (client, degraded) = start_and_degraded(&mut device, &local, ".faulty-plugin").await;
     assert!(
         degraded["message"].as_str().unwrap().contains("fail=init-err"),
         "the plugin's reason: {degraded}"
@@ -139,8 +109,7 @@ async fn a_configuration_refused_by_init_is_degraded_not_a_device_stop() {
         plugin(&status, "faulty-plugin")["failures"]["returned-error"].as_u64() >= Some(3),
         "{status}"
     );
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 /// Today: the first start records 0.2.0 before its `init` refuses, and the
@@ -168,8 +137,7 @@ async fn a_version_refused_in_init_is_not_recorded_so_the_older_one_still_starts
         plugin(s, "faulty-plugin")["failures"]["returned-error"].as_u64() >= Some(1)
     })
     .await;
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
     let record = std::fs::read_to_string(device.path("data/installed-versions.json")).unwrap_or_default();
     assert!(!record.contains("0.2.0"), "0.2.0 never ran: {record}");
 
@@ -181,8 +149,7 @@ async fn a_version_refused_in_init_is_not_recorded_so_the_older_one_still_starts
     .await;
     assert_eq!(plugin(&status, "faulty-plugin")["version"], "0.1.0", "{status}");
     assert_eq!(plugin(&status, "faulty-plugin")["errors"], 0, "{status}");
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
     let record = std::fs::read_to_string(device.path("data/installed-versions.json")).unwrap();
     assert!(record.contains("0.1.0"), "recorded once its init succeeded: {record}");
 }
@@ -194,17 +161,8 @@ async fn a_refused_bundle_is_reported_and_the_others_run() {
     let local = NatsServer::start();
     let cloud = NatsServer::start_with_jetstream();
     let mut device = Device::new(&local, Some(&cloud), "[[plugins]]\nbundle = \"threshold.wasm\"\n");
-    // A flipped byte in the middle of the code: the signature no longer holds.
-    let mut bytes = std::fs::read(device.path("threshold.wasm")).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x01;
-    std::fs::write(device.path("threshold.wasm"), bytes).unwrap();
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
-    client.flush().await.unwrap();
-    device.start_with(&client).await;
-    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
-    let refused = glucose_alert_and_degraded(&mut alerts, "._host").await;
+    flip_a_byte(&device.path("threshold.wasm"));
+    let (client, refused) = start_and_degraded(&mut device, &local, "._host").await;
     assert_eq!(refused["severity"], "critical", "{refused}");
     assert!(
         refused["message"].as_str().unwrap().contains("threshold.wasm"),
@@ -219,15 +177,14 @@ async fn a_refused_bundle_is_reported_and_the_others_run() {
     );
     assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
     // Upstream too, through the outbox.
-    let upstream = crate::live_pipeline::upstream_alerts(&cloud, 2).await;
+    let upstream = upstream_alerts(&cloud, 2).await;
     assert!(
         upstream
             .iter()
             .any(|(subject, alert)| subject.ends_with(".up.alerts._host") && alert["code"] == "plugin-degraded"),
         "{upstream:?}"
     );
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 /// When nothing can run, the exit code says so, with every reason.
@@ -236,10 +193,7 @@ fn every_bundle_refused_exits_1_with_the_reasons() {
     let local = NatsServer::start();
     let device = Device::new(&local, None, "[[plugins]]\nbundle = \"threshold.wasm\"\n");
     for bundle in ["glucose-monitor.wasm", "threshold.wasm"] {
-        let mut bytes = std::fs::read(device.path(bundle)).unwrap();
-        let middle = bytes.len() / 2;
-        bytes[middle] ^= 0x01;
-        std::fs::write(device.path(bundle), bytes).unwrap();
+        flip_a_byte(&device.path(bundle));
     }
     let run = edgewise([
         "run".as_ref(),
@@ -252,30 +206,37 @@ fn every_bundle_refused_exits_1_with_the_reasons() {
     }
 }
 
-/// A plugin slow on every call, with a long queue, does not hold the exit:
-/// the drain budget ends it, what is left is counted as dropped. Today the
-/// host drains the whole queue (about 2,000 calls of 150 ms: 5 minutes).
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_finishes_with_a_slow_plugin_and_a_long_queue() {
-    const READINGS: usize = 2_000;
-    let local = NatsServer::start();
-    let plugins = "[limits]\nbatch_max = 1\n[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n\
-        [plugins.config]\nfail = \"slow\"\nevery = 1\nspin_ms = 150\n[plugins.limits]\ncall_deadline_ms = 2000\n";
-    let mut device = Device::new(&local, None, plugins);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    device.start_with(&client).await;
-    for _ in 0..READINGS {
+/// faulty-plugin spending 150 ms on every call, one reading a call.
+const SLOW_PLUGIN: &str = "[limits]\nbatch_max = 1\n[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n\
+    [plugins.config]\nfail = \"slow\"\nevery = 1\nspin_ms = 150\n[plugins.limits]\ncall_deadline_ms = 2000\n";
+
+/// Publish `readings` to [`SLOW_PLUGIN`] and wait until the host has taken
+/// them all and the plugin is at work on the first.
+async fn queue_for_the_slow_plugin(client: &async_nats::Client, readings: u64) {
+    for _ in 0..readings {
         client
             .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
             .await
             .unwrap();
     }
     client.flush().await.unwrap();
-    status_until(&client, "every reading queued", |s| {
-        s["ingest"]["messages"].as_u64() >= Some(READINGS as u64)
+    status_until(client, "every reading queued", |s| {
+        s["ingest"]["messages"].as_u64() >= Some(readings)
             && plugin(s, "faulty-plugin")["readings_in"].as_u64() >= Some(1)
     })
     .await;
+}
+
+/// A plugin slow on every call, with a long queue, does not hold the exit:
+/// the drain budget ends it, what is left is counted as dropped. Today the
+/// host drains the whole queue (about 2,000 calls of 150 ms: 5 minutes).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_with_a_slow_plugin_and_a_long_queue() {
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, SLOW_PLUGIN);
+    let client = async_nats::connect(local.url()).await.unwrap();
+    device.start_with(&client).await;
+    queue_for_the_slow_plugin(&client, 2_000).await;
     let Some((code, stderr)) = device.terminate_within(Duration::from_secs(60)) else {
         panic!("the host did not exit within 60 s of SIGTERM");
     };
@@ -289,31 +250,12 @@ async fn sigterm_finishes_with_a_slow_plugin_and_a_long_queue() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_sigterm_during_shutdown_exits_at_once() {
     let local = NatsServer::start();
-    let plugins = "[limits]\nbatch_max = 1\n[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n\
-        [plugins.config]\nfail = \"slow\"\nevery = 1\nspin_ms = 150\n[plugins.limits]\ncall_deadline_ms = 2000\n";
-    let mut device = Device::new(&local, None, plugins);
+    let mut device = Device::new(&local, None, SLOW_PLUGIN);
     let client = async_nats::connect(local.url()).await.unwrap();
     device.start_with(&client).await;
-    for _ in 0..500 {
-        client
-            .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
-            .await
-            .unwrap();
-    }
-    client.flush().await.unwrap();
-    status_until(&client, "readings queued", |s| {
-        s["ingest"]["messages"].as_u64() >= Some(500) && plugin(s, "faulty-plugin")["readings_in"].as_u64() >= Some(1)
-    })
-    .await;
-    let kill = |pid: u32| {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
+    queue_for_the_slow_plugin(&client, 500).await;
     let pid = device.pid();
-    kill(pid);
+    sigterm(pid);
     // The status responder stops first: once it no longer answers, the
     // host is shutting down (draining the slow plugin's queue).
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -343,11 +285,10 @@ async fn outbox_reset_after(spoil: impl Fn(&Device), what: &str) {
     let mut device = Device::new(&local, None, "");
     let client = async_nats::connect(local.url()).await.unwrap();
     device.start_with(&client).await;
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
     assert!(device.path("data/outbox.sqlite3").exists());
     spoil(&device);
-    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
+    let mut alerts = subscribe_alerts(&client, ">").await;
     client.flush().await.unwrap();
     device.start_with(&client).await;
     let reset = next_alert(&mut alerts, "._host").await;
@@ -383,15 +324,10 @@ async fn outbox_reset_after(spoil: impl Fn(&Device), what: &str) {
 
 /// The next alert on a subject ending with `from`, skipping others.
 async fn next_alert(alerts: &mut async_nats::Subscriber, from: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let Ok(Some(message)) = tokio::time::timeout_at(deadline, alerts.next()).await else {
-            panic!("no alert from {from}");
-        };
-        if message.subject.ends_with(from) {
-            return serde_json::from_slice(&message.payload).unwrap();
-        }
-    }
+    next_where(alerts, &format!("alert from {from}"), |subject, _| {
+        subject.ends_with(from)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -445,8 +381,7 @@ async fn an_outbox_locked_by_a_running_host_is_still_an_error() {
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".aside"))
         .count();
     assert_eq!(aside, 0, "nothing moved aside");
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,60 +9,19 @@
 //! - a plugin flooding a small outbox evicts its own outputs, never another
 //!   plugin's alerts.
 
-use std::time::Duration;
-
-use futures::StreamExt;
 use serde_json::Value;
 
-use crate::live_pipeline::{DEVICE, Device, WAIT, now_ms, reading, upstream_alerts};
+use crate::live_pipeline::{DEVICE, Device, now_ms, reading};
+use crate::support::{next_where, plugin, status_until, subscribe_alerts, upstream_alerts, upstream_messages_via};
 use edgewise_tests::nats::NatsServer;
-
-/// The host's status, asked on the local bus; panics if it does not answer.
-async fn status(client: &async_nats::Client) -> Value {
-    let asked = client.request(format!("edgewise.{DEVICE}.status"), "".into());
-    match tokio::time::timeout(WAIT, asked).await {
-        Ok(Ok(reply)) => serde_json::from_slice(&reply.payload).unwrap(),
-        other => panic!("the host did not answer a status request: {other:?}"),
-    }
-}
-
-/// The status, asked again until `done` holds for it (or panic after [`WAIT`]).
-async fn status_until(client: &async_nats::Client, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let status = status(client).await;
-        if done(&status) {
-            return status;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not {what} within {WAIT:?}: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// The next local alert from `plugin` with `code`, skipping others.
 async fn local_alert(alerts: &mut async_nats::Subscriber, plugin: &str, code: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let Ok(Some(message)) = tokio::time::timeout_at(deadline, alerts.next()).await else {
-            panic!("no local `{code}` alert from {plugin} within {WAIT:?}");
-        };
-        let alert: Value = serde_json::from_slice(&message.payload).unwrap();
-        if alert["plugin"] == plugin && alert["code"] == code {
-            return alert;
-        }
-    }
-}
-
-fn plugin<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no {name} in {status}"))
+    let what = format!("local `{code}` alert from {plugin}");
+    next_where(alerts, &what, |_, alert| {
+        alert["plugin"] == plugin && alert["code"] == code
+    })
+    .await
 }
 
 /// Send one urgent-low reading per sensor, each after the previous alert came
@@ -106,7 +65,7 @@ async fn an_alert_too_large_for_the_cloud_is_moved_aside_and_the_alerts_behind_i
         "[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"big-alert\"\nsize = \"4000\"\n";
     let mut device = Device::new(&local, Some(&cloud), plugins);
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
+    let mut alerts = subscribe_alerts(&client, ">").await;
     device.start_with(&client).await;
 
     client
@@ -158,8 +117,7 @@ async fn an_alert_too_large_for_the_cloud_is_moved_aside_and_the_alerts_behind_i
     urgent_lows(&client, &mut alerts, &["p4"]).await;
     let upstream = upstream_alerts(&cloud, 5).await;
     assert_eq!(glucose_sensors(&upstream), ["cgm.p1", "cgm.p2", "cgm.p3", "cgm.p4"]);
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    let stderr = device.terminate_cleanly();
     assert!(!stderr.contains(&"b".repeat(1000)), "the payload is not logged");
 }
 
@@ -175,7 +133,7 @@ async fn a_plugin_flooding_a_small_outbox_cannot_evict_another_plugins_alerts() 
         [plugins.config]\nfail = \"big-alert\"\nsize = \"4000\"\n";
     let mut device = Device::new(&local, Some(&cloud), plugins);
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
+    let mut alerts = subscribe_alerts(&client, ">").await;
     device.start_with(&client).await;
     urgent_lows(&client, &mut alerts, &["a", "b", "c"]).await;
     const FLOOD: u64 = 600;
@@ -213,8 +171,7 @@ async fn a_plugin_flooding_a_small_outbox_cannot_evict_another_plugins_alerts() 
         "{} alerts upstream",
         upstream.len()
     );
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 /// Messages stored in the cloud's `EDGEWISE_UP` stream, as (subject, JSON), read
@@ -224,30 +181,7 @@ async fn stored_upstream(cloud: &NatsServer, user: &str, password: &str, at_leas
         .connect(cloud.url())
         .await
         .unwrap();
-    let jetstream = async_nats::jetstream::new(client);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(mut stream) = jetstream.get_stream("EDGEWISE_UP").await {
-            let state = stream.info().await.unwrap().state.clone();
-            if state.messages as usize >= at_least {
-                let mut messages = Vec::new();
-                for sequence in 1..=state.last_sequence {
-                    if let Ok(message) = stream.get_raw_message(sequence).await {
-                        messages.push((
-                            message.subject.to_string(),
-                            serde_json::from_slice(&message.payload).unwrap(),
-                        ));
-                    }
-                }
-                return messages;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "fewer than {at_least} messages upstream"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    upstream_messages_via(client, at_least).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -276,7 +210,7 @@ async fn a_summary_on_a_subject_the_device_may_not_publish_to_is_moved_aside_and
     );
     std::fs::write(device.path("edgewise.toml"), config).unwrap();
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
+    let mut alerts = subscribe_alerts(&client, ">").await;
     device.start_with(&client).await;
     status_until(&client, "connected upstream", |s| s["upstream_connected"] == true).await;
 
@@ -314,8 +248,7 @@ async fn a_summary_on_a_subject_the_device_may_not_publish_to_is_moved_aside_and
         upstream
     };
     assert_eq!(glucose_sensors(&upstream), ["cgm.p1"], "{upstream:?}");
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -331,7 +264,7 @@ async fn a_missing_stream_fails_every_round_and_moves_nothing_aside() {
     )
     .unwrap();
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
+    let mut alerts = subscribe_alerts(&client, ">").await;
     device.start_with(&client).await;
     urgent_lows(&client, &mut alerts, &["a", "b"]).await;
     // Many more failed rounds than the attempts that move an entry aside.
@@ -356,6 +289,5 @@ async fn a_missing_stream_fails_every_round_and_moves_nothing_aside() {
     status_until(&client, "the outbox delivered", |s| s["outbox"]["alerts"] == 0).await;
     let upstream = upstream_alerts(&cloud, 2).await;
     assert_eq!(glucose_sensors(&upstream), ["cgm.a", "cgm.b"], "{upstream:?}");
-    let (code, stderr) = device.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.terminate_cleanly();
 }

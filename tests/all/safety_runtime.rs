@@ -9,7 +9,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::live_pipeline::{DEVICE, Device, WAIT, now_ms, reading, upstream_alerts};
+use crate::live_pipeline::{Device, WAIT, now_ms, reading};
+use crate::support::{subscribe_alerts, upstream_alerts};
 use edgewise_tests::edgewise;
 use edgewise_tests::nats::NatsServer;
 
@@ -72,47 +73,37 @@ fn is_urgent_low(subject: &str, alert: &Value) -> bool {
 /// SIGTERM the host and wait at most [`TERMINATE_WAIT`] for it to exit; a
 /// host that hangs is killed and the test fails.
 fn terminate_within(mut device: Device) -> (Option<i32>, String) {
-    let config = device.path("edgewise.toml");
-    let (sender, receiver) = std::sync::mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let outcome = device.terminate();
-        let _ = sender.send(outcome);
-        device
-    });
-    match receiver.recv_timeout(TERMINATE_WAIT) {
-        Ok(outcome) => {
-            drop(waiter.join());
-            outcome
-        }
-        Err(_) => {
-            // Our own child, found by its configuration path, so that the
-            // test process does not wait on it forever.
-            for pid in children_running(&config) {
-                let _ = std::process::Command::new("kill").args(["-KILL", &pid]).status();
-            }
-            panic!("edgewise run did not exit within {TERMINATE_WAIT:?} of SIGTERM");
-        }
-    }
+    device
+        .terminate_within(TERMINATE_WAIT)
+        .unwrap_or_else(|| panic!("edgewise run did not exit within {TERMINATE_WAIT:?} of SIGTERM"))
 }
 
-/// Pids of this process's children whose command line names `config`.
-fn children_running(config: &std::path::Path) -> Vec<String> {
-    let me = std::process::id().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_string_lossy().into_owned();
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            // `pid (comm) state ppid ...`: the comm may hold spaces, so split after `)`.
-            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.to_owned();
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let named = String::from_utf8_lossy(&cmdline).contains(&*config.to_string_lossy());
-            (ppid == me && named).then_some(pid)
-        })
-        .collect()
+/// Publish a reading to the faulty plugin until its `plugin-degraded` has
+/// come: the message of that alert.
+async fn degraded_message(client: &async_nats::Client, alerts: &mut async_nats::Subscriber) -> String {
+    let readings = [("sensors.hostile.h1", reading(now_ms(), 100.0))];
+    let seen = publish_until(client, &readings, alerts, "plugin-degraded", |seen| {
+        seen.iter().any(|(s, a)| is_degraded(s, a))
+    })
+    .await;
+    let degraded = &seen.iter().find(|(s, a)| is_degraded(s, a)).unwrap().1;
+    degraded["message"].as_str().unwrap().to_owned()
+}
+
+/// Publish a reading to the faulty plugin and a low one to glucose-monitor
+/// until its `plugin-degraded` and glucose-monitor's `urgent-low` have come:
+/// the message of the degraded alert.
+async fn degraded_beside_an_urgent_low(client: &async_nats::Client, alerts: &mut async_nats::Subscriber) -> String {
+    let readings = [
+        ("sensors.hostile.h1", reading(now_ms(), 100.0)),
+        ("sensors.cgm.p1", reading(now_ms(), 45.0)),
+    ];
+    let seen = publish_until(client, &readings, alerts, "plugin-degraded and urgent-low", |seen| {
+        seen.iter().any(|(s, a)| is_degraded(s, a)) && seen.iter().any(|(s, a)| is_urgent_low(s, a))
+    })
+    .await;
+    let degraded = &seen.iter().find(|(s, a)| is_degraded(s, a)).unwrap().1;
+    degraded["message"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -120,23 +111,10 @@ async fn a_plugin_that_sleeps_is_stopped_and_sigterm_still_exits() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, &faulty("sleep", "sleep_ms = 60000\n"));
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
+    let mut alerts = subscribe_alerts(&client, ">").await;
     device.start_with(&client).await;
 
-    let readings = [
-        ("sensors.hostile.h1", reading(now_ms(), 100.0)),
-        ("sensors.cgm.p1", reading(now_ms(), 45.0)),
-    ];
-    let seen = publish_until(
-        &client,
-        &readings,
-        &mut alerts,
-        "plugin-degraded and urgent-low",
-        |seen| seen.iter().any(|(s, a)| is_degraded(s, a)) && seen.iter().any(|(s, a)| is_urgent_low(s, a)),
-    )
-    .await;
-    let degraded = seen.iter().find(|(s, a)| is_degraded(s, a)).unwrap();
-    let message = degraded.1["message"].as_str().unwrap();
+    let message = degraded_beside_an_urgent_low(&client, &mut alerts).await;
     assert!(message.starts_with("blocking-call: "), "{message}");
     assert!(message.contains("would block"), "{message}");
 
@@ -163,16 +141,10 @@ async fn a_huge_error_text_is_truncated_and_delivered_upstream() {
     let cloud = NatsServer::start_with_jetstream();
     let mut device = Device::new(&local, Some(&cloud), &faulty("huge-error", ""));
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
+    let mut alerts = subscribe_alerts(&client, ">").await;
     device.start_with(&client).await;
 
-    let readings = [("sensors.hostile.h1", reading(now_ms(), 100.0))];
-    let seen = publish_until(&client, &readings, &mut alerts, "plugin-degraded", |seen| {
-        seen.iter().any(|(s, a)| is_degraded(s, a))
-    })
-    .await;
-    let degraded = &seen.iter().find(|(s, a)| is_degraded(s, a)).unwrap().1;
-    let message = degraded["message"].as_str().unwrap();
+    let message = degraded_message(&client, &mut alerts).await;
     assert!(
         message.starts_with("returned-error: "),
         "{}",
@@ -222,10 +194,7 @@ async fn a_plugin_reads_the_simulated_clock_through_wasi() {
     );
     let mut device = Device::new(&local, None, &extra);
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.faulty-plugin"))
-        .await
-        .unwrap();
+    let mut alerts = subscribe_alerts(&client, "faulty-plugin").await;
     device.start_with(&client).await;
 
     let readings = [("sensors.hostile.h1", reading(START_MS, 100.0))];
@@ -253,23 +222,10 @@ async fn a_flood_of_pollables_hits_the_resource_limit() {
                    [plugins.limits]\ncall_deadline_ms = 5000\n";
     let mut device = Device::new(&local, None, plugins);
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
+    let mut alerts = subscribe_alerts(&client, ">").await;
     device.start_with(&client).await;
 
-    let readings = [
-        ("sensors.hostile.h1", reading(now_ms(), 100.0)),
-        ("sensors.cgm.p1", reading(now_ms(), 45.0)),
-    ];
-    let seen = publish_until(
-        &client,
-        &readings,
-        &mut alerts,
-        "plugin-degraded and urgent-low",
-        |seen| seen.iter().any(|(s, a)| is_degraded(s, a)) && seen.iter().any(|(s, a)| is_urgent_low(s, a)),
-    )
-    .await;
-    let degraded = &seen.iter().find(|(s, a)| is_degraded(s, a)).unwrap().1;
-    let message = degraded["message"].as_str().unwrap();
+    let message = degraded_beside_an_urgent_low(&client, &mut alerts).await;
     assert!(message.starts_with("resource-limit: "), "{message}");
     let (code, stderr) = terminate_within(device);
     assert_eq!(code, Some(0), "{stderr}");
@@ -289,28 +245,12 @@ async fn host_ceilings_clamp_what_a_manifest_asks() {
          [config]\nfail = \"memory\"\n[limits]\nmemory_mb = 1024\n",
     )
     .unwrap();
-    let run = edgewise([
-        "sign".as_ref(),
-        "--key".as_ref(),
-        device.path("key.key").as_os_str(),
-        "--manifest".as_ref(),
-        manifest.as_os_str(),
-        "--out".as_ref(),
-        device.path("greedy.wasm").as_os_str(),
-        edgewise_tests::plugin_wasm("faulty-plugin").as_os_str(),
-    ]);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    device.sign_bundle(&manifest, "faulty-plugin", "greedy.wasm");
     let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = client.subscribe(format!("edgewise.{DEVICE}.alerts.>")).await.unwrap();
+    let mut alerts = subscribe_alerts(&client, ">").await;
     device.start_with(&client).await;
 
-    let readings = [("sensors.hostile.h1", reading(now_ms(), 100.0))];
-    let seen = publish_until(&client, &readings, &mut alerts, "plugin-degraded", |seen| {
-        seen.iter().any(|(s, a)| is_degraded(s, a))
-    })
-    .await;
-    let degraded = &seen.iter().find(|(s, a)| is_degraded(s, a)).unwrap().1;
-    let message = degraded["message"].as_str().unwrap();
+    let message = degraded_message(&client, &mut alerts).await;
     assert!(
         message.starts_with(&format!(
             "memory-limit: plugin `faulty-plugin` exceeded its memory limit of {} bytes",

@@ -5,73 +5,23 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use edgewise_tests::edgewise_bin;
 use edgewise_tests::nats::NatsServer;
 
-use crate::live_pipeline::{DEVICE, Device, WAIT, now_ms, reading, upstream_alerts};
+use crate::live_pipeline::{Device, now_ms, reading};
+use crate::support::upstream_alerts;
 
-/// The host, killed on drop if the test fails before it stops.
-struct Host(Option<Child>);
-
-impl Host {
-    /// Start `edgewise run --config CONFIG` under umask 000.
-    fn start(config: &Path) -> Host {
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg("umask 000; exec \"$0\" run --config \"$1\"")
-            .arg(edgewise_bin())
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Host(Some(child))
-    }
-
-    /// Wait until the host answers status requests through `client`.
-    async fn wait_ready(&mut self, client: &async_nats::Client) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let asked = client.request(format!("edgewise.{DEVICE}.status"), "".into());
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), asked).await {
-                return;
-            }
-            let child = self.0.as_mut().unwrap();
-            if child.try_wait().unwrap().is_some() {
-                let output = self.0.take().unwrap().wait_with_output().unwrap();
-                panic!("edgewise run exited: {}", String::from_utf8_lossy(&output.stderr));
-            }
-            assert!(tokio::time::Instant::now() < deadline, "edgewise run did not start");
-        }
-    }
-
-    /// SIGTERM; the exit code and stderr.
-    fn terminate(&mut self) -> (Option<i32>, String) {
-        let child = self.0.take().unwrap();
-        let killed = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let output = child.wait_with_output().unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// `edgewise run --config CONFIG` under umask 000.
+fn under_umask_000(config: &Path) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("umask 000; exec \"$0\" run --config \"$1\"")
+        .arg(edgewise_bin())
+        .arg(config);
+    command
 }
 
 /// Every path under `dir` (itself included) with its permission bits.
@@ -111,7 +61,7 @@ fn assert_private(dir: &Path, must_exist: &[&str]) {
 async fn the_data_directory_is_0700_and_every_file_in_it_0600() {
     let local = NatsServer::start_with_args(false, &["--auth", "l0cal-token"]);
     let cloud = NatsServer::start_with_jetstream();
-    let device = Device::new(&local, Some(&cloud), "");
+    let mut device = Device::new(&local, Some(&cloud), "");
     let config_path = device.path("edgewise.toml");
     let config = std::fs::read_to_string(&config_path).unwrap().replacen(
         &format!("url = \"{}\"\n", local.url()),
@@ -130,8 +80,7 @@ async fn the_data_directory_is_0700_and_every_file_in_it_0600() {
         .connect(local.url())
         .await
         .unwrap();
-    let mut host = Host::start(&config_path);
-    host.wait_ready(&client).await;
+    device.start_command(under_umask_000(&config_path), &client).await;
     client
         .publish("sensors.cgm.patient-1", reading(now_ms(), 45.0))
         .await
@@ -150,8 +99,7 @@ async fn the_data_directory_is_0700_and_every_file_in_it_0600() {
             "cache.key",
         ],
     );
-    let (code, stderr) = host.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    let stderr = device.terminate_cleanly();
     assert_private(&data_dir, &["outbox.sqlite3", "outbox.key", "installed-versions.json"]);
     // Both warnings name the file and the mode found.
     let config_warning = stderr
@@ -174,10 +122,8 @@ async fn the_data_directory_is_0700_and_every_file_in_it_0600() {
     for name in ["installed-versions.json", "outbox.key", "outbox.sqlite3"] {
         std::fs::set_permissions(data_dir.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
     }
-    let mut host = Host::start(&config_path);
-    host.wait_ready(&client).await;
-    let (code, stderr) = host.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
+    device.start_command(under_umask_000(&config_path), &client).await;
+    let stderr = device.terminate_cleanly();
     assert!(!stderr.contains("holds secrets"), "{stderr}");
     assert_private(&data_dir, &["outbox.sqlite3", "outbox.key", "installed-versions.json"]);
 }

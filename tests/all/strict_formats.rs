@@ -2,70 +2,21 @@
 //! runs the real `edgewise` binary on real signed bundles.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use edgewise_host::bundle::format::{self, SIGNATURE_SECTION, SignatureBlock};
 use edgewise_host::bundle::{KeyId, Manifest, ManifestSource, SigningKey, sha256_hex, sign_raw};
 use edgewise_tests::nats::NatsServer;
-use edgewise_tests::{Run, edgewise, edgewise_bin, plugin_wasm, workspace_root};
+use edgewise_tests::{Run, edgewise_bin, plugin_wasm};
 
 use crate::live_pipeline::{Device, WAIT};
+use crate::support::{Operator, run_within};
 
-/// A key pair, a trust directory with its public key, and glucose-monitor signed with it.
-struct Signer {
-    dir: tempfile::TempDir,
-}
-
-impl Signer {
-    fn new() -> Signer {
-        let signer = Signer {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let run = edgewise(["keygen".as_ref(), "--out".as_ref(), signer.path("release").as_os_str()]);
-        assert_eq!(run.code, Some(0), "{}", run.stderr);
-        std::fs::create_dir(signer.path("trust")).unwrap();
-        std::fs::copy(signer.path("release.pub"), signer.path("trust/release.pub")).unwrap();
-        signer
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Sign glucose-monitor with `manifest_text` as its `edgewise.toml`.
-    fn sign(&self, manifest_text: &str, out: &str) -> Run {
-        let manifest = self.path(&format!("{out}.toml"));
-        std::fs::write(&manifest, manifest_text).unwrap();
-        edgewise([
-            "sign".as_ref(),
-            "--key".as_ref(),
-            self.path("release.key").as_os_str(),
-            "--manifest".as_ref(),
-            manifest.as_os_str(),
-            "--out".as_ref(),
-            self.path(out).as_os_str(),
-            plugin_wasm("glucose-monitor").as_os_str(),
-        ])
-    }
-
-    fn glucose_monitor(&self) -> PathBuf {
-        let text = std::fs::read_to_string(workspace_root().join("plugins/glucose-monitor/edgewise.toml")).unwrap();
-        let run = self.sign(&text, "glucose-monitor.wasm");
-        assert_eq!(run.code, Some(0), "{}", run.stderr);
-        self.path("glucose-monitor.wasm")
-    }
-
-    fn verify(&self, trust: &Path, bundle: &Path, extra: &[&str]) -> Run {
-        let mut args = vec![
-            "verify".to_owned(),
-            "--trust".to_owned(),
-            trust.display().to_string(),
-            bundle.display().to_string(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        edgewise(args)
-    }
+/// Sign glucose-monitor with `manifest_text` as its `edgewise.toml`, as `out`.
+fn sign_text(signer: &Operator, manifest_text: &str, out: &str) -> Run {
+    let manifest = signer.path(&format!("{out}.toml"));
+    std::fs::write(&manifest, manifest_text).unwrap();
+    signer.sign_with(&manifest, &plugin_wasm("glucose-monitor"), out)
 }
 
 /// `edgewise-ed25519 <hex>` for raw key bytes.
@@ -108,12 +59,12 @@ fn signed_by_nobody(bundle: &[u8]) -> Vec<u8> {
 /// are the other small-order points and non-canonical encodings.
 #[test]
 fn a_small_order_or_non_canonical_key_in_the_trust_store_is_refused_at_load() {
-    let signer = Signer::new();
-    let bundle = std::fs::read(signer.glucose_monitor()).unwrap();
+    let signer = Operator::new();
+    let bundle = std::fs::read(signer.signed_glucose_monitor()).unwrap();
     let forged = signer.path("forged.wasm");
     std::fs::write(&forged, signed_by_nobody(&bundle)).unwrap();
     // The device's real trust store refuses the forgery: unknown key.
-    let run = signer.verify(&signer.path("trust"), &forged, &[]);
+    let run = signer.verify(&forged, &[]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(run.stderr.contains("signed by unknown key"), "{}", run.stderr);
 
@@ -143,7 +94,7 @@ fn a_small_order_or_non_canonical_key_in_the_trust_store_is_refused_at_load() {
         std::fs::create_dir(&trust).unwrap();
         std::fs::copy(signer.path("release.pub"), trust.join("release.pub")).unwrap();
         std::fs::write(trust.join(name), public_key_file(raw)).unwrap();
-        let run = signer.verify(&trust, &forged, &[]);
+        let run = signer.verify_with(&trust, &forged, &[]);
         assert_eq!(run.code, Some(2), "{name}: {}\n{}", run.stdout, run.stderr);
         assert!(run.stderr.contains(name), "the file is named: {}", run.stderr);
         assert!(run.stderr.contains(reason), "`{reason}` in {}", run.stderr);
@@ -153,14 +104,10 @@ fn a_small_order_or_non_canonical_key_in_the_trust_store_is_refused_at_load() {
 
 #[test]
 fn verify_with_a_data_dir_that_does_not_exist_is_a_usage_error() {
-    let signer = Signer::new();
-    let bundle = signer.glucose_monitor();
+    let signer = Operator::new();
+    let bundle = signer.signed_glucose_monitor();
     let missing = signer.path("no-such-data-dir");
-    let run = signer.verify(
-        &signer.path("trust"),
-        &bundle,
-        &["--data-dir", &missing.display().to_string()],
-    );
+    let run = signer.verify(&bundle, &["--data-dir", &missing.display().to_string()]);
     assert_eq!(run.code, Some(2), "{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("no-such-data-dir"), "{}", run.stderr);
     assert!(!run.stdout.contains("OK"), "{}", run.stdout);
@@ -171,8 +118,8 @@ fn verify_with_a_data_dir_that_does_not_exist_is_a_usage_error() {
 /// any bundle is judged, even when the bad entry is another plugin's.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_anti_rollback_record_is_exit_2_for_verify_and_run() {
-    let signer = Signer::new();
-    let bundle = signer.glucose_monitor();
+    let signer = Operator::new();
+    let bundle = signer.signed_glucose_monitor();
     let data_dir = signer.path("data");
     std::fs::create_dir(&data_dir).unwrap();
     let records = [
@@ -183,11 +130,7 @@ async fn a_corrupt_anti_rollback_record_is_exit_2_for_verify_and_run() {
     ];
     for record in records {
         std::fs::write(data_dir.join("installed-versions.json"), record).unwrap();
-        let run = signer.verify(
-            &signer.path("trust"),
-            &bundle,
-            &["--data-dir", &data_dir.display().to_string()],
-        );
+        let run = signer.verify(&bundle, &["--data-dir", &data_dir.display().to_string()]);
         assert_eq!(run.code, Some(2), "{record}: {}\n{}", run.stdout, run.stderr);
         assert!(
             run.stderr.contains("anti-rollback record") && run.stderr.contains("corrupt"),
@@ -211,28 +154,9 @@ async fn a_corrupt_anti_rollback_record_is_exit_2_for_verify_and_run() {
 /// Run `edgewise run --config CONFIG`, expecting it to exit by itself: a host
 /// still running after [`WAIT`] is killed and the test fails.
 fn run_until_exit(config: &Path) -> (Option<i32>, String) {
-    let mut child = Command::new(edgewise_bin())
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            panic!("edgewise run kept running: {}", String::from_utf8_lossy(&output.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut run = Command::new(edgewise_bin());
+    run.args(["run", "--config"]).arg(config).env("RUST_LOG", "info");
+    run_within(&mut run, WAIT).unwrap_or_else(|stderr| panic!("edgewise run kept running: {stderr}"))
 }
 
 /// TOML forbids a key twice and the device configuration is TOML (toml 0.9
@@ -251,25 +175,25 @@ fn a_device_config_with_a_key_twice_is_refused() {
 /// instant is kept.
 #[test]
 fn sign_writes_expires_in_canonical_rfc_3339() {
-    let signer = Signer::new();
+    let signer = Operator::new();
     let base = "name = \"glucose-monitor\"\nversion = \"0.1.0\"\nsubscriptions = [\"sensors.cgm.>\"]\n";
     for (written, canonical) in [
         ("2031-05-06 07:08:09z", "2031-05-06T07:08:09Z"),
         ("2031-05-06T09:08:09.250+02:00", "2031-05-06T07:08:09.25Z"),
         ("2031-05-06t07:08:09Z", "2031-05-06T07:08:09Z"),
     ] {
-        let run = signer.sign(&format!("{base}expires = \"{written}\"\n"), "expiring.wasm");
+        let run = sign_text(&signer, &format!("{base}expires = \"{written}\"\n"), "expiring.wasm");
         assert_eq!(run.code, Some(0), "{written}: {}", run.stderr);
         let bytes = std::fs::read(signer.path("expiring.wasm")).unwrap();
         let manifest = Manifest::from_json(format::split(&bytes).unwrap().manifest_json).unwrap();
         assert_eq!(manifest.expires.as_deref(), Some(canonical), "{written}");
-        let run = signer.verify(&signer.path("trust"), &signer.path("expiring.wasm"), &[]);
+        let run = signer.verify(&signer.path("expiring.wasm"), &[]);
         assert_eq!(run.code, Some(0), "{}", run.stderr);
     }
 }
 
 /// A bundle whose manifest JSON is `manifest_json`, correctly signed by the signer's key.
-fn signed_with_manifest_json(signer: &Signer, manifest_json: &str, out: &str) -> PathBuf {
+fn signed_with_manifest_json(signer: &Operator, manifest_json: &str, out: &str) -> PathBuf {
     let key = SigningKey::from_pkcs8(&std::fs::read(signer.path("release.key")).unwrap()).unwrap();
     let component = std::fs::read(plugin_wasm("glucose-monitor")).unwrap();
     let bundle = sign_raw(&component, manifest_json.as_bytes(), &key);
@@ -283,7 +207,7 @@ fn signed_with_manifest_json(signer: &Signer, manifest_json: &str, out: &str) ->
 /// would run with `low = 40` while a reviewer reads `70`), is refused.
 #[test]
 fn a_signed_manifest_that_is_an_array_or_has_a_key_twice_is_refused() {
-    let signer = Signer::new();
+    let signer = Operator::new();
     let component = std::fs::read(plugin_wasm("glucose-monitor")).unwrap();
     let manifest = ManifestSource::from_toml(
         "name = \"glucose-monitor\"\nversion = \"0.1.0\"\nsubscriptions = [\"sensors.cgm.>\"]\n\
@@ -296,7 +220,7 @@ fn a_signed_manifest_that_is_an_array_or_has_a_key_twice_is_refused() {
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
     // The control: the same manifest as an object verifies.
     let good = signed_with_manifest_json(&signer, &json, "good.wasm");
-    let run = signer.verify(&signer.path("trust"), &good, &[]);
+    let run = signer.verify(&good, &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 
     let fields = [
@@ -322,7 +246,7 @@ fn a_signed_manifest_that_is_an_array_or_has_a_key_twice_is_refused() {
         ("config-twice.wasm", config_twice, "duplicate key `low`"),
     ] {
         let bundle = signed_with_manifest_json(&signer, &text, name);
-        let run = signer.verify(&signer.path("trust"), &bundle, &[]);
+        let run = signer.verify(&bundle, &[]);
         assert_eq!(run.code, Some(1), "{name}: {}\n{}", run.stdout, run.stderr);
         assert!(
             run.stderr.contains("refused: invalid manifest") && run.stderr.contains(reason),

@@ -1,0 +1,310 @@
+//! Helpers shared by the integration tests: the host's status over NATS and
+//! waiting until it shows something, the next alerts of a subscription, what
+//! the upstream stream stores, a process run with a time limit, and an
+//! operator who signs and verifies bundles.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::stream::Stream;
+use futures::StreamExt;
+use serde_json::Value;
+
+use edgewise_tests::nats::NatsServer;
+use edgewise_tests::{Run, edgewise, plugin_wasm, workspace_root};
+
+use crate::live_pipeline::{DEVICE, WAIT};
+
+/// The upstream stream the host creates (`[upstream] stream`).
+pub(crate) const UP: &str = "EDGEWISE_UP";
+
+/// The host's status, asked on the local bus through `client`; panics if it
+/// does not answer within [`WAIT`].
+pub(crate) async fn host_status(client: &async_nats::Client) -> Value {
+    let asked = client.request(format!("edgewise.{DEVICE}.status"), "".into());
+    match tokio::time::timeout(WAIT, asked).await {
+        Ok(Ok(reply)) => serde_json::from_slice(&reply.payload).unwrap(),
+        other => panic!("the host did not answer a status request: {other:?}"),
+    }
+}
+
+/// `probe` again (every 50 ms) until `done` holds for what it gives; panics
+/// after `within` naming `what` and the last value.
+pub(crate) async fn value_until<F: Future<Output = Value>>(
+    what: &str,
+    within: Duration,
+    mut probe: impl FnMut() -> F,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let now = probe().await;
+        if done(&now) {
+            return now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The host's status once `done` holds for it; panics after [`WAIT`].
+pub(crate) async fn status_until(client: &async_nats::Client, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    value_until(what, WAIT, || host_status(client), done).await
+}
+
+/// The status as `edgewise status --json` shows it.
+pub(crate) fn cli_status(local: &NatsServer) -> Value {
+    let run = edgewise(["status", "--nats", &local.url(), "--device", DEVICE, "--json"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+/// `edgewise status --json` until `done` holds for it; panics after `within`.
+pub(crate) async fn cli_status_until(
+    local: &NatsServer,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    value_until(what, within, || async { cli_status(local) }, done).await
+}
+
+/// The plugin `name` in a status, if it is there.
+pub(crate) fn find_plugin<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
+    status["plugins"]
+        .as_array()
+        .and_then(|plugins| plugins.iter().find(|p| p["name"] == name))
+}
+
+/// The plugin `name` in a status; panics if it is not there.
+pub(crate) fn plugin<'a>(status: &'a Value, name: &str) -> &'a Value {
+    find_plugin(status, name).unwrap_or_else(|| panic!("no plugin {name} in {status}"))
+}
+
+/// The subscription to the device's alerts on `edgewise.<device>.alerts.<which>`.
+pub(crate) async fn subscribe_alerts(client: &async_nats::Client, which: &str) -> async_nats::Subscriber {
+    client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.{which}"))
+        .await
+        .unwrap()
+}
+
+/// The next message of `subscriber` as JSON, or panic after [`WAIT`].
+pub(crate) async fn next_json(subscriber: &mut async_nats::Subscriber, what: &str) -> Value {
+    match tokio::time::timeout(WAIT, subscriber.next()).await {
+        Ok(Some(message)) => serde_json::from_slice(&message.payload).unwrap(),
+        _ => panic!("no {what} within {WAIT:?}"),
+    }
+}
+
+/// The next message of `subscriber` (as JSON) for which `wanted(subject,
+/// message)` holds, skipping others, or panic after [`WAIT`].
+pub(crate) async fn next_where(
+    subscriber: &mut async_nats::Subscriber,
+    what: &str,
+    wanted: impl Fn(&str, &Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, subscriber.next()).await else {
+            panic!("no {what} within {WAIT:?}");
+        };
+        let json: Value = serde_json::from_slice(&message.payload).unwrap();
+        if wanted(message.subject.as_str(), &json) {
+            return json;
+        }
+    }
+}
+
+/// The messages of `subscriber`, as (subject, JSON), until `done` holds for
+/// them, or panic after [`WAIT`] with those that came.
+pub(crate) async fn collect_until(
+    subscriber: &mut async_nats::Subscriber,
+    what: &str,
+    done: impl Fn(&[(String, Value)]) -> bool,
+) -> Vec<(String, Value)> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done(&seen) {
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, subscriber.next()).await else {
+            panic!("timed out waiting for {what}; messages so far: {seen:?}");
+        };
+        let json: Value = serde_json::from_slice(&message.payload).unwrap();
+        seen.push((message.subject.to_string(), json));
+    }
+    seen
+}
+
+/// The stream of sensor readings a JetStream ingest reads (`SENSORS`, on `sensors.>`).
+pub(crate) async fn create_sensors_stream(jetstream: &async_nats::jetstream::Context) -> Stream {
+    jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "SENSORS".into(),
+            subjects: vec!["sensors.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+/// Every message stored in `stream`, in stream order.
+pub(crate) async fn stream_messages(stream: &mut Stream) -> Vec<StreamMessage> {
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let mut messages = Vec::new();
+    for sequence in 1..=last {
+        if let Ok(message) = stream.get_raw_message(sequence).await {
+            messages.push(message);
+        }
+    }
+    messages
+}
+
+/// Messages stored in the upstream stream, as (subject, JSON), read through
+/// `cloud_client`, waiting until there are `at_least`.
+pub(crate) async fn upstream_messages_via(cloud_client: async_nats::Client, at_least: usize) -> Vec<(String, Value)> {
+    let jetstream = async_nats::jetstream::new(cloud_client);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(mut stream) = jetstream.get_stream(UP).await
+            && stream.info().await.unwrap().state.messages as usize >= at_least
+        {
+            return stream_messages(&mut stream)
+                .await
+                .into_iter()
+                .map(|message| {
+                    (
+                        message.subject.to_string(),
+                        serde_json::from_slice(&message.payload).unwrap(),
+                    )
+                })
+                .collect();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fewer than {at_least} messages upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Messages stored in the upstream stream, waiting until there are `at_least`.
+pub(crate) async fn upstream_messages(cloud: &NatsServer, at_least: usize) -> Vec<(String, Value)> {
+    upstream_messages_via(async_nats::connect(cloud.url()).await.unwrap(), at_least).await
+}
+
+/// The alerts stored upstream, waiting until there are `at_least` messages.
+pub(crate) async fn upstream_alerts(cloud: &NatsServer, at_least: usize) -> Vec<(String, Value)> {
+    let mut messages = upstream_messages(cloud, at_least).await;
+    messages.retain(|(subject, _)| subject.contains(".up.alerts."));
+    messages
+}
+
+/// Wait at most `within` for `child` to exit, reading its output meanwhile:
+/// its exit code and stderr, or `Err` with its stderr if it had to be killed.
+pub(crate) fn wait_within(child: Child, within: Duration) -> Result<(Option<i32>, String), String> {
+    let pid = child.id().to_string();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output().unwrap());
+    });
+    let (output, in_time) = match receiver.recv_timeout(within) {
+        Ok(output) => (output, true),
+        Err(_) => {
+            // Not reaped yet (the waiting thread still owns it): the pid is still this child's.
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            (receiver.recv().unwrap(), false)
+        }
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if in_time {
+        Ok((output.status.code(), stderr))
+    } else {
+        Err(stderr)
+    }
+}
+
+/// Run `command` (stdout discarded, stderr kept) for at most `within`: see [`wait_within`].
+pub(crate) fn run_within(command: &mut Command, within: Duration) -> Result<(Option<i32>, String), String> {
+    let child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_within(child, within)
+}
+
+/// `edgewise sign` of `component` with `manifest`, by the private key `key`, into `out`.
+pub(crate) fn sign(key: &Path, manifest: &Path, component: &Path, out: &Path) -> Run {
+    edgewise([
+        "sign".as_ref(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "--manifest".as_ref(),
+        manifest.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        component.as_os_str(),
+    ])
+}
+
+/// A temporary operator workspace: a key pair (`release`), a trust directory
+/// holding its public key, and helpers to sign and verify.
+pub(crate) struct Operator {
+    dir: tempfile::TempDir,
+}
+
+impl Operator {
+    pub(crate) fn new() -> Operator {
+        let operator = Operator {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let run = edgewise([
+            "keygen".as_ref(),
+            "--out".as_ref(),
+            operator.path("release").as_os_str(),
+        ]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        std::fs::create_dir(operator.trust()).unwrap();
+        std::fs::copy(operator.path("release.pub"), operator.trust().join("release.pub")).unwrap();
+        operator
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub(crate) fn trust(&self) -> PathBuf {
+        self.path("trust")
+    }
+
+    pub(crate) fn sign_with(&self, manifest: &Path, component: &Path, out: &str) -> Run {
+        sign(&self.path("release.key"), manifest, component, &self.path(out))
+    }
+
+    /// Sign glucose-monitor with its own `edgewise.toml`.
+    pub(crate) fn signed_glucose_monitor(&self) -> PathBuf {
+        let manifest = workspace_root().join("plugins/glucose-monitor/edgewise.toml");
+        let run = self.sign_with(&manifest, &plugin_wasm("glucose-monitor"), "glucose-monitor.wasm");
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        self.path("glucose-monitor.wasm")
+    }
+
+    /// `edgewise verify` of `bundle` against this operator's trust directory.
+    pub(crate) fn verify(&self, bundle: &Path, extra: &[&str]) -> Run {
+        self.verify_with(&self.trust(), bundle, extra)
+    }
+
+    /// `edgewise verify` of `bundle` against the trust directory `trust`.
+    pub(crate) fn verify_with(&self, trust: &Path, bundle: &Path, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "verify".to_owned(),
+            "--trust".to_owned(),
+            trust.display().to_string(),
+            bundle.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        edgewise(args)
+    }
+}
