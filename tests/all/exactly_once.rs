@@ -15,8 +15,8 @@ use edgewise_tests::nats::NatsServer;
 
 use crate::live_pipeline::{DEVICE, Device, WAIT, now_ms, reading};
 use crate::support::{
-    UP, cli_status, cli_status_until, collect_until, create_sensors_stream, next_json, plugin, stream_messages,
-    subscribe_alerts,
+    UP, cli_status, cli_status_until, collect_until, create_sensors_stream, next_json, plugin, poll_until,
+    stream_messages, subscribe_alerts,
 };
 
 /// One message stored upstream: its subject, `Nats-Msg-Id` and envelope.
@@ -173,14 +173,13 @@ async fn the_host_creates_the_upstream_stream_with_the_configured_duplicate_wind
     device.start(&local).await;
     cli_status_until(&local, WAIT, "connected upstream", |s| s["upstream_connected"] == true).await;
     let jetstream = async_nats::jetstream::new(async_nats::connect(cloud.url()).await.unwrap());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let window = loop {
-        if let Ok(mut stream) = jetstream.get_stream(UP).await {
-            break stream.info().await.unwrap().config.duplicate_window;
+    let window = poll_until("the upstream stream", WAIT, || async {
+        match jetstream.get_stream(UP).await {
+            Ok(mut stream) => Ok(stream.info().await.unwrap().config.duplicate_window),
+            Err(error) => Err(error.to_string()),
         }
-        assert!(tokio::time::Instant::now() < deadline, "no upstream stream");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     assert_eq!(window, Duration::from_secs(7 * 60));
     device.terminate_cleanly();
 }
@@ -213,18 +212,15 @@ async fn an_unacknowledged_entry_retried_after_the_window_is_stored_again_with_t
         .await
         .unwrap();
     client.flush().await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let copies = loop {
+    let copies = poll_until("the entry retried", Duration::from_secs(60), || async {
         let stored = stored_upstream(&cloud).await;
         if stored.len() >= 2 {
-            break stored;
+            Ok(stored)
+        } else {
+            Err(format!("{stored:#?}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the entry was not retried: {stored:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     let first = &copies[0];
     assert_eq!(first.envelope["sensor"], "cgm.never-acked");
     for copy in &copies {
@@ -286,16 +282,19 @@ async fn outputs_without_a_sequence_number_alert_locally_are_counted_and_leave_t
         .unwrap();
     assert_eq!(next_alerts(&mut alerts, 600).await.len(), 600);
     // The first message is acknowledged once its outputs are committed.
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-        stream.get_consumer(&consumer_name).await.unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while consumer.info().await.unwrap().ack_floor.stream_sequence < 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the first message was not acknowledged"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer(&consumer_name).await.unwrap();
+    poll_until("the first message acknowledged", WAIT, || {
+        let mut consumer = consumer.clone();
+        async move {
+            let info = consumer.info().await.unwrap().clone();
+            if info.ack_floor.stream_sequence >= 1 {
+                Ok(())
+            } else {
+                Err(format!("{info:?}"))
+            }
+        }
+    })
+    .await;
     jetstream
         .publish("sensors.hostile.b", reading(now_ms(), 1.0))
         .await
@@ -316,19 +315,19 @@ async fn outputs_without_a_sequence_number_alert_locally_are_counted_and_leave_t
         "{status}"
     );
     // The second message is not acknowledged: the stream delivers it again.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let info = consumer.info().await.unwrap().clone();
-        if info.num_redelivered >= 1 || info.delivered.consumer_sequence > 2 {
-            assert_eq!(info.ack_floor.stream_sequence, 1, "{info:?}");
-            break;
+    let info = poll_until("the second message redelivered (not acknowledged)", WAIT, || {
+        let mut consumer = consumer.clone();
+        async move {
+            let info = consumer.info().await.unwrap().clone();
+            if info.num_redelivered >= 1 || info.delivered.consumer_sequence > 2 {
+                Ok(info)
+            } else {
+                Err(format!("{info:?}"))
+            }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the second message was acknowledged (never redelivered): {info:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    assert_eq!(info.ack_floor.stream_sequence, 1, "{info:?}");
     device.terminate_cleanly();
 }
 

@@ -31,26 +31,51 @@ pub(crate) async fn host_status(client: &async_nats::Client) -> Value {
     }
 }
 
-/// `probe` again (every 50 ms) until `done` holds for what it gives; panics
-/// after `within` naming `what` and the last value.
+/// How often a wait polls the condition it waits for.
+const POLL: Duration = Duration::from_millis(50);
+
+/// `probe` again (every [`POLL`]) until it gives `Ok`; panics after `within`
+/// naming `what` and the last `Err` (what was seen instead). The one place the
+/// tests poll: every wait is for a condition, with a generous deadline.
+pub(crate) async fn poll_until<T, F: Future<Output = Result<T, String>>>(
+    what: &str,
+    within: Duration,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let seen = match probe().await {
+            Ok(done) => return done,
+            Err(seen) => seen,
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}: {seen}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `probe` again until `done` holds for what it gives; panics after `within`
+/// naming `what` and the last value.
 pub(crate) async fn value_until<F: Future<Output = Value>>(
     what: &str,
     within: Duration,
     mut probe: impl FnMut() -> F,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let now = probe().await;
-        if done(&now) {
-            return now;
+    poll_until(what, within, || {
+        let (value, done) = (probe(), &done);
+        async move {
+            let value = value.await;
+            if done(&value) {
+                Ok(value)
+            } else {
+                Err(value.to_string())
+            }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}: {now}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// The host's status once `done` holds for it; panics after [`WAIT`].
@@ -169,28 +194,31 @@ pub(crate) async fn stream_messages(stream: &mut Stream) -> Vec<StreamMessage> {
 /// `cloud_client`, waiting until there are `at_least`.
 pub(crate) async fn upstream_messages_via(cloud_client: async_nats::Client, at_least: usize) -> Vec<(String, Value)> {
     let jetstream = async_nats::jetstream::new(cloud_client);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(mut stream) = jetstream.get_stream(UP).await
-            && stream.info().await.unwrap().state.messages as usize >= at_least
-        {
-            return stream_messages(&mut stream)
-                .await
-                .into_iter()
-                .map(|message| {
-                    (
-                        message.subject.to_string(),
-                        serde_json::from_slice(&message.payload).unwrap(),
-                    )
-                })
-                .collect();
+    let what = format!("{at_least} messages upstream");
+    let mut stream = poll_until(&what, WAIT, || async {
+        match jetstream.get_stream(UP).await {
+            Ok(mut stream) => {
+                let stored = stream.info().await.unwrap().state.messages as usize;
+                if stored >= at_least {
+                    Ok(stream)
+                } else {
+                    Err(format!("{stored} stored"))
+                }
+            }
+            Err(error) => Err(format!("no stream: {error}")),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "fewer than {at_least} messages upstream"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    stream_messages(&mut stream)
+        .await
+        .into_iter()
+        .map(|message| {
+            (
+                message.subject.to_string(),
+                serde_json::from_slice(&message.payload).unwrap(),
+            )
+        })
+        .collect()
 }
 
 /// Messages stored in the upstream stream, waiting until there are `at_least`.

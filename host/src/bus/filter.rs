@@ -15,9 +15,22 @@ pub fn matches(filter: &str, subject: &str) -> bool {
     subject_tokens.next().is_none()
 }
 
+/// Whether some subject matches both filters `a` and `b`.
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let (mut a, mut b) = (a.split('.'), b.split('.'));
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(x), Some(y)) if x == y || x == "*" || y == "*" => {}
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use super::{matches, overlaps};
 
     #[test]
     fn tokens_and_wildcards_match_as_on_the_server() {
@@ -40,5 +53,14 @@ mod tests {
         for (filter, subject, expected) in cases {
             assert_eq!(matches(filter, subject), expected, "{filter} vs {subject}");
         }
+    }
+
+    #[test]
+    fn overlap_is_symmetric_and_counts_tokens() {
+        assert!(overlaps("a.*.c", "a.b.>"));
+        assert!(overlaps("a.b.>", "a.*.c"));
+        assert!(!overlaps("a.b", "a.b.>"));
+        assert!(!overlaps("a.b.c", "a.b"));
+        assert!(overlaps("a.b", "a.*"));
     }
 }
