@@ -198,6 +198,12 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
                 what: format!("cannot start the worker of `{}`", provenance.plugin),
                 source,
             })?;
+        // A first tick, queued before ingest starts: the plugin knows the
+        // host's time before its first reading, so a reading far ahead of it
+        // is never taken for "now" (glucose-monitor's `max_ahead`).
+        if worker.queue.try_send(Work::Tick(clock.tick_ms())).is_err() {
+            tracing::warn!(plugin = %provenance.plugin, "Cannot queue the first tick");
+        }
         plugins.push(Started {
             provenance,
             subscriptions: prepared.subscriptions,
