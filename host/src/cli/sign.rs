@@ -7,6 +7,7 @@ use clap::Args;
 use time::OffsetDateTime;
 
 use edgewise_host::bundle::{self, ManifestSource, SigningKey, format};
+use edgewise_host::files::{self, Access, Existing};
 use edgewise_host::runtime::{LoadError, Runtime, RuntimeOptions};
 
 use super::Failure;
@@ -64,7 +65,10 @@ pub fn run(args: SignArgs) -> Result<(), Failure> {
 
     let (bundle_bytes, manifest) = bundle::sign(&component, source, &key, OffsetDateTime::now_utc())
         .map_err(|e| Failure::usage(anyhow!("{}: {e}", args.manifest.display())))?;
-    write_atomically(&args.out, &bundle_bytes).map_err(Failure::runtime)?;
+    // A reader never sees half a bundle; the bundle is made to be handed on.
+    files::write_atomic(&args.out, &bundle_bytes, Access::Shared, Existing::Replace)
+        .with_context(|| format!("cannot write {}", args.out.display()))
+        .map_err(Failure::runtime)?;
     println!(
         "signed {} {} (code sha256:{}) with key {} -> {} ({} bytes)",
         manifest.name,
@@ -74,22 +78,5 @@ pub fn run(args: SignArgs) -> Result<(), Failure> {
         args.out.display(),
         bundle_bytes.len()
     );
-    Ok(())
-}
-
-/// Write to a temporary file beside `path`, then rename: a reader never sees half a bundle.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => std::path::Path::new("."),
-    };
-    let mut file =
-        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.as_file().sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

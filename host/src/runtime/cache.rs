@@ -25,15 +25,16 @@
 //!   recompilations.
 //! - **Fallback**: a cache problem never stops a plugin. A missing, unreadable,
 //!   truncated, forged or incompatible entry is logged, the code is compiled,
-//!   and the entry is rewritten atomically (temporary file + rename in the
-//!   same directory). Entries are not fsynced: one torn by a power cut fails
-//!   its tag and is recompiled.
+//!   and the entry is rewritten with [`files::write_atomic`] (like the key:
+//!   mode 0600, synced, renamed, directory synced). A torn entry could only
+//!   fail its tag and be recompiled, but the one way of writing files keeps
+//!   the reasoning short.
 //!
 //! Old entries (previous plugin versions) are not evicted.
 
 use std::fs::File;
 use std::hash::{Hash, Hasher};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -46,6 +47,7 @@ use wasmtime::component::Component;
 use super::bindings::SensorPluginPre;
 use super::engine::{CompiledPlugin, Runtime};
 use super::error::LoadError;
+use crate::files::{self, Access, Existing};
 
 /// The secret key file inside the cache directory.
 pub const CACHE_KEY_FILE: &str = "cache.key";
@@ -300,10 +302,10 @@ impl CacheKey {
                 Some(key) => Ok(key),
                 None => {
                     tracing::warn!(path = %path.display(), "Compiled-component cache key has the wrong length; replacing it");
-                    Self::create(dir, &path, true)
+                    Self::create(&path, Existing::Replace)
                 }
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(dir, &path, false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(&path, Existing::Keep),
             Err(source) => Err(io(&path, "open the cache key")(source)),
         }
     }
@@ -337,28 +339,14 @@ impl CacheKey {
     }
 
     /// Write a new random key, mode 0600, complete or not at all. With
-    /// `replace`, over an existing (unusable) key file; else only if there is
-    /// still none (a racing process's key wins).
-    fn create(dir: &Path, path: &Path, replace: bool) -> Result<CacheKey, CacheError> {
+    /// [`Existing::Replace`], over an existing (unusable) key file; with
+    /// [`Existing::Keep`] only if there is still none (a racing process's key wins).
+    fn create(path: &Path, existing: Existing) -> Result<CacheKey, CacheError> {
         let mut bytes = [0u8; KEY_LEN];
         SystemRandom::new().fill(&mut bytes).map_err(|_| CacheError::Random)?;
-        let mut file = tempfile::Builder::new()
-            .prefix(".cache-key-")
-            .permissions(std::fs::Permissions::from_mode(0o600))
-            .tempfile_in(dir)
-            .map_err(io(dir, "create a temporary key file"))?;
-        file.write_all(&bytes).map_err(io(file.path(), "write the cache key"))?;
-        file.as_file()
-            .sync_all()
-            .map_err(io(file.path(), "sync the cache key"))?;
-        let persisted = if replace {
-            file.persist(path).map(drop)
-        } else {
-            file.persist_noclobber(path).map(drop)
-        };
-        match persisted {
+        match files::write_atomic(path, &bytes, Access::Private, existing) {
             Ok(()) => Ok(CacheKey(hmac::Key::new(hmac::HMAC_SHA256, &bytes))),
-            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let existing = File::open(path).map_err(io(path, "open the cache key"))?;
                 Self::read(path, existing)?.ok_or_else(|| CacheError::Io {
                     path: path.to_owned(),
@@ -366,7 +354,7 @@ impl CacheKey {
                     source: std::io::Error::new(std::io::ErrorKind::InvalidData, "wrong length"),
                 })
             }
-            Err(e) => Err(io(path, "put the cache key in place")(e.error)),
+            Err(e) => Err(io(path, "write the cache key")(e)),
         }
     }
 
@@ -451,22 +439,12 @@ fn store(plugin: &CompiledPlugin, key: &CacheKey, entry: &Entry) -> Result<(), C
         .serialize()
         .map_err(|e| CacheError::Serialize(format!("{e:#}")))?;
     let tag = key.sign(&entry.header, &artifact);
-    let dir = match entry.path.parent() {
-        Some(dir) => dir,
-        None => Path::new("."),
-    };
-    let mut file = tempfile::Builder::new()
-        .prefix(".cwasm-")
-        .permissions(std::fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)
-        .map_err(io(dir, "create a temporary entry"))?;
-    file.write_all(tag.as_ref())
-        .and_then(|()| file.write_all(&entry.header))
-        .and_then(|()| file.write_all(&artifact))
-        .map_err(io(file.path(), "write the entry"))?;
-    file.persist(&entry.path)
-        .map_err(|e| io(&entry.path, "put the entry in place")(e.error))?;
-    Ok(())
+    let mut bytes = Vec::with_capacity(TAG_LEN + entry.header.len() + artifact.len());
+    bytes.extend_from_slice(tag.as_ref());
+    bytes.extend_from_slice(&entry.header);
+    bytes.extend_from_slice(&artifact);
+    files::write_atomic(&entry.path, &bytes, Access::Private, Existing::Replace)
+        .map_err(io(&entry.path, "write the entry"))
 }
 
 #[cfg(test)]
