@@ -8,7 +8,7 @@ use clap::Args;
 use edgewise_host::bundle::SigningKey;
 use edgewise_host::files::{self, Access, Existing};
 
-use super::Failure;
+use super::{Failure, to_stdout};
 
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
@@ -46,13 +46,15 @@ pub fn run(args: KeygenArgs) -> Result<(), Failure> {
         let _ = std::fs::remove_file(&private_path);
         return Err(Failure::usage(error));
     }
-    println!(
-        "wrote {} (private, mode 0600) and {}; key id {}",
-        private_path.display(),
-        public_path.display(),
-        public.id()
-    );
-    Ok(())
+    to_stdout(|out| {
+        writeln!(
+            out,
+            "wrote {} (private, mode 0600) and {}; key id {}",
+            private_path.display(),
+            public_path.display(),
+            public.id()
+        )
+    })
 }
 
 /// `PREFIX` + `.suffix` (appended, so `keys/release-2026` becomes `keys/release-2026.key`).

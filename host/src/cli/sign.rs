@@ -10,7 +10,7 @@ use edgewise_host::bundle::{self, ManifestSource, SigningKey, format};
 use edgewise_host::files::{self, Access, Existing};
 use edgewise_host::runtime::{LoadError, Runtime, RuntimeOptions};
 
-use super::Failure;
+use super::{Failure, to_stdout};
 
 #[derive(Debug, Args)]
 pub struct SignArgs {
@@ -69,14 +69,16 @@ pub fn run(args: SignArgs) -> Result<(), Failure> {
     files::write_atomic(&args.out, &bundle_bytes, Access::Shared, Existing::Replace)
         .with_context(|| format!("cannot write {}", args.out.display()))
         .map_err(Failure::runtime)?;
-    println!(
-        "signed {} {} (code sha256:{}) with key {} -> {} ({} bytes)",
-        manifest.name,
-        manifest.version,
-        manifest.code_sha256,
-        key.public_key().id(),
-        args.out.display(),
-        bundle_bytes.len()
-    );
-    Ok(())
+    to_stdout(|out| {
+        writeln!(
+            out,
+            "signed {} {} (code sha256:{}) with key {} -> {} ({} bytes)",
+            manifest.name,
+            manifest.version,
+            manifest.code_sha256,
+            key.public_key().id(),
+            args.out.display(),
+            bundle_bytes.len()
+        )
+    })
 }

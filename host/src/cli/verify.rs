@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use edgewise_host::bundle::{self, RollbackStore, TrustStore, VerifyOptions};
 
-use super::Failure;
+use super::{Failure, to_stdout};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -56,16 +56,18 @@ pub fn run(args: VerifyArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::runtime(anyhow!("{}: refused: {e}", args.bundle.display())))?;
     let elapsed = started.elapsed();
     let manifest = &verified.manifest;
-    println!(
-        "{}: OK {} {} (code sha256:{}), signed by key {}, world {}, {} bytes, verified in {:.2} ms",
-        args.bundle.display(),
-        manifest.name,
-        manifest.version,
-        manifest.code_sha256,
-        verified.key_id,
-        manifest.world,
-        verified.size,
-        elapsed.as_secs_f64() * 1000.0
-    );
-    Ok(())
+    to_stdout(|out| {
+        writeln!(
+            out,
+            "{}: OK {} {} (code sha256:{}), signed by key {}, world {}, {} bytes, verified in {:.2} ms",
+            args.bundle.display(),
+            manifest.name,
+            manifest.version,
+            manifest.code_sha256,
+            verified.key_id,
+            manifest.world,
+            verified.size,
+            elapsed.as_secs_f64() * 1000.0
+        )
+    })
 }
