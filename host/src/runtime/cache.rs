@@ -453,18 +453,15 @@ mod tests {
 
     use super::*;
     use crate::model::{Output, Reading};
+    use crate::runtime::test_plugins::component;
     use crate::runtime::{Limits, PluginInstance, RuntimeOptions};
 
-    /// A plugin component built by `cargo xtask build-plugins`.
-    fn plugin_code(file: &str) -> Vec<u8> {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/wasm32-wasip2/release")
-            .join(file);
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}: run `cargo xtask build-plugins`", path.display()))
+    fn glucose() -> Vec<u8> {
+        component("glucose-monitor")
     }
 
-    fn glucose() -> Vec<u8> {
-        plugin_code("glucose_monitor.wasm")
+    fn threshold() -> Vec<u8> {
+        component("threshold")
     }
 
     fn runtime() -> Runtime {
@@ -615,17 +612,13 @@ mod tests {
         let (_, a) = runtime
             .compile_cached("glucose-monitor", &glucose(), dir.path())
             .unwrap();
-        let (_, b) = runtime
-            .compile_cached("threshold", &plugin_code("threshold.wasm"), dir.path())
-            .unwrap();
+        let (_, b) = runtime.compile_cached("threshold", &threshold(), dir.path()).unwrap();
         assert_eq!((a, b), (CacheOutcome::Miss, CacheOutcome::Miss));
         assert_eq!(entries(dir.path()).len(), 2);
         let (_, a) = runtime
             .compile_cached("glucose-monitor", &glucose(), dir.path())
             .unwrap();
-        let (_, b) = runtime
-            .compile_cached("threshold", &plugin_code("threshold.wasm"), dir.path())
-            .unwrap();
+        let (_, b) = runtime.compile_cached("threshold", &threshold(), dir.path()).unwrap();
         assert_eq!((a, b), (CacheOutcome::Hit, CacheOutcome::Hit));
     }
 
@@ -634,7 +627,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let runtime = runtime();
         let glucose_code = glucose();
-        let threshold_code = plugin_code("threshold.wasm");
+        let threshold_code = threshold();
         runtime
             .compile_cached("threshold", &threshold_code, dir.path())
             .unwrap();

@@ -14,6 +14,8 @@ mod host_api;
 mod instance;
 mod limits;
 mod stderr;
+#[cfg(test)]
+mod test_plugins;
 mod wasi;
 
 pub use cache::{CACHE_KEY_FILE, CacheOutcome};
