@@ -1,6 +1,7 @@
 //! Per-instance host state and the implementation of the `edgewise:plugin/host`
 //! imports: outputs are collected for the caller, logs go to `tracing`, state
-//! is a bounded in-memory map (made durable by a later layer).
+//! is a bounded in-memory map that lives and dies with the instance (nothing
+//! of it is written to disk: a restart, a trap or an upgrade starts empty).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
