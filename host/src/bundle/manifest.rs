@@ -142,11 +142,15 @@ impl ManifestLimits {
 }
 
 /// Why a manifest is not acceptable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// Not valid JSON, or a field missing, unknown or of the wrong type.
     #[error("invalid manifest: {0}")]
-    Invalid(String),
+    Invalid(#[source] serde_json::Error),
+    /// The manifest source (`edgewise.toml`): not valid TOML, or a field
+    /// missing, unknown or of the wrong type.
+    #[error("invalid manifest: {0}")]
+    InvalidSource(#[source] toml::de::Error),
     /// A field has a value the host does not accept.
     #[error("invalid manifest field `{field}`: {reason}")]
     Field {
@@ -162,7 +166,7 @@ impl Manifest {
     /// would also take the fields as an array, in declaration order), no key
     /// twice at any level.
     pub fn from_json(json: &[u8]) -> Result<Manifest, ManifestError> {
-        let invalid = |e: serde_json::Error| ManifestError::Invalid(e.to_string());
+        let invalid = ManifestError::Invalid;
         let mut deserializer = serde_json::Deserializer::from_slice(json);
         let manifest: Manifest = strict_de::object(&mut deserializer).map_err(invalid)?;
         deserializer.end().map_err(invalid)?;
@@ -330,7 +334,7 @@ pub struct ManifestSource {
 impl ManifestSource {
     /// Parse `edgewise.toml` text.
     pub fn from_toml(text: &str) -> Result<ManifestSource, ManifestError> {
-        toml::from_str(text).map_err(|e| ManifestError::Invalid(e.to_string()))
+        toml::from_str(text).map_err(ManifestError::InvalidSource)
     }
 
     /// The manifest for a component with digest `code_sha256`, created at `created`.
@@ -484,7 +488,7 @@ call_deadline_ms = 1000
     fn missing_and_unknown_fields_are_invalid() {
         let error = Manifest::from_json(br#"{"format":1,"name":"x"}"#).unwrap_err();
         assert!(
-            matches!(error, ManifestError::Invalid(ref m) if m.contains("missing field")),
+            matches!(error, ManifestError::Invalid(_)) && error.to_string().contains("missing field"),
             "{error}"
         );
         let error = ManifestSource::from_toml("name = \"x\"\nversion = \"1.0.0\"\nsubscriptions = []\nextra = 1\n")

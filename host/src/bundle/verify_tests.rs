@@ -605,7 +605,7 @@ fn missing_unknown_and_mistyped_manifest_fields_are_refused() {
         let error = f.expect_err(&bytes);
         assert_matches!(
             error,
-            VerifyError::Manifest(ManifestError::Invalid(m)) if m.contains(message),
+            VerifyError::Manifest(ManifestError::Invalid(m)) if m.to_string().contains(message),
             "expected {message:?}"
         );
     }

@@ -66,6 +66,25 @@ impl Failure {
     }
 }
 
+/// An error with what it is about in front, on one line (`{about}: {error}`),
+/// keeping `error` as the typed source of the chain (never flattened into a
+/// string): `about(path, error)`.
+#[derive(Debug, thiserror::Error)]
+#[error("{about}: {source}")]
+pub struct About {
+    about: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+/// `{about}: {error}`, with `error` kept as the source.
+pub fn about(about: impl std::fmt::Display, error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> About {
+    About {
+        about: about.to_string(),
+        source: error.into(),
+    }
+}
+
 /// Write a command's results to standard output with `write`, then flush. A
 /// failed write is a run-time failure that [`Failure::report`] ends quietly if
 /// the pipe was closed.
@@ -86,6 +105,10 @@ mod tests {
         let failure = Failure::runtime(anyhow::Error::new(closed).context("cannot write to standard output"));
         assert_eq!(failure.report(), ExitCode::SUCCESS);
         let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        assert_eq!(
+            about("file.wasm", std::io::Error::other("truncated")).to_string(),
+            "file.wasm: truncated"
+        );
         let failure = Failure::runtime(anyhow::Error::new(full).context("cannot write to standard output"));
         assert_eq!(failure.report(), ExitCode::from(FAILURE));
     }

@@ -4,12 +4,12 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use clap::Args;
 
 use edgewise_host::bundle::{self, BundleInfo};
 
-use super::{Failure, to_stdout};
+use super::{Failure, about, to_stdout};
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -22,7 +22,7 @@ pub fn run(args: InspectArgs) -> Result<(), Failure> {
     let bytes = std::fs::read(&args.bundle)
         .with_context(|| format!("cannot read {}", args.bundle.display()))
         .map_err(Failure::usage)?;
-    let info = bundle::inspect(&bytes).map_err(|e| Failure::usage(anyhow!("{}: {e}", args.bundle.display())))?;
+    let info = bundle::inspect(&bytes).map_err(|e| Failure::usage(about(args.bundle.display(), e)))?;
     to_stdout(|out| print_info(out, &args.bundle, &info))
 }
 

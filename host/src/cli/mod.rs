@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use exit::{Failure, to_stdout};
+pub use exit::{Failure, about, to_stdout};
 
 /// Edgewise: run signed WebAssembly sensor plugins on edge devices.
 #[derive(Debug, Parser)]

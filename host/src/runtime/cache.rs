@@ -46,7 +46,7 @@ use wasmtime::component::Component;
 
 use super::bindings::SensorPluginPre;
 use super::engine::{CompiledPlugin, Runtime};
-use super::error::LoadError;
+use super::error::{LoadError, WasmtimeError};
 use crate::files::{self, Access, Existing};
 
 /// The secret key file inside the cache directory.
@@ -173,24 +173,26 @@ enum CacheError {
     },
     /// An authentic entry this engine refuses (should not happen: the key
     /// covers the engine configuration).
-    #[error("compiled-component cache {path}: does not load in this engine: {reason}")]
+    #[error("compiled-component cache {path}: does not load in this engine: {source}")]
     Incompatible {
         /// The entry.
         path: PathBuf,
         /// wasmtime's explanation.
-        reason: String,
+        #[source]
+        source: WasmtimeError,
     },
     /// An authentic entry that does not link against the host imports.
-    #[error("compiled-component cache {path}: does not link: {reason}")]
+    #[error("compiled-component cache {path}: does not link: {source}")]
     Link {
         /// The entry.
         path: PathBuf,
         /// wasmtime's explanation.
-        reason: String,
+        #[source]
+        source: WasmtimeError,
     },
     /// wasmtime could not serialize a compiled component.
     #[error("compiled-component cache: cannot serialize the component: {0}")]
-    Serialize(String),
+    Serialize(#[source] WasmtimeError),
 }
 
 /// Shorthand for an I/O error with its path and operation.
@@ -416,11 +418,11 @@ fn load(runtime: &Runtime, name: &str, key: &CacheKey, entry: &Entry) -> Result<
     let authentic = key.verify(entry, body, tag)?;
     let component = deserialize(runtime.engine(), authentic).map_err(|e| CacheError::Incompatible {
         path: entry.path.clone(),
-        reason: format!("{e:#}"),
+        source: e.into(),
     })?;
     let link_error = |e: wasmtime::Error| CacheError::Link {
         path: entry.path.clone(),
-        reason: format!("{e:#}"),
+        source: e.into(),
     };
     let instance_pre = runtime.linker().instantiate_pre(&component).map_err(link_error)?;
     let pre = SensorPluginPre::new(instance_pre).map_err(link_error)?;
@@ -437,7 +439,7 @@ fn store(plugin: &CompiledPlugin, key: &CacheKey, entry: &Entry) -> Result<(), C
         .instance_pre()
         .component()
         .serialize()
-        .map_err(|e| CacheError::Serialize(format!("{e:#}")))?;
+        .map_err(|e| CacheError::Serialize(e.into()))?;
     let tag = key.sign(&entry.header, &artifact);
     let mut bytes = Vec::with_capacity(TAG_LEN + entry.header.len() + artifact.len());
     bytes.extend_from_slice(tag.as_ref());

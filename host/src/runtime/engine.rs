@@ -98,11 +98,11 @@ impl Runtime {
             },
         };
         let mut linker = Linker::new(&engine);
-        super::wasi::add_to_linker(&mut linker).map_err(|e| RuntimeError(format!("linking WASI: {e}")))?;
+        let link = |what: &'static str| move |e: wasmtime::Error| RuntimeError::Link { what, source: e.into() };
+        super::wasi::add_to_linker(&mut linker).map_err(link("WASI"))?;
         SensorPlugin::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |state| state)
-            .map_err(|e| RuntimeError(format!("linking the host imports: {e}")))?;
-        let epoch_ticker =
-            EpochTicker::start(engine.clone()).map_err(|e| RuntimeError(format!("starting the epoch thread: {e}")))?;
+            .map_err(link("the host imports"))?;
+        let epoch_ticker = EpochTicker::start(engine.clone()).map_err(RuntimeError::EpochThread)?;
         Ok(Runtime {
             engine,
             linker,
@@ -128,16 +128,14 @@ impl Runtime {
         }
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
             plugin: plugin.clone(),
-            reason: format!("{e:#}"),
+            source: e.into(),
         })?;
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::World {
+        let world = |e: wasmtime::Error| LoadError::World {
             plugin: plugin.clone(),
-            reason: format!("{e:#}"),
-        })?;
-        let pre = SensorPluginPre::new(instance_pre).map_err(|e| LoadError::World {
-            plugin: plugin.clone(),
-            reason: format!("{e:#}"),
-        })?;
+            source: e.into(),
+        };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(world)?;
+        let pre = SensorPluginPre::new(instance_pre).map_err(world)?;
         Ok(CompiledPlugin { name: plugin, pre })
     }
 
@@ -192,7 +190,7 @@ fn new_engine(options: &RuntimeOptions, allocator: Allocator) -> Result<Engine, 
             .max_memory_size(max_memory_bytes);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
-    Engine::new(&config).map_err(|e| RuntimeError(format!("{e:#}")))
+    Engine::new(&config).map_err(|e| RuntimeError::Engine(e.into()))
 }
 
 /// A named thread that increments the engine's epoch every [`EPOCH_TICK`].

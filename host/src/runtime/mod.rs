@@ -21,6 +21,6 @@ mod wasi;
 pub use cache::{CACHE_KEY_FILE, CacheOutcome};
 pub use clock::PluginClock;
 pub use engine::{Allocator, CompiledPlugin, Runtime, RuntimeOptions};
-pub use error::{Call, LoadError, PluginError, PluginErrorKind, RuntimeError};
+pub use error::{Call, LoadError, PluginError, PluginErrorKind, RuntimeError, WasmtimeError};
 pub use instance::{FuelUsed, PluginInstance};
 pub use limits::{Clamped, LimitExceeded, Limits, MAX_WASI_RESOURCES};
