@@ -271,6 +271,57 @@ impl Hasher for DigestHasher {
     }
 }
 
+/// What the cache requires of its directory or of its key file before it
+/// trusts them: whoever else can write the directory can swap the key, and
+/// whoever else can read the key can forge entries.
+struct Required {
+    /// A directory (else a regular file).
+    directory: bool,
+    /// Mode bits that must all be clear.
+    forbidden: u32,
+    /// The requirement, for the error.
+    wanted: &'static str,
+}
+
+const DIRECTORY: Required = Required {
+    directory: true,
+    forbidden: 0o022,
+    wanted: "writable by its owner only (e.g. 0700)",
+};
+
+const KEY_FILE: Required = Required {
+    directory: false,
+    forbidden: 0o077,
+    wanted: "readable by its owner only (0600)",
+};
+
+impl Required {
+    /// Refuse `path` (with metadata `meta`) if it is the wrong kind of file
+    /// or others have access that the cache forbids.
+    fn check(&self, path: &Path, meta: &std::fs::Metadata) -> Result<(), CacheError> {
+        let (right_kind, kind) = if self.directory {
+            (meta.is_dir(), "directory")
+        } else {
+            (meta.is_file(), "regular file")
+        };
+        if !right_kind {
+            return Err(CacheError::NotA {
+                path: path.to_owned(),
+                wanted: kind,
+            });
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & self.forbidden != 0 {
+            return Err(CacheError::Permissions {
+                path: path.to_owned(),
+                mode,
+                wanted: self.wanted,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The secret that authenticates entries.
 struct CacheKey(hmac::Key);
 
@@ -284,20 +335,7 @@ impl CacheKey {
             .create(dir)
             .map_err(io(dir, "create the cache directory"))?;
         let meta = std::fs::metadata(dir).map_err(io(dir, "inspect the cache directory"))?;
-        if !meta.is_dir() {
-            return Err(CacheError::NotA {
-                path: dir.to_owned(),
-                wanted: "directory",
-            });
-        }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o022 != 0 {
-            return Err(CacheError::Permissions {
-                path: dir.to_owned(),
-                mode,
-                wanted: "writable by its owner only (e.g. 0700)",
-            });
-        }
+        DIRECTORY.check(dir, &meta)?;
         let path = dir.join(CACHE_KEY_FILE);
         match File::open(&path) {
             Ok(file) => match Self::read(&path, file)? {
@@ -315,20 +353,7 @@ impl CacheKey {
     /// The key in an open key file; `None` if it is not exactly [`KEY_LEN`] bytes.
     fn read(path: &Path, file: File) -> Result<Option<CacheKey>, CacheError> {
         let meta = file.metadata().map_err(io(path, "inspect the cache key"))?;
-        if !meta.is_file() {
-            return Err(CacheError::NotA {
-                path: path.to_owned(),
-                wanted: "regular file",
-            });
-        }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(CacheError::Permissions {
-                path: path.to_owned(),
-                mode,
-                wanted: "readable by its owner only (0600)",
-            });
-        }
+        KEY_FILE.check(path, &meta)?;
         let mut bytes = Vec::with_capacity(KEY_LEN + 1);
         (&file)
             .take(KEY_LEN as u64 + 1)
@@ -506,10 +531,37 @@ mod tests {
         instance.take_outputs()
     }
 
-    /// Look `code` up without the fallback, to see why an entry is refused.
-    fn lookup(runtime: &Runtime, code: &[u8], dir: &Path) -> Result<CompiledPlugin, Lookup> {
+    /// Why the entry of `code` is refused (looked up without the fallback).
+    fn refusal(runtime: &Runtime, code: &[u8], dir: &Path) -> CacheError {
         let key = CacheKey::load_or_create(dir).unwrap();
-        load(runtime, "p", &key, &Entry::new(runtime.engine(), code, dir))
+        match load(runtime, "p", &key, &Entry::new(runtime.engine(), code, dir)) {
+            Err(Lookup::Refused(error)) => error,
+            Err(Lookup::Absent) => panic!("no entry"),
+            Ok(_) => panic!("the entry was accepted"),
+        }
+    }
+
+    /// Compile `code` through the cache in `dir` and run it: what the cache
+    /// did and what the plugin emitted.
+    fn compile_and_run(runtime: &Runtime, code: &[u8], dir: &Path) -> (CacheOutcome, Vec<Output>) {
+        let (compiled, outcome) = runtime.compile_cached("glucose-monitor", code, dir).unwrap();
+        assert_eq!(compiled.name(), "glucose-monitor");
+        (outcome, run(runtime, &compiled))
+    }
+
+    /// A cache directory that holds the entry of glucose-monitor, with its
+    /// code and the runtime that wrote it.
+    fn cached_glucose() -> (tempfile::TempDir, Vec<u8>, Runtime) {
+        let dir = tempfile::tempdir().unwrap();
+        let code = glucose();
+        let runtime = runtime();
+        assert_eq!(outcome(&runtime, &code, dir.path()), CacheOutcome::Miss);
+        (dir, code, runtime)
+    }
+
+    /// Compile `code` through the cache in `dir`: what the cache did.
+    fn outcome(runtime: &Runtime, code: &[u8], dir: &Path) -> CacheOutcome {
+        runtime.compile_cached("p", code, dir).unwrap().1
     }
 
     #[test]
@@ -517,23 +569,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let code = glucose();
         let runtime = runtime();
-        let (compiled, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
+        let (outcome, expected) = compile_and_run(&runtime, &code, dir.path());
         assert_eq!(outcome, CacheOutcome::Miss);
-        let expected = run(&runtime, &compiled);
         assert!(expected.iter().any(|o| matches!(o, Output::Alert(_))), "{expected:?}");
         assert!(expected.iter().any(|o| matches!(o, Output::Summary(_))), "{expected:?}");
         only_entry(dir.path());
 
-        let (cached, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Hit);
-        assert_eq!(cached.name(), "glucose-monitor");
-        assert_eq!(run(&runtime, &cached), expected);
-
+        let hit = (CacheOutcome::Hit, expected);
+        assert_eq!(compile_and_run(&runtime, &code, dir.path()), hit);
         // Another process: a new engine with the same configuration.
         let other = Runtime::new(RuntimeOptions::default()).unwrap();
-        let (cached, outcome) = other.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Hit);
-        assert_eq!(run(&other, &cached), expected);
+        assert_eq!(compile_and_run(&other, &code, dir.path()), hit);
     }
 
     #[test]
@@ -550,61 +596,43 @@ mod tests {
 
     #[test]
     fn a_tampered_artifact_is_refused_and_recompiled() {
-        let dir = tempfile::tempdir().unwrap();
-        let code = glucose();
-        let runtime = runtime();
-        let (compiled, _) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        let expected = run(&runtime, &compiled);
+        let (dir, code, runtime) = cached_glucose();
+        let (_, expected) = compile_and_run(&runtime, &code, dir.path());
         let path = only_entry(dir.path());
         let mut bytes = std::fs::read(&path).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
 
-        let refused = lookup(&runtime, &code, dir.path()).err().unwrap();
-        assert!(
-            matches!(refused, Lookup::Refused(CacheError::BadTag { .. })),
-            "{refused:?}"
-        );
-        let (recompiled, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Miss);
-        assert_eq!(run(&runtime, &recompiled), expected);
+        let error = refusal(&runtime, &code, dir.path());
+        assert!(matches!(error, CacheError::BadTag { .. }), "{error}");
+        let recompiled = compile_and_run(&runtime, &code, dir.path());
+        assert_eq!(recompiled, (CacheOutcome::Miss, expected.clone()));
         // Overwritten with a good entry.
-        let (cached, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Hit);
-        assert_eq!(run(&runtime, &cached), expected);
+        assert_eq!(
+            compile_and_run(&runtime, &code, dir.path()),
+            (CacheOutcome::Hit, expected)
+        );
     }
 
     #[test]
     fn a_truncated_artifact_is_refused_and_recompiled() {
-        let dir = tempfile::tempdir().unwrap();
-        let code = glucose();
-        let runtime = runtime();
-        runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
+        let (dir, code, runtime) = cached_glucose();
         let path = only_entry(dir.path());
         let full = std::fs::read(&path).unwrap();
 
         std::fs::write(&path, &full[..full.len() / 2]).unwrap();
-        let refused = lookup(&runtime, &code, dir.path()).err().unwrap();
-        assert!(
-            matches!(refused, Lookup::Refused(CacheError::BadTag { .. })),
-            "{refused:?}"
-        );
-        let (_, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Miss);
+        let error = refusal(&runtime, &code, dir.path());
+        assert!(matches!(error, CacheError::BadTag { .. }), "{error}");
+        assert_eq!(outcome(&runtime, &code, dir.path()), CacheOutcome::Miss);
 
         std::fs::write(&path, &full[..TAG_LEN - 1]).unwrap();
-        let refused = lookup(&runtime, &code, dir.path()).err().unwrap();
-        assert!(
-            matches!(refused, Lookup::Refused(CacheError::Truncated { .. })),
-            "{refused:?}"
-        );
-        let (_, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Miss);
+        let error = refusal(&runtime, &code, dir.path());
+        assert!(matches!(error, CacheError::Truncated { .. }), "{error}");
+        assert_eq!(outcome(&runtime, &code, dir.path()), CacheOutcome::Miss);
 
         assert_eq!(std::fs::read(&path).unwrap().len(), full.len());
-        let (_, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Hit);
+        assert_eq!(outcome(&runtime, &code, dir.path()), CacheOutcome::Hit);
     }
 
     #[test]
@@ -637,15 +665,9 @@ mod tests {
         let glucose_entry = Entry::new(runtime.engine(), &glucose_code, dir.path()).path;
         std::fs::copy(&threshold_entry, &glucose_entry).unwrap();
 
-        let refused = lookup(&runtime, &glucose_code, dir.path()).err().unwrap();
-        assert!(
-            matches!(refused, Lookup::Refused(CacheError::OtherEntry { .. })),
-            "{refused:?}"
-        );
-        let (_, outcome) = runtime
-            .compile_cached("glucose-monitor", &glucose_code, dir.path())
-            .unwrap();
-        assert_eq!(outcome, CacheOutcome::Miss);
+        let error = refusal(&runtime, &glucose_code, dir.path());
+        assert!(matches!(error, CacheError::OtherEntry { .. }), "{error}");
+        assert_eq!(outcome(&runtime, &glucose_code, dir.path()), CacheOutcome::Miss);
     }
 
     #[test]
@@ -658,13 +680,9 @@ mod tests {
         CacheKey::load_or_create(two.path()).unwrap();
         std::fs::copy(&entry, two.path().join(entry.file_name().unwrap())).unwrap();
 
-        let refused = lookup(&runtime, &code, two.path()).err().unwrap();
-        assert!(
-            matches!(refused, Lookup::Refused(CacheError::BadTag { .. })),
-            "{refused:?}"
-        );
-        let (_, outcome) = runtime.compile_cached("glucose-monitor", &code, two.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Miss);
+        let error = refusal(&runtime, &code, two.path());
+        assert!(matches!(error, CacheError::BadTag { .. }), "{error}");
+        assert_eq!(outcome(&runtime, &code, two.path()), CacheOutcome::Miss);
     }
 
     #[test]
@@ -677,25 +695,21 @@ mod tests {
             ..RuntimeOptions::default()
         })
         .unwrap();
-        let (_, outcome) = fuel.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Miss);
+        assert_eq!(outcome(&fuel, &code, dir.path()), CacheOutcome::Miss);
         assert_eq!(entries(dir.path()).len(), 2);
     }
 
     #[test]
     fn a_key_file_open_to_others_disables_the_cache() {
-        let dir = tempfile::tempdir().unwrap();
-        let code = glucose();
-        let runtime = runtime();
-        runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
+        let (dir, code, runtime) = cached_glucose();
         let key = dir.path().join(CACHE_KEY_FILE);
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
         let error = CacheKey::load_or_create(dir.path()).err().unwrap();
         assert!(matches!(error, CacheError::Permissions { .. }), "{error}");
         // Still starts, compiled; the key is left alone for the operator.
-        let (compiled, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
+        let (outcome, outputs) = compile_and_run(&runtime, &code, dir.path());
         assert_eq!(outcome, CacheOutcome::Miss);
-        assert!(!run(&runtime, &compiled).is_empty());
+        assert!(!outputs.is_empty());
         assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o644);
     }
 
@@ -705,27 +719,19 @@ mod tests {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let error = CacheKey::load_or_create(dir.path()).err().unwrap();
         assert!(matches!(error, CacheError::Permissions { .. }), "{error}");
-        let (_, outcome) = runtime()
-            .compile_cached("glucose-monitor", &glucose(), dir.path())
-            .unwrap();
-        assert_eq!(outcome, CacheOutcome::Miss);
+        assert_eq!(outcome(&runtime(), &glucose(), dir.path()), CacheOutcome::Miss);
         assert!(entries(dir.path()).is_empty());
     }
 
     #[test]
     fn a_key_of_the_wrong_length_is_replaced() {
-        let dir = tempfile::tempdir().unwrap();
-        let code = glucose();
-        let runtime = runtime();
-        runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
+        let (dir, code, runtime) = cached_glucose();
         let key = dir.path().join(CACHE_KEY_FILE);
         std::fs::write(&key, b"short").unwrap();
         // New key: the old entry no longer authenticates, and is rewritten.
-        let (_, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Miss);
+        assert_eq!(outcome(&runtime, &code, dir.path()), CacheOutcome::Miss);
         assert_eq!(std::fs::read(&key).unwrap().len(), KEY_LEN);
-        let (_, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Hit);
+        assert_eq!(outcome(&runtime, &code, dir.path()), CacheOutcome::Hit);
     }
 
     #[test]
