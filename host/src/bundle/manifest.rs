@@ -162,6 +162,21 @@ pub enum ManifestError {
 }
 
 impl Manifest {
+    /// The fields of the manifest JSON, in the order `edgewise sign` writes
+    /// them (the order of [`Manifest`]'s fields and of `docs/bundle-format.md`).
+    pub const FIELDS: [&'static str; 10] = [
+        "format",
+        "name",
+        "version",
+        "world",
+        "subscriptions",
+        "config",
+        "limits",
+        "created",
+        "expires",
+        "code_sha256",
+    ];
+
     /// Parse and validate manifest JSON: one JSON object (serde's derive
     /// would also take the fields as an array, in declaration order), no key
     /// twice at any level.
@@ -504,20 +519,15 @@ call_deadline_ms = 1000
             .unwrap()
             .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH)
             .unwrap();
+        let json = String::from_utf8(manifest.to_json()).unwrap();
+        // Manifest::FIELDS is the order sign writes.
+        let positions: Vec<usize> = Manifest::FIELDS
+            .iter()
+            .map(|f| json.find(&format!("\"{f}\":")).unwrap())
+            .collect();
+        assert!(positions.is_sorted(), "{json}");
         let value = serde_json::to_value(&manifest).unwrap();
-        let fields = [
-            "format",
-            "name",
-            "version",
-            "world",
-            "subscriptions",
-            "config",
-            "limits",
-            "created",
-            "expires",
-            "code_sha256",
-        ];
-        let array = serde_json::Value::Array(fields.iter().map(|f| value[f].clone()).collect());
+        let array = serde_json::Value::Array(Manifest::FIELDS.iter().map(|f| value[f].clone()).collect());
         let error = Manifest::from_json(array.to_string().as_bytes()).unwrap_err();
         assert!(error.to_string().contains("expected an object"), "{error}");
         let mut limits_as_array = value.clone();

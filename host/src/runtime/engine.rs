@@ -228,26 +228,24 @@ mod tests {
 
     #[test]
     fn a_pool_that_fits_is_used_and_one_that_cannot_be_reserved_falls_back() {
+        let allocator_in_use = |allocator| {
+            Runtime::new(RuntimeOptions {
+                allocator,
+                ..RuntimeOptions::default()
+            })
+            .unwrap()
+            .allocator()
+        };
         let small = Allocator::Pooling {
             instances: 4,
             max_memory_bytes: 16 << 20,
         };
-        let runtime = Runtime::new(RuntimeOptions {
-            allocator: small,
-            ..RuntimeOptions::default()
-        })
-        .unwrap();
-        assert_eq!(runtime.allocator(), small);
+        assert_eq!(allocator_in_use(small), small);
         // A million slots of 4 GiB: far beyond a 47-bit address space.
         let impossible = Allocator::Pooling {
             instances: 1_000_000,
             max_memory_bytes: 4 << 30,
         };
-        let runtime = Runtime::new(RuntimeOptions {
-            allocator: impossible,
-            ..RuntimeOptions::default()
-        })
-        .unwrap();
-        assert_eq!(runtime.allocator(), Allocator::OnDemand);
+        assert_eq!(allocator_in_use(impossible), Allocator::OnDemand);
     }
 }
