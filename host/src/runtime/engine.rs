@@ -29,9 +29,11 @@ pub struct Runtime {
 /// Options for [`Runtime::new`].
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeOptions {
-    /// Give plugins fixed WASI clocks and random numbers, so that replays are
-    /// byte-identical even for a plugin that (wrongly) uses them or iterates a
-    /// randomly-seeded `HashMap`.
+    /// Give plugins fixed WASI random numbers and (through
+    /// [`PluginInstance::new`](super::PluginInstance::new)) a virtual WASI
+    /// clock that only the calls move, so that replays are byte-identical even
+    /// for a plugin that (wrongly) reads them or iterates a randomly-seeded
+    /// `HashMap`. Replay sets its clock itself with `PluginInstance::with_clock`.
     pub deterministic: bool,
     /// Count fuel (executed WebAssembly operators): deterministic CPU
     /// accounting for `replay --fuel`. Costs some speed, so off by default.
