@@ -1,4 +1,10 @@
-//! The plugin's private key-value state, kept by the host.
+//! The plugin's private key-value state, kept by the host for the life of
+//! one instance.
+//!
+//! Not durable: the host keeps it in memory only, so it is lost when the
+//! instance is replaced (after a trap, a deadline or a broken limit), when the
+//! host restarts, and on an upgrade. Keep nothing here that an alert depends
+//! on across those.
 //!
 //! In a component these call the host's `state-get` / `state-set`; natively
 //! (in unit tests) they use a per-thread map.

@@ -7,7 +7,8 @@ pub struct Reading {
     pub sensor: String,
     /// When the sensor took the measurement, in milliseconds since the Unix epoch (UTC).
     pub timestamp_ms: i64,
-    /// The measured value in `unit`; may be NaN or infinite (a sensor error).
+    /// The measured value in `unit`; always finite from the host (it refuses
+    /// a NaN or infinite value before a plugin sees it).
     pub value: f64,
     /// Unit of `value`, empty when the source did not say.
     pub unit: String,

@@ -223,19 +223,7 @@ fn a_signed_manifest_that_is_an_array_or_has_a_key_twice_is_refused() {
     let run = signer.verify(&good, &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 
-    let fields = [
-        "format",
-        "name",
-        "version",
-        "world",
-        "subscriptions",
-        "config",
-        "limits",
-        "created",
-        "expires",
-        "code_sha256",
-    ];
-    let as_array = serde_json::Value::Array(fields.iter().map(|f| value[f].clone()).collect()).to_string();
+    let as_array = serde_json::Value::Array(Manifest::FIELDS.iter().map(|f| value[f].clone()).collect()).to_string();
     let mut limits_as_array = value.clone();
     limits_as_array["limits"] = serde_json::json!([32, 200]);
     let config_twice = json.replace(r#""low":"70""#, r#""low":"70","low":"40""#);

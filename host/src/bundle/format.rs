@@ -300,20 +300,12 @@ pub fn split(bytes: &[u8]) -> Result<BundleParts<'_>, FormatError> {
         }
         previous = last.replace(section);
     }
-    match signatures {
-        0 => return Err(FormatError::Unsigned),
-        1 => {}
-        n => return Err(FormatError::MultipleSignatures(n)),
-    }
+    exactly_one(signatures, FormatError::Unsigned, FormatError::MultipleSignatures)?;
     let signature = match last {
         Some(section) if section.name == Some(SIGNATURE_SECTION) => section,
         _ => return Err(FormatError::SignatureNotLast),
     };
-    match manifests {
-        0 => return Err(FormatError::MissingManifest),
-        1 => {}
-        n => return Err(FormatError::MultipleManifests(n)),
-    }
+    exactly_one(manifests, FormatError::MissingManifest, FormatError::MultipleManifests)?;
     let manifest = match previous {
         Some(section) if section.name == Some(MANIFEST_SECTION) => section,
         _ => return Err(FormatError::ManifestMisplaced),
@@ -331,6 +323,15 @@ pub fn split(bytes: &[u8]) -> Result<BundleParts<'_>, FormatError> {
         signed: &bytes[..signature.range.start],
         signature: parse_signature(signature.payload)?,
     })
+}
+
+/// `Ok` if a section came exactly once; else `none`, or `many` of the count.
+fn exactly_one(count: usize, none: FormatError, many: fn(usize) -> FormatError) -> Result<(), FormatError> {
+    match count {
+        0 => Err(none),
+        1 => Ok(()),
+        n => Err(many(n)),
+    }
 }
 
 fn parse_signature(payload: &[u8]) -> Result<SignatureBlock, FormatError> {

@@ -7,7 +7,7 @@ use super::keys::KeyId;
 use super::manifest::{Manifest, ManifestError};
 
 /// The facts `edgewise inspect` shows.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BundleInfo {
     /// File size in bytes.
     pub size: usize,

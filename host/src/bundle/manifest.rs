@@ -142,11 +142,15 @@ impl ManifestLimits {
 }
 
 /// Why a manifest is not acceptable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// Not valid JSON, or a field missing, unknown or of the wrong type.
     #[error("invalid manifest: {0}")]
-    Invalid(String),
+    Invalid(#[source] serde_json::Error),
+    /// The manifest source (`edgewise.toml`): not valid TOML, or a field
+    /// missing, unknown or of the wrong type.
+    #[error("invalid manifest: {0}")]
+    InvalidSource(#[source] toml::de::Error),
     /// A field has a value the host does not accept.
     #[error("invalid manifest field `{field}`: {reason}")]
     Field {
@@ -158,11 +162,26 @@ pub enum ManifestError {
 }
 
 impl Manifest {
+    /// The fields of the manifest JSON, in the order `edgewise sign` writes
+    /// them (the order of [`Manifest`]'s fields and of `docs/bundle-format.md`).
+    pub const FIELDS: [&'static str; 10] = [
+        "format",
+        "name",
+        "version",
+        "world",
+        "subscriptions",
+        "config",
+        "limits",
+        "created",
+        "expires",
+        "code_sha256",
+    ];
+
     /// Parse and validate manifest JSON: one JSON object (serde's derive
     /// would also take the fields as an array, in declaration order), no key
     /// twice at any level.
     pub fn from_json(json: &[u8]) -> Result<Manifest, ManifestError> {
-        let invalid = |e: serde_json::Error| ManifestError::Invalid(e.to_string());
+        let invalid = ManifestError::Invalid;
         let mut deserializer = serde_json::Deserializer::from_slice(json);
         let manifest: Manifest = strict_de::object(&mut deserializer).map_err(invalid)?;
         deserializer.end().map_err(invalid)?;
@@ -330,7 +349,7 @@ pub struct ManifestSource {
 impl ManifestSource {
     /// Parse `edgewise.toml` text.
     pub fn from_toml(text: &str) -> Result<ManifestSource, ManifestError> {
-        toml::from_str(text).map_err(|e| ManifestError::Invalid(e.to_string()))
+        toml::from_str(text).map_err(ManifestError::InvalidSource)
     }
 
     /// The manifest for a component with digest `code_sha256`, created at `created`.
@@ -484,7 +503,7 @@ call_deadline_ms = 1000
     fn missing_and_unknown_fields_are_invalid() {
         let error = Manifest::from_json(br#"{"format":1,"name":"x"}"#).unwrap_err();
         assert!(
-            matches!(error, ManifestError::Invalid(ref m) if m.contains("missing field")),
+            matches!(error, ManifestError::Invalid(_)) && error.to_string().contains("missing field"),
             "{error}"
         );
         let error = ManifestSource::from_toml("name = \"x\"\nversion = \"1.0.0\"\nsubscriptions = []\nextra = 1\n")
@@ -500,20 +519,15 @@ call_deadline_ms = 1000
             .unwrap()
             .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH)
             .unwrap();
+        let json = String::from_utf8(manifest.to_json()).unwrap();
+        // Manifest::FIELDS is the order sign writes.
+        let positions: Vec<usize> = Manifest::FIELDS
+            .iter()
+            .map(|f| json.find(&format!("\"{f}\":")).unwrap())
+            .collect();
+        assert!(positions.is_sorted(), "{json}");
         let value = serde_json::to_value(&manifest).unwrap();
-        let fields = [
-            "format",
-            "name",
-            "version",
-            "world",
-            "subscriptions",
-            "config",
-            "limits",
-            "created",
-            "expires",
-            "code_sha256",
-        ];
-        let array = serde_json::Value::Array(fields.iter().map(|f| value[f].clone()).collect());
+        let array = serde_json::Value::Array(Manifest::FIELDS.iter().map(|f| value[f].clone()).collect());
         let error = Manifest::from_json(array.to_string().as_bytes()).unwrap_err();
         assert!(error.to_string().contains("expected an object"), "{error}");
         let mut limits_as_array = value.clone();

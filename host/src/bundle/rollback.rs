@@ -3,10 +3,11 @@
 //! version, or the same version with other code, is refused.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::files::{self, Access, Existing};
 
 /// File name of the record inside the data directory.
 pub const ROLLBACK_FILE: &str = "installed-versions.json";
@@ -55,12 +56,46 @@ pub enum RollbackError {
         offered_digest: String,
     },
     /// The record could not be read or written.
-    #[error("anti-rollback record {path}: {reason}")]
-    Storage {
+    #[error("anti-rollback record {path}: {source}")]
+    Io {
         /// The file.
         path: PathBuf,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The record is not one JSON object of `{"version", "code_sha256"}`
+    /// objects with no plugin named twice.
+    #[error("anti-rollback record {path}: corrupt: {source}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What the JSON parser found.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A version in the record is not SemVer (it could not be compared, so
+    /// it would let any version of that plugin in).
+    #[error("anti-rollback record {path}: corrupt: version `{version}` of `{name}` is not SemVer: {source}")]
+    CorruptVersion {
+        /// The file.
+        path: PathBuf,
+        /// Plugin name.
+        name: String,
+        /// The version as recorded.
+        version: String,
+        /// Why it is not SemVer.
+        #[source]
+        source: semver::Error,
+    },
+    /// The record could not be encoded (not expected: it is strings only).
+    #[error("anti-rollback record {path}: cannot encode: {source}")]
+    Encode {
+        /// The file.
+        path: PathBuf,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
     },
 }
 
@@ -74,26 +109,19 @@ impl RollbackStore {
     /// version of that plugin in).
     pub fn open(data_dir: &Path) -> Result<RollbackStore, RollbackError> {
         let path = data_dir.join(ROLLBACK_FILE);
-        let corrupt = |reason: String| RollbackError::Storage {
-            path: path.clone(),
-            reason: format!("corrupt: {reason}"),
-        };
         let accepted = match std::fs::read(&path) {
             Ok(bytes) => {
-                let accepted = parse_record(&bytes).map_err(|e| corrupt(e.to_string()))?;
+                let accepted = parse_record(&bytes).map_err(|source| RollbackError::Corrupt {
+                    path: path.clone(),
+                    source,
+                })?;
                 for (name, entry) in &accepted {
-                    semver::Version::parse(&entry.version)
-                        .map_err(|e| corrupt(format!("version `{}` of `{name}` is not SemVer: {e}", entry.version)))?;
+                    parse_version(&path, name, &entry.version)?;
                 }
                 accepted
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => {
-                return Err(RollbackError::Storage {
-                    path,
-                    reason: e.to_string(),
-                });
-            }
+            Err(source) => return Err(RollbackError::Io { path, source }),
         };
         Ok(RollbackStore { path, accepted })
     }
@@ -108,10 +136,7 @@ impl RollbackStore {
         let Some(accepted) = self.accepted.get(name) else {
             return Ok(());
         };
-        let accepted_version = semver::Version::parse(&accepted.version).map_err(|e| RollbackError::Storage {
-            path: self.path.clone(),
-            reason: format!("corrupt version for `{name}`: {e}"),
-        })?;
+        let accepted_version = parse_version(&self.path, name, &accepted.version)?;
         // Precedence, as SemVer defines it: build metadata does not count, so
         // `1.0.0+a` and `1.0.0+b` are the same version and must be the same code.
         let order = version.cmp_precedence(&accepted_version);
@@ -155,24 +180,32 @@ impl RollbackStore {
         self.persist()
     }
 
+    /// Write the record atomically and durably (mode 0600, like every file
+    /// of the data directory).
     fn persist(&self) -> Result<(), RollbackError> {
-        let storage = |reason: String| RollbackError::Storage {
+        let io = |source| RollbackError::Io {
             path: self.path.clone(),
-            reason,
+            source,
         };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| storage(e.to_string()))?;
-        let json = serde_json::to_vec_pretty(&self.accepted).map_err(|e| storage(e.to_string()))?;
-        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| storage(e.to_string()))?;
-        file.write_all(&json).map_err(|e| storage(e.to_string()))?;
-        file.as_file().sync_all().map_err(|e| storage(e.to_string()))?;
-        file.persist(&self.path).map_err(|e| storage(e.to_string()))?;
-        // Make the rename itself durable.
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| storage(e.to_string()))?;
-        Ok(())
+        let json = serde_json::to_vec_pretty(&self.accepted).map_err(|source| RollbackError::Encode {
+            path: self.path.clone(),
+            source,
+        })?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        files::write_atomic(&self.path, &json, Access::Private, Existing::Replace).map_err(io)
     }
+}
+
+/// A recorded version, which must be SemVer.
+fn parse_version(path: &Path, name: &str, version: &str) -> Result<semver::Version, RollbackError> {
+    semver::Version::parse(version).map_err(|source| RollbackError::CorruptVersion {
+        path: path.to_owned(),
+        name: name.to_owned(),
+        version: version.to_owned(),
+        source,
+    })
 }
 
 /// The record's JSON: an object of objects, no key twice at either level.
@@ -228,7 +261,7 @@ mod tests {
         std::fs::write(dir.path().join(ROLLBACK_FILE), "{not json").unwrap();
         assert!(matches!(
             RollbackStore::open(dir.path()),
-            Err(RollbackError::Storage { .. })
+            Err(RollbackError::Corrupt { .. })
         ));
     }
 
@@ -251,7 +284,9 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join(ROLLBACK_FILE), &text).unwrap();
             match RollbackStore::open(dir.path()) {
-                Err(RollbackError::Storage { reason, .. }) => assert!(reason.starts_with("corrupt: "), "{reason}"),
+                Err(error @ (RollbackError::Corrupt { .. } | RollbackError::CorruptVersion { .. })) => {
+                    assert!(error.to_string().contains(": corrupt: "), "{error}");
+                }
                 other => panic!("{text}: expected a corrupt record, got {other:?}"),
             }
         }

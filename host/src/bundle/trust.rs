@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use super::keys::{KeyId, PublicKey};
+use super::keys::{KeyError, KeyId, PublicKey};
 
 /// Name of the revocation list inside the trust directory.
 pub const REVOKED_FILE: &str = "revoked";
@@ -32,12 +32,13 @@ pub enum TrustError {
         source: std::io::Error,
     },
     /// A `.pub` file is not a public key.
-    #[error("{path}: {reason}")]
+    #[error("{path}: {source}")]
     BadKey {
         /// The file.
         path: PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        source: KeyError,
     },
     /// A line of `revoked` is neither a key id nor a digest.
     #[error("{path}:{line}: `{text}` is neither a key id (16 hex digits) nor `sha256:<64 hex digits>`")]
@@ -67,9 +68,9 @@ impl TrustStore {
         entries.sort();
         for path in entries.iter().filter(|p| p.extension().is_some_and(|e| e == "pub")) {
             let text = std::fs::read_to_string(path).map_err(io(path))?;
-            let key = PublicKey::from_file_text(&text).map_err(|e| TrustError::BadKey {
+            let key = PublicKey::from_file_text(&text).map_err(|source| TrustError::BadKey {
                 path: path.clone(),
-                reason: e.to_string(),
+                source,
             })?;
             store.add_key(key);
         }

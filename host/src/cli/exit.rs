@@ -1,5 +1,14 @@
-//! Exit codes and how failures are reported.
+//! Exit codes, how failures are reported, and how results reach standard
+//! output.
+//!
+//! A closed standard output (the reader, e.g. `head`, has what it wanted) ends
+//! a command quietly with exit 0, as ripgrep does: Rust ignores `SIGPIPE`, so
+//! a C tool's silent death by that signal becomes a `BrokenPipe` write error
+//! here, which travels up like any error and is recognised in [`Failure::report`].
+//! Commands write their results through [`to_stdout`], never `println!`
+//! (which panics when the pipe is closed).
 
+use std::io::Write;
 use std::process::ExitCode;
 
 /// Exit code: a failure at run time (a plugin failed, the output differs from
@@ -32,8 +41,17 @@ impl Failure {
         }
     }
 
-    /// Print `error: ...` with its causes on one line each, return the exit code.
+    /// Print `error: ...` with its causes on one line each, return the exit
+    /// code; a broken pipe anywhere in the chain is a quiet success.
     pub fn report(self) -> ExitCode {
+        let broken_pipe = self.error.chain().any(|cause| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken_pipe {
+            return ExitCode::SUCCESS;
+        }
         let message = self.error.to_string();
         eprintln!("error: {message}");
         // Library errors often repeat their cause in their own message: print
@@ -45,5 +63,53 @@ impl Failure {
             }
         }
         ExitCode::from(self.code)
+    }
+}
+
+/// An error with what it is about in front, on one line (`{about}: {error}`),
+/// keeping `error` as the typed source of the chain (never flattened into a
+/// string): `about(path, error)`.
+#[derive(Debug, thiserror::Error)]
+#[error("{about}: {source}")]
+pub struct About {
+    about: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+/// `{about}: {error}`, with `error` kept as the source.
+pub fn about(about: impl std::fmt::Display, error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> About {
+    About {
+        about: about.to_string(),
+        source: error.into(),
+    }
+}
+
+/// Write a command's results to standard output with `write`, then flush. A
+/// failed write is a run-time failure that [`Failure::report`] ends quietly if
+/// the pipe was closed.
+pub fn to_stdout(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    write(&mut out)
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::runtime(anyhow::Error::new(e).context("cannot write to standard output")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_pipe_anywhere_in_the_chain_is_a_quiet_success() {
+        let closed = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let failure = Failure::runtime(anyhow::Error::new(closed).context("cannot write to standard output"));
+        assert_eq!(failure.report(), ExitCode::SUCCESS);
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        assert_eq!(
+            about("file.wasm", std::io::Error::other("truncated")).to_string(),
+            "file.wasm: truncated"
+        );
+        let failure = Failure::runtime(anyhow::Error::new(full).context("cannot write to standard output"));
+        assert_eq!(failure.report(), ExitCode::from(FAILURE));
     }
 }

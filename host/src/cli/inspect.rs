@@ -1,14 +1,15 @@
 //! `edgewise inspect`: what a bundle or component holds. Needs no trust and
 //! compiles nothing.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use clap::Args;
 
-use edgewise_host::bundle;
+use edgewise_host::bundle::{self, BundleInfo};
 
-use super::Failure;
+use super::{Failure, about, to_stdout};
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -21,31 +22,39 @@ pub fn run(args: InspectArgs) -> Result<(), Failure> {
     let bytes = std::fs::read(&args.bundle)
         .with_context(|| format!("cannot read {}", args.bundle.display()))
         .map_err(Failure::usage)?;
-    let info = bundle::inspect(&bytes).map_err(|e| Failure::usage(anyhow!("{}: {e}", args.bundle.display())))?;
-    println!("file:         {}", args.bundle.display());
-    println!("size:         {} bytes", info.size);
-    println!("file sha256:  {}", info.file_sha256);
-    println!("code sha256:  {}", info.code_sha256);
+    let info = bundle::inspect(&bytes).map_err(|e| Failure::usage(about(args.bundle.display(), e)))?;
+    to_stdout(|out| print_info(out, &args.bundle, &info))
+}
+
+/// What [`bundle::inspect`] found, for people.
+fn print_info(out: &mut dyn Write, path: &Path, info: &BundleInfo) -> std::io::Result<()> {
+    writeln!(out, "file:         {}", path.display())?;
+    writeln!(out, "size:         {} bytes", info.size)?;
+    writeln!(out, "file sha256:  {}", info.file_sha256)?;
+    writeln!(out, "code sha256:  {}", info.code_sha256)?;
     match (&info.key_id, &info.layout_problem) {
-        (Some(key_id), _) => println!("signed:       by key {key_id} (not verified here: use `edgewise verify`)"),
-        (None, Some(problem)) => println!("signed:       no ({problem})"),
-        (None, None) => println!("signed:       no"),
+        (Some(key_id), _) => writeln!(
+            out,
+            "signed:       by key {key_id} (not verified here: use `edgewise verify`)"
+        )?,
+        (None, Some(problem)) => writeln!(out, "signed:       no ({problem})")?,
+        (None, None) => writeln!(out, "signed:       no")?,
     }
     match &info.manifest {
         Some(Ok(manifest)) => {
-            println!("manifest:");
-            println!("  name:          {}", manifest.name);
-            println!("  version:       {}", manifest.version);
-            println!("  world:         {}", manifest.world);
-            println!("  subscriptions: {}", manifest.subscriptions.join(", "));
+            writeln!(out, "manifest:")?;
+            writeln!(out, "  name:          {}", manifest.name)?;
+            writeln!(out, "  version:       {}", manifest.version)?;
+            writeln!(out, "  world:         {}", manifest.world)?;
+            writeln!(out, "  subscriptions: {}", manifest.subscriptions.join(", "))?;
             for (key, value) in &manifest.config {
-                println!("  config:        {key} = {value}");
+                writeln!(out, "  config:        {key} = {value}")?;
             }
             if let Some(memory) = manifest.limits.memory_mb {
-                println!("  limits:        memory {memory} MiB");
+                writeln!(out, "  limits:        memory {memory} MiB")?;
             }
             if let Some(deadline) = manifest.limits.call_deadline_ms {
-                println!("  limits:        call deadline {deadline} ms");
+                writeln!(out, "  limits:        call deadline {deadline} ms")?;
             }
             let counts = [
                 (manifest.limits.outputs_per_call, "outputs per call"),
@@ -56,19 +65,27 @@ pub fn run(args: InspectArgs) -> Result<(), Failure> {
             ];
             for (value, what) in counts {
                 if let Some(value) = value {
-                    println!("  limits:        {value} {what}");
+                    writeln!(out, "  limits:        {value} {what}")?;
                 }
             }
-            println!("  created:       {}", manifest.created);
-            println!("  expires:       {}", manifest.expires.as_deref().unwrap_or("never"));
-            println!("  code_sha256:   {}", manifest.code_sha256);
+            writeln!(out, "  created:       {}", manifest.created)?;
+            writeln!(
+                out,
+                "  expires:       {}",
+                manifest.expires.as_deref().unwrap_or("never")
+            )?;
+            writeln!(out, "  code_sha256:   {}", manifest.code_sha256)?;
         }
-        Some(Err(error)) => println!("manifest:     unreadable: {error}"),
+        Some(Err(error)) => writeln!(out, "manifest:     unreadable: {error}")?,
         None => {}
     }
-    println!("imports:");
-    info.imports.iter().for_each(|name| println!("  {name}"));
-    println!("exports:");
-    info.exports.iter().for_each(|name| println!("  {name}"));
+    writeln!(out, "imports:")?;
+    for name in &info.imports {
+        writeln!(out, "  {name}")?;
+    }
+    writeln!(out, "exports:")?;
+    for name in &info.exports {
+        writeln!(out, "  {name}")?;
+    }
     Ok(())
 }

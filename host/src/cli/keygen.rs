@@ -1,16 +1,14 @@
 //! `edgewise keygen`: make an Ed25519 signing key pair.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
 
 use edgewise_host::bundle::SigningKey;
+use edgewise_host::files::{self, Access, Existing};
 
-use super::Failure;
+use super::{Failure, to_stdout};
 
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
@@ -31,38 +29,32 @@ pub fn run(args: KeygenArgs) -> Result<(), Failure> {
         }
     }
     let (pkcs8, key) = SigningKey::generate().map_err(Failure::runtime)?;
-    // create_new: never replace a key, even if one appeared since the check above.
-    let mut private = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&private_path)
-        .with_context(|| format!("cannot create {}", private_path.display()))
-        .map_err(Failure::usage)?;
-    private
-        .write_all(&pkcs8)
-        .and_then(|()| private.sync_all())
+    // Existing::Keep: never replace a key, even if one appeared since the check above.
+    files::write_atomic(&private_path, &pkcs8, Access::Private, Existing::Keep)
         .with_context(|| format!("cannot write {}", private_path.display()))
-        .map_err(Failure::runtime)?;
+        .map_err(Failure::usage)?;
     let public = key.public_key();
-    let written = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&public_path)
-        .and_then(|mut file| file.write_all(public.to_file_text().as_bytes()))
-        .with_context(|| format!("cannot write {}", public_path.display()));
+    let written = files::write_atomic(
+        &public_path,
+        public.to_file_text().as_bytes(),
+        Access::Shared,
+        Existing::Keep,
+    )
+    .with_context(|| format!("cannot write {}", public_path.display()));
     if let Err(error) = written {
         // No private key without its public half: the pair is made whole or not at all.
         let _ = std::fs::remove_file(&private_path);
         return Err(Failure::usage(error));
     }
-    println!(
-        "wrote {} (private, mode 0600) and {}; key id {}",
-        private_path.display(),
-        public_path.display(),
-        public.id()
-    );
-    Ok(())
+    to_stdout(|out| {
+        writeln!(
+            out,
+            "wrote {} (private, mode 0600) and {}; key id {}",
+            private_path.display(),
+            public_path.display(),
+            public.id()
+        )
+    })
 }
 
 /// `PREFIX` + `.suffix` (appended, so `keys/release-2026` becomes `keys/release-2026.key`).

@@ -3,7 +3,9 @@
 //!
 //! Exit codes (`exit.rs`): 0 success, 1 failure at run time (a plugin failed,
 //! output differs from the golden file), 2 bad usage or bad input (clap's own
-//! code for usage errors).
+//! code for usage errors). Results go to standard output through
+//! `to_stdout`: a reader that stops early (`| head`) ends the command quietly
+//! with 0.
 
 mod exit;
 mod inspect;
@@ -18,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use exit::Failure;
+pub use exit::{Failure, about, to_stdout};
 
 /// Edgewise: run signed WebAssembly sensor plugins on edge devices.
 #[derive(Debug, Parser)]

@@ -345,7 +345,8 @@ fn update_golden(path: &Path, lines: &[String]) -> Result<(), Failure> {
     if !lines.is_empty() {
         text.push('\n');
     }
-    std::fs::write(path, text)
+    use edgewise_host::files::{Access, Existing, write_atomic};
+    write_atomic(path, text.as_bytes(), Access::Shared, Existing::Replace)
         .with_context(|| format!("cannot write golden file {}", path.display()))
         .map_err(Failure::usage)?;
     eprintln!("updated {} ({} lines)", path.display(), lines.len());

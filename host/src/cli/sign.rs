@@ -7,9 +7,10 @@ use clap::Args;
 use time::OffsetDateTime;
 
 use edgewise_host::bundle::{self, ManifestSource, SigningKey, format};
+use edgewise_host::files::{self, Access, Existing};
 use edgewise_host::runtime::{LoadError, Runtime, RuntimeOptions};
 
-use super::Failure;
+use super::{Failure, about, to_stdout};
 
 #[derive(Debug, Args)]
 pub struct SignArgs {
@@ -37,59 +38,48 @@ pub fn run(args: SignArgs) -> Result<(), Failure> {
     let key_bytes = read(&args.key, "private key")?;
     let source_text = String::from_utf8(read(&args.manifest, "manifest")?)
         .map_err(|_| Failure::usage(anyhow!("{} is not UTF-8", args.manifest.display())))?;
-    let in_component = |e: &dyn std::fmt::Display| anyhow!("{}: {e}", args.component.display());
+    let in_component = |e: Box<dyn std::error::Error + Send + Sync>| Failure::usage(about(args.component.display(), e));
 
-    let key = SigningKey::from_pkcs8(&key_bytes).map_err(|e| Failure::usage(anyhow!("{}: {e}", args.key.display())))?;
-    let source = ManifestSource::from_toml(&source_text)
-        .map_err(|e| Failure::usage(anyhow!("{}: {e}", args.manifest.display())))?;
+    let key = SigningKey::from_pkcs8(&key_bytes).map_err(|e| Failure::usage(about(args.key.display(), e)))?;
+    let source =
+        ManifestSource::from_toml(&source_text).map_err(|e| Failure::usage(about(args.manifest.display(), e)))?;
 
     // Refuse what is not a plain component before asking wasmtime about it.
-    format::check_sections(&component).map_err(|e| Failure::usage(in_component(&e)))?;
+    format::check_sections(&component).map_err(|e| in_component(e.into()))?;
     if format::has_edgewise_sections(&component) {
-        return Err(Failure::usage(in_component(&bundle::SignError::AlreadySigned)));
+        return Err(in_component(bundle::SignError::AlreadySigned.into()));
     }
     // The component must implement the world the manifest will name.
     let runtime = Runtime::new(RuntimeOptions::default()).map_err(Failure::runtime)?;
     match runtime.compile(&source.name, &component) {
         Ok(_) => {}
-        Err(LoadError::World { reason, .. }) => {
-            return Err(Failure::usage(anyhow!(
-                "{}: does not implement the {} world: {reason}",
+        Err(LoadError::World { source, .. }) => {
+            let what = format!(
+                "{}: does not implement the {} world",
                 args.component.display(),
                 bundle::WORLD
-            )));
+            );
+            return Err(Failure::usage(about(what, source)));
         }
-        Err(other) => return Err(Failure::usage(in_component(&other))),
+        Err(other) => return Err(in_component(other.into())),
     }
 
     let (bundle_bytes, manifest) = bundle::sign(&component, source, &key, OffsetDateTime::now_utc())
-        .map_err(|e| Failure::usage(anyhow!("{}: {e}", args.manifest.display())))?;
-    write_atomically(&args.out, &bundle_bytes).map_err(Failure::runtime)?;
-    println!(
-        "signed {} {} (code sha256:{}) with key {} -> {} ({} bytes)",
-        manifest.name,
-        manifest.version,
-        manifest.code_sha256,
-        key.public_key().id(),
-        args.out.display(),
-        bundle_bytes.len()
-    );
-    Ok(())
-}
-
-/// Write to a temporary file beside `path`, then rename: a reader never sees half a bundle.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => std::path::Path::new("."),
-    };
-    let mut file =
-        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.as_file().sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+        .map_err(|e| Failure::usage(about(args.manifest.display(), e)))?;
+    // A reader never sees half a bundle; the bundle is made to be handed on.
+    files::write_atomic(&args.out, &bundle_bytes, Access::Shared, Existing::Replace)
+        .with_context(|| format!("cannot write {}", args.out.display()))
+        .map_err(Failure::runtime)?;
+    to_stdout(|out| {
+        writeln!(
+            out,
+            "signed {} {} (code sha256:{}) with key {} -> {} ({} bytes)",
+            manifest.name,
+            manifest.version,
+            manifest.code_sha256,
+            key.public_key().id(),
+            args.out.display(),
+            bundle_bytes.len()
+        )
+    })
 }

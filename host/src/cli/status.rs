@@ -101,24 +101,30 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
     let status: Status = serde_json::from_slice(&reply)
         .map_err(|e| Failure::runtime(anyhow!("the host's answer is not a status: {e}")))?;
     if args.json {
-        println!("{}", String::from_utf8_lossy(&reply));
-        return Ok(());
+        return super::to_stdout(|out| writeln!(out, "{}", String::from_utf8_lossy(&reply)));
     }
-    println!("device:     {} (up {:.0} s)", status.device, status.uptime_s);
+    super::to_stdout(|out| print_status(out, &status))
+}
+
+/// The status as a table for people.
+fn print_status(out: &mut dyn std::io::Write, status: &Status) -> std::io::Result<()> {
+    writeln!(out, "device:     {} (up {:.0} s)", status.device, status.uptime_s)?;
     let clock = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(status.clock_ms) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| status.clock_ms.to_string());
-    println!("clock:      {clock}");
-    println!(
+    writeln!(out, "clock:      {clock}")?;
+    writeln!(
+        out,
         "upstream:   {}",
         if status.upstream_connected {
             "connected"
         } else {
             "not connected"
         }
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "outbox:     {} alerts, {} summaries undelivered; oldest {}",
         status.outbox.alerts,
         status.outbox.summaries,
@@ -126,9 +132,10 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
             .outbox
             .oldest_age_ms
             .map_or("-".to_owned(), |ms| format!("{:.1} s old", ms as f64 / 1000.0))
-    );
+    )?;
     let dropped = &status.outbox.dropped;
-    println!(
+    writeln!(
+        out,
         "dropped:    {} alerts, {} summaries expired; {} alerts, {} summaries evicted for space; {} summaries refused; {} undecryptable",
         dropped.expired_alerts,
         dropped.expired_summaries,
@@ -136,7 +143,7 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
         dropped.summaries_for_space,
         dropped.summaries_refused,
         dropped.undecryptable
-    );
+    )?;
     let reasons: Vec<String> = status
         .ingest
         .deadletters_by_reason
@@ -144,11 +151,13 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
         .map(|(reason, count)| format!("{reason} {count}"))
         .collect();
     let parked = &status.outbox.parked;
-    println!(
+    writeln!(
+        out,
         "refused:    {} too large, {} permission denied, {} refused upstream: moved aside ({} kept, {} discarded)",
         parked.too_large, parked.permission_denied, parked.refused, parked.entries, dropped.parked_discarded
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "ingest:     {} messages, {} dead-lettered{}",
         status.ingest.messages,
         status.ingest.deadlettered,
@@ -157,17 +166,19 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
         } else {
             format!(" ({})", reasons.join(", "))
         }
-    );
+    )?;
     if let Some(reset) = &status.outbox.reset {
-        println!("OUTBOX RESET at start: {reset}");
+        writeln!(out, "OUTBOX RESET at start: {reset}")?;
     }
     if status.control.status_refused > 0 {
-        println!(
+        writeln!(
+            out,
             "control:    {} status requests refused (reply subject not an inbox)",
             status.control.status_refused
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "{:<20} {:<10} {:<18} {:<11} {:>10} {:>8} {:>10} {:>7} {:>8} {:>11} {:>8}",
         "plugin",
         "version",
@@ -180,9 +191,10 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
         "restarts",
         "quarantines",
         "dropped"
-    );
+    )?;
     for plugin in &status.plugins {
-        println!(
+        writeln!(
+            out,
             "{:<20} {:<10} {:<18} {:<11} {:>10} {:>8} {:>10} {:>7} {:>8} {:>11} {:>8}",
             plugin.name,
             plugin.version,
@@ -195,13 +207,14 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
             plugin.restarts,
             plugin.quarantines,
             plugin.readings_dropped
-        );
+        )?;
     }
     for plugin in status.plugins.iter().filter(|p| p.sequence_failures > 0) {
-        println!(
+        writeln!(
+            out,
             "{}: {} outputs got no sequence number (alerts published locally only, nothing stored for upstream)",
             plugin.name, plugin.sequence_failures
-        );
+        )?;
     }
     for plugin in status.plugins.iter().filter(|p| p.last_error.is_some()) {
         let failures: Vec<String> = plugin
@@ -209,12 +222,13 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
             .iter()
             .map(|(reason, n)| format!("{reason} {n}"))
             .collect();
-        println!(
+        writeln!(
+            out,
             "{}: failures {}; last: {}",
             plugin.name,
             failures.join(", "),
             plugin.last_error.as_deref().unwrap_or_default()
-        );
+        )?;
     }
     Ok(())
 }

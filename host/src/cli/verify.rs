@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use edgewise_host::bundle::{self, RollbackStore, TrustStore, VerifyOptions};
 
-use super::Failure;
+use super::{Failure, about, to_stdout};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -41,7 +41,10 @@ pub fn run(args: VerifyArgs) -> Result<(), Failure> {
     let bytes = match bundle::read_bundle_file(&args.bundle, bundle::DEFAULT_MAX_BUNDLE_BYTES) {
         Ok(bytes) => bytes,
         Err(bundle::ReadBundleError::TooLarge(e)) => {
-            return Err(Failure::runtime(anyhow!("{}: refused: {e}", args.bundle.display())));
+            return Err(Failure::runtime(about(
+                format!("{}: refused", args.bundle.display()),
+                e,
+            )));
         }
         Err(e) => return Err(Failure::usage(e)),
     };
@@ -53,19 +56,21 @@ pub fn run(args: VerifyArgs) -> Result<(), Failure> {
         max_bytes: bundle::DEFAULT_MAX_BUNDLE_BYTES,
     };
     let verified = bundle::verify(&bytes, &options)
-        .map_err(|e| Failure::runtime(anyhow!("{}: refused: {e}", args.bundle.display())))?;
+        .map_err(|e| Failure::runtime(about(format!("{}: refused", args.bundle.display()), e)))?;
     let elapsed = started.elapsed();
     let manifest = &verified.manifest;
-    println!(
-        "{}: OK {} {} (code sha256:{}), signed by key {}, world {}, {} bytes, verified in {:.2} ms",
-        args.bundle.display(),
-        manifest.name,
-        manifest.version,
-        manifest.code_sha256,
-        verified.key_id,
-        manifest.world,
-        verified.size,
-        elapsed.as_secs_f64() * 1000.0
-    );
-    Ok(())
+    to_stdout(|out| {
+        writeln!(
+            out,
+            "{}: OK {} {} (code sha256:{}), signed by key {}, world {}, {} bytes, verified in {:.2} ms",
+            args.bundle.display(),
+            manifest.name,
+            manifest.version,
+            manifest.code_sha256,
+            verified.key_id,
+            manifest.world,
+            verified.size,
+            elapsed.as_secs_f64() * 1000.0
+        )
+    })
 }

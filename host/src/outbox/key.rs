@@ -1,7 +1,6 @@
 //! The device key that encrypts outbox payloads at rest: loaded from a 32-byte
 //! key file, or created once.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -9,6 +8,7 @@ use ring::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::error::OutboxError;
+use crate::files::{self, Access, Existing};
 
 /// The AES-256-GCM key of the outbox.
 ///
@@ -43,10 +43,9 @@ impl OutboxKey {
     /// Read the key file at `path`, or, if there is none, create one with 32
     /// random bytes.
     ///
-    /// The new key is written to a temporary file created with `create_new` and
-    /// mode 0600, synced, then linked into place without replacing anything,
-    /// and the directory is synced: after a crash the key file is either absent
-    /// or complete, and two processes racing end up with the same key. A file
+    /// The new key is written with [`files::write_atomic`] (mode 0600, never
+    /// replacing a file): after a crash the key file is either absent or
+    /// complete, and two processes racing end up with the same key. A file
     /// that is not exactly 32 bytes is an error, never replaced.
     pub fn load_or_create(path: &Path) -> Result<OutboxKey, OutboxError> {
         match std::fs::read(path) {
@@ -99,25 +98,15 @@ impl OutboxKey {
         SystemRandom::new().fill(&mut bytes).map_err(|_| OutboxError::Crypto {
             operation: "generate a device key",
         })?;
-        let mut file = tempfile::Builder::new()
-            .prefix(".outbox-key-")
-            .permissions(std::fs::Permissions::from_mode(0o600))
-            .tempfile_in(dir)
-            .map_err(io("create a temporary key file"))?;
-        file.write_all(&bytes).map_err(io("write the device key"))?;
-        file.as_file().sync_all().map_err(io("sync the device key"))?;
-        match file.persist_noclobber(path) {
-            Ok(_) => {}
+        match files::write_atomic(path, &bytes, Access::Private, Existing::Keep) {
+            Ok(()) => {}
             // Another process created the key first: use theirs.
-            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let existing = std::fs::read(path).map_err(io("read the device key"))?;
                 return Self::from_file(path, &existing);
             }
-            Err(e) => return Err(io("put the device key in place")(e.error)),
+            Err(e) => return Err(io("write the device key")(e)),
         }
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("sync the key's directory"))?;
         Self::from_bytes(&bytes)
     }
 }

@@ -37,7 +37,7 @@ pub enum Step<'a, R> {
 
 /// The virtual clock's steps over `readings` (in timestamp order, as
 /// `timestamp` gives it) with a tick every `tick_ms`: readings in batches of
-/// at most [`MAX_BATCH`] up to each tick (a reading at the tick's time comes
+/// at most `MAX_BATCH` (256) up to each tick (a reading at the tick's time comes
 /// before it), the first tick at or after the first reading, the last an hour
 /// past the end of the last reading's day. `step` gets each in order; the
 /// first error stops the schedule. Generic over the reading type so that a

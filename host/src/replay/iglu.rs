@@ -3,7 +3,7 @@
 use time::PrimitiveDateTime;
 use time::macros::format_description;
 
-use super::recording::{RecordingBuilder, RecordingError};
+use super::recording::{RecordingBuilder, RecordingError, RowError};
 use crate::model::Reading;
 
 const EXPECTED_HEADER: &str = "`id,time,gl`";
@@ -16,11 +16,11 @@ pub(crate) fn read(text: &[u8], builder: &mut RecordingBuilder) -> Result<(), Re
         .from_reader(text);
     let header: Vec<String> = match reader.headers() {
         Ok(record) => record.iter().map(|f| f.trim().to_owned()).collect(),
-        Err(e) => {
-            return Err(RecordingError::Header {
+        Err(source) => {
+            return Err(RecordingError::HeaderUnreadable {
                 path: builder.path().to_owned(),
                 expected: EXPECTED_HEADER,
-                found: e.to_string(),
+                source,
             });
         }
     };
@@ -37,7 +37,7 @@ pub(crate) fn read(text: &[u8], builder: &mut RecordingBuilder) -> Result<(), Re
             Ok(record) => record,
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
-                builder.bad_row(line, format!("not valid CSV: {e}"))?;
+                builder.bad_row(line, RowError::Csv(e))?;
                 continue;
             }
         };
@@ -45,7 +45,7 @@ pub(crate) fn read(text: &[u8], builder: &mut RecordingBuilder) -> Result<(), Re
         match parse_row(&record) {
             Ok(Some(reading)) => builder.reading(reading),
             Ok(None) => builder.na(),
-            Err(reason) => builder.bad_row(line, reason)?,
+            Err(reason) => builder.bad_row(line, RowError::Field(reason))?,
         }
     }
     Ok(())

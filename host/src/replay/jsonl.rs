@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::recording::{RecordingBuilder, RecordingError};
+use super::recording::{RecordingBuilder, RecordingError, RowError};
 use crate::bus::payload;
 
 /// Read every line into `builder`. Blank lines are ignored.
@@ -21,12 +21,12 @@ pub(crate) fn read(text: &[u8], builder: &mut RecordingBuilder) -> Result<(), Re
     Ok(())
 }
 
-fn parse_line(line: &[u8]) -> Result<Vec<crate::model::Reading>, String> {
-    let message: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
+fn parse_line(line: &[u8]) -> Result<Vec<crate::model::Reading>, RowError> {
+    let message: Value = serde_json::from_slice(line).map_err(RowError::Json)?;
     let subject = message
         .get("subject")
         .and_then(Value::as_str)
         .ok_or("missing string field `subject`")?;
     let payload = message.get("payload").ok_or("missing field `payload`")?;
-    payload::decode_value(subject, payload).map_err(|e| e.to_string())
+    Ok(payload::decode_value(subject, payload)?)
 }

@@ -14,4 +14,4 @@ mod jsonl;
 mod recording;
 
 pub use clock::{ReplayReport, Step, replay, schedule};
-pub use recording::{Format, Location, ReadStats, Recording, RecordingError, load};
+pub use recording::{Format, Location, ReadStats, Recording, RecordingError, RowError, load};

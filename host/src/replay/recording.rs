@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::bus::payload::PayloadError;
 use crate::model::Reading;
 
 /// The formats `edgewise replay --format` reads.
@@ -57,6 +58,17 @@ pub enum RecordingError {
     /// The file holds nothing (or only a header).
     #[error("{0}: the recording is empty")]
     Empty(PathBuf),
+    /// The header could not be read at all.
+    #[error("{path}:1: wrong header: expected {expected}, found `{source}`")]
+    HeaderUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// What the header must be.
+        expected: &'static str,
+        /// Why it could not be read.
+        #[source]
+        source: csv::Error,
+    },
     /// The header is not the format's header.
     #[error("{path}:1: wrong header: expected {expected}, found `{found}`")]
     Header {
@@ -73,8 +85,32 @@ pub enum RecordingError {
         /// `file:line`.
         location: Location,
         /// What was wrong.
-        reason: String,
+        #[source]
+        reason: RowError,
     },
+}
+
+/// Why one row of a recording was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    /// Not a CSV record.
+    #[error("not valid CSV: {0}")]
+    Csv(#[source] csv::Error),
+    /// A line of a JSON-lines recording that is not JSON.
+    #[error("not JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    /// A recorded message whose payload the live host would refuse too.
+    #[error("{0}")]
+    Payload(#[from] PayloadError),
+    /// A field missing or with a value the format does not allow.
+    #[error("{0}")]
+    Field(String),
+}
+
+impl From<&str> for RowError {
+    fn from(reason: &str) -> RowError {
+        RowError::Field(reason.to_owned())
+    }
 }
 
 /// A `file:line` position.
@@ -150,7 +186,7 @@ impl RecordingBuilder {
     }
 
     /// A row that could not be parsed.
-    pub(crate) fn bad_row(&mut self, line: u64, reason: String) -> Result<(), RecordingError> {
+    pub(crate) fn bad_row(&mut self, line: u64, reason: RowError) -> Result<(), RecordingError> {
         if self.skip_invalid {
             self.stats.invalid += 1;
             Ok(())

@@ -18,11 +18,12 @@
 //! one is used: the two fsyncs of a reservation (about a millisecond here)
 //! would otherwise stall the plugin's thread, and an alert with it.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::files::{self, Access, Existing};
 
 /// Numbers reserved per disk write.
 const BLOCK: u64 = 1000;
@@ -173,15 +174,10 @@ fn parse_state(text: &str) -> Option<(Option<String>, u64)> {
     }
 }
 
-/// Write the state to `path` atomically and durably (file and directory
-/// synced; the temporary file, hence the state file, is mode 0600).
+/// Write the state to `path` atomically and durably (mode 0600).
 fn write_state(path: &Path, incarnation: &str, high_water: u64) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
-    file.write_all(format!("{incarnation} {high_water}\n").as_bytes())?;
-    file.as_file().sync_all()?;
-    file.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
+    let state = format!("{incarnation} {high_water}\n");
+    files::write_atomic(path, state.as_bytes(), Access::Private, Existing::Replace)
 }
 
 #[cfg(test)]

@@ -605,8 +605,8 @@ impl WorkerState {
                 %plugin,
                 %error,
                 unnumbered,
-                "Cannot reserve sequence numbers: alerts published locally only (seq 0), \
-                 nothing stored for upstream, the input not acknowledged"
+                "Cannot reserve sequence numbers: these outputs are not stored for upstream \
+                 (alerts were still published locally with seq 0, summaries are dropped); the input is not acknowledged"
             );
         }
         if entries.is_empty() {

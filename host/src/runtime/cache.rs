@@ -25,15 +25,16 @@
 //!   recompilations.
 //! - **Fallback**: a cache problem never stops a plugin. A missing, unreadable,
 //!   truncated, forged or incompatible entry is logged, the code is compiled,
-//!   and the entry is rewritten atomically (temporary file + rename in the
-//!   same directory). Entries are not fsynced: one torn by a power cut fails
-//!   its tag and is recompiled.
+//!   and the entry is rewritten with [`files::write_atomic`] (like the key:
+//!   mode 0600, synced, renamed, directory synced). A torn entry could only
+//!   fail its tag and be recompiled, but the one way of writing files keeps
+//!   the reasoning short.
 //!
 //! Old entries (previous plugin versions) are not evicted.
 
 use std::fs::File;
 use std::hash::{Hash, Hasher};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -45,7 +46,8 @@ use wasmtime::component::Component;
 
 use super::bindings::SensorPluginPre;
 use super::engine::{CompiledPlugin, Runtime};
-use super::error::LoadError;
+use super::error::{LoadError, WasmtimeError};
+use crate::files::{self, Access, Existing};
 
 /// The secret key file inside the cache directory.
 pub const CACHE_KEY_FILE: &str = "cache.key";
@@ -171,24 +173,26 @@ enum CacheError {
     },
     /// An authentic entry this engine refuses (should not happen: the key
     /// covers the engine configuration).
-    #[error("compiled-component cache {path}: does not load in this engine: {reason}")]
+    #[error("compiled-component cache {path}: does not load in this engine: {source}")]
     Incompatible {
         /// The entry.
         path: PathBuf,
         /// wasmtime's explanation.
-        reason: String,
+        #[source]
+        source: WasmtimeError,
     },
     /// An authentic entry that does not link against the host imports.
-    #[error("compiled-component cache {path}: does not link: {reason}")]
+    #[error("compiled-component cache {path}: does not link: {source}")]
     Link {
         /// The entry.
         path: PathBuf,
         /// wasmtime's explanation.
-        reason: String,
+        #[source]
+        source: WasmtimeError,
     },
     /// wasmtime could not serialize a compiled component.
     #[error("compiled-component cache: cannot serialize the component: {0}")]
-    Serialize(String),
+    Serialize(#[source] WasmtimeError),
 }
 
 /// Shorthand for an I/O error with its path and operation.
@@ -267,6 +271,57 @@ impl Hasher for DigestHasher {
     }
 }
 
+/// What the cache requires of its directory or of its key file before it
+/// trusts them: whoever else can write the directory can swap the key, and
+/// whoever else can read the key can forge entries.
+struct Required {
+    /// A directory (else a regular file).
+    directory: bool,
+    /// Mode bits that must all be clear.
+    forbidden: u32,
+    /// The requirement, for the error.
+    wanted: &'static str,
+}
+
+const DIRECTORY: Required = Required {
+    directory: true,
+    forbidden: 0o022,
+    wanted: "writable by its owner only (e.g. 0700)",
+};
+
+const KEY_FILE: Required = Required {
+    directory: false,
+    forbidden: 0o077,
+    wanted: "readable by its owner only (0600)",
+};
+
+impl Required {
+    /// Refuse `path` (with metadata `meta`) if it is the wrong kind of file
+    /// or others have access that the cache forbids.
+    fn check(&self, path: &Path, meta: &std::fs::Metadata) -> Result<(), CacheError> {
+        let (right_kind, kind) = if self.directory {
+            (meta.is_dir(), "directory")
+        } else {
+            (meta.is_file(), "regular file")
+        };
+        if !right_kind {
+            return Err(CacheError::NotA {
+                path: path.to_owned(),
+                wanted: kind,
+            });
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & self.forbidden != 0 {
+            return Err(CacheError::Permissions {
+                path: path.to_owned(),
+                mode,
+                wanted: self.wanted,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The secret that authenticates entries.
 struct CacheKey(hmac::Key);
 
@@ -280,30 +335,17 @@ impl CacheKey {
             .create(dir)
             .map_err(io(dir, "create the cache directory"))?;
         let meta = std::fs::metadata(dir).map_err(io(dir, "inspect the cache directory"))?;
-        if !meta.is_dir() {
-            return Err(CacheError::NotA {
-                path: dir.to_owned(),
-                wanted: "directory",
-            });
-        }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o022 != 0 {
-            return Err(CacheError::Permissions {
-                path: dir.to_owned(),
-                mode,
-                wanted: "writable by its owner only (e.g. 0700)",
-            });
-        }
+        DIRECTORY.check(dir, &meta)?;
         let path = dir.join(CACHE_KEY_FILE);
         match File::open(&path) {
             Ok(file) => match Self::read(&path, file)? {
                 Some(key) => Ok(key),
                 None => {
                     tracing::warn!(path = %path.display(), "Compiled-component cache key has the wrong length; replacing it");
-                    Self::create(dir, &path, true)
+                    Self::create(&path, Existing::Replace)
                 }
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(dir, &path, false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(&path, Existing::Keep),
             Err(source) => Err(io(&path, "open the cache key")(source)),
         }
     }
@@ -311,20 +353,7 @@ impl CacheKey {
     /// The key in an open key file; `None` if it is not exactly [`KEY_LEN`] bytes.
     fn read(path: &Path, file: File) -> Result<Option<CacheKey>, CacheError> {
         let meta = file.metadata().map_err(io(path, "inspect the cache key"))?;
-        if !meta.is_file() {
-            return Err(CacheError::NotA {
-                path: path.to_owned(),
-                wanted: "regular file",
-            });
-        }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(CacheError::Permissions {
-                path: path.to_owned(),
-                mode,
-                wanted: "readable by its owner only (0600)",
-            });
-        }
+        KEY_FILE.check(path, &meta)?;
         let mut bytes = Vec::with_capacity(KEY_LEN + 1);
         (&file)
             .take(KEY_LEN as u64 + 1)
@@ -337,28 +366,14 @@ impl CacheKey {
     }
 
     /// Write a new random key, mode 0600, complete or not at all. With
-    /// `replace`, over an existing (unusable) key file; else only if there is
-    /// still none (a racing process's key wins).
-    fn create(dir: &Path, path: &Path, replace: bool) -> Result<CacheKey, CacheError> {
+    /// [`Existing::Replace`], over an existing (unusable) key file; with
+    /// [`Existing::Keep`] only if there is still none (a racing process's key wins).
+    fn create(path: &Path, existing: Existing) -> Result<CacheKey, CacheError> {
         let mut bytes = [0u8; KEY_LEN];
         SystemRandom::new().fill(&mut bytes).map_err(|_| CacheError::Random)?;
-        let mut file = tempfile::Builder::new()
-            .prefix(".cache-key-")
-            .permissions(std::fs::Permissions::from_mode(0o600))
-            .tempfile_in(dir)
-            .map_err(io(dir, "create a temporary key file"))?;
-        file.write_all(&bytes).map_err(io(file.path(), "write the cache key"))?;
-        file.as_file()
-            .sync_all()
-            .map_err(io(file.path(), "sync the cache key"))?;
-        let persisted = if replace {
-            file.persist(path).map(drop)
-        } else {
-            file.persist_noclobber(path).map(drop)
-        };
-        match persisted {
+        match files::write_atomic(path, &bytes, Access::Private, existing) {
             Ok(()) => Ok(CacheKey(hmac::Key::new(hmac::HMAC_SHA256, &bytes))),
-            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let existing = File::open(path).map_err(io(path, "open the cache key"))?;
                 Self::read(path, existing)?.ok_or_else(|| CacheError::Io {
                     path: path.to_owned(),
@@ -366,7 +381,7 @@ impl CacheKey {
                     source: std::io::Error::new(std::io::ErrorKind::InvalidData, "wrong length"),
                 })
             }
-            Err(e) => Err(io(path, "put the cache key in place")(e.error)),
+            Err(e) => Err(io(path, "write the cache key")(e)),
         }
     }
 
@@ -428,11 +443,11 @@ fn load(runtime: &Runtime, name: &str, key: &CacheKey, entry: &Entry) -> Result<
     let authentic = key.verify(entry, body, tag)?;
     let component = deserialize(runtime.engine(), authentic).map_err(|e| CacheError::Incompatible {
         path: entry.path.clone(),
-        reason: format!("{e:#}"),
+        source: e.into(),
     })?;
     let link_error = |e: wasmtime::Error| CacheError::Link {
         path: entry.path.clone(),
-        reason: format!("{e:#}"),
+        source: e.into(),
     };
     let instance_pre = runtime.linker().instantiate_pre(&component).map_err(link_error)?;
     let pre = SensorPluginPre::new(instance_pre).map_err(link_error)?;
@@ -449,24 +464,14 @@ fn store(plugin: &CompiledPlugin, key: &CacheKey, entry: &Entry) -> Result<(), C
         .instance_pre()
         .component()
         .serialize()
-        .map_err(|e| CacheError::Serialize(format!("{e:#}")))?;
+        .map_err(|e| CacheError::Serialize(e.into()))?;
     let tag = key.sign(&entry.header, &artifact);
-    let dir = match entry.path.parent() {
-        Some(dir) => dir,
-        None => Path::new("."),
-    };
-    let mut file = tempfile::Builder::new()
-        .prefix(".cwasm-")
-        .permissions(std::fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)
-        .map_err(io(dir, "create a temporary entry"))?;
-    file.write_all(tag.as_ref())
-        .and_then(|()| file.write_all(&entry.header))
-        .and_then(|()| file.write_all(&artifact))
-        .map_err(io(file.path(), "write the entry"))?;
-    file.persist(&entry.path)
-        .map_err(|e| io(&entry.path, "put the entry in place")(e.error))?;
-    Ok(())
+    let mut bytes = Vec::with_capacity(TAG_LEN + entry.header.len() + artifact.len());
+    bytes.extend_from_slice(tag.as_ref());
+    bytes.extend_from_slice(&entry.header);
+    bytes.extend_from_slice(&artifact);
+    files::write_atomic(&entry.path, &bytes, Access::Private, Existing::Replace)
+        .map_err(io(&entry.path, "write the entry"))
 }
 
 #[cfg(test)]
@@ -475,18 +480,15 @@ mod tests {
 
     use super::*;
     use crate::model::{Output, Reading};
+    use crate::runtime::test_plugins::component;
     use crate::runtime::{Limits, PluginInstance, RuntimeOptions};
 
-    /// A plugin component built by `cargo xtask build-plugins`.
-    fn plugin_code(file: &str) -> Vec<u8> {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/wasm32-wasip2/release")
-            .join(file);
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}: run `cargo xtask build-plugins`", path.display()))
+    fn glucose() -> Vec<u8> {
+        component("glucose-monitor")
     }
 
-    fn glucose() -> Vec<u8> {
-        plugin_code("glucose_monitor.wasm")
+    fn threshold() -> Vec<u8> {
+        component("threshold")
     }
 
     fn runtime() -> Runtime {
@@ -529,10 +531,37 @@ mod tests {
         instance.take_outputs()
     }
 
-    /// Look `code` up without the fallback, to see why an entry is refused.
-    fn lookup(runtime: &Runtime, code: &[u8], dir: &Path) -> Result<CompiledPlugin, Lookup> {
+    /// Why the entry of `code` is refused (looked up without the fallback).
+    fn refusal(runtime: &Runtime, code: &[u8], dir: &Path) -> CacheError {
         let key = CacheKey::load_or_create(dir).unwrap();
-        load(runtime, "p", &key, &Entry::new(runtime.engine(), code, dir))
+        match load(runtime, "p", &key, &Entry::new(runtime.engine(), code, dir)) {
+            Err(Lookup::Refused(error)) => error,
+            Err(Lookup::Absent) => panic!("no entry"),
+            Ok(_) => panic!("the entry was accepted"),
+        }
+    }
+
+    /// Compile `code` through the cache in `dir` and run it: what the cache
+    /// did and what the plugin emitted.
+    fn compile_and_run(runtime: &Runtime, code: &[u8], dir: &Path) -> (CacheOutcome, Vec<Output>) {
+        let (compiled, outcome) = runtime.compile_cached("glucose-monitor", code, dir).unwrap();
+        assert_eq!(compiled.name(), "glucose-monitor");
+        (outcome, run(runtime, &compiled))
+    }
+
+    /// A cache directory that holds the entry of glucose-monitor, with its
+    /// code and the runtime that wrote it.
+    fn cached_glucose() -> (tempfile::TempDir, Vec<u8>, Runtime) {
+        let dir = tempfile::tempdir().unwrap();
+        let code = glucose();
+        let runtime = runtime();
+        assert_eq!(outcome(&runtime, &code, dir.path()), CacheOutcome::Miss);
+        (dir, code, runtime)
+    }
+
+    /// Compile `code` through the cache in `dir`: what the cache did.
+    fn outcome(runtime: &Runtime, code: &[u8], dir: &Path) -> CacheOutcome {
+        runtime.compile_cached("p", code, dir).unwrap().1
     }
 
     #[test]
@@ -540,23 +569,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let code = glucose();
         let runtime = runtime();
-        let (compiled, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
+        let (outcome, expected) = compile_and_run(&runtime, &code, dir.path());
         assert_eq!(outcome, CacheOutcome::Miss);
-        let expected = run(&runtime, &compiled);
         assert!(expected.iter().any(|o| matches!(o, Output::Alert(_))), "{expected:?}");
         assert!(expected.iter().any(|o| matches!(o, Output::Summary(_))), "{expected:?}");
         only_entry(dir.path());
 
-        let (cached, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Hit);
-        assert_eq!(cached.name(), "glucose-monitor");
-        assert_eq!(run(&runtime, &cached), expected);
-
+        let hit = (CacheOutcome::Hit, expected);
+        assert_eq!(compile_and_run(&runtime, &code, dir.path()), hit);
         // Another process: a new engine with the same configuration.
         let other = Runtime::new(RuntimeOptions::default()).unwrap();
-        let (cached, outcome) = other.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Hit);
-        assert_eq!(run(&other, &cached), expected);
+        assert_eq!(compile_and_run(&other, &code, dir.path()), hit);
     }
 
     #[test]
@@ -573,61 +596,43 @@ mod tests {
 
     #[test]
     fn a_tampered_artifact_is_refused_and_recompiled() {
-        let dir = tempfile::tempdir().unwrap();
-        let code = glucose();
-        let runtime = runtime();
-        let (compiled, _) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        let expected = run(&runtime, &compiled);
+        let (dir, code, runtime) = cached_glucose();
+        let (_, expected) = compile_and_run(&runtime, &code, dir.path());
         let path = only_entry(dir.path());
         let mut bytes = std::fs::read(&path).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
 
-        let refused = lookup(&runtime, &code, dir.path()).err().unwrap();
-        assert!(
-            matches!(refused, Lookup::Refused(CacheError::BadTag { .. })),
-            "{refused:?}"
-        );
-        let (recompiled, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Miss);
-        assert_eq!(run(&runtime, &recompiled), expected);
+        let error = refusal(&runtime, &code, dir.path());
+        assert!(matches!(error, CacheError::BadTag { .. }), "{error}");
+        let recompiled = compile_and_run(&runtime, &code, dir.path());
+        assert_eq!(recompiled, (CacheOutcome::Miss, expected.clone()));
         // Overwritten with a good entry.
-        let (cached, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Hit);
-        assert_eq!(run(&runtime, &cached), expected);
+        assert_eq!(
+            compile_and_run(&runtime, &code, dir.path()),
+            (CacheOutcome::Hit, expected)
+        );
     }
 
     #[test]
     fn a_truncated_artifact_is_refused_and_recompiled() {
-        let dir = tempfile::tempdir().unwrap();
-        let code = glucose();
-        let runtime = runtime();
-        runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
+        let (dir, code, runtime) = cached_glucose();
         let path = only_entry(dir.path());
         let full = std::fs::read(&path).unwrap();
 
         std::fs::write(&path, &full[..full.len() / 2]).unwrap();
-        let refused = lookup(&runtime, &code, dir.path()).err().unwrap();
-        assert!(
-            matches!(refused, Lookup::Refused(CacheError::BadTag { .. })),
-            "{refused:?}"
-        );
-        let (_, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Miss);
+        let error = refusal(&runtime, &code, dir.path());
+        assert!(matches!(error, CacheError::BadTag { .. }), "{error}");
+        assert_eq!(outcome(&runtime, &code, dir.path()), CacheOutcome::Miss);
 
         std::fs::write(&path, &full[..TAG_LEN - 1]).unwrap();
-        let refused = lookup(&runtime, &code, dir.path()).err().unwrap();
-        assert!(
-            matches!(refused, Lookup::Refused(CacheError::Truncated { .. })),
-            "{refused:?}"
-        );
-        let (_, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Miss);
+        let error = refusal(&runtime, &code, dir.path());
+        assert!(matches!(error, CacheError::Truncated { .. }), "{error}");
+        assert_eq!(outcome(&runtime, &code, dir.path()), CacheOutcome::Miss);
 
         assert_eq!(std::fs::read(&path).unwrap().len(), full.len());
-        let (_, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Hit);
+        assert_eq!(outcome(&runtime, &code, dir.path()), CacheOutcome::Hit);
     }
 
     #[test]
@@ -637,17 +642,13 @@ mod tests {
         let (_, a) = runtime
             .compile_cached("glucose-monitor", &glucose(), dir.path())
             .unwrap();
-        let (_, b) = runtime
-            .compile_cached("threshold", &plugin_code("threshold.wasm"), dir.path())
-            .unwrap();
+        let (_, b) = runtime.compile_cached("threshold", &threshold(), dir.path()).unwrap();
         assert_eq!((a, b), (CacheOutcome::Miss, CacheOutcome::Miss));
         assert_eq!(entries(dir.path()).len(), 2);
         let (_, a) = runtime
             .compile_cached("glucose-monitor", &glucose(), dir.path())
             .unwrap();
-        let (_, b) = runtime
-            .compile_cached("threshold", &plugin_code("threshold.wasm"), dir.path())
-            .unwrap();
+        let (_, b) = runtime.compile_cached("threshold", &threshold(), dir.path()).unwrap();
         assert_eq!((a, b), (CacheOutcome::Hit, CacheOutcome::Hit));
     }
 
@@ -656,7 +657,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let runtime = runtime();
         let glucose_code = glucose();
-        let threshold_code = plugin_code("threshold.wasm");
+        let threshold_code = threshold();
         runtime
             .compile_cached("threshold", &threshold_code, dir.path())
             .unwrap();
@@ -664,15 +665,9 @@ mod tests {
         let glucose_entry = Entry::new(runtime.engine(), &glucose_code, dir.path()).path;
         std::fs::copy(&threshold_entry, &glucose_entry).unwrap();
 
-        let refused = lookup(&runtime, &glucose_code, dir.path()).err().unwrap();
-        assert!(
-            matches!(refused, Lookup::Refused(CacheError::OtherEntry { .. })),
-            "{refused:?}"
-        );
-        let (_, outcome) = runtime
-            .compile_cached("glucose-monitor", &glucose_code, dir.path())
-            .unwrap();
-        assert_eq!(outcome, CacheOutcome::Miss);
+        let error = refusal(&runtime, &glucose_code, dir.path());
+        assert!(matches!(error, CacheError::OtherEntry { .. }), "{error}");
+        assert_eq!(outcome(&runtime, &glucose_code, dir.path()), CacheOutcome::Miss);
     }
 
     #[test]
@@ -685,13 +680,9 @@ mod tests {
         CacheKey::load_or_create(two.path()).unwrap();
         std::fs::copy(&entry, two.path().join(entry.file_name().unwrap())).unwrap();
 
-        let refused = lookup(&runtime, &code, two.path()).err().unwrap();
-        assert!(
-            matches!(refused, Lookup::Refused(CacheError::BadTag { .. })),
-            "{refused:?}"
-        );
-        let (_, outcome) = runtime.compile_cached("glucose-monitor", &code, two.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Miss);
+        let error = refusal(&runtime, &code, two.path());
+        assert!(matches!(error, CacheError::BadTag { .. }), "{error}");
+        assert_eq!(outcome(&runtime, &code, two.path()), CacheOutcome::Miss);
     }
 
     #[test]
@@ -704,25 +695,21 @@ mod tests {
             ..RuntimeOptions::default()
         })
         .unwrap();
-        let (_, outcome) = fuel.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Miss);
+        assert_eq!(outcome(&fuel, &code, dir.path()), CacheOutcome::Miss);
         assert_eq!(entries(dir.path()).len(), 2);
     }
 
     #[test]
     fn a_key_file_open_to_others_disables_the_cache() {
-        let dir = tempfile::tempdir().unwrap();
-        let code = glucose();
-        let runtime = runtime();
-        runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
+        let (dir, code, runtime) = cached_glucose();
         let key = dir.path().join(CACHE_KEY_FILE);
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
         let error = CacheKey::load_or_create(dir.path()).err().unwrap();
         assert!(matches!(error, CacheError::Permissions { .. }), "{error}");
         // Still starts, compiled; the key is left alone for the operator.
-        let (compiled, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
+        let (outcome, outputs) = compile_and_run(&runtime, &code, dir.path());
         assert_eq!(outcome, CacheOutcome::Miss);
-        assert!(!run(&runtime, &compiled).is_empty());
+        assert!(!outputs.is_empty());
         assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o644);
     }
 
@@ -732,27 +719,19 @@ mod tests {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let error = CacheKey::load_or_create(dir.path()).err().unwrap();
         assert!(matches!(error, CacheError::Permissions { .. }), "{error}");
-        let (_, outcome) = runtime()
-            .compile_cached("glucose-monitor", &glucose(), dir.path())
-            .unwrap();
-        assert_eq!(outcome, CacheOutcome::Miss);
+        assert_eq!(outcome(&runtime(), &glucose(), dir.path()), CacheOutcome::Miss);
         assert!(entries(dir.path()).is_empty());
     }
 
     #[test]
     fn a_key_of_the_wrong_length_is_replaced() {
-        let dir = tempfile::tempdir().unwrap();
-        let code = glucose();
-        let runtime = runtime();
-        runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
+        let (dir, code, runtime) = cached_glucose();
         let key = dir.path().join(CACHE_KEY_FILE);
         std::fs::write(&key, b"short").unwrap();
         // New key: the old entry no longer authenticates, and is rewritten.
-        let (_, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Miss);
+        assert_eq!(outcome(&runtime, &code, dir.path()), CacheOutcome::Miss);
         assert_eq!(std::fs::read(&key).unwrap().len(), KEY_LEN);
-        let (_, outcome) = runtime.compile_cached("glucose-monitor", &code, dir.path()).unwrap();
-        assert_eq!(outcome, CacheOutcome::Hit);
+        assert_eq!(outcome(&runtime, &code, dir.path()), CacheOutcome::Hit);
     }
 
     #[test]

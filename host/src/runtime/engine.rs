@@ -29,9 +29,11 @@ pub struct Runtime {
 /// Options for [`Runtime::new`].
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeOptions {
-    /// Give plugins fixed WASI clocks and random numbers, so that replays are
-    /// byte-identical even for a plugin that (wrongly) uses them or iterates a
-    /// randomly-seeded `HashMap`.
+    /// Give plugins fixed WASI random numbers and (through
+    /// [`PluginInstance::new`](super::PluginInstance::new)) a virtual WASI
+    /// clock that only the calls move, so that replays are byte-identical even
+    /// for a plugin that (wrongly) reads them or iterates a randomly-seeded
+    /// `HashMap`. Replay sets its clock itself with `PluginInstance::with_clock`.
     pub deterministic: bool,
     /// Count fuel (executed WebAssembly operators): deterministic CPU
     /// accounting for `replay --fuel`. Costs some speed, so off by default.
@@ -98,11 +100,11 @@ impl Runtime {
             },
         };
         let mut linker = Linker::new(&engine);
-        super::wasi::add_to_linker(&mut linker).map_err(|e| RuntimeError(format!("linking WASI: {e}")))?;
+        let link = |what: &'static str| move |e: wasmtime::Error| RuntimeError::Link { what, source: e.into() };
+        super::wasi::add_to_linker(&mut linker).map_err(link("WASI"))?;
         SensorPlugin::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |state| state)
-            .map_err(|e| RuntimeError(format!("linking the host imports: {e}")))?;
-        let epoch_ticker =
-            EpochTicker::start(engine.clone()).map_err(|e| RuntimeError(format!("starting the epoch thread: {e}")))?;
+            .map_err(link("the host imports"))?;
+        let epoch_ticker = EpochTicker::start(engine.clone()).map_err(RuntimeError::EpochThread)?;
         Ok(Runtime {
             engine,
             linker,
@@ -128,16 +130,14 @@ impl Runtime {
         }
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
             plugin: plugin.clone(),
-            reason: format!("{e:#}"),
+            source: e.into(),
         })?;
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::World {
+        let world = |e: wasmtime::Error| LoadError::World {
             plugin: plugin.clone(),
-            reason: format!("{e:#}"),
-        })?;
-        let pre = SensorPluginPre::new(instance_pre).map_err(|e| LoadError::World {
-            plugin: plugin.clone(),
-            reason: format!("{e:#}"),
-        })?;
+            source: e.into(),
+        };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(world)?;
+        let pre = SensorPluginPre::new(instance_pre).map_err(world)?;
         Ok(CompiledPlugin { name: plugin, pre })
     }
 
@@ -192,7 +192,7 @@ fn new_engine(options: &RuntimeOptions, allocator: Allocator) -> Result<Engine, 
             .max_memory_size(max_memory_bytes);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
-    Engine::new(&config).map_err(|e| RuntimeError(format!("{e:#}")))
+    Engine::new(&config).map_err(|e| RuntimeError::Engine(e.into()))
 }
 
 /// A named thread that increments the engine's epoch every [`EPOCH_TICK`].
@@ -230,26 +230,24 @@ mod tests {
 
     #[test]
     fn a_pool_that_fits_is_used_and_one_that_cannot_be_reserved_falls_back() {
+        let allocator_in_use = |allocator| {
+            Runtime::new(RuntimeOptions {
+                allocator,
+                ..RuntimeOptions::default()
+            })
+            .unwrap()
+            .allocator()
+        };
         let small = Allocator::Pooling {
             instances: 4,
             max_memory_bytes: 16 << 20,
         };
-        let runtime = Runtime::new(RuntimeOptions {
-            allocator: small,
-            ..RuntimeOptions::default()
-        })
-        .unwrap();
-        assert_eq!(runtime.allocator(), small);
+        assert_eq!(allocator_in_use(small), small);
         // A million slots of 4 GiB: far beyond a 47-bit address space.
         let impossible = Allocator::Pooling {
             instances: 1_000_000,
             max_memory_bytes: 4 << 30,
         };
-        let runtime = Runtime::new(RuntimeOptions {
-            allocator: impossible,
-            ..RuntimeOptions::default()
-        })
-        .unwrap();
-        assert_eq!(runtime.allocator(), Allocator::OnDemand);
+        assert_eq!(allocator_in_use(impossible), Allocator::OnDemand);
     }
 }

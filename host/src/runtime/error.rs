@@ -125,24 +125,70 @@ pub enum LoadError {
         plugin: String,
     },
     /// wasmtime refused to compile or link it.
-    #[error("`{plugin}` could not be compiled: {reason}")]
+    #[error("`{plugin}` could not be compiled: {source}")]
     Compile {
         /// Plugin name.
         plugin: String,
         /// wasmtime's explanation.
-        reason: String,
+        #[source]
+        source: WasmtimeError,
     },
     /// The component does not target the `edgewise:plugin/sensor-plugin` world.
-    #[error("`{plugin}` does not fit the edgewise:plugin/sensor-plugin world: {reason}")]
+    #[error("`{plugin}` does not fit the edgewise:plugin/sensor-plugin world: {source}")]
     World {
         /// Plugin name.
         plugin: String,
         /// What is missing or mismatched.
-        reason: String,
+        #[source]
+        source: WasmtimeError,
     },
 }
 
 /// The runtime itself could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot start the WebAssembly runtime: {0}")]
-pub struct RuntimeError(pub String);
+pub enum RuntimeError {
+    /// wasmtime refused the engine configuration.
+    #[error("cannot start the WebAssembly runtime: {0}")]
+    Engine(#[source] WasmtimeError),
+    /// WASI or the host imports could not be added to the linker.
+    #[error("cannot start the WebAssembly runtime: linking {what}: {source}")]
+    Link {
+        /// What was being linked.
+        what: &'static str,
+        /// wasmtime's explanation.
+        #[source]
+        source: WasmtimeError,
+    },
+    /// The thread that moves the epoch (the call deadlines) did not start.
+    #[error("cannot start the WebAssembly runtime: starting the epoch thread: {0}")]
+    EpochThread(#[source] std::io::Error),
+}
+
+/// An error from wasmtime, kept whole as the source of ours. It shows as its
+/// whole chain on one line (`{:#}`): wasmtime's own error type is not a
+/// `std::error::Error`, and its outer message alone is often too vague.
+#[derive(Debug)]
+pub struct WasmtimeError(wasmtime::Error);
+
+impl WasmtimeError {
+    /// The error as wasmtime made it (to downcast), for this module only:
+    /// nothing outside `runtime` knows wasmtime.
+    #[allow(dead_code)]
+    pub(crate) fn inner(&self) -> &wasmtime::Error {
+        &self.0
+    }
+}
+
+impl From<wasmtime::Error> for WasmtimeError {
+    fn from(error: wasmtime::Error) -> WasmtimeError {
+        WasmtimeError(error)
+    }
+}
+
+impl fmt::Display for WasmtimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for WasmtimeError {}

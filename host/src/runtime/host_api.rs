@@ -1,6 +1,7 @@
 //! Per-instance host state and the implementation of the `edgewise:plugin/host`
 //! imports: outputs are collected for the caller, logs go to `tracing`, state
-//! is a bounded in-memory map (made durable by a later layer).
+//! is a bounded in-memory map that lives and dies with the instance (nothing
+//! of it is written to disk: a restart, a trap or an upgrade starts empty).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,12 +39,9 @@ pub struct InstanceState {
     pub(crate) stderr: StderrTail,
     /// Bytes of linear memory over all memories of the instance: the memory
     /// limit is for the component as a whole, not per memory.
-    memory_bytes: usize,
-    /// The growth last allowed, taken back if it then fails.
-    memory_pending: usize,
+    memory_bytes: Growth,
     /// Table elements over all tables of the instance.
-    table_elements: usize,
-    table_pending: usize,
+    table_elements: Growth,
     /// The instance's monotonic clock, shared with the WASI `subscribe-*`.
     pub(crate) monotonic: Arc<MonotonicClock>,
     wasi: WasiCtx,
@@ -72,10 +70,8 @@ impl InstanceState {
             state_bytes: 0,
             limit_hit: None,
             stderr,
-            memory_bytes: 0,
-            memory_pending: 0,
-            table_elements: 0,
-            table_pending: 0,
+            memory_bytes: Growth::default(),
+            table_elements: Growth::default(),
             monotonic,
             wasi,
             table,
@@ -195,6 +191,33 @@ impl host::Host for InstanceState {
     }
 }
 
+/// What all memories (or all tables) of an instance hold together, and the
+/// growth last allowed, taken back if the growth then fails.
+#[derive(Debug, Default)]
+struct Growth {
+    total: usize,
+    pending: usize,
+}
+
+impl Growth {
+    /// The total if one memory (or table) grew from `current` to `desired`.
+    fn total_after(&self, current: usize, desired: usize) -> usize {
+        self.total.saturating_add(desired.saturating_sub(current))
+    }
+
+    /// Count the growth from `current` to `desired`.
+    fn allow(&mut self, current: usize, desired: usize) {
+        self.pending = desired.saturating_sub(current);
+        self.total = self.total.saturating_add(self.pending);
+    }
+
+    /// The growth last allowed failed: it holds nothing.
+    fn take_back(&mut self) {
+        self.total = self.total.saturating_sub(self.pending);
+        self.pending = 0;
+    }
+}
+
 impl wasmtime::ResourceLimiter for InstanceState {
     fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         if maximum.is_some_and(|maximum| desired > maximum) {
@@ -204,22 +227,19 @@ impl wasmtime::ResourceLimiter for InstanceState {
         }
         // Called for every memory of the instance, at creation (from 0) and
         // on each growth: the sum is what the component holds.
-        let growth = desired.saturating_sub(current);
-        let total = self.memory_bytes.saturating_add(growth);
+        let total = self.memory_bytes.total_after(current, desired);
         if total > self.limits.max_memory_bytes {
             self.breach(LimitExceeded::Memory {
                 limit: self.limits.max_memory_bytes,
                 requested: total,
             })?;
         }
-        self.memory_bytes = total;
-        self.memory_pending = growth;
+        self.memory_bytes.allow(current, desired);
         Ok(true)
     }
 
     fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.memory_bytes = self.memory_bytes.saturating_sub(self.memory_pending);
-        self.memory_pending = 0;
+        self.memory_bytes.take_back();
         Ok(())
     }
 
@@ -229,19 +249,15 @@ impl wasmtime::ResourceLimiter for InstanceState {
         }
         // Tables hold function references; 100k entries over all tables is
         // far beyond any real plugin.
-        let growth = desired.saturating_sub(current);
-        let total = self.table_elements.saturating_add(growth);
-        if total > MAX_TABLE_ELEMENTS {
+        if self.table_elements.total_after(current, desired) > MAX_TABLE_ELEMENTS {
             return Ok(false);
         }
-        self.table_elements = total;
-        self.table_pending = growth;
+        self.table_elements.allow(current, desired);
         Ok(true)
     }
 
     fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.table_elements = self.table_elements.saturating_sub(self.table_pending);
-        self.table_pending = 0;
+        self.table_elements.take_back();
         Ok(())
     }
 
@@ -374,13 +390,18 @@ mod tests {
         assert_eq!(host.logs_dropped, 1);
     }
 
+    /// Limits with 1 MiB of memory over all memories.
+    fn one_mib_of_memory() -> Limits {
+        Limits {
+            max_memory_bytes: 1 << 20,
+            ..Limits::default()
+        }
+    }
+
     #[test]
     fn memory_growth_beyond_the_limit_is_refused() {
         use wasmtime::ResourceLimiter;
-        let mut host = state(Limits {
-            max_memory_bytes: 1 << 20,
-            ..Limits::default()
-        });
+        let mut host = state(one_mib_of_memory());
         assert!(host.memory_growing(0, 1 << 20, None).unwrap());
         assert!(host.memory_growing(1 << 20, (1 << 20) + 1, None).is_err());
         assert!(matches!(host.limit_hit, Some(LimitExceeded::Memory { .. })));
@@ -389,10 +410,7 @@ mod tests {
     #[test]
     fn the_memory_limit_covers_all_memories_together() {
         use wasmtime::ResourceLimiter;
-        let mut host = state(Limits {
-            max_memory_bytes: 1 << 20,
-            ..Limits::default()
-        });
+        let mut host = state(one_mib_of_memory());
         // Two memories created at 512 KiB each fit; growing either does not.
         assert!(host.memory_growing(0, 512 << 10, None).unwrap());
         assert!(host.memory_growing(0, 512 << 10, None).unwrap());
@@ -405,10 +423,7 @@ mod tests {
             })
         );
         // A growth that fails after being allowed is not counted.
-        let mut host = state(Limits {
-            max_memory_bytes: 1 << 20,
-            ..Limits::default()
-        });
+        let mut host = state(one_mib_of_memory());
         assert!(host.memory_growing(0, 1 << 20, None).unwrap());
         host.memory_grow_failed(wasmtime::Error::msg("no memory")).unwrap();
         assert!(host.memory_growing(0, 1 << 20, None).unwrap());

@@ -14,11 +14,13 @@ mod host_api;
 mod instance;
 mod limits;
 mod stderr;
+#[cfg(test)]
+mod test_plugins;
 mod wasi;
 
 pub use cache::{CACHE_KEY_FILE, CacheOutcome};
 pub use clock::PluginClock;
 pub use engine::{Allocator, CompiledPlugin, Runtime, RuntimeOptions};
-pub use error::{Call, LoadError, PluginError, PluginErrorKind, RuntimeError};
+pub use error::{Call, LoadError, PluginError, PluginErrorKind, RuntimeError, WasmtimeError};
 pub use instance::{FuelUsed, PluginInstance};
 pub use limits::{Clamped, LimitExceeded, Limits, MAX_WASI_RESOURCES};
