@@ -23,3 +23,4 @@ mod safety_runtime;
 mod strict_files;
 mod strict_formats;
 mod support;
+mod task_ownership;
