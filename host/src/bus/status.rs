@@ -1,19 +1,14 @@
-//! The status of a running host, answered on `edgewise.<device>.status`.
+//! The status of a running host, answered on `edgewise.<device>.status`:
+//! what a status says ([`Status`], the JSON `edgewise status` reads) and the
+//! responder. What goes into it is gathered by `run::status`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-
-use super::admission::DeadLetterKind;
-use super::ingest::IngestStats;
-use super::subjects::Subjects;
-use super::worker::{PluginStats, wall_ms};
-use crate::outbox::{DropCounts, Outbox, ParkedCounts};
 
 /// What `edgewise status` prints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +30,11 @@ pub struct Status {
     /// The control subjects.
     #[serde(default)]
     pub control: ControlStatus,
+    /// The host's own tasks (`ticker`, `expiry`, `upstream`, `status`) that
+    /// ended before shutdown, and why; empty while all run. (A plugin's
+    /// ingest shows in its plugin's state instead.)
+    #[serde(default)]
+    pub tasks: BTreeMap<String, String>,
 }
 
 /// What the control subjects refused.
@@ -99,17 +99,6 @@ pub struct OutboxParked {
     pub entries: u64,
 }
 
-impl From<ParkedCounts> for OutboxParked {
-    fn from(parked: ParkedCounts) -> OutboxParked {
-        OutboxParked {
-            too_large: parked.too_large,
-            permission_denied: parked.permission_denied,
-            refused: parked.refused,
-            entries: parked.entries,
-        }
-    }
-}
-
 /// Outbox drops by reason: the size limit, the age limit (`[outbox]`), and rows
 /// that failed to decrypt.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,20 +118,6 @@ pub struct OutboxDrops {
     pub undecryptable: u64,
     /// Moved-aside entries removed from the side table to keep it within its bound.
     pub parked_discarded: u64,
-}
-
-impl From<DropCounts> for OutboxDrops {
-    fn from(drops: DropCounts) -> OutboxDrops {
-        OutboxDrops {
-            summaries_for_space: drops.summaries_for_space,
-            summaries_refused: drops.summaries_refused,
-            alerts_for_space: drops.alerts_for_space,
-            expired_alerts: drops.expired_alerts,
-            expired_summaries: drops.expired_summaries,
-            undecryptable: drops.undecryptable,
-            parked_discarded: drops.parked_discarded,
-        }
-    }
 }
 
 /// Ingest counters.
@@ -169,7 +144,9 @@ pub struct PluginStatus {
     /// Code digest.
     pub digest: String,
     /// `running`, `restarting` (backing off after a failure), `quarantined`,
-    /// or `refused` (its bundle could not start; `last_error` says why).
+    /// `degraded` (its input is gone: ingest failed and is being retried;
+    /// `last_error` says why), or `refused` (its bundle could not start;
+    /// `last_error` says why).
     pub state: String,
     /// Readings delivered.
     pub readings_in: u64,
@@ -199,110 +176,13 @@ pub struct PluginStatus {
     pub sequence_failures: u64,
 }
 
-/// Everything the status is computed from.
-pub struct StatusSources {
-    /// Subjects.
-    pub subjects: Subjects,
-    /// Start time.
-    pub started: Instant,
-    /// The host clock.
-    pub clock: super::clock::Clock,
-    /// Upstream connection state.
-    pub upstream_connected: Arc<AtomicBool>,
-    /// Delivery rounds in which something was not acknowledged.
-    pub upstream_rounds_failed: Arc<std::sync::atomic::AtomicU64>,
-    /// The outbox.
-    pub outbox: Arc<Mutex<Outbox>>,
-    /// Why the outbox was reset at start, if it was.
-    pub outbox_reset: Option<String>,
-    /// Ingest counters.
-    pub ingest: Arc<IngestStats>,
-    /// Control subject counters.
-    pub control: Arc<ControlStats>,
-    /// Plugins: (name, version, digest, counters).
-    pub plugins: Vec<(String, String, String, Arc<PluginStats>)>,
-}
-
-impl StatusSources {
-    /// The current status.
-    pub fn status(&self) -> Status {
-        let (depth, oldest, dropped, parked) = match self.outbox.lock() {
-            Ok(outbox) => (
-                outbox.depth().ok(),
-                outbox.oldest_created_ms().ok().flatten(),
-                outbox.dropped().into(),
-                outbox.parked_counts().into(),
-            ),
-            Err(_) => (None, None, OutboxDrops::default(), OutboxParked::default()),
-        };
-        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-        Status {
-            device: self.subjects.device().to_owned(),
-            uptime_s: self.started.elapsed().as_secs_f64(),
-            clock_ms: self.clock.now_ms(),
-            upstream_connected: self.upstream_connected.load(Ordering::Relaxed),
-            outbox: OutboxStatus {
-                alerts: depth.as_ref().map_or(0, |d| d.alerts),
-                summaries: depth.as_ref().map_or(0, |d| d.summaries),
-                oldest_age_ms: oldest.map(|created| wall_ms().saturating_sub(created).max(0)),
-                dropped,
-                reset: self.outbox_reset.clone(),
-                parked,
-                rounds_failed: self.upstream_rounds_failed.load(Ordering::Relaxed),
-            },
-            ingest: IngestStatus {
-                messages: load(&self.ingest.messages),
-                deadlettered: load(&self.ingest.deadlettered),
-                deadletters_by_reason: DeadLetterKind::ALL
-                    .iter()
-                    .zip(&self.ingest.by_reason)
-                    .map(|(kind, counter)| (kind.as_str().to_owned(), load(counter)))
-                    .filter(|(_, count)| *count > 0)
-                    .collect(),
-            },
-            plugins: self
-                .plugins
-                .iter()
-                .map(|(name, version, digest, stats)| {
-                    let health = stats.health.lock().map(|h| h.clone()).unwrap_or_default();
-                    PluginStatus {
-                        name: name.clone(),
-                        version: version.clone(),
-                        digest: digest.clone(),
-                        state: health.state.to_owned(),
-                        readings_in: load(&stats.readings_in),
-                        alerts_out: load(&stats.alerts_out),
-                        summaries_out: load(&stats.summaries_out),
-                        errors: load(&stats.errors),
-                        restarts: load(&stats.restarts),
-                        quarantines: load(&stats.quarantines),
-                        failures: health
-                            .failures
-                            .iter()
-                            .map(|(reason, count)| ((*reason).to_owned(), *count))
-                            .collect(),
-                        last_error: health.last_error.as_deref().map(bounded_error),
-                        readings_held: load(&stats.readings_held),
-                        readings_dropped: load(&stats.readings_dropped),
-                        logs_dropped: load(&stats.logs_dropped),
-                        sequence_failures: load(&stats.sequence_failures),
-                    }
-                })
-                .collect(),
-            control: ControlStatus {
-                status_refused: load(&self.control.status_refused),
-            },
-        }
-    }
-}
-
 /// Longest `last_error` in a status reply, in bytes. The error text comes
 /// from the plugin (an `Err` it returns): unbounded, it could make the reply
 /// larger than the bus's `max_payload`, and then no status is answered at all.
 pub const MAX_LAST_ERROR: usize = 1024;
 
 /// `error` cut to [`MAX_LAST_ERROR`] bytes on a character boundary, marked.
-fn bounded_error(error: &str) -> String {
+pub fn bounded_error(error: &str) -> String {
     if error.len() <= MAX_LAST_ERROR {
         return error.to_owned();
     }
@@ -313,13 +193,16 @@ fn bounded_error(error: &str) -> String {
     format!("{}… ({} bytes in all)", &error[..end], error.len())
 }
 
-/// Answer status requests until `stop`.
+/// Answer status requests on `subject` until `stop`, with the status
+/// `current` gathers (called off the async threads: it may read the disk).
 pub async fn run_status(
     client: async_nats::Client,
-    sources: Arc<StatusSources>,
+    subject: String,
+    control: Arc<ControlStats>,
+    current: Arc<dyn Fn() -> Status + Send + Sync>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), async_nats::SubscribeError> {
-    let mut requests = client.subscribe(sources.subjects.status()).await?;
+    let mut requests = client.subscribe(subject).await?;
     loop {
         let request = tokio::select! {
             _ = stop.changed() => break,
@@ -330,13 +213,13 @@ pub async fn run_status(
         };
         let Some(reply) = request.reply else { continue };
         if !reply.as_str().starts_with(INBOX_PREFIX) {
-            sources.control.status_refused.fetch_add(1, Ordering::Relaxed);
+            control.status_refused.fetch_add(1, Ordering::Relaxed);
             let shown: String = reply.as_str().chars().take(200).collect();
             tracing::warn!(reply = %shown, "Status request not answered: its reply subject is not an inbox (`{INBOX_PREFIX}`)");
             continue;
         }
-        let sources = sources.clone();
-        let status = tokio::task::spawn_blocking(move || sources.status()).await;
+        let current = current.clone();
+        let status = tokio::task::spawn_blocking(move || current()).await;
         if let Ok(status) = status {
             let body = serde_json::to_vec(&status).unwrap_or_default();
             if let Err(error) = client.publish(reply, body.into()).await {

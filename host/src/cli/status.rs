@@ -6,8 +6,9 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::Args;
 
-use edgewise_host::run::config::{NatsConfig, RunConfig};
-use edgewise_host::run::{Status, Subjects};
+use edgewise_host::bus::status::Status;
+use edgewise_host::bus::{NatsConfig, Subjects};
+use edgewise_host::run::config::RunConfig;
 
 use super::Failure;
 

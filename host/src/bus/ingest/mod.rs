@@ -1,21 +1,140 @@
-//! Ingest: the local bus subscriptions of one plugin, decoded into readings,
-//! judged by [`Admission`], and queued for its worker. Bad messages and
+//! Ingest: the input of one plugin ([`subscriptions`]: core NATS, or
+//! [`consumer`]: a durable JetStream consumer), decoded into readings, judged
+//! by [`Admission`], and queued for its worker as a [`Batch`]. Bad messages and
 //! implausible readings go to the dead-letter subject with the reason; they
 //! never stop the pipeline.
+//!
+//! An ingest that ends before the host stops returns an [`IngestError`]: its
+//! owner (`run::serve`) shows the plugin `degraded` and starts it again.
 
-use std::sync::Arc;
+pub mod consumer;
+pub mod subscriptions;
+
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::admission::{Admission, DeadLetterKind, Refusal};
-use super::clock::Clock;
+use super::payload;
 use super::subjects::Subjects;
-use super::worker::Work;
-use crate::bus::payload;
+use crate::clock::Clock;
+use crate::model::Reading;
+
+/// Readings for a plugin (each sensor's in arrival order), and optionally
+/// who to tell once their outputs are in the outbox (JetStream ingest
+/// acknowledges the messages only then). The worker's queue takes anything
+/// made from a batch (`From<Batch>`), so ingest does not know the worker.
+#[derive(Debug)]
+pub struct Batch {
+    /// The readings.
+    pub readings: Vec<Reading>,
+    /// Told once the outputs of these readings are durable; dropped unsent
+    /// otherwise (the messages then stay unacknowledged).
+    pub done: Option<oneshot::Sender<()>>,
+}
+
+/// Why a plugin's ingest ended before the host stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// A core NATS subscription could not be made.
+    #[error("ingest cannot subscribe to `{filter}`")]
+    Subscribe {
+        /// The subject filter.
+        filter: String,
+        /// The error.
+        #[source]
+        source: async_nats::SubscribeError,
+    },
+    /// The core NATS subscriptions ended (the connection was closed).
+    #[error("ingest: the subscriptions ended")]
+    SubscriptionsEnded,
+    /// The plugin's worker no longer takes readings.
+    #[error("ingest: the plugin's worker has stopped")]
+    WorkerStopped,
+    /// The durable consumer could not be made or found.
+    #[error("ingest: JetStream consumer {consumer} on stream {stream}")]
+    Consumer {
+        /// The consumer.
+        consumer: String,
+        /// The stream.
+        stream: String,
+        /// The error.
+        #[source]
+        source: async_nats::jetstream::stream::ConsumerError,
+    },
+    /// The consumer's messages could not be read.
+    #[error("ingest: JetStream consumer {consumer}: cannot read its messages")]
+    Messages {
+        /// The consumer.
+        consumer: String,
+        /// The error.
+        #[source]
+        source: async_nats::jetstream::consumer::StreamError,
+    },
+    /// The consumer is gone (deleted, or its stream deleted) or refuses pulls.
+    #[error("ingest: JetStream consumer {consumer} lost")]
+    ConsumerLost {
+        /// The consumer.
+        consumer: String,
+        /// The error.
+        #[source]
+        source: async_nats::jetstream::consumer::pull::MessagesError,
+    },
+    /// The consumer's message stream ended.
+    #[error("ingest: JetStream consumer {consumer}: its messages ended")]
+    ConsumerEnded {
+        /// The consumer.
+        consumer: String,
+    },
+}
+
+impl IngestError {
+    /// Whether starting the ingest again can help: not when the worker is gone.
+    pub fn retry(&self) -> bool {
+        !matches!(self, IngestError::WorkerStopped)
+    }
+}
+
+/// Whether one plugin's input flows, shared by its ingest (which says when
+/// it is taking messages), its owner (which says when it ended), and the status.
+#[derive(Debug, Default)]
+pub struct IngestHealth {
+    /// Why the input is gone, while it is (the plugin is then `degraded`).
+    lost: Mutex<Option<String>>,
+    /// Times the input was lost (episodes, not retries).
+    pub failures: AtomicU64,
+}
+
+impl IngestHealth {
+    /// The input is gone, for `reason`. Returns whether it was flowing until
+    /// now (a new episode: counted once, however many retries follow).
+    pub fn lost(&self, reason: String) -> bool {
+        let Ok(mut lost) = self.lost.lock() else { return false };
+        let new = lost.is_none();
+        *lost = Some(reason);
+        if new {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        new
+    }
+
+    /// The input flows (again): ingest is taking messages.
+    pub fn flowing(&self, plugin: &str) {
+        if let Ok(mut lost) = self.lost.lock()
+            && lost.take().is_some()
+        {
+            tracing::warn!(plugin, "Ingest restored: the plugin takes readings again");
+        }
+    }
+
+    /// Why the input is gone, if it is.
+    pub fn lost_reason(&self) -> Option<String> {
+        self.lost.lock().ok().and_then(|lost| lost.clone())
+    }
+}
 
 /// Counters of ingest, for the status.
 #[derive(Debug, Default)]
@@ -35,8 +154,112 @@ const LOGS_PER_WINDOW: u32 = 20;
 /// See [`LOGS_PER_WINDOW`].
 const LOG_WINDOW: Duration = Duration::from_secs(10);
 
+/// The first wait before ingest is started again after a failure; it
+/// doubles with each failure in a row, up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Where one plugin's readings come from.
+pub enum Input {
+    /// Core NATS subscriptions to `filters`; the first ones made before the
+    /// host answers its first status request ([`subscriptions::subscribe`]).
+    Core {
+        /// The plugin's subject filters.
+        filters: Vec<String>,
+        /// Subscriptions already made, for the first attempt.
+        subscriptions: Option<Vec<async_nats::Subscriber>>,
+    },
+    /// A durable consumer `consumer` on the JetStream `stream`.
+    JetStream {
+        /// The sensor stream.
+        stream: String,
+        /// The plugin's durable consumer.
+        consumer: String,
+        /// The plugin's subject filters.
+        filters: Vec<String>,
+    },
+}
+
+/// A failed attempt of a plugin's ingest, as its owner hears of it, at once.
+#[derive(Debug)]
+pub struct Failure {
+    /// The plugin.
+    pub plugin: String,
+    /// What failed.
+    pub error: IngestError,
+    /// Whether the input was flowing until now (the first failure of an
+    /// episode, which is alerted; the retries after it are only logged).
+    pub new_episode: bool,
+    /// When the next attempt starts.
+    pub retry_in: Duration,
+}
+
+/// Feed `queue` from `input` until `stop`, starting ingest again after each
+/// failure (waiting [`RETRY_FIRST`], doubling up to [`RETRY_MAX`]): a
+/// JetStream consumer deleted from outside, or its stream deleted and made
+/// again, is taken up again without a restart of the host. Each failure goes
+/// to `failures` at once, and the plugin shows `degraded` (its
+/// [`IngestHealth`]) until its input flows again. Ends with an error only
+/// when starting again cannot help (the worker is gone).
+pub async fn run<W: From<Batch>>(
+    mut ingest: Ingest,
+    mut input: Input,
+    queue: mpsc::Sender<W>,
+    batch_max: usize,
+    mut stop: watch::Receiver<bool>,
+    failures: mpsc::UnboundedSender<Failure>,
+) -> Result<(), IngestError> {
+    let mut retry_in = RETRY_FIRST;
+    loop {
+        let attempt = match &mut input {
+            Input::Core {
+                filters,
+                subscriptions: made,
+            } => {
+                let subscribed = match made.take() {
+                    Some(made) => Ok(made),
+                    None => subscriptions::subscribe(&ingest.client, filters).await,
+                };
+                match subscribed {
+                    Ok(made) => subscriptions::run(&mut ingest, made, &queue, batch_max, &mut stop).await,
+                    Err(error) => Err(error),
+                }
+            }
+            Input::JetStream {
+                stream,
+                consumer: name,
+                filters,
+            } => consumer::run(&mut ingest, stream, name, filters, &queue, batch_max, &mut stop).await,
+        };
+        let error = match attempt {
+            Ok(()) => return Ok(()),
+            Err(_) if *stop.borrow() => return Ok(()), // Ended as the host stops.
+            Err(error) if !error.retry() => return Err(error),
+            Err(error) => error,
+        };
+        let new_episode = ingest.health.lost(crate::error_chain(&error));
+        if new_episode {
+            retry_in = RETRY_FIRST;
+        }
+        let _ = failures.send(Failure {
+            plugin: ingest.plugin.clone(),
+            error,
+            new_episode,
+            retry_in,
+        });
+        tokio::select! {
+            _ = stop.changed() => return Ok(()),
+            _ = tokio::time::sleep(retry_in) => {}
+        }
+        retry_in = (retry_in * 2).min(RETRY_MAX);
+    }
+}
+
 /// What ingest needs for every message of one plugin.
 pub struct Ingest {
+    /// The plugin's name (for logs).
+    pub plugin: String,
     /// The local bus.
     pub client: async_nats::Client,
     /// The device's subjects (the dead-letter subject).
@@ -47,24 +270,31 @@ pub struct Ingest {
     pub admission: Admission,
     /// The host clock the readings' times are judged against.
     pub clock: Clock,
+    /// Whether the input flows.
+    pub health: Arc<IngestHealth>,
     log: LogBudget,
 }
 
 impl Ingest {
-    /// Ingest through `client`, judging readings by `admission` on `clock`.
+    /// Ingest of `plugin` through `client`, judging readings by `admission`
+    /// on `clock`.
     pub fn new(
+        plugin: &str,
         client: async_nats::Client,
         subjects: Subjects,
         stats: Arc<IngestStats>,
         admission: Admission,
         clock: Clock,
+        health: Arc<IngestHealth>,
     ) -> Ingest {
         Ingest {
+            plugin: plugin.to_owned(),
             client,
             subjects,
             stats,
             admission,
             clock,
+            health,
             log: LogBudget::default(),
         }
     }
@@ -110,161 +340,10 @@ impl LogBudget {
     }
 }
 
-/// Subscribe to `filters` on the local bus. Done before the host answers its
-/// first status request (subscriptions reach the server in the order they are
-/// made on the connection), so a reading published after a status reply is
-/// never missed.
-pub async fn subscribe(
-    client: &async_nats::Client,
-    filters: &[String],
-) -> Result<Vec<async_nats::Subscriber>, async_nats::SubscribeError> {
-    let mut subscriptions = Vec::with_capacity(filters.len());
-    for filter in filters {
-        subscriptions.push(client.subscribe(filter.clone()).await?);
-    }
-    Ok(subscriptions)
-}
-
-/// Feed `queue` from `subscriptions` (see [`subscribe`]) until `stop` turns
-/// true. Readings of one message are queued together; messages are taken in
-/// batches of up to `batch_max` and split per sensor so per-sensor order is
-/// kept.
-pub async fn run_ingest(
-    mut ingest: Ingest,
-    subscriptions: Vec<async_nats::Subscriber>,
-    queue: mpsc::Sender<Work>,
-    batch_max: usize,
-    mut stop: watch::Receiver<bool>,
-) {
-    // One subscription (the usual case) is read directly: `select_all` costs a
-    // re-queue of its stream per message.
-    let merged = match <[_; 1]>::try_from(subscriptions) {
-        Ok([only]) => only.boxed(),
-        Err(several) => futures::stream::select_all(several).boxed(),
-    };
-    let mut messages = merged.ready_chunks(batch_max);
-    let mut stopping = false;
-    loop {
-        let chunk = if stopping {
-            // Stopping: take what has already arrived, without waiting for more.
-            match futures::FutureExt::now_or_never(messages.next()) {
-                Some(Some(chunk)) => chunk,
-                _ => break,
-            }
-        } else {
-            tokio::select! {
-                biased;
-                _ = stop.changed() => {
-                    stopping = true;
-                    continue;
-                }
-                chunk = messages.next() => match chunk {
-                    Some(chunk) => chunk,
-                    None => break,
-                },
-            }
-        };
-        let mut readings = Vec::with_capacity(chunk.len());
-        for message in chunk {
-            take_message(&mut ingest, &message, &mut readings).await;
-        }
-        if !readings.is_empty() && queue.send(Work::Readings(readings, None)).await.is_err() {
-            break; // The worker has stopped.
-        }
-    }
-}
-
-/// Consume `filters` from the JetStream `stream` through the durable consumer
-/// `consumer_name` until `stop`: readings published while the host was down
-/// are processed after it starts. A message is acknowledged only after the
-/// outputs of its batch are in the outbox (or it was dead-lettered); a crash
-/// before that means redelivery, never loss.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_ingest_jetstream(
-    mut ingest: Ingest,
-    stream_name: String,
-    consumer_name: String,
-    filters: Vec<String>,
-    queue: mpsc::Sender<Work>,
-    batch_max: usize,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), String> {
-    use async_nats::jetstream::consumer::{AckPolicy, pull};
-    let jetstream = async_nats::jetstream::new(ingest.client.clone());
-    // The local stream may appear after the host starts: wait for it.
-    let stream = loop {
-        match jetstream.get_stream(&stream_name).await {
-            Ok(stream) => break stream,
-            Err(error) => {
-                tracing::warn!(stream = %stream_name, %error, "Waiting for the sensor stream");
-                tokio::select! {
-                    _ = stop.changed() => return Ok(()),
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    };
-    let config = pull::Config {
-        durable_name: Some(consumer_name.clone()),
-        filter_subjects: filters,
-        ack_policy: AckPolicy::Explicit,
-        ..Default::default()
-    };
-    let consumer: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
-        .get_or_create_consumer(&consumer_name, config)
-        .await
-        .map_err(|e| format!("consumer {consumer_name} on {stream_name}: {e}"))?;
-    let messages = consumer
-        .messages()
-        .await
-        .map_err(|e| format!("consumer {consumer_name}: {e}"))?;
-    let mut chunks = messages.ready_chunks(batch_max);
-    loop {
-        let chunk = tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            chunk = chunks.next() => match chunk {
-                Some(chunk) => chunk,
-                None => break,
-            },
-        };
-        let mut readings = Vec::new();
-        let mut received = Vec::with_capacity(chunk.len());
-        for message in chunk {
-            let message = match message {
-                Ok(message) => message,
-                Err(error) => {
-                    tracing::warn!(%error, "JetStream consumer error");
-                    continue;
-                }
-            };
-            take_message(&mut ingest, &message, &mut readings).await;
-            received.push(message);
-        }
-        if !readings.is_empty() {
-            let (done, written) = tokio::sync::oneshot::channel();
-            if queue.send(Work::Readings(readings, Some(done))).await.is_err() {
-                break; // The worker has stopped: leave the messages unacknowledged.
-            }
-            if written.await.is_err() {
-                // Dropped by the worker (its plugin down, its hold buffer
-                // full): no ack, so the stream delivers them again.
-                continue;
-            }
-        }
-        for message in received {
-            if let Err(error) = message.ack().await {
-                tracing::warn!(%error, "Cannot acknowledge a sensor message; it will be redelivered");
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Decode one sensor message into `readings`, keeping the readings that
 /// [`Admission`] lets in; dead-letter the message if it cannot be decoded, or
 /// its refused readings with their reasons.
-async fn take_message(ingest: &mut Ingest, message: &async_nats::Message, readings: &mut Vec<crate::model::Reading>) {
+async fn take_message(ingest: &mut Ingest, message: &async_nats::Message, readings: &mut Vec<Reading>) {
     ingest.stats.messages.fetch_add(1, Ordering::Relaxed);
     let subject = message.subject.as_str();
     let before = readings.len();

@@ -1,0 +1,173 @@
+//! What the status of a running host is gathered from ([`StatusSources`]):
+//! the clock, the outbox, ingest, the upstream task, every plugin's worker
+//! and input, and the host's own tasks. `bus::status` answers with it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::bus::Subjects;
+use crate::bus::admission::DeadLetterKind;
+use crate::bus::ingest::{IngestHealth, IngestStats};
+use crate::bus::status::{
+    ControlStats, ControlStatus, IngestStatus, OutboxDrops, OutboxParked, OutboxStatus, PluginStatus, Status,
+    bounded_error,
+};
+use crate::clock::Clock;
+use crate::outbox::upstream::UpstreamStats;
+use crate::outbox::{DropCounts, ParkedCounts, SharedOutbox, wall_ms};
+use crate::worker::PluginStats;
+
+/// One plugin as the status shows it.
+pub struct PluginSource {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Code digest (empty for a refused bundle).
+    pub digest: String,
+    /// Its worker's counters.
+    pub stats: Arc<PluginStats>,
+    /// Whether its input flows (`None` for a refused bundle).
+    pub input: Option<Arc<IngestHealth>>,
+}
+
+/// Everything the status is computed from.
+pub struct StatusSources {
+    /// Subjects.
+    pub subjects: Subjects,
+    /// Start time.
+    pub started: Instant,
+    /// The host clock.
+    pub clock: Clock,
+    /// Upstream connection state and failed rounds.
+    pub upstream: Arc<UpstreamStats>,
+    /// The outbox.
+    pub outbox: SharedOutbox,
+    /// Why the outbox was reset at start, if it was.
+    pub outbox_reset: Option<String>,
+    /// Ingest counters.
+    pub ingest: Arc<IngestStats>,
+    /// Control subject counters.
+    pub control: Arc<ControlStats>,
+    /// Plugins, those refused at start included.
+    pub plugins: Vec<PluginSource>,
+    /// Host tasks that ended before shutdown, and why (by their owner).
+    pub tasks: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+impl StatusSources {
+    /// The current status.
+    pub fn status(&self) -> Status {
+        let (depth, oldest, dropped, parked) = match self.outbox.lock() {
+            Ok(outbox) => (
+                outbox.depth().ok(),
+                outbox.oldest_created_ms().ok().flatten(),
+                outbox.dropped().into(),
+                outbox.parked_counts().into(),
+            ),
+            Err(_) => (None, None, OutboxDrops::default(), OutboxParked::default()),
+        };
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Status {
+            device: self.subjects.device().to_owned(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            clock_ms: self.clock.now_ms(),
+            upstream_connected: self.upstream.connected.load(Ordering::Relaxed),
+            outbox: OutboxStatus {
+                alerts: depth.as_ref().map_or(0, |d| d.alerts),
+                summaries: depth.as_ref().map_or(0, |d| d.summaries),
+                oldest_age_ms: oldest.map(|created| wall_ms().saturating_sub(created).max(0)),
+                dropped,
+                reset: self.outbox_reset.clone(),
+                parked,
+                rounds_failed: self.upstream.rounds_failed.load(Ordering::Relaxed),
+            },
+            ingest: IngestStatus {
+                messages: load(&self.ingest.messages),
+                deadlettered: load(&self.ingest.deadlettered),
+                deadletters_by_reason: DeadLetterKind::ALL
+                    .iter()
+                    .zip(&self.ingest.by_reason)
+                    .map(|(kind, counter)| (kind.as_str().to_owned(), load(counter)))
+                    .filter(|(_, count)| *count > 0)
+                    .collect(),
+            },
+            plugins: self.plugins.iter().map(plugin_status).collect(),
+            control: ControlStatus {
+                status_refused: load(&self.control.status_refused),
+            },
+            tasks: self.tasks.lock().map(|tasks| tasks.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// The status of one plugin: its worker's health, unless its input is gone
+/// (`degraded`, with the reason).
+fn plugin_status(plugin: &PluginSource) -> PluginStatus {
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    let stats = &plugin.stats;
+    let health = stats.health.lock().map(|h| h.clone()).unwrap_or_default();
+    let mut failures: BTreeMap<String, u64> = health
+        .failures
+        .iter()
+        .map(|(reason, count)| ((*reason).to_owned(), *count))
+        .collect();
+    let (mut state, mut last_error) = (health.state.to_owned(), health.last_error);
+    if let Some(input) = &plugin.input {
+        let lost = load(&input.failures);
+        if lost > 0 {
+            failures.insert("ingest".to_owned(), lost);
+        }
+        if let Some(reason) = input.lost_reason() {
+            state = "degraded".to_owned();
+            last_error = Some(reason);
+        }
+    }
+    PluginStatus {
+        name: plugin.name.clone(),
+        version: plugin.version.clone(),
+        digest: plugin.digest.clone(),
+        state,
+        readings_in: load(&stats.readings_in),
+        alerts_out: load(&stats.alerts_out),
+        summaries_out: load(&stats.summaries_out),
+        errors: load(&stats.errors),
+        restarts: load(&stats.restarts),
+        quarantines: load(&stats.quarantines),
+        failures,
+        last_error: last_error.as_deref().map(bounded_error),
+        readings_held: load(&stats.readings_held),
+        readings_dropped: load(&stats.readings_dropped),
+        logs_dropped: load(&stats.logs_dropped),
+        sequence_failures: load(&stats.sequence_failures),
+    }
+}
+
+/// Parked counts as the status shows them.
+impl From<ParkedCounts> for OutboxParked {
+    fn from(parked: ParkedCounts) -> OutboxParked {
+        OutboxParked {
+            too_large: parked.too_large,
+            permission_denied: parked.permission_denied,
+            refused: parked.refused,
+            entries: parked.entries,
+        }
+    }
+}
+
+/// Drop counts as the status shows them.
+impl From<DropCounts> for OutboxDrops {
+    fn from(drops: DropCounts) -> OutboxDrops {
+        OutboxDrops {
+            summaries_for_space: drops.summaries_for_space,
+            summaries_refused: drops.summaries_refused,
+            alerts_for_space: drops.alerts_for_space,
+            expired_alerts: drops.expired_alerts,
+            expired_summaries: drops.expired_summaries,
+            undecryptable: drops.undecryptable,
+            parked_discarded: drops.parked_discarded,
+        }
+    }
+}
