@@ -91,3 +91,35 @@ async fn a_jetstream_ingest_that_loses_its_stream_degrades_its_plugin_alerts_and
     assert_eq!(plugin(&status, "glucose-monitor")["failures"]["ingest"], 1, "{status}");
     device.terminate_cleanly();
 }
+
+/// Upstream delivery cannot even be set up (its credentials file is
+/// missing): the task ends at once. Its owner notices: the status lists the
+/// task and why, and a critical `host-degraded` alert goes out on the local
+/// bus (nothing reaches the cloud now); plugins and local alerts go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_cannot_be_set_up_is_shown_in_the_status_and_alerted_locally() {
+    let local = NatsServer::start();
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let extra = format!(
+        "[upstream]\nurl = \"{}\"\ncredentials = \"missing.creds\"\n",
+        local.url()
+    );
+    let mut device = Device::new(&local, None, &extra);
+    let mut alerts = subscribe_alerts(&client, "_host").await;
+    client.flush().await.unwrap();
+    device.start(&local).await;
+
+    let alert = next_where(&mut alerts, "a host-degraded alert about upstream", |_, alert| {
+        alert["code"] == "host-degraded" && alert["message"].as_str().unwrap_or_default().contains("upstream")
+    })
+    .await;
+    assert_eq!(alert["severity"], "critical", "{alert}");
+    let status = status_until(&client, "the upstream task listed as ended", |s| {
+        s["tasks"]["upstream"].is_string()
+    })
+    .await;
+    let reason = status["tasks"]["upstream"].as_str().unwrap();
+    assert!(reason.contains("missing.creds"), "{status}");
+    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+    device.terminate_cleanly();
+}
