@@ -222,3 +222,59 @@ pub fn plugin_limits(
     };
     operator.apply(within)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_beyond_the_ceilings_is_lowered_and_the_operator_applies_within() {
+        let ceilings = Limits {
+            max_memory_bytes: 32 << 20,
+            ..Limits::default_ceilings()
+        };
+        let manifest = ManifestLimits {
+            memory_mb: Some(1024),
+            call_deadline_ms: Some(60_000),
+            ..ManifestLimits::default()
+        };
+        let operator = ManifestLimits {
+            state_bytes: Some(1000),
+            ..ManifestLimits::default()
+        };
+        let limits = plugin_limits(Limits::default(), Some(&ceilings), "p", &manifest, &operator);
+        assert_eq!(limits.max_memory_bytes, 32 << 20);
+        assert_eq!(limits.call_deadline, ceilings.call_deadline);
+        assert_eq!(limits.max_state_bytes, 1000);
+        // The host default itself is lowered under a ceiling below it.
+        let limits = plugin_limits(
+            Limits::default(),
+            Some(&ceilings),
+            "p",
+            &ManifestLimits::default(),
+            &ManifestLimits::default(),
+        );
+        assert_eq!(limits.max_memory_bytes, 32 << 20);
+    }
+
+    #[test]
+    fn without_ceilings_the_operator_overrides_the_manifest_over_the_base() {
+        let base = Limits {
+            max_outputs_per_second: None,
+            ..Limits::default()
+        };
+        let manifest = ManifestLimits {
+            memory_mb: Some(1024),
+            call_deadline_ms: Some(500),
+            ..ManifestLimits::default()
+        };
+        let operator = ManifestLimits {
+            call_deadline_ms: Some(100),
+            ..ManifestLimits::default()
+        };
+        let limits = plugin_limits(base, None, "p", &manifest, &operator);
+        assert_eq!(limits.max_memory_bytes, 1024 << 20);
+        assert_eq!(limits.call_deadline, std::time::Duration::from_millis(100));
+        assert_eq!(limits.max_outputs_per_second, None);
+    }
+}

@@ -70,7 +70,7 @@ pub enum RunError {
         /// The plugin.
         plugin: String,
         /// The error.
-        source: crate::bus::ingest::IngestError,
+        source: Box<crate::bus::ingest::IngestError>,
     },
     /// The final status could not be gathered within its budget (the outbox
     /// lock may be held by a writer left behind).

@@ -238,7 +238,7 @@ pub(super) async fn serve(
                     .await
                     .map_err(|source| RunError::Subscribe {
                         plugin: name.clone(),
-                        source,
+                        source: Box::new(source),
                     })?;
                 Input::Core {
                     filters,

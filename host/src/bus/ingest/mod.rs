@@ -411,3 +411,43 @@ async fn deadletter(ingest: &mut Ingest, subject: &str, payload: &[u8], refusal:
         tracing::warn!(%error, "Cannot publish to the dead-letter subject");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_input_is_one_episode_until_it_flows_again() {
+        let health = IngestHealth::default();
+        assert_eq!(health.lost_reason(), None);
+        assert!(
+            health.lost("consumer deleted".to_owned()),
+            "the first failure starts an episode"
+        );
+        assert!(
+            !health.lost("no stream".to_owned()),
+            "a retry that fails is the same episode"
+        );
+        assert_eq!(health.lost_reason().as_deref(), Some("no stream"));
+        assert_eq!(health.failures.load(Ordering::Relaxed), 1);
+        health.flowing("p");
+        assert_eq!(health.lost_reason(), None);
+        assert!(
+            health.lost("consumer deleted".to_owned()),
+            "after it flowed, a new episode"
+        );
+        assert_eq!(health.failures.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn only_a_stopped_worker_is_not_retried() {
+        assert!(!IngestError::WorkerStopped.retry());
+        assert!(IngestError::SubscriptionsEnded.retry());
+        assert!(
+            IngestError::ConsumerEnded {
+                consumer: "c".to_owned()
+            }
+            .retry()
+        );
+    }
+}

@@ -4,8 +4,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::*;
-use crate::bundle::ManifestLimits;
-use crate::load::plugin_limits;
 use crate::outbox::OutboxLimits;
 use crate::outbox::upstream::DEFAULT_DUPLICATE_WINDOW;
 use crate::runtime::Limits;
@@ -50,36 +48,6 @@ fn host_ceilings_default_to_a_small_device_and_bound_the_operator() {
             "must be greater than 0".to_owned()
         )]
     );
-}
-
-#[test]
-fn a_manifest_beyond_the_ceilings_is_lowered_and_the_operator_applies_within() {
-    let ceilings = Limits {
-        max_memory_bytes: 32 << 20,
-        ..Limits::default_ceilings()
-    };
-    let manifest = ManifestLimits {
-        memory_mb: Some(1024),
-        call_deadline_ms: Some(60_000),
-        ..ManifestLimits::default()
-    };
-    let operator = ManifestLimits {
-        state_bytes: Some(1000),
-        ..ManifestLimits::default()
-    };
-    let limits = plugin_limits(Limits::default(), Some(&ceilings), "p", &manifest, &operator);
-    assert_eq!(limits.max_memory_bytes, 32 << 20);
-    assert_eq!(limits.call_deadline, ceilings.call_deadline);
-    assert_eq!(limits.max_state_bytes, 1000);
-    // The host default itself is lowered under a ceiling below it.
-    let limits = plugin_limits(
-        Limits::default(),
-        Some(&ceilings),
-        "p",
-        &ManifestLimits::default(),
-        &ManifestLimits::default(),
-    );
-    assert_eq!(limits.max_memory_bytes, 32 << 20);
 }
 
 #[test]
