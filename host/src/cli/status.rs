@@ -162,6 +162,9 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
     if let Some(reset) = &status.outbox.reset {
         println!("OUTBOX RESET at start: {reset}");
     }
+    for (task, reason) in &status.tasks {
+        println!("TASK ENDED: {task}: {reason}");
+    }
     if status.control.status_refused > 0 {
         println!(
             "control:    {} status requests refused (reply subject not an inbox)",

@@ -197,36 +197,23 @@ pub(super) async fn serve(
     device: Device,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(Parts, Arc<StatusSources>), RunError> {
-    let Device {
-        started_at,
-        subjects,
-        outbox,
-        outbox_reset,
-        outbox_written,
-        writer,
-        local,
-        clock,
-        host_alerts,
-        plugins,
-        refused,
-    } = device;
     let (stop, stopped) = watch::channel(false);
     let (ended_sender, mut ended) = mpsc::unbounded_channel();
     let (failure_sender, mut failures) = mpsc::unbounded_channel();
     let ingest_stats = Arc::new(IngestStats::default());
     let mut ingest_tasks = Vec::new();
     let mut inputs = BTreeMap::new();
-    for plugin in &plugins {
+    for plugin in &device.plugins {
         let name = plugin.provenance.plugin.clone();
         let health = Arc::new(IngestHealth::default());
         inputs.insert(name.clone(), health.clone());
         let ingest = Ingest::new(
             &name,
-            local.clone(),
-            subjects.clone(),
+            device.local.clone(),
+            device.subjects.clone(),
             ingest_stats.clone(),
             plugin.admission.clone(),
-            clock.clone(),
+            device.clock.clone(),
             health,
         );
         let filters = plugin.subscriptions.clone();
@@ -234,7 +221,7 @@ pub(super) async fn serve(
             Source::Core => {
                 // Made now, before the status responder answers: a reading
                 // published after a status reply is never missed.
-                let made = ingest::subscriptions::subscribe(&local, &filters)
+                let made = ingest::subscriptions::subscribe(&device.local, &filters)
                     .await
                     .map_err(|source| RunError::Subscribe {
                         plugin: name.clone(),
@@ -261,32 +248,33 @@ pub(super) async fn serve(
         );
         ingest_tasks.push(spawn_owned(Task::Ingest(name), &ended_sender, run));
     }
-    let queues: Vec<mpsc::Sender<Work>> = plugins.iter().map(|p| p.worker.queue.clone()).collect();
+    let queues: Vec<mpsc::Sender<Work>> = device.plugins.iter().map(|p| p.worker.queue.clone()).collect();
     let ticker = spawn_owned(
         Task::Ticker,
         &ended_sender,
-        run_ticker(clock.clone(), config.tick, queues, stopped.clone()),
+        run_ticker(device.clock.clone(), config.tick, queues, stopped.clone()),
     );
     // The age limit: checked at once (entries left from an earlier run), then periodically.
     let every = expiry::expiry_interval(config.outbox.max_age_ms);
     let expiry = spawn_owned(
         Task::Expiry,
         &ended_sender,
-        expiry::run_expiry(outbox.clone(), every, stopped.clone()).map(Ok::<(), TaskError>),
+        expiry::run_expiry(device.outbox.clone(), every, stopped.clone()).map(Ok::<(), TaskError>),
     );
     let upstream_stats = Arc::new(UpstreamStats::default());
     let upstream = config.upstream.clone().map(|upstream_config| {
         let run = upstream::run_upstream(
             upstream_config,
-            subjects.clone(),
-            outbox.clone(),
-            outbox_written.clone(),
+            device.subjects.clone(),
+            device.outbox.clone(),
+            device.outbox_written.clone(),
             upstream_stats.clone(),
             stopped.clone(),
         );
         spawn_owned(Task::Upstream, &ended_sender, run)
     });
-    let mut plugin_sources: Vec<PluginSource> = plugins
+    let mut plugin_sources: Vec<PluginSource> = device
+        .plugins
         .iter()
         .map(|p| PluginSource {
             name: p.provenance.plugin.clone(),
@@ -296,7 +284,7 @@ pub(super) async fn serve(
             input: inputs.get(&p.provenance.plugin).cloned(),
         })
         .collect();
-    plugin_sources.extend(refused.iter().map(|refusal| PluginSource {
+    plugin_sources.extend(device.refused.iter().map(|refusal| PluginSource {
         name: refusal.name.clone(),
         version: refusal.version.clone(),
         digest: String::new(),
@@ -306,12 +294,12 @@ pub(super) async fn serve(
     let tasks = Arc::new(Mutex::new(BTreeMap::new()));
     let control = Arc::new(ControlStats::default());
     let sources = Arc::new(StatusSources {
-        subjects: subjects.clone(),
-        started: started_at,
-        clock: clock.clone(),
+        subjects: device.subjects.clone(),
+        started: device.started_at,
+        clock: device.clock.clone(),
         upstream: upstream_stats,
-        outbox,
-        outbox_reset,
+        outbox: device.outbox,
+        outbox_reset: device.outbox_reset,
         ingest: ingest_stats,
         control: control.clone(),
         plugins: plugin_sources,
@@ -324,13 +312,19 @@ pub(super) async fn serve(
     let status_task = spawn_owned(
         Task::Status,
         &ended_sender,
-        crate::bus::status::run_status(local.clone(), subjects.status(), control, current, stopped.clone()),
+        crate::bus::status::run_status(
+            device.local.clone(),
+            device.subjects.status(),
+            control,
+            current,
+            stopped.clone(),
+        ),
     );
-    tracing::info!(device = %config.device, plugins = plugins.len(), refused = refused.len(), "Edgewise is running");
+    tracing::info!(device = %config.device, plugins = device.plugins.len(), refused = device.refused.len(), "Edgewise is running");
 
     let mut owner = Owner {
-        host_alerts,
-        clock,
+        host_alerts: device.host_alerts,
+        clock: device.clock,
         inputs,
         tasks,
     };
@@ -347,12 +341,12 @@ pub(super) async fn serve(
         ingest_tasks,
         ticker,
         expiry,
-        workers: plugins.into_iter().map(|p| p.worker).collect(),
-        writer,
-        outbox_written,
+        workers: device.plugins.into_iter().map(|p| p.worker).collect(),
+        writer: device.writer,
+        outbox_written: device.outbox_written,
         upstream,
         status_task,
-        local,
+        local: device.local,
         ended,
     };
     Ok((parts, sources))
