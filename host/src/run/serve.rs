@@ -30,7 +30,7 @@ use super::RunError;
 use super::config::RunConfig;
 use super::host_alerts::{HOST_DEGRADED, HostAlerts};
 use super::shutdown::Parts;
-use super::start::Device;
+use super::start::{Device, Started};
 use super::status::{PluginSource, StatusSources};
 use crate::bus::config::Source;
 use crate::bus::ingest::{self, Failure, Ingest, IngestError, IngestHealth, IngestStats, Input};
@@ -131,6 +131,23 @@ struct Owner {
 }
 
 impl Owner {
+    /// Hear every failure and every end of a task until `shutdown` completes.
+    async fn own(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+        failures: &mut mpsc::UnboundedReceiver<Failure>,
+        ended: &mut mpsc::UnboundedReceiver<Ended>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(failure) = failures.recv() => self.ingest_failed(failure).await,
+                Some(task) = ended.recv() => self.task_ended(task).await,
+            }
+        }
+    }
+
     /// A plugin's ingest failed and is being started again.
     async fn ingest_failed(&mut self, failure: Failure) {
         let reason = crate::error_chain(&failure.error);
@@ -216,28 +233,7 @@ pub(super) async fn serve(
             device.clock.clone(),
             health,
         );
-        let filters = plugin.subscriptions.clone();
-        let input = match &config.source {
-            Source::Core => {
-                // Made now, before the status responder answers: a reading
-                // published after a status reply is never missed.
-                let made = ingest::subscriptions::subscribe(&device.local, &filters)
-                    .await
-                    .map_err(|source| RunError::Subscribe {
-                        plugin: name.clone(),
-                        source: Box::new(source),
-                    })?;
-                Input::Core {
-                    filters,
-                    subscriptions: Some(made),
-                }
-            }
-            Source::JetStream { stream } => Input::JetStream {
-                stream: stream.clone(),
-                consumer: format!("edgewise-{}-{name}", config.device),
-                filters,
-            },
-        };
+        let input = input(config, &device.local, plugin).await?;
         let run = ingest::run(
             ingest,
             input,
@@ -273,24 +269,6 @@ pub(super) async fn serve(
         );
         spawn_owned(Task::Upstream, &ended_sender, run)
     });
-    let mut plugin_sources: Vec<PluginSource> = device
-        .plugins
-        .iter()
-        .map(|p| PluginSource {
-            name: p.provenance.plugin.clone(),
-            version: p.provenance.version.clone(),
-            digest: p.provenance.digest.clone(),
-            stats: p.worker.stats.clone(),
-            input: inputs.get(&p.provenance.plugin).cloned(),
-        })
-        .collect();
-    plugin_sources.extend(device.refused.iter().map(|refusal| PluginSource {
-        name: refusal.name.clone(),
-        version: refusal.version.clone(),
-        digest: String::new(),
-        stats: Arc::new(PluginStats::refused(&refusal.reason)),
-        input: None,
-    }));
     let tasks = Arc::new(Mutex::new(BTreeMap::new()));
     let control = Arc::new(ControlStats::default());
     let sources = Arc::new(StatusSources {
@@ -298,11 +276,11 @@ pub(super) async fn serve(
         started: device.started_at,
         clock: device.clock.clone(),
         upstream: upstream_stats,
-        outbox: device.outbox,
-        outbox_reset: device.outbox_reset,
+        outbox: device.outbox.clone(),
+        outbox_reset: device.outbox_reset.clone(),
         ingest: ingest_stats,
         control: control.clone(),
-        plugins: plugin_sources,
+        plugins: plugin_sources(&device, &inputs),
         tasks: tasks.clone(),
     });
     let current = {
@@ -328,14 +306,7 @@ pub(super) async fn serve(
         inputs,
         tasks,
     };
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            Some(failure) = failures.recv() => owner.ingest_failed(failure).await,
-            Some(task) = ended.recv() => owner.task_ended(task).await,
-        }
-    }
+    owner.own(shutdown, &mut failures, &mut ended).await;
     let parts = Parts {
         stop,
         ingest_tasks,
@@ -350,6 +321,53 @@ pub(super) async fn serve(
         ended,
     };
     Ok((parts, sources))
+}
+
+/// Where the readings of `plugin` come from. Core NATS subscriptions are
+/// made now, before the status responder answers: a reading published after
+/// a status reply is never missed.
+async fn input(config: &RunConfig, local: &async_nats::Client, plugin: &Started) -> Result<Input, RunError> {
+    let name = &plugin.provenance.plugin;
+    let filters = plugin.subscriptions.clone();
+    Ok(match &config.source {
+        Source::Core => {
+            let made = ingest::subscriptions::subscribe(local, &filters)
+                .await
+                .map_err(|source| RunError::Subscribe {
+                    plugin: name.clone(),
+                    source: Box::new(source),
+                })?;
+            Input::Core {
+                filters,
+                subscriptions: Some(made),
+            }
+        }
+        Source::JetStream { stream } => Input::JetStream {
+            stream: stream.clone(),
+            consumer: format!("edgewise-{}-{name}", config.device),
+            filters,
+        },
+    })
+}
+
+/// Every plugin as the status shows it: those running, with their input,
+/// then those refused at start.
+fn plugin_sources(device: &Device, inputs: &BTreeMap<String, Arc<IngestHealth>>) -> Vec<PluginSource> {
+    let running = device.plugins.iter().map(|p| PluginSource {
+        name: p.provenance.plugin.clone(),
+        version: p.provenance.version.clone(),
+        digest: p.provenance.digest.clone(),
+        stats: p.worker.stats.clone(),
+        input: inputs.get(&p.provenance.plugin).cloned(),
+    });
+    let refused = device.refused.iter().map(|refusal| PluginSource {
+        name: refusal.name.clone(),
+        version: refusal.version.clone(),
+        digest: String::new(),
+        stats: Arc::new(PluginStats::refused(&refusal.reason)),
+        input: None,
+    });
+    running.chain(refused).collect()
 }
 
 /// Send `Tick(now)` to every plugin every `tick` of clock time, until `stop`.
