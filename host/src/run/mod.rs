@@ -32,7 +32,7 @@ use std::future::Future;
 
 pub use crate::bus::Subjects;
 pub use crate::bus::status::Status;
-pub use start::Refused;
+pub use start::{RefusalReason, Refused};
 
 /// Why the host could not start (or stopped with an error).
 #[derive(Debug, thiserror::Error)]

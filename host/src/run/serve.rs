@@ -364,7 +364,7 @@ fn plugin_sources(device: &Device, inputs: &BTreeMap<String, Arc<IngestHealth>>)
         name: refusal.name.clone(),
         version: refusal.version.clone(),
         digest: String::new(),
-        stats: Arc::new(PluginStats::refused(&refusal.reason)),
+        stats: Arc::new(PluginStats::refused(&refusal.reason.to_string())),
         input: None,
     });
     running.chain(refused).collect()

@@ -42,8 +42,32 @@ pub struct Refused {
     pub version: String,
     /// The bundle file.
     pub bundle: String,
-    /// Why.
-    pub reason: String,
+    /// Why (shared: the log, the status, the host alert and the error all
+    /// show it).
+    pub reason: Arc<RefusalReason>,
+}
+
+/// Why a plugin cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum RefusalReason {
+    /// The anti-rollback record's lock is poisoned.
+    #[error("the anti-rollback record is unusable")]
+    RollbackUnusable,
+    /// The bundle could not be loaded (read, verified, compiled).
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    /// No manifest (a verified bundle always has one).
+    #[error("refused: no manifest")]
+    NoManifest,
+    /// Another plugin has its name.
+    #[error("a second plugin named `{0}`")]
+    Duplicate(String),
+    /// Its version is not semver.
+    #[error("{0}")]
+    Version(#[source] bundle::ManifestError),
+    /// A subscription of its manifest reaches the host's own subjects.
+    #[error("subscription {0}")]
+    Subscription(String),
 }
 
 /// A plugin whose worker runs (its `init` may not have yet).
@@ -135,28 +159,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
             clock: clock.clone(),
             policy: config.supervisor.clone(),
         };
-        let provenance = prepared.setup.provenance.clone();
-        let admission = Admission::new(
-            &provenance.plugin,
-            config.plausibility,
-            &config.clock,
-            prepared.payload_sensors,
-            prepared.max_sensors,
-        );
-        let worker = Worker::start(context, prepared.setup, config.limits.queue_capacity)
-            .map_err(|source| RunError::io(format!("cannot start the worker of `{}`", provenance.plugin), source))?;
-        // A first tick, queued before ingest starts: the plugin knows the
-        // host's time before its first reading, so a reading far ahead of it
-        // is never taken for "now" (glucose-monitor's `max_ahead`).
-        if worker.queue.try_send(Work::Tick(clock.tick_ms())).is_err() {
-            tracing::warn!(plugin = %provenance.plugin, "Cannot queue the first tick");
-        }
-        plugins.push(Started {
-            provenance,
-            subscriptions: prepared.subscriptions,
-            admission,
-            worker,
-        });
+        plugins.push(start_worker(config, context, prepared)?);
     }
     // Say loudly what could not start: log (above), status, and a critical
     // alert locally and upstream.
@@ -181,6 +184,33 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         host_alerts,
         plugins,
         refused,
+    })
+}
+
+/// Start the worker of a prepared plugin, and queue its first tick.
+fn start_worker(config: &RunConfig, context: WorkerContext, prepared: Prepared) -> Result<Started, RunError> {
+    let provenance = prepared.setup.provenance.clone();
+    let admission = Admission::new(
+        &provenance.plugin,
+        config.plausibility,
+        &config.clock,
+        prepared.payload_sensors,
+        prepared.max_sensors,
+    );
+    let clock = context.clock.clone();
+    let worker = Worker::start(context, prepared.setup, config.limits.queue_capacity)
+        .map_err(|source| RunError::io(format!("cannot start the worker of `{}`", provenance.plugin), source))?;
+    // A first tick, queued before ingest starts: the plugin knows the host's
+    // time before its first reading, so a reading far ahead of it is never
+    // taken for "now" (glucose-monitor's `max_ahead`).
+    if worker.queue.try_send(Work::Tick(clock.tick_ms())).is_err() {
+        tracing::warn!(plugin = %provenance.plugin, "Cannot queue the first tick");
+    }
+    Ok(Started {
+        provenance,
+        subscriptions: prepared.subscriptions,
+        admission,
+        worker,
     })
 }
 
@@ -242,17 +272,17 @@ fn prepare(context: &LoadContext<'_>, plugin: &PluginConfig, taken: &[&str]) -> 
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let refuse = |name: &str, version: &str, reason: String| Refused {
+    let refuse = |name: &str, version: &str, reason: RefusalReason| Refused {
         name: name.to_owned(),
         version: version.to_owned(),
         bundle: path.clone(),
-        reason,
+        reason: Arc::new(reason),
     };
     let loaded = {
         let rollback = context
             .rollback
             .lock()
-            .map_err(|_| refuse(&stem, "", "the anti-rollback record is unusable".to_owned()))?;
+            .map_err(|_| refuse(&stem, "", RefusalReason::RollbackUnusable))?;
         let trust = Trust::Verified {
             store: context.trust,
             rollback: Some(&rollback),
@@ -264,28 +294,30 @@ fn prepare(context: &LoadContext<'_>, plugin: &PluginConfig, taken: &[&str]) -> 
             base: Limits::default(),
             ceilings: Some(context.host_limits),
         };
-        load::load(&plugin.bundle, &trust, &operator).map_err(|e| refuse(&stem, "", e.to_string()))?
+        load::load(&plugin.bundle, &trust, &operator).map_err(|e| refuse(&stem, "", e.into()))?
     };
     let Some(manifest) = &loaded.manifest else {
         // A verified bundle has a manifest; without one it is not a bundle.
-        return Err(refuse(&stem, "", "refused: no manifest".to_owned()));
+        return Err(refuse(&stem, "", RefusalReason::NoManifest));
     };
     let (name, version) = (manifest.name.as_str(), manifest.version.as_str());
     if taken.contains(&name) {
-        return Err(refuse(name, version, format!("a second plugin named `{name}`")));
+        return Err(refuse(name, version, RefusalReason::Duplicate(name.to_owned())));
     }
-    let semver = manifest.semver().map_err(|e| refuse(name, version, e.to_string()))?;
+    let semver = manifest
+        .semver()
+        .map_err(|e| refuse(name, version, RefusalReason::Version(e)))?;
     // The operator's override was checked with the configuration (exit 2);
     // the manifest's are the bundle author's: this plugin is refused.
     let subscriptions = plugin.subscriptions.clone().unwrap_or(manifest.subscriptions.clone());
     for filter in &subscriptions {
         if let Some(reason) = overlap::refusal(context.device, filter) {
-            return Err(refuse(name, version, format!("subscription {reason}")));
+            return Err(refuse(name, version, RefusalReason::Subscription(reason)));
         }
     }
     let (compiled, cache) = loaded
         .compile(context.runtime, Some(&context.data_dir.join("cache")))
-        .map_err(|e: LoadError| refuse(name, version, e.to_string()))?;
+        .map_err(|e| refuse(name, version, e.into()))?;
     tracing::debug!(plugin = %name, ?cache, "Plugin compiled");
     let max_sensors = plugin
         .limits
