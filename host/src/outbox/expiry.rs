@@ -1,5 +1,5 @@
 //! The outbox's age limit (`[outbox] max_age`), enforced while the host runs:
-//! [`Outbox::expire`] at start, then periodically, on the one connection the
+//! [`Outbox::expire`](super::Outbox::expire) at start, then periodically, on the one connection the
 //! writer, the upstream task and the status share (under their mutex).
 
 use std::time::Duration;

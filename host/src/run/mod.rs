@@ -1,5 +1,5 @@
-//! `edgewise run`: the live pipeline of one device, started ([`start`]),
-//! served ([`serve`]) and stopped ([`shutdown`]).
+//! `edgewise run`: the live pipeline of one device, started (`start`),
+//! served (`serve`) and stopped ([`shutdown`]).
 //!
 //! ```text
 //! local bus ─▶ bus::ingest (decode, admission, dead-letter) ─▶ bounded queue ─▶ worker thread (plugin instance)
@@ -16,7 +16,7 @@
 //! outbox is moved aside and a new one started (`outbox::reset`): local
 //! alerting never waits for it.
 //!
-//! Every task has an owner that notices at once when it ends ([`serve`]).
+//! Every task has an owner that notices at once when it ends (`serve`).
 //! Shutdown is bounded ([`shutdown`]): ingest stops, every worker drains its
 //! queue into the outbox within a budget, the upstream gets a last chance,
 //! the local bus is flushed; a thread that does not finish is left behind.
