@@ -24,3 +24,4 @@ mod safety_runtime;
 mod strict_files;
 mod strict_formats;
 mod support;
+mod task_ownership;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::run::config::NatsConfig;
+use super::NatsConfig;
 
 /// The request inboxes of a connection named `name`: `_INBOX.<name>`, so
 /// that a server's permissions can give each device only its own replies

@@ -1,15 +1,16 @@
 //! `edgewise replay`: run a plugin over recorded data on a virtual clock.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use clap::{Args, ValueEnum};
-use time::OffsetDateTime;
 
-use edgewise_host::bundle::{self, Manifest, ManifestLimits, TrustStore, VerifyOptions};
-use edgewise_host::envelope::{Provenance, to_json_line};
+use edgewise_host::bundle::{self, ManifestLimits, TrustStore};
+use edgewise_host::envelope::to_json_line;
+use edgewise_host::load::{self, LoadError, Loaded, Operator, Trust};
 use edgewise_host::replay::{self, Format, ReplayReport, golden};
 use edgewise_host::runtime::{FuelUsed, Limits, PluginClock, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
 
@@ -79,15 +80,6 @@ pub struct ReplayArgs {
     fuel: bool,
 }
 
-/// The plugin to replay, with what its bundle (if any) says about it.
-struct PluginToRun {
-    bytes: Vec<u8>,
-    provenance: Provenance,
-    /// Manifest defaults first, then `--config` overrides.
-    config: Vec<(String, String)>,
-    limits: Limits,
-}
-
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum FormatArg {
     /// iglu CSV: header `id,time,gl`.
@@ -137,10 +129,8 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
         ..RuntimeOptions::default()
     })
     .map_err(Failure::runtime)?;
+    let (compiled, _) = plugin.compile(&runtime, None).map_err(Failure::usage)?;
     let provenance = plugin.provenance;
-    let compiled = runtime
-        .compile(&provenance.plugin, &plugin.bytes)
-        .map_err(Failure::usage)?;
     // The plugin reads virtual time through WASI: the recording's start
     // during `init`, then the time of each call (byte-identical replays).
     let start_ms = recording.readings.first().map_or(0, |r| r.timestamp_ms);
@@ -194,85 +184,48 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
     }
 }
 
-/// Read the plugin; with `--trust`, verify it as a device would. A signed
-/// bundle's manifest gives the name, version, digest, default configuration
-/// and limits; an unsigned component is named after its file.
-fn load_plugin(args: &ReplayArgs) -> Result<PluginToRun, Failure> {
-    let bytes = match bundle::read_bundle_file(&args.plugin, bundle::DEFAULT_MAX_BUNDLE_BYTES) {
-        Ok(bytes) => bytes,
-        Err(bundle::ReadBundleError::TooLarge(e)) => {
-            return Err(Failure::usage(anyhow!("plugin {}: {e}", args.plugin.display())));
-        }
-        Err(bundle::ReadBundleError::Io { path, source }) => {
-            return Err(Failure::usage(anyhow!(
-                "cannot read plugin {}: {source}",
-                path.display()
-            )));
-        }
+/// Load the plugin as a device would ([`load`]): with `--trust`, verified;
+/// without, a signed bundle's manifest gives the name, version, digest,
+/// default configuration and limits (with a warning that it was not
+/// verified), and an unsigned component is named after its file.
+fn load_plugin(args: &ReplayArgs) -> Result<Loaded, Failure> {
+    let trust_store = match &args.trust {
+        Some(trust_dir) => Some(TrustStore::load(trust_dir).map_err(Failure::usage)?),
+        None => None,
     };
-    let manifest = match &args.trust {
-        Some(trust_dir) => {
-            let trust = TrustStore::load(trust_dir).map_err(Failure::usage)?;
-            let options = VerifyOptions {
-                trust: &trust,
-                rollback: None,
-                now: OffsetDateTime::now_utc(),
-                max_bytes: bundle::DEFAULT_MAX_BUNDLE_BYTES,
-            };
-            let verified = bundle::verify(&bytes, &options)
-                .map_err(|e| Failure::runtime(anyhow!("{}: refused: {e}", args.plugin.display())))?;
-            Some(verified.manifest)
-        }
-        None => match bundle::format::split(&bytes) {
-            Ok(parts) => {
-                let manifest = Manifest::from_json(parts.manifest_json)
-                    .map_err(|e| Failure::usage(anyhow!("{}: {e}", args.plugin.display())))?;
-                eprintln!(
-                    "warning: {} is signed but not verified (pass --trust DIR to verify it)",
-                    args.plugin.display()
-                );
-                Some(manifest)
-            }
-            // Not a bundle: a plain component (or not wasm at all, which
-            // compiling reports precisely).
-            Err(_) => None,
+    let trust = match &trust_store {
+        Some(store) => Trust::Verified { store, rollback: None },
+        None => Trust::Unverified {
+            name: args.name.clone().unwrap_or_else(|| plugin_name(&args.plugin)),
         },
     };
-    // `--config` values replace the manifest's defaults, key by key.
-    let mut config: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
-    // Replay runs on virtual time as fast as the CPU goes: a real-time output
-    // rate means nothing here (the per-call limits still hold).
-    let mut limits = Limits {
-        max_outputs_per_second: None,
-        ..Limits::default()
-    };
-    let provenance = match manifest {
-        Some(manifest) => {
-            config.extend(manifest.config.clone());
-            limits = manifest.limits.apply(limits);
-            Provenance {
-                device: "replay".to_owned(),
-                plugin: manifest.name,
-                version: manifest.version,
-                digest: format!("sha256:{}", manifest.code_sha256),
-            }
-        }
-        None => Provenance {
-            device: "replay".to_owned(),
-            plugin: args.name.clone().unwrap_or_else(|| plugin_name(&args.plugin)),
-            version: "unsigned".to_owned(),
-            digest: format!("sha256:{}", bundle::sha256_hex(&bytes)),
+    let config: BTreeMap<String, String> = args.config.iter().cloned().collect();
+    let limits = operator_limits(&args.limits)?;
+    let operator = Operator {
+        device: "replay",
+        config: &config,
+        limits: &limits,
+        // Replay runs on virtual time as fast as the CPU goes: a real-time
+        // output rate means nothing here (the per-call limits still hold).
+        base: Limits {
+            max_outputs_per_second: None,
+            ..Limits::default()
         },
+        ceilings: None,
     };
-    config.extend(args.config.iter().cloned());
-    let config: Vec<(String, String)> = config.into_iter().collect();
-    let limits = operator_limits(&args.limits)?.apply(limits);
-    Ok(PluginToRun {
-        bytes,
-        provenance,
-        config,
-        limits,
-    })
+    let path = args.plugin.display();
+    let loaded = load::load(&args.plugin, &trust, &operator).map_err(|error| match error {
+        LoadError::Read(bundle::ReadBundleError::TooLarge(e)) => Failure::usage(anyhow!("plugin {path}: {e}")),
+        LoadError::Read(bundle::ReadBundleError::Io { path, source }) => {
+            Failure::usage(anyhow!("cannot read plugin {}: {source}", path.display()))
+        }
+        LoadError::Refused(e) => Failure::runtime(anyhow!("{path}: refused: {e}")),
+        other => Failure::usage(anyhow!("{path}: {other}")),
+    })?;
+    if loaded.unverified_manifest {
+        eprintln!("warning: {path} is signed but not verified (pass --trust DIR to verify it)");
+    }
+    Ok(loaded)
 }
 
 /// `--limit KEY=VALUE` options as limits over the manifest's.

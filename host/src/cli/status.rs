@@ -6,8 +6,9 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::Args;
 
-use edgewise_host::run::config::{NatsConfig, RunConfig};
-use edgewise_host::run::{Status, Subjects};
+use edgewise_host::bus::status::Status;
+use edgewise_host::bus::{NatsConfig, Subjects};
+use edgewise_host::run::config::RunConfig;
 
 use super::Failure;
 
@@ -169,6 +170,9 @@ fn print_status(out: &mut dyn std::io::Write, status: &Status) -> std::io::Resul
     )?;
     if let Some(reset) = &status.outbox.reset {
         writeln!(out, "OUTBOX RESET at start: {reset}")?;
+    }
+    for (task, reason) in &status.tasks {
+        println!("TASK ENDED: {task}: {reason}");
     }
     if status.control.status_refused > 0 {
         writeln!(

@@ -92,3 +92,13 @@ pub(crate) fn stored_size(subject: &str, msg_id: &str, payload_len: usize) -> u6
 
 /// SQL expression over an `entries` row giving [`stored_size`].
 pub(crate) const SIZE_SQL: &str = "(octet_length(subject) + octet_length(msg_id) + length(nonce) + length(ciphertext))";
+
+/// Wall-clock ms since the Unix epoch: when an output entered the outbox
+/// ([`NewEntry::created_ms`]), whatever the plugin clock; ages are measured
+/// on it ([`crate::outbox::Outbox::expire`], the status).
+pub fn wall_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}

@@ -116,6 +116,10 @@ pub enum OutboxError {
     /// A thread panicked while it held the outbox: it is not used again.
     #[error("the outbox lock is poisoned (a thread panicked while writing to it)")]
     Poisoned,
+    /// The blocking task that used the outbox for an async caller failed
+    /// (panicked, or was cancelled as the runtime stopped).
+    #[error("the outbox task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 impl OutboxError {

@@ -1,5 +1,7 @@
 //! The outbox (DESIGN "Outbox (store-and-forward)"): outputs waiting to go
-//! upstream, kept on disk while the cloud is unreachable.
+//! upstream, kept on disk while the cloud is unreachable, and their delivery
+//! ([`upstream`]): everything from "an output is durable" to "upstream
+//! acknowledged it".
 //!
 //! **Invariant: a row leaves the outbox only after a JetStream ack (`delete`
 //! is called by the publisher after the PubAck).** The only other ways out are
@@ -27,32 +29,44 @@
 //!   ([`Outbox::expire`]).
 //!
 //! The API is synchronous: callers run it on a dedicated thread or in
-//! `spawn_blocking`; [`Writer`] is such a thread for appends, committing
-//! what several producers queued in one transaction (group commit). Files: `key` (device key), `crypto` (sealing), `schema`
+//! `spawn_blocking` ([`with_outbox`]); [`Writer`] is such a thread for
+//! appends, committing what several producers queued in one transaction
+//! (group commit). Files: `key` (device key), `crypto` (sealing), `schema`
 //! (file settings, versions, migrations), `store` ([`Outbox`]), `evict` (the
-//! size rule), `park` (entries refused for good),
-//! `tally` (in-memory counts), `writer` (group commit), `entry`, `limits`, `error`.
+//! size rule), `park` (entries refused for good), `tally` (in-memory
+//! counts), `writer` (group commit), `shared` (the one connection of a
+//! running host), `reset` (an unusable outbox moved aside), `expiry` (the
+//! age limit, periodically), `sequence` (the never-reused numbers behind
+//! `Nats-Msg-Id`), `upstream` (delivery, delete on acknowledgement),
+//! `entry`, `limits`, `error`.
 
 mod crypto;
 mod entry;
 mod error;
 mod evict;
+pub mod expiry;
 mod key;
 mod limits;
 mod park;
+pub mod reset;
 mod schema;
+mod sequence;
+mod shared;
 mod store;
 mod tally;
+pub mod upstream;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
-pub use entry::{Entry, Kind, NewEntry};
+pub use entry::{Entry, Kind, NewEntry, wall_ms};
 pub use error::OutboxError;
 pub use key::OutboxKey;
 pub use limits::{Depth, DropCounts, OutboxLimits};
 pub use park::{PARK_AFTER, PARKED_MAX_ENTRIES, ParkedCounts, ParkedEntry, Refusal};
 pub use schema::FILE_NAME;
+pub(crate) use sequence::Sequence;
+pub use shared::{SharedOutbox, with_outbox};
 pub use store::Outbox;
 pub use writer::{Committed, Outcome, Writer, WriterHandle, WriterStopped};

@@ -306,21 +306,9 @@ impl Outbox {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("begin a delete"))?;
-        {
-            let mut delete = tx
-                .prepare_cached(&format!(
-                    "DELETE FROM entries WHERE id = ?1 RETURNING kind, {SIZE_SQL}, plugin"
-                ))
-                .map_err(sql("delete entries"))?;
-            for &id in ids {
-                let Ok(id) = i64::try_from(id) else { continue };
-                let mut rows = delete.query([id]).map_err(sql("delete entries"))?;
-                while let Some(row) = rows.next().map_err(sql("delete entries"))? {
-                    let (kind, size) = kind_and_size(row, path, id)?;
-                    let plugin: String = row.get(2).map_err(sql("delete entries"))?;
-                    tally.remove(&plugin, kind, 1, size);
-                }
-            }
+        for &id in ids {
+            let Ok(id) = i64::try_from(id) else { continue };
+            delete_entries(&tx, path, "delete entries", "id = ?1", id, &mut tally, |_| {})?;
         }
         tx.commit().map_err(sql("commit a delete"))?;
         self.tally = tally;
@@ -343,26 +331,18 @@ impl Outbox {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("begin an expiry"))?;
-        {
-            let mut expire = tx
-                .prepare_cached(&format!(
-                    "DELETE FROM entries WHERE created_ms < ?1 RETURNING id, kind, {SIZE_SQL}, plugin"
-                ))
-                .map_err(sql("expire entries"))?;
-            let mut rows = expire.query([cutoff]).map_err(sql("expire entries"))?;
-            while let Some(row) = rows.next().map_err(sql("expire entries"))? {
-                let id: i64 = row.get(0).map_err(sql("expire entries"))?;
-                let kind = Kind::from_sql(row.get(1).map_err(sql("expire entries"))?);
-                let size: i64 = row.get(2).map_err(sql("expire entries"))?;
-                let plugin: String = row.get(3).map_err(sql("expire entries"))?;
-                let Some(kind) = kind else {
-                    return Err(corrupt(path, id, "kind is neither 0 (alert) nor 1 (summary)"));
-                };
-                tally.remove(&plugin, kind, 1, u64::try_from(size).unwrap_or(0));
+        delete_entries(
+            &tx,
+            path,
+            "expire entries",
+            "created_ms < ?1",
+            cutoff,
+            &mut tally,
+            |kind| {
                 drops.add(DropReason::expired(kind), 1);
                 removed += 1;
-            }
-        }
+            },
+        )?;
         persist_drops(&tx, &drops).map_err(sql("count expired entries"))?;
         tx.commit().map_err(sql("commit an expiry"))?;
         self.tally = tally;
@@ -456,13 +436,35 @@ fn row_id(row: &Row<'_>, path: &Path) -> Result<u64, OutboxError> {
     u64::try_from(id).map_err(|_| corrupt(path, id, "negative id"))
 }
 
-/// Columns 0 and 1 as a kind and a size.
-fn kind_and_size(row: &Row<'_>, path: &Path, id: i64) -> Result<(Kind, u64), OutboxError> {
+/// Delete, in `tx`, the entries `condition` selects (its `?1` bound to
+/// `param`): each one is taken out of `tally` and its kind given to `removed`.
+/// One statement for the deletes of acknowledged entries and for expiry.
+fn delete_entries(
+    tx: &rusqlite::Transaction<'_>,
+    path: &Path,
+    operation: &'static str,
+    condition: &str,
+    param: i64,
+    tally: &mut Tally,
+    mut removed: impl FnMut(Kind),
+) -> Result<(), OutboxError> {
     let sql = |operation| OutboxError::sql(path, operation);
-    let kind = Kind::from_sql(row.get(0).map_err(sql("read an entry"))?)
-        .ok_or_else(|| corrupt(path, id, "kind is neither 0 (alert) nor 1 (summary)"))?;
-    let size: i64 = row.get(1).map_err(sql("read an entry"))?;
-    Ok((kind, u64::try_from(size).unwrap_or(0)))
+    let mut delete = tx
+        .prepare_cached(&format!(
+            "DELETE FROM entries WHERE {condition} RETURNING id, kind, {SIZE_SQL}, plugin"
+        ))
+        .map_err(sql(operation))?;
+    let mut rows = delete.query([param]).map_err(sql(operation))?;
+    while let Some(row) = rows.next().map_err(sql(operation))? {
+        let id: i64 = row.get(0).map_err(sql(operation))?;
+        let kind = Kind::from_sql(row.get(1).map_err(sql(operation))?)
+            .ok_or_else(|| corrupt(path, id, "kind is neither 0 (alert) nor 1 (summary)"))?;
+        let size: i64 = row.get(2).map_err(sql(operation))?;
+        let plugin: String = row.get(3).map_err(sql(operation))?;
+        tally.remove(&plugin, kind, 1, u64::try_from(size).unwrap_or(0));
+        removed(kind);
+    }
+    Ok(())
 }
 
 /// Count entries and bytes per kind from the table.

@@ -1,17 +1,21 @@
-//! The host's own alerts (a bundle refused at start, an outbox reset): like a
+//! The host's own alerts (a bundle refused at start, an outbox reset, a
+//! plugin's input lost, a host task ended): like a
 //! plugin's, published on the local bus at once and stored in the outbox for
 //! upstream, from the pseudo-plugin [`HOST`] (`edgewise.<device>.alerts._host`).
 //! No plugin can take that name: plugin names start with a letter.
 
-use super::sequence::Sequence;
-use super::subjects::Subjects;
-use super::worker::wall_ms;
+use crate::bus::Subjects;
 use crate::envelope::{Provenance, to_json_line};
 use crate::model::{Alert, Output, Severity};
-use crate::outbox::{Committed, Kind, NewEntry, WriterHandle};
+use crate::outbox::{Committed, Kind, NewEntry, Sequence, WriterHandle, wall_ms};
 
 /// The plugin name of the host's own alerts.
 pub const HOST: &str = "_host";
+
+/// The code of the host's alert when one of its own tasks ended before
+/// shutdown in a way a clinician would lose something by (no more ticks, no
+/// more upstream delivery).
+pub const HOST_DEGRADED: &str = "host-degraded";
 
 /// Sends the host's critical alerts.
 pub struct HostAlerts {

@@ -18,11 +18,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::worker::{StoppingWorker, Worker};
+use super::serve::{Ended, Task};
 use crate::outbox::Writer;
+use crate::worker::{StoppingWorker, Worker};
 
 /// For ingest tasks to stop.
 pub const INGEST_BUDGET: Duration = Duration::from_secs(1);
@@ -46,7 +47,7 @@ pub struct Parts {
     /// Tells every task to stop.
     pub stop: watch::Sender<bool>,
     /// Ingest, one per plugin.
-    pub ingest_tasks: Vec<JoinHandle<Result<(), String>>>,
+    pub ingest_tasks: Vec<JoinHandle<()>>,
     /// The ticker.
     pub ticker: JoinHandle<()>,
     /// The outbox age limit.
@@ -60,9 +61,11 @@ pub struct Parts {
     /// The upstream, if configured.
     pub upstream: Option<JoinHandle<()>>,
     /// The status responder.
-    pub status_task: JoinHandle<Result<(), async_nats::SubscribeError>>,
+    pub status_task: JoinHandle<()>,
     /// The local bus.
     pub local: async_nats::Client,
+    /// How the tasks ended: what went wrong while stopping is logged.
+    pub(super) ended: mpsc::UnboundedReceiver<Ended>,
 }
 
 /// Stop everything, each step within its budget.
@@ -75,9 +78,7 @@ pub async fn stop(parts: Parts) {
     let ingest_deadline = tokio::time::Instant::now() + INGEST_BUDGET;
     for mut task in parts.ingest_tasks {
         match tokio::time::timeout_at(ingest_deadline, &mut task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => tracing::error!(%error, "Ingest ended with an error"),
-            Ok(Err(error)) => tracing::error!(%error, "Ingest task failed"),
+            Ok(_) => {}
             Err(_) => {
                 // Waiting for room in a slow plugin's queue: what it holds is
                 // not queued (JetStream input stays unacknowledged).
@@ -145,4 +146,19 @@ pub async fn stop(parts: Parts) {
         tracing::warn!("The status responder did not stop in time");
     }
     let _ = tokio::time::timeout(FLUSH_BUDGET, parts.local.flush()).await;
+    report_ended(parts.ended);
+}
+
+/// Log the tasks that ended with an error while the host stopped (their
+/// owner no longer listens).
+fn report_ended(mut ended: mpsc::UnboundedReceiver<Ended>) {
+    while let Ok(Ended { task, outcome }) = ended.try_recv() {
+        if let Err(error) = outcome {
+            let error = crate::error_chain(&error);
+            match task {
+                Task::Ingest(plugin) => tracing::error!(%plugin, %error, "Ingest ended with an error"),
+                other => tracing::error!(task = ?other, %error, "A host task ended with an error"),
+            }
+        }
+    }
 }

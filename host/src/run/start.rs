@@ -1,21 +1,36 @@
-//! Start-up of one plugin: read, verify, check its subscriptions and
-//! compile it. Nothing here calls into the plugin: `init` runs on the
+//! Start-up: the data directory, the trust store and anti-rollback record,
+//! the outbox (an unusable one moved aside) and its writer, the local bus,
+//! then every plugin: loaded ([`crate::load`]), its subscriptions checked,
+//! its worker started. Nothing here calls into a plugin: `init` runs on the
 //! plugin's own supervised worker thread, so a plugin that traps, panics,
 //! hangs or refuses its configuration there is a `plugin-degraded` of that
-//! plugin only. A bundle refused here is reported and the others start.
+//! plugin only. A bundle refused here is reported (log, status, a critical
+//! host alert) and the others start.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use time::OffsetDateTime;
+use tokio::sync::Notify;
 
-use super::admission::Admission;
-use super::config::{ClockConfig, Plausibility, PluginConfig};
-use super::overlap;
-use super::worker::PluginSetup;
-use crate::bundle::{self, RollbackStore, TrustStore, VerifyOptions};
+use super::RunError;
+use super::config::{PluginConfig, RunConfig};
+use super::host_alerts::HostAlerts;
+use crate::bundle::{self, RollbackError, RollbackStore, TrustStore};
+use crate::bus::Subjects;
+use crate::bus::admission::Admission;
+use crate::bus::overlap;
+use crate::clock::Clock;
 use crate::envelope::Provenance;
-use crate::runtime::{Limits, Runtime};
+use crate::load::{self, LoadError, Operator, Trust};
+use crate::outbox::reset::{self, RESET_CODE};
+use crate::outbox::{SharedOutbox, Writer};
+use crate::runtime::{Limits, Runtime, RuntimeOptions};
+use crate::worker::{self, DEGRADED, PluginSetup, Work, Worker, WorkerContext};
+
+/// Appends (one per plugin call with outputs) waiting for the outbox writer
+/// before the workers wait for it.
+const WRITER_QUEUE: usize = 256;
 
 /// A plugin that cannot run, and why.
 #[derive(Debug, Clone)]
@@ -27,130 +42,304 @@ pub struct Refused {
     pub version: String,
     /// The bundle file.
     pub bundle: String,
-    /// Why.
-    pub reason: String,
+    /// Why (shared: the log, the status, the host alert and the error all
+    /// show it).
+    pub reason: Arc<RefusalReason>,
+}
+
+/// Why a plugin cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum RefusalReason {
+    /// The anti-rollback record's lock is poisoned.
+    #[error("the anti-rollback record is unusable")]
+    RollbackUnusable,
+    /// The bundle could not be loaded (read, verified, compiled).
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    /// No manifest (a verified bundle always has one).
+    #[error("refused: no manifest")]
+    NoManifest,
+    /// Another plugin has its name.
+    #[error("a second plugin named `{0}`")]
+    Duplicate(String),
+    /// Its version is not semver.
+    #[error("{0}")]
+    Version(#[source] bundle::ManifestError),
+    /// A subscription of its manifest reaches the host's own subjects.
+    #[error("subscription {0}")]
+    Subscription(String),
+}
+
+/// A plugin whose worker runs (its `init` may not have yet).
+pub(super) struct Started {
+    /// Who its outputs are from.
+    pub(super) provenance: Provenance,
+    /// Its subscriptions (the operator's override, or the manifest's).
+    pub(super) subscriptions: Vec<String>,
+    /// What its ingest lets through (plausibility, sensor names, sensor cap).
+    pub(super) admission: Admission,
+    /// Its worker.
+    pub(super) worker: Worker,
+}
+
+/// What start-up made: the device, ready to serve.
+pub(super) struct Device {
+    pub(super) started_at: Instant,
+    pub(super) subjects: Subjects,
+    pub(super) outbox: SharedOutbox,
+    /// Why the outbox was reset at start, if it was.
+    pub(super) outbox_reset: Option<String>,
+    /// Woken whenever the writer committed something (the upstream waits on it).
+    pub(super) outbox_written: Arc<Notify>,
+    pub(super) writer: Writer,
+    pub(super) local: async_nats::Client,
+    pub(super) clock: Clock,
+    pub(super) host_alerts: HostAlerts,
+    pub(super) plugins: Vec<Started>,
+    pub(super) refused: Vec<Refused>,
+}
+
+/// Start the device of `config`: everything but the tasks ([`super::serve`]).
+pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
+    let started_at = Instant::now();
+    private_data_dir(&config.data_dir)?;
+    let subjects = Subjects::new(&config.device);
+    let trust = TrustStore::load(&config.trust_dir)?;
+    let rollback = RollbackStore::open(&config.data_dir).map_err(RunError::Rollback)?;
+    let rollback = Arc::new(Mutex::new(rollback));
+    let runtime = Arc::new(Runtime::new(RuntimeOptions::default()).map_err(RunError::Runtime)?);
+    let opened = reset::open_outbox(&config.data_dir, config.outbox)?;
+    let outbox = Arc::new(Mutex::new(opened.outbox));
+    let outbox_written = Arc::new(Notify::new());
+    // Every plugin's outputs go through one writer: one fsync for whatever
+    // has queued up (group commit).
+    let wake_upstream = outbox_written.clone();
+    let writer = Writer::start(outbox.clone(), WRITER_QUEUE, move || wake_upstream.notify_one())
+        .map_err(|source| RunError::io("cannot start the outbox writer", source))?;
+    let local = crate::bus::connect::connect(&config.local, &format!("edgewise-{}", config.device), true)
+        .await
+        .map_err(RunError::Local)?;
+
+    let context = LoadContext {
+        device: &config.device,
+        data_dir: &config.data_dir,
+        trust: &trust,
+        rollback: &rollback,
+        runtime: &runtime,
+        host_limits: &config.host_limits,
+    };
+    let mut ready: Vec<Prepared> = Vec::new();
+    let mut refused = Vec::new();
+    for plugin in &config.plugins {
+        let taken: Vec<&str> = ready.iter().map(|p| p.setup.provenance.plugin.as_str()).collect();
+        match prepare(&context, plugin, &taken) {
+            Ok(prepared) => ready.push(prepared),
+            Err(refusal) => {
+                tracing::error!(bundle = %refusal.bundle, reason = %refusal.reason, "Plugin refused; the others start");
+                refused.push(refusal);
+            }
+        }
+    }
+    if ready.is_empty() {
+        return Err(RunError::NothingToRun(refused));
+    }
+
+    // The clock starts once every plugin is ready, so a simulated clock does
+    // not run ahead during compilation.
+    let clock = Clock::start(config.clock.clone());
+    let mut plugins = Vec::new();
+    for prepared in ready {
+        let context = WorkerContext {
+            runtime: runtime.clone(),
+            subjects: subjects.clone(),
+            local: local.clone(),
+            handle: tokio::runtime::Handle::current(),
+            writer: writer.handle(),
+            data_dir: config.data_dir.clone(),
+            clock: clock.clone(),
+            policy: config.supervisor.clone(),
+        };
+        plugins.push(start_worker(config, context, prepared)?);
+    }
+    // Say loudly what could not start: log (above), status, and a critical
+    // alert locally and upstream.
+    let mut host_alerts = HostAlerts::new(&subjects, &config.data_dir, local.clone(), writer.handle())
+        .map_err(|source| RunError::io("cannot open the host's alert sequence", source))?;
+    if let Some(reset) = &opened.reset {
+        host_alerts.critical(RESET_CODE, reset.clone(), clock.now_ms()).await;
+    }
+    for refusal in &refused {
+        let message = format!("plugin bundle {} refused: {}", refusal.bundle, refusal.reason);
+        host_alerts.critical(DEGRADED, message, clock.now_ms()).await;
+    }
+    Ok(Device {
+        started_at,
+        subjects,
+        outbox,
+        outbox_reset: opened.reset,
+        outbox_written,
+        writer,
+        local,
+        clock,
+        host_alerts,
+        plugins,
+        refused,
+    })
+}
+
+/// Start the worker of a prepared plugin, and queue its first tick.
+fn start_worker(config: &RunConfig, context: WorkerContext, prepared: Prepared) -> Result<Started, RunError> {
+    let provenance = prepared.setup.provenance.clone();
+    let admission = Admission::new(
+        &provenance.plugin,
+        config.plausibility,
+        &config.clock,
+        prepared.payload_sensors,
+        prepared.max_sensors,
+    );
+    let clock = context.clock.clone();
+    let worker = Worker::start(context, prepared.setup, config.limits.queue_capacity)
+        .map_err(|source| RunError::io(format!("cannot start the worker of `{}`", provenance.plugin), source))?;
+    // A first tick, queued before ingest starts: the plugin knows the host's
+    // time before its first reading, so a reading far ahead of it is never
+    // taken for "now" (glucose-monitor's `max_ahead`).
+    if worker.queue.try_send(Work::Tick(clock.tick_ms())).is_err() {
+        tracing::warn!(plugin = %provenance.plugin, "Cannot queue the first tick");
+    }
+    Ok(Started {
+        provenance,
+        subscriptions: prepared.subscriptions,
+        admission,
+        worker,
+    })
+}
+
+/// The data directory, 0700 (an existing, wider one is narrowed): every file
+/// in it is private. Files an older version (or a copy) left with a wider
+/// mode are narrowed too; the others are rewritten 0600 at start (sequences)
+/// or made so by their owners (outbox, cache).
+fn private_data_dir(data_dir: &Path) -> Result<(), RunError> {
+    crate::files::private_dir(data_dir).map_err(|source| {
+        RunError::io(
+            format!("cannot create the data directory {}", data_dir.display()),
+            source,
+        )
+    })?;
+    for name in [bundle::rollback::ROLLBACK_FILE, reset::KEY_FILE] {
+        let path = data_dir.join(name);
+        crate::files::narrow(&path, crate::files::PRIVATE_FILE)
+            .map_err(|source| RunError::io(format!("cannot make {} private", path.display()), source))?;
+    }
+    Ok(())
+}
+
+/// What every plugin's loading shares.
+struct LoadContext<'a> {
+    device: &'a str,
+    /// The data directory (component cache).
+    data_dir: &'a Path,
+    trust: &'a TrustStore,
+    /// The anti-rollback record; a version is recorded only once its `init`
+    /// has succeeded (by the worker).
+    rollback: &'a Arc<Mutex<RollbackStore>>,
+    runtime: &'a Runtime,
+    /// The host ceilings (`[host_limits]`).
+    host_limits: &'a Limits,
 }
 
 /// A plugin ready for its worker: its `init` has not run yet.
-pub struct Prepared {
-    /// What the worker needs.
-    pub setup: PluginSetup,
-    /// Its subscriptions (the operator's override, or the manifest's).
-    pub subscriptions: Vec<String>,
-    /// What its ingest lets through (plausibility, sensor names, sensor cap).
-    pub admission: Admission,
+struct Prepared {
+    setup: PluginSetup,
+    subscriptions: Vec<String>,
+    payload_sensors: Vec<String>,
+    max_sensors: usize,
 }
 
-/// What every plugin's start-up shares.
-pub struct StartContext<'a> {
-    /// The device id.
-    pub device: &'a str,
-    /// The data directory (component cache, anti-rollback record).
-    pub data_dir: &'a Path,
-    /// The trust store.
-    pub trust: &'a TrustStore,
-    /// The anti-rollback record; a version is recorded only once its `init`
-    /// has succeeded (by the worker).
-    pub rollback: &'a Arc<Mutex<RollbackStore>>,
-    /// The runtime.
-    pub runtime: &'a Runtime,
-    /// How far readings may stray from the host clock (`[ingest]`).
-    pub plausibility: Plausibility,
-    /// The host clock's configuration (a simulated clock widens the margins).
-    pub clock: &'a ClockConfig,
-    /// The host ceilings (`[host_limits]`).
-    pub host_limits: &'a Limits,
+/// Why the anti-rollback record could not take a version.
+#[derive(Debug, thiserror::Error)]
+enum AcceptError {
+    #[error("the anti-rollback record is unusable (a thread panicked while writing it)")]
+    Poisoned,
+    #[error("{0}")]
+    Record(#[source] RollbackError),
 }
 
-/// Verify, check and compile `plugin`; `taken` are the names already started.
-pub fn prepare(context: &StartContext<'_>, plugin: &PluginConfig, taken: &[String]) -> Result<Prepared, Refused> {
+/// Load, check and compile `plugin`; `taken` are the names already started.
+fn prepare(context: &LoadContext<'_>, plugin: &PluginConfig, taken: &[&str]) -> Result<Prepared, Refused> {
     let path = plugin.bundle.display().to_string();
     let stem = plugin
         .bundle
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let refuse = |name: &str, version: &str, reason: String| Refused {
+    let refuse = |name: &str, version: &str, reason: RefusalReason| Refused {
         name: name.to_owned(),
         version: version.to_owned(),
         bundle: path.clone(),
-        reason,
+        reason: Arc::new(reason),
     };
-    let bytes = bundle::read_bundle_file(&plugin.bundle, bundle::DEFAULT_MAX_BUNDLE_BYTES)
-        .map_err(|e| refuse(&stem, "", format!("unreadable: {e}")))?;
-    let verified = {
+    let loaded = {
         let rollback = context
             .rollback
             .lock()
-            .map_err(|_| refuse(&stem, "", "the anti-rollback record is unusable".to_owned()))?;
-        let options = VerifyOptions {
-            trust: context.trust,
+            .map_err(|_| refuse(&stem, "", RefusalReason::RollbackUnusable))?;
+        let trust = Trust::Verified {
+            store: context.trust,
             rollback: Some(&rollback),
-            now: OffsetDateTime::now_utc(),
-            max_bytes: bundle::DEFAULT_MAX_BUNDLE_BYTES,
         };
-        bundle::verify(&bytes, &options).map_err(|e| refuse(&stem, "", format!("refused: {e}")))?
+        let operator = Operator {
+            device: context.device,
+            config: &plugin.config,
+            limits: &plugin.limits,
+            base: Limits::default(),
+            ceilings: Some(context.host_limits),
+        };
+        load::load(&plugin.bundle, &trust, &operator).map_err(|e| refuse(&stem, "", e.into()))?
     };
-    let manifest = verified.manifest;
+    let Some(manifest) = &loaded.manifest else {
+        // A verified bundle has a manifest; without one it is not a bundle.
+        return Err(refuse(&stem, "", RefusalReason::NoManifest));
+    };
     let (name, version) = (manifest.name.as_str(), manifest.version.as_str());
-    if taken.iter().any(|t| t == name) {
-        return Err(refuse(name, version, format!("a second plugin named `{name}`")));
+    if taken.contains(&name) {
+        return Err(refuse(name, version, RefusalReason::Duplicate(name.to_owned())));
     }
-    manifest.semver().map_err(|e| refuse(name, version, e.to_string()))?;
+    let semver = manifest
+        .semver()
+        .map_err(|e| refuse(name, version, RefusalReason::Version(e)))?;
     // The operator's override was checked with the configuration (exit 2);
     // the manifest's are the bundle author's: this plugin is refused.
     let subscriptions = plugin.subscriptions.clone().unwrap_or(manifest.subscriptions.clone());
     for filter in &subscriptions {
         if let Some(reason) = overlap::refusal(context.device, filter) {
-            return Err(refuse(name, version, format!("subscription {reason}")));
+            return Err(refuse(name, version, RefusalReason::Subscription(reason)));
         }
     }
-    let code = bytes.get(..verified.code_len).unwrap_or_default();
-    // Compiled once per code digest and engine; later starts load the
-    // authenticated artifact (DESIGN "Runtime").
-    let (compiled, cache) = context
-        .runtime
-        .compile_cached(name, code, &context.data_dir.join("cache"))
-        .map_err(|e| refuse(name, version, e.to_string()))?;
+    let (compiled, cache) = loaded
+        .compile(context.runtime, Some(&context.data_dir.join("cache")))
+        .map_err(|e| refuse(name, version, e.into()))?;
     tracing::debug!(plugin = %name, ?cache, "Plugin compiled");
-    let limits = super::config::plugin_limits(context.host_limits, name, &manifest.limits, &plugin.limits);
-    // The operator's values replace the manifest's defaults, key by key.
-    let mut merged = manifest.config.clone();
-    merged.extend(plugin.config.clone());
-    tracing::info!(plugin = %name, version = %version, key = %verified.key_id, "Plugin verified");
-    let admission = Admission::new(
-        name,
-        context.plausibility,
-        context.clock,
-        plugin.payload_sensors.clone(),
-        plugin
-            .limits
-            .apply_max_sensors(manifest.limits.apply_max_sensors(bundle::manifest::DEFAULT_MAX_SENSORS)),
-    );
-    let accept = {
+    let max_sensors = plugin
+        .limits
+        .apply_max_sensors(manifest.limits.apply_max_sensors(bundle::manifest::DEFAULT_MAX_SENSORS));
+    let accept: worker::Accept = {
         let (rollback, name, digest) = (context.rollback.clone(), name.to_owned(), manifest.code_sha256.clone());
-        let version = manifest.semver().map_err(|e| refuse(&name, version, e.to_string()))?;
         Box::new(move || {
-            let mut rollback = rollback
-                .lock()
-                .map_err(|_| "the anti-rollback record is unusable".to_owned())?;
-            rollback.record(&name, &version, &digest).map_err(|e| e.to_string())
+            let mut rollback = rollback.lock().map_err(|_| AcceptError::Poisoned)?;
+            rollback.record(&name, &semver, &digest).map_err(AcceptError::Record)?;
+            Ok(())
         })
     };
     Ok(Prepared {
         setup: PluginSetup {
             compiled: Arc::new(compiled),
-            provenance: Provenance {
-                device: context.device.to_owned(),
-                plugin: name.to_owned(),
-                version: version.to_owned(),
-                digest: format!("sha256:{}", manifest.code_sha256),
-            },
-            config: merged.into_iter().collect(),
-            limits,
+            provenance: loaded.provenance.clone(),
+            config: loaded.config.clone(),
+            limits: loaded.limits.clone(),
             accept: Some(accept),
         },
         subscriptions,
-        admission,
+        payload_sensors: plugin.payload_sensors.clone(),
+        max_sensors,
     })
 }

@@ -1,202 +1,36 @@
-//! The status of a running host, answered on `edgewise.<device>.status`.
+//! What the status of a running host is gathered from ([`StatusSources`]):
+//! the clock, the outbox, ingest, the upstream task, every plugin's worker
+//! and input, and the host's own tasks. `bus::status` answers with it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use futures::StreamExt;
-use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use crate::bus::Subjects;
+use crate::bus::admission::DeadLetterKind;
+use crate::bus::ingest::{IngestHealth, IngestStats};
+use crate::bus::status::{
+    ControlStats, ControlStatus, IngestStatus, OutboxDrops, OutboxParked, OutboxStatus, PluginStatus, Status,
+    bounded_error,
+};
+use crate::clock::Clock;
+use crate::outbox::upstream::UpstreamStats;
+use crate::outbox::{DropCounts, ParkedCounts, SharedOutbox, wall_ms};
+use crate::worker::PluginStats;
 
-use super::admission::DeadLetterKind;
-use super::ingest::IngestStats;
-use super::subjects::Subjects;
-use super::worker::{PluginStats, wall_ms};
-use crate::outbox::{DropCounts, Outbox, ParkedCounts};
-
-/// What `edgewise status` prints.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Status {
-    /// Device id.
-    pub device: String,
-    /// Seconds since start.
-    pub uptime_s: f64,
-    /// The host clock (ms since the epoch; simulated when configured).
-    pub clock_ms: i64,
-    /// Whether the upstream connection is up.
-    pub upstream_connected: bool,
-    /// Outbox depth.
-    pub outbox: OutboxStatus,
-    /// Ingest counters.
-    pub ingest: IngestStatus,
-    /// Every plugin (those refused at start included, state `refused`).
-    pub plugins: Vec<PluginStatus>,
-    /// The control subjects.
-    #[serde(default)]
-    pub control: ControlStatus,
-}
-
-/// What the control subjects refused.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ControlStatus {
-    /// Status requests not answered: their reply subject is not an inbox.
-    pub status_refused: u64,
-}
-
-/// Counters of the control subjects.
-#[derive(Debug, Default)]
-pub struct ControlStats {
-    /// Status requests not answered (reply subject not an inbox).
-    pub status_refused: AtomicU64,
-}
-
-/// The prefix of the reply subjects a status is published to: request
-/// inboxes. Anything else (an alert subject, a sensor subject) would have the
-/// host publish its status there with its own rights.
-pub const INBOX_PREFIX: &str = "_INBOX.";
-
-/// Outbox depth and age.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OutboxStatus {
-    /// Alerts waiting.
-    pub alerts: u64,
-    /// Summaries waiting.
-    pub summaries: u64,
-    /// Age of the oldest undelivered entry, ms.
-    pub oldest_age_ms: Option<i64>,
-    /// Entries let go without an upstream acknowledgement, by reason (since
-    /// the outbox file was created; `undecryptable` since the host started).
-    #[serde(default)]
-    pub dropped: OutboxDrops,
-    /// Set when the outbox was unusable at start and a new one was started:
-    /// what happened and where the old files are.
-    #[serde(default)]
-    pub reset: Option<String>,
-    /// Entries upstream refused for good and the host moved aside, by reason
-    /// (since the outbox file was created), and how many are kept for
-    /// inspection.
-    #[serde(default)]
-    pub parked: OutboxParked,
-    /// Delivery rounds since start in which something was not acknowledged
-    /// (upstream down, stream missing, refusals): retried, never lost.
-    #[serde(default)]
-    pub rounds_failed: u64,
-}
-
-/// Entries moved aside because upstream refused them for good (`outbox::park`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct OutboxParked {
-    /// Larger than the server's `max_payload` or the stream's largest message.
-    pub too_large: u64,
-    /// On a subject the device may not publish to.
-    pub permission_denied: u64,
-    /// Refused or unacknowledged while the entries behind them were acknowledged.
-    pub refused: u64,
-    /// Kept now in the outbox's side table, for an operator to inspect.
-    pub entries: u64,
-}
-
-impl From<ParkedCounts> for OutboxParked {
-    fn from(parked: ParkedCounts) -> OutboxParked {
-        OutboxParked {
-            too_large: parked.too_large,
-            permission_denied: parked.permission_denied,
-            refused: parked.refused,
-            entries: parked.entries,
-        }
-    }
-}
-
-/// Outbox drops by reason: the size limit, the age limit (`[outbox]`), and rows
-/// that failed to decrypt.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct OutboxDrops {
-    /// Oldest summaries evicted to make room.
-    pub summaries_for_space: u64,
-    /// New summaries not stored (only alerts were left to evict).
-    pub summaries_refused: u64,
-    /// Oldest alerts evicted to make room for a newer alert.
-    pub alerts_for_space: u64,
-    /// Alerts removed for age (`[outbox] max_age`).
-    pub expired_alerts: u64,
-    /// Summaries removed for age (`[outbox] max_age`).
-    pub expired_summaries: u64,
-    /// Rows skipped because they failed to decrypt.
-    pub undecryptable: u64,
-    /// Moved-aside entries removed from the side table to keep it within its bound.
-    pub parked_discarded: u64,
-}
-
-impl From<DropCounts> for OutboxDrops {
-    fn from(drops: DropCounts) -> OutboxDrops {
-        OutboxDrops {
-            summaries_for_space: drops.summaries_for_space,
-            summaries_refused: drops.summaries_refused,
-            alerts_for_space: drops.alerts_for_space,
-            expired_alerts: drops.expired_alerts,
-            expired_summaries: drops.expired_summaries,
-            undecryptable: drops.undecryptable,
-            parked_discarded: drops.parked_discarded,
-        }
-    }
-}
-
-/// Ingest counters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IngestStatus {
-    /// Messages received.
-    pub messages: u64,
-    /// Dead letters published (one per refused message, or per reason for the
-    /// refused readings of a message).
-    pub deadlettered: u64,
-    /// Dead letters by reason: `malformed`, `future`, `too-old`,
-    /// `sensor-mismatch`, `too-many-sensors` (only reasons seen).
-    #[serde(default)]
-    pub deadletters_by_reason: BTreeMap<String, u64>,
-}
-
-/// One plugin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PluginStatus {
+/// One plugin as the status shows it.
+pub struct PluginSource {
     /// Name.
     pub name: String,
     /// Version.
     pub version: String,
-    /// Code digest.
+    /// Code digest (empty for a refused bundle).
     pub digest: String,
-    /// `running`, `restarting` (backing off after a failure), `quarantined`,
-    /// or `refused` (its bundle could not start; `last_error` says why).
-    pub state: String,
-    /// Readings delivered.
-    pub readings_in: u64,
-    /// Alerts emitted.
-    pub alerts_out: u64,
-    /// Summaries emitted.
-    pub summaries_out: u64,
-    /// Failed calls.
-    pub errors: u64,
-    /// Instances rebuilt.
-    pub restarts: u64,
-    /// Times put in quarantine.
-    pub quarantines: u64,
-    /// Failures by reason (`deadline`, `trap`, `memory-limit`, `returned-error`...).
-    pub failures: BTreeMap<String, u64>,
-    /// The last failure, as reported.
-    pub last_error: Option<String>,
-    /// Readings held while the plugin is down.
-    pub readings_held: u64,
-    /// Readings dropped (hold buffer full, or stopped while quarantined).
-    pub readings_dropped: u64,
-    /// Log lines dropped by the log budget.
-    pub logs_dropped: u64,
-    /// Outputs that got no sequence number: published locally (alerts),
-    /// not stored for upstream, their input not acknowledged.
-    #[serde(default)]
-    pub sequence_failures: u64,
+    /// Its worker's counters.
+    pub stats: Arc<PluginStats>,
+    /// Whether its input flows (`None` for a refused bundle).
+    pub input: Option<Arc<IngestHealth>>,
 }
 
 /// Everything the status is computed from.
@@ -206,21 +40,21 @@ pub struct StatusSources {
     /// Start time.
     pub started: Instant,
     /// The host clock.
-    pub clock: super::clock::Clock,
-    /// Upstream connection state.
-    pub upstream_connected: Arc<AtomicBool>,
-    /// Delivery rounds in which something was not acknowledged.
-    pub upstream_rounds_failed: Arc<std::sync::atomic::AtomicU64>,
+    pub clock: Clock,
+    /// Upstream connection state and failed rounds.
+    pub upstream: Arc<UpstreamStats>,
     /// The outbox.
-    pub outbox: Arc<Mutex<Outbox>>,
+    pub outbox: SharedOutbox,
     /// Why the outbox was reset at start, if it was.
     pub outbox_reset: Option<String>,
     /// Ingest counters.
     pub ingest: Arc<IngestStats>,
     /// Control subject counters.
     pub control: Arc<ControlStats>,
-    /// Plugins: (name, version, digest, counters).
-    pub plugins: Vec<(String, String, String, Arc<PluginStats>)>,
+    /// Plugins, those refused at start included.
+    pub plugins: Vec<PluginSource>,
+    /// Host tasks that ended before shutdown, and why (by their owner).
+    pub tasks: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
 impl StatusSources {
@@ -235,12 +69,12 @@ impl StatusSources {
             ),
             Err(_) => (None, None, OutboxDrops::default(), OutboxParked::default()),
         };
-        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         Status {
             device: self.subjects.device().to_owned(),
             uptime_s: self.started.elapsed().as_secs_f64(),
             clock_ms: self.clock.now_ms(),
-            upstream_connected: self.upstream_connected.load(Ordering::Relaxed),
+            upstream_connected: self.upstream.connected.load(Ordering::Relaxed),
             outbox: OutboxStatus {
                 alerts: depth.as_ref().map_or(0, |d| d.alerts),
                 summaries: depth.as_ref().map_or(0, |d| d.summaries),
@@ -248,7 +82,7 @@ impl StatusSources {
                 dropped,
                 reset: self.outbox_reset.clone(),
                 parked,
-                rounds_failed: self.upstream_rounds_failed.load(Ordering::Relaxed),
+                rounds_failed: self.upstream.rounds_failed.load(Ordering::Relaxed),
             },
             ingest: IngestStatus {
                 messages: load(&self.ingest.messages),
@@ -260,103 +94,80 @@ impl StatusSources {
                     .filter(|(_, count)| *count > 0)
                     .collect(),
             },
-            plugins: self
-                .plugins
-                .iter()
-                .map(|(name, version, digest, stats)| {
-                    let health = stats.health.lock().map(|h| h.clone()).unwrap_or_default();
-                    PluginStatus {
-                        name: name.clone(),
-                        version: version.clone(),
-                        digest: digest.clone(),
-                        state: health.state.to_owned(),
-                        readings_in: load(&stats.readings_in),
-                        alerts_out: load(&stats.alerts_out),
-                        summaries_out: load(&stats.summaries_out),
-                        errors: load(&stats.errors),
-                        restarts: load(&stats.restarts),
-                        quarantines: load(&stats.quarantines),
-                        failures: health
-                            .failures
-                            .iter()
-                            .map(|(reason, count)| ((*reason).to_owned(), *count))
-                            .collect(),
-                        last_error: health.last_error.as_deref().map(bounded_error),
-                        readings_held: load(&stats.readings_held),
-                        readings_dropped: load(&stats.readings_dropped),
-                        logs_dropped: load(&stats.logs_dropped),
-                        sequence_failures: load(&stats.sequence_failures),
-                    }
-                })
-                .collect(),
+            plugins: self.plugins.iter().map(plugin_status).collect(),
             control: ControlStatus {
                 status_refused: load(&self.control.status_refused),
             },
+            tasks: self.tasks.lock().map(|tasks| tasks.clone()).unwrap_or_default(),
         }
     }
 }
 
-/// Longest `last_error` in a status reply, in bytes. The error text comes
-/// from the plugin (an `Err` it returns): unbounded, it could make the reply
-/// larger than the bus's `max_payload`, and then no status is answered at all.
-pub const MAX_LAST_ERROR: usize = 1024;
-
-/// `error` cut to [`MAX_LAST_ERROR`] bytes on a character boundary, marked.
-fn bounded_error(error: &str) -> String {
-    if error.len() <= MAX_LAST_ERROR {
-        return error.to_owned();
-    }
-    let mut end = MAX_LAST_ERROR;
-    while !error.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes in all)", &error[..end], error.len())
-}
-
-/// Answer status requests until `stop`.
-pub async fn run_status(
-    client: async_nats::Client,
-    sources: Arc<StatusSources>,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), async_nats::SubscribeError> {
-    let mut requests = client.subscribe(sources.subjects.status()).await?;
-    loop {
-        let request = tokio::select! {
-            _ = stop.changed() => break,
-            request = requests.next() => match request {
-                Some(request) => request,
-                None => break,
-            },
-        };
-        let Some(reply) = request.reply else { continue };
-        if !reply.as_str().starts_with(INBOX_PREFIX) {
-            sources.control.status_refused.fetch_add(1, Ordering::Relaxed);
-            let shown: String = reply.as_str().chars().take(200).collect();
-            tracing::warn!(reply = %shown, "Status request not answered: its reply subject is not an inbox (`{INBOX_PREFIX}`)");
-            continue;
+/// The status of one plugin: its worker's health, unless its input is gone
+/// (`degraded`, with the reason).
+fn plugin_status(plugin: &PluginSource) -> PluginStatus {
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    let stats = &plugin.stats;
+    let health = stats.health.lock().map(|h| h.clone()).unwrap_or_default();
+    let mut failures: BTreeMap<String, u64> = health
+        .failures
+        .iter()
+        .map(|(reason, count)| ((*reason).to_owned(), *count))
+        .collect();
+    let (mut state, mut last_error) = (health.state.to_owned(), health.last_error);
+    if let Some(input) = &plugin.input {
+        let lost = load(&input.failures);
+        if lost > 0 {
+            failures.insert("ingest".to_owned(), lost);
         }
-        let sources = sources.clone();
-        let status = tokio::task::spawn_blocking(move || sources.status()).await;
-        if let Ok(status) = status {
-            let body = serde_json::to_vec(&status).unwrap_or_default();
-            if let Err(error) = client.publish(reply, body.into()).await {
-                tracing::warn!(%error, "Cannot answer a status request");
-            }
+        if let Some(reason) = input.lost_reason() {
+            state = "degraded".to_owned();
+            last_error = Some(reason);
         }
     }
-    Ok(())
+    PluginStatus {
+        name: plugin.name.clone(),
+        version: plugin.version.clone(),
+        digest: plugin.digest.clone(),
+        state,
+        readings_in: load(&stats.readings_in),
+        alerts_out: load(&stats.alerts_out),
+        summaries_out: load(&stats.summaries_out),
+        errors: load(&stats.errors),
+        restarts: load(&stats.restarts),
+        quarantines: load(&stats.quarantines),
+        failures,
+        last_error: last_error.as_deref().map(bounded_error),
+        readings_held: load(&stats.readings_held),
+        readings_dropped: load(&stats.readings_dropped),
+        logs_dropped: load(&stats.logs_dropped),
+        sequence_failures: load(&stats.sequence_failures),
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Parked counts as the status shows them.
+impl From<ParkedCounts> for OutboxParked {
+    fn from(parked: ParkedCounts) -> OutboxParked {
+        OutboxParked {
+            too_large: parked.too_large,
+            permission_denied: parked.permission_denied,
+            refused: parked.refused,
+            entries: parked.entries,
+        }
+    }
+}
 
-    #[test]
-    fn a_huge_last_error_is_cut_so_the_reply_fits_the_bus() {
-        let huge = "é".repeat(1 << 20);
-        let cut = bounded_error(&huge);
-        assert!(cut.len() < MAX_LAST_ERROR + 64, "{}", cut.len());
-        assert!(cut.ends_with(&format!("({} bytes in all)", huge.len())));
-        assert_eq!(bounded_error("short"), "short");
+/// Drop counts as the status shows them.
+impl From<DropCounts> for OutboxDrops {
+    fn from(drops: DropCounts) -> OutboxDrops {
+        OutboxDrops {
+            summaries_for_space: drops.summaries_for_space,
+            summaries_refused: drops.summaries_refused,
+            alerts_for_space: drops.alerts_for_space,
+            expired_alerts: drops.expired_alerts,
+            expired_summaries: drops.expired_summaries,
+            undecryptable: drops.undecryptable,
+            parked_discarded: drops.parked_discarded,
+        }
     }
 }

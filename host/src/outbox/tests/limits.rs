@@ -87,18 +87,15 @@ fn summaries_are_evicted_first_alerts_are_kept_and_drops_are_counted() {
 #[test]
 fn a_batch_refuses_a_summary_that_does_not_fit_and_keeps_its_alerts() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = OutboxLimits {
-        max_bytes: 2 * size(&a(1)),
-        ..OutboxLimits::default()
-    };
-    let mut outbox = open_with(dir.path(), limits);
+    let max_bytes = 2 * size(&a(1));
+    let mut outbox = open_max_bytes(dir.path(), max_bytes);
     let got = outbox.append_batch(vec![a(1), s(2), a(3)]).unwrap();
     assert!(got[0].is_some() && got[1].is_none() && got[2].is_some(), "{got:?}");
     assert_eq!(msg_ids(&outbox), ["edge-01/p/1", "edge-01/p/3"]);
     assert_eq!(outbox.dropped().summaries_refused, 1);
     // Several small summaries make room for a bigger one, oldest first.
     let dir = tempfile::tempdir().unwrap();
-    let mut outbox = open_with(dir.path(), limits);
+    let mut outbox = open_max_bytes(dir.path(), max_bytes);
     append(&mut outbox, s(1));
     append(&mut outbox, entry(Kind::Summary, "p", 2, &[0; 10]));
     append(&mut outbox, entry(Kind::Summary, "p", 3, &[0; 10]));
@@ -110,11 +107,7 @@ fn a_batch_refuses_a_summary_that_does_not_fit_and_keeps_its_alerts() {
 #[test]
 fn an_entry_larger_than_the_limit_is_an_error_and_evicts_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = OutboxLimits {
-        max_bytes: 2 * size(&s(1)),
-        ..OutboxLimits::default()
-    };
-    let mut outbox = open_with(dir.path(), limits);
+    let mut outbox = open_max_bytes(dir.path(), 2 * size(&s(1)));
     append(&mut outbox, a(1));
     append(&mut outbox, s(2));
     let err = outbox.append(entry(Kind::Alert, "p", 3, &[0; 400])).unwrap_err();

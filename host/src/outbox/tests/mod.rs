@@ -27,6 +27,17 @@ fn open_with(dir: &Path, limits: OutboxLimits) -> Outbox {
     Outbox::open(dir, &key(), limits).unwrap()
 }
 
+/// An outbox of at most `max_bytes`, other limits the defaults.
+fn open_max_bytes(dir: &Path, max_bytes: u64) -> Outbox {
+    open_with(
+        dir,
+        OutboxLimits {
+            max_bytes,
+            ..OutboxLimits::default()
+        },
+    )
+}
+
 /// An entry as the host would make it for `plugin`'s output number `seq`.
 fn entry(kind: Kind, plugin: &str, seq: u64, payload: &[u8]) -> NewEntry {
     let kind_name = match kind {

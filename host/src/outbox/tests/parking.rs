@@ -92,11 +92,7 @@ fn refusals_are_counted_in_the_file() {
 fn the_side_table_is_bounded_its_oldest_go_first_counted() {
     let dir = tempfile::tempdir().unwrap();
     // The side table keeps a quarter: 1,500 bytes, two of these entries.
-    let limits = OutboxLimits {
-        max_bytes: 6_000,
-        ..OutboxLimits::default()
-    };
-    let mut outbox = open_with(dir.path(), limits);
+    let mut outbox = open_max_bytes(dir.path(), 6_000);
     let ids: Vec<u64> = (0..4)
         .map(|seq| append(&mut outbox, entry(Kind::Summary, "p", seq, &[0; 600])))
         .collect();
@@ -115,7 +111,7 @@ fn the_side_table_is_bounded_its_oldest_go_first_counted() {
     assert_eq!(outbox.dropped().parked_discarded, 2);
     assert_eq!(outbox.depth().unwrap().summaries, 0);
     drop(outbox);
-    let outbox = open_with(dir.path(), limits);
+    let outbox = open_max_bytes(dir.path(), 6_000);
     assert_eq!(outbox.dropped().parked_discarded, 2);
     assert_eq!(outbox.parked_counts(), counts);
 }

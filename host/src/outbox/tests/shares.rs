@@ -20,11 +20,8 @@ fn of(outbox: &Outbox, plugin: &str) -> Vec<String> {
 #[test]
 fn a_flooding_plugin_evicts_its_own_alerts_never_another_plugins() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = OutboxLimits {
-        max_bytes: 20_000,
-        ..OutboxLimits::default()
-    };
-    let mut outbox = open_with(dir.path(), limits);
+    let max_bytes = 20_000;
+    let mut outbox = open_max_bytes(dir.path(), max_bytes);
     // glucose-monitor: three small alerts and a summary, well within its share.
     append(&mut outbox, alert("glucose-monitor", 1));
     append(&mut outbox, summary("glucose-monitor", 2));
@@ -33,7 +30,7 @@ fn a_flooding_plugin_evicts_its_own_alerts_never_another_plugins() {
     // The flood: 100 alerts of 1,000 bytes, five times the whole outbox.
     for seq in 0..100 {
         append(&mut outbox, big("flood", seq, 1_000));
-        assert!(outbox.depth().unwrap().bytes <= limits.max_bytes);
+        assert!(outbox.depth().unwrap().bytes <= max_bytes);
     }
     assert_eq!(
         of(&outbox, "glucose-monitor"),
@@ -70,7 +67,7 @@ fn a_flooding_plugin_evicts_its_own_alerts_never_another_plugins() {
 
     // The tally per plugin is rebuilt from the file.
     drop(outbox);
-    let mut outbox = open_with(dir.path(), limits);
+    let mut outbox = open_max_bytes(dir.path(), max_bytes);
     append(&mut outbox, big("flood", 100, 1_000));
     assert_eq!(of(&outbox, "glucose-monitor").len(), 5);
 }
@@ -78,11 +75,8 @@ fn a_flooding_plugin_evicts_its_own_alerts_never_another_plugins() {
 #[test]
 fn a_plugin_within_its_share_may_use_the_room_others_leave() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = OutboxLimits {
-        max_bytes: 10_000,
-        ..OutboxLimits::default()
-    };
-    let mut outbox = open_with(dir.path(), limits);
+    let max_bytes = 10_000;
+    let mut outbox = open_max_bytes(dir.path(), max_bytes);
     // Alone, a plugin may fill the whole outbox.
     for seq in 0..9 {
         append(&mut outbox, big("a", seq, 1_000));
@@ -103,17 +97,13 @@ fn a_plugin_within_its_share_may_use_the_room_others_leave() {
     let (a, b) = (of(&outbox, "a"), of(&outbox, "b"));
     assert!(b.len() >= 4 && a.len() >= 4, "a {a:?} b {b:?}");
     assert_eq!(b.last().unwrap(), "edge-01/b/5");
-    assert!(outbox.depth().unwrap().bytes <= limits.max_bytes);
+    assert!(outbox.depth().unwrap().bytes <= max_bytes);
 }
 
 #[test]
 fn summaries_of_the_plugin_furthest_over_its_share_go_first() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = OutboxLimits {
-        max_bytes: 10_000,
-        ..OutboxLimits::default()
-    };
-    let mut outbox = open_with(dir.path(), limits);
+    let mut outbox = open_max_bytes(dir.path(), 10_000);
     for seq in 0..3 {
         append(&mut outbox, entry(Kind::Summary, "quiet", seq, &[0; 500]));
     }

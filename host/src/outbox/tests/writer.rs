@@ -4,17 +4,12 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use super::super::{OutboxError, Writer};
-use super::{alert, all, open, open_with, summary};
-use crate::outbox::OutboxLimits;
+use super::{alert, all, open, open_max_bytes, summary};
 
 #[test]
 fn a_failed_group_is_undone_alone_and_the_others_are_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = OutboxLimits {
-        max_bytes: 4096,
-        ..OutboxLimits::default()
-    };
-    let mut outbox = open_with(dir.path(), limits);
+    let mut outbox = open_max_bytes(dir.path(), 4096);
     let mut huge = alert("p", 3);
     huge.payload = vec![b'x'; 8192];
     let results = outbox

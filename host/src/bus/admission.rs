@@ -18,8 +18,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::config::{ClockConfig, Plausibility};
+use super::config::Plausibility;
 use crate::bus::{filter, payload};
+use crate::clock::ClockConfig;
 use crate::model::Reading;
 
 /// Real time allowed for a reading to travel from its sensor to the host, on

@@ -27,12 +27,31 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use super::config::UpstreamConfig;
-use super::subjects::Subjects;
-use super::worker::wall_ms;
+use super::{Entry, Kind, NewEntry, Outbox, OutboxError, PARK_AFTER, Refusal, SharedOutbox, wall_ms, with_outbox};
+use crate::bus::{NatsConfig, Subjects};
 use crate::envelope::{Provenance, to_json_line};
 use crate::model::{Alert, Output, Severity};
-use crate::outbox::{Entry, Kind, NewEntry, Outbox, PARK_AFTER, Refusal};
+
+/// The upstream (cloud) side.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Connection.
+    pub nats: NatsConfig,
+    /// The JetStream stream that stores `edgewise.<device>.up.>`.
+    pub stream: String,
+    /// Create the stream if it does not exist (demos, tests); otherwise the cloud owns it.
+    pub create_stream: bool,
+    /// The duplicate window of the stream the host creates
+    /// (`[upstream] duplicate_window`, default [`DEFAULT_DUPLICATE_WINDOW`]).
+    pub duplicate_window: Duration,
+}
+
+/// JetStream's own default duplicate window.
+pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Bounds of `[upstream] duplicate_window`: the server keeps every message id
+/// seen in the window in memory, and an entry retried after it is stored twice.
+pub const DUPLICATE_WINDOW_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(24 * 60 * 60);
 
 /// Entries sent per round.
 const BATCH: usize = 128;
@@ -48,30 +67,41 @@ const REFUSED_SUFFIX: &str = "/refused";
 /// one per refused publish; the device publishes to a few subjects per plugin).
 const MAX_VIOLATIONS: usize = 256;
 
+/// Why upstream delivery stopped before the host did.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The connection could not be set up (e.g. an unreadable credentials
+    /// file); outputs stay in the outbox.
+    #[error("cannot set up the upstream connection")]
+    Connect(#[source] async_nats::ConnectError),
+}
+
+/// What the upstream task shares with the status.
+#[derive(Debug, Default)]
+pub struct UpstreamStats {
+    /// Whether the upstream connection is up.
+    pub connected: AtomicBool,
+    /// Delivery rounds in which something was not acknowledged.
+    pub rounds_failed: AtomicU64,
+}
+
 /// Deliver outbox entries upstream until `stop`, then make one last attempt.
 pub async fn run_upstream(
     config: UpstreamConfig,
     subjects: Subjects,
-    outbox: Arc<Mutex<Outbox>>,
+    outbox: SharedOutbox,
     written: Arc<Notify>,
-    connected: Arc<AtomicBool>,
-    rounds_failed: Arc<AtomicU64>,
+    stats: Arc<UpstreamStats>,
     mut stop: watch::Receiver<bool>,
-) {
+) -> Result<(), UpstreamError> {
     let violations = Arc::new(Violations::default());
     let observed = violations.clone();
     let name = format!("edgewise-{}-up", subjects.device());
-    let client = match crate::bus::connect::connect_observed(&config.nats, &name, true, move |event| {
+    let client = crate::bus::connect::connect_observed(&config.nats, &name, true, move |event| {
         observed.observe(&event);
     })
     .await
-    {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::error!(%error, "Cannot set up the upstream connection; outputs stay in the outbox");
-            return;
-        }
-    };
+    .map_err(UpstreamError::Connect)?;
     let jetstream = async_nats::jetstream::new(client.clone());
     let mut stream_ready = !config.create_stream;
     let upstream = Upstream {
@@ -83,7 +113,7 @@ pub async fn run_upstream(
     };
     loop {
         let is_connected = client.connection_state() == async_nats::connection::State::Connected;
-        connected.store(is_connected, Ordering::Relaxed);
+        stats.connected.store(is_connected, Ordering::Relaxed);
         if is_connected && !stream_ready {
             let stream = async_nats::jetstream::stream::Config {
                 name: config.stream.clone(),
@@ -102,7 +132,7 @@ pub async fn run_upstream(
         if is_connected && stream_ready {
             let round = upstream.deliver().await;
             if round == Round::Failed {
-                rounds_failed.fetch_add(1, Ordering::Relaxed);
+                stats.rounds_failed.fetch_add(1, Ordering::Relaxed);
             }
             delivered_all = round == Round::Empty;
         }
@@ -122,6 +152,7 @@ pub async fn run_upstream(
     }
     // Shutting down: whatever is not acknowledged stays in the outbox for the next start.
     let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+    Ok(())
 }
 
 /// Permissions violations the server reported on the upstream connection.
@@ -207,7 +238,7 @@ enum Outcome {
 struct Upstream<'a> {
     jetstream: &'a async_nats::jetstream::Context,
     client: &'a async_nats::Client,
-    outbox: &'a Arc<Mutex<Outbox>>,
+    outbox: &'a SharedOutbox,
     subjects: &'a Subjects,
     violations: &'a Violations,
 }
@@ -216,18 +247,11 @@ impl Upstream<'_> {
     /// Send one batch in order; delete what was acknowledged; count refusals
     /// and move aside what was refused too often.
     async fn deliver(&self) -> Round {
-        let batch = {
-            let outbox = self.outbox.clone();
-            match tokio::task::spawn_blocking(move || {
-                outbox.lock().map_err(|_| ()).and_then(|o| {
-                    o.next_batch(BATCH)
-                        .map_err(|error| tracing::error!(%error, "Cannot read the outbox"))
-                })
-            })
-            .await
-            {
-                Ok(Ok(batch)) => batch,
-                _ => return Round::Failed,
+        let batch = match with_outbox(self.outbox, |outbox| outbox.next_batch(BATCH)).await {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::error!(%error, "Cannot read the outbox");
+                return Round::Failed;
             }
         };
         if batch.is_empty() {
@@ -243,23 +267,14 @@ impl Upstream<'_> {
         let strikes = strikes(&batch, &outcomes);
         let complete = acknowledged.len() == batch.len();
         if !acknowledged.is_empty() || !strikes.is_empty() {
-            let outbox = self.outbox.clone();
             let subjects = self.subjects.clone();
-            let done = tokio::task::spawn_blocking(move || match outbox.lock() {
-                Ok(mut outbox) => settle(&mut outbox, &acknowledged, strikes, &subjects),
-                Err(_) => Err("the outbox lock is poisoned".to_owned()),
+            let settled = with_outbox(self.outbox, move |outbox| {
+                settle(outbox, &acknowledged, strikes, &subjects)
             })
             .await;
-            match done {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    tracing::error!(%error, "Cannot update the outbox after a delivery round; acknowledged entries will be resent (and deduplicated)");
-                    return Round::Failed;
-                }
-                Err(error) => {
-                    tracing::error!(%error, "The outbox update after a delivery round failed");
-                    return Round::Failed;
-                }
+            if let Err(error) = settled {
+                tracing::error!(%error, "Cannot update the outbox after a delivery round; acknowledged entries will be resent (and deduplicated)");
+                return Round::Failed;
             }
         }
         match (complete, batch.len() < BATCH) {
@@ -397,11 +412,16 @@ fn strikes(batch: &[Entry], outcomes: &[Outcome]) -> Vec<Strike> {
 
 /// Delete the acknowledged entries; count the strikes, and move aside (with a
 /// report) each entry struck [`PARK_AFTER`] times.
-fn settle(outbox: &mut Outbox, acknowledged: &[u64], strikes: Vec<Strike>, subjects: &Subjects) -> Result<(), String> {
-    outbox.delete(acknowledged).map_err(|e| e.to_string())?;
+fn settle(
+    outbox: &mut Outbox,
+    acknowledged: &[u64],
+    strikes: Vec<Strike>,
+    subjects: &Subjects,
+) -> Result<(), OutboxError> {
+    outbox.delete(acknowledged)?;
     for strike in strikes {
         let Strike { entry, reason, detail } = strike;
-        let attempts = outbox.refused(entry.id).map_err(|e| e.to_string())?;
+        let attempts = outbox.refused(entry.id)?;
         tracing::warn!(
             plugin = %entry.plugin,
             msg_id = %entry.msg_id,
@@ -414,9 +434,7 @@ fn settle(outbox: &mut Outbox, acknowledged: &[u64], strikes: Vec<Strike>, subje
             continue;
         }
         let report = report(&entry, reason, &detail, attempts, subjects);
-        let parked = outbox
-            .park(entry.id, reason, wall_ms(), report)
-            .map_err(|e| e.to_string())?;
+        let parked = outbox.park(entry.id, reason, wall_ms(), report)?;
         if parked {
             tracing::error!(
                 plugin = %entry.plugin,

@@ -1,14 +1,12 @@
 //! The outbox's age limit (`[outbox] max_age`), enforced while the host runs:
-//! [`Outbox::expire`] at start, then periodically, on the one connection the
+//! [`Outbox::expire`](super::Outbox::expire) at start, then periodically, on the one connection the
 //! writer, the upstream task and the status share (under their mutex).
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::worker::wall_ms;
-use crate::outbox::Outbox;
+use super::{SharedOutbox, wall_ms, with_outbox};
 
 /// How often the outbox is checked for entries past `max_age` (after a first
 /// check at start). An entry outlives its limit by at most this much; a check
@@ -26,34 +24,25 @@ pub fn expiry_interval(max_age_ms: u64) -> Duration {
 
 /// Remove entries older than the outbox's `max_age` at start and every
 /// [`expiry_interval`], until `stop`. Entries are stamped with the wall clock
-/// when they are written (`worker::wall_ms`, whatever the plugin clock), so
+/// when they are written ([`wall_ms`], whatever the plugin clock), so
 /// their age is measured on the wall clock too. Removed entries are counted
 /// by reason in the outbox's drop counters (`expired_alerts`,
-/// `expired_summaries`), which the status shows.
-pub async fn run_expiry(outbox: Arc<Mutex<Outbox>>, every: Duration, mut stop: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(every);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            _ = interval.tick() => {
-                let outbox = outbox.clone();
-                let expired = tokio::task::spawn_blocking(move || match outbox.lock() {
-                    Ok(mut outbox) => outbox.expire(wall_ms()).map_err(|e| e.to_string()),
-                    Err(_) => Err("the outbox lock is poisoned".to_owned()),
-                })
-                .await;
-                match expired {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(removed)) => {
-                        tracing::warn!(removed, "Outbox entries older than `[outbox] max_age` expired undelivered");
-                    }
-                    Ok(Err(error)) => tracing::error!(%error, "Cannot expire old outbox entries"),
-                    Err(error) => tracing::error!(%error, "The outbox expiry task failed"),
-                }
+/// `expired_summaries`), which the status shows. A failed check is logged
+/// and tried again at the next interval (the size limit still holds).
+pub async fn run_expiry(outbox: SharedOutbox, every: Duration, stop: watch::Receiver<bool>) {
+    crate::clock::every(every, stop, || async {
+        match with_outbox(&outbox, |outbox| outbox.expire(wall_ms())).await {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::warn!(
+                    removed,
+                    "Outbox entries older than `[outbox] max_age` expired undelivered"
+                );
             }
+            Err(error) => tracing::error!(%error, "Cannot expire old outbox entries"),
         }
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]

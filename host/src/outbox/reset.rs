@@ -9,14 +9,31 @@ use std::path::Path;
 
 use time::OffsetDateTime;
 
-use super::RunError;
-use crate::outbox::{FILE_NAME, Outbox, OutboxError, OutboxKey, OutboxLimits};
+use super::{FILE_NAME, Outbox, OutboxError, OutboxKey, OutboxLimits};
 
 /// The code of the host alert raised when the outbox was reset.
 pub const RESET_CODE: &str = "outbox-reset";
 
 /// The device key's file name in the data directory.
-pub(crate) const KEY_FILE: &str = "outbox.key";
+pub const KEY_FILE: &str = "outbox.key";
+
+/// Why no outbox could be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The outbox cannot be used and a new one would not help (another host
+    /// holds it, the disk refuses).
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    /// An unusable outbox file could not be moved aside.
+    #[error("cannot move the unusable outbox file {} aside", path.display())]
+    MoveAside {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// An open outbox, and why it is new, if it was reset.
 pub struct Opened {
@@ -28,12 +45,12 @@ pub struct Opened {
 }
 
 /// Open the outbox of `data_dir`, moving an unusable one aside.
-pub fn open_outbox(data_dir: &Path, limits: OutboxLimits) -> Result<Opened, RunError> {
+pub fn open_outbox(data_dir: &Path, limits: OutboxLimits) -> Result<Opened, OpenError> {
     let key_path = data_dir.join(KEY_FILE);
     let attempt = OutboxKey::load_or_create(&key_path).and_then(|key| Outbox::open(data_dir, &key, limits));
     let error = match attempt {
         Ok(outbox) => return Ok(Opened { outbox, reset: None }),
-        Err(error) if !can_reset(&error) => return Err(RunError::Outbox(error.to_string())),
+        Err(error) if !can_reset(&error) => return Err(error.into()),
         Err(error) => error,
     };
     let mut stamp = stamp();
@@ -53,8 +70,8 @@ pub fn open_outbox(data_dir: &Path, limits: OutboxLimits) -> Result<Opened, RunE
             continue;
         }
         let to = data_dir.join(format!("{name}.{stamp}.aside"));
-        std::fs::rename(&from, &to).map_err(|source| RunError::Io {
-            what: format!("cannot move the unusable outbox file {} aside", from.display()),
+        std::fs::rename(&from, &to).map_err(|source| OpenError::MoveAside {
+            path: from.clone(),
             source,
         })?;
         moved.push(to.display().to_string());
@@ -65,8 +82,8 @@ pub fn open_outbox(data_dir: &Path, limits: OutboxLimits) -> Result<Opened, RunE
         moved.join(", ")
     );
     tracing::error!(%reason, "Outbox reset");
-    let key = OutboxKey::load_or_create(&key_path).map_err(|e| RunError::Outbox(e.to_string()))?;
-    let outbox = Outbox::open(data_dir, &key, limits).map_err(|e| RunError::Outbox(e.to_string()))?;
+    let key = OutboxKey::load_or_create(&key_path)?;
+    let outbox = Outbox::open(data_dir, &key, limits)?;
     Ok(Opened {
         outbox,
         reset: Some(reason),

@@ -1,9 +1,23 @@
 //! The host clock: wall time, or a simulated clock that starts at a given
-//! instant and runs faster than real time (demos, soak tests).
+//! instant and runs faster than real time (demos, soak tests). Ingest judges
+//! readings against it, ticks and the host's own alerts are stamped with it,
+//! and plugins read it through WASI.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::config::ClockConfig;
+/// Clock of a run (`[clock]`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClockConfig {
+    /// The system clock.
+    Wall,
+    /// Starts at `start_ms` when the host starts and runs `speed` times faster than real time.
+    Simulated {
+        /// Virtual time at start, ms since the epoch.
+        start_ms: i64,
+        /// Virtual milliseconds per real millisecond.
+        speed: f64,
+    },
+}
 
 /// Ticks report the clock as it was this long ago (real time), so that a
 /// reading published just before a tick, still in flight on the bus, reaches
@@ -59,6 +73,23 @@ impl Clock {
         match &self.config {
             ClockConfig::Wall => tick,
             ClockConfig::Simulated { speed, .. } => tick.div_f64(*speed).max(Duration::from_millis(1)),
+        }
+    }
+}
+
+/// Call `tick` at once and then every `period` (a late call delays the next
+/// ones rather than bunching them), until `stop` changes.
+pub async fn every<F: std::future::Future<Output = ()>>(
+    period: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut tick: impl FnMut() -> F,
+) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = interval.tick() => tick().await,
         }
     }
 }

@@ -1,0 +1,131 @@
+//! JetStream ingest: a durable pull consumer per plugin on the sensor stream,
+//! so that readings published while the host is down are processed after it
+//! starts. A message is acknowledged only after the outputs of its batch are
+//! in the outbox (or it was dead-lettered); a crash before that means
+//! redelivery, never loss.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::pull::MessagesErrorKind;
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use super::{Batch, Ingest, IngestError, take_message};
+
+/// How often a missing sensor stream is looked for again.
+const STREAM_POLL: Duration = Duration::from_secs(1);
+
+/// Consume `filters` from the JetStream `stream_name` through the durable
+/// consumer `consumer_name` (made if missing) until `stop`. The stream may
+/// appear after the host starts (or come back after it was deleted): it is
+/// waited for. A consumer that is deleted (with its stream or alone) or
+/// refuses pulls ends this with an error.
+#[allow(clippy::too_many_arguments)]
+pub async fn run<W: From<Batch>>(
+    ingest: &mut Ingest,
+    stream_name: &str,
+    consumer_name: &str,
+    filters: &[String],
+    queue: &mpsc::Sender<W>,
+    batch_max: usize,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), IngestError> {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    let jetstream = async_nats::jetstream::new(ingest.client.clone());
+    let stream = loop {
+        match jetstream.get_stream(stream_name).await {
+            Ok(stream) => break stream,
+            Err(error) => {
+                tracing::warn!(stream = %stream_name, %error, "Waiting for the sensor stream");
+                tokio::select! {
+                    _ = stop.changed() => return Ok(()),
+                    _ = tokio::time::sleep(STREAM_POLL) => {}
+                }
+            }
+        }
+    };
+    let config = pull::Config {
+        durable_name: Some(consumer_name.to_owned()),
+        filter_subjects: filters.to_vec(),
+        ack_policy: AckPolicy::Explicit,
+        ..Default::default()
+    };
+    let consumer: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
+        .get_or_create_consumer(consumer_name, config)
+        .await
+        .map_err(|source| IngestError::Consumer {
+            consumer: consumer_name.to_owned(),
+            stream: stream_name.to_owned(),
+            source,
+        })?;
+    let messages = consumer.messages().await.map_err(|source| IngestError::Messages {
+        consumer: consumer_name.to_owned(),
+        source,
+    })?;
+    ingest.health.flowing(&ingest.plugin);
+    let mut chunks = messages.ready_chunks(batch_max);
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            _ = stop.changed() => return Ok(()),
+            chunk = chunks.next() => match chunk {
+                Some(chunk) => chunk,
+                None => return Err(IngestError::ConsumerEnded { consumer: consumer_name.to_owned() }),
+            },
+        };
+        let mut readings = Vec::new();
+        let mut received = Vec::with_capacity(chunk.len());
+        for message in chunk {
+            let message = match message {
+                Ok(message) => message,
+                Err(error) if is_lost(error.kind()) => {
+                    // Unacknowledged messages of this chunk are redelivered
+                    // to the consumer made again.
+                    return Err(IngestError::ConsumerLost {
+                        consumer: consumer_name.to_owned(),
+                        source: error,
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "JetStream consumer error");
+                    continue;
+                }
+            };
+            take_message(ingest, &message, &mut readings).await;
+            received.push(message);
+        }
+        if !readings.is_empty() {
+            let (done, written) = tokio::sync::oneshot::channel();
+            let batch = Batch {
+                readings,
+                done: Some(done),
+            };
+            if queue.send(W::from(batch)).await.is_err() {
+                // The messages stay unacknowledged.
+                return Err(IngestError::WorkerStopped);
+            }
+            if written.await.is_err() {
+                // Dropped by the worker (its plugin down, its hold buffer
+                // full): no ack, so the stream delivers them again.
+                continue;
+            }
+        }
+        for message in received {
+            if let Err(error) = message.ack().await {
+                tracing::warn!(%error, "Cannot acknowledge a sensor message; it will be redelivered");
+            }
+        }
+    }
+}
+
+/// Whether a consumer error means the consumer is gone or unusable (made
+/// again by a retry), rather than a passing hiccup.
+fn is_lost(kind: MessagesErrorKind) -> bool {
+    matches!(
+        kind,
+        MessagesErrorKind::ConsumerDeleted
+            | MessagesErrorKind::NoResponders
+            | MessagesErrorKind::PushBasedConsumer
+            | MessagesErrorKind::RequestLimitExceeded
+    )
+}

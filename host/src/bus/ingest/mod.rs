@@ -1,0 +1,453 @@
+//! Ingest: the input of one plugin ([`subscriptions`]: core NATS, or
+//! [`consumer`]: a durable JetStream consumer), decoded into readings, judged
+//! by [`Admission`], and queued for its worker as a [`Batch`]. Bad messages and
+//! implausible readings go to the dead-letter subject with the reason; they
+//! never stop the pipeline.
+//!
+//! An ingest that ends before the host stops returns an [`IngestError`]: its
+//! owner (`run::serve`) shows the plugin `degraded` and starts it again.
+
+pub mod consumer;
+pub mod subscriptions;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::admission::{Admission, DeadLetterKind, Refusal};
+use super::payload;
+use super::subjects::Subjects;
+use crate::clock::Clock;
+use crate::model::Reading;
+
+/// Readings for a plugin (each sensor's in arrival order), and optionally
+/// who to tell once their outputs are in the outbox (JetStream ingest
+/// acknowledges the messages only then). The worker's queue takes anything
+/// made from a batch (`From<Batch>`), so ingest does not know the worker.
+#[derive(Debug)]
+pub struct Batch {
+    /// The readings.
+    pub readings: Vec<Reading>,
+    /// Told once the outputs of these readings are durable; dropped unsent
+    /// otherwise (the messages then stay unacknowledged).
+    pub done: Option<oneshot::Sender<()>>,
+}
+
+/// Why a plugin's ingest ended before the host stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// A core NATS subscription could not be made.
+    #[error("ingest cannot subscribe to `{filter}`")]
+    Subscribe {
+        /// The subject filter.
+        filter: String,
+        /// The error.
+        #[source]
+        source: async_nats::SubscribeError,
+    },
+    /// The core NATS subscriptions ended (the connection was closed).
+    #[error("ingest: the subscriptions ended")]
+    SubscriptionsEnded,
+    /// The plugin's worker no longer takes readings.
+    #[error("ingest: the plugin's worker has stopped")]
+    WorkerStopped,
+    /// The durable consumer could not be made or found.
+    #[error("ingest: JetStream consumer {consumer} on stream {stream}")]
+    Consumer {
+        /// The consumer.
+        consumer: String,
+        /// The stream.
+        stream: String,
+        /// The error.
+        #[source]
+        source: async_nats::jetstream::stream::ConsumerError,
+    },
+    /// The consumer's messages could not be read.
+    #[error("ingest: JetStream consumer {consumer}: cannot read its messages")]
+    Messages {
+        /// The consumer.
+        consumer: String,
+        /// The error.
+        #[source]
+        source: async_nats::jetstream::consumer::StreamError,
+    },
+    /// The consumer is gone (deleted, or its stream deleted) or refuses pulls.
+    #[error("ingest: JetStream consumer {consumer} lost")]
+    ConsumerLost {
+        /// The consumer.
+        consumer: String,
+        /// The error.
+        #[source]
+        source: async_nats::jetstream::consumer::pull::MessagesError,
+    },
+    /// The consumer's message stream ended.
+    #[error("ingest: JetStream consumer {consumer}: its messages ended")]
+    ConsumerEnded {
+        /// The consumer.
+        consumer: String,
+    },
+}
+
+impl IngestError {
+    /// Whether starting the ingest again can help: not when the worker is gone.
+    pub fn retry(&self) -> bool {
+        !matches!(self, IngestError::WorkerStopped)
+    }
+}
+
+/// Whether one plugin's input flows, shared by its ingest (which says when
+/// it is taking messages), its owner (which says when it ended), and the status.
+#[derive(Debug, Default)]
+pub struct IngestHealth {
+    /// Why the input is gone, while it is (the plugin is then `degraded`).
+    lost: Mutex<Option<String>>,
+    /// Times the input was lost (episodes, not retries).
+    pub failures: AtomicU64,
+}
+
+impl IngestHealth {
+    /// The input is gone, for `reason`. Returns whether it was flowing until
+    /// now (a new episode: counted once, however many retries follow).
+    pub fn lost(&self, reason: String) -> bool {
+        let Ok(mut lost) = self.lost.lock() else { return false };
+        let new = lost.is_none();
+        *lost = Some(reason);
+        if new {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        new
+    }
+
+    /// The input flows (again): ingest is taking messages.
+    pub fn flowing(&self, plugin: &str) {
+        if let Ok(mut lost) = self.lost.lock()
+            && lost.take().is_some()
+        {
+            tracing::warn!(plugin, "Ingest restored: the plugin takes readings again");
+        }
+    }
+
+    /// Why the input is gone, if it is.
+    pub fn lost_reason(&self) -> Option<String> {
+        self.lost.lock().ok().and_then(|lost| lost.clone())
+    }
+}
+
+/// Counters of ingest, for the status.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    /// Messages received.
+    pub messages: AtomicU64,
+    /// Dead letters published: one per refused message, or per reason for
+    /// the refused readings of a message.
+    pub deadlettered: AtomicU64,
+    /// Dead letters by [`DeadLetterKind`] (indexed by [`DeadLetterKind::index`]).
+    pub by_reason: [AtomicU64; DeadLetterKind::ALL.len()],
+}
+
+/// Dead letters logged per [`LOG_WINDOW`] and ingest task at most: a flood
+/// of bad messages must not flood the log (a full stderr pipe stops the host).
+const LOGS_PER_WINDOW: u32 = 20;
+/// See [`LOGS_PER_WINDOW`].
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// The first wait before ingest is started again after a failure; it
+/// doubles with each failure in a row, up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Where one plugin's readings come from.
+pub enum Input {
+    /// Core NATS subscriptions to `filters`; the first ones made before the
+    /// host answers its first status request ([`subscriptions::subscribe`]).
+    Core {
+        /// The plugin's subject filters.
+        filters: Vec<String>,
+        /// Subscriptions already made, for the first attempt.
+        subscriptions: Option<Vec<async_nats::Subscriber>>,
+    },
+    /// A durable consumer `consumer` on the JetStream `stream`.
+    JetStream {
+        /// The sensor stream.
+        stream: String,
+        /// The plugin's durable consumer.
+        consumer: String,
+        /// The plugin's subject filters.
+        filters: Vec<String>,
+    },
+}
+
+/// A failed attempt of a plugin's ingest, as its owner hears of it, at once.
+#[derive(Debug)]
+pub struct Failure {
+    /// The plugin.
+    pub plugin: String,
+    /// What failed.
+    pub error: IngestError,
+    /// Whether the input was flowing until now (the first failure of an
+    /// episode, which is alerted; the retries after it are only logged).
+    pub new_episode: bool,
+    /// When the next attempt starts.
+    pub retry_in: Duration,
+}
+
+/// Feed `queue` from `input` until `stop`, starting ingest again after each
+/// failure (waiting [`RETRY_FIRST`], doubling up to [`RETRY_MAX`]): a
+/// JetStream consumer deleted from outside, or its stream deleted and made
+/// again, is taken up again without a restart of the host. Each failure goes
+/// to `failures` at once, and the plugin shows `degraded` (its
+/// [`IngestHealth`]) until its input flows again. Ends with an error only
+/// when starting again cannot help (the worker is gone).
+pub async fn run<W: From<Batch>>(
+    mut ingest: Ingest,
+    mut input: Input,
+    queue: mpsc::Sender<W>,
+    batch_max: usize,
+    mut stop: watch::Receiver<bool>,
+    failures: mpsc::UnboundedSender<Failure>,
+) -> Result<(), IngestError> {
+    let mut retry_in = RETRY_FIRST;
+    loop {
+        let attempt = match &mut input {
+            Input::Core {
+                filters,
+                subscriptions: made,
+            } => {
+                let subscribed = match made.take() {
+                    Some(made) => Ok(made),
+                    None => subscriptions::subscribe(&ingest.client, filters).await,
+                };
+                match subscribed {
+                    Ok(made) => subscriptions::run(&mut ingest, made, &queue, batch_max, &mut stop).await,
+                    Err(error) => Err(error),
+                }
+            }
+            Input::JetStream {
+                stream,
+                consumer: name,
+                filters,
+            } => consumer::run(&mut ingest, stream, name, filters, &queue, batch_max, &mut stop).await,
+        };
+        let error = match attempt {
+            Ok(()) => return Ok(()),
+            Err(_) if *stop.borrow() => return Ok(()), // Ended as the host stops.
+            Err(error) if !error.retry() => return Err(error),
+            Err(error) => error,
+        };
+        let new_episode = ingest.health.lost(crate::error_chain(&error));
+        if new_episode {
+            retry_in = RETRY_FIRST;
+        }
+        let _ = failures.send(Failure {
+            plugin: ingest.plugin.clone(),
+            error,
+            new_episode,
+            retry_in,
+        });
+        tokio::select! {
+            _ = stop.changed() => return Ok(()),
+            _ = tokio::time::sleep(retry_in) => {}
+        }
+        retry_in = (retry_in * 2).min(RETRY_MAX);
+    }
+}
+
+/// What ingest needs for every message of one plugin.
+pub struct Ingest {
+    /// The plugin's name (for logs).
+    pub plugin: String,
+    /// The local bus.
+    pub client: async_nats::Client,
+    /// The device's subjects (the dead-letter subject).
+    pub subjects: Subjects,
+    /// Shared counters.
+    pub stats: Arc<IngestStats>,
+    /// The plugin's admission rules.
+    pub admission: Admission,
+    /// The host clock the readings' times are judged against.
+    pub clock: Clock,
+    /// Whether the input flows.
+    pub health: Arc<IngestHealth>,
+    log: LogBudget,
+}
+
+impl Ingest {
+    /// Ingest of `plugin` through `client`, judging readings by `admission`
+    /// on `clock`.
+    pub fn new(
+        plugin: &str,
+        client: async_nats::Client,
+        subjects: Subjects,
+        stats: Arc<IngestStats>,
+        admission: Admission,
+        clock: Clock,
+        health: Arc<IngestHealth>,
+    ) -> Ingest {
+        Ingest {
+            plugin: plugin.to_owned(),
+            client,
+            subjects,
+            stats,
+            admission,
+            clock,
+            health,
+            log: LogBudget::default(),
+        }
+    }
+}
+
+/// How many dead letters were logged in the current window, and how many not.
+#[derive(Debug)]
+struct LogBudget {
+    window_start: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl Default for LogBudget {
+    fn default() -> LogBudget {
+        LogBudget {
+            window_start: Instant::now(),
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+}
+
+impl LogBudget {
+    /// Whether to log one more dead letter now.
+    fn allow(&mut self) -> bool {
+        if self.window_start.elapsed() >= LOG_WINDOW {
+            if self.suppressed > 0 {
+                tracing::warn!(
+                    count = self.suppressed,
+                    "More sensor messages were dead-lettered than logged (see the status)"
+                );
+            }
+            *self = LogBudget::default();
+        }
+        if self.logged < LOGS_PER_WINDOW {
+            self.logged += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
+/// Decode one sensor message into `readings`, keeping the readings that
+/// [`Admission`] lets in; dead-letter the message if it cannot be decoded, or
+/// its refused readings with their reasons.
+async fn take_message(ingest: &mut Ingest, message: &async_nats::Message, readings: &mut Vec<Reading>) {
+    ingest.stats.messages.fetch_add(1, Ordering::Relaxed);
+    let subject = message.subject.as_str();
+    let before = readings.len();
+    if let Err(error) = payload::decode_into(subject, &message.payload, readings) {
+        let refusal = Refusal {
+            kind: DeadLetterKind::Malformed,
+            reason: error.to_string(),
+        };
+        deadletter(ingest, subject, &message.payload, &refusal, None).await;
+        return;
+    }
+    let trusted = ingest.admission.trusts_payload_sensors(subject);
+    let now_ms = ingest.clock.now_ms();
+    let mut decoded = readings.split_off(before);
+    let mut refused: Vec<(usize, Refusal)> = Vec::new();
+    let mut index = 0;
+    decoded.retain(|reading| {
+        let at = index;
+        index += 1;
+        match ingest.admission.check(subject, trusted, at, reading, now_ms) {
+            Ok(()) => true,
+            Err(refusal) => {
+                refused.push((at, refusal));
+                false
+            }
+        }
+    });
+    readings.append(&mut decoded);
+    // One letter per reason: the first refusal's sentence, every index.
+    for kind in DeadLetterKind::ALL {
+        let of_kind: Vec<&(usize, Refusal)> = refused.iter().filter(|(_, refusal)| refusal.kind == kind).collect();
+        let Some((_, first)) = of_kind.first() else { continue };
+        let indexes: Vec<usize> = of_kind.iter().map(|(at, _)| *at).collect();
+        deadletter(ingest, subject, &message.payload, first, Some(&indexes)).await;
+    }
+}
+
+/// Publish a refused message (or refused `readings` of it) with its reason on
+/// the dead-letter subject, and count it.
+async fn deadletter(ingest: &mut Ingest, subject: &str, payload: &[u8], refusal: &Refusal, readings: Option<&[usize]>) {
+    ingest.stats.deadlettered.fetch_add(1, Ordering::Relaxed);
+    if let Some(counter) = ingest.stats.by_reason.get(refusal.kind.index()) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    let kind = refusal.kind.as_str();
+    if ingest.log.allow() {
+        tracing::warn!(subject, kind, reason = %refusal.reason, "Sensor message dead-lettered");
+    }
+    let shown: String = String::from_utf8_lossy(&payload[..payload.len().min(1024)]).into_owned();
+    let mut letter = json!({
+        "subject": subject,
+        "kind": kind,
+        "reason": refusal.reason,
+        "payload": shown,
+        "bytes": payload.len(),
+    });
+    if let Some(readings) = readings {
+        letter["readings"] = json!(readings);
+    }
+    if let Err(error) = ingest
+        .client
+        .publish(ingest.subjects.deadletter(), letter.to_string().into())
+        .await
+    {
+        tracing::warn!(%error, "Cannot publish to the dead-letter subject");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_input_is_one_episode_until_it_flows_again() {
+        let health = IngestHealth::default();
+        assert_eq!(health.lost_reason(), None);
+        assert!(
+            health.lost("consumer deleted".to_owned()),
+            "the first failure starts an episode"
+        );
+        assert!(
+            !health.lost("no stream".to_owned()),
+            "a retry that fails is the same episode"
+        );
+        assert_eq!(health.lost_reason().as_deref(), Some("no stream"));
+        assert_eq!(health.failures.load(Ordering::Relaxed), 1);
+        health.flowing("p");
+        assert_eq!(health.lost_reason(), None);
+        assert!(
+            health.lost("consumer deleted".to_owned()),
+            "after it flowed, a new episode"
+        );
+        assert_eq!(health.failures.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn only_a_stopped_worker_is_not_retried() {
+        assert!(!IngestError::WorkerStopped.retry());
+        assert!(IngestError::SubscriptionsEnded.retry());
+        assert!(
+            IngestError::ConsumerEnded {
+                consumer: "c".to_owned()
+            }
+            .retry()
+        );
+    }
+}

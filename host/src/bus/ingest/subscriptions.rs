@@ -1,0 +1,80 @@
+//! Core NATS ingest: subscriptions on the local bus. Readings published while
+//! the host is down are lost (the JetStream source keeps them).
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use super::{Batch, Ingest, IngestError, take_message};
+
+/// Subscribe to `filters` on the local bus. Done before the host answers its
+/// first status request (subscriptions reach the server in the order they are
+/// made on the connection), so a reading published after a status reply is
+/// never missed.
+pub async fn subscribe(
+    client: &async_nats::Client,
+    filters: &[String],
+) -> Result<Vec<async_nats::Subscriber>, IngestError> {
+    let mut subscriptions = Vec::with_capacity(filters.len());
+    for filter in filters {
+        let subscription = client
+            .subscribe(filter.clone())
+            .await
+            .map_err(|source| IngestError::Subscribe {
+                filter: filter.clone(),
+                source,
+            })?;
+        subscriptions.push(subscription);
+    }
+    Ok(subscriptions)
+}
+
+/// Feed `queue` from `subscriptions` (see [`subscribe`]) until `stop` turns
+/// true. Readings of one message are queued together; messages are taken in
+/// batches of up to `batch_max` and split per sensor so per-sensor order is
+/// kept. The subscriptions ending before `stop` is an error.
+pub async fn run<W: From<Batch>>(
+    ingest: &mut Ingest,
+    subscriptions: Vec<async_nats::Subscriber>,
+    queue: &mpsc::Sender<W>,
+    batch_max: usize,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), IngestError> {
+    ingest.health.flowing(&ingest.plugin);
+    // One subscription (the usual case) is read directly: `select_all` costs a
+    // re-queue of its stream per message.
+    let merged = match <[_; 1]>::try_from(subscriptions) {
+        Ok([only]) => only.boxed(),
+        Err(several) => futures::stream::select_all(several).boxed(),
+    };
+    let mut messages = merged.ready_chunks(batch_max);
+    let mut stopping = false;
+    loop {
+        let chunk = if stopping {
+            // Stopping: take what has already arrived, without waiting for more.
+            match futures::FutureExt::now_or_never(messages.next()) {
+                Some(Some(chunk)) => chunk,
+                _ => return Ok(()),
+            }
+        } else {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => {
+                    stopping = true;
+                    continue;
+                }
+                chunk = messages.next() => match chunk {
+                    Some(chunk) => chunk,
+                    None => return Err(IngestError::SubscriptionsEnded),
+                },
+            }
+        };
+        let mut readings = Vec::with_capacity(chunk.len());
+        for message in chunk {
+            take_message(ingest, &message, &mut readings).await;
+        }
+        let batch = Batch { readings, done: None };
+        if !batch.readings.is_empty() && queue.send(W::from(batch)).await.is_err() {
+            return Err(IngestError::WorkerStopped);
+        }
+    }
+}

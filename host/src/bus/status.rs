@@ -1,0 +1,245 @@
+//! The status of a running host, answered on `edgewise.<device>.status`:
+//! what a status says ([`Status`], the JSON `edgewise status` reads) and the
+//! responder. What goes into it is gathered by `run::status`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// What `edgewise status` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Device id.
+    pub device: String,
+    /// Seconds since start.
+    pub uptime_s: f64,
+    /// The host clock (ms since the epoch; simulated when configured).
+    pub clock_ms: i64,
+    /// Whether the upstream connection is up.
+    pub upstream_connected: bool,
+    /// Outbox depth.
+    pub outbox: OutboxStatus,
+    /// Ingest counters.
+    pub ingest: IngestStatus,
+    /// Every plugin (those refused at start included, state `refused`).
+    pub plugins: Vec<PluginStatus>,
+    /// The control subjects.
+    #[serde(default)]
+    pub control: ControlStatus,
+    /// The host's own tasks (`ticker`, `expiry`, `upstream`, `status`) that
+    /// ended before shutdown, and why; empty while all run. (A plugin's
+    /// ingest shows in its plugin's state instead.)
+    #[serde(default)]
+    pub tasks: BTreeMap<String, String>,
+}
+
+/// What the control subjects refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ControlStatus {
+    /// Status requests not answered: their reply subject is not an inbox.
+    pub status_refused: u64,
+}
+
+/// Counters of the control subjects.
+#[derive(Debug, Default)]
+pub struct ControlStats {
+    /// Status requests not answered (reply subject not an inbox).
+    pub status_refused: AtomicU64,
+}
+
+/// The prefix of the reply subjects a status is published to: request
+/// inboxes. Anything else (an alert subject, a sensor subject) would have the
+/// host publish its status there with its own rights.
+pub const INBOX_PREFIX: &str = "_INBOX.";
+
+/// Outbox depth and age.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxStatus {
+    /// Alerts waiting.
+    pub alerts: u64,
+    /// Summaries waiting.
+    pub summaries: u64,
+    /// Age of the oldest undelivered entry, ms.
+    pub oldest_age_ms: Option<i64>,
+    /// Entries let go without an upstream acknowledgement, by reason (since
+    /// the outbox file was created; `undecryptable` since the host started).
+    #[serde(default)]
+    pub dropped: OutboxDrops,
+    /// Set when the outbox was unusable at start and a new one was started:
+    /// what happened and where the old files are.
+    #[serde(default)]
+    pub reset: Option<String>,
+    /// Entries upstream refused for good and the host moved aside, by reason
+    /// (since the outbox file was created), and how many are kept for
+    /// inspection.
+    #[serde(default)]
+    pub parked: OutboxParked,
+    /// Delivery rounds since start in which something was not acknowledged
+    /// (upstream down, stream missing, refusals): retried, never lost.
+    #[serde(default)]
+    pub rounds_failed: u64,
+}
+
+/// Entries moved aside because upstream refused them for good (`outbox::park`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutboxParked {
+    /// Larger than the server's `max_payload` or the stream's largest message.
+    pub too_large: u64,
+    /// On a subject the device may not publish to.
+    pub permission_denied: u64,
+    /// Refused or unacknowledged while the entries behind them were acknowledged.
+    pub refused: u64,
+    /// Kept now in the outbox's side table, for an operator to inspect.
+    pub entries: u64,
+}
+
+/// Outbox drops by reason: the size limit, the age limit (`[outbox]`), and rows
+/// that failed to decrypt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutboxDrops {
+    /// Oldest summaries evicted to make room.
+    pub summaries_for_space: u64,
+    /// New summaries not stored (only alerts were left to evict).
+    pub summaries_refused: u64,
+    /// Oldest alerts evicted to make room for a newer alert.
+    pub alerts_for_space: u64,
+    /// Alerts removed for age (`[outbox] max_age`).
+    pub expired_alerts: u64,
+    /// Summaries removed for age (`[outbox] max_age`).
+    pub expired_summaries: u64,
+    /// Rows skipped because they failed to decrypt.
+    pub undecryptable: u64,
+    /// Moved-aside entries removed from the side table to keep it within its bound.
+    pub parked_discarded: u64,
+}
+
+/// Ingest counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IngestStatus {
+    /// Messages received.
+    pub messages: u64,
+    /// Dead letters published (one per refused message, or per reason for the
+    /// refused readings of a message).
+    pub deadlettered: u64,
+    /// Dead letters by reason: `malformed`, `future`, `too-old`,
+    /// `sensor-mismatch`, `too-many-sensors` (only reasons seen).
+    #[serde(default)]
+    pub deadletters_by_reason: BTreeMap<String, u64>,
+}
+
+/// One plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginStatus {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Code digest.
+    pub digest: String,
+    /// `running`, `restarting` (backing off after a failure), `quarantined`,
+    /// `degraded` (its input is gone: ingest failed and is being retried;
+    /// `last_error` says why), or `refused` (its bundle could not start;
+    /// `last_error` says why).
+    pub state: String,
+    /// Readings delivered.
+    pub readings_in: u64,
+    /// Alerts emitted.
+    pub alerts_out: u64,
+    /// Summaries emitted.
+    pub summaries_out: u64,
+    /// Failed calls.
+    pub errors: u64,
+    /// Instances rebuilt.
+    pub restarts: u64,
+    /// Times put in quarantine.
+    pub quarantines: u64,
+    /// Failures by reason (`deadline`, `trap`, `memory-limit`, `returned-error`...).
+    pub failures: BTreeMap<String, u64>,
+    /// The last failure, as reported.
+    pub last_error: Option<String>,
+    /// Readings held while the plugin is down.
+    pub readings_held: u64,
+    /// Readings dropped (hold buffer full, or stopped while quarantined).
+    pub readings_dropped: u64,
+    /// Log lines dropped by the log budget.
+    pub logs_dropped: u64,
+    /// Outputs that got no sequence number: published locally (alerts),
+    /// not stored for upstream, their input not acknowledged.
+    #[serde(default)]
+    pub sequence_failures: u64,
+}
+
+/// Longest `last_error` in a status reply, in bytes. The error text comes
+/// from the plugin (an `Err` it returns): unbounded, it could make the reply
+/// larger than the bus's `max_payload`, and then no status is answered at all.
+pub const MAX_LAST_ERROR: usize = 1024;
+
+/// `error` cut to [`MAX_LAST_ERROR`] bytes on a character boundary, marked.
+pub fn bounded_error(error: &str) -> String {
+    if error.len() <= MAX_LAST_ERROR {
+        return error.to_owned();
+    }
+    let mut end = MAX_LAST_ERROR;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &error[..end], error.len())
+}
+
+/// Answer status requests on `subject` until `stop`, with the status
+/// `current` gathers (called off the async threads: it may read the disk).
+pub async fn run_status(
+    client: async_nats::Client,
+    subject: String,
+    control: Arc<ControlStats>,
+    current: Arc<dyn Fn() -> Status + Send + Sync>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), async_nats::SubscribeError> {
+    let mut requests = client.subscribe(subject).await?;
+    loop {
+        let request = tokio::select! {
+            _ = stop.changed() => break,
+            request = requests.next() => match request {
+                Some(request) => request,
+                None => break,
+            },
+        };
+        let Some(reply) = request.reply else { continue };
+        if !reply.as_str().starts_with(INBOX_PREFIX) {
+            control.status_refused.fetch_add(1, Ordering::Relaxed);
+            let shown: String = reply.as_str().chars().take(200).collect();
+            tracing::warn!(reply = %shown, "Status request not answered: its reply subject is not an inbox (`{INBOX_PREFIX}`)");
+            continue;
+        }
+        let current = current.clone();
+        let status = tokio::task::spawn_blocking(move || current()).await;
+        if let Ok(status) = status {
+            let body = serde_json::to_vec(&status).unwrap_or_default();
+            if let Err(error) = client.publish(reply, body.into()).await {
+                tracing::warn!(%error, "Cannot answer a status request");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_last_error_is_cut_so_the_reply_fits_the_bus() {
+        let huge = "é".repeat(1 << 20);
+        let cut = bounded_error(&huge);
+        assert!(cut.len() < MAX_LAST_ERROR + 64, "{}", cut.len());
+        assert!(cut.ends_with(&format!("({} bytes in all)", huge.len())));
+        assert_eq!(bounded_error("short"), "short");
+    }
+}

@@ -1,0 +1,394 @@
+//! `edgewise run --config edgewise.toml`: the device configuration, parsed
+//! once and validated as a whole at start. Every problem is reported with its
+//! key, all at once; nothing starts on a bad configuration.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::bundle::ManifestLimits;
+use crate::bundle::manifest::{config_value_text, validate_subject_filter};
+use crate::bus::overlap;
+use crate::outbox::OutboxLimits;
+use crate::outbox::upstream::DUPLICATE_WINDOW_RANGE;
+use crate::runtime::Limits;
+use crate::worker::SupervisorPolicy;
+use raw::RawConfig;
+use sections::{absolutize_nats, check_nats, duration, outbox_limits, positive, supervisor_policy, toml_error_key};
+
+mod raw;
+mod sections;
+#[cfg(test)]
+mod tests;
+
+pub use crate::bus::{NatsConfig, Plausibility, Source};
+pub use crate::clock::ClockConfig;
+pub use crate::outbox::upstream::{DEFAULT_DUPLICATE_WINDOW, UpstreamConfig};
+
+/// Smallest `[ingest] max_age`: a reading is always a little old when it
+/// arrives.
+const MIN_INGEST_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// The validated configuration of one device.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Device id: the `<device>` token of every subject.
+    pub device: String,
+    /// Where the outbox, the anti-rollback record and the device key live.
+    pub data_dir: PathBuf,
+    /// The trust store every bundle is verified against.
+    pub trust_dir: PathBuf,
+    /// Interval of `on-tick` calls, in clock time.
+    pub tick: Duration,
+    /// Wall clock, or a simulated one for demos and soak tests.
+    pub clock: ClockConfig,
+    /// The local bus (sensors in, alerts out).
+    pub local: NatsConfig,
+    /// How readings are taken from the local bus.
+    pub source: Source,
+    /// Which readings are plausible enough to reach a plugin (`[ingest]`).
+    pub plausibility: Plausibility,
+    /// The cloud (alerts and summaries through the outbox); `None`: keep everything in the outbox.
+    pub upstream: Option<UpstreamConfig>,
+    /// Queues and batches.
+    pub limits: RunLimits,
+    /// How failing plugins are restarted and quarantined.
+    pub supervisor: SupervisorPolicy,
+    /// How much the outbox keeps, by size and age (`[outbox]`).
+    pub outbox: OutboxLimits,
+    /// The host ceilings (`[host_limits]`): no plugin gets more, whatever its
+    /// manifest asks.
+    pub host_limits: Limits,
+    /// The plugins to run.
+    pub plugins: Vec<PluginConfig>,
+}
+
+/// Capacities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Readings queued per plugin before ingest waits (backpressure).
+    pub queue_capacity: usize,
+    /// Readings per `on-readings` call at most.
+    pub batch_max: usize,
+}
+
+/// One plugin to run.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    /// The signed bundle.
+    pub bundle: PathBuf,
+    /// Configuration overrides, over the manifest's defaults.
+    pub config: BTreeMap<String, String>,
+    /// Subscription overrides (replace the manifest's), if any.
+    pub subscriptions: Option<Vec<String>>,
+    /// Resource limits set by the operator, over the manifest's.
+    pub limits: ManifestLimits,
+    /// Subject filters whose messages may name their sensor in the payload
+    /// (trusted gateways that multiplex sensors); elsewhere the sensor is the
+    /// subject's, and a payload naming another is dead-lettered.
+    pub payload_sensors: Vec<String>,
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The key, as a dotted path (`plugins[0].bundle`).
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Why the configuration was refused: every problem found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration {path}:\n{}", .problems.iter().map(|p| format!("  {}: {}", p.key, p.reason)).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    /// The file.
+    pub path: String,
+    /// Every problem, in file order.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl RunConfig {
+    /// Read and validate `path`. Relative paths in the file are relative to the file's directory.
+    pub fn load(path: &Path) -> Result<RunConfig, ConfigError> {
+        let fail = |key: &str, reason: String| ConfigError {
+            path: path.display().to_string(),
+            problems: vec![ConfigProblem {
+                key: key.to_owned(),
+                reason,
+            }],
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail("(file)", format!("cannot read: {e}")))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let config = RunConfig::parse(&text, base).map_err(|problems| ConfigError {
+            path: path.display().to_string(),
+            problems,
+        })?;
+        config.warn_about_exposed_secrets(path);
+        Ok(config)
+    }
+
+    /// Warn (log, naming the file and its mode) when this configuration file
+    /// holds a password or token, or names a credentials file, that other
+    /// users can read. The host does not change the operator's files.
+    fn warn_about_exposed_secrets(&self, path: &Path) {
+        let connections = std::iter::once(&self.local).chain(self.upstream.as_ref().map(|up| &up.nats));
+        let mut inline = false;
+        for nats in connections {
+            inline |= nats.password.is_some() || nats.token.is_some();
+            if let Some(credentials) = &nats.credentials {
+                crate::files::warn_if_exposed(credentials, "The NATS credentials file");
+            }
+        }
+        if inline {
+            crate::files::warn_if_exposed(path, "The configuration file (a password or token)");
+        }
+    }
+
+    /// Parse and validate TOML text; relative paths are joined to `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<RunConfig, Vec<ConfigProblem>> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            vec![ConfigProblem {
+                key: toml_error_key(&e),
+                reason: e.to_string().trim().replace('\n', "\n    "),
+            }]
+        })?;
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, reason: String| {
+            problems.push(ConfigProblem {
+                key: key.to_owned(),
+                reason,
+            })
+        };
+        if raw.device.is_empty()
+            || !raw
+                .device
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            problem(
+                "device",
+                format!(
+                    "`{}` must be letters, digits, `-` or `_` (it is a subject token)",
+                    raw.device
+                ),
+            );
+        }
+        let tick = match humantime::parse_duration(&raw.tick) {
+            Ok(tick) if tick >= Duration::from_millis(10) => tick,
+            Ok(_) => {
+                problem("tick", format!("`{}` is below the 10ms minimum", raw.tick));
+                Duration::from_secs(5)
+            }
+            Err(e) => {
+                problem("tick", format!("`{}`: {e}", raw.tick));
+                Duration::from_secs(5)
+            }
+        };
+        let clock = match raw.clock {
+            None => ClockConfig::Wall,
+            Some(clock) => {
+                let start_ms = match OffsetDateTime::parse(&clock.start, &Rfc3339) {
+                    Ok(t) => i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
+                    Err(e) => {
+                        problem("clock.start", format!("`{}` is not an RFC 3339 time: {e}", clock.start));
+                        0
+                    }
+                };
+                if !(clock.speed.is_finite() && clock.speed > 0.0 && clock.speed <= 1_000_000.0) {
+                    problem(
+                        "clock.speed",
+                        format!("{} must be above 0 and at most 1000000", clock.speed),
+                    );
+                }
+                ClockConfig::Simulated {
+                    start_ms,
+                    speed: clock.speed,
+                }
+            }
+        };
+        check_nats("local", &raw.local, &mut problem);
+        let plausibility = Plausibility {
+            max_future: duration(
+                &mut problem,
+                "ingest.max_future",
+                &raw.ingest.max_future,
+                Plausibility::DEFAULT_MAX_FUTURE,
+                Duration::ZERO,
+            ),
+            max_age: duration(
+                &mut problem,
+                "ingest.max_age",
+                &raw.ingest.max_age,
+                Plausibility::DEFAULT_MAX_AGE,
+                MIN_INGEST_MAX_AGE,
+            ),
+        };
+        let source = match (raw.ingest.source.as_deref(), raw.ingest.stream) {
+            (None | Some("core"), None) => Source::Core,
+            (None | Some("core"), Some(_)) => {
+                problem("ingest.stream", "only used with `source = \"jetstream\"`".into());
+                Source::Core
+            }
+            (Some("jetstream"), Some(stream)) if !stream.is_empty() => Source::JetStream { stream },
+            (Some("jetstream"), _) => {
+                problem(
+                    "ingest.stream",
+                    "`source = \"jetstream\"` needs the stream to consume".into(),
+                );
+                Source::Core
+            }
+            (Some(other), _) => {
+                problem("ingest.source", format!("`{other}` is not `core` or `jetstream`"));
+                Source::Core
+            }
+        };
+        if !base.join(&raw.trust_dir).is_dir() {
+            problem(
+                "trust_dir",
+                format!("{} is not a directory", base.join(&raw.trust_dir).display()),
+            );
+        }
+        let upstream = raw.upstream.map(|up| {
+            check_nats("upstream", &up.nats, &mut problem);
+            if up.stream.is_empty() {
+                problem("upstream.stream", "is empty".into());
+            }
+            let duplicate_window = duration(
+                &mut problem,
+                "upstream.duplicate_window",
+                &up.duplicate_window,
+                DEFAULT_DUPLICATE_WINDOW,
+                *DUPLICATE_WINDOW_RANGE.start(),
+            );
+            if duplicate_window > *DUPLICATE_WINDOW_RANGE.end() {
+                problem(
+                    "upstream.duplicate_window",
+                    format!(
+                        "`{}` must be at most {}",
+                        up.duplicate_window.as_deref().unwrap_or_default(),
+                        humantime::format_duration(*DUPLICATE_WINDOW_RANGE.end())
+                    ),
+                );
+            }
+            UpstreamConfig {
+                nats: absolutize_nats(up.nats, base),
+                stream: up.stream,
+                create_stream: up.create_stream,
+                duplicate_window,
+            }
+        });
+        let limits = RunLimits {
+            queue_capacity: positive(
+                &mut problem,
+                "limits.queue_capacity",
+                raw.limits.queue_capacity,
+                4096,
+                1 << 20,
+            ),
+            batch_max: positive(&mut problem, "limits.batch_max", raw.limits.batch_max, 256, 65_536),
+        };
+        let supervisor = supervisor_policy(&raw.supervisor, &mut problem);
+        let outbox = outbox_limits(&raw.outbox, &mut problem);
+        if let Some(key) = raw.host_limits.zero_key() {
+            problem(&format!("host_limits.{key}"), "must be greater than 0".into());
+        }
+        let host_limits = raw.host_limits.apply(Limits::default_ceilings());
+        if raw.plugins.is_empty() {
+            problem("plugins", "no plugin to run: add a [[plugins]] table".into());
+        }
+        let mut plugins = Vec::new();
+        for (index, plugin) in raw.plugins.into_iter().enumerate() {
+            let bundle = base.join(&plugin.bundle);
+            if !bundle.is_file() {
+                problem(
+                    &format!("plugins[{index}].bundle"),
+                    format!("{} does not exist", bundle.display()),
+                );
+            }
+            let mut config = BTreeMap::new();
+            for (key, value) in plugin.config {
+                let Some(text) = config_value_text(&value) else {
+                    problem(
+                        &format!("plugins[{index}].config.{key}"),
+                        format!("{value} must be a string, number or boolean"),
+                    );
+                    continue;
+                };
+                config.insert(key, text);
+            }
+            if let Some(subjects) = &plugin.subscriptions {
+                if subjects.is_empty() {
+                    problem(&format!("plugins[{index}].subscriptions"), "is empty".into());
+                }
+                for subject in subjects {
+                    if let Err(reason) = validate_subject_filter(subject) {
+                        problem(
+                            &format!("plugins[{index}].subscriptions"),
+                            format!("`{subject}`: {reason}"),
+                        );
+                    } else if let Some(reason) = overlap::refusal(&raw.device, subject) {
+                        // The host never consumes its own traffic (a plugin on
+                        // `>` would dead-letter the host's dead letters forever).
+                        problem(&format!("plugins[{index}].subscriptions"), reason);
+                    }
+                }
+            }
+            for subject in &plugin.payload_sensors {
+                if let Err(reason) = validate_subject_filter(subject) {
+                    problem(
+                        &format!("plugins[{index}].payload_sensors"),
+                        format!("`{subject}`: {reason}"),
+                    );
+                }
+            }
+            if let Some(key) = plugin.limits.zero_key() {
+                problem(
+                    &format!("plugins[{index}].limits.{key}"),
+                    "must be greater than 0".into(),
+                );
+            }
+            // The operator's own values above the operator's own ceilings: a
+            // contradiction in one file, refused rather than guessed at.
+            let (_, beyond) = plugin.limits.apply(host_limits.clone()).clamp_to(&host_limits);
+            for clamped in beyond {
+                problem(
+                    &format!("plugins[{index}].limits.{}", clamped.key),
+                    format!(
+                        "{} is above the host ceiling of {} (`host_limits.{}`)",
+                        clamped.asked, clamped.ceiling, clamped.key
+                    ),
+                );
+            }
+            plugins.push(PluginConfig {
+                bundle,
+                config,
+                subscriptions: plugin.subscriptions,
+                limits: plugin.limits,
+                payload_sensors: plugin.payload_sensors,
+            });
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(RunConfig {
+            device: raw.device,
+            data_dir: base.join(raw.data_dir),
+            trust_dir: base.join(raw.trust_dir),
+            tick,
+            clock,
+            local: absolutize_nats(raw.local, base),
+            source,
+            plausibility,
+            upstream,
+            limits,
+            supervisor,
+            outbox,
+            host_limits,
+            plugins,
+        })
+    }
+}

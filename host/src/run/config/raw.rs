@@ -1,0 +1,115 @@
+//! The file's shape: what `toml` reads before anything is checked. Every
+//! table refuses unknown keys.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::bundle::ManifestLimits;
+use crate::bus::NatsConfig;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) device: String,
+    pub(super) data_dir: PathBuf,
+    pub(super) trust_dir: PathBuf,
+    #[serde(default = "default_tick")]
+    pub(super) tick: String,
+    pub(super) clock: Option<RawClock>,
+    pub(super) local: NatsConfig,
+    #[serde(default)]
+    pub(super) ingest: RawIngest,
+    pub(super) upstream: Option<RawUpstream>,
+    #[serde(default)]
+    pub(super) limits: RawLimits,
+    #[serde(default)]
+    pub(super) supervisor: RawSupervisor,
+    #[serde(default)]
+    pub(super) outbox: RawOutbox,
+    #[serde(default)]
+    pub(super) host_limits: ManifestLimits,
+    #[serde(default)]
+    pub(super) plugins: Vec<RawPlugin>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSupervisor {
+    pub(super) backoff_initial: Option<String>,
+    pub(super) backoff_max: Option<String>,
+    pub(super) quarantine_after: Option<i64>,
+    pub(super) quarantine_window: Option<String>,
+    pub(super) quarantine_cooldown: Option<String>,
+    pub(super) buffer_readings: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOutbox {
+    pub(super) max_mb: Option<i64>,
+    pub(super) max_age: Option<String>,
+}
+
+pub(super) fn default_tick() -> String {
+    "5s".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClock {
+    pub(super) start: String,
+    #[serde(default = "one")]
+    pub(super) speed: f64,
+}
+
+pub(super) fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIngest {
+    #[serde(default)]
+    pub(super) source: Option<String>,
+    pub(super) stream: Option<String>,
+    pub(super) max_future: Option<String>,
+    pub(super) max_age: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    #[serde(flatten)]
+    pub(super) nats: NatsConfig,
+    #[serde(default = "default_upstream_stream")]
+    pub(super) stream: String,
+    #[serde(default)]
+    pub(super) create_stream: bool,
+    pub(super) duplicate_window: Option<String>,
+}
+
+pub(super) fn default_upstream_stream() -> String {
+    "EDGEWISE_UP".to_owned()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) queue_capacity: Option<i64>,
+    pub(super) batch_max: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPlugin {
+    pub(super) bundle: PathBuf,
+    #[serde(default)]
+    pub(super) config: BTreeMap<String, toml::Value>,
+    pub(super) subscriptions: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) limits: ManifestLimits,
+    #[serde(default)]
+    pub(super) payload_sensors: Vec<String>,
+}

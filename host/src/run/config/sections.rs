@@ -1,0 +1,177 @@
+//! The checks and defaults of the configuration's values: each reports a
+//! problem with its dotted key and goes on with the default, so that every
+//! problem of a file is reported at once.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::raw::{RawOutbox, RawSupervisor};
+use crate::bus::NatsConfig;
+use crate::outbox::OutboxLimits;
+use crate::worker::SupervisorPolicy;
+
+/// Bytes in the MiB of `[outbox] max_mb`.
+const MIB: u64 = 1024 * 1024;
+/// Largest `[outbox] max_mb`: 1 TiB.
+const MAX_OUTBOX_MB: usize = 1 << 20;
+/// Smallest `[outbox] max_age`. Short ages are for tests and demos (an entry
+/// is then lost after an upstream outage that long); devices use hours or days.
+const MIN_OUTBOX_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// The `[supervisor]` table over [`SupervisorPolicy::default`].
+pub(super) fn supervisor_policy(raw: &RawSupervisor, problem: &mut impl FnMut(&str, String)) -> SupervisorPolicy {
+    let defaults = SupervisorPolicy::default();
+    let policy = SupervisorPolicy {
+        backoff_initial: duration(
+            problem,
+            "supervisor.backoff_initial",
+            &raw.backoff_initial,
+            defaults.backoff_initial,
+            MIN_SUPERVISOR_DURATION,
+        ),
+        backoff_max: duration(
+            problem,
+            "supervisor.backoff_max",
+            &raw.backoff_max,
+            defaults.backoff_max,
+            MIN_SUPERVISOR_DURATION,
+        ),
+        quarantine_window: duration(
+            problem,
+            "supervisor.quarantine_window",
+            &raw.quarantine_window,
+            defaults.quarantine_window,
+            MIN_SUPERVISOR_DURATION,
+        ),
+        quarantine_cooldown: duration(
+            problem,
+            "supervisor.quarantine_cooldown",
+            &raw.quarantine_cooldown,
+            defaults.quarantine_cooldown,
+            MIN_SUPERVISOR_DURATION,
+        ),
+        quarantine_after: positive(
+            problem,
+            "supervisor.quarantine_after",
+            raw.quarantine_after,
+            defaults.quarantine_after,
+            1000,
+        ),
+        buffer_readings: positive(
+            problem,
+            "supervisor.buffer_readings",
+            raw.buffer_readings,
+            defaults.buffer_readings,
+            1 << 24,
+        ),
+    };
+    if policy.backoff_max < policy.backoff_initial {
+        problem("supervisor.backoff_max", "must not be below `backoff_initial`".into());
+    }
+    policy
+}
+
+/// The `[outbox]` table over [`OutboxLimits::default`].
+pub(super) fn outbox_limits(raw: &RawOutbox, problem: &mut impl FnMut(&str, String)) -> OutboxLimits {
+    let defaults = OutboxLimits::default();
+    let default_mb = usize::try_from(defaults.max_bytes / MIB).unwrap_or(MAX_OUTBOX_MB);
+    let max_mb = positive(problem, "outbox.max_mb", raw.max_mb, default_mb, MAX_OUTBOX_MB);
+    let max_age = duration(
+        problem,
+        "outbox.max_age",
+        &raw.max_age,
+        Duration::from_millis(defaults.max_age_ms),
+        MIN_OUTBOX_MAX_AGE,
+    );
+    OutboxLimits {
+        max_bytes: (max_mb as u64).saturating_mul(MIB),
+        max_age_ms: u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// A count between 1 and `max`; `default` when absent or wrong (reported).
+pub(super) fn positive(
+    problem: &mut impl FnMut(&str, String),
+    key: &str,
+    value: Option<i64>,
+    default: usize,
+    max: usize,
+) -> usize {
+    match value {
+        None => default,
+        Some(v) if v >= 1 && (v as u64) <= max as u64 => v as usize,
+        Some(v) => {
+            problem(key, format!("{v} must be between 1 and {max}"));
+            default
+        }
+    }
+}
+
+/// Smallest duration under `[supervisor]`.
+const MIN_SUPERVISOR_DURATION: Duration = Duration::from_millis(1);
+
+/// A duration of at least `min` at the dotted `key`; `default` when absent or wrong (reported).
+pub(super) fn duration(
+    problem: &mut impl FnMut(&str, String),
+    key: &str,
+    text: &Option<String>,
+    default: Duration,
+    min: Duration,
+) -> Duration {
+    match text {
+        None => default,
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(d) if d >= min => d,
+            Ok(_) => {
+                problem(
+                    key,
+                    format!("`{text}` must be at least {}", humantime::format_duration(min)),
+                );
+                default
+            }
+            Err(e) => {
+                problem(key, format!("`{text}`: {e}"));
+                default
+            }
+        },
+    }
+}
+
+pub(super) fn check_nats(section: &str, nats: &NatsConfig, problem: &mut impl FnMut(&str, String)) {
+    if nats.url.trim().is_empty() {
+        problem(&format!("{section}.url"), "is empty".into());
+    }
+    for url in nats.url.split(',') {
+        let url = url.trim();
+        if !url.is_empty() && url.parse::<async_nats::ServerAddr>().is_err() {
+            problem(
+                &format!("{section}.url"),
+                format!("`{url}` is not a NATS server address"),
+            );
+        }
+    }
+    if nats.user.is_some() != nats.password.is_some() {
+        problem(&format!("{section}.user"), "`user` and `password` go together".into());
+    }
+    let methods = [nats.user.is_some(), nats.token.is_some(), nats.credentials.is_some()];
+    if methods.iter().filter(|m| **m).count() > 1 {
+        problem(section, "choose one of user/password, token, credentials".into());
+    }
+}
+
+pub(super) fn absolutize_nats(mut nats: NatsConfig, base: &Path) -> NatsConfig {
+    nats.credentials = nats.credentials.map(|p| base.join(p));
+    nats.tls_ca = nats.tls_ca.map(|p| base.join(p));
+    nats
+}
+
+/// The dotted key a TOML error is about, when the parser knows it.
+pub(super) fn toml_error_key(error: &toml::de::Error) -> String {
+    let message = error.message();
+    // Unknown and missing fields name the key in backticks.
+    message
+        .split('`')
+        .nth(1)
+        .map(str::to_owned)
+        .unwrap_or_else(|| "(syntax)".to_owned())
+}

@@ -1,0 +1,244 @@
+//! The device configuration's parsing and validation, key by key.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+use crate::outbox::OutboxLimits;
+use crate::outbox::upstream::DEFAULT_DUPLICATE_WINDOW;
+use crate::runtime::Limits;
+
+/// A configuration that parses, with `extra` appended (tables after `[[plugins]]`).
+fn parse_with(extra: &str) -> Result<RunConfig, Vec<ConfigProblem>> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("trust")).unwrap();
+    std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
+    let text = format!(
+        "device = \"d\"\ndata_dir = \"data\"\ntrust_dir = \"trust\"\n\
+         [local]\nurl = \"nats://127.0.0.1:4222\"\n[[plugins]]\nbundle = \"p.wasm\"\n{extra}"
+    );
+    RunConfig::parse(&text, dir.path())
+}
+
+fn problems(extra: &str) -> Vec<(String, String)> {
+    parse_with(extra)
+        .unwrap_err()
+        .into_iter()
+        .map(|p| (p.key, p.reason))
+        .collect()
+}
+
+#[test]
+fn host_ceilings_default_to_a_small_device_and_bound_the_operator() {
+    assert_eq!(parse_with("").unwrap().host_limits, Limits::default_ceilings());
+    let config = parse_with("[host_limits]\nmemory_mb = 32\ncall_deadline_ms = 2000\n").unwrap();
+    assert_eq!(config.host_limits.max_memory_bytes, 32 << 20);
+    assert_eq!(config.host_limits.call_deadline, Duration::from_secs(2));
+    assert_eq!(
+        problems("[plugins.limits]\nmemory_mb = 64\n[host_limits]\nmemory_mb = 32\n"),
+        [(
+            "plugins[0].limits.memory_mb".to_owned(),
+            "64 is above the host ceiling of 32 (`host_limits.memory_mb`)".to_owned()
+        )]
+    );
+    assert_eq!(
+        problems("[host_limits]\nstate_bytes = 0\n"),
+        [(
+            "host_limits.state_bytes".to_owned(),
+            "must be greater than 0".to_owned()
+        )]
+    );
+}
+
+#[test]
+fn no_outbox_table_gives_the_default_limits() {
+    assert_eq!(parse_with("").unwrap().outbox, OutboxLimits::default());
+    assert_eq!(parse_with("[outbox]\n").unwrap().outbox, OutboxLimits::default());
+}
+
+#[test]
+fn an_outbox_table_sets_the_size_and_age_limits() {
+    let config = parse_with("[outbox]\nmax_mb = 64\nmax_age = \"12h\"\n").unwrap();
+    assert_eq!(
+        config.outbox,
+        OutboxLimits {
+            max_bytes: 64 * 1024 * 1024,
+            max_age_ms: 12 * 3_600_000,
+        }
+    );
+    // Each key alone keeps the other's default; the bounds are accepted.
+    let config = parse_with("[outbox]\nmax_age = \"1s\"\n").unwrap();
+    assert_eq!(config.outbox.max_age_ms, 1000);
+    assert_eq!(config.outbox.max_bytes, OutboxLimits::DEFAULT_MAX_BYTES);
+    let config = parse_with("[outbox]\nmax_mb = 1048576\nmax_age = \"30d\"\n").unwrap();
+    assert_eq!(config.outbox.max_bytes, 1 << 40);
+    assert_eq!(config.outbox.max_age_ms, OutboxLimits::DEFAULT_MAX_AGE_MS);
+    let config = parse_with("[outbox]\nmax_mb = 1\n").unwrap();
+    assert_eq!(config.outbox.max_bytes, 1 << 20);
+    assert_eq!(config.outbox.max_age_ms, OutboxLimits::DEFAULT_MAX_AGE_MS);
+}
+
+#[test]
+fn bad_outbox_values_are_reported_with_their_key() {
+    assert_eq!(
+        problems("[outbox]\nmax_mb = 0\nmax_age = \"999ms\"\n"),
+        [
+            ("outbox.max_mb".to_owned(), "0 must be between 1 and 1048576".to_owned()),
+            ("outbox.max_age".to_owned(), "`999ms` must be at least 1s".to_owned()),
+        ]
+    );
+    assert_eq!(
+        problems("[outbox]\nmax_mb = -5\nmax_age = \"soon\"\n"),
+        [
+            (
+                "outbox.max_mb".to_owned(),
+                "-5 must be between 1 and 1048576".to_owned()
+            ),
+            ("outbox.max_age".to_owned(), "`soon`: expected number at 0".to_owned()),
+        ]
+    );
+    assert_eq!(
+        problems("[outbox]\nmax_mb = 1048577\n"),
+        [(
+            "outbox.max_mb".to_owned(),
+            "1048577 must be between 1 and 1048576".to_owned()
+        )]
+    );
+    let unknown = problems("[outbox]\nmax_size = 5\n");
+    assert_eq!(unknown.len(), 1);
+    assert_eq!(unknown[0].0, "max_size");
+    assert!(
+        unknown[0]
+            .1
+            .contains("unknown field `max_size`, expected `max_mb` or `max_age`"),
+        "{unknown:?}"
+    );
+}
+
+#[test]
+fn the_example_configuration_is_valid_but_for_its_device_paths() {
+    let text = include_str!("../../../../edgewise.example.toml");
+    let keys: Vec<String> = RunConfig::parse(text, Path::new("/nonexistent"))
+        .unwrap_err()
+        .into_iter()
+        .map(|p| p.key)
+        .collect();
+    assert_eq!(keys, ["trust_dir", "plugins[0].bundle", "plugins[1].bundle"]);
+}
+
+#[test]
+fn subscription_overrides_on_the_host_subjects_are_refused_with_their_key() {
+    let found = problems("subscriptions = [\"sensors.>\", \">\", \"d.*\", \"edgewise.d.status\"]\n");
+    let keys: Vec<&str> = found.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["plugins[0].subscriptions", "plugins[0].subscriptions"],
+        "{found:?}"
+    );
+    assert!(
+        found[0].1.starts_with("`>` overlaps the host's own subjects"),
+        "{found:?}"
+    );
+    assert!(found[1].1.starts_with("`edgewise.d.status` overlaps"), "{found:?}");
+}
+
+#[test]
+fn ingest_margins_default_and_are_read_with_their_keys() {
+    let config = parse_with("").unwrap();
+    assert_eq!(config.plausibility, Plausibility::default());
+    assert_eq!(config.plausibility.max_future, Duration::from_secs(300));
+    assert_eq!(config.plausibility.max_age, Duration::from_secs(7 * 86_400));
+    let config = parse_with("[ingest]\nmax_future = \"0s\"\nmax_age = \"36h\"\n").unwrap();
+    assert_eq!(config.plausibility.max_future, Duration::ZERO);
+    assert_eq!(config.plausibility.max_age, Duration::from_secs(36 * 3600));
+    assert_eq!(
+        problems("[ingest]\nmax_future = \"soon\"\nmax_age = \"0s\"\n"),
+        [
+            (
+                "ingest.max_future".to_owned(),
+                "`soon`: expected number at 0".to_owned()
+            ),
+            ("ingest.max_age".to_owned(), "`0s` must be at least 1s".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn payload_sensors_are_subject_filters_of_one_plugin() {
+    let config = parse_with("payload_sensors = [\"sensors.gateway.>\", \"sensors.*.hub\"]\n").unwrap();
+    assert_eq!(
+        config.plugins[0].payload_sensors,
+        ["sensors.gateway.>", "sensors.*.hub"]
+    );
+    assert!(parse_with("").unwrap().plugins[0].payload_sensors.is_empty());
+    assert_eq!(
+        problems("payload_sensors = [\"sensors..x\"]\n"),
+        [(
+            "plugins[0].payload_sensors".to_owned(),
+            "`sensors..x`: empty token".to_owned()
+        )]
+    );
+    assert_eq!(
+        problems("[plugins.limits]\nmax_sensors = 0\n"),
+        [(
+            "plugins[0].limits.max_sensors".to_owned(),
+            "must be greater than 0".to_owned()
+        )]
+    );
+}
+
+#[test]
+fn supervisor_duration_messages_are_unchanged() {
+    assert_eq!(
+        problems("[supervisor]\nbackoff_initial = \"0s\"\nquarantine_window = \"later\"\n"),
+        [
+            (
+                "supervisor.backoff_initial".to_owned(),
+                "`0s` must be at least 1ms".to_owned()
+            ),
+            (
+                "supervisor.quarantine_window".to_owned(),
+                "`later`: expected number at 0".to_owned()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn the_upstream_duplicate_window_defaults_to_jetstreams_and_is_bounded() {
+    let window = |extra: &str| parse_with(extra).unwrap().upstream.unwrap().duplicate_window;
+    let up = "[upstream]\nurl = \"nats://127.0.0.1:4223\"\n";
+    assert_eq!(window(up), DEFAULT_DUPLICATE_WINDOW);
+    assert_eq!(DEFAULT_DUPLICATE_WINDOW, Duration::from_secs(120));
+    assert_eq!(
+        window(&format!("{up}duplicate_window = \"10m\"\n")),
+        Duration::from_secs(600)
+    );
+    for (text, reason) in [
+        ("500ms", "`500ms` must be at least 1s"),
+        ("2days", "`2days` must be at most 1day"),
+        ("soon", "`soon`: "),
+    ] {
+        let found = problems(&format!("{up}duplicate_window = \"{text}\"\n"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "upstream.duplicate_window");
+        assert!(found[0].1.starts_with(reason), "{found:?}");
+    }
+}
+
+/// TOML forbids a key twice; toml 0.9 refuses it, in a plugin's
+/// `config` as anywhere: the last value never silently wins.
+#[test]
+fn a_key_twice_in_the_device_configuration_is_refused() {
+    for extra in [
+        "[plugins.config]\nlow = \"70\"\nlow = \"40\"\n",
+        "[plugins.config]\nlow = \"70\"\n[plugins.config]\nhigh = \"1\"\n",
+        "[local]\nurl = \"nats://127.0.0.1:4222\"\n",
+    ] {
+        let found = problems(extra);
+        assert!(
+            found.iter().any(|(_, reason)| reason.contains("duplicate key")),
+            "{extra}: {found:?}"
+        );
+    }
+}

@@ -1,0 +1,390 @@
+//! Serving: the host's tasks (each plugin's ingest, the ticker, the outbox
+//! expiry, upstream delivery, the status responder) and their owner, which
+//! notices at once when one ends before shutdown:
+//!
+//! - a plugin's ingest that fails is started again by itself (backoff, see
+//!   `bus::ingest::run`); each failure reaches the owner at once: the plugin
+//!   shows `degraded` with the reason, and the first failure of an episode
+//!   raises a critical `plugin-degraded` alert (locally and upstream). An
+//!   ingest that ends for good (its worker gone, a panic) is the same, for good.
+//! - the ticker or upstream delivery ending loses a clinician something (time
+//!   based alerts, alerts upstream): logged, shown in the status (`tasks`),
+//!   and a critical `host-degraded` alert.
+//! - the expiry or the status responder ending is logged and shown in the
+//!   status (the outbox's size limit still holds; the status is for operators).
+//!
+//! None of those is restarted: they end only on a bug (a panic) or on a
+//! configuration a restart would meet again (an unreadable credentials file).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::RunError;
+use super::config::RunConfig;
+use super::host_alerts::{HOST_DEGRADED, HostAlerts};
+use super::shutdown::Parts;
+use super::start::{Device, Started};
+use super::status::{PluginSource, StatusSources};
+use crate::bus::config::Source;
+use crate::bus::ingest::{self, Failure, Ingest, IngestError, IngestHealth, IngestStats, Input};
+use crate::bus::status::ControlStats;
+use crate::clock::Clock;
+use crate::outbox::expiry;
+use crate::outbox::upstream::{self, UpstreamError, UpstreamStats};
+use crate::worker::{DEGRADED, PluginStats, Work};
+
+/// A task of the host, as its owner names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Task {
+    /// The ingest of a plugin.
+    Ingest(String),
+    /// Clock ticks to every plugin.
+    Ticker,
+    /// The outbox's age limit.
+    Expiry,
+    /// Delivery of the outbox upstream.
+    Upstream,
+    /// The status responder.
+    Status,
+}
+
+impl Task {
+    /// Its name in the status and the log.
+    fn name(&self) -> String {
+        match self {
+            Task::Ingest(plugin) => format!("ingest of `{plugin}`"),
+            Task::Ticker => "ticker".to_owned(),
+            Task::Expiry => "expiry".to_owned(),
+            Task::Upstream => "upstream".to_owned(),
+            Task::Status => "status".to_owned(),
+        }
+    }
+}
+
+/// Why a task ended.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum TaskError {
+    /// A plugin's ingest.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    /// Upstream delivery.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The status responder could not subscribe.
+    #[error("the status responder cannot subscribe: {0}")]
+    Status(#[from] async_nats::SubscribeError),
+    /// The task panicked.
+    #[error("panicked: {0}")]
+    Panicked(String),
+}
+
+/// A task that ended, as its owner hears of it.
+#[derive(Debug)]
+pub(super) struct Ended {
+    /// Which.
+    pub(super) task: Task,
+    /// How: `Ok` when it ended on its own (before shutdown, that is a failure too).
+    pub(super) outcome: Result<(), TaskError>,
+}
+
+/// Spawn `future` as `task`: however it ends (returned, failed, panicked),
+/// `ended` hears of it at once.
+fn spawn_owned<E: Into<TaskError>>(
+    task: Task,
+    ended: &mpsc::UnboundedSender<Ended>,
+    future: impl Future<Output = Result<(), E>> + Send + 'static,
+) -> JoinHandle<()> {
+    let ended = ended.clone();
+    tokio::spawn(async move {
+        let outcome = match AssertUnwindSafe(future).catch_unwind().await {
+            Ok(result) => result.map_err(Into::into),
+            Err(panic) => Err(TaskError::Panicked(panic_message(panic.as_ref()))),
+        };
+        let _ = ended.send(Ended { task, outcome });
+    })
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
+/// The owner of the running tasks.
+struct Owner {
+    host_alerts: HostAlerts,
+    clock: Clock,
+    /// Each plugin's input.
+    inputs: BTreeMap<String, Arc<IngestHealth>>,
+    /// Host tasks that ended, and why (shown in the status).
+    tasks: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+impl Owner {
+    /// Hear every failure and every end of a task until `shutdown` completes.
+    async fn own(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+        failures: &mut mpsc::UnboundedReceiver<Failure>,
+        ended: &mut mpsc::UnboundedReceiver<Ended>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(failure) = failures.recv() => self.ingest_failed(failure).await,
+                Some(task) = ended.recv() => self.task_ended(task).await,
+            }
+        }
+    }
+
+    /// A plugin's ingest failed and is being started again.
+    async fn ingest_failed(&mut self, failure: Failure) {
+        let reason = crate::error_chain(&failure.error);
+        let retry = humantime::format_duration(failure.retry_in);
+        if !failure.new_episode {
+            tracing::warn!(plugin = %failure.plugin, %reason, "Ingest failed again; retrying in {retry}");
+            return;
+        }
+        tracing::error!(plugin = %failure.plugin, %reason, "Ingest failed: the plugin gets no readings; retrying in {retry}");
+        let message = format!(
+            "plugin `{}` gets no readings: {reason}; retrying in {retry}",
+            failure.plugin
+        );
+        self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
+    }
+
+    /// A task ended before shutdown.
+    async fn task_ended(&mut self, ended: Ended) {
+        let reason = match &ended.outcome {
+            Ok(()) => "ended".to_owned(),
+            Err(error) => crate::error_chain(error),
+        };
+        let name = ended.task.name();
+        tracing::error!(task = %name, %reason, "A host task ended before shutdown");
+        let (code, message) = match &ended.task {
+            Task::Ingest(plugin) => {
+                if let Some(input) = self.inputs.get(plugin) {
+                    input.lost(format!("ingest stopped for good: {reason}"));
+                }
+                (
+                    DEGRADED,
+                    format!("plugin `{plugin}` gets no readings: its ingest stopped for good: {reason}"),
+                )
+            }
+            other => {
+                if let Ok(mut tasks) = self.tasks.lock() {
+                    tasks.insert(name.clone(), reason.clone());
+                }
+                match other {
+                    Task::Ticker => (
+                        HOST_DEGRADED,
+                        format!(
+                            "the ticker stopped ({reason}): plugins get no clock ticks, time-based alerts no longer fire"
+                        ),
+                    ),
+                    Task::Upstream => (
+                        HOST_DEGRADED,
+                        format!("upstream delivery stopped ({reason}): outputs stay in the outbox"),
+                    ),
+                    // Nothing a clinician loses: the outbox's size limit
+                    // still holds; the status is for operators.
+                    _ => return,
+                }
+            }
+        };
+        self.host_alerts.critical(code, message, self.clock.now_ms()).await;
+    }
+}
+
+/// Start every task of `device`, then own them until `shutdown` completes;
+/// returns what shutdown stops, and what the final status is gathered from.
+pub(super) async fn serve(
+    config: &RunConfig,
+    device: Device,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(Parts, Arc<StatusSources>), RunError> {
+    let (stop, stopped) = watch::channel(false);
+    let (ended_sender, mut ended) = mpsc::unbounded_channel();
+    let (failure_sender, mut failures) = mpsc::unbounded_channel();
+    let ingest_stats = Arc::new(IngestStats::default());
+    let mut ingest_tasks = Vec::new();
+    let mut inputs = BTreeMap::new();
+    for plugin in &device.plugins {
+        let name = plugin.provenance.plugin.clone();
+        let health = Arc::new(IngestHealth::default());
+        inputs.insert(name.clone(), health.clone());
+        let ingest = Ingest::new(
+            &name,
+            device.local.clone(),
+            device.subjects.clone(),
+            ingest_stats.clone(),
+            plugin.admission.clone(),
+            device.clock.clone(),
+            health,
+        );
+        let input = input(config, &device.local, plugin).await?;
+        let run = ingest::run(
+            ingest,
+            input,
+            plugin.worker.queue.clone(),
+            config.limits.batch_max,
+            stopped.clone(),
+            failure_sender.clone(),
+        );
+        ingest_tasks.push(spawn_owned(Task::Ingest(name), &ended_sender, run));
+    }
+    let queues: Vec<mpsc::Sender<Work>> = device.plugins.iter().map(|p| p.worker.queue.clone()).collect();
+    let ticker = spawn_owned(
+        Task::Ticker,
+        &ended_sender,
+        run_ticker(device.clock.clone(), config.tick, queues, stopped.clone()),
+    );
+    // The age limit: checked at once (entries left from an earlier run), then periodically.
+    let every = expiry::expiry_interval(config.outbox.max_age_ms);
+    let expiry = spawn_owned(
+        Task::Expiry,
+        &ended_sender,
+        expiry::run_expiry(device.outbox.clone(), every, stopped.clone()).map(Ok::<(), TaskError>),
+    );
+    let upstream_stats = Arc::new(UpstreamStats::default());
+    let upstream = config.upstream.clone().map(|upstream_config| {
+        let run = upstream::run_upstream(
+            upstream_config,
+            device.subjects.clone(),
+            device.outbox.clone(),
+            device.outbox_written.clone(),
+            upstream_stats.clone(),
+            stopped.clone(),
+        );
+        spawn_owned(Task::Upstream, &ended_sender, run)
+    });
+    let tasks = Arc::new(Mutex::new(BTreeMap::new()));
+    let control = Arc::new(ControlStats::default());
+    let sources = Arc::new(StatusSources {
+        subjects: device.subjects.clone(),
+        started: device.started_at,
+        clock: device.clock.clone(),
+        upstream: upstream_stats,
+        outbox: device.outbox.clone(),
+        outbox_reset: device.outbox_reset.clone(),
+        ingest: ingest_stats,
+        control: control.clone(),
+        plugins: plugin_sources(&device, &inputs),
+        tasks: tasks.clone(),
+    });
+    let current = {
+        let sources = sources.clone();
+        Arc::new(move || sources.status())
+    };
+    let status_task = spawn_owned(
+        Task::Status,
+        &ended_sender,
+        crate::bus::status::run_status(
+            device.local.clone(),
+            device.subjects.status(),
+            control,
+            current,
+            stopped.clone(),
+        ),
+    );
+    tracing::info!(device = %config.device, plugins = device.plugins.len(), refused = device.refused.len(), "Edgewise is running");
+
+    let mut owner = Owner {
+        host_alerts: device.host_alerts,
+        clock: device.clock,
+        inputs,
+        tasks,
+    };
+    owner.own(shutdown, &mut failures, &mut ended).await;
+    let parts = Parts {
+        stop,
+        ingest_tasks,
+        ticker,
+        expiry,
+        workers: device.plugins.into_iter().map(|p| p.worker).collect(),
+        writer: device.writer,
+        outbox_written: device.outbox_written,
+        upstream,
+        status_task,
+        local: device.local,
+        ended,
+    };
+    Ok((parts, sources))
+}
+
+/// Where the readings of `plugin` come from. Core NATS subscriptions are
+/// made now, before the status responder answers: a reading published after
+/// a status reply is never missed.
+async fn input(config: &RunConfig, local: &async_nats::Client, plugin: &Started) -> Result<Input, RunError> {
+    let name = &plugin.provenance.plugin;
+    let filters = plugin.subscriptions.clone();
+    Ok(match &config.source {
+        Source::Core => {
+            let made = ingest::subscriptions::subscribe(local, &filters)
+                .await
+                .map_err(|source| RunError::Subscribe {
+                    plugin: name.clone(),
+                    source: Box::new(source),
+                })?;
+            Input::Core {
+                filters,
+                subscriptions: Some(made),
+            }
+        }
+        Source::JetStream { stream } => Input::JetStream {
+            stream: stream.clone(),
+            consumer: format!("edgewise-{}-{name}", config.device),
+            filters,
+        },
+    })
+}
+
+/// Every plugin as the status shows it: those running, with their input,
+/// then those refused at start.
+fn plugin_sources(device: &Device, inputs: &BTreeMap<String, Arc<IngestHealth>>) -> Vec<PluginSource> {
+    let running = device.plugins.iter().map(|p| PluginSource {
+        name: p.provenance.plugin.clone(),
+        version: p.provenance.version.clone(),
+        digest: p.provenance.digest.clone(),
+        stats: p.worker.stats.clone(),
+        input: inputs.get(&p.provenance.plugin).cloned(),
+    });
+    let refused = device.refused.iter().map(|refusal| PluginSource {
+        name: refusal.name.clone(),
+        version: refusal.version.clone(),
+        digest: String::new(),
+        stats: Arc::new(PluginStats::refused(&refusal.reason.to_string())),
+        input: None,
+    });
+    running.chain(refused).collect()
+}
+
+/// Send `Tick(now)` to every plugin every `tick` of clock time, until `stop`.
+/// A plugin whose queue is full misses that tick (the next one covers it).
+async fn run_ticker(
+    clock: Clock,
+    tick: Duration,
+    queues: Vec<mpsc::Sender<Work>>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), TaskError> {
+    crate::clock::every(clock.real_interval(tick), stop, || {
+        let now = clock.tick_ms();
+        for queue in &queues {
+            let _ = queue.try_send(Work::Tick(now));
+        }
+        std::future::ready(())
+    })
+    .await;
+    Ok(())
+}

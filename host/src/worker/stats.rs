@@ -1,0 +1,63 @@
+//! The counters and health of one plugin, written by its worker thread and
+//! read by the status.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+/// Counters of one plugin, shared with the status responder.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    /// Readings delivered to the plugin.
+    pub readings_in: AtomicU64,
+    /// Alerts emitted, i.e. durable in the outbox (the host's
+    /// `plugin-degraded` alerts included).
+    pub alerts_out: AtomicU64,
+    /// Summaries emitted, i.e. durable in the outbox.
+    pub summaries_out: AtomicU64,
+    /// Failed calls and failed starts.
+    pub errors: AtomicU64,
+    /// Instances rebuilt after a failure.
+    pub restarts: AtomicU64,
+    /// Times the plugin was put in quarantine.
+    pub quarantines: AtomicU64,
+    /// Readings held while the plugin is down (now).
+    pub readings_held: AtomicU64,
+    /// Readings dropped because the hold buffer was full (or the host
+    /// stopped while the plugin was quarantined).
+    pub readings_dropped: AtomicU64,
+    /// Log lines dropped by the log budget.
+    pub logs_dropped: AtomicU64,
+    /// Outputs that could not be written to the outbox (not counted in
+    /// `alerts_out` or `summaries_out`).
+    pub outbox_failures: AtomicU64,
+    /// Outputs that got no sequence number (it could not be reserved on
+    /// disk): alerts among them were published locally (with `seq` 0), none
+    /// was stored for upstream, and their input was not acknowledged.
+    pub sequence_failures: AtomicU64,
+    /// State, failures by reason, last failure.
+    pub health: Mutex<HealthReport>,
+}
+
+impl PluginStats {
+    /// The counters of a plugin refused at start: state `refused`, and why.
+    pub fn refused(reason: &str) -> PluginStats {
+        let stats = PluginStats::default();
+        if let Ok(mut health) = stats.health.lock() {
+            health.state = "refused";
+            health.last_error = Some(reason.to_owned());
+        }
+        stats
+    }
+}
+
+/// What the status shows of a plugin's health.
+#[derive(Debug, Clone, Default)]
+pub struct HealthReport {
+    /// `running`, `restarting`, `quarantined` or `refused`.
+    pub state: &'static str,
+    /// Failures counted by reason (`deadline`, `trap`, `memory-limit`...).
+    pub failures: BTreeMap<&'static str, u64>,
+    /// The last failure, as reported.
+    pub last_error: Option<String>,
+}
