@@ -132,6 +132,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], access: Access, existing: Existin
         Existing::Keep => file.persist_noclobber(path),
     }
     .map_err(|error| error.error)?;
+    sync_dir(dir)
+}
+
+/// Sync a directory, so that the entries created, renamed or removed in it
+/// survive a power cut (a file's own `sync_all` does not cover its name).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

@@ -85,13 +85,11 @@ impl Outbox {
         let mut conn = schema::connect(&path)?;
         schema::prepare(&mut conn, &path, key.aead())?;
         // A new file's directory entry must be durable too.
-        std::fs::File::open(data_dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|source| OutboxError::Io {
-                path: data_dir.to_owned(),
-                operation: "sync the data directory",
-                source,
-            })?;
+        crate::files::sync_dir(data_dir).map_err(|source| OutboxError::Io {
+            path: data_dir.to_owned(),
+            operation: "sync the data directory",
+            source,
+        })?;
         let tally = load_tally(&conn, &path)?;
         let drops = load_drops(&conn, &path)?;
         let parked = park::load_counts(&conn, &path)?;
