@@ -217,7 +217,10 @@ impl Device {
 
     /// Fail with the end of its log if it has exited.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
-        let process = self.process.as_mut().ok_or_else(|| anyhow!("edgewise run was not started"))?;
+        let process = self
+            .process
+            .as_mut()
+            .ok_or_else(|| anyhow!("edgewise run was not started"))?;
         if let Some(status) = process.try_wait()? {
             self.process = None;
             bail!(
@@ -232,7 +235,10 @@ impl Device {
     /// SIGTERM, then wait up to `within` for it to exit: how it ended. If it
     /// is still running then, it is killed and this fails with its log.
     pub async fn stop(&mut self, within: Duration) -> anyhow::Result<Stopped> {
-        let process = self.process.as_ref().ok_or_else(|| anyhow!("edgewise run was not started"))?;
+        let process = self
+            .process
+            .as_ref()
+            .ok_or_else(|| anyhow!("edgewise run was not started"))?;
         process.terminate()?;
         self.wait_exit(within).await
     }
@@ -240,7 +246,10 @@ impl Device {
     /// Wait up to `within` for the host to exit (after a signal sent some
     /// other way); killed, and an error with its log, if it does not.
     pub async fn wait_exit(&mut self, within: Duration) -> anyhow::Result<Stopped> {
-        let mut process = self.process.take().ok_or_else(|| anyhow!("edgewise run was not started"))?;
+        let mut process = self
+            .process
+            .take()
+            .ok_or_else(|| anyhow!("edgewise run was not started"))?;
         let (process, exit) = tokio::task::spawn_blocking(move || {
             let exit = process.wait_timeout(within);
             (process, exit)

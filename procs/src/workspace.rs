@@ -157,9 +157,7 @@ pub fn run_edgewise(args: &[&OsStr]) -> anyhow::Result<Output> {
 
 /// Run `command` to completion, its output captured; fail with its stderr if it fails.
 pub fn checked_output(mut command: Command) -> anyhow::Result<Output> {
-    let output = command
-        .output()
-        .with_context(|| format!("cannot run {command:?}"))?;
+    let output = command.output().with_context(|| format!("cannot run {command:?}"))?;
     if !output.status.success() {
         bail!(
             "`{command:?}` failed ({}): {}",

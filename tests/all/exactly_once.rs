@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use edgewise_tests::nats::NatsServer;
 
-use crate::live_pipeline::{DEVICE, Device, WAIT, now_ms, reading};
+use crate::device::{DEVICE, Device, WAIT, now_ms, reading};
 use crate::support::{
     UP, cli_status, cli_status_until, collect_until, create_sensors_stream, next_json, plugin, poll_until,
     stream_messages, subscribe_alerts,
@@ -105,7 +105,7 @@ async fn alerts_after_a_restart_are_stored(clone: bool) {
     let mut device = Device::new(&local, Some(&cloud), "");
     device.start(&local).await;
     alert_and_drain(&local, &["a1", "a2", "a3"]).await;
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
     let first = stored_upstream(&cloud).await;
     assert_eq!(first.len(), 3, "{first:#?}");
 
@@ -124,7 +124,7 @@ async fn alerts_after_a_restart_are_stored(clone: bool) {
     }
     device.start(&local).await;
     alert_and_drain(&local, &["b1", "b2", "b3"]).await;
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 
     let stored = stored_upstream(&cloud).await;
     let sensors: BTreeSet<&str> = stored.iter().filter_map(|s| s.envelope["sensor"].as_str()).collect();
@@ -181,7 +181,7 @@ async fn the_host_creates_the_upstream_stream_with_the_configured_duplicate_wind
     })
     .await;
     assert_eq!(window, Duration::from_secs(7 * 60));
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 /// What a retry after the window does. The cloud stream (made by the test)
@@ -233,7 +233,7 @@ async fn an_unacknowledged_entry_retried_after_the_window_is_stored_again_with_t
         status["outbox"]["alerts"], 1,
         "never acknowledged, still queued: {status}"
     );
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 /// A sequence number cannot be reserved (the sequence file replaced by a
@@ -328,7 +328,7 @@ async fn outputs_without_a_sequence_number_alert_locally_are_counted_and_leave_t
     })
     .await;
     assert_eq!(info.ack_floor.stream_sequence, 1, "{info:?}");
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 /// The `seq` of the next `n` messages of `alerts`.

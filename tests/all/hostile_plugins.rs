@@ -3,11 +3,9 @@
 //! reported as a `plugin-degraded` alert (locally and upstream) with the right
 //! reason, the status counts it, and quarantine comes when it should.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
-use crate::live_pipeline::{Device, now_ms, reading};
+use crate::device::{Device, now_ms, reading};
 use crate::support::{
     collect_until, find_plugin, host_status, next_json, next_where, plugin, status_until, subscribe_alerts,
     upstream_alerts,
@@ -134,7 +132,7 @@ async fn hostile_beside_glucose_monitor(case: Case) {
         "{upstream:?}"
     );
 
-    let (code, stderr) = device.terminate();
+    let (code, stderr) = device.terminate().await;
     assert_eq!(code, Some(0), "[{}] the host must exit cleanly:\n{stderr}", case.mode);
     assert!(!stderr.contains("panicked at host/"), "the host panicked:\n{stderr}");
 }
@@ -274,7 +272,7 @@ async fn a_log_flood_is_dropped_not_fatal() {
     assert_eq!(faulty["state"], "running", "{faulty}");
     assert_eq!(faulty["errors"], 0, "{faulty}");
     assert!(faulty["logs_dropped"].as_u64().unwrap() >= 2, "{faulty}");
-    assert_eq!(device.terminate().0, Some(0));
+    assert_eq!(device.terminate().await.0, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -305,8 +303,8 @@ async fn readings_wait_for_the_restart_in_a_bounded_buffer() {
             .publish("sensors.hostile.h1", reading(t0 + k, 100.0))
             .await
             .unwrap();
-        client.flush().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // One message per reading: the next is published once the worker has this one.
+        worker_has_taken(&client, k as u64 + 1, "slow").await;
     }
     let status = host_status(&client).await;
     let faulty = &status["plugins"][1];
@@ -325,5 +323,5 @@ async fn readings_wait_for_the_restart_in_a_bounded_buffer() {
     assert_eq!(faulty["restarts"], 1, "{faulty}");
     assert_eq!(faulty["readings_in"], 4, "{faulty}");
     assert_eq!(faulty["readings_held"], 0, "{faulty}");
-    assert_eq!(device.terminate().0, Some(0));
+    assert_eq!(device.terminate().await.0, Some(0));
 }

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bundle_cli;
+mod device;
 mod exactly_once;
 mod hostile_plugins;
 mod live_pipeline;

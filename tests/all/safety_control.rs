@@ -8,7 +8,7 @@ use std::process::Command;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::live_pipeline::{DEVICE, Device, WAIT, now_ms, reading};
+use crate::device::{DEVICE, Device, WAIT, now_ms, reading};
 use crate::support::{
     create_sensors_stream, host_status, next_json, run_within, subscribe_alerts, upstream_messages_via,
 };
@@ -90,7 +90,7 @@ async fn a_manifest_subscribed_to_everything_is_refused_and_nothing_loops() {
         more += 1;
     }
     assert_eq!(more, 0, "dead letters nobody caused");
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 /// Today the host publishes its status to any reply subject with its own
@@ -118,7 +118,7 @@ async fn a_status_request_with_a_non_inbox_reply_subject_gets_no_answer() {
         futures::FutureExt::now_or_never(alerts.next()).is_none(),
         "the status was published as an alert"
     );
-    let stderr = device.terminate_cleanly();
+    let stderr = device.terminate_cleanly().await;
     assert!(stderr.contains("not an inbox"), "logged: {stderr}");
 }
 
@@ -266,7 +266,7 @@ async fn the_pipeline_works_under_the_documented_permissions() {
     ]);
     assert_eq!(as_monitor.code, Some(0), "{}", as_monitor.stderr);
     assert!(as_monitor.stdout.contains("glucose-monitor"), "{}", as_monitor.stdout);
-    let stderr = device.terminate_cleanly();
+    let stderr = device.terminate_cleanly().await;
     assert!(
         !stderr.contains("Permissions Violation") && !stderr.contains("permissions violation"),
         "{stderr}"

@@ -11,7 +11,7 @@
 
 use serde_json::Value;
 
-use crate::live_pipeline::{DEVICE, Device, now_ms, reading};
+use crate::device::{DEVICE, Device, now_ms, reading};
 use crate::support::{next_where, plugin, status_until, subscribe_alerts, upstream_alerts, upstream_messages_via};
 use edgewise_tests::nats::NatsServer;
 
@@ -117,7 +117,7 @@ async fn an_alert_too_large_for_the_cloud_is_moved_aside_and_the_alerts_behind_i
     urgent_lows(&client, &mut alerts, &["p4"]).await;
     let upstream = upstream_alerts(&cloud, 5).await;
     assert_eq!(glucose_sensors(&upstream), ["cgm.p1", "cgm.p2", "cgm.p3", "cgm.p4"]);
-    let stderr = device.terminate_cleanly();
+    let stderr = device.terminate_cleanly().await;
     assert!(!stderr.contains(&"b".repeat(1000)), "the payload is not logged");
 }
 
@@ -171,7 +171,7 @@ async fn a_plugin_flooding_a_small_outbox_cannot_evict_another_plugins_alerts() 
         "{} alerts upstream",
         upstream.len()
     );
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 /// Messages stored in the cloud's `EDGEWISE_UP` stream, as (subject, JSON), read
@@ -248,7 +248,7 @@ async fn a_summary_on_a_subject_the_device_may_not_publish_to_is_moved_aside_and
         upstream
     };
     assert_eq!(glucose_sensors(&upstream), ["cgm.p1"], "{upstream:?}");
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -289,5 +289,5 @@ async fn a_missing_stream_fails_every_round_and_moves_nothing_aside() {
     status_until(&client, "the outbox delivered", |s| s["outbox"]["alerts"] == 0).await;
     let upstream = upstream_alerts(&cloud, 2).await;
     assert_eq!(glucose_sensors(&upstream), ["cgm.a", "cgm.b"], "{upstream:?}");
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }

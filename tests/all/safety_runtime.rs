@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::live_pipeline::{Device, WAIT, now_ms, reading};
+use crate::device::{Device, WAIT, now_ms, reading};
 use crate::support::{poll_until, subscribe_alerts, upstream_alerts};
 use edgewise_tests::edgewise;
 use edgewise_tests::nats::NatsServer;
@@ -72,9 +72,10 @@ fn is_urgent_low(subject: &str, alert: &Value) -> bool {
 
 /// SIGTERM the host and wait at most [`TERMINATE_WAIT`] for it to exit; a
 /// host that hangs is killed and the test fails.
-fn terminate_within(mut device: Device) -> (Option<i32>, String) {
+async fn terminate_within(mut device: Device) -> (Option<i32>, String) {
     device
         .terminate_within(TERMINATE_WAIT)
+        .await
         .unwrap_or_else(|| panic!("edgewise run did not exit within {TERMINATE_WAIT:?} of SIGTERM"))
 }
 
@@ -130,7 +131,7 @@ async fn a_plugin_that_sleeps_is_stopped_and_sigterm_still_exits() {
     })
     .await;
 
-    let (code, stderr) = terminate_within(device);
+    let (code, stderr) = terminate_within(device).await;
     assert_eq!(code, Some(0), "the host must exit cleanly:\n{stderr}");
     assert!(!stderr.contains("panicked"), "the host panicked:\n{stderr}");
 }
@@ -179,7 +180,7 @@ async fn a_huge_error_text_is_truncated_and_delivered_upstream() {
         }
     })
     .await;
-    let (code, stderr) = terminate_within(device);
+    let (code, stderr) = terminate_within(device).await;
     assert_eq!(code, Some(0), "{stderr}");
 }
 
@@ -212,7 +213,7 @@ async fn a_plugin_reads_the_simulated_clock_through_wasi() {
         (START_MS..START_MS + YEAR_MS).contains(&plugin_now),
         "the plugin saw {plugin_now}, not the simulated clock (start {START_MS})"
     );
-    let (code, stderr) = terminate_within(device);
+    let (code, stderr) = terminate_within(device).await;
     assert_eq!(code, Some(0), "{stderr}");
 }
 
@@ -229,7 +230,7 @@ async fn a_flood_of_pollables_hits_the_resource_limit() {
 
     let message = degraded_beside_an_urgent_low(&client, &mut alerts).await;
     assert!(message.starts_with("resource-limit: "), "{message}");
-    let (code, stderr) = terminate_within(device);
+    let (code, stderr) = terminate_within(device).await;
     assert_eq!(code, Some(0), "{stderr}");
 }
 
@@ -260,7 +261,7 @@ async fn host_ceilings_clamp_what_a_manifest_asks() {
         )),
         "{message}"
     );
-    let (code, stderr) = terminate_within(device);
+    let (code, stderr) = terminate_within(device).await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("memory_mb"), "the clamp is logged:\n{stderr}");
 }

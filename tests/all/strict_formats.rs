@@ -9,7 +9,7 @@ use edgewise_host::bundle::{KeyId, Manifest, ManifestSource, SigningKey, sha256_
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{Run, edgewise_bin, plugin_wasm};
 
-use crate::live_pipeline::{Device, WAIT};
+use crate::device::{Device, WAIT};
 use crate::support::{Operator, run_within};
 
 /// Sign glucose-monitor with `manifest_text` as its `edgewise.toml`, as `out`.
