@@ -91,8 +91,13 @@ impl SigningKey {
         }
         let bundles = self.dir.join("bundles");
         std::fs::create_dir_all(&bundles).with_context(|| format!("cannot create {}", bundles.display()))?;
+        // Named after the component (`glucose_monitor.wasm`); the same
+        // component with another manifest gets a numbered name.
         let stem = component.file_stem().unwrap_or(OsStr::new("bundle")).to_string_lossy();
-        let out = bundles.join(format!("{stem}-{}.wasm", signed.len()));
+        let mut out = bundles.join(format!("{stem}.wasm"));
+        if signed.values().any(|taken| *taken == out) {
+            out = bundles.join(format!("{stem}-{}.wasm", signed.len()));
+        }
         self.sign(manifest, component, &out)?;
         signed.insert(wanted, out.clone());
         Ok(out)

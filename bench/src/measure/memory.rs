@@ -25,9 +25,8 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// The measurement.
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     let idle = ctx.rt.block_on(async {
-        let server = NatsServer::start("bench", &ctx.paths.nats_server, None).await?;
+        let server = NatsServer::options(&ctx.paths.nats_server).name("bench").start()?;
         let device = Device::start(
-            &ctx.paths.edgewise,
             &ctx.paths.work.join("memory-device"),
             &ctx.bundles.trust,
             &server.url(),
