@@ -82,6 +82,20 @@ impl Device {
         self.start_with(&client).await;
     }
 
+    /// Start the host with a new client on `local` subscribed to the alerts
+    /// of `which` (a plugin, `_host`, or `>` for all) from before the start,
+    /// so none raised at start is missed: the client and the subscription.
+    pub(crate) async fn start_watching(
+        &mut self,
+        local: &NatsServer,
+        which: &str,
+    ) -> (async_nats::Client, async_nats::Subscriber) {
+        let client = async_nats::connect(local.url()).await.unwrap();
+        let alerts = crate::support::subscribe_alerts(&client, which).await;
+        self.start_with(&client).await;
+        (client, alerts)
+    }
+
     /// As [`Device::start`], asking for the status through `client`.
     pub(crate) async fn start_with(&mut self, client: &async_nats::Client) {
         self.start_command(self.host.run_command(), client).await;

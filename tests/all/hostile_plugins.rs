@@ -7,8 +7,7 @@ use serde_json::Value;
 
 use crate::device::{Device, now_ms, reading};
 use crate::support::{
-    collect_until, find_plugin, host_status, next_json, next_where, plugin, status_until, subscribe_alerts,
-    upstream_alerts,
+    collect_until, find_plugin, host_status, next_json, next_where, plugin, status_until, upstream_alerts,
 };
 use edgewise_tests::nats::NatsServer;
 
@@ -42,9 +41,7 @@ async fn hostile_beside_glucose_monitor(case: Case) {
         case.mode, case.config, case.limits
     );
     let mut device = Device::with_tick(&local, Some(&cloud), "100ms", &plugins);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
 
     for taken in 1..=case.readings {
         client
@@ -255,9 +252,7 @@ async fn a_log_flood_is_dropped_not_fatal() {
     let local = NatsServer::start();
     let plugins = "[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"log-flood\"\n";
     let mut device = Device::with_tick(&local, None, "100ms", plugins);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, "faulty-plugin").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, "faulty-plugin").await;
     for _ in 0..3 {
         client
             .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
@@ -284,9 +279,7 @@ async fn readings_wait_for_the_restart_in_a_bounded_buffer() {
         [[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"slow\"\nevery = 2\nspin_ms = 1000\n\
         [plugins.limits]\ncall_deadline_ms = 200\n";
     let mut device = Device::with_tick(&local, None, "1h", plugins);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, "faulty-plugin").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, "faulty-plugin").await;
     let t0 = now_ms();
     client.publish("sensors.hostile.h1", reading(t0, 100.0)).await.unwrap();
     assert_eq!(next_json(&mut alerts, "alert").await["code"], "seen");

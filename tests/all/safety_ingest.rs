@@ -79,9 +79,7 @@ async fn a_far_future_reading_does_not_silence_a_real_low() {
 async fn glucose_monitor_ignores_a_far_future_reading_the_host_let_through() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "[ingest]\nmax_future = \"36500d\"\n");
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
     // A sensor whose clock is a month ahead.
     let now = now_ms();
     client
@@ -198,9 +196,7 @@ async fn a_flood_of_new_sensor_ids_leaves_glucose_monitor_running_and_alerting()
     const ROUND: usize = 1_000;
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "");
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
 
     // A patient known before the flood.
     client
@@ -254,9 +250,7 @@ async fn a_flood_of_new_sensor_ids_leaves_glucose_monitor_running_and_alerting()
 async fn readings_from_a_few_days_ago_are_taken_by_default() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "");
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
     client
         .publish("sensors.cgm.back", reading(now_ms() - 6 * DAY_MS, 45.0))
         .await

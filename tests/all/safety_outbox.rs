@@ -12,7 +12,7 @@
 use serde_json::Value;
 
 use crate::device::{DEVICE, Device, now_ms, reading};
-use crate::support::{next_where, plugin, status_until, subscribe_alerts, upstream_alerts, upstream_messages_via};
+use crate::support::{next_where, plugin, status_until, upstream_alerts, upstream_messages_via};
 use edgewise_tests::nats::NatsServer;
 
 /// The next local alert from `plugin` with `code`, skipping others.
@@ -64,9 +64,7 @@ async fn an_alert_too_large_for_the_cloud_is_moved_aside_and_the_alerts_behind_i
     let plugins =
         "[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"big-alert\"\nsize = \"4000\"\n";
     let mut device = Device::new(&local, Some(&cloud), plugins);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
 
     client
         .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
@@ -132,9 +130,7 @@ async fn a_plugin_flooding_a_small_outbox_cannot_evict_another_plugins_alerts() 
     let plugins = "[outbox]\nmax_mb = 1\n[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n\
         [plugins.config]\nfail = \"big-alert\"\nsize = \"4000\"\n";
     let mut device = Device::new(&local, Some(&cloud), plugins);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
     urgent_lows(&client, &mut alerts, &["a", "b", "c"]).await;
     const FLOOD: u64 = 600;
     for k in 0..FLOOD {
@@ -209,9 +205,7 @@ async fn a_summary_on_a_subject_the_device_may_not_publish_to_is_moved_aside_and
         1,
     );
     std::fs::write(device.path("edgewise.toml"), config).unwrap();
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
     status_until(&client, "connected upstream", |s| s["upstream_connected"] == true).await;
 
     // threshold closes the previous hour: one summary, which the cloud refuses.
@@ -263,9 +257,7 @@ async fn a_missing_stream_fails_every_round_and_moves_nothing_aside() {
         config.replace("create_stream = true", "create_stream = false"),
     )
     .unwrap();
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
     urgent_lows(&client, &mut alerts, &["a", "b"]).await;
     // Many more failed rounds than the attempts that move an entry aside.
     let status = status_until(&client, "ten failed delivery rounds", |s| {

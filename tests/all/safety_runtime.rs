@@ -10,7 +10,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use crate::device::{Device, WAIT, now_ms, reading};
-use crate::support::{poll_until, subscribe_alerts, upstream_alerts};
+use crate::support::{poll_until, upstream_alerts};
 use edgewise_tests::edgewise;
 use edgewise_tests::nats::NatsServer;
 
@@ -111,9 +111,7 @@ async fn degraded_beside_an_urgent_low(client: &async_nats::Client, alerts: &mut
 async fn a_plugin_that_sleeps_is_stopped_and_sigterm_still_exits() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, &faulty("sleep", "sleep_ms = 60000\n"));
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
 
     let message = degraded_beside_an_urgent_low(&client, &mut alerts).await;
     assert!(message.starts_with("blocking-call: "), "{message}");
@@ -141,9 +139,7 @@ async fn a_huge_error_text_is_truncated_and_delivered_upstream() {
     let local = NatsServer::start();
     let cloud = NatsServer::start_with_jetstream();
     let mut device = Device::new(&local, Some(&cloud), &faulty("huge-error", ""));
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
 
     let message = degraded_message(&client, &mut alerts).await;
     assert!(
@@ -194,9 +190,7 @@ async fn a_plugin_reads_the_simulated_clock_through_wasi() {
         faulty("read-clock", "")
     );
     let mut device = Device::new(&local, None, &extra);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, "faulty-plugin").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, "faulty-plugin").await;
 
     let readings = [("sensors.hostile.h1", reading(START_MS, 100.0))];
     let seen = publish_until(&client, &readings, &mut alerts, "the clock alert", |seen| {
@@ -224,9 +218,7 @@ async fn a_flood_of_pollables_hits_the_resource_limit() {
     let plugins = "[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"pollables\"\n\
                    [plugins.limits]\ncall_deadline_ms = 5000\n";
     let mut device = Device::new(&local, None, plugins);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
 
     let message = degraded_beside_an_urgent_low(&client, &mut alerts).await;
     assert!(message.starts_with("resource-limit: "), "{message}");
@@ -249,9 +241,7 @@ async fn host_ceilings_clamp_what_a_manifest_asks() {
     )
     .unwrap();
     device.sign_bundle(&manifest, "faulty-plugin", "greedy.wasm");
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
 
     let message = degraded_message(&client, &mut alerts).await;
     assert!(
