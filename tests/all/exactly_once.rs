@@ -16,7 +16,7 @@ use edgewise_tests::nats::NatsServer;
 use crate::device::{DEVICE, Device, WAIT, now_ms, reading};
 use crate::support::{
     UP, cli_status, cli_status_until, collect_until, create_sensors_stream, next_json, plugin, poll_until,
-    stream_messages, subscribe_alerts,
+    publish_acked, stream_messages, subscribe_alerts,
 };
 
 /// One message stored upstream: its subject, `Nats-Msg-Id` and envelope.
@@ -274,12 +274,7 @@ async fn outputs_without_a_sequence_number_alert_locally_are_counted_and_leave_t
     std::fs::remove_file(&sequence_file).unwrap();
     std::fs::create_dir(&sequence_file).unwrap();
 
-    jetstream
-        .publish("sensors.hostile.a", reading(now_ms(), 1.0))
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_acked(&jetstream, "sensors.hostile.a", reading(now_ms(), 1.0)).await;
     assert_eq!(next_alerts(&mut alerts, 600).await.len(), 600);
     // The first message is acknowledged once its outputs are committed.
     let consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer(&consumer_name).await.unwrap();
@@ -295,12 +290,7 @@ async fn outputs_without_a_sequence_number_alert_locally_are_counted_and_leave_t
         }
     })
     .await;
-    jetstream
-        .publish("sensors.hostile.b", reading(now_ms(), 1.0))
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_acked(&jetstream, "sensors.hostile.b", reading(now_ms(), 1.0)).await;
     // All 600 alerts of the second reading are published locally, the 200
     // beyond the reserved block included.
     let seqs = next_alerts(&mut alerts, 600).await;

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::device::{DEVICE, Device, WAIT, now_ms, reading};
 use crate::support::{
-    cli_status, cli_status_until, create_sensors_stream, host_status, next_json, plugin, status_until,
+    cli_status, cli_status_until, create_sensors_stream, host_status, next_json, plugin, publish_acked, status_until,
     subscribe_alerts, upstream_alerts, upstream_messages, upstream_messages_via, value_until,
 };
 use edgewise_tests::edgewise;
@@ -375,12 +375,7 @@ async fn jetstream_source_processes_readings_published_while_the_host_was_down()
     let jetstream = async_nats::jetstream::new(client.clone());
     create_sensors_stream(&jetstream).await;
     // Published before the host exists.
-    jetstream
-        .publish("sensors.cgm.early", reading(now_ms(), 48.0))
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_acked(&jetstream, "sensors.cgm.early", reading(now_ms(), 48.0)).await;
 
     let ingest = "[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n";
     let mut device = Device::new(&local, None, ingest);
@@ -396,12 +391,7 @@ async fn jetstream_source_processes_readings_published_while_the_host_was_down()
 
     // Down again: published now, processed at the next start, and the first
     // reading (acknowledged) is not processed twice.
-    jetstream
-        .publish("sensors.cgm.late", reading(now_ms(), 47.0))
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_acked(&jetstream, "sensors.cgm.late", reading(now_ms(), 47.0)).await;
     device.start(&local).await;
     let alert = next_json(&mut alerts, "alert for a reading published while down").await;
     assert_eq!(alert["sensor"], "cgm.late");

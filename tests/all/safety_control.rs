@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::device::{DEVICE, Device, WAIT, now_ms, reading};
 use crate::support::{
-    create_sensors_stream, host_status, next_json, run_within, subscribe_alerts, upstream_messages_via,
+    create_sensors_stream, host_status, next_json, publish_acked, run_within, subscribe_alerts, upstream_messages_via,
 };
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{edgewise, edgewise_bin, workspace_root};
@@ -221,18 +221,8 @@ async fn the_pipeline_works_under_the_documented_permissions() {
     let mut dead = tester.subscribe(format!("edgewise.{DEVICE}.deadletter")).await.unwrap();
     tester.flush().await.unwrap();
     device.start_with(&tester).await;
-    jetstream
-        .publish("sensors.cgm.p1", reading(now_ms(), 45.0))
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    jetstream
-        .publish("sensors.cgm.p1", "not json".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_acked(&jetstream, "sensors.cgm.p1", reading(now_ms(), 45.0)).await;
+    publish_acked(&jetstream, "sensors.cgm.p1", "not json".into()).await;
     assert_eq!(next_json(&mut alerts, "local alert").await["code"], "urgent-low");
     assert_eq!(next_json(&mut dead, "dead letter").await["subject"], "sensors.cgm.p1");
     // Stored upstream (read as the cloud's tester).

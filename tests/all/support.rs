@@ -316,3 +316,13 @@ impl Operator {
         edgewise(args)
     }
 }
+
+/// Publish `payload` on `subject` through `jetstream` and wait for the
+/// stream's acknowledgement.
+pub(crate) async fn publish_acked(
+    jetstream: &async_nats::jetstream::Context,
+    subject: impl async_nats::ToSubject,
+    payload: bytes::Bytes,
+) -> async_nats::jetstream::publish::PublishAck {
+    jetstream.publish(subject, payload).await.unwrap().await.unwrap()
+}
