@@ -68,6 +68,14 @@ impl Device {
         self.dir.path().join(name)
     }
 
+    /// Change the device's `edgewise.toml` with `edit` (it takes the text and
+    /// gives the new one).
+    pub(crate) fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let path = self.host.config_path();
+        let config = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, edit(config)).unwrap();
+    }
+
     /// Sign the component of `plugin` (crate name) with `manifest`, by the
     /// run's key, as `out` in the device directory.
     pub(crate) fn sign_bundle(&self, manifest: &Path, plugin: &str, out: &str) {
@@ -167,6 +175,12 @@ impl Device {
         args.extend(extra);
         edgewise(args)
     }
+}
+
+/// `config` with `credentials` (TOML lines) under the `url` of `server`.
+pub(crate) fn with_credentials(config: &str, server: &NatsServer, credentials: &str) -> String {
+    let url = format!("url = \"{}\"\n", server.url());
+    config.replace(&url, &format!("{url}{credentials}"))
 }
 
 /// Send SIGTERM to the process `pid`.

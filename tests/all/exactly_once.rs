@@ -110,9 +110,7 @@ async fn alerts_after_a_restart_are_stored(clone: bool) {
     assert_eq!(first.len(), 3, "{first:#?}");
 
     if clone {
-        let config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
-        let config = config.replace("data_dir = \"data\"", "data_dir = \"clone-data\"");
-        std::fs::write(device.path("edgewise.toml"), config).unwrap();
+        device.edit_config(|config| config.replace("data_dir = \"data\"", "data_dir = \"clone-data\""));
     } else {
         let removed = std::fs::read_dir(device.path("data"))
             .unwrap()
@@ -164,12 +162,12 @@ async fn the_host_creates_the_upstream_stream_with_the_configured_duplicate_wind
     let local = NatsServer::start();
     let cloud = NatsServer::start_with_jetstream();
     let mut device = Device::new(&local, Some(&cloud), "");
-    let config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
-    let config = config.replace(
-        "create_stream = true\n",
-        "create_stream = true\nduplicate_window = \"7m\"\n",
-    );
-    std::fs::write(device.path("edgewise.toml"), config).unwrap();
+    device.edit_config(|config| {
+        config.replace(
+            "create_stream = true\n",
+            "create_stream = true\nduplicate_window = \"7m\"\n",
+        )
+    });
     device.start(&local).await;
     cli_status_until(&local, WAIT, "connected upstream", |s| s["upstream_connected"] == true).await;
     let jetstream = async_nats::jetstream::new(async_nats::connect(cloud.url()).await.unwrap());

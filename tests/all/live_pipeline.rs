@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::device::{DEVICE, Device, WAIT, now_ms, reading};
+use crate::device::{DEVICE, Device, WAIT, now_ms, reading, with_credentials};
 use crate::support::{
     cli_status, cli_status_until, create_sensors_stream, host_status, next_json, plugin, publish_acked, status_until,
     subscribe_alerts, upstream_alerts, upstream_messages, upstream_messages_via, value_until,
@@ -139,17 +139,9 @@ async fn a_plugin_with_several_subscriptions_gets_the_readings_of_each_and_no_ot
     device.terminate_cleanly().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn upstream_down_at_start_then_up_delivers_everything_once() {
-    let local = NatsServer::start();
-    let mut cloud = NatsServer::start_with_jetstream();
-    cloud.stop();
-    let mut device = Device::new(&local, Some(&cloud), "");
-    device.start(&local).await;
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
-    client.flush().await.unwrap();
-    // Three sensors, each one urgent-low alert.
+/// A low reading from each of three sensors (`cgm.a`, `cgm.b`, `cgm.c`), and
+/// the urgent-low alert of each on the local bus.
+async fn three_urgent_lows(client: &async_nats::Client, alerts: &mut async_nats::Subscriber) {
     for sensor in ["a", "b", "c"] {
         client
             .publish(format!("sensors.cgm.{sensor}"), reading(now_ms(), 45.0))
@@ -157,8 +149,18 @@ async fn upstream_down_at_start_then_up_delivers_everything_once() {
             .unwrap();
     }
     for _ in 0..3 {
-        next_json(&mut alerts, "local alert while upstream is down").await;
+        next_json(alerts, "local urgent-low alert").await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_down_at_start_then_up_delivers_everything_once() {
+    let local = NatsServer::start();
+    let mut cloud = NatsServer::start_with_jetstream();
+    cloud.stop();
+    let mut device = Device::new(&local, Some(&cloud), "");
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
+    three_urgent_lows(&client, &mut alerts).await;
     let status = cli_status(&local);
     assert_eq!(status["upstream_connected"], false);
     assert_eq!(status["outbox"]["alerts"], 3, "{status}");
@@ -231,19 +233,8 @@ async fn outbox_entries_older_than_max_age_expire_and_are_counted() {
     let local = NatsServer::start();
     // No upstream: every output stays in the outbox.
     let mut device = Device::new(&local, None, "");
-    device.start(&local).await;
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
-    client.flush().await.unwrap();
-    for sensor in ["a", "b", "c"] {
-        client
-            .publish(format!("sensors.cgm.{sensor}"), reading(now_ms(), 45.0))
-            .await
-            .unwrap();
-    }
-    for _ in 0..3 {
-        next_json(&mut alerts, "local alert").await;
-    }
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
+    three_urgent_lows(&client, &mut alerts).await;
     // The default age limit (30 days) keeps them.
     let status = cli_status_until(&local, WAIT, "3 alerts in the outbox", |s| s["outbox"]["alerts"] == 3).await;
     assert_eq!(status["outbox"]["dropped"]["expired_alerts"], 0, "{status}");
@@ -256,9 +247,7 @@ async fn outbox_entries_older_than_max_age_expire_and_are_counted() {
     device.terminate_cleanly().await;
 
     // Restart with the shortest age limit: the three are older than it.
-    let mut config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
-    config.push_str("\n[outbox]\nmax_age = \"1s\"\n");
-    std::fs::write(device.path("edgewise.toml"), config).unwrap();
+    device.edit_config(|config| config + "\n[outbox]\nmax_age = \"1s\"\n");
     device.start(&local).await;
     let status = cli_status_until(&local, Duration::from_secs(5), "expired at start", |s| {
         s["outbox"]["dropped"]["expired_alerts"] == 3
@@ -567,17 +556,10 @@ async fn user_password_and_token_authentication() {
     let cloud = NatsServer::start_with_args(true, &["--auth", "cl0ud-token"]);
     let mut device = Device::new(&local, Some(&cloud), "");
     // Same device, with the credentials each server wants.
-    let config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
-    let config = config
-        .replace(
-            &format!("url = \"{}\"\n", local.url()),
-            &format!("url = \"{}\"\nuser = \"edge\"\npassword = \"s3cret\"\n", local.url()),
-        )
-        .replace(
-            &format!("url = \"{}\"\n", cloud.url()),
-            &format!("url = \"{}\"\ntoken = \"cl0ud-token\"\n", cloud.url()),
-        );
-    std::fs::write(device.path("edgewise.toml"), config).unwrap();
+    device.edit_config(|config| {
+        let config = with_credentials(&config, &local, "user = \"edge\"\npassword = \"s3cret\"\n");
+        with_credentials(&config, &cloud, "token = \"cl0ud-token\"\n")
+    });
     let client = async_nats::ConnectOptions::with_user_and_password("edge".into(), "s3cret".into())
         .connect(local.url())
         .await

@@ -8,7 +8,7 @@ use std::process::Command;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::device::{DEVICE, Device, WAIT, now_ms, reading};
+use crate::device::{DEVICE, Device, WAIT, now_ms, reading, with_credentials};
 use crate::support::{
     create_sensors_stream, host_status, next_json, publish_acked, run_within, subscribe_alerts, upstream_messages_via,
 };
@@ -200,23 +200,10 @@ async fn the_pipeline_works_under_the_documented_permissions() {
         Some(&cloud),
         "[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n",
     );
-    let config = std::fs::read_to_string(device.path("edgewise.toml"))
-        .unwrap()
-        .replace(
-            &format!("url = \"{}\"\n", local.url()),
-            &format!(
-                "url = \"{}\"\nuser = \"device\"\npassword = \"dev-pass\"\n",
-                local.url()
-            ),
-        )
-        .replace(
-            &format!("url = \"{}\"\n", cloud.url()),
-            &format!(
-                "url = \"{}\"\nuser = \"device-up\"\npassword = \"up-pass\"\n",
-                cloud.url()
-            ),
-        );
-    std::fs::write(device.path("edgewise.toml"), config).unwrap();
+    device.edit_config(|config| {
+        let config = with_credentials(&config, &local, "user = \"device\"\npassword = \"dev-pass\"\n");
+        with_credentials(&config, &cloud, "user = \"device-up\"\npassword = \"up-pass\"\n")
+    });
     let mut alerts = subscribe_alerts(&tester, "glucose-monitor").await;
     let mut dead = tester.subscribe(format!("edgewise.{DEVICE}.deadletter")).await.unwrap();
     tester.flush().await.unwrap();

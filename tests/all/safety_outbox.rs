@@ -11,7 +11,7 @@
 
 use serde_json::Value;
 
-use crate::device::{DEVICE, Device, now_ms, reading};
+use crate::device::{DEVICE, Device, now_ms, reading, with_credentials};
 use crate::support::{next_where, plugin, status_until, upstream_alerts, upstream_messages_via};
 use edgewise_tests::nats::NatsServer;
 
@@ -198,13 +198,7 @@ async fn a_summary_on_a_subject_the_device_may_not_publish_to_is_moved_aside_and
     .unwrap();
     let cloud = NatsServer::start_with_args(true, &["-c", conf.to_str().unwrap()]);
     let mut device = Device::new(&local, Some(&cloud), "[[plugins]]\nbundle = \"threshold.wasm\"\n");
-    let config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
-    let config = config.replacen(
-        "[upstream]\n",
-        "[upstream]\nuser = \"device\"\npassword = \"device-pw\"\n",
-        1,
-    );
-    std::fs::write(device.path("edgewise.toml"), config).unwrap();
+    device.edit_config(|config| with_credentials(&config, &cloud, "user = \"device\"\npassword = \"device-pw\"\n"));
     let (client, mut alerts) = device.start_watching(&local, ">").await;
     status_until(&client, "connected upstream", |s| s["upstream_connected"] == true).await;
 
@@ -251,12 +245,7 @@ async fn a_missing_stream_fails_every_round_and_moves_nothing_aside() {
     let cloud = NatsServer::start_with_jetstream();
     let mut device = Device::new(&local, Some(&cloud), "");
     // The host does not create the stream: every publish finds no stream.
-    let config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
-    std::fs::write(
-        device.path("edgewise.toml"),
-        config.replace("create_stream = true", "create_stream = false"),
-    )
-    .unwrap();
+    device.edit_config(|config| config.replace("create_stream = true", "create_stream = false"));
     let (client, mut alerts) = device.start_watching(&local, ">").await;
     urgent_lows(&client, &mut alerts, &["a", "b"]).await;
     // Many more failed rounds than the attempts that move an entry aside.
