@@ -7,8 +7,9 @@ use serde_json::Value;
 
 use crate::device::{DEVICE, Device, WAIT, now_ms, reading, with_credentials};
 use crate::support::{
-    cli_status, cli_status_until, create_sensors_stream, host_status, next_json, plugin, publish_acked, status_until,
-    subscribe_alerts, upstream_alerts, upstream_messages, upstream_messages_via, value_until,
+    assert_contains, cli_status, cli_status_until, create_sensors_stream, host_status, next_json, plugin,
+    publish_acked, status_until, subscribe_alerts, upstream_alerts, upstream_messages, upstream_messages_via,
+    value_until,
 };
 use edgewise_tests::edgewise;
 use edgewise_tests::nats::NatsServer;
@@ -106,7 +107,7 @@ async fn two_plugins_with_overlapping_subscriptions_each_get_their_readings() {
     let status = edgewise(["status", "--nats", &local.url(), "--device", DEVICE]);
     assert_eq!(status.code, Some(0), "{}", status.stderr);
     for name in ["glucose-monitor", "threshold"] {
-        assert!(status.stdout.contains(name), "{}", status.stdout);
+        assert_contains(&status.stdout, name);
     }
     device.terminate_cleanly().await;
 }
@@ -270,11 +271,7 @@ async fn outbox_entries_older_than_max_age_expire_and_are_counted() {
         "stored before it expired: {status}"
     );
     let human = edgewise(["status", "--nats", &local.url(), "--device", DEVICE]);
-    assert!(
-        human.stdout.contains("dropped:    4 alerts, 0 summaries expired;"),
-        "{}",
-        human.stdout
-    );
+    assert_contains(&human.stdout, "dropped:    4 alerts, 0 summaries expired;");
     let stderr = device.terminate_cleanly().await;
     assert!(stderr.contains("expired undelivered"), "the expiry is logged: {stderr}");
 }

@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use crate::device::{DEVICE, Device, WAIT, now_ms, reading, with_credentials};
 use crate::support::{
-    create_sensors_stream, host_status, next_json, publish_acked, run_within, subscribe_alerts, upstream_messages_via,
+    assert_contains, create_sensors_stream, host_status, next_json, publish_acked, run_within, subscribe_alerts,
+    upstream_messages_via,
 };
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{edgewise, edgewise_bin, workspace_root};
@@ -242,7 +243,7 @@ async fn the_pipeline_works_under_the_documented_permissions() {
         "mon-pass",
     ]);
     assert_eq!(as_monitor.code, Some(0), "{}", as_monitor.stderr);
-    assert!(as_monitor.stdout.contains("glucose-monitor"), "{}", as_monitor.stdout);
+    assert_contains(&as_monitor.stdout, "glucose-monitor");
     let stderr = device.terminate_cleanly().await;
     assert!(
         !stderr.contains("Permissions Violation") && !stderr.contains("permissions violation"),

@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use crate::device::{DEVICE, Device, now_ms, reading};
-use crate::support::{host_status, next_json, next_where, status_until, subscribe_alerts};
+use crate::support::{assert_contains, host_status, next_json, next_where, status_until, subscribe_alerts};
 use edgewise_tests::nats::NatsServer;
 
 const MINUTE_MS: i64 = 60_000;
@@ -64,11 +64,7 @@ async fn a_far_future_reading_does_not_silence_a_real_low() {
     assert_eq!(status["plugins"][0]["readings_in"], 1, "{status}");
     let shown = edgewise_tests::edgewise(["status", "--nats", &local.url(), "--device", DEVICE]);
     assert_eq!(shown.code, Some(0), "{}", shown.stderr);
-    assert!(
-        shown.stdout.contains("2 messages, 1 dead-lettered (future 1)"),
-        "{}",
-        shown.stdout
-    );
+    assert_contains(&shown.stdout, "2 messages, 1 dead-lettered (future 1)");
     device.terminate_cleanly().await;
 }
 

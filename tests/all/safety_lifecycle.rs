@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::device::{DEVICE, Device, WAIT, now_ms, reading, sigterm};
-use crate::support::{collect_until, host_status, next_where, plugin, status_until, subscribe_alerts, upstream_alerts};
+use crate::support::{
+    assert_contains, collect_until, host_status, next_where, plugin, status_until, subscribe_alerts, upstream_alerts,
+};
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{edgewise, workspace_root};
 
@@ -375,7 +377,7 @@ async fn an_outbox_locked_by_a_running_host_is_still_an_error() {
         device.path("edgewise.toml").as_os_str(),
     ]);
     assert_eq!(second.code, Some(1), "{}", second.stderr);
-    assert!(second.stderr.contains("locked"), "{}", second.stderr);
+    assert_contains(&second.stderr, "locked");
     let aside = std::fs::read_dir(device.path("data"))
         .unwrap()
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".aside"))

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use crate::device::{Device, WAIT, now_ms, reading};
-use crate::support::{poll_until, upstream_alerts};
+use crate::support::{assert_contains, poll_until, upstream_alerts};
 use edgewise_tests::edgewise;
 use edgewise_tests::nats::NatsServer;
 
@@ -268,11 +268,8 @@ async fn an_operator_limit_beyond_the_host_ceiling_is_refused_at_start() {
         device.path("edgewise.toml").as_os_str(),
     ]);
     assert_eq!(run.code, Some(2), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("plugins[1].limits.call_deadline_ms") && run.stderr.contains("5000"),
-        "{}",
-        run.stderr
-    );
+    assert_contains(&run.stderr, "plugins[1].limits.call_deadline_ms");
+    assert_contains(&run.stderr, "5000");
 }
 
 /// `edgewise replay` of the clock-reading plugin over `cgm/ExampleData5Subjects.csv`.

@@ -326,3 +326,9 @@ pub(crate) async fn publish_acked(
 ) -> async_nats::jetstream::publish::PublishAck {
     jetstream.publish(subject, payload).await.unwrap().await.unwrap()
 }
+
+/// Panic, showing `text`, unless it contains `wanted`.
+#[track_caller]
+pub(crate) fn assert_contains(text: &str, wanted: &str) {
+    assert!(text.contains(wanted), "`{wanted}` is not in:\n{text}");
+}
