@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use edgewise_tests::{data_file, edgewise, plugin_wasm, workspace_root};
+use edgewise_tests::{data_file, edgewise, plugin_wasm, run_key, signed_bundle, workspace_root};
 
 use crate::support::{Operator, assert_contains};
 
@@ -235,4 +235,28 @@ fn replay_with_trust_runs_verified_bundles_only() {
     assert_eq!(refused.code, Some(1));
     assert_contains(&refused.stderr, "refused: unsigned");
     assert!(refused.stdout.is_empty());
+}
+
+/// The test run's bundles (`edgewise_tests::signed_bundle`) are signed once,
+/// by the run's key, and verify against its trust directory.
+#[test]
+fn the_runs_bundles_are_signed_once_and_verify() {
+    let first = signed_bundle("threshold");
+    let signed_at = std::fs::metadata(&first).unwrap().modified().unwrap();
+    let again = signed_bundle("threshold");
+    assert_eq!(again, first);
+    assert_eq!(
+        std::fs::metadata(&again).unwrap().modified().unwrap(),
+        signed_at,
+        "signed again"
+    );
+    let trust = run_key().trust_dir();
+    let run = edgewise([
+        "verify".as_ref(),
+        "--trust".as_ref(),
+        trust.as_os_str(),
+        first.as_os_str(),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_contains(&run.stdout, "OK threshold 0.1.0");
 }
