@@ -84,10 +84,12 @@ impl Device {
             .unwrap_or_else(|e| panic!("{e:#}"));
     }
 
-    /// Start `edgewise run` and wait until it answers status requests.
-    pub(crate) async fn start(&mut self, local: &NatsServer) {
+    /// Start `edgewise run` and wait until it answers status requests: the
+    /// client on `local` that asked.
+    pub(crate) async fn start(&mut self, local: &NatsServer) -> async_nats::Client {
         let client = async_nats::connect(local.url()).await.unwrap();
         self.start_with(&client).await;
+        client
     }
 
     /// Start the host with a new client on `local` subscribed to the alerts

@@ -203,8 +203,7 @@ async fn an_unacknowledged_entry_retried_after_the_window_is_stored_again_with_t
         .await
         .unwrap();
     let mut device = Device::new(&local, Some(&cloud), "");
-    device.start(&local).await;
-    let client = async_nats::connect(local.url()).await.unwrap();
+    let client = device.start(&local).await;
     client
         .publish("sensors.cgm.never-acked", reading(now_ms(), 45.0))
         .await

@@ -19,8 +19,7 @@ async fn a_low_glucose_reading_alerts_locally_and_upstream_once() {
     let local = NatsServer::start();
     let cloud = NatsServer::start_with_jetstream();
     let mut device = Device::new(&local, Some(&cloud), "");
-    device.start(&local).await;
-    let client = async_nats::connect(local.url()).await.unwrap();
+    let client = device.start(&local).await;
     let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
     client.flush().await.unwrap();
     client
@@ -44,8 +43,7 @@ async fn a_low_glucose_reading_alerts_locally_and_upstream_once() {
 async fn invalid_payloads_are_dead_lettered_while_valid_ones_flow() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "");
-    device.start(&local).await;
-    let client = async_nats::connect(local.url()).await.unwrap();
+    let client = device.start(&local).await;
     let mut dead = client.subscribe(format!("edgewise.{DEVICE}.deadletter")).await.unwrap();
     let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
     client.flush().await.unwrap();
@@ -93,8 +91,7 @@ async fn two_plugins_with_overlapping_subscriptions_each_get_their_readings() {
     let threshold = "[[plugins]]\nbundle = \"threshold.wasm\"\nsubscriptions = [\"sensors.>\"]\n\
                      [plugins.config]\nlow = 70\nhigh = 180\n";
     let mut device = Device::new(&local, None, threshold);
-    device.start(&local).await;
-    let client = async_nats::connect(local.url()).await.unwrap();
+    let client = device.start(&local).await;
     let mut glucose = subscribe_alerts(&client, "glucose-monitor").await;
     let mut generic = subscribe_alerts(&client, "threshold").await;
     client.flush().await.unwrap();
@@ -119,8 +116,7 @@ async fn a_plugin_with_several_subscriptions_gets_the_readings_of_each_and_no_ot
                      subscriptions = [\"sensors.ward.a\", \"sensors.ward.b\"]\n\
                      [plugins.config]\nlow = 70\nhigh = 180\n";
     let mut device = Device::new(&local, None, threshold);
-    device.start(&local).await;
-    let client = async_nats::connect(local.url()).await.unwrap();
+    let client = device.start(&local).await;
     let mut alerts = subscribe_alerts(&client, "threshold").await;
     client.flush().await.unwrap();
     // `c` is not subscribed: it must not reach the plugin, though it comes first.
@@ -183,8 +179,7 @@ async fn sigterm_exits_zero_and_loses_nothing() {
     let cloud = NatsServer::start_with_jetstream();
     // Readings of 2015, on the wall clock: past the default `[ingest] max_age`.
     let mut device = Device::new(&local, Some(&cloud), "[ingest]\nmax_age = \"36500d\"\n");
-    device.start(&local).await;
-    let client = async_nats::connect(local.url()).await.unwrap();
+    let client = device.start(&local).await;
     // Two hours of 5-minute readings for 5 sensors, swinging through every band:
     // alerts and hourly summaries.
     let start = 1_434_300_000_000i64 - 1_434_300_000_000 % 3_600_000;
@@ -503,8 +498,7 @@ async fn live_run(readings: &[(i64, f64)], speed: f64) -> Result<(Vec<Value>, De
     let plugin = "payload_sensors = [\"sensors.cgm.subject-3\"]\n[plugins.config]\nmax_ahead = \"168h\"\n\
                   [ingest]\nmax_future = \"7d\"\n";
     let mut device = Device::with_tick(&local, Some(&cloud), "5m", &format!("{plugin}{clock}"));
-    device.start(&local).await;
-    let client = async_nats::connect(local.url()).await.unwrap();
+    let client = device.start(&local).await;
     let mut published = 0;
     loop {
         let status = host_status(&client).await;

@@ -100,8 +100,7 @@ async fn a_manifest_subscribed_to_everything_is_refused_and_nothing_loops() {
 async fn a_status_request_with_a_non_inbox_reply_subject_gets_no_answer() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "");
-    let client = async_nats::connect(local.url()).await.unwrap();
-    device.start_with(&client).await;
+    let client = device.start(&local).await;
     let fake = format!("edgewise.{DEVICE}.alerts.glucose-monitor");
     let mut alerts = client.subscribe(fake.clone()).await.unwrap();
     client.flush().await.unwrap();

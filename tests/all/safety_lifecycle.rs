@@ -133,8 +133,7 @@ async fn a_version_refused_in_init_is_not_recorded_so_the_older_one_still_starts
         with_faulty("faulty-0.2.0.wasm", "init-err"),
     )
     .unwrap();
-    let client = async_nats::connect(local.url()).await.unwrap();
-    device.start_with(&client).await;
+    let client = device.start(&local).await;
     status_until(&client, "0.2.0 failed in init", |s| {
         plugin(s, "faulty-plugin")["failures"]["returned-error"].as_u64() >= Some(1)
     })
@@ -236,8 +235,7 @@ async fn queue_for_the_slow_plugin(client: &async_nats::Client, readings: u64) {
 async fn sigterm_finishes_with_a_slow_plugin_and_a_long_queue() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, SLOW_PLUGIN);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    device.start_with(&client).await;
+    let client = device.start(&local).await;
     queue_for_the_slow_plugin(&client, 2_000).await;
     let Some((code, stderr)) = device.terminate_within(Duration::from_secs(60)).await else {
         panic!("the host did not exit within 60 s of SIGTERM");
@@ -253,8 +251,7 @@ async fn sigterm_finishes_with_a_slow_plugin_and_a_long_queue() {
 async fn a_second_sigterm_during_shutdown_exits_at_once() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, SLOW_PLUGIN);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    device.start_with(&client).await;
+    let client = device.start(&local).await;
     queue_for_the_slow_plugin(&client, 500).await;
     let pid = device.pid();
     sigterm(pid);
@@ -285,8 +282,7 @@ async fn a_second_sigterm_during_shutdown_exits_at_once() {
 async fn outbox_reset_after(spoil: impl Fn(&Device), what: &str) {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "");
-    let client = async_nats::connect(local.url()).await.unwrap();
-    device.start_with(&client).await;
+    let client = device.start(&local).await;
     device.terminate_cleanly().await;
     assert!(device.path("data/outbox.sqlite3").exists());
     spoil(&device);
@@ -369,8 +365,7 @@ async fn an_outbox_that_is_not_sqlite_is_moved_aside_and_alerting_goes_on() {
 async fn an_outbox_locked_by_a_running_host_is_still_an_error() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "");
-    let client = async_nats::connect(local.url()).await.unwrap();
-    device.start_with(&client).await;
+    device.start(&local).await;
     let second = edgewise([
         "run".as_ref(),
         "--config".as_ref(),
