@@ -4,6 +4,7 @@
 //! docs/operators.md gives a device).
 
 use std::process::Command;
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::Value;
@@ -267,21 +268,47 @@ async fn the_hosts_connection_does_not_receive_what_it_publishes() {
     let other = async_nats::connect(local.url()).await.unwrap();
     let mut host_sees = host.subscribe("probe.>").await.unwrap();
     let mut other_sees = other.subscribe("probe.>").await.unwrap();
-    host.flush().await.unwrap();
-    other.flush().await.unwrap();
+    // A flush only writes: both subscriptions are in place once a message
+    // published after them has reached both (published again until it has).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (mut host_ready, mut other_ready) = (false, false);
+    while !(host_ready && other_ready) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "subscriptions not in place (host: {host_ready}, other: {other_ready})"
+        );
+        other.publish("probe.ready", "".into()).await.unwrap();
+        other.flush().await.unwrap();
+        let short = Duration::from_millis(100);
+        host_ready |= tokio::time::timeout(short, host_sees.next()).await.is_ok();
+        other_ready |= tokio::time::timeout(short, other_sees.next()).await.is_ok();
+    }
 
     host.publish("probe.own", "from the host".into()).await.unwrap();
     host.flush().await.unwrap();
     // The server has routed it: the other client got it.
-    let seen = tokio::time::timeout(WAIT, other_sees.next()).await.unwrap().unwrap();
+    let seen = next_not_ready(&mut other_sees).await;
     assert_eq!(seen.subject.as_str(), "probe.own");
     other.publish("probe.other", "from someone else".into()).await.unwrap();
     other.flush().await.unwrap();
 
-    let first = tokio::time::timeout(WAIT, host_sees.next()).await.unwrap().unwrap();
+    let first = next_not_ready(&mut host_sees).await;
     assert_eq!(
         first.subject.as_str(),
         "probe.other",
         "the host's connection received its own message"
     );
+}
+
+/// The next message of `subscriber` other than the `probe.ready` ones.
+async fn next_not_ready(subscriber: &mut async_nats::Subscriber) -> async_nats::Message {
+    loop {
+        let message = tokio::time::timeout(WAIT, subscriber.next())
+            .await
+            .expect("no probe message in time")
+            .unwrap();
+        if message.subject.as_str() != "probe.ready" {
+            return message;
+        }
+    }
 }
