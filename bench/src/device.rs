@@ -2,13 +2,11 @@
 //! the real binary on a private nats-server, its status and its memory.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use edgewise_host::run::Status;
-use edgewise_procs::ChildGuard;
-use tokio::time::Instant;
+use edgewise_procs::RunConfig;
 
 /// The device id of every host the harness starts.
 pub const DEVICE: &str = "bench";
@@ -59,10 +57,11 @@ pub const GLUCOSE_OUTPUTS_PER_SECOND: u32 = 10_000_000;
 /// The outbox size the bench gives `edgewise run` (`[outbox] max_mb`).
 pub const OUTBOX_MAX_MB: u64 = 8192;
 
-/// A running `edgewise run`, killed when dropped.
+/// A running `edgewise run`, killed when dropped: the device harness of
+/// `edgewise-procs` (shared with the tests and the demo), with the bench's
+/// configuration and its typed status.
 pub struct Device {
-    process: ChildGuard,
-    log: PathBuf,
+    host: edgewise_procs::Device,
     client: async_nats::Client,
 }
 
@@ -70,103 +69,61 @@ impl Device {
     /// Write a configuration under `dir` (emptied first) for a host on
     /// `local_url` with `plugins`, start `edgewise run` and wait until it
     /// answers status requests. No `[upstream]`: outputs stay in the outbox.
-    pub async fn start(
-        edgewise: &Path,
-        dir: &Path,
-        trust: &Path,
-        local_url: &str,
-        plugins: &[PluginEntry],
-    ) -> anyhow::Result<Device> {
+    pub async fn start(dir: &Path, trust: &Path, local_url: &str, plugins: &[PluginEntry]) -> anyhow::Result<Device> {
         if dir.exists() {
             std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
         }
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let mut config = format!(
-            "# Written by edgewise-bench.\ndevice = \"{DEVICE}\"\ndata_dir = \"data\"\ntrust_dir = \"{}\"\n\n\
-             [local]\nurl = \"{local_url}\"\n",
-            trust.display()
-        );
         // Room for every output of the longest measurement: a full outbox
         // evicts on every append, which is the offline regime, not this one.
-        config.push_str(&format!("\n[outbox]\nmax_mb = {OUTBOX_MAX_MB}\n"));
+        let mut rest = format!("[outbox]\nmax_mb = {OUTBOX_MAX_MB}\n");
         // The traffic plays days of readings per second, from now on: they run
         // far ahead of the host clock, which the host (`max_future`) and
         // glucose-monitor (`max_ahead`) would otherwise refuse as implausible.
-        config.push_str("\n[ingest]\nmax_future = \"3650000d\"\n");
+        rest.push_str("\n[ingest]\nmax_future = \"3650000d\"\n");
         // The bench measures the pipeline, not the output-rate cap: the host
         // ceiling is raised to the rate glucose-monitor is given below.
-        config.push_str(&format!(
+        rest.push_str(&format!(
             "\n[host_limits]\noutputs_per_second = {GLUCOSE_OUTPUTS_PER_SECOND}\n"
         ));
         if plugins.iter().any(|p| p.hostile) {
-            config.push_str("\n[supervisor]\nquarantine_after = 1000\nbackoff_max = \"100ms\"\n");
+            rest.push_str("\n[supervisor]\nquarantine_after = 1000\nbackoff_max = \"100ms\"\n");
         }
         for plugin in plugins {
-            config.push_str(&format!("\n[[plugins]]\nbundle = \"{}\"\n", plugin.bundle.display()));
+            rest.push_str(&format!("\n[[plugins]]\nbundle = \"{}\"\n", plugin.bundle.display()));
             if !plugin.hostile {
-                config.push_str("[plugins.config]\nmax_ahead = \"87600000h\"\n");
+                rest.push_str("[plugins.config]\nmax_ahead = \"87600000h\"\n");
             }
             if let Some(rate) = plugin.outputs_per_second {
-                config.push_str(&format!("[plugins.limits]\noutputs_per_second = {rate}\n"));
+                rest.push_str(&format!("[plugins.limits]\noutputs_per_second = {rate}\n"));
             }
         }
-        let config_path = dir.join("edgewise.toml");
-        std::fs::write(&config_path, config).with_context(|| format!("cannot write {}", config_path.display()))?;
-        let log = dir.join("edgewise.log");
-        let log_file = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-        let child = Command::new(edgewise)
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .env("RUST_LOG", "warn")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().context("cannot share the log file")?)
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("cannot run {}", edgewise.display()))?;
+        let config = RunConfig {
+            device: DEVICE.to_owned(),
+            trust_dir: trust.display().to_string(),
+            tick: None,
+            local_url: local_url.to_owned(),
+            upstream: None,
+            rest,
+        };
+        let mut host = edgewise_procs::Device::new(dir, DEVICE);
+        host.write_config(&format!("# Written by edgewise-bench.\n{}", config.to_toml()))?;
         let client = async_nats::connect(local_url)
             .await
             .with_context(|| format!("cannot connect to {local_url}"))?;
-        let mut device = Device {
-            process: ChildGuard::new("edgewise run", child),
-            log,
-            client,
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if device.status().await.is_ok() {
-                return Ok(device);
-            }
-            device.check_running()?;
-            if Instant::now() > deadline {
-                bail!("edgewise run did not answer status requests within {START_TIMEOUT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        host.start(&client, START_TIMEOUT).await?;
+        Ok(Device { host, client })
     }
 
     /// Its status (`edgewise.<device>.status`).
-    pub async fn status(&self) -> anyhow::Result<Status> {
-        let asked = self
-            .client
-            .request(format!("edgewise.{DEVICE}.status"), bytes::Bytes::new());
-        let reply = tokio::time::timeout(Duration::from_secs(2), asked)
-            .await
-            .map_err(|_| anyhow!("edgewise run did not answer its status request within 2 s"))?
-            .context("the status request failed")?;
-        serde_json::from_slice(&reply.payload).context("the host's status is not the expected JSON")
+    pub async fn status(&mut self) -> anyhow::Result<Status> {
+        let status = self.host.status(&self.client).await?;
+        serde_json::from_value(status).context("the host's status is not the expected JSON")
     }
 
     /// Readings delivered to `plugin` so far.
     pub async fn readings_in(&mut self, plugin: &str) -> anyhow::Result<u64> {
-        let status = match self.status().await {
-            Ok(status) => status,
-            Err(error) => {
-                self.check_running()?;
-                return Err(error);
-            }
-        };
+        let status = self.status().await?;
         status
             .plugins
             .iter()
@@ -177,40 +134,26 @@ impl Device {
 
     /// The process id of `edgewise run`, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
+        self.host.pid()
     }
 
     /// Resident set size of the host process, in bytes.
     pub fn rss_bytes(&self) -> anyhow::Result<u64> {
-        let pid = self.process.pid().context("edgewise run is not running")?;
+        let pid = self.host.pid().context("edgewise run is not running")?;
         rss_of(&format!("/proc/{pid}/status"))
-    }
-
-    /// Fail with the end of its log if it has exited.
-    pub fn check_running(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.process.try_wait()? {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            bail!(
-                "edgewise run exited ({status}); the end of {}:\n{}",
-                self.log.display(),
-                lines[lines.len().saturating_sub(15)..].join("\n")
-            );
-        }
-        Ok(())
     }
 
     /// SIGTERM, and wait for a clean exit (killed after 30 s).
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        self.process.terminate().await?;
-        match self.process.wait_timeout(STOP_TIMEOUT).await? {
-            Some(status) if status.success() => Ok(()),
-            Some(status) => bail!(
-                "edgewise run exited with {status} after SIGTERM; see {}",
-                self.log.display()
-            ),
-            None => bail!("edgewise run did not exit within {STOP_TIMEOUT:?} of SIGTERM"),
+        let stopped = self.host.stop(STOP_TIMEOUT).await?;
+        if stopped.code != Some(0) {
+            bail!(
+                "edgewise run exited with {:?} after SIGTERM; see {}",
+                stopped.code,
+                self.host.log_path().display()
+            );
         }
+        Ok(())
     }
 }
 

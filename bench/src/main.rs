@@ -76,12 +76,6 @@ fn value_of(args: &[String], flag: &str) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow!("{flag} VALUE is required"))
 }
 
-/// The workspace root: the parent of this crate's directory.
-fn workspace_root() -> PathBuf {
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().map(Path::to_path_buf).unwrap_or(manifest_dir)
-}
-
 fn run_suite(args: &[String]) -> anyhow::Result<()> {
     let mut out: Option<PathBuf> = None;
     let mut command = "target/release/edgewise-bench".to_owned();
@@ -105,7 +99,7 @@ fn run_suite(args: &[String]) -> anyhow::Result<()> {
         );
     }
     let started = Instant::now();
-    let paths = setup::Paths::find(&workspace_root())?;
+    let paths = setup::Paths::find(&edgewise_procs::workspace::root())?;
     let nats_version = nats_version(&paths.nats_server);
     let mut ctx = suite::Ctx::new(paths)?;
     let done = suite::run(&mut ctx, &only);

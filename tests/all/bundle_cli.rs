@@ -4,9 +4,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use edgewise_tests::{data_file, edgewise, plugin_wasm, workspace_root};
+use edgewise_tests::{data_file, edgewise, plugin_wasm, run_key, signed_bundle, workspace_root};
 
-use crate::support::Operator;
+use crate::support::{Operator, assert_contains};
 
 #[test]
 fn keygen_writes_a_private_key_only_the_owner_can_read_and_never_overwrites() {
@@ -25,11 +25,7 @@ fn keygen_writes_a_private_key_only_the_owner_can_read_and_never_overwrites() {
         operator.path("release").as_os_str(),
     ]);
     assert_eq!(again.code, Some(2));
-    assert!(
-        again.stderr.contains("already exists: refusing to overwrite a key"),
-        "{}",
-        again.stderr
-    );
+    assert_contains(&again.stderr, "already exists: refusing to overwrite a key");
     assert_eq!(std::fs::read(operator.path("release.key")).unwrap(), before);
 }
 
@@ -70,40 +66,33 @@ fn verify_refuses_with_the_precise_reason() {
     std::fs::write(&tampered_path, &tampered).unwrap();
     let run = operator.verify(&tampered_path, &[]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert!(run.stderr.contains("refused: bad signature"), "{}", run.stderr);
+    assert_contains(&run.stderr, "refused: bad signature");
 
     // Another operator's trust store.
     let stranger = Operator::new();
     let run = stranger.verify(&bundle, &[]);
     assert_eq!(run.code, Some(1));
-    assert!(run.stderr.contains("refused: signed by unknown key"), "{}", run.stderr);
+    assert_contains(&run.stderr, "refused: signed by unknown key");
 
     // The plain component.
     let run = operator.verify(&plugin_wasm("glucose-monitor"), &[]);
     assert_eq!(run.code, Some(1));
-    assert!(
-        run.stderr
-            .contains("refused: unsigned: no `edgewise.signature` section"),
-        "{}",
-        run.stderr
-    );
+    assert_contains(&run.stderr, "refused: unsigned: no `edgewise.signature` section");
 
     // Over the size cap: refused before the file is read (a sparse 33 MiB file).
     let huge = operator.path("huge.wasm");
     std::fs::File::create(&huge).unwrap().set_len(33 << 20).unwrap();
     let run = operator.verify(&huge, &[]);
     assert_eq!(run.code, Some(1));
-    assert!(
-        run.stderr
-            .contains("refused: bundle is 34603008 bytes, over the 33554432-byte limit"),
-        "{}",
-        run.stderr
+    assert_contains(
+        &run.stderr,
+        "refused: bundle is 34603008 bytes, over the 33554432-byte limit",
     );
 
     // A trust directory that does not exist is a usage error.
     let run = edgewise(["verify", "--trust", "/nonexistent/trust", "x.wasm"]);
     assert_eq!(run.code, Some(2));
-    assert!(run.stderr.contains("cannot read /nonexistent/trust"), "{}", run.stderr);
+    assert_contains(&run.stderr, "cannot read /nonexistent/trust");
     assert!(
         !run.stderr.contains("caused by"),
         "the cause is not repeated: {}",
@@ -126,11 +115,9 @@ fn verify_with_a_data_dir_refuses_a_rollback() {
     .unwrap();
     let run = operator.verify(&bundle, &["--data-dir", &data_arg]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("version 0.1.0 of `glucose-monitor` is lower than version 0.2.0 already accepted"),
-        "{}",
-        run.stderr
+    assert_contains(
+        &run.stderr,
+        "version 0.1.0 of `glucose-monitor` is lower than version 0.2.0 already accepted",
     );
 }
 
@@ -147,11 +134,7 @@ fn expired_bundles_are_refused() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let run = operator.verify(&operator.path("old.wasm"), &[]);
     assert_eq!(run.code, Some(1));
-    assert!(
-        run.stderr.contains("refused: expired at 2020-01-01T00:00:00Z"),
-        "{}",
-        run.stderr
-    );
+    assert_contains(&run.stderr, "refused: expired at 2020-01-01T00:00:00Z");
 }
 
 #[test]
@@ -187,7 +170,7 @@ fn sign_refuses_what_is_not_a_plain_sensor_plugin_component() {
     .unwrap();
     let run = operator.sign_with(&bad_manifest, &plugin_wasm("glucose-monitor"), "out.wasm");
     assert_eq!(run.code, Some(2));
-    assert!(run.stderr.contains("invalid manifest field `name`"), "{}", run.stderr);
+    assert_contains(&run.stderr, "invalid manifest field `name`");
 }
 
 #[test]
@@ -209,7 +192,7 @@ fn inspect_needs_no_trust() {
     }
     let plain = edgewise(["inspect".as_ref(), plugin_wasm("glucose-monitor").as_os_str()]);
     assert_eq!(plain.code, Some(0), "{}", plain.stderr);
-    assert!(plain.stdout.contains("signed:       no (unsigned"), "{}", plain.stdout);
+    assert_contains(&plain.stdout, "signed:       no (unsigned");
 }
 
 #[test]
@@ -250,6 +233,30 @@ fn replay_with_trust_runs_verified_bundles_only() {
 
     let refused = replay(&plugin_wasm("glucose-monitor"), true);
     assert_eq!(refused.code, Some(1));
-    assert!(refused.stderr.contains("refused: unsigned"), "{}", refused.stderr);
+    assert_contains(&refused.stderr, "refused: unsigned");
     assert!(refused.stdout.is_empty());
+}
+
+/// The test run's bundles (`edgewise_tests::signed_bundle`) are signed once,
+/// by the run's key, and verify against its trust directory.
+#[test]
+fn the_runs_bundles_are_signed_once_and_verify() {
+    let first = signed_bundle("threshold");
+    let signed_at = std::fs::metadata(&first).unwrap().modified().unwrap();
+    let again = signed_bundle("threshold");
+    assert_eq!(again, first);
+    assert_eq!(
+        std::fs::metadata(&again).unwrap().modified().unwrap(),
+        signed_at,
+        "signed again"
+    );
+    let trust = run_key().trust_dir();
+    let run = edgewise([
+        "verify".as_ref(),
+        "--trust".as_ref(),
+        trust.as_os_str(),
+        first.as_os_str(),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_contains(&run.stdout, "OK threshold 0.1.0");
 }

@@ -13,10 +13,10 @@ use serde_json::Value;
 
 use edgewise_tests::nats::NatsServer;
 
-use crate::live_pipeline::{DEVICE, Device, WAIT, now_ms, reading};
+use crate::device::{DEVICE, Device, WAIT, now_ms, reading};
 use crate::support::{
     UP, cli_status, cli_status_until, collect_until, create_sensors_stream, next_json, plugin, poll_until,
-    stream_messages, subscribe_alerts,
+    publish_acked, stream_messages, subscribe_alerts,
 };
 
 /// One message stored upstream: its subject, `Nats-Msg-Id` and envelope.
@@ -105,14 +105,12 @@ async fn alerts_after_a_restart_are_stored(clone: bool) {
     let mut device = Device::new(&local, Some(&cloud), "");
     device.start(&local).await;
     alert_and_drain(&local, &["a1", "a2", "a3"]).await;
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
     let first = stored_upstream(&cloud).await;
     assert_eq!(first.len(), 3, "{first:#?}");
 
     if clone {
-        let config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
-        let config = config.replace("data_dir = \"data\"", "data_dir = \"clone-data\"");
-        std::fs::write(device.path("edgewise.toml"), config).unwrap();
+        device.edit_config(|config| config.replace("data_dir = \"data\"", "data_dir = \"clone-data\""));
     } else {
         let removed = std::fs::read_dir(device.path("data"))
             .unwrap()
@@ -124,7 +122,7 @@ async fn alerts_after_a_restart_are_stored(clone: bool) {
     }
     device.start(&local).await;
     alert_and_drain(&local, &["b1", "b2", "b3"]).await;
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 
     let stored = stored_upstream(&cloud).await;
     let sensors: BTreeSet<&str> = stored.iter().filter_map(|s| s.envelope["sensor"].as_str()).collect();
@@ -164,12 +162,12 @@ async fn the_host_creates_the_upstream_stream_with_the_configured_duplicate_wind
     let local = NatsServer::start();
     let cloud = NatsServer::start_with_jetstream();
     let mut device = Device::new(&local, Some(&cloud), "");
-    let config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
-    let config = config.replace(
-        "create_stream = true\n",
-        "create_stream = true\nduplicate_window = \"7m\"\n",
-    );
-    std::fs::write(device.path("edgewise.toml"), config).unwrap();
+    device.edit_config(|config| {
+        config.replace(
+            "create_stream = true\n",
+            "create_stream = true\nduplicate_window = \"7m\"\n",
+        )
+    });
     device.start(&local).await;
     cli_status_until(&local, WAIT, "connected upstream", |s| s["upstream_connected"] == true).await;
     let jetstream = async_nats::jetstream::new(async_nats::connect(cloud.url()).await.unwrap());
@@ -181,7 +179,7 @@ async fn the_host_creates_the_upstream_stream_with_the_configured_duplicate_wind
     })
     .await;
     assert_eq!(window, Duration::from_secs(7 * 60));
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 /// What a retry after the window does. The cloud stream (made by the test)
@@ -205,8 +203,7 @@ async fn an_unacknowledged_entry_retried_after_the_window_is_stored_again_with_t
         .await
         .unwrap();
     let mut device = Device::new(&local, Some(&cloud), "");
-    device.start(&local).await;
-    let client = async_nats::connect(local.url()).await.unwrap();
+    let client = device.start(&local).await;
     client
         .publish("sensors.cgm.never-acked", reading(now_ms(), 45.0))
         .await
@@ -233,7 +230,7 @@ async fn an_unacknowledged_entry_retried_after_the_window_is_stored_again_with_t
         status["outbox"]["alerts"], 1,
         "never acknowledged, still queued: {status}"
     );
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 /// A sequence number cannot be reserved (the sequence file replaced by a
@@ -274,12 +271,7 @@ async fn outputs_without_a_sequence_number_alert_locally_are_counted_and_leave_t
     std::fs::remove_file(&sequence_file).unwrap();
     std::fs::create_dir(&sequence_file).unwrap();
 
-    jetstream
-        .publish("sensors.hostile.a", reading(now_ms(), 1.0))
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_acked(&jetstream, "sensors.hostile.a", reading(now_ms(), 1.0)).await;
     assert_eq!(next_alerts(&mut alerts, 600).await.len(), 600);
     // The first message is acknowledged once its outputs are committed.
     let consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer(&consumer_name).await.unwrap();
@@ -295,12 +287,7 @@ async fn outputs_without_a_sequence_number_alert_locally_are_counted_and_leave_t
         }
     })
     .await;
-    jetstream
-        .publish("sensors.hostile.b", reading(now_ms(), 1.0))
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_acked(&jetstream, "sensors.hostile.b", reading(now_ms(), 1.0)).await;
     // All 600 alerts of the second reading are published locally, the 200
     // beyond the reserved block included.
     let seqs = next_alerts(&mut alerts, 600).await;
@@ -328,7 +315,7 @@ async fn outputs_without_a_sequence_number_alert_locally_are_counted_and_leave_t
     })
     .await;
     assert_eq!(info.ack_floor.stream_sequence, 1, "{info:?}");
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 /// The `seq` of the next `n` messages of `alerts`.

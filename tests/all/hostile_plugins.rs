@@ -3,14 +3,11 @@
 //! reported as a `plugin-degraded` alert (locally and upstream) with the right
 //! reason, the status counts it, and quarantine comes when it should.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
-use crate::live_pipeline::{Device, now_ms, reading};
+use crate::device::{Device, now_ms, reading};
 use crate::support::{
-    collect_until, find_plugin, host_status, next_json, next_where, plugin, status_until, subscribe_alerts,
-    upstream_alerts,
+    collect_until, find_plugin, host_status, next_json, next_where, plugin, status_until, upstream_alerts,
 };
 use edgewise_tests::nats::NatsServer;
 
@@ -44,9 +41,7 @@ async fn hostile_beside_glucose_monitor(case: Case) {
         case.mode, case.config, case.limits
     );
     let mut device = Device::with_tick(&local, Some(&cloud), "100ms", &plugins);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
 
     for taken in 1..=case.readings {
         client
@@ -134,7 +129,7 @@ async fn hostile_beside_glucose_monitor(case: Case) {
         "{upstream:?}"
     );
 
-    let (code, stderr) = device.terminate();
+    let (code, stderr) = device.terminate().await;
     assert_eq!(code, Some(0), "[{}] the host must exit cleanly:\n{stderr}", case.mode);
     assert!(!stderr.contains("panicked at host/"), "the host panicked:\n{stderr}");
 }
@@ -257,9 +252,7 @@ async fn a_log_flood_is_dropped_not_fatal() {
     let local = NatsServer::start();
     let plugins = "[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"log-flood\"\n";
     let mut device = Device::with_tick(&local, None, "100ms", plugins);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, "faulty-plugin").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, "faulty-plugin").await;
     for _ in 0..3 {
         client
             .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
@@ -274,7 +267,7 @@ async fn a_log_flood_is_dropped_not_fatal() {
     assert_eq!(faulty["state"], "running", "{faulty}");
     assert_eq!(faulty["errors"], 0, "{faulty}");
     assert!(faulty["logs_dropped"].as_u64().unwrap() >= 2, "{faulty}");
-    assert_eq!(device.terminate().0, Some(0));
+    assert_eq!(device.terminate().await.0, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -286,9 +279,7 @@ async fn readings_wait_for_the_restart_in_a_bounded_buffer() {
         [[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"slow\"\nevery = 2\nspin_ms = 1000\n\
         [plugins.limits]\ncall_deadline_ms = 200\n";
     let mut device = Device::with_tick(&local, None, "1h", plugins);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, "faulty-plugin").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, "faulty-plugin").await;
     let t0 = now_ms();
     client.publish("sensors.hostile.h1", reading(t0, 100.0)).await.unwrap();
     assert_eq!(next_json(&mut alerts, "alert").await["code"], "seen");
@@ -305,8 +296,8 @@ async fn readings_wait_for_the_restart_in_a_bounded_buffer() {
             .publish("sensors.hostile.h1", reading(t0 + k, 100.0))
             .await
             .unwrap();
-        client.flush().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // One message per reading: the next is published once the worker has this one.
+        worker_has_taken(&client, k as u64 + 1, "slow").await;
     }
     let status = host_status(&client).await;
     let faulty = &status["plugins"][1];
@@ -325,5 +316,5 @@ async fn readings_wait_for_the_restart_in_a_bounded_buffer() {
     assert_eq!(faulty["restarts"], 1, "{faulty}");
     assert_eq!(faulty["readings_in"], 4, "{faulty}");
     assert_eq!(faulty["readings_held"], 0, "{faulty}");
-    assert_eq!(device.terminate().0, Some(0));
+    assert_eq!(device.terminate().await.0, Some(0));
 }

@@ -1,219 +1,25 @@
 //! `edgewise run` as a device runs it: the real binary, real nats-servers
 //! (a local bus and a cloud with JetStream), real signed bundles.
 
-use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::device::{DEVICE, Device, WAIT, now_ms, reading, with_credentials};
 use crate::support::{
-    cli_status, cli_status_until, create_sensors_stream, host_status, next_json, plugin, sign, status_until,
-    subscribe_alerts, upstream_alerts, upstream_messages, upstream_messages_via, wait_within,
+    assert_contains, cli_status, cli_status_until, create_sensors_stream, host_status, next_json, plugin,
+    publish_acked, status_until, subscribe_alerts, upstream_alerts, upstream_messages, upstream_messages_via,
+    value_until,
 };
+use edgewise_tests::edgewise;
 use edgewise_tests::nats::NatsServer;
-use edgewise_tests::{Run, edgewise, edgewise_bin, plugin_wasm, workspace_root};
-
-pub(crate) const DEVICE: &str = "dev-1";
-/// Time allowed for something to arrive over the bus (generous for a loaded CI machine).
-pub(crate) const WAIT: Duration = Duration::from_secs(20);
-
-/// A device: key, trust store, signed bundles, a config, and the running host.
-pub(crate) struct Device {
-    dir: tempfile::TempDir,
-    host: Option<Child>,
-}
-
-impl Device {
-    /// Sign glucose-monitor (and threshold, with `extra_plugins`), write the config.
-    pub(crate) fn new(local: &NatsServer, upstream: Option<&NatsServer>, extra_plugins: &str) -> Device {
-        Device::with_tick(local, upstream, "100ms", extra_plugins)
-    }
-
-    /// As [`Device::new`], with another tick interval.
-    pub(crate) fn with_tick(
-        local: &NatsServer,
-        upstream: Option<&NatsServer>,
-        tick: &str,
-        extra_plugins: &str,
-    ) -> Device {
-        let dir = tempfile::tempdir().unwrap();
-        let path = |name: &str| dir.path().join(name);
-        let run = edgewise(["keygen".as_ref(), "--out".as_ref(), path("key").as_os_str()]);
-        assert_eq!(run.code, Some(0), "{}", run.stderr);
-        std::fs::create_dir(path("trust")).unwrap();
-        std::fs::copy(path("key.pub"), path("trust/key.pub")).unwrap();
-        let plugins = [
-            ("glucose-monitor", workspace_root().join("plugins/glucose-monitor")),
-            ("threshold", workspace_root().join("plugins/threshold")),
-            ("faulty-plugin", workspace_root().join("tests/fixtures/faulty-plugin")),
-        ];
-        for (plugin, crate_dir) in plugins {
-            let manifest = crate_dir.join("edgewise.toml");
-            let run = sign(
-                &path("key.key"),
-                &manifest,
-                &plugin_wasm(plugin),
-                &path(&format!("{plugin}.wasm")),
-            );
-            assert_eq!(run.code, Some(0), "{}", run.stderr);
-        }
-        let upstream = upstream.map_or(String::new(), |cloud| {
-            format!(
-                "[upstream]\nurl = \"{}\"\nstream = \"EDGEWISE_UP\"\ncreate_stream = true\n",
-                cloud.url()
-            )
-        });
-        let config = format!(
-            "device = \"{DEVICE}\"\ndata_dir = \"data\"\ntrust_dir = \"trust\"\ntick = \"{tick}\"\n\
-             [local]\nurl = \"{}\"\n{upstream}\n[[plugins]]\nbundle = \"glucose-monitor.wasm\"\n{extra_plugins}",
-            local.url()
-        );
-        std::fs::write(path("edgewise.toml"), config).unwrap();
-        Device { dir, host: None }
-    }
-
-    pub(crate) fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Sign the component of `plugin` (crate name) with `manifest`, by the
-    /// device's key, as `out` in the device directory.
-    pub(crate) fn sign_bundle(&self, manifest: &Path, plugin: &str, out: &str) {
-        let run = sign(&self.path("key.key"), manifest, &plugin_wasm(plugin), &self.path(out));
-        assert_eq!(run.code, Some(0), "{}", run.stderr);
-    }
-
-    /// Start `edgewise run` and wait until it answers status requests.
-    pub(crate) async fn start(&mut self, local: &NatsServer) {
-        let client = async_nats::connect(local.url()).await.unwrap();
-        self.start_with(&client).await;
-    }
-
-    /// As [`Device::start`], asking for the status through `client`.
-    pub(crate) async fn start_with(&mut self, client: &async_nats::Client) {
-        let mut command = Command::new(edgewise_bin());
-        command.args(["run", "--config"]).arg(self.path("edgewise.toml"));
-        self.start_command(command, client).await;
-    }
-
-    /// As [`Device::start_with`], the host started by `command` (which runs
-    /// `edgewise run` on this device's configuration, or `exec`s it).
-    pub(crate) async fn start_command(&mut self, mut command: Command, client: &async_nats::Client) {
-        let child = command
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        self.host = Some(child);
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let asked = client.request(format!("edgewise.{DEVICE}.status"), "".into());
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), asked).await {
-                return;
-            }
-            if let Some(status) = self.host.as_mut().and_then(|h| h.try_wait().unwrap()) {
-                let output = self.host.take().unwrap().wait_with_output().unwrap();
-                panic!(
-                    "edgewise run exited ({status}): {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "edgewise run did not answer status requests"
-            );
-        }
-    }
-
-    /// SIGTERM the host; return its exit code and stderr.
-    pub(crate) fn terminate(&mut self) -> (Option<i32>, String) {
-        let child = self.host.take().expect("the host is running");
-        sigterm(child.id());
-        let output = child.wait_with_output().unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    }
-
-    /// SIGTERM the host, check that it exits 0; its stderr.
-    pub(crate) fn terminate_cleanly(&mut self) -> String {
-        let (code, stderr) = self.terminate();
-        assert_eq!(code, Some(0), "{stderr}");
-        stderr
-    }
-}
-
-impl Device {
-    /// The running host's process id.
-    pub(crate) fn pid(&self) -> u32 {
-        self.host.as_ref().expect("the host is running").id()
-    }
-
-    /// SIGTERM the host and wait for it at most `within`: its exit code and
-    /// stderr, or `None` (the host is then killed) if it did not exit in time.
-    pub(crate) fn terminate_within(&mut self, within: Duration) -> Option<(Option<i32>, String)> {
-        let child = self.host.take().expect("the host is running");
-        sigterm(child.id());
-        wait_within(child, within).ok()
-    }
-
-    /// `edgewise replay` of `recording` through the device's signed
-    /// glucose-monitor, verified with its trust directory, then `extra`.
-    pub(crate) fn replay(&self, recording: &Path, extra: &[&OsStr]) -> Run {
-        let (plugin, trust) = (self.path("glucose-monitor.wasm"), self.path("trust"));
-        let mut args: Vec<&OsStr> = vec![
-            "replay".as_ref(),
-            "--plugin".as_ref(),
-            plugin.as_os_str(),
-            "--trust".as_ref(),
-            trust.as_os_str(),
-            "--input".as_ref(),
-            recording.as_os_str(),
-        ];
-        args.extend(extra);
-        edgewise(args)
-    }
-}
-
-/// Send SIGTERM to the process `pid`.
-pub(crate) fn sigterm(pid: u32) {
-    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    assert!(status.success());
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        if let Some(mut host) = self.host.take() {
-            let _ = host.kill();
-            let _ = host.wait();
-        }
-    }
-}
-
-/// Now, in ms since the epoch: readings stamped now raise no signal-loss and
-/// close no window during a test that runs on the wall clock.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-pub(crate) fn reading(ts: i64, value: f64) -> bytes::Bytes {
-    format!(r#"{{"ts":{ts},"value":{value},"unit":"mg/dL"}}"#).into()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_low_glucose_reading_alerts_locally_and_upstream_once() {
     let local = NatsServer::start();
     let cloud = NatsServer::start_with_jetstream();
     let mut device = Device::new(&local, Some(&cloud), "");
-    device.start(&local).await;
-    let client = async_nats::connect(local.url()).await.unwrap();
+    let client = device.start(&local).await;
     let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
     client.flush().await.unwrap();
     client
@@ -230,15 +36,14 @@ async fn a_low_glucose_reading_alerts_locally_and_upstream_once() {
     assert_eq!(upstream.len(), 1, "{upstream:?}");
     assert_eq!(upstream[0].0, format!("edgewise.{DEVICE}.up.alerts.glucose-monitor"));
     assert_eq!(upstream[0].1, alert);
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_payloads_are_dead_lettered_while_valid_ones_flow() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "");
-    device.start(&local).await;
-    let client = async_nats::connect(local.url()).await.unwrap();
+    let client = device.start(&local).await;
     let mut dead = client.subscribe(format!("edgewise.{DEVICE}.deadletter")).await.unwrap();
     let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
     client.flush().await.unwrap();
@@ -277,7 +82,7 @@ async fn invalid_payloads_are_dead_lettered_while_valid_ones_flow() {
     let status = cli_status(&local);
     assert_eq!(status["ingest"]["deadlettered"], 6);
     assert_eq!(status["ingest"]["messages"], 7);
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -286,8 +91,7 @@ async fn two_plugins_with_overlapping_subscriptions_each_get_their_readings() {
     let threshold = "[[plugins]]\nbundle = \"threshold.wasm\"\nsubscriptions = [\"sensors.>\"]\n\
                      [plugins.config]\nlow = 70\nhigh = 180\n";
     let mut device = Device::new(&local, None, threshold);
-    device.start(&local).await;
-    let client = async_nats::connect(local.url()).await.unwrap();
+    let client = device.start(&local).await;
     let mut glucose = subscribe_alerts(&client, "glucose-monitor").await;
     let mut generic = subscribe_alerts(&client, "threshold").await;
     client.flush().await.unwrap();
@@ -300,9 +104,9 @@ async fn two_plugins_with_overlapping_subscriptions_each_get_their_readings() {
     let status = edgewise(["status", "--nats", &local.url(), "--device", DEVICE]);
     assert_eq!(status.code, Some(0), "{}", status.stderr);
     for name in ["glucose-monitor", "threshold"] {
-        assert!(status.stdout.contains(name), "{}", status.stdout);
+        assert_contains(&status.stdout, name);
     }
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -312,8 +116,7 @@ async fn a_plugin_with_several_subscriptions_gets_the_readings_of_each_and_no_ot
                      subscriptions = [\"sensors.ward.a\", \"sensors.ward.b\"]\n\
                      [plugins.config]\nlow = 70\nhigh = 180\n";
     let mut device = Device::new(&local, None, threshold);
-    device.start(&local).await;
-    let client = async_nats::connect(local.url()).await.unwrap();
+    let client = device.start(&local).await;
     let mut alerts = subscribe_alerts(&client, "threshold").await;
     client.flush().await.unwrap();
     // `c` is not subscribed: it must not reach the plugin, though it comes first.
@@ -330,7 +133,21 @@ async fn a_plugin_with_several_subscriptions_gets_the_readings_of_each_and_no_ot
     assert_eq!(sensors, ["ward.a", "ward.b"]);
     let status = cli_status(&local);
     assert_eq!(plugin(&status, "threshold")["readings_in"], 2, "{status}");
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
+}
+
+/// A low reading from each of three sensors (`cgm.a`, `cgm.b`, `cgm.c`), and
+/// the urgent-low alert of each on the local bus.
+async fn three_urgent_lows(client: &async_nats::Client, alerts: &mut async_nats::Subscriber) {
+    for sensor in ["a", "b", "c"] {
+        client
+            .publish(format!("sensors.cgm.{sensor}"), reading(now_ms(), 45.0))
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        next_json(alerts, "local urgent-low alert").await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -339,33 +156,21 @@ async fn upstream_down_at_start_then_up_delivers_everything_once() {
     let mut cloud = NatsServer::start_with_jetstream();
     cloud.stop();
     let mut device = Device::new(&local, Some(&cloud), "");
-    device.start(&local).await;
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
-    client.flush().await.unwrap();
-    // Three sensors, each one urgent-low alert.
-    for sensor in ["a", "b", "c"] {
-        client
-            .publish(format!("sensors.cgm.{sensor}"), reading(now_ms(), 45.0))
-            .await
-            .unwrap();
-    }
-    for _ in 0..3 {
-        next_json(&mut alerts, "local alert while upstream is down").await;
-    }
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
+    three_urgent_lows(&client, &mut alerts).await;
     let status = cli_status(&local);
     assert_eq!(status["upstream_connected"], false);
     assert_eq!(status["outbox"]["alerts"], 3, "{status}");
     cloud.start_again();
+    upstream_alerts(&cloud, 3).await;
+    // Once the host has stopped, nothing more can arrive: a duplicate would be there.
+    let last = device.final_status().await;
+    assert_eq!(last["outbox"]["alerts"], 0, "{last}");
     let upstream = upstream_alerts(&cloud, 3).await;
-    tokio::time::sleep(Duration::from_secs(2)).await; // time for any duplicate to show up
-    let upstream_again = upstream_alerts(&cloud, 3).await;
-    assert_eq!(upstream.len(), 3, "{upstream:?}");
-    assert_eq!(upstream_again.len(), 3, "delivered once");
+    assert_eq!(upstream.len(), 3, "delivered once: {upstream:?}");
     let mut sensors: Vec<&str> = upstream.iter().map(|(_, m)| m["sensor"].as_str().unwrap()).collect();
     sensors.sort();
     assert_eq!(sensors, ["cgm.a", "cgm.b", "cgm.c"]);
-    device.terminate_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -374,8 +179,7 @@ async fn sigterm_exits_zero_and_loses_nothing() {
     let cloud = NatsServer::start_with_jetstream();
     // Readings of 2015, on the wall clock: past the default `[ingest] max_age`.
     let mut device = Device::new(&local, Some(&cloud), "[ingest]\nmax_age = \"36500d\"\n");
-    device.start(&local).await;
-    let client = async_nats::connect(local.url()).await.unwrap();
+    let client = device.start(&local).await;
     // Two hours of 5-minute readings for 5 sensors, swinging through every band:
     // alerts and hourly summaries.
     let start = 1_434_300_000_000i64 - 1_434_300_000_000 % 3_600_000;
@@ -392,35 +196,29 @@ async fn sigterm_exits_zero_and_loses_nothing() {
         }
     }
     client.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let stderr = device.terminate_cleanly();
-    // The final line counts what was emitted and what stayed in the outbox.
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("edgewise stopped"))
-        .unwrap_or_else(|| panic!("{stderr}"));
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let count_before = |word: &str| -> usize {
-        let at = words
+    // SIGTERM once the host has taken every message off the bus (and is
+    // connected upstream): the shutdown must still hand each reading to the
+    // plugin, and each output upstream or to the outbox.
+    status_until(&client, "the host to take the 120 readings", |s| {
+        s["ingest"]["messages"] == 120 && s["upstream_connected"] == true
+    })
+    .await;
+    let last = device.final_status().await;
+    // The final status counts what was emitted and what stayed in the outbox.
+    let sum = |field: &str| -> u64 {
+        last["plugins"]
+            .as_array()
+            .unwrap()
             .iter()
-            .position(|w| w.trim_end_matches([',', ';']) == word)
-            .unwrap();
-        words[at - 1].parse().unwrap()
+            .map(|p| p[field].as_u64().unwrap())
+            .sum()
     };
-    let emitted = count_before("alerts") + count_before("summaries");
-    let readings = count_before("readings");
-    assert_eq!(readings, 120, "every reading reached the plugin: {line}");
-    assert!(emitted > 0, "{line}");
-    let kept: usize = {
-        let tail = &line[line.find("outbox holds").unwrap() + "outbox holds".len()..];
-        let numbers: Vec<usize> = tail
-            .split(|c: char| !c.is_ascii_digit())
-            .filter_map(|n| n.parse().ok())
-            .collect();
-        numbers.iter().sum()
-    };
+    assert_eq!(sum("readings_in"), 120, "every reading reached the plugin: {last}");
+    let emitted = (sum("alerts_out") + sum("summaries_out")) as usize;
+    assert!(emitted > 0, "{last}");
+    let kept = (last["outbox"]["alerts"].as_u64().unwrap() + last["outbox"]["summaries"].as_u64().unwrap()) as usize;
     let upstream = upstream_messages(&cloud, emitted - kept).await;
-    assert_eq!(upstream.len() + kept, emitted, "delivered + kept = emitted: {line}");
+    assert_eq!(upstream.len() + kept, emitted, "delivered + kept = emitted: {last}");
 }
 
 /// `[outbox] max_age` is enforced by a running host: entries left by an earlier
@@ -431,29 +229,23 @@ async fn outbox_entries_older_than_max_age_expire_and_are_counted() {
     let local = NatsServer::start();
     // No upstream: every output stays in the outbox.
     let mut device = Device::new(&local, None, "");
-    device.start(&local).await;
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
-    client.flush().await.unwrap();
-    for sensor in ["a", "b", "c"] {
-        client
-            .publish(format!("sensors.cgm.{sensor}"), reading(now_ms(), 45.0))
-            .await
-            .unwrap();
-    }
-    for _ in 0..3 {
-        next_json(&mut alerts, "local alert").await;
-    }
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
+    three_urgent_lows(&client, &mut alerts).await;
     // The default age limit (30 days) keeps them.
     let status = cli_status_until(&local, WAIT, "3 alerts in the outbox", |s| s["outbox"]["alerts"] == 3).await;
     assert_eq!(status["outbox"]["dropped"]["expired_alerts"], 0, "{status}");
-    device.terminate_cleanly();
+    // Older than the 1 s limit of the restart below, as the host counts age,
+    // so they expire at start. The three were stored within moments of each
+    // other: 1.5 s for the oldest leaves the youngest over 1 s (one that is
+    // not yet would expire a sweep later, which the wait below allows).
+    cli_status_until(&local, WAIT, "the outbox entries to be 1.5 s old", |s| {
+        s["outbox"]["oldest_age_ms"].as_i64() >= Some(1_500)
+    })
+    .await;
+    device.terminate_cleanly().await;
 
     // Restart with the shortest age limit: the three are older than it.
-    let mut config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
-    config.push_str("\n[outbox]\nmax_age = \"1s\"\n");
-    std::fs::write(device.path("edgewise.toml"), config).unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    device.edit_config(|config| config + "\n[outbox]\nmax_age = \"1s\"\n");
     device.start(&local).await;
     let status = cli_status_until(&local, Duration::from_secs(5), "expired at start", |s| {
         s["outbox"]["dropped"]["expired_alerts"] == 3
@@ -476,12 +268,8 @@ async fn outbox_entries_older_than_max_age_expire_and_are_counted() {
         "stored before it expired: {status}"
     );
     let human = edgewise(["status", "--nats", &local.url(), "--device", DEVICE]);
-    assert!(
-        human.stdout.contains("dropped:    4 alerts, 0 summaries expired;"),
-        "{}",
-        human.stdout
-    );
-    let stderr = device.terminate_cleanly();
+    assert_contains(&human.stdout, "dropped:    4 alerts, 0 summaries expired;");
+    let stderr = device.terminate_cleanly().await;
     assert!(stderr.contains("expired undelivered"), "the expiry is logged: {stderr}");
 }
 
@@ -553,13 +341,21 @@ fn config_errors_exit_2_naming_the_key() {
             vec!["max_size: ", "unknown field `max_size`, expected `max_mb` or `max_age`"],
         ),
     ];
+    let summary = dir.path().join("summary.json");
     for (text, expected) in cases {
         std::fs::write(&config, text).unwrap();
-        let run = edgewise(["run".as_ref(), "--config".as_ref(), config.as_os_str()]);
+        let run = edgewise([
+            "run".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--summary-json".as_ref(),
+            summary.as_os_str(),
+        ]);
         assert_eq!(run.code, Some(2), "{text}\n{}", run.stderr);
         for key in expected {
-            assert!(run.stderr.contains(key), "`{key}` in\n{}", run.stderr);
+            assert_contains(&run.stderr, key);
         }
+        assert!(!summary.exists(), "a host that did not run writes no final status");
     }
 }
 
@@ -570,12 +366,7 @@ async fn jetstream_source_processes_readings_published_while_the_host_was_down()
     let jetstream = async_nats::jetstream::new(client.clone());
     create_sensors_stream(&jetstream).await;
     // Published before the host exists.
-    jetstream
-        .publish("sensors.cgm.early", reading(now_ms(), 48.0))
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_acked(&jetstream, "sensors.cgm.early", reading(now_ms(), 48.0)).await;
 
     let ingest = "[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n";
     let mut device = Device::new(&local, None, ingest);
@@ -587,22 +378,17 @@ async fn jetstream_source_processes_readings_published_while_the_host_was_down()
         (alert["code"].as_str(), alert["sensor"].as_str()),
         (Some("urgent-low"), Some("cgm.early"))
     );
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 
     // Down again: published now, processed at the next start, and the first
     // reading (acknowledged) is not processed twice.
-    jetstream
-        .publish("sensors.cgm.late", reading(now_ms(), 47.0))
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_acked(&jetstream, "sensors.cgm.late", reading(now_ms(), 47.0)).await;
     device.start(&local).await;
     let alert = next_json(&mut alerts, "alert for a reading published while down").await;
     assert_eq!(alert["sensor"], "cgm.late");
     let status = cli_status(&local);
     assert_eq!(status["plugins"][0]["readings_in"], 1, "only the new reading: {status}");
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 /// Publishing a recording over NATS gives the same alerts and summaries as
@@ -610,55 +396,31 @@ async fn jetstream_source_processes_readings_published_while_the_host_was_down()
 /// order, and what the end of the recording leaves open (windows not yet
 /// closed, outages after the last reading). This is what makes replay in CI
 /// meaningful.
+///
+/// The live run plays six days on a simulated clock. Its outputs match the
+/// replay's as long as no tick passes a reading the plugin has not had yet,
+/// so the test paces the readings on the host: each is published well ahead
+/// of the host's clock ([`LEAD_MS`]) and must have reached the plugin before
+/// the clock gets to it, which the test checks at every step. A machine too
+/// slow for that at the first speed gets the run again on a slower clock:
+/// the outcome does not depend on the machine's speed, only the time it takes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_run_gives_the_same_outputs_as_a_replay() {
     const SUBJECT: &str = "Subject 3";
-    const SPEED: f64 = 36_000.0; // six days of data in about 15 s
     let csv = std::fs::read_to_string(edgewise_tests::data_file("cgm/ExampleData5Subjects.csv")).unwrap();
     let readings = crate::metrics_crosscheck::read_recording(&csv).remove(SUBJECT).unwrap();
-    let (first_ts, last_ts) = (readings[0].0, readings[readings.len() - 1].0);
+    let last_ts = readings[readings.len() - 1].0;
 
-    // The live run: a simulated clock starting just before the first reading.
-    let local = NatsServer::start();
-    let cloud = NatsServer::start_with_jetstream();
-    let clock = format!(
-        "[clock]\nstart = \"{}\"\nspeed = {SPEED}\n",
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(first_ts - 60_000) * 1_000_000)
-            .unwrap()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap()
-    );
-    // The payloads name the sensor as the recording does (`Subject 3`, not a
-    // subject token): this subject is a trusted gateway. At this speed the
-    // host's ticks trail its clock by hours (200 ms real), so glucose-monitor
-    // must accept readings that far ahead of its latest tick.
-    let plugin = "payload_sensors = [\"sensors.cgm.subject-3\"]\n[plugins.config]\nmax_ahead = \"24h\"\n";
-    let mut device = Device::with_tick(&local, Some(&cloud), "5m", &format!("{plugin}{clock}"));
-    device.start(&local).await;
-    let client = async_nats::connect(local.url()).await.unwrap();
-    // Publish each reading when the host's clock reaches its timestamp.
-    let anchor_real = tokio::time::Instant::now();
-    let anchor_clock = host_status(&client).await["clock_ms"].as_i64().unwrap();
-    for (ts, value) in &readings {
-        let due = Duration::from_secs_f64(((ts - anchor_clock).max(0) as f64 / SPEED) / 1000.0);
-        tokio::time::sleep_until(anchor_real + due).await;
-        let payload = format!(r#"{{"ts":{ts},"value":{value},"unit":"mg/dL","sensor":"{SUBJECT}"}}"#);
-        client.publish("sensors.cgm.subject-3", payload.into()).await.unwrap();
-    }
-    // Let the clock run an hour past the last reading, then wait for the outbox to drain.
-    status_until(&client, "the live run to settle", |now| {
-        now["plugins"][0]["readings_in"] == readings.len()
-            && now["clock_ms"].as_i64().unwrap() > last_ts + 3_600_000
-            && now["outbox"]["alerts"] == 0
-            && now["outbox"]["summaries"] == 0
-    })
-    .await;
-    let live: Vec<Value> = upstream_messages(&cloud, 1)
-        .await
-        .into_iter()
-        .map(|(_, message)| message)
-        .collect();
-    device.terminate_cleanly();
+    // Six days of data in about 15 s; then 4 and 16 times slower.
+    let mut speeds = [36_000.0, 9_000.0, 2_250.0].into_iter();
+    let (live, device) = loop {
+        let speed = speeds.next().unwrap();
+        match live_run(&readings, speed).await {
+            Ok(done) => break done,
+            Err(behind) if speeds.len() > 0 => eprintln!("at {speed}x: {behind}; again on a slower clock"),
+            Err(behind) => panic!("at {speed}x too: {behind}"),
+        }
+    };
 
     // The replay of the same recording through the same bundle.
     let recording = device.path("subject-3.csv");
@@ -706,23 +468,99 @@ async fn a_live_run_gives_the_same_outputs_as_a_replay() {
     );
 }
 
+/// How far ahead of the host's clock the live run publishes (clock time):
+/// at 36,000x, 1.2 s of real time for a reading to reach the plugin.
+const LEAD_MS: i64 = 12 * 3_600_000;
+
+/// How far (real time) the host's ticks trail its clock (`run::clock::TICK_LAG`).
+const TICK_LAG: Duration = Duration::from_millis(200);
+
+/// The live run of `readings` (sensor `Subject 3`) on a clock `speed` times
+/// real time: what the cloud stored, and the device (for the replay). `Err`
+/// if the host's clock reached a reading before the plugin had it.
+async fn live_run(readings: &[(i64, f64)], speed: f64) -> Result<(Vec<Value>, Device), String> {
+    let (first_ts, last_ts) = (readings[0].0, readings[readings.len() - 1].0);
+    let local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    // A simulated clock starting LEAD_MS before the first reading: time for
+    // the host to start and the first readings to reach the plugin.
+    let clock = format!(
+        "[clock]\nstart = \"{}\"\nspeed = {speed}\n",
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(first_ts - LEAD_MS) * 1_000_000)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    );
+    // The payloads name the sensor as the recording does (`Subject 3`, not a
+    // subject token): this subject is a trusted gateway. The readings come up
+    // to LEAD_MS ahead of the host's clock, and its ticks trail that clock
+    // (200 ms real): the host and glucose-monitor must accept them.
+    let plugin = "payload_sensors = [\"sensors.cgm.subject-3\"]\n[plugins.config]\nmax_ahead = \"168h\"\n\
+                  [ingest]\nmax_future = \"7d\"\n";
+    let mut device = Device::with_tick(&local, Some(&cloud), "5m", &format!("{plugin}{clock}"));
+    let client = device.start(&local).await;
+    let mut published = 0;
+    loop {
+        let status = host_status(&client).await;
+        let (clock_ms, taken) = (
+            status["clock_ms"].as_i64().unwrap(),
+            status["plugins"][0]["readings_in"].as_u64().unwrap() as usize,
+        );
+        // Every reading the ticks may have reached must be the plugin's
+        // already: ticks trail the clock by TICK_LAG (real time), and this
+        // loop looks more often than that.
+        let ticks_ms = clock_ms - (TICK_LAG.as_secs_f64() * 1000.0 * speed) as i64;
+        let due = readings.partition_point(|(ts, _)| *ts <= ticks_ms);
+        if taken < due {
+            return Err(format!(
+                "the host's clock reached reading {due} when the plugin had {taken}: {status}"
+            ));
+        }
+        if taken == readings.len() {
+            break;
+        }
+        while published < readings.len() && readings[published].0 <= clock_ms + LEAD_MS {
+            let (ts, value) = readings[published];
+            let payload = format!(r#"{{"ts":{ts},"value":{value},"unit":"mg/dL","sensor":"Subject 3"}}"#);
+            client.publish("sensors.cgm.subject-3", payload.into()).await.unwrap();
+            published += 1;
+        }
+        client.flush().await.unwrap();
+        // Pacing: look again soon (well within TICK_LAG).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the clock run an hour past the last reading, then wait for the outbox to drain.
+    let clock_time_left = Duration::from_secs_f64((LEAD_MS + 3_600_000) as f64 / speed / 1000.0);
+    value_until(
+        "the live run to settle",
+        WAIT + clock_time_left,
+        || host_status(&client),
+        |now| {
+            now["clock_ms"].as_i64().unwrap() > last_ts + 3_600_000
+                && now["outbox"]["alerts"] == 0
+                && now["outbox"]["summaries"] == 0
+        },
+    )
+    .await;
+    let live: Vec<Value> = upstream_messages(&cloud, 1)
+        .await
+        .into_iter()
+        .map(|(_, message)| message)
+        .collect();
+    device.terminate_cleanly().await;
+    Ok((live, device))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn user_password_and_token_authentication() {
     let local = NatsServer::start_with_args(false, &["--user", "edge", "--pass", "s3cret"]);
     let cloud = NatsServer::start_with_args(true, &["--auth", "cl0ud-token"]);
     let mut device = Device::new(&local, Some(&cloud), "");
     // Same device, with the credentials each server wants.
-    let config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
-    let config = config
-        .replace(
-            &format!("url = \"{}\"\n", local.url()),
-            &format!("url = \"{}\"\nuser = \"edge\"\npassword = \"s3cret\"\n", local.url()),
-        )
-        .replace(
-            &format!("url = \"{}\"\n", cloud.url()),
-            &format!("url = \"{}\"\ntoken = \"cl0ud-token\"\n", cloud.url()),
-        );
-    std::fs::write(device.path("edgewise.toml"), config).unwrap();
+    device.edit_config(|config| {
+        let config = with_credentials(&config, &local, "user = \"edge\"\npassword = \"s3cret\"\n");
+        with_credentials(&config, &cloud, "token = \"cl0ud-token\"\n")
+    });
     let client = async_nats::ConnectOptions::with_user_and_password("edge".into(), "s3cret".into())
         .connect(local.url())
         .await
@@ -741,5 +579,5 @@ async fn user_password_and_token_authentication() {
         .unwrap();
     // Stored upstream, read through token authentication.
     upstream_messages_via(cloud_client, 1).await;
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }

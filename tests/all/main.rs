@@ -7,6 +7,7 @@
 
 mod bundle_cli;
 mod cli_pipe;
+mod device;
 mod exactly_once;
 mod hostile_plugins;
 mod live_pipeline;

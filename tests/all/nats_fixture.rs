@@ -5,9 +5,12 @@
 use std::time::Duration;
 
 use async_nats::connection::State;
+use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, stream};
 use async_nats::{Client, ConnectOptions, HeaderMap};
 use edgewise_tests::nats::NatsServer;
+
+use crate::support::poll_until;
 use futures::StreamExt;
 use tokio::time::timeout;
 
@@ -22,15 +25,22 @@ async fn connect(server: &NatsServer) -> Client {
         .unwrap_or_else(|e| panic!("cannot connect to {}: {e}\nserver log:\n{}", server.url(), server.log()))
 }
 
-/// Poll until the client is in `state`.
+/// Wait until the client is in `state`.
 async fn wait_for_state(client: &Client, state: State) {
-    timeout(WAIT, async {
-        while client.connection_state() != state {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    poll_until(&format!("the client to be {state:?}"), WAIT, || async {
+        let now = client.connection_state();
+        if now == state { Ok(()) } else { Err(format!("{now:?}")) }
     })
-    .await
-    .unwrap_or_else(|_| panic!("client not {state:?} within {WAIT:?}: {:?}", client.connection_state()));
+    .await;
+}
+
+/// Publish `value` on `readings.cgm` with the message id `id`; the stream's acknowledgement.
+async fn publish_with_id(js: &jetstream::Context, id: &str, value: &'static str) -> PublishAck {
+    js.publish_with_headers("readings.cgm", msg_id(id), value.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
 }
 
 fn msg_id(id: &str) -> HeaderMap {
@@ -93,29 +103,14 @@ async fn jetstream_drops_duplicate_msg_id() {
     let js = jetstream::new(connect(&server).await);
     let mut stream = js.create_stream(readings_stream()).await.unwrap();
 
-    let first = js
-        .publish_with_headers("readings.cgm", msg_id("reading-1"), "5.4".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let first = publish_with_id(&js, "reading-1", "5.4").await;
     assert!(!first.duplicate);
     assert_eq!(first.stream, "READINGS");
-    let second = js
-        .publish_with_headers("readings.cgm", msg_id("reading-1"), "5.4".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let second = publish_with_id(&js, "reading-1", "5.4").await;
     assert!(second.duplicate, "second publish with the same Nats-Msg-Id: {second:?}");
     assert_eq!(second.sequence, first.sequence);
 
-    let other = js
-        .publish_with_headers("readings.cgm", msg_id("reading-2"), "5.6".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let other = publish_with_id(&js, "reading-2", "5.6").await;
     assert!(!other.duplicate);
     assert_eq!(other.sequence, first.sequence + 1);
 
@@ -130,12 +125,7 @@ async fn jetstream_store_survives_stop_and_clients_reconnect() {
     let js = jetstream::new(client.clone());
     js.create_stream(readings_stream()).await.unwrap();
     for (i, value) in ["5.1", "5.2", "5.3"].into_iter().enumerate() {
-        let ack = js
-            .publish_with_headers("readings.cgm", msg_id(&format!("r-{i}")), value.into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        let ack = publish_with_id(&js, &format!("r-{i}"), value).await;
         assert_eq!(ack.sequence, i as u64 + 1);
     }
 
@@ -159,19 +149,9 @@ async fn jetstream_store_survives_stop_and_clients_reconnect() {
     assert_eq!(first.payload.as_ref(), b"5.1");
 
     // The duplicate window survived too, and new messages follow on.
-    let again = js
-        .publish_with_headers("readings.cgm", msg_id("r-2"), "5.3".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let again = publish_with_id(&js, "r-2", "5.3").await;
     assert!(again.duplicate, "{again:?}");
-    let next = js
-        .publish_with_headers("readings.cgm", msg_id("r-3"), "5.4".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let next = publish_with_id(&js, "r-3", "5.4").await;
     assert_eq!(next.sequence, 4);
 
     // Core messaging works on the reconnected client.

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use edgewise_tests::{Run, edgewise, plugin_wasm};
 
+use crate::support::assert_contains;
+
 const HEADER: &str = "\"id\",\"time\",\"gl\"\n";
 
 struct Case {
@@ -138,12 +140,8 @@ fn skip_invalid_counts_and_reports_bad_rows() {
     );
     let run = replay(&input, &["--skip-invalid"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("4 rows read, 2 readings replayed"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("invalid row: 2"), "{}", run.stderr);
+    assert_contains(&run.stderr, "4 rows read, 2 readings replayed");
+    assert_contains(&run.stderr, "invalid row: 2");
 }
 
 #[test]
@@ -155,13 +153,11 @@ fn na_values_are_skipped_and_counted() {
     );
     let run = replay(&input, &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("skipped: 2 (NA: 2, duplicate timestamp: 0, invalid row: 0)"),
-        "{}",
-        run.stderr
+    assert_contains(
+        &run.stderr,
+        "skipped: 2 (NA: 2, duplicate timestamp: 0, invalid row: 0)",
     );
-    assert!(run.stderr.contains("1 readings replayed"), "{}", run.stderr);
+    assert_contains(&run.stderr, "1 readings replayed");
 }
 
 #[test]
@@ -177,7 +173,7 @@ fn duplicate_timestamps_keep_the_last_value() {
     );
     let run = replay(&input, &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(run.stderr.contains("duplicate timestamp: 1"), "{}", run.stderr);
+    assert_contains(&run.stderr, "duplicate timestamp: 1");
     let alerts: Vec<&str> = run
         .stdout
         .lines()
@@ -217,11 +213,7 @@ fn rows_out_of_order_are_sorted() {
     assert_eq!(out_of_order.code, Some(0), "{}", out_of_order.stderr);
     assert!(!in_order.stdout.is_empty());
     assert_eq!(in_order.stdout, out_of_order.stdout);
-    assert!(
-        out_of_order.stderr.contains("out of order (sorted): "),
-        "{}",
-        out_of_order.stderr
-    );
+    assert_contains(&out_of_order.stderr, "out of order (sorted): ");
     assert!(
         !out_of_order.stderr.contains("out of order (sorted): 0"),
         "{}",
@@ -339,6 +331,6 @@ fn golden_mismatch_shows_line_numbers_and_update_rewrites() {
     std::fs::write(&golden, lines.join("\n") + "\n").unwrap();
     let run = replay(&input, &["--expect", &golden_arg]);
     assert_fails(&run, 1, "line 2: field `seq`: expected 99, actual 2\n  expected: ");
-    assert!(run.stderr.contains("\"seq\":99"), "{}", run.stderr);
+    assert_contains(&run.stderr, "\"seq\":99");
     assert!(!run.stderr.contains("line 1:"), "{}", run.stderr);
 }

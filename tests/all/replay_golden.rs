@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 
 use edgewise_tests::{data_file, edgewise, golden_file, plugin_wasm};
 
+use crate::support::assert_contains;
+
 fn bless() -> bool {
     std::env::var_os("EDGEWISE_BLESS").is_some()
 }
@@ -29,7 +31,7 @@ fn check_golden(plugin: &str, input: &std::path::Path, golden: &str, extra: &[&s
     let run = edgewise(&args);
     assert_eq!(run.code, Some(0), "replay against {golden} failed:\n{}", run.stderr);
     if !bless() {
-        assert!(run.stderr.contains("output matches"), "{}", run.stderr);
+        assert_contains(&run.stderr, "output matches");
     }
 }
 
@@ -77,18 +79,12 @@ fn hall2018_completes_and_reports_the_na_rows() {
         std::env::temp_dir().join("edgewise-hall2018.jsonl").as_os_str(),
     ]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("105426 rows read, 105417 readings replayed"),
-        "{}",
-        run.stderr
+    assert_contains(&run.stderr, "105426 rows read, 105417 readings replayed");
+    assert_contains(
+        &run.stderr,
+        "skipped: 9 (NA: 9, duplicate timestamp: 0, invalid row: 0)",
     );
-    assert!(
-        run.stderr
-            .contains("skipped: 9 (NA: 9, duplicate timestamp: 0, invalid row: 0)"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("readings/s"), "{}", run.stderr);
+    assert_contains(&run.stderr, "readings/s");
 }
 
 /// A cold-chain recording made up by the test, deterministic: two vaccine

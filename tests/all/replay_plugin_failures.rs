@@ -3,6 +3,8 @@
 
 use edgewise_tests::{Run, data_file, edgewise, plugin_wasm};
 
+use crate::support::assert_contains;
+
 /// Replay ExampleData through the faulty plugin with `fail=<mode>`, passing
 /// `after` readings through first.
 fn replay_faulty(mode: &str, after: u32) -> (Run, String) {
@@ -65,11 +67,7 @@ fn plugin_panic_is_a_trap_with_its_message() {
         &run,
         "error: plugin `faulty-plugin` trapped: wasm `unreachable` instruction executed",
     );
-    assert!(
-        run.stderr.contains("faulty plugin panicked on purpose at reading 0"),
-        "{}",
-        run.stderr
-    );
+    assert_contains(&run.stderr, "faulty plugin panicked on purpose at reading 0");
 }
 
 #[test]
@@ -103,11 +101,9 @@ fn unbounded_recursion_exhausts_the_stack() {
 fn refusing_to_start_is_a_configuration_error() {
     let (run, _) = replay_faulty("init-err", 0);
     assert_eq!(run.code, Some(2), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("plugin `faulty-plugin` returned an error: refusing to start: fail=init-err (in `init`)"),
-        "{}",
-        run.stderr
+    assert_contains(
+        &run.stderr,
+        "plugin `faulty-plugin` returned an error: refusing to start: fail=init-err (in `init`)",
     );
 }
 

@@ -4,13 +4,15 @@
 //! docs/operators.md gives a device).
 
 use std::process::Command;
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::live_pipeline::{DEVICE, Device, WAIT, now_ms, reading};
+use crate::device::{DEVICE, Device, WAIT, now_ms, reading, with_credentials};
 use crate::support::{
-    create_sensors_stream, host_status, next_json, run_within, subscribe_alerts, upstream_messages_via,
+    assert_contains, create_sensors_stream, host_status, next_json, publish_acked, run_within, subscribe_alerts,
+    upstream_messages_via,
 };
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{edgewise, edgewise_bin, workspace_root};
@@ -90,7 +92,7 @@ async fn a_manifest_subscribed_to_everything_is_refused_and_nothing_loops() {
         more += 1;
     }
     assert_eq!(more, 0, "dead letters nobody caused");
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 /// Today the host publishes its status to any reply subject with its own
@@ -99,8 +101,7 @@ async fn a_manifest_subscribed_to_everything_is_refused_and_nothing_loops() {
 async fn a_status_request_with_a_non_inbox_reply_subject_gets_no_answer() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "");
-    let client = async_nats::connect(local.url()).await.unwrap();
-    device.start_with(&client).await;
+    let client = device.start(&local).await;
     let fake = format!("edgewise.{DEVICE}.alerts.glucose-monitor");
     let mut alerts = client.subscribe(fake.clone()).await.unwrap();
     client.flush().await.unwrap();
@@ -118,7 +119,7 @@ async fn a_status_request_with_a_non_inbox_reply_subject_gets_no_answer() {
         futures::FutureExt::now_or_never(alerts.next()).is_none(),
         "the status was published as an alert"
     );
-    let stderr = device.terminate_cleanly();
+    let stderr = device.terminate_cleanly().await;
     assert!(stderr.contains("not an inbox"), "logged: {stderr}");
 }
 
@@ -200,39 +201,16 @@ async fn the_pipeline_works_under_the_documented_permissions() {
         Some(&cloud),
         "[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n",
     );
-    let config = std::fs::read_to_string(device.path("edgewise.toml"))
-        .unwrap()
-        .replace(
-            &format!("url = \"{}\"\n", local.url()),
-            &format!(
-                "url = \"{}\"\nuser = \"device\"\npassword = \"dev-pass\"\n",
-                local.url()
-            ),
-        )
-        .replace(
-            &format!("url = \"{}\"\n", cloud.url()),
-            &format!(
-                "url = \"{}\"\nuser = \"device-up\"\npassword = \"up-pass\"\n",
-                cloud.url()
-            ),
-        );
-    std::fs::write(device.path("edgewise.toml"), config).unwrap();
+    device.edit_config(|config| {
+        let config = with_credentials(&config, &local, "user = \"device\"\npassword = \"dev-pass\"\n");
+        with_credentials(&config, &cloud, "user = \"device-up\"\npassword = \"up-pass\"\n")
+    });
     let mut alerts = subscribe_alerts(&tester, "glucose-monitor").await;
     let mut dead = tester.subscribe(format!("edgewise.{DEVICE}.deadletter")).await.unwrap();
     tester.flush().await.unwrap();
     device.start_with(&tester).await;
-    jetstream
-        .publish("sensors.cgm.p1", reading(now_ms(), 45.0))
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    jetstream
-        .publish("sensors.cgm.p1", "not json".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_acked(&jetstream, "sensors.cgm.p1", reading(now_ms(), 45.0)).await;
+    publish_acked(&jetstream, "sensors.cgm.p1", "not json".into()).await;
     assert_eq!(next_json(&mut alerts, "local alert").await["code"], "urgent-low");
     assert_eq!(next_json(&mut dead, "dead letter").await["subject"], "sensors.cgm.p1");
     // Stored upstream (read as the cloud's tester).
@@ -265,8 +243,8 @@ async fn the_pipeline_works_under_the_documented_permissions() {
         "mon-pass",
     ]);
     assert_eq!(as_monitor.code, Some(0), "{}", as_monitor.stderr);
-    assert!(as_monitor.stdout.contains("glucose-monitor"), "{}", as_monitor.stdout);
-    let stderr = device.terminate_cleanly();
+    assert_contains(&as_monitor.stdout, "glucose-monitor");
+    let stderr = device.terminate_cleanly().await;
     assert!(
         !stderr.contains("Permissions Violation") && !stderr.contains("permissions violation"),
         "{stderr}"
@@ -290,21 +268,47 @@ async fn the_hosts_connection_does_not_receive_what_it_publishes() {
     let other = async_nats::connect(local.url()).await.unwrap();
     let mut host_sees = host.subscribe("probe.>").await.unwrap();
     let mut other_sees = other.subscribe("probe.>").await.unwrap();
-    host.flush().await.unwrap();
-    other.flush().await.unwrap();
+    // A flush only writes: both subscriptions are in place once a message
+    // published after them has reached both (published again until it has).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (mut host_ready, mut other_ready) = (false, false);
+    while !(host_ready && other_ready) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "subscriptions not in place (host: {host_ready}, other: {other_ready})"
+        );
+        other.publish("probe.ready", "".into()).await.unwrap();
+        other.flush().await.unwrap();
+        let short = Duration::from_millis(100);
+        host_ready |= tokio::time::timeout(short, host_sees.next()).await.is_ok();
+        other_ready |= tokio::time::timeout(short, other_sees.next()).await.is_ok();
+    }
 
     host.publish("probe.own", "from the host".into()).await.unwrap();
     host.flush().await.unwrap();
     // The server has routed it: the other client got it.
-    let seen = tokio::time::timeout(WAIT, other_sees.next()).await.unwrap().unwrap();
+    let seen = next_not_ready(&mut other_sees).await;
     assert_eq!(seen.subject.as_str(), "probe.own");
     other.publish("probe.other", "from someone else".into()).await.unwrap();
     other.flush().await.unwrap();
 
-    let first = tokio::time::timeout(WAIT, host_sees.next()).await.unwrap().unwrap();
+    let first = next_not_ready(&mut host_sees).await;
     assert_eq!(
         first.subject.as_str(),
         "probe.other",
         "the host's connection received its own message"
     );
+}
+
+/// The next message of `subscriber` other than the `probe.ready` ones.
+async fn next_not_ready(subscriber: &mut async_nats::Subscriber) -> async_nats::Message {
+    loop {
+        let message = tokio::time::timeout(WAIT, subscriber.next())
+            .await
+            .expect("no probe message in time")
+            .unwrap();
+        if message.subject.as_str() != "probe.ready" {
+            return message;
+        }
+    }
 }

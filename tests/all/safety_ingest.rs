@@ -6,8 +6,8 @@
 
 use serde_json::Value;
 
-use crate::live_pipeline::{DEVICE, Device, now_ms, reading};
-use crate::support::{host_status, next_json, next_where, status_until, subscribe_alerts};
+use crate::device::{DEVICE, Device, now_ms, reading};
+use crate::support::{assert_contains, host_status, next_json, next_where, status_until, subscribe_alerts};
 use edgewise_tests::nats::NatsServer;
 
 const MINUTE_MS: i64 = 60_000;
@@ -64,12 +64,8 @@ async fn a_far_future_reading_does_not_silence_a_real_low() {
     assert_eq!(status["plugins"][0]["readings_in"], 1, "{status}");
     let shown = edgewise_tests::edgewise(["status", "--nats", &local.url(), "--device", DEVICE]);
     assert_eq!(shown.code, Some(0), "{}", shown.stderr);
-    assert!(
-        shown.stdout.contains("2 messages, 1 dead-lettered (future 1)"),
-        "{}",
-        shown.stdout
-    );
-    device.terminate_cleanly();
+    assert_contains(&shown.stdout, "2 messages, 1 dead-lettered (future 1)");
+    device.terminate_cleanly().await;
 }
 
 /// Defence in depth: with the host's margin opened wide (an operator's
@@ -79,9 +75,7 @@ async fn a_far_future_reading_does_not_silence_a_real_low() {
 async fn glucose_monitor_ignores_a_far_future_reading_the_host_let_through() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "[ingest]\nmax_future = \"36500d\"\n");
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
     // A sensor whose clock is a month ahead.
     let now = now_ms();
     client
@@ -93,7 +87,7 @@ async fn glucose_monitor_ignores_a_far_future_reading_the_host_let_through() {
     let status = host_status(&client).await;
     assert_eq!(status["ingest"]["deadlettered"], 0, "the host let it through: {status}");
     assert_eq!(status["plugins"][0]["readings_in"], 2, "{status}");
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -151,7 +145,7 @@ async fn too_old_and_future_readings_are_dead_lettered_with_their_reasons() {
     assert_eq!(deadletters(&status, "too-old"), 2, "{status}");
     assert_eq!(deadletters(&status, "future"), 1, "{status}");
     assert_eq!(status["plugins"][0]["readings_in"], 2, "{status}");
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -189,7 +183,7 @@ async fn a_payload_naming_another_sensor_is_dead_lettered_unless_its_subject_is_
     let status = status_until(&client, "two readings in", |s| s["plugins"][0]["readings_in"] == 2).await;
     assert_eq!(deadletters(&status, "sensor-mismatch"), 1, "{status}");
     assert_eq!(status["ingest"]["deadlettered"], 1, "{status}");
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -198,9 +192,7 @@ async fn a_flood_of_new_sensor_ids_leaves_glucose_monitor_running_and_alerting()
     const ROUND: usize = 1_000;
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "");
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
 
     // A patient known before the flood.
     client
@@ -244,7 +236,7 @@ async fn a_flood_of_new_sensor_ids_leaves_glucose_monitor_running_and_alerting()
         FLOOD as u64 + 2,
         "every reading either reached the plugin or was dead-lettered: {status}"
     );
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 /// Readings that trail the host clock by a few days (a JetStream source
@@ -254,9 +246,7 @@ async fn a_flood_of_new_sensor_ids_leaves_glucose_monitor_running_and_alerting()
 async fn readings_from_a_few_days_ago_are_taken_by_default() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "");
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
     client
         .publish("sensors.cgm.back", reading(now_ms() - 6 * DAY_MS, 45.0))
         .await
@@ -271,7 +261,7 @@ async fn readings_from_a_few_days_ago_are_taken_by_default() {
     })
     .await;
     assert_eq!(status["plugins"][0]["readings_in"], 1, "{status}");
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 /// glucose-monitor's manifest `max_sensors` fits its other limits: that many

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::live_pipeline::{DEVICE, Device, WAIT, now_ms, reading, sigterm};
-use crate::support::{collect_until, host_status, next_where, plugin, status_until, subscribe_alerts, upstream_alerts};
+use crate::device::{DEVICE, Device, WAIT, now_ms, reading, sigterm};
+use crate::support::{
+    assert_contains, collect_until, host_status, next_where, plugin, status_until, subscribe_alerts, upstream_alerts,
+};
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{edgewise, workspace_root};
 
@@ -84,7 +86,7 @@ async fn a_plugin_that_panics_in_init_is_degraded_and_the_others_run() {
     })
     .await;
     assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 /// Today: exit 1 at start, "its configuration was refused": one plugin's
@@ -109,7 +111,7 @@ async fn a_configuration_refused_by_init_is_degraded_not_a_device_stop() {
         plugin(&status, "faulty-plugin")["failures"]["returned-error"].as_u64() >= Some(3),
         "{status}"
     );
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 /// Today: the first start records 0.2.0 before its `init` refuses, and the
@@ -131,13 +133,12 @@ async fn a_version_refused_in_init_is_not_recorded_so_the_older_one_still_starts
         with_faulty("faulty-0.2.0.wasm", "init-err"),
     )
     .unwrap();
-    let client = async_nats::connect(local.url()).await.unwrap();
-    device.start_with(&client).await;
+    let client = device.start(&local).await;
     status_until(&client, "0.2.0 failed in init", |s| {
         plugin(s, "faulty-plugin")["failures"]["returned-error"].as_u64() >= Some(1)
     })
     .await;
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
     let record = std::fs::read_to_string(device.path("data/installed-versions.json")).unwrap_or_default();
     assert!(!record.contains("0.2.0"), "0.2.0 never ran: {record}");
 
@@ -149,7 +150,7 @@ async fn a_version_refused_in_init_is_not_recorded_so_the_older_one_still_starts
     .await;
     assert_eq!(plugin(&status, "faulty-plugin")["version"], "0.1.0", "{status}");
     assert_eq!(plugin(&status, "faulty-plugin")["errors"], 0, "{status}");
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
     let record = std::fs::read_to_string(device.path("data/installed-versions.json")).unwrap();
     assert!(record.contains("0.1.0"), "recorded once its init succeeded: {record}");
 }
@@ -184,7 +185,7 @@ async fn a_refused_bundle_is_reported_and_the_others_run() {
             .any(|(subject, alert)| subject.ends_with(".up.alerts._host") && alert["code"] == "plugin-degraded"),
         "{upstream:?}"
     );
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 /// When nothing can run, the exit code says so, with every reason.
@@ -234,10 +235,9 @@ async fn queue_for_the_slow_plugin(client: &async_nats::Client, readings: u64) {
 async fn sigterm_finishes_with_a_slow_plugin_and_a_long_queue() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, SLOW_PLUGIN);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    device.start_with(&client).await;
+    let client = device.start(&local).await;
     queue_for_the_slow_plugin(&client, 2_000).await;
-    let Some((code, stderr)) = device.terminate_within(Duration::from_secs(60)) else {
+    let Some((code, stderr)) = device.terminate_within(Duration::from_secs(60)).await else {
         panic!("the host did not exit within 60 s of SIGTERM");
     };
     assert_eq!(code, Some(0), "{stderr}");
@@ -251,8 +251,7 @@ async fn sigterm_finishes_with_a_slow_plugin_and_a_long_queue() {
 async fn a_second_sigterm_during_shutdown_exits_at_once() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, SLOW_PLUGIN);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    device.start_with(&client).await;
+    let client = device.start(&local).await;
     queue_for_the_slow_plugin(&client, 500).await;
     let pid = device.pid();
     sigterm(pid);
@@ -269,7 +268,7 @@ async fn a_second_sigterm_during_shutdown_exits_at_once() {
             "the host did not start shutting down"
         );
     }
-    let Some((code, stderr)) = device.terminate_within(Duration::from_secs(60)) else {
+    let Some((code, stderr)) = device.terminate_within(Duration::from_secs(60)).await else {
         panic!("the host did not exit within 60 s of the second SIGTERM");
     };
     assert_eq!(code, Some(1), "{stderr}");
@@ -283,9 +282,8 @@ async fn a_second_sigterm_during_shutdown_exits_at_once() {
 async fn outbox_reset_after(spoil: impl Fn(&Device), what: &str) {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "");
-    let client = async_nats::connect(local.url()).await.unwrap();
-    device.start_with(&client).await;
-    device.terminate_cleanly();
+    let client = device.start(&local).await;
+    device.terminate_cleanly().await;
     assert!(device.path("data/outbox.sqlite3").exists());
     spoil(&device);
     let mut alerts = subscribe_alerts(&client, ">").await;
@@ -317,7 +315,7 @@ async fn outbox_reset_after(spoil: impl Fn(&Device), what: &str) {
         aside.iter().any(|n| n.starts_with("outbox.sqlite3.")),
         "[{what}] {aside:?}"
     );
-    let (code, stderr) = device.terminate();
+    let (code, stderr) = device.terminate().await;
     assert_eq!(code, Some(0), "[{what}] {stderr}");
     assert!(stderr.contains("Outbox reset"), "[{what}] logged: {stderr}");
 }
@@ -367,21 +365,20 @@ async fn an_outbox_that_is_not_sqlite_is_moved_aside_and_alerting_goes_on() {
 async fn an_outbox_locked_by_a_running_host_is_still_an_error() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "");
-    let client = async_nats::connect(local.url()).await.unwrap();
-    device.start_with(&client).await;
+    device.start(&local).await;
     let second = edgewise([
         "run".as_ref(),
         "--config".as_ref(),
         device.path("edgewise.toml").as_os_str(),
     ]);
     assert_eq!(second.code, Some(1), "{}", second.stderr);
-    assert!(second.stderr.contains("locked"), "{}", second.stderr);
+    assert_contains(&second.stderr, "locked");
     let aside = std::fs::read_dir(device.path("data"))
         .unwrap()
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".aside"))
         .count();
     assert_eq!(aside, 0, "nothing moved aside");
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

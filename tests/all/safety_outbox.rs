@@ -11,8 +11,8 @@
 
 use serde_json::Value;
 
-use crate::live_pipeline::{DEVICE, Device, now_ms, reading};
-use crate::support::{next_where, plugin, status_until, subscribe_alerts, upstream_alerts, upstream_messages_via};
+use crate::device::{DEVICE, Device, now_ms, reading, with_credentials};
+use crate::support::{next_where, plugin, status_until, upstream_alerts, upstream_messages_via};
 use edgewise_tests::nats::NatsServer;
 
 /// The next local alert from `plugin` with `code`, skipping others.
@@ -64,9 +64,7 @@ async fn an_alert_too_large_for_the_cloud_is_moved_aside_and_the_alerts_behind_i
     let plugins =
         "[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"big-alert\"\nsize = \"4000\"\n";
     let mut device = Device::new(&local, Some(&cloud), plugins);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
 
     client
         .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
@@ -117,7 +115,7 @@ async fn an_alert_too_large_for_the_cloud_is_moved_aside_and_the_alerts_behind_i
     urgent_lows(&client, &mut alerts, &["p4"]).await;
     let upstream = upstream_alerts(&cloud, 5).await;
     assert_eq!(glucose_sensors(&upstream), ["cgm.p1", "cgm.p2", "cgm.p3", "cgm.p4"]);
-    let stderr = device.terminate_cleanly();
+    let stderr = device.terminate_cleanly().await;
     assert!(!stderr.contains(&"b".repeat(1000)), "the payload is not logged");
 }
 
@@ -132,9 +130,7 @@ async fn a_plugin_flooding_a_small_outbox_cannot_evict_another_plugins_alerts() 
     let plugins = "[outbox]\nmax_mb = 1\n[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n\
         [plugins.config]\nfail = \"big-alert\"\nsize = \"4000\"\n";
     let mut device = Device::new(&local, Some(&cloud), plugins);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
     urgent_lows(&client, &mut alerts, &["a", "b", "c"]).await;
     const FLOOD: u64 = 600;
     for k in 0..FLOOD {
@@ -171,7 +167,7 @@ async fn a_plugin_flooding_a_small_outbox_cannot_evict_another_plugins_alerts() 
         "{} alerts upstream",
         upstream.len()
     );
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 /// Messages stored in the cloud's `EDGEWISE_UP` stream, as (subject, JSON), read
@@ -202,16 +198,8 @@ async fn a_summary_on_a_subject_the_device_may_not_publish_to_is_moved_aside_and
     .unwrap();
     let cloud = NatsServer::start_with_args(true, &["-c", conf.to_str().unwrap()]);
     let mut device = Device::new(&local, Some(&cloud), "[[plugins]]\nbundle = \"threshold.wasm\"\n");
-    let config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
-    let config = config.replacen(
-        "[upstream]\n",
-        "[upstream]\nuser = \"device\"\npassword = \"device-pw\"\n",
-        1,
-    );
-    std::fs::write(device.path("edgewise.toml"), config).unwrap();
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    device.start_with(&client).await;
+    device.edit_config(|config| with_credentials(&config, &cloud, "user = \"device\"\npassword = \"device-pw\"\n"));
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
     status_until(&client, "connected upstream", |s| s["upstream_connected"] == true).await;
 
     // threshold closes the previous hour: one summary, which the cloud refuses.
@@ -248,7 +236,7 @@ async fn a_summary_on_a_subject_the_device_may_not_publish_to_is_moved_aside_and
         upstream
     };
     assert_eq!(glucose_sensors(&upstream), ["cgm.p1"], "{upstream:?}");
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -257,15 +245,8 @@ async fn a_missing_stream_fails_every_round_and_moves_nothing_aside() {
     let cloud = NatsServer::start_with_jetstream();
     let mut device = Device::new(&local, Some(&cloud), "");
     // The host does not create the stream: every publish finds no stream.
-    let config = std::fs::read_to_string(device.path("edgewise.toml")).unwrap();
-    std::fs::write(
-        device.path("edgewise.toml"),
-        config.replace("create_stream = true", "create_stream = false"),
-    )
-    .unwrap();
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    device.start_with(&client).await;
+    device.edit_config(|config| config.replace("create_stream = true", "create_stream = false"));
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
     urgent_lows(&client, &mut alerts, &["a", "b"]).await;
     // Many more failed rounds than the attempts that move an entry aside.
     let status = status_until(&client, "ten failed delivery rounds", |s| {
@@ -289,5 +270,5 @@ async fn a_missing_stream_fails_every_round_and_moves_nothing_aside() {
     status_until(&client, "the outbox delivered", |s| s["outbox"]["alerts"] == 0).await;
     let upstream = upstream_alerts(&cloud, 2).await;
     assert_eq!(glucose_sensors(&upstream), ["cgm.a", "cgm.b"], "{upstream:?}");
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::live_pipeline::{Device, WAIT, now_ms, reading};
-use crate::support::{poll_until, subscribe_alerts, upstream_alerts};
+use crate::device::{Device, WAIT, now_ms, reading};
+use crate::support::{assert_contains, poll_until, upstream_alerts};
 use edgewise_tests::edgewise;
 use edgewise_tests::nats::NatsServer;
 
@@ -72,9 +72,10 @@ fn is_urgent_low(subject: &str, alert: &Value) -> bool {
 
 /// SIGTERM the host and wait at most [`TERMINATE_WAIT`] for it to exit; a
 /// host that hangs is killed and the test fails.
-fn terminate_within(mut device: Device) -> (Option<i32>, String) {
+async fn terminate_within(mut device: Device) -> (Option<i32>, String) {
     device
         .terminate_within(TERMINATE_WAIT)
+        .await
         .unwrap_or_else(|| panic!("edgewise run did not exit within {TERMINATE_WAIT:?} of SIGTERM"))
 }
 
@@ -110,9 +111,7 @@ async fn degraded_beside_an_urgent_low(client: &async_nats::Client, alerts: &mut
 async fn a_plugin_that_sleeps_is_stopped_and_sigterm_still_exits() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, &faulty("sleep", "sleep_ms = 60000\n"));
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
 
     let message = degraded_beside_an_urgent_low(&client, &mut alerts).await;
     assert!(message.starts_with("blocking-call: "), "{message}");
@@ -130,7 +129,7 @@ async fn a_plugin_that_sleeps_is_stopped_and_sigterm_still_exits() {
     })
     .await;
 
-    let (code, stderr) = terminate_within(device);
+    let (code, stderr) = terminate_within(device).await;
     assert_eq!(code, Some(0), "the host must exit cleanly:\n{stderr}");
     assert!(!stderr.contains("panicked"), "the host panicked:\n{stderr}");
 }
@@ -140,9 +139,7 @@ async fn a_huge_error_text_is_truncated_and_delivered_upstream() {
     let local = NatsServer::start();
     let cloud = NatsServer::start_with_jetstream();
     let mut device = Device::new(&local, Some(&cloud), &faulty("huge-error", ""));
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
 
     let message = degraded_message(&client, &mut alerts).await;
     assert!(
@@ -179,7 +176,7 @@ async fn a_huge_error_text_is_truncated_and_delivered_upstream() {
         }
     })
     .await;
-    let (code, stderr) = terminate_within(device);
+    let (code, stderr) = terminate_within(device).await;
     assert_eq!(code, Some(0), "{stderr}");
 }
 
@@ -193,9 +190,7 @@ async fn a_plugin_reads_the_simulated_clock_through_wasi() {
         faulty("read-clock", "")
     );
     let mut device = Device::new(&local, None, &extra);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, "faulty-plugin").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, "faulty-plugin").await;
 
     let readings = [("sensors.hostile.h1", reading(START_MS, 100.0))];
     let seen = publish_until(&client, &readings, &mut alerts, "the clock alert", |seen| {
@@ -212,7 +207,7 @@ async fn a_plugin_reads_the_simulated_clock_through_wasi() {
         (START_MS..START_MS + YEAR_MS).contains(&plugin_now),
         "the plugin saw {plugin_now}, not the simulated clock (start {START_MS})"
     );
-    let (code, stderr) = terminate_within(device);
+    let (code, stderr) = terminate_within(device).await;
     assert_eq!(code, Some(0), "{stderr}");
 }
 
@@ -223,13 +218,11 @@ async fn a_flood_of_pollables_hits_the_resource_limit() {
     let plugins = "[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"pollables\"\n\
                    [plugins.limits]\ncall_deadline_ms = 5000\n";
     let mut device = Device::new(&local, None, plugins);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
 
     let message = degraded_beside_an_urgent_low(&client, &mut alerts).await;
     assert!(message.starts_with("resource-limit: "), "{message}");
-    let (code, stderr) = terminate_within(device);
+    let (code, stderr) = terminate_within(device).await;
     assert_eq!(code, Some(0), "{stderr}");
 }
 
@@ -248,9 +241,7 @@ async fn host_ceilings_clamp_what_a_manifest_asks() {
     )
     .unwrap();
     device.sign_bundle(&manifest, "faulty-plugin", "greedy.wasm");
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    device.start_with(&client).await;
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
 
     let message = degraded_message(&client, &mut alerts).await;
     assert!(
@@ -260,7 +251,7 @@ async fn host_ceilings_clamp_what_a_manifest_asks() {
         )),
         "{message}"
     );
-    let (code, stderr) = terminate_within(device);
+    let (code, stderr) = terminate_within(device).await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("memory_mb"), "the clamp is logged:\n{stderr}");
 }
@@ -277,11 +268,8 @@ async fn an_operator_limit_beyond_the_host_ceiling_is_refused_at_start() {
         device.path("edgewise.toml").as_os_str(),
     ]);
     assert_eq!(run.code, Some(2), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("plugins[1].limits.call_deadline_ms") && run.stderr.contains("5000"),
-        "{}",
-        run.stderr
-    );
+    assert_contains(&run.stderr, "plugins[1].limits.call_deadline_ms");
+    assert_contains(&run.stderr, "5000");
 }
 
 /// `edgewise replay` of the clock-reading plugin over `cgm/ExampleData5Subjects.csv`.

@@ -10,7 +10,7 @@ use std::process::Command;
 use edgewise_tests::edgewise_bin;
 use edgewise_tests::nats::NatsServer;
 
-use crate::live_pipeline::{Device, now_ms, reading};
+use crate::device::{Device, now_ms, reading};
 use crate::support::upstream_alerts;
 
 /// `edgewise run --config CONFIG` under umask 000.
@@ -99,7 +99,7 @@ async fn the_data_directory_is_0700_and_every_file_in_it_0600() {
             "cache.key",
         ],
     );
-    let stderr = device.terminate_cleanly();
+    let stderr = device.terminate_cleanly().await;
     assert_private(&data_dir, &["outbox.sqlite3", "outbox.key", "installed-versions.json"]);
     // Both warnings name the file and the mode found.
     let config_warning = stderr
@@ -123,7 +123,7 @@ async fn the_data_directory_is_0700_and_every_file_in_it_0600() {
         std::fs::set_permissions(data_dir.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
     }
     device.start_command(under_umask_000(&config_path), &client).await;
-    let stderr = device.terminate_cleanly();
+    let stderr = device.terminate_cleanly().await;
     assert!(!stderr.contains("holds secrets"), "{stderr}");
     assert_private(&data_dir, &["outbox.sqlite3", "outbox.key", "installed-versions.json"]);
 }

@@ -9,8 +9,8 @@ use edgewise_host::bundle::{KeyId, Manifest, ManifestSource, SigningKey, sha256_
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{Run, edgewise_bin, plugin_wasm};
 
-use crate::live_pipeline::{Device, WAIT};
-use crate::support::{Operator, run_within};
+use crate::device::{Device, WAIT};
+use crate::support::{Operator, assert_contains, run_within};
 
 /// Sign glucose-monitor with `manifest_text` as its `edgewise.toml`, as `out`.
 fn sign_text(signer: &Operator, manifest_text: &str, out: &str) -> Run {
@@ -66,7 +66,7 @@ fn a_small_order_or_non_canonical_key_in_the_trust_store_is_refused_at_load() {
     // The device's real trust store refuses the forgery: unknown key.
     let run = signer.verify(&forged, &[]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert!(run.stderr.contains("signed by unknown key"), "{}", run.stderr);
+    assert_contains(&run.stderr, "signed by unknown key");
 
     let order_2 = {
         // y = -1 = p - 1: the point (0, -1), of order 2.
@@ -109,7 +109,7 @@ fn verify_with_a_data_dir_that_does_not_exist_is_a_usage_error() {
     let missing = signer.path("no-such-data-dir");
     let run = signer.verify(&bundle, &["--data-dir", &missing.display().to_string()]);
     assert_eq!(run.code, Some(2), "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stderr.contains("no-such-data-dir"), "{}", run.stderr);
+    assert_contains(&run.stderr, "no-such-data-dir");
     assert!(!run.stdout.contains("OK"), "{}", run.stdout);
 }
 
@@ -132,11 +132,8 @@ async fn a_corrupt_anti_rollback_record_is_exit_2_for_verify_and_run() {
         std::fs::write(data_dir.join("installed-versions.json"), record).unwrap();
         let run = signer.verify(&bundle, &["--data-dir", &data_dir.display().to_string()]);
         assert_eq!(run.code, Some(2), "{record}: {}\n{}", run.stdout, run.stderr);
-        assert!(
-            run.stderr.contains("anti-rollback record") && run.stderr.contains("corrupt"),
-            "{}",
-            run.stderr
-        );
+        assert_contains(&run.stderr, "anti-rollback record");
+        assert_contains(&run.stderr, "corrupt");
     }
 
     // The same for `edgewise run`: it stops before judging (or running) any bundle.

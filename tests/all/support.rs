@@ -13,10 +13,11 @@ use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
 use serde_json::Value;
 
+use edgewise_procs::SigningKey;
 use edgewise_tests::nats::NatsServer;
-use edgewise_tests::{Run, edgewise, plugin_wasm, workspace_root};
+use edgewise_tests::{Run, edgewise, plugin_manifest, plugin_wasm, run};
 
-use crate::live_pipeline::{DEVICE, WAIT};
+use crate::device::{DEVICE, WAIT};
 
 /// The upstream stream the host creates (`[upstream] stream`).
 pub(crate) const UP: &str = "EDGEWISE_UP";
@@ -263,40 +264,19 @@ pub(crate) fn run_within(command: &mut Command, within: Duration) -> Result<(Opt
     wait_within(child, within)
 }
 
-/// `edgewise sign` of `component` with `manifest`, by the private key `key`, into `out`.
-pub(crate) fn sign(key: &Path, manifest: &Path, component: &Path, out: &Path) -> Run {
-    edgewise([
-        "sign".as_ref(),
-        "--key".as_ref(),
-        key.as_os_str(),
-        "--manifest".as_ref(),
-        manifest.as_os_str(),
-        "--out".as_ref(),
-        out.as_os_str(),
-        component.as_os_str(),
-    ])
-}
-
-/// A temporary operator workspace: a key pair (`release`), a trust directory
-/// holding its public key, and helpers to sign and verify.
+/// A temporary operator workspace with a key of its own (`release`, made
+/// by `edgewise keygen`), a trust directory holding its public key, and
+/// helpers to sign and verify: the signing tools as an operator uses them.
 pub(crate) struct Operator {
+    key: SigningKey,
     dir: tempfile::TempDir,
 }
 
 impl Operator {
     pub(crate) fn new() -> Operator {
-        let operator = Operator {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let run = edgewise([
-            "keygen".as_ref(),
-            "--out".as_ref(),
-            operator.path("release").as_os_str(),
-        ]);
-        assert_eq!(run.code, Some(0), "{}", run.stderr);
-        std::fs::create_dir(operator.trust()).unwrap();
-        std::fs::copy(operator.path("release.pub"), operator.trust().join("release.pub")).unwrap();
-        operator
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate(dir.path(), "release").unwrap_or_else(|e| panic!("{e:#}"));
+        Operator { key, dir }
     }
 
     pub(crate) fn path(&self, name: &str) -> PathBuf {
@@ -304,19 +284,19 @@ impl Operator {
     }
 
     pub(crate) fn trust(&self) -> PathBuf {
-        self.path("trust")
+        self.key.trust_dir()
     }
 
+    /// `edgewise sign` of `component` with `manifest` by this operator's key, into `out`.
     pub(crate) fn sign_with(&self, manifest: &Path, component: &Path, out: &str) -> Run {
-        sign(&self.path("release.key"), manifest, component, &self.path(out))
+        run(self.key.sign_command(manifest, component, &self.path(out)))
     }
 
-    /// Sign glucose-monitor with its own `edgewise.toml`.
+    /// glucose-monitor signed with its own `edgewise.toml` by this operator's key.
     pub(crate) fn signed_glucose_monitor(&self) -> PathBuf {
-        let manifest = workspace_root().join("plugins/glucose-monitor/edgewise.toml");
-        let run = self.sign_with(&manifest, &plugin_wasm("glucose-monitor"), "glucose-monitor.wasm");
-        assert_eq!(run.code, Some(0), "{}", run.stderr);
-        self.path("glucose-monitor.wasm")
+        self.key
+            .bundle(&plugin_manifest("glucose-monitor"), &plugin_wasm("glucose-monitor"))
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// `edgewise verify` of `bundle` against this operator's trust directory.
@@ -335,4 +315,20 @@ impl Operator {
         args.extend(extra.iter().map(|s| s.to_string()));
         edgewise(args)
     }
+}
+
+/// Publish `payload` on `subject` through `jetstream` and wait for the
+/// stream's acknowledgement.
+pub(crate) async fn publish_acked(
+    jetstream: &async_nats::jetstream::Context,
+    subject: impl async_nats::ToSubject,
+    payload: bytes::Bytes,
+) -> async_nats::jetstream::publish::PublishAck {
+    jetstream.publish(subject, payload).await.unwrap().await.unwrap()
+}
+
+/// Panic, showing `text`, unless it contains `wanted`.
+#[track_caller]
+pub(crate) fn assert_contains(text: &str, wanted: &str) {
+    assert!(text.contains(wanted), "`{wanted}` is not in:\n{text}");
 }

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::live_pipeline::{DEVICE, Device, now_ms, reading};
+use crate::device::{DEVICE, Device, now_ms, reading};
 use crate::support::{create_sensors_stream, next_where, plugin, status_until, subscribe_alerts, upstream_alerts};
 use edgewise_tests::nats::NatsServer;
 
@@ -89,7 +89,7 @@ async fn a_jetstream_ingest_that_loses_its_stream_degrades_its_plugin_alerts_and
     .await;
     // One episode, one alert and one failure, however many retries it took.
     assert_eq!(plugin(&status, "glucose-monitor")["failures"]["ingest"], 1, "{status}");
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }
 
 /// Upstream delivery cannot even be set up (its credentials file is
@@ -121,5 +121,5 @@ async fn an_upstream_that_cannot_be_set_up_is_shown_in_the_status_and_alerted_lo
     let reason = status["tasks"]["upstream"].as_str().unwrap();
     assert!(reason.contains("missing.creds"), "{status}");
     assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
-    device.terminate_cleanly();
+    device.terminate_cleanly().await;
 }

@@ -11,20 +11,18 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use crate::{nats, plugins};
+use edgewise_procs::nats_binary;
+use edgewise_procs::workspace::{self, BUILT_VARIABLE, run_cargo};
 
 /// The file the harness writes, at the workspace root.
 const REPORT: &str = "BENCHMARKS.md";
 
 /// `cargo xtask bench`.
 pub fn run(root: &Path) -> anyhow::Result<()> {
-    let nats_server = nats::ensure_server(root)?;
-    plugins::build(root)?;
-    crate::cargo(
-        root,
-        &["build", "--release", "-p", "edgewise-host", "-p", "edgewise-bench"],
-    )?;
-    let harness = root.join("target").join("release").join("edgewise-bench");
+    let nats_server = nats_binary::ensure(root)?;
+    crate::build_all()?;
+    run_cargo(&["build", "--release", "-p", "edgewise-bench"], &[])?;
+    let harness = workspace::target_dir().join("release").join("edgewise-bench");
     let report = root.join(REPORT);
     eprintln!("xtask: running the benchmarks (a few minutes; the machine should be otherwise idle)");
     let started = Instant::now();
@@ -34,6 +32,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         .arg("--command")
         .arg("cargo xtask bench")
         .env("NATS_SERVER", &nats_server)
+        .env(BUILT_VARIABLE, "1")
         .current_dir(root)
         .status()
         .with_context(|| format!("cannot run {}", harness.display()))?;

@@ -12,27 +12,26 @@
 //!   `BENCHMARKS.md`.
 //! - `cargo xtask build-plugins`: only build the plugin components.
 //!
-//! Everything uses the release profile, so wasmtime is compiled once.
+//! Everything uses the release profile, so wasmtime is compiled once. The
+//! processes, the nats-server binary and the builds are `edgewise-procs`'s,
+//! shared with the tests and the benchmarks.
 
 mod bench;
 mod demo;
-mod nats;
-mod plugins;
 
-use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use anyhow::{Context, bail};
+use edgewise_procs::workspace::{self, BUILT_VARIABLE};
+use edgewise_procs::{nats_binary, workspace::run_cargo};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let root = workspace_root();
+    let root = workspace::root();
     match args.first().map(String::as_str) {
         Some("test") => test(&root),
         Some("demo") => demo::run(&root),
         Some("bench") => bench::run(&root),
-        Some("build-plugins") => plugins::build(&root),
+        Some("build-plugins") => workspace::build_plugins(),
         _ => {
             eprintln!("usage: cargo xtask <test|demo|bench|build-plugins>");
             std::process::exit(2);
@@ -42,12 +41,10 @@ fn main() -> anyhow::Result<()> {
 
 /// `cargo xtask test`.
 fn test(root: &Path) -> anyhow::Result<()> {
-    let nats_server = nats::ensure_server(root)?;
-    plugins::build(root)?;
-    cargo(root, &["build", "--release", "-p", "edgewise-host"])?;
-    cargo(root, &["fmt", "--all", "--check"])?;
-    cargo(
-        root,
+    let nats_server = nats_binary::ensure(root)?;
+    build_all()?;
+    run_cargo(&["fmt", "--all", "--check"], &[])?;
+    run_cargo(
         &[
             "clippy",
             "--release",
@@ -57,48 +54,19 @@ fn test(root: &Path) -> anyhow::Result<()> {
             "-D",
             "warnings",
         ],
+        &[],
     )?;
-    cargo_with_env(
-        root,
+    // Built above: the test fixtures need not run cargo again.
+    run_cargo(
         &["test", "--release", "--workspace"],
-        &[("NATS_SERVER", nats_server.as_os_str())],
+        &[("NATS_SERVER", nats_server.as_os_str()), (BUILT_VARIABLE, "1".as_ref())],
     )?;
     eprintln!("xtask: all tests passed");
     Ok(())
 }
 
-/// The workspace root: the parent of this crate's directory.
-fn workspace_root() -> PathBuf {
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().map(Path::to_path_buf).unwrap_or(manifest_dir)
-}
-
-/// Run `cargo ARGS` in the workspace root; fail if it fails.
-pub(crate) fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
-    cargo_with_env(root, args, &[])
-}
-
-/// [`cargo`] with extra environment variables.
-pub(crate) fn cargo_with_env(root: &Path, args: &[&str], env: &[(&str, &OsStr)]) -> anyhow::Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    eprintln!("xtask: cargo {}", args.join(" "));
-    let mut command = Command::new(&cargo);
-    command.args(args).current_dir(root);
-    // `cargo xtask` is a `cargo run`: it sets the package variables of xtask,
-    // which build scripts (ring's) track. Passed down, they would make the
-    // inner and outer builds invalidate each other on every run.
-    for (name, _) in std::env::vars_os() {
-        let name_text = name.to_string_lossy();
-        if name_text.starts_with("CARGO_PKG_") || name_text.starts_with("CARGO_MANIFEST_") {
-            command.env_remove(&name);
-        }
-    }
-    let status = command
-        .envs(env.iter().copied())
-        .status()
-        .with_context(|| format!("cannot run {cargo}"))?;
-    if !status.success() {
-        bail!("`cargo {}` failed ({status})", args.join(" "));
-    }
-    Ok(())
+/// Build the plugins and `edgewise` (release).
+pub(crate) fn build_all() -> anyhow::Result<()> {
+    workspace::build_plugins()?;
+    workspace::build_host()
 }

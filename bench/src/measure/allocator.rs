@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use edgewise_host::runtime::{Allocator, PluginInstance, Runtime, RuntimeOptions};
+use edgewise_procs::workspace::checked_output;
 
 use super::glucose::{glucose_config, in_process_limits};
 use crate::device::rss_of;
@@ -82,19 +83,9 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
 
 /// Run `edgewise-bench allocator --plugin WASM --kind KIND` and read its figures.
 fn child(bench: &Path, wasm: &Path, kind: &str) -> anyhow::Result<Figures> {
-    let output = Command::new(bench)
-        .args(["allocator", "--plugin"])
-        .arg(wasm)
-        .args(["--kind", kind])
-        .output()
-        .with_context(|| format!("cannot run {} allocator", bench.display()))?;
-    if !output.status.success() {
-        bail!(
-            "`bench allocator --kind {kind}` failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
+    let mut command = Command::new(bench);
+    command.args(["allocator", "--plugin"]).arg(wasm).args(["--kind", kind]);
+    let output = checked_output(command)?;
     let text = String::from_utf8_lossy(&output.stdout);
     let value = |key: &str| {
         text.lines()

@@ -38,7 +38,7 @@ struct Runs {
 /// The measurement.
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     let runs = ctx.rt.block_on(async {
-        let server = NatsServer::start("bench", &ctx.paths.nats_server, None).await?;
+        let server = NatsServer::options(&ctx.paths.nats_server).name("bench").start()?;
         let nats_pid = server.pid().context("nats-server is not running")?;
         let url = server.url();
         let traffic = CgmTraffic::new(&ctx.hall2018, now_ms());
@@ -53,7 +53,6 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
 
         tracing::info!("ladder: edgewise run with glucose-monitor");
         let mut device = Device::start(
-            &ctx.paths.edgewise,
             &ctx.paths.work.join("ingest-device"),
             &ctx.bundles.trust,
             &url,

@@ -17,7 +17,7 @@ use crate::table::{Row, Target};
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     let plan = PLANS[0];
     let (alone_ingest, beside_ingest, alone_latency, beside_latency, ladders) = ctx.rt.block_on(async {
-        let server = NatsServer::start("bench", &ctx.paths.nats_server, None).await?;
+        let server = NatsServer::options(&ctx.paths.nats_server).name("bench").start()?;
         let url = server.url();
         let traffic = CgmTraffic::new(&ctx.hall2018, now_ms());
         let publisher = async_nats::connect(url.as_str())
@@ -32,7 +32,6 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             None => {
                 tracing::info!("ladder: edgewise run, glucose-monitor alone");
                 let mut device = Device::start(
-                    &ctx.paths.edgewise,
                     &ctx.paths.work.join("isolation-alone"),
                     &ctx.bundles.trust,
                     &url,
@@ -49,7 +48,6 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         };
         tracing::info!("ladder: edgewise run, glucose-monitor beside a looping plugin");
         let mut device = Device::start(
-            &ctx.paths.edgewise,
             &ctx.paths.work.join("isolation-beside"),
             &ctx.bundles.trust,
             &url,

@@ -32,7 +32,7 @@ pub const PLANS: [Plan; 2] = [
 /// The measurement.
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     let results = ctx.rt.block_on(async {
-        let server = NatsServer::start("bench", &ctx.paths.nats_server, None).await?;
+        let server = NatsServer::options(&ctx.paths.nats_server).name("bench").start()?;
         let url = server.url();
         let mut results = Vec::new();
         for plan in PLANS {
@@ -85,7 +85,6 @@ pub async fn host_latency(ctx: &Ctx, url: &str, plan: Plan, hostile: bool) -> an
     }
     let name = if hostile { "latency-hostile" } else { "latency-device" };
     let device = Device::start(
-        &ctx.paths.edgewise,
         &ctx.paths.work.join(format!("{name}-{}", plan.rate)),
         &ctx.bundles.trust,
         url,

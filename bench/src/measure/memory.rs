@@ -10,6 +10,7 @@ use anyhow::{Context, anyhow, bail};
 use edgewise_host::model::Reading;
 use edgewise_host::runtime::{PluginInstance, Runtime, RuntimeOptions};
 use edgewise_procs::NatsServer;
+use edgewise_procs::workspace::checked_output;
 
 use super::glucose::{glucose_config, in_process_limits};
 use crate::device::{Device, PluginEntry, rss_of};
@@ -25,9 +26,8 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// The measurement.
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     let idle = ctx.rt.block_on(async {
-        let server = NatsServer::start("bench", &ctx.paths.nats_server, None).await?;
+        let server = NatsServer::options(&ctx.paths.nats_server).name("bench").start()?;
         let device = Device::start(
-            &ctx.paths.edgewise,
             &ctx.paths.work.join("memory-device"),
             &ctx.bundles.trust,
             &server.url(),
@@ -73,19 +73,9 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
 
 /// Run `bench memory --plugin WASM`: its RSS in bytes with each of [`COUNTS`] instances.
 fn child_rss(bench: &Path, wasm: &Path) -> anyhow::Result<Vec<u64>> {
-    let output = Command::new(bench)
-        .arg("memory")
-        .arg("--plugin")
-        .arg(wasm)
-        .output()
-        .with_context(|| format!("cannot run {} memory", bench.display()))?;
-    if !output.status.success() {
-        bail!(
-            "`bench memory` failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
+    let mut command = Command::new(bench);
+    command.arg("memory").arg("--plugin").arg(wasm);
+    let output = checked_output(command)?;
     let rss: Vec<u64> = String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(|line| line.trim().parse())

@@ -1,10 +1,11 @@
 //! `edgewise run`: the live pipeline of a device, until SIGINT or SIGTERM.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::anyhow;
+use anyhow::{Context, anyhow};
 use clap::Args;
 
+use edgewise_host::files::{self, Access, Existing};
 use edgewise_host::run::{self, config::RunConfig};
 
 use super::Failure;
@@ -14,6 +15,10 @@ pub struct RunArgs {
     /// The device configuration (see `edgewise.example.toml`).
     #[arg(long, value_name = "edgewise.toml")]
     config: PathBuf,
+    /// At exit, write the host's final status (the counts of the last log
+    /// line, as `edgewise status --json` shows them) to this file as JSON.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
 }
 
 /// Exit code when a second SIGINT/SIGTERM cuts the shutdown short.
@@ -54,7 +59,18 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         status.outbox.alerts,
         status.outbox.summaries
     );
+    if let Some(path) = &args.summary_json {
+        write_summary(path, &status).map_err(Failure::runtime)?;
+    }
     Ok(())
+}
+
+/// Write `status` as JSON to `path` atomically and durably, so a reader
+/// never sees half a summary.
+fn write_summary(path: &Path, status: &run::Status) -> anyhow::Result<()> {
+    let json = serde_json::to_vec_pretty(status).context("cannot encode the final status")?;
+    files::write_atomic(path, &json, Access::Shared, Existing::Replace)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Completes on the first SIGINT or SIGTERM; a second one exits the process

@@ -2,19 +2,17 @@
 //! recording played at the pace of that clock, a cloud outage, and the totals.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use serde_json::Value;
+use edgewise_procs::{Device, NatsServer, RunConfig};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::process::{ChildGuard, NatsServer};
 use super::recording::{DAY_MS, Reading, Recording};
 use super::watch::{self, CloudView, DEVICE, HostStatus, STREAM, SimClock, say, utc};
 
@@ -37,9 +35,12 @@ const SETTLE_AFTER_LAST_MS: i64 = 50 * 60_000;
 /// What the live run needs.
 pub struct Setup {
     pub root: PathBuf,
-    pub edgewise: PathBuf,
     pub nats_server: PathBuf,
     pub demo_dir: PathBuf,
+    /// The trust directory that accepts the demo key.
+    pub trust: PathBuf,
+    /// glucose-monitor, signed with the demo key.
+    pub glucose_bundle: PathBuf,
     pub recording: Recording,
     pub recording_name: &'static str,
 }
@@ -69,53 +70,23 @@ impl<T> Drop for Task<T> {
     }
 }
 
-/// `edgewise run`, with its log file.
-struct Host {
-    process: ChildGuard,
-    log: PathBuf,
+/// Sleep until `until` (pacing: the outage lasts that long), failing early
+/// if the host exits.
+async fn sleep_until(host: &mut Device, until: Instant) -> anyhow::Result<()> {
+    loop {
+        host.check_running()?;
+        let now = Instant::now();
+        if now >= until {
+            return Ok(());
+        }
+        tokio::time::sleep_until(until.min(now + Duration::from_millis(200))).await;
+    }
 }
 
-impl Host {
-    /// Fail with the end of its log if it has exited.
-    fn check_running(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.process.try_wait()? {
-            bail!(
-                "edgewise run exited ({status}); the end of {}:\n{}",
-                self.log.display(),
-                self.log_tail(20)
-            );
-        }
-        Ok(())
-    }
-
-    /// Sleep until `until`, failing early if the host exits.
-    async fn sleep_until(&mut self, until: Instant) -> anyhow::Result<()> {
-        loop {
-            self.check_running()?;
-            let now = Instant::now();
-            if now >= until {
-                return Ok(());
-            }
-            tokio::time::sleep_until(until.min(now + Duration::from_millis(200))).await;
-        }
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// Its status; if it does not answer, say whether it has exited.
-    async fn status(&mut self, local: &async_nats::Client) -> anyhow::Result<HostStatus> {
-        match watch::status(local).await {
-            Ok(status) => Ok(status),
-            Err(error) => {
-                self.check_running()?;
-                Err(error)
-            }
-        }
-    }
+/// Its status, as far as the demo uses it; if it does not answer, say
+/// whether it has exited.
+async fn status(host: &mut Device, local: &async_nats::Client) -> anyhow::Result<HostStatus> {
+    HostStatus::from_json(&host.status(local).await?)
 }
 
 /// What the publisher did.
@@ -137,8 +108,11 @@ pub async fn run(setup: &Setup) -> anyhow::Result<()> {
     }
 
     println!("\nStarting the live demo: edgewise run as device {DEVICE}, on a simulated clock");
-    let edge = NatsServer::start("edge", &setup.nats_server, None).await?;
-    let mut cloud = NatsServer::start("cloud", &setup.nats_server, Some(store.clone())).await?;
+    let edge = NatsServer::options(&setup.nats_server).name("edge").start()?;
+    let mut cloud = NatsServer::options(&setup.nats_server)
+        .name("cloud")
+        .jetstream_in(&store)
+        .start()?;
     let (first, last) = (recording.first_ms(), recording.last_ms());
     let span = last - first;
     let speed = (span as f64 / 1000.0 / PLAY_SECONDS).round().max(1.0);
@@ -146,28 +120,25 @@ pub async fn run(setup: &Setup) -> anyhow::Result<()> {
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
         .context("the recording's first time cannot be written in RFC 3339")?;
-    let config_path = setup.demo_dir.join("edgewise.toml");
-    let config = format!(
-        "# Written by `cargo xtask demo` (see edgewise.example.toml). Paths are relative to this file.\n\
-         device = \"{DEVICE}\"\n\
-         data_dir = \"data\"\n\
-         trust_dir = \"trust\"\n\
-         tick = \"1m\"\n\n\
-         [clock]\n\
-         start = \"{start}\"\n\
-         speed = {speed:.1}\n\n\
-         [local]\n\
-         url = \"{}\"\n\n\
-         [upstream]\n\
-         url = \"{}\"\n\
-         stream = \"{STREAM}\"\n\
-         create_stream = true\n\n\
-         [[plugins]]\n\
-         bundle = \"bundles/glucose-monitor.wasm\"\n",
-        edge.url(),
-        cloud.url()
-    );
-    std::fs::write(&config_path, config).with_context(|| format!("cannot write {}", config_path.display()))?;
+    // Paths relative to the configuration file, as an operator writes them.
+    let relative = |path: &Path| path.strip_prefix(&setup.demo_dir).unwrap_or(path).display().to_string();
+    let config = RunConfig {
+        device: DEVICE.to_owned(),
+        trust_dir: relative(&setup.trust),
+        tick: Some("1m".to_owned()),
+        local_url: edge.url(),
+        upstream: Some((cloud.url(), STREAM.to_owned())),
+        rest: format!(
+            "[clock]\nstart = \"{start}\"\nspeed = {speed:.1}\n\n[[plugins]]\nbundle = \"{}\"\n",
+            relative(&setup.glucose_bundle)
+        ),
+    };
+    let mut host = Device::new(&setup.demo_dir, DEVICE);
+    host.write_config(&format!(
+        "# Written by `cargo xtask demo` (see edgewise.example.toml). Paths are relative to this file.\n{}",
+        config.to_toml()
+    ))?;
+    let config_path = host.config_path();
     let sensor_subject = format!("sensors.cgm.{}", recording.sensor_token());
     let pid = |server: &NatsServer| server.pid().map_or("-".to_owned(), |p| p.to_string());
     println!("  local bus  {}  (nats-server, pid {})", edge.url(), pid(&edge));
@@ -189,8 +160,11 @@ pub async fn run(setup: &Setup) -> anyhow::Result<()> {
         "  clock      starts at {start}, {speed:.0} times real time (an hour of the recording in {:.2} s)",
         3600.0 / speed
     );
-    let log_path = setup.demo_dir.join("edgewise.log");
-    println!("  config     {}  (host log: {})", show(&config_path), show(&log_path));
+    println!(
+        "  config     {}  (host log: {})",
+        show(&config_path),
+        show(&host.log_path())
+    );
 
     let local = async_nats::connect(edge.url())
         .await
@@ -203,27 +177,13 @@ pub async fn run(setup: &Setup) -> anyhow::Result<()> {
     let alerts_seen = Arc::new(AtomicU64::new(0));
     let _alert_printer = Task::new(watch::spawn_alert_printer(alerts, alerts_seen.clone()));
 
-    let log = std::fs::File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
-    let mut command = Command::new(&setup.edgewise);
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(&config_path)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().context("cannot share the log file")?)
-        .stderr(log);
-    // Its log goes to a file: no colours.
-    command.env("NO_COLOR", "1");
-    if std::env::var_os("RUST_LOG").is_none() {
-        command.env("RUST_LOG", "info");
-    }
-    let child = command
-        .spawn()
-        .with_context(|| format!("cannot run {}", setup.edgewise.display()))?;
-    let mut host = Host {
-        process: ChildGuard::new("edgewise run", child),
-        log: log_path,
-    };
+    let mut command = host.run_command();
+    // Its log goes to a file: `info` unless the caller chose.
+    command.env(
+        "RUST_LOG",
+        std::env::var_os("RUST_LOG").unwrap_or_else(|| "info".into()),
+    );
+    host.spawn_command(command)?;
     let (clock, took) = wait_for_host(&local, &mut host, first, speed).await?;
     println!();
     say(
@@ -242,23 +202,23 @@ pub async fn run(setup: &Setup) -> anyhow::Result<()> {
     )));
 
     // The outage, a third of the way through.
-    host.sleep_until(clock.instant_at(first + span / 3)).await?;
+    sleep_until(&mut host, clock.instant_at(first + span / 3)).await?;
     say(
         clock.now_ms(),
         "outage",
         "stopping the cloud nats-server (SIGTERM); the device goes on, its outputs wait in the outbox",
     );
     drop(watcher);
-    cloud.stop().await?;
+    cloud.stop()?;
     let stopped = Instant::now();
     let mut shown = None;
     for report in 1..=OUTAGE_REPORTS {
-        host.sleep_until(stopped + OUTAGE * report / OUTAGE_REPORTS).await?;
-        let line = host.status(&local).await?.outbox_line();
+        sleep_until(&mut host, stopped + OUTAGE * report / OUTAGE_REPORTS).await?;
+        let line = status(&mut host, &local).await?.outbox_line();
         say(clock.now_ms(), "outbox", &line);
         shown = Some(line);
     }
-    cloud.start_again().await?;
+    cloud.start_again()?;
     let restarted = Instant::now();
     say(
         clock.now_ms(),
@@ -271,7 +231,7 @@ pub async fn run(setup: &Setup) -> anyhow::Result<()> {
     );
     watcher = Task::new(watch::spawn_summary_watcher(cloud.url(), view.clone(), clock));
     loop {
-        let status = host.status(&local).await?;
+        let status = status(&mut host, &local).await?;
         if status.outbox() == 0 && status.upstream_connected {
             say(
                 clock.now_ms(),
@@ -292,7 +252,7 @@ pub async fn run(setup: &Setup) -> anyhow::Result<()> {
             bail!(
                 "the outbox did not drain within {DRAIN_TIMEOUT:?} of the cloud's restart ({}); see {}",
                 status.outbox_line(),
-                host.log.display()
+                host.log_path().display()
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -319,32 +279,31 @@ pub async fn run(setup: &Setup) -> anyhow::Result<()> {
     // Past the last reading's signal-loss, its held windows and its day.
     let next_midnight = last - last.rem_euclid(DAY_MS) + DAY_MS;
     let settle_ms = (last + SETTLE_AFTER_LAST_MS).max(next_midnight + 5 * 60_000);
-    host.sleep_until(clock.instant_at(settle_ms) + Duration::from_millis(500))
-        .await?;
-    let settled = settle(&local, &mut host, played.count).await?;
+    let settled = settle(&local, &mut host, played.count, settle_ms, clock.instant_at(settle_ms)).await?;
 
-    host.process.terminate().await?;
-    let exit = host
-        .process
-        .wait_timeout(HOST_STOP_TIMEOUT)
-        .await?
-        .ok_or_else(|| anyhow!("edgewise run did not exit within {HOST_STOP_TIMEOUT:?} of SIGTERM"))?;
-    if exit.code() != Some(0) {
+    let stopped = host.stop(HOST_STOP_TIMEOUT).await?;
+    if stopped.code != Some(0) {
         bail!(
-            "edgewise run exited with {exit} after SIGTERM; the end of {}:\n{}",
-            host.log.display(),
-            host.log_tail(20)
+            "edgewise run exited with {:?} after SIGTERM; the end of {}:\n{}",
+            stopped.code,
+            host.log_path().display(),
+            host.log_tail()
         );
     }
-    let log_text = std::fs::read_to_string(&host.log).unwrap_or_default();
-    let stopped_line = log_text.lines().find(|l| l.starts_with("edgewise stopped"));
-    let final_counts = stopped_line.and_then(FinalCounts::parse);
+    // The counts when the host stopped: its final status (`--summary-json`).
+    let summary = stopped
+        .summary
+        .with_context(|| format!("edgewise run wrote no final status; see {}", host.log_path().display()))?;
+    let counts = HostStatus::from_json(&summary)?;
     say(
         clock.now_ms(),
         "device",
         &format!(
-            "edgewise run stopped on SIGTERM, exit code 0: {}",
-            stopped_line.unwrap_or("(no final line in its log)")
+            "edgewise run stopped on SIGTERM, exit code 0: {} readings, {} alerts, {} summaries; {}",
+            counts.readings_in,
+            counts.alerts_out,
+            counts.summaries_out,
+            counts.outbox_line()
         ),
     );
 
@@ -356,16 +315,9 @@ pub async fn run(setup: &Setup) -> anyhow::Result<()> {
     }
     drop(watcher);
 
-    // The counts when the host stopped (its last line), else its last status.
-    let counts = final_counts.unwrap_or(FinalCounts {
-        alerts: settled.alerts_out,
-        summaries: settled.summaries_out,
-        left_alerts: settled.outbox_alerts,
-        left_summaries: settled.outbox_summaries,
-    });
-    let emitted = counts.alerts + counts.summaries;
+    let emitted = counts.alerts_out + counts.summaries_out;
     let stored = stored_alerts + stored_summaries;
-    let left = counts.left_alerts + counts.left_summaries;
+    let left = counts.outbox();
     let lost = i128::from(emitted) - i128::from(stored) - i128::from(left);
     let daily = view.daily.load(Ordering::Relaxed);
 
@@ -378,19 +330,16 @@ pub async fn run(setup: &Setup) -> anyhow::Result<()> {
     println!("  readings the plugin received      {:>5}", settled.readings_in);
     println!(
         "  alerts raised                     {:>5}   stored upstream {stored_alerts:>4}   (seen live on the local bus: {})",
-        counts.alerts,
+        counts.alerts_out,
         alerts_seen.load(Ordering::Relaxed)
     );
     println!(
         "  summaries emitted                 {:>5}   stored upstream {stored_summaries:>4}   ({daily} daily, {} hourly)",
-        counts.summaries,
-        counts.summaries.saturating_sub(daily)
+        counts.summaries_out,
+        counts.summaries_out.saturating_sub(daily)
     );
     println!("  left in the outbox                {left:>5}");
     println!("  lost: {lost}   (emitted - stored upstream - left in the outbox)");
-    if final_counts.is_none() {
-        println!("  (the host logged no final counts: the emitted counts are from its last status)");
-    }
     if lost != 0 {
         bail!(
             "{lost} outputs lost: {emitted} emitted, {stored} stored in the cloud stream {STREAM}, {left} left in the outbox"
@@ -410,46 +359,28 @@ pub async fn run(setup: &Setup) -> anyhow::Result<()> {
 /// started; returns the clock it runs on, and how long it took.
 async fn wait_for_host(
     local: &async_nats::Client,
-    host: &mut Host,
+    host: &mut Device,
     start_ms: i64,
     speed: f64,
 ) -> anyhow::Result<(SimClock, f64)> {
     let begun = Instant::now();
-    let subject = watch::status_subject();
-    loop {
-        let sent = Instant::now();
-        let asked = tokio::time::timeout(Duration::from_millis(500), local.request(subject.clone(), "".into())).await;
-        if let Ok(Ok(reply)) = asked {
-            let received = Instant::now();
-            // The host's clock started just before it began answering. If the
-            // answer reports the clock, align on it (read about halfway
-            // through the round trip).
-            let reported = serde_json::from_slice::<Value>(&reply.payload)
-                .ok()
-                .and_then(|status| status["clock_ms"].as_i64());
-            let mut anchor = sent;
-            if let Some(clock_ms) = reported {
-                let ahead = Duration::from_secs_f64((clock_ms - start_ms).max(0) as f64 / 1000.0 / speed);
-                let read_at = sent + (received - sent) / 2;
-                anchor = read_at.checked_sub(ahead).unwrap_or(sent);
-            }
-            let clock = SimClock {
-                anchor,
-                start_ms,
-                speed,
-            };
-            return Ok((clock, begun.elapsed().as_secs_f64()));
+    let status = host.wait_ready(local, HOST_START_TIMEOUT).await?;
+    let received = Instant::now();
+    // The host's clock started just before it began answering. If the answer
+    // reports the clock, align on it (read within a round trip of now).
+    let anchor = match status["clock_ms"].as_i64() {
+        Some(clock_ms) => {
+            let ahead = Duration::from_secs_f64((clock_ms - start_ms).max(0) as f64 / 1000.0 / speed);
+            received.checked_sub(ahead).unwrap_or(received)
         }
-        host.check_running()?;
-        if begun.elapsed() > HOST_START_TIMEOUT {
-            bail!(
-                "edgewise run did not answer on {subject} within {HOST_START_TIMEOUT:?}; the end of {}:\n{}",
-                host.log.display(),
-                host.log_tail(20)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        None => received,
+    };
+    let clock = SimClock {
+        anchor,
+        start_ms,
+        speed,
+    };
+    Ok((clock, begun.elapsed().as_secs_f64()))
 }
 
 /// Publish each reading on `subject` when the clock reaches its time.
@@ -477,15 +408,24 @@ async fn publish(
     })
 }
 
-/// Wait until the host has every reading, an empty outbox, an upstream
-/// connection, and the same counts twice in a row; returns that status.
-async fn settle(local: &async_nats::Client, host: &mut Host, published: u64) -> anyhow::Result<HostStatus> {
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
+/// Wait until the host's clock has reached `settle_ms` and the host has
+/// every reading, an empty outbox, an upstream connection, and the same counts
+/// twice in a row; returns that status. `due` is when the clock should reach
+/// `settle_ms`.
+async fn settle(
+    local: &async_nats::Client,
+    host: &mut Device,
+    published: u64,
+    settle_ms: i64,
+    due: Instant,
+) -> anyhow::Result<HostStatus> {
+    let deadline = due.max(Instant::now()) + DRAIN_TIMEOUT;
     let mut previous = None;
     loop {
-        let status = host.status(local).await?;
+        let status = status(host, local).await?;
         let counts = (status.readings_in, status.alerts_out, status.summaries_out);
-        let quiet = status.outbox() == 0 && status.upstream_connected;
+        let past = status.clock_ms.is_none_or(|clock_ms| clock_ms >= settle_ms);
+        let quiet = past && status.outbox() == 0 && status.upstream_connected;
         let late = Instant::now() > deadline;
         // Settled; or settled but short of readings, which the caller reports.
         if quiet && previous == Some(counts) && (status.readings_in >= published || late) {
@@ -499,34 +439,7 @@ async fn settle(local: &async_nats::Client, host: &mut Host, published: u64) -> 
             );
         }
         previous = Some(counts);
+        // Polling the status: "the same counts twice" is 300 ms apart.
         tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// The counts of the host's last line: `edgewise stopped after ...: N
-/// messages (D dead-lettered), R readings, A alerts, S summaries; outbox
-/// holds X alerts and Y summaries for upstream`.
-#[derive(Debug, Clone, Copy)]
-struct FinalCounts {
-    alerts: u64,
-    summaries: u64,
-    left_alerts: u64,
-    left_summaries: u64,
-}
-
-impl FinalCounts {
-    fn parse(line: &str) -> Option<FinalCounts> {
-        let (emitted, left) = line.split_once("outbox holds")?;
-        let before = |text: &str, word: &str| -> Option<u64> {
-            let words: Vec<&str> = text.split_whitespace().collect();
-            let at = words.iter().position(|w| w.trim_end_matches([',', ';']) == word)?;
-            words.get(at.checked_sub(1)?)?.parse().ok()
-        };
-        Some(FinalCounts {
-            alerts: before(emitted, "alerts")?,
-            summaries: before(emitted, "summaries")?,
-            left_alerts: before(left, "alerts")?,
-            left_summaries: before(left, "summaries")?,
-        })
     }
 }

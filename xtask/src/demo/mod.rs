@@ -14,12 +14,10 @@
 //!
 //! - `sign.rs`: demo key, trust store, signed bundles, `edgewise verify`.
 //! - `recording.rs`: the slice of the recording that is played.
-//! - `process.rs`: child-process guards and the two nats-servers.
 //! - `live.rs`: the live run, from the configuration to the totals.
 //! - `watch.rs`: the host's status, and what the demo prints as it happens.
 
 mod live;
-mod process;
 mod recording;
 mod sign;
 mod watch;
@@ -29,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 
-use crate::{nats, plugins};
+use edgewise_procs::nats_binary;
 
 /// The recording the demo plays (real data, see tests/data/cgm/README.md).
 const RECORDING: &str = "tests/data/cgm/ExampleData5Subjects.csv";
@@ -40,22 +38,20 @@ const SUBJECT: &str = "Subject 4";
 const DAYS: i64 = 3;
 
 pub fn run(root: &Path) -> anyhow::Result<()> {
-    let nats_server = nats::ensure_server(root)?;
-    plugins::build(root)?;
-    crate::cargo(root, &["build", "--release", "-p", "edgewise-host"])?;
+    let nats_server = nats_binary::ensure(root)?;
+    crate::build_all()?;
     let started = Instant::now();
-    let demo_dir = root.join("target").join("demo");
-    let edgewise = root.join("target").join("release").join("edgewise");
-    let bundles = sign::sign_plugins(root, &edgewise, &demo_dir)?;
-    let trust = demo_dir.join("trust");
-    sign::verify_bundles(root, &edgewise, &trust, &bundles)?;
+    let demo_dir = edgewise_procs::workspace::target_dir().join("demo");
+    let signed = sign::sign_plugins(root, &demo_dir)?;
+    sign::verify_bundles(&signed)?;
     let recording = recording::load(&root.join(RECORDING), SUBJECT, DAYS)?;
 
     let setup = live::Setup {
         root: root.to_owned(),
-        edgewise,
         nats_server,
         demo_dir,
+        trust: signed.trust,
+        glucose_bundle: signed.bundles.first().cloned().context("no signed glucose-monitor")?,
         recording,
         recording_name: RECORDING,
     };

