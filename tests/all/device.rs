@@ -157,8 +157,15 @@ impl Device {
     /// SIGTERM the host and wait for it at most `within`: its exit code and
     /// log, or `None` (the host is then killed) if it did not exit in time.
     pub(crate) async fn terminate_within(&mut self, within: Duration) -> Option<(Option<i32>, String)> {
-        let stopped = self.host.stop(within).await.ok()?;
+        let stopped = self.stop_within(within).await?;
         Some((stopped.code, stopped.log))
+    }
+
+    /// SIGTERM the host and wait for it at most `within`: how it ended (with
+    /// its final status), or `None` (the host is then killed) if it did not
+    /// exit in time.
+    pub(crate) async fn stop_within(&mut self, within: Duration) -> Option<Stopped> {
+        self.host.stop(within).await.ok()
     }
 
     /// `edgewise replay` of `recording` through the device's signed
