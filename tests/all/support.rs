@@ -275,7 +275,7 @@ pub(crate) struct Operator {
 impl Operator {
     pub(crate) fn new() -> Operator {
         let dir = tempfile::tempdir().unwrap();
-        let key = SigningKey::generate(dir.path(), "release").unwrap_or_else(|e| panic!("{e:#}"));
+        let key = edgewise_tests::generate_key(dir.path(), "release");
         Operator { key, dir }
     }
 

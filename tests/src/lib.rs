@@ -57,12 +57,18 @@ pub fn nats_server_binary() -> &'static Path {
     })
 }
 
+/// A new signing key `name` in `dir` (with its trust directory), made by
+/// `edgewise keygen` once the binary is built.
+pub fn generate_key(dir: &Path, name: &str) -> SigningKey {
+    built();
+    SigningKey::generate(dir, name).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
 /// The signing key of this test run, made on first use under
 /// `target/tmp/test-signing-<pid>` (those of runs no longer alive are removed).
 pub fn run_key() -> &'static SigningKey {
     static KEY: OnceLock<SigningKey> = OnceLock::new();
     KEY.get_or_init(|| {
-        built();
         let parent = workspace::target_dir().join("tmp");
         remove_dead_runs(&parent);
         let dir = parent.join(format!("test-signing-{}", std::process::id()));
@@ -70,7 +76,7 @@ pub fn run_key() -> &'static SigningKey {
             std::fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("cannot remove {}: {e}", dir.display()));
         }
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-        SigningKey::generate(&dir, "run").unwrap_or_else(|e| panic!("{e:#}"))
+        generate_key(&dir, "run")
     })
 }
 
