@@ -80,7 +80,7 @@ impl Fixture {
         trust.add_key(key.public_key());
         let component = concat(EMPTY_COMPONENT, &format::custom_section("name", b"tiny plugin code"));
         let source = ManifestSource::from_toml(SOURCE).expect("valid edgewise.toml");
-        let (bundle, manifest) = sign(&component, source, &key, NOW).expect("sign the component");
+        let (bundle, manifest) = sign(&component, source, &[], &key, NOW).expect("sign the component");
         let sig_start = format::split(&bundle).expect("split the good bundle").signed.len();
         Fixture {
             key,
