@@ -135,7 +135,14 @@ pub fn load(path: &Path, trust: &Trust<'_>, operator: &Operator<'_>) -> Result<L
                 let manifest = Manifest::from_json(parts.manifest_json).map_err(LoadError::Manifest)?;
                 let checked = bundle::assets::check(&manifest.assets, &parts.assets).map_err(LoadError::Assets)?;
                 let assets = bundle::assets::to_owned(&manifest.assets, &checked);
-                (from_manifest(&manifest), Some(manifest), None, bytes.len(), true, assets)
+                (
+                    from_manifest(&manifest),
+                    Some(manifest),
+                    None,
+                    bytes.len(),
+                    true,
+                    assets,
+                )
             }
             // Not a bundle: a plain component (or not wasm at all, which
             // compiling reports precisely).

@@ -41,7 +41,7 @@ pub fn is_valid_asset_name(name: &str) -> bool {
 
 /// An asset of a verified bundle: covered by the signature, and its name,
 /// size and SHA-256 checked against the manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Asset {
     name: String,
     sha256: String,
@@ -67,6 +67,17 @@ impl Asset {
     /// Its bytes (shared: cloning an [`Asset`] does not copy them).
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+}
+
+/// Name, size and digest: the bytes may be megabytes.
+impl std::fmt::Debug for Asset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Asset")
+            .field("name", &self.name)
+            .field("size", &self.bytes.len())
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
     }
 }
 

@@ -315,7 +315,10 @@ fn validate_assets(assets: &[ManifestAsset]) -> Result<(), ManifestError> {
             ));
         }
         if !is_lower_hex_digest(&asset.sha256) {
-            return Err(field("assets", format!("`{name}`: sha256 must be 64 lowercase hex digits")));
+            return Err(field(
+                "assets",
+                format!("`{name}`: sha256 must be 64 lowercase hex digits"),
+            ));
         }
     }
     Ok(())

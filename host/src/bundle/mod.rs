@@ -7,6 +7,8 @@
 //! without `--trust`, for plugin authors' own builds (signed or not; a warning
 //! says a signed one was not verified). This module never touches wasmtime.
 
+#[cfg(test)]
+mod asset_tests;
 pub mod assets;
 mod digest;
 pub mod format;
@@ -18,8 +20,6 @@ mod sign;
 pub(crate) mod strict_de;
 pub mod trust;
 mod verify;
-#[cfg(test)]
-mod asset_tests;
 #[cfg(test)]
 mod verify_tests;
 

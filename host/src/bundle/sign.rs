@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
+use super::assets::MAX_ASSET_BYTES;
 use super::digest::sha256_hex;
 use super::format::{self, FormatError, MANIFEST_SECTION, SIGNATURE_SECTION, SignatureBlock};
 use super::keys::SigningKey;
 use super::manifest::{self, Manifest, ManifestAsset, ManifestError, ManifestSource};
 use super::verify::DEFAULT_MAX_BUNDLE_BYTES;
-use super::assets::MAX_ASSET_BYTES;
 
 /// Why a component could not be signed.
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +166,11 @@ pub fn sign_with_assets(component: &[u8], manifest: &Manifest, assets: &[AssetFi
 
 /// Append a manifest section holding `manifest_json` and a signature by `key`.
 pub fn sign_raw(component: &[u8], manifest_json: &[u8], key: &SigningKey) -> Vec<u8> {
-    sign_sections(component, &[format::custom_section(MANIFEST_SECTION, manifest_json)], key)
+    sign_sections(
+        component,
+        &[format::custom_section(MANIFEST_SECTION, manifest_json)],
+        key,
+    )
 }
 
 /// Append `sections` (encoded, whatever they are) and a signature by `key`
