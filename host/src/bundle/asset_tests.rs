@@ -818,3 +818,60 @@ fn the_assets_table_of_the_source_maps_names_to_paths() {
         assert!(ManifestSource::from_toml(&text).is_err(), "{bad}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// The test vector of docs/bundle-format.md, section 10.2
+// ---------------------------------------------------------------------------
+
+/// The 503-byte bundle of the spec: the empty component, the manifest JSON
+/// given there, the asset `lut.bin` = `table`, signed with the RFC 8032 §7.1
+/// TEST 1 key. Ed25519 is deterministic: the signature and the file digest
+/// must be the spec's, and the bundle verifies.
+#[test]
+fn the_spec_test_vector_with_an_asset_is_what_sign_writes_and_verifies() {
+    let seed = hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60").expect("hex");
+    let public = hex::decode("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a").expect("hex");
+    // PKCS#8 v2 as section 7.3 gives it.
+    let pkcs8 = [
+        &hex::decode("3051020101300506032b657004220420").expect("hex")[..],
+        &seed,
+        &hex::decode("812100").expect("hex"),
+        &public,
+    ]
+    .concat();
+    let key = SigningKey::from_pkcs8(&pkcs8).expect("the test key");
+    assert_eq!(key.public_key().id().to_string(), "21fe31dfa154a261");
+    let json = r#"{"format":1,"name":"demo","version":"0.1.0","world":"edgewise:plugin/sensor-plugin@0.1.0","subscriptions":["sensors.>"],"created":"2026-01-01T00:00:00Z","code_sha256":"24eaf3439a60c96764c4f2c92a0a81b52bd4fe5d5b91f090184a0f6486b1bf29","assets":[{"name":"lut.bin","size":5,"sha256":"0d4fc4a78d3706edccafb665a8b2fdd9309e82c78625bb0f2b8e7bb9e1c4d21c"}]}"#;
+    assert_eq!(json.len(), 349);
+    // (`sign` would also write `config`, `limits` and `expires`.)
+    let section = format::asset_section("lut.bin", b"table");
+    assert_eq!(
+        hex::encode(&section),
+        "001c0e65646765776973652e6173736574076c75742e62696e7461626c65"
+    );
+    let manifest_section = format::custom_section(MANIFEST_SECTION, json.as_bytes());
+    let bundle = sign_sections(EMPTY_COMPONENT, &[manifest_section, section.clone()], &key);
+    assert_eq!(bundle.len(), 503);
+    assert_eq!(&bundle[0x17a..0x198], &section[..]);
+    assert_eq!(
+        hex::encode(&bundle[bundle.len() - 64..]),
+        "31ecea9bbd87d7847d24b838cb3de8b793233838cbe3c27167ff4a95139819fc087502806c6bd25760a0384e2529fef1d0183261913c2b702982755dcb7d0b01"
+    );
+    assert_eq!(
+        sha256_hex(&bundle),
+        "daafb9dfd525b445679f31cf82236f568bdc750f2fc0801baecb53ec72a8d72c"
+    );
+    let mut trust = TrustStore::default();
+    trust.add_key(key.public_key());
+    let options = VerifyOptions {
+        trust: &trust,
+        rollback: None,
+        now: NOW,
+        max_bytes: DEFAULT_MAX_BUNDLE_BYTES,
+    };
+    let verified = verify(&bundle, &options).expect("the spec's bundle verifies");
+    assert_eq!(verified.assets()[0].bytes(), b"table");
+    let mut changed = bundle.clone();
+    changed[0x193] ^= 0x01;
+    assert!(matches!(verify(&changed, &options), Err(VerifyError::BadSignature(_))));
+}
