@@ -4,14 +4,14 @@
 //! refusal comes with its reason, and nothing is written when `sign` refuses.
 //! A bundle signed without assets is exactly the format of before.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use edgewise_host::bundle::{
     AssetFile, Manifest, ManifestAsset, SigningKey, format, sha256_hex, sign_raw, sign_with_assets,
 };
-use edgewise_tests::{Run, data_file, edgewise, plugin_manifest, plugin_wasm};
+use edgewise_tests::{Run, edgewise, plugin_manifest, plugin_wasm};
 
-use crate::support::{Operator, assert_contains};
+use crate::support::{Operator, assert_contains, replay_example as replay};
 
 const LUT: &[u8] = b"low,70\nhigh,180\nurgent_low,54\n";
 
@@ -45,20 +45,6 @@ fn signed_with_assets() -> (Operator, PathBuf, Run) {
     let run = operator.sign_with(&manifest, &plugin_wasm("glucose-monitor"), "with-assets.wasm");
     let bundle = operator.path("with-assets.wasm");
     (operator, bundle, run)
-}
-
-fn replay(plugin: &Path, trust: Option<&Path>) -> Run {
-    let mut args = vec![
-        "replay".to_owned(),
-        "--plugin".to_owned(),
-        plugin.display().to_string(),
-        "--input".to_owned(),
-        data_file("cgm/ExampleData5Subjects.csv").display().to_string(),
-    ];
-    if let Some(trust) = trust {
-        args.extend(["--trust".to_owned(), trust.display().to_string()]);
-    }
-    edgewise(args)
 }
 
 fn key_of(operator: &Operator) -> SigningKey {

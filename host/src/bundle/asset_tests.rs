@@ -10,19 +10,15 @@
 
 use std::sync::LazyLock;
 
-use time::OffsetDateTime;
-use time::macros::datetime;
-
 use super::assets::{AssetError, MAX_ASSET_BYTES, MAX_ASSET_NAME_LEN, MAX_ASSETS};
 use super::format::{self, ASSET_SECTION, FormatError, MANIFEST_SECTION};
+use super::verify_tests::{EMPTY_COMPONENT, NOW};
 use super::{
     AssetFile, DEFAULT_MAX_BUNDLE_BYTES, Manifest, ManifestAsset, ManifestError, ManifestSource, SignError, SigningKey,
     TrustStore, VerifiedBundle, VerifyError, VerifyOptions, inspect, read_assets, sha256_hex, sign, sign_raw,
     sign_sections, sign_with_assets, verify,
 };
 
-const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
-const NOW: OffsetDateTime = datetime!(2026-11-26 12:00 UTC);
 const SOURCE: &str = r#"
 name = "probe"
 version = "0.1.0"
