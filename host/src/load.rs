@@ -69,7 +69,7 @@ pub struct Loaded {
     /// The bundle's signed assets, in the manifest's order (checked against
     /// the manifest in replay without trust too; none for a plain component).
     pub assets: Vec<bundle::Asset>,
-    /// The whole file.
+    /// The file up to the end of the component (the whole file when not verified).
     bytes: Vec<u8>,
     /// Length of the component at its start (the whole file when not verified).
     code_len: usize,
@@ -157,6 +157,11 @@ pub fn load(path: &Path, trust: &Trust<'_>, operator: &Operator<'_>) -> Result<L
             }
         },
     };
+    // Keep the code only: the assets have their own copy (one file's worth
+    // of memory in all, not two).
+    let mut bytes = bytes;
+    bytes.truncate(code_len);
+    bytes.shrink_to_fit();
     let no_limits = ManifestLimits::default();
     let manifest_limits = manifest.as_ref().map_or(&no_limits, |m| &m.limits);
     let limits = plugin_limits(
