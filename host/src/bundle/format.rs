@@ -331,8 +331,8 @@ pub fn has_edgewise_sections(bytes: &[u8]) -> bool {
 /// sections are kept, and at most [`MAX_ASSETS`] of them.
 pub fn split(bytes: &[u8]) -> Result<BundleParts<'_>, FormatError> {
     let (mut signatures, mut manifests, mut asset_count) = (0usize, 0usize, 0usize);
-    // Seen once a manifest has been: a section that is neither an asset nor
-    // the signature after it, an asset before any.
+    // Whether a section other than an asset or the signature came after a
+    // manifest, and whether an asset came before any manifest.
     let (mut misplaced, mut asset_before_manifest) = (false, false);
     let mut manifest: Option<Section<'_>> = None;
     let mut assets = Vec::new();
