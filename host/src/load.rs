@@ -66,7 +66,10 @@ pub struct Loaded {
     pub config: Vec<(String, String)>,
     /// Limits of every instance.
     pub limits: Limits,
-    /// The whole file.
+    /// The bundle's signed assets, in the manifest's order (checked against
+    /// the manifest in replay without trust too; none for a plain component).
+    pub assets: Vec<bundle::Asset>,
+    /// The file up to the end of the component (the whole file when not verified).
     bytes: Vec<u8>,
     /// Length of the component at its start (the whole file when not verified).
     code_len: usize,
@@ -84,6 +87,9 @@ pub enum LoadError {
     /// An unverified bundle's manifest is not one.
     #[error("{0}")]
     Manifest(#[source] bundle::ManifestError),
+    /// An unverified bundle's asset sections do not match its manifest.
+    #[error("{0}")]
+    Assets(#[source] bundle::AssetError),
     /// The component does not compile (or is not one).
     #[error("{0}")]
     Compile(#[source] runtime::LoadError),
@@ -98,7 +104,7 @@ pub fn load(path: &Path, trust: &Trust<'_>, operator: &Operator<'_>) -> Result<L
         version: manifest.version.clone(),
         digest: format!("sha256:{}", manifest.code_sha256),
     };
-    let (provenance, manifest, key_id, code_len, unverified_manifest) = match trust {
+    let (provenance, manifest, key_id, code_len, unverified_manifest, assets) = match trust {
         Trust::Verified { store, rollback } => {
             let options = VerifyOptions {
                 trust: store,
@@ -114,18 +120,29 @@ pub fn load(path: &Path, trust: &Trust<'_>, operator: &Operator<'_>) -> Result<L
                 "Plugin verified"
             );
             let provenance = from_manifest(&verified.manifest);
+            let assets = verified.assets().to_vec();
             (
                 provenance,
                 Some(verified.manifest),
                 Some(verified.key_id),
                 verified.code_len,
                 false,
+                assets,
             )
         }
         Trust::Unverified { name } => match bundle::format::split(&bytes) {
             Ok(parts) => {
                 let manifest = Manifest::from_json(parts.manifest_json).map_err(LoadError::Manifest)?;
-                (from_manifest(&manifest), Some(manifest), None, bytes.len(), true)
+                let checked = bundle::assets::check(&manifest.assets, &parts.assets).map_err(LoadError::Assets)?;
+                let assets = bundle::assets::to_owned(&manifest.assets, &checked);
+                (
+                    from_manifest(&manifest),
+                    Some(manifest),
+                    None,
+                    bytes.len(),
+                    true,
+                    assets,
+                )
             }
             // Not a bundle: a plain component (or not wasm at all, which
             // compiling reports precisely).
@@ -136,10 +153,15 @@ pub fn load(path: &Path, trust: &Trust<'_>, operator: &Operator<'_>) -> Result<L
                     version: "unsigned".to_owned(),
                     digest: format!("sha256:{}", bundle::sha256_hex(&bytes)),
                 };
-                (provenance, None, None, bytes.len(), false)
+                (provenance, None, None, bytes.len(), false, Vec::new())
             }
         },
     };
+    // Keep the code only: the assets have their own copy (one file's worth
+    // of memory in all, not two).
+    let mut bytes = bytes;
+    bytes.truncate(code_len);
+    bytes.shrink_to_fit();
     let no_limits = ManifestLimits::default();
     let manifest_limits = manifest.as_ref().map_or(&no_limits, |m| &m.limits);
     let limits = plugin_limits(
@@ -159,6 +181,7 @@ pub fn load(path: &Path, trust: &Trust<'_>, operator: &Operator<'_>) -> Result<L
         key_id,
         config: config.into_iter().collect(),
         limits,
+        assets,
         bytes,
         code_len,
     })

@@ -4,9 +4,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use edgewise_tests::{data_file, edgewise, plugin_wasm, run_key, signed_bundle, workspace_root};
+use edgewise_tests::{edgewise, plugin_wasm, run_key, signed_bundle, workspace_root};
 
-use crate::support::{Operator, assert_contains};
+use crate::support::{Operator, assert_contains, replay_example};
 
 #[test]
 fn keygen_writes_a_private_key_only_the_owner_can_read_and_never_overwrites() {
@@ -199,19 +199,8 @@ fn inspect_needs_no_trust() {
 fn replay_with_trust_runs_verified_bundles_only() {
     let operator = Operator::new();
     let bundle = operator.signed_glucose_monitor();
-    let replay = |plugin: &Path, trust: bool| {
-        let mut args = vec![
-            "replay".to_owned(),
-            "--plugin".to_owned(),
-            plugin.display().to_string(),
-            "--input".to_owned(),
-            data_file("cgm/ExampleData5Subjects.csv").display().to_string(),
-        ];
-        if trust {
-            args.extend(["--trust".to_owned(), operator.trust().display().to_string()]);
-        }
-        edgewise(args)
-    };
+    let trust_dir = operator.trust();
+    let replay = |plugin: &Path, trust: bool| replay_example(plugin, trust.then_some(trust_dir.as_path()));
     let signed = replay(&bundle, true);
     assert_eq!(signed.code, Some(0), "{}", signed.stderr);
     let unsigned = replay(&plugin_wasm("glucose-monitor"), false);

@@ -211,7 +211,7 @@ fn a_signed_manifest_that_is_an_array_or_has_a_key_twice_is_refused() {
          [config]\nlow = \"70\"\n[limits]\nmemory_mb = 32\ncall_deadline_ms = 200\n",
     )
     .unwrap()
-    .into_manifest(sha256_hex(&component), time::OffsetDateTime::now_utc())
+    .into_manifest(sha256_hex(&component), time::OffsetDateTime::now_utc(), Vec::new())
     .unwrap();
     let json = String::from_utf8(manifest.to_json()).unwrap();
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();

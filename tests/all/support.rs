@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use edgewise_procs::SigningKey;
 use edgewise_tests::nats::NatsServer;
-use edgewise_tests::{Run, edgewise, plugin_manifest, plugin_wasm, run};
+use edgewise_tests::{Run, data_file, edgewise, plugin_manifest, plugin_wasm, run};
 
 use crate::device::{DEVICE, WAIT};
 
@@ -329,6 +329,22 @@ pub(crate) async fn publish_acked(
 
 /// Panic, showing `text`, unless it contains `wanted`.
 #[track_caller]
+/// `edgewise replay` of `plugin` over `cgm/ExampleData5Subjects.csv`,
+/// verified against the trust directory `trust` if given.
+pub(crate) fn replay_example(plugin: &Path, trust: Option<&Path>) -> Run {
+    let mut args = vec![
+        "replay".to_owned(),
+        "--plugin".to_owned(),
+        plugin.display().to_string(),
+        "--input".to_owned(),
+        data_file("cgm/ExampleData5Subjects.csv").display().to_string(),
+    ];
+    if let Some(trust) = trust {
+        args.extend(["--trust".to_owned(), trust.display().to_string()]);
+    }
+    edgewise(args)
+}
+
 pub(crate) fn assert_contains(text: &str, wanted: &str) {
     assert!(text.contains(wanted), "`{wanted}` is not in:\n{text}");
 }

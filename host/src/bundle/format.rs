@@ -1,6 +1,7 @@
-//! The bundle's byte layout: a WebAssembly component followed by two custom
-//! sections, `edgewise.manifest` then `edgewise.signature` (the last bytes of
-//! the file). `docs/bundle-format.md` specifies it byte by byte.
+//! The bundle's byte layout: a WebAssembly component followed by custom
+//! sections: `edgewise.manifest`, then zero or more `edgewise.asset`, then
+//! `edgewise.signature` (the last bytes of the file). `docs/bundle-format.md`
+//! specifies it byte by byte.
 //!
 //! Only the top level of the file is walked here (section ids and sizes), never
 //! the component's contents: this is the code that runs on untrusted bytes
@@ -8,8 +9,12 @@
 
 use std::ops::Range;
 
+use super::assets::MAX_ASSETS;
+
 /// Custom-section name of the manifest (UTF-8 JSON).
 pub const MANIFEST_SECTION: &str = "edgewise.manifest";
+/// Custom-section name of a signed asset (between the manifest and the signature).
+pub const ASSET_SECTION: &str = "edgewise.asset";
 /// Custom-section name of the signature (last section of the file).
 pub const SIGNATURE_SECTION: &str = "edgewise.signature";
 /// Size of the signature section's payload: version, algorithm, key id, signature.
@@ -72,9 +77,17 @@ pub enum FormatError {
     /// More than one manifest section.
     #[error("{0} `edgewise.manifest` sections (exactly one is allowed)")]
     MultipleManifests(usize),
-    /// The manifest is not the section just before the signature.
-    #[error("the `edgewise.manifest` section must come just before the signature")]
+    /// A section other than an asset between the manifest and the signature.
+    #[error(
+        "the `edgewise.manifest` section must come just before the signature, with only `edgewise.asset` sections between them"
+    )]
     ManifestMisplaced,
+    /// An asset section before the manifest (where it would count as code).
+    #[error("an `edgewise.asset` section comes before the `edgewise.manifest` section")]
+    AssetBeforeManifest,
+    /// More asset sections than a bundle may carry.
+    #[error("{0} `edgewise.asset` sections (at most {max} are allowed)", max = MAX_ASSETS)]
+    TooManyAssets(usize),
     /// The signature payload is not version 1 / Ed25519 / 74 bytes.
     #[error("malformed signature section: {0}")]
     BadSignatureSection(String),
@@ -109,6 +122,8 @@ pub struct BundleParts<'a> {
     pub code: &'a [u8],
     /// The manifest section's payload (JSON, not yet parsed).
     pub manifest_json: &'a [u8],
+    /// The `edgewise.asset` sections, in file order (payloads not yet parsed).
+    pub assets: Vec<Section<'a>>,
     /// Every byte before the signature section (what the signature covers).
     pub signed: &'a [u8],
     /// The signature section's contents.
@@ -204,20 +219,13 @@ fn read_section(bytes: &[u8], start: usize) -> Result<Section<'_>, FormatError> 
         .ok_or(FormatError::Truncated { offset: start })?;
     let body = &bytes[body_start..end];
     let (name, payload) = if id == CUSTOM_SECTION_ID {
-        let (name_len, name_len_len) =
-            read_leb_u32(body, 0).map_err(|reason| FormatError::Malformed { offset: start, reason })?;
-        let name_end = name_len_len
-            .checked_add(name_len as usize)
-            .filter(|e| *e <= body.len())
-            .ok_or(FormatError::Malformed {
-                offset: start,
-                reason: "custom section name runs past the section",
-            })?;
-        let name = std::str::from_utf8(&body[name_len_len..name_end]).map_err(|_| FormatError::Malformed {
-            offset: start,
-            reason: "custom section name is not UTF-8",
-        })?;
-        (Some(name), &body[name_end..])
+        let (name, payload) = read_name(
+            body,
+            "custom section name runs past the section",
+            "custom section name is not UTF-8",
+        )
+        .map_err(|reason| FormatError::Malformed { offset: start, reason })?;
+        (Some(name), payload)
     } else {
         (None, body)
     };
@@ -227,6 +235,37 @@ fn read_section(bytes: &[u8], start: usize) -> Result<Section<'_>, FormatError> 
         name,
         payload,
     })
+}
+
+/// A name (LEB128 length, then UTF-8 bytes) at the start of `body`, and the
+/// bytes after it; `runs_past` and `not_utf8` are the reasons of those errors.
+fn read_name<'a>(
+    body: &'a [u8],
+    runs_past: &'static str,
+    not_utf8: &'static str,
+) -> Result<(&'a str, &'a [u8]), &'static str> {
+    let (name_len, name_len_len) = read_leb_u32(body, 0)?;
+    let name_end = name_len_len
+        .checked_add(name_len as usize)
+        .filter(|end| *end <= body.len())
+        .ok_or(runs_past)?;
+    let name = std::str::from_utf8(&body[name_len_len..name_end]).map_err(|_| not_utf8)?;
+    Ok((name, &body[name_end..]))
+}
+
+/// The name and the data of an `edgewise.asset` section's payload: the
+/// name's length (LEB128), the name (UTF-8), then the data to the end.
+pub fn parse_asset_payload(payload: &[u8]) -> Result<(&str, &[u8]), &'static str> {
+    read_name(payload, "asset name runs past the section", "asset name is not UTF-8")
+}
+
+/// Encode an `edgewise.asset` section holding the asset `name` with `data`.
+pub fn asset_section(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(5 + name.len() + data.len());
+    write_leb_u32(&mut payload, name.len() as u32);
+    payload.extend_from_slice(name.as_bytes());
+    payload.extend_from_slice(data);
+    custom_section(ASSET_SECTION, &payload)
 }
 
 /// An unsigned LEB128 of at most 5 bytes (a u32), as WebAssembly encodes sizes.
@@ -283,22 +322,39 @@ pub fn signature_payload(block: &SignatureBlock) -> Vec<u8> {
 pub fn has_edgewise_sections(bytes: &[u8]) -> bool {
     walk(bytes)
         .flatten()
-        .any(|s| matches!(s.name, Some(MANIFEST_SECTION) | Some(SIGNATURE_SECTION)))
+        .any(|s| matches!(s.name, Some(MANIFEST_SECTION | ASSET_SECTION | SIGNATURE_SECTION)))
 }
 
-/// Split a bundle into code, manifest, signed bytes and signature, checking
-/// the layout rules (one manifest just before one signature, which is last).
+/// Split a bundle into code, manifest, assets, signed bytes and signature,
+/// checking the layout rules (one manifest, then only asset sections, then
+/// one signature, which is last). One pass: of the sections, only the asset
+/// sections are kept, and at most [`MAX_ASSETS`] of them.
 pub fn split(bytes: &[u8]) -> Result<BundleParts<'_>, FormatError> {
-    let (mut signatures, mut manifests) = (0usize, 0usize);
-    let (mut previous, mut last): (Option<Section<'_>>, Option<Section<'_>>) = (None, None);
+    let (mut signatures, mut manifests, mut asset_count) = (0usize, 0usize, 0usize);
+    // Whether a section other than an asset or the signature came after a
+    // manifest, and whether an asset came before any manifest.
+    let (mut misplaced, mut asset_before_manifest) = (false, false);
+    let mut manifest: Option<Section<'_>> = None;
+    let mut assets = Vec::new();
+    let mut last: Option<Section<'_>> = None;
     for section in walk(bytes) {
         let section = section?;
         match section.name {
             Some(SIGNATURE_SECTION) => signatures += 1,
-            Some(MANIFEST_SECTION) => manifests += 1,
-            _ => {}
+            Some(MANIFEST_SECTION) => {
+                manifests += 1;
+                manifest = Some(section.clone());
+            }
+            Some(ASSET_SECTION) => {
+                asset_count += 1;
+                asset_before_manifest |= manifests == 0;
+                if assets.len() < MAX_ASSETS {
+                    assets.push(section.clone());
+                }
+            }
+            _ => misplaced |= manifests > 0,
         }
-        previous = last.replace(section);
+        last = Some(section);
     }
     exactly_one(signatures, FormatError::Unsigned, FormatError::MultipleSignatures)?;
     let signature = match last {
@@ -306,10 +362,16 @@ pub fn split(bytes: &[u8]) -> Result<BundleParts<'_>, FormatError> {
         _ => return Err(FormatError::SignatureNotLast),
     };
     exactly_one(manifests, FormatError::MissingManifest, FormatError::MultipleManifests)?;
-    let manifest = match previous {
-        Some(section) if section.name == Some(MANIFEST_SECTION) => section,
-        _ => return Err(FormatError::ManifestMisplaced),
-    };
+    let manifest = manifest.ok_or(FormatError::MissingManifest)?;
+    if misplaced {
+        return Err(FormatError::ManifestMisplaced);
+    }
+    if asset_before_manifest {
+        return Err(FormatError::AssetBeforeManifest);
+    }
+    if asset_count > MAX_ASSETS {
+        return Err(FormatError::TooManyAssets(asset_count));
+    }
     // One encoding only: the signature section is not itself signed, so a
     // padded size or name length would give another file that still verifies.
     if bytes[signature.range.clone()] != custom_section(SIGNATURE_SECTION, signature.payload)[..] {
@@ -320,6 +382,7 @@ pub fn split(bytes: &[u8]) -> Result<BundleParts<'_>, FormatError> {
     Ok(BundleParts {
         code: &bytes[..manifest.range.start],
         manifest_json: manifest.payload,
+        assets,
         signed: &bytes[..signature.range.start],
         signature: parse_signature(signature.payload)?,
     })

@@ -1,6 +1,7 @@
 //! What a bundle (or plain component) holds, without trusting it: parsing
 //! only, nothing is compiled.
 
+use super::assets::{self, AssetError};
 use super::digest::sha256_hex;
 use super::format::{self, FormatError};
 use super::keys::KeyId;
@@ -21,23 +22,54 @@ pub struct BundleInfo {
     pub key_id: Option<KeyId>,
     /// Why the file is not a well-formed signed bundle, if it is not.
     pub layout_problem: Option<FormatError>,
+    /// The `edgewise.asset` sections, in file order, each digest computed
+    /// here from the section's bytes.
+    pub assets: Vec<AssetInfo>,
+    /// How the asset sections disagree with the manifest, if they do (the
+    /// first problem, as `edgewise verify` would report it).
+    pub asset_problem: Option<AssetError>,
     /// The component's top-level imports.
     pub imports: Vec<String>,
     /// The component's top-level exports.
     pub exports: Vec<String>,
 }
 
+/// One asset section as `edgewise inspect` shows it.
+#[derive(Debug)]
+pub struct AssetInfo {
+    /// The name in the section (untrusted: escape it before showing it).
+    pub name: String,
+    /// Size of its data, in bytes.
+    pub size: usize,
+    /// SHA-256 of its data, computed here.
+    pub sha256: String,
+}
+
 /// Inspect `bytes`. Fails only if they are not a component at all.
 pub fn inspect(bytes: &[u8]) -> Result<BundleInfo, FormatError> {
     format::check_header(bytes)?;
-    let (code, manifest, key_id, layout_problem) = match format::split(bytes) {
+    let (code, manifest, key_id, layout_problem, sections) = match format::split(bytes) {
         Ok(parts) => (
             parts.code,
             Some(Manifest::from_json(parts.manifest_json)),
             Some(KeyId(parts.signature.key_id)),
             None,
+            parts.assets,
         ),
-        Err(problem) => (bytes, None, None, Some(problem)),
+        Err(problem) => (bytes, None, None, Some(problem), Vec::new()),
+    };
+    let asset_infos = sections
+        .iter()
+        .filter_map(|section| assets::read_section(section).ok())
+        .map(|asset| AssetInfo {
+            name: asset.name.to_owned(),
+            size: asset.data.len(),
+            sha256: sha256_hex(asset.data),
+        })
+        .collect();
+    let asset_problem = match &manifest {
+        Some(Ok(manifest)) => assets::check(&manifest.assets, &sections).err(),
+        _ => None,
     };
     let (imports, exports) = imports_and_exports(code);
     Ok(BundleInfo {
@@ -47,6 +79,8 @@ pub fn inspect(bytes: &[u8]) -> Result<BundleInfo, FormatError> {
         manifest,
         key_id,
         layout_problem,
+        assets: asset_infos,
+        asset_problem,
         imports,
         exports,
     })

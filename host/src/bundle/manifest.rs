@@ -2,12 +2,15 @@
 //! `edgewise.toml` each plugin crate keeps.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::assets::{MAX_ASSET_BYTES, MAX_ASSET_NAME_LEN, MAX_ASSETS, is_valid_asset_name};
+use super::digest::sha256_hex;
 use super::strict_de;
 use crate::runtime::Limits;
 
@@ -44,6 +47,49 @@ pub struct Manifest {
     pub expires: Option<String>,
     /// SHA-256 of the component bytes without the Edgewise sections, lowercase hex.
     pub code_sha256: String,
+    /// The signed assets, in the order of their `edgewise.asset` sections.
+    /// Left out of the JSON when there are none, so a bundle without assets
+    /// is written exactly as before assets existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assets: Vec<ManifestAsset>,
+}
+
+/// One signed asset as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManifestAsset {
+    /// Its name (see [`is_valid_asset_name`]).
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// SHA-256 of its bytes, lowercase hex.
+    pub sha256: String,
+}
+
+impl ManifestAsset {
+    /// The entry of an asset `name` with these bytes.
+    pub fn of(name: &str, bytes: &[u8]) -> ManifestAsset {
+        ManifestAsset {
+            name: name.to_owned(),
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+        }
+    }
+}
+
+/// The JSON shape of [`ManifestAsset`]: its derive would also read an array.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestAssetFields {
+    name: String,
+    size: u64,
+    sha256: String,
+}
+
+impl<'de> Deserialize<'de> for ManifestAsset {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let ManifestAssetFields { name, size, sha256 } = strict_de::object(deserializer)?;
+        Ok(ManifestAsset { name, size, sha256 })
+    }
 }
 
 /// Resource limits: what a plugin's manifest asks for, and what the operator
@@ -164,7 +210,7 @@ pub enum ManifestError {
 impl Manifest {
     /// The fields of the manifest JSON, in the order `edgewise sign` writes
     /// them (the order of [`Manifest`]'s fields and of `docs/bundle-format.md`).
-    pub const FIELDS: [&'static str; 10] = [
+    pub const FIELDS: [&'static str; 11] = [
         "format",
         "name",
         "version",
@@ -175,6 +221,7 @@ impl Manifest {
         "created",
         "expires",
         "code_sha256",
+        "assets",
     ];
 
     /// Parse and validate manifest JSON: one JSON object (serde's derive
@@ -238,19 +285,75 @@ impl Manifest {
         OffsetDateTime::parse(&self.created, &Rfc3339)
             .map_err(|e| field("created", format!("`{}` is not an RFC 3339 time: {e}", self.created)))?;
         self.expires_at()?;
-        if self.code_sha256.len() != 64
-            || !self
-                .code_sha256
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
+        if !is_lower_hex_digest(&self.code_sha256) {
             return Err(field("code_sha256", "must be 64 lowercase hex digits".into()));
         }
         if let Some(key) = self.limits.zero_key() {
             return Err(field("limits", format!("`{key}` must be greater than 0")));
         }
-        Ok(())
+        validate_assets(&self.assets)
     }
+}
+
+/// The asset list: at most [`MAX_ASSETS`]; each name valid and listed once,
+/// each size at most [`MAX_ASSET_BYTES`], each digest 64 lowercase hex digits.
+fn validate_assets(assets: &[ManifestAsset]) -> Result<(), ManifestError> {
+    validate_asset_count(assets.len())?;
+    for (index, asset) in assets.iter().enumerate() {
+        validate_asset_name(&asset.name)?;
+        let name = &asset.name;
+        if assets[..index].iter().any(|earlier| earlier.name == *name) {
+            return Err(field("assets", format!("`{name}` is listed twice")));
+        }
+        if asset.size > MAX_ASSET_BYTES {
+            return Err(field(
+                "assets",
+                format!(
+                    "`{name}` is {} bytes, over the {MAX_ASSET_BYTES}-byte limit of an asset",
+                    asset.size
+                ),
+            ));
+        }
+        if !is_lower_hex_digest(&asset.sha256) {
+            return Err(field(
+                "assets",
+                format!("`{name}`: sha256 must be 64 lowercase hex digits"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// At most [`MAX_ASSETS`] assets.
+pub fn validate_asset_count(count: usize) -> Result<(), ManifestError> {
+    if count > MAX_ASSETS {
+        return Err(field(
+            "assets",
+            format!("lists {count} assets, at most {MAX_ASSETS} are allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// An asset name as [`is_valid_asset_name`] wants it; the error shows the
+/// name escaped (it may hold control characters).
+pub fn validate_asset_name(name: &str) -> Result<(), ManifestError> {
+    if is_valid_asset_name(name) {
+        Ok(())
+    } else {
+        Err(field(
+            "assets",
+            format!(
+                "`{}` is not an asset name: 1-{MAX_ASSET_NAME_LEN} characters `a`-`z`, `0`-`9`, `.`, `_` or `-`, starting with a letter or digit, without `..`",
+                name.escape_debug()
+            ),
+        ))
+    }
+}
+
+/// 64 characters, each `0`-`9` or `a`-`f`.
+fn is_lower_hex_digest(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 fn field(field: &'static str, reason: String) -> ManifestError {
@@ -344,6 +447,10 @@ pub struct ManifestSource {
     /// Optional expiry (RFC 3339).
     #[serde(default)]
     pub expires: Option<String>,
+    /// Signed assets: name to file, the path relative to the directory of
+    /// the `edgewise.toml` (see [`super::read_assets`]).
+    #[serde(default, deserialize_with = "strict_de::unique_map")]
+    pub assets: BTreeMap<String, PathBuf>,
 }
 
 impl ManifestSource {
@@ -352,8 +459,14 @@ impl ManifestSource {
         toml::from_str(text).map_err(ManifestError::InvalidSource)
     }
 
-    /// The manifest for a component with digest `code_sha256`, created at `created`.
-    pub fn into_manifest(self, code_sha256: String, created: OffsetDateTime) -> Result<Manifest, ManifestError> {
+    /// The manifest for a component with digest `code_sha256`, created at
+    /// `created`, carrying `assets` (their entries, in section order).
+    pub fn into_manifest(
+        self,
+        code_sha256: String,
+        created: OffsetDateTime,
+        assets: Vec<ManifestAsset>,
+    ) -> Result<Manifest, ManifestError> {
         let mut config = BTreeMap::new();
         for (key, value) in self.config {
             let text = config_value_text(&value).ok_or_else(|| {
@@ -375,6 +488,7 @@ impl ManifestSource {
             created: created.format(&Rfc3339).map_err(|e| field("created", e.to_string()))?,
             expires: self.expires.as_deref().map(canonical_time).transpose()?,
             code_sha256,
+            assets,
         };
         manifest.validate()?;
         Ok(manifest)
@@ -404,7 +518,7 @@ call_deadline_ms = 1000
     fn source_becomes_a_valid_manifest_that_round_trips() {
         let manifest = ManifestSource::from_toml(source())
             .unwrap()
-            .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH)
+            .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH, Vec::new())
             .unwrap();
         assert_eq!(manifest.world, WORLD);
         assert_eq!(manifest.config["low"], "70");
@@ -416,7 +530,7 @@ call_deadline_ms = 1000
     fn field_errors_name_the_field() {
         let good = ManifestSource::from_toml(source())
             .unwrap()
-            .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH)
+            .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH, Vec::new())
             .unwrap();
         type Mutation = fn(&mut Manifest);
         let cases: [(Mutation, &str); 10] = [
@@ -515,9 +629,14 @@ call_deadline_ms = 1000
     /// and its `limits`, must be objects.
     #[test]
     fn a_manifest_or_its_limits_written_as_an_array_is_invalid() {
+        // With an asset, so that every field is written.
         let manifest = ManifestSource::from_toml(source())
             .unwrap()
-            .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH)
+            .into_manifest(
+                "ab".repeat(32),
+                OffsetDateTime::UNIX_EPOCH,
+                vec![ManifestAsset::of("lut.bin", b"table")],
+            )
             .unwrap();
         let json = String::from_utf8(manifest.to_json()).unwrap();
         // Manifest::FIELDS is the order sign writes.
@@ -534,6 +653,16 @@ call_deadline_ms = 1000
         limits_as_array["limits"] = serde_json::json!([64, 1000]);
         let error = Manifest::from_json(limits_as_array.to_string().as_bytes()).unwrap_err();
         assert!(error.to_string().contains("expected an object"), "{error}");
+        // An asset entry too (serde's derive would read it in field order).
+        let mut asset_as_array = value.clone();
+        let entry = asset_as_array["assets"][0].clone();
+        asset_as_array["assets"][0] = serde_json::json!([entry["name"], entry["size"], entry["sha256"]]);
+        let error = Manifest::from_json(asset_as_array.to_string().as_bytes()).unwrap_err();
+        assert!(error.to_string().contains("expected an object"), "{error}");
+        let mut asset_extra_field = value.clone();
+        asset_extra_field["assets"][0]["path"] = serde_json::json!("/etc/passwd");
+        let error = Manifest::from_json(asset_extra_field.to_string().as_bytes()).unwrap_err();
+        assert!(error.to_string().contains("unknown field `path`"), "{error}");
         // The object itself still parses, with trailing whitespace, not trailing data.
         let mut text = value.to_string();
         text.push('\n');
@@ -546,7 +675,7 @@ call_deadline_ms = 1000
     fn a_key_given_twice_is_invalid_in_the_manifest_and_its_source() {
         let manifest = ManifestSource::from_toml(source())
             .unwrap()
-            .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH)
+            .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH, Vec::new())
             .unwrap();
         let json = String::from_utf8(manifest.to_json()).unwrap();
         // serde_json alone keeps the last value of `config.low`.
@@ -581,14 +710,14 @@ call_deadline_ms = 1000
             let text = source().replace("2030-01-01T00:00:00Z", written);
             let manifest = ManifestSource::from_toml(&text)
                 .unwrap()
-                .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH)
+                .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH, Vec::new())
                 .unwrap();
             assert_eq!(manifest.expires.as_deref(), Some(canonical), "{written}");
         }
         let text = source().replace("2030-01-01T00:00:00Z", "next year");
         let error = ManifestSource::from_toml(&text)
             .unwrap()
-            .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH)
+            .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH, Vec::new())
             .unwrap_err();
         assert!(
             matches!(error, ManifestError::Field { field: "expires", .. }),

@@ -4,6 +4,7 @@
 
 use time::OffsetDateTime;
 
+use super::assets::{self, Asset, AssetError};
 use super::digest::sha256_hex;
 use super::format::{self, FormatError};
 use super::keys::KeyId;
@@ -11,7 +12,9 @@ use super::manifest::{Manifest, ManifestError, WORLD};
 use super::rollback::{RollbackError, RollbackStore};
 use super::trust::TrustStore;
 
-/// Bundles larger than this are refused before they are parsed.
+/// Bundles larger than this are refused before they are parsed: 32 MiB, the
+/// code and its signed assets together (an int8 model for a gateway-class
+/// device is a few MiB; a device holds a plugin's whole bundle in memory).
 pub const DEFAULT_MAX_BUNDLE_BYTES: usize = 32 << 20;
 
 /// Read a bundle file, refusing one over `max_bytes` before reading it (a
@@ -71,6 +74,21 @@ pub struct VerifiedBundle {
     pub code_len: usize,
     /// Size of the whole file.
     pub size: usize,
+    /// The signed assets, in the manifest's order.
+    assets: Vec<Asset>,
+}
+
+impl VerifiedBundle {
+    /// The signed assets, in the manifest's order: each one's name, size,
+    /// SHA-256 and bytes, all checked against the signed manifest.
+    pub fn assets(&self) -> &[Asset] {
+        &self.assets
+    }
+
+    /// The asset named `name`, if the bundle carries one.
+    pub fn asset(&self, name: &str) -> Option<&Asset> {
+        self.assets.iter().find(|asset| asset.name() == name)
+    }
 }
 
 /// Why a bundle was refused: the first check that failed.
@@ -110,6 +128,9 @@ pub enum VerifyError {
         /// The digest of the code.
         actual: String,
     },
+    /// The asset sections do not match the manifest's list.
+    #[error("{0}")]
+    Asset(#[from] AssetError),
     /// The bundle targets another WIT world.
     #[error("world mismatch: the bundle targets `{found}`, this host runs `{WORLD}`")]
     WorldMismatch {
@@ -127,7 +148,7 @@ pub enum VerifyError {
 /// Verify `bytes` (a whole bundle file) in the fixed order: size cap, section
 /// layout, signature section last, key trusted and not revoked, signature
 /// valid, code digest not revoked, manifest valid, `code_sha256` matches,
-/// world compatible, not a rollback, not expired.
+/// assets match the manifest, world compatible, not a rollback, not expired.
 pub fn verify(bytes: &[u8], options: &VerifyOptions<'_>) -> Result<VerifiedBundle, VerifyError> {
     if bytes.len() > options.max_bytes {
         return Err(VerifyError::TooLarge {
@@ -155,6 +176,7 @@ pub fn verify(bytes: &[u8], options: &VerifyOptions<'_>) -> Result<VerifiedBundl
             actual,
         });
     }
+    let checked = assets::check(&manifest.assets, &parts.assets)?;
     if manifest.world != WORLD {
         return Err(VerifyError::WorldMismatch { found: manifest.world });
     }
@@ -166,10 +188,12 @@ pub fn verify(bytes: &[u8], options: &VerifyOptions<'_>) -> Result<VerifiedBundl
     {
         return Err(VerifyError::Expired(manifest.expires.clone().unwrap_or_default()));
     }
+    let assets = assets::to_owned(&manifest.assets, &checked);
     Ok(VerifiedBundle {
         manifest,
         key_id,
         code_len: parts.code.len(),
         size: bytes.len(),
+        assets,
     })
 }

@@ -32,11 +32,11 @@ use super::{
 };
 
 /// An empty WebAssembly component: the header and nothing else.
-const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+pub(super) const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
 /// A core module header.
 const CORE_MODULE: &[u8] = b"\0asm\x01\0\0\0";
 /// The fixed "current time" of every test.
-const NOW: OffsetDateTime = datetime!(2026-11-26 12:00 UTC);
+pub(super) const NOW: OffsetDateTime = datetime!(2026-11-26 12:00 UTC);
 /// The plugin's `edgewise.toml`; it expires a year after `NOW`.
 const SOURCE: &str = r#"
 name = "probe"
@@ -80,7 +80,7 @@ impl Fixture {
         trust.add_key(key.public_key());
         let component = concat(EMPTY_COMPONENT, &format::custom_section("name", b"tiny plugin code"));
         let source = ManifestSource::from_toml(SOURCE).expect("valid edgewise.toml");
-        let (bundle, manifest) = sign(&component, source, &key, NOW).expect("sign the component");
+        let (bundle, manifest) = sign(&component, source, &[], &key, NOW).expect("sign the component");
         let sig_start = format::split(&bundle).expect("split the good bundle").signed.len();
         Fixture {
             key,

@@ -75,9 +75,31 @@ fn print_info(out: &mut dyn Write, path: &Path, info: &BundleInfo) -> std::io::R
                 manifest.expires.as_deref().unwrap_or("never")
             )?;
             writeln!(out, "  code_sha256:   {}", manifest.code_sha256)?;
+            for asset in &manifest.assets {
+                writeln!(
+                    out,
+                    "  asset:         {} ({} bytes, sha256:{})",
+                    asset.name, asset.size, asset.sha256
+                )?;
+            }
         }
         Some(Err(error)) => writeln!(out, "manifest:     unreadable: {error}")?,
         None => {}
+    }
+    if !info.assets.is_empty() || info.asset_problem.is_some() {
+        writeln!(out, "assets:       (digests computed from the bundle's sections)")?;
+        for asset in &info.assets {
+            writeln!(
+                out,
+                "  {}  {} bytes  sha256:{}",
+                asset.name.escape_debug(),
+                asset.size,
+                asset.sha256
+            )?;
+        }
+        if let Some(problem) = &info.asset_problem {
+            writeln!(out, "  problem: {problem}")?;
+        }
     }
     writeln!(out, "imports:")?;
     for name in &info.imports {

@@ -67,6 +67,18 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `, N asset(s), B bytes` for the one-line summaries of `sign` and
+/// `verify`, given the assets' sizes; empty without assets, so that the line
+/// of a bundle without assets reads as it always has.
+fn assets_summary(sizes: impl Iterator<Item = u64>) -> String {
+    let (count, bytes) = sizes.fold((0usize, 0u64), |(count, bytes), size| (count + 1, bytes + size));
+    match count {
+        0 => String::new(),
+        1 => format!(", 1 asset, {bytes} bytes"),
+        n => format!(", {n} assets, {bytes} bytes"),
+    }
+}
+
 /// Logs go to stderr; `RUST_LOG` selects them (default: warnings and errors).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -64,8 +64,12 @@ pub fn run(args: SignArgs) -> Result<(), Failure> {
         Err(other) => return Err(in_component(other.into())),
     }
 
-    let (bundle_bytes, manifest) = bundle::sign(&component, source, &key, OffsetDateTime::now_utc())
-        .map_err(|e| Failure::usage(about(args.manifest.display(), e)))?;
+    // Asset paths are relative to the `edgewise.toml` that names them.
+    let manifest_dir = args.manifest.parent().unwrap_or_else(|| std::path::Path::new(""));
+    let in_manifest = |e: bundle::SignError| Failure::usage(about(args.manifest.display(), e));
+    let assets = bundle::read_assets(&source, manifest_dir).map_err(in_manifest)?;
+    let (bundle_bytes, manifest) =
+        bundle::sign(&component, source, &assets, &key, OffsetDateTime::now_utc()).map_err(in_manifest)?;
     // A reader never sees half a bundle; the bundle is made to be handed on.
     files::write_atomic(&args.out, &bundle_bytes, Access::Shared, Existing::Replace)
         .with_context(|| format!("cannot write {}", args.out.display()))
@@ -73,10 +77,11 @@ pub fn run(args: SignArgs) -> Result<(), Failure> {
     to_stdout(|out| {
         writeln!(
             out,
-            "signed {} {} (code sha256:{}) with key {} -> {} ({} bytes)",
+            "signed {} {} (code sha256:{}{}) with key {} -> {} ({} bytes)",
             manifest.name,
             manifest.version,
             manifest.code_sha256,
+            super::assets_summary(manifest.assets.iter().map(|asset| asset.size)),
             key.public_key().id(),
             args.out.display(),
             bundle_bytes.len()
