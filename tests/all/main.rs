@@ -10,6 +10,7 @@ mod bundle_cli;
 mod cli_pipe;
 mod device;
 mod exactly_once;
+mod frozen_bundles;
 mod hostile_plugins;
 mod live_pipeline;
 mod metrics_crosscheck;
