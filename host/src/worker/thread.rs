@@ -120,6 +120,13 @@ impl PluginThread {
     fn run_next(&mut self) {
         let Some(instance) = self.instance.as_mut() else { return };
         let Some(work) = self.hold.pop() else { return };
+        if let Held::Tick(now_ms) = work
+            && !instance.wake().due(now_ms)
+        {
+            // A plugin woken on demand (contract 0.2) is ticked once the
+            // host clock reaches the time it asked for, not every interval.
+            return;
+        }
         let (result, done) = match work {
             Held::Readings(batch) => {
                 self.stats
