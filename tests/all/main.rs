@@ -8,6 +8,7 @@
 mod bundle_assets;
 mod bundle_cli;
 mod cli_pipe;
+mod contract_v02;
 mod device;
 mod exactly_once;
 mod frozen_bundles;

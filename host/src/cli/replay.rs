@@ -12,7 +12,9 @@ use edgewise_host::bundle::{self, ManifestLimits, TrustStore};
 use edgewise_host::envelope::to_json_line;
 use edgewise_host::load::{self, LoadError, Loaded, Operator, Trust};
 use edgewise_host::replay::{self, Format, ReplayReport, golden};
-use edgewise_host::runtime::{FuelUsed, Limits, PluginClock, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
+use edgewise_host::runtime::{
+    FuelUsed, Limits, MIN_WAKE_INTERVAL_MS, PluginClock, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions,
+};
 
 use super::Failure;
 
@@ -290,6 +292,12 @@ fn print_report(stats: &replay::ReadStats, report: &ReplayReport) {
         "  alerts: {}, summaries: {}, ticks: {}",
         report.alerts, report.summaries, report.ticks
     );
+    if report.wakes_deferred > 0 {
+        eprintln!(
+            "  wakes deferred: {} (asked sooner than {} ms after the last tick: ticked then)",
+            report.wakes_deferred, MIN_WAKE_INTERVAL_MS
+        );
+    }
     eprintln!("  {seconds:.3} s, {rate:.0} readings/s");
 }
 
