@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use edgewise_host::bundle;
 use edgewise_host::model::{Output, Reading};
 use edgewise_host::runtime::{
     Call, LimitExceeded, Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions, Snapshot, Wake, World,
@@ -16,7 +17,7 @@ use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{edgewise, plugin_wasm, run_key, signed_bundle};
 
 use crate::device::{Device, now_ms, reading};
-use crate::support::{assert_contains, collect_until};
+use crate::support::{assert_contains, collect_until, verified};
 
 /// 2015-06-15 23:00 UTC: the recording's readings are at 23:00, 23:05 and
 /// 23:10, so the replay's clock runs on to 01:00 the next day.
@@ -64,6 +65,15 @@ fn replay(plugin: &Path, extra: &[&str]) -> (Vec<Value>, String) {
     (lines, run.stderr)
 }
 
+/// The times of echo-v02's `tick` alerts.
+fn tick_times(lines: &[Value]) -> Vec<i64> {
+    lines
+        .iter()
+        .filter(|line| line["code"] == "tick")
+        .map(|line| line["ts"].as_i64().unwrap())
+        .collect()
+}
+
 fn codes(lines: &[Value]) -> Vec<&str> {
     lines.iter().map(|line| line["code"].as_str().unwrap_or("")).collect()
 }
@@ -73,15 +83,8 @@ fn a_0_2_plugin_is_signed_for_its_world_verified_and_replayed_on_its_wakes_besid
     let echo = signed_bundle("echo-v02");
     let glucose = signed_bundle("glucose-monitor");
     for (bundle, world) in [(&echo, World::V0_2), (&glucose, World::V0_1)] {
-        let trust = run_key().trust_dir();
-        let verify = edgewise([
-            "verify".as_ref(),
-            "--trust".as_ref(),
-            trust.as_os_str(),
-            bundle.as_os_str(),
-        ]);
-        assert_eq!(verify.code, Some(0), "{}", verify.stderr);
-        assert_contains(&verify.stdout, &format!("world {}", world.name()));
+        let stdout = verified(&run_key().trust_dir(), bundle);
+        assert_contains(&stdout, &format!("world {}", world.name()));
     }
 
     let (lines, stderr) = replay(&echo, &["--config", "asset=table.txt"]);
@@ -118,11 +121,7 @@ fn a_wake_every_millisecond_is_held_to_one_tick_a_second_and_reported() {
     let (lines, stderr) = replay(&signed_bundle("echo-v02"), &["--config", "wake=every-ms"]);
     // The first tick a millisecond after the last reading, as asked; then one
     // a second, up to 01:00 (an hour past the end of the recording's day).
-    let ticks: Vec<i64> = lines
-        .iter()
-        .filter(|line| line["code"] == "tick")
-        .map(|line| line["ts"].as_i64().unwrap())
-        .collect();
+    let ticks = tick_times(&lines);
     assert_eq!(ticks.len(), 6_600);
     assert_eq!(ticks[0], T0 + 10 * MINUTE + 1);
     assert!(ticks.windows(2).all(|pair| pair[1] - pair[0] == 1_000));
@@ -133,11 +132,7 @@ fn a_wake_every_millisecond_is_held_to_one_tick_a_second_and_reported() {
 #[test]
 fn a_wake_in_the_far_past_is_due_at_once_and_one_in_the_far_future_never() {
     let (lines, stderr) = replay(&signed_bundle("echo-v02"), &["--config", "wake=past"]);
-    let ticks: Vec<i64> = lines
-        .iter()
-        .filter(|line| line["code"] == "tick")
-        .map(|line| line["ts"].as_i64().unwrap())
-        .collect();
+    let ticks = tick_times(&lines);
     // Due at once (at the clock's time, never back), then held to the floor.
     assert_eq!(ticks.first(), Some(&(T0 + 10 * MINUTE)));
     assert_eq!(ticks.len(), 6_601);
@@ -146,6 +141,52 @@ fn a_wake_in_the_far_past_is_due_at_once_and_one_in_the_far_future_never() {
     let (lines, stderr) = replay(&signed_bundle("echo-v02"), &["--config", "wake=future"]);
     assert_eq!(codes(&lines), ["seen", "seen", "seen"]);
     assert_contains(&stderr, "ticks: 0\n");
+}
+
+#[test]
+fn a_manifest_naming_another_world_than_the_component_targets_is_refused_at_load() {
+    // Signed for 0.1 (bypassing `edgewise sign`, which names the component's
+    // own world): verification knows the world, loading finds the code is 0.2.
+    let key = bundle::SigningKey::from_pkcs8(&std::fs::read(run_key().private_key()).unwrap()).unwrap();
+    let source = bundle::ManifestSource::from_toml(
+        "name = \"echo-v02\"\nversion = \"0.2.0\"\nsubscriptions = [\"sensors.echo.>\"]\n",
+    )
+    .unwrap();
+    let component = std::fs::read(plugin_wasm("echo-v02")).unwrap();
+    let (signed, _) = bundle::sign(
+        &component,
+        bundle::WORLD,
+        source,
+        &[],
+        &key,
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mislabelled.wasm");
+    std::fs::write(&path, signed).unwrap();
+    assert_contains(&verified(&run_key().trust_dir(), &path), bundle::WORLD);
+
+    let trust = run_key().trust_dir();
+    let input = recording(dir.path());
+    let run = edgewise([
+        "replay".as_ref(),
+        "--trust".as_ref(),
+        trust.as_os_str(),
+        "--plugin".as_ref(),
+        path.as_os_str(),
+        "--input".as_ref(),
+        input.as_os_str(),
+    ]);
+    assert_ne!(run.code, Some(0));
+    assert_contains(
+        &run.stderr,
+        &format!(
+            "the manifest names the world `{}`, but the component targets `{}`",
+            bundle::WORLD,
+            bundle::WORLD_V0_2
+        ),
+    );
 }
 
 // ---------------------------------------------------------------------------

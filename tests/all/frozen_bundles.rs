@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use edgewise_tests::{data_file, edgewise, golden_file, workspace_root};
 
+use crate::support::verified;
+
 /// The directory of the frozen 0.1 bundle and its trust store.
 fn frozen_v01() -> PathBuf {
     workspace_root().join("tests/fixtures/bundles/v0.1")
@@ -31,18 +33,10 @@ fn a_bundle_signed_on_contract_0_1_verifies_and_replays_the_golden_output() {
     let dir = frozen_v01();
     let bundle = dir.join("glucose-monitor-0.1.0.wasm");
     let trust = dir.join("trust");
-    let verify = edgewise([
-        "verify".as_ref(),
-        "--trust".as_ref(),
-        trust.as_os_str(),
-        bundle.as_os_str(),
-    ]);
-    assert_eq!(verify.code, Some(0), "{}", verify.stderr);
+    let stdout = verified(&trust, &bundle);
     assert!(
-        verify.stdout.contains("OK glucose-monitor 0.1.0")
-            && verify.stdout.contains("edgewise:plugin/sensor-plugin@0.1.0"),
-        "{}",
-        verify.stdout
+        stdout.contains("OK glucose-monitor 0.1.0") && stdout.contains("edgewise:plugin/sensor-plugin@0.1.0"),
+        "{stdout}"
     );
 
     let out = tempfile::tempdir().unwrap();

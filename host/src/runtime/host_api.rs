@@ -358,6 +358,10 @@ mod tests {
     use crate::runtime::bindings::v0_1::types;
 
     fn state(limits: Limits) -> InstanceState {
+        with_assets(limits, Assets::default())
+    }
+
+    fn with_assets(limits: Limits, assets: Assets) -> InstanceState {
         let (_, monotonic) = crate::runtime::clock::PluginClock::system().wasi();
         InstanceState::new(
             "test",
@@ -365,8 +369,29 @@ mod tests {
             WasiCtx::builder().build(),
             StderrTail::default(),
             monotonic,
-            Assets::default(),
+            assets,
         )
+    }
+
+    #[test]
+    fn an_asset_is_served_by_name_and_one_beyond_the_memory_limit_is_refused_before_any_copy() {
+        use v0_2::host::Host as _;
+        let assets = Assets::new([
+            ("table.csv".to_owned(), Arc::<[u8]>::from(&b"a,b"[..])),
+            ("model.bin".to_owned(), Arc::<[u8]>::from(vec![0u8; (1 << 20) + 1])),
+        ]);
+        let mut host = with_assets(one_mib_of_memory(), assets);
+        assert_eq!(host.asset("table.csv".into()).unwrap(), Some(b"a,b".to_vec()));
+        assert_eq!(host.asset("absent".into()).unwrap(), None);
+        let error = host.asset("model.bin".into()).unwrap_err();
+        assert_eq!(
+            error.downcast_ref::<LimitExceeded>(),
+            Some(&LimitExceeded::Memory {
+                limit: 1 << 20,
+                requested: (1 << 20) + 1
+            })
+        );
+        assert!(matches!(host.limit_hit, Some(LimitExceeded::Memory { .. })));
     }
 
     fn alert(code: &str) -> types::Alert {
