@@ -17,7 +17,7 @@ use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{edgewise, plugin_wasm, run_key, signed_bundle};
 
 use crate::device::{Device, now_ms, reading};
-use crate::support::{assert_contains, collect_until, verified};
+use crate::support::{assert_contains, collect_until, plugin, status_until, verified};
 
 /// 2015-06-15 23:00 UTC: the recording's readings are at 23:00, 23:05 and
 /// 23:10, so the replay's clock runs on to 01:00 the next day.
@@ -372,5 +372,35 @@ async fn live_a_0_2_plugin_is_ticked_when_the_host_clock_reaches_its_wake_not_ev
         "echo-v02 ticked without asking: {:?}",
         echo(&more)
     );
+    device.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_a_wake_every_millisecond_is_held_to_the_floor_and_counted_in_the_status() {
+    let local = NatsServer::start();
+    let plugins = "[[plugins]]\nbundle = \"echo-v02.wasm\"\n[plugins.config]\nwake = \"every-ms\"\n";
+    let mut device = Device::new(&local, None, plugins);
+    let (client, mut alerts) = device.start_watching(&local, "echo-v02").await;
+    client
+        .publish("sensors.echo.e1", reading(now_ms(), 42.0))
+        .await
+        .unwrap();
+    // Every answer asks for a tick a millisecond later; the host ticks every
+    // 100 ms, but the plugin at most once a second of its clock.
+    let seen = collect_until(&mut alerts, "three ticks of echo-v02", |seen| {
+        seen.iter().filter(|(_, alert)| alert["code"] == "tick").count() >= 3
+    })
+    .await;
+    let ticks: Vec<i64> = seen
+        .iter()
+        .filter(|(_, alert)| alert["code"] == "tick")
+        .map(|(_, alert)| alert["ts"].as_i64().unwrap())
+        .collect();
+    assert!(ticks.windows(2).all(|pair| pair[1] - pair[0] >= 1_000), "{ticks:?}");
+    let status = status_until(&client, "deferred wakes in the status", |status| {
+        plugin(status, "echo-v02")["wakes_deferred"].as_u64().unwrap_or(0) >= 2
+    })
+    .await;
+    assert_eq!(plugin(&status, "echo-v02")["errors"], 0, "{status}");
     device.terminate().await;
 }

@@ -41,7 +41,8 @@ pub struct ReplayArgs {
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     config: Vec<(String, String)>,
 
-    /// Virtual time between two `on-tick` calls, e.g. `5m`, `30s`.
+    /// Virtual time between two `on-tick` calls of a 0.1 plugin, e.g. `5m`,
+    /// `30s` (a 0.2 plugin is ticked when it asks, at most once a second).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_tick)]
     tick: i64,
 
