@@ -327,18 +327,28 @@ fn a_0_1_plugin_has_no_snapshot_and_is_ticked_on_the_interval() {
 // Live: `edgewise run`
 // ---------------------------------------------------------------------------
 
+/// A device (ticking every 100 ms) running glucose-monitor and echo-v02 with
+/// the `[plugins.config]` line `config`, started and watching the alerts of
+/// `which`; one reading at `ts` published to echo-v02.
+async fn echo_device(
+    local: &NatsServer,
+    config: &str,
+    which: &str,
+    ts: i64,
+) -> (Device, async_nats::Client, async_nats::Subscriber) {
+    let plugins = format!("[[plugins]]\nbundle = \"echo-v02.wasm\"\n[plugins.config]\n{config}\n");
+    let mut device = Device::new(local, None, &plugins);
+    let (client, alerts) = device.start_watching(local, which).await;
+    client.publish("sensors.echo.e1", reading(ts, 42.0)).await.unwrap();
+    (device, client, alerts)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn live_a_0_2_plugin_is_ticked_when_the_host_clock_reaches_its_wake_not_every_interval() {
     let local = NatsServer::start();
     // Ticks every 100 ms; echo-v02 asks for one 700 ms after its reading.
-    let plugins = "[[plugins]]\nbundle = \"echo-v02.wasm\"\n[plugins.config]\ndelay_ms = \"700\"\n";
-    let mut device = Device::new(&local, None, plugins);
-    let (client, mut alerts) = device.start_watching(&local, ">").await;
     let published = now_ms();
-    client
-        .publish("sensors.echo.e1", reading(published, 42.0))
-        .await
-        .unwrap();
+    let (mut device, client, mut alerts) = echo_device(&local, "delay_ms = \"700\"", ">", published).await;
     let echo = |seen: &[(String, Value)]| -> Vec<Value> {
         seen.iter()
             .filter(|(subject, _)| subject.ends_with(".echo-v02"))
@@ -378,13 +388,7 @@ async fn live_a_0_2_plugin_is_ticked_when_the_host_clock_reaches_its_wake_not_ev
 #[tokio::test(flavor = "multi_thread")]
 async fn live_a_wake_every_millisecond_is_held_to_the_floor_and_counted_in_the_status() {
     let local = NatsServer::start();
-    let plugins = "[[plugins]]\nbundle = \"echo-v02.wasm\"\n[plugins.config]\nwake = \"every-ms\"\n";
-    let mut device = Device::new(&local, None, plugins);
-    let (client, mut alerts) = device.start_watching(&local, "echo-v02").await;
-    client
-        .publish("sensors.echo.e1", reading(now_ms(), 42.0))
-        .await
-        .unwrap();
+    let (mut device, client, mut alerts) = echo_device(&local, "wake = \"every-ms\"", "echo-v02", now_ms()).await;
     // Every answer asks for a tick a millisecond later; the host ticks every
     // 100 ms, but the plugin at most once a second of its clock.
     let seen = collect_until(&mut alerts, "three ticks of echo-v02", |seen| {
