@@ -508,6 +508,21 @@ mod tests {
         found.into_iter().next().unwrap()
     }
 
+    #[test]
+    fn a_cached_component_comes_back_linked_against_its_own_world() {
+        use crate::runtime::World;
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = runtime();
+        for (code, world) in [(glucose(), World::V0_1), (component("echo-v02"), World::V0_2)] {
+            for expected in [CacheOutcome::Miss, CacheOutcome::Hit] {
+                let (compiled, outcome) = runtime.compile_cached("p", &code, dir.path()).unwrap();
+                assert_eq!((outcome, compiled.world()), (expected, world));
+                let mut instance = PluginInstance::new(&runtime, &compiled, Limits::default()).unwrap();
+                instance.init(&[]).unwrap();
+            }
+        }
+    }
+
     /// What the plugin emits for readings that raise (and resolve) alerts, a
     /// late reading, and a tick that closes summary windows.
     fn run(runtime: &Runtime, plugin: &CompiledPlugin) -> Vec<Output> {
