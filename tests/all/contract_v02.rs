@@ -248,6 +248,11 @@ fn a_snapshot_taken_between_calls_resumes_a_fresh_instance_where_the_first_stood
         (1, 3u64.to_le_bytes().to_vec())
     );
 
+    // What a plugin emits while handing over its state is not an output.
+    let mut chatty = echo(&runtime, &[("snapshot_alert", "yes")], None).unwrap();
+    chatty.snapshot().unwrap();
+    assert_eq!(messages(&chatty.take_outputs()), Vec::<String>::new());
+
     let mut resumed = echo(&runtime, &[], Some(&snapshot)).unwrap();
     resumed.on_readings(&readings(1)).unwrap();
     assert_eq!(messages(&resumed.take_outputs()), ["a seen unit=mg/dL n=4"]);

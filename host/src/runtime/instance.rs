@@ -224,17 +224,23 @@ impl PluginInstance {
     }
 
     /// The plugin's state, as it hands it over (`snapshot`, contract 0.2),
-    /// between calls. A snapshot over the state limit is refused; neither
-    /// that nor asking a 0.1 plugin (which has no snapshot) harms the instance.
+    /// between calls; outputs it emits meanwhile are dropped. A snapshot over
+    /// the state limit is refused; neither that nor asking a 0.1 plugin
+    /// (which has no snapshot) harms the instance.
     pub fn snapshot(&mut self) -> Result<Snapshot, PluginError> {
         if self.world() == World::V0_1 {
             return Err(self.refusal(Call::Snapshot, PluginErrorKind::NoSnapshot(World::V0_1)));
         }
+        let outputs_before = self.store.data().outputs.len();
         let snapshot = self.call(Call::Snapshot, |bindings, store| match bindings {
             Bindings::V0_2(plugin) => plugin.call_snapshot(store),
             // Refused above: a 0.1 plugin has no `snapshot` to call.
             Bindings::V0_1(_) => Ok(Err(String::new())),
-        })?;
+        });
+        // A snapshot is not an input: whatever the plugin emits meanwhile is
+        // dropped, so that taking one never changes the outputs.
+        self.store.data_mut().outputs.truncate(outputs_before);
+        let snapshot = snapshot?;
         let limit = self.store.data().limits.max_state_bytes;
         if snapshot.data.len() > limit {
             let exceeded = LimitExceeded::Snapshot {
