@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use crate::bundle::{self, KeyId, Manifest, ManifestLimits, RollbackStore, TrustStore, VerifyOptions};
 use crate::envelope::Provenance;
-use crate::runtime::{self, CacheOutcome, CompiledPlugin, Limits, Runtime};
+use crate::runtime::{self, Assets, CacheOutcome, CompiledPlugin, Limits, Runtime, World};
 
 /// How far the bundle is trusted.
 pub enum Trust<'a> {
@@ -93,6 +93,14 @@ pub enum LoadError {
     /// The component does not compile (or is not one).
     #[error("{0}")]
     Compile(#[source] runtime::LoadError),
+    /// The manifest names one world and the component targets another.
+    #[error("the manifest names the world `{manifest}`, but the component targets `{component}`")]
+    WorldMismatch {
+        /// The manifest's world.
+        manifest: String,
+        /// The world the component targets.
+        component: World,
+    },
 }
 
 /// Read `path` and load it as `trust` allows, with the operator's settings.
@@ -195,20 +203,36 @@ impl Loaded {
 
     /// Compile it with `runtime`; through the authenticated component cache
     /// in `cache_dir` if given (a device: compiled once per code digest and
-    /// engine, DESIGN "Runtime").
+    /// engine, DESIGN "Runtime"). A bundle's component must target the world
+    /// its manifest names; its instances read the bundle's signed assets.
     pub fn compile(
         &self,
         runtime: &Runtime,
         cache_dir: Option<&Path>,
     ) -> Result<(CompiledPlugin, Option<CacheOutcome>), LoadError> {
         let name = &self.provenance.plugin;
-        match cache_dir {
+        let compiled = match cache_dir {
             Some(dir) => runtime
                 .compile_cached(name, self.code(), dir)
                 .map(|(compiled, outcome)| (compiled, Some(outcome))),
             None => runtime.compile(name, self.code()).map(|compiled| (compiled, None)),
         }
-        .map_err(LoadError::Compile)
+        .map_err(LoadError::Compile)?;
+        let (compiled, outcome) = compiled;
+        if let Some(manifest) = &self.manifest
+            && World::from_name(&manifest.world) != Some(compiled.world())
+        {
+            return Err(LoadError::WorldMismatch {
+                manifest: manifest.world.clone(),
+                component: compiled.world(),
+            });
+        }
+        let assets = Assets::new(
+            self.assets
+                .iter()
+                .map(|asset| (asset.name().to_owned(), asset.shared_bytes())),
+        );
+        Ok((compiled.with_assets(assets), outcome))
     }
 }
 

@@ -18,8 +18,8 @@ use anyhow::{Context, bail};
 /// The WebAssembly target plugins are built for.
 pub const WASM_TARGET: &str = "wasm32-wasip2";
 
-/// Crates built as components: the real plugins and the test fixture.
-pub const PLUGIN_CRATES: &[&str] = &["glucose-monitor", "threshold", "faulty-plugin"];
+/// Crates built as components: the real plugins and the test fixtures.
+pub const PLUGIN_CRATES: &[&str] = &["glucose-monitor", "threshold", "faulty-plugin", "echo-v02"];
 
 /// Set (to anything) by a caller that has built the host and the plugins
 /// already: [`built`] then only checks that they are there.

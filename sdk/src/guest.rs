@@ -10,7 +10,7 @@ use crate::{Alert, Config, LogLevel, Outputs, Plugin, Reading, Severity, Summary
 #[allow(missing_docs, unsafe_code, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/v0.1",
         world: "edgewise:plugin/sensor-plugin",
         pub_export_macro: true,
         default_bindings_module: "edgewise_sdk::guest::bindings",

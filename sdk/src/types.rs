@@ -1,4 +1,4 @@
-//! The plugin-facing data types, mirroring `edgewise:plugin/types` in `wit/plugin.wit`.
+//! The plugin-facing data types, mirroring `edgewise:plugin/types` in `wit/v0.1/plugin.wit`.
 
 /// One measurement from one sensor.
 #[derive(Debug, Clone, PartialEq)]

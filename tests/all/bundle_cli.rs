@@ -6,7 +6,7 @@ use std::path::Path;
 
 use edgewise_tests::{edgewise, plugin_wasm, run_key, signed_bundle, workspace_root};
 
-use crate::support::{Operator, assert_contains, replay_example};
+use crate::support::{Operator, assert_contains, replay_example, verified};
 
 #[test]
 fn keygen_writes_a_private_key_only_the_owner_can_read_and_never_overwrites() {
@@ -239,13 +239,5 @@ fn the_runs_bundles_are_signed_once_and_verify() {
         signed_at,
         "signed again"
     );
-    let trust = run_key().trust_dir();
-    let run = edgewise([
-        "verify".as_ref(),
-        "--trust".as_ref(),
-        trust.as_os_str(),
-        first.as_os_str(),
-    ]);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert_contains(&run.stdout, "OK threshold 0.1.0");
+    assert_contains(&verified(&run_key().trust_dir(), &first), "OK threshold 0.1.0");
 }

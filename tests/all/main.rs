@@ -8,8 +8,10 @@
 mod bundle_assets;
 mod bundle_cli;
 mod cli_pipe;
+mod contract_v02;
 mod device;
 mod exactly_once;
+mod frozen_bundles;
 mod hostile_plugins;
 mod live_pipeline;
 mod metrics_crosscheck;

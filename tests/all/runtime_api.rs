@@ -92,12 +92,13 @@ fn deadline_is_per_call_and_configurable() {
 #[test]
 fn a_component_of_another_world_is_refused() {
     let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
-    // A component with no imports and no exports: valid, but not a sensor plugin.
+    // A component with no imports and no exports: valid, but not a sensor
+    // plugin (without a `snapshot` export, it is judged against 0.1).
     let empty_component = b"\0asm\x0d\0\x01\0";
     let error = runtime.compile("empty", empty_component).err().unwrap();
     let message = error.to_string();
     assert!(
-        message.starts_with("`empty` does not fit the edgewise:plugin/sensor-plugin world"),
+        message.starts_with("`empty` does not fit the edgewise:plugin/sensor-plugin@0.1.0 world"),
         "{message}"
     );
 }

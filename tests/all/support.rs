@@ -348,3 +348,15 @@ pub(crate) fn replay_example(plugin: &Path, trust: Option<&Path>) -> Run {
 pub(crate) fn assert_contains(text: &str, wanted: &str) {
     assert!(text.contains(wanted), "`{wanted}` is not in:\n{text}");
 }
+
+/// `edgewise verify --trust TRUST BUNDLE`, which must succeed: its standard output.
+pub(crate) fn verified(trust: &std::path::Path, bundle: &std::path::Path) -> String {
+    let run = edgewise_tests::edgewise([
+        "verify".as_ref(),
+        "--trust".as_ref(),
+        trust.as_os_str(),
+        bundle.as_os_str(),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    run.stdout
+}

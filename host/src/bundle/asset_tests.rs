@@ -15,7 +15,7 @@ use super::format::{self, ASSET_SECTION, FormatError, MANIFEST_SECTION};
 use super::verify_tests::{EMPTY_COMPONENT, NOW};
 use super::{
     AssetFile, DEFAULT_MAX_BUNDLE_BYTES, Manifest, ManifestAsset, ManifestError, ManifestSource, SignError, SigningKey,
-    TrustStore, VerifiedBundle, VerifyError, VerifyOptions, inspect, read_assets, sha256_hex, sign, sign_raw,
+    TrustStore, VerifiedBundle, VerifyError, VerifyOptions, WORLD, inspect, read_assets, sha256_hex, sign, sign_raw,
     sign_sections, sign_with_assets, verify,
 };
 
@@ -56,7 +56,7 @@ impl Fixture {
             asset("model.bin", b"\x00\x01weights\xff"),
         ];
         let source = ManifestSource::from_toml(SOURCE).expect("valid edgewise.toml");
-        let (bundle, manifest) = sign(&component, source, &assets, &key, NOW).expect("sign the component");
+        let (bundle, manifest) = sign(&component, WORLD, source, &assets, &key, NOW).expect("sign the component");
         Fixture {
             key,
             trust,
@@ -262,7 +262,7 @@ fn signing_without_assets_writes_the_format_of_before() {
     let f = &*FIXTURE;
     let source = ManifestSource::from_toml("name = \"probe\"\nversion = \"0.1.0\"\nsubscriptions = [\"sensors.>\"]\n")
         .expect("source");
-    let (bundle, manifest) = sign(&f.component, source, &[], &f.key, NOW).expect("sign");
+    let (bundle, manifest) = sign(&f.component, WORLD, source, &[], &f.key, NOW).expect("sign");
     let json = manifest.to_json();
     assert!(!String::from_utf8_lossy(&json).contains("assets"));
     // Component, manifest section, signature: what `sign_raw` (the format
@@ -285,13 +285,20 @@ fn assets_at_the_caps_verify() {
         .collect();
     let source = ManifestSource::from_toml("name = \"probe\"\nversion = \"0.1.0\"\nsubscriptions = [\"sensors.>\"]\n")
         .expect("source");
-    let (bundle, _) = sign(&f.component, source.clone(), &many, &f.key, NOW).expect("64 assets sign");
+    let (bundle, _) = sign(&f.component, WORLD, source.clone(), &many, &f.key, NOW).expect("64 assets sign");
     assert_eq!(f.verify(&bundle).expect("64 assets verify").assets().len(), MAX_ASSETS);
     let longest = "a".repeat(MAX_ASSET_NAME_LEN);
     let biggest = vec![0x5a; MAX_ASSET_BYTES as usize];
     let empty = asset("empty.bin", b"");
-    let (bundle, _) =
-        sign(&f.component, source, &[asset(&longest, &biggest), empty], &f.key, NOW).expect("sign at the caps");
+    let (bundle, _) = sign(
+        &f.component,
+        WORLD,
+        source,
+        &[asset(&longest, &biggest), empty],
+        &f.key,
+        NOW,
+    )
+    .expect("sign at the caps");
     let verified = f.verify(&bundle).expect("verifies");
     assert_eq!(verified.assets()[0].size(), MAX_ASSET_BYTES as usize);
     assert_eq!(verified.assets()[1].size(), 0);
@@ -568,7 +575,7 @@ fn bad_asset_names_are_refused_when_verified_and_when_signed() {
         f.expect_assets_field_err(&bundle, &reason, case);
         let source = ManifestSource::from_toml("name = \"probe\"\nversion = \"0.1.0\"\nsubscriptions = [\"a\"]\n")
             .expect("source");
-        match sign(&f.component, source, &[asset(name, b"x")], &f.key, NOW) {
+        match sign(&f.component, WORLD, source, &[asset(name, b"x")], &f.key, NOW) {
             Err(SignError::Manifest(error)) => {
                 assert_eq!(
                     error.to_string(),
@@ -602,7 +609,7 @@ fn too_many_assets_are_refused() {
     // And `sign` will not make it.
     let source =
         ManifestSource::from_toml("name = \"probe\"\nversion = \"0.1.0\"\nsubscriptions = [\"a\"]\n").expect("source");
-    let error = refused(sign(&f.component, source, &files, &f.key, NOW), "65 assets");
+    let error = refused(sign(&f.component, WORLD, source, &files, &f.key, NOW), "65 assets");
     assert_eq!(
         error.to_string(),
         "invalid manifest field `assets`: lists 65 assets, at most 64 are allowed"
@@ -623,7 +630,14 @@ fn an_asset_over_its_cap_or_a_bundle_over_the_size_cap_is_refused() {
     let source =
         ManifestSource::from_toml("name = \"probe\"\nversion = \"0.1.0\"\nsubscriptions = [\"a\"]\n").expect("source");
     let error = refused(
-        sign(&f.component, source.clone(), &[asset("big.bin", &big)], &f.key, NOW),
+        sign(
+            &f.component,
+            WORLD,
+            source.clone(),
+            &[asset("big.bin", &big)],
+            &f.key,
+            NOW,
+        ),
         "too big",
     );
     assert_eq!(
@@ -633,7 +647,10 @@ fn an_asset_over_its_cap_or_a_bundle_over_the_size_cap_is_refused() {
     // Two assets at the cap and the code: over the 32 MiB bundle cap.
     let at_cap = vec![0u8; MAX_ASSET_BYTES as usize];
     let two = [asset("a.bin", &at_cap), asset("b.bin", &at_cap)];
-    let error = refused(sign(&f.component, source, &two, &f.key, NOW), "over the bundle cap");
+    let error = refused(
+        sign(&f.component, WORLD, source, &two, &f.key, NOW),
+        "over the bundle cap",
+    );
     assert!(
         matches!(error, SignError::TooLarge { size, max } if size > max && max == DEFAULT_MAX_BUNDLE_BYTES),
         "{error:?}"
@@ -721,7 +738,10 @@ fn asset_sections_must_sit_between_the_manifest_and_the_signature() {
     // `sign` refuses a component that already carries an asset section.
     let component = [f.component.as_slice(), &sections[0]].concat();
     let source = ManifestSource::from_toml(SOURCE).expect("source");
-    let error = refused(sign(&component, source, &f.assets, &f.key, NOW), "already has an asset");
+    let error = refused(
+        sign(&component, WORLD, source, &f.assets, &f.key, NOW),
+        "already has an asset",
+    );
     assert!(matches!(error, SignError::AlreadySigned), "{error:?}");
 }
 

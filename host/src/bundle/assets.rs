@@ -68,6 +68,11 @@ impl Asset {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
+
+    /// Its bytes, shared (for the runtime, which serves them to the plugin).
+    pub fn shared_bytes(&self) -> Arc<[u8]> {
+        self.bytes.clone()
+    }
 }
 
 /// Name, size and digest: the bytes may be megabytes.

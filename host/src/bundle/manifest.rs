@@ -12,12 +12,15 @@ use time::format_description::well_known::Rfc3339;
 use super::assets::{MAX_ASSET_BYTES, MAX_ASSET_NAME_LEN, MAX_ASSETS, is_valid_asset_name};
 use super::digest::sha256_hex;
 use super::strict_de;
-use crate::runtime::Limits;
+use crate::runtime::{Limits, World};
 
 /// The manifest format this host writes and reads.
 pub const MANIFEST_FORMAT: u32 = 1;
-/// The WIT world (with version) that plugins target and this host runs.
-pub const WORLD: &str = "edgewise:plugin/sensor-plugin@0.1.0";
+/// The WIT world (with version) of contract 0.1, the first; a manifest may
+/// name any world of [`World::ALL`] (the runtime knows them).
+pub const WORLD: &str = World::V0_1.name();
+/// The WIT world of contract 0.2.
+pub const WORLD_V0_2: &str = World::V0_2.name();
 
 /// What a signed bundle says about itself. Every field is covered by the signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,7 +32,7 @@ pub struct Manifest {
     pub name: String,
     /// Plugin version (semver); anti-rollback compares it.
     pub version: String,
-    /// The WIT world the component targets, e.g. [`WORLD`].
+    /// The WIT world the component targets: [`WORLD`] or [`WORLD_V0_2`].
     pub world: String,
     /// NATS subject filters the plugin reads.
     pub subscriptions: Vec<String>,
@@ -460,7 +463,8 @@ impl ManifestSource {
     }
 
     /// The manifest for a component with digest `code_sha256`, created at
-    /// `created`, carrying `assets` (their entries, in section order).
+    /// `created`, carrying `assets` (their entries, in section order), for
+    /// the world [`WORLD`] ([`super::sign`] names the component's own).
     pub fn into_manifest(
         self,
         code_sha256: String,

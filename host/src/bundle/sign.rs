@@ -112,16 +112,18 @@ pub fn read_assets(source: &ManifestSource, dir: &Path) -> Result<Vec<AssetFile>
     Ok(files)
 }
 
-/// Sign `component` with `key`: the manifest is built from `source` with the
+/// Sign `component`, which targets `world` (e.g. [`super::WORLD`]), with
+/// `key`: the manifest is built from `source` with the world, the
 /// component's digest, the `assets` (what [`read_assets`] read for
 /// `source`; their sections follow the manifest in this order) and the
 /// `created` time. Returns the bundle and its manifest. Without assets the
 /// bundle is byte for byte what signing wrote before assets existed.
 ///
-/// The caller checks the component's WIT world first (only the runtime knows
+/// The caller finds the component's WIT world first (only the runtime knows
 /// how); this function only deals with bytes.
 pub fn sign(
     component: &[u8],
+    world: &str,
     source: ManifestSource,
     assets: &[AssetFile],
     key: &SigningKey,
@@ -135,7 +137,8 @@ pub fn sign(
         .iter()
         .map(|asset| ManifestAsset::of(&asset.name, &asset.bytes))
         .collect();
-    let manifest = source.into_manifest(sha256_hex(component), created, entries)?;
+    let mut manifest = source.into_manifest(sha256_hex(component), created, entries)?;
+    manifest.world = world.to_owned();
     let bundle = sign_with_assets(component, &manifest, assets, key);
     if bundle.len() > DEFAULT_MAX_BUNDLE_BYTES {
         return Err(SignError::TooLarge {

@@ -8,9 +8,10 @@ use super::assets::{self, Asset, AssetError};
 use super::digest::sha256_hex;
 use super::format::{self, FormatError};
 use super::keys::KeyId;
-use super::manifest::{Manifest, ManifestError, WORLD};
+use super::manifest::{Manifest, ManifestError, WORLD, WORLD_V0_2};
 use super::rollback::{RollbackError, RollbackStore};
 use super::trust::TrustStore;
+use crate::runtime::World;
 
 /// Bundles larger than this are refused before they are parsed: 32 MiB, the
 /// code and its signed assets together (an int8 model for a gateway-class
@@ -131,8 +132,8 @@ pub enum VerifyError {
     /// The asset sections do not match the manifest's list.
     #[error("{0}")]
     Asset(#[from] AssetError),
-    /// The bundle targets another WIT world.
-    #[error("world mismatch: the bundle targets `{found}`, this host runs `{WORLD}`")]
+    /// The bundle targets a WIT world this host does not run.
+    #[error("world mismatch: the bundle targets `{found}`, this host runs `{WORLD}` and `{WORLD_V0_2}`")]
     WorldMismatch {
         /// The manifest's world.
         found: String,
@@ -177,7 +178,7 @@ pub fn verify(bytes: &[u8], options: &VerifyOptions<'_>) -> Result<VerifiedBundl
         });
     }
     let checked = assets::check(&manifest.assets, &parts.assets)?;
-    if manifest.world != WORLD {
+    if World::from_name(&manifest.world).is_none() {
         return Err(VerifyError::WorldMismatch { found: manifest.world });
     }
     if let Some(rollback) = options.rollback {

@@ -27,8 +27,8 @@ use time::macros::datetime;
 use super::format::{self, FormatError, KEY_ID_LEN, SIGNATURE_LEN, SIGNATURE_SECTION};
 use super::{
     DEFAULT_MAX_BUNDLE_BYTES, KeyId, Manifest, ManifestError, ManifestSource, RollbackError, RollbackStore, SigningKey,
-    TrustStore, VerifiedBundle, VerifyError, VerifyOptions, WORLD, inspect, sha256_hex, sign, sign_manifest, sign_raw,
-    verify,
+    TrustStore, VerifiedBundle, VerifyError, VerifyOptions, WORLD, WORLD_V0_2, inspect, sha256_hex, sign,
+    sign_manifest, sign_raw, verify,
 };
 
 /// An empty WebAssembly component: the header and nothing else.
@@ -80,7 +80,7 @@ impl Fixture {
         trust.add_key(key.public_key());
         let component = concat(EMPTY_COMPONENT, &format::custom_section("name", b"tiny plugin code"));
         let source = ManifestSource::from_toml(SOURCE).expect("valid edgewise.toml");
-        let (bundle, manifest) = sign(&component, source, &[], &key, NOW).expect("sign the component");
+        let (bundle, manifest) = sign(&component, WORLD, source, &[], &key, NOW).expect("sign the component");
         let sig_start = format::split(&bundle).expect("split the good bundle").signed.len();
         Fixture {
             key,
@@ -647,8 +647,22 @@ fn a_world_mismatch_is_refused() {
     let f = Fixture::new();
     let error = f.expect_err(&f.signed_with(|m| m.world = "other:world/x@1.0.0".into()));
     assert_matches!(error, VerifyError::WorldMismatch { found } if found == "other:world/x@1.0.0");
-    let message = format!("world mismatch: the bundle targets `other:world/x@1.0.0`, this host runs `{WORLD}`");
+    let message = format!(
+        "world mismatch: the bundle targets `other:world/x@1.0.0`, this host runs `{WORLD}` and `{WORLD_V0_2}`"
+    );
     assert_eq!(error.to_string(), message);
+}
+
+#[test]
+fn either_world_of_the_host_is_accepted() {
+    // Verification reads the manifest's world only; whether the code really
+    // targets it is checked when it is compiled (`load::Loaded::compile`).
+    let f = Fixture::new();
+    for world in [WORLD, WORLD_V0_2] {
+        let bundle = f.signed_with(|m| m.world = world.into());
+        let verified = verify(&bundle, &f.options(&f.trust, None)).expect("a world this host runs");
+        assert_eq!(verified.manifest.world, world);
+    }
 }
 
 // ---------------------------------------------------------------------------

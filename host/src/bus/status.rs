@@ -170,6 +170,10 @@ pub struct PluginStatus {
     pub readings_dropped: u64,
     /// Log lines dropped by the log budget.
     pub logs_dropped: u64,
+    /// Wakes asked sooner than a second after the last tick (contract 0.2),
+    /// each deferred to that second.
+    #[serde(default)]
+    pub wakes_deferred: u64,
     /// Outputs that got no sequence number: published locally (alerts),
     /// not stored for upstream, their input not acknowledged.
     #[serde(default)]

@@ -12,7 +12,9 @@ use edgewise_host::bundle::{self, ManifestLimits, TrustStore};
 use edgewise_host::envelope::to_json_line;
 use edgewise_host::load::{self, LoadError, Loaded, Operator, Trust};
 use edgewise_host::replay::{self, Format, ReplayReport, golden};
-use edgewise_host::runtime::{FuelUsed, Limits, PluginClock, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
+use edgewise_host::runtime::{
+    FuelUsed, Limits, MIN_WAKE_INTERVAL_MS, PluginClock, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions,
+};
 
 use super::Failure;
 
@@ -39,7 +41,8 @@ pub struct ReplayArgs {
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     config: Vec<(String, String)>,
 
-    /// Virtual time between two `on-tick` calls, e.g. `5m`, `30s`.
+    /// Virtual time between two `on-tick` calls of a 0.1 plugin, e.g. `5m`,
+    /// `30s` (a 0.2 plugin is ticked when it asks, at most once a second).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_tick)]
     tick: i64,
 
@@ -290,6 +293,12 @@ fn print_report(stats: &replay::ReadStats, report: &ReplayReport) {
         "  alerts: {}, summaries: {}, ticks: {}",
         report.alerts, report.summaries, report.ticks
     );
+    if report.wakes_deferred > 0 {
+        eprintln!(
+            "  wakes deferred: {} (asked sooner than {} ms after the last tick: ticked then)",
+            report.wakes_deferred, MIN_WAKE_INTERVAL_MS
+        );
+    }
     eprintln!("  {seconds:.3} s, {rate:.0} readings/s");
 }
 

@@ -49,27 +49,31 @@ pub fn run(args: SignArgs) -> Result<(), Failure> {
     if format::has_edgewise_sections(&component) {
         return Err(in_component(bundle::SignError::AlreadySigned.into()));
     }
-    // The component must implement the world the manifest will name.
+    // The component must implement the world the manifest will name: the
+    // one it targets, among those this host runs.
     let runtime = Runtime::new(RuntimeOptions::default()).map_err(Failure::runtime)?;
-    match runtime.compile(&source.name, &component) {
-        Ok(_) => {}
-        Err(LoadError::World { source, .. }) => {
-            let what = format!(
-                "{}: does not implement the {} world",
-                args.component.display(),
-                bundle::WORLD
-            );
+    let world = match runtime.compile(&source.name, &component) {
+        Ok(compiled) => compiled.world(),
+        Err(LoadError::World { source, world, .. }) => {
+            let what = format!("{}: does not implement the {world} world", args.component.display());
             return Err(Failure::usage(about(what, source)));
         }
         Err(other) => return Err(in_component(other.into())),
-    }
+    };
 
     // Asset paths are relative to the `edgewise.toml` that names them.
     let manifest_dir = args.manifest.parent().unwrap_or_else(|| std::path::Path::new(""));
     let in_manifest = |e: bundle::SignError| Failure::usage(about(args.manifest.display(), e));
     let assets = bundle::read_assets(&source, manifest_dir).map_err(in_manifest)?;
-    let (bundle_bytes, manifest) =
-        bundle::sign(&component, source, &assets, &key, OffsetDateTime::now_utc()).map_err(in_manifest)?;
+    let (bundle_bytes, manifest) = bundle::sign(
+        &component,
+        world.name(),
+        source,
+        &assets,
+        &key,
+        OffsetDateTime::now_utc(),
+    )
+    .map_err(in_manifest)?;
     // A reader never sees half a bundle; the bundle is made to be handed on.
     files::write_atomic(&args.out, &bundle_bytes, Access::Shared, Existing::Replace)
         .with_context(|| format!("cannot write {}", args.out.display()))

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::recording::Recording;
 use crate::model::Output;
-use crate::runtime::{PluginError, PluginInstance};
+use crate::runtime::{PluginError, PluginInstance, Wake};
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
@@ -18,6 +18,9 @@ pub struct ReplayReport {
     pub readings: u64,
     /// `on-tick` calls.
     pub ticks: u64,
+    /// Wakes a plugin asked for sooner than a second after its last tick,
+    /// each moved to that second ([`crate::runtime::MIN_WAKE_INTERVAL_MS`]).
+    pub wakes_deferred: u64,
     /// Alerts emitted.
     pub alerts: u64,
     /// Summaries emitted.
@@ -48,15 +51,43 @@ pub fn schedule<R, E>(
     tick_ms: i64,
     mut step: impl FnMut(Step<'_, R>) -> Result<(), E>,
 ) -> Result<(), E> {
+    drive(readings, timestamp, tick_ms, Wake::Interval, |s| {
+        step(s).map(|()| Wake::Interval)
+    })
+}
+
+/// The virtual clock's steps over `readings` (in timestamp order) for a
+/// plugin that says when it needs a tick: `wake` after `init`, then what
+/// each step answers ([`schedule`] is this with every wake
+/// [`Wake::Interval`]).
+///
+/// - [`Wake::Interval`]: at the next multiple of `tick_ms` (the first at or
+///   after the first reading).
+/// - [`Wake::At`]: exactly then, or at once if that time is past (the clock
+///   never goes back: a reading delivered or a tick already made it later).
+/// - [`Wake::Idle`]: no tick until a reading.
+///
+/// Readings up to a tick's time (inclusive) come before it, in batches of at
+/// most `MAX_BATCH`. After the last reading, ticks go on up to an hour past
+/// the end of that reading's UTC day (on the interval, the first tick at or
+/// after it), so every window that holds data can close; a wake beyond that
+/// is not honoured. Tick times strictly increase.
+pub fn drive<R, E>(
+    readings: &[R],
+    timestamp: impl Fn(&R) -> i64,
+    tick_ms: i64,
+    mut wake: Wake,
+    mut step: impl FnMut(Step<'_, R>) -> Result<Wake, E>,
+) -> Result<(), E> {
     let (Some(first), Some(last)) = (readings.first(), readings.last()) else {
         return Ok(());
     };
     let (first, last) = (timestamp(first), timestamp(last));
     let tick_ms = tick_ms.max(1);
-    // The first tick at or after the first reading.
-    let mut next_tick = first.div_euclid(tick_ms).saturating_add(1).saturating_mul(tick_ms);
+    // The first tick on the interval: at or after the first reading.
+    let mut next_interval = first.div_euclid(tick_ms).saturating_add(1).saturating_mul(tick_ms);
     if first.rem_euclid(tick_ms) == 0 {
-        next_tick = first;
+        next_interval = first;
     }
     let end = last
         .div_euclid(DAY_MS)
@@ -64,36 +95,60 @@ pub fn schedule<R, E>(
         .saturating_mul(DAY_MS)
         .saturating_add(HOUR_MS);
 
+    // The virtual clock: the latest reading delivered or tick made.
+    let mut now = first;
+    let mut last_tick: Option<i64> = None;
     let mut position = 0;
-    while position < readings.len() {
-        // Deliver the readings up to the next tick (inclusive), in batches.
-        let batch_end = readings[position..]
-            .iter()
-            .take(MAX_BATCH)
-            .position(|r| timestamp(r) > next_tick)
-            .map_or((position + MAX_BATCH).min(readings.len()), |offset| position + offset);
-        if batch_end > position {
-            step(Step::Readings(&readings[position..batch_end]))?;
-            position = batch_end;
-            continue;
-        }
-        step(Step::Tick(next_tick))?;
-        next_tick = next_tick.saturating_add(tick_ms);
-    }
     loop {
-        step(Step::Tick(next_tick))?;
-        if next_tick >= end {
-            break;
+        let due = match wake {
+            Wake::Interval => Some(next_interval),
+            Wake::At(at) => Some(at.max(now).max(last_tick.map_or(i64::MIN, |t| t.saturating_add(1)))),
+            Wake::Idle => None,
+        };
+        if position < readings.len() {
+            // Deliver the readings up to the next tick (inclusive), in batches.
+            let batch_end = readings[position..]
+                .iter()
+                .take(MAX_BATCH)
+                .position(|r| due.is_some_and(|due| timestamp(r) > due))
+                .map_or((position + MAX_BATCH).min(readings.len()), |offset| position + offset);
+            if batch_end > position {
+                let batch = &readings[position..batch_end];
+                now = batch.iter().map(&timestamp).fold(now, i64::max);
+                wake = step(Step::Readings(batch))?;
+                position = batch_end;
+                continue;
+            }
+        } else {
+            // Past the last reading: on to the end of its day and an hour.
+            let go_on = match (wake, due) {
+                (Wake::Interval, _) => last_tick.is_none_or(|tick| tick < end),
+                (_, Some(due)) => due <= end,
+                (_, None) => false,
+            };
+            if !go_on {
+                break;
+            }
         }
-        next_tick = next_tick.saturating_add(tick_ms);
+        // Readings remain only past `due`, so there is one.
+        let Some(due) = due else { break };
+        wake = step(Step::Tick(due))?;
+        now = now.max(due);
+        last_tick = Some(due);
+        if due == next_interval {
+            next_interval = next_interval.saturating_add(tick_ms);
+        }
+        while next_interval <= due {
+            next_interval = next_interval.saturating_add(tick_ms);
+        }
     }
     Ok(())
 }
 
-/// Run `recording` through `instance` (already initialised) with a tick every
-/// `tick_ms` of virtual time ([`schedule`]), handing each output to `sink` in
-/// order. Stops at the first plugin failure; outputs emitted before it are
-/// still handed to `sink`.
+/// Run `recording` through `instance` (already initialised) on a virtual
+/// clock ([`drive`]): a 0.1 plugin ticked every `tick_ms`, a 0.2 plugin when
+/// it asks; each output handed to `sink` in order. Stops at the first plugin
+/// failure; outputs emitted before it are still handed to `sink`.
 pub fn replay(
     instance: &mut PluginInstance,
     recording: &Recording,
@@ -102,21 +157,26 @@ pub fn replay(
 ) -> Result<ReplayReport, PluginError> {
     let started = Instant::now();
     let mut report = ReplayReport::default();
-    schedule(
+    let wake = instance.wake();
+    drive(
         &recording.readings,
         |r| r.timestamp_ms,
         tick_ms,
-        |step| match step {
-            Step::Readings(batch) => {
-                let result = instance.on_readings(batch);
-                drain(instance, &mut report, sink);
-                result?;
-                report.readings += batch.len() as u64;
-                Ok(())
+        wake,
+        |step| {
+            match step {
+                Step::Readings(batch) => {
+                    let result = instance.on_readings(batch);
+                    drain(instance, &mut report, sink);
+                    result?;
+                    report.readings += batch.len() as u64;
+                }
+                Step::Tick(now_ms) => tick(instance, now_ms, &mut report, sink)?,
             }
-            Step::Tick(now_ms) => tick(instance, now_ms, &mut report, sink),
+            Ok(instance.wake())
         },
     )?;
+    report.wakes_deferred = instance.wakes_deferred();
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -178,6 +238,60 @@ mod tests {
         assert_eq!(steps.last().map(String::as_str), Some("tick 90000000")); // 1 day + 1 hour
         // Three batches, and a tick at every multiple of 5 min from 0 to the end.
         assert_eq!(steps.len(), 3 + 90_000_000 / 300_000 + 1);
+    }
+
+    /// The steps `drive` makes for a plugin whose wakes `answer` gives.
+    fn driven(readings: &[i64], wake: Wake, mut answer: impl FnMut(&Step<'_, i64>) -> Wake) -> Vec<String> {
+        let mut steps = Vec::new();
+        let done: Result<(), ()> = drive(
+            readings,
+            |t| *t,
+            300_000,
+            wake,
+            |step| {
+                steps.push(match step {
+                    Step::Readings(batch) => format!("readings {batch:?}"),
+                    Step::Tick(now) => format!("tick {now}"),
+                });
+                Ok(answer(&step))
+            },
+        );
+        assert_eq!(done, Ok(()));
+        steps
+    }
+
+    #[test]
+    fn a_plugin_is_ticked_when_it_asks_after_the_readings_up_to_then_and_not_on_the_interval() {
+        // Asks for a tick 5 s after each batch's last reading; none after a tick.
+        let steps = driven(&[0, 10_000, 20_000], Wake::At(5_000), |step| match step {
+            Step::Readings(batch) => Wake::At(batch.last().unwrap() + 5_000),
+            Step::Tick(_) => Wake::Idle,
+        });
+        assert_eq!(
+            steps,
+            ["readings [0]", "tick 5000", "readings [10000, 20000]", "tick 25000"]
+        );
+    }
+
+    #[test]
+    fn a_wake_already_past_is_due_at_once_and_one_beyond_the_end_never() {
+        // Past: the clock never goes back, and tick times strictly increase.
+        let mut asked = 0;
+        let steps = driven(&[1_000, 2_000], Wake::At(-5), |_| {
+            asked += 1;
+            if asked < 3 {
+                Wake::At(i64::MIN)
+            } else {
+                Wake::At(i64::MAX)
+            }
+        });
+        assert_eq!(steps, ["readings [1000]", "tick 1000", "tick 1001", "readings [2000]"]);
+        // A wake within the end (an hour past the last reading's day) is kept.
+        let steps = driven(&[0], Wake::Idle, |step| match step {
+            Step::Readings(_) => Wake::At(90_000_000),
+            Step::Tick(_) => Wake::At(90_000_001),
+        });
+        assert_eq!(steps, ["readings [0]", "tick 90000000"]);
     }
 
     #[test]

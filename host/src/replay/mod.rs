@@ -2,10 +2,12 @@
 //! plugin authors and CI: the same recording always gives the same bytes.
 //!
 //! Clock rules: readings go to the plugin in timestamp order; `on-tick(t)` is
-//! called at every multiple `t` of the tick interval once every reading with
-//! timestamp <= `t` has been delivered; after the last reading the clock runs
-//! on to one hour past the end of that reading's UTC day, so every hourly and
-//! daily window that holds data closes.
+//! called, once every reading with timestamp <= `t` has been delivered, at
+//! every multiple `t` of the tick interval for a 0.1 plugin, and at the time
+//! `t` a 0.2 plugin asked for (its wake; at once if already past, at most once
+//! per virtual second); after the last reading the clock runs on to one hour
+//! past the end of that reading's UTC day, so every hourly and daily window
+//! that holds data closes.
 
 mod clock;
 pub mod golden;
@@ -13,5 +15,5 @@ mod iglu;
 mod jsonl;
 mod recording;
 
-pub use clock::{ReplayReport, Step, replay, schedule};
+pub use clock::{ReplayReport, Step, drive, replay, schedule};
 pub use recording::{Format, Location, ReadStats, Recording, RecordingError, RowError, load};

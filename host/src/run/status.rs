@@ -141,6 +141,7 @@ fn plugin_status(plugin: &PluginSource) -> PluginStatus {
         readings_held: load(&stats.readings_held),
         readings_dropped: load(&stats.readings_dropped),
         logs_dropped: load(&stats.logs_dropped),
+        wakes_deferred: load(&stats.wakes_deferred),
         sequence_failures: load(&stats.sequence_failures),
     }
 }

@@ -44,8 +44,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::bindings::SensorPluginPre;
-use super::engine::{CompiledPlugin, Runtime};
+use super::engine::{CompiledPlugin, Pre, Runtime};
 use super::error::{LoadError, WasmtimeError};
 use crate::files::{self, Access, Existing};
 
@@ -445,15 +444,14 @@ fn load(runtime: &Runtime, name: &str, key: &CacheKey, entry: &Entry) -> Result<
         path: entry.path.clone(),
         source: e.into(),
     })?;
-    let link_error = |e: wasmtime::Error| CacheError::Link {
+    let pre = Pre::link(runtime.linker(), &component).map_err(|(_, e)| CacheError::Link {
         path: entry.path.clone(),
         source: e.into(),
-    };
-    let instance_pre = runtime.linker().instantiate_pre(&component).map_err(link_error)?;
-    let pre = SensorPluginPre::new(instance_pre).map_err(link_error)?;
+    })?;
     Ok(CompiledPlugin {
         name: name.to_owned(),
         pre,
+        assets: super::world::Assets::default(),
     })
 }
 
@@ -461,7 +459,6 @@ fn load(runtime: &Runtime, name: &str, key: &CacheKey, entry: &Entry) -> Result<
 fn store(plugin: &CompiledPlugin, key: &CacheKey, entry: &Entry) -> Result<(), CacheError> {
     let artifact = plugin
         .pre
-        .instance_pre()
         .component()
         .serialize()
         .map_err(|e| CacheError::Serialize(e.into()))?;
@@ -509,6 +506,21 @@ mod tests {
         let found = entries(dir);
         assert_eq!(found.len(), 1, "{found:?}");
         found.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn a_cached_component_comes_back_linked_against_its_own_world() {
+        use crate::runtime::World;
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = runtime();
+        for (code, world) in [(glucose(), World::V0_1), (component("echo-v02"), World::V0_2)] {
+            for expected in [CacheOutcome::Miss, CacheOutcome::Hit] {
+                let (compiled, outcome) = runtime.compile_cached("p", &code, dir.path()).unwrap();
+                assert_eq!((outcome, compiled.world()), (expected, world));
+                let mut instance = PluginInstance::new(&runtime, &compiled, Limits::default()).unwrap();
+                instance.init(&[]).unwrap();
+            }
+        }
     }
 
     /// What the plugin emits for readings that raise (and resolve) alerts, a

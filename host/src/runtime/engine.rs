@@ -8,9 +8,10 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::{SensorPlugin, SensorPluginPre};
+use super::bindings::{v0_1, v0_2};
 use super::error::{LoadError, RuntimeError};
 use super::host_api::InstanceState;
+use super::world::{Assets, World};
 
 /// How often the epoch advances: the granularity of call deadlines.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -73,16 +74,75 @@ const POOL_CORE_INSTANCES_PER_COMPONENT: u32 = 8;
 const POOL_MEMORIES_PER_COMPONENT: u32 = 2;
 const POOL_TABLES_PER_COMPONENT: u32 = 4;
 
-/// A component compiled for this engine and pre-linked, ready to instantiate.
+/// A component compiled for this engine and pre-linked against the world it
+/// targets, ready to instantiate, with the signed assets its instances read.
 pub struct CompiledPlugin {
     pub(crate) name: String,
-    pub(crate) pre: SensorPluginPre<InstanceState>,
+    pub(crate) pre: Pre,
+    pub(crate) assets: Assets,
 }
 
 impl CompiledPlugin {
     /// The plugin's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The world the component targets.
+    pub fn world(&self) -> World {
+        self.pre.world()
+    }
+
+    /// The same plugin, its instances reading `assets` (`asset(name)` of a
+    /// 0.2 plugin; a 0.1 plugin cannot read them).
+    pub fn with_assets(mut self, assets: Assets) -> CompiledPlugin {
+        self.assets = assets;
+        self
+    }
+}
+
+/// A component pre-linked against one world's bindings.
+pub(crate) enum Pre {
+    V0_1(v0_1::SensorPluginPre<InstanceState>),
+    V0_2(v0_2::SensorPluginPre<InstanceState>),
+}
+
+impl Pre {
+    /// Link `component` against the world it targets: 0.2 if it exports
+    /// `snapshot` (which only that world has), else 0.1. A component that
+    /// fits neither fails with the reason it does not fit the one it meant.
+    pub(crate) fn link(linker: &Linker<InstanceState>, component: &Component) -> Result<Pre, (World, wasmtime::Error)> {
+        let engine = linker.engine();
+        let world = if component
+            .component_type()
+            .exports(engine)
+            .any(|(name, _)| name == "snapshot")
+        {
+            World::V0_2
+        } else {
+            World::V0_1
+        };
+        let linked = linker.instantiate_pre(component).and_then(|instance_pre| match world {
+            World::V0_1 => v0_1::SensorPluginPre::new(instance_pre).map(Pre::V0_1),
+            World::V0_2 => v0_2::SensorPluginPre::new(instance_pre).map(Pre::V0_2),
+        });
+        linked.map_err(|error| (world, error))
+    }
+
+    /// The world it is linked against.
+    pub(crate) fn world(&self) -> World {
+        match self {
+            Pre::V0_1(_) => World::V0_1,
+            Pre::V0_2(_) => World::V0_2,
+        }
+    }
+
+    /// The compiled component.
+    pub(crate) fn component(&self) -> &Component {
+        match self {
+            Pre::V0_1(pre) => pre.instance_pre().component(),
+            Pre::V0_2(pre) => pre.instance_pre().component(),
+        }
     }
 }
 
@@ -102,8 +162,10 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         let link = |what: &'static str| move |e: wasmtime::Error| RuntimeError::Link { what, source: e.into() };
         super::wasi::add_to_linker(&mut linker).map_err(link("WASI"))?;
-        SensorPlugin::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |state| state)
-            .map_err(link("the host imports"))?;
+        v0_1::SensorPlugin::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |state| state)
+            .map_err(link("the host imports of contract 0.1"))?;
+        v0_2::SensorPlugin::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |state| state)
+            .map_err(link("the host imports of contract 0.2"))?;
         let epoch_ticker = EpochTicker::start(engine.clone()).map_err(RuntimeError::EpochThread)?;
         Ok(Runtime {
             engine,
@@ -120,7 +182,8 @@ impl Runtime {
         self.allocator
     }
 
-    /// Compile a component and check that it fits the `sensor-plugin` world.
+    /// Compile a component and link it against the `sensor-plugin` world it
+    /// targets (any this host runs: [`CompiledPlugin::world`] says which).
     pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<CompiledPlugin, LoadError> {
         let plugin = name.to_owned();
         match bytes.get(0..8) {
@@ -132,13 +195,16 @@ impl Runtime {
             plugin: plugin.clone(),
             source: e.into(),
         })?;
-        let world = |e: wasmtime::Error| LoadError::World {
+        let pre = Pre::link(&self.linker, &component).map_err(|(world, e)| LoadError::World {
             plugin: plugin.clone(),
+            world,
             source: e.into(),
-        };
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(world)?;
-        let pre = SensorPluginPre::new(instance_pre).map_err(world)?;
-        Ok(CompiledPlugin { name: plugin, pre })
+        })?;
+        Ok(CompiledPlugin {
+            name: plugin,
+            pre,
+            assets: Assets::default(),
+        })
     }
 
     pub(crate) fn engine(&self) -> &Engine {

@@ -16,6 +16,8 @@ pub enum Call {
     OnReadings,
     /// The `on-tick` export.
     OnTick,
+    /// The `snapshot` export (contract 0.2).
+    Snapshot,
 }
 
 impl fmt::Display for Call {
@@ -25,6 +27,7 @@ impl fmt::Display for Call {
             Call::Init => "init",
             Call::OnReadings => "on-readings",
             Call::OnTick => "on-tick",
+            Call::Snapshot => "snapshot",
         })
     }
 }
@@ -70,6 +73,10 @@ pub enum PluginErrorKind {
     /// The component does not fit the `sensor-plugin` world or failed to start.
     #[error("could not be instantiated: {0}")]
     Instantiate(String),
+    /// The call is not part of the plugin's contract (a snapshot of a 0.1
+    /// plugin, which has none). The instance stays usable.
+    #[error("cannot do that: its contract ({0}) has no snapshot")]
+    NoSnapshot(super::world::World),
     /// The instance failed earlier and can no longer be called.
     #[error("cannot be called: the instance failed earlier and must be restarted")]
     Poisoned,
@@ -77,9 +84,15 @@ pub enum PluginErrorKind {
 
 impl PluginErrorKind {
     /// Whether the instance must be discarded after this failure (a Store is
-    /// never reused after a trap).
+    /// never reused after a trap). A snapshot refused for its size, or asked
+    /// of a plugin that has none, leaves the Store as it was.
     pub fn poisons(&self) -> bool {
-        !matches!(self, PluginErrorKind::Returned(_))
+        !matches!(
+            self,
+            PluginErrorKind::Returned(_)
+                | PluginErrorKind::NoSnapshot(_)
+                | PluginErrorKind::Limit(LimitExceeded::Snapshot { .. })
+        )
     }
 
     /// A short stable tag for counters and exit messages.
@@ -94,6 +107,8 @@ impl PluginErrorKind {
             PluginErrorKind::Limit(LimitExceeded::OutputSize { .. }) => "output-size",
             PluginErrorKind::Limit(LimitExceeded::State(_)) => "state-limit",
             PluginErrorKind::Limit(LimitExceeded::Resources(_)) => "resource-limit",
+            PluginErrorKind::Limit(LimitExceeded::Snapshot { .. }) => "snapshot-limit",
+            PluginErrorKind::NoSnapshot(_) => "no-snapshot",
             PluginErrorKind::Blocking(_) => "blocking-call",
             PluginErrorKind::Instantiate(_) => "instantiate",
             PluginErrorKind::Poisoned => "poisoned",
@@ -133,11 +148,14 @@ pub enum LoadError {
         #[source]
         source: WasmtimeError,
     },
-    /// The component does not target the `edgewise:plugin/sensor-plugin` world.
-    #[error("`{plugin}` does not fit the edgewise:plugin/sensor-plugin world: {source}")]
+    /// The component does not fit the `sensor-plugin` world it targets
+    /// (0.2 if it exports `snapshot`, else 0.1).
+    #[error("`{plugin}` does not fit the {world} world: {source}")]
     World {
         /// Plugin name.
         plugin: String,
+        /// The world it was linked against.
+        world: super::world::World,
         /// What is missing or mismatched.
         #[source]
         source: WasmtimeError,

@@ -1,7 +1,9 @@
 //! Per-instance host state and the implementation of the `edgewise:plugin/host`
-//! imports: outputs are collected for the caller, logs go to `tracing`, state
-//! is a bounded in-memory map that lives and dies with the instance (nothing
-//! of it is written to disk: a restart, a trap or an upgrade starts empty).
+//! imports of both contracts: outputs are collected for the caller, logs go to
+//! `tracing`; 0.1's state is a bounded in-memory map that lives and dies with
+//! the instance (nothing of it is written to disk: a restart, a trap or an
+//! upgrade starts empty); 0.2's `asset` copies a signed asset into the
+//! plugin's memory, under its memory limit.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::edgewise::plugin::{host, types};
+use super::bindings::{v0_1, v0_2};
 use super::bounded::{self, MAX_CODE_BYTES, MAX_LOG_LINE_BYTES, MAX_MESSAGE_BYTES, MAX_SENSOR_BYTES};
 use super::clock::MonotonicClock;
 use super::limits::{
@@ -18,6 +20,7 @@ use super::limits::{
     PerSecond,
 };
 use super::stderr::StderrTail;
+use super::world::Assets;
 use crate::model::{Alert, Output, Severity, Summary};
 
 /// Everything a plugin's `Store` holds besides the instance itself.
@@ -44,6 +47,8 @@ pub struct InstanceState {
     table_elements: Growth,
     /// The instance's monotonic clock, shared with the WASI `subscribe-*`.
     pub(crate) monotonic: Arc<MonotonicClock>,
+    /// The signed assets `asset(name)` reads (contract 0.2).
+    assets: Assets,
     wasi: WasiCtx,
     pub(crate) table: ResourceTable,
 }
@@ -55,6 +60,7 @@ impl InstanceState {
         wasi: WasiCtx,
         stderr: StderrTail,
         monotonic: Arc<MonotonicClock>,
+        assets: Assets,
     ) -> Self {
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_WASI_RESOURCES);
@@ -73,6 +79,7 @@ impl InstanceState {
             memory_bytes: Growth::default(),
             table_elements: Growth::default(),
             monotonic,
+            assets,
             wasi,
             table,
         }
@@ -120,60 +127,106 @@ impl WasiView for InstanceState {
     }
 }
 
-impl types::Host for InstanceState {}
+/// The imports both contracts share (`emit-alert`, `emit-summary`, `log`),
+/// for the bindings of one contract version: the same checks and the same
+/// host types, whichever version the plugin targets.
+macro_rules! shared_imports {
+    ($version:ident) => {
+        fn emit_alert(&mut self, alert: $version::types::Alert) -> wasmtime::Result<()> {
+            use $version::types::Severity as S;
+            let severity = match alert.severity {
+                S::Info => Severity::Info,
+                S::Warning => Severity::Warning,
+                S::Critical => Severity::Critical,
+            };
+            self.push_alert(Alert {
+                sensor: alert.sensor,
+                timestamp_ms: alert.timestamp_ms,
+                severity,
+                code: alert.code,
+                message: alert.message,
+                value: alert.value,
+            })
+        }
 
-impl host::Host for InstanceState {
-    fn emit_alert(&mut self, alert: types::Alert) -> wasmtime::Result<()> {
+        fn emit_summary(&mut self, summary: $version::types::Summary) -> wasmtime::Result<()> {
+            self.push_summary(Summary {
+                sensor: summary.sensor,
+                window_start_ms: summary.window_start_ms,
+                window_end_ms: summary.window_end_ms,
+                metrics: summary.metrics.into_iter().map(|m| (m.name, m.value)).collect(),
+            })
+        }
+
+        fn log(&mut self, level: $version::types::LogLevel, message: String) -> wasmtime::Result<()> {
+            use $version::types::LogLevel as L;
+            let level = match level {
+                L::Trace => tracing::Level::TRACE,
+                L::Debug => tracing::Level::DEBUG,
+                L::Info => tracing::Level::INFO,
+                L::Warn => tracing::Level::WARN,
+                L::Error => tracing::Level::ERROR,
+            };
+            self.write_log(level, message);
+            Ok(())
+        }
+    };
+}
+
+impl InstanceState {
+    /// An alert from the plugin, counted against the output limits, each
+    /// field bounded.
+    fn push_alert(&mut self, alert: Alert) -> wasmtime::Result<()> {
         self.count_output(alert.sensor.len() + alert.code.len() + alert.message.len() + 32)?;
         // Within the output size, each field is bounded too: an id or a code
         // of kilobytes is not one a person or a pager can use.
         self.outputs.push(Output::Alert(Alert {
             sensor: bounded::truncate(alert.sensor, MAX_SENSOR_BYTES),
-            timestamp_ms: alert.timestamp_ms,
-            severity: match alert.severity {
-                types::Severity::Info => Severity::Info,
-                types::Severity::Warning => Severity::Warning,
-                types::Severity::Critical => Severity::Critical,
-            },
             code: bounded::truncate(alert.code, MAX_CODE_BYTES),
             message: bounded::truncate(alert.message, MAX_MESSAGE_BYTES),
-            value: alert.value,
+            ..alert
         }));
         Ok(())
     }
 
-    fn emit_summary(&mut self, summary: types::Summary) -> wasmtime::Result<()> {
-        let metrics: usize = summary.metrics.iter().map(|m| m.name.len() + 8).sum();
+    /// A summary from the plugin, counted against the output limits.
+    fn push_summary(&mut self, summary: Summary) -> wasmtime::Result<()> {
+        let metrics: usize = summary.metrics.iter().map(|(name, _)| name.len() + 8).sum();
         self.count_output(summary.sensor.len() + metrics + 16)?;
         self.outputs.push(Output::Summary(Summary {
             sensor: bounded::truncate(summary.sensor, MAX_SENSOR_BYTES),
-            window_start_ms: summary.window_start_ms,
-            window_end_ms: summary.window_end_ms,
             metrics: summary
                 .metrics
                 .into_iter()
-                .map(|m| (bounded::truncate(m.name, MAX_CODE_BYTES), m.value))
+                .map(|(name, value)| (bounded::truncate(name, MAX_CODE_BYTES), value))
                 .collect(),
+            ..summary
         }));
         Ok(())
     }
 
-    fn log(&mut self, level: types::LogLevel, message: String) -> wasmtime::Result<()> {
+    /// A log line from the plugin, within its budget (else dropped, counted).
+    fn write_log(&mut self, level: tracing::Level, message: String) {
         if self.log_bytes_per_second.add(message.len(), Instant::now()) > self.limits.max_log_bytes_per_second {
             self.logs_dropped += 1;
-            return Ok(());
+            return;
         }
         let message = bounded::truncate(message, MAX_LOG_LINE_BYTES);
         let plugin = self.plugin.as_str();
         match level {
-            types::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
-            types::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            types::LogLevel::Info => tracing::info!(plugin, "{message}"),
-            types::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            types::LogLevel::Error => tracing::error!(plugin, "{message}"),
+            tracing::Level::TRACE => tracing::trace!(plugin, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(plugin, "{message}"),
+            tracing::Level::INFO => tracing::info!(plugin, "{message}"),
+            tracing::Level::WARN => tracing::warn!(plugin, "{message}"),
+            tracing::Level::ERROR => tracing::error!(plugin, "{message}"),
         }
-        Ok(())
     }
+}
+
+impl v0_1::types::Host for InstanceState {}
+
+impl v0_1::host::Host for InstanceState {
+    shared_imports!(v0_1);
 
     fn state_get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
         Ok(self.state.get(&key).cloned())
@@ -188,6 +241,28 @@ impl host::Host for InstanceState {
         self.state_bytes = new_total;
         self.state.insert(key, value);
         Ok(())
+    }
+}
+
+impl v0_2::types::Host for InstanceState {}
+
+impl v0_2::host::Host for InstanceState {
+    shared_imports!(v0_2);
+
+    fn asset(&mut self, name: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        let Some(bytes) = self.assets.get(&name) else {
+            return Ok(None);
+        };
+        // The copy lands in the plugin's memory, whose growth the limiter
+        // bounds; one that could never fit is refused before the host copies it.
+        if bytes.len() > self.limits.max_memory_bytes {
+            let exceeded = LimitExceeded::Memory {
+                limit: self.limits.max_memory_bytes,
+                requested: bytes.len(),
+            };
+            return self.breach(exceeded).map(|()| None);
+        }
+        Ok(Some(bytes.to_vec()))
     }
 }
 
@@ -279,9 +354,14 @@ mod tests {
     //! The host imports called directly, without a guest.
 
     use super::*;
-    use crate::runtime::bindings::edgewise::plugin::host::Host;
+    use crate::runtime::bindings::v0_1::host::Host;
+    use crate::runtime::bindings::v0_1::types;
 
     fn state(limits: Limits) -> InstanceState {
+        with_assets(limits, Assets::default())
+    }
+
+    fn with_assets(limits: Limits, assets: Assets) -> InstanceState {
         let (_, monotonic) = crate::runtime::clock::PluginClock::system().wasi();
         InstanceState::new(
             "test",
@@ -289,7 +369,29 @@ mod tests {
             WasiCtx::builder().build(),
             StderrTail::default(),
             monotonic,
+            assets,
         )
+    }
+
+    #[test]
+    fn an_asset_is_served_by_name_and_one_beyond_the_memory_limit_is_refused_before_any_copy() {
+        use v0_2::host::Host as _;
+        let assets = Assets::new([
+            ("table.csv".to_owned(), Arc::<[u8]>::from(&b"a,b"[..])),
+            ("model.bin".to_owned(), Arc::<[u8]>::from(vec![0u8; (1 << 20) + 1])),
+        ]);
+        let mut host = with_assets(one_mib_of_memory(), assets);
+        assert_eq!(host.asset("table.csv".into()).unwrap(), Some(b"a,b".to_vec()));
+        assert_eq!(host.asset("absent".into()).unwrap(), None);
+        let error = host.asset("model.bin".into()).unwrap_err();
+        assert_eq!(
+            error.downcast_ref::<LimitExceeded>(),
+            Some(&LimitExceeded::Memory {
+                limit: 1 << 20,
+                requested: (1 << 20) + 1
+            })
+        );
+        assert!(matches!(host.limit_hit, Some(LimitExceeded::Memory { .. })));
     }
 
     fn alert(code: &str) -> types::Alert {

@@ -1,19 +1,22 @@
 //! One running plugin: a wasmtime `Store` with its instance, called through
-//! the `sensor-plugin` exports under limits and a per-call deadline.
+//! the `sensor-plugin` exports under limits and a per-call deadline. The
+//! instance knows which contract the plugin targets and speaks it; callers
+//! see one type whatever the version ([`Wake`] says when to tick it).
 
 use wasmtime::Store;
 use wasmtime::component::ResourceTableError;
 use wasmtime_wasi::{Deterministic, WasiCtx};
 
-use super::bindings::{SensorPlugin, types};
+use super::bindings::{v0_1, v0_2};
 use super::bounded::{self, MAX_ERROR_BYTES, MAX_STDERR_LINE_BYTES};
 use super::clock::{PluginClock, SharedMonotonic};
-use super::engine::{CompiledPlugin, EPOCH_TICK, Runtime};
+use super::engine::{CompiledPlugin, EPOCH_TICK, Pre, Runtime};
 use super::error::{Call, PluginError, PluginErrorKind};
 use super::host_api::InstanceState;
 use super::limits::{LimitExceeded, Limits, MAX_RANDOM_BYTES, MAX_WASI_RESOURCES};
 use super::stderr::StderrTail;
 use super::wasi::WouldBlock;
+use super::world::{MIN_WAKE_INTERVAL_MS, Snapshot, Wake, World};
 use crate::model::{Output, Reading};
 
 /// A live plugin instance. After a failure that poisons it (any trap or
@@ -21,17 +24,34 @@ use crate::model::{Output, Reading};
 /// caller builds a new instance, never reusing a trapped `Store`.
 pub struct PluginInstance {
     store: Store<InstanceState>,
-    bindings: SensorPlugin,
+    bindings: Bindings,
     poisoned: bool,
     stderr_seen: u64,
     /// Fuel burnt per export, when the runtime counts fuel.
     fuel: Option<FuelUsed>,
-    /// The last `on-readings` batch in WIT types, kept so that the next
+    /// The last 0.1 `on-readings` batch in WIT types, kept so that the next
     /// batch reuses its string buffers instead of allocating per reading.
-    batch: Vec<types::Reading>,
+    batch: Vec<v0_1::types::Reading>,
+    /// The 0.2 batch being encoded (its vectors reused from batch to batch).
+    batch_v0_2: v0_2::types::Batch,
     /// The clock the plugin reads through WASI.
     clock: PluginClock,
+    /// The last wake a 0.2 plugin answered (`None`: not until a reading).
+    wake: Option<i64>,
+    /// The time of the last `on-tick`, from which the wake floor counts.
+    last_tick: Option<i64>,
+    /// Wakes asked sooner than [`MIN_WAKE_INTERVAL_MS`] after the last tick.
+    wakes_deferred: u64,
 }
+
+/// The instance, through the bindings of the world it targets.
+enum Bindings {
+    V0_1(v0_1::SensorPlugin),
+    V0_2(v0_2::SensorPlugin),
+}
+
+/// What a call answered: a 0.2 plugin its wake, a 0.1 plugin nothing.
+type Answer = Option<Option<i64>>;
 
 /// Fuel (WebAssembly operators executed, wasmtime's deterministic CPU
 /// measure) burnt by one instance, per export.
@@ -43,6 +63,8 @@ pub struct FuelUsed {
     pub on_readings: u64,
     /// In `on-tick`.
     pub on_tick: u64,
+    /// In `snapshot`.
+    pub snapshot: u64,
 }
 
 impl PluginInstance {
@@ -74,7 +96,7 @@ impl PluginInstance {
         builder.monotonic_clock(SharedMonotonic(monotonic.clone()));
         let wasi = builder.build();
         let deadline_ticks = deadline_ticks(&limits);
-        let state = InstanceState::new(&plugin.name, limits, wasi, stderr, monotonic);
+        let state = InstanceState::new(&plugin.name, limits, wasi, stderr, monotonic, plugin.assets.clone());
         let mut store = Store::new(runtime.engine(), state);
         store.limiter(|state| state);
         store.set_epoch_deadline(deadline_ticks);
@@ -88,7 +110,11 @@ impl PluginInstance {
         } else {
             None
         };
-        let bindings = plugin.pre.instantiate(&mut store).map_err(|e| PluginError {
+        let bindings = match &plugin.pre {
+            Pre::V0_1(pre) => pre.instantiate(&mut store).map(Bindings::V0_1),
+            Pre::V0_2(pre) => pre.instantiate(&mut store).map(Bindings::V0_2),
+        };
+        let bindings = bindings.map_err(|e| PluginError {
             plugin: plugin.name.clone(),
             call: Call::Instantiate,
             kind: PluginErrorKind::Instantiate(bounded::truncate(format!("{e:#}"), MAX_ERROR_BYTES)),
@@ -100,8 +126,56 @@ impl PluginInstance {
             stderr_seen: 0,
             fuel,
             batch: Vec::new(),
+            batch_v0_2: v0_2::types::Batch {
+                sensors: Vec::new(),
+                samples: Vec::new(),
+            },
             clock,
+            wake: None,
+            last_tick: None,
+            wakes_deferred: 0,
         })
+    }
+
+    /// The world the plugin targets.
+    pub fn world(&self) -> World {
+        match self.bindings {
+            Bindings::V0_1(_) => World::V0_1,
+            Bindings::V0_2(_) => World::V0_2,
+        }
+    }
+
+    /// When the plugin next needs `on-tick`: a 0.1 plugin at every tick of
+    /// the host's interval; a 0.2 plugin at the time it last asked for, but
+    /// no sooner than [`MIN_WAKE_INTERVAL_MS`] after its last tick.
+    pub fn wake(&self) -> Wake {
+        match (&self.bindings, self.wake) {
+            (Bindings::V0_1(_), _) => Wake::Interval,
+            (Bindings::V0_2(_), None) => Wake::Idle,
+            (Bindings::V0_2(_), Some(at)) => Wake::At(at.max(self.wake_floor())),
+        }
+    }
+
+    /// How many wakes the plugin asked for sooner than
+    /// [`MIN_WAKE_INTERVAL_MS`] after its last tick (each moved to that floor).
+    pub fn wakes_deferred(&self) -> u64 {
+        self.wakes_deferred
+    }
+
+    /// The earliest time of the next tick.
+    fn wake_floor(&self) -> i64 {
+        self.last_tick
+            .map_or(i64::MIN, |tick| tick.saturating_add(MIN_WAKE_INTERVAL_MS))
+    }
+
+    /// Keep a 0.2 plugin's answer.
+    fn answered(&mut self, answer: Answer) {
+        if let Some(wake) = answer {
+            if wake.is_some_and(|at| at < self.wake_floor()) {
+                self.wakes_deferred += 1;
+            }
+            self.wake = wake;
+        }
     }
 
     /// Fuel burnt so far, per export; `None` unless the runtime counts fuel.
@@ -116,11 +190,113 @@ impl PluginInstance {
 
     /// Call `init` with the plugin's configuration.
     pub fn init(&mut self, config: &[(String, String)]) -> Result<(), PluginError> {
-        self.call(Call::Init, |bindings, store| bindings.call_init(store, config))
+        self.init_from(config, None)
+    }
+
+    /// Call `init` with the plugin's configuration and, to resume a plugin,
+    /// a snapshot to start from (a 0.2 plugin; one over the state limit is
+    /// refused before the plugin sees it). The plugin decides whether it can
+    /// take the snapshot: its `err` is [`PluginErrorKind::Returned`].
+    pub fn init_from(&mut self, config: &[(String, String)], resume: Option<&Snapshot>) -> Result<(), PluginError> {
+        let resume = match resume {
+            None => None,
+            Some(_) if self.world() == World::V0_1 => {
+                return Err(self.refusal(Call::Init, PluginErrorKind::NoSnapshot(World::V0_1)));
+            }
+            Some(snapshot) if snapshot.data.len() > self.store.data().limits.max_state_bytes => {
+                let exceeded = LimitExceeded::Snapshot {
+                    limit: self.store.data().limits.max_state_bytes,
+                    size: snapshot.data.len(),
+                };
+                return Err(self.refusal(Call::Init, PluginErrorKind::Limit(exceeded)));
+            }
+            Some(snapshot) => Some(v0_2::types::Snapshot {
+                schema: snapshot.schema,
+                data: snapshot.data.clone(),
+            }),
+        };
+        let answer = self.call(Call::Init, |bindings, store| match bindings {
+            Bindings::V0_1(plugin) => plugin.call_init(store, config).map(|r| r.map(|()| None)),
+            Bindings::V0_2(plugin) => plugin.call_init(store, config, resume.as_ref()).map(|r| r.map(Some)),
+        })?;
+        self.answered(answer);
+        Ok(())
+    }
+
+    /// The plugin's state, as it hands it over (`snapshot`, contract 0.2),
+    /// between calls; outputs it emits meanwhile are dropped. A snapshot over
+    /// the state limit is refused; neither that nor asking a 0.1 plugin
+    /// (which has no snapshot) harms the instance.
+    pub fn snapshot(&mut self) -> Result<Snapshot, PluginError> {
+        if self.world() == World::V0_1 {
+            return Err(self.refusal(Call::Snapshot, PluginErrorKind::NoSnapshot(World::V0_1)));
+        }
+        let outputs_before = self.store.data().outputs.len();
+        let snapshot = self.call(Call::Snapshot, |bindings, store| match bindings {
+            Bindings::V0_2(plugin) => plugin.call_snapshot(store),
+            // Refused above: a 0.1 plugin has no `snapshot` to call.
+            Bindings::V0_1(_) => Ok(Err(String::new())),
+        });
+        // A snapshot is not an input: whatever the plugin emits meanwhile is
+        // dropped, so that taking one never changes the outputs.
+        self.store.data_mut().outputs.truncate(outputs_before);
+        let snapshot = snapshot?;
+        let limit = self.store.data().limits.max_state_bytes;
+        if snapshot.data.len() > limit {
+            let exceeded = LimitExceeded::Snapshot {
+                limit,
+                size: snapshot.data.len(),
+            };
+            return Err(self.refusal(Call::Snapshot, PluginErrorKind::Limit(exceeded)));
+        }
+        Ok(Snapshot {
+            schema: snapshot.schema,
+            data: snapshot.data,
+        })
+    }
+
+    /// A failure of `call` found by the host without calling the plugin.
+    fn refusal(&self, call: Call, kind: PluginErrorKind) -> PluginError {
+        PluginError {
+            plugin: self.store.data().plugin.clone(),
+            call,
+            kind,
+        }
     }
 
     /// Call `on-readings` with a batch.
     pub fn on_readings(&mut self, readings: &[Reading]) -> Result<(), PluginError> {
+        // A virtual clock stands at the latest reading the plugin has been given.
+        if let Some(latest) = readings.iter().map(|r| r.timestamp_ms).max() {
+            self.clock.advance_to(latest);
+        }
+        match self.world() {
+            World::V0_1 => self.on_readings_v0_1(readings),
+            World::V0_2 => self.on_readings_v0_2(readings),
+        }
+    }
+
+    /// A 0.2 batch: each (sensor, unit) named once, the readings as scalars.
+    fn on_readings_v0_2(&mut self, readings: &[Reading]) -> Result<(), PluginError> {
+        let mut batch = std::mem::replace(
+            &mut self.batch_v0_2,
+            v0_2::types::Batch {
+                sensors: Vec::new(),
+                samples: Vec::new(),
+            },
+        );
+        encode_batch(&mut batch, readings);
+        let answer = self.call(Call::OnReadings, |bindings, store| match bindings {
+            Bindings::V0_1(_) => Ok(Err(String::new())),
+            Bindings::V0_2(plugin) => plugin.call_on_readings(store, &batch).map(|r| r.map(Some)),
+        });
+        self.batch_v0_2 = batch;
+        self.answered(answer?);
+        Ok(())
+    }
+
+    /// A 0.1 batch: a record with two strings per reading.
+    fn on_readings_v0_1(&mut self, readings: &[Reading]) -> Result<(), PluginError> {
         let mut batch = std::mem::take(&mut self.batch);
         batch.truncate(readings.len());
         for (slot, reading) in batch.iter_mut().zip(readings) {
@@ -129,27 +305,31 @@ impl PluginInstance {
             slot.value = reading.value;
             slot.unit.clone_from(&reading.unit);
         }
-        batch.extend(readings.iter().skip(batch.len()).map(|r| types::Reading {
+        batch.extend(readings.iter().skip(batch.len()).map(|r| v0_1::types::Reading {
             sensor: r.sensor.clone(),
             timestamp_ms: r.timestamp_ms,
             value: r.value,
             unit: r.unit.clone(),
         }));
-        // A virtual clock stands at the latest reading the plugin has been given.
-        if let Some(latest) = readings.iter().map(|r| r.timestamp_ms).max() {
-            self.clock.advance_to(latest);
-        }
-        let result = self.call(Call::OnReadings, |bindings, store| {
-            bindings.call_on_readings(store, &batch)
+        let result = self.call(Call::OnReadings, |bindings, store| match bindings {
+            Bindings::V0_1(plugin) => plugin.call_on_readings(store, &batch),
+            Bindings::V0_2(_) => Ok(Err(String::new())),
         });
         self.batch = batch;
         result
     }
 
-    /// Call `on-tick` with the host clock's time.
+    /// Call `on-tick` with the host clock's time (whatever [`PluginInstance::wake`]
+    /// says: the caller decides when a tick is due).
     pub fn on_tick(&mut self, now_ms: i64) -> Result<(), PluginError> {
         self.clock.advance_to(now_ms);
-        self.call(Call::OnTick, |bindings, store| bindings.call_on_tick(store, now_ms))
+        self.last_tick = Some(now_ms);
+        let answer = self.call(Call::OnTick, |bindings, store| match bindings {
+            Bindings::V0_1(plugin) => plugin.call_on_tick(store, now_ms).map(|r| r.map(|()| None)),
+            Bindings::V0_2(plugin) => plugin.call_on_tick(store, now_ms).map(|r| r.map(Some)),
+        })?;
+        self.answered(answer);
+        Ok(())
     }
 
     /// Take the outputs produced since the last call to this method, in order.
@@ -164,11 +344,11 @@ impl PluginInstance {
         self.store.data().logs_dropped
     }
 
-    fn call(
+    fn call<T>(
         &mut self,
         call: Call,
-        invoke: impl FnOnce(&SensorPlugin, &mut Store<InstanceState>) -> wasmtime::Result<Result<(), String>>,
-    ) -> Result<(), PluginError> {
+        invoke: impl FnOnce(&Bindings, &mut Store<InstanceState>) -> wasmtime::Result<Result<T, String>>,
+    ) -> Result<T, PluginError> {
         if self.poisoned {
             return Err(PluginError {
                 plugin: self.store.data().plugin.clone(),
@@ -188,10 +368,11 @@ impl PluginInstance {
                 Call::Instantiate | Call::Init => fuel.init += burnt,
                 Call::OnReadings => fuel.on_readings += burnt,
                 Call::OnTick => fuel.on_tick += burnt,
+                Call::Snapshot => fuel.snapshot += burnt,
             }
         }
         let kind = match outcome {
-            Ok(Ok(())) => return Ok(()),
+            Ok(Ok(value)) => return Ok(value),
             // The plugin's own text goes into alerts and the status: bounded.
             Ok(Err(message)) => PluginErrorKind::Returned(bounded::truncate(message, MAX_ERROR_BYTES)),
             Err(error) => {
@@ -253,6 +434,43 @@ impl PluginInstance {
             .unwrap_or(lines.len().saturating_sub(1));
         let line = lines.get(from..).unwrap_or_default().join(" ");
         bounded::truncate(line, MAX_STDERR_LINE_BYTES)
+    }
+}
+
+/// Encode `readings` as a 0.2 batch: each (sensor, unit) once, in order of
+/// first appearance, every reading three scalars.
+fn encode_batch(batch: &mut v0_2::types::Batch, readings: &[Reading]) {
+    batch.sensors.clear();
+    batch.samples.clear();
+    batch.samples.reserve(readings.len());
+    // Consecutive readings are most often of one sensor: check the last first.
+    let mut last: Option<(&Reading, u32)> = None;
+    for reading in readings {
+        let sensor = match last {
+            Some((previous, index)) if previous.sensor == reading.sensor && previous.unit == reading.unit => index,
+            _ => {
+                let position = batch
+                    .sensors
+                    .iter()
+                    .position(|s| s.id == reading.sensor && s.unit == reading.unit)
+                    .unwrap_or_else(|| {
+                        batch.sensors.push(v0_2::types::Sensor {
+                            id: reading.sensor.clone(),
+                            unit: reading.unit.clone(),
+                        });
+                        batch.sensors.len() - 1
+                    });
+                // A batch is bounded by the queue: far below u32::MAX sensors.
+                let index = u32::try_from(position).unwrap_or(u32::MAX);
+                last = Some((reading, index));
+                index
+            }
+        };
+        batch.samples.push(v0_2::types::Sample {
+            sensor,
+            timestamp_ms: reading.timestamp_ms,
+            value: reading.value,
+        });
     }
 }
 

@@ -25,7 +25,8 @@ pub struct Limits {
     /// Log bytes per second of real time; beyond it lines are dropped and
     /// counted (a chatty log is not a failure).
     pub max_log_bytes_per_second: usize,
-    /// Largest total state (keys plus values) `state-set` accepts, in bytes.
+    /// Largest total state (keys plus values) `state-set` accepts (0.1), and
+    /// largest snapshot a plugin may hand over or be started from (0.2), in bytes.
     pub max_state_bytes: usize,
 }
 
@@ -71,6 +72,15 @@ pub enum LimitExceeded {
     /// State beyond [`Limits::max_state_bytes`].
     #[error("exceeded its state limit of {0} bytes")]
     State(usize),
+    /// A snapshot (handed over or to start from) beyond
+    /// [`Limits::max_state_bytes`]. The instance stays usable.
+    #[error("snapshot of {size} bytes, over its state limit of {limit}")]
+    Snapshot {
+        /// The configured limit.
+        limit: usize,
+        /// The snapshot's size.
+        size: usize,
+    },
     /// More live WASI resources (streams, pollables...) than
     /// [`MAX_WASI_RESOURCES`].
     #[error("exceeded its limit of {0} live WASI resources (streams, pollables)")]

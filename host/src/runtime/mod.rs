@@ -17,6 +17,7 @@ mod stderr;
 #[cfg(test)]
 mod test_plugins;
 mod wasi;
+mod world;
 
 pub use cache::{CACHE_KEY_FILE, CacheOutcome};
 pub use clock::PluginClock;
@@ -24,3 +25,4 @@ pub use engine::{Allocator, CompiledPlugin, Runtime, RuntimeOptions};
 pub use error::{Call, LoadError, PluginError, PluginErrorKind, RuntimeError, WasmtimeError};
 pub use instance::{FuelUsed, PluginInstance};
 pub use limits::{Clamped, LimitExceeded, Limits, MAX_WASI_RESOURCES};
+pub use world::{Assets, MIN_WAKE_INTERVAL_MS, Snapshot, Wake, World};

@@ -137,6 +137,7 @@ impl Worker {
             stats: stats.clone(),
             supervisor,
             logs_dropped_before: 0,
+            wakes_deferred_before: 0,
             shown_state: Health::Running.name(),
             stopping: stopping.clone(),
             drain_until: drain_until.clone(),

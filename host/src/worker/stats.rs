@@ -28,6 +28,9 @@ pub struct PluginStats {
     pub readings_dropped: AtomicU64,
     /// Log lines dropped by the log budget.
     pub logs_dropped: AtomicU64,
+    /// Wakes a 0.2 plugin asked for sooner than a second after its last
+    /// tick, each deferred to that second.
+    pub wakes_deferred: AtomicU64,
     /// Outputs that could not be written to the outbox (not counted in
     /// `alerts_out` or `summaries_out`).
     pub outbox_failures: AtomicU64,

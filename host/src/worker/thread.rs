@@ -32,6 +32,8 @@ pub(super) struct PluginThread {
     pub(super) hold: Hold,
     /// Log lines dropped by instances already discarded.
     pub(super) logs_dropped_before: u64,
+    /// Wakes deferred by instances already discarded.
+    pub(super) wakes_deferred_before: u64,
     /// The state last shown in the status.
     pub(super) shown_state: &'static str,
     /// Set when the host stops: a failure then ends the worker.
@@ -120,6 +122,13 @@ impl PluginThread {
     fn run_next(&mut self) {
         let Some(instance) = self.instance.as_mut() else { return };
         let Some(work) = self.hold.pop() else { return };
+        if let Held::Tick(now_ms) = work
+            && !instance.wake().due(now_ms)
+        {
+            // A plugin woken on demand (contract 0.2) is ticked once the
+            // host clock reaches the time it asked for, not every interval.
+            return;
+        }
         let (result, done) = match work {
             Held::Readings(batch) => {
                 self.stats
@@ -133,6 +142,10 @@ impl PluginThread {
         self.stats
             .logs_dropped
             .store(self.logs_dropped_before + instance.logs_dropped(), Ordering::Relaxed);
+        self.stats.wakes_deferred.store(
+            self.wakes_deferred_before + instance.wakes_deferred(),
+            Ordering::Relaxed,
+        );
         let stored = self.emitter.emit(outputs);
         match result {
             Ok(()) => self.supervisor.succeeded(),
@@ -191,6 +204,7 @@ impl PluginThread {
         {
             // A Store is never reused after a trap: the next run builds a new one.
             self.logs_dropped_before += instance.logs_dropped();
+            self.wakes_deferred_before += instance.wakes_deferred();
         }
         let now = Instant::now();
         let action = match self.supervisor.failed(now) {
