@@ -887,6 +887,11 @@ fn the_spec_test_vector_with_an_asset_is_what_sign_writes_and_verifies() {
     };
     let verified = verify(&bundle, &options).expect("the spec's bundle verifies");
     assert_eq!(verified.assets()[0].bytes(), b"table");
+    // The spec's bundle digest is the one verification reports.
+    assert_eq!(
+        verified.bundle_sha256,
+        "daafb9dfd525b445679f31cf82236f568bdc750f2fc0801baecb53ec72a8d72c"
+    );
     let mut changed = bundle.clone();
     changed[0x193] ^= 0x01;
     assert!(matches!(verify(&changed, &options), Err(VerifyError::BadSignature(_))));
