@@ -1,5 +1,5 @@
 //! The device trust store: a directory of `*.pub` files, and an optional
-//! `revoked` file listing key ids and code digests that must never run.
+//! `revoked` file listing key ids and digests that must never run.
 //!
 //! `revoked` holds one entry per line: a key id (16 hex digits) or a digest
 //! `sha256:<64 hex digits>`; `#` starts a comment. A digest line is compared

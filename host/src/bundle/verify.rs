@@ -76,7 +76,7 @@ pub struct VerifiedBundle {
     /// Size of the whole file.
     pub size: usize,
     /// The bundle digest: SHA-256 of the whole file, signature included,
-    /// lowercase hex (docs/bundle-format.md, "Digests").
+    /// lowercase hex (docs/bundle-format.md, section 1).
     pub bundle_sha256: String,
     /// The signed assets, in the manifest's order.
     assets: Vec<Asset>,
