@@ -275,3 +275,79 @@ fn sign_refuses_bad_assets_and_writes_nothing() {
         assert!(!operator.path("out.wasm").exists(), "{message}: a bundle was written");
     }
 }
+
+/// The line of `text` that starts with `label`, without it.
+fn line_after<'a>(text: &'a str, label: &str) -> &'a str {
+    text.lines()
+        .find_map(|line| line.strip_prefix(label))
+        .unwrap_or_else(|| panic!("no `{label}` line in:\n{text}"))
+        .trim()
+}
+
+/// The same code signed twice, with a good and a bad model: one code digest,
+/// two bundle digests. Revoking the bad bundle's digest refuses it (`verify`
+/// and `replay --trust`, naming the bundle digest) while the good bundle,
+/// same code, still verifies and runs.
+#[test]
+fn the_same_code_with_a_bad_model_is_revoked_by_its_bundle_digest() {
+    let (operator, good, run) = signed_with_assets();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let mut bad_model = model();
+    bad_model[100] ^= 0xff;
+    std::fs::write(operator.path("model.bin"), &bad_model).unwrap();
+    let run = operator.sign_with(
+        &operator.path("edgewise.toml"),
+        &plugin_wasm("glucose-monitor"),
+        "bad-model.wasm",
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let bad = operator.path("bad-model.wasm");
+
+    let (good_inspected, bad_inspected) = (
+        edgewise(["inspect".as_ref(), good.as_os_str()]),
+        edgewise(["inspect".as_ref(), bad.as_os_str()]),
+    );
+    let code = line_after(&good_inspected.stdout, "code sha256:");
+    assert_eq!(code, line_after(&bad_inspected.stdout, "code sha256:"));
+    let good_digest = sha256_hex(&std::fs::read(&good).unwrap());
+    let bad_digest = sha256_hex(&std::fs::read(&bad).unwrap());
+    assert_eq!(line_after(&good_inspected.stdout, "bundle sha256:"), good_digest);
+    assert_eq!(line_after(&bad_inspected.stdout, "bundle sha256:"), bad_digest);
+
+    // A trust directory like the operator's, with the bad bundle revoked.
+    let trust = operator.path("trust-revoked");
+    std::fs::create_dir(&trust).unwrap();
+    for entry in std::fs::read_dir(operator.trust()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, trust.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        trust.join("revoked"),
+        format!("# glucose-monitor 0.1.0 with the bad model\nsha256:{bad_digest}\n"),
+    )
+    .unwrap();
+
+    let bundle_revoked = format!("refused: bundle sha256:{bad_digest} is revoked");
+    for refused in [operator.verify_with(&trust, &bad, &[]), replay(&bad, Some(&trust))] {
+        assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+        assert_contains(&refused.stderr, &bundle_revoked);
+        assert!(refused.stdout.is_empty(), "{}", refused.stdout);
+    }
+
+    let verified = operator.verify_with(&trust, &good, &[]);
+    assert_eq!(verified.code, Some(0), "{}", verified.stderr);
+    assert_contains(
+        &verified.stdout,
+        &format!("(code sha256:{code}, bundle sha256:{good_digest}, 2 assets, "),
+    );
+    let ran = replay(&good, Some(&trust));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+
+    // Revoking the code digest still refuses both, by their code.
+    std::fs::write(trust.join("revoked"), format!("sha256:{code}\n")).unwrap();
+    for bundle in [&good, &bad] {
+        let refused = operator.verify_with(&trust, bundle, &[]);
+        assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+        assert_contains(&refused.stderr, &format!("refused: code sha256:{code} is revoked"));
+    }
+}

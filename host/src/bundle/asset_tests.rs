@@ -887,7 +887,62 @@ fn the_spec_test_vector_with_an_asset_is_what_sign_writes_and_verifies() {
     };
     let verified = verify(&bundle, &options).expect("the spec's bundle verifies");
     assert_eq!(verified.assets()[0].bytes(), b"table");
+    // The spec's bundle digest is the one verification reports.
+    assert_eq!(
+        verified.bundle_sha256,
+        "daafb9dfd525b445679f31cf82236f568bdc750f2fc0801baecb53ec72a8d72c"
+    );
     let mut changed = bundle.clone();
     changed[0x193] ^= 0x01;
     assert!(matches!(verify(&changed, &options), Err(VerifyError::BadSignature(_))));
+}
+
+/// The same code signed with a good and a bad model: one code digest, two
+/// bundle digests. Revoking the bad bundle's digest refuses it, naming the
+/// bundle digest, and leaves the good one alone; revoking the code digest
+/// refuses both, as it always did.
+#[test]
+fn a_bad_model_is_revoked_by_its_bundle_digest_and_the_good_one_still_verifies() {
+    let f = Fixture::new();
+    let mut assets = f.assets.clone();
+    assets[1] = asset("model.bin", b"\x00\x01poisoned\xff");
+    let source = ManifestSource::from_toml(SOURCE).expect("valid edgewise.toml");
+    let (bad, _) = sign(&f.component, WORLD, source, &assets, &f.key, NOW).expect("sign the bad model");
+    let (good_digest, bad_digest) = (sha256_hex(&f.bundle), sha256_hex(&bad));
+    assert_ne!(good_digest, bad_digest);
+
+    let trust_with = |revoked: String| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("signer.pub"), f.key.public_key().to_file_text()).expect("write .pub");
+        std::fs::write(dir.path().join("revoked"), revoked).expect("write revoked");
+        let trust = TrustStore::load(dir.path()).expect("load the trust store");
+        (dir, trust)
+    };
+    let options = |trust| VerifyOptions {
+        trust,
+        rollback: None,
+        now: NOW,
+        max_bytes: DEFAULT_MAX_BUNDLE_BYTES,
+    };
+
+    let (_dir, trust) = trust_with(format!("# the poisoned model\nsha256:{bad_digest}\n"));
+    let error = verify(&bad, &options(&trust)).expect_err("the bad model is revoked");
+    assert!(
+        matches!(&error, VerifyError::RevokedBundle(d) if *d == bad_digest),
+        "{error:?}"
+    );
+    assert_eq!(error.to_string(), format!("bundle sha256:{bad_digest} is revoked"));
+    let good = verify(&f.bundle, &options(&trust)).expect("the good model verifies");
+    assert_eq!(good.bundle_sha256, good_digest);
+    assert_eq!(good.manifest.code_sha256, f.manifest.code_sha256);
+
+    let code = f.manifest.code_sha256.clone();
+    let (_dir, trust) = trust_with(format!("sha256:{code}\n"));
+    for bundle in [&f.bundle, &bad] {
+        let error = verify(bundle, &options(&trust)).expect_err("the code is revoked");
+        assert!(
+            matches!(&error, VerifyError::RevokedDigest(d) if *d == code),
+            "{error:?}"
+        );
+    }
 }

@@ -12,8 +12,8 @@ use super::manifest::{Manifest, ManifestError};
 pub struct BundleInfo {
     /// File size in bytes.
     pub size: usize,
-    /// SHA-256 of the whole file.
-    pub file_sha256: String,
+    /// The bundle digest: SHA-256 of the whole file.
+    pub bundle_sha256: String,
     /// SHA-256 of the component without the Edgewise sections.
     pub code_sha256: String,
     /// The manifest, if the file is a bundle (or why it cannot be read).
@@ -74,7 +74,7 @@ pub fn inspect(bytes: &[u8]) -> Result<BundleInfo, FormatError> {
     let (imports, exports) = imports_and_exports(code);
     Ok(BundleInfo {
         size: bytes.len(),
-        file_sha256: sha256_hex(bytes),
+        bundle_sha256: sha256_hex(bytes),
         code_sha256: sha256_hex(code),
         manifest,
         key_id,

@@ -1,8 +1,10 @@
 //! The device trust store: a directory of `*.pub` files, and an optional
-//! `revoked` file listing key ids and code digests that must never run.
+//! `revoked` file listing key ids and digests that must never run.
 //!
-//! `revoked` holds one entry per line: a key id (16 hex digits) or a code
-//! digest `sha256:<64 hex digits>`; `#` starts a comment.
+//! `revoked` holds one entry per line: a key id (16 hex digits) or a digest
+//! `sha256:<64 hex digits>`; `#` starts a comment. A digest line is compared
+//! with both digests of a bundle, its code digest (the component alone) and
+//! its bundle digest (the whole file): it revokes whichever it names.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -122,9 +124,11 @@ impl TrustStore {
         self.revoked_keys.contains(id)
     }
 
-    /// Whether the code digest (lowercase hex) is revoked.
-    pub fn is_digest_revoked(&self, code_sha256: &str) -> bool {
-        self.revoked_digests.contains(code_sha256)
+    /// Whether the digest (lowercase hex) is revoked: a `sha256:` line of
+    /// `revoked` names a code digest or a bundle digest, and verification
+    /// asks about both.
+    pub fn is_digest_revoked(&self, sha256: &str) -> bool {
+        self.revoked_digests.contains(sha256)
     }
 
     /// How many keys are trusted.

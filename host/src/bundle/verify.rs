@@ -75,6 +75,9 @@ pub struct VerifiedBundle {
     pub code_len: usize,
     /// Size of the whole file.
     pub size: usize,
+    /// The bundle digest: SHA-256 of the whole file, signature included,
+    /// lowercase hex (docs/bundle-format.md, section 1).
+    pub bundle_sha256: String,
     /// The signed assets, in the manifest's order.
     assets: Vec<Asset>,
 }
@@ -118,6 +121,9 @@ pub enum VerifyError {
     /// The code digest is revoked.
     #[error("code sha256:{0} is revoked")]
     RevokedDigest(String),
+    /// The bundle digest (of the whole file) is revoked.
+    #[error("bundle sha256:{0} is revoked")]
+    RevokedBundle(String),
     /// The manifest is invalid.
     #[error("{0}")]
     Manifest(#[from] ManifestError),
@@ -148,7 +154,7 @@ pub enum VerifyError {
 
 /// Verify `bytes` (a whole bundle file) in the fixed order: size cap, section
 /// layout, signature section last, key trusted and not revoked, signature
-/// valid, code digest not revoked, manifest valid, `code_sha256` matches,
+/// valid, code digest not revoked, bundle digest not revoked, manifest valid, `code_sha256` matches,
 /// assets match the manifest, world compatible, not a rollback, not expired.
 pub fn verify(bytes: &[u8], options: &VerifyOptions<'_>) -> Result<VerifiedBundle, VerifyError> {
     if bytes.len() > options.max_bytes {
@@ -169,6 +175,10 @@ pub fn verify(bytes: &[u8], options: &VerifyOptions<'_>) -> Result<VerifiedBundl
     let actual = sha256_hex(parts.code);
     if options.trust.is_digest_revoked(&actual) {
         return Err(VerifyError::RevokedDigest(actual));
+    }
+    let bundle_sha256 = sha256_hex(bytes);
+    if options.trust.is_digest_revoked(&bundle_sha256) {
+        return Err(VerifyError::RevokedBundle(bundle_sha256));
     }
     let manifest = Manifest::from_json(parts.manifest_json)?;
     if manifest.code_sha256 != actual {
@@ -195,6 +205,7 @@ pub fn verify(bytes: &[u8], options: &VerifyOptions<'_>) -> Result<VerifiedBundl
         key_id,
         code_len: parts.code.len(),
         size: bytes.len(),
+        bundle_sha256,
         assets,
     })
 }

@@ -332,19 +332,54 @@ fn a_revoked_key_is_refused() {
     assert_eq!(error.to_string(), format!("signed by revoked key {}", f.key_id()));
 }
 
+/// A `sha256:` line of `revoked` names a code digest or a bundle digest,
+/// with no mark of which: the refusal names the one that matched.
 #[test]
 fn a_revoked_digest_is_refused() {
     let f = Fixture::new();
-    let digest = f.code_sha256();
-    for line in [
-        format!("sha256:{digest}"),
-        format!("sha256:{}", digest.to_ascii_uppercase()),
-    ] {
-        let (_dir, trust) = trust_dir(&f.key, &format!("{line}\n"));
-        let error = verify(&f.bundle, &f.options(&trust, None)).expect_err("revoked digest");
-        assert_matches!(error, VerifyError::RevokedDigest(d) if *d == digest, "revoked line {line}");
-        assert_eq!(error.to_string(), format!("code sha256:{digest} is revoked"));
+    let (code, bundle) = (f.code_sha256(), sha256_hex(&f.bundle));
+    for (digest, kind) in [(&code, "code"), (&bundle, "bundle")] {
+        for line in [
+            format!("sha256:{digest}"),
+            format!("sha256:{}  # the bad build", digest.to_ascii_uppercase()),
+        ] {
+            let (_dir, trust) = trust_dir(&f.key, &format!("{line}\n"));
+            let error = verify(&f.bundle, &f.options(&trust, None)).expect_err("revoked digest");
+            match kind {
+                "code" => assert_matches!(error, VerifyError::RevokedDigest(d) if d == digest, "{line}"),
+                _ => assert_matches!(error, VerifyError::RevokedBundle(d) if d == digest, "{line}"),
+            }
+            assert_eq!(error.to_string(), format!("{kind} sha256:{digest} is revoked"));
+        }
     }
+}
+
+#[test]
+fn the_bundle_digest_is_the_sha256_of_the_whole_file() {
+    let f = Fixture::new();
+    let verified = f.verify(&f.bundle).expect("the good bundle verifies");
+    assert_eq!(verified.bundle_sha256, sha256_hex(&f.bundle));
+    assert_ne!(verified.bundle_sha256, f.code_sha256());
+    let info = inspect(&f.bundle).expect("inspect the good bundle");
+    assert_eq!(info.bundle_sha256, sha256_hex(&f.bundle));
+    assert_eq!(info.code_sha256, f.code_sha256());
+}
+
+#[test]
+fn a_revoked_bundle_digest_leaves_other_bundles_of_the_same_code_alone() {
+    let f = Fixture::new();
+    // The same code and manifest, signed again after a week: another file.
+    let mut manifest = f.manifest.clone();
+    manifest.expires = Some(rfc3339(NOW + time::Duration::days(7)));
+    let other = sign_manifest(&f.component, &manifest, &f.key);
+    assert_ne!(sha256_hex(&other), sha256_hex(&f.bundle));
+    let (_dir, trust) = trust_dir(&f.key, &format!("sha256:{}\n", sha256_hex(&f.bundle)));
+    assert_matches!(
+        verify(&f.bundle, &f.options(&trust, None)),
+        Err(VerifyError::RevokedBundle(_))
+    );
+    let verified = verify(&other, &f.options(&trust, None)).expect("the other bundle verifies");
+    assert_eq!(verified.manifest.code_sha256, f.code_sha256());
 }
 
 #[test]

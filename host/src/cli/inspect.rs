@@ -30,7 +30,7 @@ pub fn run(args: InspectArgs) -> Result<(), Failure> {
 fn print_info(out: &mut dyn Write, path: &Path, info: &BundleInfo) -> std::io::Result<()> {
     writeln!(out, "file:         {}", path.display())?;
     writeln!(out, "size:         {} bytes", info.size)?;
-    writeln!(out, "file sha256:  {}", info.file_sha256)?;
+    writeln!(out, "bundle sha256: {}", info.bundle_sha256)?;
     writeln!(out, "code sha256:  {}", info.code_sha256)?;
     match (&info.key_id, &info.layout_problem) {
         (Some(key_id), _) => writeln!(

@@ -62,11 +62,12 @@ pub fn run(args: VerifyArgs) -> Result<(), Failure> {
     to_stdout(|out| {
         writeln!(
             out,
-            "{}: OK {} {} (code sha256:{}{}), signed by key {}, world {}, {} bytes, verified in {:.2} ms",
+            "{}: OK {} {} (code sha256:{}, bundle sha256:{}{}), signed by key {}, world {}, {} bytes, verified in {:.2} ms",
             args.bundle.display(),
             manifest.name,
             manifest.version,
             manifest.code_sha256,
+            verified.bundle_sha256,
             super::assets_summary(verified.assets().iter().map(|asset| asset.size() as u64)),
             verified.key_id,
             manifest.world,
