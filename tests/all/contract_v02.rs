@@ -367,6 +367,18 @@ fn loaded_instance(runtime: &Runtime, path: &Path) -> PluginInstance {
     PluginInstance::new(runtime, &compiled, loaded.limits.clone()).unwrap()
 }
 
+/// An instance of echo-v02 signed with the `[snapshot]` table `snapshot`
+/// (none if empty) and loaded, and echo-v02's snapshot of `count` readings.
+fn echo_loaded_with(runtime: &Runtime, snapshot: &str, count: u64) -> (PluginInstance, Snapshot) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = echo_signed_with(dir.path(), snapshot);
+    let written = Snapshot {
+        schema: 1,
+        data: count.to_le_bytes().to_vec(),
+    };
+    (loaded_instance(runtime, &path), written)
+}
+
 fn schema_refusal(error: edgewise_host::runtime::PluginError) -> SchemaRefused {
     assert!(!error.kind.poisons(), "{error}");
     match error.kind {
@@ -425,15 +437,9 @@ fn the_signed_fixture_declares_its_schemas_and_the_host_holds_a_loaded_bundle_to
 
 #[test]
 fn a_bundle_that_writes_another_schema_than_its_plugin_hands_over_is_refused_its_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = echo_signed_with(dir.path(), "[snapshot]\nwrites = 2\nreads = [1, 2]");
     let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
-    let mut instance = loaded_instance(&runtime, &path);
+    let (mut instance, old) = echo_loaded_with(&runtime, "[snapshot]\nwrites = 2\nreads = [1, 2]", 5);
     // Reads 1: the plugin takes it.
-    let old = Snapshot {
-        schema: 1,
-        data: 5u64.to_le_bytes().to_vec(),
-    };
     instance.init_from(&[], Some(&old)).unwrap();
     // Hands over schema 1 where its manifest writes 2: a contained, reported failure.
     let error = instance.snapshot().unwrap_err();
@@ -454,16 +460,11 @@ fn a_bundle_that_writes_another_schema_than_its_plugin_hands_over_is_refused_its
 #[test]
 fn a_0_2_bundle_without_snapshot_schemas_is_given_no_snapshot_and_gives_none() {
     let dir = tempfile::tempdir().unwrap();
-    let path = echo_signed_with(dir.path(), "");
-    let bytes = std::fs::read(&path).unwrap();
+    let bytes = std::fs::read(echo_signed_with(dir.path(), "")).unwrap();
     let json = bundle::format::split(&bytes).unwrap().manifest_json.to_vec();
     assert!(!String::from_utf8(json).unwrap().contains("snapshot"));
     let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
-    let mut instance = loaded_instance(&runtime, &path);
-    let snapshot = Snapshot {
-        schema: 1,
-        data: 5u64.to_le_bytes().to_vec(),
-    };
+    let (mut instance, snapshot) = echo_loaded_with(&runtime, "", 5);
     let error = instance.init_from(&[], Some(&snapshot)).unwrap_err();
     assert_eq!(schema_refusal(error), SchemaRefused::Undeclared);
     instance.init(&[]).unwrap();
