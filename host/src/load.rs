@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use crate::bundle::{self, KeyId, Manifest, ManifestLimits, RollbackStore, TrustStore, VerifyOptions};
 use crate::envelope::Provenance;
-use crate::runtime::{self, Assets, CacheOutcome, CompiledPlugin, Limits, Runtime, World};
+use crate::runtime::{self, Assets, CacheOutcome, CompiledPlugin, Limits, Runtime, SnapshotSchemas, World};
 
 /// How far the bundle is trusted.
 pub enum Trust<'a> {
@@ -69,6 +69,10 @@ pub struct Loaded {
     /// The bundle's signed assets, in the manifest's order (checked against
     /// the manifest in replay without trust too; none for a plain component).
     pub assets: Vec<bundle::Asset>,
+    /// What its snapshots are checked against: the manifest's `snapshot`
+    /// ([`SnapshotSchemas::Undeclared`] without one; unchecked for a plain
+    /// component, which has no manifest).
+    pub snapshot_schemas: SnapshotSchemas,
     /// The file up to the end of the component (the whole file when not verified).
     bytes: Vec<u8>,
     /// Length of the component at its start (the whole file when not verified).
@@ -182,6 +186,7 @@ pub fn load(path: &Path, trust: &Trust<'_>, operator: &Operator<'_>) -> Result<L
     // The operator's values replace the manifest's defaults, key by key.
     let mut config = manifest.as_ref().map(|m| m.config.clone()).unwrap_or_default();
     config.extend(operator.config.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let snapshot_schemas = manifest.as_ref().map_or(SnapshotSchemas::Unchecked, snapshot_schemas);
     Ok(Loaded {
         provenance,
         manifest,
@@ -190,9 +195,21 @@ pub fn load(path: &Path, trust: &Trust<'_>, operator: &Operator<'_>) -> Result<L
         config: config.into_iter().collect(),
         limits,
         assets,
+        snapshot_schemas,
         bytes,
         code_len,
     })
+}
+
+/// The snapshot schemas `manifest` declares, as the runtime checks them.
+pub fn snapshot_schemas(manifest: &Manifest) -> SnapshotSchemas {
+    match &manifest.snapshot {
+        None => SnapshotSchemas::Undeclared,
+        Some(snapshot) => SnapshotSchemas::Declared {
+            writes: snapshot.writes,
+            reads: snapshot.reads.clone(),
+        },
+    }
 }
 
 impl Loaded {
@@ -204,7 +221,8 @@ impl Loaded {
     /// Compile it with `runtime`; through the authenticated component cache
     /// in `cache_dir` if given (a device: compiled once per code digest and
     /// engine, DESIGN "Runtime"). A bundle's component must target the world
-    /// its manifest names; its instances read the bundle's signed assets.
+    /// its manifest names; its instances read the bundle's signed assets, and
+    /// their snapshots are checked against its manifest's schemas.
     pub fn compile(
         &self,
         runtime: &Runtime,
@@ -232,7 +250,10 @@ impl Loaded {
                 .iter()
                 .map(|asset| (asset.name().to_owned(), asset.shared_bytes())),
         );
-        Ok((compiled.with_assets(assets), outcome))
+        let compiled = compiled
+            .with_assets(assets)
+            .with_snapshot_schemas(self.snapshot_schemas.clone());
+        Ok((compiled, outcome))
     }
 }
 

@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use edgewise_host::bundle;
 use edgewise_host::model::{Output, Reading};
 use edgewise_host::runtime::{
-    Call, LimitExceeded, Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions, Snapshot, Wake, World,
+    Call, LimitExceeded, Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions, SchemaRefused, Snapshot,
+    Wake, World,
 };
+use edgewise_host::{bundle, load};
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{edgewise, plugin_wasm, run_key, signed_bundle};
 
@@ -326,6 +327,181 @@ fn a_0_1_plugin_has_no_snapshot_and_is_ticked_on_the_interval() {
     assert_eq!(error.kind, PluginErrorKind::NoSnapshot(World::V0_1));
     assert!(!error.kind.poisons());
     instance.on_readings(&readings(1)).unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Snapshot schemas: what the manifest declares, the host enforces
+// ---------------------------------------------------------------------------
+
+/// echo-v02 signed by `edgewise sign` with a manifest source whose
+/// `[snapshot]` table is `snapshot` (none if empty), into `dir`.
+fn echo_signed_with(dir: &Path, snapshot: &str) -> PathBuf {
+    let source = dir.join("edgewise.toml");
+    std::fs::write(
+        &source,
+        format!("name = \"echo-v02\"\nversion = \"0.2.0\"\nsubscriptions = [\"sensors.echo.>\"]\n{snapshot}\n"),
+    )
+    .unwrap();
+    let out = dir.join("echo-v02.wasm");
+    run_key().sign(&source, &plugin_wasm("echo-v02"), &out).unwrap();
+    out
+}
+
+/// An instance of the bundle at `path`, loaded as a device loads it
+/// (verified), not yet initialised.
+fn loaded_instance(runtime: &Runtime, path: &Path) -> PluginInstance {
+    let store = bundle::TrustStore::load(&run_key().trust_dir()).unwrap();
+    let trust = load::Trust::Verified {
+        store: &store,
+        rollback: None,
+    };
+    let operator = load::Operator {
+        device: "test",
+        config: &Default::default(),
+        limits: &Default::default(),
+        base: Limits::default(),
+        ceilings: None,
+    };
+    let loaded = load::load(path, &trust, &operator).unwrap();
+    let (compiled, _) = loaded.compile(runtime, None).unwrap();
+    PluginInstance::new(runtime, &compiled, loaded.limits.clone()).unwrap()
+}
+
+/// An instance of echo-v02 signed with the `[snapshot]` table `snapshot`
+/// (none if empty) and loaded, and echo-v02's snapshot of `count` readings.
+fn echo_loaded_with(runtime: &Runtime, snapshot: &str, count: u64) -> (PluginInstance, Snapshot) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = echo_signed_with(dir.path(), snapshot);
+    let written = Snapshot {
+        schema: 1,
+        data: count.to_le_bytes().to_vec(),
+    };
+    (loaded_instance(runtime, &path), written)
+}
+
+fn schema_refusal(error: edgewise_host::runtime::PluginError) -> SchemaRefused {
+    assert!(!error.kind.poisons(), "{error}");
+    match error.kind {
+        PluginErrorKind::Schema(refused) => refused,
+        other => panic!("expected a schema refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_signed_fixture_declares_its_schemas_and_the_host_holds_a_loaded_bundle_to_them() {
+    // echo-v02's own edgewise.toml: writes 1, reads 1.
+    let echo = signed_bundle("echo-v02");
+    let bytes = std::fs::read(&echo).unwrap();
+    let manifest = bundle::Manifest::from_json(bundle::format::split(&bytes).unwrap().manifest_json).unwrap();
+    assert_eq!(
+        manifest.snapshot,
+        Some(bundle::ManifestSnapshot {
+            writes: 1,
+            reads: vec![1]
+        })
+    );
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let mut first = loaded_instance(&runtime, &echo);
+    first.init(&[]).unwrap();
+    first.on_readings(&readings(2)).unwrap();
+    let snapshot = first.snapshot().unwrap();
+    assert_eq!(snapshot.schema, 1);
+    let mut resumed = loaded_instance(&runtime, &echo);
+    resumed.init_from(&[], Some(&snapshot)).unwrap();
+    resumed.on_readings(&readings(1)).unwrap();
+    assert_eq!(messages(&resumed.take_outputs()), ["a seen unit=mg/dL n=3"]);
+
+    // A schema the manifest does not read: refused before the plugin sees
+    // it (echo-v02 would have said `cannot resume`), naming both.
+    let mut refused = loaded_instance(&runtime, &echo);
+    let future = Snapshot {
+        schema: 2,
+        data: snapshot.data.clone(),
+    };
+    let error = refused.init_from(&[], Some(&future)).unwrap_err();
+    assert_eq!(error.call, Call::Init);
+    let message = error.to_string();
+    assert_eq!(
+        schema_refusal(error),
+        SchemaRefused::NotRead {
+            schema: 2,
+            reads: vec![1]
+        }
+    );
+    assert_contains(&message, "snapshot of schema 2: its manifest reads schemas [1]");
+    // Refused, the instance starts fresh.
+    refused.init(&[]).unwrap();
+    refused.on_readings(&readings(1)).unwrap();
+    assert_eq!(messages(&refused.take_outputs()), ["a seen unit=mg/dL n=1"]);
+}
+
+#[test]
+fn a_bundle_that_writes_another_schema_than_its_plugin_hands_over_is_refused_its_snapshot() {
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let (mut instance, old) = echo_loaded_with(&runtime, "[snapshot]\nwrites = 2\nreads = [1, 2]", 5);
+    // Reads 1: the plugin takes it.
+    instance.init_from(&[], Some(&old)).unwrap();
+    // Hands over schema 1 where its manifest writes 2: a contained, reported failure.
+    let error = instance.snapshot().unwrap_err();
+    assert_eq!(error.call, Call::Snapshot);
+    assert_eq!(error.kind.tag(), "snapshot-schema");
+    assert_contains(
+        &error.to_string(),
+        "handed over a snapshot of schema 1, but its manifest writes schema 2",
+    );
+    assert_eq!(
+        schema_refusal(error),
+        SchemaRefused::NotWritten { schema: 1, writes: 2 }
+    );
+    instance.on_readings(&readings(1)).unwrap();
+    assert_eq!(messages(&instance.take_outputs()), ["a seen unit=mg/dL n=6"]);
+}
+
+#[test]
+fn a_0_2_bundle_without_snapshot_schemas_is_given_no_snapshot_and_gives_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(echo_signed_with(dir.path(), "")).unwrap();
+    let json = bundle::format::split(&bytes).unwrap().manifest_json.to_vec();
+    assert!(!String::from_utf8(json).unwrap().contains("snapshot"));
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let (mut instance, snapshot) = echo_loaded_with(&runtime, "", 5);
+    let error = instance.init_from(&[], Some(&snapshot)).unwrap_err();
+    assert_eq!(schema_refusal(error), SchemaRefused::Undeclared);
+    instance.init(&[]).unwrap();
+    let error = instance.snapshot().unwrap_err();
+    assert_eq!(schema_refusal(error), SchemaRefused::Undeclared);
+    instance.on_readings(&readings(1)).unwrap();
+    assert_eq!(messages(&instance.take_outputs()), ["a seen unit=mg/dL n=1"]);
+}
+
+#[test]
+fn sign_refuses_snapshot_schemas_for_a_0_1_plugin_and_schemas_against_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("edgewise.toml");
+    let out = dir.path().join("out.wasm");
+    let sign = |text: &str, crate_name: &str| {
+        std::fs::write(&source, text).unwrap();
+        format!(
+            "{:#}",
+            run_key().sign(&source, &plugin_wasm(crate_name), &out).unwrap_err()
+        )
+    };
+    let head = "name = \"p\"\nversion = \"1.0.0\"\nsubscriptions = [\"sensors.>\"]\n";
+    let error = sign(
+        &format!("{head}[snapshot]\nwrites = 1\nreads = [1]\n"),
+        "glucose-monitor",
+    );
+    assert_contains(&error, "invalid manifest field `snapshot`: only a plugin of the");
+    for (table, expected) in [
+        ("writes = 1\nreads = []", "reads no schema"),
+        ("writes = 1\nreads = [1, 1]", "schema 1 twice"),
+        ("writes = 2\nreads = [1]", "writes 2, which it does not read"),
+        ("writes = 1\nreads = [1]\nfrom = 0", "unknown field `from`"),
+    ] {
+        let error = sign(&format!("{head}[snapshot]\n{table}\n"), "echo-v02");
+        assert_contains(&error, expected);
+    }
+    assert!(!out.exists());
 }
 
 // ---------------------------------------------------------------------------

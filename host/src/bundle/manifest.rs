@@ -55,6 +55,48 @@ pub struct Manifest {
     /// is written exactly as before assets existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub assets: Vec<ManifestAsset>,
+    /// The snapshot schemas of a 0.2 plugin: the one it writes and those it
+    /// can resume from. Left out of the JSON when absent (a bundle without
+    /// it is written exactly as before the field existed); a 0.2 plugin
+    /// without it is never given a snapshot.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict_de::some"
+    )]
+    pub snapshot: Option<ManifestSnapshot>,
+}
+
+/// Most snapshot schemas a manifest may say a plugin reads.
+pub const MAX_SNAPSHOT_READS: usize = 64;
+
+/// The snapshot schemas a 0.2 plugin declares (`snapshot` in the manifest,
+/// `[snapshot]` in its source): the `schema` its `snapshot` export labels
+/// its state with, and every schema its `init` can resume from, so that a
+/// new version says whether it may take an old version's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManifestSnapshot {
+    /// The schema the plugin writes; one of `reads`.
+    pub writes: u32,
+    /// The schemas the plugin can read: non-empty, each once, at most
+    /// [`MAX_SNAPSHOT_READS`].
+    pub reads: Vec<u32>,
+}
+
+/// The JSON (and TOML) shape of [`ManifestSnapshot`]: its derive would also
+/// read an array.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestSnapshotFields {
+    writes: u32,
+    reads: Vec<u32>,
+}
+
+impl<'de> Deserialize<'de> for ManifestSnapshot {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let ManifestSnapshotFields { writes, reads } = strict_de::object(deserializer)?;
+        Ok(ManifestSnapshot { writes, reads })
+    }
 }
 
 /// One signed asset as the manifest lists it.
@@ -213,7 +255,7 @@ pub enum ManifestError {
 impl Manifest {
     /// The fields of the manifest JSON, in the order `edgewise sign` writes
     /// them (the order of [`Manifest`]'s fields and of `docs/bundle-format.md`).
-    pub const FIELDS: [&'static str; 11] = [
+    pub const FIELDS: [&'static str; 12] = [
         "format",
         "name",
         "version",
@@ -225,6 +267,7 @@ impl Manifest {
         "expires",
         "code_sha256",
         "assets",
+        "snapshot",
     ];
 
     /// Parse and validate manifest JSON: one JSON object (serde's derive
@@ -294,8 +337,46 @@ impl Manifest {
         if let Some(key) = self.limits.zero_key() {
             return Err(field("limits", format!("`{key}` must be greater than 0")));
         }
-        validate_assets(&self.assets)
+        validate_assets(&self.assets)?;
+        self.snapshot
+            .as_ref()
+            .map_or(Ok(()), |snapshot| validate_snapshot(snapshot, &self.world))
     }
+}
+
+/// `snapshot`: a 0.2 plugin's only; `reads` non-empty, at most
+/// [`MAX_SNAPSHOT_READS`], each schema once, `writes` among them.
+fn validate_snapshot(snapshot: &ManifestSnapshot, world: &str) -> Result<(), ManifestError> {
+    let refuse = |reason: String| Err(field("snapshot", reason));
+    if world != WORLD_V0_2 {
+        return refuse(format!(
+            "only a plugin of the {WORLD_V0_2} world has snapshots, this one targets {world}"
+        ));
+    }
+    let reads = &snapshot.reads;
+    if reads.is_empty() {
+        return refuse("reads no schema: `reads` must list at least the one it writes".into());
+    }
+    if reads.len() > MAX_SNAPSHOT_READS {
+        return refuse(format!(
+            "reads {} schemas, at most {MAX_SNAPSHOT_READS} are allowed",
+            reads.len()
+        ));
+    }
+    if let Some((index, schema)) = reads
+        .iter()
+        .enumerate()
+        .find(|(index, schema)| reads[..*index].contains(schema))
+    {
+        return refuse(format!("`reads` lists schema {schema} twice (at {index})"));
+    }
+    if !reads.contains(&snapshot.writes) {
+        return refuse(format!(
+            "writes {}, which it does not read: `reads` must include it",
+            snapshot.writes
+        ));
+    }
+    Ok(())
 }
 
 /// The asset list: at most [`MAX_ASSETS`]; each name valid and listed once,
@@ -454,6 +535,9 @@ pub struct ManifestSource {
     /// the `edgewise.toml` (see [`super::read_assets`]).
     #[serde(default, deserialize_with = "strict_de::unique_map")]
     pub assets: BTreeMap<String, PathBuf>,
+    /// The snapshot schemas (`[snapshot]`, a 0.2 plugin only).
+    #[serde(default, deserialize_with = "strict_de::some")]
+    pub snapshot: Option<ManifestSnapshot>,
 }
 
 impl ManifestSource {
@@ -464,9 +548,22 @@ impl ManifestSource {
 
     /// The manifest for a component with digest `code_sha256`, created at
     /// `created`, carrying `assets` (their entries, in section order), for
-    /// the world [`WORLD`] ([`super::sign`] names the component's own).
+    /// the world [`WORLD`] ([`super::sign`] names the component's own with
+    /// [`ManifestSource::into_manifest_for`]).
     pub fn into_manifest(
         self,
+        code_sha256: String,
+        created: OffsetDateTime,
+        assets: Vec<ManifestAsset>,
+    ) -> Result<Manifest, ManifestError> {
+        self.into_manifest_for(WORLD, code_sha256, created, assets)
+    }
+
+    /// [`ManifestSource::into_manifest`] for a component that targets
+    /// `world`: validated for it (only a 0.2 plugin declares `snapshot`).
+    pub fn into_manifest_for(
+        self,
+        world: &str,
         code_sha256: String,
         created: OffsetDateTime,
         assets: Vec<ManifestAsset>,
@@ -485,7 +582,7 @@ impl ManifestSource {
             format: MANIFEST_FORMAT,
             name: self.name,
             version: self.version,
-            world: WORLD.to_owned(),
+            world: world.to_owned(),
             subscriptions: self.subscriptions,
             config,
             limits: self.limits,
@@ -493,6 +590,7 @@ impl ManifestSource {
             expires: self.expires.as_deref().map(canonical_time).transpose()?,
             code_sha256,
             assets,
+            snapshot: self.snapshot,
         };
         manifest.validate()?;
         Ok(manifest)
@@ -633,10 +731,11 @@ call_deadline_ms = 1000
     /// and its `limits`, must be objects.
     #[test]
     fn a_manifest_or_its_limits_written_as_an_array_is_invalid() {
-        // With an asset, so that every field is written.
-        let manifest = ManifestSource::from_toml(source())
+        // With an asset and snapshot schemas, so that every field is written.
+        let manifest = ManifestSource::from_toml(&v0_2_source())
             .unwrap()
-            .into_manifest(
+            .into_manifest_for(
+                WORLD_V0_2,
                 "ab".repeat(32),
                 OffsetDateTime::UNIX_EPOCH,
                 vec![ManifestAsset::of("lut.bin", b"table")],
@@ -699,6 +798,100 @@ call_deadline_ms = 1000
             error.to_string().contains("duplicate key") || error.to_string().contains("redefin"),
             "{error}"
         );
+    }
+
+    fn v0_2_source() -> String {
+        format!("{}\n[snapshot]\nwrites = 2\nreads = [1, 2]\n", source())
+    }
+
+    fn v0_2_manifest(text: &str) -> Result<Manifest, ManifestError> {
+        ManifestSource::from_toml(text)?.into_manifest_for(
+            WORLD_V0_2,
+            "ab".repeat(32),
+            OffsetDateTime::UNIX_EPOCH,
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn snapshot_schemas_come_from_the_source_and_round_trip_last_in_the_json() {
+        let manifest = v0_2_manifest(&v0_2_source()).unwrap();
+        assert_eq!(
+            manifest.snapshot,
+            Some(ManifestSnapshot {
+                writes: 2,
+                reads: vec![1, 2]
+            })
+        );
+        let json = String::from_utf8(manifest.to_json()).unwrap();
+        assert!(json.ends_with(r#","snapshot":{"writes":2,"reads":[1,2]}}"#), "{json}");
+        assert_eq!(Manifest::from_json(json.as_bytes()).unwrap(), manifest);
+        // Absent: not written at all (a bundle without it is byte for byte
+        // what was signed before the field existed).
+        let plain = v0_2_manifest(source()).unwrap();
+        assert_eq!(plain.snapshot, None);
+        assert!(!String::from_utf8(plain.to_json()).unwrap().contains("snapshot"));
+    }
+
+    #[test]
+    fn snapshot_schemas_are_refused_outside_the_rules() {
+        let too_many = format!(
+            "[{}]",
+            (0..=MAX_SNAPSHOT_READS as u32)
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let cases = [
+            ("writes = 2\nreads = []", "reads no schema"),
+            ("writes = 2\nreads = [1, 2, 1]", "schema 1 twice"),
+            ("writes = 3\nreads = [1, 2]", "writes 3, which it does not read"),
+            (&*format!("writes = 0\nreads = {too_many}"), "at most 64"),
+        ];
+        for (table, expected) in cases {
+            let text = format!("{}\n[snapshot]\n{table}\n", source());
+            let error = v0_2_manifest(&text).unwrap_err();
+            assert!(
+                matches!(error, ManifestError::Field { field: "snapshot", .. }) && error.to_string().contains(expected),
+                "{table}: {error}"
+            );
+        }
+        // Only the 0.2 world has snapshots.
+        let error = ManifestSource::from_toml(&v0_2_source())
+            .unwrap()
+            .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH, Vec::new())
+            .unwrap_err();
+        assert!(
+            matches!(error, ManifestError::Field { field: "snapshot", .. }) && error.to_string().contains(WORLD_V0_2),
+            "{error}"
+        );
+        // Strict shapes: an object with exactly its two keys, never an
+        // array, never `null` (absence is written one way).
+        let json = String::from_utf8(v0_2_manifest(&v0_2_source()).unwrap().to_json()).unwrap();
+        let good = r#""snapshot":{"writes":2,"reads":[1,2]}"#;
+        for (bad, expected) in [
+            (r#""snapshot":[2,[1,2]]"#, "expected an object"),
+            (r#""snapshot":null"#, "expected an object"),
+            (
+                r#""snapshot":{"writes":2,"reads":[1,2],"from":[0]}"#,
+                "unknown field `from`",
+            ),
+            (r#""snapshot":{"writes":2}"#, "missing field `reads`"),
+            (r#""snapshot":{"writes":-1,"reads":[1,2]}"#, "invalid value"),
+            (
+                r#""snapshot":{"writes":2,"writes":2,"reads":[1,2]}"#,
+                "duplicate field `writes`",
+            ),
+        ] {
+            let error = Manifest::from_json(json.replace(good, bad).as_bytes()).unwrap_err();
+            assert!(error.to_string().contains(expected), "{bad}: {error}");
+        }
+        let error = ManifestSource::from_toml(&format!(
+            "{}\n[snapshot]\nwrites = 1\nreads = [1]\nextra = 1\n",
+            source()
+        ))
+        .unwrap_err();
+        assert!(error.to_string().contains("unknown field `extra`"), "{error}");
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub use digest::sha256_hex;
 pub use format::FormatError;
 pub use inspect::{AssetInfo, BundleInfo, inspect};
 pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
-pub use manifest::{Manifest, ManifestAsset, ManifestError, ManifestLimits, ManifestSource, WORLD, WORLD_V0_2};
+pub use manifest::{
+    Manifest, ManifestAsset, ManifestError, ManifestLimits, ManifestSnapshot, ManifestSource, WORLD, WORLD_V0_2,
+};
 pub use rollback::{RollbackError, RollbackStore};
 pub use sign::{AssetFile, SignError, read_assets, sign, sign_manifest, sign_raw, sign_sections, sign_with_assets};
 pub use trust::{TrustError, TrustStore};

@@ -137,8 +137,7 @@ pub fn sign(
         .iter()
         .map(|asset| ManifestAsset::of(&asset.name, &asset.bytes))
         .collect();
-    let mut manifest = source.into_manifest(sha256_hex(component), created, entries)?;
-    manifest.world = world.to_owned();
+    let manifest = source.into_manifest_for(world, sha256_hex(component), created, entries)?;
     let bundle = sign_with_assets(component, &manifest, assets, key);
     if bundle.len() > DEFAULT_MAX_BUNDLE_BYTES {
         return Err(SignError::TooLarge {

@@ -55,3 +55,13 @@ where
     }
     deserializer.deserialize_map(Unique(PhantomData))
 }
+
+/// Deserialize a present field as `Some(T)`: with `#[serde(default)]`, an
+/// absent field is `None` and `null` is refused (absence is written one way).
+pub fn some<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}

@@ -452,6 +452,7 @@ fn load(runtime: &Runtime, name: &str, key: &CacheKey, entry: &Entry) -> Result<
         name: name.to_owned(),
         pre,
         assets: super::world::Assets::default(),
+        snapshot_schemas: super::world::SnapshotSchemas::Unchecked,
     })
 }
 

@@ -11,7 +11,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use super::bindings::{v0_1, v0_2};
 use super::error::{LoadError, RuntimeError};
 use super::host_api::InstanceState;
-use super::world::{Assets, World};
+use super::world::{Assets, SnapshotSchemas, World};
 
 /// How often the epoch advances: the granularity of call deadlines.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -75,11 +75,13 @@ const POOL_MEMORIES_PER_COMPONENT: u32 = 2;
 const POOL_TABLES_PER_COMPONENT: u32 = 4;
 
 /// A component compiled for this engine and pre-linked against the world it
-/// targets, ready to instantiate, with the signed assets its instances read.
+/// targets, ready to instantiate, with the signed assets its instances read
+/// and the snapshot schemas its manifest declares.
 pub struct CompiledPlugin {
     pub(crate) name: String,
     pub(crate) pre: Pre,
     pub(crate) assets: Assets,
+    pub(crate) snapshot_schemas: SnapshotSchemas,
 }
 
 impl CompiledPlugin {
@@ -98,6 +100,18 @@ impl CompiledPlugin {
     pub fn with_assets(mut self, assets: Assets) -> CompiledPlugin {
         self.assets = assets;
         self
+    }
+
+    /// The same plugin, its instances' snapshots checked against `schemas`
+    /// (a bundle's manifest; [`SnapshotSchemas::Unchecked`] until then).
+    pub fn with_snapshot_schemas(mut self, schemas: SnapshotSchemas) -> CompiledPlugin {
+        self.snapshot_schemas = schemas;
+        self
+    }
+
+    /// The snapshot schemas its instances are checked against.
+    pub fn snapshot_schemas(&self) -> &SnapshotSchemas {
+        &self.snapshot_schemas
     }
 }
 
@@ -204,6 +218,7 @@ impl Runtime {
             name: plugin,
             pre,
             assets: Assets::default(),
+            snapshot_schemas: SnapshotSchemas::Unchecked,
         })
     }
 

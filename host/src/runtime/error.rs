@@ -77,20 +77,53 @@ pub enum PluginErrorKind {
     /// plugin, which has none). The instance stays usable.
     #[error("cannot do that: its contract ({0}) has no snapshot")]
     NoSnapshot(super::world::World),
+    /// A snapshot whose schema the plugin's manifest does not declare
+    /// (refused before the plugin sees it, or as it hands it over). The
+    /// instance stays usable.
+    #[error("{0}")]
+    Schema(SchemaRefused),
     /// The instance failed earlier and can no longer be called.
     #[error("cannot be called: the instance failed earlier and must be restarted")]
     Poisoned,
 }
 
+/// A snapshot refused for its schema, against the plugin's manifest
+/// ([`super::SnapshotSchemas`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaRefused {
+    /// Its manifest declares no `snapshot`: it is given none, and none is
+    /// taken from it.
+    #[error("takes no snapshot: its manifest declares no snapshot schema")]
+    Undeclared,
+    /// A snapshot to start from in a schema the manifest does not read.
+    #[error("cannot be started from a snapshot of schema {schema}: its manifest reads schemas {reads:?}")]
+    NotRead {
+        /// The snapshot's schema.
+        schema: u32,
+        /// The schemas the manifest reads.
+        reads: Vec<u32>,
+    },
+    /// The plugin handed over a snapshot in another schema than the one its
+    /// manifest writes.
+    #[error("handed over a snapshot of schema {schema}, but its manifest writes schema {writes}")]
+    NotWritten {
+        /// The snapshot's schema.
+        schema: u32,
+        /// The schema the manifest writes.
+        writes: u32,
+    },
+}
+
 impl PluginErrorKind {
     /// Whether the instance must be discarded after this failure (a Store is
-    /// never reused after a trap). A snapshot refused for its size, or asked
-    /// of a plugin that has none, leaves the Store as it was.
+    /// never reused after a trap). A snapshot refused for its size or its
+    /// schema, or asked of a plugin that has none, leaves the Store as it was.
     pub fn poisons(&self) -> bool {
         !matches!(
             self,
             PluginErrorKind::Returned(_)
                 | PluginErrorKind::NoSnapshot(_)
+                | PluginErrorKind::Schema(_)
                 | PluginErrorKind::Limit(LimitExceeded::Snapshot { .. })
         )
     }
@@ -109,6 +142,7 @@ impl PluginErrorKind {
             PluginErrorKind::Limit(LimitExceeded::Resources(_)) => "resource-limit",
             PluginErrorKind::Limit(LimitExceeded::Snapshot { .. }) => "snapshot-limit",
             PluginErrorKind::NoSnapshot(_) => "no-snapshot",
+            PluginErrorKind::Schema(_) => "snapshot-schema",
             PluginErrorKind::Blocking(_) => "blocking-call",
             PluginErrorKind::Instantiate(_) => "instantiate",
             PluginErrorKind::Poisoned => "poisoned",

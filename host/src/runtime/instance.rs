@@ -11,12 +11,12 @@ use super::bindings::{v0_1, v0_2};
 use super::bounded::{self, MAX_ERROR_BYTES, MAX_STDERR_LINE_BYTES};
 use super::clock::{PluginClock, SharedMonotonic};
 use super::engine::{CompiledPlugin, EPOCH_TICK, Pre, Runtime};
-use super::error::{Call, PluginError, PluginErrorKind};
+use super::error::{Call, PluginError, PluginErrorKind, SchemaRefused};
 use super::host_api::InstanceState;
 use super::limits::{LimitExceeded, Limits, MAX_RANDOM_BYTES, MAX_WASI_RESOURCES};
 use super::stderr::StderrTail;
 use super::wasi::WouldBlock;
-use super::world::{MIN_WAKE_INTERVAL_MS, Snapshot, Wake, World};
+use super::world::{MIN_WAKE_INTERVAL_MS, Snapshot, SnapshotSchemas, Wake, World};
 use crate::model::{Output, Reading};
 
 /// A live plugin instance. After a failure that poisons it (any trap or
@@ -42,6 +42,8 @@ pub struct PluginInstance {
     last_tick: Option<i64>,
     /// Wakes asked sooner than [`MIN_WAKE_INTERVAL_MS`] after the last tick.
     wakes_deferred: u64,
+    /// What snapshots are checked against (the plugin's manifest).
+    snapshot_schemas: SnapshotSchemas,
 }
 
 /// The instance, through the bindings of the world it targets.
@@ -134,6 +136,7 @@ impl PluginInstance {
             wake: None,
             last_tick: None,
             wakes_deferred: 0,
+            snapshot_schemas: plugin.snapshot_schemas.clone(),
         })
     }
 
@@ -195,9 +198,17 @@ impl PluginInstance {
 
     /// Call `init` with the plugin's configuration and, to resume a plugin,
     /// a snapshot to start from (a 0.2 plugin; one over the state limit is
-    /// refused before the plugin sees it). The plugin decides whether it can
-    /// take the snapshot: its `err` is [`PluginErrorKind::Returned`].
+    /// refused before the plugin sees it, and so is one in a schema its
+    /// manifest does not read: [`PluginErrorKind::Schema`], after which the
+    /// caller may still `init` the instance without it). The plugin decides
+    /// whether it can take the snapshot: its `err` is [`PluginErrorKind::Returned`].
     pub fn init_from(&mut self, config: &[(String, String)], resume: Option<&Snapshot>) -> Result<(), PluginError> {
+        if let Some(snapshot) = resume
+            && self.world() == World::V0_2
+            && let Some(refused) = self.unreadable(snapshot.schema)
+        {
+            return Err(self.refusal(Call::Init, PluginErrorKind::Schema(refused)));
+        }
         let resume = match resume {
             None => None,
             Some(_) if self.world() == World::V0_1 => {
@@ -225,11 +236,16 @@ impl PluginInstance {
 
     /// The plugin's state, as it hands it over (`snapshot`, contract 0.2),
     /// between calls; outputs it emits meanwhile are dropped. A snapshot over
-    /// the state limit is refused; neither that nor asking a 0.1 plugin
-    /// (which has no snapshot) harms the instance.
+    /// the state limit, or in another schema than the manifest writes, is
+    /// refused (and none is asked of a plugin whose manifest declares no
+    /// schema); neither that nor asking a 0.1 plugin (which has no snapshot)
+    /// harms the instance.
     pub fn snapshot(&mut self) -> Result<Snapshot, PluginError> {
         if self.world() == World::V0_1 {
             return Err(self.refusal(Call::Snapshot, PluginErrorKind::NoSnapshot(World::V0_1)));
+        }
+        if self.snapshot_schemas == SnapshotSchemas::Undeclared {
+            return Err(self.refusal(Call::Snapshot, PluginErrorKind::Schema(SchemaRefused::Undeclared)));
         }
         let outputs_before = self.store.data().outputs.len();
         let snapshot = self.call(Call::Snapshot, |bindings, store| match bindings {
@@ -241,6 +257,15 @@ impl PluginInstance {
         // dropped, so that taking one never changes the outputs.
         self.store.data_mut().outputs.truncate(outputs_before);
         let snapshot = snapshot?;
+        if let SnapshotSchemas::Declared { writes, .. } = self.snapshot_schemas
+            && snapshot.schema != writes
+        {
+            let refused = SchemaRefused::NotWritten {
+                schema: snapshot.schema,
+                writes,
+            };
+            return Err(self.refusal(Call::Snapshot, PluginErrorKind::Schema(refused)));
+        }
         let limit = self.store.data().limits.max_state_bytes;
         if snapshot.data.len() > limit {
             let exceeded = LimitExceeded::Snapshot {
@@ -253,6 +278,20 @@ impl PluginInstance {
             schema: snapshot.schema,
             data: snapshot.data,
         })
+    }
+
+    /// Why the plugin's manifest does not let it start from a snapshot of
+    /// `schema`, if it does not.
+    fn unreadable(&self, schema: u32) -> Option<SchemaRefused> {
+        match &self.snapshot_schemas {
+            SnapshotSchemas::Unchecked => None,
+            SnapshotSchemas::Undeclared => Some(SchemaRefused::Undeclared),
+            SnapshotSchemas::Declared { reads, .. } if reads.contains(&schema) => None,
+            SnapshotSchemas::Declared { reads, .. } => Some(SchemaRefused::NotRead {
+                schema,
+                reads: reads.clone(),
+            }),
+        }
     }
 
     /// A failure of `call` found by the host without calling the plugin.
@@ -493,4 +532,98 @@ fn wasi_builder(deterministic: bool, stderr: StderrTail) -> wasmtime_wasi::WasiC
         builder.insecure_random_seed(0);
     }
     builder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::engine::RuntimeOptions;
+    use super::super::test_plugins::component;
+    use super::*;
+
+    /// echo-v02 (writes schema 1: its readings so far) with `schemas`, not yet initialised.
+    fn echo(runtime: &Runtime, schemas: SnapshotSchemas) -> PluginInstance {
+        let compiled = runtime
+            .compile("echo-v02", &component("echo-v02"))
+            .unwrap()
+            .with_snapshot_schemas(schemas);
+        PluginInstance::new(runtime, &compiled, Limits::default()).unwrap()
+    }
+
+    fn declared(writes: u32, reads: &[u32]) -> SnapshotSchemas {
+        SnapshotSchemas::Declared {
+            writes,
+            reads: reads.to_vec(),
+        }
+    }
+
+    fn snapshot(schema: u32) -> Snapshot {
+        Snapshot {
+            schema,
+            data: 7u64.to_le_bytes().to_vec(),
+        }
+    }
+
+    fn schema_error(error: PluginError) -> SchemaRefused {
+        assert!(!error.kind.poisons(), "{error}");
+        assert_eq!(error.kind.tag(), "snapshot-schema");
+        match error.kind {
+            PluginErrorKind::Schema(refused) => refused,
+            other => panic!("expected a schema refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_in_a_schema_the_manifest_does_not_read_is_refused_before_the_plugin_sees_it() {
+        let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+        // echo-v02 itself refuses schema 3 (`Returned`): the host's refusal
+        // comes first, naming the schema and what the manifest reads.
+        let mut instance = echo(&runtime, declared(1, &[1, 2]));
+        let error = instance.init_from(&[], Some(&snapshot(3))).unwrap_err();
+        assert_eq!(error.call, Call::Init);
+        let refused = schema_error(error);
+        assert_eq!(
+            refused,
+            SchemaRefused::NotRead {
+                schema: 3,
+                reads: vec![1, 2]
+            }
+        );
+        assert!(refused.to_string().contains("schema 3") && refused.to_string().contains("[1, 2]"));
+        // The same instance, untouched, takes a schema it reads.
+        instance.init_from(&[], Some(&snapshot(1))).unwrap();
+        assert_eq!(instance.snapshot().unwrap(), snapshot(1));
+        // The plugin still decides for a schema the manifest reads.
+        let mut instance = echo(&runtime, declared(1, &[1, 2]));
+        let error = instance.init_from(&[], Some(&snapshot(2))).unwrap_err();
+        assert!(matches!(error.kind, PluginErrorKind::Returned(_)), "{error}");
+    }
+
+    #[test]
+    fn a_snapshot_handed_over_in_another_schema_than_the_manifest_writes_is_refused_and_contained() {
+        let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+        let mut instance = echo(&runtime, declared(2, &[1, 2]));
+        instance.init(&[]).unwrap();
+        let error = instance.snapshot().unwrap_err();
+        assert_eq!(error.call, Call::Snapshot);
+        assert_eq!(schema_error(error), SchemaRefused::NotWritten { schema: 1, writes: 2 });
+        // The instance goes on.
+        instance.on_tick(0).unwrap();
+    }
+
+    #[test]
+    fn a_plugin_whose_manifest_declares_no_schema_is_given_no_snapshot_and_gives_none() {
+        let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+        let mut instance = echo(&runtime, SnapshotSchemas::Undeclared);
+        let error = instance.init_from(&[], Some(&snapshot(1))).unwrap_err();
+        assert_eq!(schema_error(error), SchemaRefused::Undeclared);
+        // Refused before the plugin saw it: the caller starts it fresh.
+        instance.init(&[]).unwrap();
+        let error = instance.snapshot().unwrap_err();
+        assert_eq!(schema_error(error), SchemaRefused::Undeclared);
+        instance.on_tick(0).unwrap();
+        // Without a manifest (a plain component) the host checks nothing.
+        let mut instance = echo(&runtime, SnapshotSchemas::Unchecked);
+        instance.init_from(&[], Some(&snapshot(1))).unwrap();
+        assert_eq!(instance.snapshot().unwrap(), snapshot(1));
+    }
 }

@@ -90,6 +90,28 @@ impl fmt::Debug for Snapshot {
     }
 }
 
+/// What the host checks a plugin's snapshots against: the schemas its
+/// manifest declares (`snapshot`, DESIGN: a new version says whether it may
+/// take an old version's state).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SnapshotSchemas {
+    /// No manifest says (a plain component: the runtime API, or a replay of
+    /// a plugin author's own unsigned build): the host checks no schema,
+    /// the plugin alone decides what it takes.
+    #[default]
+    Unchecked,
+    /// The plugin's manifest declares no `snapshot`: it is never given a
+    /// snapshot, and none is taken from it.
+    Undeclared,
+    /// The plugin's manifest declares these.
+    Declared {
+        /// The schema its snapshots must be labelled with.
+        writes: u32,
+        /// The schemas it can be started from.
+        reads: Vec<u32>,
+    },
+}
+
 /// The signed assets a plugin can read by name (`asset`), shared by all its
 /// instances without copies.
 #[derive(Debug, Clone, Default)]
