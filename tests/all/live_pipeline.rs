@@ -526,8 +526,20 @@ async fn live_run(readings: &[(i64, f64)], speed: f64) -> Result<(Vec<Value>, De
             published += 1;
         }
         client.flush().await.unwrap();
-        // Pacing: look again soon (well within TICK_LAG).
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Pacing: look again once the host's clock has moved on by a step
+        // (about 20 ms of real time, well within TICK_LAG), or the plugin has
+        // taken more readings.
+        let step_ms = (0.02 * 1000.0 * speed) as i64;
+        value_until(
+            "the host's clock to move on",
+            WAIT,
+            || host_status(&client),
+            |now| {
+                now["clock_ms"].as_i64().unwrap() >= clock_ms + step_ms
+                    || now["plugins"][0]["readings_in"].as_u64().unwrap() as usize > taken
+            },
+        )
+        .await;
     }
     // Let the clock run an hour past the last reading, then wait for the outbox to drain.
     let clock_time_left = Duration::from_secs_f64((LEAD_MS + 3_600_000) as f64 / speed / 1000.0);
