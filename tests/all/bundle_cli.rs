@@ -46,9 +46,9 @@ fn sign_then_verify_prints_a_one_line_summary() {
         .unwrap()
         .to_owned();
     for expected in [
-        "OK glucose-monitor 0.1.0",
+        "OK glucose-monitor 0.2.0",
         &format!("signed by key {key_id}"),
-        "edgewise:plugin/sensor-plugin@0.1.0",
+        "edgewise:plugin/sensor-plugin@0.2.0",
     ] {
         assert!(run.stdout.contains(expected), "`{expected}` in {}", run.stdout);
     }
@@ -110,14 +110,14 @@ fn verify_with_a_data_dir_refuses_a_rollback() {
     assert_eq!(operator.verify(&bundle, &["--data-dir", &data_arg]).code, Some(0));
     std::fs::write(
         data_dir.join("installed-versions.json"),
-        r#"{"glucose-monitor":{"version":"0.2.0","code_sha256":"00"}}"#,
+        r#"{"glucose-monitor":{"version":"0.3.0","code_sha256":"00"}}"#,
     )
     .unwrap();
     let run = operator.verify(&bundle, &["--data-dir", &data_arg]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert_contains(
         &run.stderr,
-        "version 0.1.0 of `glucose-monitor` is lower than version 0.2.0 already accepted",
+        "version 0.2.0 of `glucose-monitor` is lower than version 0.3.0 already accepted",
     );
 }
 
@@ -181,11 +181,11 @@ fn inspect_needs_no_trust() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     for expected in [
         "name:          glucose-monitor",
-        "version:       0.1.0",
+        "version:       0.2.0",
         "subscriptions: sensors.cgm.>",
         "signed:       by key ",
         "code sha256:  ",
-        "  edgewise:plugin/host@0.1.0",
+        "  edgewise:plugin/host@0.2.0",
         "exports:\n  init\n  on-readings\n  on-tick",
     ] {
         assert!(run.stdout.contains(expected), "`{expected}` in\n{}", run.stdout);
@@ -208,7 +208,7 @@ fn replay_with_trust_runs_verified_bundles_only() {
     assert_eq!(
         signed
             .stdout
-            .replace("\"version\":\"0.1.0\"", "\"version\":\"unsigned\""),
+            .replace("\"version\":\"0.2.0\"", "\"version\":\"unsigned\""),
         unsigned.stdout
     );
 
@@ -239,5 +239,5 @@ fn the_runs_bundles_are_signed_once_and_verify() {
         signed_at,
         "signed again"
     );
-    assert_contains(&verified(&run_key().trust_dir(), &first), "OK threshold 0.1.0");
+    assert_contains(&verified(&run_key().trust_dir(), &first), "OK threshold 0.2.0");
 }
