@@ -23,7 +23,7 @@ const STOP_WAIT: Duration = Duration::from_secs(60);
 
 /// The bundles every device has, by file name: each plugin crate signed
 /// with its own manifest.
-const BUNDLES: [&str; 4] = ["glucose-monitor", "threshold", "faulty-plugin", "echo-v02"];
+const BUNDLES: [&str; 5] = ["glucose-monitor", "threshold", "faulty-plugin", "echo-v02", "faulty-v02"];
 
 /// A device: trust store, signed bundles, a config, and the running host.
 pub(crate) struct Device {
