@@ -271,13 +271,15 @@ fn readings_so_far(outputs: &[Output]) -> Vec<f64> {
         .collect()
 }
 
+/// Whether an error's kind is the one expected.
+type Expected = fn(&PluginErrorKind) -> bool;
+
 /// A hostile `snapshot` mode and what it must come to.
 struct SnapshotCase {
     mode: &'static str,
     /// The reason reported (`PluginErrorKind::tag`).
     tag: &'static str,
-    /// Whether the kind is the one expected.
-    kind: fn(&PluginErrorKind) -> bool,
+    kind: Expected,
 }
 
 const SNAPSHOT_CASES: [SnapshotCase; 5] = [
@@ -373,6 +375,13 @@ fn huge_snapshots_again_and_again_stay_within_the_memory_limit() {
     assert!(error.kind.poisons());
 }
 
+/// A snapshot to resume from, with faulty-v02's `config`, and the refusal expected.
+struct Refusal {
+    config: &'static [(&'static str, &'static str)],
+    snapshot: Snapshot,
+    kind: Expected,
+}
+
 #[test]
 fn a_malformed_or_refused_resume_is_a_typed_error_and_the_instance_starts_fresh() {
     let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
@@ -389,41 +398,41 @@ fn a_malformed_or_refused_resume_is_a_typed_error_and_the_instance_starts_fresh(
     writer.on_readings(&readings(2)).unwrap();
     let good = writer.snapshot().unwrap();
 
-    let refusals: [(&[(&str, &str)], &Snapshot, fn(&PluginErrorKind) -> bool); 4] = [
-        (
-            &[],
-            &malformed,
-            |kind| matches!(kind, PluginErrorKind::Returned(m) if m.starts_with("cannot resume")),
-        ),
-        (
-            &[("resume", "refuse")],
-            &good,
-            |kind| matches!(kind, PluginErrorKind::Returned(m) if m.ends_with("resume=refuse")),
-        ),
+    let refusals = [
+        Refusal {
+            config: &[],
+            snapshot: malformed,
+            kind: |kind| matches!(kind, PluginErrorKind::Returned(m) if m.starts_with("cannot resume")),
+        },
+        Refusal {
+            config: &[("resume", "refuse")],
+            snapshot: good.clone(),
+            kind: |kind| matches!(kind, PluginErrorKind::Returned(m) if m.ends_with("resume=refuse")),
+        },
         // Over the state limit, or in a schema its manifest does not read:
         // refused by the host before the plugin sees it.
-        (
-            &[],
-            &Snapshot {
+        Refusal {
+            config: &[],
+            snapshot: Snapshot {
                 schema: 1,
                 data: vec![0; limits.max_state_bytes + 1],
             },
-            |kind| matches!(kind, PluginErrorKind::Limit(LimitExceeded::Snapshot { .. })),
-        ),
-        (
-            &[],
-            &Snapshot {
+            kind: |kind| matches!(kind, PluginErrorKind::Limit(LimitExceeded::Snapshot { .. })),
+        },
+        Refusal {
+            config: &[],
+            snapshot: Snapshot {
                 schema: 2,
                 data: good.data.clone(),
             },
-            |kind| matches!(kind, PluginErrorKind::Schema(SchemaRefused::NotRead { schema: 2, .. })),
-        ),
+            kind: |kind| matches!(kind, PluginErrorKind::Schema(SchemaRefused::NotRead { schema: 2, .. })),
+        },
     ];
-    for (config, snapshot, expected) in refusals {
-        let (mut instance, refused) = start(&runtime, &plugin, &limits, config, Some(snapshot));
+    for Refusal { config, snapshot, kind } in refusals {
+        let (mut instance, refused) = start(&runtime, &plugin, &limits, config, Some(&snapshot));
         let error = refused.unwrap_err();
         assert_eq!(error.call, Call::Init);
-        assert!(expected(&error.kind), "{snapshot:?}: {error:?}");
+        assert!(kind(&error.kind), "{snapshot:?}: {error:?}");
         assert!(!error.kind.poisons(), "{error}");
         // The host's policy: start it without the snapshot.
         instance.init(&passing(config)).unwrap();
