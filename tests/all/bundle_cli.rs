@@ -196,6 +196,52 @@ fn inspect_needs_no_trust() {
 }
 
 #[test]
+fn inspect_shows_the_contract_and_the_snapshot_schemas() {
+    let inspect = |path: &Path| {
+        let run = edgewise(["inspect".as_ref(), path.as_os_str()]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        run.stdout
+    };
+    // faulty-v02's own manifest: writes 1, reads 1; and the component's contract.
+    let own = inspect(&signed_bundle("faulty-v02"));
+    for expected in [
+        "contract:     0.2 (the component exports `snapshot`)",
+        "  world:         edgewise:plugin/sensor-plugin@0.2.0 (contract 0.2)",
+        "  snapshot:      writes schema 1; reads schemas 1",
+    ] {
+        assert_contains(&own, expected);
+    }
+    // Another declaration, and none: a 0.2 plugin then never gets a snapshot.
+    let dir = tempfile::tempdir().unwrap();
+    let head = "name = \"faulty-v02\"\nversion = \"0.2.0\"\nsubscriptions = [\"sensors.hostile-v02.>\"]\n";
+    for (table, expected) in [
+        (
+            "[snapshot]\nwrites = 3\nreads = [1, 3]\n",
+            "  snapshot:      writes schema 3; reads schemas 1, 3",
+        ),
+        ("", "  snapshot:      none declared: never given a snapshot, none taken"),
+    ] {
+        let (source, out) = (dir.path().join("edgewise.toml"), dir.path().join("out.wasm"));
+        std::fs::write(&source, format!("{head}{table}")).unwrap();
+        run_key().sign(&source, &plugin_wasm("faulty-v02"), &out).unwrap();
+        assert_contains(&inspect(&out), expected);
+    }
+    // A 0.1 bundle: its contract, and no snapshot line (0.1 has none).
+    let old = inspect(&signed_bundle("glucose-monitor"));
+    assert_contains(&old, "contract:     0.1 (the component exports no `snapshot`)");
+    assert_contains(
+        &old,
+        "  world:         edgewise:plugin/sensor-plugin@0.1.0 (contract 0.1)",
+    );
+    assert!(!old.contains("snapshot:"), "{old}");
+    // A plain component: the contract from its code alone.
+    assert_contains(
+        &inspect(&plugin_wasm("faulty-v02")),
+        "contract:     0.2 (the component exports `snapshot`)",
+    );
+}
+
+#[test]
 fn replay_with_trust_runs_verified_bundles_only() {
     let operator = Operator::new();
     let bundle = operator.signed_glucose_monitor();
