@@ -226,8 +226,9 @@ fn inspect_shows_the_contract_and_the_snapshot_schemas() {
         run_key().sign(&source, &plugin_wasm("faulty-v02"), &out).unwrap();
         assert_contains(&inspect(&out), expected);
     }
-    // A 0.1 bundle: its contract, and no snapshot line (0.1 has none).
-    let old = inspect(&signed_bundle("glucose-monitor"));
+    // A 0.1 bundle (faulty-plugin, written against 0.1): its contract, and no
+    // snapshot line (0.1 has none).
+    let old = inspect(&signed_bundle("faulty-plugin"));
     assert_contains(&old, "contract:     0.1 (the component exports no `snapshot`)");
     assert_contains(
         &old,
