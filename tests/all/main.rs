@@ -17,6 +17,7 @@ mod hostile_v02;
 mod live_pipeline;
 mod metrics_crosscheck;
 mod nats_fixture;
+mod record;
 mod replay_bad_input;
 mod replay_golden;
 mod replay_plugin_failures;

@@ -2,7 +2,7 @@
 //! connecting with the configured authentication, the device's subjects and
 //! subject filters, the sensor payload codec (shared with replays of recorded
 //! messages), ingest (core or JetStream, admission, dead letters) and the
-//! status responder. Nothing here knows plugins, workers or the outbox: ingest
+//! status responder, and recording live traffic for replays (`record`). Nothing here knows plugins, workers or the outbox: ingest
 //! hands batches to whatever queue it is given.
 
 pub mod admission;
@@ -12,6 +12,7 @@ pub mod filter;
 pub mod ingest;
 pub mod overlap;
 pub mod payload;
+pub mod record;
 pub mod status;
 pub mod subjects;
 

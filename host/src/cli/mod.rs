@@ -7,9 +7,11 @@
 //! `to_stdout`: a reader that stops early (`| head`) ends the command quietly
 //! with 0.
 
+mod connection;
 mod exit;
 mod inspect;
 mod keygen;
+mod record;
 mod replay;
 mod run;
 mod sign;
@@ -46,6 +48,8 @@ enum Command {
     Run(run::RunArgs),
     /// Ask a running host for its status.
     Status(status::StatusArgs),
+    /// Record live bus traffic into a recording for `replay` (plaintext).
+    Record(record::RecordArgs),
 }
 
 /// Parse the command line, run the command, map the outcome to an exit code.
@@ -60,6 +64,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Run(args) => run::run(args),
         Command::Status(args) => status::run(args),
+        Command::Record(args) => record::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

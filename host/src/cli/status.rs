@@ -1,6 +1,5 @@
 //! `edgewise status`: ask a running host what it is doing.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -8,34 +7,17 @@ use clap::Args;
 
 use edgewise_host::bus::status::Status;
 use edgewise_host::bus::{NatsConfig, Subjects};
-use edgewise_host::run::config::RunConfig;
 
 use super::Failure;
+use super::connection::ConnectionArgs;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The device configuration: its `device` and its `[local]` connection
-    /// (URL and credentials). The flags below override it.
-    #[arg(long, value_name = "edgewise.toml")]
-    config: Option<PathBuf>,
-    /// The device's local NATS server [default: nats://127.0.0.1:4222].
-    #[arg(long, value_name = "URL")]
-    nats: Option<String>,
+    #[command(flatten)]
+    connection: ConnectionArgs,
     /// The device id (required without `--config`).
     #[arg(long, value_name = "ID")]
     device: Option<String>,
-    /// User name (with `--password`).
-    #[arg(long, requires = "password", conflicts_with_all = ["token", "creds"])]
-    user: Option<String>,
-    /// Password (with `--user`).
-    #[arg(long, requires = "user")]
-    password: Option<String>,
-    /// Authentication token.
-    #[arg(long, conflicts_with = "creds")]
-    token: Option<String>,
-    /// A `.creds` file (JWT + NKey seed).
-    #[arg(long, value_name = "FILE")]
-    creds: Option<PathBuf>,
     /// Print the raw JSON.
     #[arg(long)]
     json: bool,
@@ -46,35 +28,13 @@ pub struct StatusArgs {
 /// the device's (`_INBOX.edgewise-<device>`), the only one its NATS
 /// permissions let it read.
 fn target(args: &StatusArgs) -> Result<(NatsConfig, String, String), Failure> {
-    let (mut nats, device) = match &args.config {
-        Some(path) => {
-            let config = RunConfig::load(path).map_err(Failure::usage)?;
-            (config.local, Some(config.device))
-        }
-        None => (
-            NatsConfig {
-                url: "nats://127.0.0.1:4222".to_owned(),
-                ..NatsConfig::default()
-            },
-            None,
-        ),
-    };
-    if let Some(url) = &args.nats {
-        nats.url.clone_from(url);
-    }
-    if args.user.is_some() || args.token.is_some() || args.creds.is_some() {
-        // Flags replace the configuration's credentials as a whole.
-        nats.user.clone_from(&args.user);
-        nats.password.clone_from(&args.password);
-        nats.token.clone_from(&args.token);
-        nats.credentials.clone_from(&args.creds);
-    }
+    let (nats, device) = args.connection.resolve()?;
     let device = args.device.clone().or(device).ok_or_else(|| {
         Failure::usage(anyhow!(
             "give the device with `--device ID` or `--config edgewise.toml`"
         ))
     })?;
-    let name = if args.config.is_some() {
+    let name = if args.connection.config.is_some() {
         format!("edgewise-{device}")
     } else {
         "edgewise-status".to_owned()
