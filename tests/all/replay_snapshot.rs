@@ -1,0 +1,240 @@
+//! `edgewise replay --snapshot-every N` (issue #13): the replay stops every N
+//! readings, takes the plugin's snapshot, starts a fresh instance from it and
+//! goes on; its output must be byte-identical to the uninterrupted replay's,
+//! or the command fails naming the first output that differs and the restore
+//! point before it. Real binary, real plugins, real recordings.
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+
+use edgewise_tests::{data_file, edgewise, plugin_wasm, run_key, signed_bundle, workspace_root};
+
+use crate::support::assert_contains;
+
+/// 2015-06-15 23:00 UTC, the first of three readings five minutes apart.
+const T0: i64 = 1_434_409_200_000;
+const MINUTE: i64 = 60_000;
+
+/// An iglu CSV of three readings of `Subject 1`, five minutes apart from T0.
+fn three_readings(dir: &Path) -> PathBuf {
+    let path = dir.join("three.csv");
+    std::fs::write(
+        &path,
+        "id,time,gl\n\"Subject 1\",2015-06-15 23:00:00,150\n\"Subject 1\",2015-06-15 23:05:00,140\n\
+         \"Subject 1\",2015-06-15 23:10:00,130\n",
+    )
+    .unwrap();
+    path
+}
+
+/// What one `edgewise replay` did: its exit code, standard error, and the
+/// output file's bytes (empty if it wrote none).
+struct Replayed {
+    code: Option<i32>,
+    stderr: String,
+    output: Vec<u8>,
+}
+
+/// `edgewise replay` of the bundle `plugin` (verified by the run's key) over
+/// `input`, with `extra` arguments, into a fresh output file.
+fn replay(plugin: &Path, input: &Path, extra: &[impl AsRef<OsStr>]) -> Replayed {
+    replay_trusting(&run_key().trust_dir(), plugin, input, extra)
+}
+
+/// [`replay`], verified against the trust store `trust`.
+fn replay_trusting(trust: &Path, plugin: &Path, input: &Path, extra: &[impl AsRef<OsStr>]) -> Replayed {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let mut args: Vec<OsString> = ["replay", "--trust"].map(OsString::from).to_vec();
+    args.extend([trust, Path::new("--plugin"), plugin, Path::new("--input"), input].map(OsString::from));
+    args.extend(["--out".into(), out.clone().into_os_string()]);
+    args.extend(extra.iter().map(|arg| arg.as_ref().to_owned()));
+    let run = edgewise(&args);
+    Replayed {
+        code: run.code,
+        stderr: run.stderr,
+        output: std::fs::read(&out).unwrap_or_default(),
+    }
+}
+
+/// `--snapshot-every n` followed by `extra`.
+fn every(n: usize, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["--snapshot-every".to_owned(), n.to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+#[test]
+fn echo_v02_snapshotted_every_n_readings_gives_the_uninterrupted_output_byte_for_byte() {
+    let echo = signed_bundle("echo-v02");
+    let input = data_file("cgm/ExampleData5Subjects.csv");
+    // Its full snapshot: the readings so far and the wake it asked for.
+    let config = ["--config", "snapshot_wake=yes"];
+    let plain = replay(&echo, &input, &config);
+    assert_eq!(plain.code, Some(0), "{}", plain.stderr);
+    let readings = 13_866;
+    assert_contains(&plain.stderr, &format!("{readings} readings replayed"));
+    assert!(plain.output.len() > 1_000_000, "echo-v02 echoes every reading");
+
+    let dir = tempfile::tempdir().unwrap();
+    let golden = dir.path().join("golden.jsonl");
+    std::fs::write(&golden, &plain.output).unwrap();
+    let golden = golden.display().to_string();
+    for n in [1, 7, 1_000_000] {
+        let snapshotted = replay(&echo, &input, &every(n, &config));
+        assert_eq!(snapshotted.code, Some(0), "every {n}: {}", snapshotted.stderr);
+        assert!(snapshotted.output == plain.output, "every {n}: the outputs differ");
+        let taken = readings / n;
+        assert_contains(&snapshotted.stderr, &format!("snapshots: {taken} (every {n} readings)"));
+        assert_contains(&snapshotted.stderr, "output identical to the uninterrupted replay");
+        // The golden comparison is the snapshotting run's.
+        let checked = replay(&echo, &input, &every(n, &[&config[..], &["--expect", &golden]].concat()));
+        assert_eq!(checked.code, Some(0), "every {n}: {}", checked.stderr);
+        assert_contains(&checked.stderr, "output matches");
+    }
+}
+
+#[test]
+fn the_report_counts_the_snapshots_and_their_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = three_readings(dir.path());
+    let config = ["--config", "snapshot_wake=yes"];
+    let run = replay(&signed_bundle("echo-v02"), &input, &every(1, &config));
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    // After each reading: the count and the pending wake, 16 bytes.
+    assert_contains(
+        &run.stderr,
+        "snapshots: 3 (every 1 readings), 48 bytes in all, 16 at most; output identical to the uninterrupted replay",
+    );
+}
+
+#[test]
+fn the_one_second_floor_of_wakes_carries_over_a_restore() {
+    // Every answer asks for a tick a millisecond later: the host holds it to
+    // one a second after the last tick, across restores as without them.
+    let dir = tempfile::tempdir().unwrap();
+    let input = three_readings(dir.path());
+    let config = ["--config", "snapshot_wake=yes", "--config", "wake=every-ms"];
+    let plain = replay(&signed_bundle("echo-v02"), &input, &config);
+    assert_eq!(plain.code, Some(0), "{}", plain.stderr);
+    let snapshotted = replay(&signed_bundle("echo-v02"), &input, &every(1, &config));
+    assert_eq!(snapshotted.code, Some(0), "{}", snapshotted.stderr);
+    assert!(snapshotted.output == plain.output);
+    assert_contains(&snapshotted.stderr, "wakes deferred: 6600");
+}
+
+#[test]
+fn a_state_left_out_of_the_snapshot_is_caught_naming_the_first_output_that_differs() {
+    // By default echo-v02's snapshot holds its readings so far, not the tick
+    // it asked for: a fresh instance started from it waits for a reading.
+    let dir = tempfile::tempdir().unwrap();
+    let input = three_readings(dir.path());
+    let run = replay(&signed_bundle("echo-v02"), &input, &every(1, &[]));
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    // Uninterrupted: seen (23:00), tick (23:01), seen (23:05)...; restored
+    // after reading 1, the tick is never asked for.
+    assert_contains(
+        &run.stderr,
+        "output 2 differs from the uninterrupted replay (restored after reading 1 before it)",
+    );
+    assert_contains(&run.stderr, &format!(r#"uninterrupted: {{"ts":{},"#, T0 + MINUTE));
+    assert_contains(&run.stderr, &format!(r#"snapshotted:   {{"ts":{},"#, T0 + 5 * MINUTE));
+    assert_contains(&run.stderr, "field `code`: uninterrupted \"tick\", snapshotted \"seen\"");
+    assert_contains(
+        &run.stderr,
+        "error: the output with snapshots every 1 readings differs from the uninterrupted replay",
+    );
+    // The outputs written are the snapshotting run's.
+    assert_eq!(String::from_utf8(run.output).unwrap().lines().count(), 3);
+}
+
+#[test]
+fn a_plugin_without_snapshots_is_refused_before_any_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = three_readings(dir.path());
+    // Contract 0.1 (signed before 0.2 existed): no `snapshot` at all.
+    let frozen = workspace_root().join("tests/fixtures/bundles/v0.1");
+    let run = replay_trusting(
+        &frozen.join("trust"),
+        &frozen.join("glucose-monitor-0.1.0.wasm"),
+        &input,
+        &every(5, &[]),
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert_contains(
+        &run.stderr,
+        "--snapshot-every: glucose-monitor targets edgewise:plugin/sensor-plugin@0.1.0, which has no snapshot",
+    );
+    assert!(run.output.is_empty() && !run.stderr.contains("readings replayed"));
+
+    // Contract 0.2, but its manifest declares no `[snapshot]`.
+    let manifest = dir.path().join("edgewise.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"echo-v02\"\nversion = \"0.2.0\"\nsubscriptions = [\"sensors.echo.>\"]\n",
+    )
+    .unwrap();
+    let bundle = dir.path().join("echo-v02.wasm");
+    run_key().sign(&manifest, &plugin_wasm("echo-v02"), &bundle).unwrap();
+    let run = replay(&bundle, &input, &every(5, &[]));
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert_contains(
+        &run.stderr,
+        "--snapshot-every: echo-v02 takes no snapshot: its manifest declares no snapshot schema",
+    );
+    assert!(run.output.is_empty() && !run.stderr.contains("readings replayed"));
+
+    // N counts readings: at least one.
+    let run = replay(&signed_bundle("echo-v02"), &input, &every(0, &[]));
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert_contains(&run.stderr, "--snapshot-every");
+}
+
+#[test]
+fn a_refused_snapshot_or_restore_is_a_reported_failure_naming_the_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = three_readings(dir.path());
+    let echo = signed_bundle("echo-v02");
+    let cases: [(&[&str], &str, &str); 3] = [
+        // Over the state limit: the runtime refuses it.
+        (
+            &["--limit", "state_bytes=100", "--config", "snapshot_bytes=101"],
+            "the snapshot after reading 2 was refused",
+            "snapshot of 101 bytes, over its state limit of 100",
+        ),
+        // The plugin's own `err`.
+        (
+            &["--config", "snapshot_refuse=yes"],
+            "the snapshot after reading 2 was refused",
+            "returned an error: asked to refuse its snapshot",
+        ),
+        // A snapshot the plugin cannot start from (3 bytes): `init` says `err`.
+        (
+            &["--config", "snapshot_bytes=3"],
+            "no fresh instance could be started from the snapshot taken after reading 2",
+            "cannot resume from a snapshot of schema 1 or that length",
+        ),
+    ];
+    for (extra, failure, reason) in cases {
+        let run = replay(&echo, &input, &every(2, extra));
+        assert_eq!(run.code, Some(1), "{extra:?}: {}", run.stderr);
+        assert_contains(&run.stderr, &format!("error: {failure}"));
+        assert_contains(&run.stderr, reason);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    }
+
+    // A snapshot in another schema than the manifest writes.
+    let manifest = dir.path().join("edgewise.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"echo-v02\"\nversion = \"0.2.0\"\nsubscriptions = [\"sensors.echo.>\"]\n\
+         [snapshot]\nwrites = 2\nreads = [1, 2]\n",
+    )
+    .unwrap();
+    let bundle = dir.path().join("echo-v02.wasm");
+    run_key().sign(&manifest, &plugin_wasm("echo-v02"), &bundle).unwrap();
+    let run = replay(&bundle, &input, &every(2, &[]));
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_contains(&run.stderr, "error: the snapshot after reading 2 was refused");
+    assert_contains(&run.stderr, "handed over a snapshot of schema 1, but its manifest writes schema 2");
+}
