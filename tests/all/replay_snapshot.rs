@@ -103,7 +103,11 @@ fn echo_v02_snapshotted_every_n_readings_gives_the_uninterrupted_output_byte_for
     let golden = dir.path().join("golden.jsonl");
     std::fs::write(&golden, &plain.output).unwrap();
     let golden = golden.display().to_string();
-    let checked = replay(&echo, &input, &every(readings + 1, &[&config[..], &["--expect", &golden]].concat()));
+    let checked = replay(
+        &echo,
+        &input,
+        &every(readings + 1, &[&config[..], &["--expect", &golden]].concat()),
+    );
     assert_eq!(checked.code, Some(0), "{}", checked.stderr);
     assert_contains(&checked.stderr, "snapshots: 0 (every 13867 readings)");
     assert_contains(&checked.stderr, "output matches");
@@ -113,7 +117,11 @@ fn echo_v02_snapshotted_every_n_readings_gives_the_uninterrupted_output_byte_for
 fn the_report_counts_the_snapshots_and_their_sizes() {
     let dir = tempfile::tempdir().unwrap();
     let input = three_readings(dir.path());
-    let run = replay(&signed_bundle("echo-v02"), &input, &every(1, &["--config", "snapshot_wake=yes"]));
+    let run = replay(
+        &signed_bundle("echo-v02"),
+        &input,
+        &every(1, &["--config", "snapshot_wake=yes"]),
+    );
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     // After each reading: the count and the pending wake, 16 bytes.
     assert_contains(
@@ -160,9 +168,20 @@ fn a_state_left_out_of_the_snapshot_is_caught_naming_the_first_output_that_diffe
         "output 2 differs from the uninterrupted replay (restored after reading 1 before it): field `code`: \
          uninterrupted \"tick\", snapshotted \"seen\"",
     );
-    let line = |label: &str| run.stderr.lines().find(|line| line.starts_with(label)).unwrap_or_default();
-    assert_contains(line("  uninterrupted: "), &format!(r#""ts":{},"severity":"info","code":"tick""#, T0 + MINUTE));
-    assert_contains(line("  snapshotted:   "), &format!(r#""ts":{},"severity":"info","code":"seen""#, T0 + 5 * MINUTE));
+    let line = |label: &str| {
+        run.stderr
+            .lines()
+            .find(|line| line.starts_with(label))
+            .unwrap_or_default()
+    };
+    assert_contains(
+        line("  uninterrupted: "),
+        &format!(r#""ts":{},"severity":"info","code":"tick""#, T0 + MINUTE),
+    );
+    assert_contains(
+        line("  snapshotted:   "),
+        &format!(r#""ts":{},"severity":"info","code":"seen""#, T0 + 5 * MINUTE),
+    );
     assert_contains(
         &run.stderr,
         "error: the output with snapshots every 1 readings differs from the uninterrupted replay",
@@ -259,5 +278,8 @@ fn a_refused_snapshot_or_restore_is_a_reported_failure_naming_the_reading() {
     let run = replay(&bundle, &input, &every(2, &[]));
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert_contains(&run.stderr, "error: the snapshot after reading 2 was refused");
-    assert_contains(&run.stderr, "handed over a snapshot of schema 1, but its manifest writes schema 2");
+    assert_contains(
+        &run.stderr,
+        "handed over a snapshot of schema 1, but its manifest writes schema 2",
+    );
 }

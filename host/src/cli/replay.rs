@@ -155,7 +155,9 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
     // difference). The two cannot go in lockstep: a plugin that forgot a
     // state may ask for other ticks.
     let uninterrupted = match args.snapshot_every {
-        Some(every) => Some(uninterrupted(&runtime, &compiled, &plugin, &recording, args.tick, every, start_ms)?),
+        Some(every) => Some(uninterrupted(
+            &runtime, &compiled, &plugin, &recording, args.tick, every, start_ms,
+        )?),
         None => None,
     };
     let clock = PluginClock::virtual_at(start_ms);
@@ -199,7 +201,9 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
         print_fuel(&fuel, recording.readings.len());
     }
     let report = result.map_err(Failure::runtime)?;
-    let difference = uninterrupted.as_deref().and_then(|expected| first_difference(expected, &lines));
+    let difference = uninterrupted
+        .as_deref()
+        .and_then(|expected| first_difference(expected, &lines));
     let round_trip = args.snapshot_every.map(|every| (every, difference.is_none()));
     print_report(&recording.stats, &report, round_trip);
     if let (Some(every), Some(difference)) = (args.snapshot_every, difference) {
@@ -445,8 +449,14 @@ fn print_difference(heading: &str, diff: &golden::LineDiff, labels: [(&str, &str
     let width = expected.len().max(actual.len()) + 1;
     let expected_label = format!("{expected}:");
     let actual_label = format!("{actual}:");
-    eprintln!("  {expected_label:width$} {}", diff.expected.as_deref().unwrap_or(expected_end));
-    eprintln!("  {actual_label:width$} {}", diff.actual.as_deref().unwrap_or(actual_end));
+    eprintln!(
+        "  {expected_label:width$} {}",
+        diff.expected.as_deref().unwrap_or(expected_end)
+    );
+    eprintln!(
+        "  {actual_label:width$} {}",
+        diff.actual.as_deref().unwrap_or(actual_end)
+    );
 }
 
 fn update_golden(path: &Path, lines: &[String]) -> Result<(), Failure> {

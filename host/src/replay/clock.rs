@@ -363,12 +363,19 @@ mod tests {
     fn batch_sizes(count: usize, every: usize) -> Vec<usize> {
         let readings = vec![7_i64; count];
         let mut sizes = Vec::new();
-        let done: Result<(), ()> = drive(&readings, |t| *t, 10, NonZeroUsize::new(every), Wake::Idle, |step| {
-            if let Step::Readings(batch) = step {
-                sizes.push(batch.len());
-            }
-            Ok(Wake::Idle)
-        });
+        let done: Result<(), ()> = drive(
+            &readings,
+            |t| *t,
+            10,
+            NonZeroUsize::new(every),
+            Wake::Idle,
+            |step| {
+                if let Step::Readings(batch) = step {
+                    sizes.push(batch.len());
+                }
+                Ok(Wake::Idle)
+            },
+        );
         assert_eq!(done, Ok(()));
         sizes
     }
@@ -377,7 +384,10 @@ mod tests {
     fn with_stops_every_n_readings_a_batch_ends_after_reading_n_2n_and_holds_at_most_max_batch() {
         assert_eq!(batch_sizes(5, 1), [1; 5]);
         assert_eq!(batch_sizes(20, 7), [7, 7, 6]);
-        assert_eq!(batch_sizes(700, 300), [MAX_BATCH, 300 - MAX_BATCH, MAX_BATCH, 300 - MAX_BATCH, 100]);
+        assert_eq!(
+            batch_sizes(700, 300),
+            [MAX_BATCH, 300 - MAX_BATCH, MAX_BATCH, 300 - MAX_BATCH, 100]
+        );
         assert_eq!(batch_sizes(2 * MAX_BATCH, MAX_BATCH), [MAX_BATCH, MAX_BATCH]);
         // Beyond the recording: as without stops.
         assert_eq!(batch_sizes(MAX_BATCH + 1, 1_000_000), [MAX_BATCH, 1]);

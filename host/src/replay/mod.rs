@@ -23,4 +23,4 @@ mod restart;
 
 pub use clock::{ReplayError, ReplayReport, Step, Stops, drive, replay, schedule};
 pub use recording::{Format, Location, ReadStats, Recording, RecordingError, RowError, load};
-pub use restart::{RestartError, RestorePoint, Restarts, SnapshotStats};
+pub use restart::{RestartError, Restarts, RestorePoint, SnapshotStats};
