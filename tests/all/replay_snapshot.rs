@@ -11,21 +11,23 @@ use edgewise_tests::{data_file, edgewise, plugin_wasm, run_key, signed_bundle, w
 
 use crate::support::assert_contains;
 
-/// 2015-06-15 23:00 UTC, the first of three readings five minutes apart.
+/// 2015-06-15 23:00 UTC: the replay clock runs on to 01:00 the next day.
 const T0: i64 = 1_434_409_200_000;
 const MINUTE: i64 = 60_000;
 
-/// An iglu CSV of three readings of `Subject 1`, five minutes apart from T0.
-fn three_readings(dir: &Path) -> PathBuf {
-    let path = dir.join("three.csv");
-    std::fs::write(
-        &path,
-        "id,time,gl\n\"Subject 1\",2015-06-15 23:00:00,150\n\"Subject 1\",2015-06-15 23:05:00,140\n\
-         \"Subject 1\",2015-06-15 23:10:00,130\n",
-    )
-    .unwrap();
+/// A recording (JSON lines) of one sensor's readings at `times`.
+fn recording(dir: &Path, times: &[i64]) -> PathBuf {
+    let path = dir.join("recording.jsonl");
+    let lines: Vec<String> = times
+        .iter()
+        .map(|ts| format!(r#"{{"subject":"sensors.echo","payload":{{"ts":{ts},"value":100,"unit":"mg/dL"}}}}"#))
+        .collect();
+    std::fs::write(&path, lines.join("\n")).unwrap();
     path
 }
+
+/// Three readings five minutes apart from T0.
+const THREE: [i64; 3] = [T0, T0 + 5 * MINUTE, T0 + 10 * MINUTE];
 
 /// What one `edgewise replay` did: its exit code, standard error, and the
 /// output file's bytes (empty if it wrote none).
@@ -62,6 +64,28 @@ fn every(n: usize, extra: &[&str]) -> Vec<String> {
     let mut args = vec!["--snapshot-every".to_owned(), n.to_string()];
     args.extend(extra.iter().map(|s| s.to_string()));
     args
+}
+
+/// echo-v02 (signed, verified) over a recording at `times`, stopped every
+/// `n` readings, with `extra` arguments.
+fn echo_every(n: usize, times: &[i64], extra: &[&str]) -> Replayed {
+    let dir = tempfile::tempdir().unwrap();
+    replay(
+        &signed_bundle("echo-v02"),
+        &recording(dir.path(), times),
+        &every(n, extra),
+    )
+}
+
+/// echo-v02 signed with a manifest whose `[snapshot]` table is `snapshot`
+/// (none if empty), in `dir`.
+fn echo_signed_with(dir: &Path, snapshot: &str) -> PathBuf {
+    let manifest = dir.join("edgewise.toml");
+    let head = "name = \"echo-v02\"\nversion = \"0.2.0\"\nsubscriptions = [\"sensors.echo.>\"]";
+    std::fs::write(&manifest, format!("{head}\n{snapshot}\n")).unwrap();
+    let bundle = dir.join("echo-v02.wasm");
+    run_key().sign(&manifest, &plugin_wasm("echo-v02"), &bundle).unwrap();
+    bundle
 }
 
 /// The messages of echo-v02's `seen` alerts in `output`.
@@ -115,13 +139,7 @@ fn echo_v02_snapshotted_every_n_readings_gives_the_uninterrupted_output_byte_for
 
 #[test]
 fn the_report_counts_the_snapshots_and_their_sizes() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = three_readings(dir.path());
-    let run = replay(
-        &signed_bundle("echo-v02"),
-        &input,
-        &every(1, &["--config", "snapshot_wake=yes"]),
-    );
+    let run = echo_every(1, &THREE, &["--config", "snapshot_wake=yes"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     // After each reading: the count and the pending wake, 16 bytes.
     assert_contains(
@@ -136,15 +154,12 @@ fn the_one_second_floor_of_wakes_carries_over_a_restore() {
     // one a second after the last tick, across restores as without them.
     // The second reading comes half a second after a tick: its answer is
     // moved to a second after that tick, by the host, not the plugin.
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("three.jsonl");
-    let lines: Vec<String> = [T0, T0 + 5 * MINUTE + 500, T0 + 10 * MINUTE]
-        .iter()
-        .map(|ts| format!(r#"{{"subject":"sensors.echo","payload":{{"ts":{ts},"value":100,"unit":"mg/dL"}}}}"#))
-        .collect();
-    std::fs::write(&input, lines.join("\n")).unwrap();
-    let config = ["--config", "snapshot_wake=yes", "--config", "wake=every-ms"];
-    let run = replay(&signed_bundle("echo-v02"), &input, &every(1, &config));
+    let times = [T0, T0 + 5 * MINUTE + 500, T0 + 10 * MINUTE];
+    let run = echo_every(
+        1,
+        &times,
+        &["--config", "snapshot_wake=yes", "--config", "wake=every-ms"],
+    );
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_contains(&run.stderr, "output identical to the uninterrupted replay");
     // Ticks a second apart from a millisecond past the first reading to
@@ -157,9 +172,7 @@ fn the_one_second_floor_of_wakes_carries_over_a_restore() {
 fn a_state_left_out_of_the_snapshot_is_caught_naming_the_first_output_that_differs() {
     // By default echo-v02's snapshot holds its readings so far, not the tick
     // it asked for: a fresh instance started from it waits for a reading.
-    let dir = tempfile::tempdir().unwrap();
-    let input = three_readings(dir.path());
-    let run = replay(&signed_bundle("echo-v02"), &input, &every(1, &[]));
+    let run = echo_every(1, &THREE, &[]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     // Uninterrupted: seen (23:00), tick (23:01), seen (23:05)...; restored
     // after reading 1, the tick is never asked for.
@@ -193,7 +206,7 @@ fn a_state_left_out_of_the_snapshot_is_caught_naming_the_first_output_that_diffe
 #[test]
 fn a_plugin_without_snapshots_is_refused_before_any_replay() {
     let dir = tempfile::tempdir().unwrap();
-    let input = three_readings(dir.path());
+    let input = recording(dir.path(), &THREE);
     // Contract 0.1 (signed before 0.2 existed): no `snapshot` at all.
     let frozen = workspace_root().join("tests/fixtures/bundles/v0.1");
     let run = replay_trusting(
@@ -210,15 +223,7 @@ fn a_plugin_without_snapshots_is_refused_before_any_replay() {
     assert!(run.output.is_empty() && !run.stderr.contains("readings replayed"));
 
     // Contract 0.2, but its manifest declares no `[snapshot]`.
-    let manifest = dir.path().join("edgewise.toml");
-    std::fs::write(
-        &manifest,
-        "name = \"echo-v02\"\nversion = \"0.2.0\"\nsubscriptions = [\"sensors.echo.>\"]\n",
-    )
-    .unwrap();
-    let bundle = dir.path().join("echo-v02.wasm");
-    run_key().sign(&manifest, &plugin_wasm("echo-v02"), &bundle).unwrap();
-    let run = replay(&bundle, &input, &every(5, &[]));
+    let run = replay(&echo_signed_with(dir.path(), ""), &input, &every(5, &[]));
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert_contains(
         &run.stderr,
@@ -227,16 +232,13 @@ fn a_plugin_without_snapshots_is_refused_before_any_replay() {
     assert!(run.output.is_empty() && !run.stderr.contains("readings replayed"));
 
     // N counts readings: at least one.
-    let run = replay(&signed_bundle("echo-v02"), &input, &every(0, &[]));
+    let run = echo_every(0, &THREE, &[]);
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert_contains(&run.stderr, "--snapshot-every");
 }
 
 #[test]
 fn a_refused_snapshot_or_restore_is_a_reported_failure_naming_the_reading() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = three_readings(dir.path());
-    let echo = signed_bundle("echo-v02");
     let cases: [(&[&str], &str, &str); 3] = [
         // Over the state limit: the runtime refuses it.
         (
@@ -258,7 +260,7 @@ fn a_refused_snapshot_or_restore_is_a_reported_failure_naming_the_reading() {
         ),
     ];
     for (extra, failure, reason) in cases {
-        let run = replay(&echo, &input, &every(2, extra));
+        let run = echo_every(2, &THREE, extra);
         assert_eq!(run.code, Some(1), "{extra:?}: {}", run.stderr);
         assert_contains(&run.stderr, &format!("error: {failure}"));
         assert_contains(&run.stderr, reason);
@@ -266,15 +268,9 @@ fn a_refused_snapshot_or_restore_is_a_reported_failure_naming_the_reading() {
     }
 
     // A snapshot in another schema than the manifest writes.
-    let manifest = dir.path().join("edgewise.toml");
-    std::fs::write(
-        &manifest,
-        "name = \"echo-v02\"\nversion = \"0.2.0\"\nsubscriptions = [\"sensors.echo.>\"]\n\
-         [snapshot]\nwrites = 2\nreads = [1, 2]\n",
-    )
-    .unwrap();
-    let bundle = dir.path().join("echo-v02.wasm");
-    run_key().sign(&manifest, &plugin_wasm("echo-v02"), &bundle).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = echo_signed_with(dir.path(), "[snapshot]\nwrites = 2\nreads = [1, 2]");
+    let input = recording(dir.path(), &THREE);
     let run = replay(&bundle, &input, &every(2, &[]));
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert_contains(&run.stderr, "error: the snapshot after reading 2 was refused");

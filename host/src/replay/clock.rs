@@ -304,13 +304,23 @@ mod tests {
     }
 
     /// The steps `drive` makes for a plugin whose wakes `answer` gives.
-    fn driven(readings: &[i64], wake: Wake, mut answer: impl FnMut(&Step<'_, i64>) -> Wake) -> Vec<String> {
+    fn driven(readings: &[i64], wake: Wake, answer: impl FnMut(&Step<'_, i64>) -> Wake) -> Vec<String> {
+        driven_stopping(readings, None, wake, answer)
+    }
+
+    /// [`driven`], stopping every `stop_every` readings.
+    fn driven_stopping(
+        readings: &[i64],
+        stop_every: Option<NonZeroUsize>,
+        wake: Wake,
+        mut answer: impl FnMut(&Step<'_, i64>) -> Wake,
+    ) -> Vec<String> {
         let mut steps = Vec::new();
         let done: Result<(), ()> = drive(
             readings,
             |t| *t,
             300_000,
-            None,
+            stop_every,
             wake,
             |step| {
                 steps.push(match step {
@@ -401,22 +411,7 @@ mod tests {
     fn a_stop_cuts_a_batch_but_moves_no_tick() {
         // Without stops: [0], tick 0, [1000, 300000], tick 300000, [300001].
         let readings = [0_i64, 1_000, 300_000, 300_001];
-        let mut steps = Vec::new();
-        let done: Result<(), ()> = drive(
-            &readings,
-            |t| *t,
-            300_000,
-            NonZeroUsize::new(2),
-            Wake::Interval,
-            |step| {
-                steps.push(match step {
-                    Step::Readings(batch) => format!("readings {batch:?}"),
-                    Step::Tick(now) => format!("tick {now}"),
-                });
-                Ok(Wake::Interval)
-            },
-        );
-        assert_eq!(done, Ok(()));
+        let steps = driven_stopping(&readings, NonZeroUsize::new(2), Wake::Interval, |_| Wake::Interval);
         assert_eq!(
             steps[..7],
             [
