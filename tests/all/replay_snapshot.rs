@@ -40,15 +40,19 @@ struct Replayed {
 /// `edgewise replay` of the bundle `plugin` (verified by the run's key) over
 /// `input`, with `extra` arguments, into a fresh output file.
 fn replay(plugin: &Path, input: &Path, extra: &[impl AsRef<OsStr>]) -> Replayed {
-    replay_trusting(&run_key().trust_dir(), plugin, input, extra)
+    replay_trusting(Some(&run_key().trust_dir()), plugin, input, extra)
 }
 
-/// [`replay`], verified against the trust store `trust`.
-fn replay_trusting(trust: &Path, plugin: &Path, input: &Path, extra: &[impl AsRef<OsStr>]) -> Replayed {
+/// [`replay`], verified against the trust store `trust` (none: a plain
+/// component, not verified).
+fn replay_trusting(trust: Option<&Path>, plugin: &Path, input: &Path, extra: &[impl AsRef<OsStr>]) -> Replayed {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
-    let mut args: Vec<OsString> = ["replay", "--trust"].map(OsString::from).to_vec();
-    args.extend([trust, Path::new("--plugin"), plugin, Path::new("--input"), input].map(OsString::from));
+    let mut args: Vec<OsString> = vec!["replay".into()];
+    if let Some(trust) = trust {
+        args.extend(["--trust".into(), trust.into()]);
+    }
+    args.extend([Path::new("--plugin"), plugin, Path::new("--input"), input].map(OsString::from));
     args.extend(["--out".into(), out.clone().into_os_string()]);
     args.extend(extra.iter().map(|arg| arg.as_ref().to_owned()));
     let run = edgewise(&args);
@@ -210,7 +214,7 @@ fn a_plugin_without_snapshots_is_refused_before_any_replay() {
     // Contract 0.1 (signed before 0.2 existed): no `snapshot` at all.
     let frozen = workspace_root().join("tests/fixtures/bundles/v0.1");
     let run = replay_trusting(
-        &frozen.join("trust"),
+        Some(&frozen.join("trust")),
         &frozen.join("glucose-monitor-0.1.0.wasm"),
         &input,
         &every(5, &[]),

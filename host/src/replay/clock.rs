@@ -105,10 +105,11 @@ pub fn schedule<R, E>(
 ///
 /// Readings up to a tick's time (inclusive) come before it, in batches of at
 /// most `MAX_BATCH`; with `stop_every` N, a batch also ends after reading N,
-/// 2N... (so the caller can stop the plugin there, see [`replay`]). After the last reading, ticks go on up to an hour past
-/// the end of that reading's UTC day (on the interval, the first tick at or
-/// after it), so every window that holds data can close; a wake beyond that
-/// is not honoured. Tick times strictly increase.
+/// 2N... (where [`replay`] can stop the plugin). After the last reading,
+/// ticks go on up to an hour past the end of that reading's UTC day (on the
+/// interval, the first tick at or after it), so every window that holds data
+/// can close; a wake beyond that is not honoured. Tick times strictly
+/// increase.
 pub fn drive<R, E>(
     readings: &[R],
     timestamp: impl Fn(&R) -> i64,
