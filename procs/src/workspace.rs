@@ -19,7 +19,13 @@ use anyhow::{Context, bail};
 pub const WASM_TARGET: &str = "wasm32-wasip2";
 
 /// Crates built as components: the real plugins and the test fixtures.
-pub const PLUGIN_CRATES: &[&str] = &["glucose-monitor", "threshold", "faulty-plugin", "echo-v02"];
+pub const PLUGIN_CRATES: &[&str] = &[
+    "glucose-monitor",
+    "threshold",
+    "faulty-plugin",
+    "echo-v02",
+    "faulty-v02",
+];
 
 /// Set (to anything) by a caller that has built the host and the plugins
 /// already: [`built`] then only checks that they are there.

@@ -10,7 +10,10 @@
 //! Start with `sdk/README.md`, the plugin author guide. The helpers that
 //! sensor plugins need are in [`stats`] (Welford mean and variance),
 //! [`window`] (time-windowed buffers), [`trend`] (least-squares rate of change)
-//! and [`suppress`] (alert repeat suppression with an "all clear").
+//! and [`suppress`] (alert repeat suppression with an "all clear"). A plugin
+//! asks for ticks with [`Wake`], hands its state to a restarted or upgraded
+//! instance with [`snapshot_state!`] ([`snapshot`]), and reads the signed
+//! files of its bundle with [`asset::read`].
 //!
 //! # Example
 //!
@@ -28,7 +31,7 @@
 //!         Ok(TooHot { limit })
 //!     }
 //!
-//!     fn on_readings(&mut self, readings: &[Reading], out: &mut Outputs) -> Result<(), String> {
+//!     fn on_readings(&mut self, readings: &[Reading<'_>], out: &mut Outputs) -> Result<(), String> {
 //!         for reading in readings.iter().filter(|r| r.value > self.limit) {
 //!             out.alert(Alert::new(reading, Severity::Warning, "too-hot", "Above the limit"));
 //!         }
@@ -46,14 +49,17 @@
 
 #![deny(missing_docs)]
 
+pub mod asset;
 mod config;
-mod outputs;
-pub mod state;
+mod driver;
+pub mod outputs;
+pub mod snapshot;
 pub mod stats;
 pub mod suppress;
 pub mod time;
 pub mod trend;
 mod types;
+pub mod wake;
 pub mod window;
 
 #[cfg(target_arch = "wasm32")]
@@ -61,27 +67,49 @@ pub mod window;
 pub mod guest;
 
 pub use config::Config;
+pub use driver::Driver;
 pub use outputs::Outputs;
 pub use types::{Alert, LogLevel, Metric, Reading, Severity, Summary};
+pub use wake::Wake;
 
 /// A sensor plugin: plain Rust, no WebAssembly in sight.
 ///
 /// The host creates one instance with [`Plugin::init`], then calls
-/// [`Plugin::on_readings`] with batches of readings and [`Plugin::on_tick`] at
-/// regular intervals of its clock. Time comes only from reading timestamps and
-/// ticks: never read the wall clock, so that a replay of a recording gives the
-/// same outputs as the live run.
+/// [`Plugin::on_readings`] with readings and [`Plugin::on_tick`] when the
+/// plugin asks for it ([`Plugin::next_wake`]; by default every five minutes
+/// of its clock, as contract 0.1 did). Time comes only from reading
+/// timestamps and ticks: never read the wall clock, so that a replay of a
+/// recording gives the same outputs as the live run.
 ///
 /// Returning `Err` fails that one call; the host reports it with the plugin's
 /// name. Outputs written before the error are still delivered.
+///
+/// A plugin that implements [`Plugin::snapshot`] and [`Plugin::restore`]
+/// (one line: [`snapshot_state!`]) keeps its state across restarts and
+/// upgrades; declare `[snapshot]` in its `edgewise.toml` to match.
 pub trait Plugin: Sized + 'static {
+    /// The layout version of what [`Plugin::snapshot`] writes: the bundle's
+    /// `[snapshot] writes`. Change it (and `reads`) when the layout changes.
+    const SNAPSHOT_SCHEMA: u32 = 1;
+
     /// Build the plugin from its configuration. Read every key you use with
     /// the typed getters of [`Config`] and call [`Config::finish`] to refuse
     /// unknown keys.
     fn init(config: Config) -> Result<Self, String>;
 
-    /// Handle a batch of readings. Within one sensor, readings are in arrival order.
-    fn on_readings(&mut self, readings: &[Reading], out: &mut Outputs) -> Result<(), String>;
+    /// Handle readings. Within one sensor, readings are in arrival order. The
+    /// SDK may hand over a batch in parts, to tick the plugin at a wake that
+    /// falls between two of its readings.
+    fn on_readings(&mut self, readings: &[Reading<'_>], out: &mut Outputs) -> Result<(), String>;
+
+    /// The host's clock as it hands over readings, before
+    /// [`Plugin::on_readings`]: live, its clock; in replay, the virtual clock
+    /// (at the batch's latest reading). It never goes back. For judging a
+    /// reading's timestamp against now (a plugin woken rarely has no other
+    /// now); the default ignores it.
+    fn on_clock(&mut self, now_ms: i64) {
+        let _ = now_ms;
+    }
 
     /// Handle a clock tick: `now_ms` is the host clock (virtual in replay), in
     /// milliseconds since the Unix epoch. The default does nothing.
@@ -89,10 +117,31 @@ pub trait Plugin: Sized + 'static {
         let _ = (now_ms, out);
         Ok(())
     }
+
+    /// When the plugin next needs [`Plugin::on_tick`], asked after every
+    /// reading and tick. The default ticks every five minutes, as contract
+    /// 0.1 did; a plugin that knows when it has something to do says so, and
+    /// one without ticks says [`Wake::Idle`] (each tick costs a call).
+    fn next_wake(&self) -> Wake {
+        Wake::default()
+    }
+
+    /// The plugin's state in [`Plugin::SNAPSHOT_SCHEMA`]: everything that
+    /// shapes its future outputs. The default has none to give.
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        Err(snapshot::NOT_SUPPORTED.to_owned())
+    }
+
+    /// Take the state a [`Plugin::snapshot`] of this or another version wrote
+    /// in `schema`, right after [`Plugin::init`].
+    fn restore(&mut self, schema: u32, data: &[u8]) -> Result<(), String> {
+        let _ = (schema, data);
+        Err(snapshot::NOT_SUPPORTED.to_owned())
+    }
 }
 
 /// Export a [`Plugin`] type as the component's implementation of the
-/// `edgewise:plugin/sensor-plugin` world.
+/// `edgewise:plugin/sensor-plugin@0.2.0` world.
 ///
 /// Use it once, at the crate root of a `cdylib` plugin crate. On native
 /// targets it expands to nothing, so the crate also builds and tests natively.
@@ -102,7 +151,7 @@ macro_rules! export_plugin {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             ::std::thread_local! {
-                static EDGEWISE_PLUGIN: ::std::cell::RefCell<::std::option::Option<$plugin>> =
+                static EDGEWISE_PLUGIN: $crate::guest::Cell<$plugin> =
                     const { ::std::cell::RefCell::new(::std::option::Option::None) };
             }
 
@@ -111,18 +160,26 @@ macro_rules! export_plugin {
             impl $crate::guest::bindings::Guest for EdgewiseGuest {
                 fn init(
                     config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
-                ) -> ::std::result::Result<(), ::std::string::String> {
-                    $crate::guest::init::<$plugin>(&EDGEWISE_PLUGIN, config)
+                    resume: ::std::option::Option<$crate::guest::bindings::edgewise::plugin::types::Snapshot>,
+                ) -> $crate::guest::Answer {
+                    $crate::guest::init::<$plugin>(&EDGEWISE_PLUGIN, config, resume)
                 }
 
                 fn on_readings(
-                    readings: ::std::vec::Vec<$crate::guest::bindings::edgewise::plugin::types::Reading>,
-                ) -> ::std::result::Result<(), ::std::string::String> {
-                    $crate::guest::on_readings::<$plugin>(&EDGEWISE_PLUGIN, readings)
+                    batch: $crate::guest::bindings::edgewise::plugin::types::Batch,
+                ) -> $crate::guest::Answer {
+                    $crate::guest::on_readings::<$plugin>(&EDGEWISE_PLUGIN, batch)
                 }
 
-                fn on_tick(now_ms: i64) -> ::std::result::Result<(), ::std::string::String> {
+                fn on_tick(now_ms: i64) -> $crate::guest::Answer {
                     $crate::guest::on_tick::<$plugin>(&EDGEWISE_PLUGIN, now_ms)
+                }
+
+                fn snapshot() -> ::std::result::Result<
+                    $crate::guest::bindings::edgewise::plugin::types::Snapshot,
+                    ::std::string::String,
+                > {
+                    $crate::guest::snapshot::<$plugin>(&EDGEWISE_PLUGIN)
                 }
             }
 

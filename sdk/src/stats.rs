@@ -3,7 +3,7 @@
 /// Count, mean, variance, minimum and maximum of a stream of values, updated
 /// one value at a time with Welford's algorithm (numerically stable: no
 /// catastrophic cancellation on long streams of similar values).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunningStats {
     count: u64,
     mean: f64,

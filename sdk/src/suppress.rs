@@ -23,7 +23,7 @@ impl Transition {
 /// Tracks one alert condition so that a persisting condition is raised once,
 /// repeated at most every `repeat_ms`, and followed by a single "all clear"
 /// when it ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Suppressor {
     repeat_ms: i64,
     last_raised_ms: Option<i64>,

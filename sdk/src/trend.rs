@@ -1,7 +1,7 @@
 //! Rate of change by ordinary least squares.
 
 /// A straight line fitted through `(timestamp_ms, value)` points.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Trend {
     /// Slope in value units per minute.
     pub per_minute: f64,

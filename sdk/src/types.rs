@@ -1,27 +1,30 @@
-//! The plugin-facing data types, mirroring `edgewise:plugin/types` in `wit/v0.1/plugin.wit`.
+//! The plugin-facing data types, mirroring `edgewise:plugin/types` in `wit/v0.2/plugin.wit`.
 
 /// One measurement from one sensor.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reading {
+///
+/// It borrows its sensor id and unit from the batch, which names each sensor
+/// once (contract 0.2): handing a plugin a reading costs no allocation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading<'a> {
     /// Sensor identifier, unique on the device.
-    pub sensor: String,
+    pub sensor: &'a str,
     /// When the sensor took the measurement, in milliseconds since the Unix epoch (UTC).
     pub timestamp_ms: i64,
     /// The measured value in `unit`; always finite from the host (it refuses
     /// a NaN or infinite value before a plugin sees it).
     pub value: f64,
     /// Unit of `value`, empty when the source did not say.
-    pub unit: String,
+    pub unit: &'a str,
 }
 
-impl Reading {
+impl<'a> Reading<'a> {
     /// A reading, for tests and examples.
-    pub fn new(sensor: &str, timestamp_ms: i64, value: f64, unit: &str) -> Reading {
+    pub fn new(sensor: &'a str, timestamp_ms: i64, value: f64, unit: &'a str) -> Reading<'a> {
         Reading {
-            sensor: sensor.to_owned(),
+            sensor,
             timestamp_ms,
             value,
-            unit: unit.to_owned(),
+            unit,
         }
     }
 }
@@ -56,9 +59,9 @@ pub struct Alert {
 
 impl Alert {
     /// An alert about `reading`, carrying its sensor, timestamp and value.
-    pub fn new(reading: &Reading, severity: Severity, code: &str, message: &str) -> Alert {
+    pub fn new(reading: &Reading<'_>, severity: Severity, code: &str, message: &str) -> Alert {
         Alert {
-            sensor: reading.sensor.clone(),
+            sensor: reading.sensor.to_owned(),
             timestamp_ms: reading.timestamp_ms,
             severity,
             code: code.to_owned(),

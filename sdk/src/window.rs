@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 /// Points are expected in timestamp order; a point older than the newest is
 /// inserted at its place (so late readings still count), and a point older
 /// than the span is dropped.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TimeWindow {
     span_ms: i64,
     points: VecDeque<(i64, f64)>,

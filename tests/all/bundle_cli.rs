@@ -46,9 +46,9 @@ fn sign_then_verify_prints_a_one_line_summary() {
         .unwrap()
         .to_owned();
     for expected in [
-        "OK glucose-monitor 0.1.0",
+        "OK glucose-monitor 0.2.0",
         &format!("signed by key {key_id}"),
-        "edgewise:plugin/sensor-plugin@0.1.0",
+        "edgewise:plugin/sensor-plugin@0.2.0",
     ] {
         assert!(run.stdout.contains(expected), "`{expected}` in {}", run.stdout);
     }
@@ -110,14 +110,14 @@ fn verify_with_a_data_dir_refuses_a_rollback() {
     assert_eq!(operator.verify(&bundle, &["--data-dir", &data_arg]).code, Some(0));
     std::fs::write(
         data_dir.join("installed-versions.json"),
-        r#"{"glucose-monitor":{"version":"0.2.0","code_sha256":"00"}}"#,
+        r#"{"glucose-monitor":{"version":"0.3.0","code_sha256":"00"}}"#,
     )
     .unwrap();
     let run = operator.verify(&bundle, &["--data-dir", &data_arg]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert_contains(
         &run.stderr,
-        "version 0.1.0 of `glucose-monitor` is lower than version 0.2.0 already accepted",
+        "version 0.2.0 of `glucose-monitor` is lower than version 0.3.0 already accepted",
     );
 }
 
@@ -181,11 +181,11 @@ fn inspect_needs_no_trust() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     for expected in [
         "name:          glucose-monitor",
-        "version:       0.1.0",
+        "version:       0.2.0",
         "subscriptions: sensors.cgm.>",
         "signed:       by key ",
         "code sha256:  ",
-        "  edgewise:plugin/host@0.1.0",
+        "  edgewise:plugin/host@0.2.0",
         "exports:\n  init\n  on-readings\n  on-tick",
     ] {
         assert!(run.stdout.contains(expected), "`{expected}` in\n{}", run.stdout);
@@ -193,6 +193,53 @@ fn inspect_needs_no_trust() {
     let plain = edgewise(["inspect".as_ref(), plugin_wasm("glucose-monitor").as_os_str()]);
     assert_eq!(plain.code, Some(0), "{}", plain.stderr);
     assert_contains(&plain.stdout, "signed:       no (unsigned");
+}
+
+#[test]
+fn inspect_shows_the_contract_and_the_snapshot_schemas() {
+    let inspect = |path: &Path| {
+        let run = edgewise(["inspect".as_ref(), path.as_os_str()]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        run.stdout
+    };
+    // faulty-v02's own manifest: writes 1, reads 1; and the component's contract.
+    let own = inspect(&signed_bundle("faulty-v02"));
+    for expected in [
+        "contract:     0.2 (the component exports `snapshot`)",
+        "  world:         edgewise:plugin/sensor-plugin@0.2.0 (contract 0.2)",
+        "  snapshot:      writes schema 1; reads schemas 1",
+    ] {
+        assert_contains(&own, expected);
+    }
+    // Another declaration, and none: a 0.2 plugin then never gets a snapshot.
+    let dir = tempfile::tempdir().unwrap();
+    let head = "name = \"faulty-v02\"\nversion = \"0.2.0\"\nsubscriptions = [\"sensors.hostile-v02.>\"]\n";
+    for (table, expected) in [
+        (
+            "[snapshot]\nwrites = 3\nreads = [1, 3]\n",
+            "  snapshot:      writes schema 3; reads schemas 1, 3",
+        ),
+        ("", "  snapshot:      none declared: never given a snapshot, none taken"),
+    ] {
+        let (source, out) = (dir.path().join("edgewise.toml"), dir.path().join("out.wasm"));
+        std::fs::write(&source, format!("{head}{table}")).unwrap();
+        run_key().sign(&source, &plugin_wasm("faulty-v02"), &out).unwrap();
+        assert_contains(&inspect(&out), expected);
+    }
+    // A 0.1 bundle (faulty-plugin, written against 0.1): its contract, and no
+    // snapshot line (0.1 has none).
+    let old = inspect(&signed_bundle("faulty-plugin"));
+    assert_contains(&old, "contract:     0.1 (the component exports no `snapshot`)");
+    assert_contains(
+        &old,
+        "  world:         edgewise:plugin/sensor-plugin@0.1.0 (contract 0.1)",
+    );
+    assert!(!old.contains("snapshot:"), "{old}");
+    // A plain component: the contract from its code alone.
+    assert_contains(
+        &inspect(&plugin_wasm("faulty-v02")),
+        "contract:     0.2 (the component exports `snapshot`)",
+    );
 }
 
 #[test]
@@ -208,7 +255,7 @@ fn replay_with_trust_runs_verified_bundles_only() {
     assert_eq!(
         signed
             .stdout
-            .replace("\"version\":\"0.1.0\"", "\"version\":\"unsigned\""),
+            .replace("\"version\":\"0.2.0\"", "\"version\":\"unsigned\""),
         unsigned.stdout
     );
 
@@ -239,5 +286,5 @@ fn the_runs_bundles_are_signed_once_and_verify() {
         signed_at,
         "signed again"
     );
-    assert_contains(&verified(&run_key().trust_dir(), &first), "OK threshold 0.1.0");
+    assert_contains(&verified(&run_key().trust_dir(), &first), "OK threshold 0.2.0");
 }

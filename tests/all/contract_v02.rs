@@ -18,6 +18,7 @@ use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{edgewise, plugin_wasm, run_key, signed_bundle};
 
 use crate::device::{Device, now_ms, reading};
+use crate::frozen_bundles::frozen_glucose_v01;
 use crate::support::{assert_contains, collect_until, plugin, status_until, verified};
 
 /// 2015-06-15 23:00 UTC: the recording's readings are at 23:00, 23:05 and
@@ -40,12 +41,17 @@ fn recording(dir: &Path) -> PathBuf {
 /// `edgewise replay` of `plugin` (verified by the run's key) over the
 /// three-reading recording: the output lines as JSON, and standard error.
 fn replay(plugin: &Path, extra: &[&str]) -> (Vec<Value>, String) {
+    replay_trusted(plugin, &run_key().trust_dir(), extra)
+}
+
+/// [`replay`] verified against the trust store `trust`.
+fn replay_trusted(plugin: &Path, trust: &Path, extra: &[&str]) -> (Vec<Value>, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
     let mut args: Vec<String> = [
         "replay",
         "--trust",
-        &run_key().trust_dir().display().to_string(),
+        &trust.display().to_string(),
         "--plugin",
         &plugin.display().to_string(),
         "--input",
@@ -82,9 +88,12 @@ fn codes(lines: &[Value]) -> Vec<&str> {
 #[test]
 fn a_0_2_plugin_is_signed_for_its_world_verified_and_replayed_on_its_wakes_beside_a_0_1_plugin() {
     let echo = signed_bundle("echo-v02");
-    let glucose = signed_bundle("glucose-monitor");
-    for (bundle, world) in [(&echo, World::V0_2), (&glucose, World::V0_1)] {
-        let stdout = verified(&run_key().trust_dir(), bundle);
+    let (glucose_v01, v01_trust) = frozen_glucose_v01();
+    for (bundle, trust, world) in [
+        (&echo, run_key().trust_dir(), World::V0_2),
+        (&glucose_v01, v01_trust.clone(), World::V0_1),
+    ] {
+        let stdout = verified(&trust, bundle);
         assert_contains(&stdout, &format!("world {}", world.name()));
     }
 
@@ -106,9 +115,26 @@ fn a_0_2_plugin_is_signed_for_its_world_verified_and_replayed_on_its_wakes_besid
     assert_eq!(lines[4]["value"], 3.0);
     assert_contains(&stderr, "ticks: 1\n");
 
-    // glucose-monitor (0.1) on the same recording: on the 5-minute interval.
-    let (_, stderr) = replay(&glucose, &[]);
+    // glucose-monitor 0.1 (the frozen bundle) on the same recording: on the
+    // 5-minute interval from 23:00 to 01:00; glucose-monitor 0.2 only when a
+    // sensor is due, with the same outputs.
+    let (v01_lines, stderr) = replay_trusted(&glucose_v01, &v01_trust, &[]);
     assert_contains(&stderr, "ticks: 25\n");
+    let (v02_lines, stderr) = replay(&signed_bundle("glucose-monitor"), &[]);
+    assert_contains(&stderr, "ticks: 3\n");
+    let behaviour = |lines: &[Value]| -> Vec<Value> {
+        lines
+            .iter()
+            .map(|line| {
+                let mut line = line.clone();
+                let object = line.as_object_mut().unwrap();
+                object.remove("digest");
+                object.remove("version");
+                line
+            })
+            .collect()
+    };
+    assert_eq!(behaviour(&v01_lines), behaviour(&v02_lines));
 }
 
 #[test]
@@ -311,17 +337,19 @@ fn a_malformed_or_huge_snapshot_is_a_contained_reported_failure() {
 #[test]
 fn a_0_1_plugin_has_no_snapshot_and_is_ticked_on_the_interval() {
     let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
-    let bytes = std::fs::read(plugin_wasm("glucose-monitor")).unwrap();
-    let compiled = runtime.compile("glucose-monitor", &bytes).unwrap();
+    // faulty-plugin is written against 0.1, doing nothing with `fail=none`.
+    let config = [("fail".to_owned(), "none".to_owned())];
+    let bytes = std::fs::read(plugin_wasm("faulty-plugin")).unwrap();
+    let compiled = runtime.compile("faulty-plugin", &bytes).unwrap();
     assert_eq!(compiled.world(), World::V0_1);
     let mut instance = PluginInstance::new(&runtime, &compiled, Limits::default()).unwrap();
     let snapshot = Snapshot {
         schema: 1,
         data: Vec::new(),
     };
-    let error = instance.init_from(&[], Some(&snapshot)).unwrap_err();
+    let error = instance.init_from(&config, Some(&snapshot)).unwrap_err();
     assert_eq!(error.kind, PluginErrorKind::NoSnapshot(World::V0_1));
-    instance.init(&[]).unwrap();
+    instance.init(&config).unwrap();
     assert_eq!(instance.wake(), Wake::Interval);
     let error = instance.snapshot().unwrap_err();
     assert_eq!(error.kind, PluginErrorKind::NoSnapshot(World::V0_1));
@@ -487,10 +515,7 @@ fn sign_refuses_snapshot_schemas_for_a_0_1_plugin_and_schemas_against_the_rules(
         )
     };
     let head = "name = \"p\"\nversion = \"1.0.0\"\nsubscriptions = [\"sensors.>\"]\n";
-    let error = sign(
-        &format!("{head}[snapshot]\nwrites = 1\nreads = [1]\n"),
-        "glucose-monitor",
-    );
+    let error = sign(&format!("{head}[snapshot]\nwrites = 1\nreads = [1]\n"), "faulty-plugin");
     assert_contains(&error, "invalid manifest field `snapshot`: only a plugin of the");
     for (table, expected) in [
         ("writes = 1\nreads = []", "reads no schema"),
@@ -550,8 +575,8 @@ async fn live_a_0_2_plugin_is_ticked_when_the_host_clock_reaches_its_wake_not_ev
         "ticked before its wake: {tick} (reading at {published})"
     );
 
-    // Nothing more is asked: while glucose-monitor (0.1) is ticked every
-    // interval and answers a low reading, echo-v02 is not ticked again.
+    // Nothing more is asked: while glucose-monitor answers a low reading,
+    // echo-v02 is not ticked again.
     client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
     let more = collect_until(&mut alerts, "glucose-monitor's urgent-low", |seen| {
         seen.iter()

@@ -21,10 +21,6 @@ pub(crate) const WAIT: Duration = Duration::from_secs(20);
 /// bounded at about 17 s).
 const STOP_WAIT: Duration = Duration::from_secs(60);
 
-/// The bundles every device has, by file name: each plugin crate signed
-/// with its own manifest.
-const BUNDLES: [&str; 4] = ["glucose-monitor", "threshold", "faulty-plugin", "echo-v02"];
-
 /// A device: trust store, signed bundles, a config, and the running host.
 pub(crate) struct Device {
     /// Dropped after `host` (fields drop in order): the host is gone first.
@@ -48,7 +44,9 @@ impl Device {
     ) -> Device {
         let dir = tempfile::tempdir().unwrap();
         run_key().trust(&dir.path().join("trust")).unwrap();
-        for plugin in BUNDLES {
+        // The bundles every device has, by file name: each plugin crate
+        // signed with its own manifest.
+        for plugin in edgewise_procs::workspace::PLUGIN_CRATES {
             std::fs::copy(signed_bundle(plugin), dir.path().join(format!("{plugin}.wasm"))).unwrap();
         }
         let config = RunConfig {

@@ -13,6 +13,13 @@ fn frozen_v01() -> PathBuf {
     workspace_root().join("tests/fixtures/bundles/v0.1")
 }
 
+/// The frozen glucose-monitor 0.1.0 bundle (contract 0.1) and the trust
+/// store that verifies it.
+pub fn frozen_glucose_v01() -> (PathBuf, PathBuf) {
+    let dir = frozen_v01();
+    (dir.join("glucose-monitor-0.1.0.wasm"), dir.join("trust"))
+}
+
 /// The lines of a replay output as JSON objects without the fields that
 /// name the build (`digest`) and the bundle (`version`: the golden file was
 /// made from the unsigned component): what the golden test compares.
@@ -30,9 +37,7 @@ fn behaviour(text: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_bundle_signed_on_contract_0_1_verifies_and_replays_the_golden_output() {
-    let dir = frozen_v01();
-    let bundle = dir.join("glucose-monitor-0.1.0.wasm");
-    let trust = dir.join("trust");
+    let (bundle, trust) = frozen_glucose_v01();
     let stdout = verified(&trust, &bundle);
     assert!(
         stdout.contains("OK glucose-monitor 0.1.0") && stdout.contains("edgewise:plugin/sensor-plugin@0.1.0"),
@@ -54,7 +59,7 @@ fn a_bundle_signed_on_contract_0_1_verifies_and_replays_the_golden_output() {
     ]);
     assert_eq!(replay.code, Some(0), "{}", replay.stderr);
     let actual = std::fs::read_to_string(&output).unwrap();
-    let golden = std::fs::read_to_string(golden_file("glucose-monitor.ExampleData5Subjects.jsonl")).unwrap();
+    let golden = std::fs::read_to_string(golden_file("v0.1/glucose-monitor.ExampleData5Subjects.jsonl")).unwrap();
     assert!(actual.lines().all(|line| line.contains(r#""version":"0.1.0""#)));
     let (actual, golden) = (behaviour(&actual), behaviour(&golden));
     assert_eq!(actual.len(), golden.len(), "not as many outputs as the golden file");
@@ -65,5 +70,44 @@ fn a_bundle_signed_on_contract_0_1_verifies_and_replays_the_golden_output() {
             golden[index],
             actual[index]
         );
+    }
+}
+
+/// Contract 0.2 changed no output of glucose-monitor, only the order of
+/// outputs that one 0.1 call made: the 0.1 SDK sent a call's alerts before
+/// its summaries, the 0.2 SDK sends every output in the order the plugin
+/// made it (whatever the host's batches). The two golden files hold the same
+/// outputs (sequence numbers aside), and those at another position are
+/// neighbours that swapped.
+#[test]
+fn contract_0_2_changes_only_the_order_within_one_0_1_call() {
+    let lines = |name: &str| {
+        let mut lines = behaviour(&std::fs::read_to_string(golden_file(name)).unwrap());
+        for line in &mut lines {
+            line.as_object_mut().unwrap().remove("seq");
+        }
+        lines
+    };
+    let (v01, v02) = (
+        lines("v0.1/glucose-monitor.ExampleData5Subjects.jsonl"),
+        lines("glucose-monitor.ExampleData5Subjects.jsonl"),
+    );
+    assert_eq!(v01.len(), v02.len());
+    let moved: Vec<usize> = (0..v01.len()).filter(|&i| v01[i] != v02[i]).collect();
+    assert!(moved.len() <= 8, "{} outputs moved: {moved:?}", moved.len());
+    for pair in moved.chunks(2) {
+        let &[i, j] = pair else {
+            panic!("output {} moved alone", pair[0] + 1)
+        };
+        assert_eq!(j, i + 1, "outputs {} and {} are not neighbours", i + 1, j + 1);
+        assert_eq!(
+            (&v01[i], &v01[j]),
+            (&v02[j], &v02[i]),
+            "outputs {} and {} did not swap",
+            i + 1,
+            j + 1
+        );
+        assert_eq!(v01[i]["type"], "alert", "0.1 sent the alert of a call first");
+        assert_eq!(v01[j]["type"], "summary");
     }
 }

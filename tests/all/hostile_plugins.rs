@@ -2,6 +2,10 @@
 //! host stays up, glucose-monitor's alerts still arrive, the failure is
 //! reported as a `plugin-degraded` alert (locally and upstream) with the right
 //! reason, the status counts it, and quarantine comes when it should.
+//!
+//! Every scenario runs against both contracts: faulty-plugin (0.1) and
+//! faulty-v02 (0.2), which take the same `fail` modes (`v0_1::*`, `v0_2::*`).
+//! What only 0.2 has (wakes, snapshots) is in `hostile_v02.rs`.
 
 use serde_json::Value;
 
@@ -10,6 +14,48 @@ use crate::support::{
     collect_until, find_plugin, host_status, next_json, next_where, plugin, status_until, upstream_alerts,
 };
 use edgewise_tests::nats::NatsServer;
+
+/// A hostile fixture: its plugin name (that of its bundle file too) and a
+/// subject it subscribes to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hostile {
+    pub(crate) name: &'static str,
+    pub(crate) subject: &'static str,
+}
+
+/// faulty-plugin, on contract 0.1.
+pub(crate) const V0_1: Hostile = Hostile {
+    name: "faulty-plugin",
+    subject: "sensors.hostile.h1",
+};
+
+/// faulty-v02, on contract 0.2.
+pub(crate) const V0_2: Hostile = Hostile {
+    name: "faulty-v02",
+    subject: "sensors.hostile-v02.h1",
+};
+
+impl Hostile {
+    /// The device's `[[plugins]]` table of this fixture in `mode`, with extra
+    /// `[plugins.config]` lines `config` and `[plugins.limits]` lines `limits`.
+    pub(crate) fn plugin_table(self, mode: &str, config: &str, limits: &str) -> String {
+        let name = self.name;
+        format!(
+            "[[plugins]]\nbundle = \"{name}.wasm\"\n[plugins.config]\nfail = \"{mode}\"\n{config}\
+             [plugins.limits]\n{limits}"
+        )
+    }
+
+    /// Whether an alert on `subject` came from this fixture.
+    pub(crate) fn raised(self, subject: &str) -> bool {
+        subject.ends_with(&format!(".{}", self.name))
+    }
+
+    /// Publish a reading at `ts` to this fixture.
+    pub(crate) async fn publish(self, client: &async_nats::Client, ts: i64) {
+        client.publish(self.subject, reading(ts, 100.0)).await.unwrap();
+    }
+}
 
 /// One hostile plugin and what the host must make of it.
 struct Case {
@@ -29,40 +75,35 @@ struct Case {
 }
 
 /// Quarantine after 3 failures within a minute, for an hour (so the test sees it).
-const SUPERVISOR: &str = "[supervisor]\nbackoff_initial = \"50ms\"\nbackoff_max = \"200ms\"\n\
+pub(crate) const SUPERVISOR: &str = "[supervisor]\nbackoff_initial = \"50ms\"\nbackoff_max = \"200ms\"\n\
     quarantine_after = 3\nquarantine_window = \"1m\"\nquarantine_cooldown = \"1h\"\nbuffer_readings = 50\n";
 
-async fn hostile_beside_glucose_monitor(case: Case) {
+async fn beside_glucose_monitor(hostile: Hostile, case: Case) {
+    let name = hostile.name;
     let local = NatsServer::start();
     let cloud = NatsServer::start_with_jetstream();
-    let plugins = format!(
-        "{SUPERVISOR}[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"{}\"\n{}\
-         [plugins.limits]\ncall_deadline_ms = 200\n{}",
-        case.mode, case.config, case.limits
-    );
+    let limits = format!("call_deadline_ms = 200\n{}", case.limits);
+    let plugins = format!("{SUPERVISOR}{}", hostile.plugin_table(case.mode, case.config, &limits));
     let mut device = Device::with_tick(&local, Some(&cloud), "100ms", &plugins);
     let (client, mut alerts) = device.start_watching(&local, ">").await;
 
     for taken in 1..=case.readings {
-        client
-            .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
-            .await
-            .unwrap();
+        hostile.publish(&client, now_ms()).await;
         // One reading per call: the next is published only once the worker has
         // this one (delivered, held or dropped), so ingest never batches two.
-        worker_has_taken(&client, taken as u64, case.mode).await;
+        worker_has_taken(&client, hostile, taken as u64, case.mode).await;
     }
     client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
 
     // Collect alerts until glucose-monitor's has come and the failures are reported.
     let degraded = |seen: &[(String, Value)]| -> Vec<Value> {
         seen.iter()
-            .filter(|(subject, alert)| subject.ends_with(".faulty-plugin") && alert["code"] == "plugin-degraded")
+            .filter(|(subject, alert)| hostile.raised(subject) && alert["code"] == "plugin-degraded")
             .map(|(_, alert)| alert.clone())
             .collect()
     };
     let what = format!(
-        "[{}] glucose-monitor's alert and {} plugin-degraded (quarantined: {})",
+        "[{name} {}] glucose-monitor's alert and {} plugin-degraded (quarantined: {})",
         case.mode, case.failures, case.quarantined
     );
     let seen = collect_until(&mut alerts, &what, |seen| {
@@ -75,10 +116,10 @@ async fn hostile_beside_glucose_monitor(case: Case) {
     .await;
     for alert in &degraded(&seen) {
         assert_eq!(alert["severity"], "critical", "{alert}");
-        assert_eq!(alert["plugin"], "faulty-plugin", "{alert}");
+        assert_eq!(alert["plugin"], name, "{alert}");
         assert!(
-            message(alert).starts_with(&format!("{}: plugin `faulty-plugin`", case.reason)),
-            "[{}] expected reason `{}`: {alert}",
+            message(alert).starts_with(&format!("{}: plugin `{name}`", case.reason)),
+            "[{name} {}] expected reason `{}`: {alert}",
             case.mode,
             case.reason
         );
@@ -86,35 +127,32 @@ async fn hostile_beside_glucose_monitor(case: Case) {
 
     // The status counts it; glucose-monitor is untouched.
     let status = host_status(&client).await;
-    let (faulty, glucose) = (plugin(&status, "faulty-plugin"), plugin(&status, "glucose-monitor"));
+    let (faulty, glucose) = (plugin(&status, name), plugin(&status, "glucose-monitor"));
     assert!(
         faulty["failures"][case.reason].as_u64().unwrap_or(0) >= case.failures as u64,
-        "[{}] {faulty}",
+        "[{name} {}] {faulty}",
         case.mode
     );
     assert_eq!(
         faulty["state"] == "quarantined",
         case.quarantined,
-        "[{}] {faulty}",
+        "[{name} {}] {faulty}",
         case.mode
     );
     assert_eq!(
         faulty["quarantines"].as_u64().unwrap() >= 1,
         case.quarantined,
-        "[{}] {faulty}",
+        "[{name} {}] {faulty}",
         case.mode
     );
-    assert!(
-        faulty["last_error"].as_str().unwrap().contains("faulty-plugin"),
-        "{faulty}"
-    );
+    assert!(faulty["last_error"].as_str().unwrap().contains(name), "{faulty}");
     assert_eq!(glucose["state"], "running", "{glucose}");
     assert_eq!(glucose["errors"], 0, "{glucose}");
     assert_eq!(glucose["readings_in"], 1, "{glucose}");
 
     // glucose-monitor still answers after the hostile plugin's failures.
     client.publish("sensors.cgm.p2", reading(now_ms(), 45.0)).await.unwrap();
-    let what = format!("[{}] alert for p2 from glucose-monitor", case.mode);
+    let what = format!("[{name} {}] alert for p2 from glucose-monitor", case.mode);
     next_where(&mut alerts, &what, |_, alert| {
         alert["sensor"] == "cgm.p2" && alert["code"] == "urgent-low"
     })
@@ -125,20 +163,25 @@ async fn hostile_beside_glucose_monitor(case: Case) {
     assert!(
         upstream
             .iter()
-            .any(|(subject, alert)| subject.ends_with(".faulty-plugin") && alert["code"] == "plugin-degraded"),
+            .any(|(subject, alert)| hostile.raised(subject) && alert["code"] == "plugin-degraded"),
         "{upstream:?}"
     );
 
     let (code, stderr) = device.terminate().await;
-    assert_eq!(code, Some(0), "[{}] the host must exit cleanly:\n{stderr}", case.mode);
+    assert_eq!(
+        code,
+        Some(0),
+        "[{name} {}] the host must exit cleanly:\n{stderr}",
+        case.mode
+    );
     assert!(!stderr.contains("panicked at host/"), "the host panicked:\n{stderr}");
 }
 
-/// Wait until the faulty plugin's worker has taken `count` readings.
-async fn worker_has_taken(client: &async_nats::Client, count: u64, mode: &str) {
-    let what = format!("[{mode}] the worker to take reading {count}");
+/// Wait until the worker of `hostile` has taken `count` readings.
+async fn worker_has_taken(client: &async_nats::Client, hostile: Hostile, count: u64, mode: &str) {
+    let what = format!("[{} {mode}] the worker to take reading {count}", hostile.name);
     status_until(client, &what, |status| {
-        let faulty = find_plugin(status, "faulty-plugin").cloned().unwrap_or_default();
+        let faulty = find_plugin(status, hostile.name).cloned().unwrap_or_default();
         let field = |name: &str| faulty[name].as_u64().unwrap_or(0);
         field("readings_in") + field("readings_held") + field("readings_dropped") >= count
     })
@@ -162,80 +205,63 @@ fn every_call(mode: &'static str, reason: &'static str) -> Case {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn infinite_loop_in_on_readings() {
-    hostile_beside_glucose_monitor(every_call("loop", "deadline")).await;
+/// The scenarios, each a test against faulty-plugin (`v0_1::NAME`) and one
+/// against faulty-v02 (`v0_2::NAME`): `NAME => SCENARIO`, where SCENARIO
+/// takes the fixture (`|hostile| ...` or an `async fn(Hostile)`).
+macro_rules! on_both_contracts {
+    ($($name:ident => $scenario:expr;)*) => {
+        mod v0_1 {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    ($scenario)(V0_1).await;
+                }
+            )*
+        }
+        mod v0_2 {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    ($scenario)(V0_2).await;
+                }
+            )*
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn infinite_loop_in_init() {
+on_both_contracts! {
+    infinite_loop_in_on_readings => |hostile| beside_glucose_monitor(hostile, every_call("loop", "deadline"));
     // It never starts: the first start and every restart fail, no readings needed.
-    hostile_beside_glucose_monitor(Case {
+    infinite_loop_in_init => |hostile| beside_glucose_monitor(hostile, Case {
         readings: 0,
         ..every_call("init-loop", "deadline")
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn memory_growth_until_the_limit() {
-    hostile_beside_glucose_monitor(Case {
+    });
+    memory_growth_until_the_limit => |hostile| beside_glucose_monitor(hostile, Case {
         limits: "memory_mb = 16\n",
         ..every_call("memory", "memory-limit")
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn unbounded_recursion() {
-    hostile_beside_glucose_monitor(every_call("recursion", "trap")).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn panic() {
-    hostile_beside_glucose_monitor(every_call("panic", "trap")).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_million_alerts_in_one_call() {
-    hostile_beside_glucose_monitor(every_call("alerts", "output-limit")).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn huge_strings() {
-    hostile_beside_glucose_monitor(every_call("huge-string", "output-size")).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn huge_state_values() {
-    hostile_beside_glucose_monitor(every_call("huge-state", "state-limit")).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn err_on_every_call() {
-    // Every tick fails too: quarantine comes without readings.
-    hostile_beside_glucose_monitor(Case {
+    });
+    unbounded_recursion => |hostile| beside_glucose_monitor(hostile, every_call("recursion", "trap"));
+    panic => |hostile| beside_glucose_monitor(hostile, every_call("panic", "trap"));
+    a_million_alerts_in_one_call => |hostile| beside_glucose_monitor(hostile, every_call("alerts", "output-limit"));
+    huge_strings => |hostile| beside_glucose_monitor(hostile, every_call("huge-string", "output-size"));
+    // Every tick fails too: quarantine comes without readings. (0.1 is ticked
+    // every interval; faulty-v02 asks to be ticked at once, then is held to
+    // one tick a second.)
+    err_on_every_call => |hostile| beside_glucose_monitor(hostile, Case {
+        config: "wake = \"now\"\n",
         readings: 0,
         ..every_call("err", "returned-error")
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn too_many_outputs_per_second() {
-    hostile_beside_glucose_monitor(Case {
+    });
+    too_many_outputs_per_second => |hostile| beside_glucose_monitor(hostile, Case {
         config: "burst = 100\n",
         limits: "outputs_per_second = 50\n",
         ..every_call("chatty", "output-rate")
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn calls_that_sometimes_take_five_times_the_deadline() {
+    });
     // Every third call spins 1 s against a 200 ms deadline: one failure in
     // four readings, a restart, and no quarantine.
-    hostile_beside_glucose_monitor(Case {
+    calls_that_sometimes_take_five_times_the_deadline => |hostile| beside_glucose_monitor(hostile, Case {
         mode: "slow",
         config: "spin_ms = 1000\nevery = 3\n",
         limits: "",
@@ -243,64 +269,60 @@ async fn calls_that_sometimes_take_five_times_the_deadline() {
         reason: "deadline",
         failures: 1,
         quarantined: false,
-    })
-    .await;
+    });
+    a_log_flood_is_dropped_not_fatal => super::log_flood_is_dropped_not_fatal;
+    readings_wait_for_the_restart_in_a_bounded_buffer => super::readings_wait_for_the_restart;
 }
 
+/// Key-value state is 0.1's only: 0.2 has snapshots instead (`hostile_v02.rs`).
 #[tokio::test(flavor = "multi_thread")]
-async fn a_log_flood_is_dropped_not_fatal() {
+async fn huge_state_values() {
+    beside_glucose_monitor(V0_1, every_call("huge-state", "state-limit")).await;
+}
+
+async fn log_flood_is_dropped_not_fatal(hostile: Hostile) {
     let local = NatsServer::start();
-    let plugins = "[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"log-flood\"\n";
-    let mut device = Device::with_tick(&local, None, "100ms", plugins);
-    let (client, mut alerts) = device.start_watching(&local, "faulty-plugin").await;
+    let plugins = hostile.plugin_table("log-flood", "", "");
+    let mut device = Device::with_tick(&local, None, "100ms", &plugins);
+    let (client, mut alerts) = device.start_watching(&local, hostile.name).await;
     for _ in 0..3 {
-        client
-            .publish("sensors.hostile.h1", reading(now_ms(), 100.0))
-            .await
-            .unwrap();
+        hostile.publish(&client, now_ms()).await;
         let alert = next_json(&mut alerts, "alert").await;
         assert_eq!(alert["code"], "seen", "the plugin keeps working: {alert}");
     }
     let status = host_status(&client).await;
-    let faulty = &status["plugins"][1];
-    assert_eq!(faulty["name"], "faulty-plugin");
+    let faulty = plugin(&status, hostile.name);
     assert_eq!(faulty["state"], "running", "{faulty}");
     assert_eq!(faulty["errors"], 0, "{faulty}");
     assert!(faulty["logs_dropped"].as_u64().unwrap() >= 2, "{faulty}");
     assert_eq!(device.terminate().await.0, Some(0));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn readings_wait_for_the_restart_in_a_bounded_buffer() {
+async fn readings_wait_for_the_restart(hostile: Hostile) {
     // Every second call overruns the deadline; the restart waits 1 s; the
     // buffer holds 2 readings.
     let local = NatsServer::start();
-    let plugins = "[supervisor]\nbackoff_initial = \"1s\"\nbuffer_readings = 2\n\
-        [[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"slow\"\nevery = 2\nspin_ms = 1000\n\
-        [plugins.limits]\ncall_deadline_ms = 200\n";
-    let mut device = Device::with_tick(&local, None, "1h", plugins);
-    let (client, mut alerts) = device.start_watching(&local, "faulty-plugin").await;
+    let plugins = format!(
+        "[supervisor]\nbackoff_initial = \"1s\"\nbuffer_readings = 2\n{}",
+        hostile.plugin_table("slow", "every = 2\nspin_ms = 1000\n", "call_deadline_ms = 200\n")
+    );
+    let mut device = Device::with_tick(&local, None, "1h", &plugins);
+    let (client, mut alerts) = device.start_watching(&local, hostile.name).await;
     let t0 = now_ms();
-    client.publish("sensors.hostile.h1", reading(t0, 100.0)).await.unwrap();
+    hostile.publish(&client, t0).await;
     assert_eq!(next_json(&mut alerts, "alert").await["code"], "seen");
-    client
-        .publish("sensors.hostile.h1", reading(t0 + 1, 100.0))
-        .await
-        .unwrap();
+    hostile.publish(&client, t0 + 1).await;
     let degraded = next_json(&mut alerts, "alert").await;
     assert_eq!(degraded["code"], "plugin-degraded", "{degraded}");
     assert!(message(&degraded).starts_with("deadline: "), "{degraded}");
     // While it is down: five readings, one message each; the oldest three are dropped.
     for k in 2..7 {
-        client
-            .publish("sensors.hostile.h1", reading(t0 + k, 100.0))
-            .await
-            .unwrap();
+        hostile.publish(&client, t0 + k).await;
         // One message per reading: the next is published once the worker has this one.
-        worker_has_taken(&client, k as u64 + 1, "slow").await;
+        worker_has_taken(&client, hostile, k as u64 + 1, "slow").await;
     }
     let status = host_status(&client).await;
-    let faulty = &status["plugins"][1];
+    let faulty = plugin(&status, hostile.name);
     assert_eq!(faulty["state"], "restarting", "{faulty}");
     assert_eq!(faulty["readings_held"], 2, "{faulty}");
     assert_eq!(faulty["readings_dropped"], 3, "{faulty}");
@@ -312,7 +334,7 @@ async fn readings_wait_for_the_restart_in_a_bounded_buffer() {
     let again = next_json(&mut alerts, "alert").await;
     assert_eq!(again["code"], "plugin-degraded", "{again}");
     let status = host_status(&client).await;
-    let faulty = &status["plugins"][1];
+    let faulty = plugin(&status, hostile.name);
     assert_eq!(faulty["restarts"], 1, "{faulty}");
     assert_eq!(faulty["readings_in"], 4, "{faulty}");
     assert_eq!(faulty["readings_held"], 0, "{faulty}");

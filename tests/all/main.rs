@@ -13,6 +13,7 @@ mod device;
 mod exactly_once;
 mod frozen_bundles;
 mod hostile_plugins;
+mod hostile_v02;
 mod live_pipeline;
 mod metrics_crosscheck;
 mod nats_fixture;

@@ -140,7 +140,15 @@ async fn a_version_refused_in_init_is_not_recorded_so_the_older_one_still_starts
     .await;
     device.terminate_cleanly().await;
     let record = std::fs::read_to_string(device.path("data/installed-versions.json")).unwrap_or_default();
-    assert!(!record.contains("0.2.0"), "0.2.0 never ran: {record}");
+    let faulty_version = |record: &str| {
+        serde_json::from_str::<serde_json::Value>(record)
+            .map_or(serde_json::Value::Null, |r| r["faulty-plugin"]["version"].clone())
+    };
+    assert_eq!(
+        faulty_version(&record),
+        serde_json::Value::Null,
+        "0.2.0 never ran: {record}"
+    );
 
     std::fs::write(device.path("edgewise.toml"), with_faulty("faulty-plugin.wasm", "none")).unwrap();
     device.start_with(&client).await;
@@ -152,7 +160,11 @@ async fn a_version_refused_in_init_is_not_recorded_so_the_older_one_still_starts
     assert_eq!(plugin(&status, "faulty-plugin")["errors"], 0, "{status}");
     device.terminate_cleanly().await;
     let record = std::fs::read_to_string(device.path("data/installed-versions.json")).unwrap();
-    assert!(record.contains("0.1.0"), "recorded once its init succeeded: {record}");
+    assert_eq!(
+        faulty_version(&record),
+        "0.1.0",
+        "recorded once its init succeeded: {record}"
+    );
 }
 
 /// Today: exit 1 at start, "plugin bundle ...: refused: ...": one bad

@@ -24,14 +24,14 @@ const REPETITIONS: usize = 5;
 const TARGET: f64 = 1.3;
 
 /// `readings` as the SDK's type, for glucose-monitor linked natively.
-pub fn sdk_readings(readings: &[HostReading]) -> Vec<Reading> {
+pub fn sdk_readings(readings: &[HostReading]) -> Vec<Reading<'_>> {
     readings
         .iter()
         .map(|r| Reading {
-            sensor: r.sensor.clone(),
+            sensor: &r.sensor,
             timestamp_ms: r.timestamp_ms,
             value: r.value,
-            unit: r.unit.clone(),
+            unit: &r.unit,
         })
         .collect()
 }
@@ -174,7 +174,7 @@ pub fn in_process_limits() -> Limits {
 /// Nanoseconds per reading natively, outputs collected after each call.
 fn native_per_reading(
     config: &[(String, String)],
-    readings: &[Reading],
+    readings: &[Reading<'_>],
     batch: usize,
     outputs: &mut u64,
 ) -> anyhow::Result<f64> {

@@ -179,7 +179,7 @@ struct Schedule {
 /// What [`schedule`] drives.
 trait Calls {
     /// An `on-readings` call.
-    fn batch(&mut self, readings: &[Reading]) -> anyhow::Result<()>;
+    fn batch(&mut self, readings: &[Reading<'_>]) -> anyhow::Result<()>;
     /// An `on-tick` call.
     fn tick(&mut self, now_ms: i64) -> anyhow::Result<()>;
 }
@@ -188,7 +188,7 @@ trait Calls {
 struct Count;
 
 impl Calls for Count {
-    fn batch(&mut self, _: &[Reading]) -> anyhow::Result<()> {
+    fn batch(&mut self, _: &[Reading<'_>]) -> anyhow::Result<()> {
         Ok(())
     }
 
@@ -204,7 +204,7 @@ struct Native {
 }
 
 impl Calls for Native {
-    fn batch(&mut self, readings: &[Reading]) -> anyhow::Result<()> {
+    fn batch(&mut self, readings: &[Reading<'_>]) -> anyhow::Result<()> {
         self.plugin
             .on_readings(readings, &mut self.out)
             .map_err(|e| anyhow!("glucose-monitor failed natively: {e}"))?;
@@ -223,7 +223,7 @@ impl Calls for Native {
 
 /// `edgewise replay`'s clock (`replay::schedule`: the same code, so the
 /// baseline gets exactly the calls the CLI makes), driving `calls` in order.
-fn schedule(readings: &[Reading], calls: &mut impl Calls) -> anyhow::Result<Schedule> {
+fn schedule(readings: &[Reading<'_>], calls: &mut impl Calls) -> anyhow::Result<Schedule> {
     let mut made = Schedule::default();
     replay::schedule(
         readings,
@@ -245,7 +245,7 @@ fn schedule(readings: &[Reading], calls: &mut impl Calls) -> anyhow::Result<Sche
 
 /// The replay clock of `edgewise replay` over the natively linked plugin.
 /// Returns readings and time taken.
-fn native_replay(readings: &[Reading]) -> anyhow::Result<(u64, Duration)> {
+fn native_replay(readings: &[Reading<'_>]) -> anyhow::Result<(u64, Duration)> {
     let plugin = GlucoseMonitor::init(Config::new(glucose_config()))
         .map_err(|e| anyhow!("glucose-monitor refused its configuration: {e}"))?;
     let mut native = Native {

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
-use edgewise_host::bundle::{self, BundleInfo};
+use edgewise_host::bundle::{self, BundleInfo, ManifestSnapshot};
+use edgewise_host::runtime::World;
 
 use super::{Failure, about, to_stdout};
 
@@ -26,12 +27,62 @@ pub fn run(args: InspectArgs) -> Result<(), Failure> {
     to_stdout(|out| print_info(out, &args.bundle, &info))
 }
 
+/// The contract version of a world, as people say it.
+fn contract(world: World) -> &'static str {
+    match world {
+        World::V0_1 => "0.1",
+        World::V0_2 => "0.2",
+    }
+}
+
+/// The world the component's code targets, by the rule the runtime links it
+/// by: 0.2 if it exports `snapshot`, which 0.1 has not.
+fn code_world(info: &BundleInfo) -> World {
+    if info.exports.iter().any(|name| name == "snapshot") {
+        World::V0_2
+    } else {
+        World::V0_1
+    }
+}
+
+/// The manifest's `world`, with its contract version and, if the code
+/// targets another, that loading it is refused.
+fn describe_world(named: &str, code: World) -> String {
+    match World::from_name(named) {
+        Some(world) if world == code => format!("{named} (contract {})", contract(world)),
+        Some(world) => format!(
+            "{named} (contract {}; but the component targets contract {}: loading it is refused)",
+            contract(world),
+            contract(code)
+        ),
+        None => format!("{named} (not a contract this host runs)"),
+    }
+}
+
+/// A manifest's snapshot schemas, or what their absence means (0.2 only:
+/// a 0.1 plugin has no snapshot).
+fn describe_snapshot(snapshot: Option<&ManifestSnapshot>) -> String {
+    match snapshot {
+        Some(schemas) => {
+            let reads: Vec<String> = schemas.reads.iter().map(u32::to_string).collect();
+            format!("writes schema {}; reads schemas {}", schemas.writes, reads.join(", "))
+        }
+        None => "none declared: never given a snapshot, none taken".to_owned(),
+    }
+}
+
 /// What [`bundle::inspect`] found, for people.
 fn print_info(out: &mut dyn Write, path: &Path, info: &BundleInfo) -> std::io::Result<()> {
     writeln!(out, "file:         {}", path.display())?;
     writeln!(out, "size:         {} bytes", info.size)?;
     writeln!(out, "bundle sha256: {}", info.bundle_sha256)?;
     writeln!(out, "code sha256:  {}", info.code_sha256)?;
+    let code = code_world(info);
+    let why = match code {
+        World::V0_2 => "exports `snapshot`",
+        World::V0_1 => "exports no `snapshot`",
+    };
+    writeln!(out, "contract:     {} (the component {why})", contract(code))?;
     match (&info.key_id, &info.layout_problem) {
         (Some(key_id), _) => writeln!(
             out,
@@ -45,7 +96,14 @@ fn print_info(out: &mut dyn Write, path: &Path, info: &BundleInfo) -> std::io::R
             writeln!(out, "manifest:")?;
             writeln!(out, "  name:          {}", manifest.name)?;
             writeln!(out, "  version:       {}", manifest.version)?;
-            writeln!(out, "  world:         {}", manifest.world)?;
+            writeln!(out, "  world:         {}", describe_world(&manifest.world, code))?;
+            if World::from_name(&manifest.world) == Some(World::V0_2) || manifest.snapshot.is_some() {
+                writeln!(
+                    out,
+                    "  snapshot:      {}",
+                    describe_snapshot(manifest.snapshot.as_ref())
+                )?;
+            }
             writeln!(out, "  subscriptions: {}", manifest.subscriptions.join(", "))?;
             for (key, value) in &manifest.config {
                 writeln!(out, "  config:        {key} = {value}")?;
@@ -110,4 +168,23 @@ fn print_info(out: &mut dyn Write, path: &Path, info: &BundleInfo) -> std::io::R
         writeln!(out, "  {name}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_naming_another_contract_than_the_code_says_that_loading_it_is_refused() {
+        let v0_1 = World::V0_1.name();
+        assert_eq!(
+            describe_world(v0_1, World::V0_2),
+            format!("{v0_1} (contract 0.1; but the component targets contract 0.2: loading it is refused)")
+        );
+        assert_eq!(describe_world(v0_1, World::V0_1), format!("{v0_1} (contract 0.1)"));
+        assert_eq!(
+            describe_world("edgewise:plugin/sensor-plugin@9.0.0", World::V0_2),
+            "edgewise:plugin/sensor-plugin@9.0.0 (not a contract this host runs)"
+        );
+    }
 }

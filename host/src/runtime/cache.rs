@@ -514,7 +514,8 @@ mod tests {
         use crate::runtime::World;
         let dir = tempfile::tempdir().unwrap();
         let runtime = runtime();
-        for (code, world) in [(glucose(), World::V0_1), (component("echo-v02"), World::V0_2)] {
+        // faulty-plugin is written against 0.1 (the SDK's plugins are 0.2).
+        for (code, world) in [(component("faulty-plugin"), World::V0_1), (glucose(), World::V0_2)] {
             for expected in [CacheOutcome::Miss, CacheOutcome::Hit] {
                 let (compiled, outcome) = runtime.compile_cached("p", &code, dir.path()).unwrap();
                 assert_eq!((outcome, compiled.world()), (expected, world));

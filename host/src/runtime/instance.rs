@@ -129,6 +129,7 @@ impl PluginInstance {
             fuel,
             batch: Vec::new(),
             batch_v0_2: v0_2::types::Batch {
+                now_ms: i64::MIN,
                 sensors: Vec::new(),
                 samples: Vec::new(),
             },
@@ -330,10 +331,13 @@ impl PluginInstance {
         let mut batch = std::mem::replace(
             &mut self.batch_v0_2,
             v0_2::types::Batch {
+                now_ms: i64::MIN,
                 sensors: Vec::new(),
                 samples: Vec::new(),
             },
         );
+        // The batch kept from the last call holds the last `now`: never go back.
+        batch.now_ms = batch.now_ms.max(self.clock.now_ms());
         encode_batch(&mut batch, readings);
         let answer = self.call(Call::OnReadings, |bindings, store| match bindings {
             Bindings::V0_1(_) => Ok(Err(String::new())),

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 const TARGET: &str = "wasm32-wasip2";
 
 /// The crates the host's tests use, built together in one cargo run.
-const PLUGINS: &[&str] = &["glucose-monitor", "threshold", "echo-v02"];
+const PLUGINS: &[&str] = &["glucose-monitor", "threshold", "echo-v02", "faulty-plugin"];
 
 /// The component of `crate_name` (one of [`PLUGINS`]), built if needed.
 ///

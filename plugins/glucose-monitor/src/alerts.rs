@@ -1,6 +1,7 @@
 //! Alert rules: thresholds on each valid reading and on its recent trend,
 //! with repeat suppression and an "all clear" (`<code>-resolved`).
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 use edgewise_sdk::suppress::{Suppressor, Transition};
@@ -98,7 +99,7 @@ fn send(
 }
 
 /// The state of the reading-driven alerts of one sensor.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AlertRules {
     urgent_low: Suppressor,
     low: Suppressor,

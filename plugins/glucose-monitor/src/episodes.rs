@@ -2,13 +2,14 @@
 //! independent state machines per sensor.
 
 use crate::config::Settings;
+use serde::{Deserialize, Serialize};
 
 /// Number of episode kinds, in the order of [`Episodes::update`]'s result and
 /// of the `*_episodes` summary metrics.
 pub const KINDS: usize = 4;
 
 /// Which side of the threshold meets the condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Side {
     /// Value < threshold (hypoglycaemia).
     Below,
@@ -17,7 +18,7 @@ enum Side {
 }
 
 /// Consecutive readings that meet (or, during an episode, fail) the condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Run {
     start_ms: i64,
     readings: i64,
@@ -36,7 +37,7 @@ impl Run {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Phase {
     /// No episode; `run` is the candidate run meeting the condition, if any.
     Idle { run: Option<Run> },
@@ -45,7 +46,7 @@ enum Phase {
 }
 
 /// One episode state machine (e.g. level 1 hypoglycaemia).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct Machine {
     side: Side,
     threshold: f64,
@@ -98,7 +99,7 @@ impl Machine {
 }
 
 /// The four episode machines of a sensor: level 1 and 2 hypo, level 1 and 2 hyper.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Episodes {
     machines: [Machine; KINDS],
 }

@@ -1,5 +1,6 @@
 //! The sensor interval: the median spacing between consecutive valid readings.
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use edgewise_sdk::time::{DAY_MS, MINUTE_MS};
@@ -15,7 +16,7 @@ const LONGEST_BUCKET_MINUTES: i64 = DAY_MS / MINUTE_MS;
 /// readings missed), and a median of three of them is not the sensor's interval.
 ///
 /// Memory is bounded: spacings are kept as a histogram of whole minutes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IntervalEstimate {
     /// Spacing in whole minutes -> how many spacings had it.
     histogram: BTreeMap<i64, u64>,

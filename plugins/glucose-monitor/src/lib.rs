@@ -11,7 +11,10 @@
 //! machines, `interval` median sensor interval, `windows` window closing /
 //! holding / emitting, `summary` window metrics.
 
-use edgewise_sdk::{Config, LogLevel, Outputs, Plugin, Reading};
+use edgewise_sdk::time::MINUTE_MS;
+use edgewise_sdk::wake::grid_at_or_after;
+use edgewise_sdk::{Config, LogLevel, Outputs, Plugin, Reading, Wake};
+use serde::{Deserialize, Serialize};
 
 mod alerts;
 mod config;
@@ -30,14 +33,27 @@ use config::Settings;
 use registry::Sensors;
 use sensor::SensorState;
 
-/// The plugin: settings plus the state of every sensor seen (ticks handle
-/// sensors in name order, deterministically).
+/// The grid ticks fall on: every five minutes of the host clock, as contract
+/// 0.1 ticked. Waking on it (rather than at the exact time a sensor is due)
+/// keeps every output, and its order among readings, as it was.
+const TICK_GRID_MS: i64 = 5 * MINUTE_MS;
+
+/// The plugin: settings (from the configuration) and state (in snapshots).
 #[derive(Debug, Clone)]
 pub struct GlucoseMonitor {
     settings: Settings,
+    state: State,
+}
+
+/// Everything that shapes the plugin's future outputs: what a snapshot holds.
+/// Ticks handle sensors in name order, deterministically.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
     sensors: Sensors,
-    /// The latest tick seen (`i64::MIN` before the first): the plugin's notion of now.
+    /// The latest tick seen (`i64::MIN` before the first).
     tick_horizon_ms: i64,
+    /// The host's clock as it last handed over readings (`i64::MIN` before).
+    host_now_ms: i64,
     /// How far the latest tick moved the horizon (0 before the second tick).
     tick_step_ms: i64,
     /// Readings ignored for being too far ahead of the horizon.
@@ -47,18 +63,27 @@ pub struct GlucoseMonitor {
 }
 
 impl Plugin for GlucoseMonitor {
+    edgewise_sdk::snapshot_state!(state);
+
     fn init(config: Config) -> Result<Self, String> {
         Ok(GlucoseMonitor {
             settings: Settings::from_config(config)?,
-            sensors: Sensors::default(),
-            tick_horizon_ms: i64::MIN,
-            tick_step_ms: 0,
-            ahead_ignored: 0,
-            next_due_ms: i64::MAX,
+            state: State {
+                sensors: Sensors::default(),
+                tick_horizon_ms: i64::MIN,
+                host_now_ms: i64::MIN,
+                tick_step_ms: 0,
+                ahead_ignored: 0,
+                next_due_ms: i64::MAX,
+            },
         })
     }
 
-    fn on_readings(&mut self, readings: &[Reading], out: &mut Outputs) -> Result<(), String> {
+    fn on_clock(&mut self, now_ms: i64) {
+        self.state.host_now_ms = self.state.host_now_ms.max(now_ms);
+    }
+
+    fn on_readings(&mut self, readings: &[Reading<'_>], out: &mut Outputs) -> Result<(), String> {
         for reading in readings {
             // Checked before creating a sensor, so such readings leave no trace.
             if !sensor::timestamp_in_range(reading.timestamp_ms) {
@@ -69,76 +94,90 @@ impl Plugin for GlucoseMonitor {
                 continue;
             }
             let settings = &self.settings;
-            let Some(state) = self
+            let state = &mut self.state;
+            let Some(sensor) = state
                 .sensors
-                .get_or_insert(&reading.sensor, || SensorState::new(settings))
+                .get_or_insert(reading.sensor, || SensorState::new(settings))
             else {
                 continue;
             };
-            state.catch_up(self.tick_horizon_ms);
-            state.on_reading(reading, &self.settings, out);
-            let due = state.refresh_tick_due(&self.settings);
-            self.next_due_ms = self.next_due_ms.min(due);
+            sensor.catch_up(state.tick_horizon_ms);
+            sensor.on_reading(reading, settings, out);
+            let due = sensor.refresh_tick_due(settings);
+            state.next_due_ms = state.next_due_ms.min(due);
         }
         Ok(())
     }
 
     fn on_tick(&mut self, now_ms: i64, out: &mut Outputs) -> Result<(), String> {
-        // Most ticks (every 5 min over years of a recording) find nothing to
-        // do: skip them in O(1), and visit only the sensors that are due.
-        // A skipped sensor catches up on the horizon at its next visit.
-        let horizon = self.tick_horizon_ms;
+        // Ticks that find nothing to do are skipped in O(1), and only the
+        // sensors that are due are visited. A skipped sensor catches up on
+        // the horizon at its next visit.
+        let state = &mut self.state;
+        let horizon = state.tick_horizon_ms;
         if horizon != i64::MIN && now_ms > horizon {
-            self.tick_step_ms = now_ms.saturating_sub(horizon);
+            state.tick_step_ms = now_ms.saturating_sub(horizon);
         }
-        self.tick_horizon_ms = horizon.max(now_ms);
-        if now_ms < self.next_due_ms {
+        state.tick_horizon_ms = horizon.max(now_ms);
+        if now_ms < state.next_due_ms {
             return Ok(());
         }
         let settings = &self.settings;
         let mut next_due = i64::MAX;
-        self.sensors.for_each_in_name_order(|sensor, state| {
-            if now_ms >= state.tick_due_ms() {
-                state.catch_up(horizon);
-                state.on_tick(sensor, now_ms, settings, out);
-                state.refresh_tick_due(settings);
+        state.sensors.for_each_in_name_order(|sensor, sensor_state| {
+            if now_ms >= sensor_state.tick_due_ms() {
+                sensor_state.catch_up(horizon);
+                sensor_state.on_tick(sensor, now_ms, settings, out);
+                sensor_state.refresh_tick_due(settings);
             }
-            next_due = next_due.min(state.tick_due_ms());
+            next_due = next_due.min(sensor_state.tick_due_ms());
         });
-        self.next_due_ms = next_due;
+        state.next_due_ms = next_due;
         Ok(())
+    }
+
+    /// Woken only when a sensor is due, at the first five-minute mark at or
+    /// after it (where a 0.1 tick would have found it due).
+    fn next_wake(&self) -> Wake {
+        match self.state.next_due_ms {
+            i64::MAX => Wake::Idle,
+            due => Wake::At(grid_at_or_after(due, TICK_GRID_MS)),
+        }
     }
 }
 
 impl GlucoseMonitor {
-    /// Whether a reading at `timestamp_ms` is too far ahead of now (the latest
-    /// tick) to be believed: by more than `max_ahead`, or one tick step if
-    /// that is longer. Without the step, a replay with ticks further apart
-    /// than `max_ahead` would lose the readings between them, and replays
-    /// would depend on `--tick`; with it, a replay (whose readings are never
-    /// more than a step ahead of the latest tick) ignores nothing, and its
-    /// outputs are those of a plugin without this rule. Before the first tick
-    /// there is no now, and every reading is taken (the host refuses readings
-    /// ahead of its clock before they reach a plugin).
+    /// Whether a reading at `timestamp_ms` is too far ahead of now to be
+    /// believed: by more than `max_ahead`, or one tick step if that is
+    /// longer. Now is the later of the latest tick and the host's clock as it
+    /// handed the readings over (contract 0.2 ticks the plugin only when a
+    /// sensor is due, so the clock is what keeps now current). A replay's
+    /// clock stands at the latest reading of each batch, so a replay ignores
+    /// nothing, and its outputs are those of a plugin without this rule.
+    /// Without the step, a plugin ticked but not told the clock (unit tests)
+    /// would lose readings between ticks further apart than `max_ahead`.
+    /// Before any tick or clock there is no now, and every reading is taken
+    /// (the host refuses readings ahead of its clock before they reach a
+    /// plugin).
     fn is_ahead(&self, timestamp_ms: i64) -> bool {
-        self.tick_horizon_ms != i64::MIN
-            && timestamp_ms
-                > self
-                    .tick_horizon_ms
-                    .saturating_add(self.settings.max_ahead_ms.max(self.tick_step_ms))
+        let state = &self.state;
+        let now = state.tick_horizon_ms.max(state.host_now_ms);
+        now != i64::MIN && timestamp_ms > now.saturating_add(self.settings.max_ahead_ms.max(state.tick_step_ms))
     }
 
     /// Drop an outlier reading, logging the 1st, 10th, 100th... (a stream of
     /// them must not flood the log).
-    fn ignore_ahead(&mut self, reading: &Reading, out: &mut Outputs) {
-        self.ahead_ignored = self.ahead_ignored.saturating_add(1);
-        let count = self.ahead_ignored;
+    fn ignore_ahead(&mut self, reading: &Reading<'_>, out: &mut Outputs) {
+        let state = &mut self.state;
+        state.ahead_ignored = state.ahead_ignored.saturating_add(1);
+        let count = state.ahead_ignored;
         if count == 10u64.saturating_pow(count.ilog10()) {
             out.log(
                 LogLevel::Warn,
                 format!(
-                    "ignored a reading of sensor `{}` at {} ms: over max_ahead ahead of the latest tick ({} ms);                      {count} such readings so far",
-                    reading.sensor, reading.timestamp_ms, self.tick_horizon_ms
+                    "ignored a reading of sensor `{}` at {} ms: over max_ahead ahead of the latest tick ({} ms) and \
+                     the host clock ({} ms); {count} such readings so far",
+                    reading.sensor, reading.timestamp_ms, state.tick_horizon_ms, state.host_now_ms
                 ),
             );
         }

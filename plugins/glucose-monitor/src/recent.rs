@@ -1,5 +1,6 @@
 //! The recent valid readings of a sensor and the least-squares trends over them.
 
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 use edgewise_sdk::trend::{Trend, least_squares};
@@ -12,7 +13,7 @@ use crate::config::Settings;
 /// A plain deque rather than `edgewise_sdk::window::TimeWindow`: the fit
 /// needs a `Clone` iterator over a suffix of the points, which `TimeWindow`
 /// does not expose.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Recent {
     span_ms: i64,
     points: VecDeque<(i64, f64)>,

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use serde::{Deserialize, Serialize};
+
 use crate::sensor::SensorState;
 
 /// FNV-1a: a fixed (deterministic) and cheap hash for short sensor names.
@@ -28,17 +30,45 @@ impl Hasher for Fnv {
     }
 }
 
-/// Every sensor's state, by name.
-#[derive(Debug, Clone, Default)]
+/// Every sensor's state, by name. A snapshot holds the names once: the index
+/// by name is rebuilt on restore.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(from = "Stored")]
 pub struct Sensors {
     /// Names and states in order of first appearance.
     states: Vec<(String, SensorState)>,
     /// Name to position in `states`.
+    #[serde(skip)]
     by_name: HashMap<String, usize, BuildHasherDefault<Fnv>>,
     /// Positions in `states`, in name order (ticks handle sensors in name order).
     name_order: Vec<usize>,
     /// Position of the sensor found last: consecutive readings often share one.
     last: usize,
+}
+
+/// [`Sensors`] as a snapshot holds it: its fields but the index, in order.
+#[derive(Deserialize)]
+struct Stored {
+    states: Vec<(String, SensorState)>,
+    name_order: Vec<usize>,
+    last: usize,
+}
+
+impl From<Stored> for Sensors {
+    fn from(stored: Stored) -> Sensors {
+        let by_name = stored
+            .states
+            .iter()
+            .enumerate()
+            .map(|(at, (name, _))| (name.clone(), at))
+            .collect();
+        Sensors {
+            states: stored.states,
+            by_name,
+            name_order: stored.name_order,
+            last: stored.last,
+        }
+    }
 }
 
 impl Sensors {

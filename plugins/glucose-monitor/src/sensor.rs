@@ -2,6 +2,7 @@
 //! moves it forward.
 
 use edgewise_sdk::{Outputs, Reading};
+use serde::{Deserialize, Serialize};
 
 use crate::alerts::{self, AlertRules};
 use crate::config::Settings;
@@ -22,7 +23,7 @@ pub fn timestamp_in_range(timestamp_ms: i64) -> bool {
 
 /// The state of one sensor: bounded memory (the trend buffer holds the
 /// readings of the last `max(trend_window, rate_window)`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SensorState {
     /// Newest timestamp seen (valid or invalid): older ones are late, equal
     /// ones duplicates.
@@ -109,7 +110,7 @@ impl SensorState {
             self.on_valid(reading, settings, out);
         }
         self.windows.record(ts, value, settings);
-        self.emit(&reading.sensor, out);
+        self.emit(reading.sensor, out);
     }
 
     /// A valid in-order reading: interval, episodes, alerts.
@@ -122,7 +123,7 @@ impl SensorState {
             // outage is reported never depends on when ticks happen.
             if !self.signal_lost && spacing >= settings.signal_loss_ms {
                 self.signal_lost = true;
-                out.alert(alerts::signal_loss(&reading.sensor, last, settings));
+                out.alert(alerts::signal_loss(reading.sensor, last, settings));
             }
             if spacing > settings.episode_gap_ms {
                 self.episodes.reset();

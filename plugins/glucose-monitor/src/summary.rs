@@ -2,6 +2,7 @@
 
 use edgewise_sdk::Summary;
 use edgewise_sdk::stats::RunningStats;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
 use crate::episodes::KINDS;
@@ -31,7 +32,7 @@ const EPISODE_NAMES: [&str; KINDS] = [
 ];
 
 /// Accumulated figures of one window: constant size, O(1) per reading.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WindowMetrics {
     stats: RunningStats,
     /// Valid readings per band, in the order of `BAND_NAMES`.

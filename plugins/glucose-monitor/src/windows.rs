@@ -1,6 +1,7 @@
 //! Hourly and daily summary windows of one sensor: which are open, closed,
 //! held for an undecided episode, and when they are emitted.
 
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 use edgewise_sdk::Outputs;
@@ -10,7 +11,7 @@ use crate::config::Settings;
 use crate::summary::WindowMetrics;
 
 /// One window `[start_ms, start_ms + length)` not yet emitted.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Window {
     start_ms: i64,
     metrics: WindowMetrics,
@@ -19,7 +20,7 @@ struct Window {
 }
 
 /// The pending (open or held) windows of one length, ascending.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Series {
     length_ms: i64,
     pending: VecDeque<Window>,
@@ -126,7 +127,7 @@ struct Emit<'a> {
 }
 
 /// The hourly and daily windows of one sensor.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Windows {
     hourly: Series,
     daily: Series,

@@ -2,6 +2,7 @@
 
 use edgewise_sdk::suppress::{Suppressor, Transition};
 use edgewise_sdk::{Alert, Outputs, Reading, Severity};
+use serde::{Deserialize, Serialize};
 
 use crate::format;
 use crate::settings::Settings;
@@ -28,7 +29,7 @@ fn suppressor_clock(timestamp_ms: i64) -> i64 {
 }
 
 /// One suppressor per condition, for one sensor.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Conditions {
     below_low: Suppressor,
     above_high: Suppressor,
@@ -60,7 +61,7 @@ impl Conditions {
         let unit = format::unit_suffix(if reading.unit.is_empty() {
             &settings.unit
         } else {
-            &reading.unit
+            reading.unit
         });
         let mut alerts = Vec::new();
 

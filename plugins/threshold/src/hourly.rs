@@ -4,6 +4,7 @@
 use edgewise_sdk::Summary;
 use edgewise_sdk::stats::RunningStats;
 use edgewise_sdk::time::{HOUR_MS, window_start};
+use serde::{Deserialize, Serialize};
 
 /// The UTC hour `[start, end)` holding `timestamp_ms`.
 ///
@@ -33,7 +34,7 @@ pub(crate) enum Recorded {
 }
 
 /// The figures of the one hour still open.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct OpenHour {
     start: i64,
     end: i64,
@@ -92,7 +93,7 @@ impl OpenHour {
 /// At most one hour is open at a time: an in-order reading in a later hour
 /// closes it. Every hour starting before `closed_before` is closed for good,
 /// so a summary is never sent twice for the same hour.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct HourBook {
     open: Option<OpenHour>,
     closed_before: i64,

@@ -35,7 +35,10 @@ pub use alerts::{
 use sensor::SensorState;
 use settings::Settings;
 
-/// The plugin: validated settings and the state of every sensor seen so far.
+/// The plugin: validated settings (from the configuration) and the state of
+/// every sensor seen so far (what a snapshot holds). It ticks every five
+/// minutes (the SDK's default wake): a tick closes hours, and marks the hour
+/// it falls in as started for every sensor.
 #[derive(Debug, Clone)]
 pub struct Threshold {
     settings: Settings,
@@ -43,6 +46,8 @@ pub struct Threshold {
 }
 
 impl Plugin for Threshold {
+    edgewise_sdk::snapshot_state!(sensors);
+
     fn init(config: Config) -> Result<Self, String> {
         Ok(Threshold {
             settings: Settings::from_config(config)?,
@@ -52,14 +57,14 @@ impl Plugin for Threshold {
 
     /// Handle the readings one by one, in arrival order. Never fails: bad
     /// readings are counted as invalid, not refused.
-    fn on_readings(&mut self, readings: &[Reading], out: &mut Outputs) -> Result<(), String> {
+    fn on_readings(&mut self, readings: &[Reading<'_>], out: &mut Outputs) -> Result<(), String> {
         for reading in readings {
             let settings = &self.settings;
-            let state = match self.sensors.get_mut(&reading.sensor) {
+            let state = match self.sensors.get_mut(reading.sensor) {
                 Some(state) => state,
                 None => self
                     .sensors
-                    .entry(reading.sensor.clone())
+                    .entry(reading.sensor.to_owned())
                     .or_insert_with(|| SensorState::new(settings)),
             };
             state.observe(reading, settings, out);

@@ -2,10 +2,11 @@
 
 use edgewise_sdk::trend::least_squares;
 use edgewise_sdk::window::TimeWindow;
+use serde::{Deserialize, Serialize};
 
 /// The valid in-order readings of the last `span_ms` (inclusive) and the
 /// slope through them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RateWindow {
     span_ms: i64,
     min_readings: usize,

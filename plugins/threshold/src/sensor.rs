@@ -2,6 +2,7 @@
 //! moves it forward.
 
 use edgewise_sdk::{Outputs, Reading};
+use serde::{Deserialize, Serialize};
 
 use crate::alerts::Conditions;
 use crate::hourly::HourBook;
@@ -20,7 +21,7 @@ enum Arrival {
 }
 
 /// The state of one sensor.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SensorState {
     /// Timestamp of the newest reading seen, valid or not.
     newest_ms: Option<i64>,
@@ -56,7 +57,7 @@ impl SensorState {
             }
             Arrival::InOrder => {
                 self.newest_ms = Some(timestamp_ms);
-                let (_, closed) = self.hours.record_in_order(&reading.sensor, timestamp_ms, value);
+                let (_, closed) = self.hours.record_in_order(reading.sensor, timestamp_ms, value);
                 if let Some(summary) = closed {
                     out.summary(summary);
                 }

@@ -78,3 +78,21 @@ fn ticks_going_back_do_not_change_the_step() {
     h.read(60, 45.0);
     assert_eq!(h.codes(), ev(&[(60, "urgent-low")]));
 }
+
+#[test]
+fn the_host_clock_is_now_when_ticks_are_rare() {
+    // Contract 0.2 ticks only when a sensor is due; the clock that comes with
+    // each batch keeps now current. A sensor a month ahead is an outlier...
+    let mut h = Harness::new();
+    h.plugin.on_clock(at(0));
+    h.read_at(SENSOR, at(0) + 30 * DAY_MS, 100.0).read(0, 45.0);
+    assert_eq!(h.events("urgent-low"), ev(&[(0, "urgent-low")]));
+    // ... while a sensor back after hours of silence, untouched by ticks, is
+    // heard once the clock has moved on with it.
+    h.plugin.on_clock(at(10 * 60));
+    h.read(10 * 60, 45.0);
+    assert_eq!(
+        h.events("urgent-low"),
+        ev(&[(0, "urgent-low"), (10 * 60, "urgent-low")])
+    );
+}

@@ -10,7 +10,7 @@ use super::{assert_close, at, metric};
 use crate::GlucoseMonitor;
 
 /// Sorted readings of two sensors: jittery 5-minute data, gaps, invalid values.
-fn recording() -> Vec<Reading> {
+fn recording() -> Vec<Reading<'static>> {
     let mut state = 42u64;
     let mut next = move || {
         state = state
@@ -60,7 +60,7 @@ fn window_metrics_match_a_direct_computation() {
     let mut expected: BTreeMap<(String, i64, i64), (Vec<f64>, u64)> = BTreeMap::new();
     for r in &readings {
         for length in [HOUR_MS, DAY_MS] {
-            let key = (r.sensor.clone(), length, window_start(r.timestamp_ms, length));
+            let key = (r.sensor.to_owned(), length, window_start(r.timestamp_ms, length));
             let entry = expected.entry(key).or_default();
             if r.value.is_finite() && (39.0..=401.0).contains(&r.value) {
                 entry.0.push(r.value);

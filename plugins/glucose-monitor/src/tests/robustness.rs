@@ -55,7 +55,7 @@ fn out_of_range_timestamps_are_dropped() {
 }
 
 /// A deterministic pseudo-random stream of awkward readings and ticks.
-fn scramble(seed: u64) -> Vec<(Option<Reading>, i64)> {
+fn scramble(seed: u64) -> Vec<(Option<Reading<'static>>, i64)> {
     let mut state = seed;
     let mut next = move || {
         state = state
@@ -91,11 +91,11 @@ fn scramble(seed: u64) -> Vec<(Option<Reading>, i64)> {
 fn run(events: &[(Option<Reading>, i64)], batch: usize) -> Outputs {
     let mut plugin = GlucoseMonitor::init(Config::default()).unwrap();
     let mut out = Outputs::default();
-    let mut pending: Vec<Reading> = Vec::new();
+    let mut pending: Vec<Reading<'_>> = Vec::new();
     for (reading, now) in events {
         match reading {
             Some(reading) => {
-                pending.push(reading.clone());
+                pending.push(*reading);
                 if pending.len() >= batch {
                     plugin.on_readings(&pending, &mut out).unwrap();
                     pending.clear();

@@ -8,7 +8,7 @@ use crate::GlucoseMonitor;
 
 /// Readings of four sensors with outages, late and invalid readings, and
 /// ticks (regular, early, repeated, going back) in between.
-fn stream(seed: u64) -> Vec<(Option<Reading>, i64)> {
+fn stream(seed: u64) -> Vec<(Option<Reading<'static>>, i64)> {
     let mut state = seed;
     let mut next = move || {
         state = state
@@ -62,6 +62,7 @@ fn run(events: &[(Option<Reading>, i64)], config: &[(&str, &str)], every_sensor:
             None if every_sensor => {
                 let settings = &plugin.settings;
                 plugin
+                    .state
                     .sensors
                     .for_each_in_name_order(|sensor, state| state.on_tick(sensor, *now, settings, &mut out));
             }

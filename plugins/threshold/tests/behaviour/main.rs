@@ -27,7 +27,7 @@ pub fn at(minutes: i64) -> i64 {
 }
 
 /// A reading of the probe used by most tests, in degC.
-pub fn probe(timestamp_ms: i64, value: f64) -> Reading {
+pub fn probe(timestamp_ms: i64, value: f64) -> Reading<'static> {
     Reading::new("probe-1", timestamp_ms, value, "degC")
 }
 

@@ -4,7 +4,7 @@ use edgewise_sdk::Reading;
 
 use crate::*;
 
-fn reading(sensor: &str, minute: i64, value: f64) -> Reading {
+fn reading(sensor: &str, minute: i64, value: f64) -> Reading<'_> {
     Reading::new(sensor, at(minute), value, "degC")
 }
 
