@@ -7,7 +7,7 @@
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
-use edgewise_tests::{data_file, edgewise, plugin_wasm, run_key, signed_bundle, workspace_root};
+use edgewise_tests::{data_file, edgewise, golden_file, plugin_wasm, run_key, signed_bundle, workspace_root};
 
 use crate::support::assert_contains;
 
@@ -282,4 +282,47 @@ fn a_refused_snapshot_or_restore_is_a_reported_failure_naming_the_reading() {
         &run.stderr,
         "handed over a snapshot of schema 1, but its manifest writes schema 2",
     );
+}
+
+// ---------------------------------------------------------------------------
+// glucose-monitor (contract 0.2, through the SDK): the round trip is exact
+// ---------------------------------------------------------------------------
+
+/// glucose-monitor (the plain component) over the recording `input`,
+/// snapshotted every `n` readings, with `extra` arguments: it succeeds,
+/// identical to the uninterrupted replay, having restored `readings / n`
+/// times.
+fn glucose_every(n: usize, input: &Path, readings: usize, extra: &[&str]) -> Replayed {
+    let run = replay_trusting(None, &plugin_wasm("glucose-monitor"), input, &every(n, extra));
+    assert_eq!(run.code, Some(0), "every {n}: {}", run.stderr);
+    assert_contains(
+        &run.stderr,
+        &format!("snapshots: {} (every {n} readings)", readings / n),
+    );
+    assert_contains(&run.stderr, "output identical to the uninterrupted replay");
+    run
+}
+
+#[test]
+fn glucose_monitor_snapshotted_every_n_readings_of_example_data_gives_the_golden_output() {
+    let input = data_file("cgm/ExampleData5Subjects.csv");
+    let golden = golden_file("glucose-monitor.ExampleData5Subjects.jsonl");
+    let golden = golden.display().to_string();
+    // Every reading (13,866 restores), a prime, and a round number.
+    for n in [1, 97, 1_000] {
+        let run = glucose_every(n, &input, 13_866, &["--expect", &golden]);
+        assert_contains(&run.stderr, "output matches");
+    }
+}
+
+#[test]
+fn glucose_monitor_snapshotted_every_n_readings_of_hall2018_gives_the_plain_replays_bytes() {
+    let input = data_file("cgm/Hall2018_processed.csv");
+    let plain = replay_trusting(None, &plugin_wasm("glucose-monitor"), &input, &[] as &[&str]);
+    assert_eq!(plain.code, Some(0), "{}", plain.stderr);
+    assert!(plain.output.len() > 1_000_000, "glucose-monitor said almost nothing");
+    for n in [97, 1_000] {
+        let run = glucose_every(n, &input, 105_417, &[]);
+        assert!(run.output == plain.output, "every {n}: not the plain replay's output");
+    }
 }
