@@ -21,6 +21,7 @@ mod record;
 mod replay_bad_input;
 mod replay_golden;
 mod replay_plugin_failures;
+mod replay_snapshot;
 mod runtime_api;
 mod safety_control;
 mod safety_ingest;

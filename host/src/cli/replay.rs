@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
@@ -11,12 +12,14 @@ use clap::{Args, ValueEnum};
 use edgewise_host::bundle::{self, ManifestLimits, TrustStore};
 use edgewise_host::envelope::to_json_line;
 use edgewise_host::load::{self, LoadError, Loaded, Operator, Trust};
-use edgewise_host::replay::{self, Format, ReplayReport, golden};
+use edgewise_host::replay::{self, Format, ReplayReport, Restarts, SnapshotStats, Stops, golden};
 use edgewise_host::runtime::{
-    FuelUsed, Limits, MIN_WAKE_INTERVAL_MS, PluginClock, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions,
+    CompiledPlugin, FuelUsed, Limits, MIN_WAKE_INTERVAL_MS, PluginClock, PluginErrorKind, PluginInstance, Runtime,
+    RuntimeOptions, SchemaRefused, SnapshotSchemas, World,
 };
 
 use super::Failure;
+use super::exit::about;
 
 /// Differences printed when output and golden file disagree.
 const MAX_DIFFS_SHOWN: usize = 5;
@@ -81,6 +84,13 @@ pub struct ReplayArgs {
     /// measure) and report it per reading on standard error.
     #[arg(long)]
     fuel: bool,
+
+    /// Stop the plugin after every N readings, take its snapshot and go on in
+    /// a fresh instance started from it; fail (exit 1) if the output differs
+    /// from the uninterrupted replay's, which is run too (a 0.2 plugin whose
+    /// manifest declares its snapshot schemas, or a plain 0.2 component).
+    #[arg(long, value_name = "N", conflicts_with = "fuel")]
+    snapshot_every: Option<NonZeroUsize>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -133,33 +143,46 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
     })
     .map_err(Failure::runtime)?;
     let (compiled, _) = plugin.compile(&runtime, None).map_err(Failure::usage)?;
-    let provenance = plugin.provenance;
+    if args.snapshot_every.is_some() {
+        takes_snapshots(&compiled)?;
+    }
     // The plugin reads virtual time through WASI: the recording's start
     // during `init`, then the time of each call (byte-identical replays).
     let start_ms = recording.readings.first().map_or(0, |r| r.timestamp_ms);
+    // With --snapshot-every, the replay to compare with: run first, whole,
+    // on its own instance and clock, its batches cut at the same readings
+    // (a wake is answered per call: the restarts must be the only
+    // difference). The two cannot go in lockstep: a plugin that forgot a
+    // state may ask for other ticks.
+    let uninterrupted = match args.snapshot_every {
+        Some(every) => Some(uninterrupted(
+            &runtime, &compiled, &plugin, &recording, args.tick, every, start_ms,
+        )?),
+        None => None,
+    };
     let clock = PluginClock::virtual_at(start_ms);
-    let mut instance =
-        PluginInstance::with_clock(&runtime, &compiled, plugin.limits, clock).map_err(Failure::runtime)?;
-    if let Err(error) = instance.init(&plugin.config) {
-        return Err(match error.kind {
-            PluginErrorKind::Returned(_) => Failure::usage(anyhow!("{error}: its configuration was refused")),
-            _ => Failure::runtime(error),
-        });
-    }
+    let mut instance = start(&runtime, &compiled, &plugin, clock.clone())?;
+    let mut restarts = Restarts::new(&runtime, &compiled, plugin.limits.clone(), &plugin.config, clock);
+    let stops = match args.snapshot_every {
+        Some(every) => Stops::Restart(every, &mut restarts),
+        None => Stops::Never,
+    };
 
+    let provenance = &plugin.provenance;
+    let keep_lines = args.expect.is_some() || uninterrupted.is_some();
     let mut lines: Vec<String> = Vec::new();
     let mut writer = open_output(args.out.as_deref(), args.expect.is_none()).map_err(Failure::usage)?;
     let mut write_error: Option<std::io::Error> = None;
     let mut seq = 0u64;
-    let result = replay::replay(&mut instance, &recording, args.tick, &mut |output| {
+    let result = replay::replay(&mut instance, &recording, args.tick, stops, &mut |output| {
         seq += 1;
-        let line = to_json_line(&provenance, seq, output);
+        let line = to_json_line(provenance, seq, output);
         if let (Some(out), None) = (writer.as_mut(), &write_error)
             && let Err(e) = writeln!(out, "{line}")
         {
             write_error = Some(e);
         }
-        if args.expect.is_some() {
+        if keep_lines {
             lines.push(line);
         }
     });
@@ -178,13 +201,111 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
         print_fuel(&fuel, recording.readings.len());
     }
     let report = result.map_err(Failure::runtime)?;
-    print_report(&recording.stats, &report);
+    let difference = uninterrupted
+        .as_deref()
+        .and_then(|expected| first_difference(expected, &lines));
+    let round_trip = args.snapshot_every.map(|every| (every, difference.is_none()));
+    print_report(&recording.stats, &report, round_trip);
+    if let (Some(every), Some(difference)) = (args.snapshot_every, difference) {
+        return Err(round_trip_failure(every, &report.snapshots, &difference));
+    }
 
     match (&args.expect, args.update) {
         (Some(golden_path), true) => update_golden(golden_path, &lines),
         (Some(golden_path), false) => check_golden(golden_path, &lines),
         (None, _) => Ok(()),
     }
+}
+
+/// A fresh instance of `compiled` on `clock`, initialised with the plugin's
+/// configuration (a configuration the plugin refuses is a usage error).
+fn start(
+    runtime: &Runtime,
+    compiled: &CompiledPlugin,
+    plugin: &Loaded,
+    clock: PluginClock,
+) -> Result<PluginInstance, Failure> {
+    let mut instance =
+        PluginInstance::with_clock(runtime, compiled, plugin.limits.clone(), clock).map_err(Failure::runtime)?;
+    match instance.init(&plugin.config) {
+        Ok(()) => Ok(instance),
+        Err(error) => Err(match error.kind {
+            PluginErrorKind::Returned(_) => Failure::usage(anyhow!("{error}: its configuration was refused")),
+            _ => Failure::runtime(error),
+        }),
+    }
+}
+
+/// `--snapshot-every` needs a plugin that hands over snapshots: refused, as
+/// a usage error, before any replay for a 0.1 plugin or a 0.2 bundle whose
+/// manifest declares no snapshot schema.
+fn takes_snapshots(compiled: &CompiledPlugin) -> Result<(), Failure> {
+    let name = compiled.name();
+    match (compiled.world(), compiled.snapshot_schemas()) {
+        (World::V0_1, _) => Err(Failure::usage(anyhow!(
+            "--snapshot-every: {name} targets {}, which has no snapshot",
+            World::V0_1
+        ))),
+        (_, SnapshotSchemas::Undeclared) => Err(Failure::usage(about(
+            format!("--snapshot-every: {name}"),
+            SchemaRefused::Undeclared,
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The output lines of the uninterrupted replay, batched as the one that
+/// restarts the plugin every `every` readings, to compare it with.
+fn uninterrupted(
+    runtime: &Runtime,
+    compiled: &CompiledPlugin,
+    plugin: &Loaded,
+    recording: &replay::Recording,
+    tick_ms: i64,
+    every: NonZeroUsize,
+    start_ms: i64,
+) -> Result<Vec<String>, Failure> {
+    let mut instance = start(runtime, compiled, plugin, PluginClock::virtual_at(start_ms))?;
+    let mut lines = Vec::new();
+    let mut seq = 0u64;
+    replay::replay(&mut instance, recording, tick_ms, Stops::Every(every), &mut |output| {
+        seq += 1;
+        lines.push(to_json_line(&plugin.provenance, seq, output));
+    })
+    .map_err(|error| Failure::runtime(about("the uninterrupted replay (to compare with)", error)))?;
+    Ok(lines)
+}
+
+/// The first line where the snapshotting replay's output differs from the
+/// uninterrupted one's.
+fn first_difference(uninterrupted: &[String], snapshotted: &[String]) -> Option<golden::LineDiff> {
+    let uninterrupted: Vec<&str> = uninterrupted.iter().map(String::as_str).collect();
+    let snapshotted: Vec<&str> = snapshotted.iter().map(String::as_str).collect();
+    golden::compare(&uninterrupted, &snapshotted, 1).into_iter().next()
+}
+
+/// Report the first output a snapshot round trip changed, and the restore
+/// point before it: the state the plugin left out of its snapshot was
+/// needed from there on.
+fn round_trip_failure(every: NonZeroUsize, snapshots: &SnapshotStats, difference: &golden::LineDiff) -> Failure {
+    let index = difference.line as u64 - 1;
+    let restored = match snapshots.restore_before_output(index) {
+        Some(restore) => format!("restored after reading {} before it", restore.after_reading),
+        // Both runs are batched alike, and the plugin is the same until the
+        // first restore: only a plugin that is not a function of its inputs
+        // (randomness, memory addresses) differs there.
+        None => "before any restore: the plugin's outputs are not a function of its inputs".to_owned(),
+    };
+    let heading = format!(
+        "output {} differs from the uninterrupted replay ({restored})",
+        difference.line
+    );
+    let end = "(end of output)";
+    print_difference(&heading, difference, [("uninterrupted", end), ("snapshotted", end)]);
+    Failure::runtime(anyhow!(
+        "the output with snapshots every {every} readings differs from the uninterrupted replay: \
+         the plugin's snapshot leaves out state that shapes its outputs"
+    ))
 }
 
 /// Load the plugin as a device would ([`load`]): with `--trust`, verified;
@@ -273,7 +394,9 @@ fn open_output(out: Option<&Path>, stdout_by_default: bool) -> anyhow::Result<Op
     })
 }
 
-fn print_report(stats: &replay::ReadStats, report: &ReplayReport) {
+/// The replay's report on standard error; with `--snapshot-every`, the
+/// snapshots and whether the output is the uninterrupted replay's.
+fn print_report(stats: &replay::ReadStats, report: &ReplayReport, round_trip: Option<(NonZeroUsize, bool)>) {
     let skipped = stats.na + stats.duplicates + stats.invalid;
     let seconds = report.elapsed.as_secs_f64();
     let rate = if seconds > 0.0 {
@@ -299,7 +422,41 @@ fn print_report(stats: &replay::ReadStats, report: &ReplayReport) {
             report.wakes_deferred, MIN_WAKE_INTERVAL_MS
         );
     }
+    if let Some((every, identical)) = round_trip {
+        let snapshots = &report.snapshots;
+        eprintln!(
+            "  snapshots: {} (every {every} readings), {} bytes in all, {} at most; output {} the uninterrupted replay",
+            snapshots.taken,
+            snapshots.total_bytes,
+            snapshots.max_bytes,
+            if identical { "identical to" } else { "differs from" }
+        );
+    }
     eprintln!("  {seconds:.3} s, {rate:.0} readings/s");
+}
+
+/// `heading`, the field that differs first, and both lines, each under its
+/// label (what the expected and the actual lines are, and what stands for
+/// a line past the end).
+fn print_difference(heading: &str, diff: &golden::LineDiff, labels: [(&str, &str); 2]) {
+    let [(expected, expected_end), (actual, actual_end)] = labels;
+    match diff.first_field_difference() {
+        Some((field, expected_value, actual_value)) => {
+            eprintln!("{heading}: field `{field}`: {expected} {expected_value}, {actual} {actual_value}")
+        }
+        None => eprintln!("{heading}:"),
+    }
+    let width = expected.len().max(actual.len()) + 1;
+    let expected_label = format!("{expected}:");
+    let actual_label = format!("{actual}:");
+    eprintln!(
+        "  {expected_label:width$} {}",
+        diff.expected.as_deref().unwrap_or(expected_end)
+    );
+    eprintln!(
+        "  {actual_label:width$} {}",
+        diff.actual.as_deref().unwrap_or(actual_end)
+    );
 }
 
 fn update_golden(path: &Path, lines: &[String]) -> Result<(), Failure> {
@@ -333,17 +490,8 @@ fn check_golden(path: &Path, lines: &[String]) -> Result<(), Failure> {
         actual.len()
     );
     for diff in &diffs {
-        match diff.first_field_difference() {
-            Some((field, expected, actual)) => {
-                eprintln!(
-                    "line {}: field `{field}`: expected {expected}, actual {actual}",
-                    diff.line
-                )
-            }
-            None => eprintln!("line {}:", diff.line),
-        }
-        eprintln!("  expected: {}", diff.expected.as_deref().unwrap_or("(end of file)"));
-        eprintln!("  actual:   {}", diff.actual.as_deref().unwrap_or("(end of output)"));
+        let labels = [("expected", "(end of file)"), ("actual", "(end of output)")];
+        print_difference(&format!("line {}", diff.line), diff, labels);
     }
     Err(Failure::runtime(anyhow!(
         "output differs from golden file {} (rerun with --update to accept)",

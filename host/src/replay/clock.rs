@@ -1,8 +1,10 @@
 //! The virtual clock that drives a plugin through a recording.
 
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use super::recording::Recording;
+use super::restart::{RestartError, Restarts, SnapshotStats};
 use crate::model::Output;
 use crate::runtime::{PluginError, PluginInstance, Wake};
 
@@ -25,8 +27,42 @@ pub struct ReplayReport {
     pub alerts: u64,
     /// Summaries emitted.
     pub summaries: u64,
+    /// The snapshots taken and restored (`--snapshot-every`; none without).
+    pub snapshots: SnapshotStats,
     /// Wall time spent.
     pub elapsed: Duration,
+}
+
+/// Where a replay stops its plugin between two readings, and what for.
+pub enum Stops<'r, 'a> {
+    /// Nowhere: batches as the clock makes them.
+    Never,
+    /// After reading N, 2N...: a batch ends there, nothing else (the
+    /// uninterrupted replay a snapshotting one is compared with, batched alike).
+    Every(NonZeroUsize),
+    /// After reading N, 2N...: the plugin goes on in a fresh instance started
+    /// from its snapshot.
+    Restart(NonZeroUsize, &'r mut Restarts<'a>),
+}
+
+impl Stops<'_, '_> {
+    fn every(&self) -> Option<NonZeroUsize> {
+        match self {
+            Stops::Never => None,
+            Stops::Every(every) | Stops::Restart(every, _) => Some(*every),
+        }
+    }
+}
+
+/// Why a replay stopped before the end of the recording.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The plugin failed a call.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// A snapshot or the fresh instance started from it was refused.
+    #[error(transparent)]
+    Restart(#[from] RestartError),
 }
 
 /// One step of the virtual clock.
@@ -51,7 +87,7 @@ pub fn schedule<R, E>(
     tick_ms: i64,
     mut step: impl FnMut(Step<'_, R>) -> Result<(), E>,
 ) -> Result<(), E> {
-    drive(readings, timestamp, tick_ms, Wake::Interval, |s| {
+    drive(readings, timestamp, tick_ms, None, Wake::Interval, |s| {
         step(s).map(|()| Wake::Interval)
     })
 }
@@ -68,14 +104,17 @@ pub fn schedule<R, E>(
 /// - [`Wake::Idle`]: no tick until a reading.
 ///
 /// Readings up to a tick's time (inclusive) come before it, in batches of at
-/// most `MAX_BATCH`. After the last reading, ticks go on up to an hour past
-/// the end of that reading's UTC day (on the interval, the first tick at or
-/// after it), so every window that holds data can close; a wake beyond that
-/// is not honoured. Tick times strictly increase.
+/// most `MAX_BATCH`; with `stop_every` N, a batch also ends after reading N,
+/// 2N... (where [`replay`] can stop the plugin). After the last reading,
+/// ticks go on up to an hour past the end of that reading's UTC day (on the
+/// interval, the first tick at or after it), so every window that holds data
+/// can close; a wake beyond that is not honoured. Tick times strictly
+/// increase.
 pub fn drive<R, E>(
     readings: &[R],
     timestamp: impl Fn(&R) -> i64,
     tick_ms: i64,
+    stop_every: Option<NonZeroUsize>,
     mut wake: Wake,
     mut step: impl FnMut(Step<'_, R>) -> Result<Wake, E>,
 ) -> Result<(), E> {
@@ -107,11 +146,12 @@ pub fn drive<R, E>(
         };
         if position < readings.len() {
             // Deliver the readings up to the next tick (inclusive), in batches.
+            let room = batch_room(position, stop_every);
             let batch_end = readings[position..]
                 .iter()
-                .take(MAX_BATCH)
+                .take(room)
                 .position(|r| due.is_some_and(|due| timestamp(r) > due))
-                .map_or((position + MAX_BATCH).min(readings.len()), |offset| position + offset);
+                .map_or((position + room).min(readings.len()), |offset| position + offset);
             if batch_end > position {
                 let batch = &readings[position..batch_end];
                 now = batch.iter().map(&timestamp).fold(now, i64::max);
@@ -145,23 +185,38 @@ pub fn drive<R, E>(
     Ok(())
 }
 
+/// How many readings the batch starting at `position` may hold: at most
+/// `MAX_BATCH`, and none past the next multiple of `stop_every`.
+fn batch_room(position: usize, stop_every: Option<NonZeroUsize>) -> usize {
+    match stop_every {
+        Some(every) => MAX_BATCH.min(every.get() - position % every.get()),
+        None => MAX_BATCH,
+    }
+}
+
 /// Run `recording` through `instance` (already initialised) on a virtual
 /// clock ([`drive`]): a 0.1 plugin ticked every `tick_ms`, a 0.2 plugin when
-/// it asks; each output handed to `sink` in order. Stops at the first plugin
+/// it asks; each output handed to `sink` in order. At its `stops` a batch
+/// ends; with [`Stops::Restart`] the plugin goes on there in a fresh
+/// instance started from its snapshot ([`Restarts`]; `instance` is then the
+/// last of them), the clock as if nothing happened. Stops at the first
 /// failure; outputs emitted before it are still handed to `sink`.
 pub fn replay(
     instance: &mut PluginInstance,
     recording: &Recording,
     tick_ms: i64,
+    mut stops: Stops<'_, '_>,
     sink: &mut dyn FnMut(&Output),
-) -> Result<ReplayReport, PluginError> {
+) -> Result<ReplayReport, ReplayError> {
     let started = Instant::now();
     let mut report = ReplayReport::default();
     let wake = instance.wake();
+    let stop_every = stops.every();
     drive(
         &recording.readings,
         |r| r.timestamp_ms,
         tick_ms,
+        stop_every,
         wake,
         |step| {
             match step {
@@ -170,13 +225,22 @@ pub fn replay(
                     drain(instance, &mut report, sink);
                     result?;
                     report.readings += batch.len() as u64;
+                    if let Stops::Restart(every, restarts) = &mut stops
+                        && report.readings % every.get() as u64 == 0
+                    {
+                        let outputs = report.alerts + report.summaries;
+                        restarts.restart(instance, report.readings, outputs)?;
+                    }
                 }
                 Step::Tick(now_ms) => tick(instance, now_ms, &mut report, sink)?,
             }
-            Ok(instance.wake())
+            Ok::<_, ReplayError>(instance.wake())
         },
     )?;
     report.wakes_deferred = instance.wakes_deferred();
+    if let Stops::Restart(_, restarts) = stops {
+        report.snapshots = restarts.stats().clone();
+    }
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -241,12 +305,23 @@ mod tests {
     }
 
     /// The steps `drive` makes for a plugin whose wakes `answer` gives.
-    fn driven(readings: &[i64], wake: Wake, mut answer: impl FnMut(&Step<'_, i64>) -> Wake) -> Vec<String> {
+    fn driven(readings: &[i64], wake: Wake, answer: impl FnMut(&Step<'_, i64>) -> Wake) -> Vec<String> {
+        driven_stopping(readings, None, wake, answer)
+    }
+
+    /// [`driven`], stopping every `stop_every` readings.
+    fn driven_stopping(
+        readings: &[i64],
+        stop_every: Option<NonZeroUsize>,
+        wake: Wake,
+        mut answer: impl FnMut(&Step<'_, i64>) -> Wake,
+    ) -> Vec<String> {
         let mut steps = Vec::new();
         let done: Result<(), ()> = drive(
             readings,
             |t| *t,
             300_000,
+            stop_every,
             wake,
             |step| {
                 steps.push(match step {
@@ -292,6 +367,64 @@ mod tests {
             Step::Tick(_) => Wake::At(90_000_001),
         });
         assert_eq!(steps, ["readings [0]", "tick 90000000"]);
+    }
+
+    /// The sizes of the batches `drive` makes over `count` readings at one
+    /// time (no tick between them), stopping every `every`.
+    fn batch_sizes(count: usize, every: usize) -> Vec<usize> {
+        let readings = vec![7_i64; count];
+        let mut sizes = Vec::new();
+        let done: Result<(), ()> = drive(
+            &readings,
+            |t| *t,
+            10,
+            NonZeroUsize::new(every),
+            Wake::Idle,
+            |step| {
+                if let Step::Readings(batch) = step {
+                    sizes.push(batch.len());
+                }
+                Ok(Wake::Idle)
+            },
+        );
+        assert_eq!(done, Ok(()));
+        sizes
+    }
+
+    #[test]
+    fn with_stops_every_n_readings_a_batch_ends_after_reading_n_2n_and_holds_at_most_max_batch() {
+        assert_eq!(batch_sizes(5, 1), [1; 5]);
+        assert_eq!(batch_sizes(20, 7), [7, 7, 6]);
+        assert_eq!(
+            batch_sizes(700, 300),
+            [MAX_BATCH, 300 - MAX_BATCH, MAX_BATCH, 300 - MAX_BATCH, 100]
+        );
+        assert_eq!(batch_sizes(2 * MAX_BATCH, MAX_BATCH), [MAX_BATCH, MAX_BATCH]);
+        // Beyond the recording: as without stops.
+        assert_eq!(batch_sizes(MAX_BATCH + 1, 1_000_000), [MAX_BATCH, 1]);
+        assert_eq!(batch_sizes(MAX_BATCH + 1, 0), [MAX_BATCH, 1]);
+        assert_eq!(batch_room(0, NonZeroUsize::new(7)), 7);
+        assert_eq!(batch_room(13, NonZeroUsize::new(7)), 1);
+        assert_eq!(batch_room(14, NonZeroUsize::new(7)), 7);
+    }
+
+    #[test]
+    fn a_stop_cuts_a_batch_but_moves_no_tick() {
+        // Without stops: [0], tick 0, [1000, 300000], tick 300000, [300001].
+        let readings = [0_i64, 1_000, 300_000, 300_001];
+        let steps = driven_stopping(&readings, NonZeroUsize::new(2), Wake::Interval, |_| Wake::Interval);
+        assert_eq!(
+            steps[..7],
+            [
+                "readings [0]",
+                "tick 0",
+                "readings [1000]",
+                "readings [300000]",
+                "tick 300000",
+                "readings [300001]",
+                "tick 600000"
+            ]
+        );
     }
 
     #[test]

@@ -8,12 +8,19 @@
 //! per virtual second); after the last reading the clock runs on to one hour
 //! past the end of that reading's UTC day, so every hourly and daily window
 //! that holds data closes.
+//!
+//! With `--snapshot-every N` ([`Stops`], [`Restarts`]), the plugin is
+//! stopped after every N readings and started again in a fresh instance from
+//! its snapshot; its output must be that of a replay batched alike without
+//! the restarts.
 
 mod clock;
 pub mod golden;
 mod iglu;
 mod jsonl;
 mod recording;
+mod restart;
 
-pub use clock::{ReplayReport, Step, drive, replay, schedule};
+pub use clock::{ReplayError, ReplayReport, Step, Stops, drive, replay, schedule};
 pub use recording::{Format, Location, ReadStats, Recording, RecordingError, RowError, load};
+pub use restart::{RestartError, Restarts, RestorePoint, SnapshotStats};

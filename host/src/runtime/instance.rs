@@ -166,6 +166,16 @@ impl PluginInstance {
         self.wakes_deferred
     }
 
+    /// Go on from `previous`'s place in the host's schedule, for an instance
+    /// just started (`init_from`) from `previous`'s snapshot by the same host:
+    /// the time of its last tick (from which the one-second floor of wakes
+    /// counts) and the wakes deferred so far are the host's, not the
+    /// plugin's, and carry over; the wake is the plugin's own answer.
+    pub fn continue_schedule(&mut self, previous: &PluginInstance) {
+        self.last_tick = previous.last_tick;
+        self.wakes_deferred = previous.wakes_deferred;
+    }
+
     /// The earliest time of the next tick.
     fn wake_floor(&self) -> i64 {
         self.last_tick
