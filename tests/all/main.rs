@@ -18,6 +18,7 @@ mod live_pipeline;
 mod metrics_crosscheck;
 mod nats_fixture;
 mod record;
+mod recovery;
 mod replay_bad_input;
 mod replay_golden;
 mod replay_plugin_failures;

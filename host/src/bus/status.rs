@@ -178,6 +178,19 @@ pub struct PluginStatus {
     /// not stored for upstream, their input not acknowledged.
     #[serde(default)]
     pub sequence_failures: u64,
+    /// New instances started from the last snapshot after a failure and
+    /// given the inputs since again.
+    #[serde(default)]
+    pub recoveries: u64,
+    /// Inputs that made the plugin fail twice: set aside, never given again.
+    #[serde(default)]
+    pub inputs_set_aside: u64,
+    /// Snapshots asked for and not obtained.
+    #[serde(default)]
+    pub snapshot_failures: u64,
+    /// Restarts that could not keep the plugin's state (it started afresh).
+    #[serde(default)]
+    pub state_lost: u64,
 }
 
 /// Longest `last_error` in a status reply, in bytes. The error text comes

@@ -7,10 +7,13 @@
 //!
 //! Files: `thread` (the loop: calls and supervision), `supervisor` (the pure
 //! backoff/quarantine state machine), `hold` (work held while the plugin is
-//! down), `output` (where outputs go), `stats` (what the status shows).
+//! down), `recovery` (the last snapshot and the inputs since: a new instance
+//! after a failure keeps the plugin's state), `output` (where outputs go),
+//! `stats` (what the status shows).
 
 mod hold;
 mod output;
+mod recovery;
 mod stats;
 pub mod supervisor;
 mod thread;
@@ -37,6 +40,10 @@ use thread::PluginThread;
 
 /// The code of the alert the host raises when a plugin fails.
 pub const DEGRADED: &str = "plugin-degraded";
+
+/// The code of the host's alert about an input set aside: it made the plugin
+/// fail again while the host recovered the plugin's state.
+pub const SET_ASIDE: &str = "input-set-aside";
 
 /// Work for a plugin.
 #[derive(Debug)]
@@ -103,6 +110,14 @@ pub struct Worker {
     thread: JoinHandle<()>,
 }
 
+/// Whether the worker keeps what recovering `plugin`'s state needs: a 0.2
+/// plugin whose manifest declares snapshot schemas (or a plain component,
+/// whose own `init` decides what it takes).
+fn takes_snapshots(plugin: &CompiledPlugin) -> bool {
+    plugin.world() == crate::runtime::World::V0_2
+        && *plugin.snapshot_schemas() != crate::runtime::SnapshotSchemas::Undeclared
+}
+
 impl Worker {
     /// Start a worker thread.
     pub fn start(context: WorkerContext, setup: PluginSetup, queue_capacity: usize) -> std::io::Result<Worker> {
@@ -127,6 +142,7 @@ impl Worker {
         );
         let mut state = PluginThread {
             hold: Hold::new(context.policy.buffer_readings, stats.clone()),
+            recovery: takes_snapshots(&setup.compiled).then(recovery::Recovery::new),
             context,
             emitter,
             plugin: setup.compiled,

@@ -38,6 +38,18 @@ pub struct PluginStats {
     /// disk): alerts among them were published locally (with `seq` 0), none
     /// was stored for upstream, and their input was not acknowledged.
     pub sequence_failures: AtomicU64,
+    /// Recoveries: new instances started from the last snapshot and given
+    /// the inputs since again (contract 0.2 plugins with snapshots).
+    pub recoveries: AtomicU64,
+    /// Inputs set aside: each made the plugin fail twice (reported by an
+    /// `input-set-aside` alert) and is never given again.
+    pub inputs_set_aside: AtomicU64,
+    /// Snapshots the host asked for and did not get (refused, too large, a
+    /// failure of the plugin).
+    pub snapshot_failures: AtomicU64,
+    /// Restarts that could not keep the plugin's state (no snapshot to
+    /// start from, or one it refused): the plugin started afresh.
+    pub state_lost: AtomicU64,
     /// State, failures by reason, last failure.
     pub health: Mutex<HealthReport>,
 }

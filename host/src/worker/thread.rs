@@ -11,10 +11,17 @@ use tokio::sync::mpsc;
 
 use super::hold::{Held, Hold};
 use super::output::Emitter;
+use super::recovery::{Input, Kept, Recovery, SET_ASIDE_AFTER};
 use super::supervisor::{Decision, Health, Supervisor};
-use super::{Accept, DEGRADED, PluginStats, Work, WorkerContext};
+use super::{Accept, DEGRADED, PluginStats, SET_ASIDE, Work, WorkerContext};
 use crate::model::{Alert, Output, Severity};
-use crate::runtime::{CompiledPlugin, Limits, PluginClock, PluginError, PluginInstance};
+use crate::runtime::{CompiledPlugin, Limits, PluginClock, PluginError, PluginInstance, Snapshot};
+
+/// Whether a failed recovery removed or split the input that failed.
+enum Progress {
+    Made,
+    None,
+}
 
 /// One plugin under supervision, on its own thread.
 pub(super) struct PluginThread {
@@ -30,6 +37,9 @@ pub(super) struct PluginThread {
     pub(super) supervisor: Supervisor,
     /// Work in arrival order; while the plugin runs, at most one item.
     pub(super) hold: Hold,
+    /// What a new instance after a failure starts from; `None` for a plugin
+    /// that takes no snapshots (it starts afresh).
+    pub(super) recovery: Option<Recovery>,
     /// Log lines dropped by instances already discarded.
     pub(super) logs_dropped_before: u64,
     /// Wakes deferred by instances already discarded.
@@ -129,14 +139,15 @@ impl PluginThread {
             // host clock reaches the time it asked for, not every interval.
             return;
         }
-        let (result, done) = match work {
+        let (result, done, input) = match work {
             Held::Readings(batch) => {
                 self.stats
                     .readings_in
                     .fetch_add(batch.readings.len() as u64, Ordering::Relaxed);
-                (instance.on_readings(&batch.readings), batch.done)
+                let result = instance.on_readings(&batch.readings);
+                (result, batch.done, Input::Readings(batch.readings))
             }
-            Held::Tick(now_ms) => (instance.on_tick(now_ms), None),
+            Held::Tick(now_ms) => (instance.on_tick(now_ms), None, Input::Tick(now_ms)),
         };
         let outputs = instance.take_outputs();
         self.stats
@@ -146,9 +157,15 @@ impl PluginThread {
             self.wakes_deferred_before + instance.wakes_deferred(),
             Ordering::Relaxed,
         );
+        if let Some(recovery) = self.recovery.as_mut() {
+            recovery.given(input, outputs.len(), result.is_err());
+        }
         let stored = self.emitter.emit(outputs);
         match result {
-            Ok(()) => self.supervisor.succeeded(),
+            Ok(()) => {
+                self.supervisor.succeeded();
+                self.snapshot_if_due();
+            }
             Err(error) => self.failed(error),
         }
         if let Some(done) = done {
@@ -156,19 +173,39 @@ impl PluginThread {
         }
     }
 
+    /// Take a snapshot for recovery when enough inputs have passed since the
+    /// last one. A snapshot the runtime refuses is counted and tried again
+    /// later; a failure of the plugin in `snapshot` is its failure.
+    fn snapshot_if_due(&mut self) {
+        let (Some(recovery), Some(instance)) = (self.recovery.as_mut(), self.instance.as_mut()) else {
+            return;
+        };
+        if !recovery.snapshot_due() {
+            return;
+        }
+        match instance.snapshot() {
+            Ok(snapshot) => recovery.snapshotted(snapshot),
+            Err(error) if error.kind.poisons() => self.failed(error),
+            Err(error) => {
+                self.stats.snapshot_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(plugin = %self.name(), %error, "No snapshot: a failure now would restart the plugin without its state");
+            }
+        }
+    }
+
     /// Build and initialise the first instance; a failure is supervised
     /// like any other.
     pub(super) fn start_first(&mut self) {
-        match self.new_instance() {
+        match self.new_instance(None) {
             Ok(instance) => self.instance = Some(instance),
             Err(error) => self.failed(error),
         }
     }
 
-    /// Build and initialise a new instance; on failure, held work waits for
-    /// the next attempt.
+    /// Build and initialise a new instance (recovering the plugin's state
+    /// when it can); on failure, held work waits for the next attempt.
     fn restart(&mut self) {
-        match self.new_instance() {
+        match self.recover() {
             Ok(instance) => {
                 self.stats.restarts.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(plugin = %self.name(), "Plugin instance restarted");
@@ -178,15 +215,152 @@ impl PluginThread {
         }
     }
 
-    /// A new instance whose `init` succeeded. The first success records the
-    /// version for anti-rollback: a version that never started is not
-    /// "accepted", so the working older one is not then refused as a rollback.
-    fn new_instance(&mut self) -> Result<PluginInstance, PluginError> {
+    /// A new instance in the state of the one that failed: started from the
+    /// last snapshot and given the inputs since again, their outputs (made
+    /// before) dropped. An input that fails again and has now failed
+    /// [`SET_ASIDE_AFTER`] times is set aside, and the failure supervised as
+    /// usual: the next attempt goes on without it. Without a snapshot to
+    /// start from, or if the plugin refuses it, the plugin starts afresh.
+    fn recover(&mut self) -> Result<PluginInstance, PluginError> {
+        let Some(mut recovery) = self.recovery.take() else {
+            return self.new_instance(None);
+        };
+        let result = loop {
+            match self.recover_with(&mut recovery) {
+                Ok(instance) => break Ok(instance),
+                // An input failed again and was split or set aside: go on
+                // without it at once (each time one input fewer, or a batch
+                // split in single readings: this ends). The failure is the
+                // one already supervised, not a new one.
+                Err((error, Progress::Made)) => {
+                    tracing::warn!(plugin = %self.name(), %error, "An input failed again while recovering; recovering without it");
+                }
+                Err((error, Progress::None)) => break Err(error),
+            }
+        };
+        self.recovery = Some(recovery);
+        result
+    }
+
+    fn recover_with(&mut self, recovery: &mut Recovery) -> Result<PluginInstance, (PluginError, Progress)> {
+        let made = recovery.outputs();
+        let fresh = |thread: &mut PluginThread| thread.new_instance(None).map_err(|e| (e, Progress::None));
+        let Some((snapshot, before, since)) = recovery.plan() else {
+            self.state_lost("the inputs since the last snapshot were not all kept");
+            recovery.forget();
+            return fresh(self);
+        };
+        if snapshot.is_none() && since.is_empty() {
+            return fresh(self);
+        }
+        let mut instance = match self.new_instance(snapshot) {
+            Ok(instance) => instance,
+            Err(error) if snapshot.is_some() => {
+                self.state_lost(&format!("the plugin refused its snapshot: {error}"));
+                recovery.forget();
+                return Err((error, Progress::None));
+            }
+            Err(error) => return Err((error, Progress::None)),
+        };
+        self.stats.recoveries.fetch_add(1, Ordering::Relaxed);
+        // The outputs of the inputs given again were emitted before: drop as many.
+        let mut to_drop = made.saturating_sub(before);
+        let mut remade = 0u64;
+        let mut index = 0;
+        while let Some(kept) = since.get_mut(index) {
+            let result = match &kept.input {
+                Input::Readings(readings) => instance.on_readings(readings),
+                Input::Tick(now_ms) => instance.on_tick(*now_ms),
+            };
+            let outputs = instance.take_outputs();
+            let dropped = to_drop.min(outputs.len() as u64);
+            to_drop -= dropped;
+            remade += outputs.len() as u64;
+            // Only outputs beyond those made before are new (a plugin that is
+            // not a function of its inputs alone may make more).
+            let fresh: Vec<Output> = outputs.into_iter().skip(dropped as usize).collect();
+            self.emitter.emit(fresh);
+            match result {
+                Ok(()) => index += 1,
+                Err(error) => {
+                    kept.failures += 1;
+                    let mut progress = Progress::None;
+                    if kept.failures >= SET_ASIDE_AFTER {
+                        progress = Progress::Made;
+                        match since.remove(index).map(|kept| kept.input) {
+                            // Not the whole batch for one bad reading: its
+                            // readings are given one by one next time, and
+                            // the one that fails again is set aside alone.
+                            Some(Input::Readings(readings)) if readings.len() > 1 => {
+                                for (offset, reading) in readings.into_iter().enumerate() {
+                                    let input = Input::Readings(vec![reading]);
+                                    since.insert(
+                                        index + offset,
+                                        Kept {
+                                            input,
+                                            failures: SET_ASIDE_AFTER - 1,
+                                        },
+                                    );
+                                }
+                            }
+                            input => self.set_aside(input.as_ref(), &error),
+                        }
+                    }
+                    recovery.recounted(before + remade);
+                    return Err((error, progress));
+                }
+            }
+        }
+        recovery.recounted(before + remade);
+        Ok(instance)
+    }
+
+    /// Report an input set aside: it made the plugin fail again.
+    fn set_aside(&mut self, input: Option<&Input>, error: &PluginError) {
+        self.stats.inputs_set_aside.fetch_add(1, Ordering::Relaxed);
+        let what = match input {
+            Some(Input::Readings(readings)) => match readings.as_slice() {
+                [reading] => format!(
+                    "the reading of sensor `{}` at {} ms ({} {})",
+                    reading.sensor, reading.timestamp_ms, reading.value, reading.unit
+                ),
+                [first, ..] => format!(
+                    "a batch of {} readings (the first of sensor `{}` at {} ms)",
+                    readings.len(),
+                    first.sensor,
+                    first.timestamp_ms
+                ),
+                [] => "an empty batch".to_owned(),
+            },
+            Some(Input::Tick(now_ms)) => format!("the tick at {now_ms} ms"),
+            None => "an input".to_owned(),
+        };
+        let message = format!(
+            "{what} made the plugin fail {SET_ASIDE_AFTER} times ({}): set aside, never given again",
+            error.kind.tag()
+        );
+        tracing::error!(plugin = %self.name(), "{message}");
+        self.host_alert(SET_ASIDE, message);
+    }
+
+    /// A restart that cannot keep the plugin's state: said loudly.
+    fn state_lost(&mut self, why: &str) {
+        self.stats.state_lost.fetch_add(1, Ordering::Relaxed);
+        let message = format!("restarting without the plugin's state: {why}");
+        tracing::error!(plugin = %self.name(), "{message}");
+        self.host_alert(DEGRADED, message);
+    }
+
+    /// A new instance whose `init` succeeded, started from `snapshot` if
+    /// given. The first success records the version for anti-rollback: a
+    /// version that never started is not "accepted", so the working older
+    /// one is not then refused as a rollback.
+    fn new_instance(&mut self, snapshot: Option<&Snapshot>) -> Result<PluginInstance, PluginError> {
         // The plugin reads the host clock (simulated when configured) through WASI.
         let clock = self.context.clock.clone();
         let clock = PluginClock::host(move || clock.now_ms());
         let instance = PluginInstance::with_clock(&self.context.runtime, &self.plugin, self.limits.clone(), clock)
-            .and_then(|mut instance| instance.init(&self.config).map(|()| instance))?;
+            .and_then(|mut instance| instance.init_from(&self.config, snapshot).map(|()| instance))?;
         if let Some(accept) = self.accept.take()
             && let Err(error) = accept()
         {
@@ -226,12 +400,17 @@ impl PluginThread {
             report.last_error = Some(error.to_string());
         }
         tracing::error!(plugin = %self.name(), reason = tag, %error, "Plugin failed; {action}");
+        self.host_alert(DEGRADED, format!("{tag}: {error}; {action}"));
+    }
+
+    /// A critical alert of the host about this plugin, with `code`.
+    fn host_alert(&mut self, code: &str, message: String) {
         let alert = Alert {
             sensor: String::new(),
             timestamp_ms: self.context.clock.now_ms(),
             severity: Severity::Critical,
-            code: DEGRADED.to_owned(),
-            message: format!("{tag}: {error}; {action}"),
+            code: code.to_owned(),
+            message,
             value: None,
         };
         self.emitter.emit(vec![Output::Alert(alert)]);

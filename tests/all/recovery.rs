@@ -1,0 +1,95 @@
+//! A trap no longer loses a plugin's state (issue #14, within one run of the
+//! host): the new instance starts from the last snapshot and is given the
+//! inputs since again, their outputs not emitted twice; an input that makes
+//! the plugin fail again is set aside, reported, never given again.
+//!
+//! faulty-v02 passes readings through (`fail = pass`), each answered with a
+//! `seen` alert whose value is the readings it has counted (its state, in its
+//! snapshots), and panics on a reading of 666 (`panic_on`).
+
+use serde_json::Value;
+
+use edgewise_tests::nats::NatsServer;
+
+use crate::device::{Device, now_ms, reading};
+use crate::hostile_plugins::{SUPERVISOR, V0_2};
+use crate::support::{collect_until, plugin, status_until};
+
+/// The values of faulty-v02's `seen` alerts among `seen`.
+fn counted(seen: &[(String, Value)]) -> Vec<u64> {
+    seen.iter()
+        .filter(|(subject, alert)| V0_2.raised(subject) && alert["code"] == "seen")
+        .map(|(_, alert)| alert["value"].as_f64().unwrap() as u64)
+        .collect()
+}
+
+fn codes<'a>(seen: &'a [(String, Value)], code: &str) -> Vec<&'a Value> {
+    seen.iter()
+        .filter(|(subject, alert)| V0_2.raised(subject) && alert["code"] == code)
+        .map(|(_, alert)| alert)
+        .collect()
+}
+
+/// Give faulty-v02 `before` readings one at a time (each its own input),
+/// then the poisoned one and one more; what the plugin counts then shows
+/// whether its state survived.
+async fn trap_after(before: u64) {
+    let local = NatsServer::start();
+    let plugins = format!("{SUPERVISOR}{}", V0_2.plugin_table("pass", "panic_on = \"666\"\n", ""));
+    let mut device = Device::new(&local, None, &plugins);
+    let (client, mut alerts) = device.start_watching(&local, V0_2.name).await;
+    let t0 = now_ms() - 60_000;
+    let mut seen = Vec::new();
+    for k in 1..=before {
+        client
+            .publish(V0_2.subject, reading(t0 + k as i64, 100.0))
+            .await
+            .unwrap();
+        seen.extend(collect_until(&mut alerts, "the reading counted", |got| counted(got).len() == 1).await);
+    }
+    assert_eq!(counted(&seen), (1..=before).collect::<Vec<_>>());
+    client.publish(V0_2.subject, reading(t0 + 1_000, 666.0)).await.unwrap();
+    client.publish(V0_2.subject, reading(t0 + 1_001, 100.0)).await.unwrap();
+    let after = collect_until(&mut alerts, "the next reading counted after the recovery", |got| {
+        !counted(got).is_empty()
+    })
+    .await;
+    // Counted on from where it was: the state survived the trap; the
+    // readings given again were not answered twice; the poisoned one is not
+    // counted.
+    assert_eq!(counted(&after), [before + 1], "{after:?}");
+    let set_aside = codes(&after, "input-set-aside");
+    assert_eq!(set_aside.len(), 1, "{after:?}");
+    let message = set_aside[0]["message"].as_str().unwrap();
+    assert!(message.contains("made the plugin fail 2 times (trap)"), "{message}");
+    assert_eq!(set_aside[0]["severity"], "critical");
+    // One failure supervised: the trap. Failing again on the same input
+    // while recovering only sets it aside.
+    assert_eq!(codes(&after, "plugin-degraded").len(), 1, "{after:?}");
+
+    let status = status_until(&client, "the recovery in the status", |status| {
+        // The reading after the poisoned one may be given again, and
+        // answered, while the recovery runs: wait for its end too.
+        plugin(status, V0_2.name)["inputs_set_aside"] == 1 && plugin(status, V0_2.name)["restarts"] == 1
+    })
+    .await;
+    let faulty = plugin(&status, V0_2.name);
+    assert_eq!(faulty["state"], "running", "{faulty}");
+    assert_eq!(faulty["state_lost"], 0, "{faulty}");
+    assert_eq!(faulty["snapshot_failures"], 0, "{faulty}");
+    assert!(faulty["recoveries"].as_u64().unwrap() >= 1, "{faulty}");
+    assert_eq!(faulty["restarts"], 1, "{faulty}");
+    device.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trap_before_any_snapshot_keeps_the_state_and_sets_the_poisoned_input_aside() {
+    trap_after(5).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trap_after_a_snapshot_starts_from_it_and_gives_the_inputs_since_again() {
+    // A snapshot every 256 inputs: the recovery starts from the one after
+    // the 256th reading and gives the 44 after it again.
+    trap_after(300).await;
+}
