@@ -43,6 +43,12 @@ use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
 
+/// The host's allocator (`edgewise` runs on mimalloc): the in-process
+/// measurements run the host library on it, and the native baseline its
+/// plugin, as `edgewise` would.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -250,7 +250,7 @@ pub fn compile_bundle(runtime: &Runtime, path: &Path, trust: &Path) -> anyhow::R
 }
 
 /// Compile the component at `path` as `name`.
-fn compile(runtime: &Runtime, name: &str, path: &Path) -> anyhow::Result<CompiledPlugin> {
+pub fn compile(runtime: &Runtime, name: &str, path: &Path) -> anyhow::Result<CompiledPlugin> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     runtime
         .compile(name, &bytes)

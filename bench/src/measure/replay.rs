@@ -14,7 +14,10 @@ use anyhow::{Context, anyhow, bail};
 use edgewise_host::replay::{self, Step};
 use edgewise_sdk::Reading;
 
-use super::glucose::{floor_config, glucose_config, sdk_readings};
+use edgewise_host::model::Reading as HostReading;
+use edgewise_host::runtime::{CompiledPlugin, Runtime};
+
+use super::glucose::{compile, floor_config, glucose_config, instance, replay_runtime, sdk_readings};
 use crate::native::NativeGlucose;
 use crate::stats::median;
 use crate::suite::{Ctx, Outcome};
@@ -40,6 +43,25 @@ struct Calls {
     outputs: u64,
 }
 
+/// One call of a replay, in order: readings `[start, end)` or a tick.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Call {
+    Readings(usize, usize),
+    Tick(i64),
+}
+
+/// The parts of a replay, timed in-process (the notes and "Targets not
+/// met": where the time goes).
+#[derive(Debug, Clone, Default)]
+struct Parts {
+    /// `replay::replay` of the glucose-monitor component, as the CLI runs
+    /// it but without the JSON output, ms per run.
+    wasm_ms: Vec<f64>,
+    /// The same calls (the native run's schedule) made to the plugin that
+    /// does nothing on contract 0.2, ms per run: the boundary alone.
+    empty_ms: Vec<f64>,
+}
+
 /// One `edgewise replay` to run.
 struct Cli<'a> {
     plugin: &'a Path,
@@ -55,7 +77,11 @@ struct Cli<'a> {
 /// The measurement.
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     let readings = sdk_readings(&ctx.hall2018.readings);
-    let (native_calls, _) = native_replay(&readings)?;
+    let (native_calls, schedule, _) = native_replay(&readings)?;
+    let runtime = replay_runtime()?;
+    let glucose = compile(&runtime, "glucose-monitor", &ctx.paths.glucose_wasm)?;
+    let empty = compile(&runtime, "faulty-v02", &ctx.paths.faulty_v02_wasm())?;
+    let mut parts = Parts::default();
     let interval = interval_calls(&readings)?;
     let args = |config: Vec<(String, String)>| config.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>();
     let floor_args = args(floor_config());
@@ -95,6 +121,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
     let mut frozen_outputs = 0;
     let mut native = Vec::new();
+    let mut native_ms = Vec::new();
     for _ in 0..RUNS {
         for (side, rates) in sides.iter().zip(&mut rates) {
             let (rate, outputs) = cli_rate(ctx, side)?;
@@ -103,11 +130,14 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
                 frozen_outputs = outputs;
             }
         }
-        let (calls, took) = native_replay(&readings)?;
+        parts.wasm_ms.push(in_process_ms(&runtime, &glucose, ctx, native_calls)?);
+        parts.empty_ms.push(empty_calls_ms(&runtime, &empty, &ctx.hall2018.readings, &schedule)?);
+        let (calls, _, took) = native_replay(&readings)?;
         if calls != native_calls {
             bail!("two native replays disagree: {calls:?} and {native_calls:?}");
         }
         native.push(readings.len() as f64 / took.as_secs_f64().max(1e-9));
+        native_ms.push(took.as_secs_f64() * 1e3);
     }
     let medians = rates
         .iter()
@@ -117,6 +147,12 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         bail!("expected four replay sides");
     };
     let baseline = median(&native).context("no native run")?;
+    let wasm_ms = median(&parts.wasm_ms).context("no in-process run")?;
+    let empty_ms = median(&parts.empty_ms).context("no run of empty calls")?;
+    let native_run_ms = median(&native_ms).context("no native run")?;
+    let cli_ms = readings.len() as f64 / figure.max(1e-9) * 1e3;
+    let calls_made = native_calls.batches + native_calls.ticks;
+    let rate = |ms: f64| readings.len() as f64 / (ms / 1e3).max(1e-12);
     let runs = |runs: &[f64]| runs.iter().map(|r| number(*r)).collect::<Vec<_>>().join(", ");
     let native_label = "glucose-monitor 0.2, native, same clock";
     Ok(Outcome {
@@ -136,6 +172,24 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
                 figure,
                 "readings/s",
                 Target::AtLeast(TARGET),
+            ),
+            Row::measured(
+                "replay of Hall2018 in-process (`replay::replay`, the CLI's loop without its JSON output), \
+                 glucose-monitor",
+                native_label,
+                Some(baseline),
+                rate(wasm_ms),
+                "readings/s",
+                Target::None,
+            ),
+            Row::measured(
+                "contract floor 0.2: the same calls (batches and ticks of the native run) to a plugin that does \
+                 nothing (faulty-v02), in-process",
+                native_label,
+                Some(baseline),
+                rate(empty_ms),
+                "readings/s",
+                Target::None,
             ),
             Row::measured(
                 "replay throughput, Hall2018, glucose-monitor 0.1 (the frozen bundle, `edgewise replay --trust`)",
@@ -186,6 +240,23 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
                 number(interval.ticks as f64),
                 number(interval.batches as f64),
                 number(frozen_outputs as f64),
+            ),
+            format!(
+                "where the time goes, medians of {RUNS} runs: `edgewise replay` {} ms for the {} readings (from its \
+                 readings/s); the same replay in-process (`replay::replay`, the CLI's loop, outputs counted but not \
+                 written as JSON) {} ms, so the JSON output takes about {} ms; the native run's {} calls made to the \
+                 plugin that does nothing on contract 0.2 (faulty-v02, same batches, same ticks) {} ms: the boundary \
+                 alone, {} ns a call; glucose-monitor's own code and its outputs in wasm then take {} ms, against {} \
+                 ms for all of it natively",
+                number(cli_ms),
+                number(readings.len() as f64),
+                number(wasm_ms),
+                number(cli_ms - wasm_ms),
+                number(calls_made as f64),
+                number(empty_ms),
+                number(empty_ms * 1e6 / calls_made.max(1) as f64),
+                number(wasm_ms - empty_ms),
+                number(native_run_ms),
             ),
             format!(
                 "against DESIGN's {} readings/s: glucose-monitor {}x, the 0.2 floor {}x",
@@ -264,11 +335,14 @@ fn reported_count(stderr: &str, name: &str) -> Option<u64> {
 
 /// glucose-monitor natively through `edgewise replay`'s clock
 /// (`replay::drive`: the same code, so the baseline gets exactly the calls
-/// the CLI makes), at the wakes it answers. Returns its calls and the time taken.
-fn native_replay(readings: &[Reading<'_>]) -> anyhow::Result<(Calls, Duration)> {
+/// the CLI makes), at the wakes it answers. Returns its calls, their
+/// schedule and the time taken.
+fn native_replay(readings: &[Reading<'_>]) -> anyhow::Result<(Calls, Vec<Call>, Duration)> {
     let clock_ms = readings.first().map_or(0, |r| r.timestamp_ms);
     let mut plugin = NativeGlucose::start(&glucose_config(), clock_ms)?;
     let mut calls = Calls::default();
+    let mut schedule = Vec::with_capacity(readings.len());
+    let mut position = 0;
     let wake = plugin.wake();
     let started = Instant::now();
     replay::drive(
@@ -280,10 +354,13 @@ fn native_replay(readings: &[Reading<'_>]) -> anyhow::Result<(Calls, Duration)> 
             match step {
                 Step::Readings(batch) => {
                     calls.batches += 1;
+                    schedule.push(Call::Readings(position, position + batch.len()));
+                    position += batch.len();
                     plugin.on_readings(batch)?;
                 }
                 Step::Tick(now_ms) => {
                     calls.ticks += 1;
+                    schedule.push(Call::Tick(now_ms));
                     plugin.on_tick(now_ms)?;
                 }
             }
@@ -292,7 +369,46 @@ fn native_replay(readings: &[Reading<'_>]) -> anyhow::Result<(Calls, Duration)> 
     )?;
     let took = started.elapsed();
     calls.outputs = plugin.outputs();
-    Ok((calls, took))
+    Ok((calls, schedule, took))
+}
+
+/// `replay::replay` of the glucose-monitor component over Hall2018 (the
+/// loop of `edgewise replay`, without its JSON output): ms. Fails unless it
+/// makes the calls and outputs of the native run.
+fn in_process_ms(runtime: &Runtime, glucose: &CompiledPlugin, ctx: &Ctx, native: Calls) -> anyhow::Result<f64> {
+    let readings = &ctx.hall2018.readings;
+    let clock_ms = readings.first().map_or(0, |r| r.timestamp_ms);
+    let mut plugin = instance(runtime, glucose, &glucose_config(), clock_ms)?;
+    let report = replay::replay(&mut plugin, &ctx.hall2018, TICK_MS, &mut |output| {
+        std::hint::black_box(output);
+    })
+    .context("glucose-monitor failed in the in-process replay")?;
+    if report.ticks != native.ticks || report.alerts + report.summaries != native.outputs {
+        bail!("the in-process replay made {report:?}, the native run {native:?}");
+    }
+    Ok(report.elapsed.as_secs_f64() * 1e3)
+}
+
+/// The calls of `schedule` made to `empty` (the plugin that does nothing,
+/// contract 0.2), outputs taken after each as the replay does: ms.
+fn empty_calls_ms(
+    runtime: &Runtime,
+    empty: &CompiledPlugin,
+    readings: &[HostReading],
+    schedule: &[Call],
+) -> anyhow::Result<f64> {
+    let clock_ms = readings.first().map_or(0, |r| r.timestamp_ms);
+    let mut plugin = instance(runtime, empty, &floor_config(), clock_ms)?;
+    let started = Instant::now();
+    for call in schedule {
+        match *call {
+            Call::Readings(start, end) => plugin.on_readings(readings.get(start..end).unwrap_or_default()),
+            Call::Tick(now_ms) => plugin.on_tick(now_ms),
+        }
+        .context("the plugin that does nothing failed")?;
+        std::hint::black_box(plugin.take_outputs());
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e3)
 }
 
 /// The calls `edgewise replay` makes to a 0.1 plugin (ticked every
