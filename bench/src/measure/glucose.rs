@@ -24,7 +24,7 @@ use crate::table::{Row, Target, number};
 /// Batch sizes of `on-readings` calls.
 const BATCHES: [usize; 3] = [1, 16, 256];
 /// Interleaved repetitions; the median is reported.
-const REPETITIONS: usize = 5;
+const REPETITIONS: usize = 7;
 /// DESIGN: wasm time per reading at most 1.3x native.
 const TARGET: f64 = 1.3;
 
@@ -149,7 +149,10 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         for (i, batch) in BATCHES.iter().enumerate() {
             let figure = median(&side.ns[i]).context("no wasm sample")?;
             let (baseline, target) = if side.name == WASM_ROW {
-                ("same logic, native (SDK driver, host clock)", Target::RatioAtMost(TARGET))
+                (
+                    "same logic, native (SDK driver, host clock)",
+                    Target::RatioAtMost(TARGET),
+                )
             } else {
                 ("glucose-monitor 0.2, native", Target::None)
             };

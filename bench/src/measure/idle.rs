@@ -65,7 +65,7 @@ impl Idle {
     /// Every thread's CPU-seconds per hour, for the notes.
     fn by_thread(&self) -> String {
         let mut threads = self.threads.clone();
-        threads.sort_by(|a, b| b.1.cmp(&a.1));
+        threads.sort_by_key(|(_, ns)| std::cmp::Reverse(*ns));
         threads
             .iter()
             .map(|(name, ns)| format!("{name} {}", number(self.per_hour(*ns))))
