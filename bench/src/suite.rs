@@ -238,10 +238,11 @@ pub const SUITE: &[Measurement] = &[
                  is at 10 ms clock ticks, too coarse here, and is in the notes), waits 25 s (five \
                  host ticks) with no traffic and no status request, reads it again and scales the difference to \
                  an hour; the status must still show 100 readings. The host sends a tick every 5 s to each \
-                 plugin's thread. A 0.1 plugin is called (`on-tick`, a wasm call that visits its sensors) at \
-                 every one; a 0.2 plugin only at the wake it asked for: glucose-monitor asks for none until a \
-                 sensor is due (its signal-loss alert, 20 minutes after the last reading), so its thread takes \
-                 the tick off its queue and goes back to sleep. The rest of the host (the epoch thread that \
+                 plugin's thread. A 0.1 plugin is called (`on-tick`, a wasm call) at every one; a 0.2 plugin \
+                 only at the wake it asked for: glucose-monitor asks for none until a sensor is due (the close \
+                 of its hour, or its signal-loss alert 20 minutes after its reading: a few calls an hour, which a \
+                 25 s window scaled to an hour may miss, each about as costly as one 0.1 tick), so at the other \
+                 ticks its thread takes the tick off its queue and goes back to sleep. The rest of the host (the epoch thread that \
                  enforces call deadlines, every 10 ms; NATS keep-alives; the outbox's housekeeping) is the same \
                  for both and is most of an idle host's CPU: the plugin thread's own row shows the contract's \
                  part.",
