@@ -228,24 +228,25 @@ pub const SUITE: &[Measurement] = &[
     Measurement {
         id: "idle",
         title: "Host CPU of a device with 100 idle sensors: contract 0.2 vs 0.1",
-        method: "A private nats-server and `edgewise run` (default configuration but for the bench's, see \
-                 \"Live ingest\"; the host's default tick, every 5 s) with one plugin: glucose-monitor 0.2 (the \
-                 current bundle), then, on a fresh device, the frozen 0.1 bundle (trusted by its own trust \
-                 store). Each is given one reading (120 mg/dL, now) for each of 100 sensors \
-                 (`sensors.cgm.idle-<i>`), then none; once its status shows the 100 readings delivered to the \
-                 plugin (`readings_in`), the harness reads the host's CPU time per thread (the scheduler's \
-                 exact run time, `/proc/<pid>/task/*/schedstat`; the process's own count in `/proc/<pid>/stat` \
-                 is at 10 ms clock ticks, too coarse here, and is in the notes), waits 25 s (five \
-                 host ticks) with no traffic and no status request, reads it again and scales the difference to \
-                 an hour; the status must still show 100 readings. The host sends a tick every 5 s to each \
-                 plugin's thread. A 0.1 plugin is called (`on-tick`, a wasm call) at every one; a 0.2 plugin \
-                 only at the wake it asked for: glucose-monitor asks for none until a sensor is due (the close \
-                 of its hour, or its signal-loss alert 20 minutes after its reading: a few calls an hour, which a \
-                 25 s window scaled to an hour may miss, each about as costly as one 0.1 tick), so at the other \
-                 ticks its thread takes the tick off its queue and goes back to sleep. The rest of the host (the epoch thread that \
-                 enforces call deadlines, every 10 ms; NATS keep-alives; the outbox's housekeeping) is the same \
-                 for both and is most of an idle host's CPU: the plugin thread's own row shows the contract's \
-                 part.",
+        method: "Two `edgewise run`s side by side on a private nats-server (default configuration but for \
+                 the bench's, see \"Live ingest\"; the host's default tick, every 5 s), each with one plugin: \
+                 glucose-monitor 0.2 (the current bundle) in one, the frozen 0.1 bundle (trusted by its own \
+                 trust store) in the other. Both subscribe to `sensors.cgm.>`, so one reading (120 mg/dL, now) \
+                 for each of 100 sensors (`sensors.cgm.idle-<i>`) reaches both; then none. Once both statuses \
+                 show the 100 readings delivered to the plugin (`readings_in`), the harness reads each host's \
+                 CPU time per thread (the scheduler's exact run time, `/proc/<pid>/task/*/schedstat`; the \
+                 process's own count in `/proc/<pid>/stat` is at 10 ms clock ticks, too coarse here, and is in \
+                 the notes), waits 25 s (five host ticks) with no traffic and no status request, reads them again \
+                 and scales the difference to an hour: one window for both, so that whatever else the machine \
+                 does weighs on both; the statuses must still show 100 readings. The host sends a tick every 5 s \
+                 to each plugin's thread. A 0.1 plugin is called (`on-tick`, a wasm call) at every one; a 0.2 \
+                 plugin only at the wake it asked for: glucose-monitor asks for none until a sensor is due (the \
+                 close of its hour, or its signal-loss alert 20 minutes after its reading: a few calls an hour, \
+                 which a 25 s window scaled to an hour may miss, each about as costly as one 0.1 tick), so at \
+                 the other ticks its thread takes the tick off its queue and goes back to sleep. The rest of the \
+                 host (the epoch thread that enforces call deadlines, awake every 10 ms; NATS keep-alives; the \
+                 outbox's housekeeping) is the same for both and is most of an idle host's CPU: the plugin \
+                 thread's own row shows the contract's part.",
         run: measure::idle::run,
     },
     Measurement {

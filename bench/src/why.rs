@@ -32,12 +32,13 @@ const WHYS: &[Why] = &[
                  native glucose-monitor per reading at batch 256 ({} on contract 0.1) and {} at batch 16 ({} on \
                  0.1): at batch 256, {} ns of the {} ns the wasm side takes. The other {} ns are the plugin's \
                  code and its outputs, against {} ns natively for the same calls: {} on their own. A `perf` \
-                 profile of the wasm side at batch 256 (`EDGEWISE_PERFMAP=1`, 2026-11-28, a loop of the same \
-                 runs; shares of its samples) shows where: glucose-monitor's own functions 40% of the time \
+                 profile of the wasm side alone at batch 256 (`EDGEWISE_PERFMAP=1` names the JIT code; \
+                 2026-11-28, twenty of these runs in a loop, on glibc's malloc; shares of its samples) shows \
+                 where: glucose-monitor's own functions 40% of the time \
                  (the trend fit `Recent::fit` and `on_readings` first) and the SDK's helpers 8%, each about \
                  1.9x and 1.6x the samples of their native counterparts in a profile of the native side \
-                 (Cranelift's code against LLVM's); the guest's allocator (dlmalloc) 11%, against glibc's \
-                 malloc natively at about the same cost; and about 30% on the host's side of the calls: \
+                 (Cranelift's code against LLVM's); the guest's allocator (dlmalloc) 11%, against the native \
+                 side's malloc at about the same cost; and about 30% on the host's side of the calls: \
                  wasmtime lifting the outputs (every summary is a list of metrics, each name a string, lifted \
                  into host `String`s, then collected again by `emit_summary` and `push_summary`), the host's \
                  allocator doing it, and the batch's sensor table (`encode_batch` finds each reading's sensor by \

@@ -1,10 +1,9 @@
-//! Host CPU of a device whose sensors have gone quiet (issue #13): `edgewise
-//! run` with glucose-monitor 0.2 (the current bundle), then with the frozen
-//! 0.1 bundle, each given one reading for each of 100 sensors and then
-//! nothing; the CPU time of the host process over a fixed window once the
-//! readings are in, scaled to an hour.
+//! Host CPU of a device whose sensors have gone quiet (issue #13): two
+//! `edgewise run`s side by side, one with glucose-monitor 0.2 (the current
+//! bundle), one with the frozen 0.1 bundle, each given one reading for each
+//! of 100 sensors and then nothing; the CPU time of each host process over
+//! the same fixed window once the readings are in, scaled to an hour.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -81,11 +80,28 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     let (v02, v01) = ctx.rt.block_on(async {
         let server = NatsServer::options(&ctx.paths.nats_server).name("bench-idle").start()?;
         let url = server.url();
-        let v02 = idle_cpu(&work.join("idle-v02"), &ctx.bundles.trust, &ctx.bundles.glucose, &url).await?;
-        let v01 = idle_cpu(&work.join("idle-v01"), &frozen_trust, &frozen, &url).await?;
-        anyhow::Ok((v02, v01))
+        let mut v02 = Device::start_as(
+            "idle-v02",
+            &work.join("idle-v02"),
+            &ctx.bundles.trust,
+            &url,
+            &[PluginEntry::glucose(&ctx.bundles.glucose)],
+        )
+        .await?;
+        let mut v01 = Device::start_as(
+            "idle-v01",
+            &work.join("idle-v01"),
+            &frozen_trust,
+            &url,
+            &[PluginEntry::glucose(&frozen)],
+        )
+        .await?;
+        let [v02_idle, v01_idle] = idle_cpu(&url, [&mut v02, &mut v01]).await?;
+        v02.stop().await?;
+        v01.stop().await?;
+        anyhow::Ok((v02_idle, v01_idle))
     })?;
-    let label = "the same device, glucose-monitor 0.1 (the frozen bundle)";
+    let label = "a device beside it, same window: glucose-monitor 0.1 (the frozen bundle)";
     Ok(Outcome {
         rows: vec![
             Row::measured(
@@ -107,10 +123,9 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         ],
         details: vec![
             format!(
-                "windows: 0.2 {:.1} s, 0.1 {:.1} s of wall time; the process as `/proc/<pid>/stat` counts it (at \
-                 10 ms clock ticks, coarse over an idle window): 0.2 {}, 0.1 {} CPU-s/hour",
+                "window: {:.1} s of wall time; the processes as `/proc/<pid>/stat` counts them (at 10 ms clock \
+                 ticks, coarse over an idle window): 0.2 {}, 0.1 {} CPU-s/hour",
                 v02.wall.as_secs_f64(),
-                v01.wall.as_secs_f64(),
                 number(v02.per_hour(v02.total_ns)),
                 number(v01.per_hour(v01.total_ns)),
             ),
@@ -120,11 +135,11 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     })
 }
 
-/// Start `edgewise run` with `bundle` (trusted by `trust`), give it one
-/// reading for each of [`SENSORS`] sensors, wait until its status shows them
-/// all delivered to the plugin, then measure its CPU over [`WINDOW`].
-async fn idle_cpu(dir: &Path, trust: &Path, bundle: &Path, url: &str) -> anyhow::Result<Idle> {
-    let mut device = Device::start(dir, trust, url, &[PluginEntry::glucose(bundle)]).await?;
+/// Give the devices (both subscribed to `sensors.cgm.>`) one reading for
+/// each of [`SENSORS`] sensors, wait until their status shows them all
+/// delivered to the plugin, then measure their CPU over one and the same
+/// [`WINDOW`] (so that whatever else the machine does weighs on both).
+async fn idle_cpu(url: &str, mut devices: [&mut Device; 2]) -> anyhow::Result<[Idle; 2]> {
     let client = async_nats::connect(url)
         .await
         .with_context(|| format!("cannot connect to {url}"))?;
@@ -137,31 +152,47 @@ async fn idle_cpu(dir: &Path, trust: &Path, bundle: &Path, url: &str) -> anyhow:
     }
     client.flush().await.context("cannot flush the readings")?;
     let deadline = Instant::now() + DELIVERY_TIMEOUT;
-    loop {
-        let delivered = device.readings_in(PLUGIN).await?;
-        if delivered >= SENSORS {
-            break;
+    for device in devices.iter_mut() {
+        loop {
+            let delivered = device.readings_in(PLUGIN).await?;
+            if delivered >= SENSORS {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("after {DELIVERY_TIMEOUT:?}, {PLUGIN} had {delivered} of {SENSORS} readings");
+            }
+            tokio::time::sleep(POLL).await;
         }
-        if Instant::now() > deadline {
-            bail!("after {DELIVERY_TIMEOUT:?}, {PLUGIN} had {delivered} of {SENSORS} readings");
-        }
-        tokio::time::sleep(POLL).await;
     }
-    let pid = device.pid().context("edgewise run is not running")?;
-    let before = cpu::Snapshot::take(pid)?;
+    let pids = devices
+        .iter()
+        .map(|device| device.pid().context("edgewise run is not running"))
+        .collect::<anyhow::Result<Vec<u32>>>()?;
+    let before = pids
+        .iter()
+        .map(|pid| cpu::Snapshot::take(*pid))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let started = Instant::now();
     tokio::time::sleep(WINDOW).await;
-    let after = cpu::Snapshot::take(pid)?;
+    let after = pids
+        .iter()
+        .map(|pid| cpu::Snapshot::take(*pid))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let wall = started.elapsed();
-    let usage = after.since(&before);
-    let delivered = device.readings_in(PLUGIN).await?;
-    if delivered != SENSORS {
-        bail!("{PLUGIN} got {delivered} readings, {SENSORS} were sent");
+    for device in devices.iter_mut() {
+        let delivered = device.readings_in(PLUGIN).await?;
+        if delivered != SENSORS {
+            bail!("{PLUGIN} got {delivered} readings, {SENSORS} were sent");
+        }
     }
-    device.stop().await?;
-    Ok(Idle {
-        total_ns: usage.total_ns,
-        threads: usage.threads,
-        wall,
-    })
+    let idle = |i: usize| -> anyhow::Result<Idle> {
+        let (after, before) = after.get(i).zip(before.get(i)).context("a CPU snapshot is missing")?;
+        let usage = after.since(before);
+        Ok(Idle {
+            total_ns: usage.total_ns,
+            threads: usage.threads,
+            wall,
+        })
+    };
+    Ok([idle(0)?, idle(1)?])
 }
