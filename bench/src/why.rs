@@ -188,6 +188,13 @@ mod tests {
         Row::measured(name, "baseline", Some(baseline), figure, "x", target)
     }
 
+    /// Fail unless `text` holds every one of `numbers`.
+    fn assert_says(text: &str, numbers: &[&str]) {
+        for number in numbers {
+            assert!(text.contains(number), "{number}: {text}");
+        }
+    }
+
     #[test]
     fn only_targets_not_met_get_a_paragraph_with_this_runs_numbers() {
         let mut rows = vec![
@@ -207,17 +214,18 @@ mod tests {
         assert!(text.contains("**Replay throughput.**"), "{text}");
         // 1,000 ns in all, 250 natively, 417 allowed; JSON 1,000 - 800 = 200;
         // the calls 200; the plugin's code and outputs 800 - 200 = 600.
-        for number in [
-            "36,000,000 readings/s",
-            "1,000 ns in all",
-            "250 ns natively",
-            "allows 417 ns",
-            "about 200 ns",
-            "take 200 ns",
-            "remaining 600 ns",
-        ] {
-            assert!(text.contains(number), "{number}: {text}");
-        }
+        assert_says(
+            &text,
+            &[
+                "36,000,000 readings/s",
+                "1,000 ns in all",
+                "250 ns natively",
+                "allows 417 ns",
+                "about 200 ns",
+                "take 200 ns",
+                "remaining 600 ns",
+            ],
+        );
         assert!(!text.contains("**Alert latency.**"), "{text}");
         rows.remove(0);
         assert_eq!(section(&rows), "");
@@ -235,16 +243,17 @@ mod tests {
         let text = section(&rows);
         assert!(text.contains("**wasm vs native per reading.**"), "{text}");
         // 550 - 30 = 520 ns of the plugin's own, 2.6x the native 200.
-        for number in [
-            "0.150x of",
-            "(0.700x on contract 0.1)",
-            "30.0 ns of the 550 ns",
-            "other 520 ns",
-            "against 200 ns",
-            "2.60x on their own",
-        ] {
-            assert!(text.contains(number), "{number}: {text}");
-        }
+        assert_says(
+            &text,
+            &[
+                "0.150x of",
+                "(0.700x on contract 0.1)",
+                "30.0 ns of the 550 ns",
+                "other 520 ns",
+                "against 200 ns",
+                "2.60x on their own",
+            ],
+        );
         // No 0.1 floor at batch 16 in these rows: said so, not made up.
         assert!(text.contains("((not measured) on 0.1)"), "{text}");
     }

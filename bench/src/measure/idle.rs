@@ -101,24 +101,25 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         v01.stop().await?;
         anyhow::Ok((v02_idle, v01_idle))
     })?;
-    let label = "a device beside it, same window: glucose-monitor 0.1 (the frozen bundle)";
+    let row = |name: String, cpu: fn(&Idle) -> u64| {
+        Row::measured(
+            name,
+            "a device beside it, same window: glucose-monitor 0.1 (the frozen bundle)",
+            Some(v01.per_hour(cpu(&v01))),
+            v02.per_hour(cpu(&v02)),
+            "CPU-s/hour",
+            Target::None,
+        )
+    };
     Ok(Outcome {
         rows: vec![
-            Row::measured(
+            row(
                 format!("host CPU per hour, {SENSORS} idle sensors (`edgewise run`, glucose-monitor 0.2)"),
-                label,
-                Some(v01.per_hour(v01.threads_ns())),
-                v02.per_hour(v02.threads_ns()),
-                "CPU-s/hour",
-                Target::None,
+                Idle::threads_ns,
             ),
-            Row::measured(
+            row(
                 format!("plugin thread CPU per hour, {SENSORS} idle sensors (glucose-monitor 0.2)"),
-                label,
-                Some(v01.per_hour(v01.plugin_ns())),
-                v02.per_hour(v02.plugin_ns()),
-                "CPU-s/hour",
-                Target::None,
+                Idle::plugin_ns,
             ),
         ],
         details: vec![
