@@ -70,6 +70,19 @@ impl Device {
     /// `local_url` with `plugins`, start `edgewise run` and wait until it
     /// answers status requests. No `[upstream]`: outputs stay in the outbox.
     pub async fn start(dir: &Path, trust: &Path, local_url: &str, plugins: &[PluginEntry]) -> anyhow::Result<Device> {
+        Device::start_as(DEVICE, dir, trust, local_url, plugins).await
+    }
+
+    /// [`Device::start`] with the device id `id`: hosts that share a
+    /// nats-server need ids of their own (each answers status requests on
+    /// `edgewise.<id>.status`).
+    pub async fn start_as(
+        id: &str,
+        dir: &Path,
+        trust: &Path,
+        local_url: &str,
+        plugins: &[PluginEntry],
+    ) -> anyhow::Result<Device> {
         if dir.exists() {
             std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
         }
@@ -99,14 +112,14 @@ impl Device {
             }
         }
         let config = RunConfig {
-            device: DEVICE.to_owned(),
+            device: id.to_owned(),
             trust_dir: trust.display().to_string(),
             tick: None,
             local_url: local_url.to_owned(),
             upstream: None,
             rest,
         };
-        let mut host = edgewise_procs::Device::new(dir, DEVICE);
+        let mut host = edgewise_procs::Device::new(dir, id);
         host.write_config(&format!("# Written by edgewise-bench.\n{}", config.to_toml()))?;
         let client = async_nats::connect(local_url)
             .await

@@ -16,7 +16,7 @@ pub trait Traffic: Send + Sync {
 }
 
 /// The payload of one reading, as sensors publish it.
-fn payload(ts: i64, value: f64) -> Bytes {
+pub fn payload(ts: i64, value: f64) -> Bytes {
     Bytes::from(format!(r#"{{"ts":{ts},"value":{value},"unit":"mg/dL"}}"#))
 }
 

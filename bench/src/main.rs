@@ -17,7 +17,8 @@
 //! measurement), `table` (rows and verdicts), `report` (the file), `setup`
 //! (paths, signed bundles), `device` (`edgewise run`), `load` (the traffic),
 //! `ladder` (highest sustained rate), `latency` (paced publisher and answer
-//! timing), `echo` (the bare echo hop), `cpu` (CPU time from `/proc`), `stats`.
+//! timing), `echo` (the bare echo hop), `native` (glucose-monitor linked natively,
+//! driven as the host drives its component), `cpu` (CPU time from `/proc`), `stats`.
 
 #![deny(missing_docs)]
 
@@ -28,6 +29,7 @@ mod ladder;
 mod latency;
 mod load;
 mod measure;
+mod native;
 mod report;
 mod setup;
 mod stats;
@@ -40,6 +42,12 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
+
+/// The host's allocator (`edgewise` runs on mimalloc): the in-process
+/// measurements run the host library on it, and the native baseline its
+/// plugin, as `edgewise` would.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

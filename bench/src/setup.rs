@@ -10,6 +10,12 @@ use edgewise_procs::{SigningKey, nats_binary, workspace};
 /// The recording the replay and per-reading measurements run over.
 pub const HALL2018: &str = "tests/data/cgm/Hall2018_processed.csv";
 
+/// The frozen contract 0.1 bundle of glucose-monitor (never rebuilt, see
+/// its README) and the trust store of the key that signed it.
+pub const FROZEN_V01_BUNDLE: &str = "tests/fixtures/bundles/v0.1/glucose-monitor-0.1.0.wasm";
+/// The trust store of [`FROZEN_V01_BUNDLE`].
+pub const FROZEN_V01_TRUST: &str = "tests/fixtures/bundles/v0.1/trust";
+
 /// Manifest source of the hostile plugin: it reads what glucose-monitor
 /// reads, and loops forever in `on-readings`.
 const FAULTY_MANIFEST: &str = "# Written by edgewise-bench: the hostile neighbour of glucose-monitor.\n\
@@ -72,6 +78,16 @@ impl Paths {
     /// The faulty-plugin component (unsigned).
     pub fn faulty_wasm(&self) -> PathBuf {
         workspace::component_path("faulty-plugin")
+    }
+
+    /// The contract 0.2 plugin that does nothing with `fail=none` (unsigned).
+    pub fn faulty_v02_wasm(&self) -> PathBuf {
+        workspace::component_path("faulty-v02")
+    }
+
+    /// The frozen 0.1 bundle of glucose-monitor and its trust store.
+    pub fn frozen_v01(&self) -> (PathBuf, PathBuf) {
+        (self.root.join(FROZEN_V01_BUNDLE), self.root.join(FROZEN_V01_TRUST))
     }
 
     /// Empty the scratch directory, make a signing key and a trust store,

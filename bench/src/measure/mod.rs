@@ -2,6 +2,7 @@
 
 pub mod allocator;
 pub mod glucose;
+pub mod idle;
 pub mod ingest;
 pub mod isolation;
 pub mod latency;
@@ -9,4 +10,5 @@ pub mod memory;
 pub mod outbox;
 pub mod pending;
 pub mod replay;
+pub mod snapshot;
 pub mod startup;
