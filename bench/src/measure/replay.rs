@@ -371,6 +371,7 @@ fn native_replay(readings: &[Reading<'_>]) -> anyhow::Result<(Calls, Vec<Call>, 
         readings,
         |r| r.timestamp_ms,
         TICK_MS,
+        None,
         wake,
         |step| {
             match step {
@@ -401,9 +402,15 @@ fn in_process_ms(runtime: &Runtime, glucose: &CompiledPlugin, ctx: &Ctx, native:
     let readings = &ctx.hall2018.readings;
     let clock_ms = readings.first().map_or(0, |r| r.timestamp_ms);
     let mut plugin = instance(runtime, glucose, &glucose_config(), clock_ms)?;
-    let report = replay::replay(&mut plugin, &ctx.hall2018, TICK_MS, &mut |output| {
-        std::hint::black_box(output);
-    })
+    let report = replay::replay(
+        &mut plugin,
+        &ctx.hall2018,
+        TICK_MS,
+        replay::Stops::Never,
+        &mut |output| {
+            std::hint::black_box(output);
+        },
+    )
     .context("glucose-monitor failed in the in-process replay")?;
     if report.ticks != native.ticks || report.alerts + report.summaries != native.outputs {
         bail!("the in-process replay made {report:?}, the native run {native:?}");
