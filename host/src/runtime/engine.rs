@@ -1,8 +1,8 @@
 //! The process-wide wasmtime engine, its linker and its epoch clock.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -22,6 +22,8 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<InstanceState>,
     epoch_ticker: Option<EpochTicker>,
+    /// Plugin code running, which the epoch ticker waits for.
+    activity: Arc<Activity>,
     deterministic: bool,
     fuel: bool,
     allocator: Allocator,
@@ -180,11 +182,13 @@ impl Runtime {
             .map_err(link("the host imports of contract 0.1"))?;
         v0_2::SensorPlugin::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |state| state)
             .map_err(link("the host imports of contract 0.2"))?;
-        let epoch_ticker = EpochTicker::start(engine.clone()).map_err(RuntimeError::EpochThread)?;
+        let activity = Arc::new(Activity::default());
+        let epoch_ticker = EpochTicker::start(engine.clone(), activity.clone()).map_err(RuntimeError::EpochThread)?;
         Ok(Runtime {
             engine,
             linker,
             epoch_ticker: Some(epoch_ticker),
+            activity,
             deterministic: options.deterministic,
             fuel: options.fuel,
             allocator,
@@ -232,6 +236,11 @@ impl Runtime {
         &self.linker
     }
 
+    /// What the epoch ticker watches: enter it around plugin code.
+    pub(crate) fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
+
     pub(crate) fn deterministic(&self) -> bool {
         self.deterministic
     }
@@ -276,29 +285,74 @@ fn new_engine(options: &RuntimeOptions, allocator: Allocator) -> Result<Engine, 
     Engine::new(&config).map_err(|e| RuntimeError::Engine(e.into()))
 }
 
-/// A named thread that increments the engine's epoch every [`EPOCH_TICK`].
+/// How many plugin calls (or instantiations) are running: the epoch only
+/// needs to advance while one is, so the ticker sleeps otherwise (an idle
+/// device then costs no CPU for deadlines).
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    running: AtomicUsize,
+    ticker: OnceLock<Thread>,
+}
+
+impl Activity {
+    /// Plugin code starts to run until the guard is dropped: wake the ticker
+    /// if it sleeps. (A wake before it parks is kept by the thread, so it
+    /// cannot be missed.)
+    pub(crate) fn enter(self: &Arc<Activity>) -> Running {
+        if self.running.fetch_add(1, Ordering::SeqCst) == 0
+            && let Some(ticker) = self.ticker.get()
+        {
+            ticker.unpark();
+        }
+        Running(self.clone())
+    }
+
+    fn idle(&self) -> bool {
+        self.running.load(Ordering::SeqCst) == 0
+    }
+}
+
+/// Plugin code is running (see [`Activity::enter`]).
+pub(crate) struct Running(Arc<Activity>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A named thread that increments the engine's epoch every [`EPOCH_TICK`]
+/// while plugin code runs, and sleeps otherwise.
 struct EpochTicker {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
 
 impl EpochTicker {
-    fn start(engine: Engine) -> std::io::Result<EpochTicker> {
+    fn start(engine: Engine, activity: Arc<Activity>) -> std::io::Result<EpochTicker> {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = stop.clone();
+        let watched = activity.clone();
         let thread = std::thread::Builder::new()
             .name("edgewise-epoch".into())
             .spawn(move || {
                 while !stop_flag.load(Ordering::Relaxed) {
+                    if watched.idle() {
+                        // Woken by the next call (or by `stop`).
+                        std::thread::park();
+                        continue;
+                    }
                     std::thread::sleep(EPOCH_TICK);
                     engine.increment_epoch();
                 }
             })?;
+        let _ = activity.ticker.set(thread.thread().clone());
         Ok(EpochTicker { stop, thread })
     }
 
     fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.thread.thread().unpark();
         // The thread only sleeps and increments a counter: joining cannot fail
         // unless it panicked, which it cannot.
         let _ = self.thread.join();
@@ -308,6 +362,17 @@ impl EpochTicker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_epoch_runs_while_any_plugin_code_does() {
+        let activity = Arc::new(Activity::default());
+        assert!(activity.idle());
+        let (first, second) = (activity.enter(), activity.enter());
+        drop(first);
+        assert!(!activity.idle(), "one call still runs");
+        drop(second);
+        assert!(activity.idle());
+    }
 
     #[test]
     fn a_pool_that_fits_is_used_and_one_that_cannot_be_reserved_falls_back() {

@@ -3,6 +3,8 @@
 //! instance knows which contract the plugin targets and speaks it; callers
 //! see one type whatever the version ([`Wake`] says when to tick it).
 
+use std::sync::Arc;
+
 use wasmtime::Store;
 use wasmtime::component::ResourceTableError;
 use wasmtime_wasi::{Deterministic, WasiCtx};
@@ -10,7 +12,7 @@ use wasmtime_wasi::{Deterministic, WasiCtx};
 use super::bindings::{v0_1, v0_2};
 use super::bounded::{self, MAX_ERROR_BYTES, MAX_STDERR_LINE_BYTES};
 use super::clock::{PluginClock, SharedMonotonic};
-use super::engine::{CompiledPlugin, EPOCH_TICK, Pre, Runtime};
+use super::engine::{Activity, CompiledPlugin, EPOCH_TICK, Pre, Runtime};
 use super::error::{Call, PluginError, PluginErrorKind, SchemaRefused};
 use super::host_api::InstanceState;
 use super::limits::{LimitExceeded, Limits, MAX_RANDOM_BYTES, MAX_WASI_RESOURCES};
@@ -44,6 +46,8 @@ pub struct PluginInstance {
     wakes_deferred: u64,
     /// What snapshots are checked against (the plugin's manifest).
     snapshot_schemas: SnapshotSchemas,
+    /// Entered around plugin code, so that the epoch (call deadlines) runs.
+    activity: Arc<Activity>,
 }
 
 /// The instance, through the bindings of the world it targets.
@@ -112,10 +116,12 @@ impl PluginInstance {
         } else {
             None
         };
+        let running = runtime.activity().enter();
         let bindings = match &plugin.pre {
             Pre::V0_1(pre) => pre.instantiate(&mut store).map(Bindings::V0_1),
             Pre::V0_2(pre) => pre.instantiate(&mut store).map(Bindings::V0_2),
         };
+        drop(running);
         let bindings = bindings.map_err(|e| PluginError {
             plugin: plugin.name.clone(),
             call: Call::Instantiate,
@@ -138,6 +144,7 @@ impl PluginInstance {
             last_tick: None,
             wakes_deferred: 0,
             snapshot_schemas: plugin.snapshot_schemas.clone(),
+            activity: runtime.activity().clone(),
         })
     }
 
@@ -414,7 +421,9 @@ impl PluginInstance {
         let ticks = deadline_ticks(&self.store.data().limits);
         self.store.set_epoch_deadline(ticks);
         let fuel_before = self.fuel.and_then(|_| self.store.get_fuel().ok());
+        let running = self.activity.enter();
         let outcome = invoke(&self.bindings, &mut self.store);
+        drop(running);
         if let (Some(fuel), Some(before), Ok(after)) = (self.fuel.as_mut(), fuel_before, self.store.get_fuel()) {
             let burnt = before.saturating_sub(after);
             match call {
