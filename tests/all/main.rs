@@ -10,6 +10,7 @@ mod bundle_cli;
 mod cli_pipe;
 mod contract_v02;
 mod device;
+mod disk_full;
 mod exactly_once;
 mod frozen_bundles;
 mod hostile_plugins;

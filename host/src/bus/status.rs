@@ -178,6 +178,11 @@ pub struct PluginStatus {
     /// not stored for upstream, their input not acknowledged.
     #[serde(default)]
     pub sequence_failures: u64,
+    /// Outputs that could not be written to the outbox (a full disk, a
+    /// failing file): alerts among them were still published locally; none
+    /// is counted in `alerts_out` or `summaries_out`.
+    #[serde(default)]
+    pub outbox_failures: u64,
     /// New instances started from the last snapshot after a failure and
     /// given the inputs since again.
     #[serde(default)]

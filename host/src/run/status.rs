@@ -143,6 +143,7 @@ fn plugin_status(plugin: &PluginSource) -> PluginStatus {
         logs_dropped: load(&stats.logs_dropped),
         wakes_deferred: load(&stats.wakes_deferred),
         sequence_failures: load(&stats.sequence_failures),
+        outbox_failures: load(&stats.outbox_failures),
         recoveries: load(&stats.recoveries),
         inputs_set_aside: load(&stats.inputs_set_aside),
         snapshot_failures: load(&stats.snapshot_failures),

@@ -1,0 +1,138 @@
+//! A full disk never stops local alerting (issue #14, item 5): with the data
+//! directory on a small tmpfs filled to the last byte, alerts still reach the
+//! local bus at once, the status counts what could not be stored, and once
+//! space returns the host stores and forwards again by itself.
+//!
+//! Mounting a tmpfs needs root (CI runs as root); the test says so if the
+//! mount fails rather than pass without its disk.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use edgewise_tests::nats::NatsServer;
+
+use crate::device::{Device, now_ms, reading};
+use crate::support::{collect_until, plugin, status_until, upstream_alerts};
+
+/// A tmpfs of `size` mounted on `path` until dropped.
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "this test needs to mount a tmpfs (root): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Tmpfs { path: path.to_owned() }
+    }
+
+    /// Fill what is left with one file, until the disk refuses.
+    fn fill(&self) -> PathBuf {
+        let filler = self.path.join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        while file.write_all(&block[..1]).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+fn urgent_lows(seen: &[(String, Value)]) -> Vec<&str> {
+    seen.iter()
+        .filter(|(_, alert)| alert["code"] == "urgent-low")
+        .map(|(_, alert)| alert["sensor"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_never_stops_local_alerts_and_the_host_catches_up_when_space_returns() {
+    let local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    let mut device = Device::new(&local, Some(&cloud), "");
+    let disk = Tmpfs::mount(&device.path("data"), "8m");
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
+
+    client
+        .publish("sensors.cgm.before", reading(now_ms(), 45.0))
+        .await
+        .unwrap();
+    collect_until(&mut alerts, "the first urgent-low", |seen| {
+        urgent_lows(seen) == ["cgm.before"]
+    })
+    .await;
+    upstream_alerts(&cloud, 1).await;
+
+    let filler = disk.fill();
+    for sensor in ["full-1", "full-2", "full-3"] {
+        client
+            .publish(format!("sensors.cgm.{sensor}"), reading(now_ms(), 45.0))
+            .await
+            .unwrap();
+    }
+    let seen = collect_until(&mut alerts, "urgent-lows while the disk is full", |seen| {
+        urgent_lows(seen).len() == 3
+    })
+    .await;
+    assert_eq!(urgent_lows(&seen), ["cgm.full-1", "cgm.full-2", "cgm.full-3"]);
+    let status = status_until(&client, "what could not be stored, counted", |status| {
+        let glucose = plugin(status, "glucose-monitor");
+        glucose["outbox_failures"].as_u64().unwrap_or(0) + glucose["sequence_failures"].as_u64().unwrap_or(0) >= 3
+    })
+    .await;
+    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+
+    std::fs::remove_file(&filler).unwrap();
+    client
+        .publish("sensors.cgm.after", reading(now_ms(), 45.0))
+        .await
+        .unwrap();
+    collect_until(&mut alerts, "the urgent-low after space returned", |seen| {
+        urgent_lows(seen) == ["cgm.after"]
+    })
+    .await;
+    // Stored and forwarded again: the cloud gets the alert of the reading
+    // after the disk had room again.
+    let upstream = crate::support::poll_until("the alert after space returned, upstream", crate::device::WAIT, || {
+        let cloud_url = cloud.url();
+        async move {
+            let alerts = upstream_alerts_now(&cloud_url).await;
+            if alerts.iter().any(|sensor| sensor == "cgm.after") {
+                Ok(alerts)
+            } else {
+                Err(format!("{alerts:?}"))
+            }
+        }
+    })
+    .await;
+    assert!(upstream.contains(&"cgm.before".to_owned()), "{upstream:?}");
+    device.terminate().await;
+}
+
+/// The sensors of the alerts stored upstream now.
+async fn upstream_alerts_now(cloud_url: &str) -> Vec<String> {
+    let client = async_nats::connect(cloud_url).await.unwrap();
+    crate::support::upstream_messages_via(client, 0)
+        .await
+        .into_iter()
+        .filter(|(subject, _)| subject.contains(".up.alerts."))
+        .map(|(_, alert)| alert["sensor"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
