@@ -141,6 +141,21 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// `20261128T061455Z`-like UTC time for the names of files moved aside:
+/// sorts, and is a valid file name everywhere.
+pub fn aside_stamp() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,7 @@ pub mod outbox;
 pub mod replay;
 pub mod run;
 pub mod runtime;
+pub mod snapshots;
 pub mod worker;
 
 #[cfg(test)]

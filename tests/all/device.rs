@@ -147,6 +147,11 @@ impl Device {
             .unwrap_or_else(|| panic!("no final status: {}", stopped.log))
     }
 
+    /// `kill -9` the host (a crash, a power cut for what is not fsynced).
+    pub(crate) fn kill(&mut self) {
+        self.host.kill();
+    }
+
     /// The running host's process id.
     pub(crate) fn pid(&self) -> u32 {
         self.host.pid().expect("the host is running")

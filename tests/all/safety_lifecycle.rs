@@ -313,11 +313,20 @@ async fn outbox_reset_after(spoil: impl Fn(&Device), what: &str) {
         "[{what}] {reset}"
     );
     client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
-    assert_eq!(
-        next_alert(&mut alerts, ".glucose-monitor").await["code"],
-        "urgent-low",
-        "[{what}]"
-    );
+    let mut alert = next_alert(&mut alerts, ".glucose-monitor").await;
+    if alert["code"] == "plugin-degraded" {
+        // glucose-monitor's state, saved by the first run under the old
+        // device key, no longer opens: moved aside and said so.
+        assert!(
+            alert["message"]
+                .as_str()
+                .unwrap()
+                .contains("its saved state cannot be read"),
+            "[{what}] {alert}"
+        );
+        alert = next_alert(&mut alerts, ".glucose-monitor").await;
+    }
+    assert_eq!(alert["code"], "urgent-low", "[{what}]");
     let status = host_status(&client).await;
     assert!(
         status["outbox"]["reset"].as_str().is_some_and(|r| r.contains(".aside")),

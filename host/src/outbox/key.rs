@@ -64,6 +64,22 @@ impl OutboxKey {
         &self.key
     }
 
+    /// Seal `plaintext` with `aad` under a fresh random nonce (for other
+    /// files sealed with the device key, each with its own domain in `aad`).
+    pub(crate) fn seal(
+        &self,
+        rng: &SystemRandom,
+        aad: &[u8],
+        plaintext: Vec<u8>,
+    ) -> Result<([u8; ring::aead::NONCE_LEN], Vec<u8>), ()> {
+        super::crypto::seal(&self.key, rng, aad, plaintext).map_err(|_| ())
+    }
+
+    /// Open what [`OutboxKey::seal`] sealed; `None` unless everything matches.
+    pub(crate) fn open(&self, nonce: &[u8], aad: &[u8], ciphertext: Vec<u8>) -> Option<Vec<u8>> {
+        super::crypto::open(&self.key, nonce, aad, ciphertext)
+    }
+
     fn from_file(path: &Path, bytes: &[u8]) -> Result<OutboxKey, OutboxError> {
         let bytes: &[u8; Self::LEN] = bytes.try_into().map_err(|_| OutboxError::KeyFile {
             path: path.to_owned(),

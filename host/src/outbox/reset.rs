@@ -7,8 +7,6 @@
 
 use std::path::Path;
 
-use time::OffsetDateTime;
-
 use super::{FILE_NAME, Outbox, OutboxError, OutboxKey, OutboxLimits};
 
 /// The code of the host alert raised when the outbox was reset.
@@ -53,7 +51,7 @@ pub fn open_outbox(data_dir: &Path, limits: OutboxLimits) -> Result<Opened, Open
         Err(error) if !can_reset(&error) => return Err(error.into()),
         Err(error) => error,
     };
-    let mut stamp = stamp();
+    let mut stamp = crate::files::aside_stamp();
     if data_dir.join(format!("{FILE_NAME}.{stamp}.aside")).exists() {
         // A second reset within the same second: never overwrite the first.
         stamp = format!("{stamp}-{}", std::process::id());
@@ -106,18 +104,4 @@ fn can_reset(error: &OutboxError) -> bool {
         OutboxError::Sqlite { .. } => error.is_damaged_file(),
         _ => false,
     }
-}
-
-/// `20261128T061455Z`-like UTC time: sorts, and is a valid file name everywhere.
-fn stamp() -> String {
-    let now = OffsetDateTime::now_utc();
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second()
-    )
 }

@@ -78,6 +78,9 @@ pub struct WorkerContext {
     pub clock: Clock,
     /// Restart, backoff and quarantine rules.
     pub policy: SupervisorPolicy,
+    /// Where plugins' snapshots are kept across restarts of the host
+    /// (`None`: nowhere, a plugin starts afresh each time).
+    pub snapshots: Option<crate::snapshots::SnapshotFiles>,
 }
 
 /// Records the plugin's version for anti-rollback; run once, after its

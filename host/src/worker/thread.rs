@@ -16,6 +16,7 @@ use super::supervisor::{Decision, Health, Supervisor};
 use super::{Accept, DEGRADED, PluginStats, SET_ASIDE, Work, WorkerContext};
 use crate::model::{Alert, Output, Severity};
 use crate::runtime::{CompiledPlugin, Limits, PluginClock, PluginError, PluginInstance, Snapshot};
+use crate::snapshots::SnapshotFileError;
 
 /// Whether a failed recovery removed or split the input that failed.
 enum Progress {
@@ -113,6 +114,7 @@ impl PluginThread {
                 None => open = false,
             }
         }
+        self.save_final();
     }
 
     /// Drop everything held and still queued, counted: the host is stopping
@@ -184,7 +186,10 @@ impl PluginThread {
             return;
         }
         match instance.snapshot() {
-            Ok(snapshot) => recovery.snapshotted(snapshot),
+            Ok(snapshot) => {
+                recovery.snapshotted(snapshot.clone());
+                self.save(&snapshot);
+            }
             Err(error) if error.kind.poisons() => self.failed(error),
             Err(error) => {
                 self.stats.snapshot_failures.fetch_add(1, Ordering::Relaxed);
@@ -196,9 +201,90 @@ impl PluginThread {
     /// Build and initialise the first instance; a failure is supervised
     /// like any other.
     pub(super) fn start_first(&mut self) {
+        let saved = self.saved_snapshot();
+        if let Some(snapshot) = saved {
+            match self.new_instance(Some(&snapshot)) {
+                Ok(instance) => {
+                    tracing::info!(plugin = %self.name(), schema = snapshot.schema, "Plugin resumed from its saved state");
+                    if let Some(recovery) = self.recovery.as_mut() {
+                        recovery.snapshotted(snapshot);
+                    }
+                    self.instance = Some(instance);
+                    return;
+                }
+                Err(error) => {
+                    // Kept, dated, for a version that can take it (a rollback).
+                    self.set_saved_aside();
+                    self.state_lost(&format!(
+                        "it did not take its saved state ({error}); that state is kept aside"
+                    ));
+                }
+            }
+        }
         match self.new_instance(None) {
             Ok(instance) => self.instance = Some(instance),
             Err(error) => self.failed(error),
+        }
+    }
+
+    /// The snapshot saved by the host's last run, if this plugin takes
+    /// snapshots and one is there; an unusable file is moved aside, reported.
+    fn saved_snapshot(&mut self) -> Option<Snapshot> {
+        self.recovery.as_ref()?;
+        let files = self.context.snapshots.clone()?;
+        match files.load(self.name()) {
+            Ok(saved) => saved,
+            Err(error) => {
+                if matches!(error, SnapshotFileError::Unusable { .. }) {
+                    self.set_saved_aside();
+                }
+                self.state_lost(&format!(
+                    "its saved state cannot be read: {}",
+                    crate::error_chain(&error)
+                ));
+                None
+            }
+        }
+    }
+
+    /// Move the saved snapshot aside (dated), saying where.
+    fn set_saved_aside(&mut self) {
+        let Some(files) = self.context.snapshots.clone() else {
+            return;
+        };
+        match files.move_aside(self.name()) {
+            Ok(aside) => tracing::warn!(plugin = %self.name(), aside = %aside.display(), "Saved state moved aside"),
+            Err(error) => {
+                tracing::error!(plugin = %self.name(), error = %crate::error_chain(&error), "Cannot move the saved state aside")
+            }
+        }
+    }
+
+    /// Save `snapshot` for the host's next run; a failure is counted and
+    /// logged (the plugin goes on; a restart of the host would lose the
+    /// state since the last saved snapshot).
+    fn save(&mut self, snapshot: &Snapshot) {
+        let Some(files) = self.context.snapshots.as_ref() else {
+            return;
+        };
+        if let Err(error) = files.save(self.name(), snapshot) {
+            self.stats.snapshot_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(plugin = %self.name(), error = %crate::error_chain(&error), "Cannot save the plugin's state");
+        }
+    }
+
+    /// At the end of the worker: save the plugin's state for the next run.
+    fn save_final(&mut self) {
+        if self.recovery.is_none() {
+            return;
+        }
+        let Some(instance) = self.instance.as_mut() else { return };
+        match instance.snapshot() {
+            Ok(snapshot) => self.save(&snapshot),
+            Err(error) => {
+                self.stats.snapshot_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(plugin = %self.name(), %error, "No snapshot at shutdown: the next run resumes from the last saved one");
+            }
         }
     }
 
