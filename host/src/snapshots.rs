@@ -14,6 +14,8 @@
 //! it never stops the plugin, which then starts afresh.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 
 use ring::aead::NONCE_LEN;
 use ring::rand::SystemRandom;
@@ -144,6 +146,98 @@ impl SnapshotFiles {
             .and_then(|()| files::sync_dir(&self.dir))
             .map_err(|source| SnapshotFileError::Io { path, source })?;
         Ok(aside)
+    }
+}
+
+/// Saves one plugin's snapshots on a thread of its own, so that the fsyncs
+/// of a save never delay the plugin's next reading (an alert with it). Only
+/// the latest snapshot waiting counts: a newer one replaces it.
+pub struct SnapshotSaver {
+    shared: Arc<(Mutex<Pending>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    latest: Option<Snapshot>,
+    stop: bool,
+}
+
+impl SnapshotSaver {
+    /// A saver of `plugin`'s snapshots into `files`; `failed` hears of each
+    /// save that failed.
+    pub fn start(
+        files: SnapshotFiles,
+        plugin: String,
+        failed: impl Fn(&SnapshotFileError) + Send + 'static,
+    ) -> std::io::Result<SnapshotSaver> {
+        let shared = Arc::new((Mutex::new(Pending::default()), Condvar::new()));
+        let watched = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("save-{plugin}"))
+            .spawn(move || {
+                let (lock, wake) = &*watched;
+                loop {
+                    let (snapshot, stop) = {
+                        let Ok(mut pending) = lock.lock() else { return };
+                        while pending.latest.is_none() && !pending.stop {
+                            pending = match wake.wait(pending) {
+                                Ok(pending) => pending,
+                                Err(_) => return,
+                            };
+                        }
+                        (pending.latest.take(), pending.stop)
+                    };
+                    if let Some(snapshot) = snapshot
+                        && let Err(error) = files.save(&plugin, &snapshot)
+                    {
+                        failed(&error);
+                    }
+                    if stop {
+                        return;
+                    }
+                }
+            })?;
+        Ok(SnapshotSaver {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Save `snapshot` soon (replacing one still waiting).
+    pub fn save(&self, snapshot: Snapshot) {
+        let (lock, wake) = &*self.shared;
+        if let Ok(mut pending) = lock.lock() {
+            pending.latest = Some(snapshot);
+            wake.notify_one();
+        }
+    }
+
+    /// Save `last` (if any, else what is waiting) and return once it is on
+    /// disk: at shutdown.
+    pub fn finish(mut self, last: Option<Snapshot>) {
+        let (lock, wake) = &*self.shared;
+        if let Ok(mut pending) = lock.lock() {
+            if last.is_some() {
+                pending.latest = last;
+            }
+            pending.stop = true;
+            wake.notify_one();
+        }
+        if let Some(thread) = self.thread.take() {
+            // The thread only saves files: it cannot panic but on a bug.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for SnapshotSaver {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.shared;
+        if let Ok(mut pending) = lock.lock() {
+            pending.stop = true;
+            wake.notify_one();
+        }
     }
 }
 

@@ -134,6 +134,21 @@ impl Worker {
         let stopping = Arc::new(AtomicBool::new(false));
         let drain_until = Arc::new(OnceLock::new());
         let name = format!("plugin-{}", setup.provenance.plugin);
+        let saver = match (&context.snapshots, takes_snapshots(&setup.compiled)) {
+            (Some(files), true) => {
+                let (stats, plugin) = (stats.clone(), setup.provenance.plugin.clone());
+                let failed = move |error: &crate::snapshots::SnapshotFileError| {
+                    stats.snapshot_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%plugin, error = %crate::error_chain(error), "Cannot save the plugin's state");
+                };
+                Some(crate::snapshots::SnapshotSaver::start(
+                    files.clone(),
+                    setup.provenance.plugin.clone(),
+                    failed,
+                )?)
+            }
+            _ => None,
+        };
         let emitter = Emitter::new(
             setup.provenance,
             &context.subjects,
@@ -146,6 +161,7 @@ impl Worker {
         let mut state = PluginThread {
             hold: Hold::new(context.policy.buffer_readings, stats.clone()),
             recovery: takes_snapshots(&setup.compiled).then(recovery::Recovery::new),
+            saver,
             context,
             emitter,
             plugin: setup.compiled,

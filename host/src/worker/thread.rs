@@ -16,7 +16,7 @@ use super::supervisor::{Decision, Health, Supervisor};
 use super::{Accept, DEGRADED, PluginStats, SET_ASIDE, Work, WorkerContext};
 use crate::model::{Alert, Output, Severity};
 use crate::runtime::{CompiledPlugin, Limits, PluginClock, PluginError, PluginInstance, Snapshot};
-use crate::snapshots::SnapshotFileError;
+use crate::snapshots::{SnapshotFileError, SnapshotSaver};
 
 /// Whether a failed recovery removed or split the input that failed.
 enum Progress {
@@ -41,6 +41,9 @@ pub(super) struct PluginThread {
     /// What a new instance after a failure starts from; `None` for a plugin
     /// that takes no snapshots (it starts afresh).
     pub(super) recovery: Option<Recovery>,
+    /// Saves snapshots for the host's next run (with `recovery`, when the
+    /// host keeps snapshot files).
+    pub(super) saver: Option<SnapshotSaver>,
     /// Log lines dropped by instances already discarded.
     pub(super) logs_dropped_before: u64,
     /// Wakes deferred by instances already discarded.
@@ -260,32 +263,28 @@ impl PluginThread {
         }
     }
 
-    /// Save `snapshot` for the host's next run; a failure is counted and
-    /// logged (the plugin goes on; a restart of the host would lose the
-    /// state since the last saved snapshot).
+    /// Save `snapshot` for the host's next run, on the saver's thread (a
+    /// failure is counted and logged there).
     fn save(&mut self, snapshot: &Snapshot) {
-        let Some(files) = self.context.snapshots.as_ref() else {
-            return;
-        };
-        if let Err(error) = files.save(self.name(), snapshot) {
-            self.stats.snapshot_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(plugin = %self.name(), error = %crate::error_chain(&error), "Cannot save the plugin's state");
+        if let Some(saver) = self.saver.as_ref() {
+            saver.save(snapshot.clone());
         }
     }
 
-    /// At the end of the worker: save the plugin's state for the next run.
+    /// At the end of the worker: save the plugin's state for the next run,
+    /// and wait until it is on disk.
     fn save_final(&mut self) {
-        if self.recovery.is_none() {
-            return;
-        }
-        let Some(instance) = self.instance.as_mut() else { return };
-        match instance.snapshot() {
-            Ok(snapshot) => self.save(&snapshot),
-            Err(error) => {
+        let Some(saver) = self.saver.take() else { return };
+        let last = match self.instance.as_mut().map(PluginInstance::snapshot) {
+            Some(Ok(snapshot)) => Some(snapshot),
+            Some(Err(error)) => {
                 self.stats.snapshot_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(plugin = %self.name(), %error, "No snapshot at shutdown: the next run resumes from the last saved one");
+                None
             }
-        }
+            None => None,
+        };
+        saver.finish(last);
     }
 
     /// Build and initialise a new instance (recovering the plugin's state
