@@ -31,3 +31,4 @@ mod strict_files;
 mod strict_formats;
 mod support;
 mod task_ownership;
+mod upstream_resilience;
