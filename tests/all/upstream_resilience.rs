@@ -268,12 +268,16 @@ impl DrainStart {
 /// nothing was moved aside or dropped, and that the host exits cleanly.
 async fn finish_and_check(publisher: Publisher, client: &async_nats::Client, cloud: &NatsServer, mut device: Device) {
     let published = publisher.stop().await;
-    let status = value_until("every reading handled and delivered", DRAIN_WAIT, || host_status(client), |s| {
-        plugin(s, ECHO_NAME)["readings_in"] == published && s["upstream_connected"] == true && depth(s) == 0
+    // One output per reading, each committed (counted) and delivered.
+    let status = value_until("every reading's output delivered", DRAIN_WAIT, || host_status(client), |s| {
+        let echo = plugin(s, ECHO_NAME);
+        echo["readings_in"] == published
+            && echo["alerts_out"] == published
+            && s["upstream_connected"] == true
+            && depth(s) == 0
     })
     .await;
-    let outputs = plugin(&status, ECHO_NAME)["alerts_out"].as_u64().unwrap();
-    assert_eq!(outputs, published, "one output per reading: {status}");
+    let outputs = published;
     for reason in ["too_large", "permission_denied", "refused", "entries"] {
         assert_eq!(status["outbox"]["parked"][reason], 0, "nothing moved aside: {status}");
     }
@@ -338,22 +342,23 @@ async fn a_cloud_flapping_for_a_minute_at_500_readings_a_second_loses_and_duplic
     // the client's reconnect backoff.
     let end = publisher.published() + 60 * RATE;
     let phases = [(1000, 1500), (250, 600), (1500, 400), (600, 1200), (200, 2000), (1200, 300)];
-    let mut cycles = 0;
+    let (mut cycles, mut most_waiting) = (0, 0);
     for (down, up) in phases.iter().cycle() {
         if publisher.published() >= end {
             break;
         }
         stop_cloud(&mut cloud);
         publisher.another(*down).await;
+        most_waiting = most_waiting.max(depth(&host_status(&client).await));
         start_cloud_again(&mut cloud);
         publisher.another(*up).await;
         cycles += 1;
     }
-    let start = DrainStart::now(&cloud).await;
-    let waiting = depth(&host_status(&client).await);
-    eprintln!("flapping: {cycles} cycles; then {waiting} outputs waiting");
-    let drain = start.until_caught_up(&client, waiting, RATE).await;
-    drain.report("after a minute of flapping, input at 500/s");
+    eprintln!("flapping: {cycles} cycles, at most {most_waiting} outputs waiting at the end of a down phase");
+    assert!(
+        most_waiting >= RATE,
+        "outputs waited while the cloud was down: {most_waiting}"
+    );
     finish_and_check(publisher, &client, &cloud, device).await;
 }
 
