@@ -249,9 +249,12 @@ impl DrainStart {
     /// Wait until the host has caught up (less than `left` outputs waiting)
     /// and measure, with `backlog` outputs waiting at the start.
     async fn until_caught_up(self, client: &async_nats::Client, backlog: u64, left: u64) -> Drain {
-        value_until("the backlog delivered", DRAIN_WAIT, || host_status(client), |s| {
-            s["upstream_connected"] == true && depth(s) < left
-        })
+        value_until(
+            "the backlog delivered",
+            DRAIN_WAIT,
+            || host_status(client),
+            |s| s["upstream_connected"] == true && depth(s) < left,
+        )
         .await;
         let seconds = self.at.elapsed().as_secs_f64();
         let delivered = stored_count(&self.jetstream).await - self.stored;
@@ -269,13 +272,18 @@ impl DrainStart {
 async fn finish_and_check(publisher: Publisher, client: &async_nats::Client, cloud: &NatsServer, mut device: Device) {
     let published = publisher.stop().await;
     // One output per reading, each committed (counted) and delivered.
-    let status = value_until("every reading's output delivered", DRAIN_WAIT, || host_status(client), |s| {
-        let echo = plugin(s, ECHO_NAME);
-        echo["readings_in"] == published
-            && echo["alerts_out"] == published
-            && s["upstream_connected"] == true
-            && depth(s) == 0
-    })
+    let status = value_until(
+        "every reading's output delivered",
+        DRAIN_WAIT,
+        || host_status(client),
+        |s| {
+            let echo = plugin(s, ECHO_NAME);
+            echo["readings_in"] == published
+                && echo["alerts_out"] == published
+                && s["upstream_connected"] == true
+                && depth(s) == 0
+        },
+    )
     .await;
     let outputs = published;
     for reason in ["too_large", "permission_denied", "refused", "entries"] {
@@ -303,7 +311,11 @@ async fn echo_device_delivering(local: &NatsServer, cloud: &NatsServer) -> (Devi
     let jetstream = cloud_jetstream(cloud).await;
     poll_until("a second of outputs stored upstream", DRAIN_WAIT, || async {
         let stored = stored_count(&jetstream).await;
-        if stored >= RATE { Ok(()) } else { Err(format!("{stored} stored")) }
+        if stored >= RATE {
+            Ok(())
+        } else {
+            Err(format!("{stored} stored"))
+        }
     })
     .await;
     (device, client, publisher)
@@ -341,7 +353,14 @@ async fn a_cloud_flapping_for_a_minute_at_500_readings_a_second_loses_and_duplic
     // at every point of a delivery round and comes back at every point of
     // the client's reconnect backoff.
     let end = publisher.published() + 60 * RATE;
-    let phases = [(1000, 1500), (250, 600), (1500, 400), (600, 1200), (200, 2000), (1200, 300)];
+    let phases = [
+        (1000, 1500),
+        (250, 600),
+        (1500, 400),
+        (600, 1200),
+        (200, 2000),
+        (1200, 300),
+    ];
     let (mut cycles, mut most_waiting) = (0, 0);
     for (down, up) in phases.iter().cycle() {
         if publisher.published() >= end {
@@ -383,9 +402,12 @@ async fn raise_alert(client: &async_nats::Client, alerts: &mut async_nats::Subsc
         alert["code"] == "urgent-low" && alert["sensor"] == format!("cgm.{sensor}")
     })
     .await;
-    value_until("the alert committed", DRAIN_WAIT, || host_status(client), |s| {
-        plugin(s, "glucose-monitor")["alerts_out"] == n
-    })
+    value_until(
+        "the alert committed",
+        DRAIN_WAIT,
+        || host_status(client),
+        |s| plugin(s, "glucose-monitor")["alerts_out"] == n,
+    )
     .await;
 }
 
@@ -427,13 +449,19 @@ async fn an_alert_raised_while_100000_summaries_wait_reaches_the_cloud_before_th
             })
             .collect();
         client
-            .publish(format!("sensors.temperature.t{sensor}"), format!("[{}]", readings.join(",")).into())
+            .publish(
+                format!("sensors.temperature.t{sensor}"),
+                format!("[{}]", readings.join(",")).into(),
+            )
             .await
             .unwrap();
     }
-    let status = value_until("100,000 summaries waiting", DRAIN_WAIT, || host_status(&client), |s| {
-        s["outbox"]["summaries"] == SUMMARIES || plugin(s, "threshold")["errors"] != 0
-    })
+    let status = value_until(
+        "100,000 summaries waiting",
+        DRAIN_WAIT,
+        || host_status(&client),
+        |s| s["outbox"]["summaries"] == SUMMARIES || plugin(s, "threshold")["errors"] != 0,
+    )
     .await;
     assert_eq!(plugin(&status, "threshold")["summaries_out"], SUMMARIES, "{status}");
     assert_eq!(status["outbox"]["summaries"], SUMMARIES, "{status}");
@@ -445,7 +473,11 @@ async fn an_alert_raised_while_100000_summaries_wait_reaches_the_cloud_before_th
     // An alert raised while the summaries drain: once the cloud holds some.
     poll_until("summaries arriving upstream", DRAIN_WAIT, || async {
         let stored = stored_count(&jetstream).await;
-        if stored > 1 { Ok(()) } else { Err(format!("{stored} stored")) }
+        if stored > 1 {
+            Ok(())
+        } else {
+            Err(format!("{stored} stored"))
+        }
     })
     .await;
     raise_alert(&client, &mut alerts, "draining", 2).await;

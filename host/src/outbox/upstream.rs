@@ -441,7 +441,12 @@ fn classify(
         Ok(Ok(_)) => Outcome::Acknowledged,
         // The connection went, or no stream answered (none yet, or the server
         // still recovering it after a restart): upstream was not working.
-        Ok(Err(error)) if matches!(error.kind(), PublishErrorKind::BrokenPipe | PublishErrorKind::StreamNotFound) => {
+        Ok(Err(error))
+            if matches!(
+                error.kind(),
+                PublishErrorKind::BrokenPipe | PublishErrorKind::StreamNotFound
+            ) =>
+        {
             Outcome::NotSent
         }
         Ok(Err(error)) => {
