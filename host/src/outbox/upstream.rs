@@ -411,19 +411,20 @@ impl Upstream<'_> {
             tokio::pin!(lost);
             // Registered before the check: a loss after it wakes `lost`.
             lost.as_mut().enable();
-            if self.link.lost_since(link_mark) {
-                return Outcome::NotSent;
-            }
+            let already_lost = self.link.lost_since(link_mark);
             if self.violations.since(subject, mark) {
                 return Outcome::Refused(
                     Refusal::PermissionDenied,
                     format!("the device may not publish to {subject}"),
                 );
             }
+            // An acknowledgement that came before the loss still counts.
             tokio::select! {
+                biased;
                 acked = &mut ack => return classify(acked),
                 _ = violation => {}
                 _ = &mut lost => return Outcome::NotSent,
+                () = std::future::ready(()), if already_lost => return Outcome::NotSent,
             }
         }
     }
