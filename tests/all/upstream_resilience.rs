@@ -408,6 +408,7 @@ const SUMMARIES: u64 = SENSORS * HOURS;
 /// Raise an urgent-low from glucose-monitor on `sensor` and wait until it is
 /// published locally and committed to the outbox (`alerts_out` reaches `n`).
 async fn raise_alert(client: &async_nats::Client, alerts: &mut async_nats::Subscriber, sensor: &str, n: u64) {
+    let raised = Instant::now();
     client
         .publish(format!("sensors.cgm.{sensor}"), reading(now_ms(), 45.0))
         .await
@@ -416,6 +417,7 @@ async fn raise_alert(client: &async_nats::Client, alerts: &mut async_nats::Subsc
         alert["code"] == "urgent-low" && alert["sensor"] == format!("cgm.{sensor}")
     })
     .await;
+    let local = raised.elapsed();
     value_until(
         "the alert committed",
         DRAIN_WAIT,
@@ -423,6 +425,10 @@ async fn raise_alert(client: &async_nats::Client, alerts: &mut async_nats::Subsc
         |s| plugin(s, "glucose-monitor")["alerts_out"] == n,
     )
     .await;
+    eprintln!(
+        "alert on {sensor}: local after {local:?}, seen committed after {:?}",
+        raised.elapsed()
+    );
 }
 
 /// The position in `stored` of glucose-monitor's alert on `sensor`, and how
@@ -484,9 +490,10 @@ async fn an_alert_raised_while_100000_summaries_wait_reaches_the_cloud_before_th
     raise_alert(&client, &mut alerts, "down", 1).await;
     start_cloud_again(&mut cloud);
     let start = DrainStart::now(&cloud).await;
-    // An alert raised while the summaries drain: once the cloud holds some.
+    // An alert raised while the summaries drain: once the cloud holds some
+    // (asked on the new connection: the old one is still in its reconnect backoff).
     poll_until("summaries arriving upstream", DRAIN_WAIT, || async {
-        let stored = stored_count(&jetstream).await;
+        let stored = stored_count(&start.jetstream).await;
         if stored > 1 {
             Ok(())
         } else {
@@ -515,6 +522,7 @@ async fn an_alert_raised_while_100000_summaries_wait_reaches_the_cloud_before_th
         "the alert raised while the cloud was down is stored before every summary (at {down_at})"
     );
     let (draining_at, summaries_after) = alert_position(&stored, "draining");
+    eprintln!("the alert raised while {waiting} summaries waited: {summaries_after} stored after it");
     assert!(
         summaries_after + ROUND >= waiting,
         "the alert raised while {waiting} summaries waited is stored before all but one round of them: \
