@@ -35,3 +35,4 @@ mod strict_files;
 mod strict_formats;
 mod support;
 mod task_ownership;
+mod upstream_resilience;

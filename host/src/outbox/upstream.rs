@@ -15,10 +15,23 @@
 //!   round was acknowledged (`refused`: upstream was working, not for it).
 //!
 //! Nothing else counts: no connection, no stream, an acknowledgement that
-//! times out while nothing behind it is acknowledged. So an outage of any
-//! length moves nothing aside. A moved-aside entry is reported upstream as a
-//! small `upstream-refused` alert (plugin, seq, reason; never the payload),
-//! stored in the outbox in the same transaction.
+//! times out while nothing behind it is acknowledged, anything in a round
+//! during which the connection was lost. So an outage of any length, and a
+//! link going down and up any number of times, moves nothing aside. A
+//! moved-aside entry is reported upstream as a small `upstream-refused` alert
+//! (plugin, seq, reason; never the payload), stored in the outbox in the same
+//! transaction.
+//!
+//! **Degrading gracefully** (docs/reliability.md):
+//! - Alerts first: each round takes the oldest alerts before any summary, so
+//!   an alert waits behind at most the one round already sent when it was
+//!   committed, however many summaries wait.
+//! - A backlog drains as fast as rounds go: the next round starts as soon as
+//!   one is acknowledged in full, with no pause; the task waits only when
+//!   the outbox is empty or a round failed.
+//! - A lost connection ends the round at once (its acknowledgements are not
+//!   awaited: what the server stored is deduplicated by `Nats-Msg-Id` when
+//!   sent again), and delivery starts again the moment the client reconnects.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -57,6 +70,13 @@ pub const DUPLICATE_WINDOW_RANGE: std::ops::RangeInclusive<Duration> =
 const BATCH: usize = 128;
 /// How long to wait for an acknowledgement.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// With nothing to deliver (or no connection): the longest wait for new
+/// entries (a commit wakes the task at once) or the connection (its return
+/// wakes the task at once).
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// After a failed round: the pause before the next attempt (a commit or a
+/// reconnection wakes the task sooner).
+const RETRY_WAIT: Duration = Duration::from_millis(200);
 /// The code of the host's alert about an output upstream refused for good.
 pub const REFUSED: &str = "upstream-refused";
 /// Suffix of the `Nats-Msg-Id` of such an alert: the refused entry's id and
@@ -95,10 +115,12 @@ pub async fn run_upstream(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), UpstreamError> {
     let violations = Arc::new(Violations::default());
-    let observed = violations.clone();
+    let link = Arc::new(Link::default());
+    let (observed, watched) = (violations.clone(), link.clone());
     let name = format!("edgewise-{}-up", subjects.device());
     let client = crate::bus::connect::connect_observed(&config.nats, &name, true, move |event| {
         observed.observe(&event);
+        watched.observe(&event);
     })
     .await
     .map_err(UpstreamError::Connect)?;
@@ -110,6 +132,7 @@ pub async fn run_upstream(
         outbox: &outbox,
         subjects: &subjects,
         violations: &violations,
+        link: &link,
     };
     loop {
         let is_connected = client.connection_state() == async_nats::connection::State::Connected;
@@ -128,24 +151,27 @@ pub async fn run_upstream(
                 Err(error) => tracing::warn!(%error, "Cannot create the upstream stream yet"),
             }
         }
-        let mut delivered_all = true;
+        let mut wait = IDLE_WAIT;
         if is_connected && stream_ready {
-            let round = upstream.deliver().await;
-            if round == Round::Failed {
-                stats.rounds_failed.fetch_add(1, Ordering::Relaxed);
+            match upstream.deliver().await {
+                Round::Empty => {}
+                // More waiting: the next round at once (after a look at `stop`).
+                Round::More => wait = Duration::ZERO,
+                Round::Failed => {
+                    stats.rounds_failed.fetch_add(1, Ordering::Relaxed);
+                    wait = RETRY_WAIT;
+                }
             }
-            delivered_all = round == Round::Empty;
         }
         if *stop.borrow() {
             break;
         }
-        let wait = if delivered_all {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_millis(200)
-        };
+        if wait.is_zero() {
+            continue;
+        }
         tokio::select! {
             _ = written.notified() => {}
+            _ = link.up.notified() => {}
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => {}
         }
@@ -197,6 +223,40 @@ impl Violations {
     }
 }
 
+/// What the connection's events say about the link.
+#[derive(Debug, Default)]
+struct Link {
+    /// Connections lost so far (a mark to compare with).
+    losses: AtomicU64,
+    /// Woken (all waiters) when the connection is lost.
+    lost: Notify,
+    /// Woken (one permit kept) when the connection is (re)established.
+    up: Notify,
+}
+
+impl Link {
+    fn observe(&self, event: &async_nats::Event) {
+        match event {
+            async_nats::Event::Disconnected => {
+                self.losses.fetch_add(1, Ordering::Relaxed);
+                self.lost.notify_waiters();
+            }
+            async_nats::Event::Connected => self.up.notify_one(),
+            _ => {}
+        }
+    }
+
+    /// The number of connections lost so far.
+    fn mark(&self) -> u64 {
+        self.losses.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection was lost after `mark`.
+    fn lost_since(&self, mark: u64) -> bool {
+        self.mark() != mark
+    }
+}
+
 /// The subject of a server error `Permissions Violation for Publish to "<subject>"`.
 fn violated_subject(text: &str) -> Option<&str> {
     const PREFIX: &str = "permissions violation for publish to ";
@@ -241,6 +301,7 @@ struct Upstream<'a> {
     outbox: &'a SharedOutbox,
     subjects: &'a Subjects,
     violations: &'a Violations,
+    link: &'a Link,
 }
 
 impl Upstream<'_> {
@@ -257,14 +318,18 @@ impl Upstream<'_> {
         if batch.is_empty() {
             return Round::Empty;
         }
-        let outcomes = self.send(&batch).await;
+        let link_mark = self.link.mark();
+        let outcomes = self.send(&batch, link_mark).await;
+        // A round during which the connection was lost says nothing about
+        // the entries that were not acknowledged.
+        let link_held = !self.link.lost_since(link_mark);
         let acknowledged: Vec<u64> = batch
             .iter()
             .zip(&outcomes)
             .filter(|(_, outcome)| **outcome == Outcome::Acknowledged)
             .map(|(entry, _)| entry.id)
             .collect();
-        let strikes = strikes(&batch, &outcomes);
+        let strikes = strikes(&batch, &outcomes, link_held);
         let complete = acknowledged.len() == batch.len();
         if !acknowledged.is_empty() || !strikes.is_empty() {
             let subjects = self.subjects.clone();
@@ -287,11 +352,13 @@ impl Upstream<'_> {
     /// Publish every entry of `batch`, then await every acknowledgement
     /// (concurrently): the outcome of each, in order. A resend after a failure is harmless
     /// (deduplicated by Nats-Msg-Id).
-    async fn send(&self, batch: &[Entry]) -> Vec<Outcome> {
+    async fn send(&self, batch: &[Entry], link_mark: u64) -> Vec<Outcome> {
         let mark = self.violations.mark();
         let mut pending = Vec::with_capacity(batch.len());
         let mut connection_failed = false;
         for entry in batch {
+            // Lost during the round: the rest waits for the next one.
+            connection_failed |= self.link.lost_since(link_mark);
             if connection_failed {
                 pending.push(Err(Outcome::NotSent));
                 continue;
@@ -319,7 +386,7 @@ impl Upstream<'_> {
         // however many entries go unacknowledged.
         let waits = batch.iter().zip(pending).map(|(entry, sent)| async move {
             match sent {
-                Ok(ack) => self.acknowledgement(ack, &entry.subject, mark).await,
+                Ok(ack) => self.acknowledgement(ack, &entry.subject, mark, link_mark).await,
                 Err(outcome) => outcome,
             }
         });
@@ -327,26 +394,37 @@ impl Upstream<'_> {
     }
 
     /// Await one acknowledgement; give up early when the server reports a
-    /// permissions violation for the subject.
+    /// permissions violation for the subject, or at once when the connection
+    /// is lost (after `link_mark`): the acknowledgement can no longer come.
     async fn acknowledgement(
         &self,
         ack: async_nats::jetstream::context::PublishAckFuture,
         subject: &str,
         mark: u64,
+        link_mark: u64,
     ) -> Outcome {
         let ack = tokio::time::timeout(ACK_TIMEOUT, std::future::IntoFuture::into_future(ack));
         tokio::pin!(ack);
         loop {
             let violation = self.violations.notify.notified();
+            let lost = self.link.lost.notified();
+            tokio::pin!(lost);
+            // Registered before the check: a loss after it wakes `lost`.
+            lost.as_mut().enable();
+            let already_lost = self.link.lost_since(link_mark);
             if self.violations.since(subject, mark) {
                 return Outcome::Refused(
                     Refusal::PermissionDenied,
                     format!("the device may not publish to {subject}"),
                 );
             }
+            // An acknowledgement that came before the loss still counts.
             tokio::select! {
+                biased;
                 acked = &mut ack => return classify(acked),
                 _ = violation => {}
+                _ = &mut lost => return Outcome::NotSent,
+                () = std::future::ready(()), if already_lost => return Outcome::NotSent,
             }
         }
     }
@@ -362,7 +440,16 @@ fn classify(
     use async_nats::jetstream::context::PublishErrorKind;
     match acked {
         Ok(Ok(_)) => Outcome::Acknowledged,
-        Ok(Err(error)) if error.kind() == PublishErrorKind::BrokenPipe => Outcome::NotSent,
+        // The connection went, or no stream answered (none yet, or the server
+        // still recovering it after a restart): upstream was not working.
+        Ok(Err(error))
+            if matches!(
+                error.kind(),
+                PublishErrorKind::BrokenPipe | PublishErrorKind::StreamNotFound
+            ) =>
+        {
+            Outcome::NotSent
+        }
         Ok(Err(error)) => {
             let api = std::error::Error::source(&error)
                 .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>());
@@ -386,8 +473,11 @@ struct Strike {
 }
 
 /// The attempts of a round that count against their entries: refusals for
-/// good, and failures with an acknowledged entry behind them.
-fn strikes(batch: &[Entry], outcomes: &[Outcome]) -> Vec<Strike> {
+/// good, and failures with an acknowledged entry behind them in a round
+/// during which the connection held (`link_held`; across a reconnection, an
+/// entry behind can be acknowledged on the new connection while the
+/// acknowledgement of one before it was lost with the old).
+fn strikes(batch: &[Entry], outcomes: &[Outcome], link_held: bool) -> Vec<Strike> {
     let mut acknowledged_behind = false;
     let mut strikes = Vec::new();
     for (entry, outcome) in batch.iter().zip(outcomes).rev() {
@@ -398,7 +488,7 @@ fn strikes(batch: &[Entry], outcomes: &[Outcome]) -> Vec<Strike> {
                 reason: *reason,
                 detail: detail.clone(),
             }),
-            Outcome::Failed(detail) if acknowledged_behind => strikes.push(Strike {
+            Outcome::Failed(detail) if acknowledged_behind && link_held => strikes.push(Strike {
                 entry: entry.clone(),
                 reason: Refusal::Refused,
                 detail: format!("{detail}, while the entries behind it were acknowledged"),
@@ -584,7 +674,7 @@ mod tests {
             Outcome::Failed("timeout".into()),
             Outcome::NotSent,
         ];
-        let got: Vec<(u64, Refusal)> = strikes(&batch, &outcomes)
+        let got: Vec<(u64, Refusal)> = strikes(&batch, &outcomes, true)
             .into_iter()
             .map(|s| (s.entry.id, s.reason))
             .collect();
@@ -597,7 +687,28 @@ mod tests {
             Outcome::NotSent,
             Outcome::NotSent,
         ];
-        assert!(strikes(&batch, &outage).is_empty());
+        assert!(strikes(&batch, &outage, true).is_empty());
+        // The connection lost during the round: a failure with an entry
+        // acknowledged behind it (on the new connection) does not count; a
+        // refusal for good still does.
+        let got: Vec<(u64, Refusal)> = strikes(&batch, &outcomes, false)
+            .into_iter()
+            .map(|s| (s.entry.id, s.reason))
+            .collect();
+        assert_eq!(got, [(2, Refusal::TooLarge)]);
+    }
+
+    #[tokio::test]
+    async fn the_link_counts_losses_and_keeps_a_wake_up_for_each_return() {
+        let link = Link::default();
+        let mark = link.mark();
+        link.observe(&async_nats::Event::Connected);
+        assert!(!link.lost_since(mark));
+        link.observe(&async_nats::Event::Disconnected);
+        assert!(link.lost_since(mark) && !link.lost_since(link.mark()));
+        // The return was noted while nobody waited: the next wait ends at once.
+        let woken = tokio::time::timeout(Duration::from_secs(5), link.up.notified()).await;
+        assert!(woken.is_ok());
     }
 
     #[test]
