@@ -10,6 +10,8 @@ use edgewise_procs::RunConfig;
 
 /// The device id of every host the harness starts.
 pub const DEVICE: &str = "bench";
+/// The upstream stream a device with `[upstream]` forwards to.
+pub const UPSTREAM_STREAM: &str = "BENCH_UP";
 /// How long `edgewise run` may take to answer its first status request.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long it may take to exit after SIGTERM.
@@ -83,6 +85,19 @@ impl Device {
         local_url: &str,
         plugins: &[PluginEntry],
     ) -> anyhow::Result<Device> {
+        Device::start_upstream(id, dir, trust, local_url, None, plugins).await
+    }
+
+    /// [`Device::start_as`] forwarding its outbox to `upstream` (the URL of a
+    /// JetStream server; the host creates the stream).
+    pub async fn start_upstream(
+        id: &str,
+        dir: &Path,
+        trust: &Path,
+        local_url: &str,
+        upstream: Option<&str>,
+        plugins: &[PluginEntry],
+    ) -> anyhow::Result<Device> {
         if dir.exists() {
             std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
         }
@@ -116,7 +131,7 @@ impl Device {
             trust_dir: trust.display().to_string(),
             tick: None,
             local_url: local_url.to_owned(),
-            upstream: None,
+            upstream: upstream.map(|url| (url.to_owned(), UPSTREAM_STREAM.to_owned())),
             rest,
         };
         let mut host = edgewise_procs::Device::new(dir, id);

@@ -1,6 +1,7 @@
 //! One module per measurement; each turns into rows of the table.
 
 pub mod allocator;
+pub mod drain;
 pub mod glucose;
 pub mod idle;
 pub mod ingest;

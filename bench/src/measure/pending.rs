@@ -21,12 +21,6 @@ pub fn run(_ctx: &mut Ctx) -> anyhow::Result<Outcome> {
                 Target::None,
                 Verdict::NotMeasured("hot swap has not landed (deployment work)".to_owned()),
             ),
-            Row::missing(
-                "outbox drain after an upstream outage",
-                "outputs/s",
-                Target::None,
-                Verdict::NotMeasured("waits for the resilience work".to_owned()),
-            ),
         ],
         details: Vec::new(),
     })
