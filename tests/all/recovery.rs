@@ -16,11 +16,26 @@ use crate::hostile_plugins::{SUPERVISOR, V0_2};
 use crate::support::{collect_until, plugin, status_until};
 
 /// The values of faulty-v02's `seen` alerts among `seen`.
-fn counted(seen: &[(String, Value)]) -> Vec<u64> {
+pub(crate) fn counted(seen: &[(String, Value)]) -> Vec<u64> {
     seen.iter()
         .filter(|(subject, alert)| V0_2.raised(subject) && alert["code"] == "seen")
         .map(|(_, alert)| alert["value"].as_f64().unwrap() as u64)
         .collect()
+}
+
+/// Publish `count` readings to faulty-v02 one at a time (each its own
+/// input), each answered before the next: the values it counted.
+pub(crate) async fn give(client: &async_nats::Client, alerts: &mut async_nats::Subscriber, count: u64) -> Vec<u64> {
+    let mut all = Vec::new();
+    for k in 0..count {
+        client
+            .publish(V0_2.subject, reading(now_ms() - 60_000 + k as i64, 100.0))
+            .await
+            .unwrap();
+        let seen = collect_until(alerts, "the reading counted", |got| counted(got).len() == 1).await;
+        all.extend(counted(&seen));
+    }
+    all
 }
 
 fn codes<'a>(seen: &'a [(String, Value)], code: &str) -> Vec<&'a Value> {
@@ -38,16 +53,11 @@ async fn trap_after(before: u64) {
     let plugins = format!("{SUPERVISOR}{}", V0_2.plugin_table("pass", "panic_on = \"666\"\n", ""));
     let mut device = Device::new(&local, None, &plugins);
     let (client, mut alerts) = device.start_watching(&local, V0_2.name).await;
+    assert_eq!(
+        give(&client, &mut alerts, before).await,
+        (1..=before).collect::<Vec<_>>()
+    );
     let t0 = now_ms() - 60_000;
-    let mut seen = Vec::new();
-    for k in 1..=before {
-        client
-            .publish(V0_2.subject, reading(t0 + k as i64, 100.0))
-            .await
-            .unwrap();
-        seen.extend(collect_until(&mut alerts, "the reading counted", |got| counted(got).len() == 1).await);
-    }
-    assert_eq!(counted(&seen), (1..=before).collect::<Vec<_>>());
     client.publish(V0_2.subject, reading(t0 + 1_000, 666.0)).await.unwrap();
     client.publish(V0_2.subject, reading(t0 + 1_001, 100.0)).await.unwrap();
     let after = collect_until(&mut alerts, "the next reading counted after the recovery", |got| {

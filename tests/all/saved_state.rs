@@ -9,40 +9,26 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use serde_json::Value;
-
 use edgewise_tests::nats::NatsServer;
 
-use crate::device::{Device, now_ms, reading};
+use crate::device::Device;
 use crate::hostile_plugins::V0_2;
+use crate::recovery::give;
 use crate::support::{collect_until, plugin, status_until};
 
 const SAVED: &str = "data/snapshot-faulty-v02.sealed";
 
-fn counted(seen: &[(String, Value)]) -> Vec<u64> {
-    seen.iter()
-        .filter(|(subject, alert)| V0_2.raised(subject) && alert["code"] == "seen")
-        .map(|(_, alert)| alert["value"].as_f64().unwrap() as u64)
-        .collect()
-}
-
-/// Publish `count` readings one at a time (each its own input), each
-/// answered before the next: the values counted.
-async fn give(client: &async_nats::Client, alerts: &mut async_nats::Subscriber, count: u64) -> Vec<u64> {
-    let mut all = Vec::new();
-    for k in 0..count {
-        client
-            .publish(V0_2.subject, reading(now_ms() - 60_000 + k as i64, 100.0))
-            .await
-            .unwrap();
-        let seen = collect_until(alerts, "the reading counted", |got| counted(got).len() == 1).await;
-        all.extend(counted(&seen));
-    }
-    all
-}
-
 fn device(local: &NatsServer) -> Device {
     Device::new(local, None, &V0_2.plugin_table("pass", "", ""))
+}
+
+/// The dated files `snapshot-faulty-v02.sealed.<time>.aside` of `device`.
+fn set_aside(device: &Device) -> Vec<String> {
+    std::fs::read_dir(device.path("data"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("snapshot-faulty-v02.sealed.") && name.ends_with(".aside"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -111,11 +97,38 @@ async fn a_saved_state_that_cannot_be_read_is_moved_aside_reported_and_the_plugi
     })
     .await;
     assert_eq!(plugin(&status, V0_2.name)["state"], "running");
-    let aside: Vec<String> = std::fs::read_dir(device.path("data"))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("snapshot-faulty-v02.sealed.") && name.ends_with(".aside"))
-        .collect();
+    let aside = set_aside(&device);
     assert_eq!(aside.len(), 1, "moved aside under a dated name: {aside:?}");
+    device.terminate_cleanly().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saved_state_the_new_configuration_refuses_is_kept_aside_and_the_plugin_starts_afresh() {
+    let local = NatsServer::start();
+    let mut device = device(&local);
+    let (client, mut alerts) = device.start_watching(&local, V0_2.name).await;
+    give(&client, &mut alerts, 2).await;
+    device.terminate_cleanly().await;
+    let saved = std::fs::read(device.path(SAVED)).unwrap();
+    // As a new version that cannot take the old state would: its `init`
+    // refuses any snapshot.
+    device.edit_config(|config| config.replace("fail = \"pass\"\n", "fail = \"pass\"\nresume = \"refuse\"\n"));
+
+    device.start_with(&client).await;
+    let seen = collect_until(&mut alerts, "the report of the refused state", |got| {
+        got.iter().any(|(_, alert)| alert["code"] == "plugin-degraded")
+    })
+    .await;
+    let report = seen
+        .iter()
+        .find(|(_, alert)| alert["code"] == "plugin-degraded")
+        .unwrap();
+    let message = report.1["message"].as_str().unwrap();
+    assert!(message.contains("did not take its saved state"), "{message}");
+    assert_eq!(give(&client, &mut alerts, 1).await, [1], "afresh");
+    // Kept, unchanged, for a version that can take it.
+    let aside = set_aside(&device);
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(std::fs::read(device.path("data").join(&aside[0])).unwrap(), saved);
     device.terminate_cleanly().await;
 }

@@ -88,12 +88,12 @@ pub fn run(args: RecordArgs) -> Result<(), Failure> {
         record(&mut recorder, &mut messages, &args).await?;
         Ok::<_, Failure>(recorder.counts())
     })?;
-    let file = recorder
+    recorder
         .writer()
         .get_ref()
         .sync_all()
-        .with_context(|| format!("cannot sync {}", args.out.display()));
-    file.map_err(Failure::runtime)?;
+        .with_context(|| format!("cannot sync {}", args.out.display()))
+        .map_err(Failure::runtime)?;
     report(&args, counts);
     Ok(())
 }
