@@ -24,13 +24,13 @@ pub mod bus;
 pub mod clock;
 pub mod envelope;
 pub mod files;
+pub mod input_log;
 pub mod load;
 pub mod model;
 pub mod outbox;
 pub mod replay;
 pub mod run;
 pub mod runtime;
-pub mod snapshots;
 pub mod worker;
 
 #[cfg(test)]

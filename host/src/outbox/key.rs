@@ -18,6 +18,38 @@ use crate::files::{self, Access, Existing};
 #[derive(Clone)]
 pub struct OutboxKey {
     key: LessSafeKey,
+    /// Keys derived from the device key, one per purpose (HKDF-SHA256), so
+    /// that each purpose has its own bound on random nonces.
+    derived: std::sync::Arc<Derived>,
+}
+
+/// The keys derived from the device key.
+struct Derived {
+    input_log: LessSafeKey,
+    states: LessSafeKey,
+}
+
+/// What a key derived from the device key protects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// The plugins' input log.
+    InputLog,
+    /// The plugins' saved states (snapshots).
+    States,
+}
+
+/// The HKDF salt: names the scheme, so that a later one derives other keys.
+const DERIVE_SALT: &[u8] = b"edgewise-device-key-derivation-v1";
+
+/// The key for `info`, derived from `bytes` with HKDF-SHA256.
+fn derive(bytes: &[u8; OutboxKey::LEN], info: &'static [u8]) -> Result<LessSafeKey, OutboxError> {
+    let failed = |_| OutboxError::Crypto {
+        operation: "derive a key from the device key",
+    };
+    let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, DERIVE_SALT).extract(bytes);
+    let info = [info];
+    let okm = prk.expand(&info, &AES_256_GCM).map_err(failed)?;
+    Ok(LessSafeKey::new(UnboundKey::from(okm)))
 }
 
 impl std::fmt::Debug for OutboxKey {
@@ -35,8 +67,13 @@ impl OutboxKey {
         let key = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| OutboxError::Crypto {
             operation: "set up the AES-256-GCM key",
         })?;
+        let derived = Derived {
+            input_log: derive(bytes, b"input-log")?,
+            states: derive(bytes, b"plugin-states")?,
+        };
         Ok(OutboxKey {
             key: LessSafeKey::new(key),
+            derived: std::sync::Arc::new(derived),
         })
     }
 
@@ -64,20 +101,12 @@ impl OutboxKey {
         &self.key
     }
 
-    /// Seal `plaintext` with `aad` under a fresh random nonce (for other
-    /// files sealed with the device key, each with its own domain in `aad`).
-    pub(crate) fn seal(
-        &self,
-        rng: &SystemRandom,
-        aad: &[u8],
-        plaintext: Vec<u8>,
-    ) -> Result<([u8; ring::aead::NONCE_LEN], Vec<u8>), ()> {
-        super::crypto::seal(&self.key, rng, aad, plaintext).map_err(|_| ())
-    }
-
-    /// Open what [`OutboxKey::seal`] sealed; `None` unless everything matches.
-    pub(crate) fn open(&self, nonce: &[u8], aad: &[u8], ciphertext: Vec<u8>) -> Option<Vec<u8>> {
-        super::crypto::open(&self.key, nonce, aad, ciphertext)
+    /// The key derived from the device key for `purpose`.
+    pub(crate) fn derived(&self, purpose: Purpose) -> &LessSafeKey {
+        match purpose {
+            Purpose::InputLog => &self.derived.input_log,
+            Purpose::States => &self.derived.states,
+        }
     }
 
     fn from_file(path: &Path, bytes: &[u8]) -> Result<OutboxKey, OutboxError> {

@@ -43,6 +43,7 @@
 mod crypto;
 mod entry;
 mod error;
+mod journal;
 mod evict;
 pub mod expiry;
 mod key;
@@ -68,5 +69,6 @@ pub use park::{PARK_AFTER, PARKED_MAX_ENTRIES, ParkedCounts, ParkedEntry, Refusa
 pub use schema::FILE_NAME;
 pub(crate) use sequence::Sequence;
 pub use shared::{SharedOutbox, with_outbox};
-pub use store::Outbox;
+pub use journal::{JournalWrite, LoggedInput, PluginJournal, Record, SavedState};
+pub use store::{Append, Outbox};
 pub use writer::{Committed, Outcome, Writer, WriterHandle, WriterStopped};

@@ -16,7 +16,7 @@ pub const FILE_NAME: &str = "outbox.sqlite3";
 /// The schema this build writes, kept in SQLite's `user_version`. A file with a
 /// higher version is refused, never "upgraded" backwards; a file with a lower
 /// one is migrated at open, in one transaction.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// Schema version 1 (kept: a new file is made as version 1, then migrated, so
 /// that a file left by an older build takes the same path as a new one).
@@ -138,9 +138,9 @@ pub(crate) fn prepare(conn: &mut Connection, path: &Path, key: &LessSafeKey) -> 
             create(conn, path, key)?;
             migrate(conn, path, 1)
         }
-        1 => {
+        1 | 2 => {
             check_key(conn, path, key)?;
-            migrate(conn, path, 1)
+            migrate(conn, path, version)
         }
         SCHEMA_VERSION => check_key(conn, path, key),
         found => Err(OutboxError::UnknownSchema {
@@ -193,6 +193,10 @@ fn migrate(conn: &mut Connection, path: &Path, from: i64) -> Result<(), OutboxEr
         tx.execute_batch(SCHEMA_V2)
             .map_err(sql("migrate the schema to version 2"))?;
         migrate_v2(&tx).map_err(sql("name the plugin of every entry"))?;
+    }
+    if from < 3 {
+        tx.execute_batch(super::journal::SCHEMA_V3)
+            .map_err(sql("migrate the schema to version 3"))?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(sql("set the schema version"))?;

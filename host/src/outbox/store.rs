@@ -13,6 +13,7 @@ use super::crypto;
 use super::entry::{Entry, Kind, NewEntry, SIZE_SQL, stored_size};
 use super::error::OutboxError;
 use super::evict::{self, Incoming, Room};
+use super::journal::{self, JournalWrite};
 use super::key::OutboxKey;
 use super::limits::{Depth, DropCounts, DropReason, OutboxLimits};
 use super::park::{self, ParkedCounts};
@@ -22,6 +23,22 @@ use super::tally::Tally;
 /// The columns `read_entry` decodes, in its order.
 pub(super) const ENTRY_COLUMNS: &str = "id, kind, subject, msg_id, created_ms, nonce, ciphertext, plugin";
 
+/// One group of [`Outbox::append_all`]: entries and what they add to a
+/// plugin's journal.
+#[derive(Debug, Default)]
+pub struct Append {
+    /// What the group adds to a plugin's journal.
+    pub journal: Option<JournalWrite>,
+    /// The outputs.
+    pub entries: Vec<NewEntry>,
+}
+
+impl Append {
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.journal.as_ref().is_none_or(|j| j.records.is_empty())
+    }
+}
+
 /// The store-and-forward queue of outputs waiting to go upstream.
 ///
 /// Synchronous: run it on a dedicated thread or in `spawn_blocking`. One
@@ -30,6 +47,8 @@ pub struct Outbox {
     pub(super) conn: Connection,
     pub(super) path: PathBuf,
     pub(super) key: LessSafeKey,
+    /// The device key, for the journal's derived keys.
+    pub(super) keys: OutboxKey,
     pub(super) rng: SystemRandom,
     pub(super) limits: OutboxLimits,
     pub(super) tally: Tally,
@@ -97,6 +116,7 @@ impl Outbox {
             conn,
             path,
             key: key.aead().clone(),
+            keys: key.clone(),
             rng: SystemRandom::new(),
             limits,
             tally,
@@ -155,7 +175,21 @@ impl Outbox {
         &mut self,
         groups: Vec<Vec<NewEntry>>,
     ) -> Result<Vec<Result<Vec<Option<u64>>, OutboxError>>, OutboxError> {
-        if groups.iter().all(Vec::is_empty) {
+        let groups = groups
+            .into_iter()
+            .map(|entries| Append { journal: None, entries })
+            .collect();
+        self.append_all(groups)
+    }
+
+    /// As [`Outbox::append_groups`], each group with what it adds to a
+    /// plugin's journal (stored with its entries, all or nothing).
+    #[allow(clippy::type_complexity)]
+    pub fn append_all(
+        &mut self,
+        groups: Vec<Append>,
+    ) -> Result<Vec<Result<Vec<Option<u64>>, OutboxError>>, OutboxError> {
+        if groups.iter().all(Append::is_empty) {
             return Ok(groups.iter().map(|_| Ok(Vec::new())).collect());
         }
         // Groups rarely fail: first all of them in one plain transaction; only
@@ -173,7 +207,7 @@ impl Outbox {
     #[allow(clippy::type_complexity)]
     fn store_groups(
         &mut self,
-        groups: &[Vec<NewEntry>],
+        groups: &[Append],
         isolate: bool,
     ) -> Result<Option<Vec<Result<Vec<Option<u64>>, OutboxError>>>, OutboxError> {
         let path = &self.path;
@@ -185,15 +219,19 @@ impl Outbox {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("begin an append"))?;
-        for entries in groups {
-            if entries.is_empty() {
+        for group in groups {
+            if group.is_empty() {
                 results.push(Ok(Vec::new()));
                 continue;
             }
+            let entries = &group.entries;
             let mut group_tally = tally.clone();
             let mut group_drops = DropCounts::default();
             let mut store = |conn: &Connection| {
                 too_large(path, self.limits.max_bytes, entries)?;
+                if let Some(write) = &group.journal {
+                    journal::store(conn, path, &self.keys, &self.rng, write)?;
+                }
                 insert_entries(
                     conn,
                     path,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::entry::NewEntry;
 use super::error::OutboxError;
-use super::store::Outbox;
+use super::store::{Append, Outbox};
 
 /// Entries committed in one transaction at most; more wait for the next one.
 const MAX_GROUP_ENTRIES: usize = 8192;
@@ -39,7 +39,7 @@ pub type Committed = Box<dyn FnOnce(Outcome<'_>) + Send>;
 
 /// One append waiting for the writer.
 struct Job {
-    entries: Vec<NewEntry>,
+    append: Append,
     then: Committed,
 }
 
@@ -108,7 +108,13 @@ impl WriterHandle {
     ///
     /// On [`WriterStopped`], `then` is dropped without running.
     pub fn submit(&self, entries: Vec<NewEntry>, then: Committed) -> Result<(), WriterStopped> {
-        let job = Job { entries, then };
+        self.submit_with(Append { journal: None, entries }, then)
+    }
+
+    /// As [`WriterHandle::submit`], with what the entries add to a plugin's
+    /// journal: stored in the same transaction, all or nothing.
+    pub fn submit_with(&self, append: Append, then: Committed) -> Result<(), WriterStopped> {
+        let job = Job { append, then };
         match self.sender.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(job)) => self.sender.send(job).map_err(|_| WriterStopped),
@@ -121,12 +127,12 @@ impl WriterHandle {
 fn run(outbox: &Mutex<Outbox>, receiver: &Receiver<Job>, written: &dyn Fn()) {
     while let Ok(first) = receiver.recv() {
         std::thread::sleep(LINGER);
-        let mut queued = first.entries.len();
+        let mut queued = job_size(&first);
         let mut jobs = vec![first];
         while queued < MAX_GROUP_ENTRIES {
             match receiver.try_recv() {
                 Ok(job) => {
-                    queued += job.entries.len();
+                    queued += job_size(&job);
                     jobs.push(job);
                 }
                 Err(_) => break,
@@ -136,16 +142,21 @@ fn run(outbox: &Mutex<Outbox>, receiver: &Receiver<Job>, written: &dyn Fn()) {
     }
 }
 
+/// Rows a job writes.
+fn job_size(job: &Job) -> usize {
+    job.append.entries.len() + job.append.journal.as_ref().map_or(0, |j| j.records.len())
+}
+
 /// Commit `jobs` in one transaction and run their continuations in order.
 fn commit(outbox: &Mutex<Outbox>, jobs: Vec<Job>, written: &dyn Fn()) {
-    let (groups, continuations): (Vec<Vec<NewEntry>>, Vec<Committed>) =
-        jobs.into_iter().map(|job| (job.entries, job.then)).unzip();
-    if groups.iter().all(Vec::is_empty) {
+    let (groups, continuations): (Vec<Append>, Vec<Committed>) =
+        jobs.into_iter().map(|job| (job.append, job.then)).unzip();
+    if groups.iter().all(|g| g.entries.is_empty() && g.journal.is_none()) {
         continuations.into_iter().for_each(|then| then(Ok(&[])));
         return;
     }
     let stored = match outbox.lock() {
-        Ok(mut outbox) => outbox.append_groups(groups),
+        Ok(mut outbox) => outbox.append_all(groups),
         Err(_) => Err(OutboxError::Poisoned),
     };
     match stored {

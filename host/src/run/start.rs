@@ -23,11 +23,9 @@ use crate::bus::overlap;
 use crate::clock::Clock;
 use crate::envelope::Provenance;
 use crate::load::{self, LoadError, Operator, Trust};
-use crate::outbox::OutboxKey;
 use crate::outbox::reset::{self, RESET_CODE};
 use crate::outbox::{SharedOutbox, Writer};
 use crate::runtime::{Limits, Runtime, RuntimeOptions};
-use crate::snapshots::SnapshotFiles;
 use crate::worker::{self, DEGRADED, PluginSetup, Work, Worker, WorkerContext};
 
 /// Appends (one per plugin call with outputs) waiting for the outbox writer
@@ -111,16 +109,6 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
     let rollback = Arc::new(Mutex::new(rollback));
     let runtime = Arc::new(Runtime::new(RuntimeOptions::default()).map_err(RunError::Runtime)?);
     let opened = reset::open_outbox(&config.data_dir, config.outbox)?;
-    // Plugin snapshots on disk, sealed with the device key the outbox opened
-    // with (a reset outbox made a new key: older snapshots then do not open,
-    // and are moved aside, reported).
-    let snapshots = match OutboxKey::load_or_create(&config.data_dir.join(reset::KEY_FILE)) {
-        Ok(key) => Some(SnapshotFiles::new(&config.data_dir, key)),
-        Err(error) => {
-            tracing::error!(%error, "No device key for plugin snapshots: plugins restart without their state");
-            None
-        }
-    };
     let outbox = Arc::new(Mutex::new(opened.outbox));
     let outbox_written = Arc::new(Notify::new());
     // Every plugin's outputs go through one writer: one fsync for whatever
@@ -167,10 +155,9 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
             local: local.clone(),
             handle: tokio::runtime::Handle::current(),
             writer: writer.handle(),
-            data_dir: config.data_dir.clone(),
+            outbox: outbox.clone(),
             clock: clock.clone(),
             policy: config.supervisor.clone(),
-            snapshots: snapshots.clone(),
         };
         plugins.push(start_worker(config, context, prepared)?);
     }

@@ -29,7 +29,9 @@ use crate::bus::Subjects;
 use crate::bus::ingest::Batch;
 use crate::clock::Clock;
 use crate::envelope::Provenance;
-use crate::outbox::{Sequence, WriterHandle};
+use crate::input_log::Input;
+use crate::outbox::{LoggedInput, PluginJournal, SharedOutbox, WriterHandle};
+use crate::runtime::Snapshot;
 use crate::runtime::{CompiledPlugin, Limits, Runtime};
 use hold::Hold;
 use output::Emitter;
@@ -72,15 +74,12 @@ pub struct WorkerContext {
     pub handle: tokio::runtime::Handle,
     /// The outbox writer (group commit).
     pub writer: WriterHandle,
-    /// Where sequence numbers are kept.
-    pub data_dir: std::path::PathBuf,
+    /// The outbox, to read the plugin's journal from at start.
+    pub outbox: SharedOutbox,
     /// The host clock: the time stamp of the host's own alerts.
     pub clock: Clock,
     /// Restart, backoff and quarantine rules.
     pub policy: SupervisorPolicy,
-    /// Where plugins' snapshots are kept across restarts of the host
-    /// (`None`: nowhere, a plugin starts afresh each time).
-    pub snapshots: Option<crate::snapshots::SnapshotFiles>,
 }
 
 /// Records the plugin's version for anti-rollback; run once, after its
@@ -113,6 +112,83 @@ pub struct Worker {
     thread: JoinHandle<()>,
 }
 
+/// Where a plugin that takes snapshots starts: its saved state and the
+/// inputs logged after it, without those set aside. Not all the inputs since
+/// (a gap, a damaged row, too many): a fresh start, said loudly when the
+/// plugin starts.
+fn resumed(plugin: &str, journal: &PluginJournal) -> recovery::Recovery {
+    let start = journal.state.as_ref().map(|state| recovery::Start {
+        snapshot: Snapshot {
+            schema: state.schema,
+            data: state.data.clone(),
+        },
+        position: state.position,
+        next_seq: state.next_seq,
+    });
+    let after = start.as_ref().map_or(0, |start| start.position);
+    let since = journal.inputs.as_ref().and_then(|inputs| {
+        let mut kept = Vec::with_capacity(inputs.len());
+        for (expected, logged) in (after + 1..).zip(inputs) {
+            let input = match logged_input(logged, expected) {
+                Ok(input) => input,
+                Err(why) => {
+                    tracing::error!(%plugin, position = expected, "The input log cannot be given again: {why}");
+                    return None;
+                }
+            };
+            if journal.set_aside.contains(&(expected, None)) {
+                continue;
+            }
+            kept.push(recovery::Kept {
+                position: expected,
+                reading: None,
+                input: without_set_aside(input, expected, &journal.set_aside),
+                failures: 0,
+            });
+        }
+        Some(kept)
+    });
+    recovery::Recovery::resumed(start, since)
+}
+
+/// The input logged at `expected`, or why it cannot be given again.
+fn logged_input(logged: &LoggedInput, expected: u64) -> Result<Input, String> {
+    if logged.position != expected {
+        return Err(format!("input {expected} is missing (the next is {})", logged.position));
+    }
+    let data = logged
+        .data
+        .as_deref()
+        .ok_or_else(|| format!("input {expected} does not open (damaged)"))?;
+    Input::decode(data).map_err(|error| format!("input {expected}: {error}"))
+}
+
+/// `input` without its readings set aside (a batch was split by an earlier
+/// recovery, and one of its readings set aside alone).
+fn without_set_aside(input: Input, position: u64, set_aside: &std::collections::BTreeSet<(u64, Option<u32>)>) -> Input {
+    match input {
+        Input::Readings {
+            now_ms,
+            readings,
+            sources,
+        } if set_aside.range((position, Some(0))..=(position, Some(u32::MAX))).next().is_some() => {
+            let keep = |index: usize| !set_aside.contains(&(position, Some(index as u32)));
+            let sources = if sources.len() == readings.len() {
+                sources.into_iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, s)| s).collect()
+            } else {
+                sources
+            };
+            let readings = readings.into_iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, r)| r).collect();
+            Input::Readings {
+                now_ms,
+                readings,
+                sources,
+            }
+        }
+        input => input,
+    }
+}
+
 /// Whether the worker keeps what recovering `plugin`'s state needs: a 0.2
 /// plugin whose manifest declares snapshot schemas (or a plain component,
 /// whose own `init` decides what it takes).
@@ -124,7 +200,13 @@ fn takes_snapshots(plugin: &CompiledPlugin) -> bool {
 impl Worker {
     /// Start a worker thread.
     pub fn start(context: WorkerContext, setup: PluginSetup, queue_capacity: usize) -> std::io::Result<Worker> {
-        let sequence = Sequence::open(&context.data_dir, &setup.provenance.plugin)?;
+        let plugin = setup.provenance.plugin.clone();
+        let journal = context
+            .outbox
+            .lock()
+            .map_err(|_| crate::outbox::OutboxError::Poisoned)
+            .and_then(|mut outbox| outbox.plugin_journal(&plugin, recovery::KEPT_AT_MOST))
+            .map_err(std::io::Error::other)?;
         let (queue, receiver) = mpsc::channel(queue_capacity);
         let stats = Arc::new(PluginStats::default());
         if let Ok(mut health) = stats.health.lock() {
@@ -133,26 +215,18 @@ impl Worker {
         let supervisor = Supervisor::new(context.policy.clone());
         let stopping = Arc::new(AtomicBool::new(false));
         let drain_until = Arc::new(OnceLock::new());
-        let name = format!("plugin-{}", setup.provenance.plugin);
-        let saver = match (&context.snapshots, takes_snapshots(&setup.compiled)) {
-            (Some(files), true) => {
-                let (stats, plugin) = (stats.clone(), setup.provenance.plugin.clone());
-                let failed = move |error: &crate::snapshots::SnapshotFileError| {
-                    stats.snapshot_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(%plugin, error = %crate::error_chain(error), "Cannot save the plugin's state");
-                };
-                Some(crate::snapshots::SnapshotSaver::start(
-                    files.clone(),
-                    setup.provenance.plugin.clone(),
-                    failed,
-                )?)
+        let name = format!("plugin-{plugin}");
+        let mut seen = thread::Seen::default();
+        for logged in &journal.recent {
+            if let Some(Ok(Input::Readings { sources, .. })) = logged.data.as_deref().map(Input::decode) {
+                seen.insert(&sources);
             }
-            _ => None,
-        };
+        }
+        let recovery = takes_snapshots(&setup.compiled).then(|| resumed(&plugin, &journal));
         let emitter = Emitter::new(
             setup.provenance,
             &context.subjects,
-            sequence,
+            &journal,
             context.local.clone(),
             context.handle.clone(),
             context.writer.clone(),
@@ -160,8 +234,11 @@ impl Worker {
         );
         let mut state = PluginThread {
             hold: Hold::new(context.policy.buffer_readings, stats.clone()),
-            recovery: takes_snapshots(&setup.compiled).then(recovery::Recovery::new),
-            saver,
+            recovery,
+            position: journal.last_position,
+            pinned: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
+            seen,
+            unreadable_state: journal.state_unreadable.clone(),
             context,
             emitter,
             plugin: setup.compiled,

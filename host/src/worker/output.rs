@@ -1,6 +1,7 @@
 //! Where a plugin's outputs go: alerts to the local bus at once, every
-//! output numbered ([`Sequence`]) and handed to the outbox writer, which
-//! makes it durable and only then counts it as emitted.
+//! output numbered (its count among the plugin's outputs) and handed to the
+//! outbox writer with the plugin's journal records, which makes them durable
+//! and only then counts them as emitted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::PluginStats;
 use crate::bus::Subjects;
 use crate::envelope::{Provenance, to_json_line};
-use crate::model::Output;
-use crate::outbox::{Committed, Kind, NewEntry, Sequence, WriterHandle, wall_ms};
+use crate::model::{Alert, Output};
+use crate::outbox::{Append, Committed, JournalWrite, Kind, NewEntry, PluginJournal, Record, WriterHandle, wall_ms};
 
 /// Where a plugin's outputs go, made once per worker.
 pub(super) struct Routes {
@@ -35,6 +36,11 @@ impl Routes {
         }
     }
 
+    /// The `Nats-Msg-Id` of the host's alert number `n` about the plugin.
+    fn host_msg_id(&self, n: u64) -> String {
+        format!("{}host-{n}", self.msg_id_prefix)
+    }
+
     /// The `Nats-Msg-Id` of output `seq` (as [`Subjects::msg_id`]).
     fn msg_id(&self, seq: u64) -> String {
         use std::fmt::Write;
@@ -45,12 +51,26 @@ impl Routes {
     }
 }
 
-/// Emits the outputs of one plugin.
+/// Emits the outputs of one plugin, numbered.
+///
+/// Output numbers (`seq`, and the `Nats-Msg-Id`) count the plugin's outputs:
+/// the n-th output the plugin ever made is number n, whatever the crashes and
+/// restarts in between, because recovery makes the same outputs again in the
+/// same order (see `recovery`). An output whose number was emitted already
+/// (at most `emitted_high`, made again by a recovery) is not emitted twice.
+/// The host's own alerts about the plugin are numbered apart (`host-<n>` in
+/// the message id, `seq` 0 in the envelope): they are not the plugin's
+/// outputs, and recovery does not make them again.
 pub(super) struct Emitter {
     /// Who the outputs are from.
     pub(super) provenance: Provenance,
     routes: Routes,
-    sequence: Sequence,
+    /// The number of the next output the plugin makes.
+    next_seq: u64,
+    /// The highest number emitted (or found stored at start).
+    emitted_high: u64,
+    /// The highest host-alert number used.
+    host_seq: u64,
     local: async_nats::Client,
     handle: tokio::runtime::Handle,
     writer: WriterHandle,
@@ -58,21 +78,24 @@ pub(super) struct Emitter {
 }
 
 impl Emitter {
-    /// The emitter of `provenance`'s outputs, numbered by `sequence`.
+    /// The emitter of `provenance`'s outputs, numbered on from what `journal`
+    /// says was stored.
     pub(super) fn new(
         provenance: Provenance,
         subjects: &Subjects,
-        sequence: Sequence,
+        journal: &PluginJournal,
         local: async_nats::Client,
         handle: tokio::runtime::Handle,
         writer: WriterHandle,
         stats: Arc<PluginStats>,
     ) -> Emitter {
-        let routes = Routes::new(subjects, sequence.incarnation(), &provenance.plugin);
+        let routes = Routes::new(subjects, &journal.incarnation, &provenance.plugin);
         Emitter {
             provenance,
             routes,
-            sequence,
+            next_seq: journal.high_seq + 1,
+            emitted_high: journal.high_seq,
+            host_seq: journal.host_seq,
             local,
             handle,
             writer,
@@ -80,12 +103,31 @@ impl Emitter {
         }
     }
 
+    /// The number of the plugin's next output.
+    pub(super) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// A recovery starts: the plugin's next output is number `next_seq`
+    /// again (those up to the highest emitted are not emitted twice).
+    pub(super) fn rewind(&mut self, next_seq: u64) {
+        self.next_seq = next_seq;
+    }
+
+    /// A recovery ended (or the plugin starts afresh): numbers go on after
+    /// every number already used, so none is ever used for two outputs. (They
+    /// skip only when the recovered plugin made fewer outputs than before: an
+    /// input set aside.)
+    pub(super) fn resume(&mut self) {
+        self.next_seq = self.next_seq.max(self.emitted_high + 1);
+    }
+
     /// Tell `done` once every output handed to the writer so far (those of
     /// this work included) has been committed, if `stored` then says that
-    /// every output of this work was numbered and written: the writer runs
-    /// continuations in order. Otherwise, or if the writer has stopped, `done`
-    /// is dropped unsent: JetStream ingest leaves the messages unacknowledged
-    /// and the stream delivers them again.
+    /// every output of this work was written: the writer runs continuations
+    /// in order. Otherwise, or if the writer has stopped, `done` is dropped
+    /// unsent: JetStream ingest leaves the messages unacknowledged and the
+    /// stream delivers them again.
     pub(super) fn after_commit(&self, done: tokio::sync::oneshot::Sender<()>, stored: Arc<AtomicBool>) {
         let then: Committed = Box::new(move |_| {
             if stored.load(Ordering::Acquire) {
@@ -97,77 +139,91 @@ impl Emitter {
         }
     }
 
-    /// Alerts to the local bus at once; every output to the outbox writer,
-    /// which makes them durable and only then counts them as emitted.
+    /// Alerts to the local bus at once; every output, with `records` for the
+    /// plugin's journal, to the outbox writer, which makes them durable and
+    /// only then counts them as emitted.
     ///
-    /// Returns whether every output was stored: false at once if one got no
-    /// sequence number (an alert is still published locally, with `seq` 0),
-    /// set false by the writer if the write fails. Read it in a continuation
-    /// submitted after this one ([`Emitter::after_commit`]).
-    pub(super) fn emit(&mut self, outputs: Vec<Output>) -> Arc<AtomicBool> {
-        let stored = Arc::new(AtomicBool::new(true));
-        if outputs.is_empty() {
-            return stored;
-        }
-        let plugin = &self.provenance.plugin;
+    /// Returns whether everything was stored: set false by the writer if the
+    /// write fails. Read it in a continuation submitted after this one
+    /// ([`Emitter::after_commit`]).
+    pub(super) fn emit(&mut self, outputs: Vec<Output>, mut records: Vec<Record>) -> Arc<AtomicBool> {
         let mut entries = Vec::with_capacity(outputs.len());
         let (mut alerts, mut summaries) = (0u64, 0u64);
-        let mut unnumbered = 0u64;
-        let mut last_error = None;
         for output in &outputs {
-            let seq = match self.sequence.next() {
-                Ok(seq) => Some(seq),
-                Err(error) => {
-                    unnumbered += 1;
-                    last_error = Some(error);
-                    None
-                }
-            };
-            // 0 is never a sequence number (they start at 1): "not numbered".
-            let line = to_json_line(&self.provenance, seq.unwrap_or(0), output);
-            if let Output::Alert(_) = output {
-                // The local alert path does not depend on the disk.
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            if seq <= self.emitted_high {
+                continue; // Made again by a recovery: emitted already.
+            }
+            self.emitted_high = seq;
+            let line = to_json_line(&self.provenance, seq, output);
+            match output {
+                Output::Alert(_) => alerts += 1,
+                Output::Summary(_) => summaries += 1,
+            }
+            entries.push(self.entry(output, self.routes.msg_id(seq), line));
+        }
+        if !entries.is_empty() {
+            records.push(self.numbered());
+        }
+        self.submit(entries, records, alerts, summaries)
+    }
+
+    /// An alert of the host about the plugin: to the local bus at once, and
+    /// to the outbox, numbered apart from the plugin's outputs.
+    pub(super) fn emit_host(&mut self, alert: Alert) {
+        self.host_seq += 1;
+        let output = Output::Alert(alert);
+        let line = to_json_line(&self.provenance, 0, &output);
+        let entry = self.entry(&output, self.routes.host_msg_id(self.host_seq), line);
+        let records = vec![self.numbered()];
+        self.submit(vec![entry], records, 1, 0);
+    }
+
+    /// Records for the plugin's journal alone (a snapshot, an input set aside).
+    pub(super) fn journal(&mut self, records: Vec<Record>) -> Arc<AtomicBool> {
+        self.submit(Vec::new(), records, 0, 0)
+    }
+
+    /// The record of the numbers used so far.
+    fn numbered(&self) -> Record {
+        Record::Numbered {
+            high_seq: self.emitted_high,
+            host_seq: self.host_seq,
+        }
+    }
+
+    /// The outbox entry of `output` (an alert is published locally first:
+    /// the local alert path does not depend on the disk).
+    fn entry(&self, output: &Output, msg_id: String, line: String) -> NewEntry {
+        let plugin = &self.provenance.plugin;
+        let (kind, subject) = match output {
+            Output::Alert(_) => {
                 let subject = self.routes.local_alerts.clone();
                 let publish = self.local.publish(subject, line.clone().into());
                 if let Err(error) = self.handle.block_on(publish) {
                     tracing::warn!(%plugin, %error, "Cannot publish an alert on the local bus");
                 }
+                (Kind::Alert, self.routes.upstream_alerts.clone())
             }
-            let Some(seq) = seq else { continue };
-            let (kind, upstream_subject) = match output {
-                Output::Alert(_) => {
-                    alerts += 1;
-                    (Kind::Alert, self.routes.upstream_alerts.clone())
-                }
-                Output::Summary(_) => {
-                    summaries += 1;
-                    (Kind::Summary, self.routes.upstream_summaries.clone())
-                }
-            };
-            entries.push(NewEntry {
-                kind,
-                plugin: plugin.clone(),
-                subject: upstream_subject,
-                msg_id: self.routes.msg_id(seq),
-                payload: line.into_bytes(),
-                created_ms: wall_ms(),
-            });
+            Output::Summary(_) => (Kind::Summary, self.routes.upstream_summaries.clone()),
+        };
+        NewEntry {
+            kind,
+            plugin: plugin.clone(),
+            subject,
+            msg_id,
+            payload: line.into_bytes(),
+            created_ms: wall_ms(),
         }
-        if let Some(error) = last_error {
-            // One line per call, however many outputs it had.
-            stored.store(false, Ordering::Release);
-            self.stats.sequence_failures.fetch_add(unnumbered, Ordering::Relaxed);
-            tracing::error!(
-                %plugin,
-                %error,
-                unnumbered,
-                "Cannot reserve sequence numbers: these outputs are not stored for upstream \
-                 (alerts were still published locally with seq 0, summaries are dropped); the input is not acknowledged"
-            );
-        }
-        if entries.is_empty() {
+    }
+
+    fn submit(&mut self, entries: Vec<NewEntry>, records: Vec<Record>, alerts: u64, summaries: u64) -> Arc<AtomicBool> {
+        let stored = Arc::new(AtomicBool::new(true));
+        if entries.is_empty() && records.is_empty() {
             return stored;
         }
+        let plugin = &self.provenance.plugin;
         let stats = self.stats.clone();
         let who = plugin.clone();
         let written = stored.clone();
@@ -179,10 +235,17 @@ impl Emitter {
             Err(error) => {
                 written.store(false, Ordering::Release);
                 stats.outbox_failures.fetch_add(alerts + summaries, Ordering::Relaxed);
-                tracing::error!(plugin = %who, %error, "Cannot write outputs to the outbox");
+                tracing::error!(plugin = %who, %error, "Cannot write outputs and the input log to the outbox");
             }
         });
-        if let Err(error) = self.writer.submit(entries, then) {
+        let append = Append {
+            journal: (!records.is_empty()).then(|| JournalWrite {
+                plugin: plugin.clone(),
+                records,
+            }),
+            entries,
+        };
+        if let Err(error) = self.writer.submit_with(append, then) {
             stored.store(false, Ordering::Release);
             self.stats
                 .outbox_failures

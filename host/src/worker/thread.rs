@@ -3,7 +3,8 @@
 //! new instance after a backoff, quarantine after repeated failures, work
 //! held meanwhile ([`Hold`]); at shutdown, the drain within its budget.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -11,12 +12,14 @@ use tokio::sync::mpsc;
 
 use super::hold::{Held, Hold};
 use super::output::Emitter;
-use super::recovery::{Input, Kept, Recovery, SET_ASIDE_AFTER};
+use super::recovery::{Kept, Recovery, SET_ASIDE_AFTER, Start};
 use super::supervisor::{Decision, Health, Supervisor};
 use super::{Accept, DEGRADED, PluginStats, SET_ASIDE, Work, WorkerContext};
-use crate::model::{Alert, Output, Severity};
+use crate::bus::ingest::Batch;
+use crate::input_log::Input;
+use crate::model::{Alert, Severity};
+use crate::outbox::{Record, SavedState, wall_ms};
 use crate::runtime::{CompiledPlugin, Limits, PluginClock, PluginError, PluginInstance, Snapshot};
-use crate::snapshots::{SnapshotFileError, SnapshotSaver};
 
 /// Whether a failed recovery removed or split the input that failed.
 enum Progress {
@@ -41,9 +44,16 @@ pub(super) struct PluginThread {
     /// What a new instance after a failure starts from; `None` for a plugin
     /// that takes no snapshots (it starts afresh).
     pub(super) recovery: Option<Recovery>,
-    /// Saves snapshots for the host's next run (with `recovery`, when the
-    /// host keeps snapshot files).
-    pub(super) saver: Option<SnapshotSaver>,
+    /// The position of the last input logged.
+    pub(super) position: u64,
+    /// The host clock as the plugin reads it during a call: pinned to the
+    /// time logged with the input, so that giving it again reads the same.
+    pub(super) pinned: Arc<AtomicI64>,
+    /// JetStream messages already logged (by stream sequence).
+    pub(super) seen: Seen,
+    /// Why the saved state found at start could not be read (it was moved
+    /// aside): said when the plugin starts.
+    pub(super) unreadable_state: Option<String>,
     /// Log lines dropped by instances already discarded.
     pub(super) logs_dropped_before: u64,
     /// Wakes deferred by instances already discarded.
@@ -133,10 +143,11 @@ impl PluginThread {
         }
     }
 
-    /// Deliver the oldest held work to the instance.
+    /// Deliver the oldest held work to the instance: log it, call the
+    /// plugin, emit the outputs with the input's log record.
     fn run_next(&mut self) {
-        let Some(instance) = self.instance.as_mut() else { return };
         let Some(work) = self.hold.pop() else { return };
+        let Some(instance) = self.instance.as_mut() else { return };
         if let Held::Tick(now_ms) = work
             && !instance.wake().due(now_ms)
         {
@@ -144,16 +155,47 @@ impl PluginThread {
             // host clock reaches the time it asked for, not every interval.
             return;
         }
-        let (result, done, input) = match work {
+        let (input, done) = match work {
             Held::Readings(batch) => {
+                let Batch {
+                    mut readings,
+                    mut sources,
+                    done,
+                } = batch;
+                if !sources.is_empty() {
+                    self.seen.drop_seen(&mut readings, &mut sources);
+                }
+                if readings.is_empty() {
+                    // Every message was logged before a crash already: acknowledge.
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                    return;
+                }
                 self.stats
                     .readings_in
-                    .fetch_add(batch.readings.len() as u64, Ordering::Relaxed);
-                let result = instance.on_readings(&batch.readings);
-                (result, batch.done, Input::Readings(batch.readings))
+                    .fetch_add(readings.len() as u64, Ordering::Relaxed);
+                let now_ms = self.context.clock.now_ms();
+                (
+                    Input::Readings {
+                        now_ms,
+                        readings,
+                        sources,
+                    },
+                    done,
+                )
             }
-            Held::Tick(now_ms) => (instance.on_tick(now_ms), None, Input::Tick(now_ms)),
+            Held::Tick(now_ms) => (Input::Tick(now_ms), None),
         };
+        self.position += 1;
+        let record = Record::Input {
+            position: self.position,
+            created_ms: wall_ms(),
+            readings: input.readings() as u32,
+            data: input.encode(),
+        };
+        let Some(instance) = self.instance.as_mut() else { return };
+        let result = give(instance, &self.pinned, &input);
         let outputs = instance.take_outputs();
         self.stats
             .logs_dropped
@@ -162,10 +204,13 @@ impl PluginThread {
             self.wakes_deferred_before + instance.wakes_deferred(),
             Ordering::Relaxed,
         );
-        if let Some(recovery) = self.recovery.as_mut() {
-            recovery.given(input, outputs.len(), result.is_err());
+        if let Input::Readings { sources, .. } = &input {
+            self.seen.insert(sources);
         }
-        let stored = self.emitter.emit(outputs);
+        let stored = self.emitter.emit(outputs, vec![record]);
+        if let Some(recovery) = self.recovery.as_mut() {
+            recovery.given(self.position, input, result.is_err());
+        }
         match result {
             Ok(()) => {
                 self.supervisor.succeeded();
@@ -179,8 +224,9 @@ impl PluginThread {
     }
 
     /// Take a snapshot for recovery when enough inputs have passed since the
-    /// last one. A snapshot the runtime refuses is counted and tried again
-    /// later; a failure of the plugin in `snapshot` is its failure.
+    /// last one, and save it in the journal (after the outputs before it).
+    /// A snapshot the runtime refuses is counted and tried again later; a
+    /// failure of the plugin in `snapshot` is its failure.
     fn snapshot_if_due(&mut self) {
         let (Some(recovery), Some(instance)) = (self.recovery.as_mut(), self.instance.as_mut()) else {
             return;
@@ -190,8 +236,13 @@ impl PluginThread {
         }
         match instance.snapshot() {
             Ok(snapshot) => {
-                recovery.snapshotted(snapshot.clone());
-                self.save(&snapshot);
+                let start = Start {
+                    snapshot,
+                    position: self.position,
+                    next_seq: self.emitter.next_seq(),
+                };
+                recovery.snapshotted(start.clone());
+                self.save(start);
             }
             Err(error) if error.kind.poisons() => self.failed(error),
             Err(error) => {
@@ -201,90 +252,71 @@ impl PluginThread {
         }
     }
 
-    /// Build and initialise the first instance; a failure is supervised
-    /// like any other.
-    pub(super) fn start_first(&mut self) {
-        let saved = self.saved_snapshot();
-        if let Some(snapshot) = saved {
-            match self.new_instance(Some(&snapshot)) {
-                Ok(instance) => {
-                    tracing::info!(plugin = %self.name(), schema = snapshot.schema, "Plugin resumed from its saved state");
-                    if let Some(recovery) = self.recovery.as_mut() {
-                        recovery.snapshotted(snapshot);
-                    }
-                    self.instance = Some(instance);
-                    return;
-                }
-                Err(error) => {
-                    // Kept, dated, for a version that can take it (a rollback).
-                    self.set_saved_aside();
-                    self.state_lost(&format!(
-                        "it did not take its saved state ({error}); that state is kept aside"
-                    ));
-                }
+    /// Save a snapshot in the journal: committed after every output made
+    /// before it, so recovery from it never misses one.
+    fn save(&mut self, start: Start) {
+        let state = SavedState {
+            position: start.position,
+            next_seq: start.next_seq,
+            schema: start.snapshot.schema,
+            data: start.snapshot.data,
+        };
+        let stored = self.emitter.journal(vec![Record::State(state)]);
+        let stats = self.stats.clone();
+        let then: crate::outbox::Committed = Box::new(move |_| {
+            if !stored.load(Ordering::Acquire) {
+                stats.snapshot_failures.fetch_add(1, Ordering::Relaxed);
             }
+        });
+        let _ = self.context.writer.submit(Vec::new(), then);
+    }
+
+    /// Build the first instance: from the saved state and the inputs logged
+    /// after it when there are some (the host restarted, or crashed), afresh
+    /// otherwise; a failure is supervised like any other.
+    pub(super) fn start_first(&mut self) {
+        if let Some(why) = self.unreadable_state.take() {
+            self.state_lost(&format!(
+                "its saved state cannot be read ({why}); it is moved aside, the logged inputs are given again"
+            ));
         }
-        match self.new_instance(None) {
-            Ok(instance) => self.instance = Some(instance),
+        let resuming = self
+            .recovery
+            .as_mut()
+            .and_then(Recovery::plan)
+            .is_some_and(|(start, _, since)| start.is_some() || !since.is_empty());
+        match self.recover() {
+            Ok(instance) => {
+                if resuming {
+                    tracing::info!(plugin = %self.name(), position = self.position, "Plugin resumed from its saved state and input log");
+                }
+                self.instance = Some(instance);
+            }
             Err(error) => self.failed(error),
         }
     }
 
-    /// The snapshot saved by the host's last run, if this plugin takes
-    /// snapshots and one is there; an unusable file is moved aside, reported.
-    fn saved_snapshot(&mut self) -> Option<Snapshot> {
-        self.recovery.as_ref()?;
-        let files = self.context.snapshots.clone()?;
-        match files.load(self.name()) {
-            Ok(saved) => saved,
-            Err(error) => {
-                if matches!(error, SnapshotFileError::Unusable { .. }) {
-                    self.set_saved_aside();
-                }
-                self.state_lost(&format!(
-                    "its saved state cannot be read: {}",
-                    crate::error_chain(&error)
-                ));
-                None
-            }
-        }
-    }
-
-    /// Move the saved snapshot aside (dated), saying where.
-    fn set_saved_aside(&mut self) {
-        let Some(files) = self.context.snapshots.clone() else {
-            return;
-        };
-        match files.move_aside(self.name()) {
-            Ok(aside) => tracing::warn!(plugin = %self.name(), aside = %aside.display(), "Saved state moved aside"),
-            Err(error) => {
-                tracing::error!(plugin = %self.name(), error = %crate::error_chain(&error), "Cannot move the saved state aside")
-            }
-        }
-    }
-
-    /// Save `snapshot` for the host's next run, on the saver's thread (a
-    /// failure is counted and logged there).
-    fn save(&mut self, snapshot: &Snapshot) {
-        if let Some(saver) = self.saver.as_ref() {
-            saver.save(snapshot.clone());
-        }
-    }
-
-    /// At the end of the worker: save the plugin's state for the next run,
-    /// and wait until it is on disk.
+    /// At the end of the worker: save the plugin's state in the journal (the
+    /// writer commits it before it stops).
     fn save_final(&mut self) {
-        let Some(saver) = self.saver.take() else { return };
-        let last = match self.instance.as_mut().map(PluginInstance::snapshot) {
-            Some(Ok(snapshot)) => Some(snapshot),
+        if self.recovery.is_none() {
+            return;
+        }
+        match self.instance.as_mut().map(PluginInstance::snapshot) {
+            Some(Ok(snapshot)) => {
+                let start = Start {
+                    snapshot,
+                    position: self.position,
+                    next_seq: self.emitter.next_seq(),
+                };
+                self.save(start);
+            }
             Some(Err(error)) => {
                 self.stats.snapshot_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(plugin = %self.name(), %error, "No snapshot at shutdown: the next run resumes from the last saved one");
-                None
+                tracing::error!(plugin = %self.name(), %error, "No snapshot at shutdown: the next run resumes from the last saved one and the input log");
             }
-            None => None,
-        };
-        saver.finish(last);
+            None => {}
+        }
     }
 
     /// Build and initialise a new instance (recovering the plugin's state
@@ -302,12 +334,14 @@ impl PluginThread {
 
     /// A new instance in the state of the one that failed: started from the
     /// last snapshot and given the inputs since again, their outputs (made
-    /// before) dropped. An input that fails again and has now failed
-    /// [`SET_ASIDE_AFTER`] times is set aside, and the failure supervised as
-    /// usual: the next attempt goes on without it. Without a snapshot to
-    /// start from, or if the plugin refuses it, the plugin starts afresh.
+    /// before) not emitted twice. An input that fails again and has now
+    /// failed [`SET_ASIDE_AFTER`] times is set aside, and the failure
+    /// supervised as usual: the next attempt goes on without it. Without a
+    /// snapshot to start from, or if the plugin refuses it, the plugin starts
+    /// afresh.
     fn recover(&mut self) -> Result<PluginInstance, PluginError> {
         let Some(mut recovery) = self.recovery.take() else {
+            self.emitter.resume();
             return self.new_instance(None);
         };
         let result = loop {
@@ -328,83 +362,92 @@ impl PluginThread {
     }
 
     fn recover_with(&mut self, recovery: &mut Recovery) -> Result<PluginInstance, (PluginError, Progress)> {
-        let made = recovery.outputs();
-        let fresh = |thread: &mut PluginThread| thread.new_instance(None).map_err(|e| (e, Progress::None));
-        let Some((snapshot, before, since)) = recovery.plan() else {
-            self.state_lost("the inputs since the last snapshot were not all kept");
-            recovery.forget();
-            return fresh(self);
+        let fresh = |thread: &mut PluginThread, recovery: &mut Recovery| {
+            thread.emitter.resume();
+            recovery.forget(thread.emitter.next_seq());
+            thread.new_instance(None).map_err(|e| (e, Progress::None))
         };
-        if snapshot.is_none() && since.is_empty() {
-            return fresh(self);
-        }
-        let mut instance = match self.new_instance(snapshot) {
+        let (snapshot, next_seq) = match recovery.plan() {
+            None => {
+                self.state_lost("the inputs since the last snapshot were not all kept");
+                return fresh(self, recovery);
+            }
+            Some((None, _, since)) if since.is_empty() => {
+                self.emitter.resume();
+                return self.new_instance(None).map_err(|e| (e, Progress::None));
+            }
+            Some((start, next_seq, _)) => (start.map(|start| start.snapshot.clone()), next_seq),
+        };
+        let mut instance = match self.new_instance(snapshot.as_ref()) {
             Ok(instance) => instance,
             Err(error) if snapshot.is_some() => {
-                self.state_lost(&format!("the plugin refused its snapshot: {error}"));
-                recovery.forget();
-                return Err((error, Progress::None));
+                self.set_state_aside(&format!("the plugin refused it: {error}"));
+                self.state_lost(&format!("it refused its saved state ({error}); that state is kept aside"));
+                return fresh(self, recovery);
             }
             Err(error) => return Err((error, Progress::None)),
         };
         self.stats.recoveries.fetch_add(1, Ordering::Relaxed);
-        // The outputs of the inputs given again were emitted before: drop as many.
-        let mut to_drop = made.saturating_sub(before);
-        let mut remade = 0u64;
+        self.emitter.rewind(next_seq);
+        let Some((_, _, since)) = recovery.plan() else {
+            return Ok(instance); // Unreachable: the plan was there just above.
+        };
         let mut index = 0;
         while let Some(kept) = since.get_mut(index) {
-            let result = match &kept.input {
-                Input::Readings(readings) => instance.on_readings(readings),
-                Input::Tick(now_ms) => instance.on_tick(*now_ms),
-            };
+            let result = give(&mut instance, &self.pinned, &kept.input);
             let outputs = instance.take_outputs();
-            let dropped = to_drop.min(outputs.len() as u64);
-            to_drop -= dropped;
-            remade += outputs.len() as u64;
-            // Only outputs beyond those made before are new (a plugin that is
-            // not a function of its inputs alone may make more).
-            let fresh: Vec<Output> = outputs.into_iter().skip(dropped as usize).collect();
-            self.emitter.emit(fresh);
+            self.emitter.emit(outputs, Vec::new());
             match result {
                 Ok(()) => index += 1,
                 Err(error) => {
                     kept.failures += 1;
-                    let mut progress = Progress::None;
-                    if kept.failures >= SET_ASIDE_AFTER {
-                        progress = Progress::Made;
-                        match since.remove(index).map(|kept| kept.input) {
-                            // Not the whole batch for one bad reading: its
-                            // readings are given one by one next time, and
-                            // the one that fails again is set aside alone.
-                            Some(Input::Readings(readings)) if readings.len() > 1 => {
-                                for (offset, reading) in readings.into_iter().enumerate() {
-                                    let input = Input::Readings(vec![reading]);
-                                    since.insert(
-                                        index + offset,
-                                        Kept {
-                                            input,
-                                            failures: SET_ASIDE_AFTER - 1,
-                                        },
-                                    );
-                                }
-                            }
-                            input => self.set_aside(input.as_ref(), &error),
-                        }
+                    if kept.failures < SET_ASIDE_AFTER {
+                        return Err((error, Progress::None));
                     }
-                    recovery.recounted(before + remade);
-                    return Err((error, progress));
+                    let Some(kept) = since.remove(index) else {
+                        return Err((error, Progress::None));
+                    };
+                    match kept.input {
+                        // Not the whole batch for one bad reading: its
+                        // readings are given one by one next time, and the
+                        // one that fails again is set aside alone.
+                        Input::Readings {
+                            now_ms,
+                            readings,
+                            sources,
+                        } if readings.len() > 1 => {
+                            for (offset, reading) in readings.into_iter().enumerate() {
+                                let input = Input::Readings {
+                                    now_ms,
+                                    readings: vec![reading],
+                                    sources: sources.get(offset).map(|s| vec![*s]).unwrap_or_default(),
+                                };
+                                since.insert(
+                                    index + offset,
+                                    Kept {
+                                        position: kept.position,
+                                        reading: Some(offset as u32),
+                                        input,
+                                        failures: SET_ASIDE_AFTER - 1,
+                                    },
+                                );
+                            }
+                        }
+                        _ => self.set_aside(&kept, &error),
+                    }
+                    return Err((error, Progress::Made));
                 }
             }
         }
-        recovery.recounted(before + remade);
+        self.emitter.resume();
         Ok(instance)
     }
 
-    /// Report an input set aside: it made the plugin fail again.
-    fn set_aside(&mut self, input: Option<&Input>, error: &PluginError) {
+    /// Record and report an input set aside: it made the plugin fail again.
+    fn set_aside(&mut self, kept: &Kept, error: &PluginError) {
         self.stats.inputs_set_aside.fetch_add(1, Ordering::Relaxed);
-        let what = match input {
-            Some(Input::Readings(readings)) => match readings.as_slice() {
+        let what = match &kept.input {
+            Input::Readings { readings, .. } => match readings.as_slice() {
                 [reading] => format!(
                     "the reading of sensor `{}` at {} ms ({} {})",
                     reading.sensor, reading.timestamp_ms, reading.value, reading.unit
@@ -417,15 +460,36 @@ impl PluginThread {
                 ),
                 [] => "an empty batch".to_owned(),
             },
-            Some(Input::Tick(now_ms)) => format!("the tick at {now_ms} ms"),
-            None => "an input".to_owned(),
+            Input::Tick(now_ms) => format!("the tick at {now_ms} ms"),
         };
         let message = format!(
             "{what} made the plugin fail {SET_ASIDE_AFTER} times ({}): set aside, never given again",
             error.kind.tag()
         );
-        tracing::error!(plugin = %self.name(), "{message}");
+        tracing::error!(plugin = %self.name(), position = kept.position, "{message}");
+        self.emitter.journal(vec![Record::SetAside {
+            position: kept.position,
+            reading: kept.reading,
+            reason: message.clone(),
+        }]);
         self.host_alert(SET_ASIDE, message);
+    }
+
+    /// Move the plugin's saved state aside in the journal (kept for an
+    /// operator, and for a version that can take it: a rollback).
+    fn set_state_aside(&mut self, reason: &str) {
+        let moved = self
+            .context
+            .outbox
+            .lock()
+            .map_err(|_| crate::outbox::OutboxError::Poisoned)
+            .and_then(|mut outbox| outbox.set_state_aside(self.name(), reason));
+        match moved {
+            Ok(()) => tracing::warn!(plugin = %self.name(), "Saved state moved aside"),
+            Err(error) => {
+                tracing::error!(plugin = %self.name(), error = %crate::error_chain(&error), "Cannot move the saved state aside")
+            }
+        }
     }
 
     /// A restart that cannot keep the plugin's state: said loudly.
@@ -442,8 +506,11 @@ impl PluginThread {
     /// one is not then refused as a rollback.
     fn new_instance(&mut self, snapshot: Option<&Snapshot>) -> Result<PluginInstance, PluginError> {
         // The plugin reads the host clock (simulated when configured) through WASI.
-        let clock = self.context.clock.clone();
-        let clock = PluginClock::host(move || clock.now_ms());
+        let (clock, pinned) = (self.context.clock.clone(), self.pinned.clone());
+        let clock = PluginClock::host(move || match pinned.load(Ordering::Relaxed) {
+            UNPINNED => clock.now_ms(),
+            pinned => pinned,
+        });
         let instance = PluginInstance::with_clock(&self.context.runtime, &self.plugin, self.limits.clone(), clock)
             .and_then(|mut instance| instance.init_from(&self.config, snapshot).map(|()| instance))?;
         if let Some(accept) = self.accept.take()
@@ -498,7 +565,7 @@ impl PluginThread {
             message,
             value: None,
         };
-        self.emitter.emit(vec![Output::Alert(alert)]);
+        self.emitter.emit_host(alert);
     }
 
     /// Show `health` in the status (the lock is taken only on a change).
@@ -510,5 +577,63 @@ impl PluginThread {
         if let Ok(mut report) = self.stats.health.lock() {
             report.state = health.name();
         }
+    }
+}
+
+/// `pinned` when no call is under way: the plugin reads the host clock.
+const UNPINNED: i64 = i64::MIN;
+
+/// Give `input` to `instance`, the host clock pinned to the input's time.
+fn give(instance: &mut PluginInstance, pinned: &AtomicI64, input: &Input) -> Result<(), PluginError> {
+    let result = match input {
+        Input::Readings { now_ms, readings, .. } => {
+            pinned.store(*now_ms, Ordering::Relaxed);
+            instance.on_readings(readings)
+        }
+        Input::Tick(now_ms) => {
+            pinned.store(*now_ms, Ordering::Relaxed);
+            instance.on_tick(*now_ms)
+        }
+    };
+    pinned.store(UNPINNED, Ordering::Relaxed);
+    result
+}
+
+/// The JetStream messages a plugin's log holds, by stream sequence (the
+/// latest [`Seen::KEPT`]): one that comes again (logged, but the crash came
+/// before its acknowledgement) is not given twice.
+#[derive(Debug, Default)]
+pub(super) struct Seen {
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl Seen {
+    /// Stream sequences remembered at most: far more than can be logged but
+    /// not yet acknowledged.
+    const KEPT: usize = 1 << 16;
+
+    /// Remember `sources` (0: unknown, never remembered).
+    pub(super) fn insert(&mut self, sources: &[u64]) {
+        for &source in sources {
+            if source != 0 && self.set.insert(source) {
+                self.order.push_back(source);
+                if self.order.len() > Self::KEPT
+                    && let Some(oldest) = self.order.pop_front()
+                {
+                    self.set.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    /// Drop the readings whose message was logged already.
+    fn drop_seen(&self, readings: &mut Vec<crate::model::Reading>, sources: &mut Vec<u64>) {
+        if sources.len() != readings.len() || !sources.iter().any(|s| self.set.contains(s)) {
+            return;
+        }
+        let mut keep = sources.iter().map(|s| !self.set.contains(s));
+        readings.retain(|_| keep.next().unwrap_or(true));
+        sources.retain(|s| !self.set.contains(s));
     }
 }

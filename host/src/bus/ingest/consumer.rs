@@ -74,6 +74,7 @@ pub async fn run<W: From<Batch>>(
             },
         };
         let mut readings = Vec::new();
+        let mut sources = Vec::new();
         let mut received = Vec::with_capacity(chunk.len());
         for message in chunk {
             let message = match message {
@@ -91,13 +92,20 @@ pub async fn run<W: From<Batch>>(
                     continue;
                 }
             };
+            let before = readings.len();
             take_message(ingest, &message, &mut readings).await;
+            // A message without its stream sequence cannot be recognised
+            // when it comes again: 0, never a stream sequence.
+            let source = message.info().map_or(0, |info| info.stream_sequence);
+            sources.resize(readings.len(), source);
+            debug_assert!(sources.len() >= before);
             received.push(message);
         }
         if !readings.is_empty() {
             let (done, written) = tokio::sync::oneshot::channel();
             let batch = Batch {
                 readings,
+                sources,
                 done: Some(done),
             };
             if queue.send(W::from(batch)).await.is_err() {

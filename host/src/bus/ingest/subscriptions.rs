@@ -72,7 +72,11 @@ pub async fn run<W: From<Batch>>(
         for message in chunk {
             take_message(ingest, &message, &mut readings).await;
         }
-        let batch = Batch { readings, done: None };
+        let batch = Batch {
+            readings,
+            sources: Vec::new(),
+            done: None,
+        };
         if !batch.readings.is_empty() && queue.send(W::from(batch)).await.is_err() {
             return Err(IngestError::WorkerStopped);
         }

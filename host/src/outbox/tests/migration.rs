@@ -98,7 +98,7 @@ fn a_version_1_file_is_migrated_and_keeps_every_entry() {
         .unwrap()
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let outbox = open(dir.path());
     assert_eq!(all(&outbox).len(), 5);
 }

@@ -1,0 +1,601 @@
+//! The plugins' journal, in the outbox file (issue #14): what recovering a
+//! plugin after any crash needs, committed in the same transactions as the
+//! outputs it explains.
+//!
+//! - `journal_plugins`: per plugin, the incarnation of its numbers (128
+//!   random bits, made when the row is; a new outbox file makes new ones),
+//!   the highest output number and host-alert number stored, and the last
+//!   position logged.
+//! - `journal_inputs`: the **input log**, one row per input a plugin was
+//!   given (a batch of readings or a tick), at consecutive positions, sealed
+//!   with the input-log key (HKDF of the device key); the associated data
+//!   binds plugin and position.
+//! - `journal_states`: the latest saved state (snapshot) of each plugin, with
+//!   the position of the last input in it and the number its next output
+//!   gets; sealed with the states key. `journal_states_aside`: states moved
+//!   aside (unreadable, or refused by the plugin), kept for an operator.
+//! - `journal_set_aside`: inputs (or single readings of a batch) that made a
+//!   plugin fail again while it was recovered: never given again.
+//!
+//! A writer job carries a [`JournalWrite`]; its records are stored in the
+//! same savepoint as the job's outputs, so an output is never durable without
+//! the input that made it, and a state never without the outputs before it.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use ring::aead::LessSafeKey;
+use ring::rand::SystemRandom;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::crypto;
+use super::error::OutboxError;
+use super::key::{OutboxKey, Purpose};
+use super::store::{Outbox, corrupt};
+
+/// The tables of the journal (schema version 3).
+pub(super) const SCHEMA_V3: &str = "
+CREATE TABLE journal_plugins (
+    plugin TEXT PRIMARY KEY,
+    incarnation TEXT NOT NULL,
+    high_seq INTEGER NOT NULL,
+    host_seq INTEGER NOT NULL,
+    last_position INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE journal_inputs (
+    id INTEGER PRIMARY KEY,
+    plugin TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    readings INTEGER NOT NULL,
+    nonce BLOB NOT NULL,
+    ciphertext BLOB NOT NULL
+);
+CREATE UNIQUE INDEX journal_inputs_by_position ON journal_inputs (plugin, position);
+CREATE INDEX journal_inputs_by_age ON journal_inputs (created_ms);
+CREATE TABLE journal_states (
+    plugin TEXT PRIMARY KEY,
+    position INTEGER NOT NULL,
+    next_seq INTEGER NOT NULL,
+    schema INTEGER NOT NULL,
+    saved_ms INTEGER NOT NULL,
+    nonce BLOB NOT NULL,
+    ciphertext BLOB NOT NULL
+);
+CREATE TABLE journal_states_aside (
+    id INTEGER PRIMARY KEY,
+    plugin TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    next_seq INTEGER NOT NULL,
+    schema INTEGER NOT NULL,
+    saved_ms INTEGER NOT NULL,
+    nonce BLOB NOT NULL,
+    ciphertext BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    aside_ms INTEGER NOT NULL
+);
+CREATE TABLE journal_set_aside (
+    plugin TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    reading INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    aside_ms INTEGER NOT NULL,
+    PRIMARY KEY (plugin, position, reading)
+) WITHOUT ROWID;
+";
+
+/// States moved aside kept at most per plugin (the oldest go first).
+const STATES_ASIDE_MAX: i64 = 8;
+
+/// What a writer job adds to one plugin's journal.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JournalWrite {
+    /// The plugin.
+    pub plugin: String,
+    /// The records, stored in order.
+    pub records: Vec<Record>,
+}
+
+/// One record of a plugin's journal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// An input the plugin was given, at `position` (the next after the last
+    /// one logged), made `created_ms` (wall clock; the age limit uses it).
+    Input {
+        /// Its position.
+        position: u64,
+        /// When it was logged (ms since the epoch, wall clock).
+        created_ms: i64,
+        /// Readings in it (0 for a tick).
+        readings: u32,
+        /// The encoded input (sealed here).
+        data: Vec<u8>,
+    },
+    /// The highest output and host-alert numbers among the job's entries.
+    Numbered {
+        /// Highest output number stored so far.
+        high_seq: u64,
+        /// Highest host-alert number stored so far.
+        host_seq: u64,
+    },
+    /// A saved state: the plugin after the input at `position`.
+    State(SavedState),
+    /// An input (or one reading of it) set aside for good.
+    SetAside {
+        /// The input's position.
+        position: u64,
+        /// The reading of the batch, or `None` for the whole input.
+        reading: Option<u32>,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A plugin's saved state and where it stands in the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedState {
+    /// The position of the last input it has seen (0: none).
+    pub position: u64,
+    /// The number its next output gets.
+    pub next_seq: u64,
+    /// The snapshot's schema.
+    pub schema: u32,
+    /// The snapshot's bytes.
+    pub data: Vec<u8>,
+}
+
+/// One logged input, opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedInput {
+    /// Its position.
+    pub position: u64,
+    /// When it was logged (ms since the epoch, wall clock).
+    pub created_ms: i64,
+    /// The encoded input; `None` if the row failed to open (damaged).
+    pub data: Option<Vec<u8>>,
+}
+
+/// What a plugin's journal holds at start: where numbering and recovery
+/// begin.
+#[derive(Debug, Clone, Default)]
+pub struct PluginJournal {
+    /// Names this plugin's numbers: 32 lowercase hex digits.
+    pub incarnation: String,
+    /// Highest output number stored.
+    pub high_seq: u64,
+    /// Highest host-alert number stored.
+    pub host_seq: u64,
+    /// Position of the last input logged.
+    pub last_position: u64,
+    /// The saved state, if there is one and it opened.
+    pub state: Option<SavedState>,
+    /// Why a saved state was there but could not be used (it is moved aside).
+    pub state_unreadable: Option<String>,
+    /// The inputs after the saved state (after position 0 without one), in
+    /// order, at most `max_inputs`; `None` if there were more.
+    pub inputs: Option<Vec<LoggedInput>>,
+    /// Inputs set aside: (position, reading or `None` for the whole input).
+    pub set_aside: BTreeSet<(u64, Option<u32>)>,
+    /// The latest inputs logged (at most [`RECENT_INPUTS`], newest first),
+    /// whatever the saved state: the messages among them may come again.
+    pub recent: Vec<LoggedInput>,
+}
+
+/// Inputs [`PluginJournal::recent`] holds at most.
+pub const RECENT_INPUTS: usize = 64;
+
+/// Domain of the associated data of an input row.
+const INPUT_DOMAIN: &[u8] = b"edgewise-input-v1";
+/// Domain of the associated data of a saved state.
+const STATE_DOMAIN: &[u8] = b"edgewise-state-v1";
+
+fn input_aad(plugin: &str, position: u64) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(INPUT_DOMAIN.len() + 16 + plugin.len());
+    aad.extend_from_slice(INPUT_DOMAIN);
+    aad.extend_from_slice(&(plugin.len() as u64).to_be_bytes());
+    aad.extend_from_slice(plugin.as_bytes());
+    aad.extend_from_slice(&position.to_be_bytes());
+    aad
+}
+
+fn state_aad(plugin: &str, position: u64, next_seq: u64, schema: u32) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(STATE_DOMAIN.len() + 28 + plugin.len());
+    aad.extend_from_slice(STATE_DOMAIN);
+    aad.extend_from_slice(&(plugin.len() as u64).to_be_bytes());
+    aad.extend_from_slice(plugin.as_bytes());
+    aad.extend_from_slice(&position.to_be_bytes());
+    aad.extend_from_slice(&next_seq.to_be_bytes());
+    aad.extend_from_slice(&schema.to_be_bytes());
+    aad
+}
+
+fn to_sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn from_sql(path: &Path, value: i64, what: &str) -> Result<u64, OutboxError> {
+    u64::try_from(value).map_err(|_| corrupt(path, value, what))
+}
+
+/// Store `write`'s records inside the caller's transaction or savepoint.
+pub(super) fn store(
+    conn: &Connection,
+    path: &Path,
+    keys: &OutboxKey,
+    rng: &SystemRandom,
+    write: &JournalWrite,
+) -> Result<(), OutboxError> {
+    let sql = |operation| OutboxError::sql(path, operation);
+    let plugin = write.plugin.as_str();
+    ensure_plugin(conn, path, plugin)?;
+    for record in &write.records {
+        match record {
+            Record::Input {
+                position,
+                created_ms,
+                readings,
+                data,
+            } => {
+                let aad = input_aad(plugin, *position);
+                let (nonce, ciphertext) = seal(keys.derived(Purpose::InputLog), rng, &aad, data.clone())?;
+                conn.prepare_cached(
+                    "INSERT INTO journal_inputs (plugin, position, created_ms, readings, nonce, ciphertext) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .and_then(|mut insert| {
+                    insert.execute(params![
+                        plugin,
+                        to_sql(*position),
+                        created_ms,
+                        readings,
+                        &nonce[..],
+                        ciphertext
+                    ])
+                })
+                .map_err(sql("log an input"))?;
+                conn.prepare_cached(
+                    "UPDATE journal_plugins SET last_position = max(last_position, ?2) WHERE plugin = ?1",
+                )
+                .and_then(|mut update| update.execute(params![plugin, to_sql(*position)]))
+                .map_err(sql("log an input"))?;
+            }
+            Record::Numbered { high_seq, host_seq } => {
+                conn.prepare_cached(
+                    "UPDATE journal_plugins SET high_seq = max(high_seq, ?2), host_seq = max(host_seq, ?3) \
+                     WHERE plugin = ?1",
+                )
+                .and_then(|mut update| update.execute(params![plugin, to_sql(*high_seq), to_sql(*host_seq)]))
+                .map_err(sql("record output numbers"))?;
+            }
+            Record::State(state) => {
+                let aad = state_aad(plugin, state.position, state.next_seq, state.schema);
+                let (nonce, ciphertext) = seal(keys.derived(Purpose::States), rng, &aad, state.data.clone())?;
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO journal_states \
+                     (plugin, position, next_seq, schema, saved_ms, nonce, ciphertext) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .and_then(|mut insert| {
+                    insert.execute(params![
+                        plugin,
+                        to_sql(state.position),
+                        to_sql(state.next_seq),
+                        state.schema,
+                        super::entry::wall_ms(),
+                        &nonce[..],
+                        ciphertext
+                    ])
+                })
+                .map_err(sql("save a plugin's state"))?;
+            }
+            Record::SetAside {
+                position,
+                reading,
+                reason,
+            } => {
+                let reading = reading.map_or(-1, i64::from);
+                conn.execute(
+                    "INSERT OR REPLACE INTO journal_set_aside (plugin, position, reading, reason, aside_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![plugin, to_sql(*position), reading, reason, super::entry::wall_ms()],
+                )
+                .map_err(sql("record an input set aside"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn seal(
+    key: &LessSafeKey,
+    rng: &SystemRandom,
+    aad: &[u8],
+    plaintext: Vec<u8>,
+) -> Result<([u8; ring::aead::NONCE_LEN], Vec<u8>), OutboxError> {
+    crypto::seal(key, rng, aad, plaintext).map_err(|_| OutboxError::Crypto {
+        operation: "seal a journal record",
+    })
+}
+
+/// The plugin's row, made (with a new incarnation) if there is none.
+fn ensure_plugin(conn: &Connection, path: &Path, plugin: &str) -> Result<(), OutboxError> {
+    let sql = |operation| OutboxError::sql(path, operation);
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM journal_plugins WHERE plugin = ?1")
+        .and_then(|mut select| select.exists([plugin]))
+        .map_err(sql("read a plugin's journal"))?;
+    if !exists {
+        conn.execute(
+            "INSERT INTO journal_plugins (plugin, incarnation, high_seq, host_seq, last_position) \
+             VALUES (?1, ?2, 0, 0, 0)",
+            params![plugin, new_incarnation()?],
+        )
+        .map_err(sql("start a plugin's journal"))?;
+    }
+    Ok(())
+}
+
+/// 128 random bits, lowercase hex.
+fn new_incarnation() -> Result<String, OutboxError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    SystemRandom::new().fill(&mut bytes).map_err(|_| OutboxError::Crypto {
+        operation: "make an incarnation",
+    })?;
+    Ok(hex::encode(bytes))
+}
+
+impl Outbox {
+    /// What `plugin`'s journal holds: its numbers (made now, committed, for
+    /// a plugin the journal has not seen), its saved state, and the inputs
+    /// after it (at most `max_inputs`). A saved state that does not open is
+    /// moved aside here, and said so in [`PluginJournal::state_unreadable`].
+    pub fn plugin_journal(&mut self, plugin: &str, max_inputs: usize) -> Result<PluginJournal, OutboxError> {
+        let path = self.path.clone();
+        let sql = |operation| OutboxError::sql(&path, operation);
+        let tx = self.conn.transaction().map_err(sql("begin reading a plugin's journal"))?;
+        ensure_plugin(&tx, &path, plugin)?;
+        let (incarnation, high_seq, host_seq, last_position): (String, i64, i64, i64) = tx
+            .query_row(
+                "SELECT incarnation, high_seq, host_seq, last_position FROM journal_plugins WHERE plugin = ?1",
+                [plugin],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+            .map_err(sql("read a plugin's journal"))?;
+        let mut journal = PluginJournal {
+            incarnation,
+            high_seq: from_sql(&path, high_seq, "negative output number")?,
+            host_seq: from_sql(&path, host_seq, "negative host-alert number")?,
+            last_position: from_sql(&path, last_position, "negative position")?,
+            ..PluginJournal::default()
+        };
+        let state: Option<(i64, i64, u32, Vec<u8>, Vec<u8>)> = tx
+            .query_row(
+                "SELECT position, next_seq, schema, nonce, ciphertext FROM journal_states WHERE plugin = ?1",
+                [plugin],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)),
+            )
+            .optional()
+            .map_err(sql("read a plugin's saved state"))?;
+        if let Some((position, next_seq, schema, nonce, ciphertext)) = state {
+            let (position, next_seq) = (
+                from_sql(&path, position, "negative position")?,
+                from_sql(&path, next_seq, "negative output number")?,
+            );
+            let aad = state_aad(plugin, position, next_seq, schema);
+            match crypto::open(self.keys.derived(Purpose::States), &nonce, &aad, ciphertext) {
+                Some(data) => {
+                    journal.state = Some(SavedState {
+                        position,
+                        next_seq,
+                        schema,
+                        data,
+                    })
+                }
+                None => {
+                    let reason = "it does not open under this device's key (damaged, or from elsewhere)";
+                    move_state_aside(&tx, plugin, reason).map_err(sql("move a saved state aside"))?;
+                    journal.state_unreadable = Some(reason.to_owned());
+                }
+            }
+        }
+        let after = journal.state.as_ref().map_or(0, |state| state.position);
+        let mut inputs = Vec::new();
+        {
+            let mut select = tx
+                .prepare(
+                    "SELECT position, created_ms, nonce, ciphertext FROM journal_inputs \
+                     WHERE plugin = ?1 AND position > ?2 ORDER BY position LIMIT ?3",
+                )
+                .map_err(sql("read the input log"))?;
+            let limit = i64::try_from(max_inputs.saturating_add(1)).unwrap_or(i64::MAX);
+            let mut rows = select
+                .query(params![plugin, to_sql(after), limit])
+                .map_err(sql("read the input log"))?;
+            while let Some(row) = rows.next().map_err(sql("read the input log"))? {
+                let get = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(i64, i64, Vec<u8>, Vec<u8>)> {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                };
+                let (position, created_ms, nonce, ciphertext) = get(row).map_err(sql("read the input log"))?;
+                let position = from_sql(&path, position, "negative position")?;
+                let data = crypto::open(
+                    self.keys.derived(Purpose::InputLog),
+                    &nonce,
+                    &input_aad(plugin, position),
+                    ciphertext,
+                );
+                inputs.push(LoggedInput {
+                    position,
+                    created_ms,
+                    data,
+                });
+            }
+        }
+        journal.inputs = (inputs.len() <= max_inputs).then_some(inputs);
+        {
+            let mut select = tx
+                .prepare("SELECT position, reading FROM journal_set_aside WHERE plugin = ?1 AND position > ?2")
+                .map_err(sql("read the inputs set aside"))?;
+            let rows = select
+                .query_map(params![plugin, to_sql(after)], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+                })
+                .map_err(sql("read the inputs set aside"))?;
+            for row in rows {
+                let (position, reading) = row.map_err(sql("read the inputs set aside"))?;
+                let position = from_sql(&path, position, "negative position")?;
+                journal.set_aside.insert((position, u32::try_from(reading).ok()));
+            }
+        }
+        {
+            let mut select = tx
+                .prepare(
+                    "SELECT position, created_ms, nonce, ciphertext FROM journal_inputs \
+                     WHERE plugin = ?1 ORDER BY position DESC LIMIT ?2",
+                )
+                .map_err(sql("read the input log"))?;
+            let rows = select
+                .query_map(params![plugin, RECENT_INPUTS as i64], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, Vec<u8>>(2)?,
+                        row.get::<_, Vec<u8>>(3)?,
+                    ))
+                })
+                .map_err(sql("read the input log"))?;
+            for row in rows {
+                let (position, created_ms, nonce, ciphertext) = row.map_err(sql("read the input log"))?;
+                let position = from_sql(&path, position, "negative position")?;
+                let data = crypto::open(
+                    self.keys.derived(Purpose::InputLog),
+                    &nonce,
+                    &input_aad(plugin, position),
+                    ciphertext,
+                );
+                journal.recent.push(LoggedInput {
+                    position,
+                    created_ms,
+                    data,
+                });
+            }
+        }
+        tx.commit().map_err(sql("commit reading a plugin's journal"))?;
+        Ok(journal)
+    }
+
+    /// Move `plugin`'s saved state aside (the plugin refused it): kept for
+    /// an operator, the plugin starts without it.
+    pub fn set_state_aside(&mut self, plugin: &str, reason: &str) -> Result<(), OutboxError> {
+        move_state_aside(&self.conn, plugin, reason).map_err(OutboxError::sql(&self.path, "move a saved state aside"))
+    }
+
+    /// States moved aside for `plugin`, newest first: (reason, when).
+    pub fn states_aside(&self, plugin: &str) -> Result<Vec<(String, i64)>, OutboxError> {
+        let sql = |e| OutboxError::sql(&self.path, "read the states moved aside")(e);
+        let mut select = self
+            .conn
+            .prepare("SELECT reason, aside_ms FROM journal_states_aside WHERE plugin = ?1 ORDER BY id DESC")
+            .map_err(&sql)?;
+        let rows = select
+            .query_map([plugin], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(&sql)?;
+        rows.collect::<Result<_, _>>().map_err(sql)
+    }
+
+    /// Logged inputs of `plugin` made within `[from_ms, to_ms]` (wall
+    /// clock when logged), in order, after position `after`, at most `max`.
+    pub fn logged_inputs(
+        &self,
+        plugin: &str,
+        after: u64,
+        from_ms: i64,
+        to_ms: i64,
+        max: usize,
+    ) -> Result<Vec<LoggedInput>, OutboxError> {
+        let sql = |e| OutboxError::sql(&self.path, "read the input log")(e);
+        let mut select = self
+            .conn
+            .prepare_cached(
+                "SELECT position, created_ms, nonce, ciphertext FROM journal_inputs \
+                 WHERE plugin = ?1 AND position > ?2 AND created_ms BETWEEN ?3 AND ?4 ORDER BY position LIMIT ?5",
+            )
+            .map_err(&sql)?;
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let rows = select
+            .query_map(params![plugin, to_sql(after), from_ms, to_ms, limit], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, Vec<u8>>(2)?,
+                    row.get::<_, Vec<u8>>(3)?,
+                ))
+            })
+            .map_err(&sql)?;
+        let mut inputs = Vec::new();
+        for row in rows {
+            let (position, created_ms, nonce, ciphertext) = row.map_err(&sql)?;
+            let position = from_sql(&self.path, position, "negative position")?;
+            let data = crypto::open(
+                self.keys.derived(Purpose::InputLog),
+                &nonce,
+                &input_aad(plugin, position),
+                ciphertext,
+            );
+            inputs.push(LoggedInput {
+                position,
+                created_ms,
+                data,
+            });
+        }
+        Ok(inputs)
+    }
+
+    /// The plugins with a journal.
+    pub fn journal_plugins(&self) -> Result<Vec<String>, OutboxError> {
+        let sql = |e| OutboxError::sql(&self.path, "read the journal's plugins")(e);
+        let mut select = self
+            .conn
+            .prepare("SELECT plugin FROM journal_plugins ORDER BY plugin")
+            .map_err(&sql)?;
+        let rows = select.query_map([], |row| row.get(0)).map_err(&sql)?;
+        rows.collect::<Result<_, _>>().map_err(sql)
+    }
+
+    /// Remove logged inputs made before `before_ms`, never one after a
+    /// plugin's saved state (recovery needs those). A plugin without a saved
+    /// state keeps none back: recovering it would need every input since its
+    /// first, and finding the first ones gone it starts afresh, reported.
+    /// Returns how many.
+    pub fn prune_log(&mut self, before_ms: i64) -> Result<u64, OutboxError> {
+        let removed = self
+            .conn
+            .execute(
+                "DELETE FROM journal_inputs WHERE created_ms < ?1 AND position <= coalesce(\
+                 (SELECT position FROM journal_states s WHERE s.plugin = journal_inputs.plugin), \
+                 9223372036854775807)",
+                [before_ms],
+            )
+            .map_err(OutboxError::sql(&self.path, "prune the input log"))?;
+        Ok(removed as u64)
+    }
+}
+
+/// Move `plugin`'s state (if any) into the aside table, keeping the newest
+/// [`STATES_ASIDE_MAX`] there.
+fn move_state_aside(conn: &Connection, plugin: &str, reason: &str) -> Result<(), rusqlite::Error> {
+    conn.execute(
+        "INSERT INTO journal_states_aside \
+         (plugin, position, next_seq, schema, saved_ms, nonce, ciphertext, reason, aside_ms) \
+         SELECT plugin, position, next_seq, schema, saved_ms, nonce, ciphertext, ?2, ?3 \
+         FROM journal_states WHERE plugin = ?1",
+        params![plugin, reason, super::entry::wall_ms()],
+    )?;
+    conn.execute("DELETE FROM journal_states WHERE plugin = ?1", [plugin])?;
+    conn.execute(
+        "DELETE FROM journal_states_aside WHERE plugin = ?1 AND id NOT IN \
+         (SELECT id FROM journal_states_aside WHERE plugin = ?1 ORDER BY id DESC LIMIT ?2)",
+        params![plugin, STATES_ASIDE_MAX],
+    )?;
+    Ok(())
+}
