@@ -161,7 +161,13 @@ mod tests {
     #[test]
     fn inputs_round_trip_and_a_reading_costs_little() {
         let readings: Vec<Reading> = (0..256)
-            .map(|k| reading(&format!("cgm.subject-{}", k % 4), 1_700_000_000_000 + k * 300_000, 100.5))
+            .map(|k| {
+                reading(
+                    &format!("cgm.subject-{}", k % 4),
+                    1_700_000_000_000 + k * 300_000,
+                    100.5,
+                )
+            })
             .collect();
         let sources = (0..256).map(|k| 1000 + k / 3).collect();
         let batch = Input::Readings {

@@ -1,10 +1,9 @@
 //! Issue #11, item 7: upstream exactly-once without holes. `Nats-Msg-Id`
-//! names the incarnation of a plugin's sequence, so a reset sequence or a
-//! cloned device cannot have its alerts dropped as duplicates; the stream's
-//! duplicate window is configurable; what a retry after the window does; a
-//! JetStream input is acknowledged only once its outputs are committed with
-//! sequence numbers, and an output without one is still alerted locally and
-//! counted.
+//! names the incarnation of a plugin's numbers (kept in its journal, in the
+//! outbox file), so a reset outbox or a cloned device cannot have its alerts
+//! dropped as duplicates; the stream's duplicate window is configurable; what
+//! a retry after the window does. (Since issue #14 an output's number is its
+//! count among the plugin's outputs, stored with it: numbering cannot fail.)
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -14,10 +13,7 @@ use serde_json::Value;
 use edgewise_tests::nats::NatsServer;
 
 use crate::device::{DEVICE, Device, WAIT, now_ms, reading};
-use crate::support::{
-    UP, cli_status, cli_status_until, collect_until, create_sensors_stream, next_json, plugin, poll_until,
-    publish_acked, stream_messages, subscribe_alerts,
-};
+use crate::support::{UP, cli_status, cli_status_until, collect_until, poll_until, stream_messages, subscribe_alerts};
 
 /// One message stored upstream: its subject, `Nats-Msg-Id` and envelope.
 #[derive(Debug, Clone)]
@@ -95,7 +91,7 @@ fn incarnation(stored: &Stored) -> String {
     parts[1].to_owned()
 }
 
-/// A device whose sequence state is reset (deleted), or a clone of it (a new
+/// A device whose journal (in the outbox file) is reset (deleted), or a clone of it (a new
 /// data directory, the same device id), numbers its outputs from 1 again:
 /// with ids `<device>/<plugin>/<seq>` upstream dropped the new alerts as
 /// duplicates inside its window. With the incarnation in the id they are stored.
@@ -115,10 +111,10 @@ async fn alerts_after_a_restart_are_stored(clone: bool) {
         let removed = std::fs::read_dir(device.path("data"))
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seq-"))
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("outbox.sqlite3"))
             .inspect(|p| std::fs::remove_file(p).unwrap())
             .count();
-        assert!(removed > 0, "no sequence state found to delete");
+        assert!(removed > 0, "no outbox (with the plugins' journal) found to delete");
     }
     device.start(&local).await;
     alert_and_drain(&local, &["b1", "b2", "b3"]).await;
@@ -231,98 +227,4 @@ async fn an_unacknowledged_entry_retried_after_the_window_is_stored_again_with_t
         "never acknowledged, still queued: {status}"
     );
     device.terminate_cleanly().await;
-}
-
-/// A sequence number cannot be reserved (the sequence file replaced by a
-/// directory while the host runs: root ignores permissions, not this): every
-/// alert is still published locally, the ones without a number are counted
-/// in the status, and the JetStream message that produced them is not
-/// acknowledged, so the stream delivers it again.
-#[tokio::test(flavor = "multi_thread")]
-async fn outputs_without_a_sequence_number_alert_locally_are_counted_and_leave_their_input_unacknowledged() {
-    use async_nats::jetstream::consumer::{AckPolicy, pull};
-    let local = NatsServer::start_with_jetstream();
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let jetstream = async_nats::jetstream::new(client.clone());
-    let stream = create_sensors_stream(&jetstream).await;
-    // The host's durable consumer, made first with a short redelivery delay
-    // (the host takes the existing one).
-    let consumer_name = format!("edgewise-{DEVICE}-faulty-plugin");
-    stream
-        .create_consumer(pull::Config {
-            durable_name: Some(consumer_name.clone()),
-            filter_subjects: vec!["sensors.hostile.>".into()],
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(1),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    // 600 alerts per reading: the second reading crosses the first block of
-    // 1000 reserved numbers.
-    let extra = "[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"chatty\"\nburst = \"600\"\n\
-                 [ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n";
-    let mut device = Device::new(&local, None, extra);
-    let mut alerts = subscribe_alerts(&client, "faulty-plugin").await;
-    client.flush().await.unwrap();
-    device.start(&local).await;
-    // The numbers of the first block are reserved; the next reservation fails.
-    let sequence_file = device.path("data/seq-faulty-plugin");
-    std::fs::remove_file(&sequence_file).unwrap();
-    std::fs::create_dir(&sequence_file).unwrap();
-
-    publish_acked(&jetstream, "sensors.hostile.a", reading(now_ms(), 1.0)).await;
-    assert_eq!(next_alerts(&mut alerts, 600).await.len(), 600);
-    // The first message is acknowledged once its outputs are committed.
-    let consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer(&consumer_name).await.unwrap();
-    poll_until("the first message acknowledged", WAIT, || {
-        let mut consumer = consumer.clone();
-        async move {
-            let info = consumer.info().await.unwrap().clone();
-            if info.ack_floor.stream_sequence >= 1 {
-                Ok(())
-            } else {
-                Err(format!("{info:?}"))
-            }
-        }
-    })
-    .await;
-    publish_acked(&jetstream, "sensors.hostile.b", reading(now_ms(), 1.0)).await;
-    // All 600 alerts of the second reading are published locally, the 200
-    // beyond the reserved block included.
-    let seqs = next_alerts(&mut alerts, 600).await;
-    let unnumbered = seqs.iter().filter(|seq| **seq == 0).count();
-    assert_eq!(unnumbered, 200, "seq 0 marks an alert without a number: {seqs:?}");
-    let status = cli_status_until(&local, WAIT, "outputs without a sequence number counted", |s| {
-        plugin(s, "faulty-plugin")["sequence_failures"].as_u64() >= Some(200)
-    })
-    .await;
-    assert!(
-        plugin(&status, "faulty-plugin")["alerts_out"].as_u64() >= Some(1000),
-        "{status}"
-    );
-    // The second message is not acknowledged: the stream delivers it again.
-    let info = poll_until("the second message redelivered (not acknowledged)", WAIT, || {
-        let mut consumer = consumer.clone();
-        async move {
-            let info = consumer.info().await.unwrap().clone();
-            if info.num_redelivered >= 1 || info.delivered.consumer_sequence > 2 {
-                Ok(info)
-            } else {
-                Err(format!("{info:?}"))
-            }
-        }
-    })
-    .await;
-    assert_eq!(info.ack_floor.stream_sequence, 1, "{info:?}");
-    device.terminate_cleanly().await;
-}
-
-/// The `seq` of the next `n` messages of `alerts`.
-async fn next_alerts(alerts: &mut async_nats::Subscriber, n: usize) -> Vec<Value> {
-    let mut seqs = Vec::with_capacity(n);
-    for _ in 0..n {
-        seqs.push(next_json(alerts, "local alert").await["seq"].clone());
-    }
-    seqs
 }

@@ -336,9 +336,12 @@ async fn readings_wait_for_the_restart(hostile: Hostile) {
     if hostile.recovers() {
         // The restart first gives the readings since the last snapshot
         // again: the first passes, the second overruns again (every second
-        // call does) and, having failed twice, is set aside; the restart
-        // then gives the first alone. The oldest held reading is the new
-        // instance's second call: it overruns.
+        // call does): a failure, supervised. The next restart does the same,
+        // and the reading, having failed three times, is set aside; the
+        // restart then gives the first alone. The oldest held reading is
+        // the new instance's second call: it overruns.
+        let failed_again = next_json(&mut alerts, "alert").await;
+        assert_eq!(failed_again["code"], "plugin-degraded", "{failed_again}");
         let aside = next_json(&mut alerts, "alert").await;
         assert_eq!(aside["code"], "input-set-aside", "{aside}");
         assert!(message(&aside).contains(&format!("at {} ms", t0 + 1)), "{aside}");

@@ -1,13 +1,12 @@
-//! A plugin's state survives a restart of the host (issue #14): the host
-//! saves each plugin's snapshot (sealed with the device key) every 256 inputs
-//! and at shutdown, and the next run starts the plugin from it. A saved state
-//! that cannot be read is moved aside under a dated name and reported; the
-//! plugin then starts afresh.
+//! A plugin's state survives a restart of the host and `kill -9` (issue
+//! #14): the host logs every input in the plugin's journal (the outbox file)
+//! and saves its snapshot there every 256 inputs and at shutdown; the next
+//! run starts the plugin from the snapshot and gives it the inputs logged
+//! after it again. A saved state that cannot be read, or that the plugin
+//! refuses, is moved aside (kept) and reported.
 //!
 //! faulty-v02 passes readings through (`fail = pass`), each answered with a
 //! `seen` alert whose value is the readings it has counted: its state.
-
-use std::os::unix::fs::PermissionsExt;
 
 use edgewise_tests::nats::NatsServer;
 
@@ -16,19 +15,37 @@ use crate::hostile_plugins::V0_2;
 use crate::recovery::give;
 use crate::support::{collect_until, plugin, status_until};
 
-const SAVED: &str = "data/snapshot-faulty-v02.sealed";
-
 fn device(local: &NatsServer) -> Device {
     Device::new(local, None, &V0_2.plugin_table("pass", "", ""))
 }
 
-/// The dated files `snapshot-faulty-v02.sealed.<time>.aside` of `device`.
-fn set_aside(device: &Device) -> Vec<String> {
-    std::fs::read_dir(device.path("data"))
+/// The outbox file of a stopped `device`, opened directly.
+fn database(device: &Device) -> rusqlite::Connection {
+    rusqlite::Connection::open(device.path("data/outbox.sqlite3")).unwrap()
+}
+
+/// (position of the last input in it, reason) of each state moved aside.
+fn states_aside(device: &Device) -> Vec<(i64, String)> {
+    let db = database(device);
+    let mut select = db
+        .prepare("SELECT position, reason FROM journal_states_aside WHERE plugin = 'faulty-v02' ORDER BY id")
+        .unwrap();
+    select
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
         .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("snapshot-faulty-v02.sealed.") && name.ends_with(".aside"))
+        .map(Result::unwrap)
         .collect()
+}
+
+/// The position of the saved state, if there is one.
+fn saved_position(device: &Device) -> Option<i64> {
+    database(device)
+        .query_row(
+            "SELECT position FROM journal_states WHERE plugin = 'faulty-v02'",
+            [],
+            |row| row.get(0),
+        )
+        .ok()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -37,13 +54,12 @@ async fn a_clean_restart_keeps_the_plugins_state() {
     let mut device = device(&local);
     let (client, mut alerts) = device.start_watching(&local, V0_2.name).await;
     assert_eq!(give(&client, &mut alerts, 3).await, [1, 2, 3]);
-    assert!(
-        !device.path(SAVED).exists(),
-        "not saved before 256 inputs or the shutdown"
-    );
     device.terminate_cleanly().await;
-    let mode = std::fs::metadata(device.path(SAVED)).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        saved_position(&device),
+        Some(3),
+        "saved at shutdown, after the third input"
+    );
 
     device.start_with(&client).await;
     assert_eq!(
@@ -55,30 +71,47 @@ async fn a_clean_restart_keeps_the_plugins_state() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn after_kill_9_the_plugin_resumes_from_its_last_saved_snapshot() {
+async fn after_kill_9_the_plugin_resumes_from_its_snapshot_and_the_inputs_logged_since() {
     let local = NatsServer::start();
     let mut device = device(&local);
     let (client, mut alerts) = device.start_watching(&local, V0_2.name).await;
     give(&client, &mut alerts, 300).await;
+    // Every input is durable once its outputs are counted (committed together).
+    status_until(&client, "the 300 outputs committed", |status| {
+        plugin(status, V0_2.name)["alerts_out"].as_u64() >= Some(300)
+    })
+    .await;
     device.kill();
-    // Saved at the 256th input; the 44 after it are not in the saved state
-    // (until the durable input log gives them again).
+    assert_eq!(saved_position(&device), Some(256), "the snapshot of the 256th input");
+    // The 44 inputs after it are given again from the log: nothing forgotten.
     device.start_with(&client).await;
-    assert_eq!(give(&client, &mut alerts, 1).await, [257]);
+    assert_eq!(give(&client, &mut alerts, 1).await, [301]);
     device.terminate_cleanly().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_saved_state_that_cannot_be_read_is_moved_aside_reported_and_the_plugin_starts_afresh() {
+async fn a_saved_state_that_cannot_be_read_is_moved_aside_reported_and_the_log_gives_the_state_back() {
     let local = NatsServer::start();
     let mut device = device(&local);
     let (client, mut alerts) = device.start_watching(&local, V0_2.name).await;
     give(&client, &mut alerts, 2).await;
     device.terminate_cleanly().await;
-    let mut bytes = std::fs::read(device.path(SAVED)).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0x01;
-    std::fs::write(device.path(SAVED), &bytes).unwrap();
+    // One bit of the sealed state flipped.
+    let db = database(&device);
+    let mut sealed: Vec<u8> = db
+        .query_row(
+            "SELECT ciphertext FROM journal_states WHERE plugin = 'faulty-v02'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    sealed[0] ^= 0x01;
+    db.execute(
+        "UPDATE journal_states SET ciphertext = ?1 WHERE plugin = 'faulty-v02'",
+        [sealed],
+    )
+    .unwrap();
+    drop(db);
 
     device.start_with(&client).await;
     let seen = collect_until(&mut alerts, "the report of the unreadable state", |got| {
@@ -91,15 +124,20 @@ async fn a_saved_state_that_cannot_be_read_is_moved_aside_reported_and_the_plugi
         .unwrap();
     let message = report.1["message"].as_str().unwrap();
     assert!(message.contains("its saved state cannot be read"), "{message}");
-    assert_eq!(give(&client, &mut alerts, 1).await, [1], "afresh");
+    assert_eq!(
+        give(&client, &mut alerts, 1).await,
+        [3],
+        "the logged inputs since the first give the state back"
+    );
     let status = status_until(&client, "the state lost, counted", |status| {
         plugin(status, V0_2.name)["state_lost"] == 1
     })
     .await;
     assert_eq!(plugin(&status, V0_2.name)["state"], "running");
-    let aside = set_aside(&device);
-    assert_eq!(aside.len(), 1, "moved aside under a dated name: {aside:?}");
     device.terminate_cleanly().await;
+    let aside = states_aside(&device);
+    assert_eq!(aside.len(), 1, "moved aside: {aside:?}");
+    assert!(aside[0].1.contains("does not open"), "{aside:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -109,7 +147,6 @@ async fn a_saved_state_the_new_configuration_refuses_is_kept_aside_and_the_plugi
     let (client, mut alerts) = device.start_watching(&local, V0_2.name).await;
     give(&client, &mut alerts, 2).await;
     device.terminate_cleanly().await;
-    let saved = std::fs::read(device.path(SAVED)).unwrap();
     // As a new version that cannot take the old state would: its `init`
     // refuses any snapshot.
     device.edit_config(|config| config.replace("fail = \"pass\"\n", "fail = \"pass\"\nresume = \"refuse\"\n"));
@@ -124,11 +161,12 @@ async fn a_saved_state_the_new_configuration_refuses_is_kept_aside_and_the_plugi
         .find(|(_, alert)| alert["code"] == "plugin-degraded")
         .unwrap();
     let message = report.1["message"].as_str().unwrap();
-    assert!(message.contains("did not take its saved state"), "{message}");
+    assert!(message.contains("refused its saved state"), "{message}");
     assert_eq!(give(&client, &mut alerts, 1).await, [1], "afresh");
-    // Kept, unchanged, for a version that can take it.
-    let aside = set_aside(&device);
-    assert_eq!(aside.len(), 1, "{aside:?}");
-    assert_eq!(std::fs::read(device.path("data").join(&aside[0])).unwrap(), saved);
     device.terminate_cleanly().await;
+    // Kept, for a version that can take it.
+    let aside = states_aside(&device);
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(aside[0].0, 2, "the state after the second input");
+    assert!(aside[0].1.contains("refused"), "{aside:?}");
 }

@@ -95,7 +95,6 @@ async fn the_data_directory_is_0700_and_every_file_in_it_0600() {
             "outbox.sqlite3-wal",
             "outbox.key",
             "installed-versions.json",
-            "seq-glucose-monitor",
             "cache.key",
         ],
     );

@@ -353,7 +353,10 @@ impl Outbox {
     pub fn plugin_journal(&mut self, plugin: &str, max_inputs: usize) -> Result<PluginJournal, OutboxError> {
         let path = self.path.clone();
         let sql = |operation| OutboxError::sql(&path, operation);
-        let tx = self.conn.transaction().map_err(sql("begin reading a plugin's journal"))?;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(sql("begin reading a plugin's journal"))?;
         ensure_plugin(&tx, &path, plugin)?;
         let (incarnation, high_seq, host_seq, last_position): (String, i64, i64, i64) = tx
             .query_row(
@@ -369,35 +372,42 @@ impl Outbox {
             last_position: from_sql(&path, last_position, "negative position")?,
             ..PluginJournal::default()
         };
-        let state: Option<(i64, i64, u32, Vec<u8>, Vec<u8>)> = tx
+        // A row whose columns have the wrong types (the file edited or
+        // damaged) is unreadable like one that does not open: moved aside.
+        type StateRow = (i64, i64, u32, Vec<u8>, Vec<u8>);
+        let state: Option<Option<StateRow>> = tx
             .query_row(
                 "SELECT position, next_seq, schema, nonce, ciphertext FROM journal_states WHERE plugin = ?1",
                 [plugin],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)),
+                |row| {
+                    let read = || -> rusqlite::Result<StateRow> {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+                    };
+                    Ok(read().ok())
+                },
             )
             .optional()
             .map_err(sql("read a plugin's saved state"))?;
-        if let Some((position, next_seq, schema, nonce, ciphertext)) = state {
-            let (position, next_seq) = (
-                from_sql(&path, position, "negative position")?,
-                from_sql(&path, next_seq, "negative output number")?,
-            );
+        let opened = state.map(|row| {
+            let (position, next_seq, schema, nonce, ciphertext) = row?;
+            let (position, next_seq) = (u64::try_from(position).ok()?, u64::try_from(next_seq).ok()?);
             let aad = state_aad(plugin, position, next_seq, schema);
-            match crypto::open(self.keys.derived(Purpose::States), &nonce, &aad, ciphertext) {
-                Some(data) => {
-                    journal.state = Some(SavedState {
-                        position,
-                        next_seq,
-                        schema,
-                        data,
-                    })
-                }
-                None => {
-                    let reason = "it does not open under this device's key (damaged, or from elsewhere)";
-                    move_state_aside(&tx, plugin, reason).map_err(sql("move a saved state aside"))?;
-                    journal.state_unreadable = Some(reason.to_owned());
-                }
+            let data = crypto::open(self.keys.derived(Purpose::States), &nonce, &aad, ciphertext)?;
+            Some(SavedState {
+                position,
+                next_seq,
+                schema,
+                data,
+            })
+        });
+        match opened {
+            Some(Some(state)) => journal.state = Some(state),
+            Some(None) => {
+                let reason = "it does not open under this device's key (damaged, or from elsewhere)";
+                move_state_aside(&tx, plugin, reason).map_err(sql("move a saved state aside"))?;
+                journal.state_unreadable = Some(reason.to_owned());
             }
+            None => {}
         }
         let after = journal.state.as_ref().map_or(0, |state| state.position);
         let mut inputs = Vec::new();

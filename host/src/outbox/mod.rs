@@ -43,9 +43,9 @@
 mod crypto;
 mod entry;
 mod error;
-mod journal;
 mod evict;
 pub mod expiry;
+mod journal;
 mod key;
 mod limits;
 mod park;
@@ -63,12 +63,12 @@ mod tests;
 
 pub use entry::{Entry, Kind, NewEntry, wall_ms};
 pub use error::OutboxError;
+pub use journal::{JournalWrite, LoggedInput, PluginJournal, Record, SavedState};
 pub use key::OutboxKey;
 pub use limits::{Depth, DropCounts, OutboxLimits};
 pub use park::{PARK_AFTER, PARKED_MAX_ENTRIES, ParkedCounts, ParkedEntry, Refusal};
 pub use schema::FILE_NAME;
 pub(crate) use sequence::Sequence;
 pub use shared::{SharedOutbox, with_outbox};
-pub use journal::{JournalWrite, LoggedInput, PluginJournal, Record, SavedState};
 pub use store::{Append, Outbox};
 pub use writer::{Committed, Outcome, Writer, WriterHandle, WriterStopped};

@@ -171,14 +171,28 @@ fn without_set_aside(input: Input, position: u64, set_aside: &std::collections::
             now_ms,
             readings,
             sources,
-        } if set_aside.range((position, Some(0))..=(position, Some(u32::MAX))).next().is_some() => {
+        } if set_aside
+            .range((position, Some(0))..=(position, Some(u32::MAX)))
+            .next()
+            .is_some() =>
+        {
             let keep = |index: usize| !set_aside.contains(&(position, Some(index as u32)));
             let sources = if sources.len() == readings.len() {
-                sources.into_iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, s)| s).collect()
+                sources
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| keep(*i))
+                    .map(|(_, s)| s)
+                    .collect()
             } else {
                 sources
             };
-            let readings = readings.into_iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, r)| r).collect();
+            let readings = readings
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| keep(*i))
+                .map(|(_, r)| r)
+                .collect();
             Input::Readings {
                 now_ms,
                 readings,

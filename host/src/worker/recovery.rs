@@ -181,6 +181,9 @@ mod tests {
         assert!(recovery.snapshot_due(), "a snapshot is still wanted");
         recovery.snapshotted(start(5000));
         assert!(recovery.plan().is_some());
-        assert!(Recovery::resumed(None, None).plan().is_none(), "a log with gaps: no recovery");
+        assert!(
+            Recovery::resumed(None, None).plan().is_none(),
+            "a log with gaps: no recovery"
+        );
     }
 }

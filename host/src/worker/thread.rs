@@ -382,7 +382,9 @@ impl PluginThread {
             Ok(instance) => instance,
             Err(error) if snapshot.is_some() => {
                 self.set_state_aside(&format!("the plugin refused it: {error}"));
-                self.state_lost(&format!("it refused its saved state ({error}); that state is kept aside"));
+                self.state_lost(&format!(
+                    "it refused its saved state ({error}); that state is kept aside"
+                ));
                 return fresh(self, recovery);
             }
             Err(error) => return Err((error, Progress::None)),

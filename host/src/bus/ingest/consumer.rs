@@ -92,13 +92,8 @@ pub async fn run<W: From<Batch>>(
                     continue;
                 }
             };
-            let before = readings.len();
             take_message(ingest, &message, &mut readings).await;
-            // A message without its stream sequence cannot be recognised
-            // when it comes again: 0, never a stream sequence.
-            let source = message.info().map_or(0, |info| info.stream_sequence);
-            sources.resize(readings.len(), source);
-            debug_assert!(sources.len() >= before);
+            sources.resize(readings.len(), source_of(&message));
             received.push(message);
         }
         if !readings.is_empty() {
@@ -124,6 +119,17 @@ pub async fn run<W: From<Batch>>(
             }
         }
     }
+}
+
+/// What names `message` when the stream delivers it again: its stream
+/// sequence and the time the stream stored it, mixed (a stream made again
+/// numbers from 1, at other times). 0 (never a name) if the message does not
+/// say.
+fn source_of(message: &async_nats::jetstream::Message) -> u64 {
+    let Ok(info) = message.info() else { return 0 };
+    let stored_ns = info.published.unix_timestamp_nanos() as u64;
+    let mixed = info.stream_sequence.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ stored_ns.rotate_left(29);
+    mixed.max(1)
 }
 
 /// Whether a consumer error means the consumer is gone or unusable (made

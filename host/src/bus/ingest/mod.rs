@@ -31,9 +31,10 @@ use crate::model::Reading;
 pub struct Batch {
     /// The readings.
     pub readings: Vec<Reading>,
-    /// For JetStream ingest, the stream sequence of each reading's message
-    /// (one per reading); empty for core NATS. A message logged before a
-    /// crash, but not acknowledged, comes again: the worker knows it by this.
+    /// For JetStream ingest, what names each reading's message (its stream
+    /// sequence and storage time, mixed; one per reading); empty for core
+    /// NATS. A message logged before a crash, but not acknowledged, comes
+    /// again: the worker knows it by this.
     pub sources: Vec<u64>,
     /// Told once the outputs of these readings are durable; dropped unsent
     /// otherwise (the messages then stay unacknowledged).
