@@ -13,38 +13,36 @@ use serde_json::Value;
 use edgewise_host::model::{Output, Reading};
 use edgewise_host::runtime::{CompiledPlugin, Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
 use edgewise_tests::nats::NatsServer;
-use edgewise_tests::{Run, data_file, edgewise, golden_file, plugin_wasm, run_key, signed_bundle};
+use edgewise_tests::{Run, golden_file, plugin_wasm, run_key, signed_bundle};
 
 use crate::device::{Device, glucose_chaos, now_ms, reading};
-use crate::support::{assert_contains, next_json};
+use crate::support::{assert_contains, next_json, replay_example_with};
 
 /// glucose-monitor's golden replay of the example recording.
 const GOLDEN: &str = "glucose-monitor.ExampleData5Subjects.jsonl";
 
-/// What `edgewise replay` of the example recording through `plugin` (with
-/// `args`) did, and the output lines it wrote.
-fn replay(plugin: &Path, args: &[&str]) -> (Run, Vec<Value>) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
-    let mut all = vec![
-        "replay".to_owned(),
-        "--plugin".to_owned(),
-        plugin.display().to_string(),
-        "--input".to_owned(),
-        data_file("cgm/ExampleData5Subjects.csv").display().to_string(),
-        "--out".to_owned(),
-        out.display().to_string(),
-    ];
-    all.extend(args.iter().map(|arg| (*arg).to_owned()));
-    let run = edgewise(all);
-    let written = std::fs::read_to_string(&out).unwrap_or_default();
-    (
-        run,
-        written
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect(),
-    )
+/// What `edgewise replay` of the example recording through `plugin`
+/// (verified against `trust` if given, with `extra`) did, and its output lines.
+fn replay(plugin: &Path, trust: Option<&Path>, extra: &[&str]) -> (Run, Vec<Value>) {
+    let run = replay_example_with(plugin, trust, extra);
+    let lines = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    (run, lines)
+}
+
+/// `edgewise replay` of the example recording through glucose-chaos with
+/// `trap_percent`, which must trap: the trapped call's number and the output
+/// lines before the trap.
+fn replay_trapping(trap_percent: &str) -> (u64, Vec<Value>) {
+    let config = format!("trap_percent={trap_percent}");
+    let (run, written) = replay(&plugin_wasm("glucose-chaos"), None, &["--config", &config]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_contains(&run.stderr, "error: plugin `glucose-chaos` trapped");
+    let (_, call) = trapped_call(&run.stderr);
+    (call, written)
 }
 
 /// An output line without what names the plugin (`plugin`, `version`, `digest`).
@@ -56,18 +54,21 @@ fn without_plugin(line: &Value) -> Value {
     line
 }
 
-/// The first `count` lines of glucose-monitor's golden output, each [`without_plugin`].
-fn golden_lines(count: usize) -> Vec<Value> {
-    std::fs::read_to_string(golden_file(GOLDEN))
-        .unwrap()
-        .lines()
-        .take(count)
-        .map(|line| without_plugin(&serde_json::from_str(line).unwrap()))
-        .collect()
+/// Check that `written` is glucose-monitor's golden output or the start of
+/// it, apart from [`without_plugin`]'s fields; the golden output's length.
+fn assert_golden_start(written: &[Value]) -> usize {
+    let golden = std::fs::read_to_string(golden_file(GOLDEN)).unwrap();
+    let golden: Vec<Value> = golden.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert!(written.len() <= golden.len(), "{} lines", written.len());
+    for (index, (line, expected)) in written.iter().zip(&golden).enumerate() {
+        assert_eq!(without_plugin(line), without_plugin(expected), "line {}", index + 1);
+    }
+    golden.len()
 }
 
-/// The call number of glucose-chaos's trap message in `text`
-/// (`... trapping on purpose before on-tick call 93`).
+/// Where and at which call glucose-chaos trapped, from its panic message in
+/// `text` (`... trapping on purpose before on-tick call 93`): (`before
+/// on-tick`, 93).
 fn trapped_call(text: &str) -> (String, u64) {
     let (_, rest) = text
         .split_once("glucose-chaos: trapping on purpose ")
@@ -85,63 +86,37 @@ fn without_traps_the_bundle_is_glucose_monitor_output_and_snapshots_included() {
     // every 500 readings, checked against the uninterrupted replay.
     let (run, written) = replay(
         &signed_bundle("glucose-chaos"),
-        &[
-            "--trust",
-            &run_key().trust_dir().display().to_string(),
-            "--config",
-            "trap_percent=0",
-            "--snapshot-every",
-            "500",
-        ],
+        Some(&run_key().trust_dir()),
+        &["--config", "trap_percent=0", "--snapshot-every", "500"],
     );
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_contains(&run.stderr, "output identical to the uninterrupted replay");
-    let golden = golden_lines(usize::MAX);
-    assert_eq!(written.len(), golden.len(), "{}", run.stderr);
-    for (index, (line, expected)) in written.iter().zip(&golden).enumerate() {
-        assert_eq!(line["plugin"], "glucose-chaos", "line {}: {line}", index + 1);
-        assert_eq!(&without_plugin(line), expected, "line {}", index + 1);
-    }
+    assert_eq!(assert_golden_start(&written), written.len(), "{}", run.stderr);
+    assert!(written.iter().all(|line| line["plugin"] == "glucose-chaos"));
 }
 
 #[test]
 fn at_a_hundred_percent_the_first_call_traps_before_or_after_it() {
-    let (run, written) = replay(&plugin_wasm("glucose-chaos"), &["--config", "trap_percent=100"]);
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert_contains(&run.stderr, "error: plugin `glucose-chaos` trapped");
-    let (_, call) = trapped_call(&run.stderr);
-    assert_eq!(call, 1, "{}", run.stderr);
-    // The first call (readings of one hour) emits nothing, before or after.
+    let (call, written) = replay_trapping("100");
+    assert_eq!(call, 1);
+    // The recording's first call emits nothing: no output, before or after it.
     assert!(written.is_empty(), "{written:?}");
 }
 
 #[test]
 fn at_a_few_percent_calls_pass_until_one_traps_and_their_outputs_are_glucose_monitors() {
     // Replay's fixed random numbers: the same call traps every time.
-    let (run, written) = replay(&plugin_wasm("glucose-chaos"), &["--config", "trap_percent=2"]);
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert_contains(&run.stderr, "error: plugin `glucose-chaos` trapped");
-    let (_, call) = trapped_call(&run.stderr);
-    assert!(call > 1, "{}", run.stderr);
-    assert!(
-        !written.is_empty(),
-        "the calls before the trap emitted nothing:\n{}",
-        run.stderr
-    );
-    let golden = golden_lines(usize::MAX);
-    assert!(written.len() < golden.len());
-    for (index, (line, expected)) in written.iter().zip(&golden).enumerate() {
-        assert_eq!(&without_plugin(line), expected, "line {}", index + 1);
-    }
+    let (call, written) = replay_trapping("2");
+    assert!(call > 1, "call {call}");
+    assert!(!written.is_empty(), "the {call} calls before the trap emitted nothing");
+    assert!(assert_golden_start(&written) > written.len());
 }
 
 #[test]
 fn a_bad_trap_percent_is_refused_at_init() {
     for bad in ["-1", "101", "lots"] {
-        let (run, _) = replay(
-            &plugin_wasm("glucose-chaos"),
-            &["--config", &format!("trap_percent={bad}")],
-        );
+        let config = format!("trap_percent={bad}");
+        let (run, _) = replay(&plugin_wasm("glucose-chaos"), None, &["--config", &config]);
         assert_eq!(run.code, Some(2), "{bad}: {}", run.stderr);
         assert_contains(
             &run.stderr,
