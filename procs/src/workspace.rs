@@ -25,6 +25,7 @@ pub const PLUGIN_CRATES: &[&str] = &[
     "faulty-plugin",
     "echo-v02",
     "faulty-v02",
+    "glucose-chaos",
 ];
 
 /// Set (to anything) by a caller that has built the host and the plugins

@@ -42,6 +42,14 @@ impl Device {
         tick: &str,
         extra_plugins: &str,
     ) -> Device {
+        let plugins = format!("[[plugins]]\nbundle = \"glucose-monitor.wasm\"\n{extra_plugins}");
+        Device::with_plugins(local, upstream, tick, &plugins)
+    }
+
+    /// A device running `plugins` only (`[[plugins]]` tables naming any
+    /// plugin crate's bundle by file name, e.g. [`glucose_chaos`]), ticking
+    /// every `tick`.
+    pub(crate) fn with_plugins(local: &NatsServer, upstream: Option<&NatsServer>, tick: &str, plugins: &str) -> Device {
         let dir = tempfile::tempdir().unwrap();
         run_key().trust(&dir.path().join("trust")).unwrap();
         // The bundles every device has, by file name: each plugin crate
@@ -55,7 +63,7 @@ impl Device {
             tick: Some(tick.to_owned()),
             local_url: local.url(),
             upstream: upstream.map(|cloud| (cloud.url(), crate::support::UP.to_owned())),
-            rest: format!("[[plugins]]\nbundle = \"glucose-monitor.wasm\"\n{extra_plugins}"),
+            rest: plugins.to_owned(),
         };
         let host = device::Device::new(dir.path(), DEVICE);
         host.write_config(&config.to_toml()).unwrap();
@@ -187,6 +195,14 @@ impl Device {
         args.extend(extra);
         edgewise(args)
     }
+}
+
+/// The `[[plugins]]` table of glucose-chaos (glucose-monitor exactly, under
+/// its own name) trapping on `trap_percent` percent of its calls (`"0"`:
+/// never, `"100"`: always, decimals allowed), for [`Device::with_plugins`]
+/// or [`Device::new`]'s extra plugins.
+pub(crate) fn glucose_chaos(trap_percent: &str) -> String {
+    format!("[[plugins]]\nbundle = \"glucose-chaos.wasm\"\n[plugins.config]\ntrap_percent = \"{trap_percent}\"\n")
 }
 
 /// `config` with `credentials` (TOML lines) under the `url` of `server`.

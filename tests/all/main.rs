@@ -7,6 +7,7 @@
 
 mod bundle_assets;
 mod bundle_cli;
+mod chaos_plugin;
 mod cli_pipe;
 mod contract_v02;
 mod device;

@@ -332,6 +332,11 @@ pub(crate) async fn publish_acked(
 /// `edgewise replay` of `plugin` over `cgm/ExampleData5Subjects.csv`,
 /// verified against the trust directory `trust` if given.
 pub(crate) fn replay_example(plugin: &Path, trust: Option<&Path>) -> Run {
+    replay_example_with(plugin, trust, &[])
+}
+
+/// As [`replay_example`], with the further arguments `extra`.
+pub(crate) fn replay_example_with(plugin: &Path, trust: Option<&Path>, extra: &[&str]) -> Run {
     let mut args = vec![
         "replay".to_owned(),
         "--plugin".to_owned(),
@@ -342,6 +347,7 @@ pub(crate) fn replay_example(plugin: &Path, trust: Option<&Path>) -> Run {
     if let Some(trust) = trust {
         args.extend(["--trust".to_owned(), trust.display().to_string()]);
     }
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
     edgewise(args)
 }
 

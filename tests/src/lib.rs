@@ -42,7 +42,7 @@ pub fn plugin_wasm(crate_name: &str) -> PathBuf {
 /// The manifest source (`edgewise.toml`) in the crate of the plugin `crate_name`.
 pub fn plugin_manifest(crate_name: &str) -> PathBuf {
     let crate_dir = match crate_name {
-        "faulty-plugin" | "echo-v02" | "faulty-v02" => format!("tests/fixtures/{crate_name}"),
+        "faulty-plugin" | "echo-v02" | "faulty-v02" | "glucose-chaos" => format!("tests/fixtures/{crate_name}"),
         plugin => format!("plugins/{plugin}"),
     };
     workspace_root().join(crate_dir).join("edgewise.toml")

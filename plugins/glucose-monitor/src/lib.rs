@@ -184,4 +184,7 @@ impl GlucoseMonitor {
     }
 }
 
+// Off only where these sources are compiled as a library for another
+// plugin's export (tests/fixtures/glucose-chaos/glucose-monitor-lib).
+#[cfg(feature = "export")]
 edgewise_sdk::export_plugin!(GlucoseMonitor);
