@@ -16,6 +16,7 @@ mod exactly_once;
 mod frozen_bundles;
 mod hostile_plugins;
 mod hostile_v02;
+mod kill_recovery;
 mod live_pipeline;
 mod metrics_crosscheck;
 mod nats_fixture;

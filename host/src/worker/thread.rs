@@ -347,10 +347,11 @@ impl PluginThread {
         let result = loop {
             match self.recover_with(&mut recovery) {
                 Ok(instance) => break Ok(instance),
-                // An input failed again and was split or set aside: go on
-                // without it at once (each time one input fewer, or a batch
-                // split in single readings: this ends). The failure is the
-                // one already supervised, not a new one.
+                // An input failed again and was split or set aside, or one
+                // failed for the first time: go on at once (each time one
+                // input fewer, a batch split in single readings, or one more
+                // input that has failed: this ends). The failure is the one
+                // already supervised, not a new one.
                 Err((error, Progress::Made)) => {
                     tracing::warn!(plugin = %self.name(), %error, "An input failed again while recovering; recovering without it");
                 }
@@ -403,6 +404,13 @@ impl PluginThread {
                 Ok(()) => index += 1,
                 Err(error) => {
                     kept.failures += 1;
+                    if kept.failures == 1 {
+                        // An input that never failed before: the plugin
+                        // fails at random, not on an input. Again at once,
+                        // unsupervised: each input can be the first failure
+                        // once, so this ends.
+                        return Err((error, Progress::Made));
+                    }
                     if kept.failures < SET_ASIDE_AFTER {
                         return Err((error, Progress::None));
                     }

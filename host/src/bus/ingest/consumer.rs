@@ -44,12 +44,28 @@ pub async fn run<W: From<Batch>>(
             }
         }
     };
-    let config = pull::Config {
+    let mut config = pull::Config {
         durable_name: Some(consumer_name.to_owned()),
         filter_subjects: filters.to_vec(),
         ack_policy: AckPolicy::Explicit,
         ..Default::default()
     };
+    // Messages delivered to a host that was killed before acknowledging them
+    // would come again only after the ack wait, behind newer ones: a plugin
+    // would get a sensor's readings out of order. The consumer is made again
+    // from its first unacknowledged message instead, so they come first, in
+    // order (those already logged are recognised by the worker).
+    if let Ok(info) = stream.consumer_info(consumer_name).await
+        && info.num_ack_pending > 0
+    {
+        let start_sequence = info.ack_floor.stream_sequence + 1;
+        tracing::info!(consumer = %consumer_name, start_sequence, "Unacknowledged sensor messages: delivered again first, in order");
+        if let Err(error) = stream.delete_consumer(consumer_name).await {
+            tracing::warn!(consumer = %consumer_name, %error, "Cannot make the consumer again; unacknowledged messages come after the ack wait");
+        } else {
+            config.deliver_policy = async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence };
+        }
+    }
     let consumer: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
         .get_or_create_consumer(consumer_name, config)
         .await
