@@ -288,7 +288,12 @@ async fn killed_20_times_the_cloud_holds_exactly_the_outputs_of_an_uninterrupted
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_trapping_on_1_percent_of_calls_and_killed_20_times_loses_and_repeats_nothing() {
     let rows = recording();
-    let plugins = format!("{}max_ahead = \"8760h\"\n", glucose_chaos("1"));
+    // At 500 readings/s, 1% of calls is a trap every second or so: the
+    // supervisor is told to take that (a short backoff, no quarantine), as
+    // an operator would for a plugin known to be flaky.
+    let supervisor = "[supervisor]\nbackoff_initial = \"10ms\"\nbackoff_max = \"50ms\"\n\
+                      quarantine_after = 1000\nquarantine_window = \"1m\"\nbuffer_readings = 1000\n";
+    let plugins = format!("{}max_ahead = \"8760h\"\n{supervisor}", glucose_chaos("1"));
     let (run, device) = play_with_kills(&plugins, "glucose-chaos", &rows).await;
     assert_eq!(run.kills, KILLS);
     let degraded = run

@@ -29,9 +29,9 @@ pub(super) const SNAPSHOT_EVERY: usize = 256;
 /// Inputs kept at most without a snapshot (snapshots failing): beyond, the
 /// worker gives up recovery until the next snapshot succeeds.
 pub(super) const KEPT_AT_MOST: usize = 4 * SNAPSHOT_EVERY;
-/// Failures of one input after which it is set aside. A plugin that fails
-/// at random (not because of the input) is then very unlikely to lose an
-/// input for it.
+/// Failures of one input in a row (given again, and failing each time)
+/// after which it is set aside. A plugin that fails at random (not because
+/// of the input) is then very unlikely to lose an input for it.
 pub(super) const SET_ASIDE_AFTER: u32 = 3;
 
 /// An input kept for recovery, with the failures it caused.

@@ -21,11 +21,21 @@ use crate::model::{Alert, Severity};
 use crate::outbox::{Record, SavedState, wall_ms};
 use crate::runtime::{CompiledPlugin, Limits, PluginClock, PluginError, PluginInstance, Snapshot};
 
-/// Whether a failed recovery removed or split the input that failed.
+/// What a failed recovery attempt leaves for the next one.
 enum Progress {
+    /// The input that failed was split or set aside: go on at once.
     Made,
+    /// An input failed that had not failed before: the plugin fails at
+    /// random rather than on an input; again at once, a bounded number of
+    /// times ([`QUICK_RETRIES`]).
+    Retry,
+    /// The same input failed again: supervised (backoff), as any failure.
     None,
 }
+
+/// Attempts of one recovery retried at once after a failure on an input that
+/// had not failed before; then the failure is supervised.
+const QUICK_RETRIES: u32 = 8;
 
 /// One plugin under supervision, on its own thread.
 pub(super) struct PluginThread {
@@ -344,14 +354,19 @@ impl PluginThread {
             self.emitter.resume();
             return self.new_instance(None);
         };
+        let mut quick = 0;
         let result = loop {
             match self.recover_with(&mut recovery) {
                 Ok(instance) => break Ok(instance),
-                // An input failed again and was split or set aside, or one
-                // failed for the first time: go on at once (each time one
-                // input fewer, a batch split in single readings, or one more
-                // input that has failed: this ends). The failure is the one
-                // already supervised, not a new one.
+                Err((error, Progress::Retry)) if quick < QUICK_RETRIES => {
+                    quick += 1;
+                    tracing::warn!(plugin = %self.name(), %error, "The plugin failed while recovering; again at once");
+                }
+                Err((error, Progress::Retry)) => break Err(error),
+                // An input failed again and was split or set aside: go on
+                // without it at once (each time one input fewer, or a batch
+                // split in single readings: this ends). The failure is the
+                // one already supervised, not a new one.
                 Err((error, Progress::Made)) => {
                     tracing::warn!(plugin = %self.name(), %error, "An input failed again while recovering; recovering without it");
                 }
@@ -401,15 +416,19 @@ impl PluginThread {
             let outputs = instance.take_outputs();
             self.emitter.emit(outputs, Vec::new());
             match result {
-                Ok(()) => index += 1,
+                Ok(()) => {
+                    // Only failures in a row count against an input: a
+                    // plugin that fails at random does not fail on the same
+                    // input several times running.
+                    kept.failures = 0;
+                    index += 1;
+                }
                 Err(error) => {
                     kept.failures += 1;
                     if kept.failures == 1 {
-                        // An input that never failed before: the plugin
-                        // fails at random, not on an input. Again at once,
-                        // unsupervised: each input can be the first failure
-                        // once, so this ends.
-                        return Err((error, Progress::Made));
+                        // An input that had not failed (or was got past
+                        // since): the plugin fails at random, not on it.
+                        return Err((error, Progress::Retry));
                     }
                     if kept.failures < SET_ASIDE_AFTER {
                         return Err((error, Progress::None));
