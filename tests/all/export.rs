@@ -33,14 +33,19 @@ async fn stopped_device(sent: &[(String, i64, f64)]) -> Device {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "");
     let client = device.start(&local).await;
-    for (subject, ts, value) in sent {
-        client.publish(subject.clone(), reading(*ts, *value)).await.unwrap();
+    // In two halves, the second sent once the first is taken: at least two
+    // rows of readings in the log.
+    let half = sent.len().div_ceil(2);
+    for (given, part) in [(half, &sent[..half]), (sent.len(), &sent[half..])] {
+        for (subject, ts, value) in part {
+            client.publish(subject.clone(), reading(*ts, *value)).await.unwrap();
+        }
+        client.flush().await.unwrap();
+        status_until(&client, "the plugin to take the readings", |status| {
+            crate::support::plugin(status, PLUGIN)["readings_in"] == given
+        })
+        .await;
     }
-    client.flush().await.unwrap();
-    status_until(&client, "the plugin to take every reading", |status| {
-        crate::support::plugin(status, PLUGIN)["readings_in"] == sent.len()
-    })
-    .await;
     device.terminate_cleanly().await;
     device
 }
@@ -198,7 +203,7 @@ async fn export_is_refused_while_the_device_runs() {
 async fn a_damaged_row_of_the_log_is_skipped_and_reported() {
     let sent = readings();
     let device = stopped_device(&sent).await;
-    // One bit flipped in the first logged batch of readings.
+    // One bit flipped in the first logged batch of readings (of the first half).
     let db = rusqlite::Connection::open(device.path("data/outbox.sqlite3")).unwrap();
     let (id, lost, mut sealed): (i64, i64, Vec<u8>) = db
         .query_row(
