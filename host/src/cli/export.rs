@@ -313,3 +313,68 @@ fn report(args: &ExportArgs, counts: ExportCounts) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use edgewise_host::model::Reading;
+
+    use super::*;
+
+    fn logged(position: u64, data: Option<Vec<u8>>) -> LoggedInput {
+        LoggedInput {
+            position,
+            created_ms: 0,
+            data,
+        }
+    }
+
+    #[test]
+    fn a_row_gives_its_readings_in_the_window_and_a_damaged_row_is_counted_out_whole() {
+        let reading = |timestamp_ms, value| Reading {
+            sensor: "cgm-1".to_owned(),
+            timestamp_ms,
+            value,
+            unit: "mg/dL".to_owned(),
+        };
+        let batch = |readings| Input::Readings {
+            now_ms: 0,
+            readings,
+            sources: vec![],
+        };
+        let rows = [
+            logged(
+                1,
+                Some(batch(vec![reading(5, 100.5), reading(10, 45.0), reading(20, 1.0)]).encode()),
+            ),
+            logged(2, Some(Input::Tick(15).encode())),
+            logged(3, None),
+            logged(4, Some(vec![9, 9, 9])),
+            logged(5, Some(batch(vec![reading(11, f64::NAN)]).encode())),
+        ];
+        let mut recorder = Recorder::new(Vec::new());
+        let mut counts = ExportCounts::default();
+        let window = Window { from: 10, to: 20 };
+        for row in &rows {
+            export_input(row, window, &mut recorder, &mut counts).unwrap();
+        }
+        assert_eq!(
+            counts,
+            ExportCounts {
+                readings: 1,
+                outside: 2,
+                damaged: 3
+            }
+        );
+        assert_eq!(
+            String::from_utf8(recorder.writer().clone()).unwrap(),
+            "{\"subject\":\"sensors.cgm-1\",\"payload\":{\"sensor\":\"cgm-1\",\"ts\":10,\"unit\":\"mg/dL\",\"value\":45.0}}\n"
+        );
+    }
+
+    #[test]
+    fn times_are_rfc_3339() {
+        assert_eq!(parse_time("2023-11-14T22:13:20Z"), Ok(1_700_000_000_000));
+        assert_eq!(parse_time("2023-11-14T23:13:20.5+01:00"), Ok(1_700_000_000_500));
+        assert!(parse_time("yesterday").is_err());
+    }
+}
