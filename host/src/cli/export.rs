@@ -50,7 +50,7 @@ pub struct ExportArgs {
     to: Option<i64>,
     /// The recording to write: a new file (never overwritten, written whole
     /// or not at all), readable by its owner only; `-` for standard output.
-    /// Plaintext: see below.
+    /// Plaintext: the readings decrypted (patient data, for a CGM).
     #[arg(long, value_name = "FILE.jsonl")]
     out: PathBuf,
 }
