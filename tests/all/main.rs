@@ -13,6 +13,7 @@ mod contract_v02;
 mod device;
 mod disk_full;
 mod exactly_once;
+mod export;
 mod frozen_bundles;
 mod hostile_plugins;
 mod hostile_v02;

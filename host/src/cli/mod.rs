@@ -9,6 +9,7 @@
 
 mod connection;
 mod exit;
+mod export;
 mod inspect;
 mod keygen;
 mod record;
@@ -50,6 +51,9 @@ enum Command {
     Status(status::StatusArgs),
     /// Record live bus traffic into a recording for `replay` (plaintext).
     Record(record::RecordArgs),
+    /// Export a plugin's input log (a stopped device's) as a recording for
+    /// `replay` (plaintext).
+    Export(export::ExportArgs),
 }
 
 /// Parse the command line, run the command, map the outcome to an exit code.
@@ -65,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Status(args) => status::run(args),
         Command::Record(args) => record::run(args),
+        Command::Export(args) => export::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
