@@ -130,11 +130,13 @@ async fn play_with_kills(plugins: &str, name: &str, rows: &[Row]) -> (Run, Devic
     };
     // Each kill comes once the plugin has taken a random number of readings
     // in this run of the host (a moment anywhere in its work: mid-batch,
-    // mid-commit, mid-snapshot), between 1 and 1,200.
+    // mid-commit, mid-snapshot), at most a 21st of the recording, so that
+    // all 20 come while it plays.
     let mut random = Random::new();
     let mut kills = 0;
+    let most = (rows.len() / (KILLS + 1)) as u64;
     while kills < KILLS {
-        let due = 1 + random.below(1_200);
+        let due = 1 + random.below(most);
         let status = value_until(
             "the plugin to take readings before the next kill",
             WAIT,
