@@ -156,6 +156,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
             handle: tokio::runtime::Handle::current(),
             writer: writer.handle(),
             outbox: outbox.clone(),
+            input_log: config.input_log,
             clock: clock.clone(),
             policy: config.supervisor.clone(),
         };

@@ -76,6 +76,9 @@ pub struct WorkerContext {
     pub writer: WriterHandle,
     /// The outbox, to read the plugin's journal from at start.
     pub outbox: SharedOutbox,
+    /// Whether inputs are logged (off: a restart resumes from the last saved
+    /// state only; for measuring what the log costs).
+    pub input_log: bool,
     /// The host clock: the time stamp of the host's own alerts.
     pub clock: Clock,
     /// Restart, backoff and quarantine rules.
@@ -249,7 +252,10 @@ impl Worker {
         let mut state = PluginThread {
             hold: Hold::new(context.policy.buffer_readings, stats.clone()),
             recovery,
-            position: journal.last_position,
+            // Without the input log the saved state may be ahead of it.
+            position: journal
+                .last_position
+                .max(journal.state.as_ref().map_or(0, |state| state.position)),
             pinned: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
             seen,
             unreadable_state: journal.state_unreadable.clone(),

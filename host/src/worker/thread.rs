@@ -198,11 +198,15 @@ impl PluginThread {
             Held::Tick(now_ms) => (Input::Tick(now_ms), None),
         };
         self.position += 1;
-        let record = Record::Input {
-            position: self.position,
-            created_ms: wall_ms(),
-            readings: input.readings() as u32,
-            data: input.encode(),
+        let records = if self.context.input_log {
+            vec![Record::Input {
+                position: self.position,
+                created_ms: wall_ms(),
+                readings: input.readings() as u32,
+                data: input.encode(),
+            }]
+        } else {
+            Vec::new()
         };
         let Some(instance) = self.instance.as_mut() else { return };
         let result = give(instance, &self.pinned, &input);
@@ -217,7 +221,7 @@ impl PluginThread {
         if let Input::Readings { sources, .. } = &input {
             self.seen.insert(sources);
         }
-        let stored = self.emitter.emit(outputs, vec![record]);
+        let stored = self.emitter.emit(outputs, records);
         if let Some(recovery) = self.recovery.as_mut() {
             recovery.given(self.position, input, result.is_err());
         }

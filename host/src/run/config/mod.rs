@@ -59,6 +59,9 @@ pub struct RunConfig {
     pub supervisor: SupervisorPolicy,
     /// How much the outbox keeps, by size and age (`[outbox]`).
     pub outbox: OutboxLimits,
+    /// Whether each plugin's inputs are logged (`[outbox] input_log`, default
+    /// true): what recovery after `kill -9` and `edgewise export` need.
+    pub input_log: bool,
     /// The host ceilings (`[host_limits]`): no plugin gets more, whatever its
     /// manifest asks.
     pub host_limits: Limits,
@@ -387,6 +390,7 @@ impl RunConfig {
             limits,
             supervisor,
             outbox,
+            input_log: raw.outbox.input_log.unwrap_or(true),
             host_limits,
             plugins,
         })

@@ -50,6 +50,7 @@ pub(super) struct RawSupervisor {
 pub(super) struct RawOutbox {
     pub(super) max_mb: Option<i64>,
     pub(super) max_age: Option<String>,
+    pub(super) input_log: Option<bool>,
 }
 
 pub(super) fn default_tick() -> String {
