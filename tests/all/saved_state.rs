@@ -48,6 +48,19 @@ fn saved_position(device: &Device) -> Option<i64> {
         .ok()
 }
 
+/// The message of the next `plugin-degraded` alert among `alerts`.
+async fn degraded_message(alerts: &mut async_nats::Subscriber, what: &str) -> String {
+    let seen = collect_until(alerts, what, |got| {
+        got.iter().any(|(_, alert)| alert["code"] == "plugin-degraded")
+    })
+    .await;
+    let report = seen
+        .iter()
+        .find(|(_, alert)| alert["code"] == "plugin-degraded")
+        .unwrap();
+    report.1["message"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_clean_restart_keeps_the_plugins_state() {
     let local = NatsServer::start();
@@ -114,15 +127,7 @@ async fn a_saved_state_that_cannot_be_read_is_moved_aside_reported_and_the_log_g
     drop(db);
 
     device.start_with(&client).await;
-    let seen = collect_until(&mut alerts, "the report of the unreadable state", |got| {
-        got.iter().any(|(_, alert)| alert["code"] == "plugin-degraded")
-    })
-    .await;
-    let report = seen
-        .iter()
-        .find(|(_, alert)| alert["code"] == "plugin-degraded")
-        .unwrap();
-    let message = report.1["message"].as_str().unwrap();
+    let message = degraded_message(&mut alerts, "the report of the unreadable state").await;
     assert!(message.contains("its saved state cannot be read"), "{message}");
     assert_eq!(
         give(&client, &mut alerts, 1).await,
@@ -152,15 +157,7 @@ async fn a_saved_state_the_new_configuration_refuses_is_kept_aside_and_the_plugi
     device.edit_config(|config| config.replace("fail = \"pass\"\n", "fail = \"pass\"\nresume = \"refuse\"\n"));
 
     device.start_with(&client).await;
-    let seen = collect_until(&mut alerts, "the report of the refused state", |got| {
-        got.iter().any(|(_, alert)| alert["code"] == "plugin-degraded")
-    })
-    .await;
-    let report = seen
-        .iter()
-        .find(|(_, alert)| alert["code"] == "plugin-degraded")
-        .unwrap();
-    let message = report.1["message"].as_str().unwrap();
+    let message = degraded_message(&mut alerts, "the report of the refused state").await;
     assert!(message.contains("refused its saved state"), "{message}");
     assert_eq!(give(&client, &mut alerts, 1).await, [1], "afresh");
     device.terminate_cleanly().await;

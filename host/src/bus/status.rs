@@ -118,6 +118,9 @@ pub struct OutboxDrops {
     pub undecryptable: u64,
     /// Moved-aside entries removed from the side table to keep it within its bound.
     pub parked_discarded: u64,
+    /// Logged inputs removed for age (`[outbox] max_age`).
+    #[serde(default)]
+    pub inputs_expired: u64,
 }
 
 /// Ingest counters.
@@ -174,10 +177,6 @@ pub struct PluginStatus {
     /// each deferred to that second.
     #[serde(default)]
     pub wakes_deferred: u64,
-    /// Outputs that got no sequence number: published locally (alerts),
-    /// not stored for upstream, their input not acknowledged.
-    #[serde(default)]
-    pub sequence_failures: u64,
     /// Outputs that could not be written to the outbox (a full disk, a
     /// failing file): alerts among them were still published locally; none
     /// is counted in `alerts_out` or `summaries_out`.

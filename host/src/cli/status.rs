@@ -173,13 +173,6 @@ fn print_status(out: &mut dyn std::io::Write, status: &Status) -> std::io::Resul
             plugin.readings_dropped
         )?;
     }
-    for plugin in status.plugins.iter().filter(|p| p.sequence_failures > 0) {
-        writeln!(
-            out,
-            "{}: {} outputs got no sequence number (alerts published locally only, nothing stored for upstream)",
-            plugin.name, plugin.sequence_failures
-        )?;
-    }
     for plugin in status.plugins.iter().filter(|p| p.last_error.is_some()) {
         let failures: Vec<String> = plugin
             .failures

@@ -410,37 +410,15 @@ impl Outbox {
             None => {}
         }
         let after = journal.state.as_ref().map_or(0, |state| state.position);
-        let mut inputs = Vec::new();
-        {
-            let mut select = tx
-                .prepare(
-                    "SELECT position, created_ms, nonce, ciphertext FROM journal_inputs \
-                     WHERE plugin = ?1 AND position > ?2 ORDER BY position LIMIT ?3",
-                )
-                .map_err(sql("read the input log"))?;
-            let limit = i64::try_from(max_inputs.saturating_add(1)).unwrap_or(i64::MAX);
-            let mut rows = select
-                .query(params![plugin, to_sql(after), limit])
-                .map_err(sql("read the input log"))?;
-            while let Some(row) = rows.next().map_err(sql("read the input log"))? {
-                let get = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(i64, i64, Vec<u8>, Vec<u8>)> {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-                };
-                let (position, created_ms, nonce, ciphertext) = get(row).map_err(sql("read the input log"))?;
-                let position = from_sql(&path, position, "negative position")?;
-                let data = crypto::open(
-                    self.keys.derived(Purpose::InputLog),
-                    &nonce,
-                    &input_aad(plugin, position),
-                    ciphertext,
-                );
-                inputs.push(LoggedInput {
-                    position,
-                    created_ms,
-                    data,
-                });
-            }
-        }
+        let limit = i64::try_from(max_inputs.saturating_add(1)).unwrap_or(i64::MAX);
+        let inputs = read_inputs(
+            &tx,
+            &path,
+            &self.keys,
+            plugin,
+            "WHERE plugin = ?1 AND position > ?2 ORDER BY position LIMIT ?3",
+            params![plugin, to_sql(after), limit],
+        )?;
         journal.inputs = (inputs.len() <= max_inputs).then_some(inputs);
         {
             let mut select = tx
@@ -457,39 +435,14 @@ impl Outbox {
                 journal.set_aside.insert((position, u32::try_from(reading).ok()));
             }
         }
-        {
-            let mut select = tx
-                .prepare(
-                    "SELECT position, created_ms, nonce, ciphertext FROM journal_inputs \
-                     WHERE plugin = ?1 ORDER BY position DESC LIMIT ?2",
-                )
-                .map_err(sql("read the input log"))?;
-            let rows = select
-                .query_map(params![plugin, RECENT_INPUTS as i64], |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, i64>(1)?,
-                        row.get::<_, Vec<u8>>(2)?,
-                        row.get::<_, Vec<u8>>(3)?,
-                    ))
-                })
-                .map_err(sql("read the input log"))?;
-            for row in rows {
-                let (position, created_ms, nonce, ciphertext) = row.map_err(sql("read the input log"))?;
-                let position = from_sql(&path, position, "negative position")?;
-                let data = crypto::open(
-                    self.keys.derived(Purpose::InputLog),
-                    &nonce,
-                    &input_aad(plugin, position),
-                    ciphertext,
-                );
-                journal.recent.push(LoggedInput {
-                    position,
-                    created_ms,
-                    data,
-                });
-            }
-        }
+        journal.recent = read_inputs(
+            &tx,
+            &path,
+            &self.keys,
+            plugin,
+            "WHERE plugin = ?1 ORDER BY position DESC LIMIT ?2",
+            params![plugin, RECENT_INPUTS as i64],
+        )?;
         tx.commit().map_err(sql("commit reading a plugin's journal"))?;
         Ok(journal)
     }
@@ -498,19 +451,6 @@ impl Outbox {
     /// an operator, the plugin starts without it.
     pub fn set_state_aside(&mut self, plugin: &str, reason: &str) -> Result<(), OutboxError> {
         move_state_aside(&self.conn, plugin, reason).map_err(OutboxError::sql(&self.path, "move a saved state aside"))
-    }
-
-    /// States moved aside for `plugin`, newest first: (reason, when).
-    pub fn states_aside(&self, plugin: &str) -> Result<Vec<(String, i64)>, OutboxError> {
-        let sql = |e| OutboxError::sql(&self.path, "read the states moved aside")(e);
-        let mut select = self
-            .conn
-            .prepare("SELECT reason, aside_ms FROM journal_states_aside WHERE plugin = ?1 ORDER BY id DESC")
-            .map_err(&sql)?;
-        let rows = select
-            .query_map([plugin], |row| Ok((row.get(0)?, row.get(1)?)))
-            .map_err(&sql)?;
-        rows.collect::<Result<_, _>>().map_err(sql)
     }
 
     /// Logged inputs of `plugin` made within `[from_ms, to_ms]` (wall
@@ -523,42 +463,20 @@ impl Outbox {
         to_ms: i64,
         max: usize,
     ) -> Result<Vec<LoggedInput>, OutboxError> {
-        let sql = |e| OutboxError::sql(&self.path, "read the input log")(e);
-        let mut select = self
-            .conn
-            .prepare_cached(
-                "SELECT position, created_ms, nonce, ciphertext FROM journal_inputs \
-                 WHERE plugin = ?1 AND position > ?2 AND created_ms BETWEEN ?3 AND ?4 ORDER BY position LIMIT ?5",
-            )
-            .map_err(&sql)?;
-        let limit = i64::try_from(max).unwrap_or(i64::MAX);
-        let rows = select
-            .query_map(params![plugin, to_sql(after), from_ms, to_ms, limit], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, Vec<u8>>(2)?,
-                    row.get::<_, Vec<u8>>(3)?,
-                ))
-            })
-            .map_err(&sql)?;
-        let mut inputs = Vec::new();
-        for row in rows {
-            let (position, created_ms, nonce, ciphertext) = row.map_err(&sql)?;
-            let position = from_sql(&self.path, position, "negative position")?;
-            let data = crypto::open(
-                self.keys.derived(Purpose::InputLog),
-                &nonce,
-                &input_aad(plugin, position),
-                ciphertext,
-            );
-            inputs.push(LoggedInput {
-                position,
-                created_ms,
-                data,
-            });
-        }
-        Ok(inputs)
+        read_inputs(
+            &self.conn,
+            &self.path,
+            &self.keys,
+            plugin,
+            "WHERE plugin = ?1 AND position > ?2 AND created_ms BETWEEN ?3 AND ?4 ORDER BY position LIMIT ?5",
+            params![
+                plugin,
+                to_sql(after),
+                from_ms,
+                to_ms,
+                i64::try_from(max).unwrap_or(i64::MAX)
+            ],
+        )
     }
 
     /// The plugins with a journal.
@@ -571,24 +489,72 @@ impl Outbox {
         let rows = select.query_map([], |row| row.get(0)).map_err(&sql)?;
         rows.collect::<Result<_, _>>().map_err(sql)
     }
+}
 
-    /// Remove logged inputs made before `before_ms`, never one after a
-    /// plugin's saved state (recovery needs those). A plugin without a saved
-    /// state keeps none back: recovering it would need every input since its
-    /// first, and finding the first ones gone it starts afresh, reported.
-    /// Returns how many.
-    pub fn prune_log(&mut self, before_ms: i64) -> Result<u64, OutboxError> {
-        let removed = self
-            .conn
-            .execute(
-                "DELETE FROM journal_inputs WHERE created_ms < ?1 AND position <= coalesce(\
-                 (SELECT position FROM journal_states s WHERE s.plugin = journal_inputs.plugin), \
-                 9223372036854775807)",
-                [before_ms],
+/// Remove logged inputs made before `cutoff_ms`, never one after its
+/// plugin's saved state (recovery needs those). A plugin without a saved
+/// state keeps none back: recovering it would need every input since its
+/// first, and finding the first ones gone it starts afresh, reported.
+/// Returns how many.
+pub(super) fn expire_inputs(conn: &Connection, cutoff_ms: i64) -> Result<u64, rusqlite::Error> {
+    let removed = conn.execute(
+        "DELETE FROM journal_inputs WHERE created_ms < ?1 AND position <= coalesce(\
+         (SELECT position FROM journal_states s WHERE s.plugin = journal_inputs.plugin), \
+         9223372036854775807)",
+        [cutoff_ms],
+    )?;
+    Ok(removed as u64)
+}
+
+/// The input rows of `plugin` that `filter` (the query after `FROM
+/// journal_inputs`) selects with `params`, opened (`data` `None` for a row
+/// that does not).
+fn read_inputs(
+    conn: &Connection,
+    path: &Path,
+    keys: &OutboxKey,
+    plugin: &str,
+    filter: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<LoggedInput>, OutboxError> {
+    let sql = |e| OutboxError::sql(path, "read the input log")(e);
+    let mut select = conn
+        .prepare_cached(&format!(
+            "SELECT position, created_ms, nonce, ciphertext FROM journal_inputs {filter}"
+        ))
+        .map_err(sql)?;
+    // A column of the wrong type (the file edited or damaged) makes the row
+    // unreadable, not the log: such a row is damaged (`data` `None`), or
+    // missing if even its position is unreadable.
+    let rows = select
+        .query_map(params, |row| {
+            Ok((
+                row.get::<_, i64>(0).ok().and_then(|p| u64::try_from(p).ok()),
+                row.get::<_, i64>(1).unwrap_or(0),
+                row.get::<_, Vec<u8>>(2).ok(),
+                row.get::<_, Vec<u8>>(3).ok(),
+            ))
+        })
+        .map_err(sql)?;
+    let mut inputs = Vec::new();
+    for row in rows {
+        let (position, created_ms, nonce, ciphertext) = row.map_err(sql)?;
+        let Some(position) = position else { continue };
+        let data = nonce.zip(ciphertext).and_then(|(nonce, ciphertext)| {
+            crypto::open(
+                keys.derived(Purpose::InputLog),
+                &nonce,
+                &input_aad(plugin, position),
+                ciphertext,
             )
-            .map_err(OutboxError::sql(&self.path, "prune the input log"))?;
-        Ok(removed as u64)
+        });
+        inputs.push(LoggedInput {
+            position,
+            created_ms,
+            data,
+        });
     }
+    Ok(inputs)
 }
 
 /// Move `plugin`'s state (if any) into the aside table, keeping the newest

@@ -62,6 +62,9 @@ pub struct DropCounts {
     /// removed from the side table to keep it within its bound, oldest first
     /// (see `Outbox::park`).
     pub parked_discarded: u64,
+    /// Logged inputs removed by `Outbox::expire` for age (never one after
+    /// its plugin's saved state).
+    pub inputs_expired: u64,
     /// Rows `Outbox::next_batch` skipped since the outbox was opened because they
     /// failed to decrypt. They stay in the file (a row leaves only on an
     /// acknowledgement, eviction or expiry), are never delivered, and are
@@ -78,16 +81,18 @@ pub(crate) enum DropReason {
     ExpiredAlerts,
     ExpiredSummaries,
     ParkedDiscarded,
+    InputsExpired,
 }
 
 impl DropReason {
-    pub(crate) const ALL: [DropReason; 6] = [
+    pub(crate) const ALL: [DropReason; 7] = [
         DropReason::SummariesForSpace,
         DropReason::SummariesRefused,
         DropReason::AlertsForSpace,
         DropReason::ExpiredAlerts,
         DropReason::ExpiredSummaries,
         DropReason::ParkedDiscarded,
+        DropReason::InputsExpired,
     ];
 
     /// Its name in the `drops` table.
@@ -99,6 +104,7 @@ impl DropReason {
             DropReason::ExpiredAlerts => "expired_alerts",
             DropReason::ExpiredSummaries => "expired_summaries",
             DropReason::ParkedDiscarded => "parked_discarded",
+            DropReason::InputsExpired => "inputs_expired",
         }
     }
 
@@ -129,6 +135,7 @@ impl DropCounts {
             DropReason::ExpiredAlerts => self.expired_alerts,
             DropReason::ExpiredSummaries => self.expired_summaries,
             DropReason::ParkedDiscarded => self.parked_discarded,
+            DropReason::InputsExpired => self.inputs_expired,
         }
     }
 
@@ -141,6 +148,7 @@ impl DropCounts {
             DropReason::ExpiredAlerts => &mut self.expired_alerts,
             DropReason::ExpiredSummaries => &mut self.expired_summaries,
             DropReason::ParkedDiscarded => &mut self.parked_discarded,
+            DropReason::InputsExpired => &mut self.inputs_expired,
         }
     }
 

@@ -379,6 +379,8 @@ impl Outbox {
                 removed += 1;
             },
         )?;
+        let inputs = super::journal::expire_inputs(&tx, cutoff).map_err(sql("expire logged inputs"))?;
+        drops.add(DropReason::InputsExpired, inputs);
         persist_drops(&tx, &drops).map_err(sql("count expired entries"))?;
         tx.commit().map_err(sql("commit an expiry"))?;
         self.tally = tally;

@@ -142,7 +142,6 @@ fn plugin_status(plugin: &PluginSource) -> PluginStatus {
         readings_dropped: load(&stats.readings_dropped),
         logs_dropped: load(&stats.logs_dropped),
         wakes_deferred: load(&stats.wakes_deferred),
-        sequence_failures: load(&stats.sequence_failures),
         outbox_failures: load(&stats.outbox_failures),
         recoveries: load(&stats.recoveries),
         inputs_set_aside: load(&stats.inputs_set_aside),
@@ -174,6 +173,7 @@ impl From<DropCounts> for OutboxDrops {
             expired_summaries: drops.expired_summaries,
             undecryptable: drops.undecryptable,
             parked_discarded: drops.parked_discarded,
+            inputs_expired: drops.inputs_expired,
         }
     }
 }

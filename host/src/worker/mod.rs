@@ -116,10 +116,11 @@ pub struct Worker {
 }
 
 /// Where a plugin that takes snapshots starts: its saved state and the
-/// inputs logged after it, without those set aside. Not all the inputs since
-/// (a gap, a damaged row, too many): a fresh start, said loudly when the
-/// plugin starts.
-fn resumed(plugin: &str, journal: &PluginJournal) -> recovery::Recovery {
+/// inputs logged after it, without those set aside; and what of the log
+/// cannot be given again (a damaged or missing row: skipped, said loudly
+/// when the plugin starts). More inputs than recovery keeps: a fresh start,
+/// said loudly too.
+fn resumed(journal: &PluginJournal) -> (recovery::Recovery, Vec<String>) {
     let start = journal.state.as_ref().map(|state| recovery::Start {
         snapshot: Snapshot {
             schema: state.schema,
@@ -128,42 +129,48 @@ fn resumed(plugin: &str, journal: &PluginJournal) -> recovery::Recovery {
         position: state.position,
         next_seq: state.next_seq,
     });
-    let after = start.as_ref().map_or(0, |start| start.position);
-    let since = journal.inputs.as_ref().and_then(|inputs| {
+    let mut skipped = Vec::new();
+    let since = journal.inputs.as_ref().map(|inputs| {
+        let mut expected = start.as_ref().map_or(0, |start| start.position) + 1;
         let mut kept = Vec::with_capacity(inputs.len());
-        for (expected, logged) in (after + 1..).zip(inputs) {
-            let input = match logged_input(logged, expected) {
+        for logged in inputs {
+            if logged.position > expected {
+                skipped.push(format!(
+                    "inputs {expected} to {} of the log are missing",
+                    logged.position - 1
+                ));
+            }
+            expected = logged.position + 1;
+            let input = match logged_input(logged) {
                 Ok(input) => input,
                 Err(why) => {
-                    tracing::error!(%plugin, position = expected, "The input log cannot be given again: {why}");
-                    return None;
+                    skipped.push(why);
+                    continue;
                 }
             };
-            if journal.set_aside.contains(&(expected, None)) {
+            if journal.set_aside.contains(&(logged.position, None)) {
                 continue;
             }
             kept.push(recovery::Kept {
-                position: expected,
+                position: logged.position,
                 reading: None,
-                input: without_set_aside(input, expected, &journal.set_aside),
+                input: without_set_aside(input, logged.position, &journal.set_aside),
                 failures: 0,
             });
         }
-        Some(kept)
+        kept
     });
-    recovery::Recovery::resumed(start, since)
+    (recovery::Recovery::resumed(start, since), skipped)
 }
 
-/// The input logged at `expected`, or why it cannot be given again.
-fn logged_input(logged: &LoggedInput, expected: u64) -> Result<Input, String> {
-    if logged.position != expected {
-        return Err(format!("input {expected} is missing (the next is {})", logged.position));
-    }
+/// The input a logged row holds, or why it cannot be given again.
+fn logged_input(logged: &LoggedInput) -> Result<Input, String> {
+    let position = logged.position;
     let data = logged
         .data
         .as_deref()
-        .ok_or_else(|| format!("input {expected} does not open (damaged)"))?;
-    Input::decode(data).map_err(|error| format!("input {expected}: {error}"))
+        .ok_or_else(|| format!("input {position} of the log does not open (damaged, or not this device's)"))?;
+    Input::decode(data).map_err(|error| format!("input {position} of the log: {error}"))
 }
 
 /// `input` without its readings set aside (a batch was split by an earlier
@@ -239,7 +246,13 @@ impl Worker {
                 seen.insert(&sources);
             }
         }
-        let recovery = takes_snapshots(&setup.compiled).then(|| resumed(&plugin, &journal));
+        let (recovery, skipped_inputs) = match takes_snapshots(&setup.compiled) {
+            true => {
+                let (recovery, skipped) = resumed(&journal);
+                (Some(recovery), skipped)
+            }
+            false => (None, Vec::new()),
+        };
         let emitter = Emitter::new(
             setup.provenance,
             &context.subjects,
@@ -259,6 +272,7 @@ impl Worker {
             pinned: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
             seen,
             unreadable_state: journal.state_unreadable.clone(),
+            skipped_inputs,
             context,
             emitter,
             plugin: setup.compiled,
@@ -317,5 +331,80 @@ impl StoppingWorker {
         if self.thread.join().is_err() {
             tracing::error!("a plugin worker thread panicked");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Reading;
+    use crate::outbox::SavedState;
+
+    fn batch(values: &[f64]) -> Input {
+        Input::Readings {
+            now_ms: 5,
+            readings: values
+                .iter()
+                .map(|&value| Reading {
+                    sensor: "s".to_owned(),
+                    timestamp_ms: value as i64,
+                    value,
+                    unit: String::new(),
+                })
+                .collect(),
+            sources: vec![],
+        }
+    }
+
+    fn logged(position: u64, input: Option<&Input>) -> LoggedInput {
+        LoggedInput {
+            position,
+            created_ms: 0,
+            data: input.map(Input::encode),
+        }
+    }
+
+    #[test]
+    fn resuming_skips_what_cannot_be_given_again_and_what_was_set_aside() {
+        let two = batch(&[1.0, 2.0]);
+        let journal = PluginJournal {
+            state: Some(SavedState {
+                position: 2,
+                next_seq: 9,
+                schema: 1,
+                data: vec![],
+            }),
+            inputs: Some(vec![
+                logged(3, Some(&Input::Tick(3))),
+                logged(4, None), // damaged
+                // 5 missing
+                logged(6, Some(&two)),
+                logged(7, Some(&two)),
+                logged(8, Some(&two)),
+            ]),
+            set_aside: [(7, None), (8, Some(1))].into_iter().collect(),
+            ..PluginJournal::default()
+        };
+        let (mut recovery, skipped) = resumed(&journal);
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(
+            skipped[0].contains("input 4") && skipped[0].contains("does not open"),
+            "{skipped:?}"
+        );
+        assert!(
+            skipped[1].contains("inputs 5 to 5") && skipped[1].contains("missing"),
+            "{skipped:?}"
+        );
+        let (start, next_seq, since) = recovery.plan().unwrap();
+        assert_eq!((start.unwrap().position, next_seq), (2, 9));
+        let kept: Vec<(u64, usize)> = since.iter().map(|k| (k.position, k.input.readings())).collect();
+        assert_eq!(kept, [(3, 0), (6, 2), (8, 1)], "7 set aside, and reading 1 of 8");
+
+        // More than recovery keeps: not resumed (a fresh start, said loudly).
+        let too_many = PluginJournal {
+            inputs: None,
+            ..journal
+        };
+        assert!(resumed(&too_many).0.plan().is_none());
     }
 }

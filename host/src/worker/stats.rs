@@ -34,10 +34,6 @@ pub struct PluginStats {
     /// Outputs that could not be written to the outbox (not counted in
     /// `alerts_out` or `summaries_out`).
     pub outbox_failures: AtomicU64,
-    /// Outputs that got no sequence number (it could not be reserved on
-    /// disk): alerts among them were published locally (with `seq` 0), none
-    /// was stored for upstream, and their input was not acknowledged.
-    pub sequence_failures: AtomicU64,
     /// Recoveries: new instances started from the last snapshot and given
     /// the inputs since again (contract 0.2 plugins with snapshots).
     pub recoveries: AtomicU64,

@@ -64,6 +64,9 @@ pub(super) struct PluginThread {
     /// Why the saved state found at start could not be read (it was moved
     /// aside): said when the plugin starts.
     pub(super) unreadable_state: Option<String>,
+    /// Logged inputs that recovery at start cannot give again (damaged,
+    /// missing): said when the plugin starts, counted as set aside.
+    pub(super) skipped_inputs: Vec<String>,
     /// Log lines dropped by instances already discarded.
     pub(super) logs_dropped_before: u64,
     /// Wakes deferred by instances already discarded.
@@ -293,6 +296,12 @@ impl PluginThread {
             self.state_lost(&format!(
                 "its saved state cannot be read ({why}); it is moved aside, the logged inputs are given again"
             ));
+        }
+        for why in std::mem::take(&mut self.skipped_inputs) {
+            self.stats.inputs_set_aside.fetch_add(1, Ordering::Relaxed);
+            let message = format!("{why}: the plugin's state goes on without it");
+            tracing::error!(plugin = %self.name(), "{message}");
+            self.host_alert(SET_ASIDE, message);
         }
         let resuming = self
             .recovery

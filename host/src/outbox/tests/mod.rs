@@ -2,6 +2,7 @@
 
 mod crash;
 mod encryption;
+mod journal;
 mod limits;
 mod migration;
 mod model;

@@ -110,7 +110,7 @@ fn bad_outbox_values_are_reported_with_their_key() {
     assert!(
         unknown[0]
             .1
-            .contains("unknown field `max_size`, expected `max_mb` or `max_age`"),
+            .contains("unknown field `max_size`, expected one of `max_mb`, `max_age`, `input_log`"),
         "{unknown:?}"
     );
 }

@@ -1,0 +1,146 @@
+//! The plugins' journal: what recovery after a crash reads back, and what a
+//! damaged or edited file gives.
+
+use super::{alert, open};
+use crate::outbox::{Append, JournalWrite, Outbox, OutboxLimits, Record, SavedState};
+
+fn input(position: u64) -> Record {
+    Record::Input {
+        position,
+        created_ms: 1_000 * position as i64,
+        readings: 1,
+        data: vec![position as u8; 3],
+    }
+}
+
+fn state(position: u64, next_seq: u64) -> Record {
+    Record::State(SavedState {
+        position,
+        next_seq,
+        schema: 1,
+        data: b"state".to_vec(),
+    })
+}
+
+fn write(outbox: &mut Outbox, records: Vec<Record>) {
+    let append = Append {
+        journal: Some(JournalWrite {
+            plugin: "p".to_owned(),
+            records,
+        }),
+        entries: vec![alert("p", 1)],
+    };
+    let results = outbox.append_all(vec![append]).unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+}
+
+#[test]
+fn a_plugins_journal_reads_back_its_state_the_inputs_after_it_and_its_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path());
+    write(&mut outbox, vec![input(1), input(2), state(2, 5)]);
+    write(
+        &mut outbox,
+        vec![
+            input(3),
+            Record::Numbered {
+                high_seq: 7,
+                host_seq: 2,
+            },
+        ],
+    );
+    let journal = outbox.plugin_journal("p", 10).unwrap();
+    assert_eq!(journal.incarnation.len(), 32);
+    assert_eq!((journal.high_seq, journal.host_seq, journal.last_position), (7, 2, 3));
+    let saved = journal.state.unwrap();
+    assert_eq!(
+        (saved.position, saved.next_seq, saved.data.as_slice()),
+        (2, 5, &b"state"[..])
+    );
+    let inputs = journal.inputs.unwrap();
+    assert_eq!(inputs.len(), 1);
+    assert_eq!(
+        (inputs[0].position, inputs[0].data.as_deref()),
+        (3, Some(&[3u8, 3, 3][..]))
+    );
+    let recent: Vec<u64> = journal.recent.iter().map(|i| i.position).collect();
+    assert_eq!(recent, [3, 2, 1], "newest first, whatever the state");
+    // More inputs after the state than asked for: not all of them.
+    assert!(outbox.plugin_journal("p", 0).unwrap().inputs.is_none());
+    // The incarnation is kept; another file makes another.
+    let incarnation = journal.incarnation;
+    drop(outbox);
+    assert_eq!(
+        open(dir.path()).plugin_journal("p", 10).unwrap().incarnation,
+        incarnation
+    );
+    let other = tempfile::tempdir().unwrap();
+    assert_ne!(
+        open(other.path()).plugin_journal("p", 10).unwrap().incarnation,
+        incarnation
+    );
+}
+
+#[test]
+fn a_logged_input_moved_or_edited_does_not_open_and_a_wrong_column_type_is_damage_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path());
+    write(&mut outbox, vec![input(1), input(2), input(3)]);
+    // Row 1's sealed data copied over row 2's: bound to its position, it does not open there.
+    outbox
+        .conn
+        .execute(
+            "UPDATE journal_inputs SET nonce = (SELECT nonce FROM journal_inputs WHERE position = 1), \
+             ciphertext = (SELECT ciphertext FROM journal_inputs WHERE position = 1) WHERE position = 2",
+            [],
+        )
+        .unwrap();
+    outbox
+        .conn
+        .execute("UPDATE journal_inputs SET ciphertext = 'text' WHERE position = 3", [])
+        .unwrap();
+    let inputs = outbox.plugin_journal("p", 10).unwrap().inputs.unwrap();
+    let opened: Vec<(u64, bool)> = inputs.iter().map(|i| (i.position, i.data.is_some())).collect();
+    assert_eq!(opened, [(1, true), (2, false), (3, false)]);
+}
+
+#[test]
+fn a_saved_state_that_does_not_open_or_has_wrong_types_is_moved_aside_not_an_error() {
+    for edit in [
+        "UPDATE journal_states SET next_seq = next_seq + 1",
+        "UPDATE journal_states SET ciphertext = 'text'",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = open(dir.path());
+        write(&mut outbox, vec![input(1), state(1, 2)]);
+        outbox.conn.execute(edit, []).unwrap();
+        let journal = outbox.plugin_journal("p", 10).unwrap();
+        assert!(journal.state.is_none(), "{edit}");
+        assert!(journal.state_unreadable.is_some(), "{edit}");
+        let inputs = journal.inputs.unwrap();
+        assert_eq!(inputs.len(), 1, "the log from the first input: {edit}");
+        let aside: i64 = outbox
+            .conn
+            .query_row("SELECT count(*) FROM journal_states_aside", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(aside, 1, "{edit}");
+        assert!(
+            outbox.plugin_journal("p", 10).unwrap().state_unreadable.is_none(),
+            "moved once"
+        );
+    }
+}
+
+#[test]
+fn pruning_the_log_by_age_never_removes_an_input_after_the_saved_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path());
+    write(&mut outbox, vec![input(1), input(2), input(3), state(2, 1)]);
+    // Every input is older than the cut: only those in the state go, counted.
+    let now = OutboxLimits::DEFAULT_MAX_AGE_MS as i64 + 1_000_000;
+    outbox.expire(now).unwrap();
+    assert_eq!(outbox.dropped().inputs_expired, 2);
+    let journal = outbox.plugin_journal("p", 10).unwrap();
+    assert_eq!(journal.recent.iter().map(|i| i.position).collect::<Vec<_>>(), [3]);
+    assert_eq!(journal.inputs.unwrap().len(), 1);
+}
