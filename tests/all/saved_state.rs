@@ -102,6 +102,28 @@ async fn after_kill_9_the_plugin_resumes_from_its_snapshot_and_the_inputs_logged
     device.terminate_cleanly().await;
 }
 
+/// The same with `[outbox] input_log = false`: the plugin resumes from its
+/// last saved state only, the inputs after it forgotten. (What the log adds.)
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_input_log_kill_9_forgets_the_inputs_after_the_saved_state() {
+    let local = NatsServer::start();
+    let mut device = Device::new(
+        &local,
+        None,
+        &format!("{}[outbox]\ninput_log = false\n", V0_2.plugin_table("pass", "", "")),
+    );
+    let (client, mut alerts) = device.start_watching(&local, V0_2.name).await;
+    give(&client, &mut alerts, 300).await;
+    status_until(&client, "the 300 outputs committed", |status| {
+        plugin(status, V0_2.name)["alerts_out"].as_u64() >= Some(300)
+    })
+    .await;
+    device.kill();
+    device.start_with(&client).await;
+    assert_eq!(give(&client, &mut alerts, 1).await, [257]);
+    device.terminate_cleanly().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_saved_state_that_cannot_be_read_is_moved_aside_reported_and_the_log_gives_the_state_back() {
     let local = NatsServer::start();

@@ -679,3 +679,36 @@ impl Seen {
         sources.retain(|s| !self.set.contains(s));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Reading;
+
+    #[test]
+    fn readings_of_messages_seen_already_are_dropped_and_the_memory_is_bounded() {
+        let mut seen = Seen::default();
+        seen.insert(&[7, 7, 8, 0]);
+        let reading = |value: f64| Reading {
+            sensor: "s".to_owned(),
+            timestamp_ms: 0,
+            value,
+            unit: String::new(),
+        };
+        let mut readings = vec![reading(1.0), reading(2.0), reading(3.0), reading(4.0)];
+        let mut sources = vec![7, 9, 8, 0];
+        seen.drop_seen(&mut readings, &mut sources);
+        let values: Vec<f64> = readings.iter().map(|r| r.value).collect();
+        assert_eq!(
+            values,
+            [2.0, 4.0],
+            "7 and 8 were logged; 0 (unknown) is never taken as seen"
+        );
+        assert_eq!(sources, [9, 0]);
+        for source in 1..=(Seen::KEPT as u64 + 10) {
+            seen.insert(&[source + 100]);
+        }
+        assert_eq!(seen.set.len(), Seen::KEPT);
+        assert!(!seen.set.contains(&7), "the oldest are forgotten first");
+    }
+}
