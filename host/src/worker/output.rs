@@ -180,9 +180,11 @@ impl Emitter {
         self.submit(vec![entry], records, 1, 0);
     }
 
-    /// Records for the plugin's journal alone (a snapshot, an input set aside).
-    pub(super) fn journal(&mut self, records: Vec<Record>) -> Arc<AtomicBool> {
-        self.submit(Vec::new(), records, 0, 0)
+    /// Records for the plugin's journal alone (a saved state, an input set
+    /// aside); a saved state that cannot be written counts as a snapshot
+    /// failure.
+    pub(super) fn journal(&mut self, records: Vec<Record>) {
+        self.submit(Vec::new(), records, 0, 0);
     }
 
     /// The record of the numbers used so far.
@@ -227,6 +229,7 @@ impl Emitter {
         let stats = self.stats.clone();
         let who = plugin.clone();
         let written = stored.clone();
+        let states = records.iter().filter(|r| matches!(r, Record::State(_))).count() as u64;
         let then: Committed = Box::new(move |outcome| match outcome {
             Ok(_) => {
                 stats.alerts_out.fetch_add(alerts, Ordering::Relaxed);
@@ -235,6 +238,7 @@ impl Emitter {
             Err(error) => {
                 written.store(false, Ordering::Release);
                 stats.outbox_failures.fetch_add(alerts + summaries, Ordering::Relaxed);
+                stats.snapshot_failures.fetch_add(states, Ordering::Relaxed);
                 tracing::error!(plugin = %who, %error, "Cannot write outputs and the input log to the outbox");
             }
         });
@@ -250,6 +254,7 @@ impl Emitter {
             self.stats
                 .outbox_failures
                 .fetch_add(alerts + summaries, Ordering::Relaxed);
+            self.stats.snapshot_failures.fetch_add(states, Ordering::Relaxed);
             tracing::error!(%plugin, %error, "Cannot write outputs to the outbox");
         }
         stored

@@ -278,14 +278,7 @@ impl PluginThread {
             schema: start.snapshot.schema,
             data: start.snapshot.data,
         };
-        let stored = self.emitter.journal(vec![Record::State(state)]);
-        let stats = self.stats.clone();
-        let then: crate::outbox::Committed = Box::new(move |_| {
-            if !stored.load(Ordering::Acquire) {
-                stats.snapshot_failures.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-        let _ = self.context.writer.submit(Vec::new(), then);
+        self.emitter.journal(vec![Record::State(state)]);
     }
 
     /// Build the first instance: from the saved state and the inputs logged
