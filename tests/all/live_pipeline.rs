@@ -338,7 +338,10 @@ fn config_errors_exit_2_naming_the_key() {
         (
             "device = \"d\"\ndata_dir = \"x\"\ntrust_dir = \".\"\n[local]\nurl = \"nats://127.0.0.1:4222\"\n\
              [outbox]\nmax_size = \"1G\"\n[[plugins]]\nbundle = \"x.wasm\"\n",
-            vec!["max_size: ", "unknown field `max_size`, expected `max_mb` or `max_age`"],
+            vec![
+                "max_size: ",
+                "unknown field `max_size`, expected one of `max_mb`, `max_age`, `input_log`",
+            ],
         ),
     ];
     let summary = dir.path().join("summary.json");

@@ -151,12 +151,7 @@ fn resumed(journal: &PluginJournal) -> (recovery::Recovery, Vec<String>) {
             if journal.set_aside.contains(&(logged.position, None)) {
                 continue;
             }
-            kept.push(recovery::Kept {
-                position: logged.position,
-                reading: None,
-                input: without_set_aside(input, logged.position, &journal.set_aside),
-                failures: 0,
-            });
+            kept.extend(without_set_aside(input, logged.position, &journal.set_aside));
         }
         kept
     });
@@ -173,43 +168,44 @@ fn logged_input(logged: &LoggedInput) -> Result<Input, String> {
     Input::decode(data).map_err(|error| format!("input {position} of the log: {error}"))
 }
 
-/// `input` without its readings set aside (a batch was split by an earlier
-/// recovery, and one of its readings set aside alone).
-fn without_set_aside(input: Input, position: u64, set_aside: &std::collections::BTreeSet<(u64, Option<u32>)>) -> Input {
+/// `input` at `position`, to give again: whole, or, if readings of it were
+/// set aside (a recovery split it), its other readings one by one, each
+/// under its index in the logged batch (what a later set-aside names).
+fn without_set_aside(
+    input: Input,
+    position: u64,
+    set_aside: &std::collections::BTreeSet<(u64, Option<u32>)>,
+) -> Vec<recovery::Kept> {
+    let split = set_aside
+        .range((position, Some(0))..=(position, Some(u32::MAX)))
+        .next()
+        .is_some();
     match input {
         Input::Readings {
             now_ms,
             readings,
             sources,
-        } if set_aside
-            .range((position, Some(0))..=(position, Some(u32::MAX)))
-            .next()
-            .is_some() =>
-        {
-            let keep = |index: usize| !set_aside.contains(&(position, Some(index as u32)));
-            let sources = if sources.len() == readings.len() {
-                sources
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(i, _)| keep(*i))
-                    .map(|(_, s)| s)
-                    .collect()
-            } else {
-                sources
-            };
-            let readings = readings
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| keep(*i))
-                .map(|(_, r)| r)
-                .collect();
-            Input::Readings {
-                now_ms,
-                readings,
-                sources,
-            }
-        }
-        input => input,
+        } if split => readings
+            .into_iter()
+            .enumerate()
+            .filter(|(index, _)| !set_aside.contains(&(position, Some(*index as u32))))
+            .map(|(index, reading)| recovery::Kept {
+                position,
+                reading: Some(index as u32),
+                input: Input::Readings {
+                    now_ms,
+                    readings: vec![reading],
+                    sources: sources.get(index).map(|s| vec![*s]).unwrap_or_default(),
+                },
+                failures: 0,
+            })
+            .collect(),
+        input => vec![recovery::Kept {
+            position,
+            reading: None,
+            input,
+            failures: 0,
+        }],
     }
 }
 
@@ -380,7 +376,7 @@ mod tests {
                 // 5 missing
                 logged(6, Some(&two)),
                 logged(7, Some(&two)),
-                logged(8, Some(&two)),
+                logged(8, Some(&batch(&[1.0, 2.0, 3.0]))),
             ]),
             set_aside: [(7, None), (8, Some(1))].into_iter().collect(),
             ..PluginJournal::default()
@@ -397,8 +393,15 @@ mod tests {
         );
         let (start, next_seq, since) = recovery.plan().unwrap();
         assert_eq!((start.unwrap().position, next_seq), (2, 9));
-        let kept: Vec<(u64, usize)> = since.iter().map(|k| (k.position, k.input.readings())).collect();
-        assert_eq!(kept, [(3, 0), (6, 2), (8, 1)], "7 set aside, and reading 1 of 8");
+        let kept: Vec<(u64, Option<u32>, usize)> = since
+            .iter()
+            .map(|k| (k.position, k.reading, k.input.readings()))
+            .collect();
+        assert_eq!(
+            kept,
+            [(3, None, 0), (6, None, 2), (8, Some(0), 1), (8, Some(2), 1)],
+            "7 set aside; of 8, readings 0 and 2 alone under their indices in the log (1 set aside)"
+        );
 
         // More than recovery keeps: not resumed (a fresh start, said loudly).
         let too_many = PluginJournal {

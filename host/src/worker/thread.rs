@@ -159,6 +159,9 @@ impl PluginThread {
     /// Deliver the oldest held work to the instance: log it, call the
     /// plugin, emit the outputs with the input's log record.
     fn run_next(&mut self) {
+        if self.instance.is_none() {
+            return; // Held until an instance runs.
+        }
         let Some(work) = self.hold.pop() else { return };
         let Some(instance) = self.instance.as_mut() else { return };
         if let Held::Tick(now_ms) = work
