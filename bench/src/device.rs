@@ -217,11 +217,20 @@ impl Device {
     }
 
     /// Start `edgewise run` again on the same directory (after [`kill`]),
-    /// without waiting for it.
+    /// without waiting for it, logging at `info` (its start-up steps, with
+    /// their times, see [`log`]).
     ///
     /// [`kill`]: Device::kill
+    /// [`log`]: Device::log
     pub fn spawn(&mut self) -> anyhow::Result<()> {
-        self.host.spawn()
+        let mut command = self.host.run_command();
+        command.env("RUST_LOG", "info");
+        self.host.spawn_command(command)
+    }
+
+    /// What the current (or last) run logged.
+    pub fn log(&self) -> String {
+        self.host.log()
     }
 
     /// Wait until the started host answers status requests.

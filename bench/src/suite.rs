@@ -315,8 +315,12 @@ pub const SUITE: &[Measurement] = &[
                  the host library (the inputs after the saved state: given again at the recovery). Another low \
                  reading of a new sensor, and the host is started again: the same time is the figure, and the \
                  status must then show one recovery, no state lost and only that new reading taken. Three \
-                 rounds, each on a fresh server and device; medians. The issue's target (recovery within 1 s) \
-                 is absolute; the ratio to the empty start is shown beside it.",
+                 rounds, each on a fresh server and device; medians, and the median of the recovery less the \
+                 empty start of each round (what the recovery adds). The host is started at `RUST_LOG=info`: \
+                 the time stamps of its log lines give when it had started its plugins (`Edgewise is running`) \
+                 and when the plugin had resumed, before the host's first connection to the local bus, which \
+                 both starts wait for. The issue's target (recovery within 1 s) is absolute; the ratio to the \
+                 empty start is shown beside it.",
         run: measure::recovery::run,
     },
     Measurement {
