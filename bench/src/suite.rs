@@ -293,7 +293,10 @@ pub const SUITE: &[Measurement] = &[
                  input log is on the acknowledgement path; on core NATS it is committed with the outputs, off \
                  the ingest path. Figure: the default configuration (input log on); baseline: the same with \
                  `[outbox] input_log = false`, on a fresh nats-server and stream, measured right after it in \
-                 the same run. Issue #14's target: the log costs at most 20% of the throughput (0.8x).",
+                 the same run. Then both again on core NATS (the default source; the log is committed with the \
+                 outputs by the outbox writer, off the ingest path, but its sealing and writing take CPU from \
+                 the same two cores, which bound the core figure). Issue #14's target: the log costs at most \
+                 20% of the throughput (0.8x).",
         run: measure::input_log::run,
     },
     Measurement {

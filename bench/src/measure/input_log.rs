@@ -3,7 +3,9 @@
 //! where the log is on the acknowledgement path (a sensor message is
 //! acknowledged once its input is committed), once with the default
 //! configuration and once with `[outbox] input_log = false`, each on a
-//! nats-server and stream of its own, in the same run.
+//! nats-server and stream of its own, in the same run. Then the same on core
+//! NATS, where the host is bound by its CPU rather than by the consumer's
+//! acknowledgements, so that the log's own cost shows.
 
 use anyhow::Context;
 use edgewise_procs::NatsServer;
@@ -14,6 +16,12 @@ use crate::load::{CgmTraffic, now_ms};
 use crate::suite::{Ctx, Outcome};
 use crate::table::{Row, Target};
 
+/// The row (the "why" section finds it by this name).
+pub const ROW: &str =
+    "live ingest through the JetStream source, input log on (the default; `edgewise run`, glucose-monitor)";
+/// The row on core NATS.
+pub const CORE_ROW: &str =
+    "live ingest on core NATS, input log on (the default; `edgewise run`, glucose-monitor)";
 /// Issue #14: the log costs at most 20% of the throughput.
 const TARGET: f64 = 0.8;
 /// Messages the sensor stream keeps: a backlog this deep fails the step
@@ -22,52 +30,78 @@ const STREAM_MESSAGES: i64 = 2_000_000;
 
 /// The measurement.
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
-    let (on, off) = ctx.rt.block_on(async {
-        let on = climb(ctx, true).await?;
-        let off = climb(ctx, false).await?;
-        anyhow::Ok((on, off))
+    let ladders = ctx.rt.block_on(async {
+        let mut ladders = Vec::new();
+        for jetstream in [true, false] {
+            for input_log in [true, false] {
+                ladders.push(climb(ctx, jetstream, input_log).await?);
+            }
+        }
+        anyhow::Ok(ladders)
     })?;
-    let figure = on
-        .best()
-        .context("with the input log, edgewise run lost or delayed readings even at the lowest rate")?;
-    let baseline = off
-        .best()
-        .context("without the input log, edgewise run lost or delayed readings even at the lowest rate")?;
-    Ok(Outcome {
-        rows: vec![Row::measured(
-            "live ingest through the JetStream source, input log on (the default; `edgewise run`, glucose-monitor)",
+    let [js_on, js_off, core_on, core_off] = <[Ladder; 4]>::try_from(ladders)
+        .map_err(|_| anyhow::anyhow!("four ladders were climbed"))?;
+    let best = |ladder: &Ladder, what: &str| {
+        ladder
+            .best()
+            .with_context(|| format!("{what}: edgewise run lost or delayed readings even at the lowest rate"))
+    };
+    let row = |name: &str, on: f64, off: f64| {
+        Row::measured(
+            name,
             "the same, `[outbox] input_log = false`",
-            Some(baseline),
-            figure,
+            Some(off),
+            on,
             "readings/s",
             Target::RatioAtLeast(TARGET),
-        )],
+        )
+    };
+    Ok(Outcome {
+        rows: vec![
+            row(
+                ROW,
+                best(&js_on, "JetStream, log on")?,
+                best(&js_off, "JetStream, log off")?,
+            ),
+            row(
+                CORE_ROW,
+                best(&core_on, "core NATS, log on")?,
+                best(&core_off, "core NATS, log off")?,
+            ),
+        ],
         details: vec![
-            format!("input log on, steps: {}", on.summary()),
-            format!("input log off, steps: {}", off.summary()),
+            format!("JetStream source, input log on, steps: {}", js_on.summary()),
+            format!("JetStream source, input log off, steps: {}", js_off.summary()),
+            format!("core NATS, input log on, steps: {}", core_on.summary()),
+            format!("core NATS, input log off, steps: {}", core_off.summary()),
         ],
     })
 }
 
 /// The ladder of `edgewise run` with glucose-monitor on the JetStream
-/// source, its input log on or off.
-async fn climb(ctx: &Ctx, input_log: bool) -> anyhow::Result<Ladder> {
-    let name = if input_log { "log-on" } else { "log-off" };
-    let server = NatsServer::options(&ctx.paths.nats_server)
-        .name(&format!("bench-{name}"))
-        .jetstream()?
-        .start()?;
+/// source (or core NATS), its input log on or off.
+async fn climb(ctx: &Ctx, jetstream: bool, input_log: bool) -> anyhow::Result<Ladder> {
+    let name = match (jetstream, input_log) {
+        (true, true) => "js-log-on",
+        (true, false) => "js-log-off",
+        (false, true) => "core-log-on",
+        (false, false) => "core-log-off",
+    };
+    let options = NatsServer::options(&ctx.paths.nats_server).name(&format!("bench-{name}"));
+    let server = if jetstream { options.jetstream()? } else { options }.start()?;
     let url = server.url();
     let publisher = async_nats::connect(url.as_str())
         .await
         .with_context(|| format!("cannot connect to {url}"))?;
-    sensor_stream(&publisher, STREAM_MESSAGES).await?;
+    if jetstream {
+        sensor_stream(&publisher, STREAM_MESSAGES).await?;
+    }
     let setup = Setup {
-        jetstream: Some(SENSOR_STREAM),
+        jetstream: jetstream.then_some(SENSOR_STREAM),
         input_log,
         ..Setup::default()
     };
-    tracing::info!(input_log, "ladder: edgewise run on the JetStream source");
+    tracing::info!(jetstream, input_log, "ladder: edgewise run");
     let mut device = Device::start_with(
         name,
         &ctx.paths.work.join(format!("ingest-{name}")),
