@@ -20,8 +20,7 @@ use crate::table::{Row, Target};
 pub const ROW: &str =
     "live ingest through the JetStream source, input log on (the default; `edgewise run`, glucose-monitor)";
 /// The row on core NATS.
-pub const CORE_ROW: &str =
-    "live ingest on core NATS, input log on (the default; `edgewise run`, glucose-monitor)";
+pub const CORE_ROW: &str = "live ingest on core NATS, input log on (the default; `edgewise run`, glucose-monitor)";
 /// Issue #14: the log costs at most 20% of the throughput.
 const TARGET: f64 = 0.8;
 /// Messages the sensor stream keeps: a backlog this deep fails the step
@@ -39,8 +38,8 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         }
         anyhow::Ok(ladders)
     })?;
-    let [js_on, js_off, core_on, core_off] = <[Ladder; 4]>::try_from(ladders)
-        .map_err(|_| anyhow::anyhow!("four ladders were climbed"))?;
+    let [js_on, js_off, core_on, core_off] =
+        <[Ladder; 4]>::try_from(ladders).map_err(|_| anyhow::anyhow!("four ladders were climbed"))?;
     let best = |ladder: &Ladder, what: &str| {
         ladder
             .best()

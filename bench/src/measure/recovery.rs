@@ -131,22 +131,17 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         ));
     }
     Ok(Outcome {
-        rows: vec![Row::measured(
-            ROW,
-            "the same start with an empty journal",
-            Some(empty),
-            recovery,
-            "ms",
-            Target::AtMost(TARGET_MS),
-        ),
-        Row::measured(
-            ADDED_ROW,
-            "-",
-            None,
-            added_median,
-            "ms",
-            Target::None,
-        )],
+        rows: vec![
+            Row::measured(
+                ROW,
+                "the same start with an empty journal",
+                Some(empty),
+                recovery,
+                "ms",
+                Target::AtMost(TARGET_MS),
+            ),
+            Row::measured(ADDED_ROW, "-", None, added_median, "ms", Target::None),
+        ],
         details,
     })
 }
@@ -359,7 +354,9 @@ fn journal(data_dir: &Path, copy: &Path) -> anyhow::Result<(u64, u64, u64, u64)>
         .as_ref()
         .map(|state| state.position)
         .context("no saved state in the journal")?;
-    let inputs = journal.inputs.context("the input log after the saved state is not whole")?;
+    let inputs = journal
+        .inputs
+        .context("the input log after the saved state is not whole")?;
     let readings = inputs
         .iter()
         .filter_map(|logged| logged.data.as_deref().and_then(|data| Input::decode(data).ok()))
