@@ -53,6 +53,52 @@ impl PluginEntry {
     }
 }
 
+/// How a device is set up besides its plugins; the default is the bench's
+/// configuration: core NATS ingest, the input log on, no upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup<'a> {
+    /// The URL of a JetStream server to forward the outbox to (the host
+    /// creates [`UPSTREAM_STREAM`]); none: outputs stay in the outbox.
+    pub upstream: Option<&'a str>,
+    /// `[ingest] source = "jetstream"` on this stream (the caller makes it,
+    /// e.g. with [`sensor_stream`]) instead of core NATS subscriptions.
+    pub jetstream: Option<&'a str>,
+    /// `[outbox] input_log` (on by default, as in the host).
+    pub input_log: bool,
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Setup {
+            upstream: None,
+            jetstream: None,
+            input_log: true,
+        }
+    }
+}
+
+/// The stream that holds the sensor readings of a device with the
+/// JetStream source.
+pub const SENSOR_STREAM: &str = "SENSORS";
+
+/// Make [`SENSOR_STREAM`] on `sensors.>` through `client` (a JetStream
+/// server), file storage as on a device, at most `max_messages` kept (the
+/// oldest go first).
+pub async fn sensor_stream(
+    client: &async_nats::Client,
+    max_messages: i64,
+) -> anyhow::Result<async_nats::jetstream::stream::Stream> {
+    async_nats::jetstream::new(client.clone())
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: SENSOR_STREAM.to_owned(),
+            subjects: vec!["sensors.>".to_owned()],
+            max_messages,
+            ..Default::default()
+        })
+        .await
+        .context("cannot create the sensor stream")
+}
+
 /// glucose-monitor's `outputs_per_second` in the live measurements.
 pub const GLUCOSE_OUTPUTS_PER_SECOND: u32 = 10_000_000;
 
@@ -85,17 +131,16 @@ impl Device {
         local_url: &str,
         plugins: &[PluginEntry],
     ) -> anyhow::Result<Device> {
-        Device::start_upstream(id, dir, trust, local_url, None, plugins).await
+        Device::start_with(id, dir, trust, local_url, &Setup::default(), plugins).await
     }
 
-    /// [`Device::start_as`] forwarding its outbox to `upstream` (the URL of a
-    /// JetStream server; the host creates the stream).
-    pub async fn start_upstream(
+    /// [`Device::start_as`] set up as `setup` says (upstream, source, input log).
+    pub async fn start_with(
         id: &str,
         dir: &Path,
         trust: &Path,
         local_url: &str,
-        upstream: Option<&str>,
+        setup: &Setup<'_>,
         plugins: &[PluginEntry],
     ) -> anyhow::Result<Device> {
         if dir.exists() {
@@ -105,10 +150,16 @@ impl Device {
         // Room for every output of the longest measurement: a full outbox
         // evicts on every append, which is the offline regime, not this one.
         let mut rest = format!("[outbox]\nmax_mb = {OUTBOX_MAX_MB}\n");
+        if !setup.input_log {
+            rest.push_str("input_log = false\n");
+        }
         // The traffic plays days of readings per second, from now on: they run
         // far ahead of the host clock, which the host (`max_future`) and
         // glucose-monitor (`max_ahead`) would otherwise refuse as implausible.
         rest.push_str("\n[ingest]\nmax_future = \"3650000d\"\n");
+        if let Some(stream) = setup.jetstream {
+            rest.push_str(&format!("source = \"jetstream\"\nstream = \"{stream}\"\n"));
+        }
         // The bench measures the pipeline, not the output-rate cap: the host
         // ceiling is raised to the rate glucose-monitor is given below.
         rest.push_str(&format!(
@@ -131,7 +182,7 @@ impl Device {
             trust_dir: trust.display().to_string(),
             tick: None,
             local_url: local_url.to_owned(),
-            upstream: upstream.map(|url| (url.to_owned(), UPSTREAM_STREAM.to_owned())),
+            upstream: setup.upstream.map(|url| (url.to_owned(), UPSTREAM_STREAM.to_owned())),
             rest,
         };
         let mut host = edgewise_procs::Device::new(dir, id);
@@ -158,6 +209,38 @@ impl Device {
             .find(|p| p.name == plugin)
             .map(|p| p.readings_in)
             .ok_or_else(|| anyhow!("the host's status has no plugin {plugin}"))
+    }
+
+    /// Kill `edgewise run` with SIGKILL (a crash, a power cut) and reap it.
+    pub fn kill(&mut self) {
+        self.host.kill();
+    }
+
+    /// Start `edgewise run` again on the same directory (after [`kill`]),
+    /// without waiting for it, logging at `info` (its start-up steps, with
+    /// their times, see [`log`]).
+    ///
+    /// [`kill`]: Device::kill
+    /// [`log`]: Device::log
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
+        let mut command = self.host.run_command();
+        command.env("RUST_LOG", "info");
+        self.host.spawn_command(command)
+    }
+
+    /// What the current (or last) run logged.
+    pub fn log(&self) -> String {
+        self.host.log()
+    }
+
+    /// Wait until the started host answers status requests.
+    pub async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        self.host.wait_ready(&self.client, START_TIMEOUT).await.map(drop)
+    }
+
+    /// Its data directory (`data_dir`: the outbox, its key, the compiled cache).
+    pub fn data_dir(&self) -> PathBuf {
+        self.host.dir().join("data")
     }
 
     /// The process id of `edgewise run`, while it runs.

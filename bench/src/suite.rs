@@ -283,6 +283,50 @@ pub const SUITE: &[Measurement] = &[
         run: measure::drain::run,
     },
     Measurement {
+        id: "input-log",
+        title: "Live ingest with the input log on and off (issue #14)",
+        method: "The ladder of \"Live ingest\" (the same traffic, publisher, steps and pass rule; delivered \
+                 means `readings_in` of glucose-monitor) with the readings coming through the JetStream source \
+                 (`[ingest] source = \"jetstream\"`): the publisher publishes to a sensor stream (file storage, \
+                 `sensors.>`) on a nats-server of its own, and the host takes them through its durable consumer \
+                 and acknowledges each message once its input and outputs are committed. That is where the \
+                 input log is on the acknowledgement path; on core NATS it is committed with the outputs, off \
+                 the ingest path. Figure: the default configuration (input log on); baseline: the same with \
+                 `[outbox] input_log = false`, on a fresh nats-server and stream, measured right after it in \
+                 the same run. Then both again on core NATS (the default source; the log is committed with the \
+                 outputs by the outbox writer, off the ingest path, but its sealing and writing take CPU from \
+                 the same two cores, which bound the core figure). Issue #14's target: the log costs at most \
+                 20% of the throughput (0.8x).",
+        run: measure::input_log::run,
+    },
+    Measurement {
+        id: "recovery",
+        title: "Recovery after kill -9 with a day of 100 sensors in the journal (issue #14)",
+        method: "A private nats-server with JetStream and a sensor stream; a device (glucose-monitor, JetStream \
+                 source, default configuration but for the bench's) is started once (it compiles the plugin \
+                 into its cache) and killed with SIGKILL before any input: its journal is empty. A low reading \
+                 of a new sensor is published to the stream, and the host is started again: the time from \
+                 spawning `edgewise run` to glucose-monitor's `urgent-low` alert about that reading on the \
+                 local bus is the baseline (the plugin's thread resumes or starts the plugin before it takes \
+                 any reading, so the alert marks the plugin running with its state). Then the day of the \
+                 \"Snapshot\" measurement (100 sensors, 288 readings each, 28,800), dated the day before \
+                 yesterday, is published, one five-minute round of the 100 sensors at a time, as fast as the \
+                 stream acknowledges; once the status shows every reading taken and the stream's consumer has \
+                 none left unacknowledged (each message is acknowledged after its input is committed), the \
+                 host is killed with SIGKILL; the host saves the plugin's state every 256 inputs, so the last \
+                 saved state is behind by the inputs since. A copy of the killed device's outbox is read with \
+                 the host library (the inputs after the saved state: given again at the recovery). Another low \
+                 reading of a new sensor, and the host is started again: the same time is the figure, and the \
+                 status must then show one recovery, no state lost and only that new reading taken. Three \
+                 rounds, each on a fresh server and device; medians, and the median of the recovery less the \
+                 empty start of each round (what the recovery adds). The host is started at `RUST_LOG=info`: \
+                 the time stamps of its log lines give when it had started its plugins (`Edgewise is running`) \
+                 and when the plugin had resumed, before the host's first connection to the local bus, which \
+                 both starts wait for. The issue's target (recovery within 1 s) is absolute; the ratio to the \
+                 empty start is shown beside it.",
+        run: measure::recovery::run,
+    },
+    Measurement {
         id: "pending",
         title: "Not measured yet",
         method: "Rows kept for features that have not landed: hot swap (DESIGN: loses 0 readings).",

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use edgewise_procs::NatsServer;
 
-use crate::device::{Device, PluginEntry};
+use crate::device::{Device, PluginEntry, Setup};
 use crate::load::{now_ms, payload};
 use crate::suite::{Ctx, Outcome};
 use crate::table::{Row, Target, number};
@@ -38,12 +38,17 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             .name("bench-drain-cloud")
             .jetstream()?
             .start()?;
-        let mut device = Device::start_upstream(
+        let cloud_url = cloud.url();
+        let setup = Setup {
+            upstream: Some(&cloud_url),
+            ..Setup::default()
+        };
+        let mut device = Device::start_with(
             "drain",
             &work.join("drain"),
             &ctx.bundles.trust,
             &local.url(),
-            Some(&cloud.url()),
+            &setup,
             &[PluginEntry::glucose(&ctx.bundles.glucose)],
         )
         .await?;

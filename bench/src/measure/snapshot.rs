@@ -16,9 +16,9 @@ use crate::suite::{Ctx, Outcome};
 use crate::table::{Row, Target, number};
 
 /// Sensors (patients) on the device.
-const SENSORS: usize = 100;
+pub const SENSORS: usize = 100;
 /// Readings per sensor in a day, one every five minutes.
-const PER_DAY: usize = 288;
+pub const PER_DAY: usize = 288;
 /// Snapshots and restores timed; the median is reported.
 const RUNS: usize = 20;
 /// 2026-01-01T00:00:00Z: the day replayed.
@@ -31,7 +31,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     let runtime = replay_runtime()?;
     let compiled = compile_bundle(&runtime, &ctx.bundles.glucose, &ctx.bundles.trust)?;
     let config = glucose_config();
-    let readings = one_day();
+    let readings = one_day(DAY_START_MS);
     let mut plugin = instance(&runtime, &compiled, &config, DAY_START_MS)?;
     let mut outputs = 0;
     // One batch per five-minute round, as a device gets them.
@@ -127,11 +127,11 @@ fn spread(runs: &[f64]) -> String {
 /// A synthetic day: every sensor reads every five minutes, in rounds (all
 /// sensors at the same time), a curve between about 65 and 215 mg/dL with a
 /// phase of its own and a little deterministic jitter, so that the day
-/// holds lows, highs and episodes.
-fn one_day() -> Vec<Reading> {
+/// holds lows, highs and episodes. The first round is at `start_ms`.
+pub fn one_day(start_ms: i64) -> Vec<Reading> {
     let mut readings = Vec::with_capacity(SENSORS * PER_DAY);
     for step in 0..PER_DAY {
-        let timestamp_ms = DAY_START_MS + step as i64 * FIVE_MINUTES_MS;
+        let timestamp_ms = start_ms + step as i64 * FIVE_MINUTES_MS;
         for sensor in 0..SENSORS {
             let phase = sensor as f64 / SENSORS as f64 * std::f64::consts::TAU;
             let angle = timestamp_ms.rem_euclid(PERIOD_MS as i64) as f64 / PERIOD_MS * std::f64::consts::TAU;
