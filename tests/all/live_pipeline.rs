@@ -340,7 +340,7 @@ fn config_errors_exit_2_naming_the_key() {
              [outbox]\nmax_size = \"1G\"\n[[plugins]]\nbundle = \"x.wasm\"\n",
             vec![
                 "max_size: ",
-                "unknown field `max_size`, expected one of `max_mb`, `max_age`, `input_log`",
+                "unknown field `max_size`, expected one of `max_mb`, `max_age`, `input_log`, `log_max_mb`",
             ],
         ),
     ];

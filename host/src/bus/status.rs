@@ -121,6 +121,9 @@ pub struct OutboxDrops {
     /// Logged inputs removed for age (`[outbox] max_age`).
     #[serde(default)]
     pub inputs_expired: u64,
+    /// Oldest logged inputs removed to keep the log within `[outbox] log_max_mb`.
+    #[serde(default)]
+    pub inputs_for_space: u64,
 }
 
 /// Ingest counters.

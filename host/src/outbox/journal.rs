@@ -498,10 +498,49 @@ impl Outbox {
 /// Returns how many.
 pub(super) fn expire_inputs(conn: &Connection, cutoff_ms: i64) -> Result<u64, rusqlite::Error> {
     let removed = conn.execute(
-        "DELETE FROM journal_inputs WHERE created_ms < ?1 AND position <= coalesce(\
-         (SELECT position FROM journal_states s WHERE s.plugin = journal_inputs.plugin), \
-         9223372036854775807)",
+        &format!("DELETE FROM journal_inputs WHERE created_ms < ?1 AND {REMOVABLE}"),
         [cutoff_ms],
+    )?;
+    Ok(removed as u64)
+}
+
+/// The condition of an input row that recovery does not need: at or before
+/// its plugin's saved state (none without one: see [`expire_inputs`]).
+const REMOVABLE: &str = "position <= coalesce(\
+     (SELECT position FROM journal_states s WHERE s.plugin = journal_inputs.plugin), \
+     9223372036854775807)";
+
+/// Remove the oldest removable inputs (by row id: the order they were
+/// logged in) until the log takes at most `max_bytes`. Returns how many.
+pub(super) fn shrink_log(conn: &Connection, max_bytes: u64) -> Result<u64, rusqlite::Error> {
+    let size = "length(nonce) + length(ciphertext)";
+    let total: i64 = conn.query_row(
+        &format!("SELECT coalesce(sum({size}), 0) FROM journal_inputs"),
+        [],
+        |row| row.get(0),
+    )?;
+    let mut excess = total.saturating_sub(i64::try_from(max_bytes).unwrap_or(i64::MAX));
+    if excess <= 0 {
+        return Ok(0);
+    }
+    let mut last = None;
+    {
+        let mut oldest = conn.prepare(&format!(
+            "SELECT id, {size} FROM journal_inputs WHERE {REMOVABLE} ORDER BY id"
+        ))?;
+        let mut rows = oldest.query([])?;
+        while let Some(row) = rows.next()? {
+            last = Some(row.get::<_, i64>(0)?);
+            excess -= row.get::<_, i64>(1)?;
+            if excess <= 0 {
+                break;
+            }
+        }
+    }
+    let Some(last) = last else { return Ok(0) };
+    let removed = conn.execute(
+        &format!("DELETE FROM journal_inputs WHERE id <= ?1 AND {REMOVABLE}"),
+        [last],
     )?;
     Ok(removed as u64)
 }

@@ -9,8 +9,13 @@ pub struct OutboxLimits {
     /// Most bytes the entries may take (as [`Depth::bytes`] counts them),
     /// enforced on every append. Default 256 MiB.
     pub max_bytes: u64,
-    /// Age after which `Outbox::expire` removes an entry. Default 30 days.
+    /// Age after which `Outbox::expire` removes an entry (and a logged
+    /// input). Default 30 days.
     pub max_age_ms: u64,
+    /// Most bytes the input log may take (nonce and ciphertext of each row),
+    /// enforced by `Outbox::expire`: the oldest inputs go first, never one
+    /// after its plugin's saved state. Default 1 GiB.
+    pub log_max_bytes: u64,
 }
 
 impl OutboxLimits {
@@ -18,6 +23,8 @@ impl OutboxLimits {
     pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
     /// Default age bound: 30 days.
     pub const DEFAULT_MAX_AGE_MS: u64 = 30 * 24 * 60 * 60 * 1000;
+    /// Default size bound of the input log: 1 GiB.
+    pub const DEFAULT_LOG_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 }
 
 impl Default for OutboxLimits {
@@ -25,6 +32,7 @@ impl Default for OutboxLimits {
         OutboxLimits {
             max_bytes: Self::DEFAULT_MAX_BYTES,
             max_age_ms: Self::DEFAULT_MAX_AGE_MS,
+            log_max_bytes: Self::DEFAULT_LOG_MAX_BYTES,
         }
     }
 }
@@ -65,6 +73,9 @@ pub struct DropCounts {
     /// Logged inputs removed by `Outbox::expire` for age (never one after
     /// its plugin's saved state).
     pub inputs_expired: u64,
+    /// Oldest logged inputs removed by `Outbox::expire` to keep the log
+    /// within its size (never one after its plugin's saved state).
+    pub inputs_for_space: u64,
     /// Rows `Outbox::next_batch` skipped since the outbox was opened because they
     /// failed to decrypt. They stay in the file (a row leaves only on an
     /// acknowledgement, eviction or expiry), are never delivered, and are
@@ -82,10 +93,11 @@ pub(crate) enum DropReason {
     ExpiredSummaries,
     ParkedDiscarded,
     InputsExpired,
+    InputsForSpace,
 }
 
 impl DropReason {
-    pub(crate) const ALL: [DropReason; 7] = [
+    pub(crate) const ALL: [DropReason; 8] = [
         DropReason::SummariesForSpace,
         DropReason::SummariesRefused,
         DropReason::AlertsForSpace,
@@ -93,6 +105,7 @@ impl DropReason {
         DropReason::ExpiredSummaries,
         DropReason::ParkedDiscarded,
         DropReason::InputsExpired,
+        DropReason::InputsForSpace,
     ];
 
     /// Its name in the `drops` table.
@@ -105,6 +118,7 @@ impl DropReason {
             DropReason::ExpiredSummaries => "expired_summaries",
             DropReason::ParkedDiscarded => "parked_discarded",
             DropReason::InputsExpired => "inputs_expired",
+            DropReason::InputsForSpace => "inputs_for_space",
         }
     }
 
@@ -136,6 +150,7 @@ impl DropCounts {
             DropReason::ExpiredSummaries => self.expired_summaries,
             DropReason::ParkedDiscarded => self.parked_discarded,
             DropReason::InputsExpired => self.inputs_expired,
+            DropReason::InputsForSpace => self.inputs_for_space,
         }
     }
 
@@ -149,6 +164,7 @@ impl DropCounts {
             DropReason::ExpiredSummaries => &mut self.expired_summaries,
             DropReason::ParkedDiscarded => &mut self.parked_discarded,
             DropReason::InputsExpired => &mut self.inputs_expired,
+            DropReason::InputsForSpace => &mut self.inputs_for_space,
         }
     }
 

@@ -381,6 +381,9 @@ impl Outbox {
         )?;
         let inputs = super::journal::expire_inputs(&tx, cutoff).map_err(sql("expire logged inputs"))?;
         drops.add(DropReason::InputsExpired, inputs);
+        let inputs = super::journal::shrink_log(&tx, self.limits.log_max_bytes)
+            .map_err(sql("keep the input log within its size"))?;
+        drops.add(DropReason::InputsForSpace, inputs);
         persist_drops(&tx, &drops).map_err(sql("count expired entries"))?;
         tx.commit().map_err(sql("commit an expiry"))?;
         self.tally = tally;

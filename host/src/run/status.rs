@@ -174,6 +174,7 @@ impl From<DropCounts> for OutboxDrops {
             undecryptable: drops.undecryptable,
             parked_discarded: drops.parked_discarded,
             inputs_expired: drops.inputs_expired,
+            inputs_for_space: drops.inputs_for_space,
         }
     }
 }

@@ -132,6 +132,28 @@ fn a_saved_state_that_does_not_open_or_has_wrong_types_is_moved_aside_not_an_err
 }
 
 #[test]
+fn the_log_is_kept_within_its_size_oldest_first_never_past_the_saved_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = OutboxLimits {
+        log_max_bytes: 0,
+        ..OutboxLimits::default()
+    };
+    let mut outbox = super::open_with(dir.path(), limits);
+    write(&mut outbox, vec![input(1), input(2), input(3), state(2, 1)]);
+    outbox.expire(0).unwrap();
+    assert_eq!(outbox.dropped().inputs_for_space, 2, "1 and 2; 3 is after the state");
+    let left = outbox.plugin_journal("p", 10).unwrap().recent;
+    assert_eq!(left.iter().map(|i| i.position).collect::<Vec<_>>(), [3]);
+
+    // Within the limit: nothing removed.
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path());
+    write(&mut outbox, vec![input(1), input(2), state(2, 1)]);
+    outbox.expire(0).unwrap();
+    assert_eq!(outbox.dropped().inputs_for_space, 0);
+}
+
+#[test]
 fn pruning_the_log_by_age_never_removes_an_input_after_the_saved_state() {
     let dir = tempfile::tempdir().unwrap();
     let mut outbox = open(dir.path());

@@ -206,6 +206,7 @@ fn run(actions: Vec<Action>, max_bytes: u64) -> Result<(), TestCaseError> {
     let limits = OutboxLimits {
         max_bytes,
         max_age_ms: MAX_AGE_MS,
+        ..OutboxLimits::default()
     };
     let mut outbox = Some(open_with(dir.path(), limits));
     let mut model = Model {

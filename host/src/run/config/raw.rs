@@ -51,6 +51,7 @@ pub(super) struct RawOutbox {
     pub(super) max_mb: Option<i64>,
     pub(super) max_age: Option<String>,
     pub(super) input_log: Option<bool>,
+    pub(super) log_max_mb: Option<i64>,
 }
 
 pub(super) fn default_tick() -> String {

@@ -83,9 +83,18 @@ pub(super) fn outbox_limits(raw: &RawOutbox, problem: &mut impl FnMut(&str, Stri
         Duration::from_millis(defaults.max_age_ms),
         MIN_OUTBOX_MAX_AGE,
     );
+    let default_log_mb = usize::try_from(defaults.log_max_bytes / MIB).unwrap_or(MAX_OUTBOX_MB);
+    let log_max_mb = positive(
+        problem,
+        "outbox.log_max_mb",
+        raw.log_max_mb,
+        default_log_mb,
+        MAX_OUTBOX_MB,
+    );
     OutboxLimits {
         max_bytes: (max_mb as u64).saturating_mul(MIB),
         max_age_ms: u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX),
+        log_max_bytes: (log_max_mb as u64).saturating_mul(MIB),
     }
 }
 

@@ -58,12 +58,13 @@ fn no_outbox_table_gives_the_default_limits() {
 
 #[test]
 fn an_outbox_table_sets_the_size_and_age_limits() {
-    let config = parse_with("[outbox]\nmax_mb = 64\nmax_age = \"12h\"\n").unwrap();
+    let config = parse_with("[outbox]\nmax_mb = 64\nmax_age = \"12h\"\nlog_max_mb = 8\n").unwrap();
     assert_eq!(
         config.outbox,
         OutboxLimits {
             max_bytes: 64 * 1024 * 1024,
             max_age_ms: 12 * 3_600_000,
+            log_max_bytes: 8 * 1024 * 1024,
         }
     );
     // Each key alone keeps the other's default; the bounds are accepted.
@@ -110,7 +111,7 @@ fn bad_outbox_values_are_reported_with_their_key() {
     assert!(
         unknown[0]
             .1
-            .contains("unknown field `max_size`, expected one of `max_mb`, `max_age`, `input_log`"),
+            .contains("unknown field `max_size`, expected one of `max_mb`, `max_age`, `input_log`, `log_max_mb`"),
         "{unknown:?}"
     );
 }
