@@ -161,7 +161,7 @@ pub async fn run(options: &Options, setup: &super::Setup) -> anyhow::Result<Repo
             options.burst
         ));
     }
-    let outbox_file = std::fs::metadata(dir.join("data").join("outbox.db")).map_or(0, |m| m.len());
+    let outbox_file = std::fs::metadata(dir.join("data").join("outbox.sqlite3")).map_or(0, |m| m.len());
     if outbox_file > 0 {
         report.figure("outbox file", format!("{:.0} MiB", outbox_file as f64 / 1048576.0));
     }
