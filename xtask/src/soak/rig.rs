@@ -152,15 +152,7 @@ impl Rig {
 
     /// SIGTERM the host; fails unless it exits 0.
     pub async fn stop_host(&mut self) -> anyhow::Result<()> {
-        let stopped = self.host.stop(STOP_TIMEOUT).await?;
-        if stopped.code != Some(0) {
-            bail!(
-                "edgewise run exited with {:?} after SIGTERM; see {}",
-                stopped.code,
-                self.host.log_path().display()
-            );
-        }
-        Ok(())
+        self.host.stop_cleanly(STOP_TIMEOUT).await.map(drop)
     }
 
     /// Publish `payload` on `subject` into `SENSORS`, waiting for the stream's acknowledgement.
