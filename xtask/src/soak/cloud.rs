@@ -179,3 +179,44 @@ impl Tally {
         (found, violations)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(seq: u64) -> Vec<u8> {
+        format!(r#"{{"seq":{seq}}}"#).into_bytes()
+    }
+
+    #[test]
+    fn every_number_once_is_no_violation() {
+        let mut tally = Tally::default();
+        for seq in 1..=3 {
+            tally.add(&format!("d/i/p/{seq}"), &envelope(seq));
+        }
+        tally.add("d/i/p/host-1", b"{}");
+        let (series, violations) = tally.check(&BTreeMap::from([("p".to_owned(), 3)]));
+        assert!(violations.is_empty(), "{violations:?}");
+        assert_eq!(series.len(), 2);
+    }
+
+    #[test]
+    fn a_gap_a_duplicate_a_shortfall_and_a_wrong_seq_are_each_reported() {
+        let mut tally = Tally::default();
+        for seq in [1, 2, 2, 4] {
+            tally.add(&format!("d/i/p/{seq}"), &envelope(seq));
+        }
+        tally.add("d/i/q/1", &envelope(7));
+        let (_, violations) = tally.check(&BTreeMap::from([("p".to_owned(), 5), ("r".to_owned(), 1)]));
+        let all = violations.join("\n");
+        for wanted in [
+            "p: 1 numbers below 4 missing (first: [3])",
+            "p: 1 numbers stored more than once (first: [2])",
+            "p: the plugin made 5 outputs, the cloud's highest number is 4",
+            "r: the plugin made 1 outputs, none is in the cloud",
+            "message d/i/q/1: its envelope's seq is Some(7)",
+        ] {
+            assert!(all.contains(wanted), "`{wanted}` not in:\n{all}");
+        }
+    }
+}
