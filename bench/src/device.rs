@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use edgewise_host::run::Status;
 use edgewise_procs::RunConfig;
 
@@ -256,15 +256,7 @@ impl Device {
 
     /// SIGTERM, and wait for a clean exit (killed after 30 s).
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        let stopped = self.host.stop(STOP_TIMEOUT).await?;
-        if stopped.code != Some(0) {
-            bail!(
-                "edgewise run exited with {:?} after SIGTERM; see {}",
-                stopped.code,
-                self.host.log_path().display()
-            );
-        }
-        Ok(())
+        self.host.stop_cleanly(STOP_TIMEOUT).await.map(drop)
     }
 }
 

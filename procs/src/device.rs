@@ -243,6 +243,20 @@ impl Device {
         self.wait_exit(within).await
     }
 
+    /// [`stop`](Self::stop), and fail unless it exited 0 (naming its log).
+    pub async fn stop_cleanly(&mut self, within: Duration) -> anyhow::Result<Stopped> {
+        let stopped = self.stop(within).await?;
+        if stopped.code != Some(0) {
+            bail!(
+                "edgewise run ({}) exited with {:?} after SIGTERM; see {}",
+                self.id,
+                stopped.code,
+                self.log_path().display()
+            );
+        }
+        Ok(stopped)
+    }
+
     /// Wait up to `within` for the host to exit (after a signal sent some
     /// other way); killed, and an error with its log, if it does not.
     pub async fn wait_exit(&mut self, within: Duration) -> anyhow::Result<Stopped> {

@@ -10,6 +10,9 @@
 //! - `cargo xtask bench`: run the benchmark suite (`bench/`, every figure
 //!   against a baseline measured in the same run), print the table and write
 //!   `BENCHMARKS.md`.
+//! - `cargo xtask soak`: the long variants of the durability tests (hours
+//!   offline, millions of queued outputs, dozens of kills), not run in CI;
+//!   `cargo xtask soak --help` for the flags.
 //! - `cargo xtask build-plugins`: only build the plugin components.
 //!
 //! Everything uses the release profile, so wasmtime is compiled once. The
@@ -17,7 +20,9 @@
 //! shared with the tests and the benchmarks.
 
 mod bench;
+mod cgm;
 mod demo;
+mod soak;
 
 use std::path::Path;
 
@@ -31,9 +36,10 @@ fn main() -> anyhow::Result<()> {
         Some("test") => test(&root),
         Some("demo") => demo::run(&root),
         Some("bench") => bench::run(&root),
+        Some("soak") => soak::run(&root, &args[1..]),
         Some("build-plugins") => workspace::build_plugins(),
         _ => {
-            eprintln!("usage: cargo xtask <test|demo|bench|build-plugins>");
+            eprintln!("usage: cargo xtask <test|demo|bench|soak|build-plugins>");
             std::process::exit(2);
         }
     }

@@ -1,11 +1,9 @@
 //! The recording the demo plays: one subject of an iglu CSV file
-//! (`"id",time,gl`, time in UTC), a few days of it, in time order.
+//! (read by [`crate::cgm`]), a few days of it, in time order.
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
-use time::PrimitiveDateTime;
-use time::macros::format_description;
+use anyhow::bail;
 
 /// Milliseconds in a day.
 pub const DAY_MS: i64 = 86_400_000;
@@ -48,32 +46,14 @@ impl Recording {
 /// The readings of `subject` in `path`, from its first reading to the end of
 /// the UTC day `days - 1` days later.
 pub fn load(path: &Path, subject: &str, days: i64) -> anyhow::Result<Recording> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut lines = text.lines().enumerate();
-    let header = lines.next().map(|(_, l)| l.replace('"', "")).unwrap_or_default();
-    if header.trim() != "id,time,gl" {
-        bail!("{}: the header is `{header}`, expected `id,time,gl`", path.display());
-    }
-    let time_format = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    let mut readings = Vec::new();
-    for (index, line) in lines {
-        let fields: Vec<&str> = line.split(',').map(|f| f.trim().trim_matches('"')).collect();
-        let [id, time, gl] = fields.as_slice() else {
-            bail!("{}:{}: expected 3 fields: {line}", path.display(), index + 1);
-        };
-        if *id != subject || gl.eq_ignore_ascii_case("NA") {
-            continue;
-        }
-        let at = PrimitiveDateTime::parse(time, &time_format)
-            .with_context(|| format!("{}:{}: bad time `{time}`", path.display(), index + 1))?
-            .assume_utc();
-        let value: f64 = gl
-            .parse()
-            .with_context(|| format!("{}:{}: bad glucose `{gl}`", path.display(), index + 1))?;
-        let ts_ms = i64::try_from(at.unix_timestamp_nanos() / 1_000_000)
-            .with_context(|| format!("{}:{}: time out of range", path.display(), index + 1))?;
-        readings.push(Reading { ts_ms, value });
-    }
+    let mut readings: Vec<Reading> = crate::cgm::rows(path)?
+        .into_iter()
+        .filter(|row| row.id == subject)
+        .map(|row| Reading {
+            ts_ms: row.ts_ms,
+            value: row.value,
+        })
+        .collect();
     // Time order; for a repeated timestamp the last row wins (as in replay).
     readings.reverse();
     readings.sort_by_key(|r| r.ts_ms);
