@@ -336,8 +336,9 @@ async fn readings_wait_for_the_restart(hostile: Hostile) {
     if hostile.recovers() {
         // The restart first gives the readings since the last snapshot
         // again: the first passes, the second overruns again (every second
-        // call does): a failure, supervised. The next restart does the same,
-        // and the reading, having failed three times, is set aside; the
+        // call does), is given again at once, overruns a third time: a
+        // failure, supervised. The next restart does the same, and the
+        // reading, having failed four times in a row, is set aside; the
         // restart then gives the first alone. The oldest held reading is
         // the new instance's second call: it overruns.
         let failed_again = next_json(&mut alerts, "alert").await;

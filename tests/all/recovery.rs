@@ -71,11 +71,11 @@ async fn trap_after(before: u64) {
     let set_aside = codes(&after, "input-set-aside");
     assert_eq!(set_aside.len(), 1, "{after:?}");
     let message = set_aside[0]["message"].as_str().unwrap();
-    assert!(message.contains("made the plugin fail 3 times (trap)"), "{message}");
+    assert!(message.contains("made the plugin fail 4 times (trap)"), "{message}");
     assert_eq!(set_aside[0]["severity"], "critical");
-    // Two failures supervised: the trap, and the same input failing again
-    // in the first recovery; failing a third time in the next recovery only
-    // sets it aside.
+    // Two failures supervised: the trap, and the same input failing a third
+    // time in a row in the first recovery (the second was retried at once);
+    // failing a fourth time in the next recovery only sets it aside.
     assert_eq!(codes(&after, "plugin-degraded").len(), 2, "{after:?}");
 
     let status = status_until(&client, "the recovery in the status", |status| {

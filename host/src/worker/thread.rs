@@ -248,10 +248,15 @@ impl PluginThread {
     /// A snapshot the runtime refuses is counted and tried again later; a
     /// failure of the plugin in `snapshot` is its failure.
     fn snapshot_if_due(&mut self) {
+        self.snapshot_when(Recovery::snapshot_due);
+    }
+
+    /// Take and save a snapshot if `due` says so of the recovery.
+    fn snapshot_when(&mut self, due: fn(&Recovery) -> bool) {
         let (Some(recovery), Some(instance)) = (self.recovery.as_mut(), self.instance.as_mut()) else {
             return;
         };
-        if !recovery.snapshot_due() {
+        if !due(recovery) {
             return;
         }
         match instance.snapshot() {
@@ -310,6 +315,7 @@ impl PluginThread {
                     tracing::info!(plugin = %self.name(), position = self.position, "Plugin resumed from its saved state and input log");
                 }
                 self.instance = Some(instance);
+                self.snapshot_when(Recovery::gave_inputs_again);
             }
             Err(error) => self.failed(error),
         }
@@ -346,6 +352,7 @@ impl PluginThread {
                 self.stats.restarts.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(plugin = %self.name(), "Plugin instance restarted");
                 self.instance = Some(instance);
+                self.snapshot_when(Recovery::gave_inputs_again);
             }
             Err(error) => self.failed(error),
         }
@@ -434,9 +441,10 @@ impl PluginThread {
                 }
                 Err(error) => {
                     kept.failures += 1;
-                    if kept.failures == 1 {
-                        // An input that had not failed (or was got past
-                        // since): the plugin fails at random, not on it.
+                    if kept.failures < SET_ASIDE_AFTER - 1 {
+                        // Few failures in a row on this input: a plugin
+                        // that fails at random rather than on it is most
+                        // likely. Again at once.
                         return Err((error, Progress::Retry));
                     }
                     if kept.failures < SET_ASIDE_AFTER {
