@@ -22,6 +22,7 @@
 pub mod bundle;
 pub mod bus;
 pub mod clock;
+pub mod deploy;
 pub mod envelope;
 pub mod files;
 pub mod input_log;
