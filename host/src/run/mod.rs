@@ -22,7 +22,9 @@
 //! the local bus is flushed; a thread that does not finish is left behind.
 
 pub mod config;
+mod deploy;
 mod host_alerts;
+mod plugins;
 mod serve;
 pub mod shutdown;
 mod start;

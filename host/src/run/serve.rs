@@ -29,11 +29,12 @@ use tokio::task::JoinHandle;
 use super::RunError;
 use super::config::RunConfig;
 use super::host_alerts::{HOST_DEGRADED, HostAlerts};
+use super::plugins::Plugins;
 use super::shutdown::Parts;
-use super::start::{Device, Started};
+use super::start::Device;
 use super::status::{PluginSource, StatusSources};
 use crate::bus::config::Source;
-use crate::bus::ingest::{self, Failure, Ingest, IngestError, IngestHealth, IngestStats, Input};
+use crate::bus::ingest::{self, Failure, IngestError, IngestHealth, IngestStats, Input};
 use crate::bus::status::ControlStats;
 use crate::clock::Clock;
 use crate::outbox::expiry;
@@ -53,6 +54,8 @@ pub(super) enum Task {
     Upstream,
     /// The status responder.
     Status,
+    /// Deployment from the cloud.
+    Deploy,
 }
 
 impl Task {
@@ -64,6 +67,7 @@ impl Task {
             Task::Expiry => "expiry".to_owned(),
             Task::Upstream => "upstream".to_owned(),
             Task::Status => "status".to_owned(),
+            Task::Deploy => "deployment".to_owned(),
         }
     }
 }
@@ -96,7 +100,7 @@ pub(super) struct Ended {
 
 /// Spawn `future` as `task`: however it ends (returned, failed, panicked),
 /// `ended` hears of it at once.
-fn spawn_owned<E: Into<TaskError>>(
+pub(super) fn spawn_owned<E: Into<TaskError>>(
     task: Task,
     ended: &mpsc::UnboundedSender<Ended>,
     future: impl Future<Output = Result<(), E>> + Send + 'static,
@@ -125,7 +129,7 @@ struct Owner {
     host_alerts: HostAlerts,
     clock: Clock,
     /// Each plugin's input.
-    inputs: BTreeMap<String, Arc<IngestHealth>>,
+    inputs: Arc<Mutex<BTreeMap<String, Arc<IngestHealth>>>>,
     /// Host tasks that ended, and why (shown in the status).
     tasks: Arc<Mutex<BTreeMap<String, String>>>,
 }
@@ -174,7 +178,7 @@ impl Owner {
         tracing::error!(task = %name, %reason, "A host task ended before shutdown");
         let (code, message) = match &ended.task {
             Task::Ingest(plugin) => {
-                if let Some(input) = self.inputs.get(plugin) {
+                if let Some(input) = self.inputs.lock().ok().and_then(|inputs| inputs.get(plugin).cloned()) {
                     input.lost(format!("ingest stopped for good: {reason}"));
                 }
                 (
@@ -218,37 +222,25 @@ pub(super) async fn serve(
     let (ended_sender, mut ended) = mpsc::unbounded_channel();
     let (failure_sender, mut failures) = mpsc::unbounded_channel();
     let ingest_stats = Arc::new(IngestStats::default());
-    let mut ingest_tasks = Vec::new();
-    let mut inputs = BTreeMap::new();
-    for plugin in &device.plugins {
-        let name = plugin.provenance.plugin.clone();
-        let health = Arc::new(IngestHealth::default());
-        inputs.insert(name.clone(), health.clone());
-        let ingest = Ingest::new(
-            &name,
-            device.local.clone(),
-            device.subjects.clone(),
-            ingest_stats.clone(),
-            plugin.admission.clone(),
-            device.clock.clone(),
-            health,
-        );
-        let input = input(config, &device.local, plugin).await?;
-        let run = ingest::run(
-            ingest,
-            input,
-            plugin.worker.queue.clone(),
-            config.limits.batch_max,
-            stopped.clone(),
-            failure_sender.clone(),
-        );
-        ingest_tasks.push(spawn_owned(Task::Ingest(name), &ended_sender, run));
+    let plugins = Arc::new(Plugins::new(
+        config,
+        device.subjects.clone(),
+        device.local.clone(),
+        device.clock.clone(),
+        ingest_stats.clone(),
+        failure_sender.clone(),
+        ended_sender.clone(),
+        refused_sources(&device),
+    ));
+    let count = device.plugins.len();
+    for started in device.plugins {
+        let deployed = started.deployed.clone();
+        plugins.add(started, deployed).await?;
     }
-    let queues: Vec<mpsc::Sender<Work>> = device.plugins.iter().map(|p| p.worker.queue.clone()).collect();
     let ticker = spawn_owned(
         Task::Ticker,
         &ended_sender,
-        run_ticker(device.clock.clone(), config.tick, queues, stopped.clone()),
+        run_ticker(device.clock.clone(), config.tick, plugins.clone(), stopped.clone()),
     );
     // The age limit: checked at once (entries left from an earlier run), then periodically.
     let every = expiry::expiry_interval(config.outbox.max_age_ms);
@@ -280,7 +272,7 @@ pub(super) async fn serve(
         outbox_reset: device.outbox_reset.clone(),
         ingest: ingest_stats,
         control: control.clone(),
-        plugins: plugin_sources(&device, &inputs),
+        plugins: plugins.statuses.clone(),
         tasks: tasks.clone(),
     });
     let current = {
@@ -298,21 +290,41 @@ pub(super) async fn serve(
             stopped.clone(),
         ),
     );
-    tracing::info!(device = %config.device, plugins = device.plugins.len(), refused = device.refused.len(), "Edgewise is running");
+    let deploy = match (&config.deploy, device.deploy) {
+        (Some(settings), Some(loader)) => {
+            let run = super::deploy::run_deploy(
+                settings.clone(),
+                loader,
+                plugins.clone(),
+                device.local.clone(),
+                stopped.clone(),
+            );
+            Some(spawn_owned(Task::Deploy, &ended_sender, run))
+        }
+        _ => None,
+    };
+    tracing::info!(device = %config.device, plugins = count, refused = device.refused.len(), "Edgewise is running");
 
     let mut owner = Owner {
         host_alerts: device.host_alerts,
         clock: device.clock,
-        inputs,
+        inputs: plugins.inputs.clone(),
         tasks,
     };
     owner.own(shutdown, &mut failures, &mut ended).await;
+    // Deployment stops first: nothing is added to the set while it is taken.
+    if let Some(deploy) = deploy {
+        deploy.abort();
+        let _ = deploy.await;
+    }
+    let taken = plugins.take_all();
     let parts = Parts {
         stop,
-        ingest_tasks,
+        ingest_stops: taken.stops,
+        ingest_tasks: taken.ingest,
         ticker,
         expiry,
-        workers: device.plugins.into_iter().map(|p| p.worker).collect(),
+        workers: taken.workers,
         writer: device.writer,
         outbox_written: device.outbox_written,
         upstream,
@@ -326,15 +338,18 @@ pub(super) async fn serve(
 /// Where the readings of `plugin` come from. Core NATS subscriptions are
 /// made now, before the status responder answers: a reading published after
 /// a status reply is never missed.
-async fn input(config: &RunConfig, local: &async_nats::Client, plugin: &Started) -> Result<Input, RunError> {
-    let name = &plugin.provenance.plugin;
-    let filters = plugin.subscriptions.clone();
+pub(super) async fn input(
+    config: &RunConfig,
+    local: &async_nats::Client,
+    name: &str,
+    filters: Vec<String>,
+) -> Result<Input, RunError> {
     Ok(match &config.source {
         Source::Core => {
             let made = ingest::subscriptions::subscribe(local, &filters)
                 .await
                 .map_err(|source| RunError::Subscribe {
-                    plugin: name.clone(),
+                    plugin: name.to_owned(),
                     source: Box::new(source),
                 })?;
             Input::Core {
@@ -350,24 +365,19 @@ async fn input(config: &RunConfig, local: &async_nats::Client, plugin: &Started)
     })
 }
 
-/// Every plugin as the status shows it: those running, with their input,
-/// then those refused at start.
-fn plugin_sources(device: &Device, inputs: &BTreeMap<String, Arc<IngestHealth>>) -> Vec<PluginSource> {
-    let running = device.plugins.iter().map(|p| PluginSource {
-        name: p.provenance.plugin.clone(),
-        version: p.provenance.version.clone(),
-        digest: p.provenance.digest.clone(),
-        stats: p.worker.stats.clone(),
-        input: inputs.get(&p.provenance.plugin).cloned(),
-    });
-    let refused = device.refused.iter().map(|refusal| PluginSource {
-        name: refusal.name.clone(),
-        version: refusal.version.clone(),
-        digest: String::new(),
-        stats: Arc::new(PluginStats::refused(&refusal.reason.to_string())),
-        input: None,
-    });
-    running.chain(refused).collect()
+/// The plugins refused at start, as the status shows them.
+fn refused_sources(device: &Device) -> Vec<PluginSource> {
+    device
+        .refused
+        .iter()
+        .map(|refusal| PluginSource {
+            name: refusal.name.clone(),
+            version: refusal.version.clone(),
+            digest: String::new(),
+            stats: Arc::new(PluginStats::refused(&refusal.reason.to_string())),
+            input: None,
+        })
+        .collect()
 }
 
 /// Send `Tick(now)` to every plugin every `tick` of clock time, until `stop`.
@@ -375,12 +385,12 @@ fn plugin_sources(device: &Device, inputs: &BTreeMap<String, Arc<IngestHealth>>)
 async fn run_ticker(
     clock: Clock,
     tick: Duration,
-    queues: Vec<mpsc::Sender<Work>>,
+    plugins: Arc<Plugins>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), TaskError> {
     crate::clock::every(clock.real_interval(tick), stop, || {
         let now = clock.tick_ms();
-        for queue in &queues {
+        for queue in &plugins.queues() {
             let _ = queue.try_send(Work::Tick(now));
         }
         std::future::ready(())

@@ -48,6 +48,8 @@ pub struct Parts {
     pub stop: watch::Sender<bool>,
     /// Ingest, one per plugin.
     pub ingest_tasks: Vec<JoinHandle<()>>,
+    /// What stops each plugin's ingest.
+    pub ingest_stops: Vec<watch::Sender<bool>>,
     /// The ticker.
     pub ticker: JoinHandle<()>,
     /// The outbox age limit.
@@ -75,6 +77,9 @@ pub async fn stop(parts: Parts) {
         humantime::format_duration(BOUND)
     );
     let _ = parts.stop.send(true);
+    for stop in &parts.ingest_stops {
+        let _ = stop.send(true);
+    }
     let ingest_deadline = tokio::time::Instant::now() + INGEST_BUDGET;
     for mut task in parts.ingest_tasks {
         match tokio::time::timeout_at(ingest_deadline, &mut task).await {

@@ -68,6 +68,9 @@ pub enum RefusalReason {
     /// A subscription of its manifest reaches the host's own subjects.
     #[error("subscription {0}")]
     Subscription(String),
+    /// The trust store cannot be read now.
+    #[error("the trust store: {0}")]
+    Trust(String),
 }
 
 /// A plugin whose worker runs (its `init` may not have yet).
@@ -80,6 +83,8 @@ pub(super) struct Started {
     pub(super) admission: Admission,
     /// Its worker.
     pub(super) worker: Worker,
+    /// The deployed bundle (object name) and configuration it runs, if deployed.
+    pub(super) deployed: Option<(String, std::collections::BTreeMap<String, String>)>,
 }
 
 /// What start-up made: the device, ready to serve.
@@ -97,6 +102,64 @@ pub(super) struct Device {
     pub(super) host_alerts: HostAlerts,
     pub(super) plugins: Vec<Started>,
     pub(super) refused: Vec<Refused>,
+    /// What deployment loads plugins with, if `[deploy]` is configured.
+    pub(super) deploy: Option<Loader>,
+}
+
+/// What loading and starting a plugin while the device serves needs (a
+/// deployment).
+pub(super) struct Loader {
+    pub(super) config: RunConfig,
+    runtime: Arc<Runtime>,
+    rollback: Arc<Mutex<RollbackStore>>,
+    subjects: Subjects,
+    local: async_nats::Client,
+    writer: crate::outbox::WriterHandle,
+    outbox: SharedOutbox,
+    clock: Clock,
+}
+
+impl Loader {
+    /// Verify (against the trust store as it is now), compile and prepare
+    /// `plugin`; blocking (compiling takes a while): call it off the async
+    /// threads.
+    pub(super) fn prepare(&self, plugin: &PluginConfig) -> Result<Prepared, Refused> {
+        let trust = TrustStore::load(&self.config.trust_dir).map_err(|error| Refused {
+            name: String::new(),
+            version: String::new(),
+            bundle: plugin.bundle.display().to_string(),
+            reason: Arc::new(RefusalReason::Trust(error.to_string())),
+        })?;
+        let context = LoadContext {
+            device: &self.config.device,
+            data_dir: &self.config.data_dir,
+            trust: &trust,
+            rollback: &self.rollback,
+            runtime: &self.runtime,
+            host_limits: &self.config.host_limits,
+        };
+        prepare(&context, plugin, &[])
+    }
+
+    /// Start the worker of `prepared`.
+    pub(super) fn start(&self, prepared: Prepared) -> Result<Started, RunError> {
+        start_worker(&self.config, self.context(), prepared)
+    }
+
+    /// What a worker needs.
+    fn context(&self) -> WorkerContext {
+        WorkerContext {
+            runtime: self.runtime.clone(),
+            subjects: self.subjects.clone(),
+            local: self.local.clone(),
+            handle: tokio::runtime::Handle::current(),
+            writer: self.writer.clone(),
+            outbox: self.outbox.clone(),
+            input_log: self.config.input_log,
+            clock: self.clock.clone(),
+            policy: self.config.supervisor.clone(),
+        }
+    }
 }
 
 /// Start the device of `config`: everything but the tasks ([`super::serve`]).
@@ -130,17 +193,33 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
     };
     let mut ready: Vec<Prepared> = Vec::new();
     let mut refused = Vec::new();
-    for plugin in &config.plugins {
+    // The last healthy set deployed from the cloud first (it runs with no
+    // network); a plugin of the configuration file of the same name gives way.
+    let deployed = match &config.deploy {
+        Some(_) => super::deploy::healthy_plugins(&config.data_dir),
+        None => Vec::new(),
+    };
+    let plugins = deployed
+        .iter()
+        .map(|(plugin, bundle)| (plugin, Some(bundle.clone())))
+        .chain(config.plugins.iter().map(|plugin| (plugin, None)));
+    for (plugin, bundle) in plugins {
         let taken: Vec<&str> = ready.iter().map(|p| p.setup.provenance.plugin.as_str()).collect();
         match prepare(&context, plugin, &taken) {
-            Ok(prepared) => ready.push(prepared),
+            Ok(mut prepared) => {
+                prepared.deployed = bundle.map(|bundle| (bundle, plugin.config.clone()));
+                ready.push(prepared)
+            }
+            Err(refusal) if matches!(&*refusal.reason, RefusalReason::Duplicate(_)) && bundle.is_none() => {
+                tracing::warn!(bundle = %refusal.bundle, "A deployed version of this plugin runs instead");
+            }
             Err(refusal) => {
                 tracing::error!(bundle = %refusal.bundle, reason = %refusal.reason, "Plugin refused; the others start");
                 refused.push(refusal);
             }
         }
     }
-    if ready.is_empty() {
+    if ready.is_empty() && config.deploy.is_none() {
         return Err(RunError::NothingToRun(refused));
     }
 
@@ -173,6 +252,16 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         let message = format!("plugin bundle {} refused: {}", refusal.bundle, refusal.reason);
         host_alerts.critical(DEGRADED, message, clock.now_ms()).await;
     }
+    let deploy = config.deploy.as_ref().map(|_| Loader {
+        config: config.clone(),
+        runtime: runtime.clone(),
+        rollback: rollback.clone(),
+        subjects: subjects.clone(),
+        local: local.clone(),
+        writer: writer.handle(),
+        outbox: outbox.clone(),
+        clock: clock.clone(),
+    });
     Ok(Device {
         started_at,
         subjects,
@@ -185,6 +274,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         host_alerts,
         plugins,
         refused,
+        deploy,
     })
 }
 
@@ -212,6 +302,7 @@ fn start_worker(config: &RunConfig, context: WorkerContext, prepared: Prepared) 
         subscriptions: prepared.subscriptions,
         admission,
         worker,
+        deployed: prepared.deployed,
     })
 }
 
@@ -249,11 +340,13 @@ struct LoadContext<'a> {
 }
 
 /// A plugin ready for its worker: its `init` has not run yet.
-struct Prepared {
-    setup: PluginSetup,
-    subscriptions: Vec<String>,
+pub(super) struct Prepared {
+    pub(super) setup: PluginSetup,
+    pub(super) subscriptions: Vec<String>,
     payload_sensors: Vec<String>,
     max_sensors: usize,
+    /// The deployed bundle (object name) and configuration, if deployed.
+    pub(super) deployed: Option<(String, std::collections::BTreeMap<String, String>)>,
 }
 
 /// Why the anti-rollback record could not take a version.
@@ -338,9 +431,11 @@ fn prepare(context: &LoadContext<'_>, plugin: &PluginConfig, taken: &[&str]) -> 
             config: loaded.config.clone(),
             limits: loaded.limits.clone(),
             accept: Some(accept),
+            probation: None,
         },
         subscriptions,
         payload_sensors: plugin.payload_sensors.clone(),
         max_sensors,
+        deployed: None,
     })
 }

@@ -51,8 +51,8 @@ pub struct StatusSources {
     pub ingest: Arc<IngestStats>,
     /// Control subject counters.
     pub control: Arc<ControlStats>,
-    /// Plugins, those refused at start included.
-    pub plugins: Vec<PluginSource>,
+    /// Plugins, those refused at start included (the set changes with deployments).
+    pub plugins: Arc<Mutex<Vec<PluginSource>>>,
     /// Host tasks that ended before shutdown, and why (by their owner).
     pub tasks: Arc<Mutex<BTreeMap<String, String>>>,
 }
@@ -94,7 +94,11 @@ impl StatusSources {
                     .filter(|(_, count)| *count > 0)
                     .collect(),
             },
-            plugins: self.plugins.iter().map(plugin_status).collect(),
+            plugins: self
+                .plugins
+                .lock()
+                .map(|plugins| plugins.iter().map(plugin_status).collect())
+                .unwrap_or_default(),
             control: ControlStatus {
                 status_refused: load(&self.control.status_refused),
             },
@@ -115,6 +119,13 @@ fn plugin_status(plugin: &PluginSource) -> PluginStatus {
         .map(|(reason, count)| ((*reason).to_owned(), *count))
         .collect();
     let (mut state, mut last_error) = (health.state.to_owned(), health.last_error);
+    // A deployment changes what runs; the worker says what that is now.
+    let (version, digest) = stats
+        .running
+        .lock()
+        .ok()
+        .and_then(|running| running.clone())
+        .unwrap_or_else(|| (plugin.version.clone(), plugin.digest.clone()));
     if let Some(input) = &plugin.input {
         let lost = load(&input.failures);
         if lost > 0 {
@@ -127,8 +138,8 @@ fn plugin_status(plugin: &PluginSource) -> PluginStatus {
     }
     PluginStatus {
         name: plugin.name.clone(),
-        version: plugin.version.clone(),
-        digest: plugin.digest.clone(),
+        version,
+        digest,
         state,
         readings_in: load(&stats.readings_in),
         alerts_out: load(&stats.alerts_out),

@@ -20,15 +20,6 @@ pub(super) enum Held {
     Tick(i64),
 }
 
-impl From<Work> for Held {
-    fn from(work: Work) -> Held {
-        match work {
-            Work::Readings(batch) => Held::Readings(batch),
-            Work::Tick(now_ms) => Held::Tick(now_ms),
-        }
-    }
-}
-
 /// Work in arrival order, its readings counted against a bound.
 pub(super) struct Hold {
     items: VecDeque<Held>,

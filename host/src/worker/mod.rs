@@ -16,6 +16,7 @@ mod output;
 mod recovery;
 mod stats;
 pub mod supervisor;
+mod swap;
 mod thread;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +39,7 @@ use output::Emitter;
 pub use stats::{HealthReport, PluginStats};
 pub use supervisor::SupervisorPolicy;
 use supervisor::{Health, Supervisor};
+pub use swap::{DeployEvent, Outcome, ProbationSetup, ROLLED_BACK, Swap};
 use thread::PluginThread;
 
 /// The code of the alert the host raises when a plugin fails.
@@ -54,6 +56,9 @@ pub enum Work {
     Readings(Batch),
     /// A clock tick.
     Tick(i64),
+    /// A new version of the plugin (a deployment): switched to between two
+    /// inputs, then on probation.
+    Swap(Box<Swap>),
 }
 
 impl From<Batch> for Work {
@@ -102,6 +107,10 @@ pub struct PluginSetup {
     pub limits: Limits,
     /// Run after the first `init` that succeeds (anti-rollback record).
     pub accept: Option<Accept>,
+    /// For a plugin deployed to a running device: its probation (a failure
+    /// within it stops the plugin, reported; `accept` is then `None`, the
+    /// probation's runs once it is healthy).
+    pub probation: Option<ProbationSetup>,
 }
 
 /// A running plugin worker.
@@ -212,7 +221,7 @@ fn without_set_aside(
 /// Whether the worker keeps what recovering `plugin`'s state needs: a 0.2
 /// plugin whose manifest declares snapshot schemas (or a plain component,
 /// whose own `init` decides what it takes).
-fn takes_snapshots(plugin: &CompiledPlugin) -> bool {
+pub(super) fn takes_snapshots(plugin: &CompiledPlugin) -> bool {
     plugin.world() == crate::runtime::World::V0_2
         && *plugin.snapshot_schemas() != crate::runtime::SnapshotSchemas::Undeclared
 }
@@ -225,7 +234,7 @@ impl Worker {
             .outbox
             .lock()
             .map_err(|_| crate::outbox::OutboxError::Poisoned)
-            .and_then(|mut outbox| outbox.plugin_journal(&plugin, recovery::KEPT_AT_MOST))
+            .and_then(|mut outbox| outbox.plugin_journal(&plugin, recovery::PROBATION_KEPT))
             .map_err(std::io::Error::other)?;
         let (queue, receiver) = mpsc::channel(queue_capacity);
         let stats = Arc::new(PluginStats::default());
@@ -283,6 +292,8 @@ impl Worker {
             shown_state: Health::Running.name(),
             stopping: stopping.clone(),
             drain_until: drain_until.clone(),
+            probation: setup.probation.map(swap::Probation::first),
+            retired: false,
         };
         let thread = std::thread::Builder::new().name(name).spawn(move || {
             // `init` runs here, not in the async start-up: a trap, panic,

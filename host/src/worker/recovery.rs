@@ -29,6 +29,10 @@ pub(super) const SNAPSHOT_EVERY: usize = 256;
 /// Inputs kept at most without a snapshot (snapshots failing): beyond, the
 /// worker gives up recovery until the next snapshot succeeds.
 pub(super) const KEPT_AT_MOST: usize = 4 * SNAPSHOT_EVERY;
+/// Inputs kept at most while a new version is on probation (it saves no
+/// state then: a rollback gives them all to the old version again), and read
+/// from the log at start (a crash during a probation).
+pub(super) const PROBATION_KEPT: usize = 64 * 1024;
 /// Failures of one input in a row (given again, and failing each time)
 /// after which it is set aside: the last but one is supervised (backoff),
 /// those before it are retried at once. A plugin that fails at random on a
@@ -59,7 +63,7 @@ pub(super) struct Start {
 }
 
 /// Where recovery would start from.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Recovery {
     /// The last snapshot.
     start: Option<Start>,
@@ -71,6 +75,8 @@ pub(super) struct Recovery {
     /// Without a snapshot: the number of the output the first input in
     /// `since` made first.
     first_seq: u64,
+    /// Inputs kept at most ([`KEPT_AT_MOST`] but on probation).
+    limit: usize,
 }
 
 impl Recovery {
@@ -84,7 +90,13 @@ impl Recovery {
             complete: since.is_some(),
             since: since.unwrap_or_default().into(),
             first_seq: 1,
+            limit: KEPT_AT_MOST,
         }
+    }
+
+    /// Keep at most `limit` inputs from now on.
+    pub(super) fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
     }
 
     /// Note an input the plugin was given at `position`, which failed
@@ -93,7 +105,7 @@ impl Recovery {
         if !self.complete {
             return;
         }
-        if self.since.len() >= KEPT_AT_MOST {
+        if self.since.len() >= self.limit {
             self.since.clear();
             self.complete = false;
             return;

@@ -48,6 +48,9 @@ pub struct PluginStats {
     pub state_lost: AtomicU64,
     /// State, failures by reason, last failure.
     pub health: Mutex<HealthReport>,
+    /// The version and code digest that run now, once the worker has said
+    /// (a deployment changes them).
+    pub running: Mutex<Option<(String, String)>>,
 }
 
 impl PluginStats {

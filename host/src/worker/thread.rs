@@ -14,6 +14,7 @@ use super::hold::{Held, Hold};
 use super::output::Emitter;
 use super::recovery::{Kept, Recovery, SET_ASIDE_AFTER, Start};
 use super::supervisor::{Decision, Health, Supervisor};
+use super::swap::{Outcome, Probation};
 use super::{Accept, DEGRADED, PluginStats, SET_ASIDE, Work, WorkerContext};
 use crate::bus::ingest::Batch;
 use crate::input_log::Input;
@@ -78,11 +79,16 @@ pub(super) struct PluginThread {
     /// When the host stops, the end of the drain budget: what is left then
     /// is dropped, counted.
     pub(super) drain_until: Arc<OnceLock<Instant>>,
+    /// The version deployed last, while on probation.
+    pub(super) probation: Option<Probation>,
+    /// A plugin new on the device that failed its probation: it takes no
+    /// more work (its owner removes it).
+    pub(super) retired: bool,
 }
 
 impl PluginThread {
     /// The plugin's name.
-    fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         &self.emitter.provenance.plugin
     }
 
@@ -91,10 +97,26 @@ impl PluginThread {
     pub(super) fn run(&mut self, mut receiver: mpsc::Receiver<Work>) {
         let mut open = true;
         loop {
+            if self.retired {
+                // Failed its probation with no version to go back to: what
+                // comes is dropped, counted, until its owner removes it.
+                self.abandon(&mut receiver);
+                match receiver.blocking_recv() {
+                    Some(Work::Readings(batch)) => self.hold.push(Held::Readings(batch)),
+                    Some(_) => {}
+                    None => break,
+                }
+                continue;
+            }
             let now = Instant::now();
             let health = self.supervisor.health(now);
             self.set_state(health);
             let pause = self.supervisor.wait(now);
+            let on_probation = self.probation.as_ref().map(|probation| probation.left(now));
+            if pause.is_none() && self.instance.is_some() && on_probation == Some(None) {
+                self.promote();
+                continue;
+            }
             let stopping = self.stopping.load(Ordering::Relaxed);
             if stopping && self.drain_until.get().is_some_and(|until| now >= *until) {
                 // The drain budget is spent: the exit must not wait for a
@@ -122,7 +144,7 @@ impl PluginThread {
             if !open && pause.is_none() {
                 break; // Closed, running and nothing held: done.
             }
-            let received = match pause {
+            let received = match pause.or(on_probation.flatten()) {
                 // Running and nothing held: wait for work (backpressure on ingest).
                 None => receiver.blocking_recv(),
                 // Down: keep taking work into the bounded hold until the pause ends.
@@ -136,7 +158,10 @@ impl PluginThread {
                 }
             };
             match received {
-                Some(work) => self.hold.push(Held::from(work)),
+                // A new version is switched to at once: the work held goes to it.
+                Some(Work::Swap(swap)) => self.swap(*swap),
+                Some(Work::Readings(batch)) => self.hold.push(Held::Readings(batch)),
+                Some(Work::Tick(now_ms)) => self.hold.push(Held::Tick(now_ms)),
                 None => open = false,
             }
         }
@@ -248,11 +273,16 @@ impl PluginThread {
     /// A snapshot the runtime refuses is counted and tried again later; a
     /// failure of the plugin in `snapshot` is its failure.
     fn snapshot_if_due(&mut self) {
+        if self.probation.is_some() {
+            // On probation the journal keeps the state saved at the switch:
+            // a restart runs the healthy version from it and the log.
+            return;
+        }
         self.snapshot_when(Recovery::snapshot_due);
     }
 
     /// Take and save a snapshot if `due` says so of the recovery.
-    fn snapshot_when(&mut self, due: fn(&Recovery) -> bool) {
+    pub(super) fn snapshot_when(&mut self, due: fn(&Recovery) -> bool) {
         let (Some(recovery), Some(instance)) = (self.recovery.as_mut(), self.instance.as_mut()) else {
             return;
         };
@@ -279,7 +309,7 @@ impl PluginThread {
 
     /// Save a snapshot in the journal: committed after every output made
     /// before it, so recovery from it never misses one.
-    fn save(&mut self, start: Start) {
+    pub(super) fn save(&mut self, start: Start) {
         let state = SavedState {
             position: start.position,
             next_seq: start.next_seq,
@@ -315,7 +345,12 @@ impl PluginThread {
                     tracing::info!(plugin = %self.name(), position = self.position, "Plugin resumed from its saved state and input log");
                 }
                 self.instance = Some(instance);
-                self.snapshot_when(Recovery::gave_inputs_again);
+                self.show_provenance();
+                if self.probation.is_some() {
+                    self.tell_probation(Outcome::Running(None));
+                } else {
+                    self.snapshot_when(Recovery::gave_inputs_again);
+                }
             }
             Err(error) => self.failed(error),
         }
@@ -324,7 +359,9 @@ impl PluginThread {
     /// At the end of the worker: save the plugin's state in the journal (the
     /// writer commits it before it stops).
     fn save_final(&mut self) {
-        if self.recovery.is_none() {
+        if self.recovery.is_none() || self.probation.is_some() {
+            // On probation: the state saved at the switch stands (a restart
+            // runs the healthy version).
             return;
         }
         match self.instance.as_mut().map(PluginInstance::snapshot) {
@@ -365,7 +402,7 @@ impl PluginThread {
     /// supervised as usual: the next attempt goes on without it. Without a
     /// snapshot to start from, or if the plugin refuses it, the plugin starts
     /// afresh.
-    fn recover(&mut self) -> Result<PluginInstance, PluginError> {
+    pub(super) fn recover(&mut self) -> Result<PluginInstance, PluginError> {
         let Some(mut recovery) = self.recovery.take() else {
             self.emitter.resume();
             return self.new_instance(None);
@@ -550,7 +587,7 @@ impl PluginThread {
     /// given. The first success records the version for anti-rollback: a
     /// version that never started is not "accepted", so the working older
     /// one is not then refused as a rollback.
-    fn new_instance(&mut self, snapshot: Option<&Snapshot>) -> Result<PluginInstance, PluginError> {
+    pub(super) fn new_instance(&mut self, snapshot: Option<&Snapshot>) -> Result<PluginInstance, PluginError> {
         // The plugin reads the host clock (simulated when configured) through WASI.
         let (clock, pinned) = (self.context.clock.clone(), self.pinned.clone());
         let clock = PluginClock::host(move || match pinned.load(Ordering::Relaxed) {
@@ -569,7 +606,10 @@ impl PluginThread {
 
     /// A call or a start failed: discard a poisoned instance, pause or
     /// quarantine the plugin, and say so loudly (log and `plugin-degraded`).
-    fn failed(&mut self, error: PluginError) {
+    pub(super) fn failed(&mut self, error: PluginError) {
+        if self.probation_failed(&error) {
+            return; // Rolled back (or stopped), not restarted.
+        }
         let tag = error.kind.tag();
         if error.kind.poisons()
             && let Some(instance) = self.instance.take()
@@ -602,7 +642,7 @@ impl PluginThread {
     }
 
     /// A critical alert of the host about this plugin, with `code`.
-    fn host_alert(&mut self, code: &str, message: String) {
+    pub(super) fn host_alert(&mut self, code: &str, message: String) {
         let alert = Alert {
             sensor: String::new(),
             timestamp_ms: self.context.clock.now_ms(),

@@ -67,6 +67,28 @@ pub struct RunConfig {
     pub host_limits: Limits,
     /// The plugins to run.
     pub plugins: Vec<PluginConfig>,
+    /// Deployment from the cloud (`[deploy]`), if configured.
+    pub deploy: Option<DeployConfig>,
+}
+
+/// Deployment from the cloud (`[deploy]`): the device watches its desired
+/// plugin set and its groups' in the cloud's buckets, through its local bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployConfig {
+    /// The cloud's JetStream domain, reached through the local server (a
+    /// leaf node of the cloud's); `None`: the local server's own JetStream.
+    pub domain: Option<String>,
+    /// The device's groups, in the order their sets apply (its own set last).
+    pub groups: Vec<String>,
+    /// How long a new version must run without a failure to be healthy.
+    pub probation: Duration,
+    /// How often the desired sets are read again (a watch can miss changes
+    /// across reconnects).
+    pub resync: Duration,
+    /// How often the device writes its report when nothing changes.
+    pub report_every: Duration,
+    /// The largest bundle fetched.
+    pub max_bundle_bytes: u64,
 }
 
 /// Capacities.
@@ -300,8 +322,11 @@ impl RunConfig {
             problem(&format!("host_limits.{key}"), "must be greater than 0".into());
         }
         let host_limits = raw.host_limits.apply(Limits::default_ceilings());
-        if raw.plugins.is_empty() {
-            problem("plugins", "no plugin to run: add a [[plugins]] table".into());
+        if raw.plugins.is_empty() && raw.deploy.is_none() {
+            problem(
+                "plugins",
+                "no plugin to run: add a [[plugins]] table (or a [deploy] table: plugins from the cloud)".into(),
+            );
         }
         let mut plugins = Vec::new();
         for (index, plugin) in raw.plugins.into_iter().enumerate() {
@@ -374,6 +399,7 @@ impl RunConfig {
                 payload_sensors: plugin.payload_sensors,
             });
         }
+        let deploy = raw.deploy.as_ref().map(|raw| sections::deploy(raw, &mut problem));
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -393,6 +419,7 @@ impl RunConfig {
             input_log: raw.outbox.input_log.unwrap_or(true),
             host_limits,
             plugins,
+            deploy,
         })
     }
 }

@@ -32,6 +32,19 @@ pub(super) struct RawConfig {
     pub(super) host_limits: ManifestLimits,
     #[serde(default)]
     pub(super) plugins: Vec<RawPlugin>,
+    pub(super) deploy: Option<RawDeploy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDeploy {
+    pub(super) domain: Option<String>,
+    #[serde(default)]
+    pub(super) groups: Vec<String>,
+    pub(super) probation: Option<String>,
+    pub(super) resync: Option<String>,
+    pub(super) report_every: Option<String>,
+    pub(super) max_bundle_mb: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

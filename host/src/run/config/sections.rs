@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::raw::{RawOutbox, RawSupervisor};
+use super::DeployConfig;
+use super::raw::{RawDeploy, RawOutbox, RawSupervisor};
 use crate::bus::NatsConfig;
 use crate::outbox::OutboxLimits;
 use crate::worker::SupervisorPolicy;
@@ -184,3 +185,50 @@ pub(super) fn toml_error_key(error: &toml::de::Error) -> String {
         .map(str::to_owned)
         .unwrap_or_else(|| "(syntax)".to_owned())
 }
+
+/// The `[deploy]` table: deployment from the cloud.
+pub(super) fn deploy(raw: &RawDeploy, problem: &mut impl FnMut(&str, String)) -> DeployConfig {
+    for (index, group) in raw.groups.iter().enumerate() {
+        if !crate::deploy::model::valid_name(group) {
+            problem(
+                &format!("deploy.groups[{index}]"),
+                format!("`{group}`: letters, digits, `-` and `_` only"),
+            );
+        }
+    }
+    if let Some(domain) = &raw.domain
+        && !crate::deploy::model::valid_name(domain)
+    {
+        problem(
+            "deploy.domain",
+            format!("`{domain}`: letters, digits, `-` and `_` only"),
+        );
+    }
+    let second = Duration::from_secs(1);
+    let max_mb = crate::bundle::DEFAULT_MAX_BUNDLE_BYTES / (1024 * 1024);
+    DeployConfig {
+        domain: raw.domain.clone(),
+        groups: raw.groups.clone(),
+        probation: duration(
+            problem,
+            "deploy.probation",
+            &raw.probation,
+            DEFAULT_PROBATION,
+            Duration::ZERO,
+        ),
+        resync: duration(problem, "deploy.resync", &raw.resync, Duration::from_secs(30), second),
+        report_every: duration(
+            problem,
+            "deploy.report_every",
+            &raw.report_every,
+            Duration::from_secs(10),
+            second,
+        ),
+        max_bundle_bytes: positive(problem, "deploy.max_bundle_mb", raw.max_bundle_mb, max_mb, max_mb) as u64
+            * 1024
+            * 1024,
+    }
+}
+
+/// A new version's probation unless `[deploy] probation` says.
+pub const DEFAULT_PROBATION: Duration = Duration::from_secs(60);

@@ -1,0 +1,600 @@
+//! Deployment on the device: it follows its desired plugin set (its groups'
+//! sets, then its own) in the cloud's buckets, through its local bus (a leaf
+//! node of the cloud's server), and reports each deployment's phases.
+//!
+//! Per plugin whose desired bundle or configuration is not what runs, and
+//! whose generation was not tried yet: fetch (size cap, digest), keep the
+//! bundle on the device, verify it here (signature, trust, anti-rollback:
+//! whatever the cloud says), compile, then add the plugin or swap it in its
+//! worker (`worker::Swap`: started from the old instance's state, switched
+//! between two inputs of its queue). The worker reports `running`, then
+//! `healthy` after the probation or `rolled-back` (`failed` for a plugin
+//! new on the device). A healthy set is written to the device
+//! (`deploy/healthy.json`), what a restart runs without the network. A plugin
+//! deployed before and no longer desired is removed. The desired sets are
+//! watched, and read again every `resync` (a watch can miss changes across
+//! reconnects); only the latest generation of each is applied, and a newer
+//! one supersedes one on probation.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use super::config::{DeployConfig, PluginConfig};
+use super::plugins::Plugins;
+use super::serve::TaskError;
+use super::start::Loader;
+use crate::deploy::model::{self, Deployment, Desired, DesiredPlugin, Origin, Phase, Reported, ReportedPlugin};
+use crate::deploy::{Cloud, CloudError};
+use crate::files::{Access, Existing, write_atomic};
+use crate::outbox::wall_ms;
+use crate::worker::{DeployEvent, Outcome, ProbationSetup, Swap, Work};
+
+/// How long fetching one bundle may take before the attempt is given up (and
+/// tried again at the next read of the desired sets).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a deployed plugin runs: its bundle (object name) and configuration.
+type Running = (String, BTreeMap<String, String>);
+
+/// The device's own deployment files, under `<data_dir>/deploy/`.
+struct Store {
+    dir: PathBuf,
+}
+
+/// One plugin of the last healthy set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Healthy {
+    bundle: String,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+}
+
+impl Store {
+    fn new(data_dir: &Path) -> Store {
+        Store {
+            dir: data_dir.join("deploy"),
+        }
+    }
+
+    fn bundle_path(&self, bundle: &str) -> PathBuf {
+        self.dir.join("bundles").join(format!("{bundle}.ewb"))
+    }
+
+    fn healthy(&self) -> BTreeMap<String, Healthy> {
+        std::fs::read(self.dir.join("healthy.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        crate::files::private_dir(&self.dir.join("bundles"))?;
+        write_atomic(&self.dir.join(name), bytes, Access::Private, Existing::Replace)
+    }
+
+    fn save_healthy(&self, healthy: &BTreeMap<String, Healthy>) -> std::io::Result<()> {
+        self.write("healthy.json", &serde_json::to_vec_pretty(healthy).unwrap_or_default())
+    }
+
+    fn keep_bundle(&self, bundle: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+        crate::files::private_dir(&self.dir.join("bundles"))?;
+        let path = self.bundle_path(bundle);
+        write_atomic(&path, bytes, Access::Private, Existing::Replace)?;
+        Ok(path)
+    }
+
+    /// The report as last written (what was tried, across restarts).
+    fn report(&self) -> Option<Reported> {
+        let bytes = std::fs::read(self.dir.join("report.json")).ok()?;
+        Reported::parse(&bytes).ok()
+    }
+
+    /// Remove kept bundles that are in none of `keep`.
+    fn prune(&self, keep: &[&str]) {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("bundles")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let bundle = name.strip_suffix(".ewb").unwrap_or(&name);
+            if !keep.contains(&bundle) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// The last healthy deployed set, as plugins to start (a restart, with or
+/// without the network), each with its bundle's object name.
+pub(super) fn healthy_plugins(data_dir: &Path) -> Vec<(PluginConfig, String)> {
+    let store = Store::new(data_dir);
+    store
+        .healthy()
+        .into_values()
+        .map(|healthy| {
+            let plugin = PluginConfig {
+                bundle: store.bundle_path(&healthy.bundle),
+                config: healthy.config,
+                subscriptions: None,
+                limits: Default::default(),
+                payload_sensors: Vec::new(),
+            };
+            (plugin, healthy.bundle)
+        })
+        .collect()
+}
+
+/// A deployment handed to a worker, until its outcome.
+struct Pending {
+    plugin: String,
+    origin: Origin,
+    new: Running,
+    /// What ran before (`None`: the plugin is new on the device).
+    previous: Option<Option<Running>>,
+}
+
+/// The device's side of deployment.
+struct Controller {
+    settings: DeployConfig,
+    loader: Arc<Loader>,
+    plugins: Arc<Plugins>,
+    cloud: Cloud,
+    store: Store,
+    report: Reported,
+    events: mpsc::UnboundedSender<DeployEvent>,
+    next_id: u64,
+    pending: BTreeMap<u64, Pending>,
+    /// The report changed since it was last written.
+    dirty: bool,
+}
+
+/// Follow the desired sets until `stop`.
+pub(super) async fn run_deploy(
+    settings: DeployConfig,
+    loader: super::start::Loader,
+    plugins: Arc<Plugins>,
+    local: async_nats::Client,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), TaskError> {
+    let device = loader.config.device.clone();
+    let store = Store::new(&loader.config.data_dir);
+    let mut report = store.report().unwrap_or_default();
+    report.device.clone_from(&device);
+    report.groups.clone_from(&settings.groups);
+    report.host_version = env!("CARGO_PKG_VERSION").to_owned();
+    // A deployment the device was in the middle of when it stopped is over:
+    // it restarted on its last healthy set (retried only by a new generation).
+    for plugin in report.plugins.values_mut() {
+        if let Some(deployment) = plugin.deployment.as_mut()
+            && !deployment.phase.is_final()
+        {
+            deployment.enter(
+                Phase::Failed,
+                Some("the device restarted during this deployment; it runs its last healthy set".to_owned()),
+                wall_ms(),
+            );
+        }
+    }
+    let (events, mut outcomes) = mpsc::unbounded_channel();
+    let mut controller = Controller {
+        cloud: Cloud::new(local, settings.domain.as_deref()),
+        settings,
+        loader: Arc::new(loader),
+        plugins,
+        store,
+        report,
+        events,
+        next_id: 1,
+        pending: BTreeMap::new(),
+        dirty: true,
+    };
+    let keys: Vec<String> = controller
+        .settings
+        .groups
+        .iter()
+        .map(|group| model::group_key(group))
+        .chain(std::iter::once(model::device_key(&device)))
+        .collect();
+    let mut resync = tokio::time::interval(controller.settings.resync);
+    let mut heartbeat = tokio::time::interval(controller.settings.report_every);
+    let mut watching: Option<async_nats::jetstream::kv::Watch> = None;
+    let mut sync = true;
+    loop {
+        if sync {
+            sync = false;
+            controller.sync(&keys).await;
+        }
+        if watching.is_none() {
+            watching = tokio::time::timeout(
+                crate::deploy::cloud::REQUEST_TIMEOUT,
+                controller.cloud.watch_desired(keys.clone()),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok);
+        }
+        if controller.dirty {
+            controller.publish().await;
+        }
+        tokio::select! {
+            _ = stop.changed() => return Ok(()),
+            Some(event) = outcomes.recv() => controller.outcome(event).await,
+            changed = next_change(&mut watching) => match changed {
+                true => sync = true,
+                false => watching = None,
+            },
+            _ = resync.tick() => sync = true,
+            _ = heartbeat.tick() => controller.dirty = true,
+        }
+    }
+}
+
+/// Whether the watch saw a change (`false`: it ended or failed; made again).
+async fn next_change(watching: &mut Option<async_nats::jetstream::kv::Watch>) -> bool {
+    match watching {
+        Some(watch) => matches!(watch.next().await, Some(Ok(_))),
+        None => std::future::pending().await,
+    }
+}
+
+impl Controller {
+    /// Read the desired sets and apply what differs from what runs.
+    async fn sync(&mut self, keys: &[String]) {
+        let mut layers = Vec::new();
+        for key in keys {
+            let read = tokio::time::timeout(crate::deploy::cloud::REQUEST_TIMEOUT, self.cloud.desired(key)).await;
+            match read {
+                Ok(Ok(Some((desired, generation)))) => {
+                    self.report.generations.insert(key.clone(), generation);
+                    let origin = Origin {
+                        key: key.clone(),
+                        generation,
+                    };
+                    layers.push((origin, desired));
+                }
+                Ok(Ok(None)) => {
+                    self.report.generations.remove(key);
+                }
+                Ok(Err(error)) => {
+                    return self.trouble(format!("cannot read the desired sets: {}", crate::error_chain(&error)));
+                }
+                Err(_) => return self.trouble("cannot read the desired sets: no answer".to_owned()),
+            }
+        }
+        if self.report.last_error.take().is_some() {
+            self.dirty = true;
+        }
+        let desired = model::effective(&layers);
+        for (name, (origin, plugin)) in &desired {
+            self.reconcile(name, origin, plugin).await;
+        }
+        // Deployed plugins no longer desired are removed (those of the
+        // configuration file stay).
+        for name in self.plugins.names() {
+            if !desired.contains_key(&name) && matches!(self.plugins.deployed(&name), Some(Some(_))) {
+                self.remove(&name, &layers).await;
+            }
+        }
+    }
+
+    /// A problem reaching the cloud: reported (when it can be), retried at
+    /// the next read.
+    fn trouble(&mut self, error: String) {
+        tracing::warn!(%error, "Deployment");
+        if self.report.last_error.as_ref() != Some(&error) {
+            self.report.last_error = Some(error);
+            self.dirty = true;
+        }
+    }
+
+    /// The report's record of `plugin`.
+    fn reported(&mut self, plugin: &str) -> &mut ReportedPlugin {
+        self.report.plugins.entry(plugin.to_owned()).or_default()
+    }
+
+    /// Make `plugin` run what `desired` says, if it does not and this
+    /// generation was not tried.
+    async fn reconcile(&mut self, name: &str, origin: &Origin, desired: &DesiredPlugin) {
+        let running = self.plugins.deployed(name);
+        let wanted: Running = (desired.bundle.clone(), desired.config.clone());
+        let tried = self
+            .report
+            .plugins
+            .get(name)
+            .and_then(|p| p.deployment.as_ref())
+            .filter(|d| d.key == origin.key && d.generation == origin.generation && d.bundle == desired.bundle);
+        if running == Some(Some(wanted.clone())) {
+            // Runs already (a desired set written again, a restart): this
+            // generation is what runs; healthy unless a probation is on.
+            if tried.is_none() {
+                let mut deployment = Deployment::new(origin, desired, wall_ms());
+                deployment.enter(Phase::Healthy, Some("runs already".to_owned()), wall_ms());
+                self.reported(name).deployment = Some(deployment);
+                self.dirty = true;
+            }
+            return;
+        }
+        // A generation is tried once; one still `received` (its fetch
+        // failed: the network) is tried again.
+        if tried.is_some_and(|d| d.phase != Phase::Received) {
+            return;
+        }
+        let mut deployment = Deployment::new(origin, desired, wall_ms());
+        tracing::info!(plugin = name, key = %origin.key, generation = origin.generation, bundle = %desired.bundle, "Deployment received");
+        let fetched = tokio::time::timeout(
+            FETCH_TIMEOUT,
+            self.cloud.fetch_bundle(&desired.bundle, self.settings.max_bundle_bytes),
+        )
+        .await;
+        let bytes = match fetched {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(error @ CloudError::Bundle { .. })) => {
+                return self.finish(name, deployment, Phase::Refused, crate::error_chain(&error));
+            }
+            Ok(Err(error)) => {
+                deployment.reason = Some(format!("fetching: {}", crate::error_chain(&error)));
+                self.reported(name).deployment = Some(deployment);
+                self.dirty = true;
+                return;
+            }
+            Err(_) => {
+                deployment.reason = Some("fetching: no answer in time".to_owned());
+                self.reported(name).deployment = Some(deployment);
+                self.dirty = true;
+                return;
+            }
+        };
+        let path = match self.store.keep_bundle(&desired.bundle, &bytes) {
+            Ok(path) => path,
+            Err(error) => {
+                return self.finish(
+                    name,
+                    deployment,
+                    Phase::Failed,
+                    format!("cannot keep the bundle on the device: {error}"),
+                );
+            }
+        };
+        let plugin = PluginConfig {
+            bundle: path,
+            config: desired.config.clone(),
+            subscriptions: None,
+            limits: Default::default(),
+            payload_sensors: Vec::new(),
+        };
+        let loader = self.loader.clone();
+        let prepared = tokio::task::spawn_blocking(move || loader.prepare(&plugin)).await;
+        let mut prepared = match prepared {
+            Ok(Ok(prepared)) => prepared,
+            Ok(Err(refused)) => return self.finish(name, deployment, Phase::Refused, refused.reason.to_string()),
+            Err(error) => return self.finish(name, deployment, Phase::Failed, format!("loading panicked: {error}")),
+        };
+        if prepared.setup.provenance.plugin != name {
+            let reason = format!(
+                "the bundle is plugin `{}`, not `{name}`",
+                prepared.setup.provenance.plugin
+            );
+            return self.finish(name, deployment, Phase::Refused, reason);
+        }
+        deployment.version.clone_from(&prepared.setup.provenance.version);
+        deployment.enter(Phase::Verified, None, wall_ms());
+        self.reported(name).deployment = Some(deployment.clone());
+        self.dirty = true;
+        self.publish().await;
+
+        let id = self.next_id;
+        self.next_id += 1;
+        let probation = ProbationSetup {
+            id,
+            length: self.settings.probation,
+            events: self.events.clone(),
+            accept: prepared.setup.accept.take(),
+        };
+        let pending = Pending {
+            plugin: name.to_owned(),
+            origin: origin.clone(),
+            new: wanted.clone(),
+            previous: running.clone(),
+        };
+        match self.plugins.get(name) {
+            None => {
+                prepared.setup.probation = Some(probation);
+                prepared.deployed = Some(wanted);
+                let started = match self.loader.start(prepared) {
+                    Ok(started) => started,
+                    Err(error) => return self.finish(name, deployment, Phase::Failed, crate::error_chain(&error)),
+                };
+                if let Err(error) = self.plugins.add(started, pending_new(&pending)).await {
+                    self.plugins.remove(name).await;
+                    return self.finish(name, deployment, Phase::Failed, crate::error_chain(&error));
+                }
+            }
+            Some((queue, subscriptions, _)) => {
+                if subscriptions != prepared.subscriptions {
+                    tracing::warn!(
+                        plugin = name,
+                        "The new version subscribes to other subjects: they apply from the next restart"
+                    );
+                }
+                let swap = Swap {
+                    setup: prepared.setup,
+                    probation,
+                };
+                if queue.send(Work::Swap(Box::new(swap))).await.is_err() {
+                    return self.finish(
+                        name,
+                        deployment,
+                        Phase::Failed,
+                        "the plugin's worker has stopped".to_owned(),
+                    );
+                }
+            }
+        }
+        self.pending.insert(id, pending);
+    }
+
+    /// End `deployment` of `plugin` in `phase`, with `reason`.
+    fn finish(&mut self, plugin: &str, mut deployment: Deployment, phase: Phase, reason: String) {
+        tracing::error!(plugin, %reason, phase = phase.name(), "Deployment did not apply");
+        deployment.enter(phase, Some(reason), wall_ms());
+        self.reported(plugin).deployment = Some(deployment);
+        self.dirty = true;
+    }
+
+    /// What a worker said of a deployment.
+    async fn outcome(&mut self, event: DeployEvent) {
+        let Some(pending) = self.pending.get(&event.id) else {
+            return;
+        };
+        let (plugin, origin, new) = (pending.plugin.clone(), pending.origin.clone(), pending.new.clone());
+        let previous = pending.previous.clone();
+        let now = wall_ms();
+        let phase = match &event.outcome {
+            Outcome::Running(_) => Phase::Running,
+            Outcome::Healthy => Phase::Healthy,
+            Outcome::RolledBack(_) => Phase::RolledBack,
+            Outcome::Failed(_) => Phase::Failed,
+        };
+        let reason = match &event.outcome {
+            Outcome::Running(note) => note.clone(),
+            Outcome::RolledBack(reason) | Outcome::Failed(reason) => Some(reason.clone()),
+            Outcome::Healthy => None,
+        };
+        match &event.outcome {
+            Outcome::Running(_) => self.plugins.set_deployed(&plugin, Some(new.clone())),
+            Outcome::Healthy => {
+                let mut healthy = self.store.healthy();
+                healthy.insert(
+                    plugin.clone(),
+                    Healthy {
+                        bundle: new.0.clone(),
+                        config: new.1.clone(),
+                    },
+                );
+                if let Err(error) = self.store.save_healthy(&healthy) {
+                    tracing::error!(%error, "Cannot write the healthy set: a restart runs the one before");
+                }
+                let keep: Vec<&str> = healthy
+                    .values()
+                    .map(|h| h.bundle.as_str())
+                    .chain(self.pending.values().map(|p| p.new.0.as_str()))
+                    .collect();
+                self.store.prune(&keep);
+            }
+            Outcome::RolledBack(_) => self.plugins.set_deployed(&plugin, previous.flatten()),
+            Outcome::Failed(_) => self.plugins.remove(&plugin).await,
+        }
+        if phase.is_final() {
+            self.pending.remove(&event.id);
+        }
+        let record = self.reported(&plugin);
+        if let Some(deployment) = record.deployment.as_mut()
+            && deployment.key == origin.key
+            && deployment.generation == origin.generation
+            && deployment.bundle == new.0
+        {
+            deployment.enter(phase, reason, now);
+            tracing::info!(plugin = %plugin, phase = phase.name(), "Deployment");
+        }
+        self.dirty = true;
+        self.publish().await;
+    }
+
+    /// Remove a deployed plugin no longer desired.
+    async fn remove(&mut self, name: &str, layers: &[(Origin, Desired)]) {
+        tracing::info!(plugin = name, "Plugin no longer desired: removed");
+        self.plugins.remove(name).await;
+        let mut healthy = self.store.healthy();
+        if healthy.remove(name).is_some()
+            && let Err(error) = self.store.save_healthy(&healthy)
+        {
+            tracing::error!(%error, "Cannot write the healthy set");
+        }
+        let origin = layers.last().map(|(origin, _)| origin.clone()).unwrap_or(Origin {
+            key: String::new(),
+            generation: 0,
+        });
+        let now = wall_ms();
+        let record = self.reported(name);
+        let bundle = record.running_bundle.clone();
+        let mut deployment = Deployment::new(
+            &origin,
+            &DesiredPlugin {
+                bundle,
+                version: record.running_version.clone(),
+                size: 0,
+                config: BTreeMap::new(),
+            },
+            now,
+        );
+        deployment.enter(Phase::Removed, None, now);
+        *record = ReportedPlugin {
+            deployment: Some(deployment),
+            ..ReportedPlugin::default()
+        };
+        self.dirty = true;
+    }
+
+    /// Write the report: to the cloud (best effort: the device may be
+    /// offline) and to the device (what was tried, across restarts).
+    async fn publish(&mut self) {
+        self.dirty = false;
+        self.report.last_seen_ms = wall_ms();
+        let statuses: Vec<(String, String, String)> = self
+            .plugins
+            .statuses
+            .lock()
+            .map(|statuses| {
+                statuses
+                    .iter()
+                    .filter(|source| source.input.is_some())
+                    .map(|source| {
+                        let (version, digest) = source
+                            .stats
+                            .running
+                            .lock()
+                            .ok()
+                            .and_then(|running| running.clone())
+                            .unwrap_or_else(|| (source.version.clone(), source.digest.clone()));
+                        (source.name.clone(), version, digest)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (name, version, digest) in statuses {
+            let bundle = self
+                .plugins
+                .deployed(&name)
+                .flatten()
+                .map(|(bundle, _)| bundle)
+                .unwrap_or_default();
+            let record = self.reported(&name);
+            record.running_version = version;
+            record.running_digest = digest;
+            record.running_bundle = bundle;
+        }
+        if let Err(error) = self.store.write("report.json", &self.report.to_bytes()) {
+            tracing::warn!(%error, "Cannot keep the deployment report on the device");
+        }
+        let written =
+            tokio::time::timeout(crate::deploy::cloud::REQUEST_TIMEOUT, self.cloud.report(&self.report)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(error = %crate::error_chain(&error), "Cannot write the report to the cloud")
+            }
+            Err(_) => tracing::debug!("Cannot write the report to the cloud: no answer"),
+        }
+    }
+}
+
+/// What a plugin new on the device runs.
+fn pending_new(pending: &Pending) -> Option<Running> {
+    Some(pending.new.clone())
+}

@@ -1,0 +1,258 @@
+//! The plugins a running device has: each one's worker, ingest and status,
+//! in one set that can change while the device serves (a deployment adds,
+//! swaps or removes a plugin; the ticker, the status and shutdown see the
+//! set as it is now).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::RunError;
+use super::config::RunConfig;
+use super::serve::{Ended, Task, input, spawn_owned};
+use super::start::Started;
+use super::status::PluginSource;
+use crate::bus::Subjects;
+use crate::bus::ingest::{self, Failure, Ingest, IngestHealth, IngestStats};
+use crate::clock::Clock;
+use crate::worker::{StoppingWorker, Work, Worker};
+
+/// One plugin of the running device.
+pub(super) struct Slot {
+    /// Its queue (the worker's).
+    pub(super) queue: mpsc::Sender<Work>,
+    /// Its worker.
+    worker: Worker,
+    /// Its ingest, and what stops it.
+    ingest: JoinHandle<()>,
+    stop_ingest: watch::Sender<bool>,
+    /// Its subscriptions.
+    pub(super) subscriptions: Vec<String>,
+    /// The deployed bundle (object name) and configuration it runs; `None`
+    /// for a plugin of the device's configuration file.
+    pub(super) deployed: Option<(String, BTreeMap<String, String>)>,
+}
+
+/// Every plugin of the running device, and what starting one needs.
+pub(super) struct Plugins {
+    config: RunConfig,
+    subjects: Subjects,
+    local: async_nats::Client,
+    clock: Clock,
+    ingest_stats: Arc<IngestStats>,
+    failures: mpsc::UnboundedSender<Failure>,
+    ended: mpsc::UnboundedSender<Ended>,
+    slots: Mutex<BTreeMap<String, Slot>>,
+    /// Each plugin's input health (the owner marks a lost one).
+    pub(super) inputs: Arc<Mutex<BTreeMap<String, Arc<IngestHealth>>>>,
+    /// What the status shows of each plugin (those refused included).
+    pub(super) statuses: Arc<Mutex<Vec<PluginSource>>>,
+}
+
+/// Where a plugin's stopped worker and ingest end up (shutdown, removal).
+pub(super) struct Stopped {
+    pub(super) ingest: Vec<JoinHandle<()>>,
+    pub(super) stops: Vec<watch::Sender<bool>>,
+    pub(super) workers: Vec<Worker>,
+}
+
+impl Plugins {
+    /// An empty set.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        config: &RunConfig,
+        subjects: Subjects,
+        local: async_nats::Client,
+        clock: Clock,
+        ingest_stats: Arc<IngestStats>,
+        failures: mpsc::UnboundedSender<Failure>,
+        ended: mpsc::UnboundedSender<Ended>,
+        statuses: Vec<PluginSource>,
+    ) -> Plugins {
+        Plugins {
+            config: config.clone(),
+            subjects,
+            local,
+            clock,
+            ingest_stats,
+            failures,
+            ended,
+            slots: Mutex::new(BTreeMap::new()),
+            inputs: Arc::new(Mutex::new(BTreeMap::new())),
+            statuses: Arc::new(Mutex::new(statuses)),
+        }
+    }
+
+    /// Start the ingest of `started` and add it to the set.
+    pub(super) async fn add(
+        &self,
+        started: Started,
+        deployed: Option<(String, BTreeMap<String, String>)>,
+    ) -> Result<(), RunError> {
+        let name = started.provenance.plugin.clone();
+        let health = Arc::new(IngestHealth::default());
+        let (ingest, stop_ingest) = self.spawn_ingest(&started, health.clone()).await?;
+        if let Ok(mut inputs) = self.inputs.lock() {
+            inputs.insert(name.clone(), health.clone());
+        }
+        if let Ok(mut statuses) = self.statuses.lock() {
+            statuses.retain(|status| status.name != name);
+            statuses.push(PluginSource {
+                name: name.clone(),
+                version: started.provenance.version.clone(),
+                digest: started.provenance.digest.clone(),
+                stats: started.worker.stats.clone(),
+                input: Some(health),
+            });
+        }
+        let slot = Slot {
+            queue: started.worker.queue.clone(),
+            worker: started.worker,
+            ingest,
+            stop_ingest,
+            subscriptions: started.subscriptions,
+            deployed,
+        };
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.insert(name, slot);
+        }
+        Ok(())
+    }
+
+    /// Start the ingest of `started` (its subscriptions made before this returns).
+    async fn spawn_ingest(
+        &self,
+        started: &Started,
+        health: Arc<IngestHealth>,
+    ) -> Result<(JoinHandle<()>, watch::Sender<bool>), RunError> {
+        let name = started.provenance.plugin.clone();
+        let ingest = Ingest::new(
+            &name,
+            self.local.clone(),
+            self.subjects.clone(),
+            self.ingest_stats.clone(),
+            started.admission.clone(),
+            self.clock.clone(),
+            health,
+        );
+        let input = input(&self.config, &self.local, &name, started.subscriptions.clone()).await?;
+        let (stop_ingest, stopped) = watch::channel(false);
+        let run = ingest::run(
+            ingest,
+            input,
+            started.worker.queue.clone(),
+            self.config.limits.batch_max,
+            stopped,
+            self.failures.clone(),
+        );
+        Ok((spawn_owned(Task::Ingest(name), &self.ended, run), stop_ingest))
+    }
+
+    /// The queue of `plugin`, with what it runs.
+    pub(super) fn get(&self, plugin: &str) -> Option<(mpsc::Sender<Work>, Vec<String>, Option<String>)> {
+        let slots = self.slots.lock().ok()?;
+        let slot = slots.get(plugin)?;
+        Some((
+            slot.queue.clone(),
+            slot.subscriptions.clone(),
+            slot.deployed.as_ref().map(|(bundle, _)| bundle.clone()),
+        ))
+    }
+
+    /// What `plugin` runs, if it was deployed: its bundle and configuration.
+    pub(super) fn deployed(&self, plugin: &str) -> Option<Option<(String, BTreeMap<String, String>)>> {
+        let slots = self.slots.lock().ok()?;
+        slots.get(plugin).map(|slot| slot.deployed.clone())
+    }
+
+    /// Record that `plugin` now runs `deployed`.
+    pub(super) fn set_deployed(&self, plugin: &str, deployed: Option<(String, BTreeMap<String, String>)>) {
+        if let Ok(mut slots) = self.slots.lock()
+            && let Some(slot) = slots.get_mut(plugin)
+        {
+            slot.deployed = deployed;
+        }
+    }
+
+    /// The names of the plugins that run.
+    pub(super) fn names(&self) -> Vec<String> {
+        self.slots
+            .lock()
+            .map(|slots| slots.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every queue (the ticker's view).
+    pub(super) fn queues(&self) -> Vec<mpsc::Sender<Work>> {
+        self.slots
+            .lock()
+            .map(|slots| slots.values().map(|slot| slot.queue.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Remove `plugin`: its ingest stops, its worker finishes its queue
+    /// (within the drain budget) and saves its state.
+    pub(super) async fn remove(&self, plugin: &str) {
+        let slot = self.slots.lock().ok().and_then(|mut slots| slots.remove(plugin));
+        if let Ok(mut statuses) = self.statuses.lock() {
+            statuses.retain(|status| status.name != plugin);
+        }
+        if let Ok(mut inputs) = self.inputs.lock() {
+            inputs.remove(plugin);
+        }
+        let Some(slot) = slot else { return };
+        let _ = slot.stop_ingest.send(true);
+        stop_ingest_task(slot.ingest).await;
+        drop(slot.queue);
+        let stopping = slot.worker.stop(Instant::now() + super::shutdown::DRAIN_BUDGET);
+        let joined = tokio::task::spawn_blocking(move || join_within(stopping, super::shutdown::DRAIN_BUDGET * 2));
+        let _ = joined.await;
+    }
+
+    /// Take every plugin out (shutdown).
+    pub(super) fn take_all(&self) -> Stopped {
+        let slots = self
+            .slots
+            .lock()
+            .map(|mut slots| std::mem::take(&mut *slots))
+            .unwrap_or_default();
+        let mut stopped = Stopped {
+            ingest: Vec::new(),
+            stops: Vec::new(),
+            workers: Vec::new(),
+        };
+        for (_, slot) in slots {
+            stopped.ingest.push(slot.ingest);
+            stopped.stops.push(slot.stop_ingest);
+            stopped.workers.push(slot.worker);
+        }
+        stopped
+    }
+}
+
+/// Wait for an ingest task to stop, within the shutdown's ingest budget.
+async fn stop_ingest_task(mut task: JoinHandle<()>) {
+    if tokio::time::timeout(super::shutdown::INGEST_BUDGET, &mut task)
+        .await
+        .is_err()
+    {
+        task.abort();
+    }
+}
+
+/// Wait for a stopped worker's thread, at most `within`; one that does not
+/// end is left behind (logged).
+fn join_within(worker: StoppingWorker, within: Duration) {
+    let until = Instant::now() + within;
+    while !worker.is_finished() {
+        if Instant::now() >= until {
+            tracing::error!("A removed plugin's worker did not finish in time; left behind");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    worker.join();
+}

@@ -1,0 +1,404 @@
+//! A new version of a running plugin (a deployment), switched to between two
+//! inputs of its queue: the old instance's snapshot starts the new one, the
+//! input log goes on at the same position and the output numbers at the same
+//! count, so no reading is lost or given twice. The new version is then on
+//! probation: a failure within it rolls the plugin back to the old version,
+//! which gets its state back (the snapshot at the switch and the inputs
+//! since, given again, their outputs not emitted twice); surviving it makes
+//! the new version healthy (recorded for anti-rollback, its state saved).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::recovery::{PROBATION_KEPT, Recovery, Start};
+use super::supervisor::Supervisor;
+use super::thread::PluginThread;
+use super::{Accept, DEGRADED, PluginSetup, takes_snapshots};
+use crate::envelope::Provenance;
+use crate::model::{Alert, Severity};
+use crate::runtime::{CompiledPlugin, Limits, PluginError, Snapshot, SnapshotSchemas};
+
+/// The code of the host's alert when a new version is rolled back.
+pub const ROLLED_BACK: &str = "deployment-rolled-back";
+
+/// A new version for a running worker ([`super::Work::Swap`]).
+pub struct Swap {
+    /// The new version.
+    pub setup: PluginSetup,
+    /// Its probation.
+    pub probation: ProbationSetup,
+}
+
+/// What a deployment's probation needs.
+pub struct ProbationSetup {
+    /// Names the deployment in the events.
+    pub id: u64,
+    /// How long the new version must run without a failure.
+    pub length: Duration,
+    /// Where the outcome goes.
+    pub events: UnboundedSender<DeployEvent>,
+    /// Records the version for anti-rollback once healthy.
+    pub accept: Option<Accept>,
+}
+
+/// What became of a deployment, as the worker tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployEvent {
+    /// The deployment ([`ProbationSetup::id`]).
+    pub id: u64,
+    /// The plugin.
+    pub plugin: String,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// The phases a worker reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The new version runs, on probation (with a note, e.g. that the old
+    /// state could not be carried over).
+    Running(Option<String>),
+    /// It passed its probation.
+    Healthy,
+    /// It failed; the earlier version runs again with its state.
+    RolledBack(String),
+    /// It failed and there is no earlier version: the plugin is stopped.
+    Failed(String),
+}
+
+/// A version on probation.
+pub(super) struct Probation {
+    id: u64,
+    until: Instant,
+    events: UnboundedSender<DeployEvent>,
+    accept: Option<Accept>,
+    /// The version to go back to; `None` for a plugin new on the device.
+    previous: Option<Previous>,
+}
+
+/// The version a swap replaced.
+struct Previous {
+    plugin: Arc<CompiledPlugin>,
+    provenance: Provenance,
+    config: Vec<(String, String)>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Swap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Swap")
+            .field("provenance", &self.setup.provenance)
+            .field("deployment", &self.probation.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Probation {
+    /// The probation of a plugin new on the device.
+    pub(super) fn first(setup: ProbationSetup) -> Probation {
+        Probation {
+            id: setup.id,
+            until: Instant::now() + setup.length,
+            events: setup.events,
+            accept: setup.accept,
+            previous: None,
+        }
+    }
+
+    /// Time left, if any.
+    pub(super) fn left(&self, now: Instant) -> Option<Duration> {
+        self.until.checked_duration_since(now).filter(|left| !left.is_zero())
+    }
+}
+
+/// Whether a snapshot in `from`'s schema may start `to` (as the manifests say).
+fn fits(from: &SnapshotSchemas, to: &SnapshotSchemas) -> Result<(), String> {
+    match (from, to) {
+        (SnapshotSchemas::Declared { writes, .. }, SnapshotSchemas::Declared { reads, .. })
+            if reads.contains(writes) =>
+        {
+            Ok(())
+        }
+        (SnapshotSchemas::Declared { writes, .. }, SnapshotSchemas::Declared { reads, .. }) => Err(format!(
+            "the new version reads snapshot schemas {reads:?}, not {writes}: it starts without the old state"
+        )),
+        (SnapshotSchemas::Declared { .. }, _) => {
+            Err("the new version declares no snapshot schema: it starts without the old state".to_owned())
+        }
+        _ => Err("the old version keeps no state to carry over".to_owned()),
+    }
+}
+
+impl PluginThread {
+    /// Tell the deployment's owner.
+    fn tell(probation: &Probation, plugin: &str, outcome: Outcome) {
+        let _ = probation.events.send(DeployEvent {
+            id: probation.id,
+            plugin: plugin.to_owned(),
+            outcome,
+        });
+    }
+
+    /// Tell the owner of the deployment on probation, if any.
+    pub(super) fn tell_probation(&self, outcome: Outcome) {
+        if let Some(probation) = &self.probation {
+            Self::tell(probation, self.name(), outcome);
+        }
+    }
+
+    /// Switch to the new version of `swap` between two inputs.
+    pub(super) fn swap(&mut self, swap: Swap) {
+        let Swap { setup, probation } = swap;
+        if let Some(earlier) = self.probation.take() {
+            // A newer deployment supersedes one still on probation: the
+            // version to go back to stays the last healthy one.
+            Self::tell(
+                &earlier,
+                self.name(),
+                Outcome::RolledBack("superseded by a newer deployment during its probation".to_owned()),
+            );
+            if let Some(previous) = earlier.previous {
+                self.restore(previous);
+                self.instance = None;
+                self.recover_previous();
+            }
+        }
+        let carried = fits(self.plugin.snapshot_schemas(), setup.compiled.snapshot_schemas());
+        // The old version's state now, at this position of the log: what the
+        // new version starts from, and what a rollback goes back to.
+        let start = match (&carried, self.instance.as_mut()) {
+            (_, Some(instance)) if takes_snapshots(&self.plugin) => match instance.snapshot() {
+                Ok(snapshot) => Some(Start {
+                    snapshot,
+                    position: self.position,
+                    next_seq: self.emitter.next_seq(),
+                }),
+                Err(error) => {
+                    let reason = format!("the running version could not give its state ({error})");
+                    let _ = probation.events.send(DeployEvent {
+                        id: probation.id,
+                        plugin: self.name().to_owned(),
+                        outcome: Outcome::RolledBack(reason),
+                    });
+                    if error.kind.poisons() {
+                        self.failed(error);
+                    }
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let previous = Previous {
+            plugin: std::mem::replace(&mut self.plugin, setup.compiled),
+            provenance: std::mem::replace(&mut self.emitter.provenance, setup.provenance),
+            config: std::mem::replace(&mut self.config, setup.config),
+            limits: std::mem::replace(&mut self.limits, setup.limits),
+        };
+        let mut probation = Probation {
+            id: probation.id,
+            until: Instant::now() + probation.length,
+            events: probation.events,
+            accept: probation.accept,
+            previous: Some(previous),
+        };
+        let note = carried.as_ref().err().cloned();
+        let started = match (&start, self.instance.is_some()) {
+            // The old instance ran: the new one starts from its state now.
+            (Some(start), true) => self.new_instance(carried.is_ok().then_some(&start.snapshot)),
+            (None, true) => self.new_instance(None),
+            // The old version is down: the new one recovers from its last
+            // saved state and the inputs since (or starts afresh).
+            (_, false) => {
+                if carried.is_err()
+                    && let Some(recovery) = self.recovery.as_mut()
+                {
+                    recovery.forget(self.emitter.next_seq());
+                }
+                self.recover()
+            }
+        };
+        match started {
+            Ok(instance) => {
+                if let Some(start) = start {
+                    // Saved at the switch: a crash during the probation
+                    // restarts the healthy version from here and the log.
+                    self.save(start.clone());
+                    let mut recovery = Recovery::resumed(Some(start), Some(Vec::new()));
+                    recovery.set_limit(PROBATION_KEPT);
+                    self.recovery = Some(recovery);
+                } else if let Some(recovery) = self.recovery.as_mut() {
+                    recovery.set_limit(PROBATION_KEPT);
+                }
+                self.instance = Some(instance);
+                self.supervisor = Supervisor::new(self.context.policy.clone());
+                self.show_provenance();
+                tracing::info!(plugin = %self.name(), version = %self.emitter.provenance.version, "New version running, on probation");
+                Self::tell(&probation, self.name(), Outcome::Running(note));
+                self.probation = Some(probation);
+            }
+            Err(error) => {
+                let reason = format!("{}: {error}", error.kind.tag());
+                if let Some(previous) = probation.previous.take() {
+                    self.restore(previous);
+                }
+                tracing::error!(plugin = %self.name(), %reason, "New version did not start; the running version goes on");
+                self.rolled_back_alert(&reason);
+                Self::tell(&probation, self.name(), Outcome::RolledBack(reason));
+            }
+        }
+    }
+
+    /// Put `previous` back as the plugin's version (its instance not built).
+    fn restore(&mut self, previous: Previous) {
+        self.plugin = previous.plugin;
+        self.emitter.provenance = previous.provenance;
+        self.config = previous.config;
+        self.limits = previous.limits;
+        self.show_provenance();
+    }
+
+    /// A new instance of the restored version, from its state at the switch
+    /// and the inputs since; a failure is supervised as any other.
+    fn recover_previous(&mut self) {
+        self.supervisor = Supervisor::new(self.context.policy.clone());
+        match self.recover() {
+            Ok(instance) => {
+                self.instance = Some(instance);
+                if let Some(recovery) = self.recovery.as_mut() {
+                    recovery.set_limit(super::recovery::KEPT_AT_MOST);
+                }
+                self.snapshot_when(Recovery::gave_inputs_again);
+            }
+            Err(error) => self.failed(error),
+        }
+    }
+
+    /// The version on probation failed with `error`: back to the previous
+    /// version with its state, or, for a plugin new on the device, stopped.
+    /// Returns false when no version is on probation.
+    pub(super) fn probation_failed(&mut self, error: &PluginError) -> bool {
+        let Some(mut probation) = self.probation.take() else {
+            return false;
+        };
+        let reason = format!("{}: {error}", error.kind.tag());
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        if let Some(instance) = self.instance.take() {
+            self.logs_dropped_before += instance.logs_dropped();
+            self.wakes_deferred_before += instance.wakes_deferred();
+        }
+        tracing::error!(plugin = %self.name(), version = %self.emitter.provenance.version, %reason, "New version failed on probation");
+        match probation.previous.take() {
+            Some(previous) => {
+                self.restore(previous);
+                self.rolled_back_alert(&reason);
+                self.recover_previous();
+                Self::tell(&probation, self.name(), Outcome::RolledBack(reason));
+            }
+            None => {
+                self.retired = true;
+                if let Ok(mut report) = self.stats.health.lock() {
+                    report.state = "stopped";
+                }
+                self.host_alert(DEGRADED, format!("new plugin failed on probation ({reason}): stopped"));
+                Self::tell(&probation, self.name(), Outcome::Failed(reason));
+            }
+        }
+        true
+    }
+
+    /// The version on probation has run its length without a failure:
+    /// healthy. Its state is saved now (a restart keeps it), and its version
+    /// recorded for anti-rollback.
+    pub(super) fn promote(&mut self) {
+        if let Some(recovery) = self.recovery.as_mut() {
+            recovery.set_limit(super::recovery::KEPT_AT_MOST);
+        }
+        if takes_snapshots(&self.plugin) {
+            if self.recovery.is_none() {
+                self.recovery = Some(Recovery::resumed(None, None));
+            }
+            let snapshot: Result<Snapshot, PluginError> = match self.instance.as_mut() {
+                Some(instance) => instance.snapshot(),
+                None => return,
+            };
+            match snapshot {
+                Ok(snapshot) => {
+                    let start = Start {
+                        snapshot,
+                        position: self.position,
+                        next_seq: self.emitter.next_seq(),
+                    };
+                    if let Some(recovery) = self.recovery.as_mut() {
+                        recovery.snapshotted(start.clone());
+                    }
+                    self.save(start);
+                }
+                Err(error) => {
+                    // A version that cannot give its state is not healthy.
+                    self.probation_failed(&error);
+                    return;
+                }
+            }
+        } else {
+            self.recovery = None;
+        }
+        let Some(mut probation) = self.probation.take() else {
+            return;
+        };
+        if let Some(accept) = probation.accept.take()
+            && let Err(error) = accept()
+        {
+            tracing::error!(plugin = %self.name(), error = %crate::error_chain(error.as_ref()), "Cannot record the version as accepted");
+        }
+        tracing::info!(plugin = %self.name(), version = %self.emitter.provenance.version, "New version healthy");
+        Self::tell(&probation, self.name(), Outcome::Healthy);
+    }
+
+    /// The critical alert of a rollback.
+    fn rolled_back_alert(&mut self, reason: &str) {
+        let version = self.emitter.provenance.version.clone();
+        let alert = Alert {
+            sensor: String::new(),
+            timestamp_ms: self.context.clock.now_ms(),
+            severity: Severity::Warning,
+            code: ROLLED_BACK.to_owned(),
+            message: format!("a new version failed ({reason}); version {version} runs again with its state"),
+            value: None,
+        };
+        self.emitter.emit_host(alert);
+    }
+
+    /// Show the running version in the status.
+    pub(super) fn show_provenance(&self) {
+        if let Ok(mut running) = self.stats.running.lock() {
+            *running = Some((
+                self.emitter.provenance.version.clone(),
+                self.emitter.provenance.digest.clone(),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_crosses_versions_only_as_the_manifests_say() {
+        let declared = |writes, reads: &[u32]| SnapshotSchemas::Declared {
+            writes,
+            reads: reads.to_vec(),
+        };
+        assert!(fits(&declared(1, &[1]), &declared(2, &[1, 2])).is_ok());
+        assert!(
+            fits(&declared(3, &[3]), &declared(2, &[1, 2]))
+                .unwrap_err()
+                .contains("not 3")
+        );
+        assert!(fits(&declared(1, &[1]), &SnapshotSchemas::Undeclared).is_err());
+        assert!(fits(&SnapshotSchemas::Undeclared, &declared(1, &[1])).is_err());
+    }
+}
