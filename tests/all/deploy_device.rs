@@ -9,8 +9,11 @@ use edgewise_host::deploy::{Cloud, Desired, DesiredPlugin, Reported};
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::signed_bundle;
 
+use std::time::Duration;
+
 use crate::device::{DEVICE, Device, WAIT};
-use crate::support::poll_until;
+use crate::kill_recovery::{Row, Run, assert_exactly_the_replay, drained, recording, settings, upstream_outputs};
+use crate::support::{create_sensors_stream, host_status, plugin, poll_until, publish_acked, value_until};
 
 /// The `[deploy]` table of the test devices: short probation and resync.
 pub(crate) const DEPLOY: &str = "[deploy]\nprobation = \"1s\"\nresync = \"2s\"\nreport_every = \"1s\"\n";
@@ -80,4 +83,115 @@ async fn a_pushed_plugin_runs_then_is_healthy_and_reported() {
     let plugin = &report.plugins["glucose-monitor"];
     assert_eq!(plugin.running_version, "0.2.0");
     assert_eq!(plugin.running_bundle, model::bundle_name(&bundle));
+}
+
+/// Sign glucose-monitor's component as `version` (its manifest otherwise
+/// as is) into the device directory: the file name.
+pub(crate) fn glucose_monitor_as(device: &Device, version: &str) -> String {
+    let manifest = std::fs::read_to_string(edgewise_tests::plugin_manifest("glucose-monitor")).unwrap();
+    let manifest = manifest.replace("version = \"0.2.0\"", &format!("version = \"{version}\""));
+    assert!(manifest.contains(version));
+    let path = device.path(&format!("glucose-monitor-{version}.toml"));
+    std::fs::write(&path, manifest).unwrap();
+    let out = format!("glucose-monitor-{version}.wasm");
+    device.sign_bundle(&path, "glucose-monitor", &out);
+    out
+}
+
+/// The readings of `rows` as a JSON-lines recording of bus messages, each
+/// on its subject without a `sensor` in the payload (the sensor is the
+/// subject's last token, as the device takes it).
+fn jsonl_recording(rows: &[Row]) -> String {
+    rows.iter()
+        .map(|(subject, ts, value)| {
+            format!(
+                "{{\"subject\":\"sensors.cgm.subject-{subject}\",\"payload\":{{\"ts\":{ts},\"value\":{value},\"unit\":\"mg/dL\"}}}}\n"
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swap_while_readings_flow_at_1000_per_second_loses_and_repeats_nothing_and_keeps_the_state() {
+    const RATE: f64 = 1000.0;
+    let rows = recording();
+    let local = NatsServer::start_with_jetstream();
+    let upstream = NatsServer::start_with_jetstream();
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client.clone());
+    let sensors = create_sensors_stream(&jetstream).await;
+    let cloud = Cloud::new(client.clone(), None);
+    cloud.ensure_buckets().await.unwrap();
+    let config = format!("{DEPLOY}{}", settings(rows[0].1));
+    let mut device = Device::with_plugins(&local, Some(&upstream), "5m", &config);
+    let (v1, v2) = (glucose_monitor_as(&device, "1.0.0"), glucose_monitor_as(&device, "2.0.0"));
+    device.start_with(&client).await;
+    let key = model::device_key(DEVICE);
+    let max_ahead = [("max_ahead", "8760h")];
+    let bundle = |name: &str| std::fs::read(device.path(name)).unwrap();
+    let first = push(&cloud, &key, "glucose-monitor", &bundle(&v1), &max_ahead).await;
+    assert_eq!(settled(&cloud, DEVICE, "glucose-monitor", first).await.1.phase, Phase::Healthy);
+
+    let publisher = {
+        let (rows, jetstream) = (rows.clone(), jetstream.clone());
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            for (k, (subject, ts, value)) in rows.into_iter().enumerate() {
+                tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / RATE)).await;
+                let payload = format!(r#"{{"ts":{ts},"value":{value},"unit":"mg/dL"}}"#);
+                publish_acked(&jetstream, format!("sensors.cgm.subject-{subject}"), payload.into()).await;
+            }
+        })
+    };
+    // The swap comes while readings flow, about a third of the way in.
+    let third = rows.len() as u64 / 3;
+    value_until(
+        "a third of the readings taken",
+        WAIT,
+        || host_status(&client),
+        |status| plugin(status, "glucose-monitor")["readings_in"].as_u64() >= Some(third),
+    )
+    .await;
+    let second = push(&cloud, &key, "glucose-monitor", &bundle(&v2), &max_ahead).await;
+    let (report, swapped) = settled(&cloud, DEVICE, "glucose-monitor", second).await;
+    assert_eq!(swapped.phase, Phase::Healthy, "{report:#?}");
+    assert!(
+        !publisher.is_finished(),
+        "the swap came while readings flowed (slow machine?)"
+    );
+    publisher.await.unwrap();
+    drained(&client, &sensors, rows.len() as u64).await;
+    let status = host_status(&client).await;
+    assert_eq!(
+        plugin(&status, "glucose-monitor")["readings_in"].as_u64(),
+        Some(rows.len() as u64),
+        "every reading given to the plugin once, across the swap: {status:#}"
+    );
+    assert_eq!(plugin(&status, "glucose-monitor")["version"], "2.0.0");
+    device.terminate_cleanly().await;
+
+    let stored = upstream_outputs(&upstream).await;
+    let versions: std::collections::BTreeSet<&str> = stored.iter().filter_map(|(_, e)| e["version"].as_str()).collect();
+    assert_eq!(versions, ["1.0.0", "2.0.0"].into(), "outputs of both versions");
+    let recording = device.path("recording.jsonl");
+    std::fs::write(&recording, jsonl_recording(&rows)).unwrap();
+    let replay = edgewise_tests::edgewise([
+        "replay",
+        "--plugin",
+        device.path(&v1).to_str().unwrap(),
+        "--trust",
+        device.path("trust").to_str().unwrap(),
+        "--input",
+        recording.to_str().unwrap(),
+        "--config",
+        "max_ahead=8760h",
+    ]);
+    assert_eq!(replay.code, Some(0), "{}", replay.stderr);
+    let replayed: Vec<serde_json::Value> = replay.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let run = Run {
+        stored,
+        kills: 0,
+        seconds: 0.0,
+    };
+    assert_exactly_the_replay(&run, &replayed, rows[rows.len() - 1].1);
 }
