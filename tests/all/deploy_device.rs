@@ -195,3 +195,49 @@ async fn a_swap_while_readings_flow_at_1000_per_second_loses_and_repeats_nothing
     };
     assert_exactly_the_replay(&run, &replayed, rows[rows.len() - 1].1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tampered_unsigned_untrusted_older_and_oversized_bundles_are_refused_and_the_running_version_untouched() {
+    let server = NatsServer::start_with_jetstream();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let cloud = Cloud::new(client.clone(), None);
+    cloud.ensure_buckets().await.unwrap();
+    let mut device = Device::with_plugins(&server, None, "100ms", &format!("{DEPLOY}max_bundle_mb = 1\n"));
+    let (v1, v09) = (glucose_monitor_as(&device, "1.0.0"), glucose_monitor_as(&device, "0.9.0"));
+    let v2 = glucose_monitor_as(&device, "2.0.0");
+    device.start_with(&client).await;
+    let key = model::device_key(DEVICE);
+    let read = |name: &str| std::fs::read(device.path(name)).unwrap();
+    let first = push(&cloud, &key, "glucose-monitor", &read(&v1), &[]).await;
+    assert_eq!(settled(&cloud, DEVICE, "glucose-monitor", first).await.1.phase, Phase::Healthy);
+
+    let mut tampered = read(&v2);
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0x01;
+    let unsigned = std::fs::read(edgewise_tests::plugin_wasm("glucose-monitor")).unwrap();
+    std::fs::create_dir_all(device.path("stranger")).unwrap();
+    let stranger = edgewise_tests::generate_key(&device.path("stranger"), "stranger");
+    let untrusted = device.path("untrusted.wasm");
+    stranger
+        .sign(&device.path("glucose-monitor-2.0.0.toml"), &edgewise_tests::plugin_wasm("glucose-monitor"), &untrusted)
+        .unwrap();
+    let oversized = vec![0u8; 1024 * 1024 + 1];
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        ("tampered", tampered, "signature"),
+        ("unsigned", unsigned, "unsigned"),
+        ("untrusted", std::fs::read(&untrusted).unwrap(), "not in the trust store"),
+        ("older", read(&v09), "rollback"),
+        ("oversized", oversized, "over the 1048576 allowed"),
+    ];
+    for (what, bytes, why) in cases {
+        let generation = push(&cloud, &key, "glucose-monitor", &bytes, &[]).await;
+        let (report, deployment) = settled(&cloud, DEVICE, "glucose-monitor", generation).await;
+        assert_eq!(deployment.phase, Phase::Refused, "{what}: {report:#?}");
+        let reason = deployment.reason.clone().unwrap_or_default();
+        assert!(reason.contains(why), "{what}: `{why}` not in the reason `{reason}`");
+        let running = &report.plugins["glucose-monitor"];
+        assert_eq!(running.running_version, "1.0.0", "{what}: the running version untouched");
+        let status = host_status(&client).await;
+        assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{what}: {status:#}");
+    }
+}
