@@ -124,13 +124,19 @@ async fn a_swap_while_readings_flow_at_1000_per_second_loses_and_repeats_nothing
     cloud.ensure_buckets().await.unwrap();
     let config = format!("{DEPLOY}{}", settings(rows[0].1));
     let mut device = Device::with_plugins(&local, Some(&upstream), "5m", &config);
-    let (v1, v2) = (glucose_monitor_as(&device, "1.0.0"), glucose_monitor_as(&device, "2.0.0"));
+    let (v1, v2) = (
+        glucose_monitor_as(&device, "1.0.0"),
+        glucose_monitor_as(&device, "2.0.0"),
+    );
     device.start_with(&client).await;
     let key = model::device_key(DEVICE);
     let max_ahead = [("max_ahead", "8760h")];
     let bundle = |name: &str| std::fs::read(device.path(name)).unwrap();
     let first = push(&cloud, &key, "glucose-monitor", &bundle(&v1), &max_ahead).await;
-    assert_eq!(settled(&cloud, DEVICE, "glucose-monitor", first).await.1.phase, Phase::Healthy);
+    assert_eq!(
+        settled(&cloud, DEVICE, "glucose-monitor", first).await.1.phase,
+        Phase::Healthy
+    );
 
     let publisher = {
         let (rows, jetstream) = (rows.clone(), jetstream.clone());
@@ -155,6 +161,10 @@ async fn a_swap_while_readings_flow_at_1000_per_second_loses_and_repeats_nothing
     let second = push(&cloud, &key, "glucose-monitor", &bundle(&v2), &max_ahead).await;
     let (report, swapped) = settled(&cloud, DEVICE, "glucose-monitor", second).await;
     assert_eq!(swapped.phase, Phase::Healthy, "{report:#?}");
+    assert!(
+        swapped.pause_us.is_some(),
+        "a swap says how long the input waited: {swapped:#?}"
+    );
     assert!(
         !publisher.is_finished(),
         "the swap came while readings flowed (slow machine?)"
@@ -187,7 +197,11 @@ async fn a_swap_while_readings_flow_at_1000_per_second_loses_and_repeats_nothing
         "max_ahead=8760h",
     ]);
     assert_eq!(replay.code, Some(0), "{}", replay.stderr);
-    let replayed: Vec<serde_json::Value> = replay.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let replayed: Vec<serde_json::Value> = replay
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let run = Run {
         stored,
         kills: 0,
@@ -203,13 +217,19 @@ async fn tampered_unsigned_untrusted_older_and_oversized_bundles_are_refused_and
     let cloud = Cloud::new(client.clone(), None);
     cloud.ensure_buckets().await.unwrap();
     let mut device = Device::with_plugins(&server, None, "100ms", &format!("{DEPLOY}max_bundle_mb = 1\n"));
-    let (v1, v09) = (glucose_monitor_as(&device, "1.0.0"), glucose_monitor_as(&device, "0.9.0"));
+    let (v1, v09) = (
+        glucose_monitor_as(&device, "1.0.0"),
+        glucose_monitor_as(&device, "0.9.0"),
+    );
     let v2 = glucose_monitor_as(&device, "2.0.0");
     device.start_with(&client).await;
     let key = model::device_key(DEVICE);
     let read = |name: &str| std::fs::read(device.path(name)).unwrap();
     let first = push(&cloud, &key, "glucose-monitor", &read(&v1), &[]).await;
-    assert_eq!(settled(&cloud, DEVICE, "glucose-monitor", first).await.1.phase, Phase::Healthy);
+    assert_eq!(
+        settled(&cloud, DEVICE, "glucose-monitor", first).await.1.phase,
+        Phase::Healthy
+    );
 
     let mut tampered = read(&v2);
     let middle = tampered.len() / 2;
@@ -219,13 +239,21 @@ async fn tampered_unsigned_untrusted_older_and_oversized_bundles_are_refused_and
     let stranger = edgewise_tests::generate_key(&device.path("stranger"), "stranger");
     let untrusted = device.path("untrusted.wasm");
     stranger
-        .sign(&device.path("glucose-monitor-2.0.0.toml"), &edgewise_tests::plugin_wasm("glucose-monitor"), &untrusted)
+        .sign(
+            &device.path("glucose-monitor-2.0.0.toml"),
+            &edgewise_tests::plugin_wasm("glucose-monitor"),
+            &untrusted,
+        )
         .unwrap();
     let oversized = vec![0u8; 1024 * 1024 + 1];
     let cases: [(&str, Vec<u8>, &str); 5] = [
         ("tampered", tampered, "signature"),
         ("unsigned", unsigned, "unsigned"),
-        ("untrusted", std::fs::read(&untrusted).unwrap(), "not in the trust store"),
+        (
+            "untrusted",
+            std::fs::read(&untrusted).unwrap(),
+            "not in the trust store",
+        ),
         ("older", read(&v09), "rollback"),
         ("oversized", oversized, "over the 1048576 allowed"),
     ];
@@ -236,8 +264,15 @@ async fn tampered_unsigned_untrusted_older_and_oversized_bundles_are_refused_and
         let reason = deployment.reason.clone().unwrap_or_default();
         assert!(reason.contains(why), "{what}: `{why}` not in the reason `{reason}`");
         let running = &report.plugins["glucose-monitor"];
-        assert_eq!(running.running_version, "1.0.0", "{what}: the running version untouched");
+        assert_eq!(
+            running.running_version, "1.0.0",
+            "{what}: the running version untouched"
+        );
         let status = host_status(&client).await;
-        assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{what}: {status:#}");
+        assert_eq!(
+            plugin(&status, "glucose-monitor")["state"],
+            "running",
+            "{what}: {status:#}"
+        );
     }
 }

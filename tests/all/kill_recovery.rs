@@ -161,11 +161,7 @@ async fn play_with_kills(plugins: &str, name: &str, rows: &[Row]) -> (Run, Devic
 
 /// Wait until every one of the `total` readings in `sensors` is taken and
 /// acknowledged and every output delivered upstream.
-pub(crate) async fn drained(
-    client: &async_nats::Client,
-    sensors: &async_nats::jetstream::stream::Stream,
-    total: u64,
-) {
+pub(crate) async fn drained(client: &async_nats::Client, sensors: &async_nats::jetstream::stream::Stream, total: u64) {
     let consumers: Vec<String> = {
         use futures::TryStreamExt;
         sensors.consumer_names().try_collect().await.unwrap()

@@ -245,6 +245,9 @@ pub struct Deployment {
     pub since_ms: i64,
     /// The phases so far, oldest first (at most [`HISTORY_KEPT`]).
     pub history: Vec<Change>,
+    /// For a swap: how long the plugin's input waited for it, in µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_us: Option<u64>,
 }
 
 /// A phase change.
@@ -271,6 +274,7 @@ impl Deployment {
             reason: None,
             since_ms: at_ms,
             history: Vec::new(),
+            pause_us: None,
         };
         deployment.history.push(Change {
             phase: Phase::Received,

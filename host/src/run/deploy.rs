@@ -456,18 +456,18 @@ impl Controller {
         let previous = pending.previous.clone();
         let now = wall_ms();
         let phase = match &event.outcome {
-            Outcome::Running(_) => Phase::Running,
+            Outcome::Running { .. } => Phase::Running,
             Outcome::Healthy => Phase::Healthy,
             Outcome::RolledBack(_) => Phase::RolledBack,
             Outcome::Failed(_) => Phase::Failed,
         };
         let reason = match &event.outcome {
-            Outcome::Running(note) => note.clone(),
+            Outcome::Running { note, .. } => note.clone(),
             Outcome::RolledBack(reason) | Outcome::Failed(reason) => Some(reason.clone()),
             Outcome::Healthy => None,
         };
         match &event.outcome {
-            Outcome::Running(_) => self.plugins.set_deployed(&plugin, Some(new.clone())),
+            Outcome::Running { .. } => self.plugins.set_deployed(&plugin, Some(new.clone())),
             Outcome::Healthy => {
                 let mut healthy = self.store.healthy();
                 healthy.insert(
@@ -487,7 +487,7 @@ impl Controller {
                     .collect();
                 self.store.prune(&keep);
             }
-            Outcome::RolledBack(_) => self.plugins.set_deployed(&plugin, previous.flatten()),
+            Outcome::RolledBack(_) => self.plugins.set_deployed(&plugin, previous.clone().flatten()),
             Outcome::Failed(_) => self.plugins.remove(&plugin).await,
         }
         if phase.is_final() {
@@ -500,6 +500,11 @@ impl Controller {
             && deployment.bundle == new.0
         {
             deployment.enter(phase, reason, now);
+            if let Outcome::Running { pause, .. } = &event.outcome
+                && previous.is_some()
+            {
+                deployment.pause_us = Some(pause.as_micros() as u64);
+            }
             tracing::info!(plugin = %plugin, phase = phase.name(), "Deployment");
         }
         self.dirty = true;

@@ -58,9 +58,15 @@ pub struct DeployEvent {
 /// The phases a worker reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The new version runs, on probation (with a note, e.g. that the old
-    /// state could not be carried over).
-    Running(Option<String>),
+    /// The new version runs, on probation.
+    Running {
+        /// A note, e.g. that the old state could not be carried over.
+        note: Option<String>,
+        /// How long the plugin's input waited for the switch (snapshot of
+        /// the old instance, start of the new one from it); zero for a
+        /// plugin new on the device.
+        pause: Duration,
+    },
     /// It passed its probation.
     Healthy,
     /// It failed; the earlier version runs again with its state.
@@ -151,6 +157,7 @@ impl PluginThread {
 
     /// Switch to the new version of `swap` between two inputs.
     pub(super) fn swap(&mut self, swap: Swap) {
+        let began = Instant::now();
         let Swap { setup, probation } = swap;
         if let Some(earlier) = self.probation.take() {
             // A newer deployment supersedes one still on probation: the
@@ -236,7 +243,8 @@ impl PluginThread {
                 self.supervisor = Supervisor::new(self.context.policy.clone());
                 self.show_provenance();
                 tracing::info!(plugin = %self.name(), version = %self.emitter.provenance.version, "New version running, on probation");
-                Self::tell(&probation, self.name(), Outcome::Running(note));
+                let pause = began.elapsed();
+                Self::tell(&probation, self.name(), Outcome::Running { note, pause });
                 self.probation = Some(probation);
             }
             Err(error) => {

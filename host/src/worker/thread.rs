@@ -347,7 +347,10 @@ impl PluginThread {
                 self.instance = Some(instance);
                 self.show_provenance();
                 if self.probation.is_some() {
-                    self.tell_probation(Outcome::Running(None));
+                    self.tell_probation(Outcome::Running {
+                        note: None,
+                        pause: std::time::Duration::ZERO,
+                    });
                 } else {
                     self.snapshot_when(Recovery::gave_inputs_again);
                 }
