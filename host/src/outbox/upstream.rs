@@ -57,6 +57,10 @@ pub struct UpstreamConfig {
     /// The duplicate window of the stream the host creates
     /// (`[upstream] duplicate_window`, default [`DEFAULT_DUPLICATE_WINDOW`]).
     pub duplicate_window: Duration,
+    /// The cloud's JetStream domain when the connection is the device's
+    /// local server, a leaf node of the cloud's (`[upstream] domain`); `None`:
+    /// the server connected to holds the stream.
+    pub domain: Option<String>,
 }
 
 /// JetStream's own default duplicate window.
@@ -124,7 +128,12 @@ pub async fn run_upstream(
     })
     .await
     .map_err(UpstreamError::Connect)?;
-    let jetstream = async_nats::jetstream::new(client.clone());
+    // Through a leaf node, the stream's API is the cloud domain's; the
+    // publishes themselves cross the leaf connection as any message.
+    let jetstream = match &config.domain {
+        Some(domain) => async_nats::jetstream::with_domain(client.clone(), domain),
+        None => async_nats::jetstream::new(client.clone()),
+    };
     let mut stream_ready = !config.create_stream;
     let upstream = Upstream {
         jetstream: &jetstream,

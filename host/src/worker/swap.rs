@@ -159,6 +159,10 @@ impl PluginThread {
     pub(super) fn swap(&mut self, swap: Swap) {
         let began = Instant::now();
         let Swap { setup, probation } = swap;
+        // Whether no version of the plugin has been healthy on this device
+        // (the one running is on its first probation): then there is none
+        // to go back to, whatever runs now.
+        let mut unproven = false;
         if let Some(earlier) = self.probation.take() {
             // A newer deployment supersedes one still on probation: the
             // version to go back to stays the last healthy one.
@@ -167,10 +171,13 @@ impl PluginThread {
                 self.name(),
                 Outcome::RolledBack("superseded by a newer deployment during its probation".to_owned()),
             );
-            if let Some(previous) = earlier.previous {
-                self.restore(previous);
-                self.instance = None;
-                self.recover_previous();
+            match earlier.previous {
+                Some(previous) => {
+                    self.restore(previous);
+                    self.instance = None;
+                    self.recover_previous();
+                }
+                None => unproven = true,
             }
         }
         let carried = fits(self.plugin.snapshot_schemas(), setup.compiled.snapshot_schemas());
@@ -209,7 +216,7 @@ impl PluginThread {
             until: Instant::now() + probation.length,
             events: probation.events,
             accept: probation.accept,
-            previous: Some(previous),
+            previous: (!unproven).then_some(previous),
         };
         let note = carried.as_ref().err().cloned();
         let started = match (&start, self.instance.is_some()) {
@@ -249,12 +256,20 @@ impl PluginThread {
             }
             Err(error) => {
                 let reason = format!("{}: {error}", error.kind.tag());
-                if let Some(previous) = probation.previous.take() {
-                    self.restore(previous);
+                match probation.previous.take() {
+                    Some(previous) => {
+                        self.restore(previous);
+                        tracing::error!(plugin = %self.name(), %reason, "New version did not start; the running version goes on");
+                        self.rolled_back_alert(&reason);
+                        Self::tell(&probation, self.name(), Outcome::RolledBack(reason));
+                    }
+                    None => {
+                        // Nothing healthy to go back to: stopped, as a new
+                        // plugin that fails its probation.
+                        self.probation = Some(probation);
+                        self.probation_failed(&error);
+                    }
                 }
-                tracing::error!(plugin = %self.name(), %reason, "New version did not start; the running version goes on");
-                self.rolled_back_alert(&reason);
-                Self::tell(&probation, self.name(), Outcome::RolledBack(reason));
             }
         }
     }

@@ -299,10 +299,16 @@ impl RunConfig {
                     ),
                 );
             }
+            if let Some(domain) = &up.domain
+                && !crate::deploy::model::valid_name(domain)
+            {
+                problem("upstream.domain", format!("`{domain}`: letters, digits, `-` and `_` only"));
+            }
             UpstreamConfig {
                 nats: absolutize_nats(up.nats, base),
                 stream: up.stream,
                 create_stream: up.create_stream,
+                domain: up.domain,
                 duplicate_window,
             }
         });

@@ -103,6 +103,7 @@ pub(super) struct RawUpstream {
     #[serde(default)]
     pub(super) create_stream: bool,
     pub(super) duplicate_window: Option<String>,
+    pub(super) domain: Option<String>,
 }
 
 pub(super) fn default_upstream_stream() -> String {
