@@ -3,7 +3,9 @@
 //! node of the cloud), reaching the buckets in JetStream domain `cloud`,
 //! beside the device's own JetStream (domain = its id). And a cut link: the
 //! cloud unreachable from the device, its local JetStream still there, the
-//! latest write read once the link is back.
+//! latest write read once the link is back. And the bundles the deployment
+//! tests push (`edgewise_tests::deploy_bundles`): each verifies, or is
+//! refused, and fails, as its name says.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,9 +15,11 @@ use edgewise_host::deploy::model::{DESIRED_BUCKET, bundle_name, device_key};
 use edgewise_host::deploy::{Cloud, CloudError, Desired, DesiredPlugin, Reported, ReportedPlugin};
 use edgewise_procs::{CLOUD_DOMAIN, EdgeServer};
 use edgewise_tests::nats::{start_cloud, start_edge};
-use edgewise_tests::signed_bundle;
+use edgewise_tests::{DeployBundle, deploy_bundles, edgewise, oversized_bundle, run_key, signed_bundle};
 use futures::StreamExt;
 use tokio::time::timeout;
+
+use crate::support::{assert_contains, replay_example_with};
 
 /// A bound on one awaited step, so that a hang fails instead of blocking.
 const WAIT: Duration = Duration::from_secs(20);
@@ -216,4 +220,79 @@ async fn a_cut_link_leaves_the_device_its_local_jetstream_and_a_restored_one_bri
             .messages,
         1
     );
+}
+
+/// `edgewise verify` of `bundle` against the run's trust directory.
+fn verify(bundle: &DeployBundle) -> edgewise_tests::Run {
+    edgewise([
+        "verify".as_ref(),
+        "--trust".as_ref(),
+        run_key().trust_dir().as_os_str(),
+        bundle.path.as_os_str(),
+    ])
+}
+
+#[test]
+fn the_deployment_bundles_verify_or_are_refused_as_their_names_say() {
+    let bundles = deploy_bundles();
+    let good = [
+        &bundles.v1,
+        &bundles.v2,
+        &bundles.v0_9,
+        &bundles.fails_init,
+        &bundles.traps_third,
+        &bundles.refuses_snapshot,
+    ];
+    let mut digests = std::collections::BTreeSet::new();
+    for bundle in good {
+        let run = verify(bundle);
+        assert_eq!(run.code, Some(0), "{}: {}", bundle.path.display(), run.stderr);
+        assert_contains(&run.stdout, &format!("OK glucose-monitor {} ", bundle.version));
+        assert!(
+            digests.insert(bundle_name(&bundle.bytes())),
+            "{}",
+            bundle.path.display()
+        );
+    }
+    for (bundle, reason) in [
+        (&bundles.untrusted, "refused: signed by unknown key"),
+        (&bundles.tampered, "refused: bad signature"),
+        (&bundles.unsigned, "refused: unsigned"),
+        (oversized_bundle(), "over the 33554432-byte limit"),
+    ] {
+        let run = verify(bundle);
+        assert_eq!(run.code, Some(1), "{}: {}", bundle.path.display(), run.stderr);
+        assert_contains(&run.stderr, reason);
+    }
+    assert!(std::fs::metadata(&oversized_bundle().path).unwrap().len() > 32 << 20);
+}
+
+#[test]
+fn the_failing_versions_fail_where_they_say_and_the_good_ones_resume_from_snapshots() {
+    let bundles = deploy_bundles();
+    let trust = run_key().trust_dir();
+    let replay = |bundle: &DeployBundle, extra: &[&str]| replay_example_with(&bundle.path, Some(&trust), extra);
+
+    // A refused `init` reads as a refused configuration in a replay.
+    let run = replay(&bundles.fails_init, &[]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert_contains(&run.stderr, "glucose-chaos: failing init on purpose (fail_init)");
+
+    let run = replay(&bundles.traps_third, &[]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_contains(&run.stderr, "trapping on purpose at on-readings call 3 (trap_on_call)");
+
+    // Stopped and resumed from its snapshot every 500 readings.
+    let run = replay(&bundles.refuses_snapshot, &["--snapshot-every", "500"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_contains(
+        &run.stderr,
+        "glucose-chaos: refusing the snapshot on purpose (refuse_resume)",
+    );
+    for good in [&bundles.v2, &bundles.refuses_snapshot] {
+        let run = replay(good, &[]);
+        assert_eq!(run.code, Some(0), "{}: {}", good.path.display(), run.stderr);
+    }
+    let run = replay(&bundles.v1, &["--snapshot-every", "500"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
 }
