@@ -25,7 +25,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -154,6 +154,11 @@ impl EdgeServer {
     /// The device id, which is also its JetStream domain.
     pub fn device(&self) -> &str {
         &self.device
+    }
+
+    /// Its link to the cloud.
+    pub fn link(&self) -> &LeafLink {
+        &self.link
     }
 
     /// The server, e.g. for its log or store directory.
@@ -310,6 +315,8 @@ struct LinkState {
     links: Mutex<(bool, Vec<TcpStream>)>,
     /// Set on drop: the accept loop ends.
     closing: AtomicBool,
+    /// Connections refused while cut.
+    refused: AtomicU64,
     target: SocketAddr,
 }
 
@@ -321,6 +328,7 @@ impl LeafLink {
         let state = Arc::new(LinkState {
             links: Mutex::new((true, Vec::new())),
             closing: AtomicBool::new(false),
+            refused: AtomicU64::new(0),
             target: SocketAddr::from(([127, 0, 0, 1], target_port)),
         });
         let accept_state = Arc::clone(&state);
@@ -354,6 +362,11 @@ impl LeafLink {
         self.state.links.lock().unwrap_or_else(PoisonError::into_inner).0 = true;
     }
 
+    /// How many connections it refused while cut (the device redialling).
+    pub fn refused(&self) -> u64 {
+        self.state.refused.load(Ordering::SeqCst)
+    }
+
     /// Whether it relays (not cut).
     pub fn is_up(&self) -> bool {
         self.state.links.lock().unwrap_or_else(PoisonError::into_inner).0
@@ -381,6 +394,7 @@ fn accept_loop(listener: &TcpListener, state: &LinkState) {
         // Under the lock, so that a cut either sees this pair or refuses it.
         let mut links = state.links.lock().unwrap_or_else(PoisonError::into_inner);
         if !links.0 {
+            state.refused.fetch_add(1, Ordering::SeqCst);
             let _ = device_side.shutdown(Shutdown::Both);
             continue;
         }

@@ -19,7 +19,7 @@ use edgewise_tests::{DeployBundle, deploy_bundles, edgewise, oversized_bundle, r
 use futures::StreamExt;
 use tokio::time::timeout;
 
-use crate::support::{assert_contains, replay_example_with};
+use crate::support::{assert_contains, poll_until, replay_example_with};
 
 /// A bound on one awaited step, so that a hang fails instead of blocking.
 const WAIT: Duration = Duration::from_secs(20);
@@ -187,6 +187,14 @@ async fn a_cut_link_leaves_the_device_its_local_jetstream_and_a_restored_one_bri
     assert_eq!(device.desired(&key).await.unwrap().unwrap().1, generation);
 
     edge.unlink().unwrap();
+    // The device's server redials, and is refused: the link stays down.
+    poll_until("the device to redial the cut link", WAIT, || async {
+        match edge.link().refused() {
+            0 => Err("no dial yet".to_owned()),
+            _ => Ok(()),
+        }
+    })
+    .await;
     assert!(!cloud.leaf_names().unwrap().contains(&"edge-07".to_owned()));
     assert!(!edge.cloud_answers().unwrap());
     assert!(matches!(device.desired(&key).await, Err(CloudError::Nats { .. })));
