@@ -322,8 +322,11 @@ impl NatsServer {
             let mut config = options.config.clone();
             if options.leafnodes {
                 // Not on the command line: nats-server has no flag for it.
+                // `no_advertise`: a leaf node dials the URL it was given only,
+                // not this port learnt from the server's INFO (which would
+                // bypass a relay standing for its network).
                 config.push_str(&format!(
-                    "leafnodes {{ host: 127.0.0.1, port: {} }}\n",
+                    "leafnodes {{ host: 127.0.0.1, port: {}, no_advertise: true }}\n",
                     port_arg(|p| p.leafnodes)
                 ));
             }

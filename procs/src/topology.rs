@@ -78,8 +78,13 @@ impl CloudServer {
         self.server.leaf_port().unwrap_or_default()
     }
 
-    /// The server, to stop, kill, start again or read its log.
-    pub fn server(&mut self) -> &mut NatsServer {
+    /// The server, e.g. for its log.
+    pub fn server(&self) -> &NatsServer {
+        &self.server
+    }
+
+    /// The server, to stop, kill or start again (on the same ports and store).
+    pub fn server_mut(&mut self) -> &mut NatsServer {
         &mut self.server
     }
 
@@ -162,8 +167,8 @@ impl EdgeServer {
     }
 
     /// The server, e.g. for its log or store directory.
-    pub fn server(&mut self) -> &mut NatsServer {
-        &mut self.server
+    pub fn server(&self) -> &NatsServer {
+        &self.server
     }
 
     /// Whether the cloud's monitor lists this device's leaf now.

@@ -190,7 +190,7 @@ async fn a_cut_link_leaves_the_device_its_local_jetstream_and_a_restored_one_bri
     // The device's server redials, and is refused: the link stays down.
     poll_until("the device to redial the cut link", WAIT, || async {
         match edge.link().refused() {
-            0 => Err("no dial yet".to_owned()),
+            0 => Err(format!("no dial yet; its log:\n{}", edge.server().log())),
             _ => Ok(()),
         }
     })
@@ -204,6 +204,7 @@ async fn a_cut_link_leaves_the_device_its_local_jetstream_and_a_restored_one_bri
         let desired = desired_of(&name, "0.2.0", size, note);
         generation = operator.write_desired(&key, &desired, Some(generation)).await.unwrap();
     }
+    assert!(!edge.cloud_answers().unwrap(), "the device went round its link");
 
     edge.relink();
     edge.wait_linked().unwrap();
@@ -228,6 +229,16 @@ async fn a_cut_link_leaves_the_device_its_local_jetstream_and_a_restored_one_bri
             .messages,
         1
     );
+
+    // The cloud's server restarted: the same client, leafnode and monitor
+    // ports and store; the device dials it again by itself.
+    let mut cloud = cloud;
+    let leaf_port = cloud.leaf_port();
+    cloud.server_mut().stop().unwrap();
+    cloud.server_mut().start_again().unwrap();
+    assert_eq!(cloud.leaf_port(), leaf_port);
+    edge.wait_linked().unwrap();
+    assert_eq!(device.desired(&key).await.unwrap().unwrap().1, generation);
 }
 
 /// `edgewise verify` of `bundle` against the run's trust directory.
