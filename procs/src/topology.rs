@@ -90,19 +90,7 @@ impl CloudServer {
 
     /// The names of the leaf nodes connected now (`/leafz`).
     pub fn leaf_names(&self) -> anyhow::Result<Vec<String>> {
-        let port = self.server.monitor_port().unwrap_or_default();
-        let leafz = http_get_json(port, "/leafz")?;
-        let names = leafz
-            .get("leafs")
-            .and_then(serde_json::Value::as_array)
-            .map(|leafs| {
-                leafs
-                    .iter()
-                    .filter_map(|leaf| leaf.get("name")?.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(names)
+        leaf_names(self.server.monitor_port().unwrap_or_default())
     }
 }
 
@@ -173,16 +161,7 @@ impl EdgeServer {
 
     /// Whether the cloud's monitor lists this device's leaf now.
     pub fn cloud_sees_leaf(&self) -> anyhow::Result<bool> {
-        let leafz = http_get_json(self.cloud_monitor, "/leafz")?;
-        let listed = leafz
-            .get("leafs")
-            .and_then(serde_json::Value::as_array)
-            .is_some_and(|leafs| {
-                leafs
-                    .iter()
-                    .any(|leaf| leaf.get("name").and_then(serde_json::Value::as_str) == Some(&self.device))
-            });
-        Ok(listed)
+        Ok(leaf_names(self.cloud_monitor)?.contains(&self.device))
     }
 
     /// Whether a request to the cloud's JetStream API (`$JS.cloud.API.INFO`),
@@ -226,7 +205,7 @@ impl EdgeServer {
     }
 }
 
-/// Call `linked` until it says yes (an error counts as no; the last one is
+/// Call `done` until it says yes (an error counts as no; the last one is
 /// reported) or [`LINK_TIMEOUT`] passed.
 fn wait_for(what: &str, mut done: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
     let deadline = Instant::now() + LINK_TIMEOUT;
@@ -243,6 +222,23 @@ fn wait_for(what: &str, mut done: impl FnMut() -> anyhow::Result<bool>) -> anyho
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// The names of the leaf nodes connected to the server whose HTTP monitor
+/// is on `monitor_port` (its `/leafz`).
+fn leaf_names(monitor_port: u16) -> anyhow::Result<Vec<String>> {
+    let leafz = http_get_json(monitor_port, "/leafz")?;
+    let names = leafz
+        .get("leafs")
+        .and_then(serde_json::Value::as_array)
+        .map(|leafs| {
+            leafs
+                .iter()
+                .filter_map(|leaf| leaf.get("name")?.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(names)
 }
 
 /// `GET path` of the HTTP monitor on `127.0.0.1:port`, as JSON.
