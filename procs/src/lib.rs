@@ -5,7 +5,11 @@
 //!
 //! - [`child`]: the guard of a child process, and signals.
 //! - [`nats`]: a private `nats-server` on an ephemeral port (JetStream in a
-//!   temporary or given directory, extra arguments, stop, kill, start again).
+//!   temporary or given directory, extra arguments or configuration, an
+//!   HTTP monitor, a leafnode listener, stop, kill, start again).
+//! - [`topology`]: a fleet's NATS: the cloud's server (JetStream domain
+//!   `cloud`) and per device a local server that is its leaf node, through
+//!   a link that can be cut and restored.
 //! - [`nats_binary`]: finding `nats-server`, installing it on first use.
 //! - [`workspace`]: where the built binary and plugin components are, and
 //!   building them on first use (once per process).
@@ -26,9 +30,11 @@ pub mod device;
 pub mod nats;
 pub mod nats_binary;
 pub mod signing;
+pub mod topology;
 pub mod workspace;
 
 pub use child::ChildGuard;
 pub use device::{Device, RunConfig, Stopped};
 pub use nats::NatsServer;
 pub use signing::SigningKey;
+pub use topology::{CLOUD_DOMAIN, CloudServer, EdgeServer, LeafLink};

@@ -3,7 +3,10 @@
 //! Each [`NatsServer`] runs its own process with `-p -1`, so any number can
 //! run at once (tests in parallel, the demo's local bus and cloud). The port
 //! is read from the server's log on stderr, which a thread keeps draining so
-//! the pipe never fills. Dropping the value kills the process (and removes a
+//! the pipe never fills; so are the ports of the optional HTTP monitor and
+//! leafnode listener, all three reused by [`NatsServer::start_again`]. What
+//! the command line cannot say (a JetStream domain, a server name, leafnode
+//! remotes) goes into a configuration file written before each start. Dropping the value kills the process (and removes a
 //! temporary JetStream store). The calls block until the server is ready or
 //! gone: a few milliseconds, which async callers can afford.
 
@@ -30,6 +33,10 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The log line that gives the client port.
 const LISTENING: &str = "Listening for client connections on ";
+/// The log line that gives the HTTP monitor's port.
+const MONITOR: &str = "Starting http monitor on ";
+/// The log line that gives the leafnode listener's port.
+const LEAFNODES: &str = "Listening for leafnode connections on ";
 /// The log line after which the server (and JetStream) accepts work.
 const READY: &str = "Server is ready";
 
@@ -62,6 +69,12 @@ pub struct NatsOptions {
     name: String,
     store: Store,
     args: Vec<String>,
+    /// Configuration text, written to a file given with `-c`.
+    config: String,
+    /// Whether the HTTP monitor (`/leafz`, `/varz`...) is on.
+    monitor: bool,
+    /// Whether a leafnode listener is on.
+    leafnodes: bool,
 }
 
 impl NatsOptions {
@@ -94,11 +107,46 @@ impl NatsOptions {
         self
     }
 
+    /// Lines of nats-server configuration (its own syntax, e.g.
+    /// `jetstream { domain: cloud }` or `leafnodes { remotes: [...] }`),
+    /// added to what the other options say. The command line's `-a`, `-p`,
+    /// `-m`, `-js` and `-sd` take precedence over the file.
+    pub fn config(mut self, text: &str) -> NatsOptions {
+        self.config.push_str(text);
+        self.config.push('\n');
+        self
+    }
+
+    /// The HTTP monitor on (`/leafz`, `/varz`, ...), on a port of its own
+    /// ([`NatsServer::monitor_port`]).
+    pub fn monitor(mut self) -> NatsOptions {
+        self.monitor = true;
+        self
+    }
+
+    /// A leafnode listener on `127.0.0.1`, on a port of its own
+    /// ([`NatsServer::leaf_port`]), for leaf nodes to dial.
+    pub fn leafnode_listener(mut self) -> NatsOptions {
+        self.leafnodes = true;
+        self
+    }
+
     /// Start the server and wait until it is ready.
     pub fn start(self) -> anyhow::Result<NatsServer> {
+        let config_dir = if self.config.is_empty() && !self.leafnodes {
+            None
+        } else {
+            Some(
+                tempfile::Builder::new()
+                    .prefix("nats-conf-")
+                    .tempdir()
+                    .context("cannot create a directory for the nats-server configuration")?,
+            )
+        };
         let mut server = NatsServer {
             options: self,
-            port: 0,
+            config_dir,
+            ports: Ports::default(),
             process: None,
             drain: None,
             log: Arc::default(),
@@ -108,11 +156,22 @@ impl NatsOptions {
     }
 }
 
+/// The ports a server listens on; 0 for a listener that is off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Ports {
+    client: u16,
+    monitor: u16,
+    leafnodes: u16,
+}
+
 /// A running `nats-server`, killed (and its temporary store removed) on drop.
 #[derive(Debug)]
 pub struct NatsServer {
     options: NatsOptions,
-    port: u16,
+    /// Where the configuration file is written, when there is one.
+    config_dir: Option<TempDir>,
+    /// Known once the first start is ready; kept across restarts.
+    ports: Ports,
     /// The running process; `None` between [`stop`](Self::stop) and
     /// [`start_again`](Self::start_again).
     process: Option<ChildGuard>,
@@ -130,18 +189,38 @@ impl NatsServer {
             name: "nats".to_owned(),
             store: Store::Off,
             args: Vec::new(),
+            config: String::new(),
+            monitor: false,
+            leafnodes: false,
         }
     }
 
     /// `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://127.0.0.1:{}", self.ports.client)
     }
 
     /// The client port (the same across [`stop`](Self::stop) and
     /// [`start_again`](Self::start_again)).
     pub fn port(&self) -> u16 {
-        self.port
+        self.ports.client
+    }
+
+    /// The HTTP monitor's port, if [`NatsOptions::monitor`] turned it on
+    /// (the same across restarts).
+    pub fn monitor_port(&self) -> Option<u16> {
+        self.options.monitor.then_some(self.ports.monitor)
+    }
+
+    /// The leafnode listener's port, if [`NatsOptions::leafnode_listener`]
+    /// turned it on (the same across restarts).
+    pub fn leaf_port(&self) -> Option<u16> {
+        self.options.leafnodes.then_some(self.ports.leafnodes)
+    }
+
+    /// The name given at start (`cloud`, `edge-01`).
+    pub fn name(&self) -> &str {
+        &self.options.name
     }
 
     /// The process id, while running.
@@ -203,37 +282,57 @@ impl NatsServer {
         self.append_log("--- start_again ---\n");
         let deadline = Instant::now() + REBIND_TIMEOUT;
         loop {
-            match self.spawn(Some(self.port)) {
+            match self.spawn(Some(self.ports)) {
                 Ok(()) => return Ok(()),
                 Err(error) if Instant::now() < deadline => {
                     let last = format!("{error:#}");
                     let last = last.lines().last().unwrap_or_default();
                     eprintln!(
-                        "the {} nats-server did not start again on port {}, retrying: {last}",
-                        self.options.name, self.port
+                        "the {} nats-server did not start again on its ports {:?}, retrying: {last}",
+                        self.options.name, self.ports
                     );
                     // The port is another process's until it lets go: nothing to wait on but time.
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 Err(error) => {
                     return Err(error.context(format!(
-                        "the {} nats-server did not start again on port {} within {REBIND_TIMEOUT:?}",
-                        self.options.name, self.port
+                        "the {} nats-server did not start again on its ports {:?} within {REBIND_TIMEOUT:?}",
+                        self.options.name, self.ports
                     )));
                 }
             }
         }
     }
 
-    /// Spawn the server on `port` (or a free one) and wait until it is
+    /// Spawn the server on `ports` (or free ones) and wait until it is
     /// ready. On any error the process is gone when this returns.
-    fn spawn(&mut self, port: Option<u16>) -> anyhow::Result<()> {
+    fn spawn(&mut self, ports: Option<Ports>) -> anyhow::Result<()> {
         let options = &self.options;
-        let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
+        let port_arg =
+            |port: fn(&Ports) -> u16| ports.as_ref().map_or_else(|| "-1".to_owned(), |p| port(p).to_string());
         let mut command = Command::new(&options.binary);
-        command.args(["-a", "127.0.0.1", "-p", &port_arg]);
+        command.args(["-a", "127.0.0.1", "-p", &port_arg(|p| p.client)]);
+        if options.monitor {
+            command.args(["-m", &port_arg(|p| p.monitor)]);
+        }
         if let Some(store) = options.store.path() {
             command.arg("-js").arg("-sd").arg(store);
+        }
+        if let Some(dir) = &self.config_dir {
+            let mut config = options.config.clone();
+            if options.leafnodes {
+                // Not on the command line: nats-server has no flag for it.
+                // `no_advertise`: a leaf node dials the URL it was given only,
+                // not this port learnt from the server's INFO (which would
+                // bypass a relay standing for its network).
+                config.push_str(&format!(
+                    "leafnodes {{ host: 127.0.0.1, port: {}, no_advertise: true }}\n",
+                    port_arg(|p| p.leafnodes)
+                ));
+            }
+            let file = dir.path().join("nats-server.conf");
+            std::fs::write(&file, config).with_context(|| format!("cannot write {}", file.display()))?;
+            command.arg("-c").arg(file);
         }
         let child = command
             .args(&options.args)
@@ -255,7 +354,7 @@ impl NatsServer {
         self.process = Some(process);
         self.drain = Some(drain);
 
-        let result = self.wait_ready(&lines, port);
+        let result = self.wait_ready(&lines, ports);
         drop(lines);
         if let Err(error) = result {
             if let Some(mut process) = self.process.take() {
@@ -271,10 +370,10 @@ impl NatsServer {
         Ok(())
     }
 
-    /// Read log lines until "Server is ready"; note the port.
-    fn wait_ready(&mut self, lines: &mpsc::Receiver<String>, wanted: Option<u16>) -> anyhow::Result<()> {
+    /// Read log lines until "Server is ready"; note the ports.
+    fn wait_ready(&mut self, lines: &mpsc::Receiver<String>, wanted: Option<Ports>) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
-        let mut listening = None;
+        let mut listening = Ports::default();
         loop {
             let line = match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) => line,
@@ -291,25 +390,38 @@ impl NatsServer {
                 }
                 Err(RecvTimeoutError::Timeout) => bail!("it was not ready within {START_TIMEOUT:?}"),
             };
-            if let Some((_, addr)) = line.split_once(LISTENING) {
-                let port = addr
-                    .trim()
-                    .rsplit_once(':')
-                    .and_then(|(_, p)| p.parse::<u16>().ok())
-                    .ok_or_else(|| anyhow!("no port in the line {line:?}"))?;
-                listening = Some(port);
+            for (marker, port) in [
+                (LISTENING, &mut listening.client),
+                (MONITOR, &mut listening.monitor),
+                (LEAFNODES, &mut listening.leafnodes),
+            ] {
+                if let Some((_, addr)) = line.split_once(marker) {
+                    *port = addr
+                        .trim()
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| p.parse::<u16>().ok())
+                        .ok_or_else(|| anyhow!("no port in the line {line:?}"))?;
+                }
             }
             if line.contains(READY) {
                 break;
             }
         }
-        let listening = listening.ok_or_else(|| anyhow!("it is ready but logged no {LISTENING:?} line"))?;
+        for (marker, on, port) in [
+            (LISTENING, true, listening.client),
+            (MONITOR, self.options.monitor, listening.monitor),
+            (LEAFNODES, self.options.leafnodes, listening.leafnodes),
+        ] {
+            if on && port == 0 {
+                bail!("it is ready but logged no {marker:?} line");
+            }
+        }
         if let Some(wanted) = wanted
             && listening != wanted
         {
-            bail!("it listens on port {listening}, not {wanted}");
+            bail!("it listens on ports {listening:?}, not {wanted:?}");
         }
-        self.port = listening;
+        self.ports = listening;
         Ok(())
     }
 

@@ -11,6 +11,7 @@ mod chaos_plugin;
 mod cli_pipe;
 mod contract_v02;
 mod deploy_device;
+mod deploy_topology;
 mod device;
 mod disk_full;
 mod exactly_once;

@@ -154,3 +154,188 @@ pub fn run(mut command: std::process::Command) -> Run {
         .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     Run::from(output)
 }
+
+/// The plugin every deployment bundle is a version of.
+pub const DEPLOY_PLUGIN: &str = "glucose-monitor";
+
+/// One bundle of the deployment tests: its file and the version its
+/// manifest says (or, unsigned, the version a desired set would claim).
+#[derive(Debug, Clone)]
+pub struct DeployBundle {
+    /// The bundle file.
+    pub path: PathBuf,
+    /// Its version.
+    pub version: &'static str,
+}
+
+impl DeployBundle {
+    /// Its bytes.
+    pub fn bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.path).unwrap_or_else(|e| panic!("cannot read {}: {e}", self.path.display()))
+    }
+}
+
+/// The bundles of the deployment tests (issue #15), all of the plugin
+/// [`DEPLOY_PLUGIN`], made once per run under the run key's directory. The
+/// good ones are signed by [`run_key`] (trust its `trust_dir`). Every
+/// manifest writes and reads snapshot schema 1, glucose-monitor's: each
+/// version resumes from what another wrote.
+#[derive(Debug)]
+pub struct DeployBundles {
+    /// glucose-monitor as version 1.0.0.
+    pub v1: DeployBundle,
+    /// The same component as 2.0.0 (another manifest, so another digest).
+    pub v2: DeployBundle,
+    /// The same component as 0.9.0, older than both: for anti-rollback.
+    pub v0_9: DeployBundle,
+    /// glucose-chaos as glucose-monitor 2.1.0 with `fail_init = "true"`.
+    pub fails_init: DeployBundle,
+    /// glucose-chaos as glucose-monitor 2.1.0 with `trap_on_call = "3"`:
+    /// each instance traps on its third `on-readings` call.
+    pub traps_third: DeployBundle,
+    /// glucose-chaos as glucose-monitor 2.1.0 with `refuse_resume = "true"`:
+    /// `init` fails when given a snapshot.
+    pub refuses_snapshot: DeployBundle,
+    /// v2's manifest signed by a key the run's trust directory does not hold.
+    pub untrusted: DeployBundle,
+    /// v2 with one byte of its code flipped after signing.
+    pub tampered: DeployBundle,
+    /// glucose-monitor's plain component, no signature.
+    pub unsigned: DeployBundle,
+}
+
+/// The deployment bundles, made on first use (once per run).
+pub fn deploy_bundles() -> &'static DeployBundles {
+    static BUNDLES: OnceLock<DeployBundles> = OnceLock::new();
+    BUNDLES.get_or_init(|| {
+        let dir = run_dir().join("deploy");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let signed = |crate_name: &str, version: &'static str, config: &[(&str, &str)]| {
+            let manifest = deploy_manifest(&dir, crate_name, version, config);
+            let path = run_key()
+                .bundle(&manifest, &plugin_wasm(crate_name))
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            DeployBundle { path, version }
+        };
+        // trap_percent off: the chaos versions fail only as they are told to.
+        let chaos = |fault: (&str, &str)| signed("glucose-chaos", "2.1.0", &[("trap_percent", "0"), fault]);
+        let v2 = signed("glucose-monitor", "2.0.0", &[]);
+
+        let stranger_dir = dir.join("stranger");
+        std::fs::create_dir_all(&stranger_dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", stranger_dir.display()));
+        let stranger = generate_key(&stranger_dir, "stranger");
+        let untrusted = DeployBundle {
+            path: stranger
+                .bundle(
+                    &deploy_manifest(&dir, "glucose-monitor", "2.0.0", &[]),
+                    &plugin_wasm("glucose-monitor"),
+                )
+                .unwrap_or_else(|e| panic!("{e:#}")),
+            version: "2.0.0",
+        };
+
+        let mut bytes = v2.bytes();
+        // A byte of the code: the signature no longer matches.
+        bytes[1000] ^= 0x01;
+        let tampered = DeployBundle {
+            path: dir.join("tampered.wasm"),
+            version: "2.0.0",
+        };
+        std::fs::write(&tampered.path, bytes).unwrap_or_else(|e| panic!("cannot write a bundle: {e}"));
+
+        DeployBundles {
+            v1: signed("glucose-monitor", "1.0.0", &[]),
+            v0_9: signed("glucose-monitor", "0.9.0", &[]),
+            fails_init: chaos(("fail_init", "true")),
+            traps_third: chaos(("trap_on_call", "3")),
+            refuses_snapshot: chaos(("refuse_resume", "true")),
+            untrusted,
+            tampered,
+            unsigned: DeployBundle {
+                path: plugin_wasm("glucose-monitor"),
+                version: "2.0.0",
+            },
+            v2,
+        }
+    })
+}
+
+/// A bundle over the 32 MiB a device accepts, otherwise good: glucose-monitor
+/// 3.0.0 with a 32 MiB custom section, signed by [`run_key`] (with the
+/// library: `edgewise sign` refuses to make one). Made on first use.
+pub fn oversized_bundle() -> &'static DeployBundle {
+    static BUNDLE: OnceLock<DeployBundle> = OnceLock::new();
+    BUNDLE.get_or_init(|| {
+        use edgewise_host::bundle::{self, ManifestSource};
+
+        let dir = run_dir().join("deploy");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let mut component = std::fs::read(plugin_wasm("glucose-monitor")).unwrap_or_else(|e| panic!("{e}"));
+        component.extend(bundle::format::custom_section(
+            "padding",
+            &vec![0; bundle::DEFAULT_MAX_BUNDLE_BYTES],
+        ));
+        let source = std::fs::read_to_string(deploy_manifest(&dir, "glucose-monitor", "3.0.0", &[]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let manifest = ManifestSource::from_toml(&source)
+            .and_then(|source| {
+                source.into_manifest_for(
+                    bundle::WORLD_V0_2,
+                    bundle::sha256_hex(&component),
+                    time::OffsetDateTime::now_utc(),
+                    Vec::new(),
+                )
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let key = std::fs::read(run_key().private_key()).unwrap_or_else(|e| panic!("{e}"));
+        let key = bundle::SigningKey::from_pkcs8(&key).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join("oversized.wasm");
+        std::fs::write(&path, bundle::sign_manifest(&component, &manifest, &key))
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        DeployBundle { path, version: "3.0.0" }
+    })
+}
+
+/// The directory of this run's key and what is made with it.
+fn run_dir() -> PathBuf {
+    run_key()
+        .trust_dir()
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| panic!("the run key has no directory"))
+}
+
+/// The manifest of `crate_name` (glucose-monitor's or glucose-chaos's) as
+/// the plugin `glucose-monitor` version `version`, with the `[config]`
+/// defaults `config` set; written into `dir`. Panics if the source manifest
+/// no longer has the lines this rewrites.
+fn deploy_manifest(dir: &Path, crate_name: &str, version: &str, config: &[(&str, &str)]) -> PathBuf {
+    let source = plugin_manifest(crate_name);
+    let text = std::fs::read_to_string(&source).unwrap_or_else(|e| panic!("cannot read {}: {e}", source.display()));
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut set = |prefix: &str, line: String, after: Option<&str>| {
+        if let Some(at) = lines.iter().position(|l| l.starts_with(prefix)) {
+            lines[at] = line;
+        } else if let Some(at) = after.and_then(|header| lines.iter().position(|l| l == header)) {
+            lines.insert(at + 1, line);
+        } else {
+            panic!("{} has no line `{prefix}`", source.display());
+        }
+    };
+    set("name = ", format!("name = \"{DEPLOY_PLUGIN}\""), None);
+    set("version = ", format!("version = \"{version}\""), None);
+    for (key, value) in config {
+        set(&format!("{key} = "), format!("{key} = \"{value}\""), Some("[config]"));
+    }
+    if !lines.iter().any(|l| l == "writes = 1") {
+        panic!("{} no longer writes snapshot schema 1", source.display());
+    }
+    let mut name = format!("{crate_name}-{version}");
+    for (key, value) in config {
+        name.push_str(&format!("-{key}-{value}"));
+    }
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    path
+}

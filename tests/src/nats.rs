@@ -5,10 +5,15 @@
 //! The binary is the one named by `NATS_SERVER`, else a `nats-server` on
 //! `PATH`, else nats-server 2.15.1 installed under `target/nats-server/` on
 //! first use (see `edgewise_procs::nats_binary`).
+//!
+//! [`start_cloud`] and [`start_edge`] start a fleet's topology: the cloud's
+//! server and device servers that are its leaf nodes
+//! (`edgewise_procs::topology`).
 
 use std::ops::{Deref, DerefMut};
 
 use edgewise_procs::nats::NatsOptions;
+use edgewise_procs::{CloudServer, EdgeServer};
 
 use crate::nats_server_binary;
 
@@ -74,4 +79,17 @@ fn options() -> NatsOptions {
 
 fn jetstream(options: NatsOptions) -> NatsOptions {
     options.jetstream().unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// The cloud's server: JetStream in domain `cloud`, a leafnode listener.
+pub fn start_cloud() -> CloudServer {
+    CloudServer::start(nats_server_binary()).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// The local server of `device` (its JetStream in domain `device`), a leaf
+/// node of `cloud`, once the cloud's JetStream answers through it.
+pub fn start_edge(cloud: &CloudServer, device: &str) -> EdgeServer {
+    let edge = EdgeServer::start(nats_server_binary(), cloud, device).unwrap_or_else(|e| panic!("{e:#}"));
+    edge.wait_linked().unwrap_or_else(|e| panic!("{e:#}"));
+    edge
 }
