@@ -7,16 +7,21 @@
 //! `to_stdout`: a reader that stops early (`| head`) ends the command quietly
 //! with 0.
 
+mod cloud_args;
 mod connection;
 mod exit;
 mod export;
+mod fleet;
 mod inspect;
 mod keygen;
+mod push;
 mod record;
 mod replay;
+mod rollout;
 mod run;
 mod sign;
 mod status;
+mod undeploy;
 mod verify;
 
 use std::process::ExitCode;
@@ -54,6 +59,17 @@ enum Command {
     /// Export a plugin's input log (a stopped device's) as a recording for
     /// `replay` (plaintext).
     Export(export::ExportArgs),
+    /// Push a signed bundle to a device or a group (a new generation of its
+    /// desired plugin set in the cloud).
+    Push(push::PushArgs),
+    /// Remove a plugin from a device's or a group's desired set.
+    Undeploy(undeploy::UndeployArgs),
+    /// Roll a bundle out to a group in waves, stopping and putting the
+    /// devices back when too many fail.
+    Rollout(rollout::RolloutArgs),
+    /// Show every device's plugins, versions, digests, deployment phases
+    /// and last errors (`--json` for scripts).
+    Fleet(fleet::FleetArgs),
 }
 
 /// Parse the command line, run the command, map the outcome to an exit code.
@@ -70,6 +86,10 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::Record(args) => record::run(args),
         Command::Export(args) => export::run(args),
+        Command::Push(args) => push::run(args),
+        Command::Undeploy(args) => undeploy::run(args),
+        Command::Rollout(args) => rollout::run(args),
+        Command::Fleet(args) => fleet::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
