@@ -10,6 +10,7 @@ mod bundle_cli;
 mod chaos_plugin;
 mod cli_pipe;
 mod contract_v02;
+mod deploy_cli;
 mod device;
 mod disk_full;
 mod exactly_once;

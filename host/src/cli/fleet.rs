@@ -236,7 +236,17 @@ fn short_digest(digest: &str) -> String {
 }
 
 const HEADER: [&str; 11] = [
-    "DEVICE", "GROUPS", "LAST SEEN", "SYNC", "PLUGIN", "VERSION", "DIGEST", "GEN", "PHASE", "SINCE", "REASON",
+    "DEVICE",
+    "GROUPS",
+    "LAST SEEN",
+    "SYNC",
+    "PLUGIN",
+    "VERSION",
+    "DIGEST",
+    "GEN",
+    "PHASE",
+    "SINCE",
+    "REASON",
 ];
 
 /// The table: one row per device and plugin, then the devices' last errors.
@@ -400,7 +410,10 @@ mod tests {
         let synced = report("d1", &["ward", "icu"], &[("device.d1", 7), ("group.ward", 42)]);
         assert_eq!(sync_text(&behind(&synced, &current)), "in sync");
         let late = report("d1", &["ward", "icu"], &[("group.ward", 41)]);
-        assert_eq!(sync_text(&behind(&late, &current)), "behind: device.d1 -<7, group.ward 41<42");
+        assert_eq!(
+            sync_text(&behind(&late, &current)),
+            "behind: device.d1 -<7, group.ward 41<42"
+        );
         let hostile = report("d1", &["a.b"], &[("device.d1", 7)]);
         assert_eq!(
             sync_text(&behind(&hostile, &current)),
@@ -412,7 +425,10 @@ mod tests {
     fn device_written_text_is_escaped_and_bounded() {
         assert_eq!(shown("a\nb\u{1b}[2J"), "a\\nb\\u{1b}[2J");
         assert_eq!(shown(&"x".repeat(500)).chars().count(), MAX_SHOWN + 1);
-        assert_eq!(short_digest(&format!("sha256:{}", "ab".repeat(32))), "sha256:abababababab");
+        assert_eq!(
+            short_digest(&format!("sha256:{}", "ab".repeat(32))),
+            "sha256:abababababab"
+        );
     }
 
     #[test]

@@ -239,6 +239,9 @@ mod tests {
         let message = conflict.to_string();
         assert!(message.contains("`device.edge-01` changed"), "{message}");
         assert!(message.contains("nothing was overwritten"), "{message}");
-        assert_eq!(Failure::runtime(conflict).report(), ExitCode::from(super::super::exit::FAILURE));
+        assert_eq!(
+            Failure::runtime(conflict).report(),
+            ExitCode::from(super::super::exit::FAILURE)
+        );
     }
 }

@@ -190,7 +190,10 @@ pub fn progress(report: &Reported, plugin: &str, key: &str, generation: u64, bun
             Phase::Healthy => Progress::Healthy,
             phase if phase.is_final() => Progress::Failed {
                 phase: phase.name().to_owned(),
-                reason: deployment.reason.clone().unwrap_or_else(|| "no reason given".to_owned()),
+                reason: deployment
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "no reason given".to_owned()),
             },
             phase => Progress::Pending(phase.name().to_owned()),
         };
@@ -397,7 +400,10 @@ async fn members(cloud: &Cloud, group: &str) -> Result<Vec<String>, Failure> {
                 if valid_name(&report.device) {
                     members.push(report.device);
                 } else {
-                    tracing::warn!("skipped a report of device `{}`: not a valid id", report.device.escape_debug());
+                    tracing::warn!(
+                        "skipped a report of device `{}`: not a valid id",
+                        report.device.escape_debug()
+                    );
                 }
             }
             Ok(_) => {}
@@ -675,7 +681,13 @@ mod tests {
         let new = format!("sha256-{}", "1".repeat(64));
         let old = format!("sha256-{}", "0".repeat(64));
         let at = |generation, phase, running: &str| {
-            progress(&reported("device.d1", generation, &new, phase, running), "gm", "device.d1", 42, &new)
+            progress(
+                &reported("device.d1", generation, &new, phase, running),
+                "gm",
+                "device.d1",
+                42,
+                &new,
+            )
         };
         assert_eq!(at(42, Phase::Healthy, &new), Progress::Healthy);
         assert_eq!(at(42, Phase::Running, &new), Progress::Pending("running".to_owned()));
@@ -693,6 +705,9 @@ mod tests {
         let from_group = reported("group.ward", 7, &new, Phase::Healthy, &new);
         assert_eq!(progress(&from_group, "gm", "device.d1", 42, &new), Progress::Healthy);
         let other_plugin = progress(&from_group, "th", "device.d1", 42, &new);
-        assert_eq!(other_plugin, Progress::Pending("no deployment of th reported".to_owned()));
+        assert_eq!(
+            other_plugin,
+            Progress::Pending("no deployment of th reported".to_owned())
+        );
     }
 }

@@ -55,11 +55,5 @@ pub fn run(args: UndeployArgs) -> Result<(), Failure> {
         .await?;
         Ok(generation)
     })?;
-    to_stdout(|out| {
-        writeln!(
-            out,
-            "undeployed {} from {key}: generation {generation}",
-            args.plugin
-        )
-    })
+    to_stdout(|out| writeln!(out, "undeployed {} from {key}: generation {generation}", args.plugin))
 }

@@ -10,8 +10,7 @@ use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
 use super::model::{
-    BUNDLES_BUCKET, DESIRED_BUCKET, Desired, MAX_DOCUMENT_BYTES, REPORTED_BUCKET, Reported, bundle_name,
-    digest_of_name,
+    BUNDLES_BUCKET, DESIRED_BUCKET, Desired, MAX_DOCUMENT_BYTES, REPORTED_BUCKET, Reported, bundle_name, digest_of_name,
 };
 
 /// A failure to reach or use the deployment buckets.
@@ -199,14 +198,12 @@ impl Cloud {
         let store = self.kv(DESIRED_BUCKET).await?;
         let value = desired.to_bytes().into();
         let written = match read {
-            Some(revision) => store.update(key, value, revision).await.map_err(|e| {
-                match e.kind() {
-                    kv::UpdateErrorKind::WrongLastRevision => CloudError::Conflict {
-                        key: key.to_owned(),
-                        read: revision,
-                    },
-                    _ => nats(format!("cannot write `{key}`"))(Box::new(e)),
-                }
+            Some(revision) => store.update(key, value, revision).await.map_err(|e| match e.kind() {
+                kv::UpdateErrorKind::WrongLastRevision => CloudError::Conflict {
+                    key: key.to_owned(),
+                    read: revision,
+                },
+                _ => nats(format!("cannot write `{key}`"))(Box::new(e)),
             }),
             None => store.create(key, value).await.map_err(|e| match e.kind() {
                 kv::CreateErrorKind::AlreadyExists => CloudError::Conflict {

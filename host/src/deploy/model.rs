@@ -94,7 +94,10 @@ impl Desired {
         }
         let desired: Desired = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if desired.plugins.len() > MAX_PLUGINS {
-            return Err(format!("{} plugins, over the {MAX_PLUGINS} allowed", desired.plugins.len()));
+            return Err(format!(
+                "{} plugins, over the {MAX_PLUGINS} allowed",
+                desired.plugins.len()
+            ));
         }
         for (name, plugin) in &desired.plugins {
             if !valid_name(name) {
@@ -346,12 +349,20 @@ mod tests {
         assert!(Desired::parse(b"{").is_err());
         assert!(Desired::parse(&vec![b' '; MAX_DOCUMENT_BYTES + 1]).is_err());
         let bad_bundle = r#"{"plugins":{"gm":{"bundle":"../../etc","version":"1","size":1}}}"#;
-        assert!(Desired::parse(bad_bundle.as_bytes()).unwrap_err().contains("not a bundle name"));
+        assert!(
+            Desired::parse(bad_bundle.as_bytes())
+                .unwrap_err()
+                .contains("not a bundle name")
+        );
         let bad_name = format!(
             r#"{{"plugins":{{"a.b":{{"bundle":"sha256-{}","version":"1","size":1}}}}}}"#,
             "0".repeat(64)
         );
-        assert!(Desired::parse(bad_name.as_bytes()).unwrap_err().contains("not a plugin name"));
+        assert!(
+            Desired::parse(bad_name.as_bytes())
+                .unwrap_err()
+                .contains("not a plugin name")
+        );
     }
 
     #[test]
