@@ -377,14 +377,21 @@ async fn old_reports(cloud: &Cloud, group: &str, devices: &[&str]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rollout_stops_at_the_wave_over_the_failure_share_and_puts_the_device_keys_back() {
+/// A cloud whose `devices` report being in `group` and running the old
+/// bundle; the new bundle's path and object name.
+async fn group_on_the_old_bundle(group: &str, devices: &[&str]) -> (NatsServer, Cloud, String, String) {
     let server = NatsServer::start_with_jetstream();
     let cloud = cloud(&server).await;
     let bundle = bundle_path(PLUGIN);
     let name = bundle_name(&std::fs::read(&bundle).unwrap());
+    old_reports(&cloud, group, devices).await;
+    (server, cloud, bundle, name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_stops_at_the_wave_over_the_failure_share_and_puts_the_device_keys_back() {
     let devices = ["a", "b", "c", "d", "e"];
-    old_reports(&cloud, "ward", &devices).await;
+    let (server, cloud, bundle, name) = group_on_the_old_bundle("ward", &devices).await;
     // What the keys hold before: b another plugin, d its own pinned old
     // version of this one; a, c and e have no key.
     let mut b_set = Desired::default();
@@ -457,12 +464,8 @@ async fn a_rollout_stops_at_the_wave_over_the_failure_share_and_puts_the_device_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_with_every_wave_healthy_moves_the_plugin_to_the_group_key() {
-    let server = NatsServer::start_with_jetstream();
-    let cloud = cloud(&server).await;
-    let bundle = bundle_path(PLUGIN);
-    let name = bundle_name(&std::fs::read(&bundle).unwrap());
     let devices = ["f", "g", "h"];
-    old_reports(&cloud, "icu", &devices).await;
+    let (server, cloud, bundle, name) = group_on_the_old_bundle("icu", &devices).await;
     // Another group's device is not a member.
     old_reports(&cloud, "ward", &["x"]).await;
     let fates = devices.map(|d| (d, Phase::Healthy));
@@ -493,10 +496,7 @@ async fn a_rollout_with_every_wave_healthy_moves_the_plugin_to_the_group_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_that_never_reports_the_generation_fails_its_wave_at_the_timeout() {
-    let server = NatsServer::start_with_jetstream();
-    let cloud = cloud(&server).await;
-    let bundle = bundle_path(PLUGIN);
-    old_reports(&cloud, "lab", &["silent"]).await;
+    let (server, cloud, bundle, _) = group_on_the_old_bundle("lab", &["silent"]).await;
     let run = cli(&server, &["rollout", &bundle, "--group", "lab", "--timeout", "1s"]).await;
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
     assert_contains(&run.stdout, "silent  timeout");

@@ -3,16 +3,15 @@
 //! key a command writes (`--device` or `--group`), the `--set key=value`
 //! overrides, and the async runtime they run on.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
 use anyhow::anyhow;
 use clap::Args;
+use std::collections::BTreeMap;
 
 use edgewise_host::bus::NatsConfig;
 use edgewise_host::deploy::Cloud;
 use edgewise_host::deploy::model::{device_key, group_key, valid_name};
 
+use super::connection::CredentialArgs;
 use super::{Failure, about};
 
 /// The cloud's nats-server and its JetStream domain.
@@ -26,32 +25,19 @@ pub struct CloudArgs {
     /// reached is not the one that holds them (e.g. a device's leaf node).
     #[arg(long, value_name = "DOMAIN")]
     domain: Option<String>,
-    /// User name (with `--password`).
-    #[arg(long, requires = "password", conflicts_with_all = ["token", "creds"])]
-    user: Option<String>,
-    /// Password (with `--user`).
-    #[arg(long, requires = "user")]
-    password: Option<String>,
-    /// Authentication token.
-    #[arg(long, conflicts_with = "creds")]
-    token: Option<String>,
-    /// A `.creds` file (JWT + NKey seed).
-    #[arg(long, value_name = "FILE")]
-    creds: Option<PathBuf>,
+    #[command(flatten)]
+    credentials: CredentialArgs,
 }
 
 impl CloudArgs {
     /// Connect and reach the deployment buckets. A server that cannot be
     /// reached is a run-time failure (exit 1).
     pub async fn connect(&self) -> Result<Cloud, Failure> {
-        let nats = NatsConfig {
+        let mut nats = NatsConfig {
             url: self.url.clone(),
-            user: self.user.clone(),
-            password: self.password.clone(),
-            token: self.token.clone(),
-            credentials: self.creds.clone(),
-            tls_ca: None,
+            ..NatsConfig::default()
         };
+        self.credentials.apply(&mut nats);
         let client = edgewise_host::bus::connect::connect(&nats, "edgewise-operator", false)
             .await
             .map_err(|e| Failure::runtime(about(format!("cannot connect to {}", self.url), e)))?;
@@ -96,8 +82,33 @@ pub fn checked_name<'a>(what: &str, name: &'a str) -> Result<&'a str, Failure> {
     }
 }
 
+/// What a command that writes a plugin's entry is told besides the bundle:
+/// its configuration and who writes.
+#[derive(Debug, Args)]
+pub struct EntryArgs {
+    /// A configuration value over the manifest's default (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+    /// Who writes, recorded in the desired sets [default: $USER].
+    #[arg(long, value_name = "TEXT")]
+    by: Option<String>,
+}
+
+impl EntryArgs {
+    /// The `--set` overrides as a map; a key given twice is a usage error
+    /// (which one was meant?).
+    pub fn config(&self) -> Result<BTreeMap<String, String>, Failure> {
+        config_of(&self.settings)
+    }
+
+    /// Who writes: `--by`, else `$USER`.
+    pub fn writer(&self) -> String {
+        writer(self.by.as_deref())
+    }
+}
+
 /// One `--set key=value`, for clap.
-pub fn parse_setting(text: &str) -> Result<(String, String), String> {
+fn parse_setting(text: &str) -> Result<(String, String), String> {
     let (key, value) = text
         .split_once('=')
         .ok_or_else(|| format!("`{text}`: expected key=value"))?;
@@ -107,9 +118,8 @@ pub fn parse_setting(text: &str) -> Result<(String, String), String> {
     Ok((key.to_owned(), value.to_owned()))
 }
 
-/// The `--set` overrides as a map; a key given twice is a usage error (which
-/// one was meant?).
-pub fn config_of(settings: &[(String, String)]) -> Result<BTreeMap<String, String>, Failure> {
+/// `settings` as a map, refusing a key given twice.
+fn config_of(settings: &[(String, String)]) -> Result<BTreeMap<String, String>, Failure> {
     let mut config = BTreeMap::new();
     for (key, value) in settings {
         if config.insert(key.clone(), value.clone()).is_some() {

@@ -15,7 +15,7 @@ use edgewise_host::deploy::{Cloud, CloudError, Reported};
 use super::cloud_args::{CloudArgs, block_on, checked_name, now_ms};
 use super::{Failure, to_stdout};
 
-/// Show what every device runs and how its deployments went.
+/// Show what every device runs and how its deployments went
 ///
 /// One row per device and plugin: the device, its groups, when it last
 /// reported (by its own clock), whether it is in sync, then the plugin's

@@ -59,16 +59,10 @@ enum Command {
     /// Export a plugin's input log (a stopped device's) as a recording for
     /// `replay` (plaintext).
     Export(export::ExportArgs),
-    /// Push a signed bundle to a device or a group (a new generation of its
-    /// desired plugin set in the cloud).
+    // The deployment commands' help is their arguments' doc comments (long).
     Push(push::PushArgs),
-    /// Remove a plugin from a device's or a group's desired set.
     Undeploy(undeploy::UndeployArgs),
-    /// Roll a bundle out to a group in waves, stopping and putting the
-    /// devices back when too many fail.
     Rollout(rollout::RolloutArgs),
-    /// Show every device's plugins, versions, digests, deployment phases
-    /// and last errors (`--json` for scripts).
     Fleet(fleet::FleetArgs),
 }
 

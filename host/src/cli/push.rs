@@ -14,10 +14,10 @@ use edgewise_host::bundle::{self, ReadBundleError};
 use edgewise_host::deploy::model::valid_name;
 use edgewise_host::deploy::{Cloud, CloudError, Desired, DesiredPlugin};
 
-use super::cloud_args::{CloudArgs, TargetArgs, block_on, config_of, now_ms, parse_setting, writer};
+use super::cloud_args::{CloudArgs, EntryArgs, TargetArgs, block_on, now_ms};
 use super::{Failure, about, to_stdout};
 
-/// Push a signed bundle to a device or a group.
+/// Push a signed bundle to a device or a group
 ///
 /// Stores the bundle in the cloud's bundle bucket (named by its digest),
 /// then sets the plugin the bundle's manifest names in the desired set of
@@ -40,12 +40,8 @@ pub struct PushArgs {
     bundle: PathBuf,
     #[command(flatten)]
     target: TargetArgs,
-    /// A configuration value over the manifest's default (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
-    settings: Vec<(String, String)>,
-    /// Who pushes, recorded in the desired set [default: $USER].
-    #[arg(long, value_name = "TEXT")]
-    by: Option<String>,
+    #[command(flatten)]
+    entry: EntryArgs,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -66,10 +62,10 @@ struct Pushed<'a> {
 
 pub fn run(args: PushArgs) -> Result<(), Failure> {
     let key = args.target.key()?;
-    let config = config_of(&args.settings)?;
+    let config = args.entry.config()?;
     let bundle = PushBundle::read(&args.bundle)?;
     bundle.warn_unknown_settings(&config);
-    let by = writer(args.by.as_deref());
+    let by = args.entry.writer();
     let generation = block_on(async {
         let cloud = args.cloud.connect().await?;
         let plugin = bundle.store(&cloud, config).await?;

@@ -19,11 +19,11 @@ use serde::Serialize;
 use edgewise_host::deploy::model::{device_key, group_key, valid_name};
 use edgewise_host::deploy::{Cloud, CloudError, DesiredPlugin, Phase, Reported};
 
-use super::cloud_args::{CloudArgs, block_on, checked_name, config_of, parse_setting, writer};
+use super::cloud_args::{CloudArgs, EntryArgs, block_on, checked_name};
 use super::push::{PushBundle, edit_desired, read_desired, write_desired};
 use super::{Failure, about, to_stdout};
 
-/// Roll a bundle out to a group, in waves, stopping when too many fail.
+/// Roll a bundle out to a group, in waves, stopping when too many fail
 ///
 /// The group's members are the devices whose latest report lists the group,
 /// ordered by device id. Waves are cumulative sizes: `--waves 1,10%,100%`
@@ -72,12 +72,8 @@ pub struct RolloutArgs {
     /// How long each wave waits for its devices' final phases.
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_timeout)]
     timeout: Duration,
-    /// A configuration value over the manifest's default (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
-    settings: Vec<(String, String)>,
-    /// Who rolls out, recorded in the desired sets [default: $USER].
-    #[arg(long, value_name = "TEXT")]
-    by: Option<String>,
+    #[command(flatten)]
+    entry: EntryArgs,
     /// Print a JSON summary (progress goes to standard error).
     #[arg(long)]
     json: bool,
@@ -260,9 +256,9 @@ struct Summary<'a> {
 
 pub fn run(args: RolloutArgs) -> Result<(), Failure> {
     let group = checked_name("group name", &args.group)?.to_owned();
-    let config = config_of(&args.settings)?;
+    let config = args.entry.config()?;
     let bundle = PushBundle::read(&args.bundle)?;
-    let by = writer(args.by.as_deref());
+    let by = args.entry.writer();
     let progress_out = ProgressLines { json: args.json };
     let summary = block_on(async {
         let cloud = args.cloud.connect().await?;

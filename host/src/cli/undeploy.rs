@@ -8,7 +8,7 @@ use super::cloud_args::{CloudArgs, TargetArgs, block_on, writer};
 use super::push::edit_desired;
 use super::{Failure, to_stdout};
 
-/// Remove a plugin from a device's or a group's desired set.
+/// Remove a plugin from a device's or a group's desired set
 ///
 /// A new generation of `device.<ID>` or `group.<NAME>` without the plugin.
 /// The devices stop it and report it `removed`, unless another key they
