@@ -12,6 +12,7 @@ mod cli_pipe;
 mod contract_v02;
 mod deploy_device;
 mod deploy_topology;
+mod deploy_cli;
 mod device;
 mod disk_full;
 mod exactly_once;

@@ -20,18 +20,41 @@ pub struct ConnectionArgs {
     /// The device's local NATS server [default: nats://127.0.0.1:4222].
     #[arg(long, value_name = "URL")]
     nats: Option<String>,
+    #[command(flatten)]
+    credentials: CredentialArgs,
+}
+
+/// How to log in to a NATS server (all of them replace a configuration's
+/// credentials as a whole).
+#[derive(Debug, Args)]
+pub struct CredentialArgs {
     /// User name (with `--password`).
     #[arg(long, requires = "password", conflicts_with_all = ["token", "creds"])]
-    user: Option<String>,
+    pub user: Option<String>,
     /// Password (with `--user`).
     #[arg(long, requires = "user")]
-    password: Option<String>,
+    pub password: Option<String>,
     /// Authentication token.
     #[arg(long, conflicts_with = "creds")]
-    token: Option<String>,
+    pub token: Option<String>,
     /// A `.creds` file (JWT + NKey seed).
     #[arg(long, value_name = "FILE")]
-    creds: Option<PathBuf>,
+    pub creds: Option<PathBuf>,
+}
+
+impl CredentialArgs {
+    /// Whether any flag was given.
+    pub fn given(&self) -> bool {
+        self.user.is_some() || self.token.is_some() || self.creds.is_some()
+    }
+
+    /// Put them into `nats`, replacing its credentials.
+    pub fn apply(&self, nats: &mut NatsConfig) {
+        nats.user.clone_from(&self.user);
+        nats.password.clone_from(&self.password);
+        nats.token.clone_from(&self.token);
+        nats.credentials.clone_from(&self.creds);
+    }
 }
 
 impl ConnectionArgs {
@@ -53,12 +76,9 @@ impl ConnectionArgs {
         if let Some(url) = &self.nats {
             nats.url.clone_from(url);
         }
-        if self.user.is_some() || self.token.is_some() || self.creds.is_some() {
+        if self.credentials.given() {
             // Flags replace the configuration's credentials as a whole.
-            nats.user.clone_from(&self.user);
-            nats.password.clone_from(&self.password);
-            nats.token.clone_from(&self.token);
-            nats.credentials.clone_from(&self.creds);
+            self.credentials.apply(&mut nats);
         }
         Ok((nats, device))
     }

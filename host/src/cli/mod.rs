@@ -7,16 +7,21 @@
 //! `to_stdout`: a reader that stops early (`| head`) ends the command quietly
 //! with 0.
 
+mod cloud_args;
 mod connection;
 mod exit;
 mod export;
+mod fleet;
 mod inspect;
 mod keygen;
+mod push;
 mod record;
 mod replay;
+mod rollout;
 mod run;
 mod sign;
 mod status;
+mod undeploy;
 mod verify;
 
 use std::process::ExitCode;
@@ -54,6 +59,11 @@ enum Command {
     /// Export a plugin's input log (a stopped device's) as a recording for
     /// `replay` (plaintext).
     Export(export::ExportArgs),
+    // The deployment commands' help is their arguments' doc comments (long).
+    Push(push::PushArgs),
+    Undeploy(undeploy::UndeployArgs),
+    Rollout(rollout::RolloutArgs),
+    Fleet(fleet::FleetArgs),
 }
 
 /// Parse the command line, run the command, map the outcome to an exit code.
@@ -70,6 +80,10 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::Record(args) => record::run(args),
         Command::Export(args) => export::run(args),
+        Command::Push(args) => push::run(args),
+        Command::Undeploy(args) => undeploy::run(args),
+        Command::Rollout(args) => rollout::run(args),
+        Command::Fleet(args) => fleet::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
