@@ -332,10 +332,18 @@ pub fn run(args: RolloutArgs) -> Result<(), Failure> {
             start = end;
         }
         if summary.aborted {
-            summary.problems = rollout.put_back(&touched, true).await;
+            // The devices that failed go back to what their keys said. Those
+            // healthy on the new version keep it: anti-rollback does not let
+            // a device go back to an older version once a newer one proved
+            // healthy (release the old code as a higher version for that).
+            let failed: Vec<Touched> = touched
+                .into_iter()
+                .filter(|t| summary.failed.iter().any(|f| f.device == t.device))
+                .collect();
+            summary.problems = rollout.put_back(&failed, true).await;
             progress_out.line(&format!(
-                "device keys put back: {}",
-                touched.iter().map(|t| t.device.as_str()).collect::<Vec<_>>().join(", ")
+                "device keys of the failed devices put back: {}",
+                failed.iter().map(|t| t.device.as_str()).collect::<Vec<_>>().join(", ")
             ));
             return Ok(summary);
         }
@@ -376,7 +384,7 @@ pub fn run(args: RolloutArgs) -> Result<(), Failure> {
             .collect();
         let devices: usize = summary.waves.iter().map(|w| w.devices.len()).sum();
         return Err(Failure::runtime(anyhow!(
-            "rollout aborted at wave {}: {} of {devices} devices failed: {}; their device keys are as before",
+            "rollout aborted at wave {}: {} of {devices} devices failed: {}; their device keys are as before (the devices healthy on the new version keep it)",
             summary.waves.len(),
             summary.failed.len(),
             failed.join(", ")
@@ -586,7 +594,7 @@ fn summary_table(summary: &Summary<'_>) -> String {
         text.push_str(&format!("{wave:<w0$}  {device:<w1$}  {phase:<w2$}  {reason}\n"));
     }
     if summary.aborted {
-        text.push_str("aborted: the device keys are as before\n");
+        text.push_str("aborted: the failed devices' keys are as before; the healthy ones keep the new version\n");
     }
     text
 }
