@@ -65,6 +65,9 @@ pub struct Setup<'a> {
     pub jetstream: Option<&'a str>,
     /// `[outbox] input_log` (on by default, as in the host).
     pub input_log: bool,
+    /// The body of a `[deploy]` table: the device follows its desired
+    /// plugin set in the deployment buckets of its local server.
+    pub deploy: Option<&'a str>,
 }
 
 impl Default for Setup<'_> {
@@ -73,6 +76,7 @@ impl Default for Setup<'_> {
             upstream: None,
             jetstream: None,
             input_log: true,
+            deploy: None,
         }
     }
 }
@@ -165,6 +169,9 @@ impl Device {
         rest.push_str(&format!(
             "\n[host_limits]\noutputs_per_second = {GLUCOSE_OUTPUTS_PER_SECOND}\n"
         ));
+        if let Some(deploy) = setup.deploy {
+            rest.push_str(&format!("\n[deploy]\n{deploy}"));
+        }
         if plugins.iter().any(|p| p.hostile) {
             rest.push_str("\n[supervisor]\nquarantine_after = 1000\nbackoff_max = \"100ms\"\n");
         }
