@@ -332,7 +332,7 @@ pub const SUITE: &[Measurement] = &[
         method: "A private nats-server with JetStream holds the deployment buckets (no domain: the device reads them \
                  on its own local server); a device runs `edgewise run` with a `[deploy]` table (probation 1 s, \
                  resync 2 s, report every 1 s) and no `[[plugins]]`. glucose-monitor, signed by the run's key as \
-                 1.0.0 (its manifest otherwise as is), is pushed as `edgewise deploy` pushes (the bundle stored in \
+                 1.0.0 (its manifest otherwise as is), is pushed as `edgewise push` pushes (the bundle stored in \
                  the bundle bucket, then the device's desired set written with compare-and-set) and the harness \
                  waits until the device's report says healthy. Then a publisher on a connection of its own \
                  publishes readings on core NATS at 1,000/s (the Hall2018 traces of \"Live ingest\": one subject \

@@ -13,11 +13,10 @@ use anyhow::{Context, bail};
 use edgewise_host::bus::status::PluginStatus;
 use edgewise_host::deploy::model::{self, Deployment, Phase};
 use edgewise_host::deploy::{Cloud, Desired, DesiredPlugin};
-use edgewise_procs::NatsServer;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::device::{Device, Setup};
+use crate::device::{Device, Setup, jetstream_server};
 use crate::load::{CgmTraffic, Traffic, now_ms};
 use crate::stats::{percentile, sorted};
 use crate::suite::{Ctx, Outcome};
@@ -47,9 +46,9 @@ const POLL: Duration = Duration::from_millis(20);
 const QUIET: Duration = Duration::from_secs(2);
 
 /// The pause row (the p50).
-pub const PAUSE_ROW: &str = "hot swap: pause of a plugin's readings (p50)";
+const PAUSE_ROW: &str = "hot swap: pause of a plugin's readings (p50)";
 /// The pause row (the max).
-pub const PAUSE_MAX_ROW: &str = "hot swap: pause of a plugin's readings (max)";
+const PAUSE_MAX_ROW: &str = "hot swap: pause of a plugin's readings (max)";
 
 /// The measurement.
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
@@ -66,6 +65,13 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     let max = percentile(&ordered, 100.0).context("no swap timed")?;
     let lost = swaps.published.saturating_sub(swaps.taken);
     let status = &swaps.status;
+    let sensors = ctx
+        .hall2018
+        .readings
+        .iter()
+        .map(|r| r.sensor.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     let runs = pauses_ms.iter().map(|&ms| number(ms)).collect::<Vec<_>>().join(", ");
     Ok(Outcome {
         rows: vec![
@@ -94,15 +100,15 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
                 number(swaps.push_to_healthy_s),
             ),
             format!(
-                "{} readings published over {} s ({}/s); the host received {} and dead-lettered {}; \
-                 glucose-monitor took {} (lost {lost}, taken more than published {}), dropped {}, failed {} calls, was restarted {} times; \
-                 it ran {} at the end",
-                swaps.published,
+                "{} readings of {sensors} sensors published over {} s ({}/s); the host received {} and \
+                 dead-lettered {}; glucose-monitor took {} (lost {lost}, taken more than published {}), dropped {}, \
+                 failed {} calls, was restarted {} times; it ran {} at the end",
+                number(swaps.published as f64),
                 number(swaps.publish_s),
                 number(swaps.published as f64 / swaps.publish_s.max(1e-9)),
-                swaps.ingested,
+                number(swaps.ingested as f64),
                 swaps.deadlettered,
-                swaps.taken,
+                number(swaps.taken as f64),
                 swaps.taken.saturating_sub(swaps.published),
                 status.readings_dropped,
                 status.errors,
@@ -137,25 +143,23 @@ struct Swaps {
 /// buckets, deploy `bundles[0]`, then publish readings while deploying each
 /// of the others in turn; count what reached the plugin.
 async fn swap_while_readings_flow(ctx: &Ctx, bundles: &[Vec<u8>]) -> anyhow::Result<Swaps> {
-    let server = NatsServer::options(&ctx.paths.nats_server)
-        .name("bench-swap")
-        .jetstream()?
-        .start()?;
+    let (server, client) = jetstream_server(&ctx.paths.nats_server, "bench-swap").await?;
     let url = server.url();
-    let client = async_nats::connect(url.as_str())
-        .await
-        .with_context(|| format!("cannot connect to {url}"))?;
     let cloud = Cloud::new(client.clone(), None);
-    cloud.ensure_buckets().await.context("cannot create the deployment buckets")?;
+    cloud
+        .ensure_buckets()
+        .await
+        .context("cannot create the deployment buckets")?;
     let setup = Setup {
         deploy: Some(DEPLOY),
         ..Setup::default()
     };
-    let mut device = Device::start_with(ID, &ctx.paths.work.join("swap"), &ctx.bundles.trust, &url, &setup, &[]).await?;
+    let mut device =
+        Device::start_with(ID, &ctx.paths.work.join("swap"), &ctx.bundles.trust, &url, &setup, &[]).await?;
     let key = model::device_key(ID);
     let (first, others) = bundles.split_first().context("no bundle to deploy")?;
     deploy(&cloud, &key, first).await?;
-    let before = plugin_status(&mut device).await?;
+    let before = device.plugin_status(PLUGIN).await?;
 
     let publisher = Publisher::start(&url, CgmTraffic::new(&ctx.hall2018, now_ms())).await?;
     let mut pauses_us = Vec::with_capacity(others.len());
@@ -178,21 +182,21 @@ async fn swap_while_readings_flow(ctx: &Ctx, bundles: &[Vec<u8>]) -> anyhow::Res
     // Every reading published has been received or lost once the count of
     // readings taken stops moving (or reaches the count published).
     let deadline = Instant::now() + PHASE_TIMEOUT;
-    let mut last = plugin_status(&mut device).await?.readings_in;
+    let mut last = device.readings_in(PLUGIN).await?;
     let mut quiet_since = Instant::now();
     while last - before.readings_in < published && quiet_since.elapsed() < QUIET {
         if Instant::now() > deadline {
             bail!("the readings were still arriving after {PHASE_TIMEOUT:?}");
         }
         tokio::time::sleep(POLL).await;
-        let now = plugin_status(&mut device).await?.readings_in;
+        let now = device.readings_in(PLUGIN).await?;
         if now != last {
             last = now;
             quiet_since = Instant::now();
         }
     }
     let host = device.status().await?;
-    let status = plugin_status(&mut device).await?;
+    let status = device.plugin_status(PLUGIN).await?;
     device.stop().await?;
     Ok(Swaps {
         pauses_us,
@@ -206,7 +210,7 @@ async fn swap_while_readings_flow(ctx: &Ctx, bundles: &[Vec<u8>]) -> anyhow::Res
     })
 }
 
-/// Push `bundle` as glucose-monitor to `key`, as `edgewise deploy` does
+/// Push `bundle` as glucose-monitor to `key`, as `edgewise push` does
 /// (store the bundle, then write the desired set with compare-and-set), and
 /// wait until the device reports it healthy: its deployment.
 async fn deploy(cloud: &Cloud, key: &str, bundle: &[u8]) -> anyhow::Result<Deployment> {
@@ -251,17 +255,6 @@ async fn deploy(cloud: &Cloud, key: &str, bundle: &[u8]) -> anyhow::Result<Deplo
             _ => tokio::time::sleep(POLL).await,
         }
     }
-}
-
-/// glucose-monitor's status.
-async fn plugin_status(device: &mut Device) -> anyhow::Result<PluginStatus> {
-    device
-        .status()
-        .await?
-        .plugins
-        .into_iter()
-        .find(|p| p.name == PLUGIN)
-        .with_context(|| format!("the host's status has no plugin {PLUGIN}"))
 }
 
 /// Readings published at [`RATE`] on a connection of its own, in 1 ms
