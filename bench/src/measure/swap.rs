@@ -184,7 +184,7 @@ async fn swap_while_readings_flow(ctx: &Ctx, bundles: &[Vec<u8>]) -> anyhow::Res
     let deadline = Instant::now() + PHASE_TIMEOUT;
     let mut last = device.readings_in(PLUGIN).await?;
     let mut quiet_since = Instant::now();
-    while last - before.readings_in < published && quiet_since.elapsed() < QUIET {
+    while last.saturating_sub(before.readings_in) < published && quiet_since.elapsed() < QUIET {
         if Instant::now() > deadline {
             bail!("the readings were still arriving after {PHASE_TIMEOUT:?}");
         }
@@ -205,7 +205,7 @@ async fn swap_while_readings_flow(ctx: &Ctx, bundles: &[Vec<u8>]) -> anyhow::Res
         publish_s,
         ingested: host.ingest.messages,
         deadlettered: host.ingest.deadlettered,
-        taken: status.readings_in - before.readings_in,
+        taken: status.readings_in.saturating_sub(before.readings_in),
         status,
     })
 }
