@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use edgewise_host::bus::status::PluginStatus;
 use edgewise_host::run::Status;
-use edgewise_procs::RunConfig;
+use edgewise_procs::{NatsServer, RunConfig};
 
 /// The device id of every host the harness starts.
 pub const DEVICE: &str = "bench";
@@ -65,6 +66,9 @@ pub struct Setup<'a> {
     pub jetstream: Option<&'a str>,
     /// `[outbox] input_log` (on by default, as in the host).
     pub input_log: bool,
+    /// The body of a `[deploy]` table: the device follows its desired
+    /// plugin set in the deployment buckets of its local server.
+    pub deploy: Option<&'a str>,
 }
 
 impl Default for Setup<'_> {
@@ -73,6 +77,7 @@ impl Default for Setup<'_> {
             upstream: None,
             jetstream: None,
             input_log: true,
+            deploy: None,
         }
     }
 }
@@ -97,6 +102,17 @@ pub async fn sensor_stream(
         })
         .await
         .context("cannot create the sensor stream")
+}
+
+/// A private nats-server with JetStream (file storage in a directory of its
+/// own), named `name` in its logs, and a client connected to it.
+pub async fn jetstream_server(binary: &Path, name: &str) -> anyhow::Result<(NatsServer, async_nats::Client)> {
+    let server = NatsServer::options(binary).name(name).jetstream()?.start()?;
+    let url = server.url();
+    let client = async_nats::connect(url.as_str())
+        .await
+        .with_context(|| format!("cannot connect to {url}"))?;
+    Ok((server, client))
 }
 
 /// glucose-monitor's `outputs_per_second` in the live measurements.
@@ -165,6 +181,9 @@ impl Device {
         rest.push_str(&format!(
             "\n[host_limits]\noutputs_per_second = {GLUCOSE_OUTPUTS_PER_SECOND}\n"
         ));
+        if let Some(deploy) = setup.deploy {
+            rest.push_str(&format!("\n[deploy]\n{deploy}"));
+        }
         if plugins.iter().any(|p| p.hostile) {
             rest.push_str("\n[supervisor]\nquarantine_after = 1000\nbackoff_max = \"100ms\"\n");
         }
@@ -200,15 +219,19 @@ impl Device {
         serde_json::from_value(status).context("the host's status is not the expected JSON")
     }
 
+    /// The status of `plugin`.
+    pub async fn plugin_status(&mut self, plugin: &str) -> anyhow::Result<PluginStatus> {
+        self.status()
+            .await?
+            .plugins
+            .into_iter()
+            .find(|p| p.name == plugin)
+            .ok_or_else(|| anyhow!("the host's status has no plugin {plugin}"))
+    }
+
     /// Readings delivered to `plugin` so far.
     pub async fn readings_in(&mut self, plugin: &str) -> anyhow::Result<u64> {
-        let status = self.status().await?;
-        status
-            .plugins
-            .iter()
-            .find(|p| p.name == plugin)
-            .map(|p| p.readings_in)
-            .ok_or_else(|| anyhow!("the host's status has no plugin {plugin}"))
+        Ok(self.plugin_status(plugin).await?.readings_in)
     }
 
     /// Kill `edgewise run` with SIGKILL (a crash, a power cut) and reap it.

@@ -3,6 +3,7 @@
 //! them (`edgewise keygen`, `edgewise sign`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use edgewise_procs::{SigningKey, nats_binary, workspace};
@@ -53,6 +54,26 @@ pub struct Bundles {
     pub glucose: PathBuf,
     /// The faulty plugin with `fail = "loop"`.
     pub faulty: PathBuf,
+    /// The key that signed them, for further bundles ([`Bundles::glucose_as`]).
+    key: Arc<SigningKey>,
+}
+
+impl Bundles {
+    /// glucose-monitor's component signed as `version` (its manifest
+    /// otherwise as is), as an operator signs each release of a plugin:
+    /// the bundles a device is sent one after the other.
+    pub fn glucose_as(&self, paths: &Paths, version: &str) -> anyhow::Result<PathBuf> {
+        let source = paths.glucose_manifest();
+        let manifest = std::fs::read_to_string(&source).with_context(|| format!("cannot read {}", source.display()))?;
+        let current = manifest
+            .lines()
+            .find(|line| line.starts_with("version = "))
+            .with_context(|| format!("no version line in {}", source.display()))?;
+        let manifest = manifest.replacen(current, &format!("version = \"{version}\""), 1);
+        let out = paths.work.join(format!("glucose-monitor-{version}.toml"));
+        std::fs::write(&out, manifest).with_context(|| format!("cannot write {}", out.display()))?;
+        self.key.bundle(&out, &paths.glucose_wasm)
+    }
 }
 
 impl Paths {
@@ -85,6 +106,11 @@ impl Paths {
         workspace::component_path("faulty-v02")
     }
 
+    /// glucose-monitor's manifest (`edgewise.toml`).
+    pub fn glucose_manifest(&self) -> PathBuf {
+        self.root.join("plugins").join("glucose-monitor").join("edgewise.toml")
+    }
+
     /// The frozen 0.1 bundle of glucose-monitor and its trust store.
     pub fn frozen_v01(&self) -> (PathBuf, PathBuf) {
         (self.root.join(FROZEN_V01_BUNDLE), self.root.join(FROZEN_V01_TRUST))
@@ -102,11 +128,11 @@ impl Paths {
         let faulty_manifest = self.work.join("faulty-plugin.toml");
         std::fs::write(&faulty_manifest, FAULTY_MANIFEST)
             .with_context(|| format!("cannot write {}", faulty_manifest.display()))?;
-        let glucose_manifest = self.root.join("plugins").join("glucose-monitor").join("edgewise.toml");
         Ok(Bundles {
             trust: key.trust_dir(),
-            glucose: key.bundle(&glucose_manifest, &self.glucose_wasm)?,
+            glucose: key.bundle(&self.glucose_manifest(), &self.glucose_wasm)?,
             faulty: key.bundle(&faulty_manifest, &self.faulty_wasm())?,
+            key: Arc::new(key),
         })
     }
 }

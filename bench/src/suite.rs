@@ -327,10 +327,24 @@ pub const SUITE: &[Measurement] = &[
         run: measure::recovery::run,
     },
     Measurement {
-        id: "pending",
-        title: "Not measured yet",
-        method: "Rows kept for features that have not landed: hot swap (DESIGN: loses 0 readings).",
-        run: measure::pending::run,
+        id: "swap",
+        title: "Hot swap while readings flow (issue #15)",
+        method: "A private nats-server with JetStream holds the deployment buckets (no domain: the device reads them \
+                 on its own local server); a device runs `edgewise run` with a `[deploy]` table (probation 1 s, \
+                 resync 2 s, report every 1 s) and no `[[plugins]]`. glucose-monitor, signed by the run's key as \
+                 1.0.0 (its manifest otherwise as is), is pushed as `edgewise push` pushes (the bundle stored in \
+                 the bundle bucket, then the device's desired set written with compare-and-set) and the harness \
+                 waits until the device's report says healthy. Then a publisher on a connection of its own \
+                 publishes readings on core NATS at 1,000/s (the Hall2018 traces of \"Live ingest\": one subject \
+                 per patient, paced in 1 ms steps) while 2.0.0, 3.0.0, ... 13.0.0 are pushed, each once the \
+                 previous one is healthy (anti-rollback wants each version higher than the last healthy one): 12 \
+                 hot swaps of a running plugin, each snapshotting the old instance and starting the new one from \
+                 its state. The pause is the `pause_us` each swap reports (`Reported.plugins[..].deployment`): how \
+                 long the plugin's input waited for the switch, from the snapshot of the old instance to the new \
+                 one started from it; nearest-rank p50 and max over the swaps. Once the last swap is healthy the \
+                 publisher stops; when the plugin's `readings_in` (status) equals the count published or has not \
+                 moved for 2 s, readings lost = published - taken (DESIGN: hot swap loses 0 readings).",
+        run: measure::swap::run,
     },
 ];
 

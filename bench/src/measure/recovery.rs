@@ -15,11 +15,10 @@ use anyhow::{Context, bail};
 use edgewise_host::input_log::Input;
 use edgewise_host::outbox::reset::KEY_FILE;
 use edgewise_host::outbox::{FILE_NAME, Outbox, OutboxKey, OutboxLimits};
-use edgewise_procs::NatsServer;
 use futures::StreamExt;
 
 use super::snapshot::{PER_DAY, SENSORS, one_day};
-use crate::device::{Device, PluginEntry, SENSOR_STREAM, Setup, sensor_stream};
+use crate::device::{Device, PluginEntry, SENSOR_STREAM, Setup, jetstream_server, sensor_stream};
 use crate::load::{now_ms, payload};
 use crate::stats::median;
 use crate::suite::{Ctx, Outcome};
@@ -149,14 +148,8 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
 /// A fresh nats-server and device: killed before its first input and
 /// started again (the baseline), then given the day, killed, started again.
 async fn one_round(ctx: &Ctx, round: usize) -> anyhow::Result<Round> {
-    let server = NatsServer::options(&ctx.paths.nats_server)
-        .name(&format!("bench-recovery-{round}"))
-        .jetstream()?
-        .start()?;
+    let (server, client) = jetstream_server(&ctx.paths.nats_server, &format!("bench-recovery-{round}")).await?;
     let url = server.url();
-    let client = async_nats::connect(url.as_str())
-        .await
-        .with_context(|| format!("cannot connect to {url}"))?;
     let jetstream = async_nats::jetstream::new(client.clone());
     let mut stream = sensor_stream(&client, -1).await?;
     let setup = Setup {
@@ -175,7 +168,7 @@ async fn one_round(ctx: &Ctx, round: usize) -> anyhow::Result<Round> {
     )
     .await?;
     // Its status shows the plugin once it is compiled (and cached).
-    plugin_status(&mut device).await?;
+    device.plugin_status(PLUGIN).await?;
     device.kill();
     let mut alerts = client
         .subscribe(format!("edgewise.{ID}.alerts.{PLUGIN}"))
@@ -184,7 +177,7 @@ async fn one_round(ctx: &Ctx, round: usize) -> anyhow::Result<Round> {
     client.flush().await.context("cannot flush")?;
 
     let empty = timed_start(&mut device, &jetstream, &mut alerts, &format!("probe-empty-{round}")).await?;
-    let status = plugin_status(&mut device).await?;
+    let status = device.plugin_status(PLUGIN).await?;
     if status.recoveries != 0 || status.readings_in != 1 {
         bail!("the start with an empty journal was not a clean start: {status:?}");
     }
@@ -213,7 +206,7 @@ async fn one_round(ctx: &Ctx, round: usize) -> anyhow::Result<Round> {
     let deadline = Instant::now() + PHASE_TIMEOUT;
     // Every reading taken and acknowledged: each input is in the journal.
     loop {
-        let taken = plugin_status(&mut device).await?.readings_in >= total;
+        let taken = device.plugin_status(PLUGIN).await?.readings_in >= total;
         if taken && unacknowledged(&mut stream).await? == 0 {
             break;
         }
@@ -226,7 +219,7 @@ async fn one_round(ctx: &Ctx, round: usize) -> anyhow::Result<Round> {
     let (inputs, saved_at, again, readings_again) = journal(&device.data_dir(), &ctx.paths.work.join("recovery-copy"))?;
 
     let recovery = timed_start(&mut device, &jetstream, &mut alerts, &format!("probe-recovery-{round}")).await?;
-    let status = plugin_status(&mut device).await?;
+    let status = device.plugin_status(PLUGIN).await?;
     if status.recoveries != 1 || status.state_lost != 0 || status.state != "running" || status.readings_in != 1 {
         bail!("the plugin did not resume from its saved state: {status:?}");
     }
@@ -294,17 +287,6 @@ fn logged_after(log: &str, what: &str, since: time::OffsetDateTime) -> Option<Du
     let stamp = line.split_whitespace().next()?;
     let at = time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()?;
     Duration::try_from(at - since).ok()
-}
-
-/// glucose-monitor's status.
-async fn plugin_status(device: &mut Device) -> anyhow::Result<edgewise_host::bus::status::PluginStatus> {
-    device
-        .status()
-        .await?
-        .plugins
-        .into_iter()
-        .find(|p| p.name == PLUGIN)
-        .with_context(|| format!("the host's status has no plugin {PLUGIN}"))
 }
 
 /// Messages of `stream` not yet acknowledged by its consumers (pending or
