@@ -450,7 +450,10 @@ async fn a_rollout_stops_at_the_wave_over_the_failure_share_and_puts_the_device_
     assert_eq!(plugins_of(&cloud, "device.d").await, before["d"], "device.d");
     for device in ["a", "b", "c"] {
         let (desired, _) = cloud.desired(&format!("device.{device}")).await.unwrap().unwrap();
-        assert_eq!(desired.plugins[PLUGIN].bundle, name, "device.{device} keeps the new bundle");
+        assert_eq!(
+            desired.plugins[PLUGIN].bundle, name,
+            "device.{device} keeps the new bundle"
+        );
     }
     assert!(
         cloud.desired("device.e").await.unwrap().is_none(),

@@ -1,33 +1,101 @@
-//! Deployment to a running device (issue #15), the device's side: a desired
-//! set written to the cloud's buckets is fetched, verified, started or
-//! swapped in, and reported phase by phase.
+//! Deployment to running devices (issue #15), in the topology real fleets
+//! use: a cloud nats-server (JetStream domain `cloud`: the deployment buckets
+//! and the upstream stream) and, per device, its own local nats-server (its
+//! sensor stream in its own domain), a leaf node of the cloud's that dials
+//! out. `edgewise run` talks to its local server only; the operator to the
+//! cloud's. A desired set is fetched, verified, started or swapped in, put on
+//! probation, rolled back on failure, and reported phase by phase.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
 
 use edgewise_host::deploy::model::{self, Deployment, Phase};
 use edgewise_host::deploy::{Cloud, Desired, DesiredPlugin, Reported};
-use edgewise_tests::nats::NatsServer;
-use edgewise_tests::signed_bundle;
-
-use std::time::Duration;
+use edgewise_procs::{CloudServer, EdgeServer};
+use edgewise_tests::nats::{start_cloud, start_edge};
+use edgewise_tests::{DeployBundle, deploy_bundles, edgewise, oversized_bundle};
 
 use crate::device::{DEVICE, Device, WAIT};
 use crate::kill_recovery::{Row, Run, assert_exactly_the_replay, drained, recording, settings, upstream_outputs};
-use crate::support::{create_sensors_stream, host_status, plugin, poll_until, publish_acked, value_until};
+use crate::support::{UP, create_sensors_stream, host_status, plugin, poll_until, publish_acked, value_until};
 
-/// The `[deploy]` table of the test devices: short probation and resync.
-pub(crate) const DEPLOY: &str = "[deploy]\nprobation = \"1s\"\nresync = \"2s\"\nreport_every = \"1s\"\n";
+/// The plugin every deployment here is of.
+const PLUGIN: &str = "glucose-monitor";
 
-/// Push `bundle` as plugin `name` to `key` through `cloud`: its generation.
-pub(crate) async fn push(cloud: &Cloud, key: &str, name: &str, bundle: &[u8], config: &[(&str, &str)]) -> u64 {
+/// The cloud of a test, and the operator's view of its buckets.
+struct Site {
+    cloud: CloudServer,
+    operator: Cloud,
+}
+
+impl Site {
+    async fn start() -> Site {
+        let cloud = start_cloud();
+        let client = async_nats::connect(cloud.url()).await.unwrap();
+        let operator = Cloud::new(client, None);
+        operator.ensure_buckets().await.unwrap();
+        Site { cloud, operator }
+    }
+
+    /// `edgewise <args> --cloud <the cloud>`.
+    async fn cli(&self, args: &[&str]) -> edgewise_tests::Run {
+        let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        args.extend(["--cloud".to_owned(), self.cloud.url()]);
+        tokio::task::spawn_blocking(move || edgewise(args)).await.unwrap()
+    }
+}
+
+/// A device behind its own leaf server.
+struct Edge {
+    id: String,
+    server: EdgeServer,
+    device: Device,
+    /// A client of its local server (status, sensors).
+    client: async_nats::Client,
+}
+
+impl Edge {
+    /// Device `id` on a new leaf server of `site`, with `deploy` inside its
+    /// `[deploy]` table and `tables` after it, ticking every `tick`; not
+    /// started. Its upstream goes through the leaf too (domain `cloud`).
+    async fn new(site: &Site, id: &str, tick: &str, deploy: &str, tables: &str) -> Edge {
+        let server = start_edge(&site.cloud, id);
+        let rest = format!(
+            "[upstream]\nurl = \"{}\"\nstream = \"{UP}\"\ncreate_stream = true\ndomain = \"cloud\"\n\n\
+             [deploy]\ndomain = \"cloud\"\nprobation = \"1s\"\nresync = \"2s\"\nreport_every = \"1s\"\n{deploy}\n{tables}",
+            server.url()
+        );
+        let device = Device::at(id, &server.url(), None, tick, &rest);
+        let client = async_nats::connect(server.url()).await.unwrap();
+        Edge {
+            id: id.to_owned(),
+            server,
+            device,
+            client,
+        }
+    }
+
+    async fn start(&mut self) {
+        self.device.start_with(&self.client).await;
+    }
+
+    fn key(&self) -> String {
+        model::device_key(&self.id)
+    }
+}
+
+/// Push `bundle` as [`PLUGIN`] to `key` through `cloud`, with `config`: the
+/// new generation.
+async fn push(cloud: &Cloud, key: &str, bundle: &[u8], config: &[(&str, &str)]) -> u64 {
     let object = cloud.put_bundle(bundle).await.unwrap();
-    let read = cloud.desired(key).await.unwrap();
-    let (mut desired, generation) = match read {
+    let (mut desired, read) = match cloud.desired(key).await.unwrap() {
         Some((desired, generation)) => (desired, Some(generation)),
         None => (Desired::default(), None),
     };
     desired.plugins.insert(
-        name.to_owned(),
+        PLUGIN.to_owned(),
         DesiredPlugin {
             bundle: object,
             version: String::new(),
@@ -38,13 +106,14 @@ pub(crate) async fn push(cloud: &Cloud, key: &str, name: &str, bundle: &[u8], co
                 .collect::<BTreeMap<_, _>>(),
         },
     );
-    cloud.write_desired(key, &desired, generation).await.unwrap()
+    cloud.write_desired(key, &desired, read).await.unwrap()
 }
 
-/// The deployment of `plugin` at `generation` once it reached a final phase.
-pub(crate) async fn settled(cloud: &Cloud, device: &str, plugin: &str, generation: u64) -> (Reported, Deployment) {
+/// The deployment of [`PLUGIN`] at `generation` on `device` once it reached
+/// a final phase, and the report that says so.
+async fn settled(cloud: &Cloud, device: &str, generation: u64) -> (Reported, Deployment) {
     poll_until(
-        &format!("a final phase of {plugin} generation {generation}"),
+        &format!("a final phase of generation {generation} on {device}"),
         WAIT,
         || async {
             let report = cloud
@@ -52,8 +121,7 @@ pub(crate) async fn settled(cloud: &Cloud, device: &str, plugin: &str, generatio
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or("no report")?;
-            let deployment = report.plugins.get(plugin).and_then(|p| p.deployment.clone());
-            match deployment {
+            match report.plugins.get(PLUGIN).and_then(|p| p.deployment.clone()) {
                 Some(d) if d.generation == generation && d.phase.is_final() => Ok((report, d)),
                 _ => Err(format!("{report:#?}")),
             }
@@ -62,40 +130,48 @@ pub(crate) async fn settled(cloud: &Cloud, device: &str, plugin: &str, generatio
     .await
 }
 
+/// Push `bundle` to `edge` and wait for its final phase.
+async fn deploy(site: &Site, edge: &Edge, bundle: &DeployBundle, config: &[(&str, &str)]) -> (Reported, Deployment) {
+    let generation = push(&site.operator, &edge.key(), &bundle.bytes(), config).await;
+    settled(&site.operator, &edge.id, generation).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_pushed_plugin_runs_then_is_healthy_and_reported() {
-    let server = NatsServer::start_with_jetstream();
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let cloud = Cloud::new(client.clone(), None);
-    cloud.ensure_buckets().await.unwrap();
-    let mut device = Device::with_plugins(&server, None, "100ms", DEPLOY);
-    device.start_with(&client).await;
-    let bundle = std::fs::read(signed_bundle("glucose-monitor")).unwrap();
-    let generation = push(&cloud, &model::device_key(DEVICE), "glucose-monitor", &bundle, &[]).await;
-    let (report, deployment) = settled(&cloud, DEVICE, "glucose-monitor", generation).await;
+async fn a_pushed_plugin_runs_then_is_healthy_and_the_fleet_shows_it() {
+    let site = Site::start().await;
+    let mut edge = Edge::new(&site, DEVICE, "100ms", "", "").await;
+    edge.start().await;
+    let v1 = &deploy_bundles().v1;
+    let pushed = site.cli(&["push", v1.path.to_str().unwrap(), "--device", DEVICE]).await;
+    assert_eq!(pushed.code, Some(0), "{}", pushed.stderr);
+    let generation = site.operator.desired(&edge.key()).await.unwrap().unwrap().1;
+    let (report, deployment) = settled(&site.operator, DEVICE, generation).await;
     assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
     let phases: Vec<Phase> = deployment.history.iter().map(|c| c.phase).collect();
     assert_eq!(
         phases,
         [Phase::Received, Phase::Verified, Phase::Running, Phase::Healthy],
-        "{report:#?}"
+        "never conflated: {report:#?}"
     );
-    let plugin = &report.plugins["glucose-monitor"];
-    assert_eq!(plugin.running_version, "0.2.0");
-    assert_eq!(plugin.running_bundle, model::bundle_name(&bundle));
-}
+    let status = host_status(&edge.client).await;
+    assert_eq!(plugin(&status, PLUGIN)["version"], "1.0.0", "{status:#}");
 
-/// Sign glucose-monitor's component as `version` (its manifest otherwise
-/// as is) into the device directory: the file name.
-pub(crate) fn glucose_monitor_as(device: &Device, version: &str) -> String {
-    let manifest = std::fs::read_to_string(edgewise_tests::plugin_manifest("glucose-monitor")).unwrap();
-    let manifest = manifest.replace("version = \"0.2.0\"", &format!("version = \"{version}\""));
-    assert!(manifest.contains(version));
-    let path = device.path(&format!("glucose-monitor-{version}.toml"));
-    std::fs::write(&path, manifest).unwrap();
-    let out = format!("glucose-monitor-{version}.wasm");
-    device.sign_bundle(&path, "glucose-monitor", &out);
-    out
+    let fleet = site.cli(&["fleet"]).await;
+    assert_eq!(fleet.code, Some(0), "{}", fleet.stderr);
+    let row = fleet.stdout.lines().find(|l| l.contains(DEVICE)).unwrap_or_default();
+    for wanted in [PLUGIN, "1.0.0", "healthy"] {
+        assert!(
+            row.contains(wanted),
+            "`{wanted}` not in the fleet row `{row}`:\n{}",
+            fleet.stdout
+        );
+    }
+    let json = site.cli(&["fleet", "--json"]).await;
+    let reports: Value = serde_json::from_str(&json.stdout).unwrap();
+    let plugin = &reports[0]["plugins"][PLUGIN];
+    assert_eq!(plugin["running_version"], "1.0.0");
+    assert_eq!(plugin["running_bundle"], model::bundle_name(&v1.bytes()));
+    assert_eq!(plugin["deployment"]["phase"], "healthy");
 }
 
 /// The readings of `rows` as a JSON-lines recording of bus messages, each
@@ -111,93 +187,75 @@ fn jsonl_recording(rows: &[Row]) -> String {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_swap_while_readings_flow_at_1000_per_second_loses_and_repeats_nothing_and_keeps_the_state() {
-    const RATE: f64 = 1000.0;
+/// A device on the JetStream source with glucose-monitor 1.0.0 deployed,
+/// then `rows` published at `rate` readings/s while `during` runs (once a
+/// third of them were taken); at the end every reading acknowledged and
+/// every output delivered. The cloud's outputs, compared with an
+/// uninterrupted replay of 1.0.0 (the versions here compute alike).
+async fn while_readings_flow(rate: f64, during: During) -> (Site, Edge, Run) {
     let rows = recording();
-    let local = NatsServer::start_with_jetstream();
-    let upstream = NatsServer::start_with_jetstream();
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let jetstream = async_nats::jetstream::new(client.clone());
+    let site = Site::start().await;
+    let mut edge = Edge::new(&site, DEVICE, "5m", "", &settings(rows[0].1)).await;
+    let jetstream = async_nats::jetstream::new(edge.client.clone());
     let sensors = create_sensors_stream(&jetstream).await;
-    let cloud = Cloud::new(client.clone(), None);
-    cloud.ensure_buckets().await.unwrap();
-    let config = format!("{DEPLOY}{}", settings(rows[0].1));
-    let mut device = Device::with_plugins(&local, Some(&upstream), "5m", &config);
-    let (v1, v2) = (
-        glucose_monitor_as(&device, "1.0.0"),
-        glucose_monitor_as(&device, "2.0.0"),
-    );
-    device.start_with(&client).await;
-    let key = model::device_key(DEVICE);
-    let max_ahead = [("max_ahead", "8760h")];
-    let bundle = |name: &str| std::fs::read(device.path(name)).unwrap();
-    let first = push(&cloud, &key, "glucose-monitor", &bundle(&v1), &max_ahead).await;
-    assert_eq!(
-        settled(&cloud, DEVICE, "glucose-monitor", first).await.1.phase,
-        Phase::Healthy
-    );
+    edge.start().await;
+    let bundles = deploy_bundles();
+    let (report, first) = deploy(&site, &edge, &bundles.v1, &[("max_ahead", "8760h")]).await;
+    assert_eq!(first.phase, Phase::Healthy, "{report:#?}");
 
     let publisher = {
         let (rows, jetstream) = (rows.clone(), jetstream.clone());
         tokio::spawn(async move {
             let start = tokio::time::Instant::now();
             for (k, (subject, ts, value)) in rows.into_iter().enumerate() {
-                tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / RATE)).await;
+                tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / rate)).await;
                 let payload = format!(r#"{{"ts":{ts},"value":{value},"unit":"mg/dL"}}"#);
                 publish_acked(&jetstream, format!("sensors.cgm.subject-{subject}"), payload.into()).await;
             }
         })
     };
-    // The swap comes while readings flow, about a third of the way in.
     let third = rows.len() as u64 / 3;
     value_until(
         "a third of the readings taken",
         WAIT,
-        || host_status(&client),
-        |status| plugin(status, "glucose-monitor")["readings_in"].as_u64() >= Some(third),
+        || host_status(&edge.client),
+        |status| plugin(status, PLUGIN)["readings_in"].as_u64() >= Some(third),
     )
     .await;
-    let second = push(&cloud, &key, "glucose-monitor", &bundle(&v2), &max_ahead).await;
-    let (report, swapped) = settled(&cloud, DEVICE, "glucose-monitor", second).await;
-    assert_eq!(swapped.phase, Phase::Healthy, "{report:#?}");
-    assert!(
-        swapped.pause_us.is_some(),
-        "a swap says how long the input waited: {swapped:#?}"
-    );
+    match during {
+        During::Swap => swap_to_v2(&site, &edge).await,
+        During::FailingVersions => failing_versions(&site, &edge).await,
+    }
     assert!(
         !publisher.is_finished(),
-        "the swap came while readings flowed (slow machine?)"
+        "the deployments came while readings flowed (slow machine?)"
     );
     publisher.await.unwrap();
-    drained(&client, &sensors, rows.len() as u64).await;
-    let status = host_status(&client).await;
+    drained(&edge.client, &sensors, rows.len() as u64).await;
+    let status = host_status(&edge.client).await;
     assert_eq!(
-        plugin(&status, "glucose-monitor")["readings_in"].as_u64(),
+        plugin(&status, PLUGIN)["readings_in"].as_u64(),
         Some(rows.len() as u64),
-        "every reading given to the plugin once, across the swap: {status:#}"
+        "every reading given to the plugin once: {status:#}"
     );
-    assert_eq!(plugin(&status, "glucose-monitor")["version"], "2.0.0");
-    device.terminate_cleanly().await;
+    edge.device.terminate_cleanly().await;
 
-    let stored = upstream_outputs(&upstream).await;
-    let versions: std::collections::BTreeSet<&str> = stored.iter().filter_map(|(_, e)| e["version"].as_str()).collect();
-    assert_eq!(versions, ["1.0.0", "2.0.0"].into(), "outputs of both versions");
-    let recording = device.path("recording.jsonl");
+    let stored = upstream_outputs(&site.cloud.url()).await;
+    let recording = edge.device.path("recording.jsonl");
     std::fs::write(&recording, jsonl_recording(&rows)).unwrap();
-    let replay = edgewise_tests::edgewise([
+    let replay = edgewise([
         "replay",
         "--plugin",
-        device.path(&v1).to_str().unwrap(),
+        bundles.v1.path.to_str().unwrap(),
         "--trust",
-        device.path("trust").to_str().unwrap(),
+        edge.device.path("trust").to_str().unwrap(),
         "--input",
         recording.to_str().unwrap(),
         "--config",
         "max_ahead=8760h",
     ]);
     assert_eq!(replay.code, Some(0), "{}", replay.stderr);
-    let replayed: Vec<serde_json::Value> = replay
+    let replayed: Vec<Value> = replay
         .stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -208,71 +266,145 @@ async fn a_swap_while_readings_flow_at_1000_per_second_loses_and_repeats_nothing
         seconds: 0.0,
     };
     assert_exactly_the_replay(&run, &replayed, rows[rows.len() - 1].1);
+    (site, edge, run)
+}
+
+/// The versions of the plugin's outputs in the cloud.
+fn versions(run: &Run) -> std::collections::BTreeSet<String> {
+    run.stored
+        .iter()
+        .filter(|(id, _)| !id.rsplit('/').next().unwrap_or_default().starts_with("host-"))
+        .filter_map(|(_, e)| e["version"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// What is deployed while readings flow.
+enum During {
+    /// 2.0.0, which must be healthy.
+    Swap,
+    /// The three failing versions, each rolled back.
+    FailingVersions,
+}
+
+async fn swap_to_v2(site: &Site, edge: &Edge) {
+    let (report, swapped) = deploy(site, edge, &deploy_bundles().v2, &[("max_ahead", "8760h")]).await;
+    assert_eq!(swapped.phase, Phase::Healthy, "{report:#?}");
+    assert!(
+        swapped.pause_us.is_some(),
+        "a swap says how long the input waited: {swapped:#?}"
+    );
+    let status = host_status(&edge.client).await;
+    assert_eq!(plugin(&status, PLUGIN)["version"], "2.0.0");
+}
+
+async fn failing_versions(site: &Site, edge: &Edge) {
+    let bundles = deploy_bundles();
+    let cases = [
+        (&bundles.fails_init, "init"),
+        (&bundles.traps_third, "trap"),
+        (&bundles.refuses_snapshot, "init"),
+    ];
+    for (bundle, why) in cases {
+        let (report, deployment) = deploy(site, edge, bundle, &[("max_ahead", "8760h")]).await;
+        assert_eq!(deployment.phase, Phase::RolledBack, "{report:#?}");
+        let reason = deployment.reason.clone().unwrap_or_default();
+        assert!(reason.contains(why), "`{why}` not in `{reason}`");
+        assert_eq!(report.plugins[PLUGIN].running_version, "1.0.0", "{report:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swap_while_readings_flow_at_1000_per_second_loses_and_repeats_nothing_and_keeps_the_state() {
+    let (_site, _edge, run) = while_readings_flow(1000.0, During::Swap).await;
+    assert_eq!(versions(&run), ["1.0.0".to_owned(), "2.0.0".to_owned()].into());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn versions_that_fail_init_trap_on_their_third_batch_or_refuse_the_state_are_rolled_back_with_the_state_intact() {
+    // Every output equals the uninterrupted replay's (checked in
+    // `while_readings_flow`): the old version got its state back each time,
+    // and the inputs the trapping version took were given to it again.
+    let (_site, _edge, run) = while_readings_flow(500.0, During::FailingVersions).await;
+    assert!(versions(&run).contains("1.0.0"));
+    let rolled_back = run
+        .stored
+        .iter()
+        .filter(|(_, e)| e["code"] == "deployment-rolled-back")
+        .count();
+    assert_eq!(rolled_back, 3, "each rollback raised its alert");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tampered_unsigned_untrusted_older_and_oversized_bundles_are_refused_and_the_running_version_untouched() {
-    let server = NatsServer::start_with_jetstream();
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let cloud = Cloud::new(client.clone(), None);
-    cloud.ensure_buckets().await.unwrap();
-    let mut device = Device::with_plugins(&server, None, "100ms", &format!("{DEPLOY}max_bundle_mb = 1\n"));
-    let (v1, v09) = (
-        glucose_monitor_as(&device, "1.0.0"),
-        glucose_monitor_as(&device, "0.9.0"),
-    );
-    let v2 = glucose_monitor_as(&device, "2.0.0");
-    device.start_with(&client).await;
-    let key = model::device_key(DEVICE);
-    let read = |name: &str| std::fs::read(device.path(name)).unwrap();
-    let first = push(&cloud, &key, "glucose-monitor", &read(&v1), &[]).await;
-    assert_eq!(
-        settled(&cloud, DEVICE, "glucose-monitor", first).await.1.phase,
-        Phase::Healthy
+    let site = Site::start().await;
+    let mut edge = Edge::new(&site, DEVICE, "100ms", "", "").await;
+    edge.start().await;
+    let bundles = deploy_bundles();
+    assert_eq!(deploy(&site, &edge, &bundles.v1, &[]).await.1.phase, Phase::Healthy);
+    let cases = [
+        (&bundles.tampered, "signature"),
+        (&bundles.unsigned, "unsigned"),
+        (&bundles.untrusted, "not in the trust store"),
+        (&bundles.v0_9, "rollback"),
+        (oversized_bundle(), "allowed"),
+    ];
+    for (bundle, why) in cases {
+        let (report, deployment) = deploy(&site, &edge, bundle, &[]).await;
+        assert_eq!(
+            deployment.phase,
+            Phase::Refused,
+            "{}: {report:#?}",
+            bundle.path.display()
+        );
+        let reason = deployment.reason.clone().unwrap_or_default();
+        assert!(reason.contains(why), "`{why}` not in the reason `{reason}`");
+        assert_eq!(
+            report.plugins[PLUGIN].running_version, "1.0.0",
+            "the running version untouched"
+        );
+        let status = host_status(&edge.client).await;
+        assert_eq!(plugin(&status, PLUGIN)["state"], "running", "{status:#}");
+        let fleet = site.cli(&["fleet", "--device", DEVICE]).await;
+        assert!(fleet.stdout.contains("refused"), "{}", fleet.stdout);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_offline_during_three_pushes_applies_only_the_last_and_restarted_offline_runs_its_healthy_set() {
+    let site = Site::start().await;
+    let mut edge = Edge::new(&site, DEVICE, "100ms", "", "").await;
+    edge.start().await;
+    let bundles = deploy_bundles();
+    assert_eq!(deploy(&site, &edge, &bundles.v1, &[]).await.1.phase, Phase::Healthy);
+
+    edge.server.unlink().unwrap();
+    let key = edge.key();
+    push(&site.operator, &key, &bundles.fails_init.bytes(), &[]).await;
+    push(&site.operator, &key, &bundles.refuses_snapshot.bytes(), &[]).await;
+    let last = push(&site.operator, &key, &bundles.v2.bytes(), &[]).await;
+    edge.server.relink();
+    edge.server.wait_linked().unwrap();
+    let (report, deployment) = settled(&site.operator, DEVICE, last).await;
+    assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
+    assert_eq!(report.plugins[PLUGIN].running_version, "2.0.0");
+    assert_eq!(report.generations[&key], last, "{report:#?}");
+    edge.device.terminate_cleanly().await;
+    // Had the device tried the two failing versions pushed meanwhile, each
+    // would have been rolled back, with an alert upstream.
+    let stored = upstream_outputs(&site.cloud.url()).await;
+    let rollbacks: Vec<_> = stored
+        .iter()
+        .filter(|(_, e)| e["code"] == "deployment-rolled-back")
+        .collect();
+    assert!(
+        rollbacks.is_empty(),
+        "an intermediate generation was tried: {rollbacks:#?}"
     );
 
-    let mut tampered = read(&v2);
-    let middle = tampered.len() / 2;
-    tampered[middle] ^= 0x01;
-    let unsigned = std::fs::read(edgewise_tests::plugin_wasm("glucose-monitor")).unwrap();
-    std::fs::create_dir_all(device.path("stranger")).unwrap();
-    let stranger = edgewise_tests::generate_key(&device.path("stranger"), "stranger");
-    let untrusted = device.path("untrusted.wasm");
-    stranger
-        .sign(
-            &device.path("glucose-monitor-2.0.0.toml"),
-            &edgewise_tests::plugin_wasm("glucose-monitor"),
-            &untrusted,
-        )
-        .unwrap();
-    let oversized = vec![0u8; 1024 * 1024 + 1];
-    let cases: [(&str, Vec<u8>, &str); 5] = [
-        ("tampered", tampered, "signature"),
-        ("unsigned", unsigned, "unsigned"),
-        (
-            "untrusted",
-            std::fs::read(&untrusted).unwrap(),
-            "not in the trust store",
-        ),
-        ("older", read(&v09), "rollback"),
-        ("oversized", oversized, "over the 1048576 allowed"),
-    ];
-    for (what, bytes, why) in cases {
-        let generation = push(&cloud, &key, "glucose-monitor", &bytes, &[]).await;
-        let (report, deployment) = settled(&cloud, DEVICE, "glucose-monitor", generation).await;
-        assert_eq!(deployment.phase, Phase::Refused, "{what}: {report:#?}");
-        let reason = deployment.reason.clone().unwrap_or_default();
-        assert!(reason.contains(why), "{what}: `{why}` not in the reason `{reason}`");
-        let running = &report.plugins["glucose-monitor"];
-        assert_eq!(
-            running.running_version, "1.0.0",
-            "{what}: the running version untouched"
-        );
-        let status = host_status(&client).await;
-        assert_eq!(
-            plugin(&status, "glucose-monitor")["state"],
-            "running",
-            "{what}: {status:#}"
-        );
-    }
+    // Restarted with the cloud unreachable: the healthy set it keeps runs.
+    edge.server.unlink().unwrap();
+    edge.start().await;
+    let status = host_status(&edge.client).await;
+    assert_eq!(plugin(&status, PLUGIN)["version"], "2.0.0", "{status:#}");
+    assert_eq!(plugin(&status, PLUGIN)["state"], "running", "{status:#}");
 }

@@ -50,6 +50,14 @@ impl Device {
     /// plugin crate's bundle by file name, e.g. [`glucose_chaos`]), ticking
     /// every `tick`.
     pub(crate) fn with_plugins(local: &NatsServer, upstream: Option<&NatsServer>, tick: &str, plugins: &str) -> Device {
+        let upstream = upstream.map(|cloud| (cloud.url(), crate::support::UP.to_owned()));
+        Device::at(DEVICE, &local.url(), upstream, tick, plugins)
+    }
+
+    /// A device `id` on the local server at `local_url`, its upstream
+    /// (URL, stream) if any, ticking every `tick`, `rest` after its `[local]`
+    /// table (plugins, `[deploy]`, or an `[upstream]` of its own).
+    pub(crate) fn at(id: &str, local_url: &str, upstream: Option<(String, String)>, tick: &str, rest: &str) -> Device {
         let dir = tempfile::tempdir().unwrap();
         run_key().trust(&dir.path().join("trust")).unwrap();
         // The bundles every device has, by file name: each plugin crate
@@ -58,14 +66,14 @@ impl Device {
             std::fs::copy(signed_bundle(plugin), dir.path().join(format!("{plugin}.wasm"))).unwrap();
         }
         let config = RunConfig {
-            device: DEVICE.to_owned(),
+            device: id.to_owned(),
             trust_dir: "trust".to_owned(),
             tick: Some(tick.to_owned()),
-            local_url: local.url(),
-            upstream: upstream.map(|cloud| (cloud.url(), crate::support::UP.to_owned())),
-            rest: plugins.to_owned(),
+            local_url: local_url.to_owned(),
+            upstream,
+            rest: rest.to_owned(),
         };
-        let host = device::Device::new(dir.path(), DEVICE);
+        let host = device::Device::new(dir.path(), id);
         host.write_config(&config.to_toml()).unwrap();
         Device { host, dir }
     }

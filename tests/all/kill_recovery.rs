@@ -155,7 +155,7 @@ async fn play_with_kills(plugins: &str, name: &str, rows: &[Row]) -> (Run, Devic
     drained(&client, &sensors, rows.len() as u64).await;
     let seconds = started.elapsed().as_secs_f64();
     device.terminate_cleanly().await;
-    let stored = upstream_outputs(&cloud).await;
+    let stored = upstream_outputs(&cloud.url()).await;
     (Run { stored, kills, seconds }, device)
 }
 
@@ -188,8 +188,8 @@ pub(crate) async fn drained(client: &async_nats::Client, sensors: &async_nats::j
 }
 
 /// What the cloud's upstream stream holds: (`Nats-Msg-Id`, envelope).
-pub(crate) async fn upstream_outputs(cloud: &NatsServer) -> Vec<(String, Value)> {
-    let cloud_client = async_nats::connect(cloud.url()).await.unwrap();
+pub(crate) async fn upstream_outputs(cloud_url: &str) -> Vec<(String, Value)> {
+    let cloud_client = async_nats::connect(cloud_url).await.unwrap();
     let mut up = async_nats::jetstream::new(cloud_client).get_stream(UP).await.unwrap();
     stream_messages(&mut up)
         .await

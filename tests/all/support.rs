@@ -25,7 +25,12 @@ pub(crate) const UP: &str = "EDGEWISE_UP";
 /// The host's status, asked on the local bus through `client`; panics if it
 /// does not answer within [`WAIT`].
 pub(crate) async fn host_status(client: &async_nats::Client) -> Value {
-    let asked = client.request(format!("edgewise.{DEVICE}.status"), "".into());
+    status_of(client, DEVICE).await
+}
+
+/// As [`host_status`], of device `id`.
+pub(crate) async fn status_of(client: &async_nats::Client, id: &str) -> Value {
+    let asked = client.request(format!("edgewise.{id}.status"), "".into());
     match tokio::time::timeout(WAIT, asked).await {
         Ok(Ok(reply)) => serde_json::from_slice(&reply.payload).unwrap(),
         other => panic!("the host did not answer a status request: {other:?}"),

@@ -202,6 +202,9 @@ pub struct DeployBundles {
     pub tampered: DeployBundle,
     /// glucose-monitor's plain component, no signature.
     pub unsigned: DeployBundle,
+    /// The public key that signed `untrusted` (a trust directory holding it
+    /// accepts that bundle).
+    pub stranger_public: PathBuf,
 }
 
 /// The deployment bundles, made on first use (once per run).
@@ -257,6 +260,7 @@ pub fn deploy_bundles() -> &'static DeployBundles {
                 version: "2.0.0",
             },
             v2,
+            stranger_public: stranger.public_key(),
         }
     })
 }

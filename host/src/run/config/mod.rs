@@ -302,7 +302,10 @@ impl RunConfig {
             if let Some(domain) = &up.domain
                 && !crate::deploy::model::valid_name(domain)
             {
-                problem("upstream.domain", format!("`{domain}`: letters, digits, `-` and `_` only"));
+                problem(
+                    "upstream.domain",
+                    format!("`{domain}`: letters, digits, `-` and `_` only"),
+                );
             }
             UpstreamConfig {
                 nats: absolutize_nats(up.nats, base),
