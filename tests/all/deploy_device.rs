@@ -408,3 +408,88 @@ async fn a_device_offline_during_three_pushes_applies_only_the_last_and_restarte
     assert_eq!(plugin(&status, PLUGIN)["version"], "2.0.0", "{status:#}");
     assert_eq!(plugin(&status, PLUGIN)["state"], "running", "{status:#}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_to_five_devices_where_two_reject_the_bundle_stops_at_that_wave_and_says_who_and_why() {
+    let site = Site::start().await;
+    let bundles = deploy_bundles();
+    let mut edges = Vec::new();
+    for n in 1..=5 {
+        let edge = Edge::new(&site, &format!("ward-{n}"), "100ms", "groups = [\"ward\"]\n", "").await;
+        // The new version is signed by a second key: ward-2 and ward-3 do
+        // not trust it, the others do.
+        if n != 2 && n != 3 {
+            std::fs::copy(&bundles.stranger_public, edge.device.path("trust/stranger.pub")).unwrap();
+        }
+        edges.push(edge);
+    }
+    for edge in &mut edges {
+        edge.start().await;
+    }
+    let pushed = site
+        .cli(&["push", bundles.v1.path.to_str().unwrap(), "--group", "ward"])
+        .await;
+    assert_eq!(pushed.code, Some(0), "{}", pushed.stderr);
+    let (_, generation) = site.operator.desired("group.ward").await.unwrap().unwrap();
+    for edge in &edges {
+        let (report, deployment) = settled(&site.operator, &edge.id, generation).await;
+        assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
+    }
+
+    let rollout = site
+        .cli(&[
+            "rollout",
+            bundles.untrusted.path.to_str().unwrap(),
+            "--group",
+            "ward",
+            "--waves",
+            "1,3,100%",
+            "--max-failures",
+            "20%",
+            "--timeout",
+            "60s",
+        ])
+        .await;
+    assert_eq!(rollout.code, Some(1), "{}\n{}", rollout.stdout, rollout.stderr);
+    for wanted in [
+        "rollout aborted at wave 2: 2 of 3 devices failed",
+        "ward-2 (refused",
+        "ward-3 (refused",
+        "not in the trust store",
+    ] {
+        assert!(rollout.stderr.contains(wanted), "`{wanted}` not in:\n{}", rollout.stderr);
+    }
+    assert!(!rollout.stderr.contains("wave 3/"), "no wave after the one over the share:\n{}", rollout.stderr);
+
+    // ward-1 took 2.0.0 and proved it healthy: it keeps it. ward-2 and
+    // ward-3 refused it and run 1.0.0, which they never left; ward-4 and
+    // ward-5 were never asked.
+    let running = |n: usize| {
+        let (client, id) = (edges[n - 1].client.clone(), edges[n - 1].id.clone());
+        async move { plugin(&crate::support::status_of(&client, &id).await, PLUGIN)["version"].clone() }
+    };
+    assert_eq!(running(1).await, "2.0.0");
+    for n in 2..=5 {
+        assert_eq!(running(n).await, "1.0.0", "ward-{n}");
+    }
+    for n in [2, 3] {
+        let (desired, _) = site.operator.desired(&format!("device.ward-{n}")).await.unwrap().unwrap();
+        assert!(desired.plugins.get(PLUGIN).is_none(), "ward-{n}'s key is as before: {desired:?}");
+    }
+    for n in [4, 5] {
+        assert!(site.operator.desired(&format!("device.ward-{n}")).await.unwrap().is_none());
+    }
+    let fleet = site.cli(&["fleet"]).await;
+    for n in [2, 3] {
+        let row = fleet
+            .stdout
+            .lines()
+            .find(|l| l.contains(&format!("ward-{n} ")))
+            .unwrap_or_default();
+        assert!(
+            row.contains("refused") && row.contains("not in the trust store"),
+            "ward-{n}: `{row}`\n{}",
+            fleet.stdout
+        );
+    }
+}
