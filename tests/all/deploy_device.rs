@@ -6,13 +6,12 @@
 //! cloud's. A desired set is fetched, verified, started or swapped in, put on
 //! probation, rolled back on failure, and reported phase by phase.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use edgewise_host::deploy::model::{self, Deployment, Phase};
-use edgewise_host::deploy::{Cloud, Desired, DesiredPlugin, Reported};
+use edgewise_host::deploy::{Cloud, Reported};
 use edgewise_procs::{CloudServer, EdgeServer};
 use edgewise_tests::nats::{start_cloud, start_edge};
 use edgewise_tests::{DeployBundle, deploy_bundles, edgewise, oversized_bundle};
@@ -89,24 +88,11 @@ impl Edge {
 /// Push `bundle` as [`PLUGIN`] to `key` through `cloud`, with `config`: the
 /// new generation.
 async fn push(cloud: &Cloud, key: &str, bundle: &[u8], config: &[(&str, &str)]) -> u64 {
-    let object = cloud.put_bundle(bundle).await.unwrap();
-    let (mut desired, read) = match cloud.desired(key).await.unwrap() {
-        Some((desired, generation)) => (desired, Some(generation)),
-        None => (Desired::default(), None),
-    };
-    desired.plugins.insert(
-        PLUGIN.to_owned(),
-        DesiredPlugin {
-            bundle: object,
-            version: String::new(),
-            size: bundle.len() as u64,
-            config: config
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect::<BTreeMap<_, _>>(),
-        },
-    );
-    cloud.write_desired(key, &desired, read).await.unwrap()
+    let config = config.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    cloud
+        .push_plugin(key, PLUGIN, bundle, "", config, "test", 0)
+        .await
+        .unwrap()
 }
 
 /// The deployment of [`PLUGIN`] at `generation` on `device` once it reached
@@ -255,11 +241,7 @@ async fn while_readings_flow(rate: f64, during: During) -> (Site, Edge, Run) {
         "max_ahead=8760h",
     ]);
     assert_eq!(replay.code, Some(0), "{}", replay.stderr);
-    let replayed: Vec<Value> = replay
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let replayed = crate::live_pipeline::output_lines(&replay.stdout);
     let run = Run {
         stored,
         kills: 0,
@@ -282,7 +264,7 @@ fn versions(run: &Run) -> std::collections::BTreeSet<String> {
 enum During {
     /// 2.0.0, which must be healthy.
     Swap,
-    /// The three failing versions, each rolled back.
+    /// The three failing versions, each rolled back, then 2.0.0.
     FailingVersions,
 }
 
@@ -311,6 +293,9 @@ async fn failing_versions(site: &Site, edge: &Edge) {
         assert!(reason.contains(why), "`{why}` not in `{reason}`");
         assert_eq!(report.plugins[PLUGIN].running_version, "1.0.0", "{report:#?}");
     }
+    // None of them (2.1.0) was recorded for anti-rollback: 2.0.0 is taken.
+    let (report, deployment) = deploy(site, edge, &bundles.v2, &[("max_ahead", "8760h")]).await;
+    assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -325,7 +310,8 @@ async fn versions_that_fail_init_trap_on_their_third_batch_or_refuse_the_state_a
     // `while_readings_flow`): the old version got its state back each time,
     // and the inputs the trapping version took were given to it again.
     let (_site, _edge, run) = while_readings_flow(500.0, During::FailingVersions).await;
-    assert!(versions(&run).contains("1.0.0"));
+    let versions = versions(&run);
+    assert!(versions.contains("1.0.0") && versions.contains("2.0.0"), "{versions:?}");
     let rolled_back = run
         .stored
         .iter()
@@ -457,9 +443,17 @@ async fn a_rollout_to_five_devices_where_two_reject_the_bundle_stops_at_that_wav
         "ward-3 (refused",
         "not in the trust store",
     ] {
-        assert!(rollout.stderr.contains(wanted), "`{wanted}` not in:\n{}", rollout.stderr);
+        assert!(
+            rollout.stderr.contains(wanted),
+            "`{wanted}` not in:\n{}",
+            rollout.stderr
+        );
     }
-    assert!(!rollout.stderr.contains("wave 3/"), "no wave after the one over the share:\n{}", rollout.stderr);
+    assert!(
+        !rollout.stderr.contains("wave 3/"),
+        "no wave after the one over the share:\n{}",
+        rollout.stderr
+    );
 
     // ward-1 took 2.0.0 and proved it healthy: it keeps it. ward-2 and
     // ward-3 refused it and run 1.0.0, which they never left; ward-4 and
@@ -473,11 +467,25 @@ async fn a_rollout_to_five_devices_where_two_reject_the_bundle_stops_at_that_wav
         assert_eq!(running(n).await, "1.0.0", "ward-{n}");
     }
     for n in [2, 3] {
-        let (desired, _) = site.operator.desired(&format!("device.ward-{n}")).await.unwrap().unwrap();
-        assert!(!desired.plugins.contains_key(PLUGIN), "ward-{n}'s key is as before: {desired:?}");
+        let (desired, _) = site
+            .operator
+            .desired(&format!("device.ward-{n}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            !desired.plugins.contains_key(PLUGIN),
+            "ward-{n}'s key is as before: {desired:?}"
+        );
     }
     for n in [4, 5] {
-        assert!(site.operator.desired(&format!("device.ward-{n}")).await.unwrap().is_none());
+        assert!(
+            site.operator
+                .desired(&format!("device.ward-{n}"))
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
     let fleet = site.cli(&["fleet"]).await;
     for n in [2, 3] {
@@ -492,4 +500,52 @@ async fn a_rollout_to_five_devices_where_two_reject_the_bundle_stops_at_that_wav
             fleet.stdout
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undeployed_plugin_is_stopped_and_reported_removed_and_a_restart_does_not_bring_it_back() {
+    let site = Site::start().await;
+    let mut edge = Edge::new(&site, DEVICE, "100ms", "", "").await;
+    edge.start().await;
+    assert_eq!(
+        deploy(&site, &edge, &deploy_bundles().v1, &[]).await.1.phase,
+        Phase::Healthy
+    );
+    let undeployed = site.cli(&["undeploy", PLUGIN, "--device", DEVICE]).await;
+    assert_eq!(undeployed.code, Some(0), "{}", undeployed.stderr);
+    let report = poll_until("the plugin reported removed", WAIT, || async {
+        let report = site
+            .operator
+            .report_of(DEVICE)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no report")?;
+        match report.plugins.get(PLUGIN).and_then(|p| p.deployment.as_ref()) {
+            Some(d) if d.phase == Phase::Removed => Ok(report),
+            _ => Err(format!("{report:#?}")),
+        }
+    })
+    .await;
+    assert_eq!(report.plugins[PLUGIN].running_version, "", "{report:#?}");
+    let status = host_status(&edge.client).await;
+    assert!(
+        status["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["name"] != PLUGIN),
+        "{status:#}"
+    );
+    edge.device.terminate_cleanly().await;
+    edge.server.unlink().unwrap();
+    edge.start().await;
+    let status = host_status(&edge.client).await;
+    assert!(
+        status["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["name"] != PLUGIN),
+        "not in the healthy set any more: {status:#}"
+    );
 }

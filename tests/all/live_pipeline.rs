@@ -435,11 +435,7 @@ async fn a_live_run_gives_the_same_outputs_as_a_replay() {
     std::fs::write(&recording, rows).unwrap();
     let replay = device.replay(&recording, &[]);
     assert_eq!(replay.code, Some(0), "{}", replay.stderr);
-    let replayed: Vec<Value> = replay
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let replayed = output_lines(&replay.stdout);
 
     // Compare as multisets, without device and seq, within what both runs closed.
     let comparable = |outputs: &[Value]| -> Vec<String> {
@@ -595,4 +591,9 @@ async fn user_password_and_token_authentication() {
     // Stored upstream, read through token authentication.
     upstream_messages_via(cloud_client, 1).await;
     device.terminate_cleanly().await;
+}
+
+/// The JSON lines of a replay's output.
+pub(crate) fn output_lines(stdout: &str) -> Vec<Value> {
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use edgewise_host::bus::status::PluginStatus;
+use edgewise_host::deploy::Cloud;
 use edgewise_host::deploy::model::{self, Deployment, Phase};
-use edgewise_host::deploy::{Cloud, Desired, DesiredPlugin};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -214,27 +214,11 @@ async fn swap_while_readings_flow(ctx: &Ctx, bundles: &[Vec<u8>]) -> anyhow::Res
 /// (store the bundle, then write the desired set with compare-and-set), and
 /// wait until the device reports it healthy: its deployment.
 async fn deploy(cloud: &Cloud, key: &str, bundle: &[u8]) -> anyhow::Result<Deployment> {
-    let object = cloud.put_bundle(bundle).await.context("cannot store the bundle")?;
-    let (mut desired, read) = match cloud.desired(key).await.context("cannot read the desired set")? {
-        Some((desired, generation)) => (desired, Some(generation)),
-        None => (Desired::default(), None),
-    };
-    desired.plugins.insert(
-        PLUGIN.to_owned(),
-        DesiredPlugin {
-            bundle: object,
-            version: String::new(),
-            size: bundle.len() as u64,
-            config: CONFIG
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect::<BTreeMap<_, _>>(),
-        },
-    );
+    let config: BTreeMap<String, String> = CONFIG.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     let generation = cloud
-        .write_desired(key, &desired, read)
+        .push_plugin(key, PLUGIN, bundle, "", config, "edgewise-bench", 0)
         .await
-        .context("cannot write the desired set")?;
+        .context("cannot push the bundle")?;
     let deadline = Instant::now() + PHASE_TIMEOUT;
     loop {
         let report = cloud.report_of(ID).await.context("cannot read the device's report")?;

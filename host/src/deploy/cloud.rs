@@ -3,6 +3,7 @@
 //! bundles and desired sets and writes its report. Through a leaf node, a
 //! device reaches them in the cloud's JetStream domain.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, object_store};
@@ -10,7 +11,8 @@ use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
 use super::model::{
-    BUNDLES_BUCKET, DESIRED_BUCKET, Desired, MAX_DOCUMENT_BYTES, REPORTED_BUCKET, Reported, bundle_name, digest_of_name,
+    BUNDLES_BUCKET, DESIRED_BUCKET, Desired, DesiredPlugin, MAX_DOCUMENT_BYTES, REPORTED_BUCKET, Reported, bundle_name,
+    digest_of_name,
 };
 
 /// A failure to reach or use the deployment buckets.
@@ -214,6 +216,41 @@ impl Cloud {
             }),
         }?;
         Ok(written)
+    }
+
+    /// Store `bundle` and put it, as plugin `name` (its manifest's
+    /// `version`) with `config`, into the desired set under `key`, written
+    /// `by` at `now_ms` with compare-and-set on the generation read (a
+    /// conflict is [`CloudError::Conflict`], never retried): the new
+    /// generation. What `edgewise push` does, for tools and tests.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn push_plugin(
+        &self,
+        key: &str,
+        name: &str,
+        bundle: &[u8],
+        version: &str,
+        config: BTreeMap<String, String>,
+        by: &str,
+        now_ms: i64,
+    ) -> Result<u64, CloudError> {
+        let object = self.put_bundle(bundle).await?;
+        let (mut desired, read) = match self.desired(key).await? {
+            Some((desired, generation)) => (desired, Some(generation)),
+            None => (Desired::default(), None),
+        };
+        desired.plugins.insert(
+            name.to_owned(),
+            DesiredPlugin {
+                bundle: object,
+                version: version.to_owned(),
+                size: bundle.len() as u64,
+                config,
+            },
+        );
+        desired.written_by = by.to_owned();
+        desired.written_ms = now_ms;
+        self.write_desired(key, &desired, read).await
     }
 
     /// Watch the desired sets under `keys`: each change, as it comes. A

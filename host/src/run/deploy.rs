@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::config::{DeployConfig, PluginConfig};
 use super::plugins::Plugins;
@@ -152,6 +152,10 @@ struct Controller {
     pending: BTreeMap<u64, Pending>,
     /// The report changed since it was last written.
     dirty: bool,
+    /// Told of each change of the desired sets (by the watch).
+    changed: Arc<Notify>,
+    /// An attempt gave way to a change of the desired sets: read them again.
+    interrupted: bool,
 }
 
 /// Follow the desired sets until `stop`.
@@ -182,7 +186,10 @@ pub(super) async fn run_deploy(
         }
     }
     let (events, mut outcomes) = mpsc::unbounded_channel();
+    let changed = Arc::new(Notify::new());
     let mut controller = Controller {
+        changed: changed.clone(),
+        interrupted: false,
         cloud: Cloud::new(local, settings.domain.as_deref()),
         settings,
         loader: Arc::new(loader),
@@ -203,43 +210,62 @@ pub(super) async fn run_deploy(
         .collect();
     let mut resync = tokio::time::interval(controller.settings.resync);
     let mut heartbeat = tokio::time::interval(controller.settings.report_every);
-    let mut watching: Option<async_nats::jetstream::kv::Watch> = None;
+    tokio::spawn(watch_keys(
+        controller.cloud.clone(),
+        keys.clone(),
+        changed.clone(),
+        controller.settings.resync,
+        stop.clone(),
+    ));
     let mut sync = true;
     loop {
         if sync {
-            sync = false;
             controller.sync(&keys).await;
-        }
-        if watching.is_none() {
-            watching = tokio::time::timeout(
-                crate::deploy::cloud::REQUEST_TIMEOUT,
-                controller.cloud.watch_desired(keys.clone()),
-            )
-            .await
-            .ok()
-            .and_then(Result::ok);
+            // An attempt that gave way to a change: read the sets again.
+            sync = std::mem::take(&mut controller.interrupted);
         }
         if controller.dirty {
             controller.publish().await;
         }
+        if sync {
+            continue;
+        }
         tokio::select! {
             _ = stop.changed() => return Ok(()),
             Some(event) = outcomes.recv() => controller.outcome(event).await,
-            changed = next_change(&mut watching) => match changed {
-                true => sync = true,
-                false => watching = None,
-            },
+            () = changed.notified() => sync = true,
             _ = resync.tick() => sync = true,
             _ = heartbeat.tick() => controller.dirty = true,
         }
     }
 }
 
-/// Whether the watch saw a change (`false`: it ended or failed; made again).
-async fn next_change(watching: &mut Option<async_nats::jetstream::kv::Watch>) -> bool {
-    match watching {
-        Some(watch) => matches!(watch.next().await, Some(Ok(_))),
-        None => std::future::pending().await,
+/// Watch the desired `keys` and tell `changed` of each change, until `stop`;
+/// a watch that ends or cannot be made (offline) is made again after `retry`.
+async fn watch_keys(
+    cloud: Cloud,
+    keys: Vec<String>,
+    changed: Arc<Notify>,
+    retry: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let made = tokio::time::timeout(crate::deploy::cloud::REQUEST_TIMEOUT, cloud.watch_desired(keys.clone())).await;
+        if let Ok(Ok(mut watching)) = made {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    entry = watching.next() => match entry {
+                        Some(Ok(_)) => changed.notify_one(),
+                        _ => break,
+                    },
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(retry) => {}
+        }
     }
 }
 
@@ -327,11 +353,23 @@ impl Controller {
         }
         let mut deployment = Deployment::new(origin, desired, wall_ms());
         tracing::info!(plugin = name, key = %origin.key, generation = origin.generation, bundle = %desired.bundle, "Deployment received");
-        let fetched = tokio::time::timeout(
+        // A fetch gives way to a change of the desired sets (a newer
+        // generation supersedes one stuck on a slow link).
+        let (cloud, changed) = (self.cloud.clone(), self.changed.clone());
+        let fetch = tokio::time::timeout(
             FETCH_TIMEOUT,
-            self.cloud.fetch_bundle(&desired.bundle, self.settings.max_bundle_bytes),
-        )
-        .await;
+            cloud.fetch_bundle(&desired.bundle, self.settings.max_bundle_bytes),
+        );
+        let fetched = tokio::select! {
+            fetched = fetch => fetched,
+            () = changed.notified() => {
+                deployment.reason = Some("fetching: interrupted by a change of the desired sets".to_owned());
+                self.reported(name).deployment = Some(deployment);
+                self.dirty = true;
+                self.interrupted = true;
+                return;
+            }
+        };
         let bytes = match fetched {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(error @ CloudError::Bundle { .. })) => {

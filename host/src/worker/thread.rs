@@ -103,7 +103,14 @@ impl PluginThread {
                 self.abandon(&mut receiver);
                 match receiver.blocking_recv() {
                     Some(Work::Readings(batch)) => self.hold.push(Held::Readings(batch)),
-                    Some(_) => {}
+                    Some(Work::Swap(swap)) => {
+                        let _ = swap.probation.events.send(super::DeployEvent {
+                            id: swap.probation.id,
+                            plugin: self.name().to_owned(),
+                            outcome: Outcome::Failed("the plugin was stopped: its last version failed".to_owned()),
+                        });
+                    }
+                    Some(Work::Tick(_)) => {}
                     None => break,
                 }
                 continue;
