@@ -98,6 +98,7 @@ fn report(
                 running_digest: format!("sha256:{}", "ab".repeat(32)),
                 running_bundle: running.bundle.clone(),
                 deployment: Some(deployment),
+                last_failure: None,
             },
         )]
         .into(),

@@ -488,18 +488,40 @@ async fn a_rollout_to_five_devices_where_two_reject_the_bundle_stops_at_that_wav
         );
     }
     let fleet = site.cli(&["fleet"]).await;
+    // The fleet says which refused and why: in their row, or, once their
+    // latest deployment is the group's again (which runs already), in a
+    // `last failure` line.
     for n in [2, 3] {
-        let row = fleet
+        let said = fleet
             .stdout
             .lines()
-            .find(|l| l.contains(&format!("ward-{n} ")))
-            .unwrap_or_default();
-        assert!(
-            row.contains("refused") && row.contains("not in the trust store"),
-            "ward-{n}: `{row}`\n{}",
-            fleet.stdout
-        );
+            .filter(|l| {
+                l.starts_with(&format!("ward-{n} ")) || l.starts_with(&format!("ward-{n}: {PLUGIN}: last failure"))
+            })
+            .any(|l| l.contains("refused") && l.contains("not in the trust store"));
+        assert!(said, "ward-{n}:\n{}", fleet.stdout);
     }
+    poll_until("ward-2 to follow its group again", WAIT, || async {
+        let report = site.operator.report_of("ward-2").await.unwrap().unwrap();
+        let deployment = report.plugins[PLUGIN].deployment.clone().unwrap();
+        (deployment.key == "group.ward")
+            .then_some(())
+            .ok_or(format!("{report:#?}"))
+    })
+    .await;
+    let fleet = site.cli(&["fleet", "--device", "ward-2"]).await;
+    let note = fleet
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("ward-2: {PLUGIN}: last failure")))
+        .unwrap_or_default();
+    assert!(
+        note.contains("refused of `device.ward-2`")
+            && note.contains("(2.0.0)")
+            && note.contains("not in the trust store"),
+        "`{note}`\n{}",
+        fleet.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -285,6 +285,22 @@ fn table(entries: &[Entry], now_ms: i64) -> String {
                 None => row.extend(["-", "-", "-", "-"].map(str::to_owned)),
             }
             rows.push(row);
+            // A failure the latest deployment (a return to what ran) replaced.
+            if let Some(failure) = &plugin.last_failure
+                && plugin.deployment.as_ref() != Some(failure)
+            {
+                notes.push(format!(
+                    "{}: {}: last failure {}: {} of `{}` generation {} ({}): {}",
+                    shown(&report.device),
+                    shown(name),
+                    age(now_ms, failure.since_ms),
+                    failure.phase.name(),
+                    shown(&failure.key),
+                    failure.generation,
+                    or_dash(shown(&failure.version)),
+                    failure.reason.as_deref().map_or("-".to_owned(), shown),
+                ));
+            }
         }
         if let Some(error) = &report.last_error {
             notes.push(format!("{}: last error: {}", shown(&report.device), shown(error)));
@@ -455,6 +471,7 @@ mod tests {
                 running_digest: format!("sha256:{}", "c".repeat(64)),
                 running_bundle: String::new(),
                 deployment: Some(deployment),
+                last_failure: None,
             },
         );
         good.last_seen_ms = 4_000;

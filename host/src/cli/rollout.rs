@@ -672,6 +672,7 @@ mod tests {
                 ReportedPlugin {
                     running_bundle: running.to_owned(),
                     deployment: Some(deployment),
+                    last_failure: None,
                     ..ReportedPlugin::default()
                 },
             )]

@@ -223,6 +223,11 @@ pub struct ReportedPlugin {
     pub running_bundle: String,
     /// The latest deployment of this plugin, if any.
     pub deployment: Option<Deployment>,
+    /// The latest deployment that failed (refused, failed, rolled back),
+    /// kept when later ones (a return to what ran before) replace it as
+    /// `deployment`: which version failed on this device, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Deployment>,
 }
 
 /// One deployment of a plugin to a device, and its phases.

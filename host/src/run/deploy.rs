@@ -481,7 +481,11 @@ impl Controller {
     fn finish(&mut self, plugin: &str, mut deployment: Deployment, phase: Phase, reason: String) {
         tracing::error!(plugin, %reason, phase = phase.name(), "Deployment did not apply");
         deployment.enter(phase, Some(reason), wall_ms());
-        self.reported(plugin).deployment = Some(deployment);
+        let record = self.reported(plugin);
+        if phase.is_failure() {
+            record.last_failure = Some(deployment.clone());
+        }
+        record.deployment = Some(deployment);
         self.dirty = true;
     }
 
@@ -538,6 +542,9 @@ impl Controller {
             && deployment.bundle == new.0
         {
             deployment.enter(phase, reason, now);
+            if phase.is_failure() {
+                record.last_failure = Some(deployment.clone());
+            }
             if let Outcome::Running { pause, .. } = &event.outcome
                 && previous.is_some()
             {
@@ -579,6 +586,7 @@ impl Controller {
         deployment.enter(Phase::Removed, None, now);
         *record = ReportedPlugin {
             deployment: Some(deployment),
+            last_failure: record.last_failure.take(),
             ..ReportedPlugin::default()
         };
         self.dirty = true;
