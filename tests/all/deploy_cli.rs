@@ -59,6 +59,7 @@ fn old_bundle() -> DesiredPlugin {
         version: "0.1.0".to_owned(),
         size: 19,
         config: BTreeMap::new(),
+        pushed_ms: 0,
     }
 }
 

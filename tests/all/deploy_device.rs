@@ -90,9 +90,14 @@ impl Edge {
 async fn push(cloud: &Cloud, key: &str, bundle: &[u8], config: &[(&str, &str)]) -> u64 {
     let config = config.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     cloud
-        .push_plugin(key, PLUGIN, bundle, "", config, "test", 0)
+        .push_plugin(key, PLUGIN, bundle, "", config, "test", now_ms())
         .await
         .unwrap()
+}
+
+/// The wall clock, ms since the epoch: when a push was made.
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// The deployment of [`PLUGIN`] at `generation` on `device` once it reached
@@ -570,4 +575,44 @@ async fn an_undeployed_plugin_is_stopped_and_reported_removed_and_a_restart_does
             .all(|p| p["name"] != PLUGIN),
         "not in the healthy set any more: {status:#}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_push_is_not_tried_again_when_the_set_is_written_for_another_plugin_but_is_when_pushed_again() {
+    let site = Site::start().await;
+    let mut edge = Edge::new(&site, DEVICE, "100ms", "", "").await;
+    edge.start().await;
+    let bundles = deploy_bundles();
+    assert_eq!(deploy(&site, &edge, &bundles.v1, &[]).await.1.phase, Phase::Healthy);
+    let (_, failed) = deploy(&site, &edge, &bundles.fails_init, &[]).await;
+    assert_eq!(failed.phase, Phase::RolledBack);
+
+    // Another plugin pushed to the same key: a new generation of the set.
+    let threshold = std::fs::read(edgewise_tests::signed_bundle("threshold")).unwrap();
+    let generation = site
+        .operator
+        .push_plugin(&edge.key(), "threshold", &threshold, "", Default::default(), "test", now_ms())
+        .await
+        .unwrap();
+    poll_until("threshold healthy", WAIT, || async {
+        let report = site.operator.report_of(DEVICE).await.unwrap().unwrap();
+        let deployment = report.plugins.get("threshold").and_then(|p| p.deployment.clone());
+        match deployment {
+            Some(d) if d.generation == generation && d.phase == Phase::Healthy => Ok(()),
+            _ => Err(format!("{report:#?}")),
+        }
+    })
+    .await;
+    let report = site.operator.report_of(DEVICE).await.unwrap().unwrap();
+    assert_eq!(
+        report.plugins[PLUGIN].deployment.as_ref(),
+        Some(&failed),
+        "the failed push of glucose-monitor was not tried again"
+    );
+    assert_eq!(report.plugins[PLUGIN].running_version, "1.0.0");
+
+    // Pushed again (the same bundle, a new push): tried again.
+    let (_, again) = deploy(&site, &edge, &bundles.fails_init, &[]).await;
+    assert_eq!(again.phase, Phase::RolledBack);
+    assert!(again.generation > generation, "{again:#?}");
 }

@@ -46,6 +46,7 @@ fn desired_of(bundle: &str, version: &str, size: u64, note: &str) -> Desired {
                 version: version.to_owned(),
                 size,
                 config: BTreeMap::from([("repeat".to_owned(), "45m".to_owned())]),
+                pushed_ms: 0,
             },
         )]
         .into(),

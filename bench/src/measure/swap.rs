@@ -216,7 +216,7 @@ async fn swap_while_readings_flow(ctx: &Ctx, bundles: &[Vec<u8>]) -> anyhow::Res
 async fn deploy(cloud: &Cloud, key: &str, bundle: &[u8]) -> anyhow::Result<Deployment> {
     let config: BTreeMap<String, String> = CONFIG.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     let generation = cloud
-        .push_plugin(key, PLUGIN, bundle, "", config, "edgewise-bench", 0)
+        .push_plugin(key, PLUGIN, bundle, "", config, "edgewise-bench", crate::load::now_ms())
         .await
         .context("cannot push the bundle")?;
     let deadline = Instant::now() + PHASE_TIMEOUT;

@@ -460,6 +460,7 @@ mod tests {
                 version: "2.0.0".to_owned(),
                 size: 1,
                 config: BTreeMap::new(),
+                pushed_ms: 0,
             },
             1_000,
         );

@@ -173,6 +173,7 @@ impl PushBundle {
             version: self.version.clone(),
             size: self.bytes.len() as u64,
             config,
+            pushed_ms: now_ms(),
         })
     }
 }

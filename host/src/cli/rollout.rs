@@ -660,6 +660,7 @@ mod tests {
             version: "2.0.0".to_owned(),
             size: 1,
             config: BTreeMap::new(),
+            pushed_ms: 0,
         };
         let mut deployment = Deployment::new(&origin, &plugin, 1);
         if phase != Phase::Received {

@@ -246,6 +246,7 @@ impl Cloud {
                 version: version.to_owned(),
                 size: bundle.len() as u64,
                 config,
+                pushed_ms: now_ms,
             },
         );
         desired.written_by = by.to_owned();

@@ -84,6 +84,11 @@ pub struct DesiredPlugin {
     /// Configuration over the manifest's defaults.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// When it was pushed, ms since the epoch: what tells a push of the same
+    /// bundle again (a deployment to try again) from a write of the set that
+    /// changed another plugin (nothing to do for this one).
+    #[serde(default)]
+    pub pushed_ms: i64,
 }
 
 impl Desired {
@@ -250,6 +255,9 @@ pub struct Deployment {
     pub since_ms: i64,
     /// The phases so far, oldest first (at most [`HISTORY_KEPT`]).
     pub history: Vec<Change>,
+    /// The desired entry's push time ([`DesiredPlugin::pushed_ms`]).
+    #[serde(default)]
+    pub pushed_ms: i64,
     /// For a swap: how long the plugin's input waited for it, in µs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause_us: Option<u64>,
@@ -279,6 +287,7 @@ impl Deployment {
             reason: None,
             since_ms: at_ms,
             history: Vec::new(),
+            pushed_ms: plugin.pushed_ms,
             pause_us: None,
         };
         deployment.history.push(Change {
@@ -287,6 +296,12 @@ impl Deployment {
             reason: None,
         });
         deployment
+    }
+
+    /// Whether this is the deployment of `plugin`'s entry under `key` (the
+    /// same push: a later write of the set for another plugin keeps it).
+    pub fn is_of(&self, key: &str, plugin: &DesiredPlugin) -> bool {
+        self.key == key && self.bundle == plugin.bundle && self.pushed_ms == plugin.pushed_ms
     }
 
     /// Enter `phase`, with `reason`.
@@ -327,6 +342,7 @@ mod tests {
             version: "1.0.0".to_owned(),
             size: 1,
             config: BTreeMap::new(),
+            pushed_ms: 0,
         }
     }
 

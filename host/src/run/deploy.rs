@@ -329,16 +329,19 @@ impl Controller {
     async fn reconcile(&mut self, name: &str, origin: &Origin, desired: &DesiredPlugin) {
         let running = self.plugins.deployed(name);
         let wanted: Running = (desired.bundle.clone(), desired.config.clone());
+        // The same push is tried once, whatever later writes of the set (for
+        // other plugins) did to its generation.
         let tried = self
             .report
             .plugins
             .get(name)
             .and_then(|p| p.deployment.as_ref())
-            .filter(|d| d.key == origin.key && d.generation == origin.generation && d.bundle == desired.bundle);
+            .filter(|d| d.is_of(&origin.key, desired));
+        let on_probation = self.pending.values().any(|pending| pending.plugin == name);
         if running == Some(Some(wanted.clone())) {
-            // Runs already (a desired set written again, a restart): this
-            // generation is what runs; healthy unless a probation is on.
-            if tried.is_none() {
+            // Runs already (pushed again, a restart): healthy, unless a
+            // probation is on (its outcome says).
+            if tried.is_none() && !on_probation {
                 let mut deployment = Deployment::new(origin, desired, wall_ms());
                 deployment.enter(Phase::Healthy, Some("runs already".to_owned()), wall_ms());
                 self.reported(name).deployment = Some(deployment);
@@ -346,8 +349,8 @@ impl Controller {
             }
             return;
         }
-        // A generation is tried once; one still `received` (its fetch
-        // failed: the network) is tried again.
+        // A push is tried once; one still `received` (its fetch failed: the
+        // network) is tried again.
         if tried.is_some_and(|d| d.phase != Phase::Received) {
             return;
         }
@@ -580,6 +583,7 @@ impl Controller {
                 version: record.running_version.clone(),
                 size: 0,
                 config: BTreeMap::new(),
+                pushed_ms: 0,
             },
             now,
         );
