@@ -591,7 +591,15 @@ async fn a_failed_push_is_not_tried_again_when_the_set_is_written_for_another_pl
     let threshold = std::fs::read(edgewise_tests::signed_bundle("threshold")).unwrap();
     let generation = site
         .operator
-        .push_plugin(&edge.key(), "threshold", &threshold, "", Default::default(), "test", now_ms())
+        .push_plugin(
+            &edge.key(),
+            "threshold",
+            &threshold,
+            "",
+            Default::default(),
+            "test",
+            now_ms(),
+        )
         .await
         .unwrap();
     poll_until("threshold healthy", WAIT, || async {
