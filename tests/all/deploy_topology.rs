@@ -110,10 +110,12 @@ async fn a_device_behind_a_leaf_node_reads_desired_sets_and_bundles_and_writes_i
         other => panic!("a bundle over the cap was not refused: {other:?}"),
     }
     let missing = bundle_name(b"no such bundle");
-    assert!(matches!(
-        device.fetch_bundle(&missing, 32 << 20).await,
-        Err(CloudError::Nats { .. })
-    ));
+    // A bundle nobody stored is refused for good (not a passing network
+    // problem, which would be tried again).
+    match device.fetch_bundle(&missing, 32 << 20).await {
+        Err(CloudError::Bundle { reason, .. }) => assert_eq!(reason, "not in the bundle store"),
+        other => panic!("a missing bundle was not refused: {other:?}"),
+    }
 
     // A write while the device watches reaches it; a stale one is refused.
     let mut watch = device.watch_desired(vec![key.clone()]).await.unwrap();

@@ -148,10 +148,12 @@ impl Cloud {
         };
         let expected = digest_of_name(name).ok_or_else(|| refuse("not a bundle name".to_owned()))?;
         let store = self.bundles().await?;
-        let mut object = store
-            .get(name)
-            .await
-            .map_err(|e| nats(format!("cannot fetch bundle {name}"))(Box::new(e)))?;
+        let mut object = store.get(name).await.map_err(|e| match e.kind() {
+            // Not a network problem that passes: the desired set names a
+            // bundle nobody stored (or one deleted since).
+            object_store::GetErrorKind::NotFound => refuse("not in the bundle store".to_owned()),
+            _ => nats(format!("cannot fetch bundle {name}"))(Box::new(e)),
+        })?;
         let size = object.info().size as u64;
         if size > max_bytes {
             return Err(refuse(format!("{size} bytes, over the {max_bytes} allowed")));

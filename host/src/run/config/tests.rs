@@ -243,3 +243,44 @@ fn a_key_twice_in_the_device_configuration_is_refused() {
         );
     }
 }
+
+#[test]
+fn deploy_settings_default_and_are_checked_with_their_keys() {
+    let config = parse_with("[deploy]\ngroups = [\"ward-3\", \"icu\"]\n").unwrap();
+    let deploy = config.deploy.unwrap();
+    assert_eq!(deploy.groups, ["ward-3", "icu"]);
+    assert_eq!(deploy.domain, None);
+    assert_eq!(deploy.probation, sections::DEFAULT_PROBATION);
+    assert_eq!(deploy.max_bundle_bytes, crate::bundle::DEFAULT_MAX_BUNDLE_BYTES as u64);
+    assert!(parse_with("").unwrap().deploy.is_none());
+
+    let found = problems(
+        "[deploy]\ngroups = [\"a.b\"]\ndomain = \"x y\"\nprobation = \"soon\"\nresync = \"1ms\"\nmax_bundle_mb = 64\n",
+    );
+    let keys: Vec<&str> = found.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "deploy.groups[0]",
+            "deploy.domain",
+            "deploy.probation",
+            "deploy.resync",
+            "deploy.max_bundle_mb"
+        ],
+        "{found:?}"
+    );
+    let unknown = problems("[deploy]\ngroup = \"ward\"\n");
+    assert!(unknown[0].1.contains("unknown field `group`"), "{unknown:?}");
+}
+
+#[test]
+fn a_device_with_a_deploy_table_needs_no_plugins_table() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("trust")).unwrap();
+    let text = "device = \"d\"\ndata_dir = \"data\"\ntrust_dir = \"trust\"\n\
+                [local]\nurl = \"nats://127.0.0.1:4222\"\n";
+    let without = RunConfig::parse(text, dir.path()).unwrap_err();
+    assert_eq!(without[0].key, "plugins");
+    let with = RunConfig::parse(&format!("{text}[deploy]\n"), dir.path()).unwrap();
+    assert!(with.plugins.is_empty() && with.deploy.is_some());
+}
