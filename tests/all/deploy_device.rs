@@ -612,3 +612,27 @@ async fn a_failed_push_is_not_tried_again_when_the_set_is_written_for_another_pl
     assert_eq!(again.phase, Phase::RolledBack);
     assert!(again.generation > generation, "{again:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_purged_desired_set_does_not_take_the_plugins_away() {
+    let (site, edge) = running_v1().await;
+    // Whoever can write the bucket purges the device's key: no set at all
+    // is not a set without the plugin.
+    let client = async_nats::connect(site.cloud.url()).await.unwrap();
+    let bucket = async_nats::jetstream::new(client)
+        .get_key_value(model::DESIRED_BUCKET)
+        .await
+        .unwrap();
+    bucket.purge(edge.key()).await.unwrap();
+    let report = poll_until("the device to see its key gone", WAIT, || async {
+        let report = site.operator.report_of(DEVICE).await.unwrap().unwrap();
+        match &report.last_error {
+            Some(error) if error.contains("no desired set") => Ok(report),
+            _ => Err(format!("{report:#?}")),
+        }
+    })
+    .await;
+    assert!(!report.generations.contains_key(&edge.key()), "{report:#?}");
+    assert!(runs(&edge, PLUGIN).await, "the plugin still runs");
+    assert_eq!(report.plugins[PLUGIN].running_version, "1.0.0");
+}

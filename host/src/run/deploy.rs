@@ -296,6 +296,23 @@ impl Controller {
         if self.report.last_error.take().is_some() {
             self.dirty = true;
         }
+        if layers.is_empty() {
+            // No desired set under any key the device follows (never written,
+            // or deleted or purged): what runs stays. Taking plugins away is
+            // a set written without them (`edgewise undeploy`), never the
+            // absence of one: a purged bucket cannot silence a fleet.
+            if self
+                .plugins
+                .names()
+                .iter()
+                .any(|name| matches!(self.plugins.deployed(name), Some(Some(_))))
+            {
+                self.trouble(
+                    "no desired set under any of the device's keys: its deployed plugins keep running".to_owned(),
+                );
+            }
+            return;
+        }
         let desired = model::effective(&layers);
         for (name, (origin, plugin)) in &desired {
             self.reconcile(name, origin, plugin).await;
