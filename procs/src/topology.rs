@@ -56,11 +56,17 @@ pub struct CloudServer {
 impl CloudServer {
     /// Start it (`binary`: see [`crate::nats_binary`]) and wait until it is ready.
     pub fn start(binary: &Path) -> anyhow::Result<CloudServer> {
+        CloudServer::start_with(binary, "")
+    }
+
+    /// As [`CloudServer::start`], with `extra` configuration (e.g. an
+    /// `authorization` block: who may do what, leaf nodes included).
+    pub fn start_with(binary: &Path, extra: &str) -> anyhow::Result<CloudServer> {
         let server = NatsServer::options(binary)
             .name("cloud")
             .jetstream()?
             .config(&format!(
-                "server_name: {CLOUD_DOMAIN}\njetstream {{ domain: {CLOUD_DOMAIN} }}"
+                "server_name: {CLOUD_DOMAIN}\njetstream {{ domain: {CLOUD_DOMAIN} }}\n{extra}"
             ))
             .leafnode_listener()
             .monitor()
@@ -111,6 +117,17 @@ impl EdgeServer {
     /// Start the local server of `device` (a device id, which is also its
     /// JetStream domain and server name), a leaf node of `cloud`.
     pub fn start(binary: &Path, cloud: &CloudServer, device: &str) -> anyhow::Result<EdgeServer> {
+        EdgeServer::start_as(binary, cloud, device, None)
+    }
+
+    /// As [`EdgeServer::start`], its leaf connection logged in to the cloud
+    /// as `login` (user, password): what the cloud lets it do.
+    pub fn start_as(
+        binary: &Path,
+        cloud: &CloudServer,
+        device: &str,
+        login: Option<(&str, &str)>,
+    ) -> anyhow::Result<EdgeServer> {
         if device.is_empty()
             || !device
                 .bytes()
@@ -126,7 +143,8 @@ impl EdgeServer {
             .name(device)
             .jetstream()?
             .config(&format!(
-                "server_name: {device}\njetstream {{ domain: {device} }}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{}\" }} ] }}",
+                "server_name: {device}\njetstream {{ domain: {device} }}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://{}127.0.0.1:{}\" }} ] }}",
+                login.map(|(user, password)| format!("{user}:{password}@")).unwrap_or_default(),
                 link.port()
             ))
             .monitor()

@@ -27,21 +27,47 @@ const PLUGIN: &str = "glucose-monitor";
 struct Site {
     cloud: CloudServer,
     operator: Cloud,
+    /// The operator's login, when the cloud asks for one.
+    login: Option<(String, String)>,
 }
 
 impl Site {
     async fn start() -> Site {
         let cloud = start_cloud();
         let client = async_nats::connect(cloud.url()).await.unwrap();
+        Site::with(cloud, client, None).await
+    }
+
+    /// A cloud configured with `authorization` (its users), the operator
+    /// logged in as `login`.
+    async fn with_authorization(authorization: &str, login: (&str, &str)) -> Site {
+        let cloud = CloudServer::start_with(edgewise_tests::nats_server_binary(), authorization)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let client = async_nats::ConnectOptions::with_user_and_password(login.0.to_owned(), login.1.to_owned())
+            .connect(cloud.url())
+            .await
+            .unwrap();
+        Site::with(cloud, client, Some((login.0.to_owned(), login.1.to_owned()))).await
+    }
+
+    async fn with(cloud: CloudServer, client: async_nats::Client, login: Option<(String, String)>) -> Site {
         let operator = Cloud::new(client, None);
         operator.ensure_buckets().await.unwrap();
-        Site { cloud, operator }
+        Site { cloud, operator, login }
     }
 
     /// `edgewise <args> --cloud <the cloud>`.
     async fn cli(&self, args: &[&str]) -> edgewise_tests::Run {
         let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         args.extend(["--cloud".to_owned(), self.cloud.url()]);
+        if let Some((user, password)) = &self.login {
+            args.extend([
+                "--user".to_owned(),
+                user.clone(),
+                "--password".to_owned(),
+                password.clone(),
+            ]);
+        }
         tokio::task::spawn_blocking(move || edgewise(args)).await.unwrap()
     }
 }
@@ -60,7 +86,27 @@ impl Edge {
     /// `[deploy]` table and `tables` after it, ticking every `tick`; not
     /// started. Its upstream goes through the leaf too (domain `cloud`).
     async fn new(site: &Site, id: &str, tick: &str, deploy: &str, tables: &str) -> Edge {
-        let server = start_edge(&site.cloud, id);
+        Edge::logged_in(site, id, tick, deploy, tables, None).await
+    }
+
+    /// As [`Edge::new`], its leaf connection logged in to the cloud as `login`.
+    async fn logged_in(
+        site: &Site,
+        id: &str,
+        tick: &str,
+        deploy: &str,
+        tables: &str,
+        login: Option<(&str, &str)>,
+    ) -> Edge {
+        let server = match login {
+            None => start_edge(&site.cloud, id),
+            Some(login) => {
+                let server = EdgeServer::start_as(edgewise_tests::nats_server_binary(), &site.cloud, id, Some(login))
+                    .unwrap_or_else(|e| panic!("{e:#}"));
+                server.wait_linked().unwrap_or_else(|e| panic!("{e:#}"));
+                server
+            }
+        };
         let rest = format!(
             "[upstream]\nurl = \"{}\"\nstream = \"{UP}\"\ncreate_stream = true\ndomain = \"cloud\"\n\n\
              [deploy]\ndomain = \"cloud\"\nprobation = \"1s\"\nresync = \"2s\"\nreport_every = \"1s\"\n{deploy}\n{tables}",
@@ -635,4 +681,86 @@ async fn a_purged_desired_set_does_not_take_the_plugins_away() {
     assert!(!report.generations.contains_key(&edge.key()), "{report:#?}");
     assert!(runs(&edge, PLUGIN).await, "the plugin still runs");
     assert_eq!(report.plugins[PLUGIN].running_version, "1.0.0");
+}
+
+/// The cloud's users: an operator who may do anything, and a device whose
+/// leaf connection may read the deployment buckets and write only its own
+/// report and its upstream stream, as `docs/operators.md` says.
+const AUTHORIZATION: &str = r#"
+authorization {
+  users: [
+    { user: operator, password: operator-secret }
+    { user: dev-1, password: dev-1-secret, permissions: {
+        publish: {
+          allow: [
+            "$JS.cloud.API.INFO",
+            "$JS.cloud.API.STREAM.INFO.>",
+            "$JS.cloud.API.STREAM.MSG.GET.>",
+            "$JS.cloud.API.DIRECT.GET.>",
+            "$JS.cloud.API.CONSUMER.>",
+            "$JS.cloud.API.STREAM.CREATE.EDGEWISE_UP",
+            "$JS.cloud.API.$KV.edgewise-reported.device.dev-1",
+            "$JS.FC.>", "$JS.ACK.>", "_INBOX.>",
+            "edgewise.dev-1.>"
+          ],
+          deny: ["$JS.cloud.API.CONSUMER.DELETE.>"]
+        }
+    } }
+  ]
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_the_documented_permissions_a_device_deploys_but_cannot_change_what_others_run() {
+    let site = Site::with_authorization(AUTHORIZATION, ("operator", "operator-secret")).await;
+    let mut edge = Edge::logged_in(&site, DEVICE, "100ms", "", "", Some((DEVICE, "dev-1-secret"))).await;
+    edge.start().await;
+    let (report, deployment) = deploy(&site, &edge, &deploy_bundles().v1, &[]).await;
+    assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
+    let group = push(&site.operator, "group.ward", &deploy_bundles().v1.bytes(), &[]).await;
+
+    // A compromised device (a client of its local server) tries the cloud's buckets.
+    let thief = Cloud::new(edge.client.clone(), Some("cloud"));
+    let empty = edgewise_host::deploy::Desired::default();
+    let tries = [
+        (
+            "write a group's set",
+            thief.write_desired("group.ward", &empty, Some(group)).await.err(),
+        ),
+        (
+            "write its own set",
+            thief.write_desired(&edge.key(), &empty, None).await.err(),
+        ),
+        ("store a bundle", thief.put_bundle(b"not a bundle").await.err()),
+    ];
+    for (what, error) in tries {
+        assert!(error.is_some(), "a device could {what}");
+    }
+    let mut forged = report.clone();
+    forged.device = "dev-2".to_owned();
+    assert!(
+        thief.report(&forged).await.is_err(),
+        "a device could write another's report"
+    );
+    let js = async_nats::jetstream::with_domain(edge.client.clone(), "cloud");
+    assert!(
+        js.delete_stream(format!("KV_{}", model::DESIRED_BUCKET)).await.is_err(),
+        "a device could delete the desired sets"
+    );
+    let purged = js.get_stream(format!("KV_{}", model::DESIRED_BUCKET)).await;
+    if let Ok(stream) = purged {
+        assert!(stream.purge().await.is_err(), "a device could purge the desired sets");
+    }
+    // Nothing changed in the cloud.
+    assert_eq!(site.operator.desired("group.ward").await.unwrap().unwrap().1, group);
+    assert!(site.operator.report_of("dev-2").await.unwrap().is_none());
+    // And the device still works: its own report moves on.
+    let seen = report.last_seen_ms;
+    poll_until("the device's next report", WAIT, || async {
+        let report = site.operator.report_of(DEVICE).await.unwrap().unwrap();
+        (report.last_seen_ms > seen)
+            .then_some(())
+            .ok_or("no newer report".to_owned())
+    })
+    .await;
 }
