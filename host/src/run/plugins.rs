@@ -87,11 +87,7 @@ impl Plugins {
     }
 
     /// Start the ingest of `started` and add it to the set.
-    pub(super) async fn add(
-        &self,
-        started: Started,
-        deployed: Option<(String, BTreeMap<String, String>)>,
-    ) -> Result<(), RunError> {
+    pub(super) async fn add(&self, started: Started) -> Result<(), RunError> {
         let name = started.provenance.plugin.clone();
         let health = Arc::new(IngestHealth::default());
         let (ingest, stop_ingest) = self.spawn_ingest(&started, health.clone()).await?;
@@ -114,7 +110,7 @@ impl Plugins {
             ingest,
             stop_ingest,
             subscriptions: started.subscriptions,
-            deployed,
+            deployed: started.deployed,
         };
         if let Ok(mut slots) = self.slots.lock() {
             slots.insert(name, slot);
@@ -151,15 +147,11 @@ impl Plugins {
         Ok((spawn_owned(Task::Ingest(name), &self.ended, run), stop_ingest))
     }
 
-    /// The queue of `plugin`, with what it runs.
-    pub(super) fn get(&self, plugin: &str) -> Option<(mpsc::Sender<Work>, Vec<String>, Option<String>)> {
+    /// The queue of `plugin` and its subscriptions.
+    pub(super) fn get(&self, plugin: &str) -> Option<(mpsc::Sender<Work>, Vec<String>)> {
         let slots = self.slots.lock().ok()?;
         let slot = slots.get(plugin)?;
-        Some((
-            slot.queue.clone(),
-            slot.subscriptions.clone(),
-            slot.deployed.as_ref().map(|(bundle, _)| bundle.clone()),
-        ))
+        Some((slot.queue.clone(), slot.subscriptions.clone()))
     }
 
     /// What `plugin` runs, if it was deployed: its bundle and configuration.

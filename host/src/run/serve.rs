@@ -234,8 +234,7 @@ pub(super) async fn serve(
     ));
     let count = device.plugins.len();
     for started in device.plugins {
-        let deployed = started.deployed.clone();
-        plugins.add(started, deployed).await?;
+        plugins.add(started).await?;
     }
     let ticker = spawn_owned(
         Task::Ticker,
