@@ -107,9 +107,14 @@ impl Edge {
                 server
             }
         };
+        // A probation of a second unless `deploy` says otherwise.
+        let probation = match deploy.contains("probation") {
+            true => "",
+            false => "probation = \"1s\"\n",
+        };
         let rest = format!(
             "[upstream]\nurl = \"{}\"\nstream = \"{UP}\"\ncreate_stream = true\ndomain = \"cloud\"\n\n\
-             [deploy]\ndomain = \"cloud\"\nprobation = \"1s\"\nresync = \"2s\"\nreport_every = \"1s\"\n{deploy}\n{tables}",
+             [deploy]\ndomain = \"cloud\"\n{probation}resync = \"2s\"\nreport_every = \"1s\"\n{deploy}\n{tables}",
             server.url()
         );
         let device = Device::at(id, &server.url(), None, tick, &rest);
@@ -763,4 +768,44 @@ async fn under_the_documented_permissions_a_device_deploys_but_cannot_change_wha
             .ok_or("no newer report".to_owned())
     })
     .await;
+}
+
+/// The deployment of [`PLUGIN`] at `generation` on `device` once it is in `phase`.
+async fn in_phase(cloud: &Cloud, device: &str, generation: u64, phase: Phase) -> Reported {
+    poll_until(&format!("generation {generation} {}", phase.name()), WAIT, || async {
+        let report = cloud
+            .report_of(device)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no report")?;
+        match report.plugins.get(PLUGIN).and_then(|p| p.deployment.clone()) {
+            Some(d) if d.generation == generation && d.phase == phase => Ok(report),
+            _ => Err(format!("{report:#?}")),
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newer_push_supersedes_one_stuck_on_probation() {
+    let site = Site::start().await;
+    // A probation that would outlast the test: the first push never ends it.
+    let mut edge = Edge::new(&site, DEVICE, "100ms", "probation = \"1h\"\n", "").await;
+    edge.start().await;
+    let bundles = deploy_bundles();
+    let first = push(&site.operator, &edge.key(), &bundles.v1.bytes(), &[]).await;
+    in_phase(&site.operator, DEVICE, first, Phase::Running).await;
+    let second = push(&site.operator, &edge.key(), &bundles.v2.bytes(), &[]).await;
+    let report = in_phase(&site.operator, DEVICE, second, Phase::Running).await;
+    let superseded = report.plugins[PLUGIN].last_failure.clone().unwrap();
+    assert_eq!(
+        (superseded.generation, superseded.phase),
+        (first, Phase::RolledBack),
+        "{report:#?}"
+    );
+    assert!(
+        superseded.reason.unwrap_or_default().contains("superseded"),
+        "{report:#?}"
+    );
+    assert_eq!(plugin(&host_status(&edge.client).await, PLUGIN)["version"], "2.0.0");
 }

@@ -74,7 +74,7 @@ impl Store {
     }
 
     fn write(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-        crate::files::private_dir(&self.dir.join("bundles"))?;
+        crate::files::private_dir(&self.dir)?;
         write_atomic(&self.dir.join(name), bytes, Access::Private, Existing::Replace)
     }
 
@@ -133,7 +133,8 @@ pub(super) fn healthy_plugins(data_dir: &Path) -> Vec<(PluginConfig, String)> {
 /// A deployment handed to a worker, until its outcome.
 struct Pending {
     plugin: String,
-    origin: Origin,
+    /// Its record, entering the phases the worker tells.
+    deployment: Deployment,
     new: Running,
     /// What ran before (`None`: the plugin is new on the device).
     previous: Option<Option<Running>>,
@@ -156,6 +157,9 @@ struct Controller {
     changed: Arc<Notify>,
     /// An attempt gave way to a change of the desired sets: read them again.
     interrupted: bool,
+    /// What the report on the device says of the plugins (serialized), as
+    /// last written.
+    kept: Option<Vec<u8>>,
 }
 
 /// Follow the desired sets until `stop`.
@@ -190,6 +194,7 @@ pub(super) async fn run_deploy(
     let mut controller = Controller {
         changed: changed.clone(),
         interrupted: false,
+        kept: None,
         cloud: Cloud::new(local, settings.domain.as_deref()),
         settings,
         loader: Arc::new(loader),
@@ -456,7 +461,7 @@ impl Controller {
         };
         let pending = Pending {
             plugin: name.to_owned(),
-            origin: origin.clone(),
+            deployment: deployment.clone(),
             new: wanted.clone(),
             previous: running.clone(),
         };
@@ -468,12 +473,11 @@ impl Controller {
                     Ok(started) => started,
                     Err(error) => return self.finish(name, deployment, Phase::Failed, crate::error_chain(&error)),
                 };
-                if let Err(error) = self.plugins.add(started, pending_new(&pending)).await {
-                    self.plugins.remove(name).await;
+                if let Err(error) = self.plugins.add(started).await {
                     return self.finish(name, deployment, Phase::Failed, crate::error_chain(&error));
                 }
             }
-            Some((queue, subscriptions, _)) => {
+            Some((queue, subscriptions)) => {
                 if subscriptions != prepared.subscriptions {
                     tracing::warn!(
                         plugin = name,
@@ -511,12 +515,9 @@ impl Controller {
 
     /// What a worker said of a deployment.
     async fn outcome(&mut self, event: DeployEvent) {
-        let Some(pending) = self.pending.get(&event.id) else {
+        let Some(pending) = self.pending.get_mut(&event.id) else {
             return;
         };
-        let (plugin, origin, new) = (pending.plugin.clone(), pending.origin.clone(), pending.new.clone());
-        let previous = pending.previous.clone();
-        let now = wall_ms();
         let phase = match &event.outcome {
             Outcome::Running { .. } => Phase::Running,
             Outcome::Healthy => Phase::Healthy,
@@ -528,6 +529,14 @@ impl Controller {
             Outcome::RolledBack(reason) | Outcome::Failed(reason) => Some(reason.clone()),
             Outcome::Healthy => None,
         };
+        pending.deployment.enter(phase, reason, wall_ms());
+        if let Outcome::Running { pause, .. } = &event.outcome
+            && pending.previous.is_some()
+        {
+            pending.deployment.pause_us = Some(pause.as_micros() as u64);
+        }
+        let (plugin, deployment, new) = (pending.plugin.clone(), pending.deployment.clone(), pending.new.clone());
+        let previous = pending.previous.clone();
         match &event.outcome {
             Outcome::Running { .. } => self.plugins.set_deployed(&plugin, Some(new.clone())),
             Outcome::Healthy => {
@@ -555,22 +564,19 @@ impl Controller {
         if phase.is_final() {
             self.pending.remove(&event.id);
         }
+        tracing::info!(plugin = %plugin, phase = phase.name(), "Deployment");
         let record = self.reported(&plugin);
-        if let Some(deployment) = record.deployment.as_mut()
-            && deployment.key == origin.key
-            && deployment.generation == origin.generation
-            && deployment.bundle == new.0
+        // A deployment a newer one superseded is no longer the latest, but
+        // its failure is still said.
+        if phase.is_failure() {
+            record.last_failure = Some(deployment.clone());
+        }
+        if record
+            .deployment
+            .as_ref()
+            .is_some_and(|latest| latest.key == deployment.key && latest.generation == deployment.generation)
         {
-            deployment.enter(phase, reason, now);
-            if phase.is_failure() {
-                record.last_failure = Some(deployment.clone());
-            }
-            if let Outcome::Running { pause, .. } = &event.outcome
-                && previous.is_some()
-            {
-                deployment.pause_us = Some(pause.as_micros() as u64);
-            }
-            tracing::info!(plugin = %plugin, phase = phase.name(), "Deployment");
+            record.deployment = Some(deployment);
         }
         self.dirty = true;
         self.publish().await;
@@ -651,8 +657,14 @@ impl Controller {
             record.running_digest = digest;
             record.running_bundle = bundle;
         }
-        if let Err(error) = self.store.write("report.json", &self.report.to_bytes()) {
-            tracing::warn!(%error, "Cannot keep the deployment report on the device");
+        // On the device only when what it says of the plugins changed: the
+        // heartbeat (a new `last_seen_ms`) is no reason to write the disk.
+        let plugins = serde_json::to_vec(&self.report.plugins).unwrap_or_default();
+        if self.kept.as_deref() != Some(plugins.as_slice()) {
+            match self.store.write("report.json", &self.report.to_bytes()) {
+                Ok(()) => self.kept = Some(plugins),
+                Err(error) => tracing::warn!(%error, "Cannot keep the deployment report on the device"),
+            }
         }
         let written =
             tokio::time::timeout(crate::deploy::cloud::REQUEST_TIMEOUT, self.cloud.report(&self.report)).await;
@@ -664,9 +676,4 @@ impl Controller {
             Err(_) => tracing::debug!("Cannot write the report to the cloud: no answer"),
         }
     }
-}
-
-/// What a plugin new on the device runs.
-fn pending_new(pending: &Pending) -> Option<Running> {
-    Some(pending.new.clone())
 }
