@@ -1,0 +1,309 @@
+//! The model file: what it carries, how it is checked, and inference.
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::FeatureSpec;
+
+/// The `format` of a model file this crate reads and writes.
+pub const FORMAT: &str = "edgewise-forecast/1";
+/// The largest model file taken (a model of the largest specification is a
+/// few hundred KiB).
+pub const MAX_MODEL_BYTES: usize = 1 << 20;
+/// Most horizons one model forecasts.
+const MAX_HORIZONS: usize = 8;
+
+/// Why a model file was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelError(String);
+
+impl std::fmt::Display for ModelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "model file: {}", self.0)
+    }
+}
+
+impl std::error::Error for ModelError {}
+
+/// What made the coefficients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// Ridge regression fitted by the trainer (`ml/`).
+    Ridge,
+    /// Baseline: glucose stays where it is.
+    LastValue,
+    /// Baseline: the least-squares line through the last 15 minutes, extended.
+    LinearExtrapolation,
+}
+
+/// A forecasting model: per horizon, a linear function of the features of
+/// [`crate::History`], with where it came from and how well it did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// What made the coefficients.
+    pub kind: ModelKind,
+    /// The features the coefficients apply to.
+    pub features: FeatureSpec,
+    /// [`FeatureSpec::names`], for people reading the file (checked).
+    pub feature_names: Vec<String>,
+    /// One linear function per horizon, in increasing horizon.
+    pub horizons: Vec<HorizonModel>,
+    /// The data the model was fitted on (none for a baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<Training>,
+    /// How it did on subjects it never saw, per data set and horizon.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evaluation: Vec<Evaluation>,
+}
+
+/// The forecast for one horizon: `last value + intercept + Σ coef · (x − mean) / scale`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HorizonModel {
+    /// Minutes ahead.
+    pub minutes: u32,
+    /// The mean change over the horizon the features do not explain (mg/dL).
+    pub intercept: f64,
+    /// Per feature: its mean over the training data (the scaling).
+    pub mean: Vec<f64>,
+    /// Per feature: its standard deviation over the training data (the scaling).
+    pub scale: Vec<f64>,
+    /// Per feature: the coefficient of the scaled feature (mg/dL).
+    pub coef: Vec<f64>,
+    /// How the coefficients were chosen (none for a baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit: Option<Fit>,
+}
+
+/// How a horizon's coefficients were chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fit {
+    /// The ridge penalty, per training sample, on the scaled features.
+    pub lambda: f64,
+    /// Training samples: readings with a reading at the horizon.
+    pub samples: u64,
+    /// The penalty's RMSE in leave-subjects-out cross-validation on the
+    /// training subjects (mg/dL).
+    pub cv_rmse: f64,
+}
+
+/// The data a model was fitted on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Training {
+    /// Per recording: its file name and the SHA-256 of its bytes.
+    pub recordings: Vec<(String, String)>,
+    /// Which subjects were kept out of training, as a rule.
+    pub held_out_rule: String,
+    /// The subjects trained on.
+    pub subjects: Vec<String>,
+    /// The subjects held out (never trained on), evaluated in `evaluation`.
+    pub held_out: Vec<String>,
+}
+
+/// A model's accuracy on one data set of held-out subjects at one horizon,
+/// next to the baselines' on the same forecasts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evaluation {
+    /// The recording's file name.
+    pub data_set: String,
+    /// Held-out subjects in it.
+    pub subjects: u32,
+    /// Minutes ahead.
+    pub horizon_min: u32,
+    /// Forecasts with a reading at their target time.
+    pub forecasts: u64,
+    /// Root mean square error (mg/dL).
+    pub rmse: f64,
+    /// Mean absolute error (mg/dL).
+    pub mae: f64,
+    /// The last-value baseline's RMSE on the same forecasts.
+    pub rmse_last_value: f64,
+    /// The linear-extrapolation baseline's RMSE on the same forecasts.
+    pub rmse_linear_extrapolation: f64,
+}
+
+impl Model {
+    /// Read and check a model file.
+    pub fn parse(bytes: &[u8]) -> Result<Model, ModelError> {
+        if bytes.len() > MAX_MODEL_BYTES {
+            return Err(ModelError(format!(
+                "{} bytes, over the {MAX_MODEL_BYTES}-byte limit",
+                bytes.len()
+            )));
+        }
+        let model: Model = serde_json::from_slice(bytes).map_err(|e| ModelError(e.to_string()))?;
+        model.check().map_err(ModelError)?;
+        Ok(model)
+    }
+
+    /// The file's bytes: pretty JSON, the same bytes for the same model.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        bytes.push(b'\n');
+        bytes
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.format != FORMAT {
+            return Err(format!("format `{}`, expected `{FORMAT}`", self.format));
+        }
+        self.features.check()?;
+        if self.feature_names != self.features.names() {
+            return Err("feature_names do not match the feature specification".into());
+        }
+        if self.horizons.is_empty() || self.horizons.len() > MAX_HORIZONS {
+            return Err(format!("{} horizons, expected 1 to {MAX_HORIZONS}", self.horizons.len()));
+        }
+        let width = self.features.len();
+        let mut previous = 0;
+        for horizon in &self.horizons {
+            let minutes = horizon.minutes;
+            if minutes <= previous || minutes > 720 {
+                return Err(format!("horizon {minutes} min: horizons go up, 1 to 720 min"));
+            }
+            previous = minutes;
+            if [&horizon.mean, &horizon.scale, &horizon.coef].iter().any(|v| v.len() != width) {
+                return Err(format!("horizon {minutes} min: mean, scale and coef need {width} values each"));
+            }
+            let numbers = horizon.mean.iter().chain(&horizon.coef).chain([&horizon.intercept]);
+            if numbers.clone().any(|x| !x.is_finite()) || horizon.scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+                return Err(format!(
+                    "horizon {minutes} min: a number is not finite, or a scale not positive"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The horizon of `minutes`, if the model forecasts it.
+    pub fn horizon(&self, minutes: u32) -> Option<&HorizonModel> {
+        self.horizons.iter().find(|h| h.minutes == minutes)
+    }
+
+    /// The last-value baseline: every forecast is the newest reading.
+    pub fn last_value(horizons_min: &[u32]) -> Model {
+        let features = FeatureSpec {
+            step_min: 5,
+            lags: 0,
+            averages_min: Vec::new(),
+        };
+        Model::baseline(ModelKind::LastValue, features, horizons_min, |_| Vec::new())
+    }
+
+    /// The linear-extrapolation baseline: the least-squares line through the
+    /// grid points of the last 15 minutes (now, -5, -10, -15), extended to
+    /// the horizon.
+    pub fn linear_extrapolation(horizons_min: &[u32]) -> Model {
+        let features = FeatureSpec {
+            step_min: 5,
+            lags: 3,
+            averages_min: Vec::new(),
+        };
+        // Points at x_k = -5k min; with v_k = now - change_k the slope is
+        // -Σ (x_k - mean x) change_k / Σ (x_k - mean x)², k ≥ 1.
+        let xs: Vec<f64> = (0..=3).map(|k| -5.0 * f64::from(k)).collect();
+        let mean_x = xs.iter().sum::<f64>() / xs.len() as f64;
+        let sxx: f64 = xs.iter().map(|x| (x - mean_x) * (x - mean_x)).sum();
+        let slope_per_change: Vec<f64> = xs[1..].iter().map(|x| -(x - mean_x) / sxx).collect();
+        Model::baseline(ModelKind::LinearExtrapolation, features, horizons_min, |minutes| {
+            slope_per_change.iter().map(|c| c * f64::from(minutes)).collect()
+        })
+    }
+
+    fn baseline(kind: ModelKind, features: FeatureSpec, horizons_min: &[u32], coef: impl Fn(u32) -> Vec<f64>) -> Model {
+        let width = features.len();
+        Model {
+            format: FORMAT.to_owned(),
+            kind,
+            feature_names: features.names(),
+            features,
+            horizons: horizons_min
+                .iter()
+                .map(|&minutes| HorizonModel {
+                    minutes,
+                    intercept: 0.0,
+                    mean: vec![0.0; width],
+                    scale: vec![1.0; width],
+                    coef: coef(minutes),
+                    fit: None,
+                })
+                .collect(),
+            training: None,
+            evaluation: Vec::new(),
+        }
+    }
+}
+
+impl HorizonModel {
+    /// The forecast (mg/dL) from the newest value and its features
+    /// ([`crate::History::features`]).
+    pub fn predict(&self, now: f64, features: &[f64]) -> f64 {
+        let mut change = self.intercept;
+        for (((x, mean), scale), coef) in features.iter().zip(&self.mean).zip(&self.scale).zip(&self.coef) {
+            change += coef * ((x - mean) / scale);
+        }
+        now + change
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::History;
+    use crate::spec::MINUTE_MS;
+
+    fn forecasts(model: &Model, readings: &[(i64, f64)]) -> Vec<f64> {
+        let mut history = History::default();
+        for &(ms, value) in readings {
+            history.push(&model.features, ms, value);
+        }
+        let mut features = Vec::new();
+        let now = history.features(&model.features, &mut features).unwrap();
+        model.horizons.iter().map(|h| h.predict(now, &features)).collect()
+    }
+
+    #[test]
+    fn the_baselines_are_the_last_value_and_the_line_through_the_last_15_minutes() {
+        let rising: Vec<(i64, f64)> = (0..6).map(|k| (k * 5 * MINUTE_MS, 100.0 + 2.0 * k as f64)).collect();
+        assert_eq!(forecasts(&Model::last_value(&[30, 60]), &rising), vec![110.0, 110.0]);
+        let line = forecasts(&Model::linear_extrapolation(&[30, 60]), &rising);
+        // 2 mg/dL per 5 minutes: +12 in 30 minutes, +24 in 60.
+        assert!((line[0] - 122.0).abs() < 1e-9 && (line[1] - 134.0).abs() < 1e-9, "{line:?}");
+    }
+
+    #[test]
+    fn a_model_file_round_trips_to_the_same_bytes() {
+        let model = Model::linear_extrapolation(&[30, 60]);
+        let bytes = model.to_bytes();
+        let parsed = Model::parse(&bytes).unwrap();
+        assert_eq!(parsed, model);
+        assert_eq!(parsed.to_bytes(), bytes);
+    }
+
+    #[test]
+    fn malformed_models_are_refused_with_the_reason() {
+        let good = Model::linear_extrapolation(&[30, 60]);
+        let refused = |edit: &dyn Fn(&mut Model), expected: &str| {
+            let mut model = good.clone();
+            edit(&mut model);
+            let error = Model::parse(&model.to_bytes()).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}");
+        };
+        refused(&|m| m.format = "edgewise-forecast/2".into(), "format");
+        refused(&|m| m.horizons[0].coef.pop().map(drop).unwrap_or(()), "need 3 values");
+        refused(&|m| m.horizons[1].scale[0] = 0.0, "scale not positive");
+        refused(&|m| m.horizons.reverse(), "horizons go up");
+        refused(&|m| m.features.lags = 100_000, "lags");
+        refused(&|m| m.feature_names.clear(), "feature_names");
+        assert!(Model::parse(b"{").is_err());
+        assert!(Model::parse(&vec![b' '; MAX_MODEL_BYTES + 1]).unwrap_err().to_string().contains("limit"));
+        let nan = String::from_utf8(good.to_bytes()).unwrap().replacen("\"intercept\": 0.0", "\"intercept\": 1e999", 1);
+        assert!(Model::parse(nan.as_bytes()).is_err());
+    }
+}
