@@ -174,12 +174,17 @@ impl Accuracy {
     /// a scored forecast or a reading judging one.
     pub fn due_ms(&self, tolerance_ms: i64) -> i64 {
         let scored = self.hours.first().map(|hour| hour.start_ms);
-        let judged = self
-            .pending
-            .iter()
-            .flatten()
-            .filter_map(|pending| pending.nearest.map(|(ms, _)| self.hour_of(ms)))
-            .min();
+        // No hour before the first open one can be waiting: after a reading
+        // that is its own, already scored in, mostly.
+        let judged = match scored {
+            Some(start) if start <= self.closed_until_ms => None,
+            _ => self
+                .pending
+                .iter()
+                .flatten()
+                .filter_map(|pending| pending.nearest.map(|(ms, _)| self.hour_of(ms)))
+                .min(),
+        };
         match scored.into_iter().chain(judged).min() {
             Some(start) => start.saturating_add(HOUR_MS).saturating_add(2 * tolerance_ms),
             None => i64::MAX,

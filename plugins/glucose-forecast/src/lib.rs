@@ -97,10 +97,10 @@ impl Plugin for GlucoseForecast {
         }
         let mut next_due = i64::MAX;
         for (sensor, sensor_state) in &mut state.sensors {
-            if now_ms >= sensor_state.due_ms(&self.forecaster) {
+            if now_ms >= sensor_state.due_ms() {
                 sensor_state.on_tick(sensor, now_ms, &self.forecaster, out);
             }
-            next_due = next_due.min(sensor_state.due_ms(&self.forecaster));
+            next_due = next_due.min(sensor_state.due_ms());
         }
         state.next_due_ms = next_due;
         Ok(())
@@ -168,7 +168,7 @@ impl GlucoseForecast {
                 )
             }),
         }
-        state.next_due_ms = state.next_due_ms.min(sensor.due_ms(&self.forecaster));
+        state.next_due_ms = state.next_due_ms.min(sensor.due_ms());
     }
 }
 

@@ -41,6 +41,8 @@ pub struct SensorState {
     history: History,
     alerts: PredictedLow,
     accuracy: Accuracy,
+    /// When a tick would emit something (see [`SensorState::due_ms`]).
+    due_ms: i64,
 }
 
 impl SensorState {
@@ -50,6 +52,7 @@ impl SensorState {
             history: History::default(),
             alerts: PredictedLow::new(settings),
             accuracy: Accuracy::new(forecaster.minutes().len()),
+            due_ms: i64::MAX,
         }
     }
 
@@ -88,18 +91,22 @@ impl SensorState {
                 .evaluate(reading, Forecast { value, horizon_min }, settings, out);
         }
         let left_out = self.accuracy.add(ts, forecasts.values, forecasts.minutes, step_min);
+        self.due_ms = self.accuracy.due_ms(tolerance_ms);
         Outcome::Forecast { left_out }
     }
 
     /// Handle a tick at `now_ms`: emit the accuracy of hours that are over.
     pub fn on_tick(&mut self, sensor: &str, now_ms: i64, forecaster: &Forecaster, out: &mut Outputs) {
+        let tolerance_ms = tolerance_ms(forecaster);
         self.accuracy
-            .on_tick(sensor, now_ms, forecaster.minutes(), tolerance_ms(forecaster), out);
+            .on_tick(sensor, now_ms, forecaster.minutes(), tolerance_ms, out);
+        self.due_ms = self.accuracy.due_ms(tolerance_ms);
     }
 
     /// The earliest tick that would emit something (`i64::MAX`: none).
-    pub fn due_ms(&self, forecaster: &Forecaster) -> i64 {
-        self.accuracy.due_ms(tolerance_ms(forecaster))
+    /// Cached: only readings and ticks change it.
+    pub fn due_ms(&self) -> i64 {
+        self.due_ms
     }
 }
 
