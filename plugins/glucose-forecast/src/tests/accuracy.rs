@@ -213,3 +213,37 @@ fn ticks_never_change_the_figures() {
     assert!(ticked.len() > 10);
     assert_eq!(ticked, run(false));
 }
+
+#[test]
+fn a_tick_just_after_the_hour_leaves_it_open_for_a_nearer_reading() {
+    // The forecast of 31 targets 61. A reading at 59 is 2 minutes from it
+    // (in hour 0); a tick at 60:30 must not settle it, because the reading
+    // at 61 is nearer (in hour 1). Had the tick come after 61, or not at
+    // all, that is what would judge it.
+    let run = |tick: bool| {
+        let mut h = Harness::new(&[]);
+        h.read(0, 100.0).read(31, 120.0).read(59, 90.0);
+        if tick {
+            h.tick_at(at(60) + 30_000);
+        }
+        h.read(61, 80.0).tick(3 * 60);
+        h.summaries
+    };
+    let ticked = run(true);
+    assert_eq!(ticked, run(false));
+    let hour_1 = ticked.iter().find(|s| s.window_start_ms == at(60)).unwrap();
+    // 120 forecast, 80 at 61: +40. The 60-minute forecast of 0 (100) has 59
+    // and 61 a minute either side: the earlier judges it, in hour 0 (+10).
+    assert_eq!(
+        metrics(hour_1),
+        [
+            ("n_30", 1.0),
+            ("rmse_30", 40.0),
+            ("mae_30", 40.0),
+            ("bias_30", 40.0),
+            ("n_60", 0.0)
+        ]
+    );
+    let hour_0 = ticked.iter().find(|s| s.window_start_ms == at(0)).unwrap();
+    assert_eq!(hour_0.get("bias_60"), Some(10.0));
+}

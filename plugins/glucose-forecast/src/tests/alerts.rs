@@ -132,3 +132,21 @@ fn duplicates_late_and_invalid_readings_raise_nothing() {
     h.read(25, 60.0);
     assert_eq!(h.codes(), ev(&[(25, "predicted-low")]));
 }
+
+#[test]
+fn predicted_low_is_not_repeated_while_the_urgent_alert_is_active() {
+    let mut h = Harness::new(&[]);
+    // Low at 5, urgent from 10 to 40: the low's repeat, due at 35, waits
+    // for the urgent alert to resolve (45).
+    h.read(0, 100.0).read(5, 60.0).series(10, 5, &[50.0; 7]).read(45, 60.0);
+    assert_eq!(
+        h.codes(),
+        ev(&[
+            (5, "predicted-low"),
+            (10, "predicted-urgent-low"),
+            (40, "predicted-urgent-low"),
+            (45, "predicted-urgent-low-resolved"),
+            (45, "predicted-low"),
+        ])
+    );
+}
