@@ -271,3 +271,33 @@ fn summary(sensor: &str, hour: &Hour, minutes: &[u32]) -> Option<Summary> {
     }
     Some(summary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOLERANCE: i64 = 150_000;
+    const MINUTES: [u32; 1] = [30];
+
+    #[test]
+    fn a_tick_closes_only_hours_over_two_tolerances_before_it() {
+        // Whatever asks for the tick: the reading at 61 may still come and
+        // judge the forecast of 31 better than the one at 59.
+        let mut accuracy = Accuracy::new(1);
+        let mut out = Outputs::default();
+        let minute = |m: i64| m * MINUTE_MS;
+        accuracy.add(minute(31), &[120.0], &MINUTES, 5);
+        accuracy.on_reading("s", (minute(59), 90.0), &MINUTES, TOLERANCE, &mut out);
+        assert_eq!(accuracy.due_ms(TOLERANCE), minute(65));
+        accuracy.on_tick("s", minute(65) - 1, &MINUTES, TOLERANCE, &mut out);
+        assert!(out.is_empty(), "{:?}", out.summaries());
+        accuracy.on_reading("s", (minute(61), 80.0), &MINUTES, TOLERANCE, &mut out);
+        accuracy.on_tick("s", minute(125), &MINUTES, TOLERANCE, &mut out);
+        let starts: Vec<(i64, Option<f64>)> = out
+            .summaries()
+            .iter()
+            .map(|s| (s.window_start_ms, s.get("bias_30")))
+            .collect();
+        assert_eq!(starts, [(minute(60), Some(40.0))]);
+    }
+}
