@@ -7,8 +7,7 @@ use anyhow::{Context, bail};
 use glucose_forecast::{GlucoseForecast, MODEL_ASSET};
 
 use crate::measure::glucose::{
-    self, BATCHES, REPETITIONS, WasmSide, compile_bundle, interleaved, native_per_reading, replay_runtime,
-    sdk_readings,
+    self, BATCHES, REPETITIONS, WasmSide, compile_bundle, interleaved, native_per_reading, replay_runtime, sdk_readings,
 };
 use crate::native::Native;
 use crate::suite::{Ctx, Outcome};
