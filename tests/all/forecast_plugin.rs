@@ -321,3 +321,70 @@ fn a_hostile_recording_is_replayed_without_a_trap_and_gives_the_expected_outputs
     // forecasts of each met their reading.
     assert_eq!((accuracy["cgm.dup"], accuracy["cgm.shuffled"]), (18.0, 18.0));
 }
+
+/// Live, through `edgewise run` on a real nats-server (where, unlike in a
+/// replay, readings reach the plugin in arrival order): duplicates, a late
+/// reading, an absurd value, a gap and a sensor heard from once are taken
+/// without a trap, a failure or a restart, and a patient falling fast is
+/// warned before the low: `predicted-urgent-low` on the 30-minute forecast
+/// while the readings are still above 70.
+#[tokio::test(flavor = "multi_thread")]
+async fn live_hostile_arrivals_do_not_trap_and_a_fast_fall_is_warned_ahead() {
+    use crate::device::{Device, now_ms, reading};
+    use crate::support::{next_where, status_until, subscribe_alerts};
+    use edgewise_tests::nats::NatsServer;
+
+    let local = NatsServer::start();
+    let plugins = format!("[[plugins]]\nbundle = \"{PLUGIN}.wasm\"\n");
+    let mut device = Device::with_plugins(&local, None, "100ms", &plugins);
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = subscribe_alerts(&client, PLUGIN).await;
+    device.start_with(&client).await;
+
+    let start = now_ms() - 60 * MINUTE_MS;
+    let at = |step: i64| start + step * 5 * MINUTE_MS;
+    // An hour of steady glucose with a 15-minute gap, each reading sent
+    // twice, one sent again after the next (late), and one absurd value.
+    let mut sent = 0u64;
+    for step in 0..8 {
+        if (3..6).contains(&step) {
+            continue;
+        }
+        for _ in 0..2 {
+            client.publish("sensors.cgm.p1", reading(at(step), 130.0)).await.unwrap();
+            sent += 1;
+        }
+        if step > 0 {
+            client.publish("sensors.cgm.p1", reading(at(step - 1), 131.0)).await.unwrap();
+            sent += 1;
+        }
+    }
+    client.publish("sensors.cgm.p1", reading(at(8), 5000.0)).await.unwrap();
+    client.publish("sensors.cgm.once", reading(at(8), 100.0)).await.unwrap();
+    sent += 2;
+    // Then a fall of 6 mg/dL a minute, still well above 70 at its end.
+    for (k, step) in (9..=12).enumerate() {
+        let value = 130.0 - 30.0 * (k as f64 + 1.0);
+        if value > 70.0 {
+            client.publish("sensors.cgm.p1", reading(at(step), value)).await.unwrap();
+            sent += 1;
+        }
+    }
+    client.flush().await.unwrap();
+
+    let status = status_until(&client, "every reading taken by glucose-forecast", |status| {
+        status["plugins"][0]["readings_in"].as_u64() == Some(sent)
+    })
+    .await;
+    let plugin = &status["plugins"][0];
+    assert_eq!(plugin["restarts"], 0, "{plugin}");
+    assert!(plugin["failures"].as_object().is_none_or(|f| f.is_empty()), "{plugin}");
+    let alert = next_where(&mut alerts, "predicted-urgent-low for p1", |_, alert| {
+        alert["code"] == "predicted-urgent-low"
+    })
+    .await;
+    assert_eq!(alert["sensor"], "cgm.p1", "{alert}");
+    // Raised on a reading above 70: a warning ahead of the low, not after it.
+    assert!(alert["value"].as_f64().unwrap() < 55.0, "{alert}");
+    device.terminate_cleanly().await;
+}
