@@ -287,7 +287,7 @@ mod tests {
     #[test]
     fn alerts_are_scored_against_the_onsets_that_followed() {
         // A day of readings; episodes with onsets at 300 and 900 minutes (the
-        // second lasting to 960), and one at 1200 that nothing foresaw.
+        // second lasting to 960), and two that nothing foresaw.
         let readings = vec![(0, 100.0), (1440 * MIN, 100.0)];
         let episodes = [
             Episode {
@@ -301,6 +301,11 @@ mod tests {
             Episode {
                 onset_ms: 1200 * MIN,
                 end_ms: 1230 * MIN,
+            },
+            // Alerted only at its onset: not foreseen.
+            Episode {
+                onset_ms: 1380 * MIN,
+                end_ms: 1400 * MIN,
             },
         ];
         let alerts = [
@@ -318,20 +323,21 @@ mod tests {
             // Nothing follows: false.
             600 * MIN,
             1300 * MIN,
+            1380 * MIN,
         ];
         let score = AlertScore::sensor(&readings, &episodes, &alerts);
         assert_eq!(
             score,
             AlertScore {
-                episodes: 3,
+                episodes: 4,
                 detected: 2,
-                alerts: 8,
+                alerts: 9,
                 false_alerts: 3,
                 lead_times_min: vec![45.0, 30.0],
                 days: 1.0,
             }
         );
-        assert_eq!(score.sensitivity_percent(), Some(200.0 / 3.0));
+        assert_eq!(score.sensitivity_percent(), Some(50.0));
         assert_eq!(score.false_alerts_per_day(), Some(3.0));
         assert_eq!(score.median_lead_time_min(), Some(37.5));
     }
