@@ -43,11 +43,17 @@ pub struct DataSet {
 }
 
 impl DataSet {
-    /// Read an iglu CSV recording as `edgewise replay` does.
+    /// Read a recording as `edgewise replay` does: JSON lines (what
+    /// `edgewise record` and `edgewise export` write) for a `*.jsonl` file,
+    /// else iglu CSV.
     pub fn load(path: &Path) -> anyhow::Result<DataSet> {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
-        let recording = replay::load(path, Format::IgluCsv, false)?;
+        let format = match path.extension() {
+            Some(extension) if extension == "jsonl" => Format::Jsonl,
+            _ => Format::IgluCsv,
+        };
+        let recording = replay::load(path, format, false)?;
         let mut subjects: Vec<Subject> = Vec::new();
         // Replay order is by time across sensors; group by sensor, keeping
         // each one's order (time order: the loader sorts within a sensor).
@@ -89,5 +95,22 @@ mod tests {
         for subject in &hall.subjects {
             assert!(subject.readings.windows(2).all(|w| w[0].0 < w[1].0), "{}", subject.id);
         }
+    }
+
+    #[test]
+    fn a_recording_of_bus_messages_reads_as_its_sensors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("export.jsonl");
+        let lines = [
+            r#"{"subject":"sensors.cgm.ward-1","payload":{"sensor":"ward-1","ts":600000,"value":101,"unit":"mg/dL"}}"#,
+            r#"{"subject":"sensors.cgm.ward-1","payload":{"sensor":"ward-1","ts":300000,"value":100,"unit":"mg/dL"}}"#,
+            r#"{"subject":"sensors.cgm.ward-2","payload":{"sensor":"ward-2","ts":300000,"value":500,"unit":"mg/dL"}}"#,
+        ];
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let set = DataSet::load(&path).unwrap();
+        assert_eq!(set.name, "export.jsonl");
+        // ward-2's only reading is out of the valid range.
+        assert_eq!(set.subjects.len(), 1);
+        assert_eq!(set.subjects[0].readings, vec![(300_000, 100.0), (600_000, 101.0)]);
     }
 }

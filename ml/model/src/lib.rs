@@ -23,5 +23,5 @@ mod model;
 mod spec;
 
 pub use history::{History, Pushed, actual_at};
-pub use model::{Evaluation, Fit, HorizonModel, MAX_MODEL_BYTES, Model, ModelError, ModelKind, Training};
+pub use model::{Evaluation, FORMAT, Fit, HorizonModel, MAX_MODEL_BYTES, Model, ModelError, ModelKind, Training};
 pub use spec::{FeatureSpec, MINUTE_MS};

@@ -158,7 +158,10 @@ impl Model {
             return Err("feature_names do not match the feature specification".into());
         }
         if self.horizons.is_empty() || self.horizons.len() > MAX_HORIZONS {
-            return Err(format!("{} horizons, expected 1 to {MAX_HORIZONS}", self.horizons.len()));
+            return Err(format!(
+                "{} horizons, expected 1 to {MAX_HORIZONS}",
+                self.horizons.len()
+            ));
         }
         let width = self.features.len();
         let mut previous = 0;
@@ -168,8 +171,13 @@ impl Model {
                 return Err(format!("horizon {minutes} min: horizons go up, 1 to 720 min"));
             }
             previous = minutes;
-            if [&horizon.mean, &horizon.scale, &horizon.coef].iter().any(|v| v.len() != width) {
-                return Err(format!("horizon {minutes} min: mean, scale and coef need {width} values each"));
+            if [&horizon.mean, &horizon.scale, &horizon.coef]
+                .iter()
+                .any(|v| v.len() != width)
+            {
+                return Err(format!(
+                    "horizon {minutes} min: mean, scale and coef need {width} values each"
+                ));
             }
             let numbers = horizon.mean.iter().chain(&horizon.coef).chain([&horizon.intercept]);
             if numbers.clone().any(|x| !x.is_finite()) || horizon.scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
@@ -274,7 +282,10 @@ mod tests {
         assert_eq!(forecasts(&Model::last_value(&[30, 60]), &rising), vec![110.0, 110.0]);
         let line = forecasts(&Model::linear_extrapolation(&[30, 60]), &rising);
         // 2 mg/dL per 5 minutes: +12 in 30 minutes, +24 in 60.
-        assert!((line[0] - 122.0).abs() < 1e-9 && (line[1] - 134.0).abs() < 1e-9, "{line:?}");
+        assert!(
+            (line[0] - 122.0).abs() < 1e-9 && (line[1] - 134.0).abs() < 1e-9,
+            "{line:?}"
+        );
     }
 
     #[test]
@@ -302,8 +313,15 @@ mod tests {
         refused(&|m| m.features.lags = 100_000, "lags");
         refused(&|m| m.feature_names.clear(), "feature_names");
         assert!(Model::parse(b"{").is_err());
-        assert!(Model::parse(&vec![b' '; MAX_MODEL_BYTES + 1]).unwrap_err().to_string().contains("limit"));
-        let nan = String::from_utf8(good.to_bytes()).unwrap().replacen("\"intercept\": 0.0", "\"intercept\": 1e999", 1);
+        assert!(
+            Model::parse(&vec![b' '; MAX_MODEL_BYTES + 1])
+                .unwrap_err()
+                .to_string()
+                .contains("limit")
+        );
+        let nan = String::from_utf8(good.to_bytes())
+            .unwrap()
+            .replacen("\"intercept\": 0.0", "\"intercept\": 1e999", 1);
         assert!(Model::parse(nan.as_bytes()).is_err());
     }
 }

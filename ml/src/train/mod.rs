@@ -1,2 +1,292 @@
-//! Training: ridge regression on the features of `forecast-model`, the
-//! penalty chosen by leave-subjects-out cross-validation.
+//! Training: ridge regression on the features of `forecast-model`, one
+//! linear function per horizon, its penalty chosen by leave-subjects-out
+//! cross-validation on the training subjects; then each held-out data set
+//! scored against the two baselines.
+//!
+//! Deterministic: subjects in a fixed order, sums in a fixed order, `exp`
+//! from `libm`, and the model file written by `serde_json`: the same
+//! recordings give the same model bytes on any machine.
+
+mod ridge;
+
+use anyhow::{Context, bail};
+use forecast_model::{Evaluation, FeatureSpec, Fit, History, Model, ModelKind, Pushed, Training, actual_at};
+
+pub use ridge::Sample;
+
+use crate::data::{DataSet, HELD_OUT_RULE, Subject, is_held_out};
+
+/// The horizons the model forecasts (minutes).
+pub const HORIZONS_MIN: [u32; 2] = [30, 60];
+/// The penalties cross-validation chooses from (per sample, on standardised
+/// features).
+pub const LAMBDAS: [f64; 7] = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0];
+/// Folds of the cross-validation; a subject's fold is its place in id order
+/// modulo this.
+const FOLDS: usize = 5;
+
+/// How far (ms) the reading that judges a forecast may be from its target
+/// time: half the grid step, so it is the reading of that grid point.
+pub fn tolerance_ms(spec: &FeatureSpec) -> i64 {
+    spec.step_ms() / 2
+}
+
+/// Per horizon, the samples of one subject: every reading the model's
+/// history takes, with the reading at the horizon (readings without one are
+/// left out: the target is never interpolated).
+pub fn samples(spec: &FeatureSpec, horizons_min: &[u32], readings: &[(i64, f64)]) -> Vec<Vec<Sample>> {
+    let mut per_horizon = vec![Vec::new(); horizons_min.len()];
+    let mut history = History::default();
+    let mut features = Vec::new();
+    for &(ms, value) in readings {
+        if history.push(spec, ms, value) != Pushed::Taken {
+            continue;
+        }
+        let Some(now) = history.features(spec, &mut features) else {
+            continue;
+        };
+        for (samples, minutes) in per_horizon.iter_mut().zip(horizons_min) {
+            let target = ms.saturating_add(i64::from(*minutes) * forecast_model::MINUTE_MS);
+            if let Some(actual) = actual_at(readings, target, tolerance_ms(spec)) {
+                samples.push(Sample {
+                    features: features.clone(),
+                    now,
+                    actual,
+                });
+            }
+        }
+    }
+    per_horizon
+}
+
+/// Per horizon, `(forecast, actual)` of `model` over one subject: what the
+/// plugin forecasts for these readings, with the reading that followed.
+pub fn forecasts(model: &Model, readings: &[(i64, f64)]) -> Vec<Vec<(f64, f64)>> {
+    let minutes: Vec<u32> = model.horizons.iter().map(|h| h.minutes).collect();
+    samples(&model.features, &minutes, readings)
+        .into_iter()
+        .zip(&model.horizons)
+        .map(|(samples, horizon)| {
+            samples
+                .iter()
+                .map(|s| (horizon.predict(s.now, &s.features), s.actual))
+                .collect()
+        })
+        .collect()
+}
+
+/// Train the model on the subjects of `training` that are not held out, and
+/// score it on the held-out ones and on every subject of `evaluation`
+/// (data sets of which no subject may be a training subject).
+pub fn train(training: &[DataSet], evaluation: &[DataSet]) -> anyhow::Result<Model> {
+    let spec = FeatureSpec::standard();
+    let mut subjects: Vec<&Subject> = training
+        .iter()
+        .flat_map(|set| &set.subjects)
+        .filter(|s| !is_held_out(&s.id))
+        .collect();
+    subjects.sort_by(|a, b| a.id.cmp(&b.id));
+    if subjects.len() < FOLDS {
+        bail!("{} training subjects: at least {FOLDS} are needed", subjects.len());
+    }
+    if let Some(window) = subjects.windows(2).find(|w| w[0].id == w[1].id) {
+        bail!("subject `{}` is in two training recordings", window[0].id);
+    }
+    for set in evaluation {
+        if let Some(shared) = set.subjects.iter().find(|s| subjects.iter().any(|t| t.id == s.id)) {
+            bail!(
+                "subject `{}` of {} is also a training subject: an evaluation must be on subjects the model never saw",
+                shared.id,
+                set.name
+            );
+        }
+    }
+
+    // samples[subject][horizon]
+    let samples: Vec<Vec<Vec<Sample>>> = subjects
+        .iter()
+        .map(|s| samples(&spec, &HORIZONS_MIN, &s.readings))
+        .collect();
+    let mut horizons = Vec::new();
+    for (h, &minutes) in HORIZONS_MIN.iter().enumerate() {
+        let (lambda, cv_rmse) = choose_lambda(&samples, h, spec.len(), minutes)?;
+        let all: Vec<&Sample> = samples.iter().flat_map(|s| &s[h]).collect();
+        let mut model = ridge::fit(&all, spec.len(), lambda, minutes)
+            .with_context(|| format!("cannot fit the {minutes}-minute model"))?;
+        model.fit = Some(Fit {
+            lambda,
+            samples: all.len() as u64,
+            cv_rmse,
+        });
+        horizons.push(model);
+    }
+
+    let held_out: Vec<String> = training
+        .iter()
+        .flat_map(|set| &set.subjects)
+        .filter(|s| is_held_out(&s.id))
+        .map(|s| s.id.clone())
+        .collect();
+    let mut model = Model {
+        format: forecast_model::FORMAT.to_owned(),
+        kind: ModelKind::Ridge,
+        feature_names: spec.names(),
+        features: spec,
+        horizons,
+        training: Some(Training {
+            recordings: training
+                .iter()
+                .map(|set| (set.name.clone(), set.sha256.clone()))
+                .collect(),
+            held_out_rule: HELD_OUT_RULE.to_owned(),
+            subjects: subjects.iter().map(|s| s.id.clone()).collect(),
+            held_out,
+        }),
+        evaluation: Vec::new(),
+    };
+    let mut scores = Vec::new();
+    for set in training {
+        scores.extend(evaluate(&model, set, |s| is_held_out(&s.id)));
+    }
+    for set in evaluation {
+        scores.extend(evaluate(&model, set, |_| true));
+    }
+    model.evaluation = scores;
+    Ok(model)
+}
+
+/// The penalty with the lowest cross-validated RMSE (the smaller penalty on
+/// a tie), and that RMSE.
+fn choose_lambda(samples: &[Vec<Vec<Sample>>], h: usize, width: usize, minutes: u32) -> anyhow::Result<(f64, f64)> {
+    let mut best: Option<(f64, f64)> = None;
+    for &lambda in &LAMBDAS {
+        let (mut squared, mut count) = (0.0, 0u64);
+        for fold in 0..FOLDS {
+            let train: Vec<&Sample> = samples
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % FOLDS != fold)
+                .flat_map(|(_, s)| &s[h])
+                .collect();
+            let model = ridge::fit(&train, width, lambda, minutes)
+                .with_context(|| format!("cannot fit fold {fold} of the {minutes}-minute model"))?;
+            for (_, subject) in samples.iter().enumerate().filter(|(i, _)| i % FOLDS == fold) {
+                for sample in &subject[h] {
+                    let error = model.predict(sample.now, &sample.features) - sample.actual;
+                    squared += error * error;
+                    count += 1;
+                }
+            }
+        }
+        let rmse = (squared / count.max(1) as f64).sqrt();
+        if best.is_none_or(|(_, best_rmse)| rmse < best_rmse) {
+            best = Some((lambda, rmse));
+        }
+    }
+    best.context("no penalty to choose from")
+}
+
+/// The model's scores on the subjects of `set` that `include` picks, per
+/// horizon, next to the baselines' on the same forecasts.
+fn evaluate(model: &Model, set: &DataSet, include: impl Fn(&Subject) -> bool) -> Vec<Evaluation> {
+    let subjects: Vec<&Subject> = set.subjects.iter().filter(|s| include(s)).collect();
+    if subjects.is_empty() {
+        return Vec::new();
+    }
+    let minutes: Vec<u32> = model.horizons.iter().map(|h| h.minutes).collect();
+    let last_value = Model::last_value(&minutes);
+    let linear = Model::linear_extrapolation(&minutes);
+    let pooled = |model: &Model| -> Vec<Vec<(f64, f64)>> {
+        let mut pooled = vec![Vec::new(); minutes.len()];
+        for subject in &subjects {
+            for (all, one) in pooled.iter_mut().zip(forecasts(model, &subject.readings)) {
+                all.extend(one);
+            }
+        }
+        pooled
+    };
+    let (ours, last, line) = (pooled(model), pooled(&last_value), pooled(&linear));
+    minutes
+        .iter()
+        .enumerate()
+        .map(|(h, &minutes)| Evaluation {
+            data_set: set.name.clone(),
+            subjects: subjects.len() as u32,
+            horizon_min: minutes,
+            forecasts: ours[h].len() as u64,
+            rmse: rmse(&ours[h]),
+            mae: ours[h].iter().map(|(f, a)| (f - a).abs()).sum::<f64>() / ours[h].len().max(1) as f64,
+            rmse_last_value: rmse(&last[h]),
+            rmse_linear_extrapolation: rmse(&line[h]),
+        })
+        .collect()
+}
+
+fn rmse(pairs: &[(f64, f64)]) -> f64 {
+    (pairs.iter().map(|(f, a)| (f - a) * (f - a)).sum::<f64>() / pairs.len().max(1) as f64).sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    fn shipped(name: &str) -> DataSet {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/cgm")
+            .join(name);
+        DataSet::load(&path).unwrap()
+    }
+
+    fn model_file() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/glucose-forecast/model/forecast.json")
+    }
+
+    #[test]
+    fn the_shipped_model_is_what_training_on_the_shipped_recordings_makes_byte_for_byte() {
+        let (hall, example) = (shipped("Hall2018_processed.csv"), shipped("ExampleData5Subjects.csv"));
+        let model = train(std::slice::from_ref(&hall), std::slice::from_ref(&example)).unwrap();
+        let again = train(&[hall], &[example]).unwrap();
+        assert_eq!(model.to_bytes(), again.to_bytes(), "training is not deterministic");
+        let committed = std::fs::read(model_file()).unwrap();
+        assert!(
+            committed == model.to_bytes(),
+            "plugins/glucose-forecast/model/forecast.json is not what `edgewise-ml train` makes: train again and commit it"
+        );
+    }
+
+    #[test]
+    fn held_out_subjects_do_not_touch_the_coefficients() {
+        let hall = shipped("Hall2018_processed.csv");
+        let full = train(std::slice::from_ref(&hall), &[]).unwrap();
+        // The held-out subjects' readings replaced by nonsense: the fit must
+        // not move by a bit (only their scores do).
+        let mut scrambled = hall.clone();
+        for subject in scrambled.subjects.iter_mut().filter(|s| is_held_out(&s.id)) {
+            for (i, reading) in subject.readings.iter_mut().enumerate() {
+                reading.1 = if i % 2 == 0 { 40.0 } else { 400.0 };
+            }
+        }
+        let other = train(&[scrambled], &[]).unwrap();
+        assert_eq!(full.horizons, other.horizons);
+        assert_ne!(full.evaluation, other.evaluation);
+        assert_eq!(full.training.as_ref().unwrap().held_out.len(), 11);
+    }
+
+    #[test]
+    fn an_evaluation_on_a_training_subject_is_refused() {
+        let hall = shipped("Hall2018_processed.csv");
+        let error = train(std::slice::from_ref(&hall), std::slice::from_ref(&hall)).unwrap_err();
+        assert!(error.to_string().contains("is also a training subject"), "{error:#}");
+    }
+
+    #[test]
+    fn the_model_beats_both_baselines_on_every_held_out_data_set_and_horizon() {
+        let model = forecast_model::Model::parse(&std::fs::read(model_file()).unwrap()).unwrap();
+        assert_eq!(model.evaluation.len(), 4);
+        for e in &model.evaluation {
+            assert!(e.rmse < e.rmse_last_value.min(e.rmse_linear_extrapolation), "{e:?}");
+        }
+    }
+}
