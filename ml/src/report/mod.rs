@@ -5,7 +5,8 @@
 //! - [`output`]: read a replay's forecasts and predicted-low alerts.
 //! - [`evaluate`]: the figures of a data set, from [`accuracy`] (RMSE, MAE,
 //!   time lag), [`clarke`] (the error grid) and [`lows`] (episodes, alerts).
-//! - [`markdown`], [`plots`]: the document and its two SVG figures.
+//! - [`markdown`], [`plots`]: the document and its two SVG figures;
+//!   [`window`]: which two days the forecast plot shows.
 //!
 //! Everything but [`replays`] is a pure function of the replays' output and
 //! the recordings, tested on hand-made data.
@@ -18,6 +19,7 @@ pub mod markdown;
 pub mod output;
 pub mod plots;
 pub mod replays;
+pub mod window;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,7 @@ use markdown::Report;
 use output::Replayed;
 use plots::ForecastPlot;
 use replays::Bundles;
+use window::Window;
 
 /// The plugin judged.
 const PLUGIN: &str = "glucose-forecast";
@@ -44,9 +47,6 @@ const DEFAULT_DATA: [&str; 2] = [
 const DEFAULT_OUT: &str = "docs/forecast.md";
 const FORECAST_PLOT: &str = "forecast-vs-actual.svg";
 const CLARKE_PLOT: &str = "clarke-grid.svg";
-/// The span of the forecast plot.
-const PLOT_SPAN_MS: i64 = 2 * DAY_MS;
-const DAY_MS: i64 = 24 * 60 * MINUTE_MS;
 
 /// `edgewise-ml report`: replay the plugin with the model and the baselines,
 /// write the evaluation report and its plots.
@@ -69,7 +69,8 @@ pub struct ReportArgs {
     /// without `.md` [default: docs/forecast.md].
     #[arg(long, value_name = "FILE.md")]
     pub out: Option<PathBuf>,
-    /// The subject of the forecast plot [default: the first judged subject of the first recording].
+    /// The subject of the forecast plot [default: the judged subject with the most readings below
+    /// 70 mg/dL in two days].
     #[arg(long, value_name = "ID")]
     pub plot_subject: Option<String>,
 }
@@ -144,18 +145,32 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         }
         let refs: Vec<&Replayed> = runs.iter().collect();
         let set_figures = evaluate::evaluate(set, |id| !trained.contains(id), &refs, &horizons);
-        if plot.is_none() {
-            let wanted = args
-                .plot_subject
-                .as_deref()
-                .or(set_figures.subjects.first().map(String::as_str));
-            if let Some(subject) = set.subjects.iter().find(|s| Some(s.id.as_str()) == wanted) {
-                plot = Some(forecast_svg(&subject.id, &subject.readings, &runs[0], horizons[0])?);
+        // A judged subject: the one asked for, or each in turn.
+        let candidates = set.subjects.iter().filter(|s| {
+            set_figures.subjects.contains(&s.id) && args.plot_subject.as_ref().is_none_or(|wanted| s.id == *wanted)
+        });
+        for subject in candidates {
+            let Some(window) = window::best(&subject.readings) else {
+                continue;
+            };
+            if plot
+                .as_ref()
+                .is_none_or(|(best, _): &(Window, _)| window.score() > best.score())
+            {
+                let svg = forecast_svg(
+                    &subject.id,
+                    &subject.readings,
+                    &runs[0],
+                    horizons[0],
+                    &window,
+                    args.plot_subject.is_some(),
+                )?;
+                plot = Some((window, svg));
             }
         }
         figures.push(set_figures);
     }
-    let Some((forecast_svg, forecast_caption)) = plot else {
+    let Some((_, (forecast_svg, forecast_caption))) = plot else {
         bail!("no judged subject (or no subject `--plot-subject` names) in the recordings to plot");
     };
     let clarke_svg = clarke_svg(&figures, horizons[0])?;
@@ -231,26 +246,27 @@ fn built(component: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 /// The forecast plot of one subject: its readings and the model's forecasts
-/// at `horizon_min` over [`plot_window`], and its caption.
+/// at `horizon_min` over `window`, and its caption.
 fn forecast_svg(
     subject: &str,
     readings: &[(i64, f64)],
     run: &Replayed,
     horizon_min: u32,
+    window: &Window,
+    asked_for: bool,
 ) -> anyhow::Result<(String, String)> {
-    let window = plot_window(readings).context("the subject to plot has no reading")?;
     let horizon_ms = i64::from(horizon_min) * MINUTE_MS;
     let forecasts: Vec<(i64, f64)> = run
         .forecasts(subject, horizon_min)
         .iter()
         .map(|f| (f.made_ms.saturating_add(horizon_ms), f.value))
         .collect();
-    let start = utc_day(window.0)?;
+    let start = window::utc_hour(window.start_ms).context("a time out of range")?;
     let title = format!("{subject}: {horizon_min}-minute forecasts and readings");
     let svg = plots::forecast_vs_actual(&ForecastPlot {
         title: &title,
-        start_label: &format!("{start} 00:00 UTC"),
-        window_ms: window,
+        start_label: &start,
+        window_ms: (window.start_ms, window.end_ms),
         readings,
         forecasts: &forecasts,
         horizon_min,
@@ -259,7 +275,13 @@ fn forecast_svg(
     let caption = format!(
         "Subject `{subject}` (held out), two days from {start}: the readings, the model's forecasts drawn \
          at the time they were for ({horizon_min} minutes after they were made), the 70 mg/dL line and the \
-         `predicted-low` alerts; the two days with the most readings below 70 mg/dL."
+         `predicted-low` alerts. The two days with the most readings below 70 mg/dL ({}) {}.",
+        window.lows,
+        if asked_for {
+            "of this subject"
+        } else {
+            "of any judged subject"
+        }
     );
     Ok((svg, caption))
 }
@@ -274,36 +296,6 @@ fn clarke_svg(figures: &[DataSetFigures], horizon_min: u32) -> anyhow::Result<St
     Ok(plots::clarke_grid(&title, &sets)?)
 }
 
-/// The two days to plot: starting at a UTC midnight, with the most readings
-/// below 70 mg/dL (the earliest on a tie); `None` without readings.
-pub fn plot_window(readings: &[(i64, f64)]) -> Option<(i64, i64)> {
-    let first_day = readings.first()?.0.div_euclid(DAY_MS);
-    let last_day = readings.last()?.0.div_euclid(DAY_MS);
-    let lows = |start: i64| {
-        readings
-            .iter()
-            .filter(|&&(ms, value)| (start..start + PLOT_SPAN_MS).contains(&ms) && value < lows::LOW_MGDL)
-            .count()
-    };
-    let start = (first_day..=last_day)
-        .map(|day| day * DAY_MS)
-        .rev()
-        .max_by_key(|&start| lows(start))?;
-    Some((start, start + PLOT_SPAN_MS))
-}
-
-/// The UTC date of `ms`, `YYYY-MM-DD`.
-fn utc_day(ms: i64) -> anyhow::Result<String> {
-    let time = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).context("a time out of range")?;
-    let date = time.date();
-    Ok(format!(
-        "{:04}-{:02}-{:02}",
-        date.year(),
-        u8::from(date.month()),
-        date.day()
-    ))
-}
-
 /// `path` relative to the repository when inside it, else its file name: the
 /// same on every machine.
 fn shown_path(path: &Path, root: &Path) -> String {
@@ -315,34 +307,5 @@ fn shown_path(path: &Path, root: &Path) -> String {
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MIN: i64 = MINUTE_MS;
-
-    #[test]
-    fn the_plot_shows_the_two_days_with_the_most_lows() {
-        // Four days of readings every hour; lows on day 2 only.
-        let readings: Vec<(i64, f64)> = (0..96)
-            .map(|h| {
-                let ms = 1000 * DAY_MS + h * 60 * MIN + 7 * MIN;
-                (ms, if (48..52).contains(&h) { 60.0 } else { 120.0 })
-            })
-            .collect();
-        // Day 1 and day 2 both cover the lows: the earlier wins.
-        assert_eq!(plot_window(&readings), Some((1001 * DAY_MS, 1003 * DAY_MS)));
-        let no_lows: Vec<(i64, f64)> = readings.iter().map(|&(ms, _)| (ms, 100.0)).collect();
-        assert_eq!(plot_window(&no_lows), Some((1000 * DAY_MS, 1002 * DAY_MS)));
-        assert_eq!(plot_window(&[]), None);
-    }
-
-    #[test]
-    fn dates_are_utc() {
-        assert_eq!(utc_day(1_434_300_000_000).unwrap(), "2015-06-14");
-        assert_eq!(utc_day(0).unwrap(), "1970-01-01");
     }
 }

@@ -19,9 +19,10 @@ pub struct PlotError(#[from] DrawingAreaErrorKind<std::io::Error>);
 const HOUR_MS: f64 = 3_600_000.0;
 /// Readings further apart than this are not joined by a line.
 const LINE_GAP_MS: i64 = 15 * 60_000;
-/// Clarke grid points are drawn once per cell of this size (mg/dL): at the
-/// plot's scale, points in one cell overlap anyway, and tens of thousands of
-/// them would make the file megabytes.
+/// Clarke grid points are drawn as the cells of this size (mg/dL) they fall
+/// in, a row's adjacent cells as one rectangle: at the plot's scale (under
+/// 3 pixels a cell) that is the scatter itself, where tens of thousands of
+/// points would make the file megabytes.
 const CELL_MGDL: f64 = 2.0;
 const FONT: &str = "sans-serif";
 const FORECAST_COLOUR: RGBColor = RGBColor(31, 119, 180);
@@ -153,9 +154,9 @@ pub fn clarke_grid(title: &str, sets: &[(&str, &[(f64, f64)])]) -> Result<String
         for (index, (label, pairs)) in sets.iter().enumerate() {
             let colour = SET_COLOURS[index % SET_COLOURS.len()];
             chart
-                .draw_series(cells(pairs).map(|at| Circle::new(at, 1, colour.filled())))?
+                .draw_series(cell_runs(pairs).map(|corners| Rectangle::new(corners, colour.mix(0.7).filled())))?
                 .label(*label)
-                .legend(move |(x, y)| Circle::new((x + 10, y), 3, colour.filled()));
+                .legend(move |(x, y)| Rectangle::new([(x + 6, y - 3), (x + 12, y + 3)], colour.mix(0.7).filled()));
         }
         for (from, to) in BOUNDARIES {
             chart.draw_series(std::iter::once(PathElement::new([from, to], BLACK.stroke_width(1))))?;
@@ -177,15 +178,25 @@ pub fn clarke_grid(title: &str, sets: &[(&str, &[(f64, f64)])]) -> Result<String
     Ok(svg)
 }
 
-/// One point per occupied [`CELL_MGDL`] cell (its centre), in cell order;
-/// points beyond the grid are drawn on its edge.
-fn cells(pairs: &[(f64, f64)]) -> impl Iterator<Item = (f64, f64)> {
+/// The occupied [`CELL_MGDL`] cells, each row's adjacent ones merged, as
+/// rectangles `[(reference, forecast), (reference, forecast)]` (opposite
+/// corners), row by row; points beyond the grid count on its edge.
+fn cell_runs(pairs: &[(f64, f64)]) -> impl Iterator<Item = [(f64, f64); 2]> {
     let last = (GRID_MAX / CELL_MGDL) as i64 - 1;
     let cell = move |v: f64| ((v / CELL_MGDL).floor() as i64).clamp(0, last);
-    let occupied: BTreeSet<(i64, i64)> = pairs.iter().map(|&(x, y)| (cell(x), cell(y))).collect();
-    occupied
-        .into_iter()
-        .map(|(x, y)| ((x as f64 + 0.5) * CELL_MGDL, (y as f64 + 0.5) * CELL_MGDL))
+    // (row, column): sorted by row, then column.
+    let occupied: BTreeSet<(i64, i64)> = pairs.iter().map(|&(x, y)| (cell(y), cell(x))).collect();
+    let mut runs: Vec<(i64, i64, i64)> = Vec::new();
+    for (row, column) in occupied {
+        match runs.last_mut() {
+            Some((r, _, end)) if *r == row && *end + 1 == column => *end = column,
+            _ => runs.push((row, column, column)),
+        }
+    }
+    runs.into_iter().map(|(row, first, end)| {
+        let edge = |cells: i64| cells as f64 * CELL_MGDL;
+        [(edge(first), edge(row)), (edge(end + 1), edge(row + 1))]
+    })
 }
 
 #[cfg(test)]
@@ -246,16 +257,28 @@ mod tests {
     }
 
     #[test]
-    fn the_clarke_grid_draws_a_point_per_occupied_cell() {
-        let pairs = [(100.0, 100.2), (100.5, 101.9), (100.0, 150.0), (500.0, -3.0)];
-        let points: Vec<(f64, f64)> = cells(&pairs).collect();
-        assert_eq!(points, vec![(101.0, 101.0), (101.0, 151.0), (399.0, 1.0)]);
-        let svg = clarke_grid("Clarke", &[("set", &pairs)]).unwrap();
+    fn the_clarke_grid_draws_the_occupied_cells_a_run_per_row() {
+        // Cells (column, row): (50, 50) and (50, 50) again, (51, 50), (53, 50), (50, 75), beyond: (199, 0).
+        let pairs = [
+            (100.0, 100.2),
+            (100.5, 101.9),
+            (102.0, 100.0),
+            (106.0, 101.0),
+            (100.0, 150.0),
+            (500.0, -3.0),
+        ];
+        let rectangles: Vec<[(f64, f64); 2]> = cell_runs(&pairs).collect();
         assert_eq!(
-            svg.matches("<circle").count(),
-            3 + 1,
-            "three points and the legend's mark"
+            rectangles,
+            vec![
+                [(398.0, 0.0), (400.0, 2.0)],
+                [(100.0, 100.0), (104.0, 102.0)],
+                [(106.0, 100.0), (108.0, 102.0)],
+                [(100.0, 150.0), (102.0, 152.0)],
+            ]
         );
+        let svg = clarke_grid("Clarke", &[("set", &pairs)]).unwrap();
+        assert!(svg.contains("Clarke") && svg.contains("reading (mg/dL)") && svg.contains(">\nset\n<"));
         assert_eq!(clarke_grid("Clarke", &[("set", &pairs)]).unwrap(), svg);
     }
 }
