@@ -6,7 +6,9 @@
 //! are printed by Rust's formatting, so the same data gives the same bytes.
 
 use std::collections::BTreeSet;
+use std::ops::Range;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::clarke::{BOUNDARIES, GRID_MAX, LABELS};
@@ -15,6 +17,9 @@ use super::clarke::{BOUNDARIES, GRID_MAX, LABELS};
 #[derive(Debug, thiserror::Error)]
 #[error("cannot draw the plot")]
 pub struct PlotError(#[from] DrawingAreaErrorKind<std::io::Error>);
+
+/// A chart of the report: `f64` on both axes, drawn as SVG text.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 const HOUR_MS: f64 = 3_600_000.0;
 /// Readings further apart than this are not joined by a line.
@@ -61,59 +66,81 @@ pub fn forecast_vs_actual(plot: &ForecastPlot) -> Result<String, PlotError> {
     let y_max = ((highest / 50.0).ceil() * 50.0).min(450.0);
     let span_hours = hours(end);
 
+    let legend = SeriesLabelPosition::UpperRight;
+    draw(
+        (960, 420),
+        plot.title,
+        (0.0..span_hours, 30.0..y_max),
+        legend,
+        |chart| {
+            let hour_label = |h: &f64| format!("{h:.0}");
+            chart
+                .configure_mesh()
+                .x_labels(((span_hours / 6.0).round() as usize).max(2) + 1)
+                .x_label_formatter(&hour_label)
+                .y_label_formatter(&|v: &f64| format!("{v:.0}"))
+                .x_desc(format!("hours from {}", plot.start_label))
+                .y_desc("glucose (mg/dL)")
+                .light_line_style(WHITE)
+                .draw()?;
+            chart.draw_series(LineSeries::new(
+                [(0.0, 70.0), (span_hours, 70.0)],
+                ALERT_COLOUR.mix(0.5),
+            ))?;
+            for (index, segment) in segments(&readings).enumerate() {
+                let series = chart.draw_series(LineSeries::new(segment.iter().map(|r| (hours(r.0), r.1)), &BLACK))?;
+                if index == 0 {
+                    series
+                        .label("reading")
+                        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK));
+                }
+            }
+            for (index, segment) in segments(&forecasts).enumerate() {
+                let style = FORECAST_COLOUR.stroke_width(1);
+                let series = chart.draw_series(LineSeries::new(segment.iter().map(|f| (hours(f.0), f.1)), style))?;
+                if index == 0 {
+                    series
+                        .label(format!("forecast made {} min earlier", plot.horizon_min))
+                        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
+                }
+            }
+            let marks = plot
+                .alerts
+                .iter()
+                .filter(|&&ms| inside(ms))
+                .map(|&ms| (hours(ms), 40.0));
+            chart
+                .draw_series(marks.map(|at| TriangleMarker::new(at, 4, ALERT_COLOUR.filled())))?
+                .label("predicted-low alert")
+                .legend(|(x, y)| TriangleMarker::new((x + 10, y), 4, ALERT_COLOUR.filled()));
+            Ok(())
+        },
+    )
+}
+
+/// A chart of `size` pixels with `title` over `x` × `y`, drawn by `body`,
+/// with the legend of its labelled series at `legend`: the SVG text.
+fn draw(
+    size: (u32, u32),
+    title: &str,
+    (x, y): (Range<f64>, Range<f64>),
+    legend: SeriesLabelPosition,
+    body: impl FnOnce(&mut Chart) -> Result<(), PlotError>,
+) -> Result<String, PlotError> {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (960, 420)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(plot.title, (FONT, 18))
+            .caption(title, (FONT, 18))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(50)
-            .build_cartesian_2d(0.0..span_hours, 30.0..y_max)?;
-        let hour_label = |h: &f64| format!("{h:.0}");
-        chart
-            .configure_mesh()
-            .x_labels(((span_hours / 6.0).round() as usize).max(2) + 1)
-            .x_label_formatter(&hour_label)
-            .y_label_formatter(&|v: &f64| format!("{v:.0}"))
-            .x_desc(format!("hours from {}", plot.start_label))
-            .y_desc("glucose (mg/dL)")
-            .light_line_style(WHITE)
-            .draw()?;
-        chart.draw_series(LineSeries::new(
-            [(0.0, 70.0), (span_hours, 70.0)],
-            ALERT_COLOUR.mix(0.5),
-        ))?;
-        for (index, segment) in segments(&readings).enumerate() {
-            let series = chart.draw_series(LineSeries::new(segment.iter().map(|r| (hours(r.0), r.1)), &BLACK))?;
-            if index == 0 {
-                series
-                    .label("reading")
-                    .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK));
-            }
-        }
-        for (index, segment) in segments(&forecasts).enumerate() {
-            let style = FORECAST_COLOUR.stroke_width(1);
-            let series = chart.draw_series(LineSeries::new(segment.iter().map(|f| (hours(f.0), f.1)), style))?;
-            if index == 0 {
-                series
-                    .label(format!("forecast made {} min earlier", plot.horizon_min))
-                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
-            }
-        }
-        let marks = plot
-            .alerts
-            .iter()
-            .filter(|&&ms| inside(ms))
-            .map(|&ms| (hours(ms), 40.0));
-        chart
-            .draw_series(marks.map(|at| TriangleMarker::new(at, 4, ALERT_COLOUR.filled())))?
-            .label("predicted-low alert")
-            .legend(|(x, y)| TriangleMarker::new((x + 10, y), 4, ALERT_COLOUR.filled()));
+            .build_cartesian_2d(x, y)?;
+        body(&mut chart)?;
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(legend)
             .background_style(WHITE.mix(0.9))
             .border_style(BLACK)
             .label_font((FONT, 12))
@@ -131,16 +158,8 @@ fn segments(points: &[(i64, f64)]) -> impl Iterator<Item = &[(i64, f64)]> {
 /// The Clarke error grid: per data set (a label and its `(reference,
 /// forecast)` pairs), its points, with the zone boundaries and letters.
 pub fn clarke_grid(title: &str, sets: &[(&str, &[(f64, f64)])]) -> Result<String, PlotError> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (620, 600)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, (FONT, 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0.0..GRID_MAX, 0.0..GRID_MAX)?;
+    let legend = SeriesLabelPosition::Coordinate(70, 12);
+    draw((620, 600), title, (0.0..GRID_MAX, 0.0..GRID_MAX), legend, |chart| {
         chart
             .configure_mesh()
             .x_labels(9)
@@ -166,16 +185,8 @@ pub fn clarke_grid(title: &str, sets: &[(&str, &[(f64, f64)])]) -> Result<String
                 .iter()
                 .map(|(zone, at)| Text::new(zone.letter(), *at, (FONT, 20).into_font().color(&BLACK))),
         )?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::Coordinate(70, 12))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font((FONT, 12))
-            .draw()?;
-        root.present()?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// The occupied [`CELL_MGDL`] cells, each row's adjacent ones merged, as
