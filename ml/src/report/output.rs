@@ -69,8 +69,7 @@ pub struct Forecast {
 pub struct Replayed {
     /// The plugin of the first line (`None` for an empty output).
     pub plugin: Option<Plugin>,
-    /// Per (sensor, horizon in minutes): forecasts in the order written
-    /// (time order: the plugin forecasts each reading as it comes).
+    /// Per (sensor, horizon in minutes): forecasts in time order.
     pub forecasts: BTreeMap<(String, u32), Vec<Forecast>>,
     /// Per sensor: the times of its predicted-low alerts.
     pub low_alerts: BTreeMap<String, Vec<i64>>,
@@ -137,6 +136,11 @@ pub fn read(mut input: impl BufRead) -> Result<Replayed, OutputError> {
         let line: Line =
             serde_json::from_slice(&buffer).map_err(|source| OutputError::Json { line: number, source })?;
         take(&mut replayed, line).map_err(|problem| OutputError::Forecast { line: number, problem })?;
+    }
+    // The plugin forecasts each reading as it comes, so this is its order
+    // already; sorted all the same, since lookups search by time.
+    for forecasts in replayed.forecasts.values_mut() {
+        forecasts.sort_by_key(|f| f.made_ms);
     }
     Ok(replayed)
 }
@@ -211,6 +215,7 @@ mod tests {
             forecast("s1", 0, 30, "101.5"),
             forecast("s1", 0, 60, "99.0"),
             r#"{"type":"summary","device":"replay","plugin":"glucose-forecast","version":"0.1.0","digest":"sha256:ab","seq":3,"sensor":"s1","window_start":0,"window_end":3600000,"metrics":{"rmse_30":12.0,"n":3.0}}"#.to_owned(),
+            forecast("s2", 600_000, 30, "81.0"),
             forecast("s2", 300_000, 30, "80.0"),
             alert("s2", 300_000, "predicted-low"),
             alert("s2", 300_000, "predicted-urgent-low"),
@@ -235,7 +240,8 @@ mod tests {
             }]
         );
         assert_eq!(replayed.forecasts("s1", 60)[0].value, 99.0);
-        assert_eq!(replayed.forecasts("s2", 30)[0].made_ms, 300_000);
+        let s2: Vec<i64> = replayed.forecasts("s2", 30).iter().map(|f| f.made_ms).collect();
+        assert_eq!(s2, [300_000, 600_000], "in time order");
         assert!(replayed.forecasts("s2", 60).is_empty());
         assert_eq!(replayed.low_alerts("s2"), [300_000, 300_000]);
         assert!(replayed.low_alerts("s1").is_empty());
