@@ -1,6 +1,6 @@
-//! The native baseline: glucose-monitor linked as a Rust library and driven
-//! the way the host drives its component, so that both sides make the same
-//! calls and produce the same outputs. The component's export glue runs the
+//! The native baseline: a plugin (glucose-monitor, glucose-forecast) linked
+//! as a Rust library and driven the way the host drives its component, so
+//! that both sides make the same calls and produce the same outputs. The component's export glue runs the
 //! plugin through the SDK's [`Driver`]; so does this. The host tells a 0.2
 //! plugin its clock with every batch (its virtual clock in replay: the latest
 //! reading or tick so far) and ticks it at the wake it answered, never sooner
@@ -8,12 +8,25 @@
 
 use anyhow::anyhow;
 use edgewise_host::runtime::{MIN_WAKE_INTERVAL_MS, Wake};
-use edgewise_sdk::{Config, Driver, Outputs, Reading};
+use edgewise_sdk::{Config, Driver, Outputs, Plugin, Reading};
 use glucose_monitor::GlucoseMonitor;
 
-/// glucose-monitor natively, with the host's clock and wake rules.
-pub struct NativeGlucose {
-    driver: Driver<GlucoseMonitor>,
+/// glucose-monitor natively.
+pub type NativeGlucose = Native<GlucoseMonitor>;
+
+impl NativeGlucose {
+    /// Start glucose-monitor with `config`, the host clock standing at
+    /// `clock_ms` (a replay's: the first reading).
+    pub fn start(config: &[(String, String)], clock_ms: i64) -> anyhow::Result<NativeGlucose> {
+        Native::new("glucose-monitor", config, clock_ms)
+    }
+}
+
+/// A plugin natively, with the host's clock and wake rules.
+pub struct Native<P> {
+    /// The plugin's name, for errors.
+    name: &'static str,
+    driver: Driver<P>,
     out: Outputs,
     /// The host's virtual clock: the latest reading or tick so far.
     now_ms: i64,
@@ -23,13 +36,15 @@ pub struct NativeGlucose {
     outputs: u64,
 }
 
-impl NativeGlucose {
-    /// Start glucose-monitor with `config`, the host clock standing at
-    /// `clock_ms` (a replay's: the first reading).
-    pub fn start(config: &[(String, String)], clock_ms: i64) -> anyhow::Result<NativeGlucose> {
+impl<P: Plugin> Native<P> {
+    /// Start the plugin `name` with `config`, the host clock standing at
+    /// `clock_ms` (a replay's: the first reading). A plugin that reads
+    /// assets finds those provided on this thread (`edgewise_sdk::asset::provide`).
+    pub fn new(name: &'static str, config: &[(String, String)], clock_ms: i64) -> anyhow::Result<Native<P>> {
         let driver = Driver::start(Config::new(config.iter().cloned()), None)
-            .map_err(|e| anyhow!("glucose-monitor refused its configuration: {e}"))?;
-        Ok(NativeGlucose {
+            .map_err(|e| anyhow!("{name} refused its configuration: {e}"))?;
+        Ok(Native {
+            name,
             driver,
             out: Outputs::default(),
             now_ms: clock_ms,
@@ -46,7 +61,7 @@ impl NativeGlucose {
         }
         let result = self.driver.on_readings(self.now_ms, readings, &mut self.out);
         self.take_outputs();
-        result.map_err(|e| anyhow!("glucose-monitor failed natively: {e}"))
+        result.map_err(|e| anyhow!("{} failed natively: {e}", self.name))
     }
 
     /// One `on-tick` call at `now_ms`, the outputs taken after it.
@@ -55,7 +70,7 @@ impl NativeGlucose {
         self.last_tick_ms = Some(now_ms);
         let result = self.driver.on_tick(now_ms, &mut self.out);
         self.take_outputs();
-        result.map_err(|e| anyhow!("glucose-monitor failed natively: {e}"))
+        result.map_err(|e| anyhow!("{} failed natively: {e}", self.name))
     }
 
     /// When to tick it next, as the host's `PluginInstance::wake` says for

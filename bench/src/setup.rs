@@ -59,6 +59,12 @@ pub struct Bundles {
 }
 
 impl Bundles {
+    /// glucose-forecast signed with its own manifest, its model asset and all.
+    pub fn forecast(&self, paths: &Paths) -> anyhow::Result<PathBuf> {
+        self.key
+            .bundle(&paths.forecast_dir().join("edgewise.toml"), &paths.forecast_wasm())
+    }
+
     /// glucose-monitor's component signed as `version` (its manifest
     /// otherwise as is), as an operator signs each release of a plugin:
     /// the bundles a device is sent one after the other.
@@ -104,6 +110,16 @@ impl Paths {
     /// The contract 0.2 plugin that does nothing with `fail=none` (unsigned).
     pub fn faulty_v02_wasm(&self) -> PathBuf {
         workspace::component_path("faulty-v02")
+    }
+
+    /// The glucose-forecast component (unsigned).
+    pub fn forecast_wasm(&self) -> PathBuf {
+        workspace::component_path("glucose-forecast")
+    }
+
+    /// glucose-forecast's folder: its manifest (`edgewise.toml`) and model.
+    pub fn forecast_dir(&self) -> PathBuf {
+        self.root.join("plugins").join("glucose-forecast")
     }
 
     /// glucose-monitor's manifest (`edgewise.toml`).

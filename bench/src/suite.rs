@@ -103,6 +103,23 @@ pub const SUITE: &[Measurement] = &[
         run: measure::glucose::run,
     },
     Measurement {
+        id: "forecast",
+        title: "glucose-forecast per reading: wasm vs native",
+        method: "As \"glucose-monitor per reading\": the Hall2018 recording goes through glucose-forecast in \
+                 batches of 1, 16 and 256 readings, once as its signed bundle (the model, \
+                 `plugins/glucose-forecast/model/forecast.json`, a signed asset), verified and compiled as a \
+                 device loads it, in an instance with a virtual clock as `edgewise replay` makes it, and once as \
+                 the same crate linked natively and run through the SDK's `Driver` (the model provided to \
+                 `asset::read` natively), each run on a fresh instance (instantiation and `init`, which parses \
+                 the model, not timed), with outputs taken after each call on both sides, which must emit as \
+                 many. The default configuration: per reading, the features of the sensor's last hour, a \
+                 forecast per horizon (30 and 60 minutes), the alert rules and the forecasts waiting for their \
+                 reading; outputs are the alerts and the hourly accuracy summaries (forecast summaries off). \
+                 Seven runs per batch size, interleaved and rotating which side goes first; the median time \
+                 per reading of each side. No DESIGN target: issue #16 asks for the figure.",
+        run: measure::forecast::run,
+    },
+    Measurement {
         id: "replay",
         title: "Replay throughput over Hall2018",
         method: "`edgewise replay --plugin glucose_monitor.wasm --config repeat=30m --config signal_loss=20m \

@@ -21,6 +21,7 @@ pub const WASM_TARGET: &str = "wasm32-wasip2";
 /// Crates built as components: the real plugins and the test fixtures.
 pub const PLUGIN_CRATES: &[&str] = &[
     "glucose-monitor",
+    "glucose-forecast",
     "threshold",
     "faulty-plugin",
     "echo-v02",

@@ -17,6 +17,7 @@ mod device;
 mod disk_full;
 mod exactly_once;
 mod export;
+mod forecast_plugin;
 mod frozen_bundles;
 mod hostile_plugins;
 mod hostile_v02;

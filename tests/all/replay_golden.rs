@@ -12,13 +12,14 @@ fn bless() -> bool {
     std::env::var_os("EDGEWISE_BLESS").is_some()
 }
 
-/// Replay and compare with a golden file (or rewrite it when blessing).
-fn check_golden(plugin: &str, input: &std::path::Path, golden: &str, extra: &[&str]) {
+/// Replay the component or bundle `plugin` and compare with a golden file
+/// (or rewrite it when blessing).
+pub(crate) fn check_golden(plugin: &std::path::Path, input: &std::path::Path, golden: &str, extra: &[&str]) {
     let golden_path = golden_file(golden);
     let mut args = vec![
         "replay".to_owned(),
         "--plugin".to_owned(),
-        plugin_wasm(plugin).display().to_string(),
+        plugin.display().to_string(),
         "--input".to_owned(),
         input.display().to_string(),
         "--expect".to_owned(),
@@ -38,7 +39,7 @@ fn check_golden(plugin: &str, input: &std::path::Path, golden: &str, extra: &[&s
 #[test]
 fn glucose_monitor_over_example_data_matches_golden() {
     check_golden(
-        "glucose-monitor",
+        &plugin_wasm("glucose-monitor"),
         &data_file("cgm/ExampleData5Subjects.csv"),
         "glucose-monitor.ExampleData5Subjects.jsonl",
         &[],
@@ -125,5 +126,10 @@ fn threshold_over_generated_cold_chain_data_matches_golden() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("cold-chain.jsonl");
     std::fs::write(&input, cold_chain_recording()).unwrap();
-    check_golden("threshold", &input, "threshold.cold-chain.jsonl", &["--tick", "1m"]);
+    check_golden(
+        &plugin_wasm("threshold"),
+        &input,
+        "threshold.cold-chain.jsonl",
+        &["--tick", "1m"],
+    );
 }

@@ -31,15 +31,15 @@ const THREE: [i64; 3] = [T0, T0 + 5 * MINUTE, T0 + 10 * MINUTE];
 
 /// What one `edgewise replay` did: its exit code, standard error, and the
 /// output file's bytes (empty if it wrote none).
-struct Replayed {
-    code: Option<i32>,
-    stderr: String,
-    output: Vec<u8>,
+pub(crate) struct Replayed {
+    pub(crate) code: Option<i32>,
+    pub(crate) stderr: String,
+    pub(crate) output: Vec<u8>,
 }
 
 /// `edgewise replay` of the bundle `plugin` (verified by the run's key) over
 /// `input`, with `extra` arguments, into a fresh output file.
-fn replay(plugin: &Path, input: &Path, extra: &[impl AsRef<OsStr>]) -> Replayed {
+pub(crate) fn replay(plugin: &Path, input: &Path, extra: &[impl AsRef<OsStr>]) -> Replayed {
     replay_trusting(Some(&run_key().trust_dir()), plugin, input, extra)
 }
 
@@ -64,7 +64,7 @@ fn replay_trusting(trust: Option<&Path>, plugin: &Path, input: &Path, extra: &[i
 }
 
 /// `--snapshot-every n` followed by `extra`.
-fn every(n: usize, extra: &[&str]) -> Vec<String> {
+pub(crate) fn every(n: usize, extra: &[&str]) -> Vec<String> {
     let mut args = vec!["--snapshot-every".to_owned(), n.to_string()];
     args.extend(extra.iter().map(|s| s.to_string()));
     args

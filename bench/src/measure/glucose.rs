@@ -14,17 +14,17 @@ use edgewise_host::bundle::{ManifestLimits, TrustStore};
 use edgewise_host::load::{self, Operator, Trust};
 use edgewise_host::model::Reading as HostReading;
 use edgewise_host::runtime::{CompiledPlugin, Limits, PluginClock, PluginInstance, Runtime, RuntimeOptions};
-use edgewise_sdk::Reading;
+use edgewise_sdk::{Plugin, Reading};
 
-use crate::native::NativeGlucose;
+use crate::native::{Native, NativeGlucose};
 use crate::stats::median;
 use crate::suite::{Ctx, Outcome};
 use crate::table::{Row, Target, number};
 
 /// Batch sizes of `on-readings` calls.
-const BATCHES: [usize; 3] = [1, 16, 256];
+pub const BATCHES: [usize; 3] = [1, 16, 256];
 /// Interleaved repetitions; the median is reported.
-const REPETITIONS: usize = 7;
+pub const REPETITIONS: usize = 7;
 /// DESIGN: wasm time per reading at most 1.3x native.
 const TARGET: f64 = 1.3;
 
@@ -42,7 +42,7 @@ pub fn sdk_readings(readings: &[HostReading]) -> Vec<Reading<'_>> {
 }
 
 /// One wasm side of the runs.
-struct WasmSide {
+pub struct WasmSide {
     /// Row name, before `, batch N`.
     name: &'static str,
     compiled: CompiledPlugin,
@@ -54,7 +54,9 @@ struct WasmSide {
 }
 
 impl WasmSide {
-    fn new(name: &'static str, compiled: CompiledPlugin, config: Vec<(String, String)>) -> WasmSide {
+    /// A side named `name` (its rows', before `, batch N`) running `compiled`
+    /// with `config`.
+    pub fn new(name: &'static str, compiled: CompiledPlugin, config: Vec<(String, String)>) -> WasmSide {
         WasmSide {
             name,
             compiled,
@@ -62,6 +64,11 @@ impl WasmSide {
             ns: vec![Vec::new(); BATCHES.len()],
             outputs: 0,
         }
+    }
+
+    /// Outputs over every run so far.
+    pub fn outputs(&self) -> u64 {
+        self.outputs
     }
 }
 
@@ -102,31 +109,15 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             glucose_config(),
         ),
     ];
-    let mut native_ns: Vec<Vec<f64>> = vec![Vec::new(); BATCHES.len()];
-    let mut native_outputs = 0;
-    let side_count = sides.len() + 1;
-    for repetition in 0..REPETITIONS {
-        for (i, &batch) in BATCHES.iter().enumerate() {
-            // Rotate which side goes first, so none always runs on a warmer cache.
-            for turn in 0..side_count {
-                match (repetition + turn) % side_count {
-                    0 => native_ns[i].push(native_per_reading(&native_readings, batch, &mut native_outputs)?),
-                    k => {
-                        let side = &mut sides[k - 1];
-                        let ns = wasm_per_reading(
-                            &runtime,
-                            &side.compiled,
-                            &side.config,
-                            host_readings,
-                            batch,
-                            &mut side.outputs,
-                        )?;
-                        side.ns[i].push(ns);
-                    }
-                }
-            }
-        }
-    }
+    let mut native = |batch, outputs: &mut u64| {
+        native_per_reading(
+            |clock_ms| NativeGlucose::start(&glucose_config(), clock_ms),
+            &native_readings,
+            batch,
+            outputs,
+        )
+    };
+    let (natives, native_outputs) = interleaved(&runtime, host_readings, &mut native, &mut sides)?;
     let runs = (REPETITIONS * BATCHES.len()) as u64;
     let [glucose, floor_v02, floor_v01, frozen] = &sides[..] else {
         anyhow::bail!("expected four wasm sides");
@@ -140,32 +131,16 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     if floor_v02.outputs + floor_v01.outputs != 0 {
         anyhow::bail!("a plugin that does nothing emitted outputs");
     }
-    let mut rows = Vec::new();
-    let natives = native_ns
-        .iter()
-        .map(|ns| median(ns).context("no native sample"))
-        .collect::<anyhow::Result<Vec<f64>>>()?;
-    for side in &sides {
-        for (i, batch) in BATCHES.iter().enumerate() {
-            let figure = median(&side.ns[i]).context("no wasm sample")?;
-            let (baseline, target) = if side.name == WASM_ROW {
-                (
-                    "same logic, native (SDK driver, host clock)",
-                    Target::RatioAtMost(TARGET),
-                )
-            } else {
-                ("glucose-monitor 0.2, native", Target::None)
-            };
-            rows.push(Row::measured(
-                format!("{}, batch {batch}", side.name),
-                baseline,
-                Some(natives[i]),
-                figure,
-                "ns/reading",
-                target,
-            ));
+    let rows = rows(&sides, &natives, |side| {
+        if side.name == WASM_ROW {
+            (
+                "same logic, native (SDK driver, host clock)",
+                Target::RatioAtMost(TARGET),
+            )
+        } else {
+            ("glucose-monitor 0.2, native", Target::None)
         }
-    }
+    })?;
     let ratios = |name: &str| {
         rows.iter()
             .filter(|r| r.name.starts_with(name))
@@ -198,6 +173,78 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         ],
         rows,
     })
+}
+
+/// The native side of a comparison: nanoseconds per reading of one fresh
+/// run in batches of the given size, adding its outputs to the count given.
+pub type NativeRun<'a> = dyn FnMut(usize, &mut u64) -> anyhow::Result<f64> + 'a;
+
+/// Run `native` and every wasm side of `sides` over `readings`,
+/// [`REPETITIONS`] times per batch size of [`BATCHES`], interleaved and
+/// rotating which side goes first (so none always runs on a warmer cache).
+/// The wasm sides keep their samples and outputs; the native side's median
+/// nanoseconds per batch size and its outputs over every run are returned.
+pub fn interleaved(
+    runtime: &Runtime,
+    readings: &[HostReading],
+    native: &mut NativeRun<'_>,
+    sides: &mut [WasmSide],
+) -> anyhow::Result<(Vec<f64>, u64)> {
+    let mut native_ns: Vec<Vec<f64>> = vec![Vec::new(); BATCHES.len()];
+    let mut native_outputs = 0;
+    let side_count = sides.len() + 1;
+    for repetition in 0..REPETITIONS {
+        for (i, &batch) in BATCHES.iter().enumerate() {
+            for turn in 0..side_count {
+                match (repetition + turn) % side_count {
+                    0 => native_ns[i].push(native(batch, &mut native_outputs)?),
+                    k => {
+                        let side = &mut sides[k - 1];
+                        let ns = wasm_per_reading(
+                            runtime,
+                            &side.compiled,
+                            &side.config,
+                            readings,
+                            batch,
+                            &mut side.outputs,
+                        )?;
+                        side.ns[i].push(ns);
+                    }
+                }
+            }
+        }
+    }
+    let natives = native_ns
+        .iter()
+        .map(|ns| median(ns).context("no native sample"))
+        .collect::<anyhow::Result<Vec<f64>>>()?;
+    Ok((natives, native_outputs))
+}
+
+/// One row per wasm side and batch size: its median against the native
+/// median of the same batch size, with the baseline's name and the target
+/// `baseline` gives for the side.
+pub fn rows(
+    sides: &[WasmSide],
+    natives: &[f64],
+    baseline: impl Fn(&WasmSide) -> (&'static str, Target),
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for side in sides {
+        let (name, target) = baseline(side);
+        for (i, batch) in BATCHES.iter().enumerate() {
+            let figure = median(&side.ns[i]).context("no wasm sample")?;
+            rows.push(Row::measured(
+                format!("{}, batch {batch}", side.name),
+                name,
+                natives.get(i).copied(),
+                figure,
+                "ns/reading",
+                target,
+            ));
+        }
+    }
+    Ok(rows)
 }
 
 /// The runtime of `edgewise replay`: deterministic WASI (fixed random
@@ -284,11 +331,16 @@ pub fn in_process_limits() -> Limits {
     }
 }
 
-/// Nanoseconds per reading natively (a fresh plugin, not timed), outputs
-/// taken after each call.
-fn native_per_reading(readings: &[Reading<'_>], batch: usize, outputs: &mut u64) -> anyhow::Result<f64> {
+/// Nanoseconds per reading natively (a fresh plugin from `start`, given the
+/// clock, not timed), outputs taken after each call.
+pub fn native_per_reading<P: Plugin>(
+    start: impl FnOnce(i64) -> anyhow::Result<Native<P>>,
+    readings: &[Reading<'_>],
+    batch: usize,
+    outputs: &mut u64,
+) -> anyhow::Result<f64> {
     let clock_ms = readings.first().map_or(0, |r| r.timestamp_ms);
-    let mut plugin = NativeGlucose::start(&glucose_config(), clock_ms)?;
+    let mut plugin = start(clock_ms)?;
     let started = Instant::now();
     for chunk in readings.chunks(batch) {
         plugin.on_readings(chunk)?;

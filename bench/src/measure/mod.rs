@@ -2,6 +2,7 @@
 
 pub mod allocator;
 pub mod drain;
+pub mod forecast;
 pub mod glucose;
 pub mod idle;
 pub mod ingest;

@@ -1,0 +1,117 @@
+//! Everything the plugin knows about one sensor, and what a reading or a
+//! tick does to it.
+
+use edgewise_sdk::{Outputs, Reading, Summary};
+use forecast_model::{History, Pushed};
+use serde::{Deserialize, Serialize};
+
+use crate::accuracy::Accuracy;
+use crate::alerts::{Forecast, PredictedLow};
+use crate::config::Settings;
+use crate::forecaster::Forecaster;
+
+/// Readings further than this from the epoch (2^53 ms, about 285,000 years)
+/// are dropped, as glucose-monitor drops them: within it every timestamp sum
+/// and difference fits in `i64` and converts exactly to `f64`.
+pub const MAX_ABS_TIMESTAMP_MS: i64 = 1 << 53;
+
+/// Whether a reading at `timestamp_ms` is taken at all (see [`MAX_ABS_TIMESTAMP_MS`]).
+pub fn timestamp_in_range(timestamp_ms: i64) -> bool {
+    (-MAX_ABS_TIMESTAMP_MS..=MAX_ABS_TIMESTAMP_MS).contains(&timestamp_ms)
+}
+
+/// What became of a valid reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The sensor's newest: forecast, alerts evaluated. `left_out` forecasts
+    /// found their horizon's queue full and will not be scored.
+    Forecast {
+        /// Forecasts not kept for scoring.
+        left_out: u64,
+    },
+    /// Not after the sensor's newest reading (a duplicate or a late one):
+    /// ignored, as the trainer ignores it.
+    NotNewer,
+}
+
+/// The state of one sensor: bounded (the history keeps the model's hour or
+/// so of readings, the accuracy at most a few hundred forecasts).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SensorState {
+    history: History,
+    alerts: PredictedLow,
+    accuracy: Accuracy,
+    /// When a tick would emit something (see [`SensorState::due_ms`]).
+    due_ms: i64,
+}
+
+impl SensorState {
+    /// A sensor never seen before.
+    pub fn new(settings: &Settings, forecaster: &Forecaster) -> SensorState {
+        SensorState {
+            history: History::default(),
+            alerts: PredictedLow::new(settings),
+            accuracy: Accuracy::new(forecaster.minutes().len()),
+            due_ms: i64::MAX,
+        }
+    }
+
+    /// Handle a valid reading (finite, in range) of this sensor.
+    pub fn on_reading(
+        &mut self,
+        reading: &Reading<'_>,
+        settings: &Settings,
+        forecaster: &mut Forecaster,
+        out: &mut Outputs,
+    ) -> Outcome {
+        let (ts, value) = (reading.timestamp_ms, reading.value);
+        let spec = forecaster.spec();
+        let (step_min, tolerance_ms) = (spec.step_min, tolerance_ms(forecaster));
+        if self.history.push(spec, ts, value) != Pushed::Taken {
+            return Outcome::NotNewer;
+        }
+        // The past first: the forecasts this reading judges, the hours it ends.
+        self.accuracy
+            .on_reading(reading.sensor, (ts, value), forecaster.minutes(), tolerance_ms, out);
+        let Some(forecasts) = forecaster.forecast(&self.history) else {
+            return Outcome::NotNewer;
+        };
+        if settings.emit_forecasts {
+            for (forecast, horizon_min) in forecasts.iter() {
+                let end = ts.saturating_add(i64::from(horizon_min) * edgewise_sdk::time::MINUTE_MS);
+                out.summary(
+                    Summary::new(reading.sensor, ts, end)
+                        .metric("forecast", forecast)
+                        .metric("horizon_min", f64::from(horizon_min)),
+                );
+            }
+        }
+        if let Some((value, horizon_min)) = forecasts.iter().nth(forecasts.alert_horizon) {
+            self.alerts
+                .evaluate(reading, Forecast { value, horizon_min }, settings, out);
+        }
+        let left_out = self.accuracy.add(ts, forecasts.values, forecasts.minutes, step_min);
+        self.due_ms = self.accuracy.due_ms(tolerance_ms);
+        Outcome::Forecast { left_out }
+    }
+
+    /// Handle a tick at `now_ms`: emit the accuracy of hours that are over.
+    pub fn on_tick(&mut self, sensor: &str, now_ms: i64, forecaster: &Forecaster, out: &mut Outputs) {
+        let tolerance_ms = tolerance_ms(forecaster);
+        self.accuracy
+            .on_tick(sensor, now_ms, forecaster.minutes(), tolerance_ms, out);
+        self.due_ms = self.accuracy.due_ms(tolerance_ms);
+    }
+
+    /// The earliest tick that would emit something (`i64::MAX`: none).
+    /// Cached: only readings and ticks change it.
+    pub fn due_ms(&self) -> i64 {
+        self.due_ms
+    }
+}
+
+/// How far from a forecast's target the reading that judges it may be: half
+/// the grid step, the trainer's tolerance (`ml/src/train`).
+fn tolerance_ms(forecaster: &Forecaster) -> i64 {
+    forecaster.spec().step_ms() / 2
+}

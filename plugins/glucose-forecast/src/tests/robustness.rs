@@ -1,0 +1,194 @@
+//! Hostile and odd inputs: duplicates, late readings, invalid values, gaps,
+//! absurd timestamps, a sensor reading every second; bounded state, counted
+//! and sparsely logged; snapshots that carry everything.
+
+use edgewise_sdk::time::HOUR_MS;
+use edgewise_sdk::{Config, LogLevel, Outputs, Plugin, Reading};
+
+use super::{Harness, SENSOR, at, shipped_model};
+use crate::GlucoseForecast;
+
+#[test]
+fn duplicates_and_late_readings_make_no_forecast_and_are_counted_and_logged_sparingly() {
+    let mut h = Harness::new(&[("emit_forecasts", "true")]);
+    h.read(0, 100.0).read(10, 100.0);
+    assert_eq!(h.forecasts().len(), 4);
+    for _ in 0..12 {
+        h.read(10, 100.0).read(5, 100.0);
+    }
+    assert_eq!(h.forecasts().len(), 4, "no forecast for a duplicate or a late reading");
+    assert_eq!(h.plugin.state.ignored.not_newer, 24);
+    // The 1st and the 10th, nothing else.
+    assert_eq!(h.logs.len(), 2, "{:?}", h.logs);
+    assert_eq!(h.logs[0].0, LogLevel::Warn);
+    assert_eq!(
+        h.logs[0].1,
+        format!(
+            "no forecast for a reading of sensor `cgm` at {} ms: not after its newest (a duplicate or a late \
+             reading); 1 such readings so far",
+            at(10)
+        )
+    );
+    assert!(h.logs[1].1.ends_with("; 10 such readings so far"), "{:?}", h.logs);
+    // A late reading judges nothing: the forecast of 0 stays for the
+    // reading at 30.
+    h.read(30, 90.0).read(62, 100.0);
+    assert_eq!(h.hour(0).get("n_30"), Some(1.0));
+    assert_eq!(h.hour(0).get("bias_30"), Some(10.0));
+}
+
+#[test]
+fn invalid_values_make_no_forecast_no_sensor_and_judge_nothing() {
+    let mut h = Harness::new(&[("emit_forecasts", "true")]);
+    // A sensor with only invalid readings is not a sensor.
+    h.read_at("broken", at(0), 20.0).read_at("broken", at(5), 500.0);
+    assert!(h.plugin.state.sensors.is_empty());
+    h.read(0, 100.0)
+        .read(30, 38.9)
+        .read(31, 401.5)
+        .read(32, f64::NAN)
+        .read(33, f64::INFINITY)
+        .read(62, 100.0);
+    assert_eq!(h.forecasts().len(), 4, "{:?}", h.forecasts());
+    assert!(
+        h.accuracy().is_empty(),
+        "an invalid value judged a forecast: {:?}",
+        h.summaries
+    );
+    assert_eq!(h.plugin.state.ignored.invalid, 6);
+    // The limits themselves are valid.
+    h.read(65, 39.0).read(70, 401.0);
+    assert_eq!(h.forecasts().len(), 8);
+}
+
+#[test]
+fn absurd_timestamps_leave_no_trace() {
+    let mut h = Harness::new(&[("emit_forecasts", "true")]);
+    for ts in [i64::MIN, i64::MAX, (1 << 53) + 1, -(1 << 53) - 1] {
+        h.read_at("far", ts, 100.0);
+    }
+    assert!(h.plugin.state.sensors.is_empty());
+    assert!(h.summaries.is_empty() && h.alerts.is_empty());
+    assert_eq!(h.plugin.state.ignored.out_of_range, 4);
+    // The edges of the range work, forecasts and all.
+    h.read_at("edge", 1 << 53, 100.0).read_at("edge", -(1 << 53), 100.0);
+    assert_eq!(h.forecasts().len(), 2);
+    h.tick_at(i64::MAX);
+}
+
+#[test]
+fn a_gap_longer_than_the_horizons_leaves_nothing_pending() {
+    let mut h = Harness::new(&[]);
+    h.series(0, 5, &[100.0; 6]);
+    // Three hours of silence, then readings again: the forecasts made
+    // before the gap met no reading; those after it are judged as usual.
+    h.series(205, 5, &[110.0; 13]);
+    h.tick(24 * 60);
+    let hours: Vec<i64> = h
+        .accuracy()
+        .iter()
+        .map(|s| (s.window_start_ms - at(0)) / HOUR_MS)
+        .collect();
+    assert_eq!(hours, [3, 4]);
+    assert_eq!(
+        h.hour(3).get("n_30"),
+        Some(1.0),
+        "205 judged at 235... {:?}",
+        h.summaries
+    );
+}
+
+#[test]
+fn a_sensor_reading_every_second_stays_bounded() {
+    let mut h = Harness::with_model(shipped_model(), &[]);
+    let mut sizes = Vec::new();
+    for hour in 0..4 {
+        let readings: Vec<Reading> = (0..3600)
+            .map(|s| Reading::new(SENSOR, at(hour * 60) + s * 1000, 100.0 + (s % 50) as f64, "mg/dL"))
+            .collect();
+        for chunk in readings.chunks(256) {
+            h.batch(chunk);
+        }
+        sizes.push(h.plugin.snapshot().unwrap().len());
+    }
+    // The history keeps its hour of readings (at most 2048), and each
+    // horizon at most its minutes plus a step of forecasts.
+    assert!(sizes.iter().all(|&size| size < 64 * 1024), "{sizes:?}");
+    assert!(sizes[3] <= sizes[1] + 1024, "still growing: {sizes:?}");
+    assert!(h.plugin.state.ignored.left_out > 10_000);
+    assert!(
+        h.logs.iter().any(|(_, line)| line.contains("will not be scored")),
+        "{:?}",
+        h.logs
+    );
+    // Scored forecasts are still reported.
+    assert!(!h.accuracy().is_empty());
+}
+
+#[test]
+fn a_snapshot_restored_anywhere_gives_the_uninterrupted_outputs() {
+    let readings: Vec<(i64, f64)> = (0..400)
+        .map(|k| (at(5 * k + k % 3), 110.0 + 60.0 * ((k as f64) / 11.0).sin()))
+        .collect();
+    let config = [("emit_forecasts", "true"), ("low", "100")];
+    let mut plain = Harness::with_model(shipped_model(), &config);
+    for &(ts, value) in &readings {
+        plain.read_at(SENSOR, ts, value);
+    }
+    for cut in [1, 37, 200, 399] {
+        let mut first = Harness::with_model(shipped_model(), &config);
+        for &(ts, value) in &readings[..cut] {
+            first.read_at(SENSOR, ts, value);
+        }
+        let snapshot = first.plugin.snapshot().unwrap();
+        let mut restored = GlucoseForecast::init(Config::from_pairs(&config)).unwrap();
+        restored.restore(GlucoseForecast::SNAPSHOT_SCHEMA, &snapshot).unwrap();
+        let mut out = Outputs::default();
+        for &(ts, value) in &readings[cut..] {
+            restored
+                .on_readings(&[Reading::new(SENSOR, ts, value, "mg/dL")], &mut out)
+                .unwrap();
+        }
+        let (alerts, summaries, _) = out.take();
+        assert_eq!([&first.alerts[..], &alerts[..]].concat(), plain.alerts, "cut at {cut}");
+        assert_eq!(
+            [&first.summaries[..], &summaries[..]].concat(),
+            plain.summaries,
+            "cut at {cut}"
+        );
+        assert_eq!(restored.next_wake(), plain.plugin.next_wake());
+    }
+    assert!(!plain.alerts.is_empty() && plain.accuracy().len() > 10);
+}
+
+#[test]
+fn a_snapshot_of_another_layout_is_refused() {
+    let mut h = Harness::new(&[]);
+    h.read(0, 100.0);
+    let snapshot = h.plugin.snapshot().unwrap();
+    let mut other = Harness::new(&[]).plugin;
+    assert!(other.restore(2, &snapshot).unwrap_err().contains("schema 2"));
+    assert!(other.restore(1, &snapshot[..snapshot.len() - 1]).is_err());
+    assert!(other.restore(1, &[snapshot.clone(), vec![0]].concat()).is_err());
+}
+
+#[test]
+fn a_batch_of_many_sensors_is_handled_in_order() {
+    let mut h = Harness::new(&[("emit_forecasts", "true")]);
+    let names: Vec<String> = (0..300).map(|i| format!("sensor-{i:03}")).collect();
+    for minute in [0, 5, 30, 35, 65] {
+        let readings: Vec<Reading> = names
+            .iter()
+            .map(|name| Reading::new(name, at(minute), 100.0 + minute as f64, "mg/dL"))
+            .collect();
+        h.batch(&readings);
+    }
+    assert_eq!(h.forecasts().len(), 300 * 5 * 2);
+    // The reading at 65 closed each sensor's hour 0, in batch order.
+    let closed: Vec<&str> = h.accuracy().iter().map(|s| s.sensor.as_str()).collect();
+    assert_eq!(closed, names.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(h.accuracy().iter().all(|s| s.get("bias_30") == Some(-30.0)));
+    // Then one tick closes hour 1 for all of them, in name order.
+    h.tick(125);
+    assert_eq!(h.accuracy().len(), 600);
+}
