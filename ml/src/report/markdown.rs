@@ -515,8 +515,11 @@ fn yes_no(holds: bool) -> &'static str {
     if holds { "yes" } else { "**no**" }
 }
 
+/// `items` sorted, each as code, comma-separated.
 fn code_list(items: &[String]) -> String {
-    items
+    let mut sorted: Vec<&String> = items.iter().collect();
+    sorted.sort();
+    sorted
         .iter()
         .map(|item| format!("`{item}`"))
         .collect::<Vec<_>>()
@@ -573,7 +576,7 @@ mod tests {
         DataSetFigures {
             name: name.into(),
             sha256: "ab".into(),
-            subjects: vec!["s1".into(), "s2".into()],
+            subjects: vec!["s2".into(), "s1".into()],
             horizons: vec![horizon(30, rmse_30), horizon(60, [20.0, 22.0, 40.0])],
             lows: vec![score.clone(), score.clone(), AlertScore::default()],
             clarke_pairs: Vec::new(),
@@ -631,6 +634,7 @@ mod tests {
         assert!(doc.contains("| model (ridge) | 3 of 4 | 75.0% | 10 | 2 | 0.25 | 25.0 min |"));
         assert!(doc.contains("| linear extrapolation | 0 of 0 | – | 0 | 0 | – | – |"));
         assert!(doc.contains("![Clarke grid](forecast/clarke-grid.svg)"));
+        assert!(doc.contains("2 subjects judged (never trained on), 8.0 recorded days: `s1`, `s2`."));
         assert!(doc.contains("## Retraining and rollout"));
         let met = render_with(&[data_set("example.csv", [10.0, 14.0, 12.0])]);
         assert!(met.contains("**The acceptance criteria at 30 minutes are met.**"));
