@@ -2,6 +2,8 @@
 //!
 //! - `edgewise-ml train`: fit the model on recordings (held-out subjects
 //!   left out), score it, write the model file the plugin signs as its asset.
+//! - `edgewise-ml report`: replay the plugin with the model and the two
+//!   baselines, write `docs/forecast.md` ([`edgewise_ml::report`]).
 
 use std::path::PathBuf;
 
@@ -22,6 +24,9 @@ struct Cli {
 enum Command {
     /// Fit the model on iglu recordings and write the model file.
     Train(TrainArgs),
+    /// Replay the plugin with the model and the two baselines over held-out
+    /// subjects; write docs/forecast.md and its plots.
+    Report(edgewise_ml::report::ReportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +51,7 @@ struct TrainArgs {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Train(args) => train_command(args),
+        Command::Report(args) => edgewise_ml::report::run(args),
     }
 }
 
