@@ -326,8 +326,8 @@ fn a_hostile_recording_is_replayed_without_a_trap_and_gives_the_expected_outputs
 /// replay, readings reach the plugin in arrival order): duplicates, a late
 /// reading, an absurd value, a gap and a sensor heard from once are taken
 /// without a trap, a failure or a restart, and a patient falling fast is
-/// warned before the low: `predicted-urgent-low` on the 30-minute forecast
-/// while the readings are still above 70.
+/// warned before the low: `predicted-low` on the 30-minute forecast while
+/// the reading is still above 70.
 #[tokio::test(flavor = "multi_thread")]
 async fn live_hostile_arrivals_do_not_trap_and_a_fast_fall_is_warned_ahead() {
     use crate::device::{Device, now_ms, reading};
@@ -362,13 +362,10 @@ async fn live_hostile_arrivals_do_not_trap_and_a_fast_fall_is_warned_ahead() {
     client.publish("sensors.cgm.p1", reading(at(8), 5000.0)).await.unwrap();
     client.publish("sensors.cgm.once", reading(at(8), 100.0)).await.unwrap();
     sent += 2;
-    // Then a fall of 6 mg/dL a minute, still well above 70 at its end.
-    for (k, step) in (9..=12).enumerate() {
-        let value = 130.0 - 30.0 * (k as f64 + 1.0);
-        if value > 70.0 {
-            client.publish("sensors.cgm.p1", reading(at(step), value)).await.unwrap();
-            sent += 1;
-        }
+    // Then a fall of about 4 mg/dL a minute, still above 70 at its end.
+    for (step, value) in [(9, 110.0), (10, 90.0), (11, 72.0)] {
+        client.publish("sensors.cgm.p1", reading(at(step), value)).await.unwrap();
+        sent += 1;
     }
     client.flush().await.unwrap();
 
@@ -379,12 +376,11 @@ async fn live_hostile_arrivals_do_not_trap_and_a_fast_fall_is_warned_ahead() {
     let plugin = &status["plugins"][0];
     assert_eq!(plugin["restarts"], 0, "{plugin}");
     assert!(plugin["failures"].as_object().is_none_or(|f| f.is_empty()), "{plugin}");
-    let alert = next_where(&mut alerts, "predicted-urgent-low for p1", |_, alert| {
-        alert["code"] == "predicted-urgent-low"
-    })
-    .await;
+    let alert = next_where(&mut alerts, "predicted-low for p1", |_, alert| alert["code"] == "predicted-low").await;
     assert_eq!(alert["sensor"], "cgm.p1", "{alert}");
-    // Raised on a reading above 70: a warning ahead of the low, not after it.
-    assert!(alert["value"].as_f64().unwrap() < 55.0, "{alert}");
+    // Raised on the reading of 72: a warning ahead of the low, not after it.
+    assert_eq!(alert["ts"], at(11), "{alert}");
+    assert!(alert["value"].as_f64().unwrap() < 70.0, "{alert}");
+    assert_contains(alert["message"].as_str().unwrap(), "Glucose 72 mg/dL is forecast to be");
     device.terminate_cleanly().await;
 }
