@@ -31,21 +31,20 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct TrainArgs {
-    /// Recordings to train on (iglu CSV), repeatable; their held-out subjects
-    /// are scored, never trained on [default: the shipped Hall2018].
-    #[arg(long = "train", value_name = "FILE.csv")]
+    /// Recordings to train on (iglu CSV, or JSON lines for `*.jsonl`: what
+    /// `edgewise record` and `edgewise export` write), repeatable; their
+    /// held-out subjects are scored, never trained on [default: the shipped
+    /// Hall2018].
+    #[arg(long = "train", value_name = "FILE")]
     train: Vec<PathBuf>,
     /// Recordings of other subjects to score the model on, repeatable
     /// [default: the shipped ExampleData5Subjects].
-    #[arg(long = "evaluate", value_name = "FILE.csv")]
+    #[arg(long = "evaluate", value_name = "FILE")]
     evaluate: Vec<PathBuf>,
-    /// Where to write the model file.
-    #[arg(
-        long,
-        value_name = "FILE.json",
-        default_value = "plugins/glucose-forecast/model/forecast.json"
-    )]
-    out: PathBuf,
+    /// Where to write the model file [default:
+    /// plugins/glucose-forecast/model/forecast.json].
+    #[arg(long, value_name = "FILE.json")]
+    out: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -73,7 +72,10 @@ fn train_command(args: TrainArgs) -> anyhow::Result<()> {
     let training = load(or_default(args.train, "tests/data/cgm/Hall2018_processed.csv"))?;
     let evaluation = load(or_default(args.evaluate, "tests/data/cgm/ExampleData5Subjects.csv"))?;
     let model = train::train(&training, &evaluation)?;
-    std::fs::write(&args.out, model.to_bytes()).with_context(|| format!("cannot write {}", args.out.display()))?;
+    let out = args
+        .out
+        .unwrap_or_else(|| root.join("plugins/glucose-forecast/model/forecast.json"));
+    std::fs::write(&out, model.to_bytes()).with_context(|| format!("cannot write {}", out.display()))?;
     for horizon in &model.horizons {
         if let Some(fit) = &horizon.fit {
             eprintln!(
@@ -95,6 +97,6 @@ fn train_command(args: TrainArgs) -> anyhow::Result<()> {
             e.forecasts
         );
     }
-    eprintln!("wrote {}", args.out.display());
+    eprintln!("wrote {}", out.display());
     Ok(())
 }

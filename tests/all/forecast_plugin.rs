@@ -351,11 +351,17 @@ async fn live_hostile_arrivals_do_not_trap_and_a_fast_fall_is_warned_ahead() {
             continue;
         }
         for _ in 0..2 {
-            client.publish("sensors.cgm.p1", reading(at(step), 130.0)).await.unwrap();
+            client
+                .publish("sensors.cgm.p1", reading(at(step), 130.0))
+                .await
+                .unwrap();
             sent += 1;
         }
         if step > 0 {
-            client.publish("sensors.cgm.p1", reading(at(step - 1), 131.0)).await.unwrap();
+            client
+                .publish("sensors.cgm.p1", reading(at(step - 1), 131.0))
+                .await
+                .unwrap();
             sent += 1;
         }
     }
@@ -364,7 +370,10 @@ async fn live_hostile_arrivals_do_not_trap_and_a_fast_fall_is_warned_ahead() {
     sent += 2;
     // Then a fall of about 4 mg/dL a minute, still above 70 at its end.
     for (step, value) in [(9, 110.0), (10, 90.0), (11, 72.0)] {
-        client.publish("sensors.cgm.p1", reading(at(step), value)).await.unwrap();
+        client
+            .publish("sensors.cgm.p1", reading(at(step), value))
+            .await
+            .unwrap();
         sent += 1;
     }
     client.flush().await.unwrap();
@@ -376,7 +385,10 @@ async fn live_hostile_arrivals_do_not_trap_and_a_fast_fall_is_warned_ahead() {
     let plugin = &status["plugins"][0];
     assert_eq!(plugin["restarts"], 0, "{plugin}");
     assert!(plugin["failures"].as_object().is_none_or(|f| f.is_empty()), "{plugin}");
-    let alert = next_where(&mut alerts, "predicted-low for p1", |_, alert| alert["code"] == "predicted-low").await;
+    let alert = next_where(&mut alerts, "predicted-low for p1", |_, alert| {
+        alert["code"] == "predicted-low"
+    })
+    .await;
     assert_eq!(alert["sensor"], "cgm.p1", "{alert}");
     // Raised on the reading of 72: a warning ahead of the low, not after it.
     assert_eq!(alert["ts"], at(11), "{alert}");

@@ -18,6 +18,7 @@ mod disk_full;
 mod exactly_once;
 mod export;
 mod forecast_plugin;
+mod forecast_report;
 mod frozen_bundles;
 mod hostile_plugins;
 mod hostile_v02;
