@@ -39,3 +39,52 @@ fn the_committed_forecast_report_is_what_the_report_command_writes() {
     // The acceptance line is stated, whichever way it went.
     assert!(document.contains("## Acceptance"), "{document}");
 }
+
+/// The report's lows are glucose-monitor's level-1 hypoglycaemia episodes:
+/// for every subject of both shipped recordings, as many as glucose-monitor
+/// counts in its daily summaries when it replays the recording.
+#[test]
+fn the_reports_lows_are_the_episodes_glucose_monitor_counts() {
+    use std::collections::BTreeMap;
+
+    use edgewise_ml::data::DataSet;
+    use edgewise_ml::report::lows;
+
+    for recording in ["cgm/ExampleData5Subjects.csv", "cgm/Hall2018_processed.csv"] {
+        let path = edgewise_tests::data_file(recording);
+        let run = edgewise_tests::edgewise([
+            "replay".as_ref(),
+            "--plugin".as_ref(),
+            edgewise_tests::plugin_wasm("glucose-monitor").as_os_str(),
+            "--input".as_ref(),
+            path.as_os_str(),
+        ]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        let mut counted: BTreeMap<String, u64> = BTreeMap::new();
+        for line in run.stdout.lines() {
+            let output: serde_json::Value = serde_json::from_str(line).unwrap();
+            let daily = output["window_end"]
+                .as_i64()
+                .zip(output["window_start"].as_i64())
+                .is_some_and(|(end, start)| end - start == 86_400_000);
+            if output["type"] == "summary" && daily {
+                let episodes = output["metrics"]["hypo_l1_episodes"].as_f64().unwrap() as u64;
+                *counted
+                    .entry(output["sensor"].as_str().unwrap().to_owned())
+                    .or_default() += episodes;
+            }
+        }
+        let set = DataSet::load(&path).unwrap();
+        let mut found: BTreeMap<String, u64> = BTreeMap::new();
+        for subject in &set.subjects {
+            found.insert(subject.id.clone(), lows::episodes(&subject.readings).len() as u64);
+        }
+        counted.retain(|_, n| *n > 0);
+        found.retain(|_, n| *n > 0);
+        assert!(found.len() >= 4, "{recording}: subjects with lows: {found:?}");
+        assert_eq!(
+            found, counted,
+            "{recording}: the report's lows (left) and glucose-monitor's (right)"
+        );
+    }
+}
