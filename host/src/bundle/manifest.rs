@@ -288,6 +288,22 @@ impl Manifest {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// One digest of the signed assets (their names and SHA-256, in order),
+    /// for anti-rollback: `None` for a bundle without assets.
+    pub fn assets_sha256(&self) -> Option<String> {
+        if self.assets.is_empty() {
+            return None;
+        }
+        let mut listed = String::new();
+        for asset in &self.assets {
+            listed.push_str(&asset.name);
+            listed.push('\0');
+            listed.push_str(&asset.sha256);
+            listed.push('\n');
+        }
+        Some(super::sha256_hex(listed.as_bytes()))
+    }
+
     /// The parsed semver version (valid after [`Manifest::from_json`]).
     pub fn semver(&self) -> Result<semver::Version, ManifestError> {
         semver::Version::parse(&self.version)

@@ -1,6 +1,8 @@
 //! Anti-rollback: per plugin name, the highest version this device has ever
-//! accepted, with its code digest, persisted in the data directory. A lower
-//! version, or the same version with other code, is refused.
+//! accepted, with its code digest and the digest of its signed assets,
+//! persisted in the data directory. A lower version, or the same version with
+//! other code or other assets (an older model under the same version), is
+//! refused.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,12 @@ pub struct Accepted {
     pub version: String,
     /// Code digest of that version.
     pub code_sha256: String,
+    /// Digest of that version's signed assets ([`crate::bundle::Manifest::assets_sha256`]);
+    /// absent for a bundle without assets, and in records written before
+    /// assets were recorded (then unknown: filled in when the version is
+    /// accepted again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assets_sha256: Option<String>,
 }
 
 /// The persisted anti-rollback record.
@@ -53,6 +61,22 @@ pub enum RollbackError {
         /// Digest accepted before.
         accepted_digest: String,
         /// Digest offered now.
+        offered_digest: String,
+    },
+    /// The accepted version again, with the same code but other signed
+    /// assets (another model file, for example).
+    #[error(
+        "version {version} of `{name}` was accepted with other signed assets (assets sha256:{accepted_digest}); \
+         this bundle has {offered_digest}: a new model or table needs a new version"
+    )]
+    SameVersionOtherAssets {
+        /// Plugin name.
+        name: String,
+        /// The version.
+        version: String,
+        /// Assets digest accepted before.
+        accepted_digest: String,
+        /// Assets digest offered now (`none` for no assets).
         offered_digest: String,
     },
     /// The record could not be read or written.
@@ -131,8 +155,15 @@ impl RollbackStore {
         &self.path
     }
 
-    /// Refuse `version` of `name` with `code_sha256` if it would roll back.
-    pub fn check(&self, name: &str, version: &semver::Version, code_sha256: &str) -> Result<(), RollbackError> {
+    /// Refuse `version` of `name` with `code_sha256` and `assets_sha256` if
+    /// it would roll back.
+    pub fn check(
+        &self,
+        name: &str,
+        version: &semver::Version,
+        code_sha256: &str,
+        assets_sha256: Option<&str>,
+    ) -> Result<(), RollbackError> {
         let Some(accepted) = self.accepted.get(name) else {
             return Ok(());
         };
@@ -155,19 +186,37 @@ impl RollbackStore {
                 offered_digest: code_sha256.to_owned(),
             });
         }
+        if order == std::cmp::Ordering::Equal
+            && let Some(accepted_assets) = &accepted.assets_sha256
+            && Some(accepted_assets.as_str()) != assets_sha256
+        {
+            return Err(RollbackError::SameVersionOtherAssets {
+                name: name.to_owned(),
+                version: version.to_string(),
+                accepted_digest: accepted_assets.clone(),
+                offered_digest: assets_sha256.map_or_else(|| "none".to_owned(), |d| format!("sha256:{d}")),
+            });
+        }
         Ok(())
     }
 
     /// Record that `version` of `name` was accepted (if higher than the
-    /// record), durably: written to a temporary file, synced, renamed.
-    pub fn record(&mut self, name: &str, version: &semver::Version, code_sha256: &str) -> Result<(), RollbackError> {
-        self.check(name, version, code_sha256)?;
-        let newer = self
-            .accepted
-            .get(name)
+    /// record, or the same version whose assets the record does not know
+    /// yet), durably: written to a temporary file, synced, renamed.
+    pub fn record(
+        &mut self,
+        name: &str,
+        version: &semver::Version,
+        code_sha256: &str,
+        assets_sha256: Option<&str>,
+    ) -> Result<(), RollbackError> {
+        self.check(name, version, code_sha256, assets_sha256)?;
+        let recorded = self.accepted.get(name);
+        let newer = recorded
             .and_then(|a| semver::Version::parse(&a.version).ok())
             .is_none_or(|accepted| version.cmp_precedence(&accepted) == std::cmp::Ordering::Greater);
-        if !newer {
+        let learns_assets = recorded.is_some_and(|a| a.assets_sha256.is_none()) && assets_sha256.is_some();
+        if !newer && !learns_assets {
             return Ok(());
         }
         self.accepted.insert(
@@ -175,6 +224,7 @@ impl RollbackStore {
             Accepted {
                 version: version.to_string(),
                 code_sha256: code_sha256.to_owned(),
+                assets_sha256: assets_sha256.map(str::to_owned),
             },
         );
         self.persist()
@@ -233,26 +283,61 @@ mod tests {
     fn refuses_downgrade_and_same_version_other_code_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = RollbackStore::open(dir.path()).unwrap();
-        store.check("p", &v("1.0.0"), "aa").unwrap();
-        store.record("p", &v("1.2.0"), "aa").unwrap();
+        store.check("p", &v("1.0.0"), "aa", None).unwrap();
+        store.record("p", &v("1.2.0"), "aa", None).unwrap();
         let reopened = RollbackStore::open(dir.path()).unwrap();
         assert!(matches!(
-            reopened.check("p", &v("1.1.9"), "aa"),
+            reopened.check("p", &v("1.1.9"), "aa", None),
             Err(RollbackError::Downgrade { .. })
         ));
         assert!(matches!(
-            reopened.check("p", &v("1.2.0"), "bb"),
+            reopened.check("p", &v("1.2.0"), "bb", None),
             Err(RollbackError::SameVersionOtherCode { .. })
         ));
-        reopened.check("p", &v("1.2.0"), "aa").unwrap();
-        reopened.check("p", &v("1.3.0"), "bb").unwrap();
-        reopened.check("other", &v("0.0.1"), "cc").unwrap();
+        reopened.check("p", &v("1.2.0"), "aa", None).unwrap();
+        reopened.check("p", &v("1.3.0"), "bb", None).unwrap();
+        reopened.check("other", &v("0.0.1"), "cc", None).unwrap();
         // Build metadata does not make another version.
         assert!(matches!(
-            reopened.check("p", &v("1.2.0+build.7"), "bb"),
+            reopened.check("p", &v("1.2.0+build.7"), "bb", None),
             Err(RollbackError::SameVersionOtherCode { .. })
         ));
-        reopened.check("p", &v("1.2.0+build.7"), "aa").unwrap();
+        reopened.check("p", &v("1.2.0+build.7"), "aa", None).unwrap();
+    }
+
+    #[test]
+    fn the_same_version_with_other_assets_is_refused_once_its_assets_are_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RollbackStore::open(dir.path()).unwrap();
+        store.record("forecast", &v("1.0.0"), "aa", Some("model-2")).unwrap();
+        let reopened = RollbackStore::open(dir.path()).unwrap();
+        reopened.check("forecast", &v("1.0.0"), "aa", Some("model-2")).unwrap();
+        let error = reopened
+            .check("forecast", &v("1.0.0"), "aa", Some("model-1"))
+            .unwrap_err();
+        assert!(matches!(error, RollbackError::SameVersionOtherAssets { .. }), "{error}");
+        assert!(error.to_string().contains("needs a new version"), "{error}");
+        assert!(matches!(
+            reopened.check("forecast", &v("1.0.0"), "aa", None),
+            Err(RollbackError::SameVersionOtherAssets { .. })
+        ));
+        reopened.check("forecast", &v("1.0.1"), "aa", Some("model-1")).unwrap();
+
+        // A record from before assets were recorded: unknown, so taken, and
+        // learnt from the bundle accepted again.
+        std::fs::write(
+            dir.path().join(ROLLBACK_FILE),
+            br#"{"forecast": {"version": "1.0.0", "code_sha256": "aa"}}"#,
+        )
+        .unwrap();
+        let mut old = RollbackStore::open(dir.path()).unwrap();
+        old.check("forecast", &v("1.0.0"), "aa", Some("model-1")).unwrap();
+        old.record("forecast", &v("1.0.0"), "aa", Some("model-2")).unwrap();
+        let learnt = RollbackStore::open(dir.path()).unwrap();
+        assert!(matches!(
+            learnt.check("forecast", &v("1.0.0"), "aa", Some("model-1")),
+            Err(RollbackError::SameVersionOtherAssets { .. })
+        ));
     }
 
     #[test]
@@ -294,7 +379,7 @@ mod tests {
         std::fs::write(dir.path().join(ROLLBACK_FILE), format!("{{{good}}}")).unwrap();
         RollbackStore::open(dir.path())
             .unwrap()
-            .check("ok", &v("1.0.0"), "aa")
+            .check("ok", &v("1.0.0"), "aa", None)
             .unwrap();
     }
 }

@@ -192,7 +192,12 @@ pub fn verify(bytes: &[u8], options: &VerifyOptions<'_>) -> Result<VerifiedBundl
         return Err(VerifyError::WorldMismatch { found: manifest.world });
     }
     if let Some(rollback) = options.rollback {
-        rollback.check(&manifest.name, &manifest.semver()?, &manifest.code_sha256)?;
+        rollback.check(
+            &manifest.name,
+            &manifest.semver()?,
+            &manifest.code_sha256,
+            manifest.assets_sha256().as_deref(),
+        )?;
     }
     if let Some(expires) = manifest.expires_at()?
         && expires < options.now

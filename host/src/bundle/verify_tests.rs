@@ -26,9 +26,9 @@ use time::macros::datetime;
 
 use super::format::{self, FormatError, KEY_ID_LEN, SIGNATURE_LEN, SIGNATURE_SECTION};
 use super::{
-    DEFAULT_MAX_BUNDLE_BYTES, KeyId, Manifest, ManifestError, ManifestSource, RollbackError, RollbackStore, SigningKey,
-    TrustStore, VerifiedBundle, VerifyError, VerifyOptions, WORLD, WORLD_V0_2, inspect, sha256_hex, sign,
-    sign_manifest, sign_raw, verify,
+    AssetFile, DEFAULT_MAX_BUNDLE_BYTES, KeyId, Manifest, ManifestAsset, ManifestError, ManifestSource, RollbackError,
+    RollbackStore, SigningKey, TrustStore, VerifiedBundle, VerifyError, VerifyOptions, WORLD, WORLD_V0_2, inspect,
+    sha256_hex, sign, sign_manifest, sign_raw, sign_with_assets, verify,
 };
 
 /// An empty WebAssembly component: the header and nothing else.
@@ -201,7 +201,7 @@ fn rollback_store(name: &str, version: &str, digest: &str) -> (tempfile::TempDir
     let dir = tempfile::tempdir().expect("temp dir");
     let mut store = RollbackStore::open(dir.path()).expect("open the rollback record");
     let version = semver::Version::parse(version).expect("semver");
-    store.record(name, &version, digest).expect("record");
+    store.record(name, &version, digest, None).expect("record");
     (dir, store)
 }
 
@@ -266,10 +266,58 @@ fn a_good_bundle_passes_anti_rollback() {
     let version = verified.manifest.semver().expect("semver");
     let manifest = &verified.manifest;
     store
-        .record(&manifest.name, &version, &manifest.code_sha256)
+        .record(
+            &manifest.name,
+            &version,
+            &manifest.code_sha256,
+            manifest.assets_sha256().as_deref(),
+        )
         .expect("record");
     let reopened = RollbackStore::open(dir.path()).expect("reopen");
     verify(&f.bundle, &f.options(&f.trust, Some(&reopened))).expect("verifies again after recording");
+}
+
+/// A signed asset is covered by anti-rollback as the code is: once a
+/// version was accepted with one model, the same version and code with an
+/// older model is refused (a new model needs a new version).
+#[test]
+fn the_same_version_with_other_signed_assets_is_refused_by_anti_rollback() {
+    let f = Fixture::new();
+    let with_model = |model: &[u8]| {
+        let mut manifest = f.manifest.clone();
+        manifest.assets = vec![ManifestAsset::of("model.json", model)];
+        let asset = AssetFile {
+            name: "model.json".to_owned(),
+            bytes: model.to_vec(),
+        };
+        sign_with_assets(&f.component, &manifest, &[asset], &f.key)
+    };
+    let (new_model, old_model) = (with_model(b"model 2"), with_model(b"model 1"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = RollbackStore::open(dir.path()).expect("open");
+    let verified = verify(&new_model, &f.options(&f.trust, Some(&store))).expect("verifies");
+    let manifest = &verified.manifest;
+    let version = manifest.semver().expect("semver");
+    store
+        .record(
+            &manifest.name,
+            &version,
+            &manifest.code_sha256,
+            manifest.assets_sha256().as_deref(),
+        )
+        .expect("record");
+    let store = RollbackStore::open(dir.path()).expect("reopen");
+    verify(&new_model, &f.options(&f.trust, Some(&store))).expect("the same bundle again");
+    let error = verify(&old_model, &f.options(&f.trust, Some(&store))).expect_err("an older model");
+    assert!(
+        matches!(
+            error,
+            VerifyError::Rollback(RollbackError::SameVersionOtherAssets { .. })
+        ),
+        "{error:?}"
+    );
+    let refused = verify(&f.bundle, &f.options(&f.trust, Some(&store))).expect_err("no model at all");
+    assert!(refused.to_string().contains("other signed assets"), "{refused}");
 }
 
 #[test]

@@ -418,9 +418,12 @@ fn prepare(context: &LoadContext<'_>, plugin: &PluginConfig, taken: &[&str]) -> 
         .apply_max_sensors(manifest.limits.apply_max_sensors(bundle::manifest::DEFAULT_MAX_SENSORS));
     let accept: worker::Accept = {
         let (rollback, name, digest) = (context.rollback.clone(), name.to_owned(), manifest.code_sha256.clone());
+        let assets = manifest.assets_sha256();
         Box::new(move || {
             let mut rollback = rollback.lock().map_err(|_| AcceptError::Poisoned)?;
-            rollback.record(&name, &semver, &digest).map_err(AcceptError::Record)?;
+            rollback
+                .record(&name, &semver, &digest, assets.as_deref())
+                .map_err(AcceptError::Record)?;
             Ok(())
         })
     };
