@@ -15,9 +15,11 @@ use crate::bus::status::{
     bounded_error,
 };
 use crate::clock::Clock;
+use crate::metrics::{PluginCalls, Scrape};
 use crate::outbox::upstream::UpstreamStats;
 use crate::outbox::{DropCounts, ParkedCounts, SharedOutbox, wall_ms};
 use crate::worker::PluginStats;
+use crate::worker::call_times::Call;
 
 /// One plugin as the status shows it.
 pub struct PluginSource {
@@ -104,6 +106,31 @@ impl StatusSources {
             },
             tasks: self.tasks.lock().map(|tasks| tasks.clone()).unwrap_or_default(),
         }
+    }
+}
+
+impl StatusSources {
+    /// What the metrics endpoint shows: the status, and the call durations
+    /// of every plugin that keeps them.
+    pub fn scrape(&self) -> Scrape {
+        let status = self.status();
+        let calls = self
+            .plugins
+            .lock()
+            .map(|plugins| {
+                plugins
+                    .iter()
+                    .filter_map(|plugin| {
+                        let times = plugin.stats.call_times.as_ref()?;
+                        Some(PluginCalls {
+                            plugin: plugin.name.clone(),
+                            calls: Call::ALL.iter().map(|&call| (call, times.read(call))).collect(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Scrape { status, calls }
     }
 }
 
