@@ -234,13 +234,13 @@ async fn the_endpoint_agrees_with_the_status_and_shows_no_patient_value() {
         status["outbox"]["alerts"].as_u64().unwrap() >= 1,
         "no upstream: kept: {status}"
     );
-    let oldest = value(
-        &families,
-        "edgewise_outbox_oldest_age_seconds",
-        "edgewise_outbox_oldest_age_seconds",
-        &[],
-    );
-    assert!(oldest >= 0.0, "{oldest}");
+    let oldest = |class| {
+        let family = "edgewise_outbox_oldest_age_seconds";
+        value(&families, family, family, &[("class", class)])
+    };
+    assert!(oldest("alerts") >= 0.0, "{}", oldest("alerts"));
+    assert_eq!(status["outbox"]["summaries"], 0, "{status}");
+    assert_eq!(oldest("summaries"), 0.0, "none waits");
     let connected = value(
         &families,
         "edgewise_upstream_connected",

@@ -7,9 +7,8 @@
 use anyhow::Context;
 use edgewise_procs::NatsServer;
 
-use crate::device::{Device, PluginEntry, Setup};
-use crate::ladder::{self, Ladder, Sink};
-use crate::load::{CgmTraffic, now_ms};
+use crate::device::Setup;
+use crate::ladder::Ladder;
 use crate::suite::{Ctx, Outcome};
 use crate::table::{Row, Target};
 
@@ -63,17 +62,5 @@ async fn climb(ctx: &Ctx, metrics: bool) -> anyhow::Result<Ladder> {
         ..Setup::default()
     };
     tracing::info!(metrics, "ladder: edgewise run");
-    let mut device = Device::start_with(
-        name,
-        &ctx.paths.work.join(format!("ingest-{name}")),
-        &ctx.bundles.trust,
-        &url,
-        &setup,
-        &[PluginEntry::glucose(&ctx.bundles.glucose)],
-    )
-    .await?;
-    let traffic = CgmTraffic::new(&ctx.hall2018, now_ms());
-    let ladder = ladder::climb(&publisher, &traffic, Sink::Host(&mut device, "glucose-monitor")).await?;
-    device.stop().await?;
-    Ok(ladder)
+    super::input_log::glucose_ladder(ctx, name, &url, &publisher, &setup).await
 }

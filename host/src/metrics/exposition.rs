@@ -10,7 +10,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::process::{self, ProcessUsage};
-use super::{PluginCalls, Scrape};
+use super::{OldestWaiting, PluginCalls, Scrape};
 use crate::bus::admission::DeadLetterKind;
 use crate::bus::status::{OutboxDrops, PluginStatus, Status};
 
@@ -61,7 +61,16 @@ impl Collector for Families {
         let status = &self.scrape.status;
         self.encode_plugins(&mut encoder, &status.plugins)?;
         encode_calls(&mut encoder, &status.plugins, &self.scrape.calls)?;
-        encode_host(&mut encoder, status)?;
+        encode_host(&mut encoder, status, self.scrape.oldest_ms)?;
+        let mut metric = encoder.encode_descriptor(
+            "edgewise_deployment_generation",
+            "The generation of each desired-set key the device follows (device.<id>, group.<name>), as last read; only with [deploy].",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (key, generation) in &self.scrape.generations {
+            gauge(metric.encode_family(&[("key", key.as_str())])?, *generation as i64)?;
+        }
         if let Some(usage) = self.process {
             let metric = encoder.encode_descriptor(
                 "process_cpu_seconds",
@@ -217,7 +226,7 @@ fn encode_calls(
 }
 
 /// The families of the host: ingest, outbox, upstream.
-fn encode_host(encoder: &mut DescriptorEncoder<'_>, status: &Status) -> Result<(), Error> {
+fn encode_host(encoder: &mut DescriptorEncoder<'_>, status: &Status, oldest: OldestWaiting) -> Result<(), Error> {
     let metric = encoder.encode_descriptor(
         "edgewise_ingest_messages",
         "Messages received on the sensor subjects.",
@@ -246,13 +255,18 @@ fn encode_host(encoder: &mut DescriptorEncoder<'_>, status: &Status) -> Result<(
     for (class, depth) in [("alerts", outbox.alerts), ("summaries", outbox.summaries)] {
         gauge(metric.encode_family(&[("class", class)])?, depth as i64)?;
     }
-    let metric = encoder.encode_descriptor(
+    let mut metric = encoder.encode_descriptor(
         "edgewise_outbox_oldest_age_seconds",
-        "Age of the oldest output waiting in the outbox, seconds (0 when it is empty).",
+        "How long the first output of the class still in the outbox has waited, seconds (0 when none waits).",
         None,
         MetricType::Gauge,
     )?;
-    gauge(metric, outbox.oldest_age_ms.unwrap_or(0) as f64 / 1000.0)?;
+    for (class, waited) in [("alerts", oldest.alerts), ("summaries", oldest.summaries)] {
+        gauge(
+            metric.encode_family(&[("class", class)])?,
+            waited.unwrap_or(0) as f64 / 1000.0,
+        )?;
+    }
     let mut metric = encoder.encode_descriptor(
         "edgewise_outbox_dropped",
         "Outbox entries let go without an upstream acknowledgement, by reason.",
@@ -291,4 +305,72 @@ fn drops(dropped: &OutboxDrops) -> [(&'static str, u64); 9] {
         ("inputs_expired", dropped.inputs_expired),
         ("inputs_for_space", dropped.inputs_for_space),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::worker::call_times::{Call, CallTimes};
+
+    /// A status with one plugin, as `edgewise status --json` would say it.
+    fn status() -> Status {
+        serde_json::from_value(serde_json::json!({
+            "device": "d", "uptime_s": 1.0, "clock_ms": 0, "upstream_connected": true,
+            "outbox": {"alerts": 3, "summaries": 0, "oldest_age_ms": 1500},
+            "ingest": {"messages": 9, "deadlettered": 1, "deadletters_by_reason": {"future": 1}},
+            "plugins": [{
+                "name": "glucose-monitor", "version": "0.3.0", "digest": "ab", "state": "restarting",
+                "readings_in": 7, "alerts_out": 3, "summaries_out": 0, "errors": 1, "restarts": 1,
+                "quarantines": 0, "failures": {"trap": 1}, "last_error": "sensor cgm.p1 at 45 mg/dL",
+                "readings_held": 2, "readings_dropped": 0, "logs_dropped": 0
+            }]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_scrape_renders_counters_histograms_and_generations_without_the_last_error() {
+        let times = CallTimes::default();
+        times.record(Call::OnReadings, std::time::Duration::from_micros(30));
+        let scrape = Scrape {
+            status: status(),
+            calls: vec![PluginCalls {
+                plugin: "glucose-monitor".to_owned(),
+                calls: Call::ALL.iter().map(|&call| (call, times.read(call))).collect(),
+            }],
+            oldest_ms: OldestWaiting {
+                alerts: Some(1500),
+                summaries: None,
+            },
+            generations: BTreeMap::from([("device.d".to_owned(), 7), ("group.ward-3".to_owned(), 2)]),
+        };
+        let text = render(scrape).unwrap();
+        let labels = r#"plugin="glucose-monitor",version="0.3.0""#;
+        for line in [
+            format!("edgewise_plugin_readings_total{{{labels}}} 7"),
+            format!(r#"edgewise_plugin_outputs_total{{{labels},kind="alert"}} 3"#),
+            format!(r#"edgewise_plugin_failures_total{{{labels},reason="trap"}} 1"#),
+            format!(r#"edgewise_plugin_state{{{labels},state="restarting"}} 1"#),
+            format!(r#"edgewise_plugin_state{{{labels},state="running"}} 0"#),
+            format!("edgewise_plugin_readings_held{{{labels}}} 2"),
+            format!(r#"edgewise_plugin_call_duration_seconds_count{{{labels},call="on_readings"}} 1"#),
+            r#"edgewise_ingest_deadletters_total{reason="future"} 1"#.to_owned(),
+            r#"edgewise_ingest_deadletters_total{reason="malformed"} 0"#.to_owned(),
+            r#"edgewise_outbox_oldest_age_seconds{class="alerts"} 1.5"#.to_owned(),
+            r#"edgewise_deployment_generation{key="device.d"} 7"#.to_owned(),
+            r#"edgewise_deployment_generation{key="group.ward-3"} 2"#.to_owned(),
+            "edgewise_upstream_connected 1".to_owned(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        assert!(
+            text.contains(r#"call="on_readings",le="0.00005"} 1"#) || text.contains(r#"le="0.00005""#),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        // The last error quotes a sensor and a value: never shown.
+        assert!(!text.contains("cgm.p1") && !text.contains("mg/dL"), "{text}");
+    }
 }

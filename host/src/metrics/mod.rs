@@ -14,6 +14,7 @@ mod exposition;
 mod process;
 mod server;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 pub use exposition::{CONTENT_TYPE, render};
@@ -37,6 +38,21 @@ pub struct Scrape {
     pub status: Status,
     /// Call durations by plugin name (plugins whose durations are kept).
     pub calls: Vec<PluginCalls>,
+    /// How long the first alert and the first summary still in the outbox
+    /// have waited, ms (`None`: none waits, or the outbox did not answer).
+    pub oldest_ms: OldestWaiting,
+    /// The generation of each desired-set key the device follows, as last
+    /// read (`[deploy]`; empty without it).
+    pub generations: BTreeMap<String, u64>,
+}
+
+/// How long the first entry of each class in the outbox has waited, ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OldestWaiting {
+    /// The first alert.
+    pub alerts: Option<i64>,
+    /// The first summary.
+    pub summaries: Option<i64>,
 }
 
 /// The call durations of one plugin.

@@ -268,6 +268,7 @@ pub(super) async fn serve(
         spawn_owned(Task::Upstream, &ended_sender, run)
     });
     let tasks = Arc::new(Mutex::new(BTreeMap::new()));
+    let generations = Arc::new(Mutex::new(BTreeMap::new()));
     let control = Arc::new(ControlStats::default());
     let sources = Arc::new(StatusSources {
         subjects: device.subjects.clone(),
@@ -280,6 +281,7 @@ pub(super) async fn serve(
         control: control.clone(),
         plugins: plugins.statuses.clone(),
         tasks: tasks.clone(),
+        generations: generations.clone(),
     });
     let current = {
         let sources = sources.clone();
@@ -322,6 +324,7 @@ pub(super) async fn serve(
                 loader,
                 plugins.clone(),
                 device.local.clone(),
+                generations,
                 stopped.clone(),
             );
             Some(spawn_owned(Task::Deploy, &ended_sender, run))

@@ -15,9 +15,9 @@ use crate::bus::status::{
     bounded_error,
 };
 use crate::clock::Clock;
-use crate::metrics::{PluginCalls, Scrape};
+use crate::metrics::{OldestWaiting, PluginCalls, Scrape};
 use crate::outbox::upstream::UpstreamStats;
-use crate::outbox::{DropCounts, ParkedCounts, SharedOutbox, wall_ms};
+use crate::outbox::{DropCounts, Kind, ParkedCounts, SharedOutbox, wall_ms};
 use crate::worker::PluginStats;
 use crate::worker::call_times::Call;
 
@@ -57,6 +57,8 @@ pub struct StatusSources {
     pub plugins: Arc<Mutex<Vec<PluginSource>>>,
     /// Host tasks that ended before shutdown, and why (by their owner).
     pub tasks: Arc<Mutex<BTreeMap<String, String>>>,
+    /// The generation of each desired-set key, as deployment last read it.
+    pub generations: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 impl StatusSources {
@@ -130,7 +132,28 @@ impl StatusSources {
                     .collect()
             })
             .unwrap_or_default();
-        Scrape { status, calls }
+        let oldest_ms = self
+            .outbox
+            .lock()
+            .map(|outbox| {
+                let now = wall_ms();
+                let waited = |kind| {
+                    let created = outbox.first_waiting_created_ms(kind).ok().flatten()?;
+                    Some(now.saturating_sub(created).max(0))
+                };
+                OldestWaiting {
+                    alerts: waited(Kind::Alert),
+                    summaries: waited(Kind::Summary),
+                }
+            })
+            .unwrap_or_default();
+        let generations = self.generations.lock().map(|g| g.clone()).unwrap_or_default();
+        Scrape {
+            status,
+            calls,
+            oldest_ms,
+            generations,
+        }
     }
 }
 
