@@ -5,7 +5,10 @@
 use std::fmt::Error;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, MetricEncoder, NoLabelSet};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeLabelValue, LabelValueEncoder, MetricEncoder,
+    NoLabelSet,
+};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -36,14 +39,38 @@ struct Families {
     process: Option<ProcessUsage>,
 }
 
+/// A label value escaped as the format asks (`\\`, `\"`, `\n`):
+/// `prometheus-client` writes values as they are, and a refused bundle's
+/// name is its file's stem, which may hold anything.
+#[derive(Debug, Clone, Copy)]
+struct Escaped<'a>(&'a str);
+
+impl EncodeLabelValue for Escaped<'_> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), Error> {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A plugin's labels: its name and the version that runs.
-type PluginLabels<'a> = [(&'static str, &'a str); 2];
+type PluginLabels<'a> = [(&'static str, Escaped<'a>); 2];
 
 /// A plugin's labels and one more.
-type PluginLabelsAnd<'a> = [(&'static str, &'a str); 3];
+type PluginLabelsAnd<'a> = [(&'static str, Escaped<'a>); 3];
 
 fn plugin_labels(plugin: &PluginStatus) -> PluginLabels<'_> {
-    [("plugin", plugin.name.as_str()), ("version", plugin.version.as_str())]
+    [
+        ("plugin", Escaped(plugin.name.as_str())),
+        ("version", Escaped(plugin.version.as_str())),
+    ]
 }
 
 /// Write one sample of a counter family.
@@ -69,7 +96,7 @@ impl Collector for Families {
             MetricType::Gauge,
         )?;
         for (key, generation) in &self.scrape.generations {
-            gauge(metric.encode_family(&[("key", key.as_str())])?, *generation as i64)?;
+            gauge(metric.encode_family(&[("key", Escaped(key))])?, *generation as i64)?;
         }
         if let Some(usage) = self.process {
             let metric = encoder.encode_descriptor(
@@ -187,7 +214,7 @@ impl Families {
 /// A plugin's labels with `key="value"`.
 fn with<'a>(plugin: &'a PluginStatus, key: &'static str, value: &'a str) -> PluginLabelsAnd<'a> {
     let [name, version] = plugin_labels(plugin);
-    [name, version, (key, value)]
+    [name, version, (key, Escaped(value))]
 }
 
 /// The call duration histograms, labelled with the version that runs now.
@@ -365,12 +392,27 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
         }
-        assert!(
-            text.contains(r#"call="on_readings",le="0.00005"} 1"#) || text.contains(r#"le="0.00005""#),
-            "{text}"
-        );
+        let bucket =
+            format!(r#"edgewise_plugin_call_duration_seconds_bucket{{le="0.00005",{labels},call="on_readings"}} 1"#);
+        assert!(text.lines().any(|l| l == bucket), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
         // The last error quotes a sensor and a value: never shown.
         assert!(!text.contains("cgm.p1") && !text.contains("mg/dL"), "{text}");
+    }
+
+    #[test]
+    fn label_values_are_escaped_so_a_name_cannot_forge_a_sample() {
+        let mut status = status();
+        status.plugins[0].name = "evil\"} 1\nedgewise_forged 2\\".to_owned();
+        let text = render(Scrape {
+            status,
+            calls: Vec::new(),
+            oldest_ms: OldestWaiting::default(),
+            generations: BTreeMap::new(),
+        })
+        .unwrap();
+        assert!(!text.lines().any(|l| l.starts_with("edgewise_forged")), "{text}");
+        let line = r#"edgewise_plugin_readings_total{plugin="evil\"} 1\nedgewise_forged 2\\",version="0.3.0"} 7"#;
+        assert!(text.lines().any(|l| l == line), "{text}");
     }
 }
