@@ -69,6 +69,8 @@ pub struct Setup<'a> {
     /// The body of a `[deploy]` table: the device follows its desired
     /// plugin set in the deployment buckets of its local server.
     pub deploy: Option<&'a str>,
+    /// `[metrics] listen`: the metrics endpoint on this address.
+    pub metrics: Option<&'a str>,
 }
 
 impl Default for Setup<'_> {
@@ -78,6 +80,7 @@ impl Default for Setup<'_> {
             jetstream: None,
             input_log: true,
             deploy: None,
+            metrics: None,
         }
     }
 }
@@ -183,6 +186,9 @@ impl Device {
         ));
         if let Some(deploy) = setup.deploy {
             rest.push_str(&format!("\n[deploy]\n{deploy}"));
+        }
+        if let Some(listen) = setup.metrics {
+            rest.push_str(&format!("\n[metrics]\nlisten = \"{listen}\"\n"));
         }
         if plugins.iter().any(|p| p.hostile) {
             rest.push_str("\n[supervisor]\nquarantine_after = 1000\nbackoff_max = \"100ms\"\n");

@@ -317,6 +317,18 @@ pub const SUITE: &[Measurement] = &[
         run: measure::input_log::run,
     },
     Measurement {
+        id: "metrics",
+        title: "Live ingest with the metrics endpoint configured and not scraped (issue #17)",
+        method: "The ladder of \"Live ingest\" on core NATS (the same traffic, publisher, steps and pass rule; \
+                 delivered means `readings_in` of glucose-monitor), once with a `[metrics]` table (the endpoint \
+                 listening on a loopback port nobody scrapes, and every plugin call timed for the call-duration \
+                 histogram), once without, each on a fresh nats-server, in the same run. Figure: with the \
+                 endpoint; baseline: without. Issue #17: the endpoint costs nothing measurable when not \
+                 scraped; the ladder's resolution is one bisection step (rates about 9% apart), so the target \
+                 is 0.9x.",
+        run: measure::metrics::run,
+    },
+    Measurement {
         id: "recovery",
         title: "Recovery after kill -9 with a day of 100 sensors in the journal (issue #14)",
         method: "A private nats-server with JetStream and a sensor stream; a device (glucose-monitor, JetStream \

@@ -27,6 +27,7 @@ pub mod envelope;
 pub mod files;
 pub mod input_log;
 pub mod load;
+pub mod metrics;
 pub mod model;
 pub mod outbox;
 pub mod replay;

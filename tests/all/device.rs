@@ -120,6 +120,11 @@ impl Device {
         (client, alerts)
     }
 
+    /// The command that runs `edgewise run` on this device's configuration.
+    pub(crate) fn run_command(&self) -> Command {
+        self.host.run_command()
+    }
+
     /// As [`Device::start`], asking for the status through `client`.
     pub(crate) async fn start_with(&mut self, client: &async_nats::Client) {
         self.start_command(self.host.run_command(), client).await;

@@ -25,6 +25,7 @@ mod hostile_v02;
 mod kill_recovery;
 mod live_pipeline;
 mod metrics_crosscheck;
+mod metrics_endpoint;
 mod nats_fixture;
 mod record;
 mod recovery;

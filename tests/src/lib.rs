@@ -7,6 +7,7 @@
 //! `edgewise-procs`, which the benchmarks and the demo use too.
 
 pub mod nats;
+pub mod prometheus;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

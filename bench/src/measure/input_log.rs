@@ -101,17 +101,29 @@ async fn climb(ctx: &Ctx, jetstream: bool, input_log: bool) -> anyhow::Result<La
         ..Setup::default()
     };
     tracing::info!(jetstream, input_log, "ladder: edgewise run");
+    glucose_ladder(ctx, name, &url, &publisher, &setup).await
+}
+
+/// The ladder of a device `name` running glucose-monitor as `setup` says,
+/// on the server at `url` that `publisher` publishes to.
+pub(super) async fn glucose_ladder(
+    ctx: &Ctx,
+    name: &str,
+    url: &str,
+    publisher: &async_nats::Client,
+    setup: &Setup<'_>,
+) -> anyhow::Result<Ladder> {
     let mut device = Device::start_with(
         name,
         &ctx.paths.work.join(format!("ingest-{name}")),
         &ctx.bundles.trust,
-        &url,
-        &setup,
+        url,
+        setup,
         &[PluginEntry::glucose(&ctx.bundles.glucose)],
     )
     .await?;
     let traffic = CgmTraffic::new(&ctx.hall2018, now_ms());
-    let ladder = ladder::climb(&publisher, &traffic, Sink::Host(&mut device, "glucose-monitor")).await?;
+    let ladder = ladder::climb(publisher, &traffic, Sink::Host(&mut device, "glucose-monitor")).await?;
     device.stop().await?;
     Ok(ladder)
 }

@@ -10,6 +10,7 @@ pub mod input_log;
 pub mod isolation;
 pub mod latency;
 pub mod memory;
+pub mod metrics;
 pub mod outbox;
 pub mod recovery;
 pub mod replay;

@@ -404,6 +404,21 @@ impl Outbox {
             .map_err(OutboxError::sql(&self.path, "read the oldest entry"))
     }
 
+    /// Creation time of the first entry of `kind` still waiting (ms since
+    /// the Unix epoch): the one waiting longest, entries being numbered in
+    /// the order they are written (one index lookup).
+    pub fn first_waiting_created_ms(&self, kind: Kind) -> Result<Option<i64>, OutboxError> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row(
+                "SELECT created_ms FROM entries WHERE kind = ?1 ORDER BY id LIMIT 1",
+                [kind.to_sql()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(OutboxError::sql(&self.path, "read the first entry of a class"))
+    }
+
     /// What the outbox let go without an acknowledgement, by reason.
     pub fn dropped(&self) -> DropCounts {
         let mut drops = self.drops;

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -142,6 +142,8 @@ struct Pending {
 
 /// The device's side of deployment.
 struct Controller {
+    /// The generations of `report`, shown by the metrics endpoint.
+    generations: Arc<Mutex<BTreeMap<String, u64>>>,
     settings: DeployConfig,
     loader: Arc<Loader>,
     plugins: Arc<Plugins>,
@@ -168,6 +170,7 @@ pub(super) async fn run_deploy(
     loader: super::start::Loader,
     plugins: Arc<Plugins>,
     local: async_nats::Client,
+    generations: Arc<Mutex<BTreeMap<String, u64>>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), TaskError> {
     let device = loader.config.device.clone();
@@ -191,7 +194,11 @@ pub(super) async fn run_deploy(
     }
     let (events, mut outcomes) = mpsc::unbounded_channel();
     let changed = Arc::new(Notify::new());
+    if let Ok(mut shown) = generations.lock() {
+        shown.clone_from(&report.generations);
+    }
     let mut controller = Controller {
+        generations,
         changed: changed.clone(),
         interrupted: false,
         kept: None,
@@ -297,6 +304,9 @@ impl Controller {
                 }
                 Err(_) => return self.trouble("cannot read the desired sets: no answer".to_owned()),
             }
+        }
+        if let Ok(mut shown) = self.generations.lock() {
+            shown.clone_from(&self.report.generations);
         }
         if self.report.last_error.take().is_some() {
             self.dirty = true;

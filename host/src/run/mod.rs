@@ -74,6 +74,9 @@ pub enum RunError {
         /// The error.
         source: Box<crate::bus::ingest::IngestError>,
     },
+    /// The metrics endpoint could not listen.
+    #[error("{0}")]
+    Metrics(#[source] crate::metrics::MetricsError),
     /// The final status could not be gathered within its budget (the outbox
     /// lock may be held by a writer left behind).
     #[error("outbox: no final status: the outbox did not answer within the shutdown budget")]

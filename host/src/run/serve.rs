@@ -37,6 +37,7 @@ use crate::bus::config::Source;
 use crate::bus::ingest::{self, Failure, IngestError, IngestHealth, IngestStats, Input};
 use crate::bus::status::ControlStats;
 use crate::clock::Clock;
+use crate::metrics::MetricsServer;
 use crate::outbox::expiry;
 use crate::outbox::upstream::{self, UpstreamError, UpstreamStats};
 use crate::worker::{DEGRADED, PluginStats, Work};
@@ -56,6 +57,8 @@ pub(super) enum Task {
     Status,
     /// Deployment from the cloud.
     Deploy,
+    /// The metrics endpoint.
+    Metrics,
 }
 
 impl Task {
@@ -68,6 +71,7 @@ impl Task {
             Task::Upstream => "upstream".to_owned(),
             Task::Status => "status".to_owned(),
             Task::Deploy => "deployment".to_owned(),
+            Task::Metrics => "metrics".to_owned(),
         }
     }
 }
@@ -84,6 +88,9 @@ pub(super) enum TaskError {
     /// The status responder could not subscribe.
     #[error("the status responder cannot subscribe: {0}")]
     Status(#[from] async_nats::SubscribeError),
+    /// The metrics endpoint.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// The task panicked.
     #[error("panicked: {0}")]
     Panicked(String),
@@ -261,6 +268,7 @@ pub(super) async fn serve(
         spawn_owned(Task::Upstream, &ended_sender, run)
     });
     let tasks = Arc::new(Mutex::new(BTreeMap::new()));
+    let generations = Arc::new(Mutex::new(BTreeMap::new()));
     let control = Arc::new(ControlStats::default());
     let sources = Arc::new(StatusSources {
         subjects: device.subjects.clone(),
@@ -273,10 +281,30 @@ pub(super) async fn serve(
         control: control.clone(),
         plugins: plugins.statuses.clone(),
         tasks: tasks.clone(),
+        generations: generations.clone(),
     });
     let current = {
         let sources = sources.clone();
         Arc::new(move || sources.status())
+    };
+    // Bound before the status answers: once it does, the endpoint is up.
+    let metrics_task = match &config.metrics {
+        Some(metrics) => {
+            let server = MetricsServer::bind(metrics).await.map_err(RunError::Metrics)?;
+            if let Ok(address) = server.local_addr() {
+                tracing::info!(%address, "Serving metrics on http://{address}/metrics");
+            }
+            let gather = {
+                let sources = sources.clone();
+                Arc::new(move || sources.scrape())
+            };
+            Some(spawn_owned(
+                Task::Metrics,
+                &ended_sender,
+                server.serve(gather, stopped.clone()),
+            ))
+        }
+        None => None,
     };
     let status_task = spawn_owned(
         Task::Status,
@@ -296,6 +324,7 @@ pub(super) async fn serve(
                 loader,
                 plugins.clone(),
                 device.local.clone(),
+                generations,
                 stopped.clone(),
             );
             Some(spawn_owned(Task::Deploy, &ended_sender, run))
@@ -328,6 +357,7 @@ pub(super) async fn serve(
         outbox_written: device.outbox_written,
         upstream,
         status_task,
+        metrics_task,
         local: device.local,
         ended,
     };

@@ -11,9 +11,9 @@
 //!    another [`GRACE`] for its last commit.
 //! 3. The upstream gets [`UPSTREAM_BUDGET`] to deliver; the rest stays in the
 //!    outbox for the next start.
-//! 4. The status responder stops and the local bus is flushed, within
-//!    [`STATUS_BUDGET`] and [`FLUSH_BUDGET`]; the final status then gets
-//!    [`STATUS_BUDGET`] (`run`).
+//! 4. The status responder and the metrics endpoint stop and the local bus
+//!    is flushed, within [`STATUS_BUDGET`] and [`FLUSH_BUDGET`]; the
+//!    final status then gets [`STATUS_BUDGET`] (`run`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +64,8 @@ pub struct Parts {
     pub upstream: Option<JoinHandle<()>>,
     /// The status responder.
     pub status_task: JoinHandle<()>,
+    /// The metrics endpoint, if configured.
+    pub metrics_task: Option<JoinHandle<()>>,
     /// The local bus.
     pub local: async_nats::Client,
     /// How the tasks ended: what went wrong while stopping is logged.
@@ -147,8 +149,15 @@ pub async fn stop(parts: Parts) {
     {
         tracing::warn!("Upstream delivery did not finish in time; undelivered outputs stay in the outbox");
     }
-    if tokio::time::timeout(STATUS_BUDGET, parts.status_task).await.is_err() {
+    // Both stopped by `stop` long ago: one budget for the two.
+    let status_until = tokio::time::Instant::now() + STATUS_BUDGET;
+    if tokio::time::timeout_at(status_until, parts.status_task).await.is_err() {
         tracing::warn!("The status responder did not stop in time");
+    }
+    if let Some(metrics) = parts.metrics_task
+        && tokio::time::timeout_at(status_until, metrics).await.is_err()
+    {
+        tracing::warn!("The metrics endpoint did not stop in time");
     }
     let _ = tokio::time::timeout(FLUSH_BUDGET, parts.local.flush()).await;
     report_ended(parts.ended);

@@ -158,6 +158,7 @@ impl Loader {
             input_log: self.config.input_log,
             clock: self.clock.clone(),
             policy: self.config.supervisor.clone(),
+            time_calls: self.config.metrics.is_some(),
         }
     }
 }
@@ -238,6 +239,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
             input_log: config.input_log,
             clock: clock.clone(),
             policy: config.supervisor.clone(),
+            time_calls: config.metrics.is_some(),
         };
         plugins.push(start_worker(config, context, prepared)?);
     }

@@ -15,9 +15,11 @@ use crate::bus::status::{
     bounded_error,
 };
 use crate::clock::Clock;
+use crate::metrics::{OldestWaiting, PluginCalls, Scrape};
 use crate::outbox::upstream::UpstreamStats;
-use crate::outbox::{DropCounts, ParkedCounts, SharedOutbox, wall_ms};
+use crate::outbox::{DropCounts, Kind, ParkedCounts, SharedOutbox, wall_ms};
 use crate::worker::PluginStats;
+use crate::worker::call_times::Call;
 
 /// One plugin as the status shows it.
 pub struct PluginSource {
@@ -55,6 +57,8 @@ pub struct StatusSources {
     pub plugins: Arc<Mutex<Vec<PluginSource>>>,
     /// Host tasks that ended before shutdown, and why (by their owner).
     pub tasks: Arc<Mutex<BTreeMap<String, String>>>,
+    /// The generation of each desired-set key, as deployment last read it.
+    pub generations: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 impl StatusSources {
@@ -103,6 +107,52 @@ impl StatusSources {
                 status_refused: load(&self.control.status_refused),
             },
             tasks: self.tasks.lock().map(|tasks| tasks.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+impl StatusSources {
+    /// What the metrics endpoint shows: the status, and the call durations
+    /// of every plugin that keeps them.
+    pub fn scrape(&self) -> Scrape {
+        let status = self.status();
+        let calls = self
+            .plugins
+            .lock()
+            .map(|plugins| {
+                plugins
+                    .iter()
+                    .filter_map(|plugin| {
+                        let times = plugin.stats.call_times.as_ref()?;
+                        Some(PluginCalls {
+                            plugin: plugin.name.clone(),
+                            calls: Call::ALL.iter().map(|&call| (call, times.read(call))).collect(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let oldest_ms = self
+            .outbox
+            .lock()
+            .map(|outbox| {
+                let now = wall_ms();
+                let waited = |kind| {
+                    let created = outbox.first_waiting_created_ms(kind).ok().flatten()?;
+                    Some(now.saturating_sub(created).max(0))
+                };
+                OldestWaiting {
+                    alerts: waited(Kind::Alert),
+                    summaries: waited(Kind::Summary),
+                }
+            })
+            .unwrap_or_default();
+        let generations = self.generations.lock().map(|g| g.clone()).unwrap_or_default();
+        Scrape {
+            status,
+            calls,
+            oldest_ms,
+            generations,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! after a failure keeps the plugin's state), `output` (where outputs go),
 //! `stats` (what the status shows).
 
+pub mod call_times;
 mod hold;
 mod output;
 mod recovery;
@@ -34,6 +35,7 @@ use crate::input_log::Input;
 use crate::outbox::{LoggedInput, PluginJournal, SharedOutbox, WriterHandle};
 use crate::runtime::Snapshot;
 use crate::runtime::{CompiledPlugin, Limits, Runtime};
+use call_times::CallTimes;
 use hold::Hold;
 use output::Emitter;
 pub use stats::{HealthReport, PluginStats};
@@ -88,6 +90,9 @@ pub struct WorkerContext {
     pub clock: Clock,
     /// Restart, backoff and quarantine rules.
     pub policy: SupervisorPolicy,
+    /// Whether the duration of every plugin call is measured (for the
+    /// metrics endpoint, `[metrics]`; off, no clock is read for it).
+    pub time_calls: bool,
 }
 
 /// Records the plugin's version for anti-rollback; run once, after its
@@ -237,7 +242,10 @@ impl Worker {
             .and_then(|mut outbox| outbox.plugin_journal(&plugin, recovery::PROBATION_KEPT))
             .map_err(std::io::Error::other)?;
         let (queue, receiver) = mpsc::channel(queue_capacity);
-        let stats = Arc::new(PluginStats::default());
+        let stats = Arc::new(PluginStats {
+            call_times: context.time_calls.then(CallTimes::default),
+            ..PluginStats::default()
+        });
         if let Ok(mut health) = stats.health.lock() {
             health.state = Health::Running.name();
         }

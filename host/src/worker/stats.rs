@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
+use super::call_times::CallTimes;
+
 /// Counters of one plugin, shared with the status responder.
 #[derive(Debug, Default)]
 pub struct PluginStats {
@@ -51,6 +53,8 @@ pub struct PluginStats {
     /// The version and code digest that run now, once the worker has said
     /// (a deployment changes them).
     pub running: Mutex<Option<(String, String)>>,
+    /// How long its calls take, when the metrics endpoint is configured.
+    pub call_times: Option<CallTimes>,
 }
 
 impl PluginStats {

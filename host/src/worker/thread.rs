@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
+use super::call_times::{Call, CallTimes};
 use super::hold::{Held, Hold};
 use super::output::Emitter;
 use super::recovery::{Kept, Recovery, SET_ASIDE_AFTER, Start};
@@ -247,7 +248,7 @@ impl PluginThread {
             Vec::new()
         };
         let Some(instance) = self.instance.as_mut() else { return };
-        let result = give(instance, &self.pinned, &input);
+        let result = give(instance, &self.pinned, &input, self.stats.call_times.as_ref());
         let outputs = instance.take_outputs();
         self.stats
             .logs_dropped
@@ -296,7 +297,7 @@ impl PluginThread {
         if !due(recovery) {
             return;
         }
-        match instance.snapshot() {
+        match timed(self.stats.call_times.as_ref(), Call::Snapshot, || instance.snapshot()) {
             Ok(snapshot) => {
                 let start = Start {
                     snapshot,
@@ -374,7 +375,12 @@ impl PluginThread {
             // runs the healthy version).
             return;
         }
-        match self.instance.as_mut().map(PluginInstance::snapshot) {
+        let times = self.stats.call_times.as_ref();
+        match self
+            .instance
+            .as_mut()
+            .map(|instance| timed(times, Call::Snapshot, || instance.snapshot()))
+        {
             Some(Ok(snapshot)) => {
                 let start = Start {
                     snapshot,
@@ -475,7 +481,7 @@ impl PluginThread {
         };
         let mut index = 0;
         while let Some(kept) = since.get_mut(index) {
-            let result = give(&mut instance, &self.pinned, &kept.input);
+            let result = give(&mut instance, &self.pinned, &kept.input, self.stats.call_times.as_ref());
             let outputs = instance.take_outputs();
             self.emitter.emit(outputs, Vec::new());
             match result {
@@ -605,7 +611,10 @@ impl PluginThread {
             pinned => pinned,
         });
         let instance = PluginInstance::with_clock(&self.context.runtime, &self.plugin, self.limits.clone(), clock)
-            .and_then(|mut instance| instance.init_from(&self.config, snapshot).map(|()| instance))?;
+            .and_then(|mut instance| {
+                let times = self.stats.call_times.as_ref();
+                timed(times, Call::Init, || instance.init_from(&self.config, snapshot)).map(|()| instance)
+            })?;
         if let Some(accept) = self.accept.take()
             && let Err(error) = accept()
         {
@@ -679,16 +688,31 @@ impl PluginThread {
 /// `pinned` when no call is under way: the plugin reads the host clock.
 const UNPINNED: i64 = i64::MIN;
 
-/// Give `input` to `instance`, the host clock pinned to the input's time.
-fn give(instance: &mut PluginInstance, pinned: &AtomicI64, input: &Input) -> Result<(), PluginError> {
+/// `call`, its duration counted in `times` when they are kept.
+fn timed<T>(times: Option<&CallTimes>, which: Call, call: impl FnOnce() -> T) -> T {
+    let Some(times) = times else { return call() };
+    let started = Instant::now();
+    let result = call();
+    times.record(which, started.elapsed());
+    result
+}
+
+/// Give `input` to `instance`, the host clock pinned to the input's time
+/// (the call timed in `times`, when kept).
+fn give(
+    instance: &mut PluginInstance,
+    pinned: &AtomicI64,
+    input: &Input,
+    times: Option<&CallTimes>,
+) -> Result<(), PluginError> {
     let result = match input {
         Input::Readings { now_ms, readings, .. } => {
             pinned.store(*now_ms, Ordering::Relaxed);
-            instance.on_readings(readings)
+            timed(times, Call::OnReadings, || instance.on_readings(readings))
         }
         Input::Tick(now_ms) => {
             pinned.store(*now_ms, Ordering::Relaxed);
-            instance.on_tick(*now_ms)
+            timed(times, Call::OnTick, || instance.on_tick(*now_ms))
         }
     };
     pinned.store(UNPINNED, Ordering::Relaxed);

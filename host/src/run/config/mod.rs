@@ -26,6 +26,7 @@ mod tests;
 
 pub use crate::bus::{NatsConfig, Plausibility, Source};
 pub use crate::clock::ClockConfig;
+pub use crate::metrics::MetricsConfig;
 pub use crate::outbox::upstream::{DEFAULT_DUPLICATE_WINDOW, UpstreamConfig};
 
 /// Smallest `[ingest] max_age`: a reading is always a little old when it
@@ -69,6 +70,8 @@ pub struct RunConfig {
     pub plugins: Vec<PluginConfig>,
     /// Deployment from the cloud (`[deploy]`), if configured.
     pub deploy: Option<DeployConfig>,
+    /// The Prometheus endpoint (`[metrics]`), if configured (off by default).
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// Deployment from the cloud (`[deploy]`): the device watches its desired
@@ -409,6 +412,10 @@ impl RunConfig {
             });
         }
         let deploy = raw.deploy.as_ref().map(|raw| sections::deploy(raw, &mut problem));
+        let metrics = raw
+            .metrics
+            .as_ref()
+            .and_then(|raw| sections::metrics(raw, &mut problem));
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -429,6 +436,7 @@ impl RunConfig {
             host_limits,
             plugins,
             deploy,
+            metrics,
         })
     }
 }

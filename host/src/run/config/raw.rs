@@ -33,6 +33,15 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) plugins: Vec<RawPlugin>,
     pub(super) deploy: Option<RawDeploy>,
+    pub(super) metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub(super) listen: String,
+    #[serde(default)]
+    pub(super) allow_remote: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

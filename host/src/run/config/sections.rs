@@ -6,8 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::DeployConfig;
-use super::raw::{RawDeploy, RawOutbox, RawSupervisor};
+use super::raw::{RawDeploy, RawMetrics, RawOutbox, RawSupervisor};
 use crate::bus::NatsConfig;
+use crate::metrics::MetricsConfig;
 use crate::outbox::OutboxLimits;
 use crate::worker::SupervisorPolicy;
 
@@ -232,3 +233,31 @@ pub(super) fn deploy(raw: &RawDeploy, problem: &mut impl FnMut(&str, String)) ->
 
 /// A new version's probation unless `[deploy] probation` says.
 pub const DEFAULT_PROBATION: Duration = Duration::from_secs(60);
+
+/// The `[metrics]` table: an `IP:port` to listen on, loopback unless
+/// `allow_remote` (the endpoint has no authentication; what it shows is
+/// counts of the device, never a patient's values, but a network can still
+/// read them).
+pub(super) fn metrics(raw: &RawMetrics, problem: &mut impl FnMut(&str, String)) -> Option<MetricsConfig> {
+    let listen: std::net::SocketAddr = match raw.listen.parse() {
+        Ok(listen) => listen,
+        Err(_) => {
+            problem(
+                "metrics.listen",
+                format!("`{}` is not an `IP:port` address (e.g. `127.0.0.1:9600`)", raw.listen),
+            );
+            return None;
+        }
+    };
+    if !listen.ip().is_loopback() && !raw.allow_remote {
+        problem(
+            "metrics.listen",
+            format!(
+                "`{listen}` is not a loopback address: the endpoint has no authentication; \
+                 set `allow_remote = true` in [metrics] to serve it beyond this machine"
+            ),
+        );
+        return None;
+    }
+    Some(MetricsConfig { listen })
+}

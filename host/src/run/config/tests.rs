@@ -284,3 +284,24 @@ fn a_device_with_a_deploy_table_needs_no_plugins_table() {
     let with = RunConfig::parse(&format!("{text}[deploy]\n"), dir.path()).unwrap();
     assert!(with.plugins.is_empty() && with.deploy.is_some());
 }
+
+#[test]
+fn metrics_are_off_by_default_and_loopback_unless_remote_is_allowed() {
+    assert_eq!(parse_with("").unwrap().metrics, None);
+    let config = parse_with("[metrics]\nlisten = \"127.0.0.1:9600\"\n").unwrap();
+    assert_eq!(config.metrics.unwrap().listen, "127.0.0.1:9600".parse().unwrap());
+    let config = parse_with("[metrics]\nlisten = \"[::1]:9600\"\n").unwrap();
+    assert!(config.metrics.unwrap().listen.ip().is_loopback());
+    let refused = problems("[metrics]\nlisten = \"0.0.0.0:9600\"\n");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].0, "metrics.listen");
+    assert!(refused[0].1.contains("not a loopback address"), "{refused:?}");
+    assert!(refused[0].1.contains("allow_remote = true"), "{refused:?}");
+    let config = parse_with("[metrics]\nlisten = \"0.0.0.0:9600\"\nallow_remote = true\n").unwrap();
+    assert_eq!(config.metrics.unwrap().listen, "0.0.0.0:9600".parse().unwrap());
+    for bad in ["localhost:9600", "127.0.0.1", ""] {
+        let refused = problems(&format!("[metrics]\nlisten = \"{bad}\"\n"));
+        assert_eq!(refused[0].0, "metrics.listen", "{bad}: {refused:?}");
+    }
+    assert!(parse_with("[metrics]\nlisten = \"127.0.0.1:1\"\nport = 2\n").is_err());
+}
