@@ -205,6 +205,20 @@ fn rollback_store(name: &str, version: &str, digest: &str) -> (tempfile::TempDir
     (dir, store)
 }
 
+/// Record `verified` as accepted in `store`, as a device does once it runs.
+fn record_accepted(store: &mut RollbackStore, verified: &VerifiedBundle) {
+    let manifest = &verified.manifest;
+    let version = manifest.semver().expect("semver");
+    store
+        .record(
+            &manifest.name,
+            &version,
+            &manifest.code_sha256,
+            manifest.assets_sha256().as_deref(),
+        )
+        .expect("record");
+}
+
 fn rfc3339(time: OffsetDateTime) -> String {
     time.format(&Rfc3339).expect("format RFC 3339")
 }
@@ -263,16 +277,7 @@ fn a_good_bundle_passes_anti_rollback() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut store = RollbackStore::open(dir.path()).expect("open");
     let verified = verify(&f.bundle, &f.options(&f.trust, Some(&store))).expect("verifies");
-    let version = verified.manifest.semver().expect("semver");
-    let manifest = &verified.manifest;
-    store
-        .record(
-            &manifest.name,
-            &version,
-            &manifest.code_sha256,
-            manifest.assets_sha256().as_deref(),
-        )
-        .expect("record");
+    record_accepted(&mut store, &verified);
     let reopened = RollbackStore::open(dir.path()).expect("reopen");
     verify(&f.bundle, &f.options(&f.trust, Some(&reopened))).expect("verifies again after recording");
 }
@@ -296,16 +301,7 @@ fn the_same_version_with_other_signed_assets_is_refused_by_anti_rollback() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut store = RollbackStore::open(dir.path()).expect("open");
     let verified = verify(&new_model, &f.options(&f.trust, Some(&store))).expect("verifies");
-    let manifest = &verified.manifest;
-    let version = manifest.semver().expect("semver");
-    store
-        .record(
-            &manifest.name,
-            &version,
-            &manifest.code_sha256,
-            manifest.assets_sha256().as_deref(),
-        )
-        .expect("record");
+    record_accepted(&mut store, &verified);
     let store = RollbackStore::open(dir.path()).expect("reopen");
     verify(&new_model, &f.options(&f.trust, Some(&store))).expect("the same bundle again");
     let error = verify(&old_model, &f.options(&f.trust, Some(&store))).expect_err("an older model");
