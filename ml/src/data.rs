@@ -2,6 +2,7 @@
 //! valid readings in time order, read by the same code as `edgewise replay`,
 //! and which subjects are held out.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::Context;
@@ -55,24 +56,21 @@ impl DataSet {
         };
         let recording = replay::load(path, format, false)?;
         let mut subjects: Vec<Subject> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
         // Replay order is by time across sensors; group by sensor, keeping
         // each one's order (time order: the loader sorts within a sensor).
         for reading in &recording.readings {
             if !VALID_MGDL.contains(&reading.value) {
                 continue;
             }
-            let subject = match subjects.iter().position(|s| s.id == reading.sensor) {
-                Some(index) => &mut subjects[index],
-                None => {
-                    subjects.push(Subject {
-                        id: reading.sensor.clone(),
-                        readings: Vec::new(),
-                    });
-                    let last = subjects.len() - 1;
-                    &mut subjects[last]
-                }
-            };
-            subject.readings.push((reading.timestamp_ms, reading.value));
+            let at = *index.entry(reading.sensor.as_str()).or_insert_with(|| {
+                subjects.push(Subject {
+                    id: reading.sensor.clone(),
+                    readings: Vec::new(),
+                });
+                subjects.len() - 1
+            });
+            subjects[at].readings.push((reading.timestamp_ms, reading.value));
         }
         let name = path
             .file_name()

@@ -154,21 +154,32 @@ fn now_ms() -> i64 {
 /// The deployment of [`PLUGIN`] at `generation` on `device` once it reached
 /// a final phase, and the report that says so.
 async fn settled(cloud: &Cloud, device: &str, generation: u64) -> (Reported, Deployment) {
-    poll_until(
-        &format!("a final phase of generation {generation} on {device}"),
-        WAIT,
-        || async {
-            let report = cloud
-                .report_of(device)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("no report")?;
-            match report.plugins.get(PLUGIN).and_then(|p| p.deployment.clone()) {
-                Some(d) if d.generation == generation && d.phase.is_final() => Ok((report, d)),
-                _ => Err(format!("{report:#?}")),
-            }
-        },
-    )
+    let what = format!("a final phase of generation {generation} on {device}");
+    deployment_where(cloud, device, &what, |d| {
+        d.generation == generation && d.phase.is_final()
+    })
+    .await
+}
+
+/// The report of `device` once the deployment of [`PLUGIN`] in it is `wanted`
+/// (`what`, for the message on a timeout), with that deployment.
+async fn deployment_where(
+    cloud: &Cloud,
+    device: &str,
+    what: &str,
+    wanted: impl Fn(&Deployment) -> bool,
+) -> (Reported, Deployment) {
+    poll_until(what, WAIT, || async {
+        let report = cloud
+            .report_of(device)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no report")?;
+        match report.plugins.get(PLUGIN).and_then(|p| p.deployment.clone()) {
+            Some(d) if wanted(&d) => Ok((report, d)),
+            _ => Err(format!("{report:#?}")),
+        }
+    })
     .await
 }
 
@@ -772,18 +783,10 @@ async fn under_the_documented_permissions_a_device_deploys_but_cannot_change_wha
 
 /// The deployment of [`PLUGIN`] at `generation` on `device` once it is in `phase`.
 async fn in_phase(cloud: &Cloud, device: &str, generation: u64, phase: Phase) -> Reported {
-    poll_until(&format!("generation {generation} {}", phase.name()), WAIT, || async {
-        let report = cloud
-            .report_of(device)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("no report")?;
-        match report.plugins.get(PLUGIN).and_then(|p| p.deployment.clone()) {
-            Some(d) if d.generation == generation && d.phase == phase => Ok(report),
-            _ => Err(format!("{report:#?}")),
-        }
-    })
-    .await
+    let what = format!("generation {generation} {}", phase.name());
+    deployment_where(cloud, device, &what, |d| d.generation == generation && d.phase == phase)
+        .await
+        .0
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -15,6 +15,7 @@ use forecast_model::{Evaluation, FeatureSpec, Fit, History, Model, ModelKind, Pu
 pub use ridge::Sample;
 
 use crate::data::{DataSet, HELD_OUT_RULE, Subject, is_held_out};
+use crate::report::accuracy::{mae, rmse};
 
 /// The horizons the model forecasts (minutes).
 pub const HORIZONS_MIN: [u32; 2] = [30, 60];
@@ -214,16 +215,17 @@ fn evaluate(model: &Model, set: &DataSet, include: impl Fn(&Subject) -> bool) ->
             subjects: subjects.len() as u32,
             horizon_min: minutes,
             forecasts: ours[h].len() as u64,
-            rmse: rmse(&ours[h]),
-            mae: ours[h].iter().map(|(f, a)| (f - a).abs()).sum::<f64>() / ours[h].len().max(1) as f64,
-            rmse_last_value: rmse(&last[h]),
-            rmse_linear_extrapolation: rmse(&line[h]),
+            rmse: rmse(errors(&ours[h])).unwrap_or(0.0),
+            mae: mae(errors(&ours[h])).unwrap_or(0.0),
+            rmse_last_value: rmse(errors(&last[h])).unwrap_or(0.0),
+            rmse_linear_extrapolation: rmse(errors(&line[h])).unwrap_or(0.0),
         })
         .collect()
 }
 
-fn rmse(pairs: &[(f64, f64)]) -> f64 {
-    (pairs.iter().map(|(f, a)| (f - a) * (f - a)).sum::<f64>() / pairs.len().max(1) as f64).sqrt()
+/// Forecast − actual of each `(forecast, actual)`.
+fn errors(pairs: &[(f64, f64)]) -> impl Iterator<Item = f64> + '_ {
+    pairs.iter().map(|(forecast, actual)| forecast - actual)
 }
 
 #[cfg(test)]
