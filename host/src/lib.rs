@@ -22,6 +22,7 @@
 pub mod bundle;
 pub mod bus;
 pub mod clock;
+pub mod dashboard;
 pub mod deploy;
 pub mod envelope;
 pub mod files;
@@ -33,6 +34,7 @@ pub mod outbox;
 pub mod replay;
 pub mod run;
 pub mod runtime;
+pub mod telemetry;
 pub mod worker;
 
 #[cfg(test)]
