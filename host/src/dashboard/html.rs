@@ -1,7 +1,8 @@
 //! The layout every dashboard page shares: head, navigation, style. The
-//! style is inline (one small sheet) so that a page needs nothing but itself.
+//! style sheet is served by the dashboard itself (`/static/style.css`): a
+//! page needs nothing from anywhere else.
 
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{DOCTYPE, Markup, html};
 
 /// Which navigation entry a page belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +27,7 @@ pub fn page(title: &str, active: Nav, body: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Edgewise" }
-                style { (PreEscaped(STYLE)) }
+                link rel="stylesheet" href="/static/style.css";
             }
             body {
                 nav {

@@ -1,0 +1,61 @@
+//! The live alert feed (`/alerts`): the fleet's recent alerts, critical
+//! first and newest first within a severity; new ones are pushed to the page
+//! as they arrive (server-sent events on `/alerts/events`) and put in their
+//! place by `dashboard.js`, without a reload.
+
+use maud::{Markup, html};
+
+use super::fleet_page::utc;
+use super::html::{Nav, page};
+use super::sensor_href;
+use super::state::{FeedAlert, Fleet, severity_rank};
+
+/// The page, with the alerts known now.
+pub fn alerts_page(fleet: &Fleet) -> Markup {
+    let mut alerts: Vec<&FeedAlert> = fleet.feed().collect();
+    alerts.sort_by(|a, b| a.rank().cmp(&b.rank()).then(b.ts.cmp(&a.ts)).then(b.id.cmp(&a.id)));
+    let last_id = fleet.feed().next_back().map_or(0, |alert| alert.id);
+    page(
+        "Alerts",
+        Nav::Alerts,
+        html! {
+            h1 { "Live alerts" }
+            p.muted { "Critical first, newest first. New alerts appear as they arrive. " span #feed-status { "connecting…" } }
+            table #alerts data-events="/alerts/events" data-last-id=(last_id) {
+                thead { tr {
+                    th { "Time (UTC)" } th { "Severity" } th { "Device" } th { "Sensor" }
+                    th { "Code" } th { "Message" } th.num { "Value" }
+                } }
+                tbody {
+                    @for alert in alerts { (alert_row(alert)) }
+                }
+            }
+            script src="/static/dashboard.js" {}
+        },
+    )
+}
+
+/// One row; `dashboard.js` builds the same from a pushed alert.
+fn alert_row(alert: &FeedAlert) -> Markup {
+    html! {
+        tr.alert data-id=(alert.id) data-rank=(severity_rank(&alert.severity)) data-ts=(alert.ts) {
+            td { (utc(alert.ts)) }
+            td { span class=(severity_class(&alert.severity)) { (alert.severity) } }
+            td { (alert.device) }
+            td { a href=(sensor_href(&alert.device, &alert.sensor, None)) { (alert.sensor) } }
+            td.code { (alert.code) }
+            td { (alert.message) }
+            td.num { @if let Some(value) = alert.value { (value) } }
+        }
+    }
+}
+
+/// The class of a severity: only the known ones get one.
+pub fn severity_class(severity: &str) -> &'static str {
+    match severity {
+        "critical" => "severity-critical",
+        "warning" => "severity-warning",
+        "info" => "severity-info",
+        _ => "",
+    }
+}
