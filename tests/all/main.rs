@@ -10,6 +10,7 @@ mod bundle_cli;
 mod chaos_plugin;
 mod cli_pipe;
 mod contract_v02;
+mod dashboard;
 mod deploy_cli;
 mod deploy_device;
 mod deploy_topology;

@@ -9,6 +9,7 @@
 
 mod cloud_args;
 mod connection;
+mod dashboard;
 mod exit;
 mod export;
 mod fleet;
@@ -64,6 +65,7 @@ enum Command {
     Undeploy(undeploy::UndeployArgs),
     Rollout(rollout::RolloutArgs),
     Fleet(fleet::FleetArgs),
+    Dashboard(dashboard::DashboardArgs),
 }
 
 /// Parse the command line, run the command, map the outcome to an exit code.
@@ -84,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Undeploy(args) => undeploy::run(args),
         Command::Rollout(args) => rollout::run(args),
         Command::Fleet(args) => fleet::run(args),
+        Command::Dashboard(args) => dashboard::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,8 +9,8 @@ use maud::{Markup, html};
 use super::html::{Nav, page};
 use super::sensor_href;
 use super::state::{Device, Fleet};
-use crate::telemetry::TelemetryPlugin;
 use crate::deploy::ReportedPlugin;
+use crate::telemetry::TelemetryPlugin;
 
 /// The whole page.
 pub fn fleet_page(fleet: &Fleet, now_ms: i64) -> Markup {
@@ -37,14 +37,20 @@ fn plugin_rows(device: &Device) -> BTreeMap<&str, PluginRow<'_>> {
     if let Some(telemetry) = &device.telemetry {
         for plugin in &telemetry.plugins {
             rows.entry(plugin.name.as_str())
-                .or_insert(PluginRow { telemetry: None, report: None })
+                .or_insert(PluginRow {
+                    telemetry: None,
+                    report: None,
+                })
                 .telemetry = Some(plugin);
         }
     }
     if let Some(report) = &device.report {
         for (name, plugin) in &report.plugins {
             rows.entry(name.as_str())
-                .or_insert(PluginRow { telemetry: None, report: None })
+                .or_insert(PluginRow {
+                    telemetry: None,
+                    report: None,
+                })
                 .report = Some(plugin);
         }
     }

@@ -13,13 +13,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use axum::Router;
 use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use base64::Engine;
 use futures::Stream;
 use maud::{Markup, html};
@@ -217,7 +217,10 @@ async fn access(State(app): State<App>, request: Request, next: Next) -> Respons
         Some(credential) if !credential.admits(request.headers()) => {
             return (
                 StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Basic realm=\"edgewise dashboard\", charset=\"UTF-8\"")],
+                [(
+                    header::WWW_AUTHENTICATE,
+                    "Basic realm=\"edgewise dashboard\", charset=\"UTF-8\"",
+                )],
                 "this dashboard needs its credential\n",
             )
                 .into_response();
@@ -226,7 +229,11 @@ async fn access(State(app): State<App>, request: Request, next: Next) -> Respons
         None => {
             let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
             if !host.is_some_and(loopback_host) {
-                return (StatusCode::MISDIRECTED_REQUEST, "this dashboard answers on localhost only\n").into_response();
+                return (
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "this dashboard answers on localhost only\n",
+                )
+                    .into_response();
             }
         }
     }
@@ -284,7 +291,9 @@ async fn sensor_handler(
     Query(query): Query<DayQuery>,
 ) -> Response {
     let found = match app.fleet.lock() {
-        Ok(fleet) => fleet.sensor(&device, &sensor).map(|record| sensor_page(record, query.day.as_deref())),
+        Ok(fleet) => fleet
+            .sensor(&device, &sensor)
+            .map(|record| sensor_page(record, query.day.as_deref())),
         Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "the dashboard's state is poisoned\n").into_response(),
     };
     match found {
@@ -304,7 +313,11 @@ async fn sensor_handler(
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        page("Not found", Nav::Fleet, html! { h1 { "Not found" } p { a href="/" { "The fleet" } } }),
+        page(
+            "Not found",
+            Nav::Fleet,
+            html! { h1 { "Not found" } p { a href="/" { "The fleet" } } },
+        ),
     )
         .into_response()
 }
@@ -384,10 +397,25 @@ mod tests {
 
     #[test]
     fn only_loopback_names_are_loopback_hosts() {
-        for host in ["localhost", "localhost:8080", "127.0.0.1:9", "127.3.4.5", "[::1]:80", "[::1]", "LOCALHOST:1"] {
+        for host in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:9",
+            "127.3.4.5",
+            "[::1]:80",
+            "[::1]",
+            "LOCALHOST:1",
+        ] {
             assert!(loopback_host(host), "{host}");
         }
-        for host in ["evil.example", "evil.example:8080", "10.0.0.1:80", "localhost.evil.example", "[::2]:80", ""] {
+        for host in [
+            "evil.example",
+            "evil.example:8080",
+            "10.0.0.1:80",
+            "localhost.evil.example",
+            "[::2]:80",
+            "",
+        ] {
             assert!(!loopback_host(host), "{host}");
         }
     }

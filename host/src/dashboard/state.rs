@@ -376,3 +376,124 @@ fn insert_window(windows: &mut Vec<Window>, window: Window, max: usize) {
         windows.remove(0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(device: &str, sensor: &str, ts: i64, severity: &str) -> Vec<u8> {
+        serde_json::json!({"type":"alert","device":device,"plugin":"glucose-monitor","version":"1","digest":"d","seq":1,
+            "sensor":sensor,"ts":ts,"severity":severity,"code":"low","message":"low","value":65.0})
+        .to_string()
+        .into_bytes()
+    }
+
+    fn summary(device: &str, sensor: &str, start: i64, length: i64, tir: f64) -> Vec<u8> {
+        serde_json::json!({"type":"summary","device":device,"plugin":"glucose-monitor","version":"1","digest":"d","seq":1,
+            "sensor":sensor,"window_start":start,"window_end":start + length,"metrics":{"mean":120.0,"tir_70_180":tir}})
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn subjects_say_what_a_message_is_and_nothing_else_is_taken() {
+        assert_eq!(
+            Upstream::of("edgewise.d1.up.alerts.p"),
+            Some(Upstream::Alert {
+                device: "d1",
+                plugin: "p"
+            })
+        );
+        assert_eq!(
+            Upstream::of("edgewise.d1.up.telemetry"),
+            Some(Upstream::Telemetry { device: "d1" })
+        );
+        for subject in [
+            "edgewise.d1.alerts.p",
+            "edgewise.d1.up.alerts",
+            "edgewise.d1.up.alerts.p.q",
+            "edgewise.d1.up.telemetry.x",
+            "other.d1.up.alerts.p",
+            "",
+        ] {
+            assert_eq!(Upstream::of(subject), None, "{subject}");
+        }
+    }
+
+    #[test]
+    fn a_device_cannot_speak_for_another_and_malformed_messages_are_counted() {
+        let mut fleet = Fleet::default();
+        assert!(
+            fleet
+                .take("edgewise.d1.up.alerts.p", &alert("d2", "s", 1, "critical"), 0)
+                .is_none()
+        );
+        assert!(fleet.take("edgewise.d1.up.alerts.p", b"{not json", 0).is_none());
+        assert!(fleet.take("edgewise.d1.up.summaries.p", b"[]", 0).is_none());
+        assert!(fleet.take("edgewise.d1.up.telemetry", b"{}", 0).is_none());
+        assert_eq!(fleet.refused.wrong_device, 1);
+        assert_eq!(fleet.refused.malformed, 3);
+        assert!(fleet.devices().is_empty());
+        assert!(fleet.feed().next().is_none());
+    }
+
+    #[test]
+    fn windows_are_kept_in_order_once_each_and_bounded() {
+        let mut fleet = Fleet::default();
+        let day = crate::dashboard::DAY_MS;
+        for n in (0..MAX_DAILY as i64 + 10).rev() {
+            fleet.take("edgewise.d.up.summaries.p", &summary("d", "s", n * day, day, 50.0), 0);
+        }
+        // Sent again with another figure: replaces, never doubles.
+        fleet.take("edgewise.d.up.summaries.p", &summary("d", "s", 20 * day, day, 75.0), 0);
+        let record = fleet.sensor("d", "s").unwrap();
+        assert_eq!(record.daily.len(), MAX_DAILY);
+        assert_eq!(record.daily[0].start_ms, 10 * day, "the oldest went first");
+        assert!(record.daily.windows(2).all(|w| w[0].start_ms < w[1].start_ms));
+        let twentieth = record.daily.iter().find(|w| w.start_ms == 20 * day).unwrap();
+        assert_eq!(twentieth.metrics["tir_70_180"], 75.0);
+        // A window of another length is not shown anywhere.
+        fleet.take("edgewise.d.up.summaries.p", &summary("d", "s", 0, 7, 1.0), 0);
+        assert_eq!(fleet.sensor("d", "s").unwrap().hourly.len(), 0);
+    }
+
+    #[test]
+    fn sensors_alerts_and_texts_are_bounded() {
+        let mut fleet = Fleet::default();
+        for n in 0..MAX_SENSOR_ALERTS + 5 {
+            fleet.take("edgewise.d.up.alerts.p", &alert("d", "s", n as i64, "warning"), 0);
+        }
+        assert_eq!(fleet.sensor("d", "s").unwrap().alerts.len(), MAX_SENSOR_ALERTS);
+        assert_eq!(fleet.feed().count(), MAX_FEED_ALERTS);
+        assert_eq!(
+            fleet.feed().next_back().map(|a| a.id),
+            Some(MAX_SENSOR_ALERTS as u64 + 5)
+        );
+        let long = "é".repeat(MAX_TEXT);
+        fleet.take("edgewise.d.up.alerts.p", &alert("d", &long, 1, "critical"), 0);
+        let shown = fleet.feed().next_back().unwrap();
+        assert!(shown.sensor.len() <= MAX_TEXT && shown.sensor.chars().all(|c| c == 'é'));
+        for n in 0..MAX_SENSORS + 3 {
+            fleet.take("edgewise.d.up.alerts.p", &alert("d", &format!("x{n}"), 1, "info"), 0);
+        }
+        assert_eq!(fleet.sensors.len(), MAX_SENSORS);
+        assert!(fleet.refused.over_limits >= 3);
+    }
+
+    #[test]
+    fn late_telemetry_never_replaces_newer() {
+        let mut fleet = Fleet::default();
+        let telemetry = |ts: i64| {
+            serde_json::json!({"type":"telemetry","device":"d","ts":ts,"host_version":"0.1.0","uptime_s":1.0,
+                "upstream_connected":true,"outbox":{"alerts":0,"summaries":0,"telemetry":0,"dropped":0},
+                "ingest":{"messages":0,"deadlettered":0},"plugins":[]})
+            .to_string()
+            .into_bytes()
+        };
+        fleet.take("edgewise.d.up.telemetry", &telemetry(2_000), 0);
+        fleet.take("edgewise.d.up.telemetry", &telemetry(1_000), 0);
+        let device = &fleet.devices()["d"];
+        assert_eq!(device.telemetry.as_ref().map(|t| t.ts), Some(2_000));
+        assert_eq!(device.last_seen_ms, 2_000);
+    }
+}

@@ -76,6 +76,12 @@ impl Cloud {
         Cloud { js }
     }
 
+    /// The JetStream context the buckets are reached through (the
+    /// dashboard reads the upstream streams of the same domain with it).
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
     /// Create the buckets that do not exist yet (the operator's side).
     pub async fn ensure_buckets(&self) -> Result<(), CloudError> {
         if self.js.get_object_store(BUNDLES_BUCKET).await.is_err() {
