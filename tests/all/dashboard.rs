@@ -161,17 +161,19 @@ async fn the_fleet_page_lists_three_running_devices_and_an_alert_reaches_the_liv
     ward2.reading(sensor, 120.0).await;
     let raised = Instant::now();
     ward2.reading(sensor, 65.0).await;
-    feed.wait_for(
+    feed.wait_for_since(
         "Array.from(document.querySelectorAll('tr.alert')).some(r => r.querySelector('td.code').textContent === 'low')",
-        LIVE_WITHIN.saturating_sub(raised.elapsed()),
+        raised,
+        LIVE_WITHIN,
     )
     .await
     .unwrap_or_else(|e| panic!("the `low` alert was not on the feed within {LIVE_WITHIN:?}: {e:#}"));
     let raised = Instant::now();
     ward2.reading(sensor, 45.0).await;
-    feed.wait_for(
+    feed.wait_for_since(
         "Array.from(document.querySelectorAll('tr.alert')).some(r => r.querySelector('td.code').textContent === 'urgent-low')",
-        LIVE_WITHIN.saturating_sub(raised.elapsed()),
+        raised,
+        LIVE_WITHIN,
     )
     .await
     .unwrap_or_else(|e| panic!("the `urgent-low` alert was not on the feed within {LIVE_WITHIN:?}: {e:#}"));
