@@ -8,7 +8,7 @@ use maud::{Markup, html};
 
 use super::Hour;
 use super::calendar::hour_of_day;
-use super::chart::{Frame, Scale, band_path, glucose_grid, line_path};
+use super::chart::{Frame, Scale, band_path, glucose_grid, glucose_top, line_path};
 
 /// An hour of day needs this many hourly means to have percentiles.
 const MIN_VALUES: usize = 2;
@@ -48,7 +48,9 @@ fn profiles(hours: &[Hour]) -> [Option<Profile>; 24] {
         }
         means.sort_by(f64::total_cmp);
         let at = |p: f64| percentile(&means, p).unwrap_or(f64::NAN);
-        Some(Profile { p: [at(5.0), at(25.0), at(50.0), at(75.0), at(95.0)] })
+        Some(Profile {
+            p: [at(5.0), at(25.0), at(50.0), at(75.0), at(95.0)],
+        })
     })
 }
 
@@ -62,7 +64,9 @@ pub(super) fn chart(hours: &[Hour]) -> Markup {
     }
     let frame = Frame::new(1100.0, 320.0);
     let x = Scale::new((0.0, 24.0), (frame.x0(), frame.x1()));
-    let y = frame.glucose();
+    let highest = profiles.iter().flatten().map(|profile| profile.p[4]);
+    let top = glucose_top(highest.fold(f64::NEG_INFINITY, f64::max));
+    let y = frame.glucose(top);
     let at = |hour: usize| x.at(hour as f64 + 0.5);
     let band = |low: usize, high: usize| {
         let points: Vec<_> = profiles
@@ -80,7 +84,7 @@ pub(super) fn chart(hours: &[Hour]) -> Markup {
     html! {
         svg #agp-chart.chart viewBox=(frame.view_box()) role="img"
             aria-label="Daily glucose pattern: percentiles of hourly means by hour of day" {
-            (glucose_grid(&frame))
+            (glucose_grid(&frame, top))
             @for tick in (0..=24).step_by(3) {
                 @let tick_x = x.at(f64::from(tick));
                 line.tick x1=(tick_x) x2=(tick_x) y1=(frame.y0()) y2=(frame.y1() + 4.0) {}
@@ -129,12 +133,23 @@ mod tests {
 
     fn hour(day: i64, hour_of_day: i64, mean: f64) -> Hour {
         let start_ms = day * DAY_MS + hour_of_day * HOUR_MS;
-        Hour { start_ms, end_ms: start_ms + HOUR_MS, mean, low: mean, high: mean }
+        Hour {
+            start_ms,
+            end_ms: start_ms + HOUR_MS,
+            mean,
+            low: mean,
+            high: mean,
+        }
     }
 
     #[test]
     fn hours_with_too_few_values_are_left_out() {
-        let hours = [hour(0, 8, 100.0), hour(1, 8, 200.0), hour(2, 8, 150.0), hour(0, 9, 90.0)];
+        let hours = [
+            hour(0, 8, 100.0),
+            hour(1, 8, 200.0),
+            hour(2, 8, 150.0),
+            hour(0, 9, 90.0),
+        ];
         let profiles = profiles(&hours);
         assert_eq!(profiles[8].unwrap().p[2], 150.0);
         assert_eq!(profiles[8].unwrap().p[0], 105.0);

@@ -35,11 +35,7 @@ fn alert_days(alerts: &[SensorAlert]) -> BTreeMap<i64, usize> {
 
 /// The day to show for `requested`: that day if it has data or alerts,
 /// else the last day with data (or with alerts, without data).
-pub(super) fn select(
-    record: &SensorRecord,
-    days_with_data: &BTreeSet<i64>,
-    requested: Option<&str>,
-) -> Selection {
+pub(super) fn select(record: &SensorRecord, days_with_data: &BTreeSet<i64>, requested: Option<&str>) -> Selection {
     let alert_days = alert_days(&record.alerts);
     let default = days_with_data.last().or(alert_days.keys().last()).copied();
     let showing = match default.and_then(day_label) {
@@ -47,12 +43,16 @@ pub(super) fn select(
         None => "showing the latest day".to_owned(),
     };
     let Some(requested) = requested else {
-        return Selection { day: default, note: None };
+        return Selection {
+            day: default,
+            note: None,
+        };
     };
     match parse_day(requested) {
-        Some(day) if days_with_data.contains(&day) || alert_days.contains_key(&day) => {
-            Selection { day: Some(day), note: None }
-        }
+        Some(day) if days_with_data.contains(&day) || alert_days.contains_key(&day) => Selection {
+            day: Some(day),
+            note: None,
+        },
         // A real date: safe (and useful) to name; the page escapes it anyway.
         Some(_) => Selection {
             day: default,

@@ -59,11 +59,7 @@ pub(super) fn day_label(day: i64) -> Option<String> {
 /// `Jun 6`: the short name of `day` for chart axes.
 pub(super) fn short_label(day: i64) -> String {
     match date(day) {
-        Some(date) => format!(
-            "{} {}",
-            MONTHS[usize::from(u8::from(date.month())) - 1],
-            date.day()
-        ),
+        Some(date) => format!("{} {}", MONTHS[usize::from(u8::from(date.month())) - 1], date.day()),
         None => String::new(),
     }
 }
@@ -108,8 +104,15 @@ mod tests {
     #[test]
     fn malformed_or_impossible_days_are_refused() {
         for text in [
-            "", "2015-6-06", "2015-02-30", "2015-13-01", "0000-01-01", "+015-06-06",
-            "2015-06-06 ", "２015-06-06", "2015_06_06",
+            "",
+            "2015-6-06",
+            "2015-02-30",
+            "2015-13-01",
+            "0000-01-01",
+            "+015-06-06",
+            "2015-06-06 ",
+            "２015-06-06",
+            "2015_06_06",
         ] {
             assert_eq!(parse_day(text), None, "{text:?}");
         }

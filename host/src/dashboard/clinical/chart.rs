@@ -9,9 +9,11 @@ use maud::{Markup, html};
 
 use super::calendar::{DAY_MS, short_label};
 
-/// The glucose axis spans 40..400 mg/dL (the range CGM sensors report);
-/// values beyond are drawn at the edge.
-pub(super) const GLUCOSE_AXIS: (f64, f64) = (40.0, 400.0);
+/// The glucose axis starts at 40 mg/dL and ends at 300 to 400 (the range
+/// CGM sensors report); values beyond are drawn at the edge.
+const GLUCOSE_AXIS: (f64, f64) = (40.0, 400.0);
+/// The least top of the glucose axis: room above the 250 line.
+const GLUCOSE_TOP_MIN: f64 = 300.0;
 /// The target range, 70..=180 mg/dL, and the lines of the low and high bands.
 pub(super) const TARGET: (f64, f64) = (70.0, 180.0);
 const GLUCOSE_LINES: [f64; 4] = [54.0, 70.0, 180.0, 250.0];
@@ -31,7 +33,14 @@ impl Frame {
     /// The charts' usual frame: `width` by `height`, room for labels left
     /// and below.
     pub fn new(width: f64, height: f64) -> Frame {
-        Frame { width, height, left: 48.0, right: 16.0, top: 12.0, bottom: 28.0 }
+        Frame {
+            width,
+            height,
+            left: 48.0,
+            right: 36.0,
+            top: 16.0,
+            bottom: 28.0,
+        }
     }
 
     /// Left edge of the plot area.
@@ -59,10 +68,19 @@ impl Frame {
         format!("0 0 {} {}", self.width, self.height)
     }
 
-    /// The glucose scale of this frame (bottom = low).
-    pub fn glucose(&self) -> Scale {
-        Scale::new(GLUCOSE_AXIS, (self.y1(), self.y0()))
+    /// The glucose scale of this frame (bottom = low), up to `top`.
+    pub fn glucose(&self, top: f64) -> Scale {
+        Scale::new((GLUCOSE_AXIS.0, top), (self.y1(), self.y0()))
     }
+}
+
+/// The top of a glucose axis that shows `highest`: the next multiple of
+/// 50 mg/dL, at least 300 and at most 400.
+pub(super) fn glucose_top(highest: f64) -> f64 {
+    if !highest.is_finite() {
+        return GLUCOSE_TOP_MIN;
+    }
+    ((highest / 50.0).ceil() * 50.0).clamp(GLUCOSE_TOP_MIN, GLUCOSE_AXIS.1)
 }
 
 /// A linear map from data to SVG units, clamped to its domain.
@@ -76,6 +94,11 @@ impl Scale {
     /// Maps `domain` onto `range`.
     pub fn new(domain: (f64, f64), range: (f64, f64)) -> Scale {
         Scale { domain, range }
+    }
+
+    /// Whether `value` is in the domain.
+    pub fn contains(&self, value: f64) -> bool {
+        (self.domain.0..=self.domain.1).contains(&value)
     }
 
     /// Where `value` goes: clamped to the range; the middle of the range for
@@ -134,10 +157,10 @@ pub(super) fn band_path(points: &[Option<(f64, f64, f64)>]) -> String {
     path
 }
 
-/// The glucose grid of `frame`: the shaded target band, the lines at 54, 70,
-/// 180 and 250 mg/dL with their labels, and the plot's border.
-pub(super) fn glucose_grid(frame: &Frame) -> Markup {
-    let y = frame.glucose();
+/// The glucose grid of `frame` up to `top`: the shaded target band, the
+/// lines at 54, 70, 180 and 250 mg/dL with their labels, and the border.
+pub(super) fn glucose_grid(frame: &Frame, top: f64) -> Markup {
+    let y = frame.glucose(top);
     let (x0, x1) = (frame.x0(), frame.x1());
     let (target_top, target_bottom) = (y.at(TARGET.1), y.at(TARGET.0));
     html! {
@@ -147,10 +170,16 @@ pub(super) fn glucose_grid(frame: &Frame) -> Markup {
             @let at = y.at(level);
             line class=(if level == TARGET.0 || level == TARGET.1 { "limit" } else { "grid" })
                 x1=(x0) x2=(x1) y1=(at) y2=(at) {}
-            text x=(x0 - 6.0) y=(at + 4.0) text-anchor="end" { (level) }
+            // The limits of the target left, those of the "very" bands right:
+            // 54 and 70 are too close to share a side.
+            @if level == TARGET.0 || level == TARGET.1 {
+                text x=(x0 - 6.0) y=(at + 4.0) text-anchor="end" { (level) }
+            } @else {
+                text x=(x1 + 6.0) y=(at + 4.0) { (level) }
+            }
         }
-        text x=(x0 - 6.0) y=(frame.y0() + 8.0) text-anchor="end" { (GLUCOSE_AXIS.1) }
-        text.unit x=(x0 - 6.0) y=(frame.y1() + 14.0) text-anchor="end" { "mg/dL" }
+        text x=(x0 - 6.0) y=(frame.y0() + 4.0) text-anchor="end" { (top) }
+        text.unit x=(x0 - 6.0) y=(frame.y0() - 6.0) text-anchor="end" { "mg/dL" }
     }
 }
 
@@ -168,10 +197,17 @@ pub(super) fn day_axis(frame: &Frame, x: &Scale, first_day: i64, last_day: i64) 
     });
     html! {
         @for day in ticks {
-            @let midnight = x.at(day.saturating_mul(DAY_MS) as f64);
-            @let noon = x.at((day as f64 + 0.5) * DAY_MS as f64);
-            line.tick x1=(midnight) x2=(midnight) y1=(frame.y0()) y2=(frame.y1() + 4.0) {}
-            text x=(noon) y=(frame.y1() + 16.0) text-anchor="middle" { (short_label(day)) }
+            // A tick outside the data would sit on the edge: left out. The
+            // name goes in the middle of the part of the day shown, if wide
+            // enough.
+            @let midnight = day as f64 * DAY_MS as f64;
+            @if x.contains(midnight) {
+                line.tick x1=(x.at(midnight)) x2=(x.at(midnight)) y1=(frame.y0()) y2=(frame.y1() + 4.0) {}
+            }
+            @let (from, to) = (x.at(midnight), x.at(midnight + DAY_MS as f64));
+            @if to - from >= 36.0 {
+                text x=((from + to) / 2.0) y=(frame.y1() + 16.0) text-anchor="middle" { (short_label(day)) }
+            }
         }
     }
 }
@@ -189,16 +225,31 @@ mod tests {
         assert_eq!(scale.at(f64::NEG_INFINITY), 200.0);
         assert_eq!(scale.at(f64::NAN), 110.0);
         assert_eq!(Scale::new((5.0, 5.0), (0.0, 10.0)).at(5.0), 5.0);
+        assert_eq!(glucose_top(180.0), 300.0);
+        assert_eq!(glucose_top(301.0), 350.0);
+        assert_eq!(glucose_top(1e300), 400.0);
+        assert_eq!(glucose_top(f64::NAN), 300.0);
     }
 
     #[test]
     fn gaps_break_the_line() {
-        let points = [Some((0.0, 1.0)), Some((1.0, 2.0)), None, Some((3.0, 4.0)), Some((4.0, 5.0))];
+        let points = [
+            Some((0.0, 1.0)),
+            Some((1.0, 2.0)),
+            None,
+            Some((3.0, 4.0)),
+            Some((4.0, 5.0)),
+        ];
         assert_eq!(line_path(&points), "M0.0 1.0L1.0 2.0M3.0 4.0L4.0 5.0");
         // A lone point is a dot, not a line to its far neighbours.
         let points = [Some((0.0, 1.0)), None, Some((2.0, 2.0)), None];
         assert_eq!(line_path(&points), "M0.0 1.0l0 0M2.0 2.0l0 0");
-        let band = [Some((0.0, 1.0, 2.0)), Some((1.0, 1.0, 3.0)), None, Some((5.0, 0.0, 1.0))];
+        let band = [
+            Some((0.0, 1.0, 2.0)),
+            Some((1.0, 1.0, 3.0)),
+            None,
+            Some((5.0, 0.0, 1.0)),
+        ];
         assert_eq!(band_path(&band), "M0.0 2.0L1.0 3.0L1.0 1.0L0.0 1.0ZM5.0 1.0L5.0 0.0Z");
     }
 }

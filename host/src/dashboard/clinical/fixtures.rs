@@ -5,8 +5,7 @@ use serde_json::Value;
 
 use super::{SensorAlert, SensorRecord, Window};
 
-const GOLDEN: &str =
-    include_str!("../../../../tests/golden/glucose-monitor.ExampleData5Subjects.jsonl");
+const GOLDEN: &str = include_str!("../../../../tests/golden/glucose-monitor.ExampleData5Subjects.jsonl");
 
 /// Adds one line of the golden file (a summary or an alert) to `record`.
 fn add_line(record: &mut SensorRecord, line: &str) {

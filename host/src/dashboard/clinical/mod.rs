@@ -126,9 +126,7 @@ struct Glucose<'a> {
 impl<'a> Glucose<'a> {
     fn of(record: &'a SensorRecord) -> Glucose<'a> {
         let usable = |window: &&Window, metric: &str| {
-            window.end_ms > window.start_ms
-                && window.metric(metric).is_finite()
-                && is_named(day_of(window.start_ms))
+            window.end_ms > window.start_ms && window.metric(metric).is_finite() && is_named(day_of(window.start_ms))
         };
         let mut hourly: Vec<&Window> = record.hourly.iter().filter(|w| usable(w, "mean")).collect();
         hourly.sort_by_key(|window| window.start_ms);
@@ -148,15 +146,18 @@ impl<'a> Glucose<'a> {
                 }
             })
             .collect();
-        let mut daily: Vec<&Window> =
-            record.daily.iter().filter(|w| usable(w, "tir_70_180")).collect();
+        let mut daily: Vec<&Window> = record.daily.iter().filter(|w| usable(w, "tir_70_180")).collect();
         daily.sort_by_key(|window| window.start_ms);
         daily.dedup_by_key(|window| day_of(window.start_ms));
         let days = daily
             .into_iter()
             .filter_map(|window| {
                 let day = day_of(window.start_ms);
-                Some(Day { day, label: day_label(day)?, window })
+                Some(Day {
+                    day,
+                    label: day_label(day)?,
+                    window,
+                })
             })
             .collect();
         Glucose { hours, days }
@@ -193,7 +194,11 @@ impl<'a> Glucose<'a> {
 
 /// `value` with `decimals` decimals, `–` when it is not a finite number.
 fn number(value: f64, decimals: usize) -> String {
-    if value.is_finite() { format!("{value:.decimals$}") } else { "–".to_owned() }
+    if value.is_finite() {
+        format!("{value:.decimals$}")
+    } else {
+        "–".to_owned()
+    }
 }
 
 /// The page of `record`; `day` (`YYYY-MM-DD`, UTC) picks the day whose

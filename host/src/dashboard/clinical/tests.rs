@@ -37,14 +37,20 @@ fn day_rows_carry_the_daily_summaries_exactly() {
     let days = attributes(&html, "<tr class=\"day\"", "data-day");
     let tirs = attributes(&html, "<tr class=\"day\"", "data-tir");
     assert_eq!(days, ["2015-06-06", "2015-06-07", "2015-06-08"]);
-    let expected: Vec<String> =
-        record.daily.iter().map(|w| w.metrics["tir_70_180"].to_string()).collect();
+    let expected: Vec<String> = record
+        .daily
+        .iter()
+        .map(|w| w.metrics["tir_70_180"].to_string())
+        .collect();
     assert_eq!(tirs, expected);
     // (serde_json without `float_roundtrip` reads the file's
     // 97.34042553191489 one unit in the last place off: the page prints
     // what it was given.)
     assert!(tirs[2].starts_with("97.340425531914"), "{}", tirs[2]);
-    assert!(html.contains("<td class=\"num tir\">97.3</td>"), "TIR is shown with one decimal");
+    assert!(
+        html.contains("<td class=\"num tir\">97.3</td>"),
+        "TIR is shown with one decimal"
+    );
     assert_eq!(attributes(&html, "<g class=\"day\"", "data-day"), days);
     // Other plugins' summaries are not glucose: they add no row.
     record.daily.push(Window {
@@ -61,10 +67,20 @@ fn day_rows_carry_the_daily_summaries_exactly() {
 fn the_golden_subject_has_every_view() {
     let record = golden_record("Subject 1");
     let html = sensor_page(&record, None).into_string();
-    for id in ["summary", "glucose-chart", "tir-chart", "days", "agp-chart", "day-alerts"] {
+    for id in [
+        "summary",
+        "glucose-chart",
+        "tir-chart",
+        "days",
+        "agp-chart",
+        "day-alerts",
+    ] {
         assert!(html.contains(&format!("id=\"{id}\"")), "no #{id}");
     }
-    assert_eq!(attributes(&html, "<tr class=\"day\"", "data-day").len(), record.daily.len());
+    assert_eq!(
+        attributes(&html, "<tr class=\"day\"", "data-day").len(),
+        record.daily.len()
+    );
     assert_eq!(attributes(&html, "<div class=\"card summary\"", "data-days"), ["14"]);
     // The overall time in range is the n-weighted mean of the daily ones.
     let (sum, n) = record.daily.iter().fold((0.0, 0.0), |(sum, n), w| {
@@ -75,7 +91,10 @@ fn the_golden_subject_has_every_view() {
         [(sum / n).to_string()]
     );
     // The default day is the last one with data.
-    assert_eq!(attributes(&html, "<section id=\"day-alerts\"", "data-day"), ["2015-06-19"]);
+    assert_eq!(
+        attributes(&html, "<section id=\"day-alerts\"", "data-day"),
+        ["2015-06-19"]
+    );
     // `EDGEWISE_SENSOR_PAGE=/tmp/sensor.html` keeps the page to look at.
     if let Some(path) = std::env::var_os("EDGEWISE_SENSOR_PAGE") {
         std::fs::write(path, &html).unwrap();
@@ -114,11 +133,20 @@ fn the_day_parameter_picks_the_alerts() {
         .iter()
         .map(|ts| ts.parse().unwrap())
         .collect();
-    assert!(!times.is_empty() && times.windows(2).all(|pair| pair[0] >= pair[1]), "{times:?}");
+    assert!(
+        !times.is_empty() && times.windows(2).all(|pair| pair[0] >= pair[1]),
+        "{times:?}"
+    );
     for (asked, note) in [
         ("1999-01-01", "No data and no alerts on 1999-01-01; showing 2015-06-19."),
-        ("2015-02-30", "The day asked for is not a date (YYYY-MM-DD); showing 2015-06-19."),
-        ("<b>", "The day asked for is not a date (YYYY-MM-DD); showing 2015-06-19."),
+        (
+            "2015-02-30",
+            "The day asked for is not a date (YYYY-MM-DD); showing 2015-06-19.",
+        ),
+        (
+            "<b>",
+            "The day asked for is not a date (YYYY-MM-DD); showing 2015-06-19.",
+        ),
         ("", "The day asked for is not a date (YYYY-MM-DD); showing 2015-06-19."),
     ] {
         let html = sensor_page(&record, Some(asked)).into_string();
@@ -129,7 +157,11 @@ fn the_day_parameter_picks_the_alerts() {
 
 #[test]
 fn an_empty_record_says_no_data_yet() {
-    let record = SensorRecord { device: "d".into(), sensor: "s".into(), ..Default::default() };
+    let record = SensorRecord {
+        device: "d".into(),
+        sensor: "s".into(),
+        ..Default::default()
+    };
     let html = sensor_page(&record, Some("2015-06-08")).into_string();
     assert!(html.contains("id=\"no-data\""));
     assert!(!html.contains("<svg"));
@@ -150,8 +182,17 @@ fn metric_value() -> impl Strategy<Value = f64> {
 
 fn window() -> impl Strategy<Value = Window> {
     let names = prop::sample::select(vec![
-        "n", "mean", "min", "max", "cv", "gmi", "tir_70_180", "tbr_below_54", "tbr_54_69",
-        "tar_181_250", "tar_above_250",
+        "n",
+        "mean",
+        "min",
+        "max",
+        "cv",
+        "gmi",
+        "tir_70_180",
+        "tbr_below_54",
+        "tbr_54_69",
+        "tar_181_250",
+        "tar_above_250",
     ]);
     let start = prop_oneof![
         1_433_548_800_000i64..1_433_548_800_000 + 40 * 86_400_000,
@@ -171,15 +212,13 @@ fn window() -> impl Strategy<Value = Window> {
 }
 
 fn alert() -> impl Strategy<Value = SensorAlert> {
-    (any::<i64>(), ".{0,12}", prop::option::of(metric_value())).prop_map(|(ts, text, value)| {
-        SensorAlert {
-            plugin: "p".into(),
-            ts,
-            severity: text.clone(),
-            code: text.clone(),
-            message: text,
-            value,
-        }
+    (any::<i64>(), ".{0,12}", prop::option::of(metric_value())).prop_map(|(ts, text, value)| SensorAlert {
+        plugin: "p".into(),
+        ts,
+        severity: text.clone(),
+        code: text.clone(),
+        message: text,
+        value,
     })
 }
 

@@ -7,7 +7,7 @@ use maud::{Markup, html};
 
 use super::Hour;
 use super::calendar::day_of;
-use super::chart::{Frame, Scale, band_path, day_axis, glucose_grid, line_path};
+use super::chart::{Frame, Scale, band_path, day_axis, glucose_grid, glucose_top, line_path};
 
 /// Hours in chart order, `None` between two hours that do not touch.
 fn with_gaps(hours: &[Hour]) -> Vec<Option<Hour>> {
@@ -27,15 +27,15 @@ pub(super) fn chart(hours: &[Hour]) -> Markup {
     let (Some(first), Some(last)) = (hours.first(), hours.last()) else {
         return html! { p.muted { "No hourly summaries yet." } };
     };
-    let x = Scale::new(
-        (first.start_ms as f64, last.end_ms as f64),
-        (frame.x0(), frame.x1()),
-    );
-    let y = frame.glucose();
+    let x = Scale::new((first.start_ms as f64, last.end_ms as f64), (frame.x0(), frame.x1()));
+    let top = glucose_top(hours.iter().map(|hour| hour.high).fold(f64::NEG_INFINITY, f64::max));
+    let y = frame.glucose(top);
     let middle = |hour: &Hour| x.at((hour.start_ms as f64 + hour.end_ms as f64) / 2.0);
     let points = with_gaps(hours);
-    let line: Vec<Option<(f64, f64)>> =
-        points.iter().map(|p| p.map(|hour| (middle(&hour), y.at(hour.mean)))).collect();
+    let line: Vec<Option<(f64, f64)>> = points
+        .iter()
+        .map(|p| p.map(|hour| (middle(&hour), y.at(hour.mean))))
+        .collect();
     let band: Vec<Option<(f64, f64, f64)>> = points
         .iter()
         .map(|p| p.map(|hour| (middle(&hour), y.at(hour.low), y.at(hour.high))))
@@ -43,7 +43,7 @@ pub(super) fn chart(hours: &[Hour]) -> Markup {
     html! {
         svg #glucose-chart.chart viewBox=(frame.view_box()) role="img"
             aria-label="Hourly mean glucose over time, with the hourly range" {
-            (glucose_grid(&frame))
+            (glucose_grid(&frame, top))
             (day_axis(&frame, &x, day_of(first.start_ms), day_of(last.end_ms - 1)))
             path.range d=(band_path(&band)) {}
             path.mean d=(line_path(&line)) {}
@@ -76,11 +76,23 @@ mod tests {
         let gaps: Vec<bool> = with_gaps(&hours).iter().map(Option::is_none).collect();
         assert_eq!(gaps, [false, false, true, false, false]);
         let svg = chart(&hours).into_string();
-        let line = svg.split("class=\"mean\" d=\"").nth(1).unwrap().split('"').next().unwrap();
+        let line = svg
+            .split("class=\"mean\" d=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
         // Two runs, each starting with a move: hours 0-1 and 3-4.
         assert_eq!(line.matches('M').count(), 2, "{line}");
         assert_eq!(line.matches('L').count(), 2, "{line}");
-        let band = svg.split("class=\"range\" d=\"").nth(1).unwrap().split('"').next().unwrap();
+        let band = svg
+            .split("class=\"range\" d=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
         assert_eq!(band.matches('Z').count(), 2, "{band}");
     }
 
@@ -88,7 +100,13 @@ mod tests {
     fn contiguous_hours_make_one_line() {
         let hours: Vec<Hour> = (0..30).map(|i| hour(i, 100.0 + i as f64)).collect();
         let svg = chart(&hours).into_string();
-        let line = svg.split("class=\"mean\" d=\"").nth(1).unwrap().split('"').next().unwrap();
+        let line = svg
+            .split("class=\"mean\" d=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
         assert_eq!(line.matches('M').count(), 1, "{line}");
         assert!(svg.contains("id=\"glucose-chart\""));
     }
