@@ -138,3 +138,76 @@ pub(super) fn table(days: &[Day], selected: Option<i64>) -> Markup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::dashboard::clinical::Window;
+
+    fn window(bands: [f64; 5]) -> Window {
+        let metrics = BANDS
+            .iter()
+            .zip(bands)
+            .map(|((metric, _, _), v)| ((*metric).to_owned(), v));
+        Window {
+            plugin: "glucose-monitor".into(),
+            start_ms: 0,
+            end_ms: 86_400_000,
+            metrics: metrics.collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    /// The `height` attributes of the rects of the chart of `window`.
+    fn rect_heights(window: &Window) -> Vec<f64> {
+        let day = Day {
+            day: 0,
+            label: "1970-01-01".into(),
+            window,
+        };
+        let svg = chart(&[day]).into_string();
+        svg.split("<rect class=\"")
+            .skip(1)
+            .filter(|rect| {
+                BANDS
+                    .iter()
+                    .any(|(_, class, _)| rect.starts_with(&format!("{class}\"")))
+            })
+            .map(|rect| {
+                let height = rect.split(" height=\"").nth(1).unwrap();
+                height[..height.find('"').unwrap()].parse().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_days_bars_fill_its_height() {
+        let frame = Frame::new(1100.0, 260.0);
+        let full = frame.y1() - frame.y0();
+        for bands in [
+            [1.5, 2.5, 70.0, 20.0, 6.0],
+            [0.0, 0.0, 100.0, 0.0, 0.0],
+            [0.0, 2.127659574468085, 97.34042553191489, 0.5319148936170213, 0.0],
+        ] {
+            let heights = rect_heights(&window(bands));
+            let sum: f64 = heights.iter().sum();
+            assert!(
+                (sum - full).abs() < 1e-6,
+                "{bands:?}: {heights:?} sum to {sum}, not {full}"
+            );
+            // Each band keeps its share.
+            let shown: Vec<f64> = bands.iter().copied().filter(|v| *v > 0.0).collect();
+            for (height, value) in heights.iter().zip(shown) {
+                assert!((height / full * 100.0 - value).abs() < 1e-9);
+            }
+        }
+        // Bands that do not sum to 100 are shares of their sum; a band that
+        // is no number counts as 0; no band at all draws no bar.
+        let sum: f64 = rect_heights(&window([f64::NAN, -5.0, 30.0, 30.0, f64::INFINITY]))
+            .iter()
+            .sum();
+        assert!((sum - full).abs() < 1e-6);
+        assert!(rect_heights(&window([0.0; 5])).is_empty());
+    }
+}
