@@ -70,29 +70,23 @@ mod tests {
         }
     }
 
+    /// The `d` of the path of class `class` in `svg`.
+    fn path_data<'a>(svg: &'a str, class: &str) -> &'a str {
+        let after = svg.split(&format!("class=\"{class}\" d=\"")).nth(1).unwrap();
+        &after[..after.find('"').unwrap()]
+    }
+
     #[test]
     fn a_missing_hour_breaks_the_line() {
         let hours = [hour(0, 100.0), hour(1, 110.0), hour(3, 120.0), hour(4, 130.0)];
         let gaps: Vec<bool> = with_gaps(&hours).iter().map(Option::is_none).collect();
         assert_eq!(gaps, [false, false, true, false, false]);
         let svg = chart(&hours).into_string();
-        let line = svg
-            .split("class=\"mean\" d=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
+        let line = path_data(&svg, "mean");
         // Two runs, each starting with a move: hours 0-1 and 3-4.
         assert_eq!(line.matches('M').count(), 2, "{line}");
         assert_eq!(line.matches('L').count(), 2, "{line}");
-        let band = svg
-            .split("class=\"range\" d=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
+        let band = path_data(&svg, "range");
         assert_eq!(band.matches('Z').count(), 2, "{band}");
     }
 
@@ -100,13 +94,7 @@ mod tests {
     fn contiguous_hours_make_one_line() {
         let hours: Vec<Hour> = (0..30).map(|i| hour(i, 100.0 + i as f64)).collect();
         let svg = chart(&hours).into_string();
-        let line = svg
-            .split("class=\"mean\" d=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
+        let line = path_data(&svg, "mean");
         assert_eq!(line.matches('M').count(), 1, "{line}");
         assert!(svg.contains("id=\"glucose-chart\""));
     }
