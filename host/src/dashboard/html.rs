@@ -68,4 +68,37 @@ td.num, th.num { text-align:right; font-variant-numeric: tabular-nums; }
 .severity-warning { color:var(--ink); background:var(--high); padding:0 .4rem; border-radius:3px; }
 .severity-info { color:#fff; background:#607d8b; padding:0 .4rem; border-radius:3px; }
 svg text { font-family: inherit; font-size:11px; fill:var(--muted); }
+/* sensor page (dashboard/clinical) */
+.summary { display:flex; flex-wrap:wrap; gap:1rem 2.5rem; }
+.stat { display:flex; flex-direction:column; }
+.stat .label { font-size:.8rem; color:var(--muted); }
+.stat .value { font-size:1.35rem; font-weight:600; }
+.stat .value small { font-size:.8rem; font-weight:400; color:var(--muted); margin-left:.15rem; }
+svg.chart { display:block; width:100%; height:auto; }
+.chart rect.plot { fill:#fff; stroke:var(--line); }
+.chart rect.target { fill:var(--in-range); fill-opacity:.12; }
+.chart line.grid { stroke:#aab4c0; stroke-dasharray:3 3; }
+.chart line.limit { stroke:var(--in-range); stroke-width:1.2; }
+.chart line.tick { stroke:var(--line); }
+.chart path.range { fill:#1f5fa8; fill-opacity:.18; }
+.chart path.mean { fill:none; stroke:#1f5fa8; stroke-width:1.6; stroke-linejoin:round; stroke-linecap:round; }
+.chart path.outer { fill:#5b8fd0; fill-opacity:.3; }
+.chart path.inner { fill:#1f5fa8; fill-opacity:.55; }
+.chart path.median { fill:none; stroke:#0b2e59; stroke-width:2.5; stroke-linejoin:round; stroke-linecap:round; }
+.chart rect.very-low { fill:var(--very-low); } .chart rect.low { fill:var(--low); }
+.chart rect.in-range { fill:var(--in-range); } .chart rect.high { fill:var(--high); }
+.chart rect.very-high { fill:var(--very-high); }
+.chart g.day:hover rect { opacity:.8; }
+svg text.bar-label { fill:var(--ink); font-weight:600; }
+svg text.unit { font-size:10px; }
+.legend { display:flex; flex-wrap:wrap; gap:.4rem 1.2rem; margin:.5rem 0 1rem; font-size:.85rem; }
+.swatch { display:inline-block; width:.8rem; height:.8rem; margin-right:.35rem; vertical-align:-1px; border-radius:2px; }
+.swatch.very-low { background:var(--very-low); } .swatch.low { background:var(--low); }
+.swatch.in-range { background:var(--in-range); } .swatch.high { background:var(--high); }
+.swatch.very-high { background:var(--very-high); }
+.caption { font-size:.8rem; color:var(--muted); margin:.4rem 0 0; }
+tr.day[aria-current] td { background:#e3eefb; }
+.alert-days a { margin-right:.6rem; white-space:nowrap; }
+.alert-days a[aria-current] { font-weight:700; }
+p.note { background:#fff8e1; border:1px solid var(--high); padding:.4rem .6rem; border-radius:4px; }
 "#;
