@@ -13,6 +13,8 @@ const POLL: Duration = Duration::from_millis(10);
 pub struct ChildGuard {
     what: String,
     child: Option<Child>,
+    /// The child leads its own process group, killed with it (see [`ChildGuard::new_group`]).
+    group: bool,
 }
 
 impl ChildGuard {
@@ -21,7 +23,19 @@ impl ChildGuard {
         ChildGuard {
             what: what.into(),
             child: Some(child),
+            group: false,
         }
+    }
+
+    /// Guard `child`, spawned as the leader of a new process group
+    /// (`CommandExt::process_group(0)`): killing it kills the whole group
+    /// first, so the helper processes it started (a browser's renderers)
+    /// go with it, whatever they do on their parent's death.
+    #[cfg(unix)]
+    pub fn new_group(what: impl Into<String>, child: Child) -> ChildGuard {
+        let mut guard = ChildGuard::new(what, child);
+        guard.group = true;
+        guard
     }
 
     /// What the process is, for messages.
@@ -70,9 +84,15 @@ impl ChildGuard {
         sigterm(pid).with_context(|| format!("cannot stop {}", self.what))
     }
 
-    /// Kill the process with SIGKILL (if it still runs) and reap it.
+    /// Kill the process (and its group, for [`ChildGuard::new_group`]) with
+    /// SIGKILL (if it still runs) and reap it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if self.group {
+                // The group outlives its leader while members run: signal it
+                // before reaping the leader, while its id cannot be reused.
+                let _ = kill_command(&["-KILL", "--", &format!("-{}", child.id())]);
+            }
             // `kill` fails only if it has exited already; `wait` reaps it either way.
             let _ = child.kill();
             let _ = child.wait();
@@ -93,15 +113,20 @@ impl Drop for ChildGuard {
 
 /// Send SIGTERM to the process `pid` with `kill -TERM PID` (no libc).
 pub fn sigterm(pid: u32) -> anyhow::Result<()> {
+    kill_command(&["-TERM", &pid.to_string()])
+}
+
+/// Run `kill ARGS` (the command, no libc).
+fn kill_command(args: &[&str]) -> anyhow::Result<()> {
     let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .context("cannot run `kill`")?;
     if !status.success() {
-        bail!("`kill -TERM {pid}` failed ({status})");
+        bail!("`kill {}` failed ({status})", args.join(" "));
     }
     Ok(())
 }

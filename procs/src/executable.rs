@@ -1,0 +1,26 @@
+//! Finding an executable on `PATH`, for the tools the tests run
+//! (`nats-server`, `chromium`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The first `name` in a `PATH` directory that is an executable file.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+/// Whether `path` is a file this process may execute (on Unix: an execute bit is set).
+#[cfg(unix)]
+pub fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Whether `path` is a file this process may execute.
+#[cfg(not(unix))]
+pub fn is_executable(path: &Path) -> bool {
+    path.is_file()
+}
