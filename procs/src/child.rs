@@ -13,8 +13,9 @@ const POLL: Duration = Duration::from_millis(10);
 pub struct ChildGuard {
     what: String,
     child: Option<Child>,
-    /// The child leads its own process group, killed with it (see [`ChildGuard::new_group`]).
-    group: bool,
+    /// The process group the child leads, killed with it (see
+    /// [`ChildGuard::new_group`]); `None` once signalled.
+    group: Option<u32>,
 }
 
 impl ChildGuard {
@@ -23,7 +24,7 @@ impl ChildGuard {
         ChildGuard {
             what: what.into(),
             child: Some(child),
-            group: false,
+            group: None,
         }
     }
 
@@ -33,8 +34,9 @@ impl ChildGuard {
     /// go with it, whatever they do on their parent's death.
     #[cfg(unix)]
     pub fn new_group(what: impl Into<String>, child: Child) -> ChildGuard {
+        let group = child.id();
         let mut guard = ChildGuard::new(what, child);
-        guard.group = true;
+        guard.group = Some(group);
         guard
     }
 
@@ -87,12 +89,13 @@ impl ChildGuard {
     /// Kill the process (and its group, for [`ChildGuard::new_group`]) with
     /// SIGKILL (if it still runs) and reap it.
     pub fn kill(&mut self) {
+        if let Some(group) = self.group.take() {
+            // Even if the leader is gone: the group lives on while a member
+            // runs (and its id is not reused meanwhile). `kill` fails if
+            // none does.
+            let _ = kill_command(&["-KILL", "--", &format!("-{group}")]);
+        }
         if let Some(mut child) = self.child.take() {
-            if self.group {
-                // The group outlives its leader while members run: signal it
-                // before reaping the leader, while its id cannot be reused.
-                let _ = kill_command(&["-KILL", "--", &format!("-{}", child.id())]);
-            }
             // `kill` fails only if it has exited already; `wait` reaps it either way.
             let _ = child.kill();
             let _ = child.wait();

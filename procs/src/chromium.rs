@@ -97,7 +97,10 @@ fn install() -> anyhow::Result<()> {
         return Ok(());
     }
     if !first.stderr.contains("Unable to locate package") && !first.stderr.contains("has no installation candidate") {
-        bail!("`apt-get install {PACKAGE}` failed: {}; {HOW_TO_GET_ONE}", first.stderr.trim());
+        bail!(
+            "`apt-get install {PACKAGE}` failed: {}; {HOW_TO_GET_ONE}",
+            first.stderr.trim()
+        );
     }
     let update = apt_get(&["update"])?;
     if !update.success {
@@ -105,7 +108,10 @@ fn install() -> anyhow::Result<()> {
     }
     let second = apt_get(&["install", "-y", "--no-install-recommends", PACKAGE])?;
     if !second.success {
-        bail!("`apt-get install {PACKAGE}` failed: {}; {HOW_TO_GET_ONE}", second.stderr.trim());
+        bail!(
+            "`apt-get install {PACKAGE}` failed: {}; {HOW_TO_GET_ONE}",
+            second.stderr.trim()
+        );
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use edgewise_tests::browser::{Browser, WINDOW};
+use edgewise_tests::browser::{Browser, VIEWPORT};
 
 /// How long a condition may take in these tests (generous: a loaded CI machine).
 const WAIT: Duration = Duration::from_secs(20);
@@ -141,8 +141,8 @@ async fn the_page_runs_its_script_and_shows_what_appears_later() {
     assert_eq!(page.eval::<String>("document.title").await.unwrap(), "harness");
     assert_eq!(page.count("#feed li").await.unwrap(), 0);
     // The fixed window, and a promise awaited.
-    assert_eq!(page.eval::<u32>("window.innerWidth").await.unwrap(), WINDOW.0);
-    assert_eq!(page.eval::<u32>("window.innerHeight").await.unwrap(), WINDOW.1);
+    assert_eq!(page.eval::<u32>("window.innerWidth").await.unwrap(), VIEWPORT.0);
+    assert_eq!(page.eval::<u32>("window.innerHeight").await.unwrap(), VIEWPORT.1);
     assert_eq!(
         page.eval::<u32>("new Promise(done => setTimeout(() => done(42), 50))")
             .await
@@ -181,13 +181,23 @@ async fn failures_say_what_was_seen() {
     assert!(format!("{thrown:#}").contains("ReferenceError"), "{thrown:#}");
 
     let missing = page.text("#missing").await.unwrap_err();
-    assert!(format!("{missing:#}").contains("no element matches `#missing`"), "{missing:#}");
+    assert!(
+        format!("{missing:#}").contains("no element matches `#missing`"),
+        "{missing:#}"
+    );
     let bad_selector = page.count("li[").await.unwrap_err();
     assert!(format!("{bad_selector:#}").contains("SyntaxError"), "{bad_selector:#}");
     let wrong_type = page.eval::<u32>("document.title").await.unwrap_err();
-    assert!(format!("{wrong_type:#}").contains(r#"returned "harness""#), "{wrong_type:#}");
-    let unreachable = page.goto("http://127.0.0.1:9/").await.unwrap_err();
-    assert!(format!("{unreachable:#}").contains("ERR_CONNECTION_REFUSED"), "{unreachable:#}");
+    assert!(
+        format!("{wrong_type:#}").contains(r#"returned "harness""#),
+        "{wrong_type:#}"
+    );
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let unreachable = page.goto(&format!("http://{closed}/")).await.unwrap_err();
+    assert!(
+        format!("{unreachable:#}").contains("ERR_CONNECTION_REFUSED"),
+        "{unreachable:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -207,11 +217,11 @@ async fn a_screenshot_is_a_png_of_the_whole_page() {
     assert_eq!(&png[12..16], b"IHDR");
     let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
     let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
-    assert_eq!(width, WINDOW.0);
+    assert_eq!(width, VIEWPORT.0);
     // The whole page (a 1500 px block under the heading), not the window.
     assert!(height > 1500, "{width}x{height}");
-    // The window is the same after (the full-page capture resizes it meanwhile).
-    assert_eq!(page.eval::<u32>("window.innerHeight").await.unwrap(), WINDOW.1);
+    // The viewport is the same after.
+    assert_eq!(page.eval::<u32>("window.innerHeight").await.unwrap(), VIEWPORT.1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -238,7 +248,9 @@ fn live_members(group: u32) -> usize {
         .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path().join("stat")).ok())
         .filter(|stat| {
             // `PID (COMM) STATE PPID PGRP ...`: COMM may hold spaces and parentheses.
-            let Some((_, after)) = stat.rsplit_once(") ") else { return false };
+            let Some((_, after)) = stat.rsplit_once(") ") else {
+                return false;
+            };
             let fields: Vec<&str> = after.split_whitespace().collect();
             fields.len() > 2 && fields[0] != "Z" && fields[2] == group.to_string()
         })

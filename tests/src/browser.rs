@@ -4,15 +4,15 @@
 //!
 //! [`Browser::start`] launches it itself rather than through
 //! `chromiumoxide::Browser::launch`: as the leader of its own process group,
-//! held by a [`ChildGuard`], so dropping the [`Browser`] kills the renderer
-//! and helper processes with it and reaps it (no stray `chromium` after a
-//! test, even one that panicked); with its output in a log file whose tail an
+//! held by a [`ChildGuard`]. Dropping the [`Browser`] stops it (SIGTERM,
+//! then SIGKILL to the whole group if it lingers) and reaps it: no stray
+//! `chromium` after a test, even one that panicked; with its output in a log file whose tail an
 //! error shows; with a fresh profile in a temporary directory removed after.
 //! It then connects to the DevTools address the browser writes in its
 //! profile (`DevToolsActivePort`).
 //!
-//! The window is 1280x900 at a device scale of 1, so screenshots have the
-//! same size on every machine. Nothing needs the network: no component
+//! Pages have a 1280x900 viewport at a device scale of 1, so screenshots
+//! have the same size on every machine. Nothing needs the network: no component
 //! updates, no background requests, pages from the test's own servers.
 //!
 //! Use from `#[tokio::test(flavor = "multi_thread")]` tests (the DevTools
@@ -43,9 +43,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
+use chromiumoxide::cdp::browser_protocol::page::{self as cdp_page, CaptureScreenshotFormat, CaptureScreenshotParams};
 use chromiumoxide::handler::HandlerConfig;
-use chromiumoxide::page::ScreenshotParams;
+use chromiumoxide::handler::viewport::Viewport;
 use edgewise_procs::{ChildGuard, chromium};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
@@ -53,8 +53,9 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 
-/// The window's size in CSS pixels (and screenshot pixels: the scale is 1).
-pub const WINDOW: (u32, u32) = (1280, 900);
+/// Every page's viewport (and the window's) in CSS pixels, which are
+/// screenshot pixels (the scale is 1).
+pub const VIEWPORT: (u32, u32) = (1280, 900);
 
 /// How long the browser may take to start listening for DevTools.
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,6 +63,10 @@ const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often [`Page::wait_for`] evaluates its condition, and [`Browser::start`]
 /// looks for the DevTools address.
 const POLL: Duration = Duration::from_millis(20);
+
+/// How long dropping a [`Browser`] waits for it to shut down in order
+/// before killing it.
+const SHUTDOWN: Duration = Duration::from_secs(5);
 
 /// How much of the browser's log an error shows (its end).
 const LOG_TAIL: usize = 4000;
@@ -100,10 +105,16 @@ impl Browser {
         };
         let mut process = ChildGuard::new_group(format!("chromium ({})", binary.display()), child);
         let address = devtools_address(&mut process, &profile, &log_path).await?;
+        let (width, height) = VIEWPORT;
         let config = HandlerConfig {
-            // The window's own size (see `chromium_args`): an emulated
-            // viewport would be dropped by a full-page screenshot.
-            viewport: None,
+            // Set on every page: a headless window of this size has a
+            // smaller viewport (room for a tab strip it does not draw).
+            viewport: Some(Viewport {
+                width,
+                height,
+                device_scale_factor: Some(1.0),
+                ..Viewport::default()
+            }),
             ..HandlerConfig::default()
         };
         let (browser, mut handler) = chromiumoxide::Browser::connect_with_config(address.as_str(), config)
@@ -147,6 +158,12 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         self.handler.abort();
+        // In order first: on SIGTERM Chromium stops its helper processes and
+        // reaps them. Killed outright, they would stay zombies until the
+        // init process reaps them (in a container, maybe never).
+        if self.process.terminate().is_ok() {
+            let _ = self.process.wait_timeout(SHUTDOWN);
+        }
         self.process.kill();
     }
 }
@@ -156,7 +173,7 @@ impl Drop for Browser {
 /// fresh profile, DevTools on a port the system picks, a fixed window, and
 /// nothing that reaches for the network or prompts.
 fn chromium_args(profile: &Path) -> Vec<String> {
-    let (width, height) = WINDOW;
+    let (width, height) = VIEWPORT;
     let mut args: Vec<String> = [
         "--headless=new",
         "--no-sandbox",
@@ -227,7 +244,9 @@ async fn devtools_address(process: &mut ChildGuard, profile: &Path, log: &Path) 
 fn log_tail(log: &Path) -> String {
     let text = fs::read_to_string(log).unwrap_or_else(|e| format!("(cannot read {}: {e})", log.display()));
     let start = text.len().saturating_sub(LOG_TAIL);
-    let start = (start..text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
+    let start = (start..text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len());
     text[start..].to_owned()
 }
 
@@ -251,31 +270,23 @@ impl Page {
     /// error with its message.
     pub async fn eval<T: DeserializeOwned>(&self, js: &str) -> anyhow::Result<T> {
         let value = self.eval_value(js).await?;
-        serde_json::from_value(value.clone()).with_context(|| {
-            format!(
-                "`{js}` returned {value}, not a {}",
-                std::any::type_name::<T>()
-            )
-        })
+        serde_json::from_value(value.clone())
+            .with_context(|| format!("`{js}` returned {value}, not a {}", std::any::type_name::<T>()))
     }
 
     /// The value of `js` as JSON.
     async fn eval_value(&self, js: &str) -> anyhow::Result<Value> {
-        let result = self
-            .page
-            .evaluate_expression(js)
-            .await
-            .map_err(|e| match e {
-                chromiumoxide::error::CdpError::JavascriptException(details) => {
-                    let message = details
-                        .exception
-                        .as_ref()
-                        .and_then(|e| e.description.clone())
-                        .unwrap_or_else(|| details.text.clone());
-                    anyhow::anyhow!("`{js}` threw: {message}")
-                }
-                other => anyhow::Error::new(other).context(format!("cannot evaluate `{js}`")),
-            })?;
+        let result = self.page.evaluate_expression(js).await.map_err(|e| match e {
+            chromiumoxide::error::CdpError::JavascriptException(details) => {
+                let message = details
+                    .exception
+                    .as_ref()
+                    .and_then(|e| e.description.clone())
+                    .unwrap_or_else(|| details.text.clone());
+                anyhow::anyhow!("`{js}` threw: {message}")
+            }
+            other => anyhow::Error::new(other).context(format!("cannot evaluate `{js}`")),
+        })?;
         Ok(result.value().cloned().unwrap_or(Value::Null))
     }
 
@@ -341,14 +352,28 @@ impl Page {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let params = ScreenshotParams::builder()
-            .format(CaptureScreenshotFormat::Png)
-            .full_page(true)
-            .build();
-        self.page
-            .save_screenshot(params, path)
+        // The page's whole content, captured beyond the viewport rather than
+        // with the viewport resized to it (`chromiumoxide`'s `full_page`),
+        // which would end the page's fixed viewport.
+        let content = self
+            .page
+            .layout_metrics()
             .await
-            .with_context(|| format!("cannot save a screenshot to {}", path.display()))?;
+            .context("cannot measure the page")?
+            .css_content_size;
+        let params = CaptureScreenshotParams::builder()
+            .format(CaptureScreenshotFormat::Png)
+            .capture_beyond_viewport(true)
+            .clip(cdp_page::Viewport {
+                x: 0.0,
+                y: 0.0,
+                width: content.width,
+                height: content.height,
+                scale: 1.0,
+            })
+            .build();
+        let png = self.page.screenshot(params).await.context("cannot take a screenshot")?;
+        fs::write(path, png).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(path.to_owned())
     }
 
