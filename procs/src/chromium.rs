@@ -6,12 +6,12 @@
 //! package when none is found ([`ensure`], Debian's `chromium` through
 //! apt-get, as root) and passes the path on in `CHROMIUM`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
-use crate::executable::{find_on_path, is_executable};
+use crate::executable::{find_on_path, is_executable, version_of};
 
 /// The environment variable naming the binary.
 pub const VARIABLE: &str = "CHROMIUM";
@@ -60,25 +60,6 @@ fn lookup() -> anyhow::Result<Option<PathBuf>> {
         return Ok(Some(path));
     }
     Ok(NAMES.iter().find_map(|name| find_on_path(name)))
-}
-
-/// What `PATH --version` prints, e.g. `Chromium 156.0.8078.108 built on Debian`.
-fn version_of(path: &Path) -> anyhow::Result<String> {
-    let output = Command::new(path)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {} --version", path.display()))?;
-    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    if !output.status.success() || text.is_empty() {
-        bail!(
-            "`{} --version` failed ({}): {}",
-            path.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(text)
 }
 
 /// `apt-get install -y --no-install-recommends chromium`, after `apt-get

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use edgewise_tests::browser::{Browser, VIEWPORT};
+use edgewise_tests::browser::{Browser, Page, VIEWPORT};
 
 /// How long a condition may take in these tests (generous: a loaded CI machine).
 const WAIT: Duration = Duration::from_secs(20);
@@ -127,16 +127,21 @@ fn answer(stream: TcpStream, count: &AtomicUsize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_page_runs_its_script_and_shows_what_appears_later() {
-    let server = PageServer::start();
+/// A browser showing the page of `server`, once its script has run (the
+/// heading is set only by the script: this fails in a browser that runs none).
+async fn open_page(server: &PageServer) -> (Browser, Page) {
     let browser = Browser::start().await.unwrap();
     let page = browser.open(&server.url()).await.unwrap();
-
-    // Set only by the page's script: fails in a browser that runs none.
     page.wait_for("document.getElementById('title').textContent !== ''", WAIT)
         .await
         .unwrap();
+    (browser, page)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_runs_its_script_and_shows_what_appears_later() {
+    let server = PageServer::start();
+    let (_browser, page) = open_page(&server).await;
     assert_eq!(page.text("#title").await.unwrap(), "rendered by script");
     assert_eq!(page.eval::<String>("document.title").await.unwrap(), "harness");
     assert_eq!(page.count("#feed li").await.unwrap(), 0);
@@ -166,8 +171,7 @@ async fn the_page_runs_its_script_and_shows_what_appears_later() {
 #[tokio::test(flavor = "multi_thread")]
 async fn failures_say_what_was_seen() {
     let server = PageServer::start();
-    let browser = Browser::start().await.unwrap();
-    let page = browser.open(&server.url()).await.unwrap();
+    let (_browser, page) = open_page(&server).await;
 
     let never = page
         .wait_for("document.title === 'other'", Duration::from_millis(200))
@@ -203,11 +207,7 @@ async fn failures_say_what_was_seen() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_screenshot_is_a_png_of_the_whole_page() {
     let server = PageServer::start();
-    let browser = Browser::start().await.unwrap();
-    let page = browser.open(&server.url()).await.unwrap();
-    page.wait_for("document.getElementById('title').textContent !== ''", WAIT)
-        .await
-        .unwrap();
+    let (_browser, page) = open_page(&server).await;
 
     let dir = tempfile::tempdir().unwrap();
     let path = page.screenshot(dir.path().join("shots/page.png")).await.unwrap();
