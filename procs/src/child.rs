@@ -13,6 +13,9 @@ const POLL: Duration = Duration::from_millis(10);
 pub struct ChildGuard {
     what: String,
     child: Option<Child>,
+    /// The process group the child leads, killed with it (see
+    /// [`ChildGuard::new_group`]); `None` once signalled.
+    group: Option<u32>,
 }
 
 impl ChildGuard {
@@ -21,7 +24,20 @@ impl ChildGuard {
         ChildGuard {
             what: what.into(),
             child: Some(child),
+            group: None,
         }
+    }
+
+    /// Guard `child`, spawned as the leader of a new process group
+    /// (`CommandExt::process_group(0)`): killing it kills the whole group
+    /// first, so the helper processes it started (a browser's renderers)
+    /// go with it, whatever they do on their parent's death.
+    #[cfg(unix)]
+    pub fn new_group(what: impl Into<String>, child: Child) -> ChildGuard {
+        let group = child.id();
+        let mut guard = ChildGuard::new(what, child);
+        guard.group = Some(group);
+        guard
     }
 
     /// What the process is, for messages.
@@ -70,8 +86,15 @@ impl ChildGuard {
         sigterm(pid).with_context(|| format!("cannot stop {}", self.what))
     }
 
-    /// Kill the process with SIGKILL (if it still runs) and reap it.
+    /// Kill the process (and its group, for [`ChildGuard::new_group`]) with
+    /// SIGKILL (if it still runs) and reap it.
     pub fn kill(&mut self) {
+        if let Some(group) = self.group.take() {
+            // Even if the leader is gone: the group lives on while a member
+            // runs (and its id is not reused meanwhile). `kill` fails if
+            // none does.
+            let _ = kill_command(&["-KILL", "--", &format!("-{group}")]);
+        }
         if let Some(mut child) = self.child.take() {
             // `kill` fails only if it has exited already; `wait` reaps it either way.
             let _ = child.kill();
@@ -93,15 +116,20 @@ impl Drop for ChildGuard {
 
 /// Send SIGTERM to the process `pid` with `kill -TERM PID` (no libc).
 pub fn sigterm(pid: u32) -> anyhow::Result<()> {
+    kill_command(&["-TERM", &pid.to_string()])
+}
+
+/// Run `kill ARGS` (the command, no libc).
+fn kill_command(args: &[&str]) -> anyhow::Result<()> {
     let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .context("cannot run `kill`")?;
     if !status.success() {
-        bail!("`kill -TERM {pid}` failed ({status})");
+        bail!("`kill {}` failed ({status})", args.join(" "));
     }
     Ok(())
 }

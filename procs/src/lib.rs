@@ -11,6 +11,9 @@
 //!   `cloud`) and per device a local server that is its leaf node, through
 //!   a link that can be cut and restored.
 //! - [`nats_binary`]: finding `nats-server`, installing it on first use.
+//! - [`chromium`]: finding the Chromium the browser tests drive, installing
+//!   the distribution's package for `cargo xtask test`.
+//! - [`executable`]: finding an executable on `PATH`.
 //! - [`workspace`]: where the built binary and plugin components are, and
 //!   building them on first use (once per process).
 //! - [`signing`]: a signing key with its trust directory, and bundles signed
@@ -26,7 +29,9 @@
 #![deny(missing_docs)]
 
 pub mod child;
+pub mod chromium;
 pub mod device;
+pub mod executable;
 pub mod nats;
 pub mod nats_binary;
 pub mod pip;

@@ -7,9 +7,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, bail};
+
+use crate::executable::{find_on_path, version_of};
 
 /// The nats-server release installed when none is provided.
 pub const VERSION: &str = "2.15.1";
@@ -71,44 +72,6 @@ fn installed_binary(install_dir: &Path) -> Option<PathBuf> {
         .iter()
         .map(|sub| install_dir.join(sub).join(exe_name()))
         .find(|p| p.is_file())
-}
-
-/// The first `name` in a `PATH` directory.
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| is_executable(p))
-}
-
-#[cfg(unix)]
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-#[cfg(not(unix))]
-fn is_executable(path: &Path) -> bool {
-    path.is_file()
-}
-
-/// What `PATH --version` prints, e.g. `nats-server: v2.15.1`.
-fn version_of(path: &Path) -> anyhow::Result<String> {
-    let output = Command::new(path)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("cannot run {} --version", path.display()))?;
-    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    if !output.status.success() || text.is_empty() {
-        bail!(
-            "`{} --version` failed ({}): {}{}",
-            path.display(),
-            output.status,
-            text,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(text)
 }
 
 /// Whether a `--version` line names exactly [`VERSION`].

@@ -5,6 +5,7 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod browser_harness;
 mod bundle_assets;
 mod bundle_cli;
 mod chaos_plugin;

@@ -1,11 +1,13 @@
 //! Fixtures for the integration tests: the built `edgewise` binary and
 //! plugin components (built on first use), the run's signing key and the
 //! bundles signed with it (once per run), nats-server, the recorded data,
-//! and a way to run the binary and look at what it did.
+//! a way to run the binary and look at what it did, and a real browser
+//! ([`browser`]) for the dashboard.
 //!
 //! The processes themselves (nats-servers, `edgewise run`) are started by
 //! `edgewise-procs`, which the benchmarks and the demo use too.
 
+pub mod browser;
 pub mod nats;
 pub mod prometheus;
 

@@ -1,8 +1,8 @@
 //! `cargo xtask`: the project's automation, in Rust rather than shell.
 //!
 //! - `cargo xtask test`: add the wasm32-wasip2 target if missing, install
-//!   nats-server if missing, build the plugins and the host, check formatting
-//!   and lints, run every test.
+//!   nats-server and Chromium (the browser tests') if missing, build the
+//!   plugins and the host, check formatting and lints, run every test.
 //! - `cargo xtask demo`: sign the plugins, start a local and a cloud
 //!   nats-server and `edgewise run` on a simulated clock, play a real CGM
 //!   recording, show alerts and summaries live through a cloud outage, and
@@ -27,7 +27,7 @@ mod soak;
 use std::path::Path;
 
 use edgewise_procs::workspace::{self, BUILT_VARIABLE};
-use edgewise_procs::{nats_binary, workspace::run_cargo};
+use edgewise_procs::{chromium, nats_binary, workspace::run_cargo};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,6 +48,7 @@ fn main() -> anyhow::Result<()> {
 /// `cargo xtask test`.
 fn test(root: &Path) -> anyhow::Result<()> {
     let nats_server = nats_binary::ensure(root)?;
+    let chromium = chromium::ensure()?;
     build_all()?;
     run_cargo(&["fmt", "--all", "--check"], &[])?;
     run_cargo(
@@ -65,7 +66,11 @@ fn test(root: &Path) -> anyhow::Result<()> {
     // Built above: the test fixtures need not run cargo again.
     run_cargo(
         &["test", "--release", "--workspace"],
-        &[("NATS_SERVER", nats_server.as_os_str()), (BUILT_VARIABLE, "1".as_ref())],
+        &[
+            ("NATS_SERVER", nats_server.as_os_str()),
+            (chromium::VARIABLE, chromium.as_os_str()),
+            (BUILT_VARIABLE, "1".as_ref()),
+        ],
     )?;
     eprintln!("xtask: all tests passed");
     Ok(())
