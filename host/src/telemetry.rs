@@ -196,7 +196,10 @@ mod tests {
     fn telemetry_carries_the_status_counts_and_no_free_text() {
         let telemetry = Telemetry::from_status(&status(), 1_700_000_000_500, Some(1.5), Some(1 << 20));
         assert_eq!(telemetry.kind, TYPE);
-        assert_eq!((telemetry.device.as_str(), telemetry.ts), ("edge-01", 1_700_000_000_500));
+        assert_eq!(
+            (telemetry.device.as_str(), telemetry.ts),
+            ("edge-01", 1_700_000_000_500)
+        );
         assert_eq!(
             telemetry.outbox,
             TelemetryOutbox {
@@ -220,7 +223,10 @@ mod tests {
     fn process_figures_are_left_out_where_unknown() {
         let telemetry = Telemetry::from_status(&status(), 0, None, None);
         let json: serde_json::Value = serde_json::to_value(&telemetry).unwrap();
-        assert!(json.get("cpu_seconds").is_none() && json.get("rss_bytes").is_none(), "{json}");
+        assert!(
+            json.get("cpu_seconds").is_none() && json.get("rss_bytes").is_none(),
+            "{json}"
+        );
         assert_eq!(json["type"], "telemetry");
     }
 }

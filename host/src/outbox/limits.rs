@@ -38,16 +38,19 @@ impl Default for OutboxLimits {
 }
 
 /// Most telemetry entries the outbox keeps. Telemetry is a periodic account
-/// of the device for the fleet's dashboards: after an outage, the last hour of
-/// it at the default interval (60 s) is what a dashboard shows, and the newest
-/// one alone says how the device is now; older ones are worth less than the
-/// room they take from alerts. Beyond this, the oldest is dropped (counted).
-pub const TELEMETRY_MAX_ENTRIES: u64 = 60;
+/// of the device for the fleet's dashboards, which show how a device is now:
+/// after an outage the newest message says that, and the ten before it (ten
+/// minutes at the default 60 s interval) show the way there; older ones are
+/// history the device's own counters already sum up, not worth the room or
+/// the upstream traffic after the outage. Beyond this, the oldest is dropped
+/// (counted).
+pub const TELEMETRY_MAX_ENTRIES: u64 = 10;
 
 /// Telemetry may take at most `max_bytes / TELEMETRY_SHARE` of the outbox
 /// (1/16: 16 MiB of the default 256 MiB, far more than
 /// [`TELEMETRY_MAX_ENTRIES`] messages need; in a small outbox, a bound that
-/// leaves nearly all of it to alerts and summaries).
+/// leaves nearly all of it to alerts and summaries, which take the rest and
+/// evict telemetry first).
 pub const TELEMETRY_SHARE: u64 = 16;
 
 /// How much is waiting to go upstream.

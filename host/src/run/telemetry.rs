@@ -45,19 +45,24 @@ pub(super) async fn run_telemetry(
     crate::clock::every(interval, stop, || {
         number += 1;
         let (sources, local, subjects) = (sources.clone(), local.clone(), subjects.clone());
-        let upstream = upstream.as_ref().zip(incarnation.as_deref()).map(|(upstream, incarnation)| {
-            (
-                upstream.outbox.clone(),
-                upstream.written.clone(),
-                subjects.telemetry_msg_id(incarnation, number),
-            )
-        });
+        let upstream = upstream
+            .as_ref()
+            .zip(incarnation.as_deref())
+            .map(|(upstream, incarnation)| {
+                (
+                    upstream.outbox.clone(),
+                    upstream.written.clone(),
+                    subjects.telemetry_msg_id(incarnation, number),
+                )
+            });
         async move {
             let Some(line) = make(sources).await else { return };
             if let Err(error) = local.publish(subjects.local_telemetry(), line.clone().into()).await {
                 tracing::warn!(%error, "Cannot publish telemetry on the local bus");
             }
-            let Some((outbox, written, msg_id)) = upstream else { return };
+            let Some((outbox, written, msg_id)) = upstream else {
+                return;
+            };
             let entry = NewEntry {
                 kind: Kind::Telemetry,
                 plugin: TELEMETRY_PLUGIN.to_owned(),
@@ -109,5 +114,7 @@ async fn make(sources: Arc<StatusSources>) -> Option<Vec<u8>> {
 
 /// Store `entry`: whether it was (telemetry without room is not, and counted).
 async fn store(outbox: &SharedOutbox, entry: NewEntry) -> Result<bool, OutboxError> {
-    with_outbox(outbox, move |outbox| outbox.append(entry)).await.map(|id| id.is_some())
+    with_outbox(outbox, move |outbox| outbox.append(entry))
+        .await
+        .map(|id| id.is_some())
 }

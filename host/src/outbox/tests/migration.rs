@@ -120,7 +120,9 @@ fn a_migrated_file_takes_telemetry_and_never_reuses_an_id() {
     write_v1(dir.path(), &[alert("glucose-monitor", 1), alert("glucose-monitor", 2)]);
     // The newest row acknowledged and deleted: its id stays used.
     let conn = Connection::open(dir.path().join(FILE_NAME)).unwrap();
-    let last: i64 = conn.query_row("SELECT max(id) FROM entries", [], |row| row.get(0)).unwrap();
+    let last: i64 = conn
+        .query_row("SELECT max(id) FROM entries", [], |row| row.get(0))
+        .unwrap();
     conn.execute("DELETE FROM entries WHERE id = ?1", [last]).unwrap();
     drop(conn);
 

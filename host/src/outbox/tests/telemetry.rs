@@ -131,11 +131,21 @@ fn telemetry_is_evicted_first_when_an_alert_or_a_summary_needs_room() {
         while outbox.dropped().alerts_for_space + outbox.dropped().summaries_for_space == 0 {
             seq += 1;
             let plugin = if seq % 2 == 0 { "threshold" } else { "glucose-monitor" };
-            append(&mut outbox, entry(kind, plugin, seq, format!("output {seq}").as_bytes()));
+            append(
+                &mut outbox,
+                entry(kind, plugin, seq, format!("output {seq}").as_bytes()),
+            );
             let (depth, dropped) = (outbox.depth().unwrap(), outbox.dropped());
-            assert_eq!(depth.telemetry + dropped.telemetry, 3, "{kind:?}: telemetry goes, oldest first");
+            assert_eq!(
+                depth.telemetry + dropped.telemetry,
+                3,
+                "{kind:?}: telemetry goes, oldest first"
+            );
             if dropped.alerts_for_space + dropped.summaries_for_space > 0 {
-                assert_eq!(depth.telemetry, 0, "{kind:?}: an output evicted while telemetry was left");
+                assert_eq!(
+                    depth.telemetry, 0,
+                    "{kind:?}: an output evicted while telemetry was left"
+                );
             }
         }
         assert_eq!(outbox.dropped().telemetry, 3);

@@ -280,10 +280,7 @@ pub(super) fn telemetry(raw: &RawTelemetry, problem: &mut impl FnMut(&str, Strin
     if interval > max {
         problem(
             "telemetry.interval",
-            format!(
-                "must be at most {} (or \"off\")",
-                humantime::format_duration(max)
-            ),
+            format!("must be at most {} (or \"off\")", humantime::format_duration(max)),
         );
     }
     Some(TelemetryConfig { interval })

@@ -312,7 +312,10 @@ fn telemetry_is_on_every_minute_by_default_bounded_and_can_be_turned_off() {
     assert_eq!(every(""), Some(Duration::from_secs(60)));
     assert_eq!(every("[telemetry]\n"), Some(Duration::from_secs(60)));
     assert_eq!(every("[telemetry]\ninterval = \"1s\"\n"), Some(Duration::from_secs(1)));
-    assert_eq!(every("[telemetry]\ninterval = \"1day\"\n"), Some(Duration::from_secs(86_400)));
+    assert_eq!(
+        every("[telemetry]\ninterval = \"1day\"\n"),
+        Some(Duration::from_secs(86_400))
+    );
     assert_eq!(every("[telemetry]\ninterval = \"off\"\n"), None);
     for bad in ["500ms", "25h", "often", "0s", ""] {
         let refused = problems(&format!("[telemetry]\ninterval = \"{bad}\"\n"));
