@@ -81,7 +81,7 @@ fn telemetry_stays_within_its_share_of_the_bytes() {
         assert!(outbox.depth().unwrap().bytes <= share);
     }
     let kept = outbox.depth().unwrap().telemetry;
-    assert!(kept >= 1 && kept < 10, "{kept}");
+    assert!((1..10).contains(&kept), "{kept}");
     assert_eq!(outbox.dropped().telemetry, 10 - kept);
     // One larger than the whole share is refused, and counted.
     assert_eq!(outbox.append(telemetry_of(11, share as usize)).unwrap(), None);
