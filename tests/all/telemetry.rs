@@ -166,15 +166,8 @@ async fn with_upstream_gone_telemetry_keeps_to_its_bound_and_every_alert_goes_fi
     let client = device.start(&local).await;
     upstream_telemetry(&cloud).await;
     let jetstream = async_nats::jetstream::new(async_nats::connect(cloud.url()).await.unwrap());
-    let before = jetstream
-        .get_stream(UP)
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .last_sequence;
+    let mut stream = jetstream.get_stream(UP).await.unwrap();
+    let before = stream.info().await.unwrap().state.last_sequence;
 
     tokio::task::block_in_place(|| cloud.stop());
     status_until(&client, "upstream down", |status| status["upstream_connected"] == false).await;
@@ -204,7 +197,6 @@ async fn with_upstream_gone_telemetry_keeps_to_its_bound_and_every_alert_goes_fi
     })
     .await;
     assert_eq!(delivered["outbox"]["dropped"]["alerts_for_space"], 0, "{delivered}");
-    let mut stream = jetstream.get_stream(UP).await.unwrap();
     let after: Vec<String> = stream_messages(&mut stream)
         .await
         .into_iter()
