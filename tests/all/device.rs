@@ -57,7 +57,16 @@ impl Device {
     /// A device `id` on the local server at `local_url`, its upstream
     /// (URL, stream) if any, ticking every `tick`, `rest` after its `[local]`
     /// table (plugins, `[deploy]`, or an `[upstream]` of its own).
+    ///
+    /// Telemetry is off unless `rest` has a `[telemetry]` table: the tests
+    /// count what plugins emit on the local bus and upstream, and telemetry
+    /// (tested in `telemetry.rs`) is not theirs.
     pub(crate) fn at(id: &str, local_url: &str, upstream: Option<(String, String)>, tick: &str, rest: &str) -> Device {
+        let rest = if rest.contains("[telemetry]") {
+            rest.to_owned()
+        } else {
+            format!("[telemetry]\ninterval = \"off\"\n\n{rest}")
+        };
         let dir = tempfile::tempdir().unwrap();
         run_key().trust(&dir.path().join("trust")).unwrap();
         // The bundles every device has, by file name: each plugin crate
@@ -71,7 +80,7 @@ impl Device {
             tick: Some(tick.to_owned()),
             local_url: local_url.to_owned(),
             upstream,
-            rest: rest.to_owned(),
+            rest,
         };
         let host = device::Device::new(dir.path(), id);
         host.write_config(&config.to_toml()).unwrap();

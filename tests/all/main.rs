@@ -46,4 +46,5 @@ mod strict_files;
 mod strict_formats;
 mod support;
 mod task_ownership;
+mod telemetry;
 mod upstream_resilience;

@@ -64,6 +64,9 @@ pub struct OutboxStatus {
     pub alerts: u64,
     /// Summaries waiting.
     pub summaries: u64,
+    /// Telemetry messages waiting (best-effort, within their own bound).
+    #[serde(default)]
+    pub telemetry: u64,
     /// Age of the oldest undelivered entry, ms.
     pub oldest_age_ms: Option<i64>,
     /// Entries let go without an upstream acknowledgement, by reason (since
@@ -124,6 +127,10 @@ pub struct OutboxDrops {
     /// Oldest logged inputs removed to keep the log within `[outbox] log_max_mb`.
     #[serde(default)]
     pub inputs_for_space: u64,
+    /// Telemetry messages let go: beyond their bound in the outbox (the
+    /// oldest first), for an alert or a summary, or for age.
+    #[serde(default)]
+    pub telemetry: u64,
 }
 
 /// Ingest counters.

@@ -34,6 +34,25 @@ impl Subjects {
         format!("edgewise.{}.up.summaries.{plugin}", self.device)
     }
 
+    /// `edgewise.<device>.telemetry`: the device's telemetry (`crate::telemetry`).
+    pub fn local_telemetry(&self) -> String {
+        format!("edgewise.{}.telemetry", self.device)
+    }
+
+    /// `edgewise.<device>.up.telemetry`: telemetry upstream.
+    pub fn upstream_telemetry(&self) -> String {
+        format!("edgewise.{}.up.telemetry", self.device)
+    }
+
+    /// `Nats-Msg-Id` of a telemetry message:
+    /// `<device>/telemetry/<incarnation>/<n>`, `n` counting from 1 in each
+    /// run of the host and the incarnation 128 random bits made at its start:
+    /// never an id an earlier run used. (No plugin is named `telemetry` in
+    /// the second token: an incarnation is 32 hex digits, never that word.)
+    pub fn telemetry_msg_id(&self, incarnation: &str, n: u64) -> String {
+        format!("{}/telemetry/{incarnation}/{n}", self.device)
+    }
+
     /// `edgewise.<device>.up.>`: what the upstream stream stores.
     pub fn upstream_filter(&self) -> String {
         format!("edgewise.{}.up.>", self.device)

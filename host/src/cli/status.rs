@@ -105,6 +105,13 @@ fn print_status(out: &mut dyn std::io::Write, status: &Status) -> std::io::Resul
         dropped.summaries_refused,
         dropped.undecryptable
     )?;
+    writeln!(
+        out,
+        "telemetry:  {} waiting (best-effort, at most {}), {} dropped",
+        status.outbox.telemetry,
+        edgewise_host::outbox::TELEMETRY_MAX_ENTRIES,
+        dropped.telemetry
+    )?;
     let reasons: Vec<String> = status
         .ingest
         .deadletters_by_reason
@@ -132,7 +139,7 @@ fn print_status(out: &mut dyn std::io::Write, status: &Status) -> std::io::Resul
         writeln!(out, "OUTBOX RESET at start: {reset}")?;
     }
     for (task, reason) in &status.tasks {
-        println!("TASK ENDED: {task}: {reason}");
+        writeln!(out, "TASK ENDED: {task}: {reason}")?;
     }
     if status.control.status_refused > 0 {
         writeln!(
@@ -188,4 +195,30 @@ fn print_status(out: &mut dyn std::io::Write, status: &Status) -> std::io::Resul
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_shows_telemetry_and_ended_tasks_on_its_output() {
+        let status: Status = serde_json::from_str(
+            r#"{
+            "device": "edge-01", "uptime_s": 12.5, "clock_ms": 1700000000000, "upstream_connected": false,
+            "outbox": {"alerts": 3, "summaries": 2, "telemetry": 60, "oldest_age_ms": 1500,
+                       "dropped": {"telemetry": 7}},
+            "ingest": {"messages": 9, "deadlettered": 0},
+            "plugins": [],
+            "tasks": {"ticker": "panicked: boom"}
+        }"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        print_status(&mut out, &status).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("telemetry:  60 waiting"), "{text}");
+        assert!(text.contains(", 7 dropped"), "{text}");
+        assert!(text.contains("TASK ENDED: ticker: panicked: boom"), "{text}");
+    }
 }

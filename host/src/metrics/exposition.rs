@@ -320,7 +320,7 @@ fn encode_host(encoder: &mut DescriptorEncoder<'_>, status: &Status, oldest: Old
 }
 
 /// Outbox drops by reason, as the status names them.
-fn drops(dropped: &OutboxDrops) -> [(&'static str, u64); 9] {
+fn drops(dropped: &OutboxDrops) -> [(&'static str, u64); 10] {
     [
         ("summaries_for_space", dropped.summaries_for_space),
         ("summaries_refused", dropped.summaries_refused),
@@ -331,6 +331,7 @@ fn drops(dropped: &OutboxDrops) -> [(&'static str, u64); 9] {
         ("parked_discarded", dropped.parked_discarded),
         ("inputs_expired", dropped.inputs_expired),
         ("inputs_for_space", dropped.inputs_for_space),
+        ("telemetry", dropped.telemetry),
     ]
 }
 

@@ -11,7 +11,7 @@
 //! docs/operators.md, "Metrics".
 
 mod exposition;
-mod process;
+pub(crate) mod process;
 mod server;
 
 use std::collections::BTreeMap;

@@ -4,11 +4,11 @@
 
 /// CPU time (user and system) and resident set of this process.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct ProcessUsage {
+pub(crate) struct ProcessUsage {
     /// Seconds of CPU, user and system.
-    pub(super) cpu_seconds: f64,
+    pub(crate) cpu_seconds: f64,
     /// Resident memory, bytes.
-    pub(super) resident_bytes: u64,
+    pub(crate) resident_bytes: u64,
 }
 
 /// Clock ticks per second of `/proc/self/stat`'s times: 100 on every Linux
@@ -16,7 +16,7 @@ pub(super) struct ProcessUsage {
 const USER_HZ: f64 = 100.0;
 
 /// This process's usage now, if `/proc/self` can be read.
-pub(super) fn usage() -> Option<ProcessUsage> {
+pub(crate) fn usage() -> Option<ProcessUsage> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     parse(&stat, &statm, page_size())

@@ -8,9 +8,15 @@ use ring::aead::{AES_256_GCM, NONCE_LEN};
 pub enum Kind {
     /// An alert: delivered before every summary, never evicted to make room for one.
     Alert,
-    /// A summary of a closed window: delivered after every alert, evicted first when
-    /// the outbox is full.
+    /// A summary of a closed window: delivered after every alert, evicted
+    /// (after telemetry) when the outbox is full.
     Summary,
+    /// The host's fleet telemetry (`crate::telemetry`), best-effort: delivered
+    /// after every alert and summary, kept within a small bound of its own
+    /// (`TELEMETRY_MAX_ENTRIES`, `TELEMETRY_SHARE`), the oldest dropped first,
+    /// evicted first when an alert or a summary needs room, and never stored
+    /// by evicting one (see `evict`). It belongs to no plugin.
+    Telemetry,
 }
 
 impl Kind {
@@ -19,6 +25,7 @@ impl Kind {
         match self {
             Kind::Alert => 0,
             Kind::Summary => 1,
+            Kind::Telemetry => 2,
         }
     }
 
@@ -27,23 +34,29 @@ impl Kind {
         match value {
             0 => Some(Kind::Alert),
             1 => Some(Kind::Summary),
+            2 => Some(Kind::Telemetry),
             _ => None,
         }
     }
 }
 
+/// The `plugin` of a telemetry entry: none (no plugin name is empty).
+pub const TELEMETRY_PLUGIN: &str = "";
+
 /// An output to store until upstream acknowledges it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEntry {
-    /// Alert or summary.
+    /// Alert, summary or telemetry.
     ///
     /// A subject carries one kind (upstream subjects name it:
-    /// `edgewise.<device>.up.alerts.<plugin>`, `…up.summaries.<plugin>`), so
-    /// delivering all alerts before all summaries keeps each subject's order.
+    /// `edgewise.<device>.up.alerts.<plugin>`, `…up.summaries.<plugin>`,
+    /// `…up.telemetry`), so delivering all alerts before all summaries, and
+    /// those before any telemetry, keeps each subject's order.
     pub kind: Kind,
     /// The plugin whose output this is (the host's own alerts about a plugin
     /// count as that plugin's): its share of the outbox is what the size rule
-    /// weighs (see `evict`).
+    /// weighs (see `evict`). Empty for telemetry ([`TELEMETRY_PLUGIN`]), which
+    /// has a bound of its own instead.
     pub plugin: String,
     /// The upstream subject, e.g. `edgewise.edge-01.up.alerts.glucose-monitor`.
     pub subject: String,
@@ -63,9 +76,9 @@ pub struct Entry {
     /// Row id: increases with every append and is never reused, so a late
     /// `Outbox::delete` of an acknowledged id can never remove a newer entry.
     pub id: u64,
-    /// Alert or summary.
+    /// Alert, summary or telemetry.
     pub kind: Kind,
-    /// The plugin whose output this is.
+    /// The plugin whose output this is (empty for telemetry).
     pub plugin: String,
     /// The upstream subject.
     pub subject: String,

@@ -23,6 +23,16 @@
 //!    plugin holds nothing (no plugin is over its share), the plugin holding
 //!    the most bytes pays: summaries first, then its oldest alerts.
 //!
+//! Telemetry (`Kind::Telemetry`) belongs to no plugin and takes no share; it
+//! is the least of what the outbox holds:
+//!
+//! 0. When an alert or a summary needs room, telemetry goes first, oldest
+//!    first, before any rule above. A new telemetry entry is kept within
+//!    [`TELEMETRY_MAX_ENTRIES`] and `max_bytes / TELEMETRY_SHARE` by dropping
+//!    the oldest telemetry, and may take room only from older telemetry:
+//!    if the outbox is full of alerts and summaries, it is refused (never
+//!    one of those evicted for it).
+//!
 //! Every eviction is counted by reason. An entry larger than the whole limit
 //! is refused by the caller before any of this, so evicting cannot empty the
 //! outbox for nothing.
@@ -30,7 +40,7 @@
 use rusqlite::Connection;
 
 use super::entry::{Kind, SIZE_SQL};
-use super::limits::{DropCounts, DropReason};
+use super::limits::{DropCounts, DropReason, TELEMETRY_MAX_ENTRIES, TELEMETRY_SHARE};
 use super::tally::Tally;
 
 /// Whether the new entry may be stored.
@@ -38,7 +48,8 @@ use super::tally::Tally;
 pub(crate) enum Room {
     /// There is room now (possibly after evicting).
     Made,
-    /// A summary that does not fit without evicting alerts: not stored.
+    /// A summary that does not fit without evicting alerts, or telemetry
+    /// that does not fit without evicting an alert or a summary: not stored.
     Refused,
 }
 
@@ -59,15 +70,19 @@ pub(crate) fn make_room(
     incoming: Incoming<'_>,
     max_bytes: u64,
 ) -> Result<Room, rusqlite::Error> {
+    if incoming.kind == Kind::Telemetry {
+        return telemetry_room(conn, tally, drops, incoming, max_bytes);
+    }
     if excess(tally, incoming, max_bytes) == 0 {
         return Ok(Room::Made);
     }
     if incoming.kind == Kind::Summary {
-        // A summary may be refused after some summaries were evicted for it:
-        // a savepoint undoes those.
+        // A summary may be refused after some telemetry and summaries were
+        // evicted for it: a savepoint undoes those.
         let (tally_before, drops_before) = (tally.clone(), *drops);
         conn.execute_batch("SAVEPOINT make_room")?;
-        let made = evict_while_over(conn, tally, drops, incoming, max_bytes, Kind::Summary)?;
+        let made = evict_telemetry(conn, tally, drops, incoming, max_bytes)?
+            || evict_while_over(conn, tally, drops, incoming, max_bytes, Kind::Summary)?;
         if made {
             conn.execute_batch("RELEASE make_room")?;
             return Ok(Room::Made);
@@ -76,6 +91,9 @@ pub(crate) fn make_room(
         *tally = tally_before;
         *drops = drops_before;
         return Ok(Room::Refused);
+    }
+    if evict_telemetry(conn, tally, drops, incoming, max_bytes)? {
+        return Ok(Room::Made);
     }
     for kind in [Kind::Summary, Kind::Alert] {
         if evict_while_over(conn, tally, drops, incoming, max_bytes, kind)? {
@@ -90,6 +108,54 @@ pub(crate) fn make_room(
         evict_oldest(conn, tally, drops, &plugin, kind)?;
     }
     Ok(Room::Made)
+}
+
+/// Rule 0 for a new telemetry entry: drop the oldest telemetry until the new
+/// one is within the telemetry bounds and the outbox; refused (nothing
+/// dropped) when even all the telemetry held would not make room.
+fn telemetry_room(
+    conn: &Connection,
+    tally: &mut Tally,
+    drops: &mut DropCounts,
+    incoming: Incoming<'_>,
+    max_bytes: u64,
+) -> Result<Room, rusqlite::Error> {
+    let share = max_bytes / TELEMETRY_SHARE;
+    let held_bytes = tally.total().bytes_of(Kind::Telemetry);
+    if incoming.size > share || excess(tally, incoming, max_bytes) > held_bytes {
+        return Ok(Room::Refused);
+    }
+    loop {
+        let held = *tally.total();
+        let within = held.entries_of(Kind::Telemetry) < TELEMETRY_MAX_ENTRIES
+            && held.bytes_of(Kind::Telemetry).saturating_add(incoming.size) <= share
+            && excess(tally, incoming, max_bytes) == 0;
+        if within {
+            return Ok(Room::Made);
+        }
+        if held.entries_of(Kind::Telemetry) == 0 {
+            return Ok(Room::Refused);
+        }
+        evict_oldest(conn, tally, drops, incoming.plugin, Kind::Telemetry)?;
+    }
+}
+
+/// Rule 0 for a new alert or summary: evict telemetry, oldest first, until
+/// the new entry fits (`true`) or none is left (`false`).
+fn evict_telemetry(
+    conn: &Connection,
+    tally: &mut Tally,
+    drops: &mut DropCounts,
+    incoming: Incoming<'_>,
+    max_bytes: u64,
+) -> Result<bool, rusqlite::Error> {
+    while excess(tally, incoming, max_bytes) > 0 {
+        if tally.total().entries_of(Kind::Telemetry) == 0 {
+            return Ok(false);
+        }
+        evict_oldest(conn, tally, drops, "", Kind::Telemetry)?;
+    }
+    Ok(true)
 }
 
 /// Bytes over `max_bytes` once `incoming` is added.
@@ -158,7 +224,8 @@ fn largest_holder(tally: &Tally) -> Option<(String, Kind)> {
     Some((plugin.clone(), kind))
 }
 
-/// Delete the oldest entry of `plugin` and `kind`, counted.
+/// Delete the oldest entry of `plugin` and `kind` (of `kind` alone for
+/// telemetry, which belongs to no plugin), counted.
 fn evict_oldest(
     conn: &Connection,
     tally: &mut Tally,
@@ -166,9 +233,15 @@ fn evict_oldest(
     plugin: &str,
     kind: Kind,
 ) -> Result<(), rusqlite::Error> {
+    // Telemetry of any plugin column (the plugin is bound all the same).
+    let of_plugin = if kind == Kind::Telemetry {
+        "?1 = ?1"
+    } else {
+        "plugin = ?1"
+    };
     let mut oldest = conn.prepare_cached(&format!(
         "DELETE FROM entries WHERE id = \
-         (SELECT id FROM entries WHERE plugin = ?1 AND kind = ?2 ORDER BY id LIMIT 1) \
+         (SELECT id FROM entries WHERE {of_plugin} AND kind = ?2 ORDER BY id LIMIT 1) \
          RETURNING {SIZE_SQL}"
     ))?;
     let mut rows = oldest.query(rusqlite::params![plugin, kind.to_sql()])?;
@@ -181,7 +254,11 @@ fn evict_oldest(
         // The tally says there is one: it is out of step with the table.
         // Forget the plugin's entries of this kind rather than loop forever.
         None => {
-            let counts = tally.plugins().get(plugin).copied().unwrap_or_default();
+            let counts = if kind == Kind::Telemetry {
+                *tally.total()
+            } else {
+                tally.plugins().get(plugin).copied().unwrap_or_default()
+            };
             tally.remove(plugin, kind, counts.entries_of(kind), counts.bytes_of(kind));
         }
     }

@@ -37,6 +37,22 @@ impl Default for OutboxLimits {
     }
 }
 
+/// Most telemetry entries the outbox keeps. Telemetry is a periodic account
+/// of the device for the fleet's dashboards, which show how a device is now:
+/// after an outage the newest message says that, and the ten before it (ten
+/// minutes at the default 60 s interval) show the way there; older ones are
+/// history the device's own counters already sum up, not worth the room or
+/// the upstream traffic after the outage. Beyond this, the oldest is dropped
+/// (counted).
+pub const TELEMETRY_MAX_ENTRIES: u64 = 10;
+
+/// Telemetry may take at most `max_bytes / TELEMETRY_SHARE` of the outbox
+/// (1/16: 16 MiB of the default 256 MiB, far more than
+/// [`TELEMETRY_MAX_ENTRIES`] messages need; in a small outbox, a bound that
+/// leaves nearly all of it to alerts and summaries, which take the rest and
+/// evict telemetry first).
+pub const TELEMETRY_SHARE: u64 = 16;
+
 /// How much is waiting to go upstream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Depth {
@@ -44,6 +60,8 @@ pub struct Depth {
     pub alerts: u64,
     /// Summaries waiting.
     pub summaries: u64,
+    /// Telemetry messages waiting.
+    pub telemetry: u64,
     /// Bytes they take (subject, message id, nonce and ciphertext of each).
     pub bytes: u64,
 }
@@ -76,6 +94,11 @@ pub struct DropCounts {
     /// Oldest logged inputs removed by `Outbox::expire` to keep the log
     /// within its size (never one after its plugin's saved state).
     pub inputs_for_space: u64,
+    /// Telemetry messages let go: the oldest beyond [`TELEMETRY_MAX_ENTRIES`]
+    /// or the telemetry share, evicted for an alert or a summary, a new one
+    /// with no room left (never made by evicting an alert or a summary), or
+    /// expired.
+    pub telemetry: u64,
     /// Rows `Outbox::next_batch` skipped since the outbox was opened because they
     /// failed to decrypt. They stay in the file (a row leaves only on an
     /// acknowledgement, eviction or expiry), are never delivered, and are
@@ -94,10 +117,11 @@ pub(crate) enum DropReason {
     ParkedDiscarded,
     InputsExpired,
     InputsForSpace,
+    Telemetry,
 }
 
 impl DropReason {
-    pub(crate) const ALL: [DropReason; 8] = [
+    pub(crate) const ALL: [DropReason; 9] = [
         DropReason::SummariesForSpace,
         DropReason::SummariesRefused,
         DropReason::AlertsForSpace,
@@ -106,6 +130,7 @@ impl DropReason {
         DropReason::ParkedDiscarded,
         DropReason::InputsExpired,
         DropReason::InputsForSpace,
+        DropReason::Telemetry,
     ];
 
     /// Its name in the `drops` table.
@@ -119,6 +144,7 @@ impl DropReason {
             DropReason::ParkedDiscarded => "parked_discarded",
             DropReason::InputsExpired => "inputs_expired",
             DropReason::InputsForSpace => "inputs_for_space",
+            DropReason::Telemetry => "telemetry",
         }
     }
 
@@ -127,6 +153,7 @@ impl DropReason {
         match kind {
             Kind::Alert => DropReason::AlertsForSpace,
             Kind::Summary => DropReason::SummariesForSpace,
+            Kind::Telemetry => DropReason::Telemetry,
         }
     }
 
@@ -135,6 +162,17 @@ impl DropReason {
         match kind {
             Kind::Alert => DropReason::ExpiredAlerts,
             Kind::Summary => DropReason::ExpiredSummaries,
+            Kind::Telemetry => DropReason::Telemetry,
+        }
+    }
+
+    /// The reason for not storing a new entry of `kind` (`None`: an alert is
+    /// never refused).
+    pub(crate) fn refused(kind: Kind) -> Option<DropReason> {
+        match kind {
+            Kind::Alert => None,
+            Kind::Summary => Some(DropReason::SummariesRefused),
+            Kind::Telemetry => Some(DropReason::Telemetry),
         }
     }
 }
@@ -151,6 +189,7 @@ impl DropCounts {
             DropReason::ParkedDiscarded => self.parked_discarded,
             DropReason::InputsExpired => self.inputs_expired,
             DropReason::InputsForSpace => self.inputs_for_space,
+            DropReason::Telemetry => self.telemetry,
         }
     }
 
@@ -165,6 +204,7 @@ impl DropCounts {
             DropReason::ParkedDiscarded => &mut self.parked_discarded,
             DropReason::InputsExpired => &mut self.inputs_expired,
             DropReason::InputsForSpace => &mut self.inputs_for_space,
+            DropReason::Telemetry => &mut self.telemetry,
         }
     }
 

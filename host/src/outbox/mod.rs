@@ -15,7 +15,8 @@
 //!   resends by `Nats-Msg-Id`, so a crash between the PubAck and `delete`
 //!   costs a resend, never a duplicate.
 //! - **Delivery order**: [`Outbox::next_batch`] gives every alert (oldest
-//!   first) before any summary (oldest first). A subject carries one kind, so
+//!   first) before any summary (oldest first), and every summary before any
+//!   telemetry (oldest first). A subject carries one kind, so
 //!   each subject's order is kept across reconnects and restarts.
 //! - **Encrypted at rest**: payloads are sealed with AES-256-GCM under the
 //!   device key ([`OutboxKey`]), a fresh random nonce per row, and associated
@@ -25,7 +26,9 @@
 //!   never delivered; a wrong key is refused at open.
 //! - **Bounded**: [`OutboxLimits`] by size (enforced on append: each plugin
 //!   has an equal share, only a plugin over its share loses entries, summaries
-//!   are evicted first and alerts are never evicted for a summary) and by age
+//!   are evicted first and alerts are never evicted for a summary; telemetry
+//!   is kept within a small bound of its own, evicted before anything else
+//!   and never stored at the cost of an alert or a summary) and by age
 //!   ([`Outbox::expire`]).
 //!
 //! The API is synchronous: callers run it on a dedicated thread or in
@@ -61,14 +64,14 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use entry::{Entry, Kind, NewEntry, wall_ms};
+pub use entry::{Entry, Kind, NewEntry, TELEMETRY_PLUGIN, wall_ms};
 pub use error::OutboxError;
 pub use journal::{JournalWrite, LoggedInput, PluginJournal, Record, SavedState};
 pub use key::OutboxKey;
-pub use limits::{Depth, DropCounts, OutboxLimits};
+pub use limits::{Depth, DropCounts, OutboxLimits, TELEMETRY_MAX_ENTRIES, TELEMETRY_SHARE};
 pub use park::{PARK_AFTER, PARKED_MAX_ENTRIES, ParkedCounts, ParkedEntry, Refusal};
 pub use schema::FILE_NAME;
-pub(crate) use sequence::Sequence;
+pub(crate) use sequence::{Sequence, new_incarnation};
 pub use shared::{SharedOutbox, with_outbox};
 pub use store::{Append, Outbox};
 pub use writer::{Committed, Outcome, Writer, WriterHandle, WriterStopped};

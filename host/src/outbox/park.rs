@@ -167,7 +167,7 @@ impl Outbox {
             )
             .map_err(sql("move an entry aside"))?;
         let kind = Kind::from_sql(raw_kind)
-            .ok_or_else(|| corrupt(&path, sql_id, "kind is neither 0 (alert) nor 1 (summary)"))?;
+            .ok_or_else(|| corrupt(&path, sql_id, "kind is not 0 (alert), 1 (summary) or 2 (telemetry)"))?;
         tally.remove(&plugin, kind, 1, u64::try_from(size).unwrap_or(0));
         let entries =
             bound_parked(&tx, sql_id, parked_max_bytes, &mut drops).map_err(sql("bound the parked entries"))?;

@@ -16,7 +16,7 @@ pub const FILE_NAME: &str = "outbox.sqlite3";
 /// The schema this build writes, kept in SQLite's `user_version`. A file with a
 /// higher version is refused, never "upgraded" backwards; a file with a lower
 /// one is migrated at open, in one transaction.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// Schema version 1 (kept: a new file is made as version 1, then migrated, so
 /// that a file left by an older build takes the same path as a new one).
@@ -83,6 +83,31 @@ CREATE TABLE parked (
 );
 ";
 
+/// From version 3 to 4: `entries.kind` 2 is telemetry. SQLite cannot change
+/// a column's `CHECK`, so the table is made anew (SQLite's "generalized ALTER
+/// TABLE" procedure) with every row, id and index as it was; `migrate_v4`
+/// keeps the `AUTOINCREMENT` high-water mark, so that no id is ever reused.
+const SCHEMA_V4: &str = "
+CREATE TABLE entries_v4 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind INTEGER NOT NULL CHECK (kind IN (0, 1, 2)),
+    subject TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    nonce BLOB NOT NULL,
+    ciphertext BLOB NOT NULL,
+    plugin TEXT NOT NULL DEFAULT '',
+    refusals INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO entries_v4 (id, kind, subject, msg_id, created_ms, nonce, ciphertext, plugin, refusals)
+    SELECT id, kind, subject, msg_id, created_ms, nonce, ciphertext, plugin, refusals FROM entries;
+DROP TABLE entries;
+ALTER TABLE entries_v4 RENAME TO entries;
+CREATE INDEX entries_by_kind ON entries (kind, id);
+CREATE INDEX entries_by_age ON entries (created_ms);
+CREATE INDEX entries_by_plugin ON entries (plugin, kind, id);
+";
+
 /// Open the database file with the outbox's settings.
 ///
 /// - `locking_mode=EXCLUSIVE`: this connection is the only one; a second
@@ -138,7 +163,7 @@ pub(crate) fn prepare(conn: &mut Connection, path: &Path, key: &LessSafeKey) -> 
             create(conn, path, key)?;
             migrate(conn, path, 1)
         }
-        1 | 2 => {
+        1..=3 => {
             check_key(conn, path, key)?;
             migrate(conn, path, version)
         }
@@ -198,6 +223,9 @@ fn migrate(conn: &mut Connection, path: &Path, from: i64) -> Result<(), OutboxEr
         tx.execute_batch(super::journal::SCHEMA_V3)
             .map_err(sql("migrate the schema to version 3"))?;
     }
+    if from < 4 {
+        migrate_v4(&tx).map_err(sql("migrate the schema to version 4"))?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(sql("set the schema version"))?;
     tx.commit().map_err(sql("commit the schema migration"))
@@ -214,6 +242,25 @@ fn migrate_v2(conn: &Connection) -> Result<(), rusqlite::Error> {
         let plugin = subject.rsplit('.').next().unwrap_or_default();
         update.execute(params![id, plugin])?;
     }
+    Ok(())
+}
+
+/// Make `entries` anew with telemetry allowed ([`SCHEMA_V4`]), its
+/// `AUTOINCREMENT` high-water mark kept.
+fn migrate_v4(conn: &Connection) -> Result<(), rusqlite::Error> {
+    // No row in `sqlite_sequence` for a table never written to.
+    let high_water: i64 = conn.query_row(
+        "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'entries'), 0)",
+        [],
+        |row| row.get(0),
+    )?;
+    conn.execute_batch(SCHEMA_V4)?;
+    conn.execute("DELETE FROM sqlite_sequence WHERE name = 'entries'", [])?;
+    conn.execute(
+        "INSERT INTO sqlite_sequence (name, seq) \
+         VALUES ('entries', max(?1, coalesce((SELECT max(id) FROM entries), 0)))",
+        [high_water],
+    )?;
     Ok(())
 }
 

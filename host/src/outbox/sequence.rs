@@ -148,7 +148,7 @@ fn join(thread: JoinHandle<std::io::Result<()>>) -> std::io::Result<()> {
 const INCARNATION_BYTES: usize = 16;
 
 /// 128 random bits, lowercase hex.
-fn new_incarnation() -> std::io::Result<String> {
+pub(crate) fn new_incarnation() -> std::io::Result<String> {
     let mut bytes = [0u8; INCARNATION_BYTES];
     SystemRandom::new()
         .fill(&mut bytes)

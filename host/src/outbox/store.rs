@@ -141,7 +141,9 @@ impl Outbox {
     /// as emitted.
     ///
     /// `Ok(None)`: a summary that did not fit without evicting alerts, not
-    /// stored (counted in [`DropCounts::summaries_refused`]). Making room may
+    /// stored (counted in [`DropCounts::summaries_refused`]), or telemetry
+    /// that did not fit without evicting an alert or a summary (counted in
+    /// [`DropCounts::telemetry`]). Making room may
     /// evict older entries (see [`OutboxLimits`] and [`DropCounts`]).
     pub fn append(&mut self, entry: NewEntry) -> Result<Option<u64>, OutboxError> {
         Ok(self.append_batch(vec![entry])?.into_iter().next().flatten())
@@ -272,7 +274,7 @@ impl Outbox {
     }
 
     /// Up to `max` of the oldest entries in delivery order: every alert (by id)
-    /// before any summary (by id). Each subject carries one kind, so each
+    /// before any summary (by id), and every summary before any telemetry. Each subject carries one kind, so each
     /// subject's entries come in append order, across reopens too.
     ///
     /// A row that fails to decrypt (tampered with, corrupted) is never
@@ -391,7 +393,7 @@ impl Outbox {
         Ok(removed)
     }
 
-    /// How much is waiting: alerts, summaries, bytes.
+    /// How much is waiting: alerts, summaries, telemetry, bytes.
     pub fn depth(&self) -> Result<Depth, OutboxError> {
         Ok(self.tally.depth())
     }
@@ -514,7 +516,7 @@ fn delete_entries(
     while let Some(row) = rows.next().map_err(sql(operation))? {
         let id: i64 = row.get(0).map_err(sql(operation))?;
         let kind = Kind::from_sql(row.get(1).map_err(sql(operation))?)
-            .ok_or_else(|| corrupt(path, id, "kind is neither 0 (alert) nor 1 (summary)"))?;
+            .ok_or_else(|| corrupt(path, id, "kind is not 0 (alert), 1 (summary) or 2 (telemetry)"))?;
         let size: i64 = row.get(2).map_err(sql(operation))?;
         let plugin: String = row.get(3).map_err(sql(operation))?;
         tally.remove(&plugin, kind, 1, u64::try_from(size).unwrap_or(0));
@@ -637,7 +639,9 @@ pub(super) fn insert_entries(
         let room =
             evict::make_room(conn, tally, drops, incoming, max_bytes).map_err(sql("evict entries to make room"))?;
         if room == Room::Refused {
-            drops.add(DropReason::SummariesRefused, 1);
+            if let Some(reason) = DropReason::refused(entry.kind) {
+                drops.add(reason, 1);
+            }
             ids.push(None);
             continue;
         }

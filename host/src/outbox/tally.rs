@@ -12,8 +12,10 @@ use super::limits::Depth;
 pub(crate) struct Counts {
     alerts: u64,
     summaries: u64,
+    telemetry: u64,
     alert_bytes: u64,
     summary_bytes: u64,
+    telemetry_bytes: u64,
 }
 
 impl Counts {
@@ -34,6 +36,7 @@ impl Counts {
         match kind {
             Kind::Alert => self.alerts,
             Kind::Summary => self.summaries,
+            Kind::Telemetry => self.telemetry,
         }
     }
 
@@ -42,27 +45,32 @@ impl Counts {
         match kind {
             Kind::Alert => self.alert_bytes,
             Kind::Summary => self.summary_bytes,
+            Kind::Telemetry => self.telemetry_bytes,
         }
     }
 
     /// Bytes taken by all entries.
     pub(crate) fn bytes(&self) -> u64 {
-        self.alert_bytes.saturating_add(self.summary_bytes)
+        self.alert_bytes
+            .saturating_add(self.summary_bytes)
+            .saturating_add(self.telemetry_bytes)
     }
 
     fn is_empty(&self) -> bool {
-        self.alerts == 0 && self.summaries == 0
+        self.alerts == 0 && self.summaries == 0 && self.telemetry == 0
     }
 
     fn slots(&mut self, kind: Kind) -> (&mut u64, &mut u64) {
         match kind {
             Kind::Alert => (&mut self.alerts, &mut self.alert_bytes),
             Kind::Summary => (&mut self.summaries, &mut self.summary_bytes),
+            Kind::Telemetry => (&mut self.telemetry, &mut self.telemetry_bytes),
         }
     }
 }
 
-/// What the outbox holds, in total and per plugin. Loaded from the table when
+/// What the outbox holds, in total and per plugin (telemetry, which belongs
+/// to no plugin, in the total only: it takes no plugin's share). Loaded from the table when
 /// the outbox opens and updated only after a transaction commits, so it always
 /// matches the file (the outbox's connection holds the database exclusively).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,6 +84,9 @@ impl Tally {
     /// Count `entries` more entries of `plugin` and `kind` taking `bytes` bytes.
     pub(crate) fn add(&mut self, plugin: &str, kind: Kind, entries: u64, bytes: u64) {
         self.total.add(kind, entries, bytes);
+        if kind == Kind::Telemetry {
+            return;
+        }
         match self.plugins.get_mut(plugin) {
             Some(counts) => counts.add(kind, entries, bytes),
             None => {
@@ -89,6 +100,9 @@ impl Tally {
     /// Count `entries` fewer entries of `plugin` and `kind` taking `bytes` bytes.
     pub(crate) fn remove(&mut self, plugin: &str, kind: Kind, entries: u64, bytes: u64) {
         self.total.remove(kind, entries, bytes);
+        if kind == Kind::Telemetry {
+            return;
+        }
         if let Some(counts) = self.plugins.get_mut(plugin) {
             counts.remove(kind, entries, bytes);
             if counts.is_empty() {
@@ -102,7 +116,12 @@ impl Tally {
         self.total.bytes()
     }
 
-    /// What each plugin holding entries holds, by name.
+    /// What the whole outbox holds.
+    pub(crate) fn total(&self) -> &Counts {
+        &self.total
+    }
+
+    /// What each plugin holding entries holds, by name (telemetry aside).
     pub(crate) fn plugins(&self) -> &BTreeMap<String, Counts> {
         &self.plugins
     }
@@ -112,6 +131,7 @@ impl Tally {
         Depth {
             alerts: self.total.alerts,
             summaries: self.total.summaries,
+            telemetry: self.total.telemetry,
             bytes: self.bytes(),
         }
     }

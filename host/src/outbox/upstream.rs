@@ -23,9 +23,10 @@
 //! transaction.
 //!
 //! **Degrading gracefully** (docs/reliability.md):
-//! - Alerts first: each round takes the oldest alerts before any summary, so
-//!   an alert waits behind at most the one round already sent when it was
-//!   committed, however many summaries wait.
+//! - Alerts first: each round takes the oldest alerts before any summary, and
+//!   summaries before any telemetry, so an alert waits behind at most the one
+//!   round already sent when it was committed, however many summaries or
+//!   telemetry messages wait.
 //! - A backlog drains as fast as rounds go: the next round starts as soon as
 //!   one is acknowledged in full, with no pause; the task waits only when
 //!   the outbox is empty or a round failed.
@@ -551,9 +552,10 @@ fn settle(
 /// subject, with the plugin's provenance as the entry's envelope states it,
 /// naming its seq, kind, size and the reason; never its payload. `None` for an
 /// entry that is itself such an alert (its refusal is counted and logged, not
-/// reported again).
+/// reported again), and for telemetry (no clinician loses anything by it:
+/// counted in the status's parked entries and logged).
 fn report(entry: &Entry, reason: Refusal, detail: &str, attempts: u32, subjects: &Subjects) -> Option<NewEntry> {
-    if entry.msg_id.ends_with(REFUSED_SUFFIX) {
+    if entry.msg_id.ends_with(REFUSED_SUFFIX) || entry.kind == Kind::Telemetry {
         return None;
     }
     let envelope: serde_json::Value = serde_json::from_slice(&entry.payload).unwrap_or_default();
@@ -573,6 +575,7 @@ fn report(entry: &Entry, reason: Refusal, detail: &str, attempts: u32, subjects:
     let kind = match entry.kind {
         Kind::Alert => "alert",
         Kind::Summary => "summary",
+        Kind::Telemetry => "telemetry",
     };
     let seq_text = seq.map_or_else(
         || format!("msg id {}", bounded(&entry.msg_id)),

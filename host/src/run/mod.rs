@@ -29,6 +29,7 @@ mod serve;
 pub mod shutdown;
 mod start;
 pub mod status;
+mod telemetry;
 
 use std::future::Future;
 

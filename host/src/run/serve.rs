@@ -10,8 +10,9 @@
 //! - the ticker or upstream delivery ending loses a clinician something (time
 //!   based alerts, alerts upstream): logged, shown in the status (`tasks`),
 //!   and a critical `host-degraded` alert.
-//! - the expiry or the status responder ending is logged and shown in the
-//!   status (the outbox's size limit still holds; the status is for operators).
+//! - the expiry, the status responder, the metrics endpoint or the telemetry
+//!   ending is logged and shown in the status (the outbox's size limit still
+//!   holds; those are for operators).
 //!
 //! None of those is restarted: they end only on a bug (a panic) or on a
 //! configuration a restart would meet again (an unreadable credentials file).
@@ -59,6 +60,8 @@ pub(super) enum Task {
     Deploy,
     /// The metrics endpoint.
     Metrics,
+    /// Fleet telemetry.
+    Telemetry,
 }
 
 impl Task {
@@ -72,6 +75,7 @@ impl Task {
             Task::Status => "status".to_owned(),
             Task::Deploy => "deployment".to_owned(),
             Task::Metrics => "metrics".to_owned(),
+            Task::Telemetry => "telemetry".to_owned(),
         }
     }
 }
@@ -317,6 +321,20 @@ pub(super) async fn serve(
             stopped.clone(),
         ),
     );
+    let telemetry_task = config.telemetry.map(|telemetry| {
+        let upstream = config.upstream.is_some().then(|| super::telemetry::Upstream {
+            outbox: device.outbox.clone(),
+            written: device.outbox_written.clone(),
+        });
+        let run = super::telemetry::run_telemetry(
+            telemetry.interval,
+            sources.clone(),
+            device.local.clone(),
+            upstream,
+            stopped.clone(),
+        );
+        spawn_owned(Task::Telemetry, &ended_sender, run.map(Ok::<(), TaskError>))
+    });
     let deploy = match (&config.deploy, device.deploy) {
         (Some(settings), Some(loader)) => {
             let run = super::deploy::run_deploy(
@@ -358,6 +376,7 @@ pub(super) async fn serve(
         upstream,
         status_task,
         metrics_task,
+        telemetry_task,
         local: device.local,
         ended,
     };

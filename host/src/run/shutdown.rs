@@ -11,7 +11,7 @@
 //!    another [`GRACE`] for its last commit.
 //! 3. The upstream gets [`UPSTREAM_BUDGET`] to deliver; the rest stays in the
 //!    outbox for the next start.
-//! 4. The status responder and the metrics endpoint stop and the local bus
+//! 4. The status responder, the metrics endpoint and the telemetry stop and the local bus
 //!    is flushed, within [`STATUS_BUDGET`] and [`FLUSH_BUDGET`]; the
 //!    final status then gets [`STATUS_BUDGET`] (`run`).
 
@@ -66,6 +66,8 @@ pub struct Parts {
     pub status_task: JoinHandle<()>,
     /// The metrics endpoint, if configured.
     pub metrics_task: Option<JoinHandle<()>>,
+    /// Fleet telemetry, unless turned off.
+    pub telemetry_task: Option<JoinHandle<()>>,
     /// The local bus.
     pub local: async_nats::Client,
     /// How the tasks ended: what went wrong while stopping is logged.
@@ -149,7 +151,7 @@ pub async fn stop(parts: Parts) {
     {
         tracing::warn!("Upstream delivery did not finish in time; undelivered outputs stay in the outbox");
     }
-    // Both stopped by `stop` long ago: one budget for the two.
+    // All stopped by `stop` long ago: one budget for them.
     let status_until = tokio::time::Instant::now() + STATUS_BUDGET;
     if tokio::time::timeout_at(status_until, parts.status_task).await.is_err() {
         tracing::warn!("The status responder did not stop in time");
@@ -158,6 +160,11 @@ pub async fn stop(parts: Parts) {
         && tokio::time::timeout_at(status_until, metrics).await.is_err()
     {
         tracing::warn!("The metrics endpoint did not stop in time");
+    }
+    if let Some(telemetry) = parts.telemetry_task
+        && tokio::time::timeout_at(status_until, telemetry).await.is_err()
+    {
+        tracing::warn!("The telemetry did not stop in time");
     }
     let _ = tokio::time::timeout(FLUSH_BUDGET, parts.local.flush()).await;
     report_ended(parts.ended);

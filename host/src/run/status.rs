@@ -82,6 +82,7 @@ impl StatusSources {
             outbox: OutboxStatus {
                 alerts: depth.as_ref().map_or(0, |d| d.alerts),
                 summaries: depth.as_ref().map_or(0, |d| d.summaries),
+                telemetry: depth.as_ref().map_or(0, |d| d.telemetry),
                 oldest_age_ms: oldest.map(|created| wall_ms().saturating_sub(created).max(0)),
                 dropped,
                 reset: self.outbox_reset.clone(),
@@ -236,6 +237,7 @@ impl From<DropCounts> for OutboxDrops {
             parked_discarded: drops.parked_discarded,
             inputs_expired: drops.inputs_expired,
             inputs_for_space: drops.inputs_for_space,
+            telemetry: drops.telemetry,
         }
     }
 }

@@ -98,7 +98,7 @@ fn a_version_1_file_is_migrated_and_keeps_every_entry() {
         .unwrap()
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, crate::outbox::schema::SCHEMA_VERSION);
     let outbox = open(dir.path());
     assert_eq!(all(&outbox).len(), 5);
 }
@@ -112,4 +112,27 @@ fn a_version_1_file_under_another_key_is_still_refused() {
     assert!(matches!(err, OutboxError::WrongKey { .. }), "{err}");
     // And nothing was migrated: the right key still opens it.
     assert_eq!(all(&open(dir.path())).len(), 1);
+}
+
+#[test]
+fn a_migrated_file_takes_telemetry_and_never_reuses_an_id() {
+    let dir = tempfile::tempdir().unwrap();
+    write_v1(dir.path(), &[alert("glucose-monitor", 1), alert("glucose-monitor", 2)]);
+    // The newest row acknowledged and deleted: its id stays used.
+    let conn = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+    let last: i64 = conn
+        .query_row("SELECT max(id) FROM entries", [], |row| row.get(0))
+        .unwrap();
+    conn.execute("DELETE FROM entries WHERE id = ?1", [last]).unwrap();
+    drop(conn);
+
+    let mut outbox = open(dir.path());
+    let id = append(&mut outbox, telemetry(3));
+    assert!(id > u64::try_from(last).unwrap(), "{id} reuses an id up to {last}");
+    let kinds: Vec<Kind> = all(&outbox).into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [Kind::Alert, Kind::Telemetry]);
+    drop(outbox);
+    let outbox = open(dir.path());
+    assert_eq!(outbox.depth().unwrap().telemetry, 1);
+    assert_eq!(outbox.depth().unwrap(), outbox.recount().unwrap());
 }

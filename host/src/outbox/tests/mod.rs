@@ -9,6 +9,7 @@ mod model;
 mod parking;
 mod round_trip;
 mod shares;
+mod telemetry;
 mod writer;
 
 use std::path::Path;
@@ -41,14 +42,15 @@ fn open_max_bytes(dir: &Path, max_bytes: u64) -> Outbox {
 
 /// An entry as the host would make it for `plugin`'s output number `seq`.
 fn entry(kind: Kind, plugin: &str, seq: u64, payload: &[u8]) -> NewEntry {
-    let kind_name = match kind {
-        Kind::Alert => "alerts",
-        Kind::Summary => "summaries",
+    let subject = match kind {
+        Kind::Alert => format!("edgewise.edge-01.up.alerts.{plugin}"),
+        Kind::Summary => format!("edgewise.edge-01.up.summaries.{plugin}"),
+        Kind::Telemetry => "edgewise.edge-01.up.telemetry".to_owned(),
     };
     NewEntry {
         kind,
         plugin: plugin.to_owned(),
-        subject: format!("edgewise.edge-01.up.{kind_name}.{plugin}"),
+        subject,
         msg_id: format!("edge-01/{plugin}/{seq}"),
         payload: payload.to_vec(),
         created_ms: 1_700_000_000_000 + i64::try_from(seq).unwrap(),
@@ -61,6 +63,13 @@ fn alert(plugin: &str, seq: u64) -> NewEntry {
 
 fn summary(plugin: &str, seq: u64) -> NewEntry {
     entry(Kind::Summary, plugin, seq, format!("summary {plugin} {seq}").as_bytes())
+}
+
+/// Telemetry number `seq`, as the host makes it (no plugin).
+fn telemetry(seq: u64) -> NewEntry {
+    let mut e = entry(Kind::Telemetry, "", seq, format!("telemetry {seq}").as_bytes());
+    e.msg_id = format!("edge-01/telemetry/0123/{seq}");
+    e
 }
 
 fn append(outbox: &mut Outbox, entry: NewEntry) -> u64 {

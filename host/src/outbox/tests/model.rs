@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::outbox::{Depth, DropCounts};
+use crate::outbox::{Depth, DropCounts, TELEMETRY_MAX_ENTRIES, TELEMETRY_SHARE};
 
 const MAX_AGE_MS: u64 = 1_000;
 /// Milliseconds the clock advances per action.
@@ -17,6 +17,9 @@ enum Action {
     Append { kind: Kind, subject: u8, len: usize },
     /// The same, several in one transaction.
     AppendBatch(Vec<(Kind, u8, usize)>),
+    /// Telemetry messages of `len` bytes, `n` in one transaction (enough to
+    /// pass `TELEMETRY_MAX_ENTRIES` in a few steps).
+    TelemetryBurst { n: usize, len: usize },
     /// Read up to n entries in delivery order.
     NextBatch(usize),
     /// Acknowledge the entries of the last batch picked by the mask.
@@ -28,13 +31,14 @@ enum Action {
 }
 
 fn kind() -> impl Strategy<Value = Kind> {
-    prop_oneof![Just(Kind::Alert), Just(Kind::Summary)]
+    prop_oneof![Just(Kind::Alert), Just(Kind::Summary), Just(Kind::Telemetry)]
 }
 
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         6 => (kind(), 0u8..3, 0usize..64).prop_map(|(kind, subject, len)| Action::Append { kind, subject, len }),
         1 => prop::collection::vec((kind(), 0u8..3, 0usize..64), 1..4).prop_map(Action::AppendBatch),
+        1 => (1usize..40, 0usize..64).prop_map(|(n, len)| Action::TelemetryBurst { n, len }),
         3 => (0usize..8).prop_map(Action::NextBatch),
         3 => prop::collection::vec(any::<bool>(), 0..8).prop_map(Action::Delete),
         1 => Just(Action::Expire),
@@ -59,19 +63,24 @@ impl Model {
             .sum()
     }
 
-    /// Bytes held by `plugin` (with `extra` added).
+    /// Bytes held by `plugin` (telemetry belongs to no plugin).
     fn held(&self, plugin: &str) -> u64 {
         self.entries
             .iter()
-            .filter(|(e, _)| e.plugin == plugin)
+            .filter(|(e, _)| e.plugin == plugin && e.kind != Kind::Telemetry)
             .map(|(_, size)| size)
             .sum()
     }
 
-    /// The plugins holding entries, and `also`, by name.
+    /// The plugins holding entries, and `also`, by name (telemetry belongs
+    /// to no plugin).
     fn sharers(&self, also: &str) -> std::collections::BTreeSet<String> {
-        let mut plugins: std::collections::BTreeSet<String> =
-            self.entries.iter().map(|(e, _)| e.plugin.clone()).collect();
+        let mut plugins: std::collections::BTreeSet<String> = self
+            .entries
+            .iter()
+            .filter(|(e, _)| e.kind != Kind::Telemetry)
+            .map(|(e, _)| e.plugin.clone())
+            .collect();
         plugins.insert(also.to_owned());
         plugins
     }
@@ -96,26 +105,59 @@ impl Model {
         best.map(|(plugin, _)| plugin)
     }
 
-    /// Remove the oldest entry of `plugin` and `kind`, counted.
+    /// Remove the oldest entry of `plugin` and `kind` (any telemetry), counted.
     fn evict_oldest(&mut self, plugin: &str, kind: Kind) {
         if let Some(i) = self
             .entries
             .iter()
-            .position(|(e, _)| e.plugin == plugin && e.kind == kind)
+            .position(|(e, _)| e.kind == kind && (kind == Kind::Telemetry || e.plugin == plugin))
         {
             self.entries.remove(i);
             match kind {
                 Kind::Alert => self.drops.alerts_for_space += 1,
                 Kind::Summary => self.drops.summaries_for_space += 1,
+                Kind::Telemetry => self.drops.telemetry += 1,
             }
         }
+    }
+
+    fn telemetry_held(&self) -> (u64, u64) {
+        let held = self.entries.iter().filter(|(e, _)| e.kind == Kind::Telemetry);
+        (held.clone().count() as u64, held.map(|(_, size)| size).sum())
+    }
+
+    /// Telemetry, stated plainly: it may take the room of older telemetry
+    /// only; the oldest goes while it is over its count, its share or the
+    /// outbox.
+    fn append_telemetry(&mut self, entry: Entry, size: u64) -> bool {
+        let share = self.max_bytes / TELEMETRY_SHARE;
+        let others = self.bytes(None) - self.telemetry_held().1;
+        if size > share || others + size > self.max_bytes {
+            self.drops.telemetry += 1;
+            return false;
+        }
+        loop {
+            let (count, bytes) = self.telemetry_held();
+            if count < TELEMETRY_MAX_ENTRIES && bytes + size <= share && self.bytes(None) + size <= self.max_bytes {
+                break;
+            }
+            self.evict_oldest("", Kind::Telemetry);
+        }
+        self.entries.push((entry, size));
+        true
     }
 
     /// The size rule, stated plainly (see `evict`): returns whether the entry is stored.
     fn append(&mut self, entry: Entry) -> bool {
         let size = (entry.subject.len() + entry.msg_id.len() + 12 + entry.payload.len() + 16) as u64;
+        if entry.kind == Kind::Telemetry {
+            return self.append_telemetry(entry, size);
+        }
         let fits = |m: &Model| m.bytes(None) + size <= m.max_bytes;
         let (entries_before, drops_before) = (self.entries.clone(), self.drops);
+        while !fits(self) && self.telemetry_held().0 > 0 {
+            self.evict_oldest("", Kind::Telemetry);
+        }
         while !fits(self) {
             let Some(victim) = self.furthest_over(&entry.plugin, size, Kind::Summary) else {
                 break;
@@ -168,6 +210,7 @@ impl Model {
             match e.kind {
                 Kind::Alert => self.drops.expired_alerts += 1,
                 Kind::Summary => self.drops.expired_summaries += 1,
+                Kind::Telemetry => self.drops.telemetry += 1,
             }
         }
         self.entries.retain(|(e, _)| e.created_ms >= cutoff);
@@ -178,13 +221,18 @@ impl Model {
         Depth {
             alerts: self.entries.iter().filter(|(e, _)| e.kind == Kind::Alert).count() as u64,
             summaries: self.entries.iter().filter(|(e, _)| e.kind == Kind::Summary).count() as u64,
+            telemetry: self.entries.iter().filter(|(e, _)| e.kind == Kind::Telemetry).count() as u64,
             bytes: self.bytes(None),
         }
     }
 }
 
 fn new_entry(kind: Kind, subject: u8, len: usize, seq: u64, now_ms: i64) -> NewEntry {
-    let mut e = entry(kind, &format!("plugin-{subject}"), seq, &vec![(seq % 251) as u8; len]);
+    let mut e = match kind {
+        Kind::Telemetry => telemetry(seq),
+        _ => entry(kind, &format!("plugin-{subject}"), seq, &[]),
+    };
+    e.payload = vec![(seq % 251) as u8; len];
     e.created_ms = now_ms;
     e
 }
@@ -250,6 +298,22 @@ fn run(actions: Vec<Action>, max_bytes: u64) -> Result<(), TestCaseError> {
                     }
                 }
             }
+            Action::TelemetryBurst { n, len } => {
+                let entries: Vec<NewEntry> = (0..n)
+                    .map(|_| {
+                        seq += 1;
+                        new_entry(Kind::Telemetry, 0, len, seq, now_ms)
+                    })
+                    .collect();
+                let got = real.append_batch(entries.clone()).unwrap();
+                for (e, got) in entries.iter().zip(got) {
+                    prop_assert_eq!(got.is_some(), model.append(stored(e, got.unwrap_or(0))));
+                    if let Some(id) = got {
+                        prop_assert!(id > last_id);
+                        last_id = id;
+                    }
+                }
+            }
             Action::NextBatch(n) => {
                 let batch = real.next_batch(n).unwrap();
                 prop_assert_eq!(&batch, &model.next_batch(n));
@@ -294,12 +358,14 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// Half the cases with room for everything, half with a limit of a few
-    /// entries, so that eviction and refusal happen.
+    /// A third of the cases with room for everything (telemetry meets its
+    /// count), a third with a limit of a few entries (no room for telemetry
+    /// at all), a third with room for a few telemetry messages besides the
+    /// rest, so that eviction and refusal of every kind happen.
     #[test]
     fn the_outbox_agrees_with_a_model(
         actions in prop::collection::vec(action(), 1..=30),
-        max_bytes in prop_oneof![Just(OutboxLimits::DEFAULT_MAX_BYTES), 400u64..1_200],
+        max_bytes in prop_oneof![Just(OutboxLimits::DEFAULT_MAX_BYTES), 400u64..1_200, 2_000u64..6_000],
     ) {
         run(actions, max_bytes)?;
     }

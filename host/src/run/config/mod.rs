@@ -72,7 +72,27 @@ pub struct RunConfig {
     pub deploy: Option<DeployConfig>,
     /// The Prometheus endpoint (`[metrics]`), if configured (off by default).
     pub metrics: Option<MetricsConfig>,
+    /// Fleet telemetry (`[telemetry]`, on by default every
+    /// [`DEFAULT_TELEMETRY_INTERVAL`]); `None`: `interval = "off"`.
+    pub telemetry: Option<TelemetryConfig>,
 }
+
+/// Fleet telemetry (`[telemetry]`): how often the device publishes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// Wall-clock time between two messages (whatever `[clock]` says: it is
+    /// an account of the device, not of the readings), within
+    /// [`TELEMETRY_INTERVAL_RANGE`].
+    pub interval: Duration,
+}
+
+/// `[telemetry] interval` unless set.
+pub const DEFAULT_TELEMETRY_INTERVAL: Duration = Duration::from_secs(60);
+/// Bounds of `[telemetry] interval`: faster than a second is load without
+/// news; slower than a day, a dashboard cannot tell a quiet device from a
+/// lost one.
+pub const TELEMETRY_INTERVAL_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(24 * 60 * 60);
 
 /// Deployment from the cloud (`[deploy]`): the device watches its desired
 /// plugin set and its groups' in the cloud's buckets, through its local bus.
@@ -416,6 +436,7 @@ impl RunConfig {
             .metrics
             .as_ref()
             .and_then(|raw| sections::metrics(raw, &mut problem));
+        let telemetry = sections::telemetry(&raw.telemetry, &mut problem);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -437,6 +458,7 @@ impl RunConfig {
             plugins,
             deploy,
             metrics,
+            telemetry,
         })
     }
 }

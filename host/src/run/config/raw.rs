@@ -34,6 +34,14 @@ pub(super) struct RawConfig {
     pub(super) plugins: Vec<RawPlugin>,
     pub(super) deploy: Option<RawDeploy>,
     pub(super) metrics: Option<RawMetrics>,
+    #[serde(default)]
+    pub(super) telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTelemetry {
+    pub(super) interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

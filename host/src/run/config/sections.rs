@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::DeployConfig;
-use super::raw::{RawDeploy, RawMetrics, RawOutbox, RawSupervisor};
+use super::raw::{RawDeploy, RawMetrics, RawOutbox, RawSupervisor, RawTelemetry};
+use super::{DEFAULT_TELEMETRY_INTERVAL, DeployConfig, TELEMETRY_INTERVAL_RANGE, TelemetryConfig};
 use crate::bus::NatsConfig;
 use crate::metrics::MetricsConfig;
 use crate::outbox::OutboxLimits;
@@ -260,4 +260,28 @@ pub(super) fn metrics(raw: &RawMetrics, problem: &mut impl FnMut(&str, String)) 
         return None;
     }
     Some(MetricsConfig { listen })
+}
+
+/// The `[telemetry]` table: `interval`, a duration within
+/// [`TELEMETRY_INTERVAL_RANGE`] (default [`DEFAULT_TELEMETRY_INTERVAL`]), or
+/// `"off"` for none.
+pub(super) fn telemetry(raw: &RawTelemetry, problem: &mut impl FnMut(&str, String)) -> Option<TelemetryConfig> {
+    if raw.interval.as_deref().map(str::trim) == Some("off") {
+        return None;
+    }
+    let (min, max) = (*TELEMETRY_INTERVAL_RANGE.start(), *TELEMETRY_INTERVAL_RANGE.end());
+    let interval = duration(
+        problem,
+        "telemetry.interval",
+        &raw.interval,
+        DEFAULT_TELEMETRY_INTERVAL,
+        min,
+    );
+    if interval > max {
+        problem(
+            "telemetry.interval",
+            format!("must be at most {} (or \"off\")", humantime::format_duration(max)),
+        );
+    }
+    Some(TelemetryConfig { interval })
 }

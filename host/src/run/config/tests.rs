@@ -305,3 +305,22 @@ fn metrics_are_off_by_default_and_loopback_unless_remote_is_allowed() {
     }
     assert!(parse_with("[metrics]\nlisten = \"127.0.0.1:1\"\nport = 2\n").is_err());
 }
+
+#[test]
+fn telemetry_is_on_every_minute_by_default_bounded_and_can_be_turned_off() {
+    let every = |text: &str| parse_with(text).unwrap().telemetry.map(|t| t.interval);
+    assert_eq!(every(""), Some(Duration::from_secs(60)));
+    assert_eq!(every("[telemetry]\n"), Some(Duration::from_secs(60)));
+    assert_eq!(every("[telemetry]\ninterval = \"1s\"\n"), Some(Duration::from_secs(1)));
+    assert_eq!(
+        every("[telemetry]\ninterval = \"1day\"\n"),
+        Some(Duration::from_secs(86_400))
+    );
+    assert_eq!(every("[telemetry]\ninterval = \"off\"\n"), None);
+    for bad in ["500ms", "25h", "often", "0s", ""] {
+        let refused = problems(&format!("[telemetry]\ninterval = \"{bad}\"\n"));
+        assert_eq!(refused.len(), 1, "{bad}: {refused:?}");
+        assert_eq!(refused[0].0, "telemetry.interval", "{bad}: {refused:?}");
+    }
+    assert!(parse_with("[telemetry]\ninterval = \"1m\"\nsubject = \"x\"\n").is_err());
+}
