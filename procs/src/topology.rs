@@ -100,6 +100,13 @@ impl CloudServer {
     }
 }
 
+/// What a device's leaf connection never carries, either way: its sensor
+/// subjects. Every device's server is a leaf of the same cloud account, so
+/// without this a reading published on one device's bus would reach every
+/// other device subscribed to `sensors.>` through the cloud (one patient's
+/// glucose alerting on another ward's device). Found by the dashboard test.
+pub const LEAF_DENY: &str = "deny_imports: [\"sensors.>\"], deny_exports: [\"sensors.>\"]";
+
 /// A device's local `nats-server`: JetStream in the device's own domain
 /// (its id) and store, and a leaf node of a [`CloudServer`] through a
 /// [`LeafLink`]. Starting it waits until it is ready, not until it is linked
@@ -143,7 +150,7 @@ impl EdgeServer {
             .name(device)
             .jetstream()?
             .config(&format!(
-                "server_name: {device}\njetstream {{ domain: {device} }}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://{}127.0.0.1:{}\" }} ] }}",
+                "server_name: {device}\njetstream {{ domain: {device} }}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://{}127.0.0.1:{}\", {LEAF_DENY} }} ] }}",
                 login.map(|(user, password)| format!("{user}:{password}@")).unwrap_or_default(),
                 link.port()
             ))
