@@ -188,3 +188,52 @@ fn deployment(report: Option<&ReportedPlugin>, now_ms: i64) -> Markup {
         @if let Some(reason) = &deployment.reason { br; span.muted { (reason) } }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::{Deployment, Phase, Reported};
+
+    #[test]
+    fn a_device_shows_its_deployments_phase_and_a_hostile_name_stays_text() {
+        let mut fleet = Fleet::default();
+        let mut plugin = ReportedPlugin {
+            running_version: "1.2.0".to_owned(),
+            ..ReportedPlugin::default()
+        };
+        plugin.deployment = Some(Deployment {
+            key: "group.ward".to_owned(),
+            generation: 42,
+            bundle: "b".to_owned(),
+            version: "1.2.0".to_owned(),
+            phase: Phase::RolledBack,
+            reason: Some("<script>alert(1)</script> trapped".to_owned()),
+            since_ms: 1_000,
+            history: Vec::new(),
+            pushed_ms: 0,
+            pause_us: None,
+        });
+        fleet.take_report(Reported {
+            device: "ward-9".to_owned(),
+            last_seen_ms: 1_000,
+            plugins: [("glucose-monitor".to_owned(), plugin)].into(),
+            ..Reported::default()
+        });
+        let html = fleet_table(&fleet, 61_000).into_string();
+        assert!(html.contains(r#"data-device="ward-9""#), "{html}");
+        assert!(html.contains(r#"class="phase-rolled-back""#), "{html}");
+        assert!(html.contains("gen 42"), "{html}");
+        assert!(html.contains("1 min ago"), "{html}");
+        assert!(html.contains("&lt;script&gt;"), "{html}");
+        assert!(!html.contains("<script>"), "{html}");
+    }
+
+    #[test]
+    fn ages_read_as_people_say_them() {
+        assert_eq!(ago(10_000, 0), "10 s ago");
+        assert_eq!(ago(0, 10_000), "0 s ago", "a device clock ahead of ours");
+        assert_eq!(ago(7_200_000, 0), "2 h ago");
+        assert_eq!(ago(3 * 86_400_000, 0), "3 d ago");
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+    }
+}
