@@ -393,9 +393,11 @@ strict = true
         let _ = config.f64("hysteresis", 0.5);
         assert_eq!(
             config.finish(),
-            Err("config key(s) with a default both in the manifest's [config] and in the code: strict \
+            Err(
+                "config key(s) with a default both in the manifest's [config] and in the code: strict \
                  (keep one: drop the key from [config], or read it with a `declared_` getter)"
-                .to_owned())
+                    .to_owned()
+            )
         );
         // The same code without `strict` in the manifest is accepted.
         let mut config = Config::from_manifest(&MANIFEST.replace("strict = true", "")).unwrap();

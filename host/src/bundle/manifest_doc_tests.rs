@@ -23,7 +23,12 @@ fn toml_blocks(markdown: &str) -> Vec<Block<'_>> {
     let mut open: Option<Block<'_>> = None;
     for line in markdown.lines() {
         match (open.take(), line.strip_prefix("```")) {
-            (None, Some(info)) => open = Some(Block { info, text: String::new() }),
+            (None, Some(info)) => {
+                open = Some(Block {
+                    info,
+                    text: String::new(),
+                })
+            }
             (Some(block), Some(_)) => {
                 if block.info.starts_with("toml") {
                     blocks.push(block);
@@ -96,30 +101,53 @@ fn the_doc_quotes_the_limits_the_code_has() {
             .to_owned()
     };
     let cases = [
-        ("memory_mb", defaults.max_memory_bytes >> 20, ceilings.max_memory_bytes >> 20),
+        (
+            "memory_mb",
+            defaults.max_memory_bytes >> 20,
+            ceilings.max_memory_bytes >> 20,
+        ),
         (
             "call_deadline_ms",
             defaults.call_deadline.as_millis() as usize,
             ceilings.call_deadline.as_millis() as usize,
         ),
-        ("outputs_per_call", defaults.max_outputs_per_call, ceilings.max_outputs_per_call),
+        (
+            "outputs_per_call",
+            defaults.max_outputs_per_call,
+            ceilings.max_outputs_per_call,
+        ),
         (
             "outputs_per_second",
             defaults.max_outputs_per_second.unwrap_or_default(),
             ceilings.max_outputs_per_second.unwrap_or_default(),
         ),
         ("output_bytes", defaults.max_output_bytes, ceilings.max_output_bytes),
-        ("log_bytes_per_second", defaults.max_log_bytes_per_second, ceilings.max_log_bytes_per_second),
+        (
+            "log_bytes_per_second",
+            defaults.max_log_bytes_per_second,
+            ceilings.max_log_bytes_per_second,
+        ),
         ("state_bytes", defaults.max_state_bytes, ceilings.max_state_bytes),
     ];
     for (key, default, ceiling) in cases {
         let cells: Vec<String> = row(key).split('|').map(|c| c.trim().to_owned()).collect();
-        assert!(cells[3].starts_with(&default.to_string()), "`{key}` default: {}", cells[3]);
-        assert!(cells[4].starts_with(&ceiling.to_string()), "`{key}` ceiling: {}", cells[4]);
+        assert!(
+            cells[3].starts_with(&default.to_string()),
+            "`{key}` default: {}",
+            cells[3]
+        );
+        assert!(
+            cells[4].starts_with(&ceiling.to_string()),
+            "`{key}` ceiling: {}",
+            cells[4]
+        );
     }
     let max_sensors = row("max_sensors");
     assert!(
-        max_sensors.contains(&format!("| {} (`DEFAULT_MAX_SENSORS`)", super::manifest::DEFAULT_MAX_SENSORS)),
+        max_sensors.contains(&format!(
+            "| {} (`DEFAULT_MAX_SENSORS`)",
+            super::manifest::DEFAULT_MAX_SENSORS
+        )),
         "{max_sensors}"
     );
 }
