@@ -8,11 +8,20 @@
 /// A copy of the bytes of the asset `name`, or `None` if the bundle has no
 /// such asset. The copy counts against the plugin's memory: read an asset
 /// once (in `init`) and keep what you need.
+///
+/// ```
+/// use edgewise_sdk::asset;
+///
+/// asset::provide("table.bin", b"\x01\x02"); // natively: what the bundle would carry
+/// assert_eq!(asset::read("table.bin"), Some(vec![1, 2]));
+/// assert_eq!(asset::read("other.bin"), None);
+/// ```
 pub fn read(name: &str) -> Option<Vec<u8>> {
     imp::read(name)
 }
 
-/// Make `bytes` the asset `name` for [`read`] on this thread: for native tests.
+/// Make `bytes` the asset `name` for [`read`] on this thread: for native
+/// tests (see [`read`]).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn provide(name: &str, bytes: &[u8]) {
     imp::provide(name, bytes)

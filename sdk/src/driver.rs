@@ -31,6 +31,47 @@ struct Clock {
 }
 
 /// A plugin and what it has seen of the host clock.
+///
+/// ```
+/// use edgewise_sdk::{Alert, Config, Driver, Outputs, Plugin, Reading, Severity, Wake};
+///
+/// /// Says when a sensor has been silent for a minute.
+/// struct Silence {
+///     last: Option<(String, i64)>,
+/// }
+///
+/// impl Plugin for Silence {
+///     fn init(config: Config) -> Result<Self, String> {
+///         config.finish()?;
+///         Ok(Silence { last: None })
+///     }
+///     fn on_readings(&mut self, readings: &[Reading<'_>], _: &mut Outputs) -> Result<(), String> {
+///         if let Some(r) = readings.last() {
+///             self.last = Some((r.sensor.to_owned(), r.timestamp_ms));
+///         }
+///         Ok(())
+///     }
+///     fn next_wake(&self) -> Wake {
+///         self.last.as_ref().map_or(Wake::Idle, |(_, at)| Wake::At(at + 60_000))
+///     }
+///     fn on_tick(&mut self, now_ms: i64, out: &mut Outputs) -> Result<(), String> {
+///         if let Some((sensor, _)) = self.last.take() {
+///             out.alert(Alert::at(&sensor, now_ms, Severity::Warning, "silent", "No reading for a minute"));
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// let mut driver = Driver::<Silence>::start(Config::default(), None)?;
+/// let mut out = Outputs::default();
+/// let readings = [Reading::new("probe", 0, 4.0, "degC"), Reading::new("probe", 90_000, 4.1, "degC")];
+/// // As the host would: the wake at 60 s falls inside the batch, so the
+/// // plugin is ticked then, before the reading at 90 s.
+/// driver.on_readings(90_000, &readings, &mut out)?;
+/// assert_eq!(out.alerts()[0].timestamp_ms, 60_000);
+/// assert_eq!(driver.wake(), Some(150_000));
+/// # Ok::<(), String>(())
+/// ```
 #[derive(Debug)]
 pub struct Driver<P> {
     plugin: P,

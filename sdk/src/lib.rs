@@ -1,52 +1,6 @@
-//! Write Edgewise sensor plugins in plain Rust.
-//!
-//! A plugin is a type that implements [`Plugin`], exported with
-//! [`export_plugin!`]. The same code builds as a WebAssembly component
-//! (`cargo build --target wasm32-wasip2`) and as a native library, so its
-//! logic can be unit-tested with `cargo test` on the host: the plugin receives
-//! readings and writes alerts and summaries into an [`Outputs`] value, which the
-//! export glue forwards to the host (in wasm) and which tests inspect (natively).
-//!
-//! Start with `sdk/README.md`, the plugin author guide. The helpers that
-//! sensor plugins need are in [`stats`] (Welford mean and variance),
-//! [`window`] (time-windowed buffers), [`trend`] (least-squares rate of change)
-//! and [`suppress`] (alert repeat suppression with an "all clear"). A plugin
-//! asks for ticks with [`Wake`], hands its state to a restarted or upgraded
-//! instance with [`snapshot_state!`] ([`snapshot`]), and reads the signed
-//! files of its bundle with [`asset::read`].
-//!
-//! # Example
-//!
-//! ```
-//! use edgewise_sdk::{Alert, Config, Outputs, Plugin, Reading, Severity};
-//!
-//! struct TooHot {
-//!     limit: f64,
-//! }
-//!
-//! impl Plugin for TooHot {
-//!     fn init(mut config: Config) -> Result<Self, String> {
-//!         let limit = config.f64("limit", 8.0)?;
-//!         config.finish()?;
-//!         Ok(TooHot { limit })
-//!     }
-//!
-//!     fn on_readings(&mut self, readings: &[Reading<'_>], out: &mut Outputs) -> Result<(), String> {
-//!         for reading in readings.iter().filter(|r| r.value > self.limit) {
-//!             out.alert(Alert::new(reading, Severity::Warning, "too-hot", "Above the limit"));
-//!         }
-//!         Ok(())
-//!     }
-//! }
-//!
-//! edgewise_sdk::export_plugin!(TooHot);
-//!
-//! let mut plugin = TooHot::init(Config::default()).unwrap();
-//! let mut out = Outputs::default();
-//! plugin.on_readings(&[Reading::new("probe-1", 0, 9.5, "degC")], &mut out).unwrap();
-//! assert_eq!(out.alerts()[0].code, "too-hot");
-//! ```
-
+// The crate's documentation is the plugin author's guide, so that every
+// example in it is a doctest (`cargo test -p edgewise-sdk --doc`).
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
 pub mod asset;

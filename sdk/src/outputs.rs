@@ -20,6 +20,18 @@ pub enum Kind {
 /// (also when the call returns `Err`): so the order of a plugin's outputs
 /// depends only on its inputs, never on how the host batched them. In native
 /// unit tests, inspect them with [`Outputs::alerts`] and [`Outputs::summaries`].
+///
+/// ```
+/// use edgewise_sdk::{Alert, LogLevel, Outputs, Severity, Summary};
+///
+/// let mut out = Outputs::default();
+/// out.summary(Summary::new("fridge-1", 0, 3_600_000).metric("mean", 5.0));
+/// out.alert(Alert::at("fridge-1", 3_600_000, Severity::Info, "hour-closed", "Hour summarised"));
+/// out.log(LogLevel::Debug, "closed the hour at 01:00");
+/// assert_eq!(out.summaries()[0].get("mean"), Some(5.0));
+/// assert_eq!(out.alerts()[0].code, "hour-closed");
+/// assert_eq!(out.logs()[0], (LogLevel::Debug, "closed the hour at 01:00".to_owned()));
+/// ```
 #[derive(Debug, Default)]
 pub struct Outputs {
     alerts: Vec<Alert>,
@@ -29,19 +41,21 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    /// Raise an alert.
+    /// Raise an alert (see [`Outputs`]).
     pub fn alert(&mut self, alert: Alert) {
         self.alerts.push(alert);
         self.order.push(Kind::Alert);
     }
 
-    /// Emit the summary of a closed window.
+    /// Emit the summary of a closed window (see [`Outputs`]).
     pub fn summary(&mut self, summary: Summary) {
         self.summaries.push(summary);
         self.order.push(Kind::Summary);
     }
 
-    /// Write a line to the host log.
+    /// Write a line to the host log (see [`Outputs`]): the host logs it under
+    /// the plugin's name, at most `log_bytes_per_second` (the manifest's
+    /// `[limits]`), and drops and counts the rest.
     pub fn log(&mut self, level: LogLevel, message: impl Into<String>) {
         self.logs.push((level, message.into()));
         self.order.push(Kind::Log);

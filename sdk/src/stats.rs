@@ -3,6 +3,15 @@
 /// Count, mean, variance, minimum and maximum of a stream of values, updated
 /// one value at a time with Welford's algorithm (numerically stable: no
 /// catastrophic cancellation on long streams of similar values).
+///
+/// ```
+/// let mut stats = edgewise_sdk::stats::RunningStats::new();
+/// for value in [4.0, 6.0, 8.0] {
+///     stats.push(value);
+/// }
+/// assert_eq!((stats.count(), stats.mean(), stats.min(), stats.max()), (3, Some(6.0), Some(4.0), Some(8.0)));
+/// assert_eq!(stats.sd(), Some(2.0));
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunningStats {
     count: u64,

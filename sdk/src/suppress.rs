@@ -23,6 +23,17 @@ impl Transition {
 /// Tracks one alert condition so that a persisting condition is raised once,
 /// repeated at most every `repeat_ms`, and followed by a single "all clear"
 /// when it ends.
+///
+/// ```
+/// use edgewise_sdk::suppress::{Suppressor, Transition};
+///
+/// let mut gate = Suppressor::new(30 * 60_000); // repeat at most every 30 min
+/// assert_eq!(gate.update(0, true), Transition::Raise);
+/// assert_eq!(gate.update(60_000, true), Transition::Quiet);
+/// assert_eq!(gate.update(30 * 60_000, true), Transition::Repeat);
+/// assert_eq!(gate.update(31 * 60_000, false), Transition::Resolve);
+/// assert_eq!(gate.update(32 * 60_000, false), Transition::Quiet);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Suppressor {
     repeat_ms: i64,

@@ -11,6 +11,13 @@ pub const DAY_MS: i64 = 24 * HOUR_MS;
 /// windows aligned to the epoch (so UTC hours and days for `HOUR_MS`, `DAY_MS`).
 /// Correct for timestamps before 1970 too; saturates at `i64::MIN` instead
 /// of overflowing, and treats a period below 1 ms as 1 ms.
+///
+/// ```
+/// use edgewise_sdk::time::{HOUR_MS, MINUTE_MS, window_start};
+///
+/// // 10:07 falls in the hour that starts at 10:00.
+/// assert_eq!(window_start(10 * HOUR_MS + 7 * MINUTE_MS, HOUR_MS), 10 * HOUR_MS);
+/// ```
 pub fn window_start(timestamp_ms: i64, period_ms: i64) -> i64 {
     timestamp_ms.saturating_sub(timestamp_ms.rem_euclid(period_ms.max(1)))
 }

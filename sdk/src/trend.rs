@@ -22,6 +22,16 @@ impl Trend {
 /// two points or when all points share one timestamp (no slope is defined).
 ///
 /// Times are centred before summing, so millisecond epochs lose no precision.
+///
+/// ```
+/// use edgewise_sdk::trend::least_squares;
+///
+/// // Rising 2 units a minute.
+/// let points = [(0, 100.0), (60_000, 102.0), (120_000, 104.0)];
+/// let trend = least_squares(points.iter().copied()).unwrap();
+/// assert!((trend.per_minute - 2.0).abs() < 1e-9);
+/// assert!((trend.predict(180_000) - 106.0).abs() < 1e-9);
+/// ```
 pub fn least_squares(points: impl Iterator<Item = (i64, f64)> + Clone) -> Option<Trend> {
     let (mut n, mut anchor_ms) = (0usize, i64::MIN);
     let mut first_ms = None;

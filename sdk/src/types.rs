@@ -19,6 +19,11 @@ pub struct Reading<'a> {
 
 impl<'a> Reading<'a> {
     /// A reading, for tests and examples.
+    ///
+    /// ```
+    /// let reading = edgewise_sdk::Reading::new("fridge-1", 60_000, 9.5, "degC");
+    /// assert_eq!((reading.sensor, reading.value), ("fridge-1", 9.5));
+    /// ```
     pub fn new(sensor: &'a str, timestamp_ms: i64, value: f64, unit: &'a str) -> Reading<'a> {
         Reading {
             sensor,
@@ -59,14 +64,41 @@ pub struct Alert {
 
 impl Alert {
     /// An alert about `reading`, carrying its sensor, timestamp and value.
+    ///
+    /// ```
+    /// use edgewise_sdk::{Alert, Reading, Severity};
+    ///
+    /// let reading = Reading::new("fridge-1", 60_000, 9.5, "degC");
+    /// let alert = Alert::new(&reading, Severity::Warning, "too-warm", "Above 8 degC");
+    /// assert_eq!((alert.timestamp_ms, alert.value), (60_000, Some(9.5)));
+    /// ```
     pub fn new(reading: &Reading<'_>, severity: Severity, code: &str, message: &str) -> Alert {
         Alert {
-            sensor: reading.sensor.to_owned(),
-            timestamp_ms: reading.timestamp_ms,
+            value: Some(reading.value),
+            ..Alert::at(reading.sensor, reading.timestamp_ms, severity, code, message)
+        }
+    }
+
+    /// An alert about `sensor` at `timestamp_ms` with no reading behind it:
+    /// for a condition found in [`Plugin::on_tick`](crate::Plugin::on_tick),
+    /// such as a sensor gone silent. Its `value` is `None`; set it when there is one.
+    ///
+    /// ```
+    /// use edgewise_sdk::{Alert, Severity};
+    ///
+    /// // In `on_tick(now_ms, out)`: the fridge has said nothing for 20 minutes.
+    /// let now_ms = 1_200_000;
+    /// let alert = Alert::at("fridge-1", now_ms, Severity::Warning, "silent", "No reading for 20 min");
+    /// assert_eq!((alert.sensor.as_str(), alert.timestamp_ms, alert.value), ("fridge-1", now_ms, None));
+    /// ```
+    pub fn at(sensor: &str, timestamp_ms: i64, severity: Severity, code: &str, message: &str) -> Alert {
+        Alert {
+            sensor: sensor.to_owned(),
+            timestamp_ms,
             severity,
             code: code.to_owned(),
             message: message.to_owned(),
-            value: Some(reading.value),
+            value: None,
         }
     }
 }
@@ -95,6 +127,14 @@ pub struct Summary {
 
 impl Summary {
     /// An empty summary for a window; add figures with [`Summary::metric`].
+    ///
+    /// ```
+    /// use edgewise_sdk::Summary;
+    ///
+    /// let hour = Summary::new("fridge-1", 0, 3_600_000).metric("mean", 5.2).metric("max", 7.9);
+    /// assert_eq!(hour.get("max"), Some(7.9));
+    /// assert_eq!(hour.get("min"), None);
+    /// ```
     pub fn new(sensor: &str, window_start_ms: i64, window_end_ms: i64) -> Summary {
         Summary {
             sensor: sensor.to_owned(),
@@ -104,7 +144,7 @@ impl Summary {
         }
     }
 
-    /// Add a figure (builder style).
+    /// Add a figure (builder style); see [`Summary::new`].
     pub fn metric(mut self, name: &str, value: f64) -> Summary {
         self.metrics.push(Metric {
             name: name.to_owned(),
@@ -113,7 +153,7 @@ impl Summary {
         self
     }
 
-    /// The value of the figure called `name`, if present.
+    /// The value of the figure called `name`, if present; see [`Summary::new`].
     pub fn get(&self, name: &str) -> Option<f64> {
         self.metrics.iter().find(|m| m.name == name).map(|m| m.value)
     }

@@ -16,6 +16,17 @@ pub const DEFAULT_TICK_MS: i64 = 5 * MINUTE_MS;
 pub const MIN_WAKE_INTERVAL_MS: i64 = 1_000;
 
 /// When the plugin next needs a tick.
+///
+/// ```
+/// use edgewise_sdk::Wake;
+/// use edgewise_sdk::time::MINUTE_MS;
+///
+/// // A sensor last heard at `last_ms` is silent 20 minutes later: wake then.
+/// let last_ms: Option<i64> = Some(1_000_000);
+/// let wake = last_ms.map_or(Wake::Idle, |last| Wake::At(last + 20 * MINUTE_MS));
+/// assert_eq!(wake, Wake::At(2_200_000));
+/// assert_eq!(Wake::default(), Wake::Every(5 * MINUTE_MS));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
     /// Not until a reading arrives (asked again after it).
@@ -37,6 +48,13 @@ impl Default for Wake {
 /// The first multiple of `step_ms` (aligned to the epoch) at or after
 /// `timestamp_ms`; saturates instead of overflowing, and treats a step below
 /// 1 ms as 1 ms. For plugins that wake on a grid of their own.
+///
+/// ```
+/// use edgewise_sdk::time::HOUR_MS;
+/// use edgewise_sdk::wake::grid_at_or_after;
+///
+/// assert_eq!(grid_at_or_after(HOUR_MS + 1, HOUR_MS), 2 * HOUR_MS); // the next full hour
+/// ```
 pub fn grid_at_or_after(timestamp_ms: i64, step_ms: i64) -> i64 {
     let step = step_ms.max(1);
     match timestamp_ms.rem_euclid(step) {

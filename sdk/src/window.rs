@@ -8,6 +8,15 @@ use std::collections::VecDeque;
 /// Points are expected in timestamp order; a point older than the newest is
 /// inserted at its place (so late readings still count), and a point older
 /// than the span is dropped.
+///
+/// ```
+/// let mut window = edgewise_sdk::window::TimeWindow::new(10 * 60_000); // the last 10 minutes
+/// for minute in 0..15 {
+///     window.push(minute * 60_000, minute as f64);
+/// }
+/// assert_eq!(window.len(), 11); // minutes 4 to 14
+/// assert_eq!(window.time_spanned_ms(), 10 * 60_000);
+/// ```
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TimeWindow {
     span_ms: i64,

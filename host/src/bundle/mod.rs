@@ -15,6 +15,8 @@ pub mod format;
 mod inspect;
 pub mod keys;
 pub mod manifest;
+#[cfg(test)]
+mod manifest_doc_tests;
 pub mod rollback;
 mod sign;
 pub(crate) mod strict_de;

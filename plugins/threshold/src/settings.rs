@@ -86,6 +86,19 @@ impl Settings {
 mod tests {
     use super::*;
 
+    /// The configuration a device gives the signed bundle when the operator
+    /// sets nothing: `edgewise.toml`'s `[config]`. It must start the plugin
+    /// with the same settings as none, and no key may have a default both
+    /// there and in the code (docs/manifest.md, "Config defaults: one place").
+    #[test]
+    fn the_manifest_config_gives_each_default_in_one_place() {
+        let manifest = Config::from_manifest(include_str!("../edgewise.toml")).unwrap();
+        assert_eq!(
+            Settings::from_config(manifest),
+            Settings::from_config(Config::default())
+        );
+    }
+
     #[test]
     fn defaults() {
         let settings = Settings::from_config(Config::default()).unwrap();

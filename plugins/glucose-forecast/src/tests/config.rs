@@ -21,6 +21,22 @@ fn init_error(model: Option<&[u8]>, pairs: &[(&str, &str)]) -> String {
     .unwrap()
 }
 
+/// The configuration a device gives the signed bundle when the operator
+/// sets nothing: `edgewise.toml`'s `[config]`. It must start the plugin, and
+/// no key may have a default both there and in the code (docs/manifest.md,
+/// "Config defaults: one place").
+#[test]
+fn the_manifest_config_starts_the_plugin_with_each_default_in_one_place() {
+    let manifest = Config::from_manifest(include_str!("../../edgewise.toml")).unwrap();
+    let result = std::thread::spawn(move || {
+        edgewise_sdk::asset::provide(MODEL_ASSET, &shipped_model());
+        GlucoseForecast::init(manifest).err()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(result, None);
+}
+
 #[test]
 fn unknown_key_is_refused_by_name() {
     let error = init_error(Some(shipped_model()), &[("low", "70"), ("emit_forecast", "true")]);

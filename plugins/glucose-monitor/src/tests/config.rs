@@ -9,6 +9,18 @@ fn init_error(pairs: &[(&str, &str)]) -> String {
     GlucoseMonitor::init(Config::from_pairs(pairs)).err().unwrap()
 }
 
+/// The configuration a device gives the signed bundle when the operator
+/// sets nothing: `edgewise.toml`'s `[config]`. It must start the plugin, and
+/// no key may have a default both there and in the code (docs/manifest.md,
+/// "Config defaults: one place").
+#[test]
+fn the_manifest_config_starts_the_plugin_with_each_default_in_one_place() {
+    let manifest = Config::from_manifest(include_str!("../../edgewise.toml")).unwrap();
+    if let Err(error) = GlucoseMonitor::init(manifest) {
+        panic!("{error}");
+    }
+}
+
 #[test]
 fn unknown_key_is_refused_by_name() {
     let error = init_error(&[("low", "70"), ("hihg", "250")]);
