@@ -34,6 +34,7 @@ mod recovery;
 mod replay_bad_input;
 mod replay_golden;
 mod replay_plugin_failures;
+mod python_plugin;
 mod replay_snapshot;
 mod runtime_api;
 mod safety_control;

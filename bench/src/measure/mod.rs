@@ -11,6 +11,7 @@ pub mod isolation;
 pub mod latency;
 pub mod memory;
 pub mod metrics;
+pub mod python;
 pub mod outbox;
 pub mod recovery;
 pub mod replay;
