@@ -7,12 +7,13 @@
 //! without `version` and `digest` (they name the build, not what it computed).
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::device::Device;
 use crate::replay_golden::check_golden;
-use crate::support::upstream_messages;
+use crate::support::{status_until, upstream_messages};
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{data_file, edgewise, golden_file, plugin_manifest, plugin_wasm, run_key, signed_bundle};
 
@@ -80,7 +81,7 @@ fn the_python_sample_writes_numbers_as_its_rust_twin() {
         let mut name = vec!["--name", "band"];
         name.extend_from_slice(config);
         let python = replay(&plugin_wasm("band-py"), &recording, &name);
-        assert!(rust.len() > values.len(), "alerts on every other reading: {rust:#?}");
+        assert!(rust.len() > 10, "alerts on most readings: {rust:#?}");
         assert_eq!(python, rust);
     }
 }
@@ -142,7 +143,8 @@ async fn the_python_sample_runs_live_with_the_outputs_of_its_replay_and_of_its_r
                    [ingest]\nmax_future = \"7d\"\n[clock]\nstart = \"2026-01-01T00:10:00Z\"\nspeed = 1.0\n";
     let mut device = Device::with_plugins(&local, Some(&cloud), "100ms", plugins);
     device.sign_bundle(&plugin_manifest("band-py"), "band-py", "band-py.wasm");
-    let client = device.start(&local).await;
+    // Compiling CPython (~7 s of CPU) while other tests run.
+    let client = device.start_within(&local, Duration::from_secs(120)).await;
     let recording: String = readings()
         .into_iter()
         .map(|(ts, value)| format!(r#"{{"ts":{ts},"value":{value},"unit":"mg/dL"}}"#))
@@ -159,7 +161,16 @@ async fn the_python_sample_runs_live_with_the_outputs_of_its_replay_and_of_its_r
     let replayed = replay(&device.path("band-py.wasm"), &path, &["--trust", &device.path("trust").display().to_string()]);
     assert!(replayed.len() > 10, "the readings make outputs: {replayed:#?}");
 
-    let live = upstream_messages(&cloud, 2 * replayed.len()).await;
+    // Every reading taken by both plugins, and every output sent upstream.
+    let count = readings().len();
+    status_until(&client, "both plugins to take every reading and the outbox to drain", |status| {
+        let taken = status["plugins"].as_array().unwrap().iter();
+        taken.filter(|p| p["readings_in"].as_u64() == Some(count as u64)).count() == 2
+            && status["outbox"]["alerts"] == 0
+            && status["outbox"]["summaries"] == 0
+    })
+    .await;
+    let live = upstream_messages(&cloud, 1).await;
     device.terminate_cleanly().await;
     let of = |plugin: &str| -> Vec<String> {
         let mut outputs: Vec<String> = live
@@ -170,7 +181,15 @@ async fn the_python_sample_runs_live_with_the_outputs_of_its_replay_and_of_its_r
         outputs.sort();
         outputs
     };
-    let mut replayed: Vec<String> = replayed.iter().map(|line| comparable(&serde_json::from_str(line).unwrap())).collect();
+    // A replay closes the hour still open at the end of the recording; the
+    // live clock does not get there during the test.
+    let last_ts = readings().last().unwrap().0;
+    let mut replayed: Vec<String> = replayed
+        .iter()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|output| output["window_end"].as_i64().is_none_or(|end| end <= last_ts))
+        .map(|output| comparable(&output))
+        .collect();
     replayed.sort();
     assert_eq!(of("band-py"), replayed);
     let rust: Vec<String> = of("band").into_iter().map(|o| o.replace("\"plugin\":\"band\"", "\"plugin\":\"band-py\"")).collect();
