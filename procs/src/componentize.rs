@@ -54,8 +54,8 @@ pub fn build_python_plugins() -> anyhow::Result<()> {
 pub fn build_python_plugin(app_dir: &Path, output: &Path) -> anyhow::Result<()> {
     let componentize_py = componentize_py_dir()?;
     let sdk = workspace::root().join("sdk-python");
-    let python_path = std::env::join_paths([componentize_py.as_path(), sdk.as_path()])
-        .context("a Python path with a `:` in it")?;
+    let python_path =
+        std::env::join_paths([componentize_py.as_path(), sdk.as_path()]).context("a Python path with a `:` in it")?;
     if let Some(parent) = output.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }

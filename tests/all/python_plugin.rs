@@ -31,7 +31,13 @@ fn replay(plugin: &Path, input: &Path, extra: &[&str]) -> Vec<String> {
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let run = edgewise(&args);
-    assert_eq!(run.code, Some(0), "replay of {} failed:\n{}", plugin.display(), run.stderr);
+    assert_eq!(
+        run.code,
+        Some(0),
+        "replay of {} failed:\n{}",
+        plugin.display(),
+        run.stderr
+    );
     run.stdout.lines().map(without_build).collect()
 }
 
@@ -64,15 +70,30 @@ fn the_python_sample_writes_numbers_as_its_rust_twin() {
     let dir = tempfile::tempdir().unwrap();
     let recording = dir.path().join("numbers.jsonl");
     let values = [
-        "100", "0.1", "1e-7", "120", "1e21", "120", "0.30000000000000004", "150", "123456789.125", "-0.0",
-        "2.5e-5", "180.00000000000003", "5e-324", "170", "1.7976931348623157e308",
+        "100",
+        "0.1",
+        "1e-7",
+        "120",
+        "1e21",
+        "120",
+        "0.30000000000000004",
+        "150",
+        "123456789.125",
+        "-0.0",
+        "2.5e-5",
+        "180.00000000000003",
+        "5e-324",
+        "170",
+        "1.7976931348623157e308",
     ];
     let lines: String = values
         .iter()
         .enumerate()
         .map(|(i, value)| {
             let ts = 1_700_000_000_000_i64 + i as i64 * 700_000;
-            format!("{{\"subject\":\"sensors.cgm.p1\",\"payload\":{{\"ts\":{ts},\"value\":{value},\"unit\":\"mg/dL\"}}}}\n")
+            format!(
+                "{{\"subject\":\"sensors.cgm.p1\",\"payload\":{{\"ts\":{ts},\"value\":{value},\"unit\":\"mg/dL\"}}}}\n"
+            )
         })
         .collect();
     std::fs::write(&recording, lines).unwrap();
@@ -129,7 +150,9 @@ fn the_signed_python_sample_verifies_and_replays_to_the_same_golden() {
 /// readings, as in a replay, where the plugin's wake comes before them.
 fn readings() -> Vec<(i64, f64)> {
     let values = [100.0, 65.5, 60.0, 90.0, 185.25, 200.0, 150.0, 69.0];
-    (0..30).map(|i| (START_MS + i * 300_000, values[i as usize % values.len()])).collect()
+    (0..30)
+        .map(|i| (START_MS + i * 300_000, values[i as usize % values.len()]))
+        .collect()
 }
 
 /// 2026-01-01T00:00:00Z.
@@ -158,17 +181,28 @@ async fn the_python_sample_runs_live_with_the_outputs_of_its_replay_and_of_its_r
 
     let path = device.path("readings.jsonl");
     std::fs::write(&path, recording).unwrap();
-    let replayed = replay(&device.path("band-py.wasm"), &path, &["--trust", &device.path("trust").display().to_string()]);
+    let replayed = replay(
+        &device.path("band-py.wasm"),
+        &path,
+        &["--trust", &device.path("trust").display().to_string()],
+    );
     assert!(replayed.len() > 10, "the readings make outputs: {replayed:#?}");
 
     // Every reading taken by both plugins, and every output sent upstream.
     let count = readings().len();
-    status_until(&client, "both plugins to take every reading and the outbox to drain", |status| {
-        let taken = status["plugins"].as_array().unwrap().iter();
-        taken.filter(|p| p["readings_in"].as_u64() == Some(count as u64)).count() == 2
-            && status["outbox"]["alerts"] == 0
-            && status["outbox"]["summaries"] == 0
-    })
+    status_until(
+        &client,
+        "both plugins to take every reading and the outbox to drain",
+        |status| {
+            let taken = status["plugins"].as_array().unwrap().iter();
+            taken
+                .filter(|p| p["readings_in"].as_u64() == Some(count as u64))
+                .count()
+                == 2
+                && status["outbox"]["alerts"] == 0
+                && status["outbox"]["summaries"] == 0
+        },
+    )
     .await;
     let live = upstream_messages(&cloud, 1).await;
     device.terminate_cleanly().await;
@@ -192,7 +226,10 @@ async fn the_python_sample_runs_live_with_the_outputs_of_its_replay_and_of_its_r
         .collect();
     replayed.sort();
     assert_eq!(of("band-py"), replayed);
-    let rust: Vec<String> = of("band").into_iter().map(|o| o.replace("\"plugin\":\"band\"", "\"plugin\":\"band-py\"")).collect();
+    let rust: Vec<String> = of("band")
+        .into_iter()
+        .map(|o| o.replace("\"plugin\":\"band\"", "\"plugin\":\"band-py\""))
+        .collect();
     assert_eq!(rust, replayed);
 }
 

@@ -103,7 +103,10 @@ impl Band {
         let (outside, message) = if reading.value < low {
             (Some("below-low"), format!("{}{unit} below {low}{unit}", reading.value))
         } else if reading.value > high {
-            (Some("above-high"), format!("{}{unit} above {high}{unit}", reading.value))
+            (
+                Some("above-high"),
+                format!("{}{unit} above {high}{unit}", reading.value),
+            )
         } else {
             (None, format!("back in band at {}{unit}", reading.value))
         };
@@ -156,7 +159,12 @@ impl Plugin for Band {
 
     /// At the end of the earliest open hour; idle when none is open.
     fn next_wake(&self) -> Wake {
-        match self.sensors.values().filter_map(|s| s.hour.as_ref().map(Hour::end)).min() {
+        match self
+            .sensors
+            .values()
+            .filter_map(|s| s.hour.as_ref().map(Hour::end))
+            .min()
+        {
             Some(end) => Wake::At(end),
             None => Wake::Idle,
         }
@@ -173,7 +181,8 @@ mod tests {
         let mut band = Band::init(Config::default()).unwrap();
         let mut out = Outputs::default();
         for &(ts, value) in readings {
-            band.on_readings(&[Reading::new("s", ts, value, "mg/dL")], &mut out).unwrap();
+            band.on_readings(&[Reading::new("s", ts, value, "mg/dL")], &mut out)
+                .unwrap();
         }
         out
     }
