@@ -120,6 +120,20 @@ pub const SUITE: &[Measurement] = &[
         run: measure::forecast::run,
     },
     Measurement {
+        id: "python",
+        title: "A Python plugin per reading: band-py vs its Rust twin band",
+        method: "As \"glucose-monitor per reading\": the Hall2018 recording goes through the Python sample \
+                 `plugins/band-py` (the Python SDK, built into a component by componentize-py: CPython inside) \
+                 and through its Rust twin `plugins/band` (byte-identical outputs), both as wasm components in \
+                 the host runtime on a virtual clock as `edgewise replay` runs them, and through band linked \
+                 natively and run by the SDK's `Driver`, in batches of 1, 16 and 256 readings, each run on a \
+                 fresh instance (instantiation and `init` not timed), outputs taken after each call; all three \
+                 must emit as many. Seven runs per batch size, interleaved and rotating which side goes first; \
+                 the median time per reading of each side. The band rows are against native band, the \
+                 band-py rows against band in wasm. No DESIGN target: issue #18 asks for the figure.",
+        run: measure::python::run,
+    },
+    Measurement {
         id: "replay",
         title: "Replay throughput over Hall2018",
         method: "`edgewise replay --plugin glucose_monitor.wasm --config repeat=30m --config signal_loss=20m \

@@ -30,6 +30,7 @@
 
 pub mod child;
 pub mod chromium;
+pub mod componentize;
 pub mod device;
 pub mod executable;
 pub mod nats;

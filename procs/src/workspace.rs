@@ -23,6 +23,7 @@ pub const PLUGIN_CRATES: &[&str] = &[
     "glucose-monitor",
     "glucose-forecast",
     "threshold",
+    "band",
     "faulty-plugin",
     "echo-v02",
     "faulty-v02",
@@ -95,14 +96,16 @@ pub fn build_host() -> anyhow::Result<()> {
     run_cargo(&["build", "--release", "-p", "edgewise-host"], &[])
 }
 
-/// Add the wasm target if missing, then build every plugin crate (release).
+/// Add the wasm target if missing, then build every plugin crate (release)
+/// and the Python plugins ([`crate::componentize`]).
 pub fn build_plugins() -> anyhow::Result<()> {
     ensure_wasm_target()?;
     let mut args = vec!["build", "--release", "--target", WASM_TARGET];
     for name in PLUGIN_CRATES {
         args.extend(["-p", name]);
     }
-    run_cargo(&args, &[])
+    run_cargo(&args, &[])?;
+    crate::componentize::build_python_plugins()
 }
 
 /// Whether this process has built the host and the plugins; held while it
@@ -119,7 +122,12 @@ pub fn built() -> anyhow::Result<()> {
             build_plugins()?;
         }
         let mut needed = vec![edgewise_path()];
-        needed.extend(PLUGIN_CRATES.iter().map(|name| component_path(name)));
+        needed.extend(
+            PLUGIN_CRATES
+                .iter()
+                .chain(crate::componentize::PYTHON_PLUGINS)
+                .map(|name| component_path(name)),
+        );
         if let Some(missing) = needed.iter().find(|path| !path.is_file()) {
             bail!("{} is missing after the build", missing.display());
         }

@@ -139,6 +139,18 @@ impl Device {
         self.start_command(self.host.run_command(), client).await;
     }
 
+    /// As [`Device::start`], allowing `within` for the host to answer: a
+    /// Python plugin's first compile takes seconds of CPU (sdk-python/README.md).
+    pub(crate) async fn start_within(&mut self, local: &NatsServer, within: Duration) -> async_nats::Client {
+        let client = async_nats::connect(local.url()).await.unwrap();
+        self.host.spawn_command(self.host.run_command()).unwrap();
+        self.host
+            .wait_ready(&client, within)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        client
+    }
+
     /// As [`Device::start_with`], the host started by `command` (which runs
     /// `edgewise run` on this device's configuration, or `exec`s it).
     pub(crate) async fn start_command(&mut self, command: Command, client: &async_nats::Client) {

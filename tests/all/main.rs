@@ -29,6 +29,7 @@ mod live_pipeline;
 mod metrics_crosscheck;
 mod metrics_endpoint;
 mod nats_fixture;
+mod python_plugin;
 mod record;
 mod recovery;
 mod replay_bad_input;

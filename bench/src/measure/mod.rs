@@ -12,6 +12,7 @@ pub mod latency;
 pub mod memory;
 pub mod metrics;
 pub mod outbox;
+pub mod python;
 pub mod recovery;
 pub mod replay;
 pub mod snapshot;
