@@ -507,7 +507,7 @@ fn print_report(
     );
     match subscriptions {
         Some(filters) => eprintln!(
-            "  subscriptions: {}: {} readings skipped on subjects none of them matches",
+            "  subscriptions: {}; readings on other subjects (skipped): {}",
             filters.join(", "),
             stats.unsubscribed
         ),
