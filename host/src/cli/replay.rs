@@ -562,3 +562,11 @@ fn check_golden(path: &Path, lines: &[String]) -> Result<(), Failure> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_tick_is_the_one_the_help_shows() {
+        assert_eq!(super::parse_tick("5m"), Ok(super::DEFAULT_TICK_MS));
+    }
+}
