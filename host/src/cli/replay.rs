@@ -126,12 +126,15 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
         config: &config,
         limits: &args.limits,
     })?;
-    let format = format_of(&args.input, args.format);
-    let recording = load_recording(&args.input, format, args.skip_invalid, subscriptions(&plugin), args.tick)?;
+    // The plugin first: its manifest says which readings of the recording
+    // it takes, and what is wrong with it is said before the recording's
+    // problems.
     let (runtime, compiled) = compile(&plugin, args.fuel)?;
     if args.snapshot_every.is_some() {
         takes_snapshots(&compiled)?;
     }
+    let format = format_of(&args.input, args.format);
+    let recording = load_recording(&args.input, format, args.skip_invalid, subscriptions(&plugin), args.tick)?;
     // The plugin reads virtual time through WASI: the recording's start
     // during `init`, then the time of each call (byte-identical replays).
     let start_ms = recording.readings.first().map_or(0, |r| r.timestamp_ms);
