@@ -96,7 +96,10 @@ fn a_changed_golden_fails_with_the_aligned_diff_naming_the_field() {
     let run = folder.test(&[]);
     assert_exit(&run, 1);
     assert_contains(&run.stdout, "replay cold-chain ... FAILED");
-    assert_contains(&run.stdout, "version and digest not compared): 1 difference(s), aligned:");
+    assert_contains(
+        &run.stdout,
+        "version and digest not compared): 1 difference(s), aligned:",
+    );
     assert_contains(
         &run.stdout,
         &format!("line 5: field `metrics.max`: expected 99.5, actual {max}\n  expected: "),
@@ -231,7 +234,11 @@ fn usage_and_unreadable_input_exit_2() {
 fn per_recording_options_configure_the_replay() {
     let folder = PluginFolder::new();
     // A fridge allowed up to 30 degC never alerts: the golden's alerts go.
-    std::fs::write(folder.replay_dir().join("cold-chain.toml"), "config = { high = 30.0 }\n").unwrap();
+    std::fs::write(
+        folder.replay_dir().join("cold-chain.toml"),
+        "config = { high = 30.0 }\n",
+    )
+    .unwrap();
     let run = folder.test(&[]);
     assert_exit(&run, 1);
     assert_contains(&run.stdout, "- golden line");
@@ -241,9 +248,8 @@ fn per_recording_options_configure_the_replay() {
 #[test]
 fn the_folder_manifest_subscriptions_apply_to_a_plain_component() {
     let folder = PluginFolder::new();
-    let manifest = |filter: &str| {
-        format!("name = \"threshold\"\nversion = \"0.2.0\"\nsubscriptions = [\"{filter}\"]\n")
-    };
+    let manifest =
+        |filter: &str| format!("name = \"threshold\"\nversion = \"0.2.0\"\nsubscriptions = [\"{filter}\"]\n");
     // The recording's subjects are sensors.fridge-a and sensors.fridge-b.
     std::fs::write(folder.path().join("edgewise.toml"), manifest("sensors.temperature.>")).unwrap();
     let run = folder.test(&[]);
@@ -278,7 +284,10 @@ fn without_plugin_the_crate_build_is_found_with_cargo_metadata() {
     };
     let unbuilt = test();
     assert_exit(&unbuilt, 2);
-    assert_contains(&unbuilt.stderr, "is not built: run `cargo build --release --target wasm32-wasip2`");
+    assert_contains(
+        &unbuilt.stderr,
+        "is not built: run `cargo build --release --target wasm32-wasip2`",
+    );
     let built = root.join("target/wasm32-wasip2/release/threshold.wasm");
     std::fs::create_dir_all(built.parent().unwrap()).unwrap();
     std::fs::copy(plugin_wasm("threshold"), &built).unwrap();

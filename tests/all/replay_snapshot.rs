@@ -209,7 +209,10 @@ fn a_state_left_out_of_the_snapshot_is_caught_naming_the_first_output_that_diffe
         .lines()
         .find(|line| line.starts_with(heading))
         .unwrap_or_else(|| panic!("no `{heading}` in:\n{}", run.stderr));
-    assert_contains(line, &format!(r#""ts":{},"severity":"info","code":"tick""#, T0 + MINUTE));
+    assert_contains(
+        line,
+        &format!(r#""ts":{},"severity":"info","code":"tick""#, T0 + MINUTE),
+    );
     assert_contains(
         &run.stderr,
         "error: the output with snapshots every 1 readings differs from the uninterrupted replay",

@@ -41,7 +41,10 @@ fn only_the_subscribed_subjects_are_replayed_and_the_others_counted() {
     let input = dir.path().join("mixed.jsonl");
     let reading = |ts: i64, value: f64| format!(r#"{{"ts":{ts},"value":{value},"unit":"mg/dL"}}"#);
     let lines = [
-        format!(r#"{{"subject":"sensors.cgm.p1","payload":{}}}"#, reading(1_700_000_000_000, 120.0)),
+        format!(
+            r#"{{"subject":"sensors.cgm.p1","payload":{}}}"#,
+            reading(1_700_000_000_000, 120.0)
+        ),
         // Not subscribed: two readings, and a payload the host would refuse
         // (it never sees it).
         format!(
@@ -51,8 +54,14 @@ fn only_the_subscribed_subjects_are_replayed_and_the_others_counted() {
         ),
         r#"{"subject":"sensors.temperature.f2","payload":{"value":"warm"}}"#.to_owned(),
         // `sensors.cgm` alone is not under `sensors.cgm.>`.
-        format!(r#"{{"subject":"sensors.cgm","payload":{}}}"#, reading(1_700_000_000_000, 90.0)),
-        format!(r#"{{"subject":"sensors.cgm.p1","payload":{}}}"#, reading(1_700_000_300_000, 125.0)),
+        format!(
+            r#"{{"subject":"sensors.cgm","payload":{}}}"#,
+            reading(1_700_000_000_000, 90.0)
+        ),
+        format!(
+            r#"{{"subject":"sensors.cgm.p1","payload":{}}}"#,
+            reading(1_700_000_300_000, 125.0)
+        ),
     ];
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
 
@@ -78,5 +87,8 @@ fn only_the_subscribed_subjects_are_replayed_and_the_others_counted() {
     ]);
     assert_eq!(plain.code, Some(0), "{}", plain.stderr);
     assert_contains(&plain.stderr, "4 rows read, 5 readings replayed");
-    assert_contains(&plain.stderr, "subscriptions: none (a plain component): every reading replayed");
+    assert_contains(
+        &plain.stderr,
+        "subscriptions: none (a plain component): every reading replayed",
+    );
 }

@@ -134,7 +134,13 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
         takes_snapshots(&compiled)?;
     }
     let format = format_of(&args.input, args.format);
-    let recording = load_recording(&args.input, format, args.skip_invalid, subscriptions(&plugin), args.tick)?;
+    let recording = load_recording(
+        &args.input,
+        format,
+        args.skip_invalid,
+        subscriptions(&plugin),
+        args.tick,
+    )?;
     // The plugin reads virtual time through WASI: the recording's start
     // during `init`, then the time of each call (byte-identical replays).
     let start_ms = recording.readings.first().map_or(0, |r| r.timestamp_ms);
@@ -220,7 +226,10 @@ pub(super) fn format_of(input: &Path, format: Option<FormatArg>) -> Format {
 /// The subject filters a replay of `plugin` applies: its manifest's
 /// subscriptions; `None` (every reading) for a plain component.
 pub(super) fn subscriptions(plugin: &Loaded) -> Option<&[String]> {
-    plugin.manifest.as_ref().map(|manifest| manifest.subscriptions.as_slice())
+    plugin
+        .manifest
+        .as_ref()
+        .map(|manifest| manifest.subscriptions.as_slice())
 }
 
 /// Load the recording at `input`: the readings on the subjects `filters`

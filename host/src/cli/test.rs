@@ -187,11 +187,10 @@ impl Tester<'_> {
         };
         let format = replay::format_of(&pair.recording, None);
         let filters = self.subscriptions.or_else(|| replay::subscriptions(plugin));
-        let recording =
-            match replay::load_recording(&pair.recording, format, options.skip_invalid, filters, tick) {
-                Ok(recording) => recording,
-                Err(failure) => return Outcome::Unreadable(failure.into_error()),
-            };
+        let recording = match replay::load_recording(&pair.recording, format, options.skip_invalid, filters, tick) {
+            Ok(recording) => recording,
+            Err(failure) => return Outcome::Unreadable(failure.into_error()),
+        };
         let start_ms = recording.readings.first().map_or(0, |r| r.timestamp_ms);
         let instance = match replay::start(self.runtime, self.compiled, plugin, PluginClock::virtual_at(start_ms)) {
             Ok(instance) => instance,
@@ -246,10 +245,15 @@ fn find_pairs(folder: &Path) -> Result<Vec<Pair>, Failure> {
         let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        if file_name.ends_with(GOLDEN_SUFFIX) {
-            let stem = &file_name[..file_name.len() - GOLDEN_SUFFIX.len()];
-            if !["csv", "jsonl"].iter().any(|ext| folder.join(format!("{stem}.{ext}")).exists()) {
-                eprintln!("warning: {} has no recording ({stem}.csv or {stem}.jsonl)", path.display());
+        if let Some(stem) = file_name.strip_suffix(GOLDEN_SUFFIX) {
+            if !["csv", "jsonl"]
+                .iter()
+                .any(|ext| folder.join(format!("{stem}.{ext}")).exists())
+            {
+                eprintln!(
+                    "warning: {} has no recording ({stem}.csv or {stem}.jsonl)",
+                    path.display()
+                );
             }
             continue;
         }
@@ -279,10 +283,14 @@ fn read_options(path: Option<&Path>) -> anyhow::Result<Options> {
         return Ok(Options::default());
     };
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("{}: not replay options (config, tick, skip_invalid)", path.display()))
+    toml::from_str(&text)
+        .with_context(|| format!("{}: not replay options (config, tick, skip_invalid)", path.display()))
 }
 
-fn config_texts(config: &BTreeMap<String, toml::Value>, path: &Option<PathBuf>) -> anyhow::Result<BTreeMap<String, String>> {
+fn config_texts(
+    config: &BTreeMap<String, toml::Value>,
+    path: &Option<PathBuf>,
+) -> anyhow::Result<BTreeMap<String, String>> {
     config
         .iter()
         .map(|(key, value)| match config_value_text(value) {
@@ -319,7 +327,14 @@ fn built_component(dir: &Path) -> Result<PathBuf, Failure> {
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(&cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline", "--manifest-path"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .output()
         .map_err(|e| Failure::usage(anyhow!("cannot run cargo metadata (or give --plugin FILE): {e}")))?;
@@ -332,7 +347,9 @@ fn built_component(dir: &Path) -> Result<PathBuf, Failure> {
     }
     let metadata: Metadata = serde_json::from_slice(&output.stdout)
         .map_err(|e| Failure::usage(anyhow!("cargo metadata: unexpected output: {e}")))?;
-    let manifest = manifest.canonicalize().map_err(|e| Failure::usage(anyhow!("{}: {e}", manifest.display())))?;
+    let manifest = manifest
+        .canonicalize()
+        .map_err(|e| Failure::usage(anyhow!("{}: {e}", manifest.display())))?;
     let package = metadata
         .packages
         .iter()
@@ -387,7 +404,11 @@ fn print_outcome(out: &mut dyn Write, pair: &Pair, outcome: &Outcome) -> std::io
     let name = &pair.name;
     match outcome {
         Outcome::Matches(lines) => writeln!(out, "replay {name} ... ok ({lines} lines)"),
-        Outcome::Updated(lines) => writeln!(out, "replay {name} ... updated {} ({lines} lines)", pair.golden.display()),
+        Outcome::Updated(lines) => writeln!(
+            out,
+            "replay {name} ... updated {} ({lines} lines)",
+            pair.golden.display()
+        ),
         Outcome::Differs(diff) => {
             writeln!(out, "replay {name} ... FAILED")?;
             out.write_all(diff)

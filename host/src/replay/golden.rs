@@ -386,6 +386,10 @@ mod tests {
         let golden = lines(&SENSORS, "unsigned");
         let changes = diff(&refs(&golden), &[]);
         assert_eq!(changes.len(), 4);
-        assert!(changes.iter().all(|c| c.change == Change::Removed && c.output_line == 1));
+        assert!(
+            changes
+                .iter()
+                .all(|c| c.change == Change::Removed && c.output_line == 1)
+        );
     }
 }

@@ -23,6 +23,7 @@ mod restart;
 
 pub use clock::{ReplayError, ReplayReport, Step, Stops, drive, replay, schedule};
 pub use recording::{
-    Format, Location, ReadStats, Recording, RecordingError, RowError, Subscriptions, iglu_subject, load, load_subscribed,
+    Format, Location, ReadStats, Recording, RecordingError, RowError, Subscriptions, iglu_subject, load,
+    load_subscribed,
 };
 pub use restart::{RestartError, Restarts, RestorePoint, SnapshotStats};
