@@ -2,31 +2,38 @@
 //! subscribes to, matched as the NATS server matches them; an iglu CSV row
 //! is on `sensors.cgm.<id>`. A plain component has no manifest: every reading.
 
+use std::ffi::OsStr;
 use std::path::Path;
 
 use edgewise_tests::{Run, data_file, edgewise, plugin_wasm, run_key, signed_bundle};
 
 use crate::support::assert_contains;
 
-fn replay(plugin: &Path, input: &Path) -> Run {
+/// `edgewise replay` of `plugin` over `input`, verified by the run's key
+/// when `signed`, the output thrown away.
+fn replay(plugin: &Path, input: &Path, signed: bool) -> Run {
     let trust = run_key().trust_dir();
-    edgewise([
-        "replay".as_ref(),
-        "--plugin".as_ref(),
-        plugin.as_os_str(),
+    let mut args: Vec<&OsStr> = vec!["replay".as_ref(), "--plugin".as_ref(), plugin.as_os_str()];
+    args.extend([
         "--input".as_ref(),
         input.as_os_str(),
-        "--trust".as_ref(),
-        trust.as_os_str(),
         "--out".as_ref(),
         "/dev/null".as_ref(),
-    ])
+    ]);
+    if signed {
+        args.extend(["--trust".as_ref(), trust.as_os_str()]);
+    }
+    edgewise(args)
 }
 
 #[test]
 fn a_bundle_for_temperatures_gets_no_cgm_reading() {
     // threshold's manifest: sensors.temperature.>; the CSV rows are on sensors.cgm.<id>.
-    let run = replay(&signed_bundle("threshold"), &data_file("cgm/ExampleData5Subjects.csv"));
+    let run = replay(
+        &signed_bundle("threshold"),
+        &data_file("cgm/ExampleData5Subjects.csv"),
+        true,
+    );
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert_contains(
         &run.stderr,
@@ -65,7 +72,7 @@ fn only_the_subscribed_subjects_are_replayed_and_the_others_counted() {
     ];
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
 
-    let signed = replay(&signed_bundle("glucose-monitor"), &input);
+    let signed = replay(&signed_bundle("glucose-monitor"), &input, true);
     assert_eq!(signed.code, Some(0), "{}", signed.stderr);
     assert_contains(&signed.stderr, "5 rows read, 2 readings replayed");
     assert_contains(
@@ -76,15 +83,7 @@ fn only_the_subscribed_subjects_are_replayed_and_the_others_counted() {
     // The plain component: no manifest, every reading (the refused payload
     // is then a bad row).
     std::fs::write(&input, [&lines[..2], &lines[3..]].concat().join("\n") + "\n").unwrap();
-    let plain = edgewise([
-        "replay".as_ref(),
-        "--plugin".as_ref(),
-        plugin_wasm("glucose-monitor").as_os_str(),
-        "--input".as_ref(),
-        input.as_os_str(),
-        "--out".as_ref(),
-        "/dev/null".as_ref(),
-    ]);
+    let plain = replay(&plugin_wasm("glucose-monitor"), &input, false);
     assert_eq!(plain.code, Some(0), "{}", plain.stderr);
     assert_contains(&plain.stderr, "4 rows read, 5 readings replayed");
     assert_contains(
