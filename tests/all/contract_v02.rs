@@ -26,15 +26,22 @@ use crate::support::{assert_contains, collect_until, plugin, status_until, verif
 const T0: i64 = 1_434_409_200_000;
 const MINUTE: i64 = 60_000;
 
-/// An iglu CSV of three readings of `Subject 1`, five minutes apart from 23:00.
+/// Three readings of `Subject 1` (mg/dL), five minutes apart from 23:00,
+/// each recorded on a CGM subject and on an echo subject: a bundle replays
+/// those its manifest subscribes to (glucose-monitor `sensors.cgm.>`,
+/// echo-v02 `sensors.echo.>`), the same three readings either way.
 fn recording(dir: &Path) -> PathBuf {
-    let path = dir.join("three.csv");
-    std::fs::write(
-        &path,
-        "id,time,gl\n\"Subject 1\",2015-06-15 23:00:00,150\n\"Subject 1\",2015-06-15 23:05:00,140\n\
-         \"Subject 1\",2015-06-15 23:10:00,130\n",
-    )
-    .unwrap();
+    let path = dir.join("three.jsonl");
+    let mut text = String::new();
+    for (minute, value) in [(0, 150), (5, 140), (10, 130)] {
+        let ts = T0 + minute * MINUTE;
+        for subject in ["sensors.cgm.subject-1", "sensors.echo.subject-1"] {
+            text.push_str(&format!(
+                "{{\"subject\":\"{subject}\",\"payload\":{{\"sensor\":\"Subject 1\",\"ts\":{ts},\"value\":{value},\"unit\":\"mg/dL\"}}}}\n"
+            ));
+        }
+    }
+    std::fs::write(&path, text).unwrap();
     path
 }
 

@@ -315,7 +315,7 @@ fn golden_mismatch_shows_line_numbers_and_update_rewrites() {
     assert_fails(
         &replay(&input, &["--expect", &golden_arg]),
         2,
-        "cannot read golden file",
+        "run again with --update to write it",
     );
 
     let update = replay(&input, &["--expect", &golden_arg, "--update"]);

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use edgewise_tests::{data_file, edgewise, golden_file, plugin_wasm};
+use edgewise_tests::{data_file, edgewise, golden_file, plugin_wasm, run_key, signed_bundle};
 
 use crate::support::assert_contains;
 
@@ -43,6 +43,23 @@ fn glucose_monitor_over_example_data_matches_golden() {
         &data_file("cgm/ExampleData5Subjects.csv"),
         "glucose-monitor.ExampleData5Subjects.jsonl",
         &[],
+    );
+}
+
+#[test]
+fn the_signed_bundle_passes_the_golden_made_from_the_plain_build() {
+    // The golden file is the plain component's: `"version":"unsigned"` and
+    // its digest on every line. The bundle says 0.2.0 and applies its
+    // manifest (subscriptions `sensors.cgm.>`, which the CSV rows are on).
+    let golden = golden_file("glucose-monitor.ExampleData5Subjects.jsonl");
+    let text = std::fs::read_to_string(&golden).unwrap();
+    assert!(text.lines().all(|line| line.contains("\"version\":\"unsigned\"")));
+    let trust = run_key().trust_dir().display().to_string();
+    check_golden(
+        &signed_bundle("glucose-monitor"),
+        &data_file("cgm/ExampleData5Subjects.csv"),
+        "glucose-monitor.ExampleData5Subjects.jsonl",
+        &["--trust", &trust],
     );
 }
 
@@ -92,7 +109,7 @@ fn hall2018_completes_and_reports_the_na_rows() {
 /// fridges sampled every minute for six hours; fridge-a drifts above 8 °C
 /// for over half an hour when its door is left open (a repeat) and cools fast
 /// when it is shut (a rate alert); fridge-b freezes briefly below 2 °C.
-fn cold_chain_recording() -> String {
+pub(crate) fn cold_chain_recording() -> String {
     let start_ms: i64 = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000;
     let mut text = String::new();
     for minute in 0..360i64 {

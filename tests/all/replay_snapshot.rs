@@ -7,7 +7,9 @@
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
-use edgewise_tests::{data_file, edgewise, golden_file, plugin_wasm, run_key, signed_bundle, workspace_root};
+use edgewise_tests::{
+    data_file, edgewise, golden_file, plugin_manifest, plugin_wasm, run_key, signed_bundle, workspace_root,
+};
 
 use crate::support::assert_contains;
 
@@ -20,7 +22,7 @@ fn recording(dir: &Path, times: &[i64]) -> PathBuf {
     let path = dir.join("recording.jsonl");
     let lines: Vec<String> = times
         .iter()
-        .map(|ts| format!(r#"{{"subject":"sensors.echo","payload":{{"ts":{ts},"value":100,"unit":"mg/dL"}}}}"#))
+        .map(|ts| format!(r#"{{"subject":"sensors.echo.e1","payload":{{"ts":{ts},"value":100,"unit":"mg/dL"}}}}"#))
         .collect();
     std::fs::write(&path, lines.join("\n")).unwrap();
     path
@@ -103,9 +105,28 @@ fn seen(output: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// echo-v02 signed with its own manifest (and asset) but subscribed to the
+/// CGM subjects, in `dir`: replayed over an iglu CSV recording, whose rows
+/// are on `sensors.cgm.<id>`.
+fn echo_for_cgm(dir: &Path) -> PathBuf {
+    let fixture = plugin_manifest("echo-v02");
+    let text = std::fs::read_to_string(&fixture).unwrap();
+    let text = text.replace("[\"sensors.echo.>\"]", "[\"sensors.cgm.>\"]");
+    assert!(text.contains("sensors.cgm.>"), "{text}");
+    std::fs::create_dir_all(dir.join("assets")).unwrap();
+    let table = fixture.parent().unwrap().join("assets/table.txt");
+    std::fs::copy(table, dir.join("assets/table.txt")).unwrap();
+    let manifest = dir.join("edgewise.toml");
+    std::fs::write(&manifest, text).unwrap();
+    let bundle = dir.join("echo-v02.wasm");
+    run_key().sign(&manifest, &plugin_wasm("echo-v02"), &bundle).unwrap();
+    bundle
+}
+
 #[test]
 fn echo_v02_snapshotted_every_n_readings_gives_the_uninterrupted_output_byte_for_byte() {
-    let echo = signed_bundle("echo-v02");
+    let dir = tempfile::tempdir().unwrap();
+    let echo = echo_for_cgm(dir.path());
     let input = data_file("cgm/ExampleData5Subjects.csv");
     // Its whole state: the readings so far and the tick it asked for.
     let config = ["--config", "snapshot_wake=yes"];
@@ -179,25 +200,18 @@ fn a_state_left_out_of_the_snapshot_is_caught_naming_the_first_output_that_diffe
     let run = echo_every(1, &THREE, &[]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     // Uninterrupted: seen (23:00), tick (23:01), seen (23:05)...; restored
-    // after reading 1, the tick is never asked for.
+    // after reading 1, the tick is never asked for: the outputs aligned, the
+    // snapshotted replay lacks that one.
+    let heading = "output 2 differs from the uninterrupted replay (restored after reading 1 before it): \
+                   - uninterrupted line 2: ";
+    let line = run
+        .stderr
+        .lines()
+        .find(|line| line.starts_with(heading))
+        .unwrap_or_else(|| panic!("no `{heading}` in:\n{}", run.stderr));
     assert_contains(
-        &run.stderr,
-        "output 2 differs from the uninterrupted replay (restored after reading 1 before it): field `code`: \
-         uninterrupted \"tick\", snapshotted \"seen\"",
-    );
-    let line = |label: &str| {
-        run.stderr
-            .lines()
-            .find(|line| line.starts_with(label))
-            .unwrap_or_default()
-    };
-    assert_contains(
-        line("  uninterrupted: "),
+        line,
         &format!(r#""ts":{},"severity":"info","code":"tick""#, T0 + MINUTE),
-    );
-    assert_contains(
-        line("  snapshotted:   "),
-        &format!(r#""ts":{},"severity":"info","code":"seen""#, T0 + 5 * MINUTE),
     );
     assert_contains(
         &run.stderr,

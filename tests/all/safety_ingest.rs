@@ -286,7 +286,9 @@ fn glucose_monitor_holds_its_max_sensors_within_its_limits() {
     for step in 0..=20 {
         let ts = midnight - 2 * 60 * MINUTE_MS + step * 5 * MINUTE_MS;
         for sensor in 0..max_sensors {
-            let id = format!("{sensor:0>256}");
+            // On the bundle's subjects (`sensors.cgm.>`): the sensor id is
+            // the subject's tail, `cgm.` and 252 digits, 256 bytes.
+            let id = format!("cgm.{sensor:0>252}");
             let value = 100 + (sensor * 7 + step as usize * 13) % 150;
             text.push_str(&format!(
                 "{{\"subject\":\"sensors.{id}\",\"payload\":{{\"ts\":{ts},\"value\":{value}}}}}\n"

@@ -41,6 +41,11 @@ impl Failure {
         }
     }
 
+    /// The error, for a caller that reports it its own way.
+    pub fn into_error(self) -> anyhow::Error {
+        self.error
+    }
+
     /// Print `error: ...` with its causes on one line each, return the exit
     /// code; a broken pipe anywhere in the chain is a quiet success.
     pub fn report(self) -> ExitCode {

@@ -13,6 +13,7 @@ mod dashboard;
 mod exit;
 mod export;
 mod fleet;
+mod golden;
 mod inspect;
 mod keygen;
 mod push;
@@ -22,6 +23,7 @@ mod rollout;
 mod run;
 mod sign;
 mod status;
+mod test;
 mod undeploy;
 mod verify;
 
@@ -43,6 +45,9 @@ struct Cli {
 enum Command {
     /// Replay recorded sensor data through a plugin on a virtual clock.
     Replay(replay::ReplayArgs),
+    /// Replay every recording under a plugin's tests/replay/ and compare
+    /// each output with its golden file.
+    Test(test::TestArgs),
     /// Make an Ed25519 signing key pair.
     Keygen(keygen::KeygenArgs),
     /// Sign a component into a bundle.
@@ -74,6 +79,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay(args) => replay::run(args),
+        Command::Test(args) => test::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Sign(args) => sign::run(args),
         Command::Verify(args) => verify::run(args),

@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 use edgewise_host::bundle::{self, ManifestLimits, TrustStore};
 use edgewise_host::envelope::to_json_line;
 use edgewise_host::load::{self, LoadError, Loaded, Operator, Trust};
-use edgewise_host::replay::{self, Format, ReplayReport, Restarts, SnapshotStats, Stops, golden};
+use edgewise_host::replay::{self, Format, ReplayReport, Restarts, SnapshotStats, Stops, Subscriptions, golden};
 use edgewise_host::runtime::{
     CompiledPlugin, FuelUsed, Limits, MIN_WAKE_INTERVAL_MS, PluginClock, PluginErrorKind, PluginInstance, Runtime,
     RuntimeOptions, SchemaRefused, SnapshotSchemas, World,
@@ -20,9 +20,10 @@ use edgewise_host::runtime::{
 
 use super::Failure;
 use super::exit::about;
+use super::golden::{self as golden_file, Labels, Verdict};
 
-/// Differences printed when output and golden file disagree.
-const MAX_DIFFS_SHOWN: usize = 5;
+/// `--tick`'s default: 5 minutes (as `5m` in the help).
+pub(super) const DEFAULT_TICK_MS: i64 = 5 * 60 * 1000;
 /// Refuse a `--tick` that would need more ticks than this over the recording.
 const MAX_TICKS: i64 = 100_000_000;
 
@@ -94,7 +95,7 @@ pub struct ReplayArgs {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum FormatArg {
+pub(super) enum FormatArg {
     /// iglu CSV: header `id,time,gl`.
     IgluCsv,
     /// JSON lines of recorded bus messages.
@@ -108,7 +109,7 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
-fn parse_tick(text: &str) -> Result<i64, String> {
+pub(super) fn parse_tick(text: &str) -> Result<i64, String> {
     let duration = humantime::parse_duration(text).map_err(|e| format!("`{text}`: {e}"))?;
     match i64::try_from(duration.as_millis()) {
         Ok(ms) if ms > 0 => Ok(ms),
@@ -117,35 +118,29 @@ fn parse_tick(text: &str) -> Result<i64, String> {
 }
 
 pub fn run(args: ReplayArgs) -> Result<(), Failure> {
-    let format = match args.format {
-        Some(FormatArg::IgluCsv) => Format::IgluCsv,
-        Some(FormatArg::Jsonl) => Format::Jsonl,
-        None if args.input.extension().is_some_and(|e| e == "jsonl") => Format::Jsonl,
-        None => Format::IgluCsv,
-    };
-    let recording = replay::load(&args.input, format, args.skip_invalid).map_err(Failure::usage)?;
-    if let (Some(first), Some(last)) = (recording.readings.first(), recording.readings.last()) {
-        let span = last.timestamp_ms.saturating_sub(first.timestamp_ms);
-        if span / args.tick > MAX_TICKS {
-            return Err(Failure::usage(anyhow!(
-                "--tick {}ms is too fine for a recording spanning {} days: it would need over {MAX_TICKS} ticks",
-                args.tick,
-                span / 86_400_000
-            )));
-        }
-    }
-
-    let plugin = load_plugin(&args)?;
-    let runtime = Runtime::new(RuntimeOptions {
-        deterministic: true,
-        fuel: args.fuel,
-        ..RuntimeOptions::default()
-    })
-    .map_err(Failure::runtime)?;
-    let (compiled, _) = plugin.compile(&runtime, None).map_err(Failure::usage)?;
+    let config: BTreeMap<String, String> = args.config.iter().cloned().collect();
+    let plugin = load_plugin(&PluginSource {
+        path: &args.plugin,
+        trust: args.trust.as_deref(),
+        name: args.name.as_deref(),
+        config: &config,
+        limits: &args.limits,
+    })?;
+    // The plugin first: its manifest says which readings of the recording
+    // it takes, and what is wrong with it is said before the recording's
+    // problems.
+    let (runtime, compiled) = compile(&plugin, args.fuel)?;
     if args.snapshot_every.is_some() {
         takes_snapshots(&compiled)?;
     }
+    let format = format_of(&args.input, args.format);
+    let recording = load_recording(
+        &args.input,
+        format,
+        args.skip_invalid,
+        subscriptions(&plugin),
+        args.tick,
+    )?;
     // The plugin reads virtual time through WASI: the recording's start
     // during `init`, then the time of each call (byte-identical replays).
     let start_ms = recording.readings.first().map_or(0, |r| r.timestamp_ms);
@@ -205,7 +200,7 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
         .as_deref()
         .and_then(|expected| first_difference(expected, &lines));
     let round_trip = args.snapshot_every.map(|every| (every, difference.is_none()));
-    print_report(&recording.stats, &report, round_trip);
+    print_report(&recording.stats, &report, round_trip, subscriptions(&plugin));
     if let (Some(every), Some(difference)) = (args.snapshot_every, difference) {
         return Err(round_trip_failure(every, &report.snapshots, &difference));
     }
@@ -217,9 +212,81 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
     }
 }
 
+/// The recording's format: `--format`, else by its extension (`.jsonl`:
+/// JSON lines, anything else iglu CSV).
+pub(super) fn format_of(input: &Path, format: Option<FormatArg>) -> Format {
+    match format {
+        Some(FormatArg::IgluCsv) => Format::IgluCsv,
+        Some(FormatArg::Jsonl) => Format::Jsonl,
+        None if input.extension().is_some_and(|e| e == "jsonl") => Format::Jsonl,
+        None => Format::IgluCsv,
+    }
+}
+
+/// The subject filters a replay of `plugin` applies: its manifest's
+/// subscriptions; `None` (every reading) for a plain component.
+pub(super) fn subscriptions(plugin: &Loaded) -> Option<&[String]> {
+    plugin
+        .manifest
+        .as_ref()
+        .map(|manifest| manifest.subscriptions.as_slice())
+}
+
+/// Load the recording at `input`: the readings on the subjects `filters`
+/// match (every reading without); none of them is a usage error (the wrong recording for
+/// this plugin), as is a tick too fine for its span.
+pub(super) fn load_recording(
+    input: &Path,
+    format: Format,
+    skip_invalid: bool,
+    filters: Option<&[String]>,
+    tick: i64,
+) -> Result<replay::Recording, Failure> {
+    let taken = filters.map_or(Subscriptions::All, Subscriptions::Filters);
+    let recording = replay::load_subscribed(input, format, skip_invalid, taken).map_err(Failure::usage)?;
+    if let Some(filters) = filters
+        && recording.readings.is_empty()
+        && recording.stats.unsubscribed > 0
+    {
+        return Err(Failure::usage(anyhow!(
+            "{}: none of its {} readings is on a subject the plugin subscribes to ({}); {}",
+            input.display(),
+            recording.stats.unsubscribed,
+            filters.join(", "),
+            SUBJECTS_OF_RECORDINGS
+        )));
+    }
+    if let (Some(first), Some(last)) = (recording.readings.first(), recording.readings.last()) {
+        let span = last.timestamp_ms.saturating_sub(first.timestamp_ms);
+        if span / tick > MAX_TICKS {
+            return Err(Failure::usage(anyhow!(
+                "--tick {tick}ms is too fine for a recording spanning {} days: it would need over {MAX_TICKS} ticks",
+                span / 86_400_000
+            )));
+        }
+    }
+    Ok(recording)
+}
+
+/// Where a recording's subjects come from, for the messages that name them.
+const SUBJECTS_OF_RECORDINGS: &str =
+    "a JSON-lines recording's subjects are its messages', an iglu CSV row's is `sensors.cgm.<id>`";
+
+/// A deterministic runtime (counting fuel with `fuel`) and `plugin` compiled in it.
+pub(super) fn compile(plugin: &Loaded, fuel: bool) -> Result<(Runtime, CompiledPlugin), Failure> {
+    let runtime = Runtime::new(RuntimeOptions {
+        deterministic: true,
+        fuel,
+        ..RuntimeOptions::default()
+    })
+    .map_err(Failure::runtime)?;
+    let (compiled, _) = plugin.compile(&runtime, None).map_err(Failure::usage)?;
+    Ok((runtime, compiled))
+}
+
 /// A fresh instance of `compiled` on `clock`, initialised with the plugin's
 /// configuration (a configuration the plugin refuses is a usage error).
-fn start(
+pub(super) fn start(
     runtime: &Runtime,
     compiled: &CompiledPlugin,
     plugin: &Loaded,
@@ -265,30 +332,43 @@ fn uninterrupted(
     every: NonZeroUsize,
     start_ms: i64,
 ) -> Result<Vec<String>, Failure> {
-    let mut instance = start(runtime, compiled, plugin, PluginClock::virtual_at(start_ms))?;
-    let mut lines = Vec::new();
-    let mut seq = 0u64;
-    replay::replay(&mut instance, recording, tick_ms, Stops::Every(every), &mut |output| {
-        seq += 1;
-        lines.push(to_json_line(&plugin.provenance, seq, output));
-    })
-    .map_err(|error| Failure::runtime(about("the uninterrupted replay (to compare with)", error)))?;
-    Ok(lines)
+    let instance = start(runtime, compiled, plugin, PluginClock::virtual_at(start_ms))?;
+    replay_lines(instance, plugin, recording, tick_ms, Stops::Every(every))
+        .map(|(lines, _)| lines)
+        .map_err(|error| Failure::runtime(about("the uninterrupted replay (to compare with)", error)))
 }
 
-/// The first line where the snapshotting replay's output differs from the
-/// uninterrupted one's.
+/// Replay `recording` through `instance` (started on the recording's
+/// virtual clock): its output lines and the report.
+pub(super) fn replay_lines(
+    mut instance: PluginInstance,
+    plugin: &Loaded,
+    recording: &replay::Recording,
+    tick_ms: i64,
+    stops: Stops,
+) -> Result<(Vec<String>, ReplayReport), replay::ReplayError> {
+    let mut lines = Vec::new();
+    let mut seq = 0u64;
+    let report = replay::replay(&mut instance, recording, tick_ms, stops, &mut |output| {
+        seq += 1;
+        lines.push(to_json_line(&plugin.provenance, seq, output));
+    })?;
+    Ok((lines, report))
+}
+
+/// The first output where the snapshotting replay differs from the
+/// uninterrupted one, aligned.
 fn first_difference(uninterrupted: &[String], snapshotted: &[String]) -> Option<golden::LineDiff> {
     let uninterrupted: Vec<&str> = uninterrupted.iter().map(String::as_str).collect();
     let snapshotted: Vec<&str> = snapshotted.iter().map(String::as_str).collect();
-    golden::compare(&uninterrupted, &snapshotted, 1).into_iter().next()
+    golden::diff(&uninterrupted, &snapshotted).into_iter().next()
 }
 
 /// Report the first output a snapshot round trip changed, and the restore
 /// point before it: the state the plugin left out of its snapshot was
 /// needed from there on.
 fn round_trip_failure(every: NonZeroUsize, snapshots: &SnapshotStats, difference: &golden::LineDiff) -> Failure {
-    let index = difference.line as u64 - 1;
+    let index = difference.output_line as u64 - 1;
     let restored = match snapshots.restore_before_output(index) {
         Some(restore) => format!("restored after reading {} before it", restore.after_reading),
         // Both runs are batched alike, and the plugin is the same until the
@@ -298,36 +378,56 @@ fn round_trip_failure(every: NonZeroUsize, snapshots: &SnapshotStats, difference
     };
     let heading = format!(
         "output {} differs from the uninterrupted replay ({restored})",
-        difference.line
+        difference.output_line
     );
-    let end = "(end of output)";
-    print_difference(&heading, difference, [("uninterrupted", end), ("snapshotted", end)]);
+    let labels = Labels {
+        expected_file: "uninterrupted",
+        expected: "uninterrupted",
+        actual_file: "snapshotted",
+        actual: "snapshotted",
+    };
+    // Standard error is where the report goes; a failed write there has
+    // nowhere to be reported.
+    let _ = golden_file::write_diff(&mut std::io::stderr().lock(), Some(&heading), difference, labels);
     Failure::runtime(anyhow!(
         "the output with snapshots every {every} readings differs from the uninterrupted replay: \
          the plugin's snapshot leaves out state that shapes its outputs"
     ))
 }
 
+/// Which plugin file to load, and the operator's settings over its manifest.
+pub(super) struct PluginSource<'a> {
+    /// The component or bundle.
+    pub path: &'a Path,
+    /// `--trust DIR`: verify it first.
+    pub trust: Option<&'a Path>,
+    /// `--name`: an unsigned component's name.
+    pub name: Option<&'a str>,
+    /// `--config` values.
+    pub config: &'a BTreeMap<String, String>,
+    /// `--limit` values.
+    pub limits: &'a [(String, String)],
+}
+
 /// Load the plugin as a device would ([`load`]): with `--trust`, verified;
 /// without, a signed bundle's manifest gives the name, version, digest,
-/// default configuration and limits (with a warning that it was not
-/// verified), and an unsigned component is named after its file.
-fn load_plugin(args: &ReplayArgs) -> Result<Loaded, Failure> {
-    let trust_store = match &args.trust {
+/// default configuration, limits and subscriptions (with a warning that it
+/// was not verified), and an unsigned component is named after its file.
+pub(super) fn load_plugin(source: &PluginSource) -> Result<Loaded, Failure> {
+    let trust_store = match source.trust {
         Some(trust_dir) => Some(TrustStore::load(trust_dir).map_err(Failure::usage)?),
         None => None,
     };
     let trust = match &trust_store {
         Some(store) => Trust::Verified { store, rollback: None },
         None => Trust::Unverified {
-            name: args.name.clone().unwrap_or_else(|| plugin_name(&args.plugin)),
+            name: source.name.map_or_else(|| plugin_name(source.path), str::to_owned),
         },
     };
-    let config: BTreeMap<String, String> = args.config.iter().cloned().collect();
-    let limits = operator_limits(&args.limits)?;
+    let limits = operator_limits(source.limits)?;
     let operator = Operator {
         device: "replay",
-        config: &config,
+        config: source.config,
         limits: &limits,
         // Replay runs on virtual time as fast as the CPU goes: a real-time
         // output rate means nothing here (the per-call limits still hold).
@@ -337,8 +437,8 @@ fn load_plugin(args: &ReplayArgs) -> Result<Loaded, Failure> {
         },
         ceilings: None,
     };
-    let path = args.plugin.display();
-    let loaded = load::load(&args.plugin, &trust, &operator).map_err(|error| match error {
+    let path = source.path.display();
+    let loaded = load::load(source.path, &trust, &operator).map_err(|error| match error {
         LoadError::Read(bundle::ReadBundleError::TooLarge(e)) => Failure::usage(anyhow!("plugin {path}: {e}")),
         LoadError::Read(bundle::ReadBundleError::Io { path, source }) => {
             Failure::usage(anyhow!("cannot read plugin {}: {source}", path.display()))
@@ -396,7 +496,12 @@ fn open_output(out: Option<&Path>, stdout_by_default: bool) -> anyhow::Result<Op
 
 /// The replay's report on standard error; with `--snapshot-every`, the
 /// snapshots and whether the output is the uninterrupted replay's.
-fn print_report(stats: &replay::ReadStats, report: &ReplayReport, round_trip: Option<(NonZeroUsize, bool)>) {
+fn print_report(
+    stats: &replay::ReadStats,
+    report: &ReplayReport,
+    round_trip: Option<(NonZeroUsize, bool)>,
+    subscriptions: Option<&[String]>,
+) {
     let skipped = stats.na + stats.duplicates + stats.invalid;
     let seconds = report.elapsed.as_secs_f64();
     let rate = if seconds > 0.0 {
@@ -412,6 +517,14 @@ fn print_report(stats: &replay::ReadStats, report: &ReplayReport, round_trip: Op
         "  skipped: {skipped} (NA: {}, duplicate timestamp: {}, invalid row: {}); out of order (sorted): {}",
         stats.na, stats.duplicates, stats.invalid, stats.out_of_order
     );
+    match subscriptions {
+        Some(filters) => eprintln!(
+            "  subscriptions: {}; readings on other subjects (skipped): {}",
+            filters.join(", "),
+            stats.unsubscribed
+        ),
+        None => eprintln!("  subscriptions: none (a plain component): every reading replayed"),
+    }
     eprintln!(
         "  alerts: {}, summaries: {}, ticks: {}",
         report.alerts, report.summaries, report.ticks
@@ -435,66 +548,37 @@ fn print_report(stats: &replay::ReadStats, report: &ReplayReport, round_trip: Op
     eprintln!("  {seconds:.3} s, {rate:.0} readings/s");
 }
 
-/// `heading`, the field that differs first, and both lines, each under its
-/// label (what the expected and the actual lines are, and what stands for
-/// a line past the end).
-fn print_difference(heading: &str, diff: &golden::LineDiff, labels: [(&str, &str); 2]) {
-    let [(expected, expected_end), (actual, actual_end)] = labels;
-    match diff.first_field_difference() {
-        Some((field, expected_value, actual_value)) => {
-            eprintln!("{heading}: field `{field}`: {expected} {expected_value}, {actual} {actual_value}")
-        }
-        None => eprintln!("{heading}:"),
-    }
-    let width = expected.len().max(actual.len()) + 1;
-    let expected_label = format!("{expected}:");
-    let actual_label = format!("{actual}:");
-    eprintln!(
-        "  {expected_label:width$} {}",
-        diff.expected.as_deref().unwrap_or(expected_end)
-    );
-    eprintln!(
-        "  {actual_label:width$} {}",
-        diff.actual.as_deref().unwrap_or(actual_end)
-    );
-}
-
 fn update_golden(path: &Path, lines: &[String]) -> Result<(), Failure> {
-    let mut text = lines.join("\n");
-    if !lines.is_empty() {
-        text.push('\n');
-    }
-    use edgewise_host::files::{Access, Existing, write_atomic};
-    write_atomic(path, text.as_bytes(), Access::Shared, Existing::Replace)
-        .with_context(|| format!("cannot write golden file {}", path.display()))
-        .map_err(Failure::usage)?;
+    golden_file::update(path, lines).map_err(Failure::usage)?;
     eprintln!("updated {} ({} lines)", path.display(), lines.len());
     Ok(())
 }
 
 fn check_golden(path: &Path, lines: &[String]) -> Result<(), Failure> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read golden file {}", path.display()))
-        .map_err(Failure::usage)?;
-    let expected: Vec<&str> = text.lines().collect();
-    let actual: Vec<&str> = lines.iter().map(String::as_str).collect();
-    let diffs = golden::compare(&expected, &actual, MAX_DIFFS_SHOWN);
-    if diffs.is_empty() {
-        eprintln!("output matches {} ({} lines)", path.display(), lines.len());
-        return Ok(());
+    match golden_file::check(path, lines).map_err(Failure::usage)? {
+        Verdict::Matches(count) => {
+            eprintln!("output matches {} ({count} lines)", path.display());
+            Ok(())
+        }
+        Verdict::Missing => Err(Failure::usage(anyhow!(golden_file::missing(path)))),
+        Verdict::Differs {
+            expected,
+            actual,
+            diffs,
+        } => {
+            let _ = golden_file::write_mismatch(&mut std::io::stderr().lock(), path, expected, actual, &diffs);
+            Err(Failure::runtime(anyhow!(
+                "output differs from golden file {} (rerun with --update to accept)",
+                path.display()
+            )))
+        }
     }
-    eprintln!(
-        "output differs from {} (golden: {} lines, output: {} lines); first differences:",
-        path.display(),
-        expected.len(),
-        actual.len()
-    );
-    for diff in &diffs {
-        let labels = [("expected", "(end of file)"), ("actual", "(end of output)")];
-        print_difference(&format!("line {}", diff.line), diff, labels);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_tick_is_the_one_the_help_shows() {
+        assert_eq!(super::parse_tick("5m"), Ok(super::DEFAULT_TICK_MS));
     }
-    Err(Failure::runtime(anyhow!(
-        "output differs from golden file {} (rerun with --update to accept)",
-        path.display()
-    )))
 }

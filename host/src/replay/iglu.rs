@@ -1,9 +1,10 @@
-//! Reader for the iglu CSV layout (`id,time,gl`).
+//! Reader for the iglu CSV layout (`id,time,gl`): CGM readings in mg/dL,
+//! each on the subject [`iglu_subject`] of its `id`.
 
 use time::PrimitiveDateTime;
 use time::macros::format_description;
 
-use super::recording::{RecordingBuilder, RecordingError, RowError};
+use super::recording::{RecordingBuilder, RecordingError, RowError, iglu_subject};
 use crate::model::Reading;
 
 const EXPECTED_HEADER: &str = "`id,time,gl`";
@@ -42,6 +43,13 @@ pub(crate) fn read(text: &[u8], builder: &mut RecordingBuilder) -> Result<(), Re
             }
         };
         let line = record.position().map_or(0, |p| p.line());
+        // A row's subject is its id's (`iglu_subject`); a row with no id is
+        // refused below.
+        if let Some(id) = record.get(0).map(str::trim).filter(|id| !id.is_empty())
+            && !builder.subscribed(&iglu_subject(id), || 1)
+        {
+            continue;
+        }
         match parse_row(&record) {
             Ok(Some(reading)) => builder.reading(reading),
             Ok(None) => builder.na(),

@@ -22,5 +22,8 @@ mod recording;
 mod restart;
 
 pub use clock::{ReplayError, ReplayReport, Step, Stops, drive, replay, schedule};
-pub use recording::{Format, Location, ReadStats, Recording, RecordingError, RowError, load};
+pub use recording::{
+    Format, Location, ReadStats, Recording, RecordingError, RowError, Subscriptions, iglu_subject, load,
+    load_subscribed,
+};
 pub use restart::{RestartError, Restarts, RestorePoint, SnapshotStats};

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::bus::filter;
 use crate::bus::payload::PayloadError;
 use crate::model::Reading;
 
@@ -32,6 +33,39 @@ pub struct ReadStats {
     pub invalid: u64,
     /// Rows that were out of timestamp order for their sensor (and were sorted).
     pub out_of_order: u64,
+    /// Readings on a subject no subscription matches ([`Subscriptions`]):
+    /// the live host would never have received them.
+    pub unsubscribed: u64,
+}
+
+/// Which of a recording's subjects a replay takes: a bundle's manifest
+/// subscriptions, matched as the NATS server matches them
+/// ([`crate::bus::filter::matches`]); all of them for a plain component.
+///
+/// An iglu CSV row has no subject: it is the reading a CGM publishes on
+/// [`iglu_subject`] (`sensors.cgm.<id>`).
+#[derive(Debug, Clone, Copy)]
+pub enum Subscriptions<'a> {
+    /// Every reading (a plain component: no manifest).
+    All,
+    /// The readings on a subject one of these filters matches.
+    Filters(&'a [String]),
+}
+
+impl Subscriptions<'_> {
+    /// Whether a reading on `subject` goes to the plugin.
+    pub fn takes(&self, subject: &str) -> bool {
+        match self {
+            Subscriptions::All => true,
+            Subscriptions::Filters(filters) => filters.iter().any(|filter| filter::matches(filter, subject)),
+        }
+    }
+}
+
+/// The subject an iglu CSV reading of the CGM `id` would have had on the
+/// bus: `sensors.cgm.<id>`, the id as it is (a `.` in it makes more tokens).
+pub fn iglu_subject(id: &str) -> String {
+    format!("sensors.cgm.{id}")
 }
 
 /// Readings in replay order: by timestamp, ties by the order in which
@@ -128,9 +162,21 @@ impl fmt::Display for Location {
     }
 }
 
-/// Load a recording. With `skip_invalid`, unparsable rows are counted in
-/// [`ReadStats::invalid`] instead of failing the load.
+/// Load a recording, every reading. With `skip_invalid`, unparsable rows are
+/// counted in [`ReadStats::invalid`] instead of failing the load.
 pub fn load(path: &Path, format: Format, skip_invalid: bool) -> Result<Recording, RecordingError> {
+    load_subscribed(path, format, skip_invalid, Subscriptions::All)
+}
+
+/// Load the readings of a recording on the subjects `subscriptions` takes;
+/// the others are counted in [`ReadStats::unsubscribed`] (and a row on such
+/// a subject is never parsed further: the host would not have seen it).
+pub fn load_subscribed(
+    path: &Path,
+    format: Format,
+    skip_invalid: bool,
+    subscriptions: Subscriptions<'_>,
+) -> Result<Recording, RecordingError> {
     let text = std::fs::read(path).map_err(|source| RecordingError::Io {
         path: path.to_owned(),
         source,
@@ -138,7 +184,7 @@ pub fn load(path: &Path, format: Format, skip_invalid: bool) -> Result<Recording
     if text.iter().all(u8::is_ascii_whitespace) {
         return Err(RecordingError::Empty(path.to_owned()));
     }
-    let mut builder = RecordingBuilder::new(path, skip_invalid);
+    let mut builder = RecordingBuilder::new(path, skip_invalid, subscriptions);
     match format {
         Format::IgluCsv => super::iglu::read(&text, &mut builder)?,
         Format::Jsonl => super::jsonl::read(&text, &mut builder)?,
@@ -148,9 +194,10 @@ pub fn load(path: &Path, format: Format, skip_invalid: bool) -> Result<Recording
 
 /// Collects readings from a reader, applying the shared rules: bad rows fail
 /// or are counted, duplicates keep the last value, order is restored.
-pub(crate) struct RecordingBuilder {
+pub(crate) struct RecordingBuilder<'a> {
     path: PathBuf,
     skip_invalid: bool,
+    subscriptions: Subscriptions<'a>,
     stats: ReadStats,
     /// Sensor name -> index in order of first appearance.
     sensors: HashMap<String, usize>,
@@ -159,11 +206,12 @@ pub(crate) struct RecordingBuilder {
     last_ts: Vec<i64>,
 }
 
-impl RecordingBuilder {
-    fn new(path: &Path, skip_invalid: bool) -> RecordingBuilder {
+impl<'a> RecordingBuilder<'a> {
+    fn new(path: &Path, skip_invalid: bool, subscriptions: Subscriptions<'a>) -> RecordingBuilder<'a> {
         RecordingBuilder {
             path: path.to_owned(),
             skip_invalid,
+            subscriptions,
             stats: ReadStats::default(),
             sensors: HashMap::new(),
             rows: Vec::new(),
@@ -178,6 +226,16 @@ impl RecordingBuilder {
     /// Count a data row (called once per row, whatever becomes of it).
     pub(crate) fn row(&mut self) {
         self.stats.rows += 1;
+    }
+
+    /// Whether the row on `subject` goes on; when not, its `readings`
+    /// (counted by the caller) are counted as unsubscribed.
+    pub(crate) fn subscribed(&mut self, subject: &str, readings: impl FnOnce() -> u64) -> bool {
+        let takes = self.subscriptions.takes(subject);
+        if !takes {
+            self.stats.unsubscribed += readings();
+        }
+        takes
     }
 
     /// A row with a missing (`NA`) value.
