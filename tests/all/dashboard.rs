@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use edgewise_procs::child::ChildGuard;
 use edgewise_procs::topology::{CloudServer, EdgeServer};
-use edgewise_tests::browser::Browser;
+use edgewise_tests::browser::{Browser, Page};
 use edgewise_tests::nats::{start_cloud, start_edge};
-use edgewise_tests::{data_file, edgewise, edgewise_bin, plugin_wasm, workspace_root};
+use edgewise_tests::{edgewise, edgewise_bin, plugin_wasm, workspace_root};
 use serde_json::Value;
 
 use crate::device::{Device, WAIT};
@@ -117,6 +117,20 @@ impl Edge {
     }
 }
 
+/// Publish a reading of `value` for `sensor` on `edge`, and wait until the
+/// live feed in `feed` shows an alert `code`: within [`LIVE_WITHIN`] of the
+/// publish, or the test fails.
+async fn shown_live(edge: &Edge, feed: &Page, sensor: &str, value: f64, code: &str) {
+    let raised = Instant::now();
+    edge.reading(sensor, value).await;
+    let condition = format!(
+        "Array.from(document.querySelectorAll('tr.alert')).some(r => r.querySelector('td.code').textContent === '{code}')"
+    );
+    feed.wait_for_since(&condition, raised, LIVE_WITHIN)
+        .await
+        .unwrap_or_else(|e| panic!("the `{code}` alert was not on the feed within {LIVE_WITHIN:?}: {e:#}"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_fleet_page_lists_three_running_devices_and_an_alert_reaches_the_live_feed_within_2_s_without_a_reload() {
     let cloud = start_cloud();
@@ -156,24 +170,8 @@ async fn the_fleet_page_lists_three_running_devices_and_an_alert_reaches_the_liv
     let _: Value = feed.eval("window.notReloaded = true").await.unwrap();
     let (low, urgent) = ("cgm.patient-7", "cgm.patient-8");
     let ward2 = &edges[1];
-    let raised = Instant::now();
-    ward2.reading(low, 65.0).await;
-    feed.wait_for_since(
-        "Array.from(document.querySelectorAll('tr.alert')).some(r => r.querySelector('td.code').textContent === 'low')",
-        raised,
-        LIVE_WITHIN,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("the `low` alert was not on the feed within {LIVE_WITHIN:?}: {e:#}"));
-    let raised = Instant::now();
-    ward2.reading(urgent, 45.0).await;
-    feed.wait_for_since(
-        "Array.from(document.querySelectorAll('tr.alert')).some(r => r.querySelector('td.code').textContent === 'urgent-low')",
-        raised,
-        LIVE_WITHIN,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("the `urgent-low` alert was not on the feed within {LIVE_WITHIN:?}: {e:#}"));
+    shown_live(ward2, &feed, low, 65.0, "low").await;
+    shown_live(ward2, &feed, urgent, 45.0, "urgent-low").await;
     let rows: Vec<Vec<String>> = feed
         .eval("Array.from(document.querySelectorAll('tr.alert')).map(r => Array.from(r.cells).map(c => c.textContent))")
         .await
@@ -208,13 +206,7 @@ async fn the_fleet_page_lists_three_running_devices_and_an_alert_reaches_the_liv
 /// The outputs of `edgewise replay` of glucose-monitor over the example
 /// recording, one JSON object per line.
 fn replayed_outputs() -> Vec<Value> {
-    let run = edgewise([
-        "replay".as_ref(),
-        "--plugin".as_ref(),
-        plugin_wasm("glucose-monitor").as_os_str(),
-        "--input".as_ref(),
-        data_file("cgm/ExampleData5Subjects.csv").as_os_str(),
-    ]);
+    let run = crate::support::replay_example(&plugin_wasm("glucose-monitor"), None);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     run.stdout
         .lines()
