@@ -29,7 +29,7 @@ fn init_error(model: Option<&[u8]>, pairs: &[(&str, &str)]) -> String {
 fn the_manifest_config_starts_the_plugin_with_each_default_in_one_place() {
     let manifest = Config::from_manifest(include_str!("../../edgewise.toml")).unwrap();
     let result = std::thread::spawn(move || {
-        edgewise_sdk::asset::provide(MODEL_ASSET, &shipped_model());
+        edgewise_sdk::asset::provide(MODEL_ASSET, shipped_model());
         GlucoseForecast::init(manifest).err()
     })
     .join()
