@@ -206,12 +206,7 @@ async fn the_fleet_page_lists_three_running_devices_and_an_alert_reaches_the_liv
 /// The outputs of `edgewise replay` of glucose-monitor over the example
 /// recording, one JSON object per line.
 fn replayed_outputs() -> Vec<Value> {
-    let run = crate::support::replay_example(&plugin_wasm("glucose-monitor"), None);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    run.stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
+    crate::support::replay_example(&plugin_wasm("glucose-monitor"), None).json_lines()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -281,12 +281,7 @@ pub(crate) fn assert_exactly_the_replay(run: &Run, replayed: &[Value], last_ts: 
 fn replay(device: &Device, bundle: &str, extra: &[&str]) -> Vec<Value> {
     let mut args = vec!["--config", "max_ahead=8760h"];
     args.extend(extra);
-    let run = crate::support::replay_example_with(&device.path(bundle), Some(&device.path("trust")), &args);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    run.stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
+    crate::support::replay_example_with(&device.path(bundle), Some(&device.path("trust")), &args).json_lines()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -128,6 +128,19 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl Run {
+    /// Its standard output as JSON objects, one per line (what `edgewise
+    /// replay` writes), once it exited 0; panics with its standard error
+    /// otherwise.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        assert_eq!(self.code, Some(0), "{}", self.stderr);
+        self.stdout
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {e}: {line}")))
+            .collect()
+    }
+}
+
 impl From<Output> for Run {
     fn from(output: Output) -> Run {
         Run {

@@ -68,7 +68,6 @@ pub fn run(args: DashboardArgs) -> Result<(), Failure> {
         let (alerts, _) = broadcast::channel(256);
         let (stop_tx, stop) = watch::channel(false);
         let feed = Feed {
-            js: cloud.jetstream().clone(),
             cloud,
             streams: args.streams,
             fleet: fleet.clone(),

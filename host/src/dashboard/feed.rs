@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig};
+use async_nats::jetstream::{consumer::DeliverPolicy, consumer::pull::OrderedConfig};
 use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
 
@@ -31,9 +31,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// What the dashboard reads, and where it puts it.
 #[derive(Clone)]
 pub struct Feed {
-    /// The cloud's JetStream (in its domain).
-    pub js: jetstream::Context,
-    /// The deployment buckets.
+    /// The cloud: its deployment buckets, and the JetStream (in its domain)
+    /// the upstream streams are read from.
     pub cloud: Cloud,
     /// Streams to follow; empty: every upstream stream found.
     pub streams: Vec<String>,
@@ -87,7 +86,7 @@ impl Feed {
             return self.streams.clone();
         }
         let mut found = Vec::new();
-        let mut streams = self.js.streams();
+        let mut streams = self.cloud.jetstream().streams();
         while let Some(info) = streams.next().await {
             match info {
                 Ok(info) if is_upstream_stream(&info.config.subjects) => found.push(info.config.name),
@@ -118,7 +117,8 @@ impl Feed {
     /// Read `stream` from sequence `next` until the consumer fails.
     async fn read(&self, stream: &str, next: &mut u64) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let consumer = self
-            .js
+            .cloud
+            .jetstream()
             .get_stream(stream)
             .await?
             .create_consumer(OrderedConfig {

@@ -255,10 +255,6 @@ async fn access(State(app): State<App>, request: Request, next: Next) -> Respons
     response
 }
 
-fn now_ms() -> i64 {
-    wall_ms()
-}
-
 /// Run `f` on the fleet, or answer 500 if its lock is poisoned.
 fn with_fleet(app: &App, f: impl FnOnce(&Fleet) -> Markup) -> Response {
     match app.fleet.lock() {
@@ -268,11 +264,11 @@ fn with_fleet(app: &App, f: impl FnOnce(&Fleet) -> Markup) -> Response {
 }
 
 async fn fleet_handler(State(app): State<App>) -> Response {
-    with_fleet(&app, |fleet| fleet_page(fleet, now_ms()))
+    with_fleet(&app, |fleet| fleet_page(fleet, wall_ms()))
 }
 
 async fn fleet_table_handler(State(app): State<App>) -> Response {
-    with_fleet(&app, |fleet| fleet_table(fleet, now_ms()))
+    with_fleet(&app, |fleet| fleet_table(fleet, wall_ms()))
 }
 
 async fn alerts_handler(State(app): State<App>) -> Response {
