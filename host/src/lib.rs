@@ -34,6 +34,7 @@ pub mod outbox;
 pub mod replay;
 pub mod run;
 pub mod runtime;
+pub mod scaffold;
 pub mod telemetry;
 pub mod worker;
 

@@ -30,6 +30,19 @@ fn keygen_writes_a_private_key_only_the_owner_can_read_and_never_overwrites() {
 }
 
 #[test]
+fn keygen_creates_a_missing_key_folder_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("keys/2026/release");
+    let run = edgewise(["keygen".as_ref(), "--out".as_ref(), prefix.as_os_str()]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(dir.path().join("keys/2026/release.key").is_file());
+    for folder in ["keys", "keys/2026"] {
+        let mode = std::fs::metadata(dir.path().join(folder)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{folder}");
+    }
+}
+
+#[test]
 fn sign_then_verify_prints_a_one_line_summary() {
     let operator = Operator::new();
     let bundle = operator.signed_glucose_monitor();

@@ -29,6 +29,7 @@ mod live_pipeline;
 mod metrics_crosscheck;
 mod metrics_endpoint;
 mod nats_fixture;
+mod plugin_scaffold;
 mod plugin_test_cli;
 mod python_plugin;
 mod record;

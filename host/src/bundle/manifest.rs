@@ -332,7 +332,7 @@ impl Manifest {
                 ),
             ));
         }
-        validate_name(&self.name)?;
+        validate_plugin_name(&self.name)?;
         self.semver()?;
         if self.world.is_empty() {
             return Err(field("world", "is empty".into()));
@@ -460,8 +460,9 @@ fn field(field: &'static str, reason: String) -> ManifestError {
     ManifestError::Field { field, reason }
 }
 
-/// Lowercase letters, digits and `-`, 1 to 64 characters, starting with a letter.
-fn validate_name(name: &str) -> Result<(), ManifestError> {
+/// A plugin's name: lowercase letters, digits and `-`, 1 to 64 characters,
+/// starting with a letter.
+pub fn validate_plugin_name(name: &str) -> Result<(), ManifestError> {
     let ok = (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name

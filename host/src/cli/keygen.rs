@@ -1,6 +1,7 @@
 //! `edgewise keygen`: make an Ed25519 signing key pair.
 
-use std::path::PathBuf;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use clap::Args;
@@ -28,6 +29,7 @@ pub fn run(args: KeygenArgs) -> Result<(), Failure> {
             )));
         }
     }
+    create_key_folder(&private_path).map_err(Failure::usage)?;
     let (pkcs8, key) = SigningKey::generate().map_err(Failure::runtime)?;
     // Existing::Keep: never replace a key, even if one appeared since the check above.
     files::write_atomic(&private_path, &pkcs8, Access::Private, Existing::Keep)
@@ -57,8 +59,21 @@ pub fn run(args: KeygenArgs) -> Result<(), Failure> {
     })
 }
 
+/// Create the missing folders above `key` (`--out keys/release` in a new
+/// checkout), private (0700): they are made to hold a private key.
+fn create_key_folder(key: &Path) -> anyhow::Result<()> {
+    match key.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() && !folder.exists() => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(folder)
+            .with_context(|| format!("cannot create {}", folder.display())),
+        _ => Ok(()),
+    }
+}
+
 /// `PREFIX` + `.suffix` (appended, so `keys/release-2026` becomes `keys/release-2026.key`).
-fn with_suffix(prefix: &std::path::Path, suffix: &str) -> PathBuf {
+fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
     let mut text = prefix.as_os_str().to_owned();
     text.push(".");
     text.push(suffix);

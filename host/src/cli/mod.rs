@@ -16,6 +16,7 @@ mod fleet;
 mod golden;
 mod inspect;
 mod keygen;
+mod new;
 mod push;
 mod record;
 mod replay;
@@ -48,6 +49,9 @@ enum Command {
     /// Replay every recording under a plugin's tests/replay/ and compare
     /// each output with its golden file.
     Test(test::TestArgs),
+    /// Write a new plugin crate: code, manifest, tests, a sample recording
+    /// with its golden file, and a README with the commands.
+    New(new::NewArgs),
     /// Make an Ed25519 signing key pair.
     Keygen(keygen::KeygenArgs),
     /// Sign a component into a bundle.
@@ -80,6 +84,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Replay(args) => replay::run(args),
         Command::Test(args) => test::run(args),
+        Command::New(args) => new::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Sign(args) => sign::run(args),
         Command::Verify(args) => verify::run(args),
