@@ -239,6 +239,28 @@ async fn a_flood_of_new_sensor_ids_leaves_glucose_monitor_running_and_alerting()
     device.terminate_cleanly().await;
 }
 
+/// `[host_limits] max_sensors` caps what a manifest asks (glucose-monitor's
+/// 1000): the device takes 3 sensors, dead-letters the rest, and says it
+/// lowered the plugin's value.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_ceiling_caps_the_sensors_a_manifest_asks_for() {
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, "\n[host_limits]\nmax_sensors = 3\n");
+    let (client, _alerts) = device.start_watching(&local, "glucose-monitor").await;
+    for sensor in 0..5 {
+        client
+            .publish(format!("sensors.cgm.s{sensor}"), reading(now_ms(), 120.0))
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    let status = status_until(&client, "all five readings taken in", |s| s["ingest"]["messages"] == 5).await;
+    assert_eq!(status["plugins"][0]["readings_in"], 3, "{status}");
+    assert_eq!(deadletters(&status, "too-many-sensors"), 2, "{status}");
+    let log = device.terminate_cleanly().await;
+    assert_contains(&log, "max_sensors lowered to the ceiling");
+}
+
 /// Readings that trail the host clock by a few days (a JetStream source
 /// replaying what was stored while the host was down, or CGM backfill) are
 /// within the default horizon.

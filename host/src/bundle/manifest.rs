@@ -177,6 +177,25 @@ pub struct ManifestLimits {
 /// per sensor; its manifest should set what fits its memory limit.
 pub const DEFAULT_MAX_SENSORS: usize = 10_000;
 
+/// The sensor cap a plugin gets, resolved in the direction of
+/// [`ManifestLimits::apply`]: the host default, then the manifest's value,
+/// both lowered to the device's `ceiling` (`[host_limits] max_sensors`), then
+/// the operator's (which the configuration already holds within the
+/// ceiling). Also what the manifest asked when the ceiling lowered it, for a
+/// warning. Kept apart from [`Limits`] because ingest enforces it, not the
+/// runtime.
+pub fn sensor_cap(
+    manifest: &ManifestLimits,
+    operator: &ManifestLimits,
+    ceiling: Option<usize>,
+) -> (usize, Option<usize>) {
+    let asked = manifest.sensors();
+    let ceiling = ceiling.unwrap_or(usize::MAX);
+    let within = asked.unwrap_or(DEFAULT_MAX_SENSORS).min(ceiling);
+    let lowered = asked.filter(|&asked| asked > ceiling);
+    (operator.sensors().unwrap_or(within), lowered)
+}
+
 impl ManifestLimits {
     /// The first key set to 0, if any: every limit must be positive.
     pub fn zero_key(&self) -> Option<&'static str> {
@@ -195,13 +214,9 @@ impl ManifestLimits {
         .map(|(key, _)| key)
     }
 
-    /// The sensor cap: `max_sensors` if set here, else `below` (the same
-    /// direction as [`ManifestLimits::apply`]: host default, then manifest,
-    /// then operator). Kept apart from [`Limits`] because ingest enforces it,
-    /// not the runtime.
-    pub fn apply_max_sensors(&self, below: usize) -> usize {
-        self.max_sensors
-            .map_or(below, |n| usize::try_from(n).unwrap_or(usize::MAX))
+    /// `max_sensors` as a count, if set here.
+    fn sensors(&self) -> Option<usize> {
+        self.max_sensors.map(|n| usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     /// `limits` with every key set here replacing its value.
@@ -704,32 +719,21 @@ call_deadline_ms = 1000
     }
 
     #[test]
-    fn the_sensor_cap_resolves_host_default_then_manifest_then_operator() {
-        let manifest = ManifestLimits {
-            max_sensors: Some(2_000),
+    fn the_sensor_cap_resolves_host_default_then_manifest_then_operator_under_the_ceiling() {
+        let limits = |max_sensors| ManifestLimits {
+            max_sensors,
             ..ManifestLimits::default()
         };
-        let operator = ManifestLimits {
-            max_sensors: Some(50),
-            ..ManifestLimits::default()
-        };
-        let none = ManifestLimits::default();
-        assert_eq!(
-            none.apply_max_sensors(none.apply_max_sensors(DEFAULT_MAX_SENSORS)),
-            10_000
-        );
-        assert_eq!(
-            none.apply_max_sensors(manifest.apply_max_sensors(DEFAULT_MAX_SENSORS)),
-            2_000
-        );
-        assert_eq!(
-            operator.apply_max_sensors(manifest.apply_max_sensors(DEFAULT_MAX_SENSORS)),
-            50
-        );
-        assert_eq!(
-            operator.apply_max_sensors(none.apply_max_sensors(DEFAULT_MAX_SENSORS)),
-            50
-        );
+        let (manifest, operator, none) = (limits(Some(2_000)), limits(Some(50)), limits(None));
+        assert_eq!(sensor_cap(&none, &none, None), (10_000, None));
+        assert_eq!(sensor_cap(&manifest, &none, None), (2_000, None));
+        assert_eq!(sensor_cap(&manifest, &operator, None), (50, None));
+        assert_eq!(sensor_cap(&none, &operator, None), (50, None));
+        // A device's ceiling lowers the manifest's value (reported) and the default (not).
+        assert_eq!(sensor_cap(&manifest, &none, Some(500)), (500, Some(2_000)));
+        assert_eq!(sensor_cap(&none, &none, Some(500)), (500, None));
+        assert_eq!(sensor_cap(&manifest, &none, Some(2_000)), (2_000, None));
+        assert_eq!(sensor_cap(&manifest, &operator, Some(500)), (50, Some(2_000)));
     }
 
     #[test]

@@ -137,6 +137,7 @@ impl Loader {
             rollback: &self.rollback,
             runtime: &self.runtime,
             host_limits: &self.config.host_limits,
+            host_max_sensors: self.config.host_max_sensors,
         };
         prepare(&context, plugin, &[])
     }
@@ -191,6 +192,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         rollback: &rollback,
         runtime: &runtime,
         host_limits: &config.host_limits,
+        host_max_sensors: config.host_max_sensors,
     };
     let mut ready: Vec<Prepared> = Vec::new();
     let mut refused = Vec::new();
@@ -339,6 +341,8 @@ struct LoadContext<'a> {
     runtime: &'a Runtime,
     /// The host ceilings (`[host_limits]`).
     host_limits: &'a Limits,
+    /// `[host_limits] max_sensors`, if set.
+    host_max_sensors: Option<usize>,
 }
 
 /// A plugin ready for its worker: its `init` has not run yet.
@@ -415,9 +419,16 @@ fn prepare(context: &LoadContext<'_>, plugin: &PluginConfig, taken: &[&str]) -> 
         .compile(context.runtime, Some(&context.data_dir.join("cache")))
         .map_err(|e| refuse(name, version, e.into()))?;
     tracing::debug!(plugin = %name, ?cache, "Plugin compiled");
-    let max_sensors = plugin
-        .limits
-        .apply_max_sensors(manifest.limits.apply_max_sensors(bundle::manifest::DEFAULT_MAX_SENSORS));
+    let (max_sensors, lowered) =
+        bundle::manifest::sensor_cap(&manifest.limits, &plugin.limits, context.host_max_sensors);
+    if let Some(asked) = lowered {
+        tracing::warn!(
+            plugin = %name,
+            asked,
+            ceiling = max_sensors,
+            "The plugin asks for more than the host allows: max_sensors lowered to the ceiling (`host_limits.max_sensors`)"
+        );
+    }
     let accept: worker::Accept = {
         let (rollback, name, digest) = (context.rollback.clone(), name.to_owned(), manifest.code_sha256.clone());
         let assets = manifest.assets_sha256();

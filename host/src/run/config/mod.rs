@@ -14,7 +14,7 @@ use crate::bundle::manifest::{config_value_text, validate_subject_filter};
 use crate::bus::overlap;
 use crate::outbox::OutboxLimits;
 use crate::outbox::upstream::DUPLICATE_WINDOW_RANGE;
-use crate::runtime::Limits;
+use crate::runtime::{Clamped, Limits};
 use crate::worker::SupervisorPolicy;
 use raw::RawConfig;
 use sections::{absolutize_nats, check_nats, duration, outbox_limits, positive, supervisor_policy, toml_error_key};
@@ -66,6 +66,10 @@ pub struct RunConfig {
     /// The host ceilings (`[host_limits]`): no plugin gets more, whatever its
     /// manifest asks.
     pub host_limits: Limits,
+    /// `[host_limits] max_sensors`: no plugin is given more distinct sensors,
+    /// whatever its manifest asks; `None`: no ceiling (ingest enforces it,
+    /// not the runtime, so it is not in [`Limits`]).
+    pub host_max_sensors: Option<usize>,
     /// The plugins to run.
     pub plugins: Vec<PluginConfig>,
     /// Deployment from the cloud (`[deploy]`), if configured.
@@ -354,6 +358,7 @@ impl RunConfig {
             problem(&format!("host_limits.{key}"), "must be greater than 0".into());
         }
         let host_limits = raw.host_limits.apply(Limits::default_ceilings());
+        let host_max_sensors = raw.host_limits.max_sensors.map(|n| n as usize);
         if raw.plugins.is_empty() && raw.deploy.is_none() {
             problem(
                 "plugins",
@@ -414,7 +419,17 @@ impl RunConfig {
             // The operator's own values above the operator's own ceilings: a
             // contradiction in one file, refused rather than guessed at.
             let (_, beyond) = plugin.limits.apply(host_limits.clone()).clamp_to(&host_limits);
-            for clamped in beyond {
+            let sensors_beyond = plugin
+                .limits
+                .max_sensors
+                .zip(raw.host_limits.max_sensors)
+                .filter(|(asked, ceiling)| asked > ceiling)
+                .map(|(asked, ceiling)| Clamped {
+                    key: "max_sensors",
+                    asked: asked.into(),
+                    ceiling: ceiling.into(),
+                });
+            for clamped in beyond.into_iter().chain(sensors_beyond) {
                 problem(
                     &format!("plugins[{index}].limits.{}", clamped.key),
                     format!(
@@ -455,6 +470,7 @@ impl RunConfig {
             outbox,
             input_log: raw.outbox.input_log.unwrap_or(true),
             host_limits,
+            host_max_sensors,
             plugins,
             deploy,
             metrics,

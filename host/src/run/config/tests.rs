@@ -41,6 +41,17 @@ fn host_ceilings_default_to_a_small_device_and_bound_the_operator() {
             "64 is above the host ceiling of 32 (`host_limits.memory_mb`)".to_owned()
         )]
     );
+    // The sensor cap has a ceiling too (enforced by ingest, not the runtime).
+    let config = parse_with("[host_limits]\nmax_sensors = 500\n").unwrap();
+    assert_eq!(config.host_max_sensors, Some(500));
+    assert_eq!(parse_with("").unwrap().host_max_sensors, None);
+    assert_eq!(
+        problems("[plugins.limits]\nmax_sensors = 501\n[host_limits]\nmax_sensors = 500\n"),
+        [(
+            "plugins[0].limits.max_sensors".to_owned(),
+            "501 is above the host ceiling of 500 (`host_limits.max_sensors`)".to_owned()
+        )]
+    );
     assert_eq!(
         problems("[host_limits]\nstate_bytes = 0\n"),
         [(
