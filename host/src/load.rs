@@ -13,7 +13,10 @@ use std::path::Path;
 
 use time::OffsetDateTime;
 
-use crate::bundle::{self, KeyId, Manifest, ManifestLimits, RollbackStore, TrustStore, VerifyOptions};
+use crate::bundle::{
+    self, KeyId, Manifest, ManifestAsset, ManifestLimits, ManifestSource, RollbackStore, SignError, TrustStore,
+    VerifyOptions,
+};
 use crate::envelope::Provenance;
 use crate::runtime::{self, Assets, CacheOutcome, CompiledPlugin, Limits, Runtime, SnapshotSchemas, World};
 
@@ -97,6 +100,10 @@ pub enum LoadError {
     /// The component does not compile (or is not one).
     #[error("{0}")]
     Compile(#[source] runtime::LoadError),
+    /// A plain component and its manifest source cannot make a bundle
+    /// (already signed, not a component, an asset unreadable or too large).
+    #[error("{0}")]
+    Package(#[source] SignError),
     /// The manifest names one world and the component targets another.
     #[error("the manifest names the world `{manifest}`, but the component targets `{component}`")]
     WorldMismatch {
@@ -169,6 +176,87 @@ pub fn load(path: &Path, trust: &Trust<'_>, operator: &Operator<'_>) -> Result<L
             }
         },
     };
+    Ok(finish(
+        provenance,
+        manifest,
+        unverified_manifest,
+        key_id,
+        assets,
+        bytes,
+        code_len,
+        operator,
+    ))
+}
+
+/// Load the plain component at `path` as the bundle `edgewise sign --manifest`
+/// would make of it with `source` runs (`edgewise replay --manifest`,
+/// `edgewise test`): the name, version, configuration defaults, limits,
+/// subscriptions, snapshot schemas and assets of the manifest, the assets'
+/// paths relative to `manifest_dir`; nothing is signed, so the manifest is
+/// [`Loaded::unverified_manifest`]. The world is the one the component's
+/// exports say, as `sign` names it; compiling checks it.
+pub fn load_with_manifest(
+    path: &Path,
+    source: ManifestSource,
+    manifest_dir: &Path,
+    operator: &Operator<'_>,
+) -> Result<Loaded, LoadError> {
+    let bytes = bundle::read_bundle_file(path, bundle::DEFAULT_MAX_BUNDLE_BYTES).map_err(LoadError::Read)?;
+    if bundle::format::has_edgewise_sections(&bytes) {
+        return Err(LoadError::Package(SignError::AlreadySigned));
+    }
+    let info = bundle::inspect(&bytes).map_err(|e| LoadError::Package(e.into()))?;
+    let files = bundle::read_assets(&source, manifest_dir).map_err(LoadError::Package)?;
+    let entries: Vec<ManifestAsset> = files
+        .iter()
+        .map(|file| ManifestAsset::of(&file.name, &file.bytes))
+        .collect();
+    let manifest = source
+        .into_manifest_for(
+            World::of_exports(&info.exports).name(),
+            bundle::sha256_hex(&bytes),
+            OffsetDateTime::now_utc(),
+            entries,
+        )
+        .map_err(LoadError::Manifest)?;
+    let assets = manifest
+        .assets
+        .iter()
+        .zip(files)
+        .map(|(entry, file)| bundle::assets::unsigned(entry, file.bytes))
+        .collect();
+    let provenance = Provenance {
+        device: operator.device.to_owned(),
+        plugin: manifest.name.clone(),
+        version: manifest.version.clone(),
+        digest: format!("sha256:{}", manifest.code_sha256),
+    };
+    let code_len = bytes.len();
+    Ok(finish(
+        provenance,
+        Some(manifest),
+        true,
+        None,
+        assets,
+        bytes,
+        code_len,
+        operator,
+    ))
+}
+
+/// The common end of loading: the code kept, the limits resolved, the
+/// configuration merged, the snapshot schemas taken from the manifest.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    provenance: Provenance,
+    manifest: Option<Manifest>,
+    unverified_manifest: bool,
+    key_id: Option<KeyId>,
+    assets: Vec<bundle::Asset>,
+    bytes: Vec<u8>,
+    code_len: usize,
+    operator: &Operator<'_>,
+) -> Loaded {
     // Keep the code only: the assets have their own copy (one file's worth
     // of memory in all, not two).
     let mut bytes = bytes;
@@ -187,7 +275,7 @@ pub fn load(path: &Path, trust: &Trust<'_>, operator: &Operator<'_>) -> Result<L
     let mut config = manifest.as_ref().map(|m| m.config.clone()).unwrap_or_default();
     config.extend(operator.config.iter().map(|(k, v)| (k.clone(), v.clone())));
     let snapshot_schemas = manifest.as_ref().map_or(SnapshotSchemas::Unchecked, snapshot_schemas);
-    Ok(Loaded {
+    Loaded {
         provenance,
         manifest,
         unverified_manifest,
@@ -198,7 +286,7 @@ pub fn load(path: &Path, trust: &Trust<'_>, operator: &Operator<'_>) -> Result<L
         snapshot_schemas,
         bytes,
         code_len,
-    })
+    }
 }
 
 /// The snapshot schemas `manifest` declares, as the runtime checks them.

@@ -262,6 +262,24 @@ fn the_folder_manifest_subscriptions_apply_to_a_plain_component() {
     assert_exit(&folder.test(&[]), 0);
 }
 
+/// The folder's manifest makes the bundle: its `[config]` defaults apply to
+/// the plain build too (a plugin keeping a default there is tested as it
+/// will run), and a recording's options still go over them.
+#[test]
+fn the_folder_manifest_config_defaults_apply_to_a_plain_component() {
+    let folder = PluginFolder::new();
+    let manifest =
+        "name = \"threshold\"\nversion = \"0.2.0\"\nsubscriptions = [\"sensors.>\"]\n[config]\nhigh = 30.0\n";
+    std::fs::write(folder.path().join("edgewise.toml"), manifest).unwrap();
+    let run = folder.test(&[]);
+    assert_exit(&run, 1);
+    assert_contains(&run.stdout, "- golden line");
+    assert_contains(&run.stdout, "\"type\":\"alert\"");
+    // The golden's own setting, by the recording's options, over the manifest's.
+    std::fs::write(folder.replay_dir().join("cold-chain.toml"), "config = { high = 8.0 }\n").unwrap();
+    assert_exit(&folder.test(&[]), 0);
+}
+
 #[test]
 fn without_plugin_the_crate_build_is_found_with_cargo_metadata() {
     let folder = PluginFolder::new();

@@ -230,6 +230,17 @@ pub fn check<'a>(listed: &[ManifestAsset], sections: &[Section<'a>]) -> Result<V
     Ok(read)
 }
 
+/// `bytes` as the asset `entry` lists, for a plain component loaded with
+/// its manifest source (`load::load_with_manifest`): the entry was made from
+/// these bytes ([`ManifestAsset::of`]), nothing was signed.
+pub(crate) fn unsigned(entry: &ManifestAsset, bytes: Vec<u8>) -> Asset {
+    Asset {
+        name: entry.name.clone(),
+        sha256: entry.sha256.clone(),
+        bytes: Arc::from(bytes),
+    }
+}
+
 /// The `checked` sections (what [`check`] returned for `listed`) as owned
 /// assets: their bytes copied once, shared from then on.
 pub fn to_owned(listed: &[ManifestAsset], checked: &[AssetSection<'_>]) -> Vec<Asset> {

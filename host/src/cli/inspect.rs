@@ -35,14 +35,9 @@ fn contract(world: World) -> &'static str {
     }
 }
 
-/// The world the component's code targets, by the rule the runtime links it
-/// by: 0.2 if it exports `snapshot`, which 0.1 has not.
+/// The world the component's code targets ([`World::of_exports`]).
 fn code_world(info: &BundleInfo) -> World {
-    if info.exports.iter().any(|name| name == "snapshot") {
-        World::V0_2
-    } else {
-        World::V0_1
-    }
+    World::of_exports(&info.exports)
 }
 
 /// The manifest's `world`, with its contract version and, if the code

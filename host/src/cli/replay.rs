@@ -76,6 +76,13 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "DIR")]
     trust: Option<PathBuf>,
 
+    /// Replay a plain component as the bundle `edgewise sign --manifest FILE`
+    /// would make of it: the manifest's name, version, configuration
+    /// defaults, limits, subscriptions, snapshot schemas and assets, without
+    /// signing it.
+    #[arg(long, value_name = "edgewise.toml", conflicts_with_all = ["trust", "name"])]
+    manifest: Option<PathBuf>,
+
     /// Override a resource limit of the plugin, repeatable, with the keys of a
     /// manifest's `[limits]`: `--limit call_deadline_ms=100 --limit memory_mb=16`.
     #[arg(long = "limit", value_name = "KEY=VALUE", value_parser = parse_key_value)]
@@ -123,6 +130,7 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
         path: &args.plugin,
         trust: args.trust.as_deref(),
         name: args.name.as_deref(),
+        manifest: args.manifest.as_deref(),
         config: &config,
         limits: &args.limits,
     })?;
@@ -403,6 +411,8 @@ pub(super) struct PluginSource<'a> {
     pub trust: Option<&'a Path>,
     /// `--name`: an unsigned component's name.
     pub name: Option<&'a str>,
+    /// `--manifest`: the manifest source of a plain component.
+    pub manifest: Option<&'a Path>,
     /// `--config` values.
     pub config: &'a BTreeMap<String, String>,
     /// `--limit` values.
@@ -438,7 +448,11 @@ pub(super) fn load_plugin(source: &PluginSource) -> Result<Loaded, Failure> {
         ceilings: None,
     };
     let path = source.path.display();
-    let loaded = load::load(source.path, &trust, &operator).map_err(|error| match error {
+    let loaded = match source.manifest {
+        Some(manifest) => load_with_manifest(source.path, manifest, &operator)?,
+        None => load::load(source.path, &trust, &operator),
+    };
+    let loaded = loaded.map_err(|error| match error {
         LoadError::Read(bundle::ReadBundleError::TooLarge(e)) => Failure::usage(anyhow!("plugin {path}: {e}")),
         LoadError::Read(bundle::ReadBundleError::Io { path, source }) => {
             Failure::usage(anyhow!("cannot read plugin {}: {source}", path.display()))
@@ -446,10 +460,25 @@ pub(super) fn load_plugin(source: &PluginSource) -> Result<Loaded, Failure> {
         LoadError::Refused(e) => Failure::runtime(anyhow!("{path}: refused: {e}")),
         other => Failure::usage(anyhow!("{path}: {other}")),
     })?;
-    if loaded.unverified_manifest {
+    if loaded.unverified_manifest && source.manifest.is_none() {
         eprintln!("warning: {path} is signed but not verified (pass --trust DIR to verify it)");
     }
     Ok(loaded)
+}
+
+/// [`load::load_with_manifest`] with the manifest source at `path` (the
+/// assets' paths relative to its folder). A source that cannot be read or
+/// parsed is a usage error here; what loading says is the caller's.
+fn load_with_manifest(
+    component: &Path,
+    path: &Path,
+    operator: &Operator<'_>,
+) -> Result<Result<Loaded, LoadError>, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::usage(anyhow!("cannot read manifest {}: {e}", path.display())))?;
+    let source = bundle::ManifestSource::from_toml(&text).map_err(|e| Failure::usage(about(path.display(), e)))?;
+    let dir = path.parent().unwrap_or_else(|| Path::new(""));
+    Ok(load::load_with_manifest(component, source, dir, operator))
 }
 
 /// `--limit KEY=VALUE` options as limits over the manifest's.

@@ -10,8 +10,9 @@
 //!
 //! The plugin is `--plugin FILE` (a component or a signed bundle), else the
 //! crate's release build for wasm32-wasip2, found with `cargo metadata`.
-//! A plain component is replayed with the subscriptions of the folder's
-//! `edgewise.toml`, if any: the readings its signed bundle will get.
+//! A plain component is replayed as the bundle the folder's `edgewise.toml`
+//! (if any) will make of it: its subscriptions, configuration defaults,
+//! limits and assets (`edgewise replay --manifest`).
 //!
 //! Exit codes: 0 every pair matches (or was written with `--update`), 1 an
 //! output differs, a golden file is missing or the plugin failed, 2 bad
@@ -26,7 +27,6 @@ use anyhow::{Context, anyhow};
 use clap::Args;
 use serde::Deserialize;
 
-use edgewise_host::bundle::ManifestSource;
 use edgewise_host::bundle::manifest::config_value_text;
 use edgewise_host::load::Loaded;
 use edgewise_host::replay::Stops;
@@ -112,26 +112,28 @@ pub fn run(args: TestArgs) -> Result<(), Failure> {
         None => built_component(&dir)?,
     };
     let no_config = BTreeMap::new();
-    let source = PluginSource {
+    let mut source = PluginSource {
         path: &plugin_path,
         trust: args.trust.as_deref(),
         name: None,
+        manifest: None,
         config: &no_config,
         limits: &[],
     };
-    let plugin = replay::load_plugin(&source)?;
-    // A plain component: the subscriptions its bundle will carry.
-    let folder_subscriptions = match &plugin.manifest {
-        Some(_) => None,
-        None => manifest_subscriptions(&dir)?,
-    };
+    let mut plugin = replay::load_plugin(&source)?;
+    // A plain component runs as the bundle the folder's manifest will make
+    // of it: subscriptions, configuration defaults, limits, assets.
+    let folder_manifest = dir.join("edgewise.toml");
+    if plugin.manifest.is_none() && folder_manifest.is_file() {
+        source.manifest = Some(&folder_manifest);
+        plugin = replay::load_plugin(&source)?;
+    }
     let (runtime, compiled) = replay::compile(&plugin, false)?;
     let tester = Tester {
         runtime: &runtime,
         compiled: &compiled,
         plugin: &plugin,
         source: &source,
-        subscriptions: folder_subscriptions.as_deref(),
         update: args.update,
     };
     let mut counts = Counts::default();
@@ -150,7 +152,6 @@ struct Tester<'a> {
     compiled: &'a CompiledPlugin,
     plugin: &'a Loaded,
     source: &'a PluginSource<'a>,
-    subscriptions: Option<&'a [String]>,
     update: bool,
 }
 
@@ -186,7 +187,7 @@ impl Tester<'_> {
             }
         };
         let format = replay::format_of(&pair.recording, None);
-        let filters = self.subscriptions.or_else(|| replay::subscriptions(plugin));
+        let filters = replay::subscriptions(plugin);
         let recording = match replay::load_recording(&pair.recording, format, options.skip_invalid, filters, tick) {
             Ok(recording) => recording,
             Err(failure) => return Outcome::Unreadable(failure.into_error()),
@@ -301,18 +302,6 @@ fn config_texts(
             )),
         })
         .collect()
-}
-
-/// The subscriptions of the folder's `edgewise.toml`, if it has one.
-fn manifest_subscriptions(dir: &Path) -> Result<Option<Vec<String>>, Failure> {
-    let path = dir.join("edgewise.toml");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Failure::usage(anyhow!("cannot read {}: {e}", path.display()))),
-    };
-    let source = ManifestSource::from_toml(&text).map_err(|e| Failure::usage(anyhow!("{}: {e}", path.display())))?;
-    Ok(Some(source.subscriptions))
 }
 
 /// The crate's release component: `<target dir>/wasm32-wasip2/release/<lib

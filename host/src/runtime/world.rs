@@ -33,6 +33,17 @@ impl World {
     pub fn from_name(name: &str) -> Option<World> {
         World::ALL.into_iter().find(|world| world.name() == name)
     }
+
+    /// The world a component targets, told by its exports alone (no
+    /// compile; the rule the runtime links it by): 0.2 if it exports
+    /// `snapshot`, which 0.1 has not.
+    pub fn of_exports<S: AsRef<str>>(exports: &[S]) -> World {
+        if exports.iter().any(|name| name.as_ref() == "snapshot") {
+            World::V0_2
+        } else {
+            World::V0_1
+        }
+    }
 }
 
 impl fmt::Display for World {
