@@ -75,7 +75,7 @@ fn train_command(args: TrainArgs) -> anyhow::Result<()> {
     let out = args
         .out
         .unwrap_or_else(|| root.join("plugins/glucose-forecast/model/forecast.json"));
-    std::fs::write(&out, model.to_bytes()).with_context(|| format!("cannot write {}", out.display()))?;
+    std::fs::write(&out, model.to_bytes()?).with_context(|| format!("cannot write {}", out.display()))?;
     for horizon in &model.horizons {
         if let Some(fit) = &horizon.fit {
             eprintln!(

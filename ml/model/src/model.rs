@@ -142,11 +142,12 @@ impl Model {
         Ok(model)
     }
 
-    /// The file's bytes: pretty JSON, the same bytes for the same model.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+    /// The file's bytes: pretty JSON, the same bytes for the same model. A
+    /// model serde cannot write is an error, never an empty file.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| ModelError(e.to_string()))?;
         bytes.push(b'\n');
-        bytes
+        Ok(bytes)
     }
 
     fn check(&self) -> Result<(), String> {
@@ -291,10 +292,10 @@ mod tests {
     #[test]
     fn a_model_file_round_trips_to_the_same_bytes() {
         let model = Model::linear_extrapolation(&[30, 60]);
-        let bytes = model.to_bytes();
+        let bytes = model.to_bytes().unwrap();
         let parsed = Model::parse(&bytes).unwrap();
         assert_eq!(parsed, model);
-        assert_eq!(parsed.to_bytes(), bytes);
+        assert_eq!(parsed.to_bytes().unwrap(), bytes);
     }
 
     #[test]
@@ -303,7 +304,7 @@ mod tests {
         let refused = |edit: &dyn Fn(&mut Model), expected: &str| {
             let mut model = good.clone();
             edit(&mut model);
-            let error = Model::parse(&model.to_bytes()).unwrap_err().to_string();
+            let error = Model::parse(&model.to_bytes().unwrap()).unwrap_err().to_string();
             assert!(error.contains(expected), "{error}");
         };
         refused(&|m| m.format = "edgewise-forecast/2".into(), "format");
@@ -319,9 +320,11 @@ mod tests {
                 .to_string()
                 .contains("limit")
         );
-        let nan = String::from_utf8(good.to_bytes())
-            .unwrap()
-            .replacen("\"intercept\": 0.0", "\"intercept\": 1e999", 1);
+        let nan = String::from_utf8(good.to_bytes().unwrap()).unwrap().replacen(
+            "\"intercept\": 0.0",
+            "\"intercept\": 1e999",
+            1,
+        );
         assert!(Model::parse(nan.as_bytes()).is_err());
     }
 }

@@ -111,10 +111,10 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
 
     let models = [
         (model.kind, model_bytes.clone()),
-        (ModelKind::LastValue, Model::last_value(&horizons).to_bytes()),
+        (ModelKind::LastValue, Model::last_value(&horizons).to_bytes()?),
         (
             ModelKind::LinearExtrapolation,
-            Model::linear_extrapolation(&horizons).to_bytes(),
+            Model::linear_extrapolation(&horizons).to_bytes()?,
         ),
     ];
     let kinds: Vec<ModelKind> = models.iter().map(|(kind, _)| *kind).collect();

@@ -250,10 +250,14 @@ mod tests {
         let (hall, example) = (shipped("Hall2018_processed.csv"), shipped("ExampleData5Subjects.csv"));
         let model = train(std::slice::from_ref(&hall), std::slice::from_ref(&example)).unwrap();
         let again = train(&[hall], &[example]).unwrap();
-        assert_eq!(model.to_bytes(), again.to_bytes(), "training is not deterministic");
+        assert_eq!(
+            model.to_bytes().unwrap(),
+            again.to_bytes().unwrap(),
+            "training is not deterministic"
+        );
         let committed = std::fs::read(model_file()).unwrap();
         assert!(
-            committed == model.to_bytes(),
+            committed == model.to_bytes().unwrap(),
             "plugins/glucose-forecast/model/forecast.json is not what `edgewise-ml train` makes: train again and commit it"
         );
     }

@@ -110,7 +110,7 @@ fn the_alert_is_about_the_forecast_not_the_reading() {
     // Falling 2 mg/dL a minute: at 90 mg/dL the line reaches 30 in 30
     // minutes, so both alerts could fire; the urgent one does, while the
     // reading itself is far from low.
-    let mut h = Harness::with_model(&Model::linear_extrapolation(&[30, 60]).to_bytes(), &[]);
+    let mut h = Harness::with_model(&Model::linear_extrapolation(&[30, 60]).to_bytes().unwrap(), &[]);
     h.series(0, 5, &[120.0, 110.0, 100.0, 90.0]);
     let alert = h.alerts.iter().find(|a| a.code == "predicted-urgent-low").unwrap();
     assert_eq!(alert.timestamp_ms, at(15));

@@ -96,7 +96,7 @@ fn a_malformed_model_is_refused_with_the_reason() {
     assert!(error.starts_with("asset `model.json`: model file: "), "{error}");
     let mut model = Model::linear_extrapolation(&[30, 60]);
     model.horizons[0].scale[0] = 0.0;
-    let error = init_error(Some(&model.to_bytes()), &[]);
+    let error = init_error(Some(&model.to_bytes().unwrap()), &[]);
     assert!(error.contains("scale not positive"), "{error}");
     let error = init_error(Some(&[0xff; 16]), &[]);
     assert!(error.starts_with("asset `model.json`: model file: "), "{error}");
@@ -104,7 +104,7 @@ fn a_malformed_model_is_refused_with_the_reason() {
 
 #[test]
 fn a_model_without_a_30_minute_horizon_is_refused() {
-    let error = init_error(Some(&Model::last_value(&[15, 60]).to_bytes()), &[]);
+    let error = init_error(Some(&Model::last_value(&[15, 60]).to_bytes().unwrap()), &[]);
     assert_eq!(
         error,
         "asset `model.json`: the model forecasts [15, 60] minutes ahead, not 30 (the alerts need it)"

@@ -19,7 +19,7 @@ fn with_emit_forecasts_every_reading_has_one_summary_per_horizon_with_exactly_it
     // 2 mg/dL more every 5 minutes: the line through the last 15 minutes
     // reaches +12 in 30 minutes and +24 in 60.
     let mut h = Harness::with_model(
-        &Model::linear_extrapolation(&[30, 60]).to_bytes(),
+        &Model::linear_extrapolation(&[30, 60]).to_bytes().unwrap(),
         &[("emit_forecasts", "true")],
     );
     let values: Vec<f64> = (0..6).map(|k| 100.0 + 2.0 * k as f64).collect();

@@ -40,7 +40,7 @@ impl Harness {
     /// The last-value model (every forecast is the newest reading: errors
     /// and alerts are easy to work out by hand), with configuration `pairs`.
     pub fn new(pairs: &[(&str, &str)]) -> Harness {
-        Harness::with_model(&Model::last_value(&[30, 60]).to_bytes(), pairs)
+        Harness::with_model(&Model::last_value(&[30, 60]).to_bytes().unwrap(), pairs)
     }
 
     /// The model file `model`, with configuration `pairs`.
