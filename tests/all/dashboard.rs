@@ -209,9 +209,9 @@ fn replayed_outputs() -> Vec<Value> {
     crate::support::replay_example(&plugin_wasm("glucose-monitor"), None).json_lines()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_sensor_page_from_a_replayed_recording_shows_its_days_and_a_time_in_range_equal_to_the_daily_summaries() {
-    let cloud = start_cloud();
+/// The upstream stream of the device `replay` (what `edgewise replay` names
+/// as the device) in `cloud`, as a device with `[upstream]` would use it.
+async fn replay_upstream(cloud: &CloudServer) -> async_nats::jetstream::Context {
     let client = async_nats::connect(cloud.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     js.create_stream(async_nats::jetstream::stream::Config {
@@ -221,9 +221,12 @@ async fn a_sensor_page_from_a_replayed_recording_shows_its_days_and_a_time_in_ra
     })
     .await
     .unwrap();
-    // What a device would have sent upstream, on the subjects it would have used.
-    let outputs = replayed_outputs();
-    for output in &outputs {
+    js
+}
+
+/// Store `outputs` (glucose-monitor's) where a device would have sent them.
+async fn send_upstream(js: &async_nats::jetstream::Context, outputs: &[Value]) {
+    for output in outputs {
         let kind = match output["type"].as_str().unwrap() {
             "alert" => "alerts",
             _ => "summaries",
@@ -237,6 +240,14 @@ async fn a_sensor_page_from_a_replayed_recording_shows_its_days_and_a_time_in_ra
         .await
         .unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sensor_page_from_a_replayed_recording_shows_its_days_and_a_time_in_range_equal_to_the_daily_summaries() {
+    let cloud = start_cloud();
+    let js = replay_upstream(&cloud).await;
+    let outputs = replayed_outputs();
+    send_upstream(&js, &outputs).await;
     let sensor = "Subject 1";
     let daily: Vec<&Value> = outputs
         .iter()
@@ -307,6 +318,87 @@ fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, Str
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (code, body)
+}
+
+/// An open `GET /alerts/events`: the live feed as server-sent events, read
+/// line by line (the chunked framing's size lines are not `id:` or `data:`).
+struct EventStream(BufReader<TcpStream>);
+
+impl EventStream {
+    /// Open it, saying `Last-Event-ID: last` if given, after `query`.
+    fn open(addr: SocketAddr, query: &str, last: Option<u64>) -> EventStream {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut request =
+            format!("GET /alerts/events{query} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        if let Some(last) = last {
+            request.push_str(&format!("Last-Event-ID: {last}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        EventStream(BufReader::new(stream))
+    }
+
+    /// The next event's id and alert (within [`WAIT`]).
+    fn next(&mut self) -> (u64, Value) {
+        let (mut id, mut data) = (None, None);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let read = self
+                .0
+                .read_line(&mut line)
+                .unwrap_or_else(|e| panic!("no event within {WAIT:?}: {e}"));
+            assert!(read > 0, "the event stream ended");
+            if let Some(value) = line.trim_end().strip_prefix("id: ") {
+                id = Some(value.parse().unwrap());
+            } else if let Some(value) = line.trim_end().strip_prefix("data: ") {
+                data = Some(serde_json::from_str(value).unwrap());
+            }
+            if let (Some(id), Some(data)) = (id, data.take()) {
+                return (id, data);
+            }
+        }
+    }
+
+    /// The next `count` events.
+    fn take(&mut self, count: usize) -> Vec<(u64, Value)> {
+        (0..count).map(|_| self.next()).collect()
+    }
+}
+
+/// A page that loses its connection reconnects with `Last-Event-ID` (the
+/// browser does it by itself) and gets exactly the alerts it missed, then
+/// the new ones; the first connection's `?after=` does the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reconnecting_feed_gets_exactly_the_alerts_it_missed() {
+    let cloud = start_cloud();
+    let js = replay_upstream(&cloud).await;
+    let alerts: Vec<Value> = replayed_outputs()
+        .into_iter()
+        .filter(|o| o["type"] == "alert")
+        .collect();
+    assert!(alerts.len() > 7, "the recording raises alerts");
+    send_upstream(&js, &alerts[..6]).await;
+    let dashboard = Dashboard::start(&cloud.url(), &[]);
+
+    let first = EventStream::open(dashboard.addr, "", None).take(6);
+    let ids: Vec<u64> = first.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5, 6], "arrival order, numbered from 1");
+    let times: Vec<&Value> = first.iter().map(|(_, alert)| &alert["ts"]).collect();
+    let sent: Vec<&Value> = alerts[..6].iter().map(|alert| &alert["ts"]).collect();
+    assert_eq!(times, sent);
+
+    // Reconnected after the 4th: the 5th and 6th, then the next new one and nothing else.
+    let mut resumed = EventStream::open(dashboard.addr, "", Some(4));
+    assert_eq!(resumed.take(2), first[4..].to_vec());
+    send_upstream(&js, &alerts[6..7]).await;
+    let (id, alert) = resumed.next();
+    assert_eq!((id, &alert["ts"]), (7, &alerts[6]["ts"]));
+
+    // `?after=` on a first connection; `Last-Event-ID` wins over it.
+    assert_eq!(EventStream::open(dashboard.addr, "?after=5", None).next().0, 6);
+    assert_eq!(EventStream::open(dashboard.addr, "?after=1", Some(6)).next().0, 7);
 }
 
 #[tokio::test(flavor = "multi_thread")]
