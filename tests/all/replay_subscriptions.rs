@@ -92,21 +92,26 @@ fn only_the_subscribed_subjects_are_replayed_and_the_others_counted() {
     );
 }
 
-/// `edgewise replay --plugin PLAIN --manifest edgewise.toml ARGS...` over
-/// `input`, its output on standard output.
-fn replay_with_manifest(plugin: &str, manifest: &Path, input: &Path, extra: &[&str]) -> Run {
-    let component = plugin_wasm(plugin);
+/// `edgewise replay --plugin PLUGIN --input INPUT EXTRA...`, its output on
+/// standard output.
+fn replay_out(plugin: &Path, input: &Path, extra: &[&OsStr]) -> Run {
     let mut args: Vec<&OsStr> = vec![
         "replay".as_ref(),
         "--plugin".as_ref(),
-        component.as_os_str(),
-        "--manifest".as_ref(),
-        manifest.as_os_str(),
+        plugin.as_os_str(),
         "--input".as_ref(),
         input.as_os_str(),
     ];
-    args.extend(extra.iter().map(OsStr::new));
+    args.extend(extra);
     edgewise(args)
+}
+
+/// [`replay_out`] of the plain component of `plugin` with `--manifest
+/// MANIFEST EXTRA...`.
+fn replay_with_manifest(plugin: &str, manifest: &Path, input: &Path, extra: &[&str]) -> Run {
+    let mut args: Vec<&OsStr> = vec!["--manifest".as_ref(), manifest.as_os_str()];
+    args.extend(extra.iter().map(OsStr::new));
+    replay_out(&plugin_wasm(plugin), input, &args)
 }
 
 /// What a replay computed, without the packaging (`version`, `digest`).
@@ -129,15 +134,12 @@ fn a_plain_build_with_its_manifest_replays_as_its_signed_bundle_assets_included(
     let input = data_file("cgm/ExampleData5Subjects.csv");
     let manifest = edgewise_tests::plugin_manifest("glucose-forecast");
     let plain = replay_with_manifest("glucose-forecast", &manifest, &input, &[]);
-    let signed = edgewise([
-        "replay".as_ref(),
-        "--plugin".as_ref(),
-        signed_bundle("glucose-forecast").as_os_str(),
-        "--trust".as_ref(),
-        run_key().trust_dir().as_os_str(),
-        "--input".as_ref(),
-        input.as_os_str(),
-    ]);
+    let trust = run_key().trust_dir();
+    let signed = replay_out(
+        &signed_bundle("glucose-forecast"),
+        &input,
+        &["--trust".as_ref(), trust.as_os_str()],
+    );
     let plain_lines = computed(&plain);
     assert!(plain_lines.len() > 100, "{}", plain.stdout);
     assert_eq!(plain_lines, computed(&signed));
@@ -149,13 +151,7 @@ fn a_plain_build_with_its_manifest_replays_as_its_signed_bundle_assets_included(
     assert!(!plain.stderr.contains("not verified"), "{}", plain.stderr);
 
     // Without the manifest, the plain build has no model and says so.
-    let bare = edgewise([
-        "replay".as_ref(),
-        "--plugin".as_ref(),
-        plugin_wasm("glucose-forecast").as_os_str(),
-        "--input".as_ref(),
-        input.as_os_str(),
-    ]);
+    let bare = replay_out(&plugin_wasm("glucose-forecast"), &input, &[]);
     assert_ne!(bare.code, Some(0), "{}", bare.stdout);
 }
 
@@ -163,26 +159,20 @@ fn a_plain_build_with_its_manifest_replays_as_its_signed_bundle_assets_included(
 fn the_manifest_gives_a_plain_build_its_config_defaults_limits_and_subscriptions() {
     let dir = tempfile::tempdir().unwrap();
     let input = data_file("cgm/ExampleData5Subjects.csv");
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
+    // band's manifest with `body` after its name and version.
+    let manifest = |file: &str, body: &str| {
+        let path = dir.path().join(file);
+        std::fs::write(&path, format!("name = \"band\"\nversion = \"0.1.0\"\n{body}")).unwrap();
         path
     };
-    let head = "name = \"band\"\nversion = \"0.1.0\"\n";
     // [config]: the manifest's default is the operator's --config's equal.
-    let config = write(
+    let config = manifest(
         "config.toml",
-        &format!("{head}subscriptions = [\"sensors.cgm.>\"]\n[config]\nlow = 100\n"),
+        "subscriptions = [\"sensors.cgm.>\"]\n[config]\nlow = 100\n",
     );
     let with_manifest = replay_with_manifest("band", &config, &input, &[]);
     let with_flag = replay_with_manifest("band", &config, &input, &["--config", "low=100"]);
-    let default = edgewise([
-        "replay".as_ref(),
-        "--plugin".as_ref(),
-        plugin_wasm("band").as_os_str(),
-        "--input".as_ref(),
-        input.as_os_str(),
-    ]);
+    let default = replay_out(&plugin_wasm("band"), &input, &[]);
     assert_eq!(computed(&with_manifest), computed(&with_flag));
     assert_ne!(
         computed(&with_manifest).len(),
@@ -191,19 +181,16 @@ fn the_manifest_gives_a_plain_build_its_config_defaults_limits_and_subscriptions
     );
 
     // [limits]: the manifest's memory limit holds.
-    let tight = write(
+    let tight = manifest(
         "tight.toml",
-        &format!("{head}subscriptions = [\"sensors.cgm.>\"]\n[limits]\nmemory_mb = 1\n"),
+        "subscriptions = [\"sensors.cgm.>\"]\n[limits]\nmemory_mb = 1\n",
     );
     let run = replay_with_manifest("band", &tight, &input, &[]);
     assert_ne!(run.code, Some(0), "{}", run.stdout);
     assert_contains(&run.stderr, "memory");
 
     // subscriptions: none of these readings is the plugin's.
-    let other = write(
-        "other.toml",
-        &format!("{head}subscriptions = [\"sensors.temperature.>\"]\n"),
-    );
+    let other = manifest("other.toml", "subscriptions = [\"sensors.temperature.>\"]\n");
     let run = replay_with_manifest("band", &other, &input, &[]);
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert_contains(&run.stderr, "(sensors.temperature.>)");
@@ -214,15 +201,11 @@ fn manifest_is_for_a_plain_component_and_must_be_a_manifest() {
     let dir = tempfile::tempdir().unwrap();
     let input = data_file("cgm/ExampleData5Subjects.csv");
     let manifest = edgewise_tests::plugin_manifest("band");
-    let run = edgewise([
-        "replay".as_ref(),
-        "--plugin".as_ref(),
-        signed_bundle("band").as_os_str(),
-        "--manifest".as_ref(),
-        manifest.as_os_str(),
-        "--input".as_ref(),
-        input.as_os_str(),
-    ]);
+    let run = replay_out(
+        &signed_bundle("band"),
+        &input,
+        &["--manifest".as_ref(), manifest.as_os_str()],
+    );
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert_contains(&run.stderr, "already signed");
 
