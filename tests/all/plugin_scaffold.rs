@@ -3,9 +3,11 @@
 //! README shows, and its CI job's steps pass in a fresh checkout of it.
 //!
 //! The crate depends on this repository's SDK by path, as an author with a
-//! checkout would. Its `target/` is a link to one folder under the
-//! workspace's target directory, so that a second run rebuilds only the
-//! crate; cargo runs offline, from the crates the workspace has fetched.
+//! checkout would. What the test adds around the README's commands is the
+//! environment only: the crate's `target/` is a link to one folder under the
+//! workspace's target directory (a second run rebuilds only the crate), and
+//! cargo runs offline with the workspace's `Cargo.lock` copied in, so that it
+//! builds the dependency versions the workspace has fetched and tested.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,6 +45,7 @@ fn scaffolded(parent: &Path, build: &str) -> PathBuf {
     let shared = workspace::target_dir().join("scaffold-test").join(build);
     std::fs::create_dir_all(&shared).unwrap();
     std::os::unix::fs::symlink(&shared, dir.join("target")).unwrap();
+    std::fs::copy(workspace_root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
     dir
 }
 
