@@ -255,6 +255,21 @@ fn new_refuses_an_existing_folder_and_a_bad_name_and_writes_nothing() {
         .collect();
     assert_eq!(entries, [NAME]);
 
+    // `--path` into folders that do not exist yet: they are made.
+    let nested = parent.path().join("plugins/cold");
+    let made = run({
+        let mut command = Command::new(edgewise_bin());
+        command
+            .args(["new", "cold-chain", "--sdk-path"])
+            .arg(workspace_root().join("sdk"))
+            .arg("--path")
+            .arg(&nested);
+        command
+    });
+    assert_eq!(made.code, Some(0), "{}", made.stderr);
+    assert!(nested.join("src/lib.rs").is_file() && nested.join(".gitignore").is_file());
+    std::fs::remove_dir_all(parent.path().join("plugins")).unwrap();
+
     let not_sdk = run({
         let mut command = Command::new(edgewise_bin());
         command

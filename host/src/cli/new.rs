@@ -83,6 +83,7 @@ fn write_crate(scaffold: &Scaffold, destination: &Path) -> anyhow::Result<()> {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
+    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     // Next to the destination, so that the rename stays on one file system.
     let staging = tempfile::Builder::new()
         .prefix(&format!(".{}.", scaffold.name()))
