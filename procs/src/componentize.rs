@@ -14,15 +14,17 @@ use crate::workspace;
 /// Python plugins under `plugins/`, built as components by [`build_python_plugins`].
 pub const PYTHON_PLUGINS: &[&str] = &["band-py"];
 
-/// The componentize-py release the Python SDK is written for.
-pub const COMPONENTIZE_PY_VERSION: &str = "0.17.2";
+/// The componentize-py release the Python SDK is written for. Releases
+/// before 0.19 (0.17.2 among them) leak every call's arguments in the
+/// component they write, so the instance's memory grows until it hits its
+/// limit (sdk-python/README.md); the SDK's build refuses them.
+pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 
 /// Where componentize-py is installed (`target/componentize-py`), installing
-/// it on first use.
+/// it on first use (or when the pinned version changes).
 pub fn componentize_py_dir() -> anyhow::Result<PathBuf> {
     let dir = workspace::target_dir().join("componentize-py");
-    let marker = dir.join(format!("componentize_py-{COMPONENTIZE_PY_VERSION}.dist-info"));
-    if !marker.is_dir() {
+    if !installed_marker(&dir).is_dir() {
         crate::pip::install_target(
             &dir,
             &format!("componentize-py=={COMPONENTIZE_PY_VERSION}"),
@@ -32,15 +34,28 @@ pub fn componentize_py_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// The folder pip writes for [`COMPONENTIZE_PY_VERSION`] in `dir`: present
+/// once that version is installed there, and as new as the install.
+fn installed_marker(dir: &Path) -> PathBuf {
+    dir.join(format!("componentize_py-{COMPONENTIZE_PY_VERSION}.dist-info"))
+}
+
 /// Build every plugin of [`PYTHON_PLUGINS`] whose component is older than
-/// its sources, the Python SDK or the contract (a build takes ~15 s and
-/// ~500 MB of memory, so an unchanged plugin is not built again).
+/// its sources, the Python SDK, the contract or the componentize-py install
+/// (a build takes ~15 s and ~500 MB of memory, so an unchanged plugin is not
+/// built again; a new componentize-py version rebuilds it).
 pub fn build_python_plugins() -> anyhow::Result<()> {
     let root = workspace::root();
+    let componentize_py = installed_marker(&componentize_py_dir()?);
     for name in PYTHON_PLUGINS {
         let app_dir = root.join("plugins").join(name);
         let output = workspace::component_path(name);
-        let sources = [app_dir.clone(), root.join("sdk-python"), root.join("wit").join("v0.2")];
+        let sources = [
+            app_dir.clone(),
+            root.join("sdk-python"),
+            root.join("wit").join("v0.2"),
+            componentize_py.clone(),
+        ];
         if is_fresh(&output, &sources)? {
             continue;
         }

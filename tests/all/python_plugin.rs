@@ -7,6 +7,7 @@
 //! twins meet the same golden file; two replays are compared without those
 //! fields likewise.
 
+use std::fmt::Display;
 use std::path::Path;
 use std::time::Duration;
 
@@ -40,6 +41,22 @@ fn replay(plugin: &Path, input: &Path, extra: &[&str]) -> Vec<String> {
         run.stderr
     );
     run.stdout.lines().map(without_build).collect()
+}
+
+/// The subject every recording of this module is on.
+const SUBJECT: &str = "sensors.cgm.p1";
+
+/// The message of a reading of `SUBJECT` in mg/dL.
+fn payload(ts: i64, value: impl Display) -> String {
+    format!(r#"{{"ts":{ts},"value":{value},"unit":"mg/dL"}}"#)
+}
+
+/// A JSON-lines recording of `readings` (timestamp, value) on `SUBJECT`.
+fn recording_of<V: Display>(readings: impl IntoIterator<Item = (i64, V)>) -> String {
+    readings
+        .into_iter()
+        .map(|(ts, value)| format!("{{\"subject\":\"{SUBJECT}\",\"payload\":{}}}\n", payload(ts, value)))
+        .collect()
 }
 
 /// An output line without `version` and `digest`, in its order otherwise.
@@ -82,16 +99,12 @@ fn the_python_sample_writes_numbers_as_its_rust_twin() {
         "170",
         "1.7976931348623157e308",
     ];
-    let lines: String = values
-        .iter()
-        .enumerate()
-        .map(|(i, value)| {
-            let ts = 1_700_000_000_000_i64 + i as i64 * 700_000;
-            format!(
-                "{{\"subject\":\"sensors.cgm.p1\",\"payload\":{{\"ts\":{ts},\"value\":{value},\"unit\":\"mg/dL\"}}}}\n"
-            )
-        })
-        .collect();
+    let lines = recording_of(
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, value)| (1_700_000_000_000_i64 + i as i64 * 700_000, value)),
+    );
     std::fs::write(&recording, lines).unwrap();
     for config in [&["--config", "low=0.1", "--config", "high=180.00000000000003"][..], &[]] {
         let rust = replay(&plugin_wasm("band"), &recording, config);
@@ -128,6 +141,52 @@ fn the_python_sample_refuses_bad_config_as_its_rust_twin() {
     }
 }
 
+/// A tight memory limit for band-py: CPython starts at 12.6 MiB of linear
+/// memory (pre-initialised at build), so 3.4 MiB are left for its state and
+/// what its calls allocate. Its manifest asks for 32.
+const TIGHT_MEMORY: &str = "memory_mb=16";
+
+/// Replays `input` through band, then through band-py held to
+/// `TIGHT_MEMORY`: band makes more than `min_outputs` outputs, and band-py
+/// the same ones.
+fn assert_python_twin_within_tight_memory(input: &Path, min_outputs: usize) {
+    let rust = replay(&plugin_wasm("band"), input, &[]);
+    assert!(rust.len() > min_outputs, "only {} outputs", rust.len());
+    let python = replay(
+        &plugin_wasm("band-py"),
+        input,
+        &["--name", "band", "--limit", TIGHT_MEMORY],
+    );
+    assert!(python == rust, "band-py's outputs differ from band's");
+}
+
+/// componentize-py before 0.19 leaked every call's arguments (a reference
+/// too many on the batch and on each of its samples and sensors, and the
+/// buffers the host lifted them into): band-py, built with 0.17.2, grew by
+/// ~1,140 bytes a call of one reading, used up 16 MiB after ~6,500 such
+/// calls and its manifest's 32 MiB after ~21,000. Here every reading is a
+/// call of its own (the next reading closes its hour before the wake), with
+/// a summary and often an alert out of each: 30,000 calls within
+/// `TIGHT_MEMORY`.
+#[test]
+fn the_python_sample_takes_a_reading_per_call_without_its_memory_growing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hourly.jsonl");
+    let values = [100.0, 65.5, 60.0, 90.0, 185.25, 200.0, 150.0, 69.0];
+    let readings = (0..30_000).map(|i| (START_MS + i * HOUR_MS, values[i as usize % values.len()]));
+    std::fs::write(&path, recording_of(readings)).unwrap();
+    assert_python_twin_within_tight_memory(&path, 50_000);
+}
+
+/// All of Hall2018 (105,426 rows, batches cut at each hour's end) within
+/// `TIGHT_MEMORY`, half its manifest's limit, with the outputs of the Rust
+/// twin: with componentize-py 0.17.2 band-py exhausted 16 MiB a third of the
+/// way through.
+#[test]
+fn the_python_sample_replays_all_of_hall2018_within_half_its_memory_limit() {
+    assert_python_twin_within_tight_memory(&data_file("cgm/Hall2018_processed.csv"), 10_000);
+}
+
 #[test]
 fn the_signed_python_sample_verifies_and_replays_to_the_same_golden() {
     let input = data_file("cgm/ExampleData5Subjects.csv");
@@ -154,6 +213,9 @@ fn readings() -> Vec<(i64, f64)> {
 /// 2026-01-01T00:00:00Z.
 const START_MS: i64 = 1_767_225_600_000;
 
+/// An hour in milliseconds.
+const HOUR_MS: i64 = 3_600_000;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_python_sample_runs_live_with_the_outputs_of_its_replay_and_of_its_rust_twin() {
     let local = NatsServer::start();
@@ -164,14 +226,9 @@ async fn the_python_sample_runs_live_with_the_outputs_of_its_replay_and_of_its_r
     device.sign_bundle(&plugin_manifest("band-py"), "band-py", "band-py.wasm");
     // Compiling CPython (~7 s of CPU) while other tests run.
     let client = device.start_within(&local, Duration::from_secs(120)).await;
-    let recording: String = readings()
-        .into_iter()
-        .map(|(ts, value)| format!(r#"{{"ts":{ts},"value":{value},"unit":"mg/dL"}}"#))
-        .map(|payload| format!("{{\"subject\":\"sensors.cgm.p1\",\"payload\":{payload}}}\n"))
-        .collect();
+    let recording = recording_of(readings());
     for (ts, value) in readings() {
-        let payload = format!(r#"{{"ts":{ts},"value":{value},"unit":"mg/dL"}}"#);
-        client.publish("sensors.cgm.p1", payload.into()).await.unwrap();
+        client.publish(SUBJECT, payload(ts, value).into()).await.unwrap();
     }
     client.flush().await.unwrap();
 
