@@ -233,18 +233,23 @@ fn evict_oldest(
     plugin: &str,
     kind: Kind,
 ) -> Result<(), rusqlite::Error> {
-    // Telemetry of any plugin column (the plugin is bound all the same).
-    let of_plugin = if kind == Kind::Telemetry {
-        "?1 = ?1"
+    // Telemetry belongs to no plugin: the oldest of the kind.
+    let telemetry = kind == Kind::Telemetry;
+    let which = if telemetry {
+        "kind = ?1"
     } else {
-        "plugin = ?1"
+        "kind = ?1 AND plugin = ?2"
     };
     let mut oldest = conn.prepare_cached(&format!(
         "DELETE FROM entries WHERE id = \
-         (SELECT id FROM entries WHERE {of_plugin} AND kind = ?2 ORDER BY id LIMIT 1) \
+         (SELECT id FROM entries WHERE {which} ORDER BY id LIMIT 1) \
          RETURNING {SIZE_SQL}"
     ))?;
-    let mut rows = oldest.query(rusqlite::params![plugin, kind.to_sql()])?;
+    let mut rows = if telemetry {
+        oldest.query(rusqlite::params![kind.to_sql()])?
+    } else {
+        oldest.query(rusqlite::params![kind.to_sql(), plugin])?
+    };
     match rows.next()? {
         Some(row) => {
             let size = u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0);
@@ -254,7 +259,7 @@ fn evict_oldest(
         // The tally says there is one: it is out of step with the table.
         // Forget the plugin's entries of this kind rather than loop forever.
         None => {
-            let counts = if kind == Kind::Telemetry {
+            let counts = if telemetry {
                 *tally.total()
             } else {
                 tally.plugins().get(plugin).copied().unwrap_or_default()
