@@ -374,11 +374,14 @@ impl EventStream {
 async fn a_reconnecting_feed_gets_exactly_the_alerts_it_missed() {
     let cloud = start_cloud();
     let js = replay_upstream(&cloud).await;
-    let alerts: Vec<Value> = replayed_outputs()
+    let mut alerts: Vec<Value> = replayed_outputs()
         .into_iter()
         .filter(|o| o["type"] == "alert")
         .collect();
     assert!(alerts.len() > 7, "the recording raises alerts");
+    // What a device sends is data, never markup: the row a pushed alert
+    // carries (the page inserts it as it is) has it escaped.
+    alerts[6]["message"] = "<img src=x onerror=alert(1)>".into();
     send_upstream(&js, &alerts[..6]).await;
     let dashboard = Dashboard::start(&cloud.url(), &[]);
 
@@ -395,6 +398,12 @@ async fn a_reconnecting_feed_gets_exactly_the_alerts_it_missed() {
     send_upstream(&js, &alerts[6..7]).await;
     let (id, alert) = resumed.next();
     assert_eq!((id, &alert["ts"]), (7, &alerts[6]["ts"]));
+    let row = alert["row"].as_str().unwrap();
+    assert!(row.starts_with("<tr class=\"alert\" data-id=\"7\""), "{row}");
+    assert!(
+        row.contains("&lt;img src=x onerror=alert(1)&gt;") && !row.contains("<img"),
+        "{row}"
+    );
 
     // `?after=` on a first connection; `Last-Event-ID` wins over it.
     assert_eq!(EventStream::open(dashboard.addr, "?after=5", None).next().0, 6);

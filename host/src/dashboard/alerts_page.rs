@@ -1,7 +1,7 @@
 //! The live alert feed (`/alerts`): the fleet's recent alerts, critical
 //! first and newest first within a severity; new ones are pushed to the page
-//! as they arrive (server-sent events on `/alerts/events`) and put in their
-//! place by `dashboard.js`, without a reload.
+//! as they arrive (server-sent events on `/alerts/events`, each with its row
+//! rendered here) and put in their place by `dashboard.js`, without a reload.
 
 use maud::{Markup, html};
 
@@ -35,8 +35,9 @@ pub fn alerts_page(fleet: &Fleet) -> Markup {
     )
 }
 
-/// One row; `dashboard.js` builds the same from a pushed alert.
-fn alert_row(alert: &FeedAlert) -> Markup {
+/// One row of the table, for the page and for each pushed alert (the
+/// event carries it, so the page never builds a row of its own).
+pub fn alert_row(alert: &FeedAlert) -> Markup {
     html! {
         tr.alert data-id=(alert.id) data-rank=(severity_rank(&alert.severity)) data-ts=(alert.ts) {
             td { (utc(alert.ts)) }

@@ -23,10 +23,10 @@ use axum::routing::get;
 use base64::Engine;
 use futures::Stream;
 use maud::{Markup, html};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
-use super::alerts_page::alerts_page;
+use super::alerts_page::{alert_row, alerts_page};
 use super::clinical::sensor_page;
 use super::fleet_page::{fleet_page, fleet_table};
 use super::html::{Nav, STYLE, page};
@@ -337,6 +337,15 @@ struct AfterQuery {
     after: Option<u64>,
 }
 
+/// What one event of the live feed carries: the alert, and its row as the
+/// page renders it (escaped by maud; `dashboard.js` inserts it as it is).
+#[derive(Serialize)]
+struct PushedAlert<'a> {
+    #[serde(flatten)]
+    alert: &'a FeedAlert,
+    row: String,
+}
+
 /// The live feed: every alert after the page's last, then each new one.
 async fn events_handler(
     State(app): State<App>,
@@ -378,7 +387,11 @@ async fn events_handler(
                     continue;
                 }
                 last = alert.id;
-                let data = serde_json::to_string(&alert).unwrap_or_default();
+                let event = PushedAlert {
+                    row: alert_row(&alert).into_string(),
+                    alert: &alert,
+                };
+                let data = serde_json::to_string(&event).unwrap_or_default();
                 let event = Event::default().event("alert").id(alert.id.to_string()).data(data);
                 return Some((Ok(event), (receiver, backlog, last, stop)));
             }
