@@ -49,7 +49,7 @@ pub const CI_WORKFLOW: &str = ".github/workflows/ci.yml";
 
 /// Names the template's code uses: a plugin type named like one of them
 /// would not compile, so it gets a `Plugin` suffix instead.
-const TEMPLATE_IDENTIFIERS: [&str; 14] = [
+const TEMPLATE_IDENTIFIERS: [&str; 16] = [
     "Alert",
     "BTreeMap",
     "Config",
@@ -64,6 +64,8 @@ const TEMPLATE_IDENTIFIERS: [&str; 14] = [
     "Severity",
     "Summary",
     "Suppressor",
+    "Transition",
+    "Wake",
 ];
 
 /// Rust's keywords and the standard crates: not a package name cargo takes
@@ -421,6 +423,7 @@ mod tests {
         // A type the template already uses gets a suffix.
         assert_eq!(scaffold("sensor").type_name(), "SensorPlugin");
         assert_eq!(scaffold("plugin").type_name(), "PluginPlugin");
+        assert_eq!(scaffold("wake").type_name(), "WakePlugin");
     }
 
     #[test]
@@ -429,6 +432,41 @@ mod tests {
         let workflow = file(&s, CI_WORKFLOW);
         assert!(workflow.contains("--out fridge-watch-0.1.0.wasm target/wasm32-wasip2/release/fridge_watch.wasm"));
         assert!(file(&s, "README.md").contains(&format!("```yaml\n{workflow}```")));
+    }
+
+    /// Every type the template imports or declares is in
+    /// `TEMPLATE_IDENTIFIERS`, so no plugin name can collide with one.
+    #[test]
+    fn the_template_identifiers_list_every_type_the_template_names() {
+        let (_, template) = TEMPLATES.iter().find(|(path, _)| *path == "src/lib.rs").unwrap();
+        let mut named = Vec::new();
+        for line in template.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("use ") {
+                let items = rest.rsplit_once("::").map_or(rest, |(_, items)| items);
+                named.extend(items.trim_matches(|c| "{};".contains(c)).split(", ").map(str::to_owned));
+            }
+            for keyword in ["struct ", "enum "] {
+                if let Some(rest) = line.split(keyword).nth(1) {
+                    named.extend(rest.split([' ', '{', '<']).next().map(str::to_owned));
+                }
+            }
+        }
+        let named: Vec<String> = named
+            .into_iter()
+            // Types: capitalised, with lowercase letters (not a CONSTANT, which
+            // no CamelCase name can equal), not the plugin's own.
+            .filter(|name| {
+                name.starts_with(|c: char| c.is_ascii_uppercase())
+                    && name.contains(|c: char| c.is_ascii_lowercase())
+                    && !name.contains("{{")
+            })
+            .collect();
+        assert!(named.len() > 10, "{named:?}");
+        let missing: Vec<&String> = named
+            .iter()
+            .filter(|name| !TEMPLATE_IDENTIFIERS.contains(&name.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "not in TEMPLATE_IDENTIFIERS: {missing:?}");
     }
 
     #[test]
