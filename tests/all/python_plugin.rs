@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::device::Device;
 use crate::replay_golden::check_golden;
-use crate::support::{status_until, upstream_messages};
+use crate::support::{replay_run, status_until, upstream_messages};
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{data_file, edgewise, golden_file, plugin_manifest, plugin_wasm, run_key, signed_bundle};
 
@@ -24,15 +24,7 @@ const GOLDEN: &str = "band.ExampleData5Subjects.jsonl";
 /// `edgewise replay` of `input` through `plugin` (then `extra`): its output
 /// lines, without what names the build (`version`, `digest`).
 fn replay(plugin: &Path, input: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "replay".to_owned(),
-        "--plugin".to_owned(),
-        plugin.display().to_string(),
-        "--input".to_owned(),
-        input.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let run = edgewise(&args);
+    let run = replay_run(plugin, input, extra);
     assert_eq!(
         run.code,
         Some(0),

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use edgewise_tests::{data_file, edgewise, golden_file, plugin_wasm, run_key, signed_bundle};
 
-use crate::support::assert_contains;
+use crate::support::{assert_contains, replay_run};
 
 fn bless() -> bool {
     std::env::var_os("EDGEWISE_BLESS").is_some()
@@ -16,20 +16,12 @@ fn bless() -> bool {
 /// (or rewrite it when blessing).
 pub(crate) fn check_golden(plugin: &std::path::Path, input: &std::path::Path, golden: &str, extra: &[&str]) {
     let golden_path = golden_file(golden);
-    let mut args = vec![
-        "replay".to_owned(),
-        "--plugin".to_owned(),
-        plugin.display().to_string(),
-        "--input".to_owned(),
-        input.display().to_string(),
-        "--expect".to_owned(),
-        golden_path.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut args = vec!["--expect", golden_path.to_str().unwrap()];
+    args.extend(extra);
     if bless() {
-        args.push("--update".to_owned());
+        args.push("--update");
     }
-    let run = edgewise(&args);
+    let run = replay_run(plugin, input, &args);
     assert_eq!(run.code, Some(0), "replay against {golden} failed:\n{}", run.stderr);
     if !bless() {
         assert_contains(&run.stderr, "output matches");

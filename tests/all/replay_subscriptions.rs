@@ -5,25 +5,19 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
-use edgewise_tests::{Run, data_file, edgewise, plugin_wasm, run_key, signed_bundle};
+use edgewise_tests::{Run, data_file, plugin_wasm, run_key, signed_bundle};
 
-use crate::support::assert_contains;
+use crate::support::{assert_contains, replay_run};
 
 /// `edgewise replay` of `plugin` over `input`, verified by the run's key
 /// when `signed`, the output thrown away.
 fn replay(plugin: &Path, input: &Path, signed: bool) -> Run {
     let trust = run_key().trust_dir();
-    let mut args: Vec<&OsStr> = vec!["replay".as_ref(), "--plugin".as_ref(), plugin.as_os_str()];
-    args.extend([
-        "--input".as_ref(),
-        input.as_os_str(),
-        "--out".as_ref(),
-        "/dev/null".as_ref(),
-    ]);
+    let mut extra: Vec<&OsStr> = vec!["--out".as_ref(), "/dev/null".as_ref()];
     if signed {
-        args.extend(["--trust".as_ref(), trust.as_os_str()]);
+        extra.extend(["--trust".as_ref(), trust.as_os_str()]);
     }
-    edgewise(args)
+    replay_run(plugin, input, &extra)
 }
 
 #[test]
@@ -92,26 +86,12 @@ fn only_the_subscribed_subjects_are_replayed_and_the_others_counted() {
     );
 }
 
-/// `edgewise replay --plugin PLUGIN --input INPUT EXTRA...`, its output on
-/// standard output.
-fn replay_out(plugin: &Path, input: &Path, extra: &[&OsStr]) -> Run {
-    let mut args: Vec<&OsStr> = vec![
-        "replay".as_ref(),
-        "--plugin".as_ref(),
-        plugin.as_os_str(),
-        "--input".as_ref(),
-        input.as_os_str(),
-    ];
-    args.extend(extra);
-    edgewise(args)
-}
-
-/// [`replay_out`] of the plain component of `plugin` with `--manifest
+/// [`replay_run`] of the plain component of `plugin` with `--manifest
 /// MANIFEST EXTRA...`.
 fn replay_with_manifest(plugin: &str, manifest: &Path, input: &Path, extra: &[&str]) -> Run {
     let mut args: Vec<&OsStr> = vec!["--manifest".as_ref(), manifest.as_os_str()];
     args.extend(extra.iter().map(OsStr::new));
-    replay_out(&plugin_wasm(plugin), input, &args)
+    replay_run(&plugin_wasm(plugin), input, &args)
 }
 
 /// What a replay computed, without the packaging (`version`, `digest`).
@@ -133,9 +113,9 @@ fn a_plain_build_with_its_manifest_replays_as_its_signed_bundle_assets_included(
     // manifest source names the file, read relative to the manifest.
     let input = data_file("cgm/ExampleData5Subjects.csv");
     let manifest = edgewise_tests::plugin_manifest("glucose-forecast");
-    let plain = replay_with_manifest("glucose-forecast", &manifest, &input, &[]);
+    let plain = replay_with_manifest("glucose-forecast", &manifest, &input, &[] as &[&str]);
     let trust = run_key().trust_dir();
-    let signed = replay_out(
+    let signed = replay_run(
         &signed_bundle("glucose-forecast"),
         &input,
         &["--trust".as_ref(), trust.as_os_str()],
@@ -151,7 +131,7 @@ fn a_plain_build_with_its_manifest_replays_as_its_signed_bundle_assets_included(
     assert!(!plain.stderr.contains("not verified"), "{}", plain.stderr);
 
     // Without the manifest, the plain build has no model and says so.
-    let bare = replay_out(&plugin_wasm("glucose-forecast"), &input, &[]);
+    let bare = replay_run(&plugin_wasm("glucose-forecast"), &input, &[] as &[&str]);
     assert_ne!(bare.code, Some(0), "{}", bare.stdout);
 }
 
@@ -170,9 +150,9 @@ fn the_manifest_gives_a_plain_build_its_config_defaults_limits_and_subscriptions
         "config.toml",
         "subscriptions = [\"sensors.cgm.>\"]\n[config]\nlow = 100\n",
     );
-    let with_manifest = replay_with_manifest("band", &config, &input, &[]);
+    let with_manifest = replay_with_manifest("band", &config, &input, &[] as &[&str]);
     let with_flag = replay_with_manifest("band", &config, &input, &["--config", "low=100"]);
-    let default = replay_out(&plugin_wasm("band"), &input, &[]);
+    let default = replay_run(&plugin_wasm("band"), &input, &[] as &[&str]);
     assert_eq!(computed(&with_manifest), computed(&with_flag));
     assert_ne!(
         computed(&with_manifest).len(),
@@ -185,13 +165,13 @@ fn the_manifest_gives_a_plain_build_its_config_defaults_limits_and_subscriptions
         "tight.toml",
         "subscriptions = [\"sensors.cgm.>\"]\n[limits]\nmemory_mb = 1\n",
     );
-    let run = replay_with_manifest("band", &tight, &input, &[]);
+    let run = replay_with_manifest("band", &tight, &input, &[] as &[&str]);
     assert_ne!(run.code, Some(0), "{}", run.stdout);
     assert_contains(&run.stderr, "memory");
 
     // subscriptions: none of these readings is the plugin's.
     let other = manifest("other.toml", "subscriptions = [\"sensors.temperature.>\"]\n");
-    let run = replay_with_manifest("band", &other, &input, &[]);
+    let run = replay_with_manifest("band", &other, &input, &[] as &[&str]);
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert_contains(&run.stderr, "(sensors.temperature.>)");
 }
@@ -201,7 +181,7 @@ fn manifest_is_for_a_plain_component_and_must_be_a_manifest() {
     let dir = tempfile::tempdir().unwrap();
     let input = data_file("cgm/ExampleData5Subjects.csv");
     let manifest = edgewise_tests::plugin_manifest("band");
-    let run = replay_out(
+    let run = replay_run(
         &signed_bundle("band"),
         &input,
         &["--manifest".as_ref(), manifest.as_os_str()],
@@ -211,7 +191,7 @@ fn manifest_is_for_a_plain_component_and_must_be_a_manifest() {
 
     let broken = dir.path().join("edgewise.toml");
     std::fs::write(&broken, "name = \"band\"\nsubscriptions = 3\n").unwrap();
-    let run = replay_with_manifest("band", &broken, &input, &[]);
+    let run = replay_with_manifest("band", &broken, &input, &[] as &[&str]);
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert_contains(&run.stderr, "edgewise.toml");
 }

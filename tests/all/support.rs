@@ -3,6 +3,7 @@
 //! the upstream stream stores, a process run with a time limit, and an
 //! operator who signs and verifies bundles.
 
+use std::ffi::OsStr;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -357,17 +358,24 @@ pub(crate) fn replay_example(plugin: &Path, trust: Option<&Path>) -> Run {
 
 /// As [`replay_example`], with the further arguments `extra`.
 pub(crate) fn replay_example_with(plugin: &Path, trust: Option<&Path>, extra: &[&str]) -> Run {
-    let mut args = vec![
-        "replay".to_owned(),
-        "--plugin".to_owned(),
-        plugin.display().to_string(),
-        "--input".to_owned(),
-        data_file("cgm/ExampleData5Subjects.csv").display().to_string(),
-    ];
+    let mut args: Vec<&OsStr> = Vec::new();
     if let Some(trust) = trust {
-        args.extend(["--trust".to_owned(), trust.display().to_string()]);
+        args.extend(["--trust".as_ref(), trust.as_os_str()]);
     }
-    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+    args.extend(extra.iter().map(OsStr::new));
+    replay_run(plugin, &data_file("cgm/ExampleData5Subjects.csv"), &args)
+}
+
+/// `edgewise replay --plugin PLUGIN --input INPUT EXTRA...`, run to its end.
+pub(crate) fn replay_run<E: AsRef<OsStr>>(plugin: &Path, input: &Path, extra: &[E]) -> Run {
+    let mut args: Vec<&OsStr> = vec![
+        "replay".as_ref(),
+        "--plugin".as_ref(),
+        plugin.as_os_str(),
+        "--input".as_ref(),
+        input.as_os_str(),
+    ];
+    args.extend(extra.iter().map(AsRef::as_ref));
     edgewise(args)
 }
 
