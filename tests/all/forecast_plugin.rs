@@ -1,6 +1,7 @@
 //! glucose-forecast (issue #16), its signed bundle through `edgewise replay`:
 //! golden output over the example data, deterministic; its forecasts are the
-//! trainer's own predictions (`forecast-model`, run natively here) to 1e-9,
+//! trainer's own predictions (`forecast-model`, run natively here, adapting
+//! to each sensor as the plugin does) to 1e-9,
 //! and its hourly accuracy adds up to the trainer's evaluation of the same
 //! forecasts; snapshots anywhere give the uninterrupted output; a hostile
 //! recording (gaps, duplicates, disorder, a lone reading, absurd values, a
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use edgewise_host::replay::{self, Format};
 use edgewise_tests::{data_file, golden_file, run_key, signed_bundle, workspace_root};
-use forecast_model::{History, MINUTE_MS, Model, Pushed, actual_at};
+use forecast_model::{MINUTE_MS, Model, Pushed, SensorModel, actual_at};
 use serde_json::Value;
 
 use crate::replay_golden::check_golden;
@@ -112,17 +113,19 @@ fn the_replayed_forecasts_are_the_trainers_predictions_to_1e_9() {
     let run = replayed(&data_file(EXAMPLE), &EMIT_FORECASTS);
     let emitted = forecasts(&lines(&run.output));
     let model = model();
+    assert!(model.horizons.iter().all(|h| h.adaptation.is_some()), "the shipped model adapts");
     let mut compared = 0;
-    let mut features = Vec::new();
+    let (mut features, mut forecasts) = (Vec::new(), Vec::new());
     for (sensor, readings) in valid_readings(&data_file(EXAMPLE), Format::IgluCsv) {
-        let mut history = History::default();
+        let mut state = SensorModel::default();
         for (ts, value) in readings {
-            assert_eq!(history.push(&model.features, ts, value), Pushed::Taken);
-            let now = history.features(&model.features, &mut features).unwrap();
-            for horizon in &model.horizons {
+            assert_eq!(
+                state.observe(&model, (ts, value), &mut features, &mut forecasts),
+                Pushed::Taken
+            );
+            for (horizon, expected) in model.horizons.iter().zip(&forecasts) {
                 let key = (sensor.clone(), ts, horizon.minutes);
                 let forecast = emitted.get(&key).unwrap_or_else(|| panic!("no forecast for {key:?}"));
-                let expected = horizon.predict(now, &features);
                 assert!((forecast - expected).abs() <= 1e-9, "{key:?}: {forecast} vs {expected}");
                 compared += 1;
             }
@@ -158,18 +161,17 @@ fn the_hourly_accuracy_adds_up_to_the_trainers_evaluation_of_the_same_forecasts(
     }
     // The trainer's evaluation: every forecast with a reading within half a
     // step of its target (`actual_at`), over the same readings.
-    let tolerance = model.features.step_ms() / 2;
+    let tolerance = model.features.tolerance_ms();
     let mut from_trainer = vec![[0.0; 4]; model.horizons.len()];
-    let mut features = Vec::new();
+    let (mut features, mut forecasts) = (Vec::new(), Vec::new());
     for readings in valid_readings(&data_file(EXAMPLE), Format::IgluCsv).values() {
-        let mut history = History::default();
+        let mut state = SensorModel::default();
         for &(ts, value) in readings {
-            history.push(&model.features, ts, value);
-            let now = history.features(&model.features, &mut features).unwrap();
-            for (sums, horizon) in from_trainer.iter_mut().zip(&model.horizons) {
+            state.observe(&model, (ts, value), &mut features, &mut forecasts);
+            for ((sums, horizon), forecast) in from_trainer.iter_mut().zip(&model.horizons).zip(&forecasts) {
                 let target = ts + i64::from(horizon.minutes) * MINUTE_MS;
                 if let Some(actual) = actual_at(readings, target, tolerance) {
-                    let error = horizon.predict(now, &features) - actual;
+                    let error = forecast - actual;
                     sums[0] += 1.0;
                     sums[1] += error;
                     sums[2] += error.abs();

@@ -15,13 +15,22 @@
 //! baselines of the evaluation (last value, linear extrapolation of the last
 //! 15 minutes) are models of the same form ([`Model::last_value`],
 //! [`Model::linear_extrapolation`]).
+//!
+//! A horizon may adapt ([`Adaptation`]): each sensor then refines the
+//! cloud's coefficients to its own readings on the device
+//! ([`SensorModel`]), by the same code in the trainer's evaluation.
 
 #![deny(missing_docs)]
 
+mod adapt;
 mod history;
 mod model;
 mod spec;
 
+pub use adapt::SensorModel;
 pub use history::{History, Pushed, actual_at};
-pub use model::{Evaluation, FORMAT, Fit, HorizonModel, MAX_MODEL_BYTES, Model, ModelError, ModelKind, Training};
+pub use model::{
+    Adaptation, Evaluation, FORMAT, Fit, HorizonModel, MAX_MODEL_BYTES, MAX_PRIOR_VARIANCE, Model, ModelError,
+    ModelKind, Training,
+};
 pub use spec::{FeatureSpec, MINUTE_MS};

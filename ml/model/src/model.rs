@@ -11,6 +11,9 @@ pub const FORMAT: &str = "edgewise-forecast/1";
 pub const MAX_MODEL_BYTES: usize = 1 << 20;
 /// Most horizons one model forecasts.
 const MAX_HORIZONS: usize = 8;
+/// The largest [`Adaptation::prior_variance`] taken: beyond it one reading
+/// could swing the coefficients far from the cloud's.
+pub const MAX_PRIOR_VARIANCE: f64 = 1.0;
 
 /// Why a model file was refused.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +79,30 @@ pub struct HorizonModel {
     /// How the coefficients were chosen (none for a baseline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fit: Option<Fit>,
+    /// Whether, and how far, each sensor refines the coefficients to its own
+    /// readings ([`crate::SensorModel`]); none: the coefficients are used as
+    /// they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptation: Option<Adaptation>,
+}
+
+/// On-device adaptation of one horizon: each sensor refines the cloud's
+/// coefficients (and intercept) by recursive least squares on its own
+/// forecasts and the readings that followed them, starting from the cloud's
+/// values as a prior ([`crate::SensorModel`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Adaptation {
+    /// The prior variance of each coefficient around the cloud's value,
+    /// relative to the variance of a forecast's error: the smaller, the
+    /// longer a sensor trusts the cloud (at 0.001, a sensor's own readings
+    /// weigh as much as the prior after about a thousand forecasts judged,
+    /// three and a half days of 5-minute readings, divided by the spread of
+    /// its features).
+    pub prior_variance: f64,
+    /// Its RMSE in leave-subjects-out cross-validation on the training
+    /// subjects, adapting from the start of each subject's readings (mg/dL).
+    pub cv_rmse: f64,
 }
 
 /// How a horizon's coefficients were chosen.
@@ -180,6 +207,15 @@ impl Model {
                     "horizon {minutes} min: mean, scale and coef need {width} values each"
                 ));
             }
+            if let Some(adaptation) = &horizon.adaptation {
+                let variance = adaptation.prior_variance;
+                if !(variance > 0.0 && variance <= MAX_PRIOR_VARIANCE) || !adaptation.cv_rmse.is_finite() {
+                    return Err(format!(
+                        "horizon {minutes} min: adaptation prior_variance {variance} is not in (0, \
+                         {MAX_PRIOR_VARIANCE}], or its cv_rmse not finite"
+                    ));
+                }
+            }
             let numbers = horizon.mean.iter().chain(&horizon.coef).chain([&horizon.intercept]);
             if numbers.clone().any(|x| !x.is_finite()) || horizon.scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
                 return Err(format!(
@@ -241,6 +277,7 @@ impl Model {
                     scale: vec![1.0; width],
                     coef: coef(minutes),
                     fit: None,
+                    adaptation: None,
                 })
                 .collect(),
             training: None,
@@ -313,6 +350,17 @@ mod tests {
         refused(&|m| m.horizons.reverse(), "horizons go up");
         refused(&|m| m.features.lags = 100_000, "lags");
         refused(&|m| m.feature_names.clear(), "feature_names");
+        for variance in [0.0, -1.0, 2.0] {
+            refused(
+                &|m| {
+                    m.horizons[0].adaptation = Some(Adaptation {
+                        prior_variance: variance,
+                        cv_rmse: 1.0,
+                    })
+                },
+                "prior_variance",
+            );
+        }
         assert!(Model::parse(b"{").is_err());
         assert!(
             Model::parse(&vec![b' '; MAX_MODEL_BYTES + 1])

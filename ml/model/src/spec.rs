@@ -41,6 +41,13 @@ impl FeatureSpec {
         i64::from(self.step_min) * MINUTE_MS
     }
 
+    /// How far (ms) the reading that judges a forecast may be from its
+    /// target time: half the grid step, so it is the reading of that grid
+    /// point.
+    pub fn tolerance_ms(&self) -> i64 {
+        self.step_ms() / 2
+    }
+
     /// How many features a [`crate::History`] gives: one per lag, one per average.
     pub fn len(&self) -> usize {
         self.lags as usize + self.averages_min.len()

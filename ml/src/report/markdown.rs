@@ -268,20 +268,39 @@ fn write_model(doc: &mut String, report: &Report) -> std::fmt::Result {
         averages.join(", ")
     )?;
     writeln!(doc)?;
+    if model.horizons.iter().any(|h| h.adaptation.is_some()) {
+        writeln!(
+            doc,
+            "**On-device adaptation.** Where the table gives a prior variance, each sensor refines \
+             that horizon's coefficients and intercept to its own readings, on the device: \
+             recursive least squares started from the cloud's coefficients with a prior covariance \
+             of the prior variance times the identity (relative to the forecast error's variance), \
+             updated by each forecast when the first reading within {} minutes of its target \
+             arrives. Until then a sensor forecasts exactly what the cloud's coefficients do. The \
+             prior variance is chosen by the same leave-subjects-out cross-validation, each fold's \
+             model adapting over each of its held-out subjects from their first reading; the \
+             evaluation below forecasts the same way, every subject starting from the cloud's \
+             coefficients.",
+            f64::from(spec.step_min) / 2.0
+        )?;
+        writeln!(doc)?;
+    }
     writeln!(
         doc,
-        "| horizon | ridge penalty λ | training samples | cross-validated RMSE (mg/dL) |"
+        "| horizon | ridge penalty λ | training samples | cross-validated RMSE (mg/dL) | \
+         adaptation: prior variance | adapting: cross-validated RMSE (mg/dL) |"
     )?;
-    writeln!(doc, "| --- | --- | --- | --- |")?;
+    writeln!(doc, "| --- | --- | --- | --- | --- | --- |")?;
     for horizon in &model.horizons {
-        match &horizon.fit {
-            Some(fit) => writeln!(
-                doc,
-                "| {} min | {} | {} | {:.2} |",
-                horizon.minutes, fit.lambda, fit.samples, fit.cv_rmse
-            )?,
-            None => writeln!(doc, "| {} min | – | – | – |", horizon.minutes)?,
-        }
+        let fit = match &horizon.fit {
+            Some(fit) => format!("{} | {} | {:.2}", fit.lambda, fit.samples, fit.cv_rmse),
+            None => "– | – | –".to_owned(),
+        };
+        let adaptation = match &horizon.adaptation {
+            Some(a) => format!("{} | {:.2}", a.prior_variance, a.cv_rmse),
+            None => "none | –".to_owned(),
+        };
+        writeln!(doc, "| {} min | {fit} | {adaptation} |", horizon.minutes)?;
     }
     writeln!(doc)?;
     if let Some(training) = &model.training {

@@ -1,7 +1,9 @@
 //! Training: ridge regression on the features of `forecast-model`, one
 //! linear function per horizon, its penalty chosen by leave-subjects-out
-//! cross-validation on the training subjects; then each held-out data set
-//! scored against the two baselines.
+//! cross-validation on the training subjects; then whether, and how fast,
+//! each sensor adapts it on the device, chosen the same way; then each
+//! held-out data set scored against the two baselines, forecast as the
+//! plugin forecasts (adapting as it goes).
 //!
 //! Deterministic: subjects in a fixed order, sums in a fixed order, `exp`
 //! from `libm`, and the model file written by `serde_json`: the same
@@ -10,7 +12,10 @@
 mod ridge;
 
 use anyhow::{Context, bail};
-use forecast_model::{Evaluation, FeatureSpec, Fit, History, Model, ModelKind, Pushed, Training, actual_at};
+use forecast_model::{
+    Adaptation, Evaluation, FeatureSpec, Fit, History, HorizonModel, Model, ModelKind, Pushed, SensorModel, Training,
+    actual_at,
+};
 
 pub use ridge::Sample;
 
@@ -22,15 +27,12 @@ pub const HORIZONS_MIN: [u32; 2] = [30, 60];
 /// The penalties cross-validation chooses from (per sample, on standardised
 /// features).
 pub const LAMBDAS: [f64; 7] = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0];
+/// The prior variances of on-device adaptation cross-validation chooses
+/// from, or none ([`forecast_model::Adaptation`]).
+pub const PRIOR_VARIANCES: [f64; 4] = [1e-4, 1e-3, 1e-2, 1e-1];
 /// Folds of the cross-validation; a subject's fold is its place in id order
 /// modulo this.
 const FOLDS: usize = 5;
-
-/// How far (ms) the reading that judges a forecast may be from its target
-/// time: half the grid step, so it is the reading of that grid point.
-pub fn tolerance_ms(spec: &FeatureSpec) -> i64 {
-    spec.step_ms() / 2
-}
 
 /// Per horizon, the samples of one subject: every reading the model's
 /// history takes, with the reading at the horizon (readings without one are
@@ -48,7 +50,7 @@ pub fn samples(spec: &FeatureSpec, horizons_min: &[u32], readings: &[(i64, f64)]
         };
         for (samples, minutes) in per_horizon.iter_mut().zip(horizons_min) {
             let target = ms.saturating_add(i64::from(*minutes) * forecast_model::MINUTE_MS);
-            if let Some(actual) = actual_at(readings, target, tolerance_ms(spec)) {
+            if let Some(actual) = actual_at(readings, target, spec.tolerance_ms()) {
                 samples.push(Sample {
                     features: features.clone(),
                     now,
@@ -61,19 +63,25 @@ pub fn samples(spec: &FeatureSpec, horizons_min: &[u32], readings: &[(i64, f64)]
 }
 
 /// Per horizon, `(forecast, actual)` of `model` over one subject: what the
-/// plugin forecasts for these readings, with the reading that followed.
+/// plugin forecasts for these readings (by the same [`SensorModel`],
+/// adapting as it goes), for each reading with a reading at the horizon.
 pub fn forecasts(model: &Model, readings: &[(i64, f64)]) -> Vec<Vec<(f64, f64)>> {
-    let minutes: Vec<u32> = model.horizons.iter().map(|h| h.minutes).collect();
-    samples(&model.features, &minutes, readings)
-        .into_iter()
-        .zip(&model.horizons)
-        .map(|(samples, horizon)| {
-            samples
-                .iter()
-                .map(|s| (horizon.predict(s.now, &s.features), s.actual))
-                .collect()
-        })
-        .collect()
+    let tolerance = model.features.tolerance_ms();
+    let mut pairs = vec![Vec::new(); model.horizons.len()];
+    let mut sensor = SensorModel::default();
+    let (mut features, mut forecasts) = (Vec::new(), Vec::new());
+    for &(ms, value) in readings {
+        if sensor.observe(model, (ms, value), &mut features, &mut forecasts) != Pushed::Taken {
+            continue;
+        }
+        for ((pairs, horizon), &forecast) in pairs.iter_mut().zip(&model.horizons).zip(&forecasts) {
+            let target = ms.saturating_add(i64::from(horizon.minutes) * forecast_model::MINUTE_MS);
+            if let Some(actual) = actual_at(readings, target, tolerance) {
+                pairs.push((forecast, actual));
+            }
+        }
+    }
+    pairs
 }
 
 /// Train the model on the subjects of `training` that are not held out, and
@@ -119,6 +127,7 @@ pub fn train(training: &[DataSet], evaluation: &[DataSet]) -> anyhow::Result<Mod
             samples: all.len() as u64,
             cv_rmse,
         });
+        model.adaptation = choose_adaptation(&subjects, &samples, &spec, h, lambda, minutes)?;
         horizons.push(model);
     }
 
@@ -185,6 +194,68 @@ fn choose_lambda(samples: &[Vec<Vec<Sample>>], h: usize, width: usize, minutes: 
         }
     }
     best.context("no penalty to choose from")
+}
+
+/// Whether the horizon adapts on the device, and with which prior variance:
+/// the one with the lowest cross-validated RMSE, fold models adapting over
+/// each held-out fold subject's readings from their start; none if no prior
+/// beats the fixed coefficients.
+fn choose_adaptation(
+    subjects: &[&Subject],
+    samples: &[Vec<Vec<Sample>>],
+    spec: &FeatureSpec,
+    h: usize,
+    lambda: f64,
+    minutes: u32,
+) -> anyhow::Result<Option<Adaptation>> {
+    let candidates: Vec<Option<f64>> = std::iter::once(None).chain(PRIOR_VARIANCES.map(Some)).collect();
+    let mut squared = vec![0.0; candidates.len()];
+    let mut count = 0u64;
+    for fold in 0..FOLDS {
+        let train: Vec<&Sample> = samples
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % FOLDS != fold)
+            .flat_map(|(_, s)| &s[h])
+            .collect();
+        let fitted = ridge::fit(&train, spec.len(), lambda, minutes)
+            .with_context(|| format!("cannot fit fold {fold} of the {minutes}-minute model"))?;
+        for (c, prior_variance) in candidates.iter().enumerate() {
+            let mut horizon = fitted.clone();
+            horizon.adaptation = prior_variance.map(|prior_variance| Adaptation {
+                prior_variance,
+                cv_rmse: 0.0,
+            });
+            let model = one_horizon(spec, horizon);
+            for (_, subject) in subjects.iter().enumerate().filter(|(i, _)| i % FOLDS == fold) {
+                for (forecast, actual) in forecasts(&model, &subject.readings).swap_remove(0) {
+                    squared[c] += (forecast - actual) * (forecast - actual);
+                    count += u64::from(c == 0);
+                }
+            }
+        }
+    }
+    let rmse = |c: usize| (squared[c] / count.max(1) as f64).sqrt();
+    let best = (0..candidates.len())
+        .min_by(|&a, &b| rmse(a).total_cmp(&rmse(b)))
+        .context("no prior variance to choose from")?;
+    Ok(candidates[best].map(|prior_variance| Adaptation {
+        prior_variance,
+        cv_rmse: rmse(best),
+    }))
+}
+
+/// A model of the one horizon `horizon`, for cross-validation.
+fn one_horizon(spec: &FeatureSpec, horizon: HorizonModel) -> Model {
+    Model {
+        format: forecast_model::FORMAT.to_owned(),
+        kind: ModelKind::Ridge,
+        feature_names: spec.names(),
+        features: spec.clone(),
+        horizons: vec![horizon],
+        training: None,
+        evaluation: Vec::new(),
+    }
 }
 
 /// The model's scores on the subjects of `set` that `include` picks, per

@@ -75,6 +75,7 @@ pub fn fit(samples: &[&Sample], width: usize, lambda: f64, minutes: u32) -> Opti
         scale,
         coef,
         fit: None,
+        adaptation: None,
     })
 }
 

@@ -1,8 +1,9 @@
 //! The model, read from the bundle's signed asset, and the forecasts of a
-//! sensor's newest reading: the trainer's own code (`forecast-model`).
+//! sensor's newest reading: the trainer's own code (`forecast-model`),
+//! adapting to each sensor where the model says so.
 
 use edgewise_sdk::asset;
-use forecast_model::{FeatureSpec, History, Model};
+use forecast_model::{FeatureSpec, Model, Pushed, SensorModel};
 
 /// The asset holding the model file (`[assets]` of `edgewise.toml`).
 pub const MODEL_ASSET: &str = "model.json";
@@ -63,14 +64,14 @@ impl Forecaster {
         &self.minutes
     }
 
-    /// The forecasts of the newest reading of `history`, one per horizon;
-    /// `None` before any reading.
-    pub fn forecast(&mut self, history: &History) -> Option<Forecasts<'_>> {
-        let now = history.features(&self.model.features, &mut self.features)?;
-        self.forecasts.clear();
-        let features = &self.features;
-        self.forecasts
-            .extend(self.model.horizons.iter().map(|h| h.predict(now, features)));
+    /// Take a valid reading `(timestamp ms, mg/dL)` of the sensor whose
+    /// model state is `sensor`: if it is the sensor's newest, the sensor
+    /// learns from the forecasts it judges and the reading's forecasts come
+    /// back, one per horizon; `None` for a reading not after the newest.
+    pub fn observe(&mut self, sensor: &mut SensorModel, reading: (i64, f64)) -> Option<Forecasts<'_>> {
+        if sensor.observe(&self.model, reading, &mut self.features, &mut self.forecasts) != Pushed::Taken {
+            return None;
+        }
         Some(Forecasts {
             values: &self.forecasts,
             minutes: &self.minutes,

@@ -31,7 +31,7 @@ pub use forecaster::MODEL_ASSET;
 
 use config::Settings;
 use forecaster::Forecaster;
-use sensor::{Outcome, SensorState};
+use sensor::{Outcome, SensorState, SensorStateV1};
 
 /// The plugin: settings (from the configuration), the model (from the
 /// bundle's asset) and state (in snapshots).
@@ -52,6 +52,25 @@ struct State {
     ignored: Ignored,
 }
 
+/// The state as a snapshot of schema 1 (version 0.1.0) keeps it: the same,
+/// but for each sensor's layout ([`SensorStateV1`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StateV1 {
+    sensors: BTreeMap<String, SensorStateV1>,
+    next_due_ms: i64,
+    ignored: Ignored,
+}
+
+impl From<StateV1> for State {
+    fn from(old: StateV1) -> State {
+        State {
+            sensors: old.sensors.into_iter().map(|(id, s)| (id, s.into())).collect(),
+            next_due_ms: old.next_due_ms,
+            ignored: old.ignored,
+        }
+    }
+}
+
 /// Readings that made no forecast, and forecasts left unscored, by reason:
 /// counted, and logged at the 1st, 10th, 100th... of each.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -67,7 +86,26 @@ struct Ignored {
 }
 
 impl Plugin for GlucoseForecast {
-    edgewise_sdk::snapshot_state!(state);
+    /// 2: each sensor's model state (adaptation) where 1 had its history.
+    const SNAPSHOT_SCHEMA: u32 = 2;
+
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        edgewise_sdk::snapshot::encode(&self.state)
+    }
+
+    /// Takes schema 2, and schema 1 of version 0.1.0: its sensors go on
+    /// with their history, alert state and pending forecasts, and adapt
+    /// from then on (an upgrade keeps the alert suppression).
+    fn restore(&mut self, schema: u32, data: &[u8]) -> Result<(), String> {
+        self.state = match schema {
+            1 => edgewise_sdk::snapshot::decode::<StateV1>(data)?.into(),
+            _ => {
+                edgewise_sdk::snapshot::expect_schema(schema, Self::SNAPSHOT_SCHEMA)?;
+                edgewise_sdk::snapshot::decode(data)?
+            }
+        };
+        Ok(())
+    }
 
     fn init(config: Config) -> Result<Self, String> {
         let settings = Settings::from_config(config)?;

@@ -2,7 +2,7 @@
 //! tick does to it.
 
 use edgewise_sdk::{Outputs, Reading, Summary};
-use forecast_model::{History, Pushed};
+use forecast_model::{History, SensorModel};
 use serde::{Deserialize, Serialize};
 
 use crate::accuracy::Accuracy;
@@ -34,11 +34,13 @@ pub enum Outcome {
     NotNewer,
 }
 
-/// The state of one sensor: bounded (the history keeps the model's hour or
-/// so of readings, the accuracy at most a few hundred forecasts).
+/// The state of one sensor: bounded (the model state keeps the model's hour
+/// or so of readings and a few dozen forecasts to learn from, the accuracy at
+/// most a few hundred forecasts).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SensorState {
-    history: History,
+    /// Its recent readings and, where the model adapts, its own coefficients.
+    model: SensorModel,
     alerts: PredictedLow,
     accuracy: Accuracy,
     /// When a tick would emit something (see [`SensorState::due_ms`]).
@@ -49,7 +51,7 @@ impl SensorState {
     /// A sensor never seen before.
     pub fn new(settings: &Settings, forecaster: &Forecaster) -> SensorState {
         SensorState {
-            history: History::default(),
+            model: SensorModel::default(),
             alerts: PredictedLow::new(settings),
             accuracy: Accuracy::new(forecaster.minutes().len()),
             due_ms: i64::MAX,
@@ -65,17 +67,14 @@ impl SensorState {
         out: &mut Outputs,
     ) -> Outcome {
         let (ts, value) = (reading.timestamp_ms, reading.value);
-        let spec = forecaster.spec();
-        let (step_min, tolerance_ms) = (spec.step_min, tolerance_ms(forecaster));
-        if self.history.push(spec, ts, value) != Pushed::Taken {
-            return Outcome::NotNewer;
-        }
-        // The past first: the forecasts this reading judges, the hours it ends.
-        self.accuracy
-            .on_reading(reading.sensor, (ts, value), forecaster.minutes(), tolerance_ms, out);
-        let Some(forecasts) = forecaster.forecast(&self.history) else {
+        let (step_min, tolerance_ms) = (forecaster.spec().step_min, forecaster.spec().tolerance_ms());
+        let Some(forecasts) = forecaster.observe(&mut self.model, (ts, value)) else {
             return Outcome::NotNewer;
         };
+        // The past first in the outputs: the forecasts this reading judges,
+        // the hours it ends (they do not depend on its forecasts).
+        self.accuracy
+            .on_reading(reading.sensor, (ts, value), forecasts.minutes, tolerance_ms, out);
         if settings.emit_forecasts {
             for (forecast, horizon_min) in forecasts.iter() {
                 let end = ts.saturating_add(i64::from(horizon_min) * edgewise_sdk::time::MINUTE_MS);
@@ -97,7 +96,7 @@ impl SensorState {
 
     /// Handle a tick at `now_ms`: emit the accuracy of hours that are over.
     pub fn on_tick(&mut self, sensor: &str, now_ms: i64, forecaster: &Forecaster, out: &mut Outputs) {
-        let tolerance_ms = tolerance_ms(forecaster);
+        let tolerance_ms = forecaster.spec().tolerance_ms();
         self.accuracy
             .on_tick(sensor, now_ms, forecaster.minutes(), tolerance_ms, out);
         self.due_ms = self.accuracy.due_ms(tolerance_ms);
@@ -110,8 +109,38 @@ impl SensorState {
     }
 }
 
-/// How far from a forecast's target the reading that judges it may be: half
-/// the grid step, the trainer's tolerance (`ml/src/train`).
-fn tolerance_ms(forecaster: &Forecaster) -> i64 {
-    forecaster.spec().step_ms() / 2
+/// A sensor as a snapshot of schema 1 (version 0.1.0, before adaptation)
+/// keeps it: the same fields, the history where the model state is now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SensorStateV1 {
+    history: History,
+    alerts: PredictedLow,
+    accuracy: Accuracy,
+    due_ms: i64,
+}
+
+impl From<SensorStateV1> for SensorState {
+    /// The sensor goes on from its history, alert state and pending
+    /// forecasts; it adapts from now on.
+    fn from(old: SensorStateV1) -> SensorState {
+        SensorState {
+            model: SensorModel::resume(old.history),
+            alerts: old.alerts,
+            accuracy: old.accuracy,
+            due_ms: old.due_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+impl SensorState {
+    /// This sensor as schema 1 kept it (for the tests of the upgrade).
+    pub fn to_v1(&self) -> SensorStateV1 {
+        SensorStateV1 {
+            history: self.model.history().clone(),
+            alerts: self.alerts.clone(),
+            accuracy: self.accuracy.clone(),
+            due_ms: self.due_ms,
+        }
+    }
 }

@@ -5,7 +5,7 @@
 
 use edgewise_sdk::time::{HOUR_MS, MINUTE_MS, window_start};
 use edgewise_sdk::{Plugin, Wake};
-use forecast_model::{History, Model, Pushed, actual_at};
+use forecast_model::{Model, Pushed, SensorModel, actual_at};
 
 use super::{BASE, Harness, SENSOR, assert_close, at, metrics, shipped_model};
 
@@ -139,14 +139,16 @@ fn the_hourly_figures_are_the_trainers_actual_at_rule_hour_by_hour() {
     h.tick_at(readings.last().unwrap().0 + 2 * HOUR_MS);
 
     let model = Model::parse(shipped_model()).unwrap();
-    let tolerance = model.features.step_ms() / 2;
-    let mut history = History::default();
-    let mut features = Vec::new();
+    let tolerance = model.features.tolerance_ms();
+    let mut sensor = SensorModel::default();
+    let (mut features, mut forecasts) = (Vec::new(), Vec::new());
     // Per hour start: per horizon, the errors in order of their reading.
     let mut expected: std::collections::BTreeMap<i64, Vec<Vec<(i64, f64)>>> = Default::default();
     for &(ts, value) in &readings {
-        assert_eq!(history.push(&model.features, ts, value), Pushed::Taken);
-        let now = history.features(&model.features, &mut features).unwrap();
+        assert_eq!(
+            sensor.observe(&model, (ts, value), &mut features, &mut forecasts),
+            Pushed::Taken
+        );
         for (i, horizon) in model.horizons.iter().enumerate() {
             let target = ts + i64::from(horizon.minutes) * MINUTE_MS;
             let Some(actual) = actual_at(&readings, target, tolerance) else {
@@ -161,7 +163,7 @@ fn the_hourly_figures_are_the_trainers_actual_at_rule_hour_by_hour() {
             assert_eq!(judge.1, actual);
             let hour = window_start(judge.0, HOUR_MS);
             let errors = expected.entry(hour).or_insert_with(|| vec![Vec::new(); 2]);
-            errors[i].push((judge.0, horizon.predict(now, &features) - actual));
+            errors[i].push((judge.0, forecasts[i] - actual));
         }
     }
     let emitted = h.accuracy();

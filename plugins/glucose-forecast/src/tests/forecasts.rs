@@ -2,7 +2,7 @@
 //! fields the issue names, and the trainer's numbers.
 
 use edgewise_sdk::time::MINUTE_MS;
-use forecast_model::{History, Model, Pushed};
+use forecast_model::{Model, Pushed, SensorModel};
 
 use super::{Harness, SENSOR, assert_close, at, metrics, shipped_model};
 
@@ -64,14 +64,17 @@ fn forecasts_are_the_trainers_own_predictions_for_the_same_readings() {
     for &(ts, value) in &readings {
         h.read_at(SENSOR, ts, value);
     }
-    let mut history = History::default();
-    let mut features = Vec::new();
+    assert!(model.horizons.iter().all(|h| h.adaptation.is_some()), "the shipped model adapts");
+    let mut sensor = SensorModel::default();
+    let (mut features, mut forecasts) = (Vec::new(), Vec::new());
     let mut expected = Vec::new();
     for &(ts, value) in &readings {
-        assert_eq!(history.push(&model.features, ts, value), Pushed::Taken);
-        let now = history.features(&model.features, &mut features).unwrap();
-        for horizon in &model.horizons {
-            expected.push((ts, horizon.minutes, horizon.predict(now, &features)));
+        assert_eq!(
+            sensor.observe(&model, (ts, value), &mut features, &mut forecasts),
+            Pushed::Taken
+        );
+        for (horizon, forecast) in model.horizons.iter().zip(&forecasts) {
+            expected.push((ts, horizon.minutes, *forecast));
         }
     }
     let emitted: Vec<(i64, u32, f64)> = h

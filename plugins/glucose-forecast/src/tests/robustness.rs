@@ -167,9 +167,74 @@ fn a_snapshot_of_another_layout_is_refused() {
     h.read(0, 100.0);
     let snapshot = h.plugin.snapshot().unwrap();
     let mut other = Harness::new(&[]).plugin;
-    assert!(other.restore(2, &snapshot).unwrap_err().contains("schema 2"));
-    assert!(other.restore(1, &snapshot[..snapshot.len() - 1]).is_err());
-    assert!(other.restore(1, &[snapshot.clone(), vec![0]].concat()).is_err());
+    assert_eq!(GlucoseForecast::SNAPSHOT_SCHEMA, 2);
+    assert!(other.restore(3, &snapshot).unwrap_err().contains("schema 3"));
+    assert!(other.restore(2, &snapshot[..snapshot.len() - 1]).is_err());
+    assert!(other.restore(2, &[snapshot.clone(), vec![0]].concat()).is_err());
+}
+
+#[test]
+fn a_snapshot_of_version_0_1_0_is_upgraded_and_the_sensors_go_on() {
+    // Schema 1 (0.1.0, before adaptation) kept each sensor's history where
+    // schema 2 keeps its model state. An upgraded device must go on from
+    // the history, alert suppression and pending forecasts, adapting anew.
+    let readings: Vec<(i64, f64)> = (0..300)
+        .map(|k| (at(5 * k), 110.0 + 60.0 * ((k as f64) / 11.0).sin()))
+        .collect();
+    let config = [("emit_forecasts", "true"), ("low", "100")];
+    let (before, after) = readings.split_at(200);
+    let mut plain = Harness::with_model(shipped_model(), &config);
+    let mut old = Harness::with_model(shipped_model(), &config);
+    for &(ts, value) in before {
+        plain.read_at(SENSOR, ts, value);
+        old.read_at(SENSOR, ts, value);
+    }
+    let state = &old.plugin.state;
+    let v1 = crate::StateV1 {
+        sensors: state.sensors.iter().map(|(id, s)| (id.clone(), s.to_v1())).collect(),
+        next_due_ms: state.next_due_ms,
+        ignored: state.ignored.clone(),
+    };
+    let mut upgraded = Harness::with_model(shipped_model(), &config);
+    upgraded
+        .plugin
+        .restore(1, &edgewise_sdk::snapshot::encode(&v1).unwrap())
+        .unwrap();
+    // Everything schema 1 had is carried over, to the byte.
+    let carried = |h: &Harness| edgewise_sdk::snapshot::encode(&h.plugin.state.sensors[SENSOR].to_v1()).unwrap();
+    assert_eq!(carried(&upgraded), carried(&old));
+    assert_eq!(upgraded.plugin.next_wake(), old.plugin.next_wake());
+
+    for &(ts, value) in after {
+        plain.read_at(SENSOR, ts, value);
+        upgraded.read_at(SENSOR, ts, value);
+    }
+    // The first forecasts after the upgrade are the cloud's on the whole
+    // history (nothing learnt yet, nothing forgotten).
+    let model = forecast_model::Model::parse(shipped_model()).unwrap();
+    let mut cloud = model.clone();
+    cloud.horizons.iter_mut().for_each(|h| h.adaptation = None);
+    let mut sensor = forecast_model::SensorModel::default();
+    let (mut features, mut expected) = (Vec::new(), Vec::new());
+    for &reading in &readings[..=200] {
+        sensor.observe(&cloud, reading, &mut features, &mut expected);
+    }
+    let first: Vec<f64> = upgraded.forecasts()[..2]
+        .iter()
+        .map(|s| s.get("forecast").unwrap())
+        .collect();
+    assert_eq!(first, expected);
+    // The forecasts pending at the upgrade are judged as if nothing had
+    // happened: the same hours, the same counts.
+    let counts = |h: &Harness| -> Vec<(i64, Option<f64>, Option<f64>)> {
+        h.accuracy()
+            .iter()
+            .filter(|s| s.window_start_ms >= after[0].0 - HOUR_MS)
+            .map(|s| (s.window_start_ms, s.get("n_30"), s.get("n_60")))
+            .collect()
+    };
+    assert!(counts(&upgraded).len() >= 8);
+    assert_eq!(counts(&upgraded), counts(&plain));
 }
 
 #[test]
