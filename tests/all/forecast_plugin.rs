@@ -113,7 +113,10 @@ fn the_replayed_forecasts_are_the_trainers_predictions_to_1e_9() {
     let run = replayed(&data_file(EXAMPLE), &EMIT_FORECASTS);
     let emitted = forecasts(&lines(&run.output));
     let model = model();
-    assert!(model.horizons.iter().all(|h| h.adaptation.is_some()), "the shipped model adapts");
+    assert!(
+        model.horizons.iter().all(|h| h.adaptation.is_some()),
+        "the shipped model adapts"
+    );
     let mut compared = 0;
     let (mut features, mut forecasts) = (Vec::new(), Vec::new());
     for (sensor, readings) in valid_readings(&data_file(EXAMPLE), Format::IgluCsv) {

@@ -39,13 +39,15 @@ pub struct SensorModel {
 /// for the reading that will judge them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Learner {
-    /// What this started from: the cloud's coefficients, its intercept and
-    /// the prior variance. Another model's learner starts over.
-    cloud: Vec<f64>,
+    /// What this started from: a fingerprint of the cloud's coefficients,
+    /// intercept and prior variance ([`fingerprint`]). Another model's
+    /// learner starts over.
+    cloud: u64,
     /// Per scaled feature, then the intercept.
     coef: Vec<f64>,
-    /// The coefficients' covariance relative to the error's variance,
-    /// row-major, `coef.len()²`, kept exactly symmetric.
+    /// The coefficients' covariance relative to the error's variance: its
+    /// upper triangle, row by row (`n (n + 1) / 2` numbers for `n`
+    /// coefficients; a symmetric matrix needs no more).
     covariance: Vec<f64>,
     /// Forecasts waiting for their reading, in increasing target time.
     waiting: VecDeque<Waiting>,
@@ -59,6 +61,28 @@ struct Waiting {
     now: f64,
     /// Its scaled features.
     z: Vec<f64>,
+}
+
+/// Where entry `(i, j)` of a symmetric `n × n` matrix is in its packed upper
+/// triangle.
+fn packed(n: usize, i: usize, j: usize) -> usize {
+    let (i, j) = if i <= j { (i, j) } else { (j, i) };
+    i * (2 * n - i - 1) / 2 + j
+}
+
+/// A fingerprint of what a learner of `horizon` starts from: FNV-1a over
+/// the bits of its coefficients, intercept and prior variance (the same on
+/// every machine).
+fn fingerprint(horizon: &HorizonModel, adaptation: &Adaptation) -> u64 {
+    let numbers = horizon
+        .coef
+        .iter()
+        .chain([&horizon.intercept, &adaptation.prior_variance]);
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in numbers.flat_map(|x| x.to_bits().to_le_bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
 }
 
 /// Most forecasts of one horizon waiting to be learnt from: one per half
@@ -96,8 +120,10 @@ impl SensorModel {
         }
         self.fit_to(model);
         let tolerance_ms = spec.tolerance_ms();
-        for learner in self.learners.iter_mut().flatten() {
-            learner.learn(timestamp_ms, value, tolerance_ms);
+        for (horizon, learner) in model.horizons.iter().zip(&mut self.learners) {
+            if let (Some(learner), Some(adaptation)) = (learner, &horizon.adaptation) {
+                learner.learn(horizon, adaptation, (timestamp_ms, value), tolerance_ms);
+            }
         }
         let Some(now) = self.history.features(spec, features) else {
             return Pushed::NotNewer;
@@ -135,7 +161,10 @@ impl SensorModel {
             match &horizon.adaptation {
                 None => *learner = None,
                 Some(adaptation) => {
-                    if !learner.as_ref().is_some_and(|l| l.belongs_to(horizon, adaptation, width)) {
+                    if !learner
+                        .as_ref()
+                        .is_some_and(|l| l.belongs_to(horizon, adaptation, width))
+                    {
                         *learner = Some(Learner::new(horizon, adaptation));
                     }
                 }
@@ -147,40 +176,24 @@ impl SensorModel {
 impl Learner {
     /// The cloud's coefficients, and the prior around them.
     fn new(horizon: &HorizonModel, adaptation: &Adaptation) -> Learner {
-        let cloud = Learner::cloud(horizon, adaptation);
         let n = horizon.coef.len() + 1;
-        let mut covariance = vec![0.0; n * n];
-        for i in 0..n {
-            covariance[i * n + i] = adaptation.prior_variance;
-        }
-        Learner {
-            coef: cloud[..n].to_vec(),
-            cloud,
-            covariance,
+        let mut learner = Learner {
+            cloud: fingerprint(horizon, adaptation),
+            coef: vec![0.0; n],
+            covariance: vec![0.0; n * (n + 1) / 2],
             waiting: VecDeque::new(),
-        }
-    }
-
-    /// What a learner of `horizon` starts from: coefficients, intercept,
-    /// prior variance.
-    fn cloud(horizon: &HorizonModel, adaptation: &Adaptation) -> Vec<f64> {
-        let mut cloud = horizon.coef.clone();
-        cloud.push(horizon.intercept);
-        cloud.push(adaptation.prior_variance);
-        cloud
+        };
+        learner.start_over(horizon, adaptation);
+        learner
     }
 
     /// Whether this learner started from `horizon`'s coefficients and has
     /// the shape it needs (a snapshot is not trusted to).
     fn belongs_to(&self, horizon: &HorizonModel, adaptation: &Adaptation, width: usize) -> bool {
         let n = width + 1;
-        let same_cloud = self.cloud.len() == n + 1
-            && self.cloud[..width] == horizon.coef[..]
-            && self.cloud[width] == horizon.intercept
-            && self.cloud[n] == adaptation.prior_variance;
-        same_cloud
+        self.cloud == fingerprint(horizon, adaptation)
             && self.coef.len() == n
-            && self.covariance.len() == n * n
+            && self.covariance.len() == n * (n + 1) / 2
             && self.waiting.iter().all(|w| w.z.len() == width)
     }
 
@@ -198,7 +211,13 @@ impl Learner {
     /// A reading at `timestamp_ms`: learn from the forecasts waiting for
     /// it (the first reading within the tolerance of their target); drop
     /// those it has passed without one.
-    fn learn(&mut self, timestamp_ms: i64, value: f64, tolerance_ms: i64) {
+    fn learn(
+        &mut self,
+        horizon: &HorizonModel,
+        adaptation: &Adaptation,
+        (timestamp_ms, value): (i64, f64),
+        tolerance_ms: i64,
+    ) {
         while let Some(front) = self.waiting.front() {
             if timestamp_ms < front.target_ms.saturating_sub(tolerance_ms) {
                 break;
@@ -207,47 +226,46 @@ impl Learner {
             if let Some(waiting) = self.waiting.pop_front()
                 && judged
             {
-                self.update(&waiting.z, value - waiting.now);
+                self.update(&waiting.z, value - waiting.now, horizon, adaptation);
             }
         }
     }
 
     /// One step of recursive least squares towards `change` for `z`.
-    fn update(&mut self, z: &[f64], change: f64) {
+    fn update(&mut self, z: &[f64], change: f64, horizon: &HorizonModel, adaptation: &Adaptation) {
         let n = self.coef.len();
         let x = |i: usize| z.get(i).copied().unwrap_or(1.0);
         // P x, and 1 + xᵀ P x (at least 1 while P is positive semidefinite).
         let px: Vec<f64> = (0..n)
-            .map(|i| (0..n).map(|j| self.covariance[i * n + j] * x(j)).sum())
+            .map(|i| (0..n).map(|j| self.covariance[packed(n, i, j)] * x(j)).sum())
             .collect();
         let denominator = 1.0 + (0..n).map(|i| x(i) * px[i]).sum::<f64>();
         let error = change - self.change(z);
         if !(denominator >= 1.0 && denominator.is_finite() && error.is_finite()) {
-            self.start_over();
+            self.start_over(horizon, adaptation);
             return;
         }
         for (coef, p) in self.coef.iter_mut().zip(&px) {
             *coef += p / denominator * error;
         }
         for i in 0..n {
-            for j in 0..n {
-                // px[i]·px[j] is px[j]·px[i] to the bit: P stays symmetric.
-                self.covariance[i * n + j] -= px[i] * px[j] / denominator;
+            for j in i..n {
+                self.covariance[packed(n, i, j)] -= px[i] * px[j] / denominator;
             }
         }
         if !self.coef.iter().chain(&self.covariance).all(|v| v.is_finite()) {
-            self.start_over();
+            self.start_over(horizon, adaptation);
         }
     }
 
     /// Back to the cloud's coefficients and the prior (nothing learnt).
-    fn start_over(&mut self) {
+    fn start_over(&mut self, horizon: &HorizonModel, adaptation: &Adaptation) {
         let n = self.coef.len();
-        let variance = self.cloud[n];
-        self.coef.copy_from_slice(&self.cloud[..n]);
+        self.coef[..n - 1].copy_from_slice(&horizon.coef);
+        self.coef[n - 1] = horizon.intercept;
         self.covariance.iter_mut().for_each(|v| *v = 0.0);
         for i in 0..n {
-            self.covariance[i * n + i] = variance;
+            self.covariance[packed(n, i, i)] = adaptation.prior_variance;
         }
         self.waiting.clear();
     }
@@ -378,7 +396,10 @@ mod tests {
         let second_day = run_on(climb, &mut sensor, &adapting, 1440..2880);
         let (cloud, learnt) = (rms(&first_hours), rms(&second_day));
         assert!(cloud > 2.0, "{cloud}");
-        assert!(learnt < cloud / 20.0, "still {learnt} mg/dL off after a day (from {cloud})");
+        assert!(
+            learnt < cloud / 20.0,
+            "still {learnt} mg/dL off after a day (from {cloud})"
+        );
         // Closer and closer, never worse, as the judged forecasts accumulate.
         let errors: Vec<f64> = later.iter().chain(&second_day).map(|(_, e)| e.abs()).collect();
         assert!(errors.windows(2).all(|w| w[1] <= w[0] + 1e-12), "{errors:?}");
@@ -407,7 +428,10 @@ mod tests {
             learner.covariance.pop();
         }
         let mut fresh = SensorModel::resume(sensor.history.clone());
-        assert_eq!(run(&mut damaged, &first, 1440..1445), run(&mut fresh, &first, 1440..1445));
+        assert_eq!(
+            run(&mut damaged, &first, 1440..1445),
+            run(&mut fresh, &first, 1440..1445)
+        );
     }
 
     #[test]
@@ -415,14 +439,35 @@ mod tests {
         let adapting = model([0.0; 3], Some(1e-2));
         let mut sensor = SensorModel::default();
         run(&mut sensor, &adapting, 0..600);
+        let cloud = [0.0, 0.0, 0.0, 0.5];
         let learner = sensor.learners[0].as_mut().unwrap();
-        assert_ne!(learner.coef[..], learner.cloud[..4]);
+        assert_ne!(learner.coef[..], cloud);
         learner.covariance[0] = f64::NAN;
         // The next judged forecast finds it and starts over.
         run(&mut sensor, &adapting, 600..605);
         let learner = sensor.learners[0].as_ref().unwrap();
-        assert_eq!(learner.coef[..], learner.cloud[..4]);
-        assert!(learner.covariance.iter().all(|v| v.is_finite()));
+        assert_eq!(learner.coef[..], cloud);
+        assert_eq!(
+            learner.covariance,
+            Learner::new(&adapting.horizons[0], &adapting.horizons[0].adaptation.clone().unwrap()).covariance
+        );
+    }
+
+    #[test]
+    fn the_packed_covariance_is_the_full_symmetric_matrix() {
+        // Every (i, j) of a 5 × 5 matrix lands in the triangle's 15 entries,
+        // (i, j) and (j, i) on the same one, each entry reached.
+        let n = 5;
+        let mut seen = vec![0; n * (n + 1) / 2];
+        for i in 0..n {
+            for j in 0..n {
+                assert_eq!(packed(n, i, j), packed(n, j, i));
+                if i <= j {
+                    seen[packed(n, i, j)] += 1;
+                }
+            }
+        }
+        assert!(seen.iter().all(|&count| count == 1), "{seen:?}");
     }
 
     #[test]

@@ -95,10 +95,9 @@ pub struct HorizonModel {
 pub struct Adaptation {
     /// The prior variance of each coefficient around the cloud's value,
     /// relative to the variance of a forecast's error: the smaller, the
-    /// longer a sensor trusts the cloud (at 0.001, a sensor's own readings
-    /// weigh as much as the prior after about a thousand forecasts judged,
-    /// three and a half days of 5-minute readings, divided by the spread of
-    /// its features).
+    /// longer a sensor trusts the cloud (at 0.001, the prior weighs like a
+    /// thousand judged forecasts, three and a half days of 5-minute
+    /// readings, along each direction of the scaled features).
     pub prior_variance: f64,
     /// Its RMSE in leave-subjects-out cross-validation on the training
     /// subjects, adapting from the start of each subject's readings (mg/dL).
@@ -209,7 +208,7 @@ impl Model {
             }
             if let Some(adaptation) = &horizon.adaptation {
                 let variance = adaptation.prior_variance;
-                if !(variance > 0.0 && variance <= MAX_PRIOR_VARIANCE) || !adaptation.cv_rmse.is_finite() {
+                if !(variance > 0.0 && variance <= MAX_PRIOR_VARIANCE && adaptation.cv_rmse.is_finite()) {
                     return Err(format!(
                         "horizon {minutes} min: adaptation prior_variance {variance} is not in (0, \
                          {MAX_PRIOR_VARIANCE}], or its cv_rmse not finite"

@@ -64,7 +64,10 @@ fn forecasts_are_the_trainers_own_predictions_for_the_same_readings() {
     for &(ts, value) in &readings {
         h.read_at(SENSOR, ts, value);
     }
-    assert!(model.horizons.iter().all(|h| h.adaptation.is_some()), "the shipped model adapts");
+    assert!(
+        model.horizons.iter().all(|h| h.adaptation.is_some()),
+        "the shipped model adapts"
+    );
     let mut sensor = SensorModel::default();
     let (mut features, mut forecasts) = (Vec::new(), Vec::new());
     let mut expected = Vec::new();
