@@ -113,8 +113,9 @@ pub const SUITE: &[Measurement] = &[
                  `asset::read` natively), each run on a fresh instance (instantiation and `init`, which parses \
                  the model, not timed), with outputs taken after each call on both sides, which must emit as \
                  many. The default configuration: per reading, the features of the sensor's last hour, a \
-                 forecast per horizon (30 and 60 minutes), the alert rules and the forecasts waiting for their \
-                 reading; outputs are the alerts and the hourly accuracy summaries (forecast summaries off). \
+                 forecast per horizon (30 and 60 minutes) with the sensor's adapted coefficients, an update of \
+                 them by each forecast the reading judges (recursive least squares, 16 coefficients per \
+                 horizon), the alert rules and the forecasts waiting for their reading; outputs are the alerts and the hourly accuracy summaries (forecast summaries off). \
                  Seven runs per batch size, interleaved and rotating which side goes first; the median time \
                  per reading of each side. No DESIGN target: issue #16 asks for the figure.",
         run: measure::forecast::run,

@@ -70,139 +70,190 @@ pub(crate) fn make_room(
     incoming: Incoming<'_>,
     max_bytes: u64,
 ) -> Result<Room, rusqlite::Error> {
-    if incoming.kind == Kind::Telemetry {
-        return telemetry_room(conn, tally, drops, incoming, max_bytes);
+    Evictor {
+        conn,
+        tally,
+        drops,
+        incoming,
+        max_bytes,
     }
-    if excess(tally, incoming, max_bytes) == 0 {
-        return Ok(Room::Made);
-    }
-    if incoming.kind == Kind::Summary {
-        // A summary may be refused after some telemetry and summaries were
-        // evicted for it: a savepoint undoes those.
-        let (tally_before, drops_before) = (tally.clone(), *drops);
-        conn.execute_batch("SAVEPOINT make_room")?;
-        let made = evict_telemetry(conn, tally, drops, incoming, max_bytes)?
-            || evict_while_over(conn, tally, drops, incoming, max_bytes, Kind::Summary)?;
-        if made {
-            conn.execute_batch("RELEASE make_room")?;
-            return Ok(Room::Made);
-        }
-        conn.execute_batch("ROLLBACK TO make_room; RELEASE make_room")?;
-        *tally = tally_before;
-        *drops = drops_before;
-        return Ok(Room::Refused);
-    }
-    if evict_telemetry(conn, tally, drops, incoming, max_bytes)? {
-        return Ok(Room::Made);
-    }
-    for kind in [Kind::Summary, Kind::Alert] {
-        if evict_while_over(conn, tally, drops, incoming, max_bytes, kind)? {
-            return Ok(Room::Made);
-        }
-    }
-    // Rule 4: nobody is over their share, yet the new alert does not fit.
-    while excess(tally, incoming, max_bytes) > 0 {
-        let Some((plugin, kind)) = largest_holder(tally) else {
-            break;
-        };
-        evict_oldest(conn, tally, drops, &plugin, kind)?;
-    }
-    Ok(Room::Made)
+    .make_room()
 }
 
-/// Rule 0 for a new telemetry entry: drop the oldest telemetry until the new
-/// one is within the telemetry bounds and the outbox; refused (nothing
-/// dropped) when even all the telemetry held would not make room.
-fn telemetry_room(
-    conn: &Connection,
-    tally: &mut Tally,
-    drops: &mut DropCounts,
-    incoming: Incoming<'_>,
+/// Making room for one new entry: the table (in the caller's transaction),
+/// what it holds and what was dropped, the entry, and the limit.
+struct Evictor<'c, 'i> {
+    conn: &'c Connection,
+    tally: &'c mut Tally,
+    drops: &'c mut DropCounts,
+    incoming: Incoming<'i>,
     max_bytes: u64,
-) -> Result<Room, rusqlite::Error> {
-    let share = max_bytes / TELEMETRY_SHARE;
-    let held_bytes = tally.total().bytes_of(Kind::Telemetry);
-    if incoming.size > share || excess(tally, incoming, max_bytes) > held_bytes {
-        return Ok(Room::Refused);
-    }
-    loop {
-        let held = *tally.total();
-        let within = held.entries_of(Kind::Telemetry) < TELEMETRY_MAX_ENTRIES
-            && held.bytes_of(Kind::Telemetry).saturating_add(incoming.size) <= share
-            && excess(tally, incoming, max_bytes) == 0;
-        if within {
+}
+
+impl Evictor<'_, '_> {
+    /// The rules of the module's documentation, in order.
+    fn make_room(&mut self) -> Result<Room, rusqlite::Error> {
+        if self.incoming.kind == Kind::Telemetry {
+            return self.telemetry_room();
+        }
+        if self.excess() == 0 {
             return Ok(Room::Made);
         }
-        if held.entries_of(Kind::Telemetry) == 0 {
+        if self.incoming.kind == Kind::Summary {
+            // A summary may be refused after some telemetry and summaries
+            // were evicted for it: a savepoint undoes those.
+            let (tally_before, drops_before) = (self.tally.clone(), *self.drops);
+            self.conn.execute_batch("SAVEPOINT make_room")?;
+            let made = self.evict_telemetry()? || self.evict_while_over(Kind::Summary)?;
+            if made {
+                self.conn.execute_batch("RELEASE make_room")?;
+                return Ok(Room::Made);
+            }
+            self.conn.execute_batch("ROLLBACK TO make_room; RELEASE make_room")?;
+            *self.tally = tally_before;
+            *self.drops = drops_before;
             return Ok(Room::Refused);
         }
-        evict_oldest(conn, tally, drops, incoming.plugin, Kind::Telemetry)?;
-    }
-}
-
-/// Rule 0 for a new alert or summary: evict telemetry, oldest first, until
-/// the new entry fits (`true`) or none is left (`false`).
-fn evict_telemetry(
-    conn: &Connection,
-    tally: &mut Tally,
-    drops: &mut DropCounts,
-    incoming: Incoming<'_>,
-    max_bytes: u64,
-) -> Result<bool, rusqlite::Error> {
-    while excess(tally, incoming, max_bytes) > 0 {
-        if tally.total().entries_of(Kind::Telemetry) == 0 {
-            return Ok(false);
+        if self.evict_telemetry()? {
+            return Ok(Room::Made);
         }
-        evict_oldest(conn, tally, drops, "", Kind::Telemetry)?;
+        for kind in [Kind::Summary, Kind::Alert] {
+            if self.evict_while_over(kind)? {
+                return Ok(Room::Made);
+            }
+        }
+        // Rule 4: nobody is over their share, yet the new alert does not fit.
+        while self.excess() > 0 {
+            let Some((plugin, kind)) = largest_holder(self.tally) else {
+                break;
+            };
+            self.evict_oldest(&plugin, kind)?;
+        }
+        Ok(Room::Made)
     }
-    Ok(true)
-}
 
-/// Bytes over `max_bytes` once `incoming` is added.
-fn excess(tally: &Tally, incoming: Incoming<'_>, max_bytes: u64) -> u64 {
-    tally.bytes().saturating_add(incoming.size).saturating_sub(max_bytes)
-}
+    /// Rule 0 for a new telemetry entry: drop the oldest telemetry until the
+    /// new one is within the telemetry bounds and the outbox; refused
+    /// (nothing dropped) when even all the telemetry held would not make room.
+    fn telemetry_room(&mut self) -> Result<Room, rusqlite::Error> {
+        let share = self.max_bytes / TELEMETRY_SHARE;
+        let held_bytes = self.tally.total().bytes_of(Kind::Telemetry);
+        if self.incoming.size > share || self.excess() > held_bytes {
+            return Ok(Room::Refused);
+        }
+        loop {
+            let held = *self.tally.total();
+            let within = held.entries_of(Kind::Telemetry) < TELEMETRY_MAX_ENTRIES
+                && held.bytes_of(Kind::Telemetry).saturating_add(self.incoming.size) <= share
+                && self.excess() == 0;
+            if within {
+                return Ok(Room::Made);
+            }
+            if held.entries_of(Kind::Telemetry) == 0 {
+                return Ok(Room::Refused);
+            }
+            self.evict_oldest(self.incoming.plugin, Kind::Telemetry)?;
+        }
+    }
 
-/// Evict entries of `kind`, one at a time, from the plugin furthest over its
-/// share, until the new entry fits (`true`) or no plugin over its share holds
-/// an entry of `kind` (`false`).
-fn evict_while_over(
-    conn: &Connection,
-    tally: &mut Tally,
-    drops: &mut DropCounts,
-    incoming: Incoming<'_>,
-    max_bytes: u64,
-    kind: Kind,
-) -> Result<bool, rusqlite::Error> {
-    while excess(tally, incoming, max_bytes) > 0 {
-        let Some(victim) = furthest_over(tally, incoming, max_bytes, kind) else {
-            return Ok(false);
+    /// Rule 0 for a new alert or summary: evict telemetry, oldest first,
+    /// until the new entry fits (`true`) or none is left (`false`).
+    fn evict_telemetry(&mut self) -> Result<bool, rusqlite::Error> {
+        while self.excess() > 0 {
+            if self.tally.total().entries_of(Kind::Telemetry) == 0 {
+                return Ok(false);
+            }
+            self.evict_oldest("", Kind::Telemetry)?;
+        }
+        Ok(true)
+    }
+
+    /// Bytes over the limit once the new entry is added.
+    fn excess(&self) -> u64 {
+        self.tally
+            .bytes()
+            .saturating_add(self.incoming.size)
+            .saturating_sub(self.max_bytes)
+    }
+
+    /// Evict entries of `kind`, one at a time, from the plugin furthest over
+    /// its share, until the new entry fits (`true`) or no plugin over its
+    /// share holds an entry of `kind` (`false`).
+    fn evict_while_over(&mut self, kind: Kind) -> Result<bool, rusqlite::Error> {
+        while self.excess() > 0 {
+            let Some(victim) = self.furthest_over(kind) else {
+                return Ok(false);
+            };
+            self.evict_oldest(&victim, kind)?;
+        }
+        Ok(true)
+    }
+
+    /// The plugin furthest over its share among those holding an entry of
+    /// `kind`.
+    fn furthest_over(&self, kind: Kind) -> Option<String> {
+        let plugins = self.tally.plugins();
+        let incoming = self.incoming;
+        let sharers = plugins.len() + usize::from(!plugins.contains_key(incoming.plugin));
+        let share = self.max_bytes / u64::try_from(sharers.max(1)).unwrap_or(u64::MAX);
+        let mut furthest: Option<(&String, u64)> = None;
+        for (plugin, counts) in plugins {
+            if counts.entries_of(kind) == 0 {
+                continue;
+            }
+            let mut held = counts.bytes();
+            if plugin == incoming.plugin {
+                held = held.saturating_add(incoming.size);
+            }
+            let over = held.saturating_sub(share);
+            if over > 0 && furthest.is_none_or(|(_, most)| over > most) {
+                furthest = Some((plugin, over));
+            }
+        }
+        furthest.map(|(plugin, _)| plugin.clone())
+    }
+
+    /// Delete the oldest entry of `plugin` and `kind` (of `kind` alone for
+    /// telemetry, which belongs to no plugin), counted.
+    fn evict_oldest(&mut self, plugin: &str, kind: Kind) -> Result<(), rusqlite::Error> {
+        // Telemetry belongs to no plugin: the oldest of the kind.
+        let telemetry = kind == Kind::Telemetry;
+        let which = if telemetry {
+            "kind = ?1"
+        } else {
+            "kind = ?1 AND plugin = ?2"
         };
-        evict_oldest(conn, tally, drops, &victim, kind)?;
+        let mut oldest = self.conn.prepare_cached(&format!(
+            "DELETE FROM entries WHERE id = \
+             (SELECT id FROM entries WHERE {which} ORDER BY id LIMIT 1) \
+             RETURNING {SIZE_SQL}"
+        ))?;
+        let mut rows = if telemetry {
+            oldest.query(rusqlite::params![kind.to_sql()])?
+        } else {
+            oldest.query(rusqlite::params![kind.to_sql(), plugin])?
+        };
+        match rows.next()? {
+            Some(row) => {
+                let size = u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0);
+                self.tally.remove(plugin, kind, 1, size);
+                self.drops.add(DropReason::for_space(kind), 1);
+            }
+            // The tally says there is one: it is out of step with the table.
+            // Forget the plugin's entries of this kind rather than loop
+            // forever.
+            None => {
+                let counts = if telemetry {
+                    *self.tally.total()
+                } else {
+                    self.tally.plugins().get(plugin).copied().unwrap_or_default()
+                };
+                self.tally
+                    .remove(plugin, kind, counts.entries_of(kind), counts.bytes_of(kind));
+            }
+        }
+        Ok(())
     }
-    Ok(true)
-}
-
-/// The plugin furthest over its share among those holding an entry of `kind`.
-fn furthest_over(tally: &Tally, incoming: Incoming<'_>, max_bytes: u64, kind: Kind) -> Option<String> {
-    let plugins = tally.plugins();
-    let sharers = plugins.len() + usize::from(!plugins.contains_key(incoming.plugin));
-    let share = max_bytes / u64::try_from(sharers.max(1)).unwrap_or(u64::MAX);
-    let mut furthest: Option<(&String, u64)> = None;
-    for (plugin, counts) in plugins {
-        if counts.entries_of(kind) == 0 {
-            continue;
-        }
-        let mut held = counts.bytes();
-        if plugin == incoming.plugin {
-            held = held.saturating_add(incoming.size);
-        }
-        let over = held.saturating_sub(share);
-        if over > 0 && furthest.is_none_or(|(_, most)| over > most) {
-            furthest = Some((plugin, over));
-        }
-    }
-    furthest.map(|(plugin, _)| plugin.clone())
 }
 
 /// The plugin holding the most bytes (ties: the name that sorts first), and
@@ -222,50 +273,4 @@ fn largest_holder(tally: &Tally) -> Option<(String, Kind)> {
         Kind::Alert
     };
     Some((plugin.clone(), kind))
-}
-
-/// Delete the oldest entry of `plugin` and `kind` (of `kind` alone for
-/// telemetry, which belongs to no plugin), counted.
-fn evict_oldest(
-    conn: &Connection,
-    tally: &mut Tally,
-    drops: &mut DropCounts,
-    plugin: &str,
-    kind: Kind,
-) -> Result<(), rusqlite::Error> {
-    // Telemetry belongs to no plugin: the oldest of the kind.
-    let telemetry = kind == Kind::Telemetry;
-    let which = if telemetry {
-        "kind = ?1"
-    } else {
-        "kind = ?1 AND plugin = ?2"
-    };
-    let mut oldest = conn.prepare_cached(&format!(
-        "DELETE FROM entries WHERE id = \
-         (SELECT id FROM entries WHERE {which} ORDER BY id LIMIT 1) \
-         RETURNING {SIZE_SQL}"
-    ))?;
-    let mut rows = if telemetry {
-        oldest.query(rusqlite::params![kind.to_sql()])?
-    } else {
-        oldest.query(rusqlite::params![kind.to_sql(), plugin])?
-    };
-    match rows.next()? {
-        Some(row) => {
-            let size = u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0);
-            tally.remove(plugin, kind, 1, size);
-            drops.add(DropReason::for_space(kind), 1);
-        }
-        // The tally says there is one: it is out of step with the table.
-        // Forget the plugin's entries of this kind rather than loop forever.
-        None => {
-            let counts = if telemetry {
-                *tally.total()
-            } else {
-                tally.plugins().get(plugin).copied().unwrap_or_default()
-            };
-            tally.remove(plugin, kind, counts.entries_of(kind), counts.bytes_of(kind));
-        }
-    }
-    Ok(())
 }
