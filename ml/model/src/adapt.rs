@@ -70,17 +70,18 @@ fn packed(n: usize, i: usize, j: usize) -> usize {
     i * (2 * n - i - 1) / 2 + j
 }
 
-/// A fingerprint of what a learner of `horizon` starts from: FNV-1a over
-/// the bits of its coefficients, intercept and prior variance (the same on
-/// every machine).
+/// A fingerprint of what a learner of `horizon` starts from: the bits of its
+/// coefficients, intercept and prior variance, mixed a number at a time (the
+/// same on every machine; checked on every reading, so cheap).
 fn fingerprint(horizon: &HorizonModel, adaptation: &Adaptation) -> u64 {
     let numbers = horizon
         .coef
         .iter()
         .chain([&horizon.intercept, &adaptation.prior_variance]);
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in numbers.flat_map(|x| x.to_bits().to_le_bytes()) {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    for x in numbers {
+        hash = (hash ^ x.to_bits()).wrapping_mul(0x0000_0100_0000_01b3);
+        hash ^= hash >> 29;
     }
     hash
 }
@@ -234,23 +235,39 @@ impl Learner {
     /// One step of recursive least squares towards `change` for `z`.
     fn update(&mut self, z: &[f64], change: f64, horizon: &HorizonModel, adaptation: &Adaptation) {
         let n = self.coef.len();
-        let x = |i: usize| z.get(i).copied().unwrap_or(1.0);
-        // P x, and 1 + xᵀ P x (at least 1 while P is positive semidefinite).
-        let px: Vec<f64> = (0..n)
-            .map(|i| (0..n).map(|j| self.covariance[packed(n, i, j)] * x(j)).sum())
-            .collect();
-        let denominator = 1.0 + (0..n).map(|i| x(i) * px[i]).sum::<f64>();
+        let x: Vec<f64> = z.iter().copied().chain([1.0]).collect();
+        // P x, through the packed triangle: row i gives P(i, j) x_j to px[i]
+        // and P(j, i) x_i to px[j], so each px[i] still adds its terms in
+        // the order of j. Then 1 + xᵀ P x (at least 1 while P is positive
+        // semidefinite).
+        let mut px = vec![0.0; n];
+        let mut entries = self.covariance.iter();
+        for i in 0..n {
+            let mut row = px[i];
+            for (j, p) in (i..n).zip(entries.by_ref()) {
+                row += p * x[j];
+                if j != i {
+                    px[j] += p * x[i];
+                }
+            }
+            px[i] = row;
+        }
+        let denominator = 1.0 + x.iter().zip(&px).map(|(x, p)| x * p).sum::<f64>();
         let error = change - self.change(z);
         if !(denominator >= 1.0 && denominator.is_finite() && error.is_finite()) {
             self.start_over(horizon, adaptation);
             return;
         }
-        for (coef, p) in self.coef.iter_mut().zip(&px) {
-            *coef += p / denominator * error;
+        // The gain P x / (1 + xᵀ P x): the coefficients move along it by the
+        // error, and P loses gain · (P x)ᵀ.
+        let gain: Vec<f64> = px.iter().map(|p| p / denominator).collect();
+        for (coef, g) in self.coef.iter_mut().zip(&gain) {
+            *coef += g * error;
         }
+        let mut entries = self.covariance.iter_mut();
         for i in 0..n {
-            for j in i..n {
-                self.covariance[packed(n, i, j)] -= px[i] * px[j] / denominator;
+            for (j, p) in (i..n).zip(entries.by_ref()) {
+                *p -= gain[i] * px[j];
             }
         }
         if !self.coef.iter().chain(&self.covariance).all(|v| v.is_finite()) {
