@@ -265,9 +265,9 @@ impl Learner {
             *coef += g * error;
         }
         let mut entries = self.covariance.iter_mut();
-        for i in 0..n {
-            for (j, p) in (i..n).zip(entries.by_ref()) {
-                *p -= gain[i] * px[j];
+        for (i, g) in gain.iter().enumerate() {
+            for (px_j, p) in px[i..].iter().zip(entries.by_ref()) {
+                *p -= g * px_j;
             }
         }
         if !self.coef.iter().chain(&self.covariance).all(|v| v.is_finite()) {
