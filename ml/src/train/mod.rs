@@ -172,14 +172,7 @@ fn choose_lambda(samples: &[Vec<Vec<Sample>>], h: usize, width: usize, minutes: 
     for &lambda in &LAMBDAS {
         let (mut squared, mut count) = (0.0, 0u64);
         for fold in 0..FOLDS {
-            let train: Vec<&Sample> = samples
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| i % FOLDS != fold)
-                .flat_map(|(_, s)| &s[h])
-                .collect();
-            let model = ridge::fit(&train, width, lambda, minutes)
-                .with_context(|| format!("cannot fit fold {fold} of the {minutes}-minute model"))?;
+            let model = fit_without_fold(samples, fold, h, width, lambda, minutes)?;
             for (_, subject) in samples.iter().enumerate().filter(|(i, _)| i % FOLDS == fold) {
                 for sample in &subject[h] {
                     let error = model.predict(sample.now, &sample.features) - sample.actual;
@@ -194,6 +187,27 @@ fn choose_lambda(samples: &[Vec<Vec<Sample>>], h: usize, width: usize, minutes: 
         }
     }
     best.context("no penalty to choose from")
+}
+
+/// The model of horizon `h` fitted on every training subject outside
+/// cross-validation fold `fold` (a subject's fold is its place modulo
+/// [`FOLDS`]).
+fn fit_without_fold(
+    samples: &[Vec<Vec<Sample>>],
+    fold: usize,
+    h: usize,
+    width: usize,
+    lambda: f64,
+    minutes: u32,
+) -> anyhow::Result<HorizonModel> {
+    let train: Vec<&Sample> = samples
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % FOLDS != fold)
+        .flat_map(|(_, s)| &s[h])
+        .collect();
+    ridge::fit(&train, width, lambda, minutes)
+        .with_context(|| format!("cannot fit fold {fold} of the {minutes}-minute model"))
 }
 
 /// Whether the horizon adapts on the device, and with which prior variance:
@@ -212,14 +226,7 @@ fn choose_adaptation(
     let mut squared = vec![0.0; candidates.len()];
     let mut count = 0u64;
     for fold in 0..FOLDS {
-        let train: Vec<&Sample> = samples
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % FOLDS != fold)
-            .flat_map(|(_, s)| &s[h])
-            .collect();
-        let fitted = ridge::fit(&train, spec.len(), lambda, minutes)
-            .with_context(|| format!("cannot fit fold {fold} of the {minutes}-minute model"))?;
+        let fitted = fit_without_fold(samples, fold, h, spec.len(), lambda, minutes)?;
         for (c, prior_variance) in candidates.iter().enumerate() {
             let mut horizon = fitted.clone();
             horizon.adaptation = prior_variance.map(|prior_variance| Adaptation {
