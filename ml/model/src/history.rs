@@ -42,7 +42,7 @@ impl History {
         }
         match self.readings.back() {
             Some(&(last_ms, _)) if timestamp_ms <= last_ms => return Pushed::NotNewer,
-            Some(&(last_ms, _)) => {
+            Some(&(last_ms, _)) if self.averages.len() == spec.averages_min.len() => {
                 // Each average decays by exp(-dt / tau): a gap lets the
                 // average forget as much as the time that passed.
                 let dt = timestamp_ms.saturating_sub(last_ms) as f64;
@@ -51,7 +51,11 @@ impl History {
                     *average = keep * *average + (1.0 - keep) * value;
                 }
             }
-            None => self.averages = vec![value; spec.averages_min.len()],
+            // The first reading, or a history kept under a specification
+            // with other averages (restored into a new model): the averages
+            // start from this reading, so every feature the model expects is
+            // there.
+            _ => self.averages = vec![value; spec.averages_min.len()],
         }
         self.readings.push_back((timestamp_ms, value));
         // Keep the readings around the oldest grid point (one before it, to
@@ -180,6 +184,22 @@ mod tests {
         assert_eq!(history.push(&spec, 15 * MIN, f64::NAN), Pushed::NotFinite);
         assert_eq!(history.push(&spec, 15 * MIN, f64::INFINITY), Pushed::NotFinite);
         assert_eq!(history.newest(), Some((10 * MIN, 100.0)));
+    }
+
+    #[test]
+    fn a_history_kept_under_other_averages_gives_every_feature_of_the_new_ones() {
+        let (old, new) = (spec(2, vec![60]), spec(3, vec![60, 240, 720]));
+        let mut history = History::default();
+        for k in 0..6 {
+            history.push(&old, k * 5 * MIN, 100.0 + k as f64);
+        }
+        history.push(&new, 30 * MIN, 110.0);
+        let mut features = Vec::new();
+        history.features(&new, &mut features);
+        assert_eq!(features.len(), new.len());
+        // The averages start again at the reading; the lags use the readings kept.
+        assert_eq!(features[3..], [0.0; 3]);
+        assert_eq!(features[0], 110.0 - 105.0);
     }
 
     #[test]
