@@ -88,7 +88,7 @@ fn fingerprint(horizon: &HorizonModel, adaptation: &Adaptation) -> u64 {
 
 /// Most forecasts of one horizon waiting to be learnt from: one per half
 /// grid step over the horizon and the tolerance.
-pub fn waiting_capacity(horizon_min: u32, step_min: u32) -> usize {
+fn waiting_capacity(horizon_min: u32, step_min: u32) -> usize {
     2 * (horizon_min / step_min.max(1)) as usize + 2
 }
 

@@ -111,7 +111,8 @@ impl SensorState {
 
 /// A sensor as a snapshot of schema 1 (version 0.1.0, before adaptation)
 /// keeps it: the same fields, the history where the model state is now.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 pub struct SensorStateV1 {
     history: History,
     alerts: PredictedLow,
