@@ -5,7 +5,9 @@
 //! and its hourly accuracy adds up to the trainer's evaluation of the same
 //! forecasts; snapshots anywhere give the uninterrupted output; a hostile
 //! recording (gaps, duplicates, disorder, a lone reading, absurd values, a
-//! burst) is taken without a trap.
+//! burst) is taken without a trap; and at its busiest (`max_sensors`
+//! sensors with the longest ids, a reading a minute) it keeps within its
+//! manifest's memory and state limits with the margin they claim.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
@@ -325,6 +327,84 @@ fn a_hostile_recording_is_replayed_without_a_trap_and_gives_the_expected_outputs
     // `dup` and `shuffled`: 2 hours of 5-minute readings, the first 18
     // forecasts of each met their reading.
     assert_eq!((accuracy["cgm.dup"], accuracy["cgm.shuffled"]), (18.0, 18.0));
+}
+
+/// The plugin's `[limits]` as its manifest declares them.
+fn declared_limits() -> edgewise_host::bundle::ManifestLimits {
+    let path = workspace_root().join("plugins/glucose-forecast/edgewise.toml");
+    edgewise_host::bundle::ManifestSource::from_toml(&std::fs::read_to_string(path).unwrap())
+        .unwrap()
+        .limits
+}
+
+/// The worst load the manifest's limits are sized for: `max_sensors`
+/// sensors with ids of the longest a bus accepts (256 bytes), reading every
+/// minute (the fastest CGMs) for two hours, as JSON lines. A sensor's
+/// state stops growing after an hour (its history, the forecasts waiting
+/// for their reading); the values swing between 60 and 180 mg/dL so that
+/// every sensor adapts and alerts.
+fn busiest_recording(dir: &Path, sensors: u32) -> (PathBuf, usize) {
+    let minutes = 120;
+    let mut text = String::new();
+    for minute in 0..minutes {
+        for sensor in 0..sensors {
+            // 252 characters after `cgm.`: a 256-byte sensor id.
+            let id = format!("{sensor:x>252}");
+            let phase = f64::from(sensor) * 0.37 + f64::from(minute) * std::f64::consts::TAU / 90.0;
+            let value = (120.0 + 60.0 * phase.sin() + f64::from((sensor * 7 + minute * 13) % 5)).round();
+            let ts = T0 + i64::from(minute) * MINUTE_MS + i64::from(sensor);
+            writeln!(
+                text,
+                r#"{{"subject":"sensors.cgm.{id}","payload":{{"ts":{ts},"value":{value},"unit":"mg/dL"}}}}"#
+            )
+            .unwrap();
+        }
+    }
+    let path = dir.join("busiest.jsonl");
+    std::fs::write(&path, text).unwrap();
+    (path, (minutes * sensors) as usize)
+}
+
+/// The manifest's limits hold, with the margin its comments claim: at its
+/// busiest (`max_sensors` sensors, 256-byte ids, a reading a minute), the
+/// plugin runs in half its `memory_mb`, through a snapshot taken and
+/// restored once every sensor's state is full (the peak: the snapshot
+/// written and read back next to the state), and that snapshot fits in its
+/// `state_bytes`.
+#[test]
+fn at_its_busiest_the_plugin_runs_in_half_its_declared_memory_and_its_snapshot_fits() {
+    let limits = declared_limits();
+    let (memory_mb, state_bytes, sensors) = (
+        limits.memory_mb.unwrap(),
+        limits.state_bytes.unwrap(),
+        limits.max_sensors.unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (input, readings) = busiest_recording(dir.path(), sensors);
+    // One stop, at 1 h 50 min: the state of every sensor is full.
+    let stop = readings - 10 * sensors as usize;
+    let half = format!("memory_mb={}", memory_mb / 2);
+    let run = replayed(&input, &every(stop, &["--limit", &half]));
+    assert_contains(&run.stderr, "output identical to the uninterrupted replay");
+    let largest: u64 = run
+        .stderr
+        .split(" at most;")
+        .next()
+        .and_then(|before| before.rsplit(", ").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no snapshot size in: {}", run.stderr));
+    assert!(
+        largest <= u64::from(state_bytes),
+        "a {largest}-byte snapshot, over the declared {state_bytes}: {}",
+        run.stderr
+    );
+    // Every sensor was forecast and judged (its state is what was measured).
+    let judged: std::collections::BTreeSet<String> = lines(&run.output)
+        .iter()
+        .filter(|l| l["metrics"].get("n_30").is_some())
+        .map(|l| l["sensor"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(judged.len(), sensors as usize);
 }
 
 /// Live, through `edgewise run` on a real nats-server (where, unlike in a
