@@ -278,10 +278,12 @@ fn write_model(doc: &mut String, report: &Report) -> std::fmt::Result {
              updated by each forecast when the first reading within {} minutes of its target \
              arrives. Until then a sensor forecasts exactly what the cloud's coefficients do. The \
              prior variance is chosen by the same leave-subjects-out cross-validation, each fold's \
-             model adapting over each of its held-out subjects from their first reading; the \
-             evaluation below forecasts the same way, every subject starting from the cloud's \
-             coefficients.",
-            f64::from(spec.step_min) / 2.0
+             model adapting over each of its held-out subjects from their first reading, and only \
+             if it saves at least {}% of the fixed coefficients' cross-validated RMSE (adaptation \
+             costs every device memory and state); the evaluation below forecasts the same way, \
+             every subject starting from the cloud's coefficients.",
+            f64::from(spec.step_min) / 2.0,
+            100.0 * crate::train::ADAPTATION_MIN_GAIN
         )?;
         writeln!(doc)?;
     }

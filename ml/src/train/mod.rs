@@ -30,6 +30,11 @@ pub const LAMBDAS: [f64; 7] = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0];
 /// The prior variances of on-device adaptation cross-validation chooses
 /// from, or none ([`forecast_model::Adaptation`]).
 pub const PRIOR_VARIANCES: [f64; 4] = [1e-4, 1e-3, 1e-2, 1e-1];
+/// The least share of the fixed coefficients' cross-validated RMSE that
+/// adaptation must save to be chosen. It costs every device memory and
+/// state (most of glucose-forecast's at 1000 sensors): a gain within the
+/// noise of one set of subjects is not worth it.
+pub const ADAPTATION_MIN_GAIN: f64 = 0.005;
 /// Folds of the cross-validation; a subject's fold is its place in id order
 /// modulo this.
 const FOLDS: usize = 5;
@@ -212,8 +217,8 @@ fn fit_without_fold(
 
 /// Whether the horizon adapts on the device, and with which prior variance:
 /// the one with the lowest cross-validated RMSE, fold models adapting over
-/// each held-out fold subject's readings from their start; none if no prior
-/// beats the fixed coefficients.
+/// each held-out fold subject's readings from their start; none unless it
+/// beats the fixed coefficients by [`ADAPTATION_MIN_GAIN`].
 fn choose_adaptation(
     subjects: &[&Subject],
     samples: &[Vec<Vec<Sample>>],
@@ -246,6 +251,9 @@ fn choose_adaptation(
     let best = (0..candidates.len())
         .min_by(|&a, &b| rmse(a).total_cmp(&rmse(b)))
         .context("no prior variance to choose from")?;
+    if rmse(best) > rmse(0) * (1.0 - ADAPTATION_MIN_GAIN) {
+        return Ok(None);
+    }
     Ok(candidates[best].map(|prior_variance| Adaptation {
         prior_variance,
         cv_rmse: rmse(best),
@@ -363,6 +371,68 @@ mod tests {
         let hall = shipped("Hall2018_processed.csv");
         let error = train(std::slice::from_ref(&hall), std::slice::from_ref(&hall)).unwrap_err();
         assert!(error.to_string().contains("is also a training subject"), "{error:#}");
+    }
+
+    /// Subjects whose glucose returns to its mean at `pull(subject)` per
+    /// 5-minute step (an AR(1) process around 120 mg/dL), two days each,
+    /// with a deterministic pseudo-random walk.
+    fn synthetic(name: &str, pull: impl Fn(usize) -> f64) -> DataSet {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut noise = move || {
+            // xorshift64*, then a uniform in [-1, 1).
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+        };
+        let subjects = (0..20)
+            .map(|s| {
+                let mut glucose = 120.0;
+                let readings = (0..576)
+                    .map(|k| {
+                        glucose = 120.0 + (1.0 - pull(s)) * (glucose - 120.0) + 12.0 * noise();
+                        (
+                            1_434_326_400_000 + k * 5 * forecast_model::MINUTE_MS,
+                            glucose.clamp(40.0, 400.0),
+                        )
+                    })
+                    .collect();
+                Subject {
+                    id: format!("{name}-{s}"),
+                    readings,
+                }
+            })
+            .collect();
+        DataSet {
+            name: name.to_owned(),
+            sha256: String::new(),
+            subjects,
+        }
+    }
+
+    #[test]
+    fn cross_validation_adapts_only_when_subjects_differ() {
+        // Alike: one law for every subject, which the cloud's fit already
+        // has; a sensor refining it would only learn its noise.
+        let alike = train(&[synthetic("alike", |_| 0.05)], &[]).unwrap();
+        // Unlike: half the subjects return to the mean ten times faster; the
+        // pooled fit is right for nobody, and each sensor learns its own.
+        let unlike = train(&[synthetic("unlike", |s| if s % 2 == 0 { 0.02 } else { 0.2 })], &[]).unwrap();
+        for horizon in &alike.horizons {
+            assert_eq!(horizon.adaptation, None, "{} min", horizon.minutes);
+        }
+        for horizon in &unlike.horizons {
+            let adaptation = horizon
+                .adaptation
+                .as_ref()
+                .unwrap_or_else(|| panic!("{} min", horizon.minutes));
+            let fixed = horizon.fit.as_ref().unwrap().cv_rmse;
+            assert!(
+                adaptation.cv_rmse < fixed,
+                "{} min: {adaptation:?}, fixed {fixed}",
+                horizon.minutes
+            );
+        }
     }
 
     #[test]
