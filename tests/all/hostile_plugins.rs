@@ -306,11 +306,12 @@ async fn log_flood_is_dropped_not_fatal(hostile: Hostile) {
 }
 
 async fn readings_wait_for_the_restart(hostile: Hostile) {
-    // Every second call overruns the deadline; the restart waits 1 s; the
-    // buffer holds 2 readings.
+    // Every second call overruns the deadline; the restart waits 3 s (the
+    // five readings below, each awaited through the status, must arrive
+    // while it is down, on a slow machine too); the buffer holds 2 readings.
     let local = NatsServer::start();
     let plugins = format!(
-        "[supervisor]\nbackoff_initial = \"1s\"\nbuffer_readings = 2\n{}",
+        "[supervisor]\nbackoff_initial = \"3s\"\nbuffer_readings = 2\n{}",
         hostile.plugin_table("slow", "every = 2\nspin_ms = 1000\n", "call_deadline_ms = 200\n")
     );
     let mut device = Device::with_tick(&local, None, "1h", &plugins);

@@ -158,9 +158,12 @@ async fn upstream_down_at_start_then_up_delivers_everything_once() {
     let mut device = Device::new(&local, Some(&cloud), "");
     let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
     three_urgent_lows(&client, &mut alerts).await;
-    let status = cli_status(&local);
+    // An alert is published locally before the outbox commits it.
+    let status = cli_status_until(&local, WAIT, "the three alerts kept in the outbox", |s| {
+        s["outbox"]["alerts"] == 3
+    })
+    .await;
     assert_eq!(status["upstream_connected"], false);
-    assert_eq!(status["outbox"]["alerts"], 3, "{status}");
     cloud.start_again();
     upstream_alerts(&cloud, 3).await;
     // Once the host has stopped, nothing more can arrive: a duplicate would be there.

@@ -148,9 +148,17 @@ async fn the_endpoint_agrees_with_the_status_and_shows_no_patient_value() {
     next_where(&mut alerts, "the urgent low", |_, alert| alert["code"] == "urgent-low").await;
     next_json(&mut dead, "a dead letter").await;
     next_json(&mut dead, "another dead letter").await;
-    status_until(&client, "both readings in and both dead letters counted", |status| {
-        status["plugins"][0]["readings_in"] == 2 && status["ingest"]["deadlettered"] == 2
-    })
+    // The urgent low is published before the outbox commits it and
+    // `alerts_out` counts it: wait for that too (it comes of the last reading).
+    status_until(
+        &client,
+        "both readings in, both dead letters and the alert counted",
+        |status| {
+            status["plugins"][0]["readings_in"] == 2
+                && status["ingest"]["deadlettered"] == 2
+                && status["plugins"][0]["alerts_out"].as_u64() >= Some(1)
+        },
+    )
     .await;
 
     let status = cli_status(&local);

@@ -103,14 +103,12 @@ async fn a_configuration_refused_by_init_is_degraded_not_a_device_stop() {
         "the plugin's reason: {degraded}"
     );
     // Supervised like any failure: backoff, then quarantine.
-    let status = status_until(&client, "faulty-plugin quarantined", |s| {
+    // The state is set just before the failure is counted: wait for both.
+    status_until(&client, "faulty-plugin quarantined after three returned errors", |s| {
         plugin(s, "faulty-plugin")["state"] == "quarantined"
+            && plugin(s, "faulty-plugin")["failures"]["returned-error"].as_u64() >= Some(3)
     })
     .await;
-    assert!(
-        plugin(&status, "faulty-plugin")["failures"]["returned-error"].as_u64() >= Some(3),
-        "{status}"
-    );
     device.terminate_cleanly().await;
 }
 

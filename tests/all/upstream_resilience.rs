@@ -480,7 +480,11 @@ async fn an_alert_raised_while_100000_summaries_wait_reaches_the_cloud_before_th
         "100,000 summaries waiting",
         DRAIN_WAIT,
         || host_status(&client),
-        |s| s["outbox"]["summaries"] == SUMMARIES || plugin(s, "threshold")["errors"] != 0,
+        // `summaries_out` is counted just after the commit that stores them.
+        |s| {
+            (s["outbox"]["summaries"] == SUMMARIES && plugin(s, "threshold")["summaries_out"] == SUMMARIES)
+                || plugin(s, "threshold")["errors"] != 0
+        },
     )
     .await;
     assert_eq!(plugin(&status, "threshold")["summaries_out"], SUMMARIES, "{status}");
