@@ -62,6 +62,20 @@ impl Input {
         }
     }
 
+    /// About the bytes the input holds in memory: per reading its sensor id
+    /// and unit, its timestamp and value; per source its sequence. (The log
+    /// keeps fewer: each sensor once per input.)
+    pub fn held_bytes(&self) -> usize {
+        const FIXED: usize = 16;
+        match self {
+            Input::Readings { readings, sources, .. } => {
+                let readings: usize = readings.iter().map(|r| r.sensor.len() + r.unit.len() + 16).sum();
+                FIXED + readings + 8 * sources.len()
+            }
+            Input::Tick(_) => FIXED,
+        }
+    }
+
     /// The bytes the log keeps.
     pub fn encode(&self) -> Vec<u8> {
         let wire = match self {
