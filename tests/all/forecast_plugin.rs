@@ -212,6 +212,15 @@ fn snapshotted_every_n_readings_gives_the_golden_output() {
 /// 2015-06-15 00:00 UTC.
 const T0: i64 = 1_434_326_400_000;
 
+/// One line of a recording of bus messages: the reading of CGM `sensor`.
+fn write_reading(text: &mut String, sensor: &str, ts: i64, value: f64) {
+    writeln!(
+        text,
+        r#"{{"subject":"sensors.cgm.{sensor}","payload":{{"ts":{ts},"value":{value},"unit":"mg/dL"}}}}"#
+    )
+    .unwrap();
+}
+
 /// A recording hostile to a forecaster, as JSON lines, and the readings
 /// replay keeps of it, `(sensor, ts, value)`:
 /// - `gappy`: steady, three hours of silence, then a fall to 40 and back;
@@ -259,11 +268,7 @@ fn hostile_recording(dir: &Path) -> (PathBuf, Vec<(String, i64, f64)>) {
     }
     let mut text = String::new();
     for (sensor, ts, value) in &written {
-        writeln!(
-            text,
-            r#"{{"subject":"sensors.cgm.{sensor}","payload":{{"ts":{ts},"value":{value},"unit":"mg/dL"}}}}"#
-        )
-        .unwrap();
+        write_reading(&mut text, sensor, *ts, *value);
     }
     let path = dir.join("hostile.jsonl");
     std::fs::write(&path, text).unwrap();
@@ -353,11 +358,7 @@ fn busiest_recording(dir: &Path, sensors: u32) -> (PathBuf, usize) {
             let phase = f64::from(sensor) * 0.37 + f64::from(minute) * std::f64::consts::TAU / 90.0;
             let value = (120.0 + 60.0 * phase.sin() + f64::from((sensor * 7 + minute * 13) % 5)).round();
             let ts = T0 + i64::from(minute) * MINUTE_MS + i64::from(sensor);
-            writeln!(
-                text,
-                r#"{{"subject":"sensors.cgm.{id}","payload":{{"ts":{ts},"value":{value},"unit":"mg/dL"}}}}"#
-            )
-            .unwrap();
+            write_reading(&mut text, &id, ts, value);
         }
     }
     let path = dir.join("busiest.jsonl");

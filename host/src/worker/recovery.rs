@@ -292,46 +292,39 @@ mod tests {
         }
     }
 
+    /// Give ticks from position `from` on: the snapshot falls due with the
+    /// `count`-th, not before.
+    fn due_with_tick(recovery: &mut Recovery, from: u64, count: u64) {
+        ticks(recovery, from, count - 1);
+        assert!(!recovery.snapshot_due(), "due before tick {count}");
+        ticks(recovery, from + count - 1, 1);
+        assert!(recovery.snapshot_due(), "not due at tick {count}");
+    }
+
+    /// Ticks whose bytes, as recovery counts them, are a quarter of a
+    /// snapshot's when there are `count` of them.
+    fn snapshot_bytes_of_ticks(count: usize) -> usize {
+        count * Input::Tick(0).held_bytes() * SNAPSHOT_BYTES_PER_INPUT_BYTE
+    }
+
     #[test]
     fn a_large_snapshot_waits_for_inputs_of_a_quarter_of_its_bytes() {
-        let tick = Input::Tick(0).held_bytes();
-        // Inputs of a quarter of its size: more than SNAPSHOT_EVERY of them.
-        let inputs = 1_000;
-        let mut recovery = after_a_snapshot_of(inputs * tick * SNAPSHOT_BYTES_PER_INPUT_BYTE);
-        ticks(&mut recovery, 1, SNAPSHOT_EVERY as u64);
-        assert!(!recovery.snapshot_due(), "a small snapshot would be due here");
-        ticks(
-            &mut recovery,
-            1 + SNAPSHOT_EVERY as u64,
-            (inputs - SNAPSHOT_EVERY - 1) as u64,
-        );
-        assert!(!recovery.snapshot_due());
-        ticks(&mut recovery, inputs as u64, 1);
-        assert!(recovery.snapshot_due());
+        // 1000 inputs of a quarter of its size: beyond SNAPSHOT_EVERY.
+        due_with_tick(&mut after_a_snapshot_of(snapshot_bytes_of_ticks(1_000)), 1, 1_000);
         // A small one is due every SNAPSHOT_EVERY inputs, as it always was.
-        let mut small = after_a_snapshot_of(3);
-        ticks(&mut small, 1, SNAPSHOT_EVERY as u64 - 1);
-        assert!(!small.snapshot_due());
-        ticks(&mut small, SNAPSHOT_EVERY as u64, 1);
-        assert!(small.snapshot_due());
+        due_with_tick(&mut after_a_snapshot_of(3), 1, SNAPSHOT_EVERY as u64);
     }
 
     #[test]
     fn however_large_the_snapshot_one_is_due_every_snapshot_every_at_most_inputs() {
-        let mut recovery = after_a_snapshot_of(64 << 20);
-        ticks(&mut recovery, 1, SNAPSHOT_EVERY_AT_MOST as u64 - 1);
-        assert!(!recovery.snapshot_due());
-        ticks(&mut recovery, SNAPSHOT_EVERY_AT_MOST as u64, 1);
-        assert!(recovery.snapshot_due());
+        due_with_tick(&mut after_a_snapshot_of(64 << 20), 1, SNAPSHOT_EVERY_AT_MOST as u64);
     }
 
     #[test]
     fn the_inputs_kept_past_a_late_snapshot_are_bounded_from_when_it_fell_due() {
-        let tick = Input::Tick(0).held_bytes();
         let due_at = 2_000;
-        let mut recovery = after_a_snapshot_of(due_at * tick * SNAPSHOT_BYTES_PER_INPUT_BYTE);
-        ticks(&mut recovery, 1, due_at as u64);
-        assert!(recovery.snapshot_due());
+        let mut recovery = after_a_snapshot_of(snapshot_bytes_of_ticks(due_at));
+        due_with_tick(&mut recovery, 1, due_at as u64);
         // Snapshots failing: as many more as before the change, then none.
         let slack = (KEPT_AT_MOST - SNAPSHOT_EVERY) as u64;
         ticks(&mut recovery, 1 + due_at as u64, slack);
@@ -342,18 +335,13 @@ mod tests {
 
     #[test]
     fn inputs_split_or_set_aside_by_a_recovery_are_counted_again() {
-        let tick = Input::Tick(0).held_bytes();
-        let mut recovery = after_a_snapshot_of(400 * tick * SNAPSHOT_BYTES_PER_INPUT_BYTE);
+        let mut recovery = after_a_snapshot_of(snapshot_bytes_of_ticks(400));
         ticks(&mut recovery, 1, 399);
-        assert!(!recovery.snapshot_due());
-        // A recovery sets 99 of them aside: 300 left; 99 more are short of
-        // the 400 the snapshot's size asks, the 100th makes it.
+        // A recovery sets 99 of them aside: 300 left, and the snapshot's size
+        // asks for 400: due with the 100th more, not the first.
         if let Some((_, _, since)) = recovery.plan() {
             since.drain(..99);
         }
-        ticks(&mut recovery, 400, 99);
-        assert!(!recovery.snapshot_due());
-        ticks(&mut recovery, 499, 1);
-        assert!(recovery.snapshot_due());
+        due_with_tick(&mut recovery, 400, 100);
     }
 }
