@@ -46,7 +46,7 @@ pub(super) const SNAPSHOT_EVERY_AT_MOST: usize = 8 * 1024;
 pub(super) const KEPT_AT_MOST: usize = 4 * SNAPSHOT_EVERY;
 /// Inputs kept at most while a new version is on probation (it saves no
 /// state then: a rollback gives them all to the old version again), and read
-/// from the log at start (a crash during a probation).
+/// from the log at start (a crash during a probation): never more.
 pub(super) const PROBATION_KEPT: usize = 64 * 1024;
 /// Failures of one input in a row (given again, and failing each time)
 /// after which it is set aside: the last but one is supervised (backoff),
@@ -139,9 +139,12 @@ impl Recovery {
             self.since_bytes = self.since.iter().map(|kept| kept.input.held_bytes()).sum();
             self.recount = false;
         }
+        // Past the limit since a snapshot fell due, or more than a start can
+        // read back from the journal.
         let overdue = self
             .due_since
-            .is_some_and(|due| self.since.len().saturating_sub(due) >= self.limit.saturating_sub(SNAPSHOT_EVERY));
+            .is_some_and(|due| self.since.len().saturating_sub(due) >= self.limit.saturating_sub(SNAPSHOT_EVERY))
+            || self.since.len() >= PROBATION_KEPT;
         if overdue {
             self.since.clear();
             self.since_bytes = 0;
@@ -343,5 +346,17 @@ mod tests {
             since.drain(..99);
         }
         due_with_tick(&mut recovery, 400, 100);
+    }
+
+    #[test]
+    fn never_more_inputs_are_kept_than_a_start_reads_back_from_the_journal() {
+        // On probation no snapshot is taken: the inputs pile up to what a
+        // start can read back, as many whenever the snapshot fell due.
+        let mut recovery = after_a_snapshot_of(snapshot_bytes_of_ticks(SNAPSHOT_EVERY_AT_MOST));
+        recovery.set_limit(PROBATION_KEPT);
+        ticks(&mut recovery, 1, PROBATION_KEPT as u64);
+        assert!(recovery.plan().is_some(), "as many as a start reads back");
+        ticks(&mut recovery, 1 + PROBATION_KEPT as u64, 1);
+        assert!(recovery.plan().is_none(), "more: no recovery");
     }
 }
