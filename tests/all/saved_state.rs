@@ -1,9 +1,8 @@
 //! A plugin's state survives a restart of the host and `kill -9` (issue
 //! #14): the host logs every input in the plugin's journal (the outbox file)
 //! and saves its snapshot there every 256 inputs (later for a large state)
-//! and at shutdown; the next
-//! run starts the plugin from the snapshot and gives it the inputs logged
-//! after it again. A saved state that cannot be read, or that the plugin
+//! and at shutdown; the next run starts the plugin from the snapshot and
+//! gives it the inputs logged after it again. A saved state that cannot be read, or that the plugin
 //! refuses, is moved aside (kept) and reported.
 //!
 //! faulty-v02 passes readings through (`fail = pass`), each answered with a
