@@ -28,6 +28,8 @@ pub struct PluginEntry {
     /// A hostile plugin: the host is configured never to quarantine it, so
     /// it keeps failing (and burning CPU) for the whole measurement.
     pub hostile: bool,
+    /// The body of its `[plugins.config]` table (empty: none).
+    pub config: &'static str,
 }
 
 impl PluginEntry {
@@ -40,6 +42,18 @@ impl PluginEntry {
             bundle: bundle.to_owned(),
             outputs_per_second: Some(GLUCOSE_OUTPUTS_PER_SECOND),
             hostile: false,
+            config: "max_ahead = \"87600000h\"\n",
+        }
+    }
+
+    /// glucose-forecast (its default configuration), its per-second output
+    /// limit raised out of the way as glucose-monitor's.
+    pub fn forecast(bundle: &Path) -> PluginEntry {
+        PluginEntry {
+            bundle: bundle.to_owned(),
+            outputs_per_second: Some(GLUCOSE_OUTPUTS_PER_SECOND),
+            hostile: false,
+            config: "",
         }
     }
 
@@ -50,6 +64,7 @@ impl PluginEntry {
             bundle: bundle.to_owned(),
             outputs_per_second: None,
             hostile: true,
+            config: "",
         }
     }
 }
@@ -195,8 +210,8 @@ impl Device {
         }
         for plugin in plugins {
             rest.push_str(&format!("\n[[plugins]]\nbundle = \"{}\"\n", plugin.bundle.display()));
-            if !plugin.hostile {
-                rest.push_str("[plugins.config]\nmax_ahead = \"87600000h\"\n");
+            if !plugin.config.is_empty() {
+                rest.push_str(&format!("[plugins.config]\n{}", plugin.config));
             }
             if let Some(rate) = plugin.outputs_per_second {
                 rest.push_str(&format!("[plugins.limits]\noutputs_per_second = {rate}\n"));

@@ -371,6 +371,24 @@ pub const SUITE: &[Measurement] = &[
         run: measure::recovery::run,
     },
     Measurement {
+        id: "recovery-large",
+        title: "Recovery after kill -9 at the snapshot cadence's worst, a large state",
+        method: "As \"Recovery after kill -9\", with glucose-forecast (its default configuration) serving 998 \
+                 sensors with 256-byte ids (its manifest's `max_sensors`, 1000, less the two new sensors the \
+                 starts are timed by; the longest ids the bus takes): its state is about 9 MB, and the host saves \
+                 a state that large only once the inputs since hold a quarter of its bytes (at most every 8192 \
+                 inputs), not every 256, so a recovery gives thousands of inputs again. Each round warms the \
+                 device with an hour of 1-minute readings of every sensor, then publishes one reading at a time, \
+                 each once the status shows the last taken (one reading per input, the most inputs per byte), \
+                 watching the status's `snapshots_saved`: to a save, to the next (the cadence's period, in \
+                 inputs), then the period less a 32nd more (periods differ by up to about 1.5%: ticks are inputs too, and the state's size moves a little); once the stream has none unacknowledged and the \
+                 status shows no further save, the host is killed with SIGKILL and started again as in \
+                 \"Recovery after kill -9\" (a low reading of a new sensor; glucose-forecast's \
+                 `predicted-urgent-low` alert about it marks the plugin resumed). Three rounds, medians; the \
+                 copy of the killed outbox gives the saved state's size and the inputs given again.",
+        run: measure::recovery_large::run,
+    },
+    Measurement {
         id: "swap",
         title: "Hot swap while readings flow (issue #15)",
         method: "A private nats-server with JetStream holds the deployment buckets (no domain: the device reads them \

@@ -110,21 +110,23 @@ async fn count_after_kill_at_300(extra: &str) -> u64 {
 /// own input and answered, and `kill -9` the host once they are committed:
 /// the position of its last saved state, and what it counts for the next
 /// reading after a start.
-async fn saved_and_counted_after_kill(config: &str, count: u64) -> (Option<i64>, u64) {
+async fn saved_and_counted_after_kill(config: &str, count: u64) -> (Option<i64>, u64, u64) {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, &V0_2.plugin_table("pass", config, ""));
     let (client, mut alerts) = device.start_watching(&local, V0_2.name).await;
     give(&client, &mut alerts, count).await;
-    status_until(&client, "every output committed", |status| {
+    // Each state is committed after the outputs before it, with the outputs of its input.
+    let status = status_until(&client, "every output committed", |status| {
         plugin(status, V0_2.name)["alerts_out"].as_u64() >= Some(count)
     })
     .await;
+    let snapshots_saved = plugin(&status, V0_2.name)["snapshots_saved"].as_u64().unwrap();
     device.kill();
     let saved = saved_position(&device);
     device.start_with(&client).await;
     let counted = give(&client, &mut alerts, 1).await;
     device.terminate_cleanly().await;
-    (saved, counted[0])
+    (saved, snapshots_saved, counted[0])
 }
 
 /// A large state is saved less often: after the first save, not every 256
@@ -139,17 +141,18 @@ async fn a_large_state_is_saved_less_often_and_kill_9_still_loses_nothing() {
     let large = "snapshot = \"padded\"\nsnapshot_bytes = 65536\n";
     assert_eq!(
         saved_and_counted_after_kill(large, 540).await,
-        (Some(256), 541),
+        (Some(256), 1, 541),
         "the large state saved at the 256th input only"
     );
     assert_eq!(
         saved_and_counted_after_kill("", 540).await,
-        (Some(512), 541),
+        (Some(512), 2, 541),
         "the small state saved every 256 inputs"
     );
     // Not never: by 860 inputs the large state has been saved again.
-    let (saved, counted) = saved_and_counted_after_kill(large, 860).await;
+    let (saved, snapshots_saved, counted) = saved_and_counted_after_kill(large, 860).await;
     assert!(saved.is_some_and(|at| (540..860).contains(&at)), "{saved:?}");
+    assert_eq!(snapshots_saved, 2, "the status counts the saves");
     assert_eq!(counted, 861);
 }
 

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod python;
 pub mod recovery;
+pub mod recovery_large;
 pub mod replay;
 pub mod snapshot;
 pub mod startup;

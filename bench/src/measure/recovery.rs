@@ -46,24 +46,24 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// One start of `edgewise run`, timed from the start of its process.
 #[derive(Debug, Clone, Copy)]
-struct Start {
+pub(super) struct Start {
     /// Until it answered a status request.
-    ready: Duration,
+    pub(super) ready: Duration,
     /// Until the alert about the new reading arrived: the plugin had resumed
     /// (the worker gives the inputs again before it takes new ones).
-    resumed: Duration,
+    pub(super) resumed: Duration,
     /// Until the host logged that it runs (its plugins started, before it
     /// connects to the bus), by the time of the log line.
-    running: Option<Duration>,
+    pub(super) running: Option<Duration>,
     /// Until the host logged that the plugin resumed from its saved state and
     /// input log (a recovery only), by the time of the log line.
-    resumed_logged: Option<Duration>,
+    pub(super) resumed_logged: Option<Duration>,
 }
 
 /// The host's log line when it has started its plugins.
-const RUNNING_LINE: &str = "Edgewise is running";
+pub(super) const RUNNING_LINE: &str = "Edgewise is running";
 /// The host's log line when a plugin has resumed.
-const RESUMED_LINE: &str = "Plugin resumed from its saved state and input log";
+pub(super) const RESUMED_LINE: &str = "Plugin resumed from its saved state and input log";
 
 /// One round: a start with an empty journal, then a day, a kill, a recovery.
 #[derive(Debug, Clone, Copy)]
@@ -216,7 +216,13 @@ async fn one_round(ctx: &Ctx, round: usize) -> anyhow::Result<Round> {
         tokio::time::sleep(POLL).await;
     }
     device.kill();
-    let (inputs, saved_at, again, readings_again) = journal(&device.data_dir(), &ctx.paths.work.join("recovery-copy"))?;
+    let Journal {
+        inputs,
+        saved_at,
+        again,
+        readings_again,
+        ..
+    } = journal(&device.data_dir(), &ctx.paths.work.join("recovery-copy"), PLUGIN)?;
 
     let recovery = timed_start(&mut device, &jetstream, &mut alerts, &format!("probe-recovery-{round}")).await?;
     let status = device.plugin_status(PLUGIN).await?;
@@ -237,7 +243,7 @@ async fn one_round(ctx: &Ctx, round: usize) -> anyhow::Result<Round> {
 /// Publish a low reading of a new sensor `sensor` to the stream (the host is
 /// down), start the host and time it: until it answers a status request,
 /// and until glucose-monitor's alert about that reading arrives.
-async fn timed_start(
+pub(super) async fn timed_start(
     device: &mut Device,
     jetstream: &async_nats::jetstream::Context,
     alerts: &mut async_nats::Subscriber,
@@ -291,7 +297,7 @@ fn logged_after(log: &str, what: &str, since: time::OffsetDateTime) -> Option<Du
 
 /// Messages of `stream` not yet acknowledged by its consumers (pending or
 /// delivered and not acknowledged).
-async fn unacknowledged(stream: &mut async_nats::jetstream::stream::Stream) -> anyhow::Result<u64> {
+pub(super) async fn unacknowledged(stream: &mut async_nats::jetstream::stream::Stream) -> anyhow::Result<u64> {
     let mut consumers = stream.consumers();
     let mut left = 0;
     while let Some(info) = consumers.next().await {
@@ -301,11 +307,25 @@ async fn unacknowledged(stream: &mut async_nats::jetstream::stream::Stream) -> a
     Ok(left)
 }
 
-/// The killed device's journal, read from a copy of its outbox (opening
-/// the device's own file would recover its write-ahead log before the host
-/// does): the last input's position, the saved state's, and the inputs
-/// after it with their readings.
-fn journal(data_dir: &Path, copy: &Path) -> anyhow::Result<(u64, u64, u64, u64)> {
+/// What a killed device's journal holds of one plugin.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Journal {
+    /// The last input's position.
+    pub(super) inputs: u64,
+    /// The saved state's position.
+    pub(super) saved_at: u64,
+    /// Inputs after it (given again at the recovery).
+    pub(super) again: u64,
+    /// Readings in them.
+    pub(super) readings_again: u64,
+    /// The saved state's bytes.
+    pub(super) state_bytes: usize,
+}
+
+/// The killed device's journal of `plugin`, read from a copy of its outbox
+/// (opening the device's own file would recover its write-ahead log before
+/// the host does).
+pub(super) fn journal(data_dir: &Path, copy: &Path, plugin: &str) -> anyhow::Result<Journal> {
     if copy.exists() {
         std::fs::remove_dir_all(copy).with_context(|| format!("cannot remove {}", copy.display()))?;
     }
@@ -329,13 +349,9 @@ fn journal(data_dir: &Path, copy: &Path) -> anyhow::Result<(u64, u64, u64, u64)>
     let key = OutboxKey::load_or_create(&copy.join(KEY_FILE)).context("cannot read the outbox key")?;
     let mut outbox = Outbox::open(copy, &key, OutboxLimits::default()).context("cannot open the outbox copy")?;
     let journal = outbox
-        .plugin_journal(PLUGIN, 1_000_000)
+        .plugin_journal(plugin, 1_000_000)
         .context("cannot read the plugin's journal")?;
-    let saved_at = journal
-        .state
-        .as_ref()
-        .map(|state| state.position)
-        .context("no saved state in the journal")?;
+    let state = journal.state.as_ref().context("no saved state in the journal")?;
     let inputs = journal
         .inputs
         .context("the input log after the saved state is not whole")?;
@@ -344,5 +360,11 @@ fn journal(data_dir: &Path, copy: &Path) -> anyhow::Result<(u64, u64, u64, u64)>
         .filter_map(|logged| logged.data.as_deref().and_then(|data| Input::decode(data).ok()))
         .map(|input| input.readings() as u64)
         .sum();
-    Ok((journal.last_position, saved_at, inputs.len() as u64, readings))
+    Ok(Journal {
+        inputs: journal.last_position,
+        saved_at: state.position,
+        again: inputs.len() as u64,
+        readings_again: readings,
+        state_bytes: state.data.len(),
+    })
 }

@@ -202,6 +202,9 @@ pub struct PluginStatus {
     /// Snapshots asked for and not obtained.
     #[serde(default)]
     pub snapshot_failures: u64,
+    /// Snapshots saved in the journal (a recovery starts from the last one).
+    #[serde(default)]
+    pub snapshots_saved: u64,
     /// Restarts that could not keep the plugin's state (it started afresh).
     #[serde(default)]
     pub state_lost: u64,

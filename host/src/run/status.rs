@@ -208,6 +208,7 @@ fn plugin_status(plugin: &PluginSource) -> PluginStatus {
         recoveries: load(&stats.recoveries),
         inputs_set_aside: load(&stats.inputs_set_aside),
         snapshot_failures: load(&stats.snapshot_failures),
+        snapshots_saved: load(&stats.snapshots_saved),
         state_lost: load(&stats.state_lost),
     }
 }

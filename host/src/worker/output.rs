@@ -234,6 +234,7 @@ impl Emitter {
             Ok(_) => {
                 stats.alerts_out.fetch_add(alerts, Ordering::Relaxed);
                 stats.summaries_out.fetch_add(summaries, Ordering::Relaxed);
+                stats.snapshots_saved.fetch_add(states, Ordering::Relaxed);
             }
             Err(error) => {
                 written.store(false, Ordering::Release);

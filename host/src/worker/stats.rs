@@ -45,6 +45,9 @@ pub struct PluginStats {
     /// Snapshots the host asked for and did not get (refused, too large, a
     /// failure of the plugin).
     pub snapshot_failures: AtomicU64,
+    /// Snapshots saved in the journal (committed, with every output made
+    /// before them): a recovery starts from the last one.
+    pub snapshots_saved: AtomicU64,
     /// Restarts that could not keep the plugin's state (no snapshot to
     /// start from, or one it refused): the plugin started afresh.
     pub state_lost: AtomicU64,
