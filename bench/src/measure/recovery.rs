@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use edgewise_host::input_log::Input;
 use edgewise_host::outbox::reset::KEY_FILE;
 use edgewise_host::outbox::{FILE_NAME, Outbox, OutboxKey, OutboxLimits};
+use edgewise_procs::NatsServer;
 use futures::StreamExt;
 
 use super::snapshot::{PER_DAY, SENSORS, one_day};
@@ -32,7 +33,7 @@ pub const ROW: &str = "recovery after kill -9, a day of 100 sensors in the journ
 pub const ADDED_ROW: &str = "recovery after kill -9, a day of 100 sensors: what the recovery adds to a start (the \
                              row above, figure less baseline in each round, median)";
 /// Issue #14's target, absolute: recovery within a second.
-const TARGET_MS: f64 = 1_000.0;
+pub(super) const TARGET_MS: f64 = 1_000.0;
 /// Rounds (each a fresh server and device); medians are reported.
 const ROUNDS: usize = 3;
 /// The device id.
@@ -70,14 +71,8 @@ pub(super) const RESUMED_LINE: &str = "Plugin resumed from its saved state and i
 struct Round {
     empty: Start,
     recovery: Start,
-    /// Inputs logged over the day (the last input's position).
-    inputs: u64,
-    /// Where the last saved state stood (position of its last input).
-    saved_at: u64,
-    /// Inputs after the saved state, given again at the recovery.
-    again: u64,
-    /// Readings in them.
-    readings_again: u64,
+    /// What the killed device's journal held.
+    journal: Journal,
 }
 
 /// The measurement.
@@ -89,18 +84,13 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         }
         anyhow::Ok(rounds)
     })?;
-    let ms = |pick: fn(&Round) -> Duration| {
-        let samples: Vec<f64> = rounds.iter().map(|r| pick(r).as_secs_f64() * 1e3).collect();
-        (median(&samples).unwrap_or(f64::NAN), samples)
-    };
-    let (recovery, recovery_runs) = ms(|r| r.recovery.resumed);
-    let (empty, empty_runs) = ms(|r| r.empty.resumed);
-    let (recovery_ready, _) = ms(|r| r.recovery.ready);
-    let (empty_ready, _) = ms(|r| r.empty.ready);
+    let (recovery, recovery_runs) = milliseconds(&rounds, |r| r.recovery.resumed);
+    let (empty, empty_runs) = milliseconds(&rounds, |r| r.empty.resumed);
+    let (recovery_ready, _) = milliseconds(&rounds, |r| r.recovery.ready);
+    let (empty_ready, _) = milliseconds(&rounds, |r| r.empty.ready);
     // Per round: the recovery's start less the empty one's, same device.
     let added: Vec<f64> = recovery_runs.iter().zip(&empty_runs).map(|(r, e)| r - e).collect();
     let added_median = median(&added).unwrap_or(f64::NAN);
-    let runs = |samples: &[f64]| samples.iter().map(|&s| number(s)).collect::<Vec<_>>().join(", ");
     let mut details = vec![format!(
         "{} readings a day ({SENSORS} sensors x {PER_DAY}); {ROUNDS} rounds, medians: the plugin resumed and \
          took a new reading {} ms after the process started (runs {}), against {} ms with an empty journal \
@@ -116,14 +106,10 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     let logged = |at: Option<Duration>| at.map_or("-".to_owned(), |at| number(at.as_secs_f64() * 1e3));
     for (k, round) in rounds.iter().enumerate() {
         details.push(format!(
-            "round {}: the day made {} inputs; the last saved state was at input {}, so {} inputs ({} readings) \
-             were given again. By the host's log (ms after the spawn): with an empty journal `{RUNNING_LINE}` \
-             {}; at the recovery `{RUNNING_LINE}` {}, `{RESUMED_LINE}` {}",
+            "round {}: {}. By the host's log (ms after the spawn): with an empty journal `{RUNNING_LINE}` {}; at \
+             the recovery `{RUNNING_LINE}` {}, `{RESUMED_LINE}` {}",
             k + 1,
-            round.inputs,
-            round.saved_at,
-            round.again,
-            round.readings_again,
+            round.journal.given_again(),
             logged(round.empty.running),
             logged(round.recovery.running),
             logged(round.recovery.resumed_logged),
@@ -148,39 +134,8 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
 /// A fresh nats-server and device: killed before its first input and
 /// started again (the baseline), then given the day, killed, started again.
 async fn one_round(ctx: &Ctx, round: usize) -> anyhow::Result<Round> {
-    let (server, client) = jetstream_server(&ctx.paths.nats_server, &format!("bench-recovery-{round}")).await?;
-    let url = server.url();
-    let jetstream = async_nats::jetstream::new(client.clone());
-    let mut stream = sensor_stream(&client, -1).await?;
-    let setup = Setup {
-        jetstream: Some(SENSOR_STREAM),
-        ..Setup::default()
-    };
-    // The first start compiles the plugin into the device's cache; killed
-    // before any input, it leaves an empty journal.
-    let mut device = Device::start_with(
-        ID,
-        &ctx.paths.work.join("recovery"),
-        &ctx.bundles.trust,
-        &url,
-        &setup,
-        &[PluginEntry::glucose(&ctx.bundles.glucose)],
-    )
-    .await?;
-    // Its status shows the plugin once it is compiled (and cached).
-    device.plugin_status(PLUGIN).await?;
-    device.kill();
-    let mut alerts = client
-        .subscribe(format!("edgewise.{ID}.alerts.{PLUGIN}"))
-        .await
-        .context("cannot subscribe to the alerts")?;
-    client.flush().await.context("cannot flush")?;
-
-    let empty = timed_start(&mut device, &jetstream, &mut alerts, &format!("probe-empty-{round}")).await?;
-    let status = device.plugin_status(PLUGIN).await?;
-    if status.recoveries != 0 || status.readings_in != 1 {
-        bail!("the start with an empty journal was not a clean start: {status:?}");
-    }
+    let mut fresh = Fresh::start(ctx, ID, PLUGIN, PluginEntry::glucose(&ctx.bundles.glucose), round).await?;
+    let (jetstream, stream, device) = (&fresh.jetstream, &mut fresh.stream, &mut fresh.device);
 
     // The day, yesterday: one round of the 100 sensors at a time, as fast
     // as the stream takes them.
@@ -207,7 +162,7 @@ async fn one_round(ctx: &Ctx, round: usize) -> anyhow::Result<Round> {
     // Every reading taken and acknowledged: each input is in the journal.
     loop {
         let taken = device.plugin_status(PLUGIN).await?.readings_in >= total;
-        if taken && unacknowledged(&mut stream).await? == 0 {
+        if taken && unacknowledged(stream).await? == 0 {
             break;
         }
         if Instant::now() > deadline {
@@ -215,29 +170,119 @@ async fn one_round(ctx: &Ctx, round: usize) -> anyhow::Result<Round> {
         }
         tokio::time::sleep(POLL).await;
     }
-    device.kill();
-    let Journal {
-        inputs,
-        saved_at,
-        again,
-        readings_again,
-        ..
-    } = journal(&device.data_dir(), &ctx.paths.work.join("recovery-copy"), PLUGIN)?;
-
-    let recovery = timed_start(&mut device, &jetstream, &mut alerts, &format!("probe-recovery-{round}")).await?;
-    let status = device.plugin_status(PLUGIN).await?;
-    if status.recoveries != 1 || status.state_lost != 0 || status.state != "running" || status.readings_in != 1 {
-        bail!("the plugin did not resume from its saved state: {status:?}");
-    }
-    device.stop().await?;
+    let empty = fresh.empty;
+    let (journal, recovery) = fresh.recover(ctx, round).await?;
     Ok(Round {
         empty,
         recovery,
-        inputs,
-        saved_at,
-        again,
-        readings_again,
+        journal,
     })
+}
+
+/// A device of its own nats-server (JetStream, the sensor stream, the
+/// JetStream source), started once with an empty journal and timed: the
+/// baseline of a recovery.
+pub(super) struct Fresh {
+    /// Kept running while the round lasts.
+    _server: NatsServer,
+    /// The device's id.
+    id: String,
+    /// The plugin timed.
+    plugin: String,
+    /// Publishes the readings.
+    pub(super) jetstream: async_nats::jetstream::Context,
+    /// The sensor stream (its consumers tell what is acknowledged).
+    pub(super) stream: async_nats::jetstream::stream::Stream,
+    /// The device, running.
+    pub(super) device: Device,
+    /// The plugin's alerts on the local bus.
+    alerts: async_nats::Subscriber,
+    /// Its start with an empty journal.
+    pub(super) empty: Start,
+}
+
+impl Fresh {
+    /// Start the server and the device `id` with `plugin` (`entry`): once to
+    /// compile the plugin into the device's cache, killed before any input
+    /// (its journal stays empty), then again, timed by a new sensor
+    /// `probe-empty-<round>`.
+    pub(super) async fn start(
+        ctx: &Ctx,
+        id: &str,
+        plugin: &str,
+        entry: PluginEntry,
+        round: usize,
+    ) -> anyhow::Result<Fresh> {
+        let (server, client) = jetstream_server(&ctx.paths.nats_server, &format!("bench-{id}-{round}")).await?;
+        let jetstream = async_nats::jetstream::new(client.clone());
+        let stream = sensor_stream(&client, -1).await?;
+        let setup = Setup {
+            jetstream: Some(SENSOR_STREAM),
+            ..Setup::default()
+        };
+        let mut device = Device::start_with(
+            id,
+            &ctx.paths.work.join(id),
+            &ctx.bundles.trust,
+            &server.url(),
+            &setup,
+            &[entry],
+        )
+        .await?;
+        // Its status shows the plugin once it is compiled (and cached).
+        device.plugin_status(plugin).await?;
+        device.kill();
+        let mut alerts = client
+            .subscribe(format!("edgewise.{id}.alerts.{plugin}"))
+            .await
+            .context("cannot subscribe to the alerts")?;
+        client.flush().await.context("cannot flush")?;
+        let empty = timed_start(&mut device, &jetstream, &mut alerts, &format!("probe-empty-{round}")).await?;
+        let status = device.plugin_status(plugin).await?;
+        if status.recoveries != 0 || status.readings_in != 1 {
+            bail!("the start with an empty journal was not a clean start: {status:?}");
+        }
+        Ok(Fresh {
+            _server: server,
+            id: id.to_owned(),
+            plugin: plugin.to_owned(),
+            jetstream,
+            stream,
+            device,
+            alerts,
+            empty,
+        })
+    }
+
+    /// Kill the device (every input it was given committed: the caller
+    /// waits for that), read its journal from a copy, and start it again,
+    /// timed by a new sensor `probe-recovery-<round>`; the plugin must have
+    /// resumed from its saved state. Then stop it.
+    pub(super) async fn recover(mut self, ctx: &Ctx, round: usize) -> anyhow::Result<(Journal, Start)> {
+        let device = &mut self.device;
+        device.kill();
+        let copy = ctx.paths.work.join(format!("{}-copy", self.id));
+        let journal = journal(&device.data_dir(), &copy, &self.plugin)?;
+        let probe = format!("probe-recovery-{round}");
+        let recovery = timed_start(device, &self.jetstream, &mut self.alerts, &probe).await?;
+        let status = device.plugin_status(&self.plugin).await?;
+        if status.recoveries != 1 || status.state_lost != 0 || status.state != "running" || status.readings_in != 1 {
+            bail!("the plugin did not resume from its saved state: {status:?}");
+        }
+        self.device.stop().await?;
+        Ok((journal, recovery))
+    }
+}
+
+/// The median of `pick` over `rounds`, in milliseconds, and every round's.
+pub(super) fn milliseconds<R>(rounds: &[R], pick: impl Fn(&R) -> Duration) -> (f64, Vec<f64>) {
+    let samples: Vec<f64> = rounds.iter().map(|r| pick(r).as_secs_f64() * 1e3).collect();
+    (median(&samples).unwrap_or(f64::NAN), samples)
+}
+
+/// Samples as the notes list them.
+pub(super) fn runs(samples: &[f64]) -> String {
+    samples.iter().map(|&s| number(s)).collect::<Vec<_>>().join(", ")
 }
 
 /// Publish a low reading of a new sensor `sensor` to the stream (the host is
@@ -320,6 +365,16 @@ pub(super) struct Journal {
     pub(super) readings_again: u64,
     /// The saved state's bytes.
     pub(super) state_bytes: usize,
+}
+
+impl Journal {
+    /// What was given again, as the notes say it.
+    pub(super) fn given_again(&self) -> String {
+        format!(
+            "the last saved state ({} bytes) was at input {} of {}, so {} inputs ({} readings) were given again",
+            self.state_bytes, self.saved_at, self.inputs, self.again, self.readings_again
+        )
+    }
 }
 
 /// The killed device's journal of `plugin`, read from a copy of its outbox

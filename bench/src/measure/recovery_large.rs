@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::recovery::{Journal, RESUMED_LINE, RUNNING_LINE, Start, journal, timed_start, unacknowledged};
-use crate::device::{Device, PluginEntry, SENSOR_STREAM, Setup, jetstream_server, sensor_stream};
+use super::recovery::{
+    Fresh, Journal, RESUMED_LINE, RUNNING_LINE, Start, TARGET_MS, milliseconds, runs, unacknowledged,
+};
+use crate::device::{Device, PluginEntry};
 use crate::load::{now_ms, payload};
-use crate::stats::median;
 use crate::suite::{Ctx, Outcome};
 use crate::table::{Row, Target, number};
 
@@ -23,8 +24,6 @@ use crate::table::{Row, Target, number};
 pub const ROW: &str = "recovery after kill -9 at the snapshot cadence's worst: a 9 MB state (glucose-forecast, \
                        998 sensors, 1-minute readings) killed just before its next save, process start to the \
                        plugin resumed and taking readings; the target is absolute";
-/// The recovery target of DESIGN (absolute).
-const TARGET_MS: f64 = 1_000.0;
 /// Rounds (each a fresh server and device); medians are reported.
 const ROUNDS: usize = 3;
 /// The device id.
@@ -68,13 +67,8 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         }
         anyhow::Ok(rounds)
     })?;
-    let ms = |pick: fn(&Round) -> Duration| {
-        let samples: Vec<f64> = rounds.iter().map(|r| pick(r).as_secs_f64() * 1e3).collect();
-        (median(&samples).unwrap_or(f64::NAN), samples)
-    };
-    let (recovery, recovery_runs) = ms(|r| r.recovery.resumed);
-    let (empty, empty_runs) = ms(|r| r.empty.resumed);
-    let runs = |samples: &[f64]| samples.iter().map(|&s| number(s)).collect::<Vec<_>>().join(", ");
+    let (recovery, recovery_runs) = milliseconds(&rounds, |r| r.recovery.resumed);
+    let (empty, empty_runs) = milliseconds(&rounds, |r| r.empty.resumed);
     let mut details = vec![format!(
         "{SENSORS} sensors with {ID_BYTES}-byte ids, warmed by {WARM_MINUTES} minutes of 1-minute readings, then \
          one reading per input; {ROUNDS} rounds, medians: the plugin resumed and took a new reading {} ms after \
@@ -87,16 +81,11 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     let logged = |at: Option<Duration>| at.map_or("-".to_owned(), |at| number(at.as_secs_f64() * 1e3));
     for (k, round) in rounds.iter().enumerate() {
         details.push(format!(
-            "round {}: the state was saved every {} one-reading inputs; the last saved state ({} bytes) was at input \
-             {} of {}, so {} inputs ({} readings) were given again. By the host's log (ms after the spawn): \
-             `{RUNNING_LINE}` {}, `{RESUMED_LINE}` {}",
+            "round {}: the state was saved every {} one-reading inputs; {}. By the host's log (ms after the \
+             spawn): `{RUNNING_LINE}` {}, `{RESUMED_LINE}` {}",
             k + 1,
             round.period,
-            round.journal.state_bytes,
-            round.journal.saved_at,
-            round.journal.inputs,
-            round.journal.again,
-            round.journal.readings_again,
+            round.journal.given_again(),
             logged(round.recovery.running),
             logged(round.recovery.resumed_logged),
         ));
@@ -130,31 +119,8 @@ fn glucose(k: usize, minute: usize) -> f64 {
 /// started again (the baseline); warmed, fed single readings until it is
 /// about to save its state, killed, started again.
 async fn one_round(ctx: &Ctx, bundle: &std::path::Path, round: usize) -> anyhow::Result<Round> {
-    let (server, client) = jetstream_server(&ctx.paths.nats_server, &format!("bench-recovery-large-{round}")).await?;
-    let url = server.url();
-    let jetstream = async_nats::jetstream::new(client.clone());
-    let mut stream = sensor_stream(&client, -1).await?;
-    let setup = Setup {
-        jetstream: Some(SENSOR_STREAM),
-        ..Setup::default()
-    };
-    let mut device = Device::start_with(
-        ID,
-        &ctx.paths.work.join("recovery-large"),
-        &ctx.bundles.trust,
-        &url,
-        &setup,
-        &[PluginEntry::forecast(bundle)],
-    )
-    .await?;
-    device.plugin_status(PLUGIN).await?;
-    device.kill();
-    let mut alerts = client
-        .subscribe(format!("edgewise.{ID}.alerts.{PLUGIN}"))
-        .await
-        .context("cannot subscribe to the alerts")?;
-    client.flush().await.context("cannot flush")?;
-    let empty = timed_start(&mut device, &jetstream, &mut alerts, &format!("probe-empty-{round}")).await?;
+    let mut fresh = Fresh::start(ctx, ID, PLUGIN, PluginEntry::forecast(bundle), round).await?;
+    let (jetstream, stream, device) = (&fresh.jetstream, &mut fresh.stream, &mut fresh.device);
 
     // Minutes are counted from a start far enough back that every reading
     // is in the past.
@@ -179,7 +145,7 @@ async fn one_round(ctx: &Ctx, bundle: &std::path::Path, round: usize) -> anyhow:
         }
     }
     taken += (SENSORS * WARM_MINUTES) as u64;
-    wait_taken(&mut device, taken).await?;
+    wait_taken(device, taken).await?;
 
     // Then one reading per input: each published once the last is taken.
     let mut next = 0usize;
@@ -199,19 +165,19 @@ async fn one_round(ctx: &Ctx, bundle: &std::path::Path, round: usize) -> anyhow:
     // To a save (the cadence's phase), to the next (its period), then to
     // just short of the one after.
     let saved = device.plugin_status(PLUGIN).await?.snapshots_saved;
-    while single(&mut device).await? == saved {}
+    while single(device).await? == saved {}
     let mut period: u64 = 0;
     loop {
         period += 1;
-        if single(&mut device).await? > saved + 1 {
+        if single(device).await? > saved + 1 {
             break;
         }
     }
     for _ in 0..period - period / MARGIN_PART {
-        single(&mut device).await?;
+        single(device).await?;
     }
     let deadline = Instant::now() + PHASE_TIMEOUT;
-    while unacknowledged(&mut stream).await? != 0 {
+    while unacknowledged(stream).await? != 0 {
         if Instant::now() > deadline {
             bail!("the readings were not all acknowledged after {PHASE_TIMEOUT:?}");
         }
@@ -221,15 +187,8 @@ async fn one_round(ctx: &Ctx, bundle: &std::path::Path, round: usize) -> anyhow:
     if status.snapshots_saved != saved + 2 {
         bail!("the state was saved again before the kill: {status:?}");
     }
-    device.kill();
-    let journal = journal(&device.data_dir(), &ctx.paths.work.join("recovery-large-copy"), PLUGIN)?;
-
-    let recovery = timed_start(&mut device, &jetstream, &mut alerts, &format!("probe-recovery-{round}")).await?;
-    let status = device.plugin_status(PLUGIN).await?;
-    if status.recoveries != 1 || status.state_lost != 0 || status.state != "running" || status.readings_in != 1 {
-        bail!("the plugin did not resume from its saved state: {status:?}");
-    }
-    device.stop().await?;
+    let empty = fresh.empty;
+    let (journal, recovery) = fresh.recover(ctx, round).await?;
     Ok(Round {
         empty,
         recovery,
