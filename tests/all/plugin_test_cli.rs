@@ -313,4 +313,13 @@ fn without_plugin_the_crate_build_is_found_with_cargo_metadata() {
     assert_exit(&run, 0);
     assert_contains(&run.stdout, "replay cold-chain ... ok");
     assert_contains(&run.stdout, &built.display().to_string());
+    // The crate's build runs with the folder's manifest as well.
+    std::fs::write(
+        root.join("edgewise.toml"),
+        "name = \"threshold\"\nversion = \"0.2.0\"\nsubscriptions = [\"sensors.>\"]\n[config]\nhigh = 30.0\n",
+    )
+    .unwrap();
+    let run = test();
+    assert_exit(&run, 1);
+    assert_contains(&run.stdout, "- golden line");
 }

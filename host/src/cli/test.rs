@@ -111,21 +111,24 @@ pub fn run(args: TestArgs) -> Result<(), Failure> {
         Some(path) => path.clone(),
         None => built_component(&dir)?,
     };
+    // A plain component runs as the bundle the folder's manifest will make
+    // of it: subscriptions, configuration defaults, limits, assets. The
+    // crate's own build is one; a `--plugin` may be a signed bundle (and
+    // `--trust` asks for one), so it is loaded first to see.
+    let manifest_file = dir.join("edgewise.toml");
+    let folder_manifest = manifest_file.is_file().then_some(manifest_file.as_path());
     let no_config = BTreeMap::new();
     let mut source = PluginSource {
         path: &plugin_path,
         trust: args.trust.as_deref(),
         name: None,
-        manifest: None,
+        manifest: folder_manifest.filter(|_| args.plugin.is_none() && args.trust.is_none()),
         config: &no_config,
         limits: &[],
     };
     let mut plugin = replay::load_plugin(&source)?;
-    // A plain component runs as the bundle the folder's manifest will make
-    // of it: subscriptions, configuration defaults, limits, assets.
-    let folder_manifest = dir.join("edgewise.toml");
-    if plugin.manifest.is_none() && folder_manifest.is_file() {
-        source.manifest = Some(&folder_manifest);
+    if plugin.manifest.is_none() && source.manifest.is_none() && folder_manifest.is_some() {
+        source.manifest = folder_manifest;
         plugin = replay::load_plugin(&source)?;
     }
     let (runtime, compiled) = replay::compile(&plugin, false)?;
