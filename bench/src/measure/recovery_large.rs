@@ -3,10 +3,10 @@
 //! its manifest allows, ids of the longest the bus takes, a reading a
 //! minute: about 9 MB) is saved only once the inputs since hold a quarter
 //! of its bytes, so a recovery may have to give thousands of inputs again.
-//! The device is killed a few inputs before its next save (found by
-//! watching the status's `snapshots_saved`), and started again: the time
-//! from the start of the process to the plugin having resumed and taken a
-//! new reading, against the same start with an empty journal.
+//! The device is killed a 32nd of the cadence's period before its next save
+//! (found by watching the status's `snapshots_saved`), and started again:
+//! the time from the start of the process to the plugin having resumed and
+//! taken a new reading, against the same start with an empty journal.
 
 use std::time::{Duration, Instant};
 
