@@ -127,7 +127,8 @@ async fn one_round(ctx: &Ctx, bundle: &std::path::Path, round: usize) -> anyhow:
     let start_ms = now_ms() - 2 * 86_400_000;
     let at = |minute: usize| start_ms + minute as i64 * 60_000;
     let ids: Vec<String> = (0..SENSORS).map(sensor).collect();
-    let mut taken = 1;
+    // Taken before the singles: the probe of the empty start and the warm-up.
+    let warm = 1 + (SENSORS * WARM_MINUTES) as u64;
     // The warm-up, a minute of every sensor at a time, as fast as the
     // stream takes it.
     for minute in 0..WARM_MINUTES {
@@ -144,21 +145,20 @@ async fn one_round(ctx: &Ctx, bundle: &std::path::Path, round: usize) -> anyhow:
             ack.await.context("the stream did not take a reading")?;
         }
     }
-    taken += (SENSORS * WARM_MINUTES) as u64;
-    wait_taken(device, taken).await?;
+    wait_taken(device, warm).await?;
 
     // Then one reading per input: each published once the last is taken.
     let mut next = 0usize;
     let mut single = async |device: &mut Device| -> anyhow::Result<u64> {
         let (k, minute) = (next % SENSORS, WARM_MINUTES + next / SENSORS);
         next += 1;
+        let taken = warm + next as u64;
         jetstream
             .publish(format!("sensors.{}", ids[k]), payload(at(minute), glucose(k, minute)))
             .await
             .context("cannot publish a reading")?
             .await
             .context("the stream did not take a reading")?;
-        taken += 1;
         wait_taken(device, taken).await?;
         Ok(device.plugin_status(PLUGIN).await?.snapshots_saved)
     };

@@ -127,7 +127,8 @@ pub fn run(args: TestArgs) -> Result<(), Failure> {
         limits: &[],
     };
     let mut plugin = replay::load_plugin(&source)?;
-    if plugin.manifest.is_none() && source.manifest.is_none() && folder_manifest.is_some() {
+    // (Loaded with a manifest, it has one.)
+    if plugin.manifest.is_none() && folder_manifest.is_some() {
         source.manifest = folder_manifest;
         plugin = replay::load_plugin(&source)?;
     }
