@@ -15,8 +15,9 @@
 //! imports it back (checked by a test of this crate, `module_graph`).
 
 #![deny(missing_docs)]
-// `deny`, not `forbid`: the one exception is `runtime/cache.rs`, which
-// deserializes compiled components it authenticated (`#[allow(unsafe_code)]`).
+// `deny`, not `forbid`: the two exceptions deserialize compiled components
+// (`#[allow(unsafe_code)]`): `runtime/cache.rs`, those it authenticated;
+// `runtime/isolated.rs`, those its own compiler process made.
 #![deny(unsafe_code)]
 
 pub mod bundle;

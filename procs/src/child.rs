@@ -119,6 +119,12 @@ pub fn sigterm(pid: u32) -> anyhow::Result<()> {
     kill_command(&["-TERM", &pid.to_string()])
 }
 
+/// Send SIGKILL to the process `pid` with `kill -KILL PID` (no libc): what
+/// the kernel's OOM killer does.
+pub fn sigkill(pid: u32) -> anyhow::Result<()> {
+    kill_command(&["-KILL", &pid.to_string()])
+}
+
 /// Run `kill ARGS` (the command, no libc).
 fn kill_command(args: &[&str]) -> anyhow::Result<()> {
     let status = Command::new("kill")

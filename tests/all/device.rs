@@ -151,6 +151,21 @@ impl Device {
         client
     }
 
+    /// Start the host and return at once: it may still be compiling (see
+    /// [`Device::wait_ready`]).
+    pub(crate) fn spawn(&mut self) {
+        self.host.spawn_command(self.host.run_command()).unwrap();
+    }
+
+    /// Wait until the host started by [`Device::spawn`] answers status
+    /// requests through `client`, at most `within`.
+    pub(crate) async fn wait_ready(&mut self, client: &async_nats::Client, within: Duration) {
+        self.host
+            .wait_ready(client, within)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
     /// As [`Device::start_with`], the host started by `command` (which runs
     /// `edgewise run` on this device's configuration, or `exec`s it).
     pub(crate) async fn start_command(&mut self, command: Command, client: &async_nats::Client) {

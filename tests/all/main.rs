@@ -40,6 +40,7 @@ mod replay_plugin_failures;
 mod replay_snapshot;
 mod replay_subscriptions;
 mod runtime_api;
+mod safety_compile;
 mod safety_control;
 mod safety_ingest;
 mod safety_lifecycle;

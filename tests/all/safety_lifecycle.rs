@@ -19,7 +19,7 @@ const SUPERVISOR: &str = "[supervisor]\nbackoff_initial = \"50ms\"\nbackoff_max 
 
 /// Alerts until one from `glucose-monitor` and one `plugin-degraded` whose
 /// subject ends with `degraded_from` have come; returns the degraded one.
-async fn glucose_alert_and_degraded(alerts: &mut async_nats::Subscriber, degraded_from: &str) -> Value {
+pub(crate) async fn glucose_alert_and_degraded(alerts: &mut async_nats::Subscriber, degraded_from: &str) -> Value {
     let is_degraded =
         |(subject, alert): &(String, Value)| alert["code"] == "plugin-degraded" && subject.ends_with(degraded_from);
     let what = format!("a glucose alert and a degraded alert from {degraded_from}");
@@ -35,7 +35,7 @@ async fn glucose_alert_and_degraded(alerts: &mut async_nats::Subscriber, degrade
 /// Start `device`, then send glucose-monitor a low reading: the client, and
 /// the `plugin-degraded` alert on a subject ending with `degraded_from` (once
 /// glucose-monitor's alert has come too).
-async fn start_and_degraded(
+pub(crate) async fn start_and_degraded(
     device: &mut Device,
     local: &NatsServer,
     degraded_from: &str,

@@ -8,6 +8,7 @@
 //! with 0.
 
 mod cloud_args;
+mod compile_child;
 mod connection;
 mod dashboard;
 mod exit;
@@ -75,6 +76,9 @@ enum Command {
     Rollout(rollout::RolloutArgs),
     Fleet(fleet::FleetArgs),
     Dashboard(dashboard::DashboardArgs),
+    /// The compiler process of `edgewise run` (started by the host).
+    #[command(name = edgewise_host::runtime::CHILD_COMMAND, hide = true)]
+    CompileChild(compile_child::CompileChildArgs),
 }
 
 /// Parse the command line, run the command, map the outcome to an exit code.
@@ -98,6 +102,7 @@ pub fn main() -> ExitCode {
         Command::Rollout(args) => rollout::run(args),
         Command::Fleet(args) => fleet::run(args),
         Command::Dashboard(args) => dashboard::run(args),
+        Command::CompileChild(args) => compile_child::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

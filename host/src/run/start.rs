@@ -7,7 +7,7 @@
 //! plugin only. A bundle refused here is reported (log, status, a critical
 //! host alert) and the others start.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -25,7 +25,7 @@ use crate::envelope::Provenance;
 use crate::load::{self, LoadError, Operator, Trust};
 use crate::outbox::reset::{self, RESET_CODE};
 use crate::outbox::{SharedOutbox, Writer};
-use crate::runtime::{Limits, Runtime, RuntimeOptions};
+use crate::runtime::{Compiler, Limits, Runtime, RuntimeOptions};
 use crate::worker::{self, DEGRADED, PluginSetup, Work, Worker, WorkerContext};
 
 /// Appends (one per plugin call with outputs) waiting for the outbox writer
@@ -172,7 +172,18 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
     let trust = TrustStore::load(&config.trust_dir)?;
     let rollback = RollbackStore::open(&config.data_dir).map_err(RunError::Rollback)?;
     let rollback = Arc::new(Mutex::new(rollback));
-    let runtime = Arc::new(Runtime::new(RuntimeOptions::default()).map_err(RunError::Runtime)?);
+    // Compiled in a child process: a compilation that runs out of memory
+    // costs that plugin, not the device (`runtime::Compiler`).
+    let compiler = Compiler::Child {
+        program: PathBuf::from("/proc/self/exe"),
+        memory_limit_bytes: config.compile.memory_limit_bytes,
+        deadline: config.compile.timeout,
+    };
+    let runtime = Runtime::new(RuntimeOptions {
+        compiler,
+        ..RuntimeOptions::default()
+    });
+    let runtime = Arc::new(runtime.map_err(RunError::Runtime)?);
     let opened = reset::open_outbox(&config.data_dir, config.outbox)?;
     let outbox = Arc::new(Mutex::new(opened.outbox));
     let outbox_written = Arc::new(Notify::new());

@@ -11,6 +11,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use super::bindings::{v0_1, v0_2};
 use super::error::{LoadError, RuntimeError};
 use super::host_api::InstanceState;
+use super::isolated::{self, Compiler};
 use super::world::{Assets, SnapshotSchemas, World};
 
 /// How often the epoch advances: the granularity of call deadlines.
@@ -27,6 +28,7 @@ pub struct Runtime {
     deterministic: bool,
     fuel: bool,
     allocator: Allocator,
+    compiler: Compiler,
 }
 
 /// Options for [`Runtime::new`].
@@ -43,6 +45,8 @@ pub struct RuntimeOptions {
     pub fuel: bool,
     /// How instance memory is allocated.
     pub allocator: Allocator,
+    /// Where components are compiled (in this process unless asked).
+    pub compiler: Compiler,
 }
 
 /// How wasmtime allocates instances, their memories and tables.
@@ -192,6 +196,7 @@ impl Runtime {
             deterministic: options.deterministic,
             fuel: options.fuel,
             allocator,
+            compiler: options.compiler,
         })
     }
 
@@ -209,10 +214,35 @@ impl Runtime {
             Some([0, b'a', b's', b'm', ..]) => {}
             _ => return Err(LoadError::NotWasm { plugin }),
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
-            plugin: plugin.clone(),
-            source: e.into(),
-        })?;
+        let component = match &self.compiler {
+            Compiler::InProcess => Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
+                plugin: plugin.clone(),
+                source: e.into(),
+            })?,
+            Compiler::Child {
+                program,
+                memory_limit_bytes,
+                deadline,
+            } => {
+                let options = RuntimeOptions {
+                    fuel: self.fuel,
+                    ..RuntimeOptions::default()
+                };
+                isolated::compile(
+                    &self.engine,
+                    &options,
+                    self.allocator,
+                    program,
+                    *memory_limit_bytes,
+                    *deadline,
+                    bytes,
+                )
+                .map_err(|source| LoadError::CompileChild {
+                    plugin: plugin.clone(),
+                    source,
+                })?
+            }
+        };
         let pre = Pre::link(&self.linker, &component).map_err(|(world, e)| LoadError::World {
             plugin: plugin.clone(),
             world,
@@ -258,8 +288,9 @@ impl Drop for Runtime {
     }
 }
 
-/// The engine for `options` with `allocator`.
-fn new_engine(options: &RuntimeOptions, allocator: Allocator) -> Result<Engine, RuntimeError> {
+/// The engine for `options` with `allocator` (also the compiler process's:
+/// the same configuration makes the same code).
+pub(crate) fn new_engine(options: &RuntimeOptions, allocator: Allocator) -> Result<Engine, RuntimeError> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);

@@ -182,6 +182,15 @@ pub enum LoadError {
         #[source]
         source: WasmtimeError,
     },
+    /// The compiler process did not compile it (`edgewise run`).
+    #[error("`{plugin}` could not be compiled: {source}")]
+    CompileChild {
+        /// Plugin name.
+        plugin: String,
+        /// What happened in the compiler process.
+        #[source]
+        source: super::isolated::ChildError,
+    },
     /// The component does not fit the `sensor-plugin` world it targets
     /// (0.2 if it exports `snapshot`, else 0.1).
     #[error("`{plugin}` does not fit the {world} world: {source}")]

@@ -79,7 +79,33 @@ pub struct RunConfig {
     /// Fleet telemetry (`[telemetry]`, on by default every
     /// [`DEFAULT_TELEMETRY_INTERVAL`]); `None`: `interval = "off"`.
     pub telemetry: Option<TelemetryConfig>,
+    /// The bounds of the compiler process (`[compile]`).
+    pub compile: CompileConfig,
 }
+
+/// `[compile]`: plugins are compiled in a child process, stopped when it
+/// passes these bounds (`runtime::Compiler::Child`): a compilation that runs
+/// out of memory or never ends costs that plugin, not the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompileConfig {
+    /// `memory_mb`: the most resident memory the compiler process may use.
+    pub memory_limit_bytes: u64,
+    /// `timeout`: the longest one compilation may take (wall time).
+    pub timeout: Duration,
+}
+
+/// `[compile] memory_mb` unless set: twice what CPython in wasm takes (the
+/// largest plugin measured, 472 MiB), and more than a small device should
+/// give one compilation without being told.
+pub const DEFAULT_COMPILE_MEMORY_MB: usize = 1024;
+/// Largest `[compile] memory_mb`: 64 GiB.
+pub const MAX_COMPILE_MEMORY_MB: usize = 64 << 10;
+/// `[compile] timeout` unless set: CPython takes about 5 s on this project's
+/// 2-core CI machines; a small ARM device may take ten times that.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Smallest `[compile] timeout`: starting the compiler process alone takes
+/// milliseconds.
+pub const MIN_COMPILE_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Fleet telemetry (`[telemetry]`): how often the device publishes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -452,6 +478,7 @@ impl RunConfig {
             .as_ref()
             .and_then(|raw| sections::metrics(raw, &mut problem));
         let telemetry = sections::telemetry(&raw.telemetry, &mut problem);
+        let compile = sections::compile(&raw.compile, &mut problem);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -475,6 +502,7 @@ impl RunConfig {
             deploy,
             metrics,
             telemetry,
+            compile,
         })
     }
 }

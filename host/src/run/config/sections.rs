@@ -5,8 +5,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::raw::{RawDeploy, RawMetrics, RawOutbox, RawSupervisor, RawTelemetry};
-use super::{DEFAULT_TELEMETRY_INTERVAL, DeployConfig, TELEMETRY_INTERVAL_RANGE, TelemetryConfig};
+use super::raw::{RawCompile, RawDeploy, RawMetrics, RawOutbox, RawSupervisor, RawTelemetry};
+use super::{
+    CompileConfig, DEFAULT_COMPILE_MEMORY_MB, DEFAULT_COMPILE_TIMEOUT, DEFAULT_TELEMETRY_INTERVAL, DeployConfig,
+    MAX_COMPILE_MEMORY_MB, MIN_COMPILE_TIMEOUT, TELEMETRY_INTERVAL_RANGE, TelemetryConfig,
+};
 use crate::bus::NatsConfig;
 use crate::metrics::MetricsConfig;
 use crate::outbox::OutboxLimits;
@@ -284,4 +287,25 @@ pub(super) fn telemetry(raw: &RawTelemetry, problem: &mut impl FnMut(&str, Strin
         );
     }
     Some(TelemetryConfig { interval })
+}
+
+/// The `[compile]` table: the bounds of the compiler process.
+pub(super) fn compile(raw: &RawCompile, problem: &mut impl FnMut(&str, String)) -> CompileConfig {
+    let memory_mb = positive(
+        problem,
+        "compile.memory_mb",
+        raw.memory_mb,
+        DEFAULT_COMPILE_MEMORY_MB,
+        MAX_COMPILE_MEMORY_MB,
+    );
+    CompileConfig {
+        memory_limit_bytes: memory_mb as u64 * MIB,
+        timeout: duration(
+            problem,
+            "compile.timeout",
+            &raw.timeout,
+            DEFAULT_COMPILE_TIMEOUT,
+            MIN_COMPILE_TIMEOUT,
+        ),
+    }
 }

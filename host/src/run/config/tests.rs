@@ -335,3 +335,33 @@ fn telemetry_is_on_every_minute_by_default_bounded_and_can_be_turned_off() {
     }
     assert!(parse_with("[telemetry]\ninterval = \"1m\"\nsubject = \"x\"\n").is_err());
 }
+
+#[test]
+fn the_compiler_process_is_bounded_by_default_and_by_the_compile_table() {
+    let defaults = parse_with("").unwrap().compile;
+    assert_eq!(
+        defaults.memory_limit_bytes,
+        DEFAULT_COMPILE_MEMORY_MB as u64 * 1024 * 1024
+    );
+    assert_eq!(defaults.timeout, DEFAULT_COMPILE_TIMEOUT);
+    let set = parse_with("[compile]\nmemory_mb = 160\ntimeout = \"30s\"\n")
+        .unwrap()
+        .compile;
+    assert_eq!(set.memory_limit_bytes, 160 << 20);
+    assert_eq!(set.timeout, Duration::from_secs(30));
+    assert_eq!(
+        problems("[compile]\nmemory_mb = 0\ntimeout = \"10ms\"\n"),
+        [
+            (
+                "compile.memory_mb".to_owned(),
+                "0 must be between 1 and 65536".to_owned()
+            ),
+            ("compile.timeout".to_owned(), "`10ms` must be at least 100ms".to_owned()),
+        ]
+    );
+    assert_eq!(
+        problems("[compile]\nmemory = 160\n")[0].0,
+        "memory",
+        "unknown keys are refused"
+    );
+}

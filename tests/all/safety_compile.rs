@@ -1,0 +1,139 @@
+//! A plugin's compilation cannot take the device down: `edgewise run`
+//! compiles in a child process, stopped beyond `[compile] memory_mb` of
+//! resident memory or `[compile] timeout`, first in line for the kernel's OOM
+//! killer. Whatever happens to the compilation costs that plugin (refused,
+//! with its reason), never the host or its other plugins. Real `edgewise
+//! run`, real nats-servers, real signed bundles; band-py (CPython in wasm,
+//! about 470 MiB and 5 s of CPU to compile) is the large one.
+
+use std::time::{Duration, Instant};
+
+use crate::device::{Device, WAIT, now_ms, reading};
+use crate::safety_lifecycle::{glucose_alert_and_degraded, start_and_degraded};
+use crate::support::{assert_contains, host_status, plugin, subscribe_alerts};
+use edgewise_tests::nats::NatsServer;
+use edgewise_tests::{edgewise, plugin_manifest};
+
+/// band-py, then glucose-monitor (compiled in that order), with `compile`
+/// (a `[compile]` table, or nothing).
+fn device_with_band_py(local: &NatsServer, compile: &str) -> Device {
+    let plugins =
+        format!("[[plugins]]\nbundle = \"band-py.wasm\"\n[[plugins]]\nbundle = \"glucose-monitor.wasm\"\n{compile}");
+    let device = Device::with_plugins(local, None, "100ms", &plugins);
+    device.sign_bundle(&plugin_manifest("band-py"), "band-py", "band-py.wasm");
+    device
+}
+
+/// A `/proc/<pid>/status` field in KiB.
+fn proc_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
+    line[field.len()..].trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// The child processes of `pid` running `edgewise compile-child`.
+fn compiler_processes(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .filter_map(|child| child.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter(|child| {
+            std::fs::read(format!("/proc/{child}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).any(|arg| arg == b"compile-child"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compilation_past_its_memory_limit_costs_that_plugin_not_the_device() {
+    let local = NatsServer::start();
+    // glucose-monitor compiles in about 40 MiB, band-py needs about 470.
+    let mut device = device_with_band_py(&local, "[compile]\nmemory_mb = 160\n");
+    let (client, refused) = start_and_degraded(&mut device, &local, "._host").await;
+    assert_contains(refused["message"].as_str().unwrap(), "band-py.wasm");
+    let status = host_status(&client).await;
+    let band_py = plugin(&status, "band-py");
+    assert_eq!(band_py["state"], "refused", "{status}");
+    let reason = band_py["last_error"].as_str().unwrap_or_default();
+    assert_contains(reason, "more memory than the 160 MiB allowed (`[compile] memory_mb`)");
+    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+    // The compilation's memory was never the host's: it peaked far below
+    // band-py's 470 MiB (the host compiling in-process reached about 450).
+    let peak_mib = proc_kib(device.pid(), "VmHWM:").unwrap() >> 10;
+    assert!(peak_mib < 160, "the host peaked at {peak_mib} MiB");
+    device.terminate_cleanly().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compiler_process_killed_by_the_kernel_costs_that_plugin_not_the_device() {
+    let local = NatsServer::start();
+    let mut device = device_with_band_py(&local, "");
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = subscribe_alerts(&client, ">").await;
+    client.flush().await.unwrap();
+    device.spawn();
+    // band-py's compiler process, once it holds more than glucose-monitor's
+    // ever does: what the OOM killer would pick, and it does what the OOM
+    // killer does.
+    let host = device.pid();
+    let started = Instant::now();
+    let compiler = loop {
+        let big = compiler_processes(host)
+            .into_iter()
+            .find(|&child| proc_kib(child, "VmRSS:").is_some_and(|kib| kib > 100 << 10));
+        if let Some(child) = big {
+            break child;
+        }
+        assert!(started.elapsed() < WAIT * 3, "no compiler process of band-py seen");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let adjusted = std::fs::read_to_string(format!("/proc/{compiler}/oom_score_adj")).unwrap();
+    assert_eq!(adjusted.trim(), "1000", "first in line for the OOM killer");
+    edgewise_procs::child::sigkill(compiler).unwrap();
+    device.wait_ready(&client, WAIT * 3).await;
+    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
+    let refused = glucose_alert_and_degraded(&mut alerts, "._host").await;
+    assert_contains(refused["message"].as_str().unwrap(), "band-py.wasm");
+    let status = host_status(&client).await;
+    let band_py = plugin(&status, "band-py");
+    assert_eq!(band_py["state"], "refused", "{status}");
+    assert_contains(
+        band_py["last_error"].as_str().unwrap_or_default(),
+        "was killed (SIGKILL",
+    );
+    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+    device.terminate_cleanly().await;
+}
+
+/// A compilation that takes longer than `[compile] timeout` is stopped; with
+/// nothing else to run, the device says why and exits 1.
+#[test]
+fn a_compilation_past_its_deadline_is_stopped_and_reported() {
+    let local = NatsServer::start();
+    let device = Device::with_plugins(
+        &local,
+        None,
+        "100ms",
+        "[[plugins]]\nbundle = \"band-py.wasm\"\n[compile]\ntimeout = \"100ms\"\n",
+    );
+    device.sign_bundle(&plugin_manifest("band-py"), "band-py", "band-py.wasm");
+    let run = edgewise([
+        "run".as_ref(),
+        "--config".as_ref(),
+        device.path("edgewise.toml").as_os_str(),
+    ]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_contains(&run.stderr, "band-py.wasm");
+    assert_contains(
+        &run.stderr,
+        "takes longer than the 100ms allowed (`[compile] timeout`): the compiler process was stopped",
+    );
+}
