@@ -241,7 +241,11 @@ pub const SUITE: &[Measurement] = &[
         title: "Start-up",
         method: "In-process with the host library, on the signed glucose-monitor bundle: read the file, verify \
                  it against the trust store (`bundle::verify`), compile it (`Runtime::compile`, uncached), \
-                 instantiate and `init` it: median of three. Then once through `Runtime::compile_cached` to \
+                 instantiate and `init` it: median of three. In the same rounds, the same read, verify and \
+                 compile through a runtime that compiles as `edgewise run` does (`Compiler::Child`: \
+                 `target/release/edgewise compile-child` started per compilation, the component on its stdin, \
+                 its resident memory read every 10 ms, the artifact back over its stdout and deserialized): \
+                 the price of the isolation, median of three. Then once through `Runtime::compile_cached` to \
                  fill the cache, and twenty starts that read, verify, load the compiled component from the \
                  cache (must be a hit), instantiate and `init`: median. The anti-rollback record is not \
                  consulted (one lookup in memory).",

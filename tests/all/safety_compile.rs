@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::device::{Device, WAIT, now_ms, reading};
-use crate::safety_lifecycle::{glucose_alert_and_degraded, start_and_degraded};
+use crate::safety_lifecycle::glucose_alert_and_degraded;
 use crate::support::{assert_contains, host_status, plugin, subscribe_alerts};
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{edgewise, plugin_manifest};
@@ -57,7 +57,14 @@ async fn a_compilation_past_its_memory_limit_costs_that_plugin_not_the_device() 
     let local = NatsServer::start();
     // glucose-monitor compiles in about 40 MiB, band-py needs about 470.
     let mut device = device_with_band_py(&local, "[compile]\nmemory_mb = 160\n");
-    let (client, refused) = start_and_degraded(&mut device, &local, "._host").await;
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = subscribe_alerts(&client, ">").await;
+    client.flush().await.unwrap();
+    let mut command = device.run_command();
+    command.env("RUST_LOG", "warn,edgewise_host::runtime=info");
+    device.start_command(command, &client).await;
+    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
+    let refused = glucose_alert_and_degraded(&mut alerts, "._host").await;
     assert_contains(refused["message"].as_str().unwrap(), "band-py.wasm");
     let status = host_status(&client).await;
     let band_py = plugin(&status, "band-py");
@@ -69,7 +76,14 @@ async fn a_compilation_past_its_memory_limit_costs_that_plugin_not_the_device() 
     // band-py's 470 MiB (the host compiling in-process reached about 450).
     let peak_mib = proc_kib(device.pid(), "VmHWM:").unwrap() >> 10;
     assert!(peak_mib < 160, "the host peaked at {peak_mib} MiB");
-    device.terminate_cleanly().await;
+    // The figure an operator sizes the limit by.
+    let log = device.terminate_cleanly().await;
+    let compiled = log
+        .lines()
+        .find(|line| line.contains("Compiled in a child process"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_contains(compiled, "glucose-monitor");
+    assert_contains(compiled, "peak_mib=");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -35,7 +35,7 @@ pub(crate) async fn glucose_alert_and_degraded(alerts: &mut async_nats::Subscrib
 /// Start `device`, then send glucose-monitor a low reading: the client, and
 /// the `plugin-degraded` alert on a subject ending with `degraded_from` (once
 /// glucose-monitor's alert has come too).
-pub(crate) async fn start_and_degraded(
+async fn start_and_degraded(
     device: &mut Device,
     local: &NatsServer,
     degraded_from: &str,

@@ -229,6 +229,7 @@ impl Runtime {
                     ..RuntimeOptions::default()
                 };
                 isolated::compile(
+                    &plugin,
                     &self.engine,
                     &options,
                     self.allocator,

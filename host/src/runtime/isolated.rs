@@ -133,10 +133,11 @@ pub enum ChildError {
     Artifact(#[source] WasmtimeError),
 }
 
-/// Compile `code` for `engine` (made from `options` and `allocator`) in a
+/// Compile `code` of plugin `name` for `engine` (made from `options` and `allocator`) in a
 /// child process running `program`, stopped beyond `memory_limit_bytes` of
 /// resident memory or `deadline`.
 pub(crate) fn compile(
+    name: &str,
     engine: &Engine,
     options: &RuntimeOptions,
     allocator: Allocator,
@@ -145,6 +146,7 @@ pub(crate) fn compile(
     deadline: Duration,
     code: &[u8],
 ) -> Result<Component, ChildError> {
+    let started = Instant::now();
     let spawn = |source| ChildError::Spawn {
         program: program.to_owned(),
         source,
@@ -190,8 +192,8 @@ pub(crate) fn compile(
         // The child has exited (or was killed and reaped): the pipes close.
         (watched, artifact.join(), errors.join())
     });
-    let status = match watched.map_err(spawn)? {
-        Watched::Exited(status) => status,
+    let (status, peak_bytes) = match watched.map_err(spawn)? {
+        Watched::Exited { status, peak_bytes } => (status, peak_bytes),
         Watched::OverMemory { used_bytes } => {
             return Err(ChildError::Memory {
                 limit_mib: memory_limit_bytes >> 20,
@@ -206,6 +208,13 @@ pub(crate) fn compile(
     let artifact = artifact.unwrap_or_else(|_| lost()).map_err(spawn)?;
     let stderr = tail(&errors.unwrap_or_else(|_| lost()).unwrap_or_default());
     if status.success() {
+        // What an operator sizes `[compile] memory_mb` by.
+        tracing::info!(
+            plugin = name,
+            peak_mib = peak_bytes >> 20,
+            took_ms = started.elapsed().as_millis() as u64,
+            "Compiled in a child process"
+        );
         return deserialize(engine, &artifact).map_err(|e| ChildError::Artifact(e.into()));
     }
     match (status.code(), status.signal()) {
@@ -220,8 +229,14 @@ pub(crate) fn compile(
 
 /// How the watch of a child ended.
 enum Watched {
-    /// It exited by itself.
-    Exited(ExitStatus),
+    /// It exited by itself, its resident memory having peaked at
+    /// `peak_bytes` as last seen (`VmHWM`; 0 if never seen).
+    Exited {
+        /// How it ended.
+        status: ExitStatus,
+        /// Its peak resident memory.
+        peak_bytes: u64,
+    },
     /// It was stopped: its resident memory passed the limit.
     OverMemory {
         /// What it had.
@@ -237,15 +252,15 @@ enum Watched {
 fn watch(child: &mut Child, memory_limit_bytes: u64, deadline: Duration) -> std::io::Result<Watched> {
     let started = Instant::now();
     let status_file = PathBuf::from(format!("/proc/{}/status", child.id()));
+    let mut peak_bytes = 0;
     loop {
         if let Some(status) = child.try_wait()? {
-            return Ok(Watched::Exited(status));
+            return Ok(Watched::Exited { status, peak_bytes });
         }
         // Unreadable only once the child is gone: `try_wait` says next time.
-        let used_bytes = std::fs::read_to_string(&status_file)
-            .ok()
-            .and_then(|status| resident_bytes(&status))
-            .unwrap_or(0);
+        let status = std::fs::read_to_string(&status_file).unwrap_or_default();
+        let used_bytes = kib_field(&status, "VmRSS:").unwrap_or(0);
+        peak_bytes = kib_field(&status, "VmHWM:").unwrap_or(peak_bytes);
         let over = if used_bytes > memory_limit_bytes {
             Some(Watched::OverMemory { used_bytes })
         } else if started.elapsed() > deadline {
@@ -263,16 +278,10 @@ fn watch(child: &mut Child, memory_limit_bytes: u64, deadline: Duration) -> std:
     }
 }
 
-/// `VmRSS` of a `/proc/<pid>/status`, in bytes.
-fn resident_bytes(status: &str) -> Option<u64> {
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kib: u64 = line
-        .trim_start_matches("VmRSS:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
+/// A field in kB of a `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in bytes.
+fn kib_field(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|line| line.starts_with(field))?;
+    let kib: u64 = line[field.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib * 1024)
 }
 
@@ -375,9 +384,10 @@ mod tests {
     #[test]
     fn resident_memory_is_read_from_proc_status() {
         let status = "Name:\tedgewise\nVmHWM:\t   48720 kB\nVmRSS:\t   47932 kB\nVmData:\t 1051256 kB\n";
-        assert_eq!(resident_bytes(status), Some(47_932 * 1024));
-        assert_eq!(resident_bytes("Name:\tx\n"), None);
+        assert_eq!(kib_field(status, "VmRSS:"), Some(47_932 * 1024));
+        assert_eq!(kib_field(status, "VmHWM:"), Some(48_720 * 1024));
+        assert_eq!(kib_field("Name:\tx\n", "VmRSS:"), None);
         let own = std::fs::read_to_string("/proc/self/status").unwrap();
-        assert!(resident_bytes(&own).unwrap() > 0, "{own}");
+        assert!(kib_field(&own, "VmRSS:").unwrap() > 0, "{own}");
     }
 }
