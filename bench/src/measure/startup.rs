@@ -9,7 +9,9 @@ use std::time::Instant;
 use anyhow::{Context, anyhow, bail};
 use edgewise_host::bundle::{self, TrustStore, VerifiedBundle, VerifyOptions};
 use edgewise_host::run::config::{DEFAULT_COMPILE_MEMORY_MB, DEFAULT_COMPILE_TIMEOUT};
-use edgewise_host::runtime::{CacheOutcome, CompiledPlugin, Compiler, Limits, PluginInstance, Runtime, RuntimeOptions};
+use edgewise_host::runtime::{
+    CacheOutcome, ChildCompiler, CompiledPlugin, Compiler, Limits, PluginInstance, Runtime, RuntimeOptions,
+};
 use time::OffsetDateTime;
 
 use super::glucose::glucose_config;
@@ -35,11 +37,11 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     // `edgewise run`'s compiler: its own executable in a child process,
     // with the default bounds.
     let isolated = Runtime::new(RuntimeOptions {
-        compiler: Compiler::Child {
+        compiler: Compiler::Child(ChildCompiler {
             program: ctx.paths.edgewise.clone(),
             memory_limit_bytes: DEFAULT_COMPILE_MEMORY_MB as u64 * 1024 * 1024,
             deadline: DEFAULT_COMPILE_TIMEOUT,
-        },
+        }),
         ..RuntimeOptions::default()
     })
     .context("cannot create the wasm runtime")?;

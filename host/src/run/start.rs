@@ -25,7 +25,7 @@ use crate::envelope::Provenance;
 use crate::load::{self, LoadError, Operator, Trust};
 use crate::outbox::reset::{self, RESET_CODE};
 use crate::outbox::{SharedOutbox, Writer};
-use crate::runtime::{Compiler, Limits, Runtime, RuntimeOptions};
+use crate::runtime::{ChildCompiler, Compiler, Limits, Runtime, RuntimeOptions};
 use crate::worker::{self, DEGRADED, PluginSetup, Work, Worker, WorkerContext};
 
 /// Appends (one per plugin call with outputs) waiting for the outbox writer
@@ -174,11 +174,11 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
     let rollback = Arc::new(Mutex::new(rollback));
     // Compiled in a child process: a compilation that runs out of memory
     // costs that plugin, not the device (`runtime::Compiler`).
-    let compiler = Compiler::Child {
+    let compiler = Compiler::Child(ChildCompiler {
         program: PathBuf::from("/proc/self/exe"),
         memory_limit_bytes: config.compile.memory_limit_bytes,
         deadline: config.compile.timeout,
-    };
+    });
     let runtime = Runtime::new(RuntimeOptions {
         compiler,
         ..RuntimeOptions::default()

@@ -219,30 +219,11 @@ impl Runtime {
                 plugin: plugin.clone(),
                 source: e.into(),
             })?,
-            Compiler::Child {
-                program,
-                memory_limit_bytes,
-                deadline,
-            } => {
-                let options = RuntimeOptions {
-                    fuel: self.fuel,
-                    ..RuntimeOptions::default()
-                };
-                isolated::compile(
-                    &plugin,
-                    &self.engine,
-                    &options,
-                    self.allocator,
-                    program,
-                    *memory_limit_bytes,
-                    *deadline,
-                    bytes,
-                )
+            Compiler::Child(child) => isolated::compile(&plugin, &self.engine, self.fuel, self.allocator, child, bytes)
                 .map_err(|source| LoadError::CompileChild {
                     plugin: plugin.clone(),
                     source,
-                })?
-            }
+                })?,
         };
         let pre = Pre::link(&self.linker, &component).map_err(|(world, e)| LoadError::World {
             plugin: plugin.clone(),

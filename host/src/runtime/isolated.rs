@@ -37,7 +37,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -68,17 +68,21 @@ pub enum Compiler {
     /// failure could take down).
     #[default]
     InProcess,
-    /// In a child process running `program` [`CHILD_COMMAND`], stopped if its
-    /// resident memory passes `memory_limit_bytes` or it runs longer than
-    /// `deadline` (see the module documentation).
-    Child {
-        /// The host's executable: `/proc/self/exe` for `edgewise run`.
-        program: PathBuf,
-        /// The most resident memory the child may use.
-        memory_limit_bytes: u64,
-        /// The longest a compilation may take (wall time).
-        deadline: Duration,
-    },
+    /// In a child process (see the module documentation).
+    Child(ChildCompiler),
+}
+
+/// A child process running `program` [`CHILD_COMMAND`], stopped if its
+/// resident memory passes `memory_limit_bytes` or it runs longer than
+/// `deadline`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildCompiler {
+    /// The host's executable: `/proc/self/exe` for `edgewise run`.
+    pub program: PathBuf,
+    /// The most resident memory the child may use.
+    pub memory_limit_bytes: u64,
+    /// The longest a compilation may take (wall time).
+    pub deadline: Duration,
 }
 
 /// Why a child process did not compile a component.
@@ -133,19 +137,22 @@ pub enum ChildError {
     Artifact(#[source] WasmtimeError),
 }
 
-/// Compile `code` of plugin `name` for `engine` (made from `options` and `allocator`) in a
-/// child process running `program`, stopped beyond `memory_limit_bytes` of
-/// resident memory or `deadline`.
+/// Compile `code` of plugin `name` for `engine` (made with `fuel` and
+/// `allocator`) in the child process of `compiler`.
 pub(crate) fn compile(
     name: &str,
     engine: &Engine,
-    options: &RuntimeOptions,
+    fuel: bool,
     allocator: Allocator,
-    program: &Path,
-    memory_limit_bytes: u64,
-    deadline: Duration,
+    compiler: &ChildCompiler,
     code: &[u8],
 ) -> Result<Component, ChildError> {
+    let ChildCompiler {
+        program,
+        memory_limit_bytes,
+        deadline,
+    } = compiler;
+    let (memory_limit_bytes, deadline) = (*memory_limit_bytes, *deadline);
     let started = Instant::now();
     let spawn = |source| ChildError::Spawn {
         program: program.to_owned(),
@@ -153,7 +160,7 @@ pub(crate) fn compile(
     };
     let mut command = Command::new(program);
     command.arg(CHILD_COMMAND);
-    if options.fuel {
+    if fuel {
         command.arg("--fuel");
     }
     if let Allocator::Pooling {

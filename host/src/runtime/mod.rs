@@ -26,7 +26,7 @@ pub use engine::{Allocator, CompiledPlugin, Runtime, RuntimeOptions};
 pub use error::{Call, LoadError, PluginError, PluginErrorKind, RuntimeError, SchemaRefused, WasmtimeError};
 pub use instance::{FuelUsed, PluginInstance};
 pub use isolated::{
-    CHILD_COMMAND, CHILD_COMPILE_ERROR, ChildError, ChildMainError, ChildRequest, Compiler, child_main,
+    CHILD_COMMAND, CHILD_COMPILE_ERROR, ChildCompiler, ChildError, ChildMainError, ChildRequest, Compiler, child_main,
 };
 pub use limits::{Clamped, LimitExceeded, Limits, MAX_WASI_RESOURCES};
 pub use world::{Assets, MIN_WAKE_INTERVAL_MS, Snapshot, SnapshotSchemas, Wake, World};
