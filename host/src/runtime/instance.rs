@@ -3,6 +3,7 @@
 //! instance knows which contract the plugin targets and speaks it; callers
 //! see one type whatever the version ([`Wake`] says when to tick it).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use wasmtime::Store;
@@ -505,25 +506,27 @@ fn encode_batch(batch: &mut v0_2::types::Batch, readings: &[Reading]) {
     batch.sensors.clear();
     batch.samples.clear();
     batch.samples.reserve(readings.len());
-    // Consecutive readings are most often of one sensor: check the last first.
+    // Each (sensor, unit) is named once, in the order of first appearance. A
+    // map finds a sensor named before: a batch may interleave thousands of
+    // sensors (a linear search made it quadratic). Consecutive readings are
+    // most often of one sensor: the last is checked first.
+    let mut named: HashMap<(&str, &str), u32> = HashMap::new();
     let mut last: Option<(&Reading, u32)> = None;
     for reading in readings {
         let sensor = match last {
             Some((previous, index)) if previous.sensor == reading.sensor && previous.unit == reading.unit => index,
             _ => {
-                let position = batch
-                    .sensors
-                    .iter()
-                    .position(|s| s.id == reading.sensor && s.unit == reading.unit)
-                    .unwrap_or_else(|| {
-                        batch.sensors.push(v0_2::types::Sensor {
+                let sensors = &mut batch.sensors;
+                let index = *named
+                    .entry((reading.sensor.as_str(), reading.unit.as_str()))
+                    .or_insert_with(|| {
+                        sensors.push(v0_2::types::Sensor {
                             id: reading.sensor.clone(),
                             unit: reading.unit.clone(),
                         });
-                        batch.sensors.len() - 1
+                        // A batch is bounded by the queue: far below u32::MAX sensors.
+                        u32::try_from(sensors.len() - 1).unwrap_or(u32::MAX)
                     });
-                // A batch is bounded by the queue: far below u32::MAX sensors.
-                let index = u32::try_from(position).unwrap_or(u32::MAX);
                 last = Some((reading, index));
                 index
             }
@@ -648,5 +651,37 @@ mod tests {
         let mut instance = echo(&runtime, SnapshotSchemas::Unchecked);
         instance.init_from(&[], Some(&snapshot(1))).unwrap();
         assert_eq!(instance.snapshot().unwrap(), snapshot(1));
+    }
+
+    #[test]
+    fn a_batch_names_each_sensor_and_unit_once_in_the_order_they_first_appear() {
+        let reading = |sensor: &str, unit: &str, timestamp_ms: i64| Reading {
+            sensor: sensor.to_owned(),
+            timestamp_ms,
+            value: timestamp_ms as f64,
+            unit: unit.to_owned(),
+        };
+        let readings = [
+            reading("a", "mg/dL", 1),
+            reading("b", "mg/dL", 2),
+            reading("a", "mg/dL", 3),
+            reading("a", "mg/dL", 4),
+            reading("c", "mg/dL", 5),
+            reading("a", "mmol/L", 6),
+            reading("b", "mg/dL", 7),
+        ];
+        let mut batch = v0_2::types::Batch {
+            now_ms: 0,
+            sensors: vec![v0_2::types::Sensor {
+                id: "left over".into(),
+                unit: String::new(),
+            }],
+            samples: Vec::new(),
+        };
+        encode_batch(&mut batch, &readings);
+        let named: Vec<(&str, &str)> = batch.sensors.iter().map(|s| (s.id.as_str(), s.unit.as_str())).collect();
+        assert_eq!(named, [("a", "mg/dL"), ("b", "mg/dL"), ("c", "mg/dL"), ("a", "mmol/L")]);
+        let samples: Vec<(u32, i64)> = batch.samples.iter().map(|s| (s.sensor, s.timestamp_ms)).collect();
+        assert_eq!(samples, [(0, 1), (1, 2), (0, 3), (0, 4), (2, 5), (3, 6), (1, 7)]);
     }
 }
