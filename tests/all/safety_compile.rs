@@ -24,6 +24,28 @@ fn device_with_band_py(local: &NatsServer, compile: &str) -> Device {
     device
 }
 
+/// A client on `local` subscribed to every alert, before the host starts.
+async fn watching(local: &NatsServer) -> (async_nats::Client, async_nats::Subscriber) {
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let alerts = subscribe_alerts(&client, ">").await;
+    client.flush().await.unwrap();
+    (client, alerts)
+}
+
+/// Once the host runs: glucose-monitor alerts on a low reading, the host
+/// raised `plugin-degraded` naming band-py's bundle, the status has band-py
+/// refused and glucose-monitor running. band-py's reason.
+async fn band_py_refused(client: &async_nats::Client, alerts: &mut async_nats::Subscriber) -> String {
+    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
+    let refused = glucose_alert_and_degraded(alerts, "._host").await;
+    assert_contains(refused["message"].as_str().unwrap(), "band-py.wasm");
+    let status = host_status(client).await;
+    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+    let band_py = plugin(&status, "band-py");
+    assert_eq!(band_py["state"], "refused", "{status}");
+    band_py["last_error"].as_str().unwrap_or_default().to_owned()
+}
+
 /// A `/proc/<pid>/status` field in KiB.
 fn proc_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -57,21 +79,12 @@ async fn a_compilation_past_its_memory_limit_costs_that_plugin_not_the_device() 
     let local = NatsServer::start();
     // glucose-monitor compiles in about 40 MiB, band-py needs about 470.
     let mut device = device_with_band_py(&local, "[compile]\nmemory_mb = 160\n");
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    client.flush().await.unwrap();
+    let (client, mut alerts) = watching(&local).await;
     let mut command = device.run_command();
     command.env("RUST_LOG", "warn,edgewise_host::runtime=info");
     device.start_command(command, &client).await;
-    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
-    let refused = glucose_alert_and_degraded(&mut alerts, "._host").await;
-    assert_contains(refused["message"].as_str().unwrap(), "band-py.wasm");
-    let status = host_status(&client).await;
-    let band_py = plugin(&status, "band-py");
-    assert_eq!(band_py["state"], "refused", "{status}");
-    let reason = band_py["last_error"].as_str().unwrap_or_default();
-    assert_contains(reason, "more memory than the 160 MiB allowed (`[compile] memory_mb`)");
-    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+    let reason = band_py_refused(&client, &mut alerts).await;
+    assert_contains(&reason, "more memory than the 160 MiB allowed (`[compile] memory_mb`)");
     // The compilation's memory was never the host's: it peaked far below
     // band-py's 470 MiB (the host compiling in-process reached about 450).
     let peak_mib = proc_kib(device.pid(), "VmHWM:").unwrap() >> 10;
@@ -90,9 +103,7 @@ async fn a_compilation_past_its_memory_limit_costs_that_plugin_not_the_device() 
 async fn a_compiler_process_killed_by_the_kernel_costs_that_plugin_not_the_device() {
     let local = NatsServer::start();
     let mut device = device_with_band_py(&local, "");
-    let client = async_nats::connect(local.url()).await.unwrap();
-    let mut alerts = subscribe_alerts(&client, ">").await;
-    client.flush().await.unwrap();
+    let (client, mut alerts) = watching(&local).await;
     device.spawn();
     // band-py's compiler process, once it holds more than glucose-monitor's
     // ever does: what the OOM killer would pick, and it does what the OOM
@@ -113,17 +124,8 @@ async fn a_compiler_process_killed_by_the_kernel_costs_that_plugin_not_the_devic
     assert_eq!(adjusted.trim(), "1000", "first in line for the OOM killer");
     edgewise_procs::child::sigkill(compiler).unwrap();
     device.wait_ready(&client, WAIT * 3).await;
-    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
-    let refused = glucose_alert_and_degraded(&mut alerts, "._host").await;
-    assert_contains(refused["message"].as_str().unwrap(), "band-py.wasm");
-    let status = host_status(&client).await;
-    let band_py = plugin(&status, "band-py");
-    assert_eq!(band_py["state"], "refused", "{status}");
-    assert_contains(
-        band_py["last_error"].as_str().unwrap_or_default(),
-        "was killed (SIGKILL",
-    );
-    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+    let reason = band_py_refused(&client, &mut alerts).await;
+    assert_contains(&reason, "was killed (SIGKILL");
     device.terminate_cleanly().await;
 }
 

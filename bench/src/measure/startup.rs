@@ -49,23 +49,23 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     let mut verify_compile = Vec::new();
     let mut uncached_start = Vec::new();
     let mut verify_compile_child = Vec::new();
-    for _ in 0..UNCACHED_RUNS {
+    // Read, verify and compile with `runtime`: when it started, and the plugin.
+    let verified_and_compiled = |runtime: &Runtime| -> anyhow::Result<(Instant, CompiledPlugin)> {
         let started = Instant::now();
         let (bytes, verified) = read_and_verify(&bundle_path, &trust)?;
         let code = bytes.get(..verified.code_len).unwrap_or_default();
         let compiled = runtime
             .compile(&verified.manifest.name, code)
             .context("cannot compile glucose-monitor")?;
+        Ok((started, compiled))
+    };
+    for _ in 0..UNCACHED_RUNS {
+        let (started, compiled) = verified_and_compiled(&runtime)?;
         verify_compile.push(ms(started));
         start_instance(&runtime, &compiled, &config)?;
         uncached_start.push(ms(started));
 
-        let started = Instant::now();
-        let (bytes, verified) = read_and_verify(&bundle_path, &trust)?;
-        let code = bytes.get(..verified.code_len).unwrap_or_default();
-        let compiled = isolated
-            .compile(&verified.manifest.name, code)
-            .context("cannot compile glucose-monitor in a child process")?;
+        let (started, compiled) = verified_and_compiled(&isolated)?;
         verify_compile_child.push(ms(started));
         start_instance(&isolated, &compiled, &config)?;
     }
