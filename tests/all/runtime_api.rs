@@ -2,7 +2,10 @@
 //! errors, a trapped instance is never called again, limits hold.
 
 use edgewise_host::model::{Output, Reading};
-use edgewise_host::runtime::{Call, LimitExceeded, Limits, PluginErrorKind, PluginInstance, Runtime, RuntimeOptions};
+use edgewise_host::runtime::{
+    Allocator, Call, ChildCompiler, ChildError, Compiler, LimitExceeded, Limits, LoadError, PluginErrorKind,
+    PluginInstance, Runtime, RuntimeOptions,
+};
 use edgewise_tests::plugin_wasm;
 
 fn readings(count: usize) -> Vec<Reading> {
@@ -100,5 +103,56 @@ fn a_component_of_another_world_is_refused() {
     assert!(
         message.starts_with("`empty` does not fit the edgewise:plugin/sensor-plugin@0.1.0 world"),
         "{message}"
+    );
+}
+
+/// `edgewise run`'s compiler, the real binary's `compile-child`, for a
+/// runtime of `options`.
+fn compiled_in_a_child(options: RuntimeOptions) -> Runtime {
+    Runtime::new(RuntimeOptions {
+        compiler: Compiler::Child(ChildCompiler {
+            program: edgewise_procs::workspace::edgewise_path(),
+            memory_limit_bytes: 1 << 30,
+            deadline: std::time::Duration::from_secs(300),
+        }),
+        ..options
+    })
+    .unwrap()
+}
+
+/// The compiler process builds its engine as the host's: with fuel and the
+/// pooling allocator (both shape the compiled code) its artifact loads (a
+/// mismatch is refused by wasmtime) and runs, fuel counted.
+#[test]
+fn a_component_compiled_in_a_child_runs_in_a_host_of_the_same_engine_configuration() {
+    let options = RuntimeOptions {
+        fuel: true,
+        allocator: Allocator::Pooling {
+            instances: 4,
+            max_memory_bytes: 64 << 20,
+        },
+        ..RuntimeOptions::default()
+    };
+    let runtime = compiled_in_a_child(options);
+    assert_ne!(runtime.allocator(), Allocator::OnDemand, "the pool was reserved");
+    // Compiled through `runtime`: failing only after 100 readings.
+    let mut instance = faulty(&runtime, Limits::default(), "err", 100);
+    instance.on_readings(&readings(3)).unwrap();
+    assert!(instance.fuel_used().unwrap().on_readings > 0);
+}
+
+/// What wasmtime refuses in the compiler process comes back as its message.
+#[test]
+fn a_component_the_compiler_process_refuses_is_a_load_error_with_wasmtimes_reason() {
+    let runtime = compiled_in_a_child(RuntimeOptions::default());
+    // A component header and then nothing valid.
+    let error = runtime.compile("junk", b"\0asm\x0d\0\x01\0junk").err().unwrap();
+    assert!(
+        matches!(&error, LoadError::CompileChild { source: ChildError::Compile(message), .. } if !message.is_empty()),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().starts_with("`junk` could not be compiled: "),
+        "{error}"
     );
 }
