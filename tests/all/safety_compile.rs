@@ -6,11 +6,9 @@
 //! run`, real nats-servers, real signed bundles; band-py (CPython in wasm,
 //! about 470 MiB and 5 s of CPU to compile) is the large one.
 
-use std::time::{Duration, Instant};
-
 use crate::device::{Device, WAIT, now_ms, reading};
 use crate::safety_lifecycle::glucose_alert_and_degraded;
-use crate::support::{assert_contains, host_status, plugin, subscribe_alerts};
+use crate::support::{assert_contains, host_status, plugin, poll_until, subscribe_alerts};
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{edgewise, plugin_manifest};
 
@@ -109,17 +107,13 @@ async fn a_compiler_process_killed_by_the_kernel_costs_that_plugin_not_the_devic
     // ever does: what the OOM killer would pick, and it does what the OOM
     // killer does.
     let host = device.pid();
-    let started = Instant::now();
-    let compiler = loop {
-        let big = compiler_processes(host)
+    let compiler = poll_until("a compiler process of band-py", WAIT * 3, || async {
+        compiler_processes(host)
             .into_iter()
-            .find(|&child| proc_kib(child, "VmRSS:").is_some_and(|kib| kib > 100 << 10));
-        if let Some(child) = big {
-            break child;
-        }
-        assert!(started.elapsed() < WAIT * 3, "no compiler process of band-py seen");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+            .find(|&child| proc_kib(child, "VmRSS:").is_some_and(|kib| kib > 100 << 10))
+            .ok_or_else(|| format!("compiler processes: {:?}", compiler_processes(host)))
+    })
+    .await;
     let adjusted = std::fs::read_to_string(format!("/proc/{compiler}/oom_score_adj")).unwrap();
     assert_eq!(adjusted.trim(), "1000", "first in line for the OOM killer");
     edgewise_procs::child::sigkill(compiler).unwrap();
