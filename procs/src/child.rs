@@ -125,6 +125,17 @@ pub fn sigkill(pid: u32) -> anyhow::Result<()> {
     kill_command(&["-KILL", &pid.to_string()])
 }
 
+/// Send SIGSTOP to the process `pid`: it holds where it is until
+/// [`sigcont`] (a process the scheduler never runs, deterministically).
+pub fn sigstop(pid: u32) -> anyhow::Result<()> {
+    kill_command(&["-STOP", &pid.to_string()])
+}
+
+/// Send SIGCONT to the process `pid`: it goes on after [`sigstop`].
+pub fn sigcont(pid: u32) -> anyhow::Result<()> {
+    kill_command(&["-CONT", &pid.to_string()])
+}
+
 /// Run `kill ARGS` (the command, no libc).
 fn kill_command(args: &[&str]) -> anyhow::Result<()> {
     let status = Command::new("kill")

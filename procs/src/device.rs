@@ -173,17 +173,39 @@ impl Device {
     }
 
     /// Wait up to `within` until the started host answers a status request
-    /// through `client`; fail at once, with its log, if it exits.
+    /// through `client` with every plugin past compiling (a plugin still
+    /// compiling when start-up stopped waiting for it joins later; tests
+    /// that publish once the host is ready expect every plugin subscribed);
+    /// fail at once, with its log, if it exits.
     pub async fn wait_ready(&mut self, client: &async_nats::Client, within: Duration) -> anyhow::Result<Value> {
+        self.wait_status(client, within, |status| !compiling(status)).await
+    }
+
+    /// Wait up to `within` until the started host answers a status request
+    /// through `client`, whatever its plugins' states; fail at once, with its
+    /// log, if it exits.
+    pub async fn wait_answering(&mut self, client: &async_nats::Client, within: Duration) -> anyhow::Result<Value> {
+        self.wait_status(client, within, |_| true).await
+    }
+
+    /// Wait up to `within` for a status answer that `wanted` accepts.
+    async fn wait_status(
+        &mut self,
+        client: &async_nats::Client,
+        within: Duration,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
         let deadline = Instant::now() + within;
         loop {
-            if let Ok(status) = request_status(client, &self.id).await {
+            if let Ok(status) = request_status(client, &self.id).await
+                && wanted(&status)
+            {
                 return Ok(status);
             }
             self.check_running()?;
             if Instant::now() >= deadline {
                 bail!(
-                    "edgewise run ({}) did not answer status requests within {within:?}; the end of its log:\n{}",
+                    "edgewise run ({}) did not answer status requests (with every plugin past compiling, if asked) within {within:?}; the end of its log:\n{}",
                     self.id,
                     self.log_tail()
                 );
@@ -328,4 +350,11 @@ pub async fn request_status(client: &async_nats::Client, id: &str) -> anyhow::Re
         .map_err(|_| anyhow!("device {id} did not answer a status request within {STATUS_TIMEOUT:?}"))?
         .with_context(|| format!("the status request to device {id} failed"))?;
     serde_json::from_slice(&reply.payload).context("the host's status is not JSON")
+}
+
+/// Whether a plugin of `status` is still compiling.
+fn compiling(status: &Value) -> bool {
+    status["plugins"]
+        .as_array()
+        .is_some_and(|plugins| plugins.iter().any(|plugin| plugin["state"] == "compiling"))
 }

@@ -158,12 +158,23 @@ impl Device {
     }
 
     /// Wait until the host started by [`Device::spawn`] answers status
-    /// requests through `client`, at most `within`.
+    /// requests through `client` with every plugin past compiling, at most
+    /// `within`.
     pub(crate) async fn wait_ready(&mut self, client: &async_nats::Client, within: Duration) {
         self.host
             .wait_ready(client, within)
             .await
             .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    /// Wait until the host started by [`Device::spawn`] answers status
+    /// requests through `client` (a plugin may still be compiling), at most
+    /// `within`: its status.
+    pub(crate) async fn wait_answering(&mut self, client: &async_nats::Client, within: Duration) -> Value {
+        self.host
+            .wait_answering(client, within)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// As [`Device::start_with`], the host started by `command` (which runs

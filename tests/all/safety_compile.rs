@@ -8,12 +8,12 @@
 
 use crate::device::{Device, WAIT, now_ms, reading};
 use crate::safety_lifecycle::glucose_alert_and_degraded;
-use crate::support::{assert_contains, host_status, plugin, poll_until, subscribe_alerts};
+use crate::support::{assert_contains, host_status, next_where, plugin, poll_until, subscribe_alerts};
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{edgewise, plugin_manifest};
 
-/// band-py, then glucose-monitor (compiled in that order), with `compile`
-/// (a `[compile]` table, or nothing).
+/// band-py, then glucose-monitor (listed in that order; compiled at once),
+/// with `compile` (a `[compile]` table, or nothing).
 fn device_with_band_py(local: &NatsServer, compile: &str) -> Device {
     let plugins =
         format!("[[plugins]]\nbundle = \"band-py.wasm\"\n[[plugins]]\nbundle = \"glucose-monitor.wasm\"\n{compile}");
@@ -72,6 +72,19 @@ fn compiler_processes(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// band-py's compiler process among the children of `host`, once it holds
+/// more than glucose-monitor's ever does (mid-compilation: band-py's takes
+/// seconds more).
+async fn band_py_compiler(host: u32) -> u32 {
+    poll_until("a compiler process of band-py", WAIT * 3, || async {
+        compiler_processes(host)
+            .into_iter()
+            .find(|&child| proc_kib(child, "VmRSS:").is_some_and(|kib| kib > 100 << 10))
+            .ok_or_else(|| format!("compiler processes: {:?}", compiler_processes(host)))
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_compilation_past_its_memory_limit_costs_that_plugin_not_the_device() {
     let local = NatsServer::start();
@@ -103,17 +116,8 @@ async fn a_compiler_process_killed_by_the_kernel_costs_that_plugin_not_the_devic
     let mut device = device_with_band_py(&local, "");
     let (client, mut alerts) = watching(&local).await;
     device.spawn();
-    // band-py's compiler process, once it holds more than glucose-monitor's
-    // ever does: what the OOM killer would pick, and it does what the OOM
-    // killer does.
-    let host = device.pid();
-    let compiler = poll_until("a compiler process of band-py", WAIT * 3, || async {
-        compiler_processes(host)
-            .into_iter()
-            .find(|&child| proc_kib(child, "VmRSS:").is_some_and(|kib| kib > 100 << 10))
-            .ok_or_else(|| format!("compiler processes: {:?}", compiler_processes(host)))
-    })
-    .await;
+    // What the OOM killer would pick, and it does what the OOM killer does.
+    let compiler = band_py_compiler(device.pid()).await;
     let adjusted = std::fs::read_to_string(format!("/proc/{compiler}/oom_score_adj")).unwrap();
     assert_eq!(adjusted.trim(), "1000", "first in line for the OOM killer");
     edgewise_procs::child::sigkill(compiler).unwrap();
@@ -146,4 +150,69 @@ fn a_compilation_past_its_deadline_is_stopped_and_reported() {
         &run.stderr,
         "takes longer than the 100ms allowed (`[compile] timeout`): the compiler process was stopped",
     );
+}
+
+/// Start-up does not wait for a compilation past `[compile] start_wait`:
+/// glucose-monitor's alerts start while band-py's compilation is held
+/// (SIGSTOP, so it cannot end first on any machine), the status says
+/// `compiling`; when that compilation then fails, band-py is refused as at
+/// start (status, a critical `plugin-degraded` from the host) and
+/// glucose-monitor goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_still_compiling_does_not_hold_back_the_others_alerts() {
+    let local = NatsServer::start();
+    let mut device = device_with_band_py(&local, "[compile]\nstart_wait = \"0s\"\n");
+    let (client, mut alerts) = watching(&local).await;
+    device.spawn();
+    let compiler = band_py_compiler(device.pid()).await;
+    edgewise_procs::child::sigstop(compiler).unwrap();
+    let status = device.wait_answering(&client, WAIT * 3).await;
+    assert_eq!(plugin(&status, "band-py")["state"], "compiling", "{status}");
+    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
+    let urgent = next_where(&mut alerts, "glucose-monitor's urgent-low", |subject, alert| {
+        subject.ends_with(".glucose-monitor") && alert["code"] == "urgent-low"
+    })
+    .await;
+    assert_eq!(urgent["sensor"], "cgm.p1");
+    assert_eq!(
+        plugin(&host_status(&client).await, "band-py")["state"],
+        "compiling",
+        "still held"
+    );
+
+    edgewise_procs::child::sigkill(compiler).unwrap();
+    let refused = next_where(&mut alerts, "the host's plugin-degraded", |subject, alert| {
+        subject.ends_with("._host") && alert["code"] == "plugin-degraded"
+    })
+    .await;
+    assert_contains(refused["message"].as_str().unwrap(), "band-py.wasm");
+    assert_contains(refused["message"].as_str().unwrap(), "was killed (SIGKILL");
+    let status = host_status(&client).await;
+    assert_eq!(plugin(&status, "band-py")["state"], "refused", "{status}");
+    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+    device.terminate_cleanly().await;
+}
+
+/// A plugin compiled after start-up stopped waiting joins the running
+/// device: it takes readings and alerts like one started with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_compiled_after_start_up_joins_the_running_device() {
+    let local = NatsServer::start();
+    let mut device = device_with_band_py(&local, "[compile]\nstart_wait = \"0s\"\n");
+    let (client, mut alerts) = watching(&local).await;
+    device.spawn();
+    let status = device.wait_answering(&client, WAIT * 3).await;
+    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+    // Every plugin past compiling: band-py has joined.
+    device.wait_ready(&client, WAIT * 6).await;
+    let status = host_status(&client).await;
+    assert_eq!(plugin(&status, "band-py")["state"], "running", "{status}");
+    client.publish("sensors.cgm.p2", reading(now_ms(), 45.0)).await.unwrap();
+    let below = next_where(&mut alerts, "band-py's below-low", |subject, alert| {
+        subject.ends_with(".band-py") && alert["code"] == "below-low"
+    })
+    .await;
+    assert_eq!(below["sensor"], "cgm.p2");
+    device.terminate_cleanly().await;
 }

@@ -156,7 +156,14 @@ const PLUGIN_FAMILIES: [PluginFamily; 5] = [
 ];
 
 /// The states a plugin can be in (`edgewise_plugin_state`).
-const PLUGIN_STATES: [&str; 5] = ["running", "restarting", "quarantined", "degraded", "refused"];
+const PLUGIN_STATES: [&str; 6] = [
+    "running",
+    "restarting",
+    "quarantined",
+    "degraded",
+    "refused",
+    "compiling",
+];
 
 impl Families {
     fn encode_plugins(&self, encoder: &mut DescriptorEncoder<'_>, plugins: &[PluginStatus]) -> Result<(), Error> {

@@ -475,6 +475,10 @@ impl Controller {
             new: wanted.clone(),
             previous: running.clone(),
         };
+        // Held until the plugin is added or swapped: a plugin compiled after
+        // start-up may be added meanwhile.
+        let changing = self.plugins.clone();
+        let _changing = changing.changing().await;
         match self.plugins.get(name) {
             None => {
                 prepared.setup.probation = Some(probation);

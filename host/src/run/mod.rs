@@ -21,6 +21,7 @@
 //! queue into the outbox within a budget, the upstream gets a last chance,
 //! the local bus is flushed; a thread that does not finish is left behind.
 
+mod compiling;
 pub mod config;
 mod deploy;
 mod host_alerts;

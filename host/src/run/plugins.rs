@@ -46,6 +46,8 @@ pub(super) struct Plugins {
     failures: mpsc::UnboundedSender<Failure>,
     ended: mpsc::UnboundedSender<Ended>,
     slots: Mutex<BTreeMap<String, Slot>>,
+    /// See [`Plugins::changing`].
+    changing: tokio::sync::Mutex<()>,
     /// Each plugin's input health (the owner marks a lost one).
     pub(super) inputs: Arc<Mutex<BTreeMap<String, Arc<IngestHealth>>>>,
     /// What the status shows of each plugin (those refused included).
@@ -81,12 +83,23 @@ impl Plugins {
             failures,
             ended,
             slots: Mutex::new(BTreeMap::new()),
+            changing: tokio::sync::Mutex::new(()),
             inputs: Arc::new(Mutex::new(BTreeMap::new())),
             statuses: Arc::new(Mutex::new(statuses)),
         }
     }
 
-    /// Start the ingest of `started` and add it to the set.
+    /// Show `source` in the status in place of the plugin of its name (one
+    /// that could not join).
+    pub(super) fn show(&self, source: PluginSource) {
+        if let Ok(mut statuses) = self.statuses.lock() {
+            statuses.retain(|status| status.name != source.name);
+            statuses.push(source);
+        }
+    }
+
+    /// Start the ingest of `started` and add it to the set. Whoever decided
+    /// to add it holds [`Plugins::changing`] (at start-up nothing else runs).
     pub(super) async fn add(&self, started: Started) -> Result<(), RunError> {
         let name = started.provenance.plugin.clone();
         let health = Arc::new(IngestHealth::default());
@@ -94,16 +107,13 @@ impl Plugins {
         if let Ok(mut inputs) = self.inputs.lock() {
             inputs.insert(name.clone(), health.clone());
         }
-        if let Ok(mut statuses) = self.statuses.lock() {
-            statuses.retain(|status| status.name != name);
-            statuses.push(PluginSource {
-                name: name.clone(),
-                version: started.provenance.version.clone(),
-                digest: started.provenance.digest.clone(),
-                stats: started.worker.stats.clone(),
-                input: Some(health),
-            });
-        }
+        self.show(PluginSource {
+            name: name.clone(),
+            version: started.provenance.version.clone(),
+            digest: started.provenance.digest.clone(),
+            stats: started.worker.stats.clone(),
+            input: Some(health),
+        });
         let slot = Slot {
             queue: started.worker.queue.clone(),
             worker: started.worker,
@@ -116,6 +126,14 @@ impl Plugins {
             slots.insert(name, slot);
         }
         Ok(())
+    }
+
+    /// Held from deciding to start a plugin (none of its name runs) to its
+    /// [`Plugins::add`]: a deployment and a plugin compiled after start-up
+    /// may both decide so at once, and two workers of one plugin would share
+    /// its journal and saved state.
+    pub(super) async fn changing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.changing.lock().await
     }
 
     /// Start the ingest of `started` (its subscriptions made before this returns).
@@ -195,13 +213,9 @@ impl Plugins {
         if let Ok(mut inputs) = self.inputs.lock() {
             inputs.remove(plugin);
         }
-        let Some(slot) = slot else { return };
-        let _ = slot.stop_ingest.send(true);
-        stop_ingest_task(slot.ingest).await;
-        drop(slot.queue);
-        let stopping = slot.worker.stop(Instant::now() + super::shutdown::DRAIN_BUDGET);
-        let joined = tokio::task::spawn_blocking(move || join_within(stopping, super::shutdown::DRAIN_BUDGET * 2));
-        let _ = joined.await;
+        if let Some(slot) = slot {
+            stop_slot(slot).await;
+        }
     }
 
     /// Take every plugin out (shutdown).
@@ -223,6 +237,17 @@ impl Plugins {
         }
         stopped
     }
+}
+
+/// Stop a plugin taken out of the set: its ingest stops, its worker finishes
+/// its queue (within the drain budget) and saves its state.
+async fn stop_slot(slot: Slot) {
+    let _ = slot.stop_ingest.send(true);
+    stop_ingest_task(slot.ingest).await;
+    drop(slot.queue);
+    let stopping = slot.worker.stop(Instant::now() + super::shutdown::DRAIN_BUDGET);
+    let joined = tokio::task::spawn_blocking(move || join_within(stopping, super::shutdown::DRAIN_BUDGET * 2));
+    let _ = joined.await;
 }
 
 /// Wait for an ingest task to stop, within the shutdown's ingest budget.

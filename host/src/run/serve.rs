@@ -28,11 +28,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::RunError;
+use super::compiling::{Compilations, Compiled};
 use super::config::RunConfig;
 use super::host_alerts::{HOST_DEGRADED, HostAlerts};
 use super::plugins::Plugins;
 use super::shutdown::Parts;
-use super::start::Device;
+use super::start::{Device, Loader, RefusalReason, Refused};
 use super::status::{PluginSource, StatusSources};
 use crate::bus::config::Source;
 use crate::bus::ingest::{self, Failure, IngestError, IngestHealth, IngestStats, Input};
@@ -127,7 +128,7 @@ pub(super) fn spawn_owned<E: Into<TaskError>>(
 }
 
 /// The text of a panic's payload.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(super) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -143,6 +144,10 @@ struct Owner {
     inputs: Arc<Mutex<BTreeMap<String, Arc<IngestHealth>>>>,
     /// Host tasks that ended, and why (shown in the status).
     tasks: Arc<Mutex<BTreeMap<String, String>>>,
+    /// The running plugins (one compiled after start-up joins them).
+    plugins: Arc<Plugins>,
+    /// What starts a plugin compiled after start-up.
+    loader: Loader,
 }
 
 impl Owner {
@@ -152,6 +157,7 @@ impl Owner {
         shutdown: impl Future<Output = ()>,
         failures: &mut mpsc::UnboundedReceiver<Failure>,
         ended: &mut mpsc::UnboundedReceiver<Ended>,
+        compiling: &mut Compilations,
     ) {
         tokio::pin!(shutdown);
         loop {
@@ -159,8 +165,50 @@ impl Owner {
                 () = &mut shutdown => break,
                 Some(failure) = failures.recv() => self.ingest_failed(failure).await,
                 Some(task) = ended.recv() => self.task_ended(task).await,
+                Some(compiled) = compiling.next() => self.compiled(compiled).await,
             }
         }
+    }
+
+    /// A plugin still compiling when the device started serving has been
+    /// compiled: it joins the running device, or is refused.
+    async fn compiled(&mut self, compiled: Compiled) {
+        let refusal = match compiled.result {
+            Ok(prepared) => {
+                let name = prepared.setup.provenance.plugin.clone();
+                let (version, bundle) = (prepared.setup.provenance.version.clone(), compiled.bundle);
+                let _changing = self.plugins.changing().await;
+                if self.plugins.get(&name).is_some() {
+                    // Deployed while this one compiled: the deployment wins.
+                    tracing::warn!(plugin = %name, "A deployed version of this plugin runs instead");
+                    return;
+                }
+                let joined = match self.loader.start(prepared) {
+                    Ok(started) => self.plugins.add(started).await,
+                    Err(error) => Err(error),
+                };
+                match joined {
+                    Ok(()) => {
+                        tracing::info!(plugin = %name, "Compiled after start-up: the plugin runs now");
+                        return;
+                    }
+                    Err(error) => Refused {
+                        name,
+                        version,
+                        bundle,
+                        reason: Arc::new(RefusalReason::Compilation(format!(
+                            "compiled, but could not start: {}",
+                            crate::error_chain(&error)
+                        ))),
+                    },
+                }
+            }
+            Err(refusal) => refusal,
+        };
+        tracing::error!(bundle = %refusal.bundle, reason = %refusal.reason, "Plugin refused; the others run");
+        self.plugins.show(refused_source(&refusal));
+        let message = format!("plugin bundle {} refused: {}", refusal.bundle, refusal.reason);
+        self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
     }
 
     /// A plugin's ingest failed and is being started again.
@@ -241,7 +289,7 @@ pub(super) async fn serve(
         ingest_stats.clone(),
         failure_sender.clone(),
         ended_sender.clone(),
-        refused_sources(&device),
+        initial_sources(&device),
     ));
     let count = device.plugins.len();
     for started in device.plugins {
@@ -335,11 +383,11 @@ pub(super) async fn serve(
         );
         spawn_owned(Task::Telemetry, &ended_sender, run.map(Ok::<(), TaskError>))
     });
-    let deploy = match (&config.deploy, device.deploy) {
-        (Some(settings), Some(loader)) => {
+    let deploy = match &config.deploy {
+        Some(settings) => {
             let run = super::deploy::run_deploy(
                 settings.clone(),
-                loader,
+                device.loader.clone(),
                 plugins.clone(),
                 device.local.clone(),
                 generations,
@@ -347,17 +395,26 @@ pub(super) async fn serve(
             );
             Some(spawn_owned(Task::Deploy, &ended_sender, run))
         }
-        _ => None,
+        None => None,
     };
-    tracing::info!(device = %config.device, plugins = count, refused = device.refused.len(), "Edgewise is running");
+    tracing::info!(
+        device = %config.device,
+        plugins = count,
+        refused = device.refused.len(),
+        compiling = device.compiling.pending().count(),
+        "Edgewise is running"
+    );
 
     let mut owner = Owner {
         host_alerts: device.host_alerts,
         clock: device.clock,
         inputs: plugins.inputs.clone(),
         tasks,
+        plugins: plugins.clone(),
+        loader: device.loader,
     };
-    owner.own(shutdown, &mut failures, &mut ended).await;
+    let mut compiling = device.compiling;
+    owner.own(shutdown, &mut failures, &mut ended, &mut compiling).await;
     // Deployment stops first: nothing is added to the set while it is taken.
     if let Some(deploy) = deploy {
         deploy.abort();
@@ -413,19 +470,29 @@ pub(super) async fn input(
     })
 }
 
-/// The plugins refused at start, as the status shows them.
-fn refused_sources(device: &Device) -> Vec<PluginSource> {
-    device
-        .refused
-        .iter()
-        .map(|refusal| PluginSource {
-            name: refusal.name.clone(),
-            version: refusal.version.clone(),
-            digest: String::new(),
-            stats: Arc::new(PluginStats::refused(&refusal.reason.to_string())),
-            input: None,
-        })
-        .collect()
+/// The plugins refused at start and those still compiling, as the status
+/// shows them.
+fn initial_sources(device: &Device) -> Vec<PluginSource> {
+    let refused = device.refused.iter().map(refused_source);
+    let compiling = device.compiling.pending().map(|pending| PluginSource {
+        name: pending.name.clone(),
+        version: pending.version.clone(),
+        digest: pending.digest.clone(),
+        stats: Arc::new(PluginStats::compiling()),
+        input: None,
+    });
+    refused.chain(compiling).collect()
+}
+
+/// A refused plugin, as the status shows it.
+fn refused_source(refusal: &Refused) -> PluginSource {
+    PluginSource {
+        name: refusal.name.clone(),
+        version: refusal.version.clone(),
+        digest: String::new(),
+        stats: Arc::new(PluginStats::refused(&refusal.reason.to_string())),
+        input: None,
+    }
 }
 
 /// Send `Tick(now)` to every plugin every `tick` of clock time, until `stop`.

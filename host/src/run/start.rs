@@ -28,6 +28,8 @@ use crate::outbox::{SharedOutbox, Writer};
 use crate::runtime::{ChildCompiler, Compiler, Limits, Runtime, RuntimeOptions};
 use crate::worker::{self, DEGRADED, PluginSetup, Work, Worker, WorkerContext};
 
+use super::compiling::Compilations;
+
 /// Appends (one per plugin call with outputs) waiting for the outbox writer
 /// before the workers wait for it.
 const WRITER_QUEUE: usize = 256;
@@ -71,6 +73,9 @@ pub enum RefusalReason {
     /// The trust store cannot be read now.
     #[error("the trust store: {0}")]
     Trust(String),
+    /// Its compilation could not run to an end (no thread for it, a panic).
+    #[error("its compilation could not run: {0}")]
+    Compilation(String),
 }
 
 /// A plugin whose worker runs (its `init` may not have yet).
@@ -102,12 +107,17 @@ pub(super) struct Device {
     pub(super) host_alerts: HostAlerts,
     pub(super) plugins: Vec<Started>,
     pub(super) refused: Vec<Refused>,
-    /// What deployment loads plugins with, if `[deploy]` is configured.
-    pub(super) deploy: Option<Loader>,
+    /// The plugins still compiling when start-up stopped waiting: each joins
+    /// the running device once compiled, or is refused then.
+    pub(super) compiling: Compilations,
+    /// What starts a plugin while the device serves (one compiled late, a
+    /// deployment).
+    pub(super) loader: Loader,
 }
 
 /// What loading and starting a plugin while the device serves needs (a
-/// deployment).
+/// deployment, a plugin compiled after start-up).
+#[derive(Clone)]
 pub(super) struct Loader {
     pub(super) config: RunConfig,
     runtime: Arc<Runtime>,
@@ -205,8 +215,8 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         host_limits: &config.host_limits,
         host_max_sensors: config.host_max_sensors,
     };
-    let mut ready: Vec<Prepared> = Vec::new();
-    let mut refused = Vec::new();
+    let mut checked: Vec<(usize, Checked)> = Vec::new();
+    let mut refused: Vec<(usize, Refused)> = Vec::new();
     // The last healthy set deployed from the cloud first (it runs with no
     // network); a plugin of the configuration file of the same name gives way.
     let deployed = match &config.deploy {
@@ -217,31 +227,59 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         .iter()
         .map(|(plugin, bundle)| (plugin, Some(bundle.clone())))
         .chain(config.plugins.iter().map(|plugin| (plugin, None)));
-    for (plugin, bundle) in plugins {
-        let taken: Vec<&str> = ready.iter().map(|p| p.setup.provenance.plugin.as_str()).collect();
-        match prepare(&context, plugin, &taken) {
-            Ok(mut prepared) => {
-                prepared.deployed = bundle.map(|bundle| (bundle, plugin.config.clone()));
-                ready.push(prepared)
+    // Read, verify and check each bundle in order (milliseconds); compile
+    // them all at once below.
+    for (order, (plugin, bundle)) in plugins.enumerate() {
+        let taken: Vec<&str> = checked.iter().map(|(_, c)| c.name.as_str()).collect();
+        match check(&context, plugin, &taken) {
+            Ok(mut plugin_checked) => {
+                plugin_checked.deployed = bundle.map(|bundle| (bundle, plugin.config.clone()));
+                checked.push((order, plugin_checked))
             }
             Err(refusal) if matches!(&*refusal.reason, RefusalReason::Duplicate(_)) && bundle.is_none() => {
                 tracing::warn!(bundle = %refusal.bundle, "A deployed version of this plugin runs instead");
             }
             Err(refusal) => {
                 tracing::error!(bundle = %refusal.bundle, reason = %refusal.reason, "Plugin refused; the others start");
-                refused.push(refusal);
+                refused.push((order, refusal));
             }
         }
     }
-    if ready.is_empty() && config.deploy.is_none() {
+    let mut compiling = Compilations::spawn(checked, &runtime, &config.data_dir.join("cache"));
+    let mut ready = Vec::new();
+    for compiled in compiling
+        .gather(config.compile.start_wait, config.deploy.is_some())
+        .await
+    {
+        match compiled.result {
+            Ok(prepared) => ready.push((compiled.order, prepared)),
+            Err(refusal) => {
+                tracing::error!(bundle = %refusal.bundle, reason = %refusal.reason, "Plugin refused; the others start");
+                refused.push((compiled.order, refusal));
+            }
+        }
+    }
+    // The configuration's order, whichever compiled first.
+    ready.sort_by_key(|(order, _)| *order);
+    refused.sort_by_key(|(order, _)| *order);
+    let refused: Vec<Refused> = refused.into_iter().map(|(_, refusal)| refusal).collect();
+    if ready.is_empty() && compiling.is_empty() && config.deploy.is_none() {
         return Err(RunError::NothingToRun(refused));
     }
+    if !compiling.is_empty() {
+        let names: Vec<&str> = compiling.pending().map(|pending| pending.name.as_str()).collect();
+        tracing::warn!(
+            plugins = %names.join(", "),
+            start_wait = %humantime::format_duration(config.compile.start_wait),
+            "Still compiling: the device serves without them; each joins once compiled"
+        );
+    }
 
-    // The clock starts once every plugin is ready, so a simulated clock does
-    // not run ahead during compilation.
+    // The clock starts once start-up stops waiting for compilations, so a
+    // simulated clock does not run ahead during them.
     let clock = Clock::start(config.clock.clone());
     let mut plugins = Vec::new();
-    for prepared in ready {
+    for (_, prepared) in ready {
         let context = WorkerContext {
             runtime: runtime.clone(),
             subjects: subjects.clone(),
@@ -267,7 +305,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         let message = format!("plugin bundle {} refused: {}", refusal.bundle, refusal.reason);
         host_alerts.critical(DEGRADED, message, clock.now_ms()).await;
     }
-    let deploy = config.deploy.as_ref().map(|_| Loader {
+    let loader = Loader {
         config: config.clone(),
         runtime: runtime.clone(),
         rollback: rollback.clone(),
@@ -276,7 +314,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         writer: writer.handle(),
         outbox: outbox.clone(),
         clock: clock.clone(),
-    });
+    };
     Ok(Device {
         started_at,
         subjects,
@@ -289,7 +327,8 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         host_alerts,
         plugins,
         refused,
-        deploy,
+        compiling,
+        loader,
     })
 }
 
@@ -349,7 +388,7 @@ struct LoadContext<'a> {
     /// The anti-rollback record; a version is recorded only once its `init`
     /// has succeeded (by the worker).
     rollback: &'a Arc<Mutex<RollbackStore>>,
-    runtime: &'a Runtime,
+    runtime: &'a Arc<Runtime>,
     /// The host ceilings (`[host_limits]`).
     host_limits: &'a Limits,
     /// `[host_limits] max_sensors`, if set.
@@ -377,6 +416,32 @@ enum AcceptError {
 
 /// Load, check and compile `plugin`; `taken` are the names already started.
 fn prepare(context: &LoadContext<'_>, plugin: &PluginConfig, taken: &[&str]) -> Result<Prepared, Refused> {
+    check(context, plugin, taken)?.compile(context.runtime, &context.data_dir.join("cache"))
+}
+
+/// A plugin whose bundle was read and verified and whose manifest passed the
+/// checks: all but its code's compilation, the slow part, which may run on
+/// another thread.
+pub(super) struct Checked {
+    /// Its name (the verified manifest's).
+    pub(super) name: String,
+    /// Its version.
+    pub(super) version: String,
+    /// Its code's digest, as the status shows it.
+    pub(super) digest: String,
+    /// The bundle file.
+    pub(super) bundle: String,
+    loaded: load::Loaded,
+    accept: worker::Accept,
+    subscriptions: Vec<String>,
+    payload_sensors: Vec<String>,
+    max_sensors: usize,
+    /// The deployed bundle (object name) and configuration, if deployed.
+    deployed: Option<(String, std::collections::BTreeMap<String, String>)>,
+}
+
+/// Load and check `plugin`; `taken` are the names already taken.
+fn check(context: &LoadContext<'_>, plugin: &PluginConfig, taken: &[&str]) -> Result<Checked, Refused> {
     let path = plugin.bundle.display().to_string();
     let stem = plugin
         .bundle
@@ -426,10 +491,6 @@ fn prepare(context: &LoadContext<'_>, plugin: &PluginConfig, taken: &[&str]) -> 
             return Err(refuse(name, version, RefusalReason::Subscription(reason)));
         }
     }
-    let (compiled, cache) = loaded
-        .compile(context.runtime, Some(&context.data_dir.join("cache")))
-        .map_err(|e| refuse(name, version, e.into()))?;
-    tracing::debug!(plugin = %name, ?cache, "Plugin compiled");
     let (max_sensors, lowered) =
         bundle::manifest::sensor_cap(&manifest.limits, &plugin.limits, context.host_max_sensors);
     if let Some(asked) = lowered {
@@ -451,18 +512,52 @@ fn prepare(context: &LoadContext<'_>, plugin: &PluginConfig, taken: &[&str]) -> 
             Ok(())
         })
     };
-    Ok(Prepared {
-        setup: PluginSetup {
-            compiled: Arc::new(compiled),
-            provenance: loaded.provenance.clone(),
-            config: loaded.config.clone(),
-            limits: loaded.limits.clone(),
-            accept: Some(accept),
-            probation: None,
-        },
+    Ok(Checked {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        digest: loaded.provenance.digest.clone(),
+        bundle: path.clone(),
+        accept,
         subscriptions,
         payload_sensors: plugin.payload_sensors.clone(),
         max_sensors,
         deployed: None,
+        loaded,
     })
+}
+
+impl Checked {
+    /// Compile its code (or take it from the cache in `cache_dir`): the
+    /// plugin, ready for its worker.
+    pub(super) fn compile(self, runtime: &Runtime, cache_dir: &Path) -> Result<Prepared, Refused> {
+        let (compiled, cache) = match self.loaded.compile(runtime, Some(cache_dir)) {
+            Ok(compiled) => compiled,
+            Err(error) => return Err(self.refused(error.into())),
+        };
+        tracing::debug!(plugin = %self.name, ?cache, "Plugin compiled");
+        Ok(Prepared {
+            setup: PluginSetup {
+                compiled: Arc::new(compiled),
+                provenance: self.loaded.provenance.clone(),
+                config: self.loaded.config.clone(),
+                limits: self.loaded.limits.clone(),
+                accept: Some(self.accept),
+                probation: None,
+            },
+            subscriptions: self.subscriptions,
+            payload_sensors: self.payload_sensors,
+            max_sensors: self.max_sensors,
+            deployed: self.deployed,
+        })
+    }
+
+    /// This plugin, refused for `reason`.
+    pub(super) fn refused(&self, reason: RefusalReason) -> Refused {
+        Refused {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            bundle: self.bundle.clone(),
+            reason: Arc::new(reason),
+        }
+    }
 }

@@ -70,12 +70,22 @@ impl PluginStats {
         }
         stats
     }
+
+    /// The counters of a plugin whose code is compiling after start-up:
+    /// state `compiling` (it joins once compiled, or is refused).
+    pub fn compiling() -> PluginStats {
+        let stats = PluginStats::default();
+        if let Ok(mut health) = stats.health.lock() {
+            health.state = "compiling";
+        }
+        stats
+    }
 }
 
 /// What the status shows of a plugin's health.
 #[derive(Debug, Clone, Default)]
 pub struct HealthReport {
-    /// `running`, `restarting`, `quarantined` or `refused`.
+    /// `running`, `restarting`, `quarantined`, `refused` or `compiling`.
     pub state: &'static str,
     /// Failures counted by reason (`deadline`, `trap`, `memory-limit`...).
     pub failures: BTreeMap<&'static str, u64>,

@@ -92,6 +92,10 @@ pub struct CompileConfig {
     pub memory_limit_bytes: u64,
     /// `timeout`: the longest one compilation may take (wall time).
     pub timeout: Duration,
+    /// `start_wait`: how long start-up waits for the plugins it compiles
+    /// before the device serves without them (they join once compiled): a
+    /// slow compilation does not hold every other plugin's start.
+    pub start_wait: Duration,
 }
 
 /// `[compile] memory_mb` unless set: twice what CPython in wasm takes (the
@@ -103,6 +107,10 @@ pub const MAX_COMPILE_MEMORY_MB: usize = 64 << 10;
 /// `[compile] timeout` unless set: CPython takes about 5 s on this project's
 /// 2-core CI machines; a small ARM device may take ten times that.
 pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(300);
+/// `[compile] start_wait` unless set: glucose-monitor compiles in about
+/// 0.15 s here and CPython in about 5 s; a small device may take ten times
+/// that, and its alerts should not wait longer for a plugin that compiles.
+pub const DEFAULT_COMPILE_START_WAIT: Duration = Duration::from_secs(10);
 /// Smallest `[compile] timeout`: starting the compiler process alone takes
 /// milliseconds.
 pub const MIN_COMPILE_TIMEOUT: Duration = Duration::from_millis(100);

@@ -45,6 +45,7 @@ pub(super) struct RawConfig {
 pub(super) struct RawCompile {
     pub(super) memory_mb: Option<i64>,
     pub(super) timeout: Option<String>,
+    pub(super) start_wait: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use super::raw::{RawCompile, RawDeploy, RawMetrics, RawOutbox, RawSupervisor, RawTelemetry};
 use super::{
-    CompileConfig, DEFAULT_COMPILE_MEMORY_MB, DEFAULT_COMPILE_TIMEOUT, DEFAULT_TELEMETRY_INTERVAL, DeployConfig,
-    MAX_COMPILE_MEMORY_MB, MIN_COMPILE_TIMEOUT, TELEMETRY_INTERVAL_RANGE, TelemetryConfig,
+    CompileConfig, DEFAULT_COMPILE_MEMORY_MB, DEFAULT_COMPILE_START_WAIT, DEFAULT_COMPILE_TIMEOUT,
+    DEFAULT_TELEMETRY_INTERVAL, DeployConfig, MAX_COMPILE_MEMORY_MB, MIN_COMPILE_TIMEOUT, TELEMETRY_INTERVAL_RANGE,
+    TelemetryConfig,
 };
 use crate::bus::NatsConfig;
 use crate::metrics::MetricsConfig;
@@ -306,6 +307,13 @@ pub(super) fn compile(raw: &RawCompile, problem: &mut impl FnMut(&str, String)) 
             &raw.timeout,
             DEFAULT_COMPILE_TIMEOUT,
             MIN_COMPILE_TIMEOUT,
+        ),
+        start_wait: duration(
+            problem,
+            "compile.start_wait",
+            &raw.start_wait,
+            DEFAULT_COMPILE_START_WAIT,
+            Duration::ZERO,
         ),
     }
 }

@@ -344,19 +344,25 @@ fn the_compiler_process_is_bounded_by_default_and_by_the_compile_table() {
         DEFAULT_COMPILE_MEMORY_MB as u64 * 1024 * 1024
     );
     assert_eq!(defaults.timeout, DEFAULT_COMPILE_TIMEOUT);
-    let set = parse_with("[compile]\nmemory_mb = 160\ntimeout = \"30s\"\n")
+    assert_eq!(defaults.start_wait, DEFAULT_COMPILE_START_WAIT);
+    let set = parse_with("[compile]\nmemory_mb = 160\ntimeout = \"30s\"\nstart_wait = \"0s\"\n")
         .unwrap()
         .compile;
     assert_eq!(set.memory_limit_bytes, 160 << 20);
     assert_eq!(set.timeout, Duration::from_secs(30));
+    assert_eq!(set.start_wait, Duration::ZERO, "the device may serve at once");
     assert_eq!(
-        problems("[compile]\nmemory_mb = 0\ntimeout = \"10ms\"\n"),
+        problems("[compile]\nmemory_mb = 0\ntimeout = \"10ms\"\nstart_wait = \"soon\"\n"),
         [
             (
                 "compile.memory_mb".to_owned(),
                 "0 must be between 1 and 65536".to_owned()
             ),
             ("compile.timeout".to_owned(), "`10ms` must be at least 100ms".to_owned()),
+            (
+                "compile.start_wait".to_owned(),
+                "`soon`: expected number at 0".to_owned()
+            ),
         ]
     );
     assert_eq!(
