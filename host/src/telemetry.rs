@@ -83,7 +83,7 @@ pub struct TelemetryPlugin {
     pub version: String,
     /// Code digest, `sha256:<hex>`.
     pub digest: String,
-    /// `running`, `restarting`, `quarantined`, `degraded` or `refused` (as in
+    /// `running`, `restarting`, `quarantined`, `degraded`, `refused` or `compiling` (as in
     /// `edgewise status`).
     pub state: String,
     /// Readings delivered.

@@ -30,11 +30,13 @@ pub(super) struct Compiled {
     pub(super) result: Result<Prepared, Refused>,
 }
 
-/// What the status shows of a plugin that is compiling.
+/// What the status (and deployment) know of a plugin that is compiling.
 pub(super) struct Pending {
     pub(super) name: String,
     pub(super) version: String,
     pub(super) digest: String,
+    /// The deployed bundle (object name) and configuration, if deployed.
+    pub(super) deployed: Option<(String, BTreeMap<String, String>)>,
 }
 
 /// Whose compilation it is, to refuse it by.
@@ -76,6 +78,7 @@ impl Compilations {
                     name: plugin.name.clone(),
                     version: plugin.version.clone(),
                     digest: plugin.digest.clone(),
+                    deployed: plugin.deployed.clone(),
                 },
             );
             let who = Who {

@@ -370,6 +370,12 @@ impl Controller {
             .and_then(|p| p.deployment.as_ref())
             .filter(|d| d.is_of(&origin.key, desired));
         let on_probation = self.pending.values().any(|pending| pending.plugin == name);
+        if self.plugins.compiling(name) == Some(Some(wanted.clone())) {
+            // Compiling since start-up (the healthy set): it joins, or is
+            // refused, without a second compilation of the same code; the
+            // next read of the desired sets sees what came of it.
+            return;
+        }
         if running == Some(Some(wanted.clone())) {
             // Runs already (pushed again, a restart): healthy, unless a
             // probation is on (its outcome says).
@@ -475,10 +481,10 @@ impl Controller {
             new: wanted.clone(),
             previous: running.clone(),
         };
-        // Held until the plugin is added or swapped: a plugin compiled after
-        // start-up may be added meanwhile.
-        let changing = self.plugins.clone();
-        let _changing = changing.changing().await;
+        // Held until the plugin is added: a plugin compiled after start-up
+        // may be added meanwhile.
+        let plugins = self.plugins.clone();
+        let changing = plugins.changing().await;
         match self.plugins.get(name) {
             None => {
                 prepared.setup.probation = Some(probation);
@@ -492,6 +498,8 @@ impl Controller {
                 }
             }
             Some((queue, subscriptions)) => {
+                // A swap adds nothing (and may wait on a full queue).
+                drop(changing);
                 if subscriptions != prepared.subscriptions {
                     tracing::warn!(
                         plugin = name,

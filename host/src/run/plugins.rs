@@ -20,6 +20,9 @@ use crate::bus::ingest::{self, Failure, Ingest, IngestHealth, IngestStats};
 use crate::clock::Clock;
 use crate::worker::{StoppingWorker, Work, Worker};
 
+/// A deployed plugin's bundle (object name) and configuration.
+pub(super) type Deployed = (String, BTreeMap<String, String>);
+
 /// One plugin of the running device.
 pub(super) struct Slot {
     /// Its queue (the worker's).
@@ -48,6 +51,9 @@ pub(super) struct Plugins {
     slots: Mutex<BTreeMap<String, Slot>>,
     /// See [`Plugins::changing`].
     changing: tokio::sync::Mutex<()>,
+    /// The plugins compiling since start-up (not in the set yet), with the
+    /// deployed bundle and configuration of each deployed one.
+    compiling: Mutex<BTreeMap<String, Option<Deployed>>>,
     /// Each plugin's input health (the owner marks a lost one).
     pub(super) inputs: Arc<Mutex<BTreeMap<String, Arc<IngestHealth>>>>,
     /// What the status shows of each plugin (those refused included).
@@ -84,9 +90,30 @@ impl Plugins {
             ended,
             slots: Mutex::new(BTreeMap::new()),
             changing: tokio::sync::Mutex::new(()),
+            compiling: Mutex::new(BTreeMap::new()),
             inputs: Arc::new(Mutex::new(BTreeMap::new())),
             statuses: Arc::new(Mutex::new(statuses)),
         }
+    }
+
+    /// `plugin` is compiling since start-up, to run `deployed` if deployed.
+    pub(super) fn set_compiling(&self, plugin: &str, deployed: Option<Deployed>) {
+        if let Ok(mut compiling) = self.compiling.lock() {
+            compiling.insert(plugin.to_owned(), deployed);
+        }
+    }
+
+    /// `plugin`'s compilation since start-up has ended.
+    pub(super) fn compiled(&self, plugin: &str) {
+        if let Ok(mut compiling) = self.compiling.lock() {
+            compiling.remove(plugin);
+        }
+    }
+
+    /// If `plugin` is compiling since start-up: the deployed bundle and
+    /// configuration it will run, if deployed.
+    pub(super) fn compiling(&self, plugin: &str) -> Option<Option<Deployed>> {
+        self.compiling.lock().ok()?.get(plugin).cloned()
     }
 
     /// Show `source` in the status in place of the plugin of its name (one

@@ -176,6 +176,7 @@ impl Owner {
         let refusal = match compiled.result {
             Ok(prepared) => {
                 let name = prepared.setup.provenance.plugin.clone();
+                self.plugins.compiled(&name);
                 let (version, bundle) = (prepared.setup.provenance.version.clone(), compiled.bundle);
                 let _changing = self.plugins.changing().await;
                 if self.plugins.get(&name).is_some() {
@@ -203,7 +204,10 @@ impl Owner {
                     },
                 }
             }
-            Err(refusal) => refusal,
+            Err(refusal) => {
+                self.plugins.compiled(&refusal.name);
+                refusal
+            }
         };
         tracing::error!(bundle = %refusal.bundle, reason = %refusal.reason, "Plugin refused; the others run");
         self.plugins.show(refused_source(&refusal));
@@ -294,6 +298,9 @@ pub(super) async fn serve(
     let count = device.plugins.len();
     for started in device.plugins {
         plugins.add(started).await?;
+    }
+    for pending in device.compiling.pending() {
+        plugins.set_compiling(&pending.name, pending.deployed.clone());
     }
     let ticker = spawn_owned(
         Task::Ticker,

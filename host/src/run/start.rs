@@ -437,7 +437,7 @@ pub(super) struct Checked {
     payload_sensors: Vec<String>,
     max_sensors: usize,
     /// The deployed bundle (object name) and configuration, if deployed.
-    deployed: Option<(String, std::collections::BTreeMap<String, String>)>,
+    pub(super) deployed: Option<(String, std::collections::BTreeMap<String, String>)>,
 }
 
 /// Load and check `plugin`; `taken` are the names already taken.
