@@ -65,10 +65,7 @@ fn compiler_processes(pid: u32) -> Vec<u32> {
                 .filter_map(|child| child.parse::<u32>().ok())
                 .collect::<Vec<_>>()
         })
-        .filter(|child| {
-            std::fs::read(format!("/proc/{child}/cmdline"))
-                .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).any(|arg| arg == b"compile-child"))
-        })
+        .filter(|&child| is_compiler(child))
         .collect()
 }
 
@@ -125,6 +122,48 @@ async fn a_compiler_process_killed_by_the_kernel_costs_that_plugin_not_the_devic
     let reason = band_py_refused(&client, &mut alerts).await;
     assert_contains(&reason, "was killed (SIGKILL");
     device.terminate_cleanly().await;
+}
+
+/// A process of `edgewise compile-child` is `pid` (not gone, not a zombie:
+/// a zombie has no command line).
+fn is_compiler(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).any(|arg| arg == b"compile-child"))
+}
+
+/// SIGKILLs a process when dropped (one a failed test would leave behind).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if is_compiler(self.0) {
+            let _ = edgewise_procs::child::sigkill(self.0);
+        }
+    }
+}
+
+/// A compiler process dies with its host (`PR_SET_PDEATHSIG`): a host that
+/// is `kill -9`ed (a crash) leaves no compilation behind holding memory.
+/// band-py's compiler is stopped first (SIGSTOP), so it cannot end on its
+/// own (it would, a few seconds later, and die writing to a closed pipe).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compiler_process_dies_with_its_host() {
+    let local = NatsServer::start();
+    let mut device = device_with_band_py(&local, "");
+    device.spawn();
+    let compiler = band_py_compiler(device.pid()).await;
+    let _cleanup = KillOnDrop(compiler);
+    edgewise_procs::child::sigstop(compiler).unwrap();
+    device.kill();
+    poll_until("band-py's compiler process gone with its host", WAIT, || async {
+        if is_compiler(compiler) {
+            let state = std::fs::read_to_string(format!("/proc/{compiler}/stat")).unwrap_or_default();
+            Err(format!("still there: {state}"))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
 }
 
 /// A compilation that takes longer than `[compile] timeout` is stopped; with
