@@ -255,3 +255,61 @@ async fn a_plugin_compiled_after_start_up_joins_the_running_device() {
     assert_eq!(below["sensor"], "cgm.p2");
     device.terminate_cleanly().await;
 }
+
+/// Plugins of one name compile one at a time, in order: a later one runs in
+/// place of an earlier one that is refused. Here band-py's code, signed as
+/// `glucose-monitor`, is refused for its compilation's memory, and the real
+/// glucose-monitor listed after it runs and alerts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_refused_at_compilation_gives_its_name_to_the_next_of_that_name() {
+    let local = NatsServer::start();
+    let plugins = "[[plugins]]\nbundle = \"impostor.wasm\"\n[[plugins]]\nbundle = \"glucose-monitor.wasm\"\n\
+                   [compile]\nmemory_mb = 160\n";
+    let mut device = Device::with_plugins(&local, None, "100ms", plugins);
+    let manifest = std::fs::read_to_string(plugin_manifest("band-py"))
+        .unwrap()
+        .replace("name = \"band-py\"", "name = \"glucose-monitor\"");
+    std::fs::write(device.path("impostor.toml"), manifest).unwrap();
+    device.sign_bundle(&device.path("impostor.toml"), "band-py", "impostor.wasm");
+    let (client, mut alerts) = watching(&local).await;
+    device.start_command(device.run_command(), &client).await;
+    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
+    let refused = glucose_alert_and_degraded(&mut alerts, "._host").await;
+    assert_contains(refused["message"].as_str().unwrap(), "impostor.wasm");
+    assert_contains(
+        refused["message"].as_str().unwrap(),
+        "more memory than the 160 MiB allowed",
+    );
+    let status = host_status(&client).await;
+    let running = plugin(&status, "glucose-monitor");
+    assert_eq!(running["state"], "running", "{status}");
+    assert_eq!(running["version"], "0.2.0", "the real one: {status}");
+    device.terminate_cleanly().await;
+}
+
+/// A second plugin of a name that runs is refused, and said so; the first
+/// runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_plugin_of_a_name_that_runs_is_refused() {
+    let local = NatsServer::start();
+    let plugins = "[[plugins]]\nbundle = \"glucose-monitor.wasm\"\n[[plugins]]\nbundle = \"glucose-monitor.wasm\"\n";
+    let mut device = Device::with_plugins(&local, None, "100ms", plugins);
+    let (client, mut alerts) = watching(&local).await;
+    device.start_command(device.run_command(), &client).await;
+    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
+    let refused = glucose_alert_and_degraded(&mut alerts, "._host").await;
+    assert_contains(
+        refused["message"].as_str().unwrap(),
+        "a second plugin named `glucose-monitor`",
+    );
+    let status = host_status(&client).await;
+    let named: Vec<&serde_json::Value> = status["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "glucose-monitor")
+        .collect();
+    assert_eq!(named.len(), 1, "{status}");
+    assert_eq!(named[0]["state"], "running", "{status}");
+    device.terminate_cleanly().await;
+}

@@ -210,7 +210,10 @@ impl Owner {
             }
         };
         tracing::error!(bundle = %refusal.bundle, reason = %refusal.reason, "Plugin refused; the others run");
-        self.plugins.show(refused_source(&refusal));
+        // A duplicate's name is the running plugin's: the status keeps that.
+        if !matches!(*refusal.reason, RefusalReason::Duplicate(_)) {
+            self.plugins.show(refused_source(&refusal));
+        }
         let message = format!("plugin bundle {} refused: {}", refusal.bundle, refusal.reason);
         self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
     }
@@ -480,7 +483,13 @@ pub(super) async fn input(
 /// The plugins refused at start and those still compiling, as the status
 /// shows them.
 fn initial_sources(device: &Device) -> Vec<PluginSource> {
-    let refused = device.refused.iter().map(refused_source);
+    // One entry a name: a plugin compiling in place of a refused one of its
+    // name stands for it (as a running one would).
+    let refused = device
+        .refused
+        .iter()
+        .filter(|refusal| device.compiling.pending().all(|pending| pending.name != refusal.name))
+        .map(refused_source);
     let compiling = device.compiling.pending().map(|pending| PluginSource {
         name: pending.name.clone(),
         version: pending.version.clone(),

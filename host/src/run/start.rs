@@ -1,11 +1,13 @@
 //! Start-up: the data directory, the trust store and anti-rollback record,
 //! the outbox (an unusable one moved aside) and its writer, the local bus,
-//! then every plugin: loaded ([`crate::load`]), its subscriptions checked,
-//! its worker started. Nothing here calls into a plugin: `init` runs on the
-//! plugin's own supervised worker thread, so a plugin that traps, panics,
-//! hangs or refuses its configuration there is a `plugin-degraded` of that
-//! plugin only. A bundle refused here is reported (log, status, a critical
-//! host alert) and the others start.
+//! then every plugin: loaded ([`crate::load`]) and checked in turn, all
+//! compiled at once ([`super::compiling`]: start-up waits for them at most
+//! `[compile] start_wait`), the worker of each compiled one started.
+//! Nothing here calls into a plugin: `init` runs on the plugin's own
+//! supervised worker thread, so a plugin that traps, panics, hangs or
+//! refuses its configuration there is a `plugin-degraded` of that plugin
+//! only. A bundle refused here is reported (log, status, a critical host
+//! alert) and the others start.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -149,7 +151,7 @@ impl Loader {
             host_limits: &self.config.host_limits,
             host_max_sensors: self.config.host_max_sensors,
         };
-        prepare(&context, plugin, &[])
+        prepare(&context, plugin)
     }
 
     /// Start the worker of `prepared`.
@@ -215,7 +217,6 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         host_limits: &config.host_limits,
         host_max_sensors: config.host_max_sensors,
     };
-    let mut checked: Vec<(usize, Checked)> = Vec::new();
     let mut refused: Vec<(usize, Refused)> = Vec::new();
     // The last healthy set deployed from the cloud first (it runs with no
     // network); a plugin of the configuration file of the same name gives way.
@@ -227,17 +228,23 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         .iter()
         .map(|(plugin, bundle)| (plugin, Some(bundle.clone())))
         .chain(config.plugins.iter().map(|plugin| (plugin, None)));
-    // Read, verify and check each bundle in order (milliseconds); compile
-    // them all at once below.
+    // Read, verify and check each bundle in order (milliseconds); they all
+    // compile at once, but one whose name an earlier one has only if that
+    // one is refused (see `compiling`).
+    let mut compiling = Compilations::new(&runtime, &config.data_dir.join("cache"));
+    let mut deployed_names = Vec::new();
     for (order, (plugin, bundle)) in plugins.enumerate() {
-        let taken: Vec<&str> = checked.iter().map(|(_, c)| c.name.as_str()).collect();
-        match check(&context, plugin, &taken) {
-            Ok(mut plugin_checked) => {
-                plugin_checked.deployed = bundle.map(|bundle| (bundle, plugin.config.clone()));
-                checked.push((order, plugin_checked))
-            }
-            Err(refusal) if matches!(&*refusal.reason, RefusalReason::Duplicate(_)) && bundle.is_none() => {
-                tracing::warn!(bundle = %refusal.bundle, "A deployed version of this plugin runs instead");
+        match check(&context, plugin) {
+            Ok(mut checked) => {
+                let quietly = bundle.is_none() && deployed_names.contains(&checked.name);
+                if bundle.is_some() {
+                    deployed_names.push(checked.name.clone());
+                }
+                checked.deployed = bundle.map(|bundle| (bundle, plugin.config.clone()));
+                match compiling.has(&checked.name) {
+                    true => compiling.behind(order, checked, quietly),
+                    false => compiling.compile(order, checked),
+                }
             }
             Err(refusal) => {
                 tracing::error!(bundle = %refusal.bundle, reason = %refusal.reason, "Plugin refused; the others start");
@@ -245,7 +252,6 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
             }
         }
     }
-    let mut compiling = Compilations::spawn(checked, &runtime, &config.data_dir.join("cache"));
     let mut ready = Vec::new();
     for compiled in compiling
         .gather(config.compile.start_wait, config.deploy.is_some())
@@ -414,9 +420,9 @@ enum AcceptError {
     Record(#[source] RollbackError),
 }
 
-/// Load, check and compile `plugin`; `taken` are the names already started.
-fn prepare(context: &LoadContext<'_>, plugin: &PluginConfig, taken: &[&str]) -> Result<Prepared, Refused> {
-    check(context, plugin, taken)?.compile(context.runtime, &context.data_dir.join("cache"))
+/// Load, check and compile `plugin`.
+fn prepare(context: &LoadContext<'_>, plugin: &PluginConfig) -> Result<Prepared, Refused> {
+    check(context, plugin)?.compile(context.runtime, &context.data_dir.join("cache"))
 }
 
 /// A plugin whose bundle was read and verified and whose manifest passed the
@@ -440,8 +446,8 @@ pub(super) struct Checked {
     pub(super) deployed: Option<(String, std::collections::BTreeMap<String, String>)>,
 }
 
-/// Load and check `plugin`; `taken` are the names already taken.
-fn check(context: &LoadContext<'_>, plugin: &PluginConfig, taken: &[&str]) -> Result<Checked, Refused> {
+/// Load and check `plugin`.
+fn check(context: &LoadContext<'_>, plugin: &PluginConfig) -> Result<Checked, Refused> {
     let path = plugin.bundle.display().to_string();
     let stem = plugin
         .bundle
@@ -477,9 +483,6 @@ fn check(context: &LoadContext<'_>, plugin: &PluginConfig, taken: &[&str]) -> Re
         return Err(refuse(&stem, "", RefusalReason::NoManifest));
     };
     let (name, version) = (manifest.name.as_str(), manifest.version.as_str());
-    if taken.contains(&name) {
-        return Err(refuse(name, version, RefusalReason::Duplicate(name.to_owned())));
-    }
     let semver = manifest
         .semver()
         .map_err(|e| refuse(name, version, RefusalReason::Version(e)))?;
