@@ -166,6 +166,30 @@ async fn a_compiler_process_dies_with_its_host() {
     .await;
 }
 
+/// SIGTERM while a plugin compiles after start-up: the host stops as it
+/// always does (exit 0, its final status), without waiting for the
+/// compilation, and the compiler process goes with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_stops_cleanly_while_a_plugin_still_compiles() {
+    let local = NatsServer::start();
+    let mut device = device_with_band_py(&local, "[compile]\nstart_wait = \"0s\"\n");
+    let client = async_nats::connect(local.url()).await.unwrap();
+    device.spawn();
+    let compiler = band_py_compiler(device.pid()).await;
+    let _cleanup = KillOnDrop(compiler);
+    edgewise_procs::child::sigstop(compiler).unwrap();
+    let status = device.wait_answering(&client, WAIT * 3).await;
+    assert_eq!(plugin(&status, "band-py")["state"], "compiling", "{status}");
+    device.terminate_cleanly().await;
+    poll_until("band-py's compiler process gone with its host", WAIT, || async {
+        match is_compiler(compiler) {
+            true => Err("still there".to_owned()),
+            false => Ok(()),
+        }
+    })
+    .await;
+}
+
 /// A compilation that takes longer than `[compile] timeout` is stopped; with
 /// nothing else to run, the device says why and exits 1.
 #[test]
