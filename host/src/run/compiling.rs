@@ -17,11 +17,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::plugins::Deployed;
 use super::start::{Checked, Prepared, RefusalReason, Refused};
 use crate::runtime::Runtime;
 
@@ -36,33 +37,58 @@ pub(super) struct Compiled {
     pub(super) result: Result<Prepared, Refused>,
 }
 
-/// What the status (and deployment) know of a plugin that is compiling.
+/// What the status knows of a plugin that is compiling, and what refuses it
+/// if its compilation cannot run to an end.
 pub(super) struct Pending {
     pub(super) name: String,
     pub(super) version: String,
     pub(super) digest: String,
-    /// The deployed bundle (object name) and configuration, if deployed.
-    pub(super) deployed: Option<(String, BTreeMap<String, String>)>,
-}
-
-/// Whose compilation it is, to refuse it by.
-#[derive(Clone)]
-struct Who {
-    name: String,
-    version: String,
     bundle: String,
 }
 
-impl Who {
+impl Pending {
     /// Its compilation could not run to an end, for `reason`.
-    fn refused(self, reason: String) -> Refused {
+    fn refused(&self, reason: String) -> Refused {
         Refused {
-            name: self.name,
-            version: self.version,
-            bundle: self.bundle,
+            name: self.name.clone(),
+            version: self.version.clone(),
+            bundle: self.bundle.clone(),
             reason: Arc::new(RefusalReason::Compilation(reason)),
         }
     }
+}
+
+/// The names of the plugins compiling, each with the deployed bundle and
+/// configuration it will run if deployed: what deployment sees of the
+/// compilations (it does not compile one of them a second time).
+#[derive(Clone, Default)]
+pub(super) struct CompilingNames(Arc<Mutex<BTreeMap<String, Option<Deployed>>>>);
+
+impl CompilingNames {
+    /// If `plugin` is compiling: the deployed bundle and configuration it
+    /// will run, if deployed.
+    pub(super) fn get(&self, plugin: &str) -> Option<Option<Deployed>> {
+        self.0.lock().ok()?.get(plugin).cloned()
+    }
+
+    fn insert(&self, plugin: &str, deployed: Option<Deployed>) {
+        if let Ok(mut names) = self.0.lock() {
+            names.insert(plugin.to_owned(), deployed);
+        }
+    }
+
+    fn remove(&self, plugin: &str) {
+        if let Ok(mut names) = self.0.lock() {
+            names.remove(plugin);
+        }
+    }
+}
+
+/// What a compilation's thread reports: its result, or the panic that
+/// ended it.
+struct Done {
+    order: usize,
+    outcome: std::thread::Result<Result<Prepared, Refused>>,
 }
 
 /// A plugin behind another of its name.
@@ -76,11 +102,13 @@ struct Behind {
 
 /// The compilations of start-up that have not ended.
 pub(super) struct Compilations {
-    results: mpsc::UnboundedReceiver<Compiled>,
-    sender: mpsc::UnboundedSender<Compiled>,
+    results: mpsc::UnboundedReceiver<Done>,
+    sender: mpsc::UnboundedSender<Done>,
     runtime: Arc<Runtime>,
     cache_dir: PathBuf,
     pending: BTreeMap<usize, Pending>,
+    /// The names of `pending`, shared with deployment.
+    names: CompilingNames,
     /// By name, the plugins behind the one compiling, in order.
     behind: BTreeMap<String, VecDeque<Behind>>,
     /// Ended, not yet handed out.
@@ -98,6 +126,7 @@ impl Compilations {
             runtime: runtime.clone(),
             cache_dir: cache_dir.to_owned(),
             pending: BTreeMap::new(),
+            names: CompilingNames::default(),
             behind: BTreeMap::new(),
             ended: VecDeque::new(),
         }
@@ -106,6 +135,11 @@ impl Compilations {
     /// Whether a plugin named `name` is compiling.
     pub(super) fn has(&self, name: &str) -> bool {
         self.pending.values().any(|pending| pending.name == name)
+    }
+
+    /// The names of the plugins compiling, as they change.
+    pub(super) fn names(&self) -> CompilingNames {
+        self.names.clone()
     }
 
     /// Queue `plugin` behind the one of its name that is compiling (see
@@ -119,40 +153,28 @@ impl Compilations {
 
     /// Compile `plugin` on a thread of its own.
     pub(super) fn compile(&mut self, order: usize, plugin: Checked) {
-        self.pending.insert(
-            order,
-            Pending {
-                name: plugin.name.clone(),
-                version: plugin.version.clone(),
-                digest: plugin.digest.clone(),
-                deployed: plugin.deployed.clone(),
-            },
-        );
-        let who = Who {
+        let pending = Pending {
             name: plugin.name.clone(),
             version: plugin.version.clone(),
+            digest: plugin.digest.clone(),
             bundle: plugin.bundle.clone(),
         };
+        self.names.insert(&plugin.name, plugin.deployed.clone());
         let (runtime, cache_dir, results) = (self.runtime.clone(), self.cache_dir.clone(), self.sender.clone());
-        let (thread_who, bundle) = (who.clone(), who.bundle.clone());
         let compile = move || {
             // A panic in the compiler must not leave the plugin `compiling`
-            // for ever.
-            let result = std::panic::catch_unwind(AssertUnwindSafe(|| plugin.compile(&runtime, &cache_dir)))
-                .unwrap_or_else(|panic| {
-                    let message = super::serve::panic_message(panic.as_ref());
-                    Err(thread_who.refused(format!("it panicked: {message}")))
-                });
-            let _ = results.send(Compiled { order, bundle, result });
+            // for ever: it is reported like a result.
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| plugin.compile(&runtime, &cache_dir)));
+            let _ = results.send(Done { order, outcome });
         };
         if let Err(error) = std::thread::Builder::new()
             .name(format!("compile-{order}"))
             .spawn(compile)
         {
-            let bundle = who.bundle.clone();
-            let result = Err(who.refused(format!("no thread for it: {error}")));
-            let _ = self.sender.send(Compiled { order, bundle, result });
+            let outcome = Ok(Err(pending.refused(format!("no thread for it: {error}"))));
+            let _ = self.sender.send(Done { order, outcome });
         }
+        self.pending.insert(order, pending);
     }
 
     /// Wait for the compilations until every one has ended, or until `wait`
@@ -197,18 +219,25 @@ impl Compilations {
     /// A compilation ended (`None`: none can, every thread has ended): the
     /// plugins behind it give way if it compiled, or the first of them is
     /// compiled in its place.
-    fn settle(&mut self, received: Option<Compiled>) {
-        let Some(compiled) = received else {
+    fn settle(&mut self, received: Option<Done>) {
+        let Some(Done { order, outcome }) = received else {
             // Every thread sends before it ends; none is left.
             self.pending.clear();
             return;
         };
-        let name = self.pending.remove(&compiled.order).map(|pending| pending.name);
-        let behind = name.as_ref().and_then(|name| self.behind.get_mut(name));
-        match (&compiled.result, behind) {
+        let Some(pending) = self.pending.remove(&order) else {
+            return;
+        };
+        self.names.remove(&pending.name);
+        let result = outcome.unwrap_or_else(|panic| {
+            let message = super::serve::panic_message(panic.as_ref());
+            Err(pending.refused(format!("it panicked: {message}")))
+        });
+        let behind = self.behind.get_mut(&pending.name);
+        let mut instead = None;
+        match (&result, behind) {
             (Ok(_), Some(behind)) => {
-                for behind in std::mem::take(behind) {
-                    let Behind { order, plugin, quietly } = behind;
+                for Behind { order, plugin, quietly } in std::mem::take(behind) {
                     if quietly {
                         tracing::warn!(bundle = %plugin.bundle, "A deployed version of this plugin runs instead");
                     } else {
@@ -218,15 +247,15 @@ impl Compilations {
                     }
                 }
             }
-            (Err(_), Some(behind)) => {
-                if let Some(next) = behind.pop_front() {
-                    tracing::warn!(bundle = %next.plugin.bundle, "Runs in place of a plugin of its name that was refused");
-                    self.compile(next.order, next.plugin);
-                }
-            }
+            (Err(_), Some(behind)) => instead = behind.pop_front(),
             (_, None) => {}
         }
-        self.ended.push_back(compiled);
+        if let Some(next) = instead {
+            tracing::warn!(bundle = %next.plugin.bundle, "Runs in place of a plugin of its name that was refused");
+            self.compile(next.order, next.plugin);
+        }
+        let bundle = pending.bundle;
+        self.ended.push_back(Compiled { order, bundle, result });
     }
 
     /// The plugins still compiling.

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::RunError;
+use super::compiling::CompilingNames;
 use super::config::RunConfig;
 use super::serve::{Ended, Task, input, spawn_owned};
 use super::start::Started;
@@ -51,9 +52,8 @@ pub(super) struct Plugins {
     slots: Mutex<BTreeMap<String, Slot>>,
     /// See [`Plugins::changing`].
     changing: tokio::sync::Mutex<()>,
-    /// The plugins compiling since start-up (not in the set yet), with the
-    /// deployed bundle and configuration of each deployed one.
-    compiling: Mutex<BTreeMap<String, Option<Deployed>>>,
+    /// The plugins compiling since start-up (not in the set yet).
+    compiling: CompilingNames,
     /// Each plugin's input health (the owner marks a lost one).
     pub(super) inputs: Arc<Mutex<BTreeMap<String, Arc<IngestHealth>>>>,
     /// What the status shows of each plugin (those refused included).
@@ -79,6 +79,7 @@ impl Plugins {
         failures: mpsc::UnboundedSender<Failure>,
         ended: mpsc::UnboundedSender<Ended>,
         statuses: Vec<PluginSource>,
+        compiling: CompilingNames,
     ) -> Plugins {
         Plugins {
             config: config.clone(),
@@ -90,30 +91,16 @@ impl Plugins {
             ended,
             slots: Mutex::new(BTreeMap::new()),
             changing: tokio::sync::Mutex::new(()),
-            compiling: Mutex::new(BTreeMap::new()),
+            compiling,
             inputs: Arc::new(Mutex::new(BTreeMap::new())),
             statuses: Arc::new(Mutex::new(statuses)),
-        }
-    }
-
-    /// `plugin` is compiling since start-up, to run `deployed` if deployed.
-    pub(super) fn set_compiling(&self, plugin: &str, deployed: Option<Deployed>) {
-        if let Ok(mut compiling) = self.compiling.lock() {
-            compiling.insert(plugin.to_owned(), deployed);
-        }
-    }
-
-    /// `plugin`'s compilation since start-up has ended.
-    pub(super) fn compiled(&self, plugin: &str) {
-        if let Ok(mut compiling) = self.compiling.lock() {
-            compiling.remove(plugin);
         }
     }
 
     /// If `plugin` is compiling since start-up: the deployed bundle and
     /// configuration it will run, if deployed.
     pub(super) fn compiling(&self, plugin: &str) -> Option<Option<Deployed>> {
-        self.compiling.lock().ok()?.get(plugin).cloned()
+        self.compiling.get(plugin)
     }
 
     /// Show `source` in the status in place of the plugin of its name (one

@@ -176,7 +176,6 @@ impl Owner {
         let refusal = match compiled.result {
             Ok(prepared) => {
                 let name = prepared.setup.provenance.plugin.clone();
-                self.plugins.compiled(&name);
                 let (version, bundle) = (prepared.setup.provenance.version.clone(), compiled.bundle);
                 let _changing = self.plugins.changing().await;
                 if self.plugins.get(&name).is_some() {
@@ -204,10 +203,7 @@ impl Owner {
                     },
                 }
             }
-            Err(refusal) => {
-                self.plugins.compiled(&refusal.name);
-                refusal
-            }
+            Err(refusal) => refusal,
         };
         tracing::error!(bundle = %refusal.bundle, reason = %refusal.reason, "Plugin refused; the others run");
         // A duplicate's name is the running plugin's: the status keeps that.
@@ -297,13 +293,11 @@ pub(super) async fn serve(
         failure_sender.clone(),
         ended_sender.clone(),
         initial_sources(&device),
+        device.compiling.names(),
     ));
     let count = device.plugins.len();
     for started in device.plugins {
         plugins.add(started).await?;
-    }
-    for pending in device.compiling.pending() {
-        plugins.set_compiling(&pending.name, pending.deployed.clone());
     }
     let ticker = spawn_owned(
         Task::Ticker,
