@@ -11,15 +11,21 @@ pub(crate) struct ProcessUsage {
     pub(crate) resident_bytes: u64,
 }
 
-/// Clock ticks per second of `/proc/self/stat`'s times: 100 on every Linux
-/// architecture the host runs on (`USER_HZ`, fixed by the kernel's ABI).
-const USER_HZ: f64 = 100.0;
-
 /// This process's usage now, if `/proc/self` can be read.
 pub(crate) fn usage() -> Option<ProcessUsage> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    parse(&stat, &statm, page_size())
+    Some(ProcessUsage {
+        cpu_seconds: cpu_seconds(),
+        resident_bytes: resident_bytes(&statm, page_size())?,
+    })
+}
+
+/// CPU time of every thread of this process, ended ones included, to the
+/// nanosecond. (`/proc/self/stat`'s times count 10 ms clock ticks: a host
+/// that compiles in a child process and idles may show none for seconds.)
+fn cpu_seconds() -> f64 {
+    let time = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    time.tv_sec as f64 + time.tv_nsec as f64 * 1e-9
 }
 
 /// The page size `/proc/self/statm` counts in.
@@ -41,20 +47,11 @@ fn page_size() -> u64 {
 /// `AT_PAGESZ` of the auxiliary vector.
 const AT_PAGESZ: u64 = 6;
 
-/// Usage from the text of `/proc/self/stat` and `/proc/self/statm`.
-fn parse(stat: &str, statm: &str, page_size: u64) -> Option<ProcessUsage> {
-    // The command name (field 2) is in parentheses and may hold spaces:
-    // the fields are counted from after its closing parenthesis.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // Fields 14 and 15 (utime, stime): 12 and 13 after the name (field 3 is the first).
-    let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
-    let cpu_ticks = ticks(11)? + ticks(12)?;
+/// Resident memory from the text of `/proc/self/statm` (its second field,
+/// in pages).
+fn resident_bytes(statm: &str, page_size: u64) -> Option<u64> {
     let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(ProcessUsage {
-        cpu_seconds: cpu_ticks as f64 / USER_HZ,
-        resident_bytes: resident_pages.saturating_mul(page_size),
-    })
+    Some(resident_pages.saturating_mul(page_size))
 }
 
 #[cfg(test)]
@@ -62,19 +59,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_and_memory_are_read_past_a_command_name_with_spaces_and_parentheses() {
-        let stat = "4242 (edge wise) (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 1000 \
-                    123456789 2000 18446744073709551615";
-        let usage = parse(stat, "30000 2000 500 1 0 900 0\n", 4096).unwrap();
-        assert_eq!(usage.cpu_seconds, 3.0);
-        assert_eq!(usage.resident_bytes, 2000 * 4096);
-        assert_eq!(parse("garbage", "", 4096), None);
+    fn resident_memory_is_the_second_field_of_statm_in_pages() {
+        assert_eq!(resident_bytes("30000 2000 500 1 0 900 0\n", 4096), Some(2000 * 4096));
+        assert_eq!(resident_bytes("garbage", 4096), None);
     }
 
     #[test]
     fn this_process_has_used_some_cpu_and_memory() {
         let usage = usage().unwrap();
         assert!(usage.resident_bytes > 1 << 20, "{usage:?}");
-        assert!(usage.cpu_seconds >= 0.0, "{usage:?}");
+        // Even a process that has run for less than a clock tick.
+        assert!(usage.cpu_seconds > 0.0, "{usage:?}");
     }
 }
