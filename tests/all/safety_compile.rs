@@ -337,3 +337,58 @@ async fn a_second_plugin_of_a_name_that_runs_is_refused() {
     assert_eq!(named[0]["state"], "running", "{status}");
     device.terminate_cleanly().await;
 }
+
+/// A plugin refused after start-up stopped waiting, with another of its name
+/// behind it: that one compiles in its place, and meanwhile the status shows
+/// the name `compiling` with the new version, not the refusal (which the
+/// log and the host's alert carry). Both compilations are held (SIGSTOP), so
+/// each step is seen on any machine.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_compiling_in_place_of_a_refused_one_shows_as_compiling() {
+    let local = NatsServer::start();
+    let plugins = "[[plugins]]\nbundle = \"band-py.wasm\"\n[[plugins]]\nbundle = \"band-py-next.wasm\"\n\
+                   [[plugins]]\nbundle = \"glucose-monitor.wasm\"\n[compile]\nstart_wait = \"0s\"\n";
+    let mut device = Device::with_plugins(&local, None, "100ms", plugins);
+    device.sign_bundle(&plugin_manifest("band-py"), "band-py", "band-py.wasm");
+    let manifest = std::fs::read_to_string(plugin_manifest("band-py")).unwrap();
+    let next = manifest.replace("version = \"0.1.0\"", "version = \"0.2.0\"");
+    assert_ne!(manifest, next, "band-py's manifest names its version");
+    std::fs::write(device.path("band-py-next.toml"), next).unwrap();
+    device.sign_bundle(&device.path("band-py-next.toml"), "band-py", "band-py-next.wasm");
+    let (client, mut alerts) = watching(&local).await;
+    device.spawn();
+    let first = band_py_compiler(device.pid()).await;
+    let _first_cleanup = KillOnDrop(first);
+    edgewise_procs::child::sigstop(first).unwrap();
+    let status = device.wait_answering(&client, WAIT * 3).await;
+    assert_eq!(plugin(&status, "band-py")["state"], "compiling", "{status}");
+    assert_eq!(plugin(&status, "band-py")["version"], "0.1.0", "{status}");
+
+    edgewise_procs::child::sigkill(first).unwrap();
+    let second = poll_until("the second band-py's compiler process", WAIT * 3, || async {
+        compiler_processes(device.pid())
+            .into_iter()
+            .find(|&child| child != first && proc_kib(child, "VmRSS:").is_some_and(|kib| kib > 100 << 10))
+            .ok_or_else(|| format!("compiler processes: {:?}", compiler_processes(device.pid())))
+    })
+    .await;
+    let _second_cleanup = KillOnDrop(second);
+    edgewise_procs::child::sigstop(second).unwrap();
+    let refused = next_where(&mut alerts, "the host's plugin-degraded", |subject, alert| {
+        subject.ends_with("._host") && alert["code"] == "plugin-degraded"
+    })
+    .await;
+    assert_contains(refused["message"].as_str().unwrap(), "band-py.wasm");
+    let status = host_status(&client).await;
+    let band_py = plugin(&status, "band-py");
+    assert_eq!(band_py["state"], "compiling", "{status}");
+    assert_eq!(band_py["version"], "0.2.0", "{status}");
+
+    edgewise_procs::child::sigcont(second).unwrap();
+    device.wait_ready(&client, WAIT * 6).await;
+    let status = host_status(&client).await;
+    let band_py = plugin(&status, "band-py");
+    assert_eq!(band_py["state"], "running", "{status}");
+    assert_eq!(band_py["version"], "0.2.0", "{status}");
+    device.terminate_cleanly().await;
+}

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::RunError;
-use super::compiling::{Compilations, Compiled};
+use super::compiling::{Compilations, Compiled, Pending};
 use super::config::RunConfig;
 use super::host_alerts::{HOST_DEGRADED, HostAlerts};
 use super::plugins::Plugins;
@@ -165,14 +165,15 @@ impl Owner {
                 () = &mut shutdown => break,
                 Some(failure) = failures.recv() => self.ingest_failed(failure).await,
                 Some(task) = ended.recv() => self.task_ended(task).await,
-                Some(compiled) = compiling.next() => self.compiled(compiled).await,
+                Some(compiled) = compiling.next() => self.compiled(compiled, compiling).await,
             }
         }
     }
 
     /// A plugin still compiling when the device started serving has been
-    /// compiled: it joins the running device, or is refused.
-    async fn compiled(&mut self, compiled: Compiled) {
+    /// compiled: it joins the running device, or is refused (and the status
+    /// shows a plugin of its name that now compiles in its place, if any).
+    async fn compiled(&mut self, compiled: Compiled, compiling: &Compilations) {
         let refusal = match compiled.result {
             Ok(prepared) => {
                 let name = prepared.setup.provenance.plugin.clone();
@@ -207,7 +208,11 @@ impl Owner {
         };
         tracing::error!(bundle = %refusal.bundle, reason = %refusal.reason, "Plugin refused; the others run");
         // A duplicate's name is the running plugin's: the status keeps that.
-        if !matches!(*refusal.reason, RefusalReason::Duplicate(_)) {
+        // A plugin compiling in place of the refused one stands for its name,
+        // as at start-up.
+        if let Some(instead) = compiling.pending().find(|pending| pending.name == refusal.name) {
+            self.plugins.show(compiling_source(instead));
+        } else if !matches!(*refusal.reason, RefusalReason::Duplicate(_)) {
             self.plugins.show(refused_source(&refusal));
         }
         let message = format!("plugin bundle {} refused: {}", refusal.bundle, refusal.reason);
@@ -484,14 +489,19 @@ fn initial_sources(device: &Device) -> Vec<PluginSource> {
         .iter()
         .filter(|refusal| device.compiling.pending().all(|pending| pending.name != refusal.name))
         .map(refused_source);
-    let compiling = device.compiling.pending().map(|pending| PluginSource {
+    let compiling = device.compiling.pending().map(compiling_source);
+    refused.chain(compiling).collect()
+}
+
+/// A plugin still compiling, as the status shows it.
+fn compiling_source(pending: &Pending) -> PluginSource {
+    PluginSource {
         name: pending.name.clone(),
         version: pending.version.clone(),
         digest: pending.digest.clone(),
         stats: Arc::new(PluginStats::compiling()),
         input: None,
-    });
-    refused.chain(compiling).collect()
+    }
 }
 
 /// A refused plugin, as the status shows it.
