@@ -812,3 +812,82 @@ async fn a_newer_push_supersedes_one_stuck_on_probation() {
     );
     assert_eq!(plugin(&host_status(&edge.client).await, PLUGIN)["version"], "2.0.0");
 }
+
+/// A plugin of the healthy set still compiling when the device restarts is
+/// not compiled a second time by deployment, even for a push it has not
+/// tried (the same bundle pushed again while the device was down): it joins
+/// once compiled, and the next read of the desired sets finds it running
+/// that push (`runs already`). Its compilation (band-py: seconds, and
+/// uncached) is held with SIGSTOP until the device has read the new
+/// generation, so the order is the same on any machine.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_healthy_plugin_compiling_at_start_up_is_not_deployed_a_second_time() {
+    let site = Site::start().await;
+    let mut edge = Edge::new(&site, DEVICE, "100ms", "", "[compile]\nstart_wait = \"0s\"\n").await;
+    edge.start().await;
+    let bundle = edgewise_tests::run_key()
+        .bundle(
+            &edgewise_tests::plugin_manifest("band-py"),
+            &edgewise_tests::plugin_wasm("band-py"),
+        )
+        .unwrap();
+    let bytes = std::fs::read(bundle).unwrap();
+    let key = edge.key();
+    let push_band_py = || async {
+        site.operator
+            .push_plugin(&key, "band-py", &bytes, "", Default::default(), "test", now_ms())
+            .await
+            .unwrap()
+    };
+    let band_py = |generation: u64, what: &'static str| {
+        let operator = &site.operator;
+        async move {
+            poll_until(what, WAIT * 3, || async {
+                let report = operator
+                    .report_of(DEVICE)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("no report")?;
+                match report.plugins.get("band-py").and_then(|p| p.deployment.clone()) {
+                    Some(d) if d.generation == generation && d.phase.is_final() => Ok(d),
+                    _ => Err(format!("{report:#?}")),
+                }
+            })
+            .await
+        }
+    };
+    let first = push_band_py().await;
+    let deployed = band_py(first, "band-py's first push settled").await;
+    assert_eq!(deployed.phase, Phase::Healthy, "{deployed:#?}");
+
+    // Down, its compiled code gone (a host upgrade), pushed again meanwhile.
+    edge.device.terminate_cleanly().await;
+    std::fs::remove_dir_all(edge.device.path("data/cache")).unwrap();
+    let again = push_band_py().await;
+    edge.device.spawn();
+    let compiler = crate::safety_compile::band_py_compiler(edge.device.pid()).await;
+    let _cleanup = crate::safety_compile::KillOnDrop(compiler);
+    edgewise_procs::child::sigstop(compiler).unwrap();
+    let status = edge.device.wait_answering(&edge.client, WAIT * 3).await;
+    assert_eq!(plugin(&status, "band-py")["state"], "compiling", "{status:#}");
+    poll_until("the device read the second push", WAIT, || async {
+        let report = site
+            .operator
+            .report_of(DEVICE)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no report")?;
+        match report.generations.get(&key) {
+            Some(&generation) if generation == again => Ok(()),
+            _ => Err(format!("{report:#?}")),
+        }
+    })
+    .await;
+
+    edgewise_procs::child::sigcont(compiler).unwrap();
+    let settled = band_py(again, "band-py's second push settled").await;
+    assert_eq!(settled.phase, Phase::Healthy, "{settled:#?}");
+    assert_eq!(settled.reason.as_deref(), Some("runs already"), "{settled:#?}");
+    let status = host_status(&edge.client).await;
+    assert_eq!(plugin(&status, "band-py")["state"], "running", "{status:#}");
+}

@@ -72,7 +72,7 @@ fn compiler_processes(pid: u32) -> Vec<u32> {
 /// band-py's compiler process among the children of `host`, once it holds
 /// more than glucose-monitor's ever does (mid-compilation: band-py's takes
 /// seconds more).
-async fn band_py_compiler(host: u32) -> u32 {
+pub(crate) async fn band_py_compiler(host: u32) -> u32 {
     poll_until("a compiler process of band-py", WAIT * 3, || async {
         compiler_processes(host)
             .into_iter()
@@ -132,7 +132,7 @@ fn is_compiler(pid: u32) -> bool {
 }
 
 /// SIGKILLs a process when dropped (one a failed test would leave behind).
-struct KillOnDrop(u32);
+pub(crate) struct KillOnDrop(pub(crate) u32);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
