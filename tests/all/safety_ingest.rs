@@ -339,3 +339,42 @@ fn glucose_monitor_holds_its_max_sensors_within_its_limits() {
         .count();
     assert_eq!(days, 2 * max_sensors, "an hour and a day closed for every sensor");
 }
+
+/// A running plugin gets every reading of a burst of large messages (a
+/// gateway's backfill after an outage), even when one batch of them holds
+/// more readings than the buffer kept for a plugin that is down: that bound
+/// is for waiting work, not for the work being given. Here every message
+/// alone holds more than `buffer_readings`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_plugin_gets_every_reading_of_a_burst_larger_than_its_buffer() {
+    const PATIENTS: usize = 12;
+    const HISTORY: usize = 150;
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, "[supervisor]\nbuffer_readings = 100\n");
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
+    // Each patient's last 150 minutes in one message, ending in a low now.
+    let now = now_ms();
+    for patient in 0..PATIENTS {
+        let readings: Vec<String> = (0..HISTORY)
+            .map(|minute| {
+                let ts = now - (HISTORY - 1 - minute) as i64 * MINUTE_MS;
+                let value = if minute == HISTORY - 1 { 45.0 } else { 120.0 };
+                format!(r#"{{"ts":{ts},"value":{value}}}"#)
+            })
+            .collect();
+        let payload = format!("[{}]", readings.join(","));
+        client
+            .publish(format!("sensors.cgm.backfill-{patient}"), payload.into())
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    for patient in 0..PATIENTS {
+        alert_for(&mut alerts, &format!("cgm.backfill-{patient}"), "urgent-low").await;
+    }
+    let status = host_status(&client).await;
+    let glucose = &status["plugins"][0];
+    assert_eq!(glucose["readings_dropped"], 0, "{status}");
+    assert_eq!(glucose["readings_in"], (PATIENTS * HISTORY) as u64, "{status}");
+    device.terminate_cleanly().await;
+}

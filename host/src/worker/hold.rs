@@ -1,7 +1,12 @@
 //! The hold buffer: work taken from the queue that waits for the plugin. While
 //! the plugin runs it holds at most one item; while it is down (backoff,
 //! quarantine) it keeps taking work, bounded by `buffer_readings`: beyond
-//! that the oldest readings are dropped, counted.
+//! that the oldest readings are dropped, counted. The newest batch is always
+//! kept, however large: while the plugin runs it is the work being given,
+//! which the bound is not for (a gateway's backfill can hold more readings in
+//! one batch than the bound; dropping it would lose a whole burst of a
+//! healthy plugin's readings). A batch is bounded by the ingest's batch size
+//! and message size.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -44,7 +49,8 @@ impl Hold {
         self.items.is_empty()
     }
 
-    /// Hold `work`; beyond the bound, drop the oldest readings.
+    /// Hold `work`; beyond the bound, drop the oldest readings, never the
+    /// newest batch.
     pub(super) fn push(&mut self, work: Held) {
         match work {
             Held::Tick(now_ms) => {
@@ -61,9 +67,16 @@ impl Hold {
             }
         }
         while self.readings > self.max_readings {
-            let Some(oldest) = self.items.iter().position(|h| matches!(h, Held::Readings(..))) else {
+            let is_readings = |held: &Held| matches!(held, Held::Readings(..));
+            let (Some(oldest), Some(newest)) = (
+                self.items.iter().position(is_readings),
+                self.items.iter().rposition(is_readings),
+            ) else {
                 break;
             };
+            if oldest == newest {
+                break;
+            }
             if let Some(Held::Readings(batch)) = self.items.remove(oldest) {
                 // `batch.done` is dropped unsent: JetStream ingest leaves
                 // those messages unacknowledged, so the stream redelivers them.
@@ -105,5 +118,61 @@ impl Hold {
     /// Show the readings held in the status.
     fn show(&self) {
         self.stats.readings_held.store(self.readings as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Reading;
+
+    fn batch(readings: usize) -> Held {
+        let reading = Reading {
+            sensor: "cgm.p1".into(),
+            timestamp_ms: 0,
+            value: 100.0,
+            unit: "mg/dL".into(),
+        };
+        Held::Readings(Batch {
+            readings: vec![reading; readings],
+            sources: Vec::new(),
+            done: None,
+        })
+    }
+
+    fn held(hold: &Hold) -> Vec<usize> {
+        hold.items
+            .iter()
+            .map(|held| match held {
+                Held::Readings(batch) => batch.readings.len(),
+                Held::Tick(_) => 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_bound_is_kept_whole() {
+        let stats = Arc::new(PluginStats::default());
+        let mut hold = Hold::new(10, stats.clone());
+        hold.push(batch(11));
+        assert_eq!(held(&hold), [11]);
+        assert_eq!(stats.readings_dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.readings_held.load(Ordering::Relaxed), 11);
+    }
+
+    #[test]
+    fn beyond_the_bound_the_oldest_batches_go_and_the_newest_stays() {
+        let stats = Arc::new(PluginStats::default());
+        let mut hold = Hold::new(10, stats.clone());
+        hold.push(batch(4));
+        hold.push(Held::Tick(1));
+        hold.push(batch(5));
+        assert_eq!(held(&hold), [4, 0, 5], "within the bound: all kept");
+        hold.push(batch(8));
+        assert_eq!(held(&hold), [0, 8], "the oldest two dropped, the tick kept");
+        assert_eq!(stats.readings_dropped.load(Ordering::Relaxed), 9);
+        hold.push(batch(30));
+        assert_eq!(held(&hold), [0, 30]);
+        assert_eq!(stats.readings_dropped.load(Ordering::Relaxed), 17);
     }
 }
