@@ -378,3 +378,56 @@ async fn a_running_plugin_gets_every_reading_of_a_burst_larger_than_its_buffer()
     assert_eq!(glucose["readings_in"], (PATIENTS * HISTORY) as u64, "{status}");
     device.terminate_cleanly().await;
 }
+
+/// A new patient's sensor refused because the plugin has its `max_sensors`
+/// is not left to a dead-letter count: the host raises a critical
+/// `plugin-degraded` naming the plugin, the sensor and the limit, once (not
+/// for every reading after it), so someone sees that a patient is not
+/// monitored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_sensor_refused_for_the_plugins_sensor_cap_raises_an_alert() {
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, "\n[host_limits]\nmax_sensors = 3\n");
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
+    for sensor in 0..3 {
+        client
+            .publish(format!("sensors.cgm.s{sensor}"), reading(now_ms(), 120.0))
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        client
+            .publish("sensors.cgm.newcomer", reading(now_ms(), 45.0))
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    let alert = next_where(&mut alerts, "the host's plugin-degraded", |_, alert| {
+        alert["code"] == "plugin-degraded"
+    })
+    .await;
+    assert_eq!(alert["severity"], "critical", "{alert}");
+    let message = alert["message"].as_str().unwrap();
+    assert_contains(message, "`glucose-monitor`");
+    assert_contains(message, "`cgm.newcomer`");
+    assert_contains(message, "`max_sensors` of 3");
+    status_until(&client, "the three refusals counted", |s| {
+        deadletters(s, "too-many-sensors") == 3
+    })
+    .await;
+    // Once, not for each refused reading: up to a low of a known patient
+    // (published after the refusals), no second one.
+    client.publish("sensors.cgm.s0", reading(now_ms(), 45.0)).await.unwrap();
+    let mut degraded = 0;
+    loop {
+        let next = next_where(&mut alerts, "s0's urgent-low", |_, _| true).await;
+        if next["code"] == "plugin-degraded" {
+            degraded += 1;
+        }
+        if next["sensor"] == "cgm.s0" && next["code"] == "urgent-low" {
+            break;
+        }
+    }
+    assert_eq!(degraded, 0, "raised again for a later refusal");
+    device.terminate_cleanly().await;
+}

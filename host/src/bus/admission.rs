@@ -120,6 +120,16 @@ impl Admission {
         }
     }
 
+    /// The plugin these rules are for.
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
+    /// The most sensors the plugin takes.
+    pub fn max_sensors(&self) -> usize {
+        self.max_sensors
+    }
+
     /// Whether messages on `subject` may name their sensors in the payload.
     pub fn trusts_payload_sensors(&self, subject: &str) -> bool {
         self.payload_sensors.iter().any(|f| filter::matches(f, subject))

@@ -17,7 +17,7 @@ use super::serve::{Ended, Task, input, spawn_owned};
 use super::start::Started;
 use super::status::PluginSource;
 use crate::bus::Subjects;
-use crate::bus::ingest::{self, Failure, Ingest, IngestHealth, IngestStats};
+use crate::bus::ingest::{self, Ingest, IngestEvent, IngestHealth, IngestStats};
 use crate::clock::Clock;
 use crate::worker::{StoppingWorker, Work, Worker};
 
@@ -47,7 +47,7 @@ pub(super) struct Plugins {
     local: async_nats::Client,
     clock: Clock,
     ingest_stats: Arc<IngestStats>,
-    failures: mpsc::UnboundedSender<Failure>,
+    events: mpsc::UnboundedSender<IngestEvent>,
     ended: mpsc::UnboundedSender<Ended>,
     slots: Mutex<BTreeMap<String, Slot>>,
     /// See [`Plugins::changing`].
@@ -76,7 +76,7 @@ impl Plugins {
         local: async_nats::Client,
         clock: Clock,
         ingest_stats: Arc<IngestStats>,
-        failures: mpsc::UnboundedSender<Failure>,
+        events: mpsc::UnboundedSender<IngestEvent>,
         ended: mpsc::UnboundedSender<Ended>,
         statuses: Vec<PluginSource>,
         compiling: CompilingNames,
@@ -87,7 +87,7 @@ impl Plugins {
             local,
             clock,
             ingest_stats,
-            failures,
+            events,
             ended,
             slots: Mutex::new(BTreeMap::new()),
             changing: tokio::sync::Mutex::new(()),
@@ -158,13 +158,13 @@ impl Plugins {
     ) -> Result<(JoinHandle<()>, watch::Sender<bool>), RunError> {
         let name = started.provenance.plugin.clone();
         let ingest = Ingest::new(
-            &name,
             self.local.clone(),
             self.subjects.clone(),
             self.ingest_stats.clone(),
             started.admission.clone(),
             self.clock.clone(),
             health,
+            self.events.clone(),
         );
         let input = input(&self.config, &self.local, &name, started.subscriptions.clone()).await?;
         let (stop_ingest, stopped) = watch::channel(false);
@@ -174,7 +174,6 @@ impl Plugins {
             started.worker.queue.clone(),
             self.config.limits.batch_max,
             stopped,
-            self.failures.clone(),
         );
         Ok((spawn_owned(Task::Ingest(name), &self.ended, run), stop_ingest))
     }

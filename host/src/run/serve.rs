@@ -36,7 +36,7 @@ use super::shutdown::Parts;
 use super::start::{Device, Loader, RefusalReason, Refused};
 use super::status::{PluginSource, StatusSources};
 use crate::bus::config::Source;
-use crate::bus::ingest::{self, Failure, IngestError, IngestHealth, IngestStats, Input};
+use crate::bus::ingest::{self, Failure, IngestError, IngestEvent, IngestHealth, IngestStats, Input, SensorCap};
 use crate::bus::status::ControlStats;
 use crate::clock::Clock;
 use crate::metrics::MetricsServer;
@@ -155,7 +155,7 @@ impl Owner {
     async fn own(
         &mut self,
         shutdown: impl Future<Output = ()>,
-        failures: &mut mpsc::UnboundedReceiver<Failure>,
+        events: &mut mpsc::UnboundedReceiver<IngestEvent>,
         ended: &mut mpsc::UnboundedReceiver<Ended>,
         compiling: &mut Compilations,
     ) {
@@ -163,7 +163,10 @@ impl Owner {
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                Some(failure) = failures.recv() => self.ingest_failed(failure).await,
+                Some(event) = events.recv() => match event {
+                    IngestEvent::Failed(failure) => self.ingest_failed(failure).await,
+                    IngestEvent::SensorCap(cap) => self.sensor_cap(cap).await,
+                },
                 Some(task) = ended.recv() => self.task_ended(task).await,
                 Some(compiled) = compiling.next() => self.compiled(compiled, compiling).await,
             }
@@ -235,6 +238,24 @@ impl Owner {
         self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
     }
 
+    /// A plugin's ingest refused a new sensor for the plugin's sensor cap:
+    /// that patient is not monitored, which a dead-letter count alone would
+    /// leave unseen.
+    async fn sensor_cap(&mut self, cap: SensorCap) {
+        let SensorCap {
+            plugin,
+            sensor,
+            max_sensors,
+        } = cap;
+        tracing::error!(%plugin, %sensor, max_sensors, "A new sensor is refused: the plugin has its max_sensors");
+        let message = format!(
+            "plugin `{plugin}` takes no new sensor: it has its `max_sensors` of {max_sensors}, so the \
+             readings of sensor `{sensor}` (and of any other new sensor) are not given to it \
+             (dead-lettered as `too-many-sensors`) until the host restarts"
+        );
+        self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
+    }
+
     /// A task ended before shutdown.
     async fn task_ended(&mut self, ended: Ended) {
         let reason = match &ended.outcome {
@@ -287,7 +308,7 @@ pub(super) async fn serve(
 ) -> Result<(Parts, Arc<StatusSources>), RunError> {
     let (stop, stopped) = watch::channel(false);
     let (ended_sender, mut ended) = mpsc::unbounded_channel();
-    let (failure_sender, mut failures) = mpsc::unbounded_channel();
+    let (event_sender, mut events) = mpsc::unbounded_channel();
     let ingest_stats = Arc::new(IngestStats::default());
     let plugins = Arc::new(Plugins::new(
         config,
@@ -295,7 +316,7 @@ pub(super) async fn serve(
         device.local.clone(),
         device.clock.clone(),
         ingest_stats.clone(),
-        failure_sender.clone(),
+        event_sender.clone(),
         ended_sender.clone(),
         initial_sources(&device),
         device.compiling.names(),
@@ -423,7 +444,7 @@ pub(super) async fn serve(
         loader: device.loader,
     };
     let mut compiling = device.compiling;
-    owner.own(shutdown, &mut failures, &mut ended, &mut compiling).await;
+    owner.own(shutdown, &mut events, &mut ended, &mut compiling).await;
     // Deployment stops first: nothing is added to the set while it is taken.
     if let Some(deploy) = deploy {
         deploy.abort();

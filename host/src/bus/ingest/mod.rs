@@ -186,6 +186,33 @@ pub enum Input {
     },
 }
 
+/// What a plugin's ingest tells its owner (`run::serve`), at once.
+#[derive(Debug)]
+pub enum IngestEvent {
+    /// An attempt failed; the ingest starts again.
+    Failed(Failure),
+    /// A new sensor was refused: the plugin has its `max_sensors`.
+    SensorCap(SensorCap),
+}
+
+/// A new sensor's readings refused because the plugin has its `max_sensors`
+/// (told at the first refusal, then at most once every [`SENSOR_CAP_RETELL`]
+/// while refusals go on): a patient the plugin does not monitor.
+#[derive(Debug)]
+pub struct SensorCap {
+    /// The plugin.
+    pub plugin: String,
+    /// The sensor refused.
+    pub sensor: String,
+    /// The plugin's limit.
+    pub max_sensors: usize,
+}
+
+/// How often a plugin whose sensor cap keeps refusing new sensors is told
+/// again: once is not enough for a ward that fills up over days, every
+/// refused reading would be a flood.
+pub const SENSOR_CAP_RETELL: Duration = Duration::from_secs(3600);
+
 /// A failed attempt of a plugin's ingest, as its owner hears of it, at once.
 #[derive(Debug)]
 pub struct Failure {
@@ -204,7 +231,7 @@ pub struct Failure {
 /// failure (waiting [`RETRY_FIRST`], doubling up to [`RETRY_MAX`]): a
 /// JetStream consumer deleted from outside, or its stream deleted and made
 /// again, is taken up again without a restart of the host. Each failure goes
-/// to `failures` at once, and the plugin shows `degraded` (its
+/// to the owner at once ([`IngestEvent::Failed`]), and the plugin shows `degraded` (its
 /// [`IngestHealth`]) until its input flows again. Ends with an error only
 /// when starting again cannot help (the worker is gone).
 pub async fn run<W: From<Batch>>(
@@ -213,7 +240,6 @@ pub async fn run<W: From<Batch>>(
     queue: mpsc::Sender<W>,
     batch_max: usize,
     mut stop: watch::Receiver<bool>,
-    failures: mpsc::UnboundedSender<Failure>,
 ) -> Result<(), IngestError> {
     let mut retry_in = RETRY_FIRST;
     loop {
@@ -247,12 +273,12 @@ pub async fn run<W: From<Batch>>(
         if new_episode {
             retry_in = RETRY_FIRST;
         }
-        let _ = failures.send(Failure {
+        let _ = ingest.events.send(IngestEvent::Failed(Failure {
             plugin: ingest.plugin.clone(),
             error,
             new_episode,
             retry_in,
-        });
+        }));
         tokio::select! {
             _ = stop.changed() => return Ok(()),
             _ = tokio::time::sleep(retry_in) => {}
@@ -277,31 +303,51 @@ pub struct Ingest {
     pub clock: Clock,
     /// Whether the input flows.
     pub health: Arc<IngestHealth>,
+    /// The owner, told of failures and of a full sensor cap.
+    events: mpsc::UnboundedSender<IngestEvent>,
+    /// When the owner was last told of the sensor cap.
+    cap_told: Option<Instant>,
     log: LogBudget,
 }
 
 impl Ingest {
-    /// Ingest of `plugin` through `client`, judging readings by `admission`
-    /// on `clock`.
+    /// Ingest of the plugin `admission` judges readings for (on `clock`),
+    /// through `client`; its failures and full sensor cap told to `events`.
     pub fn new(
-        plugin: &str,
         client: async_nats::Client,
         subjects: Subjects,
         stats: Arc<IngestStats>,
         admission: Admission,
         clock: Clock,
         health: Arc<IngestHealth>,
+        events: mpsc::UnboundedSender<IngestEvent>,
     ) -> Ingest {
         Ingest {
-            plugin: plugin.to_owned(),
+            plugin: admission.plugin().to_owned(),
             client,
             subjects,
             stats,
             admission,
             clock,
             health,
+            events,
+            cap_told: None,
             log: LogBudget::default(),
         }
+    }
+
+    /// New sensor `sensor` was refused for the plugin's sensor cap: tell the
+    /// owner, if not told within [`SENSOR_CAP_RETELL`].
+    fn sensor_cap_reached(&mut self, sensor: String) {
+        if self.cap_told.is_some_and(|told| told.elapsed() < SENSOR_CAP_RETELL) {
+            return;
+        }
+        self.cap_told = Some(Instant::now());
+        let _ = self.events.send(IngestEvent::SensorCap(SensorCap {
+            plugin: self.plugin.clone(),
+            sensor,
+            max_sensors: self.admission.max_sensors(),
+        }));
     }
 }
 
@@ -364,6 +410,7 @@ async fn take_message(ingest: &mut Ingest, message: &async_nats::Message, readin
     let now_ms = ingest.clock.now_ms();
     let mut decoded = readings.split_off(before);
     let mut refused: Vec<(usize, Refusal)> = Vec::new();
+    let mut capped = None;
     let mut index = 0;
     decoded.retain(|reading| {
         let at = index;
@@ -371,12 +418,18 @@ async fn take_message(ingest: &mut Ingest, message: &async_nats::Message, readin
         match ingest.admission.check(subject, trusted, at, reading, now_ms) {
             Ok(()) => true,
             Err(refusal) => {
+                if refusal.kind == DeadLetterKind::TooManySensors && capped.is_none() {
+                    capped = Some(reading.sensor.clone());
+                }
                 refused.push((at, refusal));
                 false
             }
         }
     });
     readings.append(&mut decoded);
+    if let Some(sensor) = capped {
+        ingest.sensor_cap_reached(sensor);
+    }
     // One letter per reason: the first refusal's sentence, every index.
     for kind in DeadLetterKind::ALL {
         let of_kind: Vec<&(usize, Refusal)> = refused.iter().filter(|(_, refusal)| refusal.kind == kind).collect();
