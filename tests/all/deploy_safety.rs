@@ -252,3 +252,37 @@ async fn after_a_crash_during_a_probation_every_alert_of_the_old_version_for_the
     let expected = v1_alerts(&edge, &readings);
     every_v1_alert_out(&site, &mut alerts, &expected).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_superseded_probation_and_a_rollback_the_superseded_version_is_not_taken_for_what_runs() {
+    let (site, edge, _alerts) = v1_from_the_configuration().await;
+    let bundles = deploy_bundles();
+    // 2.0.0 on probation (it never ends here), superseded by 2.1.0, which
+    // traps on its third batch: back to the last healthy version, 1.0.0.
+    let superseded = push(&site.operator, &edge.key(), &bundles.v2.bytes(), &[]).await;
+    in_phase(&site.operator, DEVICE, superseded, Phase::Running).await;
+    let failing = push(&site.operator, &edge.key(), &bundles.traps_third.bytes(), &[]).await;
+    in_phase(&site.operator, DEVICE, failing, Phase::Running).await;
+    for value in [120.0, 120.0, 120.0] {
+        give(&edge, value).await;
+    }
+    let (report, deployment) = settled(&site.operator, DEVICE, failing).await;
+    assert_eq!(deployment.phase, Phase::RolledBack, "{report:#?}");
+    let running = &report.plugins[PLUGIN];
+    assert_eq!(running.running_version, "1.0.0", "{report:#?}");
+    assert_eq!(
+        running.running_bundle, "",
+        "the configuration file's version runs, not the superseded bundle: {report:#?}"
+    );
+    assert_eq!(plugin(&host_status(&edge.client).await, PLUGIN)["version"], "1.0.0");
+
+    // 2.0.0 pushed again is a deployment: it does not run already.
+    let again = push(&site.operator, &edge.key(), &bundles.v2.bytes(), &[]).await;
+    let (report, deployment) =
+        crate::deploy_device::deployment_where(&site.operator, DEVICE, "2.0.0 pushed again running, or settled", |d| {
+            d.generation == again && (d.phase == Phase::Running || d.phase.is_final())
+        })
+        .await;
+    assert_eq!(deployment.phase, Phase::Running, "{report:#?}");
+    assert_eq!(plugin(&host_status(&edge.client).await, PLUGIN)["version"], "2.0.0");
+}

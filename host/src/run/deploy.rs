@@ -537,11 +537,20 @@ impl Controller {
                 prepared.setup.accept.take(),
             )),
         };
+        // What a rollback goes back to: while an earlier deployment of the
+        // plugin is still on probation, what it would go back to (the worker
+        // keeps the last healthy version when a newer push supersedes one on
+        // probation), never the unproven version that runs now.
+        let previous = self
+            .pending
+            .values()
+            .find(|pending| pending.plugin == name)
+            .map_or_else(|| running.clone(), |pending| pending.previous.clone());
         let pending = Pending {
             plugin: name.to_owned(),
             deployment: deployment.clone(),
             new: wanted.clone(),
-            previous: running.clone(),
+            previous,
         };
         // Held until the plugin is added: a plugin compiled after start-up
         // may be added meanwhile.
