@@ -21,18 +21,18 @@ use crate::kill_recovery::{Row, Run, assert_exactly_the_replay, drained, recordi
 use crate::support::{UP, create_sensors_stream, host_status, plugin, poll_until, publish_acked, value_until};
 
 /// The plugin every deployment here is of.
-const PLUGIN: &str = "glucose-monitor";
+pub(crate) const PLUGIN: &str = "glucose-monitor";
 
 /// The cloud of a test, and the operator's view of its buckets.
-struct Site {
-    cloud: CloudServer,
-    operator: Cloud,
+pub(crate) struct Site {
+    pub(crate) cloud: CloudServer,
+    pub(crate) operator: Cloud,
     /// The operator's login, when the cloud asks for one.
     login: Option<(String, String)>,
 }
 
 impl Site {
-    async fn start() -> Site {
+    pub(crate) async fn start() -> Site {
         let cloud = start_cloud();
         let client = async_nats::connect(cloud.url()).await.unwrap();
         Site::with(cloud, client, None).await
@@ -73,19 +73,19 @@ impl Site {
 }
 
 /// A device behind its own leaf server.
-struct Edge {
-    id: String,
-    server: EdgeServer,
-    device: Device,
+pub(crate) struct Edge {
+    pub(crate) id: String,
+    pub(crate) server: EdgeServer,
+    pub(crate) device: Device,
     /// A client of its local server (status, sensors).
-    client: async_nats::Client,
+    pub(crate) client: async_nats::Client,
 }
 
 impl Edge {
     /// Device `id` on a new leaf server of `site`, with `deploy` inside its
     /// `[deploy]` table and `tables` after it, ticking every `tick`; not
     /// started. Its upstream goes through the leaf too (domain `cloud`).
-    async fn new(site: &Site, id: &str, tick: &str, deploy: &str, tables: &str) -> Edge {
+    pub(crate) async fn new(site: &Site, id: &str, tick: &str, deploy: &str, tables: &str) -> Edge {
         Edge::logged_in(site, id, tick, deploy, tables, None).await
     }
 
@@ -127,18 +127,18 @@ impl Edge {
         }
     }
 
-    async fn start(&mut self) {
+    pub(crate) async fn start(&mut self) {
         self.device.start_with(&self.client).await;
     }
 
-    fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         model::device_key(&self.id)
     }
 }
 
 /// Push `bundle` as [`PLUGIN`] to `key` through `cloud`, with `config`: the
 /// new generation.
-async fn push(cloud: &Cloud, key: &str, bundle: &[u8], config: &[(&str, &str)]) -> u64 {
+pub(crate) async fn push(cloud: &Cloud, key: &str, bundle: &[u8], config: &[(&str, &str)]) -> u64 {
     let config = config.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     cloud
         .push_plugin(key, PLUGIN, bundle, "", config, "test", now_ms())
@@ -147,13 +147,13 @@ async fn push(cloud: &Cloud, key: &str, bundle: &[u8], config: &[(&str, &str)]) 
 }
 
 /// The wall clock, ms since the epoch: when a push was made.
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// The deployment of [`PLUGIN`] at `generation` on `device` once it reached
 /// a final phase, and the report that says so.
-async fn settled(cloud: &Cloud, device: &str, generation: u64) -> (Reported, Deployment) {
+pub(crate) async fn settled(cloud: &Cloud, device: &str, generation: u64) -> (Reported, Deployment) {
     let what = format!("a final phase of generation {generation} on {device}");
     deployment_where(cloud, device, &what, |d| {
         d.generation == generation && d.phase.is_final()
@@ -163,7 +163,7 @@ async fn settled(cloud: &Cloud, device: &str, generation: u64) -> (Reported, Dep
 
 /// The report of `device` once the deployment of [`PLUGIN`] in it is `wanted`
 /// (`what`, for the message on a timeout), with that deployment.
-async fn deployment_where(
+pub(crate) async fn deployment_where(
     cloud: &Cloud,
     device: &str,
     what: &str,
@@ -184,16 +184,27 @@ async fn deployment_where(
 }
 
 /// Push `bundle` to `edge` and wait for its final phase.
-async fn deploy(site: &Site, edge: &Edge, bundle: &DeployBundle, config: &[(&str, &str)]) -> (Reported, Deployment) {
+pub(crate) async fn deploy(
+    site: &Site,
+    edge: &Edge,
+    bundle: &DeployBundle,
+    config: &[(&str, &str)],
+) -> (Reported, Deployment) {
     let generation = push(&site.operator, &edge.key(), &bundle.bytes(), config).await;
     settled(&site.operator, &edge.id, generation).await
 }
 
 /// A cloud and a device behind its leaf server, running glucose-monitor
 /// 1.0.0 deployed and healthy.
-async fn running_v1() -> (Site, Edge) {
+pub(crate) async fn running_v1() -> (Site, Edge) {
+    running_v1_with("").await
+}
+
+/// As [`running_v1`], with `deploy` inside the device's `[deploy]` table
+/// (a probation of its own, say).
+pub(crate) async fn running_v1_with(deploy_settings: &str) -> (Site, Edge) {
     let site = Site::start().await;
-    let mut edge = Edge::new(&site, DEVICE, "100ms", "", "").await;
+    let mut edge = Edge::new(&site, DEVICE, "100ms", deploy_settings, "").await;
     edge.start().await;
     let (report, deployment) = deploy(&site, &edge, &deploy_bundles().v1, &[]).await;
     assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
@@ -241,7 +252,7 @@ async fn a_pushed_plugin_runs_then_is_healthy_and_the_fleet_shows_it() {
 /// The readings of `rows` as a JSON-lines recording of bus messages, each
 /// on its subject without a `sensor` in the payload (the sensor is the
 /// subject's last token, as the device takes it).
-fn jsonl_recording(rows: &[Row]) -> String {
+pub(crate) fn jsonl_recording(rows: &[Row]) -> String {
     rows.iter()
         .map(|(subject, ts, value)| {
             format!(
@@ -782,7 +793,7 @@ async fn under_the_documented_permissions_a_device_deploys_but_cannot_change_wha
 }
 
 /// The deployment of [`PLUGIN`] at `generation` on `device` once it is in `phase`.
-async fn in_phase(cloud: &Cloud, device: &str, generation: u64, phase: Phase) -> Reported {
+pub(crate) async fn in_phase(cloud: &Cloud, device: &str, generation: u64, phase: Phase) -> Reported {
     let what = format!("generation {generation} {}", phase.name());
     deployment_where(cloud, device, &what, |d| d.generation == generation && d.phase == phase)
         .await

@@ -14,6 +14,7 @@ mod contract_v02;
 mod dashboard;
 mod deploy_cli;
 mod deploy_device;
+mod deploy_safety;
 mod deploy_topology;
 mod device;
 mod disk_full;

@@ -136,13 +136,26 @@ pub enum Record {
 pub struct SavedState {
     /// The position of the last input it has seen (0: none).
     pub position: u64,
-    /// The number its next output gets.
+    /// The number its next output gets; [`NEXT_AFTER_HIGHEST`] for the state
+    /// a deployment switched from.
     pub next_seq: u64,
     /// The snapshot's schema.
     pub schema: u32,
     /// The snapshot's bytes.
     pub data: Vec<u8>,
 }
+
+/// [`SavedState::next_seq`] of the old version's state at a deployment's
+/// switch: its outputs for the inputs after it are numbered on from the
+/// highest number stored. The numbers after the switch went to the new
+/// version's outputs (other code: the same number is another output), so
+/// the old version, started from this state again (a rollback, or a restart
+/// during the probation), must not take its outputs for ones already emitted.
+/// Output numbers start at 1, so 0 is never a real next number. The worker
+/// saves the state again with the number it resolved to before any of those
+/// outputs is stored: a crash after that gives them again under the same
+/// numbers (not emitted twice).
+pub const NEXT_AFTER_HIGHEST: u64 = 0;
 
 /// One logged input, opened.
 #[derive(Debug, Clone, PartialEq)]

@@ -33,7 +33,7 @@ use crate::deploy::model::{self, Deployment, Desired, DesiredPlugin, Origin, Pha
 use crate::deploy::{Cloud, CloudError};
 use crate::files::{Access, Existing, write_atomic};
 use crate::outbox::wall_ms;
-use crate::worker::{DeployEvent, Outcome, ProbationSetup, Swap, Work};
+use crate::worker::{Accept, DeployEvent, Outcome, ProbationSetup, Swap, Work};
 
 /// How long fetching one bundle may take before the attempt is given up (and
 /// tried again at the next read of the desired sets).
@@ -43,8 +43,12 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 type Running = (String, BTreeMap<String, String>);
 
 /// The device's own deployment files, under `<data_dir>/deploy/`.
+#[derive(Clone)]
 struct Store {
     dir: PathBuf,
+    /// Held over each change of the healthy set: the controller and the
+    /// workers (a version healthy after its probation) both change it.
+    healthy_lock: Arc<Mutex<()>>,
 }
 
 /// One plugin of the last healthy set.
@@ -59,6 +63,7 @@ impl Store {
     fn new(data_dir: &Path) -> Store {
         Store {
             dir: data_dir.join("deploy"),
+            healthy_lock: Arc::new(Mutex::new(())),
         }
     }
 
@@ -80,6 +85,20 @@ impl Store {
 
     fn save_healthy(&self, healthy: &BTreeMap<String, Healthy>) -> std::io::Result<()> {
         self.write("healthy.json", &serde_json::to_vec_pretty(healthy).unwrap_or_default())
+    }
+
+    /// Change the healthy set with `change` (it says whether it changed
+    /// anything), atomically and durably, one change at a time.
+    fn change_healthy(&self, change: impl FnOnce(&mut BTreeMap<String, Healthy>) -> bool) -> std::io::Result<()> {
+        let _held = self
+            .healthy_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut healthy = self.healthy();
+        if change(&mut healthy) {
+            self.save_healthy(&healthy)?;
+        }
+        Ok(())
     }
 
     fn keep_bundle(&self, bundle: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
@@ -128,6 +147,35 @@ pub(super) fn healthy_plugins(data_dir: &Path) -> Vec<(PluginConfig, String)> {
             (plugin, healthy.bundle)
         })
         .collect()
+}
+
+/// What a worker runs once a deployed version of `plugin` passed its
+/// probation: the healthy set names `running` first, durably, and only then
+/// is the version recorded for anti-rollback (`record`). The other order
+/// could leave a device that crashes in between with a healthy set that
+/// anti-rollback refuses, and so with nothing running at the next start (the
+/// deployment loop, which used to write the healthy set when it heard of the
+/// outcome, can be held up for a minute by a slow cloud). A crash between
+/// the two writes restarts the new version, which anti-rollback accepts (it
+/// is higher, or the same); if the healthy set cannot be written, the version
+/// is not recorded, so the previous one, which a restart runs, is not
+/// refused.
+fn healthy_first(store: Store, plugin: &str, running: &Running, record: Option<Accept>) -> Accept {
+    let plugin = plugin.to_owned();
+    let healthy = Healthy {
+        bundle: running.0.clone(),
+        config: running.1.clone(),
+    };
+    Box::new(move || {
+        store.change_healthy(|set| {
+            set.insert(plugin, healthy);
+            true
+        })?;
+        match record {
+            Some(record) => record(),
+            None => Ok(()),
+        }
+    })
 }
 
 /// A deployment handed to a worker, until its outcome.
@@ -181,15 +229,24 @@ pub(super) async fn run_deploy(
     report.host_version = env!("CARGO_PKG_VERSION").to_owned();
     // A deployment the device was in the middle of when it stopped is over:
     // it restarted on its last healthy set (retried only by a new generation).
-    for plugin in report.plugins.values_mut() {
+    // One that passed its probation just before (the worker wrote the
+    // healthy set, the report had not caught up) runs: healthy.
+    let healthy = store.healthy();
+    for (name, plugin) in &mut report.plugins {
         if let Some(deployment) = plugin.deployment.as_mut()
             && !deployment.phase.is_final()
         {
-            deployment.enter(
-                Phase::Failed,
-                Some("the device restarted during this deployment; it runs its last healthy set".to_owned()),
-                wall_ms(),
-            );
+            let (phase, reason) = match healthy.get(name) {
+                Some(kept) if kept.bundle == deployment.bundle => (
+                    Phase::Healthy,
+                    "passed its probation as the device stopped; it runs from the healthy set",
+                ),
+                _ => (
+                    Phase::Failed,
+                    "the device restarted during this deployment; it runs its last healthy set",
+                ),
+            };
+            deployment.enter(phase, Some(reason.to_owned()), wall_ms());
         }
     }
     let (events, mut outcomes) = mpsc::unbounded_channel();
@@ -473,13 +530,27 @@ impl Controller {
             id,
             length: self.settings.probation,
             events: self.events.clone(),
-            accept: prepared.setup.accept.take(),
+            accept: Some(healthy_first(
+                self.store.clone(),
+                name,
+                &wanted,
+                prepared.setup.accept.take(),
+            )),
         };
+        // What a rollback goes back to: while an earlier deployment of the
+        // plugin is still on probation, what it would go back to (the worker
+        // keeps the last healthy version when a newer push supersedes one on
+        // probation), never the unproven version that runs now.
+        let previous = self
+            .pending
+            .values()
+            .find(|pending| pending.plugin == name)
+            .map_or_else(|| running.clone(), |pending| pending.previous.clone());
         let pending = Pending {
             plugin: name.to_owned(),
             deployment: deployment.clone(),
             new: wanted.clone(),
-            previous: running.clone(),
+            previous,
         };
         // Held until the plugin is added: a plugin compiled after start-up
         // may be added meanwhile.
@@ -562,17 +633,9 @@ impl Controller {
         match &event.outcome {
             Outcome::Running { .. } => self.plugins.set_deployed(&plugin, Some(new.clone())),
             Outcome::Healthy => {
-                let mut healthy = self.store.healthy();
-                healthy.insert(
-                    plugin.clone(),
-                    Healthy {
-                        bundle: new.0.clone(),
-                        config: new.1.clone(),
-                    },
-                );
-                if let Err(error) = self.store.save_healthy(&healthy) {
-                    tracing::error!(%error, "Cannot write the healthy set: a restart runs the one before");
-                }
+                // The worker wrote the healthy set already, before the
+                // anti-rollback record (see `healthy_first`).
+                let healthy = self.store.healthy();
                 let keep: Vec<&str> = healthy
                     .values()
                     .map(|h| h.bundle.as_str())
@@ -608,10 +671,7 @@ impl Controller {
     async fn remove(&mut self, name: &str, layers: &[(Origin, Desired)]) {
         tracing::info!(plugin = name, "Plugin no longer desired: removed");
         self.plugins.remove(name).await;
-        let mut healthy = self.store.healthy();
-        if healthy.remove(name).is_some()
-            && let Err(error) = self.store.save_healthy(&healthy)
-        {
+        if let Err(error) = self.store.change_healthy(|healthy| healthy.remove(name).is_some()) {
             tracing::error!(%error, "Cannot write the healthy set");
         }
         let origin = layers.last().map(|(origin, _)| origin.clone()).unwrap_or(Origin {

@@ -114,6 +114,26 @@ impl Emitter {
         self.next_seq = next_seq;
     }
 
+    /// The number after every one used: where a version that did not make
+    /// the outputs numbered so far numbers its own (a rollback).
+    pub(super) fn after_highest(&self) -> u64 {
+        self.next_seq.max(self.emitted_high + 1)
+    }
+
+    /// Wait until everything handed to the writer so far has been committed
+    /// (the writer runs continuations in order); false if the writer has
+    /// stopped.
+    pub(super) fn flush(&self) -> bool {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        let then: Committed = Box::new(move |_| {
+            let _ = sender.send(());
+        });
+        if self.writer.submit(Vec::new(), then).is_err() {
+            return false;
+        }
+        receiver.recv().is_ok()
+    }
+
     /// A recovery ended (or the plugin starts afresh): numbers go on after
     /// every number already used, so none is ever used for two outputs. (They
     /// skip only when the recovered plugin made fewer outputs than before: an
@@ -182,9 +202,9 @@ impl Emitter {
 
     /// Records for the plugin's journal alone (a saved state, an input set
     /// aside); a saved state that cannot be written counts as a snapshot
-    /// failure.
-    pub(super) fn journal(&mut self, records: Vec<Record>) {
-        self.submit(Vec::new(), records, 0, 0);
+    /// failure. Returns whether they were stored, as [`Emitter::emit`].
+    pub(super) fn journal(&mut self, records: Vec<Record>) -> Arc<AtomicBool> {
+        self.submit(Vec::new(), records, 0, 0)
     }
 
     /// The record of the numbers used so far.

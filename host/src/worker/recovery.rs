@@ -73,7 +73,8 @@ pub(super) struct Start {
     pub(super) snapshot: Snapshot,
     /// The position of the last input in it.
     pub(super) position: u64,
-    /// The number of the plugin's next output.
+    /// The number of the plugin's next output
+    /// ([`crate::outbox::NEXT_AFTER_HIGHEST`]: after every number used).
     pub(super) next_seq: u64,
 }
 
@@ -209,6 +210,15 @@ impl Recovery {
         let next_seq = self.start.as_ref().map_or(self.first_seq, |start| start.next_seq);
         self.recount = true;
         Some((self.start.as_ref(), next_seq, &mut self.since))
+    }
+
+    /// The snapshot to start from now numbers its outputs from `next_seq`
+    /// (it was saved at a deployment's switch, see
+    /// [`crate::outbox::NEXT_AFTER_HIGHEST`]): that start, to save again.
+    pub(super) fn renumber(&mut self, next_seq: u64) -> Option<Start> {
+        let start = self.start.as_mut()?;
+        start.next_seq = next_seq;
+        Some(start.clone())
     }
 
     /// Start afresh, the next output numbered `next_seq`: what was kept no

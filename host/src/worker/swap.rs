@@ -19,6 +19,7 @@ use super::thread::PluginThread;
 use super::{Accept, DEGRADED, PluginSetup, takes_snapshots};
 use crate::envelope::Provenance;
 use crate::model::{Alert, Severity};
+use crate::outbox::NEXT_AFTER_HIGHEST;
 use crate::runtime::{CompiledPlugin, Limits, PluginError, Snapshot, SnapshotSchemas};
 
 /// The code of the host's alert when a new version is rolled back.
@@ -40,7 +41,9 @@ pub struct ProbationSetup {
     pub length: Duration,
     /// Where the outcome goes.
     pub events: UnboundedSender<DeployEvent>,
-    /// Records the version for anti-rollback once healthy.
+    /// Run once healthy, after the new version's state is durable: makes it
+    /// the version a restart runs (the device's healthy set) and records it
+    /// for anti-rollback, in that order.
     pub accept: Option<Accept>,
 }
 
@@ -182,13 +185,16 @@ impl PluginThread {
         }
         let carried = fits(self.plugin.snapshot_schemas(), setup.compiled.snapshot_schemas());
         // The old version's state now, at this position of the log: what the
-        // new version starts from, and what a rollback goes back to.
+        // new version starts from, and what a rollback goes back to. The new
+        // version's outputs go on from the old one's count; the old version,
+        // started from this state again, numbers its own after every number
+        // used meanwhile (they were the new version's: other outputs).
         let start = match (&carried, self.instance.as_mut()) {
             (_, Some(instance)) if takes_snapshots(&self.plugin) => match instance.snapshot() {
                 Ok(snapshot) => Some(Start {
                     snapshot,
                     position: self.position,
-                    next_seq: self.emitter.next_seq(),
+                    next_seq: NEXT_AFTER_HIGHEST,
                 }),
                 Err(error) => {
                     let reason = format!("the running version could not give its state ({error})");
@@ -333,9 +339,11 @@ impl PluginThread {
     }
 
     /// The version on probation has run its length without a failure:
-    /// healthy. Its state is saved now (a restart keeps it), and its version
-    /// recorded for anti-rollback.
+    /// healthy. Its state is saved now and made durable (a restart keeps it),
+    /// and only then is it made the version a restart runs and recorded for
+    /// anti-rollback ([`ProbationSetup::accept`]).
     pub(super) fn promote(&mut self) {
+        let mut state_durable = true;
         if let Some(recovery) = self.recovery.as_mut() {
             recovery.set_limit(super::recovery::KEPT_AT_MOST);
         }
@@ -357,7 +365,14 @@ impl PluginThread {
                     if let Some(recovery) = self.recovery.as_mut() {
                         recovery.snapshotted(start.clone());
                     }
-                    self.save(start);
+                    let stored = self.save(start);
+                    // Durable before the version is made the one a restart
+                    // runs (`accept`: the healthy set, then anti-rollback):
+                    // the journal's state must not still be the old
+                    // version's at the switch then, or the new version would
+                    // number its outputs since the switch again, from after
+                    // the highest (emitted twice).
+                    state_durable = self.emitter.flush() && stored.load(Ordering::Acquire);
                 }
                 Err(error) => {
                     // A version that cannot give its state is not healthy.
@@ -371,10 +386,16 @@ impl PluginThread {
         let Some(mut probation) = self.probation.take() else {
             return;
         };
-        if let Some(accept) = probation.accept.take()
-            && let Err(error) = accept()
-        {
-            tracing::error!(plugin = %self.name(), error = %crate::error_chain(error.as_ref()), "Cannot record the version as accepted");
+        match probation.accept.take() {
+            Some(_) if !state_durable => {
+                tracing::error!(plugin = %self.name(), "Cannot save the healthy version's state: not recorded as the version a restart runs (a restart runs the one before)");
+            }
+            Some(accept) => {
+                if let Err(error) = accept() {
+                    tracing::error!(plugin = %self.name(), error = %crate::error_chain(error.as_ref()), "Cannot record the version as healthy and accepted");
+                }
+            }
+            None => {}
         }
         tracing::info!(plugin = %self.name(), version = %self.emitter.provenance.version, "New version healthy");
         Self::tell(&probation, self.name(), Outcome::Healthy);

@@ -20,7 +20,7 @@ use super::{Accept, DEGRADED, PluginStats, SET_ASIDE, Work, WorkerContext};
 use crate::bus::ingest::Batch;
 use crate::input_log::Input;
 use crate::model::{Alert, Severity};
-use crate::outbox::{Record, SavedState, wall_ms};
+use crate::outbox::{NEXT_AFTER_HIGHEST, Record, SavedState, wall_ms};
 use crate::runtime::{CompiledPlugin, Limits, PluginClock, PluginError, PluginInstance, Snapshot};
 
 /// What a failed recovery attempt leaves for the next one.
@@ -316,15 +316,16 @@ impl PluginThread {
     }
 
     /// Save a snapshot in the journal: committed after every output made
-    /// before it, so recovery from it never misses one.
-    pub(super) fn save(&mut self, start: Start) {
+    /// before it, so recovery from it never misses one. Returns whether it
+    /// was stored (read it once the writer has committed it).
+    pub(super) fn save(&mut self, start: Start) -> Arc<AtomicBool> {
         let state = SavedState {
             position: start.position,
             next_seq: start.next_seq,
             schema: start.snapshot.schema,
             data: start.snapshot.data,
         };
-        self.emitter.journal(vec![Record::State(state)]);
+        self.emitter.journal(vec![Record::State(state)])
     }
 
     /// Build the first instance: from the saved state and the inputs logged
@@ -475,6 +476,21 @@ impl PluginThread {
             Err(error) => return Err((error, Progress::None)),
         };
         self.stats.recoveries.fetch_add(1, Ordering::Relaxed);
+        let next_seq = match next_seq {
+            // The old version's state at a deployment's switch: the numbers
+            // after it are the new version's outputs, not this version's. It
+            // numbers on after them, the state saved again with that number
+            // before any of its outputs is stored (a crash then gives them
+            // again under the same numbers, not twice).
+            NEXT_AFTER_HIGHEST => {
+                let next_seq = self.emitter.after_highest();
+                if let Some(start) = recovery.renumber(next_seq) {
+                    self.save(start);
+                }
+                next_seq
+            }
+            next_seq => next_seq,
+        };
         self.emitter.rewind(next_seq);
         let Some((_, _, since)) = recovery.plan() else {
             return Ok(instance); // Unreachable: the plan was there just above.

@@ -1,0 +1,288 @@
+//! Deployment safety across crashes and rollbacks, with real processes (a
+//! cloud nats-server, a device's leaf server, `edgewise run` killed with
+//! SIGKILL): whatever happens to a deployment, the device goes on monitoring
+//! glucose, and no alert of the version that runs is lost.
+//!
+//! - A crash once a new version is recorded for anti-rollback, the
+//!   deployment loop held up by an unanswering cloud, still runs the plugin
+//!   at the next start (the healthy set is durable first).
+//! - A rollback, or a restart during a probation, gives the old version's
+//!   alerts for the inputs since the switch numbers the failed version never
+//!   used: none is taken for one already emitted.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use edgewise_host::deploy::model::Phase;
+use edgewise_tests::{deploy_bundles, edgewise};
+
+use crate::deploy_device::{Edge, PLUGIN, Site, in_phase, jsonl_recording, now_ms, push, running_v1_with, settled};
+use crate::device::{DEVICE, WAIT, reading};
+use crate::kill_recovery::upstream_outputs;
+use crate::support::{collect_until, host_status, plugin, poll_until, subscribe_alerts, value_until};
+
+/// The sensor the readings here are of (`sensors.cgm.<it>`).
+const SENSOR: &str = "subject-1";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_once_a_new_version_is_recorded_for_anti_rollback_still_runs_the_plugin() {
+    // A probation long enough to hold up the cloud within it.
+    let (site, mut edge) = running_v1_with("probation = \"5s\"\n").await;
+    let generation = push(&site.operator, &edge.key(), &deploy_bundles().v2.bytes(), &[]).await;
+    in_phase(&site.operator, DEVICE, generation, Phase::Running).await;
+    // The cloud stops answering: the deployment loop waits on it (reports,
+    // reads of the desired sets), while the worker's probation runs out.
+    let cloud = site.cloud.server().pid().unwrap();
+    edgewise_procs::child::sigstop(cloud).unwrap();
+    let installed = edge.device.path("data/installed-versions.json");
+    poll_until("2.0.0 recorded for anti-rollback", WAIT, || async {
+        let text = std::fs::read_to_string(&installed).map_err(|e| e.to_string())?;
+        match text.contains("\"2.0.0\"") {
+            true => Ok(()),
+            false => Err(text),
+        }
+    })
+    .await;
+    edge.device.kill();
+    edgewise_procs::child::sigcont(cloud).unwrap();
+    let healthy = std::fs::read_to_string(edge.device.path("data/deploy/healthy.json")).unwrap_or_default();
+
+    edge.start().await;
+    let status = host_status(&edge.client).await;
+    let listed = status["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == PLUGIN);
+    assert!(
+        listed,
+        "no glucose monitoring after the restart; healthy set {healthy}: {status:#}"
+    );
+    assert_eq!(plugin(&status, PLUGIN)["state"], "running", "{status:#}");
+    assert_eq!(plugin(&status, PLUGIN)["version"], "2.0.0", "{status:#}");
+    // And it monitors: a low reading raises its alert.
+    let mut alerts = subscribe_alerts(&edge.client, PLUGIN).await;
+    edge.client
+        .publish(format!("sensors.cgm.{SENSOR}"), reading(now_ms(), 60.0))
+        .await
+        .unwrap();
+    collect_until(&mut alerts, "the low alert of 2.0.0", |seen| {
+        seen.iter().any(|(_, a)| a["code"] == "low" && a["version"] == "2.0.0")
+    })
+    .await;
+}
+
+/// A device running glucose-monitor 1.0.0 from its configuration file, on
+/// the wall clock, with deployments on a probation longer than the test
+/// (only a failure ends it), and a subscription to its alerts.
+async fn v1_from_the_configuration() -> (Site, Edge, async_nats::Subscriber) {
+    let site = Site::start().await;
+    let tables = format!("[[plugins]]\nbundle = \"{}\"\n", deploy_bundles().v1.path.display());
+    let mut edge = Edge::new(&site, DEVICE, "100ms", "probation = \"1h\"\n", &tables).await;
+    edge.start().await;
+    let alerts = subscribe_alerts(&edge.client, PLUGIN).await;
+    (site, edge, alerts)
+}
+
+/// Publish `value` now for [`SENSOR`] and wait until the plugin has taken
+/// it (each reading its own call): its timestamp.
+async fn give(edge: &Edge, value: f64) -> i64 {
+    let before = plugin(&host_status(&edge.client).await, PLUGIN)["readings_in"]
+        .as_u64()
+        .unwrap_or(0);
+    let ts = now_ms();
+    edge.client
+        .publish(format!("sensors.cgm.{SENSOR}"), reading(ts, value))
+        .await
+        .unwrap();
+    value_until(
+        "the reading taken",
+        WAIT,
+        || host_status(&edge.client),
+        |status| plugin(status, PLUGIN)["readings_in"].as_u64() > Some(before),
+    )
+    .await;
+    ts
+}
+
+/// An alert as the tests compare them: sensor, time, code, message.
+fn alert_key(alert: &Value) -> (String, i64, String, String) {
+    (
+        alert["sensor"].as_str().unwrap_or_default().to_owned(),
+        alert["ts"].as_i64().unwrap_or_default(),
+        alert["code"].as_str().unwrap_or_default().to_owned(),
+        alert["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// The alerts a replay of 1.0.0 over `readings` (time, value) gives, up to
+/// the last reading (the replay's later ticks, signal loss, have no live
+/// counterpart here).
+fn v1_alerts(edge: &Edge, readings: &[(i64, f64)]) -> BTreeSet<(String, i64, String, String)> {
+    let rows: Vec<_> = readings.iter().map(|&(ts, value)| (1, ts, value)).collect();
+    let recording = edge.device.path("v1-replay.jsonl");
+    std::fs::write(&recording, jsonl_recording(&rows)).unwrap();
+    let replay = edgewise([
+        "replay",
+        "--plugin",
+        deploy_bundles().v1.path.to_str().unwrap(),
+        "--trust",
+        edge.device.path("trust").to_str().unwrap(),
+        "--input",
+        recording.to_str().unwrap(),
+    ]);
+    assert_eq!(replay.code, Some(0), "{}", replay.stderr);
+    let last = readings.iter().map(|&(ts, _)| ts).max().unwrap();
+    let alerts: BTreeSet<_> = crate::live_pipeline::output_lines(&replay.stdout)
+        .iter()
+        .filter(|e| e["type"] == "alert" && e["ts"].as_i64() <= Some(last))
+        .map(alert_key)
+        .collect();
+    assert!(
+        alerts.iter().any(|(_, _, code, _)| code == "low"),
+        "the replay raises `low`: {}",
+        replay.stdout
+    );
+    alerts
+}
+
+/// Wait until every alert of `expected` came from 1.0.0 on the local bus,
+/// then until each is upstream too; no output number used twice upstream.
+async fn every_v1_alert_out(
+    site: &Site,
+    alerts: &mut async_nats::Subscriber,
+    expected: &BTreeSet<(String, i64, String, String)>,
+) {
+    let v1 = |seen: &[(String, Value)]| -> BTreeSet<_> {
+        seen.iter()
+            .filter(|(_, a)| a["version"] == "1.0.0")
+            .map(|(_, a)| alert_key(a))
+            .collect()
+    };
+    let seen = collect_until(alerts, "every alert of 1.0.0's replay on the local bus", |seen| {
+        v1(seen).is_superset(expected)
+    })
+    .await;
+    eprintln!("local alerts: {seen:#?}");
+    let url = site.cloud.url();
+    let upstream = poll_until("every alert of 1.0.0's replay upstream", WAIT, || async {
+        let stored = upstream_outputs(&url).await;
+        let got: BTreeSet<_> = stored
+            .iter()
+            .filter(|(_, e)| e["version"] == "1.0.0" && e["type"] == "alert")
+            .map(|(_, e)| alert_key(e))
+            .collect();
+        match got.is_superset(expected) {
+            true => Ok(stored),
+            false => Err(format!("{stored:#?}")),
+        }
+    })
+    .await;
+    let plugin_seqs: Vec<u64> = upstream
+        .iter()
+        .filter(|(id, _)| !id.rsplit('/').next().unwrap_or_default().starts_with("host-"))
+        .filter_map(|(_, e)| e["seq"].as_u64())
+        .collect();
+    let distinct: BTreeSet<_> = plugin_seqs.iter().collect();
+    assert_eq!(distinct.len(), plugin_seqs.len(), "a number used twice: {upstream:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_rollback_every_alert_of_the_old_version_for_the_inputs_since_the_switch_comes_out() {
+    let (site, edge, mut alerts) = v1_from_the_configuration().await;
+    // glucose-chaos as 2.1.0: `high` above 150, a trap on its third batch.
+    let generation = push(
+        &site.operator,
+        &edge.key(),
+        &deploy_bundles().traps_third.bytes(),
+        &[("high", "150")],
+    )
+    .await;
+    in_phase(&site.operator, DEVICE, generation, Phase::Running).await;
+    let mut readings = Vec::new();
+    for value in [200.0, 200.0, 60.0] {
+        readings.push((give(&edge, value).await, value));
+    }
+    let (report, deployment) = settled(&site.operator, DEVICE, generation).await;
+    assert_eq!(deployment.phase, Phase::RolledBack, "{report:#?}");
+    let expected = v1_alerts(&edge, &readings);
+    every_v1_alert_out(&site, &mut alerts, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_crash_during_a_probation_every_alert_of_the_old_version_for_the_inputs_since_the_switch_comes_out() {
+    let (site, mut edge, mut alerts) = v1_from_the_configuration().await;
+    let generation = push(
+        &site.operator,
+        &edge.key(),
+        &deploy_bundles().traps_third.bytes(),
+        &[("high", "150")],
+    )
+    .await;
+    in_phase(&site.operator, DEVICE, generation, Phase::Running).await;
+    // Two batches: 2.1.0 raises `high` and then `low`, and does not trap.
+    let mut readings = Vec::new();
+    for value in [200.0, 60.0] {
+        readings.push((give(&edge, value).await, value));
+    }
+    collect_until(&mut alerts, "2.1.0's low alert", |seen| {
+        seen.iter().any(|(_, a)| a["version"] == "2.1.0" && a["code"] == "low")
+    })
+    .await;
+    // Stored (the journal's highest number with them): they are upstream.
+    let url = site.cloud.url();
+    poll_until("2.1.0's alerts upstream", WAIT, || async {
+        let stored = upstream_outputs(&url).await;
+        match stored
+            .iter()
+            .any(|(_, e)| e["version"] == "2.1.0" && e["code"] == "low")
+        {
+            true => Ok(()),
+            false => Err(format!("{stored:#?}")),
+        }
+    })
+    .await;
+    edge.device.kill();
+    // The restart runs 1.0.0 (2.1.0 was never healthy), from its state at
+    // the switch and the readings since.
+    edge.start().await;
+    let status = host_status(&edge.client).await;
+    assert_eq!(plugin(&status, PLUGIN)["version"], "1.0.0", "{status:#}");
+    let expected = v1_alerts(&edge, &readings);
+    every_v1_alert_out(&site, &mut alerts, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_superseded_probation_and_a_rollback_the_superseded_version_is_not_taken_for_what_runs() {
+    let (site, edge, _alerts) = v1_from_the_configuration().await;
+    let bundles = deploy_bundles();
+    // 2.0.0 on probation (it never ends here), superseded by 2.1.0, which
+    // traps on its third batch: back to the last healthy version, 1.0.0.
+    let superseded = push(&site.operator, &edge.key(), &bundles.v2.bytes(), &[]).await;
+    in_phase(&site.operator, DEVICE, superseded, Phase::Running).await;
+    let failing = push(&site.operator, &edge.key(), &bundles.traps_third.bytes(), &[]).await;
+    in_phase(&site.operator, DEVICE, failing, Phase::Running).await;
+    for value in [120.0, 120.0, 120.0] {
+        give(&edge, value).await;
+    }
+    let (report, deployment) = settled(&site.operator, DEVICE, failing).await;
+    assert_eq!(deployment.phase, Phase::RolledBack, "{report:#?}");
+    let running = &report.plugins[PLUGIN];
+    assert_eq!(running.running_version, "1.0.0", "{report:#?}");
+    assert_eq!(
+        running.running_bundle, "",
+        "the configuration file's version runs, not the superseded bundle: {report:#?}"
+    );
+    assert_eq!(plugin(&host_status(&edge.client).await, PLUGIN)["version"], "1.0.0");
+
+    // 2.0.0 pushed again is a deployment: it does not run already.
+    let again = push(&site.operator, &edge.key(), &bundles.v2.bytes(), &[]).await;
+    let (report, deployment) =
+        crate::deploy_device::deployment_where(&site.operator, DEVICE, "2.0.0 pushed again running, or settled", |d| {
+            d.generation == again && (d.phase == Phase::Running || d.phase.is_final())
+        })
+        .await;
+    assert_eq!(deployment.phase, Phase::Running, "{report:#?}");
+    assert_eq!(plugin(&host_status(&edge.client).await, PLUGIN)["version"], "2.0.0");
+}
