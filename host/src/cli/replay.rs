@@ -452,7 +452,7 @@ pub(super) fn load_plugin(source: &PluginSource) -> Result<Loaded, Failure> {
         Some(manifest) => load_with_manifest(source.path, manifest, &operator)?,
         None => load::load(source.path, &trust, &operator),
     };
-    let loaded = loaded.map_err(|error| match error {
+    let mut loaded = loaded.map_err(|error| match error {
         LoadError::Read(bundle::ReadBundleError::TooLarge(e)) => Failure::usage(anyhow!("plugin {path}: {e}")),
         LoadError::Read(bundle::ReadBundleError::Io { path, source }) => {
             Failure::usage(anyhow!("cannot read plugin {}: {source}", path.display()))
@@ -460,6 +460,10 @@ pub(super) fn load_plugin(source: &PluginSource) -> Result<Loaded, Failure> {
         LoadError::Refused(e) => Failure::runtime(anyhow!("{path}: refused: {e}")),
         other => Failure::usage(anyhow!("{path}: {other}")),
     })?;
+    // Not the manifest's (or `--limit`'s) either: `outputs_per_second` is
+    // for `edgewise run` (docs/manifest.md); over virtual time it would
+    // make a replay's output depend on how fast the machine is.
+    loaded.limits.max_outputs_per_second = None;
     if loaded.unverified_manifest && source.manifest.is_none() {
         eprintln!("warning: {path} is signed but not verified (pass --trust DIR to verify it)");
     }
