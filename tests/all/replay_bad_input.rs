@@ -399,3 +399,43 @@ fn a_reading_near_the_end_of_time_replays_and_ends() {
     // The reading is below `low`: the alert is there, at its time.
     assert_contains(&run.stdout, "9223372036854775000");
 }
+
+#[test]
+fn a_plugin_asking_for_more_ticks_than_the_bound_is_stopped_with_a_clear_error() {
+    // faulty-v02 asks for a tick a millisecond after every call: ticked once
+    // a virtual second, a day of recording is 90,000 ticks (a mistyped
+    // year, centuries: billions, hours of CPU). The ticks made are counted
+    // and bounded, for a 0.2 plugin as for 0.1.
+    let case = Case::new();
+    let input = case.file(
+        "day.csv",
+        &format!("{HEADER}\"a\",2024-01-01 00:00:00,100\n\"a\",2024-01-01 06:00:00,100\n"),
+    );
+    let faulty = plugin_wasm("faulty-v02");
+    let args: Vec<String> = [
+        "replay",
+        "--plugin",
+        &faulty.display().to_string(),
+        "--input",
+        &input.display().to_string(),
+        "--config",
+        "wake=every-ms",
+        "--config",
+        "fail=none",
+        "--max-ticks",
+        "1000",
+    ]
+    .map(str::to_owned)
+    .into();
+    let run = edgewise_ending(&case, &args);
+    assert_fails(
+        &run,
+        2,
+        "error: the replay made its 1000 ticks (--max-ticks) by 2024-01-01T00:16:40Z and the plugin asks for more",
+    );
+    // Within the bound (the default: 100,000,000), the same replay ends.
+    let within: Vec<String> = args[..args.len() - 2].to_vec();
+    let run = edgewise_ending(&case, &within);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_contains(&run.stderr, "ticks: 90001");
+}

@@ -12,6 +12,10 @@ const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 /// Readings delivered per `on-readings` call at most (between two ticks).
 const MAX_BATCH: usize = 256;
+/// The ticks a replay makes at most unless told otherwise (`--max-ticks`):
+/// a plugin ticked once a virtual second for three years, or every 5
+/// minutes for a millennium. Bounds the CPU a mistyped timestamp can cost.
+pub const MAX_TICKS: u64 = 100_000_000;
 
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -63,6 +67,16 @@ pub enum ReplayError {
     /// A snapshot or the fresh instance started from it was refused.
     #[error(transparent)]
     Restart(#[from] RestartError),
+    /// The replay made its `limit` ticks and the plugin asked for another,
+    /// at `at_ms` (a 0.2 plugin is ticked when it asks, up to once a
+    /// virtual second: a recording spanning years asks for tens of millions).
+    #[error("the replay made its {limit} ticks and the plugin asks for another (at {at_ms} ms)")]
+    TooManyTicks {
+        /// The most ticks the replay makes.
+        limit: u64,
+        /// The virtual time of the tick refused.
+        at_ms: i64,
+    },
 }
 
 /// One step of the virtual clock.
@@ -213,12 +227,14 @@ fn batch_room(position: usize, stop_every: Option<NonZeroUsize>) -> usize {
 /// it asks; each output handed to `sink` in order. At its `stops` a batch
 /// ends; with [`Stops::Restart`] the plugin goes on there in a fresh
 /// instance started from its snapshot ([`Restarts`]; `instance` is then the
-/// last of them), the clock as if nothing happened. Stops at the first
-/// failure; outputs emitted before it are still handed to `sink`.
+/// last of them), the clock as if nothing happened. At most `max_ticks`
+/// ticks are made ([`ReplayError::TooManyTicks`] past them). Stops at the
+/// first failure; outputs emitted before it are still handed to `sink`.
 pub fn replay(
     instance: &mut PluginInstance,
     recording: &Recording,
     tick_ms: i64,
+    max_ticks: u64,
     mut stops: Stops<'_, '_>,
     sink: &mut dyn FnMut(&Output),
 ) -> Result<ReplayReport, ReplayError> {
@@ -246,7 +262,17 @@ pub fn replay(
                         restarts.restart(instance, report.readings, outputs)?;
                     }
                 }
-                Step::Tick(now_ms) => tick(instance, now_ms, &mut report, sink)?,
+                Step::Tick(now_ms) => {
+                    // Counted here, as made: a 0.2 plugin's ticks are its
+                    // wakes, which no bound on the recording's span foresees.
+                    if report.ticks >= max_ticks {
+                        return Err(ReplayError::TooManyTicks {
+                            limit: max_ticks,
+                            at_ms: now_ms,
+                        });
+                    }
+                    tick(instance, now_ms, &mut report, sink)?;
+                }
             }
             Ok::<_, ReplayError>(instance.wake())
         },
