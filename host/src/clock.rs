@@ -25,6 +25,11 @@ pub enum ClockConfig {
 /// plugins take every timestamp from readings (DESIGN "Runtime").
 pub const TICK_LAG: Duration = Duration::from_millis(200);
 
+/// The longest real interval [`Clock::real_interval`] gives: a century, which
+/// an `Instant` (and a tokio timer) can still be moved by without overflow,
+/// where a slower clock's would not.
+pub const LONGEST_INTERVAL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// A clock: milliseconds since the epoch.
 #[derive(Debug, Clone)]
 pub struct Clock {
@@ -72,7 +77,11 @@ impl Clock {
     pub fn real_interval(&self, tick: Duration) -> Duration {
         match &self.config {
             ClockConfig::Wall => tick,
-            ClockConfig::Simulated { speed, .. } => tick.div_f64(*speed).max(Duration::from_millis(1)),
+            // Checked: a tiny speed (or zero) makes an interval no Duration
+            // holds, where `div_f64` panics.
+            ClockConfig::Simulated { speed, .. } => Duration::try_from_secs_f64(tick.as_secs_f64() / speed)
+                .map_or(LONGEST_INTERVAL, |interval| interval.min(LONGEST_INTERVAL))
+                .max(Duration::from_millis(1)),
         }
     }
 }
@@ -106,5 +115,18 @@ mod tests {
         });
         assert_eq!(clock.tick_ms(), 1_000_000, "a tick never reports time before the start");
         assert_eq!(clock.real_interval(Duration::from_secs(60)), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn an_interval_too_long_is_the_longest_one_not_a_panic() {
+        // The configuration bounds `speed`; this must not panic whatever it is given.
+        for speed in [1e-20, 0.0, f64::MIN_POSITIVE] {
+            let clock = Clock::start(ClockConfig::Simulated { start_ms: 0, speed });
+            assert_eq!(
+                clock.real_interval(Duration::from_secs(5)),
+                LONGEST_INTERVAL,
+                "speed {speed}"
+            );
+        }
     }
 }

@@ -301,3 +301,21 @@ fn the_runs_bundles_are_signed_once_and_verify() {
     );
     assert_contains(&verified(&run_key().trust_dir(), &first), "OK threshold 0.2.0");
 }
+
+#[test]
+fn inspect_and_verify_refuse_what_is_not_a_regular_file_without_reading_it() {
+    // /dev/zero never ends and says it holds 0 bytes; a directory is no bundle.
+    let dir = tempfile::tempdir().unwrap();
+    let trust = run_key().trust_dir();
+    for path in [Path::new("/dev/zero"), dir.path()] {
+        let shown = path.display().to_string();
+        for args in [
+            vec!["inspect", shown.as_str()],
+            vec!["verify", "--trust", trust.to_str().unwrap(), shown.as_str()],
+        ] {
+            let run = edgewise(&args);
+            assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
+            assert_contains(&run.stderr, &format!("cannot read {shown}: not a regular file"));
+        }
+    }
+}

@@ -2,8 +2,11 @@
 //! documented exit code (2 for bad input or usage, 1 for a golden mismatch).
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
 
-use edgewise_tests::{Run, edgewise, plugin_wasm};
+use edgewise_procs::child::ChildGuard;
+use edgewise_tests::{Run, edgewise, edgewise_bin, plugin_wasm};
 
 use crate::support::assert_contains;
 
@@ -333,4 +336,106 @@ fn golden_mismatch_shows_line_numbers_and_update_rewrites() {
     assert_fails(&run, 1, "line 2: field `seq`: expected 99, actual 2\n  expected: ");
     assert_contains(&run.stderr, "\"seq\":99");
     assert!(!run.stderr.contains("line 1:"), "{}", run.stderr);
+}
+
+/// How long a replay that should end at once may run before the test calls
+/// it a hang: a bound on a runaway, far beyond the second it takes.
+const RUNAWAY: Duration = Duration::from_secs(60);
+
+/// `edgewise ARGS`, killed (and the test failed) if it has not ended within
+/// [`RUNAWAY`]; its output goes to files, so a full pipe cannot stall it.
+fn edgewise_ending(case: &Case, args: &[String]) -> Run {
+    let (out, err) = (case.path("stdout"), case.path("stderr"));
+    let child = std::process::Command::new(edgewise_bin())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = ChildGuard::new("edgewise", child);
+    let status = child.wait_timeout(RUNAWAY).unwrap();
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    let Some(status) = status else {
+        child.kill();
+        panic!(
+            "`edgewise {}` still ran after {RUNAWAY:?}; stderr:\n{stderr}",
+            args.join(" ")
+        );
+    };
+    Run {
+        code: status.code(),
+        stdout: std::fs::read_to_string(&out).unwrap(),
+        stderr,
+    }
+}
+
+#[test]
+fn a_reading_near_the_end_of_time_replays_and_ends() {
+    // Its day ends past i64::MAX ms: the replay's end and the plugin's wake
+    // both stop at i64::MAX, where the clock once ticked for ever.
+    let case = Case::new();
+    let input = case.file(
+        "late.jsonl",
+        "{\"subject\":\"sensors.temperature.f1\",\"payload\":{\"ts\":9223372036854775000,\"value\":5}}\n",
+    );
+    let args: Vec<String> = [
+        "replay",
+        "--plugin",
+        &plugin_wasm("threshold").display().to_string(),
+        "--input",
+        &input.display().to_string(),
+        "--config",
+        "low=70",
+        "--config",
+        "high=180",
+    ]
+    .map(str::to_owned)
+    .into();
+    let run = edgewise_ending(&case, &args);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_contains(&run.stderr, "1 readings replayed");
+    // The reading is below `low`: the alert is there, at its time.
+    assert_contains(&run.stdout, "9223372036854775000");
+}
+
+#[test]
+fn a_plugin_asking_for_more_ticks_than_the_bound_is_stopped_with_a_clear_error() {
+    // faulty-v02 asks for a tick a millisecond after every call: ticked once
+    // a virtual second, a day of recording is 90,000 ticks (a mistyped
+    // year, centuries: billions, hours of CPU). The ticks made are counted
+    // and bounded, for a 0.2 plugin as for 0.1.
+    let case = Case::new();
+    let input = case.file(
+        "day.csv",
+        &format!("{HEADER}\"a\",2024-01-01 00:00:00,100\n\"a\",2024-01-01 06:00:00,100\n"),
+    );
+    let faulty = plugin_wasm("faulty-v02");
+    let args: Vec<String> = [
+        "replay",
+        "--plugin",
+        &faulty.display().to_string(),
+        "--input",
+        &input.display().to_string(),
+        "--config",
+        "wake=every-ms",
+        "--config",
+        "fail=none",
+        "--max-ticks",
+        "1000",
+    ]
+    .map(str::to_owned)
+    .into();
+    let run = edgewise_ending(&case, &args);
+    assert_fails(
+        &run,
+        2,
+        "error: the replay made its 1000 ticks (--max-ticks) by 2024-01-01T00:16:40Z and the plugin asks for more",
+    );
+    // Within the bound (the default: 100,000,000), the same replay ends.
+    let within: Vec<String> = args[..args.len() - 2].to_vec();
+    let run = edgewise_ending(&case, &within);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_contains(&run.stderr, "ticks: 90001");
 }

@@ -142,3 +142,35 @@ fn threshold_over_generated_cold_chain_data_matches_golden() {
         &["--tick", "1m"],
     );
 }
+
+#[test]
+fn a_manifests_outputs_per_second_does_not_apply_to_replay() {
+    // The key bounds a live device's outputs per second of wall-clock time
+    // (docs/manifest.md); replay runs on virtual time as fast as the CPU
+    // goes, so enforcing it there made a golden check depend on the machine.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = std::fs::read_to_string(edgewise_tests::plugin_manifest("threshold")).unwrap();
+    let limited = manifest.replace("[limits]\n", "[limits]\noutputs_per_second = 1\n");
+    assert_ne!(limited, manifest, "the manifest has a [limits] table");
+    let limited_path = dir.path().join("edgewise.toml");
+    std::fs::write(&limited_path, limited).unwrap();
+    let limited_bundle = run_key().bundle(&limited_path, &plugin_wasm("threshold")).unwrap();
+    // Fifteen fridges too warm, one reading each within a second: an alert each.
+    let mut recording = String::new();
+    for fridge in 0..15 {
+        writeln!(
+            recording,
+            "{{\"subject\":\"sensors.temperature.f{fridge}\",\"payload\":{{\"ts\":{},\"value\":20}}}}",
+            1_767_225_600_000_i64 + fridge * 10
+        )
+        .unwrap();
+    }
+    let input = dir.path().join("warm.jsonl");
+    std::fs::write(&input, recording).unwrap();
+    let unlimited = replay_run(&signed_bundle("threshold"), &input, &[] as &[&str]);
+    let lines = unlimited.json_lines();
+    assert!(lines.len() > 10, "{}", unlimited.stdout);
+    let limited = replay_run(&limited_bundle, &input, &[] as &[&str]);
+    assert_eq!(limited.code, Some(0), "{}", limited.stderr);
+    assert_eq!(limited.stdout, unlimited.stdout);
+}

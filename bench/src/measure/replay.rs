@@ -406,6 +406,7 @@ fn in_process_ms(runtime: &Runtime, glucose: &CompiledPlugin, ctx: &Ctx, native:
         &mut plugin,
         &ctx.hall2018,
         TICK_MS,
+        replay::MAX_TICKS,
         replay::Stops::Never,
         &mut |output| {
             std::hint::black_box(output);

@@ -19,20 +19,47 @@ use crate::runtime::World;
 pub const DEFAULT_MAX_BUNDLE_BYTES: usize = 32 << 20;
 
 /// Read a bundle file, refusing one over `max_bytes` before reading it (a
-/// device must not load an arbitrarily large file into memory to refuse it).
+/// device must not load an arbitrarily large file into memory to refuse it),
+/// and anything but a regular file (`/dev/zero` says it holds 0 bytes and
+/// never ends; a FIFO would block its reader). What is read is bounded too:
+/// a file that grows after its size was looked at is refused as too large.
 pub fn read_bundle_file(path: &std::path::Path, max_bytes: usize) -> Result<Vec<u8>, ReadBundleError> {
+    use std::io::Read as _;
     let io = |source| ReadBundleError::Io {
         path: path.to_owned(),
         source,
     };
-    let size = std::fs::metadata(path).map_err(io)?.len();
-    if size > max_bytes as u64 {
-        return Err(ReadBundleError::TooLarge(VerifyError::TooLarge {
+    let not_regular = || {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ))
+    };
+    let too_large = |size: u64| {
+        ReadBundleError::TooLarge(VerifyError::TooLarge {
             size: usize::try_from(size).unwrap_or(usize::MAX),
             max: max_bytes,
-        }));
+        })
+    };
+    // Looked at before opening: opening a FIFO waits for a writer.
+    let metadata = std::fs::metadata(path).map_err(io)?;
+    if !metadata.is_file() {
+        return Err(not_regular());
     }
-    std::fs::read(path).map_err(io)
+    if metadata.len() > max_bytes as u64 {
+        return Err(too_large(metadata.len()));
+    }
+    let file = std::fs::File::open(path).map_err(io)?;
+    // And again once open: the path may name another file by now.
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(not_regular());
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    file.take(max_bytes as u64 + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() > max_bytes {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// Why a bundle file could not be read.

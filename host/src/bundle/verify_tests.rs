@@ -868,3 +868,18 @@ proptest! {
         let _ = inspect(&bytes);
     }
 }
+
+#[test]
+fn a_file_that_is_not_a_regular_file_is_refused_unread() {
+    // /dev/zero says it holds 0 bytes and never ends: reading it whole once
+    // took all the memory there was. A directory is no bundle either.
+    let dir = tempfile::tempdir().unwrap();
+    for path in [std::path::Path::new("/dev/zero"), dir.path()] {
+        match super::read_bundle_file(path, 1024) {
+            Err(super::ReadBundleError::Io { source, .. }) => {
+                assert_eq!(source.to_string(), "not a regular file", "{}", path.display());
+            }
+            other => panic!("{}: {other:?}", path.display()),
+        }
+    }
+}

@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use clap::Args;
 
 use edgewise_host::bundle::{self, BundleInfo, ManifestSnapshot};
@@ -20,9 +19,13 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> Result<(), Failure> {
-    let bytes = std::fs::read(&args.bundle)
-        .with_context(|| format!("cannot read {}", args.bundle.display()))
-        .map_err(Failure::usage)?;
+    // Under the cap a device applies, and only a regular file: /dev/zero or
+    // a FIFO must not be read without end.
+    let bytes =
+        bundle::read_bundle_file(&args.bundle, bundle::DEFAULT_MAX_BUNDLE_BYTES).map_err(|error| match error {
+            error @ bundle::ReadBundleError::Io { .. } => Failure::usage(error),
+            error => Failure::usage(about(args.bundle.display(), error)),
+        })?;
     let info = bundle::inspect(&bytes).map_err(|e| Failure::usage(about(args.bundle.display(), e)))?;
     to_stdout(|out| print_info(out, &args.bundle, &info))
 }

@@ -24,8 +24,6 @@ use super::golden::{self as golden_file, Labels, Verdict};
 
 /// `--tick`'s default: 5 minutes (as `5m` in the help).
 pub(super) const DEFAULT_TICK_MS: i64 = 5 * 60 * 1000;
-/// Refuse a `--tick` that would need more ticks than this over the recording.
-const MAX_TICKS: i64 = 100_000_000;
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
@@ -99,6 +97,13 @@ pub struct ReplayArgs {
     /// manifest declares its snapshot schemas, or a plain 0.2 component).
     #[arg(long, value_name = "N", conflicts_with = "fuel")]
     snapshot_every: Option<NonZeroUsize>,
+
+    /// The most `on-tick` calls the replay makes: past them it stops with an
+    /// error (a 0.2 plugin is ticked when it asks, up to once a virtual
+    /// second; a recording spanning centuries would take hours).
+    #[arg(long, value_name = "N", default_value_t = replay::MAX_TICKS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_ticks: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -148,6 +153,7 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
         args.skip_invalid,
         subscriptions(&plugin),
         args.tick,
+        args.max_ticks,
     )?;
     // The plugin reads virtual time through WASI: the recording's start
     // during `init`, then the time of each call (byte-identical replays).
@@ -159,7 +165,13 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
     // state may ask for other ticks.
     let uninterrupted = match args.snapshot_every {
         Some(every) => Some(uninterrupted(
-            &runtime, &compiled, &plugin, &recording, args.tick, every, start_ms,
+            &runtime,
+            &compiled,
+            &plugin,
+            &recording,
+            (args.tick, args.max_ticks),
+            every,
+            start_ms,
         )?),
         None => None,
     };
@@ -177,18 +189,25 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
     let mut writer = open_output(args.out.as_deref(), args.expect.is_none()).map_err(Failure::usage)?;
     let mut write_error: Option<std::io::Error> = None;
     let mut seq = 0u64;
-    let result = replay::replay(&mut instance, &recording, args.tick, stops, &mut |output| {
-        seq += 1;
-        let line = to_json_line(provenance, seq, output);
-        if let (Some(out), None) = (writer.as_mut(), &write_error)
-            && let Err(e) = writeln!(out, "{line}")
-        {
-            write_error = Some(e);
-        }
-        if keep_lines {
-            lines.push(line);
-        }
-    });
+    let result = replay::replay(
+        &mut instance,
+        &recording,
+        args.tick,
+        args.max_ticks,
+        stops,
+        &mut |output| {
+            seq += 1;
+            let line = to_json_line(provenance, seq, output);
+            if let (Some(out), None) = (writer.as_mut(), &write_error)
+                && let Err(e) = writeln!(out, "{line}")
+            {
+                write_error = Some(e);
+            }
+            if keep_lines {
+                lines.push(line);
+            }
+        },
+    );
     if let Some(mut out) = writer
         && write_error.is_none()
     {
@@ -203,7 +222,7 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
     if let Some(fuel) = instance.fuel_used() {
         print_fuel(&fuel, recording.readings.len());
     }
-    let report = result.map_err(Failure::runtime)?;
+    let report = result.map_err(failure)?;
     let difference = uninterrupted
         .as_deref()
         .and_then(|expected| first_difference(expected, &lines));
@@ -242,13 +261,14 @@ pub(super) fn subscriptions(plugin: &Loaded) -> Option<&[String]> {
 
 /// Load the recording at `input`: the readings on the subjects `filters`
 /// match (every reading without); none of them is a usage error (the wrong recording for
-/// this plugin), as is a tick too fine for its span.
+/// this plugin), as is a tick too fine for its span (over `max_ticks`).
 pub(super) fn load_recording(
     input: &Path,
     format: Format,
     skip_invalid: bool,
     filters: Option<&[String]>,
     tick: i64,
+    max_ticks: u64,
 ) -> Result<replay::Recording, Failure> {
     let taken = filters.map_or(Subscriptions::All, Subscriptions::Filters);
     let recording = replay::load_subscribed(input, format, skip_invalid, taken).map_err(Failure::usage)?;
@@ -266,9 +286,9 @@ pub(super) fn load_recording(
     }
     if let (Some(first), Some(last)) = (recording.readings.first(), recording.readings.last()) {
         let span = last.timestamp_ms.saturating_sub(first.timestamp_ms);
-        if span / tick > MAX_TICKS {
+        if span / tick > i64::try_from(max_ticks).unwrap_or(i64::MAX) {
             return Err(Failure::usage(anyhow!(
-                "--tick {tick}ms is too fine for a recording spanning {} days: it would need over {MAX_TICKS} ticks",
+                "--tick {tick}ms is too fine for a recording spanning {} days: it would need over {max_ticks} ticks",
                 span / 86_400_000
             )));
         }
@@ -336,14 +356,39 @@ fn uninterrupted(
     compiled: &CompiledPlugin,
     plugin: &Loaded,
     recording: &replay::Recording,
-    tick_ms: i64,
+    (tick_ms, max_ticks): (i64, u64),
     every: NonZeroUsize,
     start_ms: i64,
 ) -> Result<Vec<String>, Failure> {
     let instance = start(runtime, compiled, plugin, PluginClock::virtual_at(start_ms))?;
-    replay_lines(instance, plugin, recording, tick_ms, Stops::Every(every))
+    replay_lines(instance, plugin, recording, tick_ms, max_ticks, Stops::Every(every))
         .map(|(lines, _)| lines)
-        .map_err(|error| Failure::runtime(about("the uninterrupted replay (to compare with)", error)))
+        .map_err(|error| match error {
+            too_many @ replay::ReplayError::TooManyTicks { .. } => failure(too_many),
+            error => Failure::runtime(about("the uninterrupted replay (to compare with)", error)),
+        })
+}
+
+/// A replay's failure: too many ticks is a usage error (the recording's
+/// timestamps or `--max-ticks`), anything else the plugin's (exit 1).
+pub(super) fn failure(error: replay::ReplayError) -> Failure {
+    match error {
+        replay::ReplayError::TooManyTicks { limit, at_ms } => Failure::usage(anyhow!(
+            "the replay made its {limit} ticks (--max-ticks) by {} and the plugin asks for more: \
+             a 0.2 plugin is ticked when it asks, up to once a virtual second; check the recording's \
+             timestamps, or raise --max-ticks",
+            utc(at_ms)
+        )),
+        error => Failure::runtime(error),
+    }
+}
+
+/// `ms` since the epoch as an RFC 3339 UTC time (the number if out of range).
+fn utc(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 /// Replay `recording` through `instance` (started on the recording's
@@ -353,11 +398,12 @@ pub(super) fn replay_lines(
     plugin: &Loaded,
     recording: &replay::Recording,
     tick_ms: i64,
+    max_ticks: u64,
     stops: Stops,
 ) -> Result<(Vec<String>, ReplayReport), replay::ReplayError> {
     let mut lines = Vec::new();
     let mut seq = 0u64;
-    let report = replay::replay(&mut instance, recording, tick_ms, stops, &mut |output| {
+    let report = replay::replay(&mut instance, recording, tick_ms, max_ticks, stops, &mut |output| {
         seq += 1;
         lines.push(to_json_line(&plugin.provenance, seq, output));
     })?;
@@ -452,7 +498,7 @@ pub(super) fn load_plugin(source: &PluginSource) -> Result<Loaded, Failure> {
         Some(manifest) => load_with_manifest(source.path, manifest, &operator)?,
         None => load::load(source.path, &trust, &operator),
     };
-    let loaded = loaded.map_err(|error| match error {
+    let mut loaded = loaded.map_err(|error| match error {
         LoadError::Read(bundle::ReadBundleError::TooLarge(e)) => Failure::usage(anyhow!("plugin {path}: {e}")),
         LoadError::Read(bundle::ReadBundleError::Io { path, source }) => {
             Failure::usage(anyhow!("cannot read plugin {}: {source}", path.display()))
@@ -460,6 +506,10 @@ pub(super) fn load_plugin(source: &PluginSource) -> Result<Loaded, Failure> {
         LoadError::Refused(e) => Failure::runtime(anyhow!("{path}: refused: {e}")),
         other => Failure::usage(anyhow!("{path}: {other}")),
     })?;
+    // Not the manifest's (or `--limit`'s) either: `outputs_per_second` is
+    // for `edgewise run` (docs/manifest.md); over virtual time it would
+    // make a replay's output depend on how fast the machine is.
+    loaded.limits.max_outputs_per_second = None;
     if loaded.unverified_manifest && source.manifest.is_none() {
         eprintln!("warning: {path} is signed but not verified (pass --trust DIR to verify it)");
     }

@@ -192,7 +192,14 @@ impl Tester<'_> {
         };
         let format = replay::format_of(&pair.recording, None);
         let filters = replay::subscriptions(plugin);
-        let recording = match replay::load_recording(&pair.recording, format, options.skip_invalid, filters, tick) {
+        let recording = match replay::load_recording(
+            &pair.recording,
+            format,
+            options.skip_invalid,
+            filters,
+            tick,
+            edgewise_host::replay::MAX_TICKS,
+        ) {
             Ok(recording) => recording,
             Err(failure) => return Outcome::Unreadable(failure.into_error()),
         };
@@ -201,7 +208,14 @@ impl Tester<'_> {
             Ok(instance) => instance,
             Err(failure) => return Outcome::Failed(failure.into_error()),
         };
-        let lines = match replay::replay_lines(instance, plugin, &recording, tick, Stops::Never) {
+        let lines = match replay::replay_lines(
+            instance,
+            plugin,
+            &recording,
+            tick,
+            edgewise_host::replay::MAX_TICKS,
+            Stops::Never,
+        ) {
             Ok((lines, _)) => lines,
             Err(error) => return Outcome::Failed(error.into()),
         };

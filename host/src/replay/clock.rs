@@ -12,6 +12,10 @@ const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 /// Readings delivered per `on-readings` call at most (between two ticks).
 const MAX_BATCH: usize = 256;
+/// The ticks a replay makes at most unless told otherwise (`--max-ticks`):
+/// a plugin ticked once a virtual second for three years, or every 5
+/// minutes for a millennium. Bounds the CPU a mistyped timestamp can cost.
+pub const MAX_TICKS: u64 = 100_000_000;
 
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -63,6 +67,16 @@ pub enum ReplayError {
     /// A snapshot or the fresh instance started from it was refused.
     #[error(transparent)]
     Restart(#[from] RestartError),
+    /// The replay made its `limit` ticks and the plugin asked for another,
+    /// at `at_ms` (a 0.2 plugin is ticked when it asks, up to once a
+    /// virtual second: a recording spanning years asks for tens of millions).
+    #[error("the replay made its {limit} ticks and the plugin asks for another (at {at_ms} ms)")]
+    TooManyTicks {
+        /// The most ticks the replay makes.
+        limit: u64,
+        /// The virtual time of the tick refused.
+        at_ms: i64,
+    },
 }
 
 /// One step of the virtual clock.
@@ -123,11 +137,13 @@ pub fn drive<R, E>(
     };
     let (first, last) = (timestamp(first), timestamp(last));
     let tick_ms = tick_ms.max(1);
-    // The first tick on the interval: at or after the first reading.
-    let mut next_interval = first.div_euclid(tick_ms).saturating_add(1).saturating_mul(tick_ms);
-    if first.rem_euclid(tick_ms) == 0 {
-        next_interval = first;
-    }
+    // The first tick on the interval: at or after the first reading (the
+    // last instant there is when no multiple of the interval is left).
+    let mut next_interval = Some(if first.rem_euclid(tick_ms) == 0 {
+        first
+    } else {
+        grid_after(first, tick_ms).unwrap_or(i64::MAX)
+    });
     let end = last
         .div_euclid(DAY_MS)
         .saturating_add(1)
@@ -139,9 +155,16 @@ pub fn drive<R, E>(
     let mut last_tick: Option<i64> = None;
     let mut position = 0;
     loop {
+        // Tick times strictly increase: after a tick at the last instant
+        // there is (i64::MAX ms), none is due any more. Saturating there
+        // instead would tick at that instant for ever.
+        let after_last_tick = match last_tick {
+            None => Some(i64::MIN),
+            Some(tick) => tick.checked_add(1),
+        };
         let due = match wake {
-            Wake::Interval => Some(next_interval),
-            Wake::At(at) => Some(at.max(now).max(last_tick.map_or(i64::MIN, |t| t.saturating_add(1)))),
+            Wake::Interval => next_interval,
+            Wake::At(at) => after_last_tick.map(|after| at.max(now).max(after)),
             Wake::Idle => None,
         };
         if position < readings.len() {
@@ -175,14 +198,19 @@ pub fn drive<R, E>(
         wake = step(Step::Tick(due))?;
         now = now.max(due);
         last_tick = Some(due);
-        if due == next_interval {
-            next_interval = next_interval.saturating_add(tick_ms);
-        }
-        while next_interval <= due {
-            next_interval = next_interval.saturating_add(tick_ms);
+        // The next tick on the interval is the first multiple past this one
+        // (computed, not stepped to: a wake far ahead would take that many
+        // steps); none past i64::MAX.
+        if next_interval.is_some_and(|next| next <= due) {
+            next_interval = grid_after(due, tick_ms);
         }
     }
     Ok(())
+}
+
+/// The first multiple of `tick_ms` strictly after `t`, if it is within i64.
+fn grid_after(t: i64, tick_ms: i64) -> Option<i64> {
+    t.div_euclid(tick_ms).checked_add(1)?.checked_mul(tick_ms)
 }
 
 /// How many readings the batch starting at `position` may hold: at most
@@ -199,12 +227,14 @@ fn batch_room(position: usize, stop_every: Option<NonZeroUsize>) -> usize {
 /// it asks; each output handed to `sink` in order. At its `stops` a batch
 /// ends; with [`Stops::Restart`] the plugin goes on there in a fresh
 /// instance started from its snapshot ([`Restarts`]; `instance` is then the
-/// last of them), the clock as if nothing happened. Stops at the first
-/// failure; outputs emitted before it are still handed to `sink`.
+/// last of them), the clock as if nothing happened. At most `max_ticks`
+/// ticks are made ([`ReplayError::TooManyTicks`] past them). Stops at the
+/// first failure; outputs emitted before it are still handed to `sink`.
 pub fn replay(
     instance: &mut PluginInstance,
     recording: &Recording,
     tick_ms: i64,
+    max_ticks: u64,
     mut stops: Stops<'_, '_>,
     sink: &mut dyn FnMut(&Output),
 ) -> Result<ReplayReport, ReplayError> {
@@ -232,7 +262,17 @@ pub fn replay(
                         restarts.restart(instance, report.readings, outputs)?;
                     }
                 }
-                Step::Tick(now_ms) => tick(instance, now_ms, &mut report, sink)?,
+                Step::Tick(now_ms) => {
+                    // Counted here, as made: a 0.2 plugin's ticks are its
+                    // wakes, which no bound on the recording's span foresees.
+                    if report.ticks >= max_ticks {
+                        return Err(ReplayError::TooManyTicks {
+                            limit: max_ticks,
+                            at_ms: now_ms,
+                        });
+                    }
+                    tick(instance, now_ms, &mut report, sink)?;
+                }
             }
             Ok::<_, ReplayError>(instance.wake())
         },
@@ -367,6 +407,55 @@ mod tests {
             Step::Tick(_) => Wake::At(90_000_001),
         });
         assert_eq!(steps, ["readings [0]", "tick 90000000"]);
+    }
+
+    #[test]
+    fn ticks_near_the_end_of_time_strictly_increase_and_the_drive_ends() {
+        // A reading within a day of i64::MAX ms: the end saturates to
+        // i64::MAX, and so does every wake a plugin asks (a second after its
+        // last tick, as the runtime's floor makes it). One tick there, then
+        // the clock has nowhere left to go. The step count is capped so that
+        // the old behaviour (the same instant for ever) fails instead of hanging.
+        let near_max = 9_223_372_036_854_775_000_i64;
+        for first in [Wake::Idle, Wake::Interval, Wake::At(i64::MAX)] {
+            let mut steps = Vec::new();
+            let done: Result<(), &str> = drive(
+                &[near_max],
+                |t| *t,
+                300_000,
+                None,
+                first,
+                |step| {
+                    steps.push(match step {
+                        Step::Readings(batch) => format!("readings {batch:?}"),
+                        Step::Tick(now) => format!("tick {now}"),
+                    });
+                    if steps.len() > 10 {
+                        Err("runaway")
+                    } else {
+                        Ok(Wake::At(i64::MAX))
+                    }
+                },
+            );
+            assert_eq!(done, Ok(()), "{first:?}: {steps:?}");
+            assert_eq!(
+                steps,
+                [format!("readings [{near_max}]"), format!("tick {}", i64::MAX)],
+                "{first:?}"
+            );
+        }
+        // On the interval too: the grid stops at the last representable tick.
+        let mut ticks = 0;
+        let done: Result<(), &str> = schedule(
+            &[near_max],
+            |t| *t,
+            300_000,
+            |step| {
+                ticks += u64::from(matches!(step, Step::Tick(_)));
+                if ticks > 1_000_000 { Err("runaway") } else { Ok(()) }
+            },
+        );
+        assert_eq!(done, Ok(()));
     }
 
     /// The sizes of the batches `drive` makes over `count` readings at one

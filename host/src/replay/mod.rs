@@ -21,7 +21,7 @@ mod jsonl;
 mod recording;
 mod restart;
 
-pub use clock::{ReplayError, ReplayReport, Step, Stops, drive, replay, schedule};
+pub use clock::{MAX_TICKS, ReplayError, ReplayReport, Step, Stops, drive, replay, schedule};
 pub use recording::{
     Format, Location, ReadStats, Recording, RecordingError, RowError, Subscriptions, iglu_subject, load,
     load_subscribed,

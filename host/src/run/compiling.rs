@@ -181,13 +181,20 @@ impl Compilations {
     /// has passed and the device has something to serve (a plugin compiled,
     /// or `deploy`: deployment may bring plugins); those that ended.
     pub(super) async fn gather(&mut self, wait: Duration, deploy: bool) -> Vec<Compiled> {
-        let deadline = tokio::time::Instant::now() + wait;
+        // No deadline if `wait` goes past what an `Instant` holds: waiting
+        // for every compilation (the configuration bounds it far below).
+        let deadline = tokio::time::Instant::now().checked_add(wait);
         let mut gathered: Vec<Compiled> = Vec::new();
         loop {
             gathered.extend(self.ended.drain(..));
             if self.pending.is_empty() {
                 break;
             }
+            let Some(deadline) = deadline else {
+                let received = self.results.recv().await;
+                self.settle(received);
+                continue;
+            };
             let received = if tokio::time::Instant::now() >= deadline {
                 if deploy || gathered.iter().any(|compiled| compiled.result.is_ok()) {
                     break;
@@ -266,5 +273,21 @@ impl Compilations {
     /// Whether every compilation has ended and been handed out.
     pub(super) fn is_empty(&self) -> bool {
         self.pending.is_empty() && self.ended.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::RuntimeOptions;
+
+    #[tokio::test]
+    async fn a_start_wait_past_the_end_of_time_is_no_deadline_not_a_panic() {
+        // The configuration bounds `start_wait`; this must not panic
+        // whatever it is given (it once ended start-up with exit 101).
+        let runtime = Arc::new(Runtime::new(RuntimeOptions::default()).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let mut compilations = Compilations::new(&runtime, dir.path());
+        assert!(compilations.gather(Duration::MAX, false).await.is_empty());
     }
 }

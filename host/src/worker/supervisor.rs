@@ -131,7 +131,7 @@ impl Supervisor {
             self.failures.clear();
             self.on_trial = true;
             let cooldown = self.policy.quarantine_cooldown;
-            self.health = Health::Quarantined(now + cooldown);
+            self.health = Health::Quarantined(later(now, cooldown));
             return Decision::Quarantine(cooldown);
         }
         let doublings = u32::try_from(self.failures.len() - 1).unwrap_or(u32::MAX).min(20);
@@ -140,9 +140,23 @@ impl Supervisor {
             .backoff_initial
             .saturating_mul(1 << doublings)
             .min(self.policy.backoff_max);
-        self.health = Health::BackingOff(now + backoff);
+        self.health = Health::BackingOff(later(now, backoff));
         Decision::Restart(backoff)
     }
+}
+
+/// As far ahead as a pause goes when `now + wait` is past what an `Instant`
+/// holds: a century (the configuration bounds its durations far below;
+/// this keeps any other value from panicking the worker's thread).
+const FAR_AHEAD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `now + wait`, or [`FAR_AHEAD`] of `now` if that overflows.
+fn later(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(FAR_AHEAD))
+        // An `Instant` a century from now always exists on the systems
+        // the host runs on; `now` is only a last resort that cannot panic.
+        .unwrap_or(now)
 }
 
 #[cfg(test)]
@@ -205,5 +219,37 @@ mod tests {
         assert_eq!(supervisor.health(second_trial), Health::Running);
         supervisor.succeeded();
         assert_eq!(supervisor.failed(second_trial + MS), Decision::Restart(100 * MS));
+    }
+
+    #[test]
+    fn a_pause_past_the_end_of_time_is_a_very_long_one_not_a_panic() {
+        // The configuration bounds its durations; this one must not panic
+        // whatever it is given (a panic here once killed the worker thread
+        // silently).
+        let t0 = Instant::now();
+        let endless = SupervisorPolicy {
+            backoff_initial: Duration::MAX,
+            backoff_max: Duration::MAX,
+            quarantine_cooldown: Duration::MAX,
+            ..policy()
+        };
+        let mut supervisor = Supervisor::new(endless);
+        assert_eq!(supervisor.failed(t0), Decision::Restart(Duration::MAX));
+        assert_eq!(
+            supervisor.health(t0 + Duration::from_secs(1 << 30)).name(),
+            "restarting"
+        );
+        assert!(
+            supervisor
+                .wait(t0)
+                .is_some_and(|wait| wait > Duration::from_secs(1 << 30))
+        );
+        for i in 1..4u32 {
+            supervisor.failed(t0 + MS * i);
+        }
+        assert_eq!(
+            supervisor.health(t0 + Duration::from_secs(1 << 30)).name(),
+            "quarantined"
+        );
     }
 }

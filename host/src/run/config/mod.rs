@@ -19,6 +19,13 @@ use crate::worker::SupervisorPolicy;
 use raw::RawConfig;
 use sections::{absolutize_nats, check_nats, duration, outbox_limits, positive, supervisor_policy, toml_error_key};
 
+pub use sections::{MAX_AGE, MAX_DURATION};
+
+/// The slowest `[clock] speed`: a thousandth of real time.
+pub const MIN_CLOCK_SPEED: f64 = 0.001;
+/// The fastest `[clock] speed`: a million times real time.
+pub const MAX_CLOCK_SPEED: f64 = 1_000_000.0;
+
 mod raw;
 mod sections;
 #[cfg(test)]
@@ -264,7 +271,18 @@ impl RunConfig {
             );
         }
         let tick = match humantime::parse_duration(&raw.tick) {
-            Ok(tick) if tick >= Duration::from_millis(10) => tick,
+            Ok(tick) if tick >= Duration::from_millis(10) && tick <= MAX_DURATION => tick,
+            Ok(tick) if tick > MAX_DURATION => {
+                problem(
+                    "tick",
+                    format!(
+                        "`{}` must be at most {}",
+                        raw.tick,
+                        humantime::format_duration(MAX_DURATION)
+                    ),
+                );
+                Duration::from_secs(5)
+            }
             Ok(_) => {
                 problem("tick", format!("`{}` is below the 10ms minimum", raw.tick));
                 Duration::from_secs(5)
@@ -284,10 +302,15 @@ impl RunConfig {
                         0
                     }
                 };
-                if !(clock.speed.is_finite() && clock.speed > 0.0 && clock.speed <= 1_000_000.0) {
+                // Bounded below too: the ticker waits a tick divided by the
+                // speed, which a tiny speed makes longer than any timer holds.
+                if !(clock.speed.is_finite() && (MIN_CLOCK_SPEED..=MAX_CLOCK_SPEED).contains(&clock.speed)) {
                     problem(
                         "clock.speed",
-                        format!("{} must be above 0 and at most 1000000", clock.speed),
+                        format!(
+                            "{} must be between {MIN_CLOCK_SPEED} and {MAX_CLOCK_SPEED}",
+                            clock.speed
+                        ),
                     );
                 }
                 ClockConfig::Simulated {
@@ -304,6 +327,7 @@ impl RunConfig {
                 &raw.ingest.max_future,
                 Plausibility::DEFAULT_MAX_FUTURE,
                 Duration::ZERO,
+                MAX_DURATION,
             ),
             max_age: duration(
                 &mut problem,
@@ -311,6 +335,7 @@ impl RunConfig {
                 &raw.ingest.max_age,
                 Plausibility::DEFAULT_MAX_AGE,
                 MIN_INGEST_MAX_AGE,
+                MAX_AGE,
             ),
         };
         let source = match (raw.ingest.source.as_deref(), raw.ingest.stream) {
@@ -349,17 +374,8 @@ impl RunConfig {
                 &up.duplicate_window,
                 DEFAULT_DUPLICATE_WINDOW,
                 *DUPLICATE_WINDOW_RANGE.start(),
+                *DUPLICATE_WINDOW_RANGE.end(),
             );
-            if duplicate_window > *DUPLICATE_WINDOW_RANGE.end() {
-                problem(
-                    "upstream.duplicate_window",
-                    format!(
-                        "`{}` must be at most {}",
-                        up.duplicate_window.as_deref().unwrap_or_default(),
-                        humantime::format_duration(*DUPLICATE_WINDOW_RANGE.end())
-                    ),
-                );
-            }
             if let Some(domain) = &up.domain
                 && !crate::deploy::model::valid_name(domain)
             {

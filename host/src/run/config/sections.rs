@@ -34,6 +34,7 @@ pub(super) fn supervisor_policy(raw: &RawSupervisor, problem: &mut impl FnMut(&s
             &raw.backoff_initial,
             defaults.backoff_initial,
             MIN_SUPERVISOR_DURATION,
+            MAX_DURATION,
         ),
         backoff_max: duration(
             problem,
@@ -41,6 +42,7 @@ pub(super) fn supervisor_policy(raw: &RawSupervisor, problem: &mut impl FnMut(&s
             &raw.backoff_max,
             defaults.backoff_max,
             MIN_SUPERVISOR_DURATION,
+            MAX_DURATION,
         ),
         quarantine_window: duration(
             problem,
@@ -48,6 +50,7 @@ pub(super) fn supervisor_policy(raw: &RawSupervisor, problem: &mut impl FnMut(&s
             &raw.quarantine_window,
             defaults.quarantine_window,
             MIN_SUPERVISOR_DURATION,
+            MAX_DURATION,
         ),
         quarantine_cooldown: duration(
             problem,
@@ -55,6 +58,7 @@ pub(super) fn supervisor_policy(raw: &RawSupervisor, problem: &mut impl FnMut(&s
             &raw.quarantine_cooldown,
             defaults.quarantine_cooldown,
             MIN_SUPERVISOR_DURATION,
+            MAX_DURATION,
         ),
         quarantine_after: positive(
             problem,
@@ -88,6 +92,7 @@ pub(super) fn outbox_limits(raw: &RawOutbox, problem: &mut impl FnMut(&str, Stri
         &raw.max_age,
         Duration::from_millis(defaults.max_age_ms),
         MIN_OUTBOX_MAX_AGE,
+        MAX_AGE,
     );
     let default_log_mb = usize::try_from(defaults.log_max_bytes / MIB).unwrap_or(MAX_OUTBOX_MB);
     let log_max_mb = positive(
@@ -125,18 +130,37 @@ pub(super) fn positive(
 /// Smallest duration under `[supervisor]`.
 const MIN_SUPERVISOR_DURATION: Duration = Duration::from_millis(1);
 
-/// A duration of at least `min` at the dotted `key`; `default` when absent or wrong (reported).
+/// The longest wait, interval or timeout of the configuration: 30 days.
+/// Nothing a device waits for takes longer, and the host adds these to
+/// clock instants: a value near `u64::MAX` seconds once overflowed there
+/// (a worker thread lost, start-up ended by a panic).
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The longest age of the configuration (`[outbox] max_age`, `[ingest]
+/// max_age`: how long data is kept, or still taken): 10 years of 365.25 days.
+pub const MAX_AGE: Duration = Duration::from_secs(10 * 31_557_600);
+
+/// A duration between `min` and `max` at the dotted `key`; `default` when
+/// absent or wrong (reported).
 pub(super) fn duration(
     problem: &mut impl FnMut(&str, String),
     key: &str,
     text: &Option<String>,
     default: Duration,
     min: Duration,
+    max: Duration,
 ) -> Duration {
     match text {
         None => default,
         Some(text) => match humantime::parse_duration(text) {
-            Ok(d) if d >= min => d,
+            Ok(d) if d >= min && d <= max => d,
+            Ok(d) if d > max => {
+                problem(
+                    key,
+                    format!("`{text}` must be at most {}", humantime::format_duration(max)),
+                );
+                default
+            }
             Ok(_) => {
                 problem(
                     key,
@@ -220,14 +244,23 @@ pub(super) fn deploy(raw: &RawDeploy, problem: &mut impl FnMut(&str, String)) ->
             &raw.probation,
             DEFAULT_PROBATION,
             Duration::ZERO,
+            MAX_DURATION,
         ),
-        resync: duration(problem, "deploy.resync", &raw.resync, Duration::from_secs(30), second),
+        resync: duration(
+            problem,
+            "deploy.resync",
+            &raw.resync,
+            Duration::from_secs(30),
+            second,
+            MAX_DURATION,
+        ),
         report_every: duration(
             problem,
             "deploy.report_every",
             &raw.report_every,
             Duration::from_secs(10),
             second,
+            MAX_DURATION,
         ),
         max_bundle_bytes: positive(problem, "deploy.max_bundle_mb", raw.max_bundle_mb, max_mb, max_mb) as u64
             * 1024
@@ -280,6 +313,8 @@ pub(super) fn telemetry(raw: &RawTelemetry, problem: &mut impl FnMut(&str, Strin
         &raw.interval,
         DEFAULT_TELEMETRY_INTERVAL,
         min,
+        // Bounded below, with the word about "off".
+        Duration::MAX,
     );
     if interval > max {
         problem(
@@ -307,6 +342,7 @@ pub(super) fn compile(raw: &RawCompile, problem: &mut impl FnMut(&str, String)) 
             &raw.timeout,
             DEFAULT_COMPILE_TIMEOUT,
             MIN_COMPILE_TIMEOUT,
+            MAX_DURATION,
         ),
         start_wait: duration(
             problem,
@@ -314,6 +350,7 @@ pub(super) fn compile(raw: &RawCompile, problem: &mut impl FnMut(&str, String)) 
             &raw.start_wait,
             DEFAULT_COMPILE_START_WAIT,
             Duration::ZERO,
+            MAX_DURATION,
         ),
     }
 }

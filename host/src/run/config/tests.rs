@@ -371,3 +371,99 @@ fn the_compiler_process_is_bounded_by_default_and_by_the_compile_table() {
         "unknown keys are refused"
     );
 }
+
+/// Far beyond any duration a device needs: `u64::MAX` seconds, which once
+/// overflowed `now + duration` in the supervisor and at start-up.
+const ENDLESS: &str = "18446744073709551615s";
+
+#[test]
+fn every_duration_has_a_ceiling_and_a_value_past_it_is_reported_with_its_key() {
+    // Waits, intervals and timeouts: at most 30 days.
+    let timers = [
+        ("", "tick"),
+        ("supervisor", "backoff_initial"),
+        ("supervisor", "backoff_max"),
+        ("supervisor", "quarantine_window"),
+        ("supervisor", "quarantine_cooldown"),
+        ("deploy", "probation"),
+        ("deploy", "resync"),
+        ("deploy", "report_every"),
+        ("compile", "timeout"),
+        ("compile", "start_wait"),
+        ("ingest", "max_future"),
+    ];
+    // Ages (how long data is kept or still taken): at most 10 years.
+    let ages = [("outbox", "max_age"), ("ingest", "max_age")];
+    let set = |table: &str, key: &str, value: &str| {
+        if table.is_empty() {
+            // The top-level key goes before the first table.
+            return (format!("{key} = \"{value}\"\n"), key.to_owned());
+        }
+        (format!("[{table}]\n{key} = \"{value}\"\n"), format!("{table}.{key}"))
+    };
+    let parse_top = |line: &str, extra: &str| -> Result<RunConfig, Vec<ConfigProblem>> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("trust")).unwrap();
+        std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
+        let text = format!(
+            "device = \"d\"\ndata_dir = \"data\"\ntrust_dir = \"trust\"\n{line}\
+             [local]\nurl = \"nats://127.0.0.1:4222\"\n[[plugins]]\nbundle = \"p.wasm\"\n{extra}"
+        );
+        RunConfig::parse(&text, dir.path())
+    };
+    let problems_of = |table: &str, key: &str, value: &str| -> Vec<(String, String)> {
+        let (text, _) = set(table, key, value);
+        let parsed = if table.is_empty() {
+            parse_top(&text, "")
+        } else {
+            parse_top("", &text)
+        };
+        match parsed {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems.into_iter().map(|p| (p.key, p.reason)).collect(),
+        }
+    };
+    for (table, key) in timers {
+        let (_, dotted) = set(table, key, "");
+        for value in [ENDLESS, "31days"] {
+            assert_eq!(
+                problems_of(table, key, value),
+                [(dotted.clone(), format!("`{value}` must be at most 30days"))],
+                "{dotted} = {value}"
+            );
+        }
+        // The ceiling itself is taken (a 30-day `backoff_initial` is then
+        // above the default `backoff_max`, another problem).
+        let ceiling = problems_of(table, key, "30days");
+        assert!(!ceiling.iter().any(|(k, _)| *k == dotted), "{dotted}: {ceiling:?}");
+    }
+    for (table, key) in ages {
+        let (_, dotted) = set(table, key, "");
+        for value in [ENDLESS, "11years"] {
+            assert_eq!(
+                problems_of(table, key, value),
+                [(dotted.clone(), format!("`{value}` must be at most 10years"))],
+                "{dotted} = {value}"
+            );
+        }
+        assert_eq!(problems_of(table, key, "10years"), [], "{dotted}");
+    }
+}
+
+#[test]
+fn the_simulated_clock_speed_is_bounded_both_ways() {
+    let clock = |speed: &str| format!("[clock]\nstart = \"2026-01-01T00:00:00Z\"\nspeed = {speed}\n");
+    for speed in ["1e-20", "0.0", "-1.0", "0.0009", "1000001.0", "inf", "nan"] {
+        assert_eq!(
+            problems(&clock(speed)),
+            [(
+                "clock.speed".to_owned(),
+                format!("{} must be between 0.001 and 1000000", speed.parse::<f64>().unwrap())
+            )],
+            "speed = {speed}"
+        );
+    }
+    for speed in ["0.001", "1.0", "1000000.0"] {
+        assert!(parse_with(&clock(speed)).is_ok(), "speed = {speed}");
+    }
+}
