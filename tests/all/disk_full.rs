@@ -194,3 +194,53 @@ async fn a_device_started_on_a_full_disk_still_alerts_locally() {
     .await;
     device.terminate().await;
 }
+
+/// An entry acknowledged upstream while the disk is full (its delete
+/// refused) is not sent again while its delete waits: past the stream's
+/// duplicate window (1 s here) each new send would be stored again. Before,
+/// the same batch went out every 200 ms and the cloud stored it again and
+/// again. Once space returns the delete goes through and nothing more is sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entry_acknowledged_while_its_delete_fails_is_not_sent_again() {
+    let local = NatsServer::start();
+    let mut cloud = NatsServer::start_with_jetstream();
+    cloud.stop();
+    let mut device = Device::new(&local, Some(&cloud), "");
+    device.edit_config(|config| {
+        config.replace(
+            "create_stream = true\n",
+            "create_stream = true\nduplicate_window = \"1s\"\n",
+        )
+    });
+    let disk = Tmpfs::mount(&device.path("data"), "8m");
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
+    client
+        .publish("sensors.cgm.kept", reading(now_ms(), 45.0))
+        .await
+        .unwrap();
+    collect_until(&mut alerts, "the urgent-low", |seen| urgent_lows(seen) == ["cgm.kept"]).await;
+    status_until(&client, "the alert kept in the outbox", |status| {
+        status["outbox"]["alerts"] == 1
+    })
+    .await;
+
+    let filler = disk.fill();
+    tokio::task::block_in_place(|| cloud.start_again());
+    // Delivered, its delete refused: rounds fail, well past the window at
+    // 200 ms a round (about 2.4 s).
+    crate::support::value_until(
+        "a dozen rounds with the delete refused",
+        std::time::Duration::from_secs(60),
+        || crate::support::host_status(&client),
+        |status| status["outbox"]["rounds_failed"].as_u64().unwrap_or(0) >= 12,
+    )
+    .await;
+    std::fs::remove_file(&filler).unwrap();
+    status_until(&client, "the entry deleted once space returned", |status| {
+        status["outbox"]["alerts"] == 0
+    })
+    .await;
+    device.terminate_cleanly().await;
+    let upstream = upstream_alerts_now(&cloud.url()).await;
+    assert_eq!(upstream, ["cgm.kept"], "stored upstream once");
+}
