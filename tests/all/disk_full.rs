@@ -136,3 +136,111 @@ async fn upstream_alerts_now(cloud_url: &str) -> Vec<String> {
         .map(|(_, alert)| alert["sensor"].as_str().unwrap_or("").to_owned())
         .collect()
 }
+
+/// A device started again on a full disk (a boot after the disk filled up)
+/// still alerts locally: nothing at start-up that needs a write may stop it.
+/// Before, start-up failed writing the host's sequence file (exit 1, "No
+/// space left on device") and nothing alerted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_started_on_a_full_disk_still_alerts_locally() {
+    let local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    let mut device = Device::new(&local, Some(&cloud), "");
+    let disk = Tmpfs::mount(&device.path("data"), "8m");
+    device.start(&local).await;
+    device.terminate_cleanly().await;
+
+    let filler = disk.fill();
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
+    client
+        .publish("sensors.cgm.full-boot", reading(now_ms(), 45.0))
+        .await
+        .unwrap();
+    collect_until(
+        &mut alerts,
+        "the urgent-low of a device booted on a full disk",
+        |seen| urgent_lows(seen) == ["cgm.full-boot"],
+    )
+    .await;
+    let status = status_until(&client, "the alert that could not be stored, counted", |status| {
+        plugin(status, "glucose-monitor")["outbox_failures"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    })
+    .await;
+    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+
+    // Space returns: the host alerts and stores again by itself.
+    std::fs::remove_file(&filler).unwrap();
+    client
+        .publish("sensors.cgm.after-boot", reading(now_ms(), 45.0))
+        .await
+        .unwrap();
+    collect_until(&mut alerts, "the urgent-low after space returned", |seen| {
+        urgent_lows(seen) == ["cgm.after-boot"]
+    })
+    .await;
+    crate::support::poll_until("the alert after space returned, upstream", crate::device::WAIT, || {
+        let cloud_url = cloud.url();
+        async move {
+            let alerts = upstream_alerts_now(&cloud_url).await;
+            match alerts.iter().any(|sensor| sensor == "cgm.after-boot") {
+                true => Ok(()),
+                false => Err(format!("{alerts:?}")),
+            }
+        }
+    })
+    .await;
+    device.terminate().await;
+}
+
+/// An entry acknowledged upstream while the disk is full (its delete
+/// refused) is not sent again while its delete waits: past the stream's
+/// duplicate window (1 s here) each new send would be stored again. Before,
+/// the same batch went out every 200 ms and the cloud stored it again and
+/// again. Once space returns the delete goes through and nothing more is sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entry_acknowledged_while_its_delete_fails_is_not_sent_again() {
+    let local = NatsServer::start();
+    let mut cloud = NatsServer::start_with_jetstream();
+    cloud.stop();
+    let mut device = Device::new(&local, Some(&cloud), "");
+    device.edit_config(|config| {
+        config.replace(
+            "create_stream = true\n",
+            "create_stream = true\nduplicate_window = \"1s\"\n",
+        )
+    });
+    let disk = Tmpfs::mount(&device.path("data"), "8m");
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
+    client
+        .publish("sensors.cgm.kept", reading(now_ms(), 45.0))
+        .await
+        .unwrap();
+    collect_until(&mut alerts, "the urgent-low", |seen| urgent_lows(seen) == ["cgm.kept"]).await;
+    status_until(&client, "the alert kept in the outbox", |status| {
+        status["outbox"]["alerts"] == 1
+    })
+    .await;
+
+    let filler = disk.fill();
+    tokio::task::block_in_place(|| cloud.start_again());
+    // Delivered, its delete refused: rounds fail, well past the window at
+    // 200 ms a round (about 2.4 s).
+    crate::support::value_until(
+        "a dozen rounds with the delete refused",
+        std::time::Duration::from_secs(60),
+        || crate::support::host_status(&client),
+        |status| status["outbox"]["rounds_failed"].as_u64().unwrap_or(0) >= 12,
+    )
+    .await;
+    std::fs::remove_file(&filler).unwrap();
+    status_until(&client, "the entry deleted once space returned", |status| {
+        status["outbox"]["alerts"] == 0
+    })
+    .await;
+    device.terminate_cleanly().await;
+    let upstream = upstream_alerts_now(&cloud.url()).await;
+    assert_eq!(upstream, ["cgm.kept"], "stored upstream once");
+}

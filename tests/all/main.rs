@@ -47,6 +47,7 @@ mod safety_ingest;
 mod safety_lifecycle;
 mod safety_outbox;
 mod safety_runtime;
+mod safety_storage;
 mod saved_state;
 mod strict_files;
 mod strict_formats;

@@ -17,6 +17,12 @@
 //! The next block is reserved in the background once half of the current
 //! one is used: the two fsyncs of a reservation (about a millisecond here)
 //! would otherwise stall the plugin's thread, and an alert with it.
+//!
+//! Opening never needs the disk to take a write: if the first block cannot
+//! be reserved (a full disk at boot), the sequence opens with none and
+//! numbers wait for a reservation; the host's alerts meanwhile go to the
+//! local bus only (`run/host_alerts.rs`). A damaged state file is moved
+//! aside and renewed under a new incarnation ([`Sequence::open_or_renew`]).
 
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -44,36 +50,79 @@ pub struct Sequence {
 
 impl Sequence {
     /// Open the sequence of `plugin` under `data_dir`; a new one (numbers
-    /// from 1) gets a new incarnation.
+    /// from 1) gets a new incarnation. A state file that cannot be read or
+    /// is not a state is an error ([`std::io::ErrorKind::InvalidData`] for
+    /// the latter).
+    ///
+    /// A block is reserved now if it can be; if the disk refuses (full, or
+    /// read-only) the sequence opens all the same with nothing reserved, so
+    /// a device booted on a full disk still starts and alerts: [`Sequence::next`]
+    /// reserves before it hands out a number and fails until it can, so no
+    /// number is ever handed out that is not durable.
     pub fn open(data_dir: &Path, plugin: &str) -> std::io::Result<Sequence> {
-        let path = data_dir.join(format!("seq-{plugin}"));
-        let (incarnation, high_water) = match std::fs::read_to_string(&path) {
-            Ok(text) => parse_state(&text).ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!(
-                        "{}: not `<incarnation> <high-water mark>` (32 hex digits, a number)",
-                        path.display()
-                    ),
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, 0),
-            Err(e) => return Err(e),
-        };
+        let path = state_path(data_dir, plugin);
+        let (incarnation, high_water) = read_state(&path)?.unwrap_or((None, 0));
         let incarnation = match incarnation {
             Some(incarnation) => incarnation,
             None => new_incarnation()?,
         };
-        let first = high_water.saturating_add(1);
-        let reserved_until = high_water.saturating_add(BLOCK);
-        write_state(&path, &incarnation, reserved_until)?;
-        Ok(Sequence {
+        Ok(Sequence::start(path, incarnation, high_water))
+    }
+
+    /// As [`Sequence::open`], but a state file that cannot be read or is
+    /// not a state does not stop the caller: it is moved aside to
+    /// `seq-<plugin>.damaged` (replacing an earlier one) for the operator,
+    /// and a new incarnation starts with numbers from 1. That reuses no
+    /// `Nats-Msg-Id`: the new incarnation names none an earlier output had.
+    /// What happened, to report, comes with the sequence.
+    pub fn open_or_renew(data_dir: &Path, plugin: &str) -> std::io::Result<(Sequence, Option<String>)> {
+        let error = match Sequence::open(data_dir, plugin) {
+            Ok(sequence) => return Ok((sequence, None)),
+            Err(error) => error,
+        };
+        // Made before the file is moved: a host without random numbers
+        // fails here as it did in `open`, and leaves the file where it is.
+        let incarnation = new_incarnation()?;
+        let path = state_path(data_dir, plugin);
+        let aside = data_dir.join(format!("seq-{plugin}.damaged"));
+        let kept = match std::fs::rename(&path, &aside) {
+            Ok(()) => format!("kept as {}", aside.display()),
+            // The new state is written over it when it can be.
+            Err(rename) => format!("cannot be moved aside ({rename})"),
+        };
+        let report = format!(
+            "the sequence state {} cannot be used ({error}): numbers start again from 1 under a new incarnation; the old file {kept}",
+            path.display()
+        );
+        Ok((Sequence::start(path, incarnation, 0), Some(report)))
+    }
+
+    /// The sequence after `high_water` under `incarnation`, its first block
+    /// reserved if the disk takes it now.
+    fn start(path: PathBuf, incarnation: String, high_water: u64) -> Sequence {
+        let mut sequence = Sequence {
             path,
             incarnation,
-            next: first,
-            reserved_until,
+            next: high_water.saturating_add(1),
+            reserved_until: high_water,
             ahead: None,
-        })
+        };
+        let first_block = high_water.saturating_add(BLOCK);
+        match write_state(&sequence.path, &sequence.incarnation, first_block) {
+            Ok(()) => sequence.reserved_until = first_block,
+            Err(error) => {
+                tracing::warn!(
+                    path = %sequence.path.display(),
+                    %error,
+                    "Cannot reserve sequence numbers now; each number waits until a block can be reserved"
+                );
+                // Not rewritten 0600 this time: narrowed instead (no space needed).
+                if let Err(error) = files::narrow(&sequence.path, files::PRIVATE_FILE) {
+                    tracing::warn!(path = %sequence.path.display(), %error, "Cannot make the sequence state private");
+                }
+            }
+        }
+        sequence
     }
 
     /// The incarnation of this sequence state (32 lowercase hex digits).
@@ -154,6 +203,28 @@ pub(crate) fn new_incarnation() -> std::io::Result<String> {
         .fill(&mut bytes)
         .map_err(|_| std::io::Error::other("the system random generator failed"))?;
     Ok(hex::encode(bytes))
+}
+
+/// Where the sequence state of `plugin` is kept.
+fn state_path(data_dir: &Path, plugin: &str) -> PathBuf {
+    data_dir.join(format!("seq-{plugin}"))
+}
+
+/// The state at `path`, `None` if there is no file.
+fn read_state(path: &Path) -> std::io::Result<Option<(Option<String>, u64)>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_state(&text).map(Some).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{}: not `<incarnation> <high-water mark>` (32 hex digits, a number)",
+                    path.display()
+                ),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// `<incarnation> <high-water>` (current) or `<high-water>` (before
@@ -272,6 +343,56 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    /// Nowhere to write the state (as on a full disk): the sequence opens,
+    /// hands out no number until a block is durable, then goes on.
+    #[test]
+    fn a_sequence_opens_when_nothing_can_be_reserved_and_numbers_wait_for_a_reservation() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("not-yet");
+        let mut seq = Sequence::open(&data, "p").unwrap();
+        assert!(seq.next().is_err());
+        assert!(seq.next().is_err());
+        std::fs::create_dir(&data).unwrap();
+        assert_eq!(seq.next().unwrap(), 1);
+        assert!(high_water(&data, "p") >= 1);
+        // A kept state that cannot be rewritten at open: numbers after it.
+        drop(seq);
+        let text = std::fs::read_to_string(data.join("seq-p")).unwrap();
+        std::fs::remove_file(data.join("seq-p")).unwrap();
+        std::fs::create_dir(data.join("seq-p")).unwrap();
+        assert!(
+            Sequence::open(&data, "p").is_err(),
+            "a state that cannot be read is an error"
+        );
+        std::fs::remove_dir(data.join("seq-p")).unwrap();
+        std::fs::write(data.join("seq-p"), &text).unwrap();
+        let mut again = Sequence::open(&data, "p").unwrap();
+        assert!(again.next().unwrap() > 1);
+    }
+
+    #[test]
+    fn a_damaged_state_is_moved_aside_and_renewed_under_a_new_incarnation() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Sequence::open(dir.path(), "p").unwrap();
+        let incarnation = first.incarnation().to_owned();
+        drop(first);
+        let (kept, report) = Sequence::open_or_renew(dir.path(), "p").unwrap();
+        assert_eq!(kept.incarnation(), incarnation);
+        assert!(report.is_none());
+        drop(kept);
+        std::fs::write(dir.path().join("seq-p"), "garbage").unwrap();
+        let (mut renewed, report) = Sequence::open_or_renew(dir.path(), "p").unwrap();
+        assert_ne!(renewed.incarnation(), incarnation);
+        assert_eq!(renewed.next().unwrap(), 1);
+        assert!(report.unwrap().contains("seq-p.damaged"));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("seq-p.damaged")).unwrap(),
+            "garbage"
+        );
+        let text = std::fs::read_to_string(dir.path().join("seq-p")).unwrap();
+        assert!(text.starts_with(renewed.incarnation()), "{text}");
     }
 
     /// The state file replaced by a directory while in use: reservations

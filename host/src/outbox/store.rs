@@ -277,9 +277,10 @@ impl Outbox {
     /// before any summary (by id), and every summary before any telemetry. Each subject carries one kind, so each
     /// subject's entries come in append order, across reopens too.
     ///
-    /// A row that fails to decrypt (tampered with, corrupted) is never
-    /// delivered: it is logged as an [`OutboxError::Decrypt`] naming the row,
-    /// counted in [`DropCounts::undecryptable`], listed by
+    /// A row that fails to decrypt (tampered with, corrupted), or one with a
+    /// column of the wrong type, is never delivered: it is logged as an
+    /// [`OutboxError::Decrypt`] or [`OutboxError::CorruptRow`] naming the
+    /// row, counted in [`DropCounts::undecryptable`], listed by
     /// [`Outbox::undecryptable`], and skipped; the rows after it are still
     /// delivered.
     pub fn next_batch(&self, max: usize) -> Result<Vec<Entry>, OutboxError> {
@@ -436,17 +437,34 @@ impl Outbox {
     }
 
     /// Decode and decrypt one row selected with [`ENTRY_COLUMNS`]. The outer
-    /// error is a failure to read the row; the inner one, a row that fails to
-    /// decrypt.
+    /// error is a failure to read the outbox; the inner one, a row that
+    /// cannot be used: it fails to decrypt, or a column has the wrong type.
     pub(super) fn read_entry(&self, row: &Row<'_>, id: u64) -> Result<Result<Entry, OutboxError>, OutboxError> {
-        let sql = |operation| OutboxError::sql(&self.path, operation);
-        let raw_kind: i64 = row.get(1).map_err(sql("read an entry"))?;
-        let subject: String = row.get(2).map_err(sql("read an entry"))?;
-        let msg_id: String = row.get(3).map_err(sql("read an entry"))?;
-        let created_ms: i64 = row.get(4).map_err(sql("read an entry"))?;
-        let nonce: Vec<u8> = row.get(5).map_err(sql("read an entry"))?;
-        let ciphertext: Vec<u8> = row.get(6).map_err(sql("read an entry"))?;
-        let plugin: String = row.get(7).map_err(sql("read an entry"))?;
+        // A column of the wrong type (the file edited or damaged) makes this
+        // row unreadable, not the outbox: the inner error, like a row that
+        // fails to decrypt, so the rows after it are still delivered.
+        type Columns = (i64, String, String, i64, Vec<u8>, Vec<u8>, String);
+        let read = || -> rusqlite::Result<Columns> {
+            Ok((
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+                row.get(7)?,
+            ))
+        };
+        let (raw_kind, subject, msg_id, created_ms, nonce, ciphertext, plugin) = match read() {
+            Ok(columns) => columns,
+            Err(error) => {
+                return Ok(Err(OutboxError::CorruptRow {
+                    path: self.path.clone(),
+                    id: i64::try_from(id).unwrap_or(i64::MAX),
+                    reason: format!("a column cannot be read ({error})"),
+                }));
+            }
+        };
         let Some(kind) = Kind::from_sql(raw_kind) else {
             return Ok(Err(OutboxError::Decrypt {
                 path: self.path.clone(),

@@ -33,6 +33,10 @@
 //! - A lost connection ends the round at once (its acknowledgements are not
 //!   awaited: what the server stored is deduplicated by `Nats-Msg-Id` when
 //!   sent again), and delivery starts again the moment the client reconnects.
+//! - A full disk makes no duplicates: an entry acknowledged whose delete
+//!   fails is kept from being sent again until it is deleted (past the
+//!   stream's duplicate window a second send is stored twice), and rounds
+//!   that cannot update the outbox back off to [`OUTBOX_RETRY_MAX`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -82,6 +86,9 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// After a failed round: the pause before the next attempt (a commit or a
 /// reconnection wakes the task sooner).
 const RETRY_WAIT: Duration = Duration::from_millis(200);
+/// The longest pause between attempts while the outbox cannot be updated
+/// (a full disk): the pause doubles from [`RETRY_WAIT`] up to it.
+const OUTBOX_RETRY_MAX: Duration = Duration::from_secs(2);
 /// The code of the host's alert about an output upstream refused for good.
 pub const REFUSED: &str = "upstream-refused";
 /// Suffix of the `Nats-Msg-Id` of such an alert: the refused entry's id and
@@ -136,7 +143,9 @@ pub async fn run_upstream(
         None => async_nats::jetstream::new(client.clone()),
     };
     let mut stream_ready = !config.create_stream;
+    let unsettled = Mutex::new(std::collections::BTreeSet::new());
     let upstream = Upstream {
+        unsettled: &unsettled,
         jetstream: &jetstream,
         client: &client,
         outbox: &outbox,
@@ -144,6 +153,8 @@ pub async fn run_upstream(
         violations: &violations,
         link: &link,
     };
+    // Rounds in a row that could not update the outbox.
+    let mut outbox_failures: u32 = 0;
     loop {
         let is_connected = client.connection_state() == async_nats::connection::State::Connected;
         stats.connected.store(is_connected, Ordering::Relaxed);
@@ -163,13 +174,22 @@ pub async fn run_upstream(
         }
         let mut wait = IDLE_WAIT;
         if is_connected && stream_ready {
-            match upstream.deliver().await {
+            let round = upstream.deliver().await;
+            outbox_failures = match round {
+                Round::OutboxFailed => outbox_failures.saturating_add(1),
+                _ => 0,
+            };
+            match round {
                 Round::Empty => {}
                 // More waiting: the next round at once (after a look at `stop`).
                 Round::More => wait = Duration::ZERO,
                 Round::Failed => {
                     stats.rounds_failed.fetch_add(1, Ordering::Relaxed);
                     wait = RETRY_WAIT;
+                }
+                Round::OutboxFailed => {
+                    stats.rounds_failed.fetch_add(1, Ordering::Relaxed);
+                    wait = outbox_retry_wait(outbox_failures);
                 }
             }
         }
@@ -279,6 +299,15 @@ fn violated_subject(text: &str) -> Option<&str> {
     (!subject.is_empty()).then_some(subject)
 }
 
+/// The pause after the `failures`-th round in a row that could not update
+/// the outbox: doubling from [`RETRY_WAIT`] to [`OUTBOX_RETRY_MAX`] (a full
+/// disk rarely frees itself within milliseconds, and each attempt costs a
+/// read of the batch).
+fn outbox_retry_wait(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    RETRY_WAIT.saturating_mul(1 << doublings).min(OUTBOX_RETRY_MAX)
+}
+
 /// What a delivery round left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Round {
@@ -286,8 +315,11 @@ enum Round {
     Empty,
     /// Everything acknowledged, more waiting.
     More,
-    /// Something was not acknowledged (or the outbox failed).
+    /// Something was not acknowledged (or the outbox could not be read).
     Failed,
+    /// The outbox could not be updated (a full disk): entries acknowledged
+    /// upstream wait for their delete, and are not sent again meanwhile.
+    OutboxFailed,
 }
 
 /// What became of one entry in a round.
@@ -306,6 +338,12 @@ enum Outcome {
 
 /// The publisher's view of the world for one round.
 struct Upstream<'a> {
+    /// Entries acknowledged upstream whose delete failed (a full disk): never
+    /// sent again while they wait, and deleted before anything else. Past
+    /// the stream's duplicate window a second send would be stored twice.
+    /// In memory only: after a restart they are sent again (deduplicated
+    /// within the window). At most the outbox's entries.
+    unsettled: &'a Mutex<std::collections::BTreeSet<u64>>,
     jetstream: &'a async_nats::jetstream::Context,
     client: &'a async_nats::Client,
     outbox: &'a SharedOutbox,
@@ -318,15 +356,50 @@ impl Upstream<'_> {
     /// Send one batch in order; delete what was acknowledged; count refusals
     /// and move aside what was refused too often.
     async fn deliver(&self) -> Round {
-        let batch = match with_outbox(self.outbox, |outbox| outbox.next_batch(BATCH)).await {
+        let unsettled: Vec<u64> = self
+            .unsettled
+            .lock()
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default();
+        let mut settled_now = true;
+        if !unsettled.is_empty() {
+            let ids = unsettled.clone();
+            match with_outbox(self.outbox, move |outbox| outbox.delete(&ids)).await {
+                Ok(()) => {
+                    if let Ok(mut waiting) = self.unsettled.lock() {
+                        waiting.clear();
+                    }
+                    tracing::info!(
+                        entries = unsettled.len(),
+                        "Entries acknowledged upstream earlier are deleted now"
+                    );
+                }
+                Err(error) => {
+                    settled_now = false;
+                    tracing::warn!(%error, entries = unsettled.len(), "Still cannot delete entries acknowledged upstream; they are not sent again");
+                }
+            }
+        }
+        let skip = if settled_now { 0 } else { unsettled.len() };
+        // Past the ones that wait for their delete, which come first in the
+        // outbox's order as they did when they were sent.
+        let read = with_outbox(self.outbox, move |outbox| outbox.next_batch(BATCH.saturating_add(skip))).await;
+        let mut batch = match read {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::error!(%error, "Cannot read the outbox");
                 return Round::Failed;
             }
         };
+        if !settled_now {
+            batch.retain(|entry| unsettled.binary_search(&entry.id).is_err());
+            batch.truncate(BATCH);
+        }
         if batch.is_empty() {
-            return Round::Empty;
+            return match settled_now {
+                true => Round::Empty,
+                false => Round::OutboxFailed,
+            };
         }
         let link_mark = self.link.mark();
         let outcomes = self.send(&batch, link_mark).await;
@@ -342,17 +415,22 @@ impl Upstream<'_> {
         let strikes = strikes(&batch, &outcomes, link_held);
         let complete = acknowledged.len() == batch.len();
         if !acknowledged.is_empty() || !strikes.is_empty() {
+            let delivered = acknowledged.clone();
             let subjects = self.subjects.clone();
             let settled = with_outbox(self.outbox, move |outbox| {
                 settle(outbox, &acknowledged, strikes, &subjects)
             })
             .await;
             if let Err(error) = settled {
-                tracing::error!(%error, "Cannot update the outbox after a delivery round; acknowledged entries will be resent (and deduplicated)");
-                return Round::Failed;
+                tracing::error!(%error, "Cannot update the outbox after a delivery round; the entries acknowledged are kept from being sent again until they can be deleted");
+                if let Ok(mut waiting) = self.unsettled.lock() {
+                    waiting.extend(delivered);
+                }
+                return Round::OutboxFailed;
             }
         }
         match (complete, batch.len() < BATCH) {
+            (_, _) if !settled_now => Round::OutboxFailed,
             (false, _) => Round::Failed,
             (true, true) => Round::Empty,
             (true, false) => Round::More,
@@ -635,6 +713,13 @@ mod tests {
                 .to_vec(),
             created_ms: 0,
         }
+    }
+
+    #[test]
+    fn the_pause_while_the_outbox_cannot_be_updated_doubles_to_its_bound() {
+        let waits: Vec<u64> = (1..=7).map(|n| outbox_retry_wait(n).as_millis() as u64).collect();
+        assert_eq!(waits, [200, 400, 800, 1600, 2000, 2000, 2000]);
+        assert_eq!(outbox_retry_wait(u32::MAX), OUTBOX_RETRY_MAX);
     }
 
     #[test]

@@ -21,20 +21,39 @@ pub const HOST_DEGRADED: &str = "host-degraded";
 pub struct HostAlerts {
     provenance: Provenance,
     subjects: Subjects,
-    sequence: Sequence,
+    /// `None` if no sequence could be made at all (no random numbers): the
+    /// alerts then go to the local bus only, never numbered.
+    sequence: Option<Sequence>,
     local: async_nats::Client,
     writer: WriterHandle,
 }
 
 impl HostAlerts {
     /// Alerts of this host, numbered in `data_dir` like a plugin's outputs.
+    ///
+    /// Never fails: a host that cannot number its alerts still publishes
+    /// them on the local bus. A sequence state that cannot be used is
+    /// renewed ([`Sequence::open_or_renew`], logged); one that cannot be
+    /// written now (a full disk) numbers, and so stores, nothing until it can.
     pub fn new(
         subjects: &Subjects,
         data_dir: &std::path::Path,
         local: async_nats::Client,
         writer: WriterHandle,
-    ) -> std::io::Result<HostAlerts> {
-        Ok(HostAlerts {
+    ) -> HostAlerts {
+        let sequence = match Sequence::open_or_renew(data_dir, HOST) {
+            Ok((sequence, renewed)) => {
+                if let Some(renewed) = renewed {
+                    tracing::error!("The host's alert numbers: {renewed}");
+                }
+                Some(sequence)
+            }
+            Err(error) => {
+                tracing::error!(%error, "Cannot number the host's alerts; they are only published locally");
+                None
+            }
+        };
+        HostAlerts {
             provenance: Provenance {
                 device: subjects.device().to_owned(),
                 plugin: HOST.to_owned(),
@@ -42,10 +61,10 @@ impl HostAlerts {
                 digest: String::new(),
             },
             subjects: subjects.clone(),
-            sequence: Sequence::open(data_dir, HOST)?,
+            sequence,
             local,
             writer,
-        })
+        }
     }
 
     /// A critical alert `code` with `message`, at `now_ms` (the host clock):
@@ -59,12 +78,13 @@ impl HostAlerts {
             message,
             value: None,
         });
-        let seq = match self.sequence.next() {
-            Ok(seq) => seq,
-            Err(error) => {
+        let seq = match self.sequence.as_mut().map(Sequence::next) {
+            Some(Ok(seq)) => seq,
+            Some(Err(error)) => {
                 tracing::error!(%error, "Cannot reserve a sequence number; the host alert is only published locally");
                 0
             }
+            None => 0,
         };
         let line = to_json_line(&self.provenance, seq, &alert);
         if let Err(error) = self
@@ -74,14 +94,14 @@ impl HostAlerts {
         {
             tracing::warn!(%error, "Cannot publish a host alert on the local bus");
         }
-        if seq == 0 {
+        let Some(sequence) = self.sequence.as_ref().filter(|_| seq != 0) else {
             return;
-        }
+        };
         let entry = NewEntry {
             kind: Kind::Alert,
             plugin: HOST.to_owned(),
             subject: self.subjects.upstream_alerts(HOST),
-            msg_id: self.subjects.msg_id(self.sequence.incarnation(), HOST, seq),
+            msg_id: self.subjects.msg_id(sequence.incarnation(), HOST, seq),
             payload: line.into_bytes(),
             created_ms: wall_ms(),
         };

@@ -78,6 +78,10 @@ pub enum RefusalReason {
     /// Its compilation could not run to an end (no thread for it, a panic).
     #[error("its compilation could not run: {0}")]
     Compilation(String),
+    /// Compiled, but its worker could not start: its journal in the outbox
+    /// is damaged (a value its checks refuse), or no thread could be made.
+    #[error("its worker could not start: {0}")]
+    Start(String),
 }
 
 /// A plugin whose worker runs (its `init` may not have yet).
@@ -258,7 +262,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         .await
     {
         match compiled.result {
-            Ok(prepared) => ready.push((compiled.order, prepared)),
+            Ok(prepared) => ready.push((compiled.order, compiled.bundle, prepared)),
             Err(refusal) => {
                 tracing::error!(bundle = %refusal.bundle, reason = %refusal.reason, "Plugin refused; the others start");
                 refused.push((compiled.order, refusal));
@@ -266,9 +270,9 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         }
     }
     // The configuration's order, whichever compiled first.
-    ready.sort_by_key(|(order, _)| *order);
+    ready.sort_by_key(|(order, _, _)| *order);
     refused.sort_by_key(|(order, _)| *order);
-    let refused: Vec<Refused> = refused.into_iter().map(|(_, refusal)| refusal).collect();
+    let mut refused: Vec<Refused> = refused.into_iter().map(|(_, refusal)| refusal).collect();
     if ready.is_empty() && compiling.is_empty() && config.deploy.is_none() {
         return Err(RunError::NothingToRun(refused));
     }
@@ -285,7 +289,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
     // simulated clock does not run ahead during them.
     let clock = Clock::start(config.clock.clone());
     let mut plugins = Vec::new();
-    for (_, prepared) in ready {
+    for (_, bundle, prepared) in ready {
         let context = WorkerContext {
             runtime: runtime.clone(),
             subjects: subjects.clone(),
@@ -298,12 +302,32 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
             policy: config.supervisor.clone(),
             time_calls: config.metrics.is_some(),
         };
-        plugins.push(start_worker(config, context, prepared)?);
+        let (name, version) = (
+            prepared.setup.provenance.plugin.clone(),
+            prepared.setup.provenance.version.clone(),
+        );
+        // A worker that cannot start (its journal in the outbox damaged, no
+        // thread for it) costs that plugin only: refused and reported below
+        // like a bundle refused, and the others run.
+        match start_worker(config, context, prepared) {
+            Ok(started) => plugins.push(started),
+            Err(error) => {
+                let refusal = Refused {
+                    name,
+                    version,
+                    bundle,
+                    reason: Arc::new(RefusalReason::Start(crate::error_chain(&error))),
+                };
+                tracing::error!(bundle = %refusal.bundle, reason = %refusal.reason, "Plugin refused; the others start");
+                refused.push(refusal);
+            }
+        }
     }
     // Say loudly what could not start: log (above), status, and a critical
     // alert locally and upstream.
-    let mut host_alerts = HostAlerts::new(&subjects, &config.data_dir, local.clone(), writer.handle())
-        .map_err(|source| RunError::io("cannot open the host's alert sequence", source))?;
+    // Never stops start-up: a damaged or unwritable sequence state (a full
+    // disk at boot) must not cost the device its local alerting.
+    let mut host_alerts = HostAlerts::new(&subjects, &config.data_dir, local.clone(), writer.handle());
     if let Some(reset) = &opened.reset {
         host_alerts.critical(RESET_CODE, reset.clone(), clock.now_ms()).await;
     }

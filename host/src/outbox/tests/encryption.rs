@@ -91,6 +91,27 @@ fn a_tampered_row_is_named_counted_and_skipped_and_the_others_are_delivered() {
 }
 
 #[test]
+fn a_row_with_a_wrong_column_type_is_skipped_and_counted_like_a_tampered_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path());
+    let a = append(&mut outbox, alert("p", 1));
+    let b = append(&mut outbox, alert("p", 2));
+    let c = append(&mut outbox, alert("p", 3));
+    drop(outbox);
+    let raw = rusqlite::Connection::open(dir.path().join(FILE_NAME)).unwrap();
+    raw.execute("UPDATE entries SET nonce = 'x' WHERE id = ?1", [a as i64])
+        .unwrap();
+    drop(raw);
+
+    let outbox = open(dir.path());
+    assert_eq!(ids(&outbox.next_batch(10).unwrap()), [b, c]);
+    assert_eq!(outbox.undecryptable(), [a]);
+    assert_eq!(outbox.dropped().undecryptable, 1);
+    let err = outbox.get(a).unwrap_err();
+    assert!(matches!(err, OutboxError::CorruptRow { .. }), "{err}");
+}
+
+#[test]
 fn a_wrong_key_is_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let mut outbox = open(dir.path());
