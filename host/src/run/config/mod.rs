@@ -17,7 +17,10 @@ use crate::outbox::upstream::DUPLICATE_WINDOW_RANGE;
 use crate::runtime::{Clamped, Limits};
 use crate::worker::SupervisorPolicy;
 use raw::RawConfig;
-use sections::{absolutize_nats, check_nats, duration, outbox_limits, positive, supervisor_policy, toml_error_key};
+use sections::{
+    MAX_INGEST_MARGIN, absolutize_nats, check_nats, duration, outbox_limits, positive, supervisor_policy,
+    toml_error_key,
+};
 
 pub use sections::{MAX_AGE, MAX_DURATION};
 
@@ -327,7 +330,7 @@ impl RunConfig {
                 &raw.ingest.max_future,
                 Plausibility::DEFAULT_MAX_FUTURE,
                 Duration::ZERO,
-                MAX_DURATION,
+                MAX_INGEST_MARGIN,
             ),
             max_age: duration(
                 &mut problem,
@@ -335,7 +338,7 @@ impl RunConfig {
                 &raw.ingest.max_age,
                 Plausibility::DEFAULT_MAX_AGE,
                 MIN_INGEST_MAX_AGE,
-                MAX_AGE,
+                MAX_INGEST_MARGIN,
             ),
         };
         let source = match (raw.ingest.source.as_deref(), raw.ingest.stream) {

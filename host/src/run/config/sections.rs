@@ -140,6 +140,14 @@ pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// max_age`: how long data is kept, or still taken): 10 years of 365.25 days.
 pub const MAX_AGE: Duration = Duration::from_secs(10 * 31_557_600);
 
+/// The widest `[ingest]` margin (`max_future`, `max_age`): 100,000 years of
+/// 365.25 days. The margins are only compared with readings' times (in
+/// i128, never added to a clock instant), and a device fed recordings live
+/// needs them wide: a test of a recording years old, or the benchmark's
+/// traffic that plays days of readings per second ahead of the clock. The
+/// ceiling only keeps the value within i64 milliseconds with room to spare.
+pub const MAX_INGEST_MARGIN: Duration = Duration::from_secs(100_000 * 31_557_600);
+
 /// A duration between `min` and `max` at the dotted `key`; `default` when
 /// absent or wrong (reported).
 pub(super) fn duration(

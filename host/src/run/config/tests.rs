@@ -390,10 +390,12 @@ fn every_duration_has_a_ceiling_and_a_value_past_it_is_reported_with_its_key() {
         ("deploy", "report_every"),
         ("compile", "timeout"),
         ("compile", "start_wait"),
-        ("ingest", "max_future"),
     ];
-    // Ages (how long data is kept or still taken): at most 10 years.
-    let ages = [("outbox", "max_age"), ("ingest", "max_age")];
+    // How long outputs are kept: at most 10 years.
+    let ages = [("outbox", "max_age")];
+    // The ingest margins (compared with readings' times only): wide, for
+    // recordings of any age fed live, and still bounded.
+    let margins = [("ingest", "max_future"), ("ingest", "max_age")];
     let set = |table: &str, key: &str, value: &str| {
         if table.is_empty() {
             // The top-level key goes before the first table.
@@ -447,6 +449,17 @@ fn every_duration_has_a_ceiling_and_a_value_past_it_is_reported_with_its_key() {
             );
         }
         assert_eq!(problems_of(table, key, "10years"), [], "{dotted}");
+    }
+    for (table, key) in margins {
+        let (_, dotted) = set(table, key, "");
+        for value in [ENDLESS, "100001years"] {
+            assert_eq!(
+                problems_of(table, key, value),
+                [(dotted.clone(), format!("`{value}` must be at most 100000years"))],
+                "{dotted} = {value}"
+            );
+        }
+        assert_eq!(problems_of(table, key, "3650000d"), [], "{dotted}");
     }
 }
 
