@@ -161,6 +161,15 @@ pub(crate) async fn settled(cloud: &Cloud, device: &str, generation: u64) -> (Re
     .await
 }
 
+/// The report of `device` now, or why there is none (for [`poll_until`]).
+async fn report_now(cloud: &Cloud, device: &str) -> Result<Reported, String> {
+    cloud
+        .report_of(device)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "no report".to_owned())
+}
+
 /// The report of `device` once the deployment of [`PLUGIN`] in it is `wanted`
 /// (`what`, for the message on a timeout), with that deployment.
 pub(crate) async fn deployment_where(
@@ -170,11 +179,7 @@ pub(crate) async fn deployment_where(
     wanted: impl Fn(&Deployment) -> bool,
 ) -> (Reported, Deployment) {
     poll_until(what, WAIT, || async {
-        let report = cloud
-            .report_of(device)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("no report")?;
+        let report = report_now(cloud, device).await?;
         match report.plugins.get(PLUGIN).and_then(|p| p.deployment.clone()) {
             Some(d) if wanted(&d) => Ok((report, d)),
             _ => Err(format!("{report:#?}")),
@@ -613,12 +618,7 @@ async fn an_undeployed_plugin_is_stopped_and_reported_removed_and_a_restart_does
     let undeployed = site.cli(&["undeploy", PLUGIN, "--device", DEVICE]).await;
     assert_eq!(undeployed.code, Some(0), "{}", undeployed.stderr);
     let report = poll_until("the plugin reported removed", WAIT, || async {
-        let report = site
-            .operator
-            .report_of(DEVICE)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("no report")?;
+        let report = report_now(&site.operator, DEVICE).await?;
         match report.plugins.get(PLUGIN).and_then(|p| p.deployment.as_ref()) {
             Some(d) if d.phase == Phase::Removed => Ok(report),
             _ => Err(format!("{report:#?}")),
@@ -854,11 +854,7 @@ async fn a_healthy_plugin_compiling_at_start_up_is_not_deployed_a_second_time() 
         let operator = &site.operator;
         async move {
             poll_until(what, WAIT * 3, || async {
-                let report = operator
-                    .report_of(DEVICE)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or("no report")?;
+                let report = report_now(operator, DEVICE).await?;
                 match report.plugins.get("band-py").and_then(|p| p.deployment.clone()) {
                     Some(d) if d.generation == generation && d.phase.is_final() => Ok(d),
                     _ => Err(format!("{report:#?}")),
@@ -882,12 +878,7 @@ async fn a_healthy_plugin_compiling_at_start_up_is_not_deployed_a_second_time() 
     let status = edge.device.wait_answering(&edge.client, WAIT * 3).await;
     assert_eq!(plugin(&status, "band-py")["state"], "compiling", "{status:#}");
     poll_until("the device read the second push", WAIT, || async {
-        let report = site
-            .operator
-            .report_of(DEVICE)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("no report")?;
+        let report = report_now(&site.operator, DEVICE).await?;
         match report.generations.get(&key) {
             Some(&generation) if generation == again => Ok(()),
             _ => Err(format!("{report:#?}")),

@@ -11,6 +11,7 @@
 //!   used: none is taken for one already emitted.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 
 use serde_json::Value;
 
@@ -86,12 +87,18 @@ async fn v1_from_the_configuration() -> (Site, Edge, async_nats::Subscriber) {
 }
 
 /// Publish `value` now for [`SENSOR`] and wait until the plugin has taken
-/// it (each reading its own call): its timestamp.
+/// it (each reading its own call): its timestamp, later than every earlier
+/// one's (two readings can be taken within a millisecond, and glucose-monitor
+/// drops a reading no newer than the last as a duplicate).
 async fn give(edge: &Edge, value: f64) -> i64 {
+    static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
     let before = plugin(&host_status(&edge.client).await, PLUGIN)["readings_in"]
         .as_u64()
         .unwrap_or(0);
-    let ts = now_ms();
+    let now = now_ms();
+    let ts = match LAST.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(now.max(last + 1))) {
+        Ok(last) | Err(last) => now.max(last + 1),
+    };
     edge.client
         .publish(format!("sensors.cgm.{SENSOR}"), reading(ts, value))
         .await
@@ -188,10 +195,9 @@ async fn every_v1_alert_out(
     assert_eq!(distinct.len(), plugin_seqs.len(), "a number used twice: {upstream:#?}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn after_a_rollback_every_alert_of_the_old_version_for_the_inputs_since_the_switch_comes_out() {
-    let (site, edge, mut alerts) = v1_from_the_configuration().await;
-    // glucose-chaos as 2.1.0: `high` above 150, a trap on its third batch.
+/// Push glucose-chaos as 2.1.0 (`high` above 150, a trap on its third
+/// batch) and wait until it runs: its generation.
+async fn push_trapping_on_its_third_batch(site: &Site, edge: &Edge) -> u64 {
     let generation = push(
         &site.operator,
         &edge.key(),
@@ -200,6 +206,13 @@ async fn after_a_rollback_every_alert_of_the_old_version_for_the_inputs_since_th
     )
     .await;
     in_phase(&site.operator, DEVICE, generation, Phase::Running).await;
+    generation
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_rollback_every_alert_of_the_old_version_for_the_inputs_since_the_switch_comes_out() {
+    let (site, edge, mut alerts) = v1_from_the_configuration().await;
+    let generation = push_trapping_on_its_third_batch(&site, &edge).await;
     let mut readings = Vec::new();
     for value in [200.0, 200.0, 60.0] {
         readings.push((give(&edge, value).await, value));
@@ -213,14 +226,7 @@ async fn after_a_rollback_every_alert_of_the_old_version_for_the_inputs_since_th
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_crash_during_a_probation_every_alert_of_the_old_version_for_the_inputs_since_the_switch_comes_out() {
     let (site, mut edge, mut alerts) = v1_from_the_configuration().await;
-    let generation = push(
-        &site.operator,
-        &edge.key(),
-        &deploy_bundles().traps_third.bytes(),
-        &[("high", "150")],
-    )
-    .await;
-    in_phase(&site.operator, DEVICE, generation, Phase::Running).await;
+    push_trapping_on_its_third_batch(&site, &edge).await;
     // Two batches: 2.1.0 raises `high` and then `low`, and does not trap.
     let mut readings = Vec::new();
     for value in [200.0, 60.0] {
