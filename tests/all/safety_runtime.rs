@@ -10,7 +10,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use crate::device::{Device, WAIT, now_ms, reading};
-use crate::support::{assert_contains, poll_until, upstream_alerts};
+use crate::support::{assert_contains, upstream_alerts_where};
 use edgewise_tests::edgewise;
 use edgewise_tests::nats::NatsServer;
 
@@ -161,19 +161,14 @@ async fn a_huge_error_text_is_truncated_and_delivered_upstream() {
         seen.iter().any(|(s, a)| is_urgent_low(s, a))
     })
     .await;
-    poll_until("the degraded and the glucose alert upstream", WAIT, || async {
-        let upstream = upstream_alerts(&cloud, 1).await;
+    upstream_alerts_where(&cloud, "the degraded and the glucose alert upstream", |upstream| {
         let degraded_up = upstream
             .iter()
             .any(|(s, a)| s.ends_with(".faulty-plugin") && a["code"] == "plugin-degraded");
         let glucose_up = upstream
             .iter()
             .any(|(s, a)| s.ends_with(".glucose-monitor") && a["code"] == "urgent-low");
-        if degraded_up && glucose_up {
-            Ok(())
-        } else {
-            Err(format!("upstream holds {upstream:?}"))
-        }
+        degraded_up && glucose_up
     })
     .await;
     let (code, stderr) = terminate_within(device).await;

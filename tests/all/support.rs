@@ -255,6 +255,25 @@ pub(crate) async fn upstream_alerts(cloud: &NatsServer, at_least: usize) -> Vec<
     messages
 }
 
+/// The alerts stored upstream once `done` holds for them (`what`, for the
+/// message on a timeout). Waiting for a count instead races: alerts of
+/// different workers reach the outbox in no set order.
+pub(crate) async fn upstream_alerts_where(
+    cloud: &NatsServer,
+    what: &str,
+    done: impl Fn(&[(String, Value)]) -> bool,
+) -> Vec<(String, Value)> {
+    poll_until(what, WAIT, || async {
+        let alerts = upstream_alerts(cloud, 0).await;
+        if done(&alerts) {
+            Ok(alerts)
+        } else {
+            Err(format!("upstream holds {alerts:?}"))
+        }
+    })
+    .await
+}
+
 /// Wait at most `within` for `child` to exit, reading its output meanwhile:
 /// its exit code and stderr, or `Err` with its stderr if it had to be killed.
 pub(crate) fn wait_within(child: Child, within: Duration) -> Result<(Option<i32>, String), String> {
