@@ -45,7 +45,7 @@ async fn band_py_refused(client: &async_nats::Client, alerts: &mut async_nats::S
 }
 
 /// A `/proc/<pid>/status` field in KiB.
-fn proc_kib(pid: u32, field: &str) -> Option<u64> {
+pub(crate) fn proc_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|line| line.starts_with(field))?;
     line[field.len()..].trim().trim_end_matches("kB").trim().parse().ok()

@@ -7,6 +7,7 @@
 use serde_json::Value;
 
 use crate::device::{DEVICE, Device, now_ms, reading};
+use crate::hostile_plugins::V0_1;
 use crate::support::{assert_contains, host_status, next_json, next_where, status_until, subscribe_alerts};
 use edgewise_tests::nats::NatsServer;
 
@@ -429,5 +430,72 @@ async fn a_new_sensor_refused_for_the_plugins_sensor_cap_raises_an_alert() {
         }
     }
     assert_eq!(degraded, 0, "raised again for a later refusal");
+    device.terminate_cleanly().await;
+}
+
+/// A plugin slower than a flood of large messages on core NATS does not take
+/// the device's memory: its queue is bounded in readings (`queue_capacity`,
+/// 4096), what does not fit is dropped, counted in its `readings_dropped`,
+/// and raised as a critical `plugin-degraded` naming the plugin, and
+/// glucose-monitor keeps alerting. Before, the queue was bounded in batches
+/// of up to 256 messages: this flood (360 MB of JSON, 10.8 M readings) took
+/// the host well past a gigabyte.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_large_messages_for_a_slow_plugin_is_dropped_counted_and_raised_in_bounded_memory() {
+    const MESSAGES: usize = 6_000;
+    const PER_MESSAGE: usize = 1_800;
+    let local = NatsServer::start();
+    // Slow, not failing: 200 ms a call against a deadline of 5 s.
+    let slow = V0_1.plugin_table("slow", "spin_ms = 200\nevery = 1\n", "call_deadline_ms = 5000\n");
+    let mut device = Device::new(&local, None, &slow);
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
+
+    let now = now_ms();
+    let readings: Vec<String> = (0..PER_MESSAGE)
+        .map(|k| format!(r#"{{"ts":{},"value":100}}"#, now - k as i64 * 1_000))
+        .collect();
+    let payload = bytes::Bytes::from(format!("[{}]", readings.join(",")));
+    assert!(
+        payload.len() > 48 << 10 && payload.len() <= 64 << 10,
+        "{}",
+        payload.len()
+    );
+    for _ in 0..MESSAGES {
+        client.publish(V0_1.subject, payload.clone()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+
+    let alert = next_where(&mut alerts, "the slow plugin's plugin-degraded", |_, alert| {
+        alert["code"] == "plugin-degraded"
+            && alert["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("slower than its input")
+    })
+    .await;
+    assert_eq!(alert["severity"], "critical", "{alert}");
+    assert_contains(alert["message"].as_str().unwrap(), "plugin `faulty-plugin`");
+    assert_contains(alert["message"].as_str().unwrap(), "queue of 4096 readings");
+
+    client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
+    alert_for(&mut alerts, "cgm.p1", "urgent-low").await;
+
+    let status = host_status(&client).await;
+    let slow = crate::support::plugin(&status, V0_1.name);
+    assert_eq!(slow["state"], "running", "slow, not failed: {status}");
+    let dropped = slow["readings_dropped"].as_u64().unwrap();
+    let taken = slow["readings_in"].as_u64().unwrap() + slow["readings_held"].as_u64().unwrap();
+    assert!(dropped > 0, "{status}");
+    // Every message ingest saw is either given, held, queued (at most 4096
+    // readings), dropped for the queue, or in the call under way.
+    let seen = status["ingest"]["messages"].as_u64().unwrap() - 1;
+    let dropped_by_client = status["ingest"]["dropped_by_client"].as_u64().unwrap();
+    assert!(seen + dropped_by_client <= MESSAGES as u64, "{status}");
+    assert!(dropped + taken <= seen * PER_MESSAGE as u64, "{status}");
+    let peak_mib = crate::safety_compile::proc_kib(device.pid(), "VmHWM:").unwrap() >> 10;
+    eprintln!(
+        "flood: {seen} messages seen, {dropped_by_client} dropped by the client, {dropped} readings dropped, {taken} taken; peak RSS {peak_mib} MiB"
+    );
+    assert!(peak_mib < 512, "the host's peak RSS is {peak_mib} MiB");
     device.terminate_cleanly().await;
 }

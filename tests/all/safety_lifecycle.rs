@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::device::{DEVICE, Device, WAIT, now_ms, reading, sigterm};
 use crate::support::{
-    assert_contains, collect_until, host_status, next_where, plugin, status_until, subscribe_alerts, upstream_alerts_where,
+    assert_contains, collect_until, host_status, next_where, plugin, status_until, subscribe_alerts,
+    upstream_alerts_where,
 };
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{edgewise, workspace_root};

@@ -6,7 +6,9 @@
 use serde_json::Value;
 
 use crate::device::{DEVICE, Device, now_ms, reading};
-use crate::support::{create_sensors_stream, next_where, plugin, status_until, subscribe_alerts, upstream_alerts_where};
+use crate::support::{
+    create_sensors_stream, next_where, plugin, status_until, subscribe_alerts, upstream_alerts_where,
+};
 use edgewise_tests::nats::NatsServer;
 
 /// Whether `alert` is the host's `plugin-degraded` alert about the ingest of

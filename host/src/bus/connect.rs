@@ -4,6 +4,15 @@ use std::time::Duration;
 
 use super::NatsConfig;
 
+/// Messages a subscription buffers before ingest takes them (the client's
+/// default is 65,536). Ingest never waits on a plugin (a full queue drops,
+/// counted, see `bus::ingest::queue`), so this fills only when ingest itself
+/// falls behind the bus; then the client drops messages and says so
+/// (`async_nats::Event::SlowConsumer`). It bounds that buffer's memory to
+/// this many messages: 128 MiB of the largest payload ingest takes (64 KiB),
+/// where the default allowed 4 GiB.
+pub const SUBSCRIPTION_CAPACITY: usize = 2048;
+
 /// The request inboxes of a connection named `name`: `_INBOX.<name>`, so
 /// that a server's permissions can give each device only its own replies
 /// (`_INBOX.edgewise-<device>.>`), not every client's (`_INBOX.>`).
@@ -43,6 +52,7 @@ pub async fn connect_observed(
         })
         .name(name)
         .no_echo()
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
         .custom_inbox_prefix(inbox_prefix(name))
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)

@@ -145,6 +145,10 @@ pub struct IngestStatus {
     /// `sensor-mismatch`, `too-many-sensors` (only reasons seen).
     #[serde(default)]
     pub deadletters_by_reason: BTreeMap<String, u64>,
+    /// Messages the local bus client dropped before ingest saw them (ingest
+    /// slower than the bus).
+    #[serde(default)]
+    pub dropped_by_client: u64,
 }
 
 /// One plugin.

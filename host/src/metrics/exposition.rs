@@ -279,6 +279,13 @@ fn encode_host(encoder: &mut DescriptorEncoder<'_>, status: &Status, oldest: Old
         let count = status.ingest.deadletters_by_reason.get(reason).copied().unwrap_or(0);
         counter(metric.encode_family(&[("reason", reason)])?, count)?;
     }
+    let metric = encoder.encode_descriptor(
+        "edgewise_ingest_dropped_by_client",
+        "Messages the local bus client dropped before ingest saw them (ingest slower than the bus).",
+        None,
+        MetricType::Counter,
+    )?;
+    counter(metric, status.ingest.dropped_by_client)?;
     let outbox = &status.outbox;
     let mut metric = encoder.encode_descriptor(
         "edgewise_outbox_entries",

@@ -171,7 +171,7 @@ impl Plugins {
         let run = ingest::run(
             ingest,
             input,
-            started.worker.queue.clone(),
+            started.worker.readings.clone(),
             self.config.limits.batch_max,
             stopped,
         );

@@ -36,7 +36,7 @@ use super::shutdown::Parts;
 use super::start::{Device, Loader, RefusalReason, Refused};
 use super::status::{PluginSource, StatusSources};
 use crate::bus::config::Source;
-use crate::bus::ingest::{self, Failure, IngestError, IngestEvent, IngestHealth, IngestStats, Input, SensorCap};
+use crate::bus::ingest::{self, Failure, IngestError, IngestEvent, IngestHealth, Input, QueueFull, SensorCap};
 use crate::bus::status::ControlStats;
 use crate::clock::Clock;
 use crate::metrics::MetricsServer;
@@ -166,6 +166,7 @@ impl Owner {
                 Some(event) = events.recv() => match event {
                     IngestEvent::Failed(failure) => self.ingest_failed(failure).await,
                     IngestEvent::SensorCap(cap) => self.sensor_cap(cap).await,
+                    IngestEvent::QueueFull(full) => self.queue_full(full).await,
                 },
                 Some(task) = ended.recv() => self.task_ended(task).await,
                 Some(compiled) = compiling.next() => self.compiled(compiled, compiling).await,
@@ -256,6 +257,23 @@ impl Owner {
         self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
     }
 
+    /// Readings were dropped because a plugin's queue was full: said loudly,
+    /// at once (and again at most hourly while it goes on).
+    async fn queue_full(&mut self, full: QueueFull) {
+        let QueueFull {
+            plugin,
+            dropped,
+            capacity,
+        } = full;
+        tracing::error!(%plugin, dropped, capacity, "Readings dropped: the plugin's queue is full");
+        let message = format!(
+            "plugin `{plugin}` is slower than its input: {dropped} readings dropped, its queue of \
+             {capacity} readings being full (`[limits] queue_capacity`); they are counted in its \
+             `readings_dropped`"
+        );
+        self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
+    }
+
     /// A task ended before shutdown.
     async fn task_ended(&mut self, ended: Ended) {
         let reason = match &ended.outcome {
@@ -309,7 +327,7 @@ pub(super) async fn serve(
     let (stop, stopped) = watch::channel(false);
     let (ended_sender, mut ended) = mpsc::unbounded_channel();
     let (event_sender, mut events) = mpsc::unbounded_channel();
-    let ingest_stats = Arc::new(IngestStats::default());
+    let ingest_stats = device.ingest_stats.clone();
     let plugins = Arc::new(Plugins::new(
         config,
         device.subjects.clone(),

@@ -10,6 +10,7 @@
 //! alert) and the others start.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -21,6 +22,7 @@ use super::host_alerts::HostAlerts;
 use crate::bundle::{self, RollbackError, RollbackStore, TrustStore};
 use crate::bus::Subjects;
 use crate::bus::admission::Admission;
+use crate::bus::ingest::IngestStats;
 use crate::bus::overlap;
 use crate::clock::Clock;
 use crate::envelope::Provenance;
@@ -109,6 +111,8 @@ pub(super) struct Device {
     pub(super) outbox_written: Arc<Notify>,
     pub(super) writer: Writer,
     pub(super) local: async_nats::Client,
+    /// Every plugin's ingest counters (and the local client's drops).
+    pub(super) ingest_stats: Arc<IngestStats>,
     pub(super) clock: Clock,
     pub(super) host_alerts: HostAlerts,
     pub(super) plugins: Vec<Started>,
@@ -208,9 +212,24 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
     let wake_upstream = outbox_written.clone();
     let writer = Writer::start(outbox.clone(), WRITER_QUEUE, move || wake_upstream.notify_one())
         .map_err(|source| RunError::io("cannot start the outbox writer", source))?;
-    let local = crate::bus::connect::connect(&config.local, &format!("edgewise-{}", config.device), true)
-        .await
-        .map_err(RunError::Local)?;
+    let ingest_stats = Arc::new(IngestStats::default());
+    let client_drops = ingest_stats.clone();
+    let name = format!("edgewise-{}", config.device);
+    let local = crate::bus::connect::connect_observed(&config.local, &name, true, move |event| {
+        if let async_nats::Event::SlowConsumer(_) = event {
+            // A subscription's buffer was full: the client dropped a
+            // message before ingest saw it (ingest was slower than the bus).
+            let dropped = client_drops.dropped_by_client.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::error!(
+                    dropped,
+                    "The local bus client dropped messages: ingest could not keep up"
+                );
+            }
+        }
+    })
+    .await
+    .map_err(RunError::Local)?;
 
     let context = LoadContext {
         device: &config.device,
@@ -353,6 +372,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         outbox_written,
         writer,
         local,
+        ingest_stats,
         clock,
         host_alerts,
         plugins,

@@ -98,6 +98,7 @@ impl StatusSources {
                     .map(|(kind, counter)| (kind.as_str().to_owned(), load(counter)))
                     .filter(|(_, count)| *count > 0)
                     .collect(),
+                dropped_by_client: load(&self.ingest.dropped_by_client),
             },
             plugins: self
                 .plugins

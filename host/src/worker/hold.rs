@@ -137,6 +137,7 @@ mod tests {
             readings: vec![reading; readings],
             sources: Vec::new(),
             done: None,
+            room: None,
         })
     }
 

@@ -28,7 +28,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use crate::bus::Subjects;
-use crate::bus::ingest::Batch;
+use crate::bus::ingest::{Batch, ReadingsQueue};
 use crate::clock::Clock;
 use crate::envelope::Provenance;
 use crate::input_log::Input;
@@ -122,6 +122,8 @@ pub struct PluginSetup {
 pub struct Worker {
     /// Its queue.
     pub queue: mpsc::Sender<Work>,
+    /// The same queue as ingest fills it: bounded in readings.
+    pub readings: ReadingsQueue<Work>,
     /// Its counters.
     pub stats: Arc<PluginStats>,
     stopping: Arc<AtomicBool>,
@@ -232,7 +234,8 @@ pub(super) fn takes_snapshots(plugin: &CompiledPlugin) -> bool {
 }
 
 impl Worker {
-    /// Start a worker thread.
+    /// Start a worker thread whose queue holds at most `queue_capacity`
+    /// readings (and as many other items: ticks, swaps).
     pub fn start(context: WorkerContext, setup: PluginSetup, queue_capacity: usize) -> std::io::Result<Worker> {
         let plugin = setup.provenance.plugin.clone();
         let journal = context
@@ -241,11 +244,14 @@ impl Worker {
             .map_err(|_| crate::outbox::OutboxError::Poisoned)
             .and_then(|mut outbox| outbox.plugin_journal(&plugin, recovery::PROBATION_KEPT))
             .map_err(std::io::Error::other)?;
+        // Every batch has a reading: the channel never fills before the
+        // readings' room does (ticks, sent with `try_send`, may find it full).
         let (queue, receiver) = mpsc::channel(queue_capacity);
         let stats = Arc::new(PluginStats {
             call_times: context.time_calls.then(CallTimes::default),
             ..PluginStats::default()
         });
+        let readings = ReadingsQueue::new(queue.clone(), queue_capacity, stats.readings_dropped.clone());
         if let Ok(mut health) = stats.health.lock() {
             health.state = Health::Running.name();
         }
@@ -312,6 +318,7 @@ impl Worker {
         })?;
         Ok(Worker {
             queue,
+            readings,
             stats,
             stopping,
             drain_until,
@@ -326,6 +333,7 @@ impl Worker {
         let _ = self.drain_until.set(drain_until);
         self.stopping.store(true, Ordering::Relaxed);
         drop(self.queue);
+        drop(self.readings);
         StoppingWorker { thread: self.thread }
     }
 }

@@ -2,8 +2,8 @@
 //! read by the status.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use super::call_times::CallTimes;
 
@@ -26,8 +26,9 @@ pub struct PluginStats {
     /// Readings held while the plugin is down (now).
     pub readings_held: AtomicU64,
     /// Readings dropped because the hold buffer was full (or the host
-    /// stopped while the plugin was quarantined).
-    pub readings_dropped: AtomicU64,
+    /// stopped while the plugin was quarantined), or because its queue was
+    /// full (core NATS ingest, counting through its own handle).
+    pub readings_dropped: Arc<AtomicU64>,
     /// Log lines dropped by the log budget.
     pub logs_dropped: AtomicU64,
     /// Wakes a 0.2 plugin asked for sooner than a second after its last

@@ -103,7 +103,7 @@ impl PluginThread {
                 // comes is dropped, counted, until its owner removes it.
                 self.abandon(&mut receiver);
                 match receiver.blocking_recv() {
-                    Some(Work::Readings(batch)) => self.hold.push(Held::Readings(batch)),
+                    Some(Work::Readings(batch)) => self.hold.push(Held::Readings(batch.off_the_queue())),
                     Some(Work::Swap(swap)) => {
                         let _ = swap.probation.events.send(super::DeployEvent {
                             id: swap.probation.id,
@@ -168,7 +168,7 @@ impl PluginThread {
             match received {
                 // A new version is switched to at once: the work held goes to it.
                 Some(Work::Swap(swap)) => self.swap(*swap),
-                Some(Work::Readings(batch)) => self.hold.push(Held::Readings(batch)),
+                Some(Work::Readings(batch)) => self.hold.push(Held::Readings(batch.off_the_queue())),
                 Some(Work::Tick(now_ms)) => self.hold.push(Held::Tick(now_ms)),
                 None => open = false,
             }
@@ -210,6 +210,7 @@ impl PluginThread {
                     mut readings,
                     mut sources,
                     done,
+                    room: _,
                 } = batch;
                 if !sources.is_empty() {
                     self.seen.drop_seen(&mut readings, &mut sources);

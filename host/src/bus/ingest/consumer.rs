@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use futures::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use super::{Batch, Ingest, IngestError, take_message};
+use super::{Batch, Ingest, IngestError, ReadingsQueue, take_message};
 
 /// How often a missing sensor stream is looked for again.
 const STREAM_POLL: Duration = Duration::from_secs(1);
@@ -26,7 +26,7 @@ pub async fn run<W: From<Batch>>(
     stream_name: &str,
     consumer_name: &str,
     filters: &[String],
-    queue: &mpsc::Sender<W>,
+    queue: &ReadingsQueue<W>,
     batch_max: usize,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), IngestError> {
@@ -118,11 +118,10 @@ pub async fn run<W: From<Batch>>(
                 readings,
                 sources,
                 done: Some(done),
+                room: None,
             };
-            if queue.send(W::from(batch)).await.is_err() {
-                // The messages stay unacknowledged.
-                return Err(IngestError::WorkerStopped);
-            }
+            // On an error, the messages stay unacknowledged.
+            queue.send(batch).await?;
             if written.await.is_err() {
                 // Dropped by the worker (its plugin down, its hold buffer
                 // full): no ack, so the stream delivers them again.

@@ -8,7 +8,10 @@
 //! owner (`run::serve`) shows the plugin `degraded` and starts it again.
 
 pub mod consumer;
+pub mod queue;
 pub mod subscriptions;
+
+pub use queue::ReadingsQueue;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,6 +42,20 @@ pub struct Batch {
     /// Told once the outputs of these readings are durable; dropped unsent
     /// otherwise (the messages then stay unacknowledged).
     pub done: Option<oneshot::Sender<()>>,
+    /// The room the batch takes in its worker's queue (see [`queue`]),
+    /// given back when the worker takes it off ([`Batch::off_the_queue`]);
+    /// `None` outside the queue.
+    pub room: Option<queue::Room>,
+}
+
+impl Batch {
+    /// The batch, taken off its worker's queue: its room there is free for
+    /// more readings. (What the worker holds while its plugin is down is
+    /// bounded by the hold, `buffer_readings`.)
+    pub fn off_the_queue(mut self) -> Batch {
+        self.room = None;
+        self
+    }
 }
 
 /// Why a plugin's ingest ended before the host stopped.
@@ -151,6 +168,10 @@ pub struct IngestStats {
     pub deadlettered: AtomicU64,
     /// Dead letters by [`DeadLetterKind`] (indexed by [`DeadLetterKind::index`]).
     pub by_reason: [AtomicU64; DeadLetterKind::ALL.len()],
+    /// Messages the local bus client dropped before ingest saw them (a
+    /// subscription's buffer full: ingest slower than the bus), as far as
+    /// the client reports them.
+    pub dropped_by_client: AtomicU64,
 }
 
 /// Dead letters logged per [`LOG_WINDOW`] and ingest task at most: a flood
@@ -193,10 +214,25 @@ pub enum IngestEvent {
     Failed(Failure),
     /// A new sensor was refused: the plugin has its `max_sensors`.
     SensorCap(SensorCap),
+    /// Readings were dropped: the plugin's queue was full.
+    QueueFull(QueueFull),
+}
+
+/// Readings of core NATS messages dropped because the plugin's queue was
+/// full: the plugin is slower than its input (told at the first drop, then
+/// at most once every [`RETELL`] while drops go on).
+#[derive(Debug)]
+pub struct QueueFull {
+    /// The plugin.
+    pub plugin: String,
+    /// Readings dropped since the owner was last told.
+    pub dropped: u64,
+    /// The queue's capacity, in readings (`[limits] queue_capacity`).
+    pub capacity: u32,
 }
 
 /// A new sensor's readings refused because the plugin has its `max_sensors`
-/// (told at the first refusal, then at most once every [`SENSOR_CAP_RETELL`]
+/// (told at the first refusal, then at most once every [`RETELL`]
 /// while refusals go on): a patient the plugin does not monitor.
 #[derive(Debug)]
 pub struct SensorCap {
@@ -208,10 +244,10 @@ pub struct SensorCap {
     pub max_sensors: usize,
 }
 
-/// How often a plugin whose sensor cap keeps refusing new sensors is told
-/// again: once is not enough for a ward that fills up over days, every
-/// refused reading would be a flood.
-pub const SENSOR_CAP_RETELL: Duration = Duration::from_secs(3600);
+/// How often a condition that goes on (a sensor cap refusing new sensors, a
+/// full queue dropping readings) is told again: once is not enough for a
+/// ward that fills up over days, every refused reading would be a flood.
+pub const RETELL: Duration = Duration::from_secs(3600);
 
 /// A failed attempt of a plugin's ingest, as its owner hears of it, at once.
 #[derive(Debug)]
@@ -237,7 +273,7 @@ pub struct Failure {
 pub async fn run<W: From<Batch>>(
     mut ingest: Ingest,
     mut input: Input,
-    queue: mpsc::Sender<W>,
+    queue: ReadingsQueue<W>,
     batch_max: usize,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), IngestError> {
@@ -307,6 +343,10 @@ pub struct Ingest {
     events: mpsc::UnboundedSender<IngestEvent>,
     /// When the owner was last told of the sensor cap.
     cap_told: Option<Instant>,
+    /// When the owner was last told of a full queue, and the readings
+    /// dropped since.
+    full_told: Option<Instant>,
+    dropped_untold: u64,
     log: LogBudget,
 }
 
@@ -332,14 +372,16 @@ impl Ingest {
             health,
             events,
             cap_told: None,
+            full_told: None,
+            dropped_untold: 0,
             log: LogBudget::default(),
         }
     }
 
     /// New sensor `sensor` was refused for the plugin's sensor cap: tell the
-    /// owner, if not told within [`SENSOR_CAP_RETELL`].
+    /// owner, if not told within [`RETELL`].
     fn sensor_cap_reached(&mut self, sensor: String) {
-        if self.cap_told.is_some_and(|told| told.elapsed() < SENSOR_CAP_RETELL) {
+        if self.cap_told.is_some_and(|told| told.elapsed() < RETELL) {
             return;
         }
         self.cap_told = Some(Instant::now());
@@ -347,6 +389,24 @@ impl Ingest {
             plugin: self.plugin.clone(),
             sensor,
             max_sensors: self.admission.max_sensors(),
+        }));
+    }
+}
+
+impl Ingest {
+    /// `dropped` readings were dropped for want of room in the plugin's
+    /// queue of `capacity`: tell the owner, if not told within
+    /// [`RETELL`] (then with every reading dropped since).
+    fn queue_full(&mut self, dropped: u64, capacity: u32) {
+        self.dropped_untold = self.dropped_untold.saturating_add(dropped);
+        if self.full_told.is_some_and(|told| told.elapsed() < RETELL) {
+            return;
+        }
+        self.full_told = Some(Instant::now());
+        let _ = self.events.send(IngestEvent::QueueFull(QueueFull {
+            plugin: self.plugin.clone(),
+            dropped: std::mem::take(&mut self.dropped_untold),
+            capacity,
         }));
     }
 }

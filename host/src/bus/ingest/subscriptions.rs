@@ -2,9 +2,10 @@
 //! the host is down are lost (the JetStream source keeps them).
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use super::{Batch, Ingest, IngestError, take_message};
+use super::queue::Offered;
+use super::{Batch, Ingest, IngestError, ReadingsQueue, take_message};
 
 /// Subscribe to `filters` on the local bus. Done before the host answers its
 /// first status request (subscriptions reach the server in the order they are
@@ -31,11 +32,12 @@ pub async fn subscribe(
 /// Feed `queue` from `subscriptions` (see [`subscribe`]) until `stop` turns
 /// true. Readings of one message are queued together; messages are taken in
 /// batches of up to `batch_max` and split per sensor so per-sensor order is
-/// kept. The subscriptions ending before `stop` is an error.
+/// kept. A batch the queue has no room for is dropped, counted and reported
+/// (see [`super::queue`]). The subscriptions ending before `stop` is an error.
 pub async fn run<W: From<Batch>>(
     ingest: &mut Ingest,
     subscriptions: Vec<async_nats::Subscriber>,
-    queue: &mpsc::Sender<W>,
+    queue: &ReadingsQueue<W>,
     batch_max: usize,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), IngestError> {
@@ -72,13 +74,25 @@ pub async fn run<W: From<Batch>>(
         for message in chunk {
             take_message(ingest, &message, &mut readings).await;
         }
-        let batch = Batch {
-            readings,
-            sources: Vec::new(),
-            done: None,
-        };
-        if !batch.readings.is_empty() && queue.send(W::from(batch)).await.is_err() {
-            return Err(IngestError::WorkerStopped);
+        // A chunk of large messages can hold far more readings than the
+        // whole queue (256 messages of up to 2,000): it is offered in pieces
+        // the queue can take, so no batch is ever larger than the queue.
+        let capacity = queue.capacity() as usize;
+        let mut readings = readings.into_iter();
+        loop {
+            let piece: Vec<_> = readings.by_ref().take(capacity).collect();
+            if piece.is_empty() {
+                break;
+            }
+            let batch = Batch {
+                readings: piece,
+                sources: Vec::new(),
+                done: None,
+                room: None,
+            };
+            if let Offered::Dropped(dropped) = queue.offer(batch)? {
+                ingest.queue_full(dropped, queue.capacity());
+            }
         }
     }
 }

@@ -165,7 +165,8 @@ pub struct DeployConfig {
 /// Capacities.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunLimits {
-    /// Readings queued per plugin before ingest waits (backpressure).
+    /// Readings queued per plugin: then JetStream ingest waits, core NATS
+    /// ingest drops (counted, reported); see `bus::ingest::queue`.
     pub queue_capacity: usize,
     /// Readings per `on-readings` call at most.
     pub batch_max: usize,
