@@ -351,3 +351,39 @@ fn the_same_code_with_a_bad_model_is_revoked_by_its_bundle_digest() {
         assert_contains(&refused.stderr, &format!("refused: code sha256:{code} is revoked"));
     }
 }
+
+/// `inspect` is for bundles nobody vouches for: a manifest whose free-text
+/// strings hold a newline (a forged `signed:` line), a terminal escape
+/// sequence or a bidirectional override is shown escaped, one line per
+/// field; so is one whose invalid name does.
+#[test]
+fn inspect_shows_a_hostile_manifests_strings_escaped() {
+    let operator = Operator::new();
+    let good = std::fs::read(operator.signed_glucose_monitor()).unwrap();
+    let json = String::from_utf8(format::split(&good).unwrap().manifest_json.to_vec()).unwrap();
+    let component = std::fs::read(plugin_wasm("glucose-monitor")).unwrap();
+    let inspect = |manifest: &serde_json::Value| {
+        let hostile = operator.path("hostile.wasm");
+        let bytes = sign_raw(&component, manifest.to_string().as_bytes(), &key_of(&operator));
+        std::fs::write(&hostile, bytes).unwrap();
+        let inspected = edgewise(["inspect".as_ref(), hostile.as_os_str()]);
+        assert_eq!(inspected.code, Some(0), "{}", inspected.stderr);
+        let out = inspected.stdout;
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{202e}'), "{out:?}");
+        let signed = out.lines().filter(|line| line.starts_with("signed:")).count();
+        assert_eq!(signed, 1, "a forged line: {out}");
+        out
+    };
+
+    let mut manifest: serde_json::Value = serde_json::from_str(&json).unwrap();
+    manifest["config"]["low"] = "70\nsigned:       by key trusted".into();
+    manifest["config"]["note\u{1b}[2J\u{1b}[H"] = "abc\u{202e}fed".into();
+    let out = inspect(&manifest);
+    assert_contains(&out, "  config:        low = 70\\nsigned:       by key trusted\n");
+    assert_contains(&out, "  config:        note\\u{1b}[2J\\u{1b}[H = abc\\u{202e}fed\n");
+
+    let mut manifest: serde_json::Value = serde_json::from_str(&json).unwrap();
+    manifest["name"] = "glucose-monitor\nsigned:       by key trusted\u{1b}[2J".into();
+    let out = inspect(&manifest);
+    assert_contains(&out, "manifest:     unreadable: ");
+}

@@ -228,6 +228,20 @@ fn usage_and_unreadable_input_exit_2() {
     let run = edgewise(["test".as_ref(), folder.path().as_os_str()]);
     assert_exit(&run, 2);
     assert_contains(&run.stderr, "has no Cargo.toml: give the plugin with --plugin FILE");
+
+    // NAME.csv and NAME.jsonl would share NAME.golden.jsonl: refused, and
+    // `--update` writes nothing over the golden the first one has.
+    std::fs::remove_file(folder.replay_dir().join("cold-chain.toml")).unwrap();
+    let golden = folder.replay_dir().join("cold-chain.golden.jsonl");
+    let before = std::fs::read(&golden).unwrap();
+    std::fs::write(folder.replay_dir().join("cold-chain.csv"), "").unwrap();
+    for flags in [&[][..], &["--update"][..]] {
+        let run = folder.test(flags);
+        assert_exit(&run, 2);
+        assert_contains(&run.stderr, "would share the golden file");
+        assert_contains(&run.stderr, "cold-chain.golden.jsonl: rename one");
+    }
+    assert_eq!(std::fs::read(&golden).unwrap(), before, "the golden file untouched");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use serde_json::Value;
 use edgewise_tests::nats::NatsServer;
 
 use crate::device::{Device, WAIT, now_ms, reading};
-use crate::support::{cli_status_until, collect_until, plugin, status_until, upstream_alerts};
+use crate::support::{assert_contains, cli_status_until, collect_until, plugin, status_until, upstream_alerts};
 
 /// The outbox file of a stopped `device`, opened directly.
 fn database(device: &Device) -> rusqlite::Connection {
@@ -78,7 +78,8 @@ async fn a_plugin_whose_journal_row_is_damaged_is_refused_and_the_others_alert()
 /// new incarnation of its numbers (no number can be reused under a name no
 /// earlier alert had), keeps the damaged file aside, and alerts as before:
 /// a plugin's urgent-low, and the host's own alerts, numbered and stored.
-/// Before, start-up failed and the device exited 1.
+/// It says so with a critical `host-degraded`. Before, start-up failed and
+/// the device exited 1.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_damaged_host_sequence_file_starts_a_new_incarnation_and_alerting_goes_on() {
     let local = NatsServer::start();
@@ -96,10 +97,18 @@ async fn a_damaged_host_sequence_file_starts_a_new_incarnation_and_alerting_goes
 
     device.start_with(&client).await;
     client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
-    let seen = collect_until(&mut alerts, "the urgent-low and the refusal again", |seen| {
-        has(seen, "urgent-low") && has(seen, "plugin-degraded")
-    })
+    let seen = collect_until(
+        &mut alerts,
+        "the urgent-low, the refusal again and the renewal",
+        |seen| has(seen, "urgent-low") && has(seen, "plugin-degraded") && has(seen, "host-degraded"),
+    )
     .await;
+    // Said, not only logged: someone should look at that disk.
+    let renewed = first_with(&seen, "host-degraded");
+    assert_eq!(renewed["severity"], "critical", "{renewed}");
+    let message = renewed["message"].as_str().unwrap();
+    assert_contains(message, "seq-_host");
+    assert_contains(message, "new incarnation");
     let refusal = first_with(&seen, "plugin-degraded");
     assert_eq!(refusal["plugin"], "_host", "{refusal}");
     assert!(

@@ -188,17 +188,10 @@ fn sync_text(behind: &[Behind]) -> String {
     format!("behind: {}", keys.join(", "))
 }
 
-/// A device-written text as the table shows it: control characters escaped,
-/// at most [`MAX_SHOWN`] characters.
+/// A device-written text as the table shows it: escaped (`cli::shown`), at
+/// most [`MAX_SHOWN`] characters.
 fn shown(text: &str) -> String {
-    let mut escaped = String::new();
-    for c in text.chars() {
-        if c.is_control() {
-            escaped.extend(c.escape_default());
-        } else {
-            escaped.push(c);
-        }
-    }
+    let escaped = super::shown(text).into_owned();
     match escaped.char_indices().nth(MAX_SHOWN) {
         Some((cut, _)) => format!("{}…", &escaped[..cut]),
         None => escaped,

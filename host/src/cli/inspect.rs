@@ -9,7 +9,7 @@ use clap::Args;
 use edgewise_host::bundle::{self, BundleInfo, ManifestSnapshot};
 use edgewise_host::runtime::World;
 
-use super::{Failure, about, to_stdout};
+use super::{Failure, about, shown, to_stdout};
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -53,7 +53,7 @@ fn describe_world(named: &str, code: World) -> String {
             contract(world),
             contract(code)
         ),
-        None => format!("{named} (not a contract this host runs)"),
+        None => format!("{} (not a contract this host runs)", shown(named)),
     }
 }
 
@@ -86,14 +86,14 @@ fn print_info(out: &mut dyn Write, path: &Path, info: &BundleInfo) -> std::io::R
             out,
             "signed:       by key {key_id} (not verified here: use `edgewise verify`)"
         )?,
-        (None, Some(problem)) => writeln!(out, "signed:       no ({problem})")?,
+        (None, Some(problem)) => writeln!(out, "signed:       no ({})", shown(&problem.to_string()))?,
         (None, None) => writeln!(out, "signed:       no")?,
     }
     match &info.manifest {
         Some(Ok(manifest)) => {
             writeln!(out, "manifest:")?;
-            writeln!(out, "  name:          {}", manifest.name)?;
-            writeln!(out, "  version:       {}", manifest.version)?;
+            writeln!(out, "  name:          {}", shown(&manifest.name))?;
+            writeln!(out, "  version:       {}", shown(&manifest.version))?;
             writeln!(out, "  world:         {}", describe_world(&manifest.world, code))?;
             if World::from_name(&manifest.world) == Some(World::V0_2) || manifest.snapshot.is_some() {
                 writeln!(
@@ -102,9 +102,9 @@ fn print_info(out: &mut dyn Write, path: &Path, info: &BundleInfo) -> std::io::R
                     describe_snapshot(manifest.snapshot.as_ref())
                 )?;
             }
-            writeln!(out, "  subscriptions: {}", manifest.subscriptions.join(", "))?;
+            writeln!(out, "  subscriptions: {}", shown(&manifest.subscriptions.join(", ")))?;
             for (key, value) in &manifest.config {
-                writeln!(out, "  config:        {key} = {value}")?;
+                writeln!(out, "  config:        {} = {}", shown(key), shown(value))?;
             }
             if let Some(memory) = manifest.limits.memory_mb {
                 writeln!(out, "  limits:        memory {memory} MiB")?;
@@ -124,22 +124,24 @@ fn print_info(out: &mut dyn Write, path: &Path, info: &BundleInfo) -> std::io::R
                     writeln!(out, "  limits:        {value} {what}")?;
                 }
             }
-            writeln!(out, "  created:       {}", manifest.created)?;
+            writeln!(out, "  created:       {}", shown(&manifest.created))?;
             writeln!(
                 out,
                 "  expires:       {}",
-                manifest.expires.as_deref().unwrap_or("never")
+                shown(manifest.expires.as_deref().unwrap_or("never"))
             )?;
-            writeln!(out, "  code_sha256:   {}", manifest.code_sha256)?;
+            writeln!(out, "  code_sha256:   {}", shown(&manifest.code_sha256))?;
             for asset in &manifest.assets {
                 writeln!(
                     out,
                     "  asset:         {} ({} bytes, sha256:{})",
-                    asset.name, asset.size, asset.sha256
+                    shown(&asset.name),
+                    asset.size,
+                    shown(&asset.sha256)
                 )?;
             }
         }
-        Some(Err(error)) => writeln!(out, "manifest:     unreadable: {error}")?,
+        Some(Err(error)) => writeln!(out, "manifest:     unreadable: {}", shown(&error.to_string()))?,
         None => {}
     }
     if !info.assets.is_empty() || info.asset_problem.is_some() {
@@ -154,16 +156,16 @@ fn print_info(out: &mut dyn Write, path: &Path, info: &BundleInfo) -> std::io::R
             )?;
         }
         if let Some(problem) = &info.asset_problem {
-            writeln!(out, "  problem: {problem}")?;
+            writeln!(out, "  problem: {}", shown(&problem.to_string()))?;
         }
     }
     writeln!(out, "imports:")?;
     for name in &info.imports {
-        writeln!(out, "  {name}")?;
+        writeln!(out, "  {}", shown(name))?;
     }
     writeln!(out, "exports:")?;
     for name in &info.exports {
-        writeln!(out, "  {name}")?;
+        writeln!(out, "  {}", shown(name))?;
     }
     Ok(())
 }

@@ -123,6 +123,26 @@ fn assets_summary(sizes: impl Iterator<Item = u64>) -> String {
 }
 
 /// Logs go to stderr; `RUST_LOG` selects them (default: warnings and errors).
+/// A text from outside (a bundle, a device's report) as a terminal shows it:
+/// control characters (a newline that would forge a line, an escape
+/// sequence that would rewrite the screen) and the bidirectional overrides
+/// (which reorder what is read) escaped, the rest as it is.
+fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -142,5 +162,17 @@ mod tests {
     #[test]
     fn verify_cli() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn shown_escapes_control_and_bidi_characters_and_keeps_the_rest() {
+        use super::shown;
+        assert!(matches!(
+            shown("glucose-monitor 1.0.0 é"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(shown("a\nsigned: by key trusted"), "a\\nsigned: by key trusted");
+        assert_eq!(shown("\u{1b}[2J"), "\\u{1b}[2J");
+        assert_eq!(shown("abc\u{202e}fed"), "abc\\u{202e}fed");
     }
 }

@@ -294,6 +294,16 @@ fn find_pairs(folder: &Path) -> Result<Vec<Pair>, Failure> {
         )));
     }
     pairs.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.recording.cmp(&b.recording)));
+    // NAME.csv and NAME.jsonl would share NAME.golden.jsonl: `--update`
+    // would write one recording's output over the other's.
+    if let Some(twins) = pairs.windows(2).find(|two| two[0].name == two[1].name) {
+        return Err(Failure::usage(anyhow!(
+            "{} and {} would share the golden file {}: rename one",
+            twins[0].recording.display(),
+            twins[1].recording.display(),
+            twins[0].golden.display()
+        )));
+    }
     Ok(pairs)
 }
 

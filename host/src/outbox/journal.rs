@@ -504,14 +504,15 @@ impl Outbox {
     }
 }
 
-/// Remove logged inputs made before `cutoff_ms`, never one after its
+/// Remove logged inputs whose `stamp` (the SQL of a row's age stamp) is before
+/// `cutoff_ms`, never one after its
 /// plugin's saved state (recovery needs those). A plugin without a saved
 /// state keeps none back: recovering it would need every input since its
 /// first, and finding the first ones gone it starts afresh, reported.
 /// Returns how many.
-pub(super) fn expire_inputs(conn: &Connection, cutoff_ms: i64) -> Result<u64, rusqlite::Error> {
+pub(super) fn expire_inputs(conn: &Connection, stamp: &str, cutoff_ms: i64) -> Result<u64, rusqlite::Error> {
     let removed = conn.execute(
-        &format!("DELETE FROM journal_inputs WHERE created_ms < ?1 AND {REMOVABLE}"),
+        &format!("DELETE FROM journal_inputs WHERE {stamp} < ?1 AND {REMOVABLE}"),
         [cutoff_ms],
     )?;
     Ok(removed as u64)
@@ -523,12 +524,17 @@ const REMOVABLE: &str = "position <= coalesce(\
      (SELECT position FROM journal_states s WHERE s.plugin = journal_inputs.plugin), \
      9223372036854775807)";
 
-/// Remove the oldest removable inputs (by row id: the order they were
-/// logged in) until the log takes at most `max_bytes`. Returns how many.
+/// Remove the oldest inputs (by row id: the order they were logged in)
+/// until the log takes at most `max_bytes`: those no saved state needs
+/// first; then, if the log is still over, the oldest of the rest. The limit
+/// is a bound the disk can rely on: a plugin whose snapshots keep failing
+/// keeps every input since its last saved state, and its log would
+/// otherwise grow without end. Those removed are reported at its next start
+/// ("inputs .. of the log are missing": its state goes on without them).
+/// Returns how many.
 pub(super) fn shrink_log(conn: &Connection, max_bytes: u64) -> Result<u64, rusqlite::Error> {
-    let size = "length(nonce) + length(ciphertext)";
     let total: i64 = conn.query_row(
-        &format!("SELECT coalesce(sum({size}), 0) FROM journal_inputs"),
+        &format!("SELECT coalesce(sum({INPUT_BYTES}), 0) FROM journal_inputs"),
         [],
         |row| row.get(0),
     )?;
@@ -536,23 +542,36 @@ pub(super) fn shrink_log(conn: &Connection, max_bytes: u64) -> Result<u64, rusql
     if excess <= 0 {
         return Ok(0);
     }
+    let mut removed = remove_oldest(conn, REMOVABLE, &mut excess)?;
+    if excess > 0 {
+        removed += remove_oldest(conn, "1 = 1", &mut excess)?;
+    }
+    Ok(removed)
+}
+
+/// The bytes an input row takes.
+const INPUT_BYTES: &str = "length(nonce) + length(ciphertext)";
+
+/// Remove the oldest input rows that meet `condition` until `excess` bytes
+/// are gone (or none is left), taking them off `excess`. Returns how many.
+fn remove_oldest(conn: &Connection, condition: &str, excess: &mut i64) -> Result<u64, rusqlite::Error> {
     let mut last = None;
     {
         let mut oldest = conn.prepare(&format!(
-            "SELECT id, {size} FROM journal_inputs WHERE {REMOVABLE} ORDER BY id"
+            "SELECT id, {INPUT_BYTES} FROM journal_inputs WHERE {condition} ORDER BY id"
         ))?;
         let mut rows = oldest.query([])?;
         while let Some(row) = rows.next()? {
             last = Some(row.get::<_, i64>(0)?);
-            excess -= row.get::<_, i64>(1)?;
-            if excess <= 0 {
+            *excess -= row.get::<_, i64>(1)?;
+            if *excess <= 0 {
                 break;
             }
         }
     }
     let Some(last) = last else { return Ok(0) };
     let removed = conn.execute(
-        &format!("DELETE FROM journal_inputs WHERE id <= ?1 AND {REMOVABLE}"),
+        &format!("DELETE FROM journal_inputs WHERE id <= ?1 AND {condition}"),
         [last],
     )?;
     Ok(removed as u64)

@@ -13,8 +13,9 @@ pub struct OutboxLimits {
     /// input). Default 30 days.
     pub max_age_ms: u64,
     /// Most bytes the input log may take (nonce and ciphertext of each row),
-    /// enforced by `Outbox::expire`: the oldest inputs go first, never one
-    /// after its plugin's saved state. Default 1 GiB.
+    /// enforced by `Outbox::expire`: the oldest inputs go first, those after
+    /// their plugin's saved state only when they alone are over it. Default
+    /// 1 GiB.
     pub log_max_bytes: u64,
 }
 
@@ -92,7 +93,8 @@ pub struct DropCounts {
     /// its plugin's saved state).
     pub inputs_expired: u64,
     /// Oldest logged inputs removed by `Outbox::expire` to keep the log
-    /// within its size (never one after its plugin's saved state).
+    /// within its size (one after its plugin's saved state only when those
+    /// alone are over it).
     pub inputs_for_space: u64,
     /// Telemetry messages let go: the oldest beyond [`TELEMETRY_MAX_ENTRIES`]
     /// or the telemetry share, evicted for an alert or a summary, a new one

@@ -16,7 +16,7 @@ pub const FILE_NAME: &str = "outbox.sqlite3";
 /// The schema this build writes, kept in SQLite's `user_version`. A file with a
 /// higher version is refused, never "upgraded" backwards; a file with a lower
 /// one is migrated at open, in one transaction.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// Schema version 1 (kept: a new file is made as version 1, then migrated, so
 /// that a file left by an older build takes the same path as a new one).
@@ -163,7 +163,7 @@ pub(crate) fn prepare(conn: &mut Connection, path: &Path, key: &LessSafeKey) -> 
             create(conn, path, key)?;
             migrate(conn, path, 1)
         }
-        1..=3 => {
+        1..=4 => {
             check_key(conn, path, key)?;
             migrate(conn, path, version)
         }
@@ -226,10 +226,26 @@ fn migrate(conn: &mut Connection, path: &Path, from: i64) -> Result<(), OutboxEr
     if from < 4 {
         migrate_v4(&tx).map_err(sql("migrate the schema to version 4"))?;
     }
+    if from < 5 {
+        tx.execute_batch(SCHEMA_V5)
+            .map_err(sql("migrate the schema to version 5"))?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(sql("set the schema version"))?;
     tx.commit().map_err(sql("commit the schema migration"))
 }
+
+/// Version 5: the forward jumps of the wall clock seen while entries and
+/// logged inputs waited (`expiry::ClockWatch`). Their `created_ms` is sealed
+/// into each row (the AEAD's associated data), so a jump is recorded here and
+/// their age corrected when it is measured: an entry stamped before
+/// `before_ms` is `by_ms` older by its stamp than it is.
+const SCHEMA_V5: &str = "
+CREATE TABLE clock_jumps (
+    before_ms INTEGER NOT NULL,
+    by_ms INTEGER NOT NULL
+);
+";
 
 /// Name the plugin of every existing entry after its subject's last token.
 fn migrate_v2(conn: &Connection) -> Result<(), rusqlite::Error> {

@@ -358,6 +358,10 @@ impl Outbox {
     /// since the Unix epoch), counted in [`DropCounts::expired_alerts`] and
     /// [`DropCounts::expired_summaries`]; returns how many were removed. An entry
     /// exactly `max_age_ms` old stays. Call it periodically.
+    ///
+    /// Ages are corrected for the forward jumps of the wall clock recorded
+    /// with [`Outbox::clock_jumped`]: an entry written before a jump is not
+    /// that much older.
     pub fn expire(&mut self, now_ms: i64) -> Result<u64, OutboxError> {
         let max_age = i64::try_from(self.limits.max_age_ms).unwrap_or(i64::MAX);
         let cutoff = now_ms.saturating_sub(max_age);
@@ -370,11 +374,19 @@ impl Outbox {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("begin an expiry"))?;
+        let jumps: i64 = tx
+            .query_row("SELECT count(*) FROM clock_jumps", [], |row| row.get(0))
+            .map_err(sql("read the clock's jumps"))?;
+        // Without a jump (nearly always) the plain stamp, which the index serves.
+        let (entries_age, inputs_age) = match jumps {
+            0 => ("created_ms".to_owned(), "created_ms".to_owned()),
+            _ => (stamp_corrected("entries"), stamp_corrected("journal_inputs")),
+        };
         delete_entries(
             &tx,
             path,
             "expire entries",
-            "created_ms < ?1",
+            &format!("{entries_age} < ?1"),
             cutoff,
             &mut tally,
             |kind| {
@@ -382,16 +394,42 @@ impl Outbox {
                 removed += 1;
             },
         )?;
-        let inputs = super::journal::expire_inputs(&tx, cutoff).map_err(sql("expire logged inputs"))?;
+        let inputs = super::journal::expire_inputs(&tx, &inputs_age, cutoff).map_err(sql("expire logged inputs"))?;
         drops.add(DropReason::InputsExpired, inputs);
         let inputs = super::journal::shrink_log(&tx, self.limits.log_max_bytes)
             .map_err(sql("keep the input log within its size"))?;
         drops.add(DropReason::InputsForSpace, inputs);
+        if jumps > 0 {
+            // A jump before every stamp left corrects none of them.
+            tx.execute(
+                "DELETE FROM clock_jumps WHERE before_ms <= coalesce((SELECT min(m) FROM \
+                 (SELECT min(created_ms) AS m FROM entries UNION ALL SELECT min(created_ms) FROM journal_inputs)), \
+                 9223372036854775807)",
+                [],
+            )
+            .map_err(sql("forget the clock's old jumps"))?;
+        }
         persist_drops(&tx, &drops).map_err(sql("count expired entries"))?;
         tx.commit().map_err(sql("commit an expiry"))?;
         self.tally = tally;
         self.drops.add_all(&drops);
         Ok(removed)
+    }
+
+    /// Record that the wall clock jumped forward by `by_ms` (more than the
+    /// time that passed): entries and logged inputs stamped before
+    /// `before_ms` (the clock's reading, before the jump, at the moment it
+    /// was seen) are `by_ms` younger than their stamps say. A device with no
+    /// real-time clock boots at a stale time and jumps when NTP sets it:
+    /// without this, every alert waiting for the cloud would expire at once.
+    pub fn clock_jumped(&mut self, before_ms: i64, by_ms: i64) -> Result<(), OutboxError> {
+        self.conn
+            .execute(
+                "INSERT INTO clock_jumps (before_ms, by_ms) VALUES (?1, ?2)",
+                rusqlite::params![before_ms, by_ms],
+            )
+            .map(|_| ())
+            .map_err(OutboxError::sql(&self.path, "record a jump of the clock"))
     }
 
     /// How much is waiting: alerts, summaries, telemetry, bytes.
@@ -403,7 +441,11 @@ impl Outbox {
     /// epoch): how far behind upstream is.
     pub fn oldest_created_ms(&self) -> Result<Option<i64>, OutboxError> {
         self.conn
-            .query_row("SELECT min(created_ms) FROM entries", [], |row| row.get(0))
+            .query_row(
+                &format!("SELECT min({}) FROM entries", stamp_corrected("entries")),
+                [],
+                |row| row.get(0),
+            )
             .map_err(OutboxError::sql(&self.path, "read the oldest entry"))
     }
 
@@ -414,7 +456,10 @@ impl Outbox {
         use rusqlite::OptionalExtension;
         self.conn
             .query_row(
-                "SELECT created_ms FROM entries WHERE kind = ?1 ORDER BY id LIMIT 1",
+                &format!(
+                    "SELECT {} FROM entries WHERE kind = ?1 ORDER BY id LIMIT 1",
+                    stamp_corrected("entries")
+                ),
                 [kind.to_sql()],
                 |row| row.get(0),
             )
@@ -515,6 +560,14 @@ fn row_id(row: &Row<'_>, path: &Path) -> Result<u64, OutboxError> {
 /// Delete, in `tx`, the entries `condition` selects (its `?1` bound to
 /// `param`): each one is taken out of `tally` and its kind given to `removed`.
 /// One statement for the deletes of acknowledged entries and for expiry.
+/// The stamp of a row of `table` (`entries` or `journal_inputs`) corrected
+/// for the clock's forward jumps after it (see [`Outbox::clock_jumped`]).
+fn stamp_corrected(table: &str) -> String {
+    format!(
+        "({table}.created_ms + coalesce((SELECT sum(by_ms) FROM clock_jumps WHERE before_ms > {table}.created_ms), 0))"
+    )
+}
+
 fn delete_entries(
     tx: &rusqlite::Transaction<'_>,
     path: &Path,

@@ -24,6 +24,8 @@ pub struct HostAlerts {
     /// `None` if no sequence could be made at all (no random numbers): the
     /// alerts then go to the local bus only, never numbered.
     sequence: Option<Sequence>,
+    /// Why the sequence state was renewed at start, until said.
+    renewed: Option<String>,
     local: async_nats::Client,
     writer: WriterHandle,
 }
@@ -41,16 +43,16 @@ impl HostAlerts {
         local: async_nats::Client,
         writer: WriterHandle,
     ) -> HostAlerts {
-        let sequence = match Sequence::open_or_renew(data_dir, HOST) {
+        let (sequence, renewed) = match Sequence::open_or_renew(data_dir, HOST) {
             Ok((sequence, renewed)) => {
-                if let Some(renewed) = renewed {
+                if let Some(renewed) = &renewed {
                     tracing::error!("The host's alert numbers: {renewed}");
                 }
-                Some(sequence)
+                (Some(sequence), renewed)
             }
             Err(error) => {
                 tracing::error!(%error, "Cannot number the host's alerts; they are only published locally");
-                None
+                (None, None)
             }
         };
         HostAlerts {
@@ -62,8 +64,19 @@ impl HostAlerts {
             },
             subjects: subjects.clone(),
             sequence,
+            renewed,
             local,
             writer,
+        }
+    }
+
+    /// Raise, once, the critical `host-degraded` that says the host's
+    /// sequence state was damaged and renewed at start (an operator should
+    /// look at the disk); nothing if it was not.
+    pub async fn tell_renewed(&mut self, now_ms: i64) {
+        if let Some(renewed) = self.renewed.take() {
+            self.critical(HOST_DEGRADED, format!("the host's alert numbers: {renewed}"), now_ms)
+                .await;
         }
     }
 

@@ -347,6 +347,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
     // Never stops start-up: a damaged or unwritable sequence state (a full
     // disk at boot) must not cost the device its local alerting.
     let mut host_alerts = HostAlerts::new(&subjects, &config.data_dir, local.clone(), writer.handle());
+    host_alerts.tell_renewed(clock.now_ms()).await;
     if let Some(reset) = &opened.reset {
         host_alerts.critical(RESET_CODE, reset.clone(), clock.now_ms()).await;
     }

@@ -131,15 +131,30 @@ fn a_saved_state_that_does_not_open_or_has_wrong_types_is_moved_aside_not_an_err
     }
 }
 
+/// The bytes the row of input `position` of plugin `p` takes in the log.
+fn row_bytes(outbox: &Outbox, position: u64) -> u64 {
+    outbox
+        .conn
+        .query_row(
+            "SELECT length(nonce) + length(ciphertext) FROM journal_inputs WHERE plugin = 'p' AND position = ?1",
+            [position as i64],
+            |row| row.get::<_, i64>(0),
+        )
+        .unwrap() as u64
+}
+
 #[test]
-fn the_log_is_kept_within_its_size_oldest_first_never_past_the_saved_state() {
+fn the_log_is_kept_within_its_size_oldest_first_those_no_state_needs_first() {
     let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path());
+    write(&mut outbox, vec![input(1), input(2), input(3), state(2, 1)]);
+    let one_row = row_bytes(&outbox, 3);
+    drop(outbox);
     let limits = OutboxLimits {
-        log_max_bytes: 0,
+        log_max_bytes: one_row,
         ..OutboxLimits::default()
     };
     let mut outbox = super::open_with(dir.path(), limits);
-    write(&mut outbox, vec![input(1), input(2), input(3), state(2, 1)]);
     outbox.expire(0).unwrap();
     assert_eq!(outbox.dropped().inputs_for_space, 2, "1 and 2; 3 is after the state");
     let left = outbox.plugin_journal("p", 10).unwrap().recent;
@@ -151,6 +166,29 @@ fn the_log_is_kept_within_its_size_oldest_first_never_past_the_saved_state() {
     write(&mut outbox, vec![input(1), input(2), state(2, 1)]);
     outbox.expire(0).unwrap();
     assert_eq!(outbox.dropped().inputs_for_space, 0);
+}
+
+/// A plugin whose snapshots keep failing keeps every input since its last
+/// saved state: the log's size is a bound all the same. The oldest of those
+/// go too (the next start reports them missing), never the newest first.
+#[test]
+fn the_log_stays_within_its_size_when_the_inputs_after_the_saved_state_alone_are_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path());
+    write(&mut outbox, vec![input(1), input(2), input(3), input(4), state(1, 1)]);
+    let one_row = row_bytes(&outbox, 4);
+    drop(outbox);
+    let limits = OutboxLimits {
+        log_max_bytes: one_row,
+        ..OutboxLimits::default()
+    };
+    let mut outbox = super::open_with(dir.path(), limits);
+    outbox.expire(0).unwrap();
+    assert_eq!(outbox.dropped().inputs_for_space, 3, "1, then 2 and 3 after the state");
+    let journal = outbox.plugin_journal("p", 10).unwrap();
+    assert_eq!(journal.state.unwrap().position, 1, "the state kept");
+    let after: Vec<u64> = journal.inputs.unwrap().iter().map(|i| i.position).collect();
+    assert_eq!(after, [4], "2 and 3 missing, which the next start reports");
 }
 
 #[test]

@@ -116,6 +116,53 @@ fn an_entry_larger_than_the_limit_is_an_error_and_evicts_nothing() {
     assert_eq!(outbox.dropped(), DropCounts::default());
 }
 
+/// A device with no real-time clock writes entries at a stale time, then
+/// NTP moves its clock a year on: those entries keep the age they really
+/// have (across a reopen too), later ones are unaffected, and the jump is
+/// forgotten once no stamp before it is left.
+#[test]
+fn a_forward_jump_of_the_clock_does_not_age_what_waited_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = OutboxLimits {
+        max_age_ms: 1_000,
+        ..OutboxLimits::default()
+    };
+    let mut outbox = open_with(dir.path(), limits);
+    let at = |mut e: NewEntry, created_ms: i64| {
+        e.created_ms = created_ms;
+        e
+    };
+    const YEAR: i64 = 365 * 86_400_000;
+    append(&mut outbox, at(a(1), 100));
+    append(&mut outbox, at(a(2), 200));
+    // Seen at 300 by the old clock: it reads a year more.
+    outbox.clock_jumped(300, YEAR).unwrap();
+    append(&mut outbox, at(a(3), YEAR + 400));
+    assert_eq!(
+        outbox.expire(YEAR + 900).unwrap(),
+        0,
+        "a year on the stamps, not in the outbox"
+    );
+    assert_eq!(
+        outbox.oldest_created_ms().unwrap(),
+        Some(YEAR + 100),
+        "ages as they really are"
+    );
+    assert_eq!(outbox.first_waiting_created_ms(Kind::Alert).unwrap(), Some(YEAR + 100));
+    drop(outbox);
+    let mut outbox = open_with(dir.path(), limits);
+    assert_eq!(outbox.expire(YEAR + 1_150).unwrap(), 1, "1 is 1,050 ms old");
+    assert_eq!(outbox.expire(YEAR + 1_300).unwrap(), 1, "2 is 1,100 ms old");
+    assert_eq!(msg_ids(&outbox), ["edge-01/p/3"]);
+    let jumps: i64 = outbox
+        .conn
+        .query_row("SELECT count(*) FROM clock_jumps", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(jumps, 0, "no stamp before the jump is left");
+    assert_eq!(outbox.expire(YEAR + 1_400).unwrap(), 0);
+    assert_eq!(outbox.expire(YEAR + 1_401).unwrap(), 1);
+}
+
 #[test]
 fn expire_removes_entries_older_than_max_age_by_kind() {
     let dir = tempfile::tempdir().unwrap();

@@ -154,21 +154,21 @@ fn the_file_is_wal_with_full_sync_and_a_newer_schema_is_refused() {
     let raw = rusqlite::Connection::open(dir.path().join(FILE_NAME)).unwrap();
     let mode: String = raw.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
-    raw.pragma_update(None, "user_version", 5).unwrap();
+    raw.pragma_update(None, "user_version", 6).unwrap();
     drop(raw);
     let err = Outbox::open(dir.path(), &key(), OutboxLimits::default()).unwrap_err();
     assert!(
         matches!(
             err,
             OutboxError::UnknownSchema {
-                found: 5,
-                supported: 4,
+                found: 6,
+                supported: 5,
                 ..
             }
         ),
         "{err}"
     );
-    assert!(err.to_string().contains("schema version 5"), "{err}");
+    assert!(err.to_string().contains("schema version 6"), "{err}");
 }
 
 #[test]
