@@ -124,21 +124,8 @@ impl Hold {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Reading;
-
     fn batch(readings: usize) -> Held {
-        let reading = Reading {
-            sensor: "cgm.p1".into(),
-            timestamp_ms: 0,
-            value: 100.0,
-            unit: "mg/dL".into(),
-        };
-        Held::Readings(Batch {
-            readings: vec![reading; readings],
-            sources: Vec::new(),
-            done: None,
-            room: None,
-        })
+        Held::Readings(Batch::of(readings))
     }
 
     fn held(hold: &Hold) -> Vec<usize> {

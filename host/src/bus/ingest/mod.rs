@@ -49,6 +49,23 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// `readings` readings of one sensor, for tests.
+    #[cfg(test)]
+    pub(crate) fn of(readings: usize) -> Batch {
+        let reading = Reading {
+            sensor: "cgm.p1".into(),
+            timestamp_ms: 0,
+            value: 100.0,
+            unit: "mg/dL".into(),
+        };
+        Batch {
+            readings: vec![reading; readings],
+            sources: Vec::new(),
+            done: None,
+            room: None,
+        }
+    }
+
     /// The batch, taken off its worker's queue: its room there is free for
     /// more readings. (What the worker holds while its plugin is down is
     /// bounded by the hold, `buffer_readings`.)

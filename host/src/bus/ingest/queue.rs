@@ -134,21 +134,8 @@ impl<W: From<Batch>> ReadingsQueue<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Reading;
-
     fn batch(readings: usize) -> Batch {
-        let reading = Reading {
-            sensor: "cgm.p1".into(),
-            timestamp_ms: 0,
-            value: 100.0,
-            unit: "mg/dL".into(),
-        };
-        Batch {
-            readings: vec![reading; readings],
-            sources: Vec::new(),
-            done: None,
-            room: None,
-        }
+        Batch::of(readings)
     }
 
     fn queue(capacity: usize) -> (ReadingsQueue<Batch>, mpsc::Receiver<Batch>, Arc<AtomicU64>) {

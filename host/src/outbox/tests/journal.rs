@@ -143,18 +143,24 @@ fn row_bytes(outbox: &Outbox, position: u64) -> u64 {
         .unwrap() as u64
 }
 
-#[test]
-fn the_log_is_kept_within_its_size_oldest_first_those_no_state_needs_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut outbox = open(dir.path());
-    write(&mut outbox, vec![input(1), input(2), input(3), state(2, 1)]);
-    let one_row = row_bytes(&outbox, 3);
+/// An outbox in `dir` holding `records`, opened again with room in its
+/// input log for one row (they are all the same size).
+fn with_log_of_one_row(dir: &std::path::Path, records: Vec<Record>) -> Outbox {
+    let mut outbox = open(dir);
+    write(&mut outbox, records);
+    let one_row = row_bytes(&outbox, 1);
     drop(outbox);
     let limits = OutboxLimits {
         log_max_bytes: one_row,
         ..OutboxLimits::default()
     };
-    let mut outbox = super::open_with(dir.path(), limits);
+    super::open_with(dir, limits)
+}
+
+#[test]
+fn the_log_is_kept_within_its_size_oldest_first_those_no_state_needs_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = with_log_of_one_row(dir.path(), vec![input(1), input(2), input(3), state(2, 1)]);
     outbox.expire(0).unwrap();
     assert_eq!(outbox.dropped().inputs_for_space, 2, "1 and 2; 3 is after the state");
     let left = outbox.plugin_journal("p", 10).unwrap().recent;
@@ -174,15 +180,7 @@ fn the_log_is_kept_within_its_size_oldest_first_those_no_state_needs_first() {
 #[test]
 fn the_log_stays_within_its_size_when_the_inputs_after_the_saved_state_alone_are_over_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut outbox = open(dir.path());
-    write(&mut outbox, vec![input(1), input(2), input(3), input(4), state(1, 1)]);
-    let one_row = row_bytes(&outbox, 4);
-    drop(outbox);
-    let limits = OutboxLimits {
-        log_max_bytes: one_row,
-        ..OutboxLimits::default()
-    };
-    let mut outbox = super::open_with(dir.path(), limits);
+    let mut outbox = with_log_of_one_row(dir.path(), vec![input(1), input(2), input(3), input(4), state(1, 1)]);
     outbox.expire(0).unwrap();
     assert_eq!(outbox.dropped().inputs_for_space, 3, "1, then 2 and 3 after the state");
     let journal = outbox.plugin_journal("p", 10).unwrap();

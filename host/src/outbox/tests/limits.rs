@@ -116,6 +116,19 @@ fn an_entry_larger_than_the_limit_is_an_error_and_evicts_nothing() {
     assert_eq!(outbox.dropped(), DropCounts::default());
 }
 
+/// Limits with an age of a second.
+const AGED: OutboxLimits = OutboxLimits {
+    max_age_ms: 1_000,
+    max_bytes: OutboxLimits::DEFAULT_MAX_BYTES,
+    log_max_bytes: OutboxLimits::DEFAULT_LOG_MAX_BYTES,
+};
+
+/// `entry` as if written at `created_ms`.
+fn at(mut entry: NewEntry, created_ms: i64) -> NewEntry {
+    entry.created_ms = created_ms;
+    entry
+}
+
 /// A device with no real-time clock writes entries at a stale time, then
 /// NTP moves its clock a year on: those entries keep the age they really
 /// have (across a reopen too), later ones are unaffected, and the jump is
@@ -123,15 +136,7 @@ fn an_entry_larger_than_the_limit_is_an_error_and_evicts_nothing() {
 #[test]
 fn a_forward_jump_of_the_clock_does_not_age_what_waited_through_it() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = OutboxLimits {
-        max_age_ms: 1_000,
-        ..OutboxLimits::default()
-    };
-    let mut outbox = open_with(dir.path(), limits);
-    let at = |mut e: NewEntry, created_ms: i64| {
-        e.created_ms = created_ms;
-        e
-    };
+    let mut outbox = open_with(dir.path(), AGED);
     const YEAR: i64 = 365 * 86_400_000;
     append(&mut outbox, at(a(1), 100));
     append(&mut outbox, at(a(2), 200));
@@ -150,7 +155,7 @@ fn a_forward_jump_of_the_clock_does_not_age_what_waited_through_it() {
     );
     assert_eq!(outbox.first_waiting_created_ms(Kind::Alert).unwrap(), Some(YEAR + 100));
     drop(outbox);
-    let mut outbox = open_with(dir.path(), limits);
+    let mut outbox = open_with(dir.path(), AGED);
     assert_eq!(outbox.expire(YEAR + 1_150).unwrap(), 1, "1 is 1,050 ms old");
     assert_eq!(outbox.expire(YEAR + 1_300).unwrap(), 1, "2 is 1,100 ms old");
     assert_eq!(msg_ids(&outbox), ["edge-01/p/3"]);
@@ -166,15 +171,7 @@ fn a_forward_jump_of_the_clock_does_not_age_what_waited_through_it() {
 #[test]
 fn expire_removes_entries_older_than_max_age_by_kind() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = OutboxLimits {
-        max_age_ms: 1_000,
-        ..OutboxLimits::default()
-    };
-    let mut outbox = open_with(dir.path(), limits);
-    let at = |mut e: NewEntry, created_ms: i64| {
-        e.created_ms = created_ms;
-        e
-    };
+    let mut outbox = open_with(dir.path(), AGED);
     append(&mut outbox, at(a(1), 0));
     append(&mut outbox, at(s(2), 500));
     append(&mut outbox, at(s(3), 999));
@@ -197,7 +194,7 @@ fn expire_removes_entries_older_than_max_age_by_kind() {
     // No overflow at the edges of time.
     assert_eq!(outbox.expire(i64::MIN).unwrap(), 0);
     drop(outbox);
-    let mut outbox = open_with(dir.path(), limits);
+    let mut outbox = open_with(dir.path(), AGED);
     assert_eq!(outbox.dropped(), expect);
     assert_eq!(outbox.expire(i64::MAX).unwrap(), 2);
     assert_eq!(outbox.depth().unwrap().alerts, 0);
