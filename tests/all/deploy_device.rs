@@ -57,7 +57,7 @@ impl Site {
     }
 
     /// `edgewise <args> --cloud <the cloud>`.
-    async fn cli(&self, args: &[&str]) -> edgewise_tests::Run {
+    pub(crate) async fn cli(&self, args: &[&str]) -> edgewise_tests::Run {
         let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         args.extend(["--cloud".to_owned(), self.cloud.url()]);
         if let Some((user, password)) = &self.login {
@@ -162,7 +162,7 @@ pub(crate) async fn settled(cloud: &Cloud, device: &str, generation: u64) -> (Re
 }
 
 /// The report of `device` now, or why there is none (for [`poll_until`]).
-async fn report_now(cloud: &Cloud, device: &str) -> Result<Reported, String> {
+pub(crate) async fn report_now(cloud: &Cloud, device: &str) -> Result<Reported, String> {
     cloud
         .report_of(device)
         .await

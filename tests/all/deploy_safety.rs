@@ -9,6 +9,9 @@
 //! - A rollback, or a restart during a probation, gives the old version's
 //!   alerts for the inputs since the switch numbers the failed version never
 //!   used: none is taken for one already emitted.
+//! - A deployed version that overrides a plugin of the configuration file,
+//!   undeployed, keeps the device monitoring (the file's older version is
+//!   refused by anti-rollback), now and after a restart.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -18,10 +21,14 @@ use serde_json::Value;
 use edgewise_host::deploy::model::Phase;
 use edgewise_tests::{deploy_bundles, edgewise};
 
-use crate::deploy_device::{Edge, PLUGIN, Site, in_phase, jsonl_recording, now_ms, push, running_v1_with, settled};
+use crate::deploy_device::{
+    Edge, PLUGIN, Site, deploy, in_phase, jsonl_recording, now_ms, push, report_now, running_v1_with, settled,
+};
 use crate::device::{DEVICE, WAIT, reading};
 use crate::kill_recovery::upstream_outputs;
-use crate::support::{collect_until, host_status, plugin, poll_until, subscribe_alerts, value_until};
+use crate::support::{
+    collect_until, find_plugin, host_status, plugin, poll_until, status_until, subscribe_alerts, value_until,
+};
 
 /// The sensor the readings here are of (`sensors.cgm.<it>`).
 const SENSOR: &str = "subject-1";
@@ -291,4 +298,180 @@ async fn after_a_superseded_probation_and_a_rollback_the_superseded_version_is_n
         .await;
     assert_eq!(deployment.phase, Phase::Running, "{report:#?}");
     assert_eq!(plugin(&host_status(&edge.client).await, PLUGIN)["version"], "2.0.0");
+}
+
+/// Publish an urgently low reading now for `sensor` and wait for
+/// `version`'s `urgent-low` alert on the local bus: the device monitors
+/// glucose.
+async fn alerts_low(edge: &Edge, sensor: &str, version: &str) {
+    let mut alerts = subscribe_alerts(&edge.client, PLUGIN).await;
+    edge.client
+        .publish(format!("sensors.cgm.{sensor}"), reading(now_ms(), 50.0))
+        .await
+        .unwrap();
+    collect_until(
+        &mut alerts,
+        &format!("the urgent-low alert of {version} for {sensor}"),
+        |seen| {
+            seen.iter().any(|(_, a)| {
+                a["code"] == "urgent-low" && a["version"] == version && a["sensor"] == format!("cgm.{sensor}")
+            })
+        },
+    )
+    .await;
+}
+
+/// The status once it shows [`PLUGIN`] running `version`; no plugin in it
+/// is refused.
+async fn running_unrefused(edge: &Edge, version: &str) -> Value {
+    let status = status_until(&edge.client, &format!("{PLUGIN} {version} running"), |status| {
+        find_plugin(status, PLUGIN).is_some_and(|p| p["state"] == "running" && p["version"] == version)
+    })
+    .await;
+    let refused: Vec<&Value> = status["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] == "refused")
+        .collect();
+    assert!(refused.is_empty(), "a plugin refused: {status:#}");
+    status
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undeployed_override_of_a_configuration_file_plugin_keeps_monitoring_and_across_restarts() {
+    // glucose-monitor 1.0.0 from the configuration file, overridden by 2.0.0
+    // from the cloud: healthy, so recorded for anti-rollback (1.0.0 can
+    // never run again on this device).
+    let site = Site::start().await;
+    let bundles = deploy_bundles();
+    let tables = format!("[[plugins]]\nbundle = \"{}\"\n", bundles.v1.path.display());
+    let mut edge = Edge::new(&site, DEVICE, "100ms", "", &tables).await;
+    edge.start().await;
+    let (report, deployment) = deploy(&site, &edge, &bundles.v2, &[]).await;
+    assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
+
+    // The operator undeploys it: a set without it.
+    let undeployed = site.cli(&["undeploy", PLUGIN, "--device", DEVICE]).await;
+    assert_eq!(undeployed.code, Some(0), "{}", undeployed.stderr);
+    let generation = site.operator.desired(&edge.key()).await.unwrap().unwrap().1;
+    let (report, kept) = settled(&site.operator, DEVICE, generation).await;
+    assert_eq!(
+        kept.phase,
+        Phase::Kept,
+        "the device still monitors glucose: {report:#?}"
+    );
+    let reason = kept.reason.clone().unwrap_or_default();
+    for wanted in ["configuration file", "anti-rollback", "1.0.0", "2.0.0"] {
+        assert!(reason.contains(wanted), "`{wanted}` not in the reason `{reason}`");
+    }
+    assert_eq!(report.plugins[PLUGIN].running_version, "2.0.0", "{report:#?}");
+    running_unrefused(&edge, "2.0.0").await;
+    alerts_low(&edge, "subject-1", "2.0.0").await;
+    let fleet = site.cli(&["fleet"]).await;
+    assert_eq!(fleet.code, Some(0), "{}", fleet.stderr);
+    let row = fleet.stdout.lines().find(|l| l.contains(PLUGIN)).unwrap_or_default();
+    for wanted in ["2.0.0", "kept", "configuration file"] {
+        assert!(row.contains(wanted), "`{wanted}` not in `{row}`:\n{}", fleet.stdout);
+    }
+
+    // Not reported again at each read of the desired sets: another plugin
+    // pushed (a generation the device reads) leaves the record as it was.
+    let threshold = std::fs::read(edgewise_tests::signed_bundle("threshold")).unwrap();
+    let other = site
+        .operator
+        .push_plugin(
+            &edge.key(),
+            "threshold",
+            &threshold,
+            "",
+            Default::default(),
+            "test",
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    let report = poll_until("threshold healthy", WAIT, || async {
+        let report = report_now(&site.operator, DEVICE).await?;
+        match report.plugins.get("threshold").and_then(|p| p.deployment.as_ref()) {
+            Some(d) if d.generation == other && d.phase == Phase::Healthy => Ok(report),
+            _ => Err(format!("{report:#?}")),
+        }
+    })
+    .await;
+    assert_eq!(report.plugins[PLUGIN].deployment.as_ref(), Some(&kept), "{report:#?}");
+
+    // Restarted: 2.0.0 runs from the healthy set, the file's 1.0.0 gives
+    // way to it without a refusal, and the record stays.
+    edge.device.terminate_cleanly().await;
+    let stopped = now_ms();
+    edge.start().await;
+    running_unrefused(&edge, "2.0.0").await;
+    alerts_low(&edge, "subject-2", "2.0.0").await;
+    let report = poll_until("a report of the restarted device", WAIT, || async {
+        let report = report_now(&site.operator, DEVICE).await?;
+        match report.last_seen_ms > stopped && report.generations.get(&edge.key()) == Some(&other) {
+            true => Ok(report),
+            false => Err(format!("{report:#?}")),
+        }
+    })
+    .await;
+    assert_eq!(report.plugins[PLUGIN].deployment.as_ref(), Some(&kept), "{report:#?}");
+    assert_eq!(report.plugins[PLUGIN].running_version, "2.0.0", "{report:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undeployed_override_of_a_configuration_file_plugin_that_anti_rollback_allows_goes_back_to_the_file() {
+    // glucose-monitor 1.0.0 from the configuration file, overridden by the
+    // same bundle with an urgent-low threshold of 45 (the file's: 54).
+    let site = Site::start().await;
+    let bundles = deploy_bundles();
+    let tables = format!("[[plugins]]\nbundle = \"{}\"\n", bundles.v1.path.display());
+    let mut edge = Edge::new(&site, DEVICE, "100ms", "", &tables).await;
+    edge.start().await;
+    let (report, deployment) = deploy(&site, &edge, &bundles.v1, &[("urgent_low", "45")]).await;
+    assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
+
+    // Undeployed: the file's version (the same, accepted by anti-rollback)
+    // is swapped back in, with the plugin's state, on probation.
+    let undeployed = site.cli(&["undeploy", PLUGIN, "--device", DEVICE]).await;
+    assert_eq!(undeployed.code, Some(0), "{}", undeployed.stderr);
+    let generation = site.operator.desired(&edge.key()).await.unwrap().unwrap().1;
+    let (report, back) = settled(&site.operator, DEVICE, generation).await;
+    assert_eq!(back.phase, Phase::Removed, "{report:#?}");
+    let phases: Vec<Phase> = back.history.iter().map(|c| c.phase).collect();
+    assert_eq!(
+        phases,
+        [Phase::Received, Phase::Verified, Phase::Running, Phase::Removed],
+        "{report:#?}"
+    );
+    let reason = back.reason.clone().unwrap_or_default();
+    assert!(reason.contains("configuration file"), "{reason}");
+    let running = &report.plugins[PLUGIN];
+    assert_eq!(
+        (running.running_version.as_str(), running.running_bundle.as_str()),
+        ("1.0.0", ""),
+        "the configuration file's version runs: {report:#?}"
+    );
+    let healthy = std::fs::read_to_string(edge.device.path("data/deploy/healthy.json")).unwrap_or_default();
+    assert!(!healthy.contains(PLUGIN), "the healthy set names it still: {healthy}");
+    // With the file's threshold: 50 is urgently low.
+    running_unrefused(&edge, "1.0.0").await;
+    alerts_low(&edge, "subject-1", "1.0.0").await;
+
+    // The file's version after a restart, and nothing more to report.
+    edge.device.terminate_cleanly().await;
+    let stopped = now_ms();
+    edge.start().await;
+    running_unrefused(&edge, "1.0.0").await;
+    alerts_low(&edge, "subject-2", "1.0.0").await;
+    let report = poll_until("a report of the restarted device", WAIT, || async {
+        let report = report_now(&site.operator, DEVICE).await?;
+        match report.last_seen_ms > stopped {
+            true => Ok(report),
+            false => Err(format!("{report:#?}")),
+        }
+    })
+    .await;
+    assert_eq!(report.plugins[PLUGIN].deployment.as_ref(), Some(&back), "{report:#?}");
 }

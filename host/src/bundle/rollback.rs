@@ -123,6 +123,21 @@ pub enum RollbackError {
     },
 }
 
+impl RollbackError {
+    /// The plugin a refusal is of (`None` for a record that cannot be used).
+    pub fn plugin(&self) -> Option<&str> {
+        match self {
+            RollbackError::Downgrade { name, .. }
+            | RollbackError::SameVersionOtherCode { name, .. }
+            | RollbackError::SameVersionOtherAssets { name, .. } => Some(name),
+            RollbackError::Io { .. }
+            | RollbackError::Corrupt { .. }
+            | RollbackError::CorruptVersion { .. }
+            | RollbackError::Encode { .. } => None,
+        }
+    }
+}
+
 impl RollbackStore {
     /// Open (or start) the record in `data_dir`.
     ///

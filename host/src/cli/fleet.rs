@@ -21,7 +21,7 @@ use super::{Failure, to_stdout};
 /// reported (by its own clock), whether it is in sync, then the plugin's
 /// running version and digest, and its latest deployment: the generation,
 /// the phase (received, verified, refused, running, healthy, failed,
-/// rolled-back, removed), since when, and the reason the device gave.
+/// rolled-back, removed, kept), since when, and the reason the device gave.
 ///
 /// SYNC compares, for each desired key the device follows (`device.<ID>`
 /// and `group.<NAME>` of each of its groups), the generation it last read

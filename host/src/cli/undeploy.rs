@@ -13,7 +13,11 @@ use super::{Failure, to_stdout};
 /// A new generation of `device.<ID>` or `group.<NAME>` without the plugin.
 /// The devices stop it and report it `removed`, unless another key they
 /// follow still names it: removing it from a device's own key makes the
-/// device follow its groups' entry again (if one of them has it).
+/// device follow its groups' entry again (if one of them has it). A device
+/// whose configuration file has a plugin of that name goes back to the
+/// file's version, or, if anti-rollback refuses it (older than the deployed
+/// one), keeps the deployed version running and reports it `kept`: the cloud
+/// never removes a plugin of the configuration file.
 ///
 /// A plugin not in that set is a usage error (exit 2) and nothing is
 /// written. As `push`, the key is written only if nobody wrote it since it

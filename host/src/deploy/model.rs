@@ -164,6 +164,10 @@ pub enum Phase {
     RolledBack,
     /// Removed from the device (undeployed).
     Removed,
+    /// Undeployed, but it stays: it overrides a plugin of the device's
+    /// configuration file, which the cloud never takes away (the reason
+    /// says what runs, and why).
+    Kept,
 }
 
 impl Phase {
@@ -178,6 +182,7 @@ impl Phase {
             Phase::Failed => "failed",
             Phase::RolledBack => "rolled-back",
             Phase::Removed => "removed",
+            Phase::Kept => "kept",
         }
     }
 
@@ -185,7 +190,7 @@ impl Phase {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Phase::Refused | Phase::Healthy | Phase::Failed | Phase::RolledBack | Phase::Removed
+            Phase::Refused | Phase::Healthy | Phase::Failed | Phase::RolledBack | Phase::Removed | Phase::Kept
         )
     }
 

@@ -11,7 +11,10 @@
 //! `healthy` after the probation or `rolled-back` (`failed` for a plugin
 //! new on the device). A healthy set is written to the device
 //! (`deploy/healthy.json`), what a restart runs without the network. A plugin
-//! deployed before and no longer desired is removed. The desired sets are
+//! deployed before and no longer desired is removed, unless it overrides a
+//! plugin of the configuration file: then the file's version is swapped back
+//! in if anti-rollback accepts it, else the deployed one is kept (see
+//! [`Controller::keep`]). The desired sets are
 //! watched, and read again every `resync` (a watch can miss changes across
 //! reconnects); only the latest generation of each is applied, and a newer
 //! one supersedes one on probation.
@@ -178,12 +181,31 @@ fn healthy_first(store: Store, plugin: &str, running: &Running, record: Option<A
     })
 }
 
+/// What a worker runs once the configuration file's version of `plugin`,
+/// swapped back in place of a deployed one no longer desired, passed its
+/// probation: the healthy set no longer names the plugin (a restart runs the
+/// file's), durably, and only then is the version recorded for anti-rollback
+/// (`record`), the order of [`healthy_first`]: a crash in between restarts the
+/// file's version, which anti-rollback accepted already.
+fn file_first(store: Store, plugin: &str, record: Option<Accept>) -> Accept {
+    let plugin = plugin.to_owned();
+    Box::new(move || {
+        store.change_healthy(|set| set.remove(&plugin).is_some())?;
+        match record {
+            Some(record) => record(),
+            None => Ok(()),
+        }
+    })
+}
+
 /// A deployment handed to a worker, until its outcome.
 struct Pending {
     plugin: String,
     /// Its record, entering the phases the worker tells.
     deployment: Deployment,
-    new: Running,
+    /// What it runs; `None`: the configuration file's version, back in
+    /// place of a deployed one no longer desired.
+    new: Option<Running>,
     /// What ran before (`None`: the plugin is new on the device).
     previous: Option<Option<Running>>,
 }
@@ -237,6 +259,12 @@ pub(super) async fn run_deploy(
             && !deployment.phase.is_final()
         {
             let (phase, reason) = match healthy.get(name) {
+                // Back to the configuration file's version: the healthy
+                // set no longer names the plugin once it passed.
+                None if deployment.bundle.is_empty() => (
+                    Phase::Removed,
+                    "undeployed: the configuration file's version passed its probation as the device stopped; it runs",
+                ),
                 Some(kept) if kept.bundle == deployment.bundle => (
                     Phase::Healthy,
                     "passed its probation as the device stopped; it runs from the healthy set",
@@ -389,11 +417,15 @@ impl Controller {
         for (name, (origin, plugin)) in &desired {
             self.reconcile(name, origin, plugin).await;
         }
-        // Deployed plugins no longer desired are removed (those of the
-        // configuration file stay).
+        // Deployed plugins no longer desired are removed; those of the
+        // configuration file stay, and so does a deployed version that
+        // overrides one (`keep`).
         for name in self.plugins.names() {
             if !desired.contains_key(&name) && matches!(self.plugins.deployed(&name), Some(Some(_))) {
-                self.remove(&name, &layers).await;
+                match self.loader.configured.contains_key(&name) {
+                    true => self.keep(&name, &layers).await,
+                    false => self.remove(&name, &layers).await,
+                }
             }
         }
     }
@@ -549,7 +581,7 @@ impl Controller {
         let pending = Pending {
             plugin: name.to_owned(),
             deployment: deployment.clone(),
-            new: wanted.clone(),
+            new: Some(wanted.clone()),
             previous,
         };
         // Held until the plugin is added: a plugin compiled after start-up
@@ -622,6 +654,18 @@ impl Controller {
             Outcome::RolledBack(reason) | Outcome::Failed(reason) => Some(reason.clone()),
             Outcome::Healthy => None,
         };
+        // Back to the configuration file's version: the deployed one is
+        // removed once the file's passed its probation.
+        let (phase, reason) = match (&event.outcome, &pending.new) {
+            (Outcome::Healthy, None) => (
+                Phase::Removed,
+                Some(format!(
+                    "undeployed: the configuration file's {} runs in its place",
+                    pending.deployment.version
+                )),
+            ),
+            _ => (phase, reason),
+        };
         pending.deployment.enter(phase, reason, wall_ms());
         if let Outcome::Running { pause, .. } = &event.outcome
             && pending.previous.is_some()
@@ -631,7 +675,7 @@ impl Controller {
         let (plugin, deployment, new) = (pending.plugin.clone(), pending.deployment.clone(), pending.new.clone());
         let previous = pending.previous.clone();
         match &event.outcome {
-            Outcome::Running { .. } => self.plugins.set_deployed(&plugin, Some(new.clone())),
+            Outcome::Running { .. } => self.plugins.set_deployed(&plugin, new.clone()),
             Outcome::Healthy => {
                 // The worker wrote the healthy set already, before the
                 // anti-rollback record (see `healthy_first`).
@@ -639,7 +683,11 @@ impl Controller {
                 let keep: Vec<&str> = healthy
                     .values()
                     .map(|h| h.bundle.as_str())
-                    .chain(self.pending.values().map(|p| p.new.0.as_str()))
+                    .chain(
+                        self.pending
+                            .values()
+                            .filter_map(|p| p.new.as_ref().map(|new| new.0.as_str())),
+                    )
                     .collect();
                 self.store.prune(&keep);
             }
@@ -699,6 +747,148 @@ impl Controller {
             ..ReportedPlugin::default()
         };
         self.dirty = true;
+    }
+
+    /// A deployed plugin no longer desired that overrides a plugin of the
+    /// configuration file, which the cloud never removes: the device goes
+    /// back to the file's version if anti-rollback accepts it (a swap, as a
+    /// deployment: [`Controller::back_to_the_file`]). Otherwise (the deployed
+    /// version was recorded once healthy, and the file's is older) stopping
+    /// the deployed one would leave the device without the plugin, now and
+    /// at every start: it keeps running and stays in the healthy set (a
+    /// restart runs it), reported `kept` with the reason. Either is done
+    /// once, not again at each read of the desired sets (the report, kept on
+    /// the device, says it already); a return to the file's version that
+    /// failed is not tried again (the deployed version runs: rolled back).
+    async fn keep(&mut self, name: &str, layers: &[(Origin, Desired)]) {
+        let Some(Some((bundle, _))) = self.plugins.deployed(name) else {
+            return;
+        };
+        let said = self
+            .report
+            .plugins
+            .get(name)
+            .and_then(|record| record.deployment.as_ref())
+            .is_some_and(|deployment| {
+                (deployment.phase == Phase::Kept && deployment.bundle == bundle)
+                    || (deployment.bundle.is_empty() && deployment.phase != Phase::Removed)
+            });
+        if said {
+            return;
+        }
+        let (loader, plugin) = (self.loader.clone(), name.to_owned());
+        let file = tokio::task::spawn_blocking(move || loader.check_configured(&plugin))
+            .await
+            .ok()
+            .flatten();
+        if let Some(Ok(file_version)) = file {
+            return self.back_to_the_file(name, layers, file_version).await;
+        }
+        let record = self.reported(name);
+        let version = record.running_version.clone();
+        let why = match &file {
+            Some(Err(refused)) => match refused.reason.anti_rollback() {
+                Some(error) => format!("which anti-rollback refuses ({error})"),
+                None => format!("which cannot run in its place ({})", refused.reason),
+            },
+            Some(Ok(_)) | None => "which cannot be read now".to_owned(),
+        };
+        let reason = format!(
+            "undeployed, but it overrides the configuration file's `{name}`, {why}: {version} keeps running, \
+             after restarts too (the cloud never removes a plugin of the configuration file)"
+        );
+        tracing::warn!(plugin = name, %reason, "Plugin no longer desired: kept");
+        let origin = layers.last().map(|(origin, _)| origin.clone()).unwrap_or(Origin {
+            key: String::new(),
+            generation: 0,
+        });
+        let now = wall_ms();
+        let mut deployment = Deployment::new(
+            &origin,
+            &DesiredPlugin {
+                bundle,
+                version,
+                size: 0,
+                config: BTreeMap::new(),
+                pushed_ms: 0,
+            },
+            now,
+        );
+        deployment.enter(Phase::Kept, Some(reason), now);
+        record.deployment = Some(deployment);
+        self.dirty = true;
+    }
+
+    /// Swap the configuration file's version (`version`) of `name` back in,
+    /// in place of the deployed one no longer desired: as a deployment, from
+    /// the deployed one's state, on probation (a failure goes back to the
+    /// deployed version). Once it passed, the healthy set no longer names
+    /// the plugin (`file_first`) and the deployment is `removed`. Reported
+    /// as a deployment of no bundle (the file's).
+    async fn back_to_the_file(&mut self, name: &str, layers: &[(Origin, Desired)], version: String) {
+        let Some(file) = self.loader.configured.get(name).cloned() else {
+            return;
+        };
+        let origin = layers.last().map(|(origin, _)| origin.clone()).unwrap_or(Origin {
+            key: String::new(),
+            generation: 0,
+        });
+        let desired = DesiredPlugin {
+            bundle: String::new(),
+            version,
+            size: 0,
+            config: BTreeMap::new(),
+            pushed_ms: 0,
+        };
+        let mut deployment = Deployment::new(&origin, &desired, wall_ms());
+        tracing::info!(
+            plugin = name,
+            "Plugin no longer desired: back to the configuration file's version"
+        );
+        let loader = self.loader.clone();
+        let prepared = tokio::task::spawn_blocking(move || loader.prepare(&file)).await;
+        let mut prepared = match prepared {
+            Ok(Ok(prepared)) => prepared,
+            Ok(Err(refused)) => return self.finish(name, deployment, Phase::Refused, refused.reason.to_string()),
+            Err(error) => return self.finish(name, deployment, Phase::Failed, format!("loading panicked: {error}")),
+        };
+        let note = "undeployed: back to the configuration file's version".to_owned();
+        deployment.enter(Phase::Verified, Some(note), wall_ms());
+        self.reported(name).deployment = Some(deployment.clone());
+        self.dirty = true;
+        self.publish().await;
+        let Some((queue, _)) = self.plugins.get(name) else {
+            return;
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let probation = ProbationSetup {
+            id,
+            length: self.settings.probation,
+            events: self.events.clone(),
+            accept: Some(file_first(self.store.clone(), name, prepared.setup.accept.take())),
+        };
+        // What a rollback goes back to, as for a deployment (`reconcile`).
+        let previous = self
+            .pending
+            .values()
+            .find(|pending| pending.plugin == name)
+            .map_or_else(|| self.plugins.deployed(name), |pending| pending.previous.clone());
+        let pending = Pending {
+            plugin: name.to_owned(),
+            deployment,
+            new: None,
+            previous,
+        };
+        let swap = Swap {
+            setup: prepared.setup,
+            probation,
+        };
+        if queue.send(Work::Swap(Box::new(swap))).await.is_err() {
+            let reason = "the plugin's worker has stopped".to_owned();
+            return self.finish(name, pending.deployment, Phase::Failed, reason);
+        }
+        self.pending.insert(id, pending);
     }
 
     /// Write the report: to the cloud (best effort: the device may be

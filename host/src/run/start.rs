@@ -9,6 +9,7 @@
 //! only. A bundle refused here is reported (log, status, a critical host
 //! alert) and the others start.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -86,6 +87,17 @@ pub enum RefusalReason {
     Start(String),
 }
 
+impl RefusalReason {
+    /// What anti-rollback said, if it refused the bundle (after its
+    /// signature: the error names the plugin).
+    pub(super) fn anti_rollback(&self) -> Option<&RollbackError> {
+        match self {
+            RefusalReason::Load(LoadError::Refused(bundle::VerifyError::Rollback(error))) => Some(error),
+            _ => None,
+        }
+    }
+}
+
 /// A plugin whose worker runs (its `init` may not have yet).
 pub(super) struct Started {
     /// Who its outputs are from.
@@ -137,6 +149,9 @@ pub(super) struct Loader {
     writer: crate::outbox::WriterHandle,
     outbox: SharedOutbox,
     clock: Clock,
+    /// The configuration file's plugins, by name (see [`configured_plugins`]):
+    /// deployment never removes them.
+    pub(super) configured: Arc<BTreeMap<String, PluginConfig>>,
 }
 
 impl Loader {
@@ -144,6 +159,24 @@ impl Loader {
     /// `plugin`; blocking (compiling takes a while): call it off the async
     /// threads.
     pub(super) fn prepare(&self, plugin: &PluginConfig) -> Result<Prepared, Refused> {
+        self.checking(plugin, |context| prepare(context, plugin))
+    }
+
+    /// Whether the configuration file's plugin `name` could start now: its
+    /// bundle read and checked as at start-up (trust, anti-rollback, the
+    /// manifest; not compiled), its version or why not; `None` if the file
+    /// has no plugin of that name. Blocking (reads the bundle).
+    pub(super) fn check_configured(&self, name: &str) -> Option<Result<String, Refused>> {
+        let plugin = self.configured.get(name)?;
+        Some(self.checking(plugin, |context| check(context, plugin).map(|checked| checked.version)))
+    }
+
+    /// Run `run` with what loading `plugin` needs (the trust store as it is now).
+    fn checking<T>(
+        &self,
+        plugin: &PluginConfig,
+        run: impl FnOnce(&LoadContext<'_>) -> Result<T, Refused>,
+    ) -> Result<T, Refused> {
         let trust = TrustStore::load(&self.config.trust_dir).map_err(|error| Refused {
             name: String::new(),
             version: String::new(),
@@ -159,7 +192,7 @@ impl Loader {
             host_limits: &self.config.host_limits,
             host_max_sensors: self.config.host_max_sensors,
         };
-        prepare(&context, plugin)
+        run(&context)
     }
 
     /// Start the worker of `prepared`.
@@ -240,6 +273,11 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         host_limits: &config.host_limits,
         host_max_sensors: config.host_max_sensors,
     };
+    // Only deployment needs them (a second read of each bundle).
+    let configured = match &config.deploy {
+        Some(_) => configured_plugins(&trust, &config.plugins),
+        None => BTreeMap::new(),
+    };
     let mut refused: Vec<(usize, Refused)> = Vec::new();
     // The last healthy set deployed from the cloud first (it runs with no
     // network); a plugin of the configuration file of the same name gives way.
@@ -270,6 +308,21 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
                 }
             }
             Err(refusal) => {
+                // A plugin of the configuration file refused by
+                // anti-rollback because a deployed version of its name, which
+                // starts here, is newer (recorded once healthy) gives way to
+                // it as it would had it been accepted: quietly, not with a
+                // refusal and a critical alert at every start.
+                let gives_way = bundle.is_none()
+                    && refusal
+                        .reason
+                        .anti_rollback()
+                        .and_then(RollbackError::plugin)
+                        .is_some_and(|name| deployed_names.iter().any(|deployed| deployed == name));
+                if gives_way {
+                    tracing::warn!(bundle = %refusal.bundle, reason = %refusal.reason, "A deployed version of this plugin runs instead");
+                    continue;
+                }
                 tracing::error!(bundle = %refusal.bundle, reason = %refusal.reason, "Plugin refused; the others start");
                 refused.push((order, refusal));
             }
@@ -364,6 +417,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         writer: writer.handle(),
         outbox: outbox.clone(),
         clock: clock.clone(),
+        configured: Arc::new(configured),
     };
     Ok(Device {
         started_at,
@@ -428,6 +482,30 @@ fn private_data_dir(data_dir: &Path) -> Result<(), RunError> {
             .map_err(|source| RunError::io(format!("cannot make {} private", path.display()), source))?;
     }
     Ok(())
+}
+
+/// The configuration file's plugins by name, each name's first table: the
+/// name its verified manifest says, anti-rollback aside (a plugin of the file
+/// that a deployed version made older than the recorded one is still the
+/// file's). A bundle that cannot be read or verified names none (an
+/// unverified manifest is not believed).
+fn configured_plugins(trust: &TrustStore, plugins: &[PluginConfig]) -> BTreeMap<String, PluginConfig> {
+    let mut named = BTreeMap::new();
+    for plugin in plugins {
+        let options = bundle::VerifyOptions {
+            trust,
+            rollback: None,
+            now: time::OffsetDateTime::now_utc(),
+            max_bytes: bundle::DEFAULT_MAX_BUNDLE_BYTES,
+        };
+        let verified = bundle::read_bundle_file(&plugin.bundle, bundle::DEFAULT_MAX_BUNDLE_BYTES)
+            .ok()
+            .and_then(|bytes| bundle::verify(&bytes, &options).ok());
+        if let Some(verified) = verified {
+            named.entry(verified.manifest.name).or_insert_with(|| plugin.clone());
+        }
+    }
+    named
 }
 
 /// What every plugin's loading shares.
