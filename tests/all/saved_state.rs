@@ -260,9 +260,7 @@ fn clock_from(start_ms: i64) -> String {
 /// are logged after it and the host is killed: the saved state (at 3) and
 /// the inputs since (4, 5) are what the next start recovers. The device is
 /// stopped, with the client and the alerts of faulty-v02.
-async fn state_at_3_and_2_inputs_logged(
-    local: &NatsServer,
-) -> (Device, async_nats::Client, async_nats::Subscriber) {
+async fn state_at_3_and_2_inputs_logged(local: &NatsServer) -> (Device, async_nats::Client, async_nats::Subscriber) {
     let mut device = device(local);
     let (client, mut alerts) = device.start_watching(local, V0_2.name).await;
     assert_eq!(give(&client, &mut alerts, 3).await, [1, 2, 3]);
@@ -298,7 +296,10 @@ async fn a_start_from_the_saved_state_past_its_deadline_once_is_retried_from_the
             "fail = \"pass\"\n",
             &format!("fail = \"pass\"\nresume_loop_until = \"{}\"\n", start_ms + 4_000),
         );
-        format!("{config}\n[supervisor]\nbackoff_initial = \"4s\"\n{}", clock_from(start_ms))
+        format!(
+            "{config}\n[supervisor]\nbackoff_initial = \"4s\"\n{}",
+            clock_from(start_ms)
+        )
     });
 
     device.start_with(&client).await;
