@@ -411,6 +411,5 @@ mod tests {
         assert_eq!(recovery.start_failed(), 1, "another state: counted anew");
         recovery.forget(9);
         assert_eq!(recovery.start_failed(), 1, "a fresh start: counted anew");
-        assert!(STATE_ASIDE_AFTER > 1, "one failure never costs the state");
     }
 }
