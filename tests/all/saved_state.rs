@@ -3,14 +3,15 @@
 //! and saves its snapshot there every 256 inputs (later for a large state)
 //! and at shutdown; the next run starts the plugin from the snapshot and
 //! gives it the inputs logged after it again. A saved state that cannot be read, or that the plugin
-//! refuses, is moved aside (kept) and reported.
+//! refuses, is moved aside (kept) and reported; one whose start fails for a reason that may pass
+//! (a CPU deadline) is tried again, and moved aside only after 3 such failures in a row.
 //!
 //! faulty-v02 passes readings through (`fail = pass`), each answered with a
 //! `seen` alert whose value is the readings it has counted: its state.
 
 use edgewise_tests::nats::NatsServer;
 
-use crate::device::Device;
+use crate::device::{Device, now_ms};
 use crate::hostile_plugins::V0_2;
 use crate::recovery::give;
 use crate::support::{collect_until, plugin, status_until};
@@ -227,10 +228,127 @@ async fn a_saved_state_the_new_configuration_refuses_is_kept_aside_and_the_plugi
     let message = degraded_message(&mut alerts, "the report of the refused state").await;
     assert!(message.contains("refused its saved state"), "{message}");
     assert_eq!(give(&client, &mut alerts, 1).await, [1], "afresh");
+    // At once: the refusal is not retried as a failure (a refusal comes
+    // again whenever the same state is given).
+    let status = status_until(&client, "the state lost, counted", |status| {
+        plugin(status, V0_2.name)["state_lost"] == 1
+    })
+    .await;
+    let faulty = plugin(&status, V0_2.name);
+    assert_eq!(faulty["errors"], 0, "{faulty}");
+    assert_eq!(faulty["state"], "running", "{faulty}");
     device.terminate_cleanly().await;
     // Kept, for a version that can take it.
     let aside = states_aside(&device);
     assert_eq!(aside.len(), 1, "{aside:?}");
     assert_eq!(aside[0].0, 2, "the state after the second input");
     assert!(aside[0].1.contains("refused"), "{aside:?}");
+}
+
+/// The `[clock]` table of a simulated clock at real speed starting at
+/// `start_ms`: a test then knows what the plugin reads at its start, however
+/// long the host took to get there.
+fn clock_from(start_ms: i64) -> String {
+    let start = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(start_ms) * 1_000_000)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    format!("[clock]\nstart = \"{start}\"\nspeed = 1.0\n")
+}
+
+/// faulty-v02 counts 3 readings, its state is saved at a clean stop, 2 more
+/// are logged after it and the host is killed: the saved state (at 3) and
+/// the inputs since (4, 5) are what the next start recovers. The device is
+/// stopped, with the client and the alerts of faulty-v02.
+async fn state_at_3_and_2_inputs_logged(local: &NatsServer) -> (Device, async_nats::Client, async_nats::Subscriber) {
+    let mut device = device(local);
+    let (client, mut alerts) = device.start_watching(local, V0_2.name).await;
+    assert_eq!(give(&client, &mut alerts, 3).await, [1, 2, 3]);
+    device.terminate_cleanly().await;
+    device.start_with(&client).await;
+    assert_eq!(give(&client, &mut alerts, 2).await, [4, 5]);
+    status_until(&client, "the 2 outputs committed", |status| {
+        plugin(status, V0_2.name)["alerts_out"].as_u64() >= Some(2)
+    })
+    .await;
+    device.kill();
+    assert_eq!(saved_position(&device), Some(3), "the state saved at the clean stop");
+    (device, client, alerts)
+}
+
+/// A start from the saved state that runs past its CPU deadline once (a
+/// loaded device at boot) is a failure like any other: supervised, and the
+/// next attempt starts from the same state and the inputs logged since. The
+/// state is not lost for a one-off overrun.
+///
+/// faulty-v02's `init` loops when given a snapshot while the clock reads
+/// before `resume_loop_until`; the host clock is simulated from a known
+/// start, 4 s before that time: the first attempt (at the host's start)
+/// loops, and the next comes after the 1 s deadline and a 4 s backoff, past
+/// it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_from_the_saved_state_past_its_deadline_once_is_retried_from_the_same_state() {
+    let local = NatsServer::start();
+    let (mut device, client, mut alerts) = state_at_3_and_2_inputs_logged(&local).await;
+    let start_ms = now_ms();
+    device.edit_config(|config| {
+        let config = config.replace(
+            "fail = \"pass\"\n",
+            &format!("fail = \"pass\"\nresume_loop_until = \"{}\"\n", start_ms + 4_000),
+        );
+        format!(
+            "{config}\n[supervisor]\nbackoff_initial = \"4s\"\n{}",
+            clock_from(start_ms)
+        )
+    });
+
+    device.start_with(&client).await;
+    let message = degraded_message(&mut alerts, "the report of the failed start").await;
+    assert!(message.contains("deadline"), "{message}");
+    assert_eq!(
+        give(&client, &mut alerts, 1).await,
+        [6],
+        "counted on from the saved state and the inputs logged since"
+    );
+    let status = status_until(&client, "the plugin running again", |status| {
+        plugin(status, V0_2.name)["state"] == "running"
+    })
+    .await;
+    let faulty = plugin(&status, V0_2.name);
+    assert_eq!(faulty["state_lost"], 0, "{faulty}");
+    assert!(faulty["failures"]["deadline"].as_u64() >= Some(1), "{faulty}");
+    device.terminate_cleanly().await;
+    assert_eq!(states_aside(&device), [], "nothing moved aside");
+}
+
+/// A start from the saved state that never gets past its deadline does not
+/// hold the plugin down for ever: after 3 attempts in a row the state is
+/// moved aside (kept, reported) and the plugin starts afresh.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_from_the_saved_state_past_its_deadline_every_time_sets_it_aside_after_3_attempts() {
+    let local = NatsServer::start();
+    let (mut device, client, mut alerts) = state_at_3_and_2_inputs_logged(&local).await;
+    device.edit_config(|config| {
+        let config = config.replace(
+            "fail = \"pass\"\n",
+            &format!("fail = \"pass\"\nresume_loop_until = \"{}\"\n", i64::MAX),
+        );
+        format!("{config}\n[supervisor]\nbackoff_initial = \"50ms\"\n")
+    });
+
+    device.start_with(&client).await;
+    assert_eq!(give(&client, &mut alerts, 1).await, [1], "afresh");
+    let status = status_until(&client, "the state lost, counted", |status| {
+        plugin(status, V0_2.name)["state_lost"] == 1
+    })
+    .await;
+    let faulty = plugin(&status, V0_2.name);
+    // The first two supervised, the third sets the state aside.
+    assert_eq!(faulty["failures"]["deadline"], 2, "{faulty}");
+    assert_eq!(faulty["state"], "running", "{faulty}");
+    device.terminate_cleanly().await;
+    let aside = states_aside(&device);
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(aside[0].0, 3, "the state saved at the clean stop");
+    assert!(aside[0].1.contains("3 times in a row"), "{aside:?}");
 }

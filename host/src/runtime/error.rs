@@ -128,6 +128,31 @@ impl PluginErrorKind {
         )
     }
 
+    /// Whether a second attempt with the same inputs may well not fail so:
+    /// the failure depends on the device as much as on what the plugin was
+    /// given (CPU load for a deadline; memory, the runtime, the world
+    /// around). A refusal (`Returned`, a snapshot's schema or size, a
+    /// contract without snapshots) is the plugin's answer to its inputs, and
+    /// a trap its deterministic crash on them: both come again.
+    ///
+    /// Recovery keeps a saved state whose start failed so for a few attempts
+    /// in a row, where it sets a refused one aside at once.
+    pub fn is_transient(&self) -> bool {
+        // Every variant named: a new one must be placed on one side.
+        match self {
+            PluginErrorKind::Returned(_)
+            | PluginErrorKind::Trapped { .. }
+            | PluginErrorKind::NoSnapshot(_)
+            | PluginErrorKind::Schema(_)
+            | PluginErrorKind::Limit(LimitExceeded::Snapshot { .. }) => false,
+            PluginErrorKind::Deadline(_)
+            | PluginErrorKind::Limit(_)
+            | PluginErrorKind::Blocking(_)
+            | PluginErrorKind::Instantiate(_)
+            | PluginErrorKind::Poisoned => true,
+        }
+    }
+
     /// A short stable tag for counters and exit messages.
     pub fn tag(&self) -> &'static str {
         match self {

@@ -54,6 +54,18 @@ pub(super) const PROBATION_KEPT: usize = 64 * 1024;
 /// share `p` of its calls loses a good input with a chance of about `p³`
 /// per failure (one in a million at 1%).
 pub(super) const SET_ASIDE_AFTER: u32 = 4;
+/// Starts from the same saved state in a row that fail for a reason that
+/// may pass ([`crate::runtime::PluginErrorKind::is_transient`]: a CPU
+/// deadline on a loaded device at boot, memory, instantiation) after which
+/// that state is moved aside and the plugin started afresh. One such failure
+/// must not cost a plugin its state (a patient's history); but a state whose
+/// start always fails so would hold the plugin down for ever. The failures
+/// before are supervised as any other (backoff): three attempts span the
+/// first backoffs (0.1 s and 0.2 s by default, more when configured), and
+/// stay below the default quarantine (5 failures), so a state that cannot
+/// start costs seconds, not a quarantine's cool-down. A refusal of the state
+/// or a trap in `init` moves it aside at once: it would come again.
+pub(super) const STATE_ASIDE_AFTER: u32 = 3;
 
 /// An input kept for recovery, with the failures it caused.
 #[derive(Debug)]
@@ -101,6 +113,9 @@ pub(super) struct Recovery {
     recount: bool,
     /// How many inputs `since` held when a snapshot fell due (none: not due).
     due_since: Option<usize>,
+    /// Starts from `start` that failed in a row for a reason that may pass
+    /// (see [`STATE_ASIDE_AFTER`]); none since it was taken or last started.
+    start_failures: u32,
 }
 
 impl Recovery {
@@ -120,6 +135,7 @@ impl Recovery {
             limit: KEPT_AT_MOST,
             due_since: None,
             recount: false,
+            start_failures: 0,
         };
         recovery.note_due();
         recovery
@@ -190,8 +206,22 @@ impl Recovery {
         !self.since.is_empty()
     }
 
+    /// A start from the snapshot failed for a reason that may pass: the
+    /// starts that failed so in a row, this one included.
+    pub(super) fn start_failed(&mut self) -> u32 {
+        self.start_failures = self.start_failures.saturating_add(1);
+        self.start_failures
+    }
+
+    /// A start from the snapshot succeeded: the failures before no longer
+    /// count against it.
+    pub(super) fn started(&mut self) {
+        self.start_failures = 0;
+    }
+
     /// A snapshot taken after every input so far.
     pub(super) fn snapshotted(&mut self, start: Start) {
+        self.start_failures = 0;
         self.start = Some(start);
         self.since.clear();
         self.since_bytes = 0;
@@ -224,6 +254,7 @@ impl Recovery {
     /// Start afresh, the next output numbered `next_seq`: what was kept no
     /// longer applies (recovery failed, or was impossible).
     pub(super) fn forget(&mut self, next_seq: u64) {
+        self.start_failures = 0;
         self.start = None;
         self.since.clear();
         self.since_bytes = 0;
@@ -368,5 +399,17 @@ mod tests {
         assert!(recovery.plan().is_some(), "as many as a start reads back");
         ticks(&mut recovery, 1 + PROBATION_KEPT as u64, 1);
         assert!(recovery.plan().is_none(), "more: no recovery");
+    }
+
+    #[test]
+    fn failed_starts_count_in_a_row_from_one_state_only() {
+        let mut recovery = after_a_snapshot_of(8);
+        assert_eq!((recovery.start_failed(), recovery.start_failed()), (1, 2));
+        recovery.started();
+        assert_eq!(recovery.start_failed(), 1, "a success resets the count");
+        recovery.snapshotted(start(7));
+        assert_eq!(recovery.start_failed(), 1, "another state: counted anew");
+        recovery.forget(9);
+        assert_eq!(recovery.start_failed(), 1, "a fresh start: counted anew");
     }
 }

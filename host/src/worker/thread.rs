@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::call_times::{Call, CallTimes};
 use super::hold::{Held, Hold};
 use super::output::Emitter;
-use super::recovery::{Kept, Recovery, SET_ASIDE_AFTER, Start};
+use super::recovery::{Kept, Recovery, SET_ASIDE_AFTER, STATE_ASIDE_AFTER, Start};
 use super::supervisor::{Decision, Health, Supervisor};
 use super::swap::{Outcome, Probation};
 use super::{Accept, DEGRADED, PluginStats, SET_ASIDE, Work, WorkerContext};
@@ -418,8 +418,12 @@ impl PluginThread {
     /// before) not emitted twice. An input that fails again and has now
     /// failed [`SET_ASIDE_AFTER`] times is set aside, and the failure
     /// supervised as usual: the next attempt goes on without it. Without a
-    /// snapshot to start from, or if the plugin refuses it, the plugin starts
-    /// afresh.
+    /// snapshot to start from, or if the plugin refuses it (or traps in
+    /// `init` from it), the plugin starts afresh, the state moved aside. A
+    /// start from it that fails for a reason that may pass (a deadline...)
+    /// is supervised as any failure and the next attempt starts from it
+    /// again; after [`STATE_ASIDE_AFTER`] such failures in a row it is moved
+    /// aside too.
     pub(super) fn recover(&mut self) -> Result<PluginInstance, PluginError> {
         let Some(mut recovery) = self.recovery.take() else {
             self.emitter.resume();
@@ -467,6 +471,34 @@ impl PluginThread {
         };
         let mut instance = match self.new_instance(snapshot.as_ref()) {
             Ok(instance) => instance,
+            Err(error) if snapshot.is_some() && error.kind.is_transient() => {
+                let failures = recovery.start_failed();
+                if failures < STATE_ASIDE_AFTER {
+                    // Kept: supervised as any failure (backoff), and the
+                    // next attempt starts from the same state and inputs.
+                    // Nothing was changed yet: the recovery goes back to
+                    // `self.recovery` as it was (its state, the inputs
+                    // since, their outputs' numbers), the emitter was not
+                    // rewound, and the work that comes meanwhile is held,
+                    // not logged, until an instance runs.
+                    tracing::warn!(
+                        plugin = %self.name(),
+                        %error,
+                        failures,
+                        "The plugin failed to start from its saved state; trying again from it after the backoff"
+                    );
+                    return Err((error, Progress::None));
+                }
+                self.set_state_aside(&format!(
+                    "the plugin failed to start from it {failures} times in a row: {error}"
+                ));
+                self.state_lost(&format!(
+                    "it failed to start from its saved state {failures} times in a row ({error}); that state is kept aside"
+                ));
+                return fresh(self, recovery);
+            }
+            // A refusal of the state, or a trap in `init` (deterministic:
+            // it would come again with the same state): set aside at once.
             Err(error) if snapshot.is_some() => {
                 self.set_state_aside(&format!("the plugin refused it: {error}"));
                 self.state_lost(&format!(
@@ -476,6 +508,7 @@ impl PluginThread {
             }
             Err(error) => return Err((error, Progress::None)),
         };
+        recovery.started();
         self.stats.recoveries.fetch_add(1, Ordering::Relaxed);
         let next_seq = match next_seq {
             // The old version's state at a deployment's switch: the numbers
