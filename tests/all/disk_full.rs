@@ -1,7 +1,7 @@
 //! A full disk never stops local alerting (issue #14, item 5): with the data
 //! directory on a small tmpfs filled to the last byte, alerts still reach the
-//! local bus at once, the status counts what could not be stored, and once
-//! space returns the host stores and forwards again by itself.
+//! local bus at once, the status shows what waits for the disk, and once
+//! space returns the host stores it and forwards it by itself: nothing lost.
 //!
 //! Mounting a tmpfs needs root (CI runs as root); the test says so if the
 //! mount fails rather than pass without its disk.
@@ -15,7 +15,7 @@ use serde_json::Value;
 use edgewise_tests::nats::NatsServer;
 
 use crate::device::{Device, now_ms, reading};
-use crate::support::{collect_until, plugin, status_until, upstream_alerts};
+use crate::support::{collect_until, plugin, publish_acked, status_until, upstream_alerts};
 
 /// A tmpfs of `size` mounted on `path` until dropped.
 struct Tmpfs {
@@ -92,12 +92,12 @@ async fn a_full_disk_never_stops_local_alerts_and_the_host_catches_up_when_space
     })
     .await;
     assert_eq!(urgent_lows(&seen), ["cgm.full-1", "cgm.full-2", "cgm.full-3"]);
-    let status = status_until(&client, "what could not be stored, counted", |status| {
-        let glucose = plugin(status, "glucose-monitor");
-        glucose["outbox_failures"].as_u64().unwrap_or(0) >= 3
+    let status = status_until(&client, "what waits for the disk, shown", |status| {
+        status["outbox"]["waiting_for_disk"].as_u64().unwrap_or(0) >= 3
     })
     .await;
     assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+    assert_eq!(plugin(&status, "glucose-monitor")["outbox_failures"], 0, "{status}");
 
     std::fs::remove_file(&filler).unwrap();
     client
@@ -108,22 +108,117 @@ async fn a_full_disk_never_stops_local_alerts_and_the_host_catches_up_when_space
         urgent_lows(seen) == ["cgm.after"]
     })
     .await;
-    // Stored and forwarded again: the cloud gets the alert of the reading
-    // after the disk had room again.
-    let upstream = crate::support::poll_until("the alert after space returned, upstream", crate::device::WAIT, || {
-        let cloud_url = cloud.url();
+    // Stored and forwarded: the cloud gets the alerts made while the disk
+    // was full, and the one after, each once.
+    let wanted = ["cgm.before", "cgm.full-1", "cgm.full-2", "cgm.full-3", "cgm.after"];
+    let upstream = urgent_lows_upstream_until(&cloud, &wanted).await;
+    assert_eq!(upstream, wanted, "each once, in order");
+    device.terminate().await;
+}
+
+/// With readings from a JetStream stream, a full disk neither holds up local
+/// alerts (the consumer does not wait for one batch's outputs to be stored
+/// before it takes the next) nor loses anything: the messages are
+/// acknowledged only once their outputs are stored. Before, the outputs made
+/// while the disk was full were failed at once; the stream delivered their
+/// messages again, the worker recognised them as given already and
+/// acknowledged them: their alerts never reached the cloud.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_jetstream_input_a_full_disk_delays_acknowledgements_and_loses_nothing() {
+    let local = NatsServer::start_with_jetstream();
+    let cloud = NatsServer::start_with_jetstream();
+    let jetstream = async_nats::jetstream::new(async_nats::connect(local.url()).await.unwrap());
+    let sensors = crate::support::create_sensors_stream(&jetstream).await;
+    let mut device = Device::new(
+        &local,
+        Some(&cloud),
+        "[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n",
+    );
+    let disk = Tmpfs::mount(&device.path("data"), "8m");
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
+    let publish = |sensor: &str| {
+        let subject = format!("sensors.cgm.{sensor}");
+        let jetstream = jetstream.clone();
+        async move { publish_acked(&jetstream, subject, reading(now_ms(), 45.0)).await }
+    };
+    publish("before").await;
+    collect_until(&mut alerts, "the first urgent-low", |seen| {
+        urgent_lows(seen) == ["cgm.before"]
+    })
+    .await;
+    urgent_lows_upstream_until(&cloud, &["cgm.before"]).await;
+
+    let filler = disk.fill();
+    for sensor in ["full-1", "full-2", "full-3"] {
+        publish(sensor).await;
+    }
+    let seen = collect_until(&mut alerts, "urgent-lows while the disk is full", |seen| {
+        urgent_lows(seen).len() == 3
+    })
+    .await;
+    assert_eq!(urgent_lows(&seen), ["cgm.full-1", "cgm.full-2", "cgm.full-3"]);
+    let status = status_until(&client, "what waits for the disk, shown", |status| {
+        status["outbox"]["waiting_for_disk"].as_u64().unwrap_or(0) >= 3
+    })
+    .await;
+    assert_eq!(plugin(&status, "glucose-monitor")["outbox_failures"], 0, "{status}");
+    let consumer = consumer_info(&sensors).await;
+    assert!(
+        consumer.num_ack_pending >= 3,
+        "not acknowledged before stored: {consumer:?}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let wanted = ["cgm.before", "cgm.full-1", "cgm.full-2", "cgm.full-3"];
+    let upstream = urgent_lows_upstream_until(&cloud, &wanted).await;
+    assert_eq!(upstream, wanted, "each once, in order");
+    crate::support::poll_until("every sensor message acknowledged", crate::device::WAIT, || {
+        let sensors = sensors.clone();
         async move {
-            let alerts = upstream_alerts_now(&cloud_url).await;
-            if alerts.iter().any(|sensor| sensor == "cgm.after") {
-                Ok(alerts)
-            } else {
-                Err(format!("{alerts:?}"))
+            let consumer = consumer_info(&sensors).await;
+            match consumer.num_ack_pending + consumer.num_pending as usize {
+                0 => Ok(()),
+                _ => Err(format!("{consumer:?}")),
             }
         }
     })
     .await;
-    assert!(upstream.contains(&"cgm.before".to_owned()), "{upstream:?}");
     device.terminate().await;
+}
+
+/// The one consumer of `sensors` (the device's).
+async fn consumer_info(sensors: &async_nats::jetstream::stream::Stream) -> async_nats::jetstream::consumer::Info {
+    use futures::TryStreamExt;
+    let names: Vec<String> = sensors.consumer_names().try_collect().await.unwrap();
+    assert_eq!(names.len(), 1, "{names:?}");
+    sensors.consumer_info(&names[0]).await.unwrap()
+}
+
+/// Wait until the urgent-lows stored upstream are those of `wanted` (the
+/// sensors), and return them in stream order.
+async fn urgent_lows_upstream_until(cloud: &NatsServer, wanted: &[&str]) -> Vec<String> {
+    crate::support::poll_until("the urgent-lows upstream", crate::device::WAIT, || {
+        let cloud_url = cloud.url();
+        async move {
+            let client = async_nats::connect(&cloud_url).await.unwrap();
+            let lows: Vec<String> = crate::support::upstream_messages_via(client, 0)
+                .await
+                .into_iter()
+                .filter(|(subject, alert)| subject.contains(".up.alerts.") && alert["code"] == "urgent-low")
+                .map(|(_, alert)| alert["sensor"].as_str().unwrap_or("").to_owned())
+                .collect();
+            let mut sorted = lows.clone();
+            sorted.sort();
+            let mut expected: Vec<String> = wanted.iter().map(|s| s.to_string()).collect();
+            expected.sort();
+            if sorted == expected {
+                Ok(lows)
+            } else {
+                Err(format!("{lows:?}"))
+            }
+        }
+    })
+    .await
 }
 
 /// The sensors of the alerts stored upstream now.
@@ -162,11 +257,8 @@ async fn a_device_started_on_a_full_disk_still_alerts_locally() {
         |seen| urgent_lows(seen) == ["cgm.full-boot"],
     )
     .await;
-    let status = status_until(&client, "the alert that could not be stored, counted", |status| {
-        plugin(status, "glucose-monitor")["outbox_failures"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 1
+    let status = status_until(&client, "the alert waiting for the disk, shown", |status| {
+        status["outbox"]["waiting_for_disk"].as_u64().unwrap_or(0) >= 1
     })
     .await;
     assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
@@ -181,17 +273,10 @@ async fn a_device_started_on_a_full_disk_still_alerts_locally() {
         urgent_lows(seen) == ["cgm.after-boot"]
     })
     .await;
-    crate::support::poll_until("the alert after space returned, upstream", crate::device::WAIT, || {
-        let cloud_url = cloud.url();
-        async move {
-            let alerts = upstream_alerts_now(&cloud_url).await;
-            match alerts.iter().any(|sensor| sensor == "cgm.after-boot") {
-                true => Ok(()),
-                false => Err(format!("{alerts:?}")),
-            }
-        }
-    })
-    .await;
+    // The alert made on the full disk waited for it: stored too, once.
+    let wanted = ["cgm.full-boot", "cgm.after-boot"];
+    let upstream = urgent_lows_upstream_until(&cloud, &wanted).await;
+    assert_eq!(upstream, wanted, "each once, in order");
     device.terminate().await;
 }
 

@@ -86,6 +86,11 @@ pub struct OutboxStatus {
     /// (upstream down, stream missing, refusals): retried, never lost.
     #[serde(default)]
     pub rounds_failed: u64,
+    /// Outputs kept in memory because the disk refuses writes (full, an I/O
+    /// error): stored once it takes them again (JetStream input is
+    /// acknowledged only then). 0 when the disk takes writes.
+    #[serde(default)]
+    pub waiting_for_disk: u64,
 }
 
 /// Entries moved aside because upstream refused them for good (`outbox::park`).

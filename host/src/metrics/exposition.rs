@@ -325,6 +325,13 @@ fn encode_host(encoder: &mut DescriptorEncoder<'_>, status: &Status, oldest: Old
     )?;
     gauge(metric, i64::from(status.upstream_connected))?;
     let metric = encoder.encode_descriptor(
+        "edgewise_outbox_waiting_for_disk",
+        "Outputs kept in memory because the disk refuses writes (stored once it takes them again).",
+        None,
+        MetricType::Gauge,
+    )?;
+    gauge(metric, outbox.waiting_for_disk as i64)?;
+    let metric = encoder.encode_descriptor(
         "edgewise_upstream_rounds_failed",
         "Delivery rounds in which something was not acknowledged (retried, never lost).",
         None,

@@ -135,6 +135,27 @@ impl OutboxError {
         }
     }
 
+    /// Whether the same write may succeed when tried again: the disk or the
+    /// system refused it (full, an I/O error, out of memory, busy), not the
+    /// write itself. The outbox writer keeps such writes and tries them again
+    /// (`writer`); any other failure is final for the write that met it.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            OutboxError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::DiskFull
+                        | rusqlite::ErrorCode::SystemIoFailure
+                        | rusqlite::ErrorCode::OutOfMemory
+                        | rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                )
+            ),
+            OutboxError::Io { .. } => true,
+            _ => false,
+        }
+    }
+
     /// A `map_err` adapter for SQLite errors of `operation` on the file at `path`.
     pub(crate) fn sql(path: &Path, operation: &'static str) -> impl FnOnce(rusqlite::Error) -> OutboxError {
         move |source| OutboxError::Sqlite {

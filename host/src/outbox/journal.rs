@@ -131,6 +131,18 @@ pub enum Record {
     },
 }
 
+impl Record {
+    /// The bytes it holds beyond its fixed fields (an input, a state, a reason).
+    pub fn data_len(&self) -> usize {
+        match self {
+            Record::Input { data, .. } => data.len(),
+            Record::Numbered { .. } => 0,
+            Record::State(state) => state.data.len(),
+            Record::SetAside { reason, .. } => reason.len(),
+        }
+    }
+}
+
 /// A plugin's saved state and where it stands in the journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SavedState {

@@ -165,41 +165,40 @@ impl Outbox {
 
     /// Group commit: store several independent groups of entries in one
     /// transaction (one fsync for all of them). Each group is all or nothing,
-    /// as [`Outbox::append_batch`], on its own: a group that fails (an entry
-    /// that could never fit, an insert refused) is rolled back alone and gets
-    /// its error; the others are stored. When this returns, every group with
-    /// an `Ok` is committed and fsynced.
+    /// as [`Outbox::append_batch`], on its own: a group that fails by itself
+    /// (an entry that could never fit) is rolled back alone and gets its
+    /// error; the others are stored. When this returns, every group with an
+    /// `Ok` is committed and fsynced.
     ///
     /// The outer error is a failure of the transaction itself (begin or
-    /// commit): then nothing of any group was stored.
+    /// commit), or a refusal that is not the group's own
+    /// ([`OutboxError::is_transient`]: a full disk): then nothing of any
+    /// group was stored.
     #[allow(clippy::type_complexity)]
     pub fn append_groups(
         &mut self,
         groups: Vec<Vec<NewEntry>>,
     ) -> Result<Vec<Result<Vec<Option<u64>>, OutboxError>>, OutboxError> {
-        let groups = groups
+        let groups: Vec<Append> = groups
             .into_iter()
             .map(|entries| Append { journal: None, entries })
             .collect();
-        self.append_all(groups)
+        self.append_all(&groups)
     }
 
     /// As [`Outbox::append_groups`], each group with what it adds to a
     /// plugin's journal (stored with its entries, all or nothing).
     #[allow(clippy::type_complexity)]
-    pub fn append_all(
-        &mut self,
-        groups: Vec<Append>,
-    ) -> Result<Vec<Result<Vec<Option<u64>>, OutboxError>>, OutboxError> {
+    pub fn append_all(&mut self, groups: &[Append]) -> Result<Vec<Result<Vec<Option<u64>>, OutboxError>>, OutboxError> {
         if groups.iter().all(Append::is_empty) {
             return Ok(groups.iter().map(|_| Ok(Vec::new())).collect());
         }
         // Groups rarely fail: first all of them in one plain transaction; only
         // if one fails, again with a savepoint per group (savepoints cost a
         // sub-journal copy of every page they touch).
-        match self.store_groups(&groups, false)? {
+        match self.store_groups(groups, false)? {
             Some(results) => Ok(results),
-            None => Ok(self.store_groups(&groups, true)?.unwrap_or_default()),
+            None => Ok(self.store_groups(groups, true)?.unwrap_or_default()),
         }
     }
 
@@ -247,12 +246,19 @@ impl Outbox {
             };
             let stored = if isolate {
                 let savepoint = tx.savepoint().map_err(sql("begin an append"))?;
-                let stored = store(&savepoint);
-                if stored.is_ok() {
-                    savepoint.commit().map_err(sql("commit an append"))?;
+                match store(&savepoint) {
+                    Ok(ids) => {
+                        savepoint.commit().map_err(sql("commit an append"))?;
+                        Ok(ids)
+                    }
+                    // The disk refused it, not the group: the groups after it
+                    // must not be stored before it (a plugin's journal and
+                    // numbers go in order). Nothing is stored; the writer
+                    // tries them all again.
+                    Err(error) if error.is_transient() => return Err(error),
+                    // Dropping the savepoint rolls the group back.
+                    Err(error) => Err(error),
                 }
-                // Otherwise dropping the savepoint rolls the group back.
-                stored
             } else {
                 match store(&tx) {
                     Ok(ids) => Ok(ids),

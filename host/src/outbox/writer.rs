@@ -9,10 +9,12 @@
 //! made them. Continuations run in submission order, so a continuation
 //! submitted with no entries runs only after every earlier append is durable.
 
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::entry::NewEntry;
 use super::error::OutboxError;
@@ -29,6 +31,23 @@ const MAX_GROUP_ENTRIES: usize = 8192;
 /// and appends made while the writer sleeps do not wake it: no system call
 /// on the producer's side.
 const LINGER: Duration = Duration::from_millis(1);
+
+/// Most bytes of appends the writer keeps in memory while the disk refuses
+/// writes (a full disk): beyond it the oldest are given up, counted as
+/// failed writes. At a glucose monitor's rate (an input and an output a
+/// sensor every 5 minutes, about 1 KB), days of a hundred sensors.
+const WAITING_MAX_BYTES: usize = 64 << 20;
+
+/// What an entry or journal record costs in memory beyond its bytes.
+const ROW_BYTES: usize = 64;
+
+/// The first pause before a refused write is tried again; it doubles at
+/// each refusal, up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+
+/// The longest pause between two attempts of a refused write: once the
+/// disk has room, what waited is stored within this.
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// What an append became: the ids (`None` for a refused summary, as
 /// [`Outbox::append_batch`]) once committed and fsynced, or why it failed.
@@ -48,11 +67,22 @@ struct Job {
 #[error("the outbox writer has stopped; the outputs were not stored")]
 pub struct WriterStopped;
 
+/// What the writer holds in memory because the disk refuses it, for the
+/// status (`outbox.waiting_for_disk`).
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Entries (outputs) waiting.
+    pub waiting_entries: AtomicU64,
+    /// Their bytes, with the journal records that go with them.
+    pub waiting_bytes: AtomicU64,
+}
+
 /// The group-commit thread of an outbox. [`Writer::join`] waits until every
 /// append submitted before is committed.
 pub struct Writer {
     sender: SyncSender<Job>,
     thread: JoinHandle<()>,
+    stats: Arc<WriterStats>,
 }
 
 /// Submits appends to a [`Writer`]; cheap to clone, one per producer.
@@ -72,16 +102,31 @@ impl Writer {
     /// for it; beyond that [`WriterHandle::submit`] blocks (backpressure: the
     /// producers never run further ahead of the disk than that). `written`
     /// runs after each commit that stored something.
+    ///
+    /// A write the disk refuses ([`OutboxError::is_transient`]: full, an I/O
+    /// error) is not failed: it waits in memory with every append after it,
+    /// in order, and is tried again after a pause (100 ms, doubling to 5 s);
+    /// the writer keeps taking appends meanwhile, so producers never wait for
+    /// the disk. Continuations run once their append is stored. Past
+    /// 64 MiB waiting, the oldest appends are given up (their continuations
+    /// told the error); so is what still waits when the host stops.
     pub fn start(
         outbox: Arc<Mutex<Outbox>>,
         capacity: usize,
         written: impl Fn() + Send + 'static,
     ) -> std::io::Result<Writer> {
         let (sender, receiver) = sync_channel(capacity.max(1));
+        let stats = Arc::new(WriterStats::default());
+        let shown = stats.clone();
         let thread = std::thread::Builder::new()
             .name("outbox-writer".into())
-            .spawn(move || run(&outbox, &receiver, &written))?;
-        Ok(Writer { sender, thread })
+            .spawn(move || run(&outbox, &receiver, &written, &shown))?;
+        Ok(Writer { sender, thread, stats })
+    }
+
+    /// What the writer holds while the disk refuses writes.
+    pub fn stats(&self) -> Arc<WriterStats> {
+        self.stats.clone()
     }
 
     /// A handle to submit appends with.
@@ -123,22 +168,220 @@ impl WriterHandle {
     }
 }
 
-/// The writer loop: take what has queued up, commit it at once, report.
-fn run(outbox: &Mutex<Outbox>, receiver: &Receiver<Job>, written: &dyn Fn()) {
-    while let Ok(first) = receiver.recv() {
-        std::thread::sleep(LINGER);
-        let mut queued = job_size(&first);
-        let mut jobs = vec![first];
-        while queued < MAX_GROUP_ENTRIES {
-            match receiver.try_recv() {
-                Ok(job) => {
-                    queued += job_size(&job);
-                    jobs.push(job);
+/// The writer loop: take what has queued up, commit it at once, report. While
+/// the disk refuses writes, keep taking appends (producers never wait for
+/// the disk) and try the oldest again after a pause.
+fn run(outbox: &Mutex<Outbox>, receiver: &Receiver<Job>, written: &dyn Fn(), stats: &WriterStats) {
+    let mut waiting = Waiting::new(stats);
+    // Set while the disk refuses writes: when to try again, and the pause after that.
+    let mut refused: Option<Refused> = None;
+    loop {
+        let open = match &refused {
+            // Left over from a long refusal: on with it.
+            None if !waiting.is_empty() => true,
+            None => match receiver.recv() {
+                Ok(first) => {
+                    waiting.push(first);
+                    std::thread::sleep(LINGER);
+                    true
                 }
+                Err(_) => break,
+            },
+            Some(refused) => take_until(receiver, refused.retry_at, &mut waiting, &refused.error),
+        };
+        while waiting.rows() < MAX_GROUP_ENTRIES {
+            match receiver.try_recv() {
+                Ok(job) => waiting.push(job),
                 Err(_) => break,
             }
         }
-        commit(outbox, jobs, written);
+        let jobs = waiting.take_group();
+        match commit(outbox, jobs, written) {
+            Attempt::Done => {
+                waiting.show();
+                if let Some(refused) = refused.take() {
+                    tracing::info!(
+                        waited_s = refused.since.elapsed().as_secs(),
+                        "The outbox stores again: what waited for the disk is stored"
+                    );
+                }
+            }
+            Attempt::Refused(jobs, error) => {
+                waiting.put_back(jobs);
+                refused = Some(match refused.take() {
+                    None => {
+                        tracing::error!(%error, "The outbox cannot write: outputs wait in memory and are tried again (alerts still go out locally)");
+                        Refused::new(error)
+                    }
+                    Some(before) => before.again(error),
+                });
+                if let Some(refused) = &refused {
+                    waiting.give_up_over(WAITING_MAX_BYTES, &refused.error);
+                }
+            }
+        }
+        if !open {
+            // Every producer has gone (the host stops): one last attempt was
+            // made; what the disk still refuses is given up, counted.
+            if let Some(refused) = &refused {
+                waiting.give_up_all(&refused.error);
+            }
+            if waiting.is_empty() {
+                break;
+            }
+        }
+    }
+}
+
+/// The disk refuses writes: since when, the last reason, when to try again.
+struct Refused {
+    since: Instant,
+    error: OutboxError,
+    pause: Duration,
+    retry_at: Instant,
+}
+
+impl Refused {
+    fn new(error: OutboxError) -> Refused {
+        let now = Instant::now();
+        Refused {
+            since: now,
+            error,
+            pause: RETRY_FIRST,
+            retry_at: now + RETRY_FIRST,
+        }
+    }
+
+    /// Refused again: the pause doubles, up to [`RETRY_MAX`].
+    fn again(self, error: OutboxError) -> Refused {
+        let pause = (self.pause * 2).min(RETRY_MAX);
+        Refused {
+            since: self.since,
+            error,
+            pause,
+            retry_at: Instant::now() + pause,
+        }
+    }
+}
+
+/// Take appends into `waiting` until `until`; false once every producer has
+/// gone (then at once: the host stops, and the last attempt comes now).
+fn take_until(receiver: &Receiver<Job>, until: Instant, waiting: &mut Waiting<'_>, error: &OutboxError) -> bool {
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match receiver.recv_timeout(left) {
+            Ok(job) => {
+                waiting.push(job);
+                waiting.give_up_over(WAITING_MAX_BYTES, error);
+            }
+            Err(RecvTimeoutError::Timeout) => return true,
+            Err(RecvTimeoutError::Disconnected) => return false,
+        }
+    }
+}
+
+/// The appends taken and not yet committed, in submission order, with their
+/// size; shown in the status while the disk refuses them.
+struct Waiting<'a> {
+    jobs: VecDeque<Job>,
+    /// Rows they write.
+    rows: usize,
+    bytes: usize,
+    stats: &'a WriterStats,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(stats: &'a WriterStats) -> Waiting<'a> {
+        Waiting {
+            jobs: VecDeque::new(),
+            rows: 0,
+            bytes: 0,
+            stats,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Rows the waiting appends write.
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn push(&mut self, job: Job) {
+        self.rows += job_size(&job);
+        self.bytes += job_bytes(&job);
+        self.jobs.push_back(job);
+        self.show();
+    }
+
+    /// The oldest appends, up to [`MAX_GROUP_ENTRIES`] rows (at least one).
+    fn take_group(&mut self) -> Vec<Job> {
+        let mut rows = 0;
+        let mut group = Vec::new();
+        while let Some(job) = self.jobs.front() {
+            let size = job_size(job);
+            if !group.is_empty() && rows + size > MAX_GROUP_ENTRIES {
+                break;
+            }
+            rows += size;
+            if let Some(job) = self.jobs.pop_front() {
+                self.rows -= size;
+                self.bytes -= job_bytes(&job);
+                group.push(job);
+            }
+        }
+        group
+    }
+
+    /// Appends the disk refused: first again, in their order.
+    fn put_back(&mut self, jobs: Vec<Job>) {
+        for job in jobs.into_iter().rev() {
+            self.rows += job_size(&job);
+            self.bytes += job_bytes(&job);
+            self.jobs.push_front(job);
+        }
+        self.show();
+    }
+
+    /// Give up the oldest appends while the waiting ones take more than
+    /// `max` bytes (the newest is always kept): their continuations are told
+    /// `error`, as for any write that failed.
+    fn give_up_over(&mut self, max: usize, error: &OutboxError) {
+        let mut given_up = 0;
+        while self.bytes > max && self.jobs.len() > 1 {
+            if let Some(job) = self.jobs.pop_front() {
+                self.rows -= job_size(&job);
+                self.bytes -= job_bytes(&job);
+                given_up += job.append.entries.len();
+                (job.then)(Err(error));
+            }
+        }
+        if given_up > 0 {
+            tracing::error!(given_up, max_bytes = max, %error, "Outputs waiting for the disk given up: more than the writer keeps in memory");
+        }
+        self.show();
+    }
+
+    /// Give up every waiting append (the host stops while the disk refuses them).
+    fn give_up_all(&mut self, error: &OutboxError) {
+        let given_up: usize = self.jobs.iter().map(|job| job.append.entries.len()).sum();
+        for job in self.jobs.drain(..) {
+            (job.then)(Err(error));
+        }
+        self.rows = 0;
+        self.bytes = 0;
+        if given_up > 0 {
+            tracing::error!(given_up, %error, "The host stops while the disk refuses writes: outputs waiting for it are not stored");
+        }
+        self.show();
+    }
+
+    fn show(&self) {
+        let entries: usize = self.jobs.iter().map(|job| job.append.entries.len()).sum();
+        self.stats.waiting_entries.store(entries as u64, Ordering::Relaxed);
+        self.stats.waiting_bytes.store(self.bytes as u64, Ordering::Relaxed);
     }
 }
 
@@ -147,16 +390,40 @@ fn job_size(job: &Job) -> usize {
     job.append.entries.len() + job.append.journal.as_ref().map_or(0, |j| j.records.len())
 }
 
-/// Commit `jobs` in one transaction and run their continuations in order.
-fn commit(outbox: &Mutex<Outbox>, jobs: Vec<Job>, written: &dyn Fn()) {
-    let (groups, continuations): (Vec<Append>, Vec<Committed>) =
-        jobs.into_iter().map(|job| (job.append, job.then)).unzip();
-    if groups.iter().all(|g| g.entries.is_empty() && g.journal.is_none()) {
-        continuations.into_iter().for_each(|then| then(Ok(&[])));
-        return;
+/// Bytes a job holds (payloads, subjects, ids, logged inputs, states), as
+/// counted against [`WAITING_MAX_BYTES`].
+fn job_bytes(job: &Job) -> usize {
+    let entries: usize = job
+        .append
+        .entries
+        .iter()
+        .map(|entry| entry.payload.len() + entry.subject.len() + entry.msg_id.len() + entry.plugin.len() + ROW_BYTES)
+        .sum();
+    let records: usize = job.append.journal.as_ref().map_or(0, |journal| {
+        journal.records.iter().map(|record| record.data_len() + ROW_BYTES).sum()
+    });
+    entries + records
+}
+
+/// What became of an attempt to commit.
+enum Attempt {
+    /// Committed (or failed for good): the continuations have run.
+    Done,
+    /// The disk refused them ([`OutboxError::is_transient`]): given back, in order.
+    Refused(Vec<Job>, OutboxError),
+}
+
+/// Commit `jobs` in one transaction and run their continuations in order;
+/// give them back if the disk refused them.
+fn commit(outbox: &Mutex<Outbox>, jobs: Vec<Job>, written: &dyn Fn()) -> Attempt {
+    if jobs.iter().all(|job| job_size(job) == 0) {
+        jobs.into_iter().for_each(|job| (job.then)(Ok(&[])));
+        return Attempt::Done;
     }
+    let (appends, continuations): (Vec<Append>, Vec<Committed>) =
+        jobs.into_iter().map(|job| (job.append, job.then)).unzip();
     let stored = match outbox.lock() {
-        Ok(mut outbox) => outbox.append_all(groups),
+        Ok(mut outbox) => outbox.append_all(&appends),
         Err(_) => Err(OutboxError::Poisoned),
     };
     match stored {
@@ -170,7 +437,19 @@ fn commit(outbox: &Mutex<Outbox>, jobs: Vec<Job>, written: &dyn Fn()) {
                     Err(error) => then(Err(error)),
                 }
             }
+            Attempt::Done
         }
-        Err(error) => continuations.into_iter().for_each(|then| then(Err(&error))),
+        Err(error) if error.is_transient() => {
+            let jobs = appends
+                .into_iter()
+                .zip(continuations)
+                .map(|(append, then)| Job { append, then })
+                .collect();
+            Attempt::Refused(jobs, error)
+        }
+        Err(error) => {
+            continuations.into_iter().for_each(|then| then(Err(&error)));
+            Attempt::Done
+        }
     }
 }

@@ -377,6 +377,7 @@ pub(super) async fn serve(
         upstream: upstream_stats,
         outbox: device.outbox.clone(),
         outbox_reset: device.outbox_reset.clone(),
+        writer: device.writer.stats(),
         ingest: ingest_stats,
         control: control.clone(),
         plugins: plugins.statuses.clone(),

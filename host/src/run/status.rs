@@ -17,7 +17,7 @@ use crate::bus::status::{
 use crate::clock::Clock;
 use crate::metrics::{OldestWaiting, PluginCalls, Scrape};
 use crate::outbox::upstream::UpstreamStats;
-use crate::outbox::{DropCounts, Kind, ParkedCounts, SharedOutbox, wall_ms};
+use crate::outbox::{DropCounts, Kind, ParkedCounts, SharedOutbox, WriterStats, wall_ms};
 use crate::worker::PluginStats;
 use crate::worker::call_times::Call;
 
@@ -49,6 +49,8 @@ pub struct StatusSources {
     pub outbox: SharedOutbox,
     /// Why the outbox was reset at start, if it was.
     pub outbox_reset: Option<String>,
+    /// What the outbox writer holds while the disk refuses writes.
+    pub writer: Arc<WriterStats>,
     /// Ingest counters.
     pub ingest: Arc<IngestStats>,
     /// Control subject counters.
@@ -88,6 +90,7 @@ impl StatusSources {
                 reset: self.outbox_reset.clone(),
                 parked,
                 rounds_failed: self.upstream.rounds_failed.load(Ordering::Relaxed),
+                waiting_for_disk: self.writer.waiting_entries.load(Ordering::Relaxed),
             },
             ingest: IngestStatus {
                 messages: load(&self.ingest.messages),

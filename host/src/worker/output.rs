@@ -12,6 +12,11 @@ use crate::envelope::{Provenance, to_json_line};
 use crate::model::{Alert, Output};
 use crate::outbox::{Append, Committed, JournalWrite, Kind, NewEntry, PluginJournal, Record, WriterHandle, wall_ms};
 
+/// The longest a plugin's thread waits for its writes to be stored
+/// ([`Emitter::flush`]): while the disk refuses writes they wait in the
+/// writer, and the plugin must go on making (and publishing) alerts.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where a plugin's outputs go, made once per worker.
 pub(super) struct Routes {
     /// Local bus subject of its alerts.
@@ -121,7 +126,8 @@ impl Emitter {
     }
 
     /// Wait until everything handed to the writer so far has been committed
-    /// (the writer runs continuations in order); false if the writer has
+    /// (the writer runs continuations in order), at most [`FLUSH_WAIT`];
+    /// false if it was not (the disk refuses writes) or the writer has
     /// stopped.
     pub(super) fn flush(&self) -> bool {
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
@@ -131,7 +137,7 @@ impl Emitter {
         if self.writer.submit(Vec::new(), then).is_err() {
             return false;
         }
-        receiver.recv().is_ok()
+        receiver.recv_timeout(FLUSH_WAIT).is_ok()
     }
 
     /// A recovery ended (or the plugin starts afresh): numbers go on after

@@ -216,9 +216,13 @@ impl PluginThread {
                     self.seen.drop_seen(&mut readings, &mut sources);
                 }
                 if readings.is_empty() {
-                    // Every message was logged before a crash already: acknowledge.
+                    // Every message was given already (logged before a crash,
+                    // or delivered again while its outputs wait for the
+                    // disk): acknowledge once everything before is stored or
+                    // given up, never before (its outputs would be lost with
+                    // a crash now). Given again, they would count twice.
                     if let Some(done) = done {
-                        let _ = done.send(());
+                        self.emitter.after_commit(done, Arc::new(AtomicBool::new(true)));
                     }
                     return;
                 }

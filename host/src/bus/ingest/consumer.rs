@@ -80,7 +80,15 @@ pub async fn run<W: From<Batch>>(
     })?;
     ingest.health.flowing(&ingest.plugin);
     let mut chunks = messages.ready_chunks(batch_max);
+    // Acknowledgements waiting for the outputs of their messages to be
+    // stored. They do not hold up the next chunk: while the disk refuses
+    // writes, readings still reach the plugin and its alerts the local bus
+    // (the server's ack-pending limit bounds how many wait). Ended with the
+    // consumer: what they would have acknowledged is delivered again and
+    // recognised by the worker.
+    let mut acks = tokio::task::JoinSet::new();
     loop {
+        while acks.try_join_next().is_some() {}
         let chunk = tokio::select! {
             biased;
             _ = stop.changed() => return Ok(()),
@@ -91,7 +99,7 @@ pub async fn run<W: From<Batch>>(
         };
         let mut readings = Vec::new();
         let mut sources = Vec::new();
-        let mut received = Vec::with_capacity(chunk.len());
+        let mut ackers = Vec::with_capacity(chunk.len());
         for message in chunk {
             let message = match message {
                 Ok(message) => message,
@@ -108,30 +116,41 @@ pub async fn run<W: From<Batch>>(
                     continue;
                 }
             };
+            let source = source_of(&message);
+            let (message, acker) = message.split();
             take_message(ingest, &message, &mut readings).await;
-            sources.resize(readings.len(), source_of(&message));
-            received.push(message);
+            sources.resize(readings.len(), source);
+            ackers.push(acker);
         }
-        if !readings.is_empty() {
-            let (done, written) = tokio::sync::oneshot::channel();
-            let batch = Batch {
-                readings,
-                sources,
-                done: Some(done),
-                room: None,
-            };
-            // On an error, the messages stay unacknowledged.
-            queue.send(batch).await?;
-            if written.await.is_err() {
-                // Dropped by the worker (its plugin down, its hold buffer
-                // full): no ack, so the stream delivers them again.
-                continue;
-            }
+        if readings.is_empty() {
+            // Nothing for the plugin (refused messages, dead-lettered).
+            acknowledge(ackers).await;
+            continue;
         }
-        for message in received {
-            if let Err(error) = message.ack().await {
-                tracing::warn!(%error, "Cannot acknowledge a sensor message; it will be redelivered");
+        let (done, written) = tokio::sync::oneshot::channel();
+        let batch = Batch {
+            readings,
+            sources,
+            done: Some(done),
+            room: None,
+        };
+        // On an error, the messages stay unacknowledged.
+        queue.send(batch).await?;
+        acks.spawn(async move {
+            // Dropped by the worker (its plugin down, its hold buffer full),
+            // or not stored: no ack, so the stream delivers them again.
+            if written.await.is_ok() {
+                acknowledge(ackers).await;
             }
+        });
+    }
+}
+
+/// Acknowledge messages whose readings are logged and outputs stored.
+async fn acknowledge(ackers: Vec<async_nats::jetstream::message::Acker>) {
+    for acker in ackers {
+        if let Err(error) = acker.ack().await {
+            tracing::warn!(%error, "Cannot acknowledge a sensor message; it will be redelivered");
         }
     }
 }

@@ -30,7 +30,7 @@ fn write(outbox: &mut Outbox, records: Vec<Record>) {
         }),
         entries: vec![alert("p", 1)],
     };
-    let results = outbox.append_all(vec![append]).unwrap();
+    let results = outbox.append_all(&[append]).unwrap();
     assert!(results[0].is_ok(), "{results:?}");
 }
 

@@ -3,7 +3,7 @@
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use super::super::{OutboxError, Writer};
+use super::super::{NewEntry, Outbox, OutboxError, Writer, WriterHandle};
 use super::{alert, all, open, open_max_bytes, summary};
 
 #[test]
@@ -72,4 +72,126 @@ fn the_writer_commits_in_order_and_runs_continuations_after_the_commit() {
     assert_eq!(order, (1..=20).chain([0]).collect::<Vec<_>>());
     assert_eq!(all(&outbox.lock().unwrap()).len(), 20);
     assert!(committed.try_iter().count() >= 1);
+}
+
+/// Make the outbox's file refuse to grow (as a full disk does: SQLite's
+/// "database or disk is full"), or let it grow again.
+fn disk_full(outbox: &Mutex<Outbox>, full: bool) {
+    let outbox = outbox.lock().unwrap();
+    let pages: i64 = if full {
+        outbox
+            .conn
+            .query_row("PRAGMA page_count", [], |row| row.get(0))
+            .unwrap()
+    } else {
+        i64::from(u32::MAX)
+    };
+    outbox.conn.pragma_update(None, "max_page_count", pages).unwrap();
+}
+
+/// An alert too large to fit in the pages the file has.
+fn big_alert(seq: u64) -> NewEntry {
+    let mut entry = alert("p", seq);
+    entry.payload = vec![b'x'; 8192];
+    entry
+}
+
+/// Submit alert `seq`, its continuation reporting `(seq, stored)` on `told`.
+fn submit_told(handle: &WriterHandle, seq: u64, told: &mpsc::Sender<(u64, bool)>) {
+    let told = told.clone();
+    handle
+        .submit(
+            vec![big_alert(seq)],
+            Box::new(move |outcome| told.send((seq, outcome.is_ok())).unwrap()),
+        )
+        .unwrap();
+}
+
+#[test]
+fn writes_the_disk_refuses_wait_in_order_and_are_stored_once_it_takes_them_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Arc::new(Mutex::new(open(dir.path())));
+    let writer = Writer::start(outbox.clone(), 4, || {}).unwrap();
+    let stats = writer.stats();
+    let handle = writer.handle();
+    let (told, outcomes) = mpsc::channel();
+    submit_told(&handle, 1, &told);
+    assert_eq!(outcomes.recv().unwrap(), (1, true));
+
+    disk_full(&outbox, true);
+    // More than the writer's queue: producers are not held up by the disk.
+    for seq in 2..=11 {
+        submit_told(&handle, seq, &told);
+    }
+    let waiting = || stats.waiting_entries.load(std::sync::atomic::Ordering::Relaxed);
+    while waiting() < 10 {
+        std::thread::yield_now();
+    }
+    assert!(outcomes.try_recv().is_err(), "nothing told while the disk refuses");
+    assert_eq!(all(&outbox.lock().unwrap()).len(), 1);
+
+    disk_full(&outbox, false);
+    let stored: Vec<(u64, bool)> = outcomes.iter().take(10).collect();
+    assert_eq!(stored, (2..=11).map(|seq| (seq, true)).collect::<Vec<_>>());
+    while waiting() > 0 {
+        std::thread::yield_now();
+    }
+    let ids: Vec<String> = all(&outbox.lock().unwrap()).into_iter().map(|e| e.msg_id).collect();
+    assert_eq!(ids, (1..=11).map(|seq| format!("edge-01/p/{seq}")).collect::<Vec<_>>());
+    drop(handle);
+    writer.join();
+}
+
+#[test]
+fn writes_still_refused_when_the_host_stops_are_given_up_and_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Arc::new(Mutex::new(open(dir.path())));
+    let writer = Writer::start(outbox.clone(), 4, || {}).unwrap();
+    let handle = writer.handle();
+    let (told, outcomes) = mpsc::channel();
+    disk_full(&outbox, true);
+    for seq in 1..=3 {
+        submit_told(&handle, seq, &told);
+    }
+    drop(handle);
+    writer.join();
+    drop(told);
+    let outcomes: Vec<(u64, bool)> = outcomes.iter().collect();
+    assert_eq!(outcomes, [(1, false), (2, false), (3, false)]);
+}
+
+#[test]
+fn writes_waiting_for_the_disk_are_bounded_in_memory_the_oldest_given_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Arc::new(Mutex::new(open(dir.path())));
+    let writer = Writer::start(outbox.clone(), 4, || {}).unwrap();
+    let stats = writer.stats();
+    let handle = writer.handle();
+    let (told, outcomes) = mpsc::channel();
+    disk_full(&outbox, true);
+    // 80 appends of nearly 1 MiB: more than the 64 MiB kept.
+    for seq in 1..=80u64 {
+        let told = told.clone();
+        let mut entry = alert("p", seq);
+        entry.payload = vec![b'x'; (1 << 20) - 4096];
+        handle
+            .submit(
+                vec![entry],
+                Box::new(move |outcome| told.send((seq, outcome.is_ok())).unwrap()),
+            )
+            .unwrap();
+    }
+    let given_up: Vec<(u64, bool)> = outcomes.iter().take(16).collect();
+    assert_eq!(
+        given_up,
+        (1..=16).map(|seq| (seq, false)).collect::<Vec<_>>(),
+        "the oldest first"
+    );
+    let kept = stats.waiting_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(kept <= 64 << 20, "{kept} bytes kept");
+    disk_full(&outbox, false);
+    let stored: Vec<(u64, bool)> = outcomes.iter().take(64).collect();
+    assert_eq!(stored, (17..=80).map(|seq| (seq, true)).collect::<Vec<_>>());
+    drop(handle);
+    writer.join();
 }
