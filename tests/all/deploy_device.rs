@@ -695,29 +695,7 @@ async fn a_failed_push_is_not_tried_again_when_the_set_is_written_for_another_pl
     assert_eq!(failed.phase, Phase::RolledBack);
 
     // Another plugin pushed to the same key: a new generation of the set.
-    let threshold = std::fs::read(edgewise_tests::signed_bundle("threshold")).unwrap();
-    let generation = site
-        .operator
-        .push_plugin(
-            &edge.key(),
-            "threshold",
-            &threshold,
-            "",
-            Default::default(),
-            "test",
-            now_ms(),
-        )
-        .await
-        .unwrap();
-    poll_until("threshold healthy", WAIT, || async {
-        let report = site.operator.report_of(DEVICE).await.unwrap().unwrap();
-        let deployment = report.plugins.get("threshold").and_then(|p| p.deployment.clone());
-        match deployment {
-            Some(d) if d.generation == generation && d.phase == Phase::Healthy => Ok(()),
-            _ => Err(format!("{report:#?}")),
-        }
-    })
-    .await;
+    let (generation, _) = push_threshold_until_healthy(&site, &edge).await;
     let report = site.operator.report_of(DEVICE).await.unwrap().unwrap();
     assert_eq!(
         report.plugins[PLUGIN].deployment.as_ref(),
@@ -839,6 +817,27 @@ async fn under_the_documented_permissions_a_device_deploys_but_cannot_change_wha
 }
 
 /// The deployment of [`PLUGIN`] at `generation` on `device` once it is in `phase`.
+/// Push another plugin than [`PLUGIN`] (`threshold`) to `edge`, a new
+/// generation of its desired set, and wait until it is healthy: that
+/// generation, and the report then.
+pub(crate) async fn push_threshold_until_healthy(site: &Site, edge: &Edge) -> (u64, Reported) {
+    let threshold = std::fs::read(edgewise_tests::signed_bundle("threshold")).unwrap();
+    let generation = site
+        .operator
+        .push_plugin(&edge.key(), "threshold", &threshold, "", Default::default(), "test", now_ms())
+        .await
+        .unwrap();
+    let report = poll_until("threshold healthy", WAIT, || async {
+        let report = report_now(&site.operator, &edge.id).await?;
+        match report.plugins.get("threshold").and_then(|p| p.deployment.as_ref()) {
+            Some(d) if d.generation == generation && d.phase == Phase::Healthy => Ok(report),
+            _ => Err(format!("{report:#?}")),
+        }
+    })
+    .await;
+    (generation, report)
+}
+
 pub(crate) async fn in_phase(cloud: &Cloud, device: &str, generation: u64, phase: Phase) -> Reported {
     let what = format!("generation {generation} {}", phase.name());
     deployment_where(cloud, device, &what, |d| d.generation == generation && d.phase == phase)

@@ -377,28 +377,7 @@ async fn an_undeployed_override_of_a_configuration_file_plugin_keeps_monitoring_
 
     // Not reported again at each read of the desired sets: another plugin
     // pushed (a generation the device reads) leaves the record as it was.
-    let threshold = std::fs::read(edgewise_tests::signed_bundle("threshold")).unwrap();
-    let other = site
-        .operator
-        .push_plugin(
-            &edge.key(),
-            "threshold",
-            &threshold,
-            "",
-            Default::default(),
-            "test",
-            now_ms(),
-        )
-        .await
-        .unwrap();
-    let report = poll_until("threshold healthy", WAIT, || async {
-        let report = report_now(&site.operator, DEVICE).await?;
-        match report.plugins.get("threshold").and_then(|p| p.deployment.as_ref()) {
-            Some(d) if d.generation == other && d.phase == Phase::Healthy => Ok(report),
-            _ => Err(format!("{report:#?}")),
-        }
-    })
-    .await;
+    let (other, report) = crate::deploy_device::push_threshold_until_healthy(&site, &edge).await;
     assert_eq!(report.plugins[PLUGIN].deployment.as_ref(), Some(&kept), "{report:#?}");
 
     // Restarted: 2.0.0 runs from the healthy set, the file's 1.0.0 gives

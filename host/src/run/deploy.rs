@@ -31,7 +31,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::config::{DeployConfig, PluginConfig};
 use super::plugins::Plugins;
 use super::serve::TaskError;
-use super::start::Loader;
+use super::start::{Loader, Prepared};
 use crate::deploy::model::{self, Deployment, Desired, DesiredPlugin, Origin, Phase, Reported, ReportedPlugin};
 use crate::deploy::{Cloud, CloudError};
 use crate::files::{Access, Existing, write_atomic};
@@ -536,12 +536,8 @@ impl Controller {
             limits: Default::default(),
             payload_sensors: Vec::new(),
         };
-        let loader = self.loader.clone();
-        let prepared = tokio::task::spawn_blocking(move || loader.prepare(&plugin)).await;
-        let mut prepared = match prepared {
-            Ok(Ok(prepared)) => prepared,
-            Ok(Err(refused)) => return self.finish(name, deployment, Phase::Refused, refused.reason.to_string()),
-            Err(error) => return self.finish(name, deployment, Phase::Failed, format!("loading panicked: {error}")),
+        let Some((mut prepared, mut deployment)) = self.prepare_off_thread(name, deployment, plugin).await else {
+            return;
         };
         if prepared.setup.provenance.plugin != name {
             let reason = format!(
@@ -627,6 +623,29 @@ impl Controller {
     }
 
     /// End `deployment` of `plugin` in `phase`, with `reason`.
+    /// Verify and load `plugin` off the async threads (it reads and compiles).
+    /// A refusal, or a panic while loading, finishes `deployment` (refused,
+    /// failed): then `None`.
+    async fn prepare_off_thread(
+        &mut self,
+        name: &str,
+        deployment: Deployment,
+        plugin: PluginConfig,
+    ) -> Option<(Prepared, Deployment)> {
+        let loader = self.loader.clone();
+        match tokio::task::spawn_blocking(move || loader.prepare(&plugin)).await {
+            Ok(Ok(prepared)) => Some((prepared, deployment)),
+            Ok(Err(refused)) => {
+                self.finish(name, deployment, Phase::Refused, refused.reason.to_string());
+                None
+            }
+            Err(error) => {
+                self.finish(name, deployment, Phase::Failed, format!("loading panicked: {error}"));
+                None
+            }
+        }
+    }
+
     fn finish(&mut self, plugin: &str, mut deployment: Deployment, phase: Phase, reason: String) {
         tracing::error!(plugin, %reason, phase = phase.name(), "Deployment did not apply");
         deployment.enter(phase, Some(reason), wall_ms());
@@ -840,17 +859,13 @@ impl Controller {
             config: BTreeMap::new(),
             pushed_ms: 0,
         };
-        let mut deployment = Deployment::new(&origin, &desired, wall_ms());
+        let deployment = Deployment::new(&origin, &desired, wall_ms());
         tracing::info!(
             plugin = name,
             "Plugin no longer desired: back to the configuration file's version"
         );
-        let loader = self.loader.clone();
-        let prepared = tokio::task::spawn_blocking(move || loader.prepare(&file)).await;
-        let mut prepared = match prepared {
-            Ok(Ok(prepared)) => prepared,
-            Ok(Err(refused)) => return self.finish(name, deployment, Phase::Refused, refused.reason.to_string()),
-            Err(error) => return self.finish(name, deployment, Phase::Failed, format!("loading panicked: {error}")),
+        let Some((mut prepared, mut deployment)) = self.prepare_off_thread(name, deployment, file).await else {
+            return;
         };
         let note = "undeployed: back to the configuration file's version".to_owned();
         deployment.enter(Phase::Verified, Some(note), wall_ms());
