@@ -471,6 +471,8 @@ async fn tampered_unsigned_untrusted_older_and_oversized_bundles_are_refused_and
         (&bundles.v0_9, "rollback"),
         (oversized_bundle(), "allowed"),
     ];
+    let healthy_only = kept_bundles(&edge);
+    assert_eq!(healthy_only.len(), 1, "v1's: {healthy_only:?}");
     for (bundle, why) in cases {
         let (report, deployment) = deploy(&site, &edge, bundle, &[]).await;
         assert_eq!(
@@ -489,7 +491,20 @@ async fn tampered_unsigned_untrusted_older_and_oversized_bundles_are_refused_and
         assert_eq!(plugin(&status, PLUGIN)["state"], "running", "{status:#}");
         let fleet = site.cli(&["fleet", "--device", DEVICE]).await;
         assert!(fleet.stdout.contains("refused"), "{}", fleet.stdout);
+        // Not kept on the device: a cloud pushing refused bundles would
+        // fill its disk. (Before, each stayed until a deployment was healthy.)
+        assert_eq!(kept_bundles(&edge), healthy_only, "{}", bundle.path.display());
     }
+}
+
+/// The names of the bundles `edge` keeps for deployed versions.
+fn kept_bundles(edge: &Edge) -> Vec<std::ffi::OsString> {
+    let mut kept: Vec<_> = std::fs::read_dir(edge.device.path("data/deploy/bundles"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    kept.sort();
+    kept
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -824,7 +839,15 @@ pub(crate) async fn push_threshold_until_healthy(site: &Site, edge: &Edge) -> (u
     let threshold = std::fs::read(edgewise_tests::signed_bundle("threshold")).unwrap();
     let generation = site
         .operator
-        .push_plugin(&edge.key(), "threshold", &threshold, "", Default::default(), "test", now_ms())
+        .push_plugin(
+            &edge.key(),
+            "threshold",
+            &threshold,
+            "",
+            Default::default(),
+            "test",
+            now_ms(),
+        )
         .await
         .unwrap();
     let report = poll_until("threshold healthy", WAIT, || async {

@@ -646,6 +646,23 @@ impl Controller {
         }
     }
 
+    /// Remove the kept bundles neither the healthy set nor a deployment on
+    /// probation uses: those of versions replaced, rolled back, refused or
+    /// failed (a cloud pushing refused bundles must not fill the disk).
+    fn prune_bundles(&self) {
+        let healthy = self.store.healthy();
+        let keep: Vec<&str> = healthy
+            .values()
+            .map(|h| h.bundle.as_str())
+            .chain(
+                self.pending
+                    .values()
+                    .filter_map(|p| p.new.as_ref().map(|new| new.0.as_str())),
+            )
+            .collect();
+        self.store.prune(&keep);
+    }
+
     fn finish(&mut self, plugin: &str, mut deployment: Deployment, phase: Phase, reason: String) {
         tracing::error!(plugin, %reason, phase = phase.name(), "Deployment did not apply");
         deployment.enter(phase, Some(reason), wall_ms());
@@ -655,6 +672,7 @@ impl Controller {
         }
         record.deployment = Some(deployment);
         self.dirty = true;
+        self.prune_bundles();
     }
 
     /// What a worker said of a deployment.
@@ -695,26 +713,15 @@ impl Controller {
         let previous = pending.previous.clone();
         match &event.outcome {
             Outcome::Running { .. } => self.plugins.set_deployed(&plugin, new.clone()),
-            Outcome::Healthy => {
-                // The worker wrote the healthy set already, before the
-                // anti-rollback record (see `healthy_first`).
-                let healthy = self.store.healthy();
-                let keep: Vec<&str> = healthy
-                    .values()
-                    .map(|h| h.bundle.as_str())
-                    .chain(
-                        self.pending
-                            .values()
-                            .filter_map(|p| p.new.as_ref().map(|new| new.0.as_str())),
-                    )
-                    .collect();
-                self.store.prune(&keep);
-            }
+            // The worker wrote the healthy set already, before the
+            // anti-rollback record (see `healthy_first`).
+            Outcome::Healthy => {}
             Outcome::RolledBack(_) => self.plugins.set_deployed(&plugin, previous.clone().flatten()),
             Outcome::Failed(_) => self.plugins.remove(&plugin).await,
         }
         if phase.is_final() {
             self.pending.remove(&event.id);
+            self.prune_bundles();
         }
         tracing::info!(plugin = %plugin, phase = phase.name(), "Deployment");
         let record = self.reported(&plugin);
