@@ -499,3 +499,70 @@ async fn a_flood_of_large_messages_for_a_slow_plugin_is_dropped_counted_and_rais
     assert!(peak_mib < 512, "the host's peak RSS is {peak_mib} MiB");
     device.terminate_cleanly().await;
 }
+
+/// With readings from a JetStream stream, what comes while the plugin is
+/// down waits in the stream, not in the worker's bounded hold: nothing is
+/// dropped, and after the restart the plugin is given the readings in the
+/// order they came. (The consumer takes the next chunk once the worker has
+/// given the last one to the plugin, not once its outputs are stored, so a
+/// full disk does not hold readings back; without that wait it would fill
+/// the hold: three of these five readings dropped, delivered again late.)
+#[tokio::test(flavor = "multi_thread")]
+async fn with_jetstream_input_readings_wait_in_the_stream_while_the_plugin_is_down() {
+    let local = NatsServer::start_with_jetstream();
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client.clone());
+    let sensors = crate::support::create_sensors_stream(&jetstream).await;
+    // Every second call overruns its deadline; the restart waits 3 s; the hold keeps 2 readings.
+    let plugins = format!(
+        "[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n\
+         [supervisor]\nbackoff_initial = \"3s\"\nbuffer_readings = 2\n{}",
+        V0_1.plugin_table("slow", "every = 2\nspin_ms = 1000\n", "call_deadline_ms = 200\n")
+    );
+    let mut device = Device::with_tick(&local, None, "1h", &plugins);
+    let (client, mut alerts) = device.start_watching(&local, V0_1.name).await;
+    let publish = |ts: i64| {
+        let jetstream = jetstream.clone();
+        async move { crate::support::publish_acked(&jetstream, V0_1.subject, reading(ts, 100.0)).await }
+    };
+    let t0 = now_ms();
+    publish(t0).await;
+    assert_eq!(next_json(&mut alerts, "alert").await["code"], "seen");
+    publish(t0 + 1).await;
+    let degraded = next_json(&mut alerts, "alert").await;
+    assert_eq!(degraded["code"], "plugin-degraded", "{degraded}");
+
+    // While it is down: five readings, all delivered to the device.
+    for k in 2..7 {
+        publish(t0 + k).await;
+    }
+    crate::support::poll_until("the stream to deliver every reading", crate::device::WAIT, || {
+        let sensors = sensors.clone();
+        async move {
+            use futures::TryStreamExt;
+            let names: Vec<String> = sensors.consumer_names().try_collect().await.unwrap();
+            let info = sensors.consumer_info(&names[0]).await.unwrap();
+            match info.num_pending {
+                0 => Ok(()),
+                pending => Err(format!("{pending} not delivered")),
+            }
+        }
+    })
+    .await;
+    // The restart gives the oldest reading first (the new instance's first call passes).
+    let seen = next_where(&mut alerts, "the first alert after the restart", |_, alert| {
+        alert["code"] == "seen"
+    })
+    .await;
+    assert_eq!(seen["ts"], t0 + 2, "the oldest first: {seen}");
+    let status = host_status(&client).await;
+    let faulty = &status["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == V0_1.name)
+        .cloned()
+        .unwrap();
+    assert_eq!(faulty["readings_dropped"], 0, "{faulty}");
+    assert_eq!(device.terminate().await.0, Some(0));
+}

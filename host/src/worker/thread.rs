@@ -210,8 +210,13 @@ impl PluginThread {
                     mut readings,
                     mut sources,
                     done,
+                    given,
                     room: _,
                 } = batch;
+                // Given (or known as given) from here: ingest may go on.
+                if let Some(given) = given {
+                    let _ = given.send(());
+                }
                 if !sources.is_empty() {
                     self.seen.drop_seen(&mut readings, &mut sources);
                 }

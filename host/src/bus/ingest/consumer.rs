@@ -81,11 +81,11 @@ pub async fn run<W: From<Batch>>(
     ingest.health.flowing(&ingest.plugin);
     let mut chunks = messages.ready_chunks(batch_max);
     // Acknowledgements waiting for the outputs of their messages to be
-    // stored. They do not hold up the next chunk: while the disk refuses
-    // writes, readings still reach the plugin and its alerts the local bus
-    // (the server's ack-pending limit bounds how many wait). Ended with the
-    // consumer: what they would have acknowledged is delivered again and
-    // recognised by the worker.
+    // stored. The next chunk waits only until the plugin has been given
+    // this one: while the disk refuses writes, readings still reach the
+    // plugin and its alerts the local bus (the server's ack-pending limit
+    // bounds how many wait). Ended with the consumer: what they would have
+    // acknowledged is delivered again and recognised by the worker.
     let mut acks = tokio::task::JoinSet::new();
     loop {
         while acks.try_join_next().is_some() {}
@@ -128,10 +128,12 @@ pub async fn run<W: From<Batch>>(
             continue;
         }
         let (done, written) = tokio::sync::oneshot::channel();
+        let (given, taken) = tokio::sync::oneshot::channel();
         let batch = Batch {
             readings,
             sources,
             done: Some(done),
+            given: Some(given),
             room: None,
         };
         // On an error, the messages stay unacknowledged.
@@ -143,6 +145,9 @@ pub async fn run<W: From<Batch>>(
                 acknowledge(ackers).await;
             }
         });
+        // The next chunk once the plugin has these (or they were dropped):
+        // while it is down, the stream holds what comes next.
+        let _ = taken.await;
     }
 }
 

@@ -42,6 +42,12 @@ pub struct Batch {
     /// Told once the outputs of these readings are durable; dropped unsent
     /// otherwise (the messages then stay unacknowledged).
     pub done: Option<oneshot::Sender<()>>,
+    /// Told when the worker takes the readings to give them to the running
+    /// plugin (or knows them as given already), before their outputs are
+    /// durable; dropped unsent if they are dropped. JetStream ingest waits for it before it takes
+    /// more: while the plugin is down the stream keeps the messages, not the
+    /// worker's hold; while the disk refuses writes readings still flow.
+    pub given: Option<oneshot::Sender<()>>,
     /// The room the batch takes in its worker's queue (see [`queue`]),
     /// given back when the worker takes it off ([`Batch::off_the_queue`]);
     /// `None` outside the queue.
@@ -62,6 +68,7 @@ impl Batch {
             readings: vec![reading; readings],
             sources: Vec::new(),
             done: None,
+            given: None,
             room: None,
         }
     }

@@ -88,6 +88,7 @@ pub async fn run<W: From<Batch>>(
                 readings: piece,
                 sources: Vec::new(),
                 done: None,
+                given: None,
                 room: None,
             };
             if let Offered::Dropped(dropped) = queue.offer(batch)? {
