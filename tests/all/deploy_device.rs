@@ -961,3 +961,35 @@ async fn a_healthy_plugin_compiling_at_start_up_is_not_deployed_a_second_time() 
     let status = host_status(&edge.client).await;
     assert_eq!(plugin(&status, "band-py")["state"], "running", "{status:#}");
 }
+
+/// A plugin undeployed while a new version of it is on probation is
+/// removed, and that probation is forgotten with it: no bundle of it is
+/// kept (before, both versions' stayed until some later deployment was
+/// healthy), and a later push that fails has nothing to roll back to (the
+/// undeployed 1.0.0 is not brought back).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_undeployed_during_a_probation_stays_removed_when_a_later_push_fails() {
+    let (site, mut edge) = running_v1().await;
+    // Restarted with a probation that outlasts the test.
+    edge.device.terminate_cleanly().await;
+    edge.device
+        .edit_config(|config| config.replace("probation = \"1s\"", "probation = \"1h\""));
+    edge.start().await;
+    let bundles = deploy_bundles();
+    let second = push(&site.operator, &edge.key(), &bundles.v2.bytes(), &[]).await;
+    in_phase(&site.operator, DEVICE, second, Phase::Running).await;
+
+    let undeployed = site.cli(&["undeploy", PLUGIN, "--device", DEVICE]).await;
+    assert_eq!(undeployed.code, Some(0), "{}", undeployed.stderr);
+    deployment_where(&site.operator, DEVICE, "the plugin removed", |d| {
+        d.phase == Phase::Removed
+    })
+    .await;
+    assert!(!runs(&edge, PLUGIN).await);
+    assert_eq!(kept_bundles(&edge), Vec::<std::ffi::OsString>::new());
+
+    let (report, failed) = deploy(&site, &edge, &bundles.fails_init, &[]).await;
+    assert_eq!(failed.phase, Phase::Failed, "nothing to roll back to: {report:#?}");
+    assert_eq!(report.plugins[PLUGIN].running_version, "", "{report:#?}");
+    assert!(!runs(&edge, PLUGIN).await, "the undeployed 1.0.0 is not brought back");
+}

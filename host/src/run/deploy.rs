@@ -748,6 +748,9 @@ impl Controller {
         if let Err(error) = self.store.change_healthy(|healthy| healthy.remove(name).is_some()) {
             tracing::error!(%error, "Cannot write the healthy set");
         }
+        // A probation of it ends with its worker: no outcome will come.
+        self.pending.retain(|_, pending| pending.plugin != name);
+        self.prune_bundles();
         let origin = layers.last().map(|(origin, _)| origin.clone()).unwrap_or(Origin {
             key: String::new(),
             generation: 0,
