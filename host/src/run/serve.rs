@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::sync::{mpsc, watch};
@@ -36,7 +36,9 @@ use super::shutdown::Parts;
 use super::start::{Device, Loader, RefusalReason, Refused};
 use super::status::{PluginSource, StatusSources};
 use crate::bus::config::Source;
-use crate::bus::ingest::{self, Failure, IngestError, IngestEvent, IngestHealth, Input, QueueFull, SensorCap};
+use crate::bus::ingest::{
+    self, Failure, IngestError, IngestEvent, IngestHealth, IngestStats, Input, QueueFull, SensorCap,
+};
 use crate::bus::status::ControlStats;
 use crate::clock::Clock;
 use crate::metrics::MetricsServer;
@@ -148,6 +150,10 @@ struct Owner {
     plugins: Arc<Plugins>,
     /// What starts a plugin compiled after start-up.
     loader: Loader,
+    /// Ingest counters: what the local bus client dropped.
+    ingest_stats: Arc<IngestStats>,
+    /// The drops of the local bus client told so far, and when last.
+    client_drops_told: (u64, Option<Instant>),
 }
 
 impl Owner {
@@ -160,9 +166,11 @@ impl Owner {
         compiling: &mut Compilations,
     ) {
         tokio::pin!(shutdown);
+        let ingest_stats = self.ingest_stats.clone();
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                () = ingest_stats.client_dropped.notified() => self.client_dropped().await,
                 Some(event) = events.recv() => match event {
                     IngestEvent::Failed(failure) => self.ingest_failed(failure).await,
                     IngestEvent::SensorCap(cap) => self.sensor_cap(cap).await,
@@ -272,6 +280,31 @@ impl Owner {
              `readings_dropped`"
         );
         self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
+    }
+
+    /// The local bus client dropped messages before ingest saw them (a
+    /// subscription's buffer was full): said loudly, at once, and again at
+    /// most once every [`ingest::RETELL`] while it goes on. Which plugins'
+    /// readings they were cannot be told.
+    async fn client_dropped(&mut self) {
+        let total = self
+            .ingest_stats
+            .dropped_by_client
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let (told, last) = self.client_drops_told;
+        if total <= told || last.is_some_and(|last| last.elapsed() < ingest::RETELL) {
+            return;
+        }
+        self.client_drops_told = (total, Some(Instant::now()));
+        let message = format!(
+            "the host's local bus client dropped {} messages before ingest read them ({total} since start): \
+             ingest could not keep up with the bus; which plugins' readings they held cannot be told \
+             (`ingest.dropped_by_client` in the status)",
+            total - told
+        );
+        self.host_alerts
+            .critical(HOST_DEGRADED, message, self.clock.now_ms())
+            .await;
     }
 
     /// A task ended before shutdown.
@@ -461,6 +494,8 @@ pub(super) async fn serve(
         tasks,
         plugins: plugins.clone(),
         loader: device.loader,
+        ingest_stats: device.ingest_stats.clone(),
+        client_drops_told: (0, None),
     };
     let mut compiling = device.compiling;
     owner.own(shutdown, &mut events, &mut ended, &mut compiling).await;

@@ -253,6 +253,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
             // A subscription's buffer was full: the client dropped a
             // message before ingest saw it (ingest was slower than the bus).
             let dropped = client_drops.dropped_by_client.fetch_add(1, Ordering::Relaxed) + 1;
+            client_drops.client_dropped.notify_one();
             if dropped.is_power_of_two() {
                 tracing::error!(
                     dropped,

@@ -196,6 +196,9 @@ pub struct IngestStats {
     /// subscription's buffer full: ingest slower than the bus), as far as
     /// the client reports them.
     pub dropped_by_client: AtomicU64,
+    /// Notified at each of those drops: the owner raises `host-degraded`
+    /// (at the first, then at most once every [`RETELL`]).
+    pub client_dropped: tokio::sync::Notify,
 }
 
 /// Dead letters logged per [`LOG_WINDOW`] and ingest task at most: a flood
