@@ -81,39 +81,73 @@ async fn a_full_disk_never_stops_local_alerts_and_the_host_catches_up_when_space
     upstream_alerts(&cloud, 1).await;
 
     let filler = disk.fill();
+    let publish = |sensor: &'static str| {
+        let client = client.clone();
+        async move {
+            let subject = format!("sensors.cgm.{sensor}");
+            client.publish(subject, reading(now_ms(), 45.0)).await.unwrap();
+        }
+    };
+    let status = three_alerts_on_a_full_disk(&client, &mut alerts, publish).await;
+    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+
+    // Stored and forwarded: the cloud gets the alerts made while the disk
+    // was full, and the one after, each once.
+    let wanted = ["cgm.before", "cgm.full-1", "cgm.full-2", "cgm.full-3", "cgm.after"];
+    space_returns(&filler, &client, &mut alerts, &cloud, &wanted).await;
+    device.terminate().await;
+}
+
+/// Publish (with `publish`) an urgent-low for three sensors while the disk
+/// is full: they arrive locally at once, the status shows them waiting for
+/// the disk and nothing failed; the status then.
+async fn three_alerts_on_a_full_disk<F, Published>(
+    client: &async_nats::Client,
+    alerts: &mut async_nats::Subscriber,
+    publish: F,
+) -> Value
+where
+    F: Fn(&'static str) -> Published,
+    Published: std::future::Future<Output = ()>,
+{
     for sensor in ["full-1", "full-2", "full-3"] {
-        client
-            .publish(format!("sensors.cgm.{sensor}"), reading(now_ms(), 45.0))
-            .await
-            .unwrap();
+        publish(sensor).await;
     }
-    let seen = collect_until(&mut alerts, "urgent-lows while the disk is full", |seen| {
+    let seen = collect_until(alerts, "urgent-lows while the disk is full", |seen| {
         urgent_lows(seen).len() == 3
     })
     .await;
     assert_eq!(urgent_lows(&seen), ["cgm.full-1", "cgm.full-2", "cgm.full-3"]);
-    let status = status_until(&client, "what waits for the disk, shown", |status| {
+    let status = status_until(client, "what waits for the disk, shown", |status| {
         status["outbox"]["waiting_for_disk"].as_u64().unwrap_or(0) >= 3
     })
     .await;
-    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
     assert_eq!(plugin(&status, "glucose-monitor")["outbox_failures"], 0, "{status}");
+    status
+}
 
-    std::fs::remove_file(&filler).unwrap();
+/// Free the disk (remove `filler`), publish an urgent-low for the last
+/// sensor of `wanted` and wait for it locally, then wait until the
+/// urgent-lows upstream are those of `wanted`, each once, in order.
+async fn space_returns(
+    filler: &Path,
+    client: &async_nats::Client,
+    alerts: &mut async_nats::Subscriber,
+    cloud: &NatsServer,
+    wanted: &[&str],
+) {
+    std::fs::remove_file(filler).unwrap();
+    let after = wanted[wanted.len() - 1];
     client
-        .publish("sensors.cgm.after", reading(now_ms(), 45.0))
+        .publish(format!("sensors.{after}"), reading(now_ms(), 45.0))
         .await
         .unwrap();
-    collect_until(&mut alerts, "the urgent-low after space returned", |seen| {
-        urgent_lows(seen) == ["cgm.after"]
+    collect_until(alerts, "the urgent-low after space returned", |seen| {
+        urgent_lows(seen) == [after]
     })
     .await;
-    // Stored and forwarded: the cloud gets the alerts made while the disk
-    // was full, and the one after, each once.
-    let wanted = ["cgm.before", "cgm.full-1", "cgm.full-2", "cgm.full-3", "cgm.after"];
-    let upstream = urgent_lows_upstream_until(&cloud, &wanted).await;
+    let upstream = urgent_lows_upstream_until(cloud, wanted).await;
     assert_eq!(upstream, wanted, "each once, in order");
-    device.terminate().await;
 }
 
 /// With readings from a JetStream stream, a full disk neither holds up local
@@ -149,19 +183,13 @@ async fn with_jetstream_input_a_full_disk_delays_acknowledgements_and_loses_noth
     urgent_lows_upstream_until(&cloud, &["cgm.before"]).await;
 
     let filler = disk.fill();
-    for sensor in ["full-1", "full-2", "full-3"] {
-        publish(sensor).await;
-    }
-    let seen = collect_until(&mut alerts, "urgent-lows while the disk is full", |seen| {
-        urgent_lows(seen).len() == 3
-    })
-    .await;
-    assert_eq!(urgent_lows(&seen), ["cgm.full-1", "cgm.full-2", "cgm.full-3"]);
-    let status = status_until(&client, "what waits for the disk, shown", |status| {
-        status["outbox"]["waiting_for_disk"].as_u64().unwrap_or(0) >= 3
-    })
-    .await;
-    assert_eq!(plugin(&status, "glucose-monitor")["outbox_failures"], 0, "{status}");
+    let publish_full = |sensor: &'static str| {
+        let publish = publish(sensor);
+        async move {
+            publish.await;
+        }
+    };
+    three_alerts_on_a_full_disk(&client, &mut alerts, publish_full).await;
     let consumer = consumer_info(&sensors).await;
     assert!(
         consumer.num_ack_pending >= 3,
@@ -263,20 +291,16 @@ async fn a_device_started_on_a_full_disk_still_alerts_locally() {
     .await;
     assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
 
-    // Space returns: the host alerts and stores again by itself.
-    std::fs::remove_file(&filler).unwrap();
-    client
-        .publish("sensors.cgm.after-boot", reading(now_ms(), 45.0))
-        .await
-        .unwrap();
-    collect_until(&mut alerts, "the urgent-low after space returned", |seen| {
-        urgent_lows(seen) == ["cgm.after-boot"]
-    })
+    // Space returns: the host alerts and stores again by itself, and the
+    // alert made on the full disk waited for it: stored too, once.
+    space_returns(
+        &filler,
+        &client,
+        &mut alerts,
+        &cloud,
+        &["cgm.full-boot", "cgm.after-boot"],
+    )
     .await;
-    // The alert made on the full disk waited for it: stored too, once.
-    let wanted = ["cgm.full-boot", "cgm.after-boot"];
-    let upstream = urgent_lows_upstream_until(&cloud, &wanted).await;
-    assert_eq!(upstream, wanted, "each once, in order");
     device.terminate().await;
 }
 

@@ -107,81 +107,96 @@ fn submit_told(handle: &WriterHandle, seq: u64, told: &mpsc::Sender<(u64, bool)>
         .unwrap();
 }
 
-#[test]
-fn writes_the_disk_refuses_wait_in_order_and_are_stored_once_it_takes_them_again() {
+/// A writer (queue of 4) on a new outbox, and a channel for continuations
+/// to report on.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    outbox: Arc<Mutex<Outbox>>,
+    writer: Writer,
+    handle: WriterHandle,
+    told: mpsc::Sender<(u64, bool)>,
+    outcomes: mpsc::Receiver<(u64, bool)>,
+}
+
+fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let outbox = Arc::new(Mutex::new(open(dir.path())));
     let writer = Writer::start(outbox.clone(), 4, || {}).unwrap();
-    let stats = writer.stats();
     let handle = writer.handle();
     let (told, outcomes) = mpsc::channel();
-    submit_told(&handle, 1, &told);
-    assert_eq!(outcomes.recv().unwrap(), (1, true));
+    Fixture {
+        _dir: dir,
+        outbox,
+        writer,
+        handle,
+        told,
+        outcomes,
+    }
+}
 
-    disk_full(&outbox, true);
+#[test]
+fn writes_the_disk_refuses_wait_in_order_and_are_stored_once_it_takes_them_again() {
+    let f = fixture();
+    let stats = f.writer.stats();
+    submit_told(&f.handle, 1, &f.told);
+    assert_eq!(f.outcomes.recv().unwrap(), (1, true));
+
+    disk_full(&f.outbox, true);
     // More than the writer's queue: producers are not held up by the disk.
     for seq in 2..=11 {
-        submit_told(&handle, seq, &told);
+        submit_told(&f.handle, seq, &f.told);
     }
     let waiting = || stats.waiting_entries.load(std::sync::atomic::Ordering::Relaxed);
     while waiting() < 10 {
         std::thread::yield_now();
     }
-    assert!(outcomes.try_recv().is_err(), "nothing told while the disk refuses");
-    assert_eq!(all(&outbox.lock().unwrap()).len(), 1);
+    assert!(f.outcomes.try_recv().is_err(), "nothing told while the disk refuses");
+    assert_eq!(all(&f.outbox.lock().unwrap()).len(), 1);
 
-    disk_full(&outbox, false);
-    let stored: Vec<(u64, bool)> = outcomes.iter().take(10).collect();
+    disk_full(&f.outbox, false);
+    let stored: Vec<(u64, bool)> = f.outcomes.iter().take(10).collect();
     assert_eq!(stored, (2..=11).map(|seq| (seq, true)).collect::<Vec<_>>());
     while waiting() > 0 {
         std::thread::yield_now();
     }
-    let ids: Vec<String> = all(&outbox.lock().unwrap()).into_iter().map(|e| e.msg_id).collect();
+    let ids: Vec<String> = all(&f.outbox.lock().unwrap()).into_iter().map(|e| e.msg_id).collect();
     assert_eq!(ids, (1..=11).map(|seq| format!("edge-01/p/{seq}")).collect::<Vec<_>>());
-    drop(handle);
-    writer.join();
+    drop(f.handle);
+    f.writer.join();
 }
 
 #[test]
 fn writes_still_refused_when_the_host_stops_are_given_up_and_told() {
-    let dir = tempfile::tempdir().unwrap();
-    let outbox = Arc::new(Mutex::new(open(dir.path())));
-    let writer = Writer::start(outbox.clone(), 4, || {}).unwrap();
-    let handle = writer.handle();
-    let (told, outcomes) = mpsc::channel();
-    disk_full(&outbox, true);
+    let f = fixture();
+    disk_full(&f.outbox, true);
     for seq in 1..=3 {
-        submit_told(&handle, seq, &told);
+        submit_told(&f.handle, seq, &f.told);
     }
-    drop(handle);
-    writer.join();
-    drop(told);
-    let outcomes: Vec<(u64, bool)> = outcomes.iter().collect();
+    drop(f.handle);
+    f.writer.join();
+    drop(f.told);
+    let outcomes: Vec<(u64, bool)> = f.outcomes.iter().collect();
     assert_eq!(outcomes, [(1, false), (2, false), (3, false)]);
 }
 
 #[test]
 fn writes_waiting_for_the_disk_are_bounded_in_memory_the_oldest_given_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let outbox = Arc::new(Mutex::new(open(dir.path())));
-    let writer = Writer::start(outbox.clone(), 4, || {}).unwrap();
-    let stats = writer.stats();
-    let handle = writer.handle();
-    let (told, outcomes) = mpsc::channel();
-    disk_full(&outbox, true);
+    let f = fixture();
+    let stats = f.writer.stats();
+    disk_full(&f.outbox, true);
     // 80 appends of nearly 1 MiB: more than the 64 MiB kept.
     for seq in 1..=80u64 {
-        let told = told.clone();
+        let told = f.told.clone();
         let mut entry = alert("p", seq);
         entry.payload = vec![b'x'; (1 << 20) - 4096];
-        handle
+        f.handle
             .submit(
                 vec![entry],
                 Box::new(move |outcome| told.send((seq, outcome.is_ok())).unwrap()),
             )
             .unwrap();
     }
-    let given_up: Vec<(u64, bool)> = outcomes.iter().take(16).collect();
+    let given_up: Vec<(u64, bool)> = f.outcomes.iter().take(16).collect();
     assert_eq!(
         given_up,
         (1..=16).map(|seq| (seq, false)).collect::<Vec<_>>(),
@@ -189,9 +204,9 @@ fn writes_waiting_for_the_disk_are_bounded_in_memory_the_oldest_given_up() {
     );
     let kept = stats.waiting_bytes.load(std::sync::atomic::Ordering::Relaxed);
     assert!(kept <= 64 << 20, "{kept} bytes kept");
-    disk_full(&outbox, false);
-    let stored: Vec<(u64, bool)> = outcomes.iter().take(64).collect();
+    disk_full(&f.outbox, false);
+    let stored: Vec<(u64, bool)> = f.outcomes.iter().take(64).collect();
     assert_eq!(stored, (17..=80).map(|seq| (seq, true)).collect::<Vec<_>>());
-    drop(handle);
-    writer.join();
+    drop(f.handle);
+    f.writer.join();
 }
