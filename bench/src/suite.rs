@@ -310,8 +310,9 @@ pub const SUITE: &[Measurement] = &[
         id: "drain",
         title: "Outbox drain after an upstream outage",
         method: "A device (glucose-monitor, forwarding to a JetStream server) is given 60 low readings, five \
-                 minutes apart, for each of 1,000 new sensors while its upstream server is stopped; once every \
-                 reading is taken and its outputs are in the outbox, the server starts again on the same port and \
+                 minutes apart, for each of 1,000 new sensors while its upstream server is stopped (a round of one \
+                 reading per sensor at a time, each taken before the next: one burst of all 60,000 would overflow \
+                 the plugin's queue); once every reading is taken and its outputs are in the outbox, the server starts again on the same port and \
                  store. The figure is the backlog over the time from the host's reconnection (its status) to an \
                  empty outbox; the notes give the reconnection time and the rate counted from the server's \
                  return. Baseline: the 500 readings/s of issue #14's acceptance, which asks a drain of at least 5x \

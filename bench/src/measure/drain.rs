@@ -64,8 +64,17 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
                     .await
                     .context("cannot publish a reading")?;
             }
+            client.flush().await.context("cannot flush the readings")?;
+            // A round (one reading of each sensor) at a time: all 60,000 in
+            // one burst would overflow the plugin's queue (4,096 readings),
+            // and core NATS ingest drops what does not fit. This measures
+            // the drain, not a burst.
+            let published = (k + 1) * SENSORS;
+            wait(&mut device, "the round taken", |s| {
+                s.plugins.iter().any(|p| p.readings_in >= published)
+            })
+            .await?;
         }
-        client.flush().await.context("cannot flush the readings")?;
         let total = SENSORS * READINGS_PER_SENSOR;
         let waiting = wait(&mut device, "every reading taken and its outputs stored", |s| {
             let made: u64 = s.plugins.iter().map(|p| p.alerts_out + p.summaries_out).sum();
@@ -127,7 +136,12 @@ async fn wait(
             return Ok(status);
         }
         if Instant::now() > deadline {
-            bail!("not {what} after {PHASE_TIMEOUT:?}");
+            let taken: u64 = status.plugins.iter().map(|p| p.readings_in).sum();
+            bail!(
+                "not {what} after {PHASE_TIMEOUT:?} ({taken} readings taken, {} dropped by the local client, {} outputs waiting)",
+                status.ingest.dropped_by_client,
+                status.outbox.alerts + status.outbox.summaries
+            );
         }
         tokio::time::sleep(POLL).await;
     }

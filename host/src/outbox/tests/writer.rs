@@ -89,6 +89,26 @@ fn disk_full(outbox: &Mutex<Outbox>, full: bool) {
     outbox.conn.pragma_update(None, "max_page_count", pages).unwrap();
 }
 
+/// The next `n` outcomes told (a minute at most for each).
+fn next_told(outcomes: &mpsc::Receiver<(u64, bool)>, n: usize) -> Vec<(u64, bool)> {
+    (0..n)
+        .map(|_| {
+            outcomes
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("an outcome told within a minute")
+        })
+        .collect()
+}
+
+/// Wait until `done` holds (a minute at most: then the test fails, saying `what`).
+fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "waited a minute for: {what}");
+        std::thread::yield_now();
+    }
+}
+
 /// An alert too large to fit in the pages the file has.
 fn big_alert(seq: u64) -> NewEntry {
     let mut entry = alert("p", seq);
@@ -139,7 +159,7 @@ fn writes_the_disk_refuses_wait_in_order_and_are_stored_once_it_takes_them_again
     let f = fixture();
     let stats = f.writer.stats();
     submit_told(&f.handle, 1, &f.told);
-    assert_eq!(f.outcomes.recv().unwrap(), (1, true));
+    assert_eq!(next_told(&f.outcomes, 1), [(1, true)]);
 
     disk_full(&f.outbox, true);
     // More than the writer's queue: producers are not held up by the disk.
@@ -147,18 +167,14 @@ fn writes_the_disk_refuses_wait_in_order_and_are_stored_once_it_takes_them_again
         submit_told(&f.handle, seq, &f.told);
     }
     let waiting = || stats.waiting_entries.load(std::sync::atomic::Ordering::Relaxed);
-    while waiting() < 10 {
-        std::thread::yield_now();
-    }
+    until("10 entries waiting", || waiting() == 10);
     assert!(f.outcomes.try_recv().is_err(), "nothing told while the disk refuses");
     assert_eq!(all(&f.outbox.lock().unwrap()).len(), 1);
 
     disk_full(&f.outbox, false);
-    let stored: Vec<(u64, bool)> = f.outcomes.iter().take(10).collect();
+    let stored = next_told(&f.outcomes, 10);
     assert_eq!(stored, (2..=11).map(|seq| (seq, true)).collect::<Vec<_>>());
-    while waiting() > 0 {
-        std::thread::yield_now();
-    }
+    until("nothing waiting", || waiting() == 0);
     let ids: Vec<String> = all(&f.outbox.lock().unwrap()).into_iter().map(|e| e.msg_id).collect();
     assert_eq!(ids, (1..=11).map(|seq| format!("edge-01/p/{seq}")).collect::<Vec<_>>());
     drop(f.handle);
@@ -196,7 +212,7 @@ fn writes_waiting_for_the_disk_are_bounded_in_memory_the_oldest_given_up() {
             )
             .unwrap();
     }
-    let given_up: Vec<(u64, bool)> = f.outcomes.iter().take(16).collect();
+    let given_up = next_told(&f.outcomes, 16);
     assert_eq!(
         given_up,
         (1..=16).map(|seq| (seq, false)).collect::<Vec<_>>(),
@@ -205,7 +221,7 @@ fn writes_waiting_for_the_disk_are_bounded_in_memory_the_oldest_given_up() {
     let kept = stats.waiting_bytes.load(std::sync::atomic::Ordering::Relaxed);
     assert!(kept <= 64 << 20, "{kept} bytes kept");
     disk_full(&f.outbox, false);
-    let stored: Vec<(u64, bool)> = f.outcomes.iter().take(64).collect();
+    let stored = next_told(&f.outcomes, 64);
     assert_eq!(stored, (17..=80).map(|seq| (seq, true)).collect::<Vec<_>>());
     drop(f.handle);
     f.writer.join();
