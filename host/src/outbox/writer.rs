@@ -284,18 +284,52 @@ fn take_until(receiver: &Receiver<Job>, until: Instant, waiting: &mut Waiting<'_
 /// size; shown in the status while the disk refuses them.
 struct Waiting<'a> {
     jobs: VecDeque<Job>,
-    /// Rows they write.
-    rows: usize,
-    bytes: usize,
+    /// The sum of their sizes (kept, not counted again at each change: a
+    /// long refusal holds many).
+    size: Size,
     stats: &'a WriterStats,
+}
+
+/// What a job writes and holds.
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    /// Rows: entries and journal records.
+    rows: usize,
+    /// Entries (outputs).
+    entries: usize,
+    /// Bytes (payloads, subjects, ids, logged inputs, states), as counted
+    /// against [`WAITING_MAX_BYTES`].
+    bytes: usize,
+}
+
+impl Size {
+    fn of(job: &Job) -> Size {
+        let entries = &job.append.entries;
+        let records = job
+            .append
+            .journal
+            .as_ref()
+            .map_or(&[][..], |journal| &journal.records[..]);
+        let entry_bytes: usize = entries
+            .iter()
+            .map(|entry| {
+                entry.payload.len() + entry.subject.len() + entry.msg_id.len() + entry.plugin.len() + ROW_BYTES
+            })
+            .sum();
+        let record_bytes: usize = records.iter().map(|record| record.data_len() + ROW_BYTES).sum();
+        Size {
+            rows: entries.len() + records.len(),
+            entries: entries.len(),
+            bytes: entry_bytes + record_bytes,
+        }
+    }
 }
 
 impl<'a> Waiting<'a> {
     fn new(stats: &'a WriterStats) -> Waiting<'a> {
         Waiting {
             jobs: VecDeque::new(),
-            rows: 0,
-            bytes: 0,
+            size: Size::default(),
             stats,
         }
     }
@@ -306,12 +340,11 @@ impl<'a> Waiting<'a> {
 
     /// Rows the waiting appends write.
     fn rows(&self) -> usize {
-        self.rows
+        self.size.rows
     }
 
     fn push(&mut self, job: Job) {
-        self.rows += job_size(&job);
-        self.bytes += job_bytes(&job);
+        self.counted(&job);
         self.jobs.push_back(job);
         self.show();
     }
@@ -321,14 +354,12 @@ impl<'a> Waiting<'a> {
         let mut rows = 0;
         let mut group = Vec::new();
         while let Some(job) = self.jobs.front() {
-            let size = job_size(job);
+            let size = Size::of(job).rows;
             if !group.is_empty() && rows + size > MAX_GROUP_ENTRIES {
                 break;
             }
             rows += size;
-            if let Some(job) = self.jobs.pop_front() {
-                self.rows -= size;
-                self.bytes -= job_bytes(&job);
+            if let Some(job) = self.pop() {
                 group.push(job);
             }
         }
@@ -338,8 +369,7 @@ impl<'a> Waiting<'a> {
     /// Appends the disk refused: first again, in their order.
     fn put_back(&mut self, jobs: Vec<Job>) {
         for job in jobs.into_iter().rev() {
-            self.rows += job_size(&job);
-            self.bytes += job_bytes(&job);
+            self.counted(&job);
             self.jobs.push_front(job);
         }
         self.show();
@@ -350,10 +380,8 @@ impl<'a> Waiting<'a> {
     /// `error`, as for any write that failed.
     fn give_up_over(&mut self, max: usize, error: &OutboxError) {
         let mut given_up = 0;
-        while self.bytes > max && self.jobs.len() > 1 {
-            if let Some(job) = self.jobs.pop_front() {
-                self.rows -= job_size(&job);
-                self.bytes -= job_bytes(&job);
+        while self.size.bytes > max && self.jobs.len() > 1 {
+            if let Some(job) = self.pop() {
                 given_up += job.append.entries.len();
                 (job.then)(Err(error));
             }
@@ -366,43 +394,43 @@ impl<'a> Waiting<'a> {
 
     /// Give up every waiting append (the host stops while the disk refuses them).
     fn give_up_all(&mut self, error: &OutboxError) {
-        let given_up: usize = self.jobs.iter().map(|job| job.append.entries.len()).sum();
+        let given_up = self.size.entries;
         for job in self.jobs.drain(..) {
             (job.then)(Err(error));
         }
-        self.rows = 0;
-        self.bytes = 0;
+        self.size = Size::default();
         if given_up > 0 {
             tracing::error!(given_up, %error, "The host stops while the disk refuses writes: outputs waiting for it are not stored");
         }
         self.show();
     }
 
-    fn show(&self) {
-        let entries: usize = self.jobs.iter().map(|job| job.append.entries.len()).sum();
-        self.stats.waiting_entries.store(entries as u64, Ordering::Relaxed);
-        self.stats.waiting_bytes.store(self.bytes as u64, Ordering::Relaxed);
+    /// Count `job` in the size (it is about to be queued).
+    fn counted(&mut self, job: &Job) {
+        let size = Size::of(job);
+        self.size.rows += size.rows;
+        self.size.entries += size.entries;
+        self.size.bytes += size.bytes;
     }
-}
 
-/// Rows a job writes.
-fn job_size(job: &Job) -> usize {
-    job.append.entries.len() + job.append.journal.as_ref().map_or(0, |j| j.records.len())
-}
+    /// The oldest job, no longer counted.
+    fn pop(&mut self) -> Option<Job> {
+        let job = self.jobs.pop_front()?;
+        let size = Size::of(&job);
+        self.size.rows -= size.rows;
+        self.size.entries -= size.entries;
+        self.size.bytes -= size.bytes;
+        Some(job)
+    }
 
-/// Bytes a job holds (payloads, subjects, ids, logged inputs, states), as
-/// counted against [`WAITING_MAX_BYTES`].
-fn job_bytes(job: &Job) -> usize {
-    let entries: usize = job
-        .append
-        .entries
-        .iter()
-        .map(|entry| entry.payload.len() + entry.subject.len() + entry.msg_id.len() + entry.plugin.len() + ROW_BYTES)
-        .sum();
-    let records: usize = job.append.journal.as_ref().map_or(0, |journal| {
-        journal.records.iter().map(|record| record.data_len() + ROW_BYTES).sum()
-    });
-    entries + records
+    fn show(&self) {
+        self.stats
+            .waiting_entries
+            .store(self.size.entries as u64, Ordering::Relaxed);
+        self.stats
+            .waiting_bytes
+            .store(self.size.bytes as u64, Ordering::Relaxed);
+    }
 }
 
 /// What became of an attempt to commit.
@@ -416,7 +444,7 @@ enum Attempt {
 /// Commit `jobs` in one transaction and run their continuations in order;
 /// give them back if the disk refused them.
 fn commit(outbox: &Mutex<Outbox>, jobs: Vec<Job>, written: &dyn Fn()) -> Attempt {
-    if jobs.iter().all(|job| job_size(job) == 0) {
+    if jobs.iter().all(|job| Size::of(job).rows == 0) {
         jobs.into_iter().for_each(|job| (job.then)(Ok(&[])));
         return Attempt::Done;
     }
