@@ -33,6 +33,8 @@ struct Runs {
     rate: f64,
     bare_cost: Cost,
     host_cost: Cost,
+    /// Where the host's ladder lost readings.
+    losses: String,
 }
 
 /// The measurement.
@@ -63,6 +65,21 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         let rate = host
             .best_asked()
             .context("edgewise run lost or delayed readings even at the lowest rate")?;
+        // Where the failed steps' readings went: dropped before ingest took
+        // them (the client's or ingest's pending limits), or by the plugin's
+        // full queue; the rest were late.
+        let status = device.status().await?;
+        let losses = format!(
+            "messages dropped before ingest over the ladder: {}; readings dropped by glucose-monitor's full queue: {}",
+            crate::table::number(status.ingest.dropped_by_client as f64),
+            crate::table::number(
+                status
+                    .plugins
+                    .iter()
+                    .find(|p| p.name == "glucose-monitor")
+                    .map_or(0, |p| p.readings_dropped) as f64
+            ),
+        );
         // The host's readings must stay in order: go on after the ladder's.
         let mut cursor = host.next;
 
@@ -92,6 +109,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             rate,
             bare_cost,
             host_cost,
+            losses,
         })
     })?;
     let baseline = runs
@@ -115,6 +133,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     let mut details = vec![
         format!("bare steps: {}", runs.bare.summary()),
         format!("edgewise run steps: {}", runs.host.summary()),
+        runs.losses.clone(),
     ];
     details.extend(cpu_details(&runs, baseline, figure));
     Ok(Outcome { rows, details })

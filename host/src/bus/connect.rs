@@ -4,14 +4,18 @@ use std::time::Duration;
 
 use super::NatsConfig;
 
-/// Messages a subscription buffers before ingest takes them (the client's
-/// default is 65,536). Ingest never waits on a plugin (a full queue drops,
-/// counted, see `bus::ingest::queue`), so this fills only when ingest itself
-/// falls behind the bus; then the client drops messages and says so
-/// (`async_nats::Event::SlowConsumer`). It bounds that buffer's memory to
-/// this many messages: 128 MiB of the largest payload ingest takes (64 KiB),
-/// where the default allowed 4 GiB.
-pub const SUBSCRIPTION_CAPACITY: usize = 2048;
+/// Messages a subscription buffers in the client (its default is 65,536).
+/// Core NATS ingest moves them off at once into its own pending queue,
+/// bounded in messages and bytes (`bus::ingest::pending`), so this fills
+/// only when that task falls behind the client, which hands over everything
+/// one read of the socket brings (thousands of small messages); beyond it
+/// the client drops messages and says so (`async_nats::Event::SlowConsumer`).
+/// At 2,048, bursts of small messages were lost that ingest would have taken
+/// a moment later. The client bounds it in messages only: were the moving
+/// task starved while messages of the largest payload ingest takes (64 KiB)
+/// kept coming, 1 GiB, where the default allows 4 GiB; in the flood test
+/// (60 KiB messages for a slow plugin) the whole host peaks near 200 MiB.
+pub const SUBSCRIPTION_CAPACITY: usize = 16_384;
 
 /// The request inboxes of a connection named `name`: `_INBOX.<name>`, so
 /// that a server's permissions can give each device only its own replies

@@ -150,8 +150,9 @@ pub struct IngestStatus {
     /// `sensor-mismatch`, `too-many-sensors` (only reasons seen).
     #[serde(default)]
     pub deadletters_by_reason: BTreeMap<String, u64>,
-    /// Messages the local bus client dropped before ingest saw them (ingest
-    /// slower than the bus).
+    /// Messages from the local bus dropped before ingest took them (the
+    /// client's buffer or ingest's pending limits full: ingest slower than
+    /// the bus).
     #[serde(default)]
     pub dropped_by_client: u64,
 }

@@ -281,7 +281,7 @@ fn encode_host(encoder: &mut DescriptorEncoder<'_>, status: &Status, oldest: Old
     }
     let metric = encoder.encode_descriptor(
         "edgewise_ingest_dropped_by_client",
-        "Messages the local bus client dropped before ingest saw them (ingest slower than the bus).",
+        "Messages from the local bus dropped before ingest took them (ingest slower than the bus).",
         None,
         MetricType::Counter,
     )?;

@@ -150,7 +150,7 @@ struct Owner {
     plugins: Arc<Plugins>,
     /// What starts a plugin compiled after start-up.
     loader: Loader,
-    /// Ingest counters: what the local bus client dropped.
+    /// Ingest counters: what was dropped before ingest took it.
     ingest_stats: Arc<IngestStats>,
     /// The drops of the local bus client told so far, and when last.
     client_drops_told: (u64, Option<Instant>),
@@ -282,8 +282,8 @@ impl Owner {
         self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
     }
 
-    /// The local bus client dropped messages before ingest saw them (a
-    /// subscription's buffer was full): said loudly, at once, and again at
+    /// Messages from the local bus were dropped before ingest took them (the
+    /// client's buffer or ingest's pending limits were full): said loudly, at once, and again at
     /// most once every [`ingest::RETELL`] while it goes on. Which plugins'
     /// readings they were cannot be told.
     async fn client_dropped(&mut self) {
@@ -297,7 +297,7 @@ impl Owner {
         }
         self.client_drops_told = (total, Some(Instant::now()));
         let message = format!(
-            "the host's local bus client dropped {} messages before ingest read them ({total} since start): \
+            "{} messages from the local bus were dropped before ingest took them ({total} since start): \
              ingest could not keep up with the bus; which plugins' readings they held cannot be told \
              (`ingest.dropped_by_client` in the status)",
             total - told

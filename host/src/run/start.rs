@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -252,14 +251,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         if let async_nats::Event::SlowConsumer(_) = event {
             // A subscription's buffer was full: the client dropped a
             // message before ingest saw it (ingest was slower than the bus).
-            let dropped = client_drops.dropped_by_client.fetch_add(1, Ordering::Relaxed) + 1;
-            client_drops.client_dropped.notify_one();
-            if dropped.is_power_of_two() {
-                tracing::error!(
-                    dropped,
-                    "The local bus client dropped messages: ingest could not keep up"
-                );
-            }
+            client_drops.dropped_before_ingest();
         }
     })
     .await

@@ -8,6 +8,7 @@
 //! owner (`run::serve`) shows the plugin `degraded` and starts it again.
 
 pub mod consumer;
+pub mod pending;
 pub mod queue;
 pub mod subscriptions;
 
@@ -192,13 +193,29 @@ pub struct IngestStats {
     pub deadlettered: AtomicU64,
     /// Dead letters by [`DeadLetterKind`] (indexed by [`DeadLetterKind::index`]).
     pub by_reason: [AtomicU64; DeadLetterKind::ALL.len()],
-    /// Messages the local bus client dropped before ingest saw them (a
-    /// subscription's buffer full: ingest slower than the bus), as far as
-    /// the client reports them.
+    /// Messages from the local bus dropped before ingest took them: the
+    /// client's subscription buffer was full (as far as the client reports
+    /// it: a lower bound, the client reports at most 128 drops at a time), or
+    /// ingest's [`pending`] limits were reached (ingest slower than the bus).
     pub dropped_by_client: AtomicU64,
     /// Notified at each of those drops: the owner raises `host-degraded`
     /// (at the first, then at most once every [`RETELL`]).
     pub client_dropped: tokio::sync::Notify,
+}
+
+impl IngestStats {
+    /// Count one message dropped before ingest took it, wake the owner
+    /// (who raises `host-degraded`) and log at the 1st, 2nd, 4th, 8th, ...
+    pub fn dropped_before_ingest(&self) {
+        let dropped = self.dropped_by_client.fetch_add(1, Ordering::Relaxed) + 1;
+        self.client_dropped.notify_one();
+        if dropped.is_power_of_two() {
+            tracing::error!(
+                dropped,
+                "Messages from the local bus were dropped before ingest took them: ingest could not keep up"
+            );
+        }
+    }
 }
 
 /// Dead letters logged per [`LOG_WINDOW`] and ingest task at most: a flood

@@ -4,6 +4,7 @@
 use futures::StreamExt;
 use tokio::sync::watch;
 
+use super::pending::Pending;
 use super::queue::Offered;
 use super::{Batch, Ingest, IngestError, ReadingsQueue, take_message};
 
@@ -30,7 +31,8 @@ pub async fn subscribe(
 }
 
 /// Feed `queue` from `subscriptions` (see [`subscribe`]) until `stop` turns
-/// true. Readings of one message are queued together; messages are taken in
+/// true. Messages are taken off the client at once and held within pending
+/// limits ([`super::pending`]). Readings of one message are queued together; messages are taken in
 /// batches of up to `batch_max` and split per sensor so per-sensor order is
 /// kept. A batch the queue has no room for is dropped, counted and reported
 /// (see [`super::queue`]). The subscriptions ending before `stop` is an error.
@@ -48,14 +50,15 @@ pub async fn run<W: From<Batch>>(
         Ok([only]) => only.boxed(),
         Err(several) => futures::stream::select_all(several).boxed(),
     };
-    let mut messages = merged.ready_chunks(batch_max);
+    let mut pending = Pending::start(merged, ingest.stats.clone());
+    let mut chunk = Vec::with_capacity(batch_max);
     let mut stopping = false;
     loop {
-        let chunk = if stopping {
+        chunk.clear();
+        if stopping {
             // Stopping: take what has already arrived, without waiting for more.
-            match futures::FutureExt::now_or_never(messages.next()) {
-                Some(Some(chunk)) => chunk,
-                _ => return Ok(()),
+            if pending.take_held(&mut chunk, batch_max) == 0 {
+                return Ok(());
             }
         } else {
             tokio::select! {
@@ -64,15 +67,14 @@ pub async fn run<W: From<Batch>>(
                     stopping = true;
                     continue;
                 }
-                chunk = messages.next() => match chunk {
-                    Some(chunk) => chunk,
-                    None => return Err(IngestError::SubscriptionsEnded),
+                taken = pending.take(&mut chunk, batch_max) => if taken == 0 {
+                    return Err(IngestError::SubscriptionsEnded);
                 },
             }
-        };
+        }
         let mut readings = Vec::with_capacity(chunk.len());
-        for message in chunk {
-            take_message(ingest, &message, &mut readings).await;
+        for message in &chunk {
+            take_message(ingest, message, &mut readings).await;
         }
         // A chunk of large messages can hold far more readings than the
         // whole queue (256 messages of up to 2,000): it is offered in pieces
