@@ -547,33 +547,12 @@ impl Controller {
             return self.finish(name, deployment, Phase::Refused, reason);
         }
         deployment.version.clone_from(&prepared.setup.provenance.version);
-        deployment.enter(Phase::Verified, None, wall_ms());
-        self.reported(name).deployment = Some(deployment.clone());
-        self.dirty = true;
-        self.publish().await;
+        self.verified(name, &mut deployment, None).await;
 
-        let id = self.next_id;
-        self.next_id += 1;
-        let probation = ProbationSetup {
-            id,
-            length: self.settings.probation,
-            events: self.events.clone(),
-            accept: Some(healthy_first(
-                self.store.clone(),
-                name,
-                &wanted,
-                prepared.setup.accept.take(),
-            )),
-        };
-        // What a rollback goes back to: while an earlier deployment of the
-        // plugin is still on probation, what it would go back to (the worker
-        // keeps the last healthy version when a newer push supersedes one on
-        // probation), never the unproven version that runs now.
-        let previous = self
-            .pending
-            .values()
-            .find(|pending| pending.plugin == name)
-            .map_or_else(|| running.clone(), |pending| pending.previous.clone());
+        let accept = healthy_first(self.store.clone(), name, &wanted, prepared.setup.accept.take());
+        let probation = self.new_probation(accept);
+        let id = probation.id;
+        let previous = self.rollback_target(name, running);
         let pending = Pending {
             plugin: name.to_owned(),
             deployment: deployment.clone(),
@@ -622,7 +601,40 @@ impl Controller {
         self.pending.insert(id, pending);
     }
 
-    /// End `deployment` of `plugin` in `phase`, with `reason`.
+    /// `deployment` of `plugin` verified (with `note`): recorded in the report
+    /// and published before the plugin is started or swapped.
+    async fn verified(&mut self, plugin: &str, deployment: &mut Deployment, note: Option<String>) {
+        deployment.enter(Phase::Verified, note, wall_ms());
+        self.reported(plugin).deployment = Some(deployment.clone());
+        self.dirty = true;
+        self.publish().await;
+    }
+
+    /// A new probation, with the next id; `accept` records the version once
+    /// it is healthy.
+    fn new_probation(&mut self, accept: Accept) -> ProbationSetup {
+        let id = self.next_id;
+        self.next_id += 1;
+        ProbationSetup {
+            id,
+            length: self.settings.probation,
+            events: self.events.clone(),
+            accept: Some(accept),
+        }
+    }
+
+    /// What a rollback of a new version of `plugin` goes back to, given what
+    /// `running` now: while an earlier deployment of the plugin is still on
+    /// probation, what that one would go back to (the worker keeps the last
+    /// healthy version when a newer push supersedes one on probation), never
+    /// the unproven version that runs now.
+    fn rollback_target(&self, plugin: &str, running: Option<Option<Running>>) -> Option<Option<Running>> {
+        self.pending
+            .values()
+            .find(|pending| pending.plugin == plugin)
+            .map_or(running, |pending| pending.previous.clone())
+    }
+
     /// Verify and load `plugin` off the async threads (it reads and compiles).
     /// A refusal, or a panic while loading, finishes `deployment` (refused,
     /// failed): then `None`.
@@ -663,6 +675,7 @@ impl Controller {
         self.store.prune(&keep);
     }
 
+    /// End `deployment` of `plugin` in `phase`, with `reason`.
     fn finish(&mut self, plugin: &str, mut deployment: Deployment, phase: Phase, reason: String) {
         tracing::error!(plugin, %reason, phase = phase.name(), "Deployment did not apply");
         deployment.enter(phase, Some(reason), wall_ms());
@@ -878,27 +891,14 @@ impl Controller {
             return;
         };
         let note = "undeployed: back to the configuration file's version".to_owned();
-        deployment.enter(Phase::Verified, Some(note), wall_ms());
-        self.reported(name).deployment = Some(deployment.clone());
-        self.dirty = true;
-        self.publish().await;
+        self.verified(name, &mut deployment, Some(note)).await;
         let Some((queue, _)) = self.plugins.get(name) else {
             return;
         };
-        let id = self.next_id;
-        self.next_id += 1;
-        let probation = ProbationSetup {
-            id,
-            length: self.settings.probation,
-            events: self.events.clone(),
-            accept: Some(file_first(self.store.clone(), name, prepared.setup.accept.take())),
-        };
-        // What a rollback goes back to, as for a deployment (`reconcile`).
-        let previous = self
-            .pending
-            .values()
-            .find(|pending| pending.plugin == name)
-            .map_or_else(|| self.plugins.deployed(name), |pending| pending.previous.clone());
+        let accept = file_first(self.store.clone(), name, prepared.setup.accept.take());
+        let probation = self.new_probation(accept);
+        let id = probation.id;
+        let previous = self.rollback_target(name, self.plugins.deployed(name));
         let pending = Pending {
             plugin: name.to_owned(),
             deployment,
