@@ -9,12 +9,13 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
 use edgewise_tests::nats::NatsServer;
 
-use crate::device::{Device, now_ms, reading};
+use crate::device::{DEVICE, Device, now_ms, reading};
 use crate::support::{collect_until, plugin, publish_acked, status_until, upstream_alerts};
 
 /// A tmpfs of `size` mounted on `path` until dropped.
@@ -159,10 +160,41 @@ async fn space_returns(
 /// acknowledged them: their alerts never reached the cloud.
 #[tokio::test(flavor = "multi_thread")]
 async fn with_jetstream_input_a_full_disk_delays_acknowledgements_and_loses_nothing() {
+    jetstream_input_on_a_full_disk(None).await;
+}
+
+/// The stream delivers a message again when its acknowledgement is late (the
+/// consumer's ack wait: 30 s by default, 1 s here). One delivered again while
+/// its first delivery's outputs still wait for the disk is known as given
+/// already; it too is acknowledged only once what it made is stored (before,
+/// at once: a crash then lost those outputs, and nothing would bring them
+/// back).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_delivered_again_while_its_outputs_wait_for_the_disk_is_acknowledged_once_they_are_stored() {
+    jetstream_input_on_a_full_disk(Some(Duration::from_secs(1))).await;
+}
+
+/// The JetStream full-disk scenario; with `ack_wait`, the device's consumer
+/// is made beforehand with that ack wait, and the messages of the alerts made
+/// while the disk is full must be delivered again, and stay unacknowledged,
+/// before space returns.
+async fn jetstream_input_on_a_full_disk(ack_wait: Option<Duration>) {
     let local = NatsServer::start_with_jetstream();
     let cloud = NatsServer::start_with_jetstream();
     let jetstream = async_nats::jetstream::new(async_nats::connect(local.url()).await.unwrap());
     let sensors = crate::support::create_sensors_stream(&jetstream).await;
+    if let Some(ack_wait) = ack_wait {
+        // The host takes the durable consumer it finds under its name.
+        let name = format!("edgewise-{DEVICE}-glucose-monitor");
+        let config = async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subjects: vec!["sensors.cgm.>".to_owned()],
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ack_wait,
+            ..Default::default()
+        };
+        sensors.create_consumer(config).await.unwrap();
+    }
     let mut device = Device::new(
         &local,
         Some(&cloud),
@@ -190,6 +222,19 @@ async fn with_jetstream_input_a_full_disk_delays_acknowledgements_and_loses_noth
         }
     };
     three_alerts_on_a_full_disk(&client, &mut alerts, publish_full).await;
+    if ack_wait.is_some() {
+        crate::support::poll_until("the waiting messages delivered again", crate::device::WAIT, || {
+            let sensors = sensors.clone();
+            async move {
+                let consumer = consumer_info(&sensors).await;
+                match consumer.num_redelivered >= 3 {
+                    true => Ok(()),
+                    false => Err(format!("{consumer:?}")),
+                }
+            }
+        })
+        .await;
+    }
     let consumer = consumer_info(&sensors).await;
     assert!(
         consumer.num_ack_pending >= 3,

@@ -54,6 +54,10 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         .await?;
         wait(&mut device, "the upstream connected", |s| s.upstream_connected).await?;
         cloud.stop()?;
+        // The host must have seen the outage: otherwise its status could
+        // still say "connected" when the cloud is back, and the drain's
+        // clock would start before the host is connected again.
+        wait(&mut device, "the upstream seen down", |s| !s.upstream_connected).await?;
         let client = async_nats::connect(local.url()).await.context("cannot connect")?;
         let start = now_ms() - 24 * 3_600_000;
         for k in 0..READINGS_PER_SENSOR {
