@@ -152,8 +152,8 @@ struct Owner {
     loader: Loader,
     /// Ingest counters: what was dropped before ingest took it.
     ingest_stats: Arc<IngestStats>,
-    /// The drops of the local bus client told so far, and when last.
-    client_drops_told: (u64, Option<Instant>),
+    /// The drops before ingest counted so far, and as told.
+    client_drops: (u64, ingest::Retell),
 }
 
 impl Owner {
@@ -291,16 +291,16 @@ impl Owner {
             .ingest_stats
             .dropped_by_client
             .load(std::sync::atomic::Ordering::Relaxed);
-        let (told, last) = self.client_drops_told;
-        if total <= told || last.is_some_and(|last| last.elapsed() < ingest::RETELL) {
+        let (counted, retell) = &mut self.client_drops;
+        let new = total.saturating_sub(*counted);
+        *counted = total;
+        let Some(dropped) = retell.occurred(new, Instant::now()) else {
             return;
-        }
-        self.client_drops_told = (total, Some(Instant::now()));
+        };
         let message = format!(
-            "{} messages from the local bus were dropped before ingest took them ({total} since start): \
+            "{dropped} messages from the local bus were dropped before ingest took them ({total} since start): \
              ingest could not keep up with the bus; which plugins' readings they held cannot be told \
-             (`ingest.dropped_by_client` in the status)",
-            total - told
+             (`ingest.dropped_by_client` in the status)"
         );
         self.host_alerts
             .critical(HOST_DEGRADED, message, self.clock.now_ms())
@@ -495,7 +495,7 @@ pub(super) async fn serve(
         plugins: plugins.clone(),
         loader: device.loader,
         ingest_stats: device.ingest_stats.clone(),
-        client_drops_told: (0, None),
+        client_drops: (0, ingest::Retell::default()),
     };
     let mut compiling = device.compiling;
     owner.own(shutdown, &mut events, &mut ended, &mut compiling).await;

@@ -293,6 +293,33 @@ pub struct SensorCap {
 /// ward that fills up over days, every refused reading would be a flood.
 pub const RETELL: Duration = Duration::from_secs(3600);
 
+/// A condition that goes on, told at its first occurrence, then at most once
+/// every [`RETELL`] with every occurrence since the last telling.
+#[derive(Debug, Default)]
+pub struct Retell {
+    /// When it was last told.
+    told: Option<Instant>,
+    /// Occurrences since.
+    untold: u64,
+}
+
+impl Retell {
+    /// `count` more occurrences at `now`: how many to tell now (every one
+    /// since the last telling), or `None` if it was told less than
+    /// [`RETELL`] ago (or nothing happened).
+    pub fn occurred(&mut self, count: u64, now: Instant) -> Option<u64> {
+        self.untold = self.untold.saturating_add(count);
+        let recent = self
+            .told
+            .is_some_and(|told| now.saturating_duration_since(told) < RETELL);
+        if self.untold == 0 || recent {
+            return None;
+        }
+        self.told = Some(now);
+        Some(std::mem::take(&mut self.untold))
+    }
+}
+
 /// A failed attempt of a plugin's ingest, as its owner hears of it, at once.
 #[derive(Debug)]
 pub struct Failure {
@@ -385,12 +412,10 @@ pub struct Ingest {
     pub health: Arc<IngestHealth>,
     /// The owner, told of failures and of a full sensor cap.
     events: mpsc::UnboundedSender<IngestEvent>,
-    /// When the owner was last told of the sensor cap.
-    cap_told: Option<Instant>,
-    /// When the owner was last told of a full queue, and the readings
-    /// dropped since.
-    full_told: Option<Instant>,
-    dropped_untold: u64,
+    /// New sensors refused for the sensor cap, as told to the owner.
+    cap_refusals: Retell,
+    /// Readings dropped for a full queue, as told to the owner.
+    queue_drops: Retell,
     log: LogBudget,
 }
 
@@ -415,9 +440,8 @@ impl Ingest {
             clock,
             health,
             events,
-            cap_told: None,
-            full_told: None,
-            dropped_untold: 0,
+            cap_refusals: Retell::default(),
+            queue_drops: Retell::default(),
             log: LogBudget::default(),
         }
     }
@@ -425,10 +449,9 @@ impl Ingest {
     /// New sensor `sensor` was refused for the plugin's sensor cap: tell the
     /// owner, if not told within [`RETELL`].
     fn sensor_cap_reached(&mut self, sensor: String) {
-        if self.cap_told.is_some_and(|told| told.elapsed() < RETELL) {
+        if self.cap_refusals.occurred(1, Instant::now()).is_none() {
             return;
         }
-        self.cap_told = Some(Instant::now());
         let _ = self.events.send(IngestEvent::SensorCap(SensorCap {
             plugin: self.plugin.clone(),
             sensor,
@@ -442,14 +465,12 @@ impl Ingest {
     /// queue of `capacity`: tell the owner, if not told within
     /// [`RETELL`] (then with every reading dropped since).
     fn queue_full(&mut self, dropped: u64, capacity: u32) {
-        self.dropped_untold = self.dropped_untold.saturating_add(dropped);
-        if self.full_told.is_some_and(|told| told.elapsed() < RETELL) {
+        let Some(dropped) = self.queue_drops.occurred(dropped, Instant::now()) else {
             return;
-        }
-        self.full_told = Some(Instant::now());
+        };
         let _ = self.events.send(IngestEvent::QueueFull(QueueFull {
             plugin: self.plugin.clone(),
-            dropped: std::mem::take(&mut self.dropped_untold),
+            dropped,
             capacity,
         }));
     }
@@ -577,6 +598,28 @@ async fn deadletter(ingest: &mut Ingest, subject: &str, payload: &[u8], refusal:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_condition_is_told_at_once_then_at_most_hourly_with_everything_since() {
+        let start = Instant::now();
+        let minute = Duration::from_secs(60);
+        let mut retell = Retell::default();
+        assert_eq!(retell.occurred(0, start), None, "nothing happened");
+        assert_eq!(retell.occurred(3, start), Some(3), "the first, at once");
+        assert_eq!(retell.occurred(2, start + minute), None);
+        assert_eq!(retell.occurred(5, start + 59 * minute), None);
+        assert_eq!(
+            retell.occurred(1, start + 60 * minute),
+            Some(8),
+            "an hour on: all since"
+        );
+        assert_eq!(retell.occurred(0, start + 200 * minute), None, "quiet: nothing to tell");
+        assert_eq!(
+            retell.occurred(4, start + 201 * minute),
+            Some(4),
+            "again at once after a quiet hour"
+        );
+    }
 
     #[test]
     fn a_lost_input_is_one_episode_until_it_flows_again() {

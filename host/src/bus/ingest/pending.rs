@@ -26,8 +26,8 @@ use super::IngestStats;
 /// Messages held for ingest at most (the async-nats client's default
 /// subscription capacity).
 pub const PENDING_MESSAGES_MAX: usize = 65_536;
-/// Bytes of messages (subject, headers and payload) held for ingest at most (the NATS Go
-/// client's default pending bytes limit).
+/// Bytes of messages (subject, headers and payload) held for ingest at most
+/// (the NATS Go client's default pending bytes limit).
 pub const PENDING_BYTES_MAX: usize = 64 << 20;
 
 /// What is held, shared by the task that fills and the ingest that takes.
