@@ -165,3 +165,53 @@ impl OutboxError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::ffi;
+
+    fn sqlite(code: std::ffi::c_int) -> OutboxError {
+        OutboxError::sql(Path::new("outbox.db"), "append")(rusqlite::Error::SqliteFailure(ffi::Error::new(code), None))
+    }
+
+    /// What the writer keeps and tries again (the disk's refusals) and what
+    /// it fails at once (the write's own fault, or a damaged file).
+    #[test]
+    fn the_disks_refusals_are_transient_a_bad_write_or_a_damaged_file_is_not() {
+        for code in [
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_IOERR_WRITE,
+            ffi::SQLITE_IOERR_FSYNC,
+            ffi::SQLITE_NOMEM,
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_LOCKED,
+        ] {
+            assert!(sqlite(code).is_transient(), "code {code}");
+        }
+        for code in [
+            ffi::SQLITE_CONSTRAINT,
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_NOTADB,
+            ffi::SQLITE_TOOBIG,
+        ] {
+            assert!(!sqlite(code).is_transient(), "code {code}");
+        }
+        let io = OutboxError::Io {
+            path: "outbox.db".into(),
+            operation: "sync the directory",
+            source: std::io::Error::from_raw_os_error(28), // ENOSPC
+        };
+        assert!(io.is_transient());
+        let too_large = OutboxError::EntryTooLarge {
+            path: "outbox.db".into(),
+            msg_id: "edge-01/p/1".into(),
+            size: 2 << 20,
+            max_bytes: 1 << 20,
+        };
+        assert!(!too_large.is_transient());
+        assert!(sqlite(ffi::SQLITE_CORRUPT).is_damaged_file());
+        assert!(!sqlite(ffi::SQLITE_IOERR).is_damaged_file());
+    }
+}
