@@ -283,7 +283,8 @@ fn take_until(receiver: &Receiver<Job>, until: Instant, waiting: &mut Waiting<'_
 /// The appends taken and not yet committed, in submission order, with their
 /// size; shown in the status while the disk refuses them.
 struct Waiting<'a> {
-    jobs: VecDeque<Job>,
+    /// Each with its size, measured once as it is queued.
+    jobs: VecDeque<(Size, Job)>,
     /// The sum of their sizes (kept, not counted again at each change: a
     /// long refusal holds many).
     size: Size,
@@ -303,6 +304,11 @@ struct Size {
 }
 
 impl Size {
+    /// Rows `job` writes (cheap: no bytes counted).
+    fn rows_of(job: &Job) -> usize {
+        job.append.entries.len() + job.append.journal.as_ref().map_or(0, |journal| journal.records.len())
+    }
+
     fn of(job: &Job) -> Size {
         let entries = &job.append.entries;
         let records = job
@@ -318,10 +324,22 @@ impl Size {
             .sum();
         let record_bytes: usize = records.iter().map(|record| record.data_len() + ROW_BYTES).sum();
         Size {
-            rows: entries.len() + records.len(),
+            rows: Size::rows_of(job),
             entries: entries.len(),
             bytes: entry_bytes + record_bytes,
         }
+    }
+
+    fn add(&mut self, other: Size) {
+        self.rows += other.rows;
+        self.entries += other.entries;
+        self.bytes += other.bytes;
+    }
+
+    fn sub(&mut self, other: Size) {
+        self.rows -= other.rows;
+        self.entries -= other.entries;
+        self.bytes -= other.bytes;
     }
 }
 
@@ -344,8 +362,9 @@ impl<'a> Waiting<'a> {
     }
 
     fn push(&mut self, job: Job) {
-        self.counted(&job);
-        self.jobs.push_back(job);
+        let size = Size::of(&job);
+        self.size.add(size);
+        self.jobs.push_back((size, job));
         self.show();
     }
 
@@ -353,8 +372,8 @@ impl<'a> Waiting<'a> {
     fn take_group(&mut self) -> Vec<Job> {
         let mut rows = 0;
         let mut group = Vec::new();
-        while let Some(job) = self.jobs.front() {
-            let size = Size::of(job).rows;
+        while let Some((size, _)) = self.jobs.front() {
+            let size = size.rows;
             if !group.is_empty() && rows + size > MAX_GROUP_ENTRIES {
                 break;
             }
@@ -369,8 +388,9 @@ impl<'a> Waiting<'a> {
     /// Appends the disk refused: first again, in their order.
     fn put_back(&mut self, jobs: Vec<Job>) {
         for job in jobs.into_iter().rev() {
-            self.counted(&job);
-            self.jobs.push_front(job);
+            let size = Size::of(&job);
+            self.size.add(size);
+            self.jobs.push_front((size, job));
         }
         self.show();
     }
@@ -395,7 +415,7 @@ impl<'a> Waiting<'a> {
     /// Give up every waiting append (the host stops while the disk refuses them).
     fn give_up_all(&mut self, error: &OutboxError) {
         let given_up = self.size.entries;
-        for job in self.jobs.drain(..) {
+        for (_, job) in self.jobs.drain(..) {
             (job.then)(Err(error));
         }
         self.size = Size::default();
@@ -405,21 +425,10 @@ impl<'a> Waiting<'a> {
         self.show();
     }
 
-    /// Count `job` in the size (it is about to be queued).
-    fn counted(&mut self, job: &Job) {
-        let size = Size::of(job);
-        self.size.rows += size.rows;
-        self.size.entries += size.entries;
-        self.size.bytes += size.bytes;
-    }
-
     /// The oldest job, no longer counted.
     fn pop(&mut self) -> Option<Job> {
-        let job = self.jobs.pop_front()?;
-        let size = Size::of(&job);
-        self.size.rows -= size.rows;
-        self.size.entries -= size.entries;
-        self.size.bytes -= size.bytes;
+        let (size, job) = self.jobs.pop_front()?;
+        self.size.sub(size);
         Some(job)
     }
 
@@ -444,7 +453,7 @@ enum Attempt {
 /// Commit `jobs` in one transaction and run their continuations in order;
 /// give them back if the disk refused them.
 fn commit(outbox: &Mutex<Outbox>, jobs: Vec<Job>, written: &dyn Fn()) -> Attempt {
-    if jobs.iter().all(|job| Size::of(job).rows == 0) {
+    if jobs.iter().all(|job| Size::rows_of(job) == 0) {
         jobs.into_iter().for_each(|job| (job.then)(Ok(&[])));
         return Attempt::Done;
     }
