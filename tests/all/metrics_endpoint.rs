@@ -21,6 +21,9 @@ const SENSOR: &str = "cgm.zq7x";
 const LOW: f64 = 47.25;
 const HIGH: f64 = 183.5;
 
+/// One clock hour, the span of a glucose-monitor summary.
+const HOUR_MS: i64 = 3_600_000;
+
 /// The metrics table of a device listening on a port the system picks.
 const METRICS: &str = "[metrics]\nlisten = \"127.0.0.1:0\"\n";
 
@@ -136,11 +139,13 @@ async fn the_endpoint_agrees_with_the_status_and_shows_no_patient_value() {
     assert_eq!(listening_ports(device.pid()), BTreeSet::from([address.port()]));
 
     let subject = format!("sensors.{SENSOR}");
+    // Both readings in one clock hour: glucose-monitor summarises an hour
+    // once a reading passes its end, and this test wants no summary (with
+    // the first a minute back, a run in an hour's first minute made one).
     let now = now_ms();
-    client
-        .publish(subject.clone(), reading(now - 60_000, HIGH))
-        .await
-        .unwrap();
+    let first = (now - 60_000).max(now - now.rem_euclid(HOUR_MS));
+    let now = now.max(first + 1);
+    client.publish(subject.clone(), reading(first, HIGH)).await.unwrap();
     client.publish(subject.clone(), reading(now, LOW)).await.unwrap();
     // Dead-lettered: a reading stamped in microseconds (far in the future), and no JSON at all.
     client.publish(subject.clone(), reading(now * 1000, LOW)).await.unwrap();

@@ -430,9 +430,13 @@ async fn a_new_sensor_refused_for_the_plugins_sensor_cap_raises_an_alert() {
     let local = NatsServer::start();
     let mut device = Device::new(&local, None, "\n[host_limits]\nmax_sensors = 3\n");
     let (client, mut alerts) = device.start_watching(&local, ">").await;
+    // A minute back: the whole exchange can take less than a millisecond,
+    // and a later reading of s0 stamped with the same millisecond would be
+    // a duplicate (ignored).
+    let earlier = now_ms() - 60_000;
     for sensor in 0..3 {
         client
-            .publish(format!("sensors.cgm.s{sensor}"), reading(now_ms(), 120.0))
+            .publish(format!("sensors.cgm.s{sensor}"), reading(earlier, 120.0))
             .await
             .unwrap();
     }
