@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use edgewise_tests::nats::NatsServer;
 
-use crate::device::{DEVICE, Device, now_ms, reading};
-use crate::support::{collect_until, plugin, publish_acked, status_until, upstream_alerts};
+use crate::device::{DEVICE, Device, WAIT, now_ms, reading};
+use crate::support::{collect_until, host_status, plugin, publish_acked, status_until, upstream_alerts};
 
 /// A tmpfs of `size` mounted on `path` until dropped.
 struct Tmpfs {
@@ -397,4 +397,83 @@ async fn an_entry_acknowledged_while_its_delete_fails_is_not_sent_again() {
     device.terminate_cleanly().await;
     let upstream = upstream_alerts_now(&cloud.url()).await;
     assert_eq!(upstream, ["cgm.kept"], "stored upstream once");
+}
+
+/// A version that passes its probation while the disk is full goes on
+/// alerting at once, and is recorded as the version a restart runs once its
+/// state is stored after space returns. Before, the plugin's thread waited
+/// up to 10 s for that state at the end of the probation (no reading
+/// handled meanwhile), then gave up: the version was reported healthy but
+/// never recorded, so a restart ran the one before.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_healthy_while_the_disk_is_full_alerts_meanwhile_and_is_recorded_once_space_returns() {
+    use crate::deploy_device::{Edge, PLUGIN, Site, deployment_where, push};
+    use edgewise_host::deploy::model::Phase;
+    use edgewise_tests::deploy_bundles;
+
+    let site = Site::start().await;
+    let mut edge = Edge::new(&site, DEVICE, "100ms", "probation = \"10s\"\n", "").await;
+    let disk = Tmpfs::mount(&edge.device.path("data"), "64m");
+    edge.start().await;
+    let mut alerts = crate::support::subscribe_alerts(&edge.client, PLUGIN).await;
+    let v1 = push(&site.operator, &edge.key(), &deploy_bundles().v1.bytes(), &[]).await;
+    deployment_where(&site.operator, &edge.id, "1.0.0 healthy", |d| {
+        d.generation == v1 && d.phase == Phase::Healthy
+    })
+    .await;
+    let healthy_path = edge.device.path("data").join("deploy").join("healthy.json");
+    let healthy = || -> Value { serde_json::from_slice(&std::fs::read(&healthy_path).unwrap()).unwrap() };
+    let healthy_v1 = healthy();
+
+    let v2 = push(&site.operator, &edge.key(), &deploy_bundles().v2.bytes(), &[]).await;
+    deployment_where(&site.operator, &edge.id, "2.0.0 running", |d| {
+        d.generation == v2 && d.phase == Phase::Running
+    })
+    .await;
+    // The state saved at the switch is stored before the disk fills: then
+    // the only write (no reading comes) is the state saved at the promotion
+    // (10 s after the switch).
+    let saved = |s: &Value| plugin(s, PLUGIN)["snapshots_saved"].as_u64().unwrap_or(0);
+    let before = status_until(&edge.client, "the state at the switch stored", |s| {
+        saved(s) >= 2 && s["outbox"]["waiting_for_disk"] == 0
+    })
+    .await;
+    let filler = disk.fill();
+    // (`waiting_for_disk` counts outputs, and a state is none.)
+    let log_path = edge.device.path("edgewise.log");
+    crate::support::poll_until("the state of the promotion refused by the disk", WAIT, || async {
+        let log = std::fs::read_to_string(&log_path).map_err(|e| e.to_string())?;
+        match log.contains("The outbox cannot write") {
+            true => Ok(()),
+            false => Err(log),
+        }
+    })
+    .await;
+
+    // The plugin goes on: a low now is alerted at once (before, its thread
+    // was still waiting, and gave the version up before it took this).
+    edge.client
+        .publish("sensors.cgm.after-probation", reading(now_ms(), 45.0))
+        .await
+        .unwrap();
+    collect_until(&mut alerts, "the urgent-low while the promotion waits", |seen| {
+        urgent_lows(seen) == ["cgm.after-probation"]
+    })
+    .await;
+    let (report, waiting) = deployment_where(&site.operator, &edge.id, "2.0.0 reported", |d| d.generation == v2).await;
+    assert_eq!(waiting.phase, Phase::Running, "not healthy until recorded: {report:#?}");
+    assert_eq!(healthy(), healthy_v1);
+
+    // Space returns: the state is stored, and the version recorded and
+    // reported healthy.
+    std::fs::remove_file(&filler).unwrap();
+    deployment_where(&site.operator, &edge.id, "2.0.0 healthy", |d| {
+        d.generation == v2 && d.phase == Phase::Healthy
+    })
+    .await;
+    let status = host_status(&edge.client).await;
+    assert!(saved(&status) > saved(&before), "{status}");
+    assert_ne!(healthy(), healthy_v1, "2.0.0 recorded as the version a restart runs");
+    let log = edge.device.terminate_cleanly().await;
+    assert!(!log.contains("Cannot save the healthy version's state"), "{log}");
 }

@@ -307,6 +307,7 @@ impl Worker {
             stopping: stopping.clone(),
             drain_until: drain_until.clone(),
             probation: setup.probation.map(swap::Probation::first),
+            promotions: std::collections::VecDeque::new(),
             retired: false,
         };
         let thread = std::thread::Builder::new().name(name).spawn(move || {

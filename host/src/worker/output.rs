@@ -12,11 +12,6 @@ use crate::envelope::{Provenance, to_json_line};
 use crate::model::{Alert, Output};
 use crate::outbox::{Append, Committed, JournalWrite, Kind, NewEntry, PluginJournal, Record, WriterHandle, wall_ms};
 
-/// The longest a plugin's thread waits for its writes to be stored
-/// ([`Emitter::flush`]): while the disk refuses writes they wait in the
-/// writer, and the plugin must go on making (and publishing) alerts.
-const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Where a plugin's outputs go, made once per worker.
 pub(super) struct Routes {
     /// Local bus subject of its alerts.
@@ -125,19 +120,19 @@ impl Emitter {
         self.next_seq.max(self.emitted_high + 1)
     }
 
-    /// Wait until everything handed to the writer so far has been committed
-    /// (the writer runs continuations in order), at most [`FLUSH_WAIT`];
-    /// false if it was not (the disk refuses writes) or the writer has
-    /// stopped.
-    pub(super) fn flush(&self) -> bool {
+    /// Told once everything handed to the writer so far has been committed
+    /// or given up (the writer runs continuations in order), without
+    /// waiting for it: while the disk refuses writes they wait in the
+    /// writer, and the plugin must go on making (and publishing) alerts.
+    /// `None` if the writer has stopped; the receiver is disconnected without
+    /// a message if the writer drops the continuation unrun.
+    pub(super) fn committed(&self) -> Option<std::sync::mpsc::Receiver<()>> {
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
         let then: Committed = Box::new(move |_| {
             let _ = sender.send(());
         });
-        if self.writer.submit(Vec::new(), then).is_err() {
-            return false;
-        }
-        receiver.recv_timeout(FLUSH_WAIT).is_ok()
+        self.writer.submit(Vec::new(), then).ok()?;
+        Some(receiver)
     }
 
     /// A recovery ended (or the plugin starts afresh): numbers go on after

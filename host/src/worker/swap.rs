@@ -8,7 +8,8 @@
 //! the new version healthy (recorded for anti-rollback, its state saved).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -86,6 +87,18 @@ pub(super) struct Probation {
     accept: Option<Accept>,
     /// The version to go back to; `None` for a plugin new on the device.
     previous: Option<Previous>,
+}
+
+/// A version past its probation, waiting for its state to be stored before
+/// it is recorded as healthy ([`PluginThread::promote`]).
+pub(super) struct Promotion {
+    probation: Probation,
+    /// The version promoted (a newer one may run by the time it is stored).
+    version: String,
+    /// For a plugin that keeps state: told once the state saved at the
+    /// promotion is committed (`None`: the writer has stopped), and whether
+    /// it was stored.
+    state: Option<(Option<Receiver<()>>, Arc<AtomicBool>)>,
 }
 
 /// The version a swap replaced.
@@ -339,14 +352,17 @@ impl PluginThread {
     }
 
     /// The version on probation has run its length without a failure:
-    /// healthy. Its state is saved now and made durable (a restart keeps it),
-    /// and only then is it made the version a restart runs and recorded for
-    /// anti-rollback ([`ProbationSetup::accept`]).
+    /// healthy. Its state is saved now, and once that is durable (a restart
+    /// keeps it) it is made the version a restart runs and recorded for
+    /// anti-rollback ([`ProbationSetup::accept`]), and the owner is told
+    /// ([`PluginThread::finish_promotions`]). The plugin goes on meanwhile:
+    /// while the disk refuses writes, the state waits in the writer and the
+    /// alerts must not.
     pub(super) fn promote(&mut self) {
-        let mut state_durable = true;
         if let Some(recovery) = self.recovery.as_mut() {
             recovery.set_limit(super::recovery::KEPT_AT_MOST);
         }
+        let mut state = None;
         if takes_snapshots(&self.plugin) {
             if self.recovery.is_none() {
                 self.recovery = Some(Recovery::resumed(None, None));
@@ -372,7 +388,7 @@ impl PluginThread {
                     // version's at the switch then, or the new version would
                     // number its outputs since the switch again, from after
                     // the highest (emitted twice).
-                    state_durable = self.emitter.flush() && stored.load(Ordering::Acquire);
+                    state = Some((self.emitter.committed(), stored));
                 }
                 Err(error) => {
                     // A version that cannot give its state is not healthy.
@@ -383,21 +399,62 @@ impl PluginThread {
         } else {
             self.recovery = None;
         }
-        let Some(mut probation) = self.probation.take() else {
+        let Some(probation) = self.probation.take() else {
             return;
         };
+        self.promotions.push_back(Promotion {
+            probation,
+            version: self.emitter.provenance.version.clone(),
+            state,
+        });
+        self.finish_promotions(None);
+    }
+
+    /// Finish the promotions whose state has been stored (or given up), in
+    /// order; with `until`, wait for them up to then (the host stops).
+    pub(super) fn finish_promotions(&mut self, until: Option<Instant>) {
+        while let Some(promotion) = self.promotions.front() {
+            let durable = match &promotion.state {
+                None => true,
+                Some((None, _)) => false, // The writer has stopped.
+                Some((Some(committed), stored)) => {
+                    let told = match until {
+                        None => committed.try_recv().map_err(|e| matches!(e, TryRecvError::Empty)),
+                        Some(until) => committed
+                            .recv_timeout(until.saturating_duration_since(Instant::now()))
+                            .map_err(|e| matches!(e, RecvTimeoutError::Timeout)),
+                    };
+                    match told {
+                        Ok(()) => stored.load(Ordering::Acquire),
+                        Err(true) => return, // Not yet.
+                        Err(false) => false, // Dropped unrun.
+                    }
+                }
+            };
+            if let Some(promotion) = self.promotions.pop_front() {
+                self.healthy(promotion, durable);
+            }
+        }
+    }
+
+    /// A promotion's state is stored (`durable`), or will not be: record the
+    /// version if it is, and tell the owner it is healthy.
+    pub(super) fn healthy(&mut self, promotion: Promotion, durable: bool) {
+        let Promotion {
+            mut probation, version, ..
+        } = promotion;
         match probation.accept.take() {
-            Some(_) if !state_durable => {
-                tracing::error!(plugin = %self.name(), "Cannot save the healthy version's state: not recorded as the version a restart runs (a restart runs the one before)");
+            Some(_) if !durable => {
+                tracing::error!(plugin = %self.name(), %version, "Cannot save the healthy version's state: not recorded as the version a restart runs (a restart runs the one before)");
             }
             Some(accept) => {
                 if let Err(error) = accept() {
-                    tracing::error!(plugin = %self.name(), error = %crate::error_chain(error.as_ref()), "Cannot record the version as healthy and accepted");
+                    tracing::error!(plugin = %self.name(), %version, error = %crate::error_chain(error.as_ref()), "Cannot record the version as healthy and accepted");
                 }
             }
             None => {}
         }
-        tracing::info!(plugin = %self.name(), version = %self.emitter.provenance.version, "New version healthy");
+        tracing::info!(plugin = %self.name(), %version, "New version healthy");
         Self::tell(&probation, self.name(), Outcome::Healthy);
     }
 

@@ -6,7 +6,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -15,7 +15,7 @@ use super::hold::{Held, Hold};
 use super::output::Emitter;
 use super::recovery::{Kept, Recovery, SET_ASIDE_AFTER, STATE_ASIDE_AFTER, Start};
 use super::supervisor::{Decision, Health, Supervisor};
-use super::swap::{Outcome, Probation};
+use super::swap::{Outcome, Probation, Promotion};
 use super::{Accept, DEGRADED, PluginStats, SET_ASIDE, Work, WorkerContext};
 use crate::bus::ingest::Batch;
 use crate::input_log::Input;
@@ -38,6 +38,13 @@ enum Progress {
 /// Attempts of one recovery retried at once after a failure on an input that
 /// had not failed before; then the failure is supervised.
 const QUICK_RETRIES: u32 = 8;
+
+/// How often a worker with nothing to do looks whether a promotion's state
+/// has been stored ([`PluginThread::finish_promotions`]).
+const PROMOTION_POLL: Duration = Duration::from_millis(50);
+
+/// The longest a stopping worker waits for a promotion's state to be stored.
+const PROMOTION_WAIT_AT_EXIT: Duration = Duration::from_secs(10);
 
 /// One plugin under supervision, on its own thread.
 pub(super) struct PluginThread {
@@ -82,6 +89,9 @@ pub(super) struct PluginThread {
     pub(super) drain_until: Arc<OnceLock<Instant>>,
     /// The version deployed last, while on probation.
     pub(super) probation: Option<Probation>,
+    /// Versions past their probation whose state is on its way to the disk,
+    /// in order ([`PluginThread::promote`]).
+    pub(super) promotions: VecDeque<Promotion>,
     /// A plugin new on the device that failed its probation: it takes no
     /// more work (its owner removes it).
     pub(super) retired: bool,
@@ -116,6 +126,7 @@ impl PluginThread {
                 }
                 continue;
             }
+            self.finish_promotions(None);
             let now = Instant::now();
             let health = self.supervisor.health(now);
             self.set_state(health);
@@ -152,7 +163,9 @@ impl PluginThread {
             if !open && pause.is_none() {
                 break; // Closed, running and nothing held: done.
             }
-            let received = match pause.or(on_probation.flatten()) {
+            // While a promotion waits for the disk, look again now and then.
+            let promoting = (!self.promotions.is_empty()).then_some(PROMOTION_POLL);
+            let received = match pause.or(on_probation.flatten()).or(promoting) {
                 // Running and nothing held: wait for work (backpressure on ingest).
                 None => receiver.blocking_recv(),
                 // Down: keep taking work into the bounded hold until the pause ends.
@@ -173,7 +186,21 @@ impl PluginThread {
                 None => open = false,
             }
         }
-        self.save_final();
+        // The host stops: a version healthy before it did is recorded if its
+        // state is stored within the drain budget (and the bound), and only
+        // then is the last state saved: with a promotion undecided, a
+        // restart runs the version before, which must find the state saved
+        // at the switch or the promotion, not a later one of the new version.
+        let bound = Instant::now() + PROMOTION_WAIT_AT_EXIT;
+        let until = self.drain_until.get().map_or(bound, |drain| bound.min(*drain));
+        self.finish_promotions(Some(until));
+        let undecided = !self.promotions.is_empty();
+        for promotion in std::mem::take(&mut self.promotions) {
+            self.healthy(promotion, false);
+        }
+        if !undecided {
+            self.save_final();
+        }
     }
 
     /// Drop everything held and still queued, counted: the host is stopping
