@@ -50,6 +50,31 @@ async fn stopped_device(sent: &[(String, i64, f64)]) -> Device {
     device
 }
 
+/// As [`stopped_device`], for a device whose glucose-monitor takes
+/// `sensors.cgm.gateway.>` as a trusted gateway (`payload_sensors`), given
+/// each reading of `sent` through it: on `sensors.cgm.gateway.ward-3`, its
+/// sensor named in the payload.
+async fn stopped_gateway_device(sent: &[(String, i64, f64)]) -> Device {
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, "payload_sensors = [\"sensors.cgm.gateway.>\"]\n");
+    let client = device.start(&local).await;
+    for (subject, ts, value) in sent {
+        let sensor = &subject["sensors.".len()..];
+        let payload = format!(r#"{{"sensor":"{sensor}","ts":{ts},"value":{value},"unit":"mg/dL"}}"#);
+        client
+            .publish("sensors.cgm.gateway.ward-3", payload.into())
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    status_until(&client, "the plugin to take the readings", |status| {
+        crate::support::plugin(status, PLUGIN)["readings_in"] == sent.len()
+    })
+    .await;
+    device.terminate_cleanly().await;
+    device
+}
+
 /// `edgewise export --data-dir <device>/data --plugin P` then `extra`.
 fn export(device: &Device, plugin: &str, extra: &[&OsStr]) -> Run {
     let data = device.path("data");
@@ -129,6 +154,36 @@ async fn the_log_of_a_stopped_device_exports_to_a_plaintext_recording_that_repla
     assert_eq!(again.code, Some(2), "{}", again.stderr);
     assert_contains(&again.stderr, "never overwrites");
     assert_eq!(recorded(&out), expected);
+}
+
+/// Readings a trusted gateway multiplexed on one subject under
+/// `sensors.<kind>.` (the layout `docs/operators.md` gives) export on their
+/// sensors' own subjects, which the plugin's subscriptions take: the replay
+/// of the export is the replay of the readings as their sensors would have
+/// sent them. (The log keeps no subject: a gateway subject the plugin takes
+/// but `sensors.<sensor>` it does not would not replay; operators.md says so.)
+#[tokio::test(flavor = "multi_thread")]
+async fn readings_through_a_trusted_gateway_export_on_their_sensors_subjects_and_replay_alike() {
+    let sent = readings();
+    let device = stopped_gateway_device(&sent).await;
+    let out = device.path("exported.jsonl");
+    let run = export(&device, PLUGIN, &["--out".as_ref(), out.as_os_str()]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_contains(&run.stderr, "exported 40 readings");
+    let expected: Vec<(String, i64, f64, String)> = sent
+        .iter()
+        .map(|(subject, ts, value)| (subject["sensors.".len()..].to_owned(), *ts, *value, "mg/dL".to_owned()))
+        .collect();
+    assert_eq!(recorded(&out), expected);
+
+    let direct = device.path("direct.jsonl");
+    write_directly(&sent, &direct);
+    let (from_export, from_direct) = (device.replay(&out, &[]), device.replay(&direct, &[]));
+    assert_eq!(from_export.code, Some(0), "{}", from_export.stderr);
+    assert_eq!(from_direct.code, Some(0), "{}", from_direct.stderr);
+    assert_contains(&from_export.stdout, r#""code":"urgent-low""#);
+    assert_contains(&from_export.stdout, r#""sensor":"cgm.p1""#);
+    assert_eq!(from_export.stdout, from_direct.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread")]
