@@ -124,15 +124,16 @@ impl Emitter {
     /// or given up (the writer runs continuations in order), without
     /// waiting for it: while the disk refuses writes they wait in the
     /// writer, and the plugin must go on making (and publishing) alerts.
-    /// `None` if the writer has stopped; the receiver is disconnected without
-    /// a message if the writer drops the continuation unrun.
-    pub(super) fn committed(&self) -> Option<std::sync::mpsc::Receiver<()>> {
+    /// Disconnected without a message if the continuation is dropped unrun
+    /// (the writer has stopped).
+    pub(super) fn committed(&self) -> std::sync::mpsc::Receiver<()> {
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
         let then: Committed = Box::new(move |_| {
             let _ = sender.send(());
         });
-        self.writer.submit(Vec::new(), then).ok()?;
-        Some(receiver)
+        // A writer that has stopped drops `then`, and with it the sender.
+        let _ = self.writer.submit(Vec::new(), then);
+        receiver
     }
 
     /// A recovery ended (or the plugin starts afresh): numbers go on after

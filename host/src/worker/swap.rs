@@ -96,9 +96,9 @@ pub(super) struct Promotion {
     /// The version promoted (a newer one may run by the time it is stored).
     version: String,
     /// For a plugin that keeps state: told once the state saved at the
-    /// promotion is committed (`None`: the writer has stopped), and whether
-    /// it was stored.
-    state: Option<(Option<Receiver<()>>, Arc<AtomicBool>)>,
+    /// promotion is committed (disconnected: never), and whether it was
+    /// stored.
+    state: Option<(Receiver<()>, Arc<AtomicBool>)>,
 }
 
 /// The version a swap replaced.
@@ -416,8 +416,7 @@ impl PluginThread {
         while let Some(promotion) = self.promotions.front() {
             let durable = match &promotion.state {
                 None => true,
-                Some((None, _)) => false, // The writer has stopped.
-                Some((Some(committed), stored)) => {
+                Some((committed, stored)) => {
                     let told = match until {
                         None => committed.try_recv().map_err(|e| matches!(e, TryRecvError::Empty)),
                         Some(until) => committed
@@ -427,7 +426,7 @@ impl PluginThread {
                     match told {
                         Ok(()) => stored.load(Ordering::Acquire),
                         Err(true) => return, // Not yet.
-                        Err(false) => false, // Dropped unrun.
+                        Err(false) => false, // Dropped unrun: the writer has stopped.
                     }
                 }
             };
