@@ -196,6 +196,9 @@ fn inspect_needs_no_trust() {
         "name:          glucose-monitor",
         "version:       0.2.0",
         "subscriptions: sensors.cgm.>",
+        // Every limit of the manifest, the sensor cap too.
+        "limits:        4000 outputs per call",
+        "limits:        1000 sensors at most",
         "signed:       by key ",
         "code sha256:  ",
         "  edgewise:plugin/host@0.2.0",

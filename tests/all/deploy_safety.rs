@@ -400,6 +400,84 @@ async fn an_undeployed_override_of_a_configuration_file_plugin_keeps_monitoring_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_newer_configuration_file_version_installed_behind_a_kept_override_runs_after_the_restart() {
+    // As above: the file's 1.0.0 overridden by the cloud's 2.0.0, healthy
+    // (recorded for anti-rollback), then undeployed: 2.0.0 is kept.
+    let site = Site::start().await;
+    let bundles = deploy_bundles();
+    let tables = format!("[[plugins]]\nbundle = \"{}\"\n", bundles.v1.path.display());
+    let mut edge = Edge::new(&site, DEVICE, "100ms", "", &tables).await;
+    edge.start().await;
+    let (report, deployment) = deploy(&site, &edge, &bundles.v2, &[]).await;
+    assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
+    let undeployed = site.cli(&["undeploy", PLUGIN, "--device", DEVICE]).await;
+    assert_eq!(undeployed.code, Some(0), "{}", undeployed.stderr);
+    let generation = site.operator.desired(&edge.key()).await.unwrap().unwrap().1;
+    let (report, kept) = settled(&site.operator, DEVICE, generation).await;
+    assert_eq!(kept.phase, Phase::Kept, "{report:#?}");
+
+    // The operator installs a later release in the configuration file (a
+    // fix, say) and restarts the device: anti-rollback accepts 3.1.0, so
+    // the file's version runs again, swapped in as the undeployment of the
+    // override would have done; the deployed 2.0.0 must not stay in front
+    // of it for good.
+    edge.device.terminate_cleanly().await;
+    let (old, new) = (
+        bundles.v1.path.display().to_string(),
+        bundles.v3.path.display().to_string(),
+    );
+    edge.device.edit_config(|config| {
+        assert!(config.contains(&old), "{config}");
+        config.replace(&old, &new)
+    });
+    let stopped = now_ms();
+    edge.start().await;
+    let (report, back) = poll_until(
+        "the configuration file's 3.1.0 back in place of 2.0.0",
+        WAIT,
+        || async {
+            let report = report_now(&site.operator, DEVICE).await?;
+            let deployment = report.plugins.get(PLUGIN).and_then(|p| p.deployment.clone());
+            match deployment {
+                Some(d) if report.last_seen_ms > stopped && d.phase == Phase::Removed => Ok((report, d)),
+                _ => Err(format!("{report:#?}")),
+            }
+        },
+    )
+    .await;
+    let reason = back.reason.clone().unwrap_or_default();
+    for wanted in ["configuration file", "3.1.0"] {
+        assert!(reason.contains(wanted), "`{wanted}` not in the reason `{reason}`");
+    }
+    let running = &report.plugins[PLUGIN];
+    assert_eq!(
+        (running.running_version.as_str(), running.running_bundle.as_str()),
+        ("3.1.0", ""),
+        "{report:#?}"
+    );
+    running_unrefused(&edge, "3.1.0").await;
+    alerts_low(&edge, "subject-1", "3.1.0").await;
+    let healthy = std::fs::read_to_string(edge.device.path("data/deploy/healthy.json")).unwrap_or_default();
+    assert!(!healthy.contains(PLUGIN), "the healthy set names it still: {healthy}");
+
+    // And after another restart, with nothing more to report.
+    edge.device.terminate_cleanly().await;
+    let stopped = now_ms();
+    edge.start().await;
+    running_unrefused(&edge, "3.1.0").await;
+    alerts_low(&edge, "subject-2", "3.1.0").await;
+    let report = poll_until("a report of the restarted device", WAIT, || async {
+        let report = report_now(&site.operator, DEVICE).await?;
+        match report.last_seen_ms > stopped {
+            true => Ok(report),
+            false => Err(format!("{report:#?}")),
+        }
+    })
+    .await;
+    assert_eq!(report.plugins[PLUGIN].deployment.as_ref(), Some(&back), "{report:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_undeployed_override_of_a_configuration_file_plugin_that_anti_rollback_allows_goes_back_to_the_file() {
     // glucose-monitor 1.0.0 from the configuration file, overridden by the
     // same bundle with an urgent-low threshold of 45 (the file's: 54).

@@ -210,6 +210,13 @@ impl Device {
     pub(crate) async fn final_status(&mut self) -> Value {
         let stopped = self.stop().await;
         assert_eq!(stopped.code, Some(0), "{}", stopped.log);
+        // The owner's only, as the data directory's files: a plugin's
+        // `last_error` may quote a reading.
+        let mode = std::fs::metadata(self.host.summary_path()).map(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.permissions().mode() & 0o777
+        });
+        assert_eq!(mode.ok(), Some(0o600), "the final status file's mode");
         stopped
             .summary
             .unwrap_or_else(|| panic!("no final status: {}", stopped.log))

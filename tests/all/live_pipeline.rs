@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use serde_json::Value;
 
 use crate::device::{DEVICE, Device, WAIT, now_ms, reading, with_credentials};
@@ -285,7 +287,6 @@ fn config_errors_exit_2_naming_the_key() {
             "device = \"d\"\ndata_dir = \"x\"\ntrust_dir = \".\"\ntick = \"soon\"\n[local]\nurl = \"nats://127.0.0.1:4222\"\n[[plugins]]\nbundle = \"missing.wasm\"\n[plugins.config]\nlevels = [1, 2]\n",
             vec![
                 "tick: `soon`",
-                "plugins[0].bundle:",
                 "plugins[0].config.levels: [1, 2] must be a string, number or boolean",
             ],
         ),
@@ -363,6 +364,26 @@ fn config_errors_exit_2_naming_the_key() {
         }
         assert!(!summary.exists(), "a host that did not run writes no final status");
     }
+    // A good configuration (a bundle that is not there is refused at start,
+    // not here), but the final status could not be written at the exit:
+    // said at once.
+    std::fs::write(
+        &config,
+        "device = \"d\"\ndata_dir = \"x\"\ntrust_dir = \".\"\n[local]\nurl = \"nats://127.0.0.1:1\"\n[[plugins]]\nbundle = \"x.wasm\"\n",
+    )
+    .unwrap();
+    let nowhere = dir.path().join("no-such-folder/summary.json");
+    let run = edgewise([
+        "run".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--summary-json".as_ref(),
+        nowhere.as_os_str(),
+    ]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert_contains(&run.stderr, "--summary-json");
+    assert_contains(&run.stderr, "does not exist");
+    assert!(!dir.path().join("x").exists(), "nothing started: {}", run.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -599,4 +620,85 @@ async fn user_password_and_token_authentication() {
 /// The JSON lines of a replay's output.
 pub(crate) fn output_lines(stdout: &str) -> Vec<Value> {
     stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The times `line` is in the device's log.
+fn logged(device: &Device, line: &str) -> usize {
+    std::fs::read_to_string(device.path("edgewise.log"))
+        .unwrap_or_default()
+        .matches(line)
+        .count()
+}
+
+async fn logged_until(device: &Device, line: &str, times: usize) {
+    crate::support::poll_until(&format!("`{line}` logged {times} times"), WAIT, || async {
+        match logged(device, line) {
+            n if n >= times => Ok(()),
+            n => Err(format!("{n} times")),
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_server_missing_at_start_or_lost_later_is_logged_as_an_error_once_and_its_return_resumes_alerts() {
+    // The local bus carries the readings and the local alerts: a device
+    // without it must say so, not look healthy (before, only the client's
+    // own `info` lines, one per attempt, never at the default level).
+    const LOST: &str = "The local NATS server cannot be reached";
+    const BACK: &str = "The local NATS server is reachable again";
+    let mut local = NatsServer::start();
+    local.stop();
+    let mut device = Device::new(&local, None, "");
+    device.spawn();
+    logged_until(&device, LOST, 1).await;
+    let log = std::fs::read_to_string(device.path("edgewise.log")).unwrap();
+    let line = log.lines().find(|l| l.contains(LOST)).unwrap();
+    assert!(line.contains("ERROR") && line.contains(&local.url()), "{line}");
+    assert!(line.contains("no alert goes out locally"), "{line}");
+
+    local.start_again();
+    let client = async_nats::connect(local.url()).await.unwrap();
+    device.wait_ready(&client, WAIT).await;
+    logged_until(&device, BACK, 1).await;
+    urgent_low_alerted(&client, "cgm.a").await;
+
+    // Lost while running (the server stopped), then back.
+    local.stop();
+    logged_until(&device, LOST, 2).await;
+    local.start_again();
+    let client = async_nats::connect(local.url()).await.unwrap();
+    logged_until(&device, BACK, 2).await;
+    urgent_low_alerted(&client, "cgm.b").await;
+    // Once per outage, not once per attempt of the client.
+    assert_eq!(logged(&device, LOST), 2);
+    device.terminate_cleanly().await;
+}
+
+/// Publish an urgent low of `sensor` through `client` and wait for its
+/// local alert (the host's subscriptions are back after a reconnection).
+async fn urgent_low_alerted(client: &async_nats::Client, sensor: &str) {
+    let mut alerts = subscribe_alerts(client, "glucose-monitor").await;
+    client.flush().await.unwrap();
+    // Published again until answered: one published before the host's
+    // subscription is back is lost (core NATS), and that is not the point.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let alert: Value = loop {
+        client
+            .publish(format!("sensors.{sensor}"), reading(now_ms(), 49.0))
+            .await
+            .unwrap();
+        if let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(1), alerts.next()).await {
+            break serde_json::from_slice(&message.payload).unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no alert of {sensor} within {WAIT:?}"
+        );
+    };
+    assert_eq!(
+        (alert["code"].as_str(), alert["sensor"].as_str()),
+        (Some("urgent-low"), Some(sensor)),
+        "{alert}"
+    );
 }

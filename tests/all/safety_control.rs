@@ -60,8 +60,9 @@ async fn a_manifest_subscribed_to_everything_is_refused_and_nothing_loops() {
         .unwrap()
         .replace("subscriptions = [\"sensors.hostile.>\"]", "subscriptions = [\">\"]");
     assert!(manifest.contains("[\">\"]"));
-    std::fs::write(device.path("everything.toml"), manifest).unwrap();
-    device.sign_bundle(&device.path("everything.toml"), "faulty-plugin", "everything.wasm");
+    // `edgewise sign` refuses it (every device would): signed with the
+    // library, as a bundle made by other means.
+    sign_without_the_cli_checks(&manifest, "faulty-plugin", &device.path("everything.wasm"));
     let client = async_nats::connect(local.url()).await.unwrap();
     let mut dead = client.subscribe(format!("edgewise.{DEVICE}.deadletter")).await.unwrap();
     let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
@@ -93,6 +94,69 @@ async fn a_manifest_subscribed_to_everything_is_refused_and_nothing_loops() {
     }
     assert_eq!(more, 0, "dead letters nobody caused");
     device.terminate_cleanly().await;
+}
+
+/// `edgewise sign` refuses a manifest that every device would refuse (a
+/// subscription on the host's own subjects whatever the device id), and
+/// `edgewise verify` refuses such a bundle signed by other means: a bundle
+/// that passes both runs on a device. (Before, both said OK.)
+#[test]
+fn sign_and_verify_refuse_subscriptions_every_device_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read_to_string(workspace_root().join("tests/fixtures/faulty-plugin/edgewise.toml")).unwrap();
+    let key = edgewise_tests::run_key();
+    for filter in [">", "edgewise.*.>", "_INBOX.>"] {
+        let text = source.replace(
+            "subscriptions = [\"sensors.hostile.>\"]",
+            &format!("subscriptions = [\"sensors.hostile.>\", \"{filter}\"]"),
+        );
+        assert!(text.contains(filter), "{text}");
+        let manifest = dir.path().join("manifest.toml");
+        std::fs::write(&manifest, &text).unwrap();
+        let out = dir.path().join("bundle.wasm");
+        let sign =
+            edgewise_tests::run(key.sign_command(&manifest, &edgewise_tests::plugin_wasm("faulty-plugin"), &out));
+        assert_eq!(sign.code, Some(2), "`{filter}`: {}", sign.stderr);
+        assert!(
+            sign.stderr.contains(&format!("`{filter}`")) && sign.stderr.contains("on every device"),
+            "{}",
+            sign.stderr
+        );
+        assert!(!out.exists(), "nothing signed");
+
+        sign_without_the_cli_checks(&text, "faulty-plugin", &out);
+        let verify = edgewise([
+            "verify".as_ref(),
+            "--trust".as_ref(),
+            key.trust_dir().as_os_str(),
+            out.as_os_str(),
+        ]);
+        assert_eq!(verify.code, Some(1), "`{filter}`: {}\n{}", verify.stdout, verify.stderr);
+        assert!(verify.stderr.contains("refused: subscriptions"), "{}", verify.stderr);
+        assert!(!verify.stdout.contains("OK"), "{}", verify.stdout);
+        std::fs::remove_file(&out).unwrap();
+    }
+}
+
+/// `plugin`'s component with the manifest `source` (contract 0.1), signed by
+/// the run's key as `out` through the library, without the checks of
+/// `edgewise sign`.
+fn sign_without_the_cli_checks(source: &str, plugin: &str, out: &std::path::Path) {
+    use edgewise_host::bundle::{self, ManifestSource, SigningKey};
+    let component = std::fs::read(edgewise_tests::plugin_wasm(plugin)).unwrap();
+    let manifest = ManifestSource::from_toml(source)
+        .and_then(|source| {
+            source.into_manifest_for(
+                bundle::WORLD,
+                bundle::sha256_hex(&component),
+                time::OffsetDateTime::now_utc(),
+                Vec::new(),
+            )
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let key = std::fs::read(edgewise_tests::run_key().private_key()).unwrap();
+    let key = SigningKey::from_pkcs8(&key).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(out, bundle::sign_manifest(&component, &manifest, &key)).unwrap();
 }
 
 /// Today the host publishes its status to any reply subject with its own

@@ -198,6 +198,35 @@ async fn a_refused_bundle_is_reported_and_the_others_run() {
     device.terminate_cleanly().await;
 }
 
+/// A bundle file that is not there (a typo, a lost file) is refused as an
+/// unreadable one is, and the others run. Before, it was a configuration
+/// error: exit 2, and no plugin of the device ran.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_bundle_file_is_refused_and_the_others_run() {
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, "[[plugins]]\nbundle = \"threshold.wasm\"\n");
+    std::fs::remove_file(device.path("threshold.wasm")).unwrap();
+    let (client, refused) = start_and_degraded(&mut device, &local, "._host").await;
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(message.contains("threshold.wasm"), "names the bundle: {refused}");
+    let status = host_status(&client).await;
+    let entry = status["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["state"] == "refused")
+        .unwrap_or_else(|| panic!("no refused entry: {status}"));
+    assert!(
+        entry["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("No such file"),
+        "{status}"
+    );
+    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+    device.terminate_cleanly().await;
+}
+
 /// When nothing can run, the exit code says so, with every reason.
 #[test]
 fn every_bundle_refused_exits_1_with_the_reasons() {

@@ -102,6 +102,30 @@ fn a_small_order_or_non_canonical_key_in_the_trust_store_is_refused_at_load() {
     }
 }
 
+/// A private key copied into the trust directory: as a `.pub`, refused at
+/// load with what it most likely is (not "invalid UTF-8"); as a `.key`,
+/// not read, but warned about (it has no business on a device).
+#[test]
+fn a_private_key_in_the_trust_directory_is_named_as_such() {
+    let signer = Operator::new();
+    let bundle = signer.signed_glucose_monitor();
+    let trust = signer.path("trust-with-a-private-key");
+    std::fs::create_dir(&trust).unwrap();
+    std::fs::copy(signer.path("release.pub"), trust.join("release.pub")).unwrap();
+    std::fs::copy(signer.path("release.key"), trust.join("oops.pub")).unwrap();
+    let run = signer.verify_with(&trust, &bundle, &[]);
+    assert_eq!(run.code, Some(2), "{}\n{}", run.stdout, run.stderr);
+    assert_contains(&run.stderr, "oops.pub is not a public key");
+    assert_contains(&run.stderr, "private key");
+    assert!(!run.stdout.contains("OK"), "{}", run.stdout);
+
+    std::fs::rename(trust.join("oops.pub"), trust.join("oops.key")).unwrap();
+    let run = signer.verify_with(&trust, &bundle, &[]);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert_contains(&run.stderr, "A private key (`.key`) is in the trust directory");
+    assert_contains(&run.stderr, "oops.key");
+}
+
 #[test]
 fn verify_with_a_data_dir_that_does_not_exist_is_a_usage_error() {
     let signer = Operator::new();

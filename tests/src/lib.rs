@@ -204,6 +204,9 @@ pub struct DeployBundles {
     pub v2: DeployBundle,
     /// The same component as 0.9.0, older than both: for anti-rollback.
     pub v0_9: DeployBundle,
+    /// The same component as 3.1.0, newer than both: a later release (not
+    /// 3.0.0, which [`oversized_bundle`] is made from).
+    pub v3: DeployBundle,
     /// glucose-chaos as glucose-monitor 2.1.0 with `fail_init = "true"`.
     pub fails_init: DeployBundle,
     /// glucose-chaos as glucose-monitor 2.1.0 with `trap_on_call = "3"`:
@@ -266,6 +269,7 @@ pub fn deploy_bundles() -> &'static DeployBundles {
         DeployBundles {
             v1: signed("glucose-monitor", "1.0.0", &[]),
             v0_9: signed("glucose-monitor", "0.9.0", &[]),
+            v3: signed("glucose-monitor", "3.1.0", &[]),
             fails_init: chaos(("fail_init", "true")),
             traps_third: chaos(("trap_on_call", "3")),
             refuses_snapshot: chaos(("refuse_resume", "true")),

@@ -42,6 +42,14 @@ pub enum TrustError {
         #[source]
         source: KeyError,
     },
+    /// A `.pub` file is binary, not the text of a public key.
+    #[error(
+        "{path} is not a public key (one line `edgewise-ed25519 <64 hex digits>`) but a binary file, as a private key (`.key`) is: put the `.pub` file `edgewise keygen` wrote here, and keep private keys off devices"
+    )]
+    Binary {
+        /// The file.
+        path: PathBuf,
+    },
     /// A line of `revoked` is neither a key id nor a digest.
     #[error("{path}:{line}: `{text}` is neither a key id (16 hex digits) nor `sha256:<64 hex digits>`")]
     BadRevocation {
@@ -68,8 +76,17 @@ impl TrustStore {
             .collect::<Result<_, _>>()
             .map_err(io(dir))?;
         entries.sort();
+        for path in entries.iter().filter(|p| p.extension().is_some_and(|e| e == "key")) {
+            // Not read, not trusted: only `.pub` files are. But a signing
+            // key has no business on a device, whoever can read it here
+            // can sign bundles every device trusts.
+            tracing::warn!(file = %path.display(), "A private key (`.key`) is in the trust directory: keep signing keys off devices (only `.pub` files are read)");
+        }
         for path in entries.iter().filter(|p| p.extension().is_some_and(|e| e == "pub")) {
-            let text = std::fs::read_to_string(path).map_err(io(path))?;
+            let bytes = std::fs::read(path).map_err(io(path))?;
+            // A public key file is one line of text; a binary one is most
+            // likely a private key (DER) copied under the wrong name.
+            let text = String::from_utf8(bytes).map_err(|_| TrustError::Binary { path: path.clone() })?;
             let key = PublicKey::from_file_text(&text).map_err(|source| TrustError::BadKey {
                 path: path.clone(),
                 source,

@@ -88,3 +88,126 @@ pub async fn connect_observed(
     let urls: Vec<async_nats::ServerAddr> = config.url.split(',').filter_map(|u| u.trim().parse().ok()).collect();
     options.connect(urls).await
 }
+
+/// Says in the log when a connection's server is lost and when it is back:
+/// once per outage, with what the outage means (`meaning`), not at each of
+/// the client's attempts. Fed every connection event
+/// ([`connect_observed`]); before its first connection a failed attempt
+/// counts as lost too (a server that is not there at start).
+///
+/// Without it the local bus could be gone (a wrong port, a server that
+/// died) with nothing logged but the client's own lines at `info`: a device
+/// that looked healthy and raised no alert.
+#[derive(Debug)]
+pub struct LinkLog {
+    what: &'static str,
+    meaning: &'static str,
+    servers: String,
+    lost_since: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl LinkLog {
+    /// The log of `what` ("the local NATS server", say) at `urls` (the
+    /// configuration's, comma-separated: credentials are not logged).
+    pub fn new(what: &'static str, urls: &str, meaning: &'static str) -> LinkLog {
+        LinkLog {
+            what,
+            meaning,
+            servers: without_credentials(urls),
+            lost_since: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Note `event`; log a loss or a return.
+    pub fn observe(&self, event: &async_nats::Event) {
+        let Ok(mut lost_since) = self.lost_since.lock() else {
+            return;
+        };
+        match event {
+            async_nats::Event::Connected => {
+                if let Some(since) = lost_since.take() {
+                    tracing::warn!(
+                        servers = %self.servers,
+                        after = ?since.elapsed(),
+                        "{} is reachable again",
+                        capitalised(self.what)
+                    );
+                }
+            }
+            async_nats::Event::Disconnected | async_nats::Event::ClientError(_) if lost_since.is_none() => {
+                *lost_since = Some(std::time::Instant::now());
+                tracing::error!(
+                    servers = %self.servers,
+                    event = %event,
+                    "{} cannot be reached ({}); the client keeps trying",
+                    capitalised(self.what),
+                    self.meaning
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `what` with its first letter upper case.
+fn capitalised(what: &str) -> String {
+    let mut chars = what.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// `urls` (comma-separated) without the `user:password@` of any: fit for a
+/// log line or an error message.
+pub fn without_credentials(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let url = url.trim();
+            let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            match scheme.is_empty() {
+                true => rest.to_owned(),
+                false => format!("{scheme}://{rest}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_logged_without_credentials() {
+        assert_eq!(
+            without_credentials("nats://dev:s3cret@10.0.0.1:4222, tls://token@edge:4443,localhost:4222"),
+            "nats://10.0.0.1:4222,tls://edge:4443,localhost:4222"
+        );
+        assert_eq!(without_credentials("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+    }
+
+    #[test]
+    fn a_loss_is_noted_once_and_a_return_ends_it() {
+        let log = LinkLog::new("the local NATS server", "nats://u:p@127.0.0.1:1", "no readings");
+        let lost = |log: &LinkLog| log.lost_since.lock().unwrap().is_some();
+        log.observe(&async_nats::Event::Connected);
+        assert!(!lost(&log));
+        log.observe(&async_nats::Event::Disconnected);
+        let since = *log.lost_since.lock().unwrap();
+        // Attempts during the outage do not start another.
+        log.observe(&async_nats::Event::ClientError(async_nats::ClientError::Other(
+            "io".into(),
+        )));
+        assert_eq!(*log.lost_since.lock().unwrap(), since);
+        log.observe(&async_nats::Event::Connected);
+        assert!(!lost(&log));
+        // Not there at start: the first failed attempt is a loss.
+        let fresh = LinkLog::new("the local NATS server", "nats://127.0.0.1:1", "no readings");
+        fresh.observe(&async_nats::Event::ClientError(async_nats::ClientError::Other(
+            "io".into(),
+        )));
+        assert!(lost(&fresh));
+    }
+}

@@ -33,6 +33,27 @@ pub fn refusal(device: &str, filter: &str) -> Option<String> {
     })
 }
 
+/// Why `filter` is refused by every device, whatever its id, if it is: a
+/// wildcard where the device id goes (`>`, `edgewise.*.>`, `*.*.alerts.*`),
+/// or the replies or JetStream API. `edgewise sign` and `edgewise verify`
+/// refuse such a manifest, since no device would run it; a filter that names
+/// one device's own subjects is refused by that device only ([`refusal`]).
+pub fn refusal_on_every_device(filter: &str) -> Option<String> {
+    // Two ids no device can have (an id is letters, digits, `-` and `_`):
+    // a filter that overlaps the host's subjects of both overlaps them for
+    // any id.
+    let (first, second) = (
+        overlapping_host_filter("%", filter),
+        overlapping_host_filter("%%", filter),
+    );
+    first.zip(second).map(|(host, _)| {
+        let host = host.replace('%', "<device>");
+        format!(
+            "`{filter}` overlaps the host's own subjects (`{host}`) on every device: no device runs a plugin that would receive the host's own messages"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +92,30 @@ mod tests {
             "*",
         ] {
             assert_eq!(overlapping_host_filter("dev-1", filter), None, "{filter}");
+        }
+    }
+
+    #[test]
+    fn only_filters_refused_whatever_the_device_id_are_refused_on_every_device() {
+        for filter in [
+            ">",
+            "edgewise.>",
+            "edgewise.*.>",
+            "*.*.alerts.*",
+            "*.>",
+            "_INBOX.>",
+            "$JS.ACK.>",
+        ] {
+            let refusal = refusal_on_every_device(filter).unwrap_or_else(|| panic!("{filter}"));
+            assert!(
+                refusal.contains(&format!("`{filter}`")) && !refusal.contains('%'),
+                "{refusal}"
+            );
+        }
+        assert!(refusal_on_every_device(">").unwrap().contains("`edgewise.<device>.>`"));
+        // One device's own subjects: that device refuses it, no other.
+        for filter in ["edgewise.dev-1.>", "edgewise.dev-1.status", "sensors.>", "edgewise", "*"] {
+            assert_eq!(refusal_on_every_device(filter), None, "{filter}");
         }
     }
 }

@@ -118,6 +118,7 @@ fn print_info(out: &mut dyn Write, path: &Path, info: &BundleInfo) -> std::io::R
                 (manifest.limits.output_bytes, "bytes per output"),
                 (manifest.limits.log_bytes_per_second, "log bytes per second"),
                 (manifest.limits.state_bytes, "state bytes"),
+                (manifest.limits.max_sensors, "sensors at most"),
             ];
             for (value, what) in counts {
                 if let Some(value) = value {

@@ -49,11 +49,14 @@ pub fn run(args: RecordArgs) -> Result<(), Failure> {
         .create_new(true)
         .mode(0o600)
         .open(&args.out)
-        .with_context(|| {
-            format!(
-                "cannot create {} (a recording never overwrites a file)",
-                args.out.display()
-            )
+        .map_err(|error| {
+            let out = args.out.display();
+            match error.kind() {
+                std::io::ErrorKind::AlreadyExists => {
+                    anyhow!("{out} already exists: a recording never overwrites a file")
+                }
+                _ => anyhow::Error::new(error).context(format!("cannot create {out}")),
+            }
         })
         .map_err(Failure::usage)?;
     let mut recorder = Recorder::new(BufWriter::new(file));

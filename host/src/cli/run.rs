@@ -26,6 +26,20 @@ const EXIT_SECOND_SIGNAL: i32 = 1;
 
 pub fn run(args: RunArgs) -> Result<(), Failure> {
     let config = RunConfig::load(&args.config).map_err(Failure::usage)?;
+    // Found now, not after a run of days, at the exit that writes it.
+    if let Some(path) = &args.summary_json {
+        let folder = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !folder.is_dir() {
+            return Err(Failure::usage(anyhow!(
+                "--summary-json {}: the folder {} does not exist",
+                path.display(),
+                folder.display()
+            )));
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("edgewise-io")
@@ -66,10 +80,11 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
 }
 
 /// Write `status` as JSON to `path` atomically and durably, so a reader
-/// never sees half a summary.
+/// never sees half a summary; readable by its owner only, as the data
+/// directory's files are (a plugin's `last_error` may quote a reading).
 fn write_summary(path: &Path, status: &run::Status) -> anyhow::Result<()> {
     let json = serde_json::to_vec_pretty(status).context("cannot encode the final status")?;
-    files::write_atomic(path, &json, Access::Shared, Existing::Replace)
+    files::write_atomic(path, &json, Access::Private, Existing::Replace)
         .with_context(|| format!("cannot write {}", path.display()))
 }
 

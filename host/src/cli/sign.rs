@@ -43,6 +43,17 @@ pub fn run(args: SignArgs) -> Result<(), Failure> {
     let key = SigningKey::from_pkcs8(&key_bytes).map_err(|e| Failure::usage(about(args.key.display(), e)))?;
     let source =
         ManifestSource::from_toml(&source_text).map_err(|e| Failure::usage(about(args.manifest.display(), e)))?;
+    // A bundle every device would refuse is not worth signing.
+    if let Some(refusal) = source
+        .subscriptions
+        .iter()
+        .find_map(|filter| edgewise_host::bus::overlap::refusal_on_every_device(filter))
+    {
+        return Err(Failure::usage(anyhow!(
+            "{}: subscriptions: {refusal}",
+            args.manifest.display()
+        )));
+    }
 
     // Refuse what is not a plain component before asking wasmtime about it.
     format::check_sections(&component).map_err(|e| in_component(e.into()))?;

@@ -55,6 +55,12 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::usage(anyhow!("cannot connect to {}: {e}", nats.url)))?;
         match tokio::time::timeout(Duration::from_secs(3), client.request(subject.clone(), "".into())).await {
             Ok(Ok(message)) => Ok(message.payload),
+            // The server knows no subscriber (async-nats says "no
+            // responders" twice: kind and source).
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => Err(Failure::runtime(anyhow!(
+                "no host answered on {subject}: no `edgewise run` of device `{device}` is connected to {}",
+                edgewise_host::bus::connect::without_credentials(&nats.url)
+            ))),
             Ok(Err(e)) => Err(Failure::runtime(anyhow!("no host answered on {subject}: {e}"))),
             Err(_) => Err(Failure::runtime(anyhow!("no host answered on {subject} within 3 s"))),
         }
@@ -186,13 +192,12 @@ fn print_status(out: &mut dyn std::io::Write, status: &Status) -> std::io::Resul
             .iter()
             .map(|(reason, n)| format!("{reason} {n}"))
             .collect();
-        writeln!(
-            out,
-            "{}: failures {}; last: {}",
-            plugin.name,
-            failures.join(", "),
-            plugin.last_error.as_deref().unwrap_or_default()
-        )?;
+        let last = plugin.last_error.as_deref().unwrap_or_default();
+        match failures.is_empty() {
+            // Refused at start: never ran, so no failure to count.
+            true => writeln!(out, "{}: {last}", plugin.name)?,
+            false => writeln!(out, "{}: failures {}; last: {last}", plugin.name, failures.join(", "))?,
+        }
     }
     Ok(())
 }

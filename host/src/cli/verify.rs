@@ -59,6 +59,17 @@ pub fn run(args: VerifyArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::runtime(about(format!("{}: refused", args.bundle.display()), e)))?;
     let elapsed = started.elapsed();
     let manifest = &verified.manifest;
+    // A device refuses it at start, whatever its id: so does `verify`.
+    if let Some(refusal) = manifest
+        .subscriptions
+        .iter()
+        .find_map(|filter| edgewise_host::bus::overlap::refusal_on_every_device(filter))
+    {
+        return Err(Failure::runtime(anyhow!(
+            "{}: refused: subscriptions: {refusal}",
+            args.bundle.display()
+        )));
+    }
     to_stdout(|out| {
         writeln!(
             out,

@@ -19,7 +19,7 @@
 //! reconnects); only the latest generation of each is applied, and a newer
 //! one supersedes one on probation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -232,6 +232,10 @@ struct Controller {
     /// What the report on the device says of the plugins (serialized), as
     /// last written.
     kept: Option<Vec<u8>>,
+    /// Plugins whose configuration-file version was checked in this run
+    /// because a deployed version overriding it is no longer desired
+    /// ([`Controller::keep`]).
+    files_checked: BTreeSet<String>,
 }
 
 /// Follow the desired sets until `stop`.
@@ -287,6 +291,7 @@ pub(super) async fn run_deploy(
         changed: changed.clone(),
         interrupted: false,
         kept: None,
+        files_checked: BTreeSet::new(),
         cloud: Cloud::new(local, settings.domain.as_deref()),
         settings,
         loader: Arc::new(loader),
@@ -738,6 +743,13 @@ impl Controller {
         }
         tracing::info!(plugin = %plugin, phase = phase.name(), "Deployment");
         let record = self.reported(&plugin);
+        // Stopped, with nothing to go back to: nothing of it runs now (the
+        // report may have shown the failed version while it started).
+        if let Outcome::Failed(_) = &event.outcome {
+            record.running_version.clear();
+            record.running_digest.clear();
+            record.running_bundle.clear();
+        }
         // A deployment a newer one superseded is no longer the latest, but
         // its failure is still said.
         if phase.is_failure() {
@@ -802,20 +814,22 @@ impl Controller {
     /// once, not again at each read of the desired sets (the report, kept on
     /// the device, says it already); a return to the file's version that
     /// failed is not tried again (the deployed version runs: rolled back).
+    /// A kept version is checked against the file again once per start: a
+    /// restart may bring a newer file version (a release installed on the
+    /// device), which anti-rollback accepts and which then runs.
     async fn keep(&mut self, name: &str, layers: &[(Origin, Desired)]) {
         let Some(Some((bundle, _))) = self.plugins.deployed(name) else {
             return;
         };
-        let said = self
+        let latest = self
             .report
             .plugins
             .get(name)
-            .and_then(|record| record.deployment.as_ref())
-            .is_some_and(|deployment| {
-                (deployment.phase == Phase::Kept && deployment.bundle == bundle)
-                    || (deployment.bundle.is_empty() && deployment.phase != Phase::Removed)
-            });
-        if said {
+            .and_then(|record| record.deployment.as_ref());
+        let returning = latest.is_some_and(|d| d.bundle.is_empty() && d.phase != Phase::Removed);
+        let kept = latest.is_some_and(|d| d.phase == Phase::Kept && d.bundle == bundle);
+        let first_check = self.files_checked.insert(name.to_owned());
+        if returning || (kept && !first_check) {
             return;
         }
         let (loader, plugin) = (self.loader.clone(), name.to_owned());
@@ -825,6 +839,9 @@ impl Controller {
             .flatten();
         if let Some(Ok(file_version)) = file {
             return self.back_to_the_file(name, layers, file_version).await;
+        }
+        if kept {
+            return;
         }
         let record = self.reported(name);
         let version = record.running_version.clone();

@@ -227,7 +227,7 @@ impl Owner {
         } else if !matches!(*refusal.reason, RefusalReason::Duplicate(_)) {
             self.plugins.show(refused_source(&refusal));
         }
-        let message = format!("plugin bundle {} refused: {}", refusal.bundle, refusal.reason);
+        let message = format!("plugin bundle {} cannot run: {}", refusal.bundle, refusal.reason);
         self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
     }
 

@@ -247,7 +247,13 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
     let ingest_stats = Arc::new(IngestStats::default());
     let client_drops = ingest_stats.clone();
     let name = format!("edgewise-{}", config.device);
+    let link = crate::bus::connect::LinkLog::new(
+        "the local NATS server",
+        &config.local.url,
+        "no reading comes in, no alert goes out locally, `edgewise status` gets no answer",
+    );
     let local = crate::bus::connect::connect_observed(&config.local, &name, true, move |event| {
+        link.observe(&event);
         if let async_nats::Event::SlowConsumer(_) = event {
             // A subscription's buffer was full: the client dropped a
             // message before ingest saw it (ingest was slower than the bus).
@@ -398,7 +404,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         host_alerts.critical(RESET_CODE, reset.clone(), clock.now_ms()).await;
     }
     for refusal in &refused {
-        let message = format!("plugin bundle {} refused: {}", refusal.bundle, refusal.reason);
+        let message = format!("plugin bundle {} cannot run: {}", refusal.bundle, refusal.reason);
         host_alerts.critical(DEGRADED, message, clock.now_ms()).await;
     }
     let loader = Loader {

@@ -421,13 +421,10 @@ impl RunConfig {
         }
         let mut plugins = Vec::new();
         for (index, plugin) in raw.plugins.into_iter().enumerate() {
+            // A bundle that is not there is not a configuration error: the
+            // plugin is refused at start as any unreadable bundle is, and
+            // the others run (a lost file must not silence every plugin).
             let bundle = base.join(&plugin.bundle);
-            if !bundle.is_file() {
-                problem(
-                    &format!("plugins[{index}].bundle"),
-                    format!("{} does not exist", bundle.display()),
-                );
-            }
             let mut config = BTreeMap::new();
             for (key, value) in plugin.config {
                 let Some(text) = config_value_text(&value) else {
