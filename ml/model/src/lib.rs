@@ -31,6 +31,6 @@ pub use adapt::SensorModel;
 pub use history::{History, Pushed, actual_at};
 pub use model::{
     Adaptation, Evaluation, FORMAT, Fit, HorizonModel, MAX_MODEL_BYTES, MAX_PRIOR_VARIANCE, Model, ModelError,
-    ModelKind, Training,
+    ModelKind, SUBJECT_DIGEST_PREFIX, Training,
 };
 pub use spec::{FeatureSpec, MINUTE_MS};

@@ -4,8 +4,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::FeatureSpec;
 
-/// The `format` of a model file this crate reads and writes.
-pub const FORMAT: &str = "edgewise-forecast/1";
+/// The `format` of a model file this crate reads and writes. Format 2 names
+/// subjects by digest ([`Training`]); format 1 named them by id.
+pub const FORMAT: &str = "edgewise-forecast/2";
+/// How a subject's digest in [`Training`] begins; 64 lowercase hex digits of
+/// the SHA-256 of the subject's id follow.
+pub const SUBJECT_DIGEST_PREFIX: &str = "sha256:";
 /// The largest model file taken (a model of the largest specification is a
 /// few hundred KiB).
 pub const MAX_MODEL_BYTES: usize = 1 << 20;
@@ -118,6 +122,13 @@ pub struct Fit {
 }
 
 /// The data a model was fitted on.
+///
+/// Subjects are named by digest only ([`SUBJECT_DIGEST_PREFIX`] and the hex
+/// SHA-256 of the id), never by id: the model file is signed into the
+/// plugin's bundle, which goes to every device of a fleet, and a subject's id
+/// is a patient's sensor id. Whoever holds a recording can tell its subjects
+/// apart by digesting their ids (the report does); [`Model::parse`] refuses a
+/// name that is not a digest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Training {
@@ -125,9 +136,10 @@ pub struct Training {
     pub recordings: Vec<(String, String)>,
     /// Which subjects were kept out of training, as a rule.
     pub held_out_rule: String,
-    /// The subjects trained on.
+    /// The digests of the subjects trained on, sorted.
     pub subjects: Vec<String>,
-    /// The subjects held out (never trained on), evaluated in `evaluation`.
+    /// The digests of the subjects held out (never trained on), evaluated in
+    /// `evaluation`, sorted.
     pub held_out: Vec<String>,
 }
 
@@ -188,6 +200,20 @@ impl Model {
             return Err(format!(
                 "{} horizons, expected 1 to {MAX_HORIZONS}",
                 self.horizons.len()
+            ));
+        }
+        if let Some(training) = &self.training
+            && let Some(name) = training
+                .subjects
+                .iter()
+                .chain(&training.held_out)
+                .find(|name| !is_subject_digest(name))
+        {
+            // Not echoed: it may be a patient's sensor id.
+            return Err(format!(
+                "training names a subject by something other than its digest ({SUBJECT_DIGEST_PREFIX} and 64 \
+                 hex digits), {} characters long",
+                name.chars().count()
             ));
         }
         let width = self.features.len();
@@ -285,6 +311,13 @@ impl Model {
     }
 }
 
+/// Whether `name` is a subject digest: [`SUBJECT_DIGEST_PREFIX`] and 64
+/// lowercase hex digits.
+fn is_subject_digest(name: &str) -> bool {
+    name.strip_prefix(SUBJECT_DIGEST_PREFIX)
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
 impl HorizonModel {
     /// The forecast (mg/dL) from the newest value and its features
     /// ([`crate::History::features`]).
@@ -343,7 +376,7 @@ mod tests {
             let error = Model::parse(&model.to_bytes().unwrap()).unwrap_err().to_string();
             assert!(error.contains(expected), "{error}");
         };
-        refused(&|m| m.format = "edgewise-forecast/2".into(), "format");
+        refused(&|m| m.format = "edgewise-forecast/1".into(), "format");
         refused(&|m| m.horizons[0].coef.pop().map(drop).unwrap_or(()), "need 3 values");
         refused(&|m| m.horizons[1].scale[0] = 0.0, "scale not positive");
         refused(&|m| m.horizons.reverse(), "horizons go up");
@@ -373,5 +406,32 @@ mod tests {
             1,
         );
         assert!(Model::parse(nan.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_model_file_naming_a_subject_otherwise_than_by_digest_is_refused() {
+        let good = Model::linear_extrapolation(&[30, 60]);
+        let digest = format!("sha256:{}", "0a".repeat(32));
+        let training = |subjects: Vec<String>, held_out: Vec<String>| Training {
+            recordings: Vec::new(),
+            held_out_rule: String::new(),
+            subjects,
+            held_out,
+        };
+        let mut named = good;
+        named.training = Some(training(vec![digest.clone()], vec![digest.clone()]));
+        assert!(Model::parse(&named.to_bytes().unwrap()).is_ok());
+        // A subject named by its id (a patient's sensor id) is refused, and
+        // the message does not repeat it.
+        for (subjects, held_out) in [
+            (vec!["ward-1".to_owned()], vec![]),
+            (vec![digest.clone()], vec!["ward-1".to_owned()]),
+            (vec![digest.to_uppercase()], vec![]),
+            (vec![format!("{digest}0")], vec![]),
+        ] {
+            named.training = Some(training(subjects, held_out));
+            let error = Model::parse(&named.to_bytes().unwrap()).unwrap_err().to_string();
+            assert!(error.contains("digest") && !error.contains("ward-1"), "{error}");
+        }
     }
 }

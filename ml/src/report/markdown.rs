@@ -32,6 +32,9 @@ pub struct Report<'a> {
     pub model_sha256: &'a str,
     /// The model under test.
     pub model: &'a Model,
+    /// Its held-out subjects ([`forecast_model::Training::held_out`] names
+    /// them by digest only).
+    pub held_out: &'a HeldOut,
     /// The plugin replayed (from its output).
     pub plugin: Option<&'a Plugin>,
     /// The models replayed, in the order of every per-model list; the first
@@ -43,6 +46,16 @@ pub struct Report<'a> {
     pub forecast_plot: (&'a str, &'a str),
     /// The Clarke grid plot: its path relative to the document, and what it shows.
     pub clarke_plot: (&'a str, &'a str),
+}
+
+/// The held-out subjects of the model file, as far as the recordings given
+/// to the report name them: the model file has only digests of their ids.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeldOut {
+    /// The ids of those found in the recordings.
+    pub named: Vec<String>,
+    /// How many are in none of them.
+    pub unnamed: usize,
 }
 
 /// The name of a model in tables.
@@ -91,7 +104,12 @@ pub fn verdict(figures: &HorizonFigures, kinds: &[ModelKind]) -> Option<Verdict>
         .map(|(kind, accuracy)| (*kind, accuracy.rmse))
         .min_by(|a, b| a.1.total_cmp(&b.1))?;
     let ratio = model.rmse / baseline_rmse;
-    let a_plus_b = model.zones.percent_a_plus_b();
+    // No share of nothing (not 0%): shown as "–", and not met.
+    let a_plus_b = if figures.forecasts == 0 {
+        f64::NAN
+    } else {
+        model.zones.percent_a_plus_b()
+    };
     Some(Verdict {
         rmse: model.rmse,
         baseline,
@@ -169,14 +187,14 @@ fn write_acceptance(doc: &mut String, report: &Report) -> std::fmt::Result {
             };
             writeln!(
                 doc,
-                "| {} | {minutes} min | {:.2} | {} | {:.2} | {:.3} | {} | {:.2}% | {} |",
+                "| {} | {minutes} min | {} | {} | {} | {} | {} | {} | {} |",
                 set.name,
-                v.rmse,
+                fixed(v.rmse, 2),
                 name(v.baseline),
-                v.baseline_rmse,
-                v.ratio,
+                fixed(v.baseline_rmse, 2),
+                fixed(v.ratio, 3),
                 yes_no(v.rmse_holds),
-                v.a_plus_b,
+                percent(v.a_plus_b),
                 yes_no(v.zones_hold)
             )?;
         }
@@ -208,11 +226,11 @@ fn write_acceptance(doc: &mut String, report: &Report) -> std::fmt::Result {
         for (set, v) in &verdicts {
             write!(
                 doc,
-                " {set}: RMSE {:.3}× the {}'s ({}), Clarke A+B {:.2}% ({}).",
-                v.ratio,
+                " {set}: RMSE {}× the {}'s ({}), Clarke A+B {} ({}).",
+                fixed(v.ratio, 3),
                 name(v.baseline),
                 if v.rmse_holds { "met" } else { "not met" },
-                v.a_plus_b,
+                percent(v.a_plus_b),
                 if v.zones_hold { "met" } else { "not met" }
             )?;
         }
@@ -312,13 +330,23 @@ fn write_model(doc: &mut String, report: &Report) -> std::fmt::Result {
             writeln!(doc, "- `{file}` (SHA-256 `{sha256}`)")?;
         }
         writeln!(doc)?;
+        let mut held_out = code_list(&report.held_out.named);
+        if report.held_out.unnamed > 0 {
+            if !held_out.is_empty() {
+                held_out.push_str(", and ");
+            }
+            write!(
+                held_out,
+                "{} in none of the recordings replayed here",
+                report.held_out.unnamed
+            )?;
+        }
         writeln!(
             doc,
-            "{} subjects trained on; {} held out ({}): {}.",
+            "{} subjects trained on; {} held out ({}): {held_out}.",
             training.subjects.len(),
             training.held_out.len(),
             training.held_out_rule,
-            code_list(&training.held_out)
         )?;
         writeln!(doc)?;
     }
@@ -351,14 +379,22 @@ fn write_data_set(doc: &mut String, report: &Report, set: &DataSetFigures) -> st
         )?;
         writeln!(doc, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")?;
         for (kind, accuracy) in report.kinds.iter().zip(&horizon.models) {
-            write!(doc, "| {} | {:.2} | {:.2} |", name(*kind), accuracy.rmse, accuracy.mae)?;
+            write!(
+                doc,
+                "| {} | {} | {} |",
+                name(*kind),
+                fixed(accuracy.rmse, 2),
+                fixed(accuracy.mae, 2)
+            )?;
+            // No share of nothing (not 0%).
+            let share = |value: f64| if horizon.forecasts == 0 { f64::NAN } else { value };
             for zone in Zone::ALL {
-                write!(doc, " {:.2}% |", accuracy.zones.percent(zone))?;
+                write!(doc, " {} |", percent(share(accuracy.zones.percent(zone))))?;
             }
             writeln!(
                 doc,
-                " {:.2}% | {} |",
-                accuracy.zones.percent_a_plus_b(),
+                " {} | {} |",
+                percent(share(accuracy.zones.percent_a_plus_b())),
                 accuracy.lag_min.map_or("–".to_owned(), |m| format!("{m} min"))
             )?;
         }
@@ -426,7 +462,7 @@ fn write_trainer_check(doc: &mut String, report: &Report) -> std::fmt::Result {
                 h.forecasts.to_string(),
                 h.models
                     .iter()
-                    .map(|m| format!("{:.2}", m.rmse))
+                    .map(|m| fixed(m.rmse, 2))
                     .collect::<Vec<_>>()
                     .join(" / "),
             ),
@@ -434,8 +470,13 @@ fn write_trainer_check(doc: &mut String, report: &Report) -> std::fmt::Result {
         };
         writeln!(
             doc,
-            "| {} | {} min | {} | {:.2} / {:.2} / {:.2} | {forecasts} | {rmse} |",
-            e.data_set, e.horizon_min, e.forecasts, e.rmse, e.rmse_last_value, e.rmse_linear_extrapolation
+            "| {} | {} min | {} | {} / {} / {} | {forecasts} | {rmse} |",
+            e.data_set,
+            e.horizon_min,
+            e.forecasts,
+            fixed(e.rmse, 2),
+            fixed(e.rmse_last_value, 2),
+            fixed(e.rmse_linear_extrapolation, 2)
         )?;
     }
     writeln!(doc)?;
@@ -461,9 +502,9 @@ fn write_definitions(doc: &mut String) -> std::fmt::Result {
     writeln!(doc, "## Definitions")?;
     writeln!(doc)?;
     let lines = [
-        "**Judged subjects**: those of a data set the model was never trained on (not in the model \
-             file's `training.subjects`): every subject of a recording the trainer did not train on, and \
-             the held-out subjects of one it did."
+        "**Judged subjects**: those of a data set the model was never trained on (the SHA-256 of whose \
+             id is not in the model file's `training.subjects`, which names subjects by digest only): every \
+             subject of a recording the trainer did not train on, and the held-out subjects of one it did."
             .to_owned(),
         format!(
             "**Judged forecasts**: the forecasts of the judged subjects that all three models made (one per \
@@ -529,6 +570,25 @@ fn kind_text(kind: ModelKind) -> &'static str {
         ModelKind::Ridge => "ridge",
         ModelKind::LastValue => "last-value",
         ModelKind::LinearExtrapolation => "linear-extrapolation",
+    }
+}
+
+/// `value` with `decimals` decimals; "–" for no number (NaN, an infinity):
+/// a figure of nothing is not printed as one.
+fn fixed(value: f64, decimals: usize) -> String {
+    if value.is_finite() {
+        format!("{value:.decimals$}")
+    } else {
+        "–".to_owned()
+    }
+}
+
+/// A share in percent, two decimals ([`fixed`]).
+fn percent(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:.2}%")
+    } else {
+        "–".to_owned()
     }
 }
 
@@ -615,6 +675,7 @@ mod tests {
             model_path: "plugins/glucose-forecast/model/forecast.json",
             model_sha256: "ef",
             model: &model,
+            held_out: &HeldOut::default(),
             plugin: Some(&plugin),
             kinds: &KINDS,
             data_sets: sets,
@@ -660,5 +721,73 @@ mod tests {
         let met = render_with(&[data_set("example.csv", [10.0, 14.0, 12.0])]);
         assert!(met.contains("**The acceptance criteria at 30 minutes are met.**"));
         assert!(met.contains("**The same thresholds at 60 minutes are not met.**"));
+    }
+
+    #[test]
+    fn a_figure_of_nothing_is_a_dash_never_nan() {
+        let mut nothing = data_set("one.csv", [f64::NAN; 3]);
+        for horizon in &mut nothing.horizons {
+            horizon.forecasts = 0;
+            for model in &mut horizon.models {
+                (model.rmse, model.mae, model.zones) = (f64::NAN, f64::NAN, ZoneCounts::default());
+            }
+        }
+        let doc = render_with(&[nothing]);
+        assert!(!doc.contains("NaN") && !doc.contains("inf"), "{doc}");
+        assert!(
+            doc.contains("| one.csv | 30 min | – | last value | – | – | **no** | – | **no** |"),
+            "{doc}"
+        );
+        assert!(
+            doc.contains("| model (ridge) | – | – | – | – | – | – | – | – | 10 min |"),
+            "{doc}"
+        );
+    }
+
+    #[test]
+    fn the_retraining_steps_judge_the_new_version_and_say_whom_the_document_names() {
+        let bump = RETRAINING.find("give it a new version in").unwrap();
+        let report = RETRAINING.find("edgewise-ml -- report").unwrap();
+        let sign = RETRAINING.find("edgewise sign").unwrap();
+        assert!(
+            bump < report && report < sign,
+            "bump {bump}, report {report}, sign {sign}"
+        );
+        assert!(RETRAINING.contains("This document names the subjects (sensor ids) of the recordings it is run on"));
+        assert!(RETRAINING.contains("carries only digests of ids"));
+    }
+
+    #[test]
+    fn the_held_out_subjects_are_named_only_as_the_recordings_given_name_them() {
+        let digest = |n: u8| format!("sha256:{}", format!("{n:02x}").repeat(32));
+        let mut model = Model::last_value(&[30, 60]);
+        model.training = Some(forecast_model::Training {
+            recordings: vec![("hall.csv".into(), "ab".into())],
+            held_out_rule: "a rule".into(),
+            subjects: vec![digest(1), digest(2)],
+            held_out: vec![digest(3), digest(4), digest(5)],
+        });
+        let held_out = HeldOut {
+            named: vec!["s2".into(), "s1".into()],
+            unnamed: 1,
+        };
+        let doc = render(&Report {
+            model_path: "forecast.json",
+            model_sha256: "ef",
+            model: &model,
+            held_out: &held_out,
+            plugin: None,
+            kinds: &KINDS,
+            data_sets: &[data_set("hall.csv", [10.0, 14.0, 12.0])],
+            forecast_plot: ("forecast/forecast-vs-actual.svg", "Forecast vs reading"),
+            clarke_plot: ("forecast/clarke-grid.svg", "Clarke grid"),
+        });
+        assert!(
+            doc.contains(
+                "2 subjects trained on; 3 held out (a rule): `s1`, `s2`, and 1 in none of the recordings replayed here."
+            ),
+            "{doc}"
+        );
+        assert!(!doc.contains("sha256:0"), "{doc}");
     }
 }

@@ -28,9 +28,9 @@ use anyhow::{Context, bail};
 use edgewise_procs::workspace::{self, WASM_TARGET};
 use forecast_model::{MINUTE_MS, Model, ModelKind};
 
-use crate::data::DataSet;
+use crate::data::{DataSet, format_of, refuse_same_names, subject_digest};
 use evaluate::DataSetFigures;
-use markdown::Report;
+use markdown::{HeldOut, Report};
 use output::Replayed;
 use plots::ForecastPlot;
 use replays::Bundles;
@@ -89,24 +89,32 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
 
     let model_bytes = std::fs::read(&model_path).with_context(|| format!("cannot read {}", model_path.display()))?;
     let model = Model::parse(&model_bytes).with_context(|| format!("{}", model_path.display()))?;
-    let trained: BTreeSet<&str> = model
-        .training
-        .as_ref()
-        .with_context(|| {
-            format!(
-                "{}: the model file names no training subjects, so no subject can be judged held out",
-                model_path.display()
-            )
-        })?
-        .subjects
-        .iter()
-        .map(String::as_str)
-        .collect();
+    let training = model.training.as_ref().with_context(|| {
+        format!(
+            "{}: the model file names no training subjects, so no subject can be judged held out",
+            model_path.display()
+        )
+    })?;
+    // The model file names subjects by digest only (data::subject_digest).
+    let trained: BTreeSet<&str> = training.subjects.iter().map(String::as_str).collect();
+    let judged = |id: &str| !trained.contains(subject_digest(id).as_str());
     let horizons: Vec<u32> = model.horizons.iter().map(|h| h.minutes).collect();
     let sets = data
         .iter()
         .map(|path| DataSet::load(path))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    refuse_same_names(&sets)?;
+    // Before the minutes of replays: a recording with nothing to judge.
+    for (set, path) in sets.iter().zip(&data) {
+        if !set.subjects.iter().any(|s| judged(&s.id)) {
+            bail!(
+                "{}: every subject of it was trained on (or it has no valid reading), so there is nothing to \
+                 judge the model on: leave the recording out",
+                path.display()
+            );
+        }
+    }
+    let held_out = held_out_names(&training.held_out, &sets);
     let component = built(args.component)?;
 
     let models = [
@@ -129,7 +137,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         for (index, (kind, _)) in models.iter().enumerate() {
             eprintln!("replaying {} with {}", set.name, markdown::name(*kind));
             let out = work.path().join(format!("replay-{index}.jsonl"));
-            let replayed = bundles.replay(index, path, &out)?;
+            let replayed = bundles.replay(index, path, format_of(path), &out)?;
             // Tens of megabytes each: only what was read out is kept.
             std::fs::remove_file(&out).with_context(|| format!("cannot remove {}", out.display()))?;
             runs.push(replayed);
@@ -144,7 +152,17 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             }
         }
         let refs: Vec<&Replayed> = runs.iter().collect();
-        let set_figures = evaluate::evaluate(set, |id| !trained.contains(id), &refs, &horizons);
+        let set_figures = evaluate::evaluate(set, judged, &refs, &horizons);
+        if let Some(horizon) = set_figures.horizons.iter().find(|h| h.forecasts == 0) {
+            bail!(
+                "{}: none of its {} judged subjects (never trained on) has a forecast with a reading {} minutes \
+                 later, so the model cannot be judged on it: give the recording more readings of them, or leave \
+                 it out",
+                path.display(),
+                set_figures.subjects.len(),
+                horizon.minutes
+            );
+        }
         // A judged subject: the one asked for, or each in turn.
         let candidates = set.subjects.iter().filter(|s| {
             set_figures.subjects.contains(&s.id) && args.plot_subject.as_ref().is_none_or(|wanted| s.id == *wanted)
@@ -193,6 +211,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         model_path: &model_shown,
         model_sha256: &model_sha256,
         model: &model,
+        held_out: &held_out,
         plugin: plugin.as_ref(),
         kinds: &kinds,
         data_sets: &figures,
@@ -273,7 +292,7 @@ fn forecast_svg(
         alerts: run.low_alerts(subject),
     })?;
     let caption = format!(
-        "Subject `{subject}` (held out), two days from {start}: the readings, the model's forecasts drawn \
+        "Subject `{subject}` (never trained on), two days from {start}: the readings, the model's forecasts drawn \
          at the time they were for ({horizon_min} minutes after they were made), the 70 mg/dL line and the \
          `predicted-low` alerts. The two days with the most readings below 70 mg/dL ({}) {}.",
         window.lows,
@@ -284,6 +303,25 @@ fn forecast_svg(
         }
     );
     Ok((svg, caption))
+}
+
+/// The held-out subjects of the model file (digests), by the ids of those
+/// in `sets`: the report names only the subjects of the recordings it is
+/// given.
+fn held_out_names(digests: &[String], sets: &[DataSet]) -> HeldOut {
+    let ids: std::collections::BTreeMap<String, &str> = sets
+        .iter()
+        .flat_map(|set| &set.subjects)
+        .map(|s| (subject_digest(&s.id), s.id.as_str()))
+        .collect();
+    let named: Vec<String> = digests
+        .iter()
+        .filter_map(|digest| ids.get(digest).map(|id| (*id).to_owned()))
+        .collect();
+    HeldOut {
+        unnamed: digests.len() - named.len(),
+        named,
+    }
 }
 
 /// The Clarke grid of every data set's first-horizon pairs.
@@ -307,5 +345,80 @@ fn shown_path(path: &Path, root: &Path) -> String {
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::is_held_out;
+
+    /// `run` over `data`, with a component that is not there: anything it
+    /// refuses before replaying is refused without a build.
+    fn run_over(data: Vec<PathBuf>) -> anyhow::Error {
+        let out = tempfile::tempdir().unwrap();
+        run(ReportArgs {
+            data,
+            component: Some(out.path().join("missing.wasm")),
+            out: Some(out.path().join("forecast.md")),
+            ..ReportArgs::default()
+        })
+        .unwrap_err()
+    }
+
+    fn shipped(name: &str) -> PathBuf {
+        workspace::root().join("tests/data/cgm").join(name)
+    }
+
+    #[test]
+    fn two_recordings_of_one_file_name_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = Vec::new();
+        for (folder, id) in [("a", "ward-1"), ("b", "ward-2")] {
+            let path = dir.path().join(folder).join("export.csv");
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, format!("id,time,gl\n{id},2020-01-01 00:00:00,100\n")).unwrap();
+            data.push(path);
+        }
+        let error = run_over(data).to_string();
+        assert!(
+            error.contains("two recordings are named `export.csv`") && error.contains("rename one"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_recording_of_subjects_trained_on_only_is_refused_before_replaying() {
+        // Some of Hall2018's subjects the model was trained on: the model
+        // file names them by digest, and the report knows them by it.
+        let hall = DataSet::load(&shipped("Hall2018_processed.csv")).unwrap();
+        let mut csv = String::from("id,time,gl\n");
+        for subject in hall.subjects.iter().filter(|s| !is_held_out(&s.id)).take(3) {
+            csv.push_str(&format!("{},2020-01-01 00:00:00,100\n", subject.id));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trained.csv");
+        std::fs::write(&path, csv).unwrap();
+        let error = run_over(vec![shipped("ExampleData5Subjects.csv"), path]).to_string();
+        assert!(
+            error.contains("trained.csv: every subject of it was trained on"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_forecast_plot_caption_says_never_trained_on() {
+        let readings: Vec<(i64, f64)> = (0..600).map(|k| (k * 5 * MINUTE_MS, 100.0)).collect();
+        let window = Window {
+            start_ms: 0,
+            end_ms: 48 * 60 * MINUTE_MS,
+            lows: 0,
+            readings: 576,
+        };
+        let (_, caption) = forecast_svg("Subject 1", &readings, &Replayed::default(), 30, &window, false).unwrap();
+        assert!(
+            caption.starts_with("Subject `Subject 1` (never trained on), two days from"),
+            "{caption}"
+        );
     }
 }

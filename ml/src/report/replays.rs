@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use edgewise_host::bundle::ManifestSource;
+use edgewise_host::replay::Format;
 use edgewise_procs::SigningKey;
 use edgewise_procs::workspace::run_edgewise;
 use forecast_model::ModelKind;
@@ -67,11 +68,16 @@ impl Bundles {
     }
 
     /// `edgewise replay` of the `index`-th bundle (verified against the
-    /// key's trust directory) over `input`, with `emit_forecasts = true`,
-    /// into `out`; then its output read.
-    pub fn replay(&self, index: usize, input: &Path, out: &Path) -> anyhow::Result<Replayed> {
+    /// key's trust directory) over `input` read as `format` (given, so that
+    /// the replay reads the file as the report did whatever its name),
+    /// with `emit_forecasts = true`, into `out`; then its output read.
+    pub fn replay(&self, index: usize, input: &Path, format: Format, out: &Path) -> anyhow::Result<Replayed> {
         let bundle = self.bundles.get(index).context("no such bundle")?;
         let trust = self.key.trust_dir();
+        let format = match format {
+            Format::IgluCsv => "iglu-csv",
+            Format::Jsonl => "jsonl",
+        };
         run_edgewise(&[
             "replay".as_ref(),
             "--trust".as_ref(),
@@ -80,6 +86,8 @@ impl Bundles {
             bundle.as_os_str(),
             "--input".as_ref(),
             input.as_os_str(),
+            "--format".as_ref(),
+            format.as_ref(),
             "--config".as_ref(),
             "emit_forecasts=true".as_ref(),
             "--out".as_ref(),

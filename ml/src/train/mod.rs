@@ -19,7 +19,7 @@ use forecast_model::{
 
 pub use ridge::Sample;
 
-use crate::data::{DataSet, HELD_OUT_RULE, Subject, is_held_out};
+use crate::data::{DataSet, HELD_OUT_RULE, Subject, is_held_out, refuse_same_names, subject_digest};
 use crate::report::accuracy::{mae, rmse};
 
 /// The horizons the model forecasts (minutes).
@@ -90,10 +90,16 @@ pub fn forecasts(model: &Model, readings: &[(i64, f64)]) -> Vec<Vec<(f64, f64)>>
 }
 
 /// Train the model on the subjects of `training` that are not held out, and
-/// score it on the held-out ones and on every subject of `evaluation`
-/// (data sets of which no subject may be a training subject).
+/// score it on the held-out ones and on every subject of `evaluation`.
+///
+/// Refused: a subject in two recordings (training or evaluation: it would be
+/// trained on twice, or scored twice, or scored on what it was trained on),
+/// two recordings of one file name ([`refuse_same_names`]), and a recording
+/// to score with no judged forecast at a horizon (no figure to give).
 pub fn train(training: &[DataSet], evaluation: &[DataSet]) -> anyhow::Result<Model> {
     let spec = FeatureSpec::standard();
+    refuse_shared_subjects(training, evaluation)?;
+    refuse_same_names(training.iter().chain(evaluation))?;
     let mut subjects: Vec<&Subject> = training
         .iter()
         .flat_map(|set| &set.subjects)
@@ -102,18 +108,6 @@ pub fn train(training: &[DataSet], evaluation: &[DataSet]) -> anyhow::Result<Mod
     subjects.sort_by(|a, b| a.id.cmp(&b.id));
     if subjects.len() < FOLDS {
         bail!("{} training subjects: at least {FOLDS} are needed", subjects.len());
-    }
-    if let Some(window) = subjects.windows(2).find(|w| w[0].id == w[1].id) {
-        bail!("subject `{}` is in two training recordings", window[0].id);
-    }
-    for set in evaluation {
-        if let Some(shared) = set.subjects.iter().find(|s| subjects.iter().any(|t| t.id == s.id)) {
-            bail!(
-                "subject `{}` of {} is also a training subject: an evaluation must be on subjects the model never saw",
-                shared.id,
-                set.name
-            );
-        }
     }
 
     // samples[subject][horizon]
@@ -136,12 +130,17 @@ pub fn train(training: &[DataSet], evaluation: &[DataSet]) -> anyhow::Result<Mod
         horizons.push(model);
     }
 
-    let held_out: Vec<String> = training
+    // By digest, never by id: the file goes to every device of a fleet.
+    // Sorted, so that their order says nothing of the ids either.
+    let mut trained_on: Vec<String> = subjects.iter().map(|s| subject_digest(&s.id)).collect();
+    trained_on.sort_unstable();
+    let mut held_out: Vec<String> = training
         .iter()
         .flat_map(|set| &set.subjects)
         .filter(|s| is_held_out(&s.id))
-        .map(|s| s.id.clone())
+        .map(|s| subject_digest(&s.id))
         .collect();
+    held_out.sort_unstable();
     let mut model = Model {
         format: forecast_model::FORMAT.to_owned(),
         kind: ModelKind::Ridge,
@@ -154,20 +153,57 @@ pub fn train(training: &[DataSet], evaluation: &[DataSet]) -> anyhow::Result<Mod
                 .map(|set| (set.name.clone(), set.sha256.clone()))
                 .collect(),
             held_out_rule: HELD_OUT_RULE.to_owned(),
-            subjects: subjects.iter().map(|s| s.id.clone()).collect(),
+            subjects: trained_on,
             held_out,
         }),
         evaluation: Vec::new(),
     };
     let mut scores = Vec::new();
     for set in training {
-        scores.extend(evaluate(&model, set, |s| is_held_out(&s.id)));
+        scores.extend(evaluate(&model, set, |s| is_held_out(&s.id))?);
     }
     for set in evaluation {
-        scores.extend(evaluate(&model, set, |_| true));
+        if set.subjects.is_empty() {
+            bail!(
+                "{}: no subject with a valid reading to score the model on: leave the recording out",
+                set.name
+            );
+        }
+        scores.extend(evaluate(&model, set, |_| true)?);
     }
     model.evaluation = scores;
     Ok(model)
+}
+
+/// Refuse a subject (by id) in two recordings, training or evaluation: a
+/// subject may appear in one recording only.
+fn refuse_shared_subjects(training: &[DataSet], evaluation: &[DataSet]) -> anyhow::Result<()> {
+    // (id, recording, trained on, from an evaluation recording)
+    let mut all: Vec<(&str, &str, bool, bool)> = training
+        .iter()
+        .flat_map(|set| {
+            set.subjects
+                .iter()
+                .map(|s| (s.id.as_str(), set.name.as_str(), !is_held_out(&s.id), false))
+        })
+        .chain(evaluation.iter().flat_map(|set| {
+            set.subjects
+                .iter()
+                .map(|s| (s.id.as_str(), set.name.as_str(), false, true))
+        }))
+        .collect();
+    // Stable: of one id, the training recordings' come first.
+    all.sort_by(|a, b| a.0.cmp(b.0));
+    let Some(pair) = all.windows(2).find(|w| w[0].0 == w[1].0) else {
+        return Ok(());
+    };
+    let ((id, first, trained, _), (_, second, _, evaluated)) = (pair[0], pair[1]);
+    if trained && evaluated {
+        bail!(
+            "subject `{id}` of {second} is also a training subject: an evaluation must be on subjects the model never saw"
+        );
+    }
+    bail!("subject `{id}` is in two recordings ({first} and {second}): a subject may appear in one recording only")
 }
 
 /// The penalty with the lowest cross-validated RMSE (the smaller penalty on
@@ -274,11 +310,13 @@ fn one_horizon(spec: &FeatureSpec, horizon: HorizonModel) -> Model {
 }
 
 /// The model's scores on the subjects of `set` that `include` picks, per
-/// horizon, next to the baselines' on the same forecasts.
-fn evaluate(model: &Model, set: &DataSet, include: impl Fn(&Subject) -> bool) -> Vec<Evaluation> {
+/// horizon, next to the baselines' on the same forecasts; none without such
+/// a subject. Refused: a horizon with no forecast to judge (an RMSE of
+/// nothing is no figure, and 0 would read as perfect).
+fn evaluate(model: &Model, set: &DataSet, include: impl Fn(&Subject) -> bool) -> anyhow::Result<Vec<Evaluation>> {
     let subjects: Vec<&Subject> = set.subjects.iter().filter(|s| include(s)).collect();
     if subjects.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let minutes: Vec<u32> = model.horizons.iter().map(|h| h.minutes).collect();
     let last_value = Model::last_value(&minutes);
@@ -296,15 +334,26 @@ fn evaluate(model: &Model, set: &DataSet, include: impl Fn(&Subject) -> bool) ->
     minutes
         .iter()
         .enumerate()
-        .map(|(h, &minutes)| Evaluation {
-            data_set: set.name.clone(),
-            subjects: subjects.len() as u32,
-            horizon_min: minutes,
-            forecasts: ours[h].len() as u64,
-            rmse: rmse(errors(&ours[h])).unwrap_or(0.0),
-            mae: mae(errors(&ours[h])).unwrap_or(0.0),
-            rmse_last_value: rmse(errors(&last[h])).unwrap_or(0.0),
-            rmse_linear_extrapolation: rmse(errors(&line[h])).unwrap_or(0.0),
+        .map(|(h, &minutes)| {
+            let no_forecast = || {
+                anyhow::anyhow!(
+                    "{}: none of its {} subjects to score (never trained on) has a reading {minutes} minutes after \
+                     a forecast, so the model cannot be scored on it: give the recording more readings of them, \
+                     or leave it out",
+                    set.name,
+                    subjects.len()
+                )
+            };
+            Ok(Evaluation {
+                data_set: set.name.clone(),
+                subjects: subjects.len() as u32,
+                horizon_min: minutes,
+                forecasts: ours[h].len() as u64,
+                rmse: rmse(errors(&ours[h])).ok_or_else(no_forecast)?,
+                mae: mae(errors(&ours[h])).ok_or_else(no_forecast)?,
+                rmse_last_value: rmse(errors(&last[h])).ok_or_else(no_forecast)?,
+                rmse_linear_extrapolation: rmse(errors(&line[h])).ok_or_else(no_forecast)?,
+            })
         })
         .collect()
 }
@@ -371,6 +420,85 @@ mod tests {
         let hall = shipped("Hall2018_processed.csv");
         let error = train(std::slice::from_ref(&hall), std::slice::from_ref(&hall)).unwrap_err();
         assert!(error.to_string().contains("is also a training subject"), "{error:#}");
+    }
+
+    #[test]
+    fn two_recordings_of_one_file_name_are_refused() {
+        // a/export.jsonl and b/export.jsonl: other subjects, one file name.
+        let a = synthetic("export.jsonl", |_| 0.05);
+        let mut b = a.clone();
+        for subject in &mut b.subjects {
+            subject.id = format!("other-{}", subject.id);
+        }
+        for (training, evaluation) in [(vec![a.clone(), b.clone()], vec![]), (vec![a], vec![b])] {
+            let error = train(&training, &evaluation).unwrap_err().to_string();
+            assert!(
+                error.contains("two recordings are named `export.jsonl`") && error.contains("rename one"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_model_file_names_subjects_by_the_digests_of_their_ids_only() {
+        let (hall, example) = (shipped("Hall2018_processed.csv"), shipped("ExampleData5Subjects.csv"));
+        let model = train(std::slice::from_ref(&hall), std::slice::from_ref(&example)).unwrap();
+        let training = model.training.as_ref().unwrap();
+        assert_eq!((training.subjects.len(), training.held_out.len()), (46, 11));
+        for subject in &hall.subjects {
+            let digest = format!(
+                "sha256:{}",
+                hex::encode(ring::digest::digest(&ring::digest::SHA256, subject.id.as_bytes()))
+            );
+            let listed = if is_held_out(&subject.id) {
+                &training.held_out
+            } else {
+                &training.subjects
+            };
+            assert!(listed.contains(&digest), "{}", subject.id);
+        }
+        let text = String::from_utf8(model.to_bytes().unwrap()).unwrap();
+        for subject in hall.subjects.iter().chain(&example.subjects) {
+            assert!(
+                !text.contains(&format!("\"{}\"", subject.id)),
+                "{} is in the model file",
+                subject.id
+            );
+        }
+    }
+
+    #[test]
+    fn a_held_out_subject_in_two_recordings_is_refused() {
+        let hall = shipped("Hall2018_processed.csv");
+        // held.csv: a held-out subject of Hall2018, again.
+        let mut held = hall.clone();
+        held.name = "held.csv".into();
+        held.subjects.retain(|s| is_held_out(&s.id));
+        held.subjects.truncate(1);
+        let id = held.subjects[0].id.clone();
+        let error = train(std::slice::from_ref(&hall), std::slice::from_ref(&held)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "subject `{id}` is in two recordings (Hall2018_processed.csv and held.csv): a subject may appear \
+                 in one recording only"
+            )
+        );
+        let error = train(&[hall, held], &[]).unwrap_err();
+        assert!(error.to_string().contains("is in two recordings"), "{error:#}");
+    }
+
+    #[test]
+    fn a_recording_with_no_forecast_to_judge_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = dir.path().join("one.csv");
+        std::fs::write(&one, "id,time,gl\nlone,2020-01-01 00:00:00,100\n").unwrap();
+        let hall = shipped("Hall2018_processed.csv");
+        let error = train(&[hall], &[DataSet::load(&one).unwrap()]).unwrap_err().to_string();
+        assert!(
+            error.starts_with("one.csv: ") && error.contains("cannot be scored on it"),
+            "{error}"
+        );
     }
 
     /// Subjects whose glucose returns to its mean at `pull(subject)` per
