@@ -91,6 +91,12 @@ pub enum LoadError {
     /// Verification refused the bundle.
     #[error("refused: {0}")]
     Refused(#[source] bundle::VerifyError),
+    /// A manifest was given for a file that is a signed bundle already
+    /// (which carries its own).
+    #[error(
+        "a signed bundle, which carries its own manifest: give it without `--manifest` (with `--trust` to verify it), or give the plain component with `--manifest`"
+    )]
+    SignedWithManifest,
     /// An unverified bundle's manifest is not one.
     #[error("{0}")]
     Manifest(#[source] bundle::ManifestError),
@@ -203,7 +209,7 @@ pub fn load_with_manifest(
 ) -> Result<Loaded, LoadError> {
     let bytes = bundle::read_bundle_file(path, bundle::DEFAULT_MAX_BUNDLE_BYTES).map_err(LoadError::Read)?;
     if bundle::format::has_edgewise_sections(&bytes) {
-        return Err(LoadError::Package(SignError::AlreadySigned));
+        return Err(LoadError::SignedWithManifest);
     }
     let info = bundle::inspect(&bytes).map_err(|e| LoadError::Package(e.into()))?;
     let files = bundle::read_assets(&source, manifest_dir).map_err(LoadError::Package)?;

@@ -284,4 +284,18 @@ fn new_refuses_an_existing_folder_and_a_bad_name_and_writes_nothing() {
         "is not the Edgewise SDK (its package is `edgewise-host`",
     );
     assert!(!parent.path().join("other").exists());
+
+    // No `--sdk-*`: the SDK of the checkout the binary was built from (the
+    // SDK is not on crates.io: a version there could not build; before,
+    // that was the default).
+    let plain = run({
+        let mut command = Command::new(edgewise_bin());
+        command.current_dir(parent.path()).args(["new", "plain"]);
+        command
+    });
+    assert_eq!(plain.code, Some(0), "{}", plain.stderr);
+    assert_contains(&plain.stdout, "note: the SDK is a folder of this machine");
+    let manifest = std::fs::read_to_string(parent.path().join("plain/Cargo.toml")).unwrap();
+    let sdk = workspace_root().join("sdk").canonicalize().unwrap();
+    assert_contains(&manifest, &format!("path = \"{}\"", sdk.display()));
 }

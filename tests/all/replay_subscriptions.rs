@@ -190,7 +190,10 @@ fn manifest_is_for_a_plain_component_and_must_be_a_manifest() {
         &["--manifest".as_ref(), manifest.as_os_str()],
     );
     assert_eq!(run.code, Some(2), "{}", run.stderr);
-    assert_contains(&run.stderr, "already signed");
+    assert_contains(
+        &run.stderr,
+        "a signed bundle, which carries its own manifest: give it without `--manifest`",
+    );
 
     let broken = dir.path().join("edgewise.toml");
     std::fs::write(&broken, "name = \"band\"\nsubscriptions = 3\n").unwrap();

@@ -114,7 +114,13 @@ mod tests {
         }
         assert!(refusal_on_every_device(">").unwrap().contains("`edgewise.<device>.>`"));
         // One device's own subjects: that device refuses it, no other.
-        for filter in ["edgewise.dev-1.>", "edgewise.dev-1.status", "sensors.>", "edgewise", "*"] {
+        for filter in [
+            "edgewise.dev-1.>",
+            "edgewise.dev-1.status",
+            "sensors.>",
+            "edgewise",
+            "*",
+        ] {
             assert_eq!(refusal_on_every_device(filter), None, "{filter}");
         }
     }

@@ -38,10 +38,23 @@ pub struct NewArgs {
     #[arg(long, value_name = "REV", requires = "sdk_git")]
     sdk_rev: Option<String>,
 
-    /// Depend on this version of the SDK from crates.io [default: this
-    /// edgewise's version].
+    /// Depend on this version of the SDK from crates.io (once it is
+    /// published there; it is not yet).
+    ///
+    /// Without any `--sdk-*`: the `sdk/` of the checkout this edgewise was
+    /// built from, when it is on this machine.
     #[arg(long, value_name = "VERSION")]
     sdk_version: Option<String>,
+}
+
+/// The SDK of the checkout this binary was built from, if it is still on
+/// this machine.
+fn built_from_sdk() -> Option<PathBuf> {
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
+    sdk.join("Cargo.toml")
+        .is_file()
+        .then(|| sdk.canonicalize().ok())
+        .flatten()
 }
 
 pub fn run(args: NewArgs) -> Result<(), Failure> {
@@ -49,8 +62,20 @@ pub fn run(args: NewArgs) -> Result<(), Failure> {
         SdkSource::Path(path)
     } else if let Some(url) = args.sdk_git {
         SdkSource::Git { url, rev: args.sdk_rev }
+    } else if let Some(version) = args.sdk_version {
+        SdkSource::Version(version)
     } else {
-        SdkSource::Version(args.sdk_version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()))
+        // The SDK is not on crates.io (the workspace does not publish): a
+        // default version there would give a crate that cannot build.
+        match built_from_sdk() {
+            Some(sdk) => SdkSource::Path(sdk),
+            None => {
+                return Err(Failure::usage(anyhow!(
+                    "say where the SDK is: --sdk-path DIR (the `sdk/` of an Edgewise checkout) or --sdk-git URL \
+                     (the SDK is not on crates.io yet, and the checkout this edgewise was built from is not on this machine)"
+                )));
+            }
+        }
     };
     let scaffold = Scaffold::new(&args.name, sdk).map_err(Failure::usage)?;
     let destination = args.path.unwrap_or_else(|| PathBuf::from(&args.name));
