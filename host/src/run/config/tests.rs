@@ -135,7 +135,9 @@ fn the_example_configuration_is_valid_but_for_its_device_paths() {
         .into_iter()
         .map(|p| p.key)
         .collect();
-    assert_eq!(keys, ["trust_dir", "plugins[0].bundle", "plugins[1].bundle"]);
+    // Its bundles are not there either, but that is not a configuration
+    // error: a missing bundle is refused at start and the others run.
+    assert_eq!(keys, ["trust_dir"]);
 }
 
 #[test]
