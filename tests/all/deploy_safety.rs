@@ -532,3 +532,83 @@ async fn an_undeployed_override_of_a_configuration_file_plugin_that_anti_rollbac
     .await;
     assert_eq!(report.plugins[PLUGIN].deployment.as_ref(), Some(&back), "{report:#?}");
 }
+
+/// A plugin new on the device, killed (`kill -9`) during its probation:
+/// the restart runs the last healthy set, without it, and reports the
+/// deployment failed. Before, the report still named the new plugin's
+/// version as what runs (the record kept from before the crash), and
+/// `fleet` showed it running.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_plugin_killed_during_its_probation_is_reported_failed_and_not_running() {
+    let (site, mut edge) = crate::deploy_device::running_v1().await;
+    // Restarted with a probation that outlasts the test.
+    edge.device.terminate_cleanly().await;
+    edge.device
+        .edit_config(|config| config.replace("probation = \"1s\"", "probation = \"1h\""));
+    edge.start().await;
+    let threshold = std::fs::read(edgewise_tests::signed_bundle("threshold")).unwrap();
+    let generation = site
+        .operator
+        .push_plugin(
+            &edge.key(),
+            "threshold",
+            &threshold,
+            "",
+            Default::default(),
+            "test",
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    poll_until("threshold on probation and reported running", WAIT, || async {
+        let report = report_now(&site.operator, DEVICE).await?;
+        let record = report.plugins.get("threshold");
+        match record.and_then(|p| p.deployment.as_ref()) {
+            Some(d)
+                if d.generation == generation
+                    && d.phase == Phase::Running
+                    && !record.unwrap().running_version.is_empty() =>
+            {
+                Ok(())
+            }
+            _ => Err(format!("{report:#?}")),
+        }
+    })
+    .await;
+    edge.device.kill();
+    let killed = now_ms();
+    edge.start().await;
+    let report = poll_until("a report of the restarted device", WAIT, || async {
+        let report = report_now(&site.operator, DEVICE).await?;
+        match report.last_seen_ms > killed
+            && report
+                .plugins
+                .get("threshold")
+                .and_then(|p| p.deployment.as_ref())
+                .is_some_and(|d| d.phase == Phase::Failed)
+        {
+            true => Ok(report),
+            false => Err(format!("{report:#?}")),
+        }
+    })
+    .await;
+    let record = &report.plugins["threshold"];
+    assert_eq!(
+        (record.running_version.as_str(), record.running_digest.as_str()),
+        ("", ""),
+        "not running, so no version: {report:#?}"
+    );
+    let status = host_status(&edge.client).await;
+    assert!(find_plugin(&status, "threshold").is_none(), "{status:#}");
+    let fleet = site.cli(&["fleet"]).await;
+    let row = fleet
+        .stdout
+        .lines()
+        .find(|l| l.contains("threshold"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("failed") && !row.contains("0.2.0"),
+        "{row}\n{}",
+        fleet.stdout
+    );
+}

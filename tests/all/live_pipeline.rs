@@ -702,3 +702,79 @@ async fn urgent_low_alerted(client: &async_nats::Client, sensor: &str) {
         "{alert}"
     );
 }
+
+/// Before: with no stream upstream for the device's subjects (the cloud's
+/// operator had not made one, `create_stream = false`), every alert stayed in
+/// the outbox, the status said `upstream: connected`, and nothing was logged.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_stream_upstream_is_logged_as_an_error_once_and_delivery_starts_when_one_is_made() {
+    const NO_STREAM: &str = "No stream upstream takes this device's outputs";
+    const AGAIN: &str = "Upstream delivery works again";
+    let local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    let mut device = Device::new(&local, Some(&cloud), "");
+    device.edit_config(|config| config.replace("create_stream = true", "create_stream = false"));
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
+    client.publish("sensors.cgm.a", reading(now_ms(), 49.0)).await.unwrap();
+    next_json(&mut alerts, "the local alert").await;
+    logged_until(&device, NO_STREAM, 1).await;
+    let log = std::fs::read_to_string(device.path("edgewise.log")).unwrap();
+    let line = log.lines().find(|l| l.contains(NO_STREAM)).unwrap();
+    for wanted in [
+        "ERROR",
+        "edgewise.dev-1.up.>",
+        "EDGEWISE_UP",
+        "edgewise.*.up.>",
+        "create_stream = true",
+    ] {
+        assert!(line.contains(wanted), "`{wanted}` in {line}");
+    }
+
+    // The operator makes it, for every device: delivery starts, and says so.
+    let cloud_client = async_nats::connect(cloud.url()).await.unwrap();
+    async_nats::jetstream::new(cloud_client)
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: crate::support::UP.to_owned(),
+            subjects: vec!["edgewise.*.up.>".to_owned()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let upstream = upstream_alerts(&cloud, 1).await;
+    assert_eq!(upstream.len(), 1, "{upstream:?}");
+    logged_until(&device, AGAIN, 1).await;
+    assert_eq!(logged(&device, NO_STREAM), 1, "once per episode, not once per round");
+    device.terminate_cleanly().await;
+}
+
+/// Before: two devices of one cloud with `create_stream = true` and the
+/// same stream name: the first made the stream with its own subjects only,
+/// the second found it and took it as it was, and none of its alerts ever
+/// reached the cloud (nothing logged either).
+#[tokio::test(flavor = "multi_thread")]
+async fn two_devices_creating_one_upstream_stream_both_deliver() {
+    let cloud = NatsServer::start_with_jetstream();
+    let plugins = "[[plugins]]\nbundle = \"glucose-monitor.wasm\"\n";
+    let mut devices = Vec::new();
+    for id in ["ward-a", "ward-b"] {
+        let local = NatsServer::start();
+        let upstream = Some((cloud.url(), crate::support::UP.to_owned()));
+        let mut device = Device::at(id, &local.url(), upstream, "100ms", plugins);
+        let client = device.start(&local).await;
+        devices.push((local, device, client));
+    }
+    for (_, _, client) in &devices {
+        client.publish("sensors.cgm.p1", reading(now_ms(), 49.0)).await.unwrap();
+        client.flush().await.unwrap();
+    }
+    let upstream = crate::support::upstream_alerts_where(&cloud, "an alert of each device upstream", |alerts| {
+        ["ward-a", "ward-b"]
+            .iter()
+            .all(|id| alerts.iter().any(|(_, alert)| alert["device"] == *id))
+    })
+    .await;
+    assert_eq!(upstream.len(), 2, "{upstream:?}");
+    for (_, device, _) in &mut devices {
+        device.terminate_cleanly().await;
+    }
+}

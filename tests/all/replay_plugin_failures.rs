@@ -75,7 +75,7 @@ fn infinite_loop_is_stopped_by_the_deadline() {
     let (run, _) = replay_faulty("loop", 0);
     assert_plugin_failure(
         &run,
-        "error: plugin `faulty-plugin` exceeded its CPU deadline of 1s (in `on-readings`)",
+        "error: plugin `faulty-plugin` exceeded its CPU deadline of 1s (`[limits] call_deadline_ms`) (in `on-readings`)",
     );
 }
 
@@ -112,7 +112,7 @@ fn infinite_loop_in_init_is_stopped_by_the_deadline() {
     let (run, _) = replay_faulty_with("init-loop", 0, &["--limit", "call_deadline_ms=200"]);
     assert_plugin_failure(
         &run,
-        "error: plugin `faulty-plugin` exceeded its CPU deadline of 200ms (in `init`)",
+        "error: plugin `faulty-plugin` exceeded its CPU deadline of 200ms (`[limits] call_deadline_ms`) (in `init`)",
     );
 }
 
@@ -121,7 +121,7 @@ fn a_million_alerts_in_one_call_hit_the_output_limit() {
     let (run, written) = replay_faulty("alerts", 0);
     assert_plugin_failure(
         &run,
-        "error: plugin `faulty-plugin` exceeded its limit of 1000 outputs per call (in `on-readings`)",
+        "error: plugin `faulty-plugin` exceeded its limit of 1000 outputs per call (`[limits] outputs_per_call`) (in `on-readings`)",
     );
     assert_eq!(written, "", "a flood is discarded whole");
 }
@@ -131,7 +131,7 @@ fn a_huge_string_hits_the_output_size_limit() {
     let (run, written) = replay_faulty("huge-string", 0);
     assert_plugin_failure(
         &run,
-        "error: plugin `faulty-plugin` emitted an output of 16777261 bytes, over its limit of 65536 (in `on-readings`)",
+        "error: plugin `faulty-plugin` emitted an output of 16777261 bytes, over its limit of 65536 (`[limits] output_bytes`) (in `on-readings`)",
     );
     assert_eq!(written, "");
 }
@@ -141,7 +141,7 @@ fn a_huge_state_value_hits_the_state_limit() {
     let (run, _) = replay_faulty("huge-state", 0);
     assert_plugin_failure(
         &run,
-        "error: plugin `faulty-plugin` exceeded its state limit of 1048576 bytes (in `on-readings`)",
+        "error: plugin `faulty-plugin` exceeded its state limit of 1048576 bytes (`[limits] state_bytes`) (in `on-readings`)",
     );
 }
 
@@ -155,7 +155,7 @@ fn a_call_five_times_over_the_deadline_is_stopped() {
     );
     assert_plugin_failure(
         &run,
-        "error: plugin `faulty-plugin` exceeded its CPU deadline of 100ms (in `on-readings`)",
+        "error: plugin `faulty-plugin` exceeded its CPU deadline of 100ms (`[limits] call_deadline_ms`) (in `on-readings`)",
     );
     assert_eq!(written.lines().count(), 2, "{written}");
 }

@@ -28,9 +28,47 @@ pub fn overlaps(a: &str, b: &str) -> bool {
     }
 }
 
+/// Whether every subject that matches `inner` matches `outer` too (a
+/// stream on `outer` stores everything published on `inner`).
+pub fn covers(outer: &str, inner: &str) -> bool {
+    let (mut outer, mut inner) = (outer.split('.'), inner.split('.'));
+    loop {
+        match (outer.next(), inner.next()) {
+            (None, None) => return true,
+            (Some(">"), Some(_)) => return true,
+            // `*` takes one token of any name, never the many of `>`.
+            (Some("*"), Some(token)) if token != ">" => {}
+            (Some(x), Some(y)) if x == y && x != "*" && x != ">" => {}
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{matches, overlaps};
+    use super::{covers, matches, overlaps};
+
+    #[test]
+    fn a_filter_covers_another_only_if_it_takes_every_subject_of_it() {
+        for (outer, inner) in [
+            (">", "edgewise.d.up.>"),
+            ("edgewise.*.up.>", "edgewise.d.up.>"),
+            ("edgewise.d.up.>", "edgewise.d.up.>"),
+            ("edgewise.d.up.*", "edgewise.d.up.x"),
+            ("edgewise.*.up.>", "edgewise.*.up.>"),
+        ] {
+            assert!(covers(outer, inner), "{outer} covers {inner}");
+        }
+        for (outer, inner) in [
+            ("edgewise.e.up.>", "edgewise.d.up.>"),
+            ("edgewise.d.up.alerts.>", "edgewise.d.up.>"),
+            ("edgewise.d.up.*", "edgewise.d.up.>"),
+            ("edgewise.d.up", "edgewise.d.up.>"),
+            ("edgewise.d.up.>", "edgewise.*.up.>"),
+        ] {
+            assert!(!covers(outer, inner), "{outer} does not cover {inner}");
+        }
+    }
 
     #[test]
     fn tokens_and_wildcards_match_as_on_the_server() {

@@ -154,6 +154,12 @@ impl PushBundle {
     /// Say on stderr which `--set` keys the manifest has no default for
     /// (often a typo; the plugin decides what it accepts).
     fn warn_unknown_settings(&self, config: &BTreeMap<String, String>) {
+        // A manifest without `[config]` keeps every default in the plugin's
+        // code (glucose-monitor's): nothing here to check a key against, and
+        // a warning for each would be noise an operator learns to ignore.
+        if self.config_keys.is_empty() {
+            return;
+        }
         for key in config.keys().filter(|key| !self.config_keys.contains(key)) {
             tracing::warn!(
                 "--set {key}: the manifest of {} has no such key (its keys: {})",

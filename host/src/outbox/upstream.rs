@@ -155,22 +155,12 @@ pub async fn run_upstream(
     };
     // Rounds in a row that could not update the outbox.
     let mut outbox_failures: u32 = 0;
+    let mut trouble = Trouble::new(&config, &subjects);
     loop {
         let is_connected = client.connection_state() == async_nats::connection::State::Connected;
         stats.connected.store(is_connected, Ordering::Relaxed);
         if is_connected && !stream_ready {
-            let stream = async_nats::jetstream::stream::Config {
-                name: config.stream.clone(),
-                subjects: vec![subjects.upstream_filter()],
-                // Ids are remembered this long (server memory per id); an
-                // entry retried later is stored again (docs/operators.md).
-                duplicate_window: config.duplicate_window,
-                ..Default::default()
-            };
-            match jetstream.get_or_create_stream(stream).await {
-                Ok(_) => stream_ready = true,
-                Err(error) => tracing::warn!(%error, "Cannot create the upstream stream yet"),
-            }
+            stream_ready = ensure_stream(&jetstream, &config, &subjects).await;
         }
         let mut wait = IDLE_WAIT;
         if is_connected && stream_ready {
@@ -180,12 +170,22 @@ pub async fn run_upstream(
                 _ => 0,
             };
             match round {
-                Round::Empty => {}
+                Round::Empty => trouble.over(),
                 // More waiting: the next round at once (after a look at `stop`).
-                Round::More => wait = Duration::ZERO,
-                Round::Failed => {
+                Round::More => {
+                    trouble.over();
+                    wait = Duration::ZERO;
+                }
+                Round::Failed(failure) => {
                     stats.rounds_failed.fetch_add(1, Ordering::Relaxed);
                     wait = RETRY_WAIT;
+                    // A stream the host made, or found, without this
+                    // device's subjects (deleted since, or made by another
+                    // device): made to take them again.
+                    if failure == Failure::NoStream && config.create_stream {
+                        stream_ready = false;
+                    }
+                    trouble.failed(failure);
                 }
                 Round::OutboxFailed => {
                     stats.rounds_failed.fetch_add(1, Ordering::Relaxed);
@@ -209,6 +209,117 @@ pub async fn run_upstream(
     // Shutting down: whatever is not acknowledged stays in the outbox for the next start.
     let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     Ok(())
+}
+
+/// Make sure the stream `config.stream` exists and takes this device's
+/// subjects (`[upstream] create_stream = true`): created if missing, its
+/// subjects extended if it lacks them (one stream for a fleet, which each
+/// device's host joins). Whether it is ready.
+async fn ensure_stream(
+    jetstream: &async_nats::jetstream::Context,
+    config: &UpstreamConfig,
+    subjects: &Subjects,
+) -> bool {
+    let filter = subjects.upstream_filter();
+    let wanted = async_nats::jetstream::stream::Config {
+        name: config.stream.clone(),
+        subjects: vec![filter.clone()],
+        // Ids are remembered this long (server memory per id); an entry
+        // retried later is stored again (docs/operators.md).
+        duplicate_window: config.duplicate_window,
+        ..Default::default()
+    };
+    let mut stream = match jetstream.get_or_create_stream(wanted).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(%error, "Cannot create the upstream stream yet");
+            return false;
+        }
+    };
+    let found = match stream.info().await {
+        Ok(info) => info.config.clone(),
+        Err(error) => {
+            tracing::warn!(%error, "Cannot read the upstream stream's configuration yet");
+            return false;
+        }
+    };
+    if found
+        .subjects
+        .iter()
+        .any(|subject| crate::bus::filter::covers(subject, &filter))
+    {
+        return true;
+    }
+    let mut extended = found;
+    extended.subjects.push(filter.clone());
+    match jetstream.update_stream(extended).await {
+        Ok(_) => {
+            tracing::info!(stream = %config.stream, subjects = %filter, "The upstream stream takes this device's subjects now");
+            true
+        }
+        Err(error) => {
+            tracing::warn!(%error, stream = %config.stream, subjects = %filter, "Cannot add this device's subjects to the upstream stream yet");
+            false
+        }
+    }
+}
+
+/// Says in the log when upstream delivery starts failing and when it works
+/// again: once per episode, not at every round (a round is retried every
+/// few seconds, and the status counts them: `rounds_failed`). Without it, a
+/// cloud with no stream for the device's subjects kept every alert in the
+/// outbox with nothing logged.
+struct Trouble {
+    stream: String,
+    filter: String,
+    domain: String,
+    /// Since when delivery fails, and whether a missing stream was said.
+    since: Option<(std::time::Instant, bool)>,
+}
+
+impl Trouble {
+    fn new(config: &UpstreamConfig, subjects: &Subjects) -> Trouble {
+        Trouble {
+            stream: config.stream.clone(),
+            filter: subjects.upstream_filter(),
+            domain: config
+                .domain
+                .as_deref()
+                .map(|domain| format!(" in JetStream domain `{domain}`"))
+                .unwrap_or_default(),
+            since: None,
+        }
+    }
+
+    /// A round failed.
+    fn failed(&mut self, failure: Failure) {
+        let said_no_stream = self.since.is_some_and(|(_, said)| said);
+        match failure {
+            Failure::NoStream if !said_no_stream => {
+                tracing::error!(
+                    "No stream upstream takes this device's outputs (`{}`): alerts and summaries wait in the outbox until one does. \
+                     Create the stream `{}`{} with the subjects `edgewise.*.up.>` (every device's), or set `[upstream] create_stream = true`",
+                    self.filter,
+                    self.stream,
+                    self.domain
+                );
+                let since = self.since.map_or_else(std::time::Instant::now, |(since, _)| since);
+                self.since = Some((since, true));
+            }
+            Failure::Other(reason) if self.since.is_none() => {
+                tracing::warn!(%reason, "Upstream delivery fails: the outputs wait in the outbox (retried)");
+                self.since = Some((std::time::Instant::now(), false));
+            }
+            Failure::NoStream | Failure::Other(_) => {}
+        }
+    }
+
+    /// A round delivered everything it sent.
+    fn over(&mut self) {
+        if let Some((since, _)) = self.since.take() {
+            tracing::warn!(after = ?since.elapsed(), "Upstream delivery works again");
+        }
+    }
 }
 
 /// Permissions violations the server reported on the upstream connection.
@@ -309,14 +420,14 @@ fn outbox_retry_wait(failures: u32) -> Duration {
 }
 
 /// What a delivery round left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Round {
     /// Everything acknowledged, nothing more waiting.
     Empty,
     /// Everything acknowledged, more waiting.
     More,
     /// Something was not acknowledged (or the outbox could not be read).
-    Failed,
+    Failed(Failure),
     /// The outbox could not be updated (a full disk): entries acknowledged
     /// upstream wait for their delete, and are not sent again meanwhile.
     OutboxFailed,
@@ -334,6 +445,34 @@ enum Outcome {
     Failed(String),
     /// Not sent, or lost with the connection: never counts.
     NotSent,
+    /// No stream upstream takes the subject: never counts (it is the
+    /// cloud's configuration, not the entry).
+    NoStream,
+}
+
+/// Why a round did not deliver everything, as the log says it once per
+/// episode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Failure {
+    /// No stream upstream takes the device's subjects.
+    NoStream,
+    /// Anything else, in a few words.
+    Other(String),
+}
+
+impl Failure {
+    /// The first entry's reason in `outcomes` that was not acknowledged.
+    fn of(outcomes: &[Outcome]) -> Failure {
+        let first = outcomes.iter().find(|outcome| **outcome != Outcome::Acknowledged);
+        match first {
+            Some(Outcome::NoStream) => Failure::NoStream,
+            Some(Outcome::Refused(reason, detail)) => Failure::Other(format!("refused ({reason:?}): {detail}")),
+            Some(Outcome::Failed(detail)) => Failure::Other(detail.clone()),
+            Some(Outcome::NotSent) | Some(Outcome::Acknowledged) | None => {
+                Failure::Other("the connection was lost during the round".to_owned())
+            }
+        }
+    }
 }
 
 /// The publisher's view of the world for one round.
@@ -388,7 +527,7 @@ impl Upstream<'_> {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::error!(%error, "Cannot read the outbox");
-                return Round::Failed;
+                return Round::Failed(Failure::Other("cannot read the outbox".to_owned()));
             }
         };
         if !settled_now {
@@ -431,7 +570,7 @@ impl Upstream<'_> {
         }
         match (complete, batch.len() < BATCH) {
             (_, _) if !settled_now => Round::OutboxFailed,
-            (false, _) => Round::Failed,
+            (false, _) => Round::Failed(Failure::of(&outcomes)),
             (true, true) => Round::Empty,
             (true, false) => Round::More,
         }
@@ -528,16 +667,11 @@ fn classify(
     use async_nats::jetstream::context::PublishErrorKind;
     match acked {
         Ok(Ok(_)) => Outcome::Acknowledged,
-        // The connection went, or no stream answered (none yet, or the server
-        // still recovering it after a restart): upstream was not working.
-        Ok(Err(error))
-            if matches!(
-                error.kind(),
-                PublishErrorKind::BrokenPipe | PublishErrorKind::StreamNotFound
-            ) =>
-        {
-            Outcome::NotSent
-        }
+        // The connection went: upstream was not working.
+        Ok(Err(error)) if error.kind() == PublishErrorKind::BrokenPipe => Outcome::NotSent,
+        // No stream answered: none takes the subject (or the server is still
+        // recovering it after a restart).
+        Ok(Err(error)) if error.kind() == PublishErrorKind::StreamNotFound => Outcome::NoStream,
         Ok(Err(error)) => {
             let api = std::error::Error::source(&error)
                 .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>());
@@ -581,7 +715,7 @@ fn strikes(batch: &[Entry], outcomes: &[Outcome], link_held: bool) -> Vec<Strike
                 reason: Refusal::Refused,
                 detail: format!("{detail}, while the entries behind it were acknowledged"),
             }),
-            Outcome::Failed(_) | Outcome::NotSent => {}
+            Outcome::Failed(_) | Outcome::NotSent | Outcome::NoStream => {}
         }
     }
     strikes.reverse();

@@ -959,6 +959,16 @@ impl Controller {
                     .collect()
             })
             .unwrap_or_default();
+        // What runs now, and nothing else: a plugin that is not running (a
+        // new one that failed, also at the start after a crash during its
+        // probation) shows no version.
+        for (name, record) in &mut self.report.plugins {
+            if !statuses.iter().any(|(running, ..)| running == name) {
+                record.running_version.clear();
+                record.running_digest.clear();
+                record.running_bundle.clear();
+            }
+        }
         for (name, version, digest) in statuses {
             let bundle = self
                 .plugins

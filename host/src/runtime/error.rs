@@ -60,7 +60,7 @@ pub enum PluginErrorKind {
         stderr: String,
     },
     /// The call ran past its CPU deadline and was interrupted.
-    #[error("exceeded its CPU deadline of {0:?}")]
+    #[error("exceeded its CPU deadline of {0:?} (`[limits] call_deadline_ms`)")]
     Deadline(Duration),
     /// The plugin broke a resource limit.
     #[error("{0}")]

@@ -48,7 +48,7 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitExceeded {
     /// `memory.grow` beyond [`Limits::max_memory_bytes`].
-    #[error("exceeded its memory limit of {limit} bytes (asked for {requested})")]
+    #[error("exceeded its memory limit of {limit} bytes (`[limits] memory_mb`; asked for {requested})")]
     Memory {
         /// The configured limit.
         limit: usize,
@@ -56,13 +56,13 @@ pub enum LimitExceeded {
         requested: usize,
     },
     /// More than [`Limits::max_outputs_per_call`] outputs in one call.
-    #[error("exceeded its limit of {0} outputs per call")]
+    #[error("exceeded its limit of {0} outputs per call (`[limits] outputs_per_call`)")]
     Outputs(usize),
     /// More than [`Limits::max_outputs_per_second`] outputs in one second.
-    #[error("exceeded its limit of {0} outputs per second")]
+    #[error("exceeded its limit of {0} outputs per second (`[limits] outputs_per_second`)")]
     OutputRate(usize),
     /// One output larger than [`Limits::max_output_bytes`].
-    #[error("emitted an output of {size} bytes, over its limit of {limit}")]
+    #[error("emitted an output of {size} bytes, over its limit of {limit} (`[limits] output_bytes`)")]
     OutputSize {
         /// The configured limit.
         limit: usize,
@@ -70,11 +70,11 @@ pub enum LimitExceeded {
         size: usize,
     },
     /// State beyond [`Limits::max_state_bytes`].
-    #[error("exceeded its state limit of {0} bytes")]
+    #[error("exceeded its state limit of {0} bytes (`[limits] state_bytes`)")]
     State(usize),
     /// A snapshot (handed over or to start from) beyond
     /// [`Limits::max_state_bytes`]. The instance stays usable.
-    #[error("snapshot of {size} bytes, over its state limit of {limit}")]
+    #[error("snapshot of {size} bytes, over its state limit of {limit} (`[limits] state_bytes`)")]
     Snapshot {
         /// The configured limit.
         limit: usize,
