@@ -160,7 +160,10 @@ pub async fn run_upstream(
         let is_connected = client.connection_state() == async_nats::connection::State::Connected;
         stats.connected.store(is_connected, Ordering::Relaxed);
         if is_connected && !stream_ready {
-            stream_ready = ensure_stream(&jetstream, &config, &subjects).await;
+            match ensure_stream(&jetstream, &config, &subjects).await {
+                Ok(()) => stream_ready = true,
+                Err(reason) => trouble.failed(Failure::Other(reason)),
+            }
         }
         let mut wait = IDLE_WAIT;
         if is_connected && stream_ready {
@@ -214,12 +217,12 @@ pub async fn run_upstream(
 /// Make sure the stream `config.stream` exists and takes this device's
 /// subjects (`[upstream] create_stream = true`): created if missing, its
 /// subjects extended if it lacks them (one stream for a fleet, which each
-/// device's host joins). Whether it is ready.
+/// device's host joins). Why not, if it is not ready.
 async fn ensure_stream(
     jetstream: &async_nats::jetstream::Context,
     config: &UpstreamConfig,
     subjects: &Subjects,
-) -> bool {
+) -> Result<(), String> {
     let filter = subjects.upstream_filter();
     let wanted = async_nats::jetstream::stream::Config {
         name: config.stream.clone(),
@@ -229,39 +232,33 @@ async fn ensure_stream(
         duplicate_window: config.duplicate_window,
         ..Default::default()
     };
-    let mut stream = match jetstream.get_or_create_stream(wanted).await {
-        Ok(stream) => stream,
-        Err(error) => {
-            tracing::warn!(%error, "Cannot create the upstream stream yet");
-            return false;
-        }
-    };
-    let found = match stream.info().await {
-        Ok(info) => info.config.clone(),
-        Err(error) => {
-            tracing::warn!(%error, "Cannot read the upstream stream's configuration yet");
-            return false;
-        }
-    };
+    let mut stream = jetstream
+        .get_or_create_stream(wanted)
+        .await
+        .map_err(|error| format!("cannot create the stream `{}`: {error}", config.stream))?;
+    let found = stream
+        .info()
+        .await
+        .map_err(|error| format!("cannot read the stream `{}`: {error}", config.stream))?
+        .config
+        .clone();
     if found
         .subjects
         .iter()
         .any(|subject| crate::bus::filter::covers(subject, &filter))
     {
-        return true;
+        return Ok(());
     }
     let mut extended = found;
     extended.subjects.push(filter.clone());
-    match jetstream.update_stream(extended).await {
-        Ok(_) => {
-            tracing::info!(stream = %config.stream, subjects = %filter, "The upstream stream takes this device's subjects now");
-            true
-        }
-        Err(error) => {
-            tracing::warn!(%error, stream = %config.stream, subjects = %filter, "Cannot add this device's subjects to the upstream stream yet");
-            false
-        }
-    }
+    jetstream.update_stream(extended).await.map_err(|error| {
+        format!(
+            "cannot add `{filter}` to the subjects of the stream `{}`: {error}",
+            config.stream
+        )
+    })?;
+    tracing::info!(stream = %config.stream, subjects = %filter, "The upstream stream takes this device's subjects now");
+    Ok(())
 }
 
 /// Says in the log when upstream delivery starts failing and when it works
