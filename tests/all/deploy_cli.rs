@@ -159,6 +159,50 @@ async fn push_writes_a_new_generation_of_a_device_or_group_key_and_stores_the_bu
     assert_contains(&run.stdout, &format!("to group.ward: generation {group}"));
 }
 
+/// A push to a key no device reads (a mistyped id or group) is written, but
+/// said: before, it looked like any deployment, and `fleet` showed nothing
+/// wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_to_a_key_no_device_has_reported_reading_is_written_and_warned_about() {
+    const UNREAD: &str = "no device has reported reading";
+    let server = NatsServer::start_with_jetstream();
+    let cloud = cloud(&server).await;
+    let bundle = bundle_path(PLUGIN);
+    let run = cli(&server, &["push", &bundle, "--device", "edge-01"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_contains(&run.stderr, &format!("{UNREAD} `device.edge-01` yet"));
+
+    // edge-01 reports, in group `ward`: pushes to it and to its group are
+    // not warned about, a typo of the group is.
+    let origin = Origin {
+        key: "device.edge-01".to_owned(),
+        generation: 1,
+    };
+    cloud
+        .report(&report(
+            "edge-01",
+            &["ward"],
+            &origin,
+            &old_bundle(),
+            Phase::Healthy,
+            None,
+        ))
+        .await
+        .unwrap();
+    for target in [["--device", "edge-01"], ["--group", "ward"]] {
+        let run = cli(&server, &["push", &bundle, target[0], target[1]]).await;
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        assert!(!run.stderr.contains(UNREAD), "{target:?}: {}", run.stderr);
+    }
+    let run = cli(&server, &["push", &bundle, "--group", "wrad"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_contains(&run.stderr, &format!("{UNREAD} `group.wrad` yet: check the name"));
+    assert!(
+        cloud.desired("group.wrad").await.unwrap().is_some(),
+        "written all the same"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_refuses_what_is_not_a_signed_bundle_or_not_a_key_and_writes_nothing() {
     let server = NatsServer::start_with_jetstream();

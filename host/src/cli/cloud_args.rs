@@ -61,6 +61,16 @@ pub struct TargetArgs {
 impl TargetArgs {
     /// The key, once the name is known to be one token (letters, digits,
     /// `-`, `_`; at most 128): anything else is a usage error (exit 2).
+    /// Whether the device of `report` reads this key: it is the device, or
+    /// it is in the group.
+    pub fn follows(&self, report: &edgewise_host::deploy::model::Reported) -> bool {
+        match (&self.device, &self.group) {
+            (Some(device), _) => report.device == *device,
+            (None, Some(group)) => report.groups.iter().any(|g| g == group),
+            (None, None) => false,
+        }
+    }
+
     pub fn key(&self) -> Result<String, Failure> {
         match (&self.device, &self.group) {
             (Some(device), _) => Ok(device_key(checked_name("device id", device)?)),

@@ -74,6 +74,16 @@ pub fn run(args: PushArgs) -> Result<(), Failure> {
             Ok(())
         })
         .await?;
+        // Written all the same (a device not yet online takes the set when
+        // it first reads it), but a mistyped id or group would otherwise
+        // look like a deployment in progress.
+        if let Ok(reports) = cloud.reports().await
+            && !reports.iter().flatten().any(|report| args.target.follows(report))
+        {
+            tracing::warn!(
+                "no device has reported reading `{key}` yet: check the name (a device not yet online takes the set when it first reads it)"
+            );
+        }
         Ok(generation)
     })?;
     let pushed = Pushed {
