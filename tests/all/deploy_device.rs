@@ -831,14 +831,11 @@ async fn under_the_documented_permissions_a_device_deploys_but_cannot_change_wha
     .await;
 }
 
-/// The deployment of [`PLUGIN`] at `generation` on `device` once it is in `phase`.
-/// Push another plugin than [`PLUGIN`] (`threshold`) to `edge`, a new
-/// generation of its desired set, and wait until it is healthy: that
-/// generation, and the report then.
-pub(crate) async fn push_threshold_until_healthy(site: &Site, edge: &Edge) -> (u64, Reported) {
+/// Push another plugin than [`PLUGIN`] (`threshold`, new on the device) to
+/// `edge`: the new generation of its desired set.
+pub(crate) async fn push_threshold(site: &Site, edge: &Edge) -> u64 {
     let threshold = std::fs::read(edgewise_tests::signed_bundle("threshold")).unwrap();
-    let generation = site
-        .operator
+    site.operator
         .push_plugin(
             &edge.key(),
             "threshold",
@@ -849,7 +846,13 @@ pub(crate) async fn push_threshold_until_healthy(site: &Site, edge: &Edge) -> (u
             now_ms(),
         )
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// As [`push_threshold`], then wait until it is healthy: that generation,
+/// and the report then.
+pub(crate) async fn push_threshold_until_healthy(site: &Site, edge: &Edge) -> (u64, Reported) {
+    let generation = push_threshold(site, edge).await;
     let report = poll_until("threshold healthy", WAIT, || async {
         let report = report_now(&site.operator, &edge.id).await?;
         match report.plugins.get("threshold").and_then(|p| p.deployment.as_ref()) {

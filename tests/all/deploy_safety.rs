@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use serde_json::Value;
 
 use edgewise_host::deploy::model::Phase;
+use edgewise_host::deploy::{Deployment, Reported};
 use edgewise_tests::{deploy_bundles, edgewise};
 
 use crate::deploy_device::{
@@ -338,11 +339,31 @@ async fn running_unrefused(edge: &Edge, version: &str) -> Value {
     status
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_undeployed_override_of_a_configuration_file_plugin_keeps_monitoring_and_across_restarts() {
-    // glucose-monitor 1.0.0 from the configuration file, overridden by 2.0.0
-    // from the cloud: healthy, so recorded for anti-rollback (1.0.0 can
-    // never run again on this device).
+/// Restart `edge` cleanly: the file's `version` runs and alerts, and the
+/// device reports, with `back` its deployment still (nothing more said).
+async fn restarted_unchanged(site: &Site, edge: &mut Edge, version: &str, back: &Deployment) {
+    edge.device.terminate_cleanly().await;
+    let stopped = now_ms();
+    edge.start().await;
+    running_unrefused(edge, version).await;
+    alerts_low(edge, "subject-2", version).await;
+    let report = poll_until("a report of the restarted device", WAIT, || async {
+        let report = report_now(&site.operator, DEVICE).await?;
+        match report.last_seen_ms > stopped {
+            true => Ok(report),
+            false => Err(format!("{report:#?}")),
+        }
+    })
+    .await;
+    assert_eq!(report.plugins[PLUGIN].deployment.as_ref(), Some(back), "{report:#?}");
+}
+
+/// glucose-monitor 1.0.0 from the configuration file, overridden by 2.0.0
+/// from the cloud, healthy, so recorded for anti-rollback (1.0.0 can never
+/// run again on this device); then undeployed by the operator (a set
+/// without it): 2.0.0 is kept. The site, the device, the report and the
+/// `kept` deployment.
+async fn kept_override() -> (Site, Edge, Reported, Deployment) {
     let site = Site::start().await;
     let bundles = deploy_bundles();
     let tables = format!("[[plugins]]\nbundle = \"{}\"\n", bundles.v1.path.display());
@@ -350,8 +371,6 @@ async fn an_undeployed_override_of_a_configuration_file_plugin_keeps_monitoring_
     edge.start().await;
     let (report, deployment) = deploy(&site, &edge, &bundles.v2, &[]).await;
     assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
-
-    // The operator undeploys it: a set without it.
     let undeployed = site.cli(&["undeploy", PLUGIN, "--device", DEVICE]).await;
     assert_eq!(undeployed.code, Some(0), "{}", undeployed.stderr);
     let generation = site.operator.desired(&edge.key()).await.unwrap().unwrap().1;
@@ -361,6 +380,12 @@ async fn an_undeployed_override_of_a_configuration_file_plugin_keeps_monitoring_
         Phase::Kept,
         "the device still monitors glucose: {report:#?}"
     );
+    (site, edge, report, kept)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undeployed_override_of_a_configuration_file_plugin_keeps_monitoring_and_across_restarts() {
+    let (site, mut edge, report, kept) = kept_override().await;
     let reason = kept.reason.clone().unwrap_or_default();
     for wanted in ["configuration file", "anti-rollback", "1.0.0", "2.0.0"] {
         assert!(reason.contains(wanted), "`{wanted}` not in the reason `{reason}`");
@@ -401,20 +426,9 @@ async fn an_undeployed_override_of_a_configuration_file_plugin_keeps_monitoring_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_newer_configuration_file_version_installed_behind_a_kept_override_runs_after_the_restart() {
-    // As above: the file's 1.0.0 overridden by the cloud's 2.0.0, healthy
-    // (recorded for anti-rollback), then undeployed: 2.0.0 is kept.
-    let site = Site::start().await;
+    // As above: 2.0.0 kept in front of the file's 1.0.0.
+    let (site, mut edge, _, _) = kept_override().await;
     let bundles = deploy_bundles();
-    let tables = format!("[[plugins]]\nbundle = \"{}\"\n", bundles.v1.path.display());
-    let mut edge = Edge::new(&site, DEVICE, "100ms", "", &tables).await;
-    edge.start().await;
-    let (report, deployment) = deploy(&site, &edge, &bundles.v2, &[]).await;
-    assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
-    let undeployed = site.cli(&["undeploy", PLUGIN, "--device", DEVICE]).await;
-    assert_eq!(undeployed.code, Some(0), "{}", undeployed.stderr);
-    let generation = site.operator.desired(&edge.key()).await.unwrap().unwrap().1;
-    let (report, kept) = settled(&site.operator, DEVICE, generation).await;
-    assert_eq!(kept.phase, Phase::Kept, "{report:#?}");
 
     // The operator installs a later release in the configuration file (a
     // fix, say) and restarts the device: anti-rollback accepts 3.1.0, so
@@ -461,20 +475,7 @@ async fn a_newer_configuration_file_version_installed_behind_a_kept_override_run
     assert!(!healthy.contains(PLUGIN), "the healthy set names it still: {healthy}");
 
     // And after another restart, with nothing more to report.
-    edge.device.terminate_cleanly().await;
-    let stopped = now_ms();
-    edge.start().await;
-    running_unrefused(&edge, "3.1.0").await;
-    alerts_low(&edge, "subject-2", "3.1.0").await;
-    let report = poll_until("a report of the restarted device", WAIT, || async {
-        let report = report_now(&site.operator, DEVICE).await?;
-        match report.last_seen_ms > stopped {
-            true => Ok(report),
-            false => Err(format!("{report:#?}")),
-        }
-    })
-    .await;
-    assert_eq!(report.plugins[PLUGIN].deployment.as_ref(), Some(&back), "{report:#?}");
+    restarted_unchanged(&site, &mut edge, "3.1.0", &back).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -517,20 +518,7 @@ async fn an_undeployed_override_of_a_configuration_file_plugin_that_anti_rollbac
     alerts_low(&edge, "subject-1", "1.0.0").await;
 
     // The file's version after a restart, and nothing more to report.
-    edge.device.terminate_cleanly().await;
-    let stopped = now_ms();
-    edge.start().await;
-    running_unrefused(&edge, "1.0.0").await;
-    alerts_low(&edge, "subject-2", "1.0.0").await;
-    let report = poll_until("a report of the restarted device", WAIT, || async {
-        let report = report_now(&site.operator, DEVICE).await?;
-        match report.last_seen_ms > stopped {
-            true => Ok(report),
-            false => Err(format!("{report:#?}")),
-        }
-    })
-    .await;
-    assert_eq!(report.plugins[PLUGIN].deployment.as_ref(), Some(&back), "{report:#?}");
+    restarted_unchanged(&site, &mut edge, "1.0.0", &back).await;
 }
 
 /// A plugin new on the device, killed (`kill -9`) during its probation:
@@ -546,20 +534,7 @@ async fn a_new_plugin_killed_during_its_probation_is_reported_failed_and_not_run
     edge.device
         .edit_config(|config| config.replace("probation = \"1s\"", "probation = \"1h\""));
     edge.start().await;
-    let threshold = std::fs::read(edgewise_tests::signed_bundle("threshold")).unwrap();
-    let generation = site
-        .operator
-        .push_plugin(
-            &edge.key(),
-            "threshold",
-            &threshold,
-            "",
-            Default::default(),
-            "test",
-            now_ms(),
-        )
-        .await
-        .unwrap();
+    let generation = crate::deploy_device::push_threshold(&site, &edge).await;
     poll_until("threshold on probation and reported running", WAIT, || async {
         let report = report_now(&site.operator, DEVICE).await?;
         let record = report.plugins.get("threshold");

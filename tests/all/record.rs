@@ -180,29 +180,23 @@ fn a_recording_never_overwrites_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("keep.jsonl");
     std::fs::write(&out, "precious\n").unwrap();
-    let run = edgewise([
-        "record".as_ref(),
-        "--nats".as_ref(),
-        "nats://127.0.0.1:1".as_ref(),
-        "--subject".as_ref(),
-        "sensors.>".as_ref(),
-        "--out".as_ref(),
-        out.as_os_str(),
-    ]);
+    let record_into = |out: &std::path::Path| {
+        edgewise([
+            "record".as_ref(),
+            "--nats".as_ref(),
+            "nats://127.0.0.1:1".as_ref(),
+            "--subject".as_ref(),
+            "sensors.>".as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ])
+    };
+    let run = record_into(&out);
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert_contains(&run.stderr, "already exists: a recording never overwrites a file");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "precious\n");
     // A folder that is not there is said as such, not as an overwrite.
-    let nowhere = dir.path().join("no-such-folder/keep.jsonl");
-    let run = edgewise([
-        "record".as_ref(),
-        "--nats".as_ref(),
-        "nats://127.0.0.1:1".as_ref(),
-        "--subject".as_ref(),
-        "sensors.>".as_ref(),
-        "--out".as_ref(),
-        nowhere.as_os_str(),
-    ]);
+    let run = record_into(&dir.path().join("no-such-folder/keep.jsonl"));
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert_contains(&run.stderr, "cannot create");
     assert_contains(&run.stderr, "No such file or directory");
