@@ -239,13 +239,13 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
     }
 }
 
-/// The recording's format: `--format`, else by its extension (`.jsonl`:
-/// JSON lines, anything else iglu CSV).
+/// The recording's format: `--format`, else by its extension (`.jsonl` in
+/// any case: JSON lines, as the trainer reads it; anything else iglu CSV).
 pub(super) fn format_of(input: &Path, format: Option<FormatArg>) -> Format {
     match format {
         Some(FormatArg::IgluCsv) => Format::IgluCsv,
         Some(FormatArg::Jsonl) => Format::Jsonl,
-        None if input.extension().is_some_and(|e| e == "jsonl") => Format::Jsonl,
+        None if input.extension().is_some_and(|e| e.eq_ignore_ascii_case("jsonl")) => Format::Jsonl,
         None => Format::IgluCsv,
     }
 }
@@ -656,8 +656,26 @@ fn check_golden(path: &Path, lines: &[String]) -> Result<(), Failure> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    use super::{Format, FormatArg, format_of};
+
     #[test]
     fn the_default_tick_is_the_one_the_help_shows() {
         assert_eq!(super::parse_tick("5m"), Ok(super::DEFAULT_TICK_MS));
+    }
+
+    #[test]
+    fn json_lines_are_known_by_their_extension_in_any_case_unless_told() {
+        for name in ["edge.jsonl", "EDGE.JSONL", "a/b.JsonL"] {
+            assert!(matches!(format_of(Path::new(name), None), Format::Jsonl), "{name}");
+        }
+        for name in ["edge.csv", "edge.jsonl.csv", "jsonl"] {
+            assert!(matches!(format_of(Path::new(name), None), Format::IgluCsv), "{name}");
+        }
+        assert!(matches!(
+            format_of(Path::new("edge.jsonl"), Some(FormatArg::IgluCsv)),
+            Format::IgluCsv
+        ));
     }
 }
