@@ -54,6 +54,13 @@ pub fn refusal_on_every_device(filter: &str) -> Option<String> {
     })
 }
 
+/// The refusal of the first of `filters` that every device refuses
+/// ([`refusal_on_every_device`]), if any: a manifest's subscriptions, as
+/// `sign` and `verify` check them.
+pub fn first_refused_on_every_device(filters: &[String]) -> Option<String> {
+    filters.iter().find_map(|filter| refusal_on_every_device(filter))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

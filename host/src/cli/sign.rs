@@ -44,11 +44,7 @@ pub fn run(args: SignArgs) -> Result<(), Failure> {
     let source =
         ManifestSource::from_toml(&source_text).map_err(|e| Failure::usage(about(args.manifest.display(), e)))?;
     // A bundle every device would refuse is not worth signing.
-    if let Some(refusal) = source
-        .subscriptions
-        .iter()
-        .find_map(|filter| edgewise_host::bus::overlap::refusal_on_every_device(filter))
-    {
+    if let Some(refusal) = edgewise_host::bus::overlap::first_refused_on_every_device(&source.subscriptions) {
         return Err(Failure::usage(anyhow!(
             "{}: subscriptions: {refusal}",
             args.manifest.display()

@@ -60,11 +60,7 @@ pub fn run(args: VerifyArgs) -> Result<(), Failure> {
     let elapsed = started.elapsed();
     let manifest = &verified.manifest;
     // A device refuses it at start, whatever its id: so does `verify`.
-    if let Some(refusal) = manifest
-        .subscriptions
-        .iter()
-        .find_map(|filter| edgewise_host::bus::overlap::refusal_on_every_device(filter))
-    {
+    if let Some(refusal) = edgewise_host::bus::overlap::first_refused_on_every_device(&manifest.subscriptions) {
         return Err(Failure::runtime(anyhow!(
             "{}: refused: subscriptions: {refusal}",
             args.bundle.display()

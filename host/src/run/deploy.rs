@@ -743,13 +743,6 @@ impl Controller {
         }
         tracing::info!(plugin = %plugin, phase = phase.name(), "Deployment");
         let record = self.reported(&plugin);
-        // Stopped, with nothing to go back to: nothing of it runs now (the
-        // report may have shown the failed version while it started).
-        if let Outcome::Failed(_) = &event.outcome {
-            record.running_version.clear();
-            record.running_digest.clear();
-            record.running_bundle.clear();
-        }
         // A deployment a newer one superseded is no longer the latest, but
         // its failure is still said.
         if phase.is_failure() {
