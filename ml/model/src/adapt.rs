@@ -227,19 +227,22 @@ impl Learner {
             if let Some(waiting) = self.waiting.pop_front()
                 && judged
             {
-                self.update(&waiting.z, value - waiting.now, horizon, adaptation);
+                let weight = horizon.loss.weight(value);
+                self.update(&waiting.z, value - waiting.now, weight, horizon, adaptation);
             }
         }
     }
 
-    /// One step of recursive least squares towards `change` for `z`.
-    fn update(&mut self, z: &[f64], change: f64, horizon: &HorizonModel, adaptation: &Adaptation) {
+    /// One step of recursive least squares towards `change` for `z`, the
+    /// error weighing `weight` ([`crate::Loss`]): as `weight` copies of the
+    /// same forecast would.
+    fn update(&mut self, z: &[f64], change: f64, weight: f64, horizon: &HorizonModel, adaptation: &Adaptation) {
         let n = self.coef.len();
         let x: Vec<f64> = z.iter().copied().chain([1.0]).collect();
         // P x, through the packed triangle: row i gives P(i, j) x_j to px[i]
         // and P(j, i) x_i to px[j], so each px[i] still adds its terms in
         // the order of j. Then 1 + xᵀ P x (at least 1 while P is positive
-        // semidefinite).
+        // semidefinite); with a weight, 1/weight + xᵀ P x.
         let mut px = vec![0.0; n];
         let mut entries = self.covariance.iter();
         for i in 0..n {
@@ -252,13 +255,14 @@ impl Learner {
             }
             px[i] = row;
         }
-        let denominator = 1.0 + x.iter().zip(&px).map(|(x, p)| x * p).sum::<f64>();
+        let floor = 1.0 / weight;
+        let denominator = floor + x.iter().zip(&px).map(|(x, p)| x * p).sum::<f64>();
         let error = change - self.change(z);
-        if !(denominator >= 1.0 && denominator.is_finite() && error.is_finite()) {
+        if !(denominator >= floor && denominator.is_finite() && error.is_finite()) {
             self.start_over(horizon, adaptation);
             return;
         }
-        // The gain P x / (1 + xᵀ P x): the coefficients move along it by the
+        // The gain P x / (1/weight + xᵀ P x): the coefficients move along it by the
         // error, and P loses gain · (P x)ᵀ.
         let gain: Vec<f64> = px.iter().map(|p| p / denominator).collect();
         for (coef, g) in self.coef.iter_mut().zip(&gain) {
@@ -311,7 +315,7 @@ impl Learner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{FORMAT, ModelKind};
+    use crate::model::{FORMAT, Loss, ModelKind};
     use crate::spec::FeatureSpec;
 
     const MIN: i64 = MINUTE_MS;
@@ -342,6 +346,7 @@ mod tests {
                         prior_variance,
                         cv_rmse: 0.0,
                     }),
+                    loss: Loss::SQUARED,
                 })
                 .collect(),
             training: None,
@@ -448,6 +453,63 @@ mod tests {
         assert_eq!(
             run(&mut damaged, &first, 1440..1445),
             run(&mut fresh, &first, 1440..1445)
+        );
+    }
+
+    #[test]
+    fn an_update_that_weighs_k_learns_as_k_copies_of_it() {
+        let adapting = model([0.2, -0.1, 0.05], Some(1e-2));
+        let (horizon, adaptation) = (&adapting.horizons[0], adapting.horizons[0].adaptation.as_ref().unwrap());
+        let examples = [
+            ([0.5, -1.0, 2.0], 4.0),
+            ([1.5, 0.3, -0.7], -2.0),
+            ([-0.2, 0.8, 0.1], 7.0),
+        ];
+        let (mut weighted, mut copied) = (Learner::new(horizon, adaptation), Learner::new(horizon, adaptation));
+        for (z, change) in examples {
+            weighted.update(&z, change, 3.0, horizon, adaptation);
+            for _ in 0..3 {
+                copied.update(&z, change, 1.0, horizon, adaptation);
+            }
+        }
+        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-9);
+        assert!(
+            close(&weighted.coef, &copied.coef),
+            "{:?} vs {:?}",
+            weighted.coef,
+            copied.coef
+        );
+        assert!(close(&weighted.covariance, &copied.covariance));
+        let once = {
+            let mut once = Learner::new(horizon, adaptation);
+            for (z, change) in examples {
+                once.update(&z, change, 1.0, horizon, adaptation);
+            }
+            once
+        };
+        assert!(!close(&weighted.coef, &once.coef));
+    }
+
+    #[test]
+    fn a_sensor_weighs_its_lows_as_the_model_says() {
+        // The same readings, dipping below 70 every few hours; a model whose
+        // loss weighs lows learns a lower intercept than one that does not.
+        let dips = |minute: i64| 90.0 - 30.0 * ((minute % 240) as f64 / 240.0);
+        let plain = model([0.0; 3], Some(1e-2));
+        let mut weighing = plain.clone();
+        weighing
+            .horizons
+            .iter_mut()
+            .for_each(|h| h.loss = Loss::lows_weigh(10.0));
+        let (mut a, mut b) = (SensorModel::default(), SensorModel::default());
+        run_on(dips, &mut a, &plain, 0..2880);
+        run_on(dips, &mut b, &weighing, 0..2880);
+        let intercept = |s: &SensorModel| *s.learners[0].as_ref().unwrap().coef.last().unwrap();
+        assert!(
+            intercept(&b) < intercept(&a) - 0.5,
+            "{} vs {}",
+            intercept(&b),
+            intercept(&a)
         );
     }
 

@@ -30,7 +30,7 @@ mod spec;
 pub use adapt::SensorModel;
 pub use history::{History, Pushed, actual_at};
 pub use model::{
-    Adaptation, Evaluation, FORMAT, Fit, HorizonModel, MAX_MODEL_BYTES, MAX_PRIOR_VARIANCE, Model, ModelError,
-    ModelKind, SUBJECT_DIGEST_PREFIX, Training,
+    Adaptation, Evaluation, FORMAT, Fit, HorizonModel, Loss, MAX_LOW_WEIGHT, MAX_MODEL_BYTES, MAX_PRIOR_VARIANCE,
+    Model, ModelError, ModelKind, SUBJECT_DIGEST_PREFIX, Training,
 };
 pub use spec::{FeatureSpec, MINUTE_MS};

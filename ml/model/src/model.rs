@@ -18,6 +18,9 @@ const MAX_HORIZONS: usize = 8;
 /// The largest [`Adaptation::prior_variance`] taken: beyond it one reading
 /// could swing the coefficients far from the cloud's.
 pub const MAX_PRIOR_VARIANCE: f64 = 1.0;
+/// The largest [`Loss::low_weight`] taken: beyond it a single low reading
+/// could outweigh a day of readings in a sensor's adaptation.
+pub const MAX_LOW_WEIGHT: f64 = 100.0;
 
 /// Why a model file was refused.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +91,67 @@ pub struct HorizonModel {
     /// they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adaptation: Option<Adaptation>,
+    /// What the coefficients minimise, in the cloud's fit and in each
+    /// sensor's adaptation alike; absent: plain squared errors.
+    #[serde(default, skip_serializing_if = "Loss::is_squared")]
+    pub loss: Loss,
+}
+
+/// What a horizon's coefficients minimise: squared forecast errors, each
+/// weighing `low_weight` when the reading it forecast is below
+/// `low_below_mg_dl`, and 1 otherwise.
+///
+/// A forecast that misses a low is the error that harms a patient (Clarke
+/// zone D: a hypoglycaemia not detected), and lows are a few percent of the
+/// readings, so plain squared errors fit the many readings in range at the
+/// cost of the few below it. Weighing those more is the common remedy in
+/// glucose forecasting (Del Favero et al., "A glucose-specific metric to
+/// assess predictors", 2012, penalise the same asymmetry).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Loss {
+    /// Readings below this weigh `low_weight` (mg/dL).
+    pub low_below_mg_dl: f64,
+    /// The weight of an error on a reading below `low_below_mg_dl`: at least
+    /// 1, at most [`MAX_LOW_WEIGHT`].
+    pub low_weight: f64,
+}
+
+impl Loss {
+    /// Plain squared errors: every reading weighs 1.
+    pub const SQUARED: Loss = Loss {
+        low_below_mg_dl: 70.0,
+        low_weight: 1.0,
+    };
+
+    /// Squared errors with readings below 70 mg/dL (level-1 hypoglycaemia,
+    /// the `predicted-low` threshold) weighing `low_weight`.
+    pub fn lows_weigh(low_weight: f64) -> Loss {
+        Loss {
+            low_weight,
+            ..Loss::SQUARED
+        }
+    }
+
+    /// The weight of an error on a forecast of the reading `actual`.
+    pub fn weight(&self, actual: f64) -> f64 {
+        if actual < self.low_below_mg_dl {
+            self.low_weight
+        } else {
+            1.0
+        }
+    }
+
+    /// Whether every reading weighs 1.
+    pub fn is_squared(&self) -> bool {
+        self.low_weight == 1.0
+    }
+}
+
+impl Default for Loss {
+    fn default() -> Loss {
+        Loss::SQUARED
+    }
 }
 
 /// On-device adaptation of one horizon: each sensor refines the cloud's
@@ -116,9 +180,13 @@ pub struct Fit {
     pub lambda: f64,
     /// Training samples: readings with a reading at the horizon.
     pub samples: u64,
-    /// The penalty's RMSE in leave-subjects-out cross-validation on the
-    /// training subjects (mg/dL).
+    /// The RMSE of the penalty and [`HorizonModel::loss`] in
+    /// leave-subjects-out cross-validation on the training subjects (mg/dL).
     pub cv_rmse: f64,
+    /// The share of those cross-validated forecasts in Clarke zones A and B
+    /// (percent); absent in a model file of before the loss was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cv_clarke_a_plus_b: Option<f64>,
 }
 
 /// The data a model was fitted on.
@@ -241,6 +309,14 @@ impl Model {
                     ));
                 }
             }
+            let loss = horizon.loss;
+            if !((1.0..=MAX_LOW_WEIGHT).contains(&loss.low_weight) && (0.0..=1000.0).contains(&loss.low_below_mg_dl)) {
+                return Err(format!(
+                    "horizon {minutes} min: loss low_weight {} is not in [1, {MAX_LOW_WEIGHT}], or \
+                     low_below_mg_dl {} not in [0, 1000]",
+                    loss.low_weight, loss.low_below_mg_dl
+                ));
+            }
             let numbers = horizon.mean.iter().chain(&horizon.coef).chain([&horizon.intercept]);
             if numbers.clone().any(|x| !x.is_finite()) || horizon.scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
                 return Err(format!(
@@ -303,6 +379,7 @@ impl Model {
                     coef: coef(minutes),
                     fit: None,
                     adaptation: None,
+                    loss: Loss::SQUARED,
                 })
                 .collect(),
             training: None,
@@ -365,6 +442,18 @@ mod tests {
         let parsed = Model::parse(&bytes).unwrap();
         assert_eq!(parsed, model);
         assert_eq!(parsed.to_bytes().unwrap(), bytes);
+        // Plain squared errors are not written (a file of before the loss
+        // reads as it did); a weight on lows is.
+        assert!(!String::from_utf8(bytes).unwrap().contains("loss"));
+        let mut weighing = model.clone();
+        weighing.horizons[0].loss = Loss::lows_weigh(8.0);
+        let bytes = weighing.to_bytes().unwrap();
+        assert!(
+            String::from_utf8(bytes.clone())
+                .unwrap()
+                .contains("\"low_weight\": 8.0")
+        );
+        assert_eq!(Model::parse(&bytes).unwrap(), weighing);
     }
 
     #[test]
@@ -391,6 +480,17 @@ mod tests {
                     })
                 },
                 "prior_variance",
+            );
+        }
+        for (low_weight, low_below_mg_dl) in [(0.5, 70.0), (MAX_LOW_WEIGHT * 2.0, 70.0), (2.0, -1.0)] {
+            refused(
+                &|m| {
+                    m.horizons[1].loss = Loss {
+                        low_below_mg_dl,
+                        low_weight,
+                    }
+                },
+                "low_weight",
             );
         }
         assert!(Model::parse(b"{").is_err());

@@ -13,14 +13,15 @@ mod ridge;
 
 use anyhow::{Context, bail};
 use forecast_model::{
-    Adaptation, Evaluation, FeatureSpec, Fit, History, HorizonModel, Model, ModelKind, Pushed, SensorModel, Training,
-    actual_at,
+    Adaptation, Evaluation, FeatureSpec, Fit, History, HorizonModel, Loss, Model, ModelKind, Pushed, SensorModel,
+    Training, actual_at,
 };
 
 pub use ridge::Sample;
 
 use crate::data::{DataSet, HELD_OUT_RULE, Subject, is_held_out, refuse_same_names, subject_digest};
 use crate::report::accuracy::{mae, rmse};
+use crate::report::clarke::{self, Zone};
 
 /// The horizons the model forecasts (minutes).
 pub const HORIZONS_MIN: [u32; 2] = [30, 60];
@@ -35,6 +36,12 @@ pub const PRIOR_VARIANCES: [f64; 4] = [1e-4, 1e-3, 1e-2, 1e-1];
 /// state (most of glucose-forecast's at 1000 sensors): a gain within the
 /// noise of one set of subjects is not worth it.
 pub const ADAPTATION_MIN_GAIN: f64 = 0.005;
+/// The weights of errors on lows ([`Loss::low_weight`]) cross-validation
+/// chooses from, lightest first.
+pub const LOW_WEIGHTS: [f64; 7] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+/// The share of forecasts in Clarke zones A and B that the choice of the
+/// loss aims at, in cross-validation (percent): issue #16's clinical target.
+pub const CLARKE_TARGET_PERCENT: f64 = 99.0;
 /// Folds of the cross-validation; a subject's fold is its place in id order
 /// modulo this.
 const FOLDS: usize = 5;
@@ -117,16 +124,19 @@ pub fn train(training: &[DataSet], evaluation: &[DataSet]) -> anyhow::Result<Mod
         .collect();
     let mut horizons = Vec::new();
     for (h, &minutes) in HORIZONS_MIN.iter().enumerate() {
-        let (lambda, cv_rmse) = choose_lambda(&samples, h, spec.len(), minutes)?;
+        let (lambda, _) = choose_lambda(&samples, h, spec.len(), minutes)?;
+        let (loss, cv_rmse, cv_clarke_a_plus_b) =
+            choose_loss(&samples, h, spec.len(), lambda, minutes, CLARKE_TARGET_PERCENT)?;
         let all: Vec<&Sample> = samples.iter().flat_map(|s| &s[h]).collect();
-        let mut model = ridge::fit(&all, spec.len(), lambda, minutes)
+        let mut model = ridge::fit(&all, spec.len(), lambda, minutes, loss)
             .with_context(|| format!("cannot fit the {minutes}-minute model"))?;
         model.fit = Some(Fit {
             lambda,
             samples: all.len() as u64,
             cv_rmse,
+            cv_clarke_a_plus_b: Some(cv_clarke_a_plus_b),
         });
-        model.adaptation = choose_adaptation(&subjects, &samples, &spec, h, lambda, minutes)?;
+        model.adaptation = choose_adaptation(&subjects, &samples, &spec, h, lambda, minutes, loss)?;
         horizons.push(model);
     }
 
@@ -213,7 +223,7 @@ fn choose_lambda(samples: &[Vec<Vec<Sample>>], h: usize, width: usize, minutes: 
     for &lambda in &LAMBDAS {
         let (mut squared, mut count) = (0.0, 0u64);
         for fold in 0..FOLDS {
-            let model = fit_without_fold(samples, fold, h, width, lambda, minutes)?;
+            let model = fit_without_fold(samples, fold, h, width, lambda, minutes, Loss::SQUARED)?;
             for (_, subject) in samples.iter().enumerate().filter(|(i, _)| i % FOLDS == fold) {
                 for sample in &subject[h] {
                     let error = model.predict(sample.now, &sample.features) - sample.actual;
@@ -230,6 +240,62 @@ fn choose_lambda(samples: &[Vec<Vec<Sample>>], h: usize, width: usize, minutes: 
     best.context("no penalty to choose from")
 }
 
+/// The loss of horizon `h`, fitted with penalty `lambda`, and its
+/// cross-validated RMSE and Clarke A+B (percent): the lightest weight on
+/// lows ([`LOW_WEIGHTS`]) whose cross-validated forecasts reach
+/// `target_percent` in zones A and B; plain squared errors when none does.
+///
+/// Weighing lows trades RMSE for fewer lows missed (Clarke zone D), so it
+/// is worth only as much of it as reaching the clinical target takes: the
+/// lightest such weight, and none when no weight reaches it (a heavier
+/// weight would cost RMSE without meeting the target).
+fn choose_loss(
+    samples: &[Vec<Vec<Sample>>],
+    h: usize,
+    width: usize,
+    lambda: f64,
+    minutes: u32,
+    target_percent: f64,
+) -> anyhow::Result<(Loss, f64, f64)> {
+    let mut plain = None;
+    for &low_weight in &LOW_WEIGHTS {
+        let loss = Loss::lows_weigh(low_weight);
+        let (rmse, a_plus_b) = cross_validate_loss(samples, h, width, lambda, minutes, loss)?;
+        if a_plus_b >= target_percent {
+            return Ok((loss, rmse, a_plus_b));
+        }
+        plain.get_or_insert((loss, rmse, a_plus_b));
+    }
+    plain.context("no loss to choose from")
+}
+
+/// The RMSE and the share in Clarke zones A and B (percent) of horizon
+/// `h`'s forecasts in leave-subjects-out cross-validation, fitted with
+/// `lambda` and `loss` (fixed coefficients).
+fn cross_validate_loss(
+    samples: &[Vec<Vec<Sample>>],
+    h: usize,
+    width: usize,
+    lambda: f64,
+    minutes: u32,
+    loss: Loss,
+) -> anyhow::Result<(f64, f64)> {
+    let (mut in_a_or_b, mut squared, mut count) = (0u64, 0.0, 0u64);
+    for fold in 0..FOLDS {
+        let model = fit_without_fold(samples, fold, h, width, lambda, minutes, loss)?;
+        for (_, subject) in samples.iter().enumerate().filter(|(i, _)| i % FOLDS == fold) {
+            for sample in &subject[h] {
+                let forecast = model.predict(sample.now, &sample.features);
+                in_a_or_b += u64::from(matches!(clarke::zone(sample.actual, forecast), Zone::A | Zone::B));
+                squared += (forecast - sample.actual) * (forecast - sample.actual);
+                count += 1;
+            }
+        }
+    }
+    let count = count.max(1) as f64;
+    Ok(((squared / count).sqrt(), 100.0 * in_a_or_b as f64 / count))
+}
+
 /// The model of horizon `h` fitted on every training subject outside
 /// cross-validation fold `fold` (a subject's fold is its place modulo
 /// [`FOLDS`]).
@@ -240,6 +306,7 @@ fn fit_without_fold(
     width: usize,
     lambda: f64,
     minutes: u32,
+    loss: Loss,
 ) -> anyhow::Result<HorizonModel> {
     let train: Vec<&Sample> = samples
         .iter()
@@ -247,14 +314,15 @@ fn fit_without_fold(
         .filter(|(i, _)| i % FOLDS != fold)
         .flat_map(|(_, s)| &s[h])
         .collect();
-    ridge::fit(&train, width, lambda, minutes)
+    ridge::fit(&train, width, lambda, minutes, loss)
         .with_context(|| format!("cannot fit fold {fold} of the {minutes}-minute model"))
 }
 
 /// Whether the horizon adapts on the device, and with which prior variance:
-/// the one with the lowest cross-validated RMSE, fold models adapting over
-/// each held-out fold subject's readings from their start; none unless it
-/// beats the fixed coefficients by [`ADAPTATION_MIN_GAIN`].
+/// the one whose cross-validated forecasts have the lowest `loss` (the root
+/// of its weighted mean square), fold models adapting over each held-out
+/// fold subject's readings from their start; none unless it beats the fixed
+/// coefficients by [`ADAPTATION_MIN_GAIN`]. Its RMSE is the plain one.
 fn choose_adaptation(
     subjects: &[&Subject],
     samples: &[Vec<Vec<Sample>>],
@@ -262,12 +330,13 @@ fn choose_adaptation(
     h: usize,
     lambda: f64,
     minutes: u32,
+    loss: Loss,
 ) -> anyhow::Result<Option<Adaptation>> {
     let candidates: Vec<Option<f64>> = std::iter::once(None).chain(PRIOR_VARIANCES.map(Some)).collect();
-    let mut squared = vec![0.0; candidates.len()];
-    let mut count = 0u64;
+    let (mut squared, mut weighted) = (vec![0.0; candidates.len()], vec![0.0; candidates.len()]);
+    let (mut count, mut weights) = (0u64, 0.0);
     for fold in 0..FOLDS {
-        let fitted = fit_without_fold(samples, fold, h, spec.len(), lambda, minutes)?;
+        let fitted = fit_without_fold(samples, fold, h, spec.len(), lambda, minutes, loss)?;
         for (c, prior_variance) in candidates.iter().enumerate() {
             let mut horizon = fitted.clone();
             horizon.adaptation = prior_variance.map(|prior_variance| Adaptation {
@@ -277,22 +346,27 @@ fn choose_adaptation(
             let model = one_horizon(spec, horizon);
             for (_, subject) in subjects.iter().enumerate().filter(|(i, _)| i % FOLDS == fold) {
                 for (forecast, actual) in forecasts(&model, &subject.readings).swap_remove(0) {
+                    let weight = loss.weight(actual);
                     squared[c] += (forecast - actual) * (forecast - actual);
-                    count += u64::from(c == 0);
+                    weighted[c] += weight * (forecast - actual) * (forecast - actual);
+                    if c == 0 {
+                        count += 1;
+                        weights += weight;
+                    }
                 }
             }
         }
     }
-    let rmse = |c: usize| (squared[c] / count.max(1) as f64).sqrt();
+    let root_loss = |c: usize| (weighted[c] / weights).sqrt();
     let best = (0..candidates.len())
-        .min_by(|&a, &b| rmse(a).total_cmp(&rmse(b)))
+        .min_by(|&a, &b| root_loss(a).total_cmp(&root_loss(b)))
         .context("no prior variance to choose from")?;
-    if rmse(best) > rmse(0) * (1.0 - ADAPTATION_MIN_GAIN) {
+    if count == 0 || root_loss(best) > root_loss(0) * (1.0 - ADAPTATION_MIN_GAIN) {
         return Ok(None);
     }
     Ok(candidates[best].map(|prior_variance| Adaptation {
         prior_variance,
-        cv_rmse: rmse(best),
+        cv_rmse: (squared[best] / count as f64).sqrt(),
     }))
 }
 
@@ -502,8 +576,9 @@ mod tests {
     }
 
     /// Subjects whose glucose returns to its mean at `pull(subject)` per
-    /// 5-minute step (an AR(1) process around 120 mg/dL), two days each,
-    /// with a deterministic pseudo-random walk.
+    /// 5-minute step (an AR(1) process around 220 mg/dL, far enough above
+    /// 70 that no weight on lows is chosen), two days each, with a
+    /// deterministic pseudo-random walk.
     fn synthetic(name: &str, pull: impl Fn(usize) -> f64) -> DataSet {
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
         let mut noise = move || {
@@ -515,10 +590,10 @@ mod tests {
         };
         let subjects = (0..20)
             .map(|s| {
-                let mut glucose = 120.0;
+                let mut glucose = 220.0;
                 let readings = (0..576)
                     .map(|k| {
-                        glucose = 120.0 + (1.0 - pull(s)) * (glucose - 120.0) + 12.0 * noise();
+                        glucose = 220.0 + (1.0 - pull(s)) * (glucose - 220.0) + 12.0 * noise();
                         (
                             1_434_326_400_000 + k * 5 * forecast_model::MINUTE_MS,
                             glucose.clamp(40.0, 400.0),
@@ -549,6 +624,9 @@ mod tests {
         for horizon in &alike.horizons {
             assert_eq!(horizon.adaptation, None, "{} min", horizon.minutes);
         }
+        for horizon in alike.horizons.iter().chain(&unlike.horizons) {
+            assert_eq!(horizon.loss, Loss::SQUARED, "{} min", horizon.minutes);
+        }
         for horizon in &unlike.horizons {
             let adaptation = horizon
                 .adaptation
@@ -561,6 +639,44 @@ mod tests {
                 horizon.minutes
             );
         }
+    }
+
+    #[test]
+    fn lows_weigh_the_least_that_reaches_the_clinical_target_in_cross_validation() {
+        let spec = FeatureSpec::standard();
+        let hall = shipped("Hall2018_processed.csv");
+        let mut subjects: Vec<&Subject> = hall.subjects.iter().filter(|s| !is_held_out(&s.id)).collect();
+        subjects.sort_by(|a, b| a.id.cmp(&b.id));
+        let samples: Vec<Vec<Vec<Sample>>> = subjects
+            .iter()
+            .map(|s| samples(&spec, &HORIZONS_MIN, &s.readings))
+            .collect();
+        let (h, lambda) = (0, 1e-3);
+        let (loss, rmse, a_plus_b) = choose_loss(&samples, h, spec.len(), lambda, 30, CLARKE_TARGET_PERCENT).unwrap();
+        assert!(
+            loss.low_weight > 1.0 && a_plus_b >= CLARKE_TARGET_PERCENT,
+            "{loss:?} {a_plus_b}"
+        );
+        // Every lighter weight misses the target, at a lower RMSE: the
+        // weight is the least the target takes.
+        for &lighter in LOW_WEIGHTS.iter().filter(|&&w| w < loss.low_weight) {
+            let (lighter_rmse, lighter_a_plus_b) =
+                cross_validate_loss(&samples, h, spec.len(), lambda, 30, Loss::lows_weigh(lighter)).unwrap();
+            assert!(
+                lighter_a_plus_b < CLARKE_TARGET_PERCENT,
+                "{lighter}: {lighter_a_plus_b}"
+            );
+            assert!(lighter_rmse < rmse, "{lighter}: {lighter_rmse} vs {rmse}");
+        }
+        // A target no weight reaches: plain squared errors, not the heaviest.
+        let (unreached, _, unreached_a_plus_b) = choose_loss(&samples, h, spec.len(), lambda, 30, 100.5).unwrap();
+        assert_eq!(unreached, Loss::SQUARED);
+        assert!(unreached_a_plus_b < a_plus_b);
+        // The shipped model weighs lows as chosen here, in its fit and its file.
+        let model = forecast_model::Model::parse(&std::fs::read(model_file()).unwrap()).unwrap();
+        let shipped = model.horizon(30).unwrap();
+        assert_eq!(shipped.loss, loss);
+        assert_eq!(shipped.fit.as_ref().unwrap().cv_clarke_a_plus_b, Some(a_plus_b));
     }
 
     #[test]

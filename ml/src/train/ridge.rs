@@ -5,7 +5,7 @@
 //! `ZᵀZ + nλI` is exact enough, deterministic, and 30 lines, where a linear
 //! algebra crate would be a large dependency for one solve.
 
-use forecast_model::HorizonModel;
+use forecast_model::{HorizonModel, Loss};
 
 /// One training example: the features of a reading, its value, and the
 /// reading at the horizon.
@@ -20,52 +20,59 @@ pub struct Sample {
 }
 
 /// Fit `actual − now` on the standardised features with penalty `lambda`
-/// per sample. Deterministic: the same samples in the same order give the
-/// same bits.
-pub fn fit(samples: &[&Sample], width: usize, lambda: f64, minutes: u32) -> Option<HorizonModel> {
-    let n = samples.len();
-    if n < 2 {
+/// per unit of weight, each sample weighing [`Loss::weight`] of its
+/// `actual`. Deterministic: the same samples in the same order give the same
+/// bits, and with every weight 1 the bits of the unweighted fit.
+pub fn fit(samples: &[&Sample], width: usize, lambda: f64, minutes: u32, loss: Loss) -> Option<HorizonModel> {
+    if samples.len() < 2 {
         return None;
     }
-    let count = n as f64;
+    let weights: Vec<f64> = samples.iter().map(|s| loss.weight(s.actual)).collect();
+    let total: f64 = weights.iter().sum();
     let mut mean = vec![0.0; width];
-    for sample in samples {
+    for (sample, w) in samples.iter().zip(&weights) {
         for (m, x) in mean.iter_mut().zip(&sample.features) {
-            *m += x;
+            *m += w * x;
         }
     }
-    mean.iter_mut().for_each(|m| *m /= count);
+    mean.iter_mut().for_each(|m| *m /= total);
     let mut scale = vec![0.0; width];
-    for sample in samples {
+    for (sample, w) in samples.iter().zip(&weights) {
         for ((s, x), m) in scale.iter_mut().zip(&sample.features).zip(&mean) {
-            *s += (x - m) * (x - m);
+            *s += w * (x - m) * (x - m);
         }
     }
     // A feature that never varies (a constant) keeps scale 1: its
     // standardised value is always 0 and its coefficient stays 0.
     scale
         .iter_mut()
-        .for_each(|s| *s = if *s > 0.0 { (*s / count).sqrt() } else { 1.0 });
-    let intercept = samples.iter().map(|s| s.actual - s.now).sum::<f64>() / count;
+        .for_each(|s| *s = if *s > 0.0 { (*s / total).sqrt() } else { 1.0 });
+    let intercept = samples
+        .iter()
+        .zip(&weights)
+        .map(|(s, w)| w * (s.actual - s.now))
+        .sum::<f64>()
+        / total;
 
-    // Normal equations of the centred problem: (ZᵀZ + nλI) β = Zᵀ(r − r̄).
+    // Normal equations of the centred problem, each sample weighted:
+    // (ZᵀWZ + (Σw)λI) β = ZᵀW(r − r̄).
     let mut gram = vec![0.0; width * width];
     let mut rhs = vec![0.0; width];
     let mut z = vec![0.0; width];
-    for sample in samples {
+    for (sample, w) in samples.iter().zip(&weights) {
         for (j, zj) in z.iter_mut().enumerate() {
             *zj = (sample.features[j] - mean[j]) / scale[j];
         }
         let residual = sample.actual - sample.now - intercept;
         for i in 0..width {
-            rhs[i] += z[i] * residual;
+            rhs[i] += w * z[i] * residual;
             for j in 0..=i {
-                gram[i * width + j] += z[i] * z[j];
+                gram[i * width + j] += w * z[i] * z[j];
             }
         }
     }
     for i in 0..width {
-        gram[i * width + i] += count * lambda;
+        gram[i * width + i] += total * lambda;
     }
     let coef = solve_cholesky(&mut gram, &rhs, width)?;
     Some(HorizonModel {
@@ -76,6 +83,7 @@ pub fn fit(samples: &[&Sample], width: usize, lambda: f64, minutes: u32) -> Opti
         coef,
         fit: None,
         adaptation: None,
+        loss,
     })
 }
 
@@ -148,7 +156,7 @@ mod tests {
             })
             .collect();
         let refs: Vec<&Sample> = samples.iter().collect();
-        let model = fit(&refs, 2, 0.0, 30).unwrap();
+        let model = fit(&refs, 2, 0.0, 30, Loss::SQUARED).unwrap();
         for sample in &samples {
             let predicted = model.predict(sample.now, &sample.features);
             assert!(
@@ -158,7 +166,53 @@ mod tests {
             );
         }
         // A heavy penalty leaves only the mean change.
-        let flat = fit(&refs, 2, 1e12, 30).unwrap();
+        let flat = fit(&refs, 2, 1e12, 30, Loss::SQUARED).unwrap();
         assert!(flat.coef.iter().all(|c| c.abs() < 1e-6), "{:?}", flat.coef);
+    }
+
+    #[test]
+    fn a_sample_that_weighs_k_fits_as_k_copies_of_it() {
+        // Noisy data, so that weights move the fit; a third of the samples
+        // end below 70 mg/dL.
+        let samples: Vec<Sample> = (0..60)
+            .map(|i| {
+                let (x0, x1) = (f64::from(i % 7), f64::from((i * 3) % 11));
+                let noise = f64::from((i * 37) % 13) - 6.0;
+                Sample {
+                    features: vec![x0, x1],
+                    now: 80.0,
+                    actual: if i % 3 == 0 {
+                        60.0 + x0
+                    } else {
+                        80.0 + 2.0 * x0 - x1 + noise
+                    },
+                }
+            })
+            .collect();
+        let loss = Loss::lows_weigh(3.0);
+        let weighted = fit(&samples.iter().collect::<Vec<_>>(), 2, 0.01, 30, loss).unwrap();
+        let copies: Vec<&Sample> = samples
+            .iter()
+            .flat_map(|s| std::iter::repeat_n(s, if s.actual < 70.0 { 3 } else { 1 }))
+            .collect();
+        let copied = fit(&copies, 2, 0.01, 30, Loss::SQUARED).unwrap();
+        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-9);
+        assert!(
+            close(&weighted.coef, &copied.coef),
+            "{:?} vs {:?}",
+            weighted.coef,
+            copied.coef
+        );
+        assert!(close(&weighted.mean, &copied.mean) && close(&weighted.scale, &copied.scale));
+        assert!((weighted.intercept - copied.intercept).abs() < 1e-9);
+        assert_eq!(weighted.loss, loss);
+        // And the weight moved it: lows pull the forecasts down.
+        let plain = fit(&samples.iter().collect::<Vec<_>>(), 2, 0.01, 30, Loss::SQUARED).unwrap();
+        assert!(
+            weighted.intercept < plain.intercept - 1.0,
+            "{} vs {}",
+            weighted.intercept,
+            plain.intercept
+        );
     }
 }
