@@ -560,8 +560,9 @@ pub struct ManifestSource {
     /// Resource limits.
     #[serde(default, deserialize_with = "strict_de::object")]
     pub limits: ManifestLimits,
-    /// Optional expiry (RFC 3339).
-    #[serde(default)]
+    /// Optional expiry (RFC 3339): a string, or a TOML date-time written
+    /// without quotes, taken as its text.
+    #[serde(default, deserialize_with = "text_or_datetime")]
     pub expires: Option<String>,
     /// Signed assets: name to file, the path relative to the directory of
     /// the `edgewise.toml` (see [`super::read_assets`]).
@@ -570,6 +571,26 @@ pub struct ManifestSource {
     /// The snapshot schemas (`[snapshot]`, a 0.2 plugin only).
     #[serde(default, deserialize_with = "strict_de::some")]
     pub snapshot: Option<ManifestSnapshot>,
+}
+
+/// A time as `edgewise.toml` may give it: a string, or a TOML date-time
+/// (`expires = 2030-01-01T00:00:00Z`, the natural way to write one in TOML),
+/// as its text; either is then checked as RFC 3339 by
+/// [`ManifestSource::into_manifest_for`].
+fn text_or_datetime<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Text(String),
+        DateTime(toml::value::Datetime),
+    }
+    match Given::deserialize(deserializer) {
+        Ok(Given::Text(text)) => Ok(Some(text)),
+        Ok(Given::DateTime(datetime)) => Ok(Some(datetime.to_string())),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected an RFC 3339 time such as 2030-01-01T00:00:00Z, as a string or a TOML date-time",
+        )),
+    }
 }
 
 impl ManifestSource {
@@ -932,6 +953,28 @@ call_deadline_ms = 1000
                 .unwrap();
             assert_eq!(manifest.expires.as_deref(), Some(canonical), "{written}");
         }
+        // Written without quotes, as TOML date-times: the same.
+        for (written, canonical) in cases.iter().filter(|(w, _)| w.contains(['Z', '+', '-'])) {
+            let text = source().replace("\"2030-01-01T00:00:00Z\"", written);
+            let manifest = ManifestSource::from_toml(&text)
+                .unwrap_or_else(|e| panic!("{written}: {e}"))
+                .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH, Vec::new())
+                .unwrap();
+            assert_eq!(manifest.expires.as_deref(), Some(*canonical), "{written}");
+        }
+        // A TOML date without a time or offset is no instant.
+        let text = source().replace("\"2030-01-01T00:00:00Z\"", "2030-01-01");
+        let error = ManifestSource::from_toml(&text)
+            .unwrap()
+            .into_manifest("ab".repeat(32), OffsetDateTime::UNIX_EPOCH, Vec::new())
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("`2030-01-01` is not an RFC 3339 time"),
+            "{error}"
+        );
+        let text = source().replace("\"2030-01-01T00:00:00Z\"", "[1]");
+        let error = ManifestSource::from_toml(&text).unwrap_err();
+        assert!(error.to_string().contains("expected an RFC 3339 time"), "{error}");
         let text = source().replace("2030-01-01T00:00:00Z", "next year");
         let error = ManifestSource::from_toml(&text)
             .unwrap()
