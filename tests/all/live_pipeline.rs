@@ -747,6 +747,61 @@ async fn no_stream_upstream_is_logged_as_an_error_once_and_delivery_starts_when_
     device.terminate_cleanly().await;
 }
 
+/// Any other failing delivery (here: the cloud's stream is full and
+/// refuses new messages) is a `WARN`, once per episode, with the server's
+/// reason; its end is said too, and nothing waiting is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_upstream_stream_is_logged_as_a_warning_once_and_everything_arrives_when_it_has_room() {
+    const FAILS: &str = "Upstream delivery fails";
+    const AGAIN: &str = "Upstream delivery works again";
+    let local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    let jetstream = async_nats::jetstream::new(async_nats::connect(cloud.url()).await.unwrap());
+    let full = async_nats::jetstream::stream::Config {
+        name: crate::support::UP.to_owned(),
+        subjects: vec!["edgewise.*.up.>".to_owned()],
+        max_messages: 1,
+        discard: async_nats::jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    jetstream.create_stream(full.clone()).await.unwrap();
+    let mut device = Device::new(&local, Some(&cloud), "");
+    device.edit_config(|config| config.replace("create_stream = true", "create_stream = false"));
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
+    for sensor in ["a", "b", "c"] {
+        client
+            .publish(format!("sensors.cgm.{sensor}"), reading(now_ms(), 49.0))
+            .await
+            .unwrap();
+        next_json(&mut alerts, "the local alert").await;
+    }
+    logged_until(&device, FAILS, 1).await;
+    // Many failed rounds later, still said once.
+    status_until(&client, "ten failed delivery rounds", |s| {
+        s["outbox"]["rounds_failed"].as_u64().unwrap_or(0) >= 10
+    })
+    .await;
+    assert_eq!(logged(&device, FAILS), 1, "once per episode, not once per round");
+    let log = std::fs::read_to_string(device.path("edgewise.log")).unwrap();
+    let line = log.lines().find(|l| l.contains(FAILS)).unwrap();
+    assert!(line.contains("WARN") && line.contains("maximum messages"), "{line}");
+    assert_eq!(logged(&device, AGAIN), 0);
+
+    // Room again: every alert arrives, and the end of the episode is said.
+    jetstream
+        .update_stream(async_nats::jetstream::stream::Config {
+            max_messages: -1,
+            ..full
+        })
+        .await
+        .unwrap();
+    let upstream = upstream_alerts(&cloud, 3).await;
+    assert_eq!(upstream.len(), 3, "{upstream:?}");
+    logged_until(&device, AGAIN, 1).await;
+    assert_eq!(logged(&device, FAILS), 1);
+    device.terminate_cleanly().await;
+}
+
 /// Before: two devices of one cloud with `create_stream = true` and the
 /// same stream name: the first made the stream with its own subjects only,
 /// the second found it and took it as it was, and none of its alerts ever
