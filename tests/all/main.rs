@@ -8,6 +8,7 @@
 mod browser_harness;
 mod bundle_assets;
 mod bundle_cli;
+mod catch_up;
 mod chaos_plugin;
 mod cli_pipe;
 mod contract_v02;

@@ -17,7 +17,7 @@ use super::bounded::{self, MAX_CODE_BYTES, MAX_LOG_LINE_BYTES, MAX_MESSAGE_BYTES
 use super::clock::MonotonicClock;
 use super::limits::{
     LimitExceeded, Limits, MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, MAX_WASI_RESOURCES,
-    PerSecond,
+    OutputRate, PerSecond,
 };
 use super::stderr::StderrTail;
 use super::world::Assets;
@@ -29,7 +29,7 @@ pub struct InstanceState {
     pub(crate) limits: Limits,
     pub(crate) outputs: Vec<Output>,
     pub(crate) outputs_this_call: usize,
-    outputs_per_second: PerSecond,
+    outputs_per_second: OutputRate,
     log_bytes_per_second: PerSecond,
     /// Log lines dropped because the plugin exceeded its log budget.
     pub(crate) logs_dropped: u64,
@@ -69,7 +69,7 @@ impl InstanceState {
             limits,
             outputs: Vec::new(),
             outputs_this_call: 0,
-            outputs_per_second: PerSecond::new(),
+            outputs_per_second: OutputRate::new(),
             log_bytes_per_second: PerSecond::new(),
             logs_dropped: 0,
             state: BTreeMap::new(),
@@ -83,6 +83,13 @@ impl InstanceState {
             wasi,
             table,
         }
+    }
+
+    /// `count` readings are given to the plugin: each allows it
+    /// [`super::limits::OUTPUTS_PER_READING`] outputs beyond its rate limit
+    /// in this second.
+    pub(crate) fn readings_given(&mut self, count: usize) {
+        self.outputs_per_second.readings(count, Instant::now());
     }
 
     /// Reset the per-call budgets before a call into the guest.
@@ -105,7 +112,7 @@ impl InstanceState {
             });
         }
         if let Some(per_second) = self.limits.max_outputs_per_second
-            && self.outputs_per_second.add(1, Instant::now()) > per_second
+            && !self.outputs_per_second.output(per_second, Instant::now())
         {
             return self.breach(LimitExceeded::OutputRate(per_second));
         }

@@ -328,6 +328,7 @@ impl PluginInstance {
         if let Some(latest) = readings.iter().map(|r| r.timestamp_ms).max() {
             self.clock.advance_to(latest);
         }
+        self.store.data_mut().readings_given(readings.len());
         match self.world() {
             World::V0_1 => self.on_readings_v0_1(readings),
             World::V0_2 => self.on_readings_v0_2(readings),

@@ -16,9 +16,12 @@ pub struct Limits {
     /// Alerts plus summaries one call may emit: bounds host memory when a
     /// plugin loops on `emit-alert`.
     pub max_outputs_per_call: usize,
-    /// Alerts plus summaries per second of real time, across calls: bounds
-    /// what a flooding plugin can push into the outbox. `None`: no rate limit
-    /// (replay, where time is virtual and a run is as fast as the CPU).
+    /// Alerts plus summaries per second of real time, across calls, beyond
+    /// [`OUTPUTS_PER_READING`] for each reading given in that second: bounds
+    /// what a flooding plugin can push into the outbox, while outputs that
+    /// keep pace with the readings (a backlog taken at once) are never a
+    /// flood. `None`: no rate limit (replay, where time is virtual and a run
+    /// is as fast as the CPU).
     pub max_outputs_per_second: Option<usize>,
     /// Largest single output (its strings and metrics), in bytes.
     pub max_output_bytes: usize,
@@ -43,6 +46,19 @@ impl Default for Limits {
         }
     }
 }
+
+/// Outputs a plugin may make for each reading it is given, on top of
+/// [`Limits::max_outputs_per_second`] in the same second of real time.
+///
+/// A plugin answers its readings: an alert and its resolution, a summary
+/// per window closed, a forecast per horizon (glucose-forecast makes two
+/// per reading when asked). When a backlog is taken at once (the JetStream
+/// source after an outage, a recovery giving its inputs again), those
+/// outputs come as fast as the readings do, far beyond any rate a live
+/// sensor makes; they are not a flood, and counting them as one set valid
+/// readings aside and quarantined glucose-monitor. A plugin that makes more
+/// than this per reading, faster than the limit, is still stopped.
+pub const OUTPUTS_PER_READING: usize = 4;
 
 /// A limit a plugin broke; carried through wasmtime as the trap's cause.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -233,9 +249,68 @@ impl PerSecond {
     }
 }
 
+/// Outputs and readings in the current second of real time: the output
+/// rate limit's budget is [`Limits::max_outputs_per_second`] plus
+/// [`OUTPUTS_PER_READING`] per reading given in the same second.
+#[derive(Debug)]
+pub(crate) struct OutputRate {
+    window_start: Instant,
+    outputs: usize,
+    readings: usize,
+}
+
+impl OutputRate {
+    pub(crate) fn new() -> OutputRate {
+        OutputRate {
+            window_start: Instant::now(),
+            outputs: 0,
+            readings: 0,
+        }
+    }
+
+    fn roll(&mut self, now: Instant) {
+        if now.duration_since(self.window_start) >= Duration::from_secs(1) {
+            self.window_start = now;
+            self.outputs = 0;
+            self.readings = 0;
+        }
+    }
+
+    /// `count` readings given to the plugin at `now`.
+    pub(crate) fn readings(&mut self, count: usize, now: Instant) {
+        self.roll(now);
+        self.readings = self.readings.saturating_add(count);
+    }
+
+    /// One output at `now`: whether it stays within `per_second` and the
+    /// allowance of the readings of the current second.
+    pub(crate) fn output(&mut self, per_second: usize, now: Instant) -> bool {
+        self.roll(now);
+        self.outputs = self.outputs.saturating_add(1);
+        self.outputs <= per_second.saturating_add(OUTPUTS_PER_READING.saturating_mul(self.readings))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_output_budget_of_a_second_grows_with_the_readings_given_in_it() {
+        let start = Instant::now();
+        let mut rate = OutputRate::new();
+        rate.window_start = start;
+        assert!((0..10).all(|_| rate.output(10, start)));
+        assert!(!rate.output(10, start), "the 11th output with no reading");
+        // 3 readings: 12 more outputs in this second.
+        rate.readings(3, start);
+        assert!((0..11).all(|_| rate.output(10, start)), "{rate:?}");
+        assert!(!rate.output(10, start), "{rate:?}");
+        // The next second starts afresh: no allowance carried over.
+        let next = start + Duration::from_secs(1);
+        assert!((0..10).all(|_| rate.output(10, next)));
+        assert!(!rate.output(10, next));
+    }
 
     #[test]
     fn limits_above_a_ceiling_are_lowered_to_it_and_reported() {

@@ -28,5 +28,5 @@ pub use instance::{FuelUsed, PluginInstance};
 pub use isolated::{
     CHILD_COMMAND, CHILD_COMPILE_ERROR, ChildCompiler, ChildError, ChildMainError, ChildRequest, Compiler, child_main,
 };
-pub use limits::{Clamped, LimitExceeded, Limits, MAX_WASI_RESOURCES};
+pub use limits::{Clamped, LimitExceeded, Limits, MAX_WASI_RESOURCES, OUTPUTS_PER_READING};
 pub use world::{Assets, MIN_WAKE_INTERVAL_MS, Snapshot, SnapshotSchemas, Wake, World};
