@@ -557,3 +557,60 @@ async fn a_device_that_never_reports_the_generation_fails_its_wave_at_the_timeou
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert_contains(&run.stderr, "no device reports being in group `nobody-here`");
 }
+
+/// A cloud nothing was pushed to has no buckets: `fleet` shows an empty
+/// fleet (as `kubectl get pods` an empty namespace), `rollout` and
+/// `undeploy` say what is missing, not that a bucket cannot be opened, and
+/// nothing is created by them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cloud_nothing_was_pushed_to_fleet_is_empty_and_rollout_and_undeploy_say_why() {
+    let server = NatsServer::start_with_jetstream();
+    let bundle = bundle_path(PLUGIN);
+
+    let run = cli(&server, &["fleet"]).await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.stdout.trim(), "no device has reported yet", "{}", run.stderr);
+    let run = cli(&server, &["fleet", "--json"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        serde_json::from_str::<Value>(&run.stdout).unwrap(),
+        serde_json::json!([])
+    );
+    let run = cli(&server, &["fleet", "--device", "edge-01"]).await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_contains(&run.stderr, "device `edge-01` has not reported");
+
+    let undeploy = cli(&server, &["undeploy", PLUGIN, "--device", "edge-01"]).await;
+    assert_eq!(undeploy.code, Some(2), "{}", undeploy.stderr);
+    assert_contains(
+        &undeploy.stderr,
+        "is not in the desired set of `device.edge-01` (it has none)",
+    );
+
+    let rollout = cli(&server, &["rollout", &bundle, "--group", "ward"]).await;
+    assert_eq!(rollout.code, Some(1), "{}", rollout.stderr);
+    assert_contains(&rollout.stderr, "no device reports being in group `ward`");
+
+    for run in [&undeploy, &rollout] {
+        assert!(!run.stderr.contains("cannot open the bucket"), "{}", run.stderr);
+    }
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let mut streams = js.stream_names();
+    let mut names = Vec::new();
+    while let Some(name) = streams.next().await {
+        names.push(name.unwrap());
+    }
+    assert_eq!(names, Vec::<String>::new(), "nothing is created by reading");
+}
+
+/// Only a missing bucket is an empty fleet: a server without JetStream is
+/// an error (exit 1), not a fleet with no device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_jetstream_fleet_is_an_error_not_an_empty_fleet() {
+    let server = NatsServer::start();
+    let run = cli(&server, &["fleet"]).await;
+    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("no device has reported yet"), "{}", run.stdout);
+    assert_contains(&run.stderr, "edgewise-reported");
+}

@@ -23,6 +23,9 @@ use super::{Failure, to_stdout};
 /// the phase (received, verified, refused, running, healthy, failed,
 /// rolled-back, removed, kept), since when, and the reason the device gave.
 ///
+/// With no report at all (nothing pushed to this cloud yet, or no device
+/// has reported), it says `no device has reported yet` and exits 0.
+///
 /// SYNC compares, for each desired key the device follows (`device.<ID>`
 /// and `group.<NAME>` of each of its groups), the generation it last read
 /// with the key's current one: `behind: group.ward 41<42` means the device
@@ -99,6 +102,11 @@ pub fn run(args: FleetArgs) -> Result<(), Failure> {
     if args.json {
         return to_stdout(|out| writeln!(out, "{}", json(&entries)));
     }
+    if entries.is_empty() {
+        // A cloud nothing was pushed to (no reported bucket) or whose
+        // devices have not reported yet: an empty fleet, not an error.
+        return to_stdout(|out| writeln!(out, "no device has reported yet"));
+    }
     let now = now_ms();
     to_stdout(|out| write!(out, "{}", table(&entries, now)))
 }
@@ -122,6 +130,7 @@ async fn entries(cloud: &Cloud, reports: Vec<Result<Reported, CloudError>>) -> R
             if valid && !current.contains_key(&key) {
                 let generation = match cloud.desired(&key).await {
                     Ok(desired) => Ok(desired.map(|(_, generation)| generation)),
+                    Err(CloudError::NoBucket { .. }) => Ok(None),
                     Err(CloudError::Document { reason, .. }) => Err(reason),
                     Err(e) => return Err(Failure::runtime(e)),
                 };

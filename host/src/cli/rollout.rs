@@ -262,13 +262,15 @@ pub fn run(args: RolloutArgs) -> Result<(), Failure> {
     let progress_out = ProgressLines { json: args.json };
     let summary = block_on(async {
         let cloud = args.cloud.connect().await?;
-        let entry = bundle.store(&cloud, config).await?;
+        // The members first: a group nobody is in (a cloud nothing was
+        // pushed to, say) stores nothing and creates no bucket.
         let members = members(&cloud, &group).await?;
         if members.is_empty() {
             return Err(Failure::runtime(anyhow!(
                 "no device reports being in group `{group}`: nothing rolled out"
             )));
         }
+        let entry = bundle.store(&cloud, config).await?;
         let plan = plan_waves(members.len(), &args.waves);
         progress_out.line(&format!(
             "rollout of {} {} ({}) to group {group}: {} devices in {} waves ({}); aborting when more than {}% fail",
