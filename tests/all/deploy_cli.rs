@@ -614,3 +614,73 @@ async fn without_jetstream_fleet_is_an_error_not_an_empty_fleet() {
     assert!(!run.stdout.contains("no device has reported yet"), "{}", run.stdout);
     assert_contains(&run.stderr, "edgewise-reported");
 }
+
+/// A device key someone else writes during a wave (a newer push of the
+/// plugin to that device) supersedes the rollout's entry there: not a
+/// failure of the bundle, so it does not count towards the abort; the
+/// rollout says so and leaves the other write alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_whose_key_is_written_again_during_its_wave_is_superseded_not_failed() {
+    let devices = ["p", "q"];
+    let (server, cloud, bundle, name) = group_on_the_old_bundle("ward", &devices).await;
+    play_devices(cloud.clone(), "ward", [("p", Phase::Healthy)].into(), name.clone()).await;
+    // q: someone else pushes another version to `device.q` as soon as the
+    // rollout wrote it; q reports that newer generation running.
+    let mut watch = cloud.watch_desired(vec!["device.q".to_owned()]).await.unwrap();
+    let other = cloud.clone();
+    let new_bundle = name.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(entry)) = watch.next().await {
+            let Ok(mut desired) = Desired::parse(&entry.value) else {
+                continue;
+            };
+            if desired.plugins.get(PLUGIN).is_none_or(|p| p.bundle != new_bundle) {
+                continue;
+            }
+            let mut newer = old_bundle();
+            newer.version = "0.3.0".to_owned();
+            desired.plugins.insert(PLUGIN.to_owned(), newer.clone());
+            let generation = other
+                .write_desired("device.q", &desired, Some(entry.revision))
+                .await
+                .unwrap();
+            let origin = Origin {
+                key: "device.q".to_owned(),
+                generation,
+            };
+            other
+                .report(&report("q", &["ward"], &origin, &newer, Phase::Running, None))
+                .await
+                .unwrap();
+        }
+    });
+
+    let run = cli(
+        &server,
+        &[
+            "rollout",
+            &bundle,
+            "--group",
+            "ward",
+            "--waves",
+            "100%",
+            "--max-failures",
+            "0%",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let summary: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(summary["aborted"], false, "{summary:#}");
+    assert_eq!(summary["failed"], serde_json::json!([]), "{summary:#}");
+    assert_eq!(summary["waves"][0]["devices"][1]["device"], "q");
+    assert_eq!(summary["waves"][0]["devices"][1]["phase"], "superseded");
+    assert_contains(&run.stderr, "q: superseded");
+    // The other push stays where it was written.
+    assert_eq!(plugins_of(&cloud, "device.q").await[PLUGIN].version, "0.3.0");
+    assert_eq!(
+        cloud.desired("group.ward").await.unwrap().unwrap().0.plugins[PLUGIN].bundle,
+        name
+    );
+}

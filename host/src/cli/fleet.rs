@@ -288,8 +288,11 @@ fn table(entries: &[Entry], now_ms: i64) -> String {
             }
             rows.push(row);
             // A failure the latest deployment (a return to what ran) replaced.
+            // (A deployment superseded during its probation did not fail:
+            // older devices reported it as rolled back.)
             if let Some(failure) = &plugin.last_failure
                 && plugin.deployment.as_ref() != Some(failure)
+                && !failure.was_superseded()
             {
                 notes.push(format!(
                     "{}: {}: last failure {}: {} of `{}` generation {} ({}): {}",
