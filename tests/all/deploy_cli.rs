@@ -684,3 +684,28 @@ async fn a_device_whose_key_is_written_again_during_its_wave_is_superseded_not_f
         name
     );
 }
+
+/// Every phase `rollout` can show a device in is in its `--help` and in
+/// docs/operators.md's section on it.
+#[test]
+fn every_phase_a_rollout_shows_is_documented() {
+    let run = edgewise(["rollout", "--help"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let docs = std::fs::read_to_string(edgewise_tests::workspace_root().join("docs/operators.md")).unwrap();
+    let start = docs.find("### `edgewise rollout`").expect("a section on rollout");
+    let section = &docs[start..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    let device_phases = [Phase::Healthy, Phase::Refused, Phase::Failed, Phase::RolledBack].map(Phase::name);
+    for phase in device_phases.into_iter().chain(["timeout", "superseded"]) {
+        let quoted = format!("`{phase}`");
+        assert!(
+            run.stdout.contains(&quoted),
+            "{quoted} is not in the help:\n{}",
+            run.stdout
+        );
+        assert!(
+            section.contains(&quoted),
+            "{quoted} is not in docs/operators.md's section on rollout"
+        );
+    }
+}

@@ -36,7 +36,7 @@ use super::{Failure, about, to_stdout};
 ///   `healthy`      success;
 ///   `refused`, `failed`, `rolled-back`
 ///                  failures, with the device's reason;
-///   no final phase within `--timeout`: a failure;
+///   `timeout`      a failure: no final phase within `--timeout`;
 ///   `superseded`   someone else wrote a later generation of the device's
 ///                  key meanwhile: not a failure of the bundle, it counts
 ///                  neither way (and its entry is left alone).
@@ -165,6 +165,9 @@ pub fn exceeded(failures: usize, so_far: usize, share: Share) -> bool {
     failures as f64 * 100.0 > share.0 * so_far as f64
 }
 
+/// The phase shown for a device that reported no final phase within
+/// `--timeout`: a failure.
+pub const TIMEOUT: &str = "timeout";
 /// The phase shown for a device whose deployment of the wave's generation a
 /// later one replaced: neither a success nor a failure.
 pub const SUPERSEDED: &str = "superseded";
@@ -569,7 +572,7 @@ impl Rollout<'_> {
                         device,
                         DeviceOutcome {
                             device: device.to_owned(),
-                            phase: "timeout".to_owned(),
+                            phase: TIMEOUT.to_owned(),
                             reason: Some(format!("no final phase within {within} (last: {last})")),
                             failed: true,
                         },
