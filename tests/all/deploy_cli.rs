@@ -685,6 +685,40 @@ async fn a_device_whose_key_is_written_again_during_its_wave_is_superseded_not_f
     );
 }
 
+/// `fleet`'s digest of what runs is the bundle's, as `push` printed it, so
+/// an operator can tell which push a device runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_shows_the_bundle_digest_push_printed() {
+    let server = NatsServer::start_with_jetstream();
+    let cloud = cloud(&server).await;
+    let bundle = bundle_path(PLUGIN);
+    let run = cli(&server, &["push", &bundle, "--device", "edge-01"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let printed = run
+        .stdout
+        .split(['(', ')'])
+        .nth(1)
+        .unwrap_or_else(|| panic!("no digest in `{}`", run.stdout))
+        .to_owned();
+    assert!(printed.starts_with("sha256-"), "{printed}");
+    let (desired, generation) = cloud.desired("device.edge-01").await.unwrap().unwrap();
+    let origin = Origin {
+        key: "device.edge-01".to_owned(),
+        generation,
+    };
+    let entry = &desired.plugins[PLUGIN];
+    // The code digest the device reports is another digest.
+    let reported = report("edge-01", &[], &origin, entry, Phase::Healthy, None);
+    assert!(!reported.plugins[PLUGIN].running_digest.contains(&printed[7..19]));
+    cloud.report(&reported).await.unwrap();
+
+    let run = cli(&server, &["fleet"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_contains(lines[0], "BUNDLE");
+    assert_contains(lines[1], &printed[.."sha256-".len() + 12]);
+}
+
 /// Every phase `rollout` can show a device in is in its `--help` and in
 /// docs/operators.md's section on it.
 #[test]
