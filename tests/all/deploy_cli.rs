@@ -604,12 +604,19 @@ async fn on_a_cloud_nothing_was_pushed_to_fleet_is_empty_and_rollout_and_undeplo
     assert_eq!(names, Vec::<String>::new(), "nothing is created by reading");
 }
 
-/// Only a missing bucket is an empty fleet: a server without JetStream is
-/// an error (exit 1), not a fleet with no device.
+/// Only a missing bucket is an empty fleet: a server without JetStream, or
+/// a JetStream domain nobody answers for, is an error (exit 1), not a fleet
+/// with no device.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_jetstream_fleet_is_an_error_not_an_empty_fleet() {
+async fn without_jetstream_or_in_another_domain_fleet_is_an_error_not_an_empty_fleet() {
     let server = NatsServer::start();
     let run = cli(&server, &["fleet"]).await;
+    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("no device has reported yet"), "{}", run.stdout);
+    assert_contains(&run.stderr, "edgewise-reported");
+
+    let server = NatsServer::start_with_jetstream();
+    let run = cli(&server, &["fleet", "--domain", "nowhere"]).await;
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
     assert!(!run.stdout.contains("no device has reported yet"), "{}", run.stdout);
     assert_contains(&run.stderr, "edgewise-reported");
