@@ -557,3 +557,196 @@ async fn a_device_that_never_reports_the_generation_fails_its_wave_at_the_timeou
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert_contains(&run.stderr, "no device reports being in group `nobody-here`");
 }
+
+/// A cloud nothing was pushed to has no buckets: `fleet` shows an empty
+/// fleet (as `kubectl get pods` an empty namespace), `rollout` and
+/// `undeploy` say what is missing, not that a bucket cannot be opened, and
+/// nothing is created by them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cloud_nothing_was_pushed_to_fleet_is_empty_and_rollout_and_undeploy_say_why() {
+    let server = NatsServer::start_with_jetstream();
+    let bundle = bundle_path(PLUGIN);
+
+    let run = cli(&server, &["fleet"]).await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.stdout.trim(), "no device has reported yet", "{}", run.stderr);
+    let run = cli(&server, &["fleet", "--json"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        serde_json::from_str::<Value>(&run.stdout).unwrap(),
+        serde_json::json!([])
+    );
+    let run = cli(&server, &["fleet", "--device", "edge-01"]).await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_contains(&run.stderr, "device `edge-01` has not reported");
+
+    let undeploy = cli(&server, &["undeploy", PLUGIN, "--device", "edge-01"]).await;
+    assert_eq!(undeploy.code, Some(2), "{}", undeploy.stderr);
+    assert_contains(
+        &undeploy.stderr,
+        "is not in the desired set of `device.edge-01` (it has none)",
+    );
+
+    let rollout = cli(&server, &["rollout", &bundle, "--group", "ward"]).await;
+    assert_eq!(rollout.code, Some(1), "{}", rollout.stderr);
+    assert_contains(&rollout.stderr, "no device reports being in group `ward`");
+
+    for run in [&undeploy, &rollout] {
+        assert!(!run.stderr.contains("cannot open the bucket"), "{}", run.stderr);
+    }
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let mut streams = js.stream_names();
+    let mut names = Vec::new();
+    while let Some(name) = streams.next().await {
+        names.push(name.unwrap());
+    }
+    assert_eq!(names, Vec::<String>::new(), "nothing is created by reading");
+}
+
+/// Only a missing bucket is an empty fleet: a server without JetStream, or
+/// a JetStream domain nobody answers for, is an error (exit 1), not a fleet
+/// with no device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_jetstream_or_in_another_domain_fleet_is_an_error_not_an_empty_fleet() {
+    let server = NatsServer::start();
+    let run = cli(&server, &["fleet"]).await;
+    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("no device has reported yet"), "{}", run.stdout);
+    assert_contains(&run.stderr, "edgewise-reported");
+
+    let server = NatsServer::start_with_jetstream();
+    let run = cli(&server, &["fleet", "--domain", "nowhere"]).await;
+    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("no device has reported yet"), "{}", run.stdout);
+    assert_contains(&run.stderr, "edgewise-reported");
+}
+
+/// A device key someone else writes during a wave (a newer push of the
+/// plugin to that device) supersedes the rollout's entry there: not a
+/// failure of the bundle, so it does not count towards the abort; the
+/// rollout says so and leaves the other write alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_whose_key_is_written_again_during_its_wave_is_superseded_not_failed() {
+    let devices = ["p", "q"];
+    let (server, cloud, bundle, name) = group_on_the_old_bundle("ward", &devices).await;
+    play_devices(cloud.clone(), "ward", [("p", Phase::Healthy)].into(), name.clone()).await;
+    // q: someone else pushes another version to `device.q` as soon as the
+    // rollout wrote it; q reports that newer generation running.
+    let mut watch = cloud.watch_desired(vec!["device.q".to_owned()]).await.unwrap();
+    let other = cloud.clone();
+    let new_bundle = name.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(entry)) = watch.next().await {
+            let Ok(mut desired) = Desired::parse(&entry.value) else {
+                continue;
+            };
+            if desired.plugins.get(PLUGIN).is_none_or(|p| p.bundle != new_bundle) {
+                continue;
+            }
+            let mut newer = old_bundle();
+            newer.version = "0.3.0".to_owned();
+            desired.plugins.insert(PLUGIN.to_owned(), newer.clone());
+            let generation = other
+                .write_desired("device.q", &desired, Some(entry.revision))
+                .await
+                .unwrap();
+            let origin = Origin {
+                key: "device.q".to_owned(),
+                generation,
+            };
+            other
+                .report(&report("q", &["ward"], &origin, &newer, Phase::Running, None))
+                .await
+                .unwrap();
+        }
+    });
+
+    let run = cli(
+        &server,
+        &[
+            "rollout",
+            &bundle,
+            "--group",
+            "ward",
+            "--waves",
+            "100%",
+            "--max-failures",
+            "0%",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let summary: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(summary["aborted"], false, "{summary:#}");
+    assert_eq!(summary["failed"], serde_json::json!([]), "{summary:#}");
+    assert_eq!(summary["waves"][0]["devices"][1]["device"], "q");
+    assert_eq!(summary["waves"][0]["devices"][1]["phase"], "superseded");
+    assert_contains(&run.stderr, "q: superseded");
+    // The other push stays where it was written.
+    assert_eq!(plugins_of(&cloud, "device.q").await[PLUGIN].version, "0.3.0");
+    assert_eq!(
+        cloud.desired("group.ward").await.unwrap().unwrap().0.plugins[PLUGIN].bundle,
+        name
+    );
+}
+
+/// `fleet`'s digest of what runs is the bundle's, as `push` printed it, so
+/// an operator can tell which push a device runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_shows_the_bundle_digest_push_printed() {
+    let server = NatsServer::start_with_jetstream();
+    let cloud = cloud(&server).await;
+    let bundle = bundle_path(PLUGIN);
+    let run = cli(&server, &["push", &bundle, "--device", "edge-01"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let printed = run
+        .stdout
+        .split(['(', ')'])
+        .nth(1)
+        .unwrap_or_else(|| panic!("no digest in `{}`", run.stdout))
+        .to_owned();
+    assert!(printed.starts_with("sha256-"), "{printed}");
+    let (desired, generation) = cloud.desired("device.edge-01").await.unwrap().unwrap();
+    let origin = Origin {
+        key: "device.edge-01".to_owned(),
+        generation,
+    };
+    let entry = &desired.plugins[PLUGIN];
+    // The code digest the device reports is another digest.
+    let reported = report("edge-01", &[], &origin, entry, Phase::Healthy, None);
+    assert!(!reported.plugins[PLUGIN].running_digest.contains(&printed[7..19]));
+    cloud.report(&reported).await.unwrap();
+
+    let run = cli(&server, &["fleet"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_contains(lines[0], "BUNDLE");
+    assert_contains(lines[1], &printed[.."sha256-".len() + 12]);
+}
+
+/// Every phase `rollout` can show a device in is in its `--help` and in
+/// docs/operators.md's section on it.
+#[test]
+fn every_phase_a_rollout_shows_is_documented() {
+    let run = edgewise(["rollout", "--help"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let docs = std::fs::read_to_string(edgewise_tests::workspace_root().join("docs/operators.md")).unwrap();
+    let start = docs.find("### `edgewise rollout`").expect("a section on rollout");
+    let section = &docs[start..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    let device_phases = [Phase::Healthy, Phase::Refused, Phase::Failed, Phase::RolledBack].map(Phase::name);
+    for phase in device_phases.into_iter().chain(["timeout", "superseded"]) {
+        let quoted = format!("`{phase}`");
+        assert!(
+            run.stdout.contains(&quoted),
+            "{quoted} is not in the help:\n{}",
+            run.stdout
+        );
+        assert!(
+            section.contains(&quoted),
+            "{quoted} is not in docs/operators.md's section on rollout"
+        );
+    }
+}

@@ -1,5 +1,5 @@
 //! `edgewise fleet`: what every device reports (its plugins, versions,
-//! digests, the phase of each one's latest deployment, the last error, when
+//! bundles, the phase of each one's latest deployment, the last error, when
 //! it was last seen) and whether it has read the latest generation of each
 //! desired key it follows. A table for people, `--json` for scripts.
 
@@ -10,7 +10,7 @@ use clap::Args;
 use serde::Serialize;
 
 use edgewise_host::deploy::model::{device_key, group_key, valid_name};
-use edgewise_host::deploy::{Cloud, CloudError, Reported};
+use edgewise_host::deploy::{Cloud, CloudError, Reported, ReportedPlugin};
 
 use super::cloud_args::{CloudArgs, block_on, checked_name, now_ms};
 use super::{Failure, to_stdout};
@@ -19,9 +19,15 @@ use super::{Failure, to_stdout};
 ///
 /// One row per device and plugin: the device, its groups, when it last
 /// reported (by its own clock), whether it is in sync, then the plugin's
-/// running version and digest, and its latest deployment: the generation,
-/// the phase (received, verified, refused, running, healthy, failed,
-/// rolled-back, removed, kept), since when, and the reason the device gave.
+/// running version and BUNDLE (its digest as `push` prints it,
+/// `sha256-<hex of the bundle file>`, shortened; `(file)` for the version
+/// of the device's configuration file), and its latest deployment: the
+/// generation, the phase (received, verified, refused, running, healthy,
+/// failed, rolled-back, removed, kept), since when, and the reason the
+/// device gave.
+///
+/// With no report at all (nothing pushed to this cloud yet, or no device
+/// has reported), it says `no device has reported yet` and exits 0.
 ///
 /// SYNC compares, for each desired key the device follows (`device.<ID>`
 /// and `group.<NAME>` of each of its groups), the generation it last read
@@ -99,6 +105,11 @@ pub fn run(args: FleetArgs) -> Result<(), Failure> {
     if args.json {
         return to_stdout(|out| writeln!(out, "{}", json(&entries)));
     }
+    if entries.is_empty() {
+        // A cloud nothing was pushed to (no reported bucket) or whose
+        // devices have not reported yet: an empty fleet, not an error.
+        return to_stdout(|out| writeln!(out, "no device has reported yet"));
+    }
     let now = now_ms();
     to_stdout(|out| write!(out, "{}", table(&entries, now)))
 }
@@ -122,6 +133,7 @@ async fn entries(cloud: &Cloud, reports: Vec<Result<Reported, CloudError>>) -> R
             if valid && !current.contains_key(&key) {
                 let generation = match cloud.desired(&key).await {
                     Ok(desired) => Ok(desired.map(|(_, generation)| generation)),
+                    Err(CloudError::NoBucket { .. }) => Ok(None),
                     Err(CloudError::Document { reason, .. }) => Err(reason),
                     Err(e) => return Err(Failure::runtime(e)),
                 };
@@ -219,12 +231,25 @@ fn age(now_ms: i64, then_ms: i64) -> String {
     }
 }
 
-/// `sha256:0123456789ab` of a longer digest.
+/// `sha256-0123456789ab` of a longer bundle name (digest).
 fn short_digest(digest: &str) -> String {
     let shown = shown(digest);
-    match shown.char_indices().nth("sha256:".len() + 12) {
+    match shown.char_indices().nth("sha256-".len() + 12) {
         Some((cut, _)) => shown[..cut].to_owned(),
         None => shown,
+    }
+}
+
+/// The BUNDLE column: the bundle that runs, by its digest as `push` prints
+/// it and stores it (`sha256-<hex of the whole file>`, shortened); `(file)`
+/// for the version of the device's configuration file (no bundle of the
+/// cloud's); `-` when nothing runs. The code digest the device also reports
+/// (`running_digest`, what anti-rollback and `revoked` know) is in `--json`.
+fn bundle_text(plugin: &ReportedPlugin) -> String {
+    match (plugin.running_bundle.is_empty(), plugin.running_version.is_empty()) {
+        (false, _) => short_digest(&plugin.running_bundle),
+        (true, false) => "(file)".to_owned(),
+        (true, true) => "-".to_owned(),
     }
 }
 
@@ -235,7 +260,7 @@ const HEADER: [&str; 11] = [
     "SYNC",
     "PLUGIN",
     "VERSION",
-    "DIGEST",
+    "BUNDLE",
     "GEN",
     "PHASE",
     "SINCE",
@@ -267,7 +292,7 @@ fn table(entries: &[Entry], now_ms: i64) -> String {
             let mut row: Vec<String> = device.to_vec();
             row.push(shown(name));
             row.push(or_dash(shown(&plugin.running_version)));
-            row.push(or_dash(short_digest(&plugin.running_digest)));
+            row.push(bundle_text(plugin));
             match &plugin.deployment {
                 Some(deployment) => {
                     row.push(deployment.generation.to_string());
@@ -279,8 +304,11 @@ fn table(entries: &[Entry], now_ms: i64) -> String {
             }
             rows.push(row);
             // A failure the latest deployment (a return to what ran) replaced.
+            // (A deployment superseded during its probation did not fail:
+            // older devices reported it as rolled back.)
             if let Some(failure) = &plugin.last_failure
                 && plugin.deployment.as_ref() != Some(failure)
+                && !failure.was_superseded()
             {
                 notes.push(format!(
                     "{}: {}: last failure {}: {} of `{}` generation {} ({}): {}",
@@ -386,7 +414,7 @@ fn json(entries: &[Entry]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use edgewise_host::deploy::{Deployment, Phase, ReportedPlugin};
+    use edgewise_host::deploy::{Deployment, Phase};
 
     use super::*;
 
@@ -435,9 +463,48 @@ mod tests {
         assert_eq!(shown("a\nb\u{1b}[2J"), "a\\nb\\u{1b}[2J");
         assert_eq!(shown(&"x".repeat(500)).chars().count(), MAX_SHOWN + 1);
         assert_eq!(
-            short_digest(&format!("sha256:{}", "ab".repeat(32))),
-            "sha256:abababababab"
+            short_digest(&format!("sha256-{}", "ab".repeat(32))),
+            "sha256-abababababab"
         );
+    }
+
+    /// The digest of what runs is the bundle's, as `push` prints it (its
+    /// object name), not the code's: an operator matches one with the other.
+    #[test]
+    fn the_table_names_what_runs_by_its_bundle_as_push_prints_it() {
+        let mut device = report("d1", &[], &[]);
+        let bundle = format!("sha256-{}", "3f1c09ab21d4".repeat(5) + "abcd");
+        device.plugins.insert(
+            "gm".to_owned(),
+            ReportedPlugin {
+                running_version: "2.0.0".to_owned(),
+                running_digest: format!("sha256:{}", "c".repeat(64)),
+                running_bundle: bundle,
+                deployment: None,
+                last_failure: None,
+            },
+        );
+        device.plugins.insert(
+            "th".to_owned(),
+            ReportedPlugin {
+                running_version: "1.0.0".to_owned(),
+                running_digest: format!("sha256:{}", "d".repeat(64)),
+                running_bundle: String::new(),
+                deployment: None,
+                last_failure: None,
+            },
+        );
+        let entries = [Entry::Reported {
+            report: device,
+            behind: Vec::new(),
+        }];
+        let text = table(&entries, 5_000);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains(" BUNDLE ") && !lines[0].contains("DIGEST"), "{text}");
+        assert!(lines[1].contains("2.0.0    sha256-3f1c09ab21d4  "), "{text}");
+        assert!(!text.contains("sha256:cccc") && !text.contains("sha256:dddd"), "{text}");
+        // The configuration file's version has no bundle in the cloud.
+        assert!(lines[2].contains("1.0.0    (file)  "), "{text}");
     }
 
     #[test]
@@ -484,7 +551,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("DEVICE  GROUPS  LAST SEEN  SYNC"), "{text}");
         assert!(
-            lines[1].contains("1.0.0    sha256:cccccccccccc  42   rolled-back  3s ago  init failed"),
+            lines[1].contains("1.0.0    (file)  42   rolled-back  3s ago  init failed"),
             "{text}"
         );
         assert_eq!(lines[2], "d2      unreadable report: expected value");

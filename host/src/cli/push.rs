@@ -214,12 +214,13 @@ pub async fn edit_desired<T>(
     Ok((generation, edited))
 }
 
-/// The desired set under `key` (empty if there is none) and the generation
-/// read (`None`: no set yet), for [`write_desired`].
+/// The desired set under `key` (empty if there is none, or no bucket yet)
+/// and the generation read (`None`: no set yet), for [`write_desired`].
 pub async fn read_desired(cloud: &Cloud, key: &str) -> Result<(Desired, Option<u64>), CloudError> {
-    Ok(match cloud.desired(key).await? {
-        Some((desired, generation)) => (desired, Some(generation)),
-        None => (Desired::default(), None),
+    Ok(match cloud.desired(key).await {
+        Ok(Some((desired, generation))) => (desired, Some(generation)),
+        Ok(None) | Err(CloudError::NoBucket { .. }) => (Desired::default(), None),
+        Err(error) => return Err(error),
     })
 }
 

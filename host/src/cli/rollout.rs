@@ -32,14 +32,21 @@ use super::{Failure, about, to_stdout};
 ///
 /// Each wave writes the plugin into each new member's own key
 /// (`device.<ID>`, compare-and-set as `push`), then waits until each of them
-/// reports that generation in a final phase: `healthy` counts as success;
-/// `refused`, `failed`, `rolled-back`, and no final phase within `--timeout`
-/// count as failures. After each wave, when the failures so far are more
-/// than `--max-failures` of the devices so far, the rollout ABORTS: the
-/// entries it added to device keys are removed (a device key that had an
-/// entry for the plugin gets exactly that entry back), so every device goes
-/// back to what it ran before; it says which devices failed and why, and
-/// exits 1.
+/// reports that generation in a final phase. The PHASE of each device:
+///   `healthy`      success;
+///   `refused`, `failed`, `rolled-back`
+///                  failures, with the device's reason;
+///   `timeout`      a failure: no final phase within `--timeout`;
+///   `superseded`   someone else wrote a later generation of the device's
+///                  key meanwhile: not a failure of the bundle, it counts
+///                  neither way (and its entry is left alone).
+/// After each wave, when the failures so far are more than `--max-failures`
+/// of the devices so far (superseded ones aside), the rollout ABORTS: the
+/// entries it added to the keys of the devices that failed are removed (a
+/// device key that had an entry for the plugin gets exactly that entry
+/// back), so each of them goes back to what it ran before; the devices
+/// healthy on the new version keep it (anti-rollback would refuse the old
+/// one). It says which devices failed and why, and exits 1.
 ///
 /// When every wave passes, the plugin is written into the group's key
 /// (`group.<NAME>`) and the per-device entries are removed: the members
@@ -158,6 +165,13 @@ pub fn exceeded(failures: usize, so_far: usize, share: Share) -> bool {
     failures as f64 * 100.0 > share.0 * so_far as f64
 }
 
+/// The phase shown for a device that reported no final phase within
+/// `--timeout`: a failure.
+pub const TIMEOUT: &str = "timeout";
+/// The phase shown for a device whose deployment of the wave's generation a
+/// later one replaced: neither a success nor a failure.
+pub const SUPERSEDED: &str = "superseded";
+
 /// Where one device's deployment of the wave's generation stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
@@ -165,11 +179,15 @@ pub enum Progress {
     Healthy,
     /// Ended otherwise: the phase and the device's reason.
     Failed {
-        /// The phase (or `superseded`).
+        /// The device's phase.
         phase: String,
         /// Why.
         reason: String,
     },
+    /// Replaced before it could prove anything (a later generation of the
+    /// device's key, written by someone else): not a failure of the bundle,
+    /// so it counts neither way. Why.
+    Superseded(String),
     /// Not final yet: what the report says now.
     Pending(String),
 }
@@ -184,6 +202,11 @@ pub fn progress(report: &Reported, plugin: &str, key: &str, generation: u64, bun
     if deployment.key == key && deployment.generation == generation {
         return match deployment.phase {
             Phase::Healthy => Progress::Healthy,
+            // As a device of an earlier version reports a newer deployment
+            // from another key replacing it during its probation.
+            _ if deployment.was_superseded() => Progress::Superseded(format!(
+                "a newer deployment of {plugin} replaced it during its probation"
+            )),
             phase if phase.is_final() => Progress::Failed {
                 phase: phase.name().to_owned(),
                 reason: deployment
@@ -195,13 +218,10 @@ pub fn progress(report: &Reported, plugin: &str, key: &str, generation: u64, bun
         };
     }
     if deployment.key == key && deployment.generation > generation {
-        return Progress::Failed {
-            phase: "superseded".to_owned(),
-            reason: format!(
-                "generation {} of `{key}` was written since (by someone else)",
-                deployment.generation
-            ),
-        };
+        return Progress::Superseded(format!(
+            "generation {} of `{key}` was written since (by someone else)",
+            deployment.generation
+        ));
     }
     // A device already healthy on this very bundle (from another key) has
     // nothing to change for the new generation.
@@ -224,6 +244,23 @@ struct DeviceOutcome {
     reason: Option<String>,
     #[serde(skip)]
     failed: bool,
+}
+
+impl DeviceOutcome {
+    /// Whether it counts for the failure share: a superseded device proved
+    /// nothing either way.
+    fn counted(&self) -> bool {
+        self.phase != SUPERSEDED
+    }
+}
+
+/// The devices of `waves` that count for the failure share.
+fn counted(waves: &[WaveOutcome]) -> usize {
+    waves
+        .iter()
+        .flat_map(|wave| &wave.devices)
+        .filter(|device| device.counted())
+        .count()
 }
 
 #[derive(Debug, Serialize)]
@@ -262,13 +299,15 @@ pub fn run(args: RolloutArgs) -> Result<(), Failure> {
     let progress_out = ProgressLines { json: args.json };
     let summary = block_on(async {
         let cloud = args.cloud.connect().await?;
-        let entry = bundle.store(&cloud, config).await?;
+        // The members first: a group nobody is in (a cloud nothing was
+        // pushed to, say) stores nothing and creates no bucket.
         let members = members(&cloud, &group).await?;
         if members.is_empty() {
             return Err(Failure::runtime(anyhow!(
                 "no device reports being in group `{group}`: nothing rolled out"
             )));
         }
+        let entry = bundle.store(&cloud, config).await?;
         let plan = plan_waves(members.len(), &args.waves);
         progress_out.line(&format!(
             "rollout of {} {} ({}) to group {group}: {} devices in {} waves ({}); aborting when more than {}% fail",
@@ -320,9 +359,10 @@ pub fn run(args: RolloutArgs) -> Result<(), Failure> {
             };
             summary.failed.extend(devices.iter().filter(|d| d.failed).cloned());
             summary.waves.push(WaveOutcome { devices });
-            if exceeded(summary.failed.len(), end, args.max_failures) {
+            let so_far = counted(&summary.waves);
+            if exceeded(summary.failed.len(), so_far, args.max_failures) {
                 progress_out.line(&format!(
-                    "  {} of {end} devices failed, more than {}%: aborting",
+                    "  {} of {so_far} devices failed, more than {}%: aborting",
                     summary.failed.len(),
                     args.max_failures.0
                 ));
@@ -382,7 +422,7 @@ pub fn run(args: RolloutArgs) -> Result<(), Failure> {
             .iter()
             .map(|d| format!("{} ({}: {})", d.device, d.phase, d.reason.as_deref().unwrap_or("-")))
             .collect();
-        let devices: usize = summary.waves.iter().map(|w| w.devices.len()).sum();
+        let devices = counted(&summary.waves);
         return Err(Failure::runtime(anyhow!(
             "rollout aborted at wave {}: {} of {devices} devices failed: {}; their device keys are as before (the devices healthy on the new version keep it)",
             summary.waves.len(),
@@ -508,6 +548,12 @@ impl Rollout<'_> {
                         reason: Some(reason),
                         failed: true,
                     },
+                    Progress::Superseded(reason) => DeviceOutcome {
+                        device: device.clone(),
+                        phase: SUPERSEDED.to_owned(),
+                        reason: Some(reason),
+                        failed: false,
+                    },
                     Progress::Pending(now) => {
                         *last = now;
                         continue;
@@ -526,7 +572,7 @@ impl Rollout<'_> {
                         device,
                         DeviceOutcome {
                             device: device.to_owned(),
-                            phase: "timeout".to_owned(),
+                            phase: TIMEOUT.to_owned(),
                             reason: Some(format!("no final phase within {within} (last: {last})")),
                             failed: true,
                         },
@@ -705,7 +751,7 @@ mod tests {
             }
         );
         assert!(matches!(at(42, Phase::Refused, &old), Progress::Failed { .. }));
-        assert!(matches!(at(43, Phase::Received, &old), Progress::Failed { phase, .. } if phase == "superseded"));
+        assert!(matches!(at(43, Phase::Received, &old), Progress::Superseded(_)));
         assert!(matches!(at(41, Phase::Healthy, &old), Progress::Pending(_)));
         // Healthy on this very bundle from the group key already: nothing to wait for.
         let from_group = reported("group.ward", 7, &new, Phase::Healthy, &new);
@@ -715,5 +761,32 @@ mod tests {
             other_plugin,
             Progress::Pending("no deployment of th reported".to_owned())
         );
+    }
+
+    #[test]
+    fn a_later_write_of_the_device_key_supersedes_the_wave_entry_without_failing_it() {
+        let new = format!("sha256-{}", "1".repeat(64));
+        let other = format!("sha256-{}", "2".repeat(64));
+        // Someone else pushed another bundle to the device key (generation
+        // 43) while the wave waited for 42: 42 did not fail, it was replaced.
+        for phase in [Phase::Received, Phase::Running, Phase::Healthy, Phase::RolledBack] {
+            let later = reported("device.d1", 43, &other, phase, &other);
+            let seen = progress(&later, "gm", "device.d1", 42, &new);
+            assert!(!matches!(seen, Progress::Failed { .. }), "{phase:?}: {seen:?}");
+            assert!(!matches!(seen, Progress::Pending(_)), "{phase:?}: {seen:?}");
+        }
+        // A device of an earlier version reported a deployment a newer one
+        // (from another key) replaced during its probation as rolled back.
+        let mut older_device = reported("device.d1", 42, &new, Phase::Running, &other);
+        if let Some(deployment) = older_device
+            .plugins
+            .get_mut("gm")
+            .and_then(|plugin| plugin.deployment.as_mut())
+        {
+            let reason = edgewise_host::deploy::model::SUPERSEDED_BY_AN_OLDER_DEVICE.to_owned();
+            deployment.enter(Phase::RolledBack, Some(reason), 3);
+        }
+        let seen = progress(&older_device, "gm", "device.d1", 42, &new);
+        assert!(matches!(seen, Progress::Superseded(_)), "{seen:?}");
     }
 }

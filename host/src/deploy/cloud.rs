@@ -44,6 +44,18 @@ pub enum CloudError {
         /// What is wrong.
         reason: String,
     },
+    /// The bucket does not exist in that JetStream: nothing was pushed to
+    /// this cloud yet (`push` and `rollout` create the buckets), or the
+    /// JetStream reached is not the cloud's (another domain). Readers take
+    /// it for "nothing there"; anything else that fails to open a bucket (no
+    /// JetStream, no permission, no answer) stays a [`CloudError::Nats`].
+    #[error(
+        "there is no bucket {bucket}: nothing has been pushed to this cloud yet (or this JetStream is not the cloud's: check the domain)"
+    )]
+    NoBucket {
+        /// The bucket's name.
+        bucket: String,
+    },
     /// A stored document does not parse.
     #[error("`{key}` holds no valid document: {reason}")]
     Document {
@@ -115,17 +127,14 @@ impl Cloud {
     }
 
     async fn kv(&self, bucket: &str) -> Result<kv::Store, CloudError> {
-        self.js
-            .get_key_value(bucket)
-            .await
-            .map_err(|e| nats(format!("cannot open the bucket {bucket}"))(Box::new(e)))
+        self.js.get_key_value(bucket).await.map_err(|e| open_error(bucket, e))
     }
 
     async fn bundles(&self) -> Result<object_store::ObjectStore, CloudError> {
         self.js
             .get_object_store(BUNDLES_BUCKET)
             .await
-            .map_err(|e| nats(format!("cannot open the bucket {BUNDLES_BUCKET}"))(Box::new(e)))
+            .map_err(|e| open_error(BUNDLES_BUCKET, e))
     }
 
     /// Store a bundle under its digest (once: an object of that name is
@@ -183,7 +192,9 @@ impl Cloud {
         Ok(bytes)
     }
 
-    /// The desired set under `key` and its generation, if there is one.
+    /// The desired set under `key` and its generation, if there is one. A
+    /// missing bucket is [`CloudError::NoBucket`]: the operator's commands
+    /// read it as no set, a device says it in its report.
     pub async fn desired(&self, key: &str) -> Result<Option<(Desired, u64)>, CloudError> {
         let store = self.kv(DESIRED_BUCKET).await?;
         let entry = store
@@ -284,9 +295,13 @@ impl Cloud {
         Ok(())
     }
 
-    /// Every device's report; a malformed one is returned as its error.
+    /// Every device's report; a malformed one is returned as its error. No
+    /// reported bucket (nothing pushed to this cloud yet) is no report.
     pub async fn reports(&self) -> Result<Vec<Result<Reported, CloudError>>, CloudError> {
-        let store = self.kv(REPORTED_BUCKET).await?;
+        let store = match self.kv(REPORTED_BUCKET).await {
+            Err(CloudError::NoBucket { .. }) => return Ok(Vec::new()),
+            store => store?,
+        };
         let mut keys = store
             .keys()
             .await
@@ -308,9 +323,12 @@ impl Cloud {
         Ok(reports)
     }
 
-    /// One device's report, if it wrote one.
+    /// One device's report, if it wrote one (none without a reported bucket).
     pub async fn report_of(&self, device: &str) -> Result<Option<Reported>, CloudError> {
-        let store = self.kv(REPORTED_BUCKET).await?;
+        let store = match self.kv(REPORTED_BUCKET).await {
+            Err(CloudError::NoBucket { .. }) => return Ok(None),
+            store => store?,
+        };
         let key = super::model::device_key(device);
         let value = store
             .get(&key)
@@ -320,6 +338,32 @@ impl Cloud {
             .map(|value| Reported::parse(&value).map_err(|reason| CloudError::Document { key, reason }))
             .transpose()
     }
+}
+
+/// Why the bucket `bucket` could not be opened: [`CloudError::NoBucket`]
+/// only when the server said its stream does not exist.
+fn open_error(bucket: &str, error: impl std::error::Error + Send + Sync + 'static) -> CloudError {
+    if stream_not_found(&error) {
+        return CloudError::NoBucket {
+            bucket: bucket.to_owned(),
+        };
+    }
+    nats(format!("cannot open the bucket {bucket}"))(Box::new(error))
+}
+
+/// Whether JetStream answered "stream not found" somewhere in `error`'s
+/// chain (a bucket is a stream: `KV_<name>`, `OBJ_<name>`).
+fn stream_not_found(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(get) = error.downcast_ref::<jetstream::context::GetStreamError>()
+            && let jetstream::context::GetStreamErrorKind::JetStream(api) = get.kind()
+        {
+            return api.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// How long one request to the buckets may take before it counts as failed.

@@ -280,7 +280,21 @@ pub struct Change {
     pub reason: Option<String>,
 }
 
+/// The reason a device before `superseded` was its own outcome gave a
+/// deployment a newer one replaced during its probation, which it reported
+/// `rolled-back`. It did not fail: [`Deployment::was_superseded`] tells it
+/// apart, so that readers do not show those reports as failures.
+pub const SUPERSEDED_BY_AN_OLDER_DEVICE: &str = "superseded by a newer deployment during its probation";
+
 impl Deployment {
+    /// Whether this is a deployment a newer one replaced during its
+    /// probation, as a device of an earlier version reported it (phase
+    /// `rolled-back`, reason [`SUPERSEDED_BY_AN_OLDER_DEVICE`]); a device of
+    /// this version does not report such a deployment at all. Not a failure.
+    pub fn was_superseded(&self) -> bool {
+        self.phase == Phase::RolledBack && self.reason.as_deref() == Some(SUPERSEDED_BY_AN_OLDER_DEVICE)
+    }
+
     /// A deployment just received from `origin`.
     pub fn new(origin: &Origin, plugin: &DesiredPlugin, at_ms: i64) -> Deployment {
         let mut deployment = Deployment {
@@ -410,5 +424,20 @@ mod tests {
         assert_eq!(deployment.phase, Phase::RolledBack);
         assert!(deployment.phase.is_failure() && deployment.phase.is_final());
         assert_eq!(digest_of_name(&bundle_name(b"x")).map(|d| d.len()), Some(32));
+    }
+
+    #[test]
+    fn an_older_devices_superseded_deployment_is_told_from_a_rollback() {
+        let origin = Origin {
+            key: "device.d".to_owned(),
+            generation: 1,
+        };
+        let mut deployment = Deployment::new(&origin, &plugin(&bundle_name(b"x")), 0);
+        deployment.enter(Phase::RolledBack, Some(SUPERSEDED_BY_AN_OLDER_DEVICE.to_owned()), 1);
+        assert!(deployment.was_superseded());
+        deployment.enter(Phase::RolledBack, Some("init failed: superseded".to_owned()), 2);
+        assert!(!deployment.was_superseded());
+        deployment.enter(Phase::Failed, Some(SUPERSEDED_BY_AN_OLDER_DEVICE.to_owned()), 3);
+        assert!(!deployment.was_superseded());
     }
 }

@@ -695,19 +695,15 @@ impl Controller {
 
     /// What a worker said of a deployment.
     async fn outcome(&mut self, event: DeployEvent) {
+        let (phase, reason) = match &event.outcome {
+            Outcome::Running { note, .. } => (Phase::Running, note.clone()),
+            Outcome::Healthy => (Phase::Healthy, None),
+            Outcome::RolledBack(reason) => (Phase::RolledBack, Some(reason.clone())),
+            Outcome::Failed(reason) => (Phase::Failed, Some(reason.clone())),
+            Outcome::Superseded => return self.superseded(event.id),
+        };
         let Some(pending) = self.pending.get_mut(&event.id) else {
             return;
-        };
-        let phase = match &event.outcome {
-            Outcome::Running { .. } => Phase::Running,
-            Outcome::Healthy => Phase::Healthy,
-            Outcome::RolledBack(_) => Phase::RolledBack,
-            Outcome::Failed(_) => Phase::Failed,
-        };
-        let reason = match &event.outcome {
-            Outcome::Running { note, .. } => note.clone(),
-            Outcome::RolledBack(reason) | Outcome::Failed(reason) => Some(reason.clone()),
-            Outcome::Healthy => None,
         };
         // Back to the configuration file's version: the deployed one is
         // removed once the file's passed its probation.
@@ -734,7 +730,10 @@ impl Controller {
             // The worker wrote the healthy set already, before the
             // anti-rollback record (see `healthy_first`).
             Outcome::Healthy => {}
-            Outcome::RolledBack(_) => self.plugins.set_deployed(&plugin, previous.clone().flatten()),
+            // (A superseded deployment ended above, going back the same way.)
+            Outcome::RolledBack(_) | Outcome::Superseded => {
+                self.plugins.set_deployed(&plugin, previous.clone().flatten())
+            }
             Outcome::Failed(_) => self.plugins.remove(&plugin).await,
         }
         if phase.is_final() {
@@ -757,6 +756,27 @@ impl Controller {
         }
         self.dirty = true;
         self.publish().await;
+    }
+
+    /// A deployment a newer one of the same plugin replaced during its
+    /// probation: it ended, but it did not fail (nothing went wrong with it;
+    /// the operator pushed again), so no phase of it is reported and no
+    /// failure kept: the plugin's latest deployment is the newer one, whose
+    /// own outcome follows. What runs goes back, for now, to the version the
+    /// newer one would go back to (the last healthy one).
+    fn superseded(&mut self, id: u64) {
+        let Some(pending) = self.pending.remove(&id) else {
+            return;
+        };
+        tracing::info!(
+            plugin = %pending.plugin,
+            key = %pending.deployment.key,
+            generation = pending.deployment.generation,
+            "Deployment superseded by a newer one during its probation"
+        );
+        self.plugins.set_deployed(&pending.plugin, pending.previous.flatten());
+        self.prune_bundles();
+        self.dirty = true;
     }
 
     /// Remove a deployed plugin no longer desired.

@@ -77,6 +77,10 @@ pub enum Outcome {
     RolledBack(String),
     /// It failed and there is no earlier version: the plugin is stopped.
     Failed(String),
+    /// A newer deployment of the plugin replaced it during its probation.
+    /// Not a failure: it ended, and the version to go back to stays the
+    /// last healthy one.
+    Superseded,
 }
 
 /// A version on probation.
@@ -182,11 +186,7 @@ impl PluginThread {
         if let Some(earlier) = self.probation.take() {
             // A newer deployment supersedes one still on probation: the
             // version to go back to stays the last healthy one.
-            Self::tell(
-                &earlier,
-                self.name(),
-                Outcome::RolledBack("superseded by a newer deployment during its probation".to_owned()),
-            );
+            Self::tell(&earlier, self.name(), Outcome::Superseded);
             match earlier.previous {
                 Some(previous) => {
                     self.restore(previous);
