@@ -413,6 +413,42 @@ async fn an_outbox_that_is_not_sqlite_is_moved_aside_and_alerting_goes_on() {
     .await;
 }
 
+/// Before: one damaged page of a plugin's journal (its saved state, its
+/// numbers, its logged inputs: read when its worker starts, not when the
+/// outbox opens) refused every plugin with `database disk image is
+/// malformed`, and the host ran on with nothing watching the patients.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_page_of_the_plugins_journal_moves_the_outbox_aside_and_alerting_goes_on() {
+    for table in ["journal_plugins", "journal_states"] {
+        outbox_reset_after(
+            |device| {
+                let path = device.path("data/outbox.sqlite3");
+                let (page_size, root): (i64, i64) = {
+                    let db = rusqlite::Connection::open(&path).unwrap();
+                    // Everything in the database file itself, then closed.
+                    db.pragma_update(None, "wal_checkpoint", "TRUNCATE").unwrap();
+                    let page_size = db.query_row("PRAGMA page_size", [], |row| row.get(0)).unwrap();
+                    let root = db
+                        .query_row("SELECT rootpage FROM sqlite_master WHERE name = ?1", [table], |row| {
+                            row.get(0)
+                        })
+                        .unwrap();
+                    (page_size, root)
+                };
+                let mut bytes = std::fs::read(&path).unwrap();
+                let start = usize::try_from((root - 1) * page_size).unwrap();
+                let page = &mut bytes[start..start + usize::try_from(page_size).unwrap()];
+                for (i, byte) in page.iter_mut().enumerate() {
+                    *byte = (i as u8).wrapping_mul(151).wrapping_add(7);
+                }
+                std::fs::write(&path, bytes).unwrap();
+            },
+            table,
+        )
+        .await;
+    }
+}
+
 /// Two hosts on one data directory must not both run: the second is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_outbox_locked_by_a_running_host_is_still_an_error() {

@@ -376,6 +376,24 @@ impl Outbox {
     /// after it (at most `max_inputs`). A saved state that does not open is
     /// moved aside here, and said so in [`PluginJournal::state_unreadable`].
     pub fn plugin_journal(&mut self, plugin: &str, max_inputs: usize) -> Result<PluginJournal, OutboxError> {
+        self.read_journal(plugin, max_inputs, true)
+    }
+
+    /// Read every plugin's journal as its worker reads it at start
+    /// ([`Outbox::plugin_journal`] with `max_inputs`), changing nothing: a
+    /// damaged page there is found when the outbox opens, where the outbox
+    /// can be moved aside and a new one started, rather than by each worker,
+    /// which could only refuse its plugin.
+    pub fn check_journals(&mut self, max_inputs: usize) -> Result<(), OutboxError> {
+        for plugin in self.journal_plugins()? {
+            self.read_journal(&plugin, max_inputs, false)?;
+        }
+        Ok(())
+    }
+
+    /// [`Outbox::plugin_journal`]; what it writes (a new plugin's numbers,
+    /// a saved state moved aside) is committed only if `keep`.
+    fn read_journal(&mut self, plugin: &str, max_inputs: usize, keep: bool) -> Result<PluginJournal, OutboxError> {
         let path = self.path.clone();
         let sql = |operation| OutboxError::sql(&path, operation);
         let tx = self
@@ -468,7 +486,10 @@ impl Outbox {
             "WHERE plugin = ?1 ORDER BY position DESC LIMIT ?2",
             params![plugin, RECENT_INPUTS as i64],
         )?;
-        tx.commit().map_err(sql("commit reading a plugin's journal"))?;
+        if keep {
+            tx.commit().map_err(sql("commit reading a plugin's journal"))?;
+        }
+        // Otherwise dropped: rolled back.
         Ok(journal)
     }
 

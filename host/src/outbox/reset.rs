@@ -42,10 +42,17 @@ pub struct Opened {
     pub reset: Option<String>,
 }
 
-/// Open the outbox of `data_dir`, moving an unusable one aside.
-pub fn open_outbox(data_dir: &Path, limits: OutboxLimits) -> Result<Opened, OpenError> {
+/// Open the outbox of `data_dir`, moving an unusable one aside. Every
+/// plugin's journal is read as its worker will read it at start (up to
+/// `journal_inputs` inputs after its saved state): damage there makes the
+/// outbox unusable too.
+pub fn open_outbox(data_dir: &Path, limits: OutboxLimits, journal_inputs: usize) -> Result<Opened, OpenError> {
     let key_path = data_dir.join(KEY_FILE);
-    let attempt = OutboxKey::load_or_create(&key_path).and_then(|key| Outbox::open(data_dir, &key, limits));
+    let attempt = OutboxKey::load_or_create(&key_path).and_then(|key| {
+        let mut outbox = Outbox::open(data_dir, &key, limits)?;
+        outbox.check_journals(journal_inputs)?;
+        Ok(outbox)
+    });
     let error = match attempt {
         Ok(outbox) => return Ok(Opened { outbox, reset: None }),
         Err(error) if !can_reset(&error) => return Err(error.into()),

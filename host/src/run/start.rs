@@ -236,7 +236,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         ..RuntimeOptions::default()
     });
     let runtime = Arc::new(runtime.map_err(RunError::Runtime)?);
-    let opened = reset::open_outbox(&config.data_dir, config.outbox)?;
+    let opened = reset::open_outbox(&config.data_dir, config.outbox, crate::worker::INPUTS_READ_AT_START)?;
     let outbox = Arc::new(Mutex::new(opened.outbox));
     let outbox_written = Arc::new(Notify::new());
     // Every plugin's outputs go through one writer: one fsync for whatever

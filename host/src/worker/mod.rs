@@ -47,6 +47,11 @@ use thread::PluginThread;
 /// The code of the alert the host raises when a plugin fails.
 pub const DEGRADED: &str = "plugin-degraded";
 
+/// The most inputs after its saved state a worker reads from its journal at
+/// start ([`Worker::start`]): what the outbox checks when it opens
+/// ([`crate::outbox::reset::open_outbox`]).
+pub const INPUTS_READ_AT_START: usize = recovery::PROBATION_KEPT;
+
 /// The code of the host's alert about an input set aside: it made the plugin
 /// fail again while the host recovered the plugin's state.
 pub const SET_ASIDE: &str = "input-set-aside";
@@ -242,7 +247,7 @@ impl Worker {
             .outbox
             .lock()
             .map_err(|_| crate::outbox::OutboxError::Poisoned)
-            .and_then(|mut outbox| outbox.plugin_journal(&plugin, recovery::PROBATION_KEPT))
+            .and_then(|mut outbox| outbox.plugin_journal(&plugin, INPUTS_READ_AT_START))
             .map_err(std::io::Error::other)?;
         // Every batch has a reading: the channel never fills before the
         // readings' room does (ticks, sent with `try_send`, may find it full).
