@@ -13,6 +13,11 @@ use super::keys::{KeyError, KeyId, PublicKey};
 
 /// Name of the revocation list inside the trust directory.
 pub const REVOKED_FILE: &str = "revoked";
+/// The largest `.pub` file read: a public key file is one line of under 100
+/// bytes.
+const MAX_KEY_FILE_BYTES: u64 = 4 << 10;
+/// The largest `revoked` file read: tens of thousands of entries.
+const MAX_REVOKED_BYTES: u64 = 4 << 20;
 
 /// Public keys the device trusts, and what is revoked.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +55,23 @@ pub enum TrustError {
         /// The file.
         path: PathBuf,
     },
+    /// A file of the store is not a regular file (a FIFO, a device, a
+    /// symlink to one), which a read could wait on or never finish.
+    #[error("{path} is not a regular file: only key files and `revoked` belong in a trust directory")]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file of the store is larger than such a file can be.
+    #[error("{path} is over {max} bytes: not a {what}")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The most read.
+        max: u64,
+        /// What the file should be.
+        what: &'static str,
+    },
     /// A line of `revoked` is neither a key id nor a digest.
     #[error("{path}:{line}: `{text}` is neither a key id (16 hex digits) nor `sha256:<64 hex digits>`")]
     BadRevocation {
@@ -60,6 +82,34 @@ pub enum TrustError {
         /// The text.
         text: String,
     },
+}
+
+/// The bytes of `path`, a regular file (symlinks followed) of at most `max`
+/// bytes: a FIFO would block the read (and start-up with it), a device such
+/// as `/dev/zero` would never end.
+fn read_regular(path: &Path, max: u64, what: &'static str) -> Result<Vec<u8>, TrustError> {
+    use std::io::Read;
+    let io = |source| TrustError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(TrustError::NotAFile { path: path.to_owned() });
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > max {
+        return Err(TrustError::TooLarge {
+            path: path.to_owned(),
+            max,
+            what,
+        });
+    }
+    Ok(bytes)
 }
 
 impl TrustStore {
@@ -83,7 +133,7 @@ impl TrustStore {
             tracing::warn!(file = %path.display(), "A private key (`.key`) is in the trust directory: keep signing keys off devices (only `.pub` files are read)");
         }
         for path in entries.iter().filter(|p| p.extension().is_some_and(|e| e == "pub")) {
-            let bytes = std::fs::read(path).map_err(io(path))?;
+            let bytes = read_regular(path, MAX_KEY_FILE_BYTES, "public key file")?;
             // A public key file is one line of text; a binary one is most
             // likely a private key (DER) copied under the wrong name.
             let text = String::from_utf8(bytes).map_err(|_| TrustError::Binary { path: path.clone() })?;
@@ -94,10 +144,14 @@ impl TrustStore {
             store.add_key(key);
         }
         let revoked = dir.join(REVOKED_FILE);
-        match std::fs::read_to_string(&revoked) {
-            Ok(text) => store.add_revocations(&revoked, &text)?,
+        match std::fs::metadata(&revoked) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(&revoked)(e)),
+            _ => {
+                let bytes = read_regular(&revoked, MAX_REVOKED_BYTES, "revocation list")?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|e| io(&revoked)(std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error())))?;
+                store.add_revocations(&revoked, &text)?;
+            }
         }
         Ok(store)
     }
@@ -156,5 +210,42 @@ impl TrustStore {
     /// Whether no key is trusted.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_a_device_or_a_huge_file_in_the_trust_directory_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("x.pub");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        // Before: the read waited for a writer, for ever (and start-up with it).
+        let error = TrustStore::load(dir.path()).unwrap_err();
+        assert!(matches!(error, TrustError::NotAFile { .. }), "{error}");
+        std::fs::remove_file(&fifo).unwrap();
+
+        // Before: read until memory ran out.
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("z.pub")).unwrap();
+        let error = TrustStore::load(dir.path()).unwrap_err();
+        assert!(error.to_string().contains("is not a regular file"), "{error}");
+        std::fs::remove_file(dir.path().join("z.pub")).unwrap();
+
+        std::fs::write(dir.path().join("big.pub"), vec![b'a'; 5000]).unwrap();
+        let error = TrustStore::load(dir.path()).unwrap_err();
+        assert!(
+            error.to_string().contains("over 4096 bytes: not a public key file"),
+            "{error}"
+        );
+        std::fs::remove_file(dir.path().join("big.pub")).unwrap();
+
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join(REVOKED_FILE)).unwrap();
+        let error = TrustStore::load(dir.path()).unwrap_err();
+        assert!(matches!(error, TrustError::NotAFile { .. }), "{error}");
+        std::fs::remove_file(dir.path().join(REVOKED_FILE)).unwrap();
+        assert!(TrustStore::load(dir.path()).is_ok());
     }
 }

@@ -43,6 +43,12 @@ pub use crate::outbox::upstream::{DEFAULT_DUPLICATE_WINDOW, UpstreamConfig};
 /// arrives.
 const MIN_INGEST_MAX_AGE: Duration = Duration::from_secs(1);
 
+/// The longest device id taken. The id is a token of every subject the
+/// device uses, of its key in the cloud's buckets and of every message id;
+/// at thousands of characters, NATS refuses its protocol lines
+/// (`maximum control line exceeded`) and the errors point elsewhere.
+pub const MAX_DEVICE_ID_BYTES: usize = 128;
+
 /// The validated configuration of one device.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -260,7 +266,17 @@ impl RunConfig {
                 reason,
             })
         };
-        if raw.device.is_empty()
+        if raw.device.len() > MAX_DEVICE_ID_BYTES {
+            problem(
+                "device",
+                format!(
+                    "`{}…` is {} characters long, over {MAX_DEVICE_ID_BYTES}: it names every subject, key and \
+                     message id of the device, which have limits of their own",
+                    raw.device.chars().take(16).collect::<String>(),
+                    raw.device.chars().count()
+                ),
+            );
+        } else if raw.device.is_empty()
             || !raw
                 .device
                 .chars()

@@ -482,3 +482,26 @@ fn the_simulated_clock_speed_is_bounded_both_ways() {
         assert!(parse_with(&clock(speed)).is_ok(), "speed = {speed}");
     }
 }
+
+#[test]
+fn a_device_id_longer_than_its_uses_allow_is_refused_without_being_echoed_whole() {
+    let with_device = |id: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("trust")).unwrap();
+        std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
+        let text = format!(
+            "device = \"{id}\"\ndata_dir = \"data\"\ntrust_dir = \"trust\"\n\
+             [local]\nurl = \"nats://127.0.0.1:4222\"\n[[plugins]]\nbundle = \"p.wasm\"\n"
+        );
+        RunConfig::parse(&text, dir.path())
+    };
+    assert!(with_device(&"d".repeat(MAX_DEVICE_ID_BYTES)).is_ok());
+    let problems = with_device(&"d".repeat(5000)).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "device");
+    assert!(
+        problems[0].reason.contains("5000 characters long, over 128") && problems[0].reason.len() < 300,
+        "{}",
+        problems[0].reason
+    );
+}
