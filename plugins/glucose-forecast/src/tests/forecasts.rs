@@ -131,3 +131,33 @@ fn sensors_are_forecast_apart() {
         .collect();
     assert_eq!(seen, [("a", 100.0), ("b", 200.0), ("a", 110.0), ("b", 190.0)]);
 }
+
+#[test]
+fn a_sensor_in_mmol_per_litre_is_forecast_as_the_same_sensor_in_mg_per_decilitre() {
+    // Before: every mmol/L value was below the valid range of mg/dL values:
+    // no forecast, no predicted low, ever.
+    let pairs = [("emit_forecasts", "true")];
+    let (mut in_mmol, mut in_mg) = (
+        Harness::with_model(shipped_model(), &pairs),
+        Harness::with_model(shipped_model(), &pairs),
+    );
+    let mmol = [6.0, 5.6, 5.1, 4.6, 4.2, 3.9, 3.6, 3.3];
+    for (k, value) in mmol.iter().enumerate() {
+        let ts = at(5 * k as i64);
+        in_mmol.batch(&[edgewise_sdk::Reading::new(SENSOR, ts, *value, "mmol/L")]);
+        in_mg.batch(&[edgewise_sdk::Reading::new(
+            SENSOR,
+            ts,
+            value * crate::MG_DL_PER_MMOL_L,
+            "mg/dL",
+        )]);
+    }
+    assert_eq!(in_mmol.forecasts().len(), 2 * mmol.len());
+    assert_eq!(in_mmol.summaries, in_mg.summaries);
+    assert_eq!(in_mmol.alerts, in_mg.alerts);
+    assert!(
+        in_mmol.codes().iter().any(|(_, code)| code.starts_with("predicted")),
+        "{:?}",
+        in_mmol.codes()
+    );
+}

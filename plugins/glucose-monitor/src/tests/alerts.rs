@@ -3,6 +3,8 @@
 use edgewise_sdk::Severity;
 use edgewise_sdk::time::MINUTE_MS;
 
+use edgewise_sdk::Reading;
+
 use super::{BASE, Harness, SENSOR, at, ev};
 
 #[test]
@@ -412,4 +414,29 @@ fn sensors_are_independent() {
         .map(|a| (a.sensor.as_str(), a.code.as_str()))
         .collect();
     assert_eq!(seen, vec![("a", "signal-loss"), ("b", "signal-loss")]);
+}
+
+#[test]
+fn a_sensor_in_mmol_per_litre_is_watched_as_the_same_sensor_in_mg_per_decilitre() {
+    // Before: 2.8 mmol/L (50 mg/dL, an urgent low) was below the valid
+    // range of mg/dL values and ignored: no alert, ever.
+    let mmol = [5.6, 4.2, 3.4, 2.8, 2.8, 3.1, 4.4];
+    let (mut in_mmol, mut in_mg) = (Harness::new(), Harness::new());
+    for (k, value) in mmol.iter().enumerate() {
+        let ts = at(5 * k as i64);
+        in_mmol.batch(&[Reading::new(SENSOR, ts, *value, "mmol/L")]);
+        in_mg.batch(&[Reading::new(SENSOR, ts, value * crate::MG_DL_PER_MMOL_L, "mg/dL")]);
+    }
+    assert!(
+        in_mmol.codes().iter().any(|(_, code)| code == "urgent-low"),
+        "{:?}",
+        in_mmol.codes()
+    );
+    assert_eq!(in_mmol.alerts, in_mg.alerts);
+    // Any case; another unit is taken as mg/dL, as before.
+    let reading = Reading::new(SENSOR, at(0), 2.8, " MMOL/l");
+    assert_eq!(crate::in_mg_dl(&reading).value, 2.8 * crate::MG_DL_PER_MMOL_L);
+    assert_eq!(crate::in_mg_dl(&reading).unit, "mg/dL");
+    let other = Reading::new(SENSOR, at(0), 50.0, "mg/dl");
+    assert_eq!(crate::in_mg_dl(&other), other);
 }
