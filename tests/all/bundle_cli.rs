@@ -271,7 +271,7 @@ fn replay_with_trust_runs_verified_bundles_only() {
     assert_eq!(
         signed
             .stdout
-            .replace("\"version\":\"0.2.0\"", "\"version\":\"unsigned\""),
+            .replace("\"version\":\"0.2.1\"", "\"version\":\"unsigned\""),
         unsigned.stdout
     );
 

@@ -381,12 +381,22 @@ impl Outbox {
 
     /// Read every plugin's journal as its worker reads it at start
     /// ([`Outbox::plugin_journal`] with `max_inputs`), changing nothing: a
-    /// damaged page there is found when the outbox opens, where the outbox
-    /// can be moved aside and a new one started, rather than by each worker,
-    /// which could only refuse its plugin.
+    /// damaged page of the file there ([`OutboxError::is_damaged_file`]) is
+    /// found when the outbox opens, where the outbox can be moved aside and a
+    /// new one started, rather than by each worker, which could only refuse
+    /// its plugin (every plugin, the page holding them all). A row whose
+    /// values the checks refuse costs its own plugin only: its worker
+    /// refuses it, and the others' journals and outputs are kept.
     pub fn check_journals(&mut self, max_inputs: usize) -> Result<(), OutboxError> {
-        for plugin in self.journal_plugins()? {
-            self.read_journal(&plugin, max_inputs, false)?;
+        let plugins = match self.journal_plugins() {
+            Err(error) if !error.is_damaged_file() => return Ok(()),
+            plugins => plugins?,
+        };
+        for plugin in plugins {
+            match self.read_journal(&plugin, max_inputs, false) {
+                Err(error) if error.is_damaged_file() => return Err(error),
+                _ => {}
+            }
         }
         Ok(())
     }
