@@ -124,7 +124,7 @@ pub fn train(training: &[DataSet], evaluation: &[DataSet]) -> anyhow::Result<Mod
         .collect();
     let mut horizons = Vec::new();
     for (h, &minutes) in HORIZONS_MIN.iter().enumerate() {
-        let (lambda, _) = choose_lambda(&samples, h, spec.len(), minutes)?;
+        let lambda = choose_lambda(&samples, h, spec.len(), minutes)?;
         let (loss, cv_rmse, cv_clarke_a_plus_b) =
             choose_loss(&samples, h, spec.len(), lambda, minutes, CLARKE_TARGET_PERCENT)?;
         let all: Vec<&Sample> = samples.iter().flat_map(|s| &s[h]).collect();
@@ -216,28 +216,17 @@ fn refuse_shared_subjects(training: &[DataSet], evaluation: &[DataSet]) -> anyho
     bail!("subject `{id}` is in two recordings ({first} and {second}): a subject may appear in one recording only")
 }
 
-/// The penalty with the lowest cross-validated RMSE (the smaller penalty on
-/// a tie), and that RMSE.
-fn choose_lambda(samples: &[Vec<Vec<Sample>>], h: usize, width: usize, minutes: u32) -> anyhow::Result<(f64, f64)> {
+/// The penalty with the lowest cross-validated RMSE under plain squared
+/// errors (the smaller penalty on a tie).
+fn choose_lambda(samples: &[Vec<Vec<Sample>>], h: usize, width: usize, minutes: u32) -> anyhow::Result<f64> {
     let mut best: Option<(f64, f64)> = None;
     for &lambda in &LAMBDAS {
-        let (mut squared, mut count) = (0.0, 0u64);
-        for fold in 0..FOLDS {
-            let model = fit_without_fold(samples, fold, h, width, lambda, minutes, Loss::SQUARED)?;
-            for (_, subject) in samples.iter().enumerate().filter(|(i, _)| i % FOLDS == fold) {
-                for sample in &subject[h] {
-                    let error = model.predict(sample.now, &sample.features) - sample.actual;
-                    squared += error * error;
-                    count += 1;
-                }
-            }
-        }
-        let rmse = (squared / count.max(1) as f64).sqrt();
+        let (rmse, _) = cross_validate_loss(samples, h, width, lambda, minutes, Loss::SQUARED)?;
         if best.is_none_or(|(_, best_rmse)| rmse < best_rmse) {
             best = Some((lambda, rmse));
         }
     }
-    best.context("no penalty to choose from")
+    Ok(best.context("no penalty to choose from")?.0)
 }
 
 /// The loss of horizon `h`, fitted with penalty `lambda`, and its
