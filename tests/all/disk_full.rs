@@ -7,6 +7,7 @@
 //! mount fails rather than pass without its disk.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -16,7 +17,10 @@ use serde_json::Value;
 use edgewise_tests::nats::NatsServer;
 
 use crate::device::{DEVICE, Device, WAIT, now_ms, reading};
-use crate::support::{collect_until, host_status, plugin, publish_acked, status_until, upstream_alerts};
+use crate::support::{
+    collect_until, host_status, plugin, publish_acked, status_until, subscribe_alerts, upstream_alerts,
+    upstream_alerts_where,
+};
 
 /// A tmpfs of `size` mounted on `path` until dropped.
 struct Tmpfs {
@@ -37,6 +41,20 @@ impl Tmpfs {
             String::from_utf8_lossy(&output.stderr)
         );
         Tmpfs { path: path.to_owned() }
+    }
+
+    /// Mount it again with `options` (`ro`: read-only; `rw`: writable).
+    fn remount(&self, options: &str) {
+        let output = Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "remount {options}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// Fill what is left with one file, until the disk refuses.
@@ -476,4 +494,86 @@ async fn a_version_healthy_while_the_disk_is_full_alerts_meanwhile_and_is_record
     assert_ne!(healthy(), healthy_v1, "2.0.0 recorded as the version a restart runs");
     let log = edge.device.terminate_cleanly().await;
     assert!(!log.contains("Cannot save the healthy version's state"), "{log}");
+}
+
+/// A device started again on a read-only data directory (a worn-out SD card
+/// turns read-only; a file system is remounted so after an error) still
+/// alerts, locally and upstream: its outbox is in memory, and it says so
+/// (log, status, a critical `outbox-in-memory` alert). The file is left as it
+/// was: once the disk is writable again, a restart uses it. Before, start-up
+/// exited 1 (`cannot make the database private`): nothing alerted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_started_on_a_read_only_disk_still_alerts_locally_and_upstream() {
+    let local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    let mut device = Device::new(&local, Some(&cloud), "");
+    let disk = Tmpfs::mount(&device.path("data"), "8m");
+    device.start(&local).await;
+    device.terminate_cleanly().await;
+    let outbox = std::fs::read(device.path("data/outbox.sqlite3")).unwrap();
+    // Left wider than the host wants by an older version or an operator's
+    // copy: the host cannot narrow it on a read-only disk either.
+    std::fs::set_permissions(device.path("data"), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    disk.remount("ro");
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut host_alerts = subscribe_alerts(&client, "_host").await;
+    let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
+    client.flush().await.unwrap();
+    device.start_with(&client).await;
+    let in_memory = next_alert(&mut host_alerts, "outbox-in-memory").await;
+    assert_eq!(in_memory["severity"], "critical", "{in_memory}");
+    assert!(
+        in_memory["message"].as_str().unwrap().contains("Read-only file system"),
+        "the reason: {in_memory}"
+    );
+    client
+        .publish("sensors.cgm.read-only-boot", reading(now_ms(), 45.0))
+        .await
+        .unwrap();
+    collect_until(
+        &mut alerts,
+        "the urgent-low of a device booted on a read-only disk",
+        |seen| urgent_lows(seen) == ["cgm.read-only-boot"],
+    )
+    .await;
+    let upstream = urgent_lows_upstream_until(&cloud, &["cgm.read-only-boot"]).await;
+    assert_eq!(upstream, ["cgm.read-only-boot"]);
+    // The cloud hears it too: numbered in memory, under a new incarnation.
+    upstream_alerts_where(&cloud, "the outbox-in-memory alert upstream", |alerts| {
+        alerts.iter().any(|(_, alert)| alert["code"] == "outbox-in-memory")
+    })
+    .await;
+    let status = host_status(&client).await;
+    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+    assert!(
+        status["outbox"]["in_memory"]
+            .as_str()
+            .is_some_and(|why| why.contains("in memory")),
+        "{status}"
+    );
+    let (code, stderr) = device.terminate().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("Outbox in memory"), "logged: {stderr}");
+    assert_eq!(
+        std::fs::read(device.path("data/outbox.sqlite3")).unwrap(),
+        outbox,
+        "the file is untouched"
+    );
+
+    // Writable again: the file is the outbox once more.
+    disk.remount("rw");
+    device.start_with(&client).await;
+    let status = host_status(&client).await;
+    assert_eq!(status["outbox"]["in_memory"], Value::Null, "{status}");
+    device.terminate().await;
+}
+
+/// The next alert of `code` among `alerts`.
+async fn next_alert(alerts: &mut async_nats::Subscriber, code: &str) -> Value {
+    let seen = collect_until(alerts, code, |seen| seen.iter().any(|(_, alert)| alert["code"] == code)).await;
+    seen.into_iter()
+        .map(|(_, alert)| alert)
+        .find(|alert| alert["code"] == code)
+        .unwrap()
 }

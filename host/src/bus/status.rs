@@ -77,6 +77,11 @@ pub struct OutboxStatus {
     /// what happened and where the old files are.
     #[serde(default)]
     pub reset: Option<String>,
+    /// Set when no outbox file could be used at start (a read-only or
+    /// failing disk) and the outbox is in memory: why. Outputs are still
+    /// delivered, but nothing waiting outlives the process.
+    #[serde(default)]
+    pub in_memory: Option<String>,
     /// Entries upstream refused for good and the host moved aside, by reason
     /// (since the outbox file was created), and how many are kept for
     /// inspection.

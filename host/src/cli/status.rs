@@ -144,6 +144,9 @@ fn print_status(out: &mut dyn std::io::Write, status: &Status) -> std::io::Resul
     if let Some(reset) = &status.outbox.reset {
         writeln!(out, "OUTBOX RESET at start: {reset}")?;
     }
+    if let Some(in_memory) = &status.outbox.in_memory {
+        writeln!(out, "OUTBOX IN MEMORY: {in_memory}")?;
+    }
     for (task, reason) in &status.tasks {
         writeln!(out, "TASK ENDED: {task}: {reason}")?;
     }

@@ -332,6 +332,13 @@ fn encode_host(encoder: &mut DescriptorEncoder<'_>, status: &Status, oldest: Old
     )?;
     gauge(metric, outbox.waiting_for_disk as i64)?;
     let metric = encoder.encode_descriptor(
+        "edgewise_outbox_in_memory",
+        "1 when no outbox file could be used at start (a read-only or failing disk) and the outbox is in memory: nothing waiting outlives the process.",
+        None,
+        MetricType::Gauge,
+    )?;
+    gauge(metric, i64::from(outbox.in_memory.is_some()))?;
+    let metric = encoder.encode_descriptor(
         "edgewise_upstream_rounds_failed",
         "Delivery rounds in which something was not acknowledged (retried, never lost).",
         None,

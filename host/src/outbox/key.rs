@@ -77,6 +77,16 @@ impl OutboxKey {
         })
     }
 
+    /// A key of 32 random bytes kept nowhere: for an outbox in memory
+    /// ([`super::Outbox::open_in_memory`]), whose rows die with the process.
+    pub fn ephemeral() -> Result<OutboxKey, OutboxError> {
+        let mut bytes = [0u8; Self::LEN];
+        SystemRandom::new().fill(&mut bytes).map_err(|_| OutboxError::Crypto {
+            operation: "generate a key for an outbox in memory",
+        })?;
+        Self::from_bytes(&bytes)
+    }
+
     /// Read the key file at `path`, or, if there is none, create one with 32
     /// random bytes.
     ///

@@ -2,8 +2,12 @@
 //! wrong device key, or an outbox that cannot be used (not an SQLite file, a
 //! newer schema, corrupt), is moved aside under a dated name
 //! (`outbox.sqlite3.<time>.aside`, also `-wal`, `-shm` and the key), reported
-//! loudly, and a new outbox is started. An outbox locked by another running
-//! host is still an error: two hosts must not share a data directory.
+//! loudly, and a new outbox is started. An outbox that can be neither opened
+//! nor started afresh (a read-only or failing disk at boot) is replaced by
+//! one in memory, as loudly: outputs are still published locally and sent
+//! upstream while the process runs, and only what is not sent before it
+//! stops is lost. An outbox locked by another running host is still an
+//! error: two hosts must not share a data directory.
 
 use std::path::Path;
 
@@ -33,6 +37,9 @@ pub enum OpenError {
     },
 }
 
+/// The code of the host alert raised when the outbox is in memory.
+pub const IN_MEMORY_CODE: &str = "outbox-in-memory";
+
 /// An open outbox, and why it is new, if it was reset.
 pub struct Opened {
     /// The outbox.
@@ -40,13 +47,60 @@ pub struct Opened {
     /// Set when the old one was moved aside: what happened, for the log, the
     /// status and the `outbox-reset` alert.
     pub reset: Option<String>,
+    /// Set when the outbox is in memory (no file could be used): why, for
+    /// the log, the status and the `outbox-in-memory` alert.
+    pub in_memory: Option<String>,
 }
 
 /// Open the outbox of `data_dir`, moving an unusable one aside. Every
 /// plugin's journal is read as its worker will read it at start (up to
 /// `journal_inputs` inputs after its saved state): damage there makes the
 /// outbox unusable too.
+///
+/// When no file can be used for a reason a new file would meet again (the
+/// disk refuses: read-only, failing, not ours to write), the outbox is in
+/// memory ([`Outbox::open_in_memory`]): a device whose disk went read-only
+/// (a worn-out SD card) still alerts. Only another host holding the file is
+/// an error.
 pub fn open_outbox(data_dir: &Path, limits: OutboxLimits, journal_inputs: usize) -> Result<Opened, OpenError> {
+    let error = match open_file(data_dir, limits, journal_inputs) {
+        Ok(opened) => return Ok(opened),
+        Err(OpenError::Outbox(error @ OutboxError::Locked { .. })) => return Err(error.into()),
+        Err(error) => error,
+    };
+    let reason = format!(
+        "no outbox file can be used ({}); outputs are kept in memory: published locally and sent upstream \
+         as before, but what is not sent before this process stops is lost, and plugins start without their \
+         saved state. Make the data directory writable and restart",
+        error_chain(&error)
+    );
+    tracing::error!(%reason, "Outbox in memory");
+    let outbox = Outbox::open_in_memory(&data_dir.join(FILE_NAME), limits)?;
+    Ok(Opened {
+        outbox,
+        reset: None,
+        in_memory: Some(reason),
+    })
+}
+
+/// `error` and its sources, as one line.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
+/// [`open_outbox`] on the file only: an unusable file moved aside and a new
+/// one started.
+fn open_file(data_dir: &Path, limits: OutboxLimits, journal_inputs: usize) -> Result<Opened, OpenError> {
     let key_path = data_dir.join(KEY_FILE);
     let attempt = OutboxKey::load_or_create(&key_path).and_then(|key| {
         let mut outbox = Outbox::open(data_dir, &key, limits)?;
@@ -54,7 +108,13 @@ pub fn open_outbox(data_dir: &Path, limits: OutboxLimits, journal_inputs: usize)
         Ok(outbox)
     });
     let error = match attempt {
-        Ok(outbox) => return Ok(Opened { outbox, reset: None }),
+        Ok(outbox) => {
+            return Ok(Opened {
+                outbox,
+                reset: None,
+                in_memory: None,
+            });
+        }
         Err(error) if !can_reset(&error) => return Err(error.into()),
         Err(error) => error,
     };
@@ -92,6 +152,7 @@ pub fn open_outbox(data_dir: &Path, limits: OutboxLimits, journal_inputs: usize)
     Ok(Opened {
         outbox,
         reset: Some(reason),
+        in_memory: None,
     })
 }
 

@@ -97,6 +97,20 @@ impl Sequence {
         Ok((Sequence::start(path, incarnation, 0), Some(report)))
     }
 
+    /// A sequence kept in memory only, under a new incarnation: for an
+    /// outbox in memory ([`super::Outbox::open_in_memory`]), where nothing
+    /// numbered outlives the process and the disk takes no state. Every
+    /// number is unique: the incarnation names none an earlier process had.
+    pub fn in_memory() -> std::io::Result<Sequence> {
+        Ok(Sequence {
+            path: PathBuf::new(),
+            incarnation: new_incarnation()?,
+            next: 1,
+            reserved_until: u64::MAX,
+            ahead: None,
+        })
+    }
+
     /// The sequence after `high_water` under `incarnation`, its first block
     /// reserved if the disk takes it now.
     fn start(path: PathBuf, incarnation: String, high_water: u64) -> Sequence {

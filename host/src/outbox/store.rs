@@ -109,6 +109,22 @@ impl Outbox {
             operation: "sync the data directory",
             source,
         })?;
+        Outbox::over(conn, path, key, limits)
+    }
+
+    /// An outbox in memory, standing in for the file at `path` when that
+    /// cannot be opened (a read-only or failing disk at boot): it stores,
+    /// bounds and delivers as the file does, under a key kept nowhere, but
+    /// nothing in it outlives the process ([`super::reset::open_outbox`]).
+    pub fn open_in_memory(path: &Path, limits: OutboxLimits) -> Result<Outbox, OutboxError> {
+        let key = OutboxKey::ephemeral()?;
+        let mut conn = Connection::open_in_memory().map_err(OutboxError::sql(path, "open an outbox in memory"))?;
+        schema::prepare(&mut conn, path, key.aead())?;
+        Outbox::over(conn, path.to_owned(), &key, limits)
+    }
+
+    /// The outbox over an open, prepared connection.
+    fn over(conn: Connection, path: PathBuf, key: &OutboxKey, limits: OutboxLimits) -> Result<Outbox, OutboxError> {
         let tally = load_tally(&conn, &path)?;
         let drops = load_drops(&conn, &path)?;
         let parked = park::load_counts(&conn, &path)?;

@@ -31,7 +31,8 @@ pub struct HostAlerts {
 }
 
 impl HostAlerts {
-    /// Alerts of this host, numbered in `data_dir` like a plugin's outputs.
+    /// Alerts of this host, numbered in `data_dir` like a plugin's outputs,
+    /// or in memory (`None`: the outbox is in memory, [`Sequence::in_memory`]).
     ///
     /// Never fails: a host that cannot number its alerts still publishes
     /// them on the local bus. A sequence state that cannot be used is
@@ -39,11 +40,15 @@ impl HostAlerts {
     /// written now (a full disk) numbers, and so stores, nothing until it can.
     pub fn new(
         subjects: &Subjects,
-        data_dir: &std::path::Path,
+        data_dir: Option<&std::path::Path>,
         local: async_nats::Client,
         writer: WriterHandle,
     ) -> HostAlerts {
-        let (sequence, renewed) = match Sequence::open_or_renew(data_dir, HOST) {
+        let opened = match data_dir {
+            Some(data_dir) => Sequence::open_or_renew(data_dir, HOST),
+            None => Sequence::in_memory().map(|sequence| (sequence, None)),
+        };
+        let (sequence, renewed) = match opened {
             Ok((sequence, renewed)) => {
                 if let Some(renewed) = &renewed {
                     tracing::error!("The host's alert numbers: {renewed}");

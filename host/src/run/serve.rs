@@ -410,6 +410,7 @@ pub(super) async fn serve(
         upstream: upstream_stats,
         outbox: device.outbox.clone(),
         outbox_reset: device.outbox_reset.clone(),
+        outbox_in_memory: device.outbox_in_memory.clone(),
         writer: device.writer.stats(),
         ingest: ingest_stats,
         control: control.clone(),

@@ -27,7 +27,7 @@ use crate::bus::overlap;
 use crate::clock::Clock;
 use crate::envelope::Provenance;
 use crate::load::{self, LoadError, Operator, Trust};
-use crate::outbox::reset::{self, RESET_CODE};
+use crate::outbox::reset::{self, IN_MEMORY_CODE, RESET_CODE};
 use crate::outbox::{SharedOutbox, Writer};
 use crate::runtime::{ChildCompiler, Compiler, Limits, Runtime, RuntimeOptions};
 use crate::worker::{self, DEGRADED, PluginSetup, Work, Worker, WorkerContext};
@@ -118,6 +118,8 @@ pub(super) struct Device {
     pub(super) outbox: SharedOutbox,
     /// Why the outbox was reset at start, if it was.
     pub(super) outbox_reset: Option<String>,
+    /// Why the outbox is in memory, if it is.
+    pub(super) outbox_in_memory: Option<String>,
     /// Woken whenever the writer committed something (the upstream waits on it).
     pub(super) outbox_written: Arc<Notify>,
     pub(super) writer: Writer,
@@ -398,10 +400,16 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
     // alert locally and upstream.
     // Never stops start-up: a damaged or unwritable sequence state (a full
     // disk at boot) must not cost the device its local alerting.
-    let mut host_alerts = HostAlerts::new(&subjects, &config.data_dir, local.clone(), writer.handle());
+    let numbered_in = opened.in_memory.is_none().then_some(config.data_dir.as_path());
+    let mut host_alerts = HostAlerts::new(&subjects, numbered_in, local.clone(), writer.handle());
     host_alerts.tell_renewed(clock.now_ms()).await;
     if let Some(reset) = &opened.reset {
         host_alerts.critical(RESET_CODE, reset.clone(), clock.now_ms()).await;
+    }
+    if let Some(in_memory) = &opened.in_memory {
+        host_alerts
+            .critical(IN_MEMORY_CODE, in_memory.clone(), clock.now_ms())
+            .await;
     }
     for refusal in &refused {
         let message = format!("plugin bundle {} cannot run: {}", refusal.bundle, refusal.reason);
@@ -423,6 +431,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         subjects,
         outbox,
         outbox_reset: opened.reset,
+        outbox_in_memory: opened.in_memory,
         outbox_written,
         writer,
         local,
@@ -468,17 +477,26 @@ fn start_worker(config: &RunConfig, context: WorkerContext, prepared: Prepared) 
 /// in it is private. Files an older version (or a copy) left with a wider
 /// mode are narrowed too; the others are rewritten 0600 at start (sequences)
 /// or made so by their owners (outbox, cache).
+///
+/// Only a directory that does not exist and cannot be made stops start-up.
+/// One that cannot be narrowed (a read-only disk: a worn-out SD card) is
+/// reported and used as it is: refusing to start would not make it private,
+/// only stop the device alerting.
 fn private_data_dir(data_dir: &Path) -> Result<(), RunError> {
-    crate::files::private_dir(data_dir).map_err(|source| {
-        RunError::io(
-            format!("cannot create the data directory {}", data_dir.display()),
-            source,
-        )
-    })?;
+    if let Err(source) = crate::files::private_dir(data_dir) {
+        if !data_dir.is_dir() {
+            return Err(RunError::io(
+                format!("cannot create the data directory {}", data_dir.display()),
+                source,
+            ));
+        }
+        tracing::error!(path = %data_dir.display(), "Cannot make the data directory private (mode 0700): {source}");
+    }
     for name in [bundle::rollback::ROLLBACK_FILE, reset::KEY_FILE] {
         let path = data_dir.join(name);
-        crate::files::narrow(&path, crate::files::PRIVATE_FILE)
-            .map_err(|source| RunError::io(format!("cannot make {} private", path.display()), source))?;
+        if let Err(source) = crate::files::narrow(&path, crate::files::PRIVATE_FILE) {
+            tracing::error!(path = %path.display(), "Cannot make the file private (mode 0600): {source}");
+        }
     }
     Ok(())
 }

@@ -49,6 +49,8 @@ pub struct StatusSources {
     pub outbox: SharedOutbox,
     /// Why the outbox was reset at start, if it was.
     pub outbox_reset: Option<String>,
+    /// Why the outbox is in memory, if it is.
+    pub outbox_in_memory: Option<String>,
     /// What the outbox writer holds while the disk refuses writes.
     pub writer: Arc<WriterStats>,
     /// Ingest counters.
@@ -88,6 +90,7 @@ impl StatusSources {
                 oldest_age_ms: oldest.map(|created| wall_ms().saturating_sub(created).max(0)),
                 dropped,
                 reset: self.outbox_reset.clone(),
+                in_memory: self.outbox_in_memory.clone(),
                 parked,
                 rounds_failed: self.upstream.rounds_failed.load(Ordering::Relaxed),
                 waiting_for_disk: self.writer.waiting_entries.load(Ordering::Relaxed),

@@ -196,3 +196,33 @@ fn a_second_opener_is_refused_while_the_outbox_is_open() {
     drop(first);
     assert_eq!(all(&open(dir.path())).len(), 1);
 }
+
+/// Another host holding the outbox is still an error at start: an outbox in
+/// memory is for a disk that refuses, never for two hosts sharing a data
+/// directory.
+#[test]
+fn a_second_host_is_refused_rather_than_given_an_outbox_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    // Waits out SQLite's 5 s busy timeout.
+    let refused = crate::outbox::reset::open_outbox(dir.path(), OutboxLimits::default(), 0).err();
+    assert!(
+        matches!(
+            refused,
+            Some(crate::outbox::reset::OpenError::Outbox(OutboxError::Locked { .. }))
+        ),
+        "{refused:?}"
+    );
+}
+
+/// An outbox in memory stores, numbers and gives back entries as the file
+/// does.
+#[test]
+fn an_outbox_in_memory_keeps_entries_as_the_file_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = Outbox::open_in_memory(&dir.path().join(FILE_NAME), OutboxLimits::default()).unwrap();
+    append(&mut outbox, alert("p", 1));
+    append(&mut outbox, alert("p", 2));
+    assert_eq!(all(&outbox).len(), 2);
+    assert!(!dir.path().join(FILE_NAME).exists(), "no file is made");
+}
