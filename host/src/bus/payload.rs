@@ -14,6 +14,7 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -105,10 +106,81 @@ pub fn decode_into(subject: &str, bytes: &[u8], readings: &mut Vec<Reading>) -> 
     Ok(())
 }
 
-/// The general path: parse into a JSON tree, then check each field.
+/// The general path: parse into a JSON tree (refusing a key given twice),
+/// then check each field.
 fn decode_general(subject: &str, bytes: &[u8]) -> Result<Vec<Reading>, PayloadError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| PayloadError::NotJson(e.to_string()))?;
+    let DistinctKeys(value) = serde_json::from_slice(bytes).map_err(|e| PayloadError::NotJson(e.to_string()))?;
     decode_value(subject, &value)
+}
+
+/// A JSON value in which no object has the same key twice, at any depth.
+/// serde_json keeps the last of them, another reader may take the first: a
+/// reading `{"value":45,"value":120}` must not be a 120 here and a 45 to
+/// whoever else reads the bus (the fast path's derive refuses it already).
+struct DistinctKeys(Value);
+
+impl<'de> Deserialize<'de> for DistinctKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<DistinctKeys, D::Error> {
+        deserializer.deserialize_any(DistinctKeysVisitor)
+    }
+}
+
+struct DistinctKeysVisitor;
+
+impl<'de> Visitor<'de> for DistinctKeysVisitor {
+    type Value = DistinctKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<DistinctKeys, E> {
+        Ok(DistinctKeys(Value::Bool(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<DistinctKeys, E> {
+        Ok(DistinctKeys(Value::from(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<DistinctKeys, E> {
+        Ok(DistinctKeys(Value::from(v)))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<DistinctKeys, E> {
+        Ok(DistinctKeys(Value::from(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<DistinctKeys, E> {
+        Ok(DistinctKeys(Value::String(v.to_owned())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<DistinctKeys, E> {
+        Ok(DistinctKeys(Value::String(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<DistinctKeys, E> {
+        Ok(DistinctKeys(Value::Null))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<DistinctKeys, A::Error> {
+        let mut items = Vec::new();
+        while let Some(DistinctKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(DistinctKeys(Value::Array(items)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DistinctKeys, A::Error> {
+        let mut fields = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let DistinctKeys(value) = map.next_value()?;
+            if fields.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!("duplicate key `{key}`")));
+            }
+            fields.insert(key, value);
+        }
+        Ok(DistinctKeys(Value::Object(fields)))
+    }
 }
 
 /// One reading as the fast path takes it: `ts` in integer milliseconds.
@@ -326,6 +398,16 @@ mod tests {
                 "reading 1: `sensor` must be a non-empty string",
             ),
             (br#"{"ts":1,"value":1,"unit":5}"#, "reading 0: `unit` must be a string"),
+            // A key twice: which one a reader takes is up to the reader (the
+            // last, here, before); a 45 mg/dL must not pass as 120.
+            (
+                br#"{"ts":1,"value":45,"value":120}"#,
+                "payload is not JSON: duplicate key `value`",
+            ),
+            (
+                br#"[{"ts":1,"value":100},{"ts":2,"ts":3,"value":100}]"#,
+                "payload is not JSON: duplicate key `ts`",
+            ),
         ];
         for (payload, expected) in cases {
             let error = decode("sensors.cgm", payload).unwrap_err().to_string();
