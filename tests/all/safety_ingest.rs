@@ -628,3 +628,93 @@ async fn with_jetstream_input_readings_wait_in_the_stream_while_the_plugin_is_do
     assert_eq!(faulty["readings_dropped"], 0, "{faulty}");
     assert_eq!(device.terminate().await.0, Some(0));
 }
+
+/// Sensors come and go: a ward's patients are discharged, a CGM is replaced
+/// every ten days. glucose-monitor forgets a sensor silent for its
+/// `forget_after` (7 days) and says so in its manifest, so ingest frees that
+/// sensor's place among `max_sensors` for a new patient. Before, every place
+/// was held for as long as the host ran: a device running for months filled
+/// its cap, and every new patient's readings were dead-lettered
+/// (`too-many-sensors`): no alert for them, ever.
+///
+/// A clock 100,000 times real time runs the week in seconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sensor_silent_for_a_week_gives_its_place_to_a_new_patient() {
+    const DAY_MS: i64 = 24 * 3_600_000;
+    let local = NatsServer::start();
+    let clock = "[clock]\nstart = \"2031-01-01T00:00:00Z\"\nspeed = 100000\n";
+    let mut device = Device::with_tick(
+        &local,
+        None,
+        "5m",
+        &format!("[plugins.limits]\nmax_sensors = 2\n{clock}"),
+    );
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
+    let mut returning = subscribe_alerts(&client, "glucose-monitor").await;
+    client.flush().await.unwrap();
+    let clock_ms = |status: &Value| status["clock_ms"].as_i64().unwrap();
+    let publish = |sensor: &'static str, value: f64, at_ms: i64| {
+        let client = client.clone();
+        async move {
+            client
+                .publish(format!("sensors.cgm.{sensor}"), reading(at_ms, value))
+                .await
+                .unwrap();
+            client.flush().await.unwrap();
+        }
+    };
+
+    // Two patients fill the cap; a third is refused.
+    let start = clock_ms(&host_status(&client).await);
+    publish("discharged", 120.0, start).await;
+    publish("discharged-too", 120.0, start).await;
+    status_until(&client, "the first two patients taken", |s| {
+        s["plugins"][0]["readings_in"] == 2
+    })
+    .await;
+    publish("admitted", 45.0, clock_ms(&host_status(&client).await)).await;
+    status_until(&client, "the third refused", |s| {
+        deadletters(s, "too-many-sensors") == 1
+    })
+    .await;
+
+    // A week and a day later (the week, `max_future` and the simulated
+    // transit allowance of 100,000 s), the new patient is taken and alerted on.
+    let status = status_until(&client, "eight days and a half to pass", |s| {
+        clock_ms(s) > start + 8 * DAY_MS + DAY_MS / 2
+    })
+    .await;
+    publish("admitted", 45.0, clock_ms(&status)).await;
+    alert_for(&mut alerts, "cgm.admitted", "urgent-low").await;
+    // The second place is free too: one of the old patients comes back, as
+    // a new one, and the other, now, is the one too many.
+    publish("discharged", 45.0, clock_ms(&host_status(&client).await)).await;
+    status_until(&client, "the returning patient taken", |s| {
+        s["plugins"][0]["readings_in"] == 4
+    })
+    .await;
+    publish("discharged-too", 120.0, clock_ms(&host_status(&client).await)).await;
+    let status = status_until(&client, "the one too many refused", |s| {
+        deadletters(s, "too-many-sensors") == 2
+    })
+    .await;
+    let glucose = &status["plugins"][0];
+    assert_eq!(glucose["state"], "running", "{status}");
+    assert_eq!(glucose["errors"], 0, "{status}");
+    // The plugin forgot it too: back, it is a new sensor, with no
+    // `signal-loss-resolved` for the week-old outage (a remembered one
+    // would resolve it at its first reading).
+    let seen = crate::support::collect_until(&mut returning, "the returning patient's urgent-low", |seen| {
+        seen.iter()
+            .any(|(_, a)| a["sensor"] == "cgm.discharged" && a["code"] == "urgent-low")
+    })
+    .await;
+    let codes: Vec<&str> = seen
+        .iter()
+        .filter(|(_, a)| a["sensor"] == "cgm.discharged")
+        .map(|(_, a)| a["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["signal-loss", "urgent-low"]);
+    let (code, log) = device.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+}

@@ -170,6 +170,14 @@ pub struct ManifestLimits {
     /// cannot run out of memory for them). See [`DEFAULT_MAX_SENSORS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_sensors: Option<u32>,
+    /// Hours of silence after which the plugin forgets a sensor (keeps no
+    /// state for it): ingest then frees that sensor's place among
+    /// `max_sensors`, so that sensors that come and go (patients admitted
+    /// and discharged, a CGM replaced every ten days) never fill it. Unset:
+    /// the plugin keeps every sensor it was given, and a place is never
+    /// freed while the host runs. See [`sensors_forgotten_after`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgets_sensors_after_h: Option<u32>,
 }
 
 /// Distinct sensors per plugin when neither its manifest nor the operator
@@ -196,6 +204,24 @@ pub fn sensor_cap(
     (operator.sensors().unwrap_or(within), lowered)
 }
 
+/// How long a sensor the plugin heard nothing from keeps its place among
+/// `max_sensors`: the plugin's `forgets_sensors_after_h`, if it declares one.
+/// A plugin that declares it promises to keep no state for a sensor silent
+/// that long; ingest frees the place a little later still
+/// (`bus::admission`), so the plugin never holds more than `max_sensors`
+/// sensors. The operator may lengthen the manifest's (a plugin configured to
+/// keep sensors longer) but not shorten it: the manifest says what the
+/// plugin does, and freeing places sooner would let it hold more sensors
+/// than its memory was measured for. Without the manifest's, the operator's
+/// is taken as said.
+pub fn sensors_forgotten_after(manifest: &ManifestLimits, operator: &ManifestLimits) -> Option<Duration> {
+    let hours = match (manifest.forgets_sensors_after_h, operator.forgets_sensors_after_h) {
+        (Some(manifest), Some(operator)) => Some(manifest.max(operator)),
+        (manifest, operator) => operator.or(manifest),
+    };
+    hours.map(|hours| Duration::from_secs(u64::from(hours) * 3600))
+}
+
 impl ManifestLimits {
     /// The first key set to 0, if any: every limit must be positive.
     pub fn zero_key(&self) -> Option<&'static str> {
@@ -208,6 +234,7 @@ impl ManifestLimits {
             ("log_bytes_per_second", self.log_bytes_per_second),
             ("state_bytes", self.state_bytes),
             ("max_sensors", self.max_sensors),
+            ("forgets_sensors_after_h", self.forgets_sensors_after_h),
         ]
         .into_iter()
         .find(|(_, value)| *value == Some(0))
@@ -755,6 +782,31 @@ call_deadline_ms = 1000
         assert_eq!(sensor_cap(&none, &none, Some(500)), (500, None));
         assert_eq!(sensor_cap(&manifest, &none, Some(2_000)), (2_000, None));
         assert_eq!(sensor_cap(&manifest, &operator, Some(500)), (50, Some(2_000)));
+    }
+
+    /// The manifest says how soon the plugin forgets a silent sensor: an
+    /// operator may lengthen it (a plugin configured to keep them longer),
+    /// never shorten it, or places would be freed while the plugin still
+    /// held their sensors.
+    #[test]
+    fn the_operator_may_lengthen_the_time_a_plugin_keeps_silent_sensors_never_shorten_it() {
+        let limits = |forgets_sensors_after_h| ManifestLimits {
+            forgets_sensors_after_h,
+            ..ManifestLimits::default()
+        };
+        let hours = |h: u64| Some(Duration::from_secs(h * 3600));
+        let (week, day, month, none) = (limits(Some(168)), limits(Some(24)), limits(Some(720)), limits(None));
+        assert_eq!(sensors_forgotten_after(&none, &none), None);
+        assert_eq!(sensors_forgotten_after(&week, &none), hours(168));
+        assert_eq!(sensors_forgotten_after(&week, &month), hours(720));
+        assert_eq!(sensors_forgotten_after(&week, &day), hours(168));
+        assert_eq!(
+            sensors_forgotten_after(&none, &day),
+            hours(24),
+            "the operator's, as said"
+        );
+        let zero = limits(Some(0));
+        assert_eq!(zero.zero_key(), Some("forgets_sensors_after_h"));
     }
 
     #[test]

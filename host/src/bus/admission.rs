@@ -11,11 +11,19 @@
 //!   (a plugin keeps state per sensor: a flood of new ids would exhaust its
 //!   memory and restart it, dropping the readings of real patients).
 //!
+//! A sensor keeps its place among `max_sensors` while the plugin may keep
+//! state for it: for ever, unless the plugin declares that it forgets a
+//! sensor silent for `forgets_sensors_after_h`. Then a place whose sensor has
+//! been silent that long, plus `[ingest] max_future` (a reading the plugin
+//! took may be that far ahead of the host clock that admitted it), is freed
+//! for a new sensor: patients discharged and CGMs replaced do not fill the
+//! cap, and the plugin never holds more than `max_sensors` sensors.
+//!
 //! Each reading is judged alone: the good readings of a message go on when
 //! another reading of the same message is refused (a CGM backfill array with
 //! one reading past the horizon still delivers the current one).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::config::Plausibility;
@@ -91,33 +99,59 @@ pub struct Admission {
     transit_ms: i64,
     payload_sensors: Vec<String>,
     max_sensors: usize,
-    /// Every sensor admitted so far, never more than `max_sensors` (each id
-    /// at most [`payload::MAX_SENSOR_BYTES`]).
-    sensors: HashSet<String>,
+    /// Every sensor holding a place, never more than `max_sensors` (each id
+    /// at most [`payload::MAX_SENSOR_BYTES`]), with the host time its latest
+    /// reading was admitted.
+    sensors: HashMap<String, i64>,
+    /// Host milliseconds of silence after which a sensor's place may be
+    /// freed; `None`: never (the plugin forgets no sensor).
+    freed_after_ms: Option<i64>,
+    /// No place can be freed before this host time (the oldest admission
+    /// seen by the last look, plus `freed_after_ms`): a flood of new sensors
+    /// at the cap is refused without a look at every place.
+    next_free_ms: i64,
 }
 
 impl Admission {
     /// The rules for `plugin`: the `[ingest]` margins on `clock`, the subject
-    /// filters whose payloads may name sensors, the sensor cap.
+    /// filters whose payloads may name sensors, the sensor cap, and how long
+    /// the plugin keeps a silent sensor, if it forgets them
+    /// ([`crate::bundle::manifest::sensors_forgotten_after`]).
     pub fn new(
         plugin: &str,
         plausibility: Plausibility,
         clock: &ClockConfig,
         payload_sensors: Vec<String>,
         max_sensors: usize,
+        forgotten_after: Option<Duration>,
     ) -> Admission {
         let speed = match clock {
             ClockConfig::Wall => 1.0,
             ClockConfig::Simulated { speed, .. } => *speed,
         };
+        let transit_ms = (TRANSIT_ALLOWANCE.as_secs_f64() * 1000.0 * speed) as i64;
+        let ms = |duration: Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        let freed_after_ms = forgotten_after.map(|after| {
+            ms(after)
+                .saturating_add(ms(plausibility.max_future))
+                .saturating_add(transit_ms)
+        });
         Admission {
             plugin: plugin.to_owned(),
             plausibility,
-            transit_ms: (TRANSIT_ALLOWANCE.as_secs_f64() * 1000.0 * speed) as i64,
+            transit_ms,
             payload_sensors,
             max_sensors,
-            sensors: HashSet::new(),
+            sensors: HashMap::new(),
+            freed_after_ms,
+            next_free_ms: i64::MIN,
         }
+    }
+
+    /// Whether a silent sensor's place is freed after a while (the plugin
+    /// forgets silent sensors).
+    pub fn frees_places(&self) -> bool {
+        self.freed_after_ms.is_some()
     }
 
     /// The plugin these rules are for.
@@ -150,8 +184,10 @@ impl Admission {
             self.check_sensor(subject, index, reading)?;
         }
         self.check_time(index, reading, now_ms)?;
-        if !self.sensors.contains(&reading.sensor) {
-            if self.sensors.len() >= self.max_sensors {
+        if let Some(latest) = self.sensors.get_mut(&reading.sensor) {
+            *latest = (*latest).max(now_ms);
+        } else {
+            if self.sensors.len() >= self.max_sensors && !self.free_places(now_ms) {
                 return Err(Refusal {
                     kind: DeadLetterKind::TooManySensors,
                     reason: format!(
@@ -161,9 +197,38 @@ impl Admission {
                     ),
                 });
             }
-            self.sensors.insert(reading.sensor.clone());
+            self.sensors.insert(reading.sensor.clone(), now_ms);
         }
         Ok(())
+    }
+
+    /// Free the places of the sensors silent for `freed_after_ms` at host
+    /// time `now_ms`; whether there is a place now.
+    fn free_places(&mut self, now_ms: i64) -> bool {
+        let Some(after) = self.freed_after_ms else {
+            return false;
+        };
+        if now_ms < self.next_free_ms {
+            return false;
+        }
+        let before = self.sensors.len();
+        self.sensors.retain(|_, latest| now_ms.saturating_sub(*latest) <= after);
+        // Admissions only move later: none of those kept is silent long
+        // enough before this.
+        self.next_free_ms = self
+            .sensors
+            .values()
+            .min()
+            .map_or(i64::MIN, |oldest| oldest.saturating_add(after).saturating_add(1));
+        let freed = before - self.sensors.len();
+        if freed > 0 {
+            tracing::info!(
+                plugin = %self.plugin,
+                freed,
+                "Places among max_sensors freed: their sensors were silent longer than the plugin keeps them"
+            );
+        }
+        self.sensors.len() < self.max_sensors
     }
 
     /// The sensor is the subject's (decoding took the payload's `sensor` if any).
@@ -237,6 +302,7 @@ mod tests {
             &ClockConfig::Wall,
             vec!["sensors.gateway.>".to_owned()],
             max_sensors,
+            None,
         )
     }
 
@@ -300,6 +366,7 @@ mod tests {
             },
             Vec::new(),
             10,
+            None,
         );
         // One real second is ten hours of this clock.
         let ahead = NOW + 5 * MINUTE + 10 * 60 * MINUTE;
@@ -358,5 +425,48 @@ mod tests {
         assert_eq!(check("a", NOW + 1), None);
         assert_eq!(check("b", NOW + 1), None);
         assert_eq!(check("c", NOW + 1), Some("too-many-sensors"));
+        // A plugin that forgets no sensor: no place is ever freed.
+        let later = NOW + 1000 * 24 * 60 * MINUTE;
+        assert_eq!(
+            kind(admit.check("sensors.c", false, 0, &reading("c", later), later)),
+            Some("too-many-sensors")
+        );
+    }
+
+    /// A plugin that forgets a sensor silent for a day: its place is freed
+    /// a day plus `max_future` (and the transit allowance) after the sensor's
+    /// latest admitted reading, not before, and only then; a sensor that
+    /// keeps reading keeps its place.
+    #[test]
+    fn a_place_is_freed_once_its_sensor_was_silent_longer_than_the_plugin_keeps_it() {
+        const DAY: i64 = 24 * 60 * MINUTE;
+        let mut admit = Admission::new(
+            "glucose-monitor",
+            Plausibility::default(),
+            &ClockConfig::Wall,
+            Vec::new(),
+            2,
+            Some(Duration::from_secs(24 * 3600)),
+        );
+        assert!(admit.frees_places());
+        let mut check = |sensor: &str, now: i64| {
+            let subject = format!("sensors.{sensor}");
+            kind(admit.check(&subject, false, 0, &reading(sensor, now), now))
+        };
+        assert_eq!(check("a", NOW), None);
+        assert_eq!(check("b", NOW), None);
+        // `b` reads on; `a` falls silent.
+        assert_eq!(check("b", NOW + DAY), None);
+        let freed_at = NOW + DAY + 5 * MINUTE + 1000;
+        assert_eq!(check("c", freed_at), Some("too-many-sensors"), "not yet");
+        assert_eq!(check("c", freed_at + 1), None, "a's place");
+        assert_eq!(check("a", freed_at + 2), Some("too-many-sensors"), "a is new again");
+        assert_eq!(check("b", freed_at + 2), None, "b kept its place");
+        // A flood at the cap is refused without a look at every place until
+        // one can be free: b (latest NOW + DAY + ...) is the oldest.
+        for n in 0..1000 {
+            assert_eq!(check(&format!("x{n}"), freed_at + 3), Some("too-many-sensors"));
+        }
+        assert_eq!(check("d", freed_at + 2 + DAY + 5 * MINUTE + 1001), None, "b's place");
     }
 }

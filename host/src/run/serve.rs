@@ -255,12 +255,19 @@ impl Owner {
             plugin,
             sensor,
             max_sensors,
+            frees_places,
         } = cap;
         tracing::error!(%plugin, %sensor, max_sensors, "A new sensor is refused: the plugin has its max_sensors");
+        let until = if frees_places {
+            "until one of its sensors has been silent for longer than the plugin keeps it \
+             (`forgets_sensors_after_h`)"
+        } else {
+            "until the host restarts"
+        };
         let message = format!(
             "plugin `{plugin}` takes no new sensor: it has its `max_sensors` of {max_sensors}, so the \
              readings of sensor `{sensor}` (and of any other new sensor) are not given to it \
-             (dead-lettered as `too-many-sensors`) until the host restarts"
+             (dead-lettered as `too-many-sensors`) {until}"
         );
         self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
     }

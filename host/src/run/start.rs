@@ -454,6 +454,7 @@ fn start_worker(config: &RunConfig, context: WorkerContext, prepared: Prepared) 
         &config.clock,
         prepared.payload_sensors,
         prepared.max_sensors,
+        prepared.sensors_forgotten_after,
     );
     let clock = context.clock.clone();
     let worker = Worker::start(context, prepared.setup, config.limits.queue_capacity)
@@ -547,6 +548,8 @@ pub(super) struct Prepared {
     pub(super) subscriptions: Vec<String>,
     payload_sensors: Vec<String>,
     max_sensors: usize,
+    /// How long the plugin keeps a silent sensor, if it forgets them.
+    sensors_forgotten_after: Option<std::time::Duration>,
     /// The deployed bundle (object name) and configuration, if deployed.
     pub(super) deployed: Option<(String, std::collections::BTreeMap<String, String>)>,
 }
@@ -582,6 +585,7 @@ pub(super) struct Checked {
     subscriptions: Vec<String>,
     payload_sensors: Vec<String>,
     max_sensors: usize,
+    sensors_forgotten_after: Option<std::time::Duration>,
     /// The deployed bundle (object name) and configuration, if deployed.
     pub(super) deployed: Option<(String, std::collections::BTreeMap<String, String>)>,
 }
@@ -664,6 +668,7 @@ fn check(context: &LoadContext<'_>, plugin: &PluginConfig) -> Result<Checked, Re
         subscriptions,
         payload_sensors: plugin.payload_sensors.clone(),
         max_sensors,
+        sensors_forgotten_after: bundle::manifest::sensors_forgotten_after(&manifest.limits, &plugin.limits),
         deployed: None,
         loaded,
     })
@@ -690,6 +695,7 @@ impl Checked {
             subscriptions: self.subscriptions,
             payload_sensors: self.payload_sensors,
             max_sensors: self.max_sensors,
+            sensors_forgotten_after: self.sensors_forgotten_after,
             deployed: self.deployed,
         })
     }

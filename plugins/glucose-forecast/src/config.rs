@@ -24,6 +24,10 @@ pub struct Settings {
     pub repeat_ms: i64,
     /// Emit one summary per forecast (for evaluation; off by default).
     pub emit_forecasts: bool,
+    /// A sensor with no valid reading for this long is forgotten (its state
+    /// dropped), as glucose-monitor forgets it: the manifest's
+    /// `forgets_sensors_after_h` promises the host no more than this.
+    pub forget_after_ms: i64,
 }
 
 impl Settings {
@@ -37,6 +41,7 @@ impl Settings {
             urgent_low: c.f64("urgent_low", 55.0)?,
             repeat_ms: repeat(c)?,
             emit_forecasts: switch(c, "emit_forecasts", false)?,
+            forget_after_ms: forget_after(c)?,
         };
         config.finish()?;
         Ok(settings)
@@ -47,6 +52,20 @@ impl Settings {
     pub fn is_valid(&self, value: f64) -> bool {
         value.is_finite() && value >= self.invalid_below && value <= self.invalid_above
     }
+}
+
+/// `forget_after`: at least 48 hours (every hour of accuracy of a silent
+/// sensor is emitted long before), at most and by default 168 hours (7 days):
+/// what the manifest's `forgets_sensors_after_h` promises the host, which
+/// frees a silent sensor's place then.
+fn forget_after(config: &mut Config) -> Result<i64, String> {
+    let ms = config.duration_ms("forget_after", 7 * DAY_MS)?;
+    if !(2 * DAY_MS..=7 * DAY_MS).contains(&ms) {
+        return Err(
+            "config key `forget_after`: must be from 48h to 168h (the manifest's `forgets_sensors_after_h`)".to_owned(),
+        );
+    }
+    Ok(ms)
 }
 
 /// `repeat`: 30 minutes by default, at most 366 days.

@@ -135,14 +135,37 @@ impl Plugin for GlucoseForecast {
         if now_ms < state.next_due_ms {
             return Ok(());
         }
+        let settings = &self.settings;
         let mut next_due = i64::MAX;
+        let mut forgotten = 0usize;
         for (sensor, sensor_state) in &mut state.sensors {
             if now_ms >= sensor_state.due_ms() {
                 sensor_state.on_tick(sensor, now_ms, &self.forecaster, out);
             }
-            next_due = next_due.min(sensor_state.due_ms());
+            let forget_due = sensor_state.forget_due_ms(settings);
+            if now_ms >= forget_due {
+                forgotten += 1;
+                continue;
+            }
+            next_due = next_due.min(sensor_state.due_ms()).min(forget_due);
         }
         state.next_due_ms = next_due;
+        if forgotten > 0 {
+            // Sensors come and go (patients discharged, CGMs replaced): one
+            // silent for `forget_after` is dropped, and the host frees its
+            // place among `max_sensors` (`forgets_sensors_after_h`).
+            state
+                .sensors
+                .retain(|_, sensor_state| now_ms < sensor_state.forget_due_ms(settings));
+            out.log(
+                LogLevel::Info,
+                format!(
+                    "forgot {forgotten} sensor(s) silent for `forget_after` ({} h); {} remain",
+                    settings.forget_after_ms / (60 * edgewise_sdk::time::MINUTE_MS),
+                    state.sensors.len()
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -228,7 +251,10 @@ impl GlucoseForecast {
                 )
             }),
         }
-        state.next_due_ms = state.next_due_ms.min(sensor.due_ms());
+        state.next_due_ms = state
+            .next_due_ms
+            .min(sensor.due_ms())
+            .min(sensor.forget_due_ms(&self.settings));
     }
 }
 

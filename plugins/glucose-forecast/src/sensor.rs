@@ -102,6 +102,15 @@ impl SensorState {
         self.due_ms = self.accuracy.due_ms(tolerance_ms);
     }
 
+    /// The tick time from which this sensor is forgotten: `forget_after`
+    /// after its newest valid reading (`i64::MAX` before one).
+    pub fn forget_due_ms(&self, settings: &Settings) -> i64 {
+        self.model
+            .history()
+            .newest()
+            .map_or(i64::MAX, |(newest, _)| newest.saturating_add(settings.forget_after_ms))
+    }
+
     /// The earliest tick that would emit something (`i64::MAX`: none).
     /// Cached: only readings and ticks change it.
     pub fn due_ms(&self) -> i64 {

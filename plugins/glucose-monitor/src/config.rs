@@ -61,7 +61,17 @@ pub struct Settings {
     /// latest tick is ignored: one outlier timestamp must not make every real
     /// reading after it "late".
     pub max_ahead_ms: i64,
+    /// A sensor silent this long (no reading, valid or not, with a later
+    /// timestamp) is forgotten: its state dropped, so that sensors that come
+    /// and go (patients discharged, CGMs replaced) never fill the plugin's
+    /// memory. The manifest's `forgets_sensors_after_h` promises the host no
+    /// more than this.
+    pub forget_after_ms: i64,
 }
+
+/// The shortest `forget_after`: two days, so that a silent sensor's daily
+/// window has closed and been emitted long before it is forgotten.
+pub const MIN_FORGET_AFTER_MS: i64 = 2 * 24 * 60 * MINUTE_MS;
 
 impl Settings {
     /// Read every key (defaults for the missing ones) and refuse unknown keys.
@@ -92,6 +102,7 @@ impl Settings {
             default_interval_ms: duration(c, "default_interval", 5)?,
             interval_min_spacings: c.u64("interval_min_spacings", 12)?,
             max_ahead_ms: max_ahead(c)?,
+            forget_after_ms: forget_after(c)?,
         };
         config.finish()?;
         Ok(settings)
@@ -123,6 +134,23 @@ fn max_ahead(config: &mut Config) -> Result<i64, String> {
             "config key `max_ahead`: must be above 0 and at most {} hours",
             crate::sensor::MAX_ABS_TIMESTAMP_MS / (60 * MINUTE_MS)
         ));
+    }
+    Ok(ms)
+}
+
+/// The longest `forget_after`, and its default: 7 days, what the manifest's
+/// `forgets_sensors_after_h` (168) promises the host. Longer, the host would
+/// free a silent sensor's place while the plugin still kept its state.
+pub const MAX_FORGET_AFTER_MS: i64 = 7 * 24 * 60 * MINUTE_MS;
+
+/// `forget_after`: from [`MIN_FORGET_AFTER_MS`] to [`MAX_FORGET_AFTER_MS`],
+/// the default.
+fn forget_after(config: &mut Config) -> Result<i64, String> {
+    let ms = config.duration_ms("forget_after", MAX_FORGET_AFTER_MS)?;
+    if !(MIN_FORGET_AFTER_MS..=MAX_FORGET_AFTER_MS).contains(&ms) {
+        return Err(
+            "config key `forget_after`: must be from 48h to 168h (the manifest's `forgets_sensors_after_h`)".to_owned(),
+        );
     }
     Ok(ms)
 }

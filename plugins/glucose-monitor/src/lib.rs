@@ -125,15 +125,33 @@ impl Plugin for GlucoseMonitor {
         }
         let settings = &self.settings;
         let mut next_due = i64::MAX;
+        let mut forgotten = 0usize;
         state.sensors.for_each_in_name_order(|sensor, sensor_state| {
             if now_ms >= sensor_state.tick_due_ms() {
                 sensor_state.catch_up(horizon);
                 sensor_state.on_tick(sensor, now_ms, settings, out);
                 sensor_state.refresh_tick_due(settings);
+                if sensor_state.is_forgotten_at(now_ms, settings) {
+                    forgotten += 1;
+                    return;
+                }
             }
             next_due = next_due.min(sensor_state.tick_due_ms());
         });
         state.next_due_ms = next_due;
+        if forgotten > 0 {
+            state
+                .sensors
+                .retain(|_, sensor_state| !sensor_state.is_forgotten_at(now_ms, settings));
+            out.log(
+                LogLevel::Info,
+                format!(
+                    "forgot {forgotten} sensor(s) silent for `forget_after` ({} h); {} remain",
+                    settings.forget_after_ms / (60 * MINUTE_MS),
+                    state.sensors.len()
+                ),
+            );
+        }
         Ok(())
     }
 

@@ -97,6 +97,36 @@ impl Sensors {
         at
     }
 
+    /// How many sensors there are.
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Keep only the sensors `keep` says yes to, in the same order (rare: a
+    /// sensor silent for days); the indices are rebuilt.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &SensorState) -> bool) {
+        let before = self.states.len();
+        self.states.retain(|(name, state)| keep(name, state));
+        if self.states.len() == before {
+            return;
+        }
+        self.by_name = self
+            .states
+            .iter()
+            .enumerate()
+            .map(|(at, (name, _))| (name.clone(), at))
+            .collect();
+        let mut order: Vec<(&str, usize)> = self
+            .states
+            .iter()
+            .enumerate()
+            .map(|(at, (name, _))| (name.as_str(), at))
+            .collect();
+        order.sort_unstable();
+        self.name_order = order.into_iter().map(|(_, at)| at).collect();
+        self.last = 0;
+    }
+
     /// Call `visit` with every sensor, in name order.
     pub fn for_each_in_name_order(&mut self, mut visit: impl FnMut(&str, &mut SensorState)) {
         for &at in &self.name_order {

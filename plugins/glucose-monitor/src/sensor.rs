@@ -69,6 +69,9 @@ impl SensorState {
     /// It may be early (a visit then changes nothing) but never late.
     pub fn refresh_tick_due(&mut self, settings: &Settings) -> i64 {
         let mut due = self.windows.next_close_ms().unwrap_or(i64::MAX);
+        if let Some(forget) = self.forget_due_ms(settings) {
+            due = due.min(forget);
+        }
         if let Some(last) = self.last_valid_ms {
             if !self.signal_lost {
                 due = due.min(last.saturating_add(settings.signal_loss_ms));
@@ -79,6 +82,25 @@ impl SensorState {
         }
         self.tick_due_ms = due;
         due
+    }
+
+    /// The tick time from which this sensor is forgotten: `forget_after`
+    /// after its newest timestamp, less one tick step, so that the tick that
+    /// forgets it comes no later than `forget_after` (the host frees its
+    /// place among `max_sensors` then). `None` before any reading.
+    fn forget_due_ms(&self, settings: &Settings) -> Option<i64> {
+        self.newest_ms.map(|newest| {
+            newest
+                .saturating_add(settings.forget_after_ms)
+                .saturating_sub(crate::TICK_GRID_MS)
+        })
+    }
+
+    /// Whether a tick at `now_ms` forgets this sensor (see
+    /// [`SensorState::forget_due_ms`]): after that tick's outputs, every
+    /// window of it long closed and emitted.
+    pub fn is_forgotten_at(&self, now_ms: i64, settings: &Settings) -> bool {
+        self.forget_due_ms(settings).is_some_and(|due| now_ms >= due)
     }
 
     /// Do what the ticks skipped since this sensor's last visit did: before

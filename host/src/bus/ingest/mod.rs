@@ -286,6 +286,9 @@ pub struct SensorCap {
     pub sensor: String,
     /// The plugin's limit.
     pub max_sensors: usize,
+    /// Whether places are freed as sensors fall silent (the plugin forgets
+    /// them), or only by a restart.
+    pub frees_places: bool,
 }
 
 /// How often a condition that goes on (a sensor cap refusing new sensors, a
@@ -456,6 +459,7 @@ impl Ingest {
             plugin: self.plugin.clone(),
             sensor,
             max_sensors: self.admission.max_sensors(),
+            frees_places: self.admission.frees_places(),
         }));
     }
 }

@@ -3,7 +3,7 @@
 //! reading or by the tick a silent sensor asks for, and figures that never
 //! depend on when ticks come.
 
-use edgewise_sdk::time::{HOUR_MS, MINUTE_MS, window_start};
+use edgewise_sdk::time::{DAY_MS, HOUR_MS, MINUTE_MS, window_start};
 use edgewise_sdk::{Plugin, Wake};
 use forecast_model::{Model, Pushed, SensorModel, actual_at};
 
@@ -50,7 +50,9 @@ fn an_hours_errors_worked_out_by_hand() {
             ("bias_60", -10.0)
         ]
     );
-    assert_eq!(h.plugin.next_wake(), Wake::Idle, "nothing left to close");
+    // Nothing left to close: the next wake is the one that forgets the
+    // sensor, `forget_after` (7 days) after its newest reading.
+    assert_eq!(h.plugin.next_wake(), Wake::At(at(65) + 7 * DAY_MS));
     h.tick(24 * 60);
     assert_eq!(h.accuracy().len(), 2);
 }
@@ -95,6 +97,9 @@ fn a_silent_sensor_has_its_hour_closed_by_the_tick_it_asks_for() {
     assert_eq!(wake, at(65));
     h.tick_at(wake);
     assert_eq!(h.hour(0).get("n_30"), Some(3.0));
+    // Then only the tick that forgets it, and none after.
+    assert_eq!(h.plugin.next_wake(), Wake::At(at(40) + 7 * DAY_MS));
+    h.tick_at(at(40) + 7 * DAY_MS);
     assert_eq!(h.plugin.next_wake(), Wake::Idle);
 }
 

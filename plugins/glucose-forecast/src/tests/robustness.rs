@@ -257,3 +257,51 @@ fn a_batch_of_many_sensors_is_handled_in_order() {
     h.tick(125);
     assert_eq!(h.accuracy().len(), 600);
 }
+
+/// Sensors come and go: one silent for `forget_after` is forgotten by the
+/// tick the plugin asks for at that time (after its hours of accuracy), and
+/// a reading of it after that starts it afresh; a sensor that keeps reading
+/// is kept. Then, with every sensor gone, the plugin asks for no tick.
+#[test]
+fn a_sensor_silent_for_forget_after_is_forgotten_at_that_tick() {
+    use edgewise_sdk::Wake;
+    let mut h = Harness::new(&[("forget_after", "48h")]);
+    // An hour and a half of `gone`, for an hour of forecasts judged.
+    for minute in (0..=90).step_by(5) {
+        h.read_at("gone", at(minute), 120.0).read_at("stays", at(minute), 120.0);
+    }
+    let mut ticks = 0;
+    while let Wake::At(when) = h.plugin.next_wake() {
+        if when > at(4 * 24 * 60) {
+            break;
+        }
+        h.read_at("stays", when, 120.0).tick_at(when);
+        ticks += 1;
+        assert!(ticks < 10_000, "the wakes move on");
+    }
+    assert_eq!(h.plugin.state.sensors.len(), 1, "`gone` forgotten, `stays` kept");
+    assert!(h.plugin.state.sensors.contains_key("stays"));
+    let forgot: Vec<_> = h
+        .logs
+        .iter()
+        .filter(|(_, line)| line.starts_with("forgot 1 sensor"))
+        .collect();
+    assert_eq!(forgot.len(), 1, "{:?}", h.logs);
+    // Its hour of accuracy came first.
+    assert!(h.accuracy().iter().any(|s| s.sensor == "gone"));
+    h.read_at("gone", at(5 * 24 * 60), 120.0);
+    assert_eq!(h.plugin.state.sensors.len(), 2);
+}
+
+#[test]
+fn forget_after_is_from_two_days_to_the_manifests_seven() {
+    // The model asset provided, so that only the key can refuse.
+    Harness::new(&[("forget_after", "48h")]);
+    assert!(GlucoseForecast::init(Config::from_pairs(&[("forget_after", "168h")])).is_ok());
+    for wrong in ["47h", "0m", "169h", "8785h"] {
+        assert!(
+            GlucoseForecast::init(Config::from_pairs(&[("forget_after", wrong)])).is_err(),
+            "{wrong}"
+        );
+    }
+}

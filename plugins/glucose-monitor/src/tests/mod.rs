@@ -3,6 +3,7 @@
 mod alerts;
 mod config;
 mod episodes;
+mod forgetting;
 mod outliers;
 mod reference;
 mod robustness;
