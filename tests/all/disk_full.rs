@@ -331,23 +331,11 @@ async fn upstream_alerts_now(cloud_url: &str) -> Vec<String> {
 async fn a_device_started_on_a_full_disk_still_alerts_locally() {
     let local = NatsServer::start();
     let cloud = NatsServer::start_with_jetstream();
-    let mut device = Device::new(&local, Some(&cloud), "");
-    let disk = Tmpfs::mount(&device.path("data"), "8m");
-    device.start(&local).await;
-    device.terminate_cleanly().await;
+    let (mut device, disk) = run_once_on_a_tmpfs(&local, &cloud).await;
 
     let filler = disk.fill();
     let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
-    client
-        .publish("sensors.cgm.full-boot", reading(now_ms(), 45.0))
-        .await
-        .unwrap();
-    collect_until(
-        &mut alerts,
-        "the urgent-low of a device booted on a full disk",
-        |seen| urgent_lows(seen) == ["cgm.full-boot"],
-    )
-    .await;
+    urgent_low_alerted(&client, &mut alerts, "full-boot").await;
     let status = status_until(&client, "the alert waiting for the disk, shown", |status| {
         status["outbox"]["waiting_for_disk"].as_u64().unwrap_or(0) >= 1
     })
@@ -506,10 +494,7 @@ async fn a_version_healthy_while_the_disk_is_full_alerts_meanwhile_and_is_record
 async fn a_device_started_on_a_read_only_disk_still_alerts_locally_and_upstream() {
     let local = NatsServer::start();
     let cloud = NatsServer::start_with_jetstream();
-    let mut device = Device::new(&local, Some(&cloud), "");
-    let disk = Tmpfs::mount(&device.path("data"), "8m");
-    device.start(&local).await;
-    device.terminate_cleanly().await;
+    let (mut device, disk) = run_once_on_a_tmpfs(&local, &cloud).await;
     let outbox = std::fs::read(device.path("data/outbox.sqlite3")).unwrap();
     // Left wider than the host wants by an older version or an operator's
     // copy: the host cannot narrow it on a read-only disk either.
@@ -527,16 +512,7 @@ async fn a_device_started_on_a_read_only_disk_still_alerts_locally_and_upstream(
         in_memory["message"].as_str().unwrap().contains("Read-only file system"),
         "the reason: {in_memory}"
     );
-    client
-        .publish("sensors.cgm.read-only-boot", reading(now_ms(), 45.0))
-        .await
-        .unwrap();
-    collect_until(
-        &mut alerts,
-        "the urgent-low of a device booted on a read-only disk",
-        |seen| urgent_lows(seen) == ["cgm.read-only-boot"],
-    )
-    .await;
+    urgent_low_alerted(&client, &mut alerts, "read-only-boot").await;
     let upstream = urgent_lows_upstream_until(&cloud, &["cgm.read-only-boot"]).await;
     assert_eq!(upstream, ["cgm.read-only-boot"]);
     // The cloud hears it too: numbered in memory, under a new incarnation.
@@ -567,6 +543,31 @@ async fn a_device_started_on_a_read_only_disk_still_alerts_locally_and_upstream(
     let status = host_status(&client).await;
     assert_eq!(status["outbox"]["in_memory"], Value::Null, "{status}");
     device.terminate().await;
+}
+
+/// A device with `cloud` upstream whose data directory is an 8 MiB tmpfs,
+/// run once (its data directory then holds an outbox, its key, the
+/// sequences) and stopped.
+async fn run_once_on_a_tmpfs(local: &NatsServer, cloud: &NatsServer) -> (Device, Tmpfs) {
+    let mut device = Device::new(local, Some(cloud), "");
+    let disk = Tmpfs::mount(&device.path("data"), "8m");
+    device.start(local).await;
+    device.terminate_cleanly().await;
+    (device, disk)
+}
+
+/// Publish an urgent low of sensor `cgm.<sensor>` and wait for its alert,
+/// the only urgent-low among `alerts`.
+async fn urgent_low_alerted(client: &async_nats::Client, alerts: &mut async_nats::Subscriber, sensor: &str) {
+    client
+        .publish(format!("sensors.cgm.{sensor}"), reading(now_ms(), 45.0))
+        .await
+        .unwrap();
+    let expected = format!("cgm.{sensor}");
+    collect_until(alerts, &format!("the urgent-low of {expected}"), |seen| {
+        urgent_lows(seen) == [expected.as_str()]
+    })
+    .await;
 }
 
 /// The next alert of `code` among `alerts`.

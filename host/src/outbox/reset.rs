@@ -72,7 +72,7 @@ pub fn open_outbox(data_dir: &Path, limits: OutboxLimits, journal_inputs: usize)
         "no outbox file can be used ({}); outputs are kept in memory: published locally and sent upstream \
          as before, but what is not sent before this process stops is lost, and plugins start without their \
          saved state. Make the data directory writable and restart",
-        error_chain(&error)
+        crate::error_chain(&error)
     );
     tracing::error!(%reason, "Outbox in memory");
     let outbox = Outbox::open_in_memory(&data_dir.join(FILE_NAME), limits)?;
@@ -81,21 +81,6 @@ pub fn open_outbox(data_dir: &Path, limits: OutboxLimits, journal_inputs: usize)
         reset: None,
         in_memory: Some(reason),
     })
-}
-
-/// `error` and its sources, as one line.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    line
 }
 
 /// [`open_outbox`] on the file only: an unusable file moved aside and a new

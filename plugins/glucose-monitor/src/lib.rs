@@ -14,6 +14,7 @@
 use edgewise_sdk::time::MINUTE_MS;
 use edgewise_sdk::wake::grid_at_or_after;
 use edgewise_sdk::{Config, LogLevel, Outputs, Plugin, Reading, Wake};
+use glucose_units::in_mg_dl;
 use serde::{Deserialize, Serialize};
 
 mod alerts;
@@ -162,26 +163,6 @@ impl Plugin for GlucoseMonitor {
             i64::MAX => Wake::Idle,
             due => Wake::At(grid_at_or_after(due, TICK_GRID_MS)),
         }
-    }
-}
-
-/// mg/dL per mmol/L of glucose: its molar mass, 180.156 g/mol, over 10.
-pub const MG_DL_PER_MMOL_L: f64 = 18.0156;
-
-/// `reading` in mg/dL, the unit every rule of this plugin is in: a reading
-/// in mmol/L (`mmol/L` in any case) converted, so that a sensor that reports
-/// in mmol/L (most of Europe's) is watched rather than dropped as out of
-/// range (2.8 mmol/L, a dangerous low, is no valid mg/dL value); any other
-/// unit, or none, taken as mg/dL as before.
-pub fn in_mg_dl<'a>(reading: &Reading<'a>) -> Reading<'a> {
-    if reading.unit.trim().eq_ignore_ascii_case("mmol/l") {
-        Reading {
-            value: reading.value * MG_DL_PER_MMOL_L,
-            unit: "mg/dL",
-            ..*reading
-        }
-    } else {
-        *reading
     }
 }
 

@@ -148,7 +148,7 @@ fn a_sensor_in_mmol_per_litre_is_forecast_as_the_same_sensor_in_mg_per_decilitre
         in_mg.batch(&[edgewise_sdk::Reading::new(
             SENSOR,
             ts,
-            value * crate::MG_DL_PER_MMOL_L,
+            value * glucose_units::MG_DL_PER_MMOL_L,
             "mg/dL",
         )]);
     }
