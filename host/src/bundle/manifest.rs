@@ -210,15 +210,14 @@ pub fn sensor_cap(
 /// that long; ingest frees the place a little later still
 /// (`bus::admission`), so the plugin never holds more than `max_sensors`
 /// sensors. The operator may lengthen the manifest's (a plugin configured to
-/// keep sensors longer) but not shorten it: the manifest says what the
-/// plugin does, and freeing places sooner would let it hold more sensors
-/// than its memory was measured for. Without the manifest's, the operator's
-/// is taken as said.
+/// keep sensors longer) but not shorten it, nor give one to a plugin whose
+/// manifest has none (it forgets no sensor): the manifest says what the
+/// plugin does, and freeing places sooner than it forgets would let it hold
+/// more sensors than its memory was measured for.
 pub fn sensors_forgotten_after(manifest: &ManifestLimits, operator: &ManifestLimits) -> Option<Duration> {
-    let hours = match (manifest.forgets_sensors_after_h, operator.forgets_sensors_after_h) {
-        (Some(manifest), Some(operator)) => Some(manifest.max(operator)),
-        (manifest, operator) => operator.or(manifest),
-    };
+    let hours = manifest
+        .forgets_sensors_after_h
+        .map(|declared| declared.max(operator.forgets_sensors_after_h.unwrap_or(declared)));
     hours.map(|hours| Duration::from_secs(u64::from(hours) * 3600))
 }
 
@@ -802,8 +801,8 @@ call_deadline_ms = 1000
         assert_eq!(sensors_forgotten_after(&week, &day), hours(168));
         assert_eq!(
             sensors_forgotten_after(&none, &day),
-            hours(24),
-            "the operator's, as said"
+            None,
+            "the plugin forgets no sensor: the operator cannot make it"
         );
         let zero = limits(Some(0));
         assert_eq!(zero.zero_key(), Some("forgets_sensors_after_h"));

@@ -15,7 +15,8 @@
 //! state for it: for ever, unless the plugin declares that it forgets a
 //! sensor silent for `forgets_sensors_after_h`. Then a place whose sensor has
 //! been silent that long, plus `[ingest] max_future` (a reading the plugin
-//! took may be that far ahead of the host clock that admitted it), is freed
+//! took may be that far ahead of the host clock that admitted it) and
+//! [`FORGET_GRACE`] (for the tick that makes the plugin forget it), is freed
 //! for a new sensor: patients discharged and CGMs replaced do not fill the
 //! cap, and the plugin never holds more than `max_sensors` sensors.
 //!
@@ -37,6 +38,14 @@ use crate::model::Reading;
 /// publisher that paces readings on the host clock (the demo, the live-vs-
 /// replay test) is never refused for its latency.
 pub const TRANSIT_ALLOWANCE: Duration = Duration::from_secs(1);
+
+/// Clock time allowed, on top of a plugin's `forgets_sensors_after_h` and
+/// `max_future`, for the tick that makes the plugin forget a silent sensor
+/// to reach it before its place is freed: that tick comes at the host's next
+/// tick after the plugin's wake, behind the inputs queued before it (on a
+/// simulated clock the transit allowance, real time scaled, covers the
+/// ticks' lag too). An hour is nothing beside the days a place waits.
+pub const FORGET_GRACE: Duration = Duration::from_secs(3600);
 
 /// Why a reading or message was dead-lettered: the key of
 /// `deadletters_by_reason` in the status and the `kind` of a dead letter.
@@ -134,6 +143,7 @@ impl Admission {
         let freed_after_ms = forgotten_after.map(|after| {
             ms(after)
                 .saturating_add(ms(plausibility.max_future))
+                .saturating_add(ms(FORGET_GRACE))
                 .saturating_add(transit_ms)
         });
         Admission {
@@ -434,7 +444,7 @@ mod tests {
     }
 
     /// A plugin that forgets a sensor silent for a day: its place is freed
-    /// a day plus `max_future` (and the transit allowance) after the sensor's
+    /// a day plus `max_future`, the grace and the transit allowance after the sensor's
     /// latest admitted reading, not before, and only then; a sensor that
     /// keeps reading keeps its place.
     #[test]
@@ -457,7 +467,7 @@ mod tests {
         assert_eq!(check("b", NOW), None);
         // `b` reads on; `a` falls silent.
         assert_eq!(check("b", NOW + DAY), None);
-        let freed_at = NOW + DAY + 5 * MINUTE + 1000;
+        let freed_at = NOW + DAY + 5 * MINUTE + 60 * MINUTE + 1000;
         assert_eq!(check("c", freed_at), Some("too-many-sensors"), "not yet");
         assert_eq!(check("c", freed_at + 1), None, "a's place");
         assert_eq!(check("a", freed_at + 2), Some("too-many-sensors"), "a is new again");
@@ -467,6 +477,6 @@ mod tests {
         for n in 0..1000 {
             assert_eq!(check(&format!("x{n}"), freed_at + 3), Some("too-many-sensors"));
         }
-        assert_eq!(check("d", freed_at + 2 + DAY + 5 * MINUTE + 1001), None, "b's place");
+        assert_eq!(check("d", freed_at + 2 + DAY + 65 * MINUTE + 1001), None, "b's place");
     }
 }

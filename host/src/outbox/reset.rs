@@ -57,15 +57,17 @@ pub struct Opened {
 /// `journal_inputs` inputs after its saved state): damage there makes the
 /// outbox unusable too.
 ///
-/// When no file can be used for a reason a new file would meet again (the
-/// disk refuses: read-only, failing, not ours to write), the outbox is in
-/// memory ([`Outbox::open_in_memory`]): a device whose disk went read-only
-/// (a worn-out SD card) still alerts. Only another host holding the file is
-/// an error.
+/// When no file can be used because the disk refuses it (read-only,
+/// failing, full: [`disk_refuses`]), the outbox is in memory
+/// ([`Outbox::open_in_memory`]): a device whose disk went read-only (a
+/// worn-out SD card) still alerts. Any other error is still an error: another
+/// host holding the file, files another user owns (a second host run by
+/// hand as another user must not run beside the first), a passing failure
+/// (a start that fails is started again by its supervisor, with its file).
 pub fn open_outbox(data_dir: &Path, limits: OutboxLimits, journal_inputs: usize) -> Result<Opened, OpenError> {
     let error = match open_file(data_dir, limits, journal_inputs) {
         Ok(opened) => return Ok(opened),
-        Err(OpenError::Outbox(error @ OutboxError::Locked { .. })) => return Err(error.into()),
+        Err(error) if !disk_refuses(&error) => return Err(error),
         Err(error) => error,
     };
     let reason = format!(
@@ -141,6 +143,37 @@ fn open_file(data_dir: &Path, limits: OutboxLimits, journal_inputs: usize) -> Re
     })
 }
 
+/// Whether `error` is the disk refusing the data directory: a read-only file
+/// system, an I/O error, no space (an operating system error so, anywhere in
+/// the error's sources, or SQLite's own code for it).
+fn disk_refuses(error: &OpenError) -> bool {
+    const EIO: i32 = 5;
+    const ENOSPC: i32 = 28;
+    const EROFS: i32 = 30;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(EIO | ENOSPC | EROFS))
+        {
+            return true;
+        }
+        if let Some(sqlite) = cause.downcast_ref::<rusqlite::Error>()
+            && matches!(
+                sqlite.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::ReadOnly
+                        | rusqlite::ErrorCode::SystemIoFailure
+                        | rusqlite::ErrorCode::DiskFull
+                )
+            )
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
 /// Whether a fresh outbox is the answer to `error`: the files are unusable,
 /// not busy (another host), and not a disk or system failure that a new file
 /// would meet again.
@@ -156,5 +189,62 @@ fn can_reset(error: &OutboxError) -> bool {
         // host), nor an I/O error that a new file would meet again.
         OutboxError::Sqlite { .. } => error.is_damaged_file(),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(errno: i32) -> OpenError {
+        OpenError::Outbox(OutboxError::Io {
+            path: "outbox.sqlite3".into(),
+            operation: "make the database private (mode 0600)",
+            source: std::io::Error::from_raw_os_error(errno),
+        })
+    }
+
+    fn sqlite(code: std::ffi::c_int) -> OpenError {
+        OpenError::Outbox(OutboxError::sql(
+            std::path::Path::new("outbox.sqlite3"),
+            "open the database",
+        )(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            None,
+        )))
+    }
+
+    /// Only the disk refusing the data directory gives an outbox in memory;
+    /// another host, another user's files, a passing failure stay errors.
+    #[test]
+    fn only_a_disk_that_refuses_gives_an_outbox_in_memory() {
+        for errno in [5, 28, 30] {
+            assert!(disk_refuses(&io(errno)), "errno {errno}");
+        }
+        for code in [
+            rusqlite::ffi::SQLITE_READONLY,
+            rusqlite::ffi::SQLITE_IOERR,
+            rusqlite::ffi::SQLITE_FULL,
+        ] {
+            assert!(disk_refuses(&sqlite(code)), "SQLite {code}");
+        }
+        let moved = OpenError::MoveAside {
+            path: "outbox.sqlite3".into(),
+            source: std::io::Error::from_raw_os_error(30),
+        };
+        assert!(disk_refuses(&moved), "a damaged file on a read-only disk");
+        assert!(!disk_refuses(&io(13)), "EACCES: another user's files");
+        assert!(!disk_refuses(&io(12)), "ENOMEM: passes");
+        for code in [
+            rusqlite::ffi::SQLITE_BUSY,
+            rusqlite::ffi::SQLITE_NOMEM,
+            rusqlite::ffi::SQLITE_CANTOPEN,
+        ] {
+            assert!(!disk_refuses(&sqlite(code)), "SQLite {code}");
+        }
+        let locked = OpenError::Outbox(OutboxError::Locked {
+            path: "outbox.sqlite3".into(),
+        });
+        assert!(!disk_refuses(&locked));
     }
 }

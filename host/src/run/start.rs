@@ -648,6 +648,12 @@ fn check(context: &LoadContext<'_>, plugin: &PluginConfig) -> Result<Checked, Re
             "The plugin asks for more than the host allows: max_sensors lowered to the ceiling (`host_limits.max_sensors`)"
         );
     }
+    if plugin.limits.forgets_sensors_after_h.is_some() && manifest.limits.forgets_sensors_after_h.is_none() {
+        tracing::warn!(
+            plugin = %name,
+            "`forgets_sensors_after_h` is ignored: the plugin's manifest declares none (it keeps every sensor it is given)"
+        );
+    }
     let accept: worker::Accept = {
         let (rollback, name, digest) = (context.rollback.clone(), name.to_owned(), manifest.code_sha256.clone());
         let assets = manifest.assets_sha256();

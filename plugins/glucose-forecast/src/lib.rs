@@ -107,6 +107,16 @@ impl Plugin for GlucoseForecast {
                 edgewise_sdk::snapshot::decode(data)?
             }
         };
+        // A state saved before sensors were forgotten (0.2.2 or earlier) may
+        // hold silent sensors with no tick due: the tick that forgets them
+        // is due too.
+        let settings = &self.settings;
+        let state = &mut self.state;
+        state.next_due_ms = state
+            .sensors
+            .values()
+            .map(|sensor| sensor.due_ms().min(sensor.forget_due_ms(settings)))
+            .fold(state.next_due_ms, i64::min);
         Ok(())
     }
 

@@ -64,7 +64,27 @@ struct State {
 }
 
 impl Plugin for GlucoseMonitor {
-    edgewise_sdk::snapshot_state!(state);
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        edgewise_sdk::snapshot::encode(&self.state)
+    }
+
+    /// The saved state, with every sensor's tick due time worked out again:
+    /// a state saved by 0.2.1 or earlier has none for forgetting, and a
+    /// sensor silent there would otherwise never be visited, so never
+    /// forgotten. Working it out again never makes a due time later (it may
+    /// be early, never late), so the outputs are those of the saved state.
+    fn restore(&mut self, schema: u32, data: &[u8]) -> Result<(), String> {
+        edgewise_sdk::snapshot::expect_schema(schema, <Self as Plugin>::SNAPSHOT_SCHEMA)?;
+        let mut state: State = edgewise_sdk::snapshot::decode(data)?;
+        let settings = &self.settings;
+        let mut next_due = i64::MAX;
+        state.sensors.for_each_in_name_order(|_, sensor_state| {
+            next_due = next_due.min(sensor_state.refresh_tick_due(settings));
+        });
+        state.next_due_ms = next_due;
+        self.state = state;
+        Ok(())
+    }
 
     fn init(config: Config) -> Result<Self, String> {
         Ok(GlucoseMonitor {

@@ -103,6 +103,13 @@ impl SensorState {
         self.forget_due_ms(settings).is_some_and(|due| now_ms >= due)
     }
 
+    /// As a state saved by 0.2.1 or earlier left a silent sensor: no tick
+    /// due at all (forgetting did not exist).
+    #[cfg(test)]
+    pub fn as_saved_before_forgetting(&mut self) {
+        self.tick_due_ms = i64::MAX;
+    }
+
     /// Do what the ticks skipped since this sensor's last visit did: before
     /// [`SensorState::tick_due_ms`] a tick only moves the window horizon.
     pub fn catch_up(&mut self, tick_horizon_ms: i64) {

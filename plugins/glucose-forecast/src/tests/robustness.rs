@@ -305,3 +305,24 @@ fn forget_after_is_from_two_days_to_the_manifests_seven() {
         );
     }
 }
+
+/// A state saved by 0.2.2 (before forgetting) asks for no tick once its
+/// sensors' hours are emitted: restored, the tick that forgets them is due.
+#[test]
+fn a_silent_sensor_of_a_state_saved_before_forgetting_is_forgotten_too() {
+    use edgewise_sdk::Wake;
+    use edgewise_sdk::time::DAY_MS;
+    let mut h = Harness::new(&[]);
+    h.series(0, 5, &[100.0; 19]).tick(24 * 60);
+    h.plugin.state.next_due_ms = i64::MAX;
+    assert_eq!(h.plugin.next_wake(), Wake::Idle, "as 0.2.2 saved it");
+    let saved = h.plugin.snapshot().unwrap();
+
+    let mut restored = GlucoseForecast::init(Config::from_pairs(&[])).unwrap();
+    restored.restore(GlucoseForecast::SNAPSHOT_SCHEMA, &saved).unwrap();
+    let forget_at = at(90) + 7 * DAY_MS;
+    assert_eq!(restored.next_wake(), Wake::At(forget_at));
+    restored.on_tick(forget_at, &mut Outputs::default()).unwrap();
+    assert!(restored.state.sensors.is_empty());
+    assert_eq!(restored.next_wake(), Wake::Idle);
+}

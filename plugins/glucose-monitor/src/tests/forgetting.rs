@@ -4,7 +4,7 @@
 //! use, not every sensor ever seen.
 
 use edgewise_sdk::time::{DAY_MS, MINUTE_MS};
-use edgewise_sdk::{LogLevel, Outputs, Plugin, Wake};
+use edgewise_sdk::{Config, LogLevel, Outputs, Plugin, Wake};
 
 use super::{Harness, at};
 
@@ -87,4 +87,29 @@ fn forget_after_is_from_two_days_to_the_manifests_seven() {
         );
     }
     assert!(crate::GlucoseMonitor::init(edgewise_sdk::Config::from_pairs(&[("forget_after", "48h")])).is_ok());
+}
+
+/// A state saved by 0.2.1 (before forgetting) has no tick due for a silent
+/// sensor: restored, the sensor is due to be forgotten all the same.
+#[test]
+fn a_silent_sensor_of_a_state_saved_before_forgetting_is_forgotten_too() {
+    let mut h = Harness::new();
+    h.read_at("old", at(0), 100.0).tick(3 * 24 * 60);
+    h.plugin
+        .state
+        .sensors
+        .for_each_in_name_order(|_, sensor| sensor.as_saved_before_forgetting());
+    h.plugin.state.next_due_ms = i64::MAX;
+    assert_eq!(h.plugin.next_wake(), Wake::Idle, "as 0.2.1 saved it");
+    let saved = h.plugin.snapshot().unwrap();
+
+    let mut restored = crate::GlucoseMonitor::init(Config::from_pairs(&[])).unwrap();
+    restored
+        .restore(<crate::GlucoseMonitor as Plugin>::SNAPSHOT_SCHEMA, &saved)
+        .unwrap();
+    let forget_at = at(0) + 7 * DAY_MS - 5 * MINUTE_MS;
+    assert_eq!(restored.next_wake(), Wake::At(forget_at));
+    restored.on_tick(forget_at, &mut Outputs::default()).unwrap();
+    assert_eq!(restored.state.sensors.len(), 0);
+    assert_eq!(restored.next_wake(), Wake::Idle);
 }
