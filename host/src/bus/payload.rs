@@ -109,8 +109,15 @@ pub fn decode_into(subject: &str, bytes: &[u8], readings: &mut Vec<Reading>) -> 
 /// The general path: parse into a JSON tree (refusing a key given twice),
 /// then check each field.
 fn decode_general(subject: &str, bytes: &[u8]) -> Result<Vec<Reading>, PayloadError> {
-    let DistinctKeys(value) = serde_json::from_slice(bytes).map_err(|e| PayloadError::NotJson(e.to_string()))?;
+    let value = parse_distinct(bytes).map_err(|e| PayloadError::NotJson(e.to_string()))?;
     decode_value(subject, &value)
+}
+
+/// `bytes` as a JSON tree, refused if any object in it has a key twice
+/// ([`DistinctKeys`]): what ingest decodes, and what replay reads of a
+/// recorded message, so that a recording replays as the host took it live.
+pub fn parse_distinct(bytes: &[u8]) -> serde_json::Result<Value> {
+    serde_json::from_slice(bytes).map(|DistinctKeys(value)| value)
 }
 
 /// A JSON value in which no object has the same key twice, at any depth.

@@ -24,7 +24,8 @@ pub(crate) fn read(text: &[u8], builder: &mut RecordingBuilder) -> Result<(), Re
 /// The readings of one line; none when no subscription takes its subject
 /// (its payload not decoded: the host would never have received it).
 fn parse_line(line: &[u8], builder: &mut RecordingBuilder) -> Result<Vec<crate::model::Reading>, RowError> {
-    let message: Value = serde_json::from_slice(line).map_err(RowError::Json)?;
+    // As ingest parses a payload: a key twice is refused, live and here alike.
+    let message = payload::parse_distinct(line).map_err(RowError::Json)?;
     let subject = message
         .get("subject")
         .and_then(Value::as_str)
@@ -36,4 +37,37 @@ fn parse_line(line: &[u8], builder: &mut RecordingBuilder) -> Result<Vec<crate::
         return Ok(Vec::new());
     }
     Ok(payload::decode_value(subject, payload)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::replay::recording::{Format, load};
+
+    /// A recorded message with a key twice is a bad row, as ingest refuses
+    /// it live: a replay must not take a reading the host never took.
+    #[test]
+    fn a_recorded_message_with_a_key_twice_is_a_bad_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bus.jsonl");
+        std::fs::write(
+            &path,
+            concat!(
+                r#"{"subject":"sensors.cgm.a","payload":{"ts":1434300000000,"value":120}}"#,
+                "\n",
+                r#"{"subject":"sensors.cgm.a","payload":{"ts":1434300300000,"value":45,"value":120}}"#,
+                "\n",
+            ),
+        )
+        .unwrap();
+        let error = load(&path, Format::Jsonl, false).err().map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains(":2") && e.contains("duplicate key `value`")),
+            "{error:?}"
+        );
+        let recording = load(&path, Format::Jsonl, true).unwrap();
+        assert_eq!(recording.stats.invalid, 1);
+        assert_eq!(recording.readings.len(), 1);
+    }
 }
