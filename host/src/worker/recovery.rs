@@ -66,6 +66,16 @@ pub(super) const SET_ASIDE_AFTER: u32 = 4;
 /// start costs seconds, not a quarantine's cool-down. A refusal of the state
 /// or a trap in `init` moves it aside at once: it would come again.
 pub(super) const STATE_ASIDE_AFTER: u32 = 3;
+/// Snapshots in a row that killed the instance (a trap, its memory, its
+/// deadline) after which the worker takes no more until the plugin starts
+/// afresh or the host restarts. Each one costs a restart and the inputs
+/// since the last snapshot given again, and the restarted instance, in the
+/// same state, is due a snapshot at once: without a bound the plugin died at
+/// every start until quarantined, its readings held and its alerts silent.
+/// The first may pass (a deadline on a loaded device); a second in a row is
+/// the state or the plugin's code. The plugin then runs on from its state in
+/// memory, unsaved: that is said loudly.
+pub(super) const SNAPSHOT_TRAPS_AT_MOST: u32 = 2;
 
 /// An input kept for recovery, with the failures it caused.
 #[derive(Debug)]
@@ -116,6 +126,8 @@ pub(super) struct Recovery {
     /// Starts from `start` that failed in a row for a reason that may pass
     /// (see [`STATE_ASIDE_AFTER`]); none since it was taken or last started.
     start_failures: u32,
+    /// Snapshots that killed the instance since the last one taken.
+    snapshot_traps: u32,
 }
 
 impl Recovery {
@@ -136,6 +148,7 @@ impl Recovery {
             due_since: None,
             recount: false,
             start_failures: 0,
+            snapshot_traps: 0,
         };
         recovery.note_due();
         recovery
@@ -219,9 +232,23 @@ impl Recovery {
         self.start_failures = 0;
     }
 
+    /// A snapshot killed the instance: the snapshots that did so in a row,
+    /// this one included.
+    pub(super) fn snapshot_trapped(&mut self) -> u32 {
+        self.snapshot_traps = self.snapshot_traps.saturating_add(1);
+        self.snapshot_traps
+    }
+
+    /// Whether snapshots are given up: [`SNAPSHOT_TRAPS_AT_MOST`] in a row
+    /// killed the instance.
+    pub(super) fn snapshots_given_up(&self) -> bool {
+        self.snapshot_traps >= SNAPSHOT_TRAPS_AT_MOST
+    }
+
     /// A snapshot taken after every input so far.
     pub(super) fn snapshotted(&mut self, start: Start) {
         self.start_failures = 0;
+        self.snapshot_traps = 0;
         self.start = Some(start);
         self.since.clear();
         self.since_bytes = 0;
@@ -255,6 +282,8 @@ impl Recovery {
     /// longer applies (recovery failed, or was impossible).
     pub(super) fn forget(&mut self, next_seq: u64) {
         self.start_failures = 0;
+        // A fresh state may well be saved again.
+        self.snapshot_traps = 0;
         self.start = None;
         self.since.clear();
         self.since_bytes = 0;
@@ -411,5 +440,20 @@ mod tests {
         assert_eq!(recovery.start_failed(), 1, "another state: counted anew");
         recovery.forget(9);
         assert_eq!(recovery.start_failed(), 1, "a fresh start: counted anew");
+    }
+
+    #[test]
+    fn snapshots_are_given_up_after_traps_in_a_row_until_one_succeeds_or_a_fresh_start() {
+        let mut recovery = after_a_snapshot_of(8);
+        assert_eq!(recovery.snapshot_trapped(), 1);
+        assert!(!recovery.snapshots_given_up(), "one may pass");
+        recovery.snapshotted(start(7));
+        assert_eq!(recovery.snapshot_trapped(), 1, "a snapshot taken resets the count");
+        assert_eq!(recovery.snapshot_trapped(), SNAPSHOT_TRAPS_AT_MOST);
+        assert!(recovery.snapshots_given_up());
+        recovery.started();
+        assert!(recovery.snapshots_given_up(), "a start from the same state changes nothing");
+        recovery.forget(9);
+        assert!(!recovery.snapshots_given_up(), "a fresh state: tried again");
     }
 }

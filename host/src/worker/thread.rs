@@ -331,7 +331,7 @@ impl PluginThread {
         let (Some(recovery), Some(instance)) = (self.recovery.as_mut(), self.instance.as_mut()) else {
             return;
         };
-        if !due(recovery) {
+        if recovery.snapshots_given_up() || !due(recovery) {
             return;
         }
         match timed(self.stats.call_times.as_ref(), Call::Snapshot, || instance.snapshot()) {
@@ -344,7 +344,19 @@ impl PluginThread {
                 recovery.snapshotted(start.clone());
                 self.save(start);
             }
-            Err(error) if error.kind.poisons() => self.failed(error),
+            Err(error) if error.kind.poisons() => {
+                self.stats.snapshot_failures.fetch_add(1, Ordering::Relaxed);
+                let traps = recovery.snapshot_trapped();
+                if recovery.snapshots_given_up() {
+                    let message = format!(
+                        "its state is no longer saved: `snapshot` failed {traps} times in a row ({error}); \
+                         it runs on from its state in memory, which a restart of the host may lose"
+                    );
+                    tracing::error!(plugin = %self.name(), "{message}");
+                    self.host_alert(DEGRADED, message);
+                }
+                self.failed(error);
+            }
             Err(error) => {
                 self.stats.snapshot_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(plugin = %self.name(), %error, "No snapshot: a failure now would restart the plugin without its state");
