@@ -123,7 +123,10 @@ async fn a_plugin_whose_every_snapshot_traps_runs_on_and_says_its_state_is_not_s
     let mut seen = Vec::new();
     let t0 = now_ms() - 60_000;
     for k in 1..=300u64 {
-        client.publish(V0_2.subject, reading(t0 + k as i64, 100.0)).await.unwrap();
+        client
+            .publish(V0_2.subject, reading(t0 + k as i64, 100.0))
+            .await
+            .unwrap();
         let got = collect_until(&mut alerts, "the reading counted", |got| counted(got).len() == 1).await;
         seen.extend(got);
     }

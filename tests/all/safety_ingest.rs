@@ -477,6 +477,53 @@ async fn a_new_sensor_refused_for_the_plugins_sensor_cap_raises_an_alert() {
     device.terminate_cleanly().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_clock_ten_minutes_behind_is_raised_not_left_to_dead_letter_counts() {
+    // A device without a real-time clock booted offline: its clock is behind
+    // the sensors'. Every reading is "from the future" and refused; before,
+    // only `deadletters_by_reason.future` said so, and no patient was
+    // monitored without anyone being told.
+    let behind = time::OffsetDateTime::now_utc() - time::Duration::minutes(10);
+    let start = behind.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let clock = format!("[clock]\nstart = \"{start}\"\nspeed = 1\n");
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, &clock);
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
+    for sensor in ["p1", "p2"] {
+        client
+            .publish(format!("sensors.cgm.{sensor}"), reading(now_ms(), 45.0))
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    let alert = next_where(&mut alerts, "the host's plugin-degraded", |_, alert| {
+        alert["code"] == "plugin-degraded"
+    })
+    .await;
+    assert_eq!(alert["severity"], "critical", "{alert}");
+    let message = alert["message"].as_str().unwrap();
+    assert_contains(message, "`glucose-monitor`");
+    assert_contains(message, "`future`");
+    assert_contains(message, "sensor `cgm.p1`");
+    assert_contains(message, "clock is probably behind");
+    status_until(&client, "both refusals counted", |s| deadletters(s, "future") == 2).await;
+    // Once, not for each refused reading: the next thing on the bus after a
+    // third refusal and a reading the device takes is the latter's alert.
+    client.publish("sensors.cgm.p3", reading(now_ms(), 45.0)).await.unwrap();
+    let behind_ms = behind.unix_timestamp() * 1000;
+    client
+        .publish("sensors.cgm.p1", reading(behind_ms, 45.0))
+        .await
+        .unwrap();
+    let next = next_where(&mut alerts, "p1's urgent-low", |_, _| true).await;
+    assert_eq!(
+        (&next["sensor"], &next["code"]),
+        (&"cgm.p1".into(), &"urgent-low".into()),
+        "{next}"
+    );
+    device.terminate_cleanly().await;
+}
+
 /// A plugin slower than a flood of large messages on core NATS does not take
 /// the device's memory: its queue is bounded in readings (`queue_capacity`,
 /// 4096), what does not fit is dropped, counted in its `readings_dropped`,

@@ -35,9 +35,10 @@ use super::plugins::Plugins;
 use super::shutdown::Parts;
 use super::start::{Device, Loader, RefusalReason, Refused};
 use super::status::{PluginSource, StatusSources};
+use crate::bus::admission::DeadLetterKind;
 use crate::bus::config::Source;
 use crate::bus::ingest::{
-    self, Failure, IngestError, IngestEvent, IngestHealth, IngestStats, Input, QueueFull, SensorCap,
+    self, Failure, IngestError, IngestEvent, IngestHealth, IngestStats, Input, OutOfTime, QueueFull, SensorCap,
 };
 use crate::bus::status::ControlStats;
 use crate::clock::Clock;
@@ -175,6 +176,7 @@ impl Owner {
                     IngestEvent::Failed(failure) => self.ingest_failed(failure).await,
                     IngestEvent::SensorCap(cap) => self.sensor_cap(cap).await,
                     IngestEvent::QueueFull(full) => self.queue_full(full).await,
+                    IngestEvent::OutOfTime(refused) => self.out_of_time(refused).await,
                 },
                 Some(task) = ended.recv() => self.task_ended(task).await,
                 Some(compiled) = compiling.next() => self.compiled(compiled, compiling).await,
@@ -268,6 +270,33 @@ impl Owner {
             "plugin `{plugin}` takes no new sensor: it has its `max_sensors` of {max_sensors}, so the \
              readings of sensor `{sensor}` (and of any other new sensor) are not given to it \
              (dead-lettered as `too-many-sensors`) {until}"
+        );
+        self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
+    }
+
+    /// Readings were refused for their time: said loudly, at once (and again
+    /// at most hourly while it goes on). When it is every reading, it is the
+    /// device clock, and no patient is monitored.
+    async fn out_of_time(&mut self, refused: OutOfTime) {
+        let OutOfTime {
+            plugin,
+            refused,
+            sensor,
+            kind,
+            reason,
+        } = refused;
+        let (setting, clock) = match kind {
+            DeadLetterKind::TooOld => ("max_age", "ahead"),
+            _ => ("max_future", "behind"),
+        };
+        tracing::error!(%plugin, %sensor, refused, %reason, "Readings refused for their time: is the device clock right?");
+        let message = format!(
+            "plugin `{plugin}` is not given {refused} readings whose time is too far from this \
+             device's clock (dead-lettered as `{}`, `[ingest] {setting}`), the first of sensor \
+             `{sensor}`: {reason}. If every sensor's readings are refused so, this device's clock is \
+             probably {clock} (no real-time clock, NTP unreachable): set it right, as until then \
+             those patients are not monitored",
+            kind.as_str()
         );
         self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
     }

@@ -452,7 +452,10 @@ mod tests {
         assert_eq!(recovery.snapshot_trapped(), SNAPSHOT_TRAPS_AT_MOST);
         assert!(recovery.snapshots_given_up());
         recovery.started();
-        assert!(recovery.snapshots_given_up(), "a start from the same state changes nothing");
+        assert!(
+            recovery.snapshots_given_up(),
+            "a start from the same state changes nothing"
+        );
         recovery.forget(9);
         assert!(!recovery.snapshots_given_up(), "a fresh state: tried again");
     }

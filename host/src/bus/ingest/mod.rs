@@ -260,6 +260,28 @@ pub enum IngestEvent {
     SensorCap(SensorCap),
     /// Readings were dropped: the plugin's queue was full.
     QueueFull(QueueFull),
+    /// Readings were refused for their time, far from the host clock's.
+    OutOfTime(OutOfTime),
+}
+
+/// Readings refused because their time is further ahead of the host clock
+/// than `max_future` or behind it than `max_age` (told at the first refusal,
+/// then at most once every [`RETELL`] while refusals go on). Every reading
+/// of every sensor refused so is what a wrong device clock looks like (a
+/// device without a real-time clock booted offline, NTP unreachable): no
+/// patient is monitored, which dead-letter counts alone would leave unseen.
+#[derive(Debug)]
+pub struct OutOfTime {
+    /// The plugin.
+    pub plugin: String,
+    /// Readings refused so since the owner was last told.
+    pub refused: u64,
+    /// The sensor of the first of them.
+    pub sensor: String,
+    /// `future` or `too-old`, of the first of them.
+    pub kind: DeadLetterKind,
+    /// Why the first of them was refused (its time, the host clock's).
+    pub reason: String,
 }
 
 /// Readings of core NATS messages dropped because the plugin's queue was
@@ -419,6 +441,8 @@ pub struct Ingest {
     cap_refusals: Retell,
     /// Readings dropped for a full queue, as told to the owner.
     queue_drops: Retell,
+    /// Readings refused for their time, as told to the owner.
+    out_of_time: Retell,
     log: LogBudget,
 }
 
@@ -445,6 +469,7 @@ impl Ingest {
             events,
             cap_refusals: Retell::default(),
             queue_drops: Retell::default(),
+            out_of_time: Retell::default(),
             log: LogBudget::default(),
         }
     }
@@ -465,6 +490,22 @@ impl Ingest {
 }
 
 impl Ingest {
+    /// `refused` readings were refused for their time, the first of
+    /// `sensor` for `refusal`: tell the owner, if not told within [`RETELL`]
+    /// (then with every reading refused since).
+    fn out_of_time(&mut self, refused: u64, sensor: String, refusal: &Refusal) {
+        let Some(refused) = self.out_of_time.occurred(refused, Instant::now()) else {
+            return;
+        };
+        let _ = self.events.send(IngestEvent::OutOfTime(OutOfTime {
+            plugin: self.plugin.clone(),
+            refused,
+            sensor,
+            kind: refusal.kind,
+            reason: refusal.reason.clone(),
+        }));
+    }
+
     /// `dropped` readings were dropped for want of room in the plugin's
     /// queue of `capacity`: tell the owner, if not told within
     /// [`RETELL`] (then with every reading dropped since).
@@ -540,6 +581,7 @@ async fn take_message(ingest: &mut Ingest, message: &async_nats::Message, readin
     let mut decoded = readings.split_off(before);
     let mut refused: Vec<(usize, Refusal)> = Vec::new();
     let mut capped = None;
+    let mut out_of_time: Option<String> = None;
     let mut index = 0;
     decoded.retain(|reading| {
         let at = index;
@@ -550,6 +592,9 @@ async fn take_message(ingest: &mut Ingest, message: &async_nats::Message, readin
                 if refusal.kind == DeadLetterKind::TooManySensors && capped.is_none() {
                     capped = Some(reading.sensor.clone());
                 }
+                if matches!(refusal.kind, DeadLetterKind::Future | DeadLetterKind::TooOld) && out_of_time.is_none() {
+                    out_of_time = Some(reading.sensor.clone());
+                }
                 refused.push((at, refusal));
                 false
             }
@@ -558,6 +603,14 @@ async fn take_message(ingest: &mut Ingest, message: &async_nats::Message, readin
     readings.append(&mut decoded);
     if let Some(sensor) = capped {
         ingest.sensor_cap_reached(sensor);
+    }
+    if let Some(sensor) = out_of_time {
+        let of_time =
+            |refusal: &&(usize, Refusal)| matches!(refusal.1.kind, DeadLetterKind::Future | DeadLetterKind::TooOld);
+        let count = refused.iter().filter(of_time).count() as u64;
+        if let Some((_, first)) = refused.iter().find(of_time) {
+            ingest.out_of_time(count, sensor, first);
+        }
     }
     // One letter per reason: the first refusal's sentence, every index.
     for kind in DeadLetterKind::ALL {
