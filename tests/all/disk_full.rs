@@ -18,7 +18,7 @@ use edgewise_tests::nats::NatsServer;
 
 use crate::device::{DEVICE, Device, WAIT, now_ms, reading};
 use crate::support::{
-    collect_until, host_status, plugin, publish_acked, status_until, subscribe_alerts, upstream_alerts,
+    collect_until, host_status, next_where, plugin, publish_acked, status_until, subscribe_alerts, upstream_alerts,
     upstream_alerts_where,
 };
 
@@ -190,6 +190,100 @@ async fn with_jetstream_input_a_full_disk_delays_acknowledgements_and_loses_noth
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_delivered_again_while_its_outputs_wait_for_the_disk_is_acknowledged_once_they_are_stored() {
     jetstream_input_on_a_full_disk(Some(Duration::from_secs(1))).await;
+}
+
+/// The server delivers at most the consumer's `max_ack_pending` messages
+/// unacknowledged (1000 unless set; 4 here, set by an operator who made the
+/// consumer). Messages wait for their outputs to be stored before they are
+/// acknowledged, so on a full disk the stream stopped delivering after that
+/// many: the next patient's urgent-low was never raised, locally either.
+/// Now the oldest waiting acknowledgements are given early, reported, so
+/// readings keep flowing; their outputs still wait in memory for the disk.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_jetstream_input_a_full_disk_does_not_stop_local_alerts_at_the_consumers_ack_pending_limit() {
+    let local = NatsServer::start_with_jetstream();
+    let cloud = NatsServer::start_with_jetstream();
+    let jetstream = async_nats::jetstream::new(async_nats::connect(local.url()).await.unwrap());
+    let sensors = crate::support::create_sensors_stream(&jetstream).await;
+    let config = async_nats::jetstream::consumer::pull::Config {
+        durable_name: Some(format!("edgewise-{DEVICE}-glucose-monitor")),
+        filter_subjects: vec!["sensors.cgm.>".to_owned()],
+        ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+        max_ack_pending: 4,
+        ..Default::default()
+    };
+    sensors.create_consumer(config).await.unwrap();
+    let mut device = Device::new(
+        &local,
+        Some(&cloud),
+        "[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n",
+    );
+    let disk = Tmpfs::mount(&device.path("data"), "8m");
+    let (_client, mut alerts) = device.start_watching(&local, ">").await;
+    let publish = |sensor: String| {
+        let jetstream = jetstream.clone();
+        async move { publish_acked(&jetstream, format!("sensors.cgm.{sensor}"), reading(now_ms(), 45.0)).await }
+    };
+    publish("before".to_owned()).await;
+    collect_until(&mut alerts, "the first urgent-low", |seen| {
+        urgent_lows(seen) == ["cgm.before"]
+    })
+    .await;
+    urgent_lows_upstream_until(&cloud, &["cgm.before"]).await;
+
+    let filler = disk.fill();
+    let full: Vec<String> = (1..=10).map(|k| format!("full-{k}")).collect();
+    for sensor in &full {
+        publish(sensor.clone()).await;
+    }
+    let seen = collect_until(&mut alerts, "ten urgent-lows while the disk is full", |seen| {
+        urgent_lows(seen).len() == 10
+    })
+    .await;
+    let expected: Vec<String> = full.iter().map(|sensor| format!("cgm.{sensor}")).collect();
+    assert_eq!(urgent_lows(&seen), expected);
+    let early = seen
+        .iter()
+        .filter(|(_, alert)| alert["code"] == "plugin-degraded")
+        .filter_map(|(_, alert)| alert["message"].as_str())
+        .find(|message| message.contains("acknowledged before"))
+        .map(str::to_owned);
+    let early = match early {
+        Some(message) => message,
+        None => next_where(&mut alerts, "the early acknowledgements raised", |_, alert| {
+            alert["code"] == "plugin-degraded"
+                && alert["message"].as_str().unwrap_or("").contains("acknowledged before")
+        })
+        .await["message"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    };
+    assert!(early.contains("`glucose-monitor`"), "{early}");
+
+    // Space returns: the outputs kept in memory are stored and sent, each
+    // once, in order; every message is acknowledged.
+    std::fs::remove_file(&filler).unwrap();
+    let mut wanted = vec!["cgm.before".to_owned()];
+    wanted.extend(expected);
+    let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    assert_eq!(
+        urgent_lows_upstream_until(&cloud, &wanted).await,
+        wanted,
+        "each once, in order"
+    );
+    crate::support::poll_until("every sensor message acknowledged", WAIT, || {
+        let sensors = sensors.clone();
+        async move {
+            let consumer = consumer_info(&sensors).await;
+            match consumer.num_ack_pending + consumer.num_pending as usize {
+                0 => Ok(()),
+                _ => Err(format!("{consumer:?}")),
+            }
+        }
+    })
+    .await;
+    device.terminate().await;
 }
 
 /// The JetStream full-disk scenario; with `ack_wait`, the device's consumer

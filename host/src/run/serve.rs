@@ -38,7 +38,8 @@ use super::status::{PluginSource, StatusSources};
 use crate::bus::admission::DeadLetterKind;
 use crate::bus::config::Source;
 use crate::bus::ingest::{
-    self, Failure, IngestError, IngestEvent, IngestHealth, IngestStats, Input, OutOfTime, QueueFull, SensorCap,
+    self, AcknowledgedEarly, Failure, IngestError, IngestEvent, IngestHealth, IngestStats, Input, OutOfTime, QueueFull,
+    SensorCap,
 };
 use crate::bus::status::ControlStats;
 use crate::clock::Clock;
@@ -177,6 +178,7 @@ impl Owner {
                     IngestEvent::SensorCap(cap) => self.sensor_cap(cap).await,
                     IngestEvent::QueueFull(full) => self.queue_full(full).await,
                     IngestEvent::OutOfTime(refused) => self.out_of_time(refused).await,
+                    IngestEvent::AcknowledgedEarly(early) => self.acknowledged_early(early).await,
                 },
                 Some(task) = ended.recv() => self.task_ended(task).await,
                 Some(compiled) = compiling.next() => self.compiled(compiled, compiling).await,
@@ -297,6 +299,24 @@ impl Owner {
              probably {clock} (no real-time clock, NTP unreachable): set it right, as until then \
              those patients are not monitored",
             kind.as_str()
+        );
+        self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
+    }
+
+    /// JetStream messages were acknowledged before their outputs were stored:
+    /// said loudly, at once (and again at most hourly while it goes on).
+    async fn acknowledged_early(&mut self, early: AcknowledgedEarly) {
+        let AcknowledgedEarly {
+            plugin,
+            messages,
+            waiting_at_most,
+        } = early;
+        let message = format!(
+            "plugin `{plugin}`: {messages} sensor messages acknowledged before their outputs were \
+             stored, as {waiting_at_most} already waited for the outbox, which is not storing (a full \
+             or failing disk: see `outbox.waiting_for_disk`), and the stream delivers no more \
+             unacknowledged: their readings reached the plugin and its alerts the local bus, their \
+             outputs wait in memory, and a crash before they are stored loses those"
         );
         self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
     }

@@ -4,16 +4,57 @@
 //! in the outbox (or it was dead-lettered); a crash before that means
 //! redelivery, never loss.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use futures::StreamExt;
+use tokio::sync::oneshot::error::TryRecvError;
 use tokio::sync::watch;
 
 use super::{Batch, Ingest, IngestError, ReadingsQueue, take_message};
 
 /// How often a missing sensor stream is looked for again.
 const STREAM_POLL: Duration = Duration::from_secs(1);
+
+/// The consumer's `max_ack_pending` when the host makes it: the messages the
+/// server delivers unacknowledged at most (its default is 1000).
+const MAX_ACK_PENDING: i64 = 20_000;
+
+/// Messages waiting for their outputs to be stored before they are
+/// acknowledged, at most, whatever the consumer allows: past it the oldest
+/// are acknowledged early (see [`waiting_at_most`]).
+const WAITING_AT_MOST: usize = MAX_ACK_PENDING as usize / 2;
+
+/// How many messages may wait for their outputs to be stored, unacknowledged,
+/// for a consumer whose `max_ack_pending` is `max_ack_pending` (-1 or 0: no
+/// limit given). The server delivers nothing more once that many are
+/// unacknowledged: on a full disk, where nothing is stored, readings would
+/// stop reaching the plugin, and its alerts the local bus. Half of it, so
+/// that the messages the client pulls ahead fit in the rest.
+fn waiting_at_most(max_ack_pending: i64) -> usize {
+    match usize::try_from(max_ack_pending) {
+        Ok(limit) if limit > 0 => (limit / 2).clamp(1, WAITING_AT_MOST),
+        _ => WAITING_AT_MOST,
+    }
+}
+
+/// Messages given to the plugin, acknowledged once their outputs are stored.
+struct Waiting {
+    /// Told when the outputs are stored; dropped if they were not (or the
+    /// worker dropped the batch).
+    written: tokio::sync::oneshot::Receiver<()>,
+    ackers: Vec<async_nats::jetstream::message::Acker>,
+}
+
+/// Whether the oldest waiting messages' outputs were stored, once told
+/// (never, with nothing waiting).
+async fn oldest_written(waiting: &mut VecDeque<Waiting>) -> bool {
+    match waiting.front_mut() {
+        Some(oldest) => (&mut oldest.written).await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
 
 /// Consume `filters` from the JetStream `stream_name` through the durable
 /// consumer `consumer_name` (made if missing) until `stop`. The stream may
@@ -48,6 +89,7 @@ pub async fn run<W: From<Batch>>(
         durable_name: Some(consumer_name.to_owned()),
         filter_subjects: filters.to_vec(),
         ack_policy: AckPolicy::Explicit,
+        max_ack_pending: MAX_ACK_PENDING,
         ..Default::default()
     };
     // Messages delivered to a host that was killed before acknowledging them
@@ -78,20 +120,35 @@ pub async fn run<W: From<Batch>>(
         consumer: consumer_name.to_owned(),
         source,
     })?;
+    // A consumer made beforehand (by an operator, or an older host) keeps
+    // its own limit.
+    let limit = waiting_at_most(consumer.cached_info().config.max_ack_pending);
     ingest.health.flowing(&ingest.plugin);
     let mut chunks = messages.ready_chunks(batch_max);
-    // Acknowledgements waiting for the outputs of their messages to be
-    // stored. The next chunk waits only until the plugin has been given
-    // this one: while the disk refuses writes, readings still reach the
-    // plugin and its alerts the local bus (the server's ack-pending limit
-    // bounds how many wait). Ended with the consumer: what they would have
-    // acknowledged is delivered again and recognised by the worker.
-    let mut acks = tokio::task::JoinSet::new();
+    // Messages waiting for their outputs to be stored, oldest first (the
+    // writer stores in order). The next chunk waits only until the plugin
+    // has been given this one: while the disk refuses writes, readings still
+    // reach the plugin and its alerts the local bus. Past `limit` the oldest
+    // are acknowledged early, said loudly: the server would deliver no more.
+    // Ended with the consumer: what they would have acknowledged is
+    // delivered again and recognised by the worker.
+    let mut waiting: VecDeque<Waiting> = VecDeque::new();
+    let mut waiting_messages = 0;
     loop {
-        while acks.try_join_next().is_some() {}
         let chunk = tokio::select! {
             biased;
             _ = stop.changed() => return Ok(()),
+            written = oldest_written(&mut waiting) => {
+                if let Some(oldest) = waiting.pop_front() {
+                    waiting_messages -= oldest.ackers.len();
+                    // Not stored (or dropped by the worker): no ack, so the
+                    // stream delivers them again.
+                    if written {
+                        acknowledge(oldest.ackers).await;
+                    }
+                }
+                continue;
+            }
             chunk = chunks.next() => match chunk {
                 Some(chunk) => chunk,
                 None => return Err(IngestError::ConsumerEnded { consumer: consumer_name.to_owned() }),
@@ -138,13 +195,26 @@ pub async fn run<W: From<Batch>>(
         };
         // On an error, the messages stay unacknowledged.
         queue.send(batch).await?;
-        acks.spawn(async move {
-            // Dropped by the worker (its plugin down, its hold buffer full),
-            // or not stored: no ack, so the stream delivers them again.
-            if written.await.is_ok() {
-                acknowledge(ackers).await;
+        waiting_messages += ackers.len();
+        waiting.push_back(Waiting { written, ackers });
+        let mut early = 0;
+        while waiting_messages > limit
+            && let Some(mut oldest) = waiting.pop_front()
+        {
+            waiting_messages -= oldest.ackers.len();
+            match oldest.written.try_recv() {
+                Ok(()) => acknowledge(oldest.ackers).await,
+                // Dropped by the worker, or not stored: delivered again.
+                Err(TryRecvError::Closed) => {}
+                Err(TryRecvError::Empty) => {
+                    early += oldest.ackers.len() as u64;
+                    acknowledge(oldest.ackers).await;
+                }
             }
-        });
+        }
+        if early > 0 {
+            ingest.acknowledged_early(early, limit);
+        }
         // The next chunk once the plugin has these (or they were dropped):
         // while it is down, the stream holds what comes next.
         let _ = taken.await;
@@ -181,4 +251,20 @@ fn is_lost(kind: MessagesErrorKind) -> bool {
             | MessagesErrorKind::PushBasedConsumer
             | MessagesErrorKind::RequestLimitExceeded
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_the_consumers_ack_pending_limit_waits_for_the_disk_at_most() {
+        assert_eq!(waiting_at_most(1000), 500, "the server's default");
+        assert_eq!(waiting_at_most(4), 2);
+        assert_eq!(waiting_at_most(1), 1, "one at least");
+        assert_eq!(waiting_at_most(MAX_ACK_PENDING), WAITING_AT_MOST);
+        assert_eq!(waiting_at_most(1 << 40), WAITING_AT_MOST, "bounded in memory");
+        assert_eq!(waiting_at_most(-1), WAITING_AT_MOST, "no limit given: ours");
+        assert_eq!(waiting_at_most(0), WAITING_AT_MOST);
+    }
 }

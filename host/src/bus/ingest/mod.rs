@@ -262,6 +262,25 @@ pub enum IngestEvent {
     QueueFull(QueueFull),
     /// Readings were refused for their time, far from the host clock's.
     OutOfTime(OutOfTime),
+    /// JetStream messages were acknowledged before their outputs were stored.
+    AcknowledgedEarly(AcknowledgedEarly),
+}
+
+/// JetStream messages acknowledged before their outputs were stored, because
+/// more waited than the consumer lets wait unacknowledged (told at the first,
+/// then at most once every [`RETELL`] while it goes on): the outbox is not
+/// storing (a full or failing disk). Their readings reached the plugin and
+/// its alerts the local bus; their outputs wait in memory, and a crash
+/// before they are stored loses them, as the stream will not deliver those
+/// messages again.
+#[derive(Debug)]
+pub struct AcknowledgedEarly {
+    /// The plugin.
+    pub plugin: String,
+    /// Messages acknowledged early since the owner was last told.
+    pub messages: u64,
+    /// How many may wait unacknowledged.
+    pub waiting_at_most: usize,
 }
 
 /// Readings refused because their time is further ahead of the host clock
@@ -443,6 +462,8 @@ pub struct Ingest {
     queue_drops: Retell,
     /// Readings refused for their time, as told to the owner.
     out_of_time: Retell,
+    /// JetStream messages acknowledged early, as told to the owner.
+    acknowledged_early: Retell,
     log: LogBudget,
 }
 
@@ -470,6 +491,7 @@ impl Ingest {
             cap_refusals: Retell::default(),
             queue_drops: Retell::default(),
             out_of_time: Retell::default(),
+            acknowledged_early: Retell::default(),
             log: LogBudget::default(),
         }
     }
@@ -503,6 +525,21 @@ impl Ingest {
             sensor,
             kind: refusal.kind,
             reason: refusal.reason.clone(),
+        }));
+    }
+
+    /// `messages` JetStream messages were acknowledged before their outputs
+    /// were stored, `waiting_at_most` waiting already: log, and tell the
+    /// owner if not told within [`RETELL`] (then with every one since).
+    fn acknowledged_early(&mut self, messages: u64, waiting_at_most: usize) {
+        let Some(messages) = self.acknowledged_early.occurred(messages, Instant::now()) else {
+            return;
+        };
+        tracing::error!(plugin = %self.plugin, messages, waiting_at_most, "Sensor messages acknowledged before their outputs were stored: the outbox is not storing");
+        let _ = self.events.send(IngestEvent::AcknowledgedEarly(AcknowledgedEarly {
+            plugin: self.plugin.clone(),
+            messages,
+            waiting_at_most,
         }));
     }
 
