@@ -256,6 +256,35 @@ fn hostile_wakes_reach_the_host_floored_at_a_second_after_the_last_tick_and_satu
     assert_eq!((future.wake(), future.wakes_deferred()), (Wake::At(i64::MAX), 0));
 }
 
+#[test]
+fn a_clock_stepped_back_does_not_hold_ticks_back_for_as_long_as_the_step() {
+    // A device clock an hour ahead, then corrected by NTP: the last tick was
+    // at the clock's wrong time. The floor of a second after it held every
+    // tick back for the hour, though the plugin's own wake (answering a
+    // reading, at its time) was due: a sensor that fell off raised no
+    // signal-loss for an hour.
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let plugin = compiled(&runtime);
+    let hour = 3_600_000;
+    let mut instance = running(&runtime, &plugin, &[("wake", "now")]);
+    instance.on_tick(T0 + hour).unwrap();
+    instance.on_readings(&readings(1)).unwrap();
+    assert_eq!(
+        instance.wake(),
+        Wake::At(T0 + hour + MIN_WAKE_INTERVAL_MS),
+        "floored while the clock reads ahead"
+    );
+    let corrected = T0 + 10_000;
+    instance.clock_at(corrected);
+    assert!(instance.wake().due(corrected), "{:?}", instance.wake());
+    instance.on_tick(corrected).unwrap();
+    // The floor counts from this tick again.
+    assert_eq!(instance.wake(), Wake::At(corrected + MIN_WAKE_INTERVAL_MS));
+    // A clock that reads on, as it should, changes nothing.
+    instance.clock_at(corrected + 500);
+    assert!(!instance.wake().due(corrected + 500));
+}
+
 // ---------------------------------------------------------------------------
 // Hostile snapshots and resumes, through the runtime API
 // ---------------------------------------------------------------------------

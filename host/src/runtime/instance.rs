@@ -184,6 +184,17 @@ impl PluginInstance {
         self.wakes_deferred = previous.wakes_deferred;
     }
 
+    /// The host clock reads `now_ms`. Before the last tick, the clock was
+    /// stepped back (NTP correcting a clock that was ahead): the floor of the
+    /// next wake no longer counts from that tick, which would hold every
+    /// tick back for as long as the step (no signal-loss meanwhile). A step
+    /// back allows one tick at once; the floor counts from it again.
+    pub fn clock_at(&mut self, now_ms: i64) {
+        if self.last_tick.is_some_and(|tick| now_ms < tick) {
+            self.last_tick = None;
+        }
+    }
+
     /// The earliest time of the next tick.
     fn wake_floor(&self) -> i64 {
         self.last_tick

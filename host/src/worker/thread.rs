@@ -224,12 +224,13 @@ impl PluginThread {
         }
         let Some(work) = self.hold.pop() else { return };
         let Some(instance) = self.instance.as_mut() else { return };
-        if let Held::Tick(now_ms) = work
-            && !instance.wake().due(now_ms)
-        {
-            // A plugin woken on demand (contract 0.2) is ticked once the
-            // host clock reaches the time it asked for, not every interval.
-            return;
+        if let Held::Tick(now_ms) = work {
+            instance.clock_at(now_ms);
+            if !instance.wake().due(now_ms) {
+                // A plugin woken on demand (contract 0.2) is ticked once the
+                // host clock reaches the time it asked for, not every interval.
+                return;
+            }
         }
         let (input, done) = match work {
             Held::Readings(batch) => {
