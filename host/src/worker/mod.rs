@@ -265,9 +265,10 @@ impl Worker {
         let drain_until = Arc::new(OnceLock::new());
         let name = format!("plugin-{plugin}");
         let mut seen = thread::Seen::default();
+        let logged_inputs = Arc::new(AtomicBool::new(true));
         for logged in &journal.recent {
             if let Some(Ok(Input::Readings { sources, .. })) = logged.data.as_deref().map(Input::decode) {
-                seen.insert(&sources);
+                seen.insert(&sources, &logged_inputs);
             }
         }
         let (recovery, skipped_inputs) = match takes_snapshots(&setup.compiled) {

@@ -145,14 +145,15 @@ impl Emitter {
     }
 
     /// Tell `done` once every output handed to the writer so far (those of
-    /// this work included) has been committed, if `stored` then says that
-    /// every output of this work was written: the writer runs continuations
+    /// this work included) has been committed, if every flag of `stored`
+    /// then says that the outputs it stands for were written (this work's,
+    /// and those of the first delivery of messages delivered again): the writer runs continuations
     /// in order. Otherwise, or if the writer has stopped, `done` is dropped
     /// unsent: JetStream ingest leaves the messages unacknowledged and the
     /// stream delivers them again.
-    pub(super) fn after_commit(&self, done: tokio::sync::oneshot::Sender<()>, stored: Arc<AtomicBool>) {
+    pub(super) fn after_commit(&self, done: tokio::sync::oneshot::Sender<()>, stored: Vec<Arc<AtomicBool>>) {
         let then: Committed = Box::new(move |_| {
-            if stored.load(Ordering::Acquire) {
+            if stored.iter().all(|stored| stored.load(Ordering::Acquire)) {
                 let _ = done.send(());
             }
         });

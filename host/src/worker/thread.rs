@@ -3,7 +3,7 @@
 //! new instance after a backoff, quarantine after repeated failures, work
 //! held meanwhile ([`Hold`]); at shutdown, the drain within its budget.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -245,20 +245,26 @@ impl PluginThread {
                 if let Some(given) = given {
                     let _ = given.send(());
                 }
-                if !sources.is_empty() {
-                    self.seen.drop_seen(&mut readings, &mut sources);
-                }
+                let given_before = match sources.is_empty() {
+                    true => Vec::new(),
+                    false => self.seen.drop_seen(&mut readings, &mut sources),
+                };
                 if readings.is_empty() {
                     // Every message was given already (logged before a crash,
                     // or delivered again while its outputs wait for the
-                    // disk): acknowledge once everything before is stored or
-                    // given up, never before (its outputs would be lost with
-                    // a crash now). Given again, they would count twice.
+                    // disk): acknowledge once everything before is stored,
+                    // never before (its outputs would be lost with a crash
+                    // now), and only if the outputs of its first delivery
+                    // were stored: given up, the message stays
+                    // unacknowledged, delivered again after a restart (from
+                    // the saved state, which does not hold it). Given again
+                    // now, it would count twice.
                     if let Some(done) = done {
-                        self.emitter.after_commit(done, Arc::new(AtomicBool::new(true)));
+                        self.emitter.after_commit(done, given_before);
                     }
                     return;
                 }
+                let done = done.map(|done| (done, given_before));
                 self.stats
                     .readings_in
                     .fetch_add(readings.len() as u64, Ordering::Relaxed);
@@ -295,10 +301,10 @@ impl PluginThread {
             self.wakes_deferred_before + instance.wakes_deferred(),
             Ordering::Relaxed,
         );
-        if let Input::Readings { sources, .. } = &input {
-            self.seen.insert(sources);
-        }
         let stored = self.emitter.emit(outputs, records);
+        if let Input::Readings { sources, .. } = &input {
+            self.seen.insert(sources, &stored);
+        }
         if let Some(recovery) = self.recovery.as_mut() {
             recovery.given(self.position, input, result.is_err());
         }
@@ -309,8 +315,9 @@ impl PluginThread {
             }
             Err(error) => self.failed(error),
         }
-        if let Some(done) = done {
-            self.emitter.after_commit(done, stored);
+        if let Some((done, mut given_before)) = done {
+            given_before.push(stored);
+            self.emitter.after_commit(done, given_before);
         }
     }
 
@@ -823,7 +830,9 @@ fn give(
 /// before its acknowledgement) is not given twice.
 #[derive(Debug, Default)]
 pub(super) struct Seen {
-    set: HashSet<u64>,
+    /// Each source, with whether the outputs of the input that took it were
+    /// stored (set by the writer, read once it has committed).
+    set: HashMap<u64, Arc<AtomicBool>>,
     order: VecDeque<u64>,
 }
 
@@ -832,10 +841,11 @@ impl Seen {
     /// not yet acknowledged.
     const KEPT: usize = 1 << 16;
 
-    /// Remember `sources` (0: unknown, never remembered).
-    pub(super) fn insert(&mut self, sources: &[u64]) {
+    /// Remember `sources` (0: unknown, never remembered), given in an input
+    /// whose outputs' `stored` the writer sets.
+    pub(super) fn insert(&mut self, sources: &[u64], stored: &Arc<AtomicBool>) {
         for &source in sources {
-            if source != 0 && self.set.insert(source) {
+            if source != 0 && self.set.insert(source, stored.clone()).is_none() {
                 self.order.push_back(source);
                 if self.order.len() > Self::KEPT
                     && let Some(oldest) = self.order.pop_front()
@@ -846,14 +856,22 @@ impl Seen {
         }
     }
 
-    /// Drop the readings whose message was logged already.
-    fn drop_seen(&self, readings: &mut Vec<crate::model::Reading>, sources: &mut Vec<u64>) {
-        if sources.len() != readings.len() || !sources.iter().any(|s| self.set.contains(s)) {
-            return;
+    /// Drop the readings whose message was given already: whether the
+    /// outputs of the inputs that took them were stored, one flag each.
+    fn drop_seen(&self, readings: &mut Vec<crate::model::Reading>, sources: &mut Vec<u64>) -> Vec<Arc<AtomicBool>> {
+        if sources.len() != readings.len() || !sources.iter().any(|s| self.set.contains_key(s)) {
+            return Vec::new();
         }
-        let mut keep = sources.iter().map(|s| !self.set.contains(s));
+        let mut stored: Vec<Arc<AtomicBool>> = Vec::new();
+        for flag in sources.iter().filter_map(|s| self.set.get(s)) {
+            if !stored.iter().any(|known| Arc::ptr_eq(known, flag)) {
+                stored.push(flag.clone());
+            }
+        }
+        let mut keep = sources.iter().map(|s| !self.set.contains_key(s));
         readings.retain(|_| keep.next().unwrap_or(true));
-        sources.retain(|s| !self.set.contains(s));
+        sources.retain(|s| !self.set.contains_key(s));
+        stored
     }
 }
 
@@ -865,7 +883,8 @@ mod tests {
     #[test]
     fn readings_of_messages_seen_already_are_dropped_and_the_memory_is_bounded() {
         let mut seen = Seen::default();
-        seen.insert(&[7, 7, 8, 0]);
+        let stored = Arc::new(AtomicBool::new(true));
+        seen.insert(&[7, 7, 8, 0], &stored);
         let reading = |value: f64| Reading {
             sensor: "s".to_owned(),
             timestamp_ms: 0,
@@ -874,7 +893,8 @@ mod tests {
         };
         let mut readings = vec![reading(1.0), reading(2.0), reading(3.0), reading(4.0)];
         let mut sources = vec![7, 9, 8, 0];
-        seen.drop_seen(&mut readings, &mut sources);
+        let flags = seen.drop_seen(&mut readings, &mut sources);
+        assert_eq!(flags.len(), 1, "one input's flag, once");
         let values: Vec<f64> = readings.iter().map(|r| r.value).collect();
         assert_eq!(
             values,
@@ -883,9 +903,33 @@ mod tests {
         );
         assert_eq!(sources, [9, 0]);
         for source in 1..=(Seen::KEPT as u64 + 10) {
-            seen.insert(&[source + 100]);
+            seen.insert(&[source + 100], &stored);
         }
         assert_eq!(seen.set.len(), Seen::KEPT);
-        assert!(!seen.set.contains(&7), "the oldest are forgotten first");
+        assert!(!seen.set.contains_key(&7), "the oldest are forgotten first");
+    }
+
+    #[test]
+    fn a_message_given_again_is_known_by_whether_its_first_delivery_was_stored() {
+        // The writer gave up its outputs (past the memory bound on a full
+        // disk, or an error): the message delivered again must not be
+        // acknowledged as if they were stored.
+        let mut seen = Seen::default();
+        let given_up = Arc::new(AtomicBool::new(true));
+        seen.insert(&[7], &given_up);
+        given_up.store(false, Ordering::Release);
+        let stored = Arc::new(AtomicBool::new(true));
+        seen.insert(&[8], &stored);
+        let reading = Reading {
+            sensor: "s".to_owned(),
+            timestamp_ms: 0,
+            value: 1.0,
+            unit: String::new(),
+        };
+        let (mut readings, mut sources) = (vec![reading.clone(), reading], vec![7, 8]);
+        let flags = seen.drop_seen(&mut readings, &mut sources);
+        assert!(readings.is_empty());
+        let stored: Vec<bool> = flags.iter().map(|flag| flag.load(Ordering::Acquire)).collect();
+        assert_eq!(stored, [false, true]);
     }
 }
