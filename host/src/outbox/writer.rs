@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,18 @@ const LINGER: Duration = Duration::from_millis(1);
 /// sensor every 5 minutes, about 1 KB), days of a hundred sensors.
 const WAITING_MAX_BYTES: usize = 64 << 20;
 
+/// Bytes of one producer's appends queued for the writer at most (with a
+/// budget, [`WriterHandle::with_budget`]): past it the producer's next submit
+/// waits until the writer has taken them. One queue serves every producer,
+/// bounded in appends: without it a plugin making its largest outputs as
+/// fast as it may (1,000 of 64 KiB a call by default) filled that queue with
+/// gigabytes, and every other plugin's worker waited behind it in `submit`
+/// (taking no readings, raising no alert) while the host ran out of memory.
+/// The writer takes appends whatever the disk does (it holds what the disk
+/// refuses, up to [`WAITING_MAX_BYTES`]), so a full disk does not make a
+/// producer wait on this.
+pub const PRODUCER_QUEUED_MAX_BYTES: usize = 16 << 20;
+
 /// What an entry or journal record costs in memory beyond its bytes.
 const ROW_BYTES: usize = 64;
 
@@ -60,6 +72,56 @@ pub type Committed = Box<dyn FnOnce(Outcome<'_>) + Send>;
 struct Job {
     append: Append,
     then: Committed,
+    /// Its bytes held against its producer's budget, given back when the
+    /// writer takes it (or it is dropped).
+    queued: Option<Queued>,
+}
+
+/// A producer's budget of bytes queued for the writer.
+#[derive(Debug)]
+struct Budget {
+    queued: Mutex<usize>,
+    taken: Condvar,
+    limit: usize,
+}
+
+impl Budget {
+    /// Hold `bytes` against the budget: wait while others are queued and
+    /// these would go past the limit (an append larger than it alone goes,
+    /// once nothing else is queued).
+    fn hold(self: &Arc<Budget>, bytes: usize) -> Queued {
+        let mut queued = self.queued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *queued > 0 && queued.saturating_add(bytes) > self.limit {
+            queued = self
+                .taken
+                .wait(queued)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *queued = queued.saturating_add(bytes);
+        Queued {
+            budget: self.clone(),
+            bytes,
+        }
+    }
+}
+
+/// Bytes held against a [`Budget`], given back when dropped.
+#[derive(Debug)]
+struct Queued {
+    budget: Arc<Budget>,
+    bytes: usize,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        let mut queued = self
+            .budget
+            .queued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *queued = queued.saturating_sub(self.bytes);
+        self.budget.taken.notify_all();
+    }
 }
 
 /// The writer thread has stopped (or was never started): nothing was stored.
@@ -89,6 +151,8 @@ pub struct Writer {
 #[derive(Clone)]
 pub struct WriterHandle {
     sender: SyncSender<Job>,
+    /// The producer's budget of queued bytes, shared by its clones.
+    budget: Option<Arc<Budget>>,
 }
 
 impl std::fmt::Debug for WriterHandle {
@@ -133,6 +197,7 @@ impl Writer {
     pub fn handle(&self) -> WriterHandle {
         WriterHandle {
             sender: self.sender.clone(),
+            budget: None,
         }
     }
 
@@ -147,9 +212,26 @@ impl Writer {
 }
 
 impl WriterHandle {
+    /// A handle for a producer of its own (a plugin's worker) whose appends
+    /// queued for the writer hold at most `limit` bytes
+    /// ([`PRODUCER_QUEUED_MAX_BYTES`]): past it, its submits wait until the
+    /// writer has taken the earlier ones, and other producers never wait
+    /// behind it.
+    pub fn with_budget(&self, limit: usize) -> WriterHandle {
+        WriterHandle {
+            sender: self.sender.clone(),
+            budget: Some(Arc::new(Budget {
+                queued: Mutex::new(0),
+                taken: Condvar::new(),
+                limit,
+            })),
+        }
+    }
+
     /// Queue `entries` for the next group commit; `then` runs on the writer
     /// thread once they are durable (or failed), after the continuations of
-    /// every earlier append. Blocks while the writer's queue is full.
+    /// every earlier append. Blocks while the writer's queue is full, or
+    /// while this producer's budget is spent (see [`WriterHandle::with_budget`]).
     ///
     /// On [`WriterStopped`], `then` is dropped without running.
     pub fn submit(&self, entries: Vec<NewEntry>, then: Committed) -> Result<(), WriterStopped> {
@@ -159,7 +241,8 @@ impl WriterHandle {
     /// As [`WriterHandle::submit`], with what the entries add to a plugin's
     /// journal: stored in the same transaction, all or nothing.
     pub fn submit_with(&self, append: Append, then: Committed) -> Result<(), WriterStopped> {
-        let job = Job { append, then };
+        let queued = self.budget.as_ref().map(|budget| budget.hold(Size::of(&append).bytes));
+        let job = Job { append, then, queued };
         match self.sender.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(job)) => self.sender.send(job).map_err(|_| WriterStopped),
@@ -305,17 +388,13 @@ struct Size {
 
 impl Size {
     /// Rows `job` writes (cheap: no bytes counted).
-    fn rows_of(job: &Job) -> usize {
-        job.append.entries.len() + job.append.journal.as_ref().map_or(0, |journal| journal.records.len())
+    fn rows_of(append: &Append) -> usize {
+        append.entries.len() + append.journal.as_ref().map_or(0, |journal| journal.records.len())
     }
 
-    fn of(job: &Job) -> Size {
-        let entries = &job.append.entries;
-        let records = job
-            .append
-            .journal
-            .as_ref()
-            .map_or(&[][..], |journal| &journal.records[..]);
+    fn of(append: &Append) -> Size {
+        let entries = &append.entries;
+        let records = append.journal.as_ref().map_or(&[][..], |journal| &journal.records[..]);
         let entry_bytes: usize = entries
             .iter()
             .map(|entry| {
@@ -324,7 +403,7 @@ impl Size {
             .sum();
         let record_bytes: usize = records.iter().map(|record| record.data_len() + ROW_BYTES).sum();
         Size {
-            rows: Size::rows_of(job),
+            rows: Size::rows_of(append),
             entries: entries.len(),
             bytes: entry_bytes + record_bytes,
         }
@@ -361,8 +440,10 @@ impl<'a> Waiting<'a> {
         self.size.rows
     }
 
-    fn push(&mut self, job: Job) {
-        let size = Size::of(&job);
+    fn push(&mut self, mut job: Job) {
+        // Taken from the queue: its producer may queue more.
+        drop(job.queued.take());
+        let size = Size::of(&job.append);
         self.size.add(size);
         self.jobs.push_back((size, job));
         self.show();
@@ -388,7 +469,7 @@ impl<'a> Waiting<'a> {
     /// Appends the disk refused: first again, in their order.
     fn put_back(&mut self, jobs: Vec<Job>) {
         for job in jobs.into_iter().rev() {
-            let size = Size::of(&job);
+            let size = Size::of(&job.append);
             self.size.add(size);
             self.jobs.push_front((size, job));
         }
@@ -453,7 +534,7 @@ enum Attempt {
 /// Commit `jobs` in one transaction and run their continuations in order;
 /// give them back if the disk refused them.
 fn commit(outbox: &Mutex<Outbox>, jobs: Vec<Job>, written: &dyn Fn()) -> Attempt {
-    if jobs.iter().all(|job| Size::rows_of(job) == 0) {
+    if jobs.iter().all(|job| Size::rows_of(&job.append) == 0) {
         jobs.into_iter().for_each(|job| (job.then)(Ok(&[])));
         return Attempt::Done;
     }
@@ -480,7 +561,11 @@ fn commit(outbox: &Mutex<Outbox>, jobs: Vec<Job>, written: &dyn Fn()) -> Attempt
             let jobs = appends
                 .into_iter()
                 .zip(continuations)
-                .map(|(append, then)| Job { append, then })
+                .map(|(append, then)| Job {
+                    append,
+                    then,
+                    queued: None,
+                })
                 .collect();
             Attempt::Refused(jobs, error)
         }

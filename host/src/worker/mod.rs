@@ -284,7 +284,10 @@ impl Worker {
             &journal,
             context.local.clone(),
             context.handle.clone(),
-            context.writer.clone(),
+            // Its own budget of bytes queued for the writer: a plugin making
+            // its largest outputs as fast as it may waits for the writer
+            // alone; the others' outputs never queue behind gigabytes of it.
+            context.writer.with_budget(crate::outbox::PRODUCER_QUEUED_MAX_BYTES),
             stats.clone(),
         );
         let mut state = PluginThread {

@@ -226,3 +226,91 @@ fn writes_waiting_for_the_disk_are_bounded_in_memory_the_oldest_given_up() {
     drop(f.handle);
     f.writer.join();
 }
+
+#[test]
+fn a_producer_with_a_budget_waits_alone_and_the_others_do_not_queue_behind_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Arc::new(Mutex::new(open(dir.path())));
+    // Room in the writer's queue for the fat producer's budget and one more.
+    let writer = Writer::start(outbox.clone(), 5, || {}).unwrap();
+    // Hold the writer in a continuation: nothing is taken from its queue.
+    let (started, writer_held) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    writer
+        .handle()
+        .submit(
+            vec![alert("plug", 1)],
+            Box::new(move |_| {
+                started.send(()).unwrap();
+                released.recv().unwrap();
+            }),
+        )
+        .unwrap();
+    writer_held.recv().unwrap();
+
+    // The fat producer: appends of 256 KiB, a budget of four of them.
+    let fat = writer.handle().with_budget(1 << 20);
+    let submitted = Arc::new(AtomicUsize::new(0));
+    let fat_thread = {
+        let submitted = submitted.clone();
+        // Made beforehand: the submits come back to back, as a plugin's do.
+        let appends: Vec<Vec<NewEntry>> = (1..=12u64)
+            .map(|seq| {
+                (0..4)
+                    .map(|k| {
+                        let mut entry = alert("fat", (seq - 1) * 4 + k + 1);
+                        entry.payload = vec![b'x'; (64 << 10) - 1000];
+                        entry
+                    })
+                    .collect()
+            })
+            .collect();
+        std::thread::spawn(move || {
+            for entries in appends {
+                fat.submit(entries, Box::new(|_| {})).unwrap();
+                submitted.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while submitted.load(Ordering::SeqCst) < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fat producer's budget took fewer than 4"
+        );
+        std::thread::yield_now();
+    }
+    // Another producer's append is taken at once: the fat one waits on its
+    // budget, not in the queue everyone shares.
+    let (returned, small_returned) = mpsc::channel();
+    let small = writer.handle().with_budget(1 << 20);
+    let small_thread = std::thread::spawn(move || {
+        small.submit(vec![alert("small", 1)], Box::new(|_| {})).unwrap();
+        returned.send(()).unwrap();
+    });
+    small_returned
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the small producer waited behind the fat one");
+    assert_eq!(
+        submitted.load(Ordering::SeqCst),
+        4,
+        "the fat producer queued past its budget"
+    );
+
+    release.send(()).unwrap();
+    fat_thread.join().unwrap();
+    small_thread.join().unwrap();
+    writer.join();
+    let stored = all(&outbox.lock().unwrap());
+    let fat_ids: Vec<String> = stored
+        .iter()
+        .filter(|entry| entry.plugin == "fat")
+        .map(|entry| entry.msg_id.clone())
+        .collect();
+    assert_eq!(
+        fat_ids,
+        (1..=48).map(|seq| format!("edge-01/fat/{seq}")).collect::<Vec<_>>()
+    );
+    assert!(stored.iter().any(|entry| entry.plugin == "small"));
+}
