@@ -428,9 +428,10 @@ impl PluginThread {
     /// At the end of the worker: save the plugin's state in the journal (the
     /// writer commits it before it stops).
     fn save_final(&mut self) {
-        if self.recovery.is_none() || self.probation.is_some() {
+        if self.recovery.as_ref().is_none_or(Recovery::snapshots_given_up) || self.probation.is_some() {
             // On probation: the state saved at the switch stands (a restart
-            // runs the healthy version).
+            // runs the healthy version). Snapshots given up: one more would
+            // kill the instance again, spending the shutdown's time.
             return;
         }
         let times = self.stats.call_times.as_ref();
