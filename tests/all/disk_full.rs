@@ -206,19 +206,11 @@ async fn with_jetstream_input_a_full_disk_does_not_stop_local_alerts_at_the_cons
     let jetstream = async_nats::jetstream::new(async_nats::connect(local.url()).await.unwrap());
     let sensors = crate::support::create_sensors_stream(&jetstream).await;
     let config = async_nats::jetstream::consumer::pull::Config {
-        durable_name: Some(format!("edgewise-{DEVICE}-glucose-monitor")),
-        filter_subjects: vec!["sensors.cgm.>".to_owned()],
-        ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
         max_ack_pending: 4,
-        ..Default::default()
+        ..glucose_monitor_consumer()
     };
     sensors.create_consumer(config).await.unwrap();
-    let mut device = Device::new(
-        &local,
-        Some(&cloud),
-        "[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n",
-    );
-    let disk = Tmpfs::mount(&device.path("data"), "8m");
+    let (mut device, disk) = jetstream_device_on_a_tmpfs(&local, &cloud);
     let (_client, mut alerts) = device.start_watching(&local, ">").await;
     let publish = |sensor: String| {
         let jetstream = jetstream.clone();
@@ -272,17 +264,7 @@ async fn with_jetstream_input_a_full_disk_does_not_stop_local_alerts_at_the_cons
         wanted,
         "each once, in order"
     );
-    crate::support::poll_until("every sensor message acknowledged", WAIT, || {
-        let sensors = sensors.clone();
-        async move {
-            let consumer = consumer_info(&sensors).await;
-            match consumer.num_ack_pending + consumer.num_pending as usize {
-                0 => Ok(()),
-                _ => Err(format!("{consumer:?}")),
-            }
-        }
-    })
-    .await;
+    all_acknowledged(&sensors).await;
     device.terminate().await;
 }
 
@@ -297,22 +279,13 @@ async fn jetstream_input_on_a_full_disk(ack_wait: Option<Duration>) {
     let sensors = crate::support::create_sensors_stream(&jetstream).await;
     if let Some(ack_wait) = ack_wait {
         // The host takes the durable consumer it finds under its name.
-        let name = format!("edgewise-{DEVICE}-glucose-monitor");
         let config = async_nats::jetstream::consumer::pull::Config {
-            durable_name: Some(name.clone()),
-            filter_subjects: vec!["sensors.cgm.>".to_owned()],
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
             ack_wait,
-            ..Default::default()
+            ..glucose_monitor_consumer()
         };
         sensors.create_consumer(config).await.unwrap();
     }
-    let mut device = Device::new(
-        &local,
-        Some(&cloud),
-        "[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n",
-    );
-    let disk = Tmpfs::mount(&device.path("data"), "8m");
+    let (mut device, disk) = jetstream_device_on_a_tmpfs(&local, &cloud);
     let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
     let publish = |sensor: &str| {
         let subject = format!("sensors.cgm.{sensor}");
@@ -357,7 +330,36 @@ async fn jetstream_input_on_a_full_disk(ack_wait: Option<Duration>) {
     let wanted = ["cgm.before", "cgm.full-1", "cgm.full-2", "cgm.full-3"];
     let upstream = urgent_lows_upstream_until(&cloud, &wanted).await;
     assert_eq!(upstream, wanted, "each once, in order");
-    crate::support::poll_until("every sensor message acknowledged", crate::device::WAIT, || {
+    all_acknowledged(&sensors).await;
+    device.terminate().await;
+}
+
+/// The one consumer of `sensors` (the device's).
+/// glucose-monitor's durable consumer as the device names it (the host takes
+/// the one it finds under that name), for a test to make beforehand.
+fn glucose_monitor_consumer() -> async_nats::jetstream::consumer::pull::Config {
+    async_nats::jetstream::consumer::pull::Config {
+        durable_name: Some(format!("edgewise-{DEVICE}-glucose-monitor")),
+        filter_subjects: vec!["sensors.cgm.>".to_owned()],
+        ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+        ..Default::default()
+    }
+}
+
+/// A device reading the `SENSORS` stream, its data directory on an 8 MiB tmpfs.
+fn jetstream_device_on_a_tmpfs(local: &NatsServer, cloud: &NatsServer) -> (Device, Tmpfs) {
+    let device = Device::new(
+        local,
+        Some(cloud),
+        "[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n",
+    );
+    let disk = Tmpfs::mount(&device.path("data"), "8m");
+    (device, disk)
+}
+
+/// Wait until the stream's consumer has every message acknowledged.
+async fn all_acknowledged(sensors: &async_nats::jetstream::stream::Stream) {
+    crate::support::poll_until("every sensor message acknowledged", WAIT, || {
         let sensors = sensors.clone();
         async move {
             let consumer = consumer_info(&sensors).await;
@@ -368,10 +370,8 @@ async fn jetstream_input_on_a_full_disk(ack_wait: Option<Duration>) {
         }
     })
     .await;
-    device.terminate().await;
 }
 
-/// The one consumer of `sensors` (the device's).
 async fn consumer_info(sensors: &async_nats::jetstream::stream::Stream) -> async_nats::jetstream::consumer::Info {
     use futures::TryStreamExt;
     let names: Vec<String> = sensors.consumer_names().try_collect().await.unwrap();

@@ -28,6 +28,16 @@ async fn alert_for(alerts: &mut async_nats::Subscriber, sensor: &str, code: &str
     .await
 }
 
+/// The message of the next critical `plugin-degraded` alert, skipping others.
+async fn degraded_message(alerts: &mut async_nats::Subscriber) -> String {
+    let alert = next_where(alerts, "the host's plugin-degraded", |_, alert| {
+        alert["code"] == "plugin-degraded"
+    })
+    .await;
+    assert_eq!(alert["severity"], "critical", "{alert}");
+    alert["message"].as_str().unwrap().to_owned()
+}
+
 /// Dead letters counted for `reason` in a status.
 fn deadletters(status: &Value, reason: &str) -> u64 {
     status["ingest"]["deadletters_by_reason"][reason].as_u64().unwrap_or(0)
@@ -447,12 +457,8 @@ async fn a_new_sensor_refused_for_the_plugins_sensor_cap_raises_an_alert() {
             .unwrap();
     }
     client.flush().await.unwrap();
-    let alert = next_where(&mut alerts, "the host's plugin-degraded", |_, alert| {
-        alert["code"] == "plugin-degraded"
-    })
-    .await;
-    assert_eq!(alert["severity"], "critical", "{alert}");
-    let message = alert["message"].as_str().unwrap();
+    let message = degraded_message(&mut alerts).await;
+    let message = message.as_str();
     assert_contains(message, "`glucose-monitor`");
     assert_contains(message, "`cgm.newcomer`");
     assert_contains(message, "`max_sensors` of 3");
@@ -496,12 +502,8 @@ async fn a_device_clock_ten_minutes_behind_is_raised_not_left_to_dead_letter_cou
             .unwrap();
     }
     client.flush().await.unwrap();
-    let alert = next_where(&mut alerts, "the host's plugin-degraded", |_, alert| {
-        alert["code"] == "plugin-degraded"
-    })
-    .await;
-    assert_eq!(alert["severity"], "critical", "{alert}");
-    let message = alert["message"].as_str().unwrap();
+    let message = degraded_message(&mut alerts).await;
+    let message = message.as_str();
     assert_contains(message, "`glucose-monitor`");
     assert_contains(message, "`future`");
     assert_contains(message, "sensor `cgm.p1`");
