@@ -334,7 +334,6 @@ async fn jetstream_input_on_a_full_disk(ack_wait: Option<Duration>) {
     device.terminate().await;
 }
 
-/// The one consumer of `sensors` (the device's).
 /// glucose-monitor's durable consumer as the device names it (the host takes
 /// the one it finds under that name), for a test to make beforehand.
 fn glucose_monitor_consumer() -> async_nats::jetstream::consumer::pull::Config {
@@ -372,6 +371,7 @@ async fn all_acknowledged(sensors: &async_nats::jetstream::stream::Stream) {
     .await;
 }
 
+/// The one consumer of `sensors` (the device's).
 async fn consumer_info(sensors: &async_nats::jetstream::stream::Stream) -> async_nats::jetstream::consumer::Info {
     use futures::TryStreamExt;
     let names: Vec<String> = sensors.consumer_names().try_collect().await.unwrap();

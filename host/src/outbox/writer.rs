@@ -10,7 +10,7 @@
 //! submitted with no entries runs only after every earlier append is durable.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -137,6 +137,9 @@ pub struct WriterStats {
     pub waiting_entries: AtomicU64,
     /// Their bytes, with the journal records that go with them.
     pub waiting_bytes: AtomicU64,
+    /// Whether the disk refuses writes now: from the first refusal until a
+    /// commit succeeds again.
+    pub refusing: AtomicBool,
 }
 
 /// The group-commit thread of an outbox. [`Writer::join`] waits until every
@@ -282,6 +285,7 @@ fn run(outbox: &Mutex<Outbox>, receiver: &Receiver<Job>, written: &dyn Fn(), sta
         match commit(outbox, jobs, written) {
             Attempt::Done => {
                 waiting.show();
+                stats.refusing.store(false, Ordering::Relaxed);
                 if let Some(refused) = refused.take() {
                     tracing::info!(
                         waited_s = refused.since.elapsed().as_secs(),
@@ -290,6 +294,7 @@ fn run(outbox: &Mutex<Outbox>, receiver: &Receiver<Job>, written: &dyn Fn(), sta
                 }
             }
             Attempt::Refused(jobs, error) => {
+                stats.refusing.store(true, Ordering::Relaxed);
                 waiting.put_back(jobs);
                 refused = Some(match refused.take() {
                     None => {

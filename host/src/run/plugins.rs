@@ -17,7 +17,7 @@ use super::serve::{Ended, Task, input, spawn_owned};
 use super::start::Started;
 use super::status::PluginSource;
 use crate::bus::Subjects;
-use crate::bus::ingest::{self, Ingest, IngestEvent, IngestHealth, IngestStats};
+use crate::bus::ingest::{self, Ingest, IngestEvent, IngestHealth, IngestStats, OutboxRefusing};
 use crate::clock::Clock;
 use crate::worker::{StoppingWorker, Work, Worker};
 
@@ -48,6 +48,8 @@ pub(super) struct Plugins {
     clock: Clock,
     ingest_stats: Arc<IngestStats>,
     events: mpsc::UnboundedSender<IngestEvent>,
+    /// Whether the outbox refuses writes now, for JetStream ingest.
+    outbox_refusing: OutboxRefusing,
     ended: mpsc::UnboundedSender<Ended>,
     slots: Mutex<BTreeMap<String, Slot>>,
     /// See [`Plugins::changing`].
@@ -77,6 +79,7 @@ impl Plugins {
         clock: Clock,
         ingest_stats: Arc<IngestStats>,
         events: mpsc::UnboundedSender<IngestEvent>,
+        outbox_refusing: OutboxRefusing,
         ended: mpsc::UnboundedSender<Ended>,
         statuses: Vec<PluginSource>,
         compiling: CompilingNames,
@@ -88,6 +91,7 @@ impl Plugins {
             clock,
             ingest_stats,
             events,
+            outbox_refusing,
             ended,
             slots: Mutex::new(BTreeMap::new()),
             changing: tokio::sync::Mutex::new(()),
@@ -165,6 +169,7 @@ impl Plugins {
             self.clock.clone(),
             health,
             self.events.clone(),
+            self.outbox_refusing.clone(),
         );
         let input = input(&self.config, &self.local, &name, started.subscriptions.clone()).await?;
         let (stop_ingest, stopped) = watch::channel(false);

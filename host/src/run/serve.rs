@@ -38,14 +38,14 @@ use super::status::{PluginSource, StatusSources};
 use crate::bus::admission::DeadLetterKind;
 use crate::bus::config::Source;
 use crate::bus::ingest::{
-    self, AcknowledgedEarly, Failure, IngestError, IngestEvent, IngestHealth, IngestStats, Input, OutOfTime, QueueFull,
-    SensorCap,
+    self, AcknowledgedEarly, Failure, IngestError, IngestEvent, IngestHealth, IngestStats, Input, OutOfTime,
+    OutboxRefusing, QueueFull, SensorCap,
 };
 use crate::bus::status::ControlStats;
 use crate::clock::Clock;
 use crate::metrics::MetricsServer;
-use crate::outbox::expiry;
 use crate::outbox::upstream::{self, UpstreamError, UpstreamStats};
+use crate::outbox::{WriterStats, expiry};
 use crate::worker::{DEGRADED, PluginStats, Work};
 
 /// A task of the host, as its owner names it.
@@ -316,7 +316,8 @@ impl Owner {
              stored, as {waiting_at_most} already waited for the outbox, which is not storing (a full \
              or failing disk: see `outbox.waiting_for_disk`), and the stream delivers no more \
              unacknowledged: their readings reached the plugin and its alerts the local bus, their \
-             outputs wait in memory, and a crash before they are stored loses those"
+             outputs wait in memory, and a crash before they are stored, or the outbox giving them \
+             up past 64 MiB waiting, loses those"
         );
         self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
     }
@@ -424,6 +425,7 @@ pub(super) async fn serve(
         device.clock.clone(),
         ingest_stats.clone(),
         event_sender.clone(),
+        outbox_refusing(device.writer.stats()),
         ended_sender.clone(),
         initial_sources(&device),
         device.compiling.names(),
@@ -613,6 +615,12 @@ pub(super) async fn input(
 
 /// The plugins refused at start and those still compiling, as the status
 /// shows them.
+/// Whether the outbox's disk refuses writes now: what JetStream ingest asks
+/// before it acknowledges messages early.
+fn outbox_refusing(writer: Arc<WriterStats>) -> OutboxRefusing {
+    Arc::new(move || writer.refusing.load(std::sync::atomic::Ordering::Relaxed))
+}
+
 fn initial_sources(device: &Device) -> Vec<PluginSource> {
     // One entry a name: a plugin compiling in place of a refused one of its
     // name stands for it (as a running one would).

@@ -245,6 +245,11 @@ impl Recovery {
         self.snapshot_traps >= SNAPSHOT_TRAPS_AT_MOST
     }
 
+    /// Snapshots are tried again (another version of the plugin runs).
+    pub(super) fn try_snapshots_again(&mut self) {
+        self.snapshot_traps = 0;
+    }
+
     /// A snapshot taken after every input so far.
     pub(super) fn snapshotted(&mut self, start: Start) {
         self.start_failures = 0;

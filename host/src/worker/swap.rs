@@ -196,6 +196,17 @@ impl PluginThread {
                 None => unproven = true,
             }
         }
+        // The running version's snapshots are given up (each killed it):
+        // its state is the last one saved and the inputs since, as when it
+        // is down, not a snapshot now (which would kill it again and refuse
+        // every deployment, a fixed version's too). The new version tries
+        // snapshots again.
+        if let Some(recovery) = self.recovery.as_mut()
+            && recovery.snapshots_given_up()
+        {
+            recovery.try_snapshots_again();
+            self.drop_instance();
+        }
         let carried = fits(self.plugin.snapshot_schemas(), setup.compiled.snapshot_schemas());
         // The old version's state now, at this position of the log: what the
         // new version starts from, and what a rollback goes back to. The new

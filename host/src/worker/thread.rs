@@ -256,9 +256,9 @@ impl PluginThread {
                     // never before (its outputs would be lost with a crash
                     // now), and only if the outputs of its first delivery
                     // were stored: given up, the message stays
-                    // unacknowledged, delivered again after a restart (from
-                    // the saved state, which does not hold it). Given again
-                    // now, it would count twice.
+                    // unacknowledged, and after a restart it is given again
+                    // (twice, for the plugin, if a state saved after it is
+                    // resumed). Given again now, it would count twice.
                     if let Some(done) = done {
                         self.emitter.after_commit(done, given_before);
                     }
@@ -737,12 +737,9 @@ impl PluginThread {
             return; // Rolled back (or stopped), not restarted.
         }
         let tag = error.kind.tag();
-        if error.kind.poisons()
-            && let Some(instance) = self.instance.take()
-        {
+        if error.kind.poisons() {
             // A Store is never reused after a trap: the next run builds a new one.
-            self.logs_dropped_before += instance.logs_dropped();
-            self.wakes_deferred_before += instance.wakes_deferred();
+            self.drop_instance();
         }
         let now = Instant::now();
         let action = match self.supervisor.failed(now) {
@@ -768,6 +765,14 @@ impl PluginThread {
     }
 
     /// A critical alert of the host about this plugin, with `code`.
+    /// Drop the running instance, keeping its counts.
+    pub(super) fn drop_instance(&mut self) {
+        if let Some(instance) = self.instance.take() {
+            self.logs_dropped_before += instance.logs_dropped();
+            self.wakes_deferred_before += instance.wakes_deferred();
+        }
+    }
+
     pub(super) fn host_alert(&mut self, code: &str, message: String) {
         let alert = Alert {
             sensor: String::new(),

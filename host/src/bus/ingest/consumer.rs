@@ -1,10 +1,13 @@
 //! JetStream ingest: a durable pull consumer per plugin on the sensor stream,
 //! so that readings published while the host is down are processed after it
-//! starts. A message is acknowledged only after the outputs of its batch are
-//! in the outbox (or it was dead-lettered); a crash before that means
-//! redelivery, never loss.
+//! starts. A message is acknowledged after the outputs of its batch are in
+//! the outbox (or it was dead-lettered); a crash before that means
+//! redelivery, never loss. The one exception: while the disk refuses writes,
+//! past half the consumer's `max_ack_pending` waiting, the oldest are
+//! acknowledged early (reported), or the server would deliver no more and
+//! local alerts would stop.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::MessagesErrorKind;
@@ -39,19 +42,123 @@ fn waiting_at_most(max_ack_pending: i64) -> usize {
     }
 }
 
-/// Messages given to the plugin, acknowledged once their outputs are stored.
-struct Waiting {
+/// How often, while messages wait for the disk and no chunk comes, whether
+/// to acknowledge some early is checked again.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// A batch given to the plugin, its messages acknowledged once its outputs
+/// are stored.
+struct Given {
     /// Told when the outputs are stored; dropped if they were not (or the
     /// worker dropped the batch).
     written: tokio::sync::oneshot::Receiver<()>,
     ackers: Vec<async_nats::jetstream::message::Acker>,
+    /// Each message's source ([`source_of`]).
+    messages: Vec<u64>,
 }
 
-/// Whether the oldest waiting messages' outputs were stored, once told
-/// (never, with nothing waiting).
-async fn oldest_written(waiting: &mut VecDeque<Waiting>) -> bool {
-    match waiting.front_mut() {
-        Some(oldest) => (&mut oldest.written).await.is_ok(),
+/// The batches given to the plugin whose outputs are not stored yet, oldest
+/// first (the writer stores in order).
+struct Waiting {
+    batches: VecDeque<Given>,
+    /// The distinct messages among them, by source, with their deliveries
+    /// (one delivered again while its first delivery waits is one message to
+    /// the server, as to its limit).
+    messages: HashMap<u64, usize>,
+    /// Distinct messages that may wait ([`waiting_at_most`]).
+    limit: usize,
+}
+
+impl Waiting {
+    fn new(limit: usize) -> Waiting {
+        Waiting {
+            batches: VecDeque::new(),
+            messages: HashMap::new(),
+            limit,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    fn push(&mut self, given: Given) {
+        for &source in &given.messages {
+            *self.messages.entry(source).or_default() += 1;
+        }
+        self.batches.push_back(given);
+    }
+
+    /// The oldest batch, no longer waiting.
+    fn pop(&mut self) -> Option<Given> {
+        let oldest = self.batches.pop_front()?;
+        for source in &oldest.messages {
+            if let Some(count) = self.messages.get_mut(source) {
+                *count -= 1;
+                if *count == 0 {
+                    self.messages.remove(source);
+                }
+            }
+        }
+        Some(oldest)
+    }
+
+    /// Whether the oldest batch's outputs were stored, once told (never,
+    /// with nothing waiting).
+    async fn oldest_written(&mut self) -> bool {
+        match self.batches.front_mut() {
+            Some(oldest) => (&mut oldest.written).await.is_ok(),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The oldest batch's outputs were stored (`written`) or not (or the
+    /// worker dropped it: no ack, so the stream delivers them again).
+    async fn settle_oldest(&mut self, written: bool) {
+        if let Some(oldest) = self.pop()
+            && written
+        {
+            acknowledge(oldest.ackers).await;
+        }
+    }
+
+    /// While the outbox refuses writes (a full or failing disk), past
+    /// `limit` distinct messages waiting, acknowledge the oldest early, and
+    /// tell. The server delivers nothing more past its `max_ack_pending`:
+    /// readings would stop reaching the plugin, and its alerts the local bus.
+    /// Every batch waiting is with the plugin already (or was dropped, and is
+    /// not acknowledged). On a disk that takes writes, however slowly, none
+    /// is: the server waits for the commits.
+    async fn acknowledge_early_if_refused(&mut self, ingest: &mut Ingest) {
+        if self.messages.len() <= self.limit || !(ingest.outbox_refusing)() {
+            return;
+        }
+        let mut early = 0;
+        while self.messages.len() > self.limit
+            && let Some(mut oldest) = self.pop()
+        {
+            match oldest.written.try_recv() {
+                Ok(()) => acknowledge(oldest.ackers).await,
+                // Dropped by the worker, or not stored: delivered again.
+                Err(TryRecvError::Closed) => {}
+                Err(TryRecvError::Empty) => {
+                    early += oldest.ackers.len() as u64;
+                    acknowledge(oldest.ackers).await;
+                }
+            }
+        }
+        if early > 0 {
+            ingest.acknowledged_early(early, self.limit);
+        }
+    }
+}
+
+/// Once the plugin has the newest batch (or it was dropped); never, with none.
+async fn until_given(given: &mut Option<tokio::sync::oneshot::Receiver<()>>) {
+    match given {
+        Some(taken) => {
+            let _ = taken.await;
+        }
         None => std::future::pending().await,
     }
 }
@@ -108,48 +215,56 @@ pub async fn run<W: From<Batch>>(
             config.deliver_policy = async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence };
         }
     }
-    let consumer: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
-        .get_or_create_consumer(consumer_name, config)
-        .await
-        .map_err(|source| IngestError::Consumer {
-            consumer: consumer_name.to_owned(),
-            stream: stream_name.to_owned(),
-            source,
-        })?;
+    let consumer = match stream.get_or_create_consumer(consumer_name, config.clone()).await {
+        Ok(consumer) => consumer,
+        // A server or stream whose limits refuse our `max_ack_pending`: the
+        // server's own default, rather than no readings at all.
+        Err(error) => {
+            tracing::warn!(consumer = %consumer_name, %error, "Cannot make the consumer with max_ack_pending {MAX_ACK_PENDING}; trying with the server's default");
+            config.max_ack_pending = 0;
+            stream
+                .get_or_create_consumer(consumer_name, config)
+                .await
+                .map_err(|source| IngestError::Consumer {
+                    consumer: consumer_name.to_owned(),
+                    stream: stream_name.to_owned(),
+                    source,
+                })?
+        }
+    };
     let messages = consumer.messages().await.map_err(|source| IngestError::Messages {
         consumer: consumer_name.to_owned(),
         source,
     })?;
     // A consumer made beforehand (by an operator, or an older host) keeps
     // its own limit.
-    let limit = waiting_at_most(consumer.cached_info().config.max_ack_pending);
+    let mut waiting = Waiting::new(waiting_at_most(consumer.cached_info().config.max_ack_pending));
     ingest.health.flowing(&ingest.plugin);
     let mut chunks = messages.ready_chunks(batch_max);
-    // Messages waiting for their outputs to be stored, oldest first (the
-    // writer stores in order). The next chunk waits only until the plugin
-    // has been given this one: while the disk refuses writes, readings still
-    // reach the plugin and its alerts the local bus. Past `limit` the oldest
-    // are acknowledged early, said loudly: the server would deliver no more.
-    // Ended with the consumer: what they would have acknowledged is
-    // delivered again and recognised by the worker.
-    let mut waiting: VecDeque<Waiting> = VecDeque::new();
-    let mut waiting_messages = 0;
+    // The newest batch until the plugin has it (or it was dropped): the next
+    // chunk waits for that, and while the plugin is down the stream holds
+    // what comes next. Acknowledgements go on meanwhile.
+    let mut given: Option<tokio::sync::oneshot::Receiver<()>> = None;
     loop {
         let chunk = tokio::select! {
             biased;
             _ = stop.changed() => return Ok(()),
-            written = oldest_written(&mut waiting) => {
-                if let Some(oldest) = waiting.pop_front() {
-                    waiting_messages -= oldest.ackers.len();
-                    // Not stored (or dropped by the worker): no ack, so the
-                    // stream delivers them again.
-                    if written {
-                        acknowledge(oldest.ackers).await;
-                    }
-                }
+            written = waiting.oldest_written() => {
+                waiting.settle_oldest(written).await;
                 continue;
             }
-            chunk = chunks.next() => match chunk {
+            () = until_given(&mut given) => {
+                given = None;
+                waiting.acknowledge_early_if_refused(ingest).await;
+                continue;
+            }
+            // Waiting for the disk, with no new chunk to check at: the
+            // server may have stopped delivering at its limit.
+            () = tokio::time::sleep(RECHECK), if given.is_none() && !waiting.is_empty() => {
+                waiting.acknowledge_early_if_refused(ingest).await;
+                continue;
+            }
+            chunk = chunks.next(), if given.is_none() => match chunk {
                 Some(chunk) => chunk,
                 None => return Err(IngestError::ConsumerEnded { consumer: consumer_name.to_owned() }),
             },
@@ -157,6 +272,7 @@ pub async fn run<W: From<Batch>>(
         let mut readings = Vec::new();
         let mut sources = Vec::new();
         let mut ackers = Vec::with_capacity(chunk.len());
+        let mut messages = Vec::with_capacity(chunk.len());
         for message in chunk {
             let message = match message {
                 Ok(message) => message,
@@ -178,6 +294,7 @@ pub async fn run<W: From<Batch>>(
             take_message(ingest, &message, &mut readings).await;
             sources.resize(readings.len(), source);
             ackers.push(acker);
+            messages.push(source);
         }
         if readings.is_empty() {
             // Nothing for the plugin (refused messages, dead-lettered).
@@ -185,39 +302,22 @@ pub async fn run<W: From<Batch>>(
             continue;
         }
         let (done, written) = tokio::sync::oneshot::channel();
-        let (given, taken) = tokio::sync::oneshot::channel();
+        let (sent, taken) = tokio::sync::oneshot::channel();
         let batch = Batch {
             readings,
             sources,
             done: Some(done),
-            given: Some(given),
+            given: Some(sent),
             room: None,
         };
         // On an error, the messages stay unacknowledged.
         queue.send(batch).await?;
-        waiting_messages += ackers.len();
-        waiting.push_back(Waiting { written, ackers });
-        let mut early = 0;
-        while waiting_messages > limit
-            && let Some(mut oldest) = waiting.pop_front()
-        {
-            waiting_messages -= oldest.ackers.len();
-            match oldest.written.try_recv() {
-                Ok(()) => acknowledge(oldest.ackers).await,
-                // Dropped by the worker, or not stored: delivered again.
-                Err(TryRecvError::Closed) => {}
-                Err(TryRecvError::Empty) => {
-                    early += oldest.ackers.len() as u64;
-                    acknowledge(oldest.ackers).await;
-                }
-            }
-        }
-        if early > 0 {
-            ingest.acknowledged_early(early, limit);
-        }
-        // The next chunk once the plugin has these (or they were dropped):
-        // while it is down, the stream holds what comes next.
-        let _ = taken.await;
+        waiting.push(Given {
+            written,
+            ackers,
+            messages,
+        });
+        given = Some(taken);
     }
 }
 

@@ -251,6 +251,9 @@ pub enum Input {
     },
 }
 
+/// Whether the outbox is refusing writes now (a full or failing disk).
+pub type OutboxRefusing = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// What a plugin's ingest tells its owner (`run::serve`), at once.
 #[derive(Debug)]
 pub enum IngestEvent {
@@ -456,6 +459,10 @@ pub struct Ingest {
     pub health: Arc<IngestHealth>,
     /// The owner, told of failures and of a full sensor cap.
     events: mpsc::UnboundedSender<IngestEvent>,
+    /// Whether the outbox is refusing writes now (a full or failing disk):
+    /// only then are JetStream messages acknowledged before their outputs
+    /// are stored.
+    outbox_refusing: OutboxRefusing,
     /// New sensors refused for the sensor cap, as told to the owner.
     cap_refusals: Retell,
     /// Readings dropped for a full queue, as told to the owner.
@@ -469,7 +476,9 @@ pub struct Ingest {
 
 impl Ingest {
     /// Ingest of the plugin `admission` judges readings for (on `clock`),
-    /// through `client`; its failures and full sensor cap told to `events`.
+    /// through `client`; its failures and full sensor cap told to `events`;
+    /// `outbox_refusing` says when the outbox refuses writes.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: async_nats::Client,
         subjects: Subjects,
@@ -478,6 +487,7 @@ impl Ingest {
         clock: Clock,
         health: Arc<IngestHealth>,
         events: mpsc::UnboundedSender<IngestEvent>,
+        outbox_refusing: OutboxRefusing,
     ) -> Ingest {
         Ingest {
             plugin: admission.plugin().to_owned(),
@@ -488,6 +498,7 @@ impl Ingest {
             clock,
             health,
             events,
+            outbox_refusing,
             cap_refusals: Retell::default(),
             queue_drops: Retell::default(),
             out_of_time: Retell::default(),
