@@ -587,3 +587,32 @@ async fn a_new_plugin_killed_during_its_probation_is_reported_failed_and_not_run
         fleet.stdout
     );
 }
+
+/// A version whose every snapshot traps runs on without saving its state
+/// (the worker gives snapshots up after two); a deployment over it must still
+/// start. Before, the swap took a snapshot of the running version to start
+/// the new one from, which killed it again: every deployment was rolled back,
+/// a fixed version's too, and each counted as one more failure.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_whose_snapshots_trap_is_replaced_by_a_deployment_from_its_last_saved_state() {
+    let site = Site::start().await;
+    let bundles = deploy_bundles();
+    let tables = format!("[[plugins]]\nbundle = \"{}\"\n", bundles.traps_snapshots.path.display());
+    let mut edge = Edge::new(&site, DEVICE, "100ms", "probation = \"1h\"\n", &tables).await;
+    edge.start().await;
+    // A snapshot falls due with the 256th input.
+    for _ in 0..260 {
+        give(&edge, 120.0).await;
+    }
+    let status = status_until(&edge.client, "the snapshots given up", |status| {
+        plugin(status, PLUGIN)["snapshot_failures"] == 2
+    })
+    .await;
+    assert_eq!(plugin(&status, PLUGIN)["state"], "running", "{status:#}");
+
+    let generation = push(&site.operator, &edge.key(), &bundles.v3.bytes(), &[]).await;
+    in_phase(&site.operator, DEVICE, generation, Phase::Running).await;
+    running_unrefused(&edge, "3.1.0").await;
+    alerts_low(&edge, "subject-2", "3.1.0").await;
+    edge.device.terminate_cleanly().await;
+}

@@ -215,6 +215,9 @@ pub struct DeployBundles {
     /// glucose-chaos as glucose-monitor 2.1.0 with `refuse_resume = "true"`:
     /// `init` fails when given a snapshot.
     pub refuses_snapshot: DeployBundle,
+    /// glucose-chaos as glucose-monitor 2.1.0 with `trap_snapshot = "true"`:
+    /// every `snapshot` traps.
+    pub traps_snapshots: DeployBundle,
     /// v2's manifest signed by a key the run's trust directory does not hold.
     pub untrusted: DeployBundle,
     /// v2 with one byte of its code flipped after signing.
@@ -273,6 +276,7 @@ pub fn deploy_bundles() -> &'static DeployBundles {
             fails_init: chaos(("fail_init", "true")),
             traps_third: chaos(("trap_on_call", "3")),
             refuses_snapshot: chaos(("refuse_resume", "true")),
+            traps_snapshots: chaos(("trap_snapshot", "true")),
             untrusted,
             tampered,
             unsigned: DeployBundle {
