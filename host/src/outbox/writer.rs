@@ -485,30 +485,36 @@ impl<'a> Waiting<'a> {
     /// `max` bytes (the newest is always kept): their continuations are told
     /// `error`, as for any write that failed.
     fn give_up_over(&mut self, max: usize, error: &OutboxError) {
-        let mut given_up = 0;
+        let mut given_up = Vec::new();
         while self.size.bytes > max && self.jobs.len() > 1 {
             if let Some(job) = self.pop() {
-                given_up += job.append.entries.len();
-                (job.then)(Err(error));
+                given_up.push(job);
             }
         }
-        if given_up > 0 {
-            tracing::error!(given_up, max_bytes = max, %error, "Outputs waiting for the disk given up: more than the writer keeps in memory");
-        }
+        // Shown before anyone is told: what a continuation leads to read
+        // (the status) no longer counts them.
         self.show();
+        let entries: usize = given_up.iter().map(|job| job.append.entries.len()).sum();
+        for job in given_up {
+            (job.then)(Err(error));
+        }
+        if entries > 0 {
+            tracing::error!(given_up = entries, max_bytes = max, %error, "Outputs waiting for the disk given up: more than the writer keeps in memory");
+        }
     }
 
     /// Give up every waiting append (the host stops while the disk refuses them).
     fn give_up_all(&mut self, error: &OutboxError) {
         let given_up = self.size.entries;
-        for (_, job) in self.jobs.drain(..) {
+        let jobs: Vec<(Size, Job)> = self.jobs.drain(..).collect();
+        self.size = Size::default();
+        self.show();
+        for (_, job) in jobs {
             (job.then)(Err(error));
         }
-        self.size = Size::default();
         if given_up > 0 {
             tracing::error!(given_up, %error, "The host stops while the disk refuses writes: outputs waiting for it are not stored");
         }
-        self.show();
     }
 
     /// The oldest job, no longer counted.
