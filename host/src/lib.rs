@@ -29,6 +29,7 @@ pub mod envelope;
 pub mod files;
 pub mod input_log;
 pub mod load;
+pub mod log_output;
 pub mod metrics;
 pub mod model;
 pub mod outbox;

@@ -35,6 +35,10 @@ pub struct Status {
     /// ingest shows in its plugin's state instead.)
     #[serde(default)]
     pub tasks: BTreeMap<String, String>,
+    /// Log lines dropped because stderr took no more (its reader stalled):
+    /// the host never waits for its log (`log_output`).
+    #[serde(default)]
+    pub log_lines_dropped: u64,
 }
 
 /// What the control subjects refused.

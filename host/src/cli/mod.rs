@@ -83,8 +83,10 @@ enum Command {
 
 /// Parse the command line, run the command, map the outcome to an exit code.
 pub fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    // `run` never waits for its log (see `log_output`); the other commands
+    // end, and write every line.
+    edgewise_host::log_output::init(matches!(cli.command, Command::Run(_)));
     let result = match cli.command {
         Command::Replay(args) => replay::run(args),
         Command::Test(args) => test::run(args),
@@ -104,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::Dashboard(args) => dashboard::run(args),
         Command::CompileChild(args) => compile_child::run(args),
     };
+    edgewise_host::log_output::finish();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.report(),
@@ -122,7 +125,6 @@ fn assets_summary(sizes: impl Iterator<Item = u64>) -> String {
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` selects them (default: warnings and errors).
 /// A text from outside (a bundle, a device's report) as a terminal shows it:
 /// control characters (a newline that would forge a line, an escape
 /// sequence that would rewrite the screen) and the bidirectional overrides
@@ -141,18 +143,6 @@ fn shown(text: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(escaped)
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
 }
 
 #[cfg(test)]

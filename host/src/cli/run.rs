@@ -65,14 +65,15 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     let alerts: u64 = status.plugins.iter().map(|p| p.alerts_out).sum();
     let summaries: u64 = status.plugins.iter().map(|p| p.summaries_out).sum();
     let dropped: u64 = status.plugins.iter().map(|p| p.readings_dropped).sum();
-    eprintln!(
+    // After the log's last lines, and never waiting for a stderr that takes nothing.
+    edgewise_host::log_output::write_line(&format!(
         "edgewise stopped after {:.1} s: {} messages ({} dead-lettered), {readings} readings ({dropped} dropped), {alerts} alerts, {summaries} summaries; outbox holds {} alerts and {} summaries for upstream",
         status.uptime_s,
         status.ingest.messages,
         status.ingest.deadlettered,
         status.outbox.alerts,
         status.outbox.summaries
-    );
+    ));
     if let Some(path) = &args.summary_json {
         write_summary(path, &status).map_err(Failure::runtime)?;
     }
@@ -107,6 +108,7 @@ fn listen_for_signals() -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
             _ = interrupt.recv() => {}
         }
         tracing::error!("A second signal: exiting at once; what the plugins had not written to the outbox is lost");
+        edgewise_host::log_output::finish();
         std::process::exit(EXIT_SECOND_SIGNAL);
     });
     Ok(first_signal)

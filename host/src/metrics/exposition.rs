@@ -286,6 +286,13 @@ fn encode_host(encoder: &mut DescriptorEncoder<'_>, status: &Status, oldest: Old
         MetricType::Counter,
     )?;
     counter(metric, status.ingest.dropped_by_client)?;
+    let metric = encoder.encode_descriptor(
+        "edgewise_log_lines_dropped",
+        "Log lines dropped because stderr took no more (its reader stalled); the host never waits for its log.",
+        None,
+        MetricType::Counter,
+    )?;
+    counter(metric, status.log_lines_dropped)?;
     let outbox = &status.outbox;
     let mut metric = encoder.encode_descriptor(
         "edgewise_outbox_entries",

@@ -30,6 +30,7 @@ mod serve;
 pub mod shutdown;
 mod start;
 pub mod status;
+mod systemd;
 mod telemetry;
 
 use std::future::Future;

@@ -4,6 +4,7 @@
 //! set as it is now).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,17 @@ pub(super) struct Plugins {
     pub(super) inputs: Arc<Mutex<BTreeMap<String, Arc<IngestHealth>>>>,
     /// What the status shows of each plugin (those refused included).
     pub(super) statuses: Arc<Mutex<Vec<PluginSource>>>,
+}
+
+/// One plugin's worker, as the service manager's watchdog reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Progress {
+    /// The plugin.
+    pub(super) plugin: String,
+    /// Work waiting in its queue.
+    pub(super) waiting: usize,
+    /// Turns of its loop so far (`PluginStats::turns`).
+    pub(super) turns: u64,
 }
 
 /// Where a plugin's stopped worker and ingest end up (shutdown, removal).
@@ -210,6 +222,40 @@ impl Plugins {
         self.slots
             .lock()
             .map(|slots| slots.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Each running plugin's worker as the watchdog sees it.
+    pub(super) fn progress(&self) -> Vec<Progress> {
+        self.slots
+            .lock()
+            .map(|slots| {
+                slots
+                    .iter()
+                    .map(|(name, slot)| Progress {
+                        plugin: name.clone(),
+                        waiting: slot.queue.max_capacity() - slot.queue.capacity(),
+                        turns: slot.worker.stats.turns.load(Ordering::Relaxed),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every plugin the status shows (refused and compiling ones included)
+    /// with its state (`running`, `quarantined`...).
+    pub(super) fn states(&self) -> Vec<(String, &'static str)> {
+        self.statuses
+            .lock()
+            .map(|statuses| {
+                statuses
+                    .iter()
+                    .map(|source| {
+                        let state = source.stats.health.lock().map_or("unknown", |health| health.state);
+                        (source.name.clone(), state)
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -35,6 +35,7 @@ use super::plugins::Plugins;
 use super::shutdown::Parts;
 use super::start::{Device, Loader, RefusalReason, Refused};
 use super::status::{PluginSource, StatusSources};
+use super::systemd::ServiceManager;
 use crate::bus::admission::DeadLetterKind;
 use crate::bus::config::Source;
 use crate::bus::ingest::{
@@ -67,6 +68,8 @@ pub(super) enum Task {
     Metrics,
     /// Fleet telemetry.
     Telemetry,
+    /// The service manager's status and watchdog.
+    Watchdog,
 }
 
 impl Task {
@@ -81,6 +84,7 @@ impl Task {
             Task::Deploy => "deployment".to_owned(),
             Task::Metrics => "metrics".to_owned(),
             Task::Telemetry => "telemetry".to_owned(),
+            Task::Watchdog => "watchdog".to_owned(),
         }
     }
 }
@@ -546,6 +550,17 @@ pub(super) async fn serve(
         "Edgewise is running"
     );
 
+    // Ready for the service manager now that every plugin started is
+    // subscribed and the status answers; then watched (a task owned like
+    // the others: ended on `stop`, before the workers are).
+    let service_manager = ServiceManager::from_env();
+    if let Some(manager) = service_manager.clone() {
+        manager.ready(&plugins);
+        let stall_limit = stall_limit(config);
+        let watch = manager.watch(plugins.clone(), stall_limit, stopped.clone());
+        spawn_owned(Task::Watchdog, &ended_sender, watch);
+    }
+
     let mut owner = Owner {
         host_alerts: device.host_alerts,
         clock: device.clock,
@@ -558,6 +573,9 @@ pub(super) async fn serve(
     };
     let mut compiling = device.compiling;
     owner.own(shutdown, &mut events, &mut ended, &mut compiling).await;
+    if let Some(manager) = &service_manager {
+        manager.stopping();
+    }
     // Deployment stops first: nothing is added to the set while it is taken.
     if let Some(deploy) = deploy {
         deploy.abort();
@@ -581,6 +599,15 @@ pub(super) async fn serve(
         ended,
     };
     Ok((parts, sources))
+}
+
+/// How long a worker may take no work while work waits before the
+/// watchdog holds the host stuck: twice the longest call any plugin may make
+/// (`[host_limits] call_deadline`), at least 10 s. A slow call is the
+/// plugin's, handled by its supervision; only a worker standing still past
+/// it is the host's.
+fn stall_limit(config: &RunConfig) -> Duration {
+    (config.host_limits.call_deadline * 2).max(Duration::from_secs(10))
 }
 
 /// Where the readings of `plugin` come from. Core NATS subscriptions are

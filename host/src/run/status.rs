@@ -115,6 +115,7 @@ impl StatusSources {
                 status_refused: load(&self.control.status_refused),
             },
             tasks: self.tasks.lock().map(|tasks| tasks.clone()).unwrap_or_default(),
+            log_lines_dropped: crate::log_output::lines_dropped(),
         }
     }
 }

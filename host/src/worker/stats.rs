@@ -52,6 +52,10 @@ pub struct PluginStats {
     /// Restarts that could not keep the plugin's state (no snapshot to
     /// start from, or one it refused): the plugin started afresh.
     pub state_lost: AtomicU64,
+    /// Turns of the worker's loop: each takes work, makes a call, or
+    /// restarts the plugin. The service manager's watchdog sees a worker
+    /// stuck when work waits in its queue and this stands still.
+    pub turns: AtomicU64,
     /// State, failures by reason, last failure.
     pub health: Mutex<HealthReport>,
     /// The version and code digest that run now, once the worker has said

@@ -108,6 +108,7 @@ impl PluginThread {
     pub(super) fn run(&mut self, mut receiver: mpsc::Receiver<Work>) {
         let mut open = true;
         loop {
+            self.stats.turns.fetch_add(1, Ordering::Relaxed);
             if self.retired {
                 // Failed its probation with no version to go back to: what
                 // comes is dropped, counted, until its owner removes it.

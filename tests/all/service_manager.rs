@@ -1,0 +1,147 @@
+//! `edgewise run` under systemd (`Type=notify`, `WatchdogSec=`): what it
+//! tells the notification socket systemd gives it (`NOTIFY_SOCKET`), here a
+//! datagram socket of the test's own, as systemd reads it.
+
+use edgewise_tests::nats::NatsServer;
+use tokio::net::UnixDatagram;
+
+use crate::device::{Device, WAIT};
+use crate::hostile_plugins::V0_2;
+use crate::support::{host_status, plugin};
+
+/// What the host sent, one datagram a notification (`KEY=value` lines).
+struct Notifications {
+    socket: UnixDatagram,
+    seen: Vec<String>,
+}
+
+impl Notifications {
+    /// Read notifications until one satisfies `wanted`: it; panics after
+    /// [`WAIT`] naming `what` and what came.
+    async fn until(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut buffer = vec![0u8; 8192];
+        loop {
+            let received = tokio::time::timeout_at(deadline, self.socket.recv(&mut buffer)).await;
+            let Ok(Ok(size)) = received else {
+                panic!("no notification {what} within {WAIT:?}; came: {:#?}", self.seen);
+            };
+            let notification = String::from_utf8_lossy(&buffer[..size]).into_owned();
+            self.seen.push(notification.clone());
+            if wanted(&notification) {
+                return notification;
+            }
+        }
+    }
+}
+
+fn has_line(notification: &str, line: &str) -> bool {
+    notification.lines().any(|l| l == line)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_systemd_the_host_is_ready_once_it_serves_pings_the_watchdog_and_says_what_it_monitors() {
+    let local = NatsServer::start();
+    // Beside glucose-monitor, a plugin that never starts: quarantined.
+    let mut device = Device::new(&local, None, &V0_2.plugin_table("init-err", "", ""));
+    let socket_path = device.path("notify.sock");
+    let mut notifications = Notifications {
+        socket: UnixDatagram::bind(&socket_path).unwrap(),
+        seen: Vec::new(),
+    };
+    let mut command = device.run_command();
+    // A 2 s watchdog: pinged every second.
+    command
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "2000000");
+    let client = async_nats::connect(local.url()).await.unwrap();
+    device.start_command(command, &client).await;
+
+    // READY=1 once it serves: glucose-monitor subscribed, the status answering.
+    let ready = notifications.until("READY=1", |n| has_line(n, "READY=1")).await;
+    assert!(
+        ready.contains("STATUS=monitoring with glucose-monitor"),
+        "the status line says what monitors: {ready}"
+    );
+    let status = host_status(&client).await;
+    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+
+    // The plugin that cannot start is named, once quarantined.
+    notifications
+        .until("STATUS naming faulty-v02 quarantined", |n| {
+            n.contains("STATUS=monitoring with glucose-monitor; faulty-v02 quarantined")
+        })
+        .await;
+
+    // Pinged while it runs: three pings in a row.
+    for n in 0..3 {
+        notifications
+            .until(&format!("WATCHDOG=1 ({n})"), |n| has_line(n, "WATCHDOG=1"))
+            .await;
+    }
+    assert!(
+        notifications.seen.iter().all(|n| !n.contains("STUCK")),
+        "{:#?}",
+        notifications.seen
+    );
+
+    // SIGTERM: the exit, after STOPPING=1 (the socket keeps what came).
+    let (code, log) = device.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+    notifications.until("STOPPING=1", |n| has_line(n, "STOPPING=1")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_systemd_a_host_with_no_plugin_running_says_it_monitors_nothing() {
+    let local = NatsServer::start();
+    let mut device = Device::with_plugins(&local, None, "100ms", &V0_2.plugin_table("init-err", "", ""));
+    let socket_path = device.path("notify.sock");
+    let mut notifications = Notifications {
+        socket: UnixDatagram::bind(&socket_path).unwrap(),
+        seen: Vec::new(),
+    };
+    let mut command = device.run_command();
+    command.env("NOTIFY_SOCKET", &socket_path);
+    let client = async_nats::connect(local.url()).await.unwrap();
+    device.start_command(command, &client).await;
+    notifications.until("READY=1", |n| has_line(n, "READY=1")).await;
+    notifications
+        .until("STATUS saying nothing is monitored", |n| {
+            n.contains("STATUS=NOT MONITORING: no plugin runs; faulty-v02 quarantined")
+        })
+        .await;
+    // No watchdog asked: no ping.
+    assert!(
+        notifications.seen.iter().all(|n| !has_line(n, "WATCHDOG=1")),
+        "{:#?}",
+        notifications.seen
+    );
+    assert_eq!(device.terminate().await.0, Some(0));
+}
+
+/// Not started by a service manager: nothing is sent, and nothing fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notification_socket_that_is_gone_does_not_stop_the_host() {
+    let local = NatsServer::start();
+    let mut device = Device::new(&local, None, "");
+    let mut command = device.run_command();
+    command
+        .env("NOTIFY_SOCKET", device.path("nobody-listens.sock"))
+        .env("WATCHDOG_USEC", "200000");
+    let (client, mut alerts) = {
+        let client = async_nats::connect(local.url()).await.unwrap();
+        let alerts = crate::support::subscribe_alerts(&client, "glucose-monitor").await;
+        (client, alerts)
+    };
+    device.start_command(command, &client).await;
+    client
+        .publish("sensors.cgm.p1", crate::device::reading(crate::device::now_ms(), 45.0))
+        .await
+        .unwrap();
+    let alert = crate::support::next_json(&mut alerts, "urgent-low").await;
+    assert_eq!(alert["code"], "urgent-low", "{alert}");
+    let (code, log) = device.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+    let told = log.matches("Cannot notify the service manager").count();
+    assert_eq!(told, 1, "said once, not at every ping: {log}");
+}
