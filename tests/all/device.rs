@@ -151,6 +151,12 @@ impl Device {
         client
     }
 
+    /// Start the host with `command` (see [`Device::run_command`]) and
+    /// return at once.
+    pub(crate) fn spawn_command(&mut self, command: Command) {
+        self.host.spawn_command(command).unwrap();
+    }
+
     /// Start the host and return at once: it may still be compiling (see
     /// [`Device::wait_ready`]).
     pub(crate) fn spawn(&mut self) {

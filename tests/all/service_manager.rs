@@ -5,9 +5,9 @@
 use edgewise_tests::nats::NatsServer;
 use tokio::net::UnixDatagram;
 
-use crate::device::{Device, WAIT};
+use crate::device::{DEVICE, Device, WAIT};
 use crate::hostile_plugins::V0_2;
-use crate::support::{host_status, plugin};
+use crate::support::plugin;
 
 /// What the host sent, one datagram a notification (`KEY=value` lines).
 struct Notifications {
@@ -35,6 +35,15 @@ impl Notifications {
     }
 }
 
+/// A datagram socket bound to `name` in the abstract namespace.
+fn abstract_socket(name: &str) -> UnixDatagram {
+    use std::os::linux::net::SocketAddrExt;
+    let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let socket = std::os::unix::net::UnixDatagram::bind_addr(&address).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    UnixDatagram::from_std(socket).unwrap()
+}
+
 fn has_line(notification: &str, line: &str) -> bool {
     notification.lines().any(|l| l == line)
 }
@@ -50,20 +59,23 @@ async fn under_systemd_the_host_is_ready_once_it_serves_pings_the_watchdog_and_s
         seen: Vec::new(),
     };
     let mut command = device.run_command();
-    // A 2 s watchdog: pinged every second.
+    // A 2 s watchdog: pinged at least every half second.
     command
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "2000000");
     let client = async_nats::connect(local.url()).await.unwrap();
-    device.start_command(command, &client).await;
+    device.spawn_command(command);
 
-    // READY=1 once it serves: glucose-monitor subscribed, the status answering.
+    // READY=1 once it serves: glucose-monitor subscribed, the status
+    // answering at once (a request nobody is subscribed to yet fails at once
+    // with "no responders", it does not wait).
     let ready = notifications.until("READY=1", |n| has_line(n, "READY=1")).await;
     assert!(
         ready.contains("STATUS=monitoring with glucose-monitor"),
         "the status line says what monitors: {ready}"
     );
-    let status = host_status(&client).await;
+    let asked = client.request(format!("edgewise.{DEVICE}.status"), "".into()).await;
+    let status: serde_json::Value = serde_json::from_slice(&asked.expect("answered once READY=1").payload).unwrap();
     assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
 
     // The plugin that cannot start is named, once quarantined.
@@ -95,13 +107,15 @@ async fn under_systemd_the_host_is_ready_once_it_serves_pings_the_watchdog_and_s
 async fn under_systemd_a_host_with_no_plugin_running_says_it_monitors_nothing() {
     let local = NatsServer::start();
     let mut device = Device::with_plugins(&local, None, "100ms", &V0_2.plugin_table("init-err", "", ""));
-    let socket_path = device.path("notify.sock");
+    // A socket in the abstract namespace (`@name`), as some service
+    // managers give.
+    let name = format!("edgewise-test-{}-{}", std::process::id(), crate::device::now_ms());
     let mut notifications = Notifications {
-        socket: UnixDatagram::bind(&socket_path).unwrap(),
+        socket: abstract_socket(&name),
         seen: Vec::new(),
     };
     let mut command = device.run_command();
-    command.env("NOTIFY_SOCKET", &socket_path);
+    command.env("NOTIFY_SOCKET", format!("@{name}"));
     let client = async_nats::connect(local.url()).await.unwrap();
     device.start_command(command, &client).await;
     notifications.until("READY=1", |n| has_line(n, "READY=1")).await;

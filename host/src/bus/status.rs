@@ -246,16 +246,25 @@ pub fn bounded_error(error: &str) -> String {
     format!("{}… ({} bytes in all)", &error[..end], error.len())
 }
 
+/// How long the responder waits for the server to have its subscription
+/// before it says it answers.
+const SUBSCRIBED_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Answer status requests on `subject` until `stop`, with the status
 /// `current` gathers (called off the async threads: it may read the disk).
+/// `answering` is told once the server has the subscription (or it waited
+/// [`SUBSCRIBED_WITHIN`] for it).
 pub async fn run_status(
     client: async_nats::Client,
     subject: String,
     control: Arc<ControlStats>,
     current: Arc<dyn Fn() -> Status + Send + Sync>,
+    answering: tokio::sync::oneshot::Sender<()>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), async_nats::SubscribeError> {
     let mut requests = client.subscribe(subject).await?;
+    let _ = tokio::time::timeout(SUBSCRIBED_WITHIN, client.flush()).await;
+    let _ = answering.send(());
     loop {
         let request = tokio::select! {
             _ = stop.changed() => break,

@@ -58,13 +58,16 @@ impl Failure {
             return ExitCode::SUCCESS;
         }
         let message = self.error.to_string();
-        eprintln!("error: {message}");
+        // Through the log's queue for `run` (a stderr that takes nothing
+        // must not hold the exit), after the lines before it.
+        let write_line = edgewise_host::log_output::write_line;
+        write_line(&format!("error: {message}"));
         // Library errors often repeat their cause in their own message: print
         // a cause only when it adds something.
         for cause in self.error.chain().skip(1) {
             let cause = cause.to_string();
             if !message.contains(&cause) {
-                eprintln!("  caused by: {cause}");
+                write_line(&format!("  caused by: {cause}"));
             }
         }
         ExitCode::from(self.code)

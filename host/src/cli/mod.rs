@@ -106,11 +106,12 @@ pub fn main() -> ExitCode {
         Command::Dashboard(args) => dashboard::run(args),
         Command::CompileChild(args) => compile_child::run(args),
     };
-    edgewise_host::log_output::finish();
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.report(),
-    }
+    };
+    edgewise_host::log_output::finish();
+    code
 }
 
 /// `, N asset(s), B bytes` for the one-line summaries of `sign` and

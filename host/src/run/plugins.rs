@@ -70,8 +70,11 @@ pub(super) struct Progress {
     pub(super) plugin: String,
     /// Work waiting in its queue.
     pub(super) waiting: usize,
-    /// Turns of its loop so far (`PluginStats::turns`).
-    pub(super) turns: u64,
+    /// Its steps so far (`PluginStats::steps`).
+    pub(super) steps: u64,
+    /// Whether its worker is gone (its queue closed): a worker ends only
+    /// when the host stops or the plugin is removed, so before, it is a bug.
+    pub(super) gone: bool,
 }
 
 /// Where a plugin's stopped worker and ingest end up (shutdown, removal).
@@ -235,7 +238,8 @@ impl Plugins {
                     .map(|(name, slot)| Progress {
                         plugin: name.clone(),
                         waiting: slot.queue.max_capacity() - slot.queue.capacity(),
-                        turns: slot.worker.stats.turns.load(Ordering::Relaxed),
+                        steps: slot.worker.stats.steps.load(Ordering::Relaxed),
+                        gone: slot.queue.is_closed(),
                     })
                     .collect()
             })

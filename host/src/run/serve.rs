@@ -291,9 +291,17 @@ impl Owner {
             kind,
             reason,
         } = refused;
-        let (setting, clock) = match kind {
-            DeadLetterKind::TooOld => ("max_age", "ahead"),
-            _ => ("max_future", "behind"),
+        // Readings too old are also what a backlog is, past `max_age`: a
+        // stream that kept them while the host was down that long.
+        let (setting, clock, or_a_backlog) = match kind {
+            DeadLetterKind::TooOld => (
+                "max_age",
+                "ahead",
+                "; or they are a backlog older than `max_age`, kept by a JetStream stream while this \
+                 host was down that long (then only the backlog is refused, and the readings that \
+                 follow it are taken)",
+            ),
+            _ => ("max_future", "behind", ""),
         };
         tracing::error!(%plugin, %sensor, refused, %reason, "Readings refused for their time: is the device clock right?");
         let message = format!(
@@ -301,7 +309,7 @@ impl Owner {
              device's clock (dead-lettered as `{}`, `[ingest] {setting}`), the first of sensor \
              `{sensor}`: {reason}. If every sensor's readings are refused so, this device's clock is \
              probably {clock} (no real-time clock, NTP unreachable): set it right, as until then \
-             those patients are not monitored",
+             those patients are not monitored{or_a_backlog}",
             kind.as_str()
         );
         self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
@@ -503,6 +511,7 @@ pub(super) async fn serve(
         }
         None => None,
     };
+    let (answering, status_answers) = tokio::sync::oneshot::channel();
     let status_task = spawn_owned(
         Task::Status,
         &ended_sender,
@@ -511,6 +520,7 @@ pub(super) async fn serve(
             device.subjects.status(),
             control,
             current,
+            answering,
             stopped.clone(),
         ),
     );
@@ -550,11 +560,13 @@ pub(super) async fn serve(
         "Edgewise is running"
     );
 
-    // Ready for the service manager now that every plugin started is
-    // subscribed and the status answers; then watched (a task owned like
-    // the others: ended on `stop`, before the workers are).
+    // Ready for the service manager once every plugin started is subscribed
+    // and the status responder too (or it failed: the host runs without);
+    // then watched (a task owned like the others: ended on `stop`, before
+    // the workers are).
     let service_manager = ServiceManager::from_env();
     if let Some(manager) = service_manager.clone() {
+        let _ = status_answers.await;
         manager.ready(&plugins);
         let stall_limit = stall_limit(config);
         let watch = manager.watch(plugins.clone(), stall_limit, stopped.clone());
@@ -601,13 +613,14 @@ pub(super) async fn serve(
     Ok((parts, sources))
 }
 
-/// How long a worker may take no work while work waits before the
-/// watchdog holds the host stuck: twice the longest call any plugin may make
-/// (`[host_limits] call_deadline`), at least 10 s. A slow call is the
-/// plugin's, handled by its supervision; only a worker standing still past
-/// it is the host's.
+/// How long a worker may take no step while work waits before the watchdog
+/// holds the host stuck: twice the longest call any plugin may make
+/// (`[host_limits] call_deadline`, 5 s by default), and 10 s more for the
+/// host's own work between two calls (a state saved, an instance made). A
+/// slow call is the plugin's, ended by its deadline and handled by its
+/// supervision; only a worker standing still past that is the host's.
 fn stall_limit(config: &RunConfig) -> Duration {
-    (config.host_limits.call_deadline * 2).max(Duration::from_secs(10))
+    config.host_limits.call_deadline * 2 + Duration::from_secs(10)
 }
 
 /// Where the readings of `plugin` come from. Core NATS subscriptions are

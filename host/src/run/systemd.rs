@@ -1,16 +1,18 @@
-//! The service manager (systemd, `Type=notify`; sd_notify(3) through the
-//! `sd-notify` crate): told when the host serves (`READY=1`, once every
-//! plugin started is subscribed and the status answers), what it monitors
-//! (`STATUS=`, shown by `systemctl status`), and when it stops
-//! (`STOPPING=1`). With `WatchdogSec=`, pinged (`WATCHDOG=1`) every half of
-//! it while the pipeline moves: the async threads run this task, and no
-//! plugin's worker has had work waiting in its queue without taking any for
-//! longer than the stall limit. A host that hangs (a bug, a disk that
-//! stops answering) is then killed and restarted by systemd instead of
-//! staying up, silent. Without `NOTIFY_SOCKET` (not started by a service
-//! manager) none of this runs.
+//! The service manager (systemd, `Type=notify`; sd_notify(3), the
+//! `sd-notify` crate's states): told when the host serves (`READY=1`, once every
+//! plugin started is subscribed and the status responder too), what it
+//! monitors (`STATUS=`, shown by `systemctl status`), and when it stops
+//! (`STOPPING=1`). With `WatchdogSec=`, pinged (`WATCHDOG=1`) at least four
+//! times a period while the pipeline moves: the async threads run this
+//! task, and no plugin's worker is gone or has had work waiting in its queue
+//! without a step (a turn of its loop, a call into the plugin begun or
+//! ended) for longer than the stall limit. A host that hangs (a bug, a
+//! deadlock) is then killed and restarted by systemd instead of staying up,
+//! silent. Without `NOTIFY_SOCKET` (not started by a service manager) none
+//! of this runs.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -29,6 +31,9 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// The service manager that started the host, if one did.
 #[derive(Debug, Clone)]
 pub(super) struct ServiceManager {
+    /// Its socket (`NOTIFY_SOCKET`): a path, or `@name` in the abstract
+    /// namespace.
+    socket: PathBuf,
     /// `WatchdogSec=`, if set for this process.
     watchdog: Option<Duration>,
     /// Whether the last notification failed (a failure is logged once, and
@@ -40,8 +45,9 @@ impl ServiceManager {
     /// The service manager named by the environment (`NOTIFY_SOCKET`,
     /// `WATCHDOG_USEC` for this process's id), or `None`.
     pub(super) fn from_env() -> Option<ServiceManager> {
-        std::env::var_os("NOTIFY_SOCKET")?;
+        let socket = std::env::var_os("NOTIFY_SOCKET")?;
         Some(ServiceManager {
+            socket: socket.into(),
             watchdog: sd_notify::watchdog_enabled().filter(|period| !period.is_zero()),
             failing: Arc::new(AtomicBool::new(false)),
         })
@@ -57,9 +63,10 @@ impl ServiceManager {
         self.notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     }
 
-    /// Look at the workers every [`LOOK_EVERY`] (or less) until `stop`: tell the
-    /// status when it changes, and ping the watchdog every half of its
-    /// period while no worker is stuck for `stall_limit`.
+    /// Look at the workers every [`LOOK_EVERY`] (a quarter of the watchdog
+    /// period if that is less) until `stop`: tell the status when it
+    /// changes, and ping the watchdog at each look while no worker is
+    /// stuck for `stall_limit`.
     pub(super) async fn watch(
         self,
         plugins: Arc<Plugins>,
@@ -68,7 +75,7 @@ impl ServiceManager {
     ) -> Result<(), TaskError> {
         let mut stalls = Stalls::default();
         let mut told = String::new();
-        let mut pinged = Instant::now();
+        let mut stuck_before = false;
         let every = self.watchdog.map_or(LOOK_EVERY, |period| {
             (period / 4).clamp(Duration::from_millis(10), LOOK_EVERY)
         });
@@ -79,34 +86,36 @@ impl ServiceManager {
                 _ = stop.changed() => return Ok(()),
                 _ = looks.tick() => {}
             }
-            let now = Instant::now();
-            let stuck = stalls.stuck(&plugins.progress(), now, stall_limit);
+            let stuck = stalls.stuck(&plugins.progress(), Instant::now(), stall_limit);
             let status = match stuck.first() {
                 None => monitoring(&plugins),
-                Some((plugin, waited)) => format!(
-                    "STUCK: the worker of `{plugin}` has taken no work for {} s while work waits; \
-                     no longer telling the watchdog the host is alive",
-                    waited.as_secs()
+                Some(Stuck { plugin, gone: true, .. }) => {
+                    format!("STUCK: the worker of `{plugin}` is gone; no longer telling the watchdog the host is alive")
+                }
+                Some(Stuck { plugin, .. }) => format!(
+                    "STUCK: the worker of `{plugin}` has taken no step for over {} s while work waits; no \
+                     longer telling the watchdog the host is alive",
+                    stall_limit.as_secs()
                 ),
             };
+            if let Some(Stuck { plugin, waited, gone }) = stuck.first()
+                && !stuck_before
+            {
+                tracing::error!(
+                    %plugin,
+                    waited_s = waited.as_secs(),
+                    gone,
+                    "A plugin's worker takes no step while work waits: the watchdog is no longer told the host \
+                     is alive, and the service manager will restart it"
+                );
+            }
+            stuck_before = !stuck.is_empty();
             if status != told {
-                if let Some((plugin, waited)) = stuck.first() {
-                    tracing::error!(
-                        %plugin,
-                        waited_s = waited.as_secs(),
-                        "A plugin's worker takes no work while work waits: the watchdog is no longer told the \
-                         host is alive, and the service manager will restart it"
-                    );
-                }
                 self.notify(&[NotifyState::Status(&status)]);
                 told = status;
             }
-            if let Some(period) = self.watchdog
-                && stuck.is_empty()
-                && now.duration_since(pinged) >= period / 2
-            {
+            if self.watchdog.is_some() && stuck.is_empty() {
                 self.notify(&[NotifyState::Watchdog]);
-                pinged = now;
             }
         }
     }
@@ -115,7 +124,7 @@ impl ServiceManager {
     /// full) is logged once, and its end: there is nothing else to do
     /// about it, and the watchdog, if any, will tell.
     fn notify(&self, states: &[NotifyState<'_>]) {
-        match sd_notify::notify(states) {
+        match self.send(states) {
             Ok(()) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
                     tracing::warn!("The service manager is notified again");
@@ -127,6 +136,30 @@ impl ServiceManager {
                 }
             }
         }
+    }
+}
+
+impl ServiceManager {
+    /// One datagram of `states`, a line each, as sd_notify(3) sends it (the
+    /// crate's own `notify` does not take an abstract socket, `@name`).
+    fn send(&self, states: &[NotifyState<'_>]) -> std::io::Result<()> {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let message: String = states.iter().map(|state| format!("{state}\n")).collect();
+        let socket = UnixDatagram::unbound()?;
+        let address = match self.socket.as_os_str().as_bytes().strip_prefix(b"@") {
+            Some(name) => SocketAddr::from_abstract_name(name)?,
+            None => SocketAddr::from_pathname(&self.socket)?,
+        };
+        let sent = socket.send_to_addr(message.as_bytes(), &address)?;
+        if sent < message.len() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                "the notification was cut",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -154,33 +187,47 @@ fn monitoring(plugins: &Plugins) -> String {
     line
 }
 
-/// The workers as the watchdog saw them: each one's loop turns, and since
-/// when they stand still with work waiting.
+/// A worker the watchdog holds stuck.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stuck {
+    plugin: String,
+    /// How long it has stood still with work waiting.
+    waited: Duration,
+    /// Its thread is gone.
+    gone: bool,
+}
+
+/// The workers as the watchdog saw them: each one's steps, and since when
+/// they stand still with work waiting.
 #[derive(Debug, Default)]
 struct Stalls {
     seen: HashMap<String, (u64, Instant)>,
 }
 
 impl Stalls {
-    /// The workers that have had work waiting and not turned for longer
-    /// than `limit` as of `now`, with how long, the longest first.
-    fn stuck(&mut self, progress: &[Progress], now: Instant, limit: Duration) -> Vec<(String, Duration)> {
+    /// The workers gone, or that have had work waiting and not stepped for
+    /// longer than `limit` as of `now`; the longest first.
+    fn stuck(&mut self, progress: &[Progress], now: Instant, limit: Duration) -> Vec<Stuck> {
         self.seen
             .retain(|plugin, _| progress.iter().any(|p| &p.plugin == plugin));
         let mut stuck = Vec::new();
         for worker in progress {
-            let seen = self.seen.entry(worker.plugin.clone()).or_insert((worker.turns, now));
-            if seen.0 != worker.turns || worker.waiting == 0 {
+            let seen = self.seen.entry(worker.plugin.clone()).or_insert((worker.steps, now));
+            if !worker.gone && (seen.0 != worker.steps || worker.waiting == 0) {
                 // It moved, or has nothing to do: idle is not stuck.
-                *seen = (worker.turns, now);
+                *seen = (worker.steps, now);
                 continue;
             }
             let waited = now.duration_since(seen.1);
-            if waited > limit {
-                stuck.push((worker.plugin.clone(), waited));
+            if worker.gone || waited > limit {
+                stuck.push(Stuck {
+                    plugin: worker.plugin.clone(),
+                    waited,
+                    gone: worker.gone,
+                });
             }
         }
-        stuck.sort_by_key(|(_, waited)| std::cmp::Reverse(*waited));
+        stuck.sort_by_key(|stuck| std::cmp::Reverse(stuck.waited));
         stuck
     }
 }
@@ -189,11 +236,12 @@ impl Stalls {
 mod tests {
     use super::*;
 
-    fn worker(plugin: &str, waiting: usize, turns: u64) -> Progress {
+    fn worker(plugin: &str, waiting: usize, steps: u64) -> Progress {
         Progress {
             plugin: plugin.to_owned(),
             waiting,
-            turns,
+            steps,
+            gone: false,
         }
     }
 
@@ -216,7 +264,11 @@ mod tests {
         assert!(stalls.stuck(&[worker("idle", 3, 7)], at(70), limit).is_empty());
         assert_eq!(
             stalls.stuck(&[worker("idle", 3, 7)], at(71), limit),
-            vec![("idle".to_owned(), Duration::from_secs(11))]
+            vec![Stuck {
+                plugin: "idle".to_owned(),
+                waited: Duration::from_secs(11),
+                gone: false
+            }]
         );
         // One turn, and it is fresh again.
         assert!(stalls.stuck(&[worker("idle", 3, 8)], at(72), limit).is_empty());
@@ -224,5 +276,11 @@ mod tests {
         // A plugin removed is forgotten; one added starts fresh.
         assert!(stalls.stuck(&[worker("new", 3, 0)], at(90), limit).is_empty());
         assert!(!stalls.seen.contains_key("idle"));
+        // A worker gone (its queue closed) is stuck at once, work or not.
+        let gone = Progress {
+            gone: true,
+            ..worker("new", 0, 0)
+        };
+        assert_eq!(stalls.stuck(&[gone], at(91), limit)[0].plugin, "new");
     }
 }

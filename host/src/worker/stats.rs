@@ -52,10 +52,11 @@ pub struct PluginStats {
     /// Restarts that could not keep the plugin's state (no snapshot to
     /// start from, or one it refused): the plugin started afresh.
     pub state_lost: AtomicU64,
-    /// Turns of the worker's loop: each takes work, makes a call, or
-    /// restarts the plugin. The service manager's watchdog sees a worker
-    /// stuck when work waits in its queue and this stands still.
-    pub turns: AtomicU64,
+    /// Steps of the worker: each turn of its loop, and the start and end of
+    /// each call into the plugin (one ends within its deadline). The service
+    /// manager's watchdog sees a worker stuck when work waits in its queue
+    /// and this stands still.
+    pub steps: AtomicU64,
     /// State, failures by reason, last failure.
     pub health: Mutex<HealthReport>,
     /// The version and code digest that run now, once the worker has said

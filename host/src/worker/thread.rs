@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::call_times::{Call, CallTimes};
+use super::call_times::Call;
 use super::hold::{Held, Hold};
 use super::output::Emitter;
 use super::recovery::{Kept, Recovery, SET_ASIDE_AFTER, STATE_ASIDE_AFTER, Start};
@@ -108,7 +108,7 @@ impl PluginThread {
     pub(super) fn run(&mut self, mut receiver: mpsc::Receiver<Work>) {
         let mut open = true;
         loop {
-            self.stats.turns.fetch_add(1, Ordering::Relaxed);
+            self.stats.steps.fetch_add(1, Ordering::Relaxed);
             if self.retired {
                 // Failed its probation with no version to go back to: what
                 // comes is dropped, counted, until its owner removes it.
@@ -293,7 +293,7 @@ impl PluginThread {
             Vec::new()
         };
         let Some(instance) = self.instance.as_mut() else { return };
-        let result = give(instance, &self.pinned, &input, self.stats.call_times.as_ref());
+        let result = give(instance, &self.pinned, &input, &self.stats);
         let outputs = instance.take_outputs();
         self.stats
             .logs_dropped
@@ -343,7 +343,7 @@ impl PluginThread {
         if recovery.snapshots_given_up() || !due(recovery) {
             return;
         }
-        match timed(self.stats.call_times.as_ref(), Call::Snapshot, || instance.snapshot()) {
+        match timed(&self.stats, Call::Snapshot, || instance.snapshot()) {
             Ok(snapshot) => {
                 let start = Start {
                     snapshot,
@@ -435,11 +435,11 @@ impl PluginThread {
             // kill the instance again, spending the shutdown's time.
             return;
         }
-        let times = self.stats.call_times.as_ref();
+        let stats = &self.stats;
         match self
             .instance
             .as_mut()
-            .map(|instance| timed(times, Call::Snapshot, || instance.snapshot()))
+            .map(|instance| timed(stats, Call::Snapshot, || instance.snapshot()))
         {
             Some(Ok(snapshot)) => {
                 let start = Start {
@@ -589,7 +589,7 @@ impl PluginThread {
         };
         let mut index = 0;
         while let Some(kept) = since.get_mut(index) {
-            let result = give(&mut instance, &self.pinned, &kept.input, self.stats.call_times.as_ref());
+            let result = give(&mut instance, &self.pinned, &kept.input, &self.stats);
             let outputs = instance.take_outputs();
             self.emitter.emit(outputs, Vec::new());
             match result {
@@ -720,8 +720,7 @@ impl PluginThread {
         });
         let instance = PluginInstance::with_clock(&self.context.runtime, &self.plugin, self.limits.clone(), clock)
             .and_then(|mut instance| {
-                let times = self.stats.call_times.as_ref();
-                timed(times, Call::Init, || instance.init_from(&self.config, snapshot)).map(|()| instance)
+                timed(&self.stats, Call::Init, || instance.init_from(&self.config, snapshot)).map(|()| instance)
             })?;
         if let Some(accept) = self.accept.take()
             && let Err(error) = accept()
@@ -801,31 +800,40 @@ impl PluginThread {
 /// `pinned` when no call is under way: the plugin reads the host clock.
 const UNPINNED: i64 = i64::MIN;
 
-/// `call`, its duration counted in `times` when they are kept.
-fn timed<T>(times: Option<&CallTimes>, which: Call, call: impl FnOnce() -> T) -> T {
-    let Some(times) = times else { return call() };
-    let started = Instant::now();
-    let result = call();
-    times.record(which, started.elapsed());
+/// `call`, counted as a step of the worker before and after (the
+/// watchdog's sign of progress: a call ends within its deadline), its
+/// duration counted in `stats.call_times` when they are kept.
+fn timed<T>(stats: &PluginStats, which: Call, call: impl FnOnce() -> T) -> T {
+    stats.steps.fetch_add(1, Ordering::Relaxed);
+    let result = match &stats.call_times {
+        None => call(),
+        Some(times) => {
+            let started = Instant::now();
+            let result = call();
+            times.record(which, started.elapsed());
+            result
+        }
+    };
+    stats.steps.fetch_add(1, Ordering::Relaxed);
     result
 }
 
 /// Give `input` to `instance`, the host clock pinned to the input's time
-/// (the call timed in `times`, when kept).
+/// (the call counted in `stats`, see [`timed`]).
 fn give(
     instance: &mut PluginInstance,
     pinned: &AtomicI64,
     input: &Input,
-    times: Option<&CallTimes>,
+    stats: &PluginStats,
 ) -> Result<(), PluginError> {
     let result = match input {
         Input::Readings { now_ms, readings, .. } => {
             pinned.store(*now_ms, Ordering::Relaxed);
-            timed(times, Call::OnReadings, || instance.on_readings(readings))
+            timed(stats, Call::OnReadings, || instance.on_readings(readings))
         }
         Input::Tick(now_ms) => {
             pinned.store(*now_ms, Ordering::Relaxed);
-            timed(times, Call::OnTick, || instance.on_tick(*now_ms))
+            timed(stats, Call::OnTick, || instance.on_tick(*now_ms))
         }
     };
     pinned.store(UNPINNED, Ordering::Relaxed);
@@ -938,5 +946,16 @@ mod tests {
         assert!(readings.is_empty());
         let stored: Vec<bool> = flags.iter().map(|flag| flag.load(Ordering::Acquire)).collect();
         assert_eq!(stored, [false, true]);
+    }
+
+    /// The watchdog's sign of progress (`run::systemd`): a call is a step as
+    /// it begins and as it ends, so a recovery giving thousands of inputs
+    /// again in one turn of the loop still steps.
+    #[test]
+    fn a_call_into_the_plugin_is_a_step_as_it_begins_and_as_it_ends() {
+        let stats = PluginStats::default();
+        let during = timed(&stats, Call::OnTick, || stats.steps.load(Ordering::Relaxed));
+        assert_eq!(during, 1, "begun");
+        assert_eq!(stats.steps.load(Ordering::Relaxed), 2, "ended");
     }
 }
