@@ -151,6 +151,11 @@ impl Device {
         client
     }
 
+    /// What the running host has logged so far.
+    pub(crate) fn log(&self) -> String {
+        self.host.log()
+    }
+
     /// Start the host with `command` (see [`Device::run_command`]) and
     /// return at once.
     pub(crate) fn spawn_command(&mut self, command: Command) {

@@ -148,6 +148,9 @@ impl ServiceManager {
         use std::os::unix::net::{SocketAddr, UnixDatagram};
         let message: String = states.iter().map(|state| format!("{state}\n")).collect();
         let socket = UnixDatagram::unbound()?;
+        // A service manager that reads nothing must not hold the thread
+        // (its queue full, a send would wait): then it fails, logged once.
+        socket.set_nonblocking(true)?;
         let address = match self.socket.as_os_str().as_bytes().strip_prefix(b"@") {
             Some(name) => SocketAddr::from_abstract_name(name)?,
             None => SocketAddr::from_pathname(&self.socket)?,
