@@ -58,7 +58,7 @@ impl Write for Front {
                 // Lossy: taken or dropped (and counted), never waited for.
                 queued.writer.clone().write(line)
             }
-            None => std::io::stderr().write(line),
+            None => std::io::stderr().write_all(line).map(|()| line.len()),
         }
     }
 
