@@ -33,6 +33,7 @@ pub mod log_output;
 pub mod metrics;
 pub mod model;
 pub mod outbox;
+pub mod output_check;
 pub mod replay;
 pub mod run;
 pub mod runtime;

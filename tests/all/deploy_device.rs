@@ -18,7 +18,9 @@ use edgewise_tests::{DeployBundle, deploy_bundles, edgewise, oversized_bundle};
 
 use crate::device::{DEVICE, Device, WAIT};
 use crate::kill_recovery::{Row, Run, assert_exactly_the_replay, drained, recording, settings, upstream_outputs};
-use crate::support::{UP, create_sensors_stream, host_status, plugin, poll_until, publish_acked, value_until};
+use crate::support::{
+    UP, create_sensors_stream, host_status, next_where, plugin, poll_until, publish_acked, value_until,
+};
 
 /// The plugin every deployment here is of.
 pub(crate) const PLUGIN: &str = "glucose-monitor";
@@ -692,6 +694,49 @@ async fn an_undeployed_plugin_is_stopped_and_reported_removed_and_a_restart_does
     edge.server.unlink().unwrap();
     edge.start().await;
     assert!(!runs(&edge, PLUGIN).await, "not in the healthy set any more");
+}
+
+/// The device's own settings of a plugin in its configuration file (here:
+/// a gateway whose payloads name the sensors it carries) hold for the
+/// versions the cloud deploys of it, after a restart too. A deployed version
+/// used to start with none: from the next restart on, every reading of the
+/// gateway was refused as `sensor-mismatch`, and its patients had no alert.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployed_version_keeps_the_device_settings_of_the_configuration_file_after_a_restart() {
+    let site = Site::start().await;
+    let file = format!("[[plugins]]\nbundle = \"{PLUGIN}.wasm\"\npayload_sensors = [\"sensors.cgm.gateway.>\"]\n");
+    let mut edge = Edge::new(&site, DEVICE, "100ms", "", &file).await;
+    edge.start().await;
+    let (report, deployment) = deploy(&site, &edge, &deploy_bundles().v1, &[]).await;
+    assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
+    let mut alerts = edge
+        .client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.{PLUGIN}"))
+        .await
+        .unwrap();
+    for (when, bed) in [("deployed", "bed-7"), ("deployed, then restarted", "bed-8")] {
+        let reading = format!(r#"{{"ts":{},"value":45,"unit":"mg/dL","sensor":"{bed}"}}"#, now_ms());
+        edge.client
+            .publish("sensors.cgm.gateway.ward-3", reading.into())
+            .await
+            .unwrap();
+        let what = format!("[{when}] the urgent-low of {bed}, a sensor of the gateway");
+        let alert = next_where(&mut alerts, &what, |_, alert| {
+            alert["sensor"] == bed && alert["code"] == "urgent-low"
+        })
+        .await;
+        assert_eq!(alert["version"], "1.0.0", "[{when}] {alert}");
+        if bed == "bed-7" {
+            edge.device.terminate_cleanly().await;
+            edge.start().await;
+        }
+    }
+    let status = host_status(&edge.client).await;
+    assert_eq!(
+        status["ingest"]["deadlettered"], 0,
+        "no gateway reading refused: {status}"
+    );
+    edge.device.terminate_cleanly().await;
 }
 
 /// Whether `edge`'s status lists `name`.

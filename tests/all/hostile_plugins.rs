@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use crate::device::{Device, now_ms, reading};
 use crate::support::{
-    collect_until, find_plugin, host_status, next_json, next_where, plugin, status_until, upstream_alerts_where,
+    collect_until, find_plugin, host_status, next_json, next_where, plugin, poll_until, status_until,
+    upstream_alerts_where,
 };
 use edgewise_tests::nats::NatsServer;
 
@@ -279,6 +280,7 @@ on_both_contracts! {
     });
     a_log_flood_is_dropped_not_fatal => super::log_flood_is_dropped_not_fatal;
     readings_wait_for_the_restart_in_a_bounded_buffer => super::readings_wait_for_the_restart;
+    outputs_with_problems_go_on_naming_them_and_the_operator_is_told => super::outputs_with_problems_go_on_flagged;
 }
 
 /// Key-value state is 0.1's only: 0.2 has snapshots instead (`hostile_v02.rs`).
@@ -302,6 +304,112 @@ async fn log_flood_is_dropped_not_fatal(hostile: Hostile) {
     assert_eq!(faulty["state"], "running", "{faulty}");
     assert_eq!(faulty["errors"], 0, "{faulty}");
     assert!(faulty["logs_dropped"].as_u64().unwrap() >= 2, "{faulty}");
+    assert_eq!(device.terminate().await.0, Some(0));
+}
+
+/// An output no one can use as it is (an alert with no code and a time
+/// before 1970; a summary whose window ends before it starts, with a
+/// metric name given twice) still goes on, locally and upstream: it may be a
+/// real alert. Its envelope names its problems, the status counts it, and
+/// the operator is told by a warning `plugin-output-flagged`: at the first,
+/// then not again within the hour.
+async fn outputs_with_problems_go_on_flagged(hostile: Hostile) {
+    let name = hostile.name;
+    let local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    let plugins = hostile.plugin_table("malformed", "", "");
+    let mut device = Device::with_tick(&local, Some(&cloud), "1h", &plugins);
+    let (client, mut alerts) = device.start_watching(&local, name).await;
+
+    for n in 1..=3 {
+        hostile.publish(&client, now_ms()).await;
+        let alert = next_json(&mut alerts, &format!("[{name}] the malformed alert of reading {n}")).await;
+        assert_eq!(alert["message"], "malformed on purpose", "[{name}] {alert}");
+        assert_eq!(
+            (&alert["sensor"], &alert["code"], &alert["ts"], &alert["severity"]),
+            (
+                &Value::from(""),
+                &Value::from(""),
+                &Value::from(-1),
+                &Value::from("critical")
+            ),
+            "[{name}] sent on as the plugin made it: {alert}"
+        );
+        // Its empty sensor is no problem: an alert about no one sensor.
+        assert_eq!(
+            alert["problems"],
+            serde_json::json!(["empty-code", "negative-time"]),
+            "[{name}] {alert}"
+        );
+        if n == 1 {
+            // The host's alert comes right after the first (the worker
+            // tells it once the outputs are handed on); readings 2 and 3
+            // bring none (the next alert seen is theirs).
+            let told = next_json(&mut alerts, &format!("[{name}] plugin-output-flagged")).await;
+            assert_eq!(
+                (&told["code"], &told["severity"]),
+                (&Value::from("plugin-output-flagged"), &Value::from("warning")),
+                "[{name}] {told}"
+            );
+            assert!(
+                message(&told).starts_with(
+                    "2 output(s) with problems (empty-code, negative-time, empty-window, duplicate-metric-name)"
+                ),
+                "[{name}] {told}"
+            );
+            assert!(
+                told.get("problems").is_none(),
+                "[{name}] the host's own alert is not flagged: {told}"
+            );
+        }
+    }
+    let status = host_status(&client).await;
+    let faulty = plugin(&status, name);
+    assert_eq!(faulty["outputs_flagged"], 6, "[{name}] {faulty}");
+    assert_eq!(
+        (&faulty["state"], &faulty["errors"]),
+        (&Value::from("running"), &Value::from(0)),
+        "{faulty}"
+    );
+
+    // Upstream too, as made and flagged: the summary keeps the first of the
+    // metric given twice (a JSON object holds one value per name).
+    let what = format!("[{name}] three malformed alerts, one plugin-output-flagged and three summaries upstream");
+    let upstream = poll_until(&what, crate::device::WAIT, || async {
+        let messages = crate::support::upstream_messages(&cloud, 0).await;
+        let count = |kind: &str, code: &str| {
+            messages
+                .iter()
+                .filter(|(subject, m)| subject.contains(kind) && hostile.raised(subject) && m["code"] == code)
+                .count()
+        };
+        let summaries = messages
+            .iter()
+            .filter(|(s, _)| s.contains(".up.summaries.") && hostile.raised(s))
+            .count();
+        let counts = (
+            count(".up.alerts.", ""),
+            count(".up.alerts.", "plugin-output-flagged"),
+            summaries,
+        );
+        if counts == (3, 1, 3) {
+            Ok(messages)
+        } else {
+            Err(format!("{counts:?}: {messages:?}"))
+        }
+    })
+    .await;
+    for (_, summary) in upstream
+        .iter()
+        .filter(|(s, _)| s.contains(".up.summaries.") && hostile.raised(s))
+    {
+        assert_eq!(summary["metrics"], serde_json::json!({"n": 1.0}), "[{name}] {summary}");
+        assert_eq!(
+            summary["problems"],
+            serde_json::json!(["empty-window", "duplicate-metric-name"]),
+            "[{name}] {summary}"
+        );
+    }
     assert_eq!(device.terminate().await.0, Some(0));
 }
 

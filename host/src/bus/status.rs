@@ -227,6 +227,11 @@ pub struct PluginStatus {
     /// Restarts that could not keep the plugin's state (it started afresh).
     #[serde(default)]
     pub state_lost: u64,
+    /// Outputs with problems (an alert with no code, a time before 1970,
+    /// an empty window, a metric name empty or given twice): sent on as
+    /// made, each naming its problems in its envelope (`problems`).
+    #[serde(default)]
+    pub outputs_flagged: u64,
 }
 
 /// Longest `last_error` in a status reply, in bytes. The error text comes

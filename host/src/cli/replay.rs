@@ -10,8 +10,9 @@ use anyhow::{Context, anyhow};
 use clap::{Args, ValueEnum};
 
 use edgewise_host::bundle::{self, ManifestLimits, TrustStore};
-use edgewise_host::envelope::to_json_line;
+use edgewise_host::envelope::plugin_output_line;
 use edgewise_host::load::{self, LoadError, Loaded, Operator, Trust};
+use edgewise_host::output_check::Problems;
 use edgewise_host::replay::{self, Format, ReplayReport, Restarts, SnapshotStats, Stops, Subscriptions, golden};
 use edgewise_host::runtime::{
     CompiledPlugin, FuelUsed, Limits, MIN_WAKE_INTERVAL_MS, PluginClock, PluginErrorKind, PluginInstance, Runtime,
@@ -189,6 +190,7 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
     let mut writer = open_output(args.out.as_deref(), args.expect.is_none()).map_err(Failure::usage)?;
     let mut write_error: Option<std::io::Error> = None;
     let mut seq = 0u64;
+    let mut flagged = (0u64, Problems::default());
     let result = replay::replay(
         &mut instance,
         &recording,
@@ -197,7 +199,10 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
         stops,
         &mut |output| {
             seq += 1;
-            let line = to_json_line(provenance, seq, output);
+            let (line, problems) = plugin_output_line(provenance, seq, output);
+            if !problems.is_empty() {
+                flagged = (flagged.0 + 1, flagged.1.union(problems));
+            }
             if let (Some(out), None) = (writer.as_mut(), &write_error)
                 && let Err(e) = writeln!(out, "{line}")
             {
@@ -228,6 +233,13 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
         .and_then(|expected| first_difference(expected, &lines));
     let round_trip = args.snapshot_every.map(|every| (every, difference.is_none()));
     print_report(&recording.stats, &report, round_trip, subscriptions(&plugin));
+    if flagged.0 > 0 {
+        eprintln!(
+            "  outputs with problems: {} ({}): each written as made, naming its problems in `problems`",
+            flagged.0,
+            flagged.1.names()
+        );
+    }
     if let (Some(every), Some(difference)) = (args.snapshot_every, difference) {
         return Err(round_trip_failure(every, &report.snapshots, &difference));
     }
@@ -405,7 +417,7 @@ pub(super) fn replay_lines(
     let mut seq = 0u64;
     let report = replay::replay(&mut instance, recording, tick_ms, max_ticks, stops, &mut |output| {
         seq += 1;
-        lines.push(to_json_line(&plugin.provenance, seq, output));
+        lines.push(plugin_output_line(&plugin.provenance, seq, output).0);
     })?;
     Ok((lines, report))
 }

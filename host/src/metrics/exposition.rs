@@ -122,7 +122,7 @@ impl Collector for Families {
 type PluginFamily = (&'static str, &'static str, MetricType, fn(&PluginStatus) -> u64);
 
 /// The plugin families with no label but the plugin's.
-const PLUGIN_FAMILIES: [PluginFamily; 5] = [
+const PLUGIN_FAMILIES: [PluginFamily; 6] = [
     (
         "edgewise_plugin_readings",
         "Readings delivered to the plugin.",
@@ -152,6 +152,12 @@ const PLUGIN_FAMILIES: [PluginFamily; 5] = [
         "Readings dropped: the hold buffer was full, or the host stopped while the plugin was quarantined.",
         MetricType::Counter,
         |p| p.readings_dropped,
+    ),
+    (
+        "edgewise_plugin_outputs_flagged",
+        "Outputs of the plugin with problems (an alert with no code, a time before 1970, an empty window, a metric name empty or given twice), sent on naming them.",
+        MetricType::Counter,
+        |p| p.outputs_flagged,
     ),
 ];
 

@@ -133,23 +133,44 @@ impl Store {
 }
 
 /// The last healthy deployed set, as plugins to start (a restart, with or
-/// without the network), each with its bundle's object name.
-pub(super) fn healthy_plugins(data_dir: &Path) -> Vec<(PluginConfig, String)> {
+/// without the network), each with its bundle's object name; `configured`
+/// gives each the device's own settings ([`deployed_plugin`]).
+pub(super) fn healthy_plugins(
+    data_dir: &Path,
+    configured: &BTreeMap<String, PluginConfig>,
+) -> Vec<(PluginConfig, String)> {
     let store = Store::new(data_dir);
     store
         .healthy()
-        .into_values()
-        .map(|healthy| {
-            let plugin = PluginConfig {
-                bundle: store.bundle_path(&healthy.bundle),
-                config: healthy.config,
-                subscriptions: None,
-                limits: Default::default(),
-                payload_sensors: Vec::new(),
-            };
+        .into_iter()
+        .map(|(name, healthy)| {
+            let bundle = store.bundle_path(&healthy.bundle);
+            let plugin = deployed_plugin(bundle, healthy.config, configured.get(&name));
             (plugin, healthy.bundle)
         })
         .collect()
+}
+
+/// The plugin to run for a deployed `bundle` with the cloud's `config`.
+/// Its device settings (the subscriptions, the limits, and the gateways
+/// whose payloads may name their sensors) are those of `file`, the
+/// configuration file's plugin of the same name, if there is one: where a
+/// device's readings come from and what it can spare are the device's, and
+/// a new version from the cloud must not lose them. Without them a site's
+/// gateway readings would be refused (`sensor-mismatch`) from the next
+/// restart on, and no alert would come for its patients.
+pub(super) fn deployed_plugin(
+    bundle: PathBuf,
+    config: BTreeMap<String, String>,
+    file: Option<&PluginConfig>,
+) -> PluginConfig {
+    PluginConfig {
+        bundle,
+        config,
+        subscriptions: file.and_then(|file| file.subscriptions.clone()),
+        limits: file.map(|file| file.limits.clone()).unwrap_or_default(),
+        payload_sensors: file.map(|file| file.payload_sensors.clone()).unwrap_or_default(),
+    }
 }
 
 /// What a worker runs once a deployed version of `plugin` passed its
@@ -534,13 +555,7 @@ impl Controller {
                 );
             }
         };
-        let plugin = PluginConfig {
-            bundle: path,
-            config: desired.config.clone(),
-            subscriptions: None,
-            limits: Default::default(),
-            payload_sensors: Vec::new(),
-        };
+        let plugin = deployed_plugin(path, desired.config.clone(), self.loader.configured.get(name));
         let Some((mut prepared, mut deployment)) = self.prepare_off_thread(name, deployment, plugin).await else {
             return;
         };

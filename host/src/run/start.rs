@@ -283,7 +283,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
     // The last healthy set deployed from the cloud first (it runs with no
     // network); a plugin of the configuration file of the same name gives way.
     let deployed = match &config.deploy {
-        Some(_) => super::deploy::healthy_plugins(&config.data_dir),
+        Some(_) => super::deploy::healthy_plugins(&config.data_dir, &configured),
         None => Vec::new(),
     };
     let plugins = deployed

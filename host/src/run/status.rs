@@ -218,6 +218,7 @@ fn plugin_status(plugin: &PluginSource) -> PluginStatus {
         snapshot_failures: load(&stats.snapshot_failures),
         snapshots_saved: load(&stats.snapshots_saved),
         state_lost: load(&stats.state_lost),
+        outputs_flagged: load(&stats.outputs_flagged),
     }
 }
 

@@ -56,6 +56,10 @@ pub const INPUTS_READ_AT_START: usize = recovery::PROBATION_KEPT;
 /// fail again while the host recovered the plugin's state.
 pub const SET_ASIDE: &str = "input-set-aside";
 
+/// The code of the host's alert about outputs of a plugin with problems
+/// (`output_check`): sent on as made, each naming its problems.
+pub const OUTPUT_FLAGGED: &str = "plugin-output-flagged";
+
 /// Work for a plugin.
 #[derive(Debug)]
 pub enum Work {
@@ -312,6 +316,7 @@ impl Worker {
             supervisor,
             logs_dropped_before: 0,
             wakes_deferred_before: 0,
+            flagged: Default::default(),
             shown_state: Health::Running.name(),
             stopping: stopping.clone(),
             drain_until: drain_until.clone(),

@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::PluginStats;
 use crate::bus::Subjects;
-use crate::envelope::{Provenance, to_json_line};
+use crate::envelope::{Provenance, plugin_output_line, to_json_line};
 use crate::model::{Alert, Output};
 use crate::outbox::{Append, Committed, JournalWrite, Kind, NewEntry, PluginJournal, Record, WriterHandle, wall_ms};
+use crate::output_check::Problems;
 
 /// Where a plugin's outputs go, made once per worker.
 pub(super) struct Routes {
@@ -71,6 +72,9 @@ pub(super) struct Emitter {
     emitted_high: u64,
     /// The highest host-alert number used.
     host_seq: u64,
+    /// Outputs emitted with problems, and which, not yet told
+    /// ([`Emitter::take_flagged`]).
+    flagged: (u64, Problems),
     local: async_nats::Client,
     handle: tokio::runtime::Handle,
     writer: WriterHandle,
@@ -96,6 +100,7 @@ impl Emitter {
             next_seq: journal.high_seq + 1,
             emitted_high: journal.high_seq,
             host_seq: journal.host_seq,
+            flagged: (0, Problems::default()),
             local,
             handle,
             writer,
@@ -179,7 +184,12 @@ impl Emitter {
                 continue; // Made again by a recovery: emitted already.
             }
             self.emitted_high = seq;
-            let line = to_json_line(&self.provenance, seq, output);
+            let (line, problems) = plugin_output_line(&self.provenance, seq, output);
+            if !problems.is_empty() {
+                self.flagged.0 += 1;
+                self.flagged.1 = self.flagged.1.union(problems);
+                self.stats.outputs_flagged.fetch_add(1, Ordering::Relaxed);
+            }
             match output {
                 Output::Alert(_) => alerts += 1,
                 Output::Summary(_) => summaries += 1,
@@ -190,6 +200,12 @@ impl Emitter {
             records.push(self.numbered());
         }
         self.submit(entries, records, alerts, summaries)
+    }
+
+    /// The outputs emitted with problems since the last call, and which
+    /// problems they had (the worker tells the operator, at most hourly).
+    pub(super) fn take_flagged(&mut self) -> (u64, Problems) {
+        std::mem::take(&mut self.flagged)
     }
 
     /// An alert of the host about the plugin: to the local bus at once, and

@@ -52,6 +52,9 @@ pub struct PluginStats {
     /// Restarts that could not keep the plugin's state (no snapshot to
     /// start from, or one it refused): the plugin started afresh.
     pub state_lost: AtomicU64,
+    /// Outputs with problems (`output_check`): sent on as made, each
+    /// naming its problems in its envelope.
+    pub outputs_flagged: AtomicU64,
     /// Steps of the worker: each turn of its loop, and the start and end of
     /// each call into the plugin (one ends within its deadline). The service
     /// manager's watchdog sees a worker stuck when work waits in its queue

@@ -16,11 +16,12 @@ use super::output::Emitter;
 use super::recovery::{Kept, Recovery, SET_ASIDE_AFTER, STATE_ASIDE_AFTER, Start};
 use super::supervisor::{Decision, Health, Supervisor};
 use super::swap::{Outcome, Probation, Promotion};
-use super::{Accept, DEGRADED, PluginStats, SET_ASIDE, Work, WorkerContext};
-use crate::bus::ingest::Batch;
+use super::{Accept, DEGRADED, OUTPUT_FLAGGED, PluginStats, SET_ASIDE, Work, WorkerContext};
+use crate::bus::ingest::{Batch, Retell};
 use crate::input_log::Input;
 use crate::model::{Alert, Severity};
 use crate::outbox::{NEXT_AFTER_HIGHEST, Record, SavedState, wall_ms};
+use crate::output_check::Problems;
 use crate::runtime::{CompiledPlugin, Limits, PluginClock, PluginError, PluginInstance, Snapshot};
 
 /// What a failed recovery attempt leaves for the next one.
@@ -80,6 +81,9 @@ pub(super) struct PluginThread {
     pub(super) logs_dropped_before: u64,
     /// Wakes deferred by instances already discarded.
     pub(super) wakes_deferred_before: u64,
+    /// Outputs with problems: told at the first, then at most hourly
+    /// ([`PluginThread::tell_flagged`]), with which problems since.
+    pub(super) flagged: (Retell, Problems),
     /// The state last shown in the status.
     pub(super) shown_state: &'static str,
     /// Set when the host stops: a failure then ends the worker.
@@ -303,6 +307,7 @@ impl PluginThread {
             Ordering::Relaxed,
         );
         let stored = self.emitter.emit(outputs, records);
+        self.tell_flagged();
         if let Input::Readings { sources, .. } = &input {
             self.seen.insert(sources, &stored);
         }
@@ -592,6 +597,7 @@ impl PluginThread {
             let result = give(&mut instance, &self.pinned, &kept.input, &self.stats);
             let outputs = instance.take_outputs();
             self.emitter.emit(outputs, Vec::new());
+            self.tell_flagged();
             match result {
                 Ok(()) => {
                     // Only failures in a row count against an input: a
@@ -774,15 +780,42 @@ impl PluginThread {
     }
 
     pub(super) fn host_alert(&mut self, code: &str, message: String) {
+        self.host_alert_of(Severity::Critical, code, message);
+    }
+
+    /// An alert of the host about this plugin, of `severity`.
+    fn host_alert_of(&mut self, severity: Severity, code: &str, message: String) {
         let alert = Alert {
             sensor: String::new(),
             timestamp_ms: self.context.clock.now_ms(),
-            severity: Severity::Critical,
+            severity,
             code: code.to_owned(),
             message,
             value: None,
         };
         self.emitter.emit_host(alert);
+    }
+
+    /// Tell the operator of outputs just emitted with problems: a warning
+    /// in the log and a `plugin-output-flagged` alert at the first, then at
+    /// most once an hour ([`Retell`]) with every one since. A warning, not
+    /// critical: each output went on as the plugin made it, naming its
+    /// problems; what is wrong is the plugin, for its author to mend.
+    fn tell_flagged(&mut self) {
+        let (count, problems) = self.emitter.take_flagged();
+        if count == 0 {
+            return;
+        }
+        self.flagged.1 = self.flagged.1.union(problems);
+        let Some(told) = self.flagged.0.occurred(count, Instant::now()) else {
+            return;
+        };
+        let problems = std::mem::take(&mut self.flagged.1).names();
+        let message = format!(
+            "{told} output(s) with problems ({problems}) since last told; each sent on as made, naming its problems"
+        );
+        tracing::warn!(plugin = %self.name(), "{message}");
+        self.host_alert_of(Severity::Warning, OUTPUT_FLAGGED, message);
     }
 
     /// Show `health` in the status (the lock is taken only on a change).
