@@ -322,6 +322,13 @@ async fn fleet_shows_every_report_what_each_device_is_behind_and_an_unreadable_o
     let client = async_nats::connect(server.url()).await.unwrap();
     let reported = jetstream::new(client).get_key_value(REPORTED_BUCKET).await.unwrap();
     reported.put("device.broken", "{not json".into()).await.unwrap();
+    // A device speaking for another under its own key (the only one it may
+    // write): healthy and in sync, it says. Not believed.
+    let impostor = report("edge-02", &["ward"], &origin, &entry, Phase::Healthy, None);
+    reported
+        .put("device.edge-09", impostor.to_bytes().into())
+        .await
+        .unwrap();
 
     let run = cli(&server, &["fleet"]).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
@@ -347,6 +354,12 @@ async fn fleet_shows_every_report_what_each_device_is_behind_and_an_unreadable_o
         &run.stdout,
         "edge-02: last error: cannot fetch a bundle:\\nno responders",
     );
+    assert!(
+        run.stdout.lines().any(|line| line.starts_with("edge-09")
+            && line.contains("unreadable report: it reports device `edge-02`, whose key is `device.edge-02`")),
+        "{}",
+        run.stdout
+    );
 
     let run = cli(&server, &["fleet", "--json"]).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
@@ -357,13 +370,17 @@ async fn fleet_shows_every_report_what_each_device_is_behind_and_an_unreadable_o
         .iter()
         .map(|d| d["device"].as_str().unwrap())
         .collect();
-    assert_eq!(devices, ["broken", "edge-01", "edge-02"]);
+    assert_eq!(devices, ["broken", "edge-01", "edge-02", "edge-09"]);
     assert!(fleet[0]["error"].is_string());
     assert_eq!(fleet[1]["behind"], serde_json::json!([]));
     assert_eq!(fleet[2]["behind"][0]["current"], second);
     assert_eq!(fleet[2]["plugins"][PLUGIN]["deployment"]["phase"], "rolled-back");
     let parsed: Reported = serde_json::from_value(fleet[2].clone()).unwrap();
-    assert_eq!(parsed, failed);
+    assert_eq!(parsed, failed, "edge-02's own report, not the impostor's");
+    assert!(
+        fleet[3]["error"].as_str().unwrap().contains("reports device `edge-02`"),
+        "{fleet}"
+    );
 
     let run = cli(&server, &["fleet", "--device", "edge-02"]).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);

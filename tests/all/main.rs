@@ -46,6 +46,7 @@ mod safety_compile;
 mod safety_control;
 mod safety_ingest;
 mod safety_lifecycle;
+mod safety_local_bus;
 mod safety_logging;
 mod safety_outbox;
 mod safety_runtime;

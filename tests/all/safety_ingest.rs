@@ -165,6 +165,7 @@ async fn a_payload_naming_another_sensor_is_dead_lettered_unless_its_subject_is_
     let mut device = Device::new(&local, None, "payload_sensors = [\"sensors.cgm.gateway.>\"]\n");
     let client = async_nats::connect(local.url()).await.unwrap();
     let mut alerts = subscribe_alerts(&client, "glucose-monitor").await;
+    let mut host_alerts = subscribe_alerts(&client, "_host").await;
     let mut dead = client.subscribe(format!("edgewise.{DEVICE}.deadletter")).await.unwrap();
     device.start_with(&client).await;
 
@@ -177,6 +178,22 @@ async fn a_payload_naming_another_sensor_is_dead_lettered_unless_its_subject_is_
     assert_eq!(letter["kind"], "sensor-mismatch", "{letter}");
     assert_eq!(letter["subject"], "sensors.cgm.p1", "{letter}");
     assert!(letter["reason"].as_str().unwrap().contains("`cgm.p2`"), "{letter}");
+    // Said loudly too: a gateway left out of `payload_sensors` looks so,
+    // every reading of its patients refused.
+    let told = next_where(
+        &mut host_alerts,
+        "the host's alert about the refused reading",
+        |_, alert| alert["code"] == "plugin-degraded",
+    )
+    .await;
+    assert_eq!(told["severity"], "critical", "{told}");
+    let message = told["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("plugin `glucose-monitor` is not given 1 readings whose payload names another sensor")
+            && message.contains("`payload_sensors`")
+            && message.contains("`cgm.p2`"),
+        "{told}"
+    );
 
     // A payload that names its own subject's sensor is fine; a trusted
     // gateway names the sensors it multiplexes.
@@ -191,9 +208,17 @@ async fn a_payload_naming_another_sensor_is_dead_lettered_unless_its_subject_is_
         .unwrap();
     alert_for(&mut alerts, "bed-7", "urgent-low").await;
 
-    let status = status_until(&client, "two readings in", |s| s["plugins"][0]["readings_in"] == 2).await;
-    assert_eq!(deadletters(&status, "sensor-mismatch"), 1, "{status}");
-    assert_eq!(status["ingest"]["deadlettered"], 1, "{status}");
+    // A second refusal is counted (told again within the hour it is not:
+    // `Retell`'s unit test).
+    client
+        .publish("sensors.cgm.p1", named("cgm.p3", now_ms(), 45.0))
+        .await
+        .unwrap();
+    let status = status_until(&client, "two readings in, two refused", |s| {
+        s["plugins"][0]["readings_in"] == 2 && deadletters(s, "sensor-mismatch") == 2
+    })
+    .await;
+    assert_eq!(status["ingest"]["deadlettered"], 2, "{status}");
     device.terminate_cleanly().await;
 }
 

@@ -10,6 +10,7 @@ pub mod config;
 pub mod connect;
 pub mod filter;
 pub mod ingest;
+pub mod local;
 pub mod overlap;
 pub mod payload;
 pub mod record;
@@ -17,4 +18,5 @@ pub mod status;
 pub mod subjects;
 
 pub use config::{NatsConfig, Plausibility, Source};
+pub use local::LocalBus;
 pub use subjects::Subjects;

@@ -39,6 +39,11 @@ pub struct Status {
     /// the host never waits for its log (`log_output`).
     #[serde(default)]
     pub log_lines_dropped: u64,
+    /// Alerts and telemetry not published on the local bus: its client took
+    /// nothing for a while (the server away); they still went to the outbox
+    /// (`bus::local`).
+    #[serde(default)]
+    pub local_publishes_dropped: u64,
 }
 
 /// What the control subjects refused.

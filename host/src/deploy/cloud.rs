@@ -295,7 +295,8 @@ impl Cloud {
         Ok(())
     }
 
-    /// Every device's report; a malformed one is returned as its error. No
+    /// Every device's report; a malformed one, or one naming another device
+    /// than its key's, is returned as its error. No
     /// reported bucket (nothing pushed to this cloud yet) is no report.
     pub async fn reports(&self) -> Result<Vec<Result<Reported, CloudError>>, CloudError> {
         let store = match self.kv(REPORTED_BUCKET).await {
@@ -317,7 +318,8 @@ impl Cloud {
                 .await
                 .map_err(|e| nats(format!("cannot read `{key}`"))(Box::new(e)))?;
             if let Some(value) = value {
-                reports.push(Reported::parse(&value).map_err(|reason| CloudError::Document { key, reason }));
+                reports
+                    .push(Reported::parse_under(&key, &value).map_err(|reason| CloudError::Document { key, reason }));
             }
         }
         Ok(reports)
@@ -335,7 +337,7 @@ impl Cloud {
             .await
             .map_err(|e| nats(format!("cannot read `{key}`"))(Box::new(e)))?;
         value
-            .map(|value| Reported::parse(&value).map_err(|reason| CloudError::Document { key, reason }))
+            .map(|value| Reported::parse_under(&key, &value).map_err(|reason| CloudError::Document { key, reason }))
             .transpose()
     }
 }

@@ -345,6 +345,24 @@ impl Reported {
         serde_json::from_slice(bytes).map_err(|e| e.to_string())
     }
 
+    /// Parse the report stored under `key`, refusing one that names
+    /// another device than the key's. Each device may write its own key
+    /// only (docs/operators.md, "NATS permissions"); a report is believed
+    /// for that device alone, so that one device cannot speak for another
+    /// (show it alive in `fleet` and the dashboard, or put it in a group a
+    /// rollout deploys to).
+    pub fn parse_under(key: &str, bytes: &[u8]) -> Result<Reported, String> {
+        let report = Reported::parse(bytes)?;
+        let own = device_key(&report.device);
+        if own != key {
+            return Err(format!(
+                "it reports device `{}`, whose key is `{own}`: a report speaks for its key's device only",
+                report.device.escape_debug()
+            ));
+        }
+        Ok(report)
+    }
+
     /// The stored form.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
@@ -407,6 +425,22 @@ mod tests {
                 .unwrap_err()
                 .contains("not a plugin name")
         );
+    }
+
+    #[test]
+    fn a_report_is_believed_only_for_the_device_of_its_key() {
+        let report = Reported {
+            device: "dev-2".to_owned(),
+            ..Reported::default()
+        };
+        let bytes = report.to_bytes();
+        assert_eq!(Reported::parse_under("device.dev-2", &bytes).unwrap().device, "dev-2");
+        let error = Reported::parse_under("device.dev-9", &bytes).unwrap_err();
+        assert!(
+            error.contains("reports device `dev-2`, whose key is `device.dev-2`"),
+            "{error}"
+        );
+        assert!(Reported::parse_under("device.dev-2", b"{").is_err());
     }
 
     #[test]

@@ -299,6 +299,13 @@ fn encode_host(encoder: &mut DescriptorEncoder<'_>, status: &Status, oldest: Old
         MetricType::Counter,
     )?;
     counter(metric, status.log_lines_dropped)?;
+    let metric = encoder.encode_descriptor(
+        "edgewise_local_publishes_dropped",
+        "Alerts and telemetry not published on the local bus because its client took nothing for a while (the server away); they still went to the outbox.",
+        None,
+        MetricType::Counter,
+    )?;
+    counter(metric, status.local_publishes_dropped)?;
     let outbox = &status.outbox;
     let mut metric = encoder.encode_descriptor(
         "edgewise_outbox_entries",

@@ -4,7 +4,8 @@
 //! upstream, from the pseudo-plugin [`HOST`] (`edgewise.<device>.alerts._host`).
 //! No plugin can take that name: plugin names start with a letter.
 
-use crate::bus::Subjects;
+use crate::bus::local::LocalPublishError;
+use crate::bus::{LocalBus, Subjects};
 use crate::envelope::{Provenance, to_json_line};
 use crate::model::{Alert, Output, Severity};
 use crate::outbox::{Committed, Kind, NewEntry, Sequence, WriterHandle, wall_ms};
@@ -26,7 +27,7 @@ pub struct HostAlerts {
     sequence: Option<Sequence>,
     /// Why the sequence state was renewed at start, until said.
     renewed: Option<String>,
-    local: async_nats::Client,
+    local: LocalBus,
     writer: WriterHandle,
 }
 
@@ -41,7 +42,7 @@ impl HostAlerts {
     pub fn new(
         subjects: &Subjects,
         data_dir: Option<&std::path::Path>,
-        local: async_nats::Client,
+        local: LocalBus,
         writer: WriterHandle,
     ) -> HostAlerts {
         let opened = match data_dir {
@@ -105,12 +106,13 @@ impl HostAlerts {
             None => 0,
         };
         let line = to_json_line(&self.provenance, seq, &alert);
-        if let Err(error) = self
+        match self
             .local
             .publish(self.subjects.local_alerts(HOST), line.clone().into())
             .await
         {
-            tracing::warn!(%error, "Cannot publish a host alert on the local bus");
+            Ok(()) | Err(LocalPublishError::Stalled) => {} // Said once, when it stalled.
+            Err(error) => tracing::warn!(%error, "Cannot publish a host alert on the local bus"),
         }
         let Some(sequence) = self.sequence.as_ref().filter(|_| seq != 0) else {
             return;

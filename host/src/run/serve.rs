@@ -40,7 +40,7 @@ use crate::bus::admission::DeadLetterKind;
 use crate::bus::config::Source;
 use crate::bus::ingest::{
     self, AcknowledgedEarly, Failure, IngestError, IngestEvent, IngestHealth, IngestStats, Input, OutOfTime,
-    OutboxRefusing, QueueFull, SensorCap,
+    OutboxRefusing, QueueFull, SensorCap, SensorMismatch,
 };
 use crate::bus::status::ControlStats;
 use crate::clock::Clock;
@@ -182,6 +182,7 @@ impl Owner {
                     IngestEvent::SensorCap(cap) => self.sensor_cap(cap).await,
                     IngestEvent::QueueFull(full) => self.queue_full(full).await,
                     IngestEvent::OutOfTime(refused) => self.out_of_time(refused).await,
+                    IngestEvent::SensorMismatch(refused) => self.sensor_mismatch(refused).await,
                     IngestEvent::AcknowledgedEarly(early) => self.acknowledged_early(early).await,
                 },
                 Some(task) = ended.recv() => self.task_ended(task).await,
@@ -311,6 +312,26 @@ impl Owner {
              probably {clock} (no real-time clock, NTP unreachable): set it right, as until then \
              those patients are not monitored{or_a_backlog}",
             kind.as_str()
+        );
+        self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
+    }
+
+    /// Readings were refused for naming another sensor than their subject:
+    /// said loudly, at once (and again at most hourly while it goes on).
+    async fn sensor_mismatch(&mut self, refused: SensorMismatch) {
+        let SensorMismatch {
+            plugin,
+            refused,
+            subject,
+            reason,
+        } = refused;
+        tracing::error!(%plugin, %subject, refused, %reason, "Readings refused for naming another sensor than their subject");
+        let message = format!(
+            "plugin `{plugin}` is not given {refused} readings whose payload names another sensor than \
+             their subject (dead-lettered as `sensor-mismatch`), the first on `{subject}`: {reason}. If \
+             that subject is a gateway that carries several sensors, list it in the plugin's \
+             `payload_sensors` in the configuration file, as until then those patients are not \
+             monitored; if not, something publishes readings in another sensor's name"
         );
         self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
     }
@@ -532,7 +553,7 @@ pub(super) async fn serve(
         let run = super::telemetry::run_telemetry(
             telemetry.interval,
             sources.clone(),
-            device.local.clone(),
+            device.local_bus.clone(),
             upstream,
             stopped.clone(),
         );

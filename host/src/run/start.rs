@@ -20,10 +20,10 @@ use super::RunError;
 use super::config::{PluginConfig, RunConfig};
 use super::host_alerts::HostAlerts;
 use crate::bundle::{self, RollbackError, RollbackStore, TrustStore};
-use crate::bus::Subjects;
 use crate::bus::admission::Admission;
 use crate::bus::ingest::IngestStats;
 use crate::bus::overlap;
+use crate::bus::{LocalBus, Subjects};
 use crate::clock::Clock;
 use crate::envelope::Provenance;
 use crate::load::{self, LoadError, Operator, Trust};
@@ -124,6 +124,9 @@ pub(super) struct Device {
     pub(super) outbox_written: Arc<Notify>,
     pub(super) writer: Writer,
     pub(super) local: async_nats::Client,
+    /// The same client, for what the host publishes there itself (alerts,
+    /// telemetry): never waited on for long.
+    pub(super) local_bus: LocalBus,
     /// Every plugin's ingest counters (and the local client's drops).
     pub(super) ingest_stats: Arc<IngestStats>,
     pub(super) clock: Clock,
@@ -146,7 +149,7 @@ pub(super) struct Loader {
     runtime: Arc<Runtime>,
     rollback: Arc<Mutex<RollbackStore>>,
     subjects: Subjects,
-    local: async_nats::Client,
+    local: LocalBus,
     writer: crate::outbox::WriterHandle,
     outbox: SharedOutbox,
     clock: Clock,
@@ -264,6 +267,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
     })
     .await
     .map_err(RunError::Local)?;
+    let local_bus = LocalBus::new(local.clone());
 
     let context = LoadContext {
         device: &config.device,
@@ -366,7 +370,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         let context = WorkerContext {
             runtime: runtime.clone(),
             subjects: subjects.clone(),
-            local: local.clone(),
+            local: local_bus.clone(),
             handle: tokio::runtime::Handle::current(),
             writer: writer.handle(),
             outbox: outbox.clone(),
@@ -401,7 +405,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
     // Never stops start-up: a damaged or unwritable sequence state (a full
     // disk at boot) must not cost the device its local alerting.
     let numbered_in = opened.in_memory.is_none().then_some(config.data_dir.as_path());
-    let mut host_alerts = HostAlerts::new(&subjects, numbered_in, local.clone(), writer.handle());
+    let mut host_alerts = HostAlerts::new(&subjects, numbered_in, local_bus.clone(), writer.handle());
     host_alerts.tell_renewed(clock.now_ms()).await;
     if let Some(reset) = &opened.reset {
         host_alerts.critical(RESET_CODE, reset.clone(), clock.now_ms()).await;
@@ -420,7 +424,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         runtime: runtime.clone(),
         rollback: rollback.clone(),
         subjects: subjects.clone(),
-        local: local.clone(),
+        local: local_bus.clone(),
         writer: writer.handle(),
         outbox: outbox.clone(),
         clock: clock.clone(),
@@ -435,6 +439,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         outbox_written,
         writer,
         local,
+        local_bus,
         ingest_stats,
         clock,
         host_alerts,

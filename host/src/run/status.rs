@@ -116,6 +116,7 @@ impl StatusSources {
             },
             tasks: self.tasks.lock().map(|tasks| tasks.clone()).unwrap_or_default(),
             log_lines_dropped: crate::log_output::lines_dropped(),
+            local_publishes_dropped: crate::bus::local::publishes_dropped(),
         }
     }
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use super::status::StatusSources;
+use crate::bus::LocalBus;
+use crate::bus::local::LocalPublishError;
 use crate::outbox::{Kind, NewEntry, OutboxError, SharedOutbox, TELEMETRY_PLUGIN, wall_ms, with_outbox};
 use crate::telemetry::Telemetry;
 
@@ -28,7 +30,7 @@ pub(super) struct Upstream {
 pub(super) async fn run_telemetry(
     interval: Duration,
     sources: Arc<StatusSources>,
-    local: async_nats::Client,
+    local: LocalBus,
     upstream: Option<Upstream>,
     stop: watch::Receiver<bool>,
 ) {
@@ -57,8 +59,9 @@ pub(super) async fn run_telemetry(
             });
         async move {
             let Some(line) = make(sources).await else { return };
-            if let Err(error) = local.publish(subjects.local_telemetry(), line.clone().into()).await {
-                tracing::warn!(%error, "Cannot publish telemetry on the local bus");
+            match local.publish(subjects.local_telemetry(), line.clone().into()).await {
+                Ok(()) | Err(LocalPublishError::Stalled) => {} // Said once, when it stalled.
+                Err(error) => tracing::warn!(%error, "Cannot publish telemetry on the local bus"),
             }
             let Some((outbox, written, msg_id)) = upstream else {
                 return;

@@ -232,6 +232,8 @@ impl PluginInstance {
     /// manifest does not read: [`PluginErrorKind::Schema`], after which the
     /// caller may still `init` the instance without it). The plugin decides
     /// whether it can take the snapshot: its `err` is [`PluginErrorKind::Returned`].
+    /// Outputs the plugin emits in an `init` that resumes it are dropped: a
+    /// resumed plugin goes on, it does not start.
     pub fn init_from(&mut self, config: &[(String, String)], resume: Option<&Snapshot>) -> Result<(), PluginError> {
         if let Some(snapshot) = resume
             && self.world() == World::V0_2
@@ -256,11 +258,20 @@ impl PluginInstance {
                 data: snapshot.data.clone(),
             }),
         };
+        let outputs_before = self.store.data().outputs.len();
+        let resuming = resume.is_some();
         let answer = self.call(Call::Init, |bindings, store| match bindings {
             Bindings::V0_1(plugin) => plugin.call_init(store, config).map(|r| r.map(|()| None)),
             Bindings::V0_2(plugin) => plugin.call_init(store, config, resume.as_ref()).map(|r| r.map(Some)),
-        })?;
-        self.answered(answer);
+        });
+        // A plugin resumed from its snapshot goes on where it stood: what it
+        // says as it starts again was said when it first started (a
+        // recovery gives it the inputs since its snapshot, whose outputs must
+        // be numbered as they were the first time, so none is sent twice).
+        if resuming {
+            self.store.data_mut().outputs.truncate(outputs_before);
+        }
+        self.answered(answer?);
         Ok(())
     }
 

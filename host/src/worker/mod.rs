@@ -27,8 +27,8 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::bus::Subjects;
 use crate::bus::ingest::{Batch, ReadingsQueue};
+use crate::bus::{LocalBus, Subjects};
 use crate::clock::Clock;
 use crate::envelope::Provenance;
 use crate::input_log::Input;
@@ -84,8 +84,8 @@ pub struct WorkerContext {
     pub runtime: Arc<Runtime>,
     /// Subjects of this device.
     pub subjects: Subjects,
-    /// The local bus, for alerts.
-    pub local: async_nats::Client,
+    /// The local bus, for alerts (never waited on for long).
+    pub local: LocalBus,
     /// The async runtime, to publish from this thread.
     pub handle: tokio::runtime::Handle,
     /// The outbox writer (group commit).

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::PluginStats;
-use crate::bus::Subjects;
+use crate::bus::local::LocalPublishError;
+use crate::bus::{LocalBus, Subjects};
 use crate::envelope::{Provenance, plugin_output_line, to_json_line};
 use crate::model::{Alert, Output};
 use crate::outbox::{Append, Committed, JournalWrite, Kind, NewEntry, PluginJournal, Record, WriterHandle, wall_ms};
@@ -75,7 +76,7 @@ pub(super) struct Emitter {
     /// Outputs emitted with problems, and which, not yet told
     /// ([`Emitter::take_flagged`]).
     flagged: (u64, Problems),
-    local: async_nats::Client,
+    local: LocalBus,
     handle: tokio::runtime::Handle,
     writer: WriterHandle,
     stats: Arc<PluginStats>,
@@ -88,7 +89,7 @@ impl Emitter {
         provenance: Provenance,
         subjects: &Subjects,
         journal: &PluginJournal,
-        local: async_nats::Client,
+        local: LocalBus,
         handle: tokio::runtime::Handle,
         writer: WriterHandle,
         stats: Arc<PluginStats>,
@@ -241,9 +242,12 @@ impl Emitter {
         let (kind, subject) = match output {
             Output::Alert(_) => {
                 let subject = self.routes.local_alerts.clone();
+                // At most `PUBLISH_WAIT`: the outbox (upstream) and the
+                // plugin's next input must not wait for a local server away.
                 let publish = self.local.publish(subject, line.clone().into());
-                if let Err(error) = self.handle.block_on(publish) {
-                    tracing::warn!(%plugin, %error, "Cannot publish an alert on the local bus");
+                match self.handle.block_on(publish) {
+                    Ok(()) | Err(LocalPublishError::Stalled) => {} // Said once, when it stalled.
+                    Err(error) => tracing::warn!(%plugin, %error, "Cannot publish an alert on the local bus"),
                 }
                 (Kind::Alert, self.routes.upstream_alerts.clone())
             }

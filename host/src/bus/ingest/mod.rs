@@ -265,6 +265,9 @@ pub enum IngestEvent {
     QueueFull(QueueFull),
     /// Readings were refused for their time, far from the host clock's.
     OutOfTime(OutOfTime),
+    /// Readings were refused because their payload names another sensor
+    /// than their subject, outside the plugin's `payload_sensors`.
+    SensorMismatch(SensorMismatch),
     /// JetStream messages were acknowledged before their outputs were stored.
     AcknowledgedEarly(AcknowledgedEarly),
 }
@@ -303,6 +306,25 @@ pub struct OutOfTime {
     /// `future` or `too-old`, of the first of them.
     pub kind: DeadLetterKind,
     /// Why the first of them was refused (its time, the host clock's).
+    pub reason: String,
+}
+
+/// Readings refused because their payload names another sensor than their
+/// subject, on a subject that is not among the plugin's `payload_sensors`
+/// (told at the first refusal, then at most once every [`RETELL`] while
+/// refusals go on). A gateway that carries several patients' sensors, left
+/// out of `payload_sensors`, looks so: every one of its readings refused,
+/// those patients not monitored, which dead-letter counts alone would leave
+/// unseen. (Or someone publishes in another sensor's name.)
+#[derive(Debug)]
+pub struct SensorMismatch {
+    /// The plugin.
+    pub plugin: String,
+    /// Readings refused so since the owner was last told.
+    pub refused: u64,
+    /// The subject of the first of them.
+    pub subject: String,
+    /// Why the first of them was refused (the sensors named).
     pub reason: String,
 }
 
@@ -469,6 +491,8 @@ pub struct Ingest {
     queue_drops: Retell,
     /// Readings refused for their time, as told to the owner.
     out_of_time: Retell,
+    /// Readings refused for naming another sensor, as told to the owner.
+    mismatches: Retell,
     /// JetStream messages acknowledged early, as told to the owner.
     acknowledged_early: Retell,
     log: LogBudget,
@@ -502,6 +526,7 @@ impl Ingest {
             cap_refusals: Retell::default(),
             queue_drops: Retell::default(),
             out_of_time: Retell::default(),
+            mismatches: Retell::default(),
             acknowledged_early: Retell::default(),
             log: LogBudget::default(),
         }
@@ -535,6 +560,21 @@ impl Ingest {
             refused,
             sensor,
             kind: refusal.kind,
+            reason: refusal.reason.clone(),
+        }));
+    }
+
+    /// `refused` readings on `subject` were refused for naming another
+    /// sensor, the first for `refusal`: tell the owner, if not told within
+    /// [`RETELL`] (then with every reading refused so since).
+    fn sensor_mismatch(&mut self, refused: u64, subject: &str, refusal: &Refusal) {
+        let Some(refused) = self.mismatches.occurred(refused, Instant::now()) else {
+            return;
+        };
+        let _ = self.events.send(IngestEvent::SensorMismatch(SensorMismatch {
+            plugin: self.plugin.clone(),
+            refused,
+            subject: subject.to_owned(),
             reason: refusal.reason.clone(),
         }));
     }
@@ -659,6 +699,11 @@ async fn take_message(ingest: &mut Ingest, message: &async_nats::Message, readin
         if let Some((_, first)) = refused.iter().find(of_time) {
             ingest.out_of_time(count, sensor, first);
         }
+    }
+    let mismatched = |refusal: &&(usize, Refusal)| refusal.1.kind == DeadLetterKind::SensorMismatch;
+    if let Some((_, first)) = refused.iter().find(mismatched) {
+        let count = refused.iter().filter(mismatched).count() as u64;
+        ingest.sensor_mismatch(count, subject, first);
     }
     // One letter per reason: the first refusal's sentence, every index.
     for kind in DeadLetterKind::ALL {

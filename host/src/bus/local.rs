@@ -1,0 +1,108 @@
+//! Publishing on the local bus without waiting on it for long.
+//!
+//! The NATS client queues what is published for its connection task (2,048
+//! commands, async-nats' default). While the server is away, that task is
+//! busy reconnecting and takes nothing off the queue; once it is full, a
+//! publish waits until the server is back. A plugin's worker publishes each
+//! alert before it hands its outputs to the outbox, and the owner task does
+//! the same with the host's alerts: had they waited, a local server down
+//! for an hour or a day (a crash loop, a full disk under its JetStream)
+//! would have stopped every plugin after its first two thousand alerts,
+//! their outputs upstream with them, and every tick and reading after.
+//!
+//! So a publish waits at most [`PUBLISH_WAIT`] for room in the queue; one
+//! that times out is given up, counted ([`publishes_dropped`]) and logged,
+//! and while the client then stays disconnected, later publishes are given
+//! up at once instead of each waiting again. What is given up on the local
+//! bus still goes upstream through the outbox.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::connection::State;
+
+/// The longest a publish waits for room in the client's queue. A connected
+/// client takes a publish in microseconds; only a server that is away, or
+/// one that reads nothing, makes it wait this long.
+pub const PUBLISH_WAIT: Duration = Duration::from_secs(2);
+
+/// Publishes given up since the process started (all [`LocalBus`]es).
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Publishes on the local bus given up since the process started: the
+/// client's queue stayed full for [`PUBLISH_WAIT`] (the server away), or
+/// the client was still disconnected after such a time-out.
+pub fn publishes_dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// The local bus, for what the host publishes there itself (alerts,
+/// telemetry): never waiting on it for longer than [`PUBLISH_WAIT`].
+#[derive(Debug, Clone)]
+pub struct LocalBus {
+    client: async_nats::Client,
+    /// Set when a publish timed out; cleared by one that goes through.
+    stalled: Arc<AtomicBool>,
+}
+
+/// Why a publish on the local bus did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalPublishError {
+    /// No room in the client's queue within [`PUBLISH_WAIT`].
+    #[error("the local NATS client took nothing for {}s (its server is away?): not published", PUBLISH_WAIT.as_secs())]
+    TimedOut,
+    /// A publish timed out, and the client has not reconnected since.
+    #[error("the local NATS server is away and the client's queue is full: not published")]
+    Stalled,
+    /// The client refused it.
+    #[error(transparent)]
+    Client(#[from] async_nats::PublishError),
+}
+
+impl LocalBus {
+    /// Publishes through `client`.
+    pub fn new(client: async_nats::Client) -> LocalBus {
+        LocalBus {
+            client,
+            stalled: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The client, for what is not a publish of the host's own (requests,
+    /// subscriptions).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Publish `payload` on `subject`, waiting at most [`PUBLISH_WAIT`].
+    /// A publish given up is counted in [`publishes_dropped`].
+    pub async fn publish(
+        &self,
+        subject: impl Into<async_nats::Subject>,
+        payload: bytes::Bytes,
+    ) -> Result<(), LocalPublishError> {
+        if self.stalled.load(Ordering::Relaxed) && self.client.connection_state() != State::Connected {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+            return Err(LocalPublishError::Stalled);
+        }
+        match tokio::time::timeout(PUBLISH_WAIT, self.client.publish(subject.into(), payload)).await {
+            Ok(Ok(())) => {
+                self.stalled.store(false, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Err(error)) => Err(error.into()),
+            Err(_) => {
+                if !self.stalled.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        "The local NATS client took nothing for {}s: until it reconnects, alerts and telemetry are not \
+                         published on the local bus (they still go upstream through the outbox)",
+                        PUBLISH_WAIT.as_secs()
+                    );
+                }
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+                Err(LocalPublishError::TimedOut)
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! A local NATS server that goes away for long stops no plugin, and nothing
+//! that goes upstream. The NATS client queues what is published while its
+//! server is away, 2,048 commands; past that a publish waits until the server
+//! is back. A worker publishes each alert on the local bus before it hands
+//! its outputs to the outbox: had it waited, every plugin would have stopped
+//! after its first two thousand alerts of an outage (a local server in a
+//! crash loop, or down for a day), and with it everything upstream: the
+//! cloud would have heard nothing of the device's patients for that long.
+
+use std::time::Duration;
+
+use edgewise_tests::nats::NatsServer;
+
+use crate::device::{Device, WAIT};
+use crate::hostile_plugins::V0_2;
+use crate::support::{UP, host_status, next_json, plugin, poll_until};
+
+/// Messages the cloud's stream holds.
+async fn stored(jetstream: &async_nats::jetstream::Context) -> Result<u64, String> {
+    let mut stream = jetstream.get_stream(UP).await.map_err(|e| e.to_string())?;
+    Ok(stream.info().await.map_err(|e| e.to_string())?.state.messages)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_server_away_for_long_stops_neither_the_plugins_nor_what_goes_upstream() {
+    let mut local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    // faulty-v02 asks to be ticked at once, is held to a tick a second, and
+    // raises 500 alerts at each: a client queue of 2,048 is full in seconds.
+    let plugins = V0_2.plugin_table("pass", "wake = \"every-ms\"\ntick_burst = 500\n", "");
+    let mut device = Device::with_tick(&local, Some(&cloud), "100ms", &plugins);
+    let (_client, mut alerts) = device.start_watching(&local, V0_2.name).await;
+    let tick = next_json(&mut alerts, "faulty-v02's first tick alert").await;
+    assert_eq!(tick["code"], "tick", "{tick}");
+    let jetstream = async_nats::jetstream::new(async_nats::connect(cloud.url()).await.unwrap());
+    poll_until("alerts upstream", WAIT, || async {
+        let count = stored(&jetstream).await?;
+        if count >= 500 {
+            Ok(())
+        } else {
+            Err(format!("{count} stored"))
+        }
+    })
+    .await;
+
+    local.stop();
+    let at_stop = stored(&jetstream).await.unwrap();
+    // Three times what the client's queue holds, after it: about 12 s of
+    // ticks at 500 alerts each (and the one wait of 2 s that finds the queue
+    // full). Before, the count stopped some 2,048 alerts after the stop.
+    let wanted = at_stop + 3 * 2_048;
+    poll_until(
+        "alerts upstream going on with the local server away",
+        Duration::from_secs(90),
+        || async {
+            let count = stored(&jetstream).await?;
+            if count >= wanted {
+                Ok(())
+            } else {
+                Err(format!("{count} stored, {at_stop} when the local server stopped"))
+            }
+        },
+    )
+    .await;
+
+    // The server back on its port: the client reconnects, and alerts are
+    // published on it again.
+    local.start_again();
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = crate::support::subscribe_alerts(&client, V0_2.name).await;
+    let tick = next_json(&mut alerts, "a tick alert on the local bus once its server is back").await;
+    assert_eq!(tick["code"], "tick", "{tick}");
+    let status = host_status(&client).await;
+    assert!(
+        status["local_publishes_dropped"].as_u64().unwrap_or(0) > 0,
+        "what could not be published locally is counted: {status}"
+    );
+    let faulty = plugin(&status, V0_2.name);
+    assert_eq!(faulty["state"], "running", "{faulty}");
+    assert_eq!(faulty["errors"], 0, "{faulty}");
+    let (code, stderr) = device.terminate().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("The local NATS client took nothing for"),
+        "said once in the log:\n{stderr}"
+    );
+}
