@@ -326,7 +326,7 @@ struct EventStream(BufReader<TcpStream>);
 
 impl EventStream {
     /// Open it, saying `Last-Event-ID: last` if given, after `query`.
-    fn open(addr: SocketAddr, query: &str, last: Option<u64>) -> EventStream {
+    fn open(addr: SocketAddr, query: &str, last: Option<&str>) -> EventStream {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(WAIT)).unwrap();
         let mut request =
@@ -339,9 +339,9 @@ impl EventStream {
         EventStream(BufReader::new(stream))
     }
 
-    /// The next event's id and alert (within [`WAIT`]).
-    fn next(&mut self) -> (u64, Value) {
-        let (mut id, mut data) = (None, None);
+    /// The next event's id (`<epoch>-<number>`) and alert (within [`WAIT`]).
+    fn next(&mut self) -> (String, Value) {
+        let (mut id, mut data): (Option<String>, Option<Value>) = (None, None);
         let mut line = String::new();
         loop {
             line.clear();
@@ -351,25 +351,26 @@ impl EventStream {
                 .unwrap_or_else(|e| panic!("no event within {WAIT:?}: {e}"));
             assert!(read > 0, "the event stream ended");
             if let Some(value) = line.trim_end().strip_prefix("id: ") {
-                id = Some(value.parse().unwrap());
+                id = Some(value.to_owned());
             } else if let Some(value) = line.trim_end().strip_prefix("data: ") {
                 data = Some(serde_json::from_str(value).unwrap());
             }
-            if let (Some(id), Some(data)) = (id, data.take()) {
-                return (id, data);
+            if let (Some(id), Some(data)) = (&id, &data) {
+                return (id.clone(), data.clone());
             }
         }
     }
 
     /// The next `count` events.
-    fn take(&mut self, count: usize) -> Vec<(u64, Value)> {
+    fn take(&mut self, count: usize) -> Vec<(String, Value)> {
         (0..count).map(|_| self.next()).collect()
     }
 }
 
 /// A page that loses its connection reconnects with `Last-Event-ID` (the
 /// browser does it by itself) and gets exactly the alerts it missed, then
-/// the new ones; the first connection's `?after=` does the same.
+/// the new ones; the first connection's `?after=` does the same. Across a
+/// restart of the dashboard (ids of another start) it gets the whole feed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reconnecting_feed_gets_exactly_the_alerts_it_missed() {
     let cloud = start_cloud();
@@ -386,28 +387,55 @@ async fn a_reconnecting_feed_gets_exactly_the_alerts_it_missed() {
     let dashboard = Dashboard::start(&cloud.url(), &[]);
 
     let first = EventStream::open(dashboard.addr, "", None).take(6);
-    let ids: Vec<u64> = first.iter().map(|(id, _)| *id).collect();
-    assert_eq!(ids, [1, 2, 3, 4, 5, 6], "arrival order, numbered from 1");
+    let epoch = first[0].0.split_once('-').unwrap().0.to_owned();
+    let id = |n: u64| format!("{epoch}-{n}");
+    let ids: Vec<String> = first.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(
+        ids,
+        (1..=6).map(id).collect::<Vec<_>>(),
+        "arrival order, numbered from 1"
+    );
     let times: Vec<&Value> = first.iter().map(|(_, alert)| &alert["ts"]).collect();
     let sent: Vec<&Value> = alerts[..6].iter().map(|alert| &alert["ts"]).collect();
     assert_eq!(times, sent);
 
     // Reconnected after the 4th: the 5th and 6th, then the next new one and nothing else.
-    let mut resumed = EventStream::open(dashboard.addr, "", Some(4));
+    let mut resumed = EventStream::open(dashboard.addr, "", Some(&id(4)));
     assert_eq!(resumed.take(2), first[4..].to_vec());
     send_upstream(&js, &alerts[6..7]).await;
-    let (id, alert) = resumed.next();
-    assert_eq!((id, &alert["ts"]), (7, &alerts[6]["ts"]));
+    let (seventh, alert) = resumed.next();
+    assert_eq!((seventh, &alert["ts"]), (id(7), &alerts[6]["ts"]));
     let row = alert["row"].as_str().unwrap();
-    assert!(row.starts_with("<tr class=\"alert\" data-id=\"7\""), "{row}");
+    assert!(
+        row.starts_with(&format!("<tr class=\"alert\" data-id=\"{}\"", id(7))),
+        "{row}"
+    );
     assert!(
         row.contains("&lt;img src=x onerror=alert(1)&gt;") && !row.contains("<img"),
         "{row}"
     );
 
     // `?after=` on a first connection; `Last-Event-ID` wins over it.
-    assert_eq!(EventStream::open(dashboard.addr, "?after=5", None).next().0, 6);
-    assert_eq!(EventStream::open(dashboard.addr, "?after=1", Some(6)).next().0, 7);
+    let after_5 = format!("?after={}", id(5));
+    assert_eq!(EventStream::open(dashboard.addr, &after_5, None).next().0, id(6));
+    let after_1 = format!("?after={}", id(1));
+    assert_eq!(
+        EventStream::open(dashboard.addr, &after_1, Some(&id(6))).next().0,
+        id(7)
+    );
+
+    // Restarted, the dashboard numbers the alerts again: a page that had all
+    // 7 is sent the whole feed, under ids no page of the first start has.
+    drop(dashboard);
+    let restarted = Dashboard::start(&cloud.url(), &[]);
+    let again = EventStream::open(restarted.addr, "", Some(&id(7))).take(7);
+    let times: Vec<&Value> = again.iter().map(|(_, alert)| &alert["ts"]).collect();
+    let sent: Vec<&Value> = alerts[..7].iter().map(|alert| &alert["ts"]).collect();
+    assert_eq!(times, sent);
+    assert!(
+        again.iter().all(|(new, _)| !new.starts_with(&format!("{epoch}-"))),
+        "{again:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

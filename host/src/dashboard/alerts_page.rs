@@ -8,13 +8,21 @@ use maud::{Markup, html};
 use super::fleet_page::utc;
 use super::html::{Nav, page};
 use super::sensor_href;
-use super::state::{FeedAlert, Fleet, severity_rank};
+use super::state::{AlertId, FeedAlert, Fleet, severity_rank};
 
 /// The page, with the alerts known now.
 pub fn alerts_page(fleet: &Fleet) -> Markup {
     let mut alerts: Vec<&FeedAlert> = fleet.feed().collect();
     alerts.sort_by(|a, b| a.rank().cmp(&b.rank()).then(b.ts.cmp(&a.ts)).then(b.id.cmp(&a.id)));
-    let last_id = fleet.feed().next_back().map_or(0, |alert| alert.id);
+    // The page's last alert; with none yet, this start's epoch still says
+    // which numbering the page has (`AlertId`).
+    let last_id = fleet.feed().next_back().map_or_else(
+        || AlertId {
+            epoch: fleet.epoch(),
+            seq: 0,
+        },
+        |alert| alert.id,
+    );
     page(
         "Alerts",
         Nav::Alerts,
@@ -58,5 +66,25 @@ pub fn severity_class(severity: &str) -> &'static str {
         "warning" => "severity-warning",
         "info" => "severity-info",
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The page tells `dashboard.js` its last alert, and so the dashboard's
+    /// start the rows are numbered in, even before any alert.
+    #[test]
+    fn the_page_names_its_last_alert_with_the_start_it_is_of() {
+        let mut fleet = Fleet::with_epoch(42);
+        let html = alerts_page(&fleet).into_string();
+        assert!(html.contains(r#"data-last-id="42-0""#), "{html}");
+        let alert = serde_json::json!({"type":"alert","device":"d","sensor":"s","ts":1,
+            "severity":"critical","code":"low","message":"low","value":50.0});
+        fleet.take("edgewise.d.up.alerts.p", alert.to_string().as_bytes(), 0);
+        let html = alerts_page(&fleet).into_string();
+        assert!(html.contains(r#"data-last-id="42-1""#), "{html}");
+        assert!(html.contains(r#"data-id="42-1""#), "{html}");
     }
 }

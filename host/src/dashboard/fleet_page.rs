@@ -93,6 +93,9 @@ pub fn fleet_table(fleet: &Fleet, now_ms: i64) -> Markup {
                 " from the wrong device, " (refused.over_limits) " over limits, "
                 (refused.unreadable_reports) " unreadable reports"
             }
+            @if refused.evicted_sensors > 0 {
+                " · " (refused.evicted_sensors) " sensors let go for newer ones (the least recently heard of)"
+            }
         }
         @if devices.is_empty() {
             p.card { "No device has reported yet. Devices appear here when their telemetry, outputs or deployment reports reach the cloud." }

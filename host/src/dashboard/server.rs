@@ -331,10 +331,10 @@ async fn script_handler() -> Response {
 }
 
 /// `?after=ID`: the last alert the page has (its first connection; a
-/// reconnection says so with `Last-Event-ID`).
+/// reconnection says so with `Last-Event-ID`), an [`AlertId`](super::state::AlertId).
 #[derive(Debug, Deserialize)]
 struct AfterQuery {
-    after: Option<u64>,
+    after: Option<String>,
 }
 
 /// What one event of the live feed carries: the alert, and its row as the
@@ -346,25 +346,31 @@ struct PushedAlert<'a> {
     row: String,
 }
 
-/// The live feed: every alert after the page's last, then each new one.
+/// The live feed: every alert after the page's last (all of them when its
+/// last is of another start of the dashboard), then each new one.
 async fn events_handler(
     State(app): State<App>,
     headers: HeaderMap,
     Query(query): Query<AfterQuery>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let after = headers
+    let last = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .or(query.after)
-        .unwrap_or(0);
+        .map(str::to_owned)
+        .or(query.after);
     // Subscribe before reading the backlog: an alert arriving in between
     // is in one or the other (or both: ids drop the repeat).
     let receiver = app.alerts.subscribe();
-    let backlog: VecDeque<FeedAlert> = app
+    let (after, backlog): (u64, VecDeque<FeedAlert>) = app
         .fleet
         .lock()
-        .map(|fleet| fleet.feed().filter(|alert| alert.id > after).cloned().collect())
+        .map(|fleet| {
+            let after = fleet.resume_after(last.as_deref());
+            (
+                after,
+                fleet.feed().filter(|alert| alert.id.seq > after).cloned().collect(),
+            )
+        })
         .unwrap_or_default();
     let events = futures::stream::unfold(
         (receiver, backlog, after, app.stop.clone()),
@@ -383,10 +389,10 @@ async fn events_handler(
                         _ = stop.wait_for(|stop| *stop) => return None,
                     },
                 };
-                if alert.id <= last {
+                if alert.id.seq <= last {
                     continue;
                 }
-                last = alert.id;
+                last = alert.id.seq;
                 let event = PushedAlert {
                     row: alert_row(&alert).into_string(),
                     alert: &alert,

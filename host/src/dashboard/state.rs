@@ -5,17 +5,26 @@
 //! everything comes from devices and a device may be hostile or broken.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::clinical::{SensorAlert, SensorRecord, Window};
 use crate::deploy::Reported;
+use crate::outbox::wall_ms;
 use crate::telemetry::Telemetry;
 
-/// Devices kept; a message from one more is counted and dropped.
+/// Devices kept; a message from one more is counted and not kept (an alert
+/// still reaches the live feed).
 pub const MAX_DEVICES: usize = 10_000;
-/// Sensors kept (all devices together); likewise.
+/// Sensors kept (all devices together); a new one beyond takes the place of
+/// the one least recently heard of.
 pub const MAX_SENSORS: usize = 10_000;
+/// Sensors kept per device; a new one beyond takes the place of the
+/// device's own least recently heard of, so that one device (a plugin
+/// making up sensor ids) cannot push out the sensors of all the others.
+pub const MAX_SENSORS_PER_DEVICE: usize = MAX_SENSORS / 10;
 /// Hourly windows kept per sensor: 92 days, the span of the longest CGM
 /// report people read (90 days); older ones go first.
 pub const MAX_HOURLY: usize = 92 * 24;
@@ -30,12 +39,61 @@ pub const MAX_METRICS: usize = 64;
 /// Longest text kept from a device (sensor ids, codes, messages), in bytes.
 pub const MAX_TEXT: usize = 512;
 
+/// The id of an alert of the live feed (its server-sent event id), written
+/// `<epoch>-<seq>`: the start of the dashboard that took it
+/// ([`Fleet::epoch`]) and its arrival number since, from 1. Arrival numbers
+/// alone start again at 1 after a restart, and would name alerts a page
+/// open across it already shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AlertId {
+    /// The dashboard's start.
+    pub epoch: u64,
+    /// Arrival number in that start, from 1.
+    pub seq: u64,
+}
+
+/// A text that is not an [`AlertId`].
+#[derive(Debug, thiserror::Error)]
+#[error("not an alert id (`<epoch>-<number>`)")]
+pub struct NotAnAlertId;
+
+impl fmt::Display for AlertId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.epoch, self.seq)
+    }
+}
+
+impl FromStr for AlertId {
+    type Err = NotAnAlertId;
+
+    fn from_str(text: &str) -> Result<AlertId, NotAnAlertId> {
+        let (epoch, seq) = text.split_once('-').ok_or(NotAnAlertId)?;
+        Ok(AlertId {
+            epoch: epoch.parse().map_err(|_| NotAnAlertId)?,
+            seq: seq.parse().map_err(|_| NotAnAlertId)?,
+        })
+    }
+}
+
+impl Serialize for AlertId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AlertId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<AlertId, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// One alert of the live feed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeedAlert {
-    /// Arrival number at this dashboard, from 1: the server-sent event id, so
-    /// a page that reconnects gets exactly what it missed.
-    pub id: u64,
+    /// Its id, so a page that reconnects gets exactly what it missed.
+    pub id: AlertId,
     /// The device, from the subject it came on.
     pub device: String,
     /// The plugin, from the subject.
@@ -81,32 +139,64 @@ pub struct Device {
     /// by the device's own clock (telemetry `ts`, report `last_seen_ms`) or,
     /// for alerts and summaries, the time they arrived here; ms since the epoch.
     pub last_seen_ms: i64,
-    /// Its sensors with data.
+    /// Its sensors with data, by name.
     pub sensors: Vec<String>,
+    /// The same by when last heard of (arrival number): the least recently
+    /// heard of first.
+    sensors_seen: BTreeMap<u64, String>,
 }
 
-/// Messages the dashboard did not take, by reason.
+/// Messages the dashboard did not take, by reason, and what it let go.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Refused {
     /// Not JSON of the expected form.
     pub malformed: u64,
     /// The payload's `device` is not the one of its subject.
     pub wrong_device: u64,
-    /// Over [`MAX_DEVICES`] or [`MAX_SENSORS`].
+    /// From a device beyond [`MAX_DEVICES`] (its alerts still reach the
+    /// live feed).
     pub over_limits: u64,
     /// Reports in the reported bucket that do not parse, at the last read.
     pub unreadable_reports: u64,
+    /// Sensors whose record (summaries and alerts) was let go for a new
+    /// sensor, beyond [`MAX_SENSORS`] or [`MAX_SENSORS_PER_DEVICE`].
+    pub evicted_sensors: u64,
+}
+
+/// A device and a sensor.
+type SensorKey = (String, String);
+
+/// A sensor's record, and when it was last heard of.
+#[derive(Debug)]
+struct Kept {
+    record: SensorRecord,
+    /// Arrival number of its latest output.
+    seen: u64,
 }
 
 /// The fleet as the dashboard sees it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Fleet {
     devices: BTreeMap<String, Device>,
-    sensors: BTreeMap<(String, String), SensorRecord>,
+    sensors: BTreeMap<SensorKey, Kept>,
+    /// The sensors by when last heard of: the least recently heard of first.
+    sensors_seen: BTreeMap<u64, SensorKey>,
+    /// Outputs taken (an arrival number): when each sensor was last heard of,
+    /// by arrival here, never by a plugin's clock.
+    outputs: u64,
     feed: VecDeque<FeedAlert>,
+    epoch: u64,
     next_alert_id: u64,
     /// What was refused.
     pub refused: Refused,
+}
+
+impl Default for Fleet {
+    /// A fleet with nothing yet, its alert ids in the epoch of now (ms since
+    /// 1970): a restarted dashboard starts a millisecond later at least.
+    fn default() -> Fleet {
+        Fleet::with_epoch(u64::try_from(wall_ms()).unwrap_or_default())
+    }
 }
 
 /// An output as it travels upstream (the envelope, `envelope.rs`).
@@ -192,6 +282,26 @@ fn bounded(mut text: String) -> String {
 }
 
 impl Fleet {
+    /// A fleet with nothing yet, its alert ids in `epoch` (see [`AlertId`]):
+    /// a number no other start of the dashboard used.
+    pub fn with_epoch(epoch: u64) -> Fleet {
+        Fleet {
+            devices: BTreeMap::new(),
+            sensors: BTreeMap::new(),
+            sensors_seen: BTreeMap::new(),
+            outputs: 0,
+            feed: VecDeque::new(),
+            epoch,
+            next_alert_id: 0,
+            refused: Refused::default(),
+        }
+    }
+
+    /// The epoch of this start's alert ids.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// Take one upstream message; `now_ms` is when it arrived. Returns the
     /// alert for the live feed, if it was one.
     pub fn take(&mut self, subject: &str, payload: &[u8], now_ms: i64) -> Option<FeedAlert> {
@@ -238,21 +348,7 @@ impl Fleet {
             return None;
         }
         let sensor = bounded(sensor.clone());
-        let key = (device.to_owned(), sensor.clone());
-        if !self.sensors.contains_key(&key) && self.sensors.len() >= MAX_SENSORS {
-            self.refused.over_limits += 1;
-            return None;
-        }
-        let entry = self.device(device)?;
-        entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
-        if let Err(at) = entry.sensors.binary_search(&sensor) {
-            entry.sensors.insert(at, sensor.clone());
-        }
-        let record = self.sensors.entry(key).or_insert_with(|| SensorRecord {
-            device: device.to_owned(),
-            sensor: sensor.clone(),
-            ..SensorRecord::default()
-        });
+        let plugin = bounded(plugin.to_owned());
         match envelope {
             Envelope::Summary {
                 window_start,
@@ -260,12 +356,13 @@ impl Fleet {
                 metrics,
                 ..
             } => {
+                // Refused before anything is kept: it makes no room.
                 if metrics.len() > MAX_METRICS {
                     self.refused.malformed += 1;
                     return None;
                 }
                 let window = Window {
-                    plugin: bounded(plugin.to_owned()),
+                    plugin,
                     start_ms: window_start,
                     end_ms: window_end,
                     metrics: metrics
@@ -273,6 +370,7 @@ impl Fleet {
                         .filter_map(|(name, value)| Some((bounded(name), value.filter(|v| v.is_finite())?)))
                         .collect(),
                 };
+                let record = self.record(device, &sensor, now_ms)?;
                 match window_end.saturating_sub(window_start) {
                     crate::dashboard::HOUR_MS => insert_window(&mut record.hourly, window, MAX_HOURLY),
                     crate::dashboard::DAY_MS => insert_window(&mut record.daily, window, MAX_DAILY),
@@ -289,36 +387,104 @@ impl Fleet {
                 value,
                 ..
             } => {
+                self.next_alert_id += 1;
                 let alert = SensorAlert {
-                    plugin: bounded(plugin.to_owned()),
+                    plugin,
                     ts,
                     severity: bounded(severity),
                     code: bounded(code),
                     message: bounded(message),
                     value: value.filter(|v| v.is_finite()),
+                    arrival: self.next_alert_id,
                 };
-                let at = record.alerts.partition_point(|a| a.ts <= ts);
-                record.alerts.insert(at, alert.clone());
-                if record.alerts.len() > MAX_SENSOR_ALERTS {
-                    record.alerts.remove(0);
-                }
-                self.next_alert_id += 1;
                 let feed = FeedAlert {
-                    id: self.next_alert_id,
+                    id: AlertId {
+                        epoch: self.epoch,
+                        seq: self.next_alert_id,
+                    },
                     device: device.to_owned(),
-                    plugin: alert.plugin,
-                    sensor,
+                    plugin: alert.plugin.clone(),
+                    sensor: sensor.clone(),
                     ts,
-                    severity: alert.severity,
-                    code: alert.code,
-                    message: alert.message,
+                    severity: alert.severity.clone(),
+                    code: alert.code.clone(),
+                    message: alert.message.clone(),
                     value: alert.value,
                 };
+                // The live feed whatever else: a clinician sees the alert even
+                // when its sensor's record cannot be kept.
                 self.feed.push_back(feed.clone());
                 if self.feed.len() > MAX_FEED_ALERTS {
                     self.feed.pop_front();
                 }
+                if let Some(record) = self.record(device, &sensor, now_ms) {
+                    insert_alert(&mut record.alerts, alert);
+                }
                 Some(feed)
+            }
+        }
+    }
+
+    /// The record of `sensor` of `device`, heard of now (at `now_ms`): made if
+    /// new, in the place of the least recently heard of sensor of the device
+    /// (at [`MAX_SENSORS_PER_DEVICE`]) or else of the fleet (at
+    /// [`MAX_SENSORS`]). `None` if the device cannot be kept.
+    fn record(&mut self, device: &str, sensor: &str, now_ms: i64) -> Option<&mut SensorRecord> {
+        let entry = self.device(device)?;
+        entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
+        self.outputs += 1;
+        let seen = self.outputs;
+        let key = (device.to_owned(), sensor.to_owned());
+        if let Some(kept) = self.sensors.get_mut(&key) {
+            self.sensors_seen.remove(&kept.seen);
+            self.sensors_seen.insert(seen, key.clone());
+            if let Some(entry) = self.devices.get_mut(device) {
+                entry.sensors_seen.remove(&kept.seen);
+                entry.sensors_seen.insert(seen, sensor.to_owned());
+            }
+            kept.seen = seen;
+        } else {
+            let own = self.devices.get(device);
+            let evicted = if own.is_some_and(|entry| entry.sensors.len() >= MAX_SENSORS_PER_DEVICE) {
+                own.and_then(|entry| entry.sensors_seen.first_key_value())
+                    .map(|(_, oldest)| (device.to_owned(), oldest.clone()))
+            } else if self.sensors.len() >= MAX_SENSORS {
+                self.sensors_seen.first_key_value().map(|(_, oldest)| oldest.clone())
+            } else {
+                None
+            };
+            if let Some(evicted) = evicted {
+                self.forget(&evicted);
+            }
+            if let Some(entry) = self.devices.get_mut(device) {
+                if let Err(at) = entry.sensors.binary_search_by(|name| name.as_str().cmp(sensor)) {
+                    entry.sensors.insert(at, sensor.to_owned());
+                }
+                entry.sensors_seen.insert(seen, sensor.to_owned());
+            }
+            self.sensors_seen.insert(seen, key.clone());
+            let record = SensorRecord {
+                device: device.to_owned(),
+                sensor: sensor.to_owned(),
+                ..SensorRecord::default()
+            };
+            self.sensors.insert(key.clone(), Kept { record, seen });
+        }
+        self.sensors.get_mut(&key).map(|kept| &mut kept.record)
+    }
+
+    /// Let the record of a sensor go (counted).
+    fn forget(&mut self, key: &SensorKey) {
+        let Some(kept) = self.sensors.remove(key) else {
+            return;
+        };
+        self.refused.evicted_sensors += 1;
+        tracing::debug!(device = %key.0, sensor = %key.1, "a sensor's record let go for a new sensor");
+        self.sensors_seen.remove(&kept.seen);
+        if let Some(entry) = self.devices.get_mut(&key.0) {
+            entry.sensors_seen.remove(&kept.seen);
+            if let Ok(at) = entry.sensors.binary_search(&key.1) {
+                entry.sensors.remove(at);
             }
         }
     }
@@ -355,12 +521,25 @@ impl Fleet {
 
     /// The record of one sensor.
     pub fn sensor(&self, device: &str, sensor: &str) -> Option<&SensorRecord> {
-        self.sensors.get(&(device.to_owned(), sensor.to_owned()))
+        self.sensors
+            .get(&(device.to_owned(), sensor.to_owned()))
+            .map(|kept| &kept.record)
     }
 
     /// The recent alerts of the fleet, oldest first.
     pub fn feed(&self) -> impl DoubleEndedIterator<Item = &FeedAlert> {
         self.feed.iter()
+    }
+
+    /// The arrival number after which a page that says it has `last` (its
+    /// `Last-Event-ID`, or `?after=`) is sent alerts: 0, all of them, when
+    /// it says nothing readable or an id of another start (after a restart
+    /// the feed is another one, numbered again).
+    pub fn resume_after(&self, last: Option<&str>) -> u64 {
+        match last.map(str::parse::<AlertId>) {
+            Some(Ok(last)) if last.epoch == self.epoch => last.seq,
+            _ => 0,
+        }
     }
 }
 
@@ -374,6 +553,19 @@ fn insert_window(windows: &mut Vec<Window>, window: Window, max: usize) {
     }
     if windows.len() > max {
         windows.remove(0);
+    }
+}
+
+/// Put `alert` in `alerts` (ascending by time), keeping at most
+/// [`MAX_SENSOR_ALERTS`]: beyond, the one that arrived first goes, never the
+/// earliest dated (alerts dated far ahead would push out every real one).
+fn insert_alert(alerts: &mut Vec<SensorAlert>, alert: SensorAlert) {
+    let at = alerts.partition_point(|a| a.ts <= alert.ts);
+    alerts.insert(at, alert);
+    if alerts.len() > MAX_SENSOR_ALERTS
+        && let Some((first, _)) = alerts.iter().enumerate().min_by_key(|(_, a)| a.arrival)
+    {
+        alerts.remove(first);
     }
 }
 
@@ -466,18 +658,152 @@ mod tests {
         assert_eq!(fleet.sensor("d", "s").unwrap().alerts.len(), MAX_SENSOR_ALERTS);
         assert_eq!(fleet.feed().count(), MAX_FEED_ALERTS);
         assert_eq!(
-            fleet.feed().next_back().map(|a| a.id),
+            fleet.feed().next_back().map(|a| a.id.seq),
             Some(MAX_SENSOR_ALERTS as u64 + 5)
         );
         let long = "é".repeat(MAX_TEXT);
         fleet.take("edgewise.d.up.alerts.p", &alert("d", &long, 1, "critical"), 0);
         let shown = fleet.feed().next_back().unwrap();
         assert!(shown.sensor.len() <= MAX_TEXT && shown.sensor.chars().all(|c| c == 'é'));
-        for n in 0..MAX_SENSORS + 3 {
+        // Two sensors so far; one device has a share of the table.
+        for n in 0..MAX_SENSORS_PER_DEVICE + 3 {
             fleet.take("edgewise.d.up.alerts.p", &alert("d", &format!("x{n}"), 1, "info"), 0);
         }
+        assert_eq!(fleet.sensors.len(), MAX_SENSORS_PER_DEVICE);
+        assert_eq!(fleet.devices()["d"].sensors.len(), MAX_SENSORS_PER_DEVICE);
+        assert_eq!(fleet.refused.evicted_sensors, 5);
+        assert_eq!(fleet.refused.over_limits, 0);
+    }
+
+    /// A new patient's alert reaches the live feed, and is kept, however many
+    /// sensors another device has made up.
+    #[test]
+    fn a_new_patients_alert_reaches_the_feed_whatever_another_device_sent() {
+        let mut fleet = Fleet::default();
+        for n in 0..MAX_SENSORS + 5 {
+            fleet.take(
+                "edgewise.rogue.up.alerts.p",
+                &alert("rogue", &format!("x{n}"), 1, "info"),
+                0,
+            );
+        }
+        let pushed = fleet.take("edgewise.ward.up.alerts.p", &alert("ward", "new", 2, "critical"), 0);
+        assert_eq!(pushed.as_ref().map(|a| a.sensor.as_str()), Some("new"), "broadcast");
+        assert_eq!(fleet.feed().next_back(), pushed.as_ref(), "in the feed list");
+        assert_eq!(fleet.sensor("ward", "new").map(|r| r.alerts.len()), Some(1), "kept");
+        // The rogue device made room among its own sensors only, the
+        // least recently heard of first.
+        assert_eq!(fleet.devices()["rogue"].sensors.len(), MAX_SENSORS_PER_DEVICE);
+        assert!(fleet.sensor("rogue", "x0").is_none());
+        assert!(fleet.sensor("rogue", &format!("x{}", MAX_SENSORS + 4)).is_some());
+        assert_eq!(
+            fleet.refused.evicted_sensors,
+            (MAX_SENSORS + 5 - MAX_SENSORS_PER_DEVICE) as u64
+        );
+    }
+
+    /// A device beyond the devices kept is not shown on the fleet page, but
+    /// its alerts still reach the live feed.
+    #[test]
+    fn an_alert_from_a_device_beyond_the_bound_still_reaches_the_feed() {
+        let mut fleet = Fleet::default();
+        for n in 0..MAX_DEVICES {
+            fleet.take_report(Reported {
+                device: format!("d{n}"),
+                ..Reported::default()
+            });
+        }
+        let pushed = fleet.take("edgewise.late.up.alerts.p", &alert("late", "s", 2, "critical"), 0);
+        assert_eq!(pushed.as_ref().map(|a| a.device.as_str()), Some("late"));
+        assert_eq!(fleet.feed().next_back(), pushed.as_ref());
+        assert!(!fleet.devices().contains_key("late") && fleet.sensor("late", "s").is_none());
+        assert_eq!(fleet.refused.over_limits, 1);
+    }
+
+    /// When the table is full, the sensor least recently heard of (by
+    /// arrival here, never by the plugin's clock) makes room.
+    #[test]
+    fn the_least_recently_seen_sensor_makes_room_for_a_new_one() {
+        let mut fleet = Fleet::default();
+        let year_9999 = 253_402_300_799_000;
+        let devices = 10;
+        for n in 0..MAX_SENSORS {
+            let device = format!("d{}", n % devices);
+            // The first sensors' outputs claim the latest times.
+            let ts = if n < devices { year_9999 } else { 1 };
+            fleet.take(
+                &format!("edgewise.{device}.up.summaries.p"),
+                &summary(&device, &format!("s{n}"), ts, crate::dashboard::HOUR_MS, 50.0),
+                0,
+            );
+        }
+        // s0 is heard of again: s1 is now the least recently seen.
+        fleet.take("edgewise.d0.up.alerts.p", &alert("d0", "s0", 5, "warning"), 0);
+        let pushed = fleet.take("edgewise.ward.up.alerts.p", &alert("ward", "new", 2, "critical"), 0);
+        assert!(pushed.is_some());
+        assert!(fleet.sensor("ward", "new").is_some());
+        assert!(fleet.sensor("d0", "s0").is_some(), "seen again, kept");
+        assert!(fleet.sensor("d1", "s1").is_none(), "the least recently seen went");
+        assert!(!fleet.devices()["d1"].sensors.contains(&"s1".to_owned()));
+        assert!(fleet.sensor("d2", "s2").is_some());
         assert_eq!(fleet.sensors.len(), MAX_SENSORS);
-        assert!(fleet.refused.over_limits >= 3);
+        assert_eq!(fleet.refused.evicted_sensors, 1);
+        assert_eq!(fleet.refused.over_limits, 0);
+    }
+
+    /// Alert ids of two runs of the dashboard never meet: a page open across a
+    /// restart is sent every alert of the new run, and no new alert has an id
+    /// the page already shows.
+    #[test]
+    fn alert_ids_never_repeat_across_a_restart() {
+        let mut before = Fleet::with_epoch(1_700_000_000_000);
+        let shown: Vec<String> = (0..3)
+            .map(|n| {
+                let alert = before.take("edgewise.d.up.alerts.p", &alert("d", "s", n, "warning"), 0);
+                alert.unwrap().id.to_string()
+            })
+            .collect();
+        // Restarted: the stream kept only the last alert (retention), then a new one.
+        let mut after = Fleet::with_epoch(1_700_000_060_000);
+        after.take("edgewise.d.up.alerts.p", &alert("d", "s", 2, "warning"), 0);
+        let new = after.take("edgewise.d.up.alerts.p", &alert("d", "s", 3, "critical"), 0);
+        let new = new.unwrap().id.to_string();
+        assert!(!shown.contains(&new), "{new} is already on the page: {shown:?}");
+        let resume = after.resume_after(shown.last().map(String::as_str));
+        let sent: Vec<i64> = after.feed().filter(|a| a.id.seq > resume).map(|a| a.ts).collect();
+        assert_eq!(sent, [2, 3], "the whole feed of the new run");
+        // Within one run, a page gets what it missed, and nothing twice.
+        let first = after.feed().next().unwrap().id.to_string();
+        assert_eq!(first, "1700000060000-1");
+        let resume = after.resume_after(Some(&first));
+        let sent: Vec<i64> = after.feed().filter(|a| a.id.seq > resume).map(|a| a.ts).collect();
+        assert_eq!(sent, [3]);
+        // A page of an older dashboard (a bare number) or one saying
+        // nothing readable: the whole feed.
+        for last in [Some("1"), Some("x-1"), Some(""), None] {
+            assert_eq!(after.resume_after(last), 0, "{last:?}");
+        }
+        let id: AlertId =
+            serde_json::from_str(&serde_json::to_string(&after.feed().next().unwrap().id).unwrap()).unwrap();
+        assert_eq!(id.to_string(), first, "sent as its text");
+    }
+
+    /// A sensor's alerts beyond its bound go oldest arrived first: alerts
+    /// dated far ahead do not push out every real one as it comes.
+    #[test]
+    fn a_sensors_alerts_go_oldest_arrived_first() {
+        let mut fleet = Fleet::default();
+        let year_9999 = 253_402_300_799_000;
+        for n in 0..MAX_SENSOR_ALERTS as i64 {
+            fleet.take("edgewise.d.up.alerts.p", &alert("d", "s", year_9999 + n, "info"), 0);
+        }
+        let now = 1_700_000_000_000;
+        fleet.take("edgewise.d.up.alerts.p", &alert("d", "s", now, "critical"), 0);
+        let alerts = &fleet.sensor("d", "s").unwrap().alerts;
+        assert_eq!(alerts.len(), MAX_SENSOR_ALERTS);
+        assert_eq!(alerts[0].ts, now, "kept, and shown in time order");
+        assert!(alerts.iter().all(|a| a.ts != year_9999), "the first arrived went");
+        assert!(alerts.windows(2).all(|w| w[0].ts <= w[1].ts));
     }
 
     #[test]

@@ -39,6 +39,7 @@ fn add_line(record: &mut SensorRecord, line: &str) {
             code: text("code"),
             message: text("message"),
             value: value["value"].as_f64(),
+            arrival: 0,
         }),
         other => panic!("unexpected line type {other}"),
     }

@@ -69,6 +69,9 @@ pub struct SensorAlert {
     pub message: String,
     /// The value it is about, if any.
     pub value: Option<f64>,
+    /// Its arrival number at the dashboard: when a sensor has too many, the
+    /// first arrived goes.
+    pub arrival: u64,
 }
 
 /// Everything the dashboard holds about one sensor of one device.

@@ -219,6 +219,7 @@ fn alert() -> impl Strategy<Value = SensorAlert> {
         code: text.clone(),
         message: text,
         value,
+        arrival: 0,
     })
 }
 

@@ -22,11 +22,21 @@ const table = document.querySelector("table[data-events]");
 if (table) {
   const body = table.tBodies[0];
   const status = document.getElementById("feed-status");
-  const source = new EventSource(table.dataset.events + "?after=" + table.dataset.lastId);
+  // Ids are `<epoch>-<number>`: the dashboard's start, then arrival order.
+  const epochOf = (id) => String(id).split("-")[0];
+  let epoch = epochOf(table.dataset.lastId);
+  const source = new EventSource(table.dataset.events + "?after=" + encodeURIComponent(table.dataset.lastId));
   source.addEventListener("open", () => { status.textContent = "live"; });
   source.addEventListener("error", () => { status.textContent = "reconnecting…"; });
   source.addEventListener("alert", (event) => {
     const alert = JSON.parse(event.data);
+    if (epochOf(alert.id) !== epoch) {
+      // The dashboard restarted: it sends its whole feed again, numbered
+      // anew. The rows of the old start go (a reload shows the same), so
+      // none is shown twice and none is taken for a new one.
+      epoch = epochOf(alert.id);
+      while (body.rows.length > 0) body.deleteRow(-1);
+    }
     if (body.querySelector('tr[data-id="' + alert.id + '"]')) return;
     const template = document.createElement("template");
     template.innerHTML = alert.row;
