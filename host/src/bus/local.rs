@@ -11,16 +11,17 @@
 //! their outputs upstream with them, and every tick and reading after.
 //!
 //! So a publish waits at most [`PUBLISH_WAIT`] for room in the queue; one
-//! that times out is given up, counted ([`publishes_dropped`]) and logged,
-//! and while the client then stays disconnected, later publishes are given
-//! up at once instead of each waiting again. What is given up on the local
-//! bus still goes upstream through the outbox.
+//! that times out is given up, counted ([`publishes_dropped`]) and logged.
+//! After that, a publish only takes room there is at once, without
+//! waiting, until one goes through: a server away, or one still connected
+//! that reads nothing (hung), costs one wait, not one per alert. What is
+//! given up on the local bus still goes upstream through the outbox.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_nats::connection::State;
+use futures::FutureExt;
 
 /// The longest a publish waits for room in the client's queue. A connected
 /// client takes a publish in microseconds; only a server that is away, or
@@ -32,7 +33,7 @@ static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// Publishes on the local bus given up since the process started: the
 /// client's queue stayed full for [`PUBLISH_WAIT`] (the server away), or
-/// the client was still disconnected after such a time-out.
+/// was still full after such a time-out.
 pub fn publishes_dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
@@ -42,7 +43,8 @@ pub fn publishes_dropped() -> u64 {
 #[derive(Debug, Clone)]
 pub struct LocalBus {
     client: async_nats::Client,
-    /// Set when a publish timed out; cleared by one that goes through.
+    /// Set when a publish timed out; cleared by one that goes through. While
+    /// set, a publish takes room there is at once, or is given up.
     stalled: Arc<AtomicBool>,
 }
 
@@ -52,8 +54,8 @@ pub enum LocalPublishError {
     /// No room in the client's queue within [`PUBLISH_WAIT`].
     #[error("the local NATS client took nothing for {}s (its server is away?): not published", PUBLISH_WAIT.as_secs())]
     TimedOut,
-    /// A publish timed out, and the client has not reconnected since.
-    #[error("the local NATS server is away and the client's queue is full: not published")]
+    /// A publish timed out, and the client's queue has had no room since.
+    #[error("the local NATS client's queue is still full (its server away?): not published")]
     Stalled,
     /// The client refused it.
     #[error(transparent)]
@@ -82,9 +84,22 @@ impl LocalBus {
         subject: impl Into<async_nats::Subject>,
         payload: bytes::Bytes,
     ) -> Result<(), LocalPublishError> {
-        if self.stalled.load(Ordering::Relaxed) && self.client.connection_state() != State::Connected {
-            DROPPED.fetch_add(1, Ordering::Relaxed);
-            return Err(LocalPublishError::Stalled);
+        if self.stalled.load(Ordering::Relaxed) {
+            // Polled once: room in the queue now, or nothing sent (the
+            // send is cancel-safe: dropped unsent, the message is not queued).
+            return match self.client.publish(subject.into(), payload).now_or_never() {
+                Some(Ok(())) => {
+                    if self.stalled.swap(false, Ordering::Relaxed) {
+                        tracing::warn!("The local NATS client takes publishes again");
+                    }
+                    Ok(())
+                }
+                Some(Err(error)) => Err(error.into()),
+                None => {
+                    DROPPED.fetch_add(1, Ordering::Relaxed);
+                    Err(LocalPublishError::Stalled)
+                }
+            };
         }
         match tokio::time::timeout(PUBLISH_WAIT, self.client.publish(subject.into(), payload)).await {
             Ok(Ok(())) => {
@@ -95,8 +110,8 @@ impl LocalBus {
             Err(_) => {
                 if !self.stalled.swap(true, Ordering::Relaxed) {
                     tracing::error!(
-                        "The local NATS client took nothing for {}s: until it reconnects, alerts and telemetry are not \
-                         published on the local bus (they still go upstream through the outbox)",
+                        "The local NATS client took nothing for {}s: until it takes publishes again, alerts and \
+                         telemetry are not published on the local bus (they still go upstream through the outbox)",
                         PUBLISH_WAIT.as_secs()
                     );
                 }

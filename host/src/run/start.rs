@@ -508,17 +508,20 @@ fn private_data_dir(data_dir: &Path) -> Result<(), RunError> {
 }
 
 /// The configuration file's plugins by name, each name's first table: the
-/// name its verified manifest says, anti-rollback aside (a plugin of the file
-/// that a deployed version made older than the recorded one is still the
-/// file's). A bundle that cannot be read or verified names none (an
-/// unverified manifest is not believed).
+/// name its verified manifest says, anti-rollback and expiry aside (a plugin
+/// of the file that a deployed version made older than the recorded one, or
+/// whose bundle has expired while deployed versions ran, is still the
+/// file's: its device settings still hold for them, `deploy::deployed_plugin`).
+/// A bundle that cannot be read or verified names none (an unverified
+/// manifest is not believed).
 fn configured_plugins(trust: &TrustStore, plugins: &[PluginConfig]) -> BTreeMap<String, PluginConfig> {
     let mut named = BTreeMap::new();
     for plugin in plugins {
         let options = bundle::VerifyOptions {
             trust,
             rollback: None,
-            now: time::OffsetDateTime::now_utc(),
+            // Naming only: no bundle has expired at the epoch.
+            now: time::OffsetDateTime::UNIX_EPOCH,
             max_bytes: bundle::DEFAULT_MAX_BUNDLE_BYTES,
         };
         let verified = bundle::read_bundle_file(&plugin.bundle, bundle::DEFAULT_MAX_BUNDLE_BYTES)

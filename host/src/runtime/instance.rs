@@ -74,6 +74,21 @@ pub struct FuelUsed {
     pub snapshot: u64,
 }
 
+/// What becomes of the outputs a plugin emits in an `init` that resumes it
+/// from a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitOutputs {
+    /// Dropped: the plugin goes on from where it stood (a recovery, a
+    /// restart of the host), and what it said as it first started was
+    /// emitted then. Kept, a recovery's outputs would shift by as many
+    /// and one already emitted would be sent again under a new number.
+    Dropped,
+    /// Kept, numbered with the outputs of the first input after: a new
+    /// version taking the state of the one before (a deployment), whose
+    /// `init` never ran before.
+    Kept,
+}
+
 impl PluginInstance {
     /// Instantiate a compiled plugin with the given limits. Through WASI it
     /// reads the machine's clock, or, in a deterministic runtime (replay), a
@@ -232,9 +247,21 @@ impl PluginInstance {
     /// manifest does not read: [`PluginErrorKind::Schema`], after which the
     /// caller may still `init` the instance without it). The plugin decides
     /// whether it can take the snapshot: its `err` is [`PluginErrorKind::Returned`].
-    /// Outputs the plugin emits in an `init` that resumes it are dropped: a
-    /// resumed plugin goes on, it does not start.
+    /// Outputs the plugin emits in an `init` that resumes it are dropped
+    /// ([`InitOutputs::Dropped`]): a resumed plugin goes on, it does not
+    /// start.
     pub fn init_from(&mut self, config: &[(String, String)], resume: Option<&Snapshot>) -> Result<(), PluginError> {
+        self.init_with(config, resume, InitOutputs::Dropped)
+    }
+
+    /// [`PluginInstance::init_from`], saying what becomes of the outputs of
+    /// an `init` that resumes the plugin.
+    pub fn init_with(
+        &mut self,
+        config: &[(String, String)],
+        resume: Option<&Snapshot>,
+        outputs: InitOutputs,
+    ) -> Result<(), PluginError> {
         if let Some(snapshot) = resume
             && self.world() == World::V0_2
             && let Some(refused) = self.unreadable(snapshot.schema)
@@ -259,7 +286,7 @@ impl PluginInstance {
             }),
         };
         let outputs_before = self.store.data().outputs.len();
-        let resuming = resume.is_some();
+        let drop_outputs = resume.is_some() && outputs == InitOutputs::Dropped;
         let answer = self.call(Call::Init, |bindings, store| match bindings {
             Bindings::V0_1(plugin) => plugin.call_init(store, config).map(|r| r.map(|()| None)),
             Bindings::V0_2(plugin) => plugin.call_init(store, config, resume.as_ref()).map(|r| r.map(Some)),
@@ -268,7 +295,7 @@ impl PluginInstance {
         // says as it starts again was said when it first started (a
         // recovery gives it the inputs since its snapshot, whose outputs must
         // be numbered as they were the first time, so none is sent twice).
-        if resuming {
+        if drop_outputs {
             self.store.data_mut().outputs.truncate(outputs_before);
         }
         self.answered(answer?);

@@ -21,7 +21,7 @@ use super::{Accept, DEGRADED, PluginSetup, takes_snapshots};
 use crate::envelope::Provenance;
 use crate::model::{Alert, Severity};
 use crate::outbox::NEXT_AFTER_HIGHEST;
-use crate::runtime::{CompiledPlugin, Limits, PluginError, Snapshot, SnapshotSchemas};
+use crate::runtime::{CompiledPlugin, InitOutputs, Limits, PluginError, Snapshot, SnapshotSchemas};
 
 /// The code of the host's alert when a new version is rolled back.
 pub const ROLLED_BACK: &str = "deployment-rolled-back";
@@ -250,8 +250,11 @@ impl PluginThread {
         };
         let note = carried.as_ref().err().cloned();
         let started = match (&start, self.instance.is_some()) {
-            // The old instance ran: the new one starts from its state now.
-            (Some(start), true) => self.new_instance(carried.is_ok().then_some(&start.snapshot)),
+            // The old instance ran: the new one starts from its state now
+            // (what its `init` says, it says for the first time).
+            (Some(start), true) => {
+                self.new_instance_with(carried.is_ok().then_some(&start.snapshot), InitOutputs::Kept)
+            }
             (None, true) => self.new_instance(None),
             // The old version is down: the new one recovers from its last
             // saved state and the inputs since (or starts afresh).

@@ -22,7 +22,7 @@ use crate::input_log::Input;
 use crate::model::{Alert, Severity};
 use crate::outbox::{NEXT_AFTER_HIGHEST, Record, SavedState, wall_ms};
 use crate::output_check::Problems;
-use crate::runtime::{CompiledPlugin, Limits, PluginClock, PluginError, PluginInstance, Snapshot};
+use crate::runtime::{CompiledPlugin, InitOutputs, Limits, PluginClock, PluginError, PluginInstance, Snapshot};
 
 /// What a failed recovery attempt leaves for the next one.
 enum Progress {
@@ -718,6 +718,16 @@ impl PluginThread {
     /// version that never started is not "accepted", so the working older
     /// one is not then refused as a rollback.
     pub(super) fn new_instance(&mut self, snapshot: Option<&Snapshot>) -> Result<PluginInstance, PluginError> {
+        self.new_instance_with(snapshot, InitOutputs::Dropped)
+    }
+
+    /// [`PluginThread::new_instance`], saying what becomes of the outputs
+    /// of an `init` given `snapshot` ([`InitOutputs`]).
+    pub(super) fn new_instance_with(
+        &mut self,
+        snapshot: Option<&Snapshot>,
+        init_outputs: InitOutputs,
+    ) -> Result<PluginInstance, PluginError> {
         // The plugin reads the host clock (simulated when configured) through WASI.
         let (clock, pinned) = (self.context.clock.clone(), self.pinned.clone());
         let clock = PluginClock::host(move || match pinned.load(Ordering::Relaxed) {
@@ -726,7 +736,10 @@ impl PluginThread {
         });
         let instance = PluginInstance::with_clock(&self.context.runtime, &self.plugin, self.limits.clone(), clock)
             .and_then(|mut instance| {
-                timed(&self.stats, Call::Init, || instance.init_from(&self.config, snapshot)).map(|()| instance)
+                timed(&self.stats, Call::Init, || {
+                    instance.init_with(&self.config, snapshot, init_outputs)
+                })
+                .map(|()| instance)
             })?;
         if let Some(accept) = self.accept.take()
             && let Err(error) = accept()

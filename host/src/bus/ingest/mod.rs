@@ -22,6 +22,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::admission::{Admission, DeadLetterKind, Refusal};
+use super::local::{LocalBus, LocalPublishError};
 use super::payload;
 use super::subjects::Subjects;
 use crate::clock::Clock;
@@ -493,6 +494,10 @@ pub struct Ingest {
     out_of_time: Retell,
     /// Readings refused for naming another sensor, as told to the owner.
     mismatches: Retell,
+    /// Where dead letters go: the local bus, never waited on for long (a
+    /// refused reading must not hold up the readings after it while the
+    /// server is away).
+    deadletters: LocalBus,
     /// JetStream messages acknowledged early, as told to the owner.
     acknowledged_early: Retell,
     log: LogBudget,
@@ -515,6 +520,7 @@ impl Ingest {
     ) -> Ingest {
         Ingest {
             plugin: admission.plugin().to_owned(),
+            deadletters: LocalBus::new(client.clone()),
             client,
             subjects,
             stats,
@@ -736,12 +742,13 @@ async fn deadletter(ingest: &mut Ingest, subject: &str, payload: &[u8], refusal:
     if let Some(readings) = readings {
         letter["readings"] = json!(readings);
     }
-    if let Err(error) = ingest
-        .client
+    match ingest
+        .deadletters
         .publish(ingest.subjects.deadletter(), letter.to_string().into())
         .await
     {
-        tracing::warn!(%error, "Cannot publish to the dead-letter subject");
+        Ok(()) | Err(LocalPublishError::Stalled) => {} // Said once, when it stalled.
+        Err(error) => tracing::warn!(%error, "Cannot publish to the dead-letter subject"),
     }
 }
 
