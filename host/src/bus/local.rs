@@ -71,12 +71,6 @@ impl LocalBus {
         }
     }
 
-    /// The client, for what is not a publish of the host's own (requests,
-    /// subscriptions).
-    pub fn client(&self) -> &async_nats::Client {
-        &self.client
-    }
-
     /// Publish `payload` on `subject`, waiting at most [`PUBLISH_WAIT`].
     /// A publish given up is counted in [`publishes_dropped`].
     pub async fn publish(

@@ -706,16 +706,14 @@ async fn take_message(ingest: &mut Ingest, message: &async_nats::Message, readin
             ingest.out_of_time(count, sensor, first);
         }
     }
-    let mismatched = |refusal: &&(usize, Refusal)| refusal.1.kind == DeadLetterKind::SensorMismatch;
-    if let Some((_, first)) = refused.iter().find(mismatched) {
-        let count = refused.iter().filter(mismatched).count() as u64;
-        ingest.sensor_mismatch(count, subject, first);
-    }
     // One letter per reason: the first refusal's sentence, every index.
     for kind in DeadLetterKind::ALL {
         let of_kind: Vec<&(usize, Refusal)> = refused.iter().filter(|(_, refusal)| refusal.kind == kind).collect();
         let Some((_, first)) = of_kind.first() else { continue };
         let indexes: Vec<usize> = of_kind.iter().map(|(at, _)| *at).collect();
+        if kind == DeadLetterKind::SensorMismatch {
+            ingest.sensor_mismatch(indexes.len() as u64, subject, first);
+        }
         deadletter(ingest, subject, &message.payload, first, Some(&indexes)).await;
     }
 }
