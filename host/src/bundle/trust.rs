@@ -185,6 +185,16 @@ impl TrustStore {
         Ok(())
     }
 
+    /// The same keys with nothing revoked: for telling who signed a bundle
+    /// and that it is unaltered, never for letting it run (a revoked key
+    /// still proves both; what it signed must not run).
+    pub fn ignoring_revocations(&self) -> TrustStore {
+        TrustStore {
+            keys: self.keys.clone(),
+            ..TrustStore::default()
+        }
+    }
+
     /// The trusted key with this id, if any (revoked or not).
     pub fn key(&self, id: &KeyId) -> Option<&PublicKey> {
         self.keys.get(id)

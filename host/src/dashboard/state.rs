@@ -372,8 +372,8 @@ impl Fleet {
                 };
                 let record = self.record(device, &sensor, now_ms)?;
                 match window_end.saturating_sub(window_start) {
-                    crate::dashboard::HOUR_MS => insert_window(&mut record.hourly, window, MAX_HOURLY),
-                    crate::dashboard::DAY_MS => insert_window(&mut record.daily, window, MAX_DAILY),
+                    crate::dashboard::HOUR_MS => insert_window(&mut record.hourly, window, MAX_HOURLY, now_ms),
+                    crate::dashboard::DAY_MS => insert_window(&mut record.daily, window, MAX_DAILY, now_ms),
                     // Other window lengths are not shown (yet): kept nowhere.
                     _ => {}
                 }
@@ -544,15 +544,27 @@ impl Fleet {
 }
 
 /// Put `window` in `windows` (ascending by start, one per plugin and start:
-/// a window sent again replaces the first), keeping at most `max`, the newest.
-fn insert_window(windows: &mut Vec<Window>, window: Window, max: usize) {
+/// a window sent again replaces the first), keeping at most `max`: beyond,
+/// the one dated farthest from `now_ms` goes, the oldest of real ones, but
+/// first any dated far ahead (a plugin's clock gone wrong would otherwise
+/// push out every real window, as the oldest).
+fn insert_window(windows: &mut Vec<Window>, window: Window, max: usize, now_ms: i64) {
     let at = windows.partition_point(|w| (w.start_ms, &w.plugin) < (window.start_ms, &window.plugin));
     match windows.get_mut(at) {
         Some(same) if same.start_ms == window.start_ms && same.plugin == window.plugin => *same = window,
         _ => windows.insert(at, window),
     }
-    if windows.len() > max {
-        windows.remove(0);
+    if windows.len() > max
+        && let (Some(first), Some(last)) = (windows.first(), windows.last())
+    {
+        // Sorted by start: the farthest from now is at one end.
+        let behind = now_ms.saturating_sub(first.start_ms);
+        let ahead = last.start_ms.saturating_sub(now_ms);
+        if ahead > behind {
+            windows.pop();
+        } else {
+            windows.remove(0);
+        }
     }
 }
 
@@ -633,11 +645,16 @@ mod tests {
     fn windows_are_kept_in_order_once_each_and_bounded() {
         let mut fleet = Fleet::default();
         let day = crate::dashboard::DAY_MS;
+        let now = (MAX_DAILY as i64 + 10) * day;
         for n in (0..MAX_DAILY as i64 + 10).rev() {
-            fleet.take("edgewise.d.up.summaries.p", &summary("d", "s", n * day, day, 50.0), 0);
+            fleet.take("edgewise.d.up.summaries.p", &summary("d", "s", n * day, day, 50.0), now);
         }
         // Sent again with another figure: replaces, never doubles.
-        fleet.take("edgewise.d.up.summaries.p", &summary("d", "s", 20 * day, day, 75.0), 0);
+        fleet.take(
+            "edgewise.d.up.summaries.p",
+            &summary("d", "s", 20 * day, day, 75.0),
+            now,
+        );
         let record = fleet.sensor("d", "s").unwrap();
         assert_eq!(record.daily.len(), MAX_DAILY);
         assert_eq!(record.daily[0].start_ms, 10 * day, "the oldest went first");
@@ -647,6 +664,31 @@ mod tests {
         // A window of another length is not shown anywhere.
         fleet.take("edgewise.d.up.summaries.p", &summary("d", "s", 0, 7, 1.0), 0);
         assert_eq!(fleet.sensor("d", "s").unwrap().hourly.len(), 0);
+    }
+
+    /// Windows dated far ahead (a plugin's clock gone wrong, or a hostile
+    /// one) or far back never push out the real ones: beyond the bound, the
+    /// window dated farthest from its arrival goes.
+    #[test]
+    fn windows_dated_far_from_now_never_push_out_the_real_ones() {
+        let mut fleet = Fleet::default();
+        let day = crate::dashboard::DAY_MS;
+        let now = 20_000 * day;
+        for n in 0..30 {
+            fleet.take(
+                "edgewise.d.up.summaries.p",
+                &summary("d", "s", now - (30 - n) * day, day, 50.0),
+                now,
+            );
+        }
+        // Year 9999, then 1970.
+        for far in (0..MAX_DAILY as i64).map(|n| (2_900_000 + n) * day).chain([0, day]) {
+            fleet.take("edgewise.d.up.summaries.p", &summary("d", "s", far, day, 0.0), now);
+        }
+        let record = fleet.sensor("d", "s").unwrap();
+        assert_eq!(record.daily.len(), MAX_DAILY);
+        let real = record.daily.iter().filter(|w| w.metrics["tir_70_180"] == 50.0).count();
+        assert_eq!(real, 30, "every real day kept");
     }
 
     #[test]

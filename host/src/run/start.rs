@@ -508,13 +508,18 @@ fn private_data_dir(data_dir: &Path) -> Result<(), RunError> {
 }
 
 /// The configuration file's plugins by name, each name's first table: the
-/// name its verified manifest says, anti-rollback and expiry aside (a plugin
-/// of the file that a deployed version made older than the recorded one, or
-/// whose bundle has expired while deployed versions ran, is still the
-/// file's: its device settings still hold for them, `deploy::deployed_plugin`).
-/// A bundle that cannot be read or verified names none (an unverified
+/// name its verified manifest says, anti-rollback, expiry and revocation
+/// aside (a plugin of the file that a deployed version made older than the
+/// recorded one, whose bundle has expired while deployed versions ran, or
+/// whose key was revoked, is still the file's: its device settings still
+/// hold for them, `deploy::deployed_plugin`). A bundle that cannot be read,
+/// or is not signed by a key of the trust store, names none (an unverified
 /// manifest is not believed).
 fn configured_plugins(trust: &TrustStore, plugins: &[PluginConfig]) -> BTreeMap<String, PluginConfig> {
+    // Naming only: a revoked key or digest still proves who signed the
+    // bundle and that it is unaltered. Keys are revoked after a leak, and the
+    // versions deployed then, under another key, keep the file's settings.
+    let trust = &trust.ignoring_revocations();
     let mut named = BTreeMap::new();
     for plugin in plugins {
         let options = bundle::VerifyOptions {
@@ -722,5 +727,55 @@ impl Checked {
             bundle: self.bundle.clone(),
             reason: Arc::new(reason),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::{ManifestLimits, ManifestSource, SigningKey, WORLD};
+
+    /// A file bundle names its plugin for the device settings of the file
+    /// (`deploy::deployed_plugin`) whatever stops it running: expired, its
+    /// key revoked (rotated after a leak, the new versions deployed under
+    /// another key) or its digest revoked. Only a signature by a key the
+    /// device never trusted, or a bundle that does not read, names none.
+    #[test]
+    fn a_file_bundle_names_its_plugin_whatever_stops_it_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, key) = SigningKey::generate().unwrap();
+        let (_, stranger) = SigningKey::generate().unwrap();
+        let source = "name = \"glucose-monitor\"\nversion = \"1.0.0\"\nsubscriptions = [\"sensors.>\"]\n\
+                      expires = \"2020-01-01T00:00:00Z\"\n";
+        let component = b"\0asm\x0d\0\x01\0";
+        let signed = |key: &SigningKey, file: &str| {
+            let source = ManifestSource::from_toml(source).unwrap();
+            let at = time::macros::datetime!(2019-06-01 0:00 UTC);
+            let (bundle, manifest) = bundle::sign(component, WORLD, source, &[], key, at).unwrap();
+            std::fs::write(dir.path().join(file), bundle).unwrap();
+            let plugin = PluginConfig {
+                bundle: dir.path().join(file),
+                config: BTreeMap::new(),
+                subscriptions: None,
+                limits: ManifestLimits::default(),
+                payload_sensors: vec![format!("from {file}")],
+            };
+            (plugin, manifest.code_sha256)
+        };
+        let (file, digest) = signed(&key, "ours.wasm");
+        let (theirs, _) = signed(&stranger, "theirs.wasm");
+        let named = |revoked: &str| {
+            let trust_dir = tempfile::tempdir().unwrap();
+            std::fs::write(trust_dir.path().join("ours.pub"), key.public_key().to_file_text()).unwrap();
+            std::fs::write(trust_dir.path().join("revoked"), revoked).unwrap();
+            let trust = TrustStore::load(trust_dir.path()).unwrap();
+            configured_plugins(&trust, &[theirs.clone(), file.clone()])
+                .get("glucose-monitor")
+                .map(|plugin| plugin.payload_sensors.clone())
+        };
+        let ours = Some(vec!["from ours.wasm".to_owned()]);
+        assert_eq!(named(""), ours, "expired");
+        assert_eq!(named(&format!("{}\n", key.public_key().id())), ours, "its key revoked");
+        assert_eq!(named(&format!("sha256:{digest}\n")), ours, "its digest revoked");
     }
 }
