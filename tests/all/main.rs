@@ -36,6 +36,7 @@ mod plugin_test_cli;
 mod python_plugin;
 mod record;
 mod recovery;
+mod redelivery;
 mod replay_bad_input;
 mod replay_golden;
 mod replay_plugin_failures;

@@ -201,13 +201,24 @@ pub struct PluginJournal {
     pub inputs: Option<Vec<LoggedInput>>,
     /// Inputs set aside: (position, reading or `None` for the whole input).
     pub set_aside: BTreeSet<(u64, Option<u32>)>,
-    /// The latest inputs logged (at most [`RECENT_INPUTS`], newest first),
-    /// whatever the saved state: the messages among them may come again.
+    /// The latest inputs logged, newest first, whatever the saved state (at
+    /// most [`RECENT_INPUTS`], and no more once [`RECENT_BYTES`] of them are
+    /// read): the messages among them may come again.
     pub recent: Vec<LoggedInput>,
 }
 
-/// Inputs [`PluginJournal::recent`] holds at most.
-pub const RECENT_INPUTS: usize = 64;
+/// Inputs [`PluginJournal::recent`] holds at most. A JetStream consumer
+/// started again from its ack floor delivers again every message after it,
+/// acknowledged or not: one left unacknowledged (a batch dropped while the
+/// plugin was down, the ack wait not yet over) can have as many after it as
+/// arrive in that time, each already given to the plugin. The worker
+/// remembers as many messages.
+pub const RECENT_INPUTS: usize = 1 << 16;
+
+/// Bytes of opened inputs [`PluginJournal::recent`] reads at most: inputs of
+/// one reading each are a few dozen bytes, so all [`RECENT_INPUTS`] of them
+/// fit; large batches stop the read sooner, having named as many messages.
+pub const RECENT_BYTES: usize = 8 << 20;
 
 /// Domain of the associated data of an input row.
 const INPUT_DOMAIN: &[u8] = b"edgewise-input-v1";
@@ -471,6 +482,7 @@ impl Outbox {
             plugin,
             "WHERE plugin = ?1 AND position > ?2 ORDER BY position LIMIT ?3",
             params![plugin, to_sql(after), limit],
+            usize::MAX,
         )?;
         journal.inputs = (inputs.len() <= max_inputs).then_some(inputs);
         {
@@ -495,6 +507,7 @@ impl Outbox {
             plugin,
             "WHERE plugin = ?1 ORDER BY position DESC LIMIT ?2",
             params![plugin, RECENT_INPUTS as i64],
+            RECENT_BYTES,
         )?;
         if keep {
             tx.commit().map_err(sql("commit reading a plugin's journal"))?;
@@ -532,6 +545,7 @@ impl Outbox {
                 to_ms,
                 i64::try_from(max).unwrap_or(i64::MAX)
             ],
+            usize::MAX,
         )
     }
 
@@ -630,6 +644,7 @@ fn read_inputs(
     plugin: &str,
     filter: &str,
     params: impl rusqlite::Params,
+    max_bytes: usize,
 ) -> Result<Vec<LoggedInput>, OutboxError> {
     let sql = |e| OutboxError::sql(path, "read the input log")(e);
     let mut select = conn
@@ -651,7 +666,11 @@ fn read_inputs(
         })
         .map_err(sql)?;
     let mut inputs = Vec::new();
+    let mut bytes = 0usize;
     for row in rows {
+        if bytes >= max_bytes {
+            break;
+        }
         let (position, created_ms, nonce, ciphertext) = row.map_err(sql)?;
         let Some(position) = position else { continue };
         let data = nonce.zip(ciphertext).and_then(|(nonce, ciphertext)| {
@@ -662,6 +681,7 @@ fn read_inputs(
                 ciphertext,
             )
         });
+        bytes = bytes.saturating_add(data.as_ref().map_or(0, Vec::len));
         inputs.push(LoggedInput {
             position,
             created_ms,

@@ -66,7 +66,7 @@ mod tests;
 
 pub use entry::{Entry, Kind, NewEntry, TELEMETRY_PLUGIN, wall_ms};
 pub use error::OutboxError;
-pub use journal::{JournalWrite, LoggedInput, NEXT_AFTER_HIGHEST, PluginJournal, Record, SavedState};
+pub use journal::{JournalWrite, LoggedInput, NEXT_AFTER_HIGHEST, PluginJournal, RECENT_INPUTS, Record, SavedState};
 pub use key::OutboxKey;
 pub use limits::{Depth, DropCounts, OutboxLimits, TELEMETRY_MAX_ENTRIES, TELEMETRY_SHARE};
 pub use park::{PARK_AFTER, PARKED_MAX_ENTRIES, ParkedCounts, ParkedEntry, Refusal};

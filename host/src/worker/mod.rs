@@ -270,7 +270,8 @@ impl Worker {
         let name = format!("plugin-{plugin}");
         let mut seen = thread::Seen::default();
         let logged_inputs = Arc::new(AtomicBool::new(true));
-        for logged in &journal.recent {
+        // Oldest first: past what `Seen` keeps, the oldest go.
+        for logged in journal.recent.iter().rev() {
             if let Some(Ok(Input::Readings { sources, .. })) = logged.data.as_deref().map(Input::decode) {
                 seen.insert(&sources, &logged_inputs);
             }

@@ -899,8 +899,8 @@ pub(super) struct Seen {
 
 impl Seen {
     /// Stream sequences remembered at most: far more than can be logged but
-    /// not yet acknowledged.
-    const KEPT: usize = 1 << 16;
+    /// not yet acknowledged, and as many inputs as are read back at start.
+    const KEPT: usize = crate::outbox::RECENT_INPUTS;
 
     /// Remember `sources` (0: unknown, never remembered), given in an input
     /// whose outputs' `stored` the writer sets.

@@ -201,18 +201,30 @@ pub async fn run<W: From<Batch>>(
     };
     // Messages delivered to a host that was killed before acknowledging them
     // would come again only after the ack wait, behind newer ones: a plugin
-    // would get a sensor's readings out of order. The consumer is made again
-    // from its first unacknowledged message instead, so they come first, in
-    // order (those already logged are recognised by the worker).
+    // would get a sensor's readings out of order. The consumer delivers again
+    // from its ack floor instead, so they come first, in order (with every
+    // message after the floor: those already logged are recognised by the
+    // worker).
     if let Ok(info) = stream.consumer_info(consumer_name).await
         && info.num_ack_pending > 0
     {
         let start_sequence = info.ack_floor.stream_sequence + 1;
-        tracing::info!(consumer = %consumer_name, start_sequence, "Unacknowledged sensor messages: delivered again first, in order");
-        if let Err(error) = stream.delete_consumer(consumer_name).await {
-            tracing::warn!(consumer = %consumer_name, %error, "Cannot make the consumer again; unacknowledged messages come after the ack wait");
-        } else {
-            config.deliver_policy = async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence };
+        match reset_to_ack_floor(&jetstream, stream_name, consumer_name).await {
+            Ok(()) => {
+                tracing::info!(consumer = %consumer_name, start_sequence, "Unacknowledged sensor messages: delivered again first, in order");
+            }
+            // A server before 2.14 has no reset: the consumer is deleted and
+            // made again from the floor. A crash between the two leaves none,
+            // and the next start makes one that delivers the whole stream.
+            Err(reason) => {
+                tracing::info!(consumer = %consumer_name, start_sequence, %reason, "Unacknowledged sensor messages: the server cannot reset the consumer; made again to deliver them first, in order");
+                if let Err(error) = stream.delete_consumer(consumer_name).await {
+                    tracing::warn!(consumer = %consumer_name, %error, "Cannot make the consumer again; unacknowledged messages come after the ack wait");
+                } else {
+                    config.deliver_policy =
+                        async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence };
+                }
+            }
         }
     }
     let consumer = match stream.get_or_create_consumer(consumer_name, config.clone()).await {
@@ -318,6 +330,32 @@ pub async fn run<W: From<Batch>>(
             messages,
         });
         given = Some(taken);
+    }
+}
+
+/// Have `consumer` of `stream` deliver again from its ack floor, in order,
+/// as a consumer made anew there would, without deleting it
+/// (`$JS.API.CONSUMER.RESET`, nats-server 2.14 and later; NATS ADR-60). A
+/// consumer deleted and made again is gone in between: a crash there leaves
+/// none, and on an interest stream the messages of no interest meanwhile
+/// are dropped. `Err` says why the server did not.
+async fn reset_to_ack_floor(
+    jetstream: &async_nats::jetstream::Context,
+    stream: &str,
+    consumer: &str,
+) -> Result<(), String> {
+    use async_nats::jetstream::response::Response;
+    // No sequence given: the ack floor stays, the next message is after it.
+    let reset = jetstream
+        .request::<_, _, Response<serde_json::Value>>(
+            format!("CONSUMER.RESET.{stream}.{consumer}"),
+            &serde_json::json!({}),
+        )
+        .await;
+    match reset {
+        Ok(Response::Ok(_)) => Ok(()),
+        Ok(Response::Err { error }) => Err(error.to_string()),
+        Err(error) => Err(error.to_string()),
     }
 }
 
