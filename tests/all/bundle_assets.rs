@@ -60,7 +60,7 @@ fn sign_embeds_the_assets_verify_accepts_them_and_inspect_lists_their_digests() 
 
     let verified = operator.verify(&bundle, &[]);
     assert_eq!(verified.code, Some(0), "{}", verified.stderr);
-    assert_contains(&verified.stdout, "OK glucose-monitor 0.2.2 (code sha256:");
+    assert_contains(&verified.stdout, "OK glucose-monitor 0.2.3 (code sha256:");
     assert_contains(&verified.stdout, &format!(", 2 assets, {total} bytes), signed by key "));
 
     let inspected = edgewise(["inspect".as_ref(), bundle.as_os_str()]);

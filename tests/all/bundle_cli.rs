@@ -59,7 +59,7 @@ fn sign_then_verify_prints_a_one_line_summary() {
         .unwrap()
         .to_owned();
     for expected in [
-        "OK glucose-monitor 0.2.2",
+        "OK glucose-monitor 0.2.3",
         &format!("signed by key {key_id}"),
         "edgewise:plugin/sensor-plugin@0.2.0",
     ] {
@@ -130,7 +130,7 @@ fn verify_with_a_data_dir_refuses_a_rollback() {
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert_contains(
         &run.stderr,
-        "version 0.2.2 of `glucose-monitor` is lower than version 0.3.0 already accepted",
+        "version 0.2.3 of `glucose-monitor` is lower than version 0.3.0 already accepted",
     );
 }
 
@@ -194,7 +194,7 @@ fn inspect_needs_no_trust() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     for expected in [
         "name:          glucose-monitor",
-        "version:       0.2.2",
+        "version:       0.2.3",
         "subscriptions: sensors.cgm.>",
         // Every limit of the manifest, the sensor cap too.
         "limits:        4000 outputs per call",
@@ -271,7 +271,7 @@ fn replay_with_trust_runs_verified_bundles_only() {
     assert_eq!(
         signed
             .stdout
-            .replace("\"version\":\"0.2.2\"", "\"version\":\"unsigned\""),
+            .replace("\"version\":\"0.2.3\"", "\"version\":\"unsigned\""),
         unsigned.stdout
     );
 

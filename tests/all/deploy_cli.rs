@@ -126,11 +126,11 @@ async fn push_writes_a_new_generation_of_a_device_or_group_key_and_stores_the_bu
     let (desired, first) = cloud.desired("device.edge-01").await.unwrap().unwrap();
     assert_eq!(
         run.stdout.trim(),
-        format!("pushed {PLUGIN} 0.2.2 ({name}) to device.edge-01: generation {first}")
+        format!("pushed {PLUGIN} 0.2.3 ({name}) to device.edge-01: generation {first}")
     );
     let entry = &desired.plugins[PLUGIN];
     assert_eq!(entry.bundle, name);
-    assert_eq!(entry.version, "0.2.2");
+    assert_eq!(entry.version, "0.2.3");
     assert_eq!(entry.size, bytes.len() as u64);
     assert_eq!(entry.config, [("low".to_owned(), "3.9".to_owned())].into());
     assert_eq!(desired.written_by, "alice");

@@ -94,7 +94,7 @@ async fn a_device_behind_a_leaf_node_reads_desired_sets_and_bundles_and_writes_i
     let name = operator.put_bundle(&bundle).await.unwrap();
     assert_eq!(name, bundle_name(&bundle));
     let key = device_key("edge-01");
-    let first = desired_of(&name, "0.2.2", size, "first");
+    let first = desired_of(&name, "0.2.3", size, "first");
     let generation = operator.write_desired(&key, &first, None).await.unwrap();
 
     // The device, on its own server only.
@@ -119,7 +119,7 @@ async fn a_device_behind_a_leaf_node_reads_desired_sets_and_bundles_and_writes_i
 
     // A write while the device watches reaches it; a stale one is refused.
     let mut watch = device.watch_desired(vec![key.clone()]).await.unwrap();
-    let second = desired_of(&name, "0.2.2", size, "second");
+    let second = desired_of(&name, "0.2.3", size, "second");
     let next = operator.write_desired(&key, &second, Some(generation)).await.unwrap();
     assert!(next > generation);
     let entry = timeout(WAIT, watch.next()).await.unwrap().unwrap().unwrap();
@@ -141,7 +141,7 @@ async fn a_device_behind_a_leaf_node_reads_desired_sets_and_bundles_and_writes_i
         plugins: BTreeMap::from([(
             "glucose-monitor".to_owned(),
             ReportedPlugin {
-                running_version: "0.2.2".to_owned(),
+                running_version: "0.2.3".to_owned(),
                 running_bundle: name.clone(),
                 ..ReportedPlugin::default()
             },
@@ -182,7 +182,7 @@ async fn a_cut_link_leaves_the_device_its_local_jetstream_and_a_restored_one_bri
     let key = device_key("edge-07");
     let size = bundle.len() as u64;
     let mut generation = operator
-        .write_desired(&key, &desired_of(&name, "0.2.2", size, "0"), None)
+        .write_desired(&key, &desired_of(&name, "0.2.3", size, "0"), None)
         .await
         .unwrap();
     let device_client = connect(&edge.url()).await;
@@ -204,7 +204,7 @@ async fn a_cut_link_leaves_the_device_its_local_jetstream_and_a_restored_one_bri
     local_stream_works(&edge, &device_client, "6.1").await;
     // Three writes while the device is offline.
     for note in ["1", "2", "3"] {
-        let desired = desired_of(&name, "0.2.2", size, note);
+        let desired = desired_of(&name, "0.2.3", size, note);
         generation = operator.write_desired(&key, &desired, Some(generation)).await.unwrap();
     }
     assert!(!edge.cloud_answers().unwrap(), "the device went round its link");

@@ -41,7 +41,7 @@ fn glucose_monitor_over_example_data_matches_golden() {
 #[test]
 fn the_signed_bundle_passes_the_golden_made_from_the_plain_build() {
     // The golden file is the plain component's: `"version":"unsigned"` and
-    // its digest on every line. The bundle says 0.2.2 and applies its
+    // its digest on every line. The bundle says its version and applies its
     // manifest (subscriptions `sensors.cgm.>`, which the CSV rows are on).
     let golden = golden_file("glucose-monitor.ExampleData5Subjects.jsonl");
     let text = std::fs::read_to_string(&golden).unwrap();

@@ -307,7 +307,7 @@ async fn a_plugin_refused_at_compilation_gives_its_name_to_the_next_of_that_name
     let status = host_status(&client).await;
     let running = plugin(&status, "glucose-monitor");
     assert_eq!(running["state"], "running", "{status}");
-    assert_eq!(running["version"], "0.2.2", "the real one: {status}");
+    assert_eq!(running["version"], "0.2.3", "the real one: {status}");
     device.terminate_cleanly().await;
 }
 

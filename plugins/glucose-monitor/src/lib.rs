@@ -39,6 +39,22 @@ use sensor::SensorState;
 /// keeps every output, and its order among readings, as it was.
 const TICK_GRID_MS: i64 = 5 * MINUTE_MS;
 
+/// Outputs one call makes before the summaries still due wait for the next
+/// tick (a second later on a device). The manifest allows 4,000 a call
+/// (`outputs_per_call`), and the host fails a call past it: a bus publisher
+/// could make hundreds of sensors hold their windows for hours (runs below
+/// 70 left undecided) and release them in one tick, every tick failing the
+/// same way, the plugin quarantined and no alert made. Alerts never wait;
+/// beside these 2,000, a call makes at most one signal loss per sensor (1,000
+/// sensors, `max_sensors`), a few per reading of its batch, and the windows
+/// of the sensor that reached the bound.
+const OUTPUTS_BEFORE_SUMMARIES_WAIT: usize = 2_000;
+
+/// Whether the call that made `out` may make more summaries.
+fn call_has_room(out: &Outputs) -> bool {
+    out.alerts().len() + out.summaries().len() < OUTPUTS_BEFORE_SUMMARIES_WAIT
+}
+
 /// The plugin: settings (from the configuration) and state (in snapshots).
 #[derive(Debug, Clone)]
 pub struct GlucoseMonitor {
@@ -147,6 +163,7 @@ impl Plugin for GlucoseMonitor {
         let settings = &self.settings;
         let mut next_due = i64::MAX;
         let mut forgotten = 0usize;
+        let mut waiting = 0usize;
         state.sensors.for_each_in_name_order(|sensor, sensor_state| {
             if now_ms >= sensor_state.tick_due_ms() {
                 sensor_state.catch_up(horizon);
@@ -156,10 +173,20 @@ impl Plugin for GlucoseMonitor {
                     forgotten += 1;
                     return;
                 }
+                waiting += usize::from(sensor_state.summaries_wait());
             }
             next_due = next_due.min(sensor_state.tick_due_ms());
         });
         state.next_due_ms = next_due;
+        if waiting > 0 {
+            out.log(
+                LogLevel::Warn,
+                format!(
+                    "the summaries of {waiting} sensor(s) wait for the next tick: this call made \
+                     {OUTPUTS_BEFORE_SUMMARIES_WAIT} outputs"
+                ),
+            );
+        }
         if forgotten > 0 {
             state
                 .sensors

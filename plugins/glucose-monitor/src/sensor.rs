@@ -72,6 +72,10 @@ impl SensorState {
         if let Some(forget) = self.forget_due_ms(settings) {
             due = due.min(forget);
         }
+        // Summaries a call had no room for (`crate::call_has_room`): due now.
+        if let Some(horizon) = self.windows.emit_due_ms(self.episodes.undecided_since()) {
+            due = due.min(horizon);
+        }
         if let Some(last) = self.last_valid_ms {
             if !self.signal_lost {
                 due = due.min(last.saturating_add(settings.signal_loss_ms));
@@ -98,9 +102,11 @@ impl SensorState {
 
     /// Whether a tick at `now_ms` forgets this sensor (see
     /// [`SensorState::forget_due_ms`]): after that tick's outputs, every
-    /// window of it long closed and emitted.
+    /// window of it long closed and emitted (one a call had no room for
+    /// keeps it until a tick emits it).
     pub fn is_forgotten_at(&self, now_ms: i64, settings: &Settings) -> bool {
         self.forget_due_ms(settings).is_some_and(|due| now_ms >= due)
+            && self.windows.emit_due_ms(self.episodes.undecided_since()).is_none()
     }
 
     /// As a state saved by 0.2.1 or earlier left a silent sensor: no tick
@@ -195,8 +201,18 @@ impl SensorState {
         self.emit(sensor, out);
     }
 
+    /// Emit the windows that are due, if the call has room for them (else
+    /// they are due at the next tick, [`SensorState::refresh_tick_due`]).
     fn emit(&mut self, sensor: &str, out: &mut Outputs) {
+        if !crate::call_has_room(out) {
+            return;
+        }
         let hold_from = self.episodes.undecided_since();
         self.windows.emit(sensor, hold_from, self.interval.current_ms(), out);
+    }
+
+    /// Whether summaries of this sensor wait for a call with room.
+    pub fn summaries_wait(&self) -> bool {
+        self.windows.emit_due_ms(self.episodes.undecided_since()).is_some()
     }
 }

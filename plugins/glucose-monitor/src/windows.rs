@@ -64,6 +64,14 @@ impl Series {
         }
     }
 
+    /// Whether the front window would be emitted now (closed, not held).
+    fn front_due(&self, context: &Emit<'_>) -> bool {
+        self.pending.front().is_some_and(|front| {
+            let end = self.end(front);
+            end <= context.horizon_ms && context.hold_from.is_none_or(|hold| hold >= end)
+        })
+    }
+
     /// The end of the first pending window not closed at `horizon_ms`.
     fn next_close(&self, horizon_ms: i64) -> Option<i64> {
         self.pending
@@ -95,12 +103,9 @@ impl Series {
     /// Emit the closed windows at the front, stopping at one that ends after
     /// `hold_from` (an undecided episode run starts inside it or before it).
     fn emit(&mut self, context: &Emit<'_>, out: &mut Outputs) {
-        while let Some(front) = self.pending.front() {
-            let end = self.end(front);
-            if end > context.horizon_ms || context.hold_from.is_some_and(|hold| hold < end) {
-                break;
-            }
+        while self.front_due(context) {
             if let Some(window) = self.pending.pop_front() {
+                let end = self.end(&window);
                 let interval_ms = window.closed_interval_ms.unwrap_or(context.interval_ms);
                 // Windows with invalid readings only are dropped here.
                 if let Some(summary) = window
@@ -202,5 +207,18 @@ impl Windows {
         };
         self.hourly.emit(&context, out);
         self.daily.emit(&context, out);
+    }
+
+    /// Since when [`Windows::emit`] would emit something, if it would (a
+    /// call that had made its share of outputs left it for a later tick):
+    /// the horizon.
+    pub fn emit_due_ms(&self, hold_from: Option<i64>) -> Option<i64> {
+        let context = Emit {
+            sensor: "",
+            horizon_ms: self.horizon_ms,
+            hold_from,
+            interval_ms: 0,
+        };
+        (self.hourly.front_due(&context) || self.daily.front_due(&context)).then_some(self.horizon_ms)
     }
 }

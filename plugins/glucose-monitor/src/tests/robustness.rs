@@ -146,3 +146,97 @@ fn scrambled_input_is_deterministic_and_batching_does_not_matter() {
         }
     }
 }
+
+/// The readings of the attack below: 420 sensors read every minute for 200
+/// minutes (their interval estimate is then a minute), then 14 readings below
+/// 70 each 45 minutes apart (one run below 70, never decided, so every hourly
+/// window since its start is held, about 10 hours of them), then nothing; and
+/// a real patient's sensor read every 5 minutes for 20 hours. In the order of
+/// their times.
+fn held_windows_attack() -> Vec<(i64, String, f64)> {
+    let mut rows = Vec::new();
+    for i in 0..420 {
+        let sensor = format!("a{i:04}");
+        rows.extend((0..200).map(|minute| (at(minute), sensor.clone(), 100.0)));
+        rows.extend((0..14).map(|k| (at(200 + 45 * k), sensor.clone(), 65.0)));
+    }
+    rows.extend((0..20 * 12).map(|k| (at(5 * k), "zreal".to_owned(), 120.0)));
+    rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    rows
+}
+
+/// Drive the plugin over `rows` as a device does (batches of 256 readings,
+/// the SDK's driver ticking at the wakes inside them, then the ticks it asks
+/// for up to a day after the last reading, no sooner than a second after the
+/// last one): every summary (its `Debug` text, in order), and the most
+/// alerts plus summaries one call made.
+fn drive(rows: &[(i64, String, f64)]) -> (Vec<String>, usize) {
+    let mut driver = edgewise_sdk::Driver::<GlucoseMonitor>::start(Config::default(), None).unwrap();
+    let mut summaries = Vec::new();
+    let mut most = 0;
+    let mut keep = |out: &mut Outputs| {
+        most = most.max(out.alerts().len() + out.summaries().len());
+        summaries.extend(out.take().1.iter().map(|summary| format!("{summary:?}")));
+    };
+    for chunk in rows.chunks(256) {
+        let readings: Vec<Reading> = chunk
+            .iter()
+            .map(|(ts, sensor, value)| Reading::new(sensor, *ts, *value, "mg/dL"))
+            .collect();
+        let mut out = Outputs::default();
+        driver
+            .on_readings(chunk[chunk.len() - 1].0, &readings, &mut out)
+            .unwrap();
+        keep(&mut out);
+    }
+    let (mut now, end) = (
+        rows[rows.len() - 1].0,
+        rows[rows.len() - 1].0 + edgewise_sdk::time::DAY_MS,
+    );
+    let mut last_tick = i64::MIN;
+    while let Some(due) = driver
+        .wake()
+        .map(|wake| wake.max(now).max(last_tick.saturating_add(1_000)))
+        && due <= end
+    {
+        let mut out = Outputs::default();
+        driver.on_tick(due, &mut out).unwrap();
+        keep(&mut out);
+        (now, last_tick) = (due, due);
+    }
+    (summaries, most)
+}
+
+/// Someone publishing on the local bus held the windows of 420 sensors for
+/// hours and had them released together: before, the tick after the gap made
+/// 4,200 summaries in one call, past the manifest's `outputs_per_call`; the
+/// host failed that tick, and the next, and quarantined the plugin, and a
+/// real patient's urgent low never made an alert. Now no call makes more than
+/// the manifest allows, and every summary still comes, as each sensor alone
+/// makes it.
+#[test]
+fn windows_held_by_many_sensors_released_together_stay_within_the_outputs_of_a_call() {
+    let manifest = include_str!("../../edgewise.toml");
+    let limit: usize = manifest
+        .lines()
+        .find_map(|line| line.strip_prefix("outputs_per_call = "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the manifest sets outputs_per_call");
+    let rows = held_windows_attack();
+    let (mut together, most) = drive(&rows);
+    assert!(most <= limit, "a call made {most} outputs, over the manifest's {limit}");
+    let mut alone = Vec::new();
+    let sensors: std::collections::BTreeSet<&str> = rows.iter().map(|(_, sensor, _)| sensor.as_str()).collect();
+    for sensor in sensors {
+        let own: Vec<_> = rows.iter().filter(|(_, s, _)| s == sensor).cloned().collect();
+        alone.extend(drive(&own).0);
+    }
+    assert!(
+        alone.len() > 420 * 10,
+        "the attack holds about 10 windows a sensor: {}",
+        alone.len()
+    );
+    together.sort();
+    alone.sort();
+    assert_eq!(together, alone, "every summary, as each sensor alone makes it");
+}
