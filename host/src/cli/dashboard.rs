@@ -40,6 +40,11 @@ pub struct DashboardArgs {
     /// An upstream stream to read (repeatable) [default: every upstream stream].
     #[arg(long = "stream", value_name = "NAME")]
     streams: Vec<String>,
+    /// A plugin whose summaries are the sensors' glucose (repeatable, the
+    /// first listed shown where two sent the same window); other plugins'
+    /// summaries are never charted.
+    #[arg(long = "glucose-plugin", value_name = "NAME", default_value = "glucose-monitor")]
+    glucose_plugins: Vec<String>,
     #[command(flatten)]
     cloud: CloudArgs,
 }
@@ -54,6 +59,7 @@ pub fn run(args: DashboardArgs) -> Result<(), Failure> {
     let config = DashboardConfig {
         listen: args.listen,
         credential,
+        glucose_plugins: args.glucose_plugins,
     };
     block_on(async move {
         let server = DashboardServer::bind(config).await.map_err(|e| match e {

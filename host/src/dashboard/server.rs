@@ -126,6 +126,11 @@ pub struct DashboardConfig {
     /// The credential every request must carry; required unless `listen` is
     /// a loopback address.
     pub credential: Option<Credential>,
+    /// The plugins whose summaries are a sensor's glucose, the first listed
+    /// shown where two sent the same window (`--glucose-plugin`): another
+    /// plugin's summaries of the sensor (band's hourly mean of the same
+    /// readings, or anything a plugin sends) are never charted as glucose.
+    pub glucose_plugins: Vec<String>,
 }
 
 /// What the handlers share.
@@ -134,6 +139,7 @@ struct App {
     fleet: Arc<Mutex<Fleet>>,
     alerts: broadcast::Sender<FeedAlert>,
     credential: Option<Arc<Credential>>,
+    glucose_plugins: Arc<[String]>,
     stop: watch::Receiver<bool>,
 }
 
@@ -141,6 +147,7 @@ struct App {
 pub struct DashboardServer {
     listener: tokio::net::TcpListener,
     credential: Option<Credential>,
+    glucose_plugins: Vec<String>,
 }
 
 impl DashboardServer {
@@ -158,6 +165,7 @@ impl DashboardServer {
         Ok(DashboardServer {
             listener,
             credential: config.credential,
+            glucose_plugins: config.glucose_plugins,
         })
     }
 
@@ -177,6 +185,7 @@ impl DashboardServer {
             fleet,
             alerts,
             credential: self.credential.map(Arc::new),
+            glucose_plugins: self.glucose_plugins.into(),
             stop: stop.clone(),
         };
         let router = Router::new()
@@ -289,7 +298,7 @@ async fn sensor_handler(
     let found = match app.fleet.lock() {
         Ok(fleet) => fleet
             .sensor(&device, &sensor)
-            .map(|record| sensor_page(record, query.day.as_deref())),
+            .map(|record| sensor_page(record, query.day.as_deref(), &app.glucose_plugins)),
         Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "the dashboard's state is poisoned\n").into_response(),
     };
     match found {

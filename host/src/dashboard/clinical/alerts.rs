@@ -93,7 +93,7 @@ pub(super) fn section(record: &SensorRecord, selection: &Selection) -> Markup {
                 p.muted { "No alerts on this day." }
             } @else {
                 table.alerts {
-                    thead { tr { th { "Time" } th { "Severity" } th { "Code" } th { "Message" } th.num { "Value" } } }
+                    thead { tr { th { "Time" } th { "Severity" } th { "Code" } th { "Message" } th.num { "Value" } th { "Plugin" } } }
                     tbody {
                         @for alert in &alerts {
                             tr.alert data-ts=(alert.ts) {
@@ -102,6 +102,9 @@ pub(super) fn section(record: &SensorRecord, selection: &Selection) -> Markup {
                                 td { code { (alert.code) } }
                                 td { (alert.message) }
                                 td.num { (number(alert.value.unwrap_or(f64::NAN), 0)) }
+                                // Which plugin says so: any plugin may raise
+                                // an alert about any sensor.
+                                td.muted { (alert.plugin) }
                             }
                         }
                     }

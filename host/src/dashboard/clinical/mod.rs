@@ -116,26 +116,33 @@ impl Day<'_> {
     }
 }
 
-/// The glucose windows of a record: hourly windows with a finite `mean`,
-/// daily windows with a finite `tir_70_180` (other plugins' summaries, such
-/// as glucose-forecast's accuracy, are not glucose). Both are sorted by
-/// start, keep the first window of each start (hour) or day, and skip empty
-/// windows (end not after start) and windows outside the named days.
+/// The glucose windows of a record: those of the glucose plugins only
+/// (`plugins`; another plugin's summaries of the sensor are not its glucose,
+/// whatever their metrics), hourly windows with a finite `mean`, daily
+/// windows with a finite `tir_70_180`. Both are sorted by start, keep one
+/// window of each start (hour) or day, the first listed plugin's, and skip
+/// empty windows (end not after start) and windows outside the named days.
 struct Glucose<'a> {
     hours: Vec<Hour>,
+    /// The hourly windows the hours are made of.
+    hourly: Vec<&'a Window>,
     days: Vec<Day<'a>>,
 }
 
 impl<'a> Glucose<'a> {
-    fn of(record: &'a SensorRecord) -> Glucose<'a> {
+    fn of(record: &'a SensorRecord, plugins: &[String]) -> Glucose<'a> {
+        let rank = |window: &Window| plugins.iter().position(|plugin| *plugin == window.plugin);
         let usable = |window: &&Window, metric: &str| {
-            window.end_ms > window.start_ms && window.metric(metric).is_finite() && is_named(day_of(window.start_ms))
+            rank(window).is_some()
+                && window.end_ms > window.start_ms
+                && window.metric(metric).is_finite()
+                && is_named(day_of(window.start_ms))
         };
         let mut hourly: Vec<&Window> = record.hourly.iter().filter(|w| usable(w, "mean")).collect();
-        hourly.sort_by_key(|window| window.start_ms);
+        hourly.sort_by_key(|window| (window.start_ms, rank(window)));
         hourly.dedup_by_key(|window| window.start_ms);
         let hours = hourly
-            .into_iter()
+            .iter()
             .map(|window| {
                 let mean = window.metric("mean");
                 let or_mean = |value: f64| if value.is_finite() { value } else { mean };
@@ -150,7 +157,7 @@ impl<'a> Glucose<'a> {
             })
             .collect();
         let mut daily: Vec<&Window> = record.daily.iter().filter(|w| usable(w, "tir_70_180")).collect();
-        daily.sort_by_key(|window| window.start_ms);
+        daily.sort_by_key(|window| (window.start_ms, rank(window)));
         daily.dedup_by_key(|window| day_of(window.start_ms));
         let days = daily
             .into_iter()
@@ -163,7 +170,7 @@ impl<'a> Glucose<'a> {
                 })
             })
             .collect();
-        Glucose { hours, days }
+        Glucose { hours, hourly, days }
     }
 
     /// The days with any glucose summary, ascending.
@@ -175,10 +182,9 @@ impl<'a> Glucose<'a> {
     /// The mean of `metric` over the daily summaries (the hourly ones while
     /// no day has closed) weighted by their `n`; `None` without a summary
     /// with a positive `n` and a finite value.
-    fn weighted_mean(&self, record: &SensorRecord, metric: &str) -> Option<f64> {
+    fn weighted_mean(&self, metric: &str) -> Option<f64> {
         let windows: Vec<&Window> = if self.days.is_empty() {
-            let hourly = record.hourly.iter().filter(|w| w.metric("mean").is_finite());
-            hourly.collect()
+            self.hourly.clone()
         } else {
             self.days.iter().map(|day| day.window).collect()
         };
@@ -206,8 +212,8 @@ fn number(value: f64, decimals: usize) -> String {
 
 /// The page of `record`; `day` (`YYYY-MM-DD`, UTC) picks the day whose
 /// alerts are listed (default: the last day with data).
-pub fn sensor_page(record: &SensorRecord, day: Option<&str>) -> Markup {
-    let glucose = Glucose::of(record);
+pub fn sensor_page(record: &SensorRecord, day: Option<&str>, glucose_plugins: &[String]) -> Markup {
+    let glucose = Glucose::of(record, glucose_plugins);
     let title = format!("{} on {}", record.sensor, record.device);
     let selection = alerts::select(record, &glucose.days_with_data(), day);
     let body = html! {
@@ -241,7 +247,7 @@ fn summary(record: &SensorRecord, glucose: &Glucose) -> Markup {
         ),
         _ => String::new(),
     };
-    let tir = glucose.weighted_mean(record, "tir_70_180");
+    let tir = glucose.weighted_mean("tir_70_180");
     let stat = |label: &str, value: String, unit: &str| {
         html! { div.stat { span.label { (label) } span.value { (value) small { (unit) } } } }
     };
@@ -252,8 +258,8 @@ fn summary(record: &SensorRecord, glucose: &Glucose) -> Markup {
             (stat("Period (UTC)", period, ""))
             (stat("Days", days.len().to_string(), ""))
             (stat("Time in range 70–180", number(tir.unwrap_or(f64::NAN), 1), " %"))
-            (stat("GMI", number(glucose.weighted_mean(record, "gmi").unwrap_or(f64::NAN), 1), " %"))
-            (stat("Mean glucose", number(glucose.weighted_mean(record, "mean").unwrap_or(f64::NAN), 0), " mg/dL"))
+            (stat("GMI", number(glucose.weighted_mean("gmi").unwrap_or(f64::NAN), 1), " %"))
+            (stat("Mean glucose", number(glucose.weighted_mean("mean").unwrap_or(f64::NAN), 0), " mg/dL"))
         }
     }
 }

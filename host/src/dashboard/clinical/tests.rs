@@ -21,6 +21,55 @@ fn attributes(html: &str, tag_start: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The plugins whose summaries are glucose, as the dashboard's default.
+fn glucose_monitor() -> Vec<String> {
+    vec!["glucose-monitor".to_owned()]
+}
+
+/// Another plugin's summaries of the same sensor never take the place of
+/// the glucose plugin's, nor mix with them: `band` sends an hourly `mean` of
+/// the same readings (in whatever unit they came), and a plugin may send
+/// anything under a name that sorts first. The page charts the windows of
+/// the glucose plugins only.
+#[test]
+fn other_plugins_summaries_of_the_sensor_change_nothing_on_its_page() {
+    let full = golden_record("Subject 1");
+    let record = SensorRecord {
+        hourly: full.hourly[..30].to_vec(),
+        daily: full.daily[..3].to_vec(),
+        ..full
+    };
+    let mut mixed = record.clone();
+    let other = |window: &Window, plugin: &str| Window {
+        plugin: plugin.to_owned(),
+        metrics: window.metrics.keys().map(|name| (name.clone(), 6.5)).collect(),
+        ..window.clone()
+    };
+    mixed.hourly = record
+        .hourly
+        .iter()
+        .flat_map(|w| [other(w, "band"), w.clone()])
+        .collect();
+    mixed.daily = record
+        .daily
+        .iter()
+        .flat_map(|w| [other(w, "aa-evil"), w.clone()])
+        .collect();
+    for day in [None, Some("2015-06-07")] {
+        assert_eq!(
+            sensor_page(&mixed, day, &glucose_monitor()).into_string(),
+            sensor_page(&record, day, &glucose_monitor()).into_string()
+        );
+    }
+    // The first plugin listed is the one shown where both sent a window.
+    let listed = ["band".to_owned(), "glucose-monitor".to_owned()];
+    assert_ne!(
+        sensor_page(&mixed, None, &listed).into_string(),
+        sensor_page(&record, None, &glucose_monitor()).into_string(),
+        "band's hours, listed first"
+    );
+}
+
 #[test]
 fn day_rows_carry_the_daily_summaries_exactly() {
     // A small record from real lines: the first 3 daily and 30 hourly
@@ -33,7 +82,7 @@ fn day_rows_carry_the_daily_summaries_exactly() {
     };
     record.alerts.clear();
     assert_eq!(record.daily.len(), 3);
-    let html = sensor_page(&record, None).into_string();
+    let html = sensor_page(&record, None, &glucose_monitor()).into_string();
     let days = attributes(&html, "<tr class=\"day\"", "data-day");
     let tirs = attributes(&html, "<tr class=\"day\"", "data-tir");
     assert_eq!(days, ["2015-06-06", "2015-06-07", "2015-06-08"]);
@@ -59,14 +108,14 @@ fn day_rows_carry_the_daily_summaries_exactly() {
         end_ms: record.daily[0].end_ms,
         metrics: BTreeMap::from([("rmse_30".into(), 12.0)]),
     });
-    let html = sensor_page(&record, None).into_string();
+    let html = sensor_page(&record, None, &glucose_monitor()).into_string();
     assert_eq!(attributes(&html, "<tr class=\"day\"", "data-day").len(), 3);
 }
 
 #[test]
 fn the_golden_subject_has_every_view() {
     let record = golden_record("Subject 1");
-    let html = sensor_page(&record, None).into_string();
+    let html = sensor_page(&record, None, &glucose_monitor()).into_string();
     for id in [
         "summary",
         "glucose-chart",
@@ -112,7 +161,7 @@ fn device_strings_are_escaped() {
         alert.code = hostile.into();
         alert.message = hostile.into();
     }
-    let html = sensor_page(&record, None).into_string();
+    let html = sensor_page(&record, None, &glucose_monitor()).into_string();
     assert!(!html.contains("<script"), "a device string became markup");
     assert!(!html.contains("\" onmouseover"));
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
@@ -124,7 +173,7 @@ fn device_strings_are_escaped() {
 fn the_day_parameter_picks_the_alerts() {
     let record = golden_record("Subject 1");
     let day_of_alerts = |html: &str| attributes(html, "<section id=\"day-alerts\"", "data-day");
-    let html = sensor_page(&record, Some("2015-06-08")).into_string();
+    let html = sensor_page(&record, Some("2015-06-08"), &glucose_monitor()).into_string();
     assert_eq!(day_of_alerts(&html), ["2015-06-08"]);
     assert!(!html.contains("class=\"note\""));
     assert!(html.contains("<tr class=\"day\" data-day=\"2015-06-08\"") && html.contains("aria-current=\"date\""));
@@ -149,7 +198,7 @@ fn the_day_parameter_picks_the_alerts() {
         ),
         ("", "The day asked for is not a date (YYYY-MM-DD); showing 2015-06-19."),
     ] {
-        let html = sensor_page(&record, Some(asked)).into_string();
+        let html = sensor_page(&record, Some(asked), &glucose_monitor()).into_string();
         assert_eq!(day_of_alerts(&html), ["2015-06-19"], "{asked}");
         assert!(html.contains(&format!("<p class=\"note\">{note}</p>")), "{asked}");
     }
@@ -162,7 +211,7 @@ fn an_empty_record_says_no_data_yet() {
         sensor: "s".into(),
         ..Default::default()
     };
-    let html = sensor_page(&record, Some("2015-06-08")).into_string();
+    let html = sensor_page(&record, Some("2015-06-08"), &glucose_monitor()).into_string();
     assert!(html.contains("id=\"no-data\""));
     assert!(!html.contains("<svg"));
     assert!(html.contains("No alerts on this day."));
@@ -232,7 +281,7 @@ proptest! {
         day in prop::option::of(prop_oneof![".{0,12}", Just("2015-06-08".to_owned())]),
     ) {
         let record = SensorRecord { device: "d".into(), sensor: "s".into(), hourly, daily, alerts };
-        let html = sensor_page(&record, day.as_deref()).into_string();
+        let html = sensor_page(&record, day.as_deref(), &glucose_monitor()).into_string();
         prop_assert!(html.contains("id=\"day-alerts\""));
     }
 }
