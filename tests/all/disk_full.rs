@@ -18,8 +18,8 @@ use edgewise_tests::nats::NatsServer;
 
 use crate::device::{DEVICE, Device, WAIT, now_ms, reading};
 use crate::support::{
-    collect_until, host_status, next_where, plugin, publish_acked, status_until, subscribe_alerts, upstream_alerts,
-    upstream_alerts_where,
+    assert_contains, collect_until, host_status, next_where, plugin, publish_acked, status_until, subscribe_alerts,
+    upstream_alerts, upstream_alerts_where,
 };
 
 /// A tmpfs of `size` mounted on `path` until dropped.
@@ -88,6 +88,7 @@ async fn a_full_disk_never_stops_local_alerts_and_the_host_catches_up_when_space
     let mut device = Device::new(&local, Some(&cloud), "");
     let disk = Tmpfs::mount(&device.path("data"), "8m");
     let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
+    let mut host_alerts = subscribe_alerts(&client, "_host").await;
 
     client
         .publish("sensors.cgm.before", reading(now_ms(), 45.0))
@@ -109,6 +110,15 @@ async fn a_full_disk_never_stops_local_alerts_and_the_host_catches_up_when_space
     };
     let status = three_alerts_on_a_full_disk(&client, &mut alerts, publish).await;
     assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+    // Said loudly on the local bus: nothing reaches the cloud meanwhile,
+    // and past 64 MiB waiting the oldest would be given up.
+    let seen = collect_until(&mut host_alerts, "the host to say the disk refuses writes", |seen| {
+        seen.iter().any(|(_, alert)| alert["code"] == "host-degraded")
+    })
+    .await;
+    let (_, told) = seen.iter().find(|(_, alert)| alert["code"] == "host-degraded").unwrap();
+    assert_eq!(told["severity"], "critical", "{told}");
+    assert_contains(told["message"].as_str().unwrap(), "refuses writes");
 
     // Stored and forwarded: the cloud gets the alerts made while the disk
     // was full, and the one after, each once.

@@ -74,4 +74,6 @@ pub use schema::FILE_NAME;
 pub(crate) use sequence::{Sequence, new_incarnation};
 pub use shared::{SharedOutbox, with_outbox};
 pub use store::{Append, Outbox};
-pub use writer::{Committed, Outcome, PRODUCER_QUEUED_MAX_BYTES, Writer, WriterHandle, WriterStats, WriterStopped};
+pub use writer::{
+    Committed, Outcome, PRODUCER_QUEUED_MAX_BYTES, WAITING_MAX_BYTES, Writer, WriterHandle, WriterStats, WriterStopped,
+};

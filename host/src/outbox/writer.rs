@@ -36,7 +36,7 @@ const LINGER: Duration = Duration::from_millis(1);
 /// writes (a full disk): beyond it the oldest are given up, counted as
 /// failed writes. At a glucose monitor's rate (an input and an output a
 /// sensor every 5 minutes, about 1 KB), days of a hundred sensors.
-const WAITING_MAX_BYTES: usize = 64 << 20;
+pub const WAITING_MAX_BYTES: usize = 64 << 20;
 
 /// Bytes of one producer's appends queued for the writer at most (with a
 /// budget, [`WriterHandle::with_budget`]): past it the producer's next submit

@@ -263,6 +263,19 @@ impl Plugins {
             .unwrap_or_default()
     }
 
+    /// Outputs the running plugins could not store in the outbox, together.
+    pub(super) fn outbox_failures(&self) -> u64 {
+        self.slots
+            .lock()
+            .map(|slots| {
+                slots
+                    .values()
+                    .map(|slot| slot.worker.stats.outbox_failures.load(Ordering::Relaxed))
+                    .sum()
+            })
+            .unwrap_or_default()
+    }
+
     /// Every queue (the ticker's view).
     pub(super) fn queues(&self) -> Vec<mpsc::Sender<Work>> {
         self.slots

@@ -13,6 +13,9 @@
 //! - the expiry, the status responder, the metrics endpoint or the telemetry
 //!   ending is logged and shown in the status (the outbox's size limit still
 //!   holds; those are for operators).
+//! - the outbox's disk refusing writes, and outputs given up (never to reach
+//!   the cloud), raise a critical `host-degraded` alert (the owner looks
+//!   every second).
 //!
 //! None of those is restarted: they end only on a bug (a panic) or on a
 //! configuration a restart would meet again (an unreadable credentials file).
@@ -48,6 +51,10 @@ use crate::metrics::MetricsServer;
 use crate::outbox::upstream::{self, UpstreamError, UpstreamStats};
 use crate::outbox::{WriterStats, expiry};
 use crate::worker::{DEGRADED, PluginStats, Work};
+
+/// How often the owner looks at the outbox writer: whether its disk refuses
+/// writes, and whether outputs were given up.
+const OUTBOX_CHECK: Duration = Duration::from_secs(1);
 
 /// A task of the host, as its owner names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +167,12 @@ struct Owner {
     ingest_stats: Arc<IngestStats>,
     /// The drops before ingest counted so far, and as told.
     client_drops: (u64, ingest::Retell),
+    /// The outbox writer's state: whether its disk refuses writes.
+    writer: Arc<WriterStats>,
+    /// Whether the disk's refusal now was told.
+    refusal_told: bool,
+    /// Outputs not stored counted so far, and as told.
+    store_failures: (u64, ingest::Retell),
 }
 
 impl Owner {
@@ -173,10 +186,13 @@ impl Owner {
     ) {
         tokio::pin!(shutdown);
         let ingest_stats = self.ingest_stats.clone();
+        let mut outbox_checks = tokio::time::interval(OUTBOX_CHECK);
+        outbox_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 () = ingest_stats.client_dropped.notified() => self.client_dropped().await,
+                _ = outbox_checks.tick() => self.check_outbox().await,
                 Some(event) = events.recv() => match event {
                     IngestEvent::Failed(failure) => self.ingest_failed(failure).await,
                     IngestEvent::SensorCap(cap) => self.sensor_cap(cap).await,
@@ -397,6 +413,47 @@ impl Owner {
             .await;
     }
 
+    /// The outbox's disk refusing writes (full, an I/O error), and outputs
+    /// given up: said loudly on the local bus, at once. While the disk
+    /// refuses, nothing reaches the cloud, and past 64 MiB waiting the oldest
+    /// outputs are given up; those never reach it (their alerts went out
+    /// locally). Told once a refusal; given-up outputs at once, then at most
+    /// once every [`ingest::RETELL`].
+    async fn check_outbox(&mut self) {
+        let refusing = self.writer.refusing.load(std::sync::atomic::Ordering::Relaxed);
+        if refusing && !self.refusal_told {
+            self.refusal_told = true;
+            let waiting = self.writer.waiting_entries.load(std::sync::atomic::Ordering::Relaxed);
+            let message = format!(
+                "the outbox's disk refuses writes (full, or an I/O error): {waiting} outputs wait in memory, in \
+                 order, to be stored once it takes writes again; nothing reaches the cloud meanwhile, and past \
+                 {} MiB waiting the oldest are given up. Alerts still go out on the local bus at once \
+                 (`outbox.waiting_for_disk` in the status)",
+                crate::outbox::WAITING_MAX_BYTES >> 20
+            );
+            self.host_alerts
+                .critical(HOST_DEGRADED, message, self.clock.now_ms())
+                .await;
+        } else if !refusing && self.refusal_told {
+            self.refusal_told = false;
+            tracing::warn!("The outbox's disk takes writes again: what waited is stored");
+        }
+        let total = self.plugins.outbox_failures();
+        let (counted, retell) = &mut self.store_failures;
+        let new = total.saturating_sub(*counted);
+        *counted = total;
+        if let Some(lost) = retell.occurred(new, Instant::now()) {
+            let message = format!(
+                "{lost} outputs could not be stored in the outbox ({total} since start): their alerts went out \
+                 on the local bus, but they will never reach the cloud (`outbox_failures` of each plugin in the \
+                 status)"
+            );
+            self.host_alerts
+                .critical(HOST_DEGRADED, message, self.clock.now_ms())
+                .await;
+        }
+    }
+
     /// A task ended before shutdown.
     async fn task_ended(&mut self, ended: Ended) {
         let reason = match &ended.outcome {
@@ -603,6 +660,9 @@ pub(super) async fn serve(
         loader: device.loader,
         ingest_stats: device.ingest_stats.clone(),
         client_drops: (0, ingest::Retell::default()),
+        writer: device.writer.stats(),
+        refusal_told: false,
+        store_failures: (0, ingest::Retell::default()),
     };
     let mut compiling = device.compiling;
     owner.own(shutdown, &mut events, &mut ended, &mut compiling).await;
