@@ -3,8 +3,8 @@
 
 use edgewise_host::model::{Output, Reading};
 use edgewise_host::runtime::{
-    Allocator, Call, ChildCompiler, ChildError, Compiler, LimitExceeded, Limits, LoadError, PluginErrorKind,
-    PluginInstance, Runtime, RuntimeOptions,
+    Allocator, Call, ChildCompiler, ChildError, Compiler, LimitExceeded, Limits, LoadError, MAX_READINGS_PER_CALL,
+    PluginErrorKind, PluginInstance, Runtime, RuntimeOptions,
 };
 use edgewise_tests::plugin_wasm;
 
@@ -75,6 +75,26 @@ fn output_limit_per_call_is_enforced() {
     let error = instance.on_readings(&readings(11)).unwrap_err();
     assert_eq!(error.kind, PluginErrorKind::Limit(LimitExceeded::Outputs(10)));
     assert!(instance.take_outputs().is_empty(), "a flood is discarded whole");
+}
+
+/// A batch larger than [`MAX_READINGS_PER_CALL`] (a bus message holds up to
+/// 2,000 readings, ingest takes a queue's worth at once) is given in calls of
+/// that many, each with the plugin's limits to itself: a plugin making an
+/// output a reading stays within its outputs per call. Before, the whole
+/// batch was one call, and one large message failed the plugin's call every
+/// time it came.
+#[test]
+fn a_large_batch_is_given_in_calls_each_within_the_limits() {
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let limits = Limits {
+        max_outputs_per_call: MAX_READINGS_PER_CALL,
+        ..Limits::default()
+    };
+    let mut instance = faulty(&runtime, limits, "err", 100_000);
+    let batch = readings(4 * MAX_READINGS_PER_CALL + 7);
+    instance.on_readings(&batch).unwrap();
+    let outputs = instance.take_outputs();
+    assert_eq!(outputs.len(), batch.len(), "an output a reading, every one");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use crate::runtime::{PluginError, PluginInstance, Wake};
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 /// Readings delivered per `on-readings` call at most (between two ticks).
-const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = crate::runtime::MAX_READINGS_PER_CALL;
 /// The ticks a replay makes at most unless told otherwise (`--max-ticks`):
 /// a plugin ticked once a virtual second for three years, or every 5
 /// minutes for a millennium. Bounds the CPU a mistyped timestamp can cost.

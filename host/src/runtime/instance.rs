@@ -22,6 +22,14 @@ use super::wasi::WouldBlock;
 use super::world::{MIN_WAKE_INTERVAL_MS, Snapshot, SnapshotSchemas, Wake, World};
 use crate::model::{Output, Reading};
 
+/// Readings one `on-readings` call carries at most. A bus message may hold
+/// 2,000 readings and ingest takes up to a queue's worth at once (4,096 by
+/// default): in one call, a plugin's few alerts a reading passed its
+/// `outputs_per_call` (one message made glucose-monitor fail its call, as
+/// often as it was sent), and its work its deadline. Replay's batches are
+/// this size too.
+pub const MAX_READINGS_PER_CALL: usize = 256;
+
 /// A live plugin instance. After a failure that poisons it (any trap or
 /// limit), every further call fails with [`PluginErrorKind::Poisoned`]: the
 /// caller builds a new instance, never reusing a trapped `Store`.
@@ -371,8 +379,20 @@ impl PluginInstance {
         }
     }
 
-    /// Call `on-readings` with a batch.
+    /// Call `on-readings` with a batch: in calls of at most
+    /// [`MAX_READINGS_PER_CALL`] readings, in order, each with the plugin's
+    /// limits (outputs, deadline) to itself; the first failure ends it.
     pub fn on_readings(&mut self, readings: &[Reading]) -> Result<(), PluginError> {
+        if readings.is_empty() {
+            return self.on_readings_call(readings);
+        }
+        readings
+            .chunks(MAX_READINGS_PER_CALL)
+            .try_for_each(|call| self.on_readings_call(call))
+    }
+
+    /// One `on-readings` call.
+    fn on_readings_call(&mut self, readings: &[Reading]) -> Result<(), PluginError> {
         // A virtual clock stands at the latest reading the plugin has been given.
         if let Some(latest) = readings.iter().map(|r| r.timestamp_ms).max() {
             self.clock.advance_to(latest);

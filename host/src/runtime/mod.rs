@@ -24,7 +24,7 @@ pub use cache::{CACHE_KEY_FILE, CacheOutcome};
 pub use clock::PluginClock;
 pub use engine::{Allocator, CompiledPlugin, Runtime, RuntimeOptions};
 pub use error::{Call, LoadError, PluginError, PluginErrorKind, RuntimeError, SchemaRefused, WasmtimeError};
-pub use instance::{FuelUsed, InitOutputs, PluginInstance};
+pub use instance::{FuelUsed, InitOutputs, MAX_READINGS_PER_CALL, PluginInstance};
 pub use isolated::{
     CHILD_COMMAND, CHILD_COMPILE_ERROR, ChildCompiler, ChildError, ChildMainError, ChildRequest, Compiler, child_main,
 };

@@ -174,7 +174,9 @@ pub struct RunLimits {
     /// Readings queued per plugin: then JetStream ingest waits, core NATS
     /// ingest drops (counted, reported); see `bus::ingest::queue`.
     pub queue_capacity: usize,
-    /// Readings per `on-readings` call at most.
+    /// Bus messages ingest takes at once, one input of the plugin (their
+    /// readings reach it in calls of at most
+    /// [`crate::runtime::MAX_READINGS_PER_CALL`]).
     pub batch_max: usize,
 }
 
