@@ -493,3 +493,48 @@ fn glucose_monitor_releases_windows_held_by_many_sensors_within_its_outputs_per_
         "{summaries:?}"
     );
 }
+
+/// 1,001 sensors, one reading each within the same hour: the tick that
+/// closes the hour makes a summary for each. threshold, band and band-py
+/// took the host's default of 1,000 outputs a call and no sensor cap: that
+/// tick failed every time, and on a device every patient's readings after
+/// it (the SDK ticks a plugin inside its next calls). Their manifests now
+/// cap the sensors at 1,000 (what a device admits) and allow 4,000 outputs a
+/// call; replayed under them, the tick of 1,001 passes.
+#[test]
+fn a_tick_closing_the_hour_of_1001_sensors_stays_within_each_plugins_outputs_per_call() {
+    let case = Case::new();
+    let start_ms: i64 = 1_704_067_200_000;
+    for (plugin, subject, value) in [
+        ("threshold", "sensors.temperature", 5.0),
+        ("band", "sensors.cgm", 100.0),
+        ("band-py", "sensors.cgm", 100.0),
+    ] {
+        let lines: String = (0..1001)
+            .map(|i| {
+                format!(
+                    "{{\"subject\":\"{subject}.s{i:05}\",\"payload\":{{\"ts\":{},\"value\":{value}}}}}\n",
+                    start_ms + i * 100
+                )
+            })
+            .collect();
+        let input = case.file(&format!("{plugin}.jsonl"), &lines);
+        let manifest = edgewise_tests::plugin_manifest(plugin);
+        let run = edgewise([
+            "replay".as_ref(),
+            "--plugin".as_ref(),
+            plugin_wasm(plugin).as_os_str(),
+            "--manifest".as_ref(),
+            manifest.as_os_str(),
+            "--input".as_ref(),
+            input.as_os_str(),
+        ]);
+        assert_eq!(run.code, Some(0), "{plugin}: {}", run.stderr);
+        let summaries = run
+            .stdout
+            .lines()
+            .filter(|line| line.contains("\"type\":\"summary\""))
+            .count();
+        assert_eq!(summaries, 1001, "{plugin}: a summary per sensor");
+    }
+}

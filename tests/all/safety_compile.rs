@@ -351,7 +351,7 @@ async fn a_plugin_compiling_in_place_of_a_refused_one_shows_as_compiling() {
     let mut device = Device::with_plugins(&local, None, "100ms", plugins);
     device.sign_bundle(&plugin_manifest("band-py"), "band-py", "band-py.wasm");
     let manifest = std::fs::read_to_string(plugin_manifest("band-py")).unwrap();
-    let next = manifest.replace("version = \"0.1.0\"", "version = \"0.2.0\"");
+    let next = manifest.replace("version = \"0.1.1\"", "version = \"0.2.0\"");
     assert_ne!(manifest, next, "band-py's manifest names its version");
     std::fs::write(device.path("band-py-next.toml"), next).unwrap();
     device.sign_bundle(&device.path("band-py-next.toml"), "band-py", "band-py-next.wasm");
@@ -362,7 +362,7 @@ async fn a_plugin_compiling_in_place_of_a_refused_one_shows_as_compiling() {
     edgewise_procs::child::sigstop(first).unwrap();
     let status = device.wait_answering(&client, WAIT * 3).await;
     assert_eq!(plugin(&status, "band-py")["state"], "compiling", "{status}");
-    assert_eq!(plugin(&status, "band-py")["version"], "0.1.0", "{status}");
+    assert_eq!(plugin(&status, "band-py")["version"], "0.1.1", "{status}");
 
     edgewise_procs::child::sigkill(first).unwrap();
     let second = poll_until("the second band-py's compiler process", WAIT * 3, || async {
