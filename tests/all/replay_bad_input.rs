@@ -440,22 +440,23 @@ fn a_plugin_asking_for_more_ticks_than_the_bound_is_stopped_with_a_clear_error()
     assert_contains(&run.stderr, "ticks: 90001");
 }
 
-/// A recording made to hold the summary windows of 420 sensors for about
+/// A recording made to hold the summary windows of 900 sensors for about
 /// ten hours and have them released together (each sensor read every minute
 /// for 200 minutes, then 14 readings below 70 mg/dL 45 minutes apart, a run
 /// never decided; glucose-monitor's unit test
 /// `windows_held_by_many_sensors_released_together_stay_within_the_outputs_of_a_call`
 /// has the same), beside a real patient's sensor. Replayed under its
 /// manifest's limits, glucose-monitor never fails a call and emits every
-/// summary. Before, the tick after the gap made 5,408 outputs, past the
-/// manifest's 4,000 a call: the replay failed (exit 1), as a device failed
-/// that tick for ever and quarantined the plugin.
+/// summary. Before, the tick after the gap made more outputs than the
+/// manifest allows a call (420 sensors made 5,408, past its 4,000 then): the
+/// replay failed (exit 1), as a device failed that tick for ever and
+/// quarantined the plugin.
 #[test]
 fn glucose_monitor_releases_windows_held_by_many_sensors_within_its_outputs_per_call() {
     let case = Case::new();
     let minute = |m: u32| format!("2024-01-01 {:02}:{:02}:00", m / 60, m % 60);
     let mut rows = Vec::new();
-    for i in 0..420 {
+    for i in 0..900 {
         rows.extend((0..200).map(|m| (m, format!("a{i:04}"), 100)));
         rows.extend((0..14).map(|k| (200 + 45 * k, format!("a{i:04}"), 65)));
     }
@@ -489,7 +490,7 @@ fn glucose_monitor_releases_windows_held_by_many_sensors_within_its_outputs_per_
     // Hours 0 to 13 of each sensor, and its day.
     let held = summaries.iter().filter(|(sensor, _)| sensor.starts_with('a'));
     assert!(
-        held.clone().count() == 420 && held.clone().all(|(_, n)| *n == 15),
+        held.clone().count() == 900 && held.clone().all(|(_, n)| *n == 15),
         "{summaries:?}"
     );
 }

@@ -404,7 +404,7 @@ pub(super) fn journal(data_dir: &Path, copy: &Path, plugin: &str) -> anyhow::Res
     let key = OutboxKey::load_or_create(&copy.join(KEY_FILE)).context("cannot read the outbox key")?;
     let mut outbox = Outbox::open(copy, &key, OutboxLimits::default()).context("cannot open the outbox copy")?;
     let journal = outbox
-        .plugin_journal(plugin, 1_000_000)
+        .plugin_journal(plugin, 1_000_000, false)
         .context("cannot read the plugin's journal")?;
     let state = journal.state.as_ref().context("no saved state in the journal")?;
     let inputs = journal

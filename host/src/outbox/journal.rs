@@ -203,7 +203,8 @@ pub struct PluginJournal {
     pub set_aside: BTreeSet<(u64, Option<u32>)>,
     /// The latest inputs logged, newest first, whatever the saved state (at
     /// most [`RECENT_INPUTS`], and no more once [`RECENT_BYTES`] of them are
-    /// read): the messages among them may come again.
+    /// read), when asked for: the messages among them may come again (the
+    /// JetStream source).
     pub recent: Vec<LoggedInput>,
 }
 
@@ -217,7 +218,9 @@ pub const RECENT_INPUTS: usize = 1 << 16;
 
 /// Bytes of opened inputs [`PluginJournal::recent`] reads at most: inputs of
 /// one reading each are a few dozen bytes, so all [`RECENT_INPUTS`] of them
-/// fit; large batches stop the read sooner, having named as many messages.
+/// fit. Inputs of large messages (2,000 readings, about 60 KB) stop the read
+/// sooner, at about 140 of them: a redelivery from further back gives those
+/// older ones to the plugin again.
 pub const RECENT_BYTES: usize = 8 << 20;
 
 /// Domain of the associated data of an input row.
@@ -386,8 +389,13 @@ impl Outbox {
     /// a plugin the journal has not seen), its saved state, and the inputs
     /// after it (at most `max_inputs`). A saved state that does not open is
     /// moved aside here, and said so in [`PluginJournal::state_unreadable`].
-    pub fn plugin_journal(&mut self, plugin: &str, max_inputs: usize) -> Result<PluginJournal, OutboxError> {
-        self.read_journal(plugin, max_inputs, true)
+    pub fn plugin_journal(
+        &mut self,
+        plugin: &str,
+        max_inputs: usize,
+        recent: bool,
+    ) -> Result<PluginJournal, OutboxError> {
+        self.read_journal(plugin, max_inputs, true, recent)
     }
 
     /// Read every plugin's journal as its worker reads it at start
@@ -404,7 +412,7 @@ impl Outbox {
             plugins => plugins?,
         };
         for plugin in plugins {
-            match self.read_journal(&plugin, max_inputs, false) {
+            match self.read_journal(&plugin, max_inputs, false, false) {
                 Err(error) if error.is_damaged_file() => return Err(error),
                 _ => {}
             }
@@ -414,7 +422,13 @@ impl Outbox {
 
     /// [`Outbox::plugin_journal`]; what it writes (a new plugin's numbers,
     /// a saved state moved aside) is committed only if `keep`.
-    fn read_journal(&mut self, plugin: &str, max_inputs: usize, keep: bool) -> Result<PluginJournal, OutboxError> {
+    fn read_journal(
+        &mut self,
+        plugin: &str,
+        max_inputs: usize,
+        keep: bool,
+        recent: bool,
+    ) -> Result<PluginJournal, OutboxError> {
         let path = self.path.clone();
         let sql = |operation| OutboxError::sql(&path, operation);
         let tx = self
@@ -500,15 +514,17 @@ impl Outbox {
                 journal.set_aside.insert((position, u32::try_from(reading).ok()));
             }
         }
-        journal.recent = read_inputs(
-            &tx,
-            &path,
-            &self.keys,
-            plugin,
-            "WHERE plugin = ?1 ORDER BY position DESC LIMIT ?2",
-            params![plugin, RECENT_INPUTS as i64],
-            RECENT_BYTES,
-        )?;
+        if recent {
+            journal.recent = read_inputs(
+                &tx,
+                &path,
+                &self.keys,
+                plugin,
+                "WHERE plugin = ?1 ORDER BY position DESC LIMIT ?2",
+                params![plugin, RECENT_INPUTS as i64],
+                RECENT_BYTES,
+            )?;
+        }
         if keep {
             tx.commit().map_err(sql("commit reading a plugin's journal"))?;
         }

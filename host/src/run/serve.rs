@@ -169,8 +169,9 @@ struct Owner {
     client_drops: (u64, ingest::Retell),
     /// The outbox writer's state: whether its disk refuses writes.
     writer: Arc<WriterStats>,
-    /// Whether the disk's refusal now was told.
-    refusal_told: bool,
+    /// Whether the disk refused at the last look, and the refusals as told
+    /// (a disk that flaps between full and not is told at most hourly).
+    refusal: (bool, ingest::Retell),
     /// Outputs not stored counted so far, and as told.
     store_failures: (u64, ingest::Retell),
 }
@@ -421,21 +422,28 @@ impl Owner {
     /// once every [`ingest::RETELL`].
     async fn check_outbox(&mut self) {
         let refusing = self.writer.refusing.load(std::sync::atomic::Ordering::Relaxed);
-        if refusing && !self.refusal_told {
-            self.refusal_told = true;
+        let (refused_before, retell) = &mut self.refusal;
+        let began = refusing && !*refused_before;
+        let ended = !refusing && *refused_before;
+        *refused_before = refusing;
+        // Told only while it refuses: at once, then at most hourly.
+        let told = refusing
+            .then(|| retell.occurred(u64::from(began), Instant::now()))
+            .flatten();
+        if let Some(refusals) = told {
             let waiting = self.writer.waiting_entries.load(std::sync::atomic::Ordering::Relaxed);
             let message = format!(
-                "the outbox's disk refuses writes (full, or an I/O error): {waiting} outputs wait in memory, in \
-                 order, to be stored once it takes writes again; nothing reaches the cloud meanwhile, and past \
-                 {} MiB waiting the oldest are given up. Alerts still go out on the local bus at once \
-                 (`outbox.waiting_for_disk` in the status)",
+                "the outbox's disk refuses writes (full, or an I/O error; {refusals} time(s) since the last \
+                 telling): {waiting} outputs wait in memory, in order, to be stored once it takes writes again; \
+                 nothing reaches the cloud meanwhile, and past {} MiB waiting the oldest are given up. Alerts \
+                 still go out on the local bus at once (`outbox.waiting_for_disk` in the status)",
                 crate::outbox::WAITING_MAX_BYTES >> 20
             );
             self.host_alerts
                 .critical(HOST_DEGRADED, message, self.clock.now_ms())
                 .await;
-        } else if !refusing && self.refusal_told {
-            self.refusal_told = false;
+        }
+        if ended {
             tracing::warn!("The outbox's disk takes writes again: what waited is stored");
         }
         let total = self.plugins.outbox_failures();
@@ -661,7 +669,7 @@ pub(super) async fn serve(
         ingest_stats: device.ingest_stats.clone(),
         client_drops: (0, ingest::Retell::default()),
         writer: device.writer.stats(),
-        refusal_told: false,
+        refusal: (false, ingest::Retell::default()),
         store_failures: (0, ingest::Retell::default()),
     };
     let mut compiling = device.compiling;

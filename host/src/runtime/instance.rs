@@ -383,6 +383,9 @@ impl PluginInstance {
     /// [`MAX_READINGS_PER_CALL`] readings, in order, each with the plugin's
     /// limits (outputs, deadline) to itself; the first failure ends it.
     pub fn on_readings(&mut self, readings: &[Reading]) -> Result<(), PluginError> {
+        // The rate limit's allowance counts the batch's readings at once,
+        // however many calls give them.
+        self.store.data_mut().readings_given(readings.len());
         if readings.is_empty() {
             return self.on_readings_call(readings);
         }
@@ -397,7 +400,6 @@ impl PluginInstance {
         if let Some(latest) = readings.iter().map(|r| r.timestamp_ms).max() {
             self.clock.advance_to(latest);
         }
-        self.store.data_mut().readings_given(readings.len());
         match self.world() {
             World::V0_1 => self.on_readings_v0_1(readings),
             World::V0_2 => self.on_readings_v0_2(readings),

@@ -95,6 +95,10 @@ pub struct WorkerContext {
     /// Whether inputs are logged (off: a restart resumes from the last saved
     /// state only; for measuring what the log costs).
     pub input_log: bool,
+    /// Whether the plugin's messages may be delivered again (the JetStream
+    /// source): the latest logged inputs are then read back at start, to
+    /// recognise them.
+    pub redelivery: bool,
     /// The host clock: the time stamp of the host's own alerts.
     pub clock: Clock,
     /// Restart, backoff and quarantine rules.
@@ -251,7 +255,7 @@ impl Worker {
             .outbox
             .lock()
             .map_err(|_| crate::outbox::OutboxError::Poisoned)
-            .and_then(|mut outbox| outbox.plugin_journal(&plugin, INPUTS_READ_AT_START))
+            .and_then(|mut outbox| outbox.plugin_journal(&plugin, INPUTS_READ_AT_START, context.redelivery))
             .map_err(std::io::Error::other)?;
         // Every batch has a reading: the channel never fills before the
         // readings' room does (ticks, sent with `try_send`, may find it full).

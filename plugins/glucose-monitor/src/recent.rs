@@ -7,12 +7,13 @@ use edgewise_sdk::trend::{Trend, least_squares};
 
 use crate::config::Settings;
 
-/// The closest two kept points may be. CGMs read every 1 to 15 minutes; a
-/// sensor read every millisecond (someone publishing on the bus) would
-/// otherwise keep 1.2 million points in 20 minutes, each reading fitting a
-/// line through all of them: calls past their deadline, snapshots past the
-/// state limit. With it, at most 241 points in the 20 minutes.
-const MIN_SPACING_MS: i64 = 5_000;
+/// The slots of time (from the epoch) that keep one point each. CGMs read
+/// every 1 to 15 minutes; a sensor read every millisecond (someone
+/// publishing on the bus) would otherwise keep 1.2 million points in 20
+/// minutes, each reading fitting a line through all of them: calls past
+/// their deadline, snapshots past the state limit. With it, at most 241
+/// points in the 20 minutes, a line through them still.
+const SLOT_MS: i64 = 5_000;
 
 /// Valid in-order `(timestamp_ms, value)` points of the last `span_ms`
 /// (inclusive) relative to the newest, oldest first.
@@ -36,14 +37,13 @@ impl Recent {
     }
 
     /// Add the newest point (callers only push in timestamp order) and evict
-    /// what fell out of the span. A point within [`MIN_SPACING_MS`] of the
-    /// newest kept one takes its place: the span keeps at most one point per
-    /// `MIN_SPACING_MS`, whatever the rate.
+    /// what fell out of the span. A point in the same [`SLOT_MS`] slot of
+    /// time as the newest kept one takes its place: the span keeps at most
+    /// one point per slot, the latest of it, whatever the rate.
     pub fn push(&mut self, timestamp_ms: i64, value: f64) {
+        let slot = |t: i64| t.div_euclid(SLOT_MS);
         match self.points.back_mut() {
-            Some(newest) if timestamp_ms.saturating_sub(newest.0) < MIN_SPACING_MS => {
-                *newest = (timestamp_ms, value);
-            }
+            Some(newest) if slot(newest.0) == slot(timestamp_ms) => *newest = (timestamp_ms, value),
             _ => self.points.push_back((timestamp_ms, value)),
         }
         let oldest_kept = timestamp_ms.saturating_sub(self.span_ms);

@@ -49,7 +49,7 @@ fn a_plugins_journal_reads_back_its_state_the_inputs_after_it_and_its_numbers() 
             },
         ],
     );
-    let journal = outbox.plugin_journal("p", 10).unwrap();
+    let journal = outbox.plugin_journal("p", 10, true).unwrap();
     assert_eq!(journal.incarnation.len(), 32);
     assert_eq!((journal.high_seq, journal.host_seq, journal.last_position), (7, 2, 3));
     let saved = journal.state.unwrap();
@@ -66,17 +66,17 @@ fn a_plugins_journal_reads_back_its_state_the_inputs_after_it_and_its_numbers() 
     let recent: Vec<u64> = journal.recent.iter().map(|i| i.position).collect();
     assert_eq!(recent, [3, 2, 1], "newest first, whatever the state");
     // More inputs after the state than asked for: not all of them.
-    assert!(outbox.plugin_journal("p", 0).unwrap().inputs.is_none());
+    assert!(outbox.plugin_journal("p", 0, true).unwrap().inputs.is_none());
     // The incarnation is kept; another file makes another.
     let incarnation = journal.incarnation;
     drop(outbox);
     assert_eq!(
-        open(dir.path()).plugin_journal("p", 10).unwrap().incarnation,
+        open(dir.path()).plugin_journal("p", 10, true).unwrap().incarnation,
         incarnation
     );
     let other = tempfile::tempdir().unwrap();
     assert_ne!(
-        open(other.path()).plugin_journal("p", 10).unwrap().incarnation,
+        open(other.path()).plugin_journal("p", 10, true).unwrap().incarnation,
         incarnation
     );
 }
@@ -99,7 +99,7 @@ fn a_logged_input_moved_or_edited_does_not_open_and_a_wrong_column_type_is_damag
         .conn
         .execute("UPDATE journal_inputs SET ciphertext = 'text' WHERE position = 3", [])
         .unwrap();
-    let inputs = outbox.plugin_journal("p", 10).unwrap().inputs.unwrap();
+    let inputs = outbox.plugin_journal("p", 10, true).unwrap().inputs.unwrap();
     let opened: Vec<(u64, bool)> = inputs.iter().map(|i| (i.position, i.data.is_some())).collect();
     assert_eq!(opened, [(1, true), (2, false), (3, false)]);
 }
@@ -114,7 +114,7 @@ fn a_saved_state_that_does_not_open_or_has_wrong_types_is_moved_aside_not_an_err
         let mut outbox = open(dir.path());
         write(&mut outbox, vec![input(1), state(1, 2)]);
         outbox.conn.execute(edit, []).unwrap();
-        let journal = outbox.plugin_journal("p", 10).unwrap();
+        let journal = outbox.plugin_journal("p", 10, true).unwrap();
         assert!(journal.state.is_none(), "{edit}");
         assert!(journal.state_unreadable.is_some(), "{edit}");
         let inputs = journal.inputs.unwrap();
@@ -125,7 +125,7 @@ fn a_saved_state_that_does_not_open_or_has_wrong_types_is_moved_aside_not_an_err
             .unwrap();
         assert_eq!(aside, 1, "{edit}");
         assert!(
-            outbox.plugin_journal("p", 10).unwrap().state_unreadable.is_none(),
+            outbox.plugin_journal("p", 10, true).unwrap().state_unreadable.is_none(),
             "moved once"
         );
     }
@@ -163,7 +163,7 @@ fn the_log_is_kept_within_its_size_oldest_first_those_no_state_needs_first() {
     let mut outbox = with_log_of_one_row(dir.path(), vec![input(1), input(2), input(3), state(2, 1)]);
     outbox.expire(0).unwrap();
     assert_eq!(outbox.dropped().inputs_for_space, 2, "1 and 2; 3 is after the state");
-    let left = outbox.plugin_journal("p", 10).unwrap().recent;
+    let left = outbox.plugin_journal("p", 10, true).unwrap().recent;
     assert_eq!(left.iter().map(|i| i.position).collect::<Vec<_>>(), [3]);
 
     // Within the limit: nothing removed.
@@ -183,7 +183,7 @@ fn the_log_stays_within_its_size_when_the_inputs_after_the_saved_state_alone_are
     let mut outbox = with_log_of_one_row(dir.path(), vec![input(1), input(2), input(3), input(4), state(1, 1)]);
     outbox.expire(0).unwrap();
     assert_eq!(outbox.dropped().inputs_for_space, 3, "1, then 2 and 3 after the state");
-    let journal = outbox.plugin_journal("p", 10).unwrap();
+    let journal = outbox.plugin_journal("p", 10, true).unwrap();
     assert_eq!(journal.state.unwrap().position, 1, "the state kept");
     let after: Vec<u64> = journal.inputs.unwrap().iter().map(|i| i.position).collect();
     assert_eq!(after, [4], "2 and 3 missing, which the next start reports");
@@ -198,7 +198,7 @@ fn pruning_the_log_by_age_never_removes_an_input_after_the_saved_state() {
     let now = OutboxLimits::DEFAULT_MAX_AGE_MS as i64 + 1_000_000;
     outbox.expire(now).unwrap();
     assert_eq!(outbox.dropped().inputs_expired, 2);
-    let journal = outbox.plugin_journal("p", 10).unwrap();
+    let journal = outbox.plugin_journal("p", 10, true).unwrap();
     assert_eq!(journal.recent.iter().map(|i| i.position).collect::<Vec<_>>(), [3]);
     assert_eq!(journal.inputs.unwrap().len(), 1);
 }

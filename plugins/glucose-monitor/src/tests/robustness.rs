@@ -147,7 +147,7 @@ fn scrambled_input_is_deterministic_and_batching_does_not_matter() {
     }
 }
 
-/// The readings of the attack below: 420 sensors read every minute for 200
+/// The readings of the attack below: 900 sensors read every minute for 200
 /// minutes (their interval estimate is then a minute), then 14 readings below
 /// 70 each 45 minutes apart (one run below 70, never decided, so every hourly
 /// window since its start is held, about 10 hours of them), then nothing; and
@@ -155,7 +155,7 @@ fn scrambled_input_is_deterministic_and_batching_does_not_matter() {
 /// their times.
 fn held_windows_attack() -> Vec<(i64, String, f64)> {
     let mut rows = Vec::new();
-    for i in 0..420 {
+    for i in 0..900 {
         let sensor = format!("a{i:04}");
         rows.extend((0..200).map(|minute| (at(minute), sensor.clone(), 100.0)));
         rows.extend((0..14).map(|k| (at(200 + 45 * k), sensor.clone(), 65.0)));
@@ -207,9 +207,9 @@ fn drive(rows: &[(i64, String, f64)]) -> (Vec<String>, usize) {
     (summaries, most)
 }
 
-/// Someone publishing on the local bus held the windows of 420 sensors for
+/// Someone publishing on the local bus held the windows of 900 sensors for
 /// hours and had them released together: before, the tick after the gap made
-/// 4,200 summaries in one call, past the manifest's `outputs_per_call`; the
+/// about 9,000 summaries in one call, past the manifest's `outputs_per_call`; the
 /// host failed that tick, and the next, and quarantined the plugin, and a
 /// real patient's urgent low never made an alert. Now no call makes more than
 /// the manifest allows, and every summary still comes, as each sensor alone
@@ -232,7 +232,7 @@ fn windows_held_by_many_sensors_released_together_stay_within_the_outputs_of_a_c
         alone.extend(drive(&own).0);
     }
     assert!(
-        alone.len() > 420 * 10,
+        alone.len() > 900 * 10,
         "the attack holds about 10 windows a sensor: {}",
         alone.len()
     );
@@ -254,4 +254,21 @@ fn a_sensor_read_every_millisecond_keeps_its_state_small() {
     }
     let snapshot = h.plugin.snapshot().unwrap();
     assert!(snapshot.len() < 16 << 10, "{} bytes", snapshot.len());
+}
+
+/// Readings faster than the trend buffer keeps (every second, a glucose
+/// falling 5 mg/dL a minute): its trend still shows, and `falling-fast` is
+/// raised as for a CGM read every minute. (A first version of the buffer
+/// kept one sliding point for such a sensor, and never raised it.)
+#[test]
+fn a_sensor_read_every_second_still_has_its_trend() {
+    for step_s in [1, 60] {
+        let mut h = Harness::new();
+        for k in 0..(15 * 60 / step_s) {
+            let value = 200.0 - 5.0 * (k * step_s) as f64 / 60.0;
+            h.read_at("fast", BASE + k * step_s * 1_000, value);
+        }
+        let codes: Vec<&str> = h.alerts.iter().map(|a| a.code.as_str()).collect();
+        assert!(codes.contains(&"falling-fast"), "every {step_s} s: {codes:?}");
+    }
 }

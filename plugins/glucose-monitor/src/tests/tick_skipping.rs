@@ -55,8 +55,10 @@ fn stream(seed: u64) -> Vec<(Option<Reading<'static>>, i64)> {
 /// every sensor, as before tick skipping.
 fn run(events: &[(Option<Reading>, i64)], config: &[(&str, &str)], every_sensor: bool) -> Outputs {
     let mut plugin = GlucoseMonitor::init(Config::from_pairs(config)).unwrap();
-    let mut out = Outputs::default();
+    let mut total = Outputs::default();
     for (reading, now) in events {
+        // One call each, as the host makes them.
+        let mut out = Outputs::default();
         match reading {
             Some(reading) => plugin.on_readings(std::slice::from_ref(reading), &mut out).unwrap(),
             None if every_sensor => {
@@ -68,8 +70,11 @@ fn run(events: &[(Option<Reading>, i64)], config: &[(&str, &str)], every_sensor:
             }
             None => plugin.on_tick(*now, &mut out).unwrap(),
         }
+        let (alerts, summaries, _) = out.take();
+        alerts.into_iter().for_each(|alert| total.alert(alert));
+        summaries.into_iter().for_each(|summary| total.summary(summary));
     }
-    out
+    total
 }
 
 #[test]
