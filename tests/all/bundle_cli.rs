@@ -197,7 +197,7 @@ fn inspect_needs_no_trust() {
         "version:       0.2.3",
         "subscriptions: sensors.cgm.>",
         // Every limit of the manifest, the sensor cap too.
-        "limits:        4000 outputs per call",
+        "limits:        8000 outputs per call",
         "limits:        1000 sensors at most",
         "signed:       by key ",
         "code sha256:  ",
