@@ -38,6 +38,25 @@ pub(crate) async fn give(client: &async_nats::Client, alerts: &mut async_nats::S
     all
 }
 
+/// Give faulty-v02 `count` readings one at a time, each answered before the
+/// next: every alert seen meanwhile (the host's among them).
+async fn give_collecting(
+    client: &async_nats::Client,
+    alerts: &mut async_nats::Subscriber,
+    count: u64,
+) -> Vec<(String, Value)> {
+    let mut seen = Vec::new();
+    let t0 = now_ms() - 60_000;
+    for k in 1..=count {
+        client
+            .publish(V0_2.subject, reading(t0 + k as i64, 100.0))
+            .await
+            .unwrap();
+        seen.extend(collect_until(alerts, "the reading counted", |got| counted(got).len() == 1).await);
+    }
+    seen
+}
+
 fn codes<'a>(seen: &'a [(String, Value)], code: &str) -> Vec<&'a Value> {
     seen.iter()
         .filter(|(subject, alert)| V0_2.raised(subject) && alert["code"] == code)
@@ -120,6 +139,44 @@ async fn a_plugin_that_alerts_in_init_is_recovered_from_its_snapshot_without_an_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_over_the_state_limit_is_said_once_and_tried_again_less_and_less_often() {
+    // Its state outgrew its `state_bytes`: every snapshot is refused, and the
+    // instance goes on. The refused snapshot stayed due, so the worker took
+    // one after every input: the whole state copied out of the plugin and a
+    // warning logged at every reading (445 refusals in 700 readings), and
+    // nothing said on the bus. Now: said once, as the plugin degraded, and
+    // tried again after 256 inputs, then 512, and so on.
+    let local = NatsServer::start();
+    let config = "snapshot = \"huge\"\nsnapshot_bytes = 2000\n";
+    let plugins = format!(
+        "{SUPERVISOR}{}",
+        V0_2.plugin_table("pass", config, "state_bytes = 1000\n")
+    );
+    let mut device = Device::new(&local, None, &plugins);
+    let (client, mut alerts) = device.start_watching(&local, V0_2.name).await;
+    let seen = give_collecting(&client, &mut alerts, 700).await;
+    assert_eq!(counted(&seen), (1..=700).collect::<Vec<_>>());
+    // Due with the 256th input and refused, tried again with the 512th.
+    let status = status_until(&client, "two snapshots refused", |status| {
+        plugin(status, V0_2.name)["snapshot_failures"] == 2
+    })
+    .await;
+    let faulty = plugin(&status, V0_2.name);
+    assert_eq!(faulty["state"], "running", "{faulty}");
+    assert_eq!(faulty["restarts"], 0, "{faulty}");
+    let degraded = codes(&seen, "plugin-degraded");
+    assert_eq!(degraded.len(), 1, "{degraded:?}");
+    let message = degraded[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("its state is not saved: its snapshot was refused")
+            && message.contains("snapshot of 2000 bytes, over its state limit of 1000")
+            && message.contains("tried again after 256 inputs"),
+        "{message}"
+    );
+    device.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_whose_every_snapshot_traps_runs_on_and_says_its_state_is_not_saved() {
     // Its state too large to copy out within its memory, or a bug in its
     // `snapshot`: the instance dies at every snapshot. Restarted from the
@@ -134,16 +191,7 @@ async fn a_plugin_whose_every_snapshot_traps_runs_on_and_says_its_state_is_not_s
     // A snapshot falls due with the 256th input; every reading after it
     // must still be answered, counted on from the state (no reading twice,
     // none missed).
-    let mut seen = Vec::new();
-    let t0 = now_ms() - 60_000;
-    for k in 1..=300u64 {
-        client
-            .publish(V0_2.subject, reading(t0 + k as i64, 100.0))
-            .await
-            .unwrap();
-        let got = collect_until(&mut alerts, "the reading counted", |got| counted(got).len() == 1).await;
-        seen.extend(got);
-    }
+    let seen = give_collecting(&client, &mut alerts, 300).await;
     assert_eq!(counted(&seen), (1..=300).collect::<Vec<_>>());
     let status = status_until(&client, "the snapshots given up in the status", |status| {
         plugin(status, V0_2.name)["snapshot_failures"] == 2

@@ -539,3 +539,87 @@ fn a_tick_closing_the_hour_of_1001_sensors_stays_within_each_plugins_outputs_per
         assert_eq!(summaries, 1001, "{plugin}: a summary per sensor");
     }
 }
+
+/// threshold replayed under its manifest's limits (and, with
+/// `--snapshot-every`, its snapshots under its `state_bytes`).
+fn replay_threshold_under_its_manifest(input: &Path, extra: &[&str]) -> Run {
+    let manifest = edgewise_tests::plugin_manifest("threshold");
+    let mut args: Vec<String> = vec!["replay".into(), "--plugin".into()];
+    args.push(plugin_wasm("threshold").display().to_string());
+    args.extend(["--manifest".into(), manifest.display().to_string()]);
+    args.extend(["--input".into(), input.display().to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    edgewise(args)
+}
+
+/// A probe read every millisecond (a broken or hostile publisher), replayed
+/// through threshold under its manifest, stopped and restarted from its
+/// snapshot halfway: every call stays within its deadline and every
+/// snapshot within its state limit, and the probe still alerts when it
+/// leaves the band. Before (0.2.1) its rate window kept every reading of the
+/// last 10 minutes and its open hour every timestamp: past about 120,000
+/// readings a call took longer than its deadline, the replay failed, and a
+/// device quarantined the plugin.
+#[test]
+fn a_probe_read_every_millisecond_keeps_threshold_within_its_limits() {
+    let case = Case::new();
+    let start_ms: i64 = 1_704_067_200_000;
+    let readings = 200_000;
+    // 5 degC, then 9 degC (above the default 8) for its last second.
+    let lines: String = (0..readings)
+        .map(|i| {
+            let value = if i < readings - 1000 { 5 } else { 9 };
+            format!(
+                "{{\"subject\":\"sensors.temperature.fridge\",\"payload\":{{\"ts\":{},\"value\":{value}}}}}\n",
+                start_ms + i
+            )
+        })
+        .collect();
+    let input = case.file("every-ms.jsonl", &lines);
+    let run = replay_threshold_under_its_manifest(&input, &["--snapshot-every", "100000"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_contains(&run.stderr, "output identical to the uninterrupted replay");
+    assert!(
+        run.stdout.lines().any(|line| line.contains("\"code\":\"above-high\"")),
+        "no above-high alert:\n{}",
+        run.stdout
+    );
+}
+
+/// threshold at its busiest: `max_sensors` probes with 256-byte ids, each
+/// read every 5 seconds (the fastest its rate window keeps in full) for 11
+/// minutes, so that every rate window and every open hour's record of
+/// timestamps is full, runs in half its declared memory, and its snapshot
+/// fits its `state_bytes`. Before (0.2.1) its state limit, the host's
+/// default of 1 MiB, held the state of about 370 such probes, and half its
+/// 16 MiB of memory did not take it through a snapshot (about 14 MiB did).
+#[test]
+fn threshold_at_its_busiest_runs_in_half_its_declared_memory_and_its_snapshot_fits() {
+    let case = Case::new();
+    let manifest = std::fs::read_to_string(edgewise_tests::plugin_manifest("threshold")).unwrap();
+    let limits = edgewise_host::bundle::ManifestSource::from_toml(&manifest)
+        .unwrap()
+        .limits;
+    let (sensors, memory_mb) = (limits.max_sensors.unwrap(), limits.memory_mb.unwrap());
+    let start_ms: i64 = 1_704_067_200_000;
+    let rounds = 11 * 12;
+    let mut lines = String::new();
+    for round in 0..rounds {
+        for sensor in 0..sensors {
+            // 236 characters after `temperature.`: a 256-byte sensor id.
+            let id = format!("{sensor:x>236}");
+            let ts = start_ms + i64::from(round) * 5_000 + i64::from(sensor);
+            let value = 4 + (round + sensor) % 3;
+            lines.push_str(&format!(
+                "{{\"subject\":\"sensors.temperature.{id}\",\"payload\":{{\"ts\":{ts},\"value\":{value}}}}}\n"
+            ));
+        }
+    }
+    let input = case.file("busiest.jsonl", &lines);
+    // One stop, in the last round: every sensor's state is full.
+    let stop = ((rounds - 1) * sensors).to_string();
+    let half = format!("memory_mb={}", memory_mb / 2);
+    let run = replay_threshold_under_its_manifest(&input, &["--snapshot-every", &stop, "--limit", &half]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_contains(&run.stderr, "output identical to the uninterrupted replay");
+}

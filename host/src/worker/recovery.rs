@@ -77,6 +77,14 @@ pub(super) const STATE_ASIDE_AFTER: u32 = 3;
 /// memory, unsaved: that is said loudly.
 pub(super) const SNAPSHOT_TRAPS_AT_MOST: u32 = 2;
 
+/// Inputs after a refused snapshot (the plugin's `err`, or a snapshot over
+/// its `state_bytes`) before the next is tried: this many after the first
+/// refusal in a row, twice as many after each further one, up to
+/// [`SNAPSHOT_EVERY_AT_MOST`]. A refused snapshot stays due: tried again
+/// after every input, a state over the limit was copied out of the plugin
+/// (megabytes) and a warning logged at every reading.
+pub(super) const SNAPSHOT_REFUSED_WAIT: usize = SNAPSHOT_EVERY;
+
 /// An input kept for recovery, with the failures it caused.
 #[derive(Debug)]
 pub(super) struct Kept {
@@ -128,6 +136,10 @@ pub(super) struct Recovery {
     start_failures: u32,
     /// Snapshots that killed the instance since the last one taken.
     snapshot_traps: u32,
+    /// Snapshots refused in a row (not killing the instance) since the last
+    /// one taken, and the inputs given since the last of them.
+    snapshot_refusals: u32,
+    given_since_refusal: usize,
 }
 
 impl Recovery {
@@ -149,6 +161,8 @@ impl Recovery {
             recount: false,
             start_failures: 0,
             snapshot_traps: 0,
+            snapshot_refusals: 0,
+            given_since_refusal: 0,
         };
         recovery.note_due();
         recovery
@@ -162,6 +176,7 @@ impl Recovery {
     /// Note an input the plugin was given at `position`, which failed
     /// (`failed`) or not.
     pub(super) fn given(&mut self, position: u64, input: Input, failed: bool) {
+        self.given_since_refusal = self.given_since_refusal.saturating_add(1);
         if !self.complete {
             return;
         }
@@ -245,15 +260,39 @@ impl Recovery {
         self.snapshot_traps >= SNAPSHOT_TRAPS_AT_MOST
     }
 
+    /// A snapshot was refused without killing the instance: the refusals
+    /// in a row, this one included, and the inputs to give before the next
+    /// attempt ([`SNAPSHOT_REFUSED_WAIT`]).
+    pub(super) fn snapshot_refused(&mut self) -> (u32, usize) {
+        self.snapshot_refusals = self.snapshot_refusals.saturating_add(1);
+        self.given_since_refusal = 0;
+        (self.snapshot_refusals, self.refused_wait())
+    }
+
+    /// Inputs to give after the last refusal before a snapshot is tried again.
+    fn refused_wait(&self) -> usize {
+        let doublings = self.snapshot_refusals.saturating_sub(1).min(usize::BITS - 1);
+        SNAPSHOT_REFUSED_WAIT
+            .saturating_mul(1usize << doublings)
+            .min(SNAPSHOT_EVERY_AT_MOST)
+    }
+
+    /// Whether a snapshot waits after a refusal (see [`Recovery::snapshot_refused`]).
+    pub(super) fn snapshot_held_back(&self) -> bool {
+        self.snapshot_refusals > 0 && self.given_since_refusal < self.refused_wait()
+    }
+
     /// Snapshots are tried again (another version of the plugin runs).
     pub(super) fn try_snapshots_again(&mut self) {
         self.snapshot_traps = 0;
+        self.snapshot_refusals = 0;
     }
 
     /// A snapshot taken after every input so far.
     pub(super) fn snapshotted(&mut self, start: Start) {
         self.start_failures = 0;
         self.snapshot_traps = 0;
+        self.snapshot_refusals = 0;
         self.start = Some(start);
         self.since.clear();
         self.since_bytes = 0;
@@ -289,6 +328,7 @@ impl Recovery {
         self.start_failures = 0;
         // A fresh state may well be saved again.
         self.snapshot_traps = 0;
+        self.snapshot_refusals = 0;
         self.start = None;
         self.since.clear();
         self.since_bytes = 0;
@@ -327,6 +367,26 @@ mod tests {
         assert_eq!(next_seq, 4);
         assert_eq!(since.len(), 1);
         assert_eq!((since[0].position, since[0].failures), (3, 1));
+    }
+
+    #[test]
+    fn a_refused_snapshot_waits_longer_after_each_refusal_in_a_row() {
+        let mut recovery = Recovery::resumed(None, Some(Vec::new()));
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            let (_, wait) = recovery.snapshot_refused();
+            waits.push(wait);
+            for k in 0..wait {
+                assert!(recovery.snapshot_held_back(), "after {k} of {wait}");
+                recovery.given(k as u64, Input::Tick(0), false);
+            }
+            assert!(!recovery.snapshot_held_back());
+        }
+        assert_eq!(waits, [256, 512, 1024, 2048, 4096, 8192, 8192, 8192]);
+        // Taken at last: the next refusal waits the least again.
+        recovery.snapshotted(start(1));
+        assert!(!recovery.snapshot_held_back());
+        assert_eq!(recovery.snapshot_refused(), (1, SNAPSHOT_REFUSED_WAIT));
     }
 
     #[test]

@@ -345,7 +345,7 @@ impl PluginThread {
         let (Some(recovery), Some(instance)) = (self.recovery.as_mut(), self.instance.as_mut()) else {
             return;
         };
-        if recovery.snapshots_given_up() || !due(recovery) {
+        if recovery.snapshots_given_up() || recovery.snapshot_held_back() || !due(recovery) {
             return;
         }
         match timed(&self.stats, Call::Snapshot, || instance.snapshot()) {
@@ -373,7 +373,17 @@ impl PluginThread {
             }
             Err(error) => {
                 self.stats.snapshot_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(plugin = %self.name(), %error, "No snapshot: a failure now would restart the plugin without its state");
+                let (refusals, wait) = recovery.snapshot_refused();
+                tracing::warn!(plugin = %self.name(), %error, refusals, "No snapshot: tried again after {wait} inputs; a failure until then may restart the plugin without its state");
+                if refusals == 1 {
+                    self.host_alert(
+                        DEGRADED,
+                        format!(
+                            "its state is not saved: its snapshot was refused ({error}); tried again after {wait} \
+                             inputs, then less and less often; a restart of the host until then may lose it"
+                        ),
+                    );
+                }
             }
         }
     }

@@ -11,6 +11,13 @@ use crate::spec::{FeatureSpec, MINUTE_MS};
 /// points beyond what it keeps take the earliest kept value).
 const MAX_KEPT: usize = 2048;
 
+/// A history keeps at most one reading per this fraction of the grid's step
+/// (30 s on a 5-minute grid), the newest of each: a sensor read every second
+/// kept 2,048 readings, 32 KB of state and snapshot, where the features need
+/// a point every few minutes. Sensors read at most this often (every CGM: 1
+/// or 5 minutes) keep every reading, so their features are unchanged.
+const SLOTS_PER_STEP: i64 = 10;
+
 /// What [`History::push`] did with a reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
@@ -57,7 +64,12 @@ impl History {
             // there.
             _ => self.averages = vec![value; spec.averages_min.len()],
         }
-        self.readings.push_back((timestamp_ms, value));
+        let slot_ms = (spec.step_ms() / SLOTS_PER_STEP).max(1);
+        let slot = |ms: i64| ms.div_euclid(slot_ms);
+        match self.readings.back_mut() {
+            Some(newest) if slot(newest.0) == slot(timestamp_ms) => *newest = (timestamp_ms, value),
+            _ => self.readings.push_back((timestamp_ms, value)),
+        }
         // Keep the readings around the oldest grid point (one before it, to
         // interpolate there).
         let oldest_grid = timestamp_ms.saturating_sub(i64::from(spec.lags).saturating_mul(spec.step_ms()));
@@ -225,10 +237,39 @@ mod tests {
         // A reading a minute over the 60 minutes of the grid, its oldest
         // point included (no reading before it is needed).
         assert_eq!(history.readings.len(), 61);
-        for ms in 0..10_000 {
-            history.push(&spec, 1_000_000 * MIN + ms, 100.0);
+        // A sensor read every 100 ms for an hour and a half: the newest
+        // reading of each 30-s slot of the last hour, and the one before it.
+        for ms in (0..90 * MIN).step_by(100) {
+            history.push(&spec, 1_000_000 * MIN + ms, 100.0 + (ms / 1000) as f64);
+        }
+        assert_eq!(history.readings.len(), 121);
+        assert_eq!(
+            history.newest(),
+            Some((1_000_000 * MIN + 90 * MIN - 100, 100.0 + 5399.0))
+        );
+        // A grid longer than MAX_KEPT slots (a day of 5-minute lags).
+        let day = FeatureSpec { lags: 288, ..spec };
+        let mut history = History::default();
+        for k in 0..3000 {
+            history.push(&day, k * 30_000, 100.0);
         }
         assert_eq!(history.readings.len(), MAX_KEPT);
+    }
+
+    #[test]
+    fn a_sensor_read_every_second_has_the_features_of_its_readings_on_the_grid() {
+        let spec = spec(12, vec![60]);
+        let at = |ms: i64| 100.0 + ms as f64 / 60_000.0;
+        let every_second: Vec<(i64, f64)> = (0..=90 * 60).map(|s| (s * 1000, at(s * 1000))).collect();
+        let every_minute: Vec<(i64, f64)> = (0..=90).map(|m| (m * MIN, at(m * MIN))).collect();
+        // A straight rise: the lags read the same line either way.
+        let (dense, sparse) = (
+            features_after(&spec, &every_second),
+            features_after(&spec, &every_minute),
+        );
+        for (d, s) in dense[..12].iter().zip(&sparse[..12]) {
+            assert!((d - s).abs() < 1e-9, "{dense:?} {sparse:?}");
+        }
     }
 
     #[test]

@@ -73,7 +73,7 @@ impl SensorState {
             due = due.min(forget);
         }
         // Summaries a call had no room for (`crate::call_has_room`): due now.
-        if let Some(horizon) = self.windows.emit_due_ms(self.episodes.undecided_since()) {
+        if let Some(horizon) = self.summaries_due_ms() {
             due = due.min(horizon);
         }
         if let Some(last) = self.last_valid_ms {
@@ -105,8 +105,7 @@ impl SensorState {
     /// window of it long closed and emitted (one a call had no room for
     /// keeps it until a tick emits it).
     pub fn is_forgotten_at(&self, now_ms: i64, settings: &Settings) -> bool {
-        self.forget_due_ms(settings).is_some_and(|due| now_ms >= due)
-            && self.windows.emit_due_ms(self.episodes.undecided_since()).is_none()
+        self.forget_due_ms(settings).is_some_and(|due| now_ms >= due) && !self.summaries_wait()
     }
 
     /// As a state saved by 0.2.1 or earlier left a silent sensor: no tick
@@ -213,6 +212,12 @@ impl SensorState {
 
     /// Whether summaries of this sensor wait for a call with room.
     pub fn summaries_wait(&self) -> bool {
-        self.windows.emit_due_ms(self.episodes.undecided_since()).is_some()
+        self.summaries_due_ms().is_some()
+    }
+
+    /// When the summaries that wait for a call with room are due (`None`:
+    /// none waits).
+    fn summaries_due_ms(&self) -> Option<i64> {
+        self.windows.emit_due_ms(self.episodes.undecided_since())
     }
 }

@@ -1,6 +1,8 @@
 //! Hourly summaries of one sensor: which UTC hour is open, what it holds,
 //! and when it closes.
 
+use std::collections::VecDeque;
+
 use edgewise_sdk::Summary;
 use edgewise_sdk::stats::RunningStats;
 use edgewise_sdk::time::{HOUR_MS, window_start};
@@ -22,6 +24,12 @@ pub(crate) fn hour_of(timestamp_ms: i64) -> (i64, i64) {
     (start, end)
 }
 
+/// The most timestamps an open hour remembers to spot a late duplicate: the
+/// newest ones counted. A sensor read every 5 minutes has 12 an hour, one
+/// read every 30 s 120; a probe read every millisecond kept 3,600,000, and
+/// outgrew the plugin's memory and state limits within the hour.
+const MAX_SEEN: usize = 128;
+
 /// What happened to a reading offered to the [`HourBook`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Recorded {
@@ -31,6 +39,9 @@ pub(crate) enum Recorded {
     HourClosed,
     /// The open hour already counted a reading with this timestamp: not counted again.
     Duplicate,
+    /// Older than the [`MAX_SEEN`] newest readings the open hour counted, so
+    /// possibly one of the older ones again: not counted.
+    TooLateToCheck,
 }
 
 /// The figures of the one hour still open.
@@ -40,8 +51,10 @@ struct OpenHour {
     end: i64,
     stats: RunningStats,
     invalid: u64,
-    /// Timestamps counted so far, sorted, to spot late duplicates.
-    seen: Vec<i64>,
+    /// The newest [`MAX_SEEN`] timestamps counted, sorted, to spot late
+    /// duplicates (the same encoding in a snapshot as the `Vec` of 0.2.1,
+    /// which kept them all).
+    seen: VecDeque<i64>,
 }
 
 impl OpenHour {
@@ -51,7 +64,7 @@ impl OpenHour {
             end,
             stats: RunningStats::new(),
             invalid: 0,
-            seen: Vec::new(),
+            seen: VecDeque::new(),
         }
     }
 
@@ -59,7 +72,15 @@ impl OpenHour {
     fn count(&mut self, timestamp_ms: i64, value: Option<f64>) -> Recorded {
         match self.seen.binary_search(&timestamp_ms) {
             Ok(_) => return Recorded::Duplicate,
+            // Older than all it remembers, once it has forgotten some (or
+            // remembers exactly MAX_SEEN: the rule stays simple to state).
+            Err(0) if self.seen.len() >= MAX_SEEN => return Recorded::TooLateToCheck,
             Err(at) => self.seen.insert(at, timestamp_ms),
+        }
+        // In-order readings go at the end: the oldest is forgotten. A state
+        // restored from 0.2.1 may hold more; it shrinks here.
+        while self.seen.len() > MAX_SEEN {
+            self.seen.pop_front();
         }
         match value {
             Some(value) => self.stats.push(value),
@@ -205,6 +226,29 @@ mod tests {
         // The skipped hour and the closed hour stay closed.
         assert_eq!(book.record_late(HOUR_MS + 5, Some(1.0)), Recorded::HourClosed);
         assert_eq!(book.record_late(30, Some(1.0)), Recorded::HourClosed);
+    }
+
+    #[test]
+    fn an_hour_remembers_its_newest_timestamps_only() {
+        let mut book = HourBook::default();
+        // A probe read every millisecond: an hour's worth of readings.
+        for t in 0..HOUR_MS / 10 {
+            book.record_in_order("s", t, Some(1.0));
+        }
+        let newest = HOUR_MS / 10 - 1;
+        let open = book.open.as_ref().unwrap();
+        assert_eq!(open.seen.len(), MAX_SEEN);
+        assert_eq!(open.stats.count(), (HOUR_MS / 10) as u64);
+        // A late reading among the remembered: a duplicate, or counted.
+        let oldest_remembered = newest - MAX_SEEN as i64 + 1;
+        assert_eq!(book.record_late(oldest_remembered, Some(1.0)), Recorded::Duplicate);
+        assert_eq!(book.record_in_order("s", newest + 2, Some(1.0)).0, Recorded::Counted);
+        assert_eq!(book.record_late(newest + 1, Some(1.0)), Recorded::Counted);
+        // Older than all it remembers: not counted, a duplicate or not.
+        assert_eq!(book.record_late(0, Some(1.0)), Recorded::TooLateToCheck);
+        assert_eq!(book.record_late(-1, Some(1.0)), Recorded::HourClosed);
+        let summary = book.close_ended("s", HOUR_MS).unwrap();
+        assert_eq!(summary.get("n"), Some((HOUR_MS / 10 + 2) as f64));
     }
 
     #[test]

@@ -4,8 +4,15 @@ use edgewise_sdk::trend::least_squares;
 use edgewise_sdk::window::TimeWindow;
 use serde::{Deserialize, Serialize};
 
-/// The valid in-order readings of the last `span_ms` (inclusive) and the
-/// slope through them.
+/// The window is cut into this many slots, and keeps the newest reading of
+/// each: at most 122 readings whatever the sensor's rate (a probe read every
+/// millisecond kept 600,000 in a 10-minute window, each reading's slope took
+/// longer than a call may, and its snapshot outgrew the state limit).
+/// `rate_min_readings` is at most this.
+pub(crate) const RATE_WINDOW_SLOTS: i64 = 120;
+
+/// The valid in-order readings of the last `span_ms` (inclusive), the newest
+/// of each of its [`RATE_WINDOW_SLOTS`] slots, and the slope through them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RateWindow {
     span_ms: i64,
@@ -35,7 +42,10 @@ impl RateWindow {
             self.window.clear();
             return None;
         }
-        self.window.push(timestamp_ms, value);
+        // 5 s slots in the default 10-minute window: any sensor read at most
+        // every 5 s keeps every reading.
+        let slot_ms = self.span_ms / RATE_WINDOW_SLOTS;
+        self.window.push_in_slot(timestamp_ms, value, slot_ms);
         if self.window.len() < self.min_readings {
             return None;
         }
@@ -69,6 +79,23 @@ mod tests {
         assert_eq!(rate.push(i64::MIN + 1, 1.0), None);
         assert_eq!(rate.push(i64::MAX - MIN, 1.0), None);
         assert_eq!(rate.push(i64::MAX, 2.0), Some(1.0));
+    }
+
+    #[test]
+    fn a_sensor_read_every_millisecond_keeps_a_reading_per_slot() {
+        let mut rate = RateWindow::new(MIN, 3);
+        let mut slope = None;
+        for t in 0..2 * MIN {
+            // A steady rise of 1 per minute.
+            slope = rate.push(t, t as f64 / MIN as f64);
+        }
+        assert!(
+            rate.window.len() <= RATE_WINDOW_SLOTS as usize + 2,
+            "{}",
+            rate.window.len()
+        );
+        let slope = slope.unwrap();
+        assert!((slope - 1.0).abs() < 1e-9, "{slope}");
     }
 
     #[test]

@@ -68,13 +68,20 @@ impl Settings {
                  (a slope needs two readings)"
             ));
         }
+        if rate_min_readings > crate::rate::RATE_WINDOW_SLOTS as u64 {
+            return Err(format!(
+                "config key `rate_min_readings`: `{rate_min_readings}` must be at most {} (the rate window \
+                 keeps the newest reading of each of {} slots)",
+                crate::rate::RATE_WINDOW_SLOTS,
+                crate::rate::RATE_WINDOW_SLOTS
+            ));
+        }
         Ok(Settings {
             low,
             high,
             rate_limit,
             rate_window_ms,
-            // Only reachable on 32-bit targets with an absurd value; saturating
-            // means "never enough readings", which is what such a value asks for.
+            // At most RATE_WINDOW_SLOTS (checked above).
             rate_min_readings: usize::try_from(rate_min_readings).unwrap_or(usize::MAX),
             repeat_ms,
             unit,
@@ -135,6 +142,13 @@ mod tests {
         assert_eq!(settings.rate_min_readings, 5);
         assert_eq!(settings.repeat_ms, 3_600_000);
         assert_eq!(settings.unit, "degC");
+    }
+
+    #[test]
+    fn more_readings_than_the_rate_window_keeps_are_refused() {
+        assert!(Settings::from_config(Config::from_pairs(&[("rate_min_readings", "120")])).is_ok());
+        let err = Settings::from_config(Config::from_pairs(&[("rate_min_readings", "121")])).unwrap_err();
+        assert!(err.contains("`rate_min_readings`: `121` must be at most 120"), "{err}");
     }
 
     #[test]
