@@ -302,7 +302,7 @@ fn the_runs_bundles_are_signed_once_and_verify() {
         signed_at,
         "signed again"
     );
-    assert_contains(&verified(&run_key().trust_dir(), &first), "OK threshold 0.2.2");
+    assert_contains(&verified(&run_key().trust_dir(), &first), "OK threshold 0.2.3");
 }
 
 #[test]

@@ -792,3 +792,83 @@ async fn a_sensor_silent_for_a_week_gives_its_place_to_a_new_patient() {
     let (code, log) = device.terminate().await;
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// The same for threshold (0.2.3): fridges' probes are replaced and freezers
+/// taken out of service. Before, threshold kept every probe it was ever
+/// given and its manifest declared no `forgets_sensors_after_h`: once
+/// `max_sensors` probes had reported since the host started, every new
+/// probe's readings were dead-lettered, and no temperature alert came for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_probe_silent_for_a_week_gives_its_place_to_a_new_one() {
+    let local = NatsServer::start();
+    let clock = "[clock]\nstart = \"2031-01-01T00:00:00Z\"\nspeed = 100000\n";
+    let mut device = Device::with_plugins(
+        &local,
+        None,
+        "5m",
+        &format!("[[plugins]]\nbundle = \"threshold.wasm\"\n[plugins.limits]\nmax_sensors = 2\n{clock}"),
+    );
+    let (client, mut alerts) = device.start_watching(&local, "threshold").await;
+    let clock_ms = |status: &Value| status["clock_ms"].as_i64().unwrap();
+    let publish = |probe: &'static str, value: f64, at_ms: i64| {
+        let client = client.clone();
+        async move {
+            let payload = format!(r#"{{"ts":{at_ms},"value":{value},"unit":"degC"}}"#);
+            client
+                .publish(format!("sensors.temperature.{probe}"), payload.into())
+                .await
+                .unwrap();
+            client.flush().await.unwrap();
+        }
+    };
+
+    // Two probes fill the cap; a third is refused.
+    let start = clock_ms(&host_status(&client).await);
+    publish("replaced", 9.0, start).await;
+    publish("retired", 5.0, start).await;
+    status_until(&client, "the first two probes taken", |s| {
+        s["plugins"][0]["readings_in"] == 2
+    })
+    .await;
+    publish("new", 9.0, clock_ms(&host_status(&client).await)).await;
+    status_until(&client, "the third refused", |s| {
+        deadletters(s, "too-many-sensors") == 1
+    })
+    .await;
+
+    // A week and a day later, the new probe is taken and alerted on.
+    let status = status_until(&client, "eight days and a half to pass", |s| {
+        clock_ms(s) > start + 8 * DAY_MS + DAY_MS / 2
+    })
+    .await;
+    publish("new", 9.0, clock_ms(&status)).await;
+    alert_for(&mut alerts, "temperature.new", "above-high").await;
+    // The second place is free too. The plugin forgot the probe as well,
+    // within the week (it holds no more probes than the places the host
+    // gives it): back in range, it has no `above-high-resolved` to send for
+    // its week-old alert, as a remembered probe would.
+    publish("replaced", 5.0, clock_ms(&host_status(&client).await)).await;
+    publish("replaced", 1.0, clock_ms(&host_status(&client).await) + 1).await;
+    let seen = crate::support::collect_until(&mut alerts, "the returning probe's below-low", |seen| {
+        seen.iter()
+            .any(|(_, a)| a["sensor"] == "temperature.replaced" && a["code"] == "below-low")
+    })
+    .await;
+    let codes: Vec<&str> = seen
+        .iter()
+        .filter(|(_, a)| a["sensor"] == "temperature.replaced")
+        .map(|(_, a)| a["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["below-low"]);
+    // A third probe is the one too many.
+    publish("retired", 5.0, clock_ms(&host_status(&client).await)).await;
+    let status = status_until(&client, "the one too many refused", |s| {
+        deadletters(s, "too-many-sensors") == 2
+    })
+    .await;
+    let threshold = &status["plugins"][0];
+    assert_eq!(threshold["state"], "running", "{status}");
+    assert_eq!(threshold["errors"], 0, "{status}");
+    let (code, log) = device.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+}

@@ -26,7 +26,8 @@ mod settings;
 
 use std::collections::BTreeMap;
 
-use edgewise_sdk::{Config, Outputs, Plugin, Reading};
+use edgewise_sdk::time::HOUR_MS;
+use edgewise_sdk::{Config, LogLevel, Outputs, Plugin, Reading};
 
 pub use alerts::{
     ABOVE_HIGH, ABOVE_HIGH_RESOLVED, BELOW_LOW, BELOW_LOW_RESOLVED, RATE_OF_CHANGE, RATE_OF_CHANGE_RESOLVED,
@@ -36,9 +37,10 @@ use sensor::SensorState;
 use settings::Settings;
 
 /// The plugin: validated settings (from the configuration) and the state of
-/// every sensor seen so far (what a snapshot holds). It ticks every five
-/// minutes (the SDK's default wake): a tick closes hours, and marks the hour
-/// it falls in as started for every sensor.
+/// every sensor heard from within `forget_after` (what a snapshot holds). It
+/// ticks every five minutes (the SDK's default wake): a tick closes hours,
+/// marks the hour it falls in as started for every sensor, and forgets the
+/// sensors silent for `forget_after`.
 #[derive(Debug, Clone)]
 pub struct Threshold {
     settings: Settings,
@@ -73,10 +75,25 @@ impl Plugin for Threshold {
     }
 
     /// Send the summaries of the hours that have ended by `now_ms`, sensors
-    /// in sorted order.
+    /// in sorted order, then forget the sensors silent for `forget_after`.
     fn on_tick(&mut self, now_ms: i64, out: &mut Outputs) -> Result<(), String> {
-        for (sensor, state) in &mut self.sensors {
+        let settings = &self.settings;
+        let before = self.sensors.len();
+        // `retain` visits the sensors in sorted order, as the summaries need.
+        self.sensors.retain(|sensor, state| {
             state.tick(sensor, now_ms, out);
+            !state.is_forgotten_at(now_ms, settings)
+        });
+        let forgotten = before - self.sensors.len();
+        if forgotten > 0 {
+            out.log(
+                LogLevel::Info,
+                format!(
+                    "forgot {forgotten} sensor(s) silent for `forget_after` ({} h); {} remain",
+                    settings.forget_after_ms / HOUR_MS,
+                    self.sensors.len()
+                ),
+            );
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Everything the plugin remembers about one sensor, and how one reading
 //! moves it forward.
 
+use edgewise_sdk::wake::DEFAULT_TICK_MS;
 use edgewise_sdk::{Outputs, Reading};
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +75,22 @@ impl SensorState {
         if let Some(summary) = self.hours.close_ended(sensor, now_ms) {
             out.summary(summary);
         }
+    }
+
+    /// Whether a tick at `now_ms`, after [`SensorState::tick`], forgets this
+    /// sensor: from `forget_after` after its newest reading, less one tick
+    /// step, so that the tick that forgets it comes no later than
+    /// `forget_after` (the host frees its place among `max_sensors` a little
+    /// after that). Its last hour, which ends within an hour of its newest
+    /// reading, was closed and summarised by this tick or an earlier one.
+    pub(crate) fn is_forgotten_at(&self, now_ms: i64, settings: &Settings) -> bool {
+        // A sensor read within `forget_after` of the end of time is never
+        // due: saturating there would forget it at once.
+        let due = self
+            .newest_ms
+            .and_then(|newest| newest.checked_add(settings.forget_after_ms))
+            .map(|end| end.saturating_sub(DEFAULT_TICK_MS));
+        due.is_some_and(|due| now_ms >= due)
     }
 
     fn arrival_of(&self, timestamp_ms: i64) -> Arrival {

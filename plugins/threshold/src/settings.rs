@@ -1,7 +1,7 @@
 //! The plugin's configuration: read, defaulted and validated once at `init`.
 
 use edgewise_sdk::Config;
-use edgewise_sdk::time::MINUTE_MS;
+use edgewise_sdk::time::{HOUR_MS, MINUTE_MS};
 
 /// Default `low` limit (2.0: the bottom of the 2–8 °C cold chain).
 pub(crate) const DEFAULT_LOW: f64 = 2.0;
@@ -15,6 +15,15 @@ pub(crate) const DEFAULT_RATE_WINDOW_MS: i64 = 10 * MINUTE_MS;
 pub(crate) const DEFAULT_RATE_MIN_READINGS: u64 = 3;
 /// Default `repeat`: 30 minutes.
 pub(crate) const DEFAULT_REPEAT_MS: i64 = 30 * MINUTE_MS;
+/// The longest `forget_after`, and its default: 7 days, the manifest's
+/// `forgets_sensors_after_h` (168), after which the host frees a silent
+/// sensor's place among `max_sensors`. The plugin may forget sooner, never
+/// later: it would then hold more sensors than its memory was measured for.
+pub(crate) const MAX_FORGET_AFTER_MS: i64 = 168 * HOUR_MS;
+/// The shortest `forget_after`: a day, so that a probe read hourly or daily
+/// keeps its alerts' state (a condition raised before a silence is resolved
+/// after it), and its last hour is summarised long before it is forgotten.
+pub(crate) const MIN_FORGET_AFTER_MS: i64 = 24 * HOUR_MS;
 
 /// Validated settings of one plugin instance.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +42,10 @@ pub(crate) struct Settings {
     pub(crate) repeat_ms: i64,
     /// The expected unit; empty accepts any unit.
     pub(crate) unit: String,
+    /// A sensor with no reading for this long is forgotten (its state
+    /// dropped), so that probes replaced over the years never fill
+    /// `max_sensors`.
+    pub(crate) forget_after_ms: i64,
 }
 
 impl Settings {
@@ -50,6 +63,7 @@ impl Settings {
         let rate_min_readings = config.u64("rate_min_readings", DEFAULT_RATE_MIN_READINGS)?;
         let repeat_ms = config.duration_ms("repeat", DEFAULT_REPEAT_MS)?;
         let unit = config.string("unit", "");
+        let forget_after_ms = config.duration_ms("forget_after", MAX_FORGET_AFTER_MS)?;
         config.finish()?;
 
         if low >= high {
@@ -76,6 +90,12 @@ impl Settings {
                 crate::rate::RATE_WINDOW_SLOTS
             ));
         }
+        if !(MIN_FORGET_AFTER_MS..=MAX_FORGET_AFTER_MS).contains(&forget_after_ms) {
+            return Err(
+                "config key `forget_after`: must be from 24h to 168h (the manifest's `forgets_sensors_after_h`)"
+                    .to_owned(),
+            );
+        }
         Ok(Settings {
             low,
             high,
@@ -85,6 +105,7 @@ impl Settings {
             rate_min_readings: usize::try_from(rate_min_readings).unwrap_or(usize::MAX),
             repeat_ms,
             unit,
+            forget_after_ms,
         })
     }
 }
@@ -119,6 +140,7 @@ mod tests {
                 rate_min_readings: 3,
                 repeat_ms: 1_800_000,
                 unit: String::new(),
+                forget_after_ms: 604_800_000,
             }
         );
     }
@@ -133,6 +155,7 @@ mod tests {
             ("rate_min_readings", "5"),
             ("repeat", "1h"),
             ("unit", " degC "),
+            ("forget_after", "36h"),
         ]);
         let settings = Settings::from_config(config).unwrap();
         assert_eq!(settings.low, -20.0);
@@ -142,6 +165,7 @@ mod tests {
         assert_eq!(settings.rate_min_readings, 5);
         assert_eq!(settings.repeat_ms, 3_600_000);
         assert_eq!(settings.unit, "degC");
+        assert_eq!(settings.forget_after_ms, 36 * 3_600_000);
     }
 
     #[test]
@@ -149,6 +173,22 @@ mod tests {
         assert!(Settings::from_config(Config::from_pairs(&[("rate_min_readings", "120")])).is_ok());
         let err = Settings::from_config(Config::from_pairs(&[("rate_min_readings", "121")])).unwrap_err();
         assert!(err.contains("`rate_min_readings`: `121` must be at most 120"), "{err}");
+    }
+
+    #[test]
+    fn forget_after_is_from_a_day_to_the_manifests_week() {
+        for (value, ok) in [
+            ("23h", false),
+            ("24h", true),
+            ("168h", true),
+            ("169h", false),
+            ("0s", false),
+        ] {
+            let result = Settings::from_config(Config::from_pairs(&[("forget_after", value)]));
+            assert_eq!(result.is_ok(), ok, "{value}: {result:?}");
+        }
+        let err = Settings::from_config(Config::from_pairs(&[("forget_after", "720h")])).unwrap_err();
+        assert!(err.contains("`forget_after`: must be from 24h to 168h"), "{err}");
     }
 
     #[test]

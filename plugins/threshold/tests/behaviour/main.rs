@@ -4,6 +4,7 @@
 mod alerts;
 mod cold_chain;
 mod config;
+mod forgetting;
 mod invalid;
 mod ordering;
 mod rate;
