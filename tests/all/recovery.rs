@@ -146,12 +146,32 @@ async fn a_snapshot_over_the_state_limit_is_said_once_and_tried_again_less_and_l
     // warning logged at every reading (445 refusals in 700 readings), and
     // nothing said on the bus. Now: said once, as the plugin degraded, and
     // tried again after 256 inputs, then 512, and so on.
+    refused_snapshots_are_said_once_and_tried_again_less_and_less_often(
+        "snapshot = \"huge\"\nsnapshot_bytes = 2000\n",
+        "state_bytes = 1000\n",
+        "snapshot of 2000 bytes, over its state limit of 1000",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_the_plugin_refuses_is_said_once_and_tried_again_less_and_less_often() {
+    // The plugin's own `snapshot` returns `err` (a state it cannot encode):
+    // the same path as a snapshot over the limit.
+    refused_snapshots_are_said_once_and_tried_again_less_and_less_often(
+        "snapshot = \"err\"\n",
+        "",
+        "refusing to hand over its state: snapshot=err",
+    )
+    .await;
+}
+
+/// 700 readings to the faulty plugin configured with `config` and `limits`,
+/// whose every snapshot is refused for `reason`: each reading answered, two
+/// refusals (with the 256th input, then the 512th), one alert.
+async fn refused_snapshots_are_said_once_and_tried_again_less_and_less_often(config: &str, limits: &str, reason: &str) {
     let local = NatsServer::start();
-    let config = "snapshot = \"huge\"\nsnapshot_bytes = 2000\n";
-    let plugins = format!(
-        "{SUPERVISOR}{}",
-        V0_2.plugin_table("pass", config, "state_bytes = 1000\n")
-    );
+    let plugins = format!("{SUPERVISOR}{}", V0_2.plugin_table("pass", config, limits));
     let mut device = Device::new(&local, None, &plugins);
     let (client, mut alerts) = device.start_watching(&local, V0_2.name).await;
     let seen = give_collecting(&client, &mut alerts, 700).await;
@@ -169,7 +189,7 @@ async fn a_snapshot_over_the_state_limit_is_said_once_and_tried_again_less_and_l
     let message = degraded[0]["message"].as_str().unwrap();
     assert!(
         message.contains("its state is not saved: its snapshot was refused")
-            && message.contains("snapshot of 2000 bytes, over its state limit of 1000")
+            && message.contains(reason)
             && message.contains("tried again after 256 inputs"),
         "{message}"
     );
