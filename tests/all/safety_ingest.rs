@@ -6,9 +6,12 @@
 
 use serde_json::Value;
 
-use crate::device::{DEVICE, Device, now_ms, reading};
+use crate::device::{DEVICE, Device, WAIT, now_ms, reading};
 use crate::hostile_plugins::V0_1;
-use crate::support::{assert_contains, host_status, next_json, next_where, status_until, subscribe_alerts};
+use crate::support::{
+    assert_contains, create_sensors_stream, host_status, next_json, next_where, poll_until, publish_acked,
+    status_until, subscribe_alerts,
+};
 use edgewise_tests::nats::NatsServer;
 
 const MINUTE_MS: i64 = 60_000;
@@ -871,4 +874,92 @@ async fn a_probe_silent_for_a_week_gives_its_place_to_a_new_one() {
     assert_eq!(threshold["errors"], 0, "{status}");
     let (code, log) = device.terminate().await;
     assert_eq!(code, Some(0), "{log}");
+}
+
+/// `[clock]` starting `behind` real time, running 61 times as fast, with
+/// JetStream input from the `SENSORS` stream: the clock of a device without
+/// a real-time clock, set right some minutes after it started.
+fn clock_behind_with_jetstream(behind: time::Duration) -> String {
+    let start = time::OffsetDateTime::now_utc() - behind;
+    let start = start.format(&time::format_description::well_known::Rfc3339).unwrap();
+    format!("[clock]\nstart = \"{start}\"\nspeed = 61\n\n[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n")
+}
+
+/// A device whose clock is behind when it starts (no real-time clock, NTP
+/// not reached yet) finds its JetStream backlog "from the future". Before,
+/// every one of those readings was dead-lettered and acknowledged: gone
+/// from the stream, and those patients' lows never alerted once the clock
+/// was right. The stream now keeps them while no reading is taken, and they
+/// are given once the clock is right (here ten minutes behind, `max_future`
+/// five minutes: five minutes of the clock, 5 s of real time).
+#[tokio::test(flavor = "multi_thread")]
+async fn with_jetstream_input_readings_from_the_future_wait_in_the_stream_for_the_clock() {
+    let local = NatsServer::start_with_jetstream();
+    let publisher = async_nats::connect(local.url()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(publisher.clone());
+    create_sensors_stream(&jetstream).await;
+    for patient in ["p1", "p2"] {
+        publish_acked(&jetstream, format!("sensors.cgm.{patient}"), reading(now_ms(), 45.0)).await;
+    }
+    let mut device = Device::new(&local, None, &clock_behind_with_jetstream(time::Duration::minutes(10)));
+    let (client, mut alerts) = device.start_watching(&local, ">").await;
+    let message = degraded_message(&mut alerts).await;
+    assert_contains(&message, "held in the stream");
+    assert_contains(&message, "clock is probably behind");
+    for patient in ["cgm.p1", "cgm.p2"] {
+        alert_for(&mut alerts, patient, "urgent-low").await;
+    }
+    let status = host_status(&client).await;
+    assert_eq!(deadletters(&status, "future"), 0, "{status}");
+    assert!(status["ingest"]["held_for_clock"].as_u64() >= Some(2), "{status}");
+    device.terminate_cleanly().await;
+}
+
+/// The stream keeps readings from the future for ten minutes of the clock at
+/// most: a clock still behind after that (here half an hour behind) has
+/// them dead-lettered, as a plugin's ack-pending messages are bounded.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_jetstream_input_readings_from_the_future_are_dead_lettered_after_ten_minutes_of_the_clock() {
+    let local = NatsServer::start_with_jetstream();
+    let publisher = async_nats::connect(local.url()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(publisher.clone());
+    create_sensors_stream(&jetstream).await;
+    publish_acked(&jetstream, "sensors.cgm.p1", reading(now_ms(), 45.0)).await;
+    let mut device = Device::new(&local, None, &clock_behind_with_jetstream(time::Duration::minutes(30)));
+    let client = device.start(&local).await;
+    let status = status_until(&client, "the reading dead-lettered", |s| deadletters(s, "future") == 1).await;
+    assert!(status["ingest"]["held_for_clock"].as_u64() >= Some(20), "{status}");
+    let stream = jetstream.get_stream("SENSORS").await.unwrap();
+    let consumer = format!("edgewise-{DEVICE}-glucose-monitor");
+    poll_until("the message acknowledged", WAIT, || {
+        let (stream, consumer) = (&stream, &consumer);
+        async move {
+            match stream.consumer_info(consumer).await {
+                Ok(info) if info.num_ack_pending == 0 && info.num_pending == 0 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    device.terminate_cleanly().await;
+}
+
+/// Only while no reading is taken: a sensor whose own clock is ahead, among
+/// others taken, is dead-lettered at once (its messages would otherwise sit
+/// unacknowledged in the consumer for ten minutes each).
+#[tokio::test(flavor = "multi_thread")]
+async fn with_jetstream_input_a_sensor_from_the_future_among_others_is_dead_lettered_at_once() {
+    let local = NatsServer::start_with_jetstream();
+    let publisher = async_nats::connect(local.url()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(publisher.clone());
+    create_sensors_stream(&jetstream).await;
+    let mut device = Device::new(&local, None, "[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n");
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
+    publish_acked(&jetstream, "sensors.cgm.p1", reading(now_ms(), 45.0)).await;
+    alert_for(&mut alerts, "cgm.p1", "urgent-low").await;
+    let day_ahead = now_ms() + 24 * 3600 * 1000;
+    publish_acked(&jetstream, "sensors.cgm.p2", reading(day_ahead, 45.0)).await;
+    let status = status_until(&client, "the reading dead-lettered", |s| deadletters(s, "future") == 1).await;
+    assert_eq!(status["ingest"]["held_for_clock"], 0, "{status}");
+    device.terminate_cleanly().await;
 }

@@ -257,6 +257,16 @@ impl Admission {
         }
     }
 
+    /// Why `reading` (at `index` of its message) is refused as from the
+    /// future at host time `now_ms`, if it is: what a host clock behind the
+    /// sensors' looks like (JetStream ingest holds such messages in the
+    /// stream for a while, see `ingest/consumer.rs`).
+    pub fn from_the_future(&self, index: usize, reading: &Reading, now_ms: i64) -> Option<Refusal> {
+        self.check_time(index, reading, now_ms)
+            .err()
+            .filter(|refusal| refusal.kind == DeadLetterKind::Future)
+    }
+
     fn check_time(&self, index: usize, reading: &Reading, now_ms: i64) -> Result<(), Refusal> {
         let ts = reading.timestamp_ms;
         // In i128: timestamps are any i64.

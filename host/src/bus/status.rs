@@ -169,6 +169,11 @@ pub struct IngestStatus {
     /// the bus).
     #[serde(default)]
     pub dropped_by_client: u64,
+    /// Deliveries of JetStream messages held in the stream because their
+    /// readings were from the future of the host clock while no reading was
+    /// taken (a clock behind, not yet set right).
+    #[serde(default)]
+    pub held_for_clock: u64,
 }
 
 /// One plugin.

@@ -293,6 +293,13 @@ fn encode_host(encoder: &mut DescriptorEncoder<'_>, status: &Status, oldest: Old
     )?;
     counter(metric, status.ingest.dropped_by_client)?;
     let metric = encoder.encode_descriptor(
+        "edgewise_ingest_held_for_clock",
+        "Deliveries of JetStream sensor messages held in the stream because their readings were from the future of the host clock while no reading was taken (a device clock behind).",
+        None,
+        MetricType::Counter,
+    )?;
+    counter(metric, status.ingest.held_for_clock)?;
+    let metric = encoder.encode_descriptor(
         "edgewise_log_lines_dropped",
         "Log lines dropped because stderr took no more (its reader stalled); the host never waits for its log.",
         None,

@@ -305,10 +305,25 @@ impl Owner {
         let OutOfTime {
             plugin,
             refused,
+            held_for,
             sensor,
             kind,
             reason,
         } = refused;
+        if let Some(held_for) = held_for {
+            tracing::error!(%plugin, %sensor, held = refused, %reason, "Readings from the future held in the stream: is the device clock right?");
+            let message = format!(
+                "plugin `{plugin}` is not given {refused} readings yet whose time is ahead of this \
+                 device's clock by more than `[ingest] max_future`, the first of sensor `{sensor}`: \
+                 {reason}. No reading is taken: this device's clock is probably behind (no \
+                 real-time clock, NTP not reached yet), and until it is set right no patient is \
+                 monitored. The readings are held in the stream and given once the clock is right, \
+                 for {} of the clock at most; dead-lettered as `future` after that",
+                humantime::format_duration(held_for)
+            );
+            self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
+            return;
+        }
         // Readings too old are also what a backlog is, past `max_age`: a
         // stream that kept them while the host was down that long.
         let (setting, clock, or_a_backlog) = match kind {

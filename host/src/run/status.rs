@@ -105,6 +105,7 @@ impl StatusSources {
                     .filter(|(_, count)| *count > 0)
                     .collect(),
                 dropped_by_client: load(&self.ingest.dropped_by_client),
+                held_for_clock: load(&self.ingest.held_for_clock),
             },
             plugins: self
                 .plugins

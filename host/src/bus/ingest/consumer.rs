@@ -6,16 +6,21 @@
 //! past half the consumer's `max_ack_pending` waiting, the oldest are
 //! acknowledged early (reported), or the server would deliver no more and
 //! local alerts would stop.
+//!
+//! A message whose readings are from the future of the host clock, while no
+//! reading is taken, is held in the stream ([`Holds`]): a host clock behind
+//! the sensors' (a device without a real-time clock, booted before NTP set
+//! it) would otherwise dead-letter, and acknowledge, its whole backlog.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use futures::StreamExt;
 use tokio::sync::oneshot::error::TryRecvError;
 use tokio::sync::watch;
 
-use super::{Batch, Ingest, IngestError, ReadingsQueue, take_message};
+use super::{Batch, Ingest, IngestError, ReadingsQueue, from_the_future, take_message};
 
 /// How often a missing sensor stream is looked for again.
 const STREAM_POLL: Duration = Duration::from_secs(1);
@@ -45,6 +50,83 @@ fn waiting_at_most(max_ack_pending: i64) -> usize {
 /// How often, while messages wait for the disk and no chunk comes, whether
 /// to acknowledge some early is checked again.
 const RECHECK: Duration = Duration::from_secs(1);
+
+/// How long (of the host clock) a message from the future is held before
+/// it comes again: the stream delivers it after this (a negative
+/// acknowledgement with a delay).
+const HOLD: Duration = Duration::from_secs(30);
+
+/// Deliveries of a message held at most: [`HOLD`] times this (ten minutes
+/// of the clock) is how long a device clock may take to be set right after
+/// a boot before the readings then from the future are dead-lettered. It
+/// bounds how far the consumer's ack floor stays behind (a restart delivers
+/// again from the floor: the worker recognises what it took, within
+/// `Seen::KEPT` messages).
+const HOLDS: i64 = 20;
+
+/// Messages held at once at most: each is unacknowledged, and counts
+/// against the consumer's `max_ack_pending`, which the readings taken need.
+const HELD_AT_MOST: usize = 1000;
+
+/// Messages held in the stream because their readings are from the future
+/// of the host clock. Only while no reading is taken: that every reading is
+/// from the future is what a host clock behind looks like, and then every
+/// reading waits for it to be set right, for [`HOLDS`] deliveries at most.
+/// A sensor whose own clock is ahead, among others whose readings are taken,
+/// is dead-lettered at once as before: its messages would hold the ack floor
+/// back (and take places of `max_ack_pending`) for nothing.
+struct Holds {
+    /// [`HOLD`] in real time (a simulated clock runs faster).
+    hold: Duration,
+    /// When a reading of a message not held before was last taken.
+    taken_at: Option<Instant>,
+    /// The messages held, by source, and when: forgotten when they come
+    /// again, or after a few [`HOLD`]s (deleted from the stream meanwhile).
+    held: HashMap<u64, Instant>,
+}
+
+impl Holds {
+    fn new(hold: Duration) -> Holds {
+        Holds {
+            hold,
+            taken_at: None,
+            held: HashMap::new(),
+        }
+    }
+
+    /// Whether a message from the future, delivered `delivered` times, may be
+    /// held again at `now`.
+    fn may_hold(&mut self, delivered: i64, now: Instant) -> bool {
+        if self.held.len() >= HELD_AT_MOST {
+            let forget_after = self.hold.saturating_mul(4);
+            self.held
+                .retain(|_, at| now.saturating_duration_since(*at) < forget_after);
+        }
+        delivered <= HOLDS
+            && self.held.len() < HELD_AT_MOST
+            && self
+                .taken_at
+                .is_none_or(|taken| now.saturating_duration_since(taken) >= self.hold)
+    }
+
+    /// Message `source` came (again): whether it had been held.
+    fn came(&mut self, source: u64) -> bool {
+        self.held.remove(&source).is_some()
+    }
+
+    /// Message `source` is held at `now`.
+    fn hold(&mut self, source: u64, now: Instant) {
+        self.held.insert(source, now);
+    }
+
+    /// Readings of a message were taken at `now`; `was_held`: one held before
+    /// (the clock is right now, for it), which holds nothing else back.
+    fn taken(&mut self, was_held: bool, now: Instant) {
+        if !was_held {
+            self.taken_at = Some(now);
+        }
+    }
+}
 
 /// A batch given to the plugin, its messages acknowledged once its outputs
 /// are stored.
@@ -178,6 +260,7 @@ pub async fn run<W: From<Batch>>(
     batch_max: usize,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), IngestError> {
+    use async_nats::jetstream::AckKind;
     use async_nats::jetstream::consumer::{AckPolicy, pull};
     let jetstream = async_nats::jetstream::new(ingest.client.clone());
     let stream = loop {
@@ -251,6 +334,7 @@ pub async fn run<W: From<Batch>>(
     // A consumer made beforehand (by an operator, or an older host) keeps
     // its own limit.
     let mut waiting = Waiting::new(waiting_at_most(consumer.cached_info().config.max_ack_pending));
+    let mut holds = Holds::new(ingest.clock.real_interval(HOLD));
     ingest.health.flowing(&ingest.plugin);
     let mut chunks = messages.ready_chunks(batch_max);
     // The newest batch until the plugin has it (or it was dropped): the next
@@ -302,8 +386,28 @@ pub async fn run<W: From<Batch>>(
                 }
             };
             let source = source_of(&message);
+            let delivered = message.info().map_or(1, |info| info.delivered);
             let (message, acker) = message.split();
+            let was_held = holds.came(source);
+            let now = Instant::now();
+            if holds.may_hold(delivered, now)
+                && let Some((future, sensor, refusal)) = from_the_future(ingest, &message)
+            {
+                match acker.ack_with(AckKind::Nak(Some(holds.hold))).await {
+                    Ok(()) => {
+                        holds.hold(source, now);
+                        ingest.held_for_clock(future, sensor, &refusal, HOLD * HOLDS as u32);
+                    }
+                    // Delivered again after the ack wait.
+                    Err(error) => tracing::warn!(%error, "Cannot hold a sensor message from the future"),
+                }
+                continue;
+            }
+            let before = readings.len();
             take_message(ingest, &message, &mut readings).await;
+            if readings.len() > before {
+                holds.taken(was_held, now);
+            }
             sources.resize(readings.len(), source);
             ackers.push(acker);
             messages.push(source);
@@ -394,6 +498,40 @@ fn is_lost(kind: MessagesErrorKind) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_from_the_future_are_held_only_while_nothing_is_taken_and_only_so_often() {
+        let hold = Duration::from_secs(30);
+        let start = Instant::now();
+        let mut holds = Holds::new(hold);
+        assert!(holds.may_hold(1, start), "nothing taken yet: a clock behind");
+        assert!(holds.may_hold(HOLDS, start));
+        assert!(!holds.may_hold(HOLDS + 1, start), "held long enough");
+        holds.hold(7, start);
+        assert!(holds.came(7), "it had been held");
+        assert!(!holds.came(7), "once");
+        holds.taken(true, start);
+        assert!(
+            holds.may_hold(1, start),
+            "a held message taken: the clock is right for it alone"
+        );
+        holds.taken(false, start);
+        assert!(
+            !holds.may_hold(1, start),
+            "others are taken: this sensor's clock is wrong"
+        );
+        assert!(!holds.may_hold(1, start + hold / 2));
+        assert!(
+            holds.may_hold(1, start + hold),
+            "nothing taken for a hold: a clock behind again"
+        );
+        let mut full = Holds::new(hold);
+        for source in 0..HELD_AT_MOST as u64 {
+            full.hold(source, start);
+        }
+        assert!(!full.may_hold(1, start + hold), "as many as may be held");
+        assert!(full.may_hold(1, start + hold * 4), "those not come back are forgotten");
+    }
 
     #[test]
     fn half_the_consumers_ack_pending_limit_waits_for_the_disk_at_most() {

@@ -199,6 +199,11 @@ pub struct IngestStats {
     /// it: a lower bound, the client reports at most 128 drops at a time), or
     /// ingest's [`pending`] limits were reached (ingest slower than the bus).
     pub dropped_by_client: AtomicU64,
+    /// Deliveries of JetStream messages held in the stream (negatively
+    /// acknowledged, to come again later) because their readings are from
+    /// the future of the host clock, while no reading is taken: a clock
+    /// behind, not yet set right (`consumer.rs`).
+    pub held_for_clock: AtomicU64,
     /// Notified at each of those drops: the owner raises `host-degraded`
     /// (at the first, then at most once every [`RETELL`]).
     pub client_dropped: tokio::sync::Notify,
@@ -302,6 +307,10 @@ pub struct OutOfTime {
     pub plugin: String,
     /// Readings refused so since the owner was last told.
     pub refused: u64,
+    /// `Some`: not refused yet, but held in the JetStream stream, to come
+    /// again while the host clock is wrong for at most this long (of the
+    /// clock); refused after that.
+    pub held_for: Option<Duration>,
     /// The sensor of the first of them.
     pub sensor: String,
     /// `future` or `too-old`, of the first of them.
@@ -492,6 +501,8 @@ pub struct Ingest {
     queue_drops: Retell,
     /// Readings refused for their time, as told to the owner.
     out_of_time: Retell,
+    /// Readings held in the stream for their time, as told to the owner.
+    held_for_clock: Retell,
     /// Readings refused for naming another sensor, as told to the owner.
     mismatches: Retell,
     /// Where dead letters go: the local bus, never waited on for long (a
@@ -532,6 +543,7 @@ impl Ingest {
             cap_refusals: Retell::default(),
             queue_drops: Retell::default(),
             out_of_time: Retell::default(),
+            held_for_clock: Retell::default(),
             mismatches: Retell::default(),
             acknowledged_early: Retell::default(),
             log: LogBudget::default(),
@@ -564,6 +576,26 @@ impl Ingest {
         let _ = self.events.send(IngestEvent::OutOfTime(OutOfTime {
             plugin: self.plugin.clone(),
             refused,
+            held_for: None,
+            sensor,
+            kind: refusal.kind,
+            reason: refusal.reason.clone(),
+        }));
+    }
+
+    /// `held` readings of a JetStream message, the first of `sensor` for
+    /// `refusal`, are from the future and held in the stream for at most
+    /// `held_for` of the clock: count, and tell the owner, if not told
+    /// within [`RETELL`] (then with every reading held since).
+    pub(super) fn held_for_clock(&mut self, held: u64, sensor: String, refusal: &Refusal, held_for: Duration) {
+        self.stats.held_for_clock.fetch_add(1, Ordering::Relaxed);
+        let Some(held) = self.held_for_clock.occurred(held, Instant::now()) else {
+            return;
+        };
+        let _ = self.events.send(IngestEvent::OutOfTime(OutOfTime {
+            plugin: self.plugin.clone(),
+            refused: held,
+            held_for: Some(held_for),
             sensor,
             kind: refusal.kind,
             reason: refusal.reason.clone(),
@@ -716,6 +748,21 @@ async fn take_message(ingest: &mut Ingest, message: &async_nats::Message, readin
         }
         deadletter(ingest, subject, &message.payload, first, Some(&indexes)).await;
     }
+}
+
+/// The readings of `message` from the future of the host clock, if any: how
+/// many, the sensor and refusal of the first. Nothing for a message that
+/// cannot be decoded ([`take_message`] dead-letters it).
+fn from_the_future(ingest: &Ingest, message: &async_nats::Message) -> Option<(u64, String, Refusal)> {
+    let mut readings = Vec::new();
+    payload::decode_into(message.subject.as_str(), &message.payload, &mut readings).ok()?;
+    let now_ms = ingest.clock.now_ms();
+    let mut future = readings
+        .iter()
+        .enumerate()
+        .filter_map(|(index, reading)| Some((reading, ingest.admission.from_the_future(index, reading, now_ms)?)));
+    let (first, refusal) = future.next()?;
+    Some((1 + future.count() as u64, first.sensor.clone(), refusal))
 }
 
 /// Publish a refused message (or refused `readings` of it) with its reason on
