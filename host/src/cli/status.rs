@@ -132,13 +132,17 @@ fn print_status(out: &mut dyn std::io::Write, status: &Status) -> std::io::Resul
     )?;
     writeln!(
         out,
-        "ingest:     {} messages, {} dead-lettered{}",
+        "ingest:     {} messages, {} dead-lettered{}{}",
         status.ingest.messages,
         status.ingest.deadlettered,
         if reasons.is_empty() {
             String::new()
         } else {
             format!(" ({})", reasons.join(", "))
+        },
+        match status.ingest.held_for_clock {
+            0 => String::new(),
+            held => format!("; {held} deliveries held in the stream for the clock (from the future)"),
         }
     )?;
     if let Some(reset) = &status.outbox.reset {
@@ -216,7 +220,7 @@ mod tests {
             "device": "edge-01", "uptime_s": 12.5, "clock_ms": 1700000000000, "upstream_connected": false,
             "outbox": {"alerts": 3, "summaries": 2, "telemetry": 60, "oldest_age_ms": 1500,
                        "dropped": {"telemetry": 7}},
-            "ingest": {"messages": 9, "deadlettered": 0},
+            "ingest": {"messages": 9, "deadlettered": 0, "held_for_clock": 3},
             "plugins": [],
             "tasks": {"ticker": "panicked: boom"}
         }"#,
@@ -228,5 +232,9 @@ mod tests {
         assert!(text.contains("telemetry:  60 waiting"), "{text}");
         assert!(text.contains(", 7 dropped"), "{text}");
         assert!(text.contains("TASK ENDED: ticker: panicked: boom"), "{text}");
+        assert!(
+            text.contains("; 3 deliveries held in the stream for the clock"),
+            "{text}"
+        );
     }
 }
