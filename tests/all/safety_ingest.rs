@@ -706,6 +706,74 @@ async fn with_jetstream_input_readings_wait_in_the_stream_while_the_plugin_is_do
     assert_eq!(device.terminate().await.0, Some(0));
 }
 
+/// Fill a plugin's cap of two sensors (`first`, read once each at the host
+/// clock), see `third` refused, then wait for eight days and a half of the
+/// clock (a week, `max_future` and the simulated transit allowance of
+/// 100,000 s): the host clock then. `publish` sends one reading of a sensor.
+async fn fill_the_cap_and_wait_a_week<F, Fut>(
+    client: &async_nats::Client,
+    publish: &F,
+    first: [(&'static str, f64); 2],
+    third: (&'static str, f64),
+) -> i64
+where
+    F: Fn(&'static str, f64, i64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let start = clock_ms(&host_status(client).await);
+    for (sensor, value) in first {
+        publish(sensor, value, start).await;
+    }
+    status_until(client, "the first two sensors taken", |s| {
+        s["plugins"][0]["readings_in"] == 2
+    })
+    .await;
+    publish(third.0, third.1, clock_ms(&host_status(client).await)).await;
+    status_until(client, "the third refused", |s| deadletters(s, "too-many-sensors") == 1).await;
+    let status = status_until(client, "eight days and a half to pass", |s| {
+        clock_ms(s) > start + 8 * DAY_MS + DAY_MS / 2
+    })
+    .await;
+    clock_ms(&status)
+}
+
+/// The host clock in a status.
+fn clock_ms(status: &Value) -> i64 {
+    status["clock_ms"].as_i64().unwrap()
+}
+
+/// The codes of `sensor`'s alerts on `alerts`, up to its first `last`.
+async fn codes_until(alerts: &mut async_nats::Subscriber, sensor: &str, last: &str) -> Vec<String> {
+    let what = format!("`{sensor}`'s {last}");
+    let seen = crate::support::collect_until(alerts, &what, |seen| {
+        seen.iter().any(|(_, a)| a["sensor"] == sensor && a["code"] == last)
+    })
+    .await;
+    seen.iter()
+        .filter(|(_, a)| a["sensor"] == sensor)
+        .map(|(_, a)| a["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The sensor `publish` sends now is the one too many (the second refused),
+/// and the plugin ran throughout without an error; the device then stops.
+async fn one_too_many_again<F, Fut>(mut device: Device, client: &async_nats::Client, publish: F)
+where
+    F: FnOnce(i64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    publish(clock_ms(&host_status(client).await)).await;
+    let status = status_until(client, "the one too many refused", |s| {
+        deadletters(s, "too-many-sensors") == 2
+    })
+    .await;
+    let plugin = &status["plugins"][0];
+    assert_eq!(plugin["state"], "running", "{status}");
+    assert_eq!(plugin["errors"], 0, "{status}");
+    let (code, log) = device.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
 /// Sensors come and go: a ward's patients are discharged, a CGM is replaced
 /// every ten days. glucose-monitor forgets a sensor silent for its
 /// `forget_after` (7 days) and says so in its manifest, so ingest frees that
@@ -717,7 +785,6 @@ async fn with_jetstream_input_readings_wait_in_the_stream_while_the_plugin_is_do
 /// A clock 100,000 times real time runs the week in seconds.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sensor_silent_for_a_week_gives_its_place_to_a_new_patient() {
-    const DAY_MS: i64 = 24 * 3_600_000;
     let local = NatsServer::start();
     let clock = "[clock]\nstart = \"2031-01-01T00:00:00Z\"\nspeed = 100000\n";
     let mut device = Device::with_tick(
@@ -729,7 +796,6 @@ async fn a_sensor_silent_for_a_week_gives_its_place_to_a_new_patient() {
     let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
     let mut returning = subscribe_alerts(&client, "glucose-monitor").await;
     client.flush().await.unwrap();
-    let clock_ms = |status: &Value| status["clock_ms"].as_i64().unwrap();
     let publish = |sensor: &'static str, value: f64, at_ms: i64| {
         let client = client.clone();
         async move {
@@ -741,27 +807,14 @@ async fn a_sensor_silent_for_a_week_gives_its_place_to_a_new_patient() {
         }
     };
 
-    // Two patients fill the cap; a third is refused.
-    let start = clock_ms(&host_status(&client).await);
-    publish("discharged", 120.0, start).await;
-    publish("discharged-too", 120.0, start).await;
-    status_until(&client, "the first two patients taken", |s| {
-        s["plugins"][0]["readings_in"] == 2
-    })
+    let now = fill_the_cap_and_wait_a_week(
+        &client,
+        &publish,
+        [("discharged", 120.0), ("discharged-too", 120.0)],
+        ("admitted", 45.0),
+    )
     .await;
-    publish("admitted", 45.0, clock_ms(&host_status(&client).await)).await;
-    status_until(&client, "the third refused", |s| {
-        deadletters(s, "too-many-sensors") == 1
-    })
-    .await;
-
-    // A week and a day later (the week, `max_future` and the simulated
-    // transit allowance of 100,000 s), the new patient is taken and alerted on.
-    let status = status_until(&client, "eight days and a half to pass", |s| {
-        clock_ms(s) > start + 8 * DAY_MS + DAY_MS / 2
-    })
-    .await;
-    publish("admitted", 45.0, clock_ms(&status)).await;
+    publish("admitted", 45.0, now).await;
     alert_for(&mut alerts, "cgm.admitted", "urgent-low").await;
     // The second place is free too: one of the old patients comes back, as
     // a new one, and the other, now, is the one too many.
@@ -770,30 +823,12 @@ async fn a_sensor_silent_for_a_week_gives_its_place_to_a_new_patient() {
         s["plugins"][0]["readings_in"] == 4
     })
     .await;
-    publish("discharged-too", 120.0, clock_ms(&host_status(&client).await)).await;
-    let status = status_until(&client, "the one too many refused", |s| {
-        deadletters(s, "too-many-sensors") == 2
-    })
-    .await;
-    let glucose = &status["plugins"][0];
-    assert_eq!(glucose["state"], "running", "{status}");
-    assert_eq!(glucose["errors"], 0, "{status}");
     // The plugin forgot it too: back, it is a new sensor, with no
     // `signal-loss-resolved` for the week-old outage (a remembered one
     // would resolve it at its first reading).
-    let seen = crate::support::collect_until(&mut returning, "the returning patient's urgent-low", |seen| {
-        seen.iter()
-            .any(|(_, a)| a["sensor"] == "cgm.discharged" && a["code"] == "urgent-low")
-    })
-    .await;
-    let codes: Vec<&str> = seen
-        .iter()
-        .filter(|(_, a)| a["sensor"] == "cgm.discharged")
-        .map(|(_, a)| a["code"].as_str().unwrap())
-        .collect();
+    let codes = codes_until(&mut returning, "cgm.discharged", "urgent-low").await;
     assert_eq!(codes, ["signal-loss", "urgent-low"]);
-    let (code, log) = device.terminate().await;
-    assert_eq!(code, Some(0), "{log}");
+    one_too_many_again(device, &client, |now| publish("discharged-too", 120.0, now)).await;
 }
 
 /// The same for threshold (0.2.3): fridges' probes are replaced and freezers
@@ -812,7 +847,6 @@ async fn a_probe_silent_for_a_week_gives_its_place_to_a_new_one() {
         &format!("[[plugins]]\nbundle = \"threshold.wasm\"\n[plugins.limits]\nmax_sensors = 2\n{clock}"),
     );
     let (client, mut alerts) = device.start_watching(&local, "threshold").await;
-    let clock_ms = |status: &Value| status["clock_ms"].as_i64().unwrap();
     let publish = |probe: &'static str, value: f64, at_ms: i64| {
         let client = client.clone();
         async move {
@@ -825,26 +859,9 @@ async fn a_probe_silent_for_a_week_gives_its_place_to_a_new_one() {
         }
     };
 
-    // Two probes fill the cap; a third is refused.
-    let start = clock_ms(&host_status(&client).await);
-    publish("replaced", 9.0, start).await;
-    publish("retired", 5.0, start).await;
-    status_until(&client, "the first two probes taken", |s| {
-        s["plugins"][0]["readings_in"] == 2
-    })
-    .await;
-    publish("new", 9.0, clock_ms(&host_status(&client).await)).await;
-    status_until(&client, "the third refused", |s| {
-        deadletters(s, "too-many-sensors") == 1
-    })
-    .await;
-
-    // A week and a day later, the new probe is taken and alerted on.
-    let status = status_until(&client, "eight days and a half to pass", |s| {
-        clock_ms(s) > start + 8 * DAY_MS + DAY_MS / 2
-    })
-    .await;
-    publish("new", 9.0, clock_ms(&status)).await;
+    let now =
+        fill_the_cap_and_wait_a_week(&client, &publish, [("replaced", 9.0), ("retired", 5.0)], ("new", 9.0)).await;
+    publish("new", 9.0, now).await;
     alert_for(&mut alerts, "temperature.new", "above-high").await;
     // The second place is free too. The plugin forgot the probe as well,
     // within the week (it holds no more probes than the places the host
@@ -852,28 +869,10 @@ async fn a_probe_silent_for_a_week_gives_its_place_to_a_new_one() {
     // its week-old alert, as a remembered probe would.
     publish("replaced", 5.0, clock_ms(&host_status(&client).await)).await;
     publish("replaced", 1.0, clock_ms(&host_status(&client).await) + 1).await;
-    let seen = crate::support::collect_until(&mut alerts, "the returning probe's below-low", |seen| {
-        seen.iter()
-            .any(|(_, a)| a["sensor"] == "temperature.replaced" && a["code"] == "below-low")
-    })
-    .await;
-    let codes: Vec<&str> = seen
-        .iter()
-        .filter(|(_, a)| a["sensor"] == "temperature.replaced")
-        .map(|(_, a)| a["code"].as_str().unwrap())
-        .collect();
+    let codes = codes_until(&mut alerts, "temperature.replaced", "below-low").await;
     assert_eq!(codes, ["below-low"]);
     // A third probe is the one too many.
-    publish("retired", 5.0, clock_ms(&host_status(&client).await)).await;
-    let status = status_until(&client, "the one too many refused", |s| {
-        deadletters(s, "too-many-sensors") == 2
-    })
-    .await;
-    let threshold = &status["plugins"][0];
-    assert_eq!(threshold["state"], "running", "{status}");
-    assert_eq!(threshold["errors"], 0, "{status}");
-    let (code, log) = device.terminate().await;
-    assert_eq!(code, Some(0), "{log}");
+    one_too_many_again(device, &client, |now| publish("retired", 5.0, now)).await;
 }
 
 /// `[clock]` starting `behind` real time, running 61 times as fast, with
@@ -885,6 +884,16 @@ fn clock_behind_with_jetstream(behind: time::Duration) -> String {
     format!("[clock]\nstart = \"{start}\"\nspeed = 61\n\n[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n")
 }
 
+/// A local server with JetStream and the `SENSORS` stream, and a JetStream
+/// context to publish to it.
+async fn local_with_sensors_stream() -> (NatsServer, async_nats::jetstream::Context) {
+    let local = NatsServer::start_with_jetstream();
+    let publisher = async_nats::connect(local.url()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(publisher);
+    create_sensors_stream(&jetstream).await;
+    (local, jetstream)
+}
+
 /// A device whose clock is behind when it starts (no real-time clock, NTP
 /// not reached yet) finds its JetStream backlog "from the future". Before,
 /// every one of those readings was dead-lettered and acknowledged: gone
@@ -894,10 +903,7 @@ fn clock_behind_with_jetstream(behind: time::Duration) -> String {
 /// five minutes: five minutes of the clock, 5 s of real time).
 #[tokio::test(flavor = "multi_thread")]
 async fn with_jetstream_input_readings_from_the_future_wait_in_the_stream_for_the_clock() {
-    let local = NatsServer::start_with_jetstream();
-    let publisher = async_nats::connect(local.url()).await.unwrap();
-    let jetstream = async_nats::jetstream::new(publisher.clone());
-    create_sensors_stream(&jetstream).await;
+    let (local, jetstream) = local_with_sensors_stream().await;
     for patient in ["p1", "p2"] {
         publish_acked(&jetstream, format!("sensors.cgm.{patient}"), reading(now_ms(), 45.0)).await;
     }
@@ -920,10 +926,7 @@ async fn with_jetstream_input_readings_from_the_future_wait_in_the_stream_for_th
 /// them dead-lettered, as a plugin's ack-pending messages are bounded.
 #[tokio::test(flavor = "multi_thread")]
 async fn with_jetstream_input_readings_from_the_future_are_dead_lettered_after_ten_minutes_of_the_clock() {
-    let local = NatsServer::start_with_jetstream();
-    let publisher = async_nats::connect(local.url()).await.unwrap();
-    let jetstream = async_nats::jetstream::new(publisher.clone());
-    create_sensors_stream(&jetstream).await;
+    let (local, jetstream) = local_with_sensors_stream().await;
     publish_acked(&jetstream, "sensors.cgm.p1", reading(now_ms(), 45.0)).await;
     let mut device = Device::new(&local, None, &clock_behind_with_jetstream(time::Duration::minutes(30)));
     let client = device.start(&local).await;
@@ -949,10 +952,7 @@ async fn with_jetstream_input_readings_from_the_future_are_dead_lettered_after_t
 /// unacknowledged in the consumer for ten minutes each).
 #[tokio::test(flavor = "multi_thread")]
 async fn with_jetstream_input_a_sensor_from_the_future_among_others_is_dead_lettered_at_once() {
-    let local = NatsServer::start_with_jetstream();
-    let publisher = async_nats::connect(local.url()).await.unwrap();
-    let jetstream = async_nats::jetstream::new(publisher.clone());
-    create_sensors_stream(&jetstream).await;
+    let (local, jetstream) = local_with_sensors_stream().await;
     let mut device = Device::new(&local, None, "[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n");
     let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
     publish_acked(&jetstream, "sensors.cgm.p1", reading(now_ms(), 45.0)).await;
