@@ -875,14 +875,17 @@ async fn a_probe_silent_for_a_week_gives_its_place_to_a_new_one() {
     one_too_many_again(device, &client, |now| publish("retired", 5.0, now)).await;
 }
 
-/// `[clock]` starting `behind` real time, running 61 times as fast, with
-/// JetStream input from the `SENSORS` stream: the clock of a device without
-/// a real-time clock, set right some minutes after it started.
-fn clock_behind_with_jetstream(behind: time::Duration) -> String {
+/// `[clock]` starting `behind` real time, running `speed` times as fast,
+/// with JetStream input from the `SENSORS` stream: the clock of a device
+/// without a real-time clock (at 61, set right some minutes after it started).
+fn clock_behind_with_jetstream(behind: time::Duration, speed: u32) -> String {
     let start = time::OffsetDateTime::now_utc() - behind;
     let start = start.format(&time::format_description::well_known::Rfc3339).unwrap();
-    format!("[clock]\nstart = \"{start}\"\nspeed = 61\n\n[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n")
+    format!("[clock]\nstart = \"{start}\"\nspeed = {speed}\n\n{JETSTREAM_INPUT}")
 }
+
+/// Sensor readings from the `SENSORS` stream.
+const JETSTREAM_INPUT: &str = "[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n";
 
 /// A local server with JetStream and the `SENSORS` stream, and a JetStream
 /// context to publish to it.
@@ -907,7 +910,11 @@ async fn with_jetstream_input_readings_from_the_future_wait_in_the_stream_for_th
     for patient in ["p1", "p2"] {
         publish_acked(&jetstream, format!("sensors.cgm.{patient}"), reading(now_ms(), 45.0)).await;
     }
-    let mut device = Device::new(&local, None, &clock_behind_with_jetstream(time::Duration::minutes(10)));
+    let mut device = Device::new(
+        &local,
+        None,
+        &clock_behind_with_jetstream(time::Duration::minutes(10), 61),
+    );
     let (client, mut alerts) = device.start_watching(&local, ">").await;
     let message = degraded_message(&mut alerts).await;
     assert_contains(&message, "held in the stream");
@@ -928,7 +935,11 @@ async fn with_jetstream_input_readings_from_the_future_wait_in_the_stream_for_th
 async fn with_jetstream_input_readings_from_the_future_are_dead_lettered_after_ten_minutes_of_the_clock() {
     let (local, jetstream) = local_with_sensors_stream().await;
     publish_acked(&jetstream, "sensors.cgm.p1", reading(now_ms(), 45.0)).await;
-    let mut device = Device::new(&local, None, &clock_behind_with_jetstream(time::Duration::minutes(30)));
+    let mut device = Device::new(
+        &local,
+        None,
+        &clock_behind_with_jetstream(time::Duration::minutes(30), 61),
+    );
     let client = device.start(&local).await;
     let status = status_until(&client, "the reading dead-lettered", |s| deadletters(s, "future") == 1).await;
     assert!(status["ingest"]["held_for_clock"].as_u64() >= Some(20), "{status}");
@@ -953,7 +964,7 @@ async fn with_jetstream_input_readings_from_the_future_are_dead_lettered_after_t
 #[tokio::test(flavor = "multi_thread")]
 async fn with_jetstream_input_a_sensor_from_the_future_among_others_is_dead_lettered_at_once() {
     let (local, jetstream) = local_with_sensors_stream().await;
-    let mut device = Device::new(&local, None, "[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n");
+    let mut device = Device::new(&local, None, JETSTREAM_INPUT);
     let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
     publish_acked(&jetstream, "sensors.cgm.p1", reading(now_ms(), 45.0)).await;
     alert_for(&mut alerts, "cgm.p1", "urgent-low").await;
@@ -961,5 +972,44 @@ async fn with_jetstream_input_a_sensor_from_the_future_among_others_is_dead_lett
     publish_acked(&jetstream, "sensors.cgm.p2", reading(day_ahead, 45.0)).await;
     let status = status_until(&client, "the reading dead-lettered", |s| deadletters(s, "future") == 1).await;
     assert_eq!(status["ingest"]["held_for_clock"], 0, "{status}");
+    device.terminate_cleanly().await;
+}
+
+/// Readings held for the clock are in the stream, not in the host: after a
+/// `kill -9`, the host restarted with its clock set right gives each of
+/// them to the plugin, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn readings_held_for_the_clock_survive_a_crash_and_are_given_once_when_it_is_right() {
+    let (local, jetstream) = local_with_sensors_stream().await;
+    for patient in ["p1", "p2"] {
+        publish_acked(&jetstream, format!("sensors.cgm.{patient}"), reading(now_ms(), 45.0)).await;
+    }
+    let mut device = Device::new(&local, None, &clock_behind_with_jetstream(time::Duration::hours(2), 1));
+    let client = device.start(&local).await;
+    status_until(&client, "both readings held", |s| {
+        s["ingest"]["held_for_clock"].as_u64() >= Some(2)
+    })
+    .await;
+    device.kill();
+    device.edit_config(|config| {
+        let (clock, rest) = config.split_once("[clock]").unwrap();
+        let (_, input) = rest.split_once("[ingest]").unwrap();
+        format!("{clock}[ingest]{input}")
+    });
+    let (_client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
+    // After the held ones in the stream: when its alert comes, theirs came.
+    publish_acked(&jetstream, "sensors.cgm.p3", reading(now_ms(), 45.0)).await;
+    let seen = crate::support::collect_until(&mut alerts, "p3's urgent-low", |seen| {
+        seen.iter()
+            .any(|(_, a)| a["sensor"] == "cgm.p3" && a["code"] == "urgent-low")
+    })
+    .await;
+    let mut lows: Vec<&str> = seen
+        .iter()
+        .filter(|(_, a)| a["code"] == "urgent-low")
+        .map(|(_, a)| a["sensor"].as_str().unwrap())
+        .collect();
+    lows.sort_unstable();
+    assert_eq!(lows, ["cgm.p1", "cgm.p2", "cgm.p3"]);
     device.terminate_cleanly().await;
 }
