@@ -903,10 +903,15 @@ async fn local_with_sensors_stream() -> (NatsServer, async_nats::jetstream::Cont
 /// from the stream, and those patients' lows never alerted once the clock
 /// was right. The stream now keeps them while no reading is taken, and they
 /// are given once the clock is right (here ten minutes behind, `max_future`
-/// five minutes: five minutes of the clock, 5 s of real time).
+/// five minutes: five minutes of the clock, 5 s of real time). The older
+/// part of a backlog, from before the clock the device booted with (a clock
+/// saved at shutdown and restored at boot, as `fake-hwclock` does), is
+/// taken: that is no sign that the clock is right.
 #[tokio::test(flavor = "multi_thread")]
 async fn with_jetstream_input_readings_from_the_future_wait_in_the_stream_for_the_clock() {
     let (local, jetstream) = local_with_sensors_stream().await;
+    let before_the_boot = now_ms() - 10 * MINUTE_MS;
+    publish_acked(&jetstream, "sensors.cgm.p0", reading(before_the_boot, 120.0)).await;
     for patient in ["p1", "p2"] {
         publish_acked(&jetstream, format!("sensors.cgm.{patient}"), reading(now_ms(), 45.0)).await;
     }

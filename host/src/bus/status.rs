@@ -170,7 +170,7 @@ pub struct IngestStatus {
     #[serde(default)]
     pub dropped_by_client: u64,
     /// Deliveries of JetStream messages held in the stream because their
-    /// readings were from the future of the host clock while no reading was
+    /// readings were from the future of the host clock while no new reading was
     /// taken (a clock behind, not yet set right).
     #[serde(default)]
     pub held_for_clock: u64,

@@ -294,7 +294,7 @@ fn encode_host(encoder: &mut DescriptorEncoder<'_>, status: &Status, oldest: Old
     counter(metric, status.ingest.dropped_by_client)?;
     let metric = encoder.encode_descriptor(
         "edgewise_ingest_held_for_clock",
-        "Deliveries of JetStream sensor messages held in the stream because their readings were from the future of the host clock while no reading was taken (a device clock behind).",
+        "Deliveries of JetStream sensor messages held in the stream because their readings were from the future of the host clock while no new reading was taken (a device clock behind).",
         None,
         MetricType::Counter,
     )?;

@@ -315,7 +315,7 @@ impl Owner {
             let message = format!(
                 "plugin `{plugin}` is not given {refused} readings yet whose time is ahead of this \
                  device's clock by more than `[ingest] max_future`, the first of sensor `{sensor}`: \
-                 {reason}. No reading is taken: this device's clock is probably behind (no \
+                 {reason}. No new reading is taken: this device's clock is probably behind (no \
                  real-time clock, NTP not reached yet), and until it is set right no patient is \
                  monitored. The readings are held in the stream and given once the clock is right, \
                  for {} of the clock at most; dead-lettered as `future` after that",

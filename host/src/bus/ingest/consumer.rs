@@ -69,16 +69,21 @@ const HOLDS: i64 = 20;
 const HELD_AT_MOST: usize = 1000;
 
 /// Messages held in the stream because their readings are from the future
-/// of the host clock. Only while no reading is taken: that every reading is
-/// from the future is what a host clock behind looks like, and then every
-/// reading waits for it to be set right, for [`HOLDS`] deliveries at most.
-/// A sensor whose own clock is ahead, among others whose readings are taken,
-/// is dead-lettered at once as before: its messages would hold the ack floor
-/// back (and take places of `max_ack_pending`) for nothing.
+/// of the host clock. Only while no new reading is taken: that every new
+/// reading is from the future is what a host clock behind looks like, and
+/// then every reading waits for it to be set right, for [`HOLDS`]
+/// deliveries at most. New is at the head of the stream (nothing after it
+/// for the consumer yet): a backlog's older readings are taken on a clock
+/// behind too (one restored at boot from a clock saved at shutdown, as
+/// `fake-hwclock` does, is behind by the time the device was off, and the
+/// backlog is that time). A sensor whose own clock is ahead, among others
+/// whose new readings are taken, is dead-lettered at once as before: its
+/// messages would hold the ack floor back (and take places of
+/// `max_ack_pending`) for nothing.
 struct Holds {
     /// [`HOLD`] in real time (a simulated clock runs faster).
     hold: Duration,
-    /// When a reading of a message not held before was last taken.
+    /// When a new reading of a message not held before was last taken.
     taken_at: Option<Instant>,
     /// The messages held, by source, and when: forgotten when they come
     /// again, or after a few [`HOLD`]s (deleted from the stream meanwhile).
@@ -119,10 +124,11 @@ impl Holds {
         self.held.insert(source, now);
     }
 
-    /// Readings of a message were taken at `now`; `was_held`: one held before
-    /// (the clock is right now, for it), which holds nothing else back.
-    fn taken(&mut self, was_held: bool, now: Instant) {
-        if !was_held {
+    /// Readings of a message were taken at `now`: it was `new` (at the head
+    /// of the stream, see [`Holds`]), or `was_held` (the clock is right now,
+    /// for it), which holds nothing else back.
+    fn taken(&mut self, new: bool, was_held: bool, now: Instant) {
+        if new && !was_held {
             self.taken_at = Some(now);
         }
     }
@@ -386,7 +392,9 @@ pub async fn run<W: From<Batch>>(
                 }
             };
             let source = source_of(&message);
-            let delivered = message.info().map_or(1, |info| info.delivered);
+            let (delivered, new) = message
+                .info()
+                .map_or((1, true), |info| (info.delivered, info.pending == 0));
             let (message, acker) = message.split();
             let was_held = holds.came(source);
             let now = Instant::now();
@@ -406,7 +414,7 @@ pub async fn run<W: From<Batch>>(
             let before = readings.len();
             take_message(ingest, &message, &mut readings).await;
             if readings.len() > before {
-                holds.taken(was_held, now);
+                holds.taken(new, was_held, now);
             }
             sources.resize(readings.len(), source);
             ackers.push(acker);
@@ -510,12 +518,14 @@ mod tests {
         holds.hold(7, start);
         assert!(holds.came(7), "it had been held");
         assert!(!holds.came(7), "once");
-        holds.taken(true, start);
+        holds.taken(true, true, start);
         assert!(
             holds.may_hold(1, start),
             "a held message taken: the clock is right for it alone"
         );
-        holds.taken(false, start);
+        holds.taken(false, false, start);
+        assert!(holds.may_hold(1, start), "a backlog's older reading taken: no sign");
+        holds.taken(true, false, start);
         assert!(
             !holds.may_hold(1, start),
             "others are taken: this sensor's clock is wrong"

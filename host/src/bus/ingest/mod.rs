@@ -201,7 +201,7 @@ pub struct IngestStats {
     pub dropped_by_client: AtomicU64,
     /// Deliveries of JetStream messages held in the stream (negatively
     /// acknowledged, to come again later) because their readings are from
-    /// the future of the host clock, while no reading is taken: a clock
+    /// the future of the host clock, while no new reading is taken: a clock
     /// behind, not yet set right (`consumer.rs`).
     pub held_for_clock: AtomicU64,
     /// Notified at each of those drops: the owner raises `host-degraded`
