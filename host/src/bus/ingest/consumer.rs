@@ -83,6 +83,11 @@ const HELD_AT_MOST: usize = 1000;
 struct Holds {
     /// [`HOLD`] in real time (a simulated clock runs faster).
     hold: Duration,
+    /// Deliveries of a message held at most: [`HOLDS`], or fewer than the
+    /// consumer's `max_deliver` (a consumer made beforehand may have one),
+    /// after which the server would deliver it no more, unacknowledged and
+    /// never dead-lettered.
+    holds: i64,
     /// When a new reading of a message not held before was last taken.
     taken_at: Option<Instant>,
     /// The messages held, by source, and when: forgotten when they come
@@ -91,9 +96,13 @@ struct Holds {
 }
 
 impl Holds {
-    fn new(hold: Duration) -> Holds {
+    fn new(hold: Duration, max_deliver: i64) -> Holds {
         Holds {
             hold,
+            holds: match max_deliver {
+                1.. => HOLDS.min(max_deliver - 1),
+                _ => HOLDS,
+            },
             taken_at: None,
             held: HashMap::new(),
         }
@@ -107,7 +116,7 @@ impl Holds {
             self.held
                 .retain(|_, at| now.saturating_duration_since(*at) < forget_after);
         }
-        delivered <= HOLDS
+        delivered <= self.holds
             && self.held.len() < HELD_AT_MOST
             && self
                 .taken_at
@@ -339,8 +348,9 @@ pub async fn run<W: From<Batch>>(
     })?;
     // A consumer made beforehand (by an operator, or an older host) keeps
     // its own limit.
-    let mut waiting = Waiting::new(waiting_at_most(consumer.cached_info().config.max_ack_pending));
-    let mut holds = Holds::new(ingest.clock.real_interval(HOLD));
+    let made = &consumer.cached_info().config;
+    let mut waiting = Waiting::new(waiting_at_most(made.max_ack_pending));
+    let mut holds = Holds::new(ingest.clock.real_interval(HOLD), made.max_deliver);
     ingest.health.flowing(&ingest.plugin);
     let mut chunks = messages.ready_chunks(batch_max);
     // The newest batch until the plugin has it (or it was dropped): the next
@@ -511,7 +521,7 @@ mod tests {
     fn messages_from_the_future_are_held_only_while_nothing_is_taken_and_only_so_often() {
         let hold = Duration::from_secs(30);
         let start = Instant::now();
-        let mut holds = Holds::new(hold);
+        let mut holds = Holds::new(hold, -1);
         assert!(holds.may_hold(1, start), "nothing taken yet: a clock behind");
         assert!(holds.may_hold(HOLDS, start));
         assert!(!holds.may_hold(HOLDS + 1, start), "held long enough");
@@ -535,12 +545,19 @@ mod tests {
             holds.may_hold(1, start + hold),
             "nothing taken for a hold: a clock behind again"
         );
-        let mut full = Holds::new(hold);
+        let mut full = Holds::new(hold, 0);
         for source in 0..HELD_AT_MOST as u64 {
             full.hold(source, start);
         }
         assert!(!full.may_hold(1, start + hold), "as many as may be held");
         assert!(full.may_hold(1, start + hold * 4), "those not come back are forgotten");
+        let mut limited = Holds::new(hold, 5);
+        assert!(limited.may_hold(4, start));
+        assert!(
+            !limited.may_hold(5, start),
+            "the last delivery the consumer makes is not held: dead-lettered"
+        );
+        assert!(!Holds::new(hold, 1).may_hold(1, start), "one delivery: none held");
     }
 
     #[test]
