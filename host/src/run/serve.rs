@@ -313,8 +313,9 @@ impl Owner {
         if let Some(held_for) = held_for {
             tracing::error!(%plugin, %sensor, held = refused, %reason, "Readings from the future held in the stream: is the device clock right?");
             let message = format!(
-                "plugin `{plugin}` is not given {refused} readings yet whose time is ahead of this \
-                 device's clock by more than `[ingest] max_future`, the first of sensor `{sensor}`: \
+                "plugin `{plugin}` is not given yet readings whose time is ahead of this device's \
+                 clock by more than `[ingest] max_future` ({refused} held, counted each time the \
+                 stream delivers them again), the first of sensor `{sensor}`: \
                  {reason}. No new reading is taken: this device's clock is probably behind (no \
                  real-time clock, NTP not reached yet), and until it is set right no patient is \
                  monitored. The readings are held in the stream and given once the clock is right, \

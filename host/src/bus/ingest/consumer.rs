@@ -8,7 +8,7 @@
 //! local alerts would stop.
 //!
 //! A message whose readings are from the future of the host clock, while no
-//! reading is taken, is held in the stream ([`Holds`]): a host clock behind
+//! new reading is taken, is held in the stream ([`Holds`]): a host clock behind
 //! the sensors' (a device without a real-time clock, booted before NTP set
 //! it) would otherwise dead-letter, and acknowledge, its whole backlog.
 
