@@ -13,6 +13,7 @@
 //! it) would otherwise dead-letter, and acknowledge, its whole backlog.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::pull::MessagesErrorKind;
@@ -20,7 +21,7 @@ use futures::StreamExt;
 use tokio::sync::oneshot::error::TryRecvError;
 use tokio::sync::watch;
 
-use super::{Batch, Ingest, IngestError, ReadingsQueue, from_the_future, take_message};
+use super::{Batch, FromTheFuture, Ingest, IngestError, ReadingsQueue, take_message};
 
 /// How often a missing sensor stream is looked for again.
 const STREAM_POLL: Duration = Duration::from_secs(1);
@@ -401,28 +402,31 @@ pub async fn run<W: From<Batch>>(
                     continue;
                 }
             };
-            let source = source_of(&message);
-            let (delivered, new) = message
-                .info()
-                .map_or((1, true), |info| (info.delivered, info.pending == 0));
+            let info = message.info().ok();
+            let source = info.as_ref().map_or(0, source_of);
+            let (delivered, new) = info.map_or((1, true), |info| (info.delivered, info.pending == 0));
             let (message, acker) = message.split();
             let was_held = holds.came(source);
             let now = Instant::now();
-            if holds.may_hold(delivered, now)
-                && let Some((future, sensor, refusal)) = from_the_future(ingest, &message)
-            {
+            let before = readings.len();
+            let hold_future = holds.may_hold(delivered, now);
+            if let Some(future) = take_message(ingest, &message, &mut readings, hold_future).await {
+                let FromTheFuture {
+                    readings,
+                    sensor,
+                    refusal,
+                } = future;
                 match acker.ack_with(AckKind::Nak(Some(holds.hold))).await {
                     Ok(()) => {
                         holds.hold(source, now);
-                        ingest.held_for_clock(future, sensor, &refusal, HOLD * HOLDS as u32);
+                        ingest.stats.held_for_clock.fetch_add(1, Ordering::Relaxed);
+                        ingest.out_of_time(readings, sensor, &refusal, Some(HOLD * HOLDS as u32));
                     }
                     // Delivered again after the ack wait.
                     Err(error) => tracing::warn!(%error, "Cannot hold a sensor message from the future"),
                 }
                 continue;
             }
-            let before = readings.len();
-            take_message(ingest, &message, &mut readings).await;
             if readings.len() > before {
                 holds.taken(new, was_held, now);
             }
@@ -490,12 +494,11 @@ async fn acknowledge(ackers: Vec<async_nats::jetstream::message::Acker>) {
     }
 }
 
-/// What names `message` when the stream delivers it again: its stream
-/// sequence and the time the stream stored it, mixed (a stream made again
-/// numbers from 1, at other times). 0 (never a name) if the message does not
-/// say.
-fn source_of(message: &async_nats::jetstream::Message) -> u64 {
-    let Ok(info) = message.info() else { return 0 };
+/// What names a message (`info`, its delivery's) when the stream delivers it
+/// again: its stream sequence and the time the stream stored it, mixed (a
+/// stream made again numbers from 1, at other times). 0 (never a name) for a
+/// message that does not say.
+fn source_of(info: &async_nats::jetstream::message::Info<'_>) -> u64 {
     let stored_ns = info.published.unix_timestamp_nanos() as u64;
     let mixed = info.stream_sequence.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ stored_ns.rotate_left(29);
     mixed.max(1)

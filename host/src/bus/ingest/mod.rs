@@ -566,36 +566,22 @@ impl Ingest {
 }
 
 impl Ingest {
-    /// `refused` readings were refused for their time, the first of
-    /// `sensor` for `refusal`: tell the owner, if not told within [`RETELL`]
-    /// (then with every reading refused since).
-    fn out_of_time(&mut self, refused: u64, sensor: String, refusal: &Refusal) {
-        let Some(refused) = self.out_of_time.occurred(refused, Instant::now()) else {
+    /// `count` readings were refused for their time (`held_for` `None`), or
+    /// held in the JetStream stream for at most `held_for` of the clock, the
+    /// first of `sensor` for `refusal`: tell the owner, if not told so within
+    /// [`RETELL`] (then with every reading refused, or held, since).
+    pub(super) fn out_of_time(&mut self, count: u64, sensor: String, refusal: &Refusal, held_for: Option<Duration>) {
+        let retell = match held_for {
+            Some(_) => &mut self.held_for_clock,
+            None => &mut self.out_of_time,
+        };
+        let Some(count) = retell.occurred(count, Instant::now()) else {
             return;
         };
         let _ = self.events.send(IngestEvent::OutOfTime(OutOfTime {
             plugin: self.plugin.clone(),
-            refused,
-            held_for: None,
-            sensor,
-            kind: refusal.kind,
-            reason: refusal.reason.clone(),
-        }));
-    }
-
-    /// `held` readings of a JetStream message, the first of `sensor` for
-    /// `refusal`, are from the future and held in the stream for at most
-    /// `held_for` of the clock: count, and tell the owner, if not told
-    /// within [`RETELL`] (then with every reading held since).
-    pub(super) fn held_for_clock(&mut self, held: u64, sensor: String, refusal: &Refusal, held_for: Duration) {
-        self.stats.held_for_clock.fetch_add(1, Ordering::Relaxed);
-        let Some(held) = self.held_for_clock.occurred(held, Instant::now()) else {
-            return;
-        };
-        let _ = self.events.send(IngestEvent::OutOfTime(OutOfTime {
-            plugin: self.plugin.clone(),
-            refused: held,
-            held_for: Some(held_for),
+            refused: count,
+            held_for,
             sensor,
             kind: refusal.kind,
             reason: refusal.reason.clone(),
@@ -687,20 +673,43 @@ impl LogBudget {
     }
 }
 
+/// Readings of a message from the future of the host clock: how many, and
+/// the sensor and refusal of the first.
+pub(super) struct FromTheFuture {
+    pub(super) readings: u64,
+    pub(super) sensor: String,
+    pub(super) refusal: Refusal,
+}
+
 /// Decode one sensor message into `readings`, keeping the readings that
 /// [`Admission`] lets in; dead-letter the message if it cannot be decoded, or
-/// its refused readings with their reasons.
-async fn take_message(ingest: &mut Ingest, message: &async_nats::Message, readings: &mut Vec<Reading>) {
-    ingest.stats.messages.fetch_add(1, Ordering::Relaxed);
+/// its refused readings with their reasons. With `hold_future`, a message
+/// with a reading from the future is neither taken nor refused nor counted:
+/// what is from the future is returned, for the caller to hold it.
+async fn take_message(
+    ingest: &mut Ingest,
+    message: &async_nats::Message,
+    readings: &mut Vec<Reading>,
+    hold_future: bool,
+) -> Option<FromTheFuture> {
     let subject = message.subject.as_str();
     let before = readings.len();
-    if let Err(error) = payload::decode_into(subject, &message.payload, readings) {
+    let decoded = payload::decode_into(subject, &message.payload, readings);
+    if hold_future
+        && decoded.is_ok()
+        && let Some(future) = from_the_future(ingest, &readings[before..])
+    {
+        readings.truncate(before);
+        return Some(future);
+    }
+    ingest.stats.messages.fetch_add(1, Ordering::Relaxed);
+    if let Err(error) = decoded {
         let refusal = Refusal {
             kind: DeadLetterKind::Malformed,
             reason: error.to_string(),
         };
         deadletter(ingest, subject, &message.payload, &refusal, None).await;
-        return;
+        return None;
     }
     let trusted = ingest.admission.trusts_payload_sensors(subject);
     let now_ms = ingest.clock.now_ms();
@@ -735,7 +744,7 @@ async fn take_message(ingest: &mut Ingest, message: &async_nats::Message, readin
             |refusal: &&(usize, Refusal)| matches!(refusal.1.kind, DeadLetterKind::Future | DeadLetterKind::TooOld);
         let count = refused.iter().filter(of_time).count() as u64;
         if let Some((_, first)) = refused.iter().find(of_time) {
-            ingest.out_of_time(count, sensor, first);
+            ingest.out_of_time(count, sensor, first, None);
         }
     }
     // One letter per reason: the first refusal's sentence, every index.
@@ -748,21 +757,22 @@ async fn take_message(ingest: &mut Ingest, message: &async_nats::Message, readin
         }
         deadletter(ingest, subject, &message.payload, first, Some(&indexes)).await;
     }
+    None
 }
 
-/// The readings of `message` from the future of the host clock, if any: how
-/// many, the sensor and refusal of the first. Nothing for a message that
-/// cannot be decoded ([`take_message`] dead-letters it).
-fn from_the_future(ingest: &Ingest, message: &async_nats::Message) -> Option<(u64, String, Refusal)> {
-    let mut readings = Vec::new();
-    payload::decode_into(message.subject.as_str(), &message.payload, &mut readings).ok()?;
+/// The readings of a message from the future of the host clock, if any.
+fn from_the_future(ingest: &Ingest, readings: &[Reading]) -> Option<FromTheFuture> {
     let now_ms = ingest.clock.now_ms();
     let mut future = readings
         .iter()
         .enumerate()
         .filter_map(|(index, reading)| Some((reading, ingest.admission.from_the_future(index, reading, now_ms)?)));
     let (first, refusal) = future.next()?;
-    Some((1 + future.count() as u64, first.sensor.clone(), refusal))
+    Some(FromTheFuture {
+        readings: 1 + future.count() as u64,
+        sensor: first.sensor.clone(),
+        refusal,
+    })
 }
 
 /// Publish a refused message (or refused `readings` of it) with its reason on

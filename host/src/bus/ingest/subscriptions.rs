@@ -74,7 +74,8 @@ pub async fn run<W: From<Batch>>(
         }
         let mut readings = Vec::with_capacity(chunk.len());
         for message in &chunk {
-            take_message(ingest, message, &mut readings).await;
+            // Core NATS keeps nothing to deliver again: nothing is held.
+            take_message(ingest, message, &mut readings, false).await;
         }
         // A chunk of large messages can hold far more readings than the
         // whole queue (256 messages of up to 2,000): it is offered in pieces
