@@ -175,10 +175,14 @@ impl Device {
     /// Wait up to `within` until the started host answers a status request
     /// through `client` with every plugin past compiling (a plugin still
     /// compiling when start-up stopped waiting for it joins later; tests
-    /// that publish once the host is ready expect every plugin subscribed);
+    /// that publish once the host is ready expect every plugin subscribed)
+    /// and past starting (its first `init` ended: it runs, or failed);
     /// fail at once, with its log, if it exits.
     pub async fn wait_ready(&mut self, client: &async_nats::Client, within: Duration) -> anyhow::Result<Value> {
-        self.wait_status(client, within, |status| !compiling(status)).await
+        self.wait_status(client, within, |status| {
+            !any_plugin_in(status, "compiling") && !any_plugin_in(status, "starting")
+        })
+        .await
     }
 
     /// Wait up to `within` until the started host answers a status request
@@ -205,7 +209,7 @@ impl Device {
             self.check_running()?;
             if Instant::now() >= deadline {
                 bail!(
-                    "edgewise run ({}) did not answer status requests (with every plugin past compiling, if asked) within {within:?}; the end of its log:\n{}",
+                    "edgewise run ({}) did not answer status requests (with every plugin past compiling and starting, if asked) within {within:?}; the end of its log:\n{}",
                     self.id,
                     self.log_tail()
                 );
@@ -352,9 +356,9 @@ pub async fn request_status(client: &async_nats::Client, id: &str) -> anyhow::Re
     serde_json::from_slice(&reply.payload).context("the host's status is not JSON")
 }
 
-/// Whether a plugin of `status` is still compiling.
-fn compiling(status: &Value) -> bool {
+/// Whether a plugin of `status` is in `state`.
+fn any_plugin_in(status: &Value, state: &str) -> bool {
     status["plugins"]
         .as_array()
-        .is_some_and(|plugins| plugins.iter().any(|plugin| plugin["state"] == "compiling"))
+        .is_some_and(|plugins| plugins.iter().any(|plugin| plugin["state"] == state))
 }

@@ -19,7 +19,7 @@ use edgewise_tests::{DeployBundle, deploy_bundles, edgewise, oversized_bundle};
 use crate::device::{DEVICE, Device, WAIT};
 use crate::kill_recovery::{Row, Run, assert_exactly_the_replay, drained, recording, settings, upstream_outputs};
 use crate::support::{
-    UP, create_sensors_stream, host_status, next_where, plugin, poll_until, publish_acked, value_until,
+    UP, create_sensors_stream, host_status, next_where, plugin, poll_until, publish_acked, status_until, value_until,
 };
 
 /// The plugin every deployment here is of.
@@ -1006,8 +1006,11 @@ async fn a_healthy_plugin_compiling_at_start_up_is_not_deployed_a_second_time() 
     let settled = band_py(again, "band-py's second push settled").await;
     assert_eq!(settled.phase, Phase::Healthy, "{settled:#?}");
     assert_eq!(settled.reason.as_deref(), Some("runs already"), "{settled:#?}");
-    let status = host_status(&edge.client).await;
-    assert_eq!(plugin(&status, "band-py")["state"], "running", "{status:#}");
+    // Joined once compiled: its `init` may still be under way.
+    status_until(&edge.client, "band-py running", |status| {
+        plugin(status, "band-py")["state"] == "running"
+    })
+    .await;
 }
 
 /// A plugin undeployed while a new version of it is on probation is

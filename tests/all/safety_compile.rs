@@ -8,7 +8,7 @@
 
 use crate::device::{Device, WAIT, now_ms, reading};
 use crate::safety_lifecycle::glucose_alert_and_degraded;
-use crate::support::{assert_contains, host_status, next_where, plugin, poll_until, subscribe_alerts};
+use crate::support::{assert_contains, host_status, next_where, plugin, poll_until, status_until, subscribe_alerts};
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{edgewise, plugin_manifest};
 
@@ -231,7 +231,12 @@ async fn a_plugin_still_compiling_does_not_hold_back_the_others_alerts() {
     edgewise_procs::child::sigstop(compiler).unwrap();
     let status = device.wait_answering(&client, WAIT * 3).await;
     assert_eq!(plugin(&status, "band-py")["state"], "compiling", "{status}");
-    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+    // Its `init` may still be under way when the status first answers.
+    let status = status_until(&client, "glucose-monitor running", |status| {
+        plugin(status, "glucose-monitor")["state"] == "running"
+    })
+    .await;
+    assert_eq!(plugin(&status, "band-py")["state"], "compiling", "{status}");
     client.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
     let urgent = next_where(&mut alerts, "glucose-monitor's urgent-low", |subject, alert| {
         subject.ends_with(".glucose-monitor") && alert["code"] == "urgent-low"
@@ -265,8 +270,12 @@ async fn a_plugin_compiled_after_start_up_joins_the_running_device() {
     let mut device = device_with_band_py(&local, "[compile]\nstart_wait = \"0s\"\n");
     let (client, mut alerts) = watching(&local).await;
     device.spawn();
-    let status = device.wait_answering(&client, WAIT * 3).await;
-    assert_eq!(plugin(&status, "glucose-monitor")["state"], "running", "{status}");
+    device.wait_answering(&client, WAIT * 3).await;
+    // Its `init` may still be under way when the status first answers.
+    status_until(&client, "glucose-monitor running", |status| {
+        plugin(status, "glucose-monitor")["state"] == "running"
+    })
+    .await;
     // Every plugin past compiling: band-py has joined.
     device.wait_ready(&client, WAIT * 6).await;
     let status = host_status(&client).await;

@@ -174,3 +174,62 @@ async fn a_notification_socket_gone_or_unread_does_not_hold_the_host() {
         assert_eq!(told, 1, "[unread: {unread}] said once, not at every ping: {log}");
     }
 }
+
+/// A plugin is `starting` while its `init` runs, never `running` before
+/// one has succeeded; `READY=1` waits for the plugins' first `init` to end,
+/// so what it says monitors does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_is_starting_while_its_init_runs_and_ready_waits_for_the_first_init() {
+    let local = NatsServer::start();
+    // Beside glucose-monitor, a plugin whose every `init` loops to its
+    // 300 ms deadline: starting, restarting, starting... quarantined.
+    let faulty = V0_2.plugin_table("init-loop", "", "call_deadline_ms = 300\n");
+    let mut device = Device::new(&local, None, &faulty);
+    let socket_path = device.path("notify.sock");
+    let mut notifications = Notifications {
+        socket: UnixDatagram::bind(&socket_path).unwrap(),
+        seen: Vec::new(),
+    };
+    let mut command = device.run_command();
+    command.env("NOTIFY_SOCKET", &socket_path);
+    let client = async_nats::connect(local.url()).await.unwrap();
+    device.spawn_command(command);
+
+    // Every state the status shows it in, until it is quarantined.
+    let mut states = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !states.contains("quarantined") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not quarantined within {WAIT:?}; states shown: {states:?}; log:\n{}",
+            device.log()
+        );
+        let asked = client.request(format!("edgewise.{DEVICE}.status"), "".into()).await;
+        // Not yet answering: "no responders" comes at once.
+        if let Ok(answer) = asked {
+            let status: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap();
+            if let Some(state) = crate::support::find_plugin(&status, V0_2.name).and_then(|p| p["state"].as_str()) {
+                states.insert(state.to_owned());
+            }
+        }
+        // A look every 10 ms: each `init` runs for 300 ms.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(states.contains("starting"), "shown while its init runs: {states:?}");
+    assert!(states.contains("restarting"), "{states:?}");
+    assert!(!states.contains("running"), "its init never ended well: {states:?}");
+
+    // READY=1 came once its first `init` had ended (a deadline, then its
+    // backoff or its quarantine), not while it ran.
+    let ready = notifications.until("READY=1", |n| has_line(n, "READY=1")).await;
+    let status_line = ready
+        .lines()
+        .find(|line| line.starts_with("STATUS="))
+        .unwrap_or_default();
+    assert!(
+        status_line == "STATUS=monitoring with glucose-monitor; faulty-v02 restarting"
+            || status_line == "STATUS=monitoring with glucose-monitor; faulty-v02 quarantined",
+        "{ready}"
+    );
+    assert_eq!(device.terminate().await.0, Some(0));
+}

@@ -162,13 +162,15 @@ const PLUGIN_FAMILIES: [PluginFamily; 6] = [
 ];
 
 /// The states a plugin can be in (`edgewise_plugin_state`).
-const PLUGIN_STATES: [&str; 6] = [
+const PLUGIN_STATES: [&str; 8] = [
+    crate::worker::STARTING,
     "running",
     "restarting",
     "quarantined",
     "degraded",
     "refused",
     "compiling",
+    "stopped",
 ];
 
 impl Families {
@@ -402,7 +404,7 @@ mod tests {
         serde_json::from_value(serde_json::json!({
             "device": "d", "uptime_s": 1.0, "clock_ms": 0, "upstream_connected": true,
             "outbox": {"alerts": 3, "summaries": 0, "oldest_age_ms": 1500},
-            "ingest": {"messages": 9, "deadlettered": 1, "deadletters_by_reason": {"future": 1}},
+            "ingest": {"messages": 9, "deadlettered": 1, "deadletters_by_reason": {"future": 1}, "held_for_clock": 4},
             "plugins": [{
                 "name": "glucose-monitor", "version": "0.3.0", "digest": "ab", "state": "restarting",
                 "readings_in": 7, "alerts_out": 3, "summaries_out": 0, "errors": 1, "restarts": 1,
@@ -437,10 +439,12 @@ mod tests {
             format!(r#"edgewise_plugin_failures_total{{{labels},reason="trap"}} 1"#),
             format!(r#"edgewise_plugin_state{{{labels},state="restarting"}} 1"#),
             format!(r#"edgewise_plugin_state{{{labels},state="running"}} 0"#),
+            format!(r#"edgewise_plugin_state{{{labels},state="starting"}} 0"#),
             format!("edgewise_plugin_readings_held{{{labels}}} 2"),
             format!(r#"edgewise_plugin_call_duration_seconds_count{{{labels},call="on_readings"}} 1"#),
             r#"edgewise_ingest_deadletters_total{reason="future"} 1"#.to_owned(),
             r#"edgewise_ingest_deadletters_total{reason="malformed"} 0"#.to_owned(),
+            "edgewise_ingest_held_for_clock_total 4".to_owned(),
             r#"edgewise_outbox_oldest_age_seconds{class="alerts"} 1.5"#.to_owned(),
             r#"edgewise_deployment_generation{key="device.d"} 7"#.to_owned(),
             r#"edgewise_deployment_generation{key="group.ward-3"} 2"#.to_owned(),

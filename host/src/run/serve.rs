@@ -663,13 +663,14 @@ pub(super) async fn serve(
     );
 
     // Ready for the service manager once every plugin started is subscribed
-    // and the status responder too (or it failed: the host runs without);
+    // and the status responder too (or it failed: the host runs without),
+    // and the plugins' first `init` has ended (bounded);
     // then watched (a task owned like the others: ended on `stop`, before
     // the workers are).
     let service_manager = ServiceManager::from_env();
     if let Some(manager) = service_manager.clone() {
         let _ = status_answers.await;
-        manager.ready(&plugins);
+        manager.ready(&plugins).await;
         let stall_limit = stall_limit(config);
         let watch = manager.watch(plugins.clone(), stall_limit, stopped.clone());
         spawn_owned(Task::Watchdog, &ended_sender, watch);

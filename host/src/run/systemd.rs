@@ -1,6 +1,7 @@
 //! The service manager (systemd, `Type=notify`; sd_notify(3), the
 //! `sd-notify` crate's states): told when the host serves (`READY=1`, once every
-//! plugin started is subscribed and the status responder too), what it
+//! plugin started is subscribed and the status responder too, and the
+//! plugins' first `init` has ended, for at most 15 s), what it
 //! monitors (`STATUS=`, shown by `systemctl status`), and when it stops
 //! (`STOPPING=1`). With `WatchdogSec=`, pinged (`WATCHDOG=1`) at least four
 //! times a period while the pipeline moves: the async threads run this
@@ -22,11 +23,19 @@ use tokio::sync::watch;
 
 use super::plugins::{Plugins, Progress};
 use super::serve::TaskError;
+use crate::worker::STARTING;
 
 /// How often the workers are looked at (and the status told if it
 /// changed), at most: a short watchdog period is looked at four times in
 /// each.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// The longest `READY=1` waits for plugins `starting` (well within
+/// systemd's default start timeout, 90 s).
+const STARTING_WAIT: Duration = Duration::from_secs(15);
+
+/// How often `READY=1` looks whether plugins are still `starting`.
+const STARTING_LOOK: Duration = Duration::from_millis(20);
 
 /// The service manager that started the host, if one did.
 #[derive(Debug, Clone)]
@@ -53,9 +62,23 @@ impl ServiceManager {
         })
     }
 
-    /// The host serves: `READY=1` with what it monitors.
-    pub(super) fn ready(&self, plugins: &Plugins) {
-        self.notify(&[NotifyState::Ready, NotifyState::Status(&monitoring(plugins))]);
+    /// The host serves: `READY=1` with what it monitors, once no plugin is
+    /// `starting` (each one's first `init` ended, or failed and is
+    /// supervised) or after [`STARTING_WAIT`], whichever comes first: a
+    /// unit that orders itself after this one finds the plugins monitoring,
+    /// and a plugin still recovering a long input log is shown `starting`,
+    /// not waited for past the service manager's start timeout.
+    pub(super) async fn ready(&self, plugins: &Plugins) {
+        let until = Instant::now() + STARTING_WAIT;
+        // The states waited on are the ones told: a plugin that leaves
+        // `starting` and starts again between two looks is not told as
+        // `starting` after the wait ended.
+        let mut states = plugins.states();
+        while Instant::now() < until && states.iter().any(|(_, state)| *state == STARTING) {
+            tokio::time::sleep(STARTING_LOOK).await;
+            states = plugins.states();
+        }
+        self.notify(&[NotifyState::Ready, NotifyState::Status(&monitoring(&states))]);
     }
 
     /// The host stops (a signal came): `STOPPING=1`.
@@ -88,7 +111,7 @@ impl ServiceManager {
             }
             let stuck = stalls.stuck(&plugins.progress(), Instant::now(), stall_limit);
             let status = match stuck.first() {
-                None => monitoring(&plugins),
+                None => monitoring(&plugins.states()),
                 Some(Stuck { plugin, gone: true, .. }) => {
                     format!("STUCK: the worker of `{plugin}` is gone; no longer telling the watchdog the host is alive")
                 }
@@ -167,8 +190,7 @@ impl ServiceManager {
 }
 
 /// The status line: which plugins monitor, and what the others do.
-fn monitoring(plugins: &Plugins) -> String {
-    let states = plugins.states();
+fn monitoring(states: &[(String, &'static str)]) -> String {
     let running: Vec<&str> = states
         .iter()
         .filter(|(_, state)| *state == "running")

@@ -39,10 +39,15 @@ use call_times::CallTimes;
 use hold::Hold;
 use output::Emitter;
 pub use stats::{HealthReport, PluginStats};
+use supervisor::Supervisor;
 pub use supervisor::SupervisorPolicy;
-use supervisor::{Health, Supervisor};
 pub use swap::{DeployEvent, Outcome, ProbationSetup, ROLLED_BACK, Swap};
 use thread::PluginThread;
+
+/// The state of a plugin whose instance is being built: its `init` (or the
+/// recovery of its saved state, the inputs since given again) is under
+/// way, at start and after each backoff; it takes no readings yet.
+pub const STARTING: &str = "starting";
 
 /// The code of the alert the host raises when a plugin fails.
 pub const DEGRADED: &str = "plugin-degraded";
@@ -266,7 +271,7 @@ impl Worker {
         });
         let readings = ReadingsQueue::new(queue.clone(), queue_capacity, stats.readings_dropped.clone());
         if let Ok(mut health) = stats.health.lock() {
-            health.state = Health::Running.name();
+            health.state = STARTING;
         }
         let supervisor = Supervisor::new(context.policy.clone());
         let stopping = Arc::new(AtomicBool::new(false));
@@ -322,7 +327,7 @@ impl Worker {
             logs_dropped_before: 0,
             wakes_deferred_before: 0,
             flagged: Default::default(),
-            shown_state: Health::Running.name(),
+            shown_state: STARTING,
             stopping: stopping.clone(),
             drain_until: drain_until.clone(),
             probation: setup.probation.map(swap::Probation::first),

@@ -94,7 +94,9 @@ impl PluginStats {
 /// What the status shows of a plugin's health.
 #[derive(Debug, Clone, Default)]
 pub struct HealthReport {
-    /// `running`, `restarting`, `quarantined`, `refused` or `compiling`.
+    /// `starting` (its `init`, or the recovery of its state, under way),
+    /// `running`, `restarting`, `quarantined`, `refused`, `compiling` or
+    /// `stopped` (a new plugin whose first version failed its probation).
     pub state: &'static str,
     /// Failures counted by reason (`deadline`, `trap`, `memory-limit`...).
     pub failures: BTreeMap<&'static str, u64>,

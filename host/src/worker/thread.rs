@@ -427,6 +427,7 @@ impl PluginThread {
                     tracing::info!(plugin = %self.name(), position = self.position, "Plugin resumed from its saved state and input log");
                 }
                 self.instance = Some(instance);
+                self.set_state(Health::Running);
                 self.show_provenance();
                 if self.probation.is_some() {
                     self.tell_probation(Outcome::Running {
@@ -477,9 +478,12 @@ impl PluginThread {
     fn restart(&mut self) {
         match self.recover() {
             Ok(instance) => {
+                // Running before it is counted: a restart counted is one
+                // the status shows done.
+                self.instance = Some(instance);
+                self.set_state(Health::Running);
                 self.stats.restarts.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(plugin = %self.name(), "Plugin instance restarted");
-                self.instance = Some(instance);
                 self.snapshot_when(Recovery::gave_inputs_again);
             }
             Err(error) => self.failed(error),
@@ -841,14 +845,20 @@ impl PluginThread {
         self.host_alert_of(Severity::Warning, OUTPUT_FLAGGED, message);
     }
 
-    /// Show `health` in the status (the lock is taken only on a change).
+    /// Show `health` in the status (the lock is taken only on a change):
+    /// a plugin that may run but has no instance yet is `starting` (the
+    /// loop builds one next), not `running`.
     fn set_state(&mut self, health: Health) {
-        if self.shown_state == health.name() {
+        let state = match health {
+            Health::Running if self.instance.is_none() => super::STARTING,
+            health => health.name(),
+        };
+        if self.shown_state == state {
             return;
         }
-        self.shown_state = health.name();
+        self.shown_state = state;
         if let Ok(mut report) = self.stats.health.lock() {
-            report.state = health.name();
+            report.state = state;
         }
     }
 }
