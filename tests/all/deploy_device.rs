@@ -739,6 +739,53 @@ async fn a_deployed_version_keeps_the_device_settings_of_the_configuration_file_
     edge.device.terminate_cleanly().await;
 }
 
+/// A new version that subscribes to other subjects reads them from the next
+/// restart of the host (the subscriptions are made at start), and its
+/// deployment says so in the cloud from its `running` phase: before, only
+/// the device's log did, and the report said `healthy` while the new
+/// subject's readings went nowhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_that_reads_other_subjects_says_they_apply_from_the_next_restart_and_they_then_do() {
+    let (site, mut edge) = running_v1().await;
+    let wider = &deploy_bundles().other_subjects;
+    let (report, deployment) = deploy(&site, &edge, wider, &[]).await;
+    assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
+    let said = format!(
+        "it subscribes to {} but reads sensors.cgm.> until the next restart of the host",
+        edgewise_tests::OTHER_SUBJECTS.join(", ")
+    );
+    assert_eq!(deployment.reason.as_deref(), Some(said.as_str()), "{report:#?}");
+    let running = deployment.history.iter().find(|change| change.phase == Phase::Running);
+    assert_eq!(
+        running.and_then(|change| change.reason.as_deref()),
+        Some(said.as_str()),
+        "{report:#?}"
+    );
+
+    // Restarted: the new subject's readings reach the new version.
+    edge.device.terminate_cleanly().await;
+    edge.start().await;
+    let mut alerts = edge
+        .client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.{PLUGIN}"))
+        .await
+        .unwrap();
+    edge.client
+        .publish(
+            "sensors.cgm2.bed-9",
+            format!(r#"{{"ts":{},"value":45,"unit":"mg/dL"}}"#, now_ms()).into(),
+        )
+        .await
+        .unwrap();
+    let alert = next_where(&mut alerts, "the urgent-low of cgm2.bed-9", |_, alert| {
+        alert["code"] == "urgent-low"
+    })
+    .await;
+    assert_eq!(alert["sensor"], "cgm2.bed-9", "{alert}");
+    assert_eq!(alert["version"], wider.version, "{alert}");
+    edge.device.terminate_cleanly().await;
+}
+
 /// Whether `edge`'s status lists `name`.
 async fn runs(edge: &Edge, name: &str) -> bool {
     let status = host_status(&edge.client).await;

@@ -227,7 +227,13 @@ pub struct DeployBundles {
     /// The public key that signed `untrusted` (a trust directory holding it
     /// accepts that bundle).
     pub stranger_public: PathBuf,
+    /// glucose-monitor as 2.2.0, subscribing to [`OTHER_SUBJECTS`] (the
+    /// others subscribe to `sensors.cgm.>`).
+    pub other_subjects: DeployBundle,
 }
+
+/// The subscriptions of [`DeployBundles::other_subjects`].
+pub const OTHER_SUBJECTS: [&str; 2] = ["sensors.cgm.>", "sensors.cgm2.>"];
 
 /// The deployment bundles, made on first use (once per run).
 pub fn deploy_bundles() -> &'static DeployBundles {
@@ -269,7 +275,22 @@ pub fn deploy_bundles() -> &'static DeployBundles {
         };
         std::fs::write(&tampered.path, bytes).unwrap_or_else(|e| panic!("cannot write a bundle: {e}"));
 
+        let other_subjects = {
+            let manifest = deploy_manifest(&dir, "glucose-monitor", "2.2.0", &[]);
+            let text = std::fs::read_to_string(&manifest).unwrap_or_else(|e| panic!("{e}"));
+            let line = "subscriptions = [\"sensors.cgm.>\"]";
+            assert!(text.contains(line), "{} no longer has `{line}`", manifest.display());
+            let quoted: Vec<String> = OTHER_SUBJECTS.iter().map(|s| format!("\"{s}\"")).collect();
+            let text = text.replace(line, &format!("subscriptions = [{}]", quoted.join(", ")));
+            std::fs::write(&manifest, text).unwrap_or_else(|e| panic!("{e}"));
+            let path = run_key()
+                .bundle(&manifest, &plugin_wasm("glucose-monitor"))
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            DeployBundle { path, version: "2.2.0" }
+        };
+
         DeployBundles {
+            other_subjects,
             v1: signed("glucose-monitor", "1.0.0", &[]),
             v0_9: signed("glucose-monitor", "0.9.0", &[]),
             v3: signed("glucose-monitor", "3.1.0", &[]),

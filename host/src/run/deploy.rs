@@ -229,6 +229,30 @@ struct Pending {
     new: Option<Running>,
     /// What ran before (`None`: the plugin is new on the device).
     previous: Option<Option<Running>>,
+    /// Said with its `running` and `healthy` phases: the new version reads
+    /// other subjects, which apply from the next restart of the host.
+    note: Option<String>,
+}
+
+/// What a deployment of `plugin` says when its new version reads other
+/// subjects than the one running (`None` when they are the same): the
+/// subscriptions made at start stay until the next restart of the host, so
+/// until then the new version is given what the old one read.
+fn subscriptions_note(plugin: &str, running: &[String], new: &[String]) -> Option<String> {
+    if running == new {
+        return None;
+    }
+    tracing::warn!(
+        plugin,
+        running = %running.join(", "),
+        new = %new.join(", "),
+        "The new version subscribes to other subjects: they apply from the next restart"
+    );
+    Some(format!(
+        "it subscribes to {} but reads {} until the next restart of the host",
+        new.join(", "),
+        running.join(", ")
+    ))
 }
 
 /// The device's side of deployment.
@@ -573,11 +597,12 @@ impl Controller {
         let probation = self.new_probation(accept);
         let id = probation.id;
         let previous = self.rollback_target(name, running);
-        let pending = Pending {
+        let mut pending = Pending {
             plugin: name.to_owned(),
             deployment: deployment.clone(),
             new: Some(wanted.clone()),
             previous,
+            note: None,
         };
         // Held until the plugin is added: a plugin compiled after start-up
         // may be added meanwhile.
@@ -598,12 +623,7 @@ impl Controller {
             Some((queue, subscriptions)) => {
                 // A swap adds nothing (and may wait on a full queue).
                 drop(changing);
-                if subscriptions != prepared.subscriptions {
-                    tracing::warn!(
-                        plugin = name,
-                        "The new version subscribes to other subjects: they apply from the next restart"
-                    );
-                }
+                pending.note = subscriptions_note(name, &subscriptions, &prepared.subscriptions);
                 let swap = Swap {
                     setup: prepared.setup,
                     probation,
@@ -731,6 +751,13 @@ impl Controller {
                 )),
             ),
             _ => (phase, reason),
+        };
+        let reason = match (phase, &pending.note) {
+            (Phase::Running | Phase::Healthy, Some(note)) => Some(match reason {
+                Some(reason) => format!("{reason}; {note}"),
+                None => note.clone(),
+            }),
+            _ => reason,
         };
         pending.deployment.enter(phase, reason, wall_ms());
         if let Outcome::Running { pause, .. } = &event.outcome
@@ -937,7 +964,7 @@ impl Controller {
         };
         let note = "undeployed: back to the configuration file's version".to_owned();
         self.verified(name, &mut deployment, Some(note)).await;
-        let Some((queue, _)) = self.plugins.get(name) else {
+        let Some((queue, subscriptions)) = self.plugins.get(name) else {
             return;
         };
         let accept = file_first(self.store.clone(), name, prepared.setup.accept.take());
@@ -949,6 +976,7 @@ impl Controller {
             deployment,
             new: None,
             previous,
+            note: subscriptions_note(name, &subscriptions, &prepared.subscriptions),
         };
         let swap = Swap {
             setup: prepared.setup,
