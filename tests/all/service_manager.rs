@@ -7,7 +7,7 @@ use tokio::net::UnixDatagram;
 
 use crate::device::{DEVICE, Device, WAIT};
 use crate::hostile_plugins::V0_2;
-use crate::support::plugin;
+use crate::support::{plugin, status_until};
 
 /// What the host sent, one datagram a notification (`KEY=value` lines).
 struct Notifications {
@@ -195,26 +195,21 @@ async fn a_plugin_is_starting_while_its_init_runs_and_ready_waits_for_the_first_
     let client = async_nats::connect(local.url()).await.unwrap();
     device.spawn_command(command);
 
-    // Every state the status shows it in, until it is quarantined.
-    let mut states = std::collections::BTreeSet::new();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !states.contains("quarantined") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not quarantined within {WAIT:?}; states shown: {states:?}; log:\n{}",
-            device.log()
-        );
-        let asked = client.request(format!("edgewise.{DEVICE}.status"), "".into()).await;
-        // Not yet answering: "no responders" comes at once.
-        if let Ok(answer) = asked {
-            let status: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap();
-            if let Some(state) = crate::support::find_plugin(&status, V0_2.name).and_then(|p| p["state"].as_str()) {
-                states.insert(state.to_owned());
-            }
-        }
-        // A look every 10 ms: each `init` runs for 300 ms.
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    // Every state the status shows it in, until it is quarantined (each
+    // `init` is `starting` for 300 ms, and there are five).
+    device.wait_answering(&client, WAIT).await;
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    status_until(&client, "faulty-v02 quarantined", |status| {
+        let state = plugin(status, V0_2.name)["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let quarantined = state == "quarantined";
+        seen.lock().unwrap().insert(state);
+        quarantined
+    })
+    .await;
+    let states = seen.into_inner().unwrap();
     assert!(states.contains("starting"), "shown while its init runs: {states:?}");
     assert!(states.contains("restarting"), "{states:?}");
     assert!(!states.contains("running"), "its init never ended well: {states:?}");
