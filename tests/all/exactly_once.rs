@@ -1,6 +1,6 @@
 //! Issue #11, item 7: upstream exactly-once without holes. `Nats-Msg-Id`
-//! names the incarnation of a plugin's numbers (kept in its journal, in the
-//! outbox file), so a reset outbox or a cloned device cannot have its alerts
+//! names the incarnation of a plugin's numbers (made at each start), so a
+//! reset outbox, a cloned device or a restored backup cannot have its alerts
 //! dropped as duplicates; the stream's duplicate window is configurable; what
 //! a retry after the window does. (Since issue #14 an output's number is its
 //! count among the plugin's outputs, stored with it: numbering cannot fail.)
@@ -136,14 +136,8 @@ async fn alerts_after_a_restart_are_stored(clone: bool) {
     let ids: BTreeSet<&str> = stored.iter().map(|s| s.msg_id.as_str()).collect();
     assert_eq!(ids.len(), 6, "distinct ids: {stored:#?}");
     let incarnations: Vec<String> = stored.iter().map(incarnation).collect();
-    assert_eq!(
-        incarnations[0], incarnations[2],
-        "one incarnation per run of the same state"
-    );
-    assert_ne!(
-        incarnations[0], incarnations[3],
-        "a new incarnation with the new sequence state"
-    );
+    assert_eq!(incarnations[0], incarnations[2], "one incarnation per run");
+    assert_ne!(incarnations[0], incarnations[3], "a new incarnation in the next run");
     assert!(stored.iter().all(|s| s.subject.ends_with(".up.alerts.glucose-monitor")));
 }
 
@@ -155,6 +149,64 @@ async fn a_reset_sequence_state_never_reuses_message_ids() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_clone_with_a_new_data_dir_never_reuses_message_ids() {
     alerts_after_a_restart_are_stored(true).await;
+}
+
+/// Copy the directory `from` (files and folders) to `to`, which must not exist.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A data directory restored from a backup (made while the host was
+/// stopped) holds the journal's numbers as they were then: the outputs made
+/// after the backup were numbered on from there, and so are the outputs made
+/// after the restore. With the journal's incarnation in the id both had the
+/// same ids, and upstream dropped the later alerts as duplicates inside its
+/// window. The incarnation is made anew by each run of the host: the ids differ.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restored_backup_of_the_data_dir_never_reuses_message_ids() {
+    let local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    let mut device = Device::new(&local, Some(&cloud), "");
+    device.start(&local).await;
+    alert_and_drain(&local, &["a1"]).await;
+    device.terminate_cleanly().await;
+    copy_dir(&device.path("data"), &device.path("backup"));
+
+    device.start(&local).await;
+    alert_and_drain(&local, &["b1", "b2"]).await;
+    device.terminate_cleanly().await;
+    assert_eq!(stored_upstream(&cloud).await.len(), 3);
+
+    std::fs::remove_dir_all(device.path("data")).unwrap();
+    copy_dir(&device.path("backup"), &device.path("data"));
+    device.start(&local).await;
+    alert_and_drain(&local, &["c1", "c2"]).await;
+    device.terminate_cleanly().await;
+
+    let stored = stored_upstream(&cloud).await;
+    let sensors: BTreeSet<&str> = stored.iter().filter_map(|s| s.envelope["sensor"].as_str()).collect();
+    assert_eq!(
+        sensors,
+        BTreeSet::from(["cgm.a1", "cgm.b1", "cgm.b2", "cgm.c1", "cgm.c2"]),
+        "every alert is stored upstream once: {stored:#?}"
+    );
+    assert_eq!(stored.len(), 5, "{stored:#?}");
+    // The restored journal numbers on from the backup: b1 and c1 share a number.
+    let seq = |sensor: &str| {
+        let stored = stored.iter().find(|s| s.envelope["sensor"] == sensor).unwrap();
+        (stored.envelope["seq"].as_u64().unwrap(), incarnation(stored))
+    };
+    assert_eq!(seq("cgm.b1").0, seq("cgm.c1").0, "{stored:#?}");
+    assert_ne!(seq("cgm.b1").1, seq("cgm.c1").1, "{stored:#?}");
 }
 
 /// `[upstream] duplicate_window` is the window of the stream the host creates.

@@ -69,9 +69,10 @@ impl Subjects {
     }
 
     /// `Nats-Msg-Id` of an output: `<device>/<incarnation>/<plugin>/<seq>`.
-    /// The incarnation (of the plugin's sequence state, see `sequence.rs`)
-    /// keeps a reset or cloned sequence from reusing an id upstream still
-    /// remembers, which would drop the new output as a duplicate.
+    /// The incarnation (made at each start of the plugin, see
+    /// `PluginJournal::incarnation` and `sequence.rs`) keeps a reset, cloned
+    /// or restored sequence from reusing an id upstream still remembers,
+    /// which would drop the new output as a duplicate.
     pub fn msg_id(&self, incarnation: &str, plugin: &str, seq: u64) -> String {
         format!("{}/{incarnation}/{plugin}/{seq}", self.device)
     }

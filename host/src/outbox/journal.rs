@@ -2,10 +2,10 @@
 //! plugin after any crash needs, committed in the same transactions as the
 //! outputs it explains.
 //!
-//! - `journal_plugins`: per plugin, the incarnation of its numbers (128
-//!   random bits, made when the row is; a new outbox file makes new ones),
-//!   the highest output number and host-alert number stored, and the last
-//!   position logged.
+//! - `journal_plugins`: per plugin, the highest output number and host-alert
+//!   number stored, and the last position logged. (Its `incarnation`, made
+//!   with the row, is no longer what names the numbers: see
+//!   [`PluginJournal::incarnation`].)
 //! - `journal_inputs`: the **input log**, one row per input a plugin was
 //!   given (a batch of readings or a tick), at consecutive positions, sealed
 //!   with the input-log key (HKDF of the device key); the associated data
@@ -184,7 +184,14 @@ pub struct LoggedInput {
 /// begin.
 #[derive(Debug, Clone, Default)]
 pub struct PluginJournal {
-    /// Names this plugin's numbers: 32 lowercase hex digits.
+    /// Names the numbers this plugin's outputs get from now on, in the
+    /// `Nats-Msg-Id`: 32 lowercase hex digits, made anew each time the
+    /// journal is read to start the plugin. The numbers go on from what the
+    /// file holds, and a file can be set back (a backup restored, a copy
+    /// started on another device): outputs made after that get numbers
+    /// outputs made before it already had, and with the same name upstream
+    /// would drop them as duplicates. What the outbox holds already keeps
+    /// the id it was stored with, so a retry is still recognised.
     pub incarnation: String,
     /// Highest output number stored.
     pub high_seq: u64,
@@ -356,7 +363,8 @@ fn seal(
     })
 }
 
-/// The plugin's row, made (with a new incarnation) if there is none.
+/// The plugin's row, made if there is none (its `incarnation` column, from
+/// schema 3, is filled and no longer read).
 fn ensure_plugin(conn: &Connection, path: &Path, plugin: &str) -> Result<(), OutboxError> {
     let sql = |operation| OutboxError::sql(path, operation);
     let exists = conn
@@ -436,15 +444,15 @@ impl Outbox {
             .transaction()
             .map_err(sql("begin reading a plugin's journal"))?;
         ensure_plugin(&tx, &path, plugin)?;
-        let (incarnation, high_seq, host_seq, last_position): (String, i64, i64, i64) = tx
+        let (high_seq, host_seq, last_position): (i64, i64, i64) = tx
             .query_row(
-                "SELECT incarnation, high_seq, host_seq, last_position FROM journal_plugins WHERE plugin = ?1",
+                "SELECT high_seq, host_seq, last_position FROM journal_plugins WHERE plugin = ?1",
                 [plugin],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
             .map_err(sql("read a plugin's journal"))?;
         let mut journal = PluginJournal {
-            incarnation,
+            incarnation: new_incarnation()?,
             high_seq: from_sql(&path, high_seq, "negative output number")?,
             host_seq: from_sql(&path, host_seq, "negative host-alert number")?,
             last_position: from_sql(&path, last_position, "negative position")?,

@@ -2,12 +2,13 @@
 //!
 //! `Nats-Msg-Id` is `<device>/<incarnation>/<plugin>/<seq>`: upstream
 //! deduplication would silently drop a new output that reused an id. The
-//! incarnation is 128 random bits (hex) made whenever the sequence state is
-//! made anew: with a new data directory (a new or cloned device with the same
-//! id), or when the state file was deleted or lost. Numbers restart at 1 then,
-//! but under a name no earlier output had. The file holds both,
-//! `<incarnation> <high-water mark>`, written together (an old file with a
-//! number alone gets a new incarnation and keeps its number).
+//! incarnation is 128 random bits (hex) made each time the sequence opens,
+//! so a number handed out again never has the same name: the state file may
+//! have been deleted or lost (numbers restart at 1), copied to a clone of the
+//! device, or set back by restoring a backup (numbers go on from an older
+//! mark). The file holds `<incarnation> <high-water mark>`, written together;
+//! the incarnation in it says which run wrote it (an old file with a number
+//! alone is still read).
 //!
 //! Numbers are handed out
 //! from blocks reserved on disk (a "hi/lo" allocator): the high-water mark is
@@ -49,8 +50,8 @@ pub struct Sequence {
 }
 
 impl Sequence {
-    /// Open the sequence of `plugin` under `data_dir`; a new one (numbers
-    /// from 1) gets a new incarnation. A state file that cannot be read or
+    /// Open the sequence of `plugin` under `data_dir` (numbers from 1 for a
+    /// new one), under a new incarnation. A state file that cannot be read or
     /// is not a state is an error ([`std::io::ErrorKind::InvalidData`] for
     /// the latter).
     ///
@@ -61,12 +62,8 @@ impl Sequence {
     /// number is ever handed out that is not durable.
     pub fn open(data_dir: &Path, plugin: &str) -> std::io::Result<Sequence> {
         let path = state_path(data_dir, plugin);
-        let (incarnation, high_water) = read_state(&path)?.unwrap_or((None, 0));
-        let incarnation = match incarnation {
-            Some(incarnation) => incarnation,
-            None => new_incarnation()?,
-        };
-        Ok(Sequence::start(path, incarnation, high_water))
+        let (_written_by, high_water) = read_state(&path)?.unwrap_or((None, 0));
+        Ok(Sequence::start(path, new_incarnation()?, high_water))
     }
 
     /// As [`Sequence::open`], but a state file that cannot be read or is
@@ -241,8 +238,8 @@ fn read_state(path: &Path) -> std::io::Result<Option<(Option<String>, u64)>> {
     }
 }
 
-/// `<incarnation> <high-water>` (current) or `<high-water>` (before
-/// incarnations: `None`, a new one is made).
+/// `<incarnation> <high-water>` (current: the incarnation of the run that
+/// wrote it) or `<high-water>` (before incarnations: `None`).
 fn parse_state(text: &str) -> Option<(Option<String>, u64)> {
     let tokens: Vec<&str> = text.split_whitespace().collect();
     match tokens.as_slice() {
@@ -319,9 +316,9 @@ mod tests {
     }
 
     #[test]
-    fn a_new_sequence_state_gets_a_new_incarnation_and_a_kept_one_keeps_it() {
+    fn each_open_gets_a_new_incarnation_and_a_kept_state_keeps_its_numbers() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Sequence::open(dir.path(), "p").unwrap();
+        let mut first = Sequence::open(dir.path(), "p").unwrap();
         let incarnation = first.incarnation().to_owned();
         assert_eq!(incarnation.len(), 32);
         assert!(
@@ -329,8 +326,19 @@ mod tests {
                 .bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         );
+        assert_eq!(first.next().unwrap(), 1);
+        let backup = std::fs::read_to_string(dir.path().join("seq-p")).unwrap();
         drop(first);
-        assert_eq!(Sequence::open(dir.path(), "p").unwrap().incarnation(), incarnation);
+        // The same state again: numbers after the reserved block, a new name.
+        let mut again = Sequence::open(dir.path(), "p").unwrap();
+        assert_ne!(again.incarnation(), incarnation);
+        assert!(again.next().unwrap() > 1);
+        // The state set back (a backup restored): a number handed out before
+        // comes again, never under the same name.
+        drop(again);
+        std::fs::write(dir.path().join("seq-p"), &backup).unwrap();
+        let restored = Sequence::open(dir.path(), "p").unwrap();
+        assert_ne!(restored.incarnation(), incarnation);
         // Another plugin, another data directory, a deleted file: new ones.
         assert_ne!(Sequence::open(dir.path(), "q").unwrap().incarnation(), incarnation);
         let clone = tempfile::tempdir().unwrap();
@@ -392,8 +400,8 @@ mod tests {
         let first = Sequence::open(dir.path(), "p").unwrap();
         let incarnation = first.incarnation().to_owned();
         drop(first);
-        let (kept, report) = Sequence::open_or_renew(dir.path(), "p").unwrap();
-        assert_eq!(kept.incarnation(), incarnation);
+        let (mut kept, report) = Sequence::open_or_renew(dir.path(), "p").unwrap();
+        assert!(kept.next().unwrap() > 1, "the kept state's numbers go on");
         assert!(report.is_none());
         drop(kept);
         std::fs::write(dir.path().join("seq-p"), "garbage").unwrap();
