@@ -963,6 +963,49 @@ async fn with_jetstream_input_readings_from_the_future_are_dead_lettered_after_t
     device.terminate_cleanly().await;
 }
 
+/// A consumer made beforehand (by an operator, or an older host) with its own
+/// `max_deliver` of 5: a message from the future is held 4 times, then
+/// dead-lettered as `future`. Held as often as the host's own limit (20), it
+/// would be delivered no more after its fifth delivery: never given, never
+/// dead-lettered, gone without a word.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_jetstream_input_a_consumers_own_max_deliver_ends_the_holds_before_the_server_gives_up() {
+    let (local, jetstream) = local_with_sensors_stream().await;
+    let stream = jetstream.get_stream("SENSORS").await.unwrap();
+    let consumer = format!("edgewise-{DEVICE}-glucose-monitor");
+    stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some(consumer.clone()),
+            filter_subjects: vec!["sensors.cgm.>".into()],
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            max_deliver: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    publish_acked(&jetstream, "sensors.cgm.p1", reading(now_ms(), 45.0)).await;
+    let mut device = Device::new(
+        &local,
+        None,
+        &clock_behind_with_jetstream(time::Duration::minutes(30), 61),
+    );
+    let client = device.start(&local).await;
+    let status = status_until(&client, "the reading dead-lettered", |s| deadletters(s, "future") == 1).await;
+    assert_eq!(status["ingest"]["held_for_clock"], 4, "{status}");
+    let max_deliver = poll_until("the message acknowledged", WAIT, || {
+        let (stream, consumer) = (&stream, &consumer);
+        async move {
+            match stream.consumer_info(consumer).await {
+                Ok(info) if info.num_ack_pending == 0 && info.num_pending == 0 => Ok(info.config.max_deliver),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    assert_eq!(max_deliver, 5, "the consumer keeps its own limit");
+    device.terminate_cleanly().await;
+}
+
 /// Only while no reading is taken: a sensor whose own clock is ahead, among
 /// others taken, is dead-lettered at once (its messages would otherwise sit
 /// unacknowledged in the consumer for ten minutes each).

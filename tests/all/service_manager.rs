@@ -228,3 +228,37 @@ async fn a_plugin_is_starting_while_its_init_runs_and_ready_waits_for_the_first_
     );
     assert_eq!(device.terminate().await.0, Some(0));
 }
+
+/// SIGTERM while `READY=1` waits for a plugin's first `init` (here one that
+/// would run 30 s): the host stops then, without saying it is ready. It
+/// used to wait out the 15 s, send `READY=1`, and only then stop.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigterm_while_ready_waits_for_the_first_init_stops_the_host_without_ready() {
+    let local = NatsServer::start();
+    let faulty = V0_2.plugin_table("init-loop", "", "call_deadline_ms = 30000\n");
+    let config = format!("{faulty}\n[host_limits]\ncall_deadline_ms = 30000\n");
+    let mut device = Device::new(&local, None, &config);
+    let socket_path = device.path("notify.sock");
+    let mut notifications = Notifications {
+        socket: UnixDatagram::bind(&socket_path).unwrap(),
+        seen: Vec::new(),
+    };
+    let mut command = device.run_command();
+    command.env("NOTIFY_SOCKET", &socket_path);
+    let client = async_nats::connect(local.url()).await.unwrap();
+    device.spawn_command(command);
+    device.wait_answering(&client, WAIT).await;
+    status_until(&client, "faulty-v02 starting", |status| {
+        plugin(status, V0_2.name)["state"] == "starting"
+    })
+    .await;
+
+    let (code, log) = device.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+    notifications.until("STOPPING=1", |n| has_line(n, "STOPPING=1")).await;
+    assert!(
+        notifications.seen.iter().all(|n| !has_line(n, "READY=1")),
+        "stopped before it was ready: {:#?}",
+        notifications.seen
+    );
+}

@@ -667,10 +667,19 @@ pub(super) async fn serve(
     // and the plugins' first `init` has ended (bounded);
     // then watched (a task owned like the others: ended on `stop`, before
     // the workers are).
+    // A shutdown asked for meanwhile (SIGTERM at start) ends the wait: the
+    // host stops then, never having said it was ready.
+    tokio::pin!(shutdown);
+    let mut stopped_early = false;
     let service_manager = ServiceManager::from_env();
     if let Some(manager) = service_manager.clone() {
-        let _ = status_answers.await;
-        manager.ready(&plugins).await;
+        tokio::select! {
+            () = async {
+                let _ = status_answers.await;
+                manager.ready(&plugins).await;
+            } => {}
+            () = &mut shutdown => stopped_early = true,
+        }
         let stall_limit = stall_limit(config);
         let watch = manager.watch(plugins.clone(), stall_limit, stopped.clone());
         spawn_owned(Task::Watchdog, &ended_sender, watch);
@@ -690,6 +699,11 @@ pub(super) async fn serve(
         store_failures: (0, ingest::Retell::default()),
     };
     let mut compiling = device.compiling;
+    let shutdown = async {
+        if !stopped_early {
+            shutdown.await;
+        }
+    };
     owner.own(shutdown, &mut events, &mut ended, &mut compiling).await;
     if let Some(manager) = &service_manager {
         manager.stopping();
