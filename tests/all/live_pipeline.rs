@@ -8,10 +8,11 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use crate::device::{DEVICE, Device, WAIT, now_ms, reading, with_credentials};
+use crate::hostile_plugins::V0_1;
 use crate::support::{
     assert_contains, cli_status, cli_status_until, create_sensors_stream, host_status, next_json, plugin,
-    publish_acked, status_until, subscribe_alerts, upstream_alerts, upstream_messages, upstream_messages_via,
-    value_until,
+    publish_acked, status_until, subscribe_alerts, upstream_alerts, upstream_alerts_where, upstream_messages,
+    upstream_messages_via, value_until,
 };
 use edgewise_tests::edgewise;
 use edgewise_tests::nats::NatsServer;
@@ -744,6 +745,72 @@ async fn no_stream_upstream_is_logged_as_an_error_once_and_delivery_starts_when_
     assert_eq!(upstream.len(), 1, "{upstream:?}");
     logged_until(&device, AGAIN, 1).await;
     assert_eq!(logged(&device, NO_STREAM), 1, "once per episode, not once per round");
+    device.terminate_cleanly().await;
+}
+
+/// A cloud stream that takes glucose-monitor's subjects but not another
+/// plugin's (the cloud's operator made it so, `create_stream = false`):
+/// faulty-plugin's 200 alerts, older, wait in the outbox, and glucose-
+/// monitor's urgent-low behind them is delivered. Before, each round sent
+/// the oldest 128 entries, found no stream for any of them, and nothing
+/// behind them was ever delivered. Once the stream takes the other plugin's
+/// subjects too, its alerts are delivered (each round sends the oldest).
+#[tokio::test(flavor = "multi_thread")]
+async fn outputs_no_stream_upstream_takes_do_not_hold_back_another_plugins_alerts() {
+    const NO_STREAM: &str = "No stream upstream takes this subject";
+    let local = NatsServer::start();
+    let cloud = NatsServer::start_with_jetstream();
+    let jetstream = async_nats::jetstream::new(async_nats::connect(cloud.url()).await.unwrap());
+    let mut stream = async_nats::jetstream::stream::Config {
+        name: crate::support::UP.to_owned(),
+        subjects: vec![format!("edgewise.{DEVICE}.up.*.glucose-monitor")],
+        ..Default::default()
+    };
+    jetstream.create_stream(stream.clone()).await.unwrap();
+    let chatty = V0_1.plugin_table("chatty", "burst = 200\n", "");
+    let mut device = Device::new(&local, Some(&cloud), &chatty);
+    device.edit_config(|config| config.replace("create_stream = true", "create_stream = false"));
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
+    V0_1.publish(&client, now_ms()).await;
+    status_until(&client, "faulty-plugin's alerts waiting in the outbox", |s| {
+        s["outbox"]["alerts"].as_u64() >= Some(200)
+    })
+    .await;
+    client
+        .publish("sensors.cgm.behind", reading(now_ms(), 45.0))
+        .await
+        .unwrap();
+    next_json(&mut alerts, "the local alert").await;
+    let stored = upstream_alerts_where(&cloud, "glucose-monitor's alert upstream", |alerts| {
+        alerts.iter().any(|(_, alert)| alert["sensor"] == "cgm.behind")
+    })
+    .await;
+    assert!(
+        stored.iter().all(|(subject, _)| subject.ends_with(".glucose-monitor")),
+        "{stored:?}"
+    );
+    let status = host_status(&client).await;
+    assert!(
+        status["outbox"]["alerts"].as_u64() >= Some(200),
+        "faulty-plugin's alerts wait: {status}"
+    );
+    logged_until(&device, NO_STREAM, 1).await;
+    let log = std::fs::read_to_string(device.path("edgewise.log")).unwrap();
+    let line = log.lines().find(|l| l.contains(NO_STREAM)).unwrap();
+    assert_contains(line, &format!("edgewise.{DEVICE}.up.alerts.{}", V0_1.name));
+
+    // The operator widens the stream: the waiting alerts are delivered.
+    stream.subjects = vec!["edgewise.*.up.>".to_owned()];
+    jetstream.update_stream(stream).await.unwrap();
+    upstream_alerts_where(&cloud, "every alert upstream", |alerts| {
+        alerts
+            .iter()
+            .filter(|(subject, _)| subject.ends_with(V0_1.name))
+            .count()
+            >= 200
+    })
+    .await;
+    status_until(&client, "the outbox empty of alerts", |s| s["outbox"]["alerts"] == 0).await;
     device.terminate_cleanly().await;
 }
 

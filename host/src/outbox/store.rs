@@ -306,6 +306,14 @@ impl Outbox {
     /// [`Outbox::undecryptable`], and skipped; the rows after it are still
     /// delivered.
     pub fn next_batch(&self, max: usize) -> Result<Vec<Entry>, OutboxError> {
+        self.next_batch_probing(max, &BTreeSet::new())
+    }
+
+    /// As [`Outbox::next_batch`], but of each subject in `probing` only its
+    /// oldest entry (upstream has no stream for them: one entry finds out
+    /// when it has, and the entries behind the rest go on).
+    pub fn next_batch_probing(&self, max: usize, probing: &BTreeSet<String>) -> Result<Vec<Entry>, OutboxError> {
+        let mut probed = BTreeSet::new();
         let mut batch = Vec::new();
         if max == 0 {
             return Ok(batch);
@@ -322,6 +330,14 @@ impl Outbox {
             };
             let id = row_id(row, &self.path)?;
             if self.undecryptable.borrow().contains(&id) {
+                continue;
+            }
+            // Before it is opened: passing over a backlog costs no decryption.
+            if !probing.is_empty()
+                && let Some(subject) = row.get_ref(2).ok().and_then(|value| value.as_str().ok())
+                && probing.contains(subject)
+                && !probed.insert(subject.to_owned())
+            {
                 continue;
             }
             match self.read_entry(row, id)? {

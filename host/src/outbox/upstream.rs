@@ -38,7 +38,7 @@
 //!   stream's duplicate window a second send is stored twice), and rounds
 //!   that cannot update the outbox back off to [`OUTBOX_RETRY_MAX`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -144,8 +144,10 @@ pub async fn run_upstream(
     };
     let mut stream_ready = !config.create_stream;
     let unsettled = Mutex::new(std::collections::BTreeSet::new());
+    let unrouted = Mutex::new(Unrouted::default());
     let upstream = Upstream {
         unsettled: &unsettled,
+        unrouted: &unrouted,
         jetstream: &jetstream,
         client: &client,
         outbox: &outbox,
@@ -161,7 +163,13 @@ pub async fn run_upstream(
         stats.connected.store(is_connected, Ordering::Relaxed);
         if is_connected && !stream_ready {
             match ensure_stream(&jetstream, &config, &subjects).await {
-                Ok(()) => stream_ready = true,
+                Ok(()) => {
+                    stream_ready = true;
+                    // The stream takes every subject of the device now.
+                    if let Ok(mut unrouted) = unrouted.lock() {
+                        unrouted.forget();
+                    }
+                }
                 Err(reason) => trouble.failed(Failure::Other(reason)),
             }
         }
@@ -472,6 +480,50 @@ impl Failure {
     }
 }
 
+/// Subjects no stream upstream takes (a publish to them found none). A
+/// round sends only the oldest entry of each (a probe, whose acknowledgement
+/// ends the wait) and passes over the rest, which wait in the outbox: one
+/// plugin's subjects missing from the cloud's stream never hold back another
+/// plugin's alerts behind them. In memory only: a restart tries them all.
+#[derive(Debug, Default)]
+struct Unrouted {
+    /// The subjects probed (a few per plugin at most).
+    subjects: BTreeSet<String>,
+    /// The subjects said (logged) to have no stream, until one of their
+    /// entries is acknowledged.
+    said: BTreeSet<String>,
+}
+
+impl Unrouted {
+    /// Try every subject in full in the next round.
+    fn forget(&mut self) {
+        self.subjects.clear();
+    }
+
+    /// What a round found: subjects without a stream, and subjects that have
+    /// one now (said once each way).
+    fn found(&mut self, batch: &[Entry], outcomes: &[Outcome]) {
+        for (entry, outcome) in batch.iter().zip(outcomes) {
+            let subject = &entry.subject;
+            match outcome {
+                Outcome::NoStream => {
+                    self.subjects.insert(subject.clone());
+                    if self.said.insert(subject.clone()) {
+                        tracing::warn!(%subject, plugin = %entry.plugin, "No stream upstream takes this subject: its outputs wait in the outbox, and the outputs behind them are delivered meanwhile");
+                    }
+                }
+                Outcome::Acknowledged => {
+                    self.subjects.remove(subject);
+                    if self.said.remove(subject) {
+                        tracing::warn!(%subject, plugin = %entry.plugin, "A stream upstream takes this subject now: its outputs are delivered");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 /// The publisher's view of the world for one round.
 struct Upstream<'a> {
     /// Entries acknowledged upstream whose delete failed (a full disk): never
@@ -480,6 +532,7 @@ struct Upstream<'a> {
     /// In memory only: after a restart they are sent again (deduplicated
     /// within the window). At most the outbox's entries.
     unsettled: &'a Mutex<std::collections::BTreeSet<u64>>,
+    unrouted: &'a Mutex<Unrouted>,
     jetstream: &'a async_nats::jetstream::Context,
     client: &'a async_nats::Client,
     outbox: &'a SharedOutbox,
@@ -517,9 +570,16 @@ impl Upstream<'_> {
             }
         }
         let skip = if settled_now { 0 } else { unsettled.len() };
+        let probing = match self.unrouted.lock() {
+            Ok(unrouted) => unrouted.subjects.clone(),
+            Err(_) => BTreeSet::new(),
+        };
         // Past the ones that wait for their delete, which come first in the
         // outbox's order as they did when they were sent.
-        let read = with_outbox(self.outbox, move |outbox| outbox.next_batch(BATCH.saturating_add(skip))).await;
+        let read = with_outbox(self.outbox, move |outbox| {
+            outbox.next_batch_probing(BATCH.saturating_add(skip), &probing)
+        })
+        .await;
         let mut batch = match read {
             Ok(batch) => batch,
             Err(error) => {
@@ -542,6 +602,9 @@ impl Upstream<'_> {
         // A round during which the connection was lost says nothing about
         // the entries that were not acknowledged.
         let link_held = !self.link.lost_since(link_mark);
+        if let Ok(mut unrouted) = self.unrouted.lock() {
+            unrouted.found(&batch, &outcomes);
+        }
         let acknowledged: Vec<u64> = batch
             .iter()
             .zip(&outcomes)
@@ -844,6 +907,25 @@ mod tests {
                 .to_vec(),
             created_ms: 0,
         }
+    }
+
+    /// A subject found without a stream is probed until one of its entries
+    /// is acknowledged; said once each way.
+    #[test]
+    fn a_subject_without_a_stream_is_probed_until_an_entry_of_it_is_acknowledged() {
+        let mut unrouted = Unrouted::default();
+        let (a, mut b) = (entry(1), entry(2));
+        b.subject = "edgewise.d.up.alerts.q".into();
+        unrouted.found(&[a.clone(), b.clone()], &[Outcome::NoStream, Outcome::Acknowledged]);
+        assert_eq!(unrouted.subjects, BTreeSet::from([a.subject.clone()]));
+        unrouted.found(std::slice::from_ref(&a), &[Outcome::NotSent]);
+        unrouted.found(std::slice::from_ref(&a), &[Outcome::NoStream]);
+        assert_eq!(unrouted.said, BTreeSet::from([a.subject.clone()]));
+        unrouted.found(std::slice::from_ref(&a), &[Outcome::Acknowledged]);
+        assert!(unrouted.subjects.is_empty() && unrouted.said.is_empty());
+        unrouted.found(std::slice::from_ref(&a), &[Outcome::NoStream]);
+        unrouted.forget();
+        assert!(unrouted.subjects.is_empty());
     }
 
     #[test]

@@ -96,6 +96,27 @@ fn next_batch_respects_max_and_delete_is_idempotent() {
     assert_eq!(outbox.get(b).unwrap().unwrap().payload, b"alert p 2");
 }
 
+/// Of the subjects upstream has no stream for, only the oldest entry each
+/// (a probe); what is behind the rest comes, in delivery order, up to `max`.
+#[test]
+fn next_batch_probing_takes_the_oldest_entry_of_each_subject_probed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path());
+    let p: Vec<u64> = (1..=3).map(|seq| append(&mut outbox, alert("p", seq))).collect();
+    let q1 = append(&mut outbox, alert("q", 1));
+    let p_summary = append(&mut outbox, summary("p", 4));
+    let q2 = append(&mut outbox, alert("q", 2));
+    let probing = std::collections::BTreeSet::from(["edgewise.edge-01.up.alerts.p".to_owned()]);
+    assert_eq!(ids(&outbox.next_batch_probing(2, &probing).unwrap()), [p[0], q1]);
+    assert_eq!(
+        ids(&outbox.next_batch_probing(usize::MAX, &probing).unwrap()),
+        [p[0], q1, q2, p_summary]
+    );
+    // Nothing probed: the oldest first, as ever.
+    let none = std::collections::BTreeSet::new();
+    assert_eq!(ids(&outbox.next_batch_probing(3, &none).unwrap()), p);
+}
+
 #[test]
 fn append_batch_stores_all_in_order_in_one_transaction() {
     let dir = tempfile::tempdir().unwrap();
