@@ -933,33 +933,45 @@ async fn with_jetstream_input_readings_from_the_future_wait_in_the_stream_for_th
     device.terminate_cleanly().await;
 }
 
+/// A low published now, read by a device whose clock is half an hour behind
+/// (at 61x): the device, its status once the reading is dead-lettered as
+/// `future`, and the consumer's `max_deliver` once it has nothing pending
+/// and nothing unacknowledged.
+async fn held_then_dead_lettered(
+    local: &NatsServer,
+    jetstream: &async_nats::jetstream::Context,
+) -> (Device, Value, i64) {
+    publish_acked(jetstream, "sensors.cgm.p1", reading(now_ms(), 45.0)).await;
+    let mut device = Device::new(
+        local,
+        None,
+        &clock_behind_with_jetstream(time::Duration::minutes(30), 61),
+    );
+    let client = device.start(local).await;
+    let status = status_until(&client, "the reading dead-lettered", |s| deadletters(s, "future") == 1).await;
+    let stream = jetstream.get_stream("SENSORS").await.unwrap();
+    let consumer = format!("edgewise-{DEVICE}-glucose-monitor");
+    let max_deliver = poll_until("the message acknowledged", WAIT, || {
+        let (stream, consumer) = (&stream, &consumer);
+        async move {
+            match stream.consumer_info(consumer).await {
+                Ok(info) if info.num_ack_pending == 0 && info.num_pending == 0 => Ok(info.config.max_deliver),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    (device, status, max_deliver)
+}
+
 /// The stream keeps readings from the future for ten minutes of the clock at
 /// most: a clock still behind after that (here half an hour behind) has
 /// them dead-lettered, as a plugin's ack-pending messages are bounded.
 #[tokio::test(flavor = "multi_thread")]
 async fn with_jetstream_input_readings_from_the_future_are_dead_lettered_after_ten_minutes_of_the_clock() {
     let (local, jetstream) = local_with_sensors_stream().await;
-    publish_acked(&jetstream, "sensors.cgm.p1", reading(now_ms(), 45.0)).await;
-    let mut device = Device::new(
-        &local,
-        None,
-        &clock_behind_with_jetstream(time::Duration::minutes(30), 61),
-    );
-    let client = device.start(&local).await;
-    let status = status_until(&client, "the reading dead-lettered", |s| deadletters(s, "future") == 1).await;
+    let (mut device, status, _) = held_then_dead_lettered(&local, &jetstream).await;
     assert!(status["ingest"]["held_for_clock"].as_u64() >= Some(20), "{status}");
-    let stream = jetstream.get_stream("SENSORS").await.unwrap();
-    let consumer = format!("edgewise-{DEVICE}-glucose-monitor");
-    poll_until("the message acknowledged", WAIT, || {
-        let (stream, consumer) = (&stream, &consumer);
-        async move {
-            match stream.consumer_info(consumer).await {
-                Ok(info) if info.num_ack_pending == 0 && info.num_pending == 0 => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        }
-    })
-    .await;
     device.terminate_cleanly().await;
 }
 
@@ -972,10 +984,9 @@ async fn with_jetstream_input_readings_from_the_future_are_dead_lettered_after_t
 async fn with_jetstream_input_a_consumers_own_max_deliver_ends_the_holds_before_the_server_gives_up() {
     let (local, jetstream) = local_with_sensors_stream().await;
     let stream = jetstream.get_stream("SENSORS").await.unwrap();
-    let consumer = format!("edgewise-{DEVICE}-glucose-monitor");
     stream
         .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            durable_name: Some(consumer.clone()),
+            durable_name: Some(format!("edgewise-{DEVICE}-glucose-monitor")),
             filter_subjects: vec!["sensors.cgm.>".into()],
             ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
             max_deliver: 5,
@@ -983,25 +994,8 @@ async fn with_jetstream_input_a_consumers_own_max_deliver_ends_the_holds_before_
         })
         .await
         .unwrap();
-    publish_acked(&jetstream, "sensors.cgm.p1", reading(now_ms(), 45.0)).await;
-    let mut device = Device::new(
-        &local,
-        None,
-        &clock_behind_with_jetstream(time::Duration::minutes(30), 61),
-    );
-    let client = device.start(&local).await;
-    let status = status_until(&client, "the reading dead-lettered", |s| deadletters(s, "future") == 1).await;
+    let (mut device, status, max_deliver) = held_then_dead_lettered(&local, &jetstream).await;
     assert_eq!(status["ingest"]["held_for_clock"], 4, "{status}");
-    let max_deliver = poll_until("the message acknowledged", WAIT, || {
-        let (stream, consumer) = (&stream, &consumer);
-        async move {
-            match stream.consumer_info(consumer).await {
-                Ok(info) if info.num_ack_pending == 0 && info.num_pending == 0 => Ok(info.config.max_deliver),
-                other => Err(format!("{other:?}")),
-            }
-        }
-    })
-    .await;
     assert_eq!(max_deliver, 5, "the consumer keeps its own limit");
     device.terminate_cleanly().await;
 }

@@ -175,6 +175,22 @@ async fn a_notification_socket_gone_or_unread_does_not_hold_the_host() {
     }
 }
 
+/// Spawn `edgewise run` with a notification socket of the test's own (as
+/// systemd gives one), not waiting for it: a client of `local`, and what
+/// the host sends to the socket.
+async fn run_under_systemd(device: &mut Device, local: &NatsServer) -> (async_nats::Client, Notifications) {
+    let socket_path = device.path("notify.sock");
+    let notifications = Notifications {
+        socket: UnixDatagram::bind(&socket_path).unwrap(),
+        seen: Vec::new(),
+    };
+    let mut command = device.run_command();
+    command.env("NOTIFY_SOCKET", &socket_path);
+    let client = async_nats::connect(local.url()).await.unwrap();
+    device.spawn_command(command);
+    (client, notifications)
+}
+
 /// A plugin is `starting` while its `init` runs, never `running` before
 /// one has succeeded; `READY=1` waits for the plugins' first `init` to end,
 /// so what it says monitors does.
@@ -185,15 +201,7 @@ async fn a_plugin_is_starting_while_its_init_runs_and_ready_waits_for_the_first_
     // 300 ms deadline: starting, restarting, starting... quarantined.
     let faulty = V0_2.plugin_table("init-loop", "", "call_deadline_ms = 300\n");
     let mut device = Device::new(&local, None, &faulty);
-    let socket_path = device.path("notify.sock");
-    let mut notifications = Notifications {
-        socket: UnixDatagram::bind(&socket_path).unwrap(),
-        seen: Vec::new(),
-    };
-    let mut command = device.run_command();
-    command.env("NOTIFY_SOCKET", &socket_path);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    device.spawn_command(command);
+    let (client, mut notifications) = run_under_systemd(&mut device, &local).await;
 
     // Every state the status shows it in, until it is quarantined (each
     // `init` is `starting` for 300 ms, and there are five).
@@ -238,15 +246,7 @@ async fn a_sigterm_while_ready_waits_for_the_first_init_stops_the_host_without_r
     let faulty = V0_2.plugin_table("init-loop", "", "call_deadline_ms = 30000\n");
     let config = format!("{faulty}\n[host_limits]\ncall_deadline_ms = 30000\n");
     let mut device = Device::new(&local, None, &config);
-    let socket_path = device.path("notify.sock");
-    let mut notifications = Notifications {
-        socket: UnixDatagram::bind(&socket_path).unwrap(),
-        seen: Vec::new(),
-    };
-    let mut command = device.run_command();
-    command.env("NOTIFY_SOCKET", &socket_path);
-    let client = async_nats::connect(local.url()).await.unwrap();
-    device.spawn_command(command);
+    let (client, mut notifications) = run_under_systemd(&mut device, &local).await;
     device.wait_answering(&client, WAIT).await;
     status_until(&client, "faulty-v02 starting", |status| {
         plugin(status, V0_2.name)["state"] == "starting"
