@@ -62,7 +62,7 @@ impl Sequence {
     /// number is ever handed out that is not durable.
     pub fn open(data_dir: &Path, plugin: &str) -> std::io::Result<Sequence> {
         let path = state_path(data_dir, plugin);
-        let (_written_by, high_water) = read_state(&path)?.unwrap_or((None, 0));
+        let high_water = read_state(&path)?.unwrap_or(0);
         Ok(Sequence::start(path, new_incarnation()?, high_water))
     }
 
@@ -221,8 +221,8 @@ fn state_path(data_dir: &Path, plugin: &str) -> PathBuf {
     data_dir.join(format!("seq-{plugin}"))
 }
 
-/// The state at `path`, `None` if there is no file.
-fn read_state(path: &Path) -> std::io::Result<Option<(Option<String>, u64)>> {
+/// The high-water mark of the state at `path`, `None` if there is no file.
+fn read_state(path: &Path) -> std::io::Result<Option<u64>> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse_state(&text).map(Some).ok_or_else(|| {
             std::io::Error::new(
@@ -238,19 +238,20 @@ fn read_state(path: &Path) -> std::io::Result<Option<(Option<String>, u64)>> {
     }
 }
 
-/// `<incarnation> <high-water>` (current: the incarnation of the run that
-/// wrote it) or `<high-water>` (before incarnations: `None`).
-fn parse_state(text: &str) -> Option<(Option<String>, u64)> {
+/// The high-water mark of `<incarnation> <high-water>` (current: the
+/// incarnation of the run that wrote it, checked for its form and not
+/// otherwise used) or `<high-water>` (before incarnations).
+fn parse_state(text: &str) -> Option<u64> {
     let tokens: Vec<&str> = text.split_whitespace().collect();
     match tokens.as_slice() {
-        [high_water] => Some((None, high_water.parse().ok()?)),
+        [high_water] => high_water.parse().ok(),
         [incarnation, high_water]
             if incarnation.len() == 2 * INCARNATION_BYTES
                 && incarnation
                     .bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
         {
-            Some((Some((*incarnation).to_owned()), high_water.parse().ok()?))
+            high_water.parse().ok()
         }
         _ => None,
     }
@@ -268,7 +269,7 @@ mod tests {
 
     fn high_water(dir: &Path, plugin: &str) -> u64 {
         let text = std::fs::read_to_string(dir.join(format!("seq-{plugin}"))).unwrap();
-        parse_state(&text).unwrap().1
+        parse_state(&text).unwrap()
     }
 
     #[test]
@@ -332,13 +333,17 @@ mod tests {
         // The same state again: numbers after the reserved block, a new name.
         let mut again = Sequence::open(dir.path(), "p").unwrap();
         assert_ne!(again.incarnation(), incarnation);
-        assert!(again.next().unwrap() > 1);
+        let again_first = again.next().unwrap();
+        assert!(again_first > 1);
         // The state set back (a backup restored): a number handed out before
         // comes again, never under the same name.
+        let again_incarnation = again.incarnation().to_owned();
         drop(again);
         std::fs::write(dir.path().join("seq-p"), &backup).unwrap();
-        let restored = Sequence::open(dir.path(), "p").unwrap();
+        let mut restored = Sequence::open(dir.path(), "p").unwrap();
         assert_ne!(restored.incarnation(), incarnation);
+        assert_ne!(restored.incarnation(), again_incarnation);
+        assert_eq!(restored.next().unwrap(), again_first);
         // Another plugin, another data directory, a deleted file: new ones.
         assert_ne!(Sequence::open(dir.path(), "q").unwrap().incarnation(), incarnation);
         let clone = tempfile::tempdir().unwrap();

@@ -163,13 +163,7 @@ pub async fn run_upstream(
         stats.connected.store(is_connected, Ordering::Relaxed);
         if is_connected && !stream_ready {
             match ensure_stream(&jetstream, &config, &subjects).await {
-                Ok(()) => {
-                    stream_ready = true;
-                    // The stream takes every subject of the device now.
-                    if let Ok(mut unrouted) = unrouted.lock() {
-                        unrouted.forget();
-                    }
-                }
+                Ok(()) => stream_ready = true,
                 Err(reason) => trouble.failed(Failure::Other(reason)),
             }
         }
@@ -489,34 +483,20 @@ impl Failure {
 struct Unrouted {
     /// The subjects probed (a few per plugin at most).
     subjects: BTreeSet<String>,
-    /// The subjects said (logged) to have no stream, until one of their
-    /// entries is acknowledged.
-    said: BTreeSet<String>,
 }
 
 impl Unrouted {
-    /// Try every subject in full in the next round.
-    fn forget(&mut self) {
-        self.subjects.clear();
-    }
-
     /// What a round found: subjects without a stream, and subjects that have
     /// one now (said once each way).
     fn found(&mut self, batch: &[Entry], outcomes: &[Outcome]) {
         for (entry, outcome) in batch.iter().zip(outcomes) {
             let subject = &entry.subject;
             match outcome {
-                Outcome::NoStream => {
-                    self.subjects.insert(subject.clone());
-                    if self.said.insert(subject.clone()) {
-                        tracing::warn!(%subject, plugin = %entry.plugin, "No stream upstream takes this subject: its outputs wait in the outbox, and the outputs behind them are delivered meanwhile");
-                    }
+                Outcome::NoStream if self.subjects.insert(subject.clone()) => {
+                    tracing::warn!(%subject, plugin = %entry.plugin, "No stream upstream takes this subject: its outputs wait in the outbox, and the outputs behind them are delivered meanwhile");
                 }
-                Outcome::Acknowledged => {
-                    self.subjects.remove(subject);
-                    if self.said.remove(subject) {
-                        tracing::warn!(%subject, plugin = %entry.plugin, "A stream upstream takes this subject now: its outputs are delivered");
-                    }
+                Outcome::Acknowledged if self.subjects.remove(subject) => {
+                    tracing::warn!(%subject, plugin = %entry.plugin, "A stream upstream takes this subject now: its outputs are delivered");
                 }
                 _ => {}
             }
@@ -910,7 +890,7 @@ mod tests {
     }
 
     /// A subject found without a stream is probed until one of its entries
-    /// is acknowledged; said once each way.
+    /// is acknowledged.
     #[test]
     fn a_subject_without_a_stream_is_probed_until_an_entry_of_it_is_acknowledged() {
         let mut unrouted = Unrouted::default();
@@ -920,11 +900,8 @@ mod tests {
         assert_eq!(unrouted.subjects, BTreeSet::from([a.subject.clone()]));
         unrouted.found(std::slice::from_ref(&a), &[Outcome::NotSent]);
         unrouted.found(std::slice::from_ref(&a), &[Outcome::NoStream]);
-        assert_eq!(unrouted.said, BTreeSet::from([a.subject.clone()]));
+        assert_eq!(unrouted.subjects, BTreeSet::from([a.subject.clone()]));
         unrouted.found(std::slice::from_ref(&a), &[Outcome::Acknowledged]);
-        assert!(unrouted.subjects.is_empty() && unrouted.said.is_empty());
-        unrouted.found(std::slice::from_ref(&a), &[Outcome::NoStream]);
-        unrouted.forget();
         assert!(unrouted.subjects.is_empty());
     }
 
