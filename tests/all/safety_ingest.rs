@@ -1055,3 +1055,45 @@ async fn readings_held_for_the_clock_survive_a_crash_and_are_given_once_when_it_
     assert_eq!(lows, ["cgm.p1", "cgm.p2", "cgm.p3"]);
     device.terminate_cleanly().await;
 }
+
+/// With JetStream input, a plugin's subscriptions changed in the
+/// configuration apply from the next start: the durable consumer made for
+/// the old ones takes the new filters, and keeps its place in the stream.
+/// Before, the consumer kept the filters it was first made with, for good
+/// (the client takes an existing consumer as it is): readings on the new
+/// subjects never reached the plugin, so those patients' lows were never
+/// alerted, while readings on the subjects it no longer reads still were.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_jetstream_input_changed_subscriptions_apply_from_the_next_start() {
+    let (local, jetstream) = local_with_sensors_stream().await;
+    let subscribed = format!("subscriptions = [\"sensors.cgm.>\"]\n{JETSTREAM_INPUT}");
+    let mut device = Device::new(&local, None, &subscribed);
+    let (_client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
+    publish_acked(&jetstream, "sensors.cgm.p1", reading(now_ms(), 45.0)).await;
+    alert_for(&mut alerts, "cgm.p1", "urgent-low").await;
+    device.terminate_cleanly().await;
+
+    device.edit_config(|config| config.replace("sensors.cgm.>", "sensors.ward.>"));
+    let (client, mut alerts) = device.start_watching(&local, "glucose-monitor").await;
+    // The old subject first: were it still read, its alert would come first.
+    publish_acked(&jetstream, "sensors.cgm.p2", reading(now_ms(), 45.0)).await;
+    publish_acked(&jetstream, "sensors.ward.p3", reading(now_ms(), 45.0)).await;
+    let seen = crate::support::collect_until(&mut alerts, "ward.p3's urgent-low", |seen| {
+        seen.iter()
+            .any(|(_, a)| a["sensor"] == "ward.p3" && a["code"] == "urgent-low")
+    })
+    .await;
+    assert!(!seen.iter().any(|(_, a)| a["sensor"] == "cgm.p2"), "{seen:?}");
+    let status = host_status(&client).await;
+    assert_eq!(status["plugins"][0]["readings_in"], 1, "{status}");
+    let consumer = jetstream
+        .get_stream("SENSORS")
+        .await
+        .unwrap()
+        .consumer_info(format!("edgewise-{DEVICE}-glucose-monitor"))
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(consumer.config.filter_subjects, ["sensors.ward.>"]);
+    device.terminate_cleanly().await;
+}

@@ -343,6 +343,19 @@ pub async fn run<W: From<Batch>>(
                 })?
         }
     };
+    // The client takes an existing consumer as it is: one made for the
+    // plugin's earlier subscriptions (or by an operator, with others) would
+    // go on reading those, and never the new ones.
+    let mut consumer = consumer;
+    if let Some(was) = other_filters(&consumer.cached_info().config, filters) {
+        consumer = refilter(&stream, &consumer, filters)
+            .await
+            .map_err(|source| IngestError::Refilter {
+                consumer: consumer_name.to_owned(),
+                source,
+            })?;
+        tracing::info!(consumer = %consumer_name, was = %was.join(", "), now = %filters.join(", "), "The plugin's subscriptions changed: the consumer reads them from its place in the stream");
+    }
     let messages = consumer.messages().await.map_err(|source| IngestError::Messages {
         consumer: consumer_name.to_owned(),
         source,
@@ -485,6 +498,40 @@ async fn reset_to_ack_floor(
     }
 }
 
+/// The filters a consumer made with `made` reads, when they are not
+/// `wanted` (in any order).
+fn other_filters(made: &async_nats::jetstream::consumer::Config, wanted: &[String]) -> Option<Vec<String>> {
+    let mut filters = made.filter_subjects.clone();
+    if !made.filter_subject.is_empty() {
+        filters.push(made.filter_subject.clone());
+    }
+    let sorted = |filters: &[String]| {
+        let mut filters = filters.to_vec();
+        filters.sort_unstable();
+        filters.dedup();
+        filters
+    };
+    (sorted(&filters) != sorted(wanted)).then_some(filters)
+}
+
+/// Have `consumer` of `stream` read `filters` in place of its own, every
+/// other setting kept (an operator's `max_deliver`, say). It keeps its place:
+/// what it delivers next is the first message after its ack floor on the new
+/// filters (nats-server 2.10 and later update a consumer's filters).
+async fn refilter(
+    stream: &async_nats::jetstream::stream::Stream,
+    consumer: &async_nats::jetstream::consumer::PullConsumer,
+    filters: &[String],
+) -> Result<async_nats::jetstream::consumer::PullConsumer, async_nats::jetstream::stream::ConsumerUpdateError> {
+    use async_nats::jetstream::consumer::{FromConsumer, pull};
+    use async_nats::jetstream::stream::{ConsumerUpdateError, ConsumerUpdateErrorKind};
+    let mut config = pull::Config::try_from_consumer_config(consumer.cached_info().config.clone())
+        .map_err(|error| ConsumerUpdateError::with_source(ConsumerUpdateErrorKind::Other, error))?;
+    config.filter_subject = String::new();
+    config.filter_subjects = filters.to_vec();
+    stream.update_consumer(config).await
+}
+
 /// Acknowledge messages whose readings are logged and outputs stored.
 async fn acknowledge(ackers: Vec<async_nats::jetstream::message::Acker>) {
     for acker in ackers {
@@ -519,6 +566,30 @@ fn is_lost(kind: MessagesErrorKind) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn other_filters_are_those_of_another_set_in_any_order_or_form() {
+        use async_nats::jetstream::consumer::Config;
+        let wanted = ["sensors.cgm.>".to_owned(), "sensors.cgm2.>".to_owned()];
+        let made = |filter_subject: &str, filter_subjects: &[&str]| Config {
+            filter_subject: filter_subject.to_owned(),
+            filter_subjects: filter_subjects.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
+        };
+        let same = made("", &["sensors.cgm2.>", "sensors.cgm.>"]);
+        assert_eq!(other_filters(&same, &wanted), None);
+        // One filter in the single-subject field (an older client, an operator).
+        let single = made("sensors.cgm.>", &[]);
+        assert_eq!(other_filters(&single, &wanted[..1]), None);
+        assert_eq!(other_filters(&single, &wanted), Some(vec!["sensors.cgm.>".to_owned()]));
+        // No filter: the whole stream, not the plugin's subjects.
+        assert_eq!(other_filters(&made("", &[]), &wanted), Some(Vec::new()));
+        let narrower = made("", &["sensors.cgm.>"]);
+        assert_eq!(
+            other_filters(&narrower, &wanted),
+            Some(vec!["sensors.cgm.>".to_owned()])
+        );
+    }
 
     #[test]
     fn messages_from_the_future_are_held_only_while_nothing_is_taken_and_only_so_often() {

@@ -113,6 +113,16 @@ pub enum IngestError {
         #[source]
         source: async_nats::jetstream::stream::ConsumerError,
     },
+    /// The durable consumer reads other subjects than the plugin's and
+    /// cannot be changed to read the plugin's.
+    #[error("ingest: JetStream consumer {consumer}: cannot change it to read the plugin's subscriptions")]
+    Refilter {
+        /// The consumer.
+        consumer: String,
+        /// The error.
+        #[source]
+        source: async_nats::jetstream::stream::ConsumerUpdateError,
+    },
     /// The consumer's messages could not be read.
     #[error("ingest: JetStream consumer {consumer}: cannot read its messages")]
     Messages {
