@@ -173,8 +173,21 @@ pub(crate) fn prepare(conn: &mut Connection, path: &Path, key: &LessSafeKey) -> 
             found,
             supported: SCHEMA_VERSION,
         }),
-    }
+    }?;
+    conn.execute_batch(INDEXES).map_err(sql("create the indexes"))
 }
+
+/// Indexes that change nothing a build reads or writes, only how fast: made
+/// at every open if missing, without a new schema version, so that an older
+/// build of the same version still opens the file (SQLite keeps every index
+/// of a table up to date, whichever build writes).
+///
+/// - `entries_by_subject` serves passing over a subject upstream has no
+///   stream for (`Outbox::next_batch_probing`): each subject's first entries
+///   in delivery order, without reading the rows of a backlog.
+const INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS entries_by_subject ON entries (subject, kind, id);
+";
 
 /// Version 0 is a new, empty file: create everything, and set the version, in
 /// one transaction.

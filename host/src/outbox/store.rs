@@ -313,11 +313,46 @@ impl Outbox {
     /// oldest entry (upstream has no stream for them: one entry finds out
     /// when it has, and the entries behind the rest go on).
     pub fn next_batch_probing(&self, max: usize, probing: &BTreeSet<String>) -> Result<Vec<Entry>, OutboxError> {
-        let mut probed = BTreeSet::new();
-        let mut batch = Vec::new();
         if max == 0 {
-            return Ok(batch);
+            return Ok(Vec::new());
         }
+        if probing.is_empty() {
+            return self.oldest(max);
+        }
+        // The batch a walk of the whole table would make, without the walk:
+        // a subject upstream has no stream for may have a backlog of
+        // hundreds of thousands of entries, passed over every round. Each
+        // subject's first entries in delivery order come from
+        // `entries_by_subject` (keys only, no row read): the oldest of a
+        // subject probed, up to `max` of any other; merged, the first `max`
+        // are read.
+        let mut keys = Vec::new();
+        for subject in self.subjects()? {
+            let take = if probing.contains(&subject) { 1 } else { max };
+            self.first_keys(&subject, take, &mut keys)?;
+        }
+        keys.sort_unstable();
+        keys.truncate(max);
+        let sql = |operation| OutboxError::sql(&self.path, operation);
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = ?1"))
+            .map_err(sql("read an entry"))?;
+        let mut batch = Vec::with_capacity(keys.len());
+        for (_, id) in keys {
+            let mut rows = stmt.query([id]).map_err(sql("read an entry"))?;
+            if let Some(row) = rows.next().map_err(sql("read an entry"))? {
+                let id = row_id(row, &self.path)?;
+                self.take_row(row, id, &mut batch)?;
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Up to `max` of the oldest entries in delivery order (see
+    /// [`Outbox::next_batch`]).
+    fn oldest(&self, max: usize) -> Result<Vec<Entry>, OutboxError> {
+        let mut batch = Vec::new();
         let sql = |operation| OutboxError::sql(&self.path, operation);
         let mut stmt = self
             .conn
@@ -329,26 +364,75 @@ impl Outbox {
                 break;
             };
             let id = row_id(row, &self.path)?;
-            if self.undecryptable.borrow().contains(&id) {
-                continue;
-            }
-            // Before it is opened: passing over a backlog costs no decryption.
-            if !probing.is_empty()
-                && let Some(subject) = row.get_ref(2).ok().and_then(|value| value.as_str().ok())
-                && probing.contains(subject)
-                && !probed.insert(subject.to_owned())
-            {
-                continue;
-            }
-            match self.read_entry(row, id)? {
-                Ok(entry) => batch.push(entry),
-                Err(error) => {
-                    tracing::error!("{error}; the row is skipped, never delivered");
-                    self.undecryptable.borrow_mut().insert(id);
-                }
+            if !self.undecryptable.borrow().contains(&id) {
+                self.take_row(row, id, &mut batch)?;
             }
         }
         Ok(batch)
+    }
+
+    /// Open `row` (row id `id`) into `batch`; one that cannot be opened is
+    /// logged and never delivered.
+    fn take_row(&self, row: &Row<'_>, id: u64, batch: &mut Vec<Entry>) -> Result<(), OutboxError> {
+        match self.read_entry(row, id)? {
+            Ok(entry) => batch.push(entry),
+            Err(error) => {
+                tracing::error!("{error}; the row is skipped, never delivered");
+                self.undecryptable.borrow_mut().insert(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every subject with an entry, one step of `entries_by_subject` each
+    /// (not one per entry). A subject that is not text (a row damaged on
+    /// disk) is left out; the walk of [`Outbox::next_batch`] reports it.
+    fn subjects(&self) -> Result<Vec<String>, OutboxError> {
+        const SUBJECTS: &str = "
+            WITH RECURSIVE subjects(subject) AS (
+                SELECT min(subject) FROM entries
+                UNION ALL
+                SELECT (SELECT min(entries.subject) FROM entries WHERE entries.subject > subjects.subject)
+                    FROM subjects WHERE subjects.subject IS NOT NULL
+            )
+            SELECT subject FROM subjects WHERE subject IS NOT NULL";
+        let sql = |operation| OutboxError::sql(&self.path, operation);
+        let mut stmt = self.conn.prepare_cached(SUBJECTS).map_err(sql("read the subjects"))?;
+        let mut rows = stmt.query([]).map_err(sql("read the subjects"))?;
+        let mut subjects = Vec::new();
+        while let Some(row) = rows.next().map_err(sql("read the subjects"))? {
+            if let Ok(subject) = row.get_ref(0).and_then(|value| Ok(value.as_str()?.to_owned())) {
+                subjects.push(subject);
+            }
+        }
+        Ok(subjects)
+    }
+
+    /// The (kind, id) of the first `take` entries of `subject` in delivery
+    /// order, those that cannot be opened left out, into `keys`.
+    fn first_keys(&self, subject: &str, take: usize, keys: &mut Vec<(i64, i64)>) -> Result<(), OutboxError> {
+        let sql = |operation| OutboxError::sql(&self.path, operation);
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT kind, id FROM entries WHERE subject = ?1 ORDER BY kind, id")
+            .map_err(sql("read a subject's entries"))?;
+        let mut rows = stmt.query([subject]).map_err(sql("read a subject's entries"))?;
+        let mut taken = 0;
+        while taken < take {
+            let Some(row) = rows.next().map_err(sql("read a subject's entries"))? else {
+                break;
+            };
+            let key: (i64, i64) = (
+                row.get(0).map_err(sql("read a subject's entries"))?,
+                row.get(1).map_err(sql("read a subject's entries"))?,
+            );
+            if u64::try_from(key.1).is_ok_and(|id| self.undecryptable.borrow().contains(&id)) {
+                continue;
+            }
+            keys.push(key);
+            taken += 1;
+        }
+        Ok(())
     }
 
     /// The entry with row id `id`, if it is still in the outbox; an

@@ -247,3 +247,55 @@ fn an_outbox_in_memory_keeps_entries_as_the_file_does() {
     assert_eq!(all(&outbox).len(), 2);
     assert!(!dir.path().join(FILE_NAME).exists(), "no file is made");
 }
+
+/// Passing over a subject's backlog reads none of it: the subjects and
+/// each one's first entries come from `entries_by_subject` alone (a
+/// covering index), never from a walk of the table. Before, every round
+/// walked every row: 25 ms for 100,000 entries waiting, every 200 ms.
+#[test]
+fn next_batch_probing_reads_the_index_not_the_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path());
+    let backlog: Vec<NewEntry> = (1..=2000).map(|seq| alert("p", seq)).collect();
+    let first = outbox.append_batch(backlog).unwrap()[0].unwrap();
+    let q = append(&mut outbox, alert("q", 1));
+    let probing = std::collections::BTreeSet::from(["edgewise.edge-01.up.alerts.p".to_owned()]);
+    assert_eq!(ids(&outbox.next_batch_probing(256, &probing).unwrap()), [first, q]);
+    drop(outbox);
+
+    // The plans of the two statements, on the file as the outbox left it.
+    let raw = rusqlite::Connection::open(dir.path().join(FILE_NAME)).unwrap();
+    let plan = |sql: &str| -> String {
+        let mut stmt = raw.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let details: Vec<String> = stmt
+            .query_map([], |row| row.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        details.join("; ")
+    };
+    let subject = plan("SELECT kind, id FROM entries WHERE subject = 'x' ORDER BY kind, id");
+    assert!(subject.contains("USING COVERING INDEX entries_by_subject"), "{subject}");
+    assert!(!subject.contains("TEMP B-TREE"), "no sort: {subject}");
+    let next = plan("SELECT (SELECT min(subject) FROM entries WHERE subject > 'x')");
+    assert!(next.contains("USING COVERING INDEX entries_by_subject"), "{next}");
+}
+
+/// A row that cannot be opened is passed over while probing too, and the
+/// others of its subject still come.
+#[test]
+fn next_batch_probing_skips_a_tampered_row_and_delivers_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path());
+    let p = append(&mut outbox, alert("p", 1));
+    let q: Vec<u64> = (1..=3).map(|seq| append(&mut outbox, alert("q", seq))).collect();
+    drop(outbox);
+    let raw = rusqlite::Connection::open(dir.path().join(FILE_NAME)).unwrap();
+    raw.execute("UPDATE entries SET nonce = 'x' WHERE id = ?1", [q[0] as i64])
+        .unwrap();
+    drop(raw);
+    let outbox = open(dir.path());
+    let probing = std::collections::BTreeSet::from(["edgewise.edge-01.up.alerts.p".to_owned()]);
+    assert_eq!(ids(&outbox.next_batch_probing(10, &probing).unwrap()), [p, q[1], q[2]]);
+    assert_eq!(ids(&outbox.next_batch_probing(2, &probing).unwrap()), [p, q[1]]);
+}
