@@ -333,17 +333,11 @@ impl Outbox {
         }
         keys.sort_unstable();
         keys.truncate(max);
-        let sql = |operation| OutboxError::sql(&self.path, operation);
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = ?1"))
-            .map_err(sql("read an entry"))?;
         let mut batch = Vec::with_capacity(keys.len());
         for (_, id) in keys {
-            let mut rows = stmt.query([id]).map_err(sql("read an entry"))?;
-            if let Some(row) = rows.next().map_err(sql("read an entry"))? {
-                let id = row_id(row, &self.path)?;
-                self.take_row(row, id, &mut batch)?;
+            let Ok(id) = u64::try_from(id) else { continue };
+            if let Some(opened) = self.open_row(id)? {
+                self.keep_opened(opened, id, &mut batch);
             }
         }
         Ok(batch)
@@ -365,23 +359,22 @@ impl Outbox {
             };
             let id = row_id(row, &self.path)?;
             if !self.undecryptable.borrow().contains(&id) {
-                self.take_row(row, id, &mut batch)?;
+                self.keep_opened(self.read_entry(row, id)?, id, &mut batch);
             }
         }
         Ok(batch)
     }
 
-    /// Open `row` (row id `id`) into `batch`; one that cannot be opened is
-    /// logged and never delivered.
-    fn take_row(&self, row: &Row<'_>, id: u64, batch: &mut Vec<Entry>) -> Result<(), OutboxError> {
-        match self.read_entry(row, id)? {
+    /// Add the entry `opened` from row `id` to `batch`; a row that could not
+    /// be opened is logged and never delivered.
+    fn keep_opened(&self, opened: Result<Entry, OutboxError>, id: u64, batch: &mut Vec<Entry>) {
+        match opened {
             Ok(entry) => batch.push(entry),
             Err(error) => {
                 tracing::error!("{error}; the row is skipped, never delivered");
                 self.undecryptable.borrow_mut().insert(id);
             }
         }
-        Ok(())
     }
 
     /// Every subject with an entry, one step of `entries_by_subject` each
@@ -438,6 +431,13 @@ impl Outbox {
     /// The entry with row id `id`, if it is still in the outbox; an
     /// [`OutboxError::Decrypt`] naming the row if it fails to decrypt.
     pub fn get(&self, id: u64) -> Result<Option<Entry>, OutboxError> {
+        self.open_row(id)?.transpose()
+    }
+
+    /// Row `id` opened (`Err` inside: it cannot be, see
+    /// [`Outbox::read_entry`]), if it is still in the outbox; the outer
+    /// error is the database's.
+    fn open_row(&self, id: u64) -> Result<Option<Result<Entry, OutboxError>>, OutboxError> {
         let Ok(sql_id) = i64::try_from(id) else {
             return Ok(None);
         };
@@ -448,7 +448,7 @@ impl Outbox {
             .map_err(sql("read an entry"))?;
         let mut rows = stmt.query([sql_id]).map_err(sql("read an entry"))?;
         match rows.next().map_err(sql("read an entry"))? {
-            Some(row) => Ok(Some(self.read_entry(row, id)??)),
+            Some(row) => Ok(Some(self.read_entry(row, id)?)),
             None => Ok(None),
         }
     }
