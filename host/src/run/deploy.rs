@@ -230,7 +230,7 @@ struct Pending {
     /// What ran before (`None`: the plugin is new on the device).
     previous: Option<Option<Running>>,
     /// Said with its `running` and `healthy` phases: the new version reads
-    /// other subjects (and, if its input could not follow, that).
+    /// other subjects.
     note: Option<String>,
     /// For a swap: what the ingest reads and lets in for the new version,
     /// and for the version a rollback goes back to.
