@@ -230,9 +230,6 @@ pub struct DeployBundles {
     /// glucose-monitor as 2.2.0, subscribing to [`OTHER_SUBJECTS`] (the
     /// others subscribe to `sensors.cgm.>`).
     pub other_subjects: DeployBundle,
-    /// glucose-chaos as glucose-monitor 2.3.0, subscribing to
-    /// [`OTHER_SUBJECTS`], with `trap_on_call = "3"` (as `traps_third`).
-    pub other_subjects_trapping: DeployBundle,
 }
 
 /// The subscriptions of [`DeployBundles::other_subjects`].
@@ -278,9 +275,8 @@ pub fn deploy_bundles() -> &'static DeployBundles {
         };
         std::fs::write(&tampered.path, bytes).unwrap_or_else(|e| panic!("cannot write a bundle: {e}"));
 
-        // A version subscribing to [`OTHER_SUBJECTS`] in place of `sensors.cgm.>`.
-        let reading_other_subjects = |crate_name: &str, version: &'static str, config: &[(&str, &str)]| {
-            let manifest = deploy_manifest(&dir, crate_name, version, config);
+        let other_subjects = {
+            let manifest = deploy_manifest(&dir, "glucose-monitor", "2.2.0", &[]);
             let text = std::fs::read_to_string(&manifest).unwrap_or_else(|e| panic!("{e}"));
             let line = "subscriptions = [\"sensors.cgm.>\"]";
             assert!(text.contains(line), "{} no longer has `{line}`", manifest.display());
@@ -288,18 +284,13 @@ pub fn deploy_bundles() -> &'static DeployBundles {
             let text = text.replace(line, &format!("subscriptions = [{}]", quoted.join(", ")));
             std::fs::write(&manifest, text).unwrap_or_else(|e| panic!("{e}"));
             let path = run_key()
-                .bundle(&manifest, &plugin_wasm(crate_name))
+                .bundle(&manifest, &plugin_wasm("glucose-monitor"))
                 .unwrap_or_else(|e| panic!("{e:#}"));
-            DeployBundle { path, version }
+            DeployBundle { path, version: "2.2.0" }
         };
 
         DeployBundles {
-            other_subjects: reading_other_subjects("glucose-monitor", "2.2.0", &[]),
-            other_subjects_trapping: reading_other_subjects(
-                "glucose-chaos",
-                "2.3.0",
-                &[("trap_percent", "0"), ("trap_on_call", "3")],
-            ),
+            other_subjects,
             v1: signed("glucose-monitor", "1.0.0", &[]),
             v0_9: signed("glucose-monitor", "0.9.0", &[]),
             v3: signed("glucose-monitor", "3.1.0", &[]),

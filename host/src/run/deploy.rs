@@ -31,7 +31,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::config::{DeployConfig, PluginConfig};
 use super::plugins::Plugins;
 use super::serve::TaskError;
-use super::start::{InputRules, Loader, Prepared};
+use super::start::{Loader, Prepared};
 use crate::deploy::model::{self, Deployment, Desired, DesiredPlugin, Origin, Phase, Reported, ReportedPlugin};
 use crate::deploy::{Cloud, CloudError};
 use crate::files::{Access, Existing, write_atomic};
@@ -230,36 +230,26 @@ struct Pending {
     /// What ran before (`None`: the plugin is new on the device).
     previous: Option<Option<Running>>,
     /// Said with its `running` and `healthy` phases: the new version reads
-    /// other subjects.
+    /// other subjects, which apply from the next restart of the host.
     note: Option<String>,
-    /// For a swap: what the ingest reads and lets in for the new version,
-    /// and for the version a rollback goes back to.
-    input: Option<SwappedInput>,
-}
-
-/// What the ingest of a swapped plugin follows: `new` once the new version
-/// runs, `previous` when it is rolled back (or superseded).
-#[derive(Clone)]
-struct SwappedInput {
-    new: InputRules,
-    previous: InputRules,
 }
 
 /// What a deployment of `plugin` says when its new version reads other
-/// subjects than the one running (`None` when they are the same): its
-/// ingest reads them from when it runs ([`Plugins::rewire`]).
+/// subjects than the one running (`None` when they are the same): the
+/// subscriptions made at start stay until the next restart of the host, so
+/// until then the new version is given what the old one read.
 fn subscriptions_note(plugin: &str, running: &[String], new: &[String]) -> Option<String> {
     if running == new {
         return None;
     }
-    tracing::info!(
+    tracing::warn!(
         plugin,
         running = %running.join(", "),
         new = %new.join(", "),
-        "The new version subscribes to other subjects: its input follows when it runs"
+        "The new version subscribes to other subjects: they apply from the next restart"
     );
     Some(format!(
-        "it reads {} in place of {}",
+        "it subscribes to {} but reads {} until the next restart of the host",
         new.join(", "),
         running.join(", ")
     ))
@@ -613,7 +603,6 @@ impl Controller {
             new: Some(wanted.clone()),
             previous,
             note: None,
-            input: None,
         };
         // Held until the plugin is added: a plugin compiled after start-up
         // may be added meanwhile.
@@ -631,14 +620,10 @@ impl Controller {
                     return self.finish(name, deployment, Phase::Failed, crate::error_chain(&error));
                 }
             }
-            Some((queue, running)) => {
+            Some((queue, subscriptions)) => {
                 // A swap adds nothing (and may wait on a full queue).
                 drop(changing);
-                pending.note = subscriptions_note(name, &running.subscriptions, &prepared.input.subscriptions);
-                pending.input = Some(SwappedInput {
-                    new: prepared.input.clone(),
-                    previous: self.rollback_input(name, running),
-                });
+                pending.note = subscriptions_note(name, &subscriptions, &prepared.subscriptions);
                 let swap = Swap {
                     setup: prepared.setup,
                     probation,
@@ -688,26 +673,6 @@ impl Controller {
             .values()
             .find(|pending| pending.plugin == plugin)
             .map_or(running, |pending| pending.previous.clone())
-    }
-
-    /// What the ingest of `plugin` goes back to with a rollback of a new
-    /// version, given what it follows now (`running`): as
-    /// [`Controller::rollback_target`], that of the version to go back to.
-    fn rollback_input(&self, plugin: &str, running: InputRules) -> InputRules {
-        self.pending
-            .values()
-            .find(|pending| pending.plugin == plugin)
-            .and_then(|pending| pending.input.as_ref())
-            .map_or(running, |input| input.previous.clone())
-    }
-
-    /// Have the ingest of `plugin` follow `rules`; a failure leaves it as it
-    /// was, said in the log and returned, for the deployment's report.
-    async fn rewire(&self, plugin: &str, rules: &InputRules) -> Option<String> {
-        let error = self.plugins.rewire(plugin, rules).await.err()?;
-        let error = crate::error_chain(&error);
-        tracing::error!(plugin, %error, "The plugin's input cannot follow the version that runs; it reads as before");
-        Some(format!("its input cannot follow it ({error}); it reads as before"))
     }
 
     /// Verify and load `plugin` off the async threads (it reads and compiles).
@@ -770,7 +735,7 @@ impl Controller {
             Outcome::Healthy => (Phase::Healthy, None),
             Outcome::RolledBack(reason) => (Phase::RolledBack, Some(reason.clone())),
             Outcome::Failed(reason) => (Phase::Failed, Some(reason.clone())),
-            Outcome::Superseded => return self.superseded(event.id).await,
+            Outcome::Superseded => return self.superseded(event.id),
         };
         let Some(pending) = self.pending.get_mut(&event.id) else {
             return;
@@ -787,33 +752,13 @@ impl Controller {
             ),
             _ => (phase, reason),
         };
-        // The ingest follows the version that runs from now on.
-        let (plugin, input) = (pending.plugin.clone(), pending.input.clone());
-        let rewired = match (&event.outcome, &input) {
-            (Outcome::Running { .. }, Some(input)) => self.rewire(&plugin, &input.new).await,
-            (Outcome::RolledBack(_), Some(input)) => self.rewire(&plugin, &input.previous).await,
-            _ => None,
+        let reason = match (phase, &pending.note) {
+            (Phase::Running | Phase::Healthy, Some(note)) => Some(match reason {
+                Some(reason) => format!("{reason}; {note}"),
+                None => note.clone(),
+            }),
+            _ => reason,
         };
-        let Some(pending) = self.pending.get_mut(&event.id) else {
-            return;
-        };
-        let mut said: Vec<String> = reason.into_iter().collect();
-        if let Some(failure) = rewired {
-            if matches!(event.outcome, Outcome::Running { .. }) {
-                // Said again with `healthy`, as the note is.
-                let note = pending
-                    .note
-                    .take()
-                    .map_or(failure.clone(), |note| format!("{note}; {failure}"));
-                pending.note = Some(note);
-            } else {
-                said.push(failure);
-            }
-        }
-        if matches!(phase, Phase::Running | Phase::Healthy) {
-            said.extend(pending.note.clone());
-        }
-        let reason = (!said.is_empty()).then(|| said.join("; "));
         pending.deployment.enter(phase, reason, wall_ms());
         if let Outcome::Running { pause, .. } = &event.outcome
             && pending.previous.is_some()
@@ -861,13 +806,10 @@ impl Controller {
     /// failure kept: the plugin's latest deployment is the newer one, whose
     /// own outcome follows. What runs goes back, for now, to the version the
     /// newer one would go back to (the last healthy one).
-    async fn superseded(&mut self, id: u64) {
+    fn superseded(&mut self, id: u64) {
         let Some(pending) = self.pending.remove(&id) else {
             return;
         };
-        if let Some(input) = &pending.input {
-            self.rewire(&pending.plugin, &input.previous).await;
-        }
         tracing::info!(
             plugin = %pending.plugin,
             key = %pending.deployment.key,
@@ -1022,7 +964,7 @@ impl Controller {
         };
         let note = "undeployed: back to the configuration file's version".to_owned();
         self.verified(name, &mut deployment, Some(note)).await;
-        let Some((queue, running)) = self.plugins.get(name) else {
+        let Some((queue, subscriptions)) = self.plugins.get(name) else {
             return;
         };
         let accept = file_first(self.store.clone(), name, prepared.setup.accept.take());
@@ -1034,11 +976,7 @@ impl Controller {
             deployment,
             new: None,
             previous,
-            note: subscriptions_note(name, &running.subscriptions, &prepared.input.subscriptions),
-            input: Some(SwappedInput {
-                new: prepared.input.clone(),
-                previous: self.rollback_input(name, running),
-            }),
+            note: subscriptions_note(name, &subscriptions, &prepared.subscriptions),
         };
         let swap = Swap {
             setup: prepared.setup,

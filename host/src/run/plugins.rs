@@ -15,10 +15,10 @@ use super::RunError;
 use super::compiling::CompilingNames;
 use super::config::RunConfig;
 use super::serve::{Ended, Task, input, spawn_owned};
-use super::start::{InputRules, Started};
+use super::start::Started;
 use super::status::PluginSource;
 use crate::bus::Subjects;
-use crate::bus::ingest::{self, Ingest, IngestEvent, IngestHealth, IngestStats, Input, OutboxRefusing, ReadingsQueue};
+use crate::bus::ingest::{self, Ingest, IngestEvent, IngestHealth, IngestStats, OutboxRefusing};
 use crate::clock::Clock;
 use crate::worker::{StoppingWorker, Work, Worker};
 
@@ -31,29 +31,14 @@ pub(super) struct Slot {
     pub(super) queue: mpsc::Sender<Work>,
     /// Its worker.
     worker: Worker,
-    /// Its ingest (`None` only while [`Plugins::rewire`] replaces it).
-    ingest: Option<Ingesting>,
-    /// What its ingest reads and lets in.
-    input: InputRules,
-    /// Its ingest's health (the same across [`Plugins::rewire`]).
-    health: Arc<IngestHealth>,
+    /// Its ingest, and what stops it.
+    ingest: JoinHandle<()>,
+    stop_ingest: watch::Sender<bool>,
+    /// Its subscriptions.
+    pub(super) subscriptions: Vec<String>,
     /// The deployed bundle (object name) and configuration it runs; `None`
     /// for a plugin of the device's configuration file.
     pub(super) deployed: Option<(String, BTreeMap<String, String>)>,
-}
-
-/// A plugin's ingest task, and what stops it.
-struct Ingesting {
-    task: JoinHandle<()>,
-    stop: watch::Sender<bool>,
-}
-
-impl Ingesting {
-    /// Stop it, within the shutdown's ingest budget.
-    async fn stop(self) {
-        let _ = self.stop.send(true);
-        stop_ingest_task(self.task).await;
-    }
 }
 
 /// Every plugin of the running device, and what starting one needs.
@@ -151,9 +136,7 @@ impl Plugins {
     pub(super) async fn add(&self, started: Started) -> Result<(), RunError> {
         let name = started.provenance.plugin.clone();
         let health = Arc::new(IngestHealth::default());
-        let ingest = self
-            .spawn_ingest(&name, &started.input, &started.worker.readings, health.clone())
-            .await?;
+        let (ingest, stop_ingest) = self.spawn_ingest(&started, health.clone()).await?;
         if let Ok(mut inputs) = self.inputs.lock() {
             inputs.insert(name.clone(), health.clone());
         }
@@ -162,14 +145,14 @@ impl Plugins {
             version: started.provenance.version.clone(),
             digest: started.provenance.digest.clone(),
             stats: started.worker.stats.clone(),
-            input: Some(health.clone()),
+            input: Some(health),
         });
         let slot = Slot {
             queue: started.worker.queue.clone(),
             worker: started.worker,
-            ingest: Some(ingest),
-            input: started.input,
-            health,
+            ingest,
+            stop_ingest,
+            subscriptions: started.subscriptions,
             deployed: started.deployed,
         };
         if let Ok(mut slots) = self.slots.lock() {
@@ -186,103 +169,40 @@ impl Plugins {
         self.changing.lock().await
     }
 
-    /// Start the ingest of `plugin` by `rules` into its worker's `readings`
-    /// (core NATS subscriptions are made before this returns).
+    /// Start the ingest of `started` (its subscriptions made before this returns).
     async fn spawn_ingest(
         &self,
-        plugin: &str,
-        rules: &InputRules,
-        readings: &ReadingsQueue<Work>,
+        started: &Started,
         health: Arc<IngestHealth>,
-    ) -> Result<Ingesting, RunError> {
-        let input = input(&self.config, &self.local, plugin, rules.subscriptions.clone()).await?;
-        Ok(self.start_ingest(plugin, rules, input, readings, health))
-    }
-
-    /// Start the ingest of `plugin` from `input` by `rules`.
-    fn start_ingest(
-        &self,
-        plugin: &str,
-        rules: &InputRules,
-        input: Input,
-        readings: &ReadingsQueue<Work>,
-        health: Arc<IngestHealth>,
-    ) -> Ingesting {
+    ) -> Result<(JoinHandle<()>, watch::Sender<bool>), RunError> {
+        let name = started.provenance.plugin.clone();
         let ingest = Ingest::new(
             self.local.clone(),
             self.subjects.clone(),
             self.ingest_stats.clone(),
-            rules.admission(plugin, &self.config),
+            started.admission.clone(),
             self.clock.clone(),
             health,
             self.events.clone(),
             self.outbox_refusing.clone(),
         );
-        let (stop, stopped) = watch::channel(false);
-        let run = ingest::run(ingest, input, readings.clone(), self.config.limits.batch_max, stopped);
-        Ingesting {
-            task: spawn_owned(Task::Ingest(plugin.to_owned()), &self.ended, run),
-            stop,
-        }
+        let input = input(&self.config, &self.local, &name, started.subscriptions.clone()).await?;
+        let (stop_ingest, stopped) = watch::channel(false);
+        let run = ingest::run(
+            ingest,
+            input,
+            started.worker.readings.clone(),
+            self.config.limits.batch_max,
+            stopped,
+        );
+        Ok((spawn_owned(Task::Ingest(name), &self.ended, run), stop_ingest))
     }
 
-    /// Have the ingest of `plugin` read and let in by `rules` from now on,
-    /// when they are not what it follows: a version swapped in (or back) by a
-    /// deployment whose subscriptions or sensor rules differ. Without this,
-    /// the input made at start would feed every later version until a
-    /// restart of the host.
-    ///
-    /// The new input is made (core NATS: its subscriptions, whose messages
-    /// the client keeps meanwhile), then the old ingest stops, giving what it
-    /// holds, and only then does the new one start: no reading is missed, a
-    /// sensor's readings keep their order, and only one published in the
-    /// moment both subscriptions were made, on a subject both read, comes
-    /// twice (a duplicate, which every plugin must take). With JetStream the
-    /// one durable consumer changes its filters when the new ingest starts;
-    /// what the old one had not acknowledged is delivered again first, in
-    /// order, and the worker recognises what it took. The sensors admitted
-    /// start anew: each is admitted again with its next reading, within the
-    /// new cap.
-    pub(super) async fn rewire(&self, plugin: &str, rules: &InputRules) -> Result<(), RunError> {
-        // One change of the set at a time.
-        let _changing = self.changing().await;
-        let Some((readings, health)) = self.slots.lock().ok().and_then(|slots| {
-            let slot = slots.get(plugin)?;
-            (slot.input != *rules).then(|| (slot.worker.readings.clone(), slot.health.clone()))
-        }) else {
-            return Ok(());
-        };
-        let input = input(&self.config, &self.local, plugin, rules.subscriptions.clone()).await?;
-        if let Some(old) = self.put_ingest(plugin, rules, None) {
-            old.stop().await;
-        }
-        let new = self.start_ingest(plugin, rules, input, &readings, health);
-        if let Some(removed) = self.put_ingest(plugin, rules, Some(new)) {
-            removed.stop().await;
-        }
-        tracing::info!(plugin, subscriptions = %rules.subscriptions.join(", "), "The plugin's input follows the version that runs");
-        Ok(())
-    }
-
-    /// Put `ingest`, reading by `rules`, in the slot of `plugin`: what it ran
-    /// comes back, to be stopped (`ingest` itself when the plugin was
-    /// removed meanwhile).
-    fn put_ingest(&self, plugin: &str, rules: &InputRules, ingest: Option<Ingesting>) -> Option<Ingesting> {
-        let Ok(mut slots) = self.slots.lock() else {
-            return ingest;
-        };
-        let Some(slot) = slots.get_mut(plugin) else {
-            return ingest;
-        };
-        slot.input = rules.clone();
-        std::mem::replace(&mut slot.ingest, ingest)
-    }
-
-    /// The queue of `plugin` and what its ingest reads and lets in.
-    pub(super) fn get(&self, plugin: &str) -> Option<(mpsc::Sender<Work>, InputRules)> {
+    /// The queue of `plugin` and its subscriptions.
+    pub(super) fn get(&self, plugin: &str) -> Option<(mpsc::Sender<Work>, Vec<String>)> {
         let slots = self.slots.lock().ok()?;
         let slot = slots.get(plugin)?;
-        Some((slot.queue.clone(), slot.input.clone()))
+        Some((slot.queue.clone(), slot.subscriptions.clone()))
     }
 
     /// What `plugin` runs, if it was deployed: its bundle and configuration.
@@ -392,10 +312,8 @@ impl Plugins {
             workers: Vec::new(),
         };
         for (_, slot) in slots {
-            if let Some(ingest) = slot.ingest {
-                stopped.ingest.push(ingest.task);
-                stopped.stops.push(ingest.stop);
-            }
+            stopped.ingest.push(slot.ingest);
+            stopped.stops.push(slot.stop_ingest);
             stopped.workers.push(slot.worker);
         }
         stopped
@@ -405,9 +323,8 @@ impl Plugins {
 /// Stop a plugin taken out of the set: its ingest stops, its worker finishes
 /// its queue (within the drain budget) and saves its state.
 async fn stop_slot(slot: Slot) {
-    if let Some(ingest) = slot.ingest {
-        ingest.stop().await;
-    }
+    let _ = slot.stop_ingest.send(true);
+    stop_ingest_task(slot.ingest).await;
     drop(slot.queue);
     let stopping = slot.worker.stop(Instant::now() + super::shutdown::DRAIN_BUDGET);
     let joined = tokio::task::spawn_blocking(move || join_within(stopping, super::shutdown::DRAIN_BUDGET * 2));
