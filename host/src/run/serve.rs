@@ -480,6 +480,12 @@ impl Owner {
 
     /// A task ended before shutdown.
     async fn task_ended(&mut self, ended: Ended) {
+        // An ingest ends well only when stopped: its plugin was removed (an
+        // undeployment, a failed deployment), not an input lost.
+        if let (Task::Ingest(plugin), Ok(())) = (&ended.task, &ended.outcome) {
+            tracing::debug!(%plugin, "An ingest stopped");
+            return;
+        }
         let reason = match &ended.outcome {
             Ok(()) => "ended".to_owned(),
             Err(error) => crate::error_chain(error),
