@@ -307,6 +307,13 @@ async fn while_readings_flow(rate: f64, during: During) -> (Site, Edge, Run) {
     match during {
         During::Swap => swap_to_v2(&site, &edge).await,
         During::FailingVersions => failing_versions(&site, &edge).await,
+        During::OtherSubjects => {
+            let bundles = deploy_bundles();
+            for bundle in [&bundles.other_subjects, &bundles.v3] {
+                let (report, deployment) = deploy(&site, &edge, bundle, &[("max_ahead", "8760h")]).await;
+                assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
+            }
+        }
     }
     assert!(
         !publisher.is_finished(),
@@ -408,6 +415,9 @@ enum During {
     Swap,
     /// The three failing versions, each rolled back, then 2.0.0.
     FailingVersions,
+    /// 2.2.0, reading [`edgewise_tests::OTHER_SUBJECTS`], then 3.1.0,
+    /// reading `sensors.cgm.>` again: the consumer's filters change twice.
+    OtherSubjects,
 }
 
 async fn swap_to_v2(site: &Site, edge: &Edge) {
@@ -444,6 +454,19 @@ async fn failing_versions(site: &Site, edge: &Edge) {
 async fn a_swap_while_readings_flow_at_1000_per_second_loses_and_repeats_nothing_and_keeps_the_state() {
     let (_site, _edge, run) = while_readings_flow(1000.0, During::Swap).await;
     assert_eq!(versions(&run), ["1.0.0".to_owned(), "2.0.0".to_owned()].into());
+}
+
+/// The plugin's input follows each version in place: the durable consumer
+/// changes its filters while readings flow and batches wait for their
+/// outputs to be stored, and no reading is lost, given twice or given late.
+/// (Made anew instead, the ingest left a pull of the old one to be served
+/// to nobody, and its message came again behind newer ones, after the ack
+/// wait: late, dropped by the plugin.)
+#[tokio::test(flavor = "multi_thread")]
+async fn versions_reading_other_subjects_swapped_in_at_1000_per_second_lose_repeat_and_delay_nothing() {
+    let (_site, _edge, run) = while_readings_flow(1000.0, During::OtherSubjects).await;
+    let swapped = ["1.0.0", "2.2.0", "3.1.0"].map(str::to_owned);
+    assert_eq!(versions(&run), swapped.into());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -742,22 +765,76 @@ async fn a_deployed_version_keeps_the_device_settings_of_the_configuration_file_
     edge.device.terminate_cleanly().await;
 }
 
-/// A new version that subscribes to other subjects reads them from the next
-/// restart of the host (the subscriptions are made at start), and its
-/// deployment says so in the cloud from its `running` phase: before, only
-/// the device's log did, and the report said `healthy` while the new
-/// subject's readings went nowhere.
+/// `[ingest]` of a device reading the `SENSORS` stream.
+const JETSTREAM_INPUT: &str = "[ingest]\nsource = \"jetstream\"\nstream = \"SENSORS\"\n";
+
+/// The alerts of [`PLUGIN`] on the device's local bus, from now on.
+async fn plugin_alerts(edge: &Edge) -> async_nats::Subscriber {
+    let alerts = edge
+        .client
+        .subscribe(format!("edgewise.{DEVICE}.alerts.{PLUGIN}"))
+        .await
+        .unwrap();
+    edge.client.flush().await.unwrap();
+    alerts
+}
+
+/// A reading of `value` mg/dL, now, as a sensor publishes it.
+fn reading_now(value: u32) -> bytes::Bytes {
+    format!(r#"{{"ts":{},"value":{value},"unit":"mg/dL"}}"#, now_ms()).into()
+}
+
+/// Publish `reading` of `sensors.{sensor}` on the device's local bus.
+async fn publish_reading(edge: &Edge, sensor: &str, reading: bytes::Bytes) {
+    edge.client.publish(format!("sensors.{sensor}"), reading).await.unwrap();
+}
+
+/// The filters of [`PLUGIN`]'s durable consumer on the `SENSORS` stream.
+async fn consumer_filters(sensors: &async_nats::jetstream::Context) -> Vec<String> {
+    let stream = sensors.get_stream("SENSORS").await.unwrap();
+    let consumer = stream
+        .consumer_info(format!("edgewise-{DEVICE}-{PLUGIN}"))
+        .await
+        .unwrap();
+    consumer.config.filter_subjects.clone()
+}
+
+/// A new version that subscribes to other subjects reads them as soon as it
+/// runs, without a restart of the host, and its deployment says so in the
+/// cloud. Before, the subscriptions made at start stayed until the next
+/// restart: the report said `healthy` while the new subjects' readings went
+/// nowhere (and with JetStream input, nowhere after a restart either).
 #[tokio::test(flavor = "multi_thread")]
-async fn a_version_that_reads_other_subjects_says_they_apply_from_the_next_restart_and_they_then_do() {
-    let (site, mut edge) = running_v1().await;
+async fn a_version_that_reads_other_subjects_reads_them_as_soon_as_it_runs() {
+    reads_other_subjects_as_soon_as_it_runs(false).await;
+}
+
+/// The same with JetStream input: the plugin's durable consumer takes the
+/// new version's filters, and its readings are delivered from the stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_jetstream_input_a_version_that_reads_other_subjects_reads_them_as_soon_as_it_runs() {
+    reads_other_subjects_as_soon_as_it_runs(true).await;
+}
+
+async fn reads_other_subjects_as_soon_as_it_runs(jetstream: bool) {
+    let site = Site::start().await;
+    let input = if jetstream { JETSTREAM_INPUT } else { "" };
+    let mut edge = Edge::new(&site, DEVICE, "100ms", "", input).await;
+    let sensors = async_nats::jetstream::new(edge.client.clone());
+    if jetstream {
+        create_sensors_stream(&sensors).await;
+    }
+    edge.start().await;
+    let (report, deployment) = deploy(&site, &edge, &deploy_bundles().v1, &[]).await;
+    assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
+
     let wider = &deploy_bundles().other_subjects;
     let (report, deployment) = deploy(&site, &edge, wider, &[]).await;
     assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
     let said = format!(
-        "it subscribes to {} but reads sensors.cgm.> until the next restart of the host",
+        "it reads {} in place of sensors.cgm.>",
         edgewise_tests::OTHER_SUBJECTS.join(", ")
     );
-    assert_eq!(deployment.reason.as_deref(), Some(said.as_str()), "{report:#?}");
     let running = deployment.history.iter().find(|change| change.phase == Phase::Running);
     assert_eq!(
         running.and_then(|change| change.reason.as_deref()),
@@ -765,27 +842,178 @@ async fn a_version_that_reads_other_subjects_says_they_apply_from_the_next_resta
         "{report:#?}"
     );
 
-    // Restarted: the new subject's readings reach the new version.
-    edge.device.terminate_cleanly().await;
-    edge.start().await;
-    let mut alerts = edge
-        .client
-        .subscribe(format!("edgewise.{DEVICE}.alerts.{PLUGIN}"))
-        .await
-        .unwrap();
-    edge.client
-        .publish(
-            "sensors.cgm2.bed-9",
-            format!(r#"{{"ts":{},"value":45,"unit":"mg/dL"}}"#, now_ms()).into(),
+    let mut alerts = plugin_alerts(&edge).await;
+    for sensor in ["cgm2.bed-9", "cgm.bed-1"] {
+        if jetstream {
+            publish_acked(&sensors, format!("sensors.{sensor}"), reading_now(45)).await;
+        } else {
+            publish_reading(&edge, sensor, reading_now(45)).await;
+        }
+        let what = format!("the urgent-low of {sensor}");
+        let alert = next_where(&mut alerts, &what, |_, alert| {
+            alert["code"] == "urgent-low" && alert["sensor"] == sensor
+        })
+        .await;
+        assert_eq!(alert["version"], wider.version, "{alert}");
+    }
+    if jetstream {
+        assert_eq!(consumer_filters(&sensors).await, edgewise_tests::OTHER_SUBJECTS);
+    }
+    // The replaced ingest was stopped on purpose: no task "ended" is said.
+    let log = edge.device.terminate_cleanly().await;
+    assert!(!log.contains("ended before shutdown"), "{log}");
+}
+
+/// A new version's sensor rules apply as soon as it runs, and the sensors
+/// the plugin monitors keep their places: under its `max_sensors` of 2, the
+/// two heard from last are monitored still, and a sensor beyond them is
+/// refused. Before, the rules made at start held until a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_with_fewer_sensor_places_applies_them_at_once_keeping_the_sensors_heard_from_last() {
+    let (site, mut edge) = running_v1().await;
+    for (k, bed) in ["cgm.bed-1", "cgm.bed-2", "cgm.bed-3"].into_iter().enumerate() {
+        publish_reading(&edge, bed, reading_now(120)).await;
+        // One at a time: their order is the order they were heard from.
+        value_until(
+            "the reading taken",
+            WAIT,
+            || host_status(&edge.client),
+            |status| plugin(status, PLUGIN)["readings_in"].as_u64() == Some(k as u64 + 1),
         )
-        .await
-        .unwrap();
-    let alert = next_where(&mut alerts, "the urgent-low of cgm2.bed-9", |_, alert| {
+        .await;
+    }
+    let fewer = &deploy_bundles().two_sensor_places;
+    let (report, deployment) = deploy(&site, &edge, fewer, &[]).await;
+    assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
+
+    let mut alerts = plugin_alerts(&edge).await;
+    // Those refused first: were they taken, their alerts would come first.
+    for bed in ["cgm.bed-1", "cgm.bed-4", "cgm.bed-2", "cgm.bed-3"] {
+        publish_reading(&edge, bed, reading_now(45)).await;
+    }
+    let seen = crate::support::collect_until(&mut alerts, "the urgent-lows of bed-2 and bed-3", |seen| {
+        ["cgm.bed-2", "cgm.bed-3"].iter().all(|sensor| {
+            seen.iter()
+                .any(|(_, a)| a["sensor"] == *sensor && a["code"] == "urgent-low")
+        })
+    })
+    .await;
+    let refused = ["cgm.bed-1", "cgm.bed-4"];
+    assert!(
+        !seen
+            .iter()
+            .any(|(_, a)| refused.contains(&a["sensor"].as_str().unwrap_or(""))),
+        "{seen:?}"
+    );
+    assert!(seen.iter().all(|(_, a)| a["version"] == fewer.version), "{seen:?}");
+    let status = host_status(&edge.client).await;
+    assert_eq!(
+        status["ingest"]["deadletters_by_reason"]["too-many-sensors"].as_u64(),
+        Some(2),
+        "{status:#}"
+    );
+    edge.device.terminate_cleanly().await;
+}
+
+/// A version whose subscriptions overlap: the plugin's durable consumer
+/// cannot be changed to read them (the server refuses overlapping filters).
+/// That is said at once,
+/// as any ingest failure is (the plugin `degraded`, why in the status), and
+/// the version deployed after it reads its own subjects at once, not after
+/// the retries' backoff.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_jetstream_input_a_version_whose_filters_the_server_refuses_is_degraded_and_the_next_one_reads_at_once() {
+    let site = Site::start().await;
+    let mut edge = Edge::new(&site, DEVICE, "100ms", "", JETSTREAM_INPUT).await;
+    let sensors = async_nats::jetstream::new(edge.client.clone());
+    create_sensors_stream(&sensors).await;
+    edge.start().await;
+    let bundles = deploy_bundles();
+    let (report, deployment) = deploy(&site, &edge, &bundles.v1, &[]).await;
+    assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
+
+    let (report, deployment) = deploy(&site, &edge, &bundles.overlapping_subjects, &[]).await;
+    // The probation judges the plugin's calls, not its input (documented).
+    assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
+    let status = status_until(&edge.client, "glucose-monitor degraded", |s| {
+        plugin(s, PLUGIN)["state"] == "degraded"
+    })
+    .await;
+    let why = plugin(&status, PLUGIN)["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        why.contains("cannot change it to read the plugin's subscriptions"),
+        "{why}\n{report:#?}"
+    );
+    // The retries' backoff at its longest: without the new version's rules
+    // ending the wait, its readings would wait longer (30 s) than the alert
+    // below is waited for (`WAIT`, 20 s).
+    poll_until("the longest backoff", Duration::from_secs(60), || {
+        let log = edge.device.log();
+        async move {
+            if log.contains("retrying in 30s") {
+                Ok(())
+            } else {
+                Err(log.lines().rfind(|l| l.contains("retrying")).unwrap_or("").to_owned())
+            }
+        }
+    })
+    .await;
+
+    let (report, deployment) = deploy(&site, &edge, &bundles.v3, &[]).await;
+    assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
+    let mut alerts = plugin_alerts(&edge).await;
+    publish_acked(&sensors, "sensors.cgm.bed-1", reading_now(45)).await;
+    let alert = next_where(&mut alerts, "the urgent-low of cgm.bed-1", |_, alert| {
         alert["code"] == "urgent-low"
     })
     .await;
-    assert_eq!(alert["sensor"], "cgm2.bed-9", "{alert}");
-    assert_eq!(alert["version"], wider.version, "{alert}");
+    assert_eq!(alert["version"], bundles.v3.version, "{alert}");
+    assert_eq!(consumer_filters(&sensors).await, ["sensors.cgm.>"]);
+    edge.device.terminate_cleanly().await;
+}
+
+/// A version reading other subjects that fails its probation takes them
+/// with it: the version restored reads its own again, and only those.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_rolled_back_takes_its_other_subjects_with_it() {
+    let (site, mut edge) = running_v1().await;
+    // Readings only the new version reads, until it has trapped: its third
+    // batch of them traps, in each instance, and its probation fails.
+    let publisher = edge.client.clone();
+    let feeding = tokio::spawn(async move {
+        // A reading every 50 ms: batches of their own, not one batch of all.
+        let mut pace = tokio::time::interval(Duration::from_millis(50));
+        for bed in 0.. {
+            pace.tick().await;
+            publisher
+                .publish(format!("sensors.cgm2.bed-{}", bed % 4), reading_now(120))
+                .await
+                .unwrap();
+        }
+    });
+    let trapping = &deploy_bundles().other_subjects_trapping;
+    let (report, deployment) = deploy(&site, &edge, trapping, &[]).await;
+    feeding.abort();
+    assert_eq!(deployment.phase, Phase::RolledBack, "{report:#?}");
+    let reason = deployment.reason.clone().unwrap_or_default();
+    assert!(reason.contains("trap"), "`trap` not in `{reason}`");
+    assert_eq!(report.plugins[PLUGIN].running_version, "1.0.0", "{report:#?}");
+
+    let mut alerts = plugin_alerts(&edge).await;
+    // The other subject first: were it still read, its alert would come first.
+    for sensor in ["cgm2.bed-8", "cgm.bed-1"] {
+        publish_reading(&edge, sensor, reading_now(45)).await;
+    }
+    let seen = crate::support::collect_until(&mut alerts, "cgm.bed-1's urgent-low", |seen| {
+        seen.iter()
+            .any(|(_, a)| a["sensor"] == "cgm.bed-1" && a["code"] == "urgent-low")
+    })
+    .await;
+    assert!(!seen.iter().any(|(_, a)| a["sensor"] == "cgm2.bed-8"), "{seen:?}");
+    assert!(seen.iter().all(|(_, a)| a["version"] == "1.0.0"), "{seen:?}");
     edge.device.terminate_cleanly().await;
 }
 

@@ -230,7 +230,19 @@ pub struct DeployBundles {
     /// glucose-monitor as 2.2.0, subscribing to [`OTHER_SUBJECTS`] (the
     /// others subscribe to `sensors.cgm.>`).
     pub other_subjects: DeployBundle,
+    /// glucose-chaos as glucose-monitor 2.3.0, subscribing to
+    /// [`OTHER_SUBJECTS`], with `trap_on_call = "3"` (as `traps_third`).
+    pub other_subjects_trapping: DeployBundle,
+    /// glucose-monitor as 2.4.0, with `max_sensors = 2` (the others 1000).
+    pub two_sensor_places: DeployBundle,
+    /// glucose-monitor as 2.5.0, subscribing to [`OVERLAPPING_SUBJECTS`].
+    pub overlapping_subjects: DeployBundle,
 }
+
+/// The subscriptions of [`DeployBundles::overlapping_subjects`]: one holds
+/// the other, which a JetStream consumer's filters may not (the server
+/// refuses the consumer).
+pub const OVERLAPPING_SUBJECTS: [&str; 2] = ["sensors.cgm.>", "sensors.>"];
 
 /// The subscriptions of [`DeployBundles::other_subjects`].
 pub const OTHER_SUBJECTS: [&str; 2] = ["sensors.cgm.>", "sensors.cgm2.>"];
@@ -275,22 +287,48 @@ pub fn deploy_bundles() -> &'static DeployBundles {
         };
         std::fs::write(&tampered.path, bytes).unwrap_or_else(|e| panic!("cannot write a bundle: {e}"));
 
-        let other_subjects = {
-            let manifest = deploy_manifest(&dir, "glucose-monitor", "2.2.0", &[]);
-            let text = std::fs::read_to_string(&manifest).unwrap_or_else(|e| panic!("{e}"));
-            let line = "subscriptions = [\"sensors.cgm.>\"]";
-            assert!(text.contains(line), "{} no longer has `{line}`", manifest.display());
-            let quoted: Vec<String> = OTHER_SUBJECTS.iter().map(|s| format!("\"{s}\"")).collect();
-            let text = text.replace(line, &format!("subscriptions = [{}]", quoted.join(", ")));
-            std::fs::write(&manifest, text).unwrap_or_else(|e| panic!("{e}"));
-            let path = run_key()
-                .bundle(&manifest, &plugin_wasm("glucose-monitor"))
-                .unwrap_or_else(|e| panic!("{e:#}"));
-            DeployBundle { path, version: "2.2.0" }
+        // A version whose manifest has `replacement` in place of `line`.
+        let changed =
+            |crate_name: &str, version: &'static str, config: &[(&str, &str)], line: &str, replacement: &str| {
+                let manifest = deploy_manifest(&dir, crate_name, version, config);
+                let text = std::fs::read_to_string(&manifest).unwrap_or_else(|e| panic!("{e}"));
+                assert!(text.contains(line), "{} no longer has `{line}`", manifest.display());
+                std::fs::write(&manifest, text.replace(line, replacement)).unwrap_or_else(|e| panic!("{e}"));
+                let path = run_key()
+                    .bundle(&manifest, &plugin_wasm(crate_name))
+                    .unwrap_or_else(|e| panic!("{e:#}"));
+                DeployBundle { path, version }
+            };
+        let subscriptions = |subjects: &[&str]| {
+            let quoted: Vec<String> = subjects.iter().map(|s| format!("\"{s}\"")).collect();
+            format!("subscriptions = [{}]", quoted.join(", "))
+        };
+        let own_subscriptions = subscriptions(&["sensors.cgm.>"]);
+        let reading_other_subjects = |crate_name: &str, version: &'static str, config: &[(&str, &str)]| {
+            changed(
+                crate_name,
+                version,
+                config,
+                &own_subscriptions,
+                &subscriptions(&OTHER_SUBJECTS),
+            )
         };
 
         DeployBundles {
-            other_subjects,
+            two_sensor_places: changed("glucose-monitor", "2.4.0", &[], "max_sensors = 1000", "max_sensors = 2"),
+            overlapping_subjects: changed(
+                "glucose-monitor",
+                "2.5.0",
+                &[],
+                &own_subscriptions,
+                &subscriptions(&OVERLAPPING_SUBJECTS),
+            ),
+            other_subjects: reading_other_subjects("glucose-monitor", "2.2.0", &[]),
+            other_subjects_trapping: reading_other_subjects(
+                "glucose-chaos",
+                "2.3.0",
+                &[("trap_percent", "0"), ("trap_on_call", "3")],
+            ),
             v1: signed("glucose-monitor", "1.0.0", &[]),
             v0_9: signed("glucose-monitor", "0.9.0", &[]),
             v3: signed("glucose-monitor", "3.1.0", &[]),

@@ -99,6 +99,16 @@ pub struct Refusal {
     pub reason: String,
 }
 
+/// A sensor's place among a plugin's `max_sensors`.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    /// The host time its latest reading was admitted.
+    latest_ms: i64,
+    /// When it was last heard from, in readings admitted
+    /// ([`Admission::admitted`] then).
+    heard: u64,
+}
+
 /// The admission rules of one plugin's ingest, and the sensors it has let in.
 #[derive(Debug, Clone)]
 pub struct Admission {
@@ -109,9 +119,11 @@ pub struct Admission {
     payload_sensors: Vec<String>,
     max_sensors: usize,
     /// Every sensor holding a place, never more than `max_sensors` (each id
-    /// at most [`payload::MAX_SENSOR_BYTES`]), with the host time its latest
-    /// reading was admitted.
-    sensors: HashMap<String, i64>,
+    /// at most [`payload::MAX_SENSOR_BYTES`]).
+    sensors: HashMap<String, Place>,
+    /// Readings admitted so far: orders the sensors by when they were last
+    /// heard from, where milliseconds tie.
+    admitted: u64,
     /// Host milliseconds of silence after which a sensor's place may be
     /// freed; `None`: never (the plugin forgets no sensor).
     freed_after_ms: Option<i64>,
@@ -153,6 +165,7 @@ impl Admission {
             payload_sensors,
             max_sensors,
             sensors: HashMap::new(),
+            admitted: 0,
             freed_after_ms,
             next_free_ms: i64::MIN,
         }
@@ -194,8 +207,10 @@ impl Admission {
             self.check_sensor(subject, index, reading)?;
         }
         self.check_time(index, reading, now_ms)?;
-        if let Some(latest) = self.sensors.get_mut(&reading.sensor) {
-            *latest = (*latest).max(now_ms);
+        self.admitted += 1;
+        if let Some(place) = self.sensors.get_mut(&reading.sensor) {
+            place.latest_ms = place.latest_ms.max(now_ms);
+            place.heard = self.admitted;
         } else {
             if self.sensors.len() >= self.max_sensors && !self.free_places(now_ms) {
                 return Err(Refusal {
@@ -207,9 +222,29 @@ impl Admission {
                     ),
                 });
             }
-            self.sensors.insert(reading.sensor.clone(), now_ms);
+            let place = Place {
+                latest_ms: now_ms,
+                heard: self.admitted,
+            };
+            self.sensors.insert(reading.sensor.clone(), place);
         }
         Ok(())
+    }
+
+    /// These rules in place of `old` (a version with other sensor rules swapped
+    /// in): the sensors holding places under `old` keep them, those heard
+    /// from last first when the new cap is smaller. Started empty instead, a
+    /// plugin at its cap would let newcomers take the places of patients it
+    /// monitors.
+    pub fn take_places_of(&mut self, old: Admission) {
+        let mut sensors: Vec<(String, Place)> = old.sensors.into_iter().collect();
+        if sensors.len() > self.max_sensors {
+            sensors.sort_unstable_by_key(|(_, place)| std::cmp::Reverse(place.heard));
+            sensors.truncate(self.max_sensors);
+        }
+        self.sensors = sensors.into_iter().collect();
+        self.admitted = old.admitted;
+        self.next_free_ms = i64::MIN;
     }
 
     /// Free the places of the sensors silent for `freed_after_ms` at host
@@ -222,12 +257,14 @@ impl Admission {
             return false;
         }
         let before = self.sensors.len();
-        self.sensors.retain(|_, latest| now_ms.saturating_sub(*latest) <= after);
+        self.sensors
+            .retain(|_, place| now_ms.saturating_sub(place.latest_ms) <= after);
         // Admissions only move later: none of those kept is silent long
         // enough before this.
         self.next_free_ms = self
             .sensors
             .values()
+            .map(|place| place.latest_ms)
             .min()
             .map_or(i64::MIN, |oldest| oldest.saturating_add(after).saturating_add(1));
         let freed = before - self.sensors.len();
@@ -328,6 +365,44 @@ mod tests {
 
     fn kind(result: Result<(), Refusal>) -> Option<&'static str> {
         result.err().map(|r| r.kind.as_str())
+    }
+
+    #[test]
+    fn new_rules_keep_the_sensors_admitted_those_heard_from_last_first_within_the_new_cap() {
+        let mut old = admission(3);
+        // In one millisecond: the order they are heard from decides.
+        for sensor in ["p3", "p1", "p2", "p3"] {
+            assert_eq!(
+                kind(old.check(&format!("sensors.{sensor}"), false, 0, &reading(sensor, NOW), NOW)),
+                None
+            );
+        }
+        let mut same_cap = admission(3);
+        same_cap.take_places_of(old.clone());
+        assert_eq!(
+            kind(same_cap.check("sensors.p4", false, 0, &reading("p4", NOW), NOW + 4)),
+            Some("too-many-sensors"),
+            "the places are held still"
+        );
+        for sensor in ["p1", "p2", "p3"] {
+            assert_eq!(
+                kind(same_cap.check(&format!("sensors.{sensor}"), false, 0, &reading(sensor, NOW), NOW + 5)),
+                None
+            );
+        }
+        let mut smaller = admission(2);
+        smaller.take_places_of(old);
+        assert_eq!(
+            kind(smaller.check("sensors.p1", false, 0, &reading("p1", NOW), NOW + 6)),
+            Some("too-many-sensors"),
+            "the one heard from longest ago lost its place"
+        );
+        for sensor in ["p2", "p3"] {
+            assert_eq!(
+                kind(smaller.check(&format!("sensors.{sensor}"), false, 0, &reading(sensor, NOW), NOW + 6)),
+                None
+            );
+        }
     }
 
     #[test]

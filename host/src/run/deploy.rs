@@ -31,7 +31,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::config::{DeployConfig, PluginConfig};
 use super::plugins::Plugins;
 use super::serve::TaskError;
-use super::start::{Loader, Prepared};
+use super::start::{InputRules, Loader, Prepared};
 use crate::deploy::model::{self, Deployment, Desired, DesiredPlugin, Origin, Phase, Reported, ReportedPlugin};
 use crate::deploy::{Cloud, CloudError};
 use crate::files::{Access, Existing, write_atomic};
@@ -230,26 +230,36 @@ struct Pending {
     /// What ran before (`None`: the plugin is new on the device).
     previous: Option<Option<Running>>,
     /// Said with its `running` and `healthy` phases: the new version reads
-    /// other subjects, which apply from the next restart of the host.
+    /// other subjects.
     note: Option<String>,
+    /// For a swap: what the ingest reads and lets in for the new version,
+    /// and for the version a rollback goes back to.
+    input: Option<SwappedInput>,
+}
+
+/// What the ingest of a swapped plugin follows: `new` once the new version
+/// runs, `previous` when it is rolled back (or superseded).
+#[derive(Clone)]
+struct SwappedInput {
+    new: InputRules,
+    previous: InputRules,
 }
 
 /// What a deployment of `plugin` says when its new version reads other
-/// subjects than the one running (`None` when they are the same): the
-/// subscriptions made at start stay until the next restart of the host, so
-/// until then the new version is given what the old one read.
+/// subjects than the one running (`None` when they are the same): its
+/// ingest reads them from when it runs ([`Plugins::rewire`]).
 fn subscriptions_note(plugin: &str, running: &[String], new: &[String]) -> Option<String> {
     if running == new {
         return None;
     }
-    tracing::warn!(
+    tracing::info!(
         plugin,
         running = %running.join(", "),
         new = %new.join(", "),
-        "The new version subscribes to other subjects: they apply from the next restart"
+        "The new version subscribes to other subjects: its input follows when it runs"
     );
     Some(format!(
-        "it subscribes to {} but reads {} until the next restart of the host",
+        "it reads {} in place of {}",
         new.join(", "),
         running.join(", ")
     ))
@@ -603,6 +613,7 @@ impl Controller {
             new: Some(wanted.clone()),
             previous,
             note: None,
+            input: None,
         };
         // Held until the plugin is added: a plugin compiled after start-up
         // may be added meanwhile.
@@ -620,10 +631,14 @@ impl Controller {
                     return self.finish(name, deployment, Phase::Failed, crate::error_chain(&error));
                 }
             }
-            Some((queue, subscriptions)) => {
+            Some((queue, running)) => {
                 // A swap adds nothing (and may wait on a full queue).
                 drop(changing);
-                pending.note = subscriptions_note(name, &subscriptions, &prepared.subscriptions);
+                pending.note = subscriptions_note(name, &running.subscriptions, &prepared.input.subscriptions);
+                pending.input = Some(SwappedInput {
+                    new: prepared.input.clone(),
+                    previous: self.rollback_input(name, running),
+                });
                 let swap = Swap {
                     setup: prepared.setup,
                     probation,
@@ -673,6 +688,17 @@ impl Controller {
             .values()
             .find(|pending| pending.plugin == plugin)
             .map_or(running, |pending| pending.previous.clone())
+    }
+
+    /// What the ingest of `plugin` goes back to with a rollback of a new
+    /// version, given what it follows now (`running`): as
+    /// [`Controller::rollback_target`], that of the version to go back to.
+    fn rollback_input(&self, plugin: &str, running: InputRules) -> InputRules {
+        self.pending
+            .values()
+            .find(|pending| pending.plugin == plugin)
+            .and_then(|pending| pending.input.as_ref())
+            .map_or(running, |input| input.previous.clone())
     }
 
     /// Verify and load `plugin` off the async threads (it reads and compiles).
@@ -752,6 +778,12 @@ impl Controller {
             ),
             _ => (phase, reason),
         };
+        // The ingest follows the version that runs from now on.
+        match (&event.outcome, &pending.input) {
+            (Outcome::Running { .. }, Some(input)) => self.plugins.rewire(&pending.plugin, &input.new),
+            (Outcome::RolledBack(_), Some(input)) => self.plugins.rewire(&pending.plugin, &input.previous),
+            _ => {}
+        }
         let reason = match (phase, &pending.note) {
             (Phase::Running | Phase::Healthy, Some(note)) => Some(match reason {
                 Some(reason) => format!("{reason}; {note}"),
@@ -810,6 +842,9 @@ impl Controller {
         let Some(pending) = self.pending.remove(&id) else {
             return;
         };
+        if let Some(input) = &pending.input {
+            self.plugins.rewire(&pending.plugin, &input.previous);
+        }
         tracing::info!(
             plugin = %pending.plugin,
             key = %pending.deployment.key,
@@ -964,7 +999,7 @@ impl Controller {
         };
         let note = "undeployed: back to the configuration file's version".to_owned();
         self.verified(name, &mut deployment, Some(note)).await;
-        let Some((queue, subscriptions)) = self.plugins.get(name) else {
+        let Some((queue, running)) = self.plugins.get(name) else {
             return;
         };
         let accept = file_first(self.store.clone(), name, prepared.setup.accept.take());
@@ -976,7 +1011,11 @@ impl Controller {
             deployment,
             new: None,
             previous,
-            note: subscriptions_note(name, &subscriptions, &prepared.subscriptions),
+            note: subscriptions_note(name, &running.subscriptions, &prepared.input.subscriptions),
+            input: Some(SwappedInput {
+                new: prepared.input.clone(),
+                previous: self.rollback_input(name, running),
+            }),
         };
         let swap = Swap {
             setup: prepared.setup,

@@ -15,10 +15,10 @@ use super::RunError;
 use super::compiling::CompilingNames;
 use super::config::RunConfig;
 use super::serve::{Ended, Task, input, spawn_owned};
-use super::start::Started;
+use super::start::{InputRules, Started};
 use super::status::PluginSource;
 use crate::bus::Subjects;
-use crate::bus::ingest::{self, Ingest, IngestEvent, IngestHealth, IngestStats, OutboxRefusing};
+use crate::bus::ingest::{self, Ingest, IngestEvent, IngestHealth, IngestStats, OutboxRefusing, ReadingsQueue};
 use crate::clock::Clock;
 use crate::worker::{StoppingWorker, Work, Worker};
 
@@ -31,14 +31,28 @@ pub(super) struct Slot {
     pub(super) queue: mpsc::Sender<Work>,
     /// Its worker.
     worker: Worker,
-    /// Its ingest, and what stops it.
-    ingest: JoinHandle<()>,
-    stop_ingest: watch::Sender<bool>,
-    /// Its subscriptions.
-    pub(super) subscriptions: Vec<String>,
+    /// Its ingest.
+    ingest: Ingesting,
+    /// What its ingest reads and lets in.
+    input: InputRules,
     /// The deployed bundle (object name) and configuration it runs; `None`
     /// for a plugin of the device's configuration file.
     pub(super) deployed: Option<(String, BTreeMap<String, String>)>,
+}
+
+/// A plugin's ingest task, what stops it, and what changes its rules.
+struct Ingesting {
+    task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    rules: watch::Sender<ingest::Rules>,
+}
+
+impl Ingesting {
+    /// Stop it, within the shutdown's ingest budget.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        stop_ingest_task(self.task).await;
+    }
 }
 
 /// Every plugin of the running device, and what starting one needs.
@@ -136,7 +150,9 @@ impl Plugins {
     pub(super) async fn add(&self, started: Started) -> Result<(), RunError> {
         let name = started.provenance.plugin.clone();
         let health = Arc::new(IngestHealth::default());
-        let (ingest, stop_ingest) = self.spawn_ingest(&started, health.clone()).await?;
+        let ingest = self
+            .spawn_ingest(&name, &started.input, &started.worker.readings, health.clone())
+            .await?;
         if let Ok(mut inputs) = self.inputs.lock() {
             inputs.insert(name.clone(), health.clone());
         }
@@ -151,8 +167,7 @@ impl Plugins {
             queue: started.worker.queue.clone(),
             worker: started.worker,
             ingest,
-            stop_ingest,
-            subscriptions: started.subscriptions,
+            input: started.input,
             deployed: started.deployed,
         };
         if let Ok(mut slots) = self.slots.lock() {
@@ -169,40 +184,84 @@ impl Plugins {
         self.changing.lock().await
     }
 
-    /// Start the ingest of `started` (its subscriptions made before this returns).
+    /// Start the ingest of `plugin` by `rules` into its worker's `readings`
+    /// (core NATS subscriptions are made before this returns).
     async fn spawn_ingest(
         &self,
-        started: &Started,
+        plugin: &str,
+        rules: &InputRules,
+        readings: &ReadingsQueue<Work>,
         health: Arc<IngestHealth>,
-    ) -> Result<(JoinHandle<()>, watch::Sender<bool>), RunError> {
-        let name = started.provenance.plugin.clone();
+    ) -> Result<Ingesting, RunError> {
+        let input = input(&self.config, &self.local, plugin, &rules.subscriptions).await?;
+        let admission = rules.admission(plugin, &self.config);
         let ingest = Ingest::new(
             self.local.clone(),
             self.subjects.clone(),
             self.ingest_stats.clone(),
-            started.admission.clone(),
+            admission.clone(),
             self.clock.clone(),
             health,
             self.events.clone(),
             self.outbox_refusing.clone(),
         );
-        let input = input(&self.config, &self.local, &name, started.subscriptions.clone()).await?;
-        let (stop_ingest, stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(false);
+        let (change_rules, followed) = watch::channel(ingest::Rules {
+            filters: rules.subscriptions.clone(),
+            admission,
+        });
         let run = ingest::run(
             ingest,
             input,
-            started.worker.readings.clone(),
+            followed,
+            readings.clone(),
             self.config.limits.batch_max,
             stopped,
         );
-        Ok((spawn_owned(Task::Ingest(name), &self.ended, run), stop_ingest))
+        Ok(Ingesting {
+            task: spawn_owned(Task::Ingest(plugin.to_owned()), &self.ended, run),
+            stop,
+            rules: change_rules,
+        })
     }
 
-    /// The queue of `plugin` and its subscriptions.
-    pub(super) fn get(&self, plugin: &str) -> Option<(mpsc::Sender<Work>, Vec<String>)> {
+    /// Have the ingest of `plugin` read and let in by `rules` from now on,
+    /// when they are not what it follows: a version swapped in (or back) by a
+    /// deployment whose subscriptions or sensor rules differ. Without this,
+    /// the input made at start would feed every later version until a
+    /// restart of the host.
+    ///
+    /// The ingest goes on, and changes in place ([`ingest::run`]): on core
+    /// NATS the new subscriptions are made before the old ones are given up
+    /// (no reading missed, a sensor's order kept, one published in that
+    /// moment on a subject both read given twice, as a duplicate); on
+    /// JetStream the durable consumer changes its filters, keeping its place,
+    /// its pulls and the messages waiting for their outputs. The sensors
+    /// admitted keep their places. A change the bus refuses is an ingest
+    /// failure as any other: the plugin `degraded`, alerted, retried.
+    pub(super) fn rewire(&self, plugin: &str, rules: &InputRules) {
+        let Ok(mut slots) = self.slots.lock() else {
+            return;
+        };
+        let Some(slot) = slots.get_mut(plugin) else {
+            return;
+        };
+        if slot.input == *rules {
+            return;
+        }
+        slot.input = rules.clone();
+        let _ = slot.ingest.rules.send(ingest::Rules {
+            filters: rules.subscriptions.clone(),
+            admission: rules.admission(plugin, &self.config),
+        });
+        tracing::info!(plugin, subscriptions = %rules.subscriptions.join(", "), "The plugin's input follows the version that runs");
+    }
+
+    /// The queue of `plugin` and what its ingest reads and lets in.
+    pub(super) fn get(&self, plugin: &str) -> Option<(mpsc::Sender<Work>, InputRules)> {
         let slots = self.slots.lock().ok()?;
         let slot = slots.get(plugin)?;
-        Some((slot.queue.clone(), slot.subscriptions.clone()))
+        Some((slot.queue.clone(), slot.input.clone()))
     }
 
     /// What `plugin` runs, if it was deployed: its bundle and configuration.
@@ -312,8 +371,8 @@ impl Plugins {
             workers: Vec::new(),
         };
         for (_, slot) in slots {
-            stopped.ingest.push(slot.ingest);
-            stopped.stops.push(slot.stop_ingest);
+            stopped.ingest.push(slot.ingest.task);
+            stopped.stops.push(slot.ingest.stop);
             stopped.workers.push(slot.worker);
         }
         stopped
@@ -323,8 +382,7 @@ impl Plugins {
 /// Stop a plugin taken out of the set: its ingest stops, its worker finishes
 /// its queue (within the drain budget) and saves its state.
 async fn stop_slot(slot: Slot) {
-    let _ = slot.stop_ingest.send(true);
-    stop_ingest_task(slot.ingest).await;
+    slot.ingest.stop().await;
     drop(slot.queue);
     let stopping = slot.worker.stop(Instant::now() + super::shutdown::DRAIN_BUDGET);
     let joined = tokio::task::spawn_blocking(move || join_within(stopping, super::shutdown::DRAIN_BUDGET * 2));

@@ -756,37 +756,38 @@ pub(super) async fn input(
     config: &RunConfig,
     local: &async_nats::Client,
     name: &str,
-    filters: Vec<String>,
+    filters: &[String],
 ) -> Result<Input, RunError> {
     Ok(match &config.source {
         Source::Core => {
-            let made = ingest::subscriptions::subscribe(local, &filters)
+            let made = ingest::subscriptions::subscribe(local, filters)
                 .await
                 .map_err(|source| RunError::Subscribe {
                     plugin: name.to_owned(),
                     source: Box::new(source),
                 })?;
             Input::Core {
-                filters,
-                subscriptions: Some(made),
+                subscriptions: Some(ingest::subscriptions::Read {
+                    subscriptions: made,
+                    filters: filters.to_vec(),
+                }),
             }
         }
         Source::JetStream { stream } => Input::JetStream {
             stream: stream.clone(),
             consumer: format!("edgewise-{}-{name}", config.device),
-            filters,
         },
     })
 }
 
-/// The plugins refused at start and those still compiling, as the status
-/// shows them.
 /// Whether the outbox's disk refuses writes now: what JetStream ingest asks
 /// before it acknowledges messages early.
 fn outbox_refusing(writer: Arc<WriterStats>) -> OutboxRefusing {
     Arc::new(move || writer.refusing.load(std::sync::atomic::Ordering::Relaxed))
 }
 
+/// The plugins refused at start and those still compiling, as the status
+/// shows them.
 fn initial_sources(device: &Device) -> Vec<PluginSource> {
     // One entry a name: a plugin compiling in place of a refused one of its
     // name stands for it (as a running one would).

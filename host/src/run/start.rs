@@ -101,10 +101,8 @@ impl RefusalReason {
 pub(super) struct Started {
     /// Who its outputs are from.
     pub(super) provenance: Provenance,
-    /// Its subscriptions (the operator's override, or the manifest's).
-    pub(super) subscriptions: Vec<String>,
-    /// What its ingest lets through (plausibility, sensor names, sensor cap).
-    pub(super) admission: Admission,
+    /// What its ingest reads and lets in.
+    pub(super) input: InputRules,
     /// Its worker.
     pub(super) worker: Worker,
     /// The deployed bundle (object name) and configuration it runs, if deployed.
@@ -455,14 +453,6 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
 /// Start the worker of a prepared plugin, and queue its first tick.
 fn start_worker(config: &RunConfig, context: WorkerContext, prepared: Prepared) -> Result<Started, RunError> {
     let provenance = prepared.setup.provenance.clone();
-    let admission = Admission::new(
-        &provenance.plugin,
-        config.plausibility,
-        &config.clock,
-        prepared.payload_sensors,
-        prepared.max_sensors,
-        prepared.sensors_forgotten_after,
-    );
     let clock = context.clock.clone();
     let worker = Worker::start(context, prepared.setup, config.limits.queue_capacity)
         .map_err(|source| RunError::io(format!("cannot start the worker of `{}`", provenance.plugin), source))?;
@@ -474,8 +464,7 @@ fn start_worker(config: &RunConfig, context: WorkerContext, prepared: Prepared) 
     }
     Ok(Started {
         provenance,
-        subscriptions: prepared.subscriptions,
-        admission,
+        input: prepared.input,
         worker,
         deployed: prepared.deployed,
     })
@@ -560,13 +549,37 @@ struct LoadContext<'a> {
 /// A plugin ready for its worker: its `init` has not run yet.
 pub(super) struct Prepared {
     pub(super) setup: PluginSetup,
+    /// What its ingest is to read and let in.
+    pub(super) input: InputRules,
+    /// The deployed bundle (object name) and configuration, if deployed.
+    pub(super) deployed: Option<(String, std::collections::BTreeMap<String, String>)>,
+}
+
+/// What a plugin's ingest reads and lets in: its subscriptions (the
+/// operator's override, or the manifest's), the subjects whose payloads may
+/// name their sensors, its sensor cap, and how long it keeps a silent
+/// sensor, if it forgets them. Each version has its own: a deployment that
+/// swaps in one with others has the ingest follow (`Plugins::rewire`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct InputRules {
     pub(super) subscriptions: Vec<String>,
     payload_sensors: Vec<String>,
     max_sensors: usize,
-    /// How long the plugin keeps a silent sensor, if it forgets them.
     sensors_forgotten_after: Option<std::time::Duration>,
-    /// The deployed bundle (object name) and configuration, if deployed.
-    pub(super) deployed: Option<(String, std::collections::BTreeMap<String, String>)>,
+}
+
+impl InputRules {
+    /// The admission rules of `plugin`'s ingest on a device run by `config`.
+    pub(super) fn admission(&self, plugin: &str, config: &RunConfig) -> Admission {
+        Admission::new(
+            plugin,
+            config.plausibility,
+            &config.clock,
+            self.payload_sensors.clone(),
+            self.max_sensors,
+            self.sensors_forgotten_after,
+        )
+    }
 }
 
 /// Why the anti-rollback record could not take a version.
@@ -597,10 +610,7 @@ pub(super) struct Checked {
     pub(super) bundle: String,
     loaded: load::Loaded,
     accept: worker::Accept,
-    subscriptions: Vec<String>,
-    payload_sensors: Vec<String>,
-    max_sensors: usize,
-    sensors_forgotten_after: Option<std::time::Duration>,
+    input: InputRules,
     /// The deployed bundle (object name) and configuration, if deployed.
     pub(super) deployed: Option<(String, std::collections::BTreeMap<String, String>)>,
 }
@@ -686,10 +696,12 @@ fn check(context: &LoadContext<'_>, plugin: &PluginConfig) -> Result<Checked, Re
         digest: loaded.provenance.digest.clone(),
         bundle: path.clone(),
         accept,
-        subscriptions,
-        payload_sensors: plugin.payload_sensors.clone(),
-        max_sensors,
-        sensors_forgotten_after: bundle::manifest::sensors_forgotten_after(&manifest.limits, &plugin.limits),
+        input: InputRules {
+            subscriptions,
+            payload_sensors: plugin.payload_sensors.clone(),
+            max_sensors,
+            sensors_forgotten_after: bundle::manifest::sensors_forgotten_after(&manifest.limits, &plugin.limits),
+        },
         deployed: None,
         loaded,
     })
@@ -713,10 +725,7 @@ impl Checked {
                 accept: Some(self.accept),
                 probation: None,
             },
-            subscriptions: self.subscriptions,
-            payload_sensors: self.payload_sensors,
-            max_sensors: self.max_sensors,
-            sensors_forgotten_after: self.sensors_forgotten_after,
+            input: self.input,
             deployed: self.deployed,
         })
     }

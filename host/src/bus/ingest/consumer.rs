@@ -21,7 +21,7 @@ use futures::StreamExt;
 use tokio::sync::oneshot::error::TryRecvError;
 use tokio::sync::watch;
 
-use super::{Batch, FromTheFuture, Ingest, IngestError, ReadingsQueue, take_message};
+use super::{Batch, FromTheFuture, Ingest, IngestError, ReadingsQueue, Rules, rules_changed, take_message};
 
 /// How often a missing sensor stream is looked for again.
 const STREAM_POLL: Duration = Duration::from_secs(1);
@@ -261,21 +261,26 @@ async fn until_given(given: &mut Option<tokio::sync::oneshot::Receiver<()>>) {
     }
 }
 
-/// Consume `filters` from the JetStream `stream_name` through the durable
-/// consumer `consumer_name` (made if missing) until `stop`. The stream may
-/// appear after the host starts (or come back after it was deleted): it is
-/// waited for. A consumer that is deleted (with its stream or alone) or
-/// refuses pulls ends this with an error.
+/// Consume the filters of `rules` from the JetStream `stream_name` through
+/// the durable consumer `consumer_name` (made if missing) until `stop`. The
+/// stream may appear after the host starts (or come back after it was
+/// deleted): it is waited for. A consumer that is deleted (with its stream or
+/// alone) or refuses pulls ends this with an error. New `rules` apply in
+/// place: the consumer is changed to their filters (`update_consumer`; the
+/// pulls, and the messages waiting for their outputs to be stored, go on),
+/// an error if it cannot be.
 #[allow(clippy::too_many_arguments)]
 pub async fn run<W: From<Batch>>(
     ingest: &mut Ingest,
     stream_name: &str,
     consumer_name: &str,
-    filters: &[String],
+    rules: &mut watch::Receiver<Rules>,
     queue: &ReadingsQueue<W>,
     batch_max: usize,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), IngestError> {
+    let filters = rules.borrow().filters.clone();
+    let filters = &filters;
     use async_nats::jetstream::AckKind;
     use async_nats::jetstream::consumer::{AckPolicy, pull};
     let jetstream = async_nats::jetstream::new(ingest.client.clone());
@@ -377,6 +382,19 @@ pub async fn run<W: From<Batch>>(
             _ = stop.changed() => return Ok(()),
             written = waiting.oldest_written() => {
                 waiting.settle_oldest(written).await;
+                continue;
+            }
+            new = rules_changed(rules) => {
+                ingest.readmit(new.admission);
+                if let Some(was) = other_filters(&consumer.cached_info().config, &new.filters) {
+                    consumer = refilter(&stream, &consumer, &new.filters)
+                        .await
+                        .map_err(|source| IngestError::Refilter {
+                            consumer: consumer_name.to_owned(),
+                            source,
+                        })?;
+                    tracing::info!(consumer = %consumer_name, was = %was.join(", "), now = %new.filters.join(", "), "The plugin's subscriptions changed: the consumer reads them from its place in the stream");
+                }
                 continue;
             }
             () = until_given(&mut given) => {

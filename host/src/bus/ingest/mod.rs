@@ -248,13 +248,13 @@ pub const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Where one plugin's readings come from.
 pub enum Input {
-    /// Core NATS subscriptions to `filters`; the first ones made before the
-    /// host answers its first status request ([`subscriptions::subscribe`]).
+    /// Core NATS subscriptions to the [`Rules`]' filters; the first ones made
+    /// before the host answers its first status request
+    /// ([`subscriptions::subscribe`]).
     Core {
-        /// The plugin's subject filters.
-        filters: Vec<String>,
-        /// Subscriptions already made, for the first attempt.
-        subscriptions: Option<Vec<async_nats::Subscriber>>,
+        /// Subscriptions already made, and their filters, for the next
+        /// attempt.
+        subscriptions: Option<subscriptions::Read>,
     },
     /// A durable consumer `consumer` on the JetStream `stream`.
     JetStream {
@@ -262,9 +262,38 @@ pub enum Input {
         stream: String,
         /// The plugin's durable consumer.
         consumer: String,
-        /// The plugin's subject filters.
-        filters: Vec<String>,
     },
+}
+
+/// What a plugin's ingest reads (its subject filters) and lets in (its
+/// admission rules). A deployment that swaps in a version with other ones
+/// changes them while the ingest runs (`run::plugins::Plugins::rewire`):
+/// the ingest goes on, so nothing it holds or has pulled is given up.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// The subject filters.
+    pub filters: Vec<String>,
+    /// The admission rules; the sensors the ingest has admitted keep their
+    /// places under new ones ([`Admission::take_places_of`]).
+    pub admission: Admission,
+}
+
+/// The next change of `rules`; never, once their sender is gone (the ingest
+/// is then being stopped).
+async fn rules_changed(rules: &mut watch::Receiver<Rules>) -> Rules {
+    if rules.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    rules.borrow_and_update().clone()
+}
+
+impl Ingest {
+    /// Judge readings by `admission` from now on, the sensors admitted
+    /// keeping their places.
+    fn readmit(&mut self, admission: Admission) {
+        let old = std::mem::replace(&mut self.admission, admission);
+        self.admission.take_places_of(old);
+    }
 }
 
 /// Whether the outbox is refusing writes now (a full or failing disk).
@@ -423,16 +452,21 @@ pub struct Failure {
     pub retry_in: Duration,
 }
 
-/// Feed `queue` from `input` until `stop`, starting ingest again after each
-/// failure (waiting [`RETRY_FIRST`], doubling up to [`RETRY_MAX`]): a
-/// JetStream consumer deleted from outside, or its stream deleted and made
-/// again, is taken up again without a restart of the host. Each failure goes
-/// to the owner at once ([`IngestEvent::Failed`]), and the plugin shows `degraded` (its
-/// [`IngestHealth`]) until its input flows again. Ends with an error only
-/// when starting again cannot help (the worker is gone).
+/// Feed `queue` from `input` by `rules` until `stop`, starting ingest again
+/// after each failure (waiting [`RETRY_FIRST`], doubling up to
+/// [`RETRY_MAX`]): a JetStream consumer deleted from outside, or its stream
+/// deleted and made again, is taken up again without a restart of the host.
+/// Each failure goes to the owner at once ([`IngestEvent::Failed`]), and the
+/// plugin shows `degraded` (its [`IngestHealth`]) until its input flows
+/// again. New `rules` apply while it runs; when they cannot (a subscription
+/// or the consumer's filters refused), that is such a failure, and the
+/// attempts after it read by the new rules (rules newer still end the wait
+/// for the next attempt). Ends with an error only when
+/// starting again cannot help (the worker is gone).
 pub async fn run<W: From<Batch>>(
     mut ingest: Ingest,
     mut input: Input,
+    mut rules: watch::Receiver<Rules>,
     queue: ReadingsQueue<W>,
     batch_max: usize,
     mut stop: watch::Receiver<bool>,
@@ -440,24 +474,34 @@ pub async fn run<W: From<Batch>>(
     let mut retry_in = RETRY_FIRST;
     loop {
         let attempt = match &mut input {
-            Input::Core {
-                filters,
-                subscriptions: made,
-            } => {
+            Input::Core { subscriptions: made } => {
                 let subscribed = match made.take() {
                     Some(made) => Ok(made),
-                    None => subscriptions::subscribe(&ingest.client, filters).await,
+                    None => {
+                        let filters = rules.borrow().filters.clone();
+                        subscriptions::subscribe(&ingest.client, &filters)
+                            .await
+                            .map(|subscriptions| subscriptions::Read { subscriptions, filters })
+                    }
                 };
                 match subscribed {
-                    Ok(made) => subscriptions::run(&mut ingest, made, &queue, batch_max, &mut stop).await,
+                    Ok(read) => {
+                        match subscriptions::run(&mut ingest, read, &mut rules, &queue, batch_max, &mut stop).await {
+                            // Made for new filters: read from the next attempt, at once.
+                            Ok(Some(resubscribed)) => {
+                                *made = Some(resubscribed);
+                                continue;
+                            }
+                            Ok(None) => Ok(()),
+                            Err(error) => Err(error),
+                        }
+                    }
                     Err(error) => Err(error),
                 }
             }
-            Input::JetStream {
-                stream,
-                consumer: name,
-                filters,
-            } => consumer::run(&mut ingest, stream, name, filters, &queue, batch_max, &mut stop).await,
+            Input::JetStream { stream, consumer: name } => {
+                consumer::run(&mut ingest, stream, name, &mut rules, &queue, batch_max, &mut stop).await
+            }
         };
         let error = match attempt {
             Ok(()) => return Ok(()),
@@ -478,6 +522,9 @@ pub async fn run<W: From<Batch>>(
         tokio::select! {
             _ = stop.changed() => return Ok(()),
             _ = tokio::time::sleep(retry_in) => {}
+            // New rules (a version rolled back from subjects the bus
+            // refused, say) are tried at once.
+            new = rules_changed(&mut rules) => ingest.readmit(new.admission),
         }
         retry_in = (retry_in * 2).min(RETRY_MAX);
     }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::IngestStats;
 
@@ -43,6 +43,8 @@ pub struct Pending {
     messages: mpsc::UnboundedReceiver<async_nats::Message>,
     held: Arc<Held>,
     filler: tokio::task::JoinHandle<()>,
+    /// Stops the filler ([`Pending::stop_filling`]).
+    stop: Option<oneshot::Sender<()>>,
 }
 
 /// A message's weight against [`PENDING_BYTES_MAX`].
@@ -69,8 +71,16 @@ impl Pending {
         let (sender, messages) = mpsc::unbounded_channel();
         let held = Arc::new(Held::default());
         let filling = held.clone();
+        let (stop, mut stopped) = oneshot::channel::<()>();
         let filler = tokio::spawn(async move {
-            while let Some(message) = source.next().await {
+            loop {
+                // What the source has ready is taken before a stop.
+                let message = tokio::select! {
+                    biased;
+                    message = source.next() => message,
+                    _ = &mut stopped => None,
+                };
+                let Some(message) = message else { break };
                 let weight = weight(&message);
                 let full = filling.messages.load(Ordering::Acquire) >= max_messages
                     || filling.bytes.load(Ordering::Acquire) + weight > max_bytes;
@@ -85,7 +95,12 @@ impl Pending {
                 }
             }
         });
-        Pending { messages, held, filler }
+        Pending {
+            messages,
+            held,
+            filler,
+            stop: Some(stop),
+        }
     }
 
     /// Wait for messages and move up to `max` of those held into `into`;
@@ -94,6 +109,18 @@ impl Pending {
         let taken = self.messages.recv_many(into, max).await;
         self.release(&into[into.len() - taken..]);
         taken
+    }
+
+    /// Take no more from the source once what it has delivered is held:
+    /// after this, [`Pending::take_held`] gives every message the source had
+    /// delivered, and [`Pending::take`] returns 0 once they are taken. (For a
+    /// subscription, what the client had received: ingest stops, or reads
+    /// other subscriptions, without leaving any behind.)
+    pub async fn stop_filling(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+            let _ = (&mut self.filler).await;
+        }
     }
 
     /// As [`Pending::take`], without waiting: what is held now.
@@ -194,5 +221,28 @@ mod tests {
         assert_eq!(stats.dropped_by_client.load(Ordering::Relaxed), 1);
         assert_eq!(pending.held.bytes.load(Ordering::Relaxed), 0);
         assert_eq!(pending.held.messages.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn stopped_filling_holds_every_message_the_source_had_and_no_later_one() {
+        let stats = Arc::new(IngestStats::default());
+        let (publish, messages) = source::unbounded();
+        let mut pending = Pending::start(messages, stats);
+        // Sent before the filler has run at all (this test's one thread has
+        // not yielded): only the stop's wait for the filler moves them.
+        for size in 1..=5 {
+            publish.unbounded_send(message(size)).unwrap();
+        }
+        pending.stop_filling().await;
+        assert!(
+            publish.unbounded_send(message(6)).is_err(),
+            "the source is given up (a subscription: unsubscribed)"
+        );
+        let mut taken = Vec::new();
+        assert_eq!(pending.take_held(&mut taken, usize::MAX), 5);
+        let sizes: Vec<usize> = taken.iter().map(|m| m.payload.len()).collect();
+        assert_eq!(sizes, [1, 2, 3, 4, 5], "in order");
+        assert_eq!(pending.take(&mut taken, usize::MAX).await, 0, "then the end");
+        pending.stop_filling().await;
     }
 }
