@@ -279,10 +279,10 @@ pub async fn run<W: From<Batch>>(
     batch_max: usize,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), IngestError> {
-    let filters = rules.borrow().filters.clone();
-    let filters = &filters;
     use async_nats::jetstream::AckKind;
     use async_nats::jetstream::consumer::{AckPolicy, pull};
+    let filters = rules.borrow().filters.clone();
+    let filters = &filters;
     let jetstream = async_nats::jetstream::new(ingest.client.clone());
     let stream = loop {
         match jetstream.get_stream(stream_name).await {

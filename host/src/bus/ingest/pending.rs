@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::IngestStats;
@@ -73,25 +73,40 @@ impl Pending {
         let filling = held.clone();
         let (stop, mut stopped) = oneshot::channel::<()>();
         let filler = tokio::spawn(async move {
-            loop {
-                // What the source has ready is taken before a stop.
-                let message = tokio::select! {
-                    biased;
-                    message = source.next() => message,
-                    _ = &mut stopped => None,
-                };
-                let Some(message) = message else { break };
+            // Hold `message` within the limits; false once ingest is gone.
+            let hold = |message: async_nats::Message| {
                 let weight = weight(&message);
                 let full = filling.messages.load(Ordering::Acquire) >= max_messages
                     || filling.bytes.load(Ordering::Acquire) + weight > max_bytes;
                 if full {
                     stats.dropped_before_ingest();
-                    continue;
+                    return true;
                 }
                 filling.messages.fetch_add(1, Ordering::AcqRel);
                 filling.bytes.fetch_add(weight, Ordering::AcqRel);
-                if sender.send(message).is_err() {
-                    return; // Ingest is gone.
+                sender.send(message).is_ok()
+            };
+            loop {
+                tokio::select! {
+                    biased;
+                    // What the source has ready at a stop is taken, and no
+                    // more than the limit: under a flood it is always ready.
+                    _ = &mut stopped => {
+                        for _ in 0..max_messages {
+                            let Some(Some(message)) = source.next().now_or_never() else { return };
+                            if !hold(message) {
+                                return;
+                            }
+                        }
+                        return;
+                    }
+                    message = source.next() => {
+                        // The source ended, or ingest is gone.
+                        let Some(message) = message else { return };
+                        if !hold(message) {
+                            return;
+                        }
+                    }
                 }
             }
         });
@@ -244,5 +259,36 @@ mod tests {
         assert_eq!(sizes, [1, 2, 3, 4, 5], "in order");
         assert_eq!(pending.take(&mut taken, usize::MAX).await, 0, "then the end");
         pending.stop_filling().await;
+    }
+
+    #[test]
+    fn a_stop_under_a_flood_ends_having_taken_at_most_the_limit_more() {
+        // On a runtime of its own: were the stop never seen, its thread
+        // would spin for good, and this test fail after the wait below.
+        let (done, ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                // Always ready: were the stop looked at only when the source
+                // is not, it would never be.
+                let flood = futures::stream::repeat_with(|| message(1));
+                let stats = Arc::new(IngestStats::default());
+                let mut pending = Pending::start_with_limits(flood, stats, 10, usize::MAX);
+                pending.stop_filling().await;
+                let mut taken = Vec::new();
+                let held = pending.take_held(&mut taken, usize::MAX);
+                let after = pending.take(&mut taken, usize::MAX).await;
+                let _ = done.send((held, after));
+            });
+        });
+        let (held, after) = ended
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the stop was not seen under the flood");
+        assert_eq!(held, 10, "the limit");
+        assert_eq!(after, 0, "then the end");
     }
 }

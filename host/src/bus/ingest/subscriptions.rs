@@ -48,10 +48,10 @@ pub struct Read {
 /// until `rules` name other filters: then the subscriptions to those are
 /// made first, and answered by the server (the client keeps their messages
 /// meanwhile), every message the old ones had received is given, and the
-/// new subscriptions are returned, to be read in place of these. So no reading is missed and a sensor's readings keep their order;
-/// one published in that moment, on a subject both sets read, comes twice (a
-/// duplicate, which every plugin takes). New admission rules alone apply at
-/// once. Messages are taken off the client at once and held within pending
+/// new subscriptions are returned, to be read in place of these. So no
+/// reading is missed and a sensor's readings keep their order; one published
+/// in that moment, on a subject both sets read, comes twice (a duplicate,
+/// which every plugin takes). New admission rules alone apply at once. Messages are taken off the client at once and held within pending
 /// limits ([`super::pending`]). Readings of one message are queued together;
 /// messages are taken in batches of up to `batch_max` and split per sensor so
 /// per-sensor order is kept. A batch the queue has no room for is dropped,
