@@ -917,61 +917,63 @@ async fn a_version_with_fewer_sensor_places_applies_them_at_once_keeping_the_sen
 
 /// A version whose subscriptions overlap: the plugin's durable consumer
 /// cannot be changed to read them (the server refuses overlapping filters).
-/// That is said at once,
-/// as any ingest failure is (the plugin `degraded`, why in the status), and
-/// the version deployed after it reads its own subjects at once, not after
-/// the retries' backoff.
+/// A version that changes its input is judged with it: its probation does
+/// not pass until the ingest reads the new subjects, and fails when the
+/// ingest cannot (whatever time is left of it). So it is rolled back, why in
+/// the reason, and the version restored reads its own subjects again: the
+/// plugin is not left on a version that gets no readings, reported healthy.
+/// New on the device, such a version fails (there is nothing to go back
+/// to). The version deployed after it reads its own.
 #[tokio::test(flavor = "multi_thread")]
-async fn with_jetstream_input_a_version_whose_filters_the_server_refuses_is_degraded_and_the_next_one_reads_at_once() {
+async fn with_jetstream_input_a_version_whose_filters_the_server_refuses_is_rolled_back_and_the_old_one_reads_again() {
     let site = Site::start().await;
     let mut edge = Edge::new(&site, DEVICE, "100ms", "", JETSTREAM_INPUT).await;
     let sensors = async_nats::jetstream::new(edge.client.clone());
     create_sensors_stream(&sensors).await;
     edge.start().await;
     let bundles = deploy_bundles();
+    let (report, deployment) = deploy(&site, &edge, &bundles.overlapping_subjects, &[]).await;
+    assert_eq!(deployment.phase, Phase::Failed, "{report:#?}");
+    let reason = deployment.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("its input is lost") && reason.contains("JetStream consumer"),
+        "{reason}"
+    );
     let (report, deployment) = deploy(&site, &edge, &bundles.v1, &[]).await;
     assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
 
     let (report, deployment) = deploy(&site, &edge, &bundles.overlapping_subjects, &[]).await;
-    // The probation judges the plugin's calls, not its input (documented).
-    assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
-    let status = status_until(&edge.client, "glucose-monitor degraded", |s| {
-        plugin(s, PLUGIN)["state"] == "degraded"
-    })
-    .await;
-    let why = plugin(&status, PLUGIN)["last_error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    assert_eq!(deployment.phase, Phase::RolledBack, "{report:#?}");
+    let reason = deployment.reason.clone().unwrap_or_default();
     assert!(
-        why.contains("cannot change it to read the plugin's subscriptions"),
-        "{why}\n{report:#?}"
+        reason.contains("its input") && reason.contains("cannot change it to read the plugin's subscriptions"),
+        "{reason}"
     );
-    // The retries' backoff at its longest: without the new version's rules
-    // ending the wait, its readings would wait longer (30 s) than the alert
-    // below is waited for (`WAIT`, 20 s).
-    poll_until("the longest backoff", Duration::from_secs(60), || {
-        let log = edge.device.log();
-        async move {
-            if log.contains("retrying in 30s") {
-                Ok(())
-            } else {
-                Err(log.lines().rfind(|l| l.contains("retrying")).unwrap_or("").to_owned())
-            }
-        }
-    })
-    .await;
-
-    let (report, deployment) = deploy(&site, &edge, &bundles.v3, &[]).await;
-    assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
+    assert_eq!(
+        report.plugins[PLUGIN].running_version, bundles.v1.version,
+        "{report:#?}"
+    );
+    assert_eq!(consumer_filters(&sensors).await, ["sensors.cgm.>"]);
     let mut alerts = plugin_alerts(&edge).await;
     publish_acked(&sensors, "sensors.cgm.bed-1", reading_now(45)).await;
     let alert = next_where(&mut alerts, "the urgent-low of cgm.bed-1", |_, alert| {
         alert["code"] == "urgent-low"
     })
     .await;
+    assert_eq!(alert["version"], bundles.v1.version, "{alert}");
+    status_until(&edge.client, "glucose-monitor's input restored", |s| {
+        plugin(s, PLUGIN)["state"] == "running"
+    })
+    .await;
+
+    let (report, deployment) = deploy(&site, &edge, &bundles.v3, &[]).await;
+    assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
+    publish_acked(&sensors, "sensors.cgm.bed-2", reading_now(45)).await;
+    let alert = next_where(&mut alerts, "the urgent-low of cgm.bed-2", |_, alert| {
+        alert["code"] == "urgent-low" && alert["sensor"] == "cgm.bed-2"
+    })
+    .await;
     assert_eq!(alert["version"], bundles.v3.version, "{alert}");
-    assert_eq!(consumer_filters(&sensors).await, ["sensors.cgm.>"]);
     edge.device.terminate_cleanly().await;
 }
 

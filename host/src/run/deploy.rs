@@ -32,11 +32,12 @@ use super::config::{DeployConfig, PluginConfig};
 use super::plugins::Plugins;
 use super::serve::TaskError;
 use super::start::{InputRules, Loader, Prepared};
+use crate::bus::ingest::IngestHealth;
 use crate::deploy::model::{self, Deployment, Desired, DesiredPlugin, Origin, Phase, Reported, ReportedPlugin};
 use crate::deploy::{Cloud, CloudError};
 use crate::files::{Access, Existing, write_atomic};
 use crate::outbox::wall_ms;
-use crate::worker::{Accept, DeployEvent, Outcome, ProbationSetup, Swap, Work};
+use crate::worker::{Accept, DeployEvent, InputCheck, Outcome, ProbationSetup, Swap, Work};
 
 /// How long fetching one bundle may take before the attempt is given up (and
 /// tried again at the next read of the desired sets).
@@ -604,7 +605,7 @@ impl Controller {
         self.verified(name, &mut deployment, None).await;
 
         let accept = healthy_first(self.store.clone(), name, &wanted, prepared.setup.accept.take());
-        let probation = self.new_probation(accept);
+        let mut probation = self.new_probation(accept);
         let id = probation.id;
         let previous = self.rollback_target(name, running);
         let mut pending = Pending {
@@ -621,13 +622,19 @@ impl Controller {
         let changing = plugins.changing().await;
         match self.plugins.get(name) {
             None => {
+                // Its input is judged with it, as a swap's that changes it.
+                let health = Arc::new(IngestHealth::default());
+                probation.input = Some(InputCheck {
+                    health: health.clone(),
+                    filters: prepared.input.subscriptions.clone(),
+                });
                 prepared.setup.probation = Some(probation);
                 prepared.deployed = Some(wanted);
                 let started = match self.loader.start(prepared) {
                     Ok(started) => started,
                     Err(error) => return self.finish(name, deployment, Phase::Failed, crate::error_chain(&error)),
                 };
-                if let Err(error) = self.plugins.add(started).await {
+                if let Err(error) = self.plugins.add(started, health).await {
                     return self.finish(name, deployment, Phase::Failed, crate::error_chain(&error));
                 }
             }
@@ -635,10 +642,12 @@ impl Controller {
                 // A swap adds nothing (and may wait on a full queue).
                 drop(changing);
                 pending.note = subscriptions_note(name, &running.subscriptions, &prepared.input.subscriptions);
-                pending.input = Some(SwappedInput {
+                let input = SwappedInput {
                     new: prepared.input.clone(),
-                    previous: self.rollback_input(name, running),
-                });
+                    previous: self.rollback_input(name, running.clone()),
+                };
+                probation.input = self.input_check(name, &running, &input);
+                pending.input = Some(input);
                 let swap = Swap {
                     setup: prepared.setup,
                     probation,
@@ -675,7 +684,23 @@ impl Controller {
             length: self.settings.probation,
             events: self.events.clone(),
             accept: Some(accept),
+            input: None,
         }
+    }
+
+    /// What the probation of a new version of `plugin` checks of its input
+    /// ([`InputCheck`]): when it reads other subjects than the ingest reads
+    /// now (`running`), or than the version a rollback goes back to (the
+    /// ingest changes to them meanwhile), the ingest must read them.
+    fn input_check(&self, plugin: &str, running: &InputRules, input: &SwappedInput) -> Option<InputCheck> {
+        let new = &input.new.subscriptions;
+        if *new == running.subscriptions && *new == input.previous.subscriptions {
+            return None;
+        }
+        Some(InputCheck {
+            health: self.plugins.input_health(plugin)?,
+            filters: new.clone(),
+        })
     }
 
     /// What a rollback of a new version of `plugin` goes back to, given what
@@ -1003,19 +1028,21 @@ impl Controller {
             return;
         };
         let accept = file_first(self.store.clone(), name, prepared.setup.accept.take());
-        let probation = self.new_probation(accept);
+        let mut probation = self.new_probation(accept);
         let id = probation.id;
         let previous = self.rollback_target(name, self.plugins.deployed(name));
+        let input = SwappedInput {
+            new: prepared.input.clone(),
+            previous: self.rollback_input(name, running.clone()),
+        };
+        probation.input = self.input_check(name, &running, &input);
         let pending = Pending {
             plugin: name.to_owned(),
             deployment,
             new: None,
             previous,
             note: subscriptions_note(name, &running.subscriptions, &prepared.input.subscriptions),
-            input: Some(SwappedInput {
-                new: prepared.input.clone(),
-                previous: self.rollback_input(name, running),
-            }),
+            input: Some(input),
         };
         let swap = Swap {
             setup: prepared.setup,

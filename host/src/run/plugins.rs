@@ -145,11 +145,12 @@ impl Plugins {
         }
     }
 
-    /// Start the ingest of `started` and add it to the set. Whoever decided
-    /// to add it holds [`Plugins::changing`] (at start-up nothing else runs).
-    pub(super) async fn add(&self, started: Started) -> Result<(), RunError> {
+    /// Start the ingest of `started` and add it to the set, its input's
+    /// health told to `health` (new, or one its probation looks at). Whoever
+    /// decided to add it holds [`Plugins::changing`] (at start-up nothing
+    /// else runs).
+    pub(super) async fn add(&self, started: Started, health: Arc<IngestHealth>) -> Result<(), RunError> {
         let name = started.provenance.plugin.clone();
-        let health = Arc::new(IngestHealth::default());
         let ingest = self
             .spawn_ingest(&name, &started.input, &started.worker.readings, health.clone())
             .await?;
@@ -194,22 +195,19 @@ impl Plugins {
         health: Arc<IngestHealth>,
     ) -> Result<Ingesting, RunError> {
         let input = input(&self.config, &self.local, plugin, &rules.subscriptions).await?;
-        let admission = rules.admission(plugin, &self.config);
+        let rules = rules.ingest_rules(plugin, &self.config);
         let ingest = Ingest::new(
             self.local.clone(),
             self.subjects.clone(),
             self.ingest_stats.clone(),
-            admission.clone(),
+            rules.admission.clone(),
             self.clock.clone(),
             health,
             self.events.clone(),
             self.outbox_refusing.clone(),
         );
         let (stop, stopped) = watch::channel(false);
-        let (change_rules, followed) = watch::channel(ingest::Rules {
-            filters: rules.subscriptions.clone(),
-            admission,
-        });
+        let (change_rules, followed) = watch::channel(rules);
         let run = ingest::run(
             ingest,
             input,
@@ -250,11 +248,13 @@ impl Plugins {
             return;
         }
         slot.input = rules.clone();
-        let _ = slot.ingest.rules.send(ingest::Rules {
-            filters: rules.subscriptions.clone(),
-            admission: rules.admission(plugin, &self.config),
-        });
+        let _ = slot.ingest.rules.send(rules.ingest_rules(plugin, &self.config));
         tracing::info!(plugin, subscriptions = %rules.subscriptions.join(", "), "The plugin's input follows the version that runs");
+    }
+
+    /// Whether the input of `plugin` flows, and by which filters.
+    pub(super) fn input_health(&self, plugin: &str) -> Option<Arc<IngestHealth>> {
+        self.inputs.lock().ok()?.get(plugin).cloned()
     }
 
     /// The queue of `plugin` and what its ingest reads and lets in.

@@ -223,7 +223,7 @@ impl Owner {
                     return;
                 }
                 let joined = match self.loader.start(prepared) {
-                    Ok(started) => self.plugins.add(started).await,
+                    Ok(started) => self.plugins.add(started, Arc::default()).await,
                     Err(error) => Err(error),
                 };
                 match joined {
@@ -552,7 +552,7 @@ pub(super) async fn serve(
     ));
     let count = device.plugins.len();
     for started in device.plugins {
-        plugins.add(started).await?;
+        plugins.add(started, Arc::default()).await?;
     }
     let ticker = spawn_owned(
         Task::Ticker,

@@ -21,7 +21,7 @@ use super::config::{PluginConfig, RunConfig};
 use super::host_alerts::HostAlerts;
 use crate::bundle::{self, RollbackError, RollbackStore, TrustStore};
 use crate::bus::admission::Admission;
-use crate::bus::ingest::IngestStats;
+use crate::bus::ingest::{self, IngestStats};
 use crate::bus::overlap;
 use crate::bus::{LocalBus, Subjects};
 use crate::clock::Clock;
@@ -569,16 +569,19 @@ pub(super) struct InputRules {
 }
 
 impl InputRules {
-    /// The admission rules of `plugin`'s ingest on a device run by `config`.
-    pub(super) fn admission(&self, plugin: &str, config: &RunConfig) -> Admission {
-        Admission::new(
-            plugin,
-            config.plausibility,
-            &config.clock,
-            self.payload_sensors.clone(),
-            self.max_sensors,
-            self.sensors_forgotten_after,
-        )
+    /// What `plugin`'s ingest reads and lets in, on a device run by `config`.
+    pub(super) fn ingest_rules(&self, plugin: &str, config: &RunConfig) -> ingest::Rules {
+        ingest::Rules {
+            filters: self.subscriptions.clone(),
+            admission: Admission::new(
+                plugin,
+                config.plausibility,
+                &config.clock,
+                self.payload_sensors.clone(),
+                self.max_sensors,
+                self.sensors_forgotten_after,
+            ),
+        }
     }
 }
 

@@ -41,7 +41,7 @@ use output::Emitter;
 pub use stats::{HealthReport, PluginStats};
 use supervisor::Supervisor;
 pub use supervisor::SupervisorPolicy;
-pub use swap::{DeployEvent, Outcome, ProbationSetup, ROLLED_BACK, Swap};
+pub use swap::{DeployEvent, INPUT_WAIT, InputCheck, Outcome, ProbationSetup, ROLLED_BACK, Swap};
 use thread::PluginThread;
 
 /// The state of a plugin whose instance is being built: its `init` (or the

@@ -18,6 +18,7 @@ use super::recovery::{PROBATION_KEPT, Recovery, Start};
 use super::supervisor::Supervisor;
 use super::thread::PluginThread;
 use super::{Accept, DEGRADED, PluginSetup, takes_snapshots};
+use crate::bus::ingest::IngestHealth;
 use crate::envelope::Provenance;
 use crate::model::{Alert, Severity};
 use crate::outbox::NEXT_AFTER_HIGHEST;
@@ -46,7 +47,33 @@ pub struct ProbationSetup {
     /// the version a restart runs (the device's healthy set) and records it
     /// for anti-rollback, in that order.
     pub accept: Option<Accept>,
+    /// For a version that changes what the plugin's ingest reads: passing
+    /// the probation needs that input too.
+    pub input: Option<InputCheck>,
 }
+
+/// The input of a new version that reads other subjects than the one it
+/// replaces: its probation passes only once the plugin's ingest reads them
+/// (`filters`, by `health`), and fails, at once, while that input is lost
+/// (the bus refused the change, say). A version is not made the one a
+/// restart runs, reported `healthy`, while it gets no readings; rolled back,
+/// the version before it reads its own subjects again. Once they are read,
+/// the input is the device's, as for any version: a later loss is alerted,
+/// not judged.
+pub struct InputCheck {
+    /// The plugin's input health.
+    pub health: Arc<IngestHealth>,
+    /// What the new version's input reads.
+    pub filters: Vec<String>,
+}
+
+/// How long past its length a probation waits for its input to read the new
+/// subjects (a JetStream stream that does not exist yet, say) before that
+/// fails it.
+pub const INPUT_WAIT: Duration = Duration::from_secs(30);
+
+/// How often a probation waiting for its input looks at it.
+const INPUT_POLL: Duration = Duration::from_millis(20);
 
 /// What became of a deployment, as the worker tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +116,8 @@ pub(super) struct Probation {
     until: Instant,
     events: UnboundedSender<DeployEvent>,
     accept: Option<Accept>,
+    /// The input it waits for, until it is read ([`InputCheck`]).
+    input: Option<InputCheck>,
     /// The version to go back to; `None` for a plugin new on the device.
     previous: Option<Previous>,
 }
@@ -130,13 +159,33 @@ impl Probation {
             until: Instant::now() + setup.length,
             events: setup.events,
             accept: setup.accept,
+            input: setup.input,
             previous: None,
         }
     }
 
-    /// Time left, if any.
-    pub(super) fn left(&self, now: Instant) -> Option<Duration> {
-        self.until.checked_duration_since(now).filter(|left| !left.is_zero())
+    /// Where the probation stands at `now`: passed (`Ok(None)`), to be
+    /// looked at again within the time given, or failed for its input (why).
+    pub(super) fn check(&mut self, now: Instant) -> Result<Option<Duration>, String> {
+        let left = self.until.checked_duration_since(now).filter(|left| !left.is_zero());
+        let Some(input) = &self.input else {
+            return Ok(left);
+        };
+        if let Some(reason) = input.health.lost_reason() {
+            return Err(format!("its input is lost: {reason}"));
+        }
+        if input.health.reads(&input.filters) {
+            self.input = None;
+            return Ok(left);
+        }
+        if now >= self.until + INPUT_WAIT {
+            return Err(format!(
+                "its input does not read {} {} after its probation",
+                input.filters.join(", "),
+                humantime::format_duration(INPUT_WAIT)
+            ));
+        }
+        Ok(Some(left.map_or(INPUT_POLL, |left| left.min(INPUT_POLL))))
     }
 }
 
@@ -246,6 +295,7 @@ impl PluginThread {
             until: Instant::now() + probation.length,
             events: probation.events,
             accept: probation.accept,
+            input: probation.input,
             previous: (!unproven).then_some(previous),
         };
         let note = carried.as_ref().err().cloned();
@@ -336,11 +386,19 @@ impl PluginThread {
     /// version with its state, or, for a plugin new on the device, stopped.
     /// Returns false when no version is on probation.
     pub(super) fn probation_failed(&mut self, error: &PluginError) -> bool {
+        if self.probation.is_none() {
+            return false;
+        }
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        self.probation_failed_for(format!("{}: {error}", error.kind.tag()))
+    }
+
+    /// The version on probation failed for `reason` (its own call, or its
+    /// input): as [`PluginThread::probation_failed`].
+    pub(super) fn probation_failed_for(&mut self, reason: String) -> bool {
         let Some(mut probation) = self.probation.take() else {
             return false;
         };
-        let reason = format!("{}: {error}", error.kind.tag());
-        self.stats.errors.fetch_add(1, Ordering::Relaxed);
         if let Some(instance) = self.instance.take() {
             self.logs_dropped_before += instance.logs_dropped();
             self.wakes_deferred_before += instance.wakes_deferred();
@@ -499,6 +557,66 @@ impl PluginThread {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A probation of `length` from `start`, waiting for `filters` by `health`.
+    fn probation(start: Instant, length: Duration, input: Option<(&Arc<IngestHealth>, &[String])>) -> Probation {
+        let (events, _) = tokio::sync::mpsc::unbounded_channel();
+        Probation {
+            id: 1,
+            until: start + length,
+            events,
+            accept: None,
+            input: input.map(|(health, filters)| InputCheck {
+                health: health.clone(),
+                filters: filters.to_vec(),
+            }),
+            previous: None,
+        }
+    }
+
+    #[test]
+    fn a_probation_passes_on_time_alone_when_its_input_is_unchanged() {
+        let start = Instant::now();
+        let mut probation = probation(start, Duration::from_secs(60), None);
+        assert_eq!(probation.check(start), Ok(Some(Duration::from_secs(60))));
+        assert_eq!(probation.check(start + Duration::from_secs(60)), Ok(None));
+    }
+
+    #[test]
+    fn a_probation_that_changes_the_input_waits_for_it_to_be_read_and_for_no_longer_than_it_may() {
+        let start = Instant::now();
+        let length = Duration::from_secs(60);
+        let new = ["sensors.cgm2.>".to_owned()];
+        let health = Arc::new(IngestHealth::default());
+        health.flowing("p", &["sensors.cgm.>".to_owned()]);
+        let mut waiting = probation(start, length, Some((&health, &new)));
+        // Looked at often while it waits, past its length too.
+        assert_eq!(waiting.check(start), Ok(Some(INPUT_POLL)));
+        assert_eq!(waiting.check(start + length), Ok(Some(INPUT_POLL)));
+        let why = waiting.check(start + length + INPUT_WAIT).unwrap_err();
+        assert!(why.contains("does not read sensors.cgm2.>"), "{why}");
+
+        // Read: the rest is time, and a later loss of the input is not the
+        // version's (it is alerted as any other).
+        let mut read = probation(start, length, Some((&health, &new)));
+        health.flowing("p", &new);
+        assert_eq!(read.check(start + length / 2), Ok(Some(length / 2)));
+        health.lost("the server went away".to_owned());
+        assert_eq!(read.check(start + length), Ok(None));
+    }
+
+    #[test]
+    fn a_probation_fails_at_once_while_the_input_it_changes_is_lost() {
+        let start = Instant::now();
+        let health = Arc::new(IngestHealth::default());
+        health.lost("cannot change the consumer's filters".to_owned());
+        let new = ["sensors.>".to_owned()];
+        let mut probation = probation(start, Duration::from_secs(3600), Some((&health, &new)));
+        assert_eq!(
+            probation.check(start),
+            Err("its input is lost: cannot change the consumer's filters".to_owned())
+        );
+    }
 
     #[test]
     fn a_snapshot_crosses_versions_only_as_the_manifests_say() {

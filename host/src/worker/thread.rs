@@ -136,7 +136,14 @@ impl PluginThread {
             let health = self.supervisor.health(now);
             self.set_state(health);
             let pause = self.supervisor.wait(now);
-            let on_probation = self.probation.as_ref().map(|probation| probation.left(now));
+            let on_probation = match self.probation.as_mut().map(|probation| probation.check(now)) {
+                Some(Err(reason)) => {
+                    self.probation_failed_for(reason);
+                    continue;
+                }
+                Some(Ok(left)) => Some(left),
+                None => None,
+            };
             if pause.is_none() && self.instance.is_some() && on_probation == Some(None) {
                 self.promote();
                 continue;

@@ -370,7 +370,7 @@ pub async fn run<W: From<Batch>>(
     let made = &consumer.cached_info().config;
     let mut waiting = Waiting::new(waiting_at_most(made.max_ack_pending));
     let mut holds = Holds::new(ingest.clock.real_interval(HOLD), made.max_deliver);
-    ingest.health.flowing(&ingest.plugin);
+    ingest.health.flowing(&ingest.plugin, filters);
     let mut chunks = messages.ready_chunks(batch_max);
     // The newest batch until the plugin has it (or it was dropped): the next
     // chunk waits for that, and while the plugin is down the stream holds
@@ -395,6 +395,7 @@ pub async fn run<W: From<Batch>>(
                         })?;
                     tracing::info!(consumer = %consumer_name, was = %was.join(", "), now = %new.filters.join(", "), "The plugin's subscriptions changed: the consumer reads them from its place in the stream");
                 }
+                ingest.health.flowing(&ingest.plugin, &new.filters);
                 continue;
             }
             () = until_given(&mut given) => {

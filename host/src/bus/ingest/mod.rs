@@ -156,41 +156,60 @@ impl IngestError {
     }
 }
 
-/// Whether one plugin's input flows, shared by its ingest (which says when
-/// it is taking messages), its owner (which says when it ended), and the status.
+/// Whether one plugin's input flows, and by which filters, shared by its
+/// ingest (which says when it is taking messages), its owner (which says
+/// when it ended), the status, and the probation of a version that changes
+/// the filters (which passes only once they are read).
 #[derive(Debug, Default)]
 pub struct IngestHealth {
-    /// Why the input is gone, while it is (the plugin is then `degraded`).
-    lost: Mutex<Option<String>>,
+    flow: Mutex<Flow>,
     /// Times the input was lost (episodes, not retries).
     pub failures: AtomicU64,
+}
+
+/// What [`IngestHealth`] knows of the input now.
+#[derive(Debug, Default)]
+struct Flow {
+    /// Why the input is gone, while it is (the plugin is then `degraded`).
+    lost: Option<String>,
+    /// The subject filters it reads, as it last took messages.
+    filters: Vec<String>,
 }
 
 impl IngestHealth {
     /// The input is gone, for `reason`. Returns whether it was flowing until
     /// now (a new episode: counted once, however many retries follow).
     pub fn lost(&self, reason: String) -> bool {
-        let Ok(mut lost) = self.lost.lock() else { return false };
-        let new = lost.is_none();
-        *lost = Some(reason);
+        let Ok(mut flow) = self.flow.lock() else { return false };
+        let new = flow.lost.is_none();
+        flow.lost = Some(reason);
         if new {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
         new
     }
 
-    /// The input flows (again): ingest is taking messages.
-    pub fn flowing(&self, plugin: &str) {
-        if let Ok(mut lost) = self.lost.lock()
-            && lost.take().is_some()
-        {
+    /// The input flows (again): ingest is taking messages, by `filters`.
+    pub fn flowing(&self, plugin: &str, filters: &[String]) {
+        let Ok(mut flow) = self.flow.lock() else { return };
+        if flow.lost.take().is_some() {
             tracing::warn!(plugin, "Ingest restored: the plugin takes readings again");
+        }
+        if flow.filters != filters {
+            flow.filters = filters.to_vec();
         }
     }
 
     /// Why the input is gone, if it is.
     pub fn lost_reason(&self) -> Option<String> {
-        self.lost.lock().ok().and_then(|lost| lost.clone())
+        self.flow.lock().ok().and_then(|flow| flow.lost.clone())
+    }
+
+    /// Whether the input flows by `filters` now.
+    pub fn reads(&self, filters: &[String]) -> bool {
+        self.flow
+            .lock()
+            .is_ok_and(|flow| flow.lost.is_none() && flow.filters == filters)
     }
 }
 
@@ -904,13 +923,18 @@ mod tests {
         );
         assert_eq!(health.lost_reason().as_deref(), Some("no stream"));
         assert_eq!(health.failures.load(Ordering::Relaxed), 1);
-        health.flowing("p");
+        let filters = ["sensors.cgm.>".to_owned()];
+        assert!(!health.reads(&filters), "nothing read yet");
+        health.flowing("p", &filters);
         assert_eq!(health.lost_reason(), None);
+        assert!(health.reads(&filters));
+        assert!(!health.reads(&["sensors.>".to_owned()]), "other filters");
         assert!(
             health.lost("consumer deleted".to_owned()),
             "after it flowed, a new episode"
         );
         assert_eq!(health.failures.load(Ordering::Relaxed), 2);
+        assert!(!health.reads(&filters), "lost, whatever it read");
     }
 
     #[test]

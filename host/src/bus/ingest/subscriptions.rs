@@ -65,7 +65,7 @@ pub async fn run<W: From<Batch>>(
     batch_max: usize,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Option<Read>, IngestError> {
-    ingest.health.flowing(&ingest.plugin);
+    ingest.health.flowing(&ingest.plugin, &read.filters);
     // One subscription (the usual case) is read directly: `select_all` costs a
     // re-queue of its stream per message.
     let merged = match <[_; 1]>::try_from(read.subscriptions) {
