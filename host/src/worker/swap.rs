@@ -47,19 +47,20 @@ pub struct ProbationSetup {
     /// the version a restart runs (the device's healthy set) and records it
     /// for anti-rollback, in that order.
     pub accept: Option<Accept>,
-    /// For a version that changes what the plugin's ingest reads: passing
-    /// the probation needs that input too.
+    /// For a plugin new on the device, or a version that changes what the
+    /// plugin's ingest reads: passing the probation needs that input too.
     pub input: Option<InputCheck>,
 }
 
-/// The input of a new version that reads other subjects than the one it
-/// replaces: its probation passes only once the plugin's ingest reads them
-/// (`filters`, by `health`), and fails, at once, while that input is lost
-/// (the bus refused the change, say). A version is not made the one a
-/// restart runs, reported `healthy`, while it gets no readings; rolled back,
-/// the version before it reads its own subjects again. Once they are read,
-/// the input is the device's, as for any version: a later loss is alerted,
-/// not judged.
+/// The input of a plugin new on the device, or of a new version that reads
+/// other subjects than the one it replaces: its probation passes only once
+/// the plugin's ingest reads them (`filters`, by `health`), and fails, at
+/// once, while that input is lost (the bus refused the change, say). A
+/// version is not made the one a restart runs, reported `healthy`, while it
+/// gets no readings; rolled back, the version before it reads its own
+/// subjects again (a new plugin has none: it is stopped). Once they are
+/// read, the input is the device's, as for any version: a later loss is
+/// alerted, not judged.
 pub struct InputCheck {
     /// The plugin's input health.
     pub health: Arc<IngestHealth>,
