@@ -135,6 +135,19 @@ impl EdgeServer {
         device: &str,
         login: Option<(&str, &str)>,
     ) -> anyhow::Result<EdgeServer> {
+        EdgeServer::start_configured(binary, cloud, device, login, "")
+    }
+
+    /// As [`EdgeServer::start_as`], with `local` added to the server's
+    /// configuration (its own `authorization`, say: the users of the
+    /// device's bus and what each may do).
+    pub fn start_configured(
+        binary: &Path,
+        cloud: &CloudServer,
+        device: &str,
+        login: Option<(&str, &str)>,
+        local: &str,
+    ) -> anyhow::Result<EdgeServer> {
         if device.is_empty()
             || !device
                 .bytes()
@@ -150,7 +163,7 @@ impl EdgeServer {
             .name(device)
             .jetstream()?
             .config(&format!(
-                "server_name: {device}\njetstream {{ domain: {device} }}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://{}127.0.0.1:{}\", {LEAF_DENY} }} ] }}",
+                "server_name: {device}\njetstream {{ domain: {device} }}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://{}127.0.0.1:{}\", {LEAF_DENY} }} ] }}\n{local}",
                 login.map(|(user, password)| format!("{user}:{password}@")).unwrap_or_default(),
                 link.port()
             ))

@@ -109,6 +109,34 @@ impl Edge {
                 server
             }
         };
+        Edge::on(server, id, tick, deploy, tables).await
+    }
+
+    /// A device `id` of `site` whose local server has `authorization` (its
+    /// users, with what each may do; a client without a login is
+    /// `no_auth_user`), the device logging in to it as `login`, with
+    /// `tables`; not started.
+    async fn with_local_users(site: &Site, id: &str, tables: &str, authorization: &str, login: (&str, &str)) -> Edge {
+        let server = EdgeServer::start_configured(
+            edgewise_tests::nats_server_binary(),
+            &site.cloud,
+            id,
+            None,
+            authorization,
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        server.wait_linked().unwrap_or_else(|e| panic!("{e:#}"));
+        let edge = Edge::on(server, id, "100ms", "", tables).await;
+        // Its local connection and its upstream, through the same server.
+        let url = format!("url = \"{}\"\n", edge.server.url());
+        let logged_in = format!("{url}user = \"{}\"\npassword = \"{}\"\n", login.0, login.1);
+        edge.device.edit_config(|config| config.replace(&url, &logged_in));
+        edge
+    }
+
+    /// The device `id` on `server`, with `deploy` and `tables`, ticking
+    /// every `tick`; not started.
+    async fn on(server: EdgeServer, id: &str, tick: &str, deploy: &str, tables: &str) -> Edge {
         // A probation of a second unless `deploy` says otherwise.
         let probation = match deploy.contains("probation") {
             true => "",
@@ -926,36 +954,100 @@ async fn a_version_with_fewer_sensor_places_applies_them_at_once_keeping_the_sen
 /// to). The version deployed after it reads its own.
 #[tokio::test(flavor = "multi_thread")]
 async fn with_jetstream_input_a_version_whose_filters_the_server_refuses_is_rolled_back_and_the_old_one_reads_again() {
+    a_version_whose_input_the_bus_refuses_is_rolled_back(Refusing::OverlappingFilters).await;
+}
+
+/// The same on core NATS, where the device's user may not subscribe to one
+/// of the new version's subjects (`sensors.cgm2.>`): the server refuses the
+/// subscription only after it was made (its `-ERR` on the connection, not an
+/// answer to it), by when the ingest reads it. The probation judges such a
+/// refusal whenever it comes during it. Before, the version was reported
+/// healthy, its ingest taking nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_whose_subscription_the_server_refuses_is_rolled_back_and_the_old_one_reads_again() {
+    a_version_whose_input_the_bus_refuses_is_rolled_back(Refusing::Permissions).await;
+}
+
+/// How the bus refuses a version's input.
+enum Refusing {
+    /// JetStream input: the durable consumer cannot take overlapping filters.
+    OverlappingFilters,
+    /// Core NATS input: the device's local user may not subscribe to
+    /// `sensors.cgm2.>` ([`LOCAL_USERS`]).
+    Permissions,
+}
+
+/// The local server's users when the device may not subscribe to
+/// `sensors.cgm2.>`; the tests' own client (no login) may do anything.
+const LOCAL_USERS: &str = r#"
+authorization {
+  users: [
+    { user: tester, password: tester-secret }
+    { user: dev-1, password: dev-1-local, permissions: { subscribe: { deny: ["sensors.cgm2.>"] } } }
+  ]
+}
+no_auth_user: tester
+"#;
+
+async fn a_version_whose_input_the_bus_refuses_is_rolled_back(refusing: Refusing) {
     let site = Site::start().await;
-    let mut edge = Edge::new(&site, DEVICE, "100ms", "", JETSTREAM_INPUT).await;
-    let sensors = async_nats::jetstream::new(edge.client.clone());
-    create_sensors_stream(&sensors).await;
-    edge.start().await;
     let bundles = deploy_bundles();
-    let (report, deployment) = deploy(&site, &edge, &bundles.overlapping_subjects, &[]).await;
+    // The edge, the version refused, and what the reason says when it is
+    // new on the device and when it replaces another.
+    let (mut edge, refused, new_why, swap_why) = match refusing {
+        Refusing::OverlappingFilters => (
+            Edge::new(&site, DEVICE, "100ms", "", JETSTREAM_INPUT).await,
+            &bundles.overlapping_subjects,
+            "JetStream consumer",
+            "cannot change it to read the plugin's subscriptions",
+        ),
+        Refusing::Permissions => (
+            Edge::with_local_users(&site, DEVICE, "", LOCAL_USERS, (DEVICE, "dev-1-local")).await,
+            &bundles.other_subjects,
+            "the local server refused the subscription to `sensors.cgm2.>`",
+            "the local server refused the subscription to `sensors.cgm2.>`",
+        ),
+    };
+    let jetstream = matches!(refusing, Refusing::OverlappingFilters);
+    let sensors = async_nats::jetstream::new(edge.client.clone());
+    if jetstream {
+        create_sensors_stream(&sensors).await;
+    }
+    let client = edge.client.clone();
+    let publish = |sensor: &'static str| {
+        let (sensors, client) = (sensors.clone(), client.clone());
+        async move {
+            let subject = format!("sensors.{sensor}");
+            match jetstream {
+                true => drop(publish_acked(&sensors, subject, reading_now(45)).await),
+                false => client.publish(subject, reading_now(45)).await.unwrap(),
+            }
+        }
+    };
+    edge.start().await;
+    let (report, deployment) = deploy(&site, &edge, refused, &[]).await;
     assert_eq!(deployment.phase, Phase::Failed, "{report:#?}");
     let reason = deployment.reason.clone().unwrap_or_default();
     assert!(
-        reason.contains("its input is lost") && reason.contains("JetStream consumer"),
+        reason.contains("its input is lost") && reason.contains(new_why),
         "{reason}"
     );
     let (report, deployment) = deploy(&site, &edge, &bundles.v1, &[]).await;
     assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
 
-    let (report, deployment) = deploy(&site, &edge, &bundles.overlapping_subjects, &[]).await;
+    let (report, deployment) = deploy(&site, &edge, refused, &[]).await;
     assert_eq!(deployment.phase, Phase::RolledBack, "{report:#?}");
     let reason = deployment.reason.clone().unwrap_or_default();
-    assert!(
-        reason.contains("its input") && reason.contains("cannot change it to read the plugin's subscriptions"),
-        "{reason}"
-    );
+    assert!(reason.contains("its input") && reason.contains(swap_why), "{reason}");
     assert_eq!(
         report.plugins[PLUGIN].running_version, bundles.v1.version,
         "{report:#?}"
     );
-    assert_eq!(consumer_filters(&sensors).await, ["sensors.cgm.>"]);
+    if jetstream {
+        assert_eq!(consumer_filters(&sensors).await, ["sensors.cgm.>"]);
+    }
     let mut alerts = plugin_alerts(&edge).await;
-    publish_acked(&sensors, "sensors.cgm.bed-1", reading_now(45)).await;
+    publish("cgm.bed-1").await;
     let alert = next_where(&mut alerts, "the urgent-low of cgm.bed-1", |_, alert| {
         alert["code"] == "urgent-low"
     })
@@ -968,7 +1060,7 @@ async fn with_jetstream_input_a_version_whose_filters_the_server_refuses_is_roll
 
     let (report, deployment) = deploy(&site, &edge, &bundles.v3, &[]).await;
     assert_eq!(deployment.phase, Phase::Healthy, "{report:#?}");
-    publish_acked(&sensors, "sensors.cgm.bed-2", reading_now(45)).await;
+    publish("cgm.bed-2").await;
     let alert = next_where(&mut alerts, "the urgent-low of cgm.bed-2", |_, alert| {
         alert["code"] == "urgent-low" && alert["sensor"] == "cgm.bed-2"
     })

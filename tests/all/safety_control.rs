@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use crate::device::{DEVICE, Device, WAIT, now_ms, reading, with_credentials};
 use crate::support::{
-    assert_contains, create_sensors_stream, host_status, next_json, publish_acked, run_within, subscribe_alerts,
-    upstream_messages_via,
+    assert_contains, create_sensors_stream, host_status, next_json, next_where, plugin, publish_acked, run_within,
+    status_until, subscribe_alerts, upstream_messages_via,
 };
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{edgewise, edgewise_bin, workspace_root};
@@ -313,6 +313,74 @@ async fn the_pipeline_works_under_the_documented_permissions() {
         !stderr.contains("Permissions Violation") && !stderr.contains("permissions violation"),
         "{stderr}"
     );
+}
+
+/// A plugin with a subscription the device's user may not make (its
+/// configuration reads `wards.cgm.>` beside `sensors.cgm.>`; the documented
+/// permissions give `sensors.>`): the server refuses it after it was made,
+/// in an `-ERR` on the connection, and sends it nothing. The plugin is shown
+/// `degraded` and `plugin-degraded` is raised, naming the subscription
+/// refused, while its other subscription is still read. Once the server's
+/// permissions allow it (a reload of its configuration), the subscriptions
+/// made again are read: `running`, and the readings of `wards.cgm.>` reach
+/// the plugin. Before, it showed `running`, with no alert, while no reading
+/// of `wards.cgm.>` could reach it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscription_the_local_server_refuses_is_alerted_the_others_read_and_it_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("local.conf");
+    std::fs::write(&conf, local_server_config()).unwrap();
+    let local = NatsServer::start_with_args(true, &["-c", &conf.display().to_string()]);
+    let tester = async_nats::ConnectOptions::with_user_and_password("tester".into(), "test-pass".into())
+        .connect(local.url())
+        .await
+        .unwrap();
+    let mut device = Device::new(&local, None, "subscriptions = [\"sensors.cgm.>\", \"wards.cgm.>\"]\n");
+    device.edit_config(|config| with_credentials(&config, &local, "user = \"device\"\npassword = \"dev-pass\"\n"));
+    let mut host_alerts = subscribe_alerts(&tester, "_host").await;
+    let mut alerts = subscribe_alerts(&tester, "glucose-monitor").await;
+    device.start_with(&tester).await;
+    let alert = next_where(&mut host_alerts, "plugin-degraded", |_, alert| {
+        alert["code"] == "plugin-degraded"
+    })
+    .await;
+    let message = alert["message"].as_str().unwrap_or_default();
+    assert_contains(message, "plugin `glucose-monitor` gets no readings of `wards.cgm.>`");
+    assert_contains(message, "refused the subscription to `wards.cgm.>`");
+    let status = status_until(&tester, "glucose-monitor degraded", |status| {
+        plugin(status, "glucose-monitor")["state"] == "degraded"
+    })
+    .await;
+    assert_contains(&status.to_string(), "permissions violation");
+    // The other subscription is read all the while.
+    tester.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
+    next_where(&mut alerts, "sensors.cgm.p1's urgent-low", |_, alert| {
+        alert["code"] == "urgent-low"
+    })
+    .await;
+
+    // The device's user may read `wards.>` now.
+    std::fs::write(
+        &conf,
+        local_server_config().replace("\"sensors.>\",", "\"sensors.>\", \"wards.>\","),
+    )
+    .unwrap();
+    let pid = local.pid().unwrap().to_string();
+    let reload = Command::new(edgewise_tests::nats_server_binary())
+        .args(["--signal", &format!("reload={pid}")])
+        .output()
+        .unwrap();
+    assert!(reload.status.success(), "{reload:?}");
+    status_until(&tester, "glucose-monitor running again", |status| {
+        plugin(status, "glucose-monitor")["state"] == "running"
+    })
+    .await;
+    tester.publish("wards.cgm.p2", reading(now_ms(), 45.0)).await.unwrap();
+    next_where(&mut alerts, "wards.cgm.p2's urgent-low", |_, alert| {
+        alert["code"] == "urgent-low" && alert["sensor"].as_str().is_some_and(|sensor| sensor.ends_with("p2"))
+    })
+    .await;
+    device.terminate_cleanly().await;
 }
 
 /// The host's local connection (`bus::connect`) does not receive what it

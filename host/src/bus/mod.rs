@@ -16,6 +16,7 @@ pub mod payload;
 pub mod record;
 pub mod status;
 pub mod subjects;
+pub mod violations;
 
 pub use config::{NatsConfig, Plausibility, Source};
 pub use local::LocalBus;

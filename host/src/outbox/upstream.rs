@@ -38,7 +38,7 @@
 //!   stream's duplicate window a second send is stored twice), and rounds
 //!   that cannot update the outbox back off to [`OUTBOX_RETRY_MAX`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,6 +46,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use super::{Entry, Kind, NewEntry, Outbox, OutboxError, PARK_AFTER, Refusal, SharedOutbox, wall_ms, with_outbox};
+use crate::bus::violations::{Operation, Violations};
 use crate::bus::{NatsConfig, Subjects};
 use crate::envelope::{Provenance, to_json_line};
 use crate::model::{Alert, Output, Severity};
@@ -95,9 +96,6 @@ pub const REFUSED: &str = "upstream-refused";
 /// this, unique as the refused entry's is, and the same if the host makes it
 /// again after a crash.
 const REFUSED_SUFFIX: &str = "/refused";
-/// Subjects with a permissions violation remembered at most (the server names
-/// one per refused publish; the device publishes to a few subjects per plugin).
-const MAX_VIOLATIONS: usize = 256;
 
 /// Why upstream delivery stopped before the host did.
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +124,7 @@ pub async fn run_upstream(
     stats: Arc<UpstreamStats>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), UpstreamError> {
-    let violations = Arc::new(Violations::default());
+    let violations = Arc::new(Violations::new(Operation::Publish));
     let link = Arc::new(Link::default());
     let (observed, watched) = (violations.clone(), link.clone());
     let name = format!("edgewise-{}-up", subjects.device());
@@ -321,48 +319,6 @@ impl Trouble {
     }
 }
 
-/// Permissions violations the server reported on the upstream connection.
-#[derive(Debug, Default)]
-struct Violations {
-    /// Subject → the number of the last violation reported for it.
-    seen: Mutex<HashMap<String, u64>>,
-    /// Violations reported so far.
-    count: AtomicU64,
-    /// Woken at each one.
-    notify: Notify,
-}
-
-impl Violations {
-    /// Remember a `Permissions Violation for Publish to "<subject>"` error.
-    fn observe(&self, event: &async_nats::Event) {
-        let async_nats::Event::ServerError(async_nats::ServerError::Other(text)) = event else {
-            return;
-        };
-        let Some(subject) = violated_subject(text) else { return };
-        let number = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Ok(mut seen) = self.seen.lock() {
-            if seen.len() >= MAX_VIOLATIONS && !seen.contains_key(subject) {
-                seen.clear();
-            }
-            seen.insert(subject.to_owned(), number);
-        }
-        tracing::warn!(subject, "Upstream refused a publish: permissions violation");
-        self.notify.notify_waiters();
-    }
-
-    /// The number of the last violation reported so far (a mark to compare with).
-    fn mark(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    /// Whether a violation for `subject` was reported after `mark`.
-    fn since(&self, subject: &str, mark: u64) -> bool {
-        self.seen
-            .lock()
-            .is_ok_and(|seen| seen.get(subject).is_some_and(|number| *number > mark))
-    }
-}
-
 /// What the connection's events say about the link.
 #[derive(Debug, Default)]
 struct Link {
@@ -395,18 +351,6 @@ impl Link {
     fn lost_since(&self, mark: u64) -> bool {
         self.mark() != mark
     }
-}
-
-/// The subject of a server error `Permissions Violation for Publish to "<subject>"`.
-fn violated_subject(text: &str) -> Option<&str> {
-    const PREFIX: &str = "permissions violation for publish to ";
-    let text = text.trim().trim_matches('\'');
-    let head = text.get(..PREFIX.len())?;
-    if !head.eq_ignore_ascii_case(PREFIX) {
-        return None;
-    }
-    let subject = text.get(PREFIX.len()..)?.trim().trim_matches('"');
-    (!subject.is_empty()).then_some(subject)
 }
 
 /// The pause after the `failures`-th round in a row that could not update
@@ -910,45 +854,6 @@ mod tests {
         let waits: Vec<u64> = (1..=7).map(|n| outbox_retry_wait(n).as_millis() as u64).collect();
         assert_eq!(waits, [200, 400, 800, 1600, 2000, 2000, 2000]);
         assert_eq!(outbox_retry_wait(u32::MAX), OUTBOX_RETRY_MAX);
-    }
-
-    #[test]
-    fn the_subject_of_a_permissions_violation_is_read_from_the_server_error() {
-        assert_eq!(
-            violated_subject("Permissions Violation for Publish to \"edgewise.d.up.summaries.p\""),
-            Some("edgewise.d.up.summaries.p")
-        );
-        assert_eq!(
-            violated_subject("'Permissions Violation for Publish to \"a.b\"'"),
-            Some("a.b")
-        );
-        assert_eq!(
-            violated_subject("Permissions Violation for Subscription to \"a\""),
-            None
-        );
-        assert_eq!(violated_subject("Maximum Payload Violation"), None);
-        assert_eq!(violated_subject(""), None);
-    }
-
-    #[test]
-    fn a_violation_counts_for_its_subject_after_the_mark_only() {
-        let violations = Violations::default();
-        let error = |subject: &str| {
-            async_nats::Event::ServerError(async_nats::ServerError::Other(format!(
-                "Permissions Violation for Publish to \"{subject}\""
-            )))
-        };
-        violations.observe(&error("a.b"));
-        let mark = violations.mark();
-        assert!(violations.since("a.b", 0) && !violations.since("a.b", mark));
-        violations.observe(&async_nats::Event::Disconnected);
-        violations.observe(&error("c.d"));
-        assert!(violations.since("c.d", mark) && !violations.since("a.b", mark));
-        // Bounded: a flood of distinct subjects keeps at most MAX_VIOLATIONS.
-        for n in 0..3 * MAX_VIOLATIONS {
-            violations.observe(&error(&format!("s.{n}")));
-        }
-        assert!(violations.seen.lock().unwrap().len() <= MAX_VIOLATIONS);
     }
 
     #[test]

@@ -624,10 +624,7 @@ impl Controller {
             None => {
                 // Its input is judged with it, as a swap's that changes it.
                 let health = Arc::new(IngestHealth::default());
-                probation.input = Some(InputCheck {
-                    health: health.clone(),
-                    filters: prepared.input.subscriptions.clone(),
-                });
+                probation.input = Some(InputCheck::new(health.clone(), prepared.input.subscriptions.clone()));
                 prepared.setup.probation = Some(probation);
                 prepared.deployed = Some(wanted);
                 let started = match self.loader.start(prepared) {
@@ -697,10 +694,7 @@ impl Controller {
         if *new == running.subscriptions && *new == input.previous.subscriptions {
             return None;
         }
-        Some(InputCheck {
-            health: self.plugins.input_health(plugin)?,
-            filters: new.clone(),
-        })
+        Some(InputCheck::new(self.plugins.input_health(plugin)?, new.clone()))
     }
 
     /// What a rollback of a new version of `plugin` goes back to, given what

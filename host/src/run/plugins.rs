@@ -59,7 +59,8 @@ impl Ingesting {
 pub(super) struct Plugins {
     config: RunConfig,
     subjects: Subjects,
-    local: async_nats::Client,
+    /// The local bus, where core ingest subscribes.
+    local: ingest::subscriptions::Subscriber,
     clock: Clock,
     ingest_stats: Arc<IngestStats>,
     events: mpsc::UnboundedSender<IngestEvent>,
@@ -104,7 +105,7 @@ impl Plugins {
     pub(super) fn new(
         config: &RunConfig,
         subjects: Subjects,
-        local: async_nats::Client,
+        local: ingest::subscriptions::Subscriber,
         clock: Clock,
         ingest_stats: Arc<IngestStats>,
         events: mpsc::UnboundedSender<IngestEvent>,
@@ -197,7 +198,7 @@ impl Plugins {
         let input = input(&self.config, &self.local, plugin, &rules.subscriptions).await?;
         let rules = rules.ingest_rules(plugin, &self.config);
         let ingest = Ingest::new(
-            self.local.clone(),
+            self.local.client.clone(),
             self.subjects.clone(),
             self.ingest_stats.clone(),
             rules.admission.clone(),

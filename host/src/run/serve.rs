@@ -266,10 +266,17 @@ impl Owner {
             return;
         }
         tracing::error!(plugin = %failure.plugin, %reason, "Ingest failed: the plugin gets no readings; retrying in {retry}");
-        let message = format!(
-            "plugin `{}` gets no readings: {reason}; retrying in {retry}",
-            failure.plugin
-        );
+        let message = match failure.error.refused() {
+            Some(filter) => format!(
+                "plugin `{}` gets no readings of `{filter}`: {reason} (the device's user may not subscribe \
+                 to it); its other subscriptions are read; subscribing again in {retry}",
+                failure.plugin
+            ),
+            None => format!(
+                "plugin `{}` gets no readings: {reason}; retrying in {retry}",
+                failure.plugin
+            ),
+        };
         self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
     }
 
@@ -541,7 +548,10 @@ pub(super) async fn serve(
     let plugins = Arc::new(Plugins::new(
         config,
         device.subjects.clone(),
-        device.local.clone(),
+        ingest::subscriptions::Subscriber {
+            client: device.local.clone(),
+            refused: device.refused_subscriptions.clone(),
+        },
         device.clock.clone(),
         ingest_stats.clone(),
         event_sender.clone(),
@@ -754,7 +764,7 @@ fn stall_limit(config: &RunConfig) -> Duration {
 /// a status reply is never missed.
 pub(super) async fn input(
     config: &RunConfig,
-    local: &async_nats::Client,
+    local: &ingest::subscriptions::Subscriber,
     name: &str,
     filters: &[String],
 ) -> Result<Input, RunError> {
@@ -767,10 +777,8 @@ pub(super) async fn input(
                     source: Box::new(source),
                 })?;
             Input::Core {
-                subscriptions: Some(ingest::subscriptions::Read {
-                    subscriptions: made,
-                    filters: filters.to_vec(),
-                }),
+                bus: local.clone(),
+                subscriptions: Some(made),
             }
         }
         Source::JetStream { stream } => Input::JetStream {

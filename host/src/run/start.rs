@@ -23,6 +23,7 @@ use crate::bundle::{self, RollbackError, RollbackStore, TrustStore};
 use crate::bus::admission::Admission;
 use crate::bus::ingest::{self, IngestStats};
 use crate::bus::overlap;
+use crate::bus::violations::{Operation, Violations};
 use crate::bus::{LocalBus, Subjects};
 use crate::clock::Clock;
 use crate::envelope::Provenance;
@@ -122,6 +123,8 @@ pub(super) struct Device {
     pub(super) outbox_written: Arc<Notify>,
     pub(super) writer: Writer,
     pub(super) local: async_nats::Client,
+    /// The subscriptions the local server refused on it (its permissions).
+    pub(super) refused_subscriptions: Arc<Violations>,
     /// The same client, for what the host publishes there itself (alerts,
     /// telemetry): never waited on for long.
     pub(super) local_bus: LocalBus,
@@ -256,8 +259,11 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         &config.local.url,
         "no reading comes in, no alert goes out locally, `edgewise status` gets no answer",
     );
+    let refused_subscriptions = Arc::new(Violations::new(Operation::Subscription));
+    let refusals = refused_subscriptions.clone();
     let local = crate::bus::connect::connect_observed(&config.local, &name, true, move |event| {
         link.observe(&event);
+        refusals.observe(&event);
         if let async_nats::Event::SlowConsumer(_) = event {
             // A subscription's buffer was full: the client dropped a
             // message before ingest saw it (ingest was slower than the bus).
@@ -439,6 +445,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         outbox_written,
         writer,
         local,
+        refused_subscriptions,
         local_bus,
         ingest_stats,
         clock,

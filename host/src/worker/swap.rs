@@ -55,17 +55,52 @@ pub struct ProbationSetup {
 /// The input of a plugin new on the device, or of a new version that reads
 /// other subjects than the one it replaces: its probation passes only once
 /// the plugin's ingest reads them (`filters`, by `health`), and fails, at
-/// once, while that input is lost (the bus refused the change, say). A
-/// version is not made the one a restart runs, reported `healthy`, while it
-/// gets no readings; rolled back, the version before it reads its own
-/// subjects again (a new plugin has none: it is stopped). Once they are
-/// read, the input is the device's, as for any version: a later loss is
-/// alerted, not judged.
+/// once, while that input is lost before they are read (the bus refused
+/// the change, say), or when the bus refuses one of them at any time of the
+/// probation (a core NATS subscription the server's permissions refuse is
+/// refused after it was made, and read by then). A version is not made the
+/// one a restart runs, reported `healthy`, while it gets no readings;
+/// rolled back, the version before it reads its own subjects again (a new
+/// plugin has none: it is stopped). Once they are read, the input is the
+/// device's, as for any version: a later loss (the bus away) is alerted,
+/// not judged.
 pub struct InputCheck {
     /// The plugin's input health.
-    pub health: Arc<IngestHealth>,
+    health: Arc<IngestHealth>,
     /// What the new version's input reads.
-    pub filters: Vec<String>,
+    filters: Vec<String>,
+    /// The bus's refusals before the check: those after count.
+    refusals_before: u64,
+    /// Whether the ingest was seen reading `filters`.
+    read: bool,
+}
+
+impl InputCheck {
+    /// The check that the plugin's ingest, by `health`, reads `filters`.
+    /// Made before the ingest is given them: refusals counted from now on
+    /// are of them.
+    pub fn new(health: Arc<IngestHealth>, filters: Vec<String>) -> InputCheck {
+        let refusals_before = health.refusals().count;
+        InputCheck {
+            health,
+            filters,
+            refusals_before,
+            read: false,
+        }
+    }
+
+    /// Why the bus refused one of the filters, if it did since the check
+    /// was made. (A refusal of a filter the version does not read is the
+    /// version's before it, not yet changed.)
+    fn refused(&self) -> Option<String> {
+        let refusals = self.health.refusals();
+        match refusals.last {
+            Some((filter, reason)) if refusals.count > self.refusals_before && self.filters.contains(&filter) => {
+                Some(reason)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// How long past its length a probation waits for its input to read the new
@@ -169,15 +204,24 @@ impl Probation {
     /// looked at again within the time given, or failed for its input (why).
     pub(super) fn check(&mut self, now: Instant) -> Result<Option<Duration>, String> {
         let left = self.until.checked_duration_since(now).filter(|left| !left.is_zero());
-        let Some(input) = &self.input else {
+        let Some(input) = &mut self.input else {
             return Ok(left);
         };
-        if let Some(reason) = input.health.lost_reason() {
+        if let Some(reason) = input.refused() {
             return Err(format!("its input is lost: {reason}"));
         }
-        if input.health.reads(&input.filters) {
-            self.input = None;
-            return Ok(left);
+        if !input.read {
+            if let Some(reason) = input.health.lost_reason() {
+                return Err(format!("its input is lost: {reason}"));
+            }
+            input.read = input.health.reads(&input.filters);
+        }
+        if input.read {
+            // Looked at until the end: a refusal may still come.
+            if left.is_none() {
+                self.input = None;
+            }
+            return Ok(left.map(|left| left.min(INPUT_POLL)));
         }
         if now >= self.until + INPUT_WAIT {
             return Err(format!(
@@ -567,10 +611,7 @@ mod tests {
             until: start + length,
             events,
             accept: None,
-            input: input.map(|(health, filters)| InputCheck {
-                health: health.clone(),
-                filters: filters.to_vec(),
-            }),
+            input: input.map(|(health, filters)| InputCheck::new(health.clone(), filters.to_vec())),
             previous: None,
         }
     }
@@ -597,13 +638,40 @@ mod tests {
         let why = waiting.check(start + length + INPUT_WAIT).unwrap_err();
         assert!(why.contains("does not read sensors.cgm2.>"), "{why}");
 
-        // Read: the rest is time, and a later loss of the input is not the
-        // version's (it is alerted as any other).
+        // Read: the rest is time (looked at until its end), and a later
+        // loss of the input is not the version's (it is alerted as any
+        // other).
         let mut read = probation(start, length, Some((&health, &new)));
         health.flowing("p", &new);
-        assert_eq!(read.check(start + length / 2), Ok(Some(length / 2)));
+        assert_eq!(read.check(start + length / 2), Ok(Some(INPUT_POLL)));
+        assert_eq!(read.check(start + length - INPUT_POLL / 2), Ok(Some(INPUT_POLL / 2)));
         health.lost("the server went away".to_owned());
         assert_eq!(read.check(start + length), Ok(None));
+    }
+
+    #[test]
+    fn a_probation_fails_when_the_bus_refuses_a_filter_it_reads_even_after_it_was_read() {
+        let start = Instant::now();
+        let length = Duration::from_secs(60);
+        let new = ["sensors.cgm.>".to_owned(), "sensors.cgm2.>".to_owned()];
+        let health = Arc::new(IngestHealth::default());
+        // Refused before the check was made: the version before it.
+        health.refused("sensors.cgm2.>", "refused before".to_owned());
+        let mut probation = probation(start, length, Some((&health, &new)));
+        health.flowing("p", &new);
+        assert_eq!(probation.check(start), Ok(Some(INPUT_POLL)));
+        // A filter it does not read, refused: not its.
+        health.refused("sensors.other.>", "not its".to_owned());
+        health.flowing("p", &new);
+        assert_eq!(probation.check(start + length / 4), Ok(Some(INPUT_POLL)));
+        // Its own, refused after the ingest took it for read, and read again
+        // (a retry) by the time the probation looks: failed all the same.
+        health.refused("sensors.cgm2.>", "ingest: refused sensors.cgm2.>".to_owned());
+        health.flowing("p", &new);
+        assert_eq!(
+            probation.check(start + length / 2),
+            Err("its input is lost: ingest: refused sensors.cgm2.>".to_owned())
+        );
     }
 
     #[test]

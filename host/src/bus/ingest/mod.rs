@@ -99,6 +99,13 @@ pub enum IngestError {
     /// The core NATS subscriptions ended (the connection was closed).
     #[error("ingest: the subscriptions ended")]
     SubscriptionsEnded,
+    /// The local server refused a core NATS subscription (a permissions
+    /// violation): it sends it nothing.
+    #[error("ingest: the local server refused the subscription to `{filter}` (permissions violation)")]
+    Refused {
+        /// The subject filter.
+        filter: String,
+    },
     /// The plugin's worker no longer takes readings.
     #[error("ingest: the plugin's worker has stopped")]
     WorkerStopped,
@@ -154,6 +161,16 @@ impl IngestError {
     pub fn retry(&self) -> bool {
         !matches!(self, IngestError::WorkerStopped)
     }
+
+    /// The filter the bus refused, if that is the error: a fault of what
+    /// the plugin reads (or of the device's permissions), not of the bus
+    /// being away.
+    pub fn refused(&self) -> Option<&str> {
+        match self {
+            IngestError::Refused { filter } => Some(filter),
+            _ => None,
+        }
+    }
 }
 
 /// Whether one plugin's input flows, and by which filters, shared by its
@@ -174,14 +191,40 @@ struct Flow {
     lost: Option<String>,
     /// The subject filters it reads, as it last took messages.
     filters: Vec<String>,
+    /// Refusals of a filter by the bus, kept when the input flows again.
+    refusals: Refusals,
+}
+
+/// Times the bus refused one of the plugin's filters (each attempt), and the
+/// last time: the filter and why ([`IngestHealth::refusals`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Refusals {
+    /// Refusals so far.
+    pub count: u64,
+    /// The last one: the filter refused, and why.
+    pub last: Option<(String, String)>,
 }
 
 impl IngestHealth {
     /// The input is gone, for `reason`. Returns whether it was flowing until
     /// now (a new episode: counted once, however many retries follow).
     pub fn lost(&self, reason: String) -> bool {
+        self.lose(reason, None)
+    }
+
+    /// The input is gone because the bus refused `filter` (`reason`), as
+    /// [`IngestHealth::lost`], and counted as a refusal.
+    pub fn refused(&self, filter: &str, reason: String) -> bool {
+        self.lose(reason, Some(filter))
+    }
+
+    fn lose(&self, reason: String, refused: Option<&str>) -> bool {
         let Ok(mut flow) = self.flow.lock() else { return false };
         let new = flow.lost.is_none();
+        if let Some(filter) = refused {
+            flow.refusals.count += 1;
+            flow.refusals.last = Some((filter.to_owned(), reason.clone()));
+        }
         flow.lost = Some(reason);
         if new {
             self.failures.fetch_add(1, Ordering::Relaxed);
@@ -203,6 +246,14 @@ impl IngestHealth {
     /// Why the input is gone, if it is.
     pub fn lost_reason(&self) -> Option<String> {
         self.flow.lock().ok().and_then(|flow| flow.lost.clone())
+    }
+
+    /// The bus's refusals of the plugin's filters so far. A core NATS
+    /// subscription's refusal comes after the ingest took it for read (and
+    /// the input flows again by it for a moment at each retry): a count,
+    /// unlike [`IngestHealth::lost_reason`], misses none.
+    pub fn refusals(&self) -> Refusals {
+        self.flow.lock().map(|flow| flow.refusals.clone()).unwrap_or_default()
     }
 
     /// Whether the input flows by `filters` now.
@@ -271,6 +322,8 @@ pub enum Input {
     /// before the host answers its first status request
     /// ([`subscriptions::subscribe`]).
     Core {
+        /// The local bus to subscribe on.
+        bus: subscriptions::Subscriber,
         /// Subscriptions already made, and their filters, for the next
         /// attempt.
         subscriptions: Option<subscriptions::Read>,
@@ -478,10 +531,12 @@ pub struct Failure {
 /// Each failure goes to the owner at once ([`IngestEvent::Failed`]), and the
 /// plugin shows `degraded` (its [`IngestHealth`]) until its input flows
 /// again. New `rules` apply while it runs; when they cannot (a subscription
-/// or the consumer's filters refused), that is such a failure, and the
-/// attempts after it read by the new rules (rules newer still end the wait
-/// for the next attempt). Ends with an error only when
-/// starting again cannot help (the worker is gone).
+/// that cannot be made, the consumer's filters refused), that is such a
+/// failure, and the attempts after it read by the new rules (rules newer
+/// still end the wait for the next attempt). A core NATS subscription the
+/// server refuses after it was made is told the same way, the other
+/// subscriptions read meanwhile ([`subscriptions::run`]). Ends with an error
+/// only when starting again cannot help (the worker is gone).
 pub async fn run<W: From<Batch>>(
     mut ingest: Ingest,
     mut input: Input,
@@ -493,20 +548,23 @@ pub async fn run<W: From<Batch>>(
     let mut retry_in = RETRY_FIRST;
     loop {
         let attempt = match &mut input {
-            Input::Core { subscriptions: made } => {
+            Input::Core {
+                bus,
+                subscriptions: made,
+            } => {
                 let subscribed = match made.take() {
                     Some(made) => Ok(made),
                     None => {
                         let filters = rules.borrow().filters.clone();
-                        subscriptions::subscribe(&ingest.client, &filters)
-                            .await
-                            .map(|subscriptions| subscriptions::Read { subscriptions, filters })
+                        subscriptions::subscribe(bus, &filters).await
                     }
                 };
                 match subscribed {
                     Ok(read) => {
-                        match subscriptions::run(&mut ingest, read, &mut rules, &queue, batch_max, &mut stop).await {
-                            // Made for new filters: read from the next attempt, at once.
+                        match subscriptions::run(&mut ingest, bus, read, &mut rules, &queue, batch_max, &mut stop).await
+                        {
+                            // Made again (for new filters, or after a refusal):
+                            // read from the next attempt, at once.
                             Ok(Some(resubscribed)) => {
                                 *made = Some(resubscribed);
                                 continue;
@@ -691,6 +749,22 @@ impl Ingest {
             plugin: self.plugin.clone(),
             messages,
             waiting_at_most,
+        }));
+    }
+
+    /// The server refused the subscription to `filter` (its permissions):
+    /// the input is lost (by a refusal) and the owner told, the
+    /// subscriptions to be made again in `retry_in`.
+    fn subscription_refused(&mut self, filter: &str, retry_in: Duration) {
+        let error = IngestError::Refused {
+            filter: filter.to_owned(),
+        };
+        let new_episode = self.health.refused(filter, crate::error_chain(&error));
+        let _ = self.events.send(IngestEvent::Failed(Failure {
+            plugin: self.plugin.clone(),
+            error,
+            new_episode,
+            retry_in,
         }));
     }
 

@@ -1,0 +1,233 @@
+//! Permissions violations a NATS server reports on a connection. The server
+//! drops a publish, or refuses a subscription, that the connection's user
+//! may not make, and says so only in an `-ERR 'Permissions Violation for
+//! Publish to "<subject>"'` (or `for Subscription to`) on the connection:
+//! not an answer to the operation, but an event of the client
+//! (`async_nats::Event::ServerError`), delivered on the client's event task
+//! some time after the operation was made. [`Violations`] remembers them by
+//! subject, numbered, so that whoever made an operation can ask whether it
+//! was refused after a mark taken before it, and wait for that.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::Notify;
+
+/// Subjects with a violation remembered at most (the server names one per
+/// refused operation; a device publishes to and subscribes to a few subjects
+/// per plugin). Past it, the older ones are forgotten.
+pub const MAX_VIOLATIONS: usize = 256;
+
+/// The operation a [`Violations`] remembers refusals of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Publishes (the upstream's, refused by the cloud).
+    Publish,
+    /// Subscriptions (core ingest's, refused by the local server).
+    Subscription,
+}
+
+impl Operation {
+    /// How the server's error names it, lower case.
+    fn prefix(self) -> &'static str {
+        match self {
+            Operation::Publish => "permissions violation for publish to ",
+            Operation::Subscription => "permissions violation for subscription to ",
+        }
+    }
+}
+
+/// Violations of one [`Operation`] the server reported on a connection, fed
+/// every event of the connection ([`Violations::observe`]).
+#[derive(Debug)]
+pub struct Violations {
+    operation: Operation,
+    /// Subject → the number of the last violation reported for it.
+    seen: Mutex<HashMap<String, u64>>,
+    /// Violations reported so far.
+    count: AtomicU64,
+    /// Woken (all waiters) at each one.
+    pub notify: Notify,
+}
+
+impl Violations {
+    /// Nothing reported yet, of `operation`.
+    pub fn new(operation: Operation) -> Violations {
+        Violations {
+            operation,
+            seen: Mutex::new(HashMap::new()),
+            count: AtomicU64::new(0),
+            notify: Notify::new(),
+        }
+    }
+
+    /// Remember the violation `event` reports, if it is one of this
+    /// operation.
+    pub fn observe(&self, event: &async_nats::Event) {
+        let async_nats::Event::ServerError(async_nats::ServerError::Other(text)) = event else {
+            return;
+        };
+        let Some(subject) = violated_subject(self.operation, text) else {
+            return;
+        };
+        let number = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Ok(mut seen) = self.seen.lock() {
+            if seen.len() >= MAX_VIOLATIONS && !seen.contains_key(subject) {
+                seen.clear();
+            }
+            seen.insert(subject.to_owned(), number);
+        }
+        // Warnings: what the refusal costs is said by whoever made the
+        // operation (an outbox entry moved aside, a plugin degraded).
+        match self.operation {
+            Operation::Publish => tracing::warn!(subject, "Upstream refused a publish: permissions violation"),
+            Operation::Subscription => {
+                tracing::warn!(
+                    subject,
+                    "The local server refused a subscription: permissions violation"
+                )
+            }
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// The number of the last violation reported so far (a mark to compare with).
+    pub fn mark(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Whether a violation for `subject` was reported after `mark`.
+    pub fn since(&self, subject: &str, mark: u64) -> bool {
+        self.seen
+            .lock()
+            .is_ok_and(|seen| seen.get(subject).is_some_and(|number| *number > mark))
+    }
+
+    /// The first of `subjects` a violation is reported for after `mark`,
+    /// once one is (pending for good if none ever is).
+    pub async fn refused<'a>(&self, subjects: &'a [String], mark: u64) -> &'a str {
+        loop {
+            let reported = self.notify.notified();
+            tokio::pin!(reported);
+            // Registered before the check: a violation after it wakes it.
+            reported.as_mut().enable();
+            // The count alone while there is none (ingest asks at each batch).
+            if self.mark() > mark
+                && let Some(subject) = subjects.iter().find(|subject| self.since(subject, mark))
+            {
+                return subject;
+            }
+            reported.await;
+        }
+    }
+}
+
+/// The subject of a server error `Permissions Violation for <operation> to
+/// "<subject>"` (a subscription's may go on: ` using queue "<group>"`).
+fn violated_subject(operation: Operation, text: &str) -> Option<&str> {
+    let prefix = operation.prefix();
+    let text = text.trim().trim_matches('\'');
+    let head = text.get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix) {
+        return None;
+    }
+    let rest = text.get(prefix.len()..)?.trim();
+    let subject = match rest.strip_prefix('"') {
+        Some(quoted) => quoted.split('"').next()?,
+        None => rest,
+    };
+    (!subject.is_empty()).then_some(subject)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(text: String) -> async_nats::Event {
+        async_nats::Event::ServerError(async_nats::ServerError::Other(text))
+    }
+
+    #[test]
+    fn the_subject_of_a_permissions_violation_is_read_from_the_server_error() {
+        use Operation::{Publish, Subscription};
+        assert_eq!(
+            violated_subject(
+                Publish,
+                "Permissions Violation for Publish to \"edgewise.d.up.summaries.p\""
+            ),
+            Some("edgewise.d.up.summaries.p")
+        );
+        assert_eq!(
+            violated_subject(Publish, "'Permissions Violation for Publish to \"a.b\"'"),
+            Some("a.b")
+        );
+        assert_eq!(
+            violated_subject(Publish, "Permissions Violation for Subscription to \"a\""),
+            None
+        );
+        assert_eq!(
+            violated_subject(
+                Subscription,
+                "permissions violation for subscription to \"sensors.cgm2.>\""
+            ),
+            Some("sensors.cgm2.>")
+        );
+        assert_eq!(
+            violated_subject(
+                Subscription,
+                "Permissions Violation for Subscription to \"a.*\" using queue \"q\""
+            ),
+            Some("a.*")
+        );
+        assert_eq!(
+            violated_subject(Subscription, "Permissions Violation for Publish to \"a\""),
+            None
+        );
+        assert_eq!(violated_subject(Publish, "Maximum Payload Violation"), None);
+        assert_eq!(violated_subject(Subscription, ""), None);
+        assert_eq!(
+            violated_subject(Subscription, "Permissions Violation for Subscription to \"\""),
+            None
+        );
+    }
+
+    #[test]
+    fn a_violation_counts_for_its_subject_after_the_mark_only() {
+        let violations = Violations::new(Operation::Publish);
+        let publish = |subject: &str| error(format!("Permissions Violation for Publish to \"{subject}\""));
+        violations.observe(&publish("a.b"));
+        let mark = violations.mark();
+        assert!(violations.since("a.b", 0) && !violations.since("a.b", mark));
+        violations.observe(&async_nats::Event::Disconnected);
+        violations.observe(&error("Permissions Violation for Subscription to \"c.d\"".to_owned()));
+        assert_eq!(violations.mark(), mark, "another operation's violation counted");
+        violations.observe(&publish("c.d"));
+        assert!(violations.since("c.d", mark) && !violations.since("a.b", mark));
+        // Bounded: a flood of distinct subjects keeps at most MAX_VIOLATIONS.
+        for n in 0..3 * MAX_VIOLATIONS {
+            violations.observe(&publish(&format!("s.{n}")));
+        }
+        assert!(violations.seen.lock().unwrap().len() <= MAX_VIOLATIONS);
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_a_refusal_ends_with_the_subject_refused_after_the_mark() {
+        let violations = std::sync::Arc::new(Violations::new(Operation::Subscription));
+        let subscription = |subject: &str| error(format!("Permissions Violation for Subscription to \"{subject}\""));
+        violations.observe(&subscription("b"));
+        let mark = violations.mark();
+        let subjects = vec!["a".to_owned(), "b".to_owned()];
+        let waiting = {
+            let violations = violations.clone();
+            tokio::spawn(async move { violations.refused(&subjects, mark).await.to_owned() })
+        };
+        // Neither one before the mark nor one of another subject ends it.
+        tokio::task::yield_now().await;
+        violations.observe(&subscription("c"));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        violations.observe(&subscription("b"));
+        assert_eq!(waiting.await.unwrap(), "b");
+    }
+}
