@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use crate::device::{DEVICE, Device, WAIT, now_ms, reading, with_credentials};
 use crate::support::{
-    assert_contains, create_sensors_stream, host_status, next_json, next_where, plugin, publish_acked, run_within,
-    status_until, subscribe_alerts, upstream_messages_via,
+    assert_contains, create_sensors_stream, host_status, next_json, next_where, plugin, poll_until, publish_acked,
+    run_within, status_until, subscribe_alerts, upstream_alerts_where, upstream_messages_via,
 };
 use edgewise_tests::nats::NatsServer;
 use edgewise_tests::{edgewise, edgewise_bin, workspace_root};
@@ -371,6 +371,16 @@ async fn a_subscription_the_local_server_refuses_is_alerted_the_others_read_and_
         .output()
         .unwrap();
     assert!(reload.status.success(), "{reload:?}");
+    // Asked only once reloaded: a status reply crossing the reload may be
+    // refused (the server's record of the requests the device may answer
+    // starts anew), and the request then waits for nothing.
+    poll_until("the server's configuration reloaded", WAIT, || async {
+        match local.log().contains("Reloaded server configuration") {
+            true => Ok(()),
+            false => Err(local.log()),
+        }
+    })
+    .await;
     status_until(&tester, "glucose-monitor running again", |status| {
         plugin(status, "glucose-monitor")["state"] == "running"
     })
@@ -380,6 +390,64 @@ async fn a_subscription_the_local_server_refuses_is_alerted_the_others_read_and_
         alert["code"] == "urgent-low" && alert["sensor"].as_str().is_some_and(|sensor| sensor.ends_with("p2"))
     })
     .await;
+    device.terminate_cleanly().await;
+}
+
+/// A device whose local user may not publish a plugin's alerts (the local
+/// server's permissions give `edgewise.dev-1.alerts._host` alone): the
+/// server drops each such alert and says so only on the connection. The
+/// host says it, once per subject: `host-degraded` naming the subject, on the
+/// local bus (its own alert subject is allowed) and upstream, where the
+/// refused alerts still go; the status counts the refusals. Before, the
+/// clinician's screens got no alert of the plugin, and nothing said why.
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_the_local_server_refuses_are_said_once_and_still_go_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("local.conf");
+    let documented = local_server_config();
+    let host_alerts_only = documented.replace(
+        &format!("\"edgewise.{DEVICE}.alerts.>\""),
+        &format!("\"edgewise.{DEVICE}.alerts._host\""),
+    );
+    assert_ne!(host_alerts_only, documented);
+    std::fs::write(&conf, host_alerts_only).unwrap();
+    let local = NatsServer::start_with_args(true, &["-c", &conf.display().to_string()]);
+    let cloud = NatsServer::start_with_jetstream();
+    let tester = async_nats::ConnectOptions::with_user_and_password("tester".into(), "test-pass".into())
+        .connect(local.url())
+        .await
+        .unwrap();
+    let mut device = Device::new(&local, Some(&cloud), "");
+    device.edit_config(|config| with_credentials(&config, &local, "user = \"device\"\npassword = \"dev-pass\"\n"));
+    let mut host_alerts = subscribe_alerts(&tester, "_host").await;
+    device.start_with(&tester).await;
+    for sensor in ["p1", "p2"] {
+        let subject = format!("sensors.cgm.{sensor}");
+        tester.publish(subject, reading(now_ms(), 45.0)).await.unwrap();
+    }
+    let refused = format!("refuses the device's publishes to `edgewise.{DEVICE}.alerts.glucose-monitor`");
+    let alert = next_where(
+        &mut host_alerts,
+        "the host's alert of the refused alerts",
+        |_, alert| alert["code"] == "host-degraded",
+    )
+    .await;
+    assert_contains(alert["message"].as_str().unwrap_or_default(), &refused);
+    let upstream = upstream_alerts_where(&cloud, "both urgent-lows and the host's alert upstream", |alerts| {
+        alerts.iter().filter(|(_, alert)| alert["code"] == "urgent-low").count() == 2
+            && alerts.iter().any(|(_, alert)| {
+                alert["code"] == "host-degraded" && alert["message"].as_str().is_some_and(|m| m.contains(&refused))
+            })
+    })
+    .await;
+    // Said once, for two refused alerts.
+    let said = upstream
+        .iter()
+        .filter(|(_, alert)| alert["code"] == "host-degraded")
+        .count();
+    assert_eq!(said, 1, "{upstream:?}");
+    let status = host_status(&tester).await;
+    assert!(status["local_publishes_refused"].as_u64() >= Some(2), "{status:#}");
     device.terminate_cleanly().await;
 }
 

@@ -44,6 +44,10 @@ pub struct Status {
     /// (`bus::local`).
     #[serde(default)]
     pub local_publishes_dropped: u64,
+    /// Publishes of the host the local server refused (a permissions
+    /// violation: it drops them and says so only on the connection).
+    #[serde(default)]
+    pub local_publishes_refused: u64,
 }
 
 /// What the control subjects refused.

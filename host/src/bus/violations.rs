@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 /// Subjects with a violation remembered at most (the server names one per
 /// refused operation; a device publishes to and subscribes to a few subjects
@@ -49,6 +49,8 @@ pub struct Violations {
     count: AtomicU64,
     /// Woken (all waiters) at each one.
     pub notify: Notify,
+    /// The count, for a waiter that must not miss one ([`Violations::watch`]).
+    counted: watch::Sender<u64>,
 }
 
 impl Violations {
@@ -59,6 +61,7 @@ impl Violations {
             seen: Mutex::new(HashMap::new()),
             count: AtomicU64::new(0),
             notify: Notify::new(),
+            counted: watch::Sender::new(0),
         }
     }
 
@@ -90,6 +93,30 @@ impl Violations {
             }
         }
         self.notify.notify_waiters();
+        self.counted.send_replace(number);
+    }
+
+    /// The count of violations, changed at each one: a receiver that was
+    /// busy when one came sees it when it looks again.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.counted.subscribe()
+    }
+
+    /// The subjects with a violation reported after `mark` (of those
+    /// remembered).
+    pub fn subjects_since(&self, mark: u64) -> Vec<String> {
+        self.seen
+            .lock()
+            .map(|seen| {
+                let mut subjects: Vec<String> = seen
+                    .iter()
+                    .filter(|(_, number)| **number > mark)
+                    .map(|(subject, _)| subject.clone())
+                    .collect();
+                subjects.sort();
+                subjects
+            })
+            .unwrap_or_default()
     }
 
     /// The number of the last violation reported so far (a mark to compare with).
@@ -209,6 +236,25 @@ mod tests {
             violations.observe(&publish(&format!("s.{n}")));
         }
         assert!(violations.seen.lock().unwrap().len() <= MAX_VIOLATIONS);
+    }
+
+    #[test]
+    fn a_watcher_busy_when_violations_came_sees_them_and_their_subjects_when_it_looks() {
+        let violations = Violations::new(Operation::Publish);
+        let publish = |subject: &str| error(format!("Permissions Violation for Publish to \"{subject}\""));
+        let mut watch = violations.watch();
+        assert!(!watch.has_changed().unwrap());
+        violations.observe(&publish("edgewise.d.alerts.p"));
+        let mark = violations.mark();
+        violations.observe(&publish("edgewise.d.deadletter"));
+        violations.observe(&publish("edgewise.d.alerts.p"));
+        assert!(watch.has_changed().unwrap());
+        assert_eq!(*watch.borrow_and_update(), 3);
+        assert_eq!(
+            violations.subjects_since(mark),
+            ["edgewise.d.alerts.p", "edgewise.d.deadletter"]
+        );
+        assert!(violations.subjects_since(violations.mark()).is_empty());
     }
 
     #[tokio::test]

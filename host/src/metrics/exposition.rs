@@ -315,6 +315,13 @@ fn encode_host(encoder: &mut DescriptorEncoder<'_>, status: &Status, oldest: Old
         MetricType::Counter,
     )?;
     counter(metric, status.local_publishes_dropped)?;
+    let metric = encoder.encode_descriptor(
+        "edgewise_local_publishes_refused",
+        "Publishes of the host the local server refused: a permissions violation (alerts then reach only the cloud).",
+        None,
+        MetricType::Counter,
+    )?;
+    counter(metric, status.local_publishes_refused)?;
     let outbox = &status.outbox;
     let mut metric = encoder.encode_descriptor(
         "edgewise_outbox_entries",

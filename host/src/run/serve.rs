@@ -20,7 +20,7 @@
 //! None of those is restarted: they end only on a bug (a panic) or on a
 //! configuration a restart would meet again (an unreadable credentials file).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -46,6 +46,7 @@ use crate::bus::ingest::{
     OutboxRefusing, QueueFull, SensorCap, SensorMismatch,
 };
 use crate::bus::status::ControlStats;
+use crate::bus::violations::{MAX_VIOLATIONS, Violations};
 use crate::clock::Clock;
 use crate::metrics::MetricsServer;
 use crate::outbox::upstream::{self, UpstreamError, UpstreamStats};
@@ -174,6 +175,19 @@ struct Owner {
     refusal: (bool, ingest::Retell),
     /// Outputs not stored counted so far, and as told.
     store_failures: (u64, ingest::Retell),
+    /// The publishes the local server refused (its permissions), as told.
+    refused_publishes: PublishRefusals,
+}
+
+/// The local server's refusals of the host's publishes, as told.
+struct PublishRefusals {
+    violations: Arc<Violations>,
+    /// The mark up to which they were looked at.
+    looked: u64,
+    /// The prefix of the device's own subjects, `edgewise.<device>.`.
+    own: String,
+    /// The device's subjects alerted (each once).
+    alerted: BTreeSet<String>,
 }
 
 impl Owner {
@@ -187,12 +201,14 @@ impl Owner {
     ) {
         tokio::pin!(shutdown);
         let ingest_stats = self.ingest_stats.clone();
+        let mut publish_refusals = self.refused_publishes.violations.watch();
         let mut outbox_checks = tokio::time::interval(OUTBOX_CHECK);
         outbox_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 () = ingest_stats.client_dropped.notified() => self.client_dropped().await,
+                Ok(()) = publish_refusals.changed() => self.publishes_refused().await,
                 _ = outbox_checks.tick() => self.check_outbox().await,
                 Some(event) = events.recv() => match event {
                     IngestEvent::Failed(failure) => self.ingest_failed(failure).await,
@@ -278,6 +294,41 @@ impl Owner {
             ),
         };
         self.host_alerts.critical(DEGRADED, message, self.clock.now_ms()).await;
+    }
+
+    /// The local server refused publishes (its permissions): for each of
+    /// the device's own subjects (its alerts, dead letters, telemetry,
+    /// status), said once, loudly. A refused publish is dropped by the
+    /// server and said only in an `-ERR` on the connection: the clinician's
+    /// screens would get no alert of a plugin while everything looked well.
+    /// The host's own alert goes upstream too (through the outbox), where
+    /// every refused alert still goes.
+    async fn publishes_refused(&mut self) {
+        let refusals = &mut self.refused_publishes;
+        let mark = refusals.violations.mark();
+        let new: Vec<String> = refusals
+            .violations
+            .subjects_since(refusals.looked)
+            .into_iter()
+            .filter(|subject| subject.starts_with(&refusals.own) && !refusals.alerted.contains(subject))
+            .collect();
+        refusals.looked = mark;
+        for subject in new {
+            // The device's own subjects are few (an alert subject a plugin).
+            if self.refused_publishes.alerted.len() >= MAX_VIOLATIONS {
+                break;
+            }
+            self.refused_publishes.alerted.insert(subject.clone());
+            tracing::error!(%subject, "The local NATS server refuses the host's publishes: permissions violation");
+            let message = format!(
+                "the local NATS server refuses the device's publishes to `{subject}` (permissions violation): \
+                 they do not reach the local bus (alerts still go upstream); give the device's user publish \
+                 permission for it"
+            );
+            self.host_alerts
+                .critical(HOST_DEGRADED, message, self.clock.now_ms())
+                .await;
+        }
     }
 
     /// A plugin's ingest refused a new sensor for the plugin's sensor cap:
@@ -605,6 +656,7 @@ pub(super) async fn serve(
         plugins: plugins.statuses.clone(),
         tasks: tasks.clone(),
         generations: generations.clone(),
+        refused_publishes: device.refused_publishes.clone(),
     });
     let current = {
         let sources = sources.clone();
@@ -713,6 +765,12 @@ pub(super) async fn serve(
         writer: device.writer.stats(),
         refusal: (false, ingest::Retell::default()),
         store_failures: (0, ingest::Retell::default()),
+        refused_publishes: PublishRefusals {
+            violations: device.refused_publishes.clone(),
+            looked: 0,
+            own: format!("edgewise.{}.", device.subjects.device()),
+            alerted: BTreeSet::new(),
+        },
     };
     let mut compiling = device.compiling;
     let shutdown = async {

@@ -125,6 +125,8 @@ pub(super) struct Device {
     pub(super) local: async_nats::Client,
     /// The subscriptions the local server refused on it (its permissions).
     pub(super) refused_subscriptions: Arc<Violations>,
+    /// The publishes the local server refused on it (its permissions).
+    pub(super) refused_publishes: Arc<Violations>,
     /// The same client, for what the host publishes there itself (alerts,
     /// telemetry): never waited on for long.
     pub(super) local_bus: LocalBus,
@@ -260,10 +262,12 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         "no reading comes in, no alert goes out locally, `edgewise status` gets no answer",
     );
     let refused_subscriptions = Arc::new(Violations::new(Operation::Subscription));
-    let refusals = refused_subscriptions.clone();
+    let refused_publishes = Arc::new(Violations::new(Operation::Publish));
+    let refusals = (refused_subscriptions.clone(), refused_publishes.clone());
     let local = crate::bus::connect::connect_observed(&config.local, &name, true, move |event| {
         link.observe(&event);
-        refusals.observe(&event);
+        refusals.0.observe(&event);
+        refusals.1.observe(&event);
         if let async_nats::Event::SlowConsumer(_) = event {
             // A subscription's buffer was full: the client dropped a
             // message before ingest saw it (ingest was slower than the bus).
@@ -446,6 +450,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         writer,
         local,
         refused_subscriptions,
+        refused_publishes,
         local_bus,
         ingest_stats,
         clock,

@@ -14,6 +14,7 @@ use crate::bus::status::{
     ControlStats, ControlStatus, IngestStatus, OutboxDrops, OutboxParked, OutboxStatus, PluginStatus, Status,
     bounded_error,
 };
+use crate::bus::violations::Violations;
 use crate::clock::Clock;
 use crate::metrics::{OldestWaiting, PluginCalls, Scrape};
 use crate::outbox::upstream::UpstreamStats;
@@ -63,6 +64,8 @@ pub struct StatusSources {
     pub tasks: Arc<Mutex<BTreeMap<String, String>>>,
     /// The generation of each desired-set key, as deployment last read it.
     pub generations: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// The publishes the local server refused.
+    pub refused_publishes: Arc<Violations>,
 }
 
 impl StatusSources {
@@ -118,6 +121,7 @@ impl StatusSources {
             tasks: self.tasks.lock().map(|tasks| tasks.clone()).unwrap_or_default(),
             log_lines_dropped: crate::log_output::lines_dropped(),
             local_publishes_dropped: crate::bus::local::publishes_dropped(),
+            local_publishes_refused: self.refused_publishes.mark(),
         }
     }
 }
