@@ -339,6 +339,8 @@ async fn a_subscription_the_local_server_refuses_is_alerted_the_others_read_and_
     device.edit_config(|config| with_credentials(&config, &local, "user = \"device\"\npassword = \"dev-pass\"\n"));
     let mut host_alerts = subscribe_alerts(&tester, "_host").await;
     let mut alerts = subscribe_alerts(&tester, "glucose-monitor").await;
+    // Every alert, in the order the device sent them (one connection).
+    let mut every_alert = subscribe_alerts(&tester, ">").await;
     device.start_with(&tester).await;
     let alert = next_where(&mut host_alerts, "plugin-degraded", |_, alert| {
         alert["code"] == "plugin-degraded"
@@ -356,6 +358,18 @@ async fn a_subscription_the_local_server_refuses_is_alerted_the_others_read_and_
     tester.publish("sensors.cgm.p1", reading(now_ms(), 45.0)).await.unwrap();
     next_where(&mut alerts, "sensors.cgm.p1's urgent-low", |_, alert| {
         alert["code"] == "urgent-low"
+    })
+    .await;
+
+    // The subscription is made again, and refused again, without a new alert
+    // (counted at the end): the server logs each refusal.
+    poll_until("the subscription refused three times", WAIT, || async {
+        let log = local.log();
+        let refused = |line: &&str| line.contains("Subscription Violation") && line.contains("wards.cgm.>");
+        match log.lines().filter(refused).count() >= 3 {
+            true => Ok(()),
+            false => Err(log),
+        }
     })
     .await;
 
@@ -386,10 +400,23 @@ async fn a_subscription_the_local_server_refuses_is_alerted_the_others_read_and_
     })
     .await;
     tester.publish("wards.cgm.p2", reading(now_ms(), 45.0)).await.unwrap();
-    next_where(&mut alerts, "wards.cgm.p2's urgent-low", |_, alert| {
+    let p2_urgent_low = |alert: &Value| {
         alert["code"] == "urgent-low" && alert["sensor"].as_str().is_some_and(|sensor| sensor.ends_with("p2"))
+    };
+    next_where(&mut alerts, "wards.cgm.p2's urgent-low", |_, alert| {
+        p2_urgent_low(alert)
     })
     .await;
+    // One episode, one alert: the refused retries raised none.
+    let mut degraded = 0;
+    loop {
+        let alert = next_json(&mut every_alert, "the alerts up to p2's urgent-low").await;
+        if p2_urgent_low(&alert) {
+            break;
+        }
+        degraded += usize::from(alert["code"] == "plugin-degraded");
+    }
+    assert_eq!(degraded, 1, "plugin-degraded alerts of one refused subscription");
     device.terminate_cleanly().await;
 }
 

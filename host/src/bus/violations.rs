@@ -43,6 +43,8 @@ impl Operation {
 #[derive(Debug)]
 pub struct Violations {
     operation: Operation,
+    /// The server, as the log names it ("the cloud", "the local server").
+    server: &'static str,
     /// Subject → the number of the last violation reported for it.
     seen: Mutex<HashMap<String, u64>>,
     /// Violations reported so far.
@@ -54,10 +56,12 @@ pub struct Violations {
 }
 
 impl Violations {
-    /// Nothing reported yet, of `operation`.
-    pub fn new(operation: Operation) -> Violations {
+    /// Nothing reported yet, of `operation`, by `server` (as the log names
+    /// it).
+    pub fn new(operation: Operation, server: &'static str) -> Violations {
         Violations {
             operation,
+            server,
             seen: Mutex::new(HashMap::new()),
             count: AtomicU64::new(0),
             notify: Notify::new(),
@@ -74,26 +78,35 @@ impl Violations {
         let Some(subject) = violated_subject(self.operation, text) else {
             return;
         };
-        let number = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Ok(mut seen) = self.seen.lock() {
-            if seen.len() >= MAX_VIOLATIONS && !seen.contains_key(subject) {
-                seen.clear();
-            }
-            seen.insert(subject.to_owned(), number);
-        }
-        // Warnings: what the refusal costs is said by whoever made the
-        // operation (an outbox entry moved aside, a plugin degraded).
-        match self.operation {
-            Operation::Publish => tracing::warn!(subject, "Upstream refused a publish: permissions violation"),
-            Operation::Subscription => {
-                tracing::warn!(
-                    subject,
-                    "The local server refused a subscription: permissions violation"
-                )
+        let (number, first) = self.count(subject);
+        // Once a subject, a warning: a refused alert subject is refused at
+        // every alert, a refused dead-letter subject at every bad message,
+        // and what the refusal costs is said by whoever made the operation
+        // (an outbox entry moved aside, a plugin degraded, a host alert).
+        if first {
+            let server = self.server;
+            match self.operation {
+                Operation::Publish => tracing::warn!(subject, server, "A publish refused: permissions violation"),
+                Operation::Subscription => {
+                    tracing::warn!(subject, server, "A subscription refused: permissions violation")
+                }
             }
         }
         self.notify.notify_waiters();
         self.counted.send_replace(number);
+    }
+
+    /// Count a violation of `subject`: its number, and whether the subject
+    /// is new to the map (never refused, or forgotten since).
+    fn count(&self, subject: &str) -> (u64, bool) {
+        let number = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let first = self.seen.lock().is_ok_and(|mut seen| {
+            if seen.len() >= MAX_VIOLATIONS && !seen.contains_key(subject) {
+                seen.clear();
+            }
+            seen.insert(subject.to_owned(), number).is_none()
+        });
+        (number, first)
     }
 
     /// The count of violations, changed at each one: a receiver that was
@@ -221,7 +234,7 @@ mod tests {
 
     #[test]
     fn a_violation_counts_for_its_subject_after_the_mark_only() {
-        let violations = Violations::new(Operation::Publish);
+        let violations = Violations::new(Operation::Publish, "the cloud");
         let publish = |subject: &str| error(format!("Permissions Violation for Publish to \"{subject}\""));
         violations.observe(&publish("a.b"));
         let mark = violations.mark();
@@ -239,8 +252,22 @@ mod tests {
     }
 
     #[test]
+    fn a_subject_is_new_once_until_a_flood_of_others_makes_it_forgotten() {
+        // What decides the warning: once a subject, not once a violation (a
+        // refused alert subject is refused at every alert).
+        let violations = Violations::new(Operation::Publish, "the local server");
+        assert_eq!(violations.count("a"), (1, true));
+        assert_eq!(violations.count("a"), (2, false));
+        assert_eq!(violations.count("b"), (3, true));
+        for n in 0..MAX_VIOLATIONS {
+            violations.count(&format!("s.{n}"));
+        }
+        assert!(violations.count("a").1, "a subject forgotten in a flood is new again");
+    }
+
+    #[test]
     fn a_watcher_busy_when_violations_came_sees_them_and_their_subjects_when_it_looks() {
-        let violations = Violations::new(Operation::Publish);
+        let violations = Violations::new(Operation::Publish, "the cloud");
         let publish = |subject: &str| error(format!("Permissions Violation for Publish to \"{subject}\""));
         let mut watch = violations.watch();
         assert!(!watch.has_changed().unwrap());
@@ -259,7 +286,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_wait_for_a_refusal_ends_with_the_subject_refused_after_the_mark() {
-        let violations = std::sync::Arc::new(Violations::new(Operation::Subscription));
+        let violations = std::sync::Arc::new(Violations::new(Operation::Subscription, "the local server"));
         let subscription = |subject: &str| error(format!("Permissions Violation for Subscription to \"{subject}\""));
         violations.observe(&subscription("b"));
         let mark = violations.mark();

@@ -124,7 +124,7 @@ pub async fn run_upstream(
     stats: Arc<UpstreamStats>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), UpstreamError> {
-    let violations = Arc::new(Violations::new(Operation::Publish));
+    let violations = Arc::new(Violations::new(Operation::Publish, "the cloud"));
     let link = Arc::new(Link::default());
     let (observed, watched) = (violations.clone(), link.clone());
     let name = format!("edgewise-{}-up", subjects.device());

@@ -261,8 +261,8 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         &config.local.url,
         "no reading comes in, no alert goes out locally, `edgewise status` gets no answer",
     );
-    let refused_subscriptions = Arc::new(Violations::new(Operation::Subscription));
-    let refused_publishes = Arc::new(Violations::new(Operation::Publish));
+    let refused_subscriptions = Arc::new(Violations::new(Operation::Subscription, "the local server"));
+    let refused_publishes = Arc::new(Violations::new(Operation::Publish, "the local server"));
     let refusals = (refused_subscriptions.clone(), refused_publishes.clone());
     let local = crate::bus::connect::connect_observed(&config.local, &name, true, move |event| {
         link.observe(&event);
