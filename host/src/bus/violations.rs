@@ -152,7 +152,8 @@ impl Violations {
             tokio::pin!(reported);
             // Registered before the check: a violation after it wakes it.
             reported.as_mut().enable();
-            // The count alone while there is none (ingest asks at each batch).
+            // The count alone while there is none: the map is locked only
+            // once a violation came.
             if self.mark() > mark
                 && let Some(subject) = subjects.iter().find(|subject| self.since(subject, mark))
             {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -148,6 +148,10 @@ pub async fn run<W: From<Batch>>(
     let mut chunk = Vec::with_capacity(batch_max);
     // Stopping, or giving up these subscriptions for those made (`Some`).
     let mut stopping: Option<Option<Read>> = None;
+    // Made once, not at each batch: a refusal leads to new subscriptions,
+    // read by the next call (fused: never polled after its end).
+    let refusal = bus.refused.refused(&read.filters, read.mark).fuse();
+    tokio::pin!(refusal);
     loop {
         chunk.clear();
         if let Some(made) = &mut stopping {
@@ -164,7 +168,7 @@ pub async fn run<W: From<Batch>>(
                     stopping = Some(None);
                     continue;
                 }
-                filter = bus.refused.refused(&read.filters, read.mark), if !matches!(standing, Standing::Refused { .. }) => {
+                filter = &mut refusal, if !matches!(standing, Standing::Refused { .. }) => {
                     let wait = match standing {
                         Standing::Unconfirmed { wait, .. } => wait,
                         _ => super::RETRY_FIRST,
