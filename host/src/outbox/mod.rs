@@ -75,5 +75,6 @@ pub(crate) use sequence::{Sequence, new_incarnation};
 pub use shared::{SharedOutbox, with_outbox};
 pub use store::{Append, Outbox};
 pub use writer::{
-    Committed, Outcome, PRODUCER_QUEUED_MAX_BYTES, WAITING_MAX_BYTES, Writer, WriterHandle, WriterStats, WriterStopped,
+    Committed, Outcome, PRODUCER_QUEUED_MAX_BYTES, QUEUE_APPENDS, WAITING_MAX_BYTES, Writer, WriterHandle, WriterStats,
+    WriterStopped,
 };

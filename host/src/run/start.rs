@@ -35,10 +35,6 @@ use crate::worker::{self, DEGRADED, PluginSetup, Work, Worker, WorkerContext};
 
 use super::compiling::Compilations;
 
-/// Appends (one per plugin call with outputs) waiting for the outbox writer
-/// before the workers wait for it.
-const WRITER_QUEUE: usize = 256;
-
 /// A plugin that cannot run, and why.
 #[derive(Debug, Clone)]
 pub struct Refused {
@@ -251,8 +247,10 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
     // Every plugin's outputs go through one writer: one fsync for whatever
     // has queued up (group commit).
     let wake_upstream = outbox_written.clone();
-    let writer = Writer::start(outbox.clone(), WRITER_QUEUE, move || wake_upstream.notify_one())
-        .map_err(|source| RunError::io("cannot start the outbox writer", source))?;
+    let writer = Writer::start(outbox.clone(), crate::outbox::QUEUE_APPENDS, move || {
+        wake_upstream.notify_one()
+    })
+    .map_err(|source| RunError::io("cannot start the outbox writer", source))?;
     let ingest_stats = Arc::new(IngestStats::default());
     let client_drops = ingest_stats.clone();
     let name = format!("edgewise-{}", config.device);

@@ -314,3 +314,58 @@ fn a_producer_with_a_budget_waits_alone_and_the_others_do_not_queue_behind_it() 
     );
     assert!(stored.iter().any(|entry| entry.plugin == "small"));
 }
+
+#[test]
+fn a_plugin_keeps_submitting_while_one_commit_takes_long() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Arc::new(Mutex::new(open(dir.path())));
+    let writer = Writer::start(outbox.clone(), crate::outbox::QUEUE_APPENDS, || {}).unwrap();
+    // A commit that takes long (the disk's fsync): the writer is held in its
+    // continuation and takes nothing from its queue meanwhile.
+    let (started, writer_held) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    writer
+        .handle()
+        .submit(
+            vec![alert("slow", 1)],
+            Box::new(move |_| {
+                started.send(()).unwrap();
+                released.recv().unwrap();
+            }),
+        )
+        .unwrap();
+    writer_held.recv().unwrap();
+
+    // A plugin taking 10,000 readings/s a few at a time makes thousands of
+    // small appends a second: 2,000 is a fifth of a second of it.
+    const APPENDS: u64 = 2_000;
+    let plugin = writer.handle().with_budget(crate::outbox::PRODUCER_QUEUED_MAX_BYTES);
+    let submitted = Arc::new(AtomicUsize::new(0));
+    let plugin_thread = {
+        let submitted = submitted.clone();
+        std::thread::spawn(move || {
+            for seq in 1..=APPENDS {
+                plugin.submit(vec![alert("p", seq)], Box::new(|_| {})).unwrap();
+                submitted.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while submitted.load(Ordering::SeqCst) < APPENDS as usize {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the plugin waited for the commit after {} appends",
+            submitted.load(Ordering::SeqCst)
+        );
+        std::thread::yield_now();
+    }
+    release.send(()).unwrap();
+    plugin_thread.join().unwrap();
+    writer.join();
+    let stored = all(&outbox.lock().unwrap());
+    assert_eq!(
+        stored.iter().filter(|entry| entry.plugin == "p").count(),
+        APPENDS as usize
+    );
+}
