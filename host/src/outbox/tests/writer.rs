@@ -227,6 +227,25 @@ fn writes_waiting_for_the_disk_are_bounded_in_memory_the_oldest_given_up() {
     f.writer.join();
 }
 
+/// Hold `writer` in the continuation of an append of `plugin`'s, committed:
+/// it takes nothing from its queue until the sender returned is sent to.
+fn hold(writer: &Writer, plugin: &str) -> mpsc::Sender<()> {
+    let (started, writer_held) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    writer
+        .handle()
+        .submit(
+            vec![alert(plugin, 1)],
+            Box::new(move |_| {
+                started.send(()).unwrap();
+                released.recv().unwrap();
+            }),
+        )
+        .unwrap();
+    writer_held.recv().unwrap();
+    release
+}
+
 #[test]
 fn a_producer_with_a_budget_waits_alone_and_the_others_do_not_queue_behind_it() {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -235,19 +254,7 @@ fn a_producer_with_a_budget_waits_alone_and_the_others_do_not_queue_behind_it() 
     // Room in the writer's queue for the fat producer's budget and one more.
     let writer = Writer::start(outbox.clone(), 5, || {}).unwrap();
     // Hold the writer in a continuation: nothing is taken from its queue.
-    let (started, writer_held) = mpsc::channel();
-    let (release, released) = mpsc::channel::<()>();
-    writer
-        .handle()
-        .submit(
-            vec![alert("plug", 1)],
-            Box::new(move |_| {
-                started.send(()).unwrap();
-                released.recv().unwrap();
-            }),
-        )
-        .unwrap();
-    writer_held.recv().unwrap();
+    let release = hold(&writer, "plug");
 
     // The fat producer: appends of 256 KiB, a budget of four of them.
     let fat = writer.handle().with_budget(1 << 20);
@@ -323,19 +330,7 @@ fn a_plugin_keeps_submitting_while_one_commit_takes_long() {
     let writer = Writer::start(outbox.clone(), crate::outbox::QUEUE_APPENDS, || {}).unwrap();
     // A commit that takes long (the disk's fsync): the writer is held in its
     // continuation and takes nothing from its queue meanwhile.
-    let (started, writer_held) = mpsc::channel();
-    let (release, released) = mpsc::channel::<()>();
-    writer
-        .handle()
-        .submit(
-            vec![alert("slow", 1)],
-            Box::new(move |_| {
-                started.send(()).unwrap();
-                released.recv().unwrap();
-            }),
-        )
-        .unwrap();
-    writer_held.recv().unwrap();
+    let release = hold(&writer, "slow");
 
     // A plugin taking 10,000 readings/s a few at a time makes thousands of
     // small appends a second: 2,000 is a fifth of a second of it.
