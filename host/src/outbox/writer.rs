@@ -46,9 +46,10 @@ pub const WAITING_MAX_BYTES: usize = 64 << 20;
 /// readings and publishing its alerts locally meanwhile, instead of waiting
 /// in `submit` while its readings queue up and are dropped (at 256, the
 /// latency bench at 10,000 readings/s had a p99 of 231 to 985 ms, and lost
-/// readings, in 4 of 10 runs; 4 to 13 ms otherwise; at 4096, 4 to 10 ms in 3 of 3). Bytes stay bounded by
-/// each worker's budget ([`PRODUCER_QUEUED_MAX_BYTES`]). Its slots (about
-/// 110 bytes each, 450 KiB) are allocated when the writer starts.
+/// readings, in 4 of 10 runs, and 4 to 13 ms in the others; at 4,096, 4 to
+/// 10 ms in 3 of 3). Bytes stay bounded by each worker's budget
+/// ([`PRODUCER_QUEUED_MAX_BYTES`]). Its slots (about 110 bytes each,
+/// 450 KiB) are allocated when the writer starts.
 pub const QUEUE_APPENDS: usize = 4096;
 
 /// Bytes of one producer's appends queued for the writer at most (with a
