@@ -78,7 +78,7 @@ impl Violations {
         let Some(subject) = violated_subject(self.operation, text) else {
             return;
         };
-        let (number, first) = self.count(subject);
+        let (number, first) = self.record(subject);
         // Once a subject, a warning: a refused alert subject is refused at
         // every alert, a refused dead-letter subject at every bad message,
         // and what the refusal costs is said by whoever made the operation
@@ -96,9 +96,9 @@ impl Violations {
         self.counted.send_replace(number);
     }
 
-    /// Count a violation of `subject`: its number, and whether the subject
+    /// Record a violation of `subject`: its number, and whether the subject
     /// is new to the map (never refused, or forgotten since).
-    fn count(&self, subject: &str) -> (u64, bool) {
+    fn record(&self, subject: &str) -> (u64, bool) {
         let number = self.count.fetch_add(1, Ordering::Relaxed) + 1;
         let first = self.seen.lock().is_ok_and(|mut seen| {
             if seen.len() >= MAX_VIOLATIONS && !seen.contains_key(subject) {
@@ -257,13 +257,13 @@ mod tests {
         // What decides the warning: once a subject, not once a violation (a
         // refused alert subject is refused at every alert).
         let violations = Violations::new(Operation::Publish, "the local server");
-        assert_eq!(violations.count("a"), (1, true));
-        assert_eq!(violations.count("a"), (2, false));
-        assert_eq!(violations.count("b"), (3, true));
+        assert_eq!(violations.record("a"), (1, true));
+        assert_eq!(violations.record("a"), (2, false));
+        assert_eq!(violations.record("b"), (3, true));
         for n in 0..MAX_VIOLATIONS {
-            violations.count(&format!("s.{n}"));
+            violations.record(&format!("s.{n}"));
         }
-        assert!(violations.count("a").1, "a subject forgotten in a flood is new again");
+        assert!(violations.record("a").1, "a subject forgotten in a flood is new again");
     }
 
     #[test]
