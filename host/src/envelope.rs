@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
-use crate::model::{Output, Severity};
+use crate::model::{Alert, Output, Severity};
 use crate::output_check::{Problem, Problems};
 
 /// Where an output came from: stamped on every output.
@@ -129,6 +129,42 @@ fn line(provenance: &Provenance, seq: u64, output: &Output, problems: Problems) 
     serde_json::to_string(&envelope).unwrap_or_default()
 }
 
+/// The line of a plugin's `alert` (as [`plugin_output_line`] makes it) cut
+/// to at most `max_bytes`, for a bus that carries no more (the local
+/// server's `max_payload`): its message cut on a character boundary and
+/// marked, every other member as made. `full_bytes` is the size of the line
+/// in full, said in the mark. `None` when even the mark alone does not fit.
+pub fn shortened_alert_line(
+    provenance: &Provenance,
+    seq: u64,
+    alert: &Alert,
+    full_bytes: usize,
+    max_bytes: usize,
+) -> Option<String> {
+    let mark = format!("… [shortened for the local bus: {full_bytes} bytes in full, sent upstream]");
+    let with_message = |message: String| {
+        let output = Output::Alert(Alert {
+            message,
+            ..alert.clone()
+        });
+        plugin_output_line(provenance, seq, &output).0
+    };
+    let bare = with_message(mark.clone()).len();
+    let mut room = max_bytes.checked_sub(bare)?;
+    // A character's bytes in the line: escaped, a control character takes
+    // up to six (`\u0001`), a quote two.
+    let escaped = |c: char| serde_json::to_string(&c).map_or(6, |quoted| quoted.len() - 2);
+    let mut kept = 0;
+    for c in alert.message.chars() {
+        let Some(left) = room.checked_sub(escaped(c)) else {
+            break;
+        };
+        room = left;
+        kept += c.len_utf8();
+    }
+    Some(with_message(format!("{}{mark}", &alert.message[..kept])))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +177,64 @@ mod tests {
             version: "0.1.0".into(),
             digest: "sha256:ab".into(),
         }
+    }
+
+    /// An alert whose message is `message`, its line in full, and that line
+    /// shortened to `max_bytes`.
+    fn shortened(message: &str, max_bytes: usize) -> (Alert, String, Option<String>) {
+        let alert = Alert {
+            sensor: "Subject 1".into(),
+            timestamp_ms: 1434300000000,
+            severity: Severity::Critical,
+            code: "urgent-low".into(),
+            message: message.into(),
+            value: Some(49.0),
+        };
+        let (full, _) = plugin_output_line(&provenance(), 17, &Output::Alert(alert.clone()));
+        let short = shortened_alert_line(&provenance(), 17, &alert, full.len(), max_bytes);
+        (alert, full, short)
+    }
+
+    #[test]
+    fn a_shortened_alert_fits_keeps_every_member_but_the_message_and_says_its_size() {
+        for message in [
+            "b".repeat(4000),
+            "\u{1}".repeat(4000),
+            "é\"".repeat(1500),
+            "水".repeat(1300),
+        ] {
+            for max_bytes in [400, 1024, 2048] {
+                let (alert, full, short) = shortened(&message, max_bytes);
+                let short = short.unwrap_or_else(|| panic!("{max_bytes} bytes leave room"));
+                assert!(short.len() <= max_bytes, "{} > {max_bytes}: {short}", short.len());
+                let parsed: serde_json::Value = serde_json::from_str(&short).unwrap();
+                let whole: serde_json::Value = serde_json::from_str(&full).unwrap();
+                for member in [
+                    "type", "device", "plugin", "seq", "sensor", "ts", "severity", "code", "value",
+                ] {
+                    assert_eq!(parsed[member], whole[member], "{member}");
+                }
+                let text = parsed["message"].as_str().unwrap();
+                let (kept, mark) = text.split_once('…').unwrap();
+                assert!(alert.message.starts_with(kept), "a prefix of the message is kept");
+                assert!(!kept.is_empty(), "as much of it as fits: {short}");
+                assert!(mark.contains(&format!("{} bytes in full", full.len())), "{mark}");
+                // No room wasted: one more character of the message would not fit.
+                let next = alert.message[kept.len()..].chars().next().unwrap();
+                let escaped = serde_json::to_string(&next).unwrap().len() - 2;
+                assert!(
+                    short.len() + escaped > max_bytes,
+                    "{} + {escaped} fits {max_bytes}",
+                    short.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_alert_is_not_shortened_below_its_mark() {
+        let (_, _, short) = shortened(&"b".repeat(4000), 200);
+        assert_eq!(short, None, "the members and the mark alone take more than 200 bytes");
     }
 
     #[test]

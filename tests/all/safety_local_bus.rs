@@ -6,14 +6,19 @@
 //! after its first two thousand alerts of an outage (a local server in a
 //! crash loop, or down for a day), and with it everything upstream: the
 //! cloud would have heard nothing of the device's patients for that long.
+//!
+//! An alert larger than the local server's `max_payload` reaches the local
+//! bus shortened (its message cut and marked), and upstream in full: the
+//! client refuses a publish over that size, and the clinician's screens
+//! would have had nothing of it.
 
 use std::time::Duration;
 
 use edgewise_tests::nats::NatsServer;
 
-use crate::device::{Device, WAIT};
+use crate::device::{Device, WAIT, now_ms, reading};
 use crate::hostile_plugins::V0_2;
-use crate::support::{UP, host_status, next_json, plugin, poll_until};
+use crate::support::{UP, host_status, next_json, next_where, plugin, poll_until, upstream_alerts_where};
 
 /// Messages the cloud's stream holds.
 async fn stored(jetstream: &async_nats::jetstream::Context) -> Result<u64, String> {
@@ -83,5 +88,68 @@ async fn a_local_server_away_for_long_stops_neither_the_plugins_nor_what_goes_up
     assert!(
         stderr.contains("The local NATS client took nothing for"),
         "said once in the log:\n{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_larger_than_the_local_servers_max_payload_arrives_there_shortened_and_upstream_in_full() {
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("local.conf");
+    std::fs::write(&conf, "max_payload: 4KB\n").unwrap();
+    let local = NatsServer::start_with_args(false, &["-c", conf.to_str().unwrap()]);
+    let cloud = NatsServer::start_with_jetstream();
+    // A message of 4,000 bytes: within the host's bounds (a message is cut
+    // at 4 KiB), its line over the local server's 4,096 bytes.
+    let plugins =
+        "[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"big-alert\"\nsize = \"4000\"\n";
+    let mut device = Device::with_plugins(&local, Some(&cloud), "100ms", plugins);
+    let (client, mut alerts) = device.start_watching(&local, "faulty-plugin").await;
+
+    let mut seqs = Vec::new();
+    for (k, sensor) in ["h1", "h2"].iter().enumerate() {
+        let ts = now_ms() + i64::try_from(k).unwrap();
+        client
+            .publish(format!("sensors.hostile.{sensor}"), reading(ts, 100.0))
+            .await
+            .unwrap();
+        let what = format!("the big alert about {sensor} on the local bus");
+        let alert = next_where(&mut alerts, &what, |_, alert| alert["code"] == "big").await;
+        let text = alert["message"].as_str().unwrap();
+        assert!(text.len() < 4000, "shortened: {} bytes", text.len());
+        let (kept, mark) = text.split_once('…').unwrap();
+        assert!(
+            kept.len() > 3000 && kept.bytes().all(|b| b == b'b'),
+            "as much as fits: {text}"
+        );
+        assert!(mark.contains("shortened for the local bus"), "{mark}");
+        assert_eq!(alert["sensor"], format!("hostile.{sensor}"), "{alert}");
+        assert_eq!(alert["plugin"], "faulty-plugin", "{alert}");
+        assert!(alert.to_string().len() <= 4096, "fits the local server");
+        seqs.push(alert["seq"].as_u64().unwrap());
+    }
+
+    // Upstream, the same alerts in full.
+    let upstream = upstream_alerts_where(&cloud, "both big alerts upstream", |alerts| {
+        alerts.iter().filter(|(_, alert)| alert["code"] == "big").count() == 2
+    })
+    .await;
+    for (_, alert) in upstream.iter().filter(|(_, alert)| alert["code"] == "big") {
+        assert_eq!(alert["message"].as_str().unwrap(), "b".repeat(4000), "in full upstream");
+        assert!(
+            seqs.contains(&alert["seq"].as_u64().unwrap()),
+            "{alert} is one of {seqs:?}"
+        );
+    }
+
+    let stopped = device.stop().await;
+    let log = stopped.log;
+    assert_eq!(stopped.code, Some(0), "{log}");
+    let status = stopped.summary.unwrap_or_else(|| panic!("no final status: {log}"));
+    assert_eq!(status["local_alerts_shortened"], 2, "counted: {status}");
+    assert_eq!(status["local_publishes_dropped"], 0, "{status}");
+    assert_eq!(
+        log.matches("larger than the local NATS server's max_payload").count(),
+        1,
+        "said once:\n{log}"
     );
 }

@@ -16,6 +16,12 @@
 //! waiting, until one goes through: a server away, or one still connected
 //! that reads nothing (hung), costs one wait, not one per alert. What is
 //! given up on the local bus still goes upstream through the outbox.
+//!
+//! An alert larger than the local server's `max_payload` (known from its
+//! INFO) would be refused by the client, and the clinician's screens would
+//! get nothing of it: it is published there shortened instead
+//! ([`LocalBus::publish_alert`], counted in [`alerts_shortened`]), and goes
+//! upstream in full.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,6 +44,16 @@ pub fn publishes_dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
+/// Alerts published shortened since the process started (all
+/// [`LocalBus`]es).
+static SHORTENED: AtomicU64 = AtomicU64::new(0);
+
+/// Alerts published on the local bus shortened since the process started:
+/// in full, each was larger than the local server's `max_payload`.
+pub fn alerts_shortened() -> u64 {
+    SHORTENED.load(Ordering::Relaxed)
+}
+
 /// The local bus, for what the host publishes there itself (alerts,
 /// telemetry): never waiting on it for longer than [`PUBLISH_WAIT`].
 #[derive(Debug, Clone)]
@@ -57,6 +73,17 @@ pub enum LocalPublishError {
     /// A publish timed out, and the client's queue has had no room since.
     #[error("the local NATS client's queue is still full (its server away?): not published")]
     Stalled,
+    /// An alert larger than the local server's `max_payload`, and no shorter
+    /// form of it fits either.
+    #[error(
+        "an alert of {bytes} bytes, larger than the local NATS server's max_payload ({max_payload} bytes) even shortened: not published"
+    )]
+    TooLarge {
+        /// The alert's size in full.
+        bytes: usize,
+        /// The local server's `max_payload`.
+        max_payload: usize,
+    },
     /// The client refused it.
     #[error(transparent)]
     Client(#[from] async_nats::PublishError),
@@ -69,6 +96,40 @@ impl LocalBus {
             client,
             stalled: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Publish an alert's `line` on `subject`, as [`LocalBus::publish`]. A
+    /// line larger than the local server's `max_payload` is published as
+    /// `shorten(max_payload)` makes it instead (a line of at most that many
+    /// bytes, or `None` when none fits): the alert, if not all its words,
+    /// reaches the local bus. Said once in the log, and counted.
+    pub async fn publish_alert(
+        &self,
+        subject: impl Into<async_nats::Subject>,
+        line: String,
+        shorten: impl FnOnce(usize) -> Option<String>,
+    ) -> Result<(), LocalPublishError> {
+        let max_payload = self.client.max_payload();
+        if line.len() <= max_payload {
+            return self.publish(subject, line.into()).await;
+        }
+        // Past the limit the client refuses the publish (and a server whose
+        // INFO the client has not read yet would close the connection).
+        let Some(short) = shorten(max_payload).filter(|short| short.len() <= max_payload) else {
+            return Err(LocalPublishError::TooLarge {
+                bytes: line.len(),
+                max_payload,
+            });
+        };
+        if SHORTENED.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                bytes = line.len(),
+                max_payload,
+                "An alert is larger than the local NATS server's max_payload: it is published there shortened \
+                 (and upstream in full); raise max_payload in the local server's configuration"
+            );
+        }
+        self.publish(subject, short.into()).await
     }
 
     /// Publish `payload` on `subject`, waiting at most [`PUBLISH_WAIT`].

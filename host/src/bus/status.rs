@@ -48,6 +48,11 @@ pub struct Status {
     /// violation: it drops them and says so only on the connection).
     #[serde(default)]
     pub local_publishes_refused: u64,
+    /// Alerts published on the local bus shortened, their message cut: in
+    /// full, each was larger than the local server's `max_payload`. They went
+    /// to the outbox in full (`bus::local`).
+    #[serde(default)]
+    pub local_alerts_shortened: u64,
 }
 
 /// What the control subjects refused.

@@ -322,6 +322,13 @@ fn encode_host(encoder: &mut DescriptorEncoder<'_>, status: &Status, oldest: Old
         MetricType::Counter,
     )?;
     counter(metric, status.local_publishes_refused)?;
+    let metric = encoder.encode_descriptor(
+        "edgewise_local_alerts_shortened",
+        "Alerts published on the local bus with their message cut, larger in full than the local server's max_payload; they went to the outbox in full.",
+        None,
+        MetricType::Counter,
+    )?;
+    counter(metric, status.local_alerts_shortened)?;
     let outbox = &status.outbox;
     let mut metric = encoder.encode_descriptor(
         "edgewise_outbox_entries",

@@ -6,7 +6,7 @@
 
 use crate::bus::local::LocalPublishError;
 use crate::bus::{LocalBus, Subjects};
-use crate::envelope::{Provenance, to_json_line};
+use crate::envelope::{Provenance, shortened_alert_line, to_json_line};
 use crate::model::{Alert, Output, Severity};
 use crate::outbox::{Committed, Kind, NewEntry, Sequence, WriterHandle, wall_ms};
 
@@ -89,14 +89,14 @@ impl HostAlerts {
     /// A critical alert `code` with `message`, at `now_ms` (the host clock):
     /// on the local bus at once, and into the outbox.
     pub async fn critical(&mut self, code: &str, message: String, now_ms: i64) {
-        let alert = Output::Alert(Alert {
+        let alert = Alert {
             sensor: String::new(),
             timestamp_ms: now_ms,
             severity: Severity::Critical,
             code: code.to_owned(),
             message,
             value: None,
-        });
+        };
         let seq = match self.sequence.as_mut().map(Sequence::next) {
             Some(Ok(seq)) => seq,
             Some(Err(error)) => {
@@ -105,10 +105,12 @@ impl HostAlerts {
             }
             None => 0,
         };
-        let line = to_json_line(&self.provenance, seq, &alert);
+        let line = to_json_line(&self.provenance, seq, &Output::Alert(alert.clone()));
+        let full_bytes = line.len();
+        let shorten = |max_bytes| shortened_alert_line(&self.provenance, seq, &alert, full_bytes, max_bytes);
         match self
             .local
-            .publish(self.subjects.local_alerts(HOST), line.clone().into())
+            .publish_alert(self.subjects.local_alerts(HOST), line.clone(), shorten)
             .await
         {
             Ok(()) | Err(LocalPublishError::Stalled) => {} // Said once, when it stalled.

@@ -122,6 +122,7 @@ impl StatusSources {
             log_lines_dropped: crate::log_output::lines_dropped(),
             local_publishes_dropped: crate::bus::local::publishes_dropped(),
             local_publishes_refused: self.refused_publishes.mark(),
+            local_alerts_shortened: crate::bus::local::alerts_shortened(),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::PluginStats;
 use crate::bus::local::LocalPublishError;
 use crate::bus::{LocalBus, Subjects};
-use crate::envelope::{Provenance, plugin_output_line, to_json_line};
+use crate::envelope::{Provenance, plugin_output_line, shortened_alert_line, to_json_line};
 use crate::model::{Alert, Output};
 use crate::outbox::{Append, Committed, JournalWrite, Kind, NewEntry, PluginJournal, Record, WriterHandle, wall_ms};
 use crate::output_check::Problems;
@@ -195,7 +195,7 @@ impl Emitter {
                 Output::Alert(_) => alerts += 1,
                 Output::Summary(_) => summaries += 1,
             }
-            entries.push(self.entry(output, self.routes.msg_id(seq), line));
+            entries.push(self.entry(output, seq, self.routes.msg_id(seq), line));
         }
         if !entries.is_empty() {
             records.push(self.numbered());
@@ -215,7 +215,7 @@ impl Emitter {
         self.host_seq += 1;
         let output = Output::Alert(alert);
         let line = to_json_line(&self.provenance, 0, &output);
-        let entry = self.entry(&output, self.routes.host_msg_id(self.host_seq), line);
+        let entry = self.entry(&output, 0, self.routes.host_msg_id(self.host_seq), line);
         let records = vec![self.numbered()];
         self.submit(vec![entry], records, 1, 0);
     }
@@ -235,16 +235,19 @@ impl Emitter {
         }
     }
 
-    /// The outbox entry of `output` (an alert is published locally first:
-    /// the local alert path does not depend on the disk).
-    fn entry(&self, output: &Output, msg_id: String, line: String) -> NewEntry {
+    /// The outbox entry of `output`, numbered `seq` in its line (an alert is
+    /// published locally first: the local alert path does not depend on the
+    /// disk).
+    fn entry(&self, output: &Output, seq: u64, msg_id: String, line: String) -> NewEntry {
         let plugin = &self.provenance.plugin;
         let (kind, subject) = match output {
-            Output::Alert(_) => {
+            Output::Alert(alert) => {
                 let subject = self.routes.local_alerts.clone();
+                let full_bytes = line.len();
+                let shorten = |max_bytes| shortened_alert_line(&self.provenance, seq, alert, full_bytes, max_bytes);
                 // At most `PUBLISH_WAIT`: the outbox (upstream) and the
                 // plugin's next input must not wait for a local server away.
-                let publish = self.local.publish(subject, line.clone().into());
+                let publish = self.local.publish_alert(subject, line.clone(), shorten);
                 match self.handle.block_on(publish) {
                     Ok(()) | Err(LocalPublishError::Stalled) => {} // Said once, when it stalled.
                     Err(error) => tracing::warn!(%plugin, %error, "Cannot publish an alert on the local bus"),
