@@ -10,6 +10,7 @@ use anyhow::{Context, anyhow};
 use futures::StreamExt;
 use serde_json::Value;
 
+use crate::disk::DiskLatency;
 use crate::load::{AlarmTraffic, Traffic};
 use crate::stats::{percentile, sorted};
 
@@ -66,6 +67,9 @@ pub struct Latency {
     pub missing: usize,
     /// The rate the publisher reached.
     pub achieved_rate: f64,
+    /// The disk's durable-write latency during the run, where the answers
+    /// depend on it (`edgewise run`'s commits).
+    pub disk: Option<DiskLatency>,
 }
 
 impl Latency {
@@ -79,7 +83,10 @@ impl Latency {
             crate::table::number(self.p50),
             crate::table::number(self.p99),
             crate::table::number(self.p999)
-        )
+        ) + &self
+            .disk
+            .map(|disk| format!("; {}", disk.summary()))
+            .unwrap_or_default()
     }
 }
 
@@ -163,6 +170,7 @@ pub async fn measure(url: &str, answer: Answer, plan: Plan) -> anyhow::Result<La
         samples: latencies.len(),
         missing,
         achieved_rate: total as f64 / took.as_secs_f64().max(1e-9),
+        disk: None,
     })
 }
 

@@ -18,12 +18,14 @@
 //! (paths, signed bundles), `device` (`edgewise run`), `load` (the traffic),
 //! `ladder` (highest sustained rate), `latency` (paced publisher and answer
 //! timing), `echo` (the bare echo hop), `native` (glucose-monitor linked natively,
-//! driven as the host drives its component), `cpu` (CPU time from `/proc`), `stats`.
+//! driven as the host drives its component), `cpu` (CPU time from `/proc`), `disk` (the
+//! disk's durable-write latency beside a measurement), `stats`.
 
 #![deny(missing_docs)]
 
 mod cpu;
 mod device;
+mod disk;
 mod echo;
 mod ladder;
 mod latency;

@@ -228,7 +228,11 @@ pub const SUITE: &[Measurement] = &[
                  measurement runs with `[plugins.limits] outputs_per_second` raised to 10,000,000: the \
                  traffic plays hours of readings per second, so its summaries come thousands of times faster \
                  than in life and would trip that real-time flood guard (default 5,000/s); nothing else \
-                 differs from the default configuration.",
+                 differs from the default configuration. Beside each `edgewise run`, a thread appends 4 KiB \
+                 to a file in the host's directory and waits for `fdatasync`, every 50 ms: the notes give \
+                 the disk's durable-write latency in those seconds, since a commit of the outbox writer that \
+                 takes long holds up the alerts behind it once the writer's queue (4,096 appends) is full, \
+                 and the figures alone cannot tell a slow disk from a slow host.",
         run: measure::latency::run,
     },
     Measurement {

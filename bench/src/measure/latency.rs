@@ -7,6 +7,7 @@ use std::time::Duration;
 use edgewise_procs::NatsServer;
 
 use crate::device::{Device, PluginEntry};
+use crate::disk::DiskProbe;
 use crate::echo::{Echo, Hop};
 use crate::latency::{self, Answer, Latency, Plan};
 use crate::suite::{Ctx, Outcome};
@@ -84,16 +85,16 @@ pub async fn host_latency(ctx: &Ctx, url: &str, plan: Plan, hostile: bool) -> an
         plugins.push(PluginEntry::hostile(&ctx.bundles.faulty));
     }
     let name = if hostile { "latency-hostile" } else { "latency-device" };
-    let device = Device::start(
-        &ctx.paths.work.join(format!("{name}-{}", plan.rate)),
-        &ctx.bundles.trust,
-        url,
-        &plugins,
-    )
-    .await?;
-    let measured = latency::measure(url, Answer::Alert, plan).await?;
+    let dir = ctx.paths.work.join(format!("{name}-{}", plan.rate));
+    let device = Device::start(&dir, &ctx.bundles.trust, url, &plugins).await?;
+    let probe = DiskProbe::start(&dir)?;
+    let measured = latency::measure(url, Answer::Alert, plan).await;
+    let disk = probe.finish()?;
     device.stop().await?;
-    Ok(measured)
+    Ok(Latency {
+        disk: Some(disk),
+        ..measured?
+    })
 }
 
 /// The p50, p99 (and p99.9) rows of one comparison.
