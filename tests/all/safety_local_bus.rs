@@ -26,6 +26,30 @@ async fn stored(jetstream: &async_nats::jetstream::Context) -> Result<u64, Strin
     Ok(stream.info().await.map_err(|e| e.to_string())?.state.messages)
 }
 
+/// A local NATS server carrying at most `max_payload` (`4KB`) in a message,
+/// with its configuration file.
+struct LocalServer {
+    server: NatsServer,
+    _conf: tempfile::TempDir,
+}
+
+impl LocalServer {
+    fn with_max_payload(max_payload: &str) -> LocalServer {
+        let conf = tempfile::tempdir().unwrap();
+        let path = conf.path().join("local.conf");
+        std::fs::write(&path, format!("max_payload: {max_payload}\n")).unwrap();
+        let server = NatsServer::start_with_args(false, &["-c", path.to_str().unwrap()]);
+        LocalServer { server, _conf: conf }
+    }
+}
+
+impl std::ops::Deref for LocalServer {
+    type Target = NatsServer;
+    fn deref(&self) -> &NatsServer {
+        &self.server
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_local_server_away_for_long_stops_neither_the_plugins_nor_what_goes_upstream() {
     let mut local = NatsServer::start();
@@ -93,10 +117,7 @@ async fn a_local_server_away_for_long_stops_neither_the_plugins_nor_what_goes_up
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_alert_larger_than_the_local_servers_max_payload_arrives_there_shortened_and_upstream_in_full() {
-    let conf_dir = tempfile::tempdir().unwrap();
-    let conf = conf_dir.path().join("local.conf");
-    std::fs::write(&conf, "max_payload: 4KB\n").unwrap();
-    let local = NatsServer::start_with_args(false, &["-c", conf.to_str().unwrap()]);
+    let local = LocalServer::with_max_payload("4KB");
     let cloud = NatsServer::start_with_jetstream();
     // A message of 4,000 bytes: within the host's bounds (a message is cut
     // at 4 KiB), its line over the local server's 4,096 bytes.
@@ -152,4 +173,60 @@ async fn an_alert_larger_than_the_local_servers_max_payload_arrives_there_shorte
         1,
         "said once:\n{log}"
     );
+}
+
+/// The host's own alerts are shortened the same way: here the one that says
+/// a bundle was refused at start, which names it by a path longer than the
+/// local server carries.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_alert_larger_than_the_local_servers_max_payload_arrives_there_shortened_and_upstream_in_full() {
+    let local = LocalServer::with_max_payload("16KB");
+    let cloud = NatsServer::start_with_jetstream();
+    // No file can have this name (a name is at most 255 bytes): refused. The
+    // alert names it twice (the bundle, and the error opening it), over the
+    // local server's 16 KiB; the status, which names it once, within them.
+    let name = format!("{}.wasm", "n".repeat(10_000));
+    let plugins = format!("[[plugins]]\nbundle = \"{name}\"\n[[plugins]]\nbundle = \"glucose-monitor.wasm\"\n");
+    let mut device = Device::with_plugins(&local, Some(&cloud), "100ms", &plugins);
+    let (_client, mut alerts) = device.start_watching(&local, "_host").await;
+
+    let what = "the host's alert about the refused bundle on the local bus";
+    let alert = next_where(&mut alerts, what, |_, alert| alert["code"] == "plugin-degraded").await;
+    assert!(alert.to_string().len() <= 16 * 1024, "fits the local server: {alert}");
+    let text = alert["message"].as_str().unwrap();
+    let (kept, mark) = text.split_once('…').unwrap_or_else(|| panic!("marked: {text}"));
+    assert!(
+        kept.starts_with("plugin bundle ") && kept.len() > 15_000,
+        "as much as fits: {text}"
+    );
+    let full_bytes = mark
+        .strip_prefix(" [shortened for the local bus: ")
+        .and_then(|rest| rest.strip_suffix(" bytes in full]"))
+        .and_then(|bytes| bytes.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("the mark says the size in full: {mark}"));
+
+    // Upstream, the same alert in full: the size the mark says.
+    let seq = alert["seq"].as_u64().unwrap();
+    let upstream = upstream_alerts_where(&cloud, "the host's alert upstream", |alerts| {
+        alerts
+            .iter()
+            .any(|(_, alert)| alert["seq"] == seq && alert["plugin"] == "_host")
+    })
+    .await;
+    let (_, whole) = upstream
+        .iter()
+        .find(|(_, alert)| alert["seq"] == seq && alert["plugin"] == "_host")
+        .unwrap();
+    let message = whole["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(kept) && message.contains(&name),
+        "in full upstream: {message}"
+    );
+    assert_eq!(whole.to_string().len(), full_bytes, "{whole}");
+
+    let stopped = device.stop().await;
+    let log = stopped.log;
+    assert_eq!(stopped.code, Some(0), "{log}");
+    let status = stopped.summary.unwrap_or_else(|| panic!("no final status: {log}"));
+    assert_eq!(status["local_alerts_shortened"], 1, "counted: {status}");
 }

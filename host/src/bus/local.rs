@@ -20,8 +20,8 @@
 //! An alert larger than the local server's `max_payload` (known from its
 //! INFO) would be refused by the client, and the clinician's screens would
 //! get nothing of it: it is published there shortened instead
-//! ([`LocalBus::publish_alert`], counted in [`alerts_shortened`]), and goes
-//! upstream in full.
+//! ([`LocalBus::publish_alert`], counted in [`alerts_shortened`]); its full
+//! line is stored in the outbox as any output's, and goes upstream from there.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -109,27 +109,18 @@ impl LocalBus {
         line: String,
         shorten: impl FnOnce(usize) -> Option<String>,
     ) -> Result<(), LocalPublishError> {
-        let max_payload = self.client.max_payload();
-        if line.len() <= max_payload {
-            return self.publish(subject, line.into()).await;
-        }
-        // Past the limit the client refuses the publish (and a server whose
-        // INFO the client has not read yet would close the connection).
-        let Some(short) = shorten(max_payload).filter(|short| short.len() <= max_payload) else {
-            return Err(LocalPublishError::TooLarge {
-                bytes: line.len(),
-                max_payload,
-            });
-        };
-        if SHORTENED.fetch_add(1, Ordering::Relaxed) == 0 {
+        let (bytes, max_payload) = (line.len(), self.client.max_payload());
+        let (payload, shortened) = fit_alert(line, max_payload, shorten)?;
+        if shortened && SHORTENED.fetch_add(1, Ordering::Relaxed) == 0 {
             tracing::warn!(
-                bytes = line.len(),
+                bytes,
                 max_payload,
                 "An alert is larger than the local NATS server's max_payload: it is published there shortened \
-                 (and upstream in full); raise max_payload in the local server's configuration"
+                 (its full line is stored in the outbox as any output's); raise max_payload in the local \
+                 server's configuration"
             );
         }
-        self.publish(subject, short.into()).await
+        self.publish(subject, payload.into()).await
     }
 
     /// Publish `payload` on `subject`, waiting at most [`PUBLISH_WAIT`].
@@ -173,6 +164,64 @@ impl LocalBus {
                 DROPPED.fetch_add(1, Ordering::Relaxed);
                 Err(LocalPublishError::TimedOut)
             }
+        }
+    }
+}
+
+/// What of an alert's `line` goes on a local bus whose server carries at
+/// most `max_payload` bytes: the line, or `shorten(max_payload)` when the
+/// line is larger (`true`: shortened). [`LocalPublishError::TooLarge`] when
+/// no form of it fits.
+fn fit_alert(
+    line: String,
+    max_payload: usize,
+    shorten: impl FnOnce(usize) -> Option<String>,
+) -> Result<(String, bool), LocalPublishError> {
+    if line.len() <= max_payload {
+        return Ok((line, false));
+    }
+    // Past the limit the client refuses the publish (and a server whose
+    // INFO the client has not read yet would close the connection).
+    match shorten(max_payload).filter(|short| short.len() <= max_payload) {
+        Some(short) => Ok((short, true)),
+        None => Err(LocalPublishError::TooLarge {
+            bytes: line.len(),
+            max_payload,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_that_fits_is_published_as_made() {
+        let line = "x".repeat(100);
+        let fitted = fit_alert(line.clone(), 100, |_| panic!("not shortened"));
+        assert_eq!(fitted.ok(), Some((line, false)));
+    }
+
+    #[test]
+    fn an_alert_over_max_payload_is_published_as_shortened_to_it() {
+        let fitted = fit_alert("x".repeat(101), 100, |max| Some("y".repeat(max)));
+        assert_eq!(fitted.ok(), Some(("y".repeat(100), true)));
+    }
+
+    #[test]
+    fn an_alert_no_form_of_which_fits_is_too_large() {
+        for shorten in [None, Some("y".repeat(101))] {
+            let fitted = fit_alert("x".repeat(300), 100, |_| shorten.clone());
+            assert!(
+                matches!(
+                    fitted,
+                    Err(LocalPublishError::TooLarge {
+                        bytes: 300,
+                        max_payload: 100
+                    })
+                ),
+                "{fitted:?}"
+            );
         }
     }
 }
