@@ -16,9 +16,11 @@ use std::time::Duration;
 
 use edgewise_tests::nats::NatsServer;
 
-use crate::device::{Device, WAIT, now_ms, reading};
+use crate::device::{DEVICE, Device, WAIT, now_ms, reading};
 use crate::hostile_plugins::V0_2;
-use crate::support::{UP, host_status, next_json, next_where, plugin, poll_until, upstream_alerts_where};
+use crate::support::{
+    UP, host_status, next_json, next_where, plugin, poll_until, subscribe_alerts, upstream_alerts_where,
+};
 
 /// Messages the cloud's stream holds.
 async fn stored(jetstream: &async_nats::jetstream::Context) -> Result<u64, String> {
@@ -229,4 +231,43 @@ async fn a_host_alert_larger_than_the_local_servers_max_payload_arrives_there_sh
     assert_eq!(stopped.code, Some(0), "{log}");
     let status = stopped.summary.unwrap_or_else(|| panic!("no final status: {log}"));
     assert_eq!(status["local_alerts_shortened"], 1, "counted: {status}");
+}
+
+/// A status larger than the local server's `max_payload` is answered with an
+/// error saying so (`Nats-Service-Error`, as NATS services answer), which
+/// `edgewise status` prints: the client refuses to publish the status, and
+/// the operator was told no host answered, of a host that was running.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_status_larger_than_the_local_servers_max_payload_is_answered_with_an_error_saying_so() {
+    let local = LocalServer::with_max_payload("4KB");
+    // The status names this refused bundle: over 4 KiB.
+    let name = format!("{}.wasm", "n".repeat(5000));
+    let plugins = format!("[[plugins]]\nbundle = \"{name}\"\n[[plugins]]\nbundle = \"glucose-monitor.wasm\"\n");
+    let mut device = Device::with_plugins(&local, None, "100ms", &plugins);
+    let client = async_nats::connect(local.url()).await.unwrap();
+    let mut alerts = subscribe_alerts(&client, "_host").await;
+    device.spawn();
+    let what = "the host's alert about the refused bundle";
+    next_where(&mut alerts, what, |_, alert| alert["code"] == "plugin-degraded").await;
+
+    let subject = format!("edgewise.{DEVICE}.status");
+    let answer = tokio::time::timeout(WAIT, client.request(subject, "".into()))
+        .await
+        .expect("answered")
+        .expect("answered");
+    let error = answer
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get("Nats-Service-Error"))
+        .map(|error| error.as_str().to_owned())
+        .unwrap_or_else(|| panic!("an error: {answer:?}"));
+    let said = "more than the local NATS server's max_payload (4096 bytes)";
+    assert!(error.contains(said), "{error}");
+    assert!(answer.payload.is_empty(), "{answer:?}");
+
+    let shown = edgewise_tests::edgewise(["status", "--nats", &local.url(), "--device", DEVICE]);
+    assert_eq!(shown.code, Some(1), "{}", shown.stderr);
+    assert!(shown.stderr.contains(said), "{}", shown.stderr);
+    let status = device.final_status().await;
+    assert_eq!(status["plugins"].as_array().map(Vec::len), Some(2), "{status}");
 }

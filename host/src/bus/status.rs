@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -308,12 +308,47 @@ pub async fn run_status(
         let status = tokio::task::spawn_blocking(move || current()).await;
         if let Ok(status) = status {
             let body = serde_json::to_vec(&status).unwrap_or_default();
-            if let Err(error) = client.publish(reply, body.into()).await {
+            if let Err(error) = answer(&client, reply, body).await {
                 tracing::warn!(%error, "Cannot answer a status request");
             }
         }
     }
     Ok(())
+}
+
+/// The header of an error answer, as NATS services (`micro`) name it.
+pub const SERVICE_ERROR: &str = "Nats-Service-Error";
+/// The header of an error answer's code, as NATS services name it.
+pub const SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
+
+/// Whether a status too large for the local server has been said in the log.
+static TOO_LARGE_SAID: AtomicBool = AtomicBool::new(false);
+
+/// Answer `body` on `reply`; a body larger than the local server's
+/// `max_payload`, which the client would refuse (and the asker wait for in
+/// vain, told no host answered), as an empty answer with an error saying so
+/// ([`SERVICE_ERROR`], code 413), which `edgewise status` prints.
+async fn answer(
+    client: &async_nats::Client,
+    reply: async_nats::Subject,
+    body: Vec<u8>,
+) -> Result<(), async_nats::PublishError> {
+    let max_payload = client.max_payload();
+    if body.len() <= max_payload {
+        return client.publish(reply, body.into()).await;
+    }
+    let error = format!(
+        "the status is {} bytes, more than the local NATS server's max_payload ({max_payload} bytes): \
+         raise max_payload in the local server's configuration",
+        body.len()
+    );
+    if !TOO_LARGE_SAID.swap(true, Ordering::Relaxed) {
+        tracing::warn!("Status requests are answered with an error: {error}");
+    }
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(SERVICE_ERROR, error.as_str());
+    headers.insert(SERVICE_ERROR_CODE, "413");
+    client.publish_with_headers(reply, headers, bytes::Bytes::new()).await
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::Args;
 
-use edgewise_host::bus::status::Status;
+use edgewise_host::bus::status::{SERVICE_ERROR, Status};
 use edgewise_host::bus::{NatsConfig, Subjects};
 
 use super::Failure;
@@ -54,7 +54,11 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
             .await
             .map_err(|e| Failure::usage(anyhow!("cannot connect to {}: {e}", nats.url)))?;
         match tokio::time::timeout(Duration::from_secs(3), client.request(subject.clone(), "".into())).await {
-            Ok(Ok(message)) => Ok(message.payload),
+            Ok(Ok(message)) => match message.headers.as_ref().and_then(|h| h.get(SERVICE_ERROR)) {
+                // The host answered, with why it cannot give its status.
+                Some(error) => Err(Failure::runtime(anyhow!("the host answered on {subject}: {error}"))),
+                None => Ok(message.payload),
+            },
             // The server knows no subscriber (async-nats says "no
             // responders" twice: kind and source).
             Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => Err(Failure::runtime(anyhow!(
