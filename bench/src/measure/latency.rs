@@ -87,10 +87,18 @@ pub async fn host_latency(ctx: &Ctx, url: &str, plan: Plan, hostile: bool) -> an
     let name = if hostile { "latency-hostile" } else { "latency-device" };
     let dir = ctx.paths.work.join(format!("{name}-{}", plan.rate));
     let device = Device::start(&dir, &ctx.bundles.trust, url, &plugins).await?;
-    let probe = DiskProbe::start(&dir)?;
+    // The device is stopped whatever became of the measurement.
+    let measured = measure_beside_disk(&dir, url, plan).await;
+    device.stop().await?;
+    measured
+}
+
+/// The latency of the device on `url`, with the durable-write latency of the
+/// disk under `dir` during it.
+async fn measure_beside_disk(dir: &std::path::Path, url: &str, plan: Plan) -> anyhow::Result<Latency> {
+    let probe = DiskProbe::start(dir)?;
     let measured = latency::measure(url, Answer::Alert, plan).await;
     let disk = probe.finish()?;
-    device.stop().await?;
     Ok(Latency {
         disk: Some(disk),
         ..measured?
