@@ -539,3 +539,48 @@ async fn next_not_ready(subscriber: &mut async_nats::Subscriber) -> async_nats::
         }
     }
 }
+
+/// A subscription past the local server's limit (`max_subscriptions` of a
+/// connection, `max_subs` of a user or account) is refused with an `-ERR`
+/// naming no subject, and what it was for gets nothing: a plugin's readings,
+/// the status requests. The host says so once, loudly: a critical
+/// `host-degraded` alert, an `ERROR`, a count in the final status. Before,
+/// only the NATS client's log said it, and the plugin looked well.
+#[tokio::test(flavor = "multi_thread")]
+async fn subscriptions_past_the_local_servers_limit_are_alerted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("local.conf");
+    // One subscription a connection: the host's first (a plugin's input)
+    // is made, the next plugin's input and the status responder are not.
+    std::fs::write(&conf, "max_subscriptions: 1\n").unwrap();
+    let local = NatsServer::start_with_args(false, &["-c", &conf.display().to_string()]);
+    let plugins = "[[plugins]]\nbundle = \"faulty-plugin.wasm\"\n[plugins.config]\nfail = \"none\"\n";
+    let mut device = Device::new(&local, None, plugins);
+    let tester = async_nats::connect(local.url()).await.unwrap();
+    let mut host_alerts = subscribe_alerts(&tester, "_host").await;
+    device.spawn();
+    let alert = next_where(
+        &mut host_alerts,
+        "the host's alert of the refused subscriptions",
+        |_, alert| alert["code"] == "host-degraded",
+    )
+    .await;
+    assert_contains(
+        alert["message"].as_str().unwrap_or_default(),
+        "refuses the host's subscriptions past its limit (maximum subscriptions exceeded)",
+    );
+    let stopped = device.stop().await;
+    assert_eq!(stopped.code, Some(0), "{}", stopped.log);
+    let status = stopped
+        .summary
+        .unwrap_or_else(|| panic!("no final status: {}", stopped.log));
+    assert!(
+        status["local_subscriptions_over_limit"].as_u64() >= Some(1),
+        "{status:#}"
+    );
+    let said = stopped
+        .log
+        .matches("The local NATS server refuses the host's subscriptions")
+        .count();
+    assert_eq!(said, 1, "said once:\n{}", stopped.log);
+}

@@ -53,6 +53,11 @@ pub struct Status {
     /// to the outbox in full (`bus::local`).
     #[serde(default)]
     pub local_alerts_shortened: u64,
+    /// Subscriptions of the host the local server refused past its limit of
+    /// subscriptions (`maximum subscriptions exceeded`): each one's input
+    /// or requests get nothing until the host restarts (`bus::violations`).
+    #[serde(default)]
+    pub local_subscriptions_over_limit: u64,
 }
 
 /// What the control subjects refused.

@@ -164,6 +164,43 @@ impl Violations {
     }
 }
 
+/// Subscriptions a NATS server refused past its limit of subscriptions (a
+/// connection's `max_subscriptions`, a user's or an account's `max_subs`):
+/// it says `-ERR 'maximum subscriptions exceeded'`, naming no subject, keeps
+/// the connection, and sends the refused subscription nothing, while the
+/// client holds it as made. Counted, fed every event of the connection.
+#[derive(Debug, Default)]
+pub struct SubscriptionLimit {
+    /// Refusals reported so far.
+    counted: watch::Sender<u64>,
+}
+
+impl SubscriptionLimit {
+    /// Count the refusal `event` reports, if it is one.
+    pub fn observe(&self, event: &async_nats::Event) {
+        if let async_nats::Event::ServerError(async_nats::ServerError::Other(text)) = event
+            && is_past_limit(text)
+        {
+            self.counted.send_modify(|count| *count += 1);
+        }
+    }
+
+    /// Refusals reported so far.
+    pub fn count(&self) -> u64 {
+        *self.counted.borrow()
+    }
+
+    /// The count, changed at each refusal.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.counted.subscribe()
+    }
+}
+
+/// Whether a server error is a subscription refused past the limit.
+fn is_past_limit(text: &str) -> bool {
+    text.to_ascii_lowercase().contains("maximum subscriptions exceeded")
+}
+
 /// The subject of a server error `Permissions Violation for <operation> to
 /// "<subject>"` (a subscription's may go on: ` using queue "<group>"`).
 fn violated_subject(operation: Operation, text: &str) -> Option<&str> {
@@ -303,5 +340,17 @@ mod tests {
         assert!(!waiting.is_finished());
         violations.observe(&subscription("b"));
         assert_eq!(waiting.await.unwrap(), "b");
+    }
+
+    #[test]
+    fn a_subscription_past_the_limit_is_counted_and_nothing_else() {
+        let limit = SubscriptionLimit::default();
+        let error = |text: &str| async_nats::Event::ServerError(async_nats::ServerError::Other(text.to_owned()));
+        limit.observe(&error("'Maximum Subscriptions Exceeded'"));
+        limit.observe(&error("maximum subscriptions exceeded"));
+        limit.observe(&error("Permissions Violation for Subscription to \"a\""));
+        limit.observe(&error("maximum payload exceeded"));
+        limit.observe(&async_nats::Event::Connected);
+        assert_eq!(limit.count(), 2);
     }
 }

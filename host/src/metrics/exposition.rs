@@ -329,6 +329,13 @@ fn encode_host(encoder: &mut DescriptorEncoder<'_>, status: &Status, oldest: Old
         MetricType::Counter,
     )?;
     counter(metric, status.local_alerts_shortened)?;
+    let metric = encoder.encode_descriptor(
+        "edgewise_local_subscriptions_over_limit",
+        "Subscriptions of the host the local server refused past its limit of subscriptions: each one's input or requests get nothing until the host restarts.",
+        None,
+        MetricType::Counter,
+    )?;
+    counter(metric, status.local_subscriptions_over_limit)?;
     let outbox = &status.outbox;
     let mut metric = encoder.encode_descriptor(
         "edgewise_outbox_entries",

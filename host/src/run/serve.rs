@@ -46,7 +46,7 @@ use crate::bus::ingest::{
     OutboxRefusing, QueueFull, SensorCap, SensorMismatch,
 };
 use crate::bus::status::ControlStats;
-use crate::bus::violations::{MAX_VIOLATIONS, Violations};
+use crate::bus::violations::{MAX_VIOLATIONS, SubscriptionLimit, Violations};
 use crate::clock::Clock;
 use crate::metrics::MetricsServer;
 use crate::outbox::upstream::{self, UpstreamError, UpstreamStats};
@@ -177,6 +177,9 @@ struct Owner {
     store_failures: (u64, ingest::Retell),
     /// The publishes the local server refused (its permissions), as told.
     refused_publishes: PublishRefusals,
+    /// The subscriptions the local server refused past its limit, and
+    /// whether that was told.
+    subscription_limit: (Arc<SubscriptionLimit>, bool),
 }
 
 /// The local server's refusals of the host's publishes, as told.
@@ -202,6 +205,9 @@ impl Owner {
         tokio::pin!(shutdown);
         let ingest_stats = self.ingest_stats.clone();
         let mut publish_refusals = self.refused_publishes.violations.watch();
+        let mut past_limit = self.subscription_limit.0.watch();
+        // Refusals while the host started (when it subscribes most) too.
+        past_limit.mark_changed();
         let mut outbox_checks = tokio::time::interval(OUTBOX_CHECK);
         outbox_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -209,6 +215,7 @@ impl Owner {
                 () = &mut shutdown => break,
                 () = ingest_stats.client_dropped.notified() => self.client_dropped().await,
                 Ok(()) = publish_refusals.changed() => self.publishes_refused().await,
+                Ok(()) = past_limit.changed() => self.subscriptions_past_limit().await,
                 _ = outbox_checks.tick() => self.check_outbox().await,
                 Some(event) = events.recv() => match event {
                     IngestEvent::Failed(failure) => self.ingest_failed(failure).await,
@@ -329,6 +336,29 @@ impl Owner {
                 .critical(HOST_DEGRADED, message, self.clock.now_ms())
                 .await;
         }
+    }
+
+    /// The local server refused subscriptions past its limit: said once,
+    /// loudly. The server names no subject, and the client holds the refused
+    /// subscription as made: which input or requests get nothing is not
+    /// known here (those subscribed last: the limit counts them in order).
+    async fn subscriptions_past_limit(&mut self) {
+        let (limit, told) = &mut self.subscription_limit;
+        if *told || limit.count() == 0 {
+            return;
+        }
+        *told = true;
+        tracing::error!(
+            refused = limit.count(),
+            "The local NATS server refuses the host's subscriptions past its limit (maximum subscriptions exceeded)"
+        );
+        let message = "the local NATS server refuses the host's subscriptions past its limit (maximum subscriptions \
+                       exceeded): those made last get nothing, a plugin's readings, status or control requests; \
+                       raise the server's max_subscriptions (or the device user's max_subs) and restart the host"
+            .to_owned();
+        self.host_alerts
+            .critical(HOST_DEGRADED, message, self.clock.now_ms())
+            .await;
     }
 
     /// A plugin's ingest refused a new sensor for the plugin's sensor cap:
@@ -657,6 +687,7 @@ pub(super) async fn serve(
         tasks: tasks.clone(),
         generations: generations.clone(),
         refused_publishes: device.refused_publishes.clone(),
+        subscription_limit: device.subscription_limit.clone(),
     });
     let current = {
         let sources = sources.clone();
@@ -771,6 +802,7 @@ pub(super) async fn serve(
             own: format!("edgewise.{}.", device.subjects.device()),
             alerted: BTreeSet::new(),
         },
+        subscription_limit: (device.subscription_limit.clone(), false),
     };
     let mut compiling = device.compiling;
     let shutdown = async {

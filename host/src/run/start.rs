@@ -23,7 +23,7 @@ use crate::bundle::{self, RollbackError, RollbackStore, TrustStore};
 use crate::bus::admission::Admission;
 use crate::bus::ingest::{self, IngestStats};
 use crate::bus::overlap;
-use crate::bus::violations::{Operation, Violations};
+use crate::bus::violations::{Operation, SubscriptionLimit, Violations};
 use crate::bus::{LocalBus, Subjects};
 use crate::clock::Clock;
 use crate::envelope::Provenance;
@@ -123,6 +123,8 @@ pub(super) struct Device {
     pub(super) refused_subscriptions: Arc<Violations>,
     /// The publishes the local server refused on it (its permissions).
     pub(super) refused_publishes: Arc<Violations>,
+    /// The subscriptions the local server refused on it past its limit.
+    pub(super) subscription_limit: Arc<SubscriptionLimit>,
     /// The same client, for what the host publishes there itself (alerts,
     /// telemetry): never waited on for long.
     pub(super) local_bus: LocalBus,
@@ -261,11 +263,17 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
     );
     let refused_subscriptions = Arc::new(Violations::new(Operation::Subscription, "the local server"));
     let refused_publishes = Arc::new(Violations::new(Operation::Publish, "the local server"));
-    let refusals = (refused_subscriptions.clone(), refused_publishes.clone());
+    let subscription_limit = Arc::new(SubscriptionLimit::default());
+    let refusals = (
+        refused_subscriptions.clone(),
+        refused_publishes.clone(),
+        subscription_limit.clone(),
+    );
     let local = crate::bus::connect::connect_observed(&config.local, &name, true, move |event| {
         link.observe(&event);
         refusals.0.observe(&event);
         refusals.1.observe(&event);
+        refusals.2.observe(&event);
         if let async_nats::Event::SlowConsumer(_) = event {
             // A subscription's buffer was full: the client dropped a
             // message before ingest saw it (ingest was slower than the bus).
@@ -449,6 +457,7 @@ pub(super) async fn start(config: &RunConfig) -> Result<Device, RunError> {
         local,
         refused_subscriptions,
         refused_publishes,
+        subscription_limit,
         local_bus,
         ingest_stats,
         clock,

@@ -14,7 +14,7 @@ use crate::bus::status::{
     ControlStats, ControlStatus, IngestStatus, OutboxDrops, OutboxParked, OutboxStatus, PluginStatus, Status,
     bounded_error,
 };
-use crate::bus::violations::Violations;
+use crate::bus::violations::{SubscriptionLimit, Violations};
 use crate::clock::Clock;
 use crate::metrics::{OldestWaiting, PluginCalls, Scrape};
 use crate::outbox::upstream::UpstreamStats;
@@ -66,6 +66,8 @@ pub struct StatusSources {
     pub generations: Arc<Mutex<BTreeMap<String, u64>>>,
     /// The publishes the local server refused.
     pub refused_publishes: Arc<Violations>,
+    /// The subscriptions the local server refused past its limit.
+    pub subscription_limit: Arc<SubscriptionLimit>,
 }
 
 impl StatusSources {
@@ -123,6 +125,7 @@ impl StatusSources {
             local_publishes_dropped: crate::bus::local::publishes_dropped(),
             local_publishes_refused: self.refused_publishes.mark(),
             local_alerts_shortened: crate::bus::local::alerts_shortened(),
+            local_subscriptions_over_limit: self.subscription_limit.count(),
         }
     }
 }
