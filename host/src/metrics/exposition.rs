@@ -78,6 +78,17 @@ fn counter(mut metric: MetricEncoder<'_>, value: impl EncodeCounterValue) -> Res
     metric.encode_counter::<NoLabelSet, _, u64>(&value, None)
 }
 
+/// Write a counter family of one sample, without labels: `name`, `help`
+/// and its `value`.
+fn plain_counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: impl EncodeCounterValue,
+) -> Result<(), Error> {
+    counter(encoder.encode_descriptor(name, help, None, MetricType::Counter)?, value)
+}
+
 /// Write one sample of a gauge family.
 fn gauge(mut metric: MetricEncoder<'_>, value: impl EncodeGaugeValue) -> Result<(), Error> {
     metric.encode_gauge(&value)
@@ -99,13 +110,12 @@ impl Collector for Families {
             gauge(metric.encode_family(&[("key", Escaped(key))])?, *generation as i64)?;
         }
         if let Some(usage) = self.process {
-            let metric = encoder.encode_descriptor(
+            plain_counter(
+                &mut encoder,
                 "process_cpu_seconds",
                 "CPU time of the host process (user and system), seconds.",
-                None,
-                MetricType::Counter,
+                usage.cpu_seconds,
             )?;
-            counter(metric, usage.cpu_seconds)?;
             let metric = encoder.encode_descriptor(
                 "process_resident_memory_bytes",
                 "Resident memory of the host process, bytes.",
@@ -269,13 +279,12 @@ fn encode_calls(
 
 /// The families of the host: ingest, outbox, upstream.
 fn encode_host(encoder: &mut DescriptorEncoder<'_>, status: &Status, oldest: OldestWaiting) -> Result<(), Error> {
-    let metric = encoder.encode_descriptor(
+    plain_counter(
+        encoder,
         "edgewise_ingest_messages",
         "Messages received on the sensor subjects.",
-        None,
-        MetricType::Counter,
+        status.ingest.messages,
     )?;
-    counter(metric, status.ingest.messages)?;
     let mut metric = encoder.encode_descriptor(
         "edgewise_ingest_deadletters",
         "Dead letters published, by reason (malformed, future, too-old, sensor-mismatch, too-many-sensors).",
@@ -287,55 +296,48 @@ fn encode_host(encoder: &mut DescriptorEncoder<'_>, status: &Status, oldest: Old
         let count = status.ingest.deadletters_by_reason.get(reason).copied().unwrap_or(0);
         counter(metric.encode_family(&[("reason", reason)])?, count)?;
     }
-    let metric = encoder.encode_descriptor(
+    plain_counter(
+        encoder,
         "edgewise_ingest_dropped_by_client",
         "Messages from the local bus dropped before ingest took them (ingest slower than the bus).",
-        None,
-        MetricType::Counter,
+        status.ingest.dropped_by_client,
     )?;
-    counter(metric, status.ingest.dropped_by_client)?;
-    let metric = encoder.encode_descriptor(
+    plain_counter(
+        encoder,
         "edgewise_ingest_held_for_clock",
         "Deliveries of JetStream sensor messages held in the stream because their readings were from the future of the host clock while no new reading was taken (a device clock behind).",
-        None,
-        MetricType::Counter,
+        status.ingest.held_for_clock,
     )?;
-    counter(metric, status.ingest.held_for_clock)?;
-    let metric = encoder.encode_descriptor(
+    plain_counter(
+        encoder,
         "edgewise_log_lines_dropped",
         "Log lines dropped because stderr took no more (its reader stalled); the host never waits for its log.",
-        None,
-        MetricType::Counter,
+        status.log_lines_dropped,
     )?;
-    counter(metric, status.log_lines_dropped)?;
-    let metric = encoder.encode_descriptor(
+    plain_counter(
+        encoder,
         "edgewise_local_publishes_dropped",
         "Alerts and telemetry not published on the local bus because its client took nothing for a while (the server away); they still went to the outbox.",
-        None,
-        MetricType::Counter,
+        status.local_publishes_dropped,
     )?;
-    counter(metric, status.local_publishes_dropped)?;
-    let metric = encoder.encode_descriptor(
+    plain_counter(
+        encoder,
         "edgewise_local_publishes_refused",
         "Publishes of the host the local server refused: a permissions violation (alerts then reach only the cloud).",
-        None,
-        MetricType::Counter,
+        status.local_publishes_refused,
     )?;
-    counter(metric, status.local_publishes_refused)?;
-    let metric = encoder.encode_descriptor(
+    plain_counter(
+        encoder,
         "edgewise_local_alerts_shortened",
         "Alerts published on the local bus with their message cut, larger in full than the local server's max_payload; they went to the outbox in full.",
-        None,
-        MetricType::Counter,
+        status.local_alerts_shortened,
     )?;
-    counter(metric, status.local_alerts_shortened)?;
-    let metric = encoder.encode_descriptor(
+    plain_counter(
+        encoder,
         "edgewise_local_subscriptions_over_limit",
         "Subscriptions of the host the local server refused past its limit of subscriptions: each one's input or requests get nothing until the host restarts.",
-        None,
-        MetricType::Counter,
+        status.local_subscriptions_over_limit,
     )?;
-    counter(metric, status.local_subscriptions_over_limit)?;
     let outbox = &status.outbox;
     let mut metric = encoder.encode_descriptor(
         "edgewise_outbox_entries",
