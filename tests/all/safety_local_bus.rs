@@ -250,11 +250,16 @@ async fn a_status_larger_than_the_local_servers_max_payload_is_answered_with_an_
     let what = "the host's alert about the refused bundle";
     next_where(&mut alerts, what, |_, alert| alert["code"] == "plugin-degraded").await;
 
+    // The refused bundle's alert may come before the status responder is
+    // subscribed ("no responders" at once): ask until the host answers.
     let subject = format!("edgewise.{DEVICE}.status");
-    let answer = tokio::time::timeout(WAIT, client.request(subject, "".into()))
-        .await
-        .expect("answered")
-        .expect("answered");
+    let answer = poll_until("the host's answer to a status request", WAIT, || async {
+        match tokio::time::timeout(WAIT, client.request(subject.clone(), "".into())).await {
+            Ok(Ok(answer)) => Ok(answer),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     let error = answer
         .headers
         .as_ref()
